@@ -1,0 +1,3 @@
+from gitprov.cli import main
+
+raise SystemExit(main())

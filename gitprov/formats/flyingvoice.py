@@ -1,0 +1,52 @@
+"""The Flying Voice param.conf format (IP542N, G502N and kin).
+
+Bytes: UTF-8, one `DBID_NAME=value` per line, lines end with LF and so does the file
+(the vendor's tooling is Linux's `encrypt_file`, and the SPA-style parser splits on LF;
+CR would become part of the value). `DBID_DBASE_VERSION` is the first line, then the
+catalog's order (the overview's example first), then unknown keys by name. Per-line
+parameters carry one value per line, joined by TAB. No comments, no BOM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gitprov.compile import DeviceConfig
+
+VERSION_KEY = "DBID_DBASE_VERSION"
+_FORBIDDEN = ("\n", "\r", "\x00")
+
+
+def _line(key: str, value: str) -> str:
+    # Validation rejects these first; this guard makes an injected line impossible even if a
+    # rule is skipped or a new code path forgets to validate.
+    if any(c in key or c in value for c in _FORBIDDEN) or "=" in key:
+        raise ValueError(f"refusing to render {key}: value contains a line break or NUL")
+    return f"{key}={value}\n"
+
+
+def render_lines(pairs: Iterable[tuple[str, str]]) -> bytes:
+    return "".join(_line(k, v) for k, v in pairs).encode("utf-8")
+
+
+def body(config: DeviceConfig, *, redact: bool = False) -> bytes:
+    """Everything but the version line: what versions compare."""
+    return render_lines((e.key, e.redacted if redact else e.value) for e in config.entries)
+
+
+def render(config: DeviceConfig, version: int | None, *, redact: bool = False) -> bytes:
+    head = render_lines([(VERSION_KEY, str(version))]) if version is not None else b""
+    return head + body(config, redact=redact)
+
+
+def parse(data: bytes) -> dict[str, str]:
+    """Read a param.conf back (for tests, `verify` and the device emulator)."""
+    out: dict[str, str] = {}
+    for raw in data.decode("utf-8").split("\n"):
+        if not raw:
+            continue
+        key, sep, value = raw.partition("=")
+        if not sep:
+            raise ValueError(f"not a DBID line: {raw[:40]!r}")
+        out[key] = value
+    return out

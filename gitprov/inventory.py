@@ -1,0 +1,270 @@
+"""YAML files of one source → documents (with positions) → a typed Inventory.
+
+`load_documents` never fails on bad input: it returns what it could read and the problems.
+`build_inventory` assumes the documents passed validation.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitprov.errors import Problem, warning
+from gitprov.macros import normalise_mac
+from gitprov.source import FileRef, Source
+from gitprov.yamldoc import Document, SecretRef, parse
+
+FLEET = "fleet"
+PROFILE = "profile"
+MODEL = "model"
+DEVICE = "device"
+SECRETS = "secrets"
+
+FLEET_FILE = "gitprov.yaml"
+SECRETS_FILE = "secrets.yaml"
+DEFAULT_FILE_NAME = "fv$(MA).conf"
+
+
+def kind_of(path: str, inventory_dir: str) -> str | None:
+    rel = posixpath.relpath(path, inventory_dir) if inventory_dir else path
+    if rel == FLEET_FILE:
+        return FLEET
+    if rel == SECRETS_FILE:
+        return SECRETS
+    head, _, name = rel.partition("/")
+    if not name.endswith((".yaml", ".yml")) or "/" in name:
+        return None
+    return {"profiles": PROFILE, "models": MODEL, "devices": DEVICE}.get(head)
+
+
+def stem(path: str) -> str:
+    name = posixpath.basename(path)
+    return name.rsplit(".", 1)[0]
+
+
+class ParseCache:
+    """Parsed documents by git blob id: unchanged files are never parsed twice."""
+
+    def __init__(self) -> None:
+        self._docs: dict[tuple[str, str], tuple[Document | None, tuple[Problem, ...]]] = {}
+
+    def get(self, ref: FileRef, source: Source) -> tuple[Document | None, tuple[Problem, ...]]:
+        # The path is part of the key: positions and problems name the file.
+        key = (ref.path, ref.oid)
+        hit = self._docs.get(key)
+        if hit is None:
+            doc, problems = parse(ref.path, ref.oid, source.read(ref))
+            hit = (doc, tuple(problems))
+            self._docs[key] = hit
+        return hit
+
+
+@dataclass(frozen=True)
+class Documents:
+    """Every inventory file of one source, by kind."""
+
+    inventory_dir: str
+    by_kind: Mapping[str, tuple[Document, ...]]
+    refs: tuple[FileRef, ...]
+
+    def of(self, kind: str) -> tuple[Document, ...]:
+        return self.by_kind.get(kind, ())
+
+    def all(self) -> Iterable[Document]:
+        for docs in self.by_kind.values():
+            yield from docs
+
+
+def load_documents(
+    source: Source, cache: ParseCache | None = None
+) -> tuple[Documents, list[Problem]]:
+    cache = cache or ParseCache()
+    problems: list[Problem] = []
+    by_kind: dict[str, list[Document]] = {}
+    refs = source.files()
+    for ref in refs:
+        kind = kind_of(ref.path, source.inventory_dir)
+        if kind is None:
+            if not posixpath.basename(ref.path).startswith(".") and not ref.path.endswith(".md"):
+                problems.append(
+                    warning(ref.path, 0, 0, "GP005", "file is not part of the inventory and is ignored",
+                            "inventory files are gitprov.yaml, secrets.yaml and "
+                            "profiles/, models/, devices/*.yaml")
+                )
+            continue
+        doc, parse_problems = cache.get(ref, source)
+        problems.extend(parse_problems)
+        if doc is not None:
+            by_kind.setdefault(kind, []).append(doc)
+    return (
+        Documents(source.inventory_dir, {k: tuple(v) for k, v in by_kind.items()}, tuple(refs)),
+        problems,
+    )
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One level of settings: its `params:` and `lines:` blocks and where they are."""
+
+    doc: Document
+    params: Mapping[str, Any]
+    lines: tuple[Mapping[str, Any] | None, ...]
+
+    @staticmethod
+    def of(doc: Document) -> Layer:
+        data = doc.data
+        return Layer(doc, dict(data.get("params") or {}), tuple(data.get("lines") or ()))
+
+
+@dataclass(frozen=True)
+class Encryption:
+    mode: str = "openssl-md5"
+    iterations: int = 10000
+    gzip: bool = False
+    master_key: SecretRef | None = None
+
+    def merged(self, over: Mapping[str, Any] | None) -> Encryption:
+        if not over:
+            return self
+        return Encryption(
+            mode=over.get("mode", self.mode),
+            iterations=over.get("iterations", self.iterations),
+            gzip=over.get("gzip", self.gzip),
+            master_key=over.get("master_key", self.master_key),
+        )
+
+
+@dataclass(frozen=True)
+class Fleet:
+    doc: Document
+    name: str
+    version_floor: int
+    file_name: str
+    provisioning_url: str | None
+    http_root: str | None
+    tftp_root: str | None
+    state_dir: str | None
+    encryption: Encryption
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    doc: Document
+    extends: str | None
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    doc: Document
+    family: str
+    product_name: str
+    config_file_name: str
+    line_count: int
+    firmware: Mapping[str, str]
+    encryption: Mapping[str, Any] | None
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class Device:
+    mac: str  # 12 lower-case hex
+    doc: Document
+    model: str
+    profile: str | None
+    serial: str
+    key: SecretRef | None
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class Inventory:
+    fleet: Fleet
+    profiles: Mapping[str, Profile]
+    models: Mapping[str, Model]
+    devices: tuple[Device, ...]  # sorted by MAC
+    sealed: Mapping[str, str] = field(default_factory=dict)  # secret name -> sealed text
+    public_key: str | None = None
+
+    def device(self, mac: str) -> Device | None:
+        for d in self.devices:
+            if d.mac == mac:
+                return d
+        return None
+
+    def profile_chain(self, name: str | None) -> list[Profile]:
+        """The profile and its ancestors, base first."""
+        chain: list[Profile] = []
+        seen: set[str] = set()
+        while name and name not in seen and name in self.profiles:
+            seen.add(name)
+            chain.append(self.profiles[name])
+            name = self.profiles[name].extends
+        return list(reversed(chain))
+
+
+def build_inventory(docs: Documents) -> Inventory:
+    fleet_docs = docs.of(FLEET)
+    fdoc = fleet_docs[0]
+    f = fdoc.data
+    publish = f.get("publish") or {}
+    fleet = Fleet(
+        doc=fdoc,
+        name=str(f.get("fleet", "")),
+        version_floor=int(f["version_floor"]),
+        file_name=f.get("file_name", DEFAULT_FILE_NAME),
+        provisioning_url=(f.get("provisioning") or {}).get("url"),
+        http_root=publish.get("http_root"),
+        tftp_root=publish.get("tftp_root"),
+        state_dir=publish.get("state_dir"),
+        encryption=Encryption().merged(f.get("encryption")),
+        layer=Layer.of(fdoc),
+    )
+    profiles = {
+        stem(d.path): Profile(stem(d.path), d, d.data.get("extends"), Layer.of(d))
+        for d in docs.of(PROFILE)
+    }
+    models = {}
+    for d in docs.of(MODEL):
+        m = d.data
+        name = stem(d.path)
+        models[name] = Model(
+            name=name,
+            doc=d,
+            family=m["family"],
+            product_name=m.get("product_name", name),
+            config_file_name=m.get("config_file_name", f"{name}.conf"),
+            line_count=int(m["line_count"]),
+            firmware=dict(m.get("firmware") or {}),
+            encryption=m.get("encryption"),
+            layer=Layer.of(d),
+        )
+    devices = []
+    for d in docs.of(DEVICE):
+        data = d.data
+        mac = normalise_mac(data["mac"])
+        assert mac is not None, "validated"
+        key = data.get("key")
+        devices.append(
+            Device(
+                mac=mac,
+                doc=d,
+                model=data["model"],
+                profile=data.get("profile"),
+                serial=str(data.get("serial", "")),
+                key=key if isinstance(key, SecretRef) else None,
+                layer=Layer.of(d),
+            )
+        )
+    devices.sort(key=lambda dev: dev.mac)
+    sealed: dict[str, str] = {}
+    public_key = None
+    for d in docs.of(SECRETS):
+        public_key = d.data.get("public_key")
+        sealed.update(d.data.get("secrets") or {})
+    return Inventory(fleet, profiles, models, tuple(devices), sealed, public_key)

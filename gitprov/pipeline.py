@@ -1,0 +1,191 @@
+"""The stages wired together for one repository, with the caches that make a new commit
+cost what it changed (parse by blob id, schema problems by blob id, device digests by the
+blob ids of everything the device inherits).
+
+    source → documents → validate → inventory → compile → render → version → encrypt
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from gitprov import version as versioning
+from gitprov.catalog import Catalog, load_catalog
+from gitprov.compile import DeviceConfig, SecretResolver, compile_device, placeholder_resolver
+from gitprov.errors import GitprovError, InvalidInventory, Problem
+from gitprov.formats import flyingvoice, render
+from gitprov.inventory import (
+    SECRETS,
+    Device,
+    Documents,
+    Inventory,
+    ParseCache,
+    build_inventory,
+    load_documents,
+)
+from gitprov.secrets import SecretError, unseal
+from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, Source
+from gitprov.validate import Options, SchemaCache, validate
+
+RENDER_FORMAT = "flyingvoice-1"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    docs: Documents
+    problems: tuple[Problem, ...]
+    inventory: Inventory | None  # None when any problem is an error
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.is_error)
+
+
+@dataclass(frozen=True)
+class DeviceFile:
+    mac: str
+    name: str  # file name in every root
+    plaintext: bytes
+    data: bytes  # what is published: the encrypted file, or the plaintext when mode is none
+    version: int
+    set_by: str  # commit id that set this version
+    model: str
+
+
+@dataclass(frozen=True)
+class Build:
+    commit: str
+    inventory: Inventory
+    files: tuple[DeviceFile, ...]  # sorted by MAC
+
+
+class Pipeline:
+    def __init__(
+        self,
+        repo: pygit2.Repository | None,
+        inventory_dir: str = DEFAULT_INVENTORY_DIR,
+        catalog: Catalog | None = None,
+        options: Options = Options(),
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.repo = repo
+        self.inventory_dir = inventory_dir
+        self.catalog = catalog or load_catalog()
+        self.options = options
+        self.parse_cache = ParseCache()
+        self.schema_cache = SchemaCache()
+        self._digests: dict[tuple[str, ...], str] = {}
+        self._evaluated: dict[str, Mapping[str, str] | None] = {}
+        salt = hashlib.sha256(f"{self.catalog.digest}:{RENDER_FORMAT}".encode()).hexdigest()
+        self.version_cache = (
+            versioning.VersionCache(cache_dir, salt) if cache_dir is not None else None
+        )
+
+    # -- load and validate -------------------------------------------------------------
+    def source(self, commit: pygit2.Commit) -> CommitSource:
+        assert self.repo is not None
+        return CommitSource(self.repo, commit, self.inventory_dir)
+
+    def load(self, source: Source, parent: Source | None = None) -> Loaded:
+        docs, problems = load_documents(source, self.parse_cache)
+        parent_docs = load_documents(parent, self.parse_cache)[0] if parent else None
+        found = validate(docs, self.catalog, self.options, parent_docs, problems,
+                         self.schema_cache)
+        inv = None if any(p.is_error for p in found) else build_inventory(docs)
+        return Loaded(docs, tuple(found), inv)
+
+    def load_commit(self, commit: pygit2.Commit) -> Loaded:
+        parent = self.source(commit.parents[0]) if commit.parents else None
+        return self.load(self.source(commit), parent)
+
+    # -- compile -----------------------------------------------------------------------
+    def compile(self, inv: Inventory, device: Device, resolve: SecretResolver) -> DeviceConfig:
+        return compile_device(device, inv, self.catalog, resolve)
+
+    def digests(self, inv: Inventory) -> dict[str, str]:
+        """Each device's content digest (version line excluded, secrets as sealed digests)."""
+        resolve = placeholder_resolver(inv.sealed)
+        fleet_oid = inv.fleet.doc.oid
+        secrets_oid = self._secrets_oid(inv)
+        out = {}
+        for device in inv.devices:
+            model = inv.models[device.model]
+            key = (
+                device.doc.path, device.doc.oid, model.doc.oid, fleet_oid, secrets_oid,
+                *(p.doc.oid for p in inv.profile_chain(device.profile)),
+            )
+            digest = self._digests.get(key)
+            if digest is None:
+                cfg = self.compile(inv, device, resolve)
+                text = cfg.file_name.encode() + b"\0" + flyingvoice.body(cfg) + \
+                    f"\0{cfg.cipher.mode}:{cfg.cipher.iterations}:{cfg.cipher.gzip}".encode()
+                digest = hashlib.sha256(text).hexdigest()
+                self._digests[key] = digest
+            out[device.mac] = digest
+        return out
+
+    @staticmethod
+    def _secrets_oid(inv: Inventory) -> str:
+        return hashlib.sha256(repr(sorted(inv.sealed.items())).encode()).hexdigest()
+
+    # -- versions ----------------------------------------------------------------------
+    def evaluate(self, commit: pygit2.Commit) -> Mapping[str, str] | None:
+        cid = str(commit.id)
+        if cid not in self._evaluated:
+            loaded = self.load(self.source(commit))
+            self._evaluated[cid] = None if loaded.inventory is None else \
+                self.digests(loaded.inventory)
+        return self._evaluated[cid]
+
+    def versions(self, commit: pygit2.Commit, inv: Inventory) -> dict[str, versioning.VersionInfo]:
+        state = versioning.compute_states(commit, self.evaluate, self.version_cache)
+        return versioning.versions(state, inv.fleet.version_floor)
+
+    # -- build -------------------------------------------------------------------------
+    def build(self, commit: pygit2.Commit, private_key: str | None) -> Build:
+        loaded = self.load_commit(commit)
+        if loaded.inventory is None:
+            raise InvalidInventory(
+                f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
+                hint="fix them and commit again; nothing was published",
+                problems=loaded.problems,
+            )
+        inv = loaded.inventory
+        vers = self.versions(commit, inv)
+        resolve = secret_resolver(inv, private_key)
+        files = []
+        for device in inv.devices:
+            cfg = self.compile(inv, device, resolve)
+            info = vers[device.mac]
+            plain = render(cfg, info.version)
+            data = cfg.cipher.encrypt(plain, cfg.key) if cfg.key is not None else \
+                cfg.cipher.encrypt(plain, "") if cfg.cipher.mode.value == "none" else plain
+            files.append(DeviceFile(device.mac, cfg.file_name, plain, data, info.version,
+                                    info.commit, cfg.model))
+        return Build(str(commit.id), inv, tuple(files))
+
+
+def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
+    cache: dict[str, str] = {}
+
+    def resolve(name: str) -> str:
+        if name not in cache:
+            if private_key is None:
+                raise GitprovError(
+                    f"secret {name!r} is needed to build device files",
+                    hint="give the repository private key: GITPROV_PRIVATE_KEY, "
+                    "GITPROV_PRIVATE_KEY_FILE or --private-key-file",
+                )
+            try:
+                cache[name] = unseal(private_key, name, inv.sealed[name])
+            except SecretError as exc:
+                raise GitprovError(exc.message, hint="is this the private key of "
+                                   f"{SECRETS}.yaml's public_key?") from None
+        return cache[name]
+
+    return resolve

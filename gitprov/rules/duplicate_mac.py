@@ -1,0 +1,34 @@
+"""GP101 duplicate-mac: two device files describe the same MAC, in any spelling.
+
+Fails:   devices/a.yaml `mac: "00:21:f2:01:1b:19"` and devices/b.yaml `mac: "0021F2011B19"`
+Passes:  each MAC in exactly one device file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gitprov.errors import Problem, error
+from gitprov.macros import normalise_mac
+from gitprov.rules import RuleContext, get
+from gitprov.yamldoc import Document
+
+CODE = "GP101"
+NAME = "duplicate-mac"
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    first: dict[str, Document] = {}
+    for doc in ctx.devices:
+        raw = get(doc.data, "mac")
+        mac = normalise_mac(raw) if isinstance(raw, str) else None
+        if mac is None:
+            continue
+        if mac in first:
+            other = first[mac]
+            line, col = doc.pos(("mac",))
+            yield error(doc.path, line, col, CODE,
+                        f"MAC {mac} is also used by {other.path}:{other.pos(('mac',))[0]}",
+                        "each device has exactly one file; remove or fix one of them")
+        else:
+            first[mac] = doc

@@ -1,0 +1,42 @@
+"""GP104 extends-cycle: profiles that extend each other in a loop.
+
+Fails:   profiles/a.yaml `extends: b` and profiles/b.yaml `extends: a`
+Passes:  profiles/a.yaml `extends: b`, profiles/b.yaml without `extends`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gitprov.errors import Problem, error
+from gitprov.inventory import stem
+from gitprov.rules import RuleContext, get
+
+CODE = "GP104"
+NAME = "extends-cycle"
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    parent = {}
+    docs = {}
+    for doc in ctx.profiles:
+        ext = get(doc.data, "extends")
+        if isinstance(ext, str):
+            parent[stem(doc.path)] = ext
+            docs[stem(doc.path)] = doc
+    reported: set[str] = set()
+    for start in sorted(parent):
+        chain = [start]
+        node = parent.get(start)
+        while node is not None and node not in chain:
+            chain.append(node)
+            node = parent.get(node)
+        if node is None or node in reported:
+            continue
+        cycle = chain[chain.index(node):]
+        reported.update(cycle)
+        for name in cycle:
+            line, col = docs[name].pos(("extends",))
+            yield error(docs[name].path, line, col, CODE,
+                        "profiles extend each other in a loop: " + " → ".join([*cycle, cycle[0]]),
+                        f"remove `extends:` from one of {', '.join(cycle)}")

@@ -1,0 +1,70 @@
+"""GP107 bad-file-name: a device's published file name would not be a safe file name.
+
+The fleet's `file_name` template is expanded with each device's macro variables; the result
+must be one path component: no `/`, no `..`, no NUL or control character, at most 255 bytes.
+
+Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"`
+Passes:  `file_name: "fv$(MA).conf"`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gitprov.errors import Problem, error
+from gitprov.inventory import DEFAULT_FILE_NAME
+from gitprov.macros import device_variables, expand, normalise_mac
+from gitprov.rules import RuleContext, get
+
+CODE = "GP107"
+NAME = "bad-file-name"
+
+
+def unsafe_reason(name: str) -> str | None:
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if name in (".", "..") or ".." in name:
+        return "it contains '..'"
+    if name.startswith("."):
+        return "it starts with '.', and dot-files are never served"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it contains a control character or NUL"
+    if len(name.encode("utf-8")) > 255:
+        return "it is longer than 255 bytes"
+    return None
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    fleet = ctx.fleet
+    if fleet is None:
+        return
+    template = get(fleet.data, "file_name")
+    if not isinstance(template, str):
+        template = DEFAULT_FILE_NAME
+    products = {}
+    for m in ctx.models:
+        pn = get(m.data, "product_name")
+        products[m.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]] = pn if isinstance(pn, str) else ""
+    reported: set[str] = set()
+    for doc in ctx.devices:
+        raw = get(doc.data, "mac")
+        mac = normalise_mac(raw) if isinstance(raw, str) else None
+        if mac is None:
+            continue
+        model = get(doc.data, "model")
+        serial = get(doc.data, "serial")
+        variables = device_variables(
+            mac,
+            product_name=products.get(model, "") if isinstance(model, str) else "",
+            serial=serial if isinstance(serial, str) else "",
+        )
+        name = expand(template, variables)
+        reason = unsafe_reason(name)
+        if reason and reason not in reported:
+            reported.add(reason)
+            line, col = fleet.pos(("file_name",))
+            yield error(fleet.path, line, col, CODE,
+                        f"file_name expands to {name!r} for {mac}: {reason}",
+                        "use a single file name with macros, e.g. \"fv$(MA).conf\"")

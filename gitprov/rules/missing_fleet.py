@@ -1,0 +1,23 @@
+"""GP100 missing-fleet: the inventory has no gitprov.yaml.
+
+Fails: an inventory/ with devices/ but no gitprov.yaml.
+Passes: inventory/gitprov.yaml with at least `version_floor: 1000`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gitprov.errors import Problem, error
+from gitprov.inventory import FLEET_FILE
+from gitprov.rules import RuleContext
+
+CODE = "GP100"
+NAME = "missing-fleet"
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    if ctx.fleet is None:
+        path = f"{ctx.docs.inventory_dir}/{FLEET_FILE}".lstrip("/")
+        yield error(path, 0, 0, CODE, "the fleet settings file is missing",
+                    f"create {path} with at least `version_floor: 1000`")

@@ -1,0 +1,29 @@
+"""GP102 unknown-model: a device names a model that has no file in models/.
+
+Fails:   `model: IP524N` with only models/IP542N.yaml
+Passes:  `model: IP542N`
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+from gitprov.errors import Problem, error
+from gitprov.inventory import MODEL
+from gitprov.rules import RuleContext, get
+
+CODE = "GP102"
+NAME = "unknown-model"
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    models = ctx.names(MODEL)
+    for doc in ctx.devices:
+        model = get(doc.data, "model")
+        if isinstance(model, str) and model not in models:
+            close = difflib.get_close_matches(model, sorted(models), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml")
+            line, col = doc.pos(("model",))
+            yield error(doc.path, line, col, CODE, f"unknown model {model!r}", hint)

@@ -1,0 +1,43 @@
+"""GP115 unknown-secret: `!secret NAME` names a secret that secrets.yaml does not hold.
+
+Fails:   `password: !secret line_2001` with no `line_2001:` under `secrets:`
+Passes:  `gitprov secrets set line_2001` first, then `password: !secret line_2001`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from gitprov.errors import Problem, error
+from gitprov.rules import RuleContext, get
+from gitprov.yamldoc import SecretRef
+
+CODE = "GP115"
+NAME = "unknown-secret"
+
+
+def _refs(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if isinstance(data, SecretRef):
+        yield path, data.name
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            yield from _refs(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _refs(v, (*path, i))
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    known: set[str] = set()
+    for doc in ctx.secrets:
+        sealed = get(doc.data, "secrets")
+        if isinstance(sealed, dict):
+            known.update(sealed)
+    for doc in ctx.docs.all():
+        for path, name in _refs(doc.data, ()):
+            if name not in known:
+                line, col = doc.pos(path)
+                yield error(doc.path, line, col, CODE, f"unknown secret {name!r}",
+                            f"add it with `gitprov secrets set {name}` (it is sealed into "
+                            "secrets.yaml)")

@@ -1,0 +1,142 @@
+"""Read-only views of the inventory: at one commit (pygit2, no checkout) or in the work tree.
+
+Every file comes with its git blob id, so that anything derived from it can be cached by
+what it was derived from (DESIGN.md, cost facts).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pygit2
+
+from gitprov.errors import GitprovError
+
+DEFAULT_INVENTORY_DIR = "inventory"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str  # repository-relative, '/'-separated
+    oid: str  # git blob id of the content
+
+
+class Source(Protocol):
+    """What the pipeline reads: inventory files under one directory."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def inventory_dir(self) -> str: ...
+
+    def files(self) -> list[FileRef]: ...
+
+    def read(self, ref: FileRef) -> bytes: ...
+
+
+def open_repo(path: str | Path) -> pygit2.Repository:
+    found = pygit2.discover_repository(str(path))
+    if found is None:
+        raise GitprovError(
+            f"{path}: not a git repository",
+            hint="run gitprov inside the inventory repository or pass --repo PATH",
+        )
+    return pygit2.Repository(found)
+
+
+def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
+    try:
+        obj = repo.revparse_single(rev)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise GitprovError(
+            f"unknown revision {rev!r}",
+            hint="pass a branch, tag or commit id that exists in this repository (git log)",
+        ) from exc
+    commit = obj.peel(pygit2.Commit)
+    return commit
+
+
+class CommitSource:
+    """The inventory as it is in one commit's tree."""
+
+    def __init__(
+        self, repo: pygit2.Repository, commit: pygit2.Commit, inventory_dir: str = DEFAULT_INVENTORY_DIR
+    ) -> None:
+        self.repo = repo
+        self.commit = commit
+        self._dir = inventory_dir.strip("/")
+
+    @property
+    def label(self) -> str:
+        return str(self.commit.id)[:12]
+
+    @property
+    def inventory_dir(self) -> str:
+        return self._dir
+
+    def files(self) -> list[FileRef]:
+        try:
+            entry = self.commit.tree[self._dir] if self._dir else self.commit.tree
+        except KeyError:
+            return []
+        tree = self.repo.get(entry.id)
+        if not isinstance(tree, pygit2.Tree):
+            return []
+        return sorted(_walk(self.repo, tree, self._dir), key=lambda r: r.path)
+
+    def read(self, ref: FileRef) -> bytes:
+        blob = self.repo.get(ref.oid)
+        assert isinstance(blob, pygit2.Blob)
+        return bytes(blob.data)
+
+
+def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[FileRef]:
+    for entry in tree:
+        path = f"{prefix}/{entry.name}" if prefix else str(entry.name)
+        if entry.type_str == "tree":
+            sub = repo.get(entry.id)
+            assert isinstance(sub, pygit2.Tree)
+            yield from _walk(repo, sub, path)
+        elif entry.type_str == "blob":
+            yield FileRef(path, str(entry.id))
+
+
+class WorktreeSource:
+    """The inventory as it is on disk now, for editing before a commit (`--worktree`)."""
+
+    def __init__(self, top: Path, inventory_dir: str = DEFAULT_INVENTORY_DIR) -> None:
+        self.top = top
+        self._dir = inventory_dir.strip("/")
+        self._cache: dict[str, bytes] = {}
+
+    @property
+    def label(self) -> str:
+        return "worktree"
+
+    @property
+    def inventory_dir(self) -> str:
+        return self._dir
+
+    def files(self) -> list[FileRef]:
+        base = self.top / self._dir
+        refs: list[FileRef] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                rel = full.relative_to(self.top).as_posix()
+                data = full.read_bytes()
+                oid = str(pygit2.hash(data))
+                self._cache[oid] = data
+                refs.append(FileRef(rel, oid))
+        return sorted(refs, key=lambda r: r.path)
+
+    def read(self, ref: FileRef) -> bytes:
+        if ref.oid in self._cache:
+            return self._cache[ref.oid]
+        return (self.top / ref.path).read_bytes()

@@ -1,0 +1,24 @@
+#!/bin/sh
+# `make run`: publish the example inventory from this repo's main, then watch main and
+# serve the roots on 127.0.0.1 until Ctrl-C.
+set -eu
+cd "$(dirname "$0")/.."
+G=.venv/bin/gitprov
+# The example's secrets are sealed to a public DEMO key (examples/demo-private-key.txt).
+export GITPROV_PRIVATE_KEY_FILE="${GITPROV_PRIVATE_KEY_FILE:-examples/demo-private-key.txt}"
+HTTP_PORT="${HTTP_PORT:-8080}"
+TFTP_PORT="${TFTP_PORT:-6969}"
+
+$G publish --rev main
+$G serve --http-port "$HTTP_PORT" --tftp-port "$TFTP_PORT" &
+SERVE=$!
+trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT INT TERM
+sleep 0.5
+MAC=0021f2011b19
+echo
+echo "Fetch and decrypt a device's file as the device would:"
+echo "  curl -s http://127.0.0.1:$HTTP_PORT/fv$MAC.conf | openssl enc -d -aes-256-cbc -md md5 -k \"\$(GITPROV_PRIVATE_KEY_FILE=$GITPROV_PRIVATE_KEY_FILE $G key $MAC)\""
+echo "  (over TFTP: tftp 127.0.0.1 $TFTP_PORT -m binary -c get fv$MAC.conf /tmp/fv.conf)"
+echo "Commit to main and watch it publish; Ctrl-C stops."
+echo
+$G watch --branch main

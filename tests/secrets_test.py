@@ -1,0 +1,316 @@
+"""Sealed secrets: round trips, every way unsealing must fail, and a diff-stable file."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from gitprov.secrets import (
+    SecretError,
+    SecretsFile,
+    dump_secrets_file,
+    generate_keypair,
+    load_private_key,
+    load_secrets_file,
+    public_key_of,
+    rotate,
+    seal,
+    sealed_digest,
+    unseal,
+    unseal_all,
+)
+
+VALUE = "sip-Pa55word!"
+SK, PK = generate_keypair()
+
+
+def messages(exc: SecretError) -> list[str]:
+    texts = [str(exc), repr(exc), exc.hint]
+    for problem in exc.problems:
+        texts += [problem.message, problem.hint]
+    return texts
+
+
+def assert_leaks_nothing(exc: SecretError, *secrets: str) -> None:
+    for text in messages(exc):
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_keypair_format() -> None:
+    assert re.fullmatch(r"gitprov-sk-[A-Za-z0-9_-]{43}", SK)
+    assert re.fullmatch(r"gitprov-pk-[A-Za-z0-9_-]{43}", PK)
+    assert public_key_of(SK) == PK
+    assert generate_keypair() != (SK, PK)
+
+
+@pytest.mark.parametrize("value", [VALUE, "", "1234", "ünïcødé ключ\n\ttab", "x" * 10_000])
+def test_round_trip(value: str) -> None:
+    sealed = seal(PK, "sip.line1", value)
+    assert sealed.startswith("v1:")
+    assert value not in sealed or value == ""
+    assert unseal(SK, "sip.line1", sealed) == value
+
+
+def test_sealing_is_randomised() -> None:
+    a, b = seal(PK, "pin", "1234"), seal(PK, "pin", "1234")
+    assert a != b
+    assert unseal(SK, "pin", a) == unseal(SK, "pin", b) == "1234"
+
+
+def test_wrong_private_key_fails() -> None:
+    other_sk, _ = generate_keypair()
+    with pytest.raises(SecretError, match="'pin'") as info:
+        unseal(other_sk, "pin", seal(PK, "pin", VALUE))
+    assert_leaks_nothing(info.value, VALUE, other_sk, SK)
+
+
+def flip(sealed: str, index: int) -> str:
+    chars = list(sealed)
+    chars[index] = "A" if chars[index] != "A" else "B"
+    return "".join(chars)
+
+
+@pytest.mark.parametrize("index", [3, 20, 50, 70, 90])
+def test_tampered_fails(index: int) -> None:
+    sealed = seal(PK, "pin", VALUE)
+    with pytest.raises(SecretError) as info:
+        unseal(SK, "pin", flip(sealed, index))
+    assert_leaks_nothing(info.value, VALUE, SK)
+
+
+@pytest.mark.parametrize("cut", [1, 20, 60])
+def test_truncated_fails(cut: int) -> None:
+    sealed = seal(PK, "pin", VALUE)
+    with pytest.raises(SecretError):
+        unseal(SK, "pin", sealed[:-cut])
+
+
+def test_moved_to_another_name_fails() -> None:
+    sealed = seal(PK, "line1.password", VALUE)
+    with pytest.raises(SecretError, match=r"line2\.password") as info:
+        unseal(SK, "line2.password", sealed)
+    assert_leaks_nothing(info.value, VALUE, SK)
+
+
+@pytest.mark.parametrize("sealed", [VALUE, "v1:", "v1:!!!!", "v2:AAAA"])
+def test_not_sealed_fails_without_echo(sealed: str) -> None:
+    with pytest.raises(SecretError) as info:
+        unseal(SK, "pin", sealed)
+    assert_leaks_nothing(info.value, VALUE, SK)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "ключ", "a/b", 'a"b'])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(SecretError):
+        seal(PK, name, VALUE)
+
+
+def test_keys_in_the_wrong_place() -> None:
+    with pytest.raises(SecretError, match="public key") as info:
+        unseal(PK, "pin", seal(PK, "pin", VALUE))
+    assert_leaks_nothing(info.value, PK)
+    with pytest.raises(SecretError) as info:
+        seal(SK, "pin", VALUE)
+    assert_leaks_nothing(info.value, SK, VALUE)
+
+
+def test_sealed_digest() -> None:
+    a, b = seal(PK, "pin", "1234"), seal(PK, "pin", "1234")
+    assert re.fullmatch(r"[0-9a-f]{12}", sealed_digest(a))
+    assert sealed_digest(a) == sealed_digest(a)
+    assert sealed_digest(a) != sealed_digest(b)
+    # Not a hash of the value: a 4-digit PIN's hash could be brute-forced.
+    assert sealed_digest(a) != hashlib.sha256(b"1234").hexdigest()[:12]
+
+
+def sample() -> SecretsFile:
+    return SecretsFile(
+        PK,
+        {
+            "zeta": seal(PK, "zeta", "z"),
+            "alpha": seal(PK, "alpha", "a"),
+            "sip.line1-pw": seal(PK, "sip.line1-pw", VALUE),
+        },
+    )
+
+
+def test_dump_is_sorted_and_one_line_per_secret() -> None:
+    sf = sample()
+    text = dump_secrets_file(sf)
+    lines = text.splitlines()
+    assert lines[1] == f"public_key: {PK}"
+    assert lines[2] == "secrets:"
+    assert [line.split(":")[0].strip() for line in lines[3:]] == ["alpha", "sip.line1-pw", "zeta"]
+    for name, sealed in sf.sealed.items():
+        assert [line for line in lines if sealed in line] == [f"  {name}: {sealed}"]
+    assert VALUE not in text
+
+
+def test_dump_load_round_trip_is_stable() -> None:
+    sf = sample()
+    text = dump_secrets_file(sf)
+    again = load_secrets_file(text)
+    assert again == sf
+    assert dump_secrets_file(again) == text
+    assert unseal_all(again, SK) == {"alpha": "a", "sip.line1-pw": VALUE, "zeta": "z"}
+
+
+def test_adding_a_secret_is_a_one_line_diff() -> None:
+    sf = sample()
+    before = dump_secrets_file(sf).splitlines()
+    added = SecretsFile(PK, {**sf.sealed, "beta": seal(PK, "beta", "b")})
+    after = dump_secrets_file(added).splitlines()
+    changed = [
+        line
+        for line in difflib.unified_diff(before, after, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert len(changed) == 1
+    assert changed[0].startswith("+  beta: v1:")
+
+
+@pytest.mark.parametrize("name", ["true", "No", "null", "0123", "1.5", "-x", ".inf", "1e3", "y"])
+def test_names_yaml_would_misread_round_trip(name: str) -> None:
+    sf = SecretsFile(PK, {name: seal(PK, name, "v")})
+    again = load_secrets_file(dump_secrets_file(sf))
+    assert list(again.sealed) == [name]
+    assert unseal(SK, name, again.sealed[name]) == "v"
+
+
+def test_empty_file_round_trips() -> None:
+    sf = SecretsFile(PK, {})
+    text = dump_secrets_file(sf)
+    assert "secrets: {}" in text
+    assert load_secrets_file(text) == sf
+    assert load_secrets_file(f"public_key: {PK}\nsecrets:\n") == sf
+
+
+def test_secrets_file_is_an_immutable_copy() -> None:
+    sealed = {"a": seal(PK, "a", "1")}
+    sf = SecretsFile(PK, sealed)
+    sealed["b"] = seal(PK, "b", "2")
+    assert list(sf.sealed) == ["a"]
+    with pytest.raises(TypeError):
+        sf.sealed["c"] = "v1:AAAA"  # type: ignore[index]
+
+
+def test_plaintext_pasted_into_the_file_is_reported_not_echoed() -> None:
+    text = f"public_key: {PK}\nsecrets:\n  ok: {seal(PK, 'ok', 'v')}\n  sip_pw: {VALUE}\n"
+    with pytest.raises(SecretError) as info:
+        load_secrets_file(text, source="inventory/secrets.yaml")
+    [problem] = info.value.problems
+    assert (problem.file, problem.line, problem.col) == ("inventory/secrets.yaml", 4, 11)
+    assert problem.code == "secret-not-sealed"
+    assert "sip_pw" in problem.message
+    assert_leaks_nothing(info.value, VALUE)
+
+
+def test_duplicate_name_is_reported_not_echoed() -> None:
+    text = f"public_key: {PK}\nsecrets:\n  pw: {VALUE}\n  pw: other-{VALUE}\n"
+    with pytest.raises(SecretError) as info:
+        load_secrets_file(text)
+    assert info.value.problems[0].line == 4
+    assert_leaks_nothing(info.value, VALUE)
+
+
+def test_every_problem_at_once() -> None:
+    text = (
+        f"public_key: {SK}\nextra: 1\nsecrets:\n  0123: v1:AAAA\n  'a b': v1:AAAA\n  ok: {VALUE}\n"
+    )
+    with pytest.raises(SecretError) as info:
+        load_secrets_file(text)
+    codes = sorted((p.line, p.code) for p in info.value.problems)
+    assert codes == [
+        (1, "secrets-public-key"),
+        (2, "secrets-schema"),
+        (4, "secret-name"),
+        (5, "secret-name"),
+        (6, "secret-not-sealed"),
+    ]
+    assert_leaks_nothing(info.value, VALUE, SK)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "- a\n", "secrets: {}\n", f"public_key: {PK}\nsecrets: [a]\n", "a: [\n"]
+)
+def test_malformed_files(text: str) -> None:
+    with pytest.raises(SecretError) as info:
+        load_secrets_file(text)
+    assert info.value.problems
+
+
+def test_rotate() -> None:
+    sf = sample()
+    new_sk, new_pk = generate_keypair()
+    rotated = rotate(sf, SK, new_pk)
+    assert rotated.public_key == new_pk
+    assert unseal_all(rotated, new_sk) == unseal_all(sf, SK)
+    for name, sealed in rotated.sealed.items():
+        with pytest.raises(SecretError):
+            unseal(SK, name, sealed)
+    with pytest.raises(SecretError, match="does not belong") as info:
+        rotate(sf, new_sk, new_pk)
+    assert_leaks_nothing(info.value, VALUE, new_sk, SK)
+
+
+def key_file(tmp_path: Path, text: str, name: str = "key") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def test_load_private_key_sources_in_order(tmp_path: Path) -> None:
+    other_sk, _ = generate_keypair()
+    third_sk, _ = generate_keypair()
+    path = key_file(tmp_path, f"# publisher key\n\n{SK}\n")
+    env_file = key_file(tmp_path, third_sk + "\n", "env-key")
+    env = {"GITPROV_PRIVATE_KEY": other_sk, "GITPROV_PRIVATE_KEY_FILE": env_file}
+    assert load_private_key(env, path) == SK
+    assert load_private_key(env, None) == other_sk
+    assert load_private_key({"GITPROV_PRIVATE_KEY_FILE": env_file}, None) == third_sk
+    # CI expands an undefined secret to "": treat it as unset.
+    assert load_private_key({"GITPROV_PRIVATE_KEY": "", "GITPROV_PRIVATE_KEY_FILE": env_file}, None)
+    assert load_private_key({}, None) is None
+
+
+def test_load_private_key_unreadable(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope")
+    with pytest.raises(SecretError, match="nope"):
+        load_private_key({}, missing)
+    with pytest.raises(SecretError, match="GITPROV_PRIVATE_KEY_FILE"):
+        load_private_key({"GITPROV_PRIVATE_KEY_FILE": missing}, None)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "hunter2-not-a-key\n",
+        f"{SK}\n{SK}\n",
+        f"{PK}\n",
+        SK[:-1] + "!\n",
+    ],
+)
+def test_load_private_key_malformed_is_not_echoed(tmp_path: Path, content: str) -> None:
+    path = key_file(tmp_path, content)
+    with pytest.raises(SecretError) as info:
+        load_private_key({}, path)
+    assert_leaks_nothing(info.value, "hunter2", SK, SK[11:30])
+    with pytest.raises(SecretError) as info:
+        load_private_key({"GITPROV_PRIVATE_KEY": content.strip()}, None)
+    assert "GITPROV_PRIVATE_KEY" in str(info.value)
+    assert_leaks_nothing(info.value, "hunter2", SK[11:30])
+
+
+def test_load_private_key_binary_file(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(b"\xff\xfe\x00secret")
+    with pytest.raises(SecretError, match="not text") as info:
+        load_private_key({}, str(path))
+    assert_leaks_nothing(info.value, "secret\n")
