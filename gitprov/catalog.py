@@ -22,8 +22,10 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 LINE_PREFIX = "line."
 DBID_PATTERN = r"^DBID_[A-Z0-9_]+$"
 
-_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
-_HOSTNAME = r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?"
 IPV4_PATTERN = f"^{_IPV4}$"
 HOSTNAME_PATTERN = f"^{_HOSTNAME}$"
 HOST_PATTERN = f"^({_IPV4}|{_HOSTNAME})$"
@@ -87,9 +89,7 @@ class Catalog:
         object.__setattr__(self, "_by_key", {p.key: p for p in self.params})
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
         object.__setattr__(self, "_order", {p.key: i for i, p in enumerate(self.params)})
-        object.__setattr__(
-            self, "_by_short", {p.short_name: p for p in self.params if p.per_line}
-        )
+        object.__setattr__(self, "_by_short", {p.short_name: p for p in self.params if p.per_line})
 
     def by_key(self, key: str) -> Param | None:
         return self._by_key.get(key)  # type: ignore[attr-defined,no-any-return]

@@ -90,12 +90,21 @@ def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:
     return {
         "version": 1,
         "problems": [
-            {"file": p.file, "line": p.line, "col": p.col, "code": p.code,
-             "level": str(p.level), "message": p.message, "hint": p.hint}
+            {
+                "file": p.file,
+                "line": p.line,
+                "col": p.col,
+                "code": p.code,
+                "level": str(p.level),
+                "message": p.message,
+                "hint": p.hint,
+            }
             for p in problems
         ],
-        "summary": {"errors": sum(p.is_error for p in problems),
-                    "warnings": sum(not p.is_error for p in problems)},
+        "summary": {
+            "errors": sum(p.is_error for p in problems),
+            "warnings": sum(not p.is_error for p in problems),
+        },
     }
 
 
@@ -133,7 +142,9 @@ class Context:
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
             self._pipeline = Pipeline(
-                self.repo, self.args.inventory_dir, load_catalog(),
+                self.repo,
+                self.args.inventory_dir,
+                load_catalog(),
                 Options(strict=getattr(self.args, "strict", False)),
                 cache_dir=Path(self.repo.path) / "gitprov-cache",
             )
@@ -164,8 +175,9 @@ def _require_valid(loaded: Loaded) -> None:
 def _mac_arg(text: str) -> str:
     mac = normalise_mac(text)
     if mac is None:
-        raise UsageError(f"not a MAC address: {text!r}",
-                         hint="write it like 00:21:f2:01:1b:19 or 0021f2011b19")
+        raise UsageError(
+            f"not a MAC address: {text!r}", hint="write it like 00:21:f2:01:1b:19 or 0021f2011b19"
+        )
     return mac
 
 
@@ -192,8 +204,10 @@ def cmd_build(ctx: Context) -> int:
     for f in build.files:
         write_atomic(out / "plain" / f.name, f.plaintext)
         write_atomic(out / "encrypted" / f.name, f.data)
-    print(f"built {len(build.files)} device file(s) of {build.commit[:12]} into {out}/"
-          "{plain,encrypted}/ (plain/ holds secrets: keep it private)")
+    print(
+        f"built {len(build.files)} device file(s) of {build.commit[:12]} into {out}/"
+        "{plain,encrypted}/ (plain/ holds secrets: keep it private)"
+    )
     return 0
 
 
@@ -205,8 +219,9 @@ def cmd_show(ctx: Context) -> int:
     assert inv is not None
     device = inv.device(mac)
     if device is None:
-        raise GitprovError(f"no device {mac} in the inventory",
-                           hint="`gitprov versions` lists every device")
+        raise GitprovError(
+            f"no device {mac} in the inventory", hint="`gitprov versions` lists every device"
+        )
     version = None
     if commit is not None:
         version = ctx.pipeline.versions(commit, inv)[mac].version
@@ -248,21 +263,20 @@ def cmd_versions(ctx: Context) -> int:
     assert loaded.inventory is not None
     vers = ctx.pipeline.versions(commit, loaded.inventory)
     wanted = [_mac_arg(m) for m in ctx.args.macs] or sorted(vers)
-    rows = []
     for mac in wanted:
         if mac not in vers:
             raise GitprovError(f"no device {mac} at {str(commit.id)[:12]}")
-        info = vers[mac]
-        rows.append({"mac": mac, "version": info.version, "commit": info.commit})
     if ctx.args.format == "json":
+        rows = [{"mac": m, "version": vers[m].version, "commit": vers[m].commit} for m in wanted]
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
         print(f"{'MAC':<14} {'VERSION':>9}  SET BY")
-        for r in rows:
-            c = ctx.repo.get(r["commit"])
+        for mac in wanted:
+            info = vers[mac]
+            c = ctx.repo.get(info.commit)
             summary = c.message.splitlines()[0][:50] if isinstance(c, pygit2.Commit) else ""
-            print(f"{r['mac']:<14} {r['version']:>9}  {r['commit'][:12]} {summary}")
+            print(f"{mac:<14} {info.version:>9}  {info.commit[:12]} {summary}")
     return 0
 
 
@@ -276,8 +290,11 @@ def _targets(ctx: Context, build: Build) -> Any:
     state = a.state_dir or fleet.state_dir
     roots = tuple(dict.fromkeys(Path(r) for r in (http, tftp) if r))
     if not roots:
-        raise UsageError("no publish root", hint="set publish.http_root / tftp_root in "
-                         "gitprov.yaml or pass --http-root / --tftp-root")
+        raise UsageError(
+            "no publish root",
+            hint="set publish.http_root / tftp_root in "
+            "gitprov.yaml or pass --http-root / --tftp-root",
+        )
     if not state:
         raise UsageError("no state dir", hint="set publish.state_dir or pass --state-dir")
     return Targets(roots, Path(state))
@@ -302,16 +319,24 @@ def publish_commit(ctx: Context, repo: pygit2.Repository, commit: pygit2.Commit)
         except (KeyError, ValueError, pygit2.GitError):
             return False
 
-    result = publish(build, targets, is_descendant=is_descendant, force=ctx.args.force,
-                     progress=_progress, lock_wait=ctx.args.wait)
+    result = publish(
+        build,
+        targets,
+        is_descendant=is_descendant,
+        force=ctx.args.force,
+        progress=_progress,
+        lock_wait=ctx.args.wait,
+    )
     short = result.commit[:12]
     if result.already_published:
         print(f"{short} is already published; nothing to write")
         return 0
     changed = sorted({a.name for a in result.written})
-    print(f"published {short}: {len(result.written)} file(s) written, "
-          f"{len(result.removed)} removed, {result.plan.unchanged} unchanged "
-          f"in {', '.join(str(r) for r in targets.roots)}")
+    print(
+        f"published {short}: {len(result.written)} file(s) written, "
+        f"{len(result.removed)} removed, {result.plan.unchanged} unchanged "
+        f"in {', '.join(str(r) for r in targets.roots)}"
+    )
     by_name = {f.name: f for f in build.files}
     for name in changed[:20]:
         f = by_name[name]
@@ -350,8 +375,11 @@ def cmd_serve(ctx: Context) -> int:
         http_root = fleet.http_root if fleet else None
         tftp_root = fleet.tftp_root if fleet else None
     handle = serve_roots(
-        Path(http_root) if http_root else None, Path(tftp_root) if tftp_root else None,
-        a.host, a.http_port, a.tftp_port,
+        Path(http_root) if http_root else None,
+        Path(tftp_root) if tftp_root else None,
+        a.host,
+        a.http_port,
+        a.tftp_port,
     )
     if handle.http:
         print(f"HTTP: {handle.http.url}  (root {http_root})", flush=True)
@@ -407,8 +435,11 @@ def cmd_watch(ctx: Context) -> int:
         try:
             publish_commit(ctx, repo, commit)
         except InvalidInventory as exc:
-            print(f"{short}: not published: {exc.message}; the last good files stay",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{short}: not published: {exc.message}; the last good files stay",
+                file=sys.stderr,
+                flush=True,
+            )
             render_problems(exc.problems, "text", sys.stderr)
         except GitprovError as exc:
             print(f"{short}: not published: {exc.message}", file=sys.stderr, flush=True)
@@ -416,8 +447,13 @@ def cmd_watch(ctx: Context) -> int:
 
     print(f"watching {a.branch} of {a.repo} (poll every {a.interval}s)", flush=True)
     try:
-        watch(Path(ctx.repo.path), handle, stop,
-              WatchOptions(a.branch, a.interval, 0.1, not a.no_inotify), last)
+        watch(
+            Path(ctx.repo.path),
+            handle,
+            stop,
+            WatchOptions(a.branch, a.interval, 0.1, not a.no_inotify),
+            last,
+        )
     except KeyboardInterrupt:
         stop.set()
     return 0
@@ -437,8 +473,9 @@ def cmd_schema(ctx: Context) -> int:
         kind = ctx.args.kind
         name = f"{kind}.schema.json"
         if name not in schemas:
-            raise UsageError(f"no schema {kind!r}",
-                             hint="kinds: " + ", ".join(n.split(".")[0] for n in schemas))
+            raise UsageError(
+                f"no schema {kind!r}", hint="kinds: " + ", ".join(n.split(".")[0] for n in schemas)
+            )
         print(json.dumps(schemas[name], indent=2))
     return 0
 
@@ -446,8 +483,11 @@ def cmd_schema(ctx: Context) -> int:
 def cmd_params(ctx: Context) -> int:
     cat = load_catalog()
     if ctx.args.format == "json":
-        json.dump([{k: v for k, v in vars(p).items() if v not in (None, (), "")}
-                   for p in cat.params], sys.stdout, indent=2)
+        json.dump(
+            [{k: v for k, v in vars(p).items() if v not in (None, (), "")} for p in cat.params],
+            sys.stdout,
+            indent=2,
+        )
         print()
         return 0
     print(f"{'DBID KEY':<34} {'NAME':<26} {'TYPE':<9} {'SCOPE':<6} DESCRIPTION")
@@ -473,16 +513,19 @@ def cmd_secrets(ctx: Context) -> int:
             f.write(private + "\n")
         print(f"private key written to {out} (mode 600; keep it off git)")
         print(f"public key: {public}")
-        print("put the public key into inventory/secrets.yaml (public_key:) or run "
-              "`gitprov secrets rotate --new-public-key …`")
+        print(
+            "put the public key into inventory/secrets.yaml (public_key:) or run "
+            "`gitprov secrets rotate --new-public-key …`"
+        )
         return 0
     path = ctx.top / ctx.args.inventory_dir / "secrets.yaml"
     try:
         sf = sec.load_secrets_file(path.read_text(), source=str(path))
     except FileNotFoundError:
-        raise GitprovError(f"{path} does not exist",
-                           hint="create it with `public_key: gitprov-pk-…` and `secrets: {}`") \
-            from None
+        raise GitprovError(
+            f"{path} does not exist",
+            hint="create it with `public_key: gitprov-pk-…` and `secrets: {}`",
+        ) from None
     if a.secrets_cmd == "list":
         from gitprov.secrets import sealed_digest
 
@@ -497,11 +540,13 @@ def cmd_secrets(ctx: Context) -> int:
         print(f"sealed {a.name} into {path}; refer to it as !secret {a.name}")
         return 0
     if a.secrets_cmd == "rotate":
-        private = ctx.private_key()
-        if private is None:
-            raise GitprovError("rotate needs the current private key",
-                               hint="set GITPROV_PRIVATE_KEY or pass --private-key-file")
-        rotated = sec.rotate(sf, private, a.new_public_key)
+        current = ctx.private_key()
+        if current is None:
+            raise GitprovError(
+                "rotate needs the current private key",
+                hint="set GITPROV_PRIVATE_KEY or pass --private-key-file",
+            )
+        rotated = sec.rotate(sf, current, a.new_public_key)
         write_atomic(path, sec.dump_secrets_file(rotated).encode())
         print(f"re-sealed {len(rotated.sealed)} secret(s) to the new public key in {path}")
         return 0
@@ -523,11 +568,17 @@ def _read_secret_value(name: str) -> str:
 # -- argument parsing -------------------------------------------------------------------
 def _add_rev(p: argparse.ArgumentParser, worktree: bool = True) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--rev", default="HEAD",
-                   help="read the inventory from this commit, branch or tag (default HEAD)")
+    g.add_argument(
+        "--rev",
+        default="HEAD",
+        help="read the inventory from this commit, branch or tag (default HEAD)",
+    )
     if worktree:
-        g.add_argument("--worktree", action="store_true",
-                       help="read the files on disk instead (before you commit)")
+        g.add_argument(
+            "--worktree",
+            action="store_true",
+            help="read the files on disk instead (before you commit)",
+        )
 
 
 def _add_roots(p: argparse.ArgumentParser) -> None:
@@ -547,27 +598,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gitprov {__version__}")
     parser.add_argument("--repo", default=".", help="the inventory repository (default .)")
-    parser.add_argument("--inventory-dir", default=DEFAULT_INVENTORY_DIR,
-                        help="directory of the inventory inside the repository "
-                        "(default inventory)")
-    parser.add_argument("--private-key-file",
-                        help="private key for sealed secrets (else $GITPROV_PRIVATE_KEY or "
-                        "$GITPROV_PRIVATE_KEY_FILE)")
+    parser.add_argument(
+        "--inventory-dir",
+        default=DEFAULT_INVENTORY_DIR,
+        help="directory of the inventory inside the repository (default inventory)",
+    )
+    parser.add_argument(
+        "--private-key-file",
+        help="private key for sealed secrets (else $GITPROV_PRIVATE_KEY or "
+        "$GITPROV_PRIVATE_KEY_FILE)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("validate", help="check the inventory: every problem, located",
-                       description="Validate the inventory against the JSON Schemas and the "
-                       "semantic rules; every problem at once as file:line:col.")
+    p = sub.add_parser(
+        "validate",
+        help="check the inventory: every problem, located",
+        description="Validate the inventory against the JSON Schemas and the "
+        "semantic rules; every problem at once as file:line:col.",
+    )
     _add_rev(p)
-    p.add_argument("--format", choices=["text", "json", "github"], default="text",
-                   help="text (default), json, or github (workflow annotations)")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (default), json, or github (workflow annotations)",
+    )
     p.add_argument("--strict", action="store_true", help="unknown DBID_* keys are errors")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("build", help="compile a commit into DIR (no publish)",
-                       description="Write DIR/plain/ (plaintext, holds secrets) and "
-                       "DIR/encrypted/ (what would be published). Reproducible.")
+    p = sub.add_parser(
+        "build",
+        help="compile a commit into DIR (no publish)",
+        description="Write DIR/plain/ (plaintext, holds secrets) and "
+        "DIR/encrypted/ (what would be published). Reproducible.",
+    )
     p.add_argument("--rev", default="HEAD")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_build)
@@ -575,13 +640,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one device's rendered file, secrets redacted")
     p.add_argument("mac", help="the device's MAC, any spelling")
     _add_rev(p)
-    p.add_argument("--reveal", action="store_true",
-                   help="print secrets too (needs the private key)")
+    p.add_argument(
+        "--reveal", action="store_true", help="print secrets too (needs the private key)"
+    )
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("key", help="print one device's encryption key (a secret!)",
-                       description="Print the passphrase a device's file is encrypted with "
-                       "(what its [--key …] holds). Needs the private key.")
+    p = sub.add_parser(
+        "key",
+        help="print one device's encryption key (a secret!)",
+        description="Print the passphrase a device's file is encrypted with "
+        "(what its [--key …] holds). Needs the private key.",
+    )
     p.add_argument("mac")
     _add_rev(p)
     p.set_defaults(func=cmd_key)
@@ -592,33 +661,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_versions)
 
-    p = sub.add_parser("publish", help="write a commit's files into the roots, atomically",
-                       description="Build the commit and apply it to the HTTP and TFTP roots: "
-                       "changed files are replaced atomically, removed devices' files "
-                       "deleted, the manifest written last. Idempotent.")
+    p = sub.add_parser(
+        "publish",
+        help="write a commit's files into the roots, atomically",
+        description="Build the commit and apply it to the HTTP and TFTP roots: "
+        "changed files are replaced atomically, removed devices' files "
+        "deleted, the manifest written last. Idempotent.",
+    )
     p.add_argument("--rev", default="HEAD")
     _add_roots(p)
-    p.add_argument("--force", action="store_true",
-                   help="publish a commit that does not descend from the published one")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="wait this long for another publish to finish (default: fail at once)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="publish a commit that does not descend from the published one",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another publish to finish (default: fail at once)",
+    )
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("decrypt", help="decrypt a device file (- for stdin)")
     p.add_argument("file")
     p.add_argument("--key", required=True)
-    p.add_argument("--mode", default="openssl-md5",
-                   choices=["openssl-md5", "openssl-sha256", "openssl-pbkdf2", "none"])
+    p.add_argument(
+        "--mode",
+        default="openssl-md5",
+        choices=["openssl-md5", "openssl-sha256", "openssl-pbkdf2", "none"],
+    )
     p.add_argument("--iterations", type=int, default=10000)
     p.add_argument("--gzip", action="store_true")
     p.set_defaults(func=cmd_decrypt)
 
-    p = sub.add_parser("watch", help="publish each new commit of a branch",
-                       description="Watch a repository (bare or not) and publish every new "
-                       "head of the branch; invalid commits are reported and skipped.")
+    p = sub.add_parser(
+        "watch",
+        help="publish each new commit of a branch",
+        description="Watch a repository (bare or not) and publish every new "
+        "head of the branch; invalid commits are reported and skipped.",
+    )
     p.add_argument("--branch", default="main")
-    p.add_argument("--interval", type=float, default=2.0,
-                   help="poll period in seconds (inotify wakes it earlier)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="poll period in seconds (inotify wakes it earlier)",
+    )
     p.add_argument("--no-inotify", action="store_true", help="poll only")
     _add_roots(p)
     p.set_defaults(func=cmd_watch, force=False, wait=30.0)
@@ -632,8 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("schema", help="print or write the JSON Schemas (for editors)")
-    p.add_argument("kind", nargs="?", default="device",
-                   help="fleet, profile, model, device, secrets, params, line")
+    p.add_argument(
+        "kind",
+        nargs="?",
+        default="device",
+        help="fleet, profile, model, device, secrets, params, line",
+    )
     p.add_argument("--write", metavar="DIR", help="write every schema into DIR")
     p.set_defaults(func=cmd_schema)
 
@@ -660,9 +754,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     ctx = Context(args)
     try:
         code: int = args.func(ctx)

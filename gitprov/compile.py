@@ -44,7 +44,7 @@ class Entry:
         if not self.secret:
             return self.value
         if self.key == "DBID_PROFILE_RULE" and self.value.startswith("[--key "):
-            return "[--key " + REDACTED + self.value[self.value.index("]"):]
+            return "[--key " + REDACTED + self.value[self.value.index("]") :]
         # Keep the TAB structure of per-line values visible, hide every non-empty field.
         return "\t".join(REDACTED if part else "" for part in self.value.split("\t"))
 
@@ -125,12 +125,12 @@ def compile_device(
     file_name = file_name_for(device, inv)
     enc = inv.fleet.encryption.merged(model.encryption)
     cipher = Cipher(Mode(enc.mode), enc.iterations, enc.gzip)
-    key: str | None = None
+    passphrase: str | None = None
     if cipher.mode is not Mode.NONE:
         if device.key is not None:
-            key = resolve(device.key.name)
+            passphrase = resolve(device.key.name)
         elif enc.master_key is not None:
-            key = derive_device_key(resolve(enc.master_key.name), device.mac)
+            passphrase = derive_device_key(resolve(enc.master_key.name), device.mac)
 
     entries: list[Entry] = []
     for k, (value, origin, secret) in merged.items():
@@ -140,7 +140,9 @@ def compile_device(
             continue
         param = catalog.by_key(k)
         default = "" if param is None or param.default is None else _text(param.default, resolve)
-        values, origins, secret = [], [], bool(param and param.secret)
+        values: list[str] = []
+        origins: list[Origin | None] = []
+        secret = bool(param and param.secret)
         for slot in range(model.line_count):
             if slot in slots:
                 value, origin, sec = slots[slot]
@@ -153,13 +155,15 @@ def compile_device(
         entries.append(Entry(k, "\t".join(values), secret, tuple(origins)))
     if inv.fleet.provisioning_url:
         url = inv.fleet.provisioning_url.rstrip("/") + "/" + file_name
-        rule = f"[--key {key}]{url}" if key else url
+        rule = f"[--key {passphrase}]{url}" if passphrase else url
         fdoc = inv.fleet.doc
         line, col = fdoc.pos(("provisioning", "url"))
-        entries.append(Entry("DBID_PROFILE_RULE", rule, key is not None,
-                             (Origin(fdoc.path, line, col),)))
+        origin = Origin(fdoc.path, line, col)
+        entries.append(Entry("DBID_PROFILE_RULE", rule, passphrase is not None, (origin,)))
     entries.sort(key=lambda e: catalog.sort_key(e.key))
-    return DeviceConfig(device.mac, model.name, model.family, file_name, tuple(entries), cipher, key)
+    return DeviceConfig(
+        device.mac, model.name, model.family, file_name, tuple(entries), cipher, key
+    )
 
 
 def compile_all(

@@ -21,7 +21,6 @@ import functools
 import gzip
 import hashlib
 import hmac
-import re
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum

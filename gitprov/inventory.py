@@ -89,9 +89,15 @@ def load_documents(
         if kind is None:
             if not posixpath.basename(ref.path).startswith(".") and not ref.path.endswith(".md"):
                 problems.append(
-                    warning(ref.path, 0, 0, "GP005", "file is not part of the inventory and is ignored",
-                            "inventory files are gitprov.yaml, secrets.yaml and "
-                            "profiles/, models/, devices/*.yaml")
+                    warning(
+                        ref.path,
+                        0,
+                        0,
+                        "GP005",
+                        "file is not part of the inventory and is ignored",
+                        "inventory files are gitprov.yaml, secrets.yaml and "
+                        "profiles/, models/, devices/*.yaml",
+                    )
                 )
             continue
         doc, parse_problems = cache.get(ref, source)

@@ -70,13 +70,13 @@ class Pipeline:
         repo: pygit2.Repository | None,
         inventory_dir: str = DEFAULT_INVENTORY_DIR,
         catalog: Catalog | None = None,
-        options: Options = Options(),
+        options: Options | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         self.repo = repo
         self.inventory_dir = inventory_dir
         self.catalog = catalog or load_catalog()
-        self.options = options
+        self.options = options or Options()
         self.parse_cache = ParseCache()
         self.schema_cache = SchemaCache()
         self._digests: dict[tuple[str, ...], str] = {}
@@ -94,8 +94,7 @@ class Pipeline:
     def load(self, source: Source, parent: Source | None = None) -> Loaded:
         docs, problems = load_documents(source, self.parse_cache)
         parent_docs = load_documents(parent, self.parse_cache)[0] if parent else None
-        found = validate(docs, self.catalog, self.options, parent_docs, problems,
-                         self.schema_cache)
+        found = validate(docs, self.catalog, self.options, parent_docs, problems, self.schema_cache)
         inv = None if any(p.is_error for p in found) else build_inventory(docs)
         return Loaded(docs, tuple(found), inv)
 
@@ -116,14 +115,22 @@ class Pipeline:
         for device in inv.devices:
             model = inv.models[device.model]
             key = (
-                device.doc.path, device.doc.oid, model.doc.oid, fleet_oid, secrets_oid,
+                device.doc.path,
+                device.doc.oid,
+                model.doc.oid,
+                fleet_oid,
+                secrets_oid,
                 *(p.doc.oid for p in inv.profile_chain(device.profile)),
             )
             digest = self._digests.get(key)
             if digest is None:
                 cfg = self.compile(inv, device, resolve)
-                text = cfg.file_name.encode() + b"\0" + flyingvoice.body(cfg) + \
-                    f"\0{cfg.cipher.mode}:{cfg.cipher.iterations}:{cfg.cipher.gzip}".encode()
+                text = (
+                    cfg.file_name.encode()
+                    + b"\0"
+                    + flyingvoice.body(cfg)
+                    + f"\0{cfg.cipher.mode}:{cfg.cipher.iterations}:{cfg.cipher.gzip}".encode()
+                )
                 digest = hashlib.sha256(text).hexdigest()
                 self._digests[key] = digest
             out[device.mac] = digest
@@ -138,8 +145,9 @@ class Pipeline:
         cid = str(commit.id)
         if cid not in self._evaluated:
             loaded = self.load(self.source(commit))
-            self._evaluated[cid] = None if loaded.inventory is None else \
-                self.digests(loaded.inventory)
+            self._evaluated[cid] = (
+                None if loaded.inventory is None else self.digests(loaded.inventory)
+            )
         return self._evaluated[cid]
 
     def versions(self, commit: pygit2.Commit, inv: Inventory) -> dict[str, versioning.VersionInfo]:
@@ -163,10 +171,18 @@ class Pipeline:
             cfg = self.compile(inv, device, resolve)
             info = vers[device.mac]
             plain = render(cfg, info.version)
-            data = cfg.cipher.encrypt(plain, cfg.key) if cfg.key is not None else \
-                cfg.cipher.encrypt(plain, "") if cfg.cipher.mode.value == "none" else plain
-            files.append(DeviceFile(device.mac, cfg.file_name, plain, data, info.version,
-                                    info.commit, cfg.model))
+            data = (
+                cfg.cipher.encrypt(plain, cfg.key)
+                if cfg.key is not None
+                else cfg.cipher.encrypt(plain, "")
+                if cfg.cipher.mode.value == "none"
+                else plain
+            )
+            files.append(
+                DeviceFile(
+                    device.mac, cfg.file_name, plain, data, info.version, info.commit, cfg.model
+                )
+            )
         return Build(str(commit.id), inv, tuple(files))
 
 
@@ -184,8 +200,9 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
             try:
                 cache[name] = unseal(private_key, name, inv.sealed[name])
             except SecretError as exc:
-                raise GitprovError(exc.message, hint="is this the private key of "
-                                   f"{SECRETS}.yaml's public_key?") from None
+                raise GitprovError(
+                    exc.message, hint=f"is this the private key of {SECRETS}.yaml's public_key?"
+                ) from None
         return cache[name]
 
     return resolve

@@ -45,17 +45,20 @@ class Manifest:
     files: Mapping[str, ManifestEntry]  # file name -> entry
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": MANIFEST_FORMAT,
-                "commit": self.commit,
-                "published_at": self.published_at,
-                "roots": list(self.roots),
-                "files": {name: vars(e) for name, e in sorted(self.files.items())},
-            },
-            indent=1,
-            sort_keys=True,
-        ) + "\n"
+        return (
+            json.dumps(
+                {
+                    "format": MANIFEST_FORMAT,
+                    "commit": self.commit,
+                    "published_at": self.published_at,
+                    "roots": list(self.roots),
+                    "files": {name: vars(e) for name, e in sorted(self.files.items())},
+                },
+                indent=1,
+                sort_keys=True,
+            )
+            + "\n"
+        )
 
 
 def load_manifest(state_dir: Path) -> Manifest | None:

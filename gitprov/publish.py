@@ -138,7 +138,7 @@ def _write_temp(directory: Path, name: str, data: bytes) -> Path:
         os.fchmod(fd, 0o644)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -184,8 +184,7 @@ def publish(
             and not force
         ):
             raise GitprovError(
-                f"{build.commit[:12]} is not a descendant of the published "
-                f"{previous.commit[:12]}",
+                f"{build.commit[:12]} is not a descendant of the published {previous.commit[:12]}",
                 hint="to roll back, `git revert` the bad commits and publish the result "
                 "(versions must keep going up); --force publishes anyway",
             )
@@ -200,22 +199,30 @@ def publish(
             roots=tuple(str(r) for r in roots),
             files={
                 f.name: ManifestEntry(
-                    f.mac, f.model, f.version, f.set_by,
-                    _sha(f.plaintext), _sha(f.data),
+                    f.mac,
+                    f.model,
+                    f.version,
+                    f.set_by,
+                    _sha(f.plaintext),
+                    _sha(f.data),
                 )
                 for f in build.files
             },
         )
-        already = (
-            the_plan.empty and previous is not None and previous.commit == build.commit
-        )
+        already = the_plan.empty and previous is not None and previous.commit == build.commit
         if already:
-            return PublishResult(build.commit, previous.commit if previous else None, True,
-                                 the_plan, previous or manifest)
+            return PublishResult(
+                build.commit,
+                previous.commit if previous else None,
+                True,
+                the_plan,
+                previous or manifest,
+            )
         _apply(the_plan, wanted, progress)
         write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
-        return PublishResult(build.commit, previous.commit if previous else None, False,
-                             the_plan, manifest)
+        return PublishResult(
+            build.commit, previous.commit if previous else None, False, the_plan, manifest
+        )
 
 
 def _sha(data: bytes) -> str:

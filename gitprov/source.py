@@ -65,7 +65,10 @@ class CommitSource:
     """The inventory as it is in one commit's tree."""
 
     def __init__(
-        self, repo: pygit2.Repository, commit: pygit2.Commit, inventory_dir: str = DEFAULT_INVENTORY_DIR
+        self,
+        repo: pygit2.Repository,
+        commit: pygit2.Commit,
+        inventory_dir: str = DEFAULT_INVENTORY_DIR,
     ) -> None:
         self.repo = repo
         self.commit = commit

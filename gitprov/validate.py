@@ -63,9 +63,9 @@ def _schema_problem(doc: Document, err: ValidationError) -> list[Problem]:
     where = ".".join(str(p) for p in path) or "the document"
     line, col = doc.pos(path)
     kw = err.validator
-    inst = err.instance
+    inst: Any = err.instance
+    schema: dict[str, Any] = dict(err.schema) if isinstance(err.schema, dict) else {}
     if kw == "additionalProperties" and isinstance(inst, dict):
-        schema = err.schema
         known = set(schema.get("properties", {}))
         patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
         out = []
@@ -74,50 +74,118 @@ def _schema_problem(doc: Document, err: ValidationError) -> list[Problem]:
                 continue
             kline, kcol = doc.pos((*path, key), key=True)
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"allowed here: {', '.join(sorted(known)[:12])}" + (" …" if len(known) > 12 else "")
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else (
+                    f"allowed here: {', '.join(sorted(known)[:12])}"
+                    + (" …" if len(known) > 12 else "")
+                )
             )
-            if path and path[-1] in ("params",) or (len(path) >= 2 and path[-2] == "lines"):
+            if (path and path[-1] in ("params",)) or (len(path) >= 2 and path[-2] == "lines"):
                 hint += " (raw DBID_* keys are accepted too)"
             out.append(error(doc.path, kline, kcol, UNKNOWN_KEY, f"unknown key {key!r}", hint))
         return out
     if kw == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
-        return [error(doc.path, line, col, MISSING_KEY, f"missing required key {missing!r}",
-                      f"add `{missing}:` to {where if path else 'the file'}")]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                MISSING_KEY,
+                f"missing required key {missing!r}",
+                f"add `{missing}:` to {where if path else 'the file'}",
+            )
+        ]
     if kw == "type":
         expected = " or ".join(_types(err.validator_value))
         raw = doc.raw.get(path)
         if raw is not None and "string" in _types(err.validator_value):
-            return [error(doc.path, line, col, QUOTE,
-                          f"{where}: expected a string, but unquoted {raw} is read as {_describe(inst)}",
-                          f"quote it: {path[-1] if path else 'value'}: \"{raw}\"")]
-        return [error(doc.path, line, col, SCHEMA,
-                      f"{where}: expected {expected}, got {_describe(inst)}",
-                      _type_hint(expected))]
+            return [
+                error(
+                    doc.path,
+                    line,
+                    col,
+                    QUOTE,
+                    f"{where}: expected a string, but unquoted {raw} is read as {_describe(inst)}",
+                    f'quote it: {path[-1] if path else "value"}: "{raw}"',
+                )
+            ]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: expected {expected}, got {_describe(inst)}",
+                _type_hint(expected),
+            )
+        ]
     if kw == "enum":
-        allowed = ", ".join(repr(v) for v in err.validator_value if v is not None)
+        allowed = ", ".join(repr(v) for v in schema.get("enum", []) if v is not None)
         raw = doc.raw.get(path)
         hint = f"use one of: {allowed}"
         if raw is not None and isinstance(inst, bool | int | float):
             hint += f" (unquoted {raw} is read as {_describe(inst)}; quote it if you meant text)"
-        return [error(doc.path, line, col, SCHEMA, f"{where}: {_describe(inst)} is not allowed", hint)]
+        return [
+            error(doc.path, line, col, SCHEMA, f"{where}: {_describe(inst)} is not allowed", hint)
+        ]
     if kw == "pattern":
-        return [error(doc.path, line, col, SCHEMA, f"{where}: {inst!r} has the wrong form",
-                      _pattern_hint(path, err.schema))]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: {inst!r} has the wrong form",
+                _pattern_hint(path, schema),
+            )
+        ]
     if kw in ("minimum", "maximum"):
-        return [error(doc.path, line, col, SCHEMA, f"{where}: {inst} is out of range",
-                      f"use a value {'>=' if kw == 'minimum' else '<='} {err.validator_value}")]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: {inst} is out of range",
+                f"use a value {'>=' if kw == 'minimum' else '<='} {err.validator_value}",
+            )
+        ]
     if kw == "maxLength":
-        return [error(doc.path, line, col, SCHEMA,
-                      f"{where}: {len(inst)} characters is too long",
-                      f"use at most {err.validator_value} characters")]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: {len(inst)} characters is too long",
+                f"use at most {err.validator_value} characters",
+            )
+        ]
     if kw == "maxItems":
-        return [error(doc.path, line, col, SCHEMA, f"{where}: too many items",
-                      f"use at most {err.validator_value}")]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: too many items",
+                f"use at most {err.validator_value}",
+            )
+        ]
     if kw == "propertyNames":
-        return [error(doc.path, line, col, SCHEMA, f"{where}: {err.message}",
-                      "names may use letters, digits, '.', '_' and '-'")]
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: {err.message}",
+                "names may use letters, digits, '.', '_' and '-'",
+            )
+        ]
     return [error(doc.path, line, col, SCHEMA, f"{where}: {err.message}")]
 
 
@@ -158,8 +226,16 @@ class SchemaCache:
 
 def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Problem]:
     if not isinstance(doc.data, dict):
-        return [error(doc.path, 1, 1, SCHEMA, "the file must be a YAML mapping",
-                      "write key: value lines at the top level")]
+        return [
+            error(
+                doc.path,
+                1,
+                1,
+                SCHEMA,
+                "the file must be a YAML mapping",
+                "write key: value lines at the top level",
+            )
+        ]
     out: list[Problem] = []
     for err in validator_for(kind, catalog).iter_errors(doc.data):
         out.extend(_schema_problem(doc, err))

@@ -67,8 +67,11 @@ class VersionCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = self.directory / f".{commit_id}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({"format": CACHE_FORMAT,
-                                       "devices": {m: list(v) for m, v in state.items()}}))
+            tmp.write_text(
+                json.dumps(
+                    {"format": CACHE_FORMAT, "devices": {m: list(v) for m, v in state.items()}}
+                )
+            )
             os.replace(tmp, self.directory / f"{commit_id}.json")
         except OSError:
             pass  # a cache that cannot be written only costs time

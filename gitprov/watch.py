@@ -50,8 +50,12 @@ class _Hint:
         kind = getattr(event, "event_type", "")
         if kind in ("opened", "closed_no_write"):
             return  # git reads refs constantly; only writes matter
-        if "refs" in src or "refs" in dest or src.endswith("packed-refs") \
-                or dest.endswith("packed-refs"):
+        if (
+            "refs" in src
+            or "refs" in dest
+            or src.endswith("packed-refs")
+            or dest.endswith("packed-refs")
+        ):
             self.event.set()
 
 
@@ -62,7 +66,7 @@ def _start_observer(git_dir: Path, hint: _Hint) -> object | None:
     except ImportError:  # pragma: no cover - watchdog is a dependency
         return None
 
-    class _H(FileSystemEventHandler):  # type: ignore[misc]
+    class _H(FileSystemEventHandler):
         def on_any_event(self, event: object) -> None:
             hint.dispatch(event)
 

@@ -94,7 +94,10 @@ class _Builder:
             line, col = self._at(node)
             self.problems.append(
                 error(
-                    self.path, line, col, "GP002",
+                    self.path,
+                    line,
+                    col,
+                    "GP002",
                     f"unknown tag {node.tag}",
                     "the only tag gitprov knows is !secret NAME",
                 )
@@ -112,7 +115,10 @@ class _Builder:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 self.problems.append(
                     error(
-                        self.path, line, col, "GP003",
+                        self.path,
+                        line,
+                        col,
+                        "GP003",
                         "YAML merge keys (<<) are not supported",
                         "use a profile with `extends:` to share settings",
                     )
@@ -128,7 +134,10 @@ class _Builder:
                 first = self.key_positions[(*path, key)]
                 self.problems.append(
                     error(
-                        self.path, line, col, "GP004",
+                        self.path,
+                        line,
+                        col,
+                        "GP004",
                         f"duplicate key {key!r} (first at line {first[0]})",
                         "YAML keeps only the last one; remove one of them",
                     )
@@ -144,21 +153,45 @@ def parse(path: str, oid: str, data: bytes) -> tuple[Document | None, list[Probl
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [error(path, 1, 1, "GP001", f"not UTF-8: {exc.reason} at byte {exc.start}",
-                            "save the file as UTF-8")]
+        return None, [
+            error(
+                path,
+                1,
+                1,
+                "GP001",
+                f"not UTF-8: {exc.reason} at byte {exc.start}",
+                "save the file as UTF-8",
+            )
+        ]
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or "invalid YAML"
-        return None, [error(path, line, col, "GP001", f"YAML syntax: {what}",
-                            "fix the YAML syntax (indentation, quotes, colons)")]
+        return None, [
+            error(
+                path,
+                line,
+                col,
+                "GP001",
+                f"YAML syntax: {what}",
+                "fix the YAML syntax (indentation, quotes, colons)",
+            )
+        ]
     except yaml.YAMLError as exc:
         return None, [error(path, 1, 1, "GP001", f"YAML syntax: {exc}", "fix the YAML syntax")]
     if len(nodes) > 1:
-        return None, [error(path, 1, 1, "GP001", "more than one YAML document in the file",
-                            "keep one document per file (remove the extra ---)")]
+        return None, [
+            error(
+                path,
+                1,
+                1,
+                "GP001",
+                "more than one YAML document in the file",
+                "keep one document per file (remove the extra ---)",
+            )
+        ]
     builder = _Builder(path, text)
     value = builder.build(nodes[0], ()) if nodes else {}
     if value is None:

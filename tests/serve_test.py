@@ -254,10 +254,7 @@ def _write_pki(directory: Path) -> None:
     now = datetime.datetime.now(datetime.UTC)
 
     def issue(
-        name: str,
-        key: ec.EllipticCurvePrivateKey,
-        issuer: x509.Name,
-        signer: ec.EllipticCurvePrivateKey,
+        name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name
     ) -> x509.CertificateBuilder:
         return (
             x509.CertificateBuilder()
@@ -282,7 +279,7 @@ def _write_pki(directory: Path) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gitprov-test-ca")])
     ca = (
-        issue("gitprov-test-ca", ca_key, ca_name, ca_key)
+        issue("gitprov-test-ca", ca_key, ca_name)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
@@ -292,7 +289,7 @@ def _write_pki(directory: Path) -> None:
         ("client", ExtendedKeyUsageOID.CLIENT_AUTH, False),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = issue("localhost" if san else "0004f2abcdef", key, ca_name, ca_key)
+        builder = issue("localhost" if san else "0004f2abcdef", key, ca_name)
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if san:
             builder = builder.add_extension(

@@ -27,8 +27,13 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if mac in first:
             other = first[mac]
             line, col = doc.pos(("mac",))
-            yield error(doc.path, line, col, CODE,
-                        f"MAC {mac} is also used by {other.path}:{other.pos(('mac',))[0]}",
-                        "each device has exactly one file; remove or fix one of them")
+            yield error(
+                doc.path,
+                line,
+                col,
+                CODE,
+                f"MAC {mac} is also used by {other.path}:{other.pos(('mac',))[0]}",
+                "each device has exactly one file; remove or fix one of them",
+            )
         else:
             first[mac] = doc

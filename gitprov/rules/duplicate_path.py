@@ -42,15 +42,23 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             continue
         model = get(doc.data, "model")
         serial = get(doc.data, "serial")
-        name = expand(template, device_variables(
-            mac,
-            product_name=str(products.get(model, "")) if isinstance(model, str) else "",
-            serial=serial if isinstance(serial, str) else "",
-        ))
+        name = expand(
+            template,
+            device_variables(
+                mac,
+                product_name=str(products.get(model, "")) if isinstance(model, str) else "",
+                serial=serial if isinstance(serial, str) else "",
+            ),
+        )
         if name in taken and taken[name] is not doc:
             line, col = doc.pos(("mac",))
-            yield error(doc.path, line, col, CODE,
-                        f"publishes to {name!r}, which {taken[name].path} publishes too",
-                        "make the fleet's file_name unique per device (include $(MA))")
+            yield error(
+                doc.path,
+                line,
+                col,
+                CODE,
+                f"publishes to {name!r}, which {taken[name].path} publishes too",
+                "make the fleet's file_name unique per device (include $(MA))",
+            )
         else:
             taken[name] = doc

@@ -33,10 +33,15 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             node = parent.get(node)
         if node is None or node in reported:
             continue
-        cycle = chain[chain.index(node):]
+        cycle = chain[chain.index(node) :]
         reported.update(cycle)
         for name in cycle:
             line, col = docs[name].pos(("extends",))
-            yield error(docs[name].path, line, col, CODE,
-                        "profiles extend each other in a loop: " + " → ".join([*cycle, cycle[0]]),
-                        f"remove `extends:` from one of {', '.join(cycle)}")
+            yield error(
+                docs[name].path,
+                line,
+                col,
+                CODE,
+                "profiles extend each other in a loop: " + " → ".join([*cycle, cycle[0]]),
+                f"remove `extends:` from one of {', '.join(cycle)}",
+            )

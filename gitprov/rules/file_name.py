@@ -65,6 +65,11 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if reason and reason not in reported:
             reported.add(reason)
             line, col = fleet.pos(("file_name",))
-            yield error(fleet.path, line, col, CODE,
-                        f"file_name expands to {name!r} for {mac}: {reason}",
-                        "use a single file name with macros, e.g. \"fv$(MA).conf\"")
+            yield error(
+                fleet.path,
+                line,
+                col,
+                CODE,
+                f"file_name expands to {name!r} for {mac}: {reason}",
+                'use a single file name with macros, e.g. "fv$(MA).conf"',
+            )

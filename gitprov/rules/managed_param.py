@@ -32,5 +32,11 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             p = ctx.catalog.by_key(key) if isinstance(key, str) else None
             if p is not None and p.managed:
                 line, col = doc.pos(("params", key), key=True)
-                yield error(doc.path, line, col, CODE, f"{key} is computed by gitprov",
-                            _HINTS.get(key, "remove it"))
+                yield error(
+                    doc.path,
+                    line,
+                    col,
+                    CODE,
+                    f"{key} is computed by gitprov",
+                    _HINTS.get(key, "remove it"),
+                )

@@ -19,5 +19,11 @@ NAME = "missing-fleet"
 def check(ctx: RuleContext) -> Iterator[Problem]:
     if ctx.fleet is None:
         path = f"{ctx.docs.inventory_dir}/{FLEET_FILE}".lstrip("/")
-        yield error(path, 0, 0, CODE, "the fleet settings file is missing",
-                    f"create {path} with at least `version_floor: 1000`")
+        yield error(
+            path,
+            0,
+            0,
+            CODE,
+            "the fleet settings file is missing",
+            f"create {path} with at least `version_floor: 1000`",
+        )

@@ -23,7 +23,12 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         model = get(doc.data, "model")
         if isinstance(model, str) and model not in models:
             close = difflib.get_close_matches(model, sorted(models), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml")
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else (
+                    f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml"
+                )
+            )
             line, col = doc.pos(("model",))
             yield error(doc.path, line, col, CODE, f"unknown model {model!r}", hint)

@@ -23,8 +23,13 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         name = get(doc.data, key)
         if isinstance(name, str) and name not in names:
             close = difflib.get_close_matches(name, sorted(names), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"known profiles: {', '.join(sorted(names)) or 'none'}; "
-                f"add profiles/{name}.yaml")
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else (
+                    f"known profiles: {', '.join(sorted(names)) or 'none'}; "
+                    f"add profiles/{name}.yaml"
+                )
+            )
             line, col = doc.pos((key,))
             yield error(doc.path, line, col, CODE, f"unknown profile {name!r}", hint)

@@ -38,6 +38,11 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         for path, name in _refs(doc.data, ()):
             if name not in known:
                 line, col = doc.pos(path)
-                yield error(doc.path, line, col, CODE, f"unknown secret {name!r}",
-                            f"add it with `gitprov secrets set {name}` (it is sealed into "
-                            "secrets.yaml)")
+                yield error(
+                    doc.path,
+                    line,
+                    col,
+                    CODE,
+                    f"unknown secret {name!r}",
+                    f"add it with `gitprov secrets set {name}` (it is sealed into secrets.yaml)",
+                )

@@ -42,6 +42,11 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             bad = [name for ch, name in _BAD.items() if ch in text]
             if bad:
                 line, col = doc.pos(path)
-                yield error(doc.path, line, col, CODE,
-                            f"{'.'.join(map(str, path))}: the value contains {' and '.join(bad)}",
-                            "write the value on one line; it would inject lines into param.conf")
+                yield error(
+                    doc.path,
+                    line,
+                    col,
+                    CODE,
+                    f"{'.'.join(map(str, path))}: the value contains {' and '.join(bad)}",
+                    "write the value on one line; it would inject lines into param.conf",
+                )
