@@ -58,6 +58,8 @@ class DeviceConfig:
     entries: tuple[Entry, ...]  # in render order, DBID_DBASE_VERSION excluded
     cipher: Cipher
     key: str | None  # the passphrase for `openssl enc -k`; None when mode is none
+    # During a key rotation: the (file name, passphrase) the device fetches and holds now.
+    previous: tuple[str, str | None] | None = None
 
     def get(self, key: str) -> str | None:
         for e in self.entries:
@@ -103,19 +105,18 @@ def compile_device(
         doc = layer.doc
         for name, value in layer.params.items():
             param = catalog.lookup(name)
-            key = param.key if param else name
+            dbid = param.key if param else name
             if value is None:
-                merged.pop(key, None)
+                merged.pop(dbid, None)
                 continue
             line, col = doc.pos(("params", name))
-            merged[key] = (value, Origin(doc.path, line, col), _is_secret(value, param))
+            merged[dbid] = (value, Origin(doc.path, line, col), _is_secret(value, param))
         for slot, item in enumerate(layer.lines):
             if slot >= model.line_count or not item:
                 continue
             for name, value in item.items():
                 param = catalog.lookup_line(name)
-                key = param.key if param else name
-                slots = per_line.setdefault(key, {})
+                slots = per_line.setdefault(param.key if param else name, {})
                 if value is None:
                     slots.pop(slot, None)
                     continue
@@ -161,8 +162,18 @@ def compile_device(
         origin = Origin(fdoc.path, line, col)
         entries.append(Entry("DBID_PROFILE_RULE", rule, passphrase is not None, (origin,)))
     entries.sort(key=lambda e: catalog.sort_key(e.key))
+    previous = None
+    if enc.previous_file_name:
+        old_key = passphrase
+        if cipher.mode is not Mode.NONE:
+            if device.previous_key is not None:
+                old_key = resolve(device.previous_key.name)
+            elif enc.previous_master_key is not None:
+                old_key = derive_device_key(resolve(enc.previous_master_key.name), device.mac)
+        previous = (expand(enc.previous_file_name, variables_for(device, inv)), old_key)
     return DeviceConfig(
-        device.mac, model.name, model.family, file_name, tuple(entries), cipher, key
+        device.mac, model.name, model.family, file_name, tuple(entries), cipher, passphrase,
+        previous,
     )
 
 

@@ -17,6 +17,7 @@ import pygit2
 from gitprov import version as versioning
 from gitprov.catalog import Catalog, load_catalog
 from gitprov.compile import DeviceConfig, SecretResolver, compile_device, placeholder_resolver
+from gitprov.crypto import Cipher, Mode
 from gitprov.errors import GitprovError, InvalidInventory, Problem
 from gitprov.formats import flyingvoice, render
 from gitprov.inventory import (
@@ -55,6 +56,9 @@ class DeviceFile:
     version: int
     set_by: str  # commit id that set this version
     model: str
+    # "current", or "previous": the old path of a key rotation, same content, old key.
+    role: str = "current"
+    redacted: bytes = b""  # the plaintext with secrets replaced, for humans
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,11 @@ class Pipeline:
             digest = self._digests.get(key)
             if digest is None:
                 cfg = self.compile(inv, device, resolve)
+                # Everything that decides the published bytes, bar the version line.
                 text = (
-                    cfg.file_name.encode()
-                    + b"\0"
+                    f"{cfg.file_name}\0{cfg.previous}\0{cfg.cipher.mode}:"
+                    f"{cfg.cipher.iterations}:{cfg.cipher.gzip}\0".encode()
                     + flyingvoice.body(cfg)
-                    + f"\0{cfg.cipher.mode}:{cfg.cipher.iterations}:{cfg.cipher.gzip}".encode()
                 )
                 digest = hashlib.sha256(text).hexdigest()
                 self._digests[key] = digest
@@ -171,19 +175,27 @@ class Pipeline:
             cfg = self.compile(inv, device, resolve)
             info = vers[device.mac]
             plain = render(cfg, info.version)
-            data = (
-                cfg.cipher.encrypt(plain, cfg.key)
-                if cfg.key is not None
-                else cfg.cipher.encrypt(plain, "")
-                if cfg.cipher.mode.value == "none"
-                else plain
-            )
-            files.append(
-                DeviceFile(
-                    device.mac, cfg.file_name, plain, data, info.version, info.commit, cfg.model
-                )
-            )
+            shown = flyingvoice.render(cfg, info.version, redact=True)
+            data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
+            files.append(DeviceFile(device.mac, cfg.file_name, plain, data, info.version,
+                                    info.commit, cfg.model, redacted=shown))
+            if cfg.previous is not None:
+                old_name, old_key = cfg.previous
+                files.append(DeviceFile(device.mac, old_name, plain,
+                                        _encrypt(cfg.cipher, plain, old_key, device.mac),
+                                        info.version, info.commit, cfg.model, "previous",
+                                        shown))
         return Build(str(commit.id), inv, tuple(files))
+
+
+def _encrypt(cipher: Cipher, plain: bytes, key: str | None, mac: str) -> bytes:
+    if cipher.mode is Mode.NONE:
+        return cipher.encrypt(plain, "")
+    if key is None:
+        # Validation reports a missing key source; never fall back to plaintext.
+        raise GitprovError(f"{mac}: no encryption key",
+                           hint="set encryption.master_key in gitprov.yaml or key: on the device")
+    return cipher.encrypt(plain, key)
 
 
 def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
