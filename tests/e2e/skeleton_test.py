@@ -194,3 +194,24 @@ def test_invalid_commit_is_located_and_publishes_nothing(
     assert snapshot(tmp_path) == before
     assert (tmp_path / "state" / "manifest.json").read_bytes() == manifest
     assert not [p for p in os.listdir(tmp_path / "http") if p.startswith(".")]
+
+
+def test_each_file_names_its_own_key_and_path(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a device relies on: the Profile Rule inside a file points at that same file and
+    carries the key that decrypts it, and each device has its own key."""
+    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *roots_args(tmp_path)]
+    assert run(capsys, *args)[0] == 0
+    keys = set()
+    for path in sorted((tmp_path / "http").iterdir()):
+        key = device_key(capsys, example_repo, path.name[2:14])
+        plain = decrypt(path.read_bytes(), key)
+        rule = flyingvoice.parse(plain)["DBID_PROFILE_RULE"]
+        m = re.fullmatch(r"\[--key ([a-z2-7]+)\]http://127\.0\.0\.1:8080/(fv[0-9a-f]{12}\.conf)",
+                         rule)
+        assert m is not None, rule
+        assert m.group(1) == key
+        assert m.group(2) == path.name
+        keys.add(key)
+    assert len(keys) == 4

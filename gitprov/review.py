@@ -1,0 +1,106 @@
+"""What merging a change would do to each device: the review plan of a pull request.
+
+Both sides are rendered with secrets stood in by digests of their sealed text, so a plan
+can say "secret changed" and never what it changed to; no private key is needed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import enum
+from dataclasses import dataclass
+
+import pygit2
+
+from gitprov.compile import placeholder_resolver
+from gitprov.errors import InvalidInventory
+from gitprov.formats import flyingvoice
+from gitprov.pipeline import Loaded, Pipeline
+
+
+class Change(enum.StrEnum):
+    ADD = "add"
+    CHANGE = "change"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    mac: str
+    change: Change
+    file_name: str
+    old_version: int | None
+    new_version: int | None  # the version if this were the next commit on the base branch
+    diff: tuple[str, ...]  # unified diff lines of the redacted rendering
+
+
+@dataclass(frozen=True)
+class Review:
+    base: str
+    head: str
+    changes: tuple[DeviceChange, ...]
+    unchanged: int
+
+
+def _rendered(p: Pipeline, loaded: Loaded) -> dict[str, tuple[str, str]]:
+    inv = loaded.inventory
+    assert inv is not None
+    resolve = placeholder_resolver(inv.sealed)
+    out = {}
+    for d in inv.devices:
+        cfg = p.compile(inv, d, resolve)
+        lines = []
+        for e in cfg.entries:
+            value = e.value
+            if e.key == "DBID_PROFILE_RULE" and value.startswith("[--key "):
+                # The key was derived from a stand-in of the sealed secret: not the real key,
+                # but still better not printed; its hash shows that it changed.
+                tag = hashlib.sha256(value.encode()).hexdigest()[:8]
+                value = f"[--key <key {tag}>" + value[value.index("]"):]
+            lines.append((e.key, value))
+        out[d.mac] = (cfg.file_name, flyingvoice.render_lines(lines).decode())
+    return out
+
+
+def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
+    base_loaded = p.load_commit(base)
+    head_loaded = p.load_commit(head)
+    for side in (base_loaded, head_loaded):
+        if side.inventory is None:
+            raise InvalidInventory(
+                f"the inventory has {len(side.errors)} error(s)",
+                hint="fix them first: `gitprov validate`",
+                problems=side.problems,
+            )
+    assert base_loaded.inventory is not None and head_loaded.inventory is not None
+    old = _rendered(p, base_loaded)
+    new = _rendered(p, head_loaded)
+    old_versions = p.versions(base, base_loaded.inventory)
+    depth = sum(1 for _ in _first_parents(base)) + 1
+    floor = head_loaded.inventory.fleet.version_floor
+    changes = []
+    unchanged = 0
+    for mac in sorted(set(old) | set(new)):
+        before, after = old.get(mac), new.get(mac)
+        old_v = old_versions[mac].version if mac in old_versions else None
+        if before == after:
+            unchanged += 1
+            continue
+        kind = Change.ADD if before is None else Change.REMOVE if after is None else Change.CHANGE
+        name = (after or before or ("", ""))[0]
+        diff = tuple(difflib.unified_diff(
+            (before[1] if before else "").splitlines(), (after[1] if after else "").splitlines(),
+            f"a/{before[0]}" if before else "/dev/null", f"b/{after[0]}" if after else "/dev/null",
+            lineterm="",
+        ))
+        changes.append(DeviceChange(mac, kind, name, old_v,
+                                    None if after is None else floor + depth, diff))
+    return Review(str(base.id), str(head.id), tuple(changes), unchanged)
+
+
+def _first_parents(commit: pygit2.Commit) -> list[pygit2.Commit]:
+    chain = [commit]
+    while chain[-1].parents:
+        chain.append(chain[-1].parents[0])
+    return chain

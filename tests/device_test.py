@@ -1,0 +1,900 @@
+"""The device emulator against the real embedded servers (gitprov.serve) on 127.0.0.1.
+
+Files are written here with gitprov.crypto and render_lines; every expected value
+(URLs, keys, versions, stored parameters) is spelled out by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import ipaddress
+import json
+import socket
+import ssl
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gitprov.crypto import Cipher, Mode
+from gitprov.device import (
+    Device,
+    DeviceState,
+    Event,
+    FetchError,
+    HttpFetcher,
+    MultiFetcher,
+    ParamFileError,
+    TftpFetcher,
+    add_parser,
+    cmd_probe,
+    display_url,
+    load_state,
+    parse_option66_server,
+    parse_param_file,
+)
+from gitprov.errors import GitprovError, UsageError
+from gitprov.formats.flyingvoice import render_lines
+from gitprov.rule_url import RuleUrl, parse_rule
+from gitprov.serve import FetchEvent, HttpServer, TftpServer, make_tls_context
+
+HOST = "127.0.0.1"
+MAC = "0021f2011b19"
+KEY = "s3cret-Key_9"
+CIPHER = Cipher(Mode.OPENSSL_MD5)
+
+V7 = [
+    ("DBID_DBASE_VERSION", "7"),
+    ("DBID_SIP_ENABLE", "1\t0\t0\t0"),
+    ("DBID_WEB_SIP_SERVER", "192.168.10.200"),
+    ("DBID_SIP_PASSWORD", "pw-23103"),
+]
+FACTORY = {"DBID_PRV_OPTION66_ENABLED": "1", "DBID_PROFILE_RULE": ""}
+
+
+def encrypted(pairs: list[tuple[str, str]], key: str) -> bytes:
+    return CIPHER.encrypt(render_lines(pairs), key)
+
+
+@dataclass
+class Events:
+    seen: list[FetchEvent] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: FetchEvent) -> None:
+        with self.lock:
+            self.seen.append(event)
+
+    def paths(self, count: int) -> list[tuple[str, str, int]]:
+        # A TFTP transfer is logged by the server thread, possibly after the client returned.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.seen) >= count:
+                    break
+            time.sleep(0.01)
+        with self.lock:
+            return [(e.protocol, e.path, e.status) for e in self.seen]
+
+
+@dataclass
+class Servers:
+    root: Path
+    http: int
+    tftp: int
+    events: Events
+
+    def write(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    root = tmp_path / "root"
+    root.mkdir()
+    events = Events()
+    with (
+        HttpServer(root, HOST, 0, events) as http,
+        TftpServer(root, HOST, 0, events, timeout=0.2, retries=2) as tftp,
+    ):
+        yield Servers(root, http.port, tftp.port, events)
+
+
+def fetcher(**override: tuple[str, int]) -> MultiFetcher:
+    return MultiFetcher.standard(timeout=2.0, host_override=override)
+
+
+def rule_device(rule: str, **kwargs: str) -> DeviceState:
+    """A device told to use its Profile Rule (option 66 off), as in the overview 4.1 ⑥."""
+    params = {"DBID_PRV_OPTION66_ENABLED": "0", "DBID_PROFILE_RULE": rule, **kwargs}
+    return DeviceState(MAC, params=params)
+
+
+# --- resync over HTTP and TFTP -----------------------------------------------------------
+
+
+def test_http_with_key(servers: Servers) -> None:
+    servers.write("cfg/fv0021f2011b19.conf", encrypted(V7, KEY))
+    rule = f"[--key {KEY}]http://127.0.0.1:{servers.http}/cfg/fv0021f2011b19.conf"
+    state = rule_device(rule)
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "applied"
+    assert result.source == "profile-rule"
+    assert result.url == (
+        f"[--key <redacted>]http://127.0.0.1:{servers.http}/cfg/fv0021f2011b19.conf"
+    )
+    assert (result.version_before, result.version_after, result.version_offered) == (
+        None,
+        "7",
+        "7",
+    )
+    assert result.changed == (
+        "DBID_DBASE_VERSION",
+        "DBID_SIP_ENABLE",
+        "DBID_SIP_PASSWORD",
+        "DBID_WEB_SIP_SERVER",
+    )
+    assert state.params == {
+        "DBID_PRV_OPTION66_ENABLED": "0",
+        "DBID_PROFILE_RULE": rule,
+        "DBID_DBASE_VERSION": "7",
+        "DBID_SIP_ENABLE": "1\t0\t0\t0",
+        "DBID_WEB_SIP_SERVER": "192.168.10.200",
+        "DBID_SIP_PASSWORD": "pw-23103",
+    }
+    assert [e.kind for e in state.history] == ["resync", "applied", "reboot"]
+    assert servers.events.paths(1) == [("http", "/cfg/fv0021f2011b19.conf", 200)]
+
+
+def test_tftp_with_key(servers: Servers) -> None:
+    servers.write("fv0021f2011b19.conf", encrypted(V7, KEY))
+    state = rule_device(f"[--key {KEY}]tftp://127.0.0.1:{servers.tftp}/fv0021f2011b19.conf")
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "applied"
+    assert result.url == f"[--key <redacted>]tftp://127.0.0.1:{servers.tftp}/fv0021f2011b19.conf"
+    assert state.version == "7"
+    assert state.params["DBID_SIP_ENABLE"] == "1\t0\t0\t0"
+    # RFC 3617: the file name is the path without its leading slash.
+    assert servers.events.paths(1) == [("tftp", "fv0021f2011b19.conf", 200)]
+
+
+def test_option66_bootstrap_then_profile_rule_until_stable(servers: Servers) -> None:
+    # The overview 4.3.2: a factory-default device gets its model's file from the option-66
+    # server; that file turns option 66 off and names a per-MAC file on the same server.
+    rule = "[--key boot-key]/fv$(MA).conf"
+    servers.write(
+        "IP542N.conf",
+        render_lines(
+            [
+                ("DBID_DBASE_VERSION", "1"),
+                ("DBID_PRV_OPTION66_ENABLED", "0"),
+                ("DBID_PROFILE_RULE", rule),
+            ]
+        ),
+    )
+    servers.write(
+        "fv0021f2011b19.conf",
+        encrypted([("DBID_DBASE_VERSION", "5"), ("DBID_PROFILE_RULE", rule), *V7[1:]], "boot-key"),
+    )
+    state = DeviceState(MAC, option66_server=f"127.0.0.1:{servers.tftp}")
+    assert state.params == FACTORY
+    assert state.config_file_name == "IP542N.conf"
+
+    results = Device(state).resync_until_stable(fetcher())
+
+    assert [(r.status, r.source, r.url) for r in results] == [
+        ("applied", "option66", f"tftp://127.0.0.1:{servers.tftp}/IP542N.conf"),
+        (
+            "applied",
+            "profile-rule",
+            f"[--key <redacted>]tftp://127.0.0.1:{servers.tftp}/fv0021f2011b19.conf",
+        ),
+        (
+            "unchanged",
+            "profile-rule",
+            f"[--key <redacted>]tftp://127.0.0.1:{servers.tftp}/fv0021f2011b19.conf",
+        ),
+    ]
+    assert [(r.version_before, r.version_after) for r in results] == [
+        (None, "1"),
+        ("1", "5"),
+        ("5", "5"),
+    ]
+    assert state.params == {
+        "DBID_PRV_OPTION66_ENABLED": "0",
+        "DBID_PROFILE_RULE": "[--key boot-key]/fv$(MA).conf",
+        "DBID_DBASE_VERSION": "5",
+        "DBID_SIP_ENABLE": "1\t0\t0\t0",
+        "DBID_WEB_SIP_SERVER": "192.168.10.200",
+        "DBID_SIP_PASSWORD": "pw-23103",
+    }
+    assert [kind for _, kind, _ in servers.events.paths(3)] == [
+        "IP542N.conf",
+        "fv0021f2011b19.conf",
+        "fv0021f2011b19.conf",
+    ]
+
+
+def test_option66_enabled_but_not_given_uses_the_profile_rule(servers: Servers) -> None:
+    servers.write("fv0021f2011b19.conf", render_lines(V7))
+    state = DeviceState(
+        MAC,
+        params={
+            "DBID_PRV_OPTION66_ENABLED": "1",
+            "DBID_PROFILE_RULE": f"http://127.0.0.1:{servers.http}/fv$(MA).conf",
+        },
+    )
+    result = Device(state).resync(fetcher())
+    assert (result.status, result.source) == ("applied", "profile-rule")
+
+
+def test_same_version_applies_nothing(servers: Servers) -> None:
+    changed_content = [*V7[:3], ("DBID_SIP_PASSWORD", "new-password")]
+    servers.write("fv.conf", encrypted(changed_content, KEY))
+    state = rule_device(
+        f"[--key {KEY}]http://127.0.0.1:{servers.http}/fv.conf",
+        DBID_DBASE_VERSION="7",
+        DBID_SIP_PASSWORD="old-password",
+    )
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "unchanged"
+    assert result.ok
+    assert (result.version_before, result.version_after, result.version_offered) == (
+        "7",
+        "7",
+        "7",
+    )
+    assert result.changed == ()
+    assert result.detail == "version 7 is the same as the stored 7"
+    assert state.params == before
+    assert state.params["DBID_SIP_PASSWORD"] == "old-password"
+    assert [e.kind for e in state.history] == ["resync", "unchanged"]
+
+
+def test_wrong_key_is_decrypt_failed_and_changes_nothing(servers: Servers) -> None:
+    servers.write("fv.conf", encrypted(V7, KEY))
+    state = rule_device(
+        f"[--key not-the-key]http://127.0.0.1:{servers.http}/fv.conf", DBID_DBASE_VERSION="3"
+    )
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "decrypt-failed"
+    assert not result.ok
+    assert result.detail == "bad decrypt: wrong key or wrong encryption mode"
+    assert (result.version_before, result.version_after) == ("3", "3")
+    assert state.params == before
+
+
+def test_wrong_key_that_passes_the_padding_check_is_parse_failed(servers: Servers) -> None:
+    # CBC+PKCS#7 has no MAC: about 1 wrong key in 256 "decrypts" into garbage.
+    data = encrypted(V7, KEY)
+    lucky = next(key for key in (f"wrong-{i}" for i in range(5000)) if _decrypts(CIPHER, data, key))
+    servers.write("fv.conf", data)
+    state = rule_device(f"[--key {lucky}]http://127.0.0.1:{servers.http}/fv.conf")
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "parse-failed"
+    assert state.params == before
+
+
+def _decrypts(cipher: Cipher, data: bytes, key: str) -> bool:
+    try:
+        cipher.decrypt(data, key)
+    except GitprovError:
+        return False
+    return True
+
+
+def test_plaintext_file_under_a_key_rule_is_decrypt_failed(servers: Servers) -> None:
+    servers.write("fv.conf", render_lines(V7))
+    state = rule_device(f"[--key {KEY}]http://127.0.0.1:{servers.http}/fv.conf")
+    assert Device(state).resync(fetcher()).status == "decrypt-failed"
+
+
+def test_encrypted_file_without_a_key_is_parse_failed(servers: Servers) -> None:
+    servers.write("fv.conf", encrypted(V7, KEY))
+    state = rule_device(f"http://127.0.0.1:{servers.http}/fv.conf")
+    assert Device(state).resync(fetcher()).status == "parse-failed"
+
+
+@pytest.mark.parametrize("scheme", ["http", "tftp"])
+def test_missing_file_is_fetch_failed(servers: Servers, scheme: str) -> None:
+    port = servers.http if scheme == "http" else servers.tftp
+    state = rule_device(f"[--key {KEY}]{scheme}://127.0.0.1:{port}/nothing.conf")
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "fetch-failed"
+    expected = "HTTP 404 Not Found" if scheme == "http" else "TFTP error 1: File not found"
+    assert result.detail == (
+        f"[--key <redacted>]{scheme}://127.0.0.1:{port}/nothing.conf: {expected}"
+    )
+    assert state.params == before
+    assert [e.kind for e in state.history] == ["resync", "fetch-failed"]
+
+
+def test_macros_in_path_and_key(servers: Servers) -> None:
+    # $(MAU:4) of 0021F2011B19 is F2011B19 (the overview's own example); $SN and $PN whole.
+    servers.write("IP542N/fv0021f2011b19.conf", encrypted(V7, "F2011B19-E3C08109000051"))
+    state = DeviceState(
+        MAC,
+        serial="E3C08109000051",
+        params={
+            "DBID_PRV_OPTION66_ENABLED": "0",
+            "DBID_PROFILE_RULE": (
+                f"[--key $(MAU:4)-$SN]http://127.0.0.1:{servers.http}/$PN/fv$(MA).conf"
+            ),
+        },
+    )
+    result = Device(state).resync(fetcher())
+
+    assert result.status == "applied"
+    assert (
+        result.url
+        == f"[--key <redacted>]http://127.0.0.1:{servers.http}/IP542N/fv0021f2011b19.conf"
+    )
+    assert servers.events.paths(1) == [("http", "/IP542N/fv0021f2011b19.conf", 200)]
+    _, url = Device(state).source()
+    assert url.key == "F2011B19-E3C08109000051"
+
+
+def test_macros_in_a_tftp_rule_without_server_use_option66(servers: Servers) -> None:
+    servers.write("cpe/CW0021F2011B19.conf", encrypted(V7, "key-1b"))
+    state = DeviceState(
+        MAC,
+        option66_server=f"127.0.0.1:{servers.tftp}",
+        params={
+            "DBID_PRV_OPTION66_ENABLED": "0",
+            "DBID_PROFILE_RULE": "[--key key-$(MA:8:2)]/cpe/CW$MAU.conf",
+        },
+    )
+    result = Device(state).resync(fetcher())
+    assert result.status == "applied"
+    assert (
+        result.url == f"[--key <redacted>]tftp://127.0.0.1:{servers.tftp}/cpe/CW0021F2011B19.conf"
+    )
+
+
+def test_key_rotation_chain_ends_on_the_new_key(servers: Servers) -> None:
+    # The old file (old key) hands out a rule to a new path under a new key; the device
+    # follows it and settles on the new file. The rule names a host, as in production;
+    # the host override plays /etc/hosts.
+    old_rule = "[--key old-key-1]http://prov.example.net/old/fv$(MA).conf"
+    new_rule = "[--key new-key-2]http://prov.example.net/new/fv$(MA).conf"
+    servers.write(
+        "old/fv0021f2011b19.conf",
+        encrypted([("DBID_DBASE_VERSION", "10"), ("DBID_PROFILE_RULE", new_rule)], "old-key-1"),
+    )
+    servers.write(
+        "new/fv0021f2011b19.conf",
+        encrypted(
+            [("DBID_DBASE_VERSION", "11"), ("DBID_PROFILE_RULE", new_rule), *V7[1:]],
+            "new-key-2",
+        ),
+    )
+    state = rule_device(old_rule, DBID_DBASE_VERSION="9")
+    results = Device(state).resync_until_stable(
+        fetcher(**{"prov.example.net": (HOST, servers.http)})
+    )
+
+    assert [(r.status, r.url, r.version_after) for r in results] == [
+        ("applied", "[--key <redacted>]http://prov.example.net/old/fv0021f2011b19.conf", "10"),
+        ("applied", "[--key <redacted>]http://prov.example.net/new/fv0021f2011b19.conf", "11"),
+        ("unchanged", "[--key <redacted>]http://prov.example.net/new/fv0021f2011b19.conf", "11"),
+    ]
+    assert state.params["DBID_PROFILE_RULE"] == new_rule
+    assert state.version == "11"
+    assert state.params["DBID_SIP_PASSWORD"] == "pw-23103"
+    assert [p for _, p, _ in servers.events.paths(3)] == [
+        "/old/fv0021f2011b19.conf",
+        "/new/fv0021f2011b19.conf",
+        "/new/fv0021f2011b19.conf",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("compare", "status", "version"),
+    [("!=", "applied", "7"), (">", "unchanged", "10")],
+)
+def test_lower_version_under_each_comparison(
+    servers: Servers, compare: str, status: str, version: str
+) -> None:
+    servers.write("fv.conf", encrypted(V7, KEY))
+    state = rule_device(
+        f"[--key {KEY}]http://127.0.0.1:{servers.http}/fv.conf", DBID_DBASE_VERSION="10"
+    )
+    device = Device(state, compare="!=" if compare == "!=" else ">")
+    result = device.resync(fetcher())
+    assert (result.status, result.version_offered, state.version) == (status, "7", version)
+    if compare == ">":
+        assert result.detail == "version 7 is not higher than the stored 10"
+
+
+def test_higher_version_under_greater_than(servers: Servers) -> None:
+    servers.write("fv.conf", encrypted(V7, KEY))
+    state = rule_device(
+        f"[--key {KEY}]http://127.0.0.1:{servers.http}/fv.conf", DBID_DBASE_VERSION="6"
+    )
+    assert Device(state, compare=">").resync(fetcher()).status == "applied"
+    assert state.version == "7"
+
+
+def test_until_stable_stops_after_max_rounds(servers: Servers) -> None:
+    # Two files that point at each other with different versions never settle under "!=".
+    rule_a = f"http://127.0.0.1:{servers.http}/a.conf"
+    rule_b = f"http://127.0.0.1:{servers.http}/b.conf"
+    servers.write(
+        "a.conf", render_lines([("DBID_DBASE_VERSION", "1"), ("DBID_PROFILE_RULE", rule_b)])
+    )
+    servers.write(
+        "b.conf", render_lines([("DBID_DBASE_VERSION", "2"), ("DBID_PROFILE_RULE", rule_a)])
+    )
+    results = Device(rule_device(rule_a)).resync_until_stable(fetcher(), max_rounds=3)
+    assert [(r.status, r.version_after) for r in results] == [
+        ("applied", "1"),
+        ("applied", "2"),
+        ("applied", "1"),
+    ]
+    with pytest.raises(ValueError, match="max_rounds"):
+        Device(rule_device(rule_a)).resync_until_stable(fetcher(), max_rounds=0)
+
+
+def test_until_stable_stops_at_a_failure(servers: Servers) -> None:
+    rule = f"http://127.0.0.1:{servers.http}/gone.conf"
+    servers.write(
+        "a.conf", render_lines([("DBID_DBASE_VERSION", "1"), ("DBID_PROFILE_RULE", rule)])
+    )
+    state = rule_device(f"http://127.0.0.1:{servers.http}/a.conf")
+    results = Device(state).resync_until_stable(fetcher())
+    assert [r.status for r in results] == ["applied", "fetch-failed"]
+    assert state.version == "1"
+
+
+# --- nothing to fetch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "option66", "detail"),
+    [
+        ({}, None, "no Profile Rule, and no option-66 server in use"),
+        (
+            {"DBID_PRV_OPTION66_ENABLED": "0"},
+            "127.0.0.1:69",
+            "no Profile Rule, and no option-66 server in use",
+        ),
+        (
+            {"DBID_PRV_OPTION66_ENABLED": "0", "DBID_PROFILE_RULE": "/fv$MA.conf"},
+            None,
+            "the Profile Rule names no server and DHCP gave no option 66",
+        ),
+        (
+            {"DBID_PRV_OPTION66_ENABLED": "0", "DBID_PROFILE_RULE": "ftp://h/f"},
+            None,
+            "the Profile Rule does not parse: unsupported scheme 'ftp'; write tftp://, "
+            "http:// or https:// (character 1)",
+        ),
+        (
+            {"DBID_PRV_OPTION66_ENABLED": "0", "DBID_PROFILE_RULE": "[--key my secret]http://h/f"},
+            None,
+            "the Profile Rule does not parse: error at character 11 (message withheld: "
+            "the rule holds a secret)",
+        ),
+        ({}, "host:port", "option-66 server 'host:port': the port must be 1..65535"),
+    ],
+)
+def test_nothing_to_fetch_is_rule_failed(
+    params: dict[str, str], option66: str | None, detail: str
+) -> None:
+    state = DeviceState(MAC, params=params, option66_server=option66)
+
+    class Unreachable:
+        def fetch(self, url: RuleUrl) -> bytes:
+            raise AssertionError("nothing should be fetched")
+
+    result = Device(state).resync(Unreachable())
+    assert (result.status, result.source, result.url, result.detail) == (
+        "rule-failed",
+        None,
+        "",
+        detail,
+    )
+    assert state.history == [Event("rule-failed", detail)]
+    with pytest.raises(GitprovError):
+        Device(state).source()
+
+
+# --- the fetchers on their own -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "blksize"),
+    [(0, 512), (511, 512), (512, 512), (5000, 512), (1428 * 2, 1428), (5000, 1428), (70, 8)],
+)
+def test_tftp_fetcher_block_boundaries(servers: Servers, size: int, blksize: int) -> None:
+    content = bytes(i % 251 for i in range(size))
+    servers.write("blob.bin", content)
+    url = parse_rule(f"tftp://127.0.0.1:{servers.tftp}/blob.bin")
+    assert TftpFetcher(blksize=blksize).fetch(url) == content
+
+
+def test_tftp_fetcher_limits_size(servers: Servers) -> None:
+    servers.write("big.bin", bytes(3000))
+    url = parse_rule(f"tftp://127.0.0.1:{servers.tftp}/big.bin")
+    with pytest.raises(FetchError, match="larger than 2000 bytes"):
+        TftpFetcher(max_bytes=2000).fetch(url)
+
+
+def test_tftp_fetcher_times_out_on_silence() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((HOST, 0))
+        url = parse_rule(f"tftp://127.0.0.1:{silent.getsockname()[1]}/x.conf")
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no answer from the TFTP server \(3 tries"):
+            TftpFetcher(timeout=0.1, retries=2).fetch(url)
+        assert time.monotonic() - started < 2
+        # The request was sent each time: RRQ, octet, blksize 1428.
+        silent.settimeout(1)
+        packet, _ = silent.recvfrom(1000)
+        assert packet == b"\x00\x01x.conf\x00octet\x00blksize\x001428\x00"
+
+
+def test_http_fetcher_limits_size(servers: Servers) -> None:
+    servers.write("big.bin", bytes(3000))
+    url = parse_rule(f"http://127.0.0.1:{servers.http}/big.bin")
+    with pytest.raises(FetchError, match="larger than 2000 bytes"):
+        HttpFetcher(max_bytes=2000).fetch(url)
+
+
+def test_http_fetcher_connection_refused() -> None:
+    with socket.socket() as closed:
+        closed.bind((HOST, 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(FetchError, match=f"http://127.0.0.1:{port}/f.conf: .*refused"):
+        HttpFetcher(timeout=1).fetch(parse_rule(f"http://127.0.0.1:{port}/f.conf"))
+
+
+def test_https_needs_an_ssl_context() -> None:
+    with pytest.raises(FetchError, match="https needs an SSL context"):
+        HttpFetcher().fetch(parse_rule("https://prov.example.net/f.conf"))
+
+
+def test_https_with_host_override_checks_the_certificate_of_the_name(
+    tmp_path: Path, servers: Servers
+) -> None:
+    cert, key = _self_signed(tmp_path, "prov.example.net")
+    servers.write("fv0021f2011b19.conf", encrypted(V7, KEY))
+    trust = ssl.create_default_context(cafile=str(cert))
+    with HttpServer(servers.root, HOST, 0, tls=make_tls_context(cert, key)) as https:
+        override = {"prov.example.net": (HOST, https.port)}
+        state = rule_device(f"[--key {KEY}]https://prov.example.net/fv$(MA).conf")
+        multi = MultiFetcher.standard(timeout=2, ssl_context=trust, host_override=override)
+        assert Device(state).resync(multi).status == "applied"
+
+        # The same server under another name: the certificate does not match.
+        other = {"other.example.net": (HOST, https.port)}
+        state = rule_device(f"[--key {KEY}]https://other.example.net/fv$(MA).conf")
+        multi = MultiFetcher.standard(timeout=2, ssl_context=trust, host_override=other)
+        result = Device(state).resync(multi)
+        assert result.status == "fetch-failed"
+        assert "certificate" in result.detail.lower()
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_multi_fetcher_refuses_unknown_schemes() -> None:
+    with pytest.raises(FetchError, match="no fetcher for tftp"):
+        MultiFetcher({}).fetch(parse_rule("tftp://h/f"))
+
+
+# --- pure parts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"DBID_DBASE_VERSION=7\n", {"DBID_DBASE_VERSION": "7"}),
+        (b"DBID_DBASE_VERSION=7", {"DBID_DBASE_VERSION": "7"}),
+        (
+            b"DBID_DBASE_VERSION=7\nDBID_SIP_ENABLE=1\t0\t0\t0\nDBID_X=a=b\nDBID_E=\n",
+            {
+                "DBID_DBASE_VERSION": "7",
+                "DBID_SIP_ENABLE": "1\t0\t0\t0",
+                "DBID_X": "a=b",
+                "DBID_E": "",
+            },
+        ),
+        (
+            "DBID_DBASE_VERSION=7\nDBID_SIP_DIS_NAME=Zoë\n".encode(),
+            {"DBID_DBASE_VERSION": "7", "DBID_SIP_DIS_NAME": "Zoë"},
+        ),
+    ],
+)
+def test_parse_param_file_accepts(data: bytes, expected: dict[str, str]) -> None:
+    assert parse_param_file(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\xff\xfe", "not UTF-8 (byte 0)"),
+        (b"DBID_DBASE_VERSION=7\n\nDBID_A=1\n", "line 2 is not DBID_NAME=value"),
+        (b"DBID_DBASE_VERSION=7\r\n", "line 1 (DBID_DBASE_VERSION) holds a control character"),
+        (b"DBID_DBASE_VERSION=7\nDBID_A=\x01\n", "line 2 (DBID_A) holds a control character"),
+        (b"DBID_DBASE_VERSION=7\ndbid_a=1\n", "line 2 is not DBID_NAME=value"),
+        (b"DBID_DBASE_VERSION=7\nDBID_A 1\n", "line 2 is not DBID_NAME=value"),
+        (b"# comment\nDBID_DBASE_VERSION=7\n", "line 1 is not DBID_NAME=value"),
+        (b"DBID_A=1\nDBID_A=2\nDBID_DBASE_VERSION=7\n", "line 2: DBID_A is given twice"),
+        (b"DBID_A=1\n", "no DBID_DBASE_VERSION line"),
+        (b"DBID_DBASE_VERSION=v7\n", "DBID_DBASE_VERSION is not a decimal number"),
+        (b"DBID_DBASE_VERSION=\n", "DBID_DBASE_VERSION is not a decimal number"),
+        (b"Salted__\x8f\x01\x02\x03\x04\x05\x06\x07", "not UTF-8 (byte 8)"),
+    ],
+)
+def test_parse_param_file_refuses(data: bytes, message: str) -> None:
+    with pytest.raises(ParamFileError) as caught:
+        parse_param_file(data)
+    assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.168.20.151", ("192.168.20.151", 69)),
+        ("127.0.0.1:6969", ("127.0.0.1", 6969)),
+        ("tftp.example.net", ("tftp.example.net", 69)),
+        ("[::1]:6969", ("::1", 6969)),
+        ("[::1]", ("::1", 69)),
+        ("fe80::1", ("fe80::1", 69)),
+    ],
+)
+def test_parse_option66_server(text: str, expected: tuple[str, int]) -> None:
+    assert parse_option66_server(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "host:", "host:0", "host:70000", "[::1", "[::1]x", "[::1]:", "tftp://h/"]
+)
+def test_parse_option66_server_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="option-66 server"):
+        parse_option66_server(text)
+
+
+def test_display_url_redacts_key_and_password() -> None:
+    url = parse_rule("[--key 'a b' --uid u --pwd p]http://h:8080/f.conf")
+    assert display_url(url) == "[--key <redacted> --uid u --pwd <redacted>]http://h:8080/f.conf"
+
+
+def test_state_defaults_and_repr_hide_secrets() -> None:
+    state = DeviceState(
+        "00:21:F2:01:1B:19",
+        product_name="G502N",
+        params={"DBID_SIP_PASSWORD": "hunter2", "DBID_PROFILE_RULE": f"[--key {KEY}]/f"},
+    )
+    assert state.mac == MAC
+    assert state.config_file_name == "G502N.conf"
+    assert state.variables() == {
+        "MA": "0021f2011b19",
+        "MAU": "0021F2011B19",
+        "MAC": "00:21:f2:01:1b:19",
+        "PN": "G502N",
+    }
+    text = repr(state)
+    assert "hunter2" not in text and KEY not in text
+    with pytest.raises(ValueError, match="not a MAC"):
+        DeviceState("0021f2011b1")
+    with pytest.raises(ValueError, match="compare"):
+        Device(state, compare="<")  # type: ignore[arg-type]
+
+
+# --- gitprov probe -----------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+
+
+def probe(*argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="gitprov")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["probe", *argv])
+    out = io.StringIO()
+    code = args.func(Ctx(args), out)
+    assert args.func is cmd_probe
+    return code, out.getvalue()
+
+
+def test_probe_prints_each_step_without_the_key(servers: Servers, tmp_path: Path) -> None:
+    servers.write(
+        "IP542N.conf",
+        render_lines([("DBID_DBASE_VERSION", "1"), ("DBID_PRV_OPTION66_ENABLED", "0")]),
+    )
+    servers.write("fv0021f2011b19.conf", encrypted(V7, KEY))
+    state_file = tmp_path / "device.json"
+    code, out = probe(
+        "00:21:f2:01:1b:19",
+        "--url",
+        f"http://127.0.0.1:{servers.http}/fv$(MA).conf",
+        "--key",
+        KEY,
+        "--option66",
+        f"127.0.0.1:{servers.tftp}",
+        "--state",
+        str(state_file),
+        "--until-stable",
+    )
+    assert code == 0
+    http = f"http://127.0.0.1:{servers.http}/fv0021f2011b19.conf"
+    assert out == (
+        f"round 1: option66  tftp://127.0.0.1:{servers.tftp}/IP542N.conf\n"
+        "  applied: version (none) -> 1, 2 parameter(s) changed; the device reboots\n"
+        "  changed: DBID_DBASE_VERSION, DBID_PRV_OPTION66_ENABLED\n"
+        f"round 2: profile-rule  [--key <redacted>]{http}\n"
+        "  applied: version 1 -> 7, 4 parameter(s) changed; the device reboots\n"
+        "  changed: DBID_DBASE_VERSION, DBID_SIP_ENABLE, DBID_SIP_PASSWORD, "
+        "DBID_WEB_SIP_SERVER\n"
+        f"round 3: profile-rule  [--key <redacted>]{http}\n"
+        "  unchanged: version 7 is the same as the stored 7\n"
+    )
+    assert KEY not in out
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    saved = json.loads(state_file.read_text())
+    assert saved["params"]["DBID_PROFILE_RULE"] == (
+        f"[--key {KEY}]http://127.0.0.1:{servers.http}/fv$(MA).conf"
+    )
+    assert saved["params"]["DBID_DBASE_VERSION"] == "7"
+    assert KEY not in json.dumps(saved["history"])
+
+    # The saved device resyncs on its own stored rule; nothing new.
+    code, out = probe(MAC, "--state", str(state_file), "--format", "json")
+    assert code == 0
+    assert [(r["status"], r["version_after"]) for r in json.loads(out)] == [("unchanged", "7")]
+    assert load_state(state_file).history[-2:] == [
+        Event("resync", f"profile-rule [--key <redacted>]{http}"),
+        Event("unchanged", "version 7 is the same as the stored 7"),
+    ]
+
+
+def test_probe_failure_exit_code_and_resolve(servers: Servers) -> None:
+    servers.write("fv0021f2011b19.conf", encrypted(V7, KEY))
+    code, out = probe(
+        MAC,
+        "--url",
+        "http://prov.example.net/fv$(MA).conf",
+        "--key",
+        "wrong key",
+        "--resolve",
+        f"prov.example.net=127.0.0.1:{servers.http}",
+    )
+    assert code == 1
+    assert out == (
+        "round 1: profile-rule  [--key <redacted>]http://prov.example.net/fv0021f2011b19.conf\n"
+        "  decrypt-failed: bad decrypt: wrong key or wrong encryption mode "
+        "(version stays (none))\n"
+    )
+    assert "wrong key]" not in out
+
+
+def test_probe_not_stable_is_exit_1(servers: Servers) -> None:
+    rule_a = f"http://127.0.0.1:{servers.http}/a.conf"
+    rule_b = f"http://127.0.0.1:{servers.http}/b.conf"
+    servers.write(
+        "a.conf", render_lines([("DBID_DBASE_VERSION", "1"), ("DBID_PROFILE_RULE", rule_b)])
+    )
+    servers.write(
+        "b.conf", render_lines([("DBID_DBASE_VERSION", "2"), ("DBID_PROFILE_RULE", rule_a)])
+    )
+    code, out = probe(MAC, "--url", rule_a, "--until-stable", "--max-rounds", "2")
+    assert code == 1
+    assert out.endswith("not stable after 2 round(s)\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nomac", "--url", "http://h/f"], "not a MAC address: 'nomac'"),
+        ([MAC], "nothing to fetch"),
+        ([MAC, "--key", KEY], "--key needs --url"),
+        ([MAC, "--url", "[--key a]http://h/f", "--key", KEY], "the key is given twice"),
+        ([MAC, "--url", "ftp://h/f"], "--url: unsupported scheme 'ftp'"),
+        ([MAC, "--url", "http://h/f", "--option66", "h:x"], "the port must be 1..65535"),
+        ([MAC, "--url", "http://h/f", "--resolve", "h"], "--resolve 'h': write NAME=ADDR:PORT"),
+        ([MAC, "--url", "http://h/f", "--max-rounds", "0"], "--max-rounds must be at least 1"),
+    ],
+)
+def test_probe_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        probe(*argv)
+    assert message in caught.value.message
+    assert KEY not in caught.value.message
+
+
+def test_probe_refuses_another_devices_state(tmp_path: Path) -> None:
+    state_file = tmp_path / "device.json"
+    state_file.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "mac": "0021f2aaaaaa",
+                "product_name": "IP542N",
+                "serial": "",
+                "sw_version": "",
+                "hw_version": "",
+                "ip": "",
+                "config_file_name": "IP542N.conf",
+                "option66_server": None,
+                "cipher": {"mode": "openssl-sha256", "iterations": 10000, "gzip": False},
+                "params": {"DBID_PROFILE_RULE": "http://h/f"},
+                "history": [],
+            }
+        )
+    )
+    assert load_state(state_file).cipher == Cipher(Mode.OPENSSL_SHA256)
+    with pytest.raises(UsageError, match="is the state of 0021f2aaaaaa, not 0021f2011b19"):
+        probe(MAC, "--state", str(state_file))
+    state_file.write_text('{"format": 1}')
+    with pytest.raises(GitprovError, match="is not a device state file"):
+        load_state(state_file)
+
+
+def test_ipv6_literal_in_a_rule(tmp_path: Path) -> None:
+    # Only if the machine has ::1; the emulator must bracket it in the URL it requests.
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = HttpServer(tmp_path, "::1", 0)
+        server.start()
+    except GitprovError:
+        pytest.skip("cannot listen on ::1")
+    try:
+        (tmp_path / "f.conf").write_bytes(render_lines(V7))
+        url = parse_rule(f"http://[::1]:{server.port}/f.conf")
+        assert HttpFetcher(timeout=2).fetch(url) == render_lines(V7)
+        assert ipaddress.ip_address(url.host).version == 6
+    finally:
+        server.stop()
