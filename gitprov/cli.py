@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import pygit2
 
 from gitprov import __version__
+from gitprov import device as device_cmd
 from gitprov.catalog import load_catalog
 from gitprov.errors import GitprovError, InvalidInventory, Level, Problem, UsageError
 from gitprov.formats import flyingvoice
@@ -57,11 +58,15 @@ def render_text(problems: Sequence[Problem], stream: TextIO) -> None:
     color = _color(stream)
     for p in problems:
         level = str(p.level)
+        where = p.where()
+        hint = f"    hint: {p.hint}"
         if color:
-            level = ("\033[31m" if p.is_error else "\033[33m") + level + "\033[0m"
-        stream.write(f"{p.where()}: {level}[{p.code}]: {p.message}\n")
+            level = ("\033[1;31m" if p.is_error else "\033[1;33m") + level + "\033[0m"
+            where = f"\033[1m{where}\033[0m"
+            hint = f"\033[2m{hint}\033[0m"
+        stream.write(f"{where}: {level}[{p.code}]: {p.message}\n")
         if p.hint:
-            stream.write(f"    hint: {p.hint}\n")
+            stream.write(hint + "\n")
     errors = sum(p.is_error for p in problems)
     warnings = len(problems) - errors
     if problems:
@@ -87,8 +92,14 @@ def render_github(problems: Sequence[Problem], stream: TextIO) -> None:
 
 
 def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:
+    """`validate --format json`, output format 1 (docs/validate-json.md; its JSON Schema is
+    schemas/output/validate-output.schema.json). Add fields freely; change or remove one
+    only with a new `version`."""
+    errors = sum(p.is_error for p in problems)
     return {
         "version": 1,
+        "ok": errors == 0,
+        "summary": {"errors": errors, "warnings": len(problems) - errors},
         "problems": [
             {
                 "file": p.file,
@@ -101,10 +112,6 @@ def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:
             }
             for p in problems
         ],
-        "summary": {
-            "errors": sum(p.is_error for p in problems),
-            "warnings": sum(not p.is_error for p in problems),
-        },
     }
 
 
@@ -201,13 +208,13 @@ def cmd_build(ctx: Context) -> int:
     commit = resolve_commit(ctx.repo, ctx.args.rev)
     build = _build(ctx, commit)
     out = Path(ctx.args.out)
+    reveal = ctx.args.reveal
     for f in build.files:
-        write_atomic(out / "plain" / f.name, f.plaintext)
+        write_atomic(out / "plain" / f.name, f.plaintext if reveal else f.redacted)
         write_atomic(out / "encrypted" / f.name, f.data)
-    print(
-        f"built {len(build.files)} device file(s) of {build.commit[:12]} into {out}/"
-        "{plain,encrypted}/ (plain/ holds secrets: keep it private)"
-    )
+    note = "plain/ holds secrets: keep it private" if reveal else "plain/ is redacted"
+    print(f"built {len(build.files)} device file(s) of {build.commit[:12]} into {out}/"
+          f"{{plain,encrypted}}/ ({note})")
     return 0
 
 
@@ -235,6 +242,50 @@ def cmd_show(ctx: Context) -> int:
 
         cfg = ctx.pipeline.compile(inv, device, placeholder_resolver(inv.sealed))
         sys.stdout.write(flyingvoice.render(cfg, version, redact=True).decode())
+    return 0
+
+
+def cmd_plan(ctx: Context) -> int:
+    from gitprov.review import review
+
+    a = ctx.args
+    base = resolve_commit(ctx.repo, a.base)
+    head = resolve_commit(ctx.repo, a.rev)
+    result = review(ctx.pipeline, base, head)
+    if a.format == "json":
+        json.dump({
+            "version": 1, "base": result.base, "head": result.head,
+            "unchanged": result.unchanged,
+            "devices": [{"mac": c.mac, "change": str(c.change), "file": c.file_name,
+                         "old_version": c.old_version, "new_version": c.new_version,
+                         "diff": list(c.diff)} for c in result.changes],
+        }, sys.stdout, indent=2)
+        print()
+        return 0
+    md = a.format == "markdown"
+    title = f"gitprov plan {result.base[:12]}..{result.head[:12]}"
+    print(f"### {title}\n" if md else title)
+    if not result.changes:
+        print(f"no device changes ({result.unchanged} unchanged)")
+        return 0
+    if md:
+        print("| device | change | file | version |\n|---|---|---|---|")
+    for c in result.changes:
+        ver = f"{c.old_version or '-'} → {c.new_version or '-'}"
+        if md:
+            print(f"| `{c.mac}` | {c.change} | `{c.file_name}` | {ver} |")
+        else:
+            print(f"  {c.change:<7} {c.mac}  {c.file_name}  version {ver}")
+    print(f"\n{len(result.changes)} device(s) change, {result.unchanged} unchanged; "
+          "new versions assume this is the next commit on the base branch")
+    for c in result.changes:
+        if md:
+            print(f"\n<details><summary>{c.mac}</summary>\n\n```diff")
+        else:
+            print()
+        print("\n".join(c.diff))
+        if md:
+            print("```\n</details>")
     return 0
 
 
@@ -281,23 +332,16 @@ def cmd_versions(ctx: Context) -> int:
 
 
 def _targets(ctx: Context, build: Build) -> Any:
-    from gitprov.publish import Targets
+    from gitprov.publish import targets_for
 
-    fleet = build.inventory.fleet
     a = ctx.args
-    http = a.http_root or fleet.http_root
-    tftp = a.tftp_root or fleet.tftp_root
-    state = a.state_dir or fleet.state_dir
-    roots = tuple(dict.fromkeys(Path(r) for r in (http, tftp) if r))
-    if not roots:
-        raise UsageError(
-            "no publish root",
-            hint="set publish.http_root / tftp_root in "
-            "gitprov.yaml or pass --http-root / --tftp-root",
-        )
-    if not state:
-        raise UsageError("no state dir", hint="set publish.state_dir or pass --state-dir")
-    return Targets(roots, Path(state))
+    return targets_for(
+        build.inventory.fleet,
+        http_roots=a.http_root or (),
+        tftp_roots=a.tftp_root or (),
+        state_dir=a.state_dir,
+        firmware_dir=a.firmware_dir,
+    )
 
 
 def _progress(stage: str, done: int, total: int) -> None:
@@ -308,26 +352,22 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 
 def publish_commit(ctx: Context, repo: pygit2.Repository, commit: pygit2.Commit) -> int:
-    from gitprov.publish import publish
+    from gitprov.publish import descendant_check, publish
 
     build = _build(ctx, commit)
     targets = _targets(ctx, build)
-
-    def is_descendant(new: str, old: str) -> bool:
-        try:
-            return bool(repo.descendant_of(new, old))
-        except (KeyError, ValueError, pygit2.GitError):
-            return False
-
     result = publish(
         build,
         targets,
-        is_descendant=is_descendant,
+        is_descendant=descendant_check(repo),
         force=ctx.args.force,
         progress=_progress,
         lock_wait=ctx.args.wait,
+        prune_unknown=ctx.args.prune_unknown,
     )
     short = result.commit[:12]
+    for note in result.notes:
+        print(f"note: {note}")
     if result.already_published:
         print(f"{short} is already published; nothing to write")
         return 0
@@ -337,15 +377,24 @@ def publish_commit(ctx: Context, repo: pygit2.Repository, commit: pygit2.Commit)
         f"{len(result.removed)} removed, {result.plan.unchanged} unchanged "
         f"in {', '.join(str(r) for r in targets.roots)}"
     )
-    by_name = {f.name: f for f in build.files}
+    entries = result.manifest.files
     for name in changed[:20]:
-        f = by_name[name]
-        print(f"  {name}  {f.mac}  version {f.version}")
+        e = entries[name]
+        print(f"  {name}  {e.mac}  version {e.version}" if e.mac else f"  {name}  {e.kind}")
     if len(changed) > 20:
         print(f"  … and {len(changed) - 20} more")
+    for d in result.drift:
+        print(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored")
     for root, name in result.plan.unknown:
-        print(f"  note: {root}/{name} was not written by gitprov; left alone")
-    return 0
+        done = "removed (--prune-unknown)" if ctx.args.prune_unknown else "left alone"
+        print(f"  note: {root}/{name} was not written by gitprov; {done}")
+    for root, why in sorted(result.failures.items()):
+        print(
+            f"gitprov: error: {root}: {why}; it keeps its last good files "
+            "(the other roots are published); publish again to retry",
+            file=sys.stderr,
+        )
+    return 1 if result.failures else 0
 
 
 def cmd_publish(ctx: Context) -> int:
@@ -410,91 +459,195 @@ def _wait_for_signal(stop: Callable[[], None]) -> None:
 
 
 def cmd_watch(ctx: Context) -> int:
+    from gitprov.metrics import Metrics, MetricsServer
     from gitprov.plan import load_manifest
-    from gitprov.watch import WatchOptions, watch
+    from gitprov.status import JsonLog, StatusFile
+    from gitprov.watch import (
+        CommitPublisher,
+        Kind,
+        LocalBranch,
+        Outcome,
+        RemoteBranch,
+        Watcher,
+        WatchOptions,
+    )
 
     a = ctx.args
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    head = ctx.repo.references.get(f"refs/heads/{a.branch}")
+    source: LocalBranch | RemoteBranch
+    if a.remote:
+        mirror = a.repo if a.repo != "." else a.state_dir and str(Path(a.state_dir) / "mirror.git")
+        if not mirror:
+            raise UsageError(
+                "--remote needs a local mirror",
+                hint="pass --repo PATH (a bare repository, created if missing) or --state-dir",
+            )
+        source = RemoteBranch(Path(mirror), a.remote, a.branch)
+        a.repo = mirror
+        try:
+            source.fetch()
+        except GitprovError as exc:
+            print(f"warning: {exc.message}; polling on", file=sys.stderr, flush=True)
+        head = source.resolve()
+    else:
+        source = LocalBranch(Path(ctx.repo.path), a.branch, inotify=not a.no_inotify)
+        head = source.head()
     if head is None:
-        raise UsageError(f"no branch {a.branch!r} in {a.repo}")
+        print(f"warning: no branch {a.branch!r} yet in {a.repo}; waiting for it", file=sys.stderr)
     # Resume from what is published: the manifest of the state dir the fleet names.
-    last = None
     state_dir = a.state_dir
-    if state_dir is None:
-        loaded = ctx.pipeline.load_commit(resolve_commit(ctx.repo, a.branch))
+    if state_dir is None and head is not None:
+        loaded = ctx.pipeline.load_commit(head[1])
         if loaded.inventory is not None:
             state_dir = loaded.inventory.fleet.state_dir
-    if state_dir:
-        m = load_manifest(Path(state_dir))
-        last = m.commit if m else None
+    manifest = load_manifest(Path(state_dir)) if state_dir else None
 
-    def handle(repo: pygit2.Repository, commit: pygit2.Commit) -> None:
-        short = str(commit.id)[:12]
-        try:
-            publish_commit(ctx, repo, commit)
-        except InvalidInventory as exc:
-            print(
-                f"{short}: not published: {exc.message}; the last good files stay",
-                file=sys.stderr,
-                flush=True,
-            )
-            render_problems(exc.problems, "text", sys.stderr)
-        except GitprovError as exc:
-            print(f"{short}: not published: {exc.message}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
+    def renew(repo: pygit2.Repository) -> Pipeline:
+        old = ctx.pipeline
+        cache = Path(repo.path) / "gitprov-cache"
+        return Pipeline(repo, old.inventory_dir, old.catalog, old.options, cache)
 
-    print(f"watching {a.branch} of {a.repo} (poll every {a.interval}s)", flush=True)
+    publisher = CommitPublisher(
+        ctx.pipeline,
+        ctx.private_key(),
+        lambda build: _targets(ctx, build),
+        prune_unknown=a.prune_unknown,
+        lock_wait=a.wait,
+        state_dir=Path(state_dir).absolute() if state_dir else None,
+        renew=renew,
+    )
+
+    def show(o: Outcome) -> None:
+        if o.kind is Kind.CLEAN:
+            return
+        out = sys.stdout if o.ok else sys.stderr
+        print(o.message, file=out, flush=True)
+        for d in o.drift:
+            print(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored", file=out)
+        render_problems(o.problems, "text", sys.stderr)
+        sys.stderr.flush()
+
+    observers: list[Callable[[Outcome], None]] = [show]
+    label = source.label
+    if a.status_file:
+        observers.append(StatusFile(Path(a.status_file), label, manifest))
+    log_file: TextIO | None = None
+    if a.log_json:
+        log_file = sys.stdout if a.log_json == "-" else open(a.log_json, "a", encoding="utf-8")  # noqa: SIM115
+        json_log = JsonLog(log_file)
+        json_log.event("start", watching=label, commit=manifest.commit if manifest else None)
+        observers.append(json_log)
+    server: MetricsServer | None = None
+    if a.metrics_port is not None:
+        metrics = Metrics()
+        server = metrics.serve(a.metrics_port, a.metrics_host)
+        observers.append(metrics)
+        print(f"metrics: http://{a.metrics_host}:{server.port}/metrics", flush=True)
+    interval = a.interval or (30.0 if a.remote else 2.0)
+    options = WatchOptions(
+        a.branch, interval, 0.1, not a.no_inotify, a.reconcile, min(a.retry, a.reconcile)
+    )
+    last = manifest.commit if manifest else None
+    print(
+        f"watching {label} (poll every {interval:g}s, reconcile every {a.reconcile:g}s); "
+        f"published: {last[:12] if last else 'nothing yet'}",
+        flush=True,
+    )
     try:
-        watch(
-            Path(ctx.repo.path),
-            handle,
-            stop,
-            WatchOptions(a.branch, a.interval, 0.1, not a.no_inotify),
-            last,
-        )
+        Watcher(source, publisher, options, last=last, observers=observers).run(stop)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        source.close()
+        if server is not None:
+            server.stop()
+        if log_file is not None and log_file is not sys.stdout:
+            log_file.close()
     return 0
 
 
 def cmd_schema(ctx: Context) -> int:
-    from gitprov.schemas import all_schemas
+    from gitprov.schemas import all_schemas, for_editors, output_schemas
 
-    schemas = all_schemas()
+    schemas = {**all_schemas(), **output_schemas()}
+    kinds = [n.removesuffix(".schema.json") for n in schemas]
     if ctx.args.write:
         out = Path(ctx.args.write)
         out.mkdir(parents=True, exist_ok=True)
         for name, s in sorted(schemas.items()):
-            (out / name).write_text(json.dumps(s, indent=2) + "\n")
+            (out / name).write_text(json.dumps(for_editors(s), indent=2) + "\n")
         print(f"wrote {len(schemas)} schema(s) into {out}")
-    else:
-        kind = ctx.args.kind
-        name = f"{kind}.schema.json"
-        if name not in schemas:
-            raise UsageError(
-                f"no schema {kind!r}", hint="kinds: " + ", ".join(n.split(".")[0] for n in schemas)
-            )
-        print(json.dumps(schemas[name], indent=2))
+        return 0
+    if ctx.args.list:
+        print("\n".join(kinds))
+        return 0
+    name = f"{ctx.args.kind}.schema.json"
+    if name not in schemas:
+        raise UsageError(f"no schema {ctx.args.kind!r}", hint="kinds: " + ", ".join(kinds))
+    print(json.dumps(schemas[name], indent=2))
     return 0
 
 
-def cmd_params(ctx: Context) -> int:
+def params_json() -> dict[str, Any]:
+    """The catalog as `gitprov params --format json` prints it (format version 1): every
+    field always present; unpublished parameters have `"key": null`."""
+    from gitprov.catalog import Param, Unpublished
+
     cat = load_catalog()
-    if ctx.args.format == "json":
-        json.dump(
-            [{k: v for k, v in vars(p).items() if v not in (None, (), "")} for p in cat.params],
-            sys.stdout,
-            indent=2,
+    rows = []
+    entries: list[Param | Unpublished] = [*cat.params, *cat.unpublished]
+    for p in entries:
+        published = isinstance(p, Param)
+        rows.append(
+            {
+                "key": p.key if isinstance(p, Param) else None,
+                "name": p.name,
+                "label": p.label,
+                "type": p.type,
+                "scope": p.scope,
+                "unit": p.unit,
+                "default": p.default,
+                "min": p.min,
+                "max": p.max,
+                "max_length": p.max_length,
+                "values": list(p.values),
+                "managed": p.managed if isinstance(p, Param) else False,
+                "secret": p.secret if isinstance(p, Param) else False,
+                "settable_by_name": published and not (isinstance(p, Param) and p.managed),
+                "source": p.source,
+                "description": p.description,
+            }
         )
+    return {"version": 1, "params": rows}
+
+
+def cmd_params(ctx: Context) -> int:
+    doc = params_json()
+    if ctx.args.format == "json":
+        json.dump(doc, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'DBID KEY':<34} {'NAME':<26} {'TYPE':<9} {'SCOPE':<6} DESCRIPTION")
-    for p in cat.params:
-        flags = " [managed]" if p.managed else ""
-        flags += " [secret]" if p.secret else ""
-        print(f"{p.key:<34} {p.name:<26} {p.type:<9} {p.scope:<6} {p.description[:60]}{flags}")
+    print(f"{'DBID KEY':<34} {'NAME':<36} {'TYPE':<8} {'SCOPE':<6} {'DEFAULT':<8} DESCRIPTION")
+    for row in doc["params"]:
+        flags = " [managed]" if row["managed"] else ""
+        flags += " [secret]" if row["secret"] else ""
+        key = row["key"] or "(not published)"
+        default = row["default"]
+        if isinstance(default, bool):
+            default = int(default)
+        shown = "" if default is None else str(default)
+        desc = row["description"]
+        desc = desc if len(desc) <= 60 else desc[:59] + "…"
+        print(
+            f"{key:<34} {row['name']:<36} {row['type']:<8} {row['scope']:<6} "
+            f"{shown:<8} {desc}{flags}"
+        )
+    if any(r["key"] is None for r in doc["params"]):
+        print(
+            "\n(not published): the vendor has not published the DBID key; set such a "
+            "parameter with its raw DBID_* key once you know it"
+        )
     return 0
 
 
@@ -624,7 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default), json, or github (workflow annotations)",
     )
-    p.add_argument("--strict", action="store_true", help="unknown DBID_* keys are errors")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="unknown DBID_* keys (GP114) are errors, not warnings",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
@@ -635,6 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rev", default="HEAD")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--reveal", action="store_true",
+                   help="write plain/ with real secrets (default: redacted)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("show", help="one device's rendered file, secrets redacted")
@@ -655,6 +814,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rev(p)
     p.set_defaults(func=cmd_key)
 
+    p = sub.add_parser(
+        "plan",
+        help="what merging a change would do to each device",
+        description="Render both sides with secrets redacted and show, per device, the diff "
+        "of its file and its version bump. No private key needed. For pull requests: "
+        "gitprov plan --base origin/main --format markdown",
+    )
+    p.add_argument("--base", default="main", help="the branch the change goes into (main)")
+    p.add_argument("--rev", default="HEAD", help="the change (default HEAD)")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("versions", help="each device's version and the commit that set it")
     p.add_argument("macs", nargs="*", metavar="MAC")
     p.add_argument("--rev", default="HEAD")
@@ -669,7 +840,26 @@ def build_parser() -> argparse.ArgumentParser:
         "deleted, the manifest written last. Idempotent.",
     )
     p.add_argument("--rev", default="HEAD")
-    _add_roots(p)
+    publish_opts = p.add_argument_group("where to publish (default: the fleet's publish:)")
+    publish_opts.add_argument(
+        "--http-root",
+        action="append",
+        metavar="DIR",
+        help="override publish.http_root (repeat for several targets)",
+    )
+    publish_opts.add_argument(
+        "--tftp-root",
+        action="append",
+        metavar="DIR",
+        help="override publish.tftp_root (repeat for several targets)",
+    )
+    publish_opts.add_argument("--state-dir", help="override publish.state_dir (manifest, lock)")
+    publish_opts.add_argument("--firmware-dir", help="override publish.firmware_dir")
+    publish_opts.add_argument(
+        "--prune-unknown",
+        action="store_true",
+        help="also delete files in the roots that gitprov did not write (default: report them)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -702,15 +892,67 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch a repository (bare or not) and publish every new "
         "head of the branch; invalid commits are reported and skipped.",
     )
+    p.add_argument(
+        "--repo",
+        default=argparse.SUPPRESS,
+        help="the repository to watch (bare or not); with --remote, the local mirror "
+        "(created if missing; default STATE_DIR/mirror.git)",
+    )
     p.add_argument("--branch", default="main")
+    p.add_argument(
+        "--remote",
+        metavar="URL",
+        help="poll this remote: fetch the branch into the local mirror every --interval",
+    )
     p.add_argument(
         "--interval",
         type=float,
-        default=2.0,
-        help="poll period in seconds (inotify wakes it earlier)",
+        metavar="SECONDS",
+        help="poll period (default 2; 30 with --remote); inotify wakes a local watch earlier",
     )
     p.add_argument("--no-inotify", action="store_true", help="poll only")
-    _add_roots(p)
+    p.add_argument(
+        "--reconcile",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="compare the roots with the manifest this often; restore drift (default 300)",
+    )
+    p.add_argument(
+        "--retry",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="retry a publish that failed to write (or a lagging root) after this long",
+    )
+    watch_opts = p.add_argument_group("where to publish (default: the fleet's publish:)")
+    watch_opts.add_argument("--http-root", action="append", metavar="DIR")
+    watch_opts.add_argument("--tftp-root", action="append", metavar="DIR")
+    watch_opts.add_argument("--state-dir", help="override publish.state_dir (manifest, lock)")
+    watch_opts.add_argument("--firmware-dir", help="override publish.firmware_dir")
+    watch_opts.add_argument(
+        "--prune-unknown",
+        action="store_true",
+        help="also delete files in the roots that gitprov did not write",
+    )
+    observe = p.add_argument_group("observability")
+    observe.add_argument(
+        "--status-file",
+        metavar="PATH",
+        help="JSON: last commit published, when, result, problems (rewritten atomically)",
+    )
+    observe.add_argument(
+        "--log-json", metavar="PATH", help="append one JSON line per event (- for stdout)"
+    )
+    observe.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port, printed at start)",
+    )
+    observe.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint"
+    )
     p.set_defaults(func=cmd_watch, force=False, wait=30.0)
 
     p = sub.add_parser("serve", help="read-only HTTP and TFTP over the roots")
@@ -721,18 +963,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tftp-root")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("schema", help="print or write the JSON Schemas (for editors)")
+    p = sub.add_parser(
+        "schema",
+        help="print or write the JSON Schemas (for editors)",
+        description="Print one JSON Schema (draft 2020-12), or write all of them into a "
+        "directory for editors: e.g. `# yaml-language-server: $schema=../../schemas/"
+        "device.schema.json` at the top of a device file.",
+    )
     p.add_argument(
         "kind",
         nargs="?",
         default="device",
-        help="fleet, profile, model, device, secrets, params, line",
+        help="fleet, profile, model, device, secrets, params, line, validate-output "
+        "(default device)",
     )
     p.add_argument("--write", metavar="DIR", help="write every schema into DIR")
+    p.add_argument("--list", action="store_true", help="list the schema kinds")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("params", help="the parameter catalog")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p = sub.add_parser(
+        "params",
+        help="the parameter catalog",
+        description="Every parameter gitprov knows (schemas/params.yaml): DBID key, readable "
+        "name, type, scope, default. `(not published)`: the reference names it, but its "
+        "DBID key is not public, so it cannot be set by name.",
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text table (default) or json (format version 1)",
+    )
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("secrets", help="sealed secrets: keygen, set, list, rotate")
@@ -745,6 +1006,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = ss.add_parser("rotate", help="re-seal everything to a new public key")
     r.add_argument("--new-public-key", required=True)
     p.set_defaults(func=cmd_secrets)
+    device_cmd.add_parser(sub)
     return parser
 
 

@@ -130,15 +130,23 @@ class Encryption:
     iterations: int = 10000
     gzip: bool = False
     master_key: SecretRef | None = None
+    # During a key rotation: what devices hold now (see docs/keys.md).
+    previous_master_key: SecretRef | None = None
+    previous_file_name: str | None = None
 
     def merged(self, over: Mapping[str, Any] | None) -> Encryption:
         if not over:
             return self
+        previous = over.get("previous")
         return Encryption(
             mode=over.get("mode", self.mode),
             iterations=over.get("iterations", self.iterations),
             gzip=over.get("gzip", self.gzip),
             master_key=over.get("master_key", self.master_key),
+            previous_master_key=previous.get("master_key") if previous
+            else self.previous_master_key,
+            previous_file_name=previous.get("file_name") if previous
+            else self.previous_file_name,
         )
 
 
@@ -154,6 +162,12 @@ class Fleet:
     state_dir: str | None
     encryption: Encryption
     layer: Layer
+    # publish: each of http_root / tftp_root may list several directories (edge servers);
+    # http_root / tftp_root above are the first of each.
+    http_roots: tuple[str, ...] = ()
+    tftp_roots: tuple[str, ...] = ()
+    firmware_dir: str | None = None
+    option66: bool | tuple[str, ...] = False  # True: every model; or the models named
 
 
 @dataclass(frozen=True)
@@ -186,6 +200,7 @@ class Device:
     serial: str
     key: SecretRef | None
     layer: Layer
+    previous_key: SecretRef | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +229,18 @@ class Inventory:
         return list(reversed(chain))
 
 
+def _dirs(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+def _option66(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    return tuple(str(v) for v in value)
+
+
 def build_inventory(docs: Documents) -> Inventory:
     fleet_docs = docs.of(FLEET)
     fdoc = fleet_docs[0]
@@ -225,11 +252,15 @@ def build_inventory(docs: Documents) -> Inventory:
         version_floor=int(f["version_floor"]),
         file_name=f.get("file_name", DEFAULT_FILE_NAME),
         provisioning_url=(f.get("provisioning") or {}).get("url"),
-        http_root=publish.get("http_root"),
-        tftp_root=publish.get("tftp_root"),
+        http_root=next(iter(_dirs(publish.get("http_root"))), None),
+        tftp_root=next(iter(_dirs(publish.get("tftp_root"))), None),
         state_dir=publish.get("state_dir"),
         encryption=Encryption().merged(f.get("encryption")),
         layer=Layer.of(fdoc),
+        http_roots=_dirs(publish.get("http_root")),
+        tftp_roots=_dirs(publish.get("tftp_root")),
+        firmware_dir=publish.get("firmware_dir"),
+        option66=_option66(publish.get("option66")),
     )
     profiles = {
         stem(d.path): Profile(stem(d.path), d, d.data.get("extends"), Layer.of(d))
@@ -256,6 +287,7 @@ def build_inventory(docs: Documents) -> Inventory:
         mac = normalise_mac(data["mac"])
         assert mac is not None, "validated"
         key = data.get("key")
+        previous_key = data.get("previous_key")
         devices.append(
             Device(
                 mac=mac,
@@ -265,6 +297,7 @@ def build_inventory(docs: Documents) -> Inventory:
                 serial=str(data.get("serial", "")),
                 key=key if isinstance(key, SecretRef) else None,
                 layer=Layer.of(d),
+                previous_key=previous_key if isinstance(previous_key, SecretRef) else None,
             )
         )
     devices.sort(key=lambda dev: dev.mac)
