@@ -30,7 +30,7 @@ from gitprov.inventory import (
     load_documents,
 )
 from gitprov.secrets import SecretError, unseal
-from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, Source
+from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source
 from gitprov.validate import Options, SchemaCache, validate
 
 RENDER_FORMAT = "flyingvoice-1"
@@ -68,6 +68,32 @@ class Build:
     files: tuple[DeviceFile, ...]  # sorted by MAC
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What `evaluate` learned about one commit, kept for its first child."""
+
+    commit: str
+    refs: list[FileRef]
+    docs: Documents
+    digests: Mapping[str, str] | None
+
+
+def _apply(
+    refs: list[FileRef], changed: set[str], commit: pygit2.Commit, inventory_dir: str
+) -> list[FileRef]:
+    """The parent's file list with the changed paths re-read from `commit`'s tree."""
+    kept = [r for r in refs if r.path not in changed]
+    for path in changed:
+        try:
+            entry = commit.tree[path]
+        except KeyError:
+            continue  # deleted
+        if entry.type_str == "blob":
+            kept.append(FileRef(path, str(entry.id)))
+    kept.sort(key=lambda r: r.path)
+    return kept
+
+
 class Pipeline:
     def __init__(
         self,
@@ -85,6 +111,7 @@ class Pipeline:
         self.schema_cache = SchemaCache()
         self._digests: dict[tuple[str, ...], str] = {}
         self._evaluated: dict[str, Mapping[str, str] | None] = {}
+        self._snapshot: _Snapshot | None = None
         salt = hashlib.sha256(f"{self.catalog.digest}:{RENDER_FORMAT}".encode()).hexdigest()
         self.version_cache = (
             versioning.VersionCache(cache_dir, salt) if cache_dir is not None else None
@@ -116,16 +143,14 @@ class Pipeline:
         fleet_oid = inv.fleet.doc.oid
         secrets_oid = self._secrets_oid(inv)
         out = {}
+        chains: dict[str | None, tuple[str, ...]] = {}
         for device in inv.devices:
             model = inv.models[device.model]
-            key = (
-                device.doc.path,
-                device.doc.oid,
-                model.doc.oid,
-                fleet_oid,
-                secrets_oid,
-                *(p.doc.oid for p in inv.profile_chain(device.profile)),
-            )
+            chain = chains.get(device.profile)
+            if chain is None:
+                chain = tuple(p.doc.oid for p in inv.profile_chain(device.profile))
+                chains[device.profile] = chain
+            key = (device.doc.path, device.doc.oid, model.doc.oid, fleet_oid, secrets_oid, *chain)
             digest = self._digests.get(key)
             if digest is None:
                 cfg = self.compile(inv, device, resolve)
@@ -146,13 +171,52 @@ class Pipeline:
 
     # -- versions ----------------------------------------------------------------------
     def evaluate(self, commit: pygit2.Commit) -> Mapping[str, str] | None:
+        """Each device's digest at `commit`, or None if the commit is invalid.
+
+        Called root first along a first-parent chain: the previous snapshot and a tree diff
+        give this commit's files, so unchanged files are neither listed, parsed nor
+        validated again, and only devices whose inputs changed are compiled again."""
         cid = str(commit.id)
-        if cid not in self._evaluated:
-            loaded = self.load(self.source(commit))
-            self._evaluated[cid] = (
-                None if loaded.inventory is None else self.digests(loaded.inventory)
-            )
-        return self._evaluated[cid]
+        if cid in self._evaluated:
+            return self._evaluated[cid]
+        prev = self._snapshot
+        parent_id = str(commit.parents[0].id) if commit.parents else None
+        refs: list[FileRef] | None = None
+        changed: set[str] | None = None
+        if prev is not None and parent_id == prev.commit:
+            changed = self._changed_paths(commit.parents[0], commit)
+            if not changed:
+                snap = _Snapshot(cid, prev.refs, prev.docs, prev.digests)
+                self._remember(snap)
+                return snap.digests
+            refs = _apply(prev.refs, changed, commit, self.inventory_dir)
+        source = self.source(commit)
+        docs, problems = load_documents(source, self.parse_cache, refs)
+        parent_docs = prev.docs if prev is not None and parent_id == prev.commit else None
+        if parent_docs is None and commit.parents:
+            parent_docs = load_documents(self.source(commit.parents[0]), self.parse_cache)[0]
+        found = validate(docs, self.catalog, self.options, parent_docs, problems,
+                         self.schema_cache)
+        digests = None
+        if not any(p.is_error for p in found):
+            digests = self.digests(build_inventory(docs))
+        self._remember(_Snapshot(cid, list(docs.refs), docs, digests))
+        return digests
+
+    def _remember(self, snap: _Snapshot) -> None:
+        self._snapshot = snap
+        self._evaluated[snap.commit] = snap.digests
+
+    def _changed_paths(self, parent: pygit2.Commit, commit: pygit2.Commit) -> set[str]:
+        assert self.repo is not None
+        prefix = self.inventory_dir.rstrip("/") + "/" if self.inventory_dir else ""
+        diff = self.repo.diff(parent.tree, commit.tree)
+        out = set()
+        for delta in diff.deltas:
+            for path in (delta.old_file.path, delta.new_file.path):
+                if path.startswith(prefix):
+                    out.add(path)
+        return out
 
     def versions(self, commit: pygit2.Commit, inv: Inventory) -> dict[str, versioning.VersionInfo]:
         state = versioning.compute_states(commit, self.evaluate, self.version_cache)
