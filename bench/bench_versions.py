@@ -19,10 +19,10 @@ import pygit2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gitprov.pipeline import Pipeline  # noqa: E402
-from gitprov.publish import Targets, publish  # noqa: E402
-from tests.fixtures.fleet import device_path, device_yaml  # noqa: E402
-from tests.fixtures.gitrepo import demo_private_key, example_files  # noqa: E402
+from gitprov.pipeline import Pipeline
+from gitprov.publish import Targets, publish
+from tests.fixtures.fleet import device_path, device_yaml
+from tests.fixtures.gitrepo import demo_private_key, example_files
 
 SIG = pygit2.Signature("Bench", "bench@gitprov.invalid", 1_700_000_000, 0)
 
@@ -63,16 +63,24 @@ def make_repo(path: Path, devices: int, commits: int) -> pygit2.Repository:
     return repo
 
 
+def head_of(repo: pygit2.Repository) -> pygit2.Commit:
+    c = repo.get(repo.references["refs/heads/main"].target)
+    assert isinstance(c, pygit2.Commit)
+    return c
+
+
 def one_change(repo: pygit2.Repository, devices: int, tag: str) -> pygit2.Commit:
-    head = repo.get(repo.references["refs/heads/main"].target)
+    head = head_of(repo)
     i = devices // 2
     blob = repo.create_blob(device_yaml(i, display=f"Change {tag}").encode())
     tree = _replace(repo, head.tree.id, device_path(i), blob)
-    oid = repo.create_commit("refs/heads/main", SIG, SIG, f"change {tag}", tree, [head.id])
-    return repo.get(oid)
+    repo.create_commit("refs/heads/main", SIG, SIG, f"change {tag}", tree, [head.id])
+    return head_of(repo)
 
 
-def timed_publish(repo: pygit2.Repository, commit: pygit2.Commit, cache: Path, roots: Path) -> float:
+def timed_publish(
+    repo: pygit2.Repository, commit: pygit2.Commit, cache: Path, roots: Path
+) -> float:
     start = time.perf_counter()
     p = Pipeline(repo, cache_dir=cache)  # a fresh process image: no in-memory caches
     build = p.build(commit, demo_private_key())
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         roots = tmp / "roots"
         cache = tmp / "cache"
         # The server published the head before: warm cache, files in place.
-        timed_publish(repo, repo.get(repo.references["refs/heads/main"].target), cache, roots)
+        timed_publish(repo, head_of(repo), cache, roots)
         warm = timed_publish(repo, one_change(repo, args.devices, "warm"), cache, roots)
         cold_commit = one_change(repo, args.devices, "cold")
         shutil.rmtree(cache)

@@ -8,6 +8,7 @@ disagree about a parameter.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,30 +32,25 @@ HOSTNAME_PATTERN = f"^{_HOSTNAME}$"
 HOST_PATTERN = f"^({_IPV4}|{_HOSTNAME})$"
 
 
-@dataclass(frozen=True)
-class Param:
-    key: str
+TYPES = ("bool", "int", "port", "seconds", "ipv4", "hostname", "host", "enum", "string", "url")
+SCOPES = ("global", "line")
+
+
+class _Typed:
+    """What published and unpublished catalog entries share (the dataclasses hold it)."""
+
     name: str
-    type: str
+    label: str
     scope: str
-    description: str = ""
-    source: str = ""
-    default: Any = None
-    managed: bool = False
-    secret: bool = False
-    min: int | None = None
-    max: int | None = None
-    max_length: int | None = None
-    values: tuple[str, ...] = ()
-
-    @property
-    def per_line(self) -> bool:
-        return self.scope == "line"
-
-    @property
-    def short_name(self) -> str:
-        """The name inside a `lines:` item (without `line.`)."""
-        return self.name.removeprefix(LINE_PREFIX)
+    description: str
+    source: str
+    default: Any
+    unit: str
+    type: str
+    min: int | None
+    max: int | None
+    max_length: int | None
+    values: tuple[str, ...]
 
     def value_schema(self) -> dict[str, Any]:
         """JSON Schema of a value in a layer; null unsets an inherited value."""
@@ -81,15 +77,66 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Param(_Typed):
+    key: str
+    name: str
+    type: str
+    scope: str
+    description: str = ""
+    source: str = ""
+    default: Any = None
+    managed: bool = False
+    secret: bool = False
+    min: int | None = None
+    max: int | None = None
+    max_length: int | None = None
+    values: tuple[str, ...] = ()
+    label: str = ""
+    unit: str = ""
+
+    @property
+    def per_line(self) -> bool:
+        return self.scope == "line"
+
+    @property
+    def short_name(self) -> str:
+        """The name inside a `lines:` item (without `line.`)."""
+        return self.name.removeprefix(LINE_PREFIX)
+
+
+@dataclass(frozen=True)
+class Unpublished(_Typed):
+    """A parameter the reference names whose DBID key the vendor has not published.
+
+    It has no `key` field on purpose: nothing can render it, so gitprov cannot invent one.
+    """
+
+    name: str
+    type: str
+    label: str
+    description: str = ""
+    source: str = ""
+    default: Any = None
+    min: int | None = None
+    max: int | None = None
+    max_length: int | None = None
+    values: tuple[str, ...] = ()
+    unit: str = ""
+    scope: str = "global"
+
+
+@dataclass(frozen=True)
 class Catalog:
     params: tuple[Param, ...]
     digest: str
+    unpublished: tuple[Unpublished, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_key", {p.key: p for p in self.params})
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
         object.__setattr__(self, "_order", {p.key: i for i, p in enumerate(self.params)})
         object.__setattr__(self, "_by_short", {p.short_name: p for p in self.params if p.per_line})
+        object.__setattr__(self, "_unpublished", {u.name: u for u in self.unpublished})
 
     def by_key(self, key: str) -> Param | None:
         return self._by_key.get(key)  # type: ignore[attr-defined,no-any-return]
@@ -103,20 +150,41 @@ class Catalog:
         p = self._by_short.get(name) or self._by_key.get(name)  # type: ignore[attr-defined]
         return p if p is not None and p.per_line else None
 
+    def unpublished_named(self, name: str) -> Unpublished | None:
+        """A parameter the reference names but whose DBID key is not public."""
+        return self._unpublished.get(name)  # type: ignore[attr-defined,no-any-return]
+
+    def global_names(self) -> list[str]:
+        """Readable names a `params:` block may hold."""
+        names = [p.name for p in self.params if not p.per_line and not p.managed]
+        return names + [u.name for u in self.unpublished]
+
+    def line_names(self) -> list[str]:
+        """Short names a `lines:` item may hold."""
+        return [p.short_name for p in self.params if p.per_line and not p.managed]
+
     def sort_key(self, key: str) -> tuple[int, str]:
         order: dict[str, int] = self._order  # type: ignore[attr-defined]
         return (order.get(key, len(order)), key)
 
     def params_schema(self) -> dict[str, Any]:
         """Schema of a `params:` block: readable names are closed (a typo is an error);
-        raw DBID_* keys are open (the vendor dictionary is not public)."""
+        raw DBID_* keys are open (the vendor dictionary is not public). Unpublished and
+        managed names are type-checked here; rules GP116 and GP117 then refuse them."""
         props: dict[str, Any] = {}
         for p in self.params:
-            if p.managed or p.per_line:
+            if p.per_line:
                 continue
+            # Managed names are accepted here so that GP117 alone says "gitprov computes it".
             schema = {**p.value_schema(), "description": p.description}
             props[p.name] = schema
             props[p.key] = schema
+        for u in self.unpublished:
+            props[u.name] = {
+                **u.value_schema(),
+                "description": f"{u.label} (DBID key not published by the vendor; cannot be "
+                f"set by this name). {u.description}",
+            }
         return {
             "type": "object",
             "properties": props,
@@ -140,22 +208,59 @@ class Catalog:
         }
 
 
+def _common(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    t = entry.get("type")
+    if t not in TYPES:
+        raise GitprovError(f"{where}: unknown type {t!r}", hint=f"types: {', '.join(TYPES)}")
+    scope = entry.get("scope", "global")
+    if scope not in SCOPES:
+        raise GitprovError(f"{where}: unknown scope {scope!r}", hint="global or line")
+    if t == "enum" and not entry.get("values"):
+        raise GitprovError(f"{where}: an enum needs `values:`")
+    return {
+        "type": t,
+        "scope": scope,
+        "description": " ".join(str(entry.get("description", "")).split()),
+        "source": entry.get("source", ""),
+        "default": entry.get("default"),
+        "min": entry.get("min"),
+        "max": entry.get("max"),
+        "max_length": entry.get("max_length"),
+        "values": tuple(entry.get("values", ())),
+        "label": entry.get("label", ""),
+        "unit": entry.get("unit", ""),
+    }
+
+
 def _param(entry: dict[str, Any]) -> Param:
+    where = f"params.yaml: {entry.get('key')}"
+    key = entry.get("key")
+    if not isinstance(key, str) or not re.fullmatch(DBID_PATTERN, key):
+        raise GitprovError(
+            f"{where}: not a DBID key",
+            hint="a parameter whose key is not published belongs under `unpublished:`",
+        )
+    fields = _common(entry, where)
+    name = entry["name"]
+    if (fields["scope"] == "line") != name.startswith(LINE_PREFIX):
+        raise GitprovError(f"{where}: per-line names, and only they, start with {LINE_PREFIX!r}")
     return Param(
-        key=entry["key"],
-        name=entry["name"],
-        type=entry["type"],
-        scope=entry.get("scope", "global"),
-        description=" ".join(str(entry.get("description", "")).split()),
-        source=entry.get("source", ""),
-        default=entry.get("default"),
+        key=key,
+        name=name,
         managed=bool(entry.get("managed", False)),
         secret=bool(entry.get("secret", False)),
-        min=entry.get("min"),
-        max=entry.get("max"),
-        max_length=entry.get("max_length"),
-        values=tuple(entry.get("values", ())),
+        **fields,
     )
+
+
+def _unpublished(entry: dict[str, Any]) -> Unpublished:
+    where = f"params.yaml: {entry.get('name')}"
+    if "key" in entry:
+        raise GitprovError(f"{where}: an unpublished parameter has no key")
+    fields = _common(entry, where)
+    if fields["scope"] != "global":
+        raise GitprovError(f"{where}: unpublished parameters are global")
+    return Unpublished(name=entry["name"], **fields)
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
@@ -170,4 +275,11 @@ def _load(path: str) -> Catalog:
         raise GitprovError(f"{path}: cannot read the parameter catalog: {exc.strerror}") from exc
     data = yaml.safe_load(raw)
     params = tuple(_param(e) for e in data["params"])
-    return Catalog(params, hashlib.sha256(raw).hexdigest())
+    unpublished = tuple(_unpublished(e) for e in data.get("unpublished") or ())
+    names = [p.name for p in params] + [u.name for u in unpublished]
+    keys = [p.key for p in params]
+    for what, seen in (("name", names), ("key", keys)):
+        dup = sorted({x for x in seen if seen.count(x) > 1})
+        if dup:
+            raise GitprovError(f"{path}: duplicate parameter {what}(s): {', '.join(dup)}")
+    return Catalog(params, hashlib.sha256(raw).hexdigest(), unpublished)

@@ -190,7 +190,13 @@ def _mac_arg(text: str) -> str:
 
 # -- commands -----------------------------------------------------------------------------
 def cmd_validate(ctx: Context) -> int:
-    loaded, _ = ctx.load()
+    if getattr(ctx.args, "worktree", False):
+        # The work tree's parent is HEAD: what the next commit will be compared with.
+        head = None if ctx.repo.head_is_unborn else ctx.repo.head.peel(pygit2.Commit)
+        parent = ctx.pipeline.source(head) if head is not None else None
+        loaded = ctx.pipeline.load(WorktreeSource(ctx.top, ctx.args.inventory_dir), parent)
+    else:
+        loaded, _ = ctx.load()
     render_problems(loaded.problems, ctx.args.format, sys.stdout)
     if ctx.args.format == "text" and not loaded.problems:
         n = sum(1 for _ in loaded.docs.all())
@@ -589,19 +595,19 @@ def cmd_schema(ctx: Context) -> int:
     return 0
 
 
-def params_json() -> dict[str, Any]:
-    """The catalog as `gitprov params --format json` prints it (format version 1): every
-    field always present; unpublished parameters have `"key": null`."""
+def cmd_params(ctx: Context) -> int:
     from gitprov.catalog import Param, Unpublished
 
+    # `--format json`, format version 1: every field always present; parameters whose DBID
+    # key the vendor has not published have "key": null and cannot be set by name.
     cat = load_catalog()
     rows = []
     entries: list[Param | Unpublished] = [*cat.params, *cat.unpublished]
     for p in entries:
-        published = isinstance(p, Param)
+        param = p if isinstance(p, Param) else None
         rows.append(
             {
-                "key": p.key if isinstance(p, Param) else None,
+                "key": param.key if param else None,
                 "name": p.name,
                 "label": p.label,
                 "type": p.type,
@@ -612,18 +618,14 @@ def params_json() -> dict[str, Any]:
                 "max": p.max,
                 "max_length": p.max_length,
                 "values": list(p.values),
-                "managed": p.managed if isinstance(p, Param) else False,
-                "secret": p.secret if isinstance(p, Param) else False,
-                "settable_by_name": published and not (isinstance(p, Param) and p.managed),
+                "managed": param.managed if param else False,
+                "secret": param.secret if param else False,
+                "settable_by_name": param is not None and not param.managed,
                 "source": p.source,
                 "description": p.description,
             }
         )
-    return {"version": 1, "params": rows}
-
-
-def cmd_params(ctx: Context) -> int:
-    doc = params_json()
+    doc: dict[str, Any] = {"version": 1, "params": rows}
     if ctx.args.format == "json":
         json.dump(doc, sys.stdout, indent=2)
         print()

@@ -172,7 +172,13 @@ def compile_device(
                 old_key = derive_device_key(resolve(enc.previous_master_key.name), device.mac)
         previous = (expand(enc.previous_file_name, variables_for(device, inv)), old_key)
     return DeviceConfig(
-        device.mac, model.name, model.family, file_name, tuple(entries), cipher, passphrase,
+        device.mac,
+        model.name,
+        model.family,
+        file_name,
+        tuple(entries),
+        cipher,
+        passphrase,
         previous,
     )
 

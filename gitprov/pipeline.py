@@ -195,8 +195,7 @@ class Pipeline:
         parent_docs = prev.docs if prev is not None and parent_id == prev.commit else None
         if parent_docs is None and commit.parents:
             parent_docs = load_documents(self.source(commit.parents[0]), self.parse_cache)[0]
-        found = validate(docs, self.catalog, self.options, parent_docs, problems,
-                         self.schema_cache)
+        found = validate(docs, self.catalog, self.options, parent_docs, problems, self.schema_cache)
         digests = None
         if not any(p.is_error for p in found):
             digests = self.digests(build_inventory(docs))
@@ -210,7 +209,7 @@ class Pipeline:
     def _changed_paths(self, parent: pygit2.Commit, commit: pygit2.Commit) -> set[str]:
         assert self.repo is not None
         prefix = self.inventory_dir.rstrip("/") + "/" if self.inventory_dir else ""
-        diff = self.repo.diff(parent.tree, commit.tree)
+        diff = parent.tree.diff_to_tree(commit.tree)
         out = set()
         for delta in diff.deltas:
             for path in (delta.old_file.path, delta.new_file.path):
@@ -241,14 +240,33 @@ class Pipeline:
             plain = render(cfg, info.version)
             shown = flyingvoice.render(cfg, info.version, redact=True)
             data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
-            files.append(DeviceFile(device.mac, cfg.file_name, plain, data, info.version,
-                                    info.commit, cfg.model, redacted=shown))
+            files.append(
+                DeviceFile(
+                    device.mac,
+                    cfg.file_name,
+                    plain,
+                    data,
+                    info.version,
+                    info.commit,
+                    cfg.model,
+                    redacted=shown,
+                )
+            )
             if cfg.previous is not None:
                 old_name, old_key = cfg.previous
-                files.append(DeviceFile(device.mac, old_name, plain,
-                                        _encrypt(cfg.cipher, plain, old_key, device.mac),
-                                        info.version, info.commit, cfg.model, "previous",
-                                        shown))
+                files.append(
+                    DeviceFile(
+                        device.mac,
+                        old_name,
+                        plain,
+                        _encrypt(cfg.cipher, plain, old_key, device.mac),
+                        info.version,
+                        info.commit,
+                        cfg.model,
+                        "previous",
+                        shown,
+                    )
+                )
         return Build(str(commit.id), inv, tuple(files))
 
 
@@ -257,8 +275,10 @@ def _encrypt(cipher: Cipher, plain: bytes, key: str | None, mac: str) -> bytes:
         return cipher.encrypt(plain, "")
     if key is None:
         # Validation reports a missing key source; never fall back to plaintext.
-        raise GitprovError(f"{mac}: no encryption key",
-                           hint="set encryption.master_key in gitprov.yaml or key: on the device")
+        raise GitprovError(
+            f"{mac}: no encryption key",
+            hint="set encryption.master_key in gitprov.yaml or key: on the device",
+        )
     return cipher.encrypt(plain, key)
 
 

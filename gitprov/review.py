@@ -7,8 +7,8 @@ can say "secret changed" and never what it changed to; no private key is needed.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import enum
+import hashlib
 from dataclasses import dataclass
 
 import pygit2
@@ -57,7 +57,7 @@ def _rendered(p: Pipeline, loaded: Loaded) -> dict[str, tuple[str, str]]:
                 # The key was derived from a stand-in of the sealed secret: not the real key,
                 # but still better not printed; its hash shows that it changed.
                 tag = hashlib.sha256(value.encode()).hexdigest()[:8]
-                value = f"[--key <key {tag}>" + value[value.index("]"):]
+                value = f"[--key <key {tag}>" + value[value.index("]") :]
             lines.append((e.key, value))
         out[d.mac] = (cfg.file_name, flyingvoice.render_lines(lines).decode())
     return out
@@ -89,13 +89,18 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
             continue
         kind = Change.ADD if before is None else Change.REMOVE if after is None else Change.CHANGE
         name = (after or before or ("", ""))[0]
-        diff = tuple(difflib.unified_diff(
-            (before[1] if before else "").splitlines(), (after[1] if after else "").splitlines(),
-            f"a/{before[0]}" if before else "/dev/null", f"b/{after[0]}" if after else "/dev/null",
-            lineterm="",
-        ))
-        changes.append(DeviceChange(mac, kind, name, old_v,
-                                    None if after is None else floor + depth, diff))
+        diff = tuple(
+            difflib.unified_diff(
+                (before[1] if before else "").splitlines(),
+                (after[1] if after else "").splitlines(),
+                f"a/{before[0]}" if before else "/dev/null",
+                f"b/{after[0]}" if after else "/dev/null",
+                lineterm="",
+            )
+        )
+        changes.append(
+            DeviceChange(mac, kind, name, old_v, None if after is None else floor + depth, diff)
+        )
     return Review(str(base.id), str(head.id), tuple(changes), unchanged)
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import ValidationError
 
-from gitprov.catalog import Catalog, load_catalog
+from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import Documents
 from gitprov.rules import RuleContext, run_rules
-from gitprov.schemas import validator_for
+from gitprov.schemas import checker_for, validator_for
 from gitprov.yamldoc import Document, SecretRef
 
 SCHEMA = "GP010"
@@ -58,13 +58,25 @@ def _types(schema_type: Any) -> list[str]:
     return [n for n in names if n != "null"]
 
 
-def _schema_problem(doc: Document, err: ValidationError) -> list[Problem]:
+def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> list[Problem]:
     path = tuple(err.absolute_path)
     where = ".".join(str(p) for p in path) or "the document"
     line, col = doc.pos(path)
     kw = err.validator
     inst: Any = err.instance
     schema: dict[str, Any] = dict(err.schema) if isinstance(err.schema, dict) else {}
+    if _is_secret_path(path, catalog) and kw not in ("additionalProperties", "required"):
+        # Never repeat a secret, not even a malformed one, in a message or a CI log.
+        return [
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: not a valid value (not shown: it is a secret)",
+                "write it as !secret NAME (see `gitprov secrets set`)",
+            )
+        ]
     if kw == "additionalProperties" and isinstance(inst, dict):
         known = set(schema.get("properties", {}))
         patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
@@ -82,8 +94,7 @@ def _schema_problem(doc: Document, err: ValidationError) -> list[Problem]:
                     + (" …" if len(known) > 12 else "")
                 )
             )
-            if (path and path[-1] in ("params",)) or (len(path) >= 2 and path[-2] == "lines"):
-                hint += " (raw DBID_* keys are accepted too)"
+            hint = _param_key_hint(path, key, catalog) or hint
             out.append(error(doc.path, kline, kcol, UNKNOWN_KEY, f"unknown key {key!r}", hint))
         return out
     if kw == "required":
@@ -109,7 +120,7 @@ def _schema_problem(doc: Document, err: ValidationError) -> list[Problem]:
                     col,
                     QUOTE,
                     f"{where}: expected a string, but unquoted {raw} is read as {_describe(inst)}",
-                    f'quote it: {path[-1] if path else "value"}: "{raw}"',
+                    f"quote it: {_quoted(path, raw)}",
                 )
             ]
         return [
@@ -189,6 +200,41 @@ def _schema_problem(doc: Document, err: ValidationError) -> list[Problem]:
     return [error(doc.path, line, col, SCHEMA, f"{where}: {err.message}")]
 
 
+def _is_secret_path(path: tuple[Any, ...], catalog: Catalog) -> bool:
+    if path in (("key",), ("encryption", "master_key"), ("encryption", "previous", "master_key")):
+        return True
+    if len(path) == 2 and path[0] == "params" and isinstance(path[1], str):
+        p = catalog.lookup(path[1])
+        return p is not None and p.secret
+    if len(path) == 3 and path[0] == "lines" and isinstance(path[2], str):
+        p = catalog.lookup_line(path[2])
+        return p is not None and p.secret
+    return False
+
+
+def _param_key_hint(path: tuple[Any, ...], key: str, catalog: Catalog) -> str | None:
+    """A better hint for an unknown key inside `params:` or a `lines:` item."""
+    in_params = bool(path) and path[-1] == "params"
+    in_line = len(path) >= 2 and path[-2] == "lines"
+    if not (in_params or in_line):
+        return None
+    if in_params:
+        short = key.removeprefix(LINE_PREFIX)
+        if catalog.lookup_line(short) is not None:
+            return f"{short} is a per-line parameter: write it under `lines:` (one item per line)"
+        if key.upper().startswith("DBID_"):
+            return "raw keys are written in capitals: DBID_NAME (letters, digits, _)"
+    if in_line:
+        p = catalog.lookup(LINE_PREFIX + key) or catalog.lookup(key)
+        if p is not None and not p.per_line:
+            return f"{p.name} is not per-line: write it under `params:`"
+    known = sorted(catalog.line_names() if in_line else catalog.global_names())
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}? (raw DBID_* keys are accepted too)"
+    return "not a parameter name: see `gitprov params`, or write a raw DBID_* key"
+
+
 def _type_hint(expected: str) -> str:
     if "boolean" in expected:
         return "write true or false"
@@ -210,10 +256,21 @@ def _pattern_hint(path: tuple[Any, ...], schema: dict[str, Any]) -> str:
 
 
 class SchemaCache:
-    """Schema problems by (kind, path, blob id): a file is checked once per content."""
+    """Per-file results by (kind, path, blob id, catalog): schema problems and the problems
+    of single-document rules. A file is checked once per content; delete it any time."""
 
     def __init__(self) -> None:
         self._hits: dict[tuple[str, str, str, str], tuple[Problem, ...]] = {}
+        self._rules: dict[tuple[str, ...], tuple[Problem, ...]] = {}
+
+    def rule_problems(
+        self, key: tuple[str, ...], compute: Callable[[], list[Problem]]
+    ) -> tuple[Problem, ...]:
+        hit = self._rules.get(key)
+        if hit is None:
+            hit = tuple(compute())
+            self._rules[key] = hit
+        return hit
 
     def problems(self, kind: str, doc: Document, catalog: Catalog) -> tuple[Problem, ...]:
         key = (kind, doc.path, doc.oid, catalog.digest)
@@ -237,9 +294,47 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             )
         ]
     out: list[Problem] = []
-    for err in validator_for(kind, catalog).iter_errors(doc.data):
-        out.extend(_schema_problem(doc, err))
+    fast = checker_for(kind, catalog)
+    if fast is None or not fast(doc.data):
+        for err in validator_for(kind, catalog).iter_errors(doc.data):
+            out.extend(_schema_problem(doc, err, catalog))
+    if doc.ambiguous:
+        taken = {(p.line, p.col) for p in out}
+        for path, raw in doc.ambiguous.items():
+            line, col = doc.pos(path)
+            if (line, col) not in taken:
+                out.append(_ambiguous_problem(doc, path, raw, catalog))
     return out
+
+
+def _quoted(path: tuple[Any, ...], raw: str) -> str:
+    """How the value looks quoted, as the user would write it."""
+    if not path or isinstance(path[-1], int):
+        return f'"{raw}"'
+    return f'{path[-1]}: "{raw}"'
+
+
+def _reading(raw: str) -> str:
+    if raw in ("y", "Y", "n", "N"):
+        return "a boolean (YAML 1.1)"
+    if ":" in raw:
+        return "a base-60 number (YAML 1.1), like 10:21:52:01:13:19 would be here"
+    return "a number (YAML 1.2)"
+
+
+def _ambiguous_problem(doc: Document, path: tuple[Any, ...], raw: str, cat: Catalog) -> Problem:
+    line, col = doc.pos(path)
+    where = ".".join(str(p) for p in path) or "the document"
+    shown = "this value" if _is_secret_path(path, cat) else f"unquoted {raw}"
+    quoted = "the value" if _is_secret_path(path, cat) else _quoted(path, raw)
+    return error(
+        doc.path,
+        line,
+        col,
+        QUOTE,
+        f"{where}: {shown} is a string only by luck: other YAML tools read it as {_reading(raw)}",
+        f"quote it: {quoted}",
+    )
 
 
 def schema_problems(
@@ -263,9 +358,17 @@ def validate(
 ) -> list[Problem]:
     """Every problem of the inventory, sorted and deduplicated."""
     catalog = catalog or load_catalog()
+    cache = cache or SchemaCache()
     problems = list(extra)
     problems += schema_problems(docs, catalog, cache)
-    schema_broken = {p.file for p in problems if p.is_error}
-    ctx = RuleContext(docs, catalog, options.strict, parent, frozenset(schema_broken))
-    problems += run_rules(ctx)
+    errors = [p for p in problems if p.is_error]
+    ctx = RuleContext(
+        docs,
+        catalog,
+        options.strict,
+        parent,
+        frozenset(p.file for p in errors),
+        frozenset((p.file, p.line, p.col) for p in errors),
+    )
+    problems += run_rules(ctx, cache)
     return sorted(set(problems))

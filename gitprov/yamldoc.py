@@ -6,12 +6,17 @@ one reader for every path means a fast path and an error path can never read a d
 differently. ruamel stays the tool for round-trip edits of files we write back.
 
 Scalars resolve with YAML 1.1 rules on purpose: that is what most YAML tools (PyYAML,
-many editors and CI linters) do, so `yes`, `0123` or `00:21:52:01:13:19` written unquoted
+many editors and CI linters) do, so `yes`, `0123` or `10:21:52:01:13:19` written unquoted
 become booleans or numbers, and the schema catches them with a hint to quote them.
+Some unquoted scalars are strings here only by luck: YAML 1.2 tools read `0129` or `1e3`
+as numbers, and `00:21:52:01:13:19` is one digit away from a base-60 number. Those are
+recorded too (`Document.ambiguous`), so that validation can ask for quotes before another
+tool, or the next MAC, reads them differently.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +31,18 @@ except ImportError:  # pragma: no cover - wheels ship libyaml; this is the pure 
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 Path_ = tuple[str | int, ...]
+
+# Plain scalars that PyYAML (YAML 1.1) keeps as strings but other readings do not: YAML 1.2
+# integers with leading zeros and 0o octals, 1.2 floats without a dot (`1e3`), base-60
+# look-alikes starting with 0 (`00:21:52:01:13:19`), and the 1.1 spec's y / n booleans.
+_AMBIGUOUS = re.compile(
+    r"[-+]?[0-9]+"
+    r"|0o[0-7]+"
+    r"|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+    r"|[0-9]+(:[0-9]{1,2})+"
+    r"|[yYnN]"
+)
+_AMBIGUOUS_FIRST = frozenset("0123456789+-.yYnN")
 
 SECRET_TAG = "!secret"
 
@@ -52,6 +69,8 @@ class Document:
     key_positions: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
     # Source text of unquoted scalars that did not resolve to a string, for quoting hints.
     raw: Mapping[Path_, str] = field(default_factory=dict)
+    # Unquoted scalars that resolved to a string here but not in other common YAML readings.
+    ambiguous: Mapping[Path_, str] = field(default_factory=dict)
 
     def pos(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of the node at `path`, or of its nearest ancestor."""
@@ -72,6 +91,7 @@ class _Builder:
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.key_positions: dict[Path_, tuple[int, int]] = {}
         self.raw: dict[Path_, str] = {}
+        self.ambiguous: dict[Path_, str] = {}
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
 
@@ -104,8 +124,11 @@ class _Builder:
             )
             return node.value
         value = self._constructor.construct_object(node, deep=True)
-        if not node.style and not isinstance(value, str):
-            self.raw[path] = node.value
+        if not node.style:
+            if not isinstance(value, str):
+                self.raw[path] = node.value
+            elif value[:1] in _AMBIGUOUS_FIRST and _AMBIGUOUS.fullmatch(value):
+                self.ambiguous[path] = node.value
         return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
@@ -196,5 +219,13 @@ def parse(path: str, oid: str, data: bytes) -> tuple[Document | None, list[Probl
     value = builder.build(nodes[0], ()) if nodes else {}
     if value is None:
         value = {}
-    doc = Document(path, oid, value, builder.positions, builder.key_positions, builder.raw)
+    doc = Document(
+        path,
+        oid,
+        value,
+        builder.positions,
+        builder.key_positions,
+        builder.raw,
+        builder.ambiguous,
+    )
     return doc, builder.problems

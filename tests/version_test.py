@@ -25,6 +25,12 @@ OFFICE = "inventory/profiles/office.yaml"
 FLEET = "inventory/gitprov.yaml"
 
 
+def commit_at(repo: pygit2.Repository, rev: object) -> pygit2.Commit:
+    c = repo.get(str(rev))
+    assert isinstance(c, pygit2.Commit)
+    return c
+
+
 def edit(repo: GitRepo, path: str, old: bytes, new: bytes) -> bytes:
     data = repo.files[path]
     assert old in data, (path, old)
@@ -68,7 +74,9 @@ def oracle(repo: pygit2.Repository, head: pygit2.Commit) -> dict[str, int]:
     return out
 
 
-def computed(repo: pygit2.Repository, head: pygit2.Commit, cache: Path | None = None) -> dict[str, int]:
+def computed(
+    repo: pygit2.Repository, head: pygit2.Commit, cache: Path | None = None
+) -> dict[str, int]:
     p = Pipeline(repo, cache_dir=cache)
     loaded = p.load(p.source(head))
     assert loaded.inventory is not None
@@ -95,14 +103,25 @@ def history(example_repo: GitRepo) -> tuple[GitRepo, list[str]]:
     c({B: r.files_at(heads[1])[B]}, "Revert dnd off on B")
     base = heads[-1]
     main_files = dict(r.files)
-    f1 = r.commit({C: edit(r, C, b'account: "3001"', b'account: "3005"')}, "feature: C",
-                  branch="feature", parents=[base])
-    f2 = r.commit({D: edit(r, D, b"display_name: Door", b"display_name: Gate")}, "feature: D",
-                  branch="feature", parents=[f1])
+    f1 = r.commit(
+        {C: edit(r, C, b'account: "3001"', b'account: "3005"')},
+        "feature: C",
+        branch="feature",
+        parents=[base],
+    )
+    f2 = r.commit(
+        {D: edit(r, D, b"display_name: Door", b"display_name: Gate")},
+        "feature: D",
+        branch="feature",
+        parents=[f1],
+    )
     feature_files = dict(r.files)
     r.files = main_files
-    heads.append(r.commit({A: edit(r, A, b'display_name: Reception 2', b'display_name: Desk 2')},
-                          "main moves on"))
+    heads.append(
+        r.commit(
+            {A: edit(r, A, b"display_name: Reception 2", b"display_name: Desk 2")}, "main moves on"
+        )
+    )
     merged = dict(r.files)
     merged[C], merged[D] = feature_files[C], feature_files[D]
     heads.append(r.commit({}, "Merge branch feature", base=merged, parents=[heads[-1], f2]))
@@ -116,7 +135,7 @@ def history(example_repo: GitRepo) -> tuple[GitRepo, list[str]]:
 def test_versions_match_the_definition_at_every_head(history: tuple[GitRepo, list[str]]) -> None:
     r, heads = history
     for h in heads:
-        head = r.repo.get(h)
+        head = commit_at(r.repo, h)
         if rendered(r.repo, head) is None:
             continue
         assert computed(r.repo, head) == oracle(r.repo, head), h
@@ -127,10 +146,10 @@ def test_hand_checked_numbers(history: tuple[GitRepo, list[str]]) -> None:
     # 1 example, 2 rename A, 3 dnd B, 4 doc C, 5 invalid, 6 fix, 7 office, 8 revert B,
     # 9 main moves on (A), 10 merge (C, D), 11 floor 5000, 12 remove D, 13 re-add D.
     r, heads = history
-    got = computed(r.repo, r.repo.get(heads[-1]))
+    got = computed(r.repo, commit_at(r.repo, heads[-1]))
     assert got == {
-        "0021f2011b19": 5000 + 9,   # A: office (7), then its own edit (9)
-        "0021f2011b20": 5000 + 8,   # B: office (7), revert (8)
+        "0021f2011b19": 5000 + 9,  # A: office (7), then its own edit (9)
+        "0021f2011b20": 5000 + 8,  # B: office (7), revert (8)
         "0021f2a0c001": 5000 + 10,  # C: merged change; the doc-only commit 4 changed nothing
         "0021f2a0c002": 5000 + 13,  # D: re-added
     }
@@ -140,7 +159,7 @@ def test_monotonic_per_device(history: tuple[GitRepo, list[str]]) -> None:
     r, heads = history
     last: dict[str, int] = {}
     for h in heads:
-        head = r.repo.get(h)
+        head = commit_at(r.repo, h)
         if rendered(r.repo, head) is None:
             continue
         now = computed(r.repo, head)
@@ -153,17 +172,17 @@ def test_cold_equals_cached(history: tuple[GitRepo, list[str]], tmp_path: Path) 
     r, heads = history
     cache = tmp_path / "cache"
     for h in heads:  # warm the cache commit by commit, as a watcher would
-        head = r.repo.get(h)
+        head = commit_at(r.repo, h)
         if rendered(r.repo, head) is not None:
             computed(r.repo, head, cache)
     assert any(cache.rglob("*.json"))
-    head = r.repo.get(heads[-1])
+    head = commit_at(r.repo, heads[-1])
     assert computed(r.repo, head, cache) == computed(r.repo, head, None)
 
 
 def test_cache_is_never_the_truth(history: tuple[GitRepo, list[str]], tmp_path: Path) -> None:
     r, heads = history
-    head = r.repo.get(heads[-1])
+    head = commit_at(r.repo, heads[-1])
     cache = tmp_path / "cache"
     truth = computed(r.repo, head, cache)
     for f in cache.rglob("*.json"):
@@ -174,19 +193,22 @@ def test_cache_is_never_the_truth(history: tuple[GitRepo, list[str]], tmp_path: 
 def test_two_clones_agree(history: tuple[GitRepo, list[str]], tmp_path: Path) -> None:
     r, heads = history
     for n in ("one", "two"):
-        subprocess.run(["git", "clone", "-q", "--no-checkout", str(r.path), str(tmp_path / n)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "clone", "-q", "--no-checkout", str(r.path), str(tmp_path / n)],
+            check=True,
+            capture_output=True,
+        )
     one = pygit2.Repository(str(tmp_path / "one"))
     two = pygit2.Repository(str(tmp_path / "two"))
-    a = computed(one, one.get(heads[-1]), tmp_path / "c1")
-    b = computed(two, two.get(heads[-1]), tmp_path / "c2")
-    assert a == b == computed(r.repo, r.repo.get(heads[-1]))
+    a = computed(one, commit_at(one, heads[-1]), tmp_path / "c1")
+    b = computed(two, commit_at(two, heads[-1]), tmp_path / "c2")
+    assert a == b == computed(r.repo, commit_at(r.repo, heads[-1]))
 
 
 def test_compute_states_treats_invalid_commits_as_unchanged(example_repo: GitRepo) -> None:
     r = example_repo
-    first = r.repo.get(r.repo.head.target)
-    bad = r.repo.get(r.commit({C: b"mac: [\n"}, "broken"))
+    first = commit_at(r.repo, r.repo.head.target)
+    bad = commit_at(r.repo, r.commit({C: b"mac: [\n"}, "broken"))
     digests = {str(first.id): {"m": "x"}, str(bad.id): None}
     state = compute_states(bad, lambda c: digests[str(c.id)])
     assert versions(state, 100) == {"m": versions(state, 100)["m"]}

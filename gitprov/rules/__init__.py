@@ -1,32 +1,63 @@
 """Semantic rules: one module each, a stable code, a docstring with a failing and a passing
 example, and this registry. A new check is a new module listed in `RULES`, nothing else.
+
+A rule has one of two shapes:
+- `check_document(dctx: DocContext)`: looks at one file only. Its problems are cached by
+  the file's blob id, so a new commit re-checks only the files it changed.
+- `check(ctx: RuleContext)`: looks across files (duplicates, references, layering).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache, cached_property
 from types import ModuleType
 from typing import Any, Protocol
 
 from gitprov.catalog import Catalog
 from gitprov.errors import Problem
-from gitprov.inventory import DEVICE, FLEET, MODEL, PROFILE, SECRETS, Documents, stem
-from gitprov.yamldoc import Document
+from gitprov.inventory import (
+    DEFAULT_FILE_NAME,
+    DEVICE,
+    FLEET,
+    MODEL,
+    PROFILE,
+    SECRETS,
+    Documents,
+    stem,
+)
+from gitprov.macros import device_variables, expand, normalise_mac
+from gitprov.yamldoc import Document, Path_
 
 # Module names under gitprov.rules, in code order.
 RULES = (
-    "missing_fleet",
-    "duplicate_mac",
-    "unknown_model",
-    "unknown_profile",
-    "extends_cycle",
-    "duplicate_path",
-    "file_name",
-    "value_injection",
-    "unknown_secret",
-    "managed_param",
+    "missing_fleet",  # GP100
+    "duplicate_mac",  # GP101
+    "unknown_model",  # GP102
+    "unknown_profile",  # GP103
+    "extends_cycle",  # GP104
+    "duplicate_account",  # GP105
+    "duplicate_path",  # GP106
+    "file_name",  # GP107
+    "value_injection",  # GP108
+    "tab_in_value",  # GP109
+    "rule_url",  # GP110
+    "unknown_macro",  # GP111
+    "device_file_name",  # GP112
+    "version_floor",  # GP113
+    "unknown_dbid_key",  # GP114
+    "unknown_secret",  # GP115
+    "unpublished_param",  # GP116
+    "managed_param",  # GP117
+    "no_key_source",  # GP118
+    "demo_key",  # GP119
+    "upgrade_https",  # GP120
+    "number_spelling",  # GP121
+    "too_many_lines",  # GP122
+    "wrong_scope",  # GP123
+    "plaintext_secret",  # GP124
 )
 
 
@@ -37,13 +68,49 @@ class Rule(Protocol):
     def check(self, ctx: RuleContext) -> Iterator[Problem]: ...
 
 
+class DocumentRule(Protocol):
+    CODE: str
+    NAME: str
+
+    def check_document(self, dctx: DocContext) -> Iterator[Problem]: ...
+
+
+@dataclass(frozen=True)
+class DocContext:
+    """What a single-document rule may look at: the document, its kind, the catalog."""
+
+    doc: Document
+    kind: str
+    catalog: Catalog
+    strict: bool = False
+    flagged: frozenset[tuple[int, int]] = frozenset()  # (line, col) of its schema errors
+
+    def is_flagged(self, path: Path_) -> bool:
+        return self.doc.pos(path) in self.flagged
+
+    def params(self) -> Iterator[tuple[str, Any]]:
+        params = get(self.doc.data, "params")
+        if isinstance(params, dict):
+            yield from params.items()
+
+    def line_items(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        lines = get(self.doc.data, "lines")
+        if isinstance(lines, list):
+            for slot, item in enumerate(lines):
+                if isinstance(item, dict):
+                    yield slot, item
+
+
 @dataclass(frozen=True)
 class RuleContext:
     docs: Documents
     catalog: Catalog
     strict: bool = False
     parent: Documents | None = None  # the first parent commit's documents, when known
-    schema_broken: frozenset[str] = frozenset()
+    schema_broken: frozenset[str] = frozenset()  # files with a schema or parse error
+    # (file, line, col) of every schema error, so that a rule about the same node can stay
+    # quiet instead of saying the same thing twice.
+    flagged: frozenset[tuple[str, int, int]] = frozenset()
 
     def of(self, kind: str) -> tuple[Document, ...]:
         return self.docs.of(kind)
@@ -72,6 +139,126 @@ class RuleContext:
     def secrets(self) -> tuple[Document, ...]:
         return self.docs.of(SECRETS)
 
+    @cached_property
+    def profile_docs(self) -> dict[str, Document]:
+        return {stem(d.path): d for d in self.profiles}
+
+    @cached_property
+    def model_docs(self) -> dict[str, Document]:
+        return {stem(d.path): d for d in self.models}
+
+    def model_of(self, device: Document) -> Document | None:
+        name = get(device.data, "model")
+        return self.model_docs.get(name) if isinstance(name, str) else None
+
+    def layers(self, device: Document) -> list[Document]:
+        """The documents a device inherits from, in layering order: fleet → profile chain
+        (base first) → model → the device itself. Unknown names and cycles end the chain
+        (other rules report them)."""
+        chain: list[Document] = []
+        name = get(device.data, "profile")
+        while isinstance(name, str) and name in self.profile_docs:
+            doc = self.profile_docs[name]
+            if any(d is doc for d in chain):
+                break
+            chain.append(doc)
+            name = get(doc.data, "extends")
+        out = [self.fleet] if self.fleet is not None else []
+        out += reversed(chain)
+        model = self.model_of(device)
+        if model is not None:
+            out.append(model)
+        out.append(device)
+        return out
+
+    def is_flagged(self, doc: Document, path: Path_) -> bool:
+        """Whether a schema error was already reported at this node."""
+        line, col = doc.pos(path)
+        return (doc.path, line, col) in self.flagged
+
+    @cached_property
+    def _macs(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for doc in self.devices:
+            raw = get(doc.data, "mac")
+            out[doc.path] = normalise_mac(raw) if isinstance(raw, str) else None
+        return out
+
+    def mac_of(self, device: Document) -> str | None:
+        """The device's MAC as 12 lower-case hex digits, or None if it has no valid one."""
+        return self._macs.get(device.path)
+
+    @cached_property
+    def file_names(self) -> dict[str, tuple[str, str]]:
+        """device path -> (MAC, expanded file name) for devices with a valid MAC, the way
+        gitprov names their published files (the fleet's `file_name` template)."""
+        fleet = self.fleet
+        template = get(fleet.data, "file_name") if fleet is not None else None
+        if not isinstance(template, str):
+            template = DEFAULT_FILE_NAME
+        products: dict[str, str] = {}
+        for name, m in self.model_docs.items():
+            pn = get(m.data, "product_name")
+            products[name] = pn if isinstance(pn, str) else ""
+        out: dict[str, tuple[str, str]] = {}
+        for doc in self.devices:
+            mac = self.mac_of(doc)
+            if mac is None:
+                continue
+            model, serial = get(doc.data, "model"), get(doc.data, "serial")
+            variables = device_variables(
+                mac,
+                product_name=products.get(model, "") if isinstance(model, str) else "",
+                serial=serial if isinstance(serial, str) else "",
+            )
+            out[doc.path] = (mac, expand(template, variables))
+        return out
+
+
+@dataclass(frozen=True)
+class Found:
+    """An effective value and where it was written."""
+
+    value: Any
+    doc: Document
+    path: Path_
+
+    def pos(self) -> tuple[int, int]:
+        return self.doc.pos(self.path)
+
+
+def _last(block: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """Which of `names` (aliases of one parameter) counts in one block: the last written,
+    as the compiler reads it."""
+    hits = [n for n in names if n in block]
+    if len(hits) > 1:
+        order = {k: i for i, k in enumerate(block)}
+        hits.sort(key=order.__getitem__)
+    return hits[-1] if hits else None
+
+
+def effective(layers: list[Document], names: tuple[str, ...]) -> Found | None:
+    """The value a global parameter ends up with (any of `names`: readable name or DBID
+    key), the last layer winning; None if unset or unset again with `null`."""
+    for doc in reversed(layers):
+        params = get(doc.data, "params")
+        name = _last(params, names) if isinstance(params, dict) else None
+        if name is not None:
+            value = params[name]
+            return None if value is None else Found(value, doc, ("params", name))
+    return None
+
+
+def effective_line(layers: list[Document], names: tuple[str, ...], slot: int) -> Found | None:
+    """Like `effective`, for one slot (0-based) of a per-line parameter."""
+    for doc in reversed(layers):
+        item = get(doc.data, "lines", slot)
+        name = _last(item, names) if isinstance(item, dict) else None
+        if name is not None:
+            value = item[name]
+            return None if value is None else Found(value, doc, ("lines", slot, name))
+    return None
+
 
 def get(data: Any, *keys: str | int) -> Any:
     """`data[k1][k2]…` or None, whatever shape a broken document has."""
@@ -87,12 +274,40 @@ def get(data: Any, *keys: str | int) -> Any:
     return data
 
 
-def modules() -> list[ModuleType]:
-    return [importlib.import_module(f"gitprov.rules.{name}") for name in RULES]
+@cache
+def modules() -> tuple[ModuleType, ...]:
+    return tuple(importlib.import_module(f"gitprov.rules.{name}") for name in RULES)
 
 
-def run_rules(ctx: RuleContext) -> list[Problem]:
+class DocumentCache(Protocol):
+    """Where single-document rule results are kept between runs (by blob id)."""
+
+    def rule_problems(
+        self, key: tuple[str, ...], compute: Callable[[], list[Problem]]
+    ) -> tuple[Problem, ...]: ...
+
+
+def run_rules(ctx: RuleContext, cache: DocumentCache | None = None) -> list[Problem]:
     problems: list[Problem] = []
+    per_document = [m for m in modules() if hasattr(m, "check_document")]
+    flagged: dict[str, set[tuple[int, int]]] = {}
+    for file, line, col in ctx.flagged:
+        flagged.setdefault(file, set()).add((line, col))
+    for kind, docs in ctx.docs.by_kind.items():
+        for doc in docs:
+            dctx = DocContext(
+                doc, kind, ctx.catalog, ctx.strict, frozenset(flagged.get(doc.path, ()))
+            )
+
+            def compute(dctx: DocContext = dctx) -> list[Problem]:
+                return [p for m in per_document for p in m.check_document(dctx)]
+
+            if cache is None:
+                problems.extend(compute())
+            else:
+                key = (kind, doc.path, doc.oid, ctx.catalog.digest, str(ctx.strict))
+                problems.extend(cache.rule_problems(key, compute))
     for mod in modules():
-        problems.extend(mod.check(ctx))
+        if hasattr(mod, "check"):
+            problems.extend(mod.check(ctx))
     return problems

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.macros import normalise_mac
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext
 from gitprov.yamldoc import Document
 
 CODE = "GP101"
@@ -20,8 +19,7 @@ NAME = "duplicate-mac"
 def check(ctx: RuleContext) -> Iterator[Problem]:
     first: dict[str, Document] = {}
     for doc in ctx.devices:
-        raw = get(doc.data, "mac")
-        mac = normalise_mac(raw) if isinstance(raw, str) else None
+        mac = ctx.mac_of(doc)
         if mac is None:
             continue
         if mac in first:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.inventory import DEFAULT_FILE_NAME, stem
-from gitprov.macros import device_variables, expand, normalise_mac
 from gitprov.rules import RuleContext, get
 from gitprov.yamldoc import Document
 
@@ -22,9 +20,6 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
     if fleet is None:
         return
-    template = get(fleet.data, "file_name")
-    if not isinstance(template, str):
-        template = DEFAULT_FILE_NAME
     taken: dict[str, Document] = {}
     for m in ctx.models:
         for key in ("config_file_name",):
@@ -34,22 +29,10 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         fw = get(m.data, "firmware", "file")
         if isinstance(fw, str):
             taken[fw] = m
-    products = {stem(m.path): get(m.data, "product_name") or "" for m in ctx.models}
     for doc in ctx.devices:
-        raw = get(doc.data, "mac")
-        mac = normalise_mac(raw) if isinstance(raw, str) else None
-        if mac is None:
+        if doc.path not in ctx.file_names:
             continue
-        model = get(doc.data, "model")
-        serial = get(doc.data, "serial")
-        name = expand(
-            template,
-            device_variables(
-                mac,
-                product_name=str(products.get(model, "")) if isinstance(model, str) else "",
-                serial=serial if isinstance(serial, str) else "",
-            ),
-        )
+        _, name = ctx.file_names[doc.path]
         if name in taken and taken[name] is not doc:
             line, col = doc.pos(("mac",))
             yield error(

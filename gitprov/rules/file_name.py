@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.inventory import DEFAULT_FILE_NAME
-from gitprov.macros import device_variables, expand, normalise_mac
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext
 
 CODE = "GP107"
 NAME = "bad-file-name"
@@ -40,27 +38,8 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
     if fleet is None:
         return
-    template = get(fleet.data, "file_name")
-    if not isinstance(template, str):
-        template = DEFAULT_FILE_NAME
-    products = {}
-    for m in ctx.models:
-        pn = get(m.data, "product_name")
-        products[m.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]] = pn if isinstance(pn, str) else ""
     reported: set[str] = set()
-    for doc in ctx.devices:
-        raw = get(doc.data, "mac")
-        mac = normalise_mac(raw) if isinstance(raw, str) else None
-        if mac is None:
-            continue
-        model = get(doc.data, "model")
-        serial = get(doc.data, "serial")
-        variables = device_variables(
-            mac,
-            product_name=products.get(model, "") if isinstance(model, str) else "",
-            serial=serial if isinstance(serial, str) else "",
-        )
-        name = expand(template, variables)
+    for mac, name in ctx.file_names.values():
         reason = unsafe_reason(name)
         if reason and reason not in reported:
             reported.add(reason)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.rules import RuleContext, get
+from gitprov.rules import DocContext
 
 CODE = "GP117"
 NAME = "managed-param"
@@ -23,20 +23,16 @@ _HINTS = {
 }
 
 
-def check(ctx: RuleContext) -> Iterator[Problem]:
-    for doc in ctx.docs.all():
-        params = get(doc.data, "params")
-        if not isinstance(params, dict):
-            continue
-        for key in params:
-            p = ctx.catalog.by_key(key) if isinstance(key, str) else None
-            if p is not None and p.managed:
-                line, col = doc.pos(("params", key), key=True)
-                yield error(
-                    doc.path,
-                    line,
-                    col,
-                    CODE,
-                    f"{key} is computed by gitprov",
-                    _HINTS.get(key, "remove it"),
-                )
+def check_document(dctx: DocContext) -> Iterator[Problem]:
+    for key, _ in dctx.params():
+        p = dctx.catalog.lookup(key)
+        if p is not None and p.managed:
+            line, col = dctx.doc.pos(("params", key), key=True)
+            yield error(
+                dctx.doc.path,
+                line,
+                col,
+                CODE,
+                f"{p.key} is computed by gitprov",
+                _HINTS.get(p.key, "remove it"),
+            )

@@ -9,44 +9,47 @@ Passes:  `display_name: "Alice"`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from gitprov.errors import Problem, error
-from gitprov.rules import RuleContext
-from gitprov.yamldoc import Document
+from gitprov.rules import DocContext
 
 CODE = "GP108"
 NAME = "value-injection"
 
 _BAD = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}
+_FORBIDDEN = re.compile("[\n\r\x00]")
 
 
-def _walk(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if isinstance(k, str) and any(c in k for c in _BAD):
-                yield (*path, k), k
-            yield from _walk(v, (*path, k))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            yield from _walk(v, (*path, i))
-    elif isinstance(data, str):
-        yield path, data
+def _walk(data: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(path, text) of every string that holds a forbidden character, keys included."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if isinstance(k, str) and _FORBIDDEN.search(k):
+                    yield (*path, k), k
+                stack.append(((*path, k), v))
+        elif isinstance(node, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(node))
+        elif isinstance(node, str) and _FORBIDDEN.search(node):
+            yield path, node
 
 
-def check(ctx: RuleContext) -> Iterator[Problem]:
-    docs: list[Document] = list(ctx.docs.all())
-    for doc in docs:
-        for path, text in _walk(doc.data, ()):
-            bad = [name for ch, name in _BAD.items() if ch in text]
-            if bad:
-                line, col = doc.pos(path)
-                yield error(
-                    doc.path,
-                    line,
-                    col,
-                    CODE,
-                    f"{'.'.join(map(str, path))}: the value contains {' and '.join(bad)}",
-                    "write the value on one line; it would inject lines into param.conf",
-                )
+def check_document(dctx: DocContext) -> Iterator[Problem]:
+    doc = dctx.doc
+    for path, text in _walk(doc.data):
+        bad = [name for ch, name in _BAD.items() if ch in text]
+        if bad:
+            line, col = doc.pos(path)
+            yield error(
+                doc.path,
+                line,
+                col,
+                CODE,
+                f"{'.'.join(map(str, path))}: the value contains {' and '.join(bad)}",
+                "write the value on one line; it would inject lines into param.conf",
+            )

@@ -42,8 +42,19 @@ encryption:
 
 
 def publish(repo: GitRepo, tmp_path: Path) -> None:
-    code = main(["--repo", str(repo.path), "publish", "--rev", "main",
-                 "--http-root", str(tmp_path / "http"), "--state-dir", str(tmp_path / "state")])
+    code = main(
+        [
+            "--repo",
+            str(repo.path),
+            "publish",
+            "--rev",
+            "main",
+            "--http-root",
+            str(tmp_path / "http"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+    )
     assert code == 0
 
 
@@ -65,10 +76,13 @@ def test_device_follows_rotation_to_the_new_key(
     with HttpServer(tmp_path / "http") as http:
         fetcher = MultiFetcher.standard(host_override={"127.0.0.1": ("127.0.0.1", http.port)})
         # A device provisioned by hand (or by option 66) with the rule of the first publish.
-        state = DeviceState(mac=MAC, params={
-            "DBID_PRV_OPTION66_ENABLED": "0",
-            "DBID_PROFILE_RULE": f"[--key {old_key}]http://127.0.0.1:8080/fv{MAC}.conf",
-        })
+        state = DeviceState(
+            mac=MAC,
+            params={
+                "DBID_PRV_OPTION66_ENABLED": "0",
+                "DBID_PROFILE_RULE": f"[--key {old_key}]http://127.0.0.1:8080/fv{MAC}.conf",
+            },
+        )
         device = Device(state)
         results = device.resync_until_stable(fetcher)
         assert [r.status for r in results] == ["applied", "unchanged"]
@@ -79,12 +93,17 @@ def test_device_follows_rotation_to_the_new_key(
         new_master = secrets.token_urlsafe(24)
         sealed = dict(sf.sealed)
         sealed["fleet_master_key_2"] = seal(sf.public_key, "fleet_master_key_2", new_master)
-        fleet = repo.files[FLEET].replace(b'file_name: "fv$(MA).conf"',
-                                          b'file_name: "fv$(MA)-k2.conf"')
+        fleet = repo.files[FLEET].replace(
+            b'file_name: "fv$(MA).conf"', b'file_name: "fv$(MA)-k2.conf"'
+        )
         assert OLD_BLOCK in fleet
-        repo.commit({FLEET: fleet.replace(OLD_BLOCK, ROTATING),
-                     SECRETS: dump_secrets_file(SecretsFile(sf.public_key, sealed))},
-                    "rotate the fleet key")
+        repo.commit(
+            {
+                FLEET: fleet.replace(OLD_BLOCK, ROTATING),
+                SECRETS: dump_secrets_file(SecretsFile(sf.public_key, sealed)),
+            },
+            "rotate the fleet key",
+        )
         publish(repo, tmp_path)
         names = sorted(p.name for p in (tmp_path / "http").iterdir())
         assert f"fv{MAC}.conf" in names and f"fv{MAC}-k2.conf" in names
@@ -94,7 +113,8 @@ def test_device_follows_rotation_to_the_new_key(
         # Old path with the old key → new rule; then the new path with the new key.
         assert [r.status for r in results] == ["applied", "unchanged"]
         assert state.params["DBID_PROFILE_RULE"] == (
-            f"[--key {new_key}]http://127.0.0.1:8080/fv{MAC}-k2.conf")
+            f"[--key {new_key}]http://127.0.0.1:8080/fv{MAC}-k2.conf"
+        )
         assert state.version == str(newest_version(tmp_path, f"fv{MAC}-k2.conf"))
         assert results[1].url is not None and f"fv{MAC}-k2.conf" in results[1].url
 
@@ -116,18 +136,24 @@ def test_device_with_only_the_old_key_cannot_read_the_new_path(
     repo = example_repo
     sf = load_secrets_file(repo.files[SECRETS].decode())
     old_key = derive_device_key(
-        unseal(private_key, "fleet_master_key", sf.sealed["fleet_master_key"]), MAC)
+        unseal(private_key, "fleet_master_key", sf.sealed["fleet_master_key"]), MAC
+    )
     sealed = dict(sf.sealed)
     sealed["fleet_master_key_2"] = seal(sf.public_key, "fleet_master_key_2", "another-master")
     fleet = repo.files[FLEET].replace(OLD_BLOCK, STEADY)
-    repo.commit({FLEET: fleet, SECRETS: dump_secrets_file(SecretsFile(sf.public_key, sealed))},
-                "rotate without a grace period")
+    repo.commit(
+        {FLEET: fleet, SECRETS: dump_secrets_file(SecretsFile(sf.public_key, sealed))},
+        "rotate without a grace period",
+    )
     publish(repo, tmp_path)
     with HttpServer(tmp_path / "http") as http:
         fetcher = MultiFetcher.standard(host_override={"127.0.0.1": ("127.0.0.1", http.port)})
-        state = DeviceState(mac=MAC, params={
-            "DBID_PRV_OPTION66_ENABLED": "0",
-            "DBID_PROFILE_RULE": f"[--key {old_key}]http://127.0.0.1:8080/fv{MAC}.conf",
-        })
+        state = DeviceState(
+            mac=MAC,
+            params={
+                "DBID_PRV_OPTION66_ENABLED": "0",
+                "DBID_PROFILE_RULE": f"[--key {old_key}]http://127.0.0.1:8080/fv{MAC}.conf",
+            },
+        )
         result = Device(state).resync(fetcher)
         assert result.status in ("decrypt-failed", "parse-failed")

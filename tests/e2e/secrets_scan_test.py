@@ -14,14 +14,20 @@ from gitprov.crypto import decrypt, derive_device_key
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.inventory import sealed_secrets
 
-NAMES = ["fleet_master_key", "sip_2001", "sip_2002", "sip_2010", "sip_3001", "sip_3002",
-         "sip_3003"]
+NAMES = ["fleet_master_key", "sip_2001", "sip_2002", "sip_2010", "sip_3001", "sip_3002", "sip_3003"]
 MACS = ["0021f2011b19", "0021f2011b20", "0021f2a0c001", "0021f2a0c002"]
 
 
-def cli(repo: Path, env: dict[str, str], *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "gitprov", "--repo", str(repo), *argv],
-                          capture_output=True, env=env, timeout=timeout, check=False)
+def cli(
+    repo: Path, env: dict[str, str], *argv: str, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "gitprov", "--repo", str(repo), *argv],
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
@@ -35,15 +41,27 @@ def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
     forbidden = [*values.values(), *device_keys.values(), private]
 
     env = {**os.environ, "GITPROV_PRIVATE_KEY": private, "NO_COLOR": "1"}
-    roots = ["--http-root", str(tmp_path / "http"), "--tftp-root", str(tmp_path / "tftp"),
-             "--state-dir", str(tmp_path / "state")]
+    roots = [
+        "--http-root",
+        str(tmp_path / "http"),
+        "--tftp-root",
+        str(tmp_path / "tftp"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     outputs: list[bytes] = []
     runs = [
-        ["validate"], ["validate", "--format", "json"], ["validate", "--worktree"],
-        ["show", MACS[0]], ["versions"], ["plan", "--base", "main", "--rev", "main"],
-        ["publish", "--rev", "main", *roots], ["publish", "--rev", "main", *roots],
+        ["validate"],
+        ["validate", "--format", "json"],
+        ["validate", "--worktree"],
+        ["show", MACS[0]],
+        ["versions"],
+        ["plan", "--base", "main", "--rev", "main"],
+        ["publish", "--rev", "main", *roots],
+        ["publish", "--rev", "main", *roots],
         ["build", "--rev", "main", "--out", str(tmp_path / "build")],
-        ["secrets", "list"], ["-v", "show", MACS[1]],
+        ["secrets", "list"],
+        ["-v", "show", MACS[1]],
     ]
     for argv in runs:
         proc = cli(repo.path, env, *argv)
@@ -52,14 +70,28 @@ def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
     # A change with a new secret value, seen by plan and by a running watcher.
     changed = dict(files)
     changed["inventory/devices/0021f2011b20.yaml"] = files[
-        "inventory/devices/0021f2011b20.yaml"].replace(b"Meeting room", b"Board room")
+        "inventory/devices/0021f2011b20.yaml"
+    ].replace(b"Meeting room", b"Board room")
     repo.commit(changed, "rename")
     proc = cli(repo.path, env, "plan", "--base", "main~1", "--rev", "main", "--format", "markdown")
     assert proc.returncode == 0, proc.stderr
     outputs += [proc.stdout, proc.stderr]
     watch = subprocess.Popen(
-        [sys.executable, "-m", "gitprov", "--repo", str(repo.path), "watch", "--interval", "0.2",
-         *roots], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        [
+            sys.executable,
+            "-m",
+            "gitprov",
+            "--repo",
+            str(repo.path),
+            "watch",
+            "--interval",
+            "0.2",
+            *roots,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     deadline = time.monotonic() + 30
     manifest = tmp_path / "state" / "manifest.json"
     head = str(repo.repo.head.target)
@@ -72,8 +104,11 @@ def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
 
     # Everything a person or a log collector can see, plus every plaintext we wrote.
     seen = list(outputs)
-    for path in [*(tmp_path / "state").rglob("*"), *(tmp_path / "build" / "plain").rglob("*"),
-                 *Path(repo.repo.path).rglob("gitprov-cache/**/*")]:
+    for path in [
+        *(tmp_path / "state").rglob("*"),
+        *(tmp_path / "build" / "plain").rglob("*"),
+        *Path(repo.repo.path).rglob("gitprov-cache/**/*"),
+    ]:
         if path.is_file():
             seen.append(path.read_bytes())
     for blob in seen:

@@ -208,8 +208,9 @@ def test_each_file_names_its_own_key_and_path(
         key = device_key(capsys, example_repo, path.name[2:14])
         plain = decrypt(path.read_bytes(), key)
         rule = flyingvoice.parse(plain)["DBID_PROFILE_RULE"]
-        m = re.fullmatch(r"\[--key ([a-z2-7]+)\]http://127\.0\.0\.1:8080/(fv[0-9a-f]{12}\.conf)",
-                         rule)
+        m = re.fullmatch(
+            r"\[--key ([a-z2-7]+)\]http://127\.0\.0\.1:8080/(fv[0-9a-f]{12}\.conf)", rule
+        )
         assert m is not None, rule
         assert m.group(1) == key
         assert m.group(2) == path.name

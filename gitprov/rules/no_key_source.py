@@ -1,0 +1,71 @@
+"""GP118 no-key-source: device files are to be encrypted, but there is no key to do it.
+
+A device's key is its own `key: !secret NAME`, or derived from `encryption.master_key`
+(fleet, or the model's `encryption:`). With neither, the file could not be encrypted;
+publishing it in plaintext instead would hand every SIP password to anyone who can guess
+a MAC. Encryption is on unless `mode: none` (the default mode is openssl-md5).
+
+Fails:   gitprov.yaml `encryption: {mode: openssl-md5}` and devices without `key:`
+Passes:  `encryption: {mode: openssl-md5, master_key: !secret fleet_master_key}`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from gitprov.errors import Problem, error
+from gitprov.rules import RuleContext, get
+
+CODE = "GP118"
+NAME = "no-key-source"
+
+DEFAULT_MODE = "openssl-md5"
+
+
+def _setting(enc: Any, name: str) -> Any:
+    return enc.get(name) if isinstance(enc, dict) else None
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    fleet = ctx.fleet
+    if fleet is None:
+        return
+    fleet_enc = get(fleet.data, "encryption")
+    keyless = []
+    needing = 0
+    for device in ctx.devices:
+        model = ctx.model_of(device)
+        model_enc = get(model.data, "encryption") if model is not None else None
+        mode = _setting(model_enc, "mode") or _setting(fleet_enc, "mode") or DEFAULT_MODE
+        if mode == "none":
+            continue
+        needing += 1
+        master = _setting(model_enc, "master_key") or _setting(fleet_enc, "master_key")
+        if master is None and get(device.data, "key") is None:
+            keyless.append(device)
+    if not keyless:
+        return
+    if len(keyless) == needing and needing > 1:
+        path: tuple[str, ...] = ("encryption", "mode") if fleet_enc else ()
+        line, col = fleet.pos(path)
+        yield error(
+            fleet.path,
+            line,
+            col,
+            CODE,
+            f"device files are encrypted, but none of the {needing} devices has a key",
+            "add `master_key: !secret NAME` under encryption (each device's key is derived "
+            "from it), or set `mode: none` to publish plaintext on purpose",
+        )
+        return
+    for device in keyless:
+        line, col = device.pos(())
+        yield error(
+            device.path,
+            line,
+            col,
+            CODE,
+            "this device's file is encrypted, but it has no key and there is no master_key",
+            "add `key: !secret NAME` to the device, or `master_key:` under encryption",
+        )

@@ -1,0 +1,62 @@
+"""GP124 plaintext-secret: a password or key written in plain text instead of `!secret`.
+
+SIP passwords and keys never appear in git in plaintext (DESIGN.md invariant 5): they are
+sealed into secrets.yaml and referred to by name. This message never repeats the value.
+
+Fails:   `lines: [{password: "s3cret"}]` or `encryption: {master_key: "hunter2"}`
+Passes:  `lines: [{password: !secret sip_2001}]` after `gitprov secrets set sip_2001`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from gitprov.errors import Problem, error
+from gitprov.inventory import DEVICE
+from gitprov.rules import DocContext, get
+from gitprov.yamldoc import Document, Path_, SecretRef
+
+CODE = "GP124"
+NAME = "plaintext-secret"
+
+MASTER_KEYS: tuple[Path_, ...] = (
+    ("encryption", "master_key"),
+    ("encryption", "previous", "master_key"),  # during a key rotation
+)
+
+
+def _plain(value: Any) -> bool:
+    return value is not None and value != "" and not isinstance(value, SecretRef)
+
+
+def _problem(doc: Document, path: Path_) -> Problem:
+    line, col = doc.pos(path)
+    where = ".".join(str(p) for p in path)
+    return error(
+        doc.path,
+        line,
+        col,
+        CODE,
+        f"{where} is a secret written in plain text",
+        "seal it: `gitprov secrets set NAME` (value on stdin), then write `!secret NAME`; "
+        "the plain value stays in git history, so change it too",
+    )
+
+
+def check_document(dctx: DocContext) -> Iterator[Problem]:
+    doc = dctx.doc
+    for name, value in dctx.params():
+        p = dctx.catalog.lookup(name)
+        if p is not None and p.secret and not p.managed and _plain(value):
+            yield _problem(doc, ("params", name))
+    for slot, item in dctx.line_items():
+        for name, value in item.items():
+            p = dctx.catalog.lookup_line(name)
+            if p is not None and p.secret and _plain(value):
+                yield _problem(doc, ("lines", slot, name))
+    for path in MASTER_KEYS:
+        if _plain(get(doc.data, *path)):
+            yield _problem(doc, path)
+    if dctx.kind == DEVICE and _plain(get(doc.data, "key")):
+        yield _problem(doc, ("key",))

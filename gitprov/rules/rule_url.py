@@ -1,0 +1,75 @@
+"""GP110 bad-rule-url: a Profile Rule or Upgrade Rule the device could not parse.
+
+Checked: the fleet's `provisioning.url` (as the Profile Rule gitprov writes from it, with
+the file name appended) and every URL-typed parameter (`provision.upgrade_rule`). Syntax:
+`[--key K] scheme://server[:port]/path`, schemes tftp, http, https (vendor overview 2.2).
+
+Fails:   `provisioning: {url: "http://prov.example.com:99999"}` (port out of range)
+Passes:  `provisioning: {url: "http://prov.example.com:8080"}`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gitprov.errors import Problem, error
+from gitprov.inventory import DEFAULT_FILE_NAME, FLEET
+from gitprov.rule_url import RuleSyntaxError, parse_rule
+from gitprov.rules import DocContext, get
+from gitprov.yamldoc import Document, Path_
+
+CODE = "GP110"
+NAME = "bad-rule-url"
+
+
+def profile_rule_of(fleet: Document) -> str | None:
+    """The Profile Rule gitprov writes for the fleet's `provisioning.url` (macros kept)."""
+    url = get(fleet.data, "provisioning", "url")
+    if not isinstance(url, str):
+        return None
+    template = get(fleet.data, "file_name")
+    if not isinstance(template, str):
+        template = DEFAULT_FILE_NAME
+    return url.rstrip("/") + "/" + template
+
+
+def url_params(dctx: DocContext) -> Iterator[tuple[Path_, str, str]]:
+    """(path, value, label) of every URL-typed parameter value of the document."""
+    for name, value in dctx.params():
+        typed = dctx.catalog.lookup(name) or dctx.catalog.unpublished_named(name)
+        if typed is None or typed.type != "url" or not isinstance(value, str):
+            continue
+        if not value:
+            continue  # empty: the device's default ("Empty" in the overview)
+        yield ("params", name), value, typed.label or name
+
+
+def _problem(doc: Document, path: Path_, what: str, exc: RuleSyntaxError) -> Problem:
+    line, col = doc.pos(path)
+    return error(
+        doc.path,
+        line,
+        col,
+        CODE,
+        f"{what}: {exc.message} (at character {exc.offset + 1})",
+        "write [--key KEY]scheme://server[:port]/path with scheme tftp, http or https",
+    )
+
+
+def check_document(dctx: DocContext) -> Iterator[Problem]:
+    doc = dctx.doc
+    if dctx.kind == FLEET and not dctx.is_flagged(("provisioning", "url")):
+        rule = profile_rule_of(doc)
+        if rule is not None:
+            try:
+                parse_rule(rule)
+            except RuleSyntaxError as exc:
+                what = f"provisioning.url (as the Profile Rule {rule!r})"
+                yield _problem(doc, ("provisioning", "url"), what, exc)
+    for path, value, label in url_params(dctx):
+        if dctx.is_flagged(path):
+            continue
+        try:
+            parse_rule(value)
+        except RuleSyntaxError as exc:
+            yield _problem(doc, path, label, exc)

@@ -1,0 +1,54 @@
+"""GP114 unknown-dbid-key (warning; an error with --strict): a raw DBID_* key that the
+parameter catalog does not know.
+
+The vendor's full dictionary is not public, so unknown keys are allowed and written to
+param.conf as given; but a misspelt key is silently ignored by the device, so each one
+is pointed out. `--strict` makes them errors (for fleets whose keys are all catalogued).
+
+Fails:   `params: {DBID_WEB_SIP_SEVRER: sip.example.net}` (did you mean DBID_WEB_SIP_SERVER?)
+Passes:  `params: {DBID_WEB_SIP_SERVER: sip.example.net}` or `params: {sip.server: …}`
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+
+from gitprov.catalog import DBID_PATTERN
+from gitprov.errors import Level, Problem
+from gitprov.rules import DocContext
+from gitprov.yamldoc import Path_
+
+CODE = "GP114"
+NAME = "unknown-dbid-key"
+
+_DBID = re.compile(DBID_PATTERN)
+
+
+def _problem(dctx: DocContext, path: Path_, key: str) -> Problem:
+    doc = dctx.doc
+    line, col = doc.pos(path, key=True)
+    keys = [p.key for p in dctx.catalog.params]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    hint = f"did you mean {close[0]}? " if close else ""
+    hint += "check it against `gitprov params`; it is written to param.conf as given"
+    return Problem(
+        doc.path,
+        line,
+        col,
+        CODE,
+        Level.ERROR if dctx.strict else Level.WARNING,
+        f"{key} is not in the parameter catalog",
+        hint,
+    )
+
+
+def check_document(dctx: DocContext) -> Iterator[Problem]:
+    for key, _ in dctx.params():
+        if _DBID.match(key) and dctx.catalog.by_key(key) is None:
+            yield _problem(dctx, ("params", key), key)
+    for slot, item in dctx.line_items():
+        for key in item:
+            if _DBID.match(key) and dctx.catalog.by_key(key) is None:
+                yield _problem(dctx, ("lines", slot, key), key)

@@ -1,0 +1,290 @@
+"""One-line tests for every rule: snippet → the exact (line, col) of its problems.
+
+Positions are written by hand from the snippets (1-based line and column).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gitprov.errors import Level
+from gitprov.rules import RULES, modules
+from tests.rules.lint import BASE_PROFILE, DEVICE, DEVICE_2, FLEET, SECRETS, check, problems
+
+D1 = "devices/0021f2011b19.yaml"
+D2 = "devices/0021f2011b20.yaml"
+D3 = "devices/0021f2011b21.yaml"
+BASE = "profiles/base.yaml"
+
+
+def profile(extra: str) -> dict[str, str | None]:
+    """The base profile with `extra` appended to its params (line 4 onwards)."""
+    return {BASE: BASE_PROFILE + extra}
+
+
+def test_the_minimal_inventory_is_clean() -> None:
+    assert problems() == []
+
+
+def test_every_rule_is_registered_once_with_code_name_and_examples() -> None:
+    codes = [m.CODE for m in modules()]
+    assert len(codes) == len(set(codes)) == len(RULES)
+    assert codes == sorted(codes)
+    for m in modules():
+        assert m.NAME and m.__doc__, m.__name__
+        assert m.__doc__.startswith(f"{m.CODE} {m.NAME}"), m.__name__
+        assert "Fails:" in m.__doc__ and "Passes:" in m.__doc__, m.__name__
+
+
+def test_gp100_missing_fleet() -> None:
+    check("GP100", {"gitprov.yaml": None}, (0, 0))
+    check("GP100", {})
+
+
+def test_gp101_duplicate_mac_in_any_spelling() -> None:
+    check("GP101", {D3: 'mac: "0021F2011B19"\nmodel: IP542N\n'}, (1, 6))
+    check("GP101", {D3: 'mac: "00-21-F2-01-1B-19"\nmodel: IP542N\n'}, (1, 6))
+    check("GP101", {D3: 'model: IP542N\nmac: "0021.f201.1b19"\n'}, (2, 6))
+    check("GP101", {D3: 'mac: "00:21:f2:01:1b:21"\nmodel: IP542N\n'})
+
+
+def test_gp102_unknown_model() -> None:
+    check("GP102", {D1: DEVICE.replace("model: IP542N", "model: IP524N")}, (2, 8))
+    check("GP102", {D1: DEVICE.replace("model: IP542N", "model: G502N")})
+
+
+def test_gp103_unknown_profile() -> None:
+    check("GP103", {D1: DEVICE.replace("profile: base", "profile: bsae")}, (3, 10))
+    check("GP103", {"profiles/office.yaml": "extends: basse\n"}, (1, 10))
+    check("GP103", {"profiles/office.yaml": "extends: base\n"})
+
+
+def test_gp104_extends_cycle() -> None:
+    cycle = {"profiles/a.yaml": "extends: b\n", "profiles/b.yaml": "extends: a\n"}
+    check("GP104", cycle, ("profiles/a.yaml", 1, 10), ("profiles/b.yaml", 1, 10))
+    check("GP104", {"profiles/a.yaml": "description: x\nextends: a\n"}, (2, 10))
+    check("GP104", {"profiles/a.yaml": "extends: base\n"})
+
+
+def test_gp105_duplicate_account_after_layering() -> None:
+    check("GP105", {D2: DEVICE_2.replace('"2002"', '"2001"')}, (6, 14))
+    # Another port, another server, or a disabled line: no clash.
+    other_port = DEVICE_2.replace('"2002"', '"2001"') + "params:\n  sip.server_port: 5070\n"
+    check("GP105", {D2: other_port})
+    other_server = DEVICE_2.replace('"2002"', '"2001"') + "params:\n  sip.server: sip2.example\n"
+    check("GP105", {D2: other_server})
+    disabled = DEVICE_2.replace('"2002"', '"2001"').replace("enabled: true", "enabled: false")
+    check("GP105", {D2: disabled})
+    # The same account on two lines of one device.
+    two_lines = DEVICE + '  - enabled: true\n    account: "2001"\n'
+    check("GP105", {D1: two_lines}, (9, 14))
+    # Set once in a profile that two devices use: reported where it is written, once.
+    shared = 'extends: base\nlines:\n  - enabled: true\n    account: "3000"\n'
+    check(
+        "GP105",
+        {
+            "profiles/shared.yaml": shared,
+            D1: 'mac: "00:21:f2:01:1b:19"\nmodel: IP542N\nprofile: shared\n',
+            D2: 'mac: "00:21:f2:01:1b:20"\nmodel: G502N\nprofile: shared\n',
+        },
+        (4, 14),
+    )
+    # A device that unsets the inherited account does not register it.
+    unset = 'mac: "00:21:f2:01:1b:20"\nmodel: G502N\nprofile: shared\nlines:\n  - account: null\n'
+    check(
+        "GP105",
+        {
+            "profiles/shared.yaml": shared,
+            D1: 'mac: "00:21:f2:01:1b:19"\nmodel: IP542N\nprofile: shared\n',
+            D2: unset,
+        },
+    )
+
+
+def test_gp106_duplicate_path() -> None:
+    narrow = FLEET.replace('"fv$(MA).conf"', '"fv$(MA:0:6).conf"')
+    check("GP106", {"gitprov.yaml": narrow}, (D2, 1, 6))
+    check("GP106", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"$(MAU).cfg"')})
+
+
+def test_gp107_bad_file_name() -> None:
+    check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"../fv$(MA).conf"')}, (2, 12))
+    check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"cfg/$MA.conf"')}, (2, 12))
+    check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"x" ')})
+
+
+def test_gp108_value_injection() -> None:
+    injected = DEVICE + '    display_name: "Alice\\nDBID_SIP_PASSWORD=x"\n'
+    check("GP108", {D1: injected}, (8, 19))
+    check("GP108", {D1: DEVICE + "    display_name: |\n      two\n      lines\n"}, (8, 19))
+    check("GP108", {D1: DEVICE + '    display_name: "Alice\\r"\n'}, (8, 19))
+    check("GP108", {D1: DEVICE + '    display_name: "Alice"\n'})
+
+
+def test_gp109_tab_in_value() -> None:
+    check("GP109", profile('  sip.outbound: "sbc.example.net\\t"\n'), (4, 17))
+    check("GP109", {D1: DEVICE + '    display_name: "A\\tB"\n'}, (8, 19))
+    # An unknown raw key may hold a whole TAB-separated row.
+    check("GP109", profile('  DBID_VENDOR_ROW: "1\\t0\\t0\\t0"\n'))
+
+
+def test_gp110_bad_rule_url() -> None:
+    bad_port = FLEET.replace("prov.example.com", "prov.example.com:99999")
+    check("GP110", {"gitprov.yaml": bad_port}, (4, 8))
+    with_key = FLEET.replace("http://prov.example.com", "http://user@prov.example.com")
+    check("GP110", {"gitprov.yaml": with_key}, (4, 8))
+    check("GP110", profile('  provision.upgrade_rule: "http://fw.example.com"\n'), (4, 27))
+    check("GP110", profile('  provision.upgrade_rule: "tftp://fw.example.com/G502.bin"\n'))
+    # A URL the schema already rejects is reported once, by the schema.
+    check("GP110", {"gitprov.yaml": FLEET.replace("http://", "ftp://")})
+    check("GP010", {"gitprov.yaml": FLEET.replace("http://", "ftp://")}, (4, 8))
+
+
+def test_gp111_unknown_macro_warns() -> None:
+    fleet = "gitprov.yaml"
+    found = check("GP111", {fleet: FLEET.replace("$(MA)", "$(MACADDR)")}, (2, 12))
+    assert found[0].level is Level.WARNING
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA:x)")}, (2, 12))
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA)-$IP")}, (2, 12))
+    check("GP111", {fleet: FLEET.replace("example.com", "example.com/$STRANGE")}, (4, 8))
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MAU:4)-$SN$$")})
+
+
+def test_gp112_device_file_name_warns() -> None:
+    moved = DEVICE.replace("1b:19", "1b:21")
+    found = check("GP112", {"devices/reception.yaml": moved}, (1, 6))
+    assert found[0].level is Level.WARNING
+    check("GP112", {D1: DEVICE.replace("1b:19", "1b:21")}, (1, 6))
+    check("GP112", {"devices/0021F2011B21.yaml": moved})
+
+
+def test_gp113_version_floor_lowered() -> None:
+    higher = {"gitprov.yaml": FLEET.replace("1000", "2000")}
+    check("GP113", {"gitprov.yaml": FLEET}, (1, 16), parent=higher)
+    check("GP113", higher, parent={"gitprov.yaml": FLEET})
+    check("GP113", {"gitprov.yaml": FLEET}, parent={"gitprov.yaml": FLEET})
+    check("GP113", {"gitprov.yaml": FLEET})
+
+
+def test_gp114_unknown_dbid_key_warns_and_is_an_error_when_strict() -> None:
+    typo = profile("  DBID_WEB_SIP_SEVRER: sip.example.net\n")
+    (found,) = check("GP114", typo, (4, 3))
+    assert found.level is Level.WARNING
+    assert "did you mean DBID_WEB_SIP_SERVER?" in found.hint
+    (found,) = check("GP114", typo, (4, 3), strict=True)
+    assert found.level is Level.ERROR
+    check("GP114", {D1: DEVICE + "    DBID_LINE_THING: 1\n"}, (8, 5))
+    check("GP114", profile("  DBID_WEB_SIP_SERVER: sip.example.net\n"))
+
+
+def test_gp115_unknown_secret() -> None:
+    check("GP115", {D1: DEVICE.replace("sip_2001", "sip_9999")}, (7, 15))
+    check("GP115", {D1: DEVICE.replace("sip_2001", "sip_2002")})
+
+
+def test_gp116_unpublished_param() -> None:
+    check("GP116", profile("  provision.resync_periodic: 86400\n"), (4, 3))
+    check("GP116", profile("  provision.config_file_name: IP542N.conf\n"), (4, 3))
+    check("GP116", profile("  DBID_PRV_OPTION66_ENABLED: 0\n"))
+
+
+def test_gp117_managed_param() -> None:
+    check("GP117", profile("  DBID_DBASE_VERSION: 2208\n"), (4, 3))
+    check("GP117", profile('  DBID_PROFILE_RULE: "http://x/y.conf"\n'), (4, 3))
+
+
+def test_gp118_no_key_source() -> None:
+    no_master = {"gitprov.yaml": FLEET.replace("  master_key: !secret fleet_master_key\n", "")}
+    check("GP118", no_master, (6, 9))
+    check("GP118", {"gitprov.yaml": FLEET.replace("mode: openssl-md5", "mode: none")})
+    # One device with its own key, the other without: the other is reported.
+    keyed = DEVICE.replace("model: IP542N", "model: IP542N\nkey: !secret sip_2002")
+    check("GP118", {**no_master, D1: keyed}, (D2, 1, 1))
+    # A model may turn encryption off for its devices.
+    plain_model = "family: flyingvoice\nline_count: 2\nencryption:\n  mode: none\n"
+    check("GP118", {**no_master, D1: keyed, "models/G502N.yaml": plain_model})
+
+
+def test_gp119_demo_key_warns() -> None:
+    demo = "gitprov-pk-OynYgOcSSeo7rOiuhBmyMxjw9FlMrAkzhDixRkPcPDQ"
+    secrets = SECRETS.replace(SECRETS.split()[1], demo)
+    (found,) = check("GP119", {"secrets.yaml": secrets}, (1, 13))
+    assert found.level is Level.WARNING
+
+
+def test_gp120_upgrade_over_https() -> None:
+    https = '  provision.upgrade_rule: "https://fw.example.com/G502_F107_S334.bin"\n'
+    check("GP120", profile(https), (4, 27))
+    check("GP120", profile(https.replace("https", "http")))
+    check("GP120", profile(https.replace("https", "tftp")))
+
+
+def test_gp121_number_spelling() -> None:
+    check("GP121", profile("  sip.outbound_port: 05060\n"), (4, 22))
+    check("GP121", profile("  DBID_VOICEMAIL_PIN: 0123\n"), (4, 23))
+    check("GP121", profile("  DBID_SOME_COUNT: 1_000\n"), (4, 20))
+    check("GP121", profile("  DBID_SOME_TIME: 1:30\n"), (4, 19))
+    check("GP121", profile("  sip.outbound_port: 5060\n  DBID_SOME_COUNT: 07\n"))
+
+
+def test_gp122_too_many_lines() -> None:
+    three = DEVICE_2 + "  - enabled: false\n  - enabled: true\n"
+    check("GP122", {D2: three}, (9, 5))
+    check("GP122", {D2: DEVICE_2 + "  - enabled: false\n"})
+    check("GP122", {D2: DEVICE_2 + "  - enabled: false\n  - null\n"})
+
+
+def test_gp123_wrong_scope() -> None:
+    check("GP123", profile('  DBID_SIP_ACCOUNT: "2001"\n'), (4, 3))
+    check("GP123", {D1: DEVICE + "    DBID_WEB_SIP_SERVER: sip.example.net\n"}, (8, 5))
+    check("GP123", {D1: DEVICE + '    DBID_SIP_DIS_NAME: "Desk"\n'})
+
+
+def test_gp124_plaintext_secret() -> None:
+    (found,) = check("GP124", {D1: DEVICE.replace("!secret sip_2001", '"s3cret"')}, (7, 15))
+    assert "s3cret" not in found.message + found.hint
+    master = FLEET.replace("!secret fleet_master_key", "hunter2")
+    check("GP124", {"gitprov.yaml": master}, (7, 15))
+    check("GP124", {D1: DEVICE + 'key: "k3y"\n'}, (8, 6))
+    check("GP124", profile("  tr069.acs_password: pa55\n"), (4, 23))
+    check("GP124", {D1: DEVICE.replace("!secret sip_2001", '""')})
+
+
+@pytest.mark.parametrize("code", [m.CODE for m in modules()])
+def test_every_rule_has_a_test_here(code: str) -> None:
+    assert f"def test_{code.lower()}_" in Path(__file__).read_text()
+
+
+def test_managed_and_unpublished_names_get_one_problem_each() -> None:
+    found = problems(profile("  provision.version: 7\n  provision.upgrade_enable: true\n"))
+    assert [(p.line, p.col, p.code) for p in found] == [(4, 3, "GP117"), (5, 3, "GP116")]
+
+
+def test_the_inventory_docs_list_every_rule() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "inventory.md").read_text()
+    for m in modules():
+        assert f"| {m.CODE} | {m.NAME} |" in docs, m.CODE
+
+
+def test_the_pre_commit_hook_validates_the_work_tree() -> None:
+    import yaml
+
+    hooks = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / ".pre-commit-hooks.yaml").read_text()
+    )
+    (hook,) = [h for h in hooks if h["id"] == "gitprov-validate"]
+    assert hook["entry"] == "gitprov validate --worktree"
+    assert hook["pass_filenames"] is False
+    assert hook["files"] == "^inventory/"
+    assert hook["language"] == "python"
+
+
+def test_the_demo_public_key_belongs_to_the_demo_private_key() -> None:
+    from gitprov.rules.demo_key import DEMO_PUBLIC_KEY
+    from gitprov.secrets import public_key_of
+    from tests.fixtures.gitrepo import EXAMPLE, demo_private_key
+
+    assert public_key_of(demo_private_key()) == DEMO_PUBLIC_KEY
+    assert f"public_key: {DEMO_PUBLIC_KEY}\n" in (EXAMPLE / "secrets.yaml").read_text()

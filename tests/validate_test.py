@@ -1,0 +1,478 @@
+"""Validation end to end: every mistake at once, located, in every output format; quoting
+hints; nothing with a line break reaches a rendered file."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from gitprov.catalog import load_catalog
+from gitprov.cli import main, render_github, render_text
+from gitprov.compile import compile_device, placeholder_resolver
+from gitprov.errors import Level, Problem, error, warning
+from gitprov.formats import flyingvoice
+from gitprov.pipeline import Pipeline
+from gitprov.validate import SchemaCache
+from gitprov.yamldoc import SecretRef
+from gitprov.yamldoc import parse as yaml_parse
+from tests.fixtures.gitrepo import GitRepo
+from tests.rules.lint import DEVICE, FLEET, G502N, IP542N, SECRETS, MemorySource, inventory
+from tests.rules.lint import problems as lint_problems
+from tests.schemas_test import KEYS, VALUES, mutate, paths
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_SCHEMA = ROOT / "schemas" / "output" / "validate-output.schema.json"
+
+# -- acceptance 2: many independent mistakes, one run ----------------------------------
+MISTAKES = {
+    "inventory/gitprov.yaml": """\
+version_floor: 1000
+file_name: "fv$(MA).conf"
+provisioning:
+  url: "http://prov.example.com:99999"
+encryption:
+  mode: openssl-md5
+  master_key: !secret fleet_master_key
+  gzip: "no"
+""",
+    "inventory/secrets.yaml": SECRETS,
+    "inventory/models/IP542N.yaml": IP542N + "firmware:\n  version: 1.0\n",
+    "inventory/models/G502N.yaml": G502N,
+    "inventory/profiles/base.yaml": """\
+params:
+  sip.server: sip.example.net
+  sip.server_port: 05060
+  sip.outbnd: sbc.example.net
+  provision.resync_periodic: 86400
+""",
+    "inventory/profiles/office.yaml": "extends: bsae\n",
+    "inventory/devices/0021f2011b19.yaml": """\
+mac: "00:21:f2:01:1b:19"
+model: IP542N
+profile: base
+lines:
+  - enabled: yes
+    account: 0123
+    display_name: "Alice\\nDBID_SIP_PASSWORD=x"
+    password: !secret sip_2001
+""",
+    "inventory/devices/0021f2011b20.yaml": "mac: 10:21:52:01:13:20\nmodel: IP524N\n",
+    "inventory/devices/0021f2011b21.yaml": 'mac: "0021F2011B19"\nmodel: IP542N\nserial: yes\n',
+}
+# Written by hand from MISTAKES above: (file, line, col, code).
+EXPECTED = {
+    ("inventory/gitprov.yaml", 4, 8, "GP110"),  # port 99999
+    ("inventory/gitprov.yaml", 8, 9, "GP010"),  # gzip: "no" is not a boolean
+    ("inventory/models/IP542N.yaml", 6, 12, "GP013"),  # version: 1.0 is a number
+    ("inventory/profiles/base.yaml", 3, 20, "GP121"),  # 05060 is octal 2608
+    ("inventory/profiles/base.yaml", 4, 3, "GP011"),  # sip.outbnd
+    ("inventory/profiles/base.yaml", 5, 3, "GP116"),  # no published DBID key
+    ("inventory/profiles/office.yaml", 1, 10, "GP103"),  # extends: bsae
+    ("inventory/devices/0021f2011b19.yaml", 6, 14, "GP013"),  # account: 0123
+    ("inventory/devices/0021f2011b19.yaml", 7, 19, "GP108"),  # injected line
+    ("inventory/devices/0021f2011b20.yaml", 1, 6, "GP013"),  # unquoted MAC, base 60
+    ("inventory/devices/0021f2011b20.yaml", 2, 8, "GP102"),  # model: IP524N
+    ("inventory/devices/0021f2011b21.yaml", 1, 6, "GP101"),  # the MAC of ...b19
+    ("inventory/devices/0021f2011b21.yaml", 1, 6, "GP106"),  # ... and so its file
+    ("inventory/devices/0021f2011b21.yaml", 1, 6, "GP112"),  # file named for another MAC
+    ("inventory/devices/0021f2011b21.yaml", 3, 9, "GP013"),  # serial: yes
+}
+TEXT_LINE = re.compile(r"^(\S+):(\d+):(\d+): (error|warning)\[(GP\d{3})\]: \S")
+# https://docs.github.com/actions/reference/workflow-commands-for-github-actions
+GITHUB_LINE = re.compile(
+    r"^::(error|warning) file=([^,:%]+),line=(\d+),col=(\d+),title=(GP\d{3})::([^\r\n]+)$"
+)
+
+
+@pytest.fixture
+def broken_repo(tmp_path: Path) -> GitRepo:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(MISTAKES, "many mistakes")
+    return repo
+
+
+def run(capsys: pytest.CaptureFixture[str], repo: GitRepo, *args: str) -> tuple[int, str]:
+    code = main(["--repo", str(repo.path), "validate", "--rev", "main", *args])
+    return code, capsys.readouterr().out
+
+
+def test_every_mistake_is_reported_at_once_with_its_position(
+    broken_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(capsys, broken_repo)
+    assert code == 1
+    found = set()
+    for line in out.splitlines():
+        m = TEXT_LINE.match(line)
+        if m:
+            found.add((m[1], int(m[2]), int(m[3]), m[5]))
+    assert found == EXPECTED, out
+    assert len({f for f, *_ in EXPECTED}) >= 4
+    assert out.rstrip().endswith("14 error(s), 1 warning(s)")
+
+
+def test_github_format_is_one_annotation_per_problem(
+    broken_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(capsys, broken_repo, "--format", "github")
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == len(EXPECTED)
+    found = set()
+    for line in lines:
+        m = GITHUB_LINE.match(line)
+        assert m, line
+        found.add((m[2], int(m[3]), int(m[4]), m[5]))
+        assert m[1] == ("warning" if m[5] == "GP112" else "error")
+    assert found == EXPECTED
+
+
+def test_github_escapes_what_would_break_an_annotation() -> None:
+    out = io.StringIO()
+    render_github([error("a,b:c.yaml", 1, 2, "GP108", "50%\nx\r", "h")], out)
+    assert out.getvalue() == (
+        "::error file=a%2Cb%3Ac.yaml,line=1,col=2,title=GP108::50%25%0Ax%0D (hint: h)\n"
+    )
+    out = io.StringIO()
+    render_github([error("inventory/gitprov.yaml", 0, 0, "GP100", "missing")], out)
+    assert out.getvalue() == "::error file=inventory/gitprov.yaml,title=GP100::missing\n"
+
+
+def test_json_format_follows_its_documented_schema(
+    broken_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(capsys, broken_repo, "--format", "json")
+    assert code == 1
+    doc = json.loads(out)
+    Draft202012Validator(json.loads(OUTPUT_SCHEMA.read_text())).validate(doc)
+    assert doc["version"] == 1 and doc["ok"] is False
+    assert doc["summary"] == {"errors": 14, "warnings": 1}
+    found = {(p["file"], p["line"], p["col"], p["code"]) for p in doc["problems"]}
+    assert found == EXPECTED
+    keys = [(p["file"], p["line"], p["col"], p["code"]) for p in doc["problems"]]
+    assert keys == sorted(keys)
+
+
+def test_json_of_a_clean_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit({f"inventory/{k}": v for k, v in inventory().items()})
+    code, out = run(capsys, repo, "--format", "json")
+    assert code == 0
+    assert json.loads(out) == {
+        "version": 1,
+        "ok": True,
+        "summary": {"errors": 0, "warnings": 0},
+        "problems": [],
+    }
+
+
+def test_output_schema_is_a_valid_schema_and_rejects_a_wrong_level() -> None:
+    schema = json.loads(OUTPUT_SCHEMA.read_text())
+    Draft202012Validator.check_schema(schema)
+    bad = {
+        "version": 1,
+        "ok": True,
+        "summary": {"errors": 0, "warnings": 1},
+        "problems": [
+            {
+                "file": "f",
+                "line": 1,
+                "col": 1,
+                "code": "GP101",
+                "level": "fatal",
+                "message": "m",
+                "hint": "",
+            }
+        ],
+    }
+    assert list(Draft202012Validator(schema).iter_errors(bad))
+
+
+def test_warnings_alone_exit_0_and_strict_makes_unknown_keys_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    files = inventory({"profiles/base.yaml": "params:\n  DBID_VENDOR_THING: 1\n"})
+    repo.commit({f"inventory/{k}": v for k, v in files.items()})
+    code, out = run(capsys, repo)
+    assert code == 0
+    assert "inventory/profiles/base.yaml:2:3: warning[GP114]" in out
+    code, out = run(capsys, repo, "--strict")
+    assert code == 1
+    assert "inventory/profiles/base.yaml:2:3: error[GP114]" in out
+
+
+def test_text_is_coloured_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    found = [error("a.yaml", 1, 2, "GP101", "m", "h"), warning("a.yaml", 3, 4, "GP112", "w")]
+    tty, plain = Tty(), io.StringIO()
+    render_text(found, tty)
+    render_text(found, plain)
+    assert "\033[1;31merror\033[0m" in tty.getvalue()
+    assert "\033[1;33mwarning\033[0m" in tty.getvalue()
+    assert "\033" not in plain.getvalue()
+    assert plain.getvalue() == (
+        "a.yaml:1:2: error[GP101]: m\n    hint: h\na.yaml:3:4: warning[GP112]: w\n"
+        "1 error(s), 1 warning(s)\n"
+    )
+    monkeypatch.setenv("NO_COLOR", "1")
+    tty = Tty()
+    render_text(found, tty)
+    assert "\033" not in tty.getvalue()
+
+
+# -- acceptance 4: values YAML would turn into something else ------------------------
+D1 = "devices/0021f2011b19.yaml"
+
+
+def device(extra_top: str = "", line_1: str = "") -> dict[str, str | None]:
+    text = DEVICE.replace('mac: "00:21:f2:01:1b:19"\n', extra_top or 'mac: "00:21:f2:01:1b:19"\n')
+    return {D1: text + line_1}
+
+
+@pytest.mark.parametrize(
+    ("overlay", "line", "col", "code", "message", "hint"),
+    [
+        # MACs: base 60 (YAML 1.1), a 12-digit number, a string only by luck
+        (device("mac: 10:21:52:01:13:19\n"), 1, 6, "GP013", "read as the number 8059396399",
+         'quote it: mac: "10:21:52:01:13:19"'),
+        (device("mac: 102152011319\n"), 1, 6, "GP013", "read as the number 102152011319",
+         'quote it: mac: "102152011319"'),
+        (device("mac: 00:21:52:01:13:19\n"), 1, 6, "GP013", "base-60 number",
+         'quote it: mac: "00:21:52:01:13:19"'),
+        (device("mac: 002152011319\n"), 1, 6, "GP013", "only by luck",
+         'quote it: mac: "002152011319"'),
+        # PINs, accounts and numbers with a leading zero
+        (device(line_1="    phone_number: 0123\n"), 8, 19, "GP013", "read as the number 83",
+         'quote it: phone_number: "0123"'),
+        (device(line_1="    phone_number: 0129\n"), 8, 19, "GP013", "only by luck",
+         'quote it: phone_number: "0129"'),
+        (device(line_1="    DBID_VOICEMAIL_PIN: 0123\n"), 8, 25, "GP121",
+         "unquoted 0123 is read as the number 83", '("0123")'),
+        # yes / no / on / off and dates where a string is expected
+        (device(line_1="    display_name: yes\n"), 8, 19, "GP013", "read as the boolean true",
+         'quote it: display_name: "yes"'),
+        (device(line_1="    display_name: No\n"), 8, 19, "GP013", "read as the boolean false",
+         'quote it: display_name: "No"'),
+        (device("mac: \"00:21:f2:01:1b:19\"\ndescription: off\n"), 2, 14, "GP013",
+         "the boolean false", 'quote it: description: "off"'),
+        (device("mac: \"00:21:f2:01:1b:19\"\nserial: on\n"), 2, 9, "GP013",
+         "the boolean true", 'quote it: serial: "on"'),
+        (device("mac: \"00:21:f2:01:1b:19\"\nserial: 2024-01-31\n"), 2, 9, "GP013",
+         "the date 2024-01-31", 'quote it: serial: "2024-01-31"'),
+        (device("mac: \"00:21:f2:01:1b:19\"\nserial: y\n"), 2, 9, "GP013",
+         "a boolean (YAML 1.1)", 'quote it: serial: "y"'),
+    ],
+)  # fmt: skip
+def test_quoting_hints(
+    overlay: dict[str, str | None], line: int, col: int, code: str, message: str, hint: str
+) -> None:
+    found = [p for p in lint_problems(overlay) if p.file == f"inventory/{D1}" and p.is_error]
+    assert [(p.line, p.col, p.code) for p in found] == [(line, col, code)], found
+    assert message in found[0].message
+    assert hint in found[0].hint
+
+
+def test_quoted_values_are_fine() -> None:
+    quoted = device(
+        'mac: "10:21:52:01:13:19"\nserial: "2024-01-31"\ndescription: "off"\n',
+        '    phone_number: "0123"\n    display_name: "yes"\n',
+    )
+    assert [p for p in lint_problems(quoted) if p.file == f"inventory/{D1}"] == [
+        warning(
+            f"inventory/{D1}",
+            1,
+            6,
+            "GP112",
+            f"inventory/{D1} holds MAC 102152011319, but its name says otherwise",
+            "rename it to 102152011319.yaml (in the same directory)",
+        )
+    ]
+
+
+def test_a_secret_is_never_quoted_back() -> None:
+    pin = device(line_1="").copy()
+    pin[D1] = DEVICE.replace("!secret sip_2001", "0123")
+    found = [p for p in lint_problems(pin) if p.file == f"inventory/{D1}"]
+    assert {(p.line, p.col, p.code) for p in found} == {(7, 15, "GP010"), (7, 15, "GP124")}
+    for p in found:
+        assert "0123" not in p.message + p.hint and "83" not in p.message + p.hint
+
+
+@pytest.mark.parametrize(
+    ("snippet", "col", "hint"),
+    [
+        ("  sip.sever: x.example\n", 3, "did you mean 'sip.server'?"),
+        ('  line.account: "2001"\n', 3, "account is a per-line parameter: write it under"),
+        ('  account: "2001"\n', 3, "account is a per-line parameter: write it under"),
+        ("  dbid_web_port: 80\n", 3, "raw keys are written in capitals"),
+        ("  frobnicate: 1\n", 3, "not a parameter name: see `gitprov params`"),
+    ],
+)
+def test_unknown_param_names_get_a_useful_hint(snippet: str, col: int, hint: str) -> None:
+    found = lint_problems({"profiles/base.yaml": "params:\n" + snippet})
+    assert [(p.line, p.col, p.code) for p in found] == [(2, col, "GP011")]
+    assert hint in found[0].hint
+
+
+def test_a_global_name_in_a_line_item_says_where_it_goes() -> None:
+    found = lint_problems({D1: DEVICE + "    sip.server: x.example\n"})
+    assert [(p.line, p.col, p.code) for p in found] == [(8, 5, "GP011")]
+    assert "sip.server is not per-line: write it under `params:`" in found[0].hint
+
+
+def test_schema_results_are_cached_by_blob(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gitprov.validate as v
+
+    calls: list[str] = []
+    real = v._document_problems
+
+    def counting(kind: str, doc: Any, catalog: Any) -> list[Problem]:
+        calls.append(doc.path)
+        return real(kind, doc, catalog)
+
+    monkeypatch.setattr(v, "_document_problems", counting)
+    pipeline = Pipeline(None)
+    pipeline.schema_cache = SchemaCache()
+    first = pipeline.load(MemorySource(inventory({D1: DEVICE.replace("IP542N", "7")})))
+    assert [(p.line, p.col, p.code) for p in first.problems] == [(2, 8, "GP013")]
+    assert len(calls) == len(inventory())
+    second = pipeline.load(MemorySource(inventory({D1: DEVICE})))
+    assert second.problems == ()
+    assert calls[len(inventory()) :] == [f"inventory/{D1}"]
+
+
+# -- acceptance 5: nothing with a line break reaches a rendered file -------------------
+def test_an_injected_line_is_rejected() -> None:
+    overlay = {D1: DEVICE + '    display_name: "x\\nDBID_SIP_PASSWORD=x"\n'}
+    loaded = Pipeline(None).load(MemorySource(inventory(overlay)))
+    assert loaded.inventory is None
+    assert [(p.file, p.line, p.col, p.code) for p in loaded.errors] == [
+        (f"inventory/{D1}", 8, 19, "GP108")
+    ]
+
+
+PLAIN_FLEET = FLEET.replace("mode: openssl-md5", "mode: none")
+HOSTILE = st.lists(
+    st.one_of(
+        st.sampled_from(["\n", "\r", "\0", "\t", "=", "DBID_SIP_PASSWORD=x", "\r\n", "\\", '"']),
+        st.text(max_size=4),
+    ),
+    max_size=6,
+).map("".join)
+
+
+RENDERED: list[str] = []
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(display=HOSTILE, raw=HOSTILE)
+@example(display="Alice", raw="1\t0\t0\t0")
+@example(display="x\nDBID_SIP_PASSWORD=x", raw="")
+@example(display="", raw="x\rDBID_SIP_PASSWORD=x")
+def test_random_values_are_rejected_or_render_exactly_the_expected_lines(
+    display: str, raw: str
+) -> None:
+    text = (
+        DEVICE
+        + f"    display_name: {json.dumps(display)}\n"
+        + f"params:\n  DBID_VENDOR_VALUE: {json.dumps(raw)}\n"
+    )
+    loaded = Pipeline(None).load(MemorySource(inventory({"gitprov.yaml": PLAIN_FLEET, D1: text})))
+    if loaded.inventory is None:
+        assert loaded.errors
+        return
+    inv = loaded.inventory
+    dev = inv.device("0021f2011b19")
+    assert dev is not None
+    cfg = compile_device(dev, inv, load_catalog(), placeholder_resolver(inv.sealed))
+    rendered = flyingvoice.render(cfg, 1000)
+    lines = rendered.split(b"\n")
+    assert lines[-1] == b""
+    keys = [ln.split(b"=", 1)[0] for ln in lines[:-1]]
+    assert len(keys) == len(cfg.entries) + 1
+    assert keys.count(b"DBID_SIP_PASSWORD") == 1
+    assert keys.count(b"DBID_VENDOR_VALUE") == 1
+    assert all(re.fullmatch(rb"DBID_[A-Z0-9_]+", k) for k in keys)
+    assert b"\r" not in rendered and b"\0" not in rendered
+    # Per-line rows keep one value per line of the model: no TAB slipped into a value.
+    assert flyingvoice.parse(rendered)["DBID_SIP_DIS_NAME"].count("\t") == 3
+    RENDERED.append(display)
+
+
+def test_the_property_above_did_render_files() -> None:
+    # Guards against a vacuous property (every example rejected); runs after it.
+    test_random_values_are_rejected_or_render_exactly_the_expected_lines()
+    assert len(RENDERED) >= 20
+
+
+def test_problems_sort_by_position_then_code() -> None:
+    a = error("f", 2, 1, "GP102", "m")
+    b = warning("f", 1, 9, "GP112", "m")
+    c = error("f", 2, 1, "GP101", "m")
+    assert sorted([a, b, c]) == [b, c, a]
+    assert isinstance(b.level, Level) and not isinstance(a, int)
+
+
+def test_problem_equality_dedupes() -> None:
+    p: list[Problem] = [error("f", 1, 1, "GP101", "m")] * 2
+    assert len(set(p)) == 1
+
+
+def test_lowering_version_floor_is_caught_against_the_parent_commit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    files = {f"inventory/{k}": v for k, v in inventory().items()}
+    repo.commit({**files, "inventory/gitprov.yaml": FLEET.replace("1000", "2000")}, worktree=True)
+    repo.commit({"inventory/gitprov.yaml": FLEET}, "lower the floor")
+    code, out = run(capsys, repo)
+    assert code == 1
+    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered from 2000" in out
+    # Before committing: the work tree is compared with HEAD.
+    (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "1500"))
+    code = main(["--repo", str(repo.path), "validate", "--worktree"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "999"))
+    code = main(["--repo", str(repo.path), "validate", "--worktree"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered from 1000" in out
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(SecretRef, lambda dumper, ref: dumper.represent_scalar("!secret", str(ref)))
+FILES = sorted(inventory())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_broken_shape_gives_problems_never_a_crash(data: st.DataObject) -> None:
+    rel = data.draw(st.sampled_from(FILES))
+    parsed, _ = yaml_parse(rel, "", inventory()[rel].encode())
+    assert parsed is not None
+    doc = parsed.data
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths(doc)))
+        how = data.draw(st.sampled_from(["set", "delete", "add"]))
+        doc = mutate(doc, path, how, data.draw(VALUES), data.draw(st.sampled_from(KEYS)))
+    text = yaml.dump(doc, Dumper=_Dumper, allow_unicode=True)
+    found = lint_problems({rel: text}, parent={})
+    assert all(isinstance(p, Problem) for p in found)
