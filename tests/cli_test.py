@@ -1,0 +1,131 @@
+"""The CLI: exit codes, help that teaches, secrets commands, redaction."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitprov.cli import main
+from gitprov.crypto import encrypt
+from gitprov.secrets import load_secrets_file, unseal
+from tests.fixtures.gitrepo import GitRepo
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_teaches_the_tour(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("validate", "plan", "publish", "serve", "versions", "secrets"):
+        assert command in out
+    assert "exit codes: 0 ok, 1 problems found, 2 usage error" in out
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "no-such-command")[0] == 2
+    assert run(capsys, "show")[0] == 2  # MAC missing
+    code, _, err = run(capsys, "--repo", ".", "show", "not-a-mac")
+    assert code == 2
+    assert "not a MAC address" in err
+
+
+def test_unknown_revision_says_what_to_do(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "versions", "--rev", "nope")
+    assert code == 1
+    assert "unknown revision 'nope'" in err and "hint:" in err
+
+
+def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--repo", str(tmp_path), "validate")
+    assert code == 1
+    assert "not a git repository" in err
+
+
+def test_show_redacts_unless_revealed(
+    example_repo: GitRepo, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = str(example_repo.path)
+    code, shown, _ = run(capsys, "--repo", repo, "show", "00:21:F2:01:1B:19")
+    assert code == 0
+    assert "DBID_SIP_PASSWORD=<redacted>\t<redacted>\t\t\n" in shown
+    assert "DBID_PROFILE_RULE=[--key <redacted>]http://127.0.0.1:8080/fv0021f2011b19.conf" in shown
+    code, revealed, _ = run(capsys, "--repo", repo, "show", "0021f2011b19", "--reveal")
+    assert code == 0
+    sf = load_secrets_file(example_repo.files["inventory/secrets.yaml"].decode())
+    assert unseal(private_key, "sip_2001", sf.sealed["sip_2001"]) in revealed
+
+
+def test_reveal_without_private_key_fails_clearly(
+    example_repo: GitRepo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY", raising=False)
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY_FILE", raising=False)
+    code, out, err = run(
+        capsys, "--repo", str(example_repo.path), "show", "0021f2011b19", "--reveal"
+    )
+    assert code == 1
+    assert "GITPROV_PRIVATE_KEY" in err
+    assert out == ""
+
+
+def test_secrets_keygen_set_list_rotate(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = str(example_repo.path)
+    key_file = tmp_path / "new.key"
+    code, out, _ = run(capsys, "--repo", repo, "secrets", "keygen", "--out", str(key_file))
+    assert code == 0
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    new_public = next(
+        ln.split(": ", 1)[1] for ln in out.splitlines() if ln.startswith("public key: ")
+    )
+    assert "gitprov-sk-" not in out  # the private key is only in the file
+    assert run(capsys, "--repo", repo, "secrets", "keygen", "--out", str(key_file))[0] == 1
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hunter2-secret\n"))
+    code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")
+    assert code == 0 and "Hunter2" not in out
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    sf = load_secrets_file(path.read_text())
+    assert unseal(private_key, "sip_9999", sf.sealed["sip_9999"]) == "Hunter2-secret"
+
+    code, out, _ = run(capsys, "--repo", repo, "secrets", "list")
+    assert code == 0 and "sip_9999" in out and "Hunter2" not in out
+
+    code, _, _ = run(capsys, "--repo", repo, "secrets", "rotate", "--new-public-key", new_public)
+    assert code == 0
+    rotated = load_secrets_file(path.read_text())
+    assert rotated.public_key == new_public
+    new_private = key_file.read_text().strip()
+    assert unseal(new_private, "sip_9999", rotated.sealed["sip_9999"]) == "Hunter2-secret"
+
+
+def test_decrypt_command(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    f = tmp_path / "fv.conf"
+    f.write_bytes(encrypt(b"DBID_DBASE_VERSION=7\n", "k3y"))
+    code = main(["decrypt", str(f), "--key", "k3y"])
+    assert code == 0
+    assert capsysbinary.readouterr().out == b"DBID_DBASE_VERSION=7\n"
+    code = main(["decrypt", str(f), "--key", "wrong"])
+    assert code == 1
+
+
+def test_versions_json(example_repo: GitRepo, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "--repo", str(example_repo.path), "versions", "--format", "json", "0021f2011b19"
+    )
+    assert code == 0
+    assert '"version": 1001' in out
