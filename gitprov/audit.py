@@ -1,0 +1,176 @@
+"""For auditors: what did a device get, when, from whom, and where did each value come from.
+
+`history` walks the first-parent chain with the same evaluation as versions, so every entry
+is a version the device was (or would have been) given. `blame` maps each rendered line to
+the YAML line that set it and to the commit that last touched that YAML line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pygit2
+
+from gitprov.compile import Entry, placeholder_resolver
+from gitprov.errors import GitprovError
+from gitprov.pipeline import Pipeline
+from gitprov.version import first_parent_chain
+
+
+@dataclass(frozen=True)
+class Change:
+    commit: str
+    version: int  # floor at that commit + its depth
+    author: str
+    when: str  # ISO 8601, UTC
+    summary: str
+    event: str  # "added", "changed", "removed"
+
+
+def _describe(commit: pygit2.Commit) -> tuple[str, str, str]:
+    when = datetime.fromtimestamp(commit.author.time, UTC).isoformat(timespec="seconds")
+    return commit.author.name, when, commit.message.splitlines()[0] if commit.message else ""
+
+
+def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
+    """Every commit on head's first-parent chain that changed `mac`'s file, oldest first."""
+    out: list[Change] = []
+    last: str | None = None
+    for depth, commit in enumerate(first_parent_chain(head), start=1):
+        digests = p.evaluate(commit)
+        if digests is None:
+            continue  # never published: changes nothing
+        now = digests.get(mac)
+        if now == last:
+            continue
+        event = "added" if last is None else "removed" if now is None else "changed"
+        floor = 0
+        if now is not None:
+            loaded = p.load(p.source(commit))
+            floor = loaded.inventory.fleet.version_floor if loaded.inventory else 0
+        author, when, summary = _describe(commit)
+        out.append(
+            Change(str(commit.id), floor + depth if now else 0, author, when, summary, event)
+        )
+        last = now
+    return out
+
+
+@dataclass(frozen=True)
+class BlameLine:
+    key: str
+    value: str  # redacted
+    origin: str  # file:line:col that set it, or "gitprov" for computed values
+    commit: str | None  # the commit that last changed that YAML line
+    author: str | None
+
+
+def blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine]:
+    loaded = p.load_commit(head)
+    inv = loaded.inventory
+    if inv is None:
+        raise GitprovError(
+            f"{str(head.id)[:12]} does not validate", hint="run `gitprov validate --rev` on it"
+        )
+    device = inv.device(mac)
+    if device is None:
+        raise GitprovError(f"no device {mac} at {str(head.id)[:12]}")
+    cfg = p.compile(inv, device, placeholder_resolver(inv.sealed))
+    assert p.repo is not None
+    blames: dict[str, pygit2.Blame] = {}
+    out = []
+    for e in cfg.entries:
+        out.extend(_blame_entry(p.repo, head, e, blames))
+    return out
+
+
+def _blame_entry(
+    repo: pygit2.Repository, head: pygit2.Commit, e: Entry, cache: dict[str, pygit2.Blame]
+) -> list[BlameLine]:
+    origins = [o for o in e.origins if o is not None]
+    if not origins:
+        return [BlameLine(e.key, e.redacted, "catalog default", None, None)]
+    lines = []
+    for o in dict.fromkeys(origins):
+        if o.file not in cache:
+            cache[o.file] = repo.blame(o.file, newest_commit=head.id)
+        hunk = cache[o.file].for_line(o.line)
+        commit = repo.get(hunk.final_commit_id)
+        author = commit.author.name if isinstance(commit, pygit2.Commit) else None
+        lines.append(BlameLine(e.key, e.redacted, str(o), str(hunk.final_commit_id), author))
+    return lines
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "log",
+        help="every version a device was given: when, by whom, why",
+        description="The commits on the first-parent chain that changed one "
+        "device's file, with the version each gave it.",
+    )
+    p.add_argument("mac")
+    p.add_argument("--rev", default="HEAD")
+    p.set_defaults(func=cmd_log)
+    p = sub.add_parser(
+        "blame",
+        help="where each value of a device's file comes from",
+        description="Each rendered parameter with the YAML line that set it "
+        "(after layering) and the commit and author that last changed it.",
+    )
+    p.add_argument("mac")
+    p.add_argument("param", nargs="?", help="only this DBID key or readable name")
+    p.add_argument("--rev", default="HEAD")
+    p.set_defaults(func=cmd_blame)
+
+
+class _Ctx:  # what the CLI's Context offers (kept structural to avoid an import cycle)
+    args: argparse.Namespace
+    repo: pygit2.Repository
+    pipeline: Pipeline
+
+
+def _mac(text: str) -> str:
+    from gitprov.errors import UsageError
+    from gitprov.macros import normalise_mac
+
+    mac = normalise_mac(text)
+    if mac is None:
+        raise UsageError(f"not a MAC address: {text!r}")
+    return mac
+
+
+def cmd_log(ctx: _Ctx) -> int:
+    from gitprov.source import resolve_commit
+
+    mac = _mac(ctx.args.mac)
+    head = resolve_commit(ctx.repo, ctx.args.rev)
+    changes = history(ctx.pipeline, head, mac)
+    if not changes:
+        raise GitprovError(f"{mac} never appears on the first-parent history of {ctx.args.rev}")
+    for c in reversed(changes):
+        version = f"version {c.version}" if c.event != "removed" else "removed"
+        print(f"{c.commit[:12]}  {c.when}  {version:<14} {c.author}: {c.summary}")
+    return 0
+
+
+def cmd_blame(ctx: _Ctx) -> int:
+    from gitprov.catalog import load_catalog
+    from gitprov.source import resolve_commit
+
+    mac = _mac(ctx.args.mac)
+    head = resolve_commit(ctx.repo, ctx.args.rev)
+    want = ctx.args.param
+    if want:
+        param = load_catalog().lookup(want) or load_catalog().lookup_line(
+            want.removeprefix("line.")
+        )
+        want = param.key if param else want
+    for b in blame(ctx.pipeline, head, mac):
+        if want and b.key != want:
+            continue
+        who = f"{b.commit[:12]} {b.author}" if b.commit and b.author else "-"
+        print(f"{b.key}={b.value}\n    from {b.origin}  ({who})")
+    return 0
