@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import pygit2
 
-from gitprov import __version__
+from gitprov import __version__, audit
 from gitprov import device as device_cmd
 from gitprov.catalog import load_catalog
 from gitprov.errors import GitprovError, InvalidInventory, Level, Problem, UsageError
@@ -900,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the repository to watch (bare or not); with --remote, the local mirror "
         "(created if missing; default STATE_DIR/mirror.git)",
     )
-    p.add_argument("--branch", default="main")
+    p.add_argument("--branch", default="main", help="the branch to publish (default main)")
     p.add_argument(
         "--remote",
         metavar="URL",
@@ -928,8 +928,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="retry a publish that failed to write (or a lagging root) after this long",
     )
     watch_opts = p.add_argument_group("where to publish (default: the fleet's publish:)")
-    watch_opts.add_argument("--http-root", action="append", metavar="DIR")
-    watch_opts.add_argument("--tftp-root", action="append", metavar="DIR")
+    watch_opts.add_argument(
+        "--http-root", action="append", metavar="DIR", help="override publish.http_root"
+    )
+    watch_opts.add_argument(
+        "--tftp-root", action="append", metavar="DIR", help="override publish.tftp_root"
+    )
     watch_opts.add_argument("--state-dir", help="override publish.state_dir (manifest, lock)")
     watch_opts.add_argument("--firmware-dir", help="override publish.firmware_dir")
     watch_opts.add_argument(
@@ -1008,6 +1012,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = ss.add_parser("rotate", help="re-seal everything to a new public key")
     r.add_argument("--new-public-key", required=True)
     p.set_defaults(func=cmd_secrets)
+    audit.add_parsers(sub)
     device_cmd.add_parser(sub)
     return parser
 

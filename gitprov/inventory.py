@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,8 +28,22 @@ SECRETS_FILE = "secrets.yaml"
 DEFAULT_FILE_NAME = "fv$(MA).conf"
 
 
+_KIND_BY_DIR = {"profiles": PROFILE, "models": MODEL, "devices": DEVICE}
+
+
+@functools.cache
+def _prefix(inventory_dir: str) -> str:
+    """What every inventory path starts with ("" for the repository root)."""
+    norm = posixpath.normpath(inventory_dir) if inventory_dir else "."
+    return "" if norm == "." else norm + "/"
+
+
 def kind_of(path: str, inventory_dir: str) -> str | None:
-    rel = posixpath.relpath(path, inventory_dir) if inventory_dir else path
+    # A prefix check, not posixpath.relpath: this runs for every file of every commit.
+    prefix = _prefix(inventory_dir)
+    if not path.startswith(prefix):
+        return None
+    rel = path[len(prefix) :]
     if rel == FLEET_FILE:
         return FLEET
     if rel == SECRETS_FILE:
@@ -36,7 +51,7 @@ def kind_of(path: str, inventory_dir: str) -> str | None:
     head, _, name = rel.partition("/")
     if not name.endswith((".yaml", ".yml")) or "/" in name:
         return None
-    return {"profiles": PROFILE, "models": MODEL, "devices": DEVICE}.get(head)
+    return _KIND_BY_DIR.get(head)
 
 
 def stem(path: str) -> str:
@@ -49,6 +64,11 @@ class ParseCache:
 
     def __init__(self) -> None:
         self._docs: dict[tuple[str, str], tuple[Document | None, tuple[Problem, ...]]] = {}
+        self._kinds: dict[str, dict[str, str | None]] = {}
+
+    def kinds(self, inventory_dir: str) -> dict[str, str | None]:
+        """`kind_of` by path for one inventory directory, filled by the caller."""
+        return self._kinds.setdefault(inventory_dir, {})
 
     def get(self, ref: FileRef, source: Source) -> tuple[Document | None, tuple[Problem, ...]]:
         # The path is part of the key: positions and problems name the file.
@@ -78,14 +98,22 @@ class Documents:
 
 
 def load_documents(
-    source: Source, cache: ParseCache | None = None
+    source: Source, cache: ParseCache | None = None, refs: list[FileRef] | None = None
 ) -> tuple[Documents, list[Problem]]:
+    """`refs` (sorted by path) saves walking the tree when the caller knows them, e.g.
+    from the parent commit's refs and a tree diff."""
     cache = cache or ParseCache()
     problems: list[Problem] = []
     by_kind: dict[str, list[Document]] = {}
-    refs = source.files()
+    if refs is None:
+        refs = source.files()
+    inventory_dir = source.inventory_dir
+    kinds = cache.kinds(inventory_dir)
     for ref in refs:
-        kind = kind_of(ref.path, source.inventory_dir)
+        try:
+            kind = kinds[ref.path]
+        except KeyError:
+            kind = kinds[ref.path] = kind_of(ref.path, inventory_dir)
         if kind is None:
             if not posixpath.basename(ref.path).startswith(".") and not ref.path.endswith(".md"):
                 problems.append(
@@ -105,7 +133,7 @@ def load_documents(
         if doc is not None:
             by_kind.setdefault(kind, []).append(doc)
     return (
-        Documents(source.inventory_dir, {k: tuple(v) for k, v in by_kind.items()}, tuple(refs)),
+        Documents(inventory_dir, {k: tuple(v) for k, v in by_kind.items()}, tuple(refs)),
         problems,
     )
 
@@ -241,6 +269,37 @@ def _option66(value: Any) -> bool | tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+# Devices by (path, blob id): the same bytes at the same path give the same Device, so a
+# long history builds each device once, not once per commit.
+_DEVICES: dict[tuple[str, str], Device] = {}
+_DEVICES_MAX = 500_000
+
+
+def _device(d: Document) -> Device:
+    hit = _DEVICES.get((d.path, d.oid))
+    if hit is not None:
+        return hit
+    data = d.data
+    mac = normalise_mac(data["mac"])
+    assert mac is not None, "validated"
+    key = data.get("key")
+    previous_key = data.get("previous_key")
+    device = Device(
+        mac=mac,
+        doc=d,
+        model=data["model"],
+        profile=data.get("profile"),
+        serial=str(data.get("serial", "")),
+        key=key if isinstance(key, SecretRef) else None,
+        layer=Layer.of(d),
+        previous_key=previous_key if isinstance(previous_key, SecretRef) else None,
+    )
+    if len(_DEVICES) >= _DEVICES_MAX:
+        _DEVICES.clear()
+    _DEVICES[(d.path, d.oid)] = device
+    return device
+
+
 def build_inventory(docs: Documents) -> Inventory:
     fleet_docs = docs.of(FLEET)
     fdoc = fleet_docs[0]
@@ -281,25 +340,7 @@ def build_inventory(docs: Documents) -> Inventory:
             encryption=m.get("encryption"),
             layer=Layer.of(d),
         )
-    devices = []
-    for d in docs.of(DEVICE):
-        data = d.data
-        mac = normalise_mac(data["mac"])
-        assert mac is not None, "validated"
-        key = data.get("key")
-        previous_key = data.get("previous_key")
-        devices.append(
-            Device(
-                mac=mac,
-                doc=d,
-                model=data["model"],
-                profile=data.get("profile"),
-                serial=str(data.get("serial", "")),
-                key=key if isinstance(key, SecretRef) else None,
-                layer=Layer.of(d),
-                previous_key=previous_key if isinstance(previous_key, SecretRef) else None,
-            )
-        )
+    devices = [_device(d) for d in docs.of(DEVICE)]
     devices.sort(key=lambda dev: dev.mac)
     sealed: dict[str, str] = {}
     public_key = None

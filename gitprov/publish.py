@@ -2,10 +2,18 @@
 
 Every new file is first written in full to a dot-named temp file in its target directory
 (never served: the embedded servers refuse dot-files) and fsynced; only when every temp of
-every root is durable are they renamed over their targets, one `os.replace` each, so a
-reader always sees a complete old or a complete new file. Removals follow; the manifest
-is written last, in the state dir outside the roots. A crash at any moment leaves each
+a root is durable are they renamed over their targets, one `os.replace` each, so a reader
+always sees a complete old or a complete new file. Removals follow; the manifest is
+written last, in the state dir outside the roots. A crash at any moment leaves each
 served file whole, and publishing again converges.
+
+Each root is handled on its own: a root that cannot be written (full disk, an edge
+server's mount gone) keeps its last good files and is recorded in the manifest as lagging;
+the other roots still converge, and the next publish retries the lagging one.
+
+What is published in every root: the per-MAC device files; with `publish.option66`, each
+model's Config File Name file (a plaintext bootstrap that points devices at their per-MAC
+file); with `publish.firmware_dir`, each model's `firmware.file`.
 """
 
 from __future__ import annotations
@@ -13,25 +21,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gitprov.errors import GitprovError
+import pygit2
+
+from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
+from gitprov.formats import flyingvoice
+from gitprov.inventory import Fleet
 from gitprov.pipeline import Build
 from gitprov.plan import (
     MANIFEST,
     TMP_PREFIX,
     TMP_SUFFIX,
     Action,
+    Drift,
     FileAction,
+    Kind,
     Manifest,
     ManifestEntry,
     Plan,
+    RootState,
+    check_drift,
     load_manifest,
     plan,
 )
@@ -41,10 +58,15 @@ IsDescendant = Callable[[str, str], bool]
 LOCK = "publish.lock"
 
 
+class PublishError(GitprovError):
+    """Writing failed (disk full, permissions, a mount gone): publishing again may work."""
+
+
 @dataclass(frozen=True)
 class Targets:
     roots: tuple[Path, ...]
     state_dir: Path
+    firmware_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for root in self.roots:
@@ -55,6 +77,36 @@ class Targets:
                 )
 
 
+def targets_for(
+    fleet: Fleet,
+    *,
+    http_roots: Sequence[str] = (),
+    tftp_roots: Sequence[str] = (),
+    state_dir: str | None = None,
+    firmware_dir: str | None = None,
+) -> Targets:
+    """The fleet's publish settings, each overridden by the given values (the CLI's)."""
+    http = tuple(http_roots) or fleet.http_roots or _one(fleet.http_root)
+    tftp = tuple(tftp_roots) or fleet.tftp_roots or _one(fleet.tftp_root)
+    # Absolute: the manifest records the roots, and a reconcile may run from elsewhere.
+    roots = tuple(dict.fromkeys(Path(r).absolute() for r in (*http, *tftp)))
+    if not roots:
+        raise UsageError(
+            "no publish root",
+            hint="set publish.http_root / tftp_root in "
+            "gitprov.yaml or pass --http-root / --tftp-root",
+        )
+    state = state_dir or fleet.state_dir
+    if not state:
+        raise UsageError("no state dir", hint="set publish.state_dir or pass --state-dir")
+    firmware = firmware_dir or fleet.firmware_dir
+    return Targets(roots, Path(state).absolute(), Path(firmware) if firmware else None)
+
+
+def _one(value: str | None) -> tuple[str, ...]:
+    return (value,) if value else ()
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
@@ -63,23 +115,157 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+# -- what is published ----------------------------------------------------------------
 @dataclass(frozen=True)
-class PublishResult:
-    commit: str
-    previous: str | None
-    already_published: bool
-    plan: Plan
-    manifest: Manifest
+class Artifact:
+    """One file published into every root."""
 
-    @property
-    def written(self) -> tuple[FileAction, ...]:
-        return tuple(a for a in self.plan.actions if a.action is not Action.REMOVE)
+    name: str
+    data: bytes
+    kind: Kind
+    mac: str = ""
+    model: str = ""
+    version: int = 0
+    set_by: str = ""
+    sha256_plain: str = ""
 
-    @property
-    def removed(self) -> tuple[FileAction, ...]:
-        return tuple(a for a in self.plan.actions if a.action is Action.REMOVE)
+    def entry(self) -> ManifestEntry:
+        return ManifestEntry(
+            self.mac,
+            self.model,
+            self.version,
+            self.set_by,
+            self.sha256_plain,
+            _sha(self.data),
+            str(self.kind),
+        )
 
 
+def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], list[str]]:
+    """Every file to publish, and notes for the operator (never secrets)."""
+    out = [
+        Artifact(
+            f.name, f.data, Kind.DEVICE, f.mac, f.model, f.version, f.set_by, _sha(f.plaintext)
+        )
+        for f in build.files
+    ]
+    notes: list[str] = []
+    out += _bootstraps(build, notes)
+    out += _firmware(build, firmware_dir, notes)
+    seen: dict[str, Artifact] = {}
+    for a in out:
+        other = seen.get(a.name)
+        if other is not None and other.data != a.data:
+            raise GitprovError(
+                f"two different files would be published as {a.name} "
+                f"({other.kind} {other.mac or other.model}, {a.kind} {a.mac or a.model})",
+                hint="rename the model's config_file_name or firmware.file, "
+                "or the fleet's file_name",
+            )
+        seen[a.name] = a
+    return list(seen.values()), notes
+
+
+def _bootstraps(build: Build, notes: list[str]) -> list[Artifact]:
+    inv = build.inventory
+    fleet = inv.fleet
+    if fleet.option66 is False:
+        return []
+    names = sorted(inv.models) if fleet.option66 is True else list(fleet.option66)
+    fdoc = fleet.doc
+    problems: list[Problem] = []
+    for i, name in enumerate(names):
+        if name not in inv.models:
+            line, col = fdoc.pos(("publish", "option66", i))
+            problems.append(
+                error(
+                    fdoc.path,
+                    line,
+                    col,
+                    "GP301",
+                    f"publish.option66 names model {name!r}, which has no models/{name}.yaml",
+                    "name a model of the inventory, or write true for every model",
+                )
+            )
+    if not fleet.provisioning_url:
+        line, col = fdoc.pos(("publish", "option66"))
+        problems.append(
+            error(
+                fdoc.path,
+                line,
+                col,
+                "GP302",
+                "publish.option66 needs provisioning.url: the bootstrap file points "
+                "devices to URL/FILE",
+                "set provisioning.url, or turn publish.option66 off",
+            )
+        )
+    if problems:
+        raise InvalidInventory(
+            f"commit {build.commit[:12]}: the option-66 bootstrap cannot be written",
+            hint="fix them and commit again; nothing was published",
+            problems=tuple(problems),
+        )
+    assert fleet.provisioning_url is not None
+    # The rule keeps the file-name macros: each device expands them to its own file.
+    rule = fleet.provisioning_url.rstrip("/") + "/" + fleet.file_name
+    data = flyingvoice.render_bootstrap(fleet.version_floor, rule)
+    if fleet.encryption.mode != "none":
+        notes.append(
+            "the option-66 bootstrap file(s) point devices to encrypted per-MAC files "
+            "without a key (a common file cannot carry per-device keys): a new device "
+            "decrypts its file only if its key reaches it another way"
+        )
+    return [
+        Artifact(
+            inv.models[m].config_file_name,
+            data,
+            Kind.BOOTSTRAP,
+            model=m,
+            version=fleet.version_floor,
+            set_by=build.commit,
+            sha256_plain=_sha(data),
+        )
+        for m in names
+    ]
+
+
+def _firmware(build: Build, firmware_dir: Path | None, notes: list[str]) -> list[Artifact]:
+    models = [m for _, m in sorted(build.inventory.models.items()) if m.firmware.get("file")]
+    if not models:
+        return []
+    if firmware_dir is None:
+        notes.append(
+            "models name firmware files but publish.firmware_dir is not set: "
+            "no firmware was published"
+        )
+        return []
+    out = []
+    for m in models:
+        name = m.firmware["file"]
+        try:
+            data = (firmware_dir / name).read_bytes()
+        except OSError as exc:
+            raise PublishError(
+                f"firmware {name} of model {m.name} ({m.doc.path}): cannot read "
+                f"{firmware_dir / name}: {exc.strerror}; nothing was published",
+                hint="put the image into the firmware dir (publish.firmware_dir or "
+                "--firmware-dir), or fix firmware.file",
+            ) from exc
+        out.append(
+            Artifact(
+                name,
+                data,
+                Kind.FIRMWARE,
+                model=m.name,
+                set_by=build.commit,
+                sha256_plain=_sha(data),
+            )
+        )
+    return out
+
+
+# -- locking and temp files ----------------------------------------------------------
 @contextlib.contextmanager
 def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
     """One publisher at a time per state dir (and so per set of roots)."""
@@ -106,13 +292,13 @@ def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
-def clean_temps(roots: tuple[Path, ...]) -> int:
+def clean_temps(dirs: Sequence[Path]) -> int:
     """Remove temp files a crashed publish left behind (they were never served)."""
     removed = 0
-    for root in roots:
+    for directory in dirs:
         try:
-            entries = list(os.scandir(root))
-        except FileNotFoundError:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
             continue
         for e in entries:
             if e.name.startswith(TMP_PREFIX) and e.name.endswith(TMP_SUFFIX):
@@ -152,16 +338,66 @@ def _write_temp(directory: Path, name: str, data: bytes) -> Path:
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path.parent, path.name, data)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _fsync_dir(path.parent)
 
 
-def _space_error(exc: OSError, where: Path) -> GitprovError:
-    what = "no space left" if exc.errno == errno.ENOSPC else exc.strerror
-    return GitprovError(
-        f"cannot write into {where}: {what}; nothing was changed, the last good files stay",
-        hint="free space (or fix permissions) and publish again",
-    )
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc)
+
+
+# -- publish ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishResult:
+    commit: str
+    previous: str | None
+    already_published: bool
+    plan: Plan
+    manifest: Manifest
+    failures: Mapping[str, str] = field(default_factory=dict)  # root -> why it failed
+    notes: tuple[str, ...] = ()
+    previous_files: Mapping[str, ManifestEntry] = field(default_factory=dict, repr=False)
+
+    @property
+    def written(self) -> tuple[FileAction, ...]:
+        return tuple(
+            a
+            for a in self.plan.actions
+            if a.action is not Action.REMOVE and a.root not in self.failures
+        )
+
+    @property
+    def removed(self) -> tuple[FileAction, ...]:
+        return tuple(
+            a
+            for a in self.plan.actions
+            if a.action is Action.REMOVE and a.root not in self.failures
+        )
+
+    @property
+    def drift(self) -> tuple[Drift, ...]:
+        return self.plan.drift
+
+    def changed_macs(self) -> set[str]:
+        entries = self.manifest.files
+        return {
+            entries[a.name].mac
+            for a in self.written
+            if a.name in entries and entries[a.name].kind == Kind.DEVICE
+        } | {
+            e.mac
+            for a in self.removed
+            if (e := self.previous_files.get(a.name)) is not None and e.kind == Kind.DEVICE
+        }
 
 
 def publish(
@@ -172,8 +408,10 @@ def publish(
     force: bool = False,
     progress: Progress | None = None,
     lock_wait: float = 0.0,
+    prune_unknown: bool = False,
 ) -> PublishResult:
     roots = targets.roots
+    files, notes = artifacts(build, targets.firmware_dir)
     with publish_lock(targets.state_dir, lock_wait):
         previous = load_manifest(targets.state_dir)
         if (
@@ -188,75 +426,198 @@ def publish(
                 hint="to roll back, `git revert` the bad commits and publish the result "
                 "(versions must keep going up); --force publishes anyway",
             )
-        for root in roots:
-            root.mkdir(parents=True, exist_ok=True)
-        clean_temps(roots)
-        wanted = {f.name: f.data for f in build.files}
-        the_plan = plan(wanted, list(roots), previous)
+        clean_temps((*roots, targets.state_dir))
+        wanted = {a.name: a.data for a in files}
+        the_plan = plan(wanted, roots, previous, prune_unknown=prune_unknown)
+        entries = {a.name: a.entry() for a in files}
+        old_files = dict(previous.files) if previous else {}
+        already = (
+            the_plan.empty
+            and previous is not None
+            and previous.commit == build.commit
+            and set(previous.roots) == {str(r) for r in roots}
+            and not previous.lagging()
+        )
+        if already:
+            assert previous is not None
+            return PublishResult(
+                build.commit,
+                previous.commit,
+                True,
+                the_plan,
+                previous,
+                notes=tuple(notes),
+                previous_files=old_files,
+            )
+        failures, leftovers, touched = _apply(the_plan, wanted, roots, progress)
+        if len(failures) == len(roots) and not touched:
+            root, why = next(iter(failures.items()))
+            raise PublishError(
+                f"cannot write into {root}: {why}; nothing was changed, the last good files stay"
+                + (f" ({len(roots)} roots failed)" if len(roots) > 1 else ""),
+                hint="free space (or fix permissions) and publish again",
+            )
         manifest = Manifest(
             commit=build.commit,
             published_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            roots=tuple(str(r) for r in roots),
-            files={
-                f.name: ManifestEntry(
-                    f.mac,
-                    f.model,
-                    f.version,
-                    f.set_by,
-                    _sha(f.plaintext),
-                    _sha(f.data),
+            roots={
+                str(r): _root_state(
+                    str(r), build.commit, previous, set(wanted), failures, leftovers
                 )
-                for f in build.files
+                for r in roots
             },
+            files=entries,
         )
-        already = the_plan.empty and previous is not None and previous.commit == build.commit
-        if already:
-            return PublishResult(
-                build.commit,
-                previous.commit if previous else None,
-                True,
-                the_plan,
-                previous or manifest,
-            )
-        _apply(the_plan, wanted, progress)
-        write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
+        try:
+            write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
+        except OSError as exc:
+            raise PublishError(
+                f"the files are in place but the manifest could not be written into "
+                f"{targets.state_dir}: {_describe(exc)}",
+                hint="free space in the state dir and publish again (it converges)",
+            ) from exc
         return PublishResult(
-            build.commit, previous.commit if previous else None, False, the_plan, manifest
+            build.commit,
+            previous.commit if previous else None,
+            False,
+            the_plan,
+            manifest,
+            failures,
+            tuple(notes),
+            old_files,
         )
+
+
+def _root_state(
+    root: str,
+    commit: str,
+    previous: Manifest | None,
+    wanted: set[str],
+    failures: Mapping[str, str],
+    leftovers: Mapping[str, set[str]],
+) -> RootState:
+    if root in failures:
+        before = previous.roots.get(root) if previous else None
+        owned = previous.owned(root) if previous else set()
+        return RootState(
+            before.commit if before else None, failures[root], tuple(sorted(owned - wanted))
+        )
+    return RootState(commit, "", tuple(sorted(leftovers.get(root, set()))))
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
-def _apply(the_plan: Plan, wanted: Mapping[str, bytes], progress: Progress | None) -> None:
+def _apply(
+    the_plan: Plan,
+    wanted: Mapping[str, bytes],
+    roots: Sequence[Path],
+    progress: Progress | None,
+) -> tuple[dict[str, str], dict[str, set[str]], set[str]]:
+    """Stage, rename, remove; per root. Returns the roots that failed (and why), per root
+    the files whose removal failed, and the failed roots where some renames happened."""
+    failures: dict[str, str] = {}
     writes = [a for a in the_plan.actions if a.action is not Action.REMOVE]
-    temps: list[tuple[Path, Path]] = []
+    staged: dict[str, list[tuple[Path, Path]]] = {str(r): [] for r in roots}
+    done = 0
     try:
-        for i, a in enumerate(writes):
-            root = Path(a.root)
+        for root in roots:
+            key = str(root)
+            mine = [a for a in writes if a.root == key]
             try:
-                tmp = _write_temp(root, a.name, wanted[a.name])
+                _make_root(root)
+                for a in mine:
+                    tmp = _write_temp(root, a.name, wanted[a.name])
+                    staged[key].append((tmp, root / a.name))
+                    done += 1
+                    if progress:
+                        progress("write", done, len(writes))
             except OSError as exc:
-                raise _space_error(exc, root) from exc
-            temps.append((tmp, root / a.name))
-            if progress:
-                progress("write", i + 1, len(writes))
+                failures[key] = _describe(exc)
+                _unlink_temps(staged.pop(key))
     except BaseException:
-        for tmp, _ in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        for temps in staged.values():
+            _unlink_temps(temps)
         raise
-    # Batch durability: all temps are synced; now the renames, then one sync per directory.
-    for tmp, target in temps:
-        os.replace(tmp, target)
-    for root in {Path(a.root) for a in the_plan.actions}:
-        _fsync_dir(root)
-    removes = [a for a in the_plan.actions if a.action is Action.REMOVE]
-    for a in removes:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(Path(a.root) / a.name)
-    for root in {Path(a.root) for a in removes}:
-        _fsync_dir(root)
+    # Batch durability: every temp of a root is synced; now its renames, then one sync.
+    touched: set[str] = set()
+    for key, temps in staged.items():
+        try:
+            for i, (tmp, target) in enumerate(temps):
+                try:
+                    os.replace(tmp, target)
+                except OSError:
+                    _unlink_temps(temps[i:])
+                    raise
+                touched.add(key)
+            if temps:
+                _fsync_dir(Path(key))
+        except OSError as exc:
+            failures[key] = _describe(exc)
+    leftovers: dict[str, set[str]] = {}
+    for key in staged:
+        if key in failures:
+            continue
+        removes = [a for a in the_plan.actions if a.action is Action.REMOVE and a.root == key]
+        for a in removes:
+            try:
+                os.unlink(Path(key) / a.name)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                leftovers.setdefault(key, set()).add(a.name)
+        if removes:
+            with contextlib.suppress(OSError):
+                _fsync_dir(Path(key))
+    return failures, leftovers, touched & set(failures)
+
+
+def _make_root(root: Path) -> None:
+    if root.is_dir():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    # nginx and tftpd drop privileges: a root gitprov creates must be world-searchable.
+    os.chmod(root, 0o755)
+
+
+def _unlink_temps(temps: Sequence[tuple[Path, Path]]) -> None:
+    for tmp, _ in temps:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+# -- reconcile --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Inspection:
+    """What the served roots look like against the manifest, without building anything."""
+
+    manifest: Manifest | None
+    drift: tuple[Drift, ...]
+    lagging: tuple[str, ...]  # roots not at the manifest's commit
+    temps_removed: int
+
+    @property
+    def clean(self) -> bool:
+        return not self.drift and not self.lagging
+
+
+def inspect(state_dir: Path, lock_wait: float = 0.0) -> Inspection:
+    """Under the publish lock: remove stale temps and look for drift and lagging roots."""
+    with publish_lock(state_dir, lock_wait):
+        manifest = load_manifest(state_dir)
+        if manifest is None:
+            return Inspection(None, (), (), clean_temps((state_dir,)))
+        roots = tuple(Path(r) for r in manifest.roots)
+        removed = clean_temps((*roots, state_dir))
+        return Inspection(manifest, check_drift(manifest), manifest.lagging(), removed)
+
+
+def descendant_check(repo: pygit2.Repository) -> IsDescendant:
+    def is_descendant(new: str, old: str) -> bool:
+        try:
+            return bool(repo.descendant_of(new, old))
+        except (KeyError, ValueError, pygit2.GitError):
+            return False
+
+    return is_descendant

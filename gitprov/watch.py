@@ -1,24 +1,45 @@
-"""Publish each new commit of a branch: inotify (watchdog) as a hint, git as the truth.
+"""Publish each new commit of a branch, unattended: inotify or polling as a hint, git as
+the truth, the served roots kept equal to the last good commit.
 
-Events under refs/ and on packed-refs only wake the loop; after a short debounce the branch
-is re-resolved with pygit2 and compared with the last commit handled. So a `git gc` that
-deletes a loose ref is not a branch deletion, a burst of pushes publishes only the newest
-head, and when inotify is unavailable the loop still polls every `interval` seconds.
+- A local repository (typically a bare one that receives pushes): events under refs/ and
+  on packed-refs only wake the loop; after a short debounce the branch is re-resolved with
+  pygit2 and compared with the last commit handled. A `git gc` that deletes a loose ref is
+  therefore not a branch deletion, a burst of pushes publishes only the newest head, and
+  without inotify the loop still polls every `interval` seconds.
+- A remote (`RemoteBranch`): the branch is fetched with pygit2 into a local bare mirror
+  every `interval` seconds.
+- A commit that fails validation is reported with its locations and skipped; the last good
+  files keep being served; the next good commit publishes. A publish that could not write
+  (full disk, a root gone) is retried every `retry` seconds.
+- Every `reconcile` seconds (and once at start, which also repairs a crash mid-publish) the
+  roots are compared with the manifest; a file changed or deleted by hand is restored and
+  reported as drift.
+
+`Watcher` is the loop; it takes a `BranchSource` and a `Publisher` and reports each
+`Outcome` to observers (the CLI's printer, the status file, the JSON log, the metrics).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import pygit2
 
+from gitprov.errors import GitprovError, InvalidInventory, Problem
+from gitprov.pipeline import Build, Pipeline
+from gitprov.plan import Drift
+from gitprov.publish import PublishError, Targets, descendant_check, inspect, publish
+
 log = logging.getLogger("gitprov.watch")
 
-Handler = Callable[[pygit2.Repository, pygit2.Commit], None]
+Head = tuple[pygit2.Repository, pygit2.Commit]
 
 
 @dataclass(frozen=True)
@@ -27,9 +48,11 @@ class WatchOptions:
     interval: float = 2.0  # polling period; also the fallback when inotify is missing
     debounce: float = 0.1
     inotify: bool = True
+    reconcile: float = 300.0  # compare the roots with the manifest this often
+    retry: float = 30.0  # retry a publish that failed to write after this long
 
 
-def resolve_branch(repo_path: Path, branch: str) -> tuple[pygit2.Repository, pygit2.Commit] | None:
+def resolve_branch(repo_path: Path, branch: str) -> Head | None:
     # A fresh Repository each time: libgit2 caches packed-refs, and pushes happen in
     # another process.
     repo = pygit2.Repository(str(repo_path))
@@ -40,70 +63,443 @@ def resolve_branch(repo_path: Path, branch: str) -> tuple[pygit2.Repository, pyg
     return (repo, commit) if isinstance(commit, pygit2.Commit) else None
 
 
-class _Hint:
-    def __init__(self) -> None:
-        self.event = threading.Event()
+# -- where new commits come from ----------------------------------------------------------
+class BranchSource(Protocol):
+    def head(self) -> Head | None:
+        """The branch's current commit (a remote source fetches first)."""
 
-    def dispatch(self, event: object) -> None:
-        src = str(getattr(event, "src_path", ""))
-        dest = str(getattr(event, "dest_path", "") or "")
-        kind = getattr(event, "event_type", "")
-        if kind in ("opened", "closed_no_write"):
-            return  # git reads refs constantly; only writes matter
-        if (
-            "refs" in src
-            or "refs" in dest
-            or src.endswith("packed-refs")
-            or dest.endswith("packed-refs")
-        ):
-            self.event.set()
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Return after `timeout`, when `stop` is set, or earlier on a hint."""
+
+    def close(self) -> None: ...
 
 
-def _start_observer(git_dir: Path, hint: _Hint) -> object | None:
-    try:
+def _is_ref_event(event: Any) -> bool:
+    kind = getattr(event, "event_type", "")
+    if kind in ("opened", "closed_no_write"):
+        return False  # git reads refs constantly; only writes matter
+    for path in (getattr(event, "src_path", ""), getattr(event, "dest_path", "") or ""):
+        text = path.decode() if isinstance(path, bytes) else str(path)
+        if "/refs/" in text or text.endswith(("/refs", "packed-refs")):
+            return True
+    return False
+
+
+class LocalBranch:
+    """A branch of a repository on this machine, woken by inotify on refs/ and
+    packed-refs (a hint only: the branch is always re-resolved)."""
+
+    def __init__(
+        self, repo_path: Path, branch: str, *, inotify: bool = True, debounce: float = 0.1
+    ) -> None:
+        self.repo_path = repo_path
+        self.branch = branch
+        self.debounce = debounce
+        self.hint = threading.Event()
+        self._observer: Any = None
+        if inotify:
+            self._observer = self._start_observer(Path(pygit2.Repository(str(repo_path)).path))
+
+    @property
+    def label(self) -> str:
+        return f"{self.branch} of {self.repo_path}"
+
+    def _start_observer(self, git_dir: Path) -> Any:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
-    except ImportError:  # pragma: no cover - watchdog is a dependency
-        return None
 
-    class _H(FileSystemEventHandler):
-        def on_any_event(self, event: object) -> None:
-            hint.dispatch(event)
+        hint = self.hint
 
-    try:
-        observer = Observer()
-        observer.schedule(_H(), str(git_dir), recursive=True)
-        observer.start()
-    except OSError as exc:
-        log.warning("inotify unavailable (%s); polling only", exc)
-        return None
-    return observer
+        class _OnRefs(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                if _is_ref_event(event):
+                    hint.set()
 
+        try:
+            observer = Observer()
+            # packed-refs sits in the git dir itself; loose refs below refs/.
+            observer.schedule(_OnRefs(), str(git_dir), recursive=False)
+            (git_dir / "refs").mkdir(exist_ok=True)
+            observer.schedule(_OnRefs(), str(git_dir / "refs"), recursive=True)
+            observer.start()
+        except OSError as exc:
+            log.warning("inotify unavailable (%s); polling only", exc)
+            return None
+        return observer
 
-def watch(
-    repo_path: Path,
-    handler: Handler,
-    stop: threading.Event,
-    options: WatchOptions = WatchOptions(),
-    last: str | None = None,
-) -> None:
-    """Call `handler` for each new head of the branch until `stop` is set."""
-    git_dir = Path(pygit2.Repository(str(repo_path)).path)
-    hint = _Hint()
-    observer = _start_observer(git_dir, hint) if options.inotify else None
-    try:
+    def head(self) -> Head | None:
+        return resolve_branch(self.repo_path, self.branch)
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        deadline = time.monotonic() + timeout
         while not stop.is_set():
-            found = resolve_branch(repo_path, options.branch)
-            if found is not None and str(found[1].id) != last:
-                repo, commit = found
-                last = str(commit.id)
-                handler(repo, commit)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.hint.wait(min(remaining, 0.25)):
+                # A push writes several refs (and a gc many): let the burst settle.
+                stop.wait(self.debounce)
+                self.hint.clear()
+                return
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            self._observer = None
+
+
+class RemoteBranch:
+    """A branch of a remote repository, fetched with pygit2 into a local bare mirror."""
+
+    def __init__(self, mirror: Path, url: str, branch: str) -> None:
+        self.mirror = mirror
+        self.url = url
+        self.branch = branch
+        try:
+            if (mirror / "HEAD").exists():
+                repo = pygit2.Repository(str(mirror))
+            else:
+                mirror.mkdir(parents=True, exist_ok=True)
+                repo = pygit2.init_repository(str(mirror), bare=True)
+            if "origin" in repo.remotes.names():
+                if repo.remotes["origin"].url != url:
+                    repo.remotes.set_url("origin", url)
+            else:
+                repo.remotes.create("origin", url)
+        except (pygit2.GitError, OSError) as exc:
+            raise GitprovError(
+                f"cannot prepare the mirror {mirror} for {url}: {exc}",
+                hint="pass --repo PATH: a bare repository gitprov may write, or a new path",
+            ) from exc
+
+    @property
+    def label(self) -> str:
+        return f"{self.branch} of {self.url} (mirror {self.mirror})"
+
+    def fetch(self) -> None:
+        repo = pygit2.Repository(str(self.mirror))
+        spec = f"+refs/heads/{self.branch}:refs/heads/{self.branch}"
+        try:
+            repo.remotes["origin"].fetch([spec])
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise GitprovError(
+                f"fetch of {self.branch} from {self.url} failed: {exc}",
+                hint="check the URL and the network; the last good files stay",
+            ) from exc
+
+    def resolve(self) -> Head | None:
+        return resolve_branch(self.mirror, self.branch)
+
+    def head(self) -> Head | None:
+        self.fetch()
+        return self.resolve()
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        stop.wait(timeout)
+
+    def close(self) -> None:
+        pass
+
+
+# -- what happened ------------------------------------------------------------------------
+class Kind(enum.StrEnum):
+    PUBLISHED = "published"  # new files are served in every root
+    UNCHANGED = "unchanged"  # the commit was already published; nothing written
+    PARTIAL = "partial"  # some roots are published, others failed and will be retried
+    REPAIRED = "repaired"  # reconcile restored drift or a lagging root
+    CLEAN = "clean"  # reconcile found the roots equal to the manifest
+    INVALID = "invalid"  # the commit fails validation: skipped, the last good files stay
+    FAILED = "failed"  # could not write (disk, permissions): retried
+    REFUSED = "refused"  # will not publish this commit (not a descendant, no key, …)
+    FETCH_FAILED = "fetch-failed"  # the remote could not be fetched: retried next poll
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    commit: str  # "" when there is none
+    message: str
+    at: float = field(default_factory=time.time)  # wall clock, when it ended
+    trigger: str = "push"  # "push", "retry" or "reconcile"
+    duration: float = 0.0
+    problems: tuple[Problem, ...] = ()
+    files_written: int = 0
+    files_removed: int = 0
+    devices_changed: int = 0
+    drift: tuple[Drift, ...] = ()  # found and restored
+    failed_roots: tuple[tuple[str, str], ...] = ()  # (root, why)
+    unknown: tuple[tuple[str, str], ...] = ()  # (root, name) gitprov did not write
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.kind in (Kind.PUBLISHED, Kind.UNCHANGED, Kind.REPAIRED, Kind.CLEAN)
+
+    @property
+    def retry(self) -> bool:
+        return self.kind in (Kind.FAILED, Kind.PARTIAL)
+
+
+Observer = Callable[[Outcome], None]
+
+
+class Publisher(Protocol):
+    def publish(self, repo: pygit2.Repository, commit: pygit2.Commit, trigger: str) -> Outcome:
+        """Build and publish one commit; failures are outcomes, never exceptions."""
+
+    def reconcile(self) -> Outcome | None:
+        """Compare the roots with the manifest and restore them; None: nothing published."""
+
+
+class CommitPublisher:
+    """The `Publisher` of the CLI: pipeline → build → publish into the fleet's targets."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        private_key: str | None,
+        targets_for: Callable[[Build], Targets],
+        *,
+        prune_unknown: bool = False,
+        lock_wait: float = 30.0,
+        state_dir: Path | None = None,
+        renew: Callable[[pygit2.Repository], Pipeline] | None = None,
+        renew_every: int = 200,
+    ) -> None:
+        self.pipeline = pipeline
+        self.private_key = private_key
+        self.targets_for = targets_for
+        self.prune_unknown = prune_unknown
+        self.lock_wait = lock_wait
+        self.state_dir = state_dir
+        # The pipeline's in-memory caches grow with every commit evaluated; a watcher runs
+        # for months, so it starts a fresh one now and then (the version cache is on disk).
+        self.renew = renew
+        self.renew_every = renew_every
+        self._builds = 0
+
+    def publish(
+        self, repo: pygit2.Repository, commit: pygit2.Commit, trigger: str = "push"
+    ) -> Outcome:
+        cid = str(commit.id)
+        short = cid[:12]
+        started = time.monotonic()
+
+        def done(kind: Kind, message: str, **more: Any) -> Outcome:
+            return Outcome(
+                kind,
+                cid,
+                message,
+                trigger=trigger,
+                duration=time.monotonic() - started,
+                **more,
+            )
+
+        self._builds += 1
+        if self.renew is not None and self._builds % self.renew_every == 0:
+            self.pipeline = self.renew(repo)
+        self.pipeline.repo = repo
+        try:
+            build = self.pipeline.build(commit, self.private_key)
+            targets = self.targets_for(build)
+            self.state_dir = targets.state_dir
+            result = publish(
+                build,
+                targets,
+                is_descendant=descendant_check(repo),
+                lock_wait=self.lock_wait,
+                prune_unknown=self.prune_unknown,
+            )
+        except InvalidInventory as exc:
+            return done(
+                Kind.INVALID,
+                f"{short}: not published: {exc.message}; the last good files stay",
+                problems=exc.problems,
+            )
+        except PublishError as exc:
+            return done(Kind.FAILED, f"{short}: not published: {exc.message}")
+        except GitprovError as exc:
+            return done(Kind.REFUSED, f"{short}: not published: {exc.message}")
+        common: dict[str, Any] = {
+            "files_written": len(result.written),
+            "files_removed": len(result.removed),
+            "devices_changed": len(result.changed_macs()),
+            "drift": tuple(d for d in result.drift if d.root not in result.failures),
+            "failed_roots": tuple(sorted(result.failures.items())),
+            "unknown": result.plan.unknown,
+            "notes": result.notes,
+        }
+        if result.already_published:
+            return done(Kind.UNCHANGED, f"{short} is already published; nothing to write", **common)
+        summary = (
+            f"{common['files_written']} file(s) written, {common['files_removed']} removed, "
+            f"{common['devices_changed']} device(s) changed"
+        )
+        if result.failures:
+            failed = "; ".join(f"{root}: {why}" for root, why in sorted(result.failures.items()))
+            return done(
+                Kind.PARTIAL,
+                f"published {short} except in {len(result.failures)} root(s) ({failed}); "
+                f"they keep their last good files and will be retried; {summary}",
+                **common,
+            )
+        return done(Kind.PUBLISHED, f"published {short}: {summary}", **common)
+
+    def reconcile(self) -> Outcome | None:
+        if self.state_dir is None:
+            return None
+        started = time.monotonic()
+        try:
+            found = inspect(self.state_dir, self.lock_wait)
+        except GitprovError as exc:
+            return Outcome(Kind.FAILED, "", f"reconcile: {exc.message}", trigger="reconcile")
+        manifest = found.manifest
+        if manifest is None:
+            return None
+        if found.clean:
+            temps = found.temps_removed
+            return Outcome(
+                Kind.CLEAN,
+                manifest.commit,
+                f"roots match the manifest of {manifest.commit[:12]}"
+                + (f"; removed {temps} temp file(s) of an interrupted publish" if temps else ""),
+                trigger="reconcile",
+                duration=time.monotonic() - started,
+            )
+        repo = self.pipeline.repo
+        commit = repo.get(manifest.commit) if repo is not None else None
+        if not isinstance(commit, pygit2.Commit):
+            return Outcome(
+                Kind.REFUSED,
+                manifest.commit,
+                f"reconcile: the published commit {manifest.commit[:12]} is not in the "
+                "repository; cannot restore drift",
+                trigger="reconcile",
+            )
+        outcome = self.publish(repo, commit, "reconcile")
+        if outcome.kind is not Kind.PUBLISHED:
+            return outcome
+        what = []
+        if outcome.drift:
+            what.append(f"restored {len(outcome.drift)} file(s) changed or deleted by hand")
+        if found.lagging:
+            what.append(f"caught up {len(found.lagging)} lagging root(s)")
+        return replace(
+            outcome,
+            kind=Kind.REPAIRED,
+            message=f"reconcile {commit.id!s:.12}: " + ", ".join(what or ["restored the roots"]),
+        )
+
+
+# -- the loop -----------------------------------------------------------------------------
+class Watcher:
+    """Publish each new head of a branch until `stop` is set (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: BranchSource,
+        publisher: Publisher,
+        options: WatchOptions = WatchOptions(),
+        *,
+        last: str | None = None,
+        observers: Sequence[Observer] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.publisher = publisher
+        self.options = options
+        self.last = last  # the last commit handled (published or rejected)
+        self.observers = list(observers)
+        self.clock = clock
+        self._pending: tuple[pygit2.Repository, pygit2.Commit, float] | None = None
+        self._next_reconcile = clock()  # at start: repairs a crash and drift at once
+        self._fetch_error = ""
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if self.step():
                 continue  # the branch may have moved meanwhile: look again at once
-            if hint.event.wait(options.interval):
-                hint.event.clear()
-                stop.wait(options.debounce)
-                hint.event.clear()
-    finally:
-        if observer is not None:
-            observer.stop()  # type: ignore[attr-defined]
-            observer.join()  # type: ignore[attr-defined]
+            self.source.wait(self._timeout(), stop)
+
+    def _timeout(self) -> float:
+        now = self.clock()
+        until = [self.options.interval, self._next_reconcile - now]
+        if self._pending is not None:
+            until.append(self._pending[2] - now)
+        return max(0.0, min(until))
+
+    def step(self) -> bool:
+        """One look at the branch, then a due retry or reconcile. True when a new head
+        was handled."""
+        found = self._head()
+        if found is not None and str(found[1].id) != self.last:
+            repo, commit = found
+            self.last = str(commit.id)
+            outcome = self._publish(repo, commit, "push")
+            self._pending = (
+                (repo, commit, self.clock() + self.options.retry) if outcome.retry else None
+            )
+            return True
+        now = self.clock()
+        if self._pending is not None and now >= self._pending[2]:
+            repo, commit, _ = self._pending
+            outcome = self._publish(repo, commit, "retry")
+            self._pending = (
+                (repo, commit, self.clock() + self.options.retry) if outcome.retry else None
+            )
+        if now >= self._next_reconcile:
+            outcome_or_none = self._guard(self.publisher.reconcile, "", "reconcile")
+            again = outcome_or_none is not None and outcome_or_none.retry
+            # A root that is still lagging is retried sooner than the next reconcile.
+            self._next_reconcile = self.clock() + (
+                min(self.options.retry, self.options.reconcile) if again else self.options.reconcile
+            )
+        return False
+
+    def _head(self) -> Head | None:
+        try:
+            found = self.source.head()
+        except (GitprovError, pygit2.GitError, OSError) as exc:
+            # A remote that is down, or a repository caught mid-gc: try again next poll.
+            message = (
+                exc.message if isinstance(exc, GitprovError) else f"cannot read the branch: {exc}"
+            )
+            if message != self._fetch_error:  # report a failure once, not every poll
+                self._fetch_error = message
+                self._emit(Outcome(Kind.FETCH_FAILED, self.last or "", message, trigger="poll"))
+            return None
+        self._fetch_error = ""
+        return found
+
+    def _publish(self, repo: pygit2.Repository, commit: pygit2.Commit, trigger: str) -> Outcome:
+        outcome = self._guard(
+            lambda: self.publisher.publish(repo, commit, trigger), str(commit.id), trigger
+        )
+        assert outcome is not None
+        return outcome
+
+    def _guard(
+        self, call: Callable[[], Outcome | None], commit: str, trigger: str
+    ) -> Outcome | None:
+        # The watcher runs for months: a bug in one publish must not end it.
+        try:
+            outcome = call()
+        except Exception as exc:
+            log.exception("internal error while publishing")
+            outcome = Outcome(
+                Kind.FAILED,
+                commit,
+                f"{commit[:12]}: internal error: {type(exc).__name__}: {exc}",
+                trigger=trigger,
+            )
+        if outcome is not None:
+            self._emit(outcome)
+        return outcome
+
+    def _emit(self, outcome: Outcome) -> None:
+        for observer in self.observers:
+            try:
+                observer(outcome)
+            except Exception:
+                log.exception("an outcome observer failed")

@@ -1,0 +1,145 @@
+"""The plan (what differs per root) and the manifest it is computed against."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from gitprov.plan import (
+    MANIFEST,
+    Action,
+    Drift,
+    FileAction,
+    Kind,
+    Manifest,
+    ManifestEntry,
+    RootState,
+    check_drift,
+    load_manifest,
+    plan,
+)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry(data: bytes, mac: str = "0021f2011b19", kind: Kind = Kind.DEVICE) -> ManifestEntry:
+    return ManifestEntry(mac, "IP542N", 1001, "c1", sha(b"plain"), sha(data), kind)
+
+
+def manifest(files: dict[str, bytes], roots: dict[str, RootState], commit: str = "c1") -> Manifest:
+    return Manifest(
+        commit, "2024-01-01T00:00:00+00:00", roots, {n: entry(d) for n, d in files.items()}
+    )
+
+
+def write(root: Path, files: dict[str, bytes]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+
+
+def test_manifest_round_trips_and_reads_format_1(tmp_path: Path) -> None:
+    m = manifest(
+        {"a.conf": b"A", "IP542N.conf": b"B"},
+        {"/srv/http": RootState("c1"), "/srv/edge": RootState("c0", "no space", ("old.conf",))},
+    )
+    (tmp_path / MANIFEST).write_text(m.to_json())
+    assert load_manifest(tmp_path) == m
+
+    old = {
+        "format": 1,
+        "commit": "c9",
+        "published_at": "x",
+        "roots": ["/srv/http"],
+        "files": {"a.conf": {k: v for k, v in vars(entry(b"A")).items() if k != "kind"}},
+    }
+    (tmp_path / MANIFEST).write_text(json.dumps(old))
+    loaded = load_manifest(tmp_path)
+    assert loaded is not None
+    assert loaded.roots == {"/srv/http": RootState("c9")}
+    assert loaded.files["a.conf"].kind == Kind.DEVICE
+    assert loaded.converged("/srv/http")
+
+
+def test_a_torn_or_foreign_manifest_means_publish_from_scratch(tmp_path: Path) -> None:
+    assert load_manifest(tmp_path) is None
+    (tmp_path / MANIFEST).write_text('{"format": 2, "commit": "c1", "roo')
+    assert load_manifest(tmp_path) is None
+    (tmp_path / MANIFEST).write_text('{"format": 99, "commit": "c1"}')
+    assert load_manifest(tmp_path) is None
+    (tmp_path / MANIFEST).write_text('{"format": 2, "commit": "c1", "roots": [1]}')
+    assert load_manifest(tmp_path) is None
+
+
+def test_plan_adds_changes_keeps_and_removes_only_our_files(tmp_path: Path) -> None:
+    root = tmp_path / "http"
+    write(
+        root,
+        {
+            "same.conf": b"same",
+            "old.conf": b"old",
+            "gone.conf": b"removed device",
+            "readme.txt": b"an operator's file",
+            ".gitprov-same.conf.ab.tmp": b"temp",
+        },
+    )
+    (root / "subdir").mkdir()
+    prev = manifest(
+        {"same.conf": b"same", "old.conf": b"old", "gone.conf": b"removed device"},
+        {str(root): RootState("c1")},
+    )
+    wanted = {"same.conf": b"same", "old.conf": b"new", "new.conf": b"added"}
+    p = plan(wanted, [root], prev)
+    assert set(p.actions) == {
+        FileAction(str(root), "old.conf", Action.CHANGE),
+        FileAction(str(root), "new.conf", Action.ADD),
+        FileAction(str(root), "gone.conf", Action.REMOVE),
+    }
+    assert p.unchanged == 1
+    assert p.unknown == ((str(root), "readme.txt"),)
+    assert p.drift == ()
+
+    pruned = plan(wanted, [root], prev, prune_unknown=True)
+    assert FileAction(str(root), "readme.txt", Action.REMOVE) in pruned.actions
+    assert pruned.unknown == ((str(root), "readme.txt"),)
+
+
+def test_without_a_manifest_nothing_in_a_root_is_ours(tmp_path: Path) -> None:
+    root = tmp_path / "http"
+    write(root, {"fv1.conf": b"x"})
+    p = plan({"fv2.conf": b"y"}, [root, tmp_path / "missing"], None)
+    assert FileAction(str(root), "fv1.conf", Action.REMOVE) not in p.actions
+    assert p.unknown == ((str(root), "fv1.conf"),)
+    assert FileAction(str(tmp_path / "missing"), "fv2.conf", Action.ADD) in p.actions
+
+
+def test_drift_is_what_differs_from_the_manifest_in_converged_roots(tmp_path: Path) -> None:
+    good, lagging = tmp_path / "good", tmp_path / "lagging"
+    files = {"a.conf": b"A", "b.conf": b"B", "c.conf": b"C"}
+    write(good, {"a.conf": b"edited by hand", "c.conf": b"C"})
+    write(lagging, {"a.conf": b"older", "b.conf": b"older"})
+    prev = manifest(
+        files, {str(good): RootState("c1"), str(lagging): RootState("c0", "no space left")}
+    )
+    expected = (Drift(str(good), "a.conf", "changed"), Drift(str(good), "b.conf", "deleted"))
+    assert check_drift(prev) == expected
+    assert plan(files, [good, lagging], prev).drift == expected
+    assert prev.lagging() == (str(lagging),)
+
+
+def test_a_lagging_root_still_owns_the_files_of_removed_devices(tmp_path: Path) -> None:
+    lagging, new = tmp_path / "lagging", tmp_path / "new"
+    write(lagging, {"keep.conf": b"k", "removed.conf": b"r"})
+    write(new, {"removed.conf": b"r"})
+    prev = manifest(
+        {"keep.conf": b"k"},
+        {str(lagging): RootState("c0", "no space left", ("removed.conf",))},
+        commit="c1",
+    )
+    p = plan({"keep.conf": b"k"}, [lagging, new], prev)
+    assert FileAction(str(lagging), "removed.conf", Action.REMOVE) in p.actions
+    # A root the manifest does not know: its files are not ours to delete.
+    assert p.unknown == ((str(new), "removed.conf"),)

@@ -1,0 +1,439 @@
+"""Publishing into the roots: atomic, world-readable, idempotent, pruning, per-root failure,
+one publisher at a time, option-66 bootstrap and firmware files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitprov.errors import GitprovError, InvalidInventory
+from gitprov.formats import flyingvoice
+from gitprov.pipeline import Build, Pipeline
+from gitprov.plan import MANIFEST, Kind, load_manifest
+from gitprov.publish import (
+    PublishError,
+    Targets,
+    descendant_check,
+    inspect,
+    publish,
+    publish_lock,
+    targets_for,
+)
+from tests.fixtures.gitrepo import ROOT, GitRepo
+
+FLEET = "inventory/gitprov.yaml"
+IP542N = "inventory/models/IP542N.yaml"
+GONE = "inventory/devices/0021f2a0c002.yaml"
+CHANGED = "inventory/devices/0021f2011b20.yaml"
+
+
+def build_of(repo: GitRepo, key: str, rev: str = "main") -> Build:
+    commit = repo.repo.revparse_single(rev)
+    assert isinstance(commit, pygit2.Commit)
+    return Pipeline(repo.repo).build(commit, key)
+
+
+def targets(tmp_path: Path, *names: str, firmware: Path | None = None) -> Targets:
+    roots = tuple(tmp_path / n for n in (names or ("http", "tftp")))
+    return Targets(roots, tmp_path / "state", firmware)
+
+
+def listing(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+def snapshot(roots: tuple[Path, ...]) -> dict[str, tuple[bytes, int, int]]:
+    out = {}
+    for root in roots:
+        for p in sorted(root.iterdir()):
+            st = p.stat()
+            out[f"{root.name}/{p.name}"] = (p.read_bytes(), st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def edit_fleet(repo: GitRepo, extra: str) -> str:
+    text = (
+        repo.files[FLEET]
+        .decode()
+        .replace("  state_dir: var/state\n", "  state_dir: var/state\n" + extra)
+    )
+    return repo.commit({FLEET: text}, "publish settings")
+
+
+def test_publish_writes_every_device_world_readable_with_the_manifest_outside(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = targets(tmp_path)
+    build = build_of(example_repo, private_key)
+    old_umask = os.umask(0o077)
+    try:
+        result = publish(build, t)
+    finally:
+        os.umask(old_umask)
+    assert not result.already_published
+    wanted = {f.name: f.data for f in build.files}
+    for root in t.roots:
+        assert listing(root) == wanted
+        assert stat.S_IMODE(root.stat().st_mode) == 0o755
+        for p in root.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    m = load_manifest(t.state_dir)
+    assert m is not None and m.commit == build.commit
+    assert set(m.files) == set(wanted)
+    assert all(m.converged(str(r)) for r in t.roots)
+    assert sorted(os.listdir(t.state_dir)) == [MANIFEST, "publish.lock"]
+
+
+def test_the_state_dir_may_not_be_inside_a_root(tmp_path: Path) -> None:
+    with pytest.raises(GitprovError, match="inside the served root"):
+        Targets((tmp_path / "http",), tmp_path / "http" / "state")
+
+
+def test_publishing_the_published_commit_writes_nothing_and_says_so(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = targets(tmp_path)
+    build = build_of(example_repo, private_key)
+    publish(build, t)
+    before = snapshot(t.roots)
+    manifest = (t.state_dir / MANIFEST).read_bytes()
+    again = publish(build_of(example_repo, private_key), t)
+    assert again.already_published
+    assert again.written == () and again.removed == ()
+    assert snapshot(t.roots) == before
+    assert (t.state_dir / MANIFEST).read_bytes() == manifest
+
+
+def test_removed_devices_go_after_the_new_files_are_in_place_and_unknown_files_stay(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = targets(tmp_path)
+    publish(build_of(example_repo, private_key), t)
+    for root in t.roots:
+        (root / "notes.txt").write_text("the operator's")
+    changed = example_repo.files[CHANGED].replace(b"Meeting room", b"Board room")
+    example_repo.commit({GONE: None, CHANGED: changed}, "retire a device, rename another")
+    build = build_of(example_repo, private_key)
+    new_bytes = {f.name: f.data for f in build.files}["fv0021f2011b20.conf"]
+
+    seen_at_removal: list[bytes] = []
+    real_unlink = os.unlink
+
+    def unlink(path: str | os.PathLike[str], *args: object, **kw: object) -> None:
+        if Path(path).name == "fv0021f2a0c002.conf":
+            seen_at_removal.append((Path(path).parent / "fv0021f2011b20.conf").read_bytes())
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    result = publish(build, t)
+    monkeypatch.undo()
+
+    assert seen_at_removal == [new_bytes, new_bytes]  # one removal per root, after the rename
+    assert {(a.name, a.root) for a in result.removed} == {
+        ("fv0021f2a0c002.conf", str(r)) for r in t.roots
+    }
+    assert result.plan.unknown == tuple((str(r), "notes.txt") for r in t.roots)
+    assert result.changed_macs() == {"0021f2011b20", "0021f2a0c002"}
+    for root in t.roots:
+        assert (root / "notes.txt").exists()
+        assert not (root / "fv0021f2a0c002.conf").exists()
+
+    pruned = publish(build, t, prune_unknown=True)
+    assert not pruned.already_published
+    for root in t.roots:
+        assert not (root / "notes.txt").exists()
+        assert listing(root) == {f.name: f.data for f in build.files}
+
+
+def test_a_second_publisher_gets_a_clear_message_or_waits(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = targets(tmp_path)
+    build = build_of(example_repo, private_key)
+    t.state_dir.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from gitprov.publish import publish_lock\n"
+            "with publish_lock(Path(sys.argv[1])):\n"
+            "    print('locked', flush=True); time.sleep(float(sys.argv[2]))",
+            str(t.state_dir),
+            "1.0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(
+            GitprovError, match=rf"another publish is running .*\(pid {holder.pid}\)"
+        ):
+            publish(build, t)
+        assert not any(r.exists() and os.listdir(r) for r in t.roots)
+        started = time.monotonic()
+        result = publish(build, t, lock_wait=10)
+        assert time.monotonic() - started > 0.3  # it waited for the holder to finish
+        assert not result.already_published
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
+def test_a_failing_root_is_reported_and_retried_while_the_others_converge(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    (tmp_path / "edge2-disk").mkdir()
+    (tmp_path / "edge2").symlink_to(tmp_path / "edge2-disk")
+    t = targets(tmp_path, "http", "edge2", "tftp")
+    publish(build_of(example_repo, private_key), t)
+
+    # The edge server's mount disappears: its root is no longer a directory.
+    (tmp_path / "edge2").unlink()
+    (tmp_path / "edge2").symlink_to(tmp_path / "not-a-dir")
+    (tmp_path / "not-a-dir").write_text("")
+    changed = example_repo.files[CHANGED].replace(b"Meeting room", b"Board room")
+    example_repo.commit({GONE: None, CHANGED: changed}, "retire a device, rename another")
+    build = build_of(example_repo, private_key)
+    result = publish(build, t)
+    edge = str(tmp_path / "edge2")
+    assert set(result.failures) == {edge}
+    wanted = {f.name: f.data for f in build.files}
+    assert listing(tmp_path / "http") == wanted
+    assert listing(tmp_path / "tftp") == wanted
+    m = load_manifest(t.state_dir)
+    assert m is not None and m.commit == build.commit
+    assert m.lagging() == (edge,)
+    assert m.roots[edge].stale == ("fv0021f2a0c002.conf",)
+    assert not inspect(t.state_dir).clean
+
+    # Back again: the next publish of the same commit catches the root up, prune included.
+    (tmp_path / "edge2").unlink()
+    (tmp_path / "edge2").symlink_to(tmp_path / "edge2-disk")
+    retry = publish(build_of(example_repo, private_key), t)
+    assert not retry.already_published and not retry.failures
+    assert {a.root for a in retry.written} == {edge}
+    assert listing(tmp_path / "edge2-disk") == wanted
+    assert inspect(t.state_dir).clean
+
+
+def test_when_every_root_fails_nothing_changes(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    (tmp_path / "blocker").write_text("")
+    t = Targets((tmp_path / "blocker" / "http",), tmp_path / "state")
+    with pytest.raises(PublishError, match=r"cannot write into .*blocker/http: .*last good files"):
+        publish(build_of(example_repo, private_key), t)
+    assert load_manifest(t.state_dir) is None
+
+
+def test_a_crash_leftover_temp_file_is_removed(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = targets(tmp_path)
+    build = build_of(example_repo, private_key)
+    publish(build, t)
+    (tmp_path / "http" / ".gitprov-fv0021f2011b19.conf.1234abcd.tmp").write_bytes(b"torn")
+    (t.state_dir / ".gitprov-manifest.json.1234abcd.tmp").write_bytes(b"torn")
+    found = inspect(t.state_dir)
+    assert found.temps_removed == 2 and found.clean
+    assert not [n for n in os.listdir(tmp_path / "http") if n.startswith(".")]
+
+
+def test_a_commit_that_does_not_descend_is_refused(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = targets(tmp_path)
+    first = example_repo.repo.head.target
+    changed = example_repo.files[CHANGED].replace(b"Meeting room", b"Board room")
+    example_repo.commit({CHANGED: changed}, "rename")
+    publish(build_of(example_repo, private_key), t)
+    with pytest.raises(GitprovError, match="not a descendant"):
+        publish(
+            build_of(example_repo, private_key, str(first)),
+            t,
+            is_descendant=descendant_check(example_repo.repo),
+        )
+
+
+def test_option66_bootstrap_files_point_devices_at_their_own_file(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    edit_fleet(example_repo, "  option66: true\n")
+    t = targets(tmp_path)
+    result = publish(build_of(example_repo, private_key), t)
+    expected = b"DBID_DBASE_VERSION=1000\nDBID_PRV_OPTION66_ENABLED=0\n" + (
+        b"DBID_PROFILE_RULE=http://127.0.0.1:8080/fv$(MA).conf\n"
+    )
+    for root in t.roots:
+        assert (root / "IP542N.conf").read_bytes() == expected
+        assert (root / "G502N.conf").read_bytes() == expected
+    assert flyingvoice.parse(expected)["DBID_PRV_OPTION66_ENABLED"] == "0"
+    assert any("cannot carry per-device keys" in n for n in result.notes)
+    m = load_manifest(t.state_dir)
+    assert m is not None and m.files["IP542N.conf"].kind == Kind.BOOTSTRAP
+
+    # Only the named models; the other model's bootstrap is pruned.
+    example_repo.commit(
+        {FLEET: example_repo.files[FLEET].replace(b"option66: true", b"option66: [IP542N]")},
+        "only IP542N",
+    )
+    publish(build_of(example_repo, private_key), t)
+    for root in t.roots:
+        assert (root / "IP542N.conf").exists() and not (root / "G502N.conf").exists()
+
+
+def test_option66_problems_are_located(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    edit_fleet(example_repo, "  option66: [IP542N, IP999]\n")
+    text = example_repo.files[FLEET].replace(b'  url: "http://127.0.0.1:8080"\n', b"")
+    text = text.replace(b"provisioning:\n", b"")
+    example_repo.commit({FLEET: text}, "no url")
+    with pytest.raises(InvalidInventory) as caught:
+        publish(build_of(example_repo, private_key), targets(tmp_path))
+    codes = {(p.code, p.file) for p in caught.value.problems}
+    assert codes == {("GP301", FLEET), ("GP302", FLEET)}
+    gp301 = next(p for p in caught.value.problems if p.code == "GP301")
+    lines = example_repo.files[FLEET].decode().splitlines()
+    assert "IP999" in lines[gp301.line - 1][gp301.col - 1 :]
+    assert not (tmp_path / "http").exists() or not os.listdir(tmp_path / "http")
+
+
+def test_firmware_is_copied_into_every_root_and_missing_firmware_publishes_nothing(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    fw = tmp_path / "firmware"
+    fw.mkdir()
+    image = os.urandom(300_000)
+    (fw / "IP542N_2.0.bin").write_bytes(image)
+    example_repo.commit(
+        {
+            IP542N: example_repo.files[IP542N]
+            + b"firmware:\n  version: '2.0'\n  file: IP542N_2.0.bin\n"
+        },
+        "firmware 2.0",
+    )
+    t = targets(tmp_path, firmware=fw)
+    publish(build_of(example_repo, private_key), t)
+    for root in t.roots:
+        assert (root / "IP542N_2.0.bin").read_bytes() == image
+        assert stat.S_IMODE((root / "IP542N_2.0.bin").stat().st_mode) == 0o644
+
+    before = snapshot(t.roots)
+    example_repo.commit(
+        {IP542N: example_repo.files[IP542N].replace(b"IP542N_2.0.bin", b"IP542N_2.1.bin")},
+        "firmware 2.1, image not uploaded yet",
+    )
+    with pytest.raises(PublishError, match=r"firmware IP542N_2\.1\.bin of model IP542N"):
+        publish(build_of(example_repo, private_key), t)
+    assert snapshot(t.roots) == before
+
+    (fw / "IP542N_2.1.bin").write_bytes(image[::-1])
+    publish(build_of(example_repo, private_key), t)
+    for root in t.roots:
+        assert (root / "IP542N_2.1.bin").read_bytes() == image[::-1]
+        assert not (root / "IP542N_2.0.bin").exists()
+
+
+def test_two_different_files_with_one_name_are_refused(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    fw = tmp_path / "firmware"
+    fw.mkdir()
+    (fw / "IP542N.conf").write_bytes(b"not a bootstrap")
+    edit_fleet(example_repo, "  option66: true\n")
+    example_repo.commit(
+        {IP542N: example_repo.files[IP542N] + b"firmware:\n  file: IP542N.conf\n"}, "clash"
+    )
+    with pytest.raises(GitprovError, match="two different files would be published as IP542N"):
+        publish(build_of(example_repo, private_key), targets(tmp_path, firmware=fw))
+
+
+def test_cli_publish_reports_a_lagging_root_with_exit_1(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gitprov.cli import main
+
+    (tmp_path / "blocker").write_text("")
+    args = [
+        "--repo",
+        str(example_repo.path),
+        "publish",
+        "--rev",
+        "main",
+        "--http-root",
+        str(tmp_path / "http"),
+        "--http-root",
+        str(tmp_path / "blocker" / "edge"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "published" in out
+    assert f"{tmp_path / 'blocker' / 'edge'}: Not a directory; it keeps its last good files" in err
+    assert len(os.listdir(tmp_path / "http")) == 4
+    (tmp_path / "blocker").unlink()
+    assert main(args) == 0
+    out, _ = capsys.readouterr()
+    assert "4 file(s) written" in out
+    assert main(args) == 0
+    assert "is already published; nothing to write" in capsys.readouterr().out
+
+
+def test_lock_is_per_state_dir_and_released(tmp_path: Path) -> None:
+    with publish_lock(tmp_path / "a"):
+        with publish_lock(tmp_path / "b"):
+            pass
+        errors: list[str] = []
+
+        def other() -> None:
+            try:
+                with publish_lock(tmp_path / "a"):
+                    pass
+            except GitprovError as exc:
+                errors.append(exc.message)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert errors and "another publish is running" in errors[0]
+    with publish_lock(tmp_path / "a"):
+        pass
+
+
+def test_fleet_settings_may_list_several_roots_per_protocol(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gitprov.cli import main
+
+    text = example_repo.files[FLEET].decode()
+    text = text.replace("http_root: var/http", f"http_root: [{tmp_path}/a, {tmp_path}/b]")
+    text = text.replace("tftp_root: var/tftp", f"tftp_root: {tmp_path}/t")
+    text = text.replace("state_dir: var/state", f"state_dir: {tmp_path}/state")
+    example_repo.commit({FLEET: text}, "two HTTP edges")
+    build = build_of(example_repo, private_key)
+    t = targets_for(build.inventory.fleet)
+    assert t.roots == (tmp_path / "a", tmp_path / "b", tmp_path / "t")
+    assert targets_for(build.inventory.fleet, http_roots=["x"]).roots == (
+        Path("x").absolute(),
+        tmp_path / "t",
+    )
+    assert main(["--repo", str(example_repo.path), "validate", "--rev", "main"]) == 0
+    assert main(["--repo", str(example_repo.path), "publish", "--rev", "main"]) == 0
+    capsys.readouterr()
+    for name in ("a", "b", "t"):
+        assert listing(tmp_path / name) == {f.name: f.data for f in build.files}

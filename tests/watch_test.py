@@ -1,0 +1,377 @@
+"""The watch loop without the CLI: hints, re-resolving, coalescing, skipping invalid
+commits, retries, reconcile (drift), resume after a crash, remote mirrors, observers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitprov.errors import GitprovError
+from gitprov.metrics import Metrics
+from gitprov.pipeline import Build, Pipeline
+from gitprov.plan import load_manifest
+from gitprov.publish import Targets, publish
+from gitprov.status import JsonLog, StatusFile
+from gitprov.watch import (
+    CommitPublisher,
+    Kind,
+    LocalBranch,
+    Outcome,
+    RemoteBranch,
+    Watcher,
+    WatchOptions,
+)
+from tests.fixtures.gitrepo import GitRepo, example_files
+
+DEVICE = "inventory/devices/0021f2011b20.yaml"
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git (Debian: git)")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """A Publisher that records what it was asked and answers from a script."""
+
+    def __init__(self, kinds: list[Kind | str] | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.kinds = list(kinds or [])
+        self.reconciles = 0
+
+    def publish(self, repo: pygit2.Repository, commit: pygit2.Commit, trigger: str) -> Outcome:
+        self.calls.append((str(commit.id), trigger))
+        kind = self.kinds.pop(0) if self.kinds else Kind.PUBLISHED
+        if kind == "raise":
+            raise RuntimeError("boom")
+        return Outcome(Kind(kind), str(commit.id), f"{kind} {commit.id}", trigger=trigger)
+
+    def reconcile(self) -> Outcome | None:
+        self.reconciles += 1
+        return None
+
+
+def rename(repo: GitRepo, name: str) -> str:
+    text = repo.files[DEVICE].replace(
+        b"display_name: Meeting room", f"display_name: {name}".encode()
+    )
+    return repo.commit({DEVICE: text}, f"rename to {name}")
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@needs_git
+def test_gc_deleting_a_loose_ref_is_not_a_branch_deletion(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    first = repo.commit(example_files(), "example")
+    rec = Recorder()
+    w = Watcher(LocalBranch(repo.path, "main", inotify=False), rec, clock=Clock())
+    assert w.step() is True
+    assert rec.calls == [(first, "push")]
+
+    git("pack-refs", "--all", "--prune", cwd=repo.path)
+    git("gc", "--quiet", cwd=repo.path)
+    assert not (repo.path / "refs" / "heads" / "main").exists()  # only in packed-refs now
+    assert w.step() is False
+    assert rec.calls == [(first, "push")]
+
+    second = rename(repo, "Board room")
+    assert w.step() is True
+    assert rec.calls[-1] == (second, "push")
+
+    # A deleted branch publishes nothing (and unpublishes nothing).
+    repo.repo.references.delete("refs/heads/main")
+    assert w.step() is False
+    assert len(rec.calls) == 2
+
+
+@needs_git
+def test_inotify_on_refs_wakes_the_loop_and_gc_is_only_a_hint(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    repo.commit(example_files(), "example")
+    source = LocalBranch(repo.path, "main", inotify=True, debounce=0.05)
+    stop = threading.Event()
+    try:
+        started = time.monotonic()
+        source.wait(0.4, stop)
+        assert time.monotonic() - started >= 0.35  # nothing happened: a full wait
+
+        new: list[str] = []
+        timer = threading.Timer(0.3, lambda: new.append(rename(repo, "Board room")))
+        timer.start()
+        started = time.monotonic()
+        source.wait(20, stop)
+        waited = time.monotonic() - started
+        timer.join()
+        assert waited < 5, waited
+        found = source.head()
+        assert found is not None and str(found[1].id) == new[0]
+
+        git("pack-refs", "--all", "--prune", cwd=repo.path)
+        source.wait(5, stop)
+        found = source.head()
+        assert found is not None and str(found[1].id) == new[0]
+    finally:
+        source.close()
+
+
+def test_a_burst_of_commits_publishes_the_newest_only(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    repo.commit(example_files(), "example")
+    rec = Recorder()
+    w = Watcher(LocalBranch(repo.path, "main", inotify=False), rec, clock=Clock())
+    w.step()
+    heads = [rename(repo, f"Room {i}") for i in range(10)]
+    assert w.step() is True
+    assert w.step() is False
+    assert [c for c, _ in rec.calls[1:]] == [heads[-1]]
+
+
+def test_a_failed_publish_is_retried_and_a_crash_in_the_publisher_is_survived(
+    tmp_path: Path,
+) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    head = repo.commit(example_files(), "example")
+    rec = Recorder(["raise", Kind.FAILED, Kind.PUBLISHED])
+    clock = Clock()
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(repo.path, "main", inotify=False),
+        rec,
+        WatchOptions(retry=30, reconcile=300),
+        observers=[seen.append],
+        clock=clock,
+    )
+    w.step()
+    assert seen[0].kind is Kind.FAILED and "internal error: RuntimeError: boom" in seen[0].message
+    clock.now += 10
+    w.step()
+    assert len(rec.calls) == 1  # not yet
+    clock.now += 25
+    w.step()
+    clock.now += 31
+    w.step()
+    clock.now += 31
+    w.step()
+    assert rec.calls == [(head, "push"), (head, "retry"), (head, "retry")]
+    assert [o.kind for o in seen] == [Kind.FAILED, Kind.FAILED, Kind.PUBLISHED]
+
+
+@pytest.fixture
+def served(example_repo: GitRepo, private_key: str, tmp_path: Path) -> tuple[GitRepo, Targets]:
+    return example_repo, Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")
+
+
+def commit_publisher(repo: GitRepo, key: str, targets: Targets) -> CommitPublisher:
+    return CommitPublisher(
+        Pipeline(repo.repo), key, lambda _b: targets, lock_wait=5, state_dir=targets.state_dir
+    )
+
+
+def build_of(repo: GitRepo, key: str, rev: str) -> Build:
+    commit = repo.repo.revparse_single(rev)
+    assert isinstance(commit, pygit2.Commit)
+    return Pipeline(repo.repo).build(commit, key)
+
+
+def served_files(targets: Targets) -> dict[str, dict[str, bytes]]:
+    return {r.name: {p.name: p.read_bytes() for p in sorted(r.iterdir())} for r in targets.roots}
+
+
+def expected_files(build: Build, targets: Targets) -> dict[str, dict[str, bytes]]:
+    files = {f.name: f.data for f in sorted(build.files, key=lambda f: f.name)}
+    return {r.name: files for r in targets.roots}
+
+
+def test_an_invalid_commit_is_reported_and_skipped_and_the_next_good_one_publishes(
+    served: tuple[GitRepo, Targets], private_key: str, tmp_path: Path
+) -> None:
+    repo, t = served
+    good1 = str(repo.repo.head.target)
+    seen: list[Outcome] = []
+    status = StatusFile(tmp_path / "status.json", "main")
+    log_path = tmp_path / "log.jsonl"
+    with log_path.open("w") as log_file:
+        w = Watcher(
+            LocalBranch(Path(repo.repo.path), "main", inotify=False),
+            commit_publisher(repo, private_key, t),
+            observers=[seen.append, status, JsonLog(log_file)],
+            clock=Clock(),
+        )
+        w.step()
+        assert served_files(t) == expected_files(build_of(repo, private_key, good1), t)
+
+        bad = repo.commit({DEVICE: repo.files[DEVICE].replace(b'"2010"', b"2010")}, "bad")
+        w.step()
+        assert seen[-1].kind is Kind.INVALID and seen[-1].commit == bad
+        assert any(p.file == DEVICE and p.line > 0 and p.is_error for p in seen[-1].problems)
+        assert served_files(t) == expected_files(build_of(repo, private_key, good1), t)
+        m = load_manifest(t.state_dir)
+        assert m is not None and m.commit == good1
+        state = json.loads((tmp_path / "status.json").read_text())
+        assert state["commit"] == good1 and state["result"] == "invalid"
+        assert state["last"]["commit"] == bad
+        assert any(p["file"] == DEVICE and p["line"] for p in state["last"]["problems"])
+
+        fixed = repo.files[DEVICE].replace(b": 2010", b': "2010"').replace(b"Meeting", b"Board")
+        good2 = repo.commit({DEVICE: fixed}, "good again")
+        w.step()
+    done = seen[-1]
+    assert done.kind is Kind.PUBLISHED and done.devices_changed == 1
+    assert served_files(t) == expected_files(build_of(repo, private_key, good2), t)
+    state = json.loads((tmp_path / "status.json").read_text())
+    assert state["commit"] == good2 and state["result"] == "published"
+    lines = [json.loads(ln) for ln in log_path.read_text().splitlines()]
+    assert [(ln["result"], ln["commit"]) for ln in lines] == [
+        ("published", good1),
+        ("invalid", bad),
+        ("published", good2),
+    ]
+
+
+def test_reconcile_restores_edited_and_deleted_files_and_counts_them(
+    served: tuple[GitRepo, Targets], private_key: str
+) -> None:
+    repo, t = served
+    clock = Clock()
+    metrics = Metrics()
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(Path(repo.repo.path), "main", inotify=False),
+        commit_publisher(repo, private_key, t),
+        WatchOptions(reconcile=60),
+        observers=[seen.append, metrics],
+        clock=clock,
+    )
+    w.step()
+    w.step()
+    assert [o.kind for o in seen] == [Kind.PUBLISHED, Kind.CLEAN]
+    good = served_files(t)
+    (t.roots[0] / "fv0021f2011b19.conf").write_bytes(b"DBID_SIP_ENABLE=1\n")
+    (t.roots[1] / "fv0021f2a0c001.conf").unlink()
+    w.step()
+    assert len(seen) == 2  # not due yet
+    clock.now += 61
+    w.step()
+    assert seen[-1].kind is Kind.REPAIRED and seen[-1].trigger == "reconcile"
+    assert sorted((d.name, d.kind) for d in seen[-1].drift) == [
+        ("fv0021f2011b19.conf", "changed"),
+        ("fv0021f2a0c001.conf", "deleted"),
+    ]
+    assert served_files(t) == good
+    text = metrics.text()
+    assert 'gitprov_drift_repairs_total{kind="changed"} 1.0' in text
+    assert 'gitprov_drift_repairs_total{kind="deleted"} 1.0' in text
+    assert 'gitprov_reconciles_total{result="repaired"} 1.0' in text
+
+
+def test_restart_resumes_from_the_manifest_and_repairs_a_crash(
+    served: tuple[GitRepo, Targets], private_key: str
+) -> None:
+    repo, t = served
+    first = str(repo.repo.head.target)
+    publish(build_of(repo, private_key, first), t)
+    second = rename(repo, "Board room")
+    new = build_of(repo, private_key, second)
+    # A publish of `second` killed after staging every temp and renaming one of them.
+    for root in t.roots:
+        for f in new.files:
+            (root / f".gitprov-{f.name}.deadbeef.tmp").write_bytes(f.data[:7])
+    changed = next(f for f in new.files if f.mac == "0021f2011b20")
+    (t.roots[0] / changed.name).write_bytes(changed.data)
+
+    rec = Recorder()
+    m = load_manifest(t.state_dir)
+    assert m is not None and m.commit == first
+    resumed = Watcher(
+        LocalBranch(Path(repo.repo.path), "main", inotify=False),
+        commit_publisher(repo, private_key, t),
+        last=m.commit,
+        clock=Clock(),
+    )
+    resumed.step()
+    assert served_files(t) == expected_files(new, t)  # no temp file left either
+
+    # Restarted again on the same head: nothing is published, a crash leftover is removed.
+    (t.roots[1] / ".gitprov-x.conf.00000000.tmp").write_bytes(b"x")
+    again = Watcher(
+        LocalBranch(Path(repo.repo.path), "main", inotify=False),
+        commit_publisher(repo, private_key, t),
+        last=second,
+        observers=[lambda o: rec.calls.append((o.commit, str(o.kind)))],
+        clock=Clock(),
+    )
+    again.step()
+    assert rec.calls == [(second, "clean")]
+    assert served_files(t) == expected_files(new, t)
+
+
+def test_remote_branch_fetches_into_a_mirror(tmp_path: Path) -> None:
+    central = GitRepo(tmp_path / "central.git", bare=True)
+    first = central.commit(example_files(), "example")
+    source = RemoteBranch(tmp_path / "mirror.git", str(central.path), "main")
+    found = source.head()
+    assert found is not None and str(found[1].id) == first
+    second = rename(central, "Board room")
+    found = source.head()
+    assert found is not None and str(found[1].id) == second
+    assert (tmp_path / "mirror.git" / "HEAD").exists()
+    # Reopening an existing mirror with another URL repoints it.
+    RemoteBranch(tmp_path / "mirror.git", str(tmp_path / "elsewhere.git"), "main")
+    url = pygit2.Repository(str(tmp_path / "mirror.git")).remotes["origin"].url
+    assert url is not None and url.endswith("elsewhere.git")
+
+
+def test_a_failing_fetch_is_reported_once_and_the_loop_goes_on(tmp_path: Path) -> None:
+    source = RemoteBranch(tmp_path / "mirror.git", str(tmp_path / "nowhere.git"), "main")
+    with pytest.raises(GitprovError, match=r"fetch of main from .*nowhere\.git failed"):
+        source.fetch()
+    seen: list[Outcome] = []
+    w = Watcher(source, Recorder(), observers=[seen.append], clock=Clock())
+    for _ in range(3):
+        assert w.step() is False
+    assert [o.kind for o in seen] == [Kind.FETCH_FAILED]
+
+
+def test_metrics_endpoint_serves_the_counters() -> None:
+    metrics = Metrics()
+    metrics(Outcome(Kind.PUBLISHED, "c1", "x", duration=0.2, devices_changed=3))
+    metrics(Outcome(Kind.INVALID, "c2", "x"))
+    server = metrics.serve(0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        server.stop()
+    assert 'gitprov_publishes_total{result="published"} 1.0' in text
+    assert 'gitprov_publish_failures_total{reason="invalid"} 1.0' in text
+    assert "gitprov_devices_changed_total 3.0" in text
+    assert "gitprov_publish_duration_seconds_count 1.0" in text
+    assert "gitprov_last_success_timestamp_seconds" in text
+
+
+def test_status_file_is_whole_json_after_every_outcome(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    status = StatusFile(path, "main of repo")
+    assert json.loads(path.read_text())["commit"] is None
+    status(Outcome(Kind.PUBLISHED, "c1", "published c1"))
+    status(Outcome(Kind.CLEAN, "c1", "clean", trigger="reconcile"))
+    state = json.loads(path.read_text())
+    assert state["commit"] == "c1" and state["result"] == "published"
+    assert state["last_reconcile"]["result"] == "clean"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
