@@ -23,6 +23,7 @@ from gitprov import device as device_cmd
 from gitprov.catalog import load_catalog
 from gitprov.errors import GitprovError, InvalidInventory, Level, Problem, UsageError
 from gitprov.formats import flyingvoice
+from gitprov.inventory import Inventory
 from gitprov.macros import normalise_mac
 from gitprov.pipeline import Build, Loaded, Pipeline
 from gitprov.source import (
@@ -337,12 +338,12 @@ def cmd_versions(ctx: Context) -> int:
     return 0
 
 
-def _targets(ctx: Context, build: Build) -> Any:
+def _targets(ctx: Context, inventory: Inventory) -> Any:
     from gitprov.publish import targets_for
 
     a = ctx.args
     return targets_for(
-        build.inventory.fleet,
+        inventory.fleet,
         http_roots=a.http_root or (),
         tftp_roots=a.tftp_root or (),
         state_dir=a.state_dir,
@@ -358,10 +359,16 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 
 def publish_commit(ctx: Context, repo: pygit2.Repository, commit: pygit2.Commit) -> int:
+    from gitprov.plan import load_manifest, published_versions
     from gitprov.publish import descendant_check, publish
 
-    build = _build(ctx, commit)
-    targets = _targets(ctx, build)
+    loaded = ctx.pipeline.load_commit(commit)
+    if loaded.inventory is None:
+        _require_valid(loaded)
+    assert loaded.inventory is not None
+    targets = _targets(ctx, loaded.inventory)
+    published = published_versions(load_manifest(targets.state_dir))
+    build = ctx.pipeline.build(commit, ctx.private_key(), published, loaded)
     result = publish(
         build,
         targets,
@@ -517,7 +524,7 @@ def cmd_watch(ctx: Context) -> int:
     publisher = CommitPublisher(
         ctx.pipeline,
         ctx.private_key(),
-        lambda build: _targets(ctx, build),
+        lambda inventory: _targets(ctx, inventory),
         prune_unknown=a.prune_unknown,
         lock_wait=a.wait,
         state_dir=Path(state_dir).absolute() if state_dir else None,

@@ -59,6 +59,7 @@ class DeviceFile:
     # "current", or "previous": the old path of a key rotation, same content, old key.
     role: str = "current"
     redacted: bytes = b""  # the plaintext with secrets replaced, for humans
+    body_sha256: str = ""  # sha256 of the plaintext without the version line
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,20 @@ class Pipeline:
         return versioning.versions(state, inv.fleet.version_floor)
 
     # -- build -------------------------------------------------------------------------
-    def build(self, commit: pygit2.Commit, private_key: str | None) -> Build:
-        loaded = self.load_commit(commit)
+    def build(
+        self,
+        commit: pygit2.Commit,
+        private_key: str | None,
+        published: Mapping[str, tuple[int, str]] | None = None,
+        loaded: Loaded | None = None,
+    ) -> Build:
+        """Compile, render and encrypt every device of `commit`.
+
+        `published` (MAC -> (version, body sha256) from the manifest) is a safety net for
+        what history alone cannot see: a `--force` publish of a commit that does not
+        descend from the published one, or a new gitprov that renders differently. A
+        device never gets a lower version, nor new content under its old version."""
+        loaded = loaded or self.load_commit(commit)
         if loaded.inventory is None:
             raise InvalidInventory(
                 f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
@@ -237,37 +250,31 @@ class Pipeline:
         for device in inv.devices:
             cfg = self.compile(inv, device, resolve)
             info = vers[device.mac]
-            plain = render(cfg, info.version)
-            shown = flyingvoice.render(cfg, info.version, redact=True)
+            body_sha = hashlib.sha256(flyingvoice.body(cfg)).hexdigest()
+            version = info.version
+            if published and device.mac in published:
+                version = _never_lower(version, body_sha, *published[device.mac])
+            plain = render(cfg, version)
+            shown = flyingvoice.render(cfg, version, redact=True)
             data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
-            files.append(
-                DeviceFile(
-                    device.mac,
-                    cfg.file_name,
-                    plain,
-                    data,
-                    info.version,
-                    info.commit,
-                    cfg.model,
-                    redacted=shown,
-                )
-            )
+            files.append(DeviceFile(device.mac, cfg.file_name, plain, data, version,
+                                    info.commit, cfg.model, redacted=shown,
+                                    body_sha256=body_sha))
             if cfg.previous is not None:
                 old_name, old_key = cfg.previous
-                files.append(
-                    DeviceFile(
-                        device.mac,
-                        old_name,
-                        plain,
-                        _encrypt(cfg.cipher, plain, old_key, device.mac),
-                        info.version,
-                        info.commit,
-                        cfg.model,
-                        "previous",
-                        shown,
-                    )
-                )
+                files.append(DeviceFile(device.mac, old_name, plain,
+                                        _encrypt(cfg.cipher, plain, old_key, device.mac),
+                                        version, info.commit, cfg.model, "previous",
+                                        shown, body_sha))
         return Build(str(commit.id), inv, tuple(files))
+
+
+def _never_lower(computed: int, body_sha: str, old_version: int, old_body: str) -> int:
+    if computed > old_version:
+        return computed
+    if body_sha == old_body or not old_body:
+        return old_version  # same content: same version, the device does nothing
+    return old_version + 1  # new content must carry a new, higher version
 
 
 def _encrypt(cipher: Cipher, plain: bytes, key: str | None, mac: str) -> bytes:

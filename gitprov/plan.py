@@ -43,6 +43,9 @@ class ManifestEntry:
     sha256_plain: str
     sha256_data: str
     kind: str = Kind.DEVICE
+    # sha256 of the plaintext without its version line: tells a content change from a
+    # version change when a publish must never lower or reuse a version (--force).
+    sha256_body: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,17 @@ class Manifest:
             )
             + "\n"
         )
+
+
+def published_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
+    """MAC -> (version, body sha256) of the device files the manifest records."""
+    if manifest is None:
+        return {}
+    return {
+        e.mac: (e.version, e.sha256_body)
+        for e in manifest.files.values()
+        if e.mac and e.kind == Kind.DEVICE
+    }
 
 
 def load_manifest(state_dir: Path) -> Manifest | None:

@@ -128,6 +128,7 @@ class Artifact:
     version: int = 0
     set_by: str = ""
     sha256_plain: str = ""
+    sha256_body: str = ""
 
     def entry(self) -> ManifestEntry:
         return ManifestEntry(
@@ -138,6 +139,7 @@ class Artifact:
             self.sha256_plain,
             _sha(self.data),
             str(self.kind),
+            self.sha256_body,
         )
 
 
@@ -145,7 +147,8 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
     """Every file to publish, and notes for the operator (never secrets)."""
     out = [
         Artifact(
-            f.name, f.data, Kind.DEVICE, f.mac, f.model, f.version, f.set_by, _sha(f.plaintext)
+            f.name, f.data, Kind.DEVICE, f.mac, f.model, f.version, f.set_by,
+            _sha(f.plaintext), f.body_sha256,
         )
         for f in build.files
     ]

@@ -33,8 +33,9 @@ from typing import Any, Protocol
 import pygit2
 
 from gitprov.errors import GitprovError, InvalidInventory, Problem
-from gitprov.pipeline import Build, Pipeline
-from gitprov.plan import Drift
+from gitprov.inventory import Inventory
+from gitprov.pipeline import Pipeline
+from gitprov.plan import Drift, load_manifest, published_versions
 from gitprov.publish import PublishError, Targets, descendant_check, inspect, publish
 
 log = logging.getLogger("gitprov.watch")
@@ -259,7 +260,7 @@ class CommitPublisher:
         self,
         pipeline: Pipeline,
         private_key: str | None,
-        targets_for: Callable[[Build], Targets],
+        targets_for: Callable[[Inventory], Targets],
         *,
         prune_unknown: bool = False,
         lock_wait: float = 30.0,
@@ -301,9 +302,17 @@ class CommitPublisher:
             self.pipeline = self.renew(repo)
         self.pipeline.repo = repo
         try:
-            build = self.pipeline.build(commit, self.private_key)
-            targets = self.targets_for(build)
+            loaded = self.pipeline.load_commit(commit)
+            if loaded.inventory is None:
+                raise InvalidInventory(
+                    f"commit {short} has {len(loaded.errors)} error(s)",
+                    hint="fix them and commit again; nothing was published",
+                    problems=loaded.problems,
+                )
+            targets = self.targets_for(loaded.inventory)
             self.state_dir = targets.state_dir
+            published = published_versions(load_manifest(targets.state_dir))
+            build = self.pipeline.build(commit, self.private_key, published, loaded)
             result = publish(
                 build,
                 targets,

@@ -1,0 +1,83 @@
+"""`publish --force` of a commit that does not descend from the published one: allowed only
+when asked for, and still never lowers a version (issue 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gitprov.cli import main
+from gitprov.pipeline import _never_lower
+from gitprov.plan import load_manifest
+from tests.fixtures.gitrepo import GitRepo
+
+X = "inventory/devices/0021f2011b20.yaml"
+XMAC = "0021f2011b20"
+
+
+def publish(
+    capsys: pytest.CaptureFixture[str], repo: GitRepo, tmp_path: Path, rev: str, *extra: str
+) -> tuple[int, str]:
+    code = main(
+        [
+            "--repo",
+            str(repo.path),
+            "publish",
+            "--rev",
+            rev,
+            "--http-root",
+            str(tmp_path / "http"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            *extra,
+        ]
+    )
+    return code, capsys.readouterr().err
+
+
+def versions(tmp_path: Path) -> dict[str, int]:
+    m = load_manifest(tmp_path / "state")
+    assert m is not None
+    return {e.mac: e.version for e in m.files.values() if e.mac}
+
+
+def test_force_publishes_an_old_branch_without_lowering_versions(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = example_repo
+    a = str(r.repo.head.target)
+    original = r.files[X]
+    for i in range(3):  # main moves on: X gets depth 4
+        r.commit({X: original.replace(b"Meeting room", f"Room {i}".encode())}, f"edit {i}")
+    assert publish(capsys, r, tmp_path, "main")[0] == 0
+    on_main = versions(tmp_path)
+    assert on_main[XMAC] == 1004
+
+    # A hotfix branch from the first commit: depth 2, so history alone would give X 1002.
+    hotfix = r.commit(
+        {X: original.replace(b"Meeting room", b"Hotfix")},
+        "hotfix",
+        branch="hotfix",
+        parents=[a],
+        base=r.files_at(a),
+    )
+    code, err = publish(capsys, r, tmp_path, hotfix)
+    assert code == 1
+    assert "not a descendant" in err and "git revert" in err
+    assert versions(tmp_path) == on_main
+
+    assert publish(capsys, r, tmp_path, hotfix, "--force")[0] == 0
+    forced = versions(tmp_path)
+    assert forced[XMAC] == on_main[XMAC] + 1  # new content, a new and higher version
+    for mac, v in on_main.items():
+        if mac != XMAC:
+            assert forced[mac] == v  # same content: same version, not the lower 1001
+
+
+def test_never_lower_rule() -> None:
+    assert _never_lower(1010, "new", 1004, "old") == 1010
+    assert _never_lower(1002, "same", 1004, "same") == 1004
+    assert _never_lower(1002, "new", 1004, "old") == 1005
+    assert _never_lower(1004, "new", 1004, "old") == 1005
+    assert _never_lower(1004, "new", 1004, "") == 1004  # an old manifest without bodies
