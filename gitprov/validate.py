@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import Documents
 from gitprov.rules import RuleContext, run_rules
+from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
 from gitprov.yamldoc import Document, SecretRef
 
@@ -257,11 +258,14 @@ def _pattern_hint(path: tuple[Any, ...], schema: dict[str, Any]) -> str:
 
 class SchemaCache:
     """Per-file results by (kind, path, blob id, catalog): schema problems and the problems
-    of single-document rules. A file is checked once per content; delete it any time."""
+    of single-document rules; and the facts rules keep between validations (`Facts`), so
+    that validating a commit after its parent costs what the commit changed. Delete it
+    any time."""
 
     def __init__(self) -> None:
         self._hits: dict[tuple[str, str, str, str], tuple[Problem, ...]] = {}
         self._rules: dict[tuple[str, ...], tuple[Problem, ...]] = {}
+        self.facts = Facts()
 
     def rule_problems(
         self, key: tuple[str, ...], compute: Callable[[], list[Problem]]
@@ -341,11 +345,14 @@ def schema_problems(
     docs: Documents, catalog: Catalog, cache: SchemaCache | None = None
 ) -> list[Problem]:
     cache = cache or SchemaCache()
-    problems: list[Problem] = []
-    for kind, kdocs in docs.by_kind.items():
-        for doc in kdocs:
-            problems.extend(cache.problems(kind, doc, catalog))
-    return problems
+
+    def problems(kind: str, doc: Document) -> Iterator[tuple[str, tuple[Problem, ...]]]:
+        found = cache.problems(kind, doc, catalog)
+        if found:
+            yield doc.path, found
+
+    index = cache.facts.index(docs, "schema", None, catalog.digest, problems)
+    return [p for found in index.all_items() for p in found]
 
 
 def validate(
@@ -369,6 +376,7 @@ def validate(
         parent,
         frozenset(p.file for p in errors),
         frozenset((p.file, p.line, p.col) for p in errors),
+        cache.facts,
     )
     problems += run_rules(ctx, cache)
     return sorted(set(problems))

@@ -5,16 +5,19 @@ A rule has one of two shapes:
 - `check_document(dctx: DocContext)`: looks at one file only. Its problems are cached by
   the file's blob id, so a new commit re-checks only the files it changed.
 - `check(ctx: RuleContext)`: looks across files (duplicates, references, layering).
+  What it derives from each file goes into an index (`ctx.index`), which keeps it from
+  one validation to the next: checking commit N+1 after commit N re-reads the files the
+  commit changed, and the check combines the entries grouped by key (see `_facts`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gitprov.catalog import Catalog
 from gitprov.errors import Problem
@@ -29,7 +32,11 @@ from gitprov.inventory import (
     stem,
 )
 from gitprov.macros import device_variables, expand, normalise_mac
+from gitprov.rules._facts import Facts, Index
 from gitprov.yamldoc import Document, Path_
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 # Module names under gitprov.rules, in code order.
 RULES = (
@@ -111,6 +118,29 @@ class RuleContext:
     # (file, line, col) of every schema error, so that a rule about the same node can stay
     # quiet instead of saying the same thing twice.
     flagged: frozenset[tuple[str, int, int]] = frozenset()
+    # What earlier validations derived, for `index` and `memo`; a fresh one starts over.
+    facts: Facts = field(default_factory=Facts, compare=False, repr=False)
+
+    def index(
+        self,
+        name: str,
+        kinds: tuple[str, ...] | None,
+        env: Hashable,
+        entries: Callable[[Document], Iterable[tuple[K, V]]],
+    ) -> Index[K, V]:
+        """The entries `entries(doc)` of every document of `kinds` (None: all), grouped
+        by key. `env` must name everything besides the document that entries depend on:
+        only documents that changed since the last validation are read again."""
+        return self.facts.index(self.docs, name, kinds, env, lambda _kind, doc: entries(doc))
+
+    @cached_property
+    def layer_env(self) -> tuple[Hashable, ...]:
+        """What a device's layers can depend on besides the device: every fleet, profile
+        and model file, and the catalog (for parameter names)."""
+        return (
+            self.catalog.digest,
+            *((d.path, d.oid) for kind in (FLEET, PROFILE, MODEL) for d in self.docs.of(kind)),
+        )
 
     def of(self, kind: str) -> tuple[Document, ...]:
         return self.docs.of(kind)
@@ -176,46 +206,55 @@ class RuleContext:
         line, col = doc.pos(path)
         return (doc.path, line, col) in self.flagged
 
-    @cached_property
-    def _macs(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for doc in self.devices:
-            raw = get(doc.data, "mac")
-            out[doc.path] = normalise_mac(raw) if isinstance(raw, str) else None
-        return out
-
     def mac_of(self, device: Document) -> str | None:
         """The device's MAC as 12 lower-case hex digits, or None if it has no valid one."""
-        return self._macs.get(device.path)
+        return self.facts.memo(("mac", device.path, device.oid), lambda: _mac(device))
 
     @cached_property
-    def file_names(self) -> dict[str, tuple[str, str]]:
-        """device path -> (MAC, expanded file name) for devices with a valid MAC, the way
-        gitprov names their published files (the fleet's `file_name` template)."""
+    def product_names(self) -> dict[str, str]:
+        """Model name -> product name ("" if it has none), for the $PN macro."""
+        out: dict[str, str] = {}
+        for name, m in self.model_docs.items():
+            pn = get(m.data, "product_name")
+            out[name] = pn if isinstance(pn, str) else ""
+        return out
+
+    @cached_property
+    def file_name_env(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """What devices' file names depend on besides the device: the fleet's `file_name`
+        template and the models' product names."""
         fleet = self.fleet
         template = get(fleet.data, "file_name") if fleet is not None else None
         if not isinstance(template, str):
             template = DEFAULT_FILE_NAME
-        products: dict[str, str] = {}
-        for name, m in self.model_docs.items():
-            pn = get(m.data, "product_name")
-            products[name] = pn if isinstance(pn, str) else ""
-        out: dict[str, tuple[str, str]] = {}
-        for doc in self.devices:
-            mac = self.mac_of(doc)
+        return template, tuple(sorted(self.product_names.items()))
+
+    def file_name_of(self, device: Document) -> tuple[str, str] | None:
+        """(MAC, expanded file name) of a device with a valid MAC, the way gitprov names its
+        published files (the fleet's `file_name` template)."""
+        template = self.file_name_env[0]
+        model = get(device.data, "model")
+        product = self.product_names.get(model, "") if isinstance(model, str) else ""
+
+        def name() -> tuple[str, str] | None:
+            mac = self.mac_of(device)
             if mac is None:
-                continue
-            model, serial = get(doc.data, "model"), get(doc.data, "serial")
+                return None
+            serial = get(device.data, "serial")
             variables = device_variables(
-                mac,
-                product_name=products.get(model, "") if isinstance(model, str) else "",
-                serial=serial if isinstance(serial, str) else "",
+                mac, product_name=product, serial=serial if isinstance(serial, str) else ""
             )
-            out[doc.path] = (mac, expand(template, variables))
-        return out
+            return mac, expand(template, variables)
+
+        return self.facts.memo(("file-name", device.path, device.oid, template, product), name)
 
 
-@dataclass(frozen=True)
+def _mac(device: Document) -> str | None:
+    raw = get(device.data, "mac")
+    return normalise_mac(raw) if isinstance(raw, str) else None
+
+
+@dataclass(frozen=True, slots=True)
 class Found:
     """An effective value and where it was written."""
 
@@ -288,25 +327,28 @@ class DocumentCache(Protocol):
 
 
 def run_rules(ctx: RuleContext, cache: DocumentCache | None = None) -> list[Problem]:
-    problems: list[Problem] = []
     per_document = [m for m in modules() if hasattr(m, "check_document")]
     flagged: dict[str, set[tuple[int, int]]] = {}
     for file, line, col in ctx.flagged:
         flagged.setdefault(file, set()).add((line, col))
-    for kind, docs in ctx.docs.by_kind.items():
-        for doc in docs:
-            dctx = DocContext(
-                doc, kind, ctx.catalog, ctx.strict, frozenset(flagged.get(doc.path, ()))
-            )
 
-            def compute(dctx: DocContext = dctx) -> list[Problem]:
-                return [p for m in per_document for p in m.check_document(dctx)]
+    def document_problems(kind: str, doc: Document) -> Iterator[tuple[str, tuple[Problem, ...]]]:
+        dctx = DocContext(doc, kind, ctx.catalog, ctx.strict, frozenset(flagged.get(doc.path, ())))
 
-            if cache is None:
-                problems.extend(compute())
-            else:
-                key = (kind, doc.path, doc.oid, ctx.catalog.digest, str(ctx.strict))
-                problems.extend(cache.rule_problems(key, compute))
+        def compute() -> list[Problem]:
+            return [p for m in per_document for p in m.check_document(dctx)]
+
+        if cache is None:
+            found = tuple(compute())
+        else:
+            key = (kind, doc.path, doc.oid, ctx.catalog.digest, str(ctx.strict))
+            found = cache.rule_problems(key, compute)
+        if found:
+            yield doc.path, found
+
+    env = (ctx.catalog.digest, ctx.strict)
+    index = ctx.facts.index(ctx.docs, "document-rules", None, env, document_problems)
+    problems = [p for found in index.all_items() for p in found]
     for mod in modules():
         if hasattr(mod, "check"):
             problems.extend(mod.check(ctx))

@@ -13,15 +13,30 @@ Passes:  the second device uses `account: "2002"`, or another `sip.server`
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from gitprov.errors import Problem, error
+from gitprov.inventory import DEVICE
 from gitprov.rules import Found, RuleContext, effective, effective_line, get
+from gitprov.rules._facts import Member
+from gitprov.yamldoc import Document
 
 CODE = "GP105"
 NAME = "duplicate-account"
 
 DEFAULT_SIP_PORT = 5060
 _MAX_LINES = 16
+
+Registration = tuple[str, str]  # ("server:port", account)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """An enabled line of a device, with the account it registers."""
+
+    device: str  # path
+    slot: int
+    account: Found
 
 
 def _names(ctx: RuleContext, key: str) -> tuple[str, ...]:
@@ -32,55 +47,75 @@ def _names(ctx: RuleContext, key: str) -> tuple[str, ...]:
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
-    server_names = _names(ctx, "DBID_WEB_SIP_SERVER")
-    port_names = _names(ctx, "DBID_WEB_SIP_SERVER_PORT")
-    enabled_names = _names(ctx, "DBID_SIP_ENABLE")
-    account_names = _names(ctx, "DBID_SIP_ACCOUNT")
-    first: dict[tuple[str, str], tuple[Found, int, str]] = {}
-    reported: set[tuple[str, tuple[str | int, ...]]] = set()
-    for device in ctx.devices:
+    names = (
+        _names(ctx, "DBID_WEB_SIP_SERVER"),
+        _names(ctx, "DBID_WEB_SIP_SERVER_PORT"),
+        _names(ctx, "DBID_SIP_ENABLE"),
+        _names(ctx, "DBID_SIP_ACCOUNT"),
+    )
+
+    def registrations(device: Document) -> tuple[tuple[Registration, _Line], ...]:
         model = ctx.model_of(device)
         count = get(model.data, "line_count") if model is not None else None
         if not isinstance(count, int) or isinstance(count, bool):
-            continue
+            return ()
         layers = ctx.layers(device)
-        # Slots no layer writes are disabled (the catalog's default); skip them early.
-        written = max(
-            (len(x) for d in layers if isinstance(x := get(d.data, "lines"), list)), default=0
+        key = (NAME, ctx.catalog.digest, *[x for d in layers for x in (d.path, d.oid)])
+        return ctx.facts.memo(key, lambda: _registrations(device, layers, count, names))
+
+    index = ctx.index(NAME, (DEVICE,), ctx.layer_env, registrations)
+    # Every line but the first to register an account on a server, in device order.
+    clashes: list[tuple[Member, Registration, _Line, _Line]] = []
+    for registration in index.shared:
+        (_, first), *rest = index.members(registration)
+        clashes.extend((member, registration, line, first) for member, line in rest)
+    clashes.sort(key=lambda c: c[0])
+    reported: set[tuple[str, tuple[str | int, ...]]] = set()
+    for _, (where, account), line, first in clashes:
+        origin = (line.account.doc.path, line.account.path)
+        if origin in reported:
+            continue
+        reported.add(origin)
+        row, col = line.account.pos()
+        via = "" if line.account.doc.path == line.device else f" (for {line.device})"
+        by = "this device" if first.device == line.device else first.device
+        yield error(
+            line.account.doc.path,
+            row,
+            col,
+            CODE,
+            f"SIP account {account!r} on {where}{via} is already registered by "
+            f"{by}, line {first.slot + 1}",
+            "a server keeps one registration per account; give each line its own account",
         )
-        if not written:
+
+
+def _registrations(
+    device: Document,
+    layers: list[Document],
+    count: int,
+    names: tuple[tuple[str, ...], ...],
+) -> tuple[tuple[Registration, _Line], ...]:
+    server_names, port_names, enabled_names, account_names = names
+    # Slots no layer writes are disabled (the catalog's default); skip them early.
+    written = max(
+        (len(x) for d in layers if isinstance(x := get(d.data, "lines"), list)), default=0
+    )
+    if not written:
+        return ()
+    server = effective(layers, server_names)
+    if server is None or not isinstance(server.value, str):
+        return ()
+    port = effective(layers, port_names)
+    port_no = port.value if port is not None and isinstance(port.value, int) else None
+    where = f"{server.value.lower().rstrip('.')}:{port_no or DEFAULT_SIP_PORT}"
+    out = []
+    for slot in range(min(count, written, _MAX_LINES)):
+        enabled = effective_line(layers, enabled_names, slot)
+        if enabled is None or enabled.value not in (True, 1):
             continue
-        server = effective(layers, server_names)
-        if server is None or not isinstance(server.value, str):
+        account = effective_line(layers, account_names, slot)
+        if account is None or not isinstance(account.value, str) or not account.value:
             continue
-        port = effective(layers, port_names)
-        port_no = port.value if port is not None and isinstance(port.value, int) else None
-        where = f"{server.value.lower().rstrip('.')}:{port_no or DEFAULT_SIP_PORT}"
-        for slot in range(min(count, written, _MAX_LINES)):
-            enabled = effective_line(layers, enabled_names, slot)
-            if enabled is None or enabled.value not in (True, 1):
-                continue
-            account = effective_line(layers, account_names, slot)
-            if account is None or not isinstance(account.value, str) or not account.value:
-                continue
-            key = (where, account.value)
-            if key not in first:
-                first[key] = (account, slot, device.path)
-                continue
-            origin = (account.doc.path, account.path)
-            if origin in reported:
-                continue
-            reported.add(origin)
-            _, other_slot, other_device = first[key]
-            line, col = account.pos()
-            via = "" if account.doc is device else f" (for {device.path})"
-            by = "this device" if other_device == device.path else other_device
-            yield error(
-                account.doc.path,
-                line,
-                col,
-                CODE,
-                f"SIP account {account.value!r} on {where}{via} is already registered by "
-                f"{by}, line {other_slot + 1}",
-                "a server keeps one registration per account; give each line its own account",
-            )
+        out.append(((where, account.value), _Line(device.path, slot, account)))
+    return tuple(out)

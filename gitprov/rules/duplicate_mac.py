@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
+from gitprov.inventory import DEVICE
 from gitprov.rules import RuleContext
 from gitprov.yamldoc import Document
 
@@ -17,13 +18,15 @@ NAME = "duplicate-mac"
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
-    first: dict[str, Document] = {}
-    for doc in ctx.devices:
+    def entries(doc: Document) -> Iterator[tuple[str, Document]]:
         mac = ctx.mac_of(doc)
-        if mac is None:
-            continue
-        if mac in first:
-            other = first[mac]
+        if mac is not None:
+            yield mac, doc
+
+    index = ctx.index(NAME, (DEVICE,), (), entries)
+    for mac in index.shared:
+        (_, other), *rest = index.members(mac)
+        for _, doc in rest:
             line, col = doc.pos(("mac",))
             yield error(
                 doc.path,
@@ -33,5 +36,3 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
                 f"MAC {mac} is also used by {other.path}:{other.pos(('mac',))[0]}",
                 "each device has exactly one file; remove or fix one of them",
             )
-        else:
-            first[mac] = doc

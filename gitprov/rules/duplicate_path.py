@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
+from gitprov.inventory import DEVICE
 from gitprov.rules import RuleContext, get
 from gitprov.yamldoc import Document
 
@@ -20,7 +21,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
     if fleet is None:
         return
-    taken: dict[str, Document] = {}
+    taken: dict[str, Document] = {}  # by a model's file: every device there clashes
     for m in ctx.models:
         for key in ("config_file_name",):
             name = get(m.data, key)
@@ -29,19 +30,32 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         fw = get(m.data, "firmware", "file")
         if isinstance(fw, str):
             taken[fw] = m
-    for doc in ctx.devices:
-        if doc.path not in ctx.file_names:
+
+    def published(doc: Document) -> Iterator[tuple[str, Document]]:
+        named = ctx.file_name_of(doc)
+        if named is not None:
+            yield named[1], doc
+
+    index = ctx.index(NAME, (DEVICE,), ctx.file_name_env, published)
+    for name, model in taken.items():
+        for _, doc in index.members(name):
+            yield _clash(doc, name, model)
+    # Otherwise the first device to publish a name keeps it.
+    for name in index.shared:
+        if name in taken:
             continue
-        _, name = ctx.file_names[doc.path]
-        if name in taken and taken[name] is not doc:
-            line, col = doc.pos(("mac",))
-            yield error(
-                doc.path,
-                line,
-                col,
-                CODE,
-                f"publishes to {name!r}, which {taken[name].path} publishes too",
-                "make the fleet's file_name unique per device (include $(MA))",
-            )
-        else:
-            taken[name] = doc
+        (_, first), *rest = index.members(name)
+        for _, doc in rest:
+            yield _clash(doc, name, first)
+
+
+def _clash(doc: Document, name: str, other: Document) -> Problem:
+    line, col = doc.pos(("mac",))
+    return error(
+        doc.path,
+        line,
+        col,
+        CODE,
+        f"publishes to {name!r}, which {other.path} publishes too",
+        "make the fleet's file_name unique per device (include $(MA))",
+    )

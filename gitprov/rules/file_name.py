@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
+from gitprov.inventory import DEVICE
 from gitprov.rules import RuleContext
+from gitprov.yamldoc import Document
 
 CODE = "GP107"
 NAME = "bad-file-name"
@@ -38,17 +40,23 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
     if fleet is None:
         return
-    reported: set[str] = set()
-    for mac, name in ctx.file_names.values():
-        reason = unsafe_reason(name)
-        if reason and reason not in reported:
-            reported.add(reason)
-            line, col = fleet.pos(("file_name",))
-            yield error(
-                fleet.path,
-                line,
-                col,
-                CODE,
-                f"file_name expands to {name!r} for {mac}: {reason}",
-                'use a single file name with macros, e.g. "fv$(MA).conf"',
-            )
+
+    def unsafe(doc: Document) -> Iterator[tuple[str, tuple[str, str]]]:
+        named = ctx.file_name_of(doc)
+        reason = unsafe_reason(named[1]) if named is not None else None
+        if named is not None and reason:
+            yield reason, named
+
+    index = ctx.index(NAME, (DEVICE,), ctx.file_name_env, unsafe)
+    # One problem per reason, for the first device it concerns.
+    for reason in list(index.keys()):
+        _, (mac, name) = index.first(reason)
+        line, col = fleet.pos(("file_name",))
+        yield error(
+            fleet.path,
+            line,
+            col,
+            CODE,
+            f"file_name expands to {name!r} for {mac}: {reason}",
+            'use a single file name with macros, e.g. "fv$(MA).conf"',
+        )

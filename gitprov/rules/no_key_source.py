@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from gitprov.errors import Problem, error
+from gitprov.inventory import DEVICE
 from gitprov.rules import RuleContext, get
+from gitprov.yamldoc import Document
 
 CODE = "GP118"
 NAME = "no-key-source"
@@ -27,23 +29,30 @@ def _setting(enc: Any, name: str) -> Any:
     return enc.get(name) if isinstance(enc, dict) else None
 
 
+def _model_and_key(device: Document) -> Iterator[tuple[tuple[str | None, bool], Document]]:
+    """(model name, has a key of its own)."""
+    model = get(device.data, "model")
+    yield (model if isinstance(model, str) else None, get(device.data, "key") is not None), device
+
+
 def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
     if fleet is None:
         return
     fleet_enc = get(fleet.data, "encryption")
-    keyless = []
+    keyless: list[Document] = []
     needing = 0
-    for device in ctx.devices:
-        model = ctx.model_of(device)
+    index = ctx.index(NAME, (DEVICE,), (), _model_and_key)
+    for name, has_key in list(index.keys()):
+        model = ctx.model_docs.get(name) if name is not None else None
         model_enc = get(model.data, "encryption") if model is not None else None
         mode = _setting(model_enc, "mode") or _setting(fleet_enc, "mode") or DEFAULT_MODE
         if mode == "none":
             continue
-        needing += 1
+        needing += index.count((name, has_key))
         master = _setting(model_enc, "master_key") or _setting(fleet_enc, "master_key")
-        if master is None and get(device.data, "key") is None:
-            keyless.append(device)
+        if master is None and not has_key:
+            keyless.extend(index.values((name, has_key)))
     if not keyless:
         return
     if len(keyless) == needing and needing > 1:

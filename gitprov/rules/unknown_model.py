@@ -10,25 +10,30 @@ import difflib
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.inventory import MODEL
+from gitprov.inventory import DEVICE, MODEL
 from gitprov.rules import RuleContext, get
+from gitprov.yamldoc import Document
 
 CODE = "GP102"
 NAME = "unknown-model"
 
 
+def _model(doc: Document) -> Iterator[tuple[str, Document]]:
+    model = get(doc.data, "model")
+    if isinstance(model, str):
+        yield model, doc
+
+
 def check(ctx: RuleContext) -> Iterator[Problem]:
     models = ctx.names(MODEL)
-    for doc in ctx.devices:
-        model = get(doc.data, "model")
-        if isinstance(model, str) and model not in models:
-            close = difflib.get_close_matches(model, sorted(models), n=1)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else (
-                    f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml"
-                )
-            )
+    index = ctx.index(NAME, (DEVICE,), (), _model)
+    for model in index.keys_not_in(models):
+        close = difflib.get_close_matches(model, sorted(models), n=1)
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else (f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml")
+        )
+        for doc in index.values(model):
             line, col = doc.pos(("model",))
             yield error(doc.path, line, col, CODE, f"unknown model {model!r}", hint)

@@ -10,26 +10,36 @@ import difflib
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.inventory import PROFILE
+from gitprov.inventory import DEVICE, PROFILE
 from gitprov.rules import RuleContext, get
+from gitprov.yamldoc import Document
 
 CODE = "GP103"
 NAME = "unknown-profile"
 
 
+def _profile(doc: Document) -> Iterator[tuple[str, Document]]:
+    name = get(doc.data, "profile")
+    if isinstance(name, str):
+        yield name, doc
+
+
 def check(ctx: RuleContext) -> Iterator[Problem]:
     names = ctx.names(PROFILE)
-    for doc, key in [(d, "profile") for d in ctx.devices] + [(p, "extends") for p in ctx.profiles]:
-        name = get(doc.data, key)
+    index = ctx.index(NAME, (DEVICE,), (), _profile)
+    unknown = [
+        (doc, "profile", name) for name in index.keys_not_in(names) for doc in index.values(name)
+    ]
+    for doc in ctx.profiles:
+        name = get(doc.data, "extends")
         if isinstance(name, str) and name not in names:
-            close = difflib.get_close_matches(name, sorted(names), n=1)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else (
-                    f"known profiles: {', '.join(sorted(names)) or 'none'}; "
-                    f"add profiles/{name}.yaml"
-                )
-            )
-            line, col = doc.pos((key,))
-            yield error(doc.path, line, col, CODE, f"unknown profile {name!r}", hint)
+            unknown.append((doc, "extends", name))
+    for doc, key, name in unknown:
+        close = difflib.get_close_matches(name, sorted(names), n=1)
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else (f"known profiles: {', '.join(sorted(names)) or 'none'}; add profiles/{name}.yaml")
+        )
+        line, col = doc.pos((key,))
+        yield error(doc.path, line, col, CODE, f"unknown profile {name!r}", hint)

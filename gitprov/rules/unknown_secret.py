@@ -11,13 +11,13 @@ from typing import Any
 
 from gitprov.errors import Problem, error
 from gitprov.rules import RuleContext, get
-from gitprov.yamldoc import SecretRef
+from gitprov.yamldoc import Document, Path_, SecretRef
 
 CODE = "GP115"
 NAME = "unknown-secret"
 
 
-def _refs(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def _refs(data: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
     if isinstance(data, SecretRef):
         yield path, data.name
     elif isinstance(data, dict):
@@ -28,21 +28,26 @@ def _refs(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | 
             yield from _refs(v, (*path, i))
 
 
+def _uses(doc: Document) -> Iterator[tuple[str, tuple[Document, Path_]]]:
+    for path, name in _refs(doc.data, ()):
+        yield name, (doc, path)
+
+
 def check(ctx: RuleContext) -> Iterator[Problem]:
     known: set[str] = set()
     for doc in ctx.secrets:
         sealed = get(doc.data, "secrets")
         if isinstance(sealed, dict):
             known.update(sealed)
-    for doc in ctx.docs.all():
-        for path, name in _refs(doc.data, ()):
-            if name not in known:
-                line, col = doc.pos(path)
-                yield error(
-                    doc.path,
-                    line,
-                    col,
-                    CODE,
-                    f"unknown secret {name!r}",
-                    f"add it with `gitprov secrets set {name}` (it is sealed into secrets.yaml)",
-                )
+    index = ctx.index(NAME, None, (), _uses)
+    for name in index.keys_not_in(known):
+        for doc, path in index.values(name):
+            line, col = doc.pos(path)
+            yield error(
+                doc.path,
+                line,
+                col,
+                CODE,
+                f"unknown secret {name!r}",
+                f"add it with `gitprov secrets set {name}` (it is sealed into secrets.yaml)",
+            )

@@ -1,0 +1,212 @@
+"""What validation derives from documents, kept from one validation to the next.
+
+Validating commit N+1 right after commit N must cost what changed, not the fleet size
+(DESIGN.md, invariant 7 and the cost facts). `Facts` notes which documents changed since
+the documents it saw last (by path and blob id). An `Index` holds the entries that one
+check derives from each document, grouped by key, and re-derives only the entries of
+documents that changed; a check then looks at the groups it cares about (duplicates,
+unknown names), not at every document.
+
+Everything here is a cache: a fresh `Facts` gives the same answers, only slower. It is
+owned by whoever owns the other per-file caches (a Pipeline's SchemaCache), not kept
+process-wide: its state follows one sequence of validations with one catalog, and it is
+freed with them. Not thread-safe: one Pipeline per thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView, Set
+from typing import Any, Generic, TypeVar, cast
+
+from gitprov.inventory import Documents
+from gitprov.yamldoc import Document
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+T = TypeVar("T")
+
+# An entry's place: its document's path, then its number among that document's entries.
+# Documents come sorted by path, so sorting members gives the order of a full scan.
+Member = tuple[str, int]
+
+Contribute = Callable[[str, Document], Iterable[tuple[K, V]]]
+
+
+class Index(Generic[K, V]):
+    """Entries `(key, item)` derived from documents, grouped by key.
+
+    `env` names everything besides the document that an entry depends on (other files'
+    blob ids, settings, the catalog); when it differs, the index is built again."""
+
+    def __init__(self, env: Hashable) -> None:
+        self.env = env
+        self.generation = -1
+        # Most keys (a MAC, a file name) have one entry: no dict for those, and no tuple
+        # holding the item (tuples of strings and ints cost the garbage collector nothing).
+        self._single: dict[K, V] = {}
+        self._single_at: dict[K, Member] = {}
+        self._shared: dict[K, dict[Member, V]] = {}
+        # path -> the key of its one entry, or the keys of its entries in order (a list:
+        # never a key, keys are hashable). Most documents have one entry: no list for those.
+        self._keys: dict[str, K | list[K]] = {}
+
+    @property
+    def shared(self) -> KeysView[K]:
+        """The keys of two entries or more."""
+        return self._shared.keys()
+
+    def keys(self) -> Iterator[K]:
+        yield from self._single
+        yield from self._shared
+
+    def keys_not_in(self, known: Set[Any]) -> list[K]:
+        return [*(self._single.keys() - known), *(self._shared.keys() - known)]
+
+    def count(self, key: K) -> int:
+        group = self._shared.get(key)
+        return len(group) if group is not None else int(key in self._single)
+
+    def members(self, key: K) -> list[tuple[Member, V]]:
+        """The entries of one key, in document order."""
+        group = self._shared.get(key)
+        if group is not None:
+            return sorted(group.items(), key=_member)
+        if key in self._single:
+            return [(self._single_at[key], self._single[key])]
+        return []
+
+    def first(self, key: K) -> tuple[Member, V]:
+        group = self._shared.get(key)
+        if group is not None:
+            return min(group.items(), key=_member)
+        return self._single_at[key], self._single[key]
+
+    def values(self, key: K) -> list[V]:
+        """The items of one key, in no particular order."""
+        group = self._shared.get(key)
+        if group is not None:
+            return list(group.values())
+        return [self._single[key]] if key in self._single else []
+
+    def all_items(self) -> Iterator[V]:
+        yield from self._single.values()
+        for group in self._shared.values():
+            yield from group.values()
+
+    def _add(self, path: str, entries: Iterable[tuple[K, V]]) -> None:
+        keys: list[K] = []
+        single, shared = self._single, self._shared
+        for n, (key, item) in enumerate(entries):
+            group = shared.get(key)
+            if group is not None:
+                group[(path, n)] = item
+            elif key in single:
+                shared[key] = {self._single_at.pop(key): single.pop(key), (path, n): item}
+            else:
+                single[key] = item
+                self._single_at[key] = (path, n)
+            keys.append(key)
+        if len(keys) == 1:
+            self._keys[path] = keys[0]
+        elif keys:
+            self._keys[path] = keys
+
+    def _remove(self, path: str) -> None:
+        keys = self._keys.pop(path, _MISSING)
+        if keys is _MISSING:
+            return
+        for n, key in enumerate(keys if isinstance(keys, list) else [keys]):
+            group = self._shared.get(key)
+            if group is None:
+                del self._single[key], self._single_at[key]
+                continue
+            del group[(path, n)]
+            if len(group) == 1:
+                del self._shared[key]
+                member, item = next(iter(group.items()))
+                self._single[key], self._single_at[key] = item, member
+
+
+def _member(entry: tuple[Member, Any]) -> Member:
+    return entry[0]
+
+
+_MISSING: Any = object()
+
+
+class Facts:
+    MEMO_MAX = 500_000
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._docs: Documents | None = None
+        self._seen: dict[str, Document] = {}  # path -> document, as of `_docs`
+        self._changed: list[tuple[str, Document]] = []  # (kind, document) since the last
+        self._removed: list[str] = []
+        self._indexes: dict[str, Index[Any, Any]] = {}
+        self._memo: dict[Hashable, Any] = {}
+
+    def index(
+        self,
+        docs: Documents,
+        name: str,
+        kinds: tuple[str, ...] | None,
+        env: Hashable,
+        contribute: Contribute[K, V],
+    ) -> Index[K, V]:
+        """The index `name` over the documents of `kinds` (None: all) in `docs`, brought
+        up to date: from the previous documents by the changed ones when it was up to
+        date with them under the same `env`, else from scratch."""
+        self._sync(docs)
+        ix = self._indexes.get(name)
+        if ix is None or ix.env != env or ix.generation < self.generation - 1:
+            ix = Index(env)
+            self._indexes[name] = ix
+            for kind, kdocs in docs.by_kind.items():
+                if kinds is None or kind in kinds:
+                    for doc in kdocs:
+                        ix._add(doc.path, contribute(kind, doc))
+        elif ix.generation == self.generation - 1:
+            ix.generation = -1  # if a rule fails half-way, build it again next time
+            for path in self._removed:
+                ix._remove(path)
+            for kind, doc in self._changed:
+                if kinds is None or kind in kinds:
+                    ix._remove(doc.path)
+                    ix._add(doc.path, contribute(kind, doc))
+        ix.generation = self.generation
+        return cast(Index[K, V], ix)
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()`, once per `key`: a key names everything the value depends on."""
+        value = self._memo.get(key, _MISSING)
+        if value is not _MISSING:
+            return cast(T, value)
+        value = compute()
+        if len(self._memo) >= self.MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
+
+    def _sync(self, docs: Documents) -> None:
+        """Note what changed between the documents seen last and `docs`."""
+        if docs is self._docs:
+            return
+        seen = self._seen
+        changed: list[tuple[str, Document]] = []
+        total = 0
+        for kind, kdocs in docs.by_kind.items():
+            total += len(kdocs)
+            for doc in [d for d in kdocs if seen.get(d.path) is not d]:
+                old = seen.get(doc.path)
+                seen[doc.path] = doc
+                if old is None or old.oid != doc.oid:
+                    changed.append((kind, doc))
+        removed: list[str] = []
+        if len(seen) != total:
+            current = {d.path for kdocs in docs.by_kind.values() for d in kdocs}
+            removed = [path for path in seen if path not in current]
+            for path in removed:
+                del seen[path]
+        self._docs, self._changed, self._removed = docs, changed, removed
+        self.generation += 1
