@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BENCHMARKS = [
     "bench.bench_validate",
     "bench.bench_publish",
+    "bench.bench_versions",
 ]
 
 

@@ -113,6 +113,7 @@ class Pipeline:
         self._digests: dict[tuple[str, ...], str] = {}
         self._evaluated: dict[str, Mapping[str, str] | None] = {}
         self._snapshot: _Snapshot | None = None
+        self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
         salt = hashlib.sha256(f"{self.catalog.digest}:{RENDER_FORMAT}".encode()).hexdigest()
         self.version_cache = (
             versioning.VersionCache(cache_dir, salt) if cache_dir is not None else None
@@ -245,28 +246,77 @@ class Pipeline:
             )
         inv = loaded.inventory
         vers = self.versions(commit, inv)
+        digests = self.digests(inv)
         resolve = secret_resolver(inv, private_key)
-        files = []
+        key_id = hashlib.sha256((private_key or "").encode()).hexdigest()
+        files: list[DeviceFile] = []
+        built: dict[tuple[object, ...], list[DeviceFile]] = {}
         for device in inv.devices:
-            cfg = self.compile(inv, device, resolve)
             info = vers[device.mac]
-            body_sha = hashlib.sha256(flyingvoice.body(cfg)).hexdigest()
-            version = info.version
-            if published and device.mac in published:
-                version = _never_lower(version, body_sha, *published[device.mac])
-            plain = render(cfg, version)
-            shown = flyingvoice.render(cfg, version, redact=True)
-            data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
-            files.append(DeviceFile(device.mac, cfg.file_name, plain, data, version,
-                                    info.commit, cfg.model, redacted=shown,
-                                    body_sha256=body_sha))
-            if cfg.previous is not None:
-                old_name, old_key = cfg.previous
-                files.append(DeviceFile(device.mac, old_name, plain,
-                                        _encrypt(cfg.cipher, plain, old_key, device.mac),
-                                        version, info.commit, cfg.model, "previous",
-                                        shown, body_sha))
+            # Same digest (content, file name, cipher, sealed secrets), version and manifest
+            # entry give the same bytes: a watcher re-renders only what changed.
+            key = (
+                device.mac,
+                digests[device.mac],
+                info.version,
+                info.commit,
+                key_id,
+                published.get(device.mac) if published else None,
+            )
+            hit = self._built.get(key)
+            if hit is None:
+                hit = self._build_device(inv, device, resolve, info, published)
+            built[key] = hit
+            files.extend(hit)
+        self._built = built
         return Build(str(commit.id), inv, tuple(files))
+
+    def _build_device(
+        self,
+        inv: Inventory,
+        device: Device,
+        resolve: SecretResolver,
+        info: versioning.VersionInfo,
+        published: Mapping[str, tuple[int, str]] | None,
+    ) -> list[DeviceFile]:
+        cfg = self.compile(inv, device, resolve)
+        body_sha = hashlib.sha256(flyingvoice.body(cfg)).hexdigest()
+        version = info.version
+        if published and device.mac in published:
+            version = _never_lower(version, body_sha, *published[device.mac])
+        plain = render(cfg, version)
+        shown = flyingvoice.render(cfg, version, redact=True)
+        data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
+        out = [
+            DeviceFile(
+                device.mac,
+                cfg.file_name,
+                plain,
+                data,
+                version,
+                info.commit,
+                cfg.model,
+                redacted=shown,
+                body_sha256=body_sha,
+            )
+        ]
+        if cfg.previous is not None:
+            old_name, old_key = cfg.previous
+            out.append(
+                DeviceFile(
+                    device.mac,
+                    old_name,
+                    plain,
+                    _encrypt(cfg.cipher, plain, old_key, device.mac),
+                    version,
+                    info.commit,
+                    cfg.model,
+                    "previous",
+                    shown,
+                    body_sha,
+                )
+            )
+        return out
 
 
 def _never_lower(computed: int, body_sha: str, old_version: int, old_body: str) -> int:
