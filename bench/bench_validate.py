@@ -4,8 +4,9 @@ files (the example inventory's models, profiles and secrets, plus N devices on d
     python bench/bench_validate.py [--sizes 1000 10000] [--repeat 3]
 
 cold      a new Pipeline: list, read, hash, parse, schema-check every file, run every rule
-warm      the same Pipeline again: parse and schema results come from the blob-id caches;
-          listing, hashing and the rules (which look across files) run again
+warm      the same Pipeline again: parse, schema and per-file rule results come from the
+          blob-id caches, cross-file rules combine memoized facts; listing and hashing the
+          files on disk run again
 jsonschema-only   cold, with the compiled fast path switched off: what it saves
 """
 
