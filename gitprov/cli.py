@@ -101,18 +101,7 @@ def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:
         "version": 1,
         "ok": errors == 0,
         "summary": {"errors": errors, "warnings": len(problems) - errors},
-        "problems": [
-            {
-                "file": p.file,
-                "line": p.line,
-                "col": p.col,
-                "code": p.code,
-                "level": str(p.level),
-                "message": p.message,
-                "hint": p.hint,
-            }
-            for p in problems
-        ],
+        "problems": [p.as_dict() for p in problems],
     }
 
 

@@ -34,6 +34,18 @@ class Problem:
     def is_error(self) -> bool:
         return self.level is Level.ERROR
 
+    def as_dict(self) -> dict[str, object]:
+        """The stable JSON shape (docs/validate-json.md), shared by every JSON output."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "code": self.code,
+            "level": str(self.level),
+            "message": self.message,
+            "hint": self.hint,
+        }
+
     def where(self) -> str:
         if self.line:
             return f"{self.file}:{self.line}:{self.col}"

@@ -22,15 +22,7 @@ def iso(ts: float) -> str:
 
 
 def problem_dict(p: Problem) -> dict[str, Any]:
-    return {
-        "file": p.file,
-        "line": p.line,
-        "col": p.col,
-        "code": p.code,
-        "level": str(p.level),
-        "message": p.message,
-        "hint": p.hint,
-    }
+    return p.as_dict()
 
 
 def outcome_dict(o: Outcome) -> dict[str, Any]:

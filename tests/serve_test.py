@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -33,18 +32,12 @@ from gitprov.serve import (
     open_published,
     serve_roots,
 )
+from tests.fixtures.peers import need as _need
 
 HOST = "127.0.0.1"
 SMALL = b"DBID_DBASE_VERSION=7\nDBID_SIP_ENABLE=1\t0\t0\t0\n"
 BIG = os.urandom(1 << 20)
 MULTIPLE_OF_512 = os.urandom(512 * 20)
-
-
-def _need(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"needs `{binary}` (Debian package {package})")
-    return path
 
 
 def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.peers import need, openssl_decrypt
 
 MACS = ["0021f2011b19", "0021f2011b20", "0021f2a0c001", "0021f2a0c002"]
-
-
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"needs `{binary}` from the Debian package {package}")
-    return path
 
 
 def gitprov(repo: GitRepo, *argv: str, env: dict[str, str]) -> str:
@@ -92,18 +85,6 @@ def served(
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def openssl_decrypt(data: bytes, key: str) -> bytes:
-    openssl = need("openssl", "openssl")
-    proc = subprocess.run(
-        [openssl, "enc", "-d", "-aes-256-cbc", "-md", "md5", "-k", key],
-        input=data,
-        capture_output=True,
-        timeout=30,
-        check=True,
-    )
-    return proc.stdout
 
 
 def expected(repo: GitRepo, mac: str, env: dict[str, str]) -> tuple[bytes, str]:

@@ -49,6 +49,7 @@ import pytest
 from gitprov.formats import flyingvoice
 from gitprov.rule_url import format_rule, parse_rule
 from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
+from tests.fixtures.peers import need
 
 pytestmark = pytest.mark.e2e
 
@@ -88,13 +89,6 @@ for rule in job["staged_rules"]:
     phases.append([dataclasses.asdict(r) for r in device.resync_until_stable(fetcher)])
 json.dump({"phases": phases, "params": state.params}, sys.stdout)
 """
-
-
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
-    if path is None:
-        pytest.skip(f"needs `{binary}` from the Debian package {package}")
-    return path
 
 
 def run(*argv: str) -> str:

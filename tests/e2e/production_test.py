@@ -41,6 +41,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gitprov.formats import flyingvoice
 from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
+from tests.fixtures.peers import need, openssl_decrypt
 
 pytestmark = pytest.mark.e2e
 
@@ -53,13 +54,6 @@ DOT_BODY = b"half-written temp file: never served\n"
 
 
 # -- small helpers ---------------------------------------------------------------------
-
-
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
-    if path is None:
-        pytest.skip(f"needs `{binary}` from the Debian package {package}")
-    return path
 
 
 def free_port(kind: socket.SocketKind) -> int:
@@ -80,19 +74,6 @@ def replace_once(text: str, old: str, new: str, *, count: int = 1) -> str:
     found = text.count(old)
     assert found == count, f"expected {count} x {old!r} in the deploy file, found {found}"
     return text.replace(old, new)
-
-
-def openssl_decrypt(data: bytes, key: str) -> bytes:
-    openssl = need("openssl", "openssl")
-    proc = subprocess.run(
-        [openssl, "enc", "-d", "-aes-256-cbc", "-md", "md5", "-k", key],
-        input=data,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    return proc.stdout
 
 
 # -- the published site ----------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,16 +27,10 @@ import pytest
 
 from gitprov.cli import main
 from tests.fixtures.gitrepo import ROOT, GitRepo, example_files
+from tests.fixtures.peers import need
 
 DEVICE = "inventory/devices/0021f2011b20.yaml"
 TIMEOUT = 30.0
-
-
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"needs `{binary}` from the Debian package {package}")
-    return path
 
 
 class WatchProcess:
