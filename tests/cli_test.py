@@ -129,3 +129,23 @@ def test_versions_json(example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
     )
     assert code == 0
     assert '"version": 1001' in out
+
+
+def test_review_commands_need_no_private_key(
+    example_repo: GitRepo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Validation, show, versions and plans run in CI without the publisher's key."""
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY", raising=False)
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY_FILE", raising=False)
+    repo = str(example_repo.path)
+    for argv in (
+        ["validate"],
+        ["show", "0021f2011b19"],
+        ["versions"],
+        ["plan", "--base", "main", "--rev", "main"],
+    ):
+        code, out, err = run(capsys, "--repo", repo, *argv)
+        assert code == 0, (argv, err)
+    code, _, err = run(capsys, "--repo", repo, "build", "--out", str(example_repo.path / "o"))
+    assert code == 1
+    assert "private key" in err

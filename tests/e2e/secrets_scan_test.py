@@ -86,6 +86,10 @@ def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
             "watch",
             "--interval",
             "0.2",
+            "--status-file",
+            str(tmp_path / "logs" / "status.json"),
+            "--log-json",
+            str(tmp_path / "logs" / "events.jsonl"),
             *roots,
         ],
         stdout=subprocess.PIPE,
@@ -104,7 +108,10 @@ def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
 
     # Everything a person or a log collector can see, plus every plaintext we wrote.
     seen = list(outputs)
+    logs = sorted((tmp_path / "logs").rglob("*"))
+    assert [p.name for p in logs] == ["events.jsonl", "status.json"]
     for path in [
+        *logs,
         *(tmp_path / "state").rglob("*"),
         *(tmp_path / "build" / "plain").rglob("*"),
         *Path(repo.repo.path).rglob("gitprov-cache/**/*"),
