@@ -144,7 +144,7 @@ def test_review_commands_need_no_private_key(
         ["versions"],
         ["plan", "--base", "main", "--rev", "main"],
     ):
-        code, out, err = run(capsys, "--repo", repo, *argv)
+        code, _out, err = run(capsys, "--repo", repo, *argv)
         assert code == 0, (argv, err)
     code, _, err = run(capsys, "--repo", repo, "build", "--out", str(example_repo.path / "o"))
     assert code == 1
