@@ -63,16 +63,17 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
     path = tuple(err.absolute_path)
     where = ".".join(str(p) for p in path) or "the document"
     line, col = doc.pos(path)
+
+    def here(code: str, message: str, hint: str = "") -> Problem:
+        return error(doc.path, line, col, code, message, hint)
+
     kw = err.validator
     inst: Any = err.instance
     schema: dict[str, Any] = dict(err.schema) if isinstance(err.schema, dict) else {}
     if _is_secret_path(path, catalog) and kw not in ("additionalProperties", "required"):
         # Never repeat a secret, not even a malformed one, in a message or a CI log.
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: not a valid value (not shown: it is a secret)",
                 "write it as !secret NAME (see `gitprov secrets set`)",
@@ -101,10 +102,7 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
     if kw == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 MISSING_KEY,
                 f"missing required key {missing!r}",
                 f"add `{missing}:` to {where if path else 'the file'}",
@@ -115,20 +113,14 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
         raw = doc.raw.get(path)
         if raw is not None and "string" in _types(err.validator_value):
             return [
-                error(
-                    doc.path,
-                    line,
-                    col,
+                here(
                     QUOTE,
                     f"{where}: expected a string, but unquoted {raw} is read as {_describe(inst)}",
                     f"quote it: {_quoted(path, raw)}",
                 )
             ]
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: expected {expected}, got {_describe(inst)}",
                 _type_hint(expected),
@@ -140,15 +132,10 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
         hint = f"use one of: {allowed}"
         if raw is not None and isinstance(inst, bool | int | float):
             hint += f" (unquoted {raw} is read as {_describe(inst)}; quote it if you meant text)"
-        return [
-            error(doc.path, line, col, SCHEMA, f"{where}: {_describe(inst)} is not allowed", hint)
-        ]
+        return [here(SCHEMA, f"{where}: {_describe(inst)} is not allowed", hint)]
     if kw == "pattern":
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: {inst!r} has the wrong form",
                 _pattern_hint(path, schema),
@@ -156,10 +143,7 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
         ]
     if kw in ("minimum", "maximum"):
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: {inst} is out of range",
                 f"use a value {'>=' if kw == 'minimum' else '<='} {err.validator_value}",
@@ -167,10 +151,7 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
         ]
     if kw == "maxLength":
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: {len(inst)} characters is too long",
                 f"use at most {err.validator_value} characters",
@@ -178,10 +159,7 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
         ]
     if kw == "maxItems":
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: too many items",
                 f"use at most {err.validator_value}",
@@ -189,16 +167,13 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
         ]
     if kw == "propertyNames":
         return [
-            error(
-                doc.path,
-                line,
-                col,
+            here(
                 SCHEMA,
                 f"{where}: {err.message}",
                 "names may use letters, digits, '.', '_' and '-'",
             )
         ]
-    return [error(doc.path, line, col, SCHEMA, f"{where}: {err.message}")]
+    return [here(SCHEMA, f"{where}: {err.message}")]
 
 
 def _is_secret_path(path: tuple[Any, ...], catalog: Catalog) -> bool:
