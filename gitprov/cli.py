@@ -21,11 +21,11 @@ import pygit2
 from gitprov import __version__, audit
 from gitprov import device as device_cmd
 from gitprov.catalog import load_catalog
-from gitprov.errors import GitprovError, InvalidInventory, Level, Problem, UsageError
+from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Inventory
 from gitprov.macros import normalise_mac
-from gitprov.pipeline import Build, Loaded, Pipeline
+from gitprov.pipeline import Loaded, Pipeline
 from gitprov.source import (
     DEFAULT_INVENTORY_DIR,
     Source,
@@ -194,15 +194,11 @@ def cmd_validate(ctx: Context) -> int:
     return 1 if loaded.errors else 0
 
 
-def _build(ctx: Context, commit: pygit2.Commit) -> Build:
-    return ctx.pipeline.build(commit, ctx.private_key())
-
-
 def cmd_build(ctx: Context) -> int:
     from gitprov.publish import write_atomic
 
     commit = resolve_commit(ctx.repo, ctx.args.rev)
-    build = _build(ctx, commit)
+    build = ctx.pipeline.build(commit, ctx.private_key())
     out = Path(ctx.args.out)
     reveal = ctx.args.reveal
     for f in build.files:
@@ -732,12 +728,6 @@ def _add_rev(p: argparse.ArgumentParser, worktree: bool = True) -> None:
         )
 
 
-def _add_roots(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--http-root", help="override publish.http_root")
-    p.add_argument("--tftp-root", help="override publish.tftp_root")
-    p.add_argument("--state-dir", help="override publish.state_dir (manifest, lock)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gitprov",
@@ -1050,4 +1040,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-__all__ = ["Level", "main"]
+__all__ = ["main"]
