@@ -1,0 +1,54 @@
+"""DESIGN.md invariant 7 in a running publisher: a one-device change compiles, renders and
+encrypts that device only; everything else is reused byte for byte."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pygit2
+import pytest
+
+from gitprov import pipeline as pipeline_mod
+from gitprov.compile import DeviceConfig, compile_device
+from gitprov.pipeline import Pipeline
+from tests.fixtures.gitrepo import GitRepo
+
+B = "inventory/devices/0021f2011b20.yaml"
+
+
+def head(repo: GitRepo) -> pygit2.Commit:
+    c = repo.repo.get(repo.repo.head.target)
+    assert isinstance(c, pygit2.Commit)
+    return c
+
+
+def test_second_build_compiles_only_the_changed_device(
+    example_repo: GitRepo, private_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[str] = []
+    real = compile_device
+
+    def counting(*args: Any) -> DeviceConfig:
+        compiled.append(args[0].mac)
+        return real(*args)
+
+    monkeypatch.setattr(pipeline_mod, "compile_device", counting)
+    p = Pipeline(example_repo.repo)
+    first = p.build(head(example_repo), private_key)
+    example_repo.commit({B: example_repo.files[B].replace(b"Meeting room", b"Board room")}, "x")
+    compiled.clear()
+    second = p.build(head(example_repo), private_key)
+    # Digests of the new commit compile the changed device once; its build compiles it once.
+    assert set(compiled) == {"0021f2011b20"}
+    before = {f.mac: f.data for f in first.files}
+    after = {f.mac: f.data for f in second.files}
+    assert {m for m in after if after[m] != before[m]} == {"0021f2011b20"}
+
+
+def test_a_fresh_pipeline_builds_the_same_bytes(example_repo: GitRepo, private_key: str) -> None:
+    warm = Pipeline(example_repo.repo)
+    warm.build(head(example_repo), private_key)
+    example_repo.commit({B: example_repo.files[B].replace(b"Meeting room", b"Board room")}, "x")
+    reused = warm.build(head(example_repo), private_key)
+    fresh = Pipeline(example_repo.repo).build(head(example_repo), private_key)
+    assert [(f.name, f.data) for f in reused.files] == [(f.name, f.data) for f in fresh.files]
