@@ -222,7 +222,7 @@ class Outcome:
     commit: str  # "" when there is none
     message: str
     at: float = field(default_factory=time.time)  # wall clock, when it ended
-    trigger: str = "push"  # "push", "retry" or "reconcile"
+    trigger: str = "push"  # "push", "retry", "reconcile" or "fallback"
     duration: float = 0.0
     problems: tuple[Problem, ...] = ()
     files_written: int = 0
@@ -402,6 +402,10 @@ class CommitPublisher:
 
 
 # -- the loop -----------------------------------------------------------------------------
+# How far back a burst ending on an invalid commit is searched for one that validates.
+FALLBACK_DEPTH = 20
+
+
 class Watcher:
     """Publish each new head of a branch until `stop` is set (see the module docstring)."""
 
@@ -444,8 +448,10 @@ class Watcher:
         found = self._head()
         if found is not None and str(found[1].id) != self.last:
             repo, commit = found
-            self.last = str(commit.id)
+            previous, self.last = self.last, str(commit.id)
             outcome = self._publish(repo, commit, "push")
+            if outcome.kind is Kind.INVALID:
+                commit, outcome = self._newest_valid(repo, commit, previous, outcome)
             self._pending = (
                 (repo, commit, self.clock() + self.options.retry) if outcome.retry else None
             )
@@ -465,6 +471,24 @@ class Watcher:
                 min(self.options.retry, self.options.reconcile) if again else self.options.reconcile
             )
         return False
+
+    def _newest_valid(
+        self,
+        repo: pygit2.Repository,
+        commit: pygit2.Commit,
+        previous: str | None,
+        outcome: Outcome,
+    ) -> tuple[pygit2.Commit, Outcome]:
+        """A burst that ends on a broken commit still holds good merges before it: publish
+        the newest one that validates, back to the last commit already handled."""
+        for _ in range(FALLBACK_DEPTH):
+            if not commit.parents or str(commit.parents[0].id) == previous:
+                break
+            commit = commit.parents[0]
+            outcome = self._publish(repo, commit, "fallback")
+            if outcome.kind is not Kind.INVALID:
+                break
+        return commit, outcome
 
     def _head(self) -> Head | None:
         try:

@@ -142,6 +142,36 @@ def test_a_burst_of_commits_publishes_the_newest_only(tmp_path: Path) -> None:
     assert [c for c, _ in rec.calls[1:]] == [heads[-1]]
 
 
+def test_a_burst_ending_on_an_invalid_commit_publishes_the_newest_valid_one(
+    tmp_path: Path,
+) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    first = repo.commit(example_files(), "example")
+    rec = Recorder([Kind.PUBLISHED, Kind.INVALID, Kind.INVALID, Kind.PUBLISHED])
+    w = Watcher(LocalBranch(repo.path, "main", inotify=False), rec, clock=Clock())
+    w.step()
+    good, bad1, bad2 = (rename(repo, name) for name in ("Good", "Bad 1", "Bad 2"))
+    assert w.step() is True
+    assert rec.calls == [
+        (first, "push"),
+        (bad2, "push"),
+        (bad1, "fallback"),
+        (good, "fallback"),
+    ]
+
+
+def test_the_fallback_stops_at_the_last_commit_handled(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    first = repo.commit(example_files(), "example")
+    rec = Recorder([Kind.PUBLISHED, Kind.INVALID, Kind.INVALID])
+    w = Watcher(LocalBranch(repo.path, "main", inotify=False), rec, clock=Clock())
+    w.step()
+    bad1, bad2 = (rename(repo, name) for name in ("Bad 1", "Bad 2"))
+    w.step()
+    assert rec.calls == [(first, "push"), (bad2, "push"), (bad1, "fallback")]
+    assert w.step() is False  # nothing new: the invalid head is not tried again
+
+
 def test_a_failed_publish_is_retried_and_a_crash_in_the_publisher_is_survived(
     tmp_path: Path,
 ) -> None:
