@@ -17,7 +17,7 @@ tool, or the next MAC, reads them differently.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,18 @@ class SecretRef(str):
 
     def __repr__(self) -> str:
         return f"SecretRef({str(self)!r})"
+
+
+def leaves(data: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    """(path, value) of every scalar below `data`, in document order."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path, data
 
 
 @dataclass(frozen=True)

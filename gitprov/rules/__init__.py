@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from gitprov.catalog import Catalog
-from gitprov.errors import Problem
+from gitprov.errors import Level, Problem
 from gitprov.inventory import (
     DEFAULT_FILE_NAME,
     DEVICE,
@@ -311,6 +311,21 @@ def get(data: Any, *keys: str | int) -> Any:
         else:
             data = data[k]
     return data
+
+
+def error_at(
+    doc: Document, path: Path_, code: str, message: str, hint: str = "", *, key: bool = False
+) -> Problem:
+    """An error located at the node `path` of `doc` (its key, with `key=True`)."""
+    line, col = doc.pos(path, key=key)
+    return Problem(doc.path, line, col, code, Level.ERROR, message, hint)
+
+
+def warning_at(
+    doc: Document, path: Path_, code: str, message: str, hint: str = "", *, key: bool = False
+) -> Problem:
+    line, col = doc.pos(path, key=key)
+    return Problem(doc.path, line, col, code, Level.WARNING, message, hint)
 
 
 @cache

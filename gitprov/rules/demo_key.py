@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, warning
+from gitprov.errors import Problem
 from gitprov.inventory import SECRETS
-from gitprov.rules import DocContext, get
+from gitprov.rules import DocContext, get, warning_at
 
 CODE = "GP119"
 NAME = "demo-key"
@@ -25,11 +25,9 @@ DEMO_PUBLIC_KEY = "gitprov-pk-OynYgOcSSeo7rOiuhBmyMxjw9FlMrAkzhDixRkPcPDQ"
 def check_document(dctx: DocContext) -> Iterator[Problem]:
     doc = dctx.doc
     if dctx.kind == SECRETS and get(doc.data, "public_key") == DEMO_PUBLIC_KEY:
-        line, col = doc.pos(("public_key",))
-        yield warning(
-            doc.path,
-            line,
-            col,
+        yield warning_at(
+            doc,
+            ("public_key",),
             CODE,
             "secrets are sealed to the demo key, whose private half is public",
             "make your own: `gitprov secrets keygen --out KEYFILE`, then "

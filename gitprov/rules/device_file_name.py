@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, warning
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE, stem
 from gitprov.macros import normalise_mac
-from gitprov.rules import DocContext, get
+from gitprov.rules import DocContext, get, warning_at
 
 CODE = "GP112"
 NAME = "device-file-name"
@@ -27,11 +27,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     raw = get(doc.data, "mac")
     mac = normalise_mac(raw) if isinstance(raw, str) else None
     if mac is not None and normalise_mac(stem(doc.path)) != mac:
-        line, col = doc.pos(("mac",))
-        yield warning(
-            doc.path,
-            line,
-            col,
+        yield warning_at(
+            doc,
+            ("mac",),
             CODE,
             f"{doc.path} holds MAC {mac}, but its name says otherwise",
             f"rename it to {mac}.yaml (in the same directory)",

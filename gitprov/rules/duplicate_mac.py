@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext
+from gitprov.rules import RuleContext, error_at
 from gitprov.yamldoc import Document
 
 CODE = "GP101"
@@ -27,11 +27,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     for mac in index.shared:
         (_, other), *rest = index.members(mac)
         for _, doc in rest:
-            line, col = doc.pos(("mac",))
-            yield error(
-                doc.path,
-                line,
-                col,
+            yield error_at(
+                doc,
+                ("mac",),
                 CODE,
                 f"MAC {mac} is also used by {other.path}:{other.pos(('mac',))[0]}",
                 "each device has exactly one file; remove or fix one of them",

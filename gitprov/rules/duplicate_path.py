@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
 CODE = "GP106"
@@ -50,11 +50,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
 
 
 def _clash(doc: Document, name: str, other: Document) -> Problem:
-    line, col = doc.pos(("mac",))
-    return error(
-        doc.path,
-        line,
-        col,
+    return error_at(
+        doc,
+        ("mac",),
         CODE,
         f"publishes to {name!r}, which {other.path} publishes too",
         "make the fleet's file_name unique per device (include $(MA))",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import stem
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 
 CODE = "GP104"
 NAME = "extends-cycle"
@@ -36,11 +36,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         cycle = chain[chain.index(node) :]
         reported.update(cycle)
         for name in cycle:
-            line, col = docs[name].pos(("extends",))
-            yield error(
-                docs[name].path,
-                line,
-                col,
+            yield error_at(
+                docs[name],
+                ("extends",),
                 CODE,
                 "profiles extend each other in a loop: " + " → ".join([*cycle, cycle[0]]),
                 f"remove `extends:` from one of {', '.join(cycle)}",

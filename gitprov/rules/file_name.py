@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext
+from gitprov.rules import RuleContext, error_at
 from gitprov.yamldoc import Document
 
 CODE = "GP107"
@@ -51,11 +51,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     # One problem per reason, for the first device it concerns.
     for reason in list(index.keys()):
         _, (mac, name) = index.first(reason)
-        line, col = fleet.pos(("file_name",))
-        yield error(
-            fleet.path,
-            line,
-            col,
+        yield error_at(
+            fleet,
+            ("file_name",),
             CODE,
             f"file_name expands to {name!r} for {mac}: {reason}",
             'use a single file name with macros, e.g. "fv$(MA).conf"',

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
-from gitprov.rules import DocContext
+from gitprov.errors import Problem
+from gitprov.rules import DocContext, error_at
 
 CODE = "GP117"
 NAME = "managed-param"
@@ -27,12 +27,11 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     for key, _ in dctx.params():
         p = dctx.catalog.lookup(key)
         if p is not None and p.managed:
-            line, col = dctx.doc.pos(("params", key), key=True)
-            yield error(
-                dctx.doc.path,
-                line,
-                col,
+            yield error_at(
+                dctx.doc,
+                ("params", key),
                 CODE,
                 f"{p.key} is computed by gitprov",
                 _HINTS.get(p.key, "remove it"),
+                key=True,
             )

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
 CODE = "GP118"
@@ -57,11 +57,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         return
     if len(keyless) == needing and needing > 1:
         path: tuple[str, ...] = ("encryption", "mode") if fleet_enc else ()
-        line, col = fleet.pos(path)
-        yield error(
-            fleet.path,
-            line,
-            col,
+        yield error_at(
+            fleet,
+            path,
             CODE,
             f"device files are encrypted, but none of the {needing} devices has a key",
             "add `master_key: !secret NAME` under encryption (each device's key is derived "
@@ -69,11 +67,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         )
         return
     for device in keyless:
-        line, col = device.pos(())
-        yield error(
-            device.path,
-            line,
-            col,
+        yield error_at(
+            device,
+            (),
             CODE,
             "this device's file is encrypted, but it has no key and there is no master_key",
             "add `key: !secret NAME` to the device, or `master_key:` under encryption",

@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from gitprov.errors import Problem, error
-from gitprov.rules import DocContext, get
+from gitprov.errors import Problem
+from gitprov.rules import DocContext, error_at, get
 from gitprov.yamldoc import Path_
 
 CODE = "GP121"
@@ -41,12 +41,10 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             continue
         if _DIGITS.fullmatch(text) and int(text, 10) == value:
             continue  # `02`: octal or decimal, every reading agrees
-        line, col = doc.pos(path)
         where = ".".join(str(p) for p in path)
-        yield error(
-            doc.path,
-            line,
-            col,
+        yield error_at(
+            doc,
+            path,
             CODE,
             f"{where}: unquoted {raw} is read as the number {value}",
             f'write {value} if you mean that number; quote it ("{raw}") if you mean text',

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import DocContext, get
+from gitprov.rules import DocContext, error_at, get
 from gitprov.yamldoc import Document, Path_, SecretRef
 
 CODE = "GP124"
@@ -31,12 +31,10 @@ def _plain(value: Any) -> bool:
 
 
 def _problem(doc: Document, path: Path_) -> Problem:
-    line, col = doc.pos(path)
     where = ".".join(str(p) for p in path)
-    return error(
-        doc.path,
-        line,
-        col,
+    return error_at(
+        doc,
+        path,
         CODE,
         f"{where} is a secret written in plain text",
         "seal it: `gitprov secrets set NAME` (value on stdin), then write `!secret NAME`; "

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEFAULT_FILE_NAME, FLEET
 from gitprov.rule_url import RuleSyntaxError, parse_rule
-from gitprov.rules import DocContext, get
+from gitprov.rules import DocContext, error_at, get
 from gitprov.yamldoc import Document, Path_
 
 CODE = "GP110"
@@ -45,11 +45,9 @@ def url_params(dctx: DocContext) -> Iterator[tuple[Path_, str, str]]:
 
 
 def _problem(doc: Document, path: Path_, what: str, exc: RuleSyntaxError) -> Problem:
-    line, col = doc.pos(path)
-    return error(
-        doc.path,
-        line,
-        col,
+    return error_at(
+        doc,
+        path,
         CODE,
         f"{what}: {exc.message} (at character {exc.offset + 1})",
         "write [--key KEY]scheme://server[:port]/path with scheme tftp, http or https",

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
-from gitprov.rules import DocContext
+from gitprov.errors import Problem
+from gitprov.rules import DocContext, error_at
 
 CODE = "GP109"
 NAME = "tab-in-value"
@@ -31,11 +31,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             continue  # an unknown raw key: a TAB-separated row on purpose
         if param is not None and param.per_line:
             continue  # a per-line key under params: GP123 says where it belongs
-        line, col = doc.pos(("params", name))
-        yield error(
-            doc.path,
-            line,
-            col,
+        yield error_at(
+            doc,
+            ("params", name),
             CODE,
             f"params.{name}: the value contains a TAB",
             "remove the TAB: in param.conf it separates the values of SIP lines",
@@ -43,11 +41,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     for slot, item in dctx.line_items():
         for name, value in item.items():
             if isinstance(value, str) and "\t" in value:
-                line, col = doc.pos(("lines", slot, name))
-                yield error(
-                    doc.path,
-                    line,
-                    col,
+                yield error_at(
+                    doc,
+                    ("lines", slot, name),
                     CODE,
                     f"lines.{slot}.{name}: the value contains a TAB",
                     "remove the TAB: it would shift the values of the following lines",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
 CODE = "GP122"
@@ -46,11 +46,9 @@ def _problems(device: Document, count: int) -> Iterator[Problem]:
         for slot in range(count, len(lines)):
             if lines[slot] is None:
                 continue
-            line, col = device.pos(("lines", slot))
-            yield error(
-                device.path,
-                line,
-                col,
+            yield error_at(
+                device,
+                ("lines", slot),
                 CODE,
                 f"line {slot + 1} is set, but model {get(device.data, 'model')} has "
                 f"{count} line(s)",

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, warning
+from gitprov.errors import Problem
 from gitprov.inventory import FLEET
 from gitprov.macros import KNOWN, malformed_references, unknown_names
-from gitprov.rules import DocContext, get
+from gitprov.rules import DocContext, get, warning_at
 from gitprov.rules.rule_url import url_params
 from gitprov.yamldoc import Document, Path_
 
@@ -29,7 +29,6 @@ FILE_NAME_MACROS = frozenset({"MA", "MAU", "MAC", "PN", "SN"})
 
 
 def _template(doc: Document, path: Path_, text: str, known: frozenset[str]) -> Iterator[Problem]:
-    line, col = doc.pos(path)
     where = ".".join(str(p) for p in path)
     for offset, name in unknown_names(text, known):
         if name in KNOWN:
@@ -38,12 +37,11 @@ def _template(doc: Document, path: Path_, text: str, known: frozenset[str]) -> I
         else:
             message = f"{where}: ${name} (character {offset + 1}) is not a macro the device knows"
             hint = "it stays as written; known: MA, MAU, MAC, PN, SN, IP, SWVER, HWVER"
-        yield warning(doc.path, line, col, CODE, message, hint)
+        yield warning_at(doc, path, CODE, message, hint)
     for offset, written in malformed_references(text):
-        yield warning(
-            doc.path,
-            line,
-            col,
+        yield warning_at(
+            doc,
+            path,
             CODE,
             f"{where}: {written!r} (character {offset + 1}) is not a valid macro; the device "
             "leaves it as written",

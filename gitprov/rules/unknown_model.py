@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE, MODEL
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
 CODE = "GP102"
@@ -35,5 +35,4 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             else (f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml")
         )
         for doc in index.values(model):
-            line, col = doc.pos(("model",))
-            yield error(doc.path, line, col, CODE, f"unknown model {model!r}", hint)
+            yield error_at(doc, ("model",), CODE, f"unknown model {model!r}", hint)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import DEVICE, PROFILE
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
 CODE = "GP103"
@@ -41,5 +41,4 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             if close
             else (f"known profiles: {', '.join(sorted(names)) or 'none'}; add profiles/{name}.yaml")
         )
-        line, col = doc.pos((key,))
-        yield error(doc.path, line, col, CODE, f"unknown profile {name!r}", hint)
+        yield error_at(doc, (key,), CODE, f"unknown profile {name!r}", hint)

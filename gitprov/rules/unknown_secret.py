@@ -7,30 +7,19 @@ Passes:  `gitprov secrets set line_2001` first, then `password: !secret line_200
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from gitprov.errors import Problem, error
-from gitprov.rules import RuleContext, get
-from gitprov.yamldoc import Document, Path_, SecretRef
+from gitprov.errors import Problem
+from gitprov.rules import RuleContext, error_at, get
+from gitprov.yamldoc import Document, Path_, SecretRef, leaves
 
 CODE = "GP115"
 NAME = "unknown-secret"
 
 
-def _refs(data: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
-    if isinstance(data, SecretRef):
-        yield path, data.name
-    elif isinstance(data, dict):
-        for k, v in data.items():
-            yield from _refs(v, (*path, k))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            yield from _refs(v, (*path, i))
-
-
 def _uses(doc: Document) -> Iterator[tuple[str, tuple[Document, Path_]]]:
-    for path, name in _refs(doc.data, ()):
-        yield name, (doc, path)
+    for path, value in leaves(doc.data):
+        if isinstance(value, SecretRef):
+            yield value.name, (doc, path)
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
@@ -42,11 +31,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     index = ctx.index(NAME, None, (), _uses)
     for name in index.keys_not_in(known):
         for doc, path in index.values(name):
-            line, col = doc.pos(path)
-            yield error(
-                doc.path,
-                line,
-                col,
+            yield error_at(
+                doc,
+                path,
                 CODE,
                 f"unknown secret {name!r}",
                 f"add it with `gitprov secrets set {name}` (it is sealed into secrets.yaml)",

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
-from gitprov.rules import DocContext
+from gitprov.errors import Problem
+from gitprov.rules import DocContext, error_at
 
 CODE = "GP116"
 NAME = "unpublished-param"
@@ -29,11 +29,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
         u = dctx.catalog.unpublished_named(name)
         if u is None:
             continue
-        line, col = dctx.doc.pos(("params", name), key=True)
-        yield error(
-            dctx.doc.path,
-            line,
-            col,
+        yield error_at(
+            dctx.doc,
+            ("params", name),
             CODE,
             f"{name} ({u.label}): the vendor has not published its DBID key, so gitprov "
             "cannot write it",
@@ -42,4 +40,5 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
                 "if you know the key (e.g. from a file exported by the device), "
                 "write it as a raw DBID_* key",
             ),
+            key=True,
         )

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.rule_url import RuleSyntaxError, parse_rule
-from gitprov.rules import DocContext
+from gitprov.rules import DocContext, error_at
 from gitprov.rules.rule_url import url_params
 
 CODE = "GP120"
@@ -33,11 +33,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
         except RuleSyntaxError:
             continue  # GP110 reports it
         if url.scheme == "https":
-            line, col = doc.pos(path)
-            yield error(
-                doc.path,
-                line,
-                col,
+            yield error_at(
+                doc,
+                path,
                 CODE,
                 "the device cannot upgrade firmware over HTTPS",
                 "serve the firmware over http:// or tftp:// (vendor overview, 4.2)",

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from gitprov.errors import Problem, error
-from gitprov.rules import DocContext
+from gitprov.errors import Problem
+from gitprov.rules import DocContext, error_at
 
 CODE = "GP108"
 NAME = "value-injection"
@@ -44,11 +44,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     for path, text in _walk(doc.data):
         bad = [name for ch, name in _BAD.items() if ch in text]
         if bad:
-            line, col = doc.pos(path)
-            yield error(
-                doc.path,
-                line,
-                col,
+            yield error_at(
+                doc,
+                path,
                 CODE,
                 f"{'.'.join(map(str, path))}: the value contains {' and '.join(bad)}",
                 "write the value on one line; it would inject lines into param.conf",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
+from gitprov.errors import Problem
 from gitprov.inventory import FLEET
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 
 CODE = "GP113"
 NAME = "version-floor-lowered"
@@ -35,11 +35,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     now = _floor(get(fleet.data, "version_floor"))
     if before is None or now is None or now >= before:
         return
-    line, col = fleet.pos(("version_floor",))
-    yield error(
-        fleet.path,
-        line,
-        col,
+    yield error_at(
+        fleet,
+        ("version_floor",),
         CODE,
         f"version_floor lowered from {before} (parent commit) to {now}",
         f"versions only go up: keep {before} or raise it (to undo a change, git revert it)",

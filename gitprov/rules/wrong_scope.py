@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem, error
-from gitprov.rules import DocContext
+from gitprov.errors import Problem
+from gitprov.rules import DocContext, error_at
 
 CODE = "GP123"
 NAME = "wrong-scope"
@@ -24,25 +24,23 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     for key, _ in dctx.params():
         p = dctx.catalog.by_key(key)
         if p is not None and p.per_line:
-            line, col = doc.pos(("params", key), key=True)
-            yield error(
-                doc.path,
-                line,
-                col,
+            yield error_at(
+                doc,
+                ("params", key),
                 CODE,
                 f"{key} is per-line and cannot be set under params",
                 f"write it as `{p.short_name}:` in each item of `lines:`",
+                key=True,
             )
     for slot, item in dctx.line_items():
         for key in item:
             p = dctx.catalog.by_key(key)
             if p is not None and not p.per_line:
-                line, col = doc.pos(("lines", slot, key), key=True)
-                yield error(
-                    doc.path,
-                    line,
-                    col,
+                yield error_at(
+                    doc,
+                    ("lines", slot, key),
                     CODE,
                     f"{key} is a global parameter, not a per-line one",
                     f"write it as `{p.name}:` under `params:`",
+                    key=True,
                 )
