@@ -9,13 +9,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.peers import need, openssl_decrypt
+from tests.fixtures.roots import root_args
 
 MACS = ["0021f2011b19", "0021f2011b20", "0021f2a0c001", "0021f2a0c002"]
 
@@ -43,12 +44,7 @@ def served(
         "publish",
         "--rev",
         "main",
-        "--http-root",
-        str(http),
-        "--tftp-root",
-        str(tftp),
-        "--state-dir",
-        str(tmp_path / "state"),
+        *root_args(tmp_path),
         env=env,
     )
     proc = subprocess.Popen(
@@ -108,53 +104,33 @@ def test_http_with_curl(served: tuple[GitRepo, dict[str, str], int, int], tmp_pa
         assert shown.startswith(b"DBID_DBASE_VERSION=")
 
 
-def test_tftp_with_tftp_hpa(
-    served: tuple[GitRepo, dict[str, str], int, int], tmp_path: Path
+# The real clients' command lines: (binary, Debian package, argv after the binary).
+TFTP_CLIENTS: dict[str, tuple[str, str, Callable[[str, str, str], list[str]]]] = {
+    "tftp-hpa": (
+        "tftp",
+        "tftp-hpa",
+        lambda port, name, local: ["127.0.0.1", port, "-m", "binary", "-c", "get", name, local],
+    ),
+    "busybox": (
+        "busybox",
+        "busybox",
+        lambda port, name, local: ["tftp", "-g", "-r", name, "-l", local, "127.0.0.1", port],
+    ),
+}
+
+
+@pytest.mark.parametrize("client", sorted(TFTP_CLIENTS))
+def test_tftp_with_real_clients(
+    served: tuple[GitRepo, dict[str, str], int, int], tmp_path: Path, client: str
 ) -> None:
     repo, env, _, tftp_port = served
-    tftp = need("tftp", "tftp-hpa")
+    binary, package, argv = TFTP_CLIENTS[client]
+    path = need(binary, package)
     for mac in MACS:
-        local = tmp_path / f"hpa-{mac}.conf"
+        local = tmp_path / f"{client}-{mac}.conf"
         # tftp-hpa exits 0 on "File not found" and leaves an empty file: check content.
         subprocess.run(
-            [
-                tftp,
-                "127.0.0.1",
-                str(tftp_port),
-                "-m",
-                "binary",
-                "-c",
-                "get",
-                f"fv{mac}.conf",
-                str(local),
-            ],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        shown, key = expected(repo, mac, env)
-        assert openssl_decrypt(local.read_bytes(), key) == shown
-
-
-def test_tftp_with_busybox(
-    served: tuple[GitRepo, dict[str, str], int, int], tmp_path: Path
-) -> None:
-    repo, env, _, tftp_port = served
-    busybox = need("busybox", "busybox")
-    for mac in MACS:
-        local = tmp_path / f"bb-{mac}.conf"
-        subprocess.run(
-            [
-                busybox,
-                "tftp",
-                "-g",
-                "-r",
-                f"fv{mac}.conf",
-                "-l",
-                str(local),
-                "127.0.0.1",
-                str(tftp_port),
-            ],
+            [path, *argv(str(tftp_port), f"fv{mac}.conf", str(local))],
             capture_output=True,
             timeout=30,
             check=False,

@@ -11,6 +11,7 @@ from gitprov.cli import main
 from gitprov.pipeline import _never_lower
 from gitprov.plan import load_manifest
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import root_args
 
 X = "inventory/devices/0021f2011b20.yaml"
 XMAC = "0021f2011b20"
@@ -26,10 +27,7 @@ def publish(
             "publish",
             "--rev",
             rev,
-            "--http-root",
-            str(tmp_path / "http"),
-            "--state-dir",
-            str(tmp_path / "state"),
+            *root_args(tmp_path, tftp=False),
             *extra,
         ]
     )

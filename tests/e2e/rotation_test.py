@@ -15,6 +15,7 @@ from gitprov.plan import load_manifest
 from gitprov.secrets import SecretsFile, dump_secrets_file, load_secrets_file, seal, unseal
 from gitprov.serve import HttpServer
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import root_args
 
 MAC = "0021f2011b19"
 FLEET = "inventory/gitprov.yaml"
@@ -49,10 +50,7 @@ def publish(repo: GitRepo, tmp_path: Path) -> None:
             "publish",
             "--rev",
             "main",
-            "--http-root",
-            str(tmp_path / "http"),
-            "--state-dir",
-            str(tmp_path / "state"),
+            *root_args(tmp_path, tftp=False),
         ]
     )
     assert code == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from gitprov.crypto import decrypt, derive_device_key
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.inventory import sealed_secrets
+from tests.fixtures.roots import root_args
 
 NAMES = ["fleet_master_key", "sip_2001", "sip_2002", "sip_2010", "sip_3001", "sip_3002", "sip_3003"]
 MACS = ["0021f2011b19", "0021f2011b20", "0021f2a0c001", "0021f2a0c002"]
@@ -41,14 +42,7 @@ def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
     forbidden = [*values.values(), *device_keys.values(), private]
 
     env = {**os.environ, "GITPROV_PRIVATE_KEY": private, "NO_COLOR": "1"}
-    roots = [
-        "--http-root",
-        str(tmp_path / "http"),
-        "--tftp-root",
-        str(tmp_path / "tftp"),
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
+    roots = root_args(tmp_path)
     outputs: list[bytes] = []
     runs = [
         ["validate"],

@@ -12,6 +12,7 @@ from gitprov.cli import main
 from gitprov.crypto import decrypt
 from gitprov.formats import flyingvoice
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import root_args
 
 CHANGED_MAC = "0021f2011b20"
 CHANGED_FILE = "inventory/devices/0021f2011b20.yaml"
@@ -21,17 +22,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def roots_args(tmp_path: Path) -> list[str]:
-    return [
-        "--http-root",
-        str(tmp_path / "http"),
-        "--tftp-root",
-        str(tmp_path / "tftp"),
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
 
 
 def snapshot(tmp_path: Path) -> dict[str, tuple[bytes, int, int]]:
@@ -64,7 +54,7 @@ def test_one_parameter_change_rewrites_one_file_and_revert_goes_higher(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = example_repo
-    args = ["--repo", str(repo.path), "publish", "--rev", "main", *roots_args(tmp_path)]
+    args = ["--repo", str(repo.path), "publish", "--rev", "main", *root_args(tmp_path)]
     assert run(capsys, *args)[0] == 0
     first = snapshot(tmp_path)
     assert len(first) == 8  # 4 devices x 2 roots
@@ -102,7 +92,7 @@ def test_one_parameter_change_rewrites_one_file_and_revert_goes_higher(
 def test_publish_twice_writes_nothing(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *roots_args(tmp_path)]
+    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *root_args(tmp_path)]
     assert run(capsys, *args)[0] == 0
     before = snapshot(tmp_path)
     code, out, _ = run(capsys, *args)
@@ -114,7 +104,7 @@ def test_publish_twice_writes_nothing(
 def test_removed_device_file_is_removed(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *roots_args(tmp_path)]
+    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *root_args(tmp_path)]
     assert run(capsys, *args)[0] == 0
     example_repo.commit({CHANGED_FILE: None}, "retire the meeting room phone")
     assert run(capsys, *args)[0] == 0
@@ -168,7 +158,7 @@ def test_invalid_commit_is_located_and_publishes_nothing(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = example_repo
-    pub = ["--repo", str(repo.path), "publish", "--rev", "main", *roots_args(tmp_path)]
+    pub = ["--repo", str(repo.path), "publish", "--rev", "main", *root_args(tmp_path)]
     assert run(capsys, *pub)[0] == 0
     before = snapshot(tmp_path)
     manifest = (tmp_path / "state" / "manifest.json").read_bytes()
@@ -201,7 +191,7 @@ def test_each_file_names_its_own_key_and_path(
 ) -> None:
     """What a device relies on: the Profile Rule inside a file points at that same file and
     carries the key that decrypts it, and each device has its own key."""
-    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *roots_args(tmp_path)]
+    args = ["--repo", str(example_repo.path), "publish", "--rev", "main", *root_args(tmp_path)]
     assert run(capsys, *args)[0] == 0
     keys = set()
     for path in sorted((tmp_path / "http").iterdir()):

@@ -28,6 +28,7 @@ import pytest
 from gitprov.cli import main
 from tests.fixtures.gitrepo import ROOT, GitRepo, example_files
 from tests.fixtures.peers import need
+from tests.fixtures.roots import root_args
 
 DEVICE = "inventory/devices/0021f2011b20.yaml"
 TIMEOUT = 30.0
@@ -170,17 +171,6 @@ def env(private_key: str) -> dict[str, str]:
     return {**os.environ, "GITPROV_PRIVATE_KEY": private_key}
 
 
-def roots(tmp_path: Path) -> list[str]:
-    return [
-        "--http-root",
-        str(tmp_path / "http"),
-        "--tftp-root",
-        str(tmp_path / "tftp"),
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
-
-
 def push_three(
     watch: WatchProcess, clone: Clone, first: str, tmp_path: Path, repo_for_build: Path
 ) -> None:
@@ -221,7 +211,7 @@ def test_pushes_to_a_bare_repo_publish_in_order_and_skip_the_invalid_one(
     need("git", "git")
     first = str(server.repo.head.target)
     watch = WatchProcess(
-        ["watch", "--repo", str(server.path), *roots(tmp_path), "--interval", "5"],
+        ["watch", "--repo", str(server.path), *root_args(tmp_path), "--interval", "5"],
         tmp_path / "watch.jsonl",
         env,
     )
@@ -248,7 +238,7 @@ def test_remote_polling_publishes_the_same_way(
             str(mirror),
             "--interval",
             "0.2",
-            *roots(tmp_path),
+            *root_args(tmp_path),
         ],
         tmp_path / "watch.jsonl",
         env,
@@ -275,7 +265,7 @@ def test_drift_is_restored_within_one_reconcile_interval_and_counted(
             "watch",
             "--repo",
             str(server.path),
-            *roots(tmp_path),
+            *root_args(tmp_path),
             "--reconcile",
             str(interval),
             "--metrics-port",
