@@ -133,13 +133,10 @@ class _Ctx:  # what the CLI's Context offers (kept structural to avoid an import
 
 
 def _mac(text: str) -> str:
-    from gitprov.errors import UsageError
-    from gitprov.macros import normalise_mac
+    # The CLI's own MAC argument check; imported here because cli imports this module.
+    from gitprov.cli import _mac_arg
 
-    mac = normalise_mac(text)
-    if mac is None:
-        raise UsageError(f"not a MAC address: {text!r}")
-    return mac
+    return _mac_arg(text)
 
 
 def cmd_log(ctx: _Ctx) -> int:
