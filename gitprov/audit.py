@@ -46,10 +46,7 @@ def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
         if now == last:
             continue
         event = "added" if last is None else "removed" if now is None else "changed"
-        floor = 0
-        if now is not None:
-            loaded = p.load(p.source(commit))
-            floor = loaded.inventory.fleet.version_floor if loaded.inventory else 0
+        floor = (p.floor_at(commit) or 0) if now is not None else 0
         author, when, summary = _describe(commit)
         out.append(
             Change(str(commit.id), floor + depth if now else 0, author, when, summary, event)

@@ -21,6 +21,7 @@ from gitprov.crypto import Cipher, Mode
 from gitprov.errors import GitprovError, InvalidInventory, Problem
 from gitprov.formats import flyingvoice, render
 from gitprov.inventory import (
+    FLEET,
     SECRETS,
     Device,
     Documents,
@@ -203,6 +204,17 @@ class Pipeline:
             digests = self.digests(build_inventory(docs))
         self._remember(_Snapshot(cid, list(docs.refs), docs, digests))
         return digests
+
+    def floor_at(self, commit: pygit2.Commit) -> int | None:
+        """`version_floor` at a commit `evaluate` just saw valid (None if invalid)."""
+        snap = self._snapshot
+        if snap is None or snap.commit != str(commit.id):
+            self.evaluate(commit)
+            snap = self._snapshot
+        assert snap is not None
+        if snap.digests is None:
+            return None
+        return int(snap.docs.of(FLEET)[0].data["version_floor"])
 
     def _remember(self, snap: _Snapshot) -> None:
         self._snapshot = snap
