@@ -1,7 +1,7 @@
 """Device-side macro expansion, as the Flying Voice firmware does it in rules and `--key`.
 
 Reference: the vendor overview, section 3 "Macro expansion", and the SPA provisioning
-model it copies (`/work/shared/reference/protocol-notes.md`).
+model it copies (`shared/reference/protocol-notes.md`).
 """
 
 from __future__ import annotations

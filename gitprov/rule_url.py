@@ -1,7 +1,7 @@
 """Profile Rule and Upgrade Rule strings: `[options] [scheme://][server[:port]]/path`.
 
 Reference: the vendor overview, sections 2.2 and 4.4, and "Profile Rule / Upgrade Rule
-URLs" in `/work/shared/reference/protocol-notes.md`. Only the overview's single-URL form
+URLs" in `shared/reference/protocol-notes.md`. Only the overview's single-URL form
 is accepted; the SPA scripting extras are refused with a message, because Flying Voice
 firmware is not documented to run them and a device that ignores half a rule fails
 silently in the field.

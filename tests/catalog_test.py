@@ -59,7 +59,8 @@ SECTION_2_1: dict[str, tuple[str | None, str, Any]] = {
     "Upgrade Error Retry Delay": (None, "seconds", 3600),
     "Upgrade Rule": (None, "url", ""),
 }
-REFERENCE = Path("/work/shared/reference")
+# shared/ lies beside the repository, on the developers' machines and in CI.
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 
 
 @pytest.fixture(scope="module")
