@@ -60,7 +60,7 @@ SECTION_2_1: dict[str, tuple[str | None, str, Any]] = {
     "Upgrade Rule": (None, "url", ""),
 }
 # shared/ lies beside the repository, on the developers' machines and in CI.
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
 @pytest.fixture(scope="module")
