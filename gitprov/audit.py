@@ -1,7 +1,8 @@
 """For auditors: what did a device get, when, from whom, and where did each value come from.
 
-`history` walks the first-parent chain with the same evaluation as versions, so every entry
-is a version the device was (or would have been) given. `blame` maps each rendered line to
+`history` follows the first-parent chain with the same evaluation as versions (over the
+whole commit graph), so every entry is a version the device was (or would have been)
+given, with the commit that set it. `blame` maps each rendered line to
 the YAML line that set it and to the commit that last touched that YAML line.
 """
 
@@ -16,17 +17,18 @@ import pygit2
 from gitprov.compile import Entry, placeholder_resolver
 from gitprov.errors import GitprovError
 from gitprov.pipeline import Pipeline
-from gitprov.version import first_parent_chain
+from gitprov.version import State, first_parent_chain
 
 
 @dataclass(frozen=True)
 class Change:
-    commit: str
-    version: int  # floor at that commit + its depth
-    author: str
-    when: str  # ISO 8601, UTC
-    summary: str
-    event: str  # "added", "changed", "removed"
+    commit: str  # the commit of the first-parent chain where this version took effect
+    version: int  # 0 when removed
+    set_by: str  # the commit that set this number (a branch commit, for a merge)
+    author: str  # of set_by
+    when: str  # ISO 8601, UTC, of set_by
+    summary: str  # of set_by
+    event: str  # "added", "changed", "removed", "renumbered" (same content, new number)
 
 
 def _describe(commit: pygit2.Commit) -> tuple[str, str, str]:
@@ -35,22 +37,43 @@ def _describe(commit: pygit2.Commit) -> tuple[str, str, str]:
 
 
 def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
-    """Every commit on head's first-parent chain that changed `mac`'s file, oldest first."""
+    """Every version `mac` had on head's first-parent chain (what a server following that
+    branch gave it), oldest first, each with the commit that set the number."""
+    assert p.repo is not None
+    chain = [str(c.id) for c in first_parent_chain(head)]
+    on_chain = set(chain)
+    seen: dict[str, tuple[str, int, str] | None] = {}
+
+    def observe(commit: pygit2.Commit, state: State) -> None:
+        cid = str(commit.id)
+        if cid in on_chain:
+            info = state.info(mac)
+            seen[cid] = (state.entry(mac)[0], info.version, info.commit) if info else None
+
+    p.state(head, observe=observe)
     out: list[Change] = []
-    last: str | None = None
-    for depth, commit in enumerate(first_parent_chain(head), start=1):
-        digests = p.evaluate(commit)
-        if digests is None:
-            continue  # never published: changes nothing
-        now = digests.get(mac)
-        if now == last:
+    last: tuple[str, int, str] | None = None
+    for cid in chain:
+        now = seen.get(cid)
+        if now == last or (now is None and last is None):
             continue
-        event = "added" if last is None else "removed" if now is None else "changed"
-        floor = (p.floor_at(commit) or 0) if now is not None else 0
-        author, when, summary = _describe(commit)
-        out.append(
-            Change(str(commit.id), floor + depth if now else 0, author, when, summary, event)
-        )
+        if now is None:
+            event, version, set_by = "removed", 0, cid
+        else:
+            event = (
+                "added" if last is None
+                else "changed" if now[0] != last[0]
+                else "renumbered"
+            )
+            version, set_by = now[1], now[2]
+        by = p.repo.get(set_by)
+        if event == "renumbered" or not isinstance(by, pygit2.Commit):
+            # A floor raise or a merge gave the same content a new number: this commit.
+            set_by = cid
+            by = p.repo.get(cid)
+        assert isinstance(by, pygit2.Commit)
+        author, when, summary = _describe(by)
+        out.append(Change(cid, version, set_by, author, when, summary, event))
         last = now
     return out
 
@@ -146,7 +169,11 @@ def cmd_log(ctx: _Ctx) -> int:
         raise GitprovError(f"{mac} never appears on the first-parent history of {ctx.args.rev}")
     for c in reversed(changes):
         version = f"version {c.version}" if c.event != "removed" else "removed"
-        print(f"{c.commit[:12]}  {c.when}  {version:<14} {c.author}: {c.summary}")
+        via = f"  (merged by {c.commit[:12]})" if c.set_by != c.commit else ""
+        print(
+            f"{c.set_by[:12]}  {c.when}  {version:<14} {c.event:<10} "
+            f"{c.author}: {c.summary}{via}"
+        )
     return 0
 
 

@@ -25,7 +25,7 @@ from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Inventory
 from gitprov.macros import normalise_mac
-from gitprov.pipeline import Loaded, Pipeline
+from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline
 from gitprov.source import (
     DEFAULT_INVENTORY_DIR,
     Source,
@@ -183,8 +183,8 @@ def cmd_validate(ctx: Context) -> int:
     if getattr(ctx.args, "worktree", False):
         # The work tree's parent is HEAD: what the next commit will be compared with.
         head = None if ctx.repo.head_is_unborn else ctx.repo.head.peel(pygit2.Commit)
-        parent = ctx.pipeline.source(head) if head is not None else None
-        loaded = ctx.pipeline.load(WorktreeSource(ctx.top, ctx.args.inventory_dir), parent)
+        floor = ctx.pipeline.history_floor([head.id] if head is not None else [])
+        loaded = ctx.pipeline.load(WorktreeSource(ctx.top, ctx.args.inventory_dir), floor)
     else:
         loaded, _ = ctx.load()
     render_problems(loaded.problems, ctx.args.format, sys.stdout)
@@ -223,7 +223,7 @@ def cmd_show(ctx: Context) -> int:
         )
     version = None
     if commit is not None:
-        version = ctx.pipeline.versions(commit, inv)[mac].version
+        version = ctx.pipeline.versions(commit)[mac].version
     if ctx.args.reveal:
         from gitprov.pipeline import secret_resolver
 
@@ -269,7 +269,7 @@ def cmd_plan(ctx: Context) -> int:
         else:
             print(f"  {c.change:<7} {c.mac}  {c.file_name}  version {ver}")
     print(f"\n{len(result.changes)} device(s) change, {result.unchanged} unchanged; "
-          "new versions assume this is the next commit on the base branch")
+          "new versions as merging it into the base gives them (a fast-forward gives the same)")
     for c in result.changes:
         if md:
             print(f"\n<details><summary>{c.mac}</summary>\n\n```diff")
@@ -304,8 +304,10 @@ def cmd_versions(ctx: Context) -> int:
     loaded = ctx.pipeline.load_commit(commit)
     _require_valid(loaded)
     assert loaded.inventory is not None
-    vers = ctx.pipeline.versions(commit, loaded.inventory)
-    wanted = [_mac_arg(m) for m in ctx.args.macs] or sorted(vers)
+    vers = ctx.pipeline.versions(commit)
+    wanted = [_mac_arg(m) for m in ctx.args.macs] or sorted(
+        m for m in vers if m != BOOTSTRAP
+    )
     for mac in wanted:
         if mac not in vers:
             raise GitprovError(f"no device {mac} at {str(commit.id)[:12]}")
@@ -344,20 +346,13 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 
 def publish_commit(ctx: Context, repo: pygit2.Repository, commit: pygit2.Commit) -> int:
-    from gitprov.plan import load_manifest, published_versions
-    from gitprov.publish import descendant_check, publish
+    from gitprov import publish as publishing
 
-    loaded = ctx.pipeline.load_commit(commit)
-    if loaded.inventory is None:
-        _require_valid(loaded)
-    assert loaded.inventory is not None
-    targets = _targets(ctx, loaded.inventory)
-    published = published_versions(load_manifest(targets.state_dir))
-    build = ctx.pipeline.build(commit, ctx.private_key(), published, loaded)
-    result = publish(
-        build,
-        targets,
-        is_descendant=descendant_check(repo),
+    result = publishing.publish_commit(
+        ctx.pipeline,
+        commit,
+        lambda inventory: _targets(ctx, inventory),
+        ctx.private_key(),
         force=ctx.args.force,
         progress=_progress,
         lock_wait=ctx.args.wait,
@@ -373,7 +368,7 @@ def publish_commit(ctx: Context, repo: pygit2.Repository, commit: pygit2.Commit)
     print(
         f"published {short}: {len(result.written)} file(s) written, "
         f"{len(result.removed)} removed, {result.plan.unchanged} unchanged "
-        f"in {', '.join(str(r) for r in targets.roots)}"
+        f"in {', '.join(result.manifest.roots)}"
     )
     entries = result.manifest.files
     for name in changed[:20]:

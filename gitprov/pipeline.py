@@ -8,6 +8,7 @@ blob ids of everything the device inherits).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from gitprov.inventory import (
     build_inventory,
     load_documents,
 )
+from gitprov.plan import BOOTSTRAP_KEY
+from gitprov.rules import HistoryFloor
 from gitprov.secrets import SecretError, unseal
 from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source
 from gitprov.validate import Options, SchemaCache, validate
@@ -64,20 +67,34 @@ class DeviceFile:
 
 
 @dataclass(frozen=True)
+class BootstrapFile:
+    """A model's option-66 Config File Name file (plaintext, common to its devices)."""
+
+    name: str
+    models: tuple[str, ...]
+    data: bytes
+    version: int
+    set_by: str
+    body_sha256: str
+
+
+@dataclass(frozen=True)
 class Build:
     commit: str
     inventory: Inventory
     files: tuple[DeviceFile, ...]  # sorted by MAC
+    bootstraps: tuple[BootstrapFile, ...] = ()
+    floor: int = 0  # the effective version_floor (the highest of the history)
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """What `evaluate` learned about one commit, kept for its first child."""
+    """What `evaluate` learned about one commit, kept for its children."""
 
     commit: str
     refs: list[FileRef]
     docs: Documents
-    digests: Mapping[str, str] | None
+    result: versioning.Evaluated | None
 
 
 def _apply(
@@ -96,6 +113,51 @@ def _apply(
     return kept
 
 
+BOOTSTRAP = versioning.BOOTSTRAP  # the version key of the option-66 files
+
+
+def bootstrap_files(inv: Inventory) -> dict[str, tuple[tuple[str, ...], bytes]]:
+    """Option-66 file name -> (the models it serves, its body without the version line).
+
+    Models the settings name but the inventory lacks, or a missing provisioning.url, are
+    reported by publish (GP301, GP302); here they only produce no file."""
+    fleet = inv.fleet
+    if fleet.option66 is False or not fleet.provisioning_url:
+        return {}
+    names = sorted(inv.models) if fleet.option66 is True else list(fleet.option66)
+    rule = fleet.provisioning_url.rstrip("/") + "/" + fleet.file_name
+    models: dict[str, list[str]] = {}
+    for m in names:
+        if m in inv.models:
+            models.setdefault(inv.models[m].config_file_name, []).append(m)
+    body = flyingvoice.bootstrap_body(rule)
+    return {name: (tuple(ms), body) for name, ms in sorted(models.items())}
+
+
+class _States:
+    """Per-commit version states: a few in memory, the rest in the on-disk cache."""
+
+    def __init__(self, disk: versioning.VersionCache | None, keep: int = 16) -> None:
+        self.disk = disk
+        self.keep = keep
+        self.memory: OrderedDict[str, versioning.State] = OrderedDict()
+
+    def load(self, commit_id: str) -> versioning.State | None:
+        hit = self.memory.get(commit_id)
+        if hit is not None:
+            self.memory.move_to_end(commit_id)
+            return hit
+        return self.disk.load(commit_id) if self.disk is not None else None
+
+    def store(self, commit_id: str, state: versioning.State) -> None:
+        self.memory[commit_id] = state
+        self.memory.move_to_end(commit_id)
+        while len(self.memory) > self.keep:
+            self.memory.popitem(last=False)
+        if self.disk is not None:
+            self.disk.store(commit_id, state)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -112,36 +174,81 @@ class Pipeline:
         self.parse_cache = ParseCache()
         self.schema_cache = SchemaCache()
         self._digests: dict[tuple[str, ...], str] = {}
-        self._evaluated: dict[str, Mapping[str, str] | None] = {}
-        self._snapshot: _Snapshot | None = None
+        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
-        salt = hashlib.sha256(f"{self.catalog.digest}:{RENDER_FORMAT}".encode()).hexdigest()
-        self.version_cache = (
-            versioning.VersionCache(cache_dir, salt) if cache_dir is not None else None
-        )
+        # Everything a version state depends on besides the commit (which names its whole
+        # history): a state computed for another inventory directory, catalog, renderer
+        # or rule is never read.
+        salt = hashlib.sha256(
+            "\0".join(
+                (
+                    self.catalog.digest,
+                    RENDER_FORMAT,
+                    self.inventory_dir.strip("/"),
+                    f"rule-{versioning.CACHE_FORMAT}",
+                )
+            ).encode()
+        ).hexdigest()
+        disk = versioning.VersionCache(cache_dir, salt) if cache_dir is not None else None
+        self.version_cache = _States(disk)
 
     # -- load and validate -------------------------------------------------------------
     def source(self, commit: pygit2.Commit) -> CommitSource:
         assert self.repo is not None
         return CommitSource(self.repo, commit, self.inventory_dir)
 
-    def load(self, source: Source, parent: Source | None = None) -> Loaded:
+    def load(self, source: Source, history_floor: HistoryFloor | None = None) -> Loaded:
         docs, problems = load_documents(source, self.parse_cache)
-        parent_docs = load_documents(parent, self.parse_cache)[0] if parent else None
-        found = validate(docs, self.catalog, self.options, parent_docs, problems, self.schema_cache)
+        found = validate(
+            docs, self.catalog, self.options, history_floor, problems, self.schema_cache
+        )
         inv = None if any(p.is_error for p in found) else build_inventory(docs)
         return Loaded(docs, tuple(found), inv)
 
     def load_commit(self, commit: pygit2.Commit) -> Loaded:
-        parent = self.source(commit.parents[0]) if commit.parents else None
-        return self.load(self.source(commit), parent)
+        """The commit's inventory, validated against its history (GP113 needs the highest
+        version_floor of every ancestor)."""
+        return self.load(self.source(commit), self.history_floor(list(commit.parent_ids)))
+
+    def history_floor(self, parents: list[pygit2.Oid]) -> HistoryFloor | None:
+        """The highest version_floor of the given commits and their ancestors.
+
+        In a shallow clone that cannot be known: the first parent's own floor stands in,
+        and GP113 says so (validation must still work in a CI checkout of depth 1)."""
+        assert self.repo is not None
+        if not parents and not self.repo.is_shallow:
+            return None
+        try:
+            versioning.require_complete(self.repo)
+            best = versioning.State()
+            for pid in parents:
+                commit = self.repo.get(pid)
+                if not isinstance(commit, pygit2.Commit):
+                    raise versioning.IncompleteHistory(f"commit {str(pid)[:12]} is missing")
+                state = self.state(commit)
+                if state.floor > best.floor:
+                    best = state
+            return HistoryFloor(best.floor, best.floor_by)
+        except versioning.IncompleteHistory:
+            # A shallow commit may show no parents at all (its parents are cut off).
+            parent = self.repo.get(parents[0]) if parents else None
+            if not isinstance(parent, pygit2.Commit):
+                return HistoryFloor(0, "", complete=False)
+            docs = load_documents(self.source(parent), self.parse_cache)[0]
+            fleet = docs.of(FLEET)
+            data = fleet[0].data if fleet else None
+            value = data.get("version_floor") if isinstance(data, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool):
+                value = 0
+            return HistoryFloor(value, str(parent.id), complete=False)
 
     # -- compile -----------------------------------------------------------------------
     def compile(self, inv: Inventory, device: Device, resolve: SecretResolver) -> DeviceConfig:
         return compile_device(device, inv, self.catalog, resolve)
 
     def digests(self, inv: Inventory) -> dict[str, str]:
-        """Each device's content digest (version line excluded, secrets as sealed digests)."""
+        """Each version key's content digest: devices (version line excluded, secrets as
+        sealed digests) and option-66 files."""
         resolve = placeholder_resolver(inv.sealed)
         fleet_oid = inv.fleet.doc.oid
         secrets_oid = self._secrets_oid(inv)
@@ -166,6 +273,11 @@ class Pipeline:
                 digest = hashlib.sha256(text).hexdigest()
                 self._digests[key] = digest
             out[device.mac] = digest
+        boots = bootstrap_files(inv)
+        if boots:
+            # One key for all of them: they carry the same rule, whatever their names.
+            body = next(iter(boots.values()))[1]
+            out[BOOTSTRAP] = hashlib.sha256(b"bootstrap\0" + body).hexdigest()
         return out
 
     @staticmethod
@@ -173,52 +285,39 @@ class Pipeline:
         return hashlib.sha256(repr(sorted(inv.sealed.items())).encode()).hexdigest()
 
     # -- versions ----------------------------------------------------------------------
-    def evaluate(self, commit: pygit2.Commit) -> Mapping[str, str] | None:
-        """Each device's digest at `commit`, or None if the commit is invalid.
+    def evaluate(self, commit: pygit2.Commit, floor_min: int) -> versioning.Evaluated | None:
+        """Each version key's digest at `commit` and its floor, or None if the commit is
+        invalid, given the highest floor of its parents.
 
-        Called root first along a first-parent chain: the previous snapshot and a tree diff
-        give this commit's files, so unchanged files are neither listed, parsed nor
-        validated again, and only devices whose inputs changed are compiled again."""
+        Called parents first: the first parent's snapshot and a tree diff give this
+        commit's files, so unchanged files are neither listed, parsed nor validated
+        again, and only devices whose inputs changed are compiled again."""
         cid = str(commit.id)
-        if cid in self._evaluated:
-            return self._evaluated[cid]
-        prev = self._snapshot
-        parent_id = str(commit.parents[0].id) if commit.parents else None
+        parent_id = str(commit.parent_ids[0]) if commit.parent_ids else None
+        prev = self._snapshots.get(parent_id) if parent_id is not None else None
         refs: list[FileRef] | None = None
-        changed: set[str] | None = None
-        if prev is not None and parent_id == prev.commit:
+        if prev is not None:
             changed = self._changed_paths(commit.parents[0], commit)
-            if not changed:
-                snap = _Snapshot(cid, prev.refs, prev.docs, prev.digests)
-                self._remember(snap)
-                return snap.digests
+            if not changed and (prev.result is None or prev.result.floor >= floor_min):
+                # The same files validate the same way: only GP113 looks at the history.
+                self._remember(_Snapshot(cid, prev.refs, prev.docs, prev.result))
+                return prev.result
             refs = _apply(prev.refs, changed, commit, self.inventory_dir)
-        source = self.source(commit)
-        docs, problems = load_documents(source, self.parse_cache, refs)
-        parent_docs = prev.docs if prev is not None and parent_id == prev.commit else None
-        if parent_docs is None and commit.parents:
-            parent_docs = load_documents(self.source(commit.parents[0]), self.parse_cache)[0]
-        found = validate(docs, self.catalog, self.options, parent_docs, problems, self.schema_cache)
-        digests = None
+        docs, problems = load_documents(self.source(commit), self.parse_cache, refs)
+        history = HistoryFloor(floor_min, "") if commit.parent_ids else None
+        found = validate(docs, self.catalog, Options(), history, problems, self.schema_cache)
+        result = None
         if not any(p.is_error for p in found):
-            digests = self.digests(build_inventory(docs))
-        self._remember(_Snapshot(cid, list(docs.refs), docs, digests))
-        return digests
+            inv = build_inventory(docs)
+            result = versioning.Evaluated(self.digests(inv), inv.fleet.version_floor)
+        self._remember(_Snapshot(cid, list(docs.refs), docs, result))
+        return result
 
-    def floor_at(self, commit: pygit2.Commit) -> int | None:
-        """`version_floor` at a commit `evaluate` just saw valid (None if invalid)."""
-        snap = self._snapshot
-        if snap is None or snap.commit != str(commit.id):
-            self.evaluate(commit)
-            snap = self._snapshot
-        assert snap is not None
-        if snap.digests is None:
-            return None
-        return int(snap.docs.of(FLEET)[0].data["version_floor"])
-
-    def _remember(self, snap: _Snapshot) -> None:
-        self._snapshot = snap
-        self._evaluated[snap.commit] = snap.digests
+    def _remember(self, snap: _Snapshot, keep: int = 8) -> None:
+        self._snapshots[snap.commit] = snap
+        self._snapshots.move_to_end(snap.commit)
+        while len(self._snapshots) > keep:
+            self._snapshots.popitem(last=False)
 
     def _changed_paths(self, parent: pygit2.Commit, commit: pygit2.Commit) -> set[str]:
         assert self.repo is not None
@@ -231,24 +330,39 @@ class Pipeline:
                     out.add(path)
         return out
 
-    def versions(self, commit: pygit2.Commit, inv: Inventory) -> dict[str, versioning.VersionInfo]:
-        state = versioning.compute_states(commit, self.evaluate, self.version_cache)
-        return versioning.versions(state, inv.fleet.version_floor)
+    def state(
+        self, commit: pygit2.Commit, observe: versioning.Observe | None = None
+    ) -> versioning.State:
+        """The version state at `commit` (docs/versions.md). Raises IncompleteHistory in a
+        shallow or partial clone."""
+        assert self.repo is not None
+        return versioning.compute_state(
+            self.repo, commit, self.evaluate, self.version_cache, observe=observe
+        )
+
+    def versions(self, commit: pygit2.Commit) -> dict[str, versioning.VersionInfo]:
+        """Each version key's number at `commit` (devices by MAC, the option-66 files
+        as BOOTSTRAP)."""
+        return self.state(commit).versions()
 
     # -- build -------------------------------------------------------------------------
     def build(
         self,
         commit: pygit2.Commit,
         private_key: str | None,
-        published: Mapping[str, tuple[int, str]] | None = None,
+        served: Served | None = None,
         loaded: Loaded | None = None,
+        *,
+        force: bool = False,
     ) -> Build:
-        """Compile, render and encrypt every device of `commit`.
+        """Compile, render and encrypt every device and option-66 file of `commit`.
 
-        `published` (MAC -> (version, body sha256) from the manifest) is a safety net for
-        what history alone cannot see: a `--force` publish of a commit that does not
-        descend from the published one, or a new gitprov that renders differently. A
-        device never gets a lower version, nor new content under its old version."""
+        `served` (key -> (highest version ever served, its body sha256), from the
+        manifest, removed devices included) is what the roots already gave devices. A
+        number from the rule below it (or equal to it with other content) would be
+        ignored by the devices: without `force` that is a VersionConflict naming the
+        version_floor that continues the sequence; with `force` the number is raised
+        just enough. Without `served`, the rule's numbers as they are."""
         loaded = loaded or self.load_commit(commit)
         if loaded.inventory is None:
             raise InvalidInventory(
@@ -257,12 +371,15 @@ class Pipeline:
                 problems=loaded.problems,
             )
         inv = loaded.inventory
-        vers = self.versions(commit, inv)
+        state = self.state(commit)
+        vers = state.versions()
         digests = self.digests(inv)
+        served = served or {}
         resolve = secret_resolver(inv, private_key)
         key_id = hashlib.sha256((private_key or "").encode()).hexdigest()
         files: list[DeviceFile] = []
         built: dict[tuple[object, ...], list[DeviceFile]] = {}
+        conflicts: list[Conflict] = []
         for device in inv.devices:
             info = vers[device.mac]
             # Same digest (content, file name, cipher, sealed secrets), version and manifest
@@ -273,15 +390,28 @@ class Pipeline:
                 info.version,
                 info.commit,
                 key_id,
-                published.get(device.mac) if published else None,
+                served.get(device.mac),
+                force,
             )
             hit = self._built.get(key)
             if hit is None:
-                hit = self._build_device(inv, device, resolve, info, published)
-            built[key] = hit
-            files.extend(hit)
+                hit = self._build_device(inv, device, resolve, info, served, force, conflicts)
+            if hit:
+                built[key] = hit
+                files.extend(hit)
+        boots = []
+        for name, (models, body) in bootstrap_files(inv).items():
+            info = vers[BOOTSTRAP]
+            body_sha = hashlib.sha256(body).hexdigest()
+            version = _served_version(
+                BOOTSTRAP_KEY + name, info, body_sha, served, force, conflicts
+            )
+            data = flyingvoice.render_lines([(flyingvoice.VERSION_KEY, str(version))]) + body
+            boots.append(BootstrapFile(name, models, data, version, info.commit, body_sha))
+        if conflicts:
+            raise VersionConflict(str(commit.id), state.floor, conflicts)
         self._built = built
-        return Build(str(commit.id), inv, tuple(files))
+        return Build(str(commit.id), inv, tuple(files), tuple(boots), state.floor)
 
     def _build_device(
         self,
@@ -289,13 +419,16 @@ class Pipeline:
         device: Device,
         resolve: SecretResolver,
         info: versioning.VersionInfo,
-        published: Mapping[str, tuple[int, str]] | None,
+        served: Served,
+        force: bool,
+        conflicts: list[Conflict],
     ) -> list[DeviceFile]:
         cfg = self.compile(inv, device, resolve)
         body_sha = hashlib.sha256(flyingvoice.body(cfg)).hexdigest()
-        version = info.version
-        if published and device.mac in published:
-            version = _never_lower(version, body_sha, *published[device.mac])
+        before = len(conflicts)
+        version = _served_version(device.mac, info, body_sha, served, force, conflicts)
+        if len(conflicts) > before:
+            return []
         plain = render(cfg, version)
         shown = flyingvoice.render(cfg, version, redact=True)
         data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
@@ -331,12 +464,59 @@ class Pipeline:
         return out
 
 
-def _never_lower(computed: int, body_sha: str, old_version: int, old_body: str) -> int:
-    if computed > old_version:
-        return computed
-    if body_sha == old_body or not old_body:
-        return old_version  # same content: same version, the device does nothing
-    return old_version + 1  # new content must carry a new, higher version
+# key -> (the highest version ever served under it, the sha256 of that file's body)
+Served = Mapping[str, tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    key: str
+    computed: int  # the rule's number
+    served: int  # the highest number the roots already gave
+    same_content: bool
+
+
+class VersionConflict(GitprovError):
+    """The rule gives some device a number the roots already used (or passed): devices
+    would ignore the file. Raising version_floor continues the sequence."""
+
+    def __init__(self, commit: str, floor: int, conflicts: list[Conflict]) -> None:
+        need = floor + max(c.served - c.computed + (0 if c.same_content else 1) for c in conflicts)
+        worst = max(conflicts, key=lambda c: c.served - c.computed)
+        what = "the file" if worst.key.startswith(BOOTSTRAP_KEY) else "device"
+        super().__init__(
+            f"{commit[:12]} would give {len(conflicts)} file(s) a version the served roots "
+            f"already passed ({what} {worst.key.removeprefix(BOOTSTRAP_KEY)}: served "
+            f"{worst.served}, computed {worst.computed}); devices ignore a version that is "
+            "not higher than theirs, so nothing was published",
+            hint=f"set `version_floor: {need}` in gitprov.yaml (commit it) to continue the "
+            "sequence, or publish with --force to raise only these files' versions",
+        )
+        self.floor_needed = need
+        self.conflicts = tuple(conflicts)
+
+
+def _served_version(
+    key: str,
+    info: versioning.VersionInfo,
+    body_sha: str,
+    served: Served,
+    force: bool,
+    conflicts: list[Conflict],
+) -> int:
+    """The rule's number, checked against what the roots already served."""
+    old = served.get(key)
+    if old is None:
+        return info.version
+    old_version, old_body = old
+    same = body_sha == old_body or not old_body
+    if info.version > old_version or (info.version == old_version and same):
+        return info.version
+    if not force:
+        conflicts.append(Conflict(key, info.version, old_version, same))
+        return info.version
+    # Forced: never lower, never the same number for new content.
+    return old_version if same else old_version + 1
 
 
 def _encrypt(cipher: Cipher, plain: bytes, key: str | None, mac: str) -> bytes:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+BOOTSTRAP_KEY = "bootstrap/"  # an option-66 file's key in Manifest.served: this + its name
 MANIFEST_FORMAT = 2
 TMP_PREFIX = ".gitprov-"
 TMP_SUFFIX = ".tmp"
@@ -70,6 +71,10 @@ class Manifest:
     published_at: str
     roots: Mapping[str, RootState]
     files: Mapping[str, ManifestEntry]  # file name -> entry, the same in every root
+    # Version key (MAC, or bootstrap/NAME) -> (the highest version ever served under it,
+    # that file's body sha256). Kept for removed devices too: a device that comes back
+    # (or a --force publish) never gets a number it was already given.
+    served: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     def owned(self, root: str) -> set[str]:
         """Names gitprov may have written into `root` (what prune may remove)."""
@@ -97,6 +102,10 @@ class Manifest:
                         for r, s in sorted(self.roots.items())
                     },
                     "files": {name: vars(e) for name, e in sorted(self.files.items())},
+                    "served": {
+                        k: {"version": v, "sha256_body": b}
+                        for k, (v, b) in sorted(self.served.items())
+                    },
                 },
                 indent=1,
                 sort_keys=True,
@@ -105,15 +114,25 @@ class Manifest:
         )
 
 
-def published_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
-    """MAC -> (version, body sha256) of the device files the manifest records."""
+def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
+    """Version key -> (highest version served, body sha256): the manifest's record, and
+    the files it lists (a manifest written before the record existed has only those)."""
     if manifest is None:
         return {}
-    return {
-        e.mac: (e.version, e.sha256_body)
-        for e in manifest.files.values()
-        if e.mac and e.kind == Kind.DEVICE
-    }
+    out = dict(manifest.served)
+    for name, e in manifest.files.items():
+        key = _version_key(name, e)
+        if key is not None and e.version >= out.get(key, (0, ""))[0]:
+            out[key] = (e.version, e.sha256_body)
+    return out
+
+
+def _version_key(name: str, e: ManifestEntry) -> str | None:
+    if e.kind == Kind.DEVICE and e.mac:
+        return e.mac
+    if e.kind == Kind.BOOTSTRAP:
+        return BOOTSTRAP_KEY + name
+    return None
 
 
 def load_manifest(state_dir: Path) -> Manifest | None:
@@ -148,6 +167,10 @@ def _from_json(raw: dict[str, Any]) -> Manifest | None:
         published_at=raw.get("published_at", ""),
         roots=roots,
         files={name: ManifestEntry(**e) for name, e in raw.get("files", {}).items()},
+        served={
+            str(k): (int(v["version"]), str(v.get("sha256_body", "")))
+            for k, v in raw.get("served", {}).items()
+        },
     )
 
 

@@ -33,10 +33,10 @@ from pathlib import Path
 import pygit2
 
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
-from gitprov.formats import flyingvoice
-from gitprov.inventory import Fleet
-from gitprov.pipeline import Build
+from gitprov.inventory import Fleet, Inventory
+from gitprov.pipeline import Build, Pipeline
 from gitprov.plan import (
+    BOOTSTRAP_KEY,
     MANIFEST,
     TMP_PREFIX,
     TMP_SUFFIX,
@@ -51,7 +51,9 @@ from gitprov.plan import (
     check_drift,
     load_manifest,
     plan,
+    served_versions,
 )
+from gitprov.version import require_complete
 
 Progress = Callable[[str, int, int], None]
 IsDescendant = Callable[[str, str], bool]
@@ -209,10 +211,6 @@ def _bootstraps(build: Build, notes: list[str]) -> list[Artifact]:
             hint="fix them and commit again; nothing was published",
             problems=tuple(problems),
         )
-    assert fleet.provisioning_url is not None
-    # The rule keeps the file-name macros: each device expands them to its own file.
-    rule = fleet.provisioning_url.rstrip("/") + "/" + fleet.file_name
-    data = flyingvoice.render_bootstrap(fleet.version_floor, rule)
     if fleet.encryption.mode != "none":
         notes.append(
             "the option-66 bootstrap file(s) point devices to encrypted per-MAC files "
@@ -221,15 +219,16 @@ def _bootstraps(build: Build, notes: list[str]) -> list[Artifact]:
         )
     return [
         Artifact(
-            inv.models[m].config_file_name,
-            data,
+            b.name,
+            b.data,
             Kind.BOOTSTRAP,
-            model=m,
-            version=fleet.version_floor,
-            set_by=build.commit,
-            sha256_plain=_sha(data),
+            model=",".join(b.models),
+            version=b.version,
+            set_by=b.set_by,
+            sha256_plain=_sha(b.data),
+            sha256_body=b.body_sha256,
         )
-        for m in names
+        for b in build.bootstraps
     ]
 
 
@@ -413,82 +412,142 @@ def publish(
     lock_wait: float = 0.0,
     prune_unknown: bool = False,
 ) -> PublishResult:
-    roots = targets.roots
-    files, notes = artifacts(build, targets.firmware_dir)
+    """Publish a build made beforehand. Its versions were chosen without the lock: use
+    `publish_commit`, which builds under the lock, unless nothing else can publish."""
     with publish_lock(targets.state_dir, lock_wait):
         previous = load_manifest(targets.state_dir)
-        if (
-            previous is not None
-            and previous.commit != build.commit
-            and is_descendant is not None
-            and not is_descendant(build.commit, previous.commit)
-            and not force
-        ):
-            raise GitprovError(
-                f"{build.commit[:12]} is not a descendant of the published {previous.commit[:12]}",
-                hint="to roll back, `git revert` the bad commits and publish the result "
-                "(versions must keep going up); --force publishes anyway",
-            )
-        clean_temps((*roots, targets.state_dir))
-        wanted = {a.name: a.data for a in files}
-        the_plan = plan(wanted, roots, previous, prune_unknown=prune_unknown)
-        entries = {a.name: a.entry() for a in files}
-        old_files = dict(previous.files) if previous else {}
-        already = (
-            the_plan.empty
-            and previous is not None
-            and previous.commit == build.commit
-            and set(previous.roots) == {str(r) for r in roots}
-            and not previous.lagging()
+        _check_descendant(build.commit, previous, is_descendant, force)
+        return _publish_locked(build, targets, previous, progress, prune_unknown)
+
+
+def publish_commit(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    targets: Targets | Callable[[Inventory], Targets],
+    private_key: str | None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    lock_wait: float = 0.0,
+    prune_unknown: bool = False,
+) -> PublishResult:
+    """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
+
+    The manifest is read, the versions are checked against it and the files are written
+    while holding the publish lock, so two publishers can never both give one number to
+    different content. Raises InvalidInventory (nothing published), VersionConflict (the
+    rule would give a number the roots already passed; names the version_floor to set),
+    IncompleteHistory (a shallow clone), PublishError or GitprovError."""
+    assert pipeline.repo is not None
+    require_complete(pipeline.repo)
+    loaded = pipeline.load_commit(commit)
+    if loaded.inventory is None:
+        raise InvalidInventory(
+            f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
+            hint="fix them and commit again; nothing was published",
+            problems=loaded.problems,
         )
-        if already:
-            assert previous is not None
-            return PublishResult(
-                build.commit,
-                previous.commit,
-                True,
-                the_plan,
-                previous,
-                notes=tuple(notes),
-                previous_files=old_files,
-            )
-        failures, leftovers, touched = _apply(the_plan, wanted, roots, progress)
-        if len(failures) == len(roots) and not touched:
-            root, why = next(iter(failures.items()))
-            raise PublishError(
-                f"cannot write into {root}: {why}; nothing was changed, the last good files stay"
-                + (f" ({len(roots)} roots failed)" if len(roots) > 1 else ""),
-                hint="free space (or fix permissions) and publish again",
-            )
-        manifest = Manifest(
-            commit=build.commit,
-            published_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            roots={
-                str(r): _root_state(
-                    str(r), build.commit, previous, set(wanted), failures, leftovers
-                )
-                for r in roots
-            },
-            files=entries,
+    where = targets(loaded.inventory) if callable(targets) else targets
+    with publish_lock(where.state_dir, lock_wait):
+        previous = load_manifest(where.state_dir)
+        _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
+        build = pipeline.build(
+            commit, private_key, served_versions(previous), loaded, force=force
         )
-        try:
-            write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
-        except OSError as exc:
-            raise PublishError(
-                f"the files are in place but the manifest could not be written into "
-                f"{targets.state_dir}: {_describe(exc)}",
-                hint="free space in the state dir and publish again (it converges)",
-            ) from exc
+        return _publish_locked(build, where, previous, progress, prune_unknown)
+
+
+def _check_descendant(
+    commit: str, previous: Manifest | None, is_descendant: IsDescendant | None, force: bool
+) -> None:
+    if (
+        previous is not None
+        and previous.commit != commit
+        and is_descendant is not None
+        and not is_descendant(commit, previous.commit)
+        and not force
+    ):
+        raise GitprovError(
+            f"{commit[:12]} is not a descendant of the published {previous.commit[:12]}",
+            hint="to roll back, `git revert` the bad commits and publish the result "
+            "(versions must keep going up); --force publishes anyway",
+        )
+
+
+def _publish_locked(
+    build: Build,
+    targets: Targets,
+    previous: Manifest | None,
+    progress: Progress | None,
+    prune_unknown: bool,
+) -> PublishResult:
+    roots = targets.roots
+    files, notes = artifacts(build, targets.firmware_dir)
+    clean_temps((*roots, targets.state_dir))
+    wanted = {a.name: a.data for a in files}
+    the_plan = plan(wanted, roots, previous, prune_unknown=prune_unknown)
+    entries = {a.name: a.entry() for a in files}
+    old_files = dict(previous.files) if previous else {}
+    served = served_versions(previous)
+    for a in files:
+        key = a.mac if a.kind == Kind.DEVICE else BOOTSTRAP_KEY + a.name
+        if a.kind != Kind.FIRMWARE and a.version >= served.get(key, (0, ""))[0]:
+            served[key] = (a.version, a.sha256_body)
+    already = (
+        the_plan.empty
+        and previous is not None
+        and previous.commit == build.commit
+        and set(previous.roots) == {str(r) for r in roots}
+        and not previous.lagging()
+        and dict(previous.served) == served
+    )
+    if already:
+        assert previous is not None
         return PublishResult(
             build.commit,
-            previous.commit if previous else None,
-            False,
+            previous.commit,
+            True,
             the_plan,
-            manifest,
-            failures,
-            tuple(notes),
-            old_files,
+            previous,
+            notes=tuple(notes),
+            previous_files=old_files,
         )
+    failures, leftovers, touched = _apply(the_plan, wanted, roots, progress)
+    if len(failures) == len(roots) and not touched:
+        root, why = next(iter(failures.items()))
+        raise PublishError(
+            f"cannot write into {root}: {why}; nothing was changed, the last good files stay"
+            + (f" ({len(roots)} roots failed)" if len(roots) > 1 else ""),
+            hint="free space (or fix permissions) and publish again",
+        )
+    manifest = Manifest(
+        commit=build.commit,
+        published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        roots={
+            str(r): _root_state(str(r), build.commit, previous, set(wanted), failures, leftovers)
+            for r in roots
+        },
+        files=entries,
+        served=served,
+    )
+    try:
+        write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
+    except OSError as exc:
+        raise PublishError(
+            f"the files are in place but the manifest could not be written into "
+            f"{targets.state_dir}: {_describe(exc)}",
+            hint="free space in the state dir and publish again (it converges)",
+        ) from exc
+    return PublishResult(
+        build.commit,
+        previous.commit if previous else None,
+        False,
+        the_plan,
+        manifest,
+        failures,
+        tuple(notes),
+        old_files,
+    )
 
 
 def _root_state(

@@ -17,6 +17,7 @@ from gitprov.compile import placeholder_resolver
 from gitprov.errors import InvalidInventory
 from gitprov.formats import flyingvoice
 from gitprov.pipeline import Loaded, Pipeline
+from gitprov.version import Evaluated, State, step
 
 
 class Change(enum.StrEnum):
@@ -76,9 +77,16 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
     assert base_loaded.inventory is not None and head_loaded.inventory is not None
     old = _rendered(p, base_loaded)
     new = _rendered(p, head_loaded)
-    old_versions = p.versions(base, base_loaded.inventory)
-    depth = sum(1 for _ in _first_parents(base)) + 1
-    floor = head_loaded.inventory.fleet.version_floor
+    base_state = p.state(base)
+    head_state = p.state(head)
+    old_versions = base_state.versions()
+    # As merging head into base numbers it (a fast-forward, where head descends from base,
+    # gives the same: head's own numbers are never lower than base's).
+    merged = step(
+        "merge",
+        [base_state, head_state],
+        Evaluated({k: head_state.entry(k)[0] for k in head_state.present()}, head_state.floor),
+    )
     changes = []
     unchanged = 0
     for mac in sorted(set(old) | set(new)):
@@ -99,13 +107,11 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
             )
         )
         changes.append(
-            DeviceChange(mac, kind, name, old_v, None if after is None else floor + depth, diff)
+            DeviceChange(mac, kind, name, old_v, _version(merged, mac) if after else None, diff)
         )
     return Review(str(base.id), str(head.id), tuple(changes), unchanged)
 
 
-def _first_parents(commit: pygit2.Commit) -> list[pygit2.Commit]:
-    chain = [commit]
-    while chain[-1].parents:
-        chain.append(chain[-1].parents[0])
-    return chain
+def _version(state: State, key: str) -> int | None:
+    info = state.info(key)
+    return info.version if info is not None else None

@@ -18,7 +18,7 @@ from jsonschema import ValidationError
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import Documents
-from gitprov.rules import RuleContext, run_rules
+from gitprov.rules import HistoryFloor, RuleContext, run_rules
 from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
 from gitprov.yamldoc import Document, SecretRef
@@ -334,7 +334,7 @@ def validate(
     docs: Documents,
     catalog: Catalog | None = None,
     options: Options = Options(),
-    parent: Documents | None = None,
+    history_floor: HistoryFloor | None = None,
     extra: Iterable[Problem] = (),
     cache: SchemaCache | None = None,
 ) -> list[Problem]:
@@ -348,7 +348,7 @@ def validate(
         docs,
         catalog,
         options.strict,
-        parent,
+        history_floor,
         frozenset(p.file for p in errors),
         frozenset((p.file, p.line, p.col) for p in errors),
         cache.facts,

@@ -35,8 +35,8 @@ import pygit2
 from gitprov.errors import GitprovError, InvalidInventory, Problem
 from gitprov.inventory import Inventory
 from gitprov.pipeline import Pipeline
-from gitprov.plan import Drift, load_manifest, published_versions
-from gitprov.publish import PublishError, Targets, descendant_check, inspect, publish
+from gitprov.plan import Drift
+from gitprov.publish import PublishError, Targets, inspect, publish_commit
 
 log = logging.getLogger("gitprov.watch")
 
@@ -302,21 +302,17 @@ class CommitPublisher:
             self.pipeline = self.renew(repo)
         self.pipeline.repo = repo
         try:
-            loaded = self.pipeline.load_commit(commit)
-            if loaded.inventory is None:
-                raise InvalidInventory(
-                    f"commit {short} has {len(loaded.errors)} error(s)",
-                    hint="fix them and commit again; nothing was published",
-                    problems=loaded.problems,
-                )
-            targets = self.targets_for(loaded.inventory)
-            self.state_dir = targets.state_dir
-            published = published_versions(load_manifest(targets.state_dir))
-            build = self.pipeline.build(commit, self.private_key, published, loaded)
-            result = publish(
-                build,
-                targets,
-                is_descendant=descendant_check(repo),
+
+            def where(inventory: Inventory) -> Targets:
+                targets = self.targets_for(inventory)
+                self.state_dir = targets.state_dir
+                return targets
+
+            result = publish_commit(
+                self.pipeline,
+                commit,
+                where,
+                self.private_key,
                 lock_wait=self.lock_wait,
                 prune_unknown=self.prune_unknown,
             )

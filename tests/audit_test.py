@@ -36,7 +36,7 @@ def test_history_lists_the_commits_that_changed_the_device(example_repo: GitRepo
     changes = history(Pipeline(r.repo), head(r), "0021f2011b20")
     assert [(c.commit, c.event, c.version, c.summary) for c in changes] == [
         (first, "added", 1001, "example inventory"),
-        (second, "changed", 1003, "office proxy"),
+        (second, "changed", 1002, "office proxy"),  # B's second content: n = 2
         (third, "removed", 0, "retire B"),
     ]
     assert changes[0].author == "Test Author"
@@ -63,7 +63,8 @@ def test_blame_points_at_the_yaml_line_and_its_commit(example_repo: GitRepo) -> 
 def test_cli_log_and_blame(example_repo: GitRepo, capsys: pytest.CaptureFixture[str]) -> None:
     repo = str(example_repo.path)
     assert main(["--repo", repo, "log", "00:21:f2:01:1b:20"]) == 0
-    assert "version 1001   Test Author: example inventory" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "version 1001   added      Test Author: example inventory" in out
     assert main(["--repo", repo, "blame", "0021f2011b20", "sip.server"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("DBID_WEB_SIP_SERVER=sip.example.net\n")

@@ -170,7 +170,7 @@ def test_versions_validate_each_commit_of_the_chain_as_fresh_pipelines_do(
     repo, commits = history
     pipeline = Pipeline(repo.repo)
     head = _commit(repo, commits[-1][0])
-    valid = [pipeline.evaluate(c) is not None for c in first_parent_chain(head)]
+    valid = [pipeline.state(c).valid for c in first_parent_chain(head)]
     fresh = [
         Pipeline(repo.repo).load_commit(_commit(repo, c)).inventory is not None for c, _ in commits
     ]

@@ -432,7 +432,7 @@ def test_problem_equality_dedupes() -> None:
     assert len(set(p)) == 1
 
 
-def test_lowering_version_floor_is_caught_against_the_parent_commit(
+def test_lowering_version_floor_is_caught_against_the_history(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = GitRepo(tmp_path / "repo")
@@ -441,17 +441,20 @@ def test_lowering_version_floor_is_caught_against_the_parent_commit(
     repo.commit({"inventory/gitprov.yaml": FLEET}, "lower the floor")
     code, out = run(capsys, repo)
     assert code == 1
-    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered from 2000" in out
-    # Before committing: the work tree is compared with HEAD.
+    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered to 1000: the " \
+        "history already has 2000" in out
+    # Before committing: the work tree is compared with HEAD's history, where the invalid
+    # commit changed nothing: 1500 is still below 2000, although above HEAD's own 1000.
     (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "1500"))
     code = main(["--repo", str(repo.path), "validate", "--worktree"])
     out = capsys.readouterr().out
-    assert code == 0, out
-    (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "999"))
+    assert code == 1
+    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered to 1500: the " \
+        "history already has 2000" in out
+    (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "2000"))
     code = main(["--repo", str(repo.path), "validate", "--worktree"])
     out = capsys.readouterr().out
-    assert code == 1
-    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered from 1000" in out
+    assert code == 0, out
 
 
 class _Dumper(yaml.SafeDumper):

@@ -1,7 +1,7 @@
 """Versions across history (DESIGN.md invariant 2), against an oracle written from the
-definition: version = floor(head) + first-parent depth of the newest commit at which the
-device's rendered content (version line excluded) differs from that commit's first parent;
-invalid commits were never published and change nothing."""
+definition in docs/versions.md: per device, n(X) = max over parents P of n(P) (same
+content) or n(P) + 1 (other content, absence included), n = 0 before the root; version =
+the highest floor of the history + n; invalid commits hold their first parent's content."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from gitprov.compile import placeholder_resolver
 from gitprov.formats import flyingvoice
 from gitprov.pipeline import Pipeline
-from gitprov.version import VersionCache, compute_states, versions
+from gitprov.version import Evaluated, State, VersionCache, compute_state
 from tests.fixtures.gitrepo import GitRepo
 
 A = "inventory/devices/0021f2011b19.yaml"
@@ -52,26 +52,42 @@ def rendered(repo: pygit2.Repository, commit: pygit2.Commit) -> dict[str, bytes]
 
 
 def oracle(repo: pygit2.Repository, head: pygit2.Commit) -> dict[str, int]:
-    chain = [head]
-    while chain[-1].parents:
-        chain.append(chain[-1].parents[0])
-    chain.reverse()
-    contents: list[dict[str, bytes]] = []
-    for c in chain:
+    content: dict[str, dict[str, bytes]] = {}  # commit -> mac -> body (absent: missing)
+    count: dict[str, dict[str, int]] = {}  # commit -> mac -> n, removed devices included
+    floor: dict[str, int] = {}
+
+    def visit(c: pygit2.Commit) -> None:
+        cid = str(c.id)
+        if cid in count:
+            return
+        parents = list(c.parents)
+        for p in parents:
+            visit(p)
         got = rendered(repo, c)
-        contents.append(got if got is not None else (contents[-1] if contents else {}))
+        pf = max((floor[str(p.id)] for p in parents), default=0)
+        if got is None:
+            got = content[str(parents[0].id)] if parents else {}
+            floor[cid] = pf
+        else:
+            floor[cid] = max(pf, _floor_of(repo, c))
+        content[cid] = got
+        sides = [(content[str(p.id)], count[str(p.id)]) for p in parents] or [({}, {})]
+        macs = set(got).union(*(n for _, n in sides))
+        count[cid] = {
+            m: max(n.get(m, 0) + (0 if body.get(m) == got.get(m) else 1) for body, n in sides)
+            for m in macs
+        }
+
+    visit(head)
+    h = str(head.id)
+    return {m: floor[h] + count[h][m] for m in content[h]}
+
+
+def _floor_of(repo: pygit2.Repository, commit: pygit2.Commit) -> int:
     p = Pipeline(repo)
-    loaded = p.load(p.source(head))
+    loaded = p.load(p.source(commit))
     assert loaded.inventory is not None
-    floor = loaded.inventory.fleet.version_floor
-    out = {}
-    for mac in contents[-1]:
-        for i in range(len(chain) - 1, -1, -1):
-            before = contents[i - 1].get(mac) if i > 0 else None
-            if contents[i].get(mac) != before:
-                out[mac] = floor + i + 1
-                break
-    return out
+    return loaded.inventory.fleet.version_floor
 
 
 def computed(
@@ -80,7 +96,7 @@ def computed(
     p = Pipeline(repo, cache_dir=cache)
     loaded = p.load(p.source(head))
     assert loaded.inventory is not None
-    return {mac: v.version for mac, v in p.versions(head, loaded.inventory).items()}
+    return {mac: v.version for mac, v in p.versions(head).items()}
 
 
 @pytest.fixture
@@ -142,16 +158,20 @@ def test_versions_match_the_definition_at_every_head(history: tuple[GitRepo, lis
 
 
 def test_hand_checked_numbers(history: tuple[GitRepo, list[str]]) -> None:
-    # Depths on the first-parent chain, counted by hand from the fixture:
-    # 1 example, 2 rename A, 3 dnd B, 4 doc C, 5 invalid, 6 fix, 7 office, 8 revert B,
-    # 9 main moves on (A), 10 merge (C, D), 11 floor 5000, 12 remove D, 13 re-add D.
+    # n counts each device's own changes, over every parent of a merge (docs/versions.md):
+    # 1 example: every device 1. 2 rename A: A 2. 3 dnd B: B 2. 4 C's description: not
+    # rendered, no change. 5 invalid, 6 its fix: nothing changes. 7 office proxy (A, B and
+    # D use office): A 3, B 3, D 2. 8 revert B's file (its content now differs from 7's):
+    # B 4. feature from 8: C 2, D 3. 9 main edits A: A 4. 10 merge takes C and D from the
+    # feature: C max(1 + 1, 2) = 2, D max(2 + 1, 3) = 3. 11 floor 5000. 12 remove D: 4 (not
+    # served). 13 re-add D: 5, above every number it had.
     r, heads = history
     got = computed(r.repo, commit_at(r.repo, heads[-1]))
     assert got == {
-        "0021f2011b19": 5000 + 9,  # A: office (7), then its own edit (9)
-        "0021f2011b20": 5000 + 8,  # B: office (7), revert (8)
-        "0021f2a0c001": 5000 + 10,  # C: merged change; the doc-only commit 4 changed nothing
-        "0021f2a0c002": 5000 + 13,  # D: re-added
+        "0021f2011b19": 5000 + 4,
+        "0021f2011b20": 5000 + 4,
+        "0021f2a0c001": 5000 + 2,
+        "0021f2a0c002": 5000 + 5,
     }
 
 
@@ -205,18 +225,23 @@ def test_two_clones_agree(history: tuple[GitRepo, list[str]], tmp_path: Path) ->
     assert a == b == computed(r.repo, commit_at(r.repo, heads[-1]))
 
 
-def test_compute_states_treats_invalid_commits_as_unchanged(example_repo: GitRepo) -> None:
+def test_invalid_commits_hold_their_first_parents_content(example_repo: GitRepo) -> None:
     r = example_repo
     first = commit_at(r.repo, r.repo.head.target)
     bad = commit_at(r.repo, r.commit({C: b"mac: [\n"}, "broken"))
-    digests = {str(first.id): {"m": "x"}, str(bad.id): None}
-    state = compute_states(bad, lambda c: digests[str(c.id)])
-    assert versions(state, 100) == {"m": versions(state, 100)["m"]}
-    assert versions(state, 100)["m"].version == 101
+    results = {str(first.id): Evaluated({"m": "x"}, 100), str(bad.id): None}
+    state = compute_state(r.repo, bad, lambda c, floor_min: results[str(c.id)])
+    assert not state.valid
+    assert state.versions() == {"m": state.versions()["m"]}
+    assert state.versions()["m"].version == 101
+    assert state.versions()["m"].commit == str(first.id)
 
 
 def test_version_cache_ignores_other_formats(tmp_path: Path) -> None:
     cache = VersionCache(tmp_path, "salt")
-    cache.store("abc", {"m": ("d", 3, "c")})
-    assert cache.load("abc") == {"m": ("d", 3, "c")}
+    state = State(7, "f", {"m": ("d", 3, "c")}, True)
+    cache.store("abc", state)
+    assert cache.load("abc") == state
     assert VersionCache(tmp_path, "other").load("abc") is None
+    (cache.directory / "abc.json").write_text('{"format": 1, "devices": {}}')
+    assert cache.load("abc") is None

@@ -39,17 +39,21 @@ def render(config: DeviceConfig, version: int | None, *, redact: bool = False) -
     return head + body(config, redact=redact)
 
 
-def render_bootstrap(version: int, profile_rule: str) -> bytes:
-    """The common option-66 file (the model's Config File Name, e.g. IP542N.conf): turn
-    option 66 off and point the device at its own per-MAC file. Plaintext: a new device
-    has no key yet. `profile_rule` keeps its macros (`$(MA)`): the device expands them."""
+def bootstrap_body(profile_rule: str) -> bytes:
+    """The common option-66 file (the model's Config File Name, e.g. IP542N.conf) without
+    its version line: turn option 66 off and point the device at its own per-MAC file.
+    Plaintext: a new device has no key yet. `profile_rule` keeps its macros (`$(MA)`):
+    the device expands them."""
     return render_lines(
         [
-            (VERSION_KEY, str(version)),
             ("DBID_PRV_OPTION66_ENABLED", "0"),
             ("DBID_PROFILE_RULE", profile_rule),
         ]
     )
+
+
+def render_bootstrap(version: int, profile_rule: str) -> bytes:
+    return render_lines([(VERSION_KEY, str(version))]) + bootstrap_body(profile_rule)
 
 
 def parse(data: bytes) -> dict[str, str]:

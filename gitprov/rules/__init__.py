@@ -109,11 +109,22 @@ class DocContext:
 
 
 @dataclass(frozen=True)
+class HistoryFloor:
+    """What GP113 compares `version_floor` with."""
+
+    value: int
+    commit: str  # the commit whose version_floor it is ("" if unknown)
+    complete: bool = True  # False in a shallow clone: only the parent was seen
+
+
+@dataclass(frozen=True)
 class RuleContext:
     docs: Documents
     catalog: Catalog
     strict: bool = False
-    parent: Documents | None = None  # the first parent commit's documents, when known
+    # The highest version_floor of the history before this inventory, and the commit that
+    # set it; None when there is no history (a first commit) or it cannot be read.
+    history_floor: HistoryFloor | None = None
     schema_broken: frozenset[str] = frozenset()  # files with a schema or parse error
     # (file, line, col) of every schema error, so that a rule about the same node can stay
     # quiet instead of saying the same thing twice.

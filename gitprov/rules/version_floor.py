@@ -1,11 +1,13 @@
-"""GP113 version-floor-lowered: `version_floor` is lower than in the parent commit.
+"""GP113 version-floor-lowered: `version_floor` is lower than the history already reached.
 
-DBID_DBASE_VERSION = version_floor + history depth. Lowering the floor lowers every
-device's version, and a device does not apply a file whose version is not new to it: the
-whole fleet would stop taking changes until the versions climb back.
+DBID_DBASE_VERSION = the highest version_floor of the commit and its ancestors + a count
+of the device's changes (docs/versions.md). A floor written lower than one some ancestor
+had changes nothing in the numbers, but reads as if it did; a reviewer would believe a
+version that is not served. The comparison is with the whole history, not the parent:
+lowering the floor and then making an ordinary change must not slip through.
 
-Fails:   parent commit `version_floor: 2000`, this commit `version_floor: 1000`
-Passes:  parent `version_floor: 1000`, this commit `version_floor: 2000` (raising is fine)
+Fails:   an ancestor commit has `version_floor: 2000`, this commit `version_floor: 1000`
+Passes:  the history's highest is `version_floor: 1000`, this commit `version_floor: 2000`
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem
-from gitprov.inventory import FLEET
-from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules import RuleContext, error_at, get, warning_at
 
 CODE = "GP113"
 NAME = "version-floor-lowered"
@@ -26,19 +27,31 @@ def _floor(value: object) -> int | None:
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
-    if fleet is None or ctx.parent is None:
+    history = ctx.history_floor
+    if fleet is None or history is None:
         return
-    before_docs = ctx.parent.of(FLEET)
-    if not before_docs:
-        return
-    before = _floor(get(before_docs[0].data, "version_floor"))
     now = _floor(get(fleet.data, "version_floor"))
-    if before is None or now is None or now >= before:
+    if now is None:
         return
+    if not history.complete:
+        yield warning_at(
+            fleet,
+            ("version_floor",),
+            CODE,
+            "version_floor checked against the parent commit only: the history is "
+            "shallow, so a lower floor in an older commit cannot be seen",
+            "fetch the whole history (`git fetch --unshallow`; actions/checkout "
+            "`fetch-depth: 0`)",
+        )
+    if now >= history.value:
+        return
+    where = f"commit {history.commit[:12]}" if history.commit else "the parent commit"
     yield error_at(
         fleet,
         ("version_floor",),
         CODE,
-        f"version_floor lowered from {before} (parent commit) to {now}",
-        f"versions only go up: keep {before} or raise it (to undo a change, git revert it)",
+        f"version_floor lowered to {now}: the history already has {history.value} "
+        f"(set in {where})",
+        f"versions only go up: write {history.value} or higher (to undo a change, git revert it)",
     )
+

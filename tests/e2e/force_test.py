@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gitprov.cli import main
-from gitprov.pipeline import _never_lower
+from gitprov.pipeline import Conflict, _served_version
 from gitprov.plan import load_manifest
+from gitprov.version import VersionInfo
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.roots import root_args
 
@@ -73,9 +74,26 @@ def test_force_publishes_an_old_branch_without_lowering_versions(
             assert forced[mac] == v  # same content: same version, not the lower 1001
 
 
-def test_never_lower_rule() -> None:
-    assert _never_lower(1010, "new", 1004, "old") == 1010
-    assert _never_lower(1002, "same", 1004, "same") == 1004
-    assert _never_lower(1002, "new", 1004, "old") == 1005
-    assert _never_lower(1004, "new", 1004, "old") == 1005
-    assert _never_lower(1004, "new", 1004, "") == 1004  # an old manifest without bodies
+def _forced(computed: int, body: str, served: int, served_body: str) -> int:
+    info = VersionInfo(computed, computed - 1000, "c")
+    conflicts: list[Conflict] = []
+    got = _served_version("m", info, body, {"m": (served, served_body)}, True, conflicts)
+    assert not conflicts
+    return got
+
+
+def test_forced_versions_never_lower_nor_reuse() -> None:
+    assert _forced(1010, "new", 1004, "old") == 1010
+    assert _forced(1002, "same", 1004, "same") == 1004
+    assert _forced(1002, "new", 1004, "old") == 1005
+    assert _forced(1004, "new", 1004, "old") == 1005
+    assert _forced(1004, "new", 1004, "") == 1004  # an old manifest without bodies
+
+
+def test_unforced_lower_versions_are_conflicts() -> None:
+    conflicts: list[Conflict] = []
+    info = VersionInfo(1002, 2, "c")
+    _served_version("m", info, "new", {"m": (1004, "old")}, False, conflicts)
+    _served_version("s", info, "same", {"s": (1002, "same")}, False, conflicts)
+    _served_version("t", info, "new", {"t": (1002, "old")}, False, conflicts)
+    assert conflicts == [Conflict("m", 1002, 1004, False), Conflict("t", 1002, 1002, False)]

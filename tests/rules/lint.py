@@ -10,12 +10,14 @@ are the `(line, col)` of one rule's problems in the first file of the overlay, o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pygit2
 
 from gitprov.errors import Problem
 from gitprov.pipeline import Pipeline
+from gitprov.rules import HistoryFloor
 from gitprov.source import FileRef
 from gitprov.validate import Options
 
@@ -132,8 +134,13 @@ def problems(
     strict: bool = False,
 ) -> list[Problem]:
     pipeline = Pipeline(None, options=Options(strict=strict))
-    before = MemorySource(inventory(parent)) if parent is not None else None
-    return list(pipeline.load(MemorySource(inventory(overlay)), before).problems)
+    floor = None
+    if parent is not None:
+        # The history's highest version_floor, as a commit's parents would give it.
+        text = inventory(parent).get("gitprov.yaml") or ""
+        found = re.search(r"^version_floor: (\d+)", text, re.M)
+        floor = HistoryFloor(int(found.group(1)) if found else 0, "")
+    return list(pipeline.load(MemorySource(inventory(overlay)), floor).problems)
 
 
 Where = tuple[int, int] | tuple[str, int, int]
