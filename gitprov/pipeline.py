@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pygit2
 
+from gitprov import __version__
 from gitprov import version as versioning
 from gitprov.catalog import Catalog, load_catalog
 from gitprov.compile import DeviceConfig, SecretResolver, compile_device, placeholder_resolver
@@ -177,11 +178,12 @@ class Pipeline:
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
         # Everything a version state depends on besides the commit (which names its whole
-        # history): a state computed for another inventory directory, catalog, renderer
-        # or rule is never read.
+        # history): a state computed for another inventory directory, catalog, renderer,
+        # rule or gitprov (whose validation decides which commits count) is never read.
         salt = hashlib.sha256(
             "\0".join(
                 (
+                    __version__,
                     self.catalog.digest,
                     RENDER_FORMAT,
                     self.inventory_dir.strip("/"),
