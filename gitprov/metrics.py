@@ -3,17 +3,37 @@
 A registry of its own (not prometheus_client's global one), so tests and several watchers
 in one process do not share counters. The endpoint binds 127.0.0.1 unless told otherwise:
 metric names and labels hold no secret, but root paths are nobody else's business.
+
+A restarted watcher starts from the manifest of the state dir (`Metrics.restore`), so the
+last success and the published commit survive a restart instead of reading 0 until the
+next commit, which would fire a staleness alert after every restart.
 """
 
 from __future__ import annotations
 
+import platform
 import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import InfoMetricFamily, Metric
 
+from gitprov import __version__
 from gitprov.errors import GitprovError
+from gitprov.plan import load_manifest
 from gitprov.watch import Kind, Outcome
 
 _PUBLISHED = (Kind.PUBLISHED, Kind.UNCHANGED, Kind.PARTIAL, Kind.REPAIRED)
@@ -66,6 +86,15 @@ class Metrics:
             "Roots that failed the last publish and keep older files",
             registry=r,
         )
+        self.published = _LastPublished()
+        r.register(self.published)
+        Info("gitprov_build", "The running gitprov and Python", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        # The global registry would have had these; ours must add them: CPU, memory, open
+        # fds, start time (a restart shows as process_start_time_seconds moving), python_info.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         for kind in _PUBLISHED:
             self.publishes.labels(result=str(kind))
         for kind in _FAILED:
@@ -83,12 +112,34 @@ class Metrics:
             for d in o.drift:
                 self.drift.labels(kind=d.kind).inc()
             self.lagging.set(len(o.failed_roots))
+            if o.commit:
+                self.published.commit = o.commit
             if o.kind is not Kind.PARTIAL:
                 self.last_success.set(o.at)
         elif o.kind in _FAILED:
             self.failures.labels(reason=str(o.kind)).inc()
         elif o.kind is Kind.CLEAN:
             self.lagging.set(0)
+
+    def restore(self, state_dir: Path) -> None:
+        """Start from what the last run left in `state_dir`: its manifest names the commit
+        published, when, and which roots hold it. Call it before the first outcome.
+
+        The last success is restored only when every root holds the manifest's commit
+        (a partial publish is no success, as in `__call__`); the manifest's time is to the
+        second, so it reads up to a second early, never late. A missing, torn or foreign
+        manifest restores nothing: the metrics read as for a first start."""
+        manifest = load_manifest(state_dir)
+        if manifest is None:
+            return
+        self.published.commit = manifest.commit or None
+        lagging = manifest.lagging()
+        self.lagging.set(len(lagging))
+        if lagging:
+            return
+        at = _unix_time(manifest.published_at)
+        if at is not None:
+            self.last_success.set(at)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -102,6 +153,37 @@ class Metrics:
                 hint="choose another --metrics-port",
             ) from exc
         return MetricsServer(server, thread)
+
+
+class _LastPublished:
+    """`gitprov_last_published_info{commit="…"} 1`: the commit the manifest records (some
+    roots may lag: `gitprov_lagging_roots`). One series whose label is replaced, so a
+    watcher running for months does not pile up a series per commit; none before the
+    first publish."""
+
+    def __init__(self) -> None:
+        # One attribute written by the watch loop, read by the scrape thread: a single
+        # reference swap, so a scrape sees the old commit or the new one, never neither.
+        self.commit: str | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        family = InfoMetricFamily(
+            "gitprov_last_published", "The commit last published into the roots"
+        )
+        commit = self.commit
+        if commit:
+            family.add_metric([], {"commit": commit})
+        return [family]
+
+
+def _unix_time(iso: str) -> float | None:
+    try:
+        at = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # gitprov writes UTC; a bare time is taken as UTC too
+    return at.timestamp()
 
 
 class MetricsServer:

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pygit2
@@ -376,23 +375,6 @@ def test_a_failing_fetch_is_reported_once_and_the_loop_goes_on(tmp_path: Path) -
     for _ in range(3):
         assert w.step() is False
     assert [o.kind for o in seen] == [Kind.FETCH_FAILED]
-
-
-def test_metrics_endpoint_serves_the_counters() -> None:
-    metrics = Metrics()
-    metrics(Outcome(Kind.PUBLISHED, "c1", "x", duration=0.2, devices_changed=3))
-    metrics(Outcome(Kind.INVALID, "c2", "x"))
-    server = metrics.serve(0)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    finally:
-        server.stop()
-    assert 'gitprov_publishes_total{result="published"} 1.0' in text
-    assert 'gitprov_publish_failures_total{reason="invalid"} 1.0' in text
-    assert "gitprov_devices_changed_total 3.0" in text
-    assert "gitprov_publish_duration_seconds_count 1.0" in text
-    assert "gitprov_last_success_timestamp_seconds" in text
 
 
 def test_status_file_is_whole_json_after_every_outcome(tmp_path: Path) -> None:
