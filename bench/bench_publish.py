@@ -5,7 +5,7 @@ acceptance 5). p50 / p95 over N pushes, for a 1k-device fleet by default.
 The pieces are the production ones: `git push` (the real binary) into a bare repository,
 `gitprov watch` in its own process (inotify hint, pygit2 re-resolve, a full build with the
 pipeline's caches warm, the atomic publish into an HTTP and a TFTP root), and
-`gitprov.serve.HttpServer` in this process answering a client that polls the device's URL.
+`gitprov.tools.serve.HttpServer` in this process answering a client that polls the device's URL.
 
     .venv/bin/python bench/bench_publish.py [--devices 1000] [--pushes 50]
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gitprov.serve import HttpServer
+from gitprov.tools.serve import HttpServer
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import DEMO_KEY_FILE, GitRepo
 

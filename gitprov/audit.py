@@ -8,7 +8,6 @@ the YAML line that set it and to the commit that last touched that YAML line.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -121,77 +120,3 @@ def _blame_entry(
         author = commit.author.name if isinstance(commit, pygit2.Commit) else None
         lines.append(BlameLine(e.key, e.redacted, str(o), str(hunk.final_commit_id), author))
     return lines
-
-
-# -- CLI ------------------------------------------------------------------------------------
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "log",
-        help="every version a device was given: when, by whom, why",
-        description="The commits on the first-parent chain that changed one "
-        "device's file, with the version each gave it.",
-    )
-    p.add_argument("mac")
-    p.add_argument("--rev", default="HEAD")
-    p.set_defaults(func=cmd_log)
-    p = sub.add_parser(
-        "blame",
-        help="where each value of a device's file comes from",
-        description="Each rendered parameter with the YAML line that set it "
-        "(after layering) and the commit and author that last changed it.",
-    )
-    p.add_argument("mac")
-    p.add_argument("param", nargs="?", help="only this DBID key or readable name")
-    p.add_argument("--rev", default="HEAD")
-    p.set_defaults(func=cmd_blame)
-
-
-class _Ctx:  # what the CLI's Context offers (kept structural to avoid an import cycle)
-    args: argparse.Namespace
-    repo: pygit2.Repository
-    pipeline: Pipeline
-
-
-def _mac(text: str) -> str:
-    # The CLI's own MAC argument check; imported here because cli imports this module.
-    from gitprov.cli import _mac_arg
-
-    return _mac_arg(text)
-
-
-def cmd_log(ctx: _Ctx) -> int:
-    from gitprov.source import resolve_commit
-
-    mac = _mac(ctx.args.mac)
-    head = resolve_commit(ctx.repo, ctx.args.rev)
-    changes = history(ctx.pipeline, head, mac)
-    if not changes:
-        raise GitprovError(f"{mac} never appears on the first-parent history of {ctx.args.rev}")
-    for c in reversed(changes):
-        version = f"version {c.version}" if c.event != "removed" else "removed"
-        via = f"  (merged by {c.commit[:12]})" if c.set_by != c.commit else ""
-        print(
-            f"{c.set_by[:12]}  {c.when}  {version:<14} {c.event:<10} "
-            f"{c.author}: {c.summary}{via}"
-        )
-    return 0
-
-
-def cmd_blame(ctx: _Ctx) -> int:
-    from gitprov.catalog import load_catalog
-    from gitprov.source import resolve_commit
-
-    mac = _mac(ctx.args.mac)
-    head = resolve_commit(ctx.repo, ctx.args.rev)
-    want = ctx.args.param
-    if want:
-        param = load_catalog().lookup(want) or load_catalog().lookup_line(
-            want.removeprefix("line.")
-        )
-        want = param.key if param else want
-    for b in blame(ctx.pipeline, head, mac):
-        if want and b.key != want:
-            continue
-        who = f"{b.commit[:12]} {b.author}" if b.commit and b.author else "-"
-        print(f"{b.key}={b.value}\n    from {b.origin}  ({who})")
-    return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gitprov.errors import GitprovError
+from gitprov.errors import GitprovError, UsageError
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -272,7 +272,10 @@ def _load(path: str) -> Catalog:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise GitprovError(f"{path}: cannot read the parameter catalog: {exc.strerror}") from exc
+        raise UsageError(
+            f"{path}: cannot read the parameter catalog: {exc.strerror}",
+            hint="gitprov's installation is incomplete: reinstall it",
+        ) from exc
     data = yaml.safe_load(raw)
     params = tuple(_param(e) for e in data["params"])
     unpublished = tuple(_unpublished(e) for e in data.get("unpublished") or ())

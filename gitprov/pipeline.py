@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from gitprov import version as versioning
 from gitprov.catalog import Catalog, load_catalog
 from gitprov.compile import DeviceConfig, SecretResolver, compile_device, placeholder_resolver
 from gitprov.crypto import Cipher, Mode
-from gitprov.errors import GitprovError, InvalidInventory, Problem
+from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.formats import flyingvoice, render
 from gitprov.inventory import (
     FLEET,
@@ -177,6 +177,8 @@ class Pipeline:
         self._digests: dict[tuple[str, ...], str] = {}
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
+        # Told (stage, done, total) on long work: history evaluation, building devices.
+        self.progress: Callable[[str, int, int], None] | None = None
         # Everything a version state depends on besides the commit (which names its whole
         # history): a state computed for another inventory directory, catalog, renderer,
         # rule or gitprov (whose validation decides which commits count) is never read.
@@ -339,7 +341,12 @@ class Pipeline:
         shallow or partial clone."""
         assert self.repo is not None
         return versioning.compute_state(
-            self.repo, commit, self.evaluate, self.version_cache, observe=observe
+            self.repo,
+            commit,
+            self.evaluate,
+            self.version_cache,
+            observe=observe,
+            progress=self.progress,
         )
 
     def versions(self, commit: pygit2.Commit) -> dict[str, versioning.VersionInfo]:
@@ -382,7 +389,10 @@ class Pipeline:
         files: list[DeviceFile] = []
         built: dict[tuple[object, ...], list[DeviceFile]] = {}
         conflicts: list[Conflict] = []
-        for device in inv.devices:
+        total = len(inv.devices)
+        for done, device in enumerate(inv.devices, start=1):
+            if self.progress is not None:
+                self.progress("build", done, total)
             info = vers[device.mac]
             # Same digest (content, file name, cipher, sealed secrets), version and manifest
             # entry give the same bytes: a watcher re-renders only what changed.
@@ -539,7 +549,7 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
     def resolve(name: str) -> str:
         if name not in cache:
             if private_key is None:
-                raise GitprovError(
+                raise UsageError(
                     f"secret {name!r} is needed to build device files",
                     hint="give the repository private key: GITPROV_PRIVATE_KEY, "
                     "GITPROV_PRIVATE_KEY_FILE or --private-key-file",
@@ -547,7 +557,7 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
             try:
                 cache[name] = unseal(private_key, name, inv.sealed[name])
             except SecretError as exc:
-                raise GitprovError(
+                raise UsageError(
                     exc.message, hint=f"is this the private key of {SECRETS}.yaml's public_key?"
                 ) from None
         return cache[name]

@@ -337,6 +337,23 @@ def _write_temp(directory: Path, name: str, data: bytes) -> Path:
     return tmp
 
 
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` whole (a temp file renamed over it) but without fsync: for scratch
+    output such as `gitprov build`, where durability is worth nothing and fsync per file
+    is most of the time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path.parent, path.name, data)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pygit2
 
-from gitprov.errors import GitprovError
+from gitprov.errors import UsageError
 
 DEFAULT_INVENTORY_DIR = "inventory"
 
@@ -42,7 +42,7 @@ class Source(Protocol):
 def open_repo(path: str | Path) -> pygit2.Repository:
     found = pygit2.discover_repository(str(path))
     if found is None:
-        raise GitprovError(
+        raise UsageError(
             f"{path}: not a git repository",
             hint="run gitprov inside the inventory repository or pass --repo PATH",
         )
@@ -50,14 +50,19 @@ def open_repo(path: str | Path) -> pygit2.Repository:
 
 
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
+    hint = "pass a branch, tag or commit id that exists in this repository (git log)"
+    if repo.head_is_unborn and rev == "HEAD":
+        raise UsageError("the repository has no commit yet", hint="commit the inventory first")
     try:
         obj = repo.revparse_single(rev)
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise GitprovError(
-            f"unknown revision {rev!r}",
-            hint="pass a branch, tag or commit id that exists in this repository (git log)",
-        ) from exc
-    commit = obj.peel(pygit2.Commit)
+        raise UsageError(f"unknown revision {rev!r}", hint=hint) from exc
+    try:
+        commit = obj.peel(pygit2.Commit)
+    except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+        raise UsageError(f"{rev!r} names a {obj.type_str}, not a commit", hint=hint) from exc
+    if not isinstance(commit, pygit2.Commit):
+        raise UsageError(f"{rev!r} is not a commit", hint=hint)
     return commit
 
 

@@ -266,6 +266,7 @@ def compute_state(
     *,
     observe: Observe | None = None,
     store_every: int = 64,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> State:
     """The state at `head`, evaluating every ancestor that no cached state covers.
 
@@ -312,6 +313,8 @@ def compute_state(
         states[cid] = state
         if observe is not None:
             observe(commit, state)
+        if progress is not None:
+            progress("history", i + 1, len(order))
         if cache is not None and (i % store_every == store_every - 1 or i == len(order) - 1):
             cache.store(cid, state)
         for pid in parents_of[cid]:

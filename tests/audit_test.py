@@ -69,4 +69,5 @@ def test_cli_log_and_blame(example_repo: GitRepo, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert out.startswith("DBID_WEB_SIP_SERVER=sip.example.net\n")
     assert "from inventory/profiles/base.yaml:3:15" in out
-    assert main(["--repo", repo, "log", "0021f2ffffff"]) == 1
+    assert main(["--repo", repo, "log", "0021f2ffffff"]) == 2  # an unknown MAC: usage
+    assert "no device 0021f2ffffff" in capsys.readouterr().err

@@ -25,7 +25,7 @@ def test_help_teaches_the_tour(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for command in ("validate", "plan", "publish", "serve", "versions", "secrets"):
         assert command in out
-    assert "exit codes: 0 ok, 1 problems found, 2 usage error" in out
+    assert "exit codes: 0 ok, 1 problems in the inventory, 2 usage or environment" in out
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,13 +40,13 @@ def test_unknown_revision_says_what_to_do(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(capsys, "--repo", str(example_repo.path), "versions", "--rev", "nope")
-    assert code == 1
+    assert code == 2
     assert "unknown revision 'nope'" in err and "hint:" in err
 
 
 def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--repo", str(tmp_path), "validate")
-    assert code == 1
+    assert code == 2
     assert "not a git repository" in err
 
 
@@ -72,7 +72,7 @@ def test_reveal_without_private_key_fails_clearly(
     code, out, err = run(
         capsys, "--repo", str(example_repo.path), "show", "0021f2011b19", "--reveal"
     )
-    assert code == 1
+    assert code == 2  # a missing key is the environment's problem, not the inventory's
     assert "GITPROV_PRIVATE_KEY" in err
     assert out == ""
 
@@ -93,7 +93,7 @@ def test_secrets_keygen_set_list_rotate(
         ln.split(": ", 1)[1] for ln in out.splitlines() if ln.startswith("public key: ")
     )
     assert "gitprov-sk-" not in out  # the private key is only in the file
-    assert run(capsys, "--repo", repo, "secrets", "keygen", "--out", str(key_file))[0] == 1
+    assert run(capsys, "--repo", repo, "secrets", "keygen", "--out", str(key_file))[0] == 2
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hunter2-secret\n"))
     code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")
@@ -147,5 +147,5 @@ def test_review_commands_need_no_private_key(
         code, _out, err = run(capsys, "--repo", repo, *argv)
         assert code == 0, (argv, err)
     code, _, err = run(capsys, "--repo", repo, "build", "--out", str(example_repo.path / "o"))
-    assert code == 1
+    assert code == 2
     assert "private key" in err

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from gitprov.catalog import load_catalog
-from gitprov.cli import main, render_github, render_text
+from gitprov.cli import main
+from gitprov.cli.common import render_github, render_text
 from gitprov.compile import compile_device, placeholder_resolver
 from gitprov.errors import Level, Problem, error, warning
 from gitprov.formats import flyingvoice

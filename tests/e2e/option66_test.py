@@ -3,7 +3,7 @@
 `gp-srv-*` runs dnsmasq (DHCP with option 66 = 10.203.0.1, and its own TFTP server on
 the TFTP root gitprov published into); `gp-dev-*` holds the device's end of a veth pair,
 with an IP542N's MAC. busybox udhcpc gets the lease and option 66, then the device
-emulator (`gitprov.device`) runs inside `gp-dev-*` from factory state
+emulator (`gitprov.tools.device`) runs inside `gp-dev-*` from factory state
 (DBID_PRV_OPTION66_ENABLED=1, the option-66 server from udhcpc, Config File Name
 IP542N.conf): it fetches the bootstrap IP542N.conf (option 66 off, a Profile Rule to
 `tftp://10.203.0.1/fv$(MA).conf`), then its own per-MAC file.
@@ -70,7 +70,7 @@ exit 0
 # Runs inside the device namespace: JSON in on stdin, JSON out on stdout.
 EMULATOR = """
 import dataclasses, json, sys
-from gitprov.device import PROFILE_RULE_KEY, Device, DeviceState, MultiFetcher
+from gitprov.tools.device import PROFILE_RULE_KEY, Device, DeviceState, MultiFetcher
 
 job = json.load(sys.stdin)
 state = DeviceState(

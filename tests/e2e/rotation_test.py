@@ -10,10 +10,10 @@ import pytest
 
 from gitprov.cli import main
 from gitprov.crypto import derive_device_key
-from gitprov.device import Device, DeviceState, MultiFetcher
 from gitprov.plan import load_manifest
 from gitprov.secrets import SecretsFile, dump_secrets_file, load_secrets_file, seal, unseal
-from gitprov.serve import HttpServer
+from gitprov.tools.device import Device, DeviceState, MultiFetcher
+from gitprov.tools.serve import HttpServer
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.roots import root_args
 

@@ -1,4 +1,4 @@
-"""The device emulator against the real embedded servers (gitprov.serve) on 127.0.0.1.
+"""The device emulator against the real embedded servers (gitprov.tools.serve) on 127.0.0.1.
 
 Files are written here with gitprov.crypto and render_lines; every expected value
 (URLs, keys, versions, stored parameters) is spelled out by hand.
@@ -6,7 +6,6 @@ Files are written here with gitprov.crypto and render_lines; every expected valu
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import io
 import ipaddress
@@ -26,8 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gitprov.cli import build_parser
+from gitprov.cli.common import Output
+from gitprov.cli.serve import run_probe
 from gitprov.crypto import Cipher, Mode
-from gitprov.device import (
+from gitprov.errors import GitprovError, UsageError
+from gitprov.formats.flyingvoice import render_lines
+from gitprov.rule_url import RuleUrl, parse_rule
+from gitprov.tools.device import (
     Device,
     DeviceState,
     Event,
@@ -36,17 +41,12 @@ from gitprov.device import (
     MultiFetcher,
     ParamFileError,
     TftpFetcher,
-    add_parser,
-    cmd_probe,
     display_url,
     load_state,
     parse_option66_server,
     parse_param_file,
 )
-from gitprov.errors import GitprovError, UsageError
-from gitprov.formats.flyingvoice import render_lines
-from gitprov.rule_url import RuleUrl, parse_rule
-from gitprov.serve import FetchEvent, HttpServer, TftpServer, make_tls_context
+from gitprov.tools.serve import FetchEvent, HttpServer, TftpServer, make_tls_context
 
 HOST = "127.0.0.1"
 MAC = "0021f2011b19"
@@ -734,18 +734,12 @@ def test_state_defaults_and_repr_hide_secrets() -> None:
 # --- gitprov probe -----------------------------------------------------------------------
 
 
-@dataclass
-class Ctx:
-    args: argparse.Namespace
-
-
 def probe(*argv: str) -> tuple[int, str]:
-    parser = argparse.ArgumentParser(prog="gitprov")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["probe", *argv])
+    """`gitprov probe ARGV` as the CLI parses it; errors raised, not rendered."""
+    args = build_parser().parse_args(["probe", *argv])
     out = io.StringIO()
-    code = args.func(Ctx(args), out)
-    assert args.func is cmd_probe
+    code = args.run(args, Output(stdout=out))
+    assert args.run is run_probe
     return code, out.getvalue()
 
 
@@ -837,7 +831,6 @@ def test_probe_not_stable_is_exit_1(servers: Servers) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["nomac", "--url", "http://h/f"], "not a MAC address: 'nomac'"),
         ([MAC], "nothing to fetch"),
         ([MAC, "--key", KEY], "--key needs --url"),
         ([MAC, "--url", "[--key a]http://h/f", "--key", KEY], "the key is given twice"),

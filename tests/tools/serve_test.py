@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gitprov.errors import GitprovError
-from gitprov.serve import (
+from gitprov.tools.serve import (
     FetchEvent,
     HttpServer,
     TftpServer,

@@ -21,7 +21,6 @@ shown with `[--key <redacted>]`.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import dataclasses
@@ -33,7 +32,6 @@ import secrets
 import socket
 import ssl
 import struct
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -41,7 +39,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol
 
 from gitprov.crypto import Cipher, Mode
 from gitprov.errors import GitprovError, UsageError
@@ -62,16 +60,16 @@ __all__ = [
     "HttpFetcher",
     "MultiFetcher",
     "ParamFileError",
+    "ProbeOptions",
     "ResyncResult",
     "Source",
     "Status",
     "TftpFetcher",
-    "add_parser",
-    "cmd_probe",
     "display_url",
     "load_state",
     "parse_option66_server",
     "parse_param_file",
+    "probe",
     "save_state",
 ]
 
@@ -817,125 +815,80 @@ def load_state(path: Path) -> DeviceState:
 
 
 # --- `gitprov probe` ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProbeOptions:
+    mac: str  # normalised
+    url: str | None = None  # the Profile Rule
+    key: str | None = None  # becomes the rule's [--key …]
+    mode: str | None = None
+    iterations: int | None = None
+    gzip: bool | None = None
+    option66: str | None = None  # HOST[:PORT]
+    config_file_name: str | None = None
+    product_name: str = "IP542N"
+    serial: str = ""
+    sw_version: str = ""
+    hw_version: str = ""
+    state: Path | None = None  # read if it exists, written back after
+    until_stable: bool = False
+    max_rounds: int = 5
+    compare: Literal["!=", ">"] = "!="
+    timeout: float = 5.0
+    resolve: tuple[str, ...] = ()  # NAME=ADDR:PORT
+    cacert: str | None = None
+    cert: str | None = None
+    cert_key: str | None = None
 
 
-class _HasArgs(Protocol):
-    args: argparse.Namespace
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `gitprov probe` to the CLI's subcommands."""
-    p = sub.add_parser(
-        "probe",
-        help="resync an emulated device against a live server",
-        description="Emulate one device's resync (option 66 or Profile Rule, fetch, "
-        "decrypt, version compare, apply) against a live HTTP/HTTPS/TFTP server and "
-        "print each step. Keys are never printed. Exit 0 when the last resync applied "
-        "or found nothing new (with --until-stable: ended unchanged), else 1.",
-    )
-    p.add_argument("mac", help="the device's MAC, any spelling")
-    p.add_argument("--url", help="the Profile Rule, e.g. http://HOST:PORT/fv$(MA).conf")
-    p.add_argument("--key", help="decryption passphrase: the rule becomes [--key KEY]URL")
-    p.add_argument("--mode", choices=[m.value for m in Mode], help="the model's cipher")
-    p.add_argument("--iterations", type=int, help="PBKDF2 iterations (openssl-pbkdf2)")
-    p.add_argument("--gzip", action="store_true", default=None, help="gunzip after decrypting")
-    p.add_argument("--option66", metavar="HOST[:PORT]", help="the TFTP server DHCP option 66 gives")
-    p.add_argument("--config-file-name", metavar="NAME", help="default <product-name>.conf")
-    p.add_argument("--product-name", default="IP542N", help="$PN (default IP542N)")
-    p.add_argument("--serial", default="", help="$SN")
-    p.add_argument("--sw-version", default="", help="$SWVER")
-    p.add_argument("--hw-version", default="", help="$HWVER")
-    p.add_argument(
-        "--state",
-        metavar="FILE",
-        help="device state (JSON, mode 0600, holds its secrets): read if it exists "
-        "(then its MAC and device facts win), written back after",
-    )
-    p.add_argument("--until-stable", action="store_true", help="resync until unchanged")
-    p.add_argument("--max-rounds", type=int, default=5, help="with --until-stable (default 5)")
-    p.add_argument("--compare", choices=["!=", ">"], default="!=", help="version test (default !=)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per fetch (default 5)")
-    p.add_argument(
-        "--resolve",
-        action="append",
-        default=[],
-        metavar="NAME=ADDR:PORT",
-        help="connect to ADDR:PORT for host NAME (like /etc/hosts; repeatable)",
-    )
-    p.add_argument("--cacert", help="CA certificates (PEM) to trust for https")
-    p.add_argument("--cert", help="client certificate (PEM) for https")
-    p.add_argument("--cert-key", help="client certificate's private key (PEM)")
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.set_defaults(func=cmd_probe)
-
-
-def cmd_probe(ctx: _HasArgs, out: TextIO | None = None) -> int:
-    a = ctx.args
-    stream = sys.stdout if out is None else out
-    mac = normalise_mac(a.mac)
-    if mac is None:
-        raise UsageError(
-            f"not a MAC address: {a.mac!r}", hint="write it like 00:21:f2:01:1b:19 or 0021f2011b19"
-        )
-    if a.max_rounds < 1:
+def probe(o: ProbeOptions) -> list[ResyncResult]:
+    """One emulated device's resync (or resyncs, until stable) against a live server."""
+    if o.max_rounds < 1:
         raise UsageError("--max-rounds must be at least 1")
-    if a.key is not None and a.url is None:
+    if o.key is not None and o.url is None:
         raise UsageError("--key needs --url")
-    state_path = Path(a.state) if a.state else None
-    if state_path is not None and state_path.exists():
-        state = load_state(state_path)
-        if state.mac != mac:
-            raise UsageError(f"{state_path} is the state of {state.mac}, not {mac}")
+    if o.state is not None and o.state.exists():
+        state = load_state(o.state)
+        if state.mac != o.mac:
+            raise UsageError(f"{o.state} is the state of {state.mac}, not {o.mac}")
     else:
         state = DeviceState(
-            mac,
-            product_name=a.product_name,
-            serial=a.serial,
-            sw_version=a.sw_version,
-            hw_version=a.hw_version,
+            o.mac,
+            product_name=o.product_name,
+            serial=o.serial,
+            sw_version=o.sw_version,
+            hw_version=o.hw_version,
         )
-    if a.url is not None:
-        state.params[PROFILE_RULE_KEY] = _probe_rule(a.url, a.key)
-    if a.option66 is not None:
+    if o.url is not None:
+        state.params[PROFILE_RULE_KEY] = _probe_rule(o.url, o.key)
+    if o.option66 is not None:
         try:
-            parse_option66_server(a.option66)
+            parse_option66_server(o.option66)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        state.option66_server = a.option66
-    if a.config_file_name:
-        state.config_file_name = a.config_file_name
-    if a.mode is not None or a.iterations is not None or a.gzip is not None:
+        state.option66_server = o.option66
+    if o.config_file_name:
+        state.config_file_name = o.config_file_name
+    if o.mode is not None or o.iterations is not None or o.gzip is not None:
         state.cipher = Cipher(
-            Mode(a.mode) if a.mode is not None else state.cipher.mode,
-            a.iterations if a.iterations is not None else state.cipher.iterations,
-            a.gzip if a.gzip is not None else state.cipher.gzip,
+            Mode(o.mode) if o.mode is not None else state.cipher.mode,
+            o.iterations if o.iterations is not None else state.cipher.iterations,
+            o.gzip if o.gzip is not None else state.cipher.gzip,
         )
     if not state.params.get(PROFILE_RULE_KEY) and state.option66_server is None:
         raise UsageError("nothing to fetch", hint="give --url RULE, or --option66 HOST[:PORT]")
-
     fetcher = MultiFetcher.standard(
-        timeout=a.timeout,
-        ssl_context=_probe_tls(a.cacert, a.cert, a.cert_key),
-        host_override=_probe_resolve(a.resolve),
+        timeout=o.timeout,
+        ssl_context=_probe_tls(o.cacert, o.cert, o.cert_key),
+        host_override=_probe_resolve(o.resolve),
     )
-    device = Device(state, compare=a.compare)
-    if a.until_stable:
-        results = device.resync_until_stable(fetcher, a.max_rounds)
+    device = Device(state, compare=o.compare)
+    if o.until_stable:
+        results = device.resync_until_stable(fetcher, o.max_rounds)
     else:
         results = [device.resync(fetcher)]
-    if state_path is not None:
-        save_state(state_path, state)
-
-    if a.format == "json":
-        json.dump([dataclasses.asdict(r) for r in results], stream, indent=2)
-        stream.write("\n")
-    else:
-        _print_results(results, stream)
-    last = results[-1]
-    if a.until_stable and last.status == "applied":
-        stream.write(f"not stable after {len(results)} round(s)\n")
-        return 1
-    return 0 if last.ok else 1
+    if o.state is not None:
+        save_state(o.state, state)
+    return results
 
 
 def _probe_rule(url: str, key: str | None) -> str:
@@ -955,7 +908,7 @@ def _probe_rule(url: str, key: str | None) -> str:
         raise UsageError("--key holds both quote characters; a rule cannot carry it") from None
 
 
-def _probe_resolve(entries: list[str]) -> dict[str, tuple[str, int]]:
+def _probe_resolve(entries: tuple[str, ...]) -> dict[str, tuple[str, int]]:
     override: dict[str, tuple[str, int]] = {}
     for entry in entries:
         name, sep, target = entry.partition("=")
@@ -982,23 +935,3 @@ def _probe_tls(cacert: str | None, cert: str | None, key: str | None) -> ssl.SSL
             f"cannot load TLS files: {exc}", hint="--cacert, --cert and --cert-key take PEM files"
         ) from None
     return context
-
-
-def _print_results(results: list[ResyncResult], out: TextIO) -> None:
-    def version(text: str | None) -> str:
-        return "(none)" if text is None else text
-
-    for number, r in enumerate(results, start=1):
-        where = f"{r.source}  {r.url}" if r.source else "(no URL)"
-        out.write(f"round {number}: {where}\n")
-        if r.status == "applied":
-            out.write(
-                f"  applied: version {version(r.version_before)} -> {version(r.version_after)}, "
-                f"{len(r.changed)} parameter(s) changed; the device reboots\n"
-            )
-            if r.changed:
-                out.write(f"  changed: {', '.join(r.changed)}\n")
-        elif r.status == "unchanged":
-            out.write(f"  unchanged: {r.detail}\n")
-        else:
-            out.write(f"  {r.status}: {r.detail} (version stays {version(r.version_after)})\n")

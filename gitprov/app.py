@@ -1,0 +1,428 @@
+"""One call per command: what `gitprov COMMAND` does, for the CLI, the watcher and tests.
+
+A `Session` is one inventory repository (and one inventory directory in it): it opens the
+repository, resolves revisions, loads the private key when a command needs it, and keeps
+one `Pipeline` whose caches make the next call cheap. Its methods return data and raise
+`GitprovError`s; they never print. Errors of the environment (no repository, an unknown
+revision, an unreadable file, a missing key, a shallow clone) are `UsageError`s (exit 2),
+problems of the inventory `InvalidInventory` (exit 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from gitprov import audit
+from gitprov import secrets as sec
+from gitprov.catalog import load_catalog
+from gitprov.compile import placeholder_resolver
+from gitprov.errors import GitprovError, InvalidInventory, UsageError
+from gitprov.formats import flyingvoice
+from gitprov.inventory import SECRETS_FILE, Device, Fleet, Inventory
+from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline, secret_resolver
+from gitprov.publish import (
+    PublishResult,
+    Targets,
+    publish_commit,
+    targets_for,
+    write_atomic,
+    write_file,
+)
+from gitprov.review import Review, review
+from gitprov.secrets import SecretError, load_private_key
+from gitprov.source import DEFAULT_INVENTORY_DIR, Source, WorktreeSource, open_repo, resolve_commit
+from gitprov.validate import Options
+from gitprov.watch import CommitPublisher
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Shown:
+    mac: str
+    file_name: str
+    version: int | None  # None for the work tree (not committed: no version yet)
+    text: str  # the rendered file; secrets redacted unless revealed
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    mac: str
+    version: int
+    commit: str  # the commit that set it
+    summary: str  # that commit's first line
+
+
+@dataclass(frozen=True)
+class Built:
+    commit: str
+    out: Path
+    files: int
+    revealed: bool
+
+
+@dataclass(frozen=True)
+class TargetOverrides:
+    """Where to publish, as given on the command line (empty: the fleet's settings)."""
+
+    http_roots: Sequence[str] = ()
+    tftp_roots: Sequence[str] = ()
+    state_dir: str | None = None
+    firmware_dir: str | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        repo: str | Path = ".",
+        inventory_dir: str = DEFAULT_INVENTORY_DIR,
+        *,
+        private_key_file: str | None = None,
+        strict: bool = False,
+        env: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.repo_path = str(repo)
+        self.inventory_dir = inventory_dir
+        self.private_key_file = private_key_file
+        self.strict = strict
+        self.env = os.environ if env is None else env
+        self.progress = progress
+        self._repo: pygit2.Repository | None = None
+        self._pipeline: Pipeline | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    @property
+    def repo(self) -> pygit2.Repository:
+        if self._repo is None:
+            self._repo = open_repo(self.repo_path)
+        return self._repo
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            self._pipeline = Pipeline(
+                self.repo,
+                self.inventory_dir,
+                load_catalog(),
+                Options(strict=self.strict),
+                cache_dir=Path(self.repo.path) / "gitprov-cache",
+            )
+            self._pipeline.progress = self.progress
+        return self._pipeline
+
+    def commit(self, rev: str) -> pygit2.Commit:
+        return resolve_commit(self.repo, rev)
+
+    @property
+    def top(self) -> Path:
+        workdir = self.repo.workdir
+        if workdir is None:
+            raise UsageError(
+                f"{self.repo.path} is a bare repository: it has no work tree to read",
+                hint="use --rev REV instead of --worktree, or run in a clone with files",
+            )
+        return Path(workdir)
+
+    def private_key(self) -> str | None:
+        try:
+            return load_private_key(self.env, self.private_key_file)
+        except SecretError as exc:
+            raise UsageError(exc.message, hint=exc.hint) from None
+
+    def load(
+        self, rev: str = "HEAD", worktree: bool = False
+    ) -> tuple[Loaded, pygit2.Commit | None]:
+        """The inventory at `rev`, or in the work tree (validated against HEAD's history)."""
+        if worktree:
+            src: Source = WorktreeSource(self.top, self.inventory_dir)
+            head = None if self.repo.head_is_unborn else self.repo.head.peel(pygit2.Commit)
+            floor = self.pipeline.history_floor([head.id] if head is not None else [])
+            return self.pipeline.load(src, floor), None
+        commit = self.commit(rev)
+        return self.pipeline.load_commit(commit), commit
+
+    def inventory(
+        self, rev: str = "HEAD", worktree: bool = False
+    ) -> tuple[Inventory, pygit2.Commit | None]:
+        loaded, commit = self.load(rev, worktree)
+        if loaded.inventory is None:
+            raise InvalidInventory(
+                f"the inventory has {len(loaded.errors)} error(s)",
+                hint="run `gitprov validate` and fix them",
+                problems=loaded.problems,
+            )
+        return loaded.inventory, commit
+
+    # -- commands ------------------------------------------------------------------------
+    def validate(self, rev: str = "HEAD", worktree: bool = False) -> Loaded:
+        return self.load(rev, worktree)[0]
+
+    def show(
+        self, mac: str, rev: str = "HEAD", worktree: bool = False, reveal: bool = False
+    ) -> Shown:
+        inv, commit = self.inventory(rev, worktree)
+        device = find_device(inv, mac)
+        version = self.pipeline.versions(commit)[mac].version if commit is not None else None
+        if reveal:
+            cfg = self.pipeline.compile(inv, device, secret_resolver(inv, self._key_for(inv)))
+            text = flyingvoice.render(cfg, version)
+        else:
+            cfg = self.pipeline.compile(inv, device, placeholder_resolver(inv.sealed))
+            text = flyingvoice.render(cfg, version, redact=True)
+        return Shown(mac, cfg.file_name, version, text.decode())
+
+    def key(self, mac: str, rev: str = "HEAD", worktree: bool = False) -> str:
+        inv, _ = self.inventory(rev, worktree)
+        device = find_device(inv, mac)
+        cfg = self.pipeline.compile(inv, device, secret_resolver(inv, self._key_for(inv)))
+        if cfg.key is None:
+            raise UsageError(
+                f"{mac}'s file is not encrypted (its model's encryption mode is none)",
+                hint="nothing to print: its file is plaintext",
+            )
+        return cfg.key
+
+    def build(self, rev: str, out: Path, reveal: bool = False) -> Built:
+        """Compile `rev` into OUT/plain (redacted unless `reveal`) and OUT/encrypted.
+
+        A scratch output: written without fsync (a crash leaves at worst a file to rebuild);
+        `publish` is the one that makes its files durable."""
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file", hint="give a directory (created if missing)")
+        commit = self.commit(rev)
+        loaded = self.pipeline.load_commit(commit)
+        key = self._key_for(loaded.inventory) if loaded.inventory is not None else None
+        build = self.pipeline.build(commit, key, loaded=loaded)
+        total = len(build.files)
+        try:
+            for done, f in enumerate(build.files, start=1):
+                # Revealed plaintext holds every secret: readable by this user only.
+                plain = f.plaintext if reveal else f.redacted
+                write_file(out / "plain" / f.name, plain, 0o600 if reveal else 0o644)
+                write_file(out / "encrypted" / f.name, f.data)
+                if self.progress is not None:
+                    self.progress("write", done, total)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write into {out}: {exc.strerror}", hint="choose another --out"
+            ) from None
+        return Built(build.commit, out, total, reveal)
+
+    def plan(self, base: str, rev: str) -> Review:
+        return review(self.pipeline, self.commit(base), self.commit(rev))
+
+    def versions(self, rev: str = "HEAD", macs: Sequence[str] = ()) -> list[VersionRow]:
+        commit = self.commit(rev)
+        inv, _ = self.inventory(rev)
+        vers = self.pipeline.versions(commit)
+        wanted = list(macs) or sorted(m for m in vers if m != BOOTSTRAP)
+        for mac in wanted:
+            if mac not in vers:
+                find_device(inv, mac)  # raises with the closest MACs
+        rows = []
+        for mac in wanted:
+            info = vers[mac]
+            c = self.repo.get(info.commit)
+            summary = (
+                c.message.splitlines()[0] if isinstance(c, pygit2.Commit) and c.message else ""
+            )
+            rows.append(VersionRow(mac, info.version, info.commit, summary))
+        return rows
+
+    def publish(
+        self,
+        rev: str = "HEAD",
+        targets: TargetOverrides = TargetOverrides(),
+        *,
+        force: bool = False,
+        wait: float = 0.0,
+        prune_unknown: bool = False,
+    ) -> PublishResult:
+        commit = self.commit(rev)
+        loaded = self.pipeline.load_commit(commit)
+        key = self._key_for(loaded.inventory) if loaded.inventory is not None else None
+        return publish_commit(
+            self.pipeline,
+            commit,
+            lambda inventory: self.targets(inventory, targets),
+            key,
+            force=force,
+            progress=self.progress,
+            lock_wait=wait,
+            prune_unknown=prune_unknown,
+        )
+
+    def targets(self, inventory: Inventory, given: TargetOverrides) -> Targets:
+        return targets_for(
+            inventory.fleet,
+            http_roots=given.http_roots,
+            tftp_roots=given.tftp_roots,
+            state_dir=given.state_dir,
+            firmware_dir=given.firmware_dir,
+        )
+
+    def log(self, mac: str, rev: str = "HEAD") -> list[audit.Change]:
+        head = self.commit(rev)
+        changes = audit.history(self.pipeline, head, mac)
+        if not changes:
+            inv, _ = self.inventory(rev)
+            find_device(inv, mac)
+            raise UsageError(f"{mac} never appears on the first-parent history of {rev}")
+        return changes
+
+    def blame(self, mac: str, rev: str = "HEAD", param: str | None = None) -> list[audit.BlameLine]:
+        head = self.commit(rev)
+        inv, _ = self.inventory(rev)
+        find_device(inv, mac)
+        lines = audit.blame(self.pipeline, head, mac)
+        if not param:
+            return lines
+        catalog = self.pipeline.catalog
+        found = catalog.lookup(param) or catalog.lookup_line(param.removeprefix("line."))
+        key = found.key if found else param
+        chosen = [b for b in lines if b.key == key]
+        if not chosen:
+            keys = sorted({b.key for b in lines})
+            close = difflib.get_close_matches(key, keys, n=3)
+            raise UsageError(
+                f"{mac}'s file has no parameter {param!r}",
+                hint=("did you mean " + ", ".join(close) + "? " if close else "")
+                + "`gitprov show MAC` lists its parameters; `gitprov params` the catalog",
+            )
+        return chosen
+
+    # -- sealed secrets (the work tree's secrets.yaml) -----------------------------------
+    def secrets_path(self) -> Path:
+        return self.top / self.inventory_dir / SECRETS_FILE
+
+    def secrets_file(self) -> sec.SecretsFile:
+        path = self.secrets_path()
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise UsageError(
+                f"{path} does not exist",
+                hint="create it with `public_key: gitprov-pk-…` and `secrets: {}`",
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        return sec.load_secrets_file(text, source=str(path))
+
+    def secrets_list(self) -> list[tuple[str, str]]:
+        """(name, digest of the sealed value) of every secret: never a value."""
+        return [(n, sec.sealed_digest(v)) for n, v in self.secrets_file().sealed.items()]
+
+    def secrets_set(self, name: str, value: str) -> Path:
+        if not value:
+            raise UsageError("empty secret value", hint="type the value, or pipe it on stdin")
+        sf = self.secrets_file()
+        sealed = dict(sf.sealed)
+        sealed[name] = sec.seal(sf.public_key, name, value)
+        path = self.secrets_path()
+        write_atomic(path, sec.dump_secrets_file(sec.SecretsFile(sf.public_key, sealed)).encode())
+        return path
+
+    def secrets_rotate(self, new_public_key: str) -> int:
+        current = self.private_key()
+        if current is None:
+            raise UsageError(
+                "rotate needs the current private key",
+                hint="set GITPROV_PRIVATE_KEY or pass --private-key-file",
+            )
+        rotated = sec.rotate(self.secrets_file(), current, new_public_key)
+        write_atomic(self.secrets_path(), sec.dump_secrets_file(rotated).encode())
+        return len(rotated.sealed)
+
+    def fleet_settings(self) -> Fleet | None:
+        """The fleet settings of the work tree (or of HEAD in a bare repository), for the
+        defaults of `serve`; None when they do not validate."""
+        worktree = self.repo.workdir is not None
+        loaded, _ = self.load("HEAD", worktree)
+        return loaded.inventory.fleet if loaded.inventory is not None else None
+
+    # -- the watcher ----------------------------------------------------------------------
+    def state_dir_at(self, commit: pygit2.Commit) -> str | None:
+        """The state dir the fleet settings of `commit` name (None if it does not validate)."""
+        loaded = self.pipeline.load_commit(commit)
+        return loaded.inventory.fleet.state_dir if loaded.inventory is not None else None
+
+    def publisher(
+        self,
+        targets: TargetOverrides,
+        *,
+        prune_unknown: bool,
+        lock_wait: float,
+        state_dir: Path | None,
+    ) -> CommitPublisher:
+        """What `gitprov watch` publishes each new head with. Every so often it starts
+        over with a fresh Pipeline (a long-running process must not grow its caches)."""
+
+        def renew(repo: pygit2.Repository) -> Pipeline:
+            old = self.pipeline
+            fresh = Pipeline(
+                repo, old.inventory_dir, old.catalog, old.options, Path(repo.path) / "gitprov-cache"
+            )
+            fresh.progress = old.progress
+            return fresh
+
+        return CommitPublisher(
+            self.pipeline,
+            self.private_key(),
+            lambda inventory: self.targets(inventory, targets),
+            prune_unknown=prune_unknown,
+            lock_wait=lock_wait,
+            state_dir=state_dir,
+            renew=renew,
+        )
+
+    def _key_for(self, inventory: Inventory | None) -> str | None:
+        """The private key when the inventory has sealed secrets; an error if it is needed
+        and not given."""
+        key = self.private_key()
+        if key is None and inventory is not None and inventory.sealed:
+            raise UsageError(
+                "the inventory has sealed secrets and no private key was given",
+                hint="give the repository private key: GITPROV_PRIVATE_KEY, "
+                "GITPROV_PRIVATE_KEY_FILE or --private-key-file",
+            )
+        return key
+
+
+def keygen(out: Path) -> str:
+    """A new key pair: the private key into `out` (created, mode 0600, never overwritten);
+    returns the public key."""
+    private, public = sec.generate_keypair()
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"{out} exists", hint="choose another --out; never overwrite a key"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(private + "\n")
+    return public
+
+
+def find_device(inv: Inventory, mac: str) -> Device:
+    device = inv.device(mac)
+    if device is None:
+        macs = sorted(d.mac for d in inv.devices)
+        close = difflib.get_close_matches(mac, macs, n=3, cutoff=0.6)
+        raise UsageError(
+            f"no device {mac} in the inventory",
+            hint=("did you mean " + ", ".join(close) + "? " if close else "")
+            + "`gitprov versions` lists every device",
+        )
+    return device
+
+
+__all__ = ["GitprovError", "Session", "find_device"]

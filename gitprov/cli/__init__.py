@@ -1,0 +1,109 @@
+"""The command line: one module per command or group of commands, each of which parses
+its options, calls one function of the library (gitprov.app) and renders the result.
+This package is the only place that knows about terminals and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from gitprov import __version__
+from gitprov.cli import build, history, plan, publish, schema, secrets, serve, validate
+from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
+from gitprov.errors import GitprovError, InvalidInventory
+from gitprov.source import DEFAULT_INVENTORY_DIR
+
+COMMANDS = (validate, build, plan, publish, history, secrets, serve, schema)
+
+EPILOG = f"""\
+a 5-minute tour (inside an inventory repository):
+  gitprov validate --worktree          check the files you are editing
+  gitprov show 0021f2011b19            the rendered file of one device, secrets redacted
+  gitprov plan --base main             what a branch would change, per device
+  gitprov versions                     each device's DBID_DBASE_VERSION and the commit that set it
+  gitprov publish --rev main           write every device's file into the HTTP and TFTP roots
+  gitprov serve                        serve the roots on 127.0.0.1 (HTTP :8080, TFTP :6969)
+  curl -s http://127.0.0.1:8080/fv0021f2011b19.conf | gitprov decrypt - --key KEY
+
+every command takes --help; data commands take --format json.
+{EXIT_CODES}
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitprov",
+        description="Configuration-as-code for Flying Voice VoIP provisioning: validates a "
+        "git repository of YAML, compiles it into encrypted per-MAC param.conf files with "
+        "DBID_DBASE_VERSION from git history, and publishes them to HTTP and TFTP roots.",
+        epilog=EPILOG,
+        formatter_class=Formatter,
+        parents=[common_parent()],
+    )
+    parser.add_argument("--version", action="version", version=f"gitprov {__version__}")
+    parser.add_argument("--repo", default=".", help="the inventory repository")
+    parser.add_argument(
+        "--inventory-dir",
+        default=DEFAULT_INVENTORY_DIR,
+        help="directory of the inventory inside the repository",
+    )
+    parser.add_argument(
+        "--private-key-file",
+        help="private key for sealed secrets (else $GITPROV_PRIVATE_KEY or "
+        "$GITPROV_PRIVATE_KEY_FILE)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        import argcomplete
+
+        # Returns at once unless the shell's completion hook is asking.
+        argcomplete.autocomplete(parser)
+    except ImportError:
+        pass
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    out = Output(quiet)
+    try:
+        code: int = args.run(args, out)
+        return code
+    except InvalidInventory as exc:
+        out.problems(exc.problems, "text", sys.stderr)
+        out.warn(f"gitprov: {exc.message}")
+        if exc.hint:
+            out.warn(f"    hint: {exc.hint}")
+        return 1
+    except GitprovError as exc:
+        out.warn(f"gitprov: error: {exc.message}")
+        if exc.hint:
+            out.warn(f"    hint: {exc.hint}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.warn("gitprov: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:
+        out.warn("gitprov: internal error; please report it with this trace:")
+        traceback.print_exc()
+        return 3
+
+
+__all__ = ["build_parser", "main"]

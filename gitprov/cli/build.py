@@ -1,0 +1,145 @@
+"""`gitprov build`, `show`, `key`, `decrypt`: a commit's files, one device's file, its key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gitprov.cli.common import (
+    Output,
+    Subparsers,
+    add_command,
+    add_format,
+    add_rev,
+    mac,
+    readable_file,
+    session,
+)
+from gitprov.crypto import Cipher, Mode
+from gitprov.errors import UsageError
+
+
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "build",
+        run_build,
+        help="compile a commit into DIR (no publish)",
+        description="Write DIR/plain/ (the files as text, secrets redacted unless "
+        "--reveal) and DIR/encrypted/ (what publish would serve). Reproducible: the same "
+        "commit and keys give the same bytes.",
+    )
+    p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to build")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument(
+        "--reveal", action="store_true", help="write plain/ with the real secrets (mode 0600)"
+    )
+    add_format(p)
+
+    p = add_command(
+        sub,
+        "show",
+        run_show,
+        help="one device's rendered file, secrets redacted",
+        description="Print one device's param.conf as it is rendered (before encryption), "
+        "with DBID_DBASE_VERSION (not with --worktree: uncommitted files have none yet).",
+    )
+    p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
+    add_rev(p)
+    p.add_argument(
+        "--reveal", action="store_true", help="print the secrets too (needs the private key)"
+    )
+    add_format(p)
+
+    p = add_command(
+        sub,
+        "key",
+        run_key,
+        help="print one device's encryption key (a secret!)",
+        description="Print the passphrase a device's file is encrypted with (what its "
+        "Profile Rule's [--key …] holds). Needs the private key.",
+    )
+    p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
+    add_rev(p)
+    add_format(p)
+
+    p = add_command(
+        sub,
+        "decrypt",
+        run_decrypt,
+        help="decrypt a device file (- for stdin)",
+        description="Decrypt a published device file as the device does, e.g. "
+        "`curl -s http://HOST/fv0021f2011b19.conf | gitprov decrypt - --key KEY`.",
+    )
+    p.add_argument("file", type=readable_file, help="the encrypted file, or - for stdin")
+    p.add_argument("--key", required=True, help="the device's passphrase (`gitprov key MAC`)")
+    p.add_argument(
+        "--mode",
+        default="openssl-md5",
+        choices=[m.value for m in Mode],
+        help="the model's cipher",
+    )
+    p.add_argument(
+        "--iterations", type=int, default=10000, help="PBKDF2 iterations (openssl-pbkdf2)"
+    )
+    p.add_argument("--gzip", action="store_true", help="gunzip after decrypting")
+
+
+def run_build(args: argparse.Namespace, out: Output) -> int:
+    built = session(args, out).build(args.rev, Path(args.out), args.reveal)
+    if args.format == "json":
+        out.json(
+            {
+                "version": 1,
+                "commit": built.commit,
+                "out": str(built.out),
+                "files": built.files,
+                "revealed": built.revealed,
+            }
+        )
+        return 0
+    note = "plain/ holds secrets: keep it private" if built.revealed else "plain/ is redacted"
+    out.info(
+        f"built {built.files} device file(s) of {built.commit[:12]} into {built.out}/"
+        f"{{plain,encrypted}}/ ({note})"
+    )
+    return 0
+
+
+def run_show(args: argparse.Namespace, out: Output) -> int:
+    shown = session(args, out).show(args.mac, args.rev, args.worktree, args.reveal)
+    if args.format == "json":
+        out.json(
+            {
+                "version": 1,
+                "mac": shown.mac,
+                "file": shown.file_name,
+                "dbase_version": shown.version,
+                "revealed": args.reveal,
+                "text": shown.text,
+            }
+        )
+        return 0
+    out.stdout.write(shown.text)
+    return 0
+
+
+def run_key(args: argparse.Namespace, out: Output) -> int:
+    key = session(args, out).key(args.mac, args.rev, args.worktree)
+    if args.format == "json":
+        out.json({"version": 1, "mac": args.mac, "key": key})
+    else:
+        out.data(key)
+    return 0
+
+
+def run_decrypt(args: argparse.Namespace, out: Output) -> int:
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    plain = Cipher(Mode(args.mode), args.iterations, args.gzip).decrypt(data, args.key)
+    out.stdout.flush()
+    sys.stdout.buffer.write(plain)
+    return 0

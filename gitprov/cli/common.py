@@ -1,0 +1,328 @@
+"""What every command shares: its common options, the session it works on, and output
+(text, JSON checked against schemas/output/, GitHub annotations, progress on a terminal).
+
+Exit codes (DESIGN.md invariant 6): 0 ok, 1 problems in the inventory, 2 usage or
+environment (bad revision, not a repository, shallow history, missing key, unreadable
+file), 3 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from gitprov.app import Progress, Session, TargetOverrides
+from gitprov.errors import Problem, UsageError
+from gitprov.macros import normalise_mac
+from gitprov.source import DEFAULT_INVENTORY_DIR
+
+EXIT_CODES = (
+    "exit codes: 0 ok, 1 problems in the inventory, 2 usage or environment (bad revision, "
+    "not a repository, shallow history, missing key, unreadable file), 3 internal error, "
+    "130 interrupted"
+)
+
+Run = Callable[[argparse.Namespace, "Output"], int]
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    Subparsers = argparse._SubParsersAction
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps hand-made line breaks and states every default worth stating (not the
+    None/False/[] of options that are simply off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or default in (None, False, [], "", argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# -- options ------------------------------------------------------------------------------
+def common_parent() -> argparse.ArgumentParser:
+    """Options every command accepts after its name too (`gitprov publish -q`).
+    SUPPRESS keeps a value given before the command name."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only data and errors: no notes, summaries or progress",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log more (debug messages on stderr)",
+    )
+    return p
+
+
+def add_command(
+    sub: Subparsers, name: str, run: Run, *, help: str, description: str, epilog: str = ""
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        parents=[common_parent()],
+        formatter_class=Formatter,
+    )
+    p.set_defaults(run=run)
+    return p
+
+
+def add_rev(p: argparse.ArgumentParser, worktree: bool = True) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--rev", default="HEAD", help="read the inventory from this commit, branch or tag"
+    )
+    if worktree:
+        g.add_argument(
+            "--worktree",
+            action="store_true",
+            help="read the files on disk instead (before you commit)",
+        )
+
+
+def add_format(p: argparse.ArgumentParser, *extra: str) -> None:
+    choices = ["text", "json", *extra]
+    p.add_argument(
+        "--format",
+        choices=choices,
+        default="text",
+        help="text for people; json for programs (its JSON Schema: `gitprov schema "
+        "--list`)" + (f"; {', '.join(extra)}" if extra else ""),
+    )
+
+
+def add_targets(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where to publish (default: the fleet's publish: settings)")
+    g.add_argument(
+        "--http-root",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="override publish.http_root (repeat for several)",
+    )
+    g.add_argument(
+        "--tftp-root",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="override publish.tftp_root (repeat for several)",
+    )
+    g.add_argument("--state-dir", metavar="DIR", help="override publish.state_dir (manifest, lock)")
+    g.add_argument("--firmware-dir", metavar="DIR", help="override publish.firmware_dir")
+    g.add_argument(
+        "--prune-unknown",
+        action="store_true",
+        help="also delete files in the roots that gitprov did not write (default: report them)",
+    )
+
+
+def targets_of(args: argparse.Namespace) -> TargetOverrides:
+    return TargetOverrides(
+        tuple(args.http_root), tuple(args.tftp_root), args.state_dir, args.firmware_dir
+    )
+
+
+def mac(text: str) -> str:
+    """An argparse type: any spelling of a MAC, as 12 lower-case hex digits."""
+    found = normalise_mac(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"not a MAC address: {text!r} (write it like 00:21:f2:01:1b:19 or 0021f2011b19)"
+        )
+    return found
+
+
+def readable_file(text: str) -> str:
+    """An argparse type for a file to read ('-' is stdin): missing, a directory or
+    unreadable is a usage error, said before any work starts."""
+    if text == "-":
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not readable by this user")
+    return text
+
+
+def session(args: argparse.Namespace, out: Output) -> Session:
+    return Session(
+        args.repo,
+        args.inventory_dir,
+        private_key_file=args.private_key_file,
+        strict=getattr(args, "strict", False),
+        progress=out.progress(),
+    )
+
+
+# -- output -------------------------------------------------------------------------------
+class Output:
+    def __init__(
+        self,
+        quiet: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.quiet = quiet
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+
+    def data(self, text: str = "") -> None:
+        """What the command is for: always printed."""
+        self.stdout.write(text + "\n")
+
+    def info(self, text: str) -> None:
+        """Notes and summaries: not with -q."""
+        if not self.quiet:
+            self.stdout.write(text + "\n")
+
+    def warn(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+
+    def json(self, doc: Any) -> None:
+        json.dump(doc, self.stdout, indent=2)
+        self.stdout.write("\n")
+
+    def problems(self, problems: Sequence[Problem], fmt: str, stream: TextIO | None = None) -> None:
+        stream = stream or self.stdout
+        if fmt == "json":
+            json.dump(problems_json(problems), stream, indent=2)
+            stream.write("\n")
+        elif fmt == "github":
+            render_github(problems, stream)
+        else:
+            render_text(problems, stream)
+
+    def progress(self) -> Progress | None:
+        """A progress bar on stderr when it is a terminal (never in a pipe, a file or CI),
+        unless -q."""
+        if self.quiet or not self.stderr.isatty() or os.environ.get("CI"):
+            return None
+        return _Bars(self.stderr)
+
+
+class _Bars:
+    """tqdm bars, one per stage; small jobs show none (they finish before one is read)."""
+
+    def __init__(self, stream: TextIO, minimum: int = 200) -> None:
+        self.stream = stream
+        self.minimum = minimum
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if total < self.minimum:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(
+                total=total,
+                desc=stage,
+                unit="",
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=0.2,
+            )
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del self.bars[stage]
+
+
+@contextmanager
+def opened_for_append(path: str) -> Iterator[TextIO]:
+    if path == "-":
+        yield sys.stdout
+        return
+    try:
+        f = open(path, "a", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot open {path}: {exc.strerror}", hint="check the path") from None
+    with f:
+        yield f
+
+
+# -- problems -----------------------------------------------------------------------------
+def _color(stream: TextIO) -> bool:
+    # https://no-color.org: only a non-empty NO_COLOR turns colour off.
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def render_text(problems: Sequence[Problem], stream: TextIO) -> None:
+    color = _color(stream)
+    for p in problems:
+        level = str(p.level)
+        where = p.where()
+        hint = f"    hint: {p.hint}"
+        if color:
+            level = ("\033[1;31m" if p.is_error else "\033[1;33m") + level + "\033[0m"
+            where = f"\033[1m{where}\033[0m"
+            hint = f"\033[2m{hint}\033[0m"
+        stream.write(f"{where}: {level}[{p.code}]: {p.message}\n")
+        if p.hint:
+            stream.write(hint + "\n")
+    errors = sum(p.is_error for p in problems)
+    warnings = len(problems) - errors
+    if problems:
+        stream.write(f"{errors} error(s), {warnings} warning(s)\n")
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def render_github(problems: Sequence[Problem], stream: TextIO) -> None:
+    for p in problems:
+        kind = "error" if p.is_error else "warning"
+        props = [f"file={_gh_escape(p.file, True)}"]
+        if p.line:
+            props += [f"line={p.line}", f"col={p.col}"]
+        props.append(f"title={_gh_escape(p.code, True)}")
+        msg = p.message + (f" (hint: {p.hint})" if p.hint else "")
+        stream.write(f"::{kind} {','.join(props)}::{_gh_escape(msg)}\n")
+
+
+def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:
+    """`validate --format json`, output format 1 (docs/validate-json.md; its JSON Schema is
+    schemas/output/validate-output.schema.json). Add fields freely; change or remove one
+    only with a new `version`."""
+    errors = sum(p.is_error for p in problems)
+    return {
+        "version": 1,
+        "ok": errors == 0,
+        "summary": {"errors": errors, "warnings": len(problems) - errors},
+        "problems": [p.as_dict() for p in problems],
+    }
+
+
+__all__ = ["DEFAULT_INVENTORY_DIR", "EXIT_CODES", "Output", "session"]

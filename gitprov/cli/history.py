@@ -1,0 +1,115 @@
+"""`gitprov versions`, `log`, `blame`: for auditors, what each device got and from whom."""
+
+from __future__ import annotations
+
+import argparse
+
+from gitprov.cli.common import Output, Subparsers, add_command, add_format, mac, session
+
+
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "versions",
+        run_versions,
+        help="each device's version and the commit that set it",
+        description="Each device's DBID_DBASE_VERSION at a commit and the commit that "
+        "set it (docs/versions.md: the rule, and why it never goes down).",
+    )
+    p.add_argument("macs", nargs="*", metavar="MAC", type=mac, help="only these devices")
+    p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")
+    add_format(p)
+
+    p = add_command(
+        sub,
+        "log",
+        run_log,
+        help="every version a device was given: when, by whom, why",
+        description="Every version one device had on the first-parent history of REV, "
+        "newest first, with the commit that set it (for a merge: the branch commit, and "
+        "the merge that brought it).",
+    )
+    p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
+    p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")
+    add_format(p)
+
+    p = add_command(
+        sub,
+        "blame",
+        run_blame,
+        help="where each value of a device's file comes from",
+        description="Each rendered parameter with the YAML line that set it (after "
+        "layering) and the commit and author that last changed that line.",
+    )
+    p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
+    p.add_argument("param", nargs="?", help="only this DBID key or readable name")
+    p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")
+    add_format(p)
+
+
+def run_versions(args: argparse.Namespace, out: Output) -> int:
+    rows = session(args, out).versions(args.rev, args.macs)
+    if args.format == "json":
+        out.json([{"mac": r.mac, "version": r.version, "commit": r.commit} for r in rows])
+        return 0
+    out.data(f"{'MAC':<14} {'VERSION':>9}  SET BY")
+    for r in rows:
+        out.data(f"{r.mac:<14} {r.version:>9}  {r.commit[:12]} {r.summary[:50]}")
+    return 0
+
+
+def run_log(args: argparse.Namespace, out: Output) -> int:
+    changes = session(args, out).log(args.mac, args.rev)
+    if args.format == "json":
+        out.json(
+            {
+                "version": 1,
+                "mac": args.mac,
+                "changes": [
+                    {
+                        "commit": c.commit,
+                        "set_by": c.set_by,
+                        "event": c.event,
+                        "dbase_version": c.version or None,
+                        "author": c.author,
+                        "when": c.when,
+                        "summary": c.summary,
+                    }
+                    for c in reversed(changes)
+                ],
+            }
+        )
+        return 0
+    for c in reversed(changes):
+        version = f"version {c.version}" if c.event != "removed" else "removed"
+        via = f"  (merged by {c.commit[:12]})" if c.set_by != c.commit else ""
+        out.data(
+            f"{c.set_by[:12]}  {c.when}  {version:<14} {c.event:<10} {c.author}: {c.summary}{via}"
+        )
+    return 0
+
+
+def run_blame(args: argparse.Namespace, out: Output) -> int:
+    lines = session(args, out).blame(args.mac, args.rev, args.param)
+    if args.format == "json":
+        out.json(
+            {
+                "version": 1,
+                "mac": args.mac,
+                "params": [
+                    {
+                        "key": b.key,
+                        "value": b.value,
+                        "origin": b.origin,
+                        "commit": b.commit,
+                        "author": b.author,
+                    }
+                    for b in lines
+                ],
+            }
+        )
+        return 0
+    for b in lines:
+        who = f"{b.commit[:12]} {b.author}" if b.commit and b.author else "-"
+        out.data(f"{b.key}={b.value}\n    from {b.origin}  ({who})")
+    return 0

@@ -1,0 +1,109 @@
+"""`gitprov publish`: a commit's files into the HTTP and TFTP roots, atomically."""
+
+from __future__ import annotations
+
+import argparse
+
+from gitprov.cli.common import (
+    Output,
+    Subparsers,
+    add_command,
+    add_format,
+    add_targets,
+    session,
+    targets_of,
+)
+
+
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "publish",
+        run,
+        help="write a commit's files into the roots, atomically",
+        description="Build the commit and apply it to the HTTP and TFTP roots: changed "
+        "files are replaced atomically, removed devices' files deleted, the manifest "
+        "written last. Idempotent. A commit that does not descend from the published one "
+        "is refused, and so is one that would give a device a version it already passed "
+        "(the error names the version_floor to set).",
+    )
+    p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to publish")
+    add_targets(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="publish a commit that does not descend from the published one (versions "
+        "still never go down)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another publish to finish (0: fail at once)",
+    )
+    add_format(p)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    result = session(args, out).publish(
+        args.rev,
+        targets_of(args),
+        force=args.force,
+        wait=args.wait,
+        prune_unknown=args.prune_unknown,
+    )
+    entries = result.manifest.files
+    changed = sorted({a.name for a in result.written})
+    if args.format == "json":
+        out.json(
+            {
+                "version": 1,
+                "commit": result.commit,
+                "previous": result.previous,
+                "already_published": result.already_published,
+                "roots": list(result.manifest.roots),
+                "written": [
+                    {
+                        "name": n,
+                        "kind": str(entries[n].kind),
+                        "mac": entries[n].mac or None,
+                        "version": entries[n].version or None,
+                    }
+                    for n in changed
+                ],
+                "removed": sorted({a.name for a in result.removed}),
+                "unchanged": result.plan.unchanged,
+                "drift": [{"root": d.root, "name": d.name, "kind": d.kind} for d in result.drift],
+                "failures": dict(sorted(result.failures.items())),
+                "notes": list(result.notes),
+            }
+        )
+        return 1 if result.failures else 0
+    short = result.commit[:12]
+    for note in result.notes:
+        out.info(f"note: {note}")
+    if result.already_published:
+        out.info(f"{short} is already published; nothing to write")
+        return 0
+    out.info(
+        f"published {short}: {len(result.written)} file(s) written, "
+        f"{len(result.removed)} removed, {result.plan.unchanged} unchanged "
+        f"in {', '.join(result.manifest.roots)}"
+    )
+    for name in changed[:20]:
+        e = entries[name]
+        out.info(f"  {name}  {e.mac}  version {e.version}" if e.mac else f"  {name}  {e.kind}")
+    if len(changed) > 20:
+        out.info(f"  … and {len(changed) - 20} more")
+    for d in result.drift:
+        out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored")
+    for root, name in result.plan.unknown:
+        done = "removed (--prune-unknown)" if args.prune_unknown else "left alone"
+        out.info(f"  note: {root}/{name} was not written by gitprov; {done}")
+    for root, why in sorted(result.failures.items()):
+        out.warn(
+            f"gitprov: error: {root}: {why}; it keeps its last good files "
+            "(the other roots are published); publish again to retry"
+        )
+    return 1 if result.failures else 0

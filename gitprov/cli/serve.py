@@ -1,0 +1,365 @@
+"""`gitprov serve`, `watch`, `probe`: the servers, the publisher that runs unattended, and
+an emulated device to try them with."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from gitprov.cli.common import (
+    Output,
+    Subparsers,
+    add_command,
+    add_format,
+    add_targets,
+    mac,
+    opened_for_append,
+    session,
+    targets_of,
+)
+from gitprov.errors import GitprovError, UsageError
+from gitprov.tools.device import ProbeOptions, ResyncResult, probe
+
+
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "serve",
+        run_serve,
+        help="read-only HTTP and TFTP over the roots",
+        description="Serve the published roots read-only: HTTP and TFTP, on loopback by "
+        "default. Without --http-root/--tftp-root, the roots the fleet settings name. "
+        "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free port)")
+    p.add_argument("--tftp-port", type=int, default=6969, help="TFTP port (0: any free port)")
+    p.add_argument("--http-root", metavar="DIR", help="serve this directory over HTTP")
+    p.add_argument("--tftp-root", metavar="DIR", help="serve this directory over TFTP")
+
+    p = add_command(
+        sub,
+        "watch",
+        run_watch,
+        help="publish each new commit of a branch",
+        description="Watch a repository (bare or not) and publish every new head of the "
+        "branch; invalid commits are reported and skipped, the last good files stay.",
+    )
+    p.add_argument(
+        "--repo",
+        default=argparse.SUPPRESS,
+        help="the repository to watch (bare or not); with --remote, the local mirror "
+        "(created if missing; default STATE_DIR/mirror.git)",
+    )
+    p.add_argument("--branch", default="main", help="the branch to publish")
+    p.add_argument(
+        "--remote", metavar="URL", help="poll this remote: fetch the branch into the mirror"
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="poll period (default 2; 30 with --remote); inotify wakes a local watch earlier",
+    )
+    p.add_argument("--no-inotify", action="store_true", help="poll only")
+    p.add_argument(
+        "--reconcile",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="compare the roots with the manifest this often; restore drift",
+    )
+    p.add_argument(
+        "--retry",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="retry a publish that failed to write (or a lagging root) after this long",
+    )
+    add_targets(p)
+    observe = p.add_argument_group("observability")
+    observe.add_argument(
+        "--status-file",
+        metavar="PATH",
+        help="JSON: last commit published, when, result, problems (rewritten atomically)",
+    )
+    observe.add_argument(
+        "--log-json", metavar="PATH", help="append one JSON line per event (- for stdout)"
+    )
+    observe.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port, printed at start)",
+    )
+    observe.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint"
+    )
+    p.set_defaults(force=False, wait=30.0)
+
+    p = add_command(
+        sub,
+        "probe",
+        run_probe,
+        help="resync an emulated device against a live server",
+        description="Emulate one device's resync (option 66 or Profile Rule, fetch, "
+        "decrypt, version compare, apply) against a live HTTP/HTTPS/TFTP server and print "
+        "each step. Keys are never printed. Exit 0 when the last resync applied or found "
+        "nothing new (with --until-stable: ended unchanged), else 1.",
+    )
+    p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
+    p.add_argument("--url", help="the Profile Rule, e.g. http://HOST:PORT/fv$(MA).conf")
+    p.add_argument("--key", help="decryption passphrase: the rule becomes [--key KEY]URL")
+    p.add_argument(
+        "--mode",
+        choices=["openssl-md5", "openssl-sha256", "openssl-pbkdf2", "none"],
+        help="the model's cipher (default openssl-md5)",
+    )
+    p.add_argument("--iterations", type=int, help="PBKDF2 iterations (openssl-pbkdf2)")
+    p.add_argument("--gzip", action="store_true", default=None, help="gunzip after decrypting")
+    p.add_argument("--option66", metavar="HOST[:PORT]", help="the TFTP server DHCP option 66 gives")
+    p.add_argument(
+        "--config-file-name", metavar="NAME", help="option 66's file (default <product-name>.conf)"
+    )
+    p.add_argument("--product-name", default="IP542N", help="$PN")
+    p.add_argument("--serial", default="", help="$SN")
+    p.add_argument("--sw-version", default="", help="$SWVER")
+    p.add_argument("--hw-version", default="", help="$HWVER")
+    p.add_argument(
+        "--state",
+        metavar="FILE",
+        help="device state (JSON, mode 0600, holds its secrets): read if it exists "
+        "(then its MAC and device facts win), written back after",
+    )
+    p.add_argument("--until-stable", action="store_true", help="resync until unchanged")
+    p.add_argument(
+        "--max-rounds", type=int, default=5, help="at most this many with --until-stable"
+    )
+    p.add_argument("--compare", choices=["!=", ">"], default="!=", help="the version test")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per fetch")
+    p.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="NAME=ADDR:PORT",
+        help="connect to ADDR:PORT for host NAME (like /etc/hosts; repeatable)",
+    )
+    p.add_argument("--cacert", help="CA certificates (PEM) to trust for https")
+    p.add_argument("--cert", help="client certificate (PEM) for https")
+    p.add_argument("--cert-key", help="client certificate's private key (PEM)")
+    add_format(p)
+
+
+def run_serve(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.tools.serve import serve_roots
+
+    http_root, tftp_root = args.http_root, args.tftp_root
+    if not http_root and not tftp_root:
+        fleet = session(args, out).fleet_settings()
+        http_root = fleet.http_root if fleet else None
+        tftp_root = fleet.tftp_root if fleet else None
+    for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
+        if root and Path(root).exists() and not Path(root).is_dir():
+            raise UsageError(f"{flag} {root} is not a directory")
+    handle = serve_roots(
+        Path(http_root) if http_root else None,
+        Path(tftp_root) if tftp_root else None,
+        args.host,
+        args.http_port,
+        args.tftp_port,
+    )
+    if handle.http:
+        out.data(f"HTTP: {handle.http.url}  (root {http_root})")
+    if handle.tftp:
+        out.data(f"TFTP: tftp://{args.host}:{handle.tftp.port}/  (root {tftp_root})")
+    out.stdout.flush()
+    _wait_for_signal(handle.stop)
+    return 0
+
+
+def _wait_for_signal(stop: Callable[[], None]) -> None:
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        stop()
+
+
+def run_watch(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.metrics import Metrics, MetricsServer
+    from gitprov.plan import load_manifest
+    from gitprov.status import JsonLog, StatusFile
+    from gitprov.watch import Kind, LocalBranch, Outcome, RemoteBranch, Watcher, WatchOptions
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    source: LocalBranch | RemoteBranch
+    if args.remote:
+        mirror = (
+            args.repo
+            if args.repo != "."
+            else args.state_dir and str(Path(args.state_dir) / "mirror.git")
+        )
+        if not mirror:
+            raise UsageError(
+                "--remote needs a local mirror",
+                hint="pass --repo PATH (a bare repository, created if missing) or --state-dir",
+            )
+        source = RemoteBranch(Path(mirror), args.remote, args.branch)
+        args.repo = mirror
+        try:
+            source.fetch()
+        except GitprovError as exc:
+            out.warn(f"warning: {exc.message}; polling on")
+        head = source.resolve()
+    s = session(args, out)
+    if not args.remote:
+        source = LocalBranch(Path(s.repo.path), args.branch, inotify=not args.no_inotify)
+        head = source.head()
+    if head is None:
+        out.warn(f"warning: no branch {args.branch!r} yet in {args.repo}; waiting for it")
+    # Resume from what is published: the manifest of the state dir the fleet names.
+    state_dir = args.state_dir
+    if state_dir is None and head is not None:
+        state_dir = s.state_dir_at(head[1])
+    manifest = load_manifest(Path(state_dir)) if state_dir else None
+    publisher = s.publisher(
+        targets_of(args),
+        prune_unknown=args.prune_unknown,
+        lock_wait=args.wait,
+        state_dir=Path(state_dir).absolute() if state_dir else None,
+    )
+
+    def show(o: Outcome) -> None:
+        if o.kind is Kind.CLEAN:
+            return
+        if o.ok:
+            out.info(o.message)
+            for d in o.drift:
+                out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored")
+        else:
+            out.warn(o.message)
+        out.problems(o.problems, "text", out.stderr)
+        out.stdout.flush()
+        out.stderr.flush()
+
+    observers: list[Callable[[Outcome], None]] = [show]
+    label = source.label
+    if args.status_file:
+        if Path(args.status_file).is_dir():
+            raise UsageError(f"--status-file {args.status_file} is a directory")
+        observers.append(StatusFile(Path(args.status_file), label, manifest))
+    server: MetricsServer | None = None
+    interval = args.interval or (30.0 if args.remote else 2.0)
+    options = WatchOptions(
+        args.branch,
+        interval,
+        0.1,
+        not args.no_inotify,
+        args.reconcile,
+        min(args.retry, args.reconcile),
+    )
+    last = manifest.commit if manifest else None
+    with _log_file(args.log_json) as log_file:
+        if log_file is not None:
+            json_log = JsonLog(log_file)
+            json_log.event("start", watching=label, commit=last)
+            observers.append(json_log)
+        if args.metrics_port is not None:
+            metrics = Metrics()
+            if state_dir:
+                metrics.restore(Path(state_dir))
+            server = metrics.serve(args.metrics_port, args.metrics_host)
+            observers.append(metrics)
+            out.info(f"metrics: http://{args.metrics_host}:{server.port}/metrics")
+        out.info(
+            f"watching {label} (poll every {interval:g}s, reconcile every {args.reconcile:g}s); "
+            f"published: {last[:12] if last else 'nothing yet'}"
+        )
+        out.stdout.flush()
+        try:
+            Watcher(source, publisher, options, last=last, observers=observers).run(stop)
+        except KeyboardInterrupt:
+            stop.set()
+        finally:
+            source.close()
+            if server is not None:
+                server.stop()
+    return 0
+
+
+class _log_file:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._cm = opened_for_append(path) if path else None
+
+    def __enter__(self) -> TextIO | None:
+        return self._cm.__enter__() if self._cm is not None else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+
+
+def run_probe(args: argparse.Namespace, out: Output) -> int:
+    results = probe(
+        ProbeOptions(
+            mac=args.mac,
+            url=args.url,
+            key=args.key,
+            mode=args.mode,
+            iterations=args.iterations,
+            gzip=args.gzip,
+            option66=args.option66,
+            config_file_name=args.config_file_name,
+            product_name=args.product_name,
+            serial=args.serial,
+            sw_version=args.sw_version,
+            hw_version=args.hw_version,
+            state=Path(args.state) if args.state else None,
+            until_stable=args.until_stable,
+            max_rounds=args.max_rounds,
+            compare=args.compare,
+            timeout=args.timeout,
+            resolve=tuple(args.resolve),
+            cacert=args.cacert,
+            cert=args.cert,
+            cert_key=args.cert_key,
+        )
+    )
+    if args.format == "json":
+        out.json([dataclasses.asdict(r) for r in results])
+    else:
+        _print_results(results, out.stdout)
+    last = results[-1]
+    if args.until_stable and last.status == "applied":
+        out.data(f"not stable after {len(results)} round(s)")
+        return 1
+    return 0 if last.ok else 1
+
+
+def _print_results(results: list[ResyncResult], out: TextIO) -> None:
+    def version(text: str | None) -> str:
+        return "(none)" if text is None else text
+
+    for number, r in enumerate(results, start=1):
+        where = f"{r.source}  {r.url}" if r.source else "(no URL)"
+        out.write(f"round {number}: {where}\n")
+        if r.status == "applied":
+            out.write(
+                f"  applied: version {version(r.version_before)} -> {version(r.version_after)}, "
+                f"{len(r.changed)} parameter(s) changed; the device reboots\n"
+            )
+            if r.changed:
+                out.write(f"  changed: {', '.join(r.changed)}\n")
+        elif r.status == "unchanged":
+            out.write(f"  unchanged: {r.detail}\n")
+        else:
+            out.write(f"  {r.status}: {r.detail} (version stays {version(r.version_after)})\n")

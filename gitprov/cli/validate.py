@@ -1,0 +1,39 @@
+"""`gitprov validate`: every problem of the inventory at once, located."""
+
+from __future__ import annotations
+
+import argparse
+
+from gitprov.cli.common import Output, Subparsers, add_command, add_rev, session
+
+
+def register(sub: Subparsers) -> None:
+    p = add_command(
+        sub,
+        "validate",
+        run,
+        help="check the inventory: every problem, located",
+        description="Validate the inventory against the JSON Schemas and the semantic "
+        "rules; every problem at once as file:line:col, with a hint. Exit 1 when there "
+        "is an error (warnings alone exit 0).",
+    )
+    add_rev(p)
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text; json (schemas/output/validate-output.schema.json); github "
+        "(workflow annotations)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="unknown DBID_* keys (GP114) are errors, not warnings"
+    )
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    loaded = session(args, out).validate(args.rev, args.worktree)
+    out.problems(loaded.problems, args.format)
+    if args.format == "text" and not loaded.problems:
+        n = sum(1 for _ in loaded.docs.all())
+        out.info(f"ok: {n} file(s), no problems")
+    return 1 if loaded.errors else 0
