@@ -293,12 +293,29 @@ def _quoted(path: tuple[Any, ...], raw: str) -> str:
     return f'{path[-1]}: "{raw}"'
 
 
+# YAML 1.1's sexagesimal integer (yaml.org/type/int.html): 1.1 readers such as PyYAML
+# load it as a number, 1.2 readers (and gitprov) as a string.
+_BASE60 = re.compile(r"[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+")
+
+
 def _reading(raw: str) -> str:
     if raw in ("y", "Y", "n", "N"):
-        return "a boolean (YAML 1.1)"
+        return "a boolean (YAML 1.1 readers such as PyYAML: y/n are yes/no)"
+    if _BASE60.fullmatch(raw):
+        value = 0
+        for part in raw.lstrip("+-").replace("_", "").split(":"):
+            value = value * 60 + int(part)
+        return (
+            f"the number {'-' if raw.startswith('-') else ''}{value} (YAML 1.1 readers such as "
+            "PyYAML: base 60; YAML 1.2 readers keep the string)"
+        )
     if ":" in raw:
-        return "a base-60 number (YAML 1.1), like 10:21:52:01:13:19 would be here"
-    return "a number (YAML 1.2)"
+        return (
+            "a base-60 number if its digits were a little different: YAML 1.1 reads "
+            "10:21:52:01:13:19 as 8059396399 (every group after the first below 60, the "
+            "first not starting with 0); this one stays a string only by luck"
+        )
+    return "a number (YAML 1.2 readers, and 1.1 ones)"
 
 
 def _ambiguous_problem(doc: Document, path: tuple[Any, ...], raw: str, cat: Catalog) -> Problem:

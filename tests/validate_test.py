@@ -254,6 +254,10 @@ def device(extra_top: str = "", line_1: str = "") -> dict[str, str | None]:
          'quote it: mac: "102152011319"'),
         (device("mac: 00:21:52:01:13:19\n"), 1, 6, "GP013", "base-60 number",
          'quote it: mac: "00:21:52:01:13:19"'),
+        # Not base 60 in YAML 1.1 either (78 and 90 are no base-60 digits): the hint must
+        # not claim it is; it says how close it is to being one.
+        (device("mac: 12:34:56:78:90:12\n"), 1, 6, "GP013", "stays a string only by luck",
+         'quote it: mac: "12:34:56:78:90:12"'),
         (device("mac: 002152011319\n"), 1, 6, "GP013", "only by luck",
          'quote it: mac: "002152011319"'),
         # PINs, accounts and numbers with a leading zero
@@ -275,7 +279,7 @@ def device(extra_top: str = "", line_1: str = "") -> dict[str, str | None]:
         (device("mac: \"00:21:f2:01:1b:19\"\nserial: 2024-01-31\n"), 2, 9, "GP013",
          "the date 2024-01-31", 'quote it: serial: "2024-01-31"'),
         (device("mac: \"00:21:f2:01:1b:19\"\nserial: y\n"), 2, 9, "GP013",
-         "a boolean (YAML 1.1)", 'quote it: serial: "y"'),
+         "a boolean (YAML 1.1 readers such as PyYAML", 'quote it: serial: "y"'),
     ],
 )  # fmt: skip
 def test_quoting_hints(

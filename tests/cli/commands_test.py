@@ -1,0 +1,370 @@
+"""The command line as a product surface: the import graph, the exit-code matrix, JSON
+output against schemas/output/, help for every option, progress on a terminal only."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fcntl
+import io
+import json
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+import gitprov
+from gitprov.app import Session
+from gitprov.cli import build_parser, main
+from gitprov.crypto import Cipher
+from gitprov.schemas import output_schemas
+from tests.fixtures.fleet import device_key, fleet_files
+from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import root_args
+
+PACKAGE = Path(gitprov.__file__).parent
+MAC = "0021f2011b19"
+BROKEN = "inventory/devices/0021f2a0c001.yaml"
+
+
+# -- 1. structure ---------------------------------------------------------------------
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> Iterator[str]:
+    """Every module `path` imports, lazily imported ones included."""
+    tree = ast.parse(path.read_text())
+    package = _module_name(path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            yield base
+            for a in node.names:  # `from gitprov import audit` imports a module
+                yield f"{base}.{a.name}"
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {
+        name: {m for m in _imports(path) if m in files and m != name}
+        for name, path in files.items()
+    }
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_the_graph_sees_imports() -> None:
+    # The check above is only worth something if the graph is not empty.
+    graph = _graph()
+    assert "gitprov.app" in graph["gitprov.cli.common"]
+    assert "gitprov.pipeline" in graph["gitprov.app"]
+
+
+def test_cli_modules_do_not_import_pygit2() -> None:
+    for path in (PACKAGE / "cli").glob("*.py"):
+        found = [m for m in _imports(path) if m.split(".")[0] == "pygit2"]
+        assert not found, path
+
+
+# -- 2. the exit-code matrix ---------------------------------------------------------
+@pytest.fixture
+def repo(example_repo: GitRepo, private_key: str, tmp_path: Path) -> GitRepo:
+    """main: the example inventory; branch broken: one device file that does not parse."""
+    good = str(example_repo.repo.head.target)
+    example_repo.commit({BROKEN: b"mac: [broken\n"}, "broken", branch="broken", parents=[good])
+    example_repo.files = example_repo.files_at(good)
+    return example_repo
+
+
+def commands(tmp: Path) -> dict[str, list[str]]:
+    """Each command that reads a commit, with `REV` where the commit goes."""
+    return {
+        "validate": ["validate", "--rev", "REV"],
+        "show": ["show", MAC, "--rev", "REV"],
+        "key": ["key", MAC, "--rev", "REV"],
+        "build": ["build", "--rev", "REV", "--out", str(tmp / "out")],
+        "plan": ["plan", "--base", "main", "--rev", "REV"],
+        "versions": ["versions", "--rev", "REV"],
+        "log": ["log", MAC, "--rev", "REV"],
+        "blame": ["blame", MAC, "--rev", "REV"],
+        "publish": ["publish", "--rev", "REV", *root_args(tmp / "roots")],
+    }
+
+
+def run(repo: GitRepo, argv: list[str], rev: str) -> int:
+    return main(["--repo", str(repo.path), *[rev if a == "REV" else a for a in argv]])
+
+
+@pytest.mark.parametrize("name", sorted(commands(Path("/x"))))
+def test_exit_codes_of_each_command(
+    repo: GitRepo,
+    tmp_path: Path,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = commands(tmp_path)[name]
+    assert run(repo, argv, "main") == 0, capsys.readouterr()
+    if name != "log":  # log reads history, not the inventory at REV
+        assert run(repo, argv, "broken") == 1, capsys.readouterr()
+    assert run(repo, argv, "no-such-rev") == 2
+    assert "unknown revision 'no-such-rev'" in capsys.readouterr().err
+    tree = str(repo.repo.revparse_single("main^{tree}").id)
+    assert run(repo, argv, tree) == 2
+    assert "not a commit" in capsys.readouterr().err
+    assert main(["--repo", str(tmp_path / "nowhere"), *argv[:1]]) == 2
+    for exc, code in ((RuntimeError("boom"), 3), (KeyboardInterrupt(), 130)):
+
+        def fail(self: Session, exc: BaseException = exc) -> None:
+            raise exc
+
+        with monkeypatch.context() as m:
+            m.setattr(Session, "pipeline", property(fail))
+            assert run(repo, argv, "main") == code
+        assert ("internal error" in capsys.readouterr().err) == (code == 3)
+
+
+@pytest.mark.parametrize("name", ["show", "key", "build", "publish"])
+def test_a_missing_private_key_is_an_environment_error(
+    repo: GitRepo, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY")
+    argv = commands(tmp_path)[name]
+    if name == "show":
+        argv = [*argv, "--reveal"]
+    assert run(repo, argv, "main") == 2
+    assert "private key" in capsys.readouterr().err
+    assert not (tmp_path / "roots").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["show", "0021f2011b18"], "no device 0021f2011b18 in the inventory"),
+        (["key", "0021f2ffffff"], "no device 0021f2ffffff"),
+        (["log", "0021f2ffffff"], "no device 0021f2ffffff"),
+        (["blame", "0021f2ffffff"], "no device 0021f2ffffff"),
+        (["versions", "0021f2ffffff"], "no device 0021f2ffffff"),
+        (["blame", MAC, "nosuchparam"], "has no parameter 'nosuchparam'"),
+        (["show", "not-a-mac"], "not a MAC address"),
+    ],
+)
+def test_unknown_macs_and_parameters_are_usage_errors_with_hints(
+    repo: GitRepo, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(repo.path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if argv[0] == "show" and argv[1] != "not-a-mac":
+        assert "did you mean 0021f2011b19" in err  # the closest MAC
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_file_arguments_fail_cleanly(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "f"
+    if kind == "directory":
+        path.mkdir()
+    for argv in (
+        ["decrypt", str(path), "--key", "k"],
+        ["--private-key-file", str(path), "show", MAC, "--reveal"],
+    ):
+        code = main(["--repo", str(tmp_path), *argv])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "Traceback" not in err and "internal error" not in err
+
+
+def test_commands_without_a_repository_exit_0_or_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schema", "device"]) == 0
+    assert main(["schema", "nope"]) == 2
+    assert main(["params"]) == 0
+    assert main(["completion", "bash"]) == 0
+    assert "gitprov" in capsys.readouterr().out
+    assert main(["decrypt", str(tmp_path / "none"), "--key", "k"]) == 2
+
+
+# -- 3. JSON output and help ---------------------------------------------------------
+def _check(kind: str, text: str) -> object:
+    schema = output_schemas()[f"{kind}-output.schema.json"]
+    doc = json.loads(text)
+    Draft202012Validator(schema).validate(doc)
+    return doc
+
+
+def test_every_data_command_speaks_json_that_its_schema_accepts(
+    repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.commit({"inventory/devices/0021f2011b19.yaml": repo.files[
+        "inventory/devices/0021f2011b19.yaml"].replace(b"Reception\n", b"Front\n")}, "A")
+    base = ["--repo", str(repo.path)]
+    cases = {
+        "validate": ["validate"],
+        "show": ["show", MAC],
+        "key": ["key", MAC],
+        "build": ["build", "--out", str(tmp_path / "out")],
+        "plan": ["plan", "--base", "main~1", "--rev", "main"],
+        "versions": ["versions"],
+        "log": ["log", MAC],
+        "blame": ["blame", MAC],
+        "publish": ["publish", *root_args(tmp_path / "roots")],
+        "params": ["params"],
+    }
+    for kind, argv in cases.items():
+        assert main([*base, *argv, "--format", "json"]) == 0, kind
+        doc = _check(kind, capsys.readouterr().out)
+        if kind == "log":
+            assert isinstance(doc, dict) and [c["dbase_version"] for c in doc["changes"]] == [
+                1002, 1001
+            ]
+    assert main([*base, "validate", "--format", "json", "--rev", "broken"]) == 1
+    _check("validate", capsys.readouterr().out)
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "gitprov") -> Iterator[
+    tuple[str, argparse.ArgumentParser]
+]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    seen = 0
+    for name, parser in _parsers(build_parser()):
+        assert parser.description or name == "gitprov secrets keygen" or " secrets " in name, name
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction | argparse._HelpAction):
+                continue
+            seen += 1
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+    assert seen > 100
+
+
+def test_help_states_defaults_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "read-only" in out and "(default: 8080)" in out and "(default: 127.0.0.1)" in out
+    assert main(["--help"]) == 0
+    assert "exit codes: 0 ok, 1 problems in the inventory" in capsys.readouterr().out
+
+
+def test_quiet_and_verbose_work_after_the_command(
+    repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--repo", str(repo.path), "publish", *root_args(tmp_path / "roots")]
+    assert main([*argv, "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["-v", *argv]) == 0
+    assert "already published" in capsys.readouterr().out
+
+
+# -- 4. progress on a terminal only ------------------------------------------------------
+@pytest.fixture
+def big(tmp_path: Path) -> GitRepo:
+    r = GitRepo(tmp_path / "big")
+    r.commit(fleet_files(300), "300 devices")
+    return r
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR")}
+    env["GITPROV_PRIVATE_KEY"] = os.environ["GITPROV_PRIVATE_KEY"]
+    env["COLUMNS"] = "100"
+    return env
+
+
+def test_build_shows_progress_on_a_terminal(
+    big: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "gitprov", "--repo", str(big.path), "build",
+            "--out", str(tmp_path / "out")]
+    main_fd, child_fd = pty.openpty()
+    # A terminal of 24 x 100, as a person's would be (a new pty has no size at all).
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=child_fd, env=_env())
+    os.close(child_fd)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([main_fd], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(60)
+    os.close(main_fd)
+    assert proc.returncode == 0
+    assert b"build" in seen and b"%|" in seen, seen[-500:]
+
+
+def test_no_progress_in_a_pipe(big: GitRepo, private_key: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "gitprov", "--repo", str(big.path), "build",
+            "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, capture_output=True, env=_env(), timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert b"%|" not in done.stderr and b"\r" not in done.stderr
+    assert done.stdout.count(b"\n") == 1  # the summary line only
+
+
+def test_build_output_is_what_publish_serves(
+    repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(repo.path), "build", "--out", str(tmp_path / "o")]) == 0
+    enc = (tmp_path / "o" / "encrypted" / f"fv{MAC}.conf").read_bytes()
+    plain = Cipher().decrypt(enc, device_key(MAC))
+    assert plain.startswith(b"DBID_DBASE_VERSION=1001\n")
+    redacted = (tmp_path / "o" / "plain" / f"fv{MAC}.conf").read_bytes()
+    assert b"<redacted>" in redacted
+    assert io.BytesIO(redacted).read(1)  # non-empty
