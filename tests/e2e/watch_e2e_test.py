@@ -319,3 +319,42 @@ def test_drift_is_restored_within_one_reconcile_interval_and_counted(
         assert "drift: " in "".join(watch.out)
     finally:
         assert watch.stop() == 0
+
+
+def test_a_restarted_watcher_reports_the_last_success_of_the_previous_run(
+    server: GitRepo, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A staleness alert on gitprov_last_success_timestamp_seconds must not fire because
+    the watcher restarted: the new process starts from what the manifest records."""
+
+    def run_once(log: str) -> tuple[float, str]:
+        watch = WatchProcess(
+            ["watch", "--repo", str(server.path), *root_args(tmp_path), "--metrics-port", "0"],
+            tmp_path / log,
+            env,
+        )
+        try:
+            watch.wait_for("the metrics line", lambda: any("metrics: " in ln for ln in watch.out))
+            url = next(ln.split()[1] for ln in watch.out if ln.startswith("metrics: "))
+            # The first run publishes; the second finds the roots clean at the first check.
+            watch.wait_for(
+                "the first publish or check",
+                lambda: any(
+                    e["event"] == "outcome" and e["commit"] == str(server.repo.head.target)
+                    for e in watch.events()
+                ),
+            )
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+            return metric(text, "gitprov_last_success_timestamp_seconds"), text
+        finally:
+            assert watch.stop() == 0
+
+    first, _ = run_once("one.jsonl")
+    assert first > 1.7e9
+    second, text = run_once("two.jsonl")  # nothing new to publish: restored, not 0
+    # The manifest keeps whole seconds.
+    assert first - 1 < second <= first
+    head = str(server.repo.head.target)
+    assert f'gitprov_last_published_info{{commit="{head}"}} 1.0' in text
+    assert "gitprov_build_info{" in text and "process_cpu_seconds_total" in text
