@@ -18,7 +18,15 @@ import yaml
 
 from gitprov.errors import GitprovError, UsageError
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+def _schemas_dir() -> Path:
+    # Installed from a wheel, schemas/ ships inside the package; in a checkout (and an
+    # editable install) it is beside the package.
+    here = Path(__file__).resolve().parent
+    packaged = here / "_schemas"
+    return packaged if (packaged / "params.yaml").is_file() else here.parent / "schemas"
+
+
+SCHEMAS_DIR = _schemas_dir()
 
 LINE_PREFIX = "line."
 DBID_PATTERN = r"^DBID_[A-Z0-9_]+$"
