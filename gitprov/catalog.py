@@ -18,6 +18,7 @@ import yaml
 
 from gitprov.errors import GitprovError, UsageError
 
+
 def _schemas_dir() -> Path:
     # Installed from a wheel, schemas/ ships inside the package; in a checkout (and an
     # editable install) it is beside the package.
