@@ -266,7 +266,21 @@ class Session:
             tftp_roots=given.tftp_roots,
             state_dir=given.state_dir,
             firmware_dir=given.firmware_dir,
+            base=self.base,
         )
+
+    @property
+    def base(self) -> Path:
+        """What relative paths in the fleet settings are relative to: the work tree's top,
+        or the repository itself when it is bare."""
+        workdir = self.repo.workdir
+        return Path(workdir) if workdir is not None else Path(self.repo.path)
+
+    def fleet_path(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        path = Path(value)
+        return str(path if path.is_absolute() else self.base / path)
 
     def log(self, mac: str, rev: str = "HEAD") -> list[audit.Change]:
         head = self.commit(rev)
@@ -351,7 +365,9 @@ class Session:
     def state_dir_at(self, commit: pygit2.Commit) -> str | None:
         """The state dir the fleet settings of `commit` name (None if it does not validate)."""
         loaded = self.pipeline.load_commit(commit)
-        return loaded.inventory.fleet.state_dir if loaded.inventory is not None else None
+        if loaded.inventory is None:
+            return None
+        return self.fleet_path(loaded.inventory.fleet.state_dir)
 
     def publisher(
         self,

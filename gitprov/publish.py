@@ -86,23 +86,45 @@ def targets_for(
     tftp_roots: Sequence[str] = (),
     state_dir: str | None = None,
     firmware_dir: str | None = None,
+    base: Path | None = None,
 ) -> Targets:
-    """The fleet's publish settings, each overridden by the given values (the CLI's)."""
-    http = tuple(http_roots) or fleet.http_roots or _one(fleet.http_root)
-    tftp = tuple(tftp_roots) or fleet.tftp_roots or _one(fleet.tftp_root)
+    """The fleet's publish settings, each overridden by the given values (the CLI's).
+
+    A relative path given here is relative to the current directory, as on any command
+    line; a relative path in the fleet settings is relative to `base` (the repository's
+    top), so that where files go does not depend on where the command runs."""
+
+    def fleet_path(value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() or base is None else base / path
+
+    http = [Path(r) for r in http_roots] or [
+        fleet_path(r) for r in (fleet.http_roots or _one(fleet.http_root))
+    ]
+    tftp = [Path(r) for r in tftp_roots] or [
+        fleet_path(r) for r in (fleet.tftp_roots or _one(fleet.tftp_root))
+    ]
     # Absolute: the manifest records the roots, and a reconcile may run from elsewhere.
-    roots = tuple(dict.fromkeys(Path(r).absolute() for r in (*http, *tftp)))
+    roots = tuple(dict.fromkeys(r.absolute() for r in (*http, *tftp)))
     if not roots:
         raise UsageError(
             "no publish root",
             hint="set publish.http_root / tftp_root in "
             "gitprov.yaml or pass --http-root / --tftp-root",
         )
-    state = state_dir or fleet.state_dir
-    if not state:
+    state = (
+        Path(state_dir) if state_dir else fleet_path(fleet.state_dir) if fleet.state_dir else None
+    )
+    if state is None:
         raise UsageError("no state dir", hint="set publish.state_dir or pass --state-dir")
-    firmware = firmware_dir or fleet.firmware_dir
-    return Targets(roots, Path(state).absolute(), Path(firmware) if firmware else None)
+    firmware = (
+        Path(firmware_dir)
+        if firmware_dir
+        else fleet_path(fleet.firmware_dir)
+        if fleet.firmware_dir
+        else None
+    )
+    return Targets(roots, state.absolute(), firmware.absolute() if firmware else None)
 
 
 def _one(value: str | None) -> tuple[str, ...]:
@@ -149,8 +171,15 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
     """Every file to publish, and notes for the operator (never secrets)."""
     out = [
         Artifact(
-            f.name, f.data, Kind.DEVICE, f.mac, f.model, f.version, f.set_by,
-            _sha(f.plaintext), f.body_sha256,
+            f.name,
+            f.data,
+            Kind.DEVICE,
+            f.mac,
+            f.model,
+            f.version,
+            f.set_by,
+            _sha(f.plaintext),
+            f.body_sha256,
         )
         for f in build.files
     ]
@@ -468,9 +497,7 @@ def publish_commit(
     with publish_lock(where.state_dir, lock_wait):
         previous = load_manifest(where.state_dir)
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
-        build = pipeline.build(
-            commit, private_key, served_versions(previous), loaded, force=force
-        )
+        build = pipeline.build(commit, private_key, served_versions(previous), loaded, force=force)
         return _publish_locked(build, where, previous, progress, prune_unknown)
 
 

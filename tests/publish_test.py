@@ -437,3 +437,21 @@ def test_fleet_settings_may_list_several_roots_per_protocol(
     capsys.readouterr()
     for name in ("a", "b", "t"):
         assert listing(tmp_path / name) == {f.name: f.data for f in build.files}
+
+
+def test_relative_paths_of_the_fleet_settings_are_relative_to_the_repository(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitprov.cli import main
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # The example names var/http, var/tftp and var/state; --http-root given on the command
+    # line is relative to the current directory, as any command-line path.
+    argv = ["--repo", str(example_repo.path), "publish", "--rev", "main"]
+    assert main([*argv, "--http-root", "cli-http"]) == 0
+    assert (elsewhere / "cli-http" / "fv0021f2011b19.conf").is_file()
+    assert (example_repo.path / "var" / "tftp" / "fv0021f2011b19.conf").is_file()
+    assert (example_repo.path / "var" / "state" / "manifest.json").is_file()
+    assert not (elsewhere / "var").exists()

@@ -160,9 +160,10 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
 
     http_root, tftp_root = args.http_root, args.tftp_root
     if not http_root and not tftp_root:
-        fleet = session(args, out).fleet_settings()
-        http_root = fleet.http_root if fleet else None
-        tftp_root = fleet.tftp_root if fleet else None
+        s = session(args, out)
+        fleet = s.fleet_settings()
+        http_root = s.fleet_path(fleet.http_root) if fleet else None
+        tftp_root = s.fleet_path(fleet.tftp_root) if fleet else None
     for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
         if root and Path(root).exists() and not Path(root).is_dir():
             raise UsageError(f"{flag} {root} is not a directory")
