@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,9 +35,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel of this checkout installed into a new virtualenv; its dependencies are the
     test venv's (a plain path, so that venv's editable gitprov is not seen)."""
     base = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools leaves build/ beside the sources, and tests write
+    # only under their temp dirs.
+    source = base / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("gitprov", "schemas"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(base / "dist"),
-         str(ROOT)],
+         str(source)],
         capture_output=True, text=True, check=False, timeout=600,
     )
     if built.returncode != 0:
