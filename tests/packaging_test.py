@@ -99,3 +99,15 @@ def test_the_wheel_works_outside_the_checkout(installed: Path, tmp_path: Path) -
     done = gitprov_in(installed, top, "publish", *roots)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "http" / "fv0021f2011b19.conf").read_bytes().startswith(b"Salted__")
+
+
+def test_init_from_the_wheel_gives_an_inventory_that_validates(
+    installed: Path, tmp_path: Path
+) -> None:
+    done = gitprov_in(
+        installed, tmp_path, "init", "ours", "--private-key-out", str(tmp_path / "ours.key")
+    )
+    assert done.returncode == 0, done.stderr
+    done = gitprov_in(installed, tmp_path / "ours", "validate", "--worktree")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "ours" / "schemas" / "device.schema.json").is_file()

@@ -11,15 +11,15 @@ import traceback
 from collections.abc import Sequence
 
 from gitprov import __version__
-from gitprov.cli import build, history, plan, publish, schema, secrets, serve, validate
+from gitprov.cli import build, history, init, plan, publish, schema, secrets, serve, validate
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.source import DEFAULT_INVENTORY_DIR
 
-COMMANDS = (validate, build, plan, publish, history, secrets, serve, schema)
+COMMANDS = (init, validate, build, plan, publish, history, secrets, serve, schema)
 
 EPILOG = f"""\
-a 5-minute tour (inside an inventory repository):
+a 5-minute tour (inside an inventory repository; `gitprov init DIR` starts one):
   gitprov validate --worktree          check the files you are editing
   gitprov show 0021f2011b19            the rendered file of one device, secrets redacted
   gitprov plan --base main             what a branch would change, per device

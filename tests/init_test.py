@@ -1,0 +1,111 @@
+"""`gitprov init`: a new inventory repository that validates, builds and publishes."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitprov.cli import main
+from gitprov.crypto import Cipher
+
+DEVICE = """\
+mac: "00:21:f2:aa:bb:01"
+model: IP542N
+profile: base
+lines:
+  - enabled: true
+    account: "4001"
+    phone_number: "4001"
+    password: !secret sip_4001
+"""
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@gitprov.invalid",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@gitprov.invalid",
+    "GIT_AUTHOR_DATE": "1700000000 +0000",
+    "GIT_COMMITTER_DATE": "1700000000 +0000",
+}
+
+
+def git(top: Path, *argv: str) -> None:
+    env = {**os.environ, **IDENTITY, "GIT_CONFIG_GLOBAL": os.devnull}
+    subprocess.run(["git", "-C", str(top), *argv], check=True, capture_output=True, env=env)
+
+
+def test_a_new_inventory_validates_builds_and_publishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top, key = tmp_path / "fleet", tmp_path / "keys" / "fleet.key"
+    assert main(["init", str(top), "--private-key-out", str(key)]) == 0
+    out = capsys.readouterr().out
+    assert str(key) in out and "gitprov-sk-" not in out  # the private key is only in the file
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (top / ".git").is_dir()
+    for rel in (
+        "inventory/gitprov.yaml",
+        "inventory/models/IP542N.yaml",
+        "inventory/models/G502N.yaml",
+        "inventory/profiles/base.yaml",
+        "inventory/secrets.yaml",
+        ".pre-commit-config.yaml",
+        ".vscode/settings.json",
+        "schemas/device.schema.json",
+        "README.md",
+    ):
+        assert (top / rel).is_file(), rel
+    assert "!secret scalar" in (top / ".vscode" / "settings.json").read_text()
+    assert main(["--repo", str(top), "validate", "--worktree"]) == 0
+    capsys.readouterr()
+
+    # The team adds a device with a secret and makes the first commit.
+    monkeypatch.setenv("GITPROV_PRIVATE_KEY_FILE", str(key))
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-4001\n"))
+    assert main(["--repo", str(top), "secrets", "set", "sip_4001"]) == 0
+    (top / "inventory" / "devices" / "0021f2aabb01.yaml").write_text(DEVICE)
+    git(top, "add", "-A")
+    git(top, "commit", "-q", "-m", "first device")
+    repo = ["--repo", str(top)]
+    assert main([*repo, "validate"]) == 0
+    assert main([*repo, "build", "--out", str(tmp_path / "out")]) == 0
+    assert main([*repo, "plan", "--base", "main", "--rev", "main"]) == 0
+    roots = ["--http-root", str(tmp_path / "http"), "--state-dir", str(tmp_path / "state")]
+    assert main([*repo, "publish", *roots]) == 0
+    capsys.readouterr()
+    assert main([*repo, "key", "0021f2aabb01"]) == 0
+    device_key = capsys.readouterr().out.strip()
+    data = (tmp_path / "http" / "fv0021f2aabb01.conf").read_bytes()
+    plain = Cipher().decrypt(data, device_key)
+    assert plain.startswith(b"DBID_DBASE_VERSION=1001\n") and b"s3cret-4001" in plain
+    # The TFTP root the settings name is relative to the repository, and ignored by git.
+    assert (top / "var" / "tftp" / "fv0021f2aabb01.conf").read_bytes() == data
+    status = subprocess.run(
+        ["git", "-C", str(top), "status", "--porcelain"], capture_output=True, text=True
+    )
+    assert status.stdout == ""
+
+
+@pytest.mark.parametrize("case", ["key inside", "inventory exists", "key exists"])
+def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top, key = tmp_path / "fleet", tmp_path / "fleet.key"
+    if case == "key inside":
+        key = top / "private.key"
+    elif case == "inventory exists":
+        (top / "inventory").mkdir(parents=True)
+    else:
+        key.write_text("keep me\n")
+    assert main(["init", str(top), "--private-key-out", str(key)]) == 2
+    assert capsys.readouterr().err.startswith("gitprov: error: ")
+    if case == "key exists":
+        assert key.read_text() == "keep me\n"
+    assert not (top / "inventory" / "gitprov.yaml").exists()
