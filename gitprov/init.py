@@ -18,6 +18,7 @@ import pygit2
 
 from gitprov import secrets as sec
 from gitprov.errors import UsageError
+from gitprov.publish import inside as _inside
 from gitprov.schemas import all_schemas, for_editors
 
 FLEET = """\
@@ -181,10 +182,3 @@ def init_inventory(top: Path, private_key_file: Path, name: str | None = None) -
         path.write_text(text)
     return Initialized(top, tuple(sorted(files)), public, key_path)
 
-
-def _inside(path: Path, top: Path) -> bool:
-    try:
-        path.resolve().relative_to(top.resolve())
-    except ValueError:
-        return False
-    return True

@@ -72,7 +72,7 @@ class Targets:
 
     def __post_init__(self) -> None:
         for root in self.roots:
-            if _inside(self.state_dir, root):
+            if inside(self.state_dir, root):
                 raise GitprovError(
                     f"the state dir {self.state_dir} is inside the served root {root}",
                     hint="the manifest lists every MAC: keep the state dir beside the roots",
@@ -131,7 +131,8 @@ def _one(value: str | None) -> tuple[str, ...]:
     return (value,) if value else ()
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` is `root` or below it, symlinks resolved."""
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:
