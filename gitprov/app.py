@@ -30,6 +30,7 @@ from gitprov.publish import (
     PublishResult,
     Targets,
     publish_commit,
+    resolve_fleet_path,
     targets_for,
     write_atomic,
     write_file,
@@ -257,6 +258,7 @@ class Session:
             progress=self.progress,
             lock_wait=wait,
             prune_unknown=prune_unknown,
+            loaded=loaded,
         )
 
     def targets(self, inventory: Inventory, given: TargetOverrides) -> Targets:
@@ -279,8 +281,7 @@ class Session:
     def fleet_path(self, value: str | None) -> str | None:
         if not value:
             return None
-        path = Path(value)
-        return str(path if path.is_absolute() else self.base / path)
+        return str(resolve_fleet_path(value, self.base))
 
     def log(self, mac: str, rev: str = "HEAD") -> list[audit.Change]:
         head = self.commit(rev)

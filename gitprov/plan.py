@@ -121,13 +121,14 @@ def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
         return {}
     out = dict(manifest.served)
     for name, e in manifest.files.items():
-        key = _version_key(name, e)
+        key = version_key(name, e)
         if key is not None and e.version >= out.get(key, (0, ""))[0]:
             out[key] = (e.version, e.sha256_body)
     return out
 
 
-def _version_key(name: str, e: ManifestEntry) -> str | None:
+def version_key(name: str, e: ManifestEntry) -> str | None:
+    """The key of `served` a file's number is recorded under (firmware has none)."""
     if e.kind == Kind.DEVICE and e.mac:
         return e.mac
     if e.kind == Kind.BOOTSTRAP:

@@ -34,9 +34,8 @@ import pygit2
 
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import Fleet, Inventory
-from gitprov.pipeline import Build, Pipeline
+from gitprov.pipeline import Build, Loaded, Pipeline
 from gitprov.plan import (
-    BOOTSTRAP_KEY,
     MANIFEST,
     TMP_PREFIX,
     TMP_SUFFIX,
@@ -52,6 +51,7 @@ from gitprov.plan import (
     load_manifest,
     plan,
     served_versions,
+    version_key,
 )
 from gitprov.version import require_complete
 
@@ -95,8 +95,7 @@ def targets_for(
     top), so that where files go does not depend on where the command runs."""
 
     def fleet_path(value: str) -> Path:
-        path = Path(value)
-        return path if path.is_absolute() or base is None else base / path
+        return resolve_fleet_path(value, base)
 
     http = [Path(r) for r in http_roots] or [
         fleet_path(r) for r in (fleet.http_roots or _one(fleet.http_root))
@@ -125,6 +124,13 @@ def targets_for(
         else None
     )
     return Targets(roots, state.absolute(), firmware.absolute() if firmware else None)
+
+
+def resolve_fleet_path(value: str, base: Path | None) -> Path:
+    """A path from the fleet settings: relative ones are relative to `base` (the
+    repository's top), not to wherever the command runs."""
+    path = Path(value)
+    return path if path.is_absolute() or base is None else base / path
 
 
 def _one(value: str | None) -> tuple[str, ...]:
@@ -477,6 +483,7 @@ def publish_commit(
     progress: Progress | None = None,
     lock_wait: float = 0.0,
     prune_unknown: bool = False,
+    loaded: Loaded | None = None,
 ) -> PublishResult:
     """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
 
@@ -487,7 +494,7 @@ def publish_commit(
     IncompleteHistory (a shallow clone), PublishError or GitprovError."""
     assert pipeline.repo is not None
     require_complete(pipeline.repo)
-    loaded = pipeline.load_commit(commit)
+    loaded = loaded or pipeline.load_commit(commit)
     if loaded.inventory is None:
         raise InvalidInventory(
             f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
@@ -534,10 +541,10 @@ def _publish_locked(
     entries = {a.name: a.entry() for a in files}
     old_files = dict(previous.files) if previous else {}
     served = served_versions(previous)
-    for a in files:
-        key = a.mac if a.kind == Kind.DEVICE else BOOTSTRAP_KEY + a.name
-        if a.kind != Kind.FIRMWARE and a.version >= served.get(key, (0, ""))[0]:
-            served[key] = (a.version, a.sha256_body)
+    for name, e in entries.items():
+        key = version_key(name, e)
+        if key is not None and e.version >= served.get(key, (0, ""))[0]:
+            served[key] = (e.version, e.sha256_body)
     already = (
         the_plan.empty
         and previous is not None

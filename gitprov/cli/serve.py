@@ -8,6 +8,7 @@ import dataclasses
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -268,7 +269,8 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
         min(args.retry, args.reconcile),
     )
     last = manifest.commit if manifest else None
-    with _log_file(args.log_json) as log_file:
+    log = opened_for_append(args.log_json) if args.log_json else nullcontext(None)
+    with log as log_file:
         if log_file is not None:
             json_log = JsonLog(log_file)
             json_log.event("start", watching=label, commit=last)
@@ -294,19 +296,6 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
             if server is not None:
                 server.stop()
     return 0
-
-
-class _log_file:
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._cm = opened_for_append(path) if path else None
-
-    def __enter__(self) -> TextIO | None:
-        return self._cm.__enter__() if self._cm is not None else None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(None, None, None)
 
 
 def run_probe(args: argparse.Namespace, out: Output) -> int:
