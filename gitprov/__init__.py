@@ -1,3 +1,7 @@
 """gitprov: configuration-as-code for VoIP device provisioning."""
 
 __version__ = "0.1.0"
+
+# Where inventory repositories get the pre-commit hook and the GitHub action from;
+# pyproject.toml's project URLs name the same place (tests/packaging_test.py checks).
+REPOSITORY_URL = "https://github.com/gitprov/gitprov"

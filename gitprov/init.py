@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pygit2
 
+from gitprov import REPOSITORY_URL, __version__
 from gitprov import secrets as sec
 from gitprov.errors import UsageError
 from gitprov.publish import inside as _inside
@@ -73,16 +74,14 @@ params:
 """
 
 PRE_COMMIT = """\
-# Validate the inventory before each commit (https://pre-commit.com).
+# Validate the inventory before each commit (https://pre-commit.com): run
+# `pre-commit install` once per clone. The hook installs gitprov at `rev` into an
+# environment of its own; keep `rev` at the release the publisher runs.
 repos:
-  - repo: local
+  - repo: {repository}
+    rev: v{version}
     hooks:
       - id: gitprov-validate
-        name: gitprov validate
-        entry: gitprov validate --worktree
-        language: system
-        pass_filenames: false
-        files: ^inventory/
 """
 
 README = """\
@@ -140,7 +139,9 @@ def init_inventory(top: Path, private_key_file: Path, name: str | None = None) -
         "inventory/profiles/base.yaml": BASE_PROFILE,
         "inventory/secrets.yaml": sec.dump_secrets_file(sec.SecretsFile(public, sealed)),
         "inventory/devices/.gitkeep": "",
-        ".pre-commit-config.yaml": PRE_COMMIT,
+        ".pre-commit-config.yaml": PRE_COMMIT.format(
+            repository=REPOSITORY_URL, version=__version__
+        ),
         ".gitignore": "var/\n",
         ".vscode/settings.json": json.dumps(
             {
