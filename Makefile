@@ -4,14 +4,36 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test setup peers lint bench clean
+PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
+# Wheels of gitprov's runtime dependencies (and of setuptools, to build gitprov): the
+# pre-commit test installs the hook from a clone of this repository with no index.
+WHEELS := $(VENV)/wheelhouse
 
-$(STAMP): pyproject.toml
+.PHONY: run test setup peers lint bench lock clean
+
+# Dependencies come from the hashed lock, so CI and every developer test the same
+# versions; gitprov itself is installed editable on top.
+$(STAMP): pyproject.toml requirements-dev.lock requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@echo "setup: installing the locked dependencies (requirements-dev.lock) into $(VENV)"
+	$(PIP) install --require-hashes -r requirements-dev.lock
+	$(PIP) install --no-deps -e .
+	@echo "setup: collecting wheels of the runtime dependencies into $(WHEELS)"
+	$(PIP) download --require-hashes -r requirements.lock -d $(WHEELS)
+	$(PIP) download 'setuptools>=77' -d $(WHEELS)
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# Refresh both lock files to the newest versions pyproject.toml allows; commit the result.
+lock: setup
+	$(PIP) install 'pip-tools>=7.4'
+	for out in requirements.lock requirements-dev.lock; do \
+	  extra=; [ $$out = requirements-dev.lock ] && extra='--extra dev'; \
+	  CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile -q --upgrade --generate-hashes \
+	    --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links $$extra \
+	    --output-file $$out pyproject.toml || exit 1; \
+	done
 
 # Debian peers of the end-to-end tests (curl, tftp-hpa, busybox, openssl, ...): installed
 # when missing and we are root, as in CI; elsewhere those tests skip and name the package.
