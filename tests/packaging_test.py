@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tomllib
-import zipfile
 from pathlib import Path
 
 import pytest
 
 import gitprov
+from gitprov import REPOSITORY_URL
 from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
+from tests.fixtures.peers import need
+from tests.init_test import IDENTITY
 
 PACKAGE = Path(gitprov.__file__).parent
 
@@ -31,37 +33,52 @@ def test_every_subpackage_is_packaged() -> None:
     assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
 
 
+# `make setup` collects wheels of the runtime dependencies (and setuptools) here, so the
+# wheel builds and installs into a clean venv without an index: tests use no network.
+WHEELHOUSE = Path(sys.executable).parent.parent / "wheelhouse"
+
+
+def offline_pip_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELHOUSE),
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    return env
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of this checkout installed into a new virtualenv; its dependencies are the
-    test venv's (a plain path, so that venv's editable gitprov is not seen)."""
+    """A wheel of this checkout installed by pip into a new virtualenv, with its
+    dependencies from the wheelhouse, as a team installs it."""
+    if not list(WHEELHOUSE.glob("setuptools-*.whl")):
+        pytest.skip(f"no wheels in {WHEELHOUSE}: run make setup")
     base = tmp_path_factory.mktemp("wheel")
     # Built from a copy: setuptools leaves build/ beside the sources, and tests write
     # only under their temp dirs.
     source = base / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, source / name)
     for name in ("gitprov", "schemas"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = offline_pip_env()
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(base / "dist"),
          str(source)],
-        capture_output=True, text=True, check=False, timeout=600,
+        capture_output=True, text=True, check=False, timeout=600, env=env,
     )
     if built.returncode != 0:
         pytest.fail(f"building the wheel failed:\n{built.stderr}")
     (wheel,) = (base / "dist").glob("gitprov-*.whl")
     venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(
-        sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        capture_output=True, text=True, check=False, timeout=600, env=env,
     )
-    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    # A pure-Python wheel installs by unpacking it into site-packages. (pip install
-    # --prefix from this venv would first uninstall this venv's own gitprov.)
-    with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(site)
+    if done.returncode != 0:
+        pytest.fail(f"installing the wheel failed:\n{done.stderr}")
     return venv
 
 
@@ -111,3 +128,102 @@ def test_init_from_the_wheel_gives_an_inventory_that_validates(
     done = gitprov_in(installed, tmp_path / "ours", "validate", "--worktree")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "ours" / "schemas" / "device.schema.json").is_file()
+
+
+DEVICE = """\
+mac: "00:21:f2:aa:bb:01"
+model: IP542N
+profile: base
+lines:
+  - enabled: true
+    account: "4001"
+    phone_number: "4001"
+    password: !secret sip_4001
+"""
+
+
+def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decrypt(
+    installed: Path, tmp_path: Path
+) -> None:
+    """Acceptance: the wheel alone, a fresh `gitprov init` repository outside this
+    checkout, the team's own key; validate, build, plan, publish, serve, and the served
+    file fetched with curl decrypts with the real openssl to what `show --reveal` says."""
+    curl, openssl = need("curl", "curl"), need("openssl", "openssl")
+    top, key = tmp_path / "ours", tmp_path / "keys" / "ours.key"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GITPROV_"))}
+    env.update(IDENTITY, GIT_CONFIG_GLOBAL=os.devnull, GITPROV_PRIVATE_KEY_FILE=str(key))
+
+    def gp(*argv: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [str(installed / "bin" / "gitprov"), *argv], cwd=top, env=env, input=stdin,
+            capture_output=True, text=True, check=False, timeout=300,
+        )
+        assert done.returncode == 0, f"gitprov {' '.join(argv)}:\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    def git(*argv: str) -> None:
+        subprocess.run(["git", *argv], cwd=top, env=env, check=True, capture_output=True)
+
+    top.mkdir()
+    gp("init", ".", "--private-key-out", str(key))
+    git("add", "-A")
+    git("commit", "-qm", "new inventory")
+    gp("secrets", "set", "sip_4001", stdin="wheel-secret-4001\n")
+    (top / "inventory" / "devices" / "0021f2aabb01.yaml").write_text(DEVICE)
+    git("add", "-A")
+    git("commit", "-qm", "first phone")
+
+    gp("validate", "--rev", "HEAD")
+    gp("build", "--rev", "HEAD", "--out", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "encrypted" / "fv0021f2aabb01.conf").is_file()
+    plan = gp("plan", "--base", "HEAD~1", "--rev", "HEAD", "--format", "json")
+    assert "0021f2aabb01" in plan and "wheel-secret-4001" not in plan
+    gp("publish", "--rev", "HEAD")
+    # Relative roots in the fleet settings are the repository's, wherever gitprov runs.
+    served = top / "var" / "http" / "fv0021f2aabb01.conf"
+    assert served.read_bytes().startswith(b"Salted__")
+
+    proc = subprocess.Popen(
+        [str(installed / "bin" / "gitprov"), "serve", "--http-port", "0", "--tftp-port", "0"],
+        cwd=top, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = re.search(r"127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert port, "serve did not say where it listens"
+        fetched = subprocess.run(
+            [curl, "-sS", "--fail", "--noproxy", "*",
+             f"http://127.0.0.1:{port.group(1)}/fv0021f2aabb01.conf"],
+            capture_output=True, check=False, timeout=30,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert fetched.returncode == 0, fetched.stderr
+    device_key = gp("key", "0021f2aabb01", "--rev", "HEAD").strip()
+    plain = subprocess.run(
+        [openssl, "enc", "-d", "-aes-256-cbc", "-md", "md5", "-k", device_key],
+        input=fetched.stdout, capture_output=True, check=True, timeout=30,
+    ).stdout.decode()
+    assert plain == gp("show", "0021f2aabb01", "--rev", "HEAD", "--reveal")
+    # Line 1's password, opened by the team's own private key (per-line values are
+    # tab-separated, line 1 first).
+    assert "\nDBID_SIP_PASSWORD=wheel-secret-4001\t" in plain
+
+
+def test_the_wheel_says_its_licence_and_where_it_lives(installed: Path) -> None:
+    probe = subprocess.run(
+        [str(installed / "bin" / "python"), "-c",
+         "import importlib.metadata as m, json; d = m.distribution('gitprov'); "
+         "print(json.dumps({'license': d.metadata['License-Expression'], "
+         "'urls': d.metadata.get_all('Project-URL'), "
+         "'files': [str(f) for f in d.files or []]}))"],
+        capture_output=True, text=True, check=True, env=offline_pip_env(), cwd=installed,
+    )
+    meta = json.loads(probe.stdout)
+    assert meta["license"] == "Apache-2.0"
+    assert any(f.endswith("licenses/LICENSE") for f in meta["files"]), meta["files"]
+    # The hook and the action that `gitprov init` points at are this project's repository.
+    assert f"Source, {REPOSITORY_URL}" in meta["urls"], meta["urls"]
