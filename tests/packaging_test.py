@@ -227,3 +227,33 @@ def test_the_wheel_says_its_licence_and_where_it_lives(installed: Path) -> None:
     assert any(f.endswith("licenses/LICENSE") for f in meta["files"]), meta["files"]
     # The hook and the action that `gitprov init` points at are this project's repository.
     assert f"Source, {REPOSITORY_URL}" in meta["urls"], meta["urls"]
+
+
+def _locked(lock: Path) -> dict[str, int]:
+    """name -> number of hashes, for each pinned requirement of a pip-compile lock."""
+    pins: dict[str, int] = {}
+    name = ""
+    for line in lock.read_text().splitlines():
+        pinned = re.match(r"^([A-Za-z0-9._-]+)==\S+", line)
+        if pinned:
+            name = re.sub(r"[-_.]+", "-", pinned.group(1)).lower()
+            pins[name] = 0
+        elif line.strip().startswith("--hash=sha256:") and name:
+            pins[name] += 1
+    return pins
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("requirements.lock", ()), ("requirements-dev.lock", ("dev",))]
+)
+def test_the_locks_pin_every_dependency_with_hashes(lock: str, extras: tuple[str, ...]) -> None:
+    """`make lock` refreshes both files; this fails when pyproject.toml gained a
+    dependency the locks do not pin (CI, deploy and the action install from them)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    pins = _locked(ROOT / lock)
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", w)[0]).lower() for w in wanted}
+    assert names <= set(pins), f"run make lock: {sorted(names - set(pins))} not in {lock}"
+    assert all(pins.values()), f"pins without hashes in {lock}"
