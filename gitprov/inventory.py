@@ -10,6 +10,7 @@ import functools
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from gitprov.errors import Problem, warning
@@ -26,6 +27,7 @@ SECRETS = "secrets"
 FLEET_FILE = "gitprov.yaml"
 SECRETS_FILE = "secrets.yaml"
 DEFAULT_FILE_NAME = "fv$(MA).conf"
+DEFAULT_MAX_REMOVAL = Fraction(1, 10)
 
 
 _KIND_BY_DIR = {"profiles": PROFILE, "models": MODEL, "devices": DEVICE}
@@ -196,6 +198,8 @@ class Fleet:
     tftp_roots: tuple[str, ...] = ()
     firmware_dir: str | None = None
     option66: bool | tuple[str, ...] = False  # True: every model; or the models named
+    # The largest share of the published devices one publish may remove (publish.max_removal).
+    max_removal: Fraction = DEFAULT_MAX_REMOVAL
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,14 @@ def _option66(value: Any) -> bool | tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _share(value: Any) -> Fraction:
+    """publish.max_removal ("10%", its form checked by the schema) as an exact share, so
+    that 10 of 100 devices is not over 10%."""
+    if not isinstance(value, str):
+        return DEFAULT_MAX_REMOVAL
+    return Fraction(value.removesuffix("%")) / 100
+
+
 # Devices by (path, blob id): the same bytes at the same path give the same Device, so a
 # long history builds each device once, not once per commit.
 _DEVICES: dict[tuple[str, str], Device] = {}
@@ -320,6 +332,7 @@ def build_inventory(docs: Documents) -> Inventory:
         tftp_roots=_dirs(publish.get("tftp_root")),
         firmware_dir=publish.get("firmware_dir"),
         option66=_option66(publish.get("option66")),
+        max_removal=_share(publish.get("max_removal")),
     )
     profiles = {
         stem(d.path): Profile(stem(d.path), d, d.data.get("extends"), Layer.of(d))
