@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as random
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +105,220 @@ devices download. Change them in a pull request; what merges to main is publishe
 """
 
 
+# -- GitHub ---------------------------------------------------------------------------
+# The third-party actions of the workflows, pinned by full commit SHA (a tag can be moved
+# to other code; a commit cannot), with the release each commit is tagged as. Every pin
+# lives here: `gitprov init` writes them, and tests/github_test.py holds this repository's
+# own workflows to them. To bump one, take the commit its release tag points at (`git
+# ls-remote https://github.com/OWNER/NAME refs/tags/vX.Y.Z`) and run that test.
+ACTION_PINS: dict[str, tuple[str, str]] = {
+    "actions/checkout": ("de0fac2e4500dabe0009e67214ff5f5447ce83dd", "v6.0.2"),
+    "actions/setup-python": ("a309ff8b426b58ec0e2a45f0f869d46889d02405", "v6.2.0"),
+    "actions/upload-artifact": ("b7c566a772e6b6bfb58ed0dc250532a479d7789f", "v6.0.0"),
+}
+# gitprov's own action (action.yml at the top of its repository).
+GITHUB_REPOSITORY = REPOSITORY_URL.removeprefix("https://github.com/")
+# The self-hosted runner on the provisioning server, which publishes.
+RUNNER_LABEL = "provisioning"
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+_ACTION_REF = re.compile(r"([\w.-]+/[\w.-]+)@([0-9a-f]{40})(?:\s*#\s*(\S.*))?")
+_LABEL = re.compile(r"[A-Za-z0-9][\w.-]*")
+
+
+@dataclass(frozen=True)
+class ActionRef:
+    """gitprov's action as the workflows use it: a repository, a commit, its release."""
+
+    repository: str  # owner/name
+    sha: str
+    version: str  # the release the commit is, for the reader (`# v0.1.0`)
+
+    @property
+    def uses(self) -> str:
+        return f"{self.repository}@{self.sha} # {self.version}"
+
+
+def parse_action_ref(text: str, version: str = f"v{__version__}") -> ActionRef:
+    """`OWNER/NAME@SHA`, optionally followed by `# VERSION` (default: this gitprov's)."""
+    found = _ACTION_REF.fullmatch(text.strip())
+    if found is None:
+        raise UsageError(
+            f"not an action pinned by commit: {text!r}",
+            hint=f"write OWNER/NAME@SHA with the full 40-hex commit, e.g. "
+            f"{GITHUB_REPOSITORY}@{'0' * 40} # v{__version__}",
+        )
+    return ActionRef(found[1], found[2], (found[3] or version).strip())
+
+
+def release_action_ref(
+    repository: str = GITHUB_REPOSITORY, version: str = __version__, url: str | None = None
+) -> ActionRef:
+    """The commit release tag v`version` of gitprov points at, from `git ls-remote`
+    (`url` defaults to the repository on GitHub)."""
+    url = url or f"https://github.com/{repository}"
+    tag = f"refs/tags/v{version}"
+    hint = (
+        f"pass --action-ref {repository}@SHA with the commit of release v{version}, or "
+        "--no-workflows to write no GitHub workflows"
+    )
+    try:
+        done = subprocess.run(
+            ["git", "ls-remote", url, tag, f"{tag}^{{}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"cannot ask {url} for v{version}: {exc}", hint=hint) from None
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1:] or ["git ls-remote failed"]
+        raise UsageError(f"cannot ask {url} for v{version}: {reason[0]}", hint=hint)
+    refs: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        refs[ref] = sha
+    # An annotated tag's own id is not a commit; `^{}` names the commit it points at.
+    found = refs.get(f"{tag}^{{}}") or refs.get(tag)
+    if found is None or _SHA.fullmatch(found) is None:
+        raise UsageError(f"{url} has no release tag v{version}", hint=hint)
+    return ActionRef(repository, found, f"v{version}")
+
+
+def pinned(action: str) -> str:
+    sha, version = ACTION_PINS[action]
+    return f"{action}@{sha} # {version}"
+
+
+REVIEW_WORKFLOW = """\
+# gitprov on every pull request (written by `gitprov init`): validate the inventory, with
+# its problems as annotations on the diff, then plan it: per device the diff of its file
+# and its version bump, secrets redacted, no private key needed. The plan is one comment
+# on the pull request, edited on every push; the job summary and the gitprov-plan
+# artifact hold all of it. Actions are pinned by commit; the comment names the release.
+name: gitprov review
+
+on:
+  pull_request:
+    branches: [main]
+
+permissions: {}
+
+concurrency:
+  # A newer push makes the plan of an older one stale.
+  group: gitprov-review-${{ github.event.pull_request.number }}
+  cancel-in-progress: true
+
+jobs:
+  review:
+    name: validate and plan
+    runs-on: ubuntu-24.04
+    timeout-minutes: 20
+    permissions:
+      contents: read
+      pull-requests: write  # the plan comment
+    steps:
+      - uses: @CHECKOUT@
+        with:
+          fetch-depth: 0  # versions come from the whole history
+          persist-credentials: false
+      - name: validate
+        uses: @GITPROV@
+        with:
+          command: validate
+      - name: plan
+        id: plan
+        uses: @GITPROV@
+        with:
+          command: plan
+      - name: keep the whole plan
+        uses: @UPLOAD_ARTIFACT@
+        with:
+          name: gitprov-plan
+          path: ${{ steps.plan.outputs.plan-json }}
+          retention-days: 30
+"""
+
+PUBLISH_WORKFLOW = """\
+# gitprov on every push to main (written by `gitprov init`): publish the commit into the
+# roots of the provisioning server, on that server's self-hosted runner (label
+# @LABEL@). The private key never leaves the server: the runner's .env file sets
+# GITPROV_PRIVATE_KEY_FILE to a file only the runner's user can read. One publish at a
+# time, and a running one is never cancelled half-way (gitprov also locks its state dir).
+name: gitprov publish
+
+on:
+  push:
+    branches: [main]
+
+permissions: {}
+
+concurrency:
+  group: gitprov-publish
+  cancel-in-progress: false
+
+jobs:
+  publish:
+    name: publish
+    runs-on: [self-hosted, @LABEL@]
+    timeout-minutes: 30
+    permissions:
+      contents: read
+    steps:
+      - uses: @CHECKOUT@
+        with:
+          fetch-depth: 0  # versions come from the whole history
+          persist-credentials: false
+      - name: publish
+        uses: @GITPROV@
+        with:
+          command: publish
+          rev: ${{ github.sha }}
+          # Where the server serves from. The fleet settings' relative roots would land
+          # in this checkout, which every run cleans.
+          http-root: /srv/gitprov/http
+          tftp-root: /srv/gitprov/tftp
+          state-dir: /var/lib/gitprov/state
+"""
+
+ACTIONLINT = """\
+# actionlint (https://github.com/rhysd/actionlint) knows GitHub's own runner labels; this
+# one is the provisioning server's self-hosted runner (gitprov-publish.yml).
+self-hosted-runner:
+  labels:
+    - @LABEL@
+"""
+
+
+def github_files(action: ActionRef, runner_label: str = RUNNER_LABEL) -> dict[str, str]:
+    """The workflows of an inventory repository, by path: review on pull requests,
+    publish on pushes to main, and actionlint's settings."""
+    if _LABEL.fullmatch(runner_label) is None:
+        raise UsageError(
+            f"not a runner label: {runner_label!r}",
+            hint="letters, digits, '.', '_' and '-', as set with the runner's config.sh --labels",
+        )
+    values = {
+        "@CHECKOUT@": pinned("actions/checkout"),
+        "@UPLOAD_ARTIFACT@": pinned("actions/upload-artifact"),
+        "@GITPROV@": action.uses,
+        "@LABEL@": runner_label,
+    }
+
+    def fill(template: str) -> str:
+        for token, value in values.items():
+            template = template.replace(token, value)
+        return template
+
+    return {
+        ".github/workflows/gitprov-review.yml": fill(REVIEW_WORKFLOW),
+        ".github/workflows/gitprov-publish.yml": fill(PUBLISH_WORKFLOW),
+        ".github/actionlint.yaml": fill(ACTIONLINT),
+    }
+
+
 @dataclass(frozen=True)
 class Initialized:
     top: Path
@@ -111,9 +327,16 @@ class Initialized:
     private_key_file: Path
 
 
-def init_inventory(top: Path, private_key_file: Path, name: str | None = None) -> Initialized:
+def init_inventory(
+    top: Path,
+    private_key_file: Path,
+    name: str | None = None,
+    action: ActionRef | None = None,
+    runner_label: str = RUNNER_LABEL,
+) -> Initialized:
     """Write a new inventory into `top` (a git repository is created if there is none);
-    the private key goes to `private_key_file`, which must be outside the repository."""
+    the private key goes to `private_key_file`, which must be outside the repository.
+    With `action`, GitHub workflows that use it are written too."""
     top = top.absolute()
     name = name or top.name
     key_path = private_key_file.absolute()
@@ -164,6 +387,8 @@ def init_inventory(top: Path, private_key_file: Path, name: str | None = None) -
     }
     for model, text in MODELS.items():
         files[f"inventory/models/{model}.yaml"] = text
+    if action is not None:
+        files.update(github_files(action, runner_label))
     # For editors (yaml-language-server, check-jsonschema): the schemas, with relative
     # $refs, committed beside the inventory; `gitprov schema --write schemas` renews them.
     for schema_name, schema in all_schemas().items():

@@ -44,7 +44,9 @@ def test_a_new_inventory_validates_builds_and_publishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     top, key = tmp_path / "fleet", tmp_path / "keys" / "fleet.key"
-    assert main(["init", str(top), "--private-key-out", str(key)]) == 0
+    # The action's commit is given: the default asks GitHub (tests/github_test.py).
+    action = ["--action-ref", f"gitprov/gitprov@{'5' * 40}"]
+    assert main(["init", str(top), "--private-key-out", str(key), *action]) == 0
     out = capsys.readouterr().out
     assert str(key) in out and "gitprov-sk-" not in out  # the private key is only in the file
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -59,6 +61,9 @@ def test_a_new_inventory_validates_builds_and_publishes(
         ".vscode/settings.json",
         "schemas/device.schema.json",
         "README.md",
+        ".github/workflows/gitprov-review.yml",
+        ".github/workflows/gitprov-publish.yml",
+        ".github/actionlint.yaml",
     ):
         assert (top / rel).is_file(), rel
     assert "!secret scalar" in (top / ".vscode" / "settings.json").read_text()
@@ -104,7 +109,7 @@ def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
         (top / "inventory").mkdir(parents=True)
     else:
         key.write_text("keep me\n")
-    assert main(["init", str(top), "--private-key-out", str(key)]) == 2
+    assert main(["init", str(top), "--private-key-out", str(key), "--no-workflows"]) == 2
     assert capsys.readouterr().err.startswith("gitprov: error: ")
     if case == "key exists":
         assert key.read_text() == "keep me\n"

@@ -77,8 +77,10 @@ def test_markdown_for_pull_requests(
     )
     assert code == 0
     assert out.startswith("### gitprov plan ")
-    assert "| `0021f2011b19` | change | `fv0021f2011b19.conf` | 1001 → 1002 |" in out
-    assert out.count("```diff") == 3
+    assert "| `0021f2011b19` | `fv0021f2011b19.conf` | 1001 → 1002 |" in out
+    # The three devices on `office` get the same changed lines: one group, one diff.
+    assert "#### 3 devices changed: `DBID_WEB_SIP_OUTBOUND_BACKUP`" in out
+    assert out.count("```diff") == 1
 
 
 def test_invalid_side_reports_problems(

@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gitprov import __version__
 from gitprov.cli.common import Output, Subparsers, add_command
-from gitprov.init import init_inventory
+from gitprov.errors import UsageError
+from gitprov.init import (
+    GITHUB_REPOSITORY,
+    RUNNER_LABEL,
+    ActionRef,
+    github_files,
+    init_inventory,
+    parse_action_ref,
+    release_action_ref,
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -18,7 +28,8 @@ def register(sub: Subparsers) -> None:
         description="Write a new inventory into DIR (a git repository is created if "
         "needed): fleet settings with comments, a file per supported model, a base "
         "profile, sealed secrets with a fresh key pair, a pre-commit hook, editor settings "
-        "and schemas, a README. It validates as it is; nothing is committed.",
+        "and schemas, GitHub workflows (validate and plan on pull requests, publish on "
+        "main), a README. It validates as it is; nothing is committed.",
     )
     p.add_argument("dir", nargs="?", default=".", help="where to create it")
     p.add_argument("--name", help="the fleet's name (default: the directory's name)")
@@ -27,6 +38,24 @@ def register(sub: Subparsers) -> None:
         metavar="FILE",
         help="where to write the private key, outside the repository "
         "(default ~/.config/gitprov/NAME.key, mode 0600)",
+    )
+    g = p.add_argument_group("GitHub workflows")
+    g.add_argument(
+        "--action-ref",
+        metavar="OWNER/NAME@SHA",
+        help="the gitprov action the workflows use, pinned by its full commit id; add "
+        "' # VERSION' to name its release (default: the commit of release tag "
+        f"v{__version__} of {GITHUB_REPOSITORY}, asked of GitHub with git ls-remote)",
+    )
+    g.add_argument(
+        "--runner-label",
+        default=RUNNER_LABEL,
+        help="the label of the provisioning server's self-hosted runner, which publishes",
+    )
+    g.add_argument(
+        "--no-workflows",
+        action="store_true",
+        help="write no .github/ files (the inventory is not on GitHub)",
     )
 
 
@@ -38,7 +67,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.private_key_out
         else Path.home() / ".config" / "gitprov" / f"{name}.key"
     )
-    done = init_inventory(top, key, name)
+    action: ActionRef | None = None
+    if args.no_workflows:
+        if args.action_ref:
+            raise UsageError(
+                "--action-ref and --no-workflows contradict each other", hint="give one"
+            )
+    else:
+        action = parse_action_ref(args.action_ref) if args.action_ref else release_action_ref()
+        github_files(action, args.runner_label)  # a bad label fails before anything is written
+    done = init_inventory(top, key, name, action, args.runner_label)
     out.info(f"created {len(done.files)} file(s) in {done.top}")
     out.data(f"private key: {done.private_key_file} (mode 600; give it to the publisher only)")
     out.info(f"public key: {done.public_key}")

@@ -1,10 +1,31 @@
-"""`gitprov plan`: what merging a change would do to each device, for a pull request."""
+"""`gitprov plan`: what merging a change would do to each device, for a pull request.
+
+The markdown is a pull-request comment, so it has to stay readable and small when one
+profile edit reaches thousands of devices: devices whose changed lines are the same form
+one group, shown with one diff; device lists are collapsed; and `--max-chars` caps the
+whole text (GitHub refuses a comment over 65,536 characters), dropping device rows first
+and whole groups last, with a line that says what was left out.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from gitprov.cli.common import Output, Subparsers, add_command, session
+from jsonschema import Draft202012Validator
+
+from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
+from gitprov.errors import UsageError
+from gitprov.review import Change, DeviceChange, Review
+from gitprov.schemas import output_schemas
+
+MIN_CHARS = 1_000
+DIFF_LINES = 150  # per group: a device's whole file is rarely longer
+KEYS_SHOWN = 4
 
 
 def register(sub: Subparsers) -> None:
@@ -15,7 +36,8 @@ def register(sub: Subparsers) -> None:
         help="what merging a change would do to each device",
         description="Render both sides with secrets redacted and show, per device, the "
         "diff of its file and its version bump. No private key needed. For pull "
-        "requests: gitprov plan --base origin/main --format markdown",
+        "requests: gitprov plan --base origin/main --format markdown (devices with the "
+        "same changed lines are grouped under one diff).",
     )
     p.add_argument("--base", default="main", help="the branch the change goes into")
     p.add_argument("--rev", default="HEAD", help="the change")
@@ -25,55 +47,301 @@ def register(sub: Subparsers) -> None:
         default="text",
         help="text; json (schemas/output/plan-output.schema.json); markdown (a PR comment)",
     )
+    p.add_argument(
+        "--max-chars",
+        type=_max_chars,
+        metavar="N",
+        help=f"markdown only: cap the text at N characters (at least {MIN_CHARS:,}), "
+        "listing fewer devices and then fewer groups; a pull-request comment takes at "
+        "most 65,536 (default: no cap)",
+    )
+    p.add_argument(
+        "--from-json",
+        type=readable_file,
+        metavar="FILE",
+        help="render a plan saved with --format json instead of computing one (no "
+        "repository needed; --base and --rev are not used); '-' reads stdin",
+    )
+
+
+def _max_chars(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < MIN_CHARS:
+        raise argparse.ArgumentTypeError(f"{n} is too small: give at least {MIN_CHARS}")
+    return n
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    result = session(args, out).plan(args.base, args.rev)
-    if args.format == "json":
-        out.json(
-            {
-                "version": 1,
-                "base": result.base,
-                "head": result.head,
-                "unchanged": result.unchanged,
-                "devices": [
-                    {
-                        "mac": c.mac,
-                        "change": str(c.change),
-                        "file": c.file_name,
-                        "old_version": c.old_version,
-                        "new_version": c.new_version,
-                        "diff": list(c.diff),
-                    }
-                    for c in result.changes
-                ],
-            }
+    if args.max_chars is not None and args.format != "markdown":
+        raise UsageError(
+            f"--max-chars caps markdown, not --format {args.format}",
+            hint="add --format markdown, or drop --max-chars",
         )
-        return 0
-    md = args.format == "markdown"
-    title = f"gitprov plan {result.base[:12]}..{result.head[:12]}"
-    out.data(f"### {title}\n" if md else title)
+    if args.from_json:
+        result = load_json(args.from_json)
+    else:
+        result = session(args, out).plan(args.base, args.rev)
+    if args.format == "json":
+        out.json(to_json(result))
+    elif args.format == "markdown":
+        out.stdout.write(markdown(result, args.max_chars))
+    else:
+        _text(result, out)
+    return 0
+
+
+# -- json -----------------------------------------------------------------------------
+def to_json(result: Review) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "base": result.base,
+        "head": result.head,
+        "unchanged": result.unchanged,
+        "devices": [
+            {
+                "mac": c.mac,
+                "change": str(c.change),
+                "file": c.file_name,
+                "old_version": c.old_version,
+                "new_version": c.new_version,
+                "diff": list(c.diff),
+            }
+            for c in result.changes
+        ],
+    }
+
+
+def load_json(path: str) -> Review:
+    """A plan saved with `--format json`, checked against its schema."""
+    try:
+        text = Path("/dev/stdin" if path == "-" else path).read_text(encoding="utf-8")
+        doc = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(
+            f"{path}: not a saved plan ({exc})",
+            hint="save one with `gitprov plan --format json > FILE`",
+        ) from None
+    schema = output_schemas()["plan-output.schema.json"]
+    error = next(iter(Draft202012Validator(schema).iter_errors(doc)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+        raise UsageError(
+            f"{path}: {where}: {error.message}",
+            hint="give the output of `gitprov plan --format json` (format version 1)",
+        )
+    changes = tuple(
+        DeviceChange(
+            d["mac"],
+            Change(d["change"]),
+            d["file"],
+            d["old_version"],
+            d["new_version"],
+            tuple(d["diff"]),
+        )
+        for d in doc["devices"]
+    )
+    return Review(doc["base"], doc["head"], changes, doc["unchanged"])
+
+
+# -- text -----------------------------------------------------------------------------
+def _text(result: Review, out: Output) -> None:
+    out.data(f"gitprov plan {result.base[:12]}..{result.head[:12]}")
     if not result.changes:
         out.data(f"no device changes ({result.unchanged} unchanged)")
-        return 0
-    if md:
-        out.data("| device | change | file | version |\n|---|---|---|---|")
+        return
     for c in result.changes:
-        ver = f"{c.old_version or '-'} → {c.new_version or '-'}"
-        if md:
-            out.data(f"| `{c.mac}` | {c.change} | `{c.file_name}` | {ver} |")
-        else:
-            out.data(f"  {c.change:<7} {c.mac}  {c.file_name}  version {ver}")
+        out.data(f"  {c.change:<7} {c.mac}  {c.file_name}  version {_versions([c])}")
     out.data(
         f"\n{len(result.changes)} device(s) change, {result.unchanged} unchanged; new "
         "versions as merging it into the base gives them (a fast-forward gives the same)"
     )
     for c in result.changes:
-        if md:
-            out.data(f"\n<details><summary>{c.mac}</summary>\n\n```diff")
-        else:
-            out.data()
+        out.data()
         out.data("\n".join(c.diff))
-        if md:
-            out.data("```\n</details>")
-    return 0
+
+
+# -- markdown -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Group:
+    """Devices whose files change by the same lines (context lines may differ)."""
+
+    change: Change
+    lines: tuple[str, ...]  # the +/- lines, without the file headers
+    devices: tuple[DeviceChange, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The DBID keys the changed lines set, in order of appearance."""
+        seen: dict[str, None] = {}
+        for line in self.lines:
+            seen.setdefault(line[1:].partition("=")[0], None)
+        return tuple(seen)
+
+
+def groups(changes: Sequence[DeviceChange]) -> list[Group]:
+    """Largest group first, so the change that reaches most devices is read first."""
+    found: dict[tuple[Change, tuple[str, ...]], list[DeviceChange]] = {}
+    for c in changes:
+        lines = tuple(
+            ln for ln in c.diff if ln[:1] in ("+", "-") and not ln.startswith(("+++", "---"))
+        )
+        found.setdefault((c.change, lines), []).append(c)
+    out = [Group(change, lines, tuple(devs)) for (change, lines), devs in found.items()]
+    out.sort(key=lambda g: (-len(g.devices), g.devices[0].mac))
+    return out
+
+
+_VERB = {Change.ADD: "added", Change.CHANGE: "changed", Change.REMOVE: "removed"}
+
+
+def markdown(result: Review, max_chars: int | None = None) -> str:
+    """The plan as a pull-request comment: a summary, then per group its diff and its
+    devices. With `max_chars`, the text (newlines included) is at most that long."""
+    all_groups = groups(result.changes)
+    head = _md_header(result, len(all_groups))
+    # Room for the line that counts left-out groups, at its longest.
+    reserve = (
+        0 if max_chars is None else len(_tail(len(result.changes), len(all_groups), max_chars))
+    )
+    tops: list[str] = []
+    used = len(head)  # the header and the tops of the groups in
+    floor = used  # and their device lists, empty
+    for g in all_groups:
+        top = _md_group_top(g)
+        # A group goes in with its diff and an empty device list, or not at all.
+        cost = len(top) + len(_md_rows(g, 0))
+        if max_chars is not None and floor + cost + reserve > max_chars:
+            break
+        tops.append(top)
+        used += len(top)
+        floor += cost
+    shown = all_groups[: len(tops)]
+    # What is left goes to device rows, as many per group as fit (the same number for
+    # every group, so a big group cannot crowd out the rows of a small one).
+    room = None if max_chars is None else max_chars - used - reserve
+    limit = _rows_that_fit(shown, room)
+    parts = [head]
+    for g, top in zip(shown, tops, strict=True):
+        parts.append(top + _md_rows(g, limit))
+    hidden = all_groups[len(shown) :]
+    if hidden and max_chars is not None:
+        parts.append(_tail(sum(len(g.devices) for g in hidden), len(hidden), max_chars))
+    text = "".join(parts)
+    assert max_chars is None or len(text) <= max_chars, (len(text), max_chars)
+    return text
+
+
+def _tail(devices: int, hidden_groups: int, max_chars: int) -> str:
+    return (
+        f"\n… {devices:,} more device(s) in {hidden_groups:,} group(s) not shown: the text "
+        f"is capped at {max_chars:,} characters. `gitprov plan --format json` lists every "
+        "device.\n"
+    )
+
+
+def _md_header(result: Review, n_groups: int) -> str:
+    title = f"### gitprov plan `{result.base[:12]}`..`{result.head[:12]}`\n\n"
+    if not result.changes:
+        return title + f"No device changes ({result.unchanged:,} unchanged).\n"
+    counts = {kind: 0 for kind in Change}
+    for c in result.changes:
+        counts[c.change] += 1
+    detail = ", ".join(f"{counts[k]:,} {_VERB[k]}" for k in Change if counts[k])
+    return title + (
+        f"**{len(result.changes):,} device(s) change** ({detail}) in {n_groups:,} "
+        f"group(s) of identical changes; {result.unchanged:,} unchanged. Versions are what "
+        "merging into the base gives them; secrets are redacted.\n"
+    )
+
+
+def _md_group_top(g: Group) -> str:
+    """A group's heading, versions and diff: what a reviewer must see."""
+    n = len(g.devices)
+    first = g.devices[0]
+    who = f"`{first.mac}`" if n == 1 else f"{n:,} devices"
+    keys = ", ".join(f"`{_cell(k)}`" for k in g.keys[:KEYS_SHOWN])
+    if len(g.keys) > KEYS_SHOWN:
+        keys += f" and {len(g.keys) - KEYS_SHOWN} more"
+    what = f": {keys}" if g.change == Change.CHANGE and keys else ""
+    text = f"\n#### {who} {_VERB[g.change]}{what}\n\n"
+    text += f"Version {_versions(g.devices)}"
+    if n == 1:
+        text += f", file `{_cell(first.file_name)}`.\n\n"
+    else:
+        text += f". The diff of `{_cell(first.file_name)}`; every device here gets the same "
+        text += "changed lines.\n\n"
+    diff = list(first.diff)
+    if len(diff) > DIFF_LINES:
+        diff = [*diff[:DIFF_LINES], f"… {len(first.diff) - DIFF_LINES} more lines"]
+    body = "\n".join(diff)
+    fence = "`" * max(3, _longest_backtick_run(body) + 1)
+    return text + f"{fence}diff\n{body}\n{fence}\n"
+
+
+def _md_rows(g: Group, limit: int | None) -> str:
+    if len(g.devices) == 1:
+        return ""
+    rows = g.devices if limit is None else g.devices[:limit]
+    text = f"\n<details><summary>{len(g.devices):,} devices</summary>\n\n"
+    if rows:
+        text += "| device | file | version |\n|---|---|---|\n"
+        text += "".join(_md_row(c) for c in rows)
+    left = len(g.devices) - len(rows)
+    if left:
+        text += f"\n… and {left:,} more, not listed here (the text is capped).\n"
+    return text + "\n</details>\n"
+
+
+def _md_row(c: DeviceChange) -> str:
+    return f"| `{c.mac}` | `{_cell(c.file_name)}` | {_versions([c])} |\n"
+
+
+def _rows_that_fit(shown: Sequence[Group], room: int | None) -> int | None:
+    """The most device rows per group whose tables fit in `room` characters."""
+    if room is None:
+        return None
+    listed = [g for g in shown if len(g.devices) > 1]
+    if not listed:
+        return None
+
+    def size(limit: int) -> int:
+        return sum(len(_md_rows(g, limit)) for g in listed)
+
+    lo, hi = 0, max(len(g.devices) for g in listed)
+    if size(hi) <= room:
+        return hi
+    while lo < hi:  # the largest limit that fits; size(limit) grows with limit
+        mid = (lo + hi + 1) // 2
+        if size(mid) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _versions(devices: Sequence[DeviceChange]) -> str:
+    olds = sorted({d.old_version for d in devices if d.old_version is not None})
+    news = sorted({d.new_version for d in devices if d.new_version is not None})
+
+    def span(vs: list[int]) -> str:
+        if not vs:
+            return "-"
+        return str(vs[0]) if len(vs) == 1 else f"{vs[0]}–{vs[-1]}"
+
+    return f"{span(olds)} → {span(news)}"
+
+
+def _cell(text: str) -> str:
+    """Safe inside `code` in a table cell: no backtick ends it, no bar splits the row."""
+    return text.replace("`", "'").replace("|", "/").replace("\n", " ")
+
+
+def _longest_backtick_run(text: str) -> int:
+    best = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        best = max(best, run)
+    return best
