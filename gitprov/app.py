@@ -27,6 +27,8 @@ from gitprov.formats import flyingvoice
 from gitprov.inventory import SECRETS_FILE, Device, Fleet, Inventory
 from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline, secret_resolver
 from gitprov.publish import (
+    Guards,
+    PathPolicy,
     PublishResult,
     Targets,
     publish_commit,
@@ -35,6 +37,7 @@ from gitprov.publish import (
     write_atomic,
     write_file,
 )
+from gitprov.publisher_config import PublisherConfig
 from gitprov.review import Review, review
 from gitprov.secrets import SecretError, load_private_key
 from gitprov.source import DEFAULT_INVENTORY_DIR, Source, WorktreeSource, open_repo, resolve_commit
@@ -66,16 +69,6 @@ class Built:
     out: Path
     files: int
     revealed: bool
-
-
-@dataclass(frozen=True)
-class TargetOverrides:
-    """Where to publish, as given on the command line (empty: the fleet's settings)."""
-
-    http_roots: Sequence[str] = ()
-    tftp_roots: Sequence[str] = ()
-    state_dir: str | None = None
-    firmware_dir: str | None = None
 
 
 class Session:
@@ -240,28 +233,35 @@ class Session:
     def publish(
         self,
         rev: str = "HEAD",
-        targets: TargetOverrides = TargetOverrides(),
+        config: PublisherConfig | None = None,
         *,
         force: bool = False,
         wait: float = 0.0,
         prune_unknown: bool = False,
+        allow_mass_removal: bool = False,
+        allow_target_change: bool = False,
     ) -> PublishResult:
+        """Publish `rev` where `config` (the operator's) says, or where the fleet settings
+        say within what `config` allows; refused when a guard says so (see `Guards`)."""
+        config = config or PublisherConfig()
+        guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())
         commit = self.commit(rev)
         loaded = self.pipeline.load_commit(commit)
         key = self._key_for(loaded.inventory) if loaded.inventory is not None else None
         return publish_commit(
             self.pipeline,
             commit,
-            lambda inventory: self.targets(inventory, targets),
+            lambda inventory: self.targets(inventory, config),
             key,
             force=force,
             progress=self.progress,
             lock_wait=wait,
             prune_unknown=prune_unknown,
             loaded=loaded,
+            guards=guards,
         )
 
-    def targets(self, inventory: Inventory, given: TargetOverrides) -> Targets:
+    def targets(self, inventory: Inventory, given: PublisherConfig) -> Targets:
         return targets_for(
             inventory.fleet,
             http_roots=given.http_roots,
@@ -269,6 +269,17 @@ class Session:
             state_dir=given.state_dir,
             firmware_dir=given.firmware_dir,
             base=self.base,
+            policy=self.path_policy(given),
+        )
+
+    def path_policy(self, given: PublisherConfig) -> PathPolicy:
+        """Where the fleet settings' paths may point: the operator's allow-list, else this
+        repository's work tree (none for a bare one); never into the git directory."""
+        workdir = self.repo.workdir
+        return PathPolicy(
+            tuple(Path(r) for r in given.allowed_roots),
+            Path(workdir) if workdir is not None else None,
+            Path(self.repo.path),
         )
 
     @property
@@ -363,23 +374,23 @@ class Session:
         return loaded.inventory.fleet if loaded.inventory is not None else None
 
     # -- the watcher ----------------------------------------------------------------------
-    def state_dir_at(self, commit: pygit2.Commit) -> str | None:
-        """The state dir the fleet settings of `commit` name (None if it does not validate)."""
-        loaded = self.pipeline.load_commit(commit)
-        if loaded.inventory is None:
-            return None
-        return self.fleet_path(loaded.inventory.fleet.state_dir)
-
     def publisher(
         self,
-        targets: TargetOverrides,
+        config: PublisherConfig,
         *,
         prune_unknown: bool,
         lock_wait: float,
-        state_dir: Path | None,
+        allow_mass_removal: bool = False,
+        allow_target_change: bool = False,
     ) -> CommitPublisher:
-        """What `gitprov watch` publishes each new head with. Every so often it starts
-        over with a fresh Pipeline (a long-running process must not grow its caches)."""
+        """What `gitprov watch` publishes each new head with: where `config` says, which
+        must name the state dir (a watcher resumes from it, so a pull request must not
+        move it) and either the roots or an allow-list for the fleet settings' roots.
+        Every so often it starts over with a fresh Pipeline (a long-running process must
+        not grow its caches)."""
+        config.require_targets()
+        assert config.state_dir is not None
+        guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())
 
         def renew(repo: pygit2.Repository) -> Pipeline:
             old = self.pipeline
@@ -392,11 +403,12 @@ class Session:
         return CommitPublisher(
             self.pipeline,
             self.private_key(),
-            lambda inventory: self.targets(inventory, targets),
+            lambda inventory: self.targets(inventory, config),
             prune_unknown=prune_unknown,
             lock_wait=lock_wait,
-            state_dir=state_dir,
+            state_dir=Path(config.state_dir).absolute(),
             renew=renew,
+            guards=guards,
         )
 
     def _key_for(self, inventory: Inventory | None) -> str | None:

@@ -14,6 +14,12 @@ the other roots still converge, and the next publish retries the lagging one.
 What is published in every root: the per-MAC device files; with `publish.option66`, each
 model's Config File Name file (a plaintext bootstrap that points devices at their per-MAC
 file); with `publish.firmware_dir`, each model's `firmware.file`.
+
+Where the files go is the operator's choice, not the inventory's: paths the publisher is
+given (command line, its config file) are taken as they are; paths from the inventory's
+`publish:` settings only inside the roots the operator allows (`PathPolicy`). Before
+anything is written, `publish_commit` applies the operator's `Guards`: the commit's
+signature, a change of where files go, and the share of devices it would remove.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import fcntl
 import hashlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 
 import pygit2
@@ -53,6 +61,8 @@ from gitprov.plan import (
     served_versions,
     version_key,
 )
+from gitprov.rules.file_name import unsafe_reason
+from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.version import require_complete
 
 Progress = Callable[[str, int, int], None]
@@ -62,6 +72,21 @@ LOCK = "publish.lock"
 
 class PublishError(GitprovError):
     """Writing failed (disk full, permissions, a mount gone): publishing again may work."""
+
+
+class Refused(GitprovError):
+    """The commit is valid, but a guard of the operator's refuses it (see `Guards`):
+    nothing was published, the last good files stay."""
+
+
+@dataclass(frozen=True)
+class Guards:
+    """What a commit must pass, besides validation, before `publish_commit` writes it.
+    The operator's choices (command line, publisher config), never the inventory's."""
+
+    allow_mass_removal: bool = False  # else: refuse removing more than publish.max_removal
+    allow_target_change: bool = False  # else: refuse a commit that moves roots or dirs
+    signatures: SignaturePolicy | None = None  # else: unsigned commits publish too
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,54 @@ class Targets:
                 )
 
 
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where a path of the inventory's `publish:` settings may point. A pull request must
+    not choose where the publisher writes: with `allowed` (the operator's allow-list,
+    absolute), only inside one of those directories; without, only inside the repository's
+    work tree (local use: the example's var/http), and never for a bare repository. Never
+    inside the git directory. Symlinks are resolved first: a link in the work tree to
+    /etc is /etc."""
+
+    allowed: tuple[Path, ...] = ()
+    worktree: Path | None = None
+    git_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for root in self.allowed:
+            if not root.is_absolute():
+                raise UsageError(
+                    f"allowed root {root} is not an absolute path",
+                    hint="give --allow-root (or allowed_roots, GITPROV_ALLOWED_ROOTS) "
+                    "as absolute paths",
+                )
+
+    def check(self, fleet: Fleet, setting: tuple[str | int, ...], path: Path) -> None:
+        """Raise Refused unless the inventory may name `path` for `setting`."""
+        if self.git_dir is not None and inside(path, self.git_dir):
+            why = f"inside the repository's git directory {self.git_dir}"
+        elif self.allowed:
+            if any(inside(path, root) for root in self.allowed):
+                return
+            why = "outside the allowed roots (" + ", ".join(map(str, self.allowed)) + ")"
+        elif self.worktree is not None:
+            if inside(path, self.worktree):
+                return
+            why = f"outside the repository's work tree {self.worktree}, and no root is allowed"
+        else:
+            why = "in a bare repository, and no root is allowed"
+        line, col = fleet.doc.pos(("publish", *setting))
+        name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
+        real = path.resolve()
+        shown = f"{path}" if real == path else f"{path} (that is {real})"
+        raise Refused(
+            f"{fleet.doc.path}:{line}:{col}: {name} names {shown}, {why}: the publisher's "
+            "operator decides where it writes; nothing was published",
+            hint="set the roots on the publisher (--http-root, --tftp-root, --state-dir, "
+            "--firmware-dir or a --config file), or allow the directory with --allow-root DIR",
+        )
+
+
 def targets_for(
     fleet: Fleet,
     *,
@@ -87,22 +160,31 @@ def targets_for(
     state_dir: str | None = None,
     firmware_dir: str | None = None,
     base: Path | None = None,
+    policy: PathPolicy = PathPolicy(),
 ) -> Targets:
-    """The fleet's publish settings, each overridden by the given values (the CLI's).
+    """The fleet's publish settings, each overridden by the given values (the operator's).
 
     A relative path given here is relative to the current directory, as on any command
     line; a relative path in the fleet settings is relative to `base` (the repository's
-    top), so that where files go does not depend on where the command runs."""
+    top), so that where files go does not depend on where the command runs. Paths of the
+    fleet settings must pass `policy` (Refused otherwise)."""
 
-    def fleet_path(value: str) -> Path:
-        return resolve_fleet_path(value, base)
+    def fleet_path(value: str, *setting: str | int) -> Path:
+        path = resolve_fleet_path(value, base)
+        policy.check(fleet, setting, path)
+        return path
 
-    http = [Path(r) for r in http_roots] or [
-        fleet_path(r) for r in (fleet.http_roots or _one(fleet.http_root))
-    ]
-    tftp = [Path(r) for r in tftp_roots] or [
-        fleet_path(r) for r in (fleet.tftp_roots or _one(fleet.tftp_root))
-    ]
+    def fleet_dirs(name: str, values: tuple[str, ...]) -> list[Path]:
+        if len(values) == 1:
+            return [fleet_path(values[0], name)]
+        return [fleet_path(v, name, i) for i, v in enumerate(values)]
+
+    http = [Path(r) for r in http_roots] or fleet_dirs(
+        "http_root", fleet.http_roots or _one(fleet.http_root)
+    )
+    tftp = [Path(r) for r in tftp_roots] or fleet_dirs(
+        "tftp_root", fleet.tftp_roots or _one(fleet.tftp_root)
+    )
     # Absolute: the manifest records the roots, and a reconcile may run from elsewhere.
     roots = tuple(dict.fromkeys(r.absolute() for r in (*http, *tftp)))
     if not roots:
@@ -112,14 +194,18 @@ def targets_for(
             "gitprov.yaml or pass --http-root / --tftp-root",
         )
     state = (
-        Path(state_dir) if state_dir else fleet_path(fleet.state_dir) if fleet.state_dir else None
+        Path(state_dir)
+        if state_dir
+        else fleet_path(fleet.state_dir, "state_dir")
+        if fleet.state_dir
+        else None
     )
     if state is None:
         raise UsageError("no state dir", hint="set publish.state_dir or pass --state-dir")
     firmware = (
         Path(firmware_dir)
         if firmware_dir
-        else fleet_path(fleet.firmware_dir)
+        else fleet_path(fleet.firmware_dir, "firmware_dir")
         if fleet.firmware_dir
         else None
     )
@@ -195,6 +281,14 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
     out += _firmware(build, firmware_dir, notes)
     seen: dict[str, Artifact] = {}
     for a in out:
+        # Validation (GP107) rejects such names; this is the last line before the roots.
+        reason = unsafe_reason(a.name)
+        if reason:
+            raise Refused(
+                f"the {a.kind} file {a.name!r} ({a.mac or a.model}) cannot be published: "
+                f"{reason}; nothing was published",
+                hint="fix the name in the inventory (`gitprov validate` says where)",
+            )
         other = seen.get(a.name)
         if other is not None and other.data != a.data:
             raise GitprovError(
@@ -281,15 +375,9 @@ def _firmware(build: Build, firmware_dir: Path | None, notes: list[str]) -> list
     out = []
     for m in models:
         name = m.firmware["file"]
-        try:
-            data = (firmware_dir / name).read_bytes()
-        except OSError as exc:
-            raise PublishError(
-                f"firmware {name} of model {m.name} ({m.doc.path}): cannot read "
-                f"{firmware_dir / name}: {exc.strerror}; nothing was published",
-                hint="put the image into the firmware dir (publish.firmware_dir or "
-                "--firmware-dir), or fix firmware.file",
-            ) from exc
+        data = read_firmware(
+            firmware_dir, name, f"firmware {name} of model {m.name} ({m.doc.path})"
+        )
         out.append(
             Artifact(
                 name,
@@ -301,6 +389,60 @@ def _firmware(build: Build, firmware_dir: Path | None, notes: list[str]) -> list
             )
         )
     return out
+
+
+def read_firmware(firmware_dir: Path, name: str, what: str) -> bytes:
+    """A regular file directly in the firmware dir. Not a symlink, even one that stays
+    inside (a link to /etc/shadow would publish it to every device), nor a fifo or a
+    device (never even opened: lstat first). Opened without following a link and checked
+    again, so a file swapped for a link in between is refused too."""
+    path = firmware_dir / name
+    if unsafe_reason(name):
+        raise Refused(f"{what}: {name!r} is not a plain file name; nothing was published")
+    try:
+        mode = os.lstat(path).st_mode
+        _check_regular(path, mode, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _check_regular(path, stat.S_IFLNK, what)
+        raise PublishError(
+            f"{what}: cannot read {path}: {exc.strerror}; nothing was published",
+            hint="put the image into the firmware dir (publish.firmware_dir or "
+            "--firmware-dir), or fix firmware.file",
+        ) from exc
+    with os.fdopen(fd, "rb") as f:
+        _check_regular(path, os.fstat(f.fileno()).st_mode, what)
+        try:
+            return f.read()
+        except OSError as exc:
+            raise PublishError(
+                f"{what}: cannot read {path}: {exc.strerror}; nothing was published"
+            ) from exc
+
+
+def _check_regular(path: Path, mode: int, what: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    raise Refused(
+        f"{what}: {path} is {_file_type(mode)}; gitprov publishes only regular files of "
+        "the firmware dir; nothing was published",
+        hint="put the image file itself into the firmware dir (a copy, not a link)",
+    )
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a fifo"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 # -- locking and temp files ----------------------------------------------------------
@@ -421,6 +563,7 @@ class PublishResult:
     failures: Mapping[str, str] = field(default_factory=dict)  # root -> why it failed
     notes: tuple[str, ...] = ()
     previous_files: Mapping[str, ManifestEntry] = field(default_factory=dict, repr=False)
+    state_dir: Path | None = None  # where the manifest was read and written
 
     @property
     def written(self) -> tuple[FileAction, ...]:
@@ -484,6 +627,7 @@ def publish_commit(
     lock_wait: float = 0.0,
     prune_unknown: bool = False,
     loaded: Loaded | None = None,
+    guards: Guards = Guards(),
 ) -> PublishResult:
     """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
 
@@ -491,9 +635,12 @@ def publish_commit(
     while holding the publish lock, so two publishers can never both give one number to
     different content. Raises InvalidInventory (nothing published), VersionConflict (the
     rule would give a number the roots already passed; names the version_floor to set),
-    IncompleteHistory (a shallow clone), PublishError or GitprovError."""
+    IncompleteHistory (a shallow clone), UnsignedCommit or Refused (a guard, see `Guards`),
+    PublishError or GitprovError."""
     assert pipeline.repo is not None
     require_complete(pipeline.repo)
+    if guards.signatures is not None:
+        verify_commit(pipeline.repo, commit, guards.signatures)
     loaded = loaded or pipeline.load_commit(commit)
     if loaded.inventory is None:
         raise InvalidInventory(
@@ -505,8 +652,101 @@ def publish_commit(
     with publish_lock(where.state_dir, lock_wait):
         previous = load_manifest(where.state_dir)
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
+        published = _published_inventory(pipeline, previous, str(commit.id))
+        if callable(targets) and not guards.allow_target_change:
+            _check_targets(str(commit.id), where, previous, published, targets)
         build = pipeline.build(commit, private_key, served_versions(previous), loaded, force=force)
+        if not guards.allow_mass_removal:
+            _check_removal(build, previous, published)
         return _publish_locked(build, where, previous, progress, prune_unknown)
+
+
+def _published_inventory(
+    pipeline: Pipeline, previous: Manifest | None, commit: str
+) -> Inventory | None:
+    """The inventory of the commit the roots hold, for the guards to compare with; None
+    when nothing is published, it is this commit, or it is not in the repository."""
+    if previous is None or previous.commit == commit or pipeline.repo is None:
+        return None
+    try:
+        old = pipeline.repo.get(previous.commit)
+    except (ValueError, pygit2.GitError):
+        return None
+    if not isinstance(old, pygit2.Commit):
+        return None
+    return pipeline.load_commit(old).inventory
+
+
+def _check_targets(
+    commit: str,
+    where: Targets,
+    previous: Manifest | None,
+    published: Inventory | None,
+    targets: Callable[[Inventory], Targets],
+) -> None:
+    """Refuse a commit whose settings move the roots, the state dir or the firmware dir
+    away from where the published commit's settings put them: the old roots would keep
+    their files, unmanaged, and a pull request is not where such a move is decided.
+    Settings the operator overrides move nothing (both sides resolve to the override)."""
+    if previous is None or published is None:
+        return
+    try:
+        before = targets(published)
+    except GitprovError:
+        # Its paths are not allowed any more: compare with what the manifest records.
+        before = Targets(
+            tuple(Path(r) for r in previous.roots), where.state_dir, where.firmware_dir
+        )
+    moved = []
+    if set(before.roots) != set(where.roots):
+        moved.append(f"roots {_paths(before.roots)} -> {_paths(where.roots)}")
+    if before.state_dir != where.state_dir:
+        moved.append(f"state dir {before.state_dir} -> {where.state_dir}")
+    if before.firmware_dir != where.firmware_dir:
+        moved.append(f"firmware dir {before.firmware_dir} -> {where.firmware_dir}")
+    if moved:
+        raise Refused(
+            f"commit {commit[:12]} changes where files are published ({'; '.join(moved)}) "
+            f"from the published {previous.commit[:12]}; refused: nothing was published, "
+            "the last good files stay",
+            hint="if the move is intended, publish it once with --allow-target-change "
+            "(files in the old roots stay: remove them by hand), or set the paths on "
+            "the publisher instead of in the inventory",
+        )
+
+
+def _paths(paths: Sequence[Path]) -> str:
+    return ", ".join(str(p) for p in paths)
+
+
+def _check_removal(build: Build, previous: Manifest | None, published: Inventory | None) -> None:
+    """Refuse removing more than publish.max_removal of the published devices (one device
+    is never a mass removal). The stricter of the published commit's and this commit's
+    limit applies: a commit cannot loosen the limit for itself."""
+    if previous is None:
+        return
+    before = {e.mac for e in previous.files.values() if e.kind == Kind.DEVICE and e.mac}
+    gone = sorted(before - {f.mac for f in build.files})
+    limit = build.inventory.fleet.max_removal
+    if published is not None:
+        limit = min(limit, published.fleet.max_removal)
+    if len(gone) <= 1 or Fraction(len(gone), len(before)) <= limit:
+        return
+    shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+    raise Refused(
+        f"commit {build.commit[:12]} removes {len(gone)} of the {len(before)} published "
+        f"devices ({percent(Fraction(len(gone), len(before)))}), more than "
+        f"publish.max_removal allows ({percent(limit)}): {shown}; refused: nothing was "
+        "removed or written, the last good files stay",
+        hint="if the removal is intended, publish it with --allow-mass-removal "
+        f"(gitprov publish --rev {build.commit[:12]} --allow-mass-removal)",
+    )
+
+
+def percent(share: Fraction) -> str:
+    """11%, 2.5%, 33.3%: one decimal when it is not whole."""
+    value = float(share * 100)
+    return f"{value:.0f}%" if value == round(value) else f"{value:.1f}%"
 
 
 def _check_descendant(
@@ -563,6 +803,7 @@ def _publish_locked(
             previous,
             notes=tuple(notes),
             previous_files=old_files,
+            state_dir=targets.state_dir,
         )
     failures, leftovers, touched = _apply(the_plan, wanted, roots, progress)
     if len(failures) == len(roots) and not touched:
@@ -599,6 +840,7 @@ def _publish_locked(
         failures,
         tuple(notes),
         old_files,
+        targets.state_dir,
     )
 
 

@@ -11,6 +11,9 @@ the truth, the served roots kept equal to the last good commit.
 - A commit that fails validation is reported with its locations and skipped; the last good
   files keep being served; the next good commit publishes. A publish that could not write
   (full disk, a root gone) is retried every `retry` seconds.
+- A valid commit the operator's guards refuse (not signed by an allowed key, removing more
+  devices than publish.max_removal, moving the roots) is reported as refused and not
+  retried; the last good files stay, and the next head is judged against them again.
 - Every `reconcile` seconds (and once at start, which also repairs a crash mid-publish) the
   roots are compared with the manifest; a file changed or deleted by hand is restored and
   reported as drift.
@@ -36,7 +39,7 @@ from gitprov.errors import GitprovError, InvalidInventory, Problem
 from gitprov.inventory import Inventory
 from gitprov.pipeline import Pipeline
 from gitprov.plan import Drift
-from gitprov.publish import PublishError, Targets, inspect, publish_commit
+from gitprov.publish import Guards, PublishError, Targets, inspect, publish_commit
 
 log = logging.getLogger("gitprov.watch")
 
@@ -212,7 +215,7 @@ class Kind(enum.StrEnum):
     CLEAN = "clean"  # reconcile found the roots equal to the manifest
     INVALID = "invalid"  # the commit fails validation: skipped, the last good files stay
     FAILED = "failed"  # could not write (disk, permissions): retried
-    REFUSED = "refused"  # will not publish this commit (not a descendant, no key, …)
+    REFUSED = "refused"  # will not publish this commit (not a descendant, unsigned, a guard…)
     FETCH_FAILED = "fetch-failed"  # the remote could not be fetched: retried next poll
 
 
@@ -267,6 +270,7 @@ class CommitPublisher:
         state_dir: Path | None = None,
         renew: Callable[[pygit2.Repository], Pipeline] | None = None,
         renew_every: int = 200,
+        guards: Guards | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.private_key = private_key
@@ -274,6 +278,7 @@ class CommitPublisher:
         self.prune_unknown = prune_unknown
         self.lock_wait = lock_wait
         self.state_dir = state_dir
+        self.guards = guards or Guards()
         # The pipeline's in-memory caches grow with every commit evaluated; a watcher runs
         # for months, so it starts a fresh one now and then (the version cache is on disk).
         self.renew = renew
@@ -302,19 +307,14 @@ class CommitPublisher:
             self.pipeline = self.renew(repo)
         self.pipeline.repo = repo
         try:
-
-            def where(inventory: Inventory) -> Targets:
-                targets = self.targets_for(inventory)
-                self.state_dir = targets.state_dir
-                return targets
-
             result = publish_commit(
                 self.pipeline,
                 commit,
-                where,
+                self.targets_for,
                 self.private_key,
                 lock_wait=self.lock_wait,
                 prune_unknown=self.prune_unknown,
+                guards=self.guards,
             )
         except InvalidInventory as exc:
             return done(
@@ -325,7 +325,10 @@ class CommitPublisher:
         except PublishError as exc:
             return done(Kind.FAILED, f"{short}: not published: {exc.message}")
         except GitprovError as exc:
-            return done(Kind.REFUSED, f"{short}: not published: {exc.message}")
+            # The hint names what lets it through (a flag, a signature): the log needs it.
+            hint = f" ({exc.hint})" if exc.hint else ""
+            return done(Kind.REFUSED, f"{short}: not published: {exc.message}{hint}")
+        self.state_dir = result.state_dir or self.state_dir
         common: dict[str, Any] = {
             "files_written": len(result.written),
             "files_removed": len(result.removed),

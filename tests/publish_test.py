@@ -19,6 +19,7 @@ from gitprov.formats import flyingvoice
 from gitprov.pipeline import Build, Pipeline
 from gitprov.plan import MANIFEST, Kind, load_manifest
 from gitprov.publish import (
+    PathPolicy,
     PublishError,
     Targets,
     descendant_check,
@@ -426,14 +427,17 @@ def test_fleet_settings_may_list_several_roots_per_protocol(
     text = text.replace("state_dir: var/state", f"state_dir: {tmp_path}/state")
     example_repo.commit({FLEET: text}, "two HTTP edges")
     build = build_of(example_repo, private_key)
-    t = targets_for(build.inventory.fleet)
+    # Outside the repository: only where the operator allows.
+    allowed = PathPolicy((tmp_path,))
+    t = targets_for(build.inventory.fleet, policy=allowed)
     assert t.roots == (tmp_path / "a", tmp_path / "b", tmp_path / "t")
-    assert targets_for(build.inventory.fleet, http_roots=["x"]).roots == (
+    assert targets_for(build.inventory.fleet, http_roots=["x"], policy=allowed).roots == (
         Path("x").absolute(),
         tmp_path / "t",
     )
     assert main(["--repo", str(example_repo.path), "validate", "--rev", "main"]) == 0
-    assert main(["--repo", str(example_repo.path), "publish", "--rev", "main"]) == 0
+    argv = ["--repo", str(example_repo.path), "publish", "--rev", "main"]
+    assert main([*argv, "--allow-root", str(tmp_path)]) == 0
     capsys.readouterr()
     for name in ("a", "b", "t"):
         assert listing(tmp_path / name) == {f.name: f.data for f in build.files}

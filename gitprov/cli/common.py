@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gitprov.app import Progress, Session, TargetOverrides
+from gitprov import publisher_config
+from gitprov.app import Progress, Session
 from gitprov.errors import Problem, UsageError
 from gitprov.macros import normalise_mac
+from gitprov.publisher_config import PublisherConfig
 from gitprov.source import DEFAULT_INVENTORY_DIR
 
 EXIT_CODES = (
@@ -115,7 +117,18 @@ def add_format(p: argparse.ArgumentParser, *extra: str) -> None:
 
 
 def add_targets(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("where to publish (default: the fleet's publish: settings)")
+    g = p.add_argument_group(
+        "where to publish (the publisher's choice; else the fleet's publish: settings, "
+        "within --allow-root or the repository's work tree)"
+    )
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        type=readable_file,
+        help="the publisher's config file (YAML: http_root, tftp_root, state_dir, "
+        "firmware_dir, allowed_roots, require_signed, allowed_signers, gpg_home); "
+        f"default ${publisher_config.CONFIG_ENV}; options given here win",
+    )
     g.add_argument(
         "--http-root",
         action="append",
@@ -133,16 +146,71 @@ def add_targets(p: argparse.ArgumentParser) -> None:
     g.add_argument("--state-dir", metavar="DIR", help="override publish.state_dir (manifest, lock)")
     g.add_argument("--firmware-dir", metavar="DIR", help="override publish.firmware_dir")
     g.add_argument(
+        "--allow-root",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="an absolute directory the fleet settings' paths may point into (repeat for "
+        f"several; also ${publisher_config.ALLOWED_ROOTS_ENV}, colon-separated); without "
+        "any, only into the repository's work tree",
+    )
+    g.add_argument(
         "--prune-unknown",
         action="store_true",
         help="also delete files in the roots that gitprov did not write (default: report them)",
     )
-
-
-def targets_of(args: argparse.Namespace) -> TargetOverrides:
-    return TargetOverrides(
-        tuple(args.http_root), tuple(args.tftp_root), args.state_dir, args.firmware_dir
+    guard = p.add_argument_group("what to refuse (a refused commit publishes nothing)")
+    guard.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="publish even if the commit removes more devices than publish.max_removal "
+        "(default 10%%) allows",
     )
+    guard.add_argument(
+        "--allow-target-change",
+        action="store_true",
+        help="publish even if the commit's fleet settings move the roots, the state dir "
+        "or the firmware dir away from the published commit's",
+    )
+    guard.add_argument(
+        "--require-signed",
+        action="store_true",
+        help="publish only commits signed by an allowed key (git verify-commit): needs "
+        "--allowed-signers and/or --gpg-home, each of which requires it too",
+    )
+    guard.add_argument(
+        "--allowed-signers",
+        metavar="FILE",
+        type=readable_file,
+        help="SSH keys allowed to sign (git's gpg.ssh.allowedSignersFile format)",
+    )
+    guard.add_argument(
+        "--gpg-home",
+        metavar="DIR",
+        help="a GnuPG home whose keyring holds the OpenPGP keys allowed to sign",
+    )
+
+
+def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
+    """The operator's settings: these options over the config file and the environment."""
+    given = PublisherConfig(
+        http_roots=tuple(args.http_root),
+        tftp_roots=tuple(args.tftp_root),
+        state_dir=args.state_dir,
+        firmware_dir=args.firmware_dir,
+        allowed_roots=tuple(args.allow_root),
+        require_signed=args.require_signed,
+        allowed_signers=args.allowed_signers,
+        gpg_home=args.gpg_home,
+    )
+    for root in given.allowed_roots:
+        if not Path(root).is_absolute():
+            raise UsageError(
+                f"--allow-root {root} is not an absolute path", hint="write it from /"
+            )
+    if given.gpg_home and not Path(given.gpg_home).is_dir():
+        raise UsageError(f"--gpg-home {given.gpg_home} is not a directory")
+    return publisher_config.resolve(given, args.config, os.environ)
 
 
 def mac(text: str) -> str:

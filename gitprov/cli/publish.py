@@ -10,8 +10,8 @@ from gitprov.cli.common import (
     add_command,
     add_format,
     add_targets,
+    publisher_config_of,
     session,
-    targets_of,
 )
 
 
@@ -25,7 +25,9 @@ def register(sub: Subparsers) -> None:
         "files are replaced atomically, removed devices' files deleted, the manifest "
         "written last. Idempotent. A commit that does not descend from the published one "
         "is refused, and so is one that would give a device a version it already passed "
-        "(the error names the version_floor to set).",
+        "(the error names the version_floor to set), one that removes more devices than "
+        "publish.max_removal allows, one that moves where files go, and, with "
+        "--require-signed, one not signed by an allowed key: exit 1, nothing written.",
     )
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to publish")
     add_targets(p)
@@ -48,10 +50,12 @@ def register(sub: Subparsers) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     result = session(args, out).publish(
         args.rev,
-        targets_of(args),
+        publisher_config_of(args),
         force=args.force,
         wait=args.wait,
         prune_unknown=args.prune_unknown,
+        allow_mass_removal=args.allow_mass_removal,
+        allow_target_change=args.allow_target_change,
     )
     entries = result.manifest.files
     changed = sorted({a.name for a in result.written})

@@ -20,8 +20,8 @@ from gitprov.cli.common import (
     add_targets,
     mac,
     opened_for_append,
+    publisher_config_of,
     session,
-    targets_of,
 )
 from gitprov.errors import GitprovError, UsageError
 from gitprov.tools.device import ProbeOptions, ResyncResult, probe
@@ -49,7 +49,11 @@ def register(sub: Subparsers) -> None:
         run_watch,
         help="publish each new commit of a branch",
         description="Watch a repository (bare or not) and publish every new head of the "
-        "branch; invalid commits are reported and skipped, the last good files stay.",
+        "branch; invalid commits are reported and skipped, the last good files stay. "
+        "A watcher publishes what others push, so where it writes is its operator's: it "
+        "needs --state-dir and the roots (options or --config FILE), or --allow-root for "
+        "the roots the fleet settings name. Commits its guards refuse (--require-signed, "
+        "publish.max_removal, a move of the roots) are reported and not published.",
     )
     p.add_argument(
         "--repo",
@@ -203,11 +207,13 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     source: LocalBranch | RemoteBranch
+    config = publisher_config_of(args)
+    config.require_targets()  # before a mirror is made or anything is read
     if args.remote:
         mirror = (
             args.repo
             if args.repo != "."
-            else args.state_dir and str(Path(args.state_dir) / "mirror.git")
+            else config.state_dir and str(Path(config.state_dir) / "mirror.git")
         )
         if not mirror:
             raise UsageError(
@@ -222,22 +228,21 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
             out.warn(f"warning: {exc.message}; polling on")
         head = source.resolve()
     s = session(args, out)
+    publisher = s.publisher(
+        config,
+        prune_unknown=args.prune_unknown,
+        lock_wait=args.wait,
+        allow_mass_removal=args.allow_mass_removal,
+        allow_target_change=args.allow_target_change,
+    )
     if not args.remote:
         source = LocalBranch(Path(s.repo.path), args.branch, inotify=not args.no_inotify)
         head = source.head()
     if head is None:
         out.warn(f"warning: no branch {args.branch!r} yet in {args.repo}; waiting for it")
-    # Resume from what is published: the manifest of the state dir the fleet names.
-    state_dir = args.state_dir
-    if state_dir is None and head is not None:
-        state_dir = s.state_dir_at(head[1])
-    manifest = load_manifest(Path(state_dir)) if state_dir else None
-    publisher = s.publisher(
-        targets_of(args),
-        prune_unknown=args.prune_unknown,
-        lock_wait=args.wait,
-        state_dir=Path(state_dir).absolute() if state_dir else None,
-    )
+    # Resume from what is published: the manifest of the operator's state dir.
+    state_dir = publisher.state_dir
+    manifest = load_manifest(state_dir) if state_dir else None
 
     def show(o: Outcome) -> None:
         if o.kind is Kind.CLEAN:
@@ -278,7 +283,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
         if args.metrics_port is not None:
             metrics = Metrics()
             if state_dir:
-                metrics.restore(Path(state_dir))
+                metrics.restore(state_dir)
             server = metrics.serve(args.metrics_port, args.metrics_host)
             observers.append(metrics)
             out.info(f"metrics: http://{args.metrics_host}:{server.port}/metrics")

@@ -223,11 +223,12 @@ class RuleContext:
 
     @cached_property
     def product_names(self) -> dict[str, str]:
-        """Model name -> product name ("" if it has none), for the $PN macro."""
+        """Model name -> product name, for the $PN macro: the model's name when it sets
+        none, as the compiler has it (a name checked here must be the one published)."""
         out: dict[str, str] = {}
         for name, m in self.model_docs.items():
             pn = get(m.data, "product_name")
-            out[name] = pn if isinstance(pn, str) else ""
+            out[name] = pn if isinstance(pn, str) else name
         return out
 
     @cached_property

@@ -1,10 +1,14 @@
-"""GP107 bad-file-name: a device's published file name would not be a safe file name.
+"""GP107 bad-file-name: a published file's name would not be a plain, visible file name.
 
-The fleet's `file_name` template is expanded with each device's macro variables; the result
-must be one path component: no `/`, no `..`, no NUL or control character, at most 255 bytes.
+Every name gitprov publishes into the roots must be one path component that nginx and
+tftpd serve: the fleet's `file_name` template expanded with each device's macro variables,
+and each model's `config_file_name` (the option-66 bootstrap) and `firmware.file`. No `/`,
+no `.` or `..`, no leading dot (servers deny dot-files, and gitprov's own temp files are
+dot-files it deletes), no NUL or control character, at most 255 bytes.
 
-Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"`
-Passes:  `file_name: "fv$(MA).conf"`
+Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"`, or in a model
+         `config_file_name: .IP542N.conf` or `firmware: {file: ..}`
+Passes:  `file_name: "fv$(MA).conf"`, `config_file_name: IP542N.conf`
 """
 
 from __future__ import annotations
@@ -12,21 +16,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem
-from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, error_at
-from gitprov.yamldoc import Document
+from gitprov.inventory import DEVICE, MODEL, stem
+from gitprov.plan import TMP_PREFIX, TMP_SUFFIX
+from gitprov.rules import DocContext, RuleContext, error_at, get
+from gitprov.yamldoc import Document, Path_
 
 CODE = "GP107"
 NAME = "bad-file-name"
 
 
 def unsafe_reason(name: str) -> str | None:
+    """Why `name` cannot be published as a file of the roots, or None if it can."""
     if not name:
         return "it is empty"
     if "/" in name or "\\" in name:
         return "it contains a path separator"
-    if name in (".", "..") or ".." in name:
+    if name in (".", ".."):
+        return "it names a directory, not a file"
+    if ".." in name:
         return "it contains '..'"
+    if name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX):
+        return "it looks like gitprov's own temp files, which a publish deletes"
     if name.startswith("."):
         return "it starts with '.', and dot-files are never served"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
@@ -34,6 +44,34 @@ def unsafe_reason(name: str) -> str | None:
     if len(name.encode("utf-8")) > 255:
         return "it is longer than 255 bytes"
     return None
+
+
+def check_document(dctx: DocContext) -> Iterator[Problem]:
+    if dctx.kind != MODEL:
+        return
+    doc = dctx.doc
+    named: list[tuple[Path_, object, str]] = [
+        (("config_file_name",), get(doc.data, "config_file_name"), "config_file_name"),
+        (("firmware", "file"), get(doc.data, "firmware", "file"), "firmware.file"),
+    ]
+    if named[0][1] is None:
+        # Unset, the bootstrap is named after the model file: models/.x.yaml gives .x.conf.
+        named[0] = ((), f"{stem(doc.path)}.conf", "the default config_file_name")
+    for path, value, what in named:
+        reason = unsafe_reason(value) if isinstance(value, str) else None
+        if reason:
+            yield _model_error(doc, path, what, value, reason)
+
+
+def _model_error(doc: Document, path: Path_, what: str, value: object, reason: str) -> Problem:
+    return error_at(
+        doc,
+        path,
+        CODE,
+        f"{what} {value!r} cannot be published: {reason}",
+        "name a plain file that servers serve, e.g. IP542N.conf or IP542N_F107.bin "
+        "(letters, digits, '_', '-', '.'; not starting with '.')",
+    )
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
