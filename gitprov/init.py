@@ -244,9 +244,11 @@ jobs:
 PUBLISH_WORKFLOW = """\
 # gitprov on every push to main (written by `gitprov init`): publish the commit into the
 # roots of the provisioning server, on that server's self-hosted runner (label
-# @LABEL@). The private key never leaves the server: the runner's .env file sets
-# GITPROV_PRIVATE_KEY_FILE to a file only the runner's user can read. One publish at a
-# time, and a running one is never cancelled half-way (gitprov also locks its state dir).
+# @LABEL@). What the publisher may do is the server's, not this repository's: the
+# runner's .env file sets GITPROV_PUBLISHER_CONFIG (where files go, which paths the
+# inventory may name, whose signatures it needs) and GITPROV_PRIVATE_KEY_FILE (a file
+# only the runner's user reads). One publish at a time, and a running one is never
+# cancelled half-way (gitprov also locks its state dir).
 name: gitprov publish
 
 on:
@@ -276,11 +278,6 @@ jobs:
         with:
           command: publish
           rev: ${{ github.sha }}
-          # Where the server serves from. The fleet settings' relative roots would land
-          # in this checkout, which every run cleans.
-          http-root: /srv/gitprov/http
-          tftp-root: /srv/gitprov/tftp
-          state-dir: /var/lib/gitprov/state
 """
 
 ACTIONLINT = """\

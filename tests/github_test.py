@@ -590,26 +590,41 @@ def test_mistakes_in_the_inputs_fail_with_an_annotation(
     assert f"::error title=gitprov::{message}" in ran.steps[ran.failed].stdout
 
 
-def test_publish_writes_the_commit_into_the_roots(small: GitRepo, tmp_path: Path) -> None:
-    # On the provisioning server the runner's .env gives the key file.
-    run = Runner(
-        tmp_path / "runner",
-        small.path,
-        {"ref": "refs/heads/main"},
-        env={"GITPROV_PRIVATE_KEY_FILE": str(DEMO_KEY_FILE)},
-    )
-    roots = {k: str(tmp_path / "srv" / k) for k in ("http-root", "tftp-root", "state-dir")}
+@pytest.mark.parametrize("where", ["publisher config", "inputs"])
+def test_publish_writes_the_commit_into_the_roots(
+    small: GitRepo, tmp_path: Path, written: Path, where: str
+) -> None:
+    srv = tmp_path / "srv"
+    roots = {"http_root": srv / "http", "tftp_root": srv / "tftp", "state_dir": srv / "state"}
+    # On the provisioning server the runner's .env names the key file and, as the
+    # workflow init writes expects, the publisher's config; or the inputs name the roots.
+    env = {"GITPROV_PRIVATE_KEY_FILE": str(DEMO_KEY_FILE)}
+    inputs = {}
+    if where == "inputs":
+        inputs = {k: str(v) for k, v in roots.items()}
+    else:
+        config = tmp_path / "publisher.yaml"
+        config.write_text("".join(f"{k}: {v}\n" for k, v in roots.items()))
+        env["GITPROV_PUBLISHER_CONFIG"] = str(config)
+        publish = load_yaml(written / ".github" / "workflows" / "gitprov-publish.yml")
+        (step,) = [
+            s
+            for s in publish["jobs"]["publish"]["steps"]
+            if "with" in s and s["with"].get("command") == "publish"
+        ]
+        assert step["with"] == {"command": "publish", "rev": "${{ github.sha }}"}
+    run = Runner(tmp_path / "runner", small.path, {"ref": "refs/heads/main"}, env=env)
     head = str(small.repo.head.target)
-    ran = run(command="publish", rev=head, **{k.replace("-", "_"): v for k, v in roots.items()})
+    ran = run(command="publish", rev=head, **inputs)
     assert ran.failed is None, ran.log()
-    data = (Path(roots["http-root"]) / "fv0021f2011b20.conf").read_bytes()
-    assert (Path(roots["tftp-root"]) / "fv0021f2011b20.conf").read_bytes() == data
+    data = (roots["http_root"] / "fv0021f2011b20.conf").read_bytes()
+    assert (roots["tftp_root"] / "fv0021f2011b20.conf").read_bytes() == data
     plain = Cipher().decrypt(data, device_key("0021f2011b20"))
     assert b"Board room" in plain and plain.startswith(b"DBID_DBASE_VERSION=1002\n")
-    manifest = json.loads((Path(roots["state-dir"]) / "manifest.json").read_text())
+    manifest = json.loads((roots["state_dir"] / "manifest.json").read_text())
     assert manifest["commit"] == head
     assert run.calls() == []
-    # Nothing in the roots of the fleet settings (relative: they would be in the checkout).
+    # Nothing in the fleet settings' relative roots, which are in the checkout.
     assert not (small.path / "var").exists()
 
 
