@@ -366,14 +366,16 @@ def init_inventory(
         ".vscode/settings.json": json.dumps(
             {
                 "yaml.customTags": ["!secret scalar"],
+                # Exactly the files gitprov reads (inventory.kind_of): .yaml or .yml, right
+                # in their directory; one in a subdirectory is ignored (GP005), so no schema.
                 "yaml.schemas": {
-                    f"schemas/{kind}.schema.json": [f"inventory/{where}"]
-                    for kind, where in (
-                        ("fleet", "gitprov.yaml"),
-                        ("model", "models/*.yaml"),
-                        ("profile", "profiles/*.yaml"),
-                        ("device", "devices/**/*.yaml"),
-                        ("secrets", "secrets.yaml"),
+                    f"schemas/{kind}.schema.json": [f"inventory/{glob}" for glob in globs]
+                    for kind, globs in (
+                        ("fleet", ["gitprov.yaml"]),
+                        ("model", ["models/*.yaml", "models/*.yml"]),
+                        ("profile", ["profiles/*.yaml", "profiles/*.yml"]),
+                        ("device", ["devices/*.yaml", "devices/*.yml"]),
+                        ("secrets", ["secrets.yaml"]),
                     )
                 },
             },
