@@ -128,18 +128,18 @@ class PathPolicy:
 
     def check(self, fleet: Fleet, setting: tuple[str | int, ...], path: Path) -> None:
         """Raise Refused unless the inventory may name `path` for `setting`."""
-        if self.git_dir is not None and inside(path, self.git_dir):
-            why = f"inside the repository's git directory {self.git_dir}"
-        elif self.allowed:
-            if any(inside(path, root) for root in self.allowed):
-                return
+        if self.allowed:
+            ok = any(inside(path, root) for root in self.allowed)
             why = "outside the allowed roots (" + ", ".join(map(str, self.allowed)) + ")"
         elif self.worktree is not None:
-            if inside(path, self.worktree):
-                return
+            ok = inside(path, self.worktree)
             why = f"outside the repository's work tree {self.worktree}, and no root is allowed"
         else:
-            why = "in a bare repository, and no root is allowed"
+            ok, why = False, "in a bare repository, and no root is allowed"
+        if ok and self.git_dir is not None and inside(path, self.git_dir):
+            ok, why = False, f"inside the repository's git directory {self.git_dir}"
+        if ok:
+            return
         line, col = fleet.doc.pos(("publish", *setting))
         name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
         real = path.resolve()

@@ -106,9 +106,7 @@ def resolve(
         tftp_roots=given.tftp_roots or base.tftp_roots,
         state_dir=given.state_dir or base.state_dir,
         firmware_dir=given.firmware_dir or base.firmware_dir,
-        allowed_roots=tuple(
-            dict.fromkeys((*given.allowed_roots, *from_env, *base.allowed_roots))
-        ),
+        allowed_roots=tuple(dict.fromkeys((*given.allowed_roots, *from_env, *base.allowed_roots))),
         require_signed=given.require_signed or base.require_signed,
         allowed_signers=given.allowed_signers or base.allowed_signers,
         gpg_home=given.gpg_home or base.gpg_home,
@@ -138,7 +136,9 @@ def load(path: Path) -> PublisherConfig:
         raise UsageError(f"{path}: the publisher config must be a mapping of settings")
     for key in doc.data:
         if key not in _KEYS:
-            _fail(doc, (key,), f"unknown setting {key!r}", "settings: " + ", ".join(_KEYS))
+            _fail(
+                doc, (key,), f"unknown setting {key!r}", "settings: " + ", ".join(_KEYS), key=True
+            )
     lists = {key: _list(doc, key) for key in _LISTS}
     paths = {key: _path(doc, key) for key in _PATHS}
     signed = doc.data.get("require_signed", False)
@@ -184,7 +184,12 @@ def _absolute(doc: Document, where: tuple[str | int, ...], value: Any) -> None:
 
 
 def _fail(
-    doc: Document, where: tuple[str | int, ...], message: str, hint: str = ""
+    doc: Document,
+    where: tuple[str | int, ...],
+    message: str,
+    hint: str = "",
+    *,
+    key: bool = False,
 ) -> NoReturn:
-    line, col = doc.pos(where)
+    line, col = doc.pos(where, key=key)
     raise UsageError(f"{doc.path}:{line}:{col}: {message}", hint=hint)

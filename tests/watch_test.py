@@ -10,15 +10,18 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
 
+from gitprov.app import Session
 from gitprov.errors import GitprovError
 from gitprov.metrics import Metrics
 from gitprov.pipeline import Build, Pipeline
 from gitprov.plan import load_manifest
 from gitprov.publish import Targets, publish
+from gitprov.publisher_config import PublisherConfig
 from gitprov.status import JsonLog, StatusFile
 from gitprov.watch import (
     CommitPublisher,
@@ -30,6 +33,7 @@ from gitprov.watch import (
     WatchOptions,
 )
 from tests.fixtures.gitrepo import GitRepo, example_files
+from tests.fixtures.signing import SignedRepo, allowed_signers, ssh_key
 
 DEVICE = "inventory/devices/0021f2011b20.yaml"
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git (Debian: git)")
@@ -387,3 +391,148 @@ def test_status_file_is_whole_json_after_every_outcome(tmp_path: Path) -> None:
     assert state["commit"] == "c1" and state["result"] == "published"
     assert state["last_reconcile"]["result"] == "clean"
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+# -- the operator's guards: a refused head is reported, the last good files stay --------
+def session_publisher(
+    path: Path, config: PublisherConfig, **guards: bool
+) -> tuple[Session, CommitPublisher]:
+    s = Session(path)
+    return s, s.publisher(config, prune_unknown=False, lock_wait=5, **guards)
+
+
+def commit_of(repo: GitRepo, commit: str) -> pygit2.Commit:
+    found = repo.repo.get(commit)
+    assert isinstance(found, pygit2.Commit)
+    return found
+
+
+def operator_config(tmp_path: Path, **more: Any) -> PublisherConfig:
+    return PublisherConfig(
+        http_roots=(str(tmp_path / "http"),),
+        tftp_roots=(str(tmp_path / "tftp"),),
+        state_dir=str(tmp_path / "state"),
+        **more,
+    )
+
+
+def test_a_mass_removal_is_refused_and_the_last_good_files_stay(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    good = str(example_repo.repo.head.target)
+    t = Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")
+    _, publisher = session_publisher(example_repo.path, operator_config(tmp_path))
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(example_repo.path, "main", inotify=False),
+        publisher,
+        observers=[seen.append],
+        clock=Clock(),
+    )
+    w.step()
+    assert seen[-1].kind is Kind.PUBLISHED
+    served = served_files(t)
+    gone = [f"inventory/devices/{m}.yaml" for m in ("0021f2a0c001", "0021f2a0c002")]
+    bad = example_repo.commit(dict.fromkeys(gone), "delete half the fleet")
+    assert w.step() is True
+    assert (seen[-1].kind, seen[-1].commit) == (Kind.REFUSED, bad)
+    assert "removes 2 of the 4 published devices (50%)" in seen[-1].message
+    assert "--allow-mass-removal" in seen[-1].message
+    assert served_files(t) == served
+    m = load_manifest(t.state_dir)
+    assert m is not None and m.commit == good
+    assert w.step() is False  # not retried: the next push is judged again
+
+    _, allowing = session_publisher(
+        example_repo.path, operator_config(tmp_path), allow_mass_removal=True
+    )
+    assert allowing.publish(example_repo.repo, commit_of(example_repo, bad), "push").ok
+
+
+def test_a_pull_request_moving_the_http_root_is_refused_by_the_watcher(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    # The roots come from the inventory (var/http, var/tftp in the work tree), inside the
+    # operator's allow-list; the state dir is the operator's.
+    config = PublisherConfig(state_dir=str(tmp_path / "state"), allowed_roots=(str(tmp_path),))
+    _, publisher = session_publisher(example_repo.path, config)
+    seen: list[Outcome] = []
+    clock = Clock()
+    w = Watcher(
+        LocalBranch(example_repo.path, "main", inotify=False),
+        publisher,
+        WatchOptions(reconcile=60),
+        observers=[seen.append],
+        clock=clock,
+    )
+    w.step()
+    good = seen[-1].commit
+    assert seen[-1].kind is Kind.PUBLISHED
+    http = example_repo.path / "var" / "http"
+    served = {p.name: p.read_bytes() for p in http.iterdir()}
+    fleet = example_repo.files["inventory/gitprov.yaml"]
+    moved = example_repo.commit(
+        {"inventory/gitprov.yaml": fleet.replace(b"http_root: var/http", b"http_root: ../moved")},
+        "move the HTTP root",
+    )
+    w.step()
+    assert (seen[-1].kind, seen[-1].commit) == (Kind.REFUSED, moved)
+    assert "changes where files are published (roots" in seen[-1].message
+    assert "--allow-target-change" in seen[-1].message
+    assert not (tmp_path / "moved").exists()
+    assert {p.name: p.read_bytes() for p in http.iterdir()} == served
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and m.commit == good
+    clock.now += 61
+    w.step()  # the reconcile keeps serving the last good commit
+    assert (seen[-1].kind, seen[-1].commit) == (Kind.CLEAN, good)
+    # Outside the allow-list it is refused whatever the flags.
+    outside = example_repo.commit(
+        {"inventory/gitprov.yaml": fleet.replace(b"http_root: var/http", b"http_root: /etc")},
+        "publish into /etc",
+    )
+    _, allowing = session_publisher(example_repo.path, config, allow_target_change=True)
+    refused = allowing.publish(example_repo.repo, commit_of(example_repo, outside), "push")
+    assert refused.kind is Kind.REFUSED and "outside the allowed roots" in refused.message
+
+
+def test_with_signatures_required_the_watcher_publishes_only_allowed_signers(
+    tmp_path: Path, private_key: str
+) -> None:
+    ops = ssh_key(tmp_path / "keys", "ops")
+    stranger = ssh_key(tmp_path / "keys", "stranger")
+    signers = allowed_signers(tmp_path / "allowed_signers", ("ops@gitprov.invalid", ops))
+    repo = SignedRepo(tmp_path / "repo", tmp_path / "home")
+    good = repo.commit(example_files(), "example inventory", key=ops)
+    config = operator_config(tmp_path, require_signed=True, allowed_signers=str(signers))
+    _, publisher = session_publisher(repo.path, config)
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(repo.path, "main", inotify=False),
+        publisher,
+        observers=[seen.append],
+        clock=Clock(),
+    )
+    w.step()
+    assert (seen[-1].kind, seen[-1].commit) == (Kind.PUBLISHED, good)
+    t = Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")
+    served = served_files(t)
+    text = example_files()[DEVICE]
+    for name, key in (("Board room", None), ("War room", stranger)):
+        head = repo.commit(
+            {DEVICE: text.replace(b"Meeting room", name.encode())},
+            f"rename to {name}",
+            key=key,
+            who=("Eve Pusher", "eve@gitprov.invalid"),
+        )
+        w.step()
+        assert (seen[-1].kind, seen[-1].commit) == (Kind.REFUSED, head)
+        assert "(committer Eve Pusher <eve@gitprov.invalid>) is not signed by an allowed" in (
+            seen[-1].message
+        )
+        assert served_files(t) == served
+        m = load_manifest(t.state_dir)
+        assert m is not None and m.commit == good
+    signed = repo.commit({DEVICE: text.replace(b"Meeting room", b"Quiet room")}, "ok", key=ops)
+    w.step()
+    assert (seen[-1].kind, seen[-1].commit) == (Kind.PUBLISHED, signed)

@@ -1,0 +1,469 @@
+"""What a publisher refuses, whatever the inventory says: removing most of the fleet at
+once, names servers do not serve, firmware that is a link, roots the operator did not
+choose, commits not signed by an allowed key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitprov.cli import main
+from gitprov.errors import UsageError
+from gitprov.pipeline import Pipeline
+from gitprov.plan import MANIFEST, load_manifest
+from gitprov.publish import Refused, Targets, publish
+from gitprov.publisher_config import PublisherConfig, load, resolve
+from tests.fixtures.fleet import device_path, fleet_files, generated_mac
+from tests.fixtures.gitrepo import GitRepo, example_files
+from tests.fixtures.roots import root_args
+from tests.fixtures.signing import SignedRepo, allowed_signers, ssh_key
+from tests.rules.lint import IP542N, check
+
+FLEET = "inventory/gitprov.yaml"
+IP542N_FILE = "inventory/models/IP542N.yaml"
+FIRMWARE = "IP542N_F107.bin"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(*dirs: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(d.parent)): p.read_bytes()
+        for d in dirs
+        if d.exists()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+# -- mass removal ---------------------------------------------------------------------
+@pytest.fixture
+def fleet_of_100(tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]) -> GitRepo:
+    """The example inventory grown to 100 devices (4 of its own, 96 generated), published."""
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(fleet_files(96), "a fleet of 100")
+    code, _, err = run(capsys, "--repo", str(repo.path), "publish", *root_args(tmp_path))
+    assert code == 0, err
+    manifest = load_manifest(tmp_path / "state")
+    assert manifest is not None and len(manifest.files) == 100
+    return repo
+
+
+def retire(repo: GitRepo, n: int, message: str = "retire devices", *, first: int = 0) -> str:
+    return repo.commit({device_path(i): None for i in range(first, first + n)}, message)
+
+
+def test_removing_11_of_100_devices_is_refused_and_publishes_only_when_allowed(
+    fleet_of_100: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roots = (tmp_path / "http", tmp_path / "tftp")
+    before = snapshot(*roots)
+    manifest = (tmp_path / "state" / MANIFEST).read_bytes()
+    head = retire(fleet_of_100, 11)
+    argv = ["--repo", str(fleet_of_100.path), "publish", *root_args(tmp_path)]
+
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert f"commit {head[:12]} removes 11 of the 100 published devices (11%)" in err
+    assert "more than publish.max_removal allows (10%)" in err
+    assert "--allow-mass-removal" in err
+    assert snapshot(*roots) == before  # nothing removed, nothing written
+    assert (tmp_path / "state" / MANIFEST).read_bytes() == manifest
+
+    code, out, err = run(capsys, *argv, "--allow-mass-removal")
+    assert code == 0, err
+    assert "22 removed" in out  # 11 files in each of the two roots
+    for i in range(11):
+        for root in roots:
+            assert not (root / f"fv{generated_mac(i)}.conf").exists()
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and m.commit == head and len(m.files) == 89
+
+
+def test_removing_9_of_100_devices_publishes_without_the_flag(
+    fleet_of_100: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = retire(fleet_of_100, 9)
+    code, out, err = run(capsys, "--repo", str(fleet_of_100.path), "publish", *root_args(tmp_path))
+    assert code == 0, err
+    assert "18 removed" in out
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and m.commit == head and len(m.files) == 91
+
+
+def test_the_stricter_of_the_published_and_the_new_max_removal_applies(
+    fleet_of_100: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = dict(fleet_of_100.files)
+    argv = ["--repo", str(fleet_of_100.path), "publish", *root_args(tmp_path)]
+    fleet = published[FLEET].decode()
+    # Loosening the limit in the same commit that removes 20 devices does not let it pass.
+    loose = fleet.replace(
+        "  state_dir: var/state\n", "  state_dir: var/state\n  max_removal: 50%\n"
+    )
+    changes: dict[str, str | bytes | None] = {FLEET: loose}
+    changes.update({device_path(i): None for i in range(20)})
+    fleet_of_100.commit(changes, "allow more and remove 20", base=published)
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "removes 20 of the 100" in err and "allows (10%)" in err
+    # Tightening it applies at once: 7 of 100 is over 5%.
+    tight = fleet.replace("  state_dir: var/state\n", "  state_dir: var/state\n  max_removal: 5%\n")
+    changes = {FLEET: tight, **{device_path(i): None for i in range(7)}}
+    fleet_of_100.commit(changes, "tighten and remove 7", base=published)
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "removes 7 of the 100" in err and "allows (5%)" in err
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and len(m.files) == 100
+
+
+def test_one_device_is_never_a_mass_removal(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--repo", str(example_repo.path), "publish", *root_args(tmp_path)]
+    assert run(capsys, *argv)[0] == 0
+    example_repo.commit({"inventory/devices/0021f2a0c002.yaml": None}, "retire one of four")
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    example_repo.commit(
+        {"inventory/devices/0021f2a0c001.yaml": None, "inventory/devices/0021f2011b20.yaml": None},
+        "retire two of three",
+    )
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "removes 2 of the 3 published devices (66.7%)" in err
+
+
+# -- names from the inventory ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        (".IP542N.conf", "starts with '.'"),
+        (".gitprov-x.tmp", "gitprov's own temp files"),
+        ("..", "names a directory"),
+        (".", "names a directory"),
+    ],
+)
+def test_dot_names_of_models_are_validation_errors_at_their_line(name: str, reason: str) -> None:
+    bootstrap = IP542N.replace("config_file_name: IP542N.conf", f'config_file_name: "{name}"')
+    found = check("GP107", {"models/IP542N.yaml": bootstrap}, (3, 19))
+    assert reason in found[0].message and repr(name) in found[0].message
+    firmware = IP542N + f'firmware:\n  file: "{name}"\n'
+    found = check("GP107", {"models/IP542N.yaml": firmware}, (6, 9))
+    assert reason in found[0].message
+
+
+def test_plain_model_names_pass_and_a_dot_model_file_is_caught_through_its_default_names() -> None:
+    check("GP107", {"models/IP542N.yaml": IP542N + "firmware:\n  file: IP542N_F107.bin\n"})
+    # models/.x.yaml: its bootstrap defaults to .x.conf, and $(PN) to ".x".
+    hidden = "family: flyingvoice\nline_count: 2\n"
+    check("GP107", {"models/.x.yaml": hidden}, (1, 1))
+
+
+def test_a_file_name_template_expanding_to_a_dot_name_is_refused(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = example_repo.files[FLEET].replace(b'"fv$(MA).conf"', b'".fv$(MA).conf"')
+    example_repo.commit({FLEET: fleet}, "hide every file")
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *root_args(tmp_path))
+    assert code == 1
+    assert "inventory/gitprov.yaml:8:12: error[GP107]" in err
+    assert "dot-files are never served" in err
+    assert not (tmp_path / "http").exists() and load_manifest(tmp_path / "state") is None
+
+
+def test_validate_reports_a_dot_bootstrap_name_where_it_is_written(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = example_repo.files[IP542N_FILE].replace(
+        b"config_file_name: IP542N.conf", b"config_file_name: .."
+    )
+    example_repo.commit({IP542N_FILE: model}, "a bootstrap named ..")
+    code, out, _ = run(capsys, "--repo", str(example_repo.path), "validate")
+    assert code == 1
+    assert "inventory/models/IP542N.yaml:5:19: error[GP107]: config_file_name '..'" in out
+
+
+def test_publish_refuses_an_unsafe_name_even_past_validation(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    commit = example_repo.repo.revparse_single("main")
+    assert isinstance(commit, pygit2.Commit)
+    build = Pipeline(example_repo.repo).build(commit, private_key)
+    first = dataclasses.replace(build.files[0], name="..")
+    bad = dataclasses.replace(build, files=(first, *build.files[1:]))
+    t = Targets((tmp_path / "http",), tmp_path / "state")
+    with pytest.raises(
+        Refused, match=r"the device file '\.\.' \(0021f2011b19\) cannot be published"
+    ):
+        publish(bad, t)
+    assert not (tmp_path / "http").exists()
+
+
+# -- firmware -------------------------------------------------------------------------
+@pytest.fixture
+def firmware_repo(example_repo: GitRepo) -> GitRepo:
+    model = (
+        example_repo.files[IP542N_FILE]
+        + f'firmware:\n  version: "1.0.7"\n  file: {FIRMWARE}\n'.encode()
+    )
+    example_repo.commit({IP542N_FILE: model}, "IP542N firmware")
+    return example_repo
+
+
+def test_a_firmware_symlink_to_a_file_outside_is_refused_and_nothing_is_published(
+    firmware_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "outside" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    (firmware / FIRMWARE).symlink_to(secret)
+    argv = ["--repo", str(firmware_repo.path), "publish", *root_args(tmp_path)]
+    code, _, err = run(capsys, *argv, "--firmware-dir", str(firmware))
+    assert code == 1
+    assert f"firmware {FIRMWARE} of model IP542N" in err
+    assert f"{firmware / FIRMWARE} is a symbolic link" in err
+    assert "nothing was published" in err
+    assert not (tmp_path / "http").exists() and not (tmp_path / "tftp").exists()
+    assert load_manifest(tmp_path / "state") is None
+
+    # A link that stays inside the firmware dir is refused too; the file itself publishes.
+    (firmware / "real.bin").write_bytes(b"\x7fFIRMWARE")
+    (firmware / FIRMWARE).unlink()
+    (firmware / FIRMWARE).symlink_to(firmware / "real.bin")
+    assert run(capsys, *argv, "--firmware-dir", str(firmware))[0] == 1
+    (firmware / FIRMWARE).unlink()
+    (firmware / FIRMWARE).write_bytes(b"\x7fFIRMWARE")
+    code, _, err = run(capsys, *argv, "--firmware-dir", str(firmware))
+    assert code == 0, err
+    assert (tmp_path / "http" / FIRMWARE).read_bytes() == b"\x7fFIRMWARE"
+
+
+def test_a_firmware_fifo_is_refused_without_blocking(
+    firmware_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    os.mkfifo(firmware / FIRMWARE)
+    result: list[tuple[int, str, str]] = []
+    argv = ["--repo", str(firmware_repo.path), "publish", *root_args(tmp_path)]
+    worker = threading.Thread(
+        target=lambda: result.append(run(capsys, *argv, "--firmware-dir", str(firmware)))
+    )
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "publish blocked on the fifo"
+    code, _, err = result[0]
+    assert code == 1 and "is a fifo" in err
+    assert load_manifest(tmp_path / "state") is None
+
+
+# -- where the publisher writes -------------------------------------------------------
+def move_root(repo: GitRepo, to: str) -> str:
+    fleet = repo.files[FLEET].replace(b"http_root: var/http", f"http_root: {to}".encode())
+    return repo.commit({FLEET: fleet}, f"publish to {to}")
+
+
+def test_an_inventory_root_outside_the_work_tree_is_refused_without_an_allow_list(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    move_root(example_repo, "../elsewhere")
+    argv = ["--repo", str(example_repo.path), "publish"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert "inventory/gitprov.yaml:14:14: publish.http_root names" in err
+    assert "outside the repository's work tree" in err and "--allow-root" in err
+    assert not (tmp_path / "elsewhere").exists()
+    assert not (example_repo.path / "var").exists()
+    # Allowed by the operator, it publishes; the operator's own --http-root needs nothing.
+    code, _, err = run(
+        capsys,
+        *argv,
+        "--allow-root",
+        str(tmp_path / "elsewhere"),
+        "--allow-root",
+        str(example_repo.path / "var"),
+    )
+    assert code == 0, err
+    assert (tmp_path / "elsewhere" / "fv0021f2011b19.conf").is_file()
+
+
+def test_a_symlink_in_the_work_tree_does_not_lead_the_publisher_out(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (example_repo.path / "var").symlink_to(outside)
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish")
+    assert code == 1 and f"(that is {outside / 'http'})" in err
+    assert list(outside.iterdir()) == []
+
+
+def test_the_git_directory_is_never_a_root(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    move_root(example_repo, ".git/hooks")
+    code, _, err = run(
+        capsys, "--repo", str(example_repo.path), "publish", "--allow-root", str(tmp_path)
+    )
+    assert code == 1 and "inside the repository's git directory" in err
+    assert not list((example_repo.path / ".git" / "hooks").glob("fv*"))
+
+
+def test_a_bare_repository_needs_the_operator_for_every_path(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    repo.commit(example_files(), "example")
+    argv = ["--repo", str(repo.path), "publish"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "in a bare repository, and no root is allowed" in err
+    code, _, err = run(capsys, *argv, *root_args(tmp_path))
+    assert code == 0, err
+
+
+def test_a_commit_moving_the_roots_is_refused_unless_allowed(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--repo", str(example_repo.path), "publish", "--allow-root", str(tmp_path)]
+    assert run(capsys, *argv)[0] == 0
+    first = load_manifest(example_repo.path / "var" / "state")
+    assert first is not None
+    head = move_root(example_repo, str(tmp_path / "moved"))
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert f"commit {head[:12]} changes where files are published (roots" in err
+    assert f"-> {tmp_path / 'moved'}" in err and "--allow-target-change" in err
+    assert not (tmp_path / "moved").exists()
+    assert load_manifest(example_repo.path / "var" / "state") == first
+    code, _, err = run(capsys, *argv, "--allow-target-change")
+    assert code == 0, err
+    assert (tmp_path / "moved" / "fv0021f2011b19.conf").is_file()
+
+
+def test_roots_the_operator_sets_make_inventory_moves_harmless(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--repo", str(example_repo.path), "publish", *root_args(tmp_path)]
+    assert run(capsys, *argv)[0] == 0
+    move_root(example_repo, "/etc")
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err  # the operator's --http-root wins: nothing moves
+
+
+# -- the publisher's config file ------------------------------------------------------
+def test_the_publisher_config_file_sets_roots_allow_list_and_signatures(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "publisher.yaml"
+    config.write_text(
+        f"http_root: {tmp_path}/http\n"
+        f"tftp_root: [{tmp_path}/tftp]\n"
+        f"state_dir: {tmp_path}/state\n"
+        f"allowed_roots: [{tmp_path}/fw]\n"
+    )
+    loaded = load(config)
+    assert loaded.http_roots == (f"{tmp_path}/http",) and loaded.sets_targets
+    assert loaded.signature_policy() is None
+    monkeypatch.setenv("GITPROV_PUBLISHER_CONFIG", str(config))
+    monkeypatch.setenv("GITPROV_ALLOWED_ROOTS", "/srv/a:/srv/b")
+    merged = resolve(PublisherConfig(http_roots=("cli",)), None, os.environ)
+    assert merged.http_roots == ("cli",) and merged.tftp_roots == (f"{tmp_path}/tftp",)
+    assert merged.allowed_roots == ("/srv/a", "/srv/b", f"{tmp_path}/fw")
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish")
+    assert code == 0, err
+    assert (tmp_path / "tftp" / "fv0021f2011b19.conf").is_file()
+    assert not (example_repo.path / "var").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("state_dir: var/state\n", ":1:12: state_dir: var/state is not an absolute path"),
+        ("http_root: /a\nroots: /b\n", ":2:1: unknown setting 'roots'"),
+        ("require_signed: yes please\n", ":1:17: require_signed must be true or false"),
+    ],
+)
+def test_a_bad_publisher_config_is_a_usage_error_at_its_line(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    config = tmp_path / "publisher.yaml"
+    config.write_text(text)
+    with pytest.raises(UsageError) as caught:
+        load(config)
+    assert caught.value.message == f"{config}{where}"
+
+
+def test_watch_will_not_start_without_the_operators_targets(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--repo", str(example_repo.path), "watch", "--no-inotify"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "needs its state dir from its operator" in err
+    code, _, err = run(capsys, *argv, "--state-dir", str(tmp_path / "state"))
+    assert code == 2 and "--allow-root" in err
+    code, _, err = run(capsys, *argv, *root_args(tmp_path), "--require-signed")
+    assert code == 2 and "no allowed key is given" in err
+
+
+# -- signed commits -------------------------------------------------------------------
+def test_only_commits_signed_by_an_allowed_ssh_key_publish(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ops = ssh_key(tmp_path / "keys", "ops")
+    stranger = ssh_key(tmp_path / "keys", "stranger")
+    signers = allowed_signers(tmp_path / "allowed_signers", ("ops@gitprov.invalid", ops))
+    repo = SignedRepo(tmp_path / "repo", tmp_path / "home")
+    good = repo.commit(example_files(), "example inventory", key=ops)
+    argv = ["--repo", str(repo.path), "publish", *root_args(tmp_path)]
+    argv += ["--require-signed", "--allowed-signers", str(signers)]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    served = snapshot(tmp_path / "http", tmp_path / "tftp")
+
+    device = "inventory/devices/0021f2011b20.yaml"
+    text = example_files()[device]
+    unsigned = repo.commit(
+        {device: text.replace(b"Meeting room", b"Board room")},
+        "unsigned change",
+        who=("Eve Pusher", "eve@gitprov.invalid"),
+    )
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert (
+        f"commit {unsigned[:12]} (committer Eve Pusher <eve@gitprov.invalid>) is not signed "
+        "by an allowed key: it is not signed" in err
+    )
+    foreign = repo.commit(
+        {device: text.replace(b"Meeting room", b"War room")},
+        "signed by a stranger",
+        key=stranger,
+        who=("Mallory", "mallory@gitprov.invalid"),
+    )
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert f"commit {foreign[:12]} (committer Mallory <mallory@gitprov.invalid>)" in err
+    assert "No principal matched" in err
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and m.commit == good
+    assert snapshot(tmp_path / "http", tmp_path / "tftp") == served
+
+    # Signed again by the allowed key: it publishes (from the published commit on).
+    fixed = repo.commit({device: text.replace(b"Meeting room", b"Quiet room")}, "ok", key=ops)
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and m.commit == fixed
