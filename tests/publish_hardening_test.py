@@ -21,7 +21,14 @@ from gitprov.publisher_config import PublisherConfig, load, resolve
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.roots import root_args
-from tests.fixtures.signing import SignedRepo, allowed_signers, ssh_key
+from tests.fixtures.signing import (
+    SignedRepo,
+    allowed_signers,
+    pgp_key,
+    pgp_keyring,
+    ssh_key,
+    stop_gpg_agents,
+)
 from tests.rules.lint import IP542N, check
 
 FLEET = "inventory/gitprov.yaml"
@@ -467,3 +474,31 @@ def test_only_commits_signed_by_an_allowed_ssh_key_publish(
     assert code == 0, err
     m = load_manifest(tmp_path / "state")
     assert m is not None and m.commit == fixed
+
+
+def test_openpgp_signatures_count_only_with_the_operators_keyring(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ops = pgp_key(tmp_path / "ops-gnupg", "Dana Ops <dana@gitprov.invalid>")
+    stranger = pgp_key(tmp_path / "stranger-gnupg", "Mallory <mallory@gitprov.invalid>")
+    keyring = pgp_keyring(tmp_path / "allowed-gnupg", ops)
+    ssh_only = ("x@gitprov.invalid", ssh_key(tmp_path / "keys", "x"))
+    signers = allowed_signers(tmp_path / "allowed_signers", ssh_only)
+    try:
+        repo = SignedRepo(tmp_path / "repo", tmp_path / "home")
+        repo.commit(example_files(), "example inventory", key=ops)
+        argv = ["--repo", str(repo.path), "publish", *root_args(tmp_path)]
+        # Only SSH keys allowed: an OpenPGP signature, even a good one, does not count.
+        code, _, err = run(capsys, *argv, "--allowed-signers", str(signers))
+        assert code == 1 and "signed with an OpenPGP key, and no --gpg-home is given" in err
+        code, _, err = run(capsys, *argv, "--gpg-home", str(keyring))
+        assert code == 0, err
+        device = "inventory/devices/0021f2011b20.yaml"
+        text = example_files()[device]
+        foreign = repo.commit({device: text.replace(b"Meeting", b"War")}, "x", key=stranger)
+        code, _, err = run(capsys, *argv, "--gpg-home", str(keyring))
+        assert code == 1
+        assert f"commit {foreign[:12]}" in err
+        assert "signed by a key that is not in the allowed keyring" in err
+    finally:
+        stop_gpg_agents(ops.home, stranger.home, keyring)
