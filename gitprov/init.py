@@ -136,7 +136,16 @@ class ActionRef:
 
     @property
     def uses(self) -> str:
+        if not self.sha:
+            return f"{self.repository}@{self.version}"
         return f"{self.repository}@{self.sha} # {self.version}"
+
+
+def release_tag_ref(repository: str = GITHUB_REPOSITORY, version: str = __version__) -> ActionRef:
+    """The action by its release tag: what init writes when GitHub cannot be asked for
+    the tag's commit (offline, or a network that reaches no GitHub). A tag can be moved;
+    the commit cannot, so the note init prints says how to pin it."""
+    return ActionRef(repository, "", f"v{version}")
 
 
 def parse_action_ref(text: str, version: str = f"v{__version__}") -> ActionRef:

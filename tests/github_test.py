@@ -25,10 +25,18 @@ import pytest
 from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
 
+from gitprov import __version__
 from gitprov.cli import main
 from gitprov.crypto import Cipher
 from gitprov.errors import UsageError
-from gitprov.init import ACTION_PINS, RUNNER_LABEL, parse_action_ref, release_action_ref
+from gitprov.init import (
+    ACTION_PINS,
+    GITHUB_REPOSITORY,
+    RUNNER_LABEL,
+    ActionRef,
+    parse_action_ref,
+    release_action_ref,
+)
 from gitprov.schemas import output_schemas
 from gitprov.tools.github import BOT, MARKER
 from tests.fixtures.fleet import BASE_PROFILE, base_profile, changes, device_key, fleet_files
@@ -671,3 +679,22 @@ def test_the_install_step_builds_a_virtualenv_from_the_hashed_lock(
     ran = fresh(command="validate", python=str(tmp_path / "no-python"))
     assert ran.failed == "install" and ran.steps["install"].returncode == 2
     assert "gitprov needs Python 3.11 or newer" in ran.steps["install"].stdout
+
+
+def test_init_without_github_writes_the_release_tag_and_says_how_to_pin_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Starting an inventory must not need GitHub: when the release tag's commit cannot
+    be asked for, the workflows use the tag, and init says how to pin the commit."""
+    import gitprov.cli.init as cli_init
+
+    def offline() -> ActionRef:
+        raise UsageError("cannot ask https://github.com/gitprov/gitprov for v0.1.0: no network")
+
+    monkeypatch.setattr(cli_init, "release_action_ref", offline)
+    top = tmp_path / "fleet"
+    assert main(["init", str(top), "--private-key-out", str(tmp_path / "k")]) == 0
+    err = capsys.readouterr().err
+    assert "--action-ref" in err and "git ls-remote" in err
+    review = (top / ".github" / "workflows" / "gitprov-review.yml").read_text()
+    assert f"uses: {GITHUB_REPOSITORY}@v{__version__}\n" in review

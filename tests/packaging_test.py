@@ -21,6 +21,8 @@ from tests.fixtures.peers import need
 from tests.init_test import IDENTITY
 
 PACKAGE = Path(gitprov.__file__).parent
+# The workflows init writes pin gitprov's action by commit; tests name one (no GitHub).
+ACTION_REF = f"gitprov/gitprov@{'1' * 40}"
 
 
 def test_every_subpackage_is_packaged() -> None:
@@ -122,7 +124,8 @@ def test_init_from_the_wheel_gives_an_inventory_that_validates(
     installed: Path, tmp_path: Path
 ) -> None:
     done = gitprov_in(
-        installed, tmp_path, "init", "ours", "--private-key-out", str(tmp_path / "ours.key")
+        installed, tmp_path, "init", "ours", "--private-key-out", str(tmp_path / "ours.key"),
+        "--action-ref", ACTION_REF,
     )
     assert done.returncode == 0, done.stderr
     done = gitprov_in(installed, tmp_path / "ours", "validate", "--worktree")
@@ -165,7 +168,7 @@ def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decry
         subprocess.run(["git", *argv], cwd=top, env=env, check=True, capture_output=True)
 
     top.mkdir()
-    gp("init", ".", "--private-key-out", str(key))
+    gp("init", ".", "--private-key-out", str(key), "--action-ref", ACTION_REF)
     git("add", "-A")
     git("commit", "-qm", "new inventory")
     gp("secrets", "set", "sip_4001", stdin="wheel-secret-4001\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gitprov import __version__
+from gitprov import REPOSITORY_URL, __version__
 from gitprov.cli.common import Output, Subparsers, add_command
 from gitprov.errors import UsageError
 from gitprov.init import (
@@ -16,6 +16,7 @@ from gitprov.init import (
     init_inventory,
     parse_action_ref,
     release_action_ref,
+    release_tag_ref,
 )
 
 
@@ -45,7 +46,8 @@ def register(sub: Subparsers) -> None:
         metavar="OWNER/NAME@SHA",
         help="the gitprov action the workflows use, pinned by its full commit id; add "
         "' # VERSION' to name its release (default: the commit of release tag "
-        f"v{__version__} of {GITHUB_REPOSITORY}, asked of GitHub with git ls-remote)",
+        f"v{__version__} of {GITHUB_REPOSITORY}, asked of GitHub with git ls-remote; the "
+        "release tag itself when GitHub cannot be reached)",
     )
     g.add_argument(
         "--runner-label",
@@ -74,7 +76,21 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 "--action-ref and --no-workflows contradict each other", hint="give one"
             )
     else:
-        action = parse_action_ref(args.action_ref) if args.action_ref else release_action_ref()
+        if args.action_ref:
+            action = parse_action_ref(args.action_ref)
+        else:
+            try:
+                action = release_action_ref()
+            except UsageError as exc:
+                # Starting an inventory must not need GitHub; the tag works until the
+                # commit is pinned.
+                action = release_tag_ref()
+                out.warn(
+                    f"gitprov init: note: {exc.message}; the workflows use "
+                    f"{action.uses} by tag: pin it by commit with --action-ref "
+                    f"{GITHUB_REPOSITORY}@SHA (git ls-remote {REPOSITORY_URL} "
+                    f"refs/tags/{action.version}) or edit .github/workflows/"
+                )
         github_files(action, args.runner_label)  # a bad label fails before anything is written
     done = init_inventory(top, key, name, action, args.runner_label)
     out.info(f"created {len(done.files)} file(s) in {done.top}")
