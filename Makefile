@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 # pre-commit test installs the hook from a clone of this repository with no index.
 WHEELS := $(VENV)/wheelhouse
 
-.PHONY: run test setup peers lint bench lock clean
+.PHONY: run test setup peers node-tools lint bench lock fuzz clean
 
 # Dependencies come from the hashed lock, so CI and every developer test the same
 # versions; gitprov itself is installed editable on top.
@@ -40,11 +40,16 @@ lock: setup
 peers:
 	@sh scripts/install-peers.sh
 
+# yaml-language-server for the editor tests, from scripts/node-tools' lock (needs npm,
+# which `peers` installs as root).
+node-tools:
+	@sh scripts/install-node-tools.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: setup peers lint
+test: setup peers node-tools lint
 	$(BIN)/python -m pytest
 
 run: setup

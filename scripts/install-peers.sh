@@ -4,11 +4,15 @@
 # skip and name the package.
 set -u
 # prometheus: only for `promtool check metrics`, which lints the watcher's exposition.
-PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus"
+# npm: yaml-language-server for the editor tests; shellcheck lints the action's scripts.
+PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus npm shellcheck"
 # Packages installed for a tool only: their own daemon must stay stopped and disabled.
 NO_SERVICE="prometheus"
 missing=""
 for p in $PKGS; do
+  # npm also comes with other builds of node (nodesource's nodejs bundles it, and
+  # conflicts with Debian's npm): the command is what counts.
+  [ "$p" = npm ] && command -v npm >/dev/null 2>&1 && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -z "$missing" ]; then
