@@ -2,6 +2,10 @@
 
 Both sides are rendered with secrets stood in by digests of their sealed text, so a plan
 can say "secret changed" and never what it changed to; no private key is needed.
+
+Besides the devices, a plan shows what a publisher would refuse: a change of where files
+are published (`publish.http_root`, `tftp_root`, `state_dir`, `firmware_dir`), and the
+share of the base's devices the change removes against `publish.max_removal`.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ import difflib
 import enum
 import hashlib
 from dataclasses import dataclass
+from fractions import Fraction
 
 import pygit2
 
 from gitprov.compile import placeholder_resolver
 from gitprov.errors import InvalidInventory
 from gitprov.formats import flyingvoice
+from gitprov.inventory import Fleet
 from gitprov.pipeline import Loaded, Pipeline
 from gitprov.version import Evaluated, State, step
 
@@ -37,11 +43,64 @@ class DeviceChange:
 
 
 @dataclass(frozen=True)
+class TargetChange:
+    """A publish path the change sets differently, as written ("" when unset)."""
+
+    setting: str  # e.g. publish.http_root
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
 class Review:
     base: str
     head: str
     changes: tuple[DeviceChange, ...]
     unchanged: int
+    devices_before: int | None = None  # the base's devices (None: a plan saved without)
+    # The publish.max_removal a publisher applies: the stricter of both sides'.
+    max_removal: Fraction | None = None
+    target_changes: tuple[TargetChange, ...] = ()
+
+    @property
+    def removed(self) -> int:
+        return sum(c.change is Change.REMOVE for c in self.changes)
+
+    @property
+    def removal_share(self) -> Fraction | None:
+        if not self.devices_before:
+            return None
+        return Fraction(self.removed, self.devices_before)
+
+    @property
+    def mass_removal(self) -> bool:
+        """What a publisher refuses without --allow-mass-removal (one device never is)."""
+        share = self.removal_share
+        return (
+            self.removed > 1
+            and share is not None
+            and self.max_removal is not None
+            and share > self.max_removal
+        )
+
+
+_PATHS = ("http_root", "tftp_root", "state_dir", "firmware_dir")
+
+
+def target_changes(base: Fleet, head: Fleet) -> tuple[TargetChange, ...]:
+    def written(fleet: Fleet, name: str) -> str:
+        if name == "http_root":
+            return ", ".join(fleet.http_roots)
+        if name == "tftp_root":
+            return ", ".join(fleet.tftp_roots)
+        value = fleet.state_dir if name == "state_dir" else fleet.firmware_dir
+        return value or ""
+
+    return tuple(
+        TargetChange(f"publish.{name}", old, new)
+        for name in _PATHS
+        if (old := written(base, name)) != (new := written(head, name))
+    )
 
 
 def _rendered(p: Pipeline, loaded: Loaded) -> dict[str, tuple[str, str]]:
@@ -109,7 +168,16 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
         changes.append(
             DeviceChange(mac, kind, name, old_v, _version(merged, mac) if after else None, diff)
         )
-    return Review(str(base.id), str(head.id), tuple(changes), unchanged)
+    old_fleet, new_fleet = base_loaded.inventory.fleet, head_loaded.inventory.fleet
+    return Review(
+        str(base.id),
+        str(head.id),
+        tuple(changes),
+        unchanged,
+        devices_before=len(base_loaded.inventory.devices),
+        max_removal=min(old_fleet.max_removal, new_fleet.max_removal),
+        target_changes=target_changes(old_fleet, new_fleet),
+    )
 
 
 def _version(state: State, key: str) -> int | None:

@@ -5,6 +5,7 @@ choose, commits not signed by an allowed key."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 from pathlib import Path
@@ -502,3 +503,69 @@ def test_openpgp_signatures_count_only_with_the_operators_keyring(
         assert "signed by a key that is not in the allowed keyring" in err
     finally:
         stop_gpg_agents(ops.home, stranger.home, keyring)
+
+
+# -- what plan says about it ----------------------------------------------------------
+def test_plan_flags_a_move_of_the_http_root_in_every_format(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = str(example_repo.repo.head.target)
+    move_root(example_repo, "../elsewhere")
+    argv = ["--repo", str(example_repo.path), "plan", "--base", base, "--rev", "main"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert out.splitlines()[1] == (
+        "WARNING: this change moves where files are published (publish.http_root var/http "
+        "-> ../elsewhere): a publisher refuses it unless its operator allows the move "
+        "(--allow-target-change) and the new paths are inside its allowed roots"
+    )
+    assert "no device changes" in out
+    code, out, _ = run(capsys, *argv, "--format", "json")
+    doc = json.loads(out)
+    assert doc["target_changes"] == [
+        {"setting": "publish.http_root", "old": "var/http", "new": "../elsewhere"}
+    ]
+    saved = tmp_path / "plan.json"
+    saved.write_text(out)
+    for extra in ([], ["--from-json", str(saved)]):
+        code, out, _ = run(capsys, *argv, "--format", "markdown", *extra)
+        assert code == 0
+        assert (
+            "> [!WARNING]\n> **This change moves where files are published:** "
+            "`publish.http_root` `var/http` → `../elsewhere`." in out
+        )
+
+
+def test_plan_shows_the_share_of_devices_removed_and_flags_a_mass_removal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(fleet_files(96), "a fleet of 100")
+    retire(repo, 9)
+    argv = ["--repo", str(repo.path), "plan", "--base", base, "--rev", "main"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and out.splitlines()[1] == "removes 9 of the 100 devices (9%)"
+    assert "WARNING" not in out
+    code, out, _ = run(capsys, *argv, "--format", "markdown")
+    assert "Removes 9 of the 100 devices (9%)." in out and "[!WARNING]" not in out
+
+    retire(repo, 2, first=9)
+    code, out, _ = run(capsys, *argv)
+    assert out.splitlines()[1] == (
+        "WARNING: removes 11 of the 100 devices (11%), more than publish.max_removal "
+        "allows (10%): a publisher refuses it without --allow-mass-removal"
+    )
+    code, out, _ = run(capsys, *argv, "--format", "json")
+    assert json.loads(out)["removal"] == {
+        "devices": 11,
+        "of": 100,
+        "percent": 11.0,
+        "max_percent": 10.0,
+        "refused": True,
+    }
+    code, out, _ = run(capsys, *argv, "--format", "markdown")
+    assert (
+        "> [!WARNING]\n> **This change removes 11 of the 100 devices (11%), more than "
+        "publish.max_removal allows (10%):** a publisher refuses it without "
+        "`--allow-mass-removal`." in out
+    )

@@ -13,6 +13,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from jsonschema import Draft202012Validator
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
-from gitprov.review import Change, DeviceChange, Review
+from gitprov.publish import percent
+from gitprov.review import Change, DeviceChange, Review, TargetChange
 from gitprov.schemas import output_schemas
 
 MIN_CHARS = 1_000
@@ -111,6 +113,23 @@ def to_json(result: Review) -> dict[str, Any]:
             }
             for c in result.changes
         ],
+        "removal": _removal_json(result),
+        "target_changes": [
+            {"setting": c.setting, "old": c.old, "new": c.new} for c in result.target_changes
+        ],
+    }
+
+
+def _removal_json(result: Review) -> dict[str, Any] | None:
+    share = result.removal_share
+    if share is None or result.max_removal is None or result.devices_before is None:
+        return None
+    return {
+        "devices": result.removed,
+        "of": result.devices_before,
+        "percent": round(float(share * 100), 2),
+        "max_percent": float(result.max_removal * 100),
+        "refused": result.mass_removal,
     }
 
 
@@ -143,12 +162,58 @@ def load_json(path: str) -> Review:
         )
         for d in doc["devices"]
     )
-    return Review(doc["base"], doc["head"], changes, doc["unchanged"])
+    removal = doc.get("removal")
+    return Review(
+        doc["base"],
+        doc["head"],
+        changes,
+        doc["unchanged"],
+        devices_before=removal["of"] if removal else None,
+        max_removal=Fraction(str(removal["max_percent"])) / 100 if removal else None,
+        target_changes=tuple(
+            TargetChange(c["setting"], c["old"], c["new"]) for c in doc.get("target_changes", [])
+        ),
+    )
+
+
+# -- what a publisher would refuse ------------------------------------------------------
+def warnings(result: Review) -> list[str]:
+    """One line per thing a publisher refuses unless its operator allows it."""
+    out = []
+    if result.target_changes:
+        moved = "; ".join(
+            f"{c.setting} {c.old or '(unset)'} -> {c.new or '(unset)'}"
+            for c in result.target_changes
+        )
+        out.append(
+            f"this change moves where files are published ({moved}): a publisher refuses "
+            "it unless its operator allows the move (--allow-target-change) and the new "
+            "paths are inside its allowed roots"
+        )
+    if result.mass_removal:
+        out.append(f"{_removal(result)}: a publisher refuses it without --allow-mass-removal")
+    return out
+
+
+def _removal(result: Review) -> str:
+    share, limit = result.removal_share, result.max_removal
+    assert share is not None and limit is not None
+    return (
+        f"removes {result.removed} of the {result.devices_before} devices ({percent(share)}), "
+        f"more than publish.max_removal allows ({percent(limit)})"
+    )
 
 
 # -- text -----------------------------------------------------------------------------
 def _text(result: Review, out: Output) -> None:
     out.data(f"gitprov plan {result.base[:12]}..{result.head[:12]}")
+    for line in warnings(result):
+        out.data(f"WARNING: {line}")
+    if result.removed and not result.mass_removal and result.removal_share is not None:
+        out.data(
+            f"removes {result.removed} of the {result.devices_before} devices "
+            f"({percent(result.removal_share)})"
+        )
     if not result.changes:
         out.data(f"no device changes ({result.unchanged} unchanged)")
         return
@@ -244,6 +309,12 @@ def _tail(devices: int, hidden_groups: int, max_chars: int) -> str:
 
 def _md_header(result: Review, n_groups: int) -> str:
     title = f"### gitprov plan `{result.base[:12]}`..`{result.head[:12]}`\n\n"
+    title += _md_warnings(result)
+    if result.removed and not result.mass_removal and result.removal_share is not None:
+        title += (
+            f"Removes {result.removed:,} of the {result.devices_before:,} devices "
+            f"({percent(result.removal_share)}).\n\n"
+        )
     if not result.changes:
         return title + f"No device changes ({result.unchanged:,} unchanged).\n"
     counts = {kind: 0 for kind in Change}
@@ -255,6 +326,31 @@ def _md_header(result: Review, n_groups: int) -> str:
         f"group(s) of identical changes; {result.unchanged:,} unchanged. Versions are what "
         "merging into the base gives them; secrets are redacted.\n"
     )
+
+
+def _md_warnings(result: Review) -> str:
+    """`warnings` for a pull request: GitHub alerts, every value from the change in code."""
+    text = ""
+    if result.target_changes:
+        moved = "; ".join(
+            f"{_code(c.setting)} {_code(c.old or '(unset)')} → {_code(c.new or '(unset)')}"
+            for c in result.target_changes
+        )
+        text += (
+            f"> [!WARNING]\n> **This change moves where files are published:** {moved}. "
+            "A publisher refuses it unless its operator allows the move "
+            "(`--allow-target-change`) and the new paths are inside its allowed roots.\n\n"
+        )
+    if result.mass_removal:
+        text += (
+            f"> [!WARNING]\n> **This change {_removal(result)}:** a publisher refuses it "
+            "without `--allow-mass-removal`.\n\n"
+        )
+    return text
+
+
+def _code(text: str) -> str:
+    return f"`{_cell(text.replace(chr(13), ' '))[:200]}`"
 
 
 def _md_group_top(g: Group) -> str:
