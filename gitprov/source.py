@@ -46,7 +46,33 @@ def open_repo(path: str | Path) -> pygit2.Repository:
             f"{path}: not a git repository",
             hint="run gitprov inside the inventory repository or pass --repo PATH",
         )
-    return pygit2.Repository(found)
+    try:
+        repo = pygit2.Repository(found)
+    except pygit2.GitError as exc:
+        if "not owned by current user" in str(exc):
+            raise UsageError(
+                f"{found}: the repository belongs to another user, and git does not trust it",
+                hint="if you trust it, run as the user gitprov runs as: "
+                f"git config --global --add safe.directory {found.rstrip('/')}",
+            ) from None
+        raise UsageError(f"{found}: cannot open the repository: {exc}") from None
+    _add_quarantine(repo)
+    return repo
+
+
+def _add_quarantine(repo: pygit2.Repository) -> None:
+    """In a pre-receive hook, the pushed objects are not in the repository yet but in the
+    quarantine directory git names in GIT_QUARANTINE_PATH; libgit2 does not read that
+    variable, so a hook's `gitprov validate --rev NEW` would not find the pushed commit.
+    Only a quarantine inside this repository's own object store is added: the variable
+    leaks into every child of the hook, and another repository's objects are not ours."""
+    quarantine = os.environ.get("GIT_QUARANTINE_PATH")
+    if not quarantine:
+        return
+    objects = Path(repo.path, "objects").resolve()
+    here = Path(quarantine).resolve()
+    if here.is_dir() and here.is_relative_to(objects):
+        repo.odb.add_disk_alternate(str(here))
 
 
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:

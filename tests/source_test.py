@@ -1,0 +1,76 @@
+"""Opening repositories as servers meet them: a pre-receive hook's quarantined push, and
+a repository that belongs to another user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitprov.cli import main
+from tests.fixtures.gitrepo import example_files
+from tests.init_test import IDENTITY
+
+# The simplest hook a team writes: no scratch repository, no environment games.
+PRE_RECEIVE = """\
+#!/bin/sh
+while read old new ref; do
+  "{python}" -m gitprov --repo "$GIT_DIR" validate --rev "$new" || exit 1
+done
+"""
+
+
+def git(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **IDENTITY, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(
+        ["git", *argv], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def test_a_pre_receive_hook_validates_the_pushed_commit_in_quarantine(tmp_path: Path) -> None:
+    bare, work = tmp_path / "inventory.git", tmp_path / "work"
+    assert git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare)).returncode == 0
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(PRE_RECEIVE.format(python=sys.executable))
+    hook.chmod(0o755)
+    assert git(tmp_path, "init", "-q", "-b", "main", str(work)).returncode == 0
+    for rel, data in example_files().items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_bytes(data)
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "fleet")
+    git(work, "remote", "add", "origin", str(bare))
+
+    pushed = git(work, "push", "-q", "origin", "main")
+    assert pushed.returncode == 0, pushed.stderr
+    good = git(work, "rev-parse", "HEAD").stdout.strip()
+
+    device = work / "inventory" / "devices" / "0021f2011b19.yaml"
+    device.write_text(device.read_text().replace("model: IP542N", "model: NOPE"))
+    git(work, "commit", "-qam", "a model nobody has")
+    refused = git(work, "push", "-q", "origin", "main")
+    assert refused.returncode != 0
+    # The pusher sees the located problem, and main did not move.
+    assert "remote: inventory/devices/0021f2011b19.yaml:" in refused.stderr, refused.stderr
+    assert "error[GP" in refused.stderr
+    assert git(bare, "rev-parse", "main").stdout.strip() == good
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a repository to another user")
+def test_a_repository_of_another_user_is_a_usage_error_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "theirs"
+    assert git(tmp_path, "init", "-q", "-b", "main", str(repo)).returncode == 0
+    shutil.chown(repo, 65534, 65534)
+    # No safe.directory from the host's own git configuration.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    assert main(["--repo", str(repo), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to another user" in err and "safe.directory" in err
