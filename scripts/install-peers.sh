@@ -4,10 +4,11 @@
 # skip and name the package.
 set -u
 # prometheus: only for `promtool check metrics`, which lints the watcher's exposition.
-# npm: yaml-language-server for the editor tests; shellcheck lints the action's scripts.
-PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus npm shellcheck"
+# npm: yaml-language-server for the editor tests; shellcheck lints the action's scripts;
+# kea-dhcp4-server checks and runs deploy/'s option-66 example.
+PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus npm shellcheck kea-dhcp4-server"
 # Packages installed for a tool only: their own daemon must stay stopped and disabled.
-NO_SERVICE="prometheus"
+NO_SERVICE="nginx tftpd-hpa prometheus kea-dhcp4-server"
 missing=""
 for p in $PKGS; do
   # npm also comes with other builds of node (nodesource's nodejs bundles it, and
