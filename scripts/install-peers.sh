@@ -7,7 +7,8 @@ set -u
 # npm: yaml-language-server for the editor tests; shellcheck lints the action's scripts;
 # kea-dhcp4-server checks and runs deploy/'s option-66 example.
 PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus npm shellcheck kea-dhcp4-server"
-# Packages installed for a tool only: their own daemon must stay stopped and disabled.
+# Daemons the tests start themselves, on free ports: installed by this script, they stay
+# stopped and disabled.
 NO_SERVICE="nginx tftpd-hpa prometheus kea-dhcp4-server"
 missing=""
 for p in $PKGS; do

@@ -130,8 +130,9 @@ def test_one_program_one_key_path_one_repository_across_deploy() -> None:
         assert f"GITPROV=${{GITPROV:-{PRODUCTION_GITPROV}}}" in text, hook
     post = (DEPLOY / "post-receive").read_text()
     assert f'GITPROV_PRIVATE_KEY_FILE:-{KEY_PATH}}}"' in post
-    # Every path in deploy/ that names a private key names this one.
-    for path in sorted(DEPLOY.iterdir()):
+    # Every path in deploy/, the README and docs/ that names a private key names this one.
+    top = DEPLOY.parent
+    for path in sorted([*DEPLOY.iterdir(), top / "README.md", *(top / "docs").glob("*.md")]):
         for found in re.findall(r"/etc/gitprov/[\w.-]*key\b", path.read_text()):
             assert found == KEY_PATH, (path.name, found)
 
