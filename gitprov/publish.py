@@ -102,6 +102,13 @@ class Targets:
                     f"the state dir {self.state_dir} is inside the served root {root}",
                     hint="the manifest lists every MAC: keep the state dir beside the roots",
                 )
+        fw = self.firmware_dir
+        if fw is not None and (inside(fw, self.state_dir) or inside(self.state_dir, fw)):
+            # Firmware is copied into the roots: from there, manifest.json would be too.
+            raise GitprovError(
+                f"the firmware dir {fw} and the state dir {self.state_dir} overlap",
+                hint="the manifest lists every MAC: keep the firmware images elsewhere",
+            )
 
 
 @dataclass(frozen=True)

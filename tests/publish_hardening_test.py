@@ -14,7 +14,7 @@ import pygit2
 import pytest
 
 from gitprov.cli import main
-from gitprov.errors import UsageError
+from gitprov.errors import GitprovError, UsageError
 from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, load_manifest
 from gitprov.publish import Refused, Targets, publish
@@ -273,6 +273,13 @@ def test_a_firmware_fifo_is_refused_without_blocking(
     code, _, err = result[0]
     assert code == 1 and "is a fifo" in err
     assert load_manifest(tmp_path / "state") is None
+
+
+def test_the_firmware_dir_may_not_hold_the_manifest(tmp_path: Path) -> None:
+    with pytest.raises(GitprovError, match=r"the firmware dir .* and the state dir .* overlap"):
+        Targets((tmp_path / "http",), tmp_path / "state", tmp_path / "state")
+    with pytest.raises(GitprovError, match="overlap"):
+        Targets((tmp_path / "http",), tmp_path / "var" / "state", tmp_path / "var")
 
 
 # -- where the publisher writes -------------------------------------------------------
