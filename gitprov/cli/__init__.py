@@ -11,12 +11,23 @@ import traceback
 from collections.abc import Sequence
 
 from gitprov import __version__
-from gitprov.cli import build, history, init, plan, publish, schema, secrets, serve, validate
+from gitprov.cli import (
+    build,
+    history,
+    importer,
+    init,
+    plan,
+    publish,
+    schema,
+    secrets,
+    serve,
+    validate,
+)
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.source import DEFAULT_INVENTORY_DIR
 
-COMMANDS = (init, validate, build, plan, publish, history, secrets, serve, schema)
+COMMANDS = (init, importer, validate, build, plan, publish, history, secrets, serve, schema)
 
 EPILOG = f"""\
 a 5-minute tour (inside an inventory repository; `gitprov init DIR` starts one):

@@ -1,0 +1,561 @@
+"""`gitprov import`: an old fleet's param.conf files (or a spreadsheet) into a new inventory
+that validates and builds, for every device, the parameters its old file had."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gitprov.app import Session
+from gitprov.cli import main
+from gitprov.errors import Problem
+from gitprov.formats.flyingvoice import parse
+from gitprov.importer import ConfOptions, ImportRefused, import_conf
+from gitprov.init import init_inventory
+from tests.fixtures.oldfleet import (
+    ATA1_MODEL,
+    BOOTSTRAP_VERSION,
+    SHARED_KEY,
+    URL,
+    git,
+    old_fleet,
+    openssl_dec,
+    openssl_enc,
+    write_old_fleet,
+)
+
+VERSION = "DBID_DBASE_VERSION"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    top: Path
+    key: Path  # the repository's private key file
+
+    @property
+    def inventory(self) -> Path:
+        return self.top / "inventory"
+
+    def cli(self, *argv: str) -> int:
+        return main(["--repo", str(self.top), *argv])
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fleet:
+    """A new inventory from `gitprov init`, with a third (one-line) model."""
+    top = tmp_path / "fleet"
+    key = tmp_path / "keys" / "fleet.key"
+    init_inventory(top, key, "fleet")
+    (top / "inventory" / "models" / "ATA1.yaml").write_text(ATA1_MODEL)
+    monkeypatch.setenv("GITPROV_PRIVATE_KEY_FILE", str(key))
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY", raising=False)
+    return Fleet(top, key)
+
+
+def tree(top: Path) -> dict[str, bytes]:
+    """Every file of the work tree (not .git), by path."""
+    return {
+        p.relative_to(top).as_posix(): p.read_bytes()
+        for p in sorted(top.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(top).parts
+    }
+
+
+# -- the acceptance test: 200 devices, 3 models, half encrypted ---------------------
+def test_an_old_fleet_imports_validates_and_builds_what_each_device_had(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    devices = old_fleet(200)
+    assert {d.how for d in devices} == {"plain", "keyfile", "shared"}
+    assert {len(d.params["DBID_SIP_ENABLE"].split("\t")) for d in devices} == {1, 2, 4}
+    root, key_file = write_old_fleet(devices, tmp_path / "old")
+    fleet_yaml = (fleet.inventory / "gitprov.yaml").read_text()
+
+    code = fleet.cli(
+        "import",
+        "conf",
+        str(root),
+        "--key-file",
+        str(key_file),
+        "--key",
+        SHARED_KEY,
+        "--models",
+        str(tmp_path / "old" / "models.csv"),
+    )
+    imported = capsys.readouterr()
+    assert code == 0, imported.err
+
+    # One report line per file: every device imported, the rest skipped with a reason.
+    for d in devices:
+        assert f"imported  {root / d.file_name} -> inventory/devices/{d.mac}.yaml (" in (
+            imported.out
+        ), d.file_name
+    assert f"skipped   {root / 'IP542N.conf'}: no MAC" in imported.out
+    assert f"skipped   {root / 'IP542N_F107.bin'}: not a param.conf" in imported.out
+    assert "imported 200 device(s), skipped 2" in imported.out
+    assert "Traceback" not in imported.err
+
+    # version_floor: above every version read (the option-66 file's 3100 is the highest),
+    # written by a round-trip edit that keeps every comment: one line changes.
+    highest = max(BOOTSTRAP_VERSION, *(int(d.params[VERSION]) for d in devices))
+    diff = [
+        ln
+        for ln in difflib.unified_diff(
+            fleet_yaml.splitlines(),
+            (fleet.inventory / "gitprov.yaml").read_text().splitlines(),
+            lineterm="",
+            n=0,
+        )
+        if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
+    ]
+    assert diff == ["-version_floor: 1000", f"+version_floor: {highest}"]
+
+    # What most devices share went into profiles; device files keep their differences.
+    shared = (fleet.inventory / "profiles" / "imported.yaml").read_text()
+    assert "sip.server: sip.example.net" in shared
+    assert (
+        "extends: imported" in (fleet.inventory / "profiles" / "imported-IP542N.yaml").read_text()
+    )
+    common = next(d for d in devices if d.params["DBID_WEB_SIP_SERVER"] == "sip.example.net")
+    other = next(d for d in devices if d.params["DBID_WEB_SIP_SERVER"] != "sip.example.net")
+    assert "sip.server" not in (fleet.inventory / "devices" / f"{common.mac}.yaml").read_text()
+    assert (
+        "sip.server: sip2.example.net"
+        in (fleet.inventory / "devices" / f"{other.mac}.yaml").read_text()
+    )
+
+    git(fleet.top, "add", "-A")
+    git(fleet.top, "commit", "-q", "-m", "import the old fleet")
+    assert fleet.cli("validate") == 0
+    validated = capsys.readouterr()
+    out = tmp_path / "built"
+    assert fleet.cli("build", "--reveal", "--out", str(out)) == 0
+    built = capsys.readouterr()
+
+    for d in devices:
+        plain = (out / "plain" / f"fv{d.mac}.conf").read_bytes()
+        got = parse(plain)
+        version = int(got.pop(VERSION))
+        assert version > int(d.params[VERSION]), d.mac
+        expected = {k: v for k, v in d.params.items() if k != VERSION}
+        assert got == expected, d.mac
+        # The device still holds its old key (its Profile Rule's): it opens the new file.
+        encrypted = (out / "encrypted" / f"fv{d.mac}.conf").read_bytes()
+        assert openssl_dec(encrypted, d.key) == plain, d.mac
+
+    # No plaintext secret anywhere but in the files gitprov encrypts: not in the inventory,
+    # not in what any command printed.
+    written = b"\n".join(tree(fleet.top).values())
+    printed = "".join(
+        (imported.out, imported.err, validated.out, validated.err, built.out, built.err)
+    )
+    secrets = {s for d in devices for s in d.secrets}
+    assert len(secrets) > 600
+    for secret in secrets:
+        assert secret.encode() not in written, "a plaintext secret in the inventory"
+        assert secret not in printed, "a plaintext secret on the terminal"
+    assert time.monotonic() - started < 20
+
+
+# -- what an operator meets on the way ------------------------------------------------
+def conf(params: list[tuple[str, str]]) -> bytes:
+    return "".join(f"{k}={v}\n" for k, v in params).encode()
+
+
+def ip542n(
+    mac: str, *, key: str = "kA1", version: int = 7, account: str = "2001"
+) -> list[tuple[str, str]]:
+    return [
+        (VERSION, str(version)),
+        ("DBID_SIP_ENABLE", "1\t0\t0\t0"),
+        ("DBID_WEB_SIP_SERVER", "sip.example.net"),
+        ("DBID_WEB_SIP_SERVER_PORT", "5060"),
+        ("DBID_SIP_ACCOUNT", f"{account}\t\t\t"),
+        ("DBID_SIP_PASSWORD", "pw-secret-1\t\t\t"),
+        ("DBID_PROFILE_RULE", f"[--key {key}]{URL}/fv{mac}.conf"),
+    ]
+
+
+MACS = ("0021f2aa0001", "0021f2aa0002", "0021f2aa0003")
+
+
+def small(where: Path) -> Path:
+    """Three plaintext IP542N files."""
+    where.mkdir(parents=True)
+    for i, mac in enumerate(MACS):
+        (where / f"fv{mac}.conf").write_bytes(conf(ip542n(mac, account=f"200{i}")))
+    return where
+
+
+def refused(fleet: Fleet, root: Path, **kw: object) -> tuple[Problem, ...]:
+    before = tree(fleet.top)
+    options = ConfOptions(root, model="IP542N", **kw)  # type: ignore[arg-type]
+    with pytest.raises(ImportRefused) as caught:
+        import_conf(Session(fleet.top), options)
+    assert tree(fleet.top) == before, "a refused import wrote something"
+    assert caught.value.message.endswith("nothing was written")
+    return caught.value.problems
+
+
+def located(problems: tuple[Problem, ...]) -> list[str]:
+    return [f"{p.where()}: {p.level}[{p.code}]" for p in problems]
+
+
+Mutation = Callable[[Path], object]
+
+
+def _lines(path: Path, edit: Callable[[list[str]], list[str]]) -> None:
+    path.write_text("\n".join(edit(path.read_text().split("\n"))))
+
+
+CASES: dict[str, tuple[Mutation, str]] = {
+    "malformed line": (
+        lambda r: _lines(r / f"fv{MACS[0]}.conf", lambda ls: [*ls[:2], "SIP SERVER", *ls[2:]]),
+        f"fv{MACS[0]}.conf:3:1: error[GP402]",
+    ),
+    "key twice": (
+        lambda r: _lines(r / f"fv{MACS[0]}.conf", lambda ls: [*ls, "DBID_WEB_SIP_SERVER_PORT=1"]),
+        f"fv{MACS[0]}.conf:9:1: error[GP402]",  # after the file's last newline
+    ),
+    "port out of range": (
+        lambda r: _lines(
+            r / f"fv{MACS[1]}.conf", lambda ls: [ls[0], "DBID_WEB_SIP_SERVER_PORT=70000", *ls[4:]]
+        ),
+        f"fv{MACS[1]}.conf:2:26: error[GP406]",
+    ),
+    "a per-line row of the wrong length": (
+        lambda r: _lines(r / f"fv{MACS[2]}.conf", lambda ls: [ls[0], "DBID_SIP_ENABLE=1\t0"]),
+        f"fv{MACS[2]}.conf:2:17: error[GP406]",
+    ),
+    "not UTF-8": (
+        lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(b"DBID_SIP_DIS_NAME=M\xfcller\n"),
+        f"fv{MACS[0]}.conf:1:1: error[GP401]",
+    ),
+    "a second file for a MAC": (
+        lambda r: (r / f"{MACS[0].upper()}.cfg").write_bytes(conf(ip542n(MACS[0], version=9))),
+        f"fv{MACS[0]}.conf: error[GP404]",  # the later of the two, in name order
+    ),
+    "version not a number": (
+        lambda r: _lines(r / f"fv{MACS[1]}.conf", lambda ls: ["DBID_DBASE_VERSION=v7", *ls[1:]]),
+        f"fv{MACS[1]}.conf:1:20: error[GP407]",
+    ),
+    "a wrong key": (
+        lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(
+            openssl_enc(conf(ip542n(MACS[0])), "not-the-key")
+        ),
+        f"fv{MACS[0]}.conf:1:1: error[GP403]",
+    ),
+    "a truncated encrypted file": (
+        lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(
+            openssl_enc(conf(ip542n(MACS[0])), "right-key")[:-5]
+        ),
+        f"fv{MACS[0]}.conf:1:1: error[GP403]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_a_located_error_and_nothing_is_written(
+    fleet: Fleet, tmp_path: Path, case: str
+) -> None:
+    root = small(tmp_path / "old")
+    mutate, where = CASES[case]
+    mutate(root)
+    problems = refused(fleet, root, key="right-key")
+    assert any(f"{root}/{where}" in text for text in located(problems)), located(problems)
+    for p in problems:
+        assert "pw-secret-1" not in p.message + p.hint
+
+
+def test_the_cli_says_where_and_exits_1(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small(tmp_path / "old")
+    _lines(root / f"fv{MACS[0]}.conf", lambda ls: [*ls[:2], "SIP SERVER", *ls[2:]])
+    models = tmp_path / "models.txt"
+    models.write_text(f"# MAC MODEL\n{MACS[0]} IP542N\n{MACS[1]}  IP542X\n* IP542N\n")
+    assert fleet.cli("import", "conf", str(root), "--models", str(models)) == 1
+    err = capsys.readouterr().err
+    assert f"{root}/fv{MACS[0]}.conf:3:1: error[GP402]: not a DBID_NAME=value line" in err
+    assert f"{models}:3:15: error[GP405]: no model 'IP542X' in the inventory" in err
+    assert "did you mean 'IP542N'?" in err
+    assert "gitprov: import refused: the input has 2 error(s); nothing was written" in err
+    assert "Traceback" not in err
+
+
+def test_key_file_problems_are_located_and_never_show_a_key(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small(tmp_path / "old")
+    keys = tmp_path / "keys.csv"
+    keys.write_text(f"mac,key\n{MACS[0]},kA1\nsecret-key-here,{MACS[1]}\n{MACS[0]},kA2\n")
+    code = fleet.cli("import", "conf", str(root), "--model", "IP542N", "--key-file", str(keys))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{keys}:3:1: error[GP411]: not a MAC address" in err
+    assert f"{keys}:4:1: error[GP411]: {MACS[0]} is listed twice (first at line 2)" in err
+    assert "secret-key-here" not in err and "kA2" not in err
+
+
+def test_real_openssl_files_md5_and_sha256_both_open(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command (Debian package openssl)")
+    root = tmp_path / "old"
+    root.mkdir()
+    keys = []
+    for mac, md in zip(MACS[:2], ("md5", "md5"), strict=True):
+        plain = tmp_path / f"{mac}.txt"
+        plain.write_bytes(conf(ip542n(mac, key=f"key-{mac}", account=mac[-4:])))
+        subprocess.run(
+            [
+                "openssl",
+                "enc",
+                "-aes-256-cbc",
+                "-md",
+                md,
+                "-k",
+                f"key-{mac}",
+                "-in",
+                str(plain),
+                "-out",
+                str(root / f"fv{mac}.conf"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        keys.append(f"{mac} key-{mac}")
+    (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n")
+    argv = [
+        "import",
+        "conf",
+        str(root),
+        "--model",
+        "IP542N",
+        "--key-file",
+        str(tmp_path / "keys.txt"),
+    ]
+    assert fleet.cli(*argv) == 0, capsys.readouterr().err
+    assert "encrypted (openssl-md5, key from the key file)" in capsys.readouterr().out
+
+    # Files made by a modern `openssl enc` without -md are SHA-256 files: devices that read
+    # them decrypt that way, so an MD5 fleet is refused where the setting is.
+    sha = tmp_path / "sha"
+    sha.mkdir()
+    mac = MACS[2]
+    plain = tmp_path / "sha.txt"
+    plain.write_bytes(conf(ip542n(mac, key="key-sha", account="3003")))
+    subprocess.run(
+        [
+            "openssl",
+            "enc",
+            "-aes-256-cbc",
+            "-md",
+            "sha256",
+            "-k",
+            "key-sha",
+            "-in",
+            str(plain),
+            "-out",
+            str(sha / f"fv{mac}.conf"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    problems = refused(fleet, sha, key="key-sha")
+    settings = (fleet.inventory / "gitprov.yaml").read_text().split("\n")
+    mode_line = settings.index("  mode: openssl-md5") + 1
+    assert located(problems) == [f"inventory/gitprov.yaml:{mode_line}:9: error[GP409]"]
+    assert "are openssl-sha256, but gitprov would write openssl-md5" in problems[0].message
+    (fleet.inventory / "models" / "IP542N.yaml").write_text(
+        (fleet.inventory / "models" / "IP542N.yaml").read_text()
+        + "encryption: {mode: openssl-sha256}\n"
+    )
+    result = import_conf(Session(fleet.top), ConfOptions(sha, model="IP542N", key="key-sha"))
+    assert [f.detail for f in result.files] == [
+        "IP542N, encrypted (openssl-sha256, key from --key), keeps its key"
+    ]
+
+
+def test_devices_that_exist_are_skipped_unless_forced(fleet: Fleet, tmp_path: Path) -> None:
+    root = small(tmp_path / "old")
+    first = import_conf(Session(fleet.top), ConfOptions(root, model="IP542N"))
+    assert [f.action for f in first.files] == ["imported"] * 3
+    assert first.profiles == ("imported",)
+    again = import_conf(Session(fleet.top), ConfOptions(root, model="IP542N"))
+    assert [(f.action, f.detail) for f in again.files] == [
+        ("skipped", f"inventory/devices/{mac}.yaml exists (--force replaces it)") for mac in MACS
+    ]
+    assert again.written == ()
+    # Replacing some devices must not rewrite a profile others still use.
+    (root / f"fv{MACS[2]}.conf").unlink()
+    problems = refused(fleet, root, force=True)
+    # The profile, and the secret of the key the three devices share (kA1), are still
+    # used by the device that stays.
+    sealed = (fleet.inventory / "secrets.yaml").read_text().split("\n")
+    shared = next(i for i, ln in enumerate(sealed, 1) if "imported.shared-key-1:" in ln)
+    assert located(problems) == [
+        "inventory/profiles/imported.yaml: error[GP412]",
+        f"inventory/secrets.yaml:{shared}:3: error[GP412]",
+    ]
+    assert all("--profile-prefix" in p.hint for p in problems)
+    result = import_conf(
+        Session(fleet.top), ConfOptions(root, model="IP542N", force=True, prefix="batch2")
+    )
+    assert [f.action for f in result.files] == ["replaced", "replaced"]
+    assert fleet.cli("validate", "--worktree") == 0
+
+
+def test_devices_whose_old_rule_points_elsewhere_are_warned_about(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    root = tmp_path / "old"
+    root.mkdir()
+    for i, mac in enumerate(MACS):
+        params = ip542n(mac, account=f"200{i}")
+        params[-1] = ("DBID_PROFILE_RULE", f"[--key k{i}]http://old.example.net/cfg/$(MA).cfg")
+        (root / f"fv{mac}.conf").write_bytes(conf(params))
+    # A device that reads plaintext: no key in its rule, its file not encrypted.
+    plain_mac = "0021f2aa0009"
+    params = ip542n(plain_mac, account="2009")
+    params[-1] = ("DBID_PROFILE_RULE", f"{URL}/fv{plain_mac}.conf")
+    (root / f"fv{plain_mac}.conf").write_bytes(conf(params))
+    result = import_conf(Session(fleet.top), ConfOptions(root, model="IP542N"))
+    text = [f"{p.where()}: {p.message}" for p in result.warnings]
+    assert (
+        f"{root}/fv{MACS[0]}.conf:7:19: devices fetch http://old.example.net/cfg/$(MA).cfg, but "
+        f"gitprov would publish their files for {URL}/fv$(MA).conf: they would never find the "
+        f"first one (3 files: {root}/fv{MACS[0]}.conf and 2 more)"
+    ) in text
+    assert any(
+        t.startswith(f"{root}/fv{plain_mac}.conf:7:19: the device reads plaintext files")
+        for t in text
+    )
+    assert all("k0" not in t for t in text)
+
+
+def test_a_dry_run_reports_and_writes_nothing(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small(tmp_path / "old")
+    before = tree(fleet.top)
+    assert fleet.cli("import", "conf", str(root), "--model", "IP542N", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "would import 3 device(s), skipped 0" in out and "dry run: nothing was written" in out
+    assert tree(fleet.top) == before
+
+
+@pytest.mark.parametrize(("threshold", "in_profile"), [(50, True), (60, False)])
+def test_the_threshold_decides_what_goes_into_the_profile(
+    fleet: Fleet, tmp_path: Path, threshold: int, in_profile: bool
+) -> None:
+    root = tmp_path / "old"
+    root.mkdir()
+    for i in range(10):
+        mac = f"0021f2bb00{i:02x}"
+        params = ip542n(mac, account=f"30{i:02d}")
+        # 6 of 10 devices share the outbound proxy: more than 50 %, not more than 60 %.
+        if i < 6:
+            params.append(("DBID_WEB_SIP_OUTBOUND", "sbc1.example.net"))
+        (root / f"fv{mac}.conf").write_bytes(conf(params))
+    import_conf(Session(fleet.top), ConfOptions(root, model="IP542N", threshold=threshold))
+    profile = (fleet.inventory / "profiles" / "imported.yaml").read_text()
+    assert ("sip.outbound: sbc1.example.net" in profile) is in_profile
+    devices = [
+        (fleet.inventory / "devices" / f"0021f2bb00{i:02x}.yaml").read_text() for i in range(10)
+    ]
+    assert sum("sip.outbound" in d for d in devices) == (4 if in_profile else 6)
+
+
+# -- CSV ------------------------------------------------------------------------------
+SHEET = (
+    "\ufeffMAC;Model;Profile;Description;line1.account;line1.password;line1.display_name;"
+    "line2.account;line2.password;line2.enabled;sip.server_port\n"
+    '00:21:f2:cc:00:01;IP542N;base;"Front desk; left";3001;pw-csv-3001;"Anna ""A."" K";'
+    "3002;pw-csv-3002;no;\n"
+    "00-21-F2-CC-00-02;G502N;;;3003;pw-csv-3003;;;;;5070\n"
+    "\n"
+)
+
+
+def test_a_spreadsheet_imports_validates_and_builds(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sheet = tmp_path / "devices.csv"
+    sheet.write_text(SHEET)
+    assert fleet.cli("import", "csv", str(sheet)) == 0
+    imported = capsys.readouterr()
+    assert f"imported  {sheet}:2 -> inventory/devices/0021f2cc0001.yaml (IP542N, profile base" in (
+        imported.out
+    )
+    git(fleet.top, "add", "-A")
+    git(fleet.top, "commit", "-q", "-m", "devices from the sheet")
+    assert fleet.cli("validate") == 0
+    out = tmp_path / "built"
+    assert fleet.cli("build", "--reveal", "--out", str(out)) == 0
+    printed = imported.out + imported.err + "".join(capsys.readouterr())
+    one = parse((out / "plain" / "fv0021f2cc0001.conf").read_bytes())
+    assert one["DBID_SIP_ACCOUNT"] == "3001\t3002\t\t"
+    assert one["DBID_SIP_PASSWORD"] == "pw-csv-3001\tpw-csv-3002\t\t"
+    assert one["DBID_SIP_DIS_NAME"] == 'Anna "A." K\t\t\t'
+    assert one["DBID_SIP_ENABLE"] == "1\t0\t0\t0"  # line 2 says no
+    assert one["DBID_WEB_SIP_SERVER_PORT"] == "5060"  # the base profile's
+    assert "Front desk; left" in (fleet.inventory / "devices" / "0021f2cc0001.yaml").read_text()
+    two = parse((out / "plain" / "fv0021f2cc0002.conf").read_bytes())
+    assert two["DBID_SIP_ENABLE"] == "1\t0"
+    assert two["DBID_WEB_SIP_SERVER_PORT"] == "5070"
+    written = b"".join(tree(fleet.top).values())
+    for secret in ("pw-csv-3001", "pw-csv-3002", "pw-csv-3003"):
+        assert secret.encode() not in written and secret not in printed
+
+
+CSV_CASES = {
+    "a MAC a spreadsheet made a number": (
+        "mac,model,line1.account\n2.15E+09,IP542N,1\n",
+        ":2:1: error[GP404]",
+    ),
+    "an unknown column": ("mac,model,line1.acount\n", ":1:11: error[GP410]"),
+    "a line the model lacks": (
+        "mac,model,line3.account\n0021f2cc0003,G502N,7\n",
+        ":2:20: error[GP406]",
+    ),
+    "not a boolean": (
+        "mac,model,line1.enabled\n0021f2cc0003,G502N,maybe\n",
+        ":2:20: error[GP406]",
+    ),
+    "an unknown profile": ("mac,model,profile\n0021f2cc0003,G502N,ofice\n", ":2:20: error[GP410]"),
+    "an unknown model": ("mac,model\n0021f2cc0003,G520N\n", ":2:14: error[GP405]"),
+    "a quote never closed": (
+        'mac,model,description\n0021f2cc0003,G502N,"desk\n',
+        ":2:20: error[GP410]",
+    ),
+    "one device twice": (
+        "mac,model\n0021f2cc0003,G502N\n00:21:f2:cc:00:03,G502N\n",
+        ":3:1: error[GP404]",
+    ),
+    "no model column": ("mac\n0021f2cc0003\n", ":1:1: error[GP410]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_bad_spreadsheets_are_located_errors(
+    fleet: Fleet, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, where = CSV_CASES[case]
+    sheet = tmp_path / "devices.csv"
+    sheet.write_text(text)
+    before = tree(fleet.top)
+    assert fleet.cli("import", "csv", str(sheet)) == 1
+    err = capsys.readouterr().err
+    assert f"{sheet}{where}" in err, err
+    assert "Traceback" not in err
+    assert tree(fleet.top) == before
