@@ -559,3 +559,13 @@ def test_bad_spreadsheets_are_located_errors(
     assert f"{sheet}{where}" in err, err
     assert "Traceback" not in err
     assert tree(fleet.top) == before
+
+
+def test_every_import_code_is_documented() -> None:
+    import gitprov.importer as importer
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "inventory.md").read_text()
+    codes = sorted(v for v in vars(importer).values() if isinstance(v, str) and v.startswith("GP4"))
+    assert len(codes) == 13
+    for code in codes:
+        assert f"| {code} |" in docs, code
