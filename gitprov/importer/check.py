@@ -1,0 +1,328 @@
+"""Everything an import checks once its files are planned, before it writes any.
+
+- the cipher: devices read one, so files encrypted otherwise than gitprov would write for
+  their model refuse the import;
+- names: a profile or a secret the import would write that the inventory already uses for
+  something else;
+- the inventory with the planned files laid over the work tree validates (an error in a
+  planned device file is reported at its input file);
+- every imported device builds exactly the parameters of its file (a difference is a bug
+  of the import), and its Profile Rule will find and open gitprov's files (warnings).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pygit2
+
+from gitprov.catalog import Catalog
+from gitprov.compile import Origin, compile_device
+from gitprov.crypto import Mode
+from gitprov.errors import GitprovError, Problem, error, warning
+from gitprov.importer.context import Context
+from gitprov.importer.problems import CIPHER, RESULT, RULE, TAKEN, refused
+from gitprov.importer.values import Device
+from gitprov.importer.write import Sealer
+from gitprov.inventory import SECRETS_FILE, Inventory
+from gitprov.macros import device_variables, expand
+from gitprov.rule_url import RuleSyntaxError, RuleUrl, parse_rule
+from gitprov.source import FileRef, Source, WorktreeSource
+from gitprov.yamldoc import SecretRef, leaves
+
+
+def cipher_problems(devices: Sequence[Device], ctx: Context) -> list[Problem]:
+    """Encrypted files whose cipher differs from the one gitprov would use for their model:
+    the device's firmware reads one, so gitprov's files would not open."""
+    groups: dict[tuple[str, str], list[Device]] = {}
+    for d in devices:
+        opened = d.opened
+        if opened is None or opened.mode is Mode.NONE:
+            continue
+        model = ctx.inv.models[d.model]
+        enc = ctx.inv.fleet.encryption.merged(model.encryption)
+        have = (
+            Mode(enc.mode),
+            bool(enc.gzip),
+            enc.iterations if enc.mode == Mode.OPENSSL_PBKDF2 else 0,
+        )
+        got = (
+            opened.mode,
+            opened.gzip,
+            opened.iterations if opened.mode is Mode.OPENSSL_PBKDF2 else 0,
+        )
+        if have != got:
+            groups.setdefault((d.model, _cipher_text(*got)), []).append(d)
+    out = []
+    for (model_name, got_text), group in sorted(groups.items()):
+        model = ctx.inv.models[model_name]
+        over = model.encryption and any(k in model.encryption for k in ("mode", "gzip"))
+        doc = model.doc if over else ctx.inv.fleet.doc
+        line, col = doc.pos(("encryption", "mode"))
+        enc = ctx.inv.fleet.encryption.merged(model.encryption)
+        have_text = _cipher_text(Mode(enc.mode), bool(enc.gzip), enc.iterations)
+        out.append(
+            error(
+                doc.path,
+                line,
+                col,
+                CIPHER,
+                f"{len(group)} {model_name} file(s) (e.g. {group[0].source}) are {got_text}, but "
+                f"gitprov would write {have_text}: the devices could not open their files",
+                f"set `encryption: {{mode: {got_text.split(',')[0]}}}` in models/{model_name}.yaml "
+                "(or encryption.mode in gitprov.yaml) to what the devices read, and import again",
+            )
+        )
+    return out
+
+
+def _cipher_text(mode: Mode, zipped: bool, iterations: int) -> str:
+    text = mode.value
+    if mode is Mode.OPENSSL_PBKDF2:
+        text += f", {iterations} iterations"
+    return text + (", gzip" if zipped else "")
+
+
+def _references(data: Any) -> set[str]:
+    return {v.name for _, v in leaves(data) if isinstance(v, SecretRef)}
+
+
+def taken(
+    ctx: Context,
+    files: Mapping[str, bytes],
+    seal: Sealer,
+    replaced: set[str],
+    profiles: set[str],
+    force: bool,
+) -> list[Problem]:
+    """Names the import would take that the inventory already uses for something else."""
+    out: list[Problem] = []
+    inv = ctx.inv
+    keep_docs = [
+        doc
+        for doc in (
+            [inv.fleet.doc]
+            + [p.doc for p in inv.profiles.values()]
+            + [m.doc for m in inv.models.values()]
+            + [d.doc for d in inv.devices]
+        )
+        if doc.path not in files
+    ]
+    used = set().union(*(_references(doc.data) for doc in keep_docs))
+    for name in sorted(set(seal.sealed) & set(ctx.sealed) & used):
+        line, col = _secret_line(ctx, name)
+        out.append(
+            error(
+                ctx.path(SECRETS_FILE),
+                line,
+                col,
+                TAKEN,
+                f"secret {name!r} exists and another file refers to it",
+                "rename that secret, or use another --profile-prefix",
+            )
+        )
+    for name in sorted(profiles):
+        existing = inv.profiles.get(name)
+        if existing is None:
+            continue
+        users = [
+            d.doc.path
+            for d in inv.devices
+            if d.doc.path not in replaced and name in (p.name for p in inv.profile_chain(d.profile))
+        ]
+        users += [
+            p.doc.path
+            for p in inv.profiles.values()
+            if p.extends == name and p.name not in profiles
+        ]
+        if users:
+            out.append(
+                error(
+                    existing.doc.path,
+                    0,
+                    0,
+                    TAKEN,
+                    f"profile {name!r} exists and {len(users)} other file(s) use it "
+                    f"(e.g. {users[0]})",
+                    "choose another --profile-prefix",
+                )
+            )
+        elif not force:
+            out.append(
+                error(
+                    existing.doc.path,
+                    0,
+                    0,
+                    TAKEN,
+                    f"profile {name!r} exists",
+                    "choose another --profile-prefix, or --force to replace it",
+                )
+            )
+    return out
+
+
+def _secret_line(ctx: Context, name: str) -> tuple[int, int]:
+    """Where secrets.yaml names `name` (its layout is fixed: one `  NAME: v1:…` per line)."""
+    try:
+        text = (ctx.session.top / ctx.path(SECRETS_FILE)).read_text(encoding="utf-8")
+    except OSError:
+        return 0, 0
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip().startswith((f"{name}:", f'"{name}":', f"'{name}':")):
+            return number, len(line) - len(line.lstrip()) + 1
+    return 0, 0
+
+
+class _Overlay:
+    """The work tree with the files the import would write laid over it."""
+
+    def __init__(self, base: WorktreeSource, planned: Mapping[str, bytes]) -> None:
+        self.base = base
+        self.planned = dict(planned)
+
+    @property
+    def label(self) -> str:
+        return "import"
+
+    @property
+    def inventory_dir(self) -> str:
+        return self.base.inventory_dir
+
+    def files(self) -> list[FileRef]:
+        refs = [r for r in self.base.files() if r.path not in self.planned]
+        refs += [FileRef(p, str(pygit2.hash(d))) for p, d in self.planned.items()]
+        return sorted(refs, key=lambda r: r.path)
+
+    def read(self, ref: FileRef) -> bytes:
+        if ref.path in self.planned:
+            return self.planned[ref.path]
+        return self.base.read(ref)
+
+
+def check_inventory(
+    ctx: Context, files: Mapping[str, bytes], sources: Mapping[str, str]
+) -> Inventory:
+    """Validate the inventory with the planned files; an error refuses the import."""
+    session = ctx.session
+    repo = session.repo
+    head = None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
+    floor = session.pipeline.history_floor([head.id] if head is not None else [])
+    source: Source = _Overlay(WorktreeSource(session.top, session.inventory_dir), files)
+    loaded = session.pipeline.load(source, floor)
+    if loaded.inventory is not None:
+        return loaded.inventory
+    problems = []
+    for p in loaded.errors:
+        src = sources.get(p.file)
+        if src is None:
+            problems.append(p)
+            continue
+        problems.append(
+            error(
+                src,
+                0,
+                0,
+                RESULT,
+                f"the device file the import would write ({p.where()}) does not "
+                f"validate: {p.code} {p.message}",
+                p.hint,
+            )
+        )
+    raise refused(problems)
+
+
+def verify(
+    devices: Sequence[Device], inv: Inventory, catalog: Catalog, seal: Sealer
+) -> list[Problem]:
+    """Compile every imported device from the planned inventory and compare it with its
+    file: a difference is a bug of the import, and nothing is written. Returns what the
+    Profile Rules say about devices that would not find or open gitprov's files."""
+
+    def resolve(name: str) -> str:
+        # Secrets the import did not write stand in by a marker: they are only ever
+        # compared with values the import wrote itself, and never equal.
+        return seal.plain.get(name, f"\x00{name}")
+
+    groups: dict[tuple[str, ...], list[tuple[Device, Origin]]] = {}
+    for d in devices:
+        cfg = compile_device(inv.device(d.mac) or _missing(d.mac), inv, catalog, resolve)
+        built = {e.key: e.value for e in cfg.entries if e.key != "DBID_PROFILE_RULE"}
+        if built != d.expected():
+            wrong = sorted(
+                k for k in set(built) | set(d.expected()) if built.get(k) != d.expected().get(k)
+            )
+            raise GitprovError(
+                f"internal: the import would not build {d.mac} as its file says "
+                f"({', '.join(wrong[:5])}); nothing was written",
+                hint="please report it, with the file's keys (not its values)",
+            )
+        line, col = d.rule_at if d.rule is not None else (1, 1)
+        where = Origin(d.source, line, col)
+        for finding in _rule_findings(d, cfg.get("DBID_PROFILE_RULE"), inv):
+            groups.setdefault(finding, []).append((d, where))
+    out = []
+    for (message, hint), found in sorted(groups.items()):
+        d, where = found[0]
+        more = (
+            f" ({len(found)} files: {d.source} and {len(found) - 1} more)" if len(found) > 1 else ""
+        )
+        out.append(warning(where.file, where.line, where.col, RULE, message + more, hint))
+    return out
+
+
+def _missing(mac: str) -> Any:
+    raise GitprovError(f"internal: {mac} is not in the planned inventory")
+
+
+def _rule_url(text: str, variables: Mapping[str, str]) -> tuple[str, str, int, str] | None:
+    try:
+        url: RuleUrl = parse_rule(text)
+    except RuleSyntaxError:
+        return None
+    return (url.scheme, url.host.lower(), url.port, expand(url.path, variables))
+
+
+def _rule_findings(d: Device, built: str | None, inv: Inventory) -> Iterable[tuple[str, str]]:
+    opened = d.opened
+    encrypted = opened is not None and opened.mode is not Mode.NONE
+    cipher = inv.fleet.encryption.merged(inv.models[d.model].encryption)
+    model = inv.models[d.model]
+    variables = device_variables(d.mac, product_name=model.product_name)
+    old = _rule_url(d.rule, variables) if d.rule is not None else None
+    try:
+        expects_plain = parse_rule(d.rule).key is None if d.rule is not None else not encrypted
+    except RuleSyntaxError:
+        expects_plain = False  # said already: the rule does not parse
+    if expects_plain and cipher.mode != Mode.NONE.value:
+        yield (
+            "the device reads plaintext files (its Profile Rule names no key), and gitprov "
+            "would encrypt its file: it could not read it",
+            "before the first publish, give the device its key (`gitprov key MAC` once this "
+            "is committed) in a Profile Rule [--key KEY] served by the old server, or set "
+            f"`encryption: {{mode: none}}` in models/{d.model}.yaml",
+        )
+    if d.rule is None:
+        return
+    if built is None:
+        yield (
+            "gitprov.yaml sets no provisioning.url: gitprov writes no Profile Rule and the "
+            "devices keep fetching from the old server",
+            "set provisioning.url (and file_name) to where the devices should fetch",
+        )
+        return
+    new = _rule_url(built, variables)
+    if old is not None and new is not None and old != new:
+        # Never the key; and the MAC as a macro, so that one warning covers the fleet.
+        shown_old = re.sub(r"^\s*\[[^\]]*\]\s*", "", d.rule)
+        for spelling, macro in ((d.mac, "$(MA)"), (d.mac.upper(), "$(MAU)")):
+            shown_old = shown_old.replace(spelling, macro)
+        template = (inv.fleet.provisioning_url or "").rstrip("/") + "/" + inv.fleet.file_name
+        yield (
+            f"devices fetch {shown_old}, but gitprov would publish their files for "
+            f"{template}: they would never find the first one",
+            "set provisioning.url and file_name in gitprov.yaml to what the devices fetch "
+            "now (change them later, in a commit of its own), or serve gitprov's roots at "
+            "that address",
+        )

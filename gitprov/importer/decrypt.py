@@ -1,0 +1,129 @@
+"""Opening a param.conf as the old server stored it: plaintext, gzip, or encrypted the way
+`openssl enc -aes-256-cbc -k KEY` writes it (`Salted__`), with the key given for its MAC.
+
+The cipher is found by trying: which modes and keys open the file, and whether what comes
+out is a param.conf. `Opened` records what was found, so that a later check can refuse an
+import whose devices read another cipher than gitprov would write.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gitprov.crypto import Cipher, DecryptError, Mode
+from gitprov.errors import Problem, error
+from gitprov.importer.problems import DECRYPT
+from gitprov.importer.values import DBID, Opened
+
+_MAGIC = b"Salted__"
+_GZIP = b"\x1f\x8b"
+# `--mode auto`: openssl before 1.1 (and SPA-style firmware) derives the key with MD5,
+# later openssl with SHA-256.
+AUTO_MODES = (Mode.OPENSSL_MD5, Mode.OPENSSL_SHA256)
+
+
+def _looks_like_conf(data: bytes) -> bool:
+    """Whether decrypted bytes are text of DBID lines: a wrong key that slips through the
+    padding check (1 time in 256) gives random bytes that fail this."""
+    try:
+        text = data.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError:
+        return False
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            return bool(DBID.match(line.partition("=")[0])) and "=" in line
+    return False
+
+
+def _gunzip(data: bytes) -> bytes | None:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys given for encrypted files: per MAC (the key file), and one for the others."""
+
+    by_mac: Mapping[str, str]
+    default: str | None
+    default_from: str
+
+    def for_mac(self, mac: str | None) -> list[tuple[str, str]]:
+        out = []
+        if mac is not None and mac in self.by_mac:
+            out.append((self.by_mac[mac], "the key file"))
+        if self.default is not None:
+            out.append((self.default, self.default_from))
+        return out
+
+
+def open_conf(
+    data: bytes, mac: str | None, keys: Keys, modes: Sequence[Mode], iterations: int
+) -> tuple[bytes | None, Opened | None, str]:
+    """(plaintext, how, "" or why it did not open)."""
+    if not data.startswith(_MAGIC):
+        if data.startswith(_GZIP):
+            plain = _gunzip(data)
+            if plain is None:
+                return None, None, "starts like gzip but does not decompress"
+            return plain, Opened(Mode.NONE, True, iterations), ""
+        return data, Opened(Mode.NONE, False, iterations), ""
+    candidates = keys.for_mac(mac)
+    if not candidates:
+        return None, None, "no key"
+    structural = ""
+    for mode in modes:
+        cipher = Cipher(mode, iterations)
+        for key, source in candidates:
+            try:
+                payload = cipher.decrypt(data, key)
+            except DecryptError as exc:
+                if "bad decrypt" not in exc.message:
+                    structural = exc.message  # the same for every key: say it once
+                continue
+            zipped = payload.startswith(_GZIP)
+            if zipped:
+                unzipped = _gunzip(payload)
+                if unzipped is None:
+                    continue
+                payload = unzipped
+            if _looks_like_conf(payload):
+                return payload, Opened(mode, zipped, iterations, key, source), ""
+    return None, None, structural or "wrong key"
+
+
+def decrypt_problem(shown: str, mac: str, why: str, modes: Sequence[Mode]) -> Problem:
+    if why == "no key":
+        return error(
+            shown,
+            1,
+            1,
+            DECRYPT,
+            f"encrypted, and no key for {mac}",
+            "add `MAC KEY` for it to the --key-file, or give --key",
+        )
+    if why == "wrong key":
+        tried = " and ".join(m.value for m in modes)
+        return error(
+            shown,
+            1,
+            1,
+            DECRYPT,
+            f"does not decrypt with the key given for {mac} ({tried})",
+            "check the key; files made with `openssl enc -pbkdf2` need --mode "
+            "openssl-pbkdf2 and the right --iterations",
+        )
+    return error(
+        shown,
+        1,
+        1,
+        DECRYPT,
+        f"damaged: {why}",
+        "copy the file again from the server; it is not a complete encrypted file",
+    )
