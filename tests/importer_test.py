@@ -116,7 +116,7 @@ def test_an_old_fleet_imports_validates_and_builds_what_each_device_had(
         )
         if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
     ]
-    assert diff == ["-version_floor: 1000", f"+version_floor: {highest}"]
+    assert diff == ["-version_floor: 1000", f"+version_floor: {highest + 1}"]
 
     # What most devices share went into profiles; device files keep their differences.
     shared = (fleet.inventory / "profiles" / "imported.yaml").read_text()

@@ -235,16 +235,18 @@ def import_conf(
 
 
 def _new_floor(floor: int, highest: int | None, asked: int | None) -> int:
-    """At least the highest version read: a device's first version from gitprov is
-    version_floor + the number of changes (1 or more), so above every one it holds."""
-    need = max(floor, highest or 0)
+    """Above the highest version read (and never below the current floor). A device's
+    first version from gitprov is version_floor + its number of changes (1 or more), so
+    the floor itself is a version no device was given: devices apply the first file, and
+    "every version the devices hold is below version_floor" is what a reader can check."""
+    need = floor if highest is None else max(floor, highest + 1)
     if asked is None:
         return need
     if asked < need:
         raise UsageError(
             f"--version-floor {asked} is too low",
-            hint=f"use {need} or more: the highest DBID_DBASE_VERSION read, and never below "
-            "the current version_floor",
+            hint=f"use {need} or more: above the highest DBID_DBASE_VERSION read, and never "
+            "below the current version_floor",
         )
     return asked
 
