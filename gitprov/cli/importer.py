@@ -47,7 +47,7 @@ def register(sub: Subparsers) -> None:
         "file without one in its name is taken when its Profile Rule holds one. Encrypted "
         "files (openssl enc's Salted__ format) open with --key-file or --key. Each device "
         "keeps the key it holds (its Profile Rule's, else its file's) as its own `key:`, "
-        "sealed like every password. version_floor is raised to the highest "
+        "sealed like every password. version_floor is raised above the highest "
         "DBID_DBASE_VERSION read, so that the devices apply the first published file.",
         parents=[common_parent()],
         formatter_class=Formatter,
@@ -96,7 +96,7 @@ def register(sub: Subparsers) -> None:
         "--version-floor",
         type=int,
         metavar="N",
-        help="set version_floor to N (at least the highest DBID_DBASE_VERSION read), e.g. "
+        help="set version_floor to N (above the highest DBID_DBASE_VERSION read), e.g. "
         "with a margin for devices that may hold more than their files say",
     )
     _common(c)
