@@ -25,6 +25,7 @@ from gitprov.cli.common import (
 )
 from gitprov.errors import GitprovError, UsageError
 from gitprov.tools.device import ProbeOptions, ResyncResult, probe
+from gitprov.tools.serve import TftpLimits
 
 
 def register(sub: Subparsers) -> None:
@@ -42,6 +43,43 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--tftp-port", type=int, default=6969, help="TFTP port (0: any free port)")
     p.add_argument("--http-root", metavar="DIR", help="serve this directory over HTTP")
     p.add_argument("--tftp-root", metavar="DIR", help="serve this directory over TFTP")
+    defaults = TftpLimits()
+    tftp = p.add_argument_group(
+        "TFTP limits",
+        "A TFTP session is pending until the client acknowledges the first packet.\n"
+        "Pending sessions give way to new requests: clients that never answer cannot\n"
+        "hold the server (docs/cli.md, 'Serving').",
+    )
+    tftp.add_argument(
+        "--tftp-max-transfers",
+        type=_positive,
+        default=defaults.max_transfers,
+        metavar="N",
+        help="TFTP sessions at once, pending or not; when all are past their first ACK, "
+        "a new request is answered 'Server busy'",
+    )
+    tftp.add_argument(
+        "--tftp-max-pending",
+        type=_positive,
+        default=defaults.max_pending,
+        metavar="N",
+        help="pending TFTP sessions in all; beyond, the address holding the most loses its oldest",
+    )
+    tftp.add_argument(
+        "--tftp-max-pending-per-client",
+        type=_positive,
+        default=defaults.max_pending_per_client,
+        metavar="N",
+        help="pending TFTP sessions of one client address; beyond, its oldest goes",
+    )
+    tftp.add_argument(
+        "--tftp-max-timeout",
+        type=_positive,
+        default=defaults.max_timeout,
+        metavar="SECONDS",
+        help="the highest timeout option (RFC 2349) acknowledged; a higher one is left "
+        "out of the OACK and the server's own timeout (1 s) applies",
+    )
 
     p = add_command(
         sub,
@@ -160,6 +198,16 @@ def register(sub: Subparsers) -> None:
     add_format(p)
 
 
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return number
+
+
 def run_serve(args: argparse.Namespace, out: Output) -> int:
     from gitprov.tools.serve import serve_roots
 
@@ -178,6 +226,12 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         args.host,
         args.http_port,
         args.tftp_port,
+        tftp_limits=TftpLimits(
+            max_transfers=args.tftp_max_transfers,
+            max_pending=args.tftp_max_pending,
+            max_pending_per_client=args.tftp_max_pending_per_client,
+            max_timeout=args.tftp_max_timeout,
+        ),
     )
     if handle.http:
         out.data(f"HTTP: {handle.http.url}  (root {http_root})")

@@ -19,6 +19,7 @@ about 5 s (measured with tftpy 0.8.7).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -51,6 +52,7 @@ __all__ = [
     "FetchEvent",
     "HttpServer",
     "ServeHandle",
+    "TftpLimits",
     "TftpServer",
     "make_tls_context",
     "open_published",
@@ -102,6 +104,22 @@ def _emit(on_fetch: FetchCallback | None, event: FetchEvent) -> None:
     except Exception:
         # A faulty observer must not take the server down with it.
         log.exception("fetch callback failed")
+
+
+class _Refusals:
+    """Counts of refused requests and dropped sessions, by reason (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, reason: str) -> None:
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
 
 
 def _check_root(root: Path, what: str) -> Path:
@@ -186,6 +204,9 @@ def make_tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ss
     return context
 
 
+_LINGER_SECONDS = 1.0
+
+
 class _HttpListener(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -195,11 +216,13 @@ class _HttpListener(ThreadingHTTPServer):
         root: Path,
         on_fetch: FetchCallback | None,
         protocol: str,
+        refusals: _Refusals,
     ) -> None:
         self.address_family = _family(address[0])
         self.gp_root = root
         self.gp_on_fetch = on_fetch
         self.gp_protocol = protocol
+        self.gp_refusals = refusals
         super().__init__(address, _HttpHandler)
 
     def server_bind(self) -> None:
@@ -219,6 +242,9 @@ class _HttpListener(ThreadingHTTPServer):
 
 class _HttpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The base class assumes HTTP/0.9 until the version is parsed, and answers 0.9 with
+    # a bare body: a garbled request line would get an error without a status line.
+    default_request_version = "HTTP/1.0"
     server_version = "gitprov"
     sys_version = ""
     # Idle keep-alive connections and stuck TLS handshakes give their thread back.
@@ -228,6 +254,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.gp_ready = True
+        self.gp_linger = False
         if isinstance(self.connection, ssl.SSLSocket):
             # The listener wraps with do_handshake_on_connect=False so a slow or hostile
             # client blocks its own thread here, never the accept loop.
@@ -241,14 +268,77 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if self.gp_ready:
             super().handle()
 
+    def finish(self) -> None:
+        super().finish()
+        if self.gp_linger:
+            self._linger()
+
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
-        if self.command in ("GET", "HEAD"):
-            return True
-        self._respond_error(HTTPStatus.METHOD_NOT_ALLOWED)
-        self._emit(HTTPStatus.METHOD_NOT_ALLOWED, 0)
-        return False
+        if self.command not in ("GET", "HEAD"):
+            self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "method", f"method {self.command}")
+            return False
+        problem = self._framing_problem()
+        if problem is not None:
+            reason, detail = problem
+            self._refuse(HTTPStatus.BAD_REQUEST, reason, detail)
+            return False
+        return True
+
+    def _framing_problem(self) -> tuple[str, str] | None:
+        """Why the request's framing is not beyond doubt, if it is not.
+
+        Nothing here reads a body, so a request announcing one is refused: the body's
+        bytes would otherwise be parsed as the next request on the connection, which a
+        proxy in front (that did read the body) never sent (request smuggling). Header
+        lines that parsers disagree on are refused for the same reason.
+        """
+        headers = self.headers
+        if headers.defects or headers.get_payload() or headers.get_unixfrom() is not None:
+            # e.g. `Content-Length : 5`, a line without a colon, a leading continuation
+            return "header", "malformed header line"
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                return "header", f"a line break inside header {_printable(name)} (obs-fold)"
+        if headers.get_all("Transfer-Encoding"):
+            return "body", "a body (Transfer-Encoding)"
+        lengths = headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            return "header", "more than one Content-Length"
+        if lengths:
+            length = lengths[0].strip(" \t")
+            if not length.isascii() or not length.isdigit():
+                return "header", f"invalid Content-Length {_printable(length)}"
+            if int(length) > 0:
+                return "body", f"a body (Content-Length {int(length)})"
+        return None
+
+    def _refuse(self, status: HTTPStatus, reason: str, detail: str) -> None:
+        self.server.gp_refusals.add(reason)
+        log.info(
+            "%s refused %s %s: %s",
+            self.server.gp_protocol,
+            self.client_address[0],
+            _printable(self._request_path()),
+            detail,
+        )
+        self._respond_error(status)
+        self._emit(status, 0)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The base class's refusals: a bad request line, headers too long or too many,
+        # an unsupported version. It closes the connection after them.
+        self.server.gp_refusals.add("request")
+        log.info(
+            "%s refused %s: %d %s",
+            self.server.gp_protocol,
+            self.client_address[0],
+            code,
+            _printable(message or ""),
+        )
+        self.gp_linger = True
+        super().send_error(code, message, explain)
 
     def handle_expect_100(self) -> bool:
         # Never invite a request body: nothing here accepts one.
@@ -289,11 +379,28 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD")
-            # The request body, if any, was not read: the connection cannot be reused.
-            self.send_header("Connection", "close")
+        # One response per request, and none after an error: a body that was not read,
+        # or a request we could not frame, must not be taken for the next request.
+        self.send_header("Connection", "close")
+        self.gp_linger = True
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _linger(self) -> None:
+        # Closing a socket with unread input makes the kernel send RST, and a client may
+        # then lose the error response it has not read yet. So: FIN first, then read and
+        # discard what the client still sends, for a short while (as nginx's
+        # lingering_close does).
+        deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                if not self.connection.recv(65536):
+                    return
+        except OSError:
+            pass
 
     def _serve(self) -> None:
         opened = open_published(self.server.gp_root, self._request_path())
@@ -333,7 +440,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
 class HttpServer:
     """GET/HEAD of regular files below `root`; optional TLS (mTLS via the context).
 
-    One thread per connection; `on_fetch` is called from those threads.
+    A request that announces a body (any Transfer-Encoding, a Content-Length above 0) or
+    whose header lines are ambiguous (obs-fold, duplicate or malformed Content-Length, a
+    line that is no header) is answered 400 and never read further; every error response
+    closes the connection. One thread per connection; `on_fetch` is called from those
+    threads.
     """
 
     def __init__(
@@ -349,6 +460,7 @@ class HttpServer:
         self._port = port
         self._on_fetch = on_fetch
         self._tls = tls
+        self._refusals = _Refusals()
         self._listener: _HttpListener | None = None
         self._thread: threading.Thread | None = None
 
@@ -357,6 +469,11 @@ class HttpServer:
         if self._listener is None:
             raise RuntimeError("HttpServer is not started")
         return self._listener.server_port
+
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Refused requests so far, by reason."""
+        return self._refusals.snapshot()
 
     @property
     def url(self) -> str:
@@ -370,7 +487,9 @@ class HttpServer:
             raise RuntimeError("HttpServer already started")
         protocol = "https" if self._tls is not None else "http"
         try:
-            listener = _HttpListener((self._host, self._port), self._root, self._on_fetch, protocol)
+            listener = _HttpListener(
+                (self._host, self._port), self._root, self._on_fetch, protocol, self._refusals
+            )
         except OSError as exc:
             raise _bind_error(protocol.upper(), self._host, self._port, exc) from exc
         if self._tls is not None:
@@ -495,15 +614,75 @@ class _Outcome(Enum):
     STOPPED = 503
 
 
+@dataclass(frozen=True)
+class TftpLimits:
+    """How much of the TFTP server one client, or all of them, may hold.
+
+    A session is *pending* from the request until the client acknowledges the first packet
+    (the OACK, or DATA 1 without options): until then the client has proven nothing, not
+    even that the request's source address is its own. Pending sessions are never the
+    reason a new request is refused: when a limit is reached, the oldest pending session
+    of the address holding the most is dropped instead (a client's own oldest, when it is
+    that client's limit). `max_transfers` counts every session, pending or not; only
+    transfers past their first ACK make the server answer `Server busy`.
+    """
+
+    max_transfers: int = 64
+    max_pending: int = 32
+    max_pending_per_client: int = 4
+    max_timeout: int = 5  # seconds; a higher RFC 2349 timeout is not acknowledged
+
+    def __post_init__(self) -> None:
+        for name in ("max_transfers", "max_pending", "max_pending_per_client", "max_timeout"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TftpLimits.{name} must be at least 1")
+
+
+@dataclass(eq=False)
+class _Session:
+    """One transfer. While pending it lives in the listener's poll set, without a thread."""
+
+    sock: socket.socket
+    address: tuple[str, int]
+    request: _Request
+    file: BinaryIO
+    reader: _Reader
+    blksize: int
+    timeout: float
+    packet: bytes  # the first packet (OACK or DATA 1), resent at most once
+    block: int  # the block number its ACK carries: 0 after an OACK, else 1
+    resends: int
+    deadline: float
+    first_size: int = 0  # payload of DATA 1 when that was the first packet
+
+    @property
+    def peer(self) -> str:
+        host, port = self.address[0], self.address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def close(self) -> None:
+        self.sock.close()
+        self.file.close()
+
+
 class TftpServer:
     """Read-only TFTP (RFC 1350) with blksize, tsize and timeout options (RFC 2347-2349).
 
-    Each transfer runs in its own thread on its own UDP socket, connected to the client,
-    so the listening socket only ever sees new requests; a client that reuses its source
-    port for the next file is just another request. The reply socket is bound to the
-    listening address: on a wildcard address the kernel picks the source address by
-    route, which is right for the single-homed hosts this server is meant for.
-    `on_fetch` is called from the transfer threads.
+    Each transfer gets its own UDP socket, connected to the client, so the listening
+    socket only ever sees new requests; a client that reuses its source port for the next
+    file is just another request. The reply socket is bound to the listening address: on
+    a wildcard address the kernel picks the source address by route, which is right for
+    the single-homed hosts this server is meant for.
+
+    Until the client acknowledges the first packet, a session is *pending* (see
+    `TftpLimits`) and handled by the listening thread itself: a flood of requests from
+    forged addresses costs a socket each, never a thread, and is bounded by the limits.
+    The first packet is resent once, then the session is dropped: a client whose first
+    reply was lost twice sends its request again, as RFC 1350 has it. Only a session past
+    its first ACK gets a thread and the full `retries`. A requested timeout above
+    `max_timeout` is left out of the OACK (RFC 2349 allows no other value than the one
+    asked for) and the server's `timeout` applies. `on_fetch` is called from the
+    listening and the transfer threads.
     """
 
     def __init__(
@@ -515,7 +694,7 @@ class TftpServer:
         *,
         timeout: float = 1.0,
         retries: int = 5,
-        max_transfers: int = 64,
+        limits: TftpLimits | None = None,
     ) -> None:
         self._root = _check_root(Path(root), "TFTP")
         self._host = host
@@ -523,7 +702,8 @@ class TftpServer:
         self._on_fetch = on_fetch
         self._timeout = timeout
         self._retries = retries
-        self._slots = threading.BoundedSemaphore(max_transfers)
+        self.limits = limits or TftpLimits()
+        self._refusals = _Refusals()
         self._sock: socket.socket | None = None
         # stop() writes one byte and never drains it: every thread waiting in poll() on
         # the read end wakes at once, with no periodic polling of a flag.
@@ -532,12 +712,20 @@ class TftpServer:
         self._thread: threading.Thread | None = None
         self._transfers: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        # Pending sessions by socket descriptor, oldest first; the listening thread's only.
+        self._pending: dict[int, _Session] = {}
+        self._pending_poll = select.poll()
 
     @property
     def port(self) -> int:
         if self._sock is None:
             raise RuntimeError("TftpServer is not started")
         return int(self._sock.getsockname()[1])
+
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Refused requests and dropped pending sessions so far, by reason."""
+        return self._refusals.snapshot()
 
     def start(self) -> None:
         if self._sock is not None:
@@ -585,7 +773,7 @@ class TftpServer:
     ) -> None:
         self.stop()
 
-    # The listening socket: dispatch requests, answer what needs no transfer.
+    # The listening thread: new requests, and every session until its first ACK.
 
     def _poller(self, sock: socket.socket) -> select.poll:
         assert self._wake_read is not None
@@ -603,17 +791,47 @@ class TftpServer:
         return bool(ready)
 
     def _listen(self, sock: socket.socket) -> None:
+        assert self._wake_read is not None
         poller = self._poller(sock)
-        while self._wait(poller, None):
+        self._pending_poll = poller
+        wake, listening = self._wake_read.fileno(), sock.fileno()
+        try:
+            while True:
+                wait = None
+                if self._pending:
+                    soonest = min(s.deadline for s in self._pending.values())
+                    wait = max(0, math.ceil((soonest - time.monotonic()) * 1000))
+                ready = {fd for fd, _ in poller.poll(wait)}
+                if wake in ready:
+                    return
+                # Replies first: a flood of requests must not starve the ACKs that turn
+                # pending sessions into transfers.
+                for session in [self._pending[fd] for fd in ready if fd in self._pending]:
+                    self._on_reply(session)
+                if listening in ready:
+                    self._receive_requests(sock)
+                self._expire()
+        finally:
+            for session in list(self._pending.values()):
+                self._end_pending(session, HTTPStatus.SERVICE_UNAVAILABLE, "Server stopping")
+
+    def _receive_requests(self, sock: socket.socket) -> None:
+        # A bounded batch per wakeup, so pending sessions get their turn under a flood.
+        for _ in range(64):
             try:
-                packet, address = sock.recvfrom(65536)
+                packet, address = sock.recvfrom(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
             except OSError as exc:
                 log.debug("tftp listener: %s", exc)
-                continue
+                return
             try:
                 self._dispatch(sock, packet, address)
             except OSError as exc:
                 log.debug("tftp reply to %s failed: %s", address[0], exc)
+            except Exception:
+                # One bad request must not take the listener, and every client, down.
+                log.exception("tftp request from %s failed", address[0])
 
     def _dispatch(self, sock: socket.socket, packet: bytes, address: tuple[str, int]) -> None:
         client = str(address[0])
@@ -623,93 +841,244 @@ class TftpServer:
             return
         request = _parse_request(packet)
         if request is None:
-            sock.sendto(_error_packet(_ERR_ILLEGAL, "Illegal TFTP operation"), address)
-            self._emit(client, "", HTTPStatus.BAD_REQUEST, 0)
+            self._refuse(sock, address, "", "malformed", _ERR_ILLEGAL, "Illegal TFTP operation")
         elif request.opcode == _WRQ:
-            sock.sendto(_error_packet(_ERR_ACCESS, "Access violation"), address)
-            self._emit(client, request.filename, HTTPStatus.FORBIDDEN, 0)
+            self._refuse(sock, address, request.filename, "write", _ERR_ACCESS, "Access violation")
         elif request.mode not in ("octet", "netascii"):
-            sock.sendto(_error_packet(_ERR_ILLEGAL, "Unsupported mode"), address)
-            self._emit(client, request.filename, HTTPStatus.BAD_REQUEST, 0)
-        elif not self._slots.acquire(blocking=False):
-            # Refuse rather than queue: the client's own retry comes later anyway.
-            sock.sendto(_error_packet(_ERR_UNDEFINED, "Server busy"), address)
-            self._emit(client, request.filename, HTTPStatus.SERVICE_UNAVAILABLE, 0)
+            self._refuse(sock, address, request.filename, "mode", _ERR_ILLEGAL, "Unsupported mode")
         else:
-            thread = threading.Thread(
-                target=self._transfer,
-                args=(request, address, sock.getsockname()[0]),
-                name="gitprov-tftp-transfer",
-                daemon=True,
-            )
+            self._start(sock, request, address)
+
+    def _refuse(
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        path: str,
+        reason: str,
+        code: int,
+        message: str,
+    ) -> None:
+        sock.sendto(_error_packet(code, message), address)
+        self._refusals.add(reason)
+        log.info("tftp refused %s %s: %s", address[0], _printable(path), message)
+        status = {_ERR_ACCESS: HTTPStatus.FORBIDDEN, _ERR_UNDEFINED: HTTPStatus.SERVICE_UNAVAILABLE}
+        self._emit(str(address[0]), path, status.get(code, HTTPStatus.BAD_REQUEST), 0)
+
+    def _start(self, sock: socket.socket, request: _Request, address: tuple[str, int]) -> None:
+        client = str(address[0])
+        opened = open_published(self._root, request.filename)
+        if opened is None:
+            sock.sendto(_error_packet(_ERR_NOT_FOUND, "File not found"), address)
+            self._emit(client, request.filename, HTTPStatus.NOT_FOUND, 0)
+            return
+        file, size = opened
+        if not self._make_room(client):
+            file.close()
+            self._refuse(sock, address, request.filename, "busy", _ERR_UNDEFINED, "Server busy")
+            return
+        blksize, timeout, accepted = self._negotiate(request, size)
+        reader: _Reader = file if request.mode == "octet" else _NetasciiReader(file)
+        block, first_size = 0, 0
+        try:
+            if accepted:
+                packet = _oack_packet(accepted)
+            else:
+                chunk = reader.read(blksize)
+                block, first_size = 1, len(chunk)
+                packet = struct.pack("!HH", _DATA, 1) + chunk
+        except OSError as exc:
+            file.close()
+            log.warning("tftp: reading %s failed: %s", _printable(request.filename), exc)
+            sock.sendto(_error_packet(_ERR_UNDEFINED, "Read error"), address)
+            self._emit(client, request.filename, HTTPStatus.INTERNAL_SERVER_ERROR, 0)
+            return
+        local = sock.getsockname()[0]
+        reply = socket.socket(_family(local), socket.SOCK_DGRAM)
+        session = _Session(
+            reply,
+            address,
+            request,
+            file,
+            reader,
+            blksize,
+            timeout,
+            packet,
+            block,
+            min(self._retries, 1),
+            time.monotonic() + timeout,
+            first_size,
+        )
+        try:
+            reply.bind((local, 0))
+            # Connected: the kernel drops packets from other ports (a stranger's TID),
+            # and an ICMP port-unreachable tells us the client has gone.
+            reply.connect(address)
+            reply.send(packet)
+        except OSError as exc:
+            session.close()
+            log.warning("tftp transfer to %s failed: %s", client, exc)
+            self._emit(client, request.filename, HTTPStatus.INTERNAL_SERVER_ERROR, 0)
+            return
+        self._pending[reply.fileno()] = session
+        self._pending_poll.register(reply, select.POLLIN)
+
+    def _make_room(self, client: str) -> bool:
+        """Drop pending sessions until a new one from `client` fits; False if none can go."""
+        limits = self.limits
+        mine = [s for s in self._pending.values() if s.address[0] == client]
+        while len(mine) >= limits.max_pending_per_client:
+            reason = f"{len(mine)} sessions of this address await their first ACK"
+            self._evict(mine.pop(0), "pending-per-client", reason)
+        while True:
             with self._lock:
-                self._transfers.add(thread)
+                running = len(self._transfers)
+            if len(self._pending) < limits.max_pending and (
+                len(self._pending) + running < limits.max_transfers
+            ):
+                return True
+            if not self._pending:
+                return False
+            reason = f"{len(self._pending)} sessions await their first ACK, {running} transfers run"
+            self._evict(self._busiest_oldest(), "pending", reason)
+
+    def _busiest_oldest(self) -> _Session:
+        # The address holding the most pending sessions pays first, so an attacker at
+        # one address (or a few) cannot push out a client with one session in flight;
+        # among equals the oldest goes, being the least likely to still be answered.
+        counts: dict[str, int] = {}
+        for session in self._pending.values():
+            counts[session.address[0]] = counts.get(session.address[0], 0) + 1
+        most = max(counts.values())
+        return next(s for s in self._pending.values() if counts[s.address[0]] == most)
+
+    def _evict(self, session: _Session, reason: str, detail: str) -> None:
+        self._refusals.add(reason)
+        log.info(
+            "tftp dropped pending session %s %s for a new request: %s",
+            session.peer,
+            _printable(session.request.filename),
+            detail,
+        )
+        self._end_pending(session, HTTPStatus.SERVICE_UNAVAILABLE, "Server busy")
+
+    def _forget(self, session: _Session) -> None:
+        if self._pending.pop(session.sock.fileno(), None) is not None:
+            self._pending_poll.unregister(session.sock)
+
+    def _end_pending(self, session: _Session, status: int, message: str | None) -> None:
+        self._forget(session)
+        if message is not None:
+            with contextlib.suppress(OSError):  # a client that is gone needs no telling
+                session.sock.send(_error_packet(_ERR_UNDEFINED, message))
+        session.close()
+        self._emit(session.address[0], session.request.filename, status, 0)
+
+    def _on_reply(self, session: _Session) -> None:
+        while True:
             try:
-                thread.start()
-            except RuntimeError:  # the process is out of threads
-                with self._lock:
-                    self._transfers.discard(thread)
-                self._slots.release()
-                sock.sendto(_error_packet(_ERR_UNDEFINED, "Server busy"), address)
-                self._emit(client, request.filename, HTTPStatus.SERVICE_UNAVAILABLE, 0)
+                reply = session.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                # ICMP port unreachable (ConnectionRefusedError) or worse: nobody listens.
+                self._end_pending(session, _Outcome.ABORTED.value, None)
+                return
+            if len(reply) < 4:
+                continue
+            opcode, number = struct.unpack_from("!HH", reply)
+            if opcode == _ACK and number == session.block:
+                self._promote(session)
+                return
+            if opcode == _ERROR:
+                message = reply[4:].split(b"\0", 1)[0].decode("ascii", "replace")
+                log.debug("tftp client error %d: %s", number, _printable(message))
+                self._end_pending(session, _Outcome.ABORTED.value, None)
+                return
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for session in [s for s in self._pending.values() if s.deadline <= now]:
+            if session.resends > 0:
+                session.resends -= 1
+                session.deadline = now + session.timeout
+                try:
+                    session.sock.send(session.packet)
+                except OSError:
+                    self._end_pending(session, _Outcome.ABORTED.value, None)
+                continue
+            self._refusals.add("unacknowledged")
+            log.info(
+                "tftp dropped pending session %s %s: its first %s was never acknowledged",
+                session.peer,
+                _printable(session.request.filename),
+                "OACK" if session.block == 0 else "DATA",
+            )
+            self._end_pending(session, _Outcome.TIMED_OUT.value, None)
+
+    def _promote(self, session: _Session) -> None:
+        self._forget(session)
+        if session.block == 1 and session.first_size < session.blksize:
+            # The whole file fitted in DATA 1: done without a thread.
+            session.close()
+            self._emit(
+                session.address[0], session.request.filename, HTTPStatus.OK, session.first_size
+            )
+            return
+        thread = threading.Thread(
+            target=self._transfer, args=(session,), name="gitprov-tftp-transfer", daemon=True
+        )
+        with self._lock:
+            self._transfers.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # the process is out of threads
+            with self._lock:
+                self._transfers.discard(thread)
+            self._end_pending(session, HTTPStatus.SERVICE_UNAVAILABLE, "Server busy")
 
     def _emit(self, client: str, path: str, status: int, size: int) -> None:
         _emit(self._on_fetch, FetchEvent("tftp", client, path, int(status), size))
 
-    # One transfer: its own socket, lock-step DATA/ACK.
+    # A transfer past its first ACK: its own thread, lock-step DATA/ACK.
 
-    def _transfer(self, request: _Request, address: tuple[str, int], local: str) -> None:
-        status, sent = int(HTTPStatus.INTERNAL_SERVER_ERROR), 0
+    def _transfer(self, session: _Session) -> None:
+        status, sent = int(HTTPStatus.INTERNAL_SERVER_ERROR), session.first_size
         try:
-            with socket.socket(_family(local), socket.SOCK_DGRAM) as sock:
-                sock.bind((local, 0))
-                # Connected: the kernel drops packets from other ports (a stranger's TID),
-                # and an ICMP port-unreachable tells us the client has gone.
-                sock.connect(address)
-                status, sent = self._send_file(sock, request)
+            status, sent = self._send_rest(session)
         except OSError as exc:
-            log.warning("tftp transfer to %s failed: %s", address[0], exc)
+            log.warning("tftp transfer to %s failed: %s", session.address[0], exc)
         except Exception:
             # Not left to threading.excepthook, which prints to stderr.
-            log.exception("tftp transfer to %s failed", address[0])
+            log.exception("tftp transfer to %s failed", session.address[0])
         finally:
-            self._slots.release()
+            session.close()
             with self._lock:
                 self._transfers.discard(threading.current_thread())
-            self._emit(str(address[0]), request.filename, status, sent)
+            self._emit(session.address[0], session.request.filename, status, sent)
 
-    def _send_file(self, sock: socket.socket, request: _Request) -> tuple[int, int]:
-        opened = open_published(self._root, request.filename)
-        if opened is None:
-            sock.send(_error_packet(_ERR_NOT_FOUND, "File not found"))
-            return HTTPStatus.NOT_FOUND, 0
-        file, size = opened
+    def _send_rest(self, session: _Session) -> tuple[int, int]:
+        sock, blksize, timeout = session.sock, session.blksize, session.timeout
         poller = self._poller(sock)
-        with file:
-            blksize, timeout, accepted = self._negotiate(request, size)
-            reader: _Reader = file if request.mode == "octet" else _NetasciiReader(file)
-            if accepted:
-                outcome = self._lockstep(sock, poller, _oack_packet(accepted), 0, timeout)
-                if outcome is not _Outcome.ACKED:
-                    return outcome.value, 0
-            block, sent = 1, 0
-            while True:
-                try:
-                    chunk = reader.read(blksize)
-                except OSError as exc:
-                    log.warning("tftp: reading %s failed: %s", _printable(request.filename), exc)
-                    sock.send(_error_packet(_ERR_UNDEFINED, "Read error"))
-                    return HTTPStatus.INTERNAL_SERVER_ERROR, sent
-                number = block & 0xFFFF  # wraps to 0 past 65535, as tftp-hpa does
-                packet = struct.pack("!HH", _DATA, number) + chunk
-                outcome = self._lockstep(sock, poller, packet, number, timeout)
-                if outcome is not _Outcome.ACKED:
-                    return outcome.value, sent
-                sent += len(chunk)
-                # A short block ends the transfer; hence an empty one when size % blksize == 0.
-                if len(chunk) < blksize:
-                    return HTTPStatus.OK, sent
-                block += 1
+        block, sent = session.block + 1, session.first_size
+        while True:
+            try:
+                chunk = session.reader.read(blksize)
+            except OSError as exc:
+                log.warning(
+                    "tftp: reading %s failed: %s", _printable(session.request.filename), exc
+                )
+                sock.send(_error_packet(_ERR_UNDEFINED, "Read error"))
+                return HTTPStatus.INTERNAL_SERVER_ERROR, sent
+            number = block & 0xFFFF  # wraps to 0 past 65535, as tftp-hpa does
+            packet = struct.pack("!HH", _DATA, number) + chunk
+            outcome = self._lockstep(sock, poller, packet, number, timeout)
+            if outcome is not _Outcome.ACKED:
+                return outcome.value, sent
+            sent += len(chunk)
+            # A short block ends the transfer; hence an empty one when size % blksize == 0.
+            if len(chunk) < blksize:
+                return HTTPStatus.OK, sent
+            block += 1
 
     def _negotiate(self, request: _Request, size: int) -> tuple[int, float, dict[str, str]]:
         """Options we accept, echoed in the OACK; unknown or out-of-range ones are ignored."""
@@ -721,7 +1090,9 @@ class TftpServer:
                 blksize = min(number, _BLKSIZE_MAX)
                 accepted[name] = str(blksize)
             elif name == "timeout" and number is not None:
-                if _TIMEOUT_MIN <= number <= _TIMEOUT_MAX:
+                # RFC 2349 lets the server only echo the value or leave the option out;
+                # above the cap it is left out, so nobody holds a session for minutes.
+                if _TIMEOUT_MIN <= number <= min(_TIMEOUT_MAX, self.limits.max_timeout):
                     timeout = float(number)
                     accepted[name] = str(number)
             elif name == "tsize" and request.mode == "octet":
@@ -804,13 +1175,18 @@ def serve_roots(
     *,
     on_fetch: FetchCallback | None = None,
     tls: ssl.SSLContext | None = None,
+    tftp_limits: TftpLimits | None = None,
 ) -> ServeHandle:
     """Start an HTTP(S) server on `http_root` and a TFTP server on `tftp_root` (either may
     be None, not both). If the second cannot start, the first is stopped again."""
     if http_root is None and tftp_root is None:
         raise GitprovError("nothing to serve", hint="give an HTTP root, a TFTP root, or both")
     http = None if http_root is None else HttpServer(http_root, host, http_port, on_fetch, tls)
-    tftp = None if tftp_root is None else TftpServer(tftp_root, host, tftp_port, on_fetch)
+    tftp = (
+        None
+        if tftp_root is None
+        else TftpServer(tftp_root, host, tftp_port, on_fetch, limits=tftp_limits)
+    )
     handle = ServeHandle(None, None)
     try:
         if http is not None:

@@ -27,6 +27,7 @@ from gitprov.errors import GitprovError
 from gitprov.tools.serve import (
     FetchEvent,
     HttpServer,
+    TftpLimits,
     TftpServer,
     make_tls_context,
     open_published,
@@ -529,17 +530,21 @@ def test_tftp_retransmits_on_timeout(tftp: TftpServer) -> None:
 
 
 def test_tftp_gives_up_on_silent_client(root: Path, events: Events) -> None:
+    # Past its first ACK a transfer gets every retry; before it, see serve_hardening_test.
     with (
         TftpServer(root, on_fetch=events, timeout=0.1, retries=2) as server,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
     ):
         sock.bind((HOST, 0))
         sock.settimeout(2)
-        sock.sendto(_request(1, "small.cfg"), (HOST, server.port))
+        sock.sendto(_request(1, "m512.bin"), (HOST, server.port))
+        packet, peer = sock.recvfrom(1024)
+        assert struct.unpack_from("!HH", packet) == (3, 1)
+        sock.sendto(struct.pack("!HH", 4, 1), peer)
         blocks = [struct.unpack_from("!HH", sock.recv(1024)) for _ in range(3)]
-        assert blocks == [(3, 1)] * 3
+        assert blocks == [(3, 2)] * 3
         (event,) = events.wait_for(1)
-        assert (event.path, event.status, event.size) == ("small.cfg", 408, 0)
+        assert (event.path, event.status, event.size) == ("m512.bin", 408, 512)
 
 
 def test_tftp_refuses_write_and_garbage(tftp: TftpServer, root: Path) -> None:
@@ -553,17 +558,22 @@ def test_tftp_refuses_write_and_garbage(tftp: TftpServer, root: Path) -> None:
 
 
 def test_tftp_busy(root: Path, events: Events) -> None:
+    # Only transfers past their first ACK make the server busy: pending ones give way.
+    limits = TftpLimits(max_transfers=1)
     with (
-        TftpServer(root, on_fetch=events, timeout=0.2, retries=1, max_transfers=1) as server,
+        TftpServer(root, on_fetch=events, timeout=0.2, retries=1, limits=limits) as server,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stalled,
     ):
         stalled.bind((HOST, 0))
         stalled.settimeout(2)
-        stalled.sendto(_request(1, "small.cfg"), (HOST, server.port))
-        stalled.recv(1024)  # the transfer is running and holds the only slot
+        stalled.sendto(_request(1, "big.bin"), (HOST, server.port))
+        _, peer = stalled.recvfrom(1024)
+        stalled.sendto(struct.pack("!HH", 4, 1), peer)
+        stalled.recv(1024)  # block 2: the transfer is running and holds the only slot
         reply = _tftp_exchange(server.port, _request(1, "small.cfg"))
         assert reply == struct.pack("!HH", 5, 0) + b"Server busy\0"
         statuses = sorted(e.status for e in events.wait_for(2))
+        assert server.refusals == {"busy": 1}
     assert statuses == [408, 503]
 
 
