@@ -66,9 +66,11 @@ class FetchEvent:
 
     `status` is an HTTP status code for both protocols. For TFTP: 200 transfer complete,
     400 malformed request or unsupported mode, 403 write request refused, 404 not found,
-    408 client stopped acknowledging, 499 client aborted (error packet or port
-    unreachable), 500 read error, 503 server busy or stopping. `size` counts payload bytes
-    sent once (retransmits excluded; 0 for HEAD).
+    408 client stopped acknowledging (or never acknowledged the first packet), 499 client
+    aborted (error packet or port unreachable), 500 read error, 503 server busy or
+    stopping, or a pending session dropped for a newer request (see `TftpLimits`). For
+    HTTP, 400 also covers a request with a body. `size` counts payload bytes sent once
+    (retransmits excluded; 0 for HEAD).
     """
 
     protocol: str  # "http", "https" or "tftp"
