@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import posixpath
 from collections.abc import Iterable, Mapping
@@ -14,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from gitprov.errors import Problem, warning
+from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
 from gitprov.source import FileRef, Source
 from gitprov.yamldoc import Document, SecretRef, parse
@@ -65,19 +67,26 @@ class ParseCache:
     """Parsed documents by git blob id: unchanged files are never parsed twice."""
 
     def __init__(self) -> None:
-        self._docs: dict[tuple[str, str], tuple[Document | None, tuple[Problem, ...]]] = {}
+        self._docs: dict[
+            tuple[str, str, Limits], tuple[Document | None, tuple[Problem, ...]]
+        ] = {}
         self._kinds: dict[str, dict[str, str | None]] = {}
 
     def kinds(self, inventory_dir: str) -> dict[str, str | None]:
         """`kind_of` by path for one inventory directory, filled by the caller."""
         return self._kinds.setdefault(inventory_dir, {})
 
-    def get(self, ref: FileRef, source: Source) -> tuple[Document | None, tuple[Problem, ...]]:
-        # The path is part of the key: positions and problems name the file.
-        key = (ref.path, ref.oid)
+    def get(
+        self, ref: FileRef, source: Source, limits: Limits = DEFAULT, *, fleet_file: bool = False
+    ) -> tuple[Document | None, tuple[Problem, ...]]:
+        # The path is part of the key: positions and problems name the file; and so are the
+        # limits it was read within.
+        key = (ref.path, ref.oid, limits)
         hit = self._docs.get(key)
         if hit is None:
-            doc, problems = parse(ref.path, ref.oid, source.read(ref))
+            doc, problems = parse(
+                ref.path, ref.oid, source.read(ref), limits, fleet_file=fleet_file
+            )
             hit = (doc, tuple(problems))
             self._docs[key] = hit
         return hit
@@ -111,6 +120,15 @@ def load_documents(
         refs = source.files()
     inventory_dir = source.inventory_dir
     kinds = cache.kinds(inventory_dir)
+    # The fleet settings first: they set the limits every other file is read within, and
+    # are read within the defaults themselves (gitprov.limits).
+    limits = DEFAULT
+    fleet_path = _prefix(inventory_dir) + FLEET_FILE
+    at = bisect.bisect_left(refs, fleet_path, key=lambda r: r.path)
+    if at < len(refs) and refs[at].path == fleet_path:
+        fleet_doc = cache.get(refs[at], source, fleet_file=True)[0]
+        if fleet_doc is not None:
+            limits = of_fleet(fleet_doc.data)
     for ref in refs:
         try:
             kind = kinds[ref.path]
@@ -130,7 +148,10 @@ def load_documents(
                     )
                 )
             continue
-        doc, parse_problems = cache.get(ref, source)
+        if kind == FLEET:
+            doc, parse_problems = cache.get(ref, source, fleet_file=True)
+        else:
+            doc, parse_problems = cache.get(ref, source, limits)
         problems.extend(parse_problems)
         if doc is not None:
             by_kind.setdefault(kind, []).append(doc)
@@ -243,6 +264,9 @@ class Inventory:
     devices: tuple[Device, ...]  # sorted by MAC
     sealed: Mapping[str, str] = field(default_factory=dict)  # secret name -> sealed text
     public_key: str | None = None
+    _chains: dict[str, tuple[Profile, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def device(self, mac: str) -> Device | None:
         for d in self.devices:
@@ -251,14 +275,21 @@ class Inventory:
         return None
 
     def profile_chain(self, name: str | None) -> list[Profile]:
-        """The profile and its ancestors, base first."""
-        chain: list[Profile] = []
-        seen: set[str] = set()
-        while name and name not in seen and name in self.profiles:
-            seen.add(name)
-            chain.append(self.profiles[name])
-            name = self.profiles[name].extends
-        return list(reversed(chain))
+        """The profile and its ancestors, base first. Resolved once per profile, not once
+        per device (validation bounds its length: limits.extends_depth)."""
+        if not name:
+            return []
+        hit = self._chains.get(name)
+        if hit is None:
+            chain: list[Profile] = []
+            seen: set[str] = set()
+            node: str | None = name
+            while node and node not in seen and node in self.profiles:
+                seen.add(node)
+                chain.append(self.profiles[node])
+                node = self.profiles[node].extends
+            hit = self._chains[name] = tuple(reversed(chain))
+        return list(hit)
 
 
 def _dirs(value: Any) -> tuple[str, ...]:

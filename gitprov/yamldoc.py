@@ -5,6 +5,15 @@ loader: it yields a mark for every node at ~40 µs per device file instead of ~1
 one reader for every path means a fast path and an error path can never read a document
 differently. ruamel stays the tool for round-trip edits of files we write back.
 
+The reader works on libyaml's event stream instead of its composed node graph, so that
+every bound of `gitprov.limits` is checked before the work it bounds is done: an alias
+is refused by the size of what it names before a node of it is built (a few hundred bytes
+of nested aliases name billions of nodes), a collection by its depth before it is opened,
+an integer by its digits before it is converted. A file that crosses a limit is refused
+as a whole, like a syntax error. Only plain data is ever built: a tag other than
+`!secret NAME`, on any node, is a located error, and no constructor that could build a
+Python object is reachable.
+
 Scalars resolve with YAML 1.1 rules on purpose: that is what most YAML tools (PyYAML,
 many editors and CI linters) do, so `yes`, `0123` or `10:21:52:01:13:19` written unquoted
 become booleans or numbers, and the schema catches them with a hint to quote them.
@@ -17,13 +26,27 @@ tool, or the next MAC, reads them differently.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentStartEvent,
+    Event,
+    MappingEndEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    StreamEndEvent,
+)
 
 from gitprov.errors import Problem, error
+from gitprov.limits import DEFAULT, Limits
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -96,95 +119,384 @@ class Document:
         return self.positions.get((), (1, 1))
 
 
-class _Builder:
-    def __init__(self, path: str, text: str) -> None:
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR = _YAML_TAG + "str"
+_NULL = _YAML_TAG + "null"
+_BOOL = _YAML_TAG + "bool"
+_INT = _YAML_TAG + "int"
+# What else a plain scalar can resolve to; YAML 1.1's merge (`<<`), value (`=`) and yaml
+# (`!`, `&`, `*`) types have no data of their own, so outside a key they stay text.
+_CONSTRUCTED = frozenset({_YAML_TAG + "float", _YAML_TAG + "timestamp"})
+_SHOWN_TAG_LENGTH = 60
+
+Pull = Callable[[], Event]
+
+
+class _Refused(Exception):
+    """The file crosses a limit or cannot be read: it is refused as a whole."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclass
+class _Anchor:
+    """The events of an anchored node, to build again wherever an alias names it."""
+
+    events: list[Event]
+    size: int  # the nodes it expands to, its aliases expanded (capped: see _record)
+    open: int  # collections not closed yet; 0 once the node is complete
+
+
+def _at(ev: Event) -> tuple[int, int]:
+    mark = ev.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _shown(tag: str) -> str:
+    shown = "!!" + tag[len(_YAML_TAG) :] if tag.startswith(_YAML_TAG) else tag
+    if len(shown) > _SHOWN_TAG_LENGTH:
+        shown = shown[:_SHOWN_TAG_LENGTH] + "…"
+    return shown
+
+
+class _Reader:
+    """Builds one document's data from the parser's events, with the positions of every
+    node and every limit checked before what it bounds."""
+
+    def __init__(self, path: str, loader: Any, limits: Limits, fleet_file: bool) -> None:
         self.path = path
-        self.text = text
+        self.loader = loader
+        self.limits = limits
+        self.fleet_file = fleet_file
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.key_positions: dict[Path_, tuple[int, int]] = {}
         self.raw: dict[Path_, str] = {}
         self.ambiguous: dict[Path_, str] = {}
         self.problems: list[Problem] = []
-        self._constructor = yaml.constructor.SafeConstructor()
+        self.anchors: dict[str, _Anchor] = {}
+        self._open: list[_Anchor] = []  # anchored collections being read, innermost last
+        self.aliases = 0  # alias uses in the text
+        self.alias_nodes = 0  # nodes built through aliases
+        self._replaying = 0
 
-    def _at(self, node: yaml.Node) -> tuple[int, int]:
-        return node.start_mark.line + 1, node.start_mark.column + 1
+    # -- problems ----------------------------------------------------------------------
+    def _problem(self, ev: Event, code: str, message: str, hint: str = "") -> None:
+        line, col = _at(ev)
+        self.problems.append(error(self.path, line, col, code, message, hint))
 
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        self.positions[path] = self._at(node)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self._scalar(node, path)
+    def _refuse(self, ev: Event, code: str, message: str, hint: str = "") -> _Refused:
+        line, col = _at(ev)
+        return _Refused(error(self.path, line, col, code, message, hint))
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
-        if node.tag == SECRET_TAG:
-            return SecretRef(node.value.strip())
-        if node.tag.startswith("!"):
-            line, col = self._at(node)
-            self.problems.append(
-                error(
-                    self.path,
-                    line,
-                    col,
-                    "GP002",
-                    f"unknown tag {node.tag}",
-                    "the only tag gitprov knows is !secret NAME",
-                )
+    def _over(self, ev: Event, code: str, name: str, message: str) -> _Refused:
+        limit = getattr(self.limits, name)
+        return self._refuse(
+            ev,
+            code,
+            f"{message} (limit {limit}: limits.{name})",
+            self.limits.hint(name, fleet_file=self.fleet_file),
+        )
+
+    # -- the event stream --------------------------------------------------------------
+    def _next(self) -> Event:
+        """The next event of the file: aliases checked, anchors recorded."""
+        ev: Event = self.loader.get_event()
+        if isinstance(ev, AliasEvent):
+            self._alias_used(ev)
+        if self._open:
+            self._record(ev)
+        if isinstance(ev, NodeEvent) and not isinstance(ev, AliasEvent) and ev.anchor is not None:
+            self._define(ev, ev.anchor)
+        return ev
+
+    def _alias_used(self, ev: AliasEvent) -> None:
+        name = str(ev.anchor)
+        anchor = self.anchors.get(name)
+        if anchor is None:
+            raise self._refuse(
+                ev,
+                "GP001",
+                f"YAML syntax: alias *{name} names no anchor",
+                f"define &{name} on a node before *{name}",
             )
-            return node.value
-        value = self._constructor.construct_object(node, deep=True)
-        if not node.style:
-            if not isinstance(value, str):
-                self.raw[path] = node.value
-            elif value[:1] in _AMBIGUOUS_FIRST and _AMBIGUOUS.fullmatch(value):
-                self.ambiguous[path] = node.value
+        if anchor.open:
+            raise self._refuse(
+                ev,
+                "GP007",
+                f"alias *{name} is inside the node &{name} names: it would never end",
+                "an alias may only name a node that is complete",
+            )
+        self.aliases += 1
+        if self.aliases > self.limits.aliases:
+            raise self._over(ev, "GP007", "aliases", "too many aliases (*name) in one file")
+
+    def _record(self, ev: Event) -> None:
+        # Sizes stop growing past the limit: an anchor that big can never be used, and
+        # nested aliases would otherwise make its size a number of thousands of digits.
+        cap = self.limits.alias_nodes + 1
+        if isinstance(ev, AliasEvent):
+            grow = self.anchors[str(ev.anchor)].size
+        elif isinstance(ev, NodeEvent):
+            grow = 1
+        else:
+            grow = 0
+        opens = isinstance(ev, CollectionStartEvent)
+        closes = isinstance(ev, CollectionEndEvent)
+        for anchor in self._open:
+            anchor.events.append(ev)
+            anchor.size = min(anchor.size + grow, cap)
+            anchor.open += opens - closes
+        if closes and self._open[-1].open == 0:
+            self._open.pop()
+
+    def _define(self, ev: NodeEvent, name: str) -> None:
+        if name in self.anchors:
+            raise self._refuse(
+                ev,
+                "GP001",
+                f"YAML syntax: anchor &{name} is defined twice",
+                "give each anchor its own name",
+            )
+        anchor = _Anchor([ev], 1, int(isinstance(ev, CollectionStartEvent)))
+        self.anchors[name] = anchor
+        if anchor.open:
+            self._open.append(anchor)
+
+    # -- building ----------------------------------------------------------------------
+    def document(self) -> Any:
+        self._next()  # the stream's start
+        start = self._next()
+        if isinstance(start, StreamEndEvent):
+            return None
+        assert isinstance(start, DocumentStartEvent)
+        if start.tags:
+            handles = ", ".join(sorted(start.tags))
+            self._problem(
+                start,
+                "GP002",
+                f"a %TAG directive ({handles}): tags are not supported",
+                "remove the directive; the only tag gitprov knows is !secret NAME",
+            )
+        if start.version is not None:
+            self._problem(
+                start,
+                "GP001",
+                f"a %YAML {start.version[0]}.{start.version[1]} directive",
+                "remove the directive: gitprov reads every file with YAML 1.1 rules "
+                "(docs/inventory.md, quote what is not a number)",
+            )
+        value = self.node(self._next(), (), self._next, 0)
+        self._next()  # the document's end
+        after = self._next()
+        if isinstance(after, DocumentStartEvent):
+            raise self._refuse(
+                after,
+                "GP001",
+                "more than one YAML document in the file",
+                "keep one document per file (remove the extra ---)",
+            )
         return value
 
-    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+    def node(self, ev: Event, path: Path_, pull: Pull, depth: int) -> Any:
+        self.positions[path] = _at(ev)
+        if isinstance(ev, ScalarEvent):
+            return self._scalar(ev, path)
+        if isinstance(ev, AliasEvent):
+            return self._alias(ev, path, depth)
+        assert isinstance(ev, CollectionStartEvent)
+        depth += 1
+        if depth > self.limits.depth:
+            raise self._over(ev, "GP008", "depth", "mappings and lists nested too deep")
+        if ev.tag is not None:
+            self._unknown_tag(ev, ev.tag)
+        if isinstance(ev, MappingStartEvent):
+            return self._mapping(path, pull, depth)
+        out: list[Any] = []
+        while True:
+            item = pull()
+            if isinstance(item, SequenceEndEvent):
+                return out
+            out.append(self.node(item, (*path, len(out)), pull, depth))
+
+    def _alias(self, ev: AliasEvent, path: Path_, depth: int) -> Any:
+        anchor = self.anchors[str(ev.anchor)]
+        if not self._replaying:
+            # An anchor's size counts the aliases inside it: checked once, here, before
+            # anything of it is built.
+            if self.alias_nodes + anchor.size > self.limits.alias_nodes:
+                raise self._over(
+                    ev,
+                    "GP007",
+                    "alias_nodes",
+                    "the aliases of this file expand to too many nodes",
+                )
+            self.alias_nodes += anchor.size
+        events = iter(anchor.events)
+        self._replaying += 1
+        try:
+            value = self.node(next(events), path, events.__next__, depth)
+        finally:
+            self._replaying -= 1
+        self.positions[path] = _at(ev)
+        return value
+
+    def _mapping(self, path: Path_, pull: Pull, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            line, col = self._at(key_node)
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self.problems.append(
-                    error(
-                        self.path,
-                        line,
-                        col,
-                        "GP003",
-                        "YAML merge keys (<<) are not supported",
-                        "use a profile with `extends:` to share settings",
-                    )
-                )
+        while True:
+            kev = pull()
+            if isinstance(kev, MappingEndEvent):
+                return out
+            key = self._key(kev, pull)
+            if key is None:
+                self._skip(pull(), pull)
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.append(
-                    error(self.path, line, col, "GP003", "a mapping key must be a plain string")
-                )
-                continue
-            key = key_node.value
             if key in out:
                 first = self.key_positions[(*path, key)]
-                self.problems.append(
-                    error(
-                        self.path,
-                        line,
-                        col,
-                        "GP004",
-                        f"duplicate key {key!r} (first at line {first[0]})",
-                        "YAML keeps only the last one; remove one of them",
-                    )
+                self._problem(
+                    kev,
+                    "GP004",
+                    f"duplicate key {key!r} (first at line {first[0]})",
+                    "YAML keeps only the last one; remove one of them",
                 )
+                self._skip(pull(), pull)
                 continue
-            self.key_positions[(*path, key)] = (line, col)
-            out[key] = self.build(value_node, (*path, key))
-        return out
+            self.key_positions[(*path, key)] = _at(kev)
+            out[key] = self.node(pull(), (*path, key), pull, depth)
+
+    def _key(self, kev: Event, pull: Pull) -> str | None:
+        """A mapping key's text, or None (reported) for a key that is not a string."""
+        if isinstance(kev, AliasEvent):
+            anchor = self.anchors[str(kev.anchor)]
+            first = anchor.events[0]
+            if len(anchor.events) == 1 and isinstance(first, ScalarEvent):
+                if not self._replaying:
+                    if self.alias_nodes + 1 > self.limits.alias_nodes:
+                        raise self._over(
+                            kev,
+                            "GP007",
+                            "alias_nodes",
+                            "the aliases of this file expand to too many nodes",
+                        )
+                    self.alias_nodes += 1
+                return str(first.value)
+        elif isinstance(kev, ScalarEvent):
+            if kev.tag is None and kev.implicit[0] and kev.value == "<<":
+                self._problem(
+                    kev,
+                    "GP003",
+                    "YAML merge keys (<<) are not supported",
+                    "use a profile with `extends:` to share settings",
+                )
+                return None
+            if kev.tag is not None:
+                self._unknown_tag(kev, kev.tag)
+            return str(kev.value)
+        self._problem(kev, "GP003", "a mapping key must be a plain string")
+        self._skip(kev, pull)
+        return None
+
+    def _skip(self, ev: Event, pull: Pull) -> None:
+        """Reads past a node that is not built (its anchors are still defined)."""
+        open_ = int(isinstance(ev, CollectionStartEvent))
+        while open_:
+            event = pull()
+            if isinstance(event, CollectionStartEvent):
+                open_ += 1
+            elif isinstance(event, CollectionEndEvent):
+                open_ -= 1
+
+    def _unknown_tag(self, ev: Event, tag: str) -> None:
+        if tag == SECRET_TAG:
+            what = "a key" if isinstance(ev, ScalarEvent) else "a mapping or a list"
+            self._problem(
+                ev,
+                "GP002",
+                f"!secret on {what}",
+                "!secret names one secret: write it on a value, as `!secret NAME`",
+            )
+            return
+        hint = "the only tag gitprov knows is !secret NAME"
+        if tag == _STR:
+            hint = "quote the value instead of tagging it !!str"
+        self._problem(ev, "GP002", f"unknown tag {_shown(tag)}", hint)
+
+    def _scalar(self, ev: ScalarEvent, path: Path_) -> Any:
+        value: str = ev.value
+        tag = ev.tag
+        if tag is not None:
+            if tag == SECRET_TAG:
+                return SecretRef(value.strip())
+            self._unknown_tag(ev, tag)
+            return value
+        resolved = self.loader.resolve(yaml.ScalarNode, value, ev.implicit)
+        if resolved == _STR or not ev.implicit[0]:
+            if ev.implicit[0] and value[:1] in _AMBIGUOUS_FIRST and _AMBIGUOUS.fullmatch(value):
+                self.ambiguous[path] = value
+            return value
+        if resolved == _NULL:
+            result: Any = None
+        elif resolved == _BOOL:
+            result = self.loader.bool_values[value.lower()]
+        elif resolved == _INT:
+            result = self._int(ev, value)
+        elif resolved in _CONSTRUCTED:
+            result = self._construct(ev, resolved, value)
+        else:
+            return value
+        self.raw[path] = value
+        return result
+
+    def _int(self, ev: ScalarEvent, value: str) -> Any:
+        limit = self.limits.integer_digits
+        # Counted on the text before converting it (decimal conversion is quadratic, and
+        # Python refuses more than 4,300 digits), and on the value after (hex digits).
+        if len(value) > limit and sum(c.isalnum() for c in value) > limit + 1:
+            raise self._over(ev, "GP009", "integer_digits", "an integer with too many digits")
+        result = self._construct(ev, _INT, value)
+        if isinstance(result, int) and abs(result) >= self.limits.integer_bound:
+            raise self._over(ev, "GP009", "integer_digits", "an integer with too many digits")
+        return result
+
+    def _construct(self, ev: ScalarEvent, tag: str, value: str) -> Any:
+        node = yaml.ScalarNode(tag, value)
+        try:
+            return self.loader.yaml_constructors[tag](self.loader, node)
+        except (ValueError, OverflowError, yaml.YAMLError):
+            what = {_INT: "an integer", _YAML_TAG + "timestamp": "a date"}.get(tag, "a number")
+            self._problem(
+                ev,
+                "GP013",
+                f"unquoted {value[:40]} looks like {what} to YAML, but is not a valid one",
+                f'quote it: "{value[:40]}"',
+            )
+            return value
 
 
-def parse(path: str, oid: str, data: bytes) -> tuple[Document | None, list[Problem]]:
-    """Parse one YAML file. Returns the document (None if unreadable) and its problems."""
+def parse(
+    path: str,
+    oid: str,
+    data: bytes,
+    limits: Limits = DEFAULT,
+    *,
+    fleet_file: bool = False,
+) -> tuple[Document | None, list[Problem]]:
+    """Parse one YAML file within `limits`. Returns the document (None if unreadable or
+    refused) and its problems. `fleet_file`: the file is gitprov.yaml, read within the
+    defaults whatever it asks for (hints say so)."""
+    if len(data) > limits.document_bytes:
+        return None, [
+            error(
+                path,
+                1,
+                1,
+                "GP006",
+                f"the file is too large: {len(data)} bytes (limit {limits.document_bytes}: "
+                "limits.document_bytes)",
+                limits.hint("document_bytes", fleet_file=fleet_file),
+            )
+        ]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -198,8 +510,12 @@ def parse(path: str, oid: str, data: bytes) -> tuple[Document | None, list[Probl
                 "save the file as UTF-8",
             )
         ]
+    loader = _Loader(text)
+    reader = _Reader(path, loader, limits, fleet_file)
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        value = reader.document()
+    except _Refused as exc:
+        return None, [exc.problem]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -214,30 +530,38 @@ def parse(path: str, oid: str, data: bytes) -> tuple[Document | None, list[Probl
                 "fix the YAML syntax (indentation, quotes, colons)",
             )
         ]
-    except yaml.YAMLError as exc:
-        return None, [error(path, 1, 1, "GP001", f"YAML syntax: {exc}", "fix the YAML syntax")]
-    if len(nodes) > 1:
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
         return None, [
             error(
                 path,
-                1,
-                1,
+                line,
+                col,
                 "GP001",
-                "more than one YAML document in the file",
-                "keep one document per file (remove the extra ---)",
+                f"YAML syntax: character U+{exc.character:04X} is not allowed in YAML"
+                if isinstance(exc.character, int)
+                else f"YAML syntax: {exc.reason}",
+                "write it as an escape in a double-quoted string, or remove it",
             )
         ]
-    builder = _Builder(path, text)
-    value = builder.build(nodes[0], ()) if nodes else {}
+    except yaml.YAMLError as exc:
+        return None, [error(path, 1, 1, "GP001", f"YAML syntax: {exc}", "fix the YAML syntax")]
+    finally:
+        loader.dispose()
     if value is None:
         value = {}
     doc = Document(
         path,
         oid,
         value,
-        builder.positions,
-        builder.key_positions,
-        builder.raw,
-        builder.ambiguous,
+        reader.positions,
+        reader.key_positions,
+        reader.raw,
+        reader.ambiguous,
     )
-    return doc, builder.problems
+    return doc, reader.problems
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1

@@ -110,7 +110,7 @@ def test_constructs_that_are_refused_are_located(
     [
         (b"a: [1, 2\nb: 3\n", 2, 2),  # unclosed flow sequence
         (b"a:\n  b: 1\n c: 2\n", 3, 2),  # bad indentation
-        (b"a: 1\n---\nb: 2\n", 1, 1),  # two documents
+        (b"a: 1\n---\nb: 2\n", 2, 1),  # two documents: at the second
         (b"a: \xff\n", 1, 1),  # not UTF-8
     ],
 )

@@ -31,6 +31,7 @@ from gitprov.inventory import (
     Documents,
     stem,
 )
+from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import device_variables, expand, normalise_mac
 from gitprov.rules._facts import Facts, Index
 from gitprov.yamldoc import Document, Path_
@@ -65,6 +66,7 @@ RULES = (
     "too_many_lines",  # GP122
     "wrong_scope",  # GP123
     "plaintext_secret",  # GP124
+    "extends_depth",  # GP125
 )
 
 
@@ -192,18 +194,57 @@ class RuleContext:
         name = get(device.data, "model")
         return self.model_docs.get(name) if isinstance(name, str) else None
 
+    @cached_property
+    def limits(self) -> Limits:
+        """The limits the fleet settings set (`extends_depth` is the rules' concern)."""
+        fleet = self.fleet
+        return of_fleet(fleet.data) if fleet is not None else DEFAULT
+
+    @cached_property
+    def _chains(self) -> dict[str, tuple[Document, ...]]:
+        return {}
+
+    def profile_chain(self, name: str) -> tuple[Document, ...]:
+        """A profile and the profiles it extends, the profile first. Unknown names end the
+        chain, a loop goes round once (GP103, GP104), and it stops after
+        `limits.extends_depth + 1` profiles (GP125). Each profile's chain is resolved once,
+        from the chain of its parent: a fleet of long chains costs their length, not its
+        square."""
+        memo = self._chains
+        hit = memo.get(name)
+        if hit is not None:
+            return hit
+        docs = self.profile_docs
+        cap = self.limits.extends_depth + 1
+        walk: list[str] = []
+        at: dict[str, int] = {}
+        node: Any = name
+        while isinstance(node, str) and node in docs and node not in memo and node not in at:
+            at[node] = len(walk)
+            walk.append(node)
+            node = get(docs[node].data, "extends")
+        tail: tuple[Document, ...] = ()
+        if isinstance(node, str) and node in at:
+            ring = walk[at[node] :]
+            for k, member in enumerate(ring):
+                memo[member] = tuple(
+                    docs[ring[(k + i) % len(ring)]] for i in range(min(cap, len(ring)))
+                )
+            walk = walk[: at[node]]
+            tail = memo[ring[0]]
+        elif isinstance(node, str):
+            tail = memo.get(node, ())
+        for member in reversed(walk):
+            tail = (docs[member], *tail[: cap - 1])
+            memo[member] = tail
+        return memo.get(name, ())
+
     def layers(self, device: Document) -> list[Document]:
         """The documents a device inherits from, in layering order: fleet → profile chain
         (base first) → model → the device itself. Unknown names and cycles end the chain
         (other rules report them)."""
-        chain: list[Document] = []
         name = get(device.data, "profile")
-        while isinstance(name, str) and name in self.profile_docs:
-            doc = self.profile_docs[name]
-            if any(d is doc for d in chain):
-                break
-            chain.append(doc)
-            name = get(doc.data, "extends")
+        chain = self.profile_chain(name) if isinstance(name, str) else ()
         out = [self.fleet] if self.fleet is not None else []
         out += reversed(chain)
         model = self.model_of(device)

@@ -24,17 +24,23 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if isinstance(ext, str):
             parent[stem(doc.path)] = ext
             docs[stem(doc.path)] = doc
-    reported: set[str] = set()
+    # Each profile is walked once: a walk stops at a profile an earlier walk went through
+    # (whatever lies beyond it is known), so a long chain costs its length, not its square.
+    visited: set[str] = set()
     for start in sorted(parent):
-        chain = [start]
-        node = parent.get(start)
-        while node is not None and node not in chain:
-            chain.append(node)
-            node = parent.get(node)
-        if node is None or node in reported:
+        if start in visited:
             continue
-        cycle = chain[chain.index(node) :]
-        reported.update(cycle)
+        walk: list[str] = []
+        at: dict[str, int] = {}
+        node: str | None = start
+        while node is not None and node not in visited:
+            visited.add(node)
+            at[node] = len(walk)
+            walk.append(node)
+            node = parent.get(node)
+        if node is None or node not in at:
+            continue
+        cycle = walk[at[node] :]
         for name in cycle:
             yield error_at(
                 docs[name],

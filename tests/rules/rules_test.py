@@ -68,6 +68,31 @@ def test_gp104_extends_cycle() -> None:
     check("GP104", {"profiles/a.yaml": "extends: base\n"})
 
 
+def chain(n: int, prefix: str = "c") -> dict[str, str | None]:
+    """Profiles c00 → c01 → … (each extends the next), n in all."""
+    return {
+        f"profiles/{prefix}{i:02d}.yaml": f"extends: {prefix}{i + 1:02d}\n" if i + 1 < n else "{}\n"
+        for i in range(n)
+    }
+
+
+def test_gp125_extends_depth() -> None:
+    # 33 profiles: one more than the default limit; reported once, where it is crossed.
+    (found,) = check("GP125", chain(33), (1, 10))
+    assert "c00 → c01 → … → c32" in found.message and "limits.extends_depth" in found.message
+    check("GP125", chain(34), ("profiles/c01.yaml", 1, 10))
+    check("GP125", chain(32))
+    raised = FLEET + "limits:\n  extends_depth: 40\n"
+    check("GP125", {"gitprov.yaml": raised, **chain(40)})
+    check("GP125", {"gitprov.yaml": raised, **chain(41)}, ("profiles/c00.yaml", 1, 10))
+    # Two branches onto one long trunk: each is reported.
+    branches = {**chain(32), **{f"profiles/{b}.yaml": "extends: c00\n" for b in "xy"}}
+    check("GP125", branches, ("profiles/x.yaml", 1, 10), ("profiles/y.yaml", 1, 10))
+    # A chain that ends in a loop is GP104's.
+    looped = {**chain(40), "profiles/c39.yaml": "extends: c00\n"}
+    check("GP125", looped)
+
+
 def test_gp105_duplicate_account_after_layering() -> None:
     check("GP105", {D2: DEVICE_2.replace('"2002"', '"2001"')}, (6, 14))
     # Another port, another server, or a disabled line: no clash.
