@@ -555,11 +555,20 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
                     "GITPROV_PRIVATE_KEY_FILE or --private-key-file",
                 )
             try:
-                cache[name] = unseal(private_key, name, inv.sealed[name])
+                value = unseal(private_key, name, inv.sealed[name])
             except SecretError as exc:
                 raise UsageError(
                     exc.message, hint=f"is this the private key of {SECRETS}.yaml's public_key?"
                 ) from None
+            # Validation cannot see inside a sealed value: GP108's check, here.
+            unsafe = flyingvoice.UNSAFE.search(value)
+            if unsafe is not None:
+                raise GitprovError(
+                    f"secret {name!r} holds {flyingvoice.describe(unsafe.group())} "
+                    "(the value is not shown)",
+                    hint=f"seal it again without it: gitprov secrets set {name}",
+                )
+            cache[name] = value
         return cache[name]
 
     return resolve

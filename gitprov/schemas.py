@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, TypeChecker, validators
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -67,15 +67,33 @@ def for_editors(schema: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k != "$id"}
 
 
+def _is_integer(_checker: TypeChecker, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# JSON Schema counts 5060.0 as an integer (draft 2020-12, "a number with a zero fractional
+# part"); gitprov would write it into param.conf as `5060.0`. An inventory's integer is
+# one YAML reads as an int, nothing else (and a bool, which Python calls an int, is not).
+StrictValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 @cache
 def _validators(catalog: Catalog) -> dict[str, Draft202012Validator]:
-    schemas = all_schemas(catalog)
+    # Without `$schema`: jsonschema picks the validator of a `$ref`erenced schema by its
+    # `$schema`, which would be the stock draft 2020-12 one, not StrictValidator.
+    schemas = {
+        name: {k: v for k, v in s.items() if k != "$schema"}
+        for name, s in all_schemas(catalog).items()
+    }
     registry: Registry = Registry().with_resources(
         (BASE + name, Resource.from_contents(s, default_specification=DRAFT202012))
         for name, s in schemas.items()
     )
     return {
-        kind: Draft202012Validator(schemas[name], registry=registry)
+        kind: StrictValidator(schemas[name], registry=registry)
         for kind, name in KIND_FILES.items()
     }
 

@@ -3,15 +3,21 @@ encrypts that device only; everything else is reused byte for byte."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pygit2
 import pytest
 
 from gitprov import pipeline as pipeline_mod
+from gitprov.catalog import load_catalog
 from gitprov.compile import DeviceConfig, compile_device
-from gitprov.pipeline import Pipeline
+from gitprov.errors import GitprovError
+from gitprov.pipeline import Pipeline, secret_resolver
+from gitprov.source import WorktreeSource
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.inventory import sealed_secrets, write_tree
+from tests.formats.flyingvoice_test import DEVICE, FLEET, MODEL
 
 B = "inventory/devices/0021f2011b20.yaml"
 
@@ -52,3 +58,21 @@ def test_a_fresh_pipeline_builds_the_same_bytes(example_repo: GitRepo, private_k
     reused = warm.build(head(example_repo), private_key)
     fresh = Pipeline(example_repo.repo).build(head(example_repo), private_key)
     assert [(f.name, f.data) for f in reused.files] == [(f.name, f.data) for f in fresh.files]
+
+
+@pytest.mark.parametrize("char", ["\n", "\x1b", "\u202e"])
+def test_a_secret_holding_a_control_character_is_refused_not_rendered(
+    tmp_path: Path, char: str
+) -> None:
+    # Validation cannot look inside a sealed value: the resolver is where GP108's rule holds.
+    private, secrets_yaml = sealed_secrets({"sip_23103": f"s3cr{char}et"})
+    files = {"inventory/gitprov.yaml": FLEET, "inventory/models/IP542N.yaml": MODEL}
+    files["inventory/devices/0021f2011b19.yaml"] = DEVICE
+    write_tree(tmp_path, {**files, "inventory/secrets.yaml": secrets_yaml})
+    inv = Pipeline(None).load(WorktreeSource(tmp_path)).inventory
+    assert inv is not None
+    with pytest.raises(GitprovError) as caught:
+        compile_device(inv.devices[0], inv, load_catalog(), secret_resolver(inv, private))
+    assert type(caught.value) is GitprovError  # exit 1: a problem of the inventory
+    assert "'sip_23103'" in caught.value.message and "s3cr" not in caught.value.message
+    assert "gitprov secrets set sip_23103" in caught.value.hint

@@ -360,6 +360,56 @@ def test_schema_results_are_cached_by_blob(monkeypatch: pytest.MonkeyPatch) -> N
     assert calls[len(inventory()) :] == [f"inventory/{D1}"]
 
 
+# -- strict scalar types: what the catalog says, rendered canonically -----------------
+@pytest.mark.parametrize(
+    ("overlay", "line", "col", "message"),
+    [
+        ({"profiles/base.yaml": "params:\n  sip.server_port: 5060.0\n"}, 2, 20,
+         "expected integer, got the number 5060.0"),
+        ({"profiles/base.yaml": "lines:\n  - enabled: 1.0\n"}, 2, 14,
+         "expected boolean or integer, got the number 1.0"),
+        ({"profiles/base.yaml": "lines:\n  - enabled: 2\n"}, 2, 14, "2 is not allowed"),
+        ({"profiles/base.yaml": "params:\n  sip.server_port: true\n"}, 2, 20,
+         "expected integer, got the boolean true"),
+        ({"profiles/base.yaml": "params:\n  DBID_VENDOR_THING: 1.0\n"}, 2, 22,
+         "read as the number 1.0"),
+        ({"models/IP542N.yaml": IP542N.replace("line_count: 4", "line_count: 4.0")}, 4, 13,
+         "expected integer, got the number 4.0"),
+        ({"gitprov.yaml": FLEET.replace("version_floor: 1000", "version_floor: 1000.0")}, 1, 16,
+         "expected integer, got the number 1000.0"),
+        ({"gitprov.yaml": FLEET + "limits:\n  extends_depth: 40.0\n"}, 9, 18,
+         "expected integer, got the number 40.0"),
+    ],
+)  # fmt: skip
+def test_a_float_is_never_an_integer_or_a_boolean(
+    overlay: dict[str, str | None], line: int, col: int, message: str
+) -> None:
+    # jsonschema (draft 2020-12) counts 5060.0 as an integer; gitprov would write `5060.0`.
+    path = f"inventory/{next(iter(overlay))}"
+    found = [p for p in lint_problems(overlay) if p.file == path and p.is_error]
+    assert [(p.line, p.col) for p in found] == [(line, col)], found
+    assert message in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("written", "rendered"),
+    [
+        ("sip.server_port: 5060", "DBID_WEB_SIP_SERVER_PORT=5060"),
+        ("provision.option66: true", "DBID_PRV_OPTION66_ENABLED=1"),
+        ("provision.option66: 0", "DBID_PRV_OPTION66_ENABLED=0"),
+        ("provision.option66: off", "DBID_PRV_OPTION66_ENABLED=0"),
+        ("DBID_VENDOR_COUNT: +7", "DBID_VENDOR_COUNT=7"),
+    ],
+)
+def test_numbers_and_booleans_render_canonically(written: str, rendered: str) -> None:
+    fleet = PLAIN_FLEET + f"params:\n  {written}\n"
+    loaded = Pipeline(None).load(MemorySource(inventory({"gitprov.yaml": fleet})))
+    inv = loaded.inventory
+    assert inv is not None, loaded.errors
+    cfg = compile_device(inv.devices[0], inv, load_catalog(), placeholder_resolver(inv.sealed))
+    assert rendered.encode() + b"\n" in flyingvoice.render(cfg, 1000)
+
+
 # -- acceptance 5: nothing with a line break reaches a rendered file -------------------
 def test_an_injected_line_is_rejected() -> None:
     overlay = {D1: DEVICE + '    display_name: "x\\nDBID_SIP_PASSWORD=x"\n'}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem
+from gitprov.formats.flyingvoice import UNSAFE
 from gitprov.inventory import DEVICE, MODEL, stem
 from gitprov.plan import TMP_PREFIX, TMP_SUFFIX
 from gitprov.rules import DocContext, RuleContext, error_at, get
@@ -39,8 +40,8 @@ def unsafe_reason(name: str) -> str | None:
         return "it looks like gitprov's own temp files, which a publish deletes"
     if name.startswith("."):
         return "it starts with '.', and dot-files are never served"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "it contains a control character or NUL"
+    if "\t" in name or UNSAFE.search(name):
+        return "it contains a control character, NUL or an invisible Unicode control"
     if len(name.encode("utf-8")) > 255:
         return "it is longer than 255 bytes"
     return None

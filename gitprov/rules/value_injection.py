@@ -1,53 +1,63 @@
-"""GP108 value-injection: a value holds a newline, carriage return or NUL.
+"""GP108 value-injection: a value or key holds a line break, a control character or an
+invisible Unicode control.
 
-param.conf is one `DBID_NAME=value` per line: a newline inside a value would inject lines
-(for example a second DBID_SIP_PASSWORD) into the device's file.
+param.conf is one `DBID_NAME=value` per line: a newline, carriage return or NUL inside a
+value would inject lines (for example a second DBID_SIP_PASSWORD) into the device's file.
+Other control characters (ESC, VT, FF, DEL, the C1 controls such as NEL U+0085), the
+Unicode line and paragraph separators (U+2028, U+2029) and the bidi controls (U+200E,
+U+200F, U+202A-U+202E, U+2066-U+2069, U+061C) are invisible in a review, and a device's
+parser may read them as line ends or keep them in the value: none has a place in a device
+file. Every string of every file is checked, keys included. A TAB is GP109's.
 
-Fails:   `display_name: "Alice\\nDBID_SIP_PASSWORD=x"` or a `|` block scalar
-Passes:  `display_name: "Alice"`
+Fails:   `display_name: "Alice\\nDBID_SIP_PASSWORD=x"`, a `|` block scalar, `"Desk\\u202e"`
+Passes:  `display_name: "Alice"`, `display_name: "Zoë"`
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from gitprov.errors import Problem
+from gitprov.formats.flyingvoice import UNSAFE, describe
 from gitprov.rules import DocContext, error_at
 
 CODE = "GP108"
 NAME = "value-injection"
 
-_BAD = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}
-_FORBIDDEN = re.compile("[\n\r\x00]")
+_LINE_BREAKS = frozenset("\n\r\x00\x85\u2028\u2029\x0b\x0c")
 
 
-def _walk(data: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """(path, text) of every string that holds a forbidden character, keys included."""
+def _walk(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, bool]]:
+    """(path, text, is a key) of every string that holds an unsafe character."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
     while stack:
         path, node = stack.pop()
         if isinstance(node, dict):
             for k, v in node.items():
-                if isinstance(k, str) and _FORBIDDEN.search(k):
-                    yield (*path, k), k
+                if isinstance(k, str) and UNSAFE.search(k):
+                    yield (*path, k), k, True
                 stack.append(((*path, k), v))
         elif isinstance(node, list):
             stack.extend(((*path, i), v) for i, v in enumerate(node))
-        elif isinstance(node, str) and _FORBIDDEN.search(node):
-            yield path, node
+        elif isinstance(node, str) and UNSAFE.search(node):
+            yield path, node, False
 
 
 def check_document(dctx: DocContext) -> Iterator[Problem]:
     doc = dctx.doc
-    for path, text in _walk(doc.data):
-        bad = [name for ch, name in _BAD.items() if ch in text]
-        if bad:
-            yield error_at(
-                doc,
-                path,
-                CODE,
-                f"{'.'.join(map(str, path))}: the value contains {' and '.join(bad)}",
-                "write the value on one line; it would inject lines into param.conf",
-            )
+    for path, text, is_key in _walk(doc.data):
+        found = sorted(set(UNSAFE.findall(text)), key=text.index)
+        what = " and ".join(describe(c) for c in found[:3]) + (" …" if len(found) > 3 else "")
+        if any(c in _LINE_BREAKS for c in found):
+            hint = "write it on one line: a line break would inject lines into param.conf"
+        else:
+            hint = "remove it: invisible in a review, it would reach the device's file"
+        yield error_at(
+            doc,
+            path,
+            CODE,
+            f"{'.'.join(map(str, path))}: the {'key' if is_key else 'value'} contains {what}",
+            hint,
+            key=is_key,
+        )

@@ -137,6 +137,23 @@ def test_renderer_refuses_line_breaks() -> None:
         flyingvoice.render_lines([("DBID_SIP_DIS_NAME", "x\ry")])
 
 
+@pytest.mark.parametrize("char", ["\x1b", "\x0b", "\x85", "\u2028", "\u202e", "\x7f", "\x9b"])
+def test_renderer_refuses_control_characters_and_bidi_controls(char: str) -> None:
+    with pytest.raises(ValueError):
+        flyingvoice.render_lines([("DBID_SIP_DIS_NAME", f"Desk{char}")])
+    with pytest.raises(ValueError):
+        flyingvoice.render_lines([(f"DBID_X{char}", "1")])
+    assert flyingvoice.UNSAFE.fullmatch(char)
+    assert f"U+{ord(char):04X}" in flyingvoice.describe(char)
+
+
+def test_renderer_keeps_tabs_between_values_and_any_printable_text() -> None:
+    text = "Zoë\t李\t–\t\u00a0"
+    assert flyingvoice.render_lines([("DBID_SIP_DIS_NAME", text)]).decode() == (
+        f"DBID_SIP_DIS_NAME={text}\n"
+    )
+
+
 def test_parse_round_trip() -> None:
     data = flyingvoice.render_lines([("DBID_A", "1"), ("DBID_B", "x\ty")])
     assert flyingvoice.parse(data) == {"DBID_A": "1", "DBID_B": "x\ty"}

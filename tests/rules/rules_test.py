@@ -146,6 +146,35 @@ def test_gp108_value_injection() -> None:
     check("GP108", {D1: DEVICE + "    display_name: |\n      two\n      lines\n"}, (8, 19))
     check("GP108", {D1: DEVICE + '    display_name: "Alice\\r"\n'}, (8, 19))
     check("GP108", {D1: DEVICE + '    display_name: "Alice"\n'})
+    check("GP108", {D1: DEVICE + '    display_name: "Zoë 李 – ok"\n'})
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "\\x0b",  # VT
+        "\\x0c",  # FF
+        "\\e",  # ESC
+        "\\x7f",  # DEL
+        "\\N",  # NEL U+0085
+        "\\x9b",  # CSI, a C1 control
+        "\\L",  # LINE SEPARATOR U+2028
+        "\\P",  # PARAGRAPH SEPARATOR U+2029
+        "\\u202e",  # RIGHT-TO-LEFT OVERRIDE
+        "\\u200f",  # RIGHT-TO-LEFT MARK
+        "\\u2066",  # LEFT-TO-RIGHT ISOLATE
+        "\\u061c",  # ARABIC LETTER MARK
+        "\\x01",
+    ],
+)
+def test_gp108_refuses_every_control_character(escape: str) -> None:
+    (found,) = check("GP108", {D1: DEVICE + f'    display_name: "Desk{escape}"\n'}, (8, 19))
+    assert "U+" in found.message or "newline" in found.message
+    # In a key, in a profile's params, in a fleet setting that never reaches param.conf:
+    # located at the key, or the value.
+    check("GP108", {D1: DEVICE + f'    "DBID_X{escape}": "1"\n'}, (8, 5))
+    check("GP108", profile(f'  sip.outbound: "sbc{escape}.example.net"\n'), (4, 17))
+    check("GP108", {"gitprov.yaml": FLEET + f'fleet: "ex{escape}"\n'}, (8, 8))
 
 
 def test_gp109_tab_in_value() -> None:
