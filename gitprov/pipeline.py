@@ -35,7 +35,7 @@ from gitprov.inventory import (
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.rules import HistoryFloor
 from gitprov.secrets import SecretError, unseal
-from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source
+from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source, missing_object
 from gitprov.validate import Options, SchemaCache, validate
 
 RENDER_FORMAT = "flyingvoice-1"
@@ -326,7 +326,14 @@ class Pipeline:
     def _changed_paths(self, parent: pygit2.Commit, commit: pygit2.Commit) -> set[str]:
         assert self.repo is not None
         prefix = self.inventory_dir.rstrip("/") + "/" if self.inventory_dir else ""
-        diff = parent.tree.diff_to_tree(commit.tree)
+        try:
+            diff = parent.tree.diff_to_tree(commit.tree)
+        except pygit2.GitError as exc:
+            raise missing_object(
+                f"{commit.tree_id} or {parent.tree_id}",
+                f"the trees of commit {str(commit.id)[:12]} and its parent",
+                exc,
+            ) from None
         out = set()
         for delta in diff.deltas:
             for path in (delta.old_file.path, delta.new_file.path):

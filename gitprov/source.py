@@ -115,27 +115,53 @@ class CommitSource:
 
     def files(self) -> list[FileRef]:
         try:
-            entry = self.commit.tree[self._dir] if self._dir else self.commit.tree
+            root = self.commit.tree
+        except pygit2.GitError as exc:
+            what = f"the tree of commit {str(self.commit.id)[:12]}"
+            raise missing_object(str(self.commit.tree_id), what, exc) from None
+        try:
+            entry = root[self._dir] if self._dir else root
         except KeyError:
             return []
-        tree = self.repo.get(entry.id)
+        tree = read_object(self.repo, entry.id, f"the tree {self._dir or '/'}")
         if not isinstance(tree, pygit2.Tree):
             return []
         return sorted(_walk(self.repo, tree, self._dir), key=lambda r: r.path)
 
     def read(self, ref: FileRef) -> bytes:
-        blob = self.repo.get(ref.oid)
-        assert isinstance(blob, pygit2.Blob)
+        blob = read_object(self.repo, ref.oid, ref.path)
+        if not isinstance(blob, pygit2.Blob):
+            raise missing_object(ref.oid, ref.path, f"a {blob.type_str}, not a file")
         return bytes(blob.data)
+
+
+def missing_object(oid: str, what: str, detail: object = "it is missing") -> UsageError:
+    """A repository without an object a commit needs: a damaged or incomplete clone (an
+    environment error, exit 2), not a bug and not a problem of the inventory."""
+    return UsageError(
+        f"the repository cannot read object {oid} ({what}): {detail}",
+        hint="the repository is damaged or incomplete: `git fsck --full` lists what is "
+        "missing; fetch again, or clone afresh from a good copy",
+    )
+
+
+def read_object(repo: pygit2.Repository, oid: str | pygit2.Oid, what: str) -> pygit2.Object:
+    try:
+        obj = repo.get(oid)
+    except pygit2.GitError as exc:
+        raise missing_object(str(oid), what, exc) from None
+    if obj is None:
+        raise missing_object(str(oid), what)
+    return obj
 
 
 def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[FileRef]:
     for entry in tree:
         path = f"{prefix}/{entry.name}" if prefix else str(entry.name)
         if entry.type_str == "tree":
-            sub = repo.get(entry.id)
-            assert isinstance(sub, pygit2.Tree)
-            yield from _walk(repo, sub, path)
+            sub = read_object(repo, entry.id, f"the tree {path}")
+            if isinstance(sub, pygit2.Tree):
+                yield from _walk(repo, sub, path)
         elif entry.type_str == "blob":
             yield FileRef(path, str(entry.id))
 

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from gitprov.cli import main
-from tests.fixtures.gitrepo import example_files
+from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.init_test import IDENTITY
 
 # The simplest hook a team writes: no scratch repository, no environment games.
@@ -74,3 +75,36 @@ def test_a_repository_of_another_user_is_a_usage_error_that_says_what_to_do(
     assert main(["--repo", str(repo), "validate"]) == 2
     err = capsys.readouterr().err
     assert "belongs to another user" in err and "safe.directory" in err
+
+
+@pytest.mark.parametrize(
+    "rev", ["main^{tree}", "main:inventory", "main:inventory/gitprov.yaml", "tree-tag", "0" * 40]
+)
+def test_a_revision_that_is_not_a_commit_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rev: str
+) -> None:
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files())
+    tree = repo.repo.revparse_single("main^{tree}").id
+    sig = pygit2.Signature("T", "t@gitprov.invalid", 1_700_000_000, 0)
+    repo.repo.create_tag("tree-tag", tree, pygit2.enums.ObjectType.TREE, sig, "a tree")
+    for command in ("validate", "versions", "plan"):
+        assert main(["--repo", str(tmp_path), command, "--rev", rev]) == 2, command
+        err = capsys.readouterr().err
+        assert repr(rev) in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "lost", ["main:inventory/gitprov.yaml", "main:inventory/models", "main^{tree}"]
+)
+def test_a_missing_object_is_an_environment_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lost: str
+) -> None:
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files())
+    oid = str(repo.repo.revparse_single(lost).id)
+    (tmp_path / ".git" / "objects" / oid[:2] / oid[2:]).unlink()
+    for command in ("validate", "versions", "show 0021f2011b19", "log 0021f2011b19"):
+        assert main(["--repo", str(tmp_path), *command.split()]) == 2, command
+        err = capsys.readouterr().err
+        assert oid in err and "git fsck" in err and "Traceback" not in err, err
