@@ -1,25 +1,363 @@
-"""`make bench`: run every benchmark in turn. A benchmark is a module in bench/ with a
-`main(argv)` that prints its own table; add its name to BENCHMARKS."""
+"""`make bench`: gitprov against its floor (bench/floor.py) at fleet scale, one table.
+
+    .venv/bin/python bench/bench.py                   # 1k and 10k devices, 10k x 500 commits
+    .venv/bin/python bench/bench.py --big             # + 100k devices, 10k x 5,000 commits
+    .venv/bin/python bench/bench.py --sizes 1000 --history 1000 100 --work /tmp/gb
+
+Every measurement is a fresh process (`python -m gitprov ...` or `python bench/floor.py
+...`): wall time, and peak RSS from wait4(2)'s rusage of that process. Repositories come
+from bench/fleet.py, cached outside the checkout. Each publish's roots are compared with
+the floor's (file names and SHA-256 of every file): a difference stops the benchmark,
+and so does any difference in `versions`, `log` or `blame` between the two. Progress goes
+to stderr; the table to stdout. docs/performance.md says what each row measures and the
+targets.
+
+The other bench_*.py modules (validate in-process, merge → served latency, versions with
+a warm cache) still run on their own.
+"""
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-BENCHMARKS = [
-    "bench.bench_validate",
-    "bench.bench_publish",
-    "bench.bench_versions",
-]
+from bench.fleet import (  # noqa: E402
+    DEMO_KEY_FILE,
+    default_work,
+    fleet_repo,
+    history_repo,
+    history_target,
+)
+
+FLOOR = ROOT / "bench" / "floor.py"
+MiB = 1024 * 1024
 
 
-def main() -> int:
-    for name in BENCHMARKS:
-        print(f"== {name}", flush=True)
-        importlib.import_module(name).main([])
+class Mismatch(SystemExit):
+    """gitprov and the floor disagree: the benchmark is void until that is explained."""
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    rss: int  # bytes
+    stdout: str
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    size: str
+    gitprov: Run
+    floor: Run | None
+    target: str
+    met: bool | None  # None: no verdict (the target is about another size)
+
+
+def log(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def run(argv: Sequence[str], env: dict[str, str], ok: Sequence[int] = (0,)) -> Run:
+    """One fresh process: wall time, and peak RSS from wait4 (this child's own rusage,
+    not the maximum over every child so far as RUSAGE_CHILDREN would give)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        if proc.returncode not in ok:
+            tail = err.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
+    return Run(seconds, usage.ru_maxrss * 1024, stdout)
+
+
+class Bench:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.env = {
+            **os.environ,
+            "GITPROV_PRIVATE_KEY_FILE": str(DEMO_KEY_FILE),
+            # No progress bars, colours or update checks: only the work is measured.
+            "CI": "1",
+            "NO_COLOR": "1",
+        }
+        self.rows: list[Row] = []
+
+    def gitprov(self, repo: Path, *argv: str, ok: Sequence[int] = (0,)) -> Run:
+        cmd = [sys.executable, "-m", "gitprov", "-q", "--repo", str(repo), *argv]
+        return run(cmd, self.env, ok)
+
+    def floor(self, repo: Path, *argv: str) -> Run:
+        return run([sys.executable, str(FLOOR), "--repo", str(repo), *argv], self.env)
+
+    @staticmethod
+    def drop_cache(repo: Path) -> None:
+        """gitprov's version cache lives in the git directory: without it, a fresh clone."""
+        shutil.rmtree(repo / "gitprov-cache", ignore_errors=True)
+
+    def add(
+        self,
+        scenario: str,
+        size: str,
+        g: Run,
+        f: Run | None,
+        target: str,
+        met: bool | None,
+    ) -> None:
+        row = Row(scenario, size, g, f, target, met)
+        self.rows.append(row)
+        extra = f", floor {f.seconds:.2f} s" if f else ""
+        log(f"  {scenario} ({size}): gitprov {g.seconds:.2f} s{extra}")
+
+    # -- the publish scenarios ------------------------------------------------------------
+    def fleet(self, devices: int, one_device_1k: float | None) -> float:
+        """The publish and validate rows of one fleet size; returns the one-device time."""
+        repo = fleet_repo(self.work, devices)
+        size = f"{devices:,}"
+        log(f"fleet of {size} devices: {repo}")
+        scratch = Path(tempfile.mkdtemp(prefix="gitprov-bench-", dir=self.work))
+        try:
+            g_roots = _roots(scratch / "gitprov")
+            f_roots = _roots(scratch / "floor")
+
+            self.drop_cache(repo)
+            g = self.gitprov(repo, "validate", "--rev", "profile")
+            f = self.floor(repo, "validate", "--rev", "profile")
+            self.add("validate --rev HEAD, cold", size, g, f, "<= 1.5x floor", _ratio(g, f) <= 1.5)
+            g = self.gitprov(repo, "validate", "--rev", "child")
+            self.add("validate of a child, warm", size, g, None, "< 1 s", g.seconds < 1)
+
+            self.drop_cache(repo)
+            g = self.gitprov(repo, "publish", "--rev", "base", *g_roots)
+            f = self.floor(repo, "publish", "--rev", "base", *f_roots)
+            self.compare(scratch, "cold publish")
+            met = _ratio(g, f) <= 1.5 and g.rss < 1024 * MiB
+            self.add("cold publish", size, g, f, "<= 1.5x floor, RSS < 1 GiB", met)
+
+            g = self.gitprov(repo, "publish", "--rev", "base", *g_roots)
+            f = self.floor(repo, "publish", "--rev", "base", *f_roots)
+            self.compare(scratch, "same commit again")
+            self.add("same commit again", size, g, f, "< 1 s", g.seconds < 1)
+
+            g = self.gitprov(repo, "publish", "--rev", "one-device", *g_roots)
+            f = self.floor(repo, "publish", "--rev", "one-device", *f_roots)
+            self.compare(scratch, "one-device commit")
+            if one_device_1k is None:
+                target, met_one = "< 1 s at 100k, <= 2x the 1k time", None
+            else:
+                target = f"<= 2x 1k ({2 * one_device_1k:.2f} s)" + (
+                    ", < 1 s" if devices >= 100_000 else ""
+                )
+                met_one = g.seconds <= 2 * one_device_1k and (devices < 100_000 or g.seconds < 1)
+            self.add("one-device commit", size, g, f, target, met_one)
+            one = g.seconds
+
+            g = self.gitprov(repo, "publish", "--rev", "profile", *g_roots)
+            f = self.floor(repo, "publish", "--rev", "profile", *f_roots)
+            self.compare(scratch, "one-profile change")
+            self.add("one-profile change (20%)", size, g, f, "<= 1.5x floor", _ratio(g, f) <= 1.5)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return one
+
+    def compare(self, scratch: Path, what: str) -> None:
+        for root in ("http", "tftp"):
+            mine = _tree(scratch / "gitprov" / root)
+            theirs = _tree(scratch / "floor" / root)
+            if mine != theirs:
+                only = sorted(set(mine) ^ set(theirs))[:5]
+                diff = sorted(n for n in set(mine) & set(theirs) if mine[n] != theirs[n])[:5]
+                raise Mismatch(
+                    f"{what}: the {root} roots differ (gitprov {len(mine)} files, floor "
+                    f"{len(theirs)}): only on one side {only}, different bytes {diff}"
+                )
+
+    # -- the history scenarios ------------------------------------------------------------
+    def history(self, devices: int, commits: int) -> None:
+        repo = history_repo(self.work, devices, commits)
+        size = f"{devices // 1000}k x {commits:,}"
+        mac = history_target(devices)
+        log(f"history of {commits:,} commits over {devices:,} devices: {repo}")
+        rss = "RSS < 500 MB"
+
+        self.drop_cache(repo)
+        g = self.gitprov(repo, "versions", "--format", "json")
+        f = self.floor(repo, "versions", "--format", "json")
+        if json.loads(g.stdout) != json.loads(f.stdout):
+            raise Mismatch("versions: gitprov and the floor give different numbers")
+        met = _ratio(g, f) <= 2 and g.rss < 500 * 10**6
+        self.add("versions, cold", size, g, f, f"<= 2x floor, {rss}", met)
+        g = self.gitprov(repo, "versions", "--format", "json")
+        self.add("versions, warm", size, g, None, "", None)
+
+        self.drop_cache(repo)
+        g = self.gitprov(repo, "log", mac, "--format", "json")
+        f = self.floor(repo, "log", mac, "--format", "json")
+        _same_log(g.stdout, f.stdout)
+        met = _ratio(g, f) <= 2 and g.rss < 500 * 10**6
+        self.add("log MAC, cold", size, g, f, f"<= 2x floor, {rss}", met)
+        self.gitprov(repo, "versions")  # the cache a server keeps
+        g = self.gitprov(repo, "log", mac, "--format", "json")
+        self.add("log MAC, warm", size, g, None, "< 1 s", g.seconds < 1)
+
+        self.drop_cache(repo)
+        g = self.gitprov(repo, "blame", mac, "--format", "json")
+        f = self.floor(repo, "blame", mac, "--format", "json")
+        _same_blame(g.stdout, f.stdout)
+        met = _ratio(g, f) <= 2 and g.rss < 500 * 10**6
+        self.add("blame MAC, cold", size, g, f, f"<= 2x floor, {rss}", met)
+        g = self.gitprov(repo, "blame", mac, "--format", "json")
+        self.add("blame MAC, warm", size, g, None, "< 1 s", g.seconds < 1)
+
+    # -- the table ------------------------------------------------------------------------
+    def table(self, header: list[str]) -> str:
+        head = ("scenario", "size", "gitprov", "RSS", "floor", "RSS", "ratio", "target", "met")
+        body = []
+        for r in self.rows:
+            f = r.floor
+            body.append(
+                (
+                    r.scenario,
+                    r.size,
+                    f"{r.gitprov.seconds:.2f} s",
+                    f"{r.gitprov.rss / MiB:.0f} MiB",
+                    f"{f.seconds:.2f} s" if f else "—",
+                    f"{f.rss / MiB:.0f} MiB" if f else "—",
+                    f"{_ratio(r.gitprov, f):.1f}x" if f else "—",
+                    r.target or "—",
+                    "—" if r.met is None else "yes" if r.met else "NO",
+                )
+            )
+        lines = [*header, ""]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+
+
+def _roots(base: Path) -> list[str]:
+    return [
+        "--http-root",
+        str(base / "http"),
+        "--tftp-root",
+        str(base / "tftp"),
+        "--state-dir",
+        str(base / "state"),
+    ]
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file of a root by name: its SHA-256 (dot-files are temps, never served)."""
+    if not root.is_dir():
+        return {}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.iterdir()
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _ratio(g: Run, f: Run | None) -> float:
+    return g.seconds / f.seconds if f and f.seconds else float("inf")
+
+
+def _same_log(gitprov_out: str, floor_out: str) -> None:
+    mine = [
+        (c["set_by"], c["event"], c["dbase_version"]) for c in json.loads(gitprov_out)["changes"]
+    ]
+    theirs = [
+        (c["set_by"], c["event"], c["dbase_version"]) for c in json.loads(floor_out)["changes"]
+    ]
+    if mine != theirs:
+        raise Mismatch(f"log: gitprov and the floor differ:\n{mine[:5]}\n{theirs[:5]}")
+
+
+def _same_blame(gitprov_out: str, floor_out: str) -> None:
+    # gitprov's origins carry a column too; the floor keeps lines only.
+    mine = [
+        (p["key"], p["origin"].rsplit(":", 1)[0] if p["commit"] else "-", p["commit"])
+        for p in json.loads(gitprov_out)["params"]
+    ]
+    theirs = [
+        (p["key"], p["origin"] if p["commit"] else "-", p["commit"])
+        for p in json.loads(floor_out)["params"]
+    ]
+    if mine != theirs:
+        raise Mismatch(f"blame: gitprov and the floor differ:\n{mine}\n{theirs}")
+
+
+def machine() -> list[str]:
+    load = os.getloadavg()
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return [
+        f"gitprov bench, {datetime.datetime.now().isoformat(timespec='seconds')}, "
+        f"commit {git or '?'}",
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f} (1/5/15 min), Python {platform.python_version()}, {platform.system()}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--big", action="store_true", help="add 100k devices; history 10k x 5,000")
+    ap.add_argument("--sizes", type=int, nargs="*", help="fleet sizes (default 1000 10000)")
+    ap.add_argument(
+        "--history",
+        type=int,
+        nargs=2,
+        metavar=("DEVICES", "COMMITS"),
+        help="the history scenario (default 10000 500; --big: 10000 5000; 0 0 skips it)",
+    )
+    ap.add_argument("--work", type=Path, default=default_work(), help="where repositories go")
+    args = ap.parse_args(argv)
+    work = args.work.resolve()
+    if work.is_relative_to(ROOT):
+        raise SystemExit(f"--work {work} is inside the checkout: generated data goes elsewhere")
+    sizes = args.sizes if args.sizes is not None else [1000, 10000]
+    if args.big and args.sizes is None:
+        sizes = [*sizes, 100_000]
+    devices, commits = args.history or ((10_000, 5000) if args.big else (10_000, 500))
+    header = machine()
+    started = time.perf_counter()
+    bench = Bench(work)
+    one_1k = None
+    for n in sizes:
+        one = bench.fleet(n, one_1k)
+        if n == 1000:
+            one_1k = one
+    if devices and commits:
+        bench.history(devices, commits)
+    load = os.getloadavg()
+    header.append(
+        f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"took {time.perf_counter() - started:.0f} s"
+    )
+    print(bench.table(header), flush=True)
     return 0
 
 

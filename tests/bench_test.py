@@ -1,0 +1,81 @@
+"""The benchmark's floor (bench/floor.py) stays honest: on a tiny generated fleet it
+publishes byte-identical roots and computes the same versions, log and blame as gitprov.
+If gitprov's output changes on purpose, the floor must follow, or `make bench` would
+compare gitprov with something that does less."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import bench, floor
+from bench.fleet import fleet_repo, history_repo, history_target
+from gitprov.cli import main as gitprov_main
+
+
+def _gitprov(capsys: pytest.CaptureFixture[str], repo: Path, *argv: str) -> str:
+    capsys.readouterr()
+    assert gitprov_main(["-q", "--repo", str(repo), *argv]) == 0
+    return capsys.readouterr().out
+
+
+def _floor(capsys: pytest.CaptureFixture[str], repo: Path, *argv: str) -> str:
+    capsys.readouterr()
+    assert floor.main(["--repo", str(repo), *argv]) == 0
+    return capsys.readouterr().out
+
+
+def _roots(base: Path) -> list[str]:
+    return [
+        "--http-root",
+        str(base / "http"),
+        "--tftp-root",
+        str(base / "tftp"),
+        "--state-dir",
+        str(base / "state"),
+    ]
+
+
+@pytest.mark.usefixtures("private_key")
+def test_floor_publishes_the_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = fleet_repo(tmp_path / "work", 20)
+    for rev in ("base", "base", "one-device", "profile", "child"):
+        _gitprov(capsys, repo, "publish", "--rev", rev, *_roots(tmp_path / "g"))
+        _floor(capsys, repo, "publish", "--rev", rev, *_roots(tmp_path / "f"))
+        for root in ("http", "tftp"):
+            mine = bench._tree(tmp_path / "g" / root)
+            theirs = bench._tree(tmp_path / "f" / root)
+            assert len(mine) == 20
+            assert mine == theirs, (rev, root)
+    assert "no problems" in _floor(capsys, repo, "validate", "--rev", "child")
+
+
+@pytest.mark.usefixtures("private_key")
+def test_floor_numbers_the_history_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 12 commits: device edits, a version_floor raise, and a merge of a side branch.
+    repo = history_repo(tmp_path / "work", 20, 12)
+    mine = json.loads(_gitprov(capsys, repo, "versions", "--format", "json"))
+    theirs = json.loads(_floor(capsys, repo, "versions", "--format", "json"))
+    assert mine == theirs
+    assert len({r["version"] for r in mine}) > 1  # the history gave different numbers
+    mac = history_target(20)
+    bench._same_log(
+        _gitprov(capsys, repo, "log", mac, "--format", "json"),
+        _floor(capsys, repo, "log", mac, "--format", "json"),
+    )
+    bench._same_blame(
+        _gitprov(capsys, repo, "blame", mac, "--format", "json"),
+        _floor(capsys, repo, "blame", mac, "--format", "json"),
+    )
+
+
+def test_a_difference_stops_the_benchmark(tmp_path: Path) -> None:
+    for side in ("gitprov", "floor"):
+        (tmp_path / side / "http").mkdir(parents=True)
+        (tmp_path / side / "http" / "fv0021f4000000.conf").write_bytes(side.encode())
+    with pytest.raises(bench.Mismatch, match="different bytes"):
+        bench.Bench(tmp_path).compare(tmp_path, "cold publish")
