@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 
-from gitprov.yamldoc import Document, SecretRef, parse
+from gitprov.limits import Limits
+from gitprov.yamldoc import Document, SecretRef, leaves, parse
 
 TEXT = """\
 # a comment
@@ -123,3 +125,192 @@ def test_unreadable_files_give_one_located_problem(text: bytes, line: int, col: 
 def test_an_empty_file_is_an_empty_mapping() -> None:
     assert doc_of("").data == {}
     assert doc_of("# only a comment\n").data == {}
+
+
+# -- only plain data: tags and directives ------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "line", "col", "message"),
+    [
+        (b"a: !!python/name:os.system x\n", 1, 4, "unknown tag !!python/name:os.system"),
+        (b"a: !!python/object/apply:os.system [ls]\n", 1, 4, "!!python/object/apply:os.system"),
+        (b"params: !!python/object/new:dict {}\n", 1, 9, "unknown tag !!python/object/new:dict"),
+        (b"params: !include x.yaml\n", 1, 9, "unknown tag !include"),
+        (b"lines: !seq [a]\n", 1, 8, "unknown tag !seq"),
+        (b"a: !!str 0123\n", 1, 4, "unknown tag !!str"),
+        (b"a: !!int x\n", 1, 4, "unknown tag !!int"),
+        (b"a: !!binary aGk=\n", 1, 4, "unknown tag !!binary"),
+        (b"a: !!set {x}\n", 1, 4, "unknown tag !!set"),
+        (b"a: ! 0123\n", 1, 4, "unknown tag !"),
+        (b"!x a: 1\n", 1, 1, "unknown tag !x"),
+        (b"a: !secret {b: c}\n", 1, 4, "!secret on a mapping or a list"),
+        (b"!secret a: 1\n", 1, 1, "!secret on a key"),
+        (b"%TAG !e! tag:yaml.org,2002:python/\n---\na: 1\n", 1, 1, "a %TAG directive (!e!)"),
+    ],
+)
+def test_every_tag_but_secret_is_refused_on_every_kind_of_node(
+    text: bytes, line: int, col: int, message: str
+) -> None:
+    doc, problems = parse("f.yaml", "oid", text)
+    assert doc is not None
+    assert [(p.line, p.col, p.code) for p in problems] == [(line, col, "GP002")], problems
+    assert message in problems[0].message
+    # Whatever a tag asks for, only str, int, float, bool, None, dict, list and dates exist.
+    for _, value in leaves(doc.data):
+        assert type(value) in (str, int, float, bool, type(None), SecretRef, datetime.date)
+
+
+def test_a_tag_through_a_tag_directive_is_refused_too() -> None:
+    text = b"%TAG !e! tag:yaml.org,2002:python/\n---\na: !e!name:os.system x\n"
+    _, problems = parse("f.yaml", "oid", text)
+    assert [(p.line, p.code) for p in problems] == [(1, "GP002"), (3, "GP002")]
+    assert "!!python/name:os.system" in problems[1].message
+
+
+def test_a_yaml_directive_is_refused_because_gitprov_reads_yaml_1_1() -> None:
+    doc, problems = parse("f.yaml", "oid", b"%YAML 1.2\n---\na: yes\n")
+    assert doc is not None
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 1, "GP001")]
+    assert "%YAML 1.2" in problems[0].message and "1.1" in problems[0].hint
+
+
+@pytest.mark.parametrize(
+    ("written", "what"),
+    [
+        ("2024-13-45", "a date"),
+        ("0000-01-01", "a date"),
+        ("0x_", "an integer"),
+        ("0b_", "an integer"),
+        ("._", "a number"),
+    ],
+)
+def test_a_scalar_yaml_cannot_convert_is_a_quoting_problem(written: str, what: str) -> None:
+    doc, problems = parse("f.yaml", "oid", f"serial: {written}\n".encode())
+    assert doc is not None and doc.data == {"serial": written}
+    if written == "._":  # PyYAML reads it as a string: nothing to say
+        assert problems == []
+        return
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 9, "GP013")]
+    assert what in problems[0].message and f'"{written}"' in problems[0].hint
+
+
+@pytest.mark.parametrize("value", ["<<", "=", "~x", "1:_"])
+def test_odd_plain_scalars_are_strings(value: str) -> None:
+    assert doc_of(f"a: {value}\n").data == {"a": value}
+
+
+# -- aliases ---------------------------------------------------------------------------
+def test_an_alias_is_the_node_it_names_located_where_it_is_used() -> None:
+    doc = doc_of("base: &b\n  x: 1\nother: *b\nk: &k key\n*k : 2\n")
+    assert doc.data == {"base": {"x": 1}, "other": {"x": 1}, "k": "key", "key": 2}
+    assert doc.pos(("other",)) == (3, 8)
+    assert doc.pos(("other", "x")) == (2, 6)
+    assert doc.pos(("key",), key=True) == (5, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "code", "message"),
+    [
+        (b"a: &a [*a]\n", 1, 8, "GP007", "inside the node &a names"),
+        (b"a: &a {b: *a}\n", 1, 11, "GP007", "inside the node &a names"),
+        (b"a: *nowhere\n", 1, 4, "GP001", "alias *nowhere names no anchor"),
+        (b"a: &x 1\nb: &x 2\n", 2, 4, "GP001", "anchor &x is defined twice"),
+    ],
+)
+def test_broken_aliases_are_refused_and_located(
+    text: bytes, line: int, col: int, code: str, message: str
+) -> None:
+    doc, problems = parse("f.yaml", "oid", text)
+    assert doc is None
+    assert [(p.line, p.col, p.code) for p in problems] == [(line, col, code)]
+    assert message in problems[0].message
+
+
+def laughs(levels: int, width: int = 9) -> bytes:
+    """The "billion laughs": each level a list of `width` aliases of the level before."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_an_alias_bomb_is_refused_before_it_is_built() -> None:
+    started = time.monotonic()
+    doc, problems = parse("f.yaml", "oid", laughs(9))
+    assert time.monotonic() - started < 1
+    assert doc is None
+    ((line, col, code),) = [(p.line, p.col, p.code) for p in problems]
+    # Each *a0 is 10 nodes, each *a1 91, *a2 820, *a3 7,381: the uses of a1 to a3 expand to
+    # 8,289 nodes, and the first *a3 would take them past 10,000.
+    assert (line, col, code) == (5, 1 + len("a4: &a4 ["), "GP007")
+    assert "limits.alias_nodes" in problems[0].message
+    assert "limits: {alias_nodes: N}" in problems[0].hint
+
+
+def test_aliases_within_the_limits_are_built_and_the_limits_can_be_raised() -> None:
+    doc, problems = parse("f.yaml", "oid", laughs(3))
+    assert problems == [] and doc is not None
+    assert len(doc.data["a3"]) == 9 and doc.data["a3"][8][8][8] == ["lol"] * 9
+    many = b"a: &a 1\nb: [" + b", ".join([b"*a"] * 1001) + b"]\n"
+    doc, problems = parse("f.yaml", "oid", many)
+    assert doc is None and [p.code for p in problems] == ["GP007"]
+    assert "limits.aliases" in problems[0].message
+    doc, problems = parse("f.yaml", "oid", many, Limits(aliases=1001))
+    assert problems == [] and doc is not None and len(doc.data["b"]) == 1001
+    assert [p.code for p in parse("f.yaml", "oid", laughs(4))[1]] == ["GP007"]
+    doc, problems = parse("f.yaml", "oid", laughs(4), Limits(alias_nodes=74_718))
+    assert problems == [] and doc is not None
+    assert [p.code for p in parse("f.yaml", "oid", laughs(4), Limits(alias_nodes=74_717))[1]] == [
+        "GP007"
+    ]
+
+
+# -- the other limits ------------------------------------------------------------------
+def test_a_file_too_large_is_refused_before_it_is_parsed() -> None:
+    text = b"a: " + b"x" * 100 + b"\n"
+    doc, problems = parse("f.yaml", "oid", text, Limits(document_bytes=100))
+    assert doc is None
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 1, "GP006")]
+    assert "104 bytes" in problems[0].message and "limits.document_bytes" in problems[0].message
+    assert parse("f.yaml", "oid", text, Limits(document_bytes=104))[1] == []
+
+
+def test_nesting_deeper_than_the_limit_is_refused_at_the_deepest_opening() -> None:
+    nested = doc_of("a: " + "[" * 19 + "]" * 19 + "\n").data["a"]
+    for _ in range(18):
+        (nested,) = nested
+    assert nested == []
+    doc, problems = parse("f.yaml", "oid", ("a: " + "[" * 20 + "]" * 20).encode())
+    assert doc is None
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 4 + 19, "GP008")]
+    # An alias counts where it is used: a shallow anchor can nest deep.
+    deep = "x: &x " + "[" * 10 + "]" * 10 + "\ny: " + "[" * 10 + "*x" + "]" * 10 + "\n"
+    doc, problems = parse("f.yaml", "oid", deep.encode())
+    assert doc is None and [p.code for p in problems] == ["GP008"]
+    assert parse("f.yaml", "oid", deep.encode(), Limits(depth=21))[1] == []
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["9" * 33, "-" + "9" * 33, "1" + "_" * 50 + "0" * 32, "0x" + "f" * 27, "0" + "7" * 40],
+)
+def test_an_integer_with_too_many_digits_is_refused(written: str) -> None:
+    doc, problems = parse("f.yaml", "oid", f"port: {written}\n".encode())
+    assert doc is None
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 7, "GP009")]
+    assert "limits.integer_digits" in problems[0].message
+
+
+def test_integers_up_to_the_limit_are_read_and_5000_digits_never_reach_int() -> None:
+    assert doc_of("a: " + "9" * 32 + "\n").data == {"a": int("9" * 32)}
+    assert doc_of("a: 0x" + "f" * 26 + "\n").data == {"a": 16**26 - 1}
+    started = time.monotonic()
+    doc, problems = parse("f.yaml", "oid", ("a: " + "9" * 5000 + "\n").encode())
+    assert time.monotonic() - started < 1
+    assert doc is None and [p.code for p in problems] == ["GP009"]
+    big = Limits(integer_digits=4000)
+    assert parse("f.yaml", "oid", ("a: " + "9" * 4000).encode(), big)[1] == []
+
+
+def test_the_fleet_file_hint_says_the_defaults_hold_for_it() -> None:
+    _, problems = parse("gitprov.yaml", "oid", ("a: " + "9" * 40).encode(), fleet_file=True)
+    assert "gitprov.yaml itself is always read within the default limits" in problems[0].hint
