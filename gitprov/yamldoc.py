@@ -393,7 +393,12 @@ class _Reader:
             if kev.tag is not None:
                 self._unknown_tag(kev, kev.tag)
             return str(kev.value)
-        self._problem(kev, "GP003", "a mapping key must be a plain string")
+        self._problem(
+            kev,
+            "GP003",
+            "a mapping key must be a plain string",
+            "write the key as text (quoted if it holds ':', '[' or '{')",
+        )
         self._skip(kev, pull)
         return None
 
