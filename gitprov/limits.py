@@ -25,6 +25,9 @@ from typing import Any
 class Limits:
     # A secrets.yaml with a key per device holds ~120 bytes a secret: 16 MiB is ~130k.
     document_bytes: int = 16 * 2**20
+    # Values and keys built from one file, aliases expanded: each costs ~250 bytes of
+    # memory and ~1 µs, so a file of `[a,a,a,…]` costs 130 times its size without it.
+    nodes: int = 1_000_000
     # Nested mappings and lists; an inventory file needs 4 (encryption.previous.master_key).
     depth: int = 20
     # Alias uses (`*name`) in one file, and the nodes they expand to in all.
@@ -55,11 +58,13 @@ class Limits:
 
 
 DEFAULT = Limits()
-# How far a fleet may raise each limit. document_bytes bounds the parser's memory (~16
-# bytes per byte read); the others keep recursion within Python's stack and the expansion
-# of one file to what a large device file costs anyway.
+# How far a fleet may raise each limit: about 4 GB and a few seconds for the largest file
+# a hostile pull request could send (bytes: ~16 of memory each; nodes: ~250), recursion
+# well within Python's stack, and aliases that expand a file at most as much as a large
+# device file costs anyway.
 CEILINGS = Limits(
-    document_bytes=2**30,
+    document_bytes=256 * 2**20,
+    nodes=4_000_000,
     depth=100,
     aliases=100_000,
     alias_nodes=100_000,

@@ -28,20 +28,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from yaml.events import (
     AliasEvent,
-    CollectionEndEvent,
-    CollectionStartEvent,
     DocumentStartEvent,
-    Event,
     MappingEndEvent,
     MappingStartEvent,
-    NodeEvent,
     ScalarEvent,
     SequenceEndEvent,
+    SequenceStartEvent,
     StreamEndEvent,
 )
 
@@ -129,7 +126,31 @@ _INT = _YAML_TAG + "int"
 _CONSTRUCTED = frozenset({_YAML_TAG + "float", _YAML_TAG + "timestamp"})
 _SHOWN_TAG_LENGTH = 60
 
-Pull = Callable[[], Event]
+# The reader keeps each parser event as a plain tuple: (kind, text, tag, plain, quoted,
+# line, col, anchor). Anchored events are kept until the end of the file, for aliases
+# to build them again; plain tuples of strings cost a third of PyYAML's event objects
+# and nothing to the garbage collector.
+_SCALAR, _ALIAS, _MAPPING, _SEQUENCE, _END, _DOCUMENT, _STREAM_END, _OTHER = range(8)
+_KIND: Final = 0
+_TEXT: Final = 1
+_TAG: Final = 2
+_PLAIN: Final = 3
+_QUOTED: Final = 4
+_LINE: Final = 5
+_COL: Final = 6
+_ANCHOR: Final = 7
+Ev = tuple[int, str, str | None, bool, bool, int, int, str | None]
+Pull = Callable[[], Ev]
+_KINDS = {
+    ScalarEvent: _SCALAR,
+    AliasEvent: _ALIAS,
+    MappingStartEvent: _MAPPING,
+    SequenceStartEvent: _SEQUENCE,
+    MappingEndEvent: _END,
+    SequenceEndEvent: _END,
+    DocumentStartEvent: _DOCUMENT,
+    StreamEndEvent: _STREAM_END,
+}
 
 
 class _Refused(Exception):
@@ -140,18 +161,16 @@ class _Refused(Exception):
         self.problem = problem
 
 
-@dataclass
+@dataclass(slots=True)
 class _Anchor:
-    """The events of an anchored node, to build again wherever an alias names it."""
+    """Where an anchored node's events are in the reader's log, to build it again
+    wherever an alias names it."""
 
-    events: list[Event]
-    size: int  # the nodes it expands to, its aliases expanded (capped: see _record)
-    open: int  # collections not closed yet; 0 once the node is complete
-
-
-def _at(ev: Event) -> tuple[int, int]:
-    mark = ev.start_mark
-    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    start: int
+    base: int  # the reader's running node count when the node began
+    depth: int  # collections open around it
+    end: int = -1  # -1 while the node is still being read
+    size: int = 0  # the nodes it expands to, its aliases expanded (capped: see _close)
 
 
 def _shown(tag: str) -> str:
@@ -176,21 +195,25 @@ class _Reader:
         self.ambiguous: dict[Path_, str] = {}
         self.problems: list[Problem] = []
         self.anchors: dict[str, _Anchor] = {}
+        self._log: list[Ev] = []  # the events of anchored nodes
         self._open: list[_Anchor] = []  # anchored collections being read, innermost last
+        self._depth = 0  # collections open in the text
+        self._counted = 0  # nodes logged so far, aliases expanded (capped)
+        self._start: Any = None  # the document's start event: its directives
+        self.nodes = 0  # values and keys built
+        self._max_nodes = limits.nodes
         self.aliases = 0  # alias uses in the text
         self.alias_nodes = 0  # nodes built through aliases
         self._replaying = 0
 
     # -- problems ----------------------------------------------------------------------
-    def _problem(self, ev: Event, code: str, message: str, hint: str = "") -> None:
-        line, col = _at(ev)
-        self.problems.append(error(self.path, line, col, code, message, hint))
+    def _problem(self, ev: Ev, code: str, message: str, hint: str = "") -> None:
+        self.problems.append(error(self.path, ev[_LINE], ev[_COL], code, message, hint))
 
-    def _refuse(self, ev: Event, code: str, message: str, hint: str = "") -> _Refused:
-        line, col = _at(ev)
-        return _Refused(error(self.path, line, col, code, message, hint))
+    def _refuse(self, ev: Ev, code: str, message: str, hint: str = "") -> _Refused:
+        return _Refused(error(self.path, ev[_LINE], ev[_COL], code, message, hint))
 
-    def _over(self, ev: Event, code: str, name: str, message: str) -> _Refused:
+    def _over(self, ev: Ev, code: str, name: str, message: str) -> _Refused:
         limit = getattr(self.limits, name)
         return self._refuse(
             ev,
@@ -200,19 +223,64 @@ class _Reader:
         )
 
     # -- the event stream --------------------------------------------------------------
-    def _next(self) -> Event:
-        """The next event of the file: aliases checked, anchors recorded."""
-        ev: Event = self.loader.get_event()
-        if isinstance(ev, AliasEvent):
-            self._alias_used(ev)
-        if self._open:
-            self._record(ev)
-        if isinstance(ev, NodeEvent) and not isinstance(ev, AliasEvent) and ev.anchor is not None:
-            self._define(ev, ev.anchor)
+    def _next(self) -> Ev:
+        """The next event of the file: aliases checked, anchored nodes logged."""
+        raw = self.loader.get_event()
+        kind = _KINDS.get(type(raw), _OTHER)
+        mark = raw.start_mark
+        if kind == _SCALAR:
+            plain, quoted = raw.implicit
+            ev: Ev = (
+                _SCALAR, raw.value, raw.tag, plain, quoted, mark.line + 1, mark.column + 1,
+                raw.anchor,
+            )  # fmt: skip
+        elif kind in (_MAPPING, _SEQUENCE):
+            ev = (kind, "", raw.tag, False, False, mark.line + 1, mark.column + 1, raw.anchor)
+        elif kind == _ALIAS:
+            ev = (_ALIAS, raw.anchor, None, False, False, mark.line + 1, mark.column + 1, None)
+        else:
+            if kind == _DOCUMENT:
+                self._start = raw
+            ev = (kind, "", None, False, False, mark.line + 1, mark.column + 1, None)
+        grow = 0
+        if kind == _ALIAS:
+            grow = min(self._alias_used(ev).size, self.limits.alias_nodes + 1)
+        elif kind <= _SEQUENCE:
+            grow = 1
+        name = ev[_ANCHOR]
+        defined = None
+        if name is not None:
+            if name in self.anchors:
+                raise self._refuse(
+                    ev,
+                    "GP001",
+                    f"YAML syntax: anchor &{name} is defined twice",
+                    "give each anchor its own name",
+                )
+            defined = self.anchors[name] = _Anchor(len(self._log), self._counted, self._depth)
+        if self._open or defined is not None:
+            self._log.append(ev)
+            self._counted += grow
+        if kind in (_MAPPING, _SEQUENCE):
+            self._depth += 1
+            if defined is not None:
+                self._open.append(defined)
+        elif kind == _END:
+            self._depth -= 1
+            while self._open and self._open[-1].depth == self._depth:
+                self._close(self._open.pop())
+        elif defined is not None:
+            self._close(defined)
         return ev
 
-    def _alias_used(self, ev: AliasEvent) -> None:
-        name = str(ev.anchor)
+    def _close(self, anchor: _Anchor) -> None:
+        anchor.end = len(self._log)
+        # Sizes stop growing past the limit: an anchor that big can never be used, and
+        # nested aliases would otherwise make sizes numbers of thousands of digits.
+        anchor.size = min(self._counted - anchor.base, self.limits.alias_nodes + 1)
+
+    def _alias_used(self, ev: Ev) -> _Anchor:
+        name = ev[_TEXT]
         anchor = self.anchors.get(name)
         if anchor is None:
             raise self._refuse(
@@ -221,7 +289,7 @@ class _Reader:
                 f"YAML syntax: alias *{name} names no anchor",
                 f"define &{name} on a node before *{name}",
             )
-        if anchor.open:
+        if anchor.end < 0:
             raise self._refuse(
                 ev,
                 "GP007",
@@ -231,66 +299,35 @@ class _Reader:
         self.aliases += 1
         if self.aliases > self.limits.aliases:
             raise self._over(ev, "GP007", "aliases", "too many aliases (*name) in one file")
-
-    def _record(self, ev: Event) -> None:
-        # Sizes stop growing past the limit: an anchor that big can never be used, and
-        # nested aliases would otherwise make its size a number of thousands of digits.
-        cap = self.limits.alias_nodes + 1
-        if isinstance(ev, AliasEvent):
-            grow = self.anchors[str(ev.anchor)].size
-        elif isinstance(ev, NodeEvent):
-            grow = 1
-        else:
-            grow = 0
-        opens = isinstance(ev, CollectionStartEvent)
-        closes = isinstance(ev, CollectionEndEvent)
-        for anchor in self._open:
-            anchor.events.append(ev)
-            anchor.size = min(anchor.size + grow, cap)
-            anchor.open += opens - closes
-        if closes and self._open[-1].open == 0:
-            self._open.pop()
-
-    def _define(self, ev: NodeEvent, name: str) -> None:
-        if name in self.anchors:
-            raise self._refuse(
-                ev,
-                "GP001",
-                f"YAML syntax: anchor &{name} is defined twice",
-                "give each anchor its own name",
-            )
-        anchor = _Anchor([ev], 1, int(isinstance(ev, CollectionStartEvent)))
-        self.anchors[name] = anchor
-        if anchor.open:
-            self._open.append(anchor)
+        return anchor
 
     # -- building ----------------------------------------------------------------------
     def document(self) -> Any:
         self._next()  # the stream's start
         start = self._next()
-        if isinstance(start, StreamEndEvent):
+        if start[_KIND] == _STREAM_END:
             return None
-        assert isinstance(start, DocumentStartEvent)
-        if start.tags:
-            handles = ", ".join(sorted(start.tags))
+        if self._start.tags:
+            handles = ", ".join(sorted(self._start.tags))
             self._problem(
                 start,
                 "GP002",
                 f"a %TAG directive ({handles}): tags are not supported",
                 "remove the directive; the only tag gitprov knows is !secret NAME",
             )
-        if start.version is not None:
+        version = self._start.version
+        if version is not None:
             self._problem(
                 start,
                 "GP001",
-                f"a %YAML {start.version[0]}.{start.version[1]} directive",
+                f"a %YAML {version[0]}.{version[1]} directive",
                 "remove the directive: gitprov reads every file with YAML 1.1 rules "
                 "(docs/inventory.md, quote what is not a number)",
             )
         value = self.node(self._next(), (), self._next, 0)
         self._next()  # the document's end
         after = self._next()
-        if isinstance(after, DocumentStartEvent):
+        if after[_KIND] == _DOCUMENT:
             raise self._refuse(
                 after,
                 "GP001",
@@ -299,29 +336,36 @@ class _Reader:
             )
         return value
 
-    def node(self, ev: Event, path: Path_, pull: Pull, depth: int) -> Any:
-        self.positions[path] = _at(ev)
-        if isinstance(ev, ScalarEvent):
-            return self._scalar(ev, path)
-        if isinstance(ev, AliasEvent):
+    def _too_many(self, ev: Ev) -> _Refused:
+        return self._over(ev, "GP006", "nodes", "the file holds too many values and keys")
+
+    def node(self, ev: Ev, path: Path_, pull: Pull, depth: int) -> Any:
+        self.positions[path] = (ev[_LINE], ev[_COL])
+        kind = ev[_KIND]
+        if kind == _ALIAS:
             return self._alias(ev, path, depth)
-        assert isinstance(ev, CollectionStartEvent)
+        self.nodes += 1
+        if self.nodes > self._max_nodes:
+            raise self._too_many(ev)
+        if kind == _SCALAR:
+            return self._scalar(ev, path)
         depth += 1
         if depth > self.limits.depth:
             raise self._over(ev, "GP008", "depth", "mappings and lists nested too deep")
-        if ev.tag is not None:
-            self._unknown_tag(ev, ev.tag)
-        if isinstance(ev, MappingStartEvent):
+        tag = ev[_TAG]
+        if tag is not None:
+            self._unknown_tag(ev, tag)
+        if kind == _MAPPING:
             return self._mapping(path, pull, depth)
         out: list[Any] = []
         while True:
             item = pull()
-            if isinstance(item, SequenceEndEvent):
+            if item[_KIND] == _END:
                 return out
             out.append(self.node(item, (*path, len(out)), pull, depth))
 
-    def _alias(self, ev: AliasEvent, path: Path_, depth: int) -> Any:
-        anchor = self.anchors[str(ev.anchor)]
+    def _alias(self, ev: Ev, path: Path_, depth: int) -> Any:
+        anchor = self.anchors[ev[_TEXT]]
         if not self._replaying:
             # An anchor's size counts the aliases inside it: checked once, here, before
             # anything of it is built.
@@ -333,20 +377,20 @@ class _Reader:
                     "the aliases of this file expand to too many nodes",
                 )
             self.alias_nodes += anchor.size
-        events = iter(anchor.events)
+        events = iter(self._log[anchor.start : anchor.end])
         self._replaying += 1
         try:
             value = self.node(next(events), path, events.__next__, depth)
         finally:
             self._replaying -= 1
-        self.positions[path] = _at(ev)
+        self.positions[path] = (ev[_LINE], ev[_COL])
         return value
 
     def _mapping(self, path: Path_, pull: Pull, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         while True:
             kev = pull()
-            if isinstance(kev, MappingEndEvent):
+            if kev[_KIND] == _END:
                 return out
             key = self._key(kev, pull)
             if key is None:
@@ -362,15 +406,19 @@ class _Reader:
                 )
                 self._skip(pull(), pull)
                 continue
-            self.key_positions[(*path, key)] = _at(kev)
+            self.key_positions[(*path, key)] = (kev[_LINE], kev[_COL])
             out[key] = self.node(pull(), (*path, key), pull, depth)
 
-    def _key(self, kev: Event, pull: Pull) -> str | None:
+    def _key(self, kev: Ev, pull: Pull) -> str | None:
         """A mapping key's text, or None (reported) for a key that is not a string."""
-        if isinstance(kev, AliasEvent):
-            anchor = self.anchors[str(kev.anchor)]
-            first = anchor.events[0]
-            if len(anchor.events) == 1 and isinstance(first, ScalarEvent):
+        self.nodes += 1
+        if self.nodes > self._max_nodes:
+            raise self._too_many(kev)
+        kind = kev[_KIND]
+        if kind == _ALIAS:
+            anchor = self.anchors[kev[_TEXT]]
+            first = self._log[anchor.start]
+            if anchor.end - anchor.start == 1 and first[_KIND] == _SCALAR:
                 if not self._replaying:
                     if self.alias_nodes + 1 > self.limits.alias_nodes:
                         raise self._over(
@@ -380,9 +428,10 @@ class _Reader:
                             "the aliases of this file expand to too many nodes",
                         )
                     self.alias_nodes += 1
-                return str(first.value)
-        elif isinstance(kev, ScalarEvent):
-            if kev.tag is None and kev.implicit[0] and kev.value == "<<":
+                return first[_TEXT]
+        elif kind == _SCALAR:
+            tag = kev[_TAG]
+            if tag is None and kev[_PLAIN] and kev[_TEXT] == "<<":
                 self._problem(
                     kev,
                     "GP003",
@@ -390,9 +439,9 @@ class _Reader:
                     "use a profile with `extends:` to share settings",
                 )
                 return None
-            if kev.tag is not None:
-                self._unknown_tag(kev, kev.tag)
-            return str(kev.value)
+            if tag is not None:
+                self._unknown_tag(kev, tag)
+            return kev[_TEXT]
         self._problem(
             kev,
             "GP003",
@@ -402,19 +451,19 @@ class _Reader:
         self._skip(kev, pull)
         return None
 
-    def _skip(self, ev: Event, pull: Pull) -> None:
+    def _skip(self, ev: Ev, pull: Pull) -> None:
         """Reads past a node that is not built (its anchors are still defined)."""
-        open_ = int(isinstance(ev, CollectionStartEvent))
+        open_ = int(ev[_KIND] in (_MAPPING, _SEQUENCE))
         while open_:
-            event = pull()
-            if isinstance(event, CollectionStartEvent):
+            kind = pull()[_KIND]
+            if kind in (_MAPPING, _SEQUENCE):
                 open_ += 1
-            elif isinstance(event, CollectionEndEvent):
+            elif kind == _END:
                 open_ -= 1
 
-    def _unknown_tag(self, ev: Event, tag: str) -> None:
+    def _unknown_tag(self, ev: Ev, tag: str) -> None:
         if tag == SECRET_TAG:
-            what = "a key" if isinstance(ev, ScalarEvent) else "a mapping or a list"
+            what = "a key" if ev[_KIND] == _SCALAR else "a mapping or a list"
             self._problem(
                 ev,
                 "GP002",
@@ -427,17 +476,18 @@ class _Reader:
             hint = "quote the value instead of tagging it !!str"
         self._problem(ev, "GP002", f"unknown tag {_shown(tag)}", hint)
 
-    def _scalar(self, ev: ScalarEvent, path: Path_) -> Any:
-        value: str = ev.value
-        tag = ev.tag
+    def _scalar(self, ev: Ev, path: Path_) -> Any:
+        value = ev[_TEXT]
+        tag = ev[_TAG]
         if tag is not None:
             if tag == SECRET_TAG:
                 return SecretRef(value.strip())
             self._unknown_tag(ev, tag)
             return value
-        resolved = self.loader.resolve(yaml.ScalarNode, value, ev.implicit)
-        if resolved == _STR or not ev.implicit[0]:
-            if ev.implicit[0] and value[:1] in _AMBIGUOUS_FIRST and _AMBIGUOUS.fullmatch(value):
+        plain = ev[_PLAIN]
+        resolved = self.loader.resolve(yaml.ScalarNode, value, (plain, ev[_QUOTED]))
+        if resolved == _STR or not plain:
+            if plain and value[:1] in _AMBIGUOUS_FIRST and _AMBIGUOUS.fullmatch(value):
                 self.ambiguous[path] = value
             return value
         if resolved == _NULL:
@@ -453,7 +503,7 @@ class _Reader:
         self.raw[path] = value
         return result
 
-    def _int(self, ev: ScalarEvent, value: str) -> Any:
+    def _int(self, ev: Ev, value: str) -> Any:
         limit = self.limits.integer_digits
         # Counted on the text before converting it (decimal conversion is quadratic, and
         # Python refuses more than 4,300 digits), and on the value after (hex digits).
@@ -464,7 +514,7 @@ class _Reader:
             raise self._over(ev, "GP009", "integer_digits", "an integer with too many digits")
         return result
 
-    def _construct(self, ev: ScalarEvent, tag: str, value: str) -> Any:
+    def _construct(self, ev: Ev, tag: str, value: str) -> Any:
         node = yaml.ScalarNode(tag, value)
         try:
             return self.loader.yaml_constructors[tag](self.loader, node)

@@ -274,6 +274,28 @@ def test_a_file_too_large_is_refused_before_it_is_parsed() -> None:
     assert parse("f.yaml", "oid", text, Limits(document_bytes=104))[1] == []
 
 
+def test_a_file_of_too_many_values_is_refused_where_it_crosses_the_limit() -> None:
+    text = ("a: [" + ", ".join(["x"] * 9) + "]\n").encode()  # mapping, key, list, 9: 12
+    assert parse("f.yaml", "oid", text, Limits(nodes=12))[1] == []
+    doc, problems = parse("f.yaml", "oid", text, Limits(nodes=11))
+    assert doc is None
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 5 + 3 * 8, "GP006")]
+    assert "limits.nodes" in problems[0].message
+    # What aliases expand to counts too.
+    aliased = b"a: &a [x, x, x]\nb: *a\n"
+    assert [p.code for p in parse("f.yaml", "oid", aliased, Limits(nodes=10))[1]] == ["GP006"]
+    assert parse("f.yaml", "oid", aliased, Limits(nodes=11))[1] == []
+
+
+def test_a_large_dense_file_is_refused_by_its_values_not_its_bytes() -> None:
+    # 2 MiB of `x,` is 1,000,000 values: within the default bytes, refused by the count
+    # before the reader builds (and keeps positions for) all of them.
+    text = ("a: [" + "x," * 1_000_000 + "x]\n").encode()
+    doc, problems = parse("f.yaml", "oid", text)
+    assert doc is None and [p.code for p in problems] == ["GP006"]
+    assert "limits.nodes" in problems[0].message
+
+
 def test_nesting_deeper_than_the_limit_is_refused_at_the_deepest_opening() -> None:
     nested = doc_of("a: " + "[" * 19 + "]" * 19 + "\n").data["a"]
     for _ in range(18):
