@@ -5,13 +5,26 @@ Positions are written by hand from the snippets (1-based line and column).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from gitprov.catalog import load_catalog
 from gitprov.errors import Level
-from gitprov.rules import RULES, modules
-from tests.rules.lint import BASE_PROFILE, DEVICE, DEVICE_2, FLEET, SECRETS, check, problems
+from gitprov.inventory import load_documents
+from gitprov.rules import RULES, RuleContext, modules
+from tests.rules.lint import (
+    BASE_PROFILE,
+    DEVICE,
+    DEVICE_2,
+    FLEET,
+    SECRETS,
+    MemorySource,
+    check,
+    inventory,
+    problems,
+)
 
 D1 = "devices/0021f2011b19.yaml"
 D2 = "devices/0021f2011b20.yaml"
@@ -342,3 +355,47 @@ def test_the_demo_public_key_belongs_to_the_demo_private_key() -> None:
 
     assert public_key_of(demo_private_key()) == DEMO_PUBLIC_KEY
     assert f"public_key: {DEMO_PUBLIC_KEY}\n" in (EXAMPLE / "secrets.yaml").read_text()
+
+
+def context(files: dict[str, str | None]) -> RuleContext:
+    docs, _ = load_documents(MemorySource(inventory(files)))
+    return RuleContext(docs, load_catalog())
+
+
+def test_profile_chains_resolve_once_each_and_stop_where_the_rules_say() -> None:
+    ctx = context(
+        {
+            "profiles/a.yaml": "extends: b\n",
+            "profiles/b.yaml": "extends: base\n",
+            "profiles/x.yaml": "extends: y\n",
+            "profiles/y.yaml": "extends: z\n",
+            "profiles/z.yaml": "extends: y\n",
+            "profiles/u.yaml": "extends: nowhere\n",
+        }
+    )
+
+    def names(profile: str) -> list[str]:
+        return [Path(d.path).stem for d in ctx.profile_chain(profile)]
+
+    assert names("a") == ["a", "b", "base"]
+    assert names("b") == ["b", "base"]
+    # A loop goes round once from wherever it is entered; an unknown name ends the chain.
+    assert names("x") == ["x", "y", "z"]
+    assert names("z") == ["z", "y"]
+    assert names("u") == ["u"]
+    assert names("nowhere") == []
+    device = next(d for d in ctx.devices if d.path.endswith("0021f2011b19.yaml"))
+    assert [Path(d.path).stem for d in ctx.layers(device)] == [
+        "gitprov",
+        "base",
+        "IP542N",
+        "0021f2011b19",
+    ]
+
+
+def test_a_long_chain_is_cut_after_the_limit_and_costs_its_length() -> None:
+    ctx = context(chain(5_000))
+    started = time.monotonic()
+    for i in range(0, 5_000, 7):
+        assert len(ctx.profile_chain(f"c{i:02d}")) == min(5_000 - i, 33)
+    assert time.monotonic() - started < 1
