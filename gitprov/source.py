@@ -7,6 +7,7 @@ what it was derived from (DESIGN.md, cost facts).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,7 @@ class WorktreeSource:
             for name in sorted(filenames):
                 full = Path(dirpath) / name
                 rel = full.relative_to(self.top).as_posix()
-                data = full.read_bytes()
+                data = _worktree_bytes(full, rel)
                 oid = str(pygit2.hash(data))
                 self._cache[oid] = data
                 refs.append(FileRef(rel, oid))
@@ -199,4 +200,26 @@ class WorktreeSource:
     def read(self, ref: FileRef) -> bytes:
         if ref.oid in self._cache:
             return self._cache[ref.oid]
-        return (self.top / ref.path).read_bytes()
+        return _worktree_bytes(self.top / ref.path, ref.path)
+
+
+def _worktree_bytes(path: Path, rel: str) -> bytes:
+    """A work-tree file as git would commit it: a regular file's bytes, a symbolic link's
+    target text (git stores the link, not what it points to: a link to /dev/zero or to a
+    file outside the repository must not be read). Anything else (a fifo, a socket, a
+    device) git cannot commit, and reading it could block forever: a usage error."""
+    try:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            return os.fsencode(os.readlink(path))
+        if stat.S_ISREG(st.st_mode):
+            with path.open("rb") as f:
+                return f.read()
+    except OSError as exc:
+        raise UsageError(f"{rel}: cannot read it: {exc.strerror}") from None
+    kinds = {stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFDIR: "directory"}
+    kind = kinds.get(stat.S_IFMT(st.st_mode), "device")
+    raise UsageError(
+        f"{rel} is a {kind}, not a file: git cannot commit it, and gitprov does not read it",
+        hint="remove it from the inventory directory",
+    )

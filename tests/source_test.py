@@ -108,3 +108,23 @@ def test_a_missing_object_is_an_environment_error_naming_it(
         assert main(["--repo", str(tmp_path), *command.split()]) == 2, command
         err = capsys.readouterr().err
         assert oid in err and "git fsck" in err and "Traceback" not in err, err
+
+
+def test_validate_worktree_reads_files_as_git_would_commit_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link is its target text (git commits the link): one to /dev/zero is not read
+    without end. A fifo, which git cannot commit, is a usage error, not a read that
+    blocks forever."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    devices = tmp_path / "inventory" / "devices"
+    (devices / "0021f2000003.yaml").symlink_to("/dev/zero")
+    assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 1
+    out = capsys.readouterr().out
+    assert "inventory/devices/0021f2000003.yaml:1:1: error[GP010]" in out, out
+    (devices / "0021f2000003.yaml").unlink()
+    os.mkfifo(devices / "0021f2000004.yaml")
+    assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 2
+    err = capsys.readouterr().err
+    assert "inventory/devices/0021f2000004.yaml is a fifo" in err, err
