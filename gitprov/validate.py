@@ -17,7 +17,7 @@ from jsonschema import ValidationError
 
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
-from gitprov.inventory import Documents
+from gitprov.inventory import SECRETS, Documents
 from gitprov.rules import HistoryFloor, RuleContext, run_rules
 from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
@@ -59,7 +59,9 @@ def _types(schema_type: Any) -> list[str]:
     return [n for n in names if n != "null"]
 
 
-def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> list[Problem]:
+def _schema_problem(
+    kind: str, doc: Document, err: ValidationError, catalog: Catalog
+) -> list[Problem]:
     path = tuple(err.absolute_path)
     where = ".".join(str(p) for p in path) or "the document"
     line, col = doc.pos(path)
@@ -70,6 +72,18 @@ def _schema_problem(doc: Document, err: ValidationError, catalog: Catalog) -> li
     kw = err.validator
     inst: Any = err.instance
     schema: dict[str, Any] = dict(err.schema) if isinstance(err.schema, dict) else {}
+    if kind == SECRETS and path and path[0] in ("public_key", "secrets") and kw != "required":
+        # A value of secrets.yaml that is not what it should be may be a private key
+        # pasted as public_key, or a password pasted where its sealed text belongs.
+        return [
+            here(
+                SCHEMA,
+                f"{where}: not a valid value (not shown: it may be a secret)",
+                "public_key is the gitprov-pk-… key, each secret a v1:… value written by "
+                "`gitprov secrets set NAME`; a private key or a password pasted here is in "
+                "git history now: change it",
+            )
+        ]
     if _is_secret_path(path, catalog) and kw not in ("additionalProperties", "required"):
         # Never repeat a secret, not even a malformed one, in a message or a CI log.
         return [
@@ -276,7 +290,7 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
     fast = checker_for(kind, catalog)
     if fast is None or not fast(doc.data):
         for err in validator_for(kind, catalog).iter_errors(doc.data):
-            out.extend(_schema_problem(doc, err, catalog))
+            out.extend(_schema_problem(kind, doc, err, catalog))
     if doc.ambiguous:
         taken = {(p.line, p.col) for p in out}
         for path, raw in doc.ambiguous.items():

@@ -317,6 +317,25 @@ def test_a_secret_is_never_quoted_back() -> None:
         assert "0123" not in p.message + p.hint and "83" not in p.message + p.hint
 
 
+PRIVATE_KEY = "gitprov-sk-ILA6IiwSudyDWcfYNiv4mP2ziE-IYWc7pB3aHUVKH1g"  # a throwaway key
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [("public_key", PRIVATE_KEY, 1), ("sip_2001", "hunter2-pasted", 4), ("sip_2001", "01234", 4)],
+)
+def test_a_value_of_secrets_yaml_is_never_quoted_back(key: str, value: str, line: int) -> None:
+    """What does not belong in secrets.yaml may be a private key pasted as public_key or
+    a password pasted where its sealed text goes: located, never repeated."""
+    text = re.sub(rf"^(\s*{key}): .*$", rf"\1: {value}", SECRETS, count=1, flags=re.M)
+    found = lint_problems({"secrets.yaml": text})
+    at = [p for p in found if p.file == "inventory/secrets.yaml"]
+    # Both values start at column 13: `public_key: ` and `  sip_2001: `.
+    assert [(p.line, p.col, p.code) for p in at] == [(line, 13, "GP010")]
+    shown = "".join(p.message + p.hint for p in found)
+    assert value not in shown and value.removeprefix("gitprov-sk-") not in shown
+
+
 @pytest.mark.parametrize(
     ("snippet", "col", "hint"),
     [
