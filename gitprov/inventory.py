@@ -9,15 +9,17 @@ from __future__ import annotations
 import bisect
 import functools
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from gitprov.errors import Problem, warning
+from gitprov.errors import Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
 from gitprov.source import FileRef, Source
+from gitprov.unsafe import UNSAFE, describe, shown
 from gitprov.yamldoc import Document, SecretRef, parse
 
 FLEET = "fleet"
@@ -130,6 +132,22 @@ def load_documents(
         if fleet_doc is not None:
             limits = of_fleet(fleet_doc.data)
     for ref in refs:
+        bad = UNSAFE.search(ref.path) or re.search("\t", ref.path)
+        if bad:
+            # Printed as it is, a newline in a name would start an output line that looks
+            # like another file's problem (or a CI annotation), an ESC sequence would
+            # rewrite the reviewer's terminal: the name is shown escaped, the file unread.
+            problems.append(
+                error(
+                    shown(ref.path),
+                    1,
+                    1,
+                    "GP108",
+                    f"the file name holds {describe(bad.group())}",
+                    "rename the file: inventory file names are plain, visible text",
+                )
+            )
+            continue
         try:
             kind = kinds[ref.path]
         except KeyError:

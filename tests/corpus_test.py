@@ -44,8 +44,10 @@ CPU_SECONDS = 5.0
 WALL_SECONDS = 15.0
 
 # `path:line:col: level[CODE]: message`, as `gitprov validate` prints every problem.
+# The path may hold anything a file name can, colons too (shown escaped when it holds a
+# control character, so never a line break).
 LOCATED = re.compile(
-    r"^(?P<where>[^\s:][^:]*:\d+:\d+): (?P<level>error|warning)\[(?P<code>[A-Z0-9-]+)\]: "
+    r"^(?P<where>\S.*?:\d+:\d+): (?P<level>error|warning)\[(?P<code>[A-Z0-9-]+)\]: "
 )
 # Any line that reports a coded problem, located or not.
 CODED = re.compile(r"\b(error|warning)\[[A-Za-z0-9-]+\]")

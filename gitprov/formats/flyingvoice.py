@@ -9,33 +9,15 @@ parameters carry one value per line, joined by TAB. No comments, no BOM.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable
 
 from gitprov.compile import DeviceConfig
 
+# Re-exported: the renderer's own guard, and what rules and the pipeline have used from here.
+from gitprov.unsafe import UNSAFE as UNSAFE
+from gitprov.unsafe import describe as describe
+
 VERSION_KEY = "DBID_DBASE_VERSION"
-
-# What no key or value of param.conf may hold (TAB aside: it separates per-line values).
-# A line break or NUL would inject lines; other C0 and C1 controls (ESC, VT, FF, NEL …),
-# DEL, Unicode line and paragraph separators and bidi controls (the "Trojan Source" trick)
-# are read one way by the device's parser and another by the person reviewing a plan.
-UNSAFE = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}
-
-
-def describe(char: str) -> str:
-    """How a problem names one UNSAFE character (it is invisible, or worse, when printed)."""
-    if char in _NAMES:
-        return _NAMES[char]
-    name = unicodedata.name(char, "")
-    code = f"U+{ord(char):04X}"
-    if not name:
-        return f"the control character {code}"
-    return f"the invisible character {code} ({name})"
 
 
 def _line(key: str, value: str) -> str:

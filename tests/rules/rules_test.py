@@ -14,6 +14,7 @@ from gitprov.catalog import load_catalog
 from gitprov.errors import Level
 from gitprov.inventory import load_documents
 from gitprov.rules import RULES, RuleContext, modules
+from gitprov.unsafe import UNSAFE
 from tests.rules.lint import (
     BASE_PROFILE,
     DEVICE,
@@ -188,6 +189,30 @@ def test_gp108_refuses_every_control_character(escape: str) -> None:
     check("GP108", {D1: DEVICE + f'    "DBID_X{escape}": "1"\n'}, (8, 5))
     check("GP108", profile(f'  sip.outbound: "sbc{escape}.example.net"\n'), (4, 17))
     check("GP108", {"gitprov.yaml": FLEET + f'fleet: "ex{escape}"\n'}, (8, 8))
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "what"),
+    [
+        (
+            "0021f2011b21.yaml\n::error file=x::y.yaml",
+            "0021f2011b21.yaml\\n::error file=x::y.yaml",
+            "a newline",
+        ),
+        ("0021f2011b21\x1b[8m.yaml", "0021f2011b21\\x1b[8m.yaml", "U+001B"),
+        ("0021f2011b21\u202elmay.yaml", "0021f2011b21\\u202elmay.yaml", "U+202E"),
+        ("a\tb.yaml", "a\\tb.yaml", "U+0009"),
+    ],
+)
+def test_gp108_refuses_a_file_name_with_a_control_character(
+    name: str, shown: str, what: str
+) -> None:
+    """Printed raw, a newline in a file name would start an output line that looks like
+    another file's problem or a CI annotation: the file is not read, its name is shown
+    escaped, at the start of the file."""
+    (found,) = check("GP108", {f"devices/{name}": DEVICE}, (f"devices/{shown}", 1, 1))
+    assert what in found.message
+    assert not any(UNSAFE.search(p.file + p.message) for p in problems({f"devices/{name}": DEVICE}))
 
 
 def test_gp109_tab_in_value() -> None:

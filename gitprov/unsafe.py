@@ -1,0 +1,43 @@
+"""Characters no value, key or file name of the inventory may hold, and how to show them.
+
+Kept apart from the renderer (gitprov.formats.flyingvoice, which uses them for every line
+it writes) so that the reader of the inventory can refuse them too without importing the
+renderer, which imports the inventory.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# What no key or value of param.conf may hold (TAB aside: it separates per-line values).
+# A line break or NUL would inject lines; other C0 and C1 controls (ESC, VT, FF, NEL …),
+# DEL, Unicode line and paragraph separators and bidi controls (the "Trojan Source" trick)
+# are read one way by the device's parser and another by the person reviewing a plan.
+UNSAFE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}
+
+
+def describe(char: str) -> str:
+    """How a problem names one UNSAFE character (it is invisible, or worse, when printed)."""
+    if char in _NAMES:
+        return _NAMES[char]
+    name = unicodedata.name(char, "")
+    code = f"U+{ord(char):04X}"
+    if not name:
+        return f"the control character {code}"
+    return f"the invisible character {code} ({name})"
+
+
+def shown(text: str) -> str:
+    """`text` with every UNSAFE character and TAB written as a Python escape (`\\n`,
+    `\\x1b`, `\\u202e`): printed as it is, a newline in a file name would start a line
+    of output that looks like a problem of another file, an ESC sequence would rewrite
+    the reader's terminal."""
+    return re.sub(
+        "[\t" + UNSAFE.pattern[1:],
+        lambda m: m.group().encode("unicode_escape").decode("ascii"),
+        text,
+    )
