@@ -555,11 +555,14 @@ def parse(
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        # Everything before the bad byte decoded: its line and column are the place.
+        before = data[: exc.start].decode("utf-8")
+        line, col = _line_col(before, len(before))
         return None, [
             error(
                 path,
-                1,
-                1,
+                line,
+                col,
                 "GP001",
                 f"not UTF-8: {exc.reason} at byte {exc.start}",
                 "save the file as UTF-8",
@@ -573,6 +576,10 @@ def parse(
         return None, [exc.problem]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark is not None and "maximum nesting depth" in str(exc.problem):
+            deeper = _depth_crossing(path, text[: mark.index], limits, fleet_file)
+            if deeper is not None:
+                return None, [deeper]
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or "invalid YAML"
         return None, [
@@ -615,6 +622,21 @@ def parse(
         reader.ambiguous,
     )
     return doc, reader.problems
+
+
+def _depth_crossing(path: str, text: str, limits: Limits, fleet_file: bool) -> Problem | None:
+    """Where `limits.depth` is crossed in `text`, the part of a file libyaml read before
+    it stopped at its own nesting limit (1000). Its scanner looks ahead through a flow
+    collection (`[[[[…`) before the reader sees the first of its events, so a nesting bomb
+    stops libyaml first; read again up to there, the reader meets the limit it checks,
+    which is always lower (at most 100), at the place it is crossed."""
+    try:
+        _Reader(path, _Loader(text), limits, fleet_file).document()
+    except _Refused as exc:
+        return exc.problem if exc.problem.code == "GP008" else None
+    except yaml.YAMLError:
+        return None
+    return None
 
 
 def _line_col(text: str, position: int) -> tuple[int, int]:

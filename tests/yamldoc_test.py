@@ -113,7 +113,9 @@ def test_constructs_that_are_refused_are_located(
         (b"a: [1, 2\nb: 3\n", 2, 2),  # unclosed flow sequence
         (b"a:\n  b: 1\n c: 2\n", 3, 2),  # bad indentation
         (b"a: 1\n---\nb: 2\n", 2, 1),  # two documents: at the second
-        (b"a: \xff\n", 1, 1),  # not UTF-8
+        (b"a: \xff\n", 1, 4),  # not UTF-8: at the byte
+        (b"a: 1\nb: caf\xe9\n", 2, 7),  # Latin-1: line 2, after "b: caf"
+        (b"a: \xc3\xa9\xff\n", 1, 5),  # columns count characters: \xc3\xa9 is one
     ],
 )
 def test_unreadable_files_give_one_located_problem(text: bytes, line: int, col: int) -> None:
@@ -309,6 +311,19 @@ def test_nesting_deeper_than_the_limit_is_refused_at_the_deepest_opening() -> No
     doc, problems = parse("f.yaml", "oid", deep.encode())
     assert doc is None and [p.code for p in problems] == ["GP008"]
     assert parse("f.yaml", "oid", deep.encode(), Limits(depth=21))[1] == []
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_a_nesting_bomb_is_refused_where_the_limit_is_crossed(opening: str) -> None:
+    """libyaml's scanner reads a flow collection ahead and stops at its own depth (1000)
+    before the reader sees an event: still GP008, at the 20th opening, not a syntax error
+    a thousand openings further."""
+    closing = "]" if opening == "[" else "}"
+    for n in (25, 5000):
+        text = "a: " + opening * n + ("" if opening == "[" else "1") + closing * n + "\n"
+        _, problems = parse("f.yaml", "oid", text.encode())
+        col = 4 + 19 * len(opening)
+        assert [(p.line, p.col, p.code) for p in problems] == [(1, col, "GP008")], n
 
 
 @pytest.mark.parametrize(

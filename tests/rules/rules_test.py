@@ -55,6 +55,9 @@ def test_every_rule_is_registered_once_with_code_name_and_examples() -> None:
 def test_gp100_missing_fleet() -> None:
     check("GP100", {"gitprov.yaml": None}, (0, 0))
     check("GP100", {})
+    # There, but unreadable: its own problem says why, at its place; it is not missing.
+    check("GP100", {"gitprov.yaml": "version_floor: [1000\n"})
+    check("GP100", {"gitprov.yaml": "version_floor: " + "9" * 5000 + "\n"})
 
 
 def test_gp101_duplicate_mac_in_any_spelling() -> None:
