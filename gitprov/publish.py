@@ -96,19 +96,36 @@ class Targets:
     firmware_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        for root in self.roots:
-            if inside(self.state_dir, root):
-                raise GitprovError(
-                    f"the state dir {self.state_dir} is inside the served root {root}",
-                    hint="the manifest lists every MAC: keep the state dir beside the roots",
-                )
-        fw = self.firmware_dir
-        if fw is not None and (inside(fw, self.state_dir) or inside(self.state_dir, fw)):
-            # Firmware is copied into the roots: from there, manifest.json would be too.
-            raise GitprovError(
-                f"the firmware dir {fw} and the state dir {self.state_dir} overlap",
-                hint="the manifest lists every MAC: keep the firmware images elsewhere",
+        clash = _clash(self.roots, self.state_dir, self.firmware_dir)
+        if clash is not None:
+            raise GitprovError(clash.message, hint=clash.hint)
+
+
+@dataclass(frozen=True)
+class _Clash:
+    settings: tuple[str, ...]  # the publish: settings at fault, the likeliest first
+    message: str
+    hint: str
+
+
+def _clash(roots: Sequence[Path], state_dir: Path, firmware_dir: Path | None) -> _Clash | None:
+    """Why these targets would serve the state dir (the manifest lists every MAC)."""
+    for root in roots:
+        if inside(state_dir, root):
+            return _Clash(
+                ("state_dir",),
+                f"the state dir {state_dir} is inside the served root {root}",
+                "the manifest lists every MAC: keep the state dir beside the roots",
             )
+    fw = firmware_dir
+    if fw is not None and (inside(fw, state_dir) or inside(state_dir, fw)):
+        # Firmware is copied into the roots: from there, manifest.json would be too.
+        return _Clash(
+            ("firmware_dir", "state_dir"),
+            f"the firmware dir {fw} and the state dir {state_dir} overlap",
+            "the manifest lists every MAC: keep the firmware images elsewhere",
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -216,7 +233,20 @@ def targets_for(
         if fleet.firmware_dir
         else None
     )
-    return Targets(roots, state.absolute(), firmware.absolute() if firmware else None)
+    state, firmware = state.absolute(), firmware.absolute() if firmware else None
+    clash = _clash(roots, state, firmware)
+    # A clash the fleet's own settings make is reported at the setting, like a path
+    # outside the allowed roots; one between the operator's paths stays unlocated.
+    chosen = {"state_dir": bool(state_dir), "firmware_dir": bool(firmware_dir)}
+    blamed = [s for s in clash.settings if not chosen[s]] if clash is not None else []
+    if clash is not None and blamed:
+        line, col = fleet.doc.pos(("publish", blamed[0]))
+        raise Refused(
+            f"{fleet.doc.path}:{line}:{col}: publish.{blamed[0]}: {clash.message}; "
+            "nothing was published",
+            hint=clash.hint,
+        )
+    return Targets(roots, state, firmware)
 
 
 def resolve_fleet_path(value: str, base: Path | None) -> Path:

@@ -282,6 +282,30 @@ def test_the_firmware_dir_may_not_hold_the_manifest(tmp_path: Path) -> None:
         Targets((tmp_path / "http",), tmp_path / "var" / "state", tmp_path / "var")
 
 
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        ("  state_dir: var/http/state\n", "inventory/gitprov.yaml:16:14: publish.state_dir:"),
+        (
+            "  state_dir: var/state\n  firmware_dir: var/state\n",
+            "inventory/gitprov.yaml:17:17: publish.firmware_dir:",
+        ),
+    ],
+)
+def test_a_state_dir_the_inventory_puts_where_it_would_be_served_is_refused_at_its_line(
+    example_repo: GitRepo,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    where: str,
+) -> None:
+    fleet = example_repo.files[FLEET].replace(b"  state_dir: var/state\n", setting.encode())
+    example_repo.commit({FLEET: fleet}, "move the state dir")
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish")
+    assert code == 1 and where in err, err
+    assert not (example_repo.path / "var" / "http").exists()
+
+
 # -- where the publisher writes -------------------------------------------------------
 def move_root(repo: GitRepo, to: str) -> str:
     fleet = repo.files[FLEET].replace(b"http_root: var/http", f"http_root: {to}".encode())
