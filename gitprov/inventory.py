@@ -282,6 +282,7 @@ class Inventory:
     devices: tuple[Device, ...]  # sorted by MAC
     sealed: Mapping[str, str] = field(default_factory=dict)  # secret name -> sealed text
     public_key: str | None = None
+    public_key_at: str = ""  # "file:line:col" of public_key, for messages
     _chains: dict[str, tuple[Profile, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -405,8 +406,10 @@ def build_inventory(docs: Documents) -> Inventory:
     devices = [_device(d) for d in docs.of(DEVICE)]
     devices.sort(key=lambda dev: dev.mac)
     sealed: dict[str, str] = {}
-    public_key = None
+    public_key, public_key_at = None, ""
     for d in docs.of(SECRETS):
         public_key = d.data.get("public_key")
+        line, col = d.pos(("public_key",))
+        public_key_at = f"{d.path}:{line}:{col}"
         sealed.update(d.data.get("secrets") or {})
-    return Inventory(fleet, profiles, models, tuple(devices), sealed, public_key)
+    return Inventory(fleet, profiles, models, tuple(devices), sealed, public_key, public_key_at)

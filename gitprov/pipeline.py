@@ -34,7 +34,7 @@ from gitprov.inventory import (
 )
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.rules import HistoryFloor
-from gitprov.secrets import SecretError, unseal
+from gitprov.secrets import SecretError, public_key_of, unseal
 from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source, missing_object
 from gitprov.validate import Options, SchemaCache, validate
 
@@ -550,8 +550,29 @@ def _encrypt(cipher: Cipher, plain: bytes, key: str | None, mac: str) -> bytes:
     return cipher.encrypt(plain, key)
 
 
+def _check_key_pair(inv: Inventory, private_key: str) -> None:
+    """The commit's public_key must be the publisher's: a pull request that swaps in
+    another key still publishes (the old values open), but every secret sealed to it
+    from then on (`gitprov secrets set` reads public_key) is readable by that key's
+    holder and not by the publisher. Refused before anything is built."""
+    if inv.public_key is None:
+        return
+    try:
+        mine = public_key_of(private_key)
+    except SecretError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+    if mine != inv.public_key:
+        raise UsageError(
+            f"{inv.public_key_at}: public_key {inv.public_key} is not the public half of "
+            f"the private key given (that is {mine}); nothing was built",
+            hint="if the commit changed public_key, find out who and why: secrets sealed "
+            "to it are readable by its holder only; otherwise give the right private key",
+        )
+
+
 def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
     cache: dict[str, str] = {}
+    paired: list[bool] = []  # the key pair is checked once, at the first secret
 
     def resolve(name: str) -> str:
         if name not in cache:
@@ -561,6 +582,9 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
                     hint="give the repository private key: GITPROV_PRIVATE_KEY, "
                     "GITPROV_PRIVATE_KEY_FILE or --private-key-file",
                 )
+            if not paired:
+                _check_key_pair(inv, private_key)
+                paired.append(True)
             try:
                 value = unseal(private_key, name, inv.sealed[name])
             except SecretError as exc:

@@ -19,6 +19,7 @@ from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, load_manifest
 from gitprov.publish import Refused, Targets, publish
 from gitprov.publisher_config import PublisherConfig, load, resolve
+from gitprov.secrets import generate_keypair, public_key_of
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.roots import root_args
@@ -304,6 +305,25 @@ def test_a_state_dir_the_inventory_puts_where_it_would_be_served_is_refused_at_i
     code, _, err = run(capsys, "--repo", str(example_repo.path), "publish")
     assert code == 1 and where in err, err
     assert not (example_repo.path / "var" / "http").exists()
+
+
+def test_a_commit_that_swaps_the_public_key_is_refused_before_anything_is_built(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The values sealed to the old key still open, so the commit would publish; but
+    every secret sealed from then on would be readable by the new key's holder only."""
+    secrets = "inventory/secrets.yaml"
+    _, theirs = generate_keypair()
+    ours = public_key_of(private_key)
+    example_repo.commit(
+        {secrets: example_repo.files[secrets].replace(ours.encode(), theirs.encode())}
+    )
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *root_args(tmp_path))
+    assert code == 2
+    assert f"inventory/secrets.yaml:2:13: public_key {theirs} is not the public half" in err
+    assert not (tmp_path / "http").exists()
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "show", "--reveal", "0021f2011b19")
+    assert code == 2 and "is not the public half" in err
 
 
 # -- where the publisher writes -------------------------------------------------------
