@@ -63,7 +63,7 @@ from gitprov.plan import (
 )
 from gitprov.rules.file_name import unsafe_reason
 from gitprov.signatures import SignaturePolicy, verify_commit
-from gitprov.version import require_complete
+from gitprov.version import IncompleteHistory, require_complete
 
 Progress = Callable[[str, int, int], None]
 IsDescendant = Callable[[str, str], bool]
@@ -1011,6 +1011,30 @@ def descendant_check(repo: pygit2.Repository) -> IsDescendant:
         try:
             return bool(repo.descendant_of(new, old))
         except (KeyError, ValueError, pygit2.GitError):
-            return False
+            return _descends_by_ids(repo, new, old)
 
     return is_descendant
+
+
+def _descends_by_ids(repo: pygit2.Repository, new: str, old: str) -> bool:
+    """libgit2 gave up on a commit it could not read: walk the parent ids themselves.
+    `old` among them is an ancestor even if its object is gone; a commit missing on the
+    way is a damaged or partial clone (exit 2), not a history that went elsewhere (which
+    --force would publish over)."""
+    seen: set[str] = set()
+    todo = [new]
+    while todo:
+        oid = todo.pop()
+        if oid == old:
+            return True
+        if oid in seen:
+            continue
+        seen.add(oid)
+        try:
+            commit = repo.get(oid)
+        except (KeyError, ValueError, pygit2.GitError):
+            commit = None
+        if not isinstance(commit, pygit2.Commit):
+            raise IncompleteHistory(f"commit {oid[:12]} is missing")
+        todo.extend(str(p) for p in commit.parent_ids)
+    return False

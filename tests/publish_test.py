@@ -28,6 +28,7 @@ from gitprov.publish import (
     publish_lock,
     targets_for,
 )
+from gitprov.version import IncompleteHistory
 from tests.fixtures.gitrepo import ROOT, GitRepo
 
 FLEET = "inventory/gitprov.yaml"
@@ -459,3 +460,21 @@ def test_relative_paths_of_the_fleet_settings_are_relative_to_the_repository(
     assert (example_repo.path / "var" / "tftp" / "fv0021f2011b19.conf").is_file()
     assert (example_repo.path / "var" / "state" / "manifest.json").is_file()
     assert not (elsewhere / "var").exists()
+
+
+def test_a_missing_commit_between_is_an_incomplete_history_not_another_history(
+    tmp_path: Path,
+) -> None:
+    """libgit2 cannot walk past a commit whose object is gone; the parent ids still tell
+    an ancestor from a history that went elsewhere, which --force would publish over."""
+    repo = GitRepo(tmp_path)
+    first = repo.commit({"a": "1"})
+    middle = repo.commit({"a": "2"})
+    last = repo.commit({"a": "3"})
+    other = repo.commit({"a": "4"}, branch="other", parents=[])
+    (tmp_path / ".git" / "objects" / middle[:2] / middle[2:]).unlink()
+    is_descendant = descendant_check(pygit2.Repository(str(tmp_path)))  # no cached objects
+    with pytest.raises(IncompleteHistory, match=f"commit {middle[:12]} is missing"):
+        is_descendant(last, first)
+    assert is_descendant(last, middle)  # named by its child, though its object is gone
+    assert not is_descendant(other, first)
