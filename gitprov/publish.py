@@ -692,6 +692,8 @@ def publish_commit(
         published = _published_inventory(pipeline, previous, str(commit.id))
         if callable(targets) and not guards.allow_target_change:
             _check_targets(str(commit.id), where, previous, published, targets)
+            if previous is None:
+                _check_state_dir_moved(pipeline, commit, where, targets)
         build = pipeline.build(commit, private_key, served_versions(previous), loaded, force=force)
         if not guards.allow_mass_removal:
             _check_removal(build, previous, published)
@@ -750,6 +752,40 @@ def _check_targets(
             "(files in the old roots stay: remove them by hand), or set the paths on "
             "the publisher instead of in the inventory",
         )
+
+
+def _check_state_dir_moved(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    where: Targets,
+    targets: Callable[[Inventory], Targets],
+) -> None:
+    """A commit that moves the state dir finds no manifest where it now points, so the
+    guards above had nothing to compare with (and would let it remove or move anything).
+    Where its first parent's settings put the state dir, a manifest says what is
+    published: compare with that."""
+    if not commit.parent_ids or pipeline.repo is None:
+        return
+    try:
+        parent = pipeline.repo.get(commit.parent_ids[0])
+    except (ValueError, pygit2.GitError):
+        return
+    if not isinstance(parent, pygit2.Commit):
+        return
+    inventory = pipeline.load_commit(parent).inventory
+    if inventory is None:
+        return
+    try:
+        before = targets(inventory)
+    except GitprovError:
+        return  # the parent's own paths are not allowed here: nothing was published there
+    if before.state_dir == where.state_dir:
+        return
+    old = load_manifest(before.state_dir)
+    if old is None:
+        return
+    published = _published_inventory(pipeline, old, str(commit.id)) or inventory
+    _check_targets(str(commit.id), where, old, published, targets)
 
 
 def _paths(paths: Sequence[Path]) -> str:

@@ -409,6 +409,26 @@ def test_a_commit_moving_the_roots_is_refused_unless_allowed(
     assert (tmp_path / "moved" / "fv0021f2011b19.conf").is_file()
 
 
+def test_a_commit_moving_the_state_dir_is_refused_though_no_manifest_is_there(
+    example_repo: GitRepo, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new state dir holds no manifest: the guards would have nothing to compare
+    with, so a commit could move it and remove every device at once."""
+    argv = ["--repo", str(example_repo.path), "publish"]
+    assert run(capsys, *argv)[0] == 0
+    fleet = example_repo.files[FLEET].replace(b"state_dir: var/state", b"state_dir: var/fresh")
+    gone = {f"inventory/devices/{n}.yaml": None for n in ("0021f2011b20", "0021f2a0c001")}
+    head = example_repo.commit({FLEET: fleet, **gone}, "move the state dir, retire two")
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert f"commit {head[:12]} changes where files are published (state dir" in err
+    assert load_manifest(example_repo.path / "var" / "fresh") is None
+    assert (example_repo.path / "var" / "http" / "fv0021f2011b20.conf").is_file()
+    code, _, err = run(capsys, *argv, "--allow-target-change")
+    assert code == 0, err
+    assert load_manifest(example_repo.path / "var" / "fresh") is not None
+
+
 def test_roots_the_operator_sets_make_inventory_moves_harmless(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
