@@ -214,7 +214,8 @@ def build(case: Case, tmp: Path) -> Built:
 
     `setup` keys (each one a thing only code can make): links (path -> target: symbolic
     links in the commit, and in the work tree with `worktree`), rename (path -> a name
-    with bytes a checkout should not hold, such as a newline), pad (path, bytes), fifos
+    with bytes a checkout should not hold, such as a newline), pad (path, bytes), repeat
+    (path, head, unit, count, tail), fifos
     (work-tree paths), firmware (name -> text, {link: target} or {fifo: true}), unborn,
     worktree, orphan, missing-object (a revspec whose loose object is deleted),
     shallow, private_key ("none" or a key)."""
@@ -226,6 +227,11 @@ def build(case: Case, tmp: Path) -> Built:
     if "pad" in setup:
         path = str(setup["pad"]["path"])
         files[path] = pad(files[path], int(setup["pad"]["bytes"]))
+    if "repeat" in setup:
+        # A large file made of one small unit: head + unit * count + tail.
+        r = setup["repeat"]
+        text = str(r["head"]) + str(r["unit"]) * int(r["count"]) + str(r["tail"])
+        files[str(r["path"])] = text.encode()
     links = {str(k): str(v) for k, v in (setup.get("links") or {}).items()}
     places = {
         "tmp": str(tmp),
