@@ -210,15 +210,17 @@ class Bench:
         g = self.gitprov(repo, "versions", "--format", "json")
         self.add("versions, warm", size, g, None, "", None)
 
+        # The cache `versions` just filled is the one a server keeps.
+        g = self.gitprov(repo, "log", mac, "--format", "json")
+        warm = g
         self.drop_cache(repo)
         g = self.gitprov(repo, "log", mac, "--format", "json")
         f = self.floor(repo, "log", mac, "--format", "json")
         _same_log(g.stdout, f.stdout)
+        _same_log(warm.stdout, f.stdout)
         met = _ratio(g, f) <= 2 and g.rss < 500 * 10**6
         self.add("log MAC, cold", size, g, f, f"<= 2x floor, {rss}", met)
-        self.gitprov(repo, "versions")  # the cache a server keeps
-        g = self.gitprov(repo, "log", mac, "--format", "json")
-        self.add("log MAC, warm", size, g, None, "< 1 s", g.seconds < 1)
+        self.add("log MAC, warm", size, warm, None, "< 1 s", warm.seconds < 1)
 
         self.drop_cache(repo)
         g = self.gitprov(repo, "blame", mac, "--format", "json")
