@@ -58,5 +58,10 @@ run: setup
 bench: setup
 	$(BIN)/python bench/bench.py
 
+# atheris fuzzing of the YAML reader and the Profile Rule parser (not in CI; needs atheris).
+fuzz: setup
+	$(BIN)/python fuzz/fuzz_yaml.py -max_total_time=60
+	$(BIN)/python fuzz/fuzz_rule_url.py -max_total_time=60
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
