@@ -18,7 +18,7 @@ import gitprov
 from gitprov import REPOSITORY_URL
 from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
 from tests.fixtures.peers import need
-from tests.init_test import IDENTITY
+from tests.init_test import DEVICE, IDENTITY
 
 PACKAGE = Path(gitprov.__file__).parent
 # The workflows init writes pin gitprov's action by commit; tests name one (no GitHub).
@@ -131,18 +131,6 @@ def test_init_from_the_wheel_gives_an_inventory_that_validates(
     done = gitprov_in(installed, tmp_path / "ours", "validate", "--worktree")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "ours" / "schemas" / "device.schema.json").is_file()
-
-
-DEVICE = """\
-mac: "00:21:f2:aa:bb:01"
-model: IP542N
-profile: base
-lines:
-  - enabled: true
-    account: "4001"
-    phone_number: "4001"
-    password: !secret sip_4001
-"""
 
 
 def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decrypt(
