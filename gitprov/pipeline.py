@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +17,22 @@ import pygit2
 
 from gitprov import __version__
 from gitprov import version as versioning
+from gitprov.builder import BOOTSTRAP as BOOTSTRAP
+from gitprov.builder import BootstrapFile as BootstrapFile
+from gitprov.builder import Build as Build
+from gitprov.builder import Builder
+from gitprov.builder import Conflict as Conflict
+from gitprov.builder import DeviceFile as DeviceFile
+from gitprov.builder import Served as Served
+from gitprov.builder import VersionConflict as VersionConflict
+from gitprov.builder import _served_version as _served_version
+from gitprov.builder import bootstrap_files as bootstrap_files
+from gitprov.builder import secret_resolver as secret_resolver
 from gitprov.catalog import Catalog, load_catalog
-from gitprov.compile import DeviceConfig, SecretResolver, compile_device, placeholder_resolver
-from gitprov.crypto import Cipher, Mode
-from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
-from gitprov.formats import flyingvoice, render
+from gitprov.compile import DeviceConfig, SecretResolver
+from gitprov.errors import InvalidInventory, Problem
 from gitprov.inventory import (
     FLEET,
-    SECRETS,
     Device,
     Documents,
     Inventory,
@@ -32,9 +40,7 @@ from gitprov.inventory import (
     build_inventory,
     load_documents,
 )
-from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.rules import HistoryFloor
-from gitprov.secrets import SecretError, public_key_of, unseal
 from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source, missing_object
 from gitprov.validate import Options, SchemaCache, validate
 
@@ -50,42 +56,6 @@ class Loaded:
     @property
     def errors(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.is_error)
-
-
-@dataclass(frozen=True)
-class DeviceFile:
-    mac: str
-    name: str  # file name in every root
-    plaintext: bytes
-    data: bytes  # what is published: the encrypted file, or the plaintext when mode is none
-    version: int
-    set_by: str  # commit id that set this version
-    model: str
-    # "current", or "previous": the old path of a key rotation, same content, old key.
-    role: str = "current"
-    redacted: bytes = b""  # the plaintext with secrets replaced, for humans
-    body_sha256: str = ""  # sha256 of the plaintext without the version line
-
-
-@dataclass(frozen=True)
-class BootstrapFile:
-    """A model's option-66 Config File Name file (plaintext, common to its devices)."""
-
-    name: str
-    models: tuple[str, ...]
-    data: bytes
-    version: int
-    set_by: str
-    body_sha256: str
-
-
-@dataclass(frozen=True)
-class Build:
-    commit: str
-    inventory: Inventory
-    files: tuple[DeviceFile, ...]  # sorted by MAC
-    bootstraps: tuple[BootstrapFile, ...] = ()
-    floor: int = 0  # the effective version_floor (the highest of the history)
 
 
 @dataclass(frozen=True)
@@ -112,27 +82,6 @@ def _apply(
             kept.append(FileRef(path, str(entry.id)))
     kept.sort(key=lambda r: r.path)
     return kept
-
-
-BOOTSTRAP = versioning.BOOTSTRAP  # the version key of the option-66 files
-
-
-def bootstrap_files(inv: Inventory) -> dict[str, tuple[tuple[str, ...], bytes]]:
-    """Option-66 file name -> (the models it serves, its body without the version line).
-
-    Models the settings name but the inventory lacks, or a missing provisioning.url, are
-    reported by publish (GP301, GP302); here they only produce no file."""
-    fleet = inv.fleet
-    if fleet.option66 is False or not fleet.provisioning_url:
-        return {}
-    names = sorted(inv.models) if fleet.option66 is True else list(fleet.option66)
-    rule = fleet.provisioning_url.rstrip("/") + "/" + fleet.file_name
-    models: dict[str, list[str]] = {}
-    for m in names:
-        if m in inv.models:
-            models.setdefault(inv.models[m].config_file_name, []).append(m)
-    body = flyingvoice.bootstrap_body(rule)
-    return {name: (tuple(ms), body) for name, ms in sorted(models.items())}
 
 
 class _States:
@@ -174,9 +123,8 @@ class Pipeline:
         self.options = options or Options()
         self.parse_cache = ParseCache()
         self.schema_cache = SchemaCache()
-        self._digests: dict[tuple[str, ...], str] = {}
+        self.builder = Builder(self.catalog)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
-        self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
         # Told (stage, done, total) on long work: history evaluation, building devices.
         self.progress: Callable[[str, int, int], None] | None = None
         # Everything a version state depends on besides the commit (which names its whole
@@ -248,45 +196,11 @@ class Pipeline:
 
     # -- compile -----------------------------------------------------------------------
     def compile(self, inv: Inventory, device: Device, resolve: SecretResolver) -> DeviceConfig:
-        return compile_device(device, inv, self.catalog, resolve)
+        return self.builder.compile(inv, device, resolve)
 
     def digests(self, inv: Inventory) -> dict[str, str]:
-        """Each version key's content digest: devices (version line excluded, secrets as
-        sealed digests) and option-66 files."""
-        resolve = placeholder_resolver(inv.sealed)
-        fleet_oid = inv.fleet.doc.oid
-        secrets_oid = self._secrets_oid(inv)
-        out = {}
-        chains: dict[str | None, tuple[str, ...]] = {}
-        for device in inv.devices:
-            model = inv.models[device.model]
-            chain = chains.get(device.profile)
-            if chain is None:
-                chain = tuple(p.doc.oid for p in inv.profile_chain(device.profile))
-                chains[device.profile] = chain
-            key = (device.doc.path, device.doc.oid, model.doc.oid, fleet_oid, secrets_oid, *chain)
-            digest = self._digests.get(key)
-            if digest is None:
-                cfg = self.compile(inv, device, resolve)
-                # Everything that decides the published bytes, bar the version line.
-                text = (
-                    f"{cfg.file_name}\0{cfg.previous}\0{cfg.cipher.mode}:"
-                    f"{cfg.cipher.iterations}:{cfg.cipher.gzip}\0".encode()
-                    + flyingvoice.body(cfg)
-                )
-                digest = hashlib.sha256(text).hexdigest()
-                self._digests[key] = digest
-            out[device.mac] = digest
-        boots = bootstrap_files(inv)
-        if boots:
-            # One key for all of them: they carry the same rule, whatever their names.
-            body = next(iter(boots.values()))[1]
-            out[BOOTSTRAP] = hashlib.sha256(b"bootstrap\0" + body).hexdigest()
-        return out
-
-    @staticmethod
-    def _secrets_oid(inv: Inventory) -> str:
-        return hashlib.sha256(repr(sorted(inv.sealed.items())).encode()).hexdigest()
+        """Each version key's content digest (see Builder.digests)."""
+        return self.builder.digests(inv)
 
     # -- versions ----------------------------------------------------------------------
     def evaluate(self, commit: pygit2.Commit, floor_min: int) -> versioning.Evaluated | None:
@@ -371,14 +285,8 @@ class Pipeline:
         *,
         force: bool = False,
     ) -> Build:
-        """Compile, render and encrypt every device and option-66 file of `commit`.
-
-        `served` (key -> (highest version ever served, its body sha256), from the
-        manifest, removed devices included) is what the roots already gave devices. A
-        number from the rule below it (or equal to it with other content) would be
-        ignored by the devices: without `force` that is a VersionConflict naming the
-        version_floor that continues the sequence; with `force` the number is raised
-        just enough. Without `served`, the rule's numbers as they are."""
+        """Compile, render and encrypt every device and option-66 file of `commit`
+        (see Builder.build); an invalid commit is InvalidInventory."""
         loaded = loaded or self.load_commit(commit)
         if loaded.inventory is None:
             raise InvalidInventory(
@@ -386,220 +294,12 @@ class Pipeline:
                 hint="fix them and commit again; nothing was published",
                 problems=loaded.problems,
             )
-        inv = loaded.inventory
-        state = self.state(commit)
-        vers = state.versions()
-        digests = self.digests(inv)
-        served = served or {}
-        resolve = secret_resolver(inv, private_key)
-        key_id = hashlib.sha256((private_key or "").encode()).hexdigest()
-        files: list[DeviceFile] = []
-        built: dict[tuple[object, ...], list[DeviceFile]] = {}
-        conflicts: list[Conflict] = []
-        total = len(inv.devices)
-        for done, device in enumerate(inv.devices, start=1):
-            if self.progress is not None:
-                self.progress("build", done, total)
-            info = vers[device.mac]
-            # Same digest (content, file name, cipher, sealed secrets), version and manifest
-            # entry give the same bytes: a watcher re-renders only what changed.
-            key = (
-                device.mac,
-                digests[device.mac],
-                info.version,
-                info.commit,
-                key_id,
-                served.get(device.mac),
-                force,
-            )
-            hit = self._built.get(key)
-            if hit is None:
-                hit = self._build_device(inv, device, resolve, info, served, force, conflicts)
-            if hit:
-                built[key] = hit
-                files.extend(hit)
-        boots = []
-        for name, (models, body) in bootstrap_files(inv).items():
-            info = vers[BOOTSTRAP]
-            body_sha = hashlib.sha256(body).hexdigest()
-            version = _served_version(
-                BOOTSTRAP_KEY + name, info, body_sha, served, force, conflicts
-            )
-            data = flyingvoice.render_lines([(flyingvoice.VERSION_KEY, str(version))]) + body
-            boots.append(BootstrapFile(name, models, data, version, info.commit, body_sha))
-        if conflicts:
-            raise VersionConflict(str(commit.id), state.floor, conflicts)
-        self._built = built
-        return Build(str(commit.id), inv, tuple(files), tuple(boots), state.floor)
-
-    def _build_device(
-        self,
-        inv: Inventory,
-        device: Device,
-        resolve: SecretResolver,
-        info: versioning.VersionInfo,
-        served: Served,
-        force: bool,
-        conflicts: list[Conflict],
-    ) -> list[DeviceFile]:
-        cfg = self.compile(inv, device, resolve)
-        body_sha = hashlib.sha256(flyingvoice.body(cfg)).hexdigest()
-        before = len(conflicts)
-        version = _served_version(device.mac, info, body_sha, served, force, conflicts)
-        if len(conflicts) > before:
-            return []
-        plain = render(cfg, version)
-        shown = flyingvoice.render(cfg, version, redact=True)
-        data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
-        out = [
-            DeviceFile(
-                device.mac,
-                cfg.file_name,
-                plain,
-                data,
-                version,
-                info.commit,
-                cfg.model,
-                redacted=shown,
-                body_sha256=body_sha,
-            )
-        ]
-        if cfg.previous is not None:
-            old_name, old_key = cfg.previous
-            out.append(
-                DeviceFile(
-                    device.mac,
-                    old_name,
-                    plain,
-                    _encrypt(cfg.cipher, plain, old_key, device.mac),
-                    version,
-                    info.commit,
-                    cfg.model,
-                    "previous",
-                    shown,
-                    body_sha,
-                )
-            )
-        return out
-
-
-# key -> (the highest version ever served under it, the sha256 of that file's body)
-Served = Mapping[str, tuple[int, str]]
-
-
-@dataclass(frozen=True)
-class Conflict:
-    key: str
-    computed: int  # the rule's number
-    served: int  # the highest number the roots already gave
-    same_content: bool
-
-
-class VersionConflict(GitprovError):
-    """The rule gives some device a number the roots already used (or passed): devices
-    would ignore the file. Raising version_floor continues the sequence."""
-
-    def __init__(self, commit: str, floor: int, conflicts: list[Conflict]) -> None:
-        need = floor + max(c.served - c.computed + (0 if c.same_content else 1) for c in conflicts)
-        worst = max(conflicts, key=lambda c: c.served - c.computed)
-        what = "the file" if worst.key.startswith(BOOTSTRAP_KEY) else "device"
-        super().__init__(
-            f"{commit[:12]} would give {len(conflicts)} file(s) a version the served roots "
-            f"already passed ({what} {worst.key.removeprefix(BOOTSTRAP_KEY)}: served "
-            f"{worst.served}, computed {worst.computed}); devices ignore a version that is "
-            "not higher than theirs, so nothing was published",
-            hint=f"set `version_floor: {need}` in gitprov.yaml (commit it) to continue the "
-            "sequence, or publish with --force to raise only these files' versions",
+        return self.builder.build(
+            str(commit.id),
+            loaded.inventory,
+            self.state(commit),
+            private_key,
+            served,
+            force=force,
+            progress=self.progress,
         )
-        self.floor_needed = need
-        self.conflicts = tuple(conflicts)
-
-
-def _served_version(
-    key: str,
-    info: versioning.VersionInfo,
-    body_sha: str,
-    served: Served,
-    force: bool,
-    conflicts: list[Conflict],
-) -> int:
-    """The rule's number, checked against what the roots already served."""
-    old = served.get(key)
-    if old is None:
-        return info.version
-    old_version, old_body = old
-    same = body_sha == old_body or not old_body
-    if info.version > old_version or (info.version == old_version and same):
-        return info.version
-    if not force:
-        conflicts.append(Conflict(key, info.version, old_version, same))
-        return info.version
-    # Forced: never lower, never the same number for new content.
-    return old_version if same else old_version + 1
-
-
-def _encrypt(cipher: Cipher, plain: bytes, key: str | None, mac: str) -> bytes:
-    if cipher.mode is Mode.NONE:
-        return cipher.encrypt(plain, "")
-    if key is None:
-        # Validation reports a missing key source; never fall back to plaintext.
-        raise GitprovError(
-            f"{mac}: no encryption key",
-            hint="set encryption.master_key in gitprov.yaml or key: on the device",
-        )
-    return cipher.encrypt(plain, key)
-
-
-def _check_key_pair(inv: Inventory, private_key: str) -> None:
-    """The commit's public_key must be the publisher's: a pull request that swaps in
-    another key still publishes (the old values open), but every secret sealed to it
-    from then on (`gitprov secrets set` reads public_key) is readable by that key's
-    holder and not by the publisher. Refused before anything is built."""
-    if inv.public_key is None:
-        return
-    try:
-        mine = public_key_of(private_key)
-    except SecretError as exc:
-        raise UsageError(exc.message, hint=exc.hint) from None
-    if mine != inv.public_key:
-        raise UsageError(
-            f"{inv.public_key_at}: public_key {inv.public_key} is not the public half of "
-            f"the private key given (that is {mine}); nothing was built",
-            hint="if the commit changed public_key, find out who and why: secrets sealed "
-            "to it are readable by its holder only; otherwise give the right private key",
-        )
-
-
-def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
-    cache: dict[str, str] = {}
-    paired: list[bool] = []  # the key pair is checked once, at the first secret
-
-    def resolve(name: str) -> str:
-        if name not in cache:
-            if private_key is None:
-                raise UsageError(
-                    f"secret {name!r} is needed to build device files",
-                    hint="give the repository private key: GITPROV_PRIVATE_KEY, "
-                    "GITPROV_PRIVATE_KEY_FILE or --private-key-file",
-                )
-            if not paired:
-                _check_key_pair(inv, private_key)
-                paired.append(True)
-            try:
-                value = unseal(private_key, name, inv.sealed[name])
-            except SecretError as exc:
-                raise UsageError(
-                    exc.message, hint=f"is this the private key of {SECRETS}.yaml's public_key?"
-                ) from None
-            # Validation cannot see inside a sealed value: GP108's check, here.
-            unsafe = flyingvoice.UNSAFE.search(value)
-            if unsafe is not None:
-                raise GitprovError(
-                    f"secret {name!r} holds {flyingvoice.describe(unsafe.group())} "
-                    "(the value is not shown)",
-                    hint=f"seal it again without it: gitprov secrets set {name}",
-                )
-            cache[name] = value
-        return cache[name]
-
-    return resolve

@@ -9,7 +9,7 @@ from typing import Any
 import pygit2
 import pytest
 
-from gitprov import pipeline as pipeline_mod
+from gitprov import builder as builder_mod
 from gitprov.catalog import load_catalog
 from gitprov.compile import DeviceConfig, compile_device
 from gitprov.errors import GitprovError
@@ -38,7 +38,7 @@ def test_second_build_compiles_only_the_changed_device(
         compiled.append(args[0].mac)
         return real(*args)
 
-    monkeypatch.setattr(pipeline_mod, "compile_device", counting)
+    monkeypatch.setattr(builder_mod, "compile_device", counting)
     p = Pipeline(example_repo.repo)
     first = p.build(head(example_repo), private_key)
     example_repo.commit({B: example_repo.files[B].replace(b"Meeting room", b"Board room")}, "x")
