@@ -55,8 +55,16 @@ def kind_of(path: str, inventory_dir: str) -> str | None:
     if rel == SECRETS_FILE:
         return SECRETS
     head, _, name = rel.partition("/")
-    if not name.endswith((".yaml", ".yml")) or "/" in name:
+    if not name.endswith((".yaml", ".yml")):
         return None
+    if "/" in name:
+        # Devices may sit in directories at any depth (devices/<site>/<mac>.yaml): a tree
+        # diff then skips every unchanged site by its tree id. Profiles and models stay
+        # flat, their file names are their names. A dot-directory is not read, as in the
+        # work tree (WorktreeSource skips it).
+        if head != "devices" or "/." in "/" + name.rpartition("/")[0]:
+            return None
+        return DEVICE
     return _KIND_BY_DIR.get(head)
 
 
@@ -121,11 +129,12 @@ def load_documents(
     if refs is None:
         refs = source.files()
     inventory_dir = source.inventory_dir
+    prefix = _prefix(inventory_dir)
     kinds = cache.kinds(inventory_dir)
     # The fleet settings first: they set the limits every other file is read within, and
     # are read within the defaults themselves (gitprov.limits).
     limits = DEFAULT
-    fleet_path = _prefix(inventory_dir) + FLEET_FILE
+    fleet_path = prefix + FLEET_FILE
     at = bisect.bisect_left(refs, fleet_path, key=lambda r: r.path)
     if at < len(refs) and refs[at].path == fleet_path:
         fleet_doc = cache.get(refs[at], source, fleet_file=True)[0]
@@ -153,7 +162,7 @@ def load_documents(
         except KeyError:
             kind = kinds[ref.path] = kind_of(ref.path, inventory_dir)
         if kind is None:
-            if not posixpath.basename(ref.path).startswith(".") and not ref.path.endswith(".md"):
+            if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):
                 problems.append(
                     warning(
                         ref.path,
@@ -161,8 +170,9 @@ def load_documents(
                         0,
                         "GP005",
                         "file is not part of the inventory and is ignored",
-                        "inventory files are gitprov.yaml, secrets.yaml and "
-                        "profiles/, models/, devices/*.yaml",
+                        "inventory files are gitprov.yaml, secrets.yaml, profiles/*.yaml, "
+                        "models/*.yaml and devices/**/*.yaml (devices in directories at "
+                        "any depth); .yml works too",
                     )
                 )
             continue
