@@ -67,7 +67,9 @@ class _Typed:
         if t == "bool":
             return {"type": ["boolean", "integer", "null"], "enum": [True, False, 0, 1, None]}
         if t in ("int", "port", "seconds"):
-            lo, hi = {"port": (1, 65535), "seconds": (0, 2**31 - 1)}.get(t, (self.min, self.max))
+            # A port's range is TCP's and UDP's; seconds count a wait (the overview: 0
+            # disables it), with no upper bound published. Other ranges: the catalog's.
+            lo, hi = {"port": (1, 65535), "seconds": (0, None)}.get(t, (self.min, self.max))
             s: dict[str, Any] = {"type": ["integer", "null"]}
             if lo is not None:
                 s["minimum"] = lo
@@ -226,11 +228,15 @@ def _common(entry: dict[str, Any], where: str) -> dict[str, Any]:
         raise GitprovError(f"{where}: unknown scope {scope!r}", hint="global or line")
     if t == "enum" and not entry.get("values"):
         raise GitprovError(f"{where}: an enum needs `values:`")
+    source = entry.get("source")
+    if not isinstance(source, str) or not source.strip():
+        # A type, a range or a key nobody can trace back is how wrong facts get in.
+        raise GitprovError(f"{where}: no `source:`", hint="say where the parameter is named")
     return {
         "type": t,
         "scope": scope,
         "description": " ".join(str(entry.get("description", "")).split()),
-        "source": entry.get("source", ""),
+        "source": " ".join(source.split()),
         "default": entry.get("default"),
         "min": entry.get("min"),
         "max": entry.get("max"),

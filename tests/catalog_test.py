@@ -138,9 +138,11 @@ def test_lookups(catalog: Catalog) -> None:
         ("sip.server", ["sip.example.net", "192.168.10.200"], ["sip example", "-x.example", 5]),
         ("network.ip_address", ["192.168.10.207"], ["256.1.1.1", "1.2.3", "a.b.c.d"]),
         ("call.dnd", [True, False, 0, 1, None], [2, "yes", "true"]),
-        ("network.ip_mode", [0, 2], [-1, 3]),
-        ("provision.resync_periodic", [0, 86400], [-1, 2**31]),
-        ("provision.upgrade_rule", ["http://x/y.bin", ""], [7, "x" * 512]),
+        # No source states a range for the IP mode (the overview's example writes 0).
+        ("network.ip_mode", [0, 2, 3, 17], ["0", True, 1.5]),
+        # The overview: 0 disables; no upper bound is published.
+        ("provision.resync_periodic", [0, 86400, 2**31], [-1, "3600", True]),
+        ("provision.upgrade_rule", ["http://x/y.bin", "", "x" * 512], [7]),
     ],
 )
 def test_value_schemas(catalog: Catalog, name: str, good: list[object], bad: list[object]) -> None:
@@ -156,16 +158,23 @@ def test_value_schemas(catalog: Catalog, name: str, good: list[object], bad: lis
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("params: [{key: DBID_X, name: x, type: float}]", "unknown type 'float'"),
-        ("params: [{key: DBID_X, name: x, type: int, scope: fleet}]", "unknown scope"),
-        ("params: [{key: DBID_X, name: x, type: enum}]", "an enum needs"),
-        ("params: [{key: DBID_X, name: x, type: int, scope: line}]", "per-line names"),
-        ("params: [{key: null, name: x, type: int}]", "not a DBID key"),
-        ("params: [{key: DBID_X, name: x, type: int}, {key: DBID_X, name: y, type: int}]",
+        ("params: [{key: DBID_X, name: x, type: float, source: s}]", "unknown type 'float'"),
+        ("params: [{key: DBID_X, name: x, type: int, scope: fleet, source: s}]",
+         "unknown scope"),
+        ("params: [{key: DBID_X, name: x, type: enum, source: s}]", "an enum needs"),
+        ("params: [{key: DBID_X, name: x, type: int, scope: line, source: s}]",
+         "per-line names"),
+        ("params: [{key: null, name: x, type: int, source: s}]", "not a DBID key"),
+        ("params: [{key: DBID_X, name: x, type: int, source: s}, "
+         "{key: DBID_X, name: y, type: int, source: s}]",
          "duplicate parameter key"),
-        ("params: []\nunpublished: [{key: DBID_X, name: x, type: int}]", "has no key"),
-        ("params: [{key: DBID_X, name: x, type: int}]\nunpublished: [{name: x, type: int}]",
+        ("params: []\nunpublished: [{key: DBID_X, name: x, type: int, source: s}]",
+         "has no key"),
+        ("params: [{key: DBID_X, name: x, type: int, source: s}]\n"
+         "unpublished: [{name: x, type: int, source: s}]",
          "duplicate parameter name"),
+        ("params: [{key: DBID_X, name: x, type: int}]", "no `source:`"),
+        ("params: []\nunpublished: [{name: x, type: int, source: ' '}]", "no `source:`"),
     ],
 )  # fmt: skip
 def test_a_broken_catalog_is_refused(tmp_path: Path, entry: str, message: str) -> None:
@@ -173,3 +182,24 @@ def test_a_broken_catalog_is_refused(tmp_path: Path, entry: str, message: str) -
     path.write_text(entry + "\n")
     with pytest.raises(GitprovError, match=message):
         load_catalog(path)
+
+
+def test_every_entry_says_where_it_comes_from(catalog: Catalog) -> None:
+    entries: list[Param | Unpublished] = [*catalog.params, *catalog.unpublished]
+    for e in entries:
+        assert e.source == "overview" or e.source.startswith("protocol-notes: "), e.name
+    # The nine names the overview does not have are marked as such, not as the overview's.
+    assert {p.key for p in catalog.params if p.source != "overview"} == set(NOTES)
+
+
+def test_no_range_or_enum_that_no_source_states(catalog: Catalog) -> None:
+    # Neither reference states a range, a length or a set of values for any parameter
+    # (the overview's IP mode example writes 0; nothing says 0-2). A limit added here must
+    # come with the sentence that states it.
+    entries: list[Param | Unpublished] = [*catalog.params, *catalog.unpublished]
+    limited = {
+        e.name: (e.min, e.max, e.max_length, e.values)
+        for e in entries
+        if (e.min, e.max, e.max_length, e.values) != (None, None, None, ())
+    }
+    assert limited == {}
