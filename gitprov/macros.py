@@ -1,7 +1,7 @@
 """Device-side macro expansion, as the Flying Voice firmware does it in rules and `--key`.
 
-Reference: the vendor overview, section 3 "Macro expansion", and the SPA provisioning
-model it copies (`shared/reference/protocol-notes.md`).
+Reference: the vendor's Auto-Provision Overview, section 3 "Macro expansion", and the
+SPA provisioning model it copies (its macro names are in `KNOWN`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,13 @@ _SPA_STATE = frozenset(
 KNOWN: frozenset[str] = _OVERVIEW | _SPA_GENERAL_PURPOSE | _SPA_SECRETS | _SPA_STATE
 """Every macro name the device recognises (the overview's plus the SPA family's)."""
 
-# ASCII only: the firmware is C, where "alphanumeric" means isalnum() in the C locale.
-_BARE_NAME = re.compile(r"[A-Za-z0-9_]+")
-_PAREN_FORM = re.compile(r"\(([A-Za-z0-9_]+)(?::([0-9]+)(?::([0-9]+))?)?\)")
+# A name is letters and digits only: the overview, section 3, "If the variable name is
+# immediately followed by an alphanumeric character, enclose the variable name in
+# parentheses" -- so a name ends at the first character that is not alphanumeric, and
+# `$MA_x.conf` is $MA followed by `_x.conf`. ASCII only: the firmware is C, where
+# "alphanumeric" means isalnum() in the C locale.
+_BARE_NAME = re.compile(r"[A-Za-z0-9]+")
+_PAREN_FORM = re.compile(r"\(([A-Za-z0-9]+)(?::([0-9]+)(?::([0-9]+))?)?\)")
 # How far a malformed `$(` reaches, only so that it can be quoted back to the user; a
 # macro never spans a path segment, whitespace or another macro.
 _MALFORMED_REACH = re.compile(r"\([^)$/\s]*\)?")
@@ -115,10 +119,14 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
     """Expand the macros of `text` with `variables`, the way the device does.
 
     - `$$` is a literal `$`.
-    - `$NAME`: NAME is the *longest* run of ASCII letters, digits and `_` after the `$`,
-      and it expands only if that whole run is a key of `variables`. So `$MAU.cfg`
-      expands but `$MAUconfig` and `$MA_1` do not: that is why the overview says to
-      write `$(MAU)config` when a letter or digit follows. Names are case-sensitive.
+    - `$NAME`: NAME is the *longest* run of ASCII letters and digits after the `$`, and
+      it expands only if that whole run is a key of `variables`. So `$MAU.cfg` and
+      `$MA_1.cfg` expand (the name ends at `.` and at `_`) but `$MAUconfig` and `$MA1`
+      do not: "If the variable name is immediately followed by an alphanumeric
+      character, enclose the variable name in parentheses" (the overview, section 3),
+      hence `$(MAU)config`. Names are case-sensitive.
+    - `$(NAME)` holds letters and digits only, like `$NAME`; anything else between the
+      parentheses (`$(MA_X)`, `$( MAU )`) is a malformed form.
     - `$(NAME)`, `$(NAME:p)` (from offset p to the end) and `$(NAME:p:q)` (q characters
       from offset p), 0-based; an offset past the end gives "" and a length past the end
       is cut short.

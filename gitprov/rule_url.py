@@ -1,10 +1,12 @@
 """Profile Rule and Upgrade Rule strings: `[options] [scheme://][server[:port]]/path`.
 
-Reference: the vendor overview, sections 2.2 and 4.4, and "Profile Rule / Upgrade Rule
-URLs" in `shared/reference/protocol-notes.md`. Only the overview's single-URL form
+Reference: the vendor's Auto-Provision Overview, sections 2.2 and 4.4, and the SPA
+provisioning model's rule syntax it copies. Only the overview's single-URL form
 is accepted; the SPA scripting extras are refused with a message, because Flying Voice
 firmware is not documented to run them and a device that ignores half a rule fails
-silently in the field.
+silently in the field. Macros in the path and in `--key` are kept as written here; where
+a name ends and what it expands to is `gitprov.macros`'s one tokenizer, which validation
+(GP111), the compiler and the device emulator share.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import string
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +26,7 @@ DEVICE = {
     "SWVER": "v3.3.8",
     "HWVER": "v1.0.1",
 }
+_NAMES = st.sampled_from(sorted(DEVICE))
 
 
 @pytest.mark.parametrize(
@@ -68,9 +71,8 @@ def test_reference_examples(text: str, expected: str) -> None:
     [
         ("", ""),
         ("no macros here", "no macros here"),
-        # The longest run of name characters is the name.
+        # The longest run of letters and digits is the name.
         ("$MAUconfig.cfg", "$MAUconfig.cfg"),
-        ("$MA_1.cfg", "$MA_1.cfg"),
         ("$MA1", "$MA1"),
         ("$MA-1", "0021f2011b19-1"),
         ("$MA.$MAU", "0021f2011b19.0021F2011B19"),
@@ -78,6 +80,9 @@ def test_reference_examples(text: str, expected: str) -> None:
         # Names are case-sensitive.
         ("$mau", "$mau"),
         ("$(mau)", "$(mau)"),
+        # `_` is not alphanumeric: a name never holds one, in either form.
+        ("$(MA_X)", "$(MA_X)"),
+        ("$(MA_X:1)", "$(MA_X:1)"),
         # Unknown names keep their written form, parentheses and substring included.
         ("$(STRANGE)", "$(STRANGE)"),
         ("$(STRANGE:1:2)x", "$(STRANGE:1:2)x"),
@@ -122,6 +127,46 @@ def test_reference_examples(text: str, expected: str) -> None:
 )
 def test_edge_cases(text: str, expected: str) -> None:
     assert expand(text, DEVICE) == expected
+
+
+# The overview, section 3: "If the variable name is immediately followed by an
+# alphanumeric character, enclose the variable name in parentheses". So a name ends at the
+# first character that is not a letter or a digit, and `_` is not one.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$MA_x.conf", "0021f2011b19_x.conf"),
+        ("$MA_1.cfg", "0021f2011b19_1.cfg"),
+        ("fv$MAU_cfg", "fv0021F2011B19_cfg"),
+        ("$PN_$SN", "G502_E3C08109000051"),
+        ("$MA__", "0021f2011b19__"),
+        ("$(MA)_x.conf", "0021f2011b19_x.conf"),
+        # Followed by a letter or a digit, the name runs on: parentheses are needed.
+        ("$MAx.conf", "$MAx.conf"),
+        ("$MA1_x.conf", "$MA1_x.conf"),
+        ("$(MA)x.conf", "0021f2011b19x.conf"),
+        # Every other ASCII punctuation ends a name too.
+        *((f"$MA{c}", f"0021f2011b19{c}") for c in string.punctuation.replace("$", "")),
+    ],
+)
+def test_a_name_ends_at_the_first_character_that_is_not_alphanumeric(
+    text: str, expected: str
+) -> None:
+    assert expand(text, DEVICE) == expected
+
+
+@given(_NAMES, st.text(min_size=1).filter(lambda t: "$" not in t))
+def test_a_name_followed_by_a_non_alphanumeric_expands(name: str, rest: str) -> None:
+    if rest[0].isascii() and rest[0].isalnum():
+        rest = "_" + rest
+    assert expand(f"${name}{rest}", DEVICE) == DEVICE[name] + rest
+
+
+def test_underscores_are_not_unknown_names() -> None:
+    # GP111 reads these: `$MA_x` is a known name and a literal `_x`, nothing to report.
+    assert unknown_names("fv$MA_x.conf", DEVICE) == []
+    assert unknown_names("fv$MAx_1.conf", DEVICE) == [(2, "MAx")]
+    assert malformed_references("fv$(MA_X).conf") == [(2, "$(MA_X)")]
 
 
 def test_a_value_is_never_expanded_again() -> None:
@@ -221,7 +266,6 @@ def test_normalise_mac_refuses(text: str) -> None:
     assert normalise_mac(text) is None
 
 
-_NAMES = st.sampled_from(sorted(DEVICE))
 _VALUES = st.text()
 
 

@@ -245,6 +245,11 @@ def test_gp111_unknown_macro_warns() -> None:
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA)-$IP")}, (2, 12))
     check("GP111", {fleet: FLEET.replace("example.com", "example.com/$STRANGE")}, (4, 8))
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MAU:4)-$SN$$")})
+    # A name ends at the first character that is not a letter or a digit (the overview,
+    # section 3): `$MA_x` is $MA and `_x`; `$MAx` is the unknown name MAx.
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$MA_x")})
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$MAx")}, (2, 12))
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA_X)")}, (2, 12))
 
 
 def test_gp112_device_file_name_warns() -> None:
