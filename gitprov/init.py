@@ -99,7 +99,11 @@ devices download. Change them in a pull request; what merges to main is publishe
 - `inventory/gitprov.yaml`: fleet settings (where files are published, encryption).
 - `inventory/models/`: one file per device model.
 - `inventory/profiles/`: named parameter sets; `extends:` another profile.
-- `inventory/devices/`: one file per device (`mac`, `model`, `profile`, `lines`).
+- `inventory/devices/`: one file per device (`mac`, `model`, `profile`, `lines`), named
+  by its MAC (`0021f2011b19.yaml`); flat, or grouped in directories at any depth
+  (`devices/paris/floor-2/0021f2011b19.yaml`), as suits the fleet: grouped by site, a
+  large fleet keeps each directory small, and git compares unchanged sites by one id.
+  The served file names do not change.
 - `inventory/secrets.yaml`: values sealed to the public key
   (`gitprov secrets set NAME`); only the publisher's private key opens them.
 """
@@ -376,14 +380,16 @@ def init_inventory(
             {
                 "yaml.customTags": ["!secret scalar"],
                 # Exactly the files gitprov reads (inventory.kind_of): .yaml or .yml, right
-                # in their directory; one in a subdirectory is ignored (GP005), so no schema.
+                # in models/ and profiles/ (one in a subdirectory is ignored, GP005, so no
+                # schema), in devices/ at any depth (devices/<site>/<mac>.yaml); a dot-
+                # directory neither (the globs match no dot-directory either).
                 "yaml.schemas": {
                     f"schemas/{kind}.schema.json": [f"inventory/{glob}" for glob in globs]
                     for kind, globs in (
                         ("fleet", ["gitprov.yaml"]),
                         ("model", ["models/*.yaml", "models/*.yml"]),
                         ("profile", ["profiles/*.yaml", "profiles/*.yml"]),
-                        ("device", ["devices/*.yaml", "devices/*.yml"]),
+                        ("device", ["devices/**/*.yaml", "devices/**/*.yml"]),
                         ("secrets", ["secrets.yaml"]),
                     )
                 },
@@ -415,4 +421,3 @@ def init_inventory(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return Initialized(top, tuple(sorted(files)), public, key_path)
-

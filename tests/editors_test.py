@@ -224,10 +224,19 @@ def test_profiles_models_and_yml_files_get_their_schemas(top: Path) -> None:
         device = server.diagnostics(
             server.open(inventory / "devices" / "0021f2aabb02.yml", BAD_DEVICE)
         )
-        # gitprov ignores a file in a subdirectory of devices/ (GP005): no schema either.
-        ignored = server.diagnostics(
-            server.open(inventory / "devices" / "old" / "0021f2aabb03.yaml", BAD_DEVICE)
+        # Devices may sit in directories at any depth: their files get the schema too.
+        nested = server.diagnostics(
+            server.open(inventory / "devices" / "eu" / "paris" / "0021f2aabb03.yml", BAD_DEVICE)
         )
+        # gitprov ignores a profile in a subdirectory (GP005) and any file in a
+        # dot-directory: no schema either.
+        ignored = [
+            server.diagnostics(server.open(path, BAD_DEVICE))
+            for path in (
+                inventory / "profiles" / "old" / "desk.yaml",
+                inventory / "devices" / ".old" / "0021f2aabb04.yaml",
+            )
+        ]
     assert good == []
     assert located(profile) == [
         (2, 'Incorrect type. Expected "string".'),
@@ -244,7 +253,8 @@ def test_profiles_models_and_yml_files_get_their_schemas(top: Path) -> None:
         ),
     ]
     assert {n for n, _ in located(device)} == {1, 3, 5, 6}
-    assert ignored == []
+    assert located(nested) == located(device)
+    assert ignored == [[], []]
 
 
 def test_completion_offers_the_keys_of_a_device_file(top: Path) -> None:

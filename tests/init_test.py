@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import subprocess
@@ -114,3 +115,33 @@ def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
     if case == "key exists":
         assert key.read_text() == "keep me\n"
     assert not (top / "inventory" / "gitprov.yaml").exists()
+
+
+def test_devices_may_be_grouped_in_directories_of_a_new_inventory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = tmp_path / "fleet"
+    argv = ["init", str(top), "--private-key-out", str(tmp_path / "k"), "--no-workflows"]
+    assert main(argv) == 0
+    assert "SITE/MAC.yaml" in capsys.readouterr().out
+    assert "devices/paris/floor-2/0021f2011b19.yaml" in (top / "README.md").read_text()
+    flat = DEVICE.replace("    password: !secret sip_4001\n", "")
+    site = top / "inventory" / "devices" / "paris" / "floor-2"
+    site.mkdir(parents=True)
+    (site / "0021f2aabb01.yaml").write_text(flat)
+    (top / "inventory" / "devices" / "0021f2aabb02.yaml").write_text(
+        flat.replace("bb:01", "bb:02").replace("4001", "4002")
+    )
+    assert main(["--repo", str(top), "validate", "--worktree", "--format", "json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert problems == []
+    assert main(["--repo", str(top), "versions", "--rev", "HEAD"]) == 2  # no commit yet
+    capsys.readouterr()
+    git(top, "add", "-A")
+    git(top, "commit", "-q", "-m", "two devices, one by site")
+    assert main(["--repo", str(top), "versions", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["mac"], r["version"]) for r in rows] == [
+        ("0021f2aabb01", 1001),
+        ("0021f2aabb02", 1001),
+    ]

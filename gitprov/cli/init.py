@@ -97,7 +97,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     out.data(f"private key: {done.private_key_file} (mode 600; give it to the publisher only)")
     out.info(f"public key: {done.public_key}")
     out.info(
-        "next: gitprov validate --worktree; add devices under inventory/devices/; "
+        "next: gitprov validate --worktree; add devices under inventory/devices/ "
+        "(MAC.yaml, or SITE/MAC.yaml at any depth); "
         f"then git add -A && git commit (publish with GITPROV_PRIVATE_KEY_FILE={key})"
     )
     return 0
