@@ -13,11 +13,11 @@ Passes:  the second device uses `account: "2002"`, or another `sip.server`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE
-from gitprov.rules import Found, RuleContext, effective, effective_line, get
+from gitprov.rules import RuleContext, effective, effective_line, get
 from gitprov.rules._facts import Member
 from gitprov.yamldoc import Document
 
@@ -30,13 +30,16 @@ _MAX_LINES = 16
 Registration = tuple[str, str]  # ("server:port", account)
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    """An enabled line of a device, with the account it registers."""
+class _Line(NamedTuple):
+    """An enabled line of a device, with the account it registers and where that is
+    written (a plain tuple: indexes are kept on disk between processes)."""
 
     device: str  # path
     slot: int
-    account: Found
+    file: str  # the file that sets the account (the device, or a layer it inherits)
+    path: tuple[str | int, ...]  # the account's node in that file
+    line: int
+    col: int
 
 
 def _names(ctx: RuleContext, key: str) -> tuple[str, ...]:
@@ -72,17 +75,16 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     clashes.sort(key=lambda c: c[0])
     reported: set[tuple[str, tuple[str | int, ...]]] = set()
     for _, (where, account), line, first in clashes:
-        origin = (line.account.doc.path, line.account.path)
+        origin = (line.file, line.path)
         if origin in reported:
             continue
         reported.add(origin)
-        row, col = line.account.pos()
-        via = "" if line.account.doc.path == line.device else f" (for {line.device})"
+        via = "" if line.file == line.device else f" (for {line.device})"
         by = "this device" if first.device == line.device else first.device
         yield error(
-            line.account.doc.path,
-            row,
-            col,
+            line.file,
+            line.line,
+            line.col,
             CODE,
             f"SIP account {account!r} on {where}{via} is already registered by "
             f"{by}, line {first.slot + 1}",
@@ -117,5 +119,7 @@ def _registrations(
         account = effective_line(layers, account_names, slot)
         if account is None or not isinstance(account.value, str) or not account.value:
             continue
-        out.append(((where, account.value), _Line(device.path, slot, account)))
+        at = account.pos()
+        line = _Line(device.path, slot, account.doc.path, account.path, *at)
+        out.append(((where, account.value), line))
     return tuple(out)

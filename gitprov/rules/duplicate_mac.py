@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, error_at
+from gitprov.rules import RuleContext
 from gitprov.yamldoc import Document
 
 CODE = "GP101"
@@ -18,19 +18,22 @@ NAME = "duplicate-mac"
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
-    def entries(doc: Document) -> Iterator[tuple[str, Document]]:
+    # Entries are plain facts (the MAC's line and column), never the document: an index
+    # is kept on disk between processes (gitprov.checkcache).
+    def entries(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
         mac = ctx.mac_of(doc)
         if mac is not None:
-            yield mac, doc
+            yield mac, doc.pos(("mac",))
 
     index = ctx.index(NAME, (DEVICE,), (), entries)
     for mac in index.shared:
-        (_, other), *rest = index.members(mac)
-        for _, doc in rest:
-            yield error_at(
-                doc,
-                ("mac",),
+        ((other, _), (other_line, _)), *rest = index.members(mac)
+        for (path, _), (line, col) in rest:
+            yield error(
+                path,
+                line,
+                col,
                 CODE,
-                f"MAC {mac} is also used by {other.path}:{other.pos(('mac',))[0]}",
+                f"MAC {mac} is also used by {other}:{other_line}",
                 "each device has exactly one file; remove or fix one of them",
             )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules import RuleContext, get
 from gitprov.yamldoc import Document
 
 CODE = "GP106"
@@ -31,29 +31,29 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if isinstance(fw, str):
             taken[fw] = m
 
-    def published(doc: Document) -> Iterator[tuple[str, Document]]:
+    def published(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
         named = ctx.file_name_of(doc)
         if named is not None:
-            yield named[1], doc
+            yield named[1], doc.pos(("mac",))
 
     index = ctx.index(NAME, (DEVICE,), ctx.file_name_env, published)
     for name, model in taken.items():
-        for _, doc in index.members(name):
-            yield _clash(doc, name, model)
+        for (path, _), at in index.members(name):
+            yield _clash(path, at, name, model.path)
     # Otherwise the first device to publish a name keeps it.
     for name in index.shared:
         if name in taken:
             continue
-        (_, first), *rest = index.members(name)
-        for _, doc in rest:
-            yield _clash(doc, name, first)
+        ((first, _), _), *rest = index.members(name)
+        for (path, _), at in rest:
+            yield _clash(path, at, name, first)
 
 
-def _clash(doc: Document, name: str, other: Document) -> Problem:
-    return error_at(
-        doc,
-        ("mac",),
+def _clash(path: str, at: tuple[int, int], name: str, other: str) -> Problem:
+    return error(
+        path,
+        *at,
         CODE,
-        f"publishes to {name!r}, which {other.path} publishes too",
+        f"publishes to {name!r}, which {other} publishes too",
         "make the fleet's file_name unique per device (include $(MA))",
     )

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE
 from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules._facts import Member
 from gitprov.yamldoc import Document
 
 CODE = "GP118"
@@ -29,10 +30,13 @@ def _setting(enc: Any, name: str) -> Any:
     return enc.get(name) if isinstance(enc, dict) else None
 
 
-def _model_and_key(device: Document) -> Iterator[tuple[tuple[str | None, bool], Document]]:
-    """(model name, has a key of its own)."""
+def _model_and_key(
+    device: Document,
+) -> Iterator[tuple[tuple[str | None, bool], tuple[int, int]]]:
+    """(model name, has a key of its own) -> where the device's file starts."""
     model = get(device.data, "model")
-    yield (model if isinstance(model, str) else None, get(device.data, "key") is not None), device
+    has_key = get(device.data, "key") is not None
+    yield (model if isinstance(model, str) else None, has_key), device.pos(())
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
@@ -40,7 +44,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     if fleet is None:
         return
     fleet_enc = get(fleet.data, "encryption")
-    keyless: list[Document] = []
+    keyless: list[tuple[Member, tuple[int, int]]] = []
     needing = 0
     index = ctx.index(NAME, (DEVICE,), (), _model_and_key)
     for name, has_key in list(index.keys()):
@@ -52,7 +56,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         needing += index.count((name, has_key))
         master = _setting(model_enc, "master_key") or _setting(fleet_enc, "master_key")
         if master is None and not has_key:
-            keyless.extend(index.values((name, has_key)))
+            keyless.extend(index.members((name, has_key)))
     if not keyless:
         return
     if len(keyless) == needing and needing > 1:
@@ -66,10 +70,11 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             "from it), or set `mode: none` to publish plaintext on purpose",
         )
         return
-    for device in keyless:
-        yield error_at(
-            device,
-            (),
+    for (file, _), (line, col) in sorted(keyless):
+        yield error(
+            file,
+            line,
+            col,
             CODE,
             "this device's file is encrypted, but it has no key and there is no master_key",
             "add `key: !secret NAME` to the device, or `master_key:` under encryption",

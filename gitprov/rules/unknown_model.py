@@ -9,19 +9,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE, MODEL
-from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules import RuleContext, get
 from gitprov.yamldoc import Document
 
 CODE = "GP102"
 NAME = "unknown-model"
 
 
-def _model(doc: Document) -> Iterator[tuple[str, Document]]:
+def _model(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
     model = get(doc.data, "model")
     if isinstance(model, str):
-        yield model, doc
+        yield model, doc.pos(("model",))
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
@@ -34,5 +34,5 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             if close
             else (f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml")
         )
-        for doc in index.values(model):
-            yield error_at(doc, ("model",), CODE, f"unknown model {model!r}", hint)
+        for (path, _), (line, col) in index.members(model):
+            yield error(path, line, col, CODE, f"unknown model {model!r}", hint)

@@ -9,36 +9,38 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE, PROFILE
-from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules import RuleContext, get
 from gitprov.yamldoc import Document
 
 CODE = "GP103"
 NAME = "unknown-profile"
 
 
-def _profile(doc: Document) -> Iterator[tuple[str, Document]]:
+def _profile(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
     name = get(doc.data, "profile")
     if isinstance(name, str):
-        yield name, doc
+        yield name, doc.pos(("profile",))
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
     names = ctx.names(PROFILE)
     index = ctx.index(NAME, (DEVICE,), (), _profile)
     unknown = [
-        (doc, "profile", name) for name in index.keys_not_in(names) for doc in index.values(name)
+        (path, at, name)
+        for name in index.keys_not_in(names)
+        for (path, _), at in index.members(name)
     ]
     for doc in ctx.profiles:
         name = get(doc.data, "extends")
         if isinstance(name, str) and name not in names:
-            unknown.append((doc, "extends", name))
-    for doc, key, name in unknown:
+            unknown.append((doc.path, doc.pos(("extends",)), name))
+    for path, (line, col), name in unknown:
         close = difflib.get_close_matches(name, sorted(names), n=1)
         hint = (
             f"did you mean {close[0]!r}?"
             if close
             else (f"known profiles: {', '.join(sorted(names)) or 'none'}; add profiles/{name}.yaml")
         )
-        yield error_at(doc, (key,), CODE, f"unknown profile {name!r}", hint)
+        yield error(path, line, col, CODE, f"unknown profile {name!r}", hint)

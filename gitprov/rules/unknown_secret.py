@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem
-from gitprov.rules import RuleContext, error_at, get
-from gitprov.yamldoc import Document, Path_, SecretRef, leaves
+from gitprov.errors import Problem, error
+from gitprov.rules import RuleContext, get
+from gitprov.yamldoc import Document, SecretRef, leaves
 
 CODE = "GP115"
 NAME = "unknown-secret"
 
 
-def _uses(doc: Document) -> Iterator[tuple[str, tuple[Document, Path_]]]:
+def _uses(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
     for path, value in leaves(doc.data):
         if isinstance(value, SecretRef):
-            yield value.name, (doc, path)
+            yield value.name, doc.pos(path)
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
@@ -30,10 +30,11 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             known.update(sealed)
     index = ctx.index(NAME, None, (), _uses)
     for name in index.keys_not_in(known):
-        for doc, path in index.values(name):
-            yield error_at(
-                doc,
+        for (path, _), (line, col) in index.members(name):
+            yield error(
                 path,
+                line,
+                col,
                 CODE,
                 f"unknown secret {name!r}",
                 f"add it with `gitprov secrets set {name}` (it is sealed into secrets.yaml)",
