@@ -415,6 +415,33 @@ def test_devices_that_exist_are_skipped_unless_forced(fleet: Fleet, tmp_path: Pa
     assert fleet.cli("validate", "--worktree") == 0
 
 
+def test_a_device_grouped_in_a_directory_is_found_and_replaced_where_it_is(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """New devices are written flat; one that exists in devices/<site>/ is the same
+    device: skipped naming its file, or replaced there with --force (never a second file
+    for its MAC)."""
+    root = small(tmp_path / "old")
+    import_conf(Session(fleet.top), ConfOptions(root, model="IP542N"))
+    devices = fleet.inventory / "devices"
+    assert sorted(p.name for p in devices.glob("*.yaml")) == [f"{m}.yaml" for m in MACS]
+    site = devices / "paris"
+    site.mkdir()
+    (devices / f"{MACS[0]}.yaml").rename(site / f"{MACS[0]}.yaml")
+    again = import_conf(Session(fleet.top), ConfOptions(root, model="IP542N"))
+    assert (again.files[0].action, again.files[0].detail) == (
+        "skipped",
+        f"inventory/devices/paris/{MACS[0]}.yaml exists (--force replaces it)",
+    )
+    forced = import_conf(
+        Session(fleet.top), ConfOptions(root, model="IP542N", force=True, prefix="b2")
+    )
+    assert [f.action for f in forced.files] == ["replaced"] * 3
+    assert f"inventory/devices/paris/{MACS[0]}.yaml" in forced.written
+    assert not (devices / f"{MACS[0]}.yaml").exists()
+    assert fleet.cli("validate", "--worktree") == 0
+
+
 def test_devices_whose_old_rule_points_elsewhere_are_warned_about(
     fleet: Fleet, tmp_path: Path
 ) -> None:
