@@ -25,10 +25,9 @@ import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher as _AesCipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gitprov.errors import GitprovError
 from gitprov.macros import normalise_mac
@@ -118,12 +117,12 @@ class Cipher:
         if self.mode is Mode.NONE:
             return payload
         key_bytes = _key_bytes(key)
-        salt = derived_salt(payload, key)
+        salt = hmac.digest(key_bytes, payload, "sha256")[:SALT_LEN]  # derived_salt
         aes_key, iv = self._key_iv(key_bytes, salt)
-        padder = padding.PKCS7(128).padder()
-        padded = padder.update(payload) + padder.finalize()
+        # PKCS#7 by hand: the padder object costs more than the AES of a device file.
+        fill = _BLOCK - len(payload) % _BLOCK
         enc = _AesCipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
-        return MAGIC + salt + enc.update(padded) + enc.finalize()
+        return MAGIC + salt + enc.update(payload + bytes((fill,)) * fill) + enc.finalize()
 
     def decrypt(self, data: bytes, key: str, *, expect_derived_salt: bool = False) -> bytes:
         """Decrypt what `encrypt` (or `openssl enc` with the same settings) produced.
@@ -220,13 +219,29 @@ def derive_device_key(master: str, mac: str, *, length: int = 24) -> str:
             hint=f"{_MIN_DEVICE_KEY_LEN} base32 characters are 80 bits",
         )
     info = _mac12(mac).encode("ascii")
-    okm = HKDF(
-        algorithm=hashes.SHA256(),
-        length=(length * 5 + 7) // 8,
-        salt=DEVICE_KEY_SALT,
-        info=info,
-    ).derive(master.encode("utf-8"))
+    okm = _hkdf_expand(_hkdf_extract(master.encode("utf-8")), info, (length * 5 + 7) // 8)
     return base64.b32encode(okm).decode("ascii").rstrip("=").lower()[:length]
+
+
+# RFC 5869 in two steps, because the first depends on the master secret alone: a fleet's
+# devices share one master, so its pseudo-random key is computed once instead of once per
+# device (HKDF objects cost ~20 us each, one HMAC ~1 us). The cache holds derived keys
+# keyed by the master, which lives as long in the resolver that handed it over; nothing
+# here is ever in a repr or message. Bounded: masters are few (current and previous).
+@functools.lru_cache(maxsize=64)
+def _hkdf_extract(master: bytes) -> bytes:
+    return hmac.digest(DEVICE_KEY_SALT, master, "sha256")
+
+
+def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes((counter,)), "sha256")
+        out += block
+        counter += 1
+    return out[:length]
 
 
 def _mac12(mac: str) -> str:

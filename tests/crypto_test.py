@@ -290,3 +290,20 @@ def test_derive_device_key_rejects_bad_input() -> None:
         derive_device_key("", "0021f2011b19")
     with pytest.raises(GitprovError):
         derive_device_key("m", "0021f2011b19", length=8)
+
+
+def test_derive_device_key_is_cryptography_hkdf_at_every_length() -> None:
+    # The PRK is cached per master: a second master, and the first again, must not mix.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    for master in ("fleet master secret", "another master", "fleet master secret", "ü" * 99):
+        for length in (16, 24, 51, 52, 103, 128):
+            okm = HKDF(
+                algorithm=hashes.SHA256(),
+                length=(length * 5 + 7) // 8,
+                salt=b"gitprov device key v1",
+                info=b"0021f2011b19",
+            ).derive(master.encode())
+            want = base64.b32encode(okm).decode().rstrip("=").lower()[:length]
+            assert derive_device_key(master, "00:21:f2:01:1b:19", length=length) == want
