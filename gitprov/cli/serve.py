@@ -156,7 +156,11 @@ def register(sub: Subparsers) -> None:
         "nothing new (with --until-stable: ended unchanged), else 1.",
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
-    p.add_argument("--url", help="the Profile Rule, e.g. http://HOST:PORT/fv$(MA).conf")
+    p.add_argument(
+        "--url",
+        help="the Profile Rule, e.g. http://HOST:PORT/fv$(MA).conf; without --option66 the "
+        "device has option 66 disabled (with it enabled the Profile Rule has no effect)",
+    )
     p.add_argument("--key", help="decryption passphrase: the rule becomes [--key KEY]URL")
     p.add_argument(
         "--mode",
@@ -195,6 +199,15 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--cacert", help="CA certificates (PEM) to trust for https")
     p.add_argument("--cert", help="client certificate (PEM) for https")
     p.add_argument("--cert-key", help="client certificate's private key (PEM)")
+    p.add_argument(
+        "--setting-key",
+        action="append",
+        default=[],
+        metavar="NAME=DBID_KEY",
+        help="the DBID key the device stores a setting under, e.g. "
+        "resync_periodic=DBID_RESYNC_PERIODIC (repeatable; the vendor publishes only "
+        "option 66's: docs/device-checklist.md)",
+    )
     add_format(p)
 
 
@@ -381,6 +394,7 @@ def run_probe(args: argparse.Namespace, out: Output) -> int:
             cacert=args.cacert,
             cert=args.cert,
             cert_key=args.cert_key,
+            setting_keys=tuple(args.setting_key),
         )
     )
     if args.format == "json":

@@ -40,6 +40,7 @@ from gitprov.tools.device import (
     HttpFetcher,
     MultiFetcher,
     ParamFileError,
+    SettingKeys,
     TftpFetcher,
     display_url,
     load_state,
@@ -229,7 +230,11 @@ def test_option66_bootstrap_then_profile_rule_until_stable(servers: Servers) -> 
     ]
 
 
-def test_option66_enabled_but_not_given_uses_the_profile_rule(servers: Servers) -> None:
+def test_option66_enabled_without_a_dhcp_server_ignores_the_profile_rule(
+    servers: Servers,
+) -> None:
+    # The overview 2.1: "If enable, the parameter 'Profile Rule' has no effect." No
+    # fallback to the rule when DHCP gave no option 66: nothing is fetched.
     servers.write("fv0021f2011b19.conf", render_lines(V7))
     state = DeviceState(
         MAC,
@@ -238,8 +243,35 @@ def test_option66_enabled_but_not_given_uses_the_profile_rule(servers: Servers) 
             "DBID_PROFILE_RULE": f"http://127.0.0.1:{servers.http}/fv$(MA).conf",
         },
     )
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+    assert (result.status, result.source, result.url) == ("rule-failed", None, "")
+    assert result.detail == (
+        "option 66 is enabled (the Profile Rule has no effect) and DHCP gave no option-66 server"
+    )
+    assert state.params == before
+    # With option 66 off, the same rule is fetched.
+    state.params["DBID_PRV_OPTION66_ENABLED"] = "0"
     result = Device(state).resync(fetcher())
     assert (result.status, result.source) == ("applied", "profile-rule")
+    assert servers.events.paths(1) == [("http", "/fv0021f2011b19.conf", 200)]
+
+
+def test_option66_enabled_with_a_server_wins_over_the_profile_rule(servers: Servers) -> None:
+    # 4.3.3: "the priority of Option 66 is higher than Profile Rule".
+    servers.write("IP542N.conf", render_lines([("DBID_DBASE_VERSION", "3")]))
+    servers.write("fv0021f2011b19.conf", render_lines(V7))
+    state = DeviceState(
+        MAC,
+        option66_server=f"127.0.0.1:{servers.tftp}",
+        params={
+            "DBID_PRV_OPTION66_ENABLED": "1",
+            "DBID_PROFILE_RULE": f"http://127.0.0.1:{servers.http}/fv$(MA).conf",
+        },
+    )
+    result = Device(state).resync(fetcher())
+    assert (result.status, result.source, result.version_after) == ("applied", "option66", "3")
+    assert servers.events.paths(1) == [("tftp", "IP542N.conf", 200)]
 
 
 def test_same_version_applies_nothing(servers: Servers) -> None:
@@ -474,11 +506,22 @@ def test_until_stable_stops_at_a_failure(servers: Servers) -> None:
 @pytest.mark.parametrize(
     ("params", "option66", "detail"),
     [
-        ({}, None, "no Profile Rule, and no option-66 server in use"),
+        (
+            {},
+            None,
+            "option 66 is enabled (the Profile Rule has no effect) and DHCP gave no "
+            "option-66 server",
+        ),
+        (
+            {"DBID_PRV_OPTION66_ENABLED": "1", "DBID_PROFILE_RULE": "http://h/f"},
+            None,
+            "option 66 is enabled (the Profile Rule has no effect) and DHCP gave no "
+            "option-66 server",
+        ),
         (
             {"DBID_PRV_OPTION66_ENABLED": "0"},
             "127.0.0.1:69",
-            "no Profile Rule, and no option-66 server in use",
+            "option 66 is disabled and the Profile Rule is empty",
         ),
         (
             {"DBID_PRV_OPTION66_ENABLED": "0", "DBID_PROFILE_RULE": "/fv$MA.conf"},
@@ -519,6 +562,23 @@ def test_nothing_to_fetch_is_rule_failed(
     assert state.history == [Event("rule-failed", detail)]
     with pytest.raises(GitprovError):
         Device(state).source()
+
+
+def test_provision_disabled_fetches_nothing(servers: Servers) -> None:
+    servers.write("fv.conf", render_lines(V7))
+    state = rule_device(f"http://127.0.0.1:{servers.http}/fv.conf", DBID_PROVISION_ENABLE="0")
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+    assert (result.status, result.ok, result.detail) == (
+        "disabled",
+        False,
+        "Provision Enable is off (DBID_PROVISION_ENABLE=0)",
+    )
+    assert state.params == before
+    assert servers.events.seen == []
+    # Under another key (a model binding), the placeholder key means nothing.
+    keys = SettingKeys(provision_enable="DBID_PRV_ENABLE")
+    assert Device(state, keys=keys).resync(fetcher()).status == "applied"
 
 
 # --- the fetchers on their own -----------------------------------------------------------
@@ -838,6 +898,18 @@ def test_probe_not_stable_is_exit_1(servers: Servers) -> None:
         ([MAC, "--url", "http://h/f", "--option66", "h:x"], "the port must be 1..65535"),
         ([MAC, "--url", "http://h/f", "--resolve", "h"], "--resolve 'h': write NAME=ADDR:PORT"),
         ([MAC, "--url", "http://h/f", "--max-rounds", "0"], "--max-rounds must be at least 1"),
+        (
+            [MAC, "--url", "http://h/f", "--setting-key", "nope=DBID_X"],
+            "--setting-key unknown setting 'nope'",
+        ),
+        (
+            [MAC, "--url", "http://h/f", "--setting-key", "resync_periodic=periodic"],
+            "--setting-key setting resync_periodic: 'periodic' is not a DBID key",
+        ),
+        (
+            [MAC, "--url", "http://h/f", "--setting-key", "upgrade_rule"],
+            "--setting-key 'upgrade_rule': write NAME=DBID_KEY",
+        ),
     ],
 )
 def test_probe_usage_errors(argv: list[str], message: str) -> None:
