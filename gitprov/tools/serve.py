@@ -6,10 +6,16 @@ The zero-setup default for small sites and demos; production uses nginx and tftp
 root, regular files only. Each file is opened once per request and streamed from that
 descriptor, so a publish that `os.replace`s it mid-transfer never yields a mixed file.
 
+A device whose Profile Rule spells its MAC with `$MAU` asks for `fv0021F2011B19.conf`
+while the published file is `fv0021f2011b19.conf` (the vendor overview's own example
+does this). Both servers therefore serve the other letter case of the MAC part of a name
+(`mac_part`), all upper to all lower or back, when the name as asked names no file, and
+only that spelling: a mixed-case MAC or any other change of case is not found.
+
 Every request ends in one `FetchEvent`, logged at INFO on logger `gitprov.serve` (the fetch
 log, with the event in `extra={"fetch": event}`) and passed to the optional `on_fetch`
 callback. TFTP outcomes use the HTTP status vocabulary so one log answers "what did device
-X get" for both protocols.
+X get" for both protocols. `gitprov.tools.fetchlog` writes the events as JSON lines.
 
 The TFTP server is written here rather than taken from tftpy: tftpy accepts uploads unless
 told otherwise and stalls when a client reuses its source port for consecutive requests
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import math
 import os
+import re
 import select
 import socket
 import socketserver
@@ -51,11 +59,15 @@ __all__ = [
     "FetchCallback",
     "FetchEvent",
     "HttpServer",
+    "Opened",
     "ServeHandle",
     "TftpLimits",
     "TftpServer",
+    "mac_part",
     "make_tls_context",
     "open_published",
+    "open_request",
+    "other_mac_spelling",
     "serve_roots",
 ]
 
@@ -71,6 +83,12 @@ class FetchEvent:
     stopping, or a pending session dropped for a newer request (see `TftpLimits`). For
     HTTP, 400 also covers a request with a body. `size` counts payload bytes sent once
     (retransmits excluded; 0 for HEAD).
+
+    `file` is the name below the root of the file opened for the request (`/`-separated,
+    the other MAC spelling when that is what was found), None when none was. `sha256` is
+    the hex SHA-256 of the bytes sent when they were the whole file, else None: it tells
+    which published version a device got without trusting that the file was not
+    replaced since.
     """
 
     protocol: str  # "http", "https" or "tftp"
@@ -78,6 +96,8 @@ class FetchEvent:
     path: str  # as requested (URL-decoded, query dropped)
     status: int
     size: int
+    file: str | None = None
+    sha256: str | None = None
 
 
 FetchCallback = Callable[[FetchEvent], None]
@@ -147,6 +167,74 @@ def _bind_error(proto: str, host: str, port: int, exc: OSError) -> GitprovError:
 
 
 # --- path policy -----------------------------------------------------------------------
+
+# A run of hex digits holding a MAC: the MAC is its last 12. Up to 4 more in front, because
+# a file name's prefix may end in hex letters ("spa", "cfga", "f"): `spa0021f2011b19.cfg`.
+# A longer run (a hash in a firmware name) is no MAC.
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{12,16}(?![0-9A-Fa-f])")
+_HEX_RUN_START = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]")
+
+
+def mac_part(name: str) -> tuple[int, int] | None:
+    """Where the MAC is in a requested name: `(start, end)` of its 12 hex digits, or None.
+
+    The MAC is the last 12 digits of the last run of 12 to 16 hex digits (either case) in
+    `name`. `fv0021F2011B19.conf` -> (2, 14); `spa0021f2011b19.cfg` -> (3, 15).
+    """
+    found: tuple[int, int] | None = None
+    for start in _HEX_RUN_START.finditer(name):
+        run = _HEX_RUN.match(name, start.start())
+        if run is not None:
+            found = (run.end() - 12, run.end())
+    return found
+
+
+def other_mac_spelling(name: str) -> str | None:
+    """`name` with its MAC part (`mac_part`) in the other letter case, or None.
+
+    Only an all-upper MAC becomes all-lower and back; a MAC of digits only has one
+    spelling, and a mixed-case one is not a spelling any macro gives ($MA is lower case,
+    $MAU upper case), so neither has another.
+    """
+    where = mac_part(name)
+    if where is None:
+        return None
+    start, end = where
+    mac = name[start:end]
+    if mac.isdigit():
+        return None
+    if mac == mac.upper():
+        other = mac.lower()
+    elif mac == mac.lower():
+        other = mac.upper()
+    else:
+        return None
+    return name[:start] + other + name[end:]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A file opened for a request: stream `file` (`size` bytes); `name` is what it is
+    called below the root, `/`-separated."""
+
+    file: BinaryIO
+    size: int
+    name: str
+
+
+def open_request(root: Path, requested: str) -> Opened | None:
+    """Open what a client asks for: `requested` itself, or when that names no file, the
+    other spelling of its MAC (`other_mac_spelling`); both under `open_published`'s
+    policy. None when neither is servable.
+    """
+    for name in (requested, other_mac_spelling(requested)):
+        if name is None:
+            continue
+        opened = open_published(root, name)
+        if opened is not None:
+            file, size = opened
+            return Opened(file, size, "/".join(part for part in name.split("/") if part))
+    return None
 
 
 def open_published(root: Path, requested: str) -> tuple[BinaryIO, int] | None:
@@ -367,9 +455,17 @@ class _HttpHandler(BaseHTTPRequestHandler):
         target = target.split("?", 1)[0].split("#", 1)[0]
         return unquote(target, errors="surrogateescape")
 
-    def _emit(self, status: int, size: int) -> None:
+    def _emit(
+        self, status: int, size: int, file: str | None = None, sha256: str | None = None
+    ) -> None:
         event = FetchEvent(
-            self.server.gp_protocol, self.client_address[0], self._request_path(), int(status), size
+            self.server.gp_protocol,
+            self.client_address[0],
+            self._request_path(),
+            int(status),
+            size,
+            file,
+            sha256,
         )
         _emit(self.server.gp_on_fetch, event)
 
@@ -405,24 +501,25 @@ class _HttpHandler(BaseHTTPRequestHandler):
             pass
 
     def _serve(self) -> None:
-        opened = open_published(self.server.gp_root, self._request_path())
+        opened = open_request(self.server.gp_root, self._request_path())
         if opened is None:
             self._respond_error(HTTPStatus.NOT_FOUND)
             self._emit(HTTPStatus.NOT_FOUND, 0)
             return
-        file, size = opened
+        size, digest = opened.size, hashlib.sha256()
         sent = 0
-        with file:
+        with opened.file:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(size))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
             if self.command == "GET":
-                sent = self._stream(file, size)
-        self._emit(HTTPStatus.OK, sent)
+                sent = self._stream(opened.file, size, digest)
+        whole = self.command == "GET" and sent == size
+        self._emit(HTTPStatus.OK, sent, opened.name, digest.hexdigest() if whole else None)
 
-    def _stream(self, file: BinaryIO, size: int) -> int:
+    def _stream(self, file: BinaryIO, size: int, digest: hashlib._Hash) -> int:
         sent = 0
         try:
             while sent < size:
@@ -430,6 +527,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 self.wfile.write(chunk)
+                digest.update(chunk)
                 sent += len(chunk)
         except OSError as exc:
             log.debug("http %s: transfer cut at %d bytes: %s", self.client_address[0], sent, exc)
@@ -543,6 +641,19 @@ class _Reader(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
+class _HashingReader:
+    """The file's bytes as read, hashed on the way: what a completed transfer sent."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int, /) -> bytes:
+        data = self._raw.read(size)
+        self.digest.update(data)
+        return data
+
+
 class _NetasciiReader:
     """Translates a file to netascii on the fly: LF -> CR LF, CR -> CR NUL (RFC 764).
 
@@ -551,7 +662,7 @@ class _NetasciiReader:
     known without reading the whole file.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: _Reader) -> None:
         self._raw = raw
         self._pending = bytearray()
         self._eof = False
@@ -648,6 +759,8 @@ class _Session:
     address: tuple[str, int]
     request: _Request
     file: BinaryIO
+    name: str  # below the root (see `Opened`)
+    hashing: _HashingReader
     reader: _Reader
     blksize: int
     timeout: float
@@ -868,18 +981,19 @@ class TftpServer:
 
     def _start(self, sock: socket.socket, request: _Request, address: tuple[str, int]) -> None:
         client = str(address[0])
-        opened = open_published(self._root, request.filename)
+        opened = open_request(self._root, request.filename)
         if opened is None:
             sock.sendto(_error_packet(_ERR_NOT_FOUND, "File not found"), address)
             self._emit(client, request.filename, HTTPStatus.NOT_FOUND, 0)
             return
-        file, size = opened
+        file, size = opened.file, opened.size
         if not self._make_room(client):
             file.close()
             self._refuse(sock, address, request.filename, "busy", _ERR_UNDEFINED, "Server busy")
             return
         blksize, timeout, accepted = self._negotiate(request, size)
-        reader: _Reader = file if request.mode == "octet" else _NetasciiReader(file)
+        hashing = _HashingReader(file)
+        reader: _Reader = hashing if request.mode == "octet" else _NetasciiReader(hashing)
         block, first_size = 0, 0
         try:
             if accepted:
@@ -901,6 +1015,8 @@ class TftpServer:
             address,
             request,
             file,
+            opened.name,
+            hashing,
             reader,
             blksize,
             timeout,
@@ -973,7 +1089,7 @@ class TftpServer:
             with contextlib.suppress(OSError):  # a client that is gone needs no telling
                 session.sock.send(_error_packet(_ERR_UNDEFINED, message))
         session.close()
-        self._emit(session.address[0], session.request.filename, status, 0)
+        self._emit_session(session, status, 0)
 
     def _on_reply(self, session: _Session) -> None:
         while True:
@@ -1022,9 +1138,7 @@ class TftpServer:
         if session.block == 1 and session.first_size < session.blksize:
             # The whole file fitted in DATA 1: done without a thread.
             session.close()
-            self._emit(
-                session.address[0], session.request.filename, HTTPStatus.OK, session.first_size
-            )
+            self._emit_session(session, HTTPStatus.OK, session.first_size)
             return
         thread = threading.Thread(
             target=self._transfer, args=(session,), name="gitprov-tftp-transfer", daemon=True
@@ -1041,6 +1155,20 @@ class TftpServer:
     def _emit(self, client: str, path: str, status: int, size: int) -> None:
         _emit(self._on_fetch, FetchEvent("tftp", client, path, int(status), size))
 
+    def _emit_session(self, session: _Session, status: int, size: int) -> None:
+        # A completed transfer read the file to its end: the digest is the whole file's.
+        sha256 = session.hashing.digest.hexdigest() if status == HTTPStatus.OK else None
+        event = FetchEvent(
+            "tftp",
+            session.address[0],
+            session.request.filename,
+            int(status),
+            size,
+            session.name,
+            sha256,
+        )
+        _emit(self._on_fetch, event)
+
     # A transfer past its first ACK: its own thread, lock-step DATA/ACK.
 
     def _transfer(self, session: _Session) -> None:
@@ -1056,7 +1184,7 @@ class TftpServer:
             session.close()
             with self._lock:
                 self._transfers.discard(threading.current_thread())
-            self._emit(session.address[0], session.request.filename, status, sent)
+            self._emit_session(session, status, sent)
 
     def _send_rest(self, session: _Session) -> tuple[int, int]:
         sock, blksize, timeout = session.sock, session.blksize, session.timeout
