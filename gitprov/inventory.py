@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -77,10 +78,10 @@ class ParseCache:
     """Parsed documents by git blob id: unchanged files are never parsed twice."""
 
     def __init__(self) -> None:
-        self._docs: dict[
-            tuple[str, str, Limits], tuple[Document | None, tuple[Problem, ...]]
-        ] = {}
+        self._docs: dict[tuple[str, str, Limits], tuple[Document | None, tuple[Problem, ...]]] = {}
         self._kinds: dict[str, dict[str, str | None]] = {}
+        # Files read and parsed (a miss): what a validation from a kept snapshot saves.
+        self.misses = 0
 
     def kinds(self, inventory_dir: str) -> dict[str, str | None]:
         """`kind_of` by path for one inventory directory, filled by the caller."""
@@ -94,6 +95,7 @@ class ParseCache:
         key = (ref.path, ref.oid, limits)
         hit = self._docs.get(key)
         if hit is None:
+            self.misses += 1
             doc, problems = parse(
                 ref.path, ref.oid, source.read(ref), limits, fleet_file=fleet_file
             )
@@ -102,91 +104,303 @@ class ParseCache:
         return hit
 
 
-@dataclass(frozen=True)
-class Documents:
-    """Every inventory file of one source, by kind."""
+class _Lazy:
+    """A kind's documents not read yet: `load()` reads them as some earlier commit had
+    them, `changes` (path -> document, None: removed) brings them to this one."""
 
-    inventory_dir: str
-    by_kind: Mapping[str, tuple[Document, ...]]
-    refs: tuple[FileRef, ...]
+    __slots__ = ("changes", "count", "load")
+
+    def __init__(
+        self,
+        load: Callable[[], tuple[Document, ...]],
+        changes: Mapping[str, Document | None],
+        count: int,
+    ) -> None:
+        self.load = load
+        self.changes = changes
+        self.count = count
+
+    def resolve(self) -> tuple[Document, ...]:
+        return _applied(self.load(), self.changes)
+
+
+# A lazy kind whose changes grow past this is read: the changes are kept in memory.
+_LAZY_CHANGES = 4096
+_serial = itertools.count(1)
+
+
+def _applied(
+    docs: tuple[Document, ...], changes: Mapping[str, Document | None]
+) -> tuple[Document, ...]:
+    """`docs` (sorted by path) with `changes` applied, still sorted: a copy of the
+    sequence and a binary search per change, not a pass in Python over every document."""
+    if not changes:
+        return docs
+    out = list(docs)
+    for path, doc in sorted(changes.items()):
+        at = bisect.bisect_left(out, path, key=_path)
+        here = at < len(out) and out[at].path == path
+        if doc is None:
+            if here:
+                del out[at]
+        elif here:
+            out[at] = doc
+        else:
+            out.insert(at, doc)
+    return tuple(out)
+
+
+def _path(doc: Document) -> str:
+    return doc.path
+
+
+class Documents:
+    """Every inventory file of one source, by kind (each kind sorted by path).
+
+    A kind may be lazy: the documents of a snapshot kept on disk (gitprov.checkcache) are
+    read only when something asks for them, so that checking a child commit reads only
+    the files it changed. `changed` and `removed` say what differs from the documents
+    `base` (a serial number, see `serial`) when this one was derived from those: whoever
+    keeps facts about documents updates them from these alone."""
+
+    def __init__(
+        self,
+        inventory_dir: str,
+        by_kind: Mapping[str, tuple[Document, ...] | _Lazy],
+        refs: Iterable[FileRef] | Mapping[str, str],
+        *,
+        oids: Mapping[str, str] | None = None,
+        base: int = 0,
+        changed: tuple[tuple[str, Document], ...] = (),
+        removed: tuple[str, ...] = (),
+    ) -> None:
+        self.inventory_dir = inventory_dir
+        self._kinds: dict[str, tuple[Document, ...] | _Lazy] = dict(by_kind)
+        self.files: Mapping[str, str] = (
+            refs if isinstance(refs, Mapping) else {r.path: r.oid for r in refs}
+        )
+        # path -> blob id of every document (files that did not parse have none).
+        self.oids: Mapping[str, str] = (
+            oids
+            if oids is not None
+            else {d.path: d.oid for k in self._kinds.values() if isinstance(k, tuple) for d in k}
+        )
+        self.serial = next(_serial)
+        self.base = base
+        self.changed = changed
+        self.removed = removed
+        self._at: dict[str, Document] | None = None
+
+    @property
+    def by_kind(self) -> Mapping[str, tuple[Document, ...]]:
+        return {kind: self.of(kind) for kind in list(self._kinds)}
+
+    @property
+    def refs(self) -> tuple[FileRef, ...]:
+        return tuple(FileRef(p, o) for p, o in sorted(self.files.items()))
+
+    def kinds(self) -> list[str]:
+        return list(self._kinds)
 
     def of(self, kind: str) -> tuple[Document, ...]:
-        return self.by_kind.get(kind, ())
+        docs = self._kinds.get(kind, ())
+        if isinstance(docs, _Lazy):
+            docs = self._kinds[kind] = docs.resolve()
+        return docs
+
+    def is_read(self, kind: str) -> bool:
+        return not isinstance(self._kinds.get(kind), _Lazy)
+
+    def lazy(self, kind: str) -> _Lazy | None:
+        docs = self._kinds.get(kind)
+        return docs if isinstance(docs, _Lazy) else None
+
+    def count(self) -> int:
+        """How many documents, without reading lazy ones."""
+        return sum(d.count if isinstance(d, _Lazy) else len(d) for d in self._kinds.values())
 
     def all(self) -> Iterable[Document]:
-        for docs in self.by_kind.values():
-            yield from docs
+        for kind in list(self._kinds):
+            yield from self.of(kind)
+
+    def at(self, path: str) -> Document | None:
+        """The document at `path` (reads every kind)."""
+        if self._at is None:
+            self._at = {d.path: d for d in self.all()}
+        return self._at.get(path)
+
+
+def _gp108(path: str, bad: str) -> Problem:
+    # Printed as it is, a newline in a name would start an output line that looks like
+    # another file's problem (or a CI annotation), an ESC sequence would rewrite the
+    # reviewer's terminal: the name is shown escaped, the file unread.
+    return error(
+        shown(path),
+        1,
+        1,
+        "GP108",
+        f"the file name holds {describe(bad)}",
+        "rename the file: inventory file names are plain, visible text",
+    )
+
+
+def _gp005(path: str) -> Problem:
+    return warning(
+        path,
+        0,
+        0,
+        "GP005",
+        "file is not part of the inventory and is ignored",
+        "inventory files are gitprov.yaml, secrets.yaml, profiles/*.yaml, "
+        "models/*.yaml and devices/**/*.yaml (devices in directories at "
+        "any depth); .yml works too",
+    )
+
+
+def _limits(refs: Mapping[str, str], source: Source, cache: ParseCache) -> Limits:
+    """The limits every file but gitprov.yaml is read within: the fleet settings set them,
+    and are read within the defaults themselves (gitprov.limits)."""
+    fleet_path = _prefix(source.inventory_dir) + FLEET_FILE
+    oid = refs.get(fleet_path)
+    if oid is not None:
+        fleet_doc = cache.get(FileRef(fleet_path, oid), source, fleet_file=True)[0]
+        if fleet_doc is not None:
+            return of_fleet(fleet_doc.data)
+    return DEFAULT
+
+
+def read_file(
+    ref: FileRef, source: Source, cache: ParseCache, limits: Limits
+) -> tuple[str | None, Document | None, tuple[Problem, ...]]:
+    """One file of the source: its kind (None: not an inventory file), its document (None
+    if it cannot be read) and its problems."""
+    bad = UNSAFE.search(ref.path) or re.search("\t", ref.path)
+    if bad:
+        return None, None, (_gp108(ref.path, bad.group()),)
+    inventory_dir = source.inventory_dir
+    kinds = cache.kinds(inventory_dir)
+    try:
+        kind = kinds[ref.path]
+    except KeyError:
+        kind = kinds[ref.path] = kind_of(ref.path, inventory_dir)
+    if kind is None:
+        prefix = _prefix(inventory_dir)
+        if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):
+            return None, None, (_gp005(ref.path),)
+        return None, None, ()
+    if kind == FLEET:
+        doc, problems = cache.get(ref, source, fleet_file=True)
+    else:
+        doc, problems = cache.get(ref, source, limits)
+    return kind, doc, problems
+
+
+# The problems of reading each file, by its path (only files that have some).
+FileProblems = Mapping[str, tuple[Problem, ...]]
+
+
+def read_documents(
+    source: Source, cache: ParseCache | None = None, refs: list[FileRef] | None = None
+) -> tuple[Documents, dict[str, tuple[Problem, ...]]]:
+    """Every file of the source, and the problems of reading each (by path)."""
+    cache = cache or ParseCache()
+    if refs is None:
+        refs = source.files()
+    files = {r.path: r.oid for r in refs}
+    limits = _limits(files, source, cache)
+    by_kind: dict[str, list[Document]] = {}
+    problems: dict[str, tuple[Problem, ...]] = {}
+    for ref in refs:
+        kind, doc, found = read_file(ref, source, cache, limits)
+        if found:
+            problems[ref.path] = found
+        if kind is not None and doc is not None:
+            by_kind.setdefault(kind, []).append(doc)
+    docs = Documents(source.inventory_dir, {k: tuple(v) for k, v in by_kind.items()}, files)
+    return docs, problems
 
 
 def load_documents(
     source: Source, cache: ParseCache | None = None, refs: list[FileRef] | None = None
 ) -> tuple[Documents, list[Problem]]:
-    """`refs` (sorted by path) saves walking the tree when the caller knows them, e.g.
-    from the parent commit's refs and a tree diff."""
-    cache = cache or ParseCache()
-    problems: list[Problem] = []
-    by_kind: dict[str, list[Document]] = {}
-    if refs is None:
-        refs = source.files()
-    inventory_dir = source.inventory_dir
-    prefix = _prefix(inventory_dir)
-    kinds = cache.kinds(inventory_dir)
-    # The fleet settings first: they set the limits every other file is read within, and
-    # are read within the defaults themselves (gitprov.limits).
-    limits = DEFAULT
-    fleet_path = prefix + FLEET_FILE
-    at = bisect.bisect_left(refs, fleet_path, key=lambda r: r.path)
-    if at < len(refs) and refs[at].path == fleet_path:
-        fleet_doc = cache.get(refs[at], source, fleet_file=True)[0]
-        if fleet_doc is not None:
-            limits = of_fleet(fleet_doc.data)
-    for ref in refs:
-        bad = UNSAFE.search(ref.path) or re.search("\t", ref.path)
-        if bad:
-            # Printed as it is, a newline in a name would start an output line that looks
-            # like another file's problem (or a CI annotation), an ESC sequence would
-            # rewrite the reviewer's terminal: the name is shown escaped, the file unread.
-            problems.append(
-                error(
-                    shown(ref.path),
-                    1,
-                    1,
-                    "GP108",
-                    f"the file name holds {describe(bad.group())}",
-                    "rename the file: inventory file names are plain, visible text",
-                )
-            )
-            continue
-        try:
-            kind = kinds[ref.path]
-        except KeyError:
-            kind = kinds[ref.path] = kind_of(ref.path, inventory_dir)
-        if kind is None:
-            if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):
-                problems.append(
-                    warning(
-                        ref.path,
-                        0,
-                        0,
-                        "GP005",
-                        "file is not part of the inventory and is ignored",
-                        "inventory files are gitprov.yaml, secrets.yaml, profiles/*.yaml, "
-                        "models/*.yaml and devices/**/*.yaml (devices in directories at "
-                        "any depth); .yml works too",
-                    )
-                )
-            continue
-        if kind == FLEET:
-            doc, parse_problems = cache.get(ref, source, fleet_file=True)
+    """`refs` (sorted by path) saves walking the tree when the caller knows them."""
+    docs, problems = read_documents(source, cache, refs)
+    return docs, [p for found in problems.values() for p in found]
+
+
+def update_documents(
+    base: Documents,
+    base_problems: FileProblems,
+    changes: Mapping[str, str | None],
+    source: Source,
+    cache: ParseCache,
+) -> tuple[Documents, dict[str, tuple[Problem, ...]]]:
+    """The documents of `source` from those of an earlier commit (`base`, with the
+    problems of reading its files) and what changed since (path -> blob id, None: gone,
+    from a tree diff): only the changed files are read. When gitprov.yaml's limits
+    change, every file is read again (within the new ones)."""
+    files = dict(base.files)
+    for path, oid in changes.items():
+        if oid is None:
+            files.pop(path, None)
         else:
-            doc, parse_problems = cache.get(ref, source, limits)
-        problems.extend(parse_problems)
-        if doc is not None:
-            by_kind.setdefault(kind, []).append(doc)
-    return (
-        Documents(inventory_dir, {k: tuple(v) for k, v in by_kind.items()}, tuple(refs)),
-        problems,
+            files[path] = oid
+    limits = _limits(files, source, cache)
+    if limits != _limits(base.files, source, cache):
+        refs = [FileRef(p, o) for p, o in sorted(files.items())]
+        return read_documents(source, cache, refs)
+    problems = dict(base_problems)
+    oids = dict(base.oids)
+    by_kind_changes: dict[str, dict[str, Document | None]] = {}
+    changed: list[tuple[str, Document]] = []
+    removed: list[str] = []
+    inventory_dir = source.inventory_dir
+    for path in sorted(changes):
+        oid = changes[path]
+        problems.pop(path, None)
+        was = path in oids
+        found: tuple[Problem, ...] = ()
+        if oid is None:
+            kind, doc = kind_of(path, inventory_dir), None
+        else:
+            kind, doc, found = read_file(FileRef(path, oid), source, cache, limits)
+        if found:
+            problems[path] = found
+        if kind is None:
+            continue
+        by_kind_changes.setdefault(kind, {})[path] = doc
+        if doc is None:
+            if was:
+                del oids[path]
+                removed.append(path)
+        else:
+            oids[path] = doc.oid
+            changed.append((kind, doc))
+    by_kind: dict[str, tuple[Document, ...] | _Lazy] = {}
+    for kind in [*base.kinds(), *(k for k in by_kind_changes if k not in base.kinds())]:
+        kind_changes = by_kind_changes.get(kind, {})
+        lazy = base.lazy(kind)
+        if lazy is None:
+            applied = _applied(base.of(kind), kind_changes)
+            if applied:
+                by_kind[kind] = applied
+            continue
+        count = lazy.count + sum(
+            (doc is not None) - (path in base.oids) for path, doc in kind_changes.items()
+        )
+        merged = {**lazy.changes, **kind_changes}
+        pending = _Lazy(lazy.load, merged, count)
+        by_kind[kind] = pending.resolve() if len(merged) > _LAZY_CHANGES else pending
+    docs = Documents(
+        inventory_dir,
+        by_kind,
+        files,
+        oids=oids,
+        base=base.serial,
+        changed=tuple(changed),
+        removed=tuple(removed),
     )
+    return docs, problems
 
 
 @dataclass(frozen=True)
@@ -222,10 +436,10 @@ class Encryption:
             iterations=over.get("iterations", self.iterations),
             gzip=over.get("gzip", self.gzip),
             master_key=over.get("master_key", self.master_key),
-            previous_master_key=previous.get("master_key") if previous
+            previous_master_key=previous.get("master_key")
+            if previous
             else self.previous_master_key,
-            previous_file_name=previous.get("file_name") if previous
-            else self.previous_file_name,
+            previous_file_name=previous.get("file_name") if previous else self.previous_file_name,
         )
 
 

@@ -15,7 +15,8 @@ freed with them. Not thread-safe: one Pipeline per thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView, Set
+import bisect
+from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView, Mapping, Set
 from typing import Any, Generic, TypeVar, cast
 
 from gitprov.inventory import Documents
@@ -140,7 +141,7 @@ class Facts:
     def __init__(self) -> None:
         self.generation = 0
         self._docs: Documents | None = None
-        self._seen: dict[str, Document] = {}  # path -> document, as of `_docs`
+        self._seen: Mapping[str, str] = {}  # path -> blob id, as of `_docs`
         self._changed: list[tuple[str, Document]] = []  # (kind, document) since the last
         self._removed: list[str] = []
         self._indexes: dict[str, Index[Any, Any]] = {}
@@ -162,9 +163,9 @@ class Facts:
         if ix is None or ix.env != env or ix.generation < self.generation - 1:
             ix = Index(env)
             self._indexes[name] = ix
-            for kind, kdocs in docs.by_kind.items():
+            for kind in docs.kinds():
                 if kinds is None or kind in kinds:
-                    for doc in kdocs:
+                    for doc in docs.of(kind):
                         ix._add(doc.path, contribute(kind, doc))
         elif ix.generation == self.generation - 1:
             ix.generation = -1  # if a rule fails half-way, build it again next time
@@ -188,25 +189,54 @@ class Facts:
         self._memo[key] = value
         return value
 
+    def export(self, docs: Documents) -> dict[str, Index[Any, Any]] | None:
+        """The indexes up to date with `docs`, to be kept (on disk) with them; None when
+        the facts are about other documents."""
+        if docs is not self._docs:
+            return None
+        return {n: ix for n, ix in self._indexes.items() if ix.generation == self.generation}
+
+    def restore(self, docs: Documents, indexes: Mapping[str, Index[Any, Any]]) -> None:
+        """Start over from indexes `export` gave for documents like `docs` (the same
+        files): the next validation updates them by what changed since."""
+        self.generation += 1
+        self._docs, self._seen = docs, docs.oids
+        self._changed, self._removed = [], []
+        self._indexes = dict(indexes)
+        for ix in self._indexes.values():
+            ix.generation = self.generation
+
     def _sync(self, docs: Documents) -> None:
-        """Note what changed between the documents seen last and `docs`."""
+        """Note what changed between the documents seen last and `docs`: from what `docs`
+        says changed since its base when the base is what was seen last, else by
+        comparing the blob ids of every path (in C: sets of dictionary items)."""
         if docs is self._docs:
             return
-        seen = self._seen
-        changed: list[tuple[str, Document]] = []
-        total = 0
-        for kind, kdocs in docs.by_kind.items():
-            total += len(kdocs)
-            for doc in [d for d in kdocs if seen.get(d.path) is not d]:
-                old = seen.get(doc.path)
-                seen[doc.path] = doc
-                if old is None or old.oid != doc.oid:
-                    changed.append((kind, doc))
-        removed: list[str] = []
-        if len(seen) != total:
-            current = {d.path for kdocs in docs.by_kind.values() for d in kdocs}
-            removed = [path for path in seen if path not in current]
-            for path in removed:
-                del seen[path]
-        self._docs, self._changed, self._removed = docs, changed, removed
+        if self._docs is not None and docs.base == self._docs.serial:
+            changed = list(docs.changed)
+            removed = list(docs.removed)
+        else:
+            seen, now = self._seen, docs.oids
+            paths = sorted(p for p, _ in now.items() - seen.items())
+            changed = []
+            for path in paths:
+                doc = docs.at(path)
+                if doc is not None:
+                    changed.append((_kind(docs, doc), doc))
+            removed = sorted(seen.keys() - now.keys())
+        self._docs, self._seen = docs, docs.oids
+        self._changed, self._removed = changed, removed
         self.generation += 1
+
+
+def _kind(docs: Documents, doc: Document) -> str:
+    for kind in docs.kinds():
+        kdocs = docs.of(kind)
+        at = bisect.bisect_left(kdocs, doc.path, key=_path)
+        if at < len(kdocs) and kdocs[at] is doc:
+            return kind
+    raise AssertionError(f"{doc.path} is not among the documents")
+
+
+def _path(doc: Document) -> str:
+    return doc.path
