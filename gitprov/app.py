@@ -240,30 +240,32 @@ class Session:
         prune_unknown: bool = False,
         allow_mass_removal: bool = False,
         allow_target_change: bool = False,
+        verify: bool = False,
     ) -> PublishResult:
         """Publish `rev` where `config` (the operator's) says, or where the fleet settings
-        say within what `config` allows; refused when a guard says so (see `Guards`)."""
+        say within what `config` allows; refused when a guard says so (see `Guards`).
+        Nothing is loaded when the commit is published already and the roots are intact
+        by stat (`verify`: by their bytes), so the private key is asked for only when
+        there is something to build."""
         config = config or PublisherConfig()
         guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())
         commit = self.commit(rev)
-        loaded = self.pipeline.load_commit(commit)
-        key = self._key_for(loaded.inventory) if loaded.inventory is not None else None
         return publish_commit(
             self.pipeline,
             commit,
-            lambda inventory: self.targets(inventory, config),
-            key,
+            lambda fleet: self.targets(fleet, config),
+            self._key_for,
             force=force,
             progress=self.progress,
             lock_wait=wait,
             prune_unknown=prune_unknown,
-            loaded=loaded,
             guards=guards,
+            verify=verify,
         )
 
-    def targets(self, inventory: Inventory, given: PublisherConfig) -> Targets:
+    def targets(self, fleet: Fleet, given: PublisherConfig) -> Targets:
         return targets_for(
-            inventory.fleet,
+            fleet,
             http_roots=given.http_roots,
             tftp_roots=given.tftp_roots,
             state_dir=given.state_dir,
@@ -382,6 +384,7 @@ class Session:
         lock_wait: float,
         allow_mass_removal: bool = False,
         allow_target_change: bool = False,
+        verify: bool = False,
     ) -> CommitPublisher:
         """What `gitprov watch` publishes each new head with: where `config` says, which
         must name the state dir (a watcher resumes from it, so a pull request must not
@@ -403,12 +406,13 @@ class Session:
         return CommitPublisher(
             self.pipeline,
             self.private_key(),
-            lambda inventory: self.targets(inventory, config),
+            lambda fleet: self.targets(fleet, config),
             prune_unknown=prune_unknown,
             lock_wait=lock_wait,
             state_dir=Path(config.state_dir).absolute(),
             renew=renew,
             guards=guards,
+            verify=verify,
         )
 
     def _key_for(self, inventory: Inventory | None) -> str | None:

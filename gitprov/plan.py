@@ -1,8 +1,11 @@
 """What a publish would change, per root: add, change, remove, and files we did not write.
 
 The manifest (state dir, outside the served roots) records what the last publish wrote and,
-per root, which commit that root holds completely; the roots themselves are read too, so
-a file edited or deleted by hand is rewritten (and reported as drift).
+per root, which commit that root holds completely and each served file's size, mtime and
+inode as written. A file whose stat still matches holds what the manifest says it does and
+is not read again; one whose stat changed is read, rewritten and reported as drift (edited
+or deleted by hand, or only touched). `verify` reads every file instead: an edit that kept
+the size and put the mtime back is found only that way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
+# after writing it, its bytes are taken to be the ones written (--verify reads them).
+Stat = tuple[int, int, int]
 
 MANIFEST = "manifest.json"
 BOOTSTRAP_KEY = "bootstrap/"  # an option-66 file's key in Manifest.served: this + its name
@@ -59,6 +66,9 @@ class RootState:
     commit: str | None
     error: str = ""
     stale: tuple[str, ...] = ()
+    # File name -> its stat as written (or last found intact); only for a root that holds
+    # the manifest's commit. A name missing here is read and hashed.
+    stat: Mapping[str, Stat] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +85,11 @@ class Manifest:
     # that file's body sha256). Kept for removed devices too: a device that comes back
     # (or a --force publish) never gets a number it was already given.
     served: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    # What the files depend on besides the commit and the roots (gitprov's version, the
+    # catalog, the inventory directory, the firmware dir, ...): publishing the same commit
+    # with the same inputs into intact roots needs no build. Empty: not known.
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what that publish told the operator (never secrets)
 
     def owned(self, root: str) -> set[str]:
         """Names gitprov may have written into `root` (what prune may remove)."""
@@ -91,24 +106,32 @@ class Manifest:
         return tuple(r for r in self.roots if not self.converged(r))
 
     def to_json(self) -> str:
+        # Compact: with an indent, json uses its pure-Python encoder, seconds at 100k files.
+        # `jq . manifest.json` shows it indented.
         return (
             json.dumps(
                 {
                     "format": MANIFEST_FORMAT,
                     "commit": self.commit,
                     "published_at": self.published_at,
+                    "inputs": dict(self.inputs),
+                    "notes": list(self.notes),
                     "roots": {
-                        r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)}
-                        for r, s in sorted(self.roots.items())
+                        r: {
+                            "commit": s.commit,
+                            "error": s.error,
+                            "stale": list(s.stale),
+                            "stat": s.stat,
+                        }
+                        for r, s in self.roots.items()
                     },
-                    "files": {name: vars(e) for name, e in sorted(self.files.items())},
+                    "files": {name: vars(e) for name, e in self.files.items()},
                     "served": {
-                        k: {"version": v, "sha256_body": b}
-                        for k, (v, b) in sorted(self.served.items())
+                        k: {"version": v, "sha256_body": b} for k, (v, b) in self.served.items()
                     },
                 },
-                indent=1,
                 sort_keys=True,
+                separators=(",", ":"),
             )
             + "\n"
         )
@@ -158,7 +181,12 @@ def _from_json(raw: dict[str, Any]) -> Manifest | None:
         roots = {str(Path(r).absolute()): RootState(commit) for r in raw.get("roots", ())}
     elif fmt == MANIFEST_FORMAT:
         roots = {
-            str(r): RootState(s.get("commit"), s.get("error", ""), tuple(s.get("stale", ())))
+            str(r): RootState(
+                s.get("commit"),
+                s.get("error", ""),
+                tuple(s.get("stale", ())),
+                {str(n): (int(a), int(b), int(c)) for n, (a, b, c) in s.get("stat", {}).items()},
+            )
             for r, s in raw.get("roots", {}).items()
         }
     else:
@@ -172,6 +200,8 @@ def _from_json(raw: dict[str, Any]) -> Manifest | None:
             str(k): (int(v["version"]), str(v.get("sha256_body", "")))
             for k, v in raw.get("served", {}).items()
         },
+        inputs={str(k): str(v) for k, v in raw.get("inputs", {}).items()},
+        notes=tuple(str(n) for n in raw.get("notes", ())),
     )
 
 
@@ -181,6 +211,16 @@ def sha256_file(path: Path) -> str | None:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+
+
+def stat_of(path: Path) -> Stat | None:
+    """What the manifest records of a served file; None when it is gone. Not following a
+    link: a link put where a file was is a change."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)
@@ -196,7 +236,7 @@ class Drift:
 
     root: str
     name: str
-    kind: str  # "changed" or "deleted"
+    kind: str  # "changed", "deleted", or "touched" (same bytes, but not the file written)
 
 
 @dataclass(frozen=True)
@@ -205,6 +245,8 @@ class Plan:
     unchanged: int
     unknown: tuple[tuple[str, str], ...] = field(default=())  # (root, name) we did not write
     drift: tuple[Drift, ...] = field(default=())
+    # Root -> name -> stat of each wanted file found right and left alone (for the manifest).
+    intact: Mapping[str, Mapping[str, Stat]] = field(default_factory=dict, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -217,31 +259,50 @@ def plan(
     previous: Manifest | None,
     *,
     prune_unknown: bool = False,
+    verify: bool = False,
+    digests: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compare the wanted files (name -> bytes, the same in every root) with each root on
     disk. Files of ours that are no longer wanted are removed; files we never wrote are
-    listed as unknown, and removed too only with `prune_unknown`."""
-    digests = {name: hashlib.sha256(data).hexdigest() for name, data in wanted.items()}
+    listed as unknown, and removed too only with `prune_unknown`.
+
+    A file whose stat is what the manifest recorded is taken to hold what the manifest
+    says and is not read; one whose stat changed is rewritten (drift); `verify` reads
+    every file and rewrites only those whose bytes differ. `digests` (name -> sha256 of
+    the wanted bytes) saves hashing them again."""
+    if digests is None:
+        digests = {name: hashlib.sha256(data).hexdigest() for name, data in wanted.items()}
     actions: list[FileAction] = []
     unchanged = 0
     unknown: list[tuple[str, str]] = []
     drift: list[Drift] = []
+    intact: dict[str, dict[str, Stat]] = {}
     for root in roots:
         key = str(root)
         present = _listing(root)
         ours = previous.owned(key) if previous else set()
-        recorded = previous.files if previous and previous.converged(key) else {}
+        converged = previous is not None and previous.converged(key)
+        recorded = previous.files if previous is not None and converged else {}
+        stats = previous.roots[key].stat if previous is not None and converged else {}
+        kept = intact[key] = {}
         for name in sorted(wanted):
-            on_disk = sha256_file(root / name) if name in present else None
             entry = recorded.get(name)
-            if entry is not None and on_disk != entry.sha256_data:
-                drift.append(Drift(key, name, "deleted" if on_disk is None else "changed"))
-            if on_disk is None:
+            found = _found(root / name, entry, stats.get(name), verify) if name in present else None
+            if found is None:
+                if entry is not None:
+                    drift.append(Drift(key, name, "deleted"))
                 actions.append(FileAction(key, name, Action.ADD))
-            elif on_disk != digests[name]:
+                continue
+            on_disk, st, touched = found
+            if entry is not None and on_disk != entry.sha256_data:
+                drift.append(Drift(key, name, "changed"))
+            elif touched:
+                drift.append(Drift(key, name, "touched"))
+            if touched or on_disk != digests[name]:
                 actions.append(FileAction(key, name, Action.CHANGE))
             else:
                 unchanged += 1
+                kept[name] = st
         for name in sorted(present - set(wanted)):
             if name in ours:
                 actions.append(FileAction(key, name, Action.REMOVE))
@@ -249,22 +310,69 @@ def plan(
                 unknown.append((key, name))
                 if prune_unknown:
                     actions.append(FileAction(key, name, Action.REMOVE))
-    return Plan(tuple(actions), unchanged, tuple(unknown), tuple(drift))
+    return Plan(tuple(actions), unchanged, tuple(unknown), tuple(drift), intact)
 
 
-def check_drift(manifest: Manifest) -> tuple[Drift, ...]:
+def _found(
+    path: Path, entry: ManifestEntry | None, was: Stat | None, verify: bool
+) -> tuple[str, Stat, bool] | None:
+    """A served file's sha256 and stat, and whether its stat is not the one recorded
+    (touched: rewritten even with the same bytes, unless `verify` read them). The sha256
+    is the manifest's when the stat matches, unless `verify`. None: it is gone."""
+    st = stat_of(path)  # before reading: a change after this shows in the next stat
+    if st is None:
+        return None
+    if was is not None and entry is not None and st == was and not verify:
+        return entry.sha256_data, st, False
+    on_disk = sha256_file(path)
+    if on_disk is None:
+        return None
+    return on_disk, st, was is not None and st != was and not verify
+
+
+def check_drift(manifest: Manifest, *, verify: bool = False) -> tuple[Drift, ...]:
     """Drift in the roots that hold the manifest's commit, from the manifest alone (no
-    build): what a reconcile looks at before deciding to republish."""
+    build): what a reconcile looks at before deciding to republish. By stat, as `plan`
+    judges it; `verify` reads every file."""
     found: list[Drift] = []
-    for key in manifest.roots:
+    for key, state in manifest.roots.items():
         if not manifest.converged(key):
             continue
         root = Path(key)
         for name, entry in sorted(manifest.files.items()):
-            on_disk = sha256_file(root / name)
-            if on_disk != entry.sha256_data:
-                found.append(Drift(key, name, "deleted" if on_disk is None else "changed"))
+            seen = _found(root / name, entry, state.stat.get(name), verify)
+            if seen is None:
+                found.append(Drift(key, name, "deleted"))
+            elif seen[0] != entry.sha256_data:
+                found.append(Drift(key, name, "changed"))
+            elif seen[2]:
+                found.append(Drift(key, name, "touched"))
     return tuple(found)
+
+
+def intact(manifest: Manifest, *, verify: bool = False) -> tuple[tuple[str, str], ...] | None:
+    """Whether every root holds exactly the manifest's files as written (by stat; `verify`
+    reads them too) and nothing it owes a removal: then the files of the same commit need
+    no build. Returns the files gitprov did not write, (root, name), or None when anything
+    is to be done (a file changed, touched or gone, a stale file left, a root lagging, a
+    stat not recorded)."""
+    if manifest.lagging():
+        return None
+    unknown: list[tuple[str, str]] = []
+    for key, state in manifest.roots.items():
+        root = Path(key)
+        present = _listing(root)
+        if present & set(state.stale):
+            return None
+        for name, entry in manifest.files.items():
+            was = state.stat.get(name)
+            if was is None or name not in present:
+                return None
+            found = _found(root / name, entry, was, verify)
+            if found is None or found[2] or found[0] != entry.sha256_data:
+                return None
+        unknown += [(key, n) for n in sorted(present - set(manifest.files))]
+    return tuple(unknown)
 
 
 def _listing(root: Path) -> set[str]:

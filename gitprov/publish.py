@@ -1,11 +1,19 @@
 """Apply a build to the served roots atomically (DESIGN.md invariant 3).
 
 Every new file is first written in full to a dot-named temp file in its target directory
-(never served: the embedded servers refuse dot-files) and fsynced; only when every temp of
-a root is durable are they renamed over their targets, one `os.replace` each, so a reader
-always sees a complete old or a complete new file. Removals follow; the manifest is
-written last, in the state dir outside the roots. A crash at any moment leaves each
-served file whole, and publishing again converges.
+(never served: the embedded servers refuse dot-files). When every temp is written, one
+syncfs(2) per filesystem holding a root makes them all durable at once (an fsync per file
+was a third of a large publish; where there is no syncfs, each temp is fsynced); only
+then are they renamed over their targets, one `os.replace` each, so a reader always sees
+a complete old or a complete new file. Removals follow, then one fsync per root
+directory; the manifest is written last (itself fsynced), in the state dir outside the
+roots. A crash at any moment leaves each served file whole, and publishing again
+converges.
+
+Only files whose bytes change are written: the manifest records each served file's
+size, mtime and inode as written, and a file whose stat still matches is not read again
+(`verify` reads them all). Publishing the commit the manifest names, with the same
+inputs, into roots found intact stops there: nothing is loaded, validated or built.
 
 Each root is handled on its own: a root that cannot be written (full disk, an edge
 server's mount gone) keeps its last good files and is recorded in the manifest as lagging;
@@ -25,10 +33,12 @@ signature, a change of where files go, and the share of devices it would remove.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
 import os
+import posixpath
 import secrets
 import stat
 import time
@@ -40,9 +50,10 @@ from pathlib import Path
 
 import pygit2
 
+from gitprov import __version__
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
-from gitprov.inventory import Fleet, Inventory
-from gitprov.pipeline import Build, Loaded, Pipeline
+from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
+from gitprov.pipeline import RENDER_FORMAT, Build, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
     TMP_PREFIX,
@@ -55,7 +66,9 @@ from gitprov.plan import (
     ManifestEntry,
     Plan,
     RootState,
+    Stat,
     check_drift,
+    intact,
     load_manifest,
     plan,
     served_versions,
@@ -63,10 +76,13 @@ from gitprov.plan import (
 )
 from gitprov.rules.file_name import unsafe_reason
 from gitprov.signatures import SignaturePolicy, verify_commit
+from gitprov.source import FileRef
 from gitprov.version import IncompleteHistory, require_complete
 
 Progress = Callable[[str, int, int], None]
 IsDescendant = Callable[[str, str], bool]
+TargetsFor = Callable[[Fleet], "Targets"]  # where a commit's fleet settings publish
+KeyFor = Callable[[Inventory], str | None]  # the private key, once the inventory is known
 LOCK = "publish.lock"
 
 
@@ -283,6 +299,11 @@ class Artifact:
     set_by: str = ""
     sha256_plain: str = ""
     sha256_body: str = ""
+    sha256_data: str = field(default="", compare=False)  # of `data`: computed once
+
+    def __post_init__(self) -> None:
+        if not self.sha256_data:
+            object.__setattr__(self, "sha256_data", _sha(self.data))
 
     def entry(self) -> ManifestEntry:
         return ManifestEntry(
@@ -291,7 +312,7 @@ class Artifact:
             self.version,
             self.set_by,
             self.sha256_plain,
-            _sha(self.data),
+            self.sha256_data,
             str(self.kind),
             self.sha256_body,
         )
@@ -533,7 +554,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(directory: Path, name: str, data: bytes) -> Path:
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs(2) (Linux; Python 3.11 has no os.syncfs), or None where there is none."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNCFS = _load_syncfs()
+
+
+def syncfs(fd: int) -> None:
+    """Make every file written on the filesystem of `fd` durable: one call for all the
+    temps of a publish instead of one fsync each. `fd` must have been opened before the
+    files were written: a writeback error is reported to descriptors opened before it."""
+    if _SYNCFS is None:
+        raise OSError(errno.ENOSYS, "syncfs is not available")
+    if _SYNCFS(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) -> Path:
+    return _stage(directory, name, data, sync=sync)[0]
+
+
+def _stage(directory: Path, name: str, data: bytes, *, sync: bool) -> tuple[Path, Stat]:
+    """A dot-named temp beside its target, whole; fsynced only with `sync` (else a syncfs
+    of its filesystem must follow before it is renamed). Returns it and its stat, which
+    the rename keeps: what the manifest records of the served file."""
     tmp = directory / f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -542,14 +595,16 @@ def _write_temp(directory: Path, name: str, data: bytes) -> Path:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
+        st = os.fstat(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     os.close(fd)
-    return tmp
+    return tmp, (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -644,20 +699,26 @@ def publish(
     progress: Progress | None = None,
     lock_wait: float = 0.0,
     prune_unknown: bool = False,
+    verify: bool = False,
+    inputs: Mapping[str, str] | None = None,
 ) -> PublishResult:
     """Publish a build made beforehand. Its versions were chosen without the lock: use
-    `publish_commit`, which builds under the lock, unless nothing else can publish."""
+    `publish_commit`, which builds under the lock, unless nothing else can publish.
+    `inputs` (see `publish_inputs`) are recorded in the manifest: without them, the next
+    publish of the same commit builds before it finds nothing to do."""
     with publish_lock(targets.state_dir, lock_wait):
         previous = load_manifest(targets.state_dir)
         _check_descendant(build.commit, previous, is_descendant, force)
-        return _publish_locked(build, targets, previous, progress, prune_unknown)
+        return _publish_locked(
+            build, targets, previous, progress, prune_unknown, verify, dict(inputs or {})
+        )
 
 
 def publish_commit(
     pipeline: Pipeline,
     commit: pygit2.Commit,
-    targets: Targets | Callable[[Inventory], Targets],
-    private_key: str | None,
+    targets: Targets | TargetsFor,
+    private_key: str | KeyFor | None,
     *,
     force: bool = False,
     progress: Progress | None = None,
@@ -665,19 +726,35 @@ def publish_commit(
     prune_unknown: bool = False,
     loaded: Loaded | None = None,
     guards: Guards = Guards(),
+    verify: bool = False,
 ) -> PublishResult:
     """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
 
     The manifest is read, the versions are checked against it and the files are written
     while holding the publish lock, so two publishers can never both give one number to
-    different content. Raises InvalidInventory (nothing published), VersionConflict (the
-    rule would give a number the roots already passed; names the version_floor to set),
-    IncompleteHistory (a shallow clone), UnsignedCommit or Refused (a guard, see `Guards`),
-    PublishError or GitprovError."""
+    different content. `targets` may depend on the commit's fleet settings, the private
+    key on its inventory (asked for only when there is something to build). When the
+    manifest names this commit, published with the same inputs, and the roots hold its
+    files as written (by stat; `verify` reads them), nothing is loaded or built: the
+    result says it is already published. Raises InvalidInventory (nothing published),
+    VersionConflict (the rule would give a number the roots already passed; names the
+    version_floor to set), IncompleteHistory (a shallow clone), UnsignedCommit or Refused
+    (a guard, see `Guards`), PublishError or GitprovError."""
     assert pipeline.repo is not None
     require_complete(pipeline.repo)
     if guards.signatures is not None:
         verify_commit(pipeline.repo, commit, guards.signatures)
+    if loaded is None:
+        done = _already_published(
+            pipeline,
+            commit,
+            targets,
+            lock_wait=lock_wait,
+            prune_unknown=prune_unknown,
+            verify=verify,
+        )
+        if done is not None:
+            return done
     loaded = loaded or pipeline.load_commit(commit)
     if loaded.inventory is None:
         raise InvalidInventory(
@@ -685,26 +762,136 @@ def publish_commit(
             hint="fix them and commit again; nothing was published",
             problems=loaded.problems,
         )
-    where = targets(loaded.inventory) if callable(targets) else targets
+    key = private_key(loaded.inventory) if callable(private_key) else private_key
+    where = targets(loaded.inventory.fleet) if callable(targets) else targets
+    inputs = publish_inputs(pipeline, where)
     with publish_lock(where.state_dir, lock_wait):
         previous = load_manifest(where.state_dir)
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
-        published = _published_inventory(pipeline, previous, str(commit.id))
+        # The guards compare with the published commit's fleet settings (its gitprov.yaml
+        # alone) and the manifest's list of devices: never its whole inventory again.
+        published = _published_fleet(pipeline, previous, str(commit.id))
         if callable(targets) and not guards.allow_target_change:
             _check_targets(str(commit.id), where, previous, published, targets)
             if previous is None:
                 _check_state_dir_moved(pipeline, commit, where, targets)
-        build = pipeline.build(commit, private_key, served_versions(previous), loaded, force=force)
+        build = pipeline.build(commit, key, served_versions(previous), loaded, force=force)
         if not guards.allow_mass_removal:
             _check_removal(build, previous, published)
-        return _publish_locked(build, where, previous, progress, prune_unknown)
+        return _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
 
 
-def _published_inventory(
-    pipeline: Pipeline, previous: Manifest | None, commit: str
-) -> Inventory | None:
-    """The inventory of the commit the roots hold, for the guards to compare with; None
-    when nothing is published, it is this commit, or it is not in the repository."""
+def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:
+    """What a commit's files depend on besides the commit and the roots: gitprov, its
+    catalog and renderer, the inventory directory, the validation options, the firmware
+    dir (whose images are compared too). Paths and versions only, never secrets."""
+    return {
+        "gitprov": __version__,
+        "catalog": pipeline.catalog.digest,
+        "render": RENDER_FORMAT,
+        "inventory_dir": pipeline.inventory_dir.strip("/"),
+        "strict": str(pipeline.options.strict).lower(),
+        "firmware_dir": str(targets.firmware_dir or ""),
+    }
+
+
+def fleet_of(pipeline: Pipeline, commit: pygit2.Commit) -> Fleet | None:
+    """The commit's fleet settings, from its gitprov.yaml alone (not validated: for a
+    commit that was published, or to find where one would go); None when it has none or
+    they cannot be read."""
+    source = pipeline.source(commit)
+    inventory_dir = posixpath.normpath(source.inventory_dir or ".")
+    path = FLEET_FILE if inventory_dir == "." else f"{inventory_dir}/{FLEET_FILE}"
+    try:
+        entry = commit.tree[path]
+    except (KeyError, pygit2.GitError):
+        return None
+    if entry.type_str != "blob":
+        return None
+    try:
+        doc, problems = pipeline.parse_cache.get(
+            FileRef(path, str(entry.id)), source, fleet_file=True
+        )
+    except GitprovError:
+        return None  # an object missing: the full load says so
+    if doc is None or any(p.is_error for p in problems):
+        return None
+    try:
+        return build_inventory(Documents(source.inventory_dir, {FLEET: (doc,)}, ())).fleet
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
+        return None  # not valid: the full load reports it
+
+
+def _already_published(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    targets: Targets | TargetsFor,
+    *,
+    lock_wait: float,
+    prune_unknown: bool,
+    verify: bool,
+) -> PublishResult | None:
+    """The result of publishing `commit` when the manifest already names it, published
+    with the same inputs, and every root holds its files as written and nothing else it
+    owes: what a build would find, without one. None: build."""
+    if callable(targets):
+        fleet = fleet_of(pipeline, commit)
+        if fleet is None:
+            return None
+        try:
+            where = targets(fleet)
+        except GitprovError:
+            return None  # the full path reports it at its line
+    else:
+        where = targets
+    cid = str(commit.id)
+    with publish_lock(where.state_dir, lock_wait):
+        previous = load_manifest(where.state_dir)
+        if (
+            previous is None
+            or previous.commit != cid
+            or not previous.inputs
+            or dict(previous.inputs) != publish_inputs(pipeline, where)
+            or set(previous.roots) != {str(r) for r in where.roots}
+            or not _same_firmware(previous, where.firmware_dir)
+        ):
+            return None
+        clean_temps((*where.roots, where.state_dir))
+        unknown = intact(previous, verify=verify)
+        if unknown is None or (prune_unknown and unknown):
+            return None
+        return PublishResult(
+            cid,
+            previous.commit,
+            True,
+            Plan((), len(previous.files) * len(previous.roots), unknown),
+            previous,
+            notes=previous.notes,
+            previous_files=previous.files,
+            state_dir=where.state_dir,
+        )
+
+
+def _same_firmware(manifest: Manifest, firmware_dir: Path | None) -> bool:
+    """Whether the firmware images the manifest lists are still those of the firmware dir
+    (the operator may replace one without a commit)."""
+    for name, e in manifest.files.items():
+        if e.kind != Kind.FIRMWARE:
+            continue
+        if firmware_dir is None:
+            return False
+        try:
+            data = read_firmware(firmware_dir, name, f"firmware {name}")
+        except GitprovError:
+            return False
+        if _sha(data) != e.sha256_data:
+            return False
+    return True
+
+
+def _published_fleet(pipeline: Pipeline, previous: Manifest | None, commit: str) -> Fleet | None:
+    """The fleet settings of the commit the roots hold, for the guards to compare with;
+    None when nothing is published, it is this commit, or it is not in the repository."""
     if previous is None or previous.commit == commit or pipeline.repo is None:
         return None
     try:
@@ -713,15 +900,15 @@ def _published_inventory(
         return None
     if not isinstance(old, pygit2.Commit):
         return None
-    return pipeline.load_commit(old).inventory
+    return fleet_of(pipeline, old)
 
 
 def _check_targets(
     commit: str,
     where: Targets,
     previous: Manifest | None,
-    published: Inventory | None,
-    targets: Callable[[Inventory], Targets],
+    published: Fleet | None,
+    targets: TargetsFor,
 ) -> None:
     """Refuse a commit whose settings move the roots, the state dir or the firmware dir
     away from where the published commit's settings put them: the old roots would keep
@@ -758,7 +945,7 @@ def _check_state_dir_moved(
     pipeline: Pipeline,
     commit: pygit2.Commit,
     where: Targets,
-    targets: Callable[[Inventory], Targets],
+    targets: TargetsFor,
 ) -> None:
     """A commit that moves the state dir finds no manifest where it now points, so the
     guards above had nothing to compare with (and would let it remove or move anything).
@@ -772,11 +959,11 @@ def _check_state_dir_moved(
         return
     if not isinstance(parent, pygit2.Commit):
         return
-    inventory = pipeline.load_commit(parent).inventory
-    if inventory is None:
+    fleet = fleet_of(pipeline, parent)
+    if fleet is None:
         return
     try:
-        before = targets(inventory)
+        before = targets(fleet)
     except GitprovError:
         return  # the parent's own paths are not allowed here: nothing was published there
     if before.state_dir == where.state_dir:
@@ -784,7 +971,7 @@ def _check_state_dir_moved(
     old = load_manifest(before.state_dir)
     if old is None:
         return
-    published = _published_inventory(pipeline, old, str(commit.id)) or inventory
+    published = _published_fleet(pipeline, old, str(commit.id)) or fleet
     _check_targets(str(commit.id), where, old, published, targets)
 
 
@@ -792,7 +979,7 @@ def _paths(paths: Sequence[Path]) -> str:
     return ", ".join(str(p) for p in paths)
 
 
-def _check_removal(build: Build, previous: Manifest | None, published: Inventory | None) -> None:
+def _check_removal(build: Build, previous: Manifest | None, published: Fleet | None) -> None:
     """Refuse removing more than publish.max_removal of the published devices (one device
     is never a mass removal). The stricter of the published commit's and this commit's
     limit applies: a commit cannot loosen the limit for itself."""
@@ -802,7 +989,7 @@ def _check_removal(build: Build, previous: Manifest | None, published: Inventory
     gone = sorted(before - {f.mac for f in build.files})
     limit = build.inventory.fleet.max_removal
     if published is not None:
-        limit = min(limit, published.fleet.max_removal)
+        limit = min(limit, published.max_removal)
     if len(gone) <= 1 or Fraction(len(gone), len(before)) <= limit:
         return
     shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
@@ -845,12 +1032,17 @@ def _publish_locked(
     previous: Manifest | None,
     progress: Progress | None,
     prune_unknown: bool,
+    verify: bool,
+    inputs: dict[str, str],
 ) -> PublishResult:
     roots = targets.roots
     files, notes = artifacts(build, targets.firmware_dir)
     clean_temps((*roots, targets.state_dir))
     wanted = {a.name: a.data for a in files}
-    the_plan = plan(wanted, roots, previous, prune_unknown=prune_unknown)
+    digests = {a.name: a.sha256_data for a in files}
+    the_plan = plan(
+        wanted, roots, previous, prune_unknown=prune_unknown, verify=verify, digests=digests
+    )
     entries = {a.name: a.entry() for a in files}
     old_files = dict(previous.files) if previous else {}
     served = served_versions(previous)
@@ -858,7 +1050,7 @@ def _publish_locked(
         key = version_key(name, e)
         if key is not None and e.version >= served.get(key, (0, ""))[0]:
             served[key] = (e.version, e.sha256_body)
-    already = (
+    nothing_to_write = (
         the_plan.empty
         and previous is not None
         and previous.commit == build.commit
@@ -866,35 +1058,58 @@ def _publish_locked(
         and not previous.lagging()
         and dict(previous.served) == served
     )
-    if already:
+    if nothing_to_write:
         assert previous is not None
-        return PublishResult(
-            build.commit,
-            previous.commit,
-            True,
-            the_plan,
-            previous,
-            notes=tuple(notes),
-            previous_files=old_files,
-            state_dir=targets.state_dir,
+        same_record = (
+            dict(previous.inputs) == inputs
+            and previous.notes == tuple(notes)
+            and all(
+                dict(previous.roots[str(r)].stat) == dict(the_plan.intact[str(r)]) for r in roots
+            )
         )
-    failures, leftovers, touched = _apply(the_plan, wanted, roots, progress)
-    if len(failures) == len(roots) and not touched:
-        root, why = next(iter(failures.items()))
-        raise PublishError(
-            f"cannot write into {root}: {why}; nothing was changed, the last good files stay"
-            + (f" ({len(roots)} roots failed)" if len(roots) > 1 else ""),
-            hint="free space (or fix permissions) and publish again",
-        )
+        if same_record:
+            return PublishResult(
+                build.commit,
+                previous.commit,
+                True,
+                the_plan,
+                previous,
+                notes=tuple(notes),
+                previous_files=old_files,
+                state_dir=targets.state_dir,
+            )
+        # The files are right; the record of them is not (stats, inputs): rewrite it.
+        failures: dict[str, str] = {}
+        leftovers: dict[str, set[str]] = {}
+        written: dict[str, dict[str, Stat]] = {}
+    else:
+        failures, leftovers, touched, written = _apply(the_plan, wanted, roots, progress)
+        if len(failures) == len(roots) and not touched:
+            root, why = next(iter(failures.items()))
+            raise PublishError(
+                f"cannot write into {root}: {why}; nothing was changed, the last good "
+                "files stay" + (f" ({len(roots)} roots failed)" if len(roots) > 1 else ""),
+                hint="free space (or fix permissions) and publish again",
+            )
     manifest = Manifest(
         commit=build.commit,
         published_at=datetime.now(UTC).isoformat(timespec="seconds"),
         roots={
-            str(r): _root_state(str(r), build.commit, previous, set(wanted), failures, leftovers)
+            str(r): _root_state(
+                str(r),
+                build.commit,
+                previous,
+                set(wanted),
+                failures,
+                leftovers,
+                {**the_plan.intact.get(str(r), {}), **written.get(str(r), {})},
+            )
             for r in roots
         },
         files=entries,
         served=served,
+        inputs=inputs,
+        notes=tuple(notes),
     )
     try:
         write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
@@ -907,7 +1122,7 @@ def _publish_locked(
     return PublishResult(
         build.commit,
         previous.commit if previous else None,
-        False,
+        nothing_to_write,
         the_plan,
         manifest,
         failures,
@@ -924,6 +1139,7 @@ def _root_state(
     wanted: set[str],
     failures: Mapping[str, str],
     leftovers: Mapping[str, set[str]],
+    stat: dict[str, Stat],
 ) -> RootState:
     if root in failures:
         before = previous.roots.get(root) if previous else None
@@ -931,7 +1147,7 @@ def _root_state(
         return RootState(
             before.commit if before else None, failures[root], tuple(sorted(owned - wanted))
         )
-    return RootState(commit, "", tuple(sorted(leftovers.get(root, set()))))
+    return RootState(commit, "", tuple(sorted(leftovers.get(root, set()))), stat)
 
 
 def _sha(data: bytes) -> str:
@@ -943,12 +1159,16 @@ def _apply(
     wanted: Mapping[str, bytes],
     roots: Sequence[Path],
     progress: Progress | None,
-) -> tuple[dict[str, str], dict[str, set[str]], set[str]]:
-    """Stage, rename, remove; per root. Returns the roots that failed (and why), per root
-    the files whose removal failed, and the failed roots where some renames happened."""
+) -> tuple[dict[str, str], dict[str, set[str]], set[str], dict[str, dict[str, Stat]]]:
+    """Stage, sync, rename, remove; per root. Returns the roots that failed (and why), per
+    root the files whose removal failed, the failed roots where some renames happened,
+    and per root the stat of every file written."""
     failures: dict[str, str] = {}
     writes = [a for a in the_plan.actions if a.action is not Action.REMOVE]
     staged: dict[str, list[tuple[Path, Path]]] = {str(r): [] for r in roots}
+    stats: dict[str, dict[str, Stat]] = {str(r): {} for r in roots}
+    batch = _SYNCFS is not None
+    handles: dict[str, int] = {}  # root -> its directory, opened before any temp is written
     done = 0
     try:
         for root in roots:
@@ -956,20 +1176,28 @@ def _apply(
             mine = [a for a in writes if a.root == key]
             try:
                 _make_root(root)
+                if batch and mine:
+                    handles[key] = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
                 for a in mine:
-                    tmp = _write_temp(root, a.name, wanted[a.name])
+                    tmp, st = _stage(root, a.name, wanted[a.name], sync=not batch)
                     staged[key].append((tmp, root / a.name))
+                    stats[key][a.name] = st
                     done += 1
                     if progress:
                         progress("write", done, len(writes))
             except OSError as exc:
                 failures[key] = _describe(exc)
                 _unlink_temps(staged.pop(key))
+        if batch:
+            _sync_staged(staged, handles, failures)
     except BaseException:
         for temps in staged.values():
             _unlink_temps(temps)
         raise
-    # Batch durability: every temp of a root is synced; now its renames, then one sync.
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+    # Every temp is durable: now the renames, then the removals, then each directory once.
     touched: set[str] = set()
     for key, temps in staged.items():
         try:
@@ -980,11 +1208,10 @@ def _apply(
                     _unlink_temps(temps[i:])
                     raise
                 touched.add(key)
-            if temps:
-                _fsync_dir(Path(key))
         except OSError as exc:
             failures[key] = _describe(exc)
     leftovers: dict[str, set[str]] = {}
+    removed: set[str] = set()
     for key in staged:
         if key in failures:
             continue
@@ -992,14 +1219,53 @@ def _apply(
         for a in removes:
             try:
                 os.unlink(Path(key) / a.name)
+                removed.add(key)
             except FileNotFoundError:
                 pass
             except OSError:
                 leftovers.setdefault(key, set()).add(a.name)
-        if removes:
-            with contextlib.suppress(OSError):
-                _fsync_dir(Path(key))
-    return failures, leftovers, touched & set(failures)
+    for key in staged:
+        if key in failures or not (key in removed or staged[key]):
+            continue
+        try:
+            _fsync_dir(Path(key))
+        except OSError as exc:
+            failures[key] = _describe(exc)
+    return failures, leftovers, touched & set(failures), stats
+
+
+def _sync_staged(
+    staged: dict[str, list[tuple[Path, Path]]], handles: Mapping[str, int], failures: dict[str, str]
+) -> None:
+    """One syncfs per filesystem holding a root with temps (on a directory opened before
+    they were written); a root whose sync failed fails, its temps removed. Where syncfs
+    turns out not to work (ENOSYS), each temp is fsynced instead."""
+    by_fs: dict[int, list[str]] = {}
+    for key, temps in staged.items():
+        if temps and key in handles:
+            by_fs.setdefault(os.fstat(handles[key]).st_dev, []).append(key)
+    for keys in by_fs.values():
+        try:
+            try:
+                syncfs(handles[keys[0]])
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+                for key in keys:
+                    for tmp, _ in staged[key]:
+                        _fsync_file(tmp)
+        except OSError as exc:
+            for key in keys:
+                failures[key] = _describe(exc)
+                _unlink_temps(staged.pop(key))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _make_root(root: Path) -> None:
@@ -1031,15 +1297,17 @@ class Inspection:
         return not self.drift and not self.lagging
 
 
-def inspect(state_dir: Path, lock_wait: float = 0.0) -> Inspection:
-    """Under the publish lock: remove stale temps and look for drift and lagging roots."""
+def inspect(state_dir: Path, lock_wait: float = 0.0, *, verify: bool = False) -> Inspection:
+    """Under the publish lock: remove stale temps and look for drift and lagging roots
+    (by stat, as a publish judges files; `verify` reads every file)."""
     with publish_lock(state_dir, lock_wait):
         manifest = load_manifest(state_dir)
         if manifest is None:
             return Inspection(None, (), (), clean_temps((state_dir,)))
         roots = tuple(Path(r) for r in manifest.roots)
         removed = clean_temps((*roots, state_dir))
-        return Inspection(manifest, check_drift(manifest), manifest.lagging(), removed)
+        drift = check_drift(manifest, verify=verify)
+        return Inspection(manifest, drift, manifest.lagging(), removed)
 
 
 def descendant_check(repo: pygit2.Repository) -> IsDescendant:

@@ -36,10 +36,9 @@ from typing import Any, Protocol
 import pygit2
 
 from gitprov.errors import GitprovError, InvalidInventory, Problem
-from gitprov.inventory import Inventory
 from gitprov.pipeline import Pipeline
 from gitprov.plan import Drift
-from gitprov.publish import Guards, PublishError, Targets, inspect, publish_commit
+from gitprov.publish import Guards, PublishError, Targets, TargetsFor, inspect, publish_commit
 
 log = logging.getLogger("gitprov.watch")
 
@@ -263,7 +262,7 @@ class CommitPublisher:
         self,
         pipeline: Pipeline,
         private_key: str | None,
-        targets_for: Callable[[Inventory], Targets],
+        targets_for: Targets | TargetsFor,
         *,
         prune_unknown: bool = False,
         lock_wait: float = 30.0,
@@ -271,6 +270,7 @@ class CommitPublisher:
         renew: Callable[[pygit2.Repository], Pipeline] | None = None,
         renew_every: int = 200,
         guards: Guards | None = None,
+        verify: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.private_key = private_key
@@ -279,6 +279,8 @@ class CommitPublisher:
         self.lock_wait = lock_wait
         self.state_dir = state_dir
         self.guards = guards or Guards()
+        # Reconcile by reading every served file, not by stat (--verify).
+        self.verify = verify
         # The pipeline's in-memory caches grow with every commit evaluated; a watcher runs
         # for months, so it starts a fresh one now and then (the version cache is on disk).
         self.renew = renew
@@ -315,6 +317,7 @@ class CommitPublisher:
                 lock_wait=self.lock_wait,
                 prune_unknown=self.prune_unknown,
                 guards=self.guards,
+                verify=self.verify and trigger == "reconcile",
             )
         except InvalidInventory as exc:
             return done(
@@ -359,7 +362,7 @@ class CommitPublisher:
             return None
         started = time.monotonic()
         try:
-            found = inspect(self.state_dir, self.lock_wait)
+            found = inspect(self.state_dir, self.lock_wait, verify=self.verify)
         except GitprovError as exc:
             return Outcome(Kind.FAILED, "", f"reconcile: {exc.message}", trigger="reconcile")
         manifest = found.manifest

@@ -23,11 +23,15 @@ def register(sub: Subparsers) -> None:
         help="write a commit's files into the roots, atomically",
         description="Build the commit and apply it to the HTTP and TFTP roots: changed "
         "files are replaced atomically, removed devices' files deleted, the manifest "
-        "written last. Idempotent. A commit that does not descend from the published one "
-        "is refused, and so is one that would give a device a version it already passed "
-        "(the error names the version_floor to set), one that removes more devices than "
-        "publish.max_removal allows, one that moves where files go, and, with "
-        "--require-signed, one not signed by an allowed key: exit 1, nothing written.",
+        "written last. Idempotent: a file is written only when its bytes change, or when "
+        "its size, mtime or inode is not what the manifest recorded (it was edited, "
+        "deleted or touched by hand: drift, restored); the commit the manifest names, "
+        "into roots found intact, is not even built. A commit that does not descend "
+        "from the published one is refused, and so is one that would give a device a "
+        "version it already passed (the error names the version_floor to set), one that "
+        "removes more devices than publish.max_removal allows, one that moves where files "
+        "go, and, with --require-signed, one not signed by an allowed key: exit 1, "
+        "nothing written.",
     )
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to publish")
     add_targets(p)
@@ -36,6 +40,12 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="publish a commit that does not descend from the published one (versions "
         "still never go down)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every served file and compare its SHA-256 with the manifest instead "
+        "of trusting its size, mtime and inode; rewrite those that differ",
     )
     p.add_argument(
         "--wait",
@@ -56,6 +66,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         prune_unknown=args.prune_unknown,
         allow_mass_removal=args.allow_mass_removal,
         allow_target_change=args.allow_target_change,
+        verify=args.verify,
     )
     entries = result.manifest.files
     changed = sorted({a.name for a in result.written})
