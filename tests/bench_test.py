@@ -79,3 +79,14 @@ def test_a_difference_stops_the_benchmark(tmp_path: Path) -> None:
         (tmp_path / side / "http" / "fv0021f4000000.conf").write_bytes(side.encode())
     with pytest.raises(bench.Mismatch, match="different bytes"):
         bench.Bench(tmp_path).compare(tmp_path, "cold publish")
+
+
+def test_boot_storm_runs_small(capsys: pytest.CaptureFixture[str]) -> None:
+    # The script checks every device ended on its own file (else Mismatch, exit != 0).
+    from bench import boot_storm
+
+    assert boot_storm.main(["--devices", "20", "--workers", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("boot storm: 20 devices, Random Delay 40 s (virtual), 4 at once")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
+    assert rows["gitprov"][0] == "20" and rows["floor"][0] == "20"
