@@ -97,6 +97,14 @@ class SettingKeys:
         return cls(**changes)
 
     @classmethod
+    def from_bindings(cls, bindings: Mapping[str, str]) -> SettingKeys:
+        """The keys a model's bindings give (catalog name → DBID key, as in
+        `models/NAME.yaml` `bindings:`); bindings of other parameters are not settings
+        the emulator reads and are left out."""
+        wanted = set(CATALOG_NAMES.values())
+        return cls.from_mapping({name: key for name, key in bindings.items() if name in wanted})
+
+    @classmethod
     def parse(cls, entries: Iterable[str]) -> SettingKeys:
         """`NAME=DBID_KEY` entries (the CLI's `--setting-key`), as `from_mapping`."""
         overrides: dict[str, str] = {}

@@ -88,3 +88,16 @@ def test_read_values_and_unreadable_ones_keep_the_default() -> None:
     assert settings.random_delay == 40
     assert settings.upgrade_rule == "http://h/fw.bin"
     assert settings.option66 is False
+
+
+def test_from_a_models_bindings() -> None:
+    keys = SettingKeys.from_bindings(
+        {
+            "provision.resync_periodic": "DBID_PRV_RESYNC_PERIODIC",
+            "provision.upgrade_rule": "DBID_UPGRADE_URL",
+            "sip.some_param": "DBID_SOMETHING",  # not a setting the emulator reads
+        }
+    )
+    assert keys == SettingKeys(
+        resync_periodic="DBID_PRV_RESYNC_PERIODIC", upgrade_rule="DBID_UPGRADE_URL"
+    )
