@@ -15,10 +15,18 @@ from dataclasses import dataclass
 
 from gitprov import version as versioning
 from gitprov.catalog import Catalog
-from gitprov.compile import DeviceConfig, SecretResolver, compile_device, placeholder_resolver
-from gitprov.crypto import Cipher, Mode
+from gitprov.compile import (
+    Compiler,
+    DeviceConfig,
+    SecretResolver,
+    compile_device,
+    fill,
+    placeholder_resolver,
+    redact,
+)
+from gitprov.crypto import Cipher, Mode, derive_device_key
 from gitprov.errors import GitprovError, UsageError
-from gitprov.formats import flyingvoice, render
+from gitprov.formats import RENDERERS, flyingvoice
 from gitprov.inventory import SECRETS, Device, Inventory
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.secrets import SecretError, public_key_of, unseal
@@ -26,19 +34,37 @@ from gitprov.secrets import SecretError, public_key_of, unseal
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceFile:
     mac: str
     name: str  # file name in every root
-    plaintext: bytes
     data: bytes  # what is published: the encrypted file, or the plaintext when mode is none
     version: int
     set_by: str  # commit id that set this version
     model: str
     # "current", or "previous": the old path of a key rotation, same content, old key.
     role: str = "current"
-    redacted: bytes = b""  # the plaintext with secrets replaced, for humans
     body_sha256: str = ""  # sha256 of the plaintext without the version line
+    plain_sha256: str = ""  # sha256 of the plaintext
+    # The plaintext, when the build was asked to keep it (it holds every secret, and a
+    # fleet's worth of it is a fleet's worth of memory).
+    kept: bytes | None = None
+    secret_lines: tuple[int, ...] = ()  # the body lines that hold a secret
+
+    @property
+    def plaintext(self) -> bytes:
+        if self.kept is None:
+            raise ValueError(f"{self.mac}: the build did not keep the plaintext")
+        return self.kept
+
+    @property
+    def redacted(self) -> bytes:
+        """The plaintext with secrets replaced, for humans."""
+        lines = self.plaintext.decode("utf-8").split("\n")
+        for i in self.secret_lines:
+            key, _, value = lines[i + 1].partition("=")  # after the version line
+            lines[i + 1] = f"{key}={redact(key, value)}"
+        return "\n".join(lines).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -83,55 +109,178 @@ def bootstrap_files(inv: Inventory) -> dict[str, tuple[tuple[str, ...], bytes]]:
     return {name: (tuple(ms), body) for name, ms in sorted(models.items())}
 
 
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One device compiled and rendered once, its secrets as markers (gitprov.compile
+    `symbol`): the version digest, the body hash, the published file and the redacted
+    copy all derive from it. Holds no secret."""
+
+    mac: str
+    model: str
+    file_name: str
+    cipher: Cipher
+    body: str  # the rendered body (no version line), with markers
+    key: str | None  # the passphrase, as a marker; None when mode is none
+    previous: tuple[str, str | None] | None  # key rotation: (old file name, old passphrase)
+    secret_lines: tuple[int, ...]  # the body lines that hold a secret
+
+    def digest(self, placeholder: SecretResolver) -> str:
+        """What versions compare: everything that decides the published bytes but the
+        version line, with each secret stood in by `placeholder` (a digest of its sealed
+        text), device keys derived from those."""
+        value = self._values(placeholder)
+        prev = self.previous
+        if prev is not None and prev[1] is not None:
+            prev = (prev[0], fill(prev[1], value))
+        cipher = self.cipher
+        head = f"{self.file_name}\0{prev}\0{cipher.mode}:{cipher.iterations}:{cipher.gzip}\0"
+        return hashlib.sha256(head.encode() + fill(self.body, value).encode()).hexdigest()
+
+    def _values(self, resolve: SecretResolver) -> Callable[[str], str]:
+        mac = self.mac
+        seen: dict[str, str] = {}  # a derived key appears in the body and as the passphrase
+
+        def value(marker: str) -> str:
+            hit = seen.get(marker)
+            if hit is None:
+                hit = resolve(marker[1:])
+                if marker[0] == "k":
+                    hit = derive_device_key(hit, mac)
+                seen[marker] = hit
+            return hit
+
+        return value
+
+
+def template(compiler: Compiler, device: Device) -> Template:
+    cfg = compiler.compile(device)
+    if cfg.family not in RENDERERS:
+        raise GitprovError(f"{device.mac}: no renderer for device family {cfg.family!r}")
+    secret = tuple(i for i, e in enumerate(cfg.entries) if e.secret)
+    body = flyingvoice.body_template(cfg)
+    return Template(
+        cfg.mac, cfg.model, cfg.file_name, cfg.cipher, body, cfg.key, cfg.previous, secret
+    )
+
+
+def finish(
+    tpl: Template,
+    resolve: SecretResolver,
+    info: versioning.VersionInfo,
+    served: Served,
+    force: bool,
+    conflicts: list[Conflict],
+    keep_plaintext: bool,
+) -> list[DeviceFile]:
+    """The device's published file(s) from its template, the real secrets and its
+    version; [] when the version conflicts with what the roots served."""
+    value = tpl._values(resolve)
+    body = fill(tpl.body, value).encode("utf-8")
+    body_sha = hashlib.sha256(body).hexdigest()
+    before = len(conflicts)
+    version = _served_version(tpl.mac, info, body_sha, served, force, conflicts)
+    if len(conflicts) > before:
+        return []
+    plain = flyingvoice.render_lines([(flyingvoice.VERSION_KEY, str(version))]) + body
+    plain_sha = hashlib.sha256(plain).hexdigest()
+    kept = plain if keep_plaintext else None
+    key = fill(tpl.key, value) if tpl.key is not None else None
+    out = [
+        DeviceFile(
+            tpl.mac,
+            tpl.file_name,
+            _encrypt(tpl.cipher, plain, key, tpl.mac),
+            version,
+            info.commit,
+            tpl.model,
+            "current",
+            body_sha,
+            plain_sha,
+            kept,
+            tpl.secret_lines,
+        )
+    ]
+    if tpl.previous is not None:
+        old_name, old_key = tpl.previous
+        old = fill(old_key, value) if old_key is not None else None
+        out.append(
+            DeviceFile(
+                tpl.mac,
+                old_name,
+                _encrypt(tpl.cipher, plain, old, tpl.mac),
+                version,
+                info.commit,
+                tpl.model,
+                "previous",
+                body_sha,
+                plain_sha,
+                kept,
+                tpl.secret_lines,
+            )
+        )
+    return out
+
+
 class Builder:
     """Digests and device files of inventories, with the caches that carry over from one
-    commit to the next."""
+    commit to the next.
+
+    Each device is compiled and rendered once per commit: `digests` keeps the templates
+    it made for the last inventory it saw, and `build` finishes those (or makes them, if
+    the versions came from the cache)."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._digests: dict[tuple[str, ...], str] = {}
+        self._templates: dict[tuple[str, ...], Template] = {}
         self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
+        self._compiler: Compiler | None = None
 
     def compile(self, inv: Inventory, device: Device, resolve: SecretResolver) -> DeviceConfig:
         return compile_device(device, inv, self.catalog, resolve)
 
-    def digests(self, inv: Inventory) -> dict[str, str]:
-        """Each version key's content digest: devices (version line excluded, secrets as
-        sealed digests) and option-66 files."""
-        resolve = placeholder_resolver(inv.sealed)
+    def _symbolic(self, inv: Inventory) -> Compiler:
+        if self._compiler is None or self._compiler.inv is not inv:
+            self._compiler = Compiler.symbolic(inv, self.catalog)
+        return self._compiler
+
+    def _keys(self, inv: Inventory) -> list[tuple[str, ...]]:
+        """Each device's cache key: the blob ids of everything it is compiled from."""
         fleet_oid = inv.fleet.doc.oid
-        secrets_oid = self._secrets_oid(inv)
-        out = {}
+        secrets_oid = hashlib.sha256(repr(sorted(inv.sealed.items())).encode()).hexdigest()
         chains: dict[str | None, tuple[str, ...]] = {}
+        out = []
         for device in inv.devices:
-            model = inv.models[device.model]
             chain = chains.get(device.profile)
             if chain is None:
                 chain = tuple(p.doc.oid for p in inv.profile_chain(device.profile))
                 chains[device.profile] = chain
-            key = (device.doc.path, device.doc.oid, model.doc.oid, fleet_oid, secrets_oid, *chain)
+            model_oid = inv.models[device.model].doc.oid
+            out.append((device.doc.path, device.doc.oid, model_oid, fleet_oid, secrets_oid, *chain))
+        return out
+
+    def digests(self, inv: Inventory) -> dict[str, str]:
+        """Each version key's content digest: devices (version line excluded, secrets as
+        sealed digests) and option-66 files."""
+        placeholder = _memo(placeholder_resolver(inv.sealed))
+        out = {}
+        made: dict[tuple[str, ...], Template] = {}
+        for device, key in zip(inv.devices, self._keys(inv), strict=True):
             digest = self._digests.get(key)
             if digest is None:
-                cfg = self.compile(inv, device, resolve)
-                # Everything that decides the published bytes, bar the version line.
-                text = (
-                    f"{cfg.file_name}\0{cfg.previous}\0{cfg.cipher.mode}:"
-                    f"{cfg.cipher.iterations}:{cfg.cipher.gzip}\0".encode()
-                    + flyingvoice.body(cfg)
-                )
-                digest = hashlib.sha256(text).hexdigest()
-                self._digests[key] = digest
+                tpl = template(self._symbolic(inv), device)
+                digest = self._digests[key] = tpl.digest(placeholder)
+                made[key] = tpl
             out[device.mac] = digest
+        if made:
+            # The next build is most likely of this inventory: it finishes these.
+            self._templates = made
         boots = bootstrap_files(inv)
         if boots:
             # One key for all of them: they carry the same rule, whatever their names.
             body = next(iter(boots.values()))[1]
             out[BOOTSTRAP] = hashlib.sha256(b"bootstrap\0" + body).hexdigest()
         return out
-
-    @staticmethod
-    def _secrets_oid(inv: Inventory) -> str:
-        return hashlib.sha256(repr(sorted(inv.sealed.items())).encode()).hexdigest()
 
     def build(
         self,
@@ -143,6 +292,7 @@ class Builder:
         *,
         force: bool = False,
         progress: Progress | None = None,
+        keep_plaintext: bool = True,
     ) -> Build:
         """Compile, render and encrypt every device and option-66 file of a validated
         inventory at `commit`, numbered by its version `state`.
@@ -152,34 +302,39 @@ class Builder:
         number from the rule below it (or equal to it with other content) would be
         ignored by the devices: without `force` that is a VersionConflict naming the
         version_floor that continues the sequence; with `force` the number is raised
-        just enough. Without `served`, the rule's numbers as they are."""
+        just enough. Without `served`, the rule's numbers as they are.
+
+        Without `keep_plaintext` the files carry the plaintext's hash but not the
+        plaintext (nor the redacted copy made from it)."""
         vers = state.versions()
-        digests = self.digests(inv)
         served = served or {}
         resolve = secret_resolver(inv, private_key)
         key_id = hashlib.sha256((private_key or "").encode()).hexdigest()
         files: list[DeviceFile] = []
         built: dict[tuple[object, ...], list[DeviceFile]] = {}
         conflicts: list[Conflict] = []
+        templates, self._templates = self._templates, {}
         total = len(inv.devices)
-        for done, device in enumerate(inv.devices, start=1):
+        for done, (device, dkey) in enumerate(zip(inv.devices, self._keys(inv), strict=True), 1):
             if progress is not None:
                 progress("build", done, total)
             info = vers[device.mac]
-            # Same digest (content, file name, cipher, sealed secrets), version and manifest
+            # Same inputs (content, file name, cipher, sealed secrets), version and manifest
             # entry give the same bytes: a watcher re-renders only what changed.
             key = (
                 device.mac,
-                digests[device.mac],
+                dkey,
                 info.version,
                 info.commit,
                 key_id,
                 served.get(device.mac),
                 force,
+                keep_plaintext,
             )
             hit = self._built.get(key)
             if hit is None:
-                hit = self._build_device(inv, device, resolve, info, served, force, conflicts)
+                tpl = templates.pop(dkey, None) or template(self._symbolic(inv), device)
+                hit = finish(tpl, resolve, info, served, force, conflicts, keep_plaintext)
             if hit:
                 built[key] = hit
                 files.extend(hit)
@@ -197,55 +352,17 @@ class Builder:
         self._built = built
         return Build(commit, inv, tuple(files), tuple(boots), state.floor)
 
-    def _build_device(
-        self,
-        inv: Inventory,
-        device: Device,
-        resolve: SecretResolver,
-        info: versioning.VersionInfo,
-        served: Served,
-        force: bool,
-        conflicts: list[Conflict],
-    ) -> list[DeviceFile]:
-        cfg = self.compile(inv, device, resolve)
-        body_sha = hashlib.sha256(flyingvoice.body(cfg)).hexdigest()
-        before = len(conflicts)
-        version = _served_version(device.mac, info, body_sha, served, force, conflicts)
-        if len(conflicts) > before:
-            return []
-        plain = render(cfg, version)
-        shown = flyingvoice.render(cfg, version, redact=True)
-        data = _encrypt(cfg.cipher, plain, cfg.key, device.mac)
-        out = [
-            DeviceFile(
-                device.mac,
-                cfg.file_name,
-                plain,
-                data,
-                version,
-                info.commit,
-                cfg.model,
-                redacted=shown,
-                body_sha256=body_sha,
-            )
-        ]
-        if cfg.previous is not None:
-            old_name, old_key = cfg.previous
-            out.append(
-                DeviceFile(
-                    device.mac,
-                    old_name,
-                    plain,
-                    _encrypt(cfg.cipher, plain, old_key, device.mac),
-                    version,
-                    info.commit,
-                    cfg.model,
-                    "previous",
-                    shown,
-                    body_sha,
-                )
-            )
-        return out
+
+def _memo(resolve: SecretResolver) -> SecretResolver:
+    cache: dict[str, str] = {}
+
+    def memo(name: str) -> str:
+        hit = cache.get(name)
+        if hit is None:
+            hit = cache[name] = resolve(name)
+        return hit
+
+    return memo
 
 
 # key -> (the highest version ever served under it, the sha256 of that file's body)

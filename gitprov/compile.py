@@ -13,7 +13,8 @@ from typing import Any
 
 from gitprov.catalog import Catalog, Param
 from gitprov.crypto import Cipher, Mode, derive_device_key
-from gitprov.inventory import Device, Inventory, Layer
+from gitprov.firmware import upgrade_of
+from gitprov.inventory import Device, Inventory, Layer, Model
 from gitprov.macros import device_variables, expand
 from gitprov.yamldoc import SecretRef
 
@@ -41,12 +42,15 @@ class Entry:
     @property
     def redacted(self) -> str:
         """The value as plans, `show` and logs may print it."""
-        if not self.secret:
-            return self.value
-        if self.key == "DBID_PROFILE_RULE" and self.value.startswith("[--key "):
-            return "[--key " + REDACTED + self.value[self.value.index("]") :]
-        # Keep the TAB structure of per-line values visible, hide every non-empty field.
-        return "\t".join(REDACTED if part else "" for part in self.value.split("\t"))
+        return redact(self.key, self.value) if self.secret else self.value
+
+
+def redact(key: str, value: str) -> str:
+    """A secret entry's value as plans, `show` and logs may print it."""
+    if key == "DBID_PROFILE_RULE" and value.startswith("[--key "):
+        return "[--key " + REDACTED + value[value.index("]") :]
+    # Keep the TAB structure of per-line values visible, hide every non-empty field.
+    return "\t".join(REDACTED if part else "" for part in value.split("\t"))
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,46 @@ def _text(value: Any, resolve: SecretResolver) -> str:
         return resolve(value.name)
     if isinstance(value, bool):
         return "1" if value else "0"
-    return str(value)
+    text = str(value)
+    if MARK in text:
+        # Validation refuses control characters; this keeps a symbolic compile's markers
+        # the only NULs a body can hold, even if a rule is skipped.
+        raise ValueError("refusing to compile a value holding a NUL character")
+    return text
 
 
 def _is_secret(value: Any, param: Param | None) -> bool:
     return isinstance(value, SecretRef) or bool(param and param.secret)
+
+
+# Symbolic secrets: a compile that stands each secret in by a marker, so one compile and
+# one rendering serve the version digest (placeholders), the published file (the real
+# values) and the redacted copy. A marker is NUL, a kind, the secret's name, NUL: `s` the
+# secret itself, `k` the device key derived from it (for this device's MAC). Values
+# never hold a NUL (GP108, and `_text`), so markers cannot be forged by a value.
+MARK = "\0"
+
+
+def symbol(name: str) -> str:
+    """The marker of secret `name` (a SecretResolver)."""
+    return f"{MARK}s{name}{MARK}"
+
+
+def derived_symbol(master: str, mac: str) -> str:
+    """The marker of the device key derived from the secret whose marker is `master`."""
+    if not (master.startswith(MARK + "s") and master.endswith(MARK) and len(master) > 3):
+        raise ValueError("a derived key needs a symbolic master secret")
+    return f"{MARK}k{master[2:-1]}{MARK}"
+
+
+def fill(text: str, value: Callable[[str], str]) -> str:
+    """`text` with each marker replaced by `value(marker without its NULs)`."""
+    if MARK not in text:
+        return text
+    parts = text.split(MARK)
+    for i in range(1, len(parts), 2):
+        parts[i] = value(parts[i])
+    return "".join(parts)
 
 
 def variables_for(device: Device, inv: Inventory) -> dict[str, str]:
@@ -89,104 +128,212 @@ def file_name_for(device: Device, inv: Inventory) -> str:
     return expand(inv.fleet.file_name, variables_for(device, inv))
 
 
-def compile_device(
-    device: Device, inv: Inventory, catalog: Catalog, resolve: SecretResolver
-) -> DeviceConfig:
-    model = inv.models[device.model]
-    layers: list[Layer] = [inv.fleet.layer]
-    layers += [p.layer for p in inv.profile_chain(device.profile)]
-    layers += [model.layer, device.layer]
+# DBID key -> (value, origin, secret); per-line: DBID key -> slot -> (value, origin, secret)
+_Global = dict[str, tuple[Any, Origin, bool]]
+_PerLine = dict[str, dict[int, tuple[Any, Origin, bool]]]
 
-    # Global parameters: DBID key -> (value, origin, secret)
-    merged: dict[str, tuple[Any, Origin, bool]] = {}
-    # Per-line parameters: DBID key -> slot -> (value, origin, secret)
-    per_line: dict[str, dict[int, tuple[Any, Origin, bool]]] = {}
-    for layer in layers:
+
+@dataclass
+class _Shared:
+    """The layers devices share (fleet, profile chain, model), layered once."""
+
+    merged: _Global
+    per_line: _PerLine
+    entries: dict[str, Entry]  # of merged and per_line as they are, by DBID key
+
+
+class Compiler:
+    """Compiles the devices of one inventory, layering what devices share (fleet →
+    profile chain → model) once per profile and model, and reusing those entries.
+
+    `resolve` gives a secret's text; `derive` a device key from a master secret's text
+    and a MAC. `Compiler.symbolic` gives markers for both (see `symbol`)."""
+
+    def __init__(
+        self,
+        inv: Inventory,
+        catalog: Catalog,
+        resolve: SecretResolver,
+        derive: Callable[[str, str], str] = derive_device_key,
+    ) -> None:
+        self.inv = inv
+        self.catalog = catalog
+        self.resolve = resolve
+        self.derive = derive
+        self._shared: dict[tuple[str | None, str], _Shared] = {}
+
+    @classmethod
+    def symbolic(cls, inv: Inventory, catalog: Catalog) -> Compiler:
+        return cls(inv, catalog, symbol, derived_symbol)
+
+    def _layer(self, layer: Layer, model: Model, merged: _Global, per_line: _PerLine) -> None:
+        catalog = self.catalog
         doc = layer.doc
+        line_count = model.line_count
         for name, value in layer.params.items():
             param = catalog.lookup(name)
-            dbid = param.key if param else name
+            dbid = param.key if param else model.bindings.get(name, name)
+            if param is None and dbid == name and catalog.unpublished_named(name):
+                continue  # no key for this model (GP116): never written under its name
             if value is None:
                 merged.pop(dbid, None)
                 continue
             line, col = doc.pos(("params", name))
             merged[dbid] = (value, Origin(doc.path, line, col), _is_secret(value, param))
         for slot, item in enumerate(layer.lines):
-            if slot >= model.line_count or not item:
+            if slot >= line_count or not item:
                 continue
             for name, value in item.items():
                 param = catalog.lookup_line(name)
-                slots = per_line.setdefault(param.key if param else name, {})
+                key = param.key if param else name
+                # Copied before the first change: the dict may be the shared layers'.
+                slots = dict(per_line.get(key, ()))
+                per_line[key] = slots
                 if value is None:
                     slots.pop(slot, None)
                     continue
                 line, col = doc.pos(("lines", slot, name))
                 slots[slot] = (value, Origin(doc.path, line, col), _is_secret(value, param))
 
-    file_name = file_name_for(device, inv)
-    enc = inv.fleet.encryption.merged(model.encryption)
-    cipher = Cipher(Mode(enc.mode), enc.iterations, enc.gzip)
-    passphrase: str | None = None
-    if cipher.mode is not Mode.NONE:
-        if device.key is not None:
-            passphrase = resolve(device.key.name)
-        elif enc.master_key is not None:
-            passphrase = derive_device_key(resolve(enc.master_key.name), device.mac)
+    def _entry(self, key: str, item: tuple[Any, Origin, bool]) -> Entry:
+        value, origin, secret = item
+        return Entry(key, _text(value, self.resolve), secret, (origin,))
 
-    entries: list[Entry] = []
-    for k, (value, origin, secret) in merged.items():
-        entries.append(Entry(k, _text(value, resolve), secret, (origin,)))
-    for k, slots in per_line.items():
-        if not slots:
-            continue
-        param = catalog.by_key(k)
-        default = "" if param is None or param.default is None else _text(param.default, resolve)
+    def _line_entry(
+        self, key: str, slots: dict[int, tuple[Any, Origin, bool]], line_count: int
+    ) -> Entry:
+        param = self.catalog.by_key(key)
+        default = (
+            "" if param is None or param.default is None else _text(param.default, self.resolve)
+        )
         values: list[str] = []
         origins: list[Origin | None] = []
         secret = bool(param and param.secret)
-        for slot in range(model.line_count):
+        for slot in range(line_count):
             if slot in slots:
                 value, origin, sec = slots[slot]
-                values.append(_text(value, resolve))
+                values.append(_text(value, self.resolve))
                 origins.append(origin)
                 secret = secret or sec
             else:
                 values.append(default)
                 origins.append(None)
-        entries.append(Entry(k, "\t".join(values), secret, tuple(origins)))
-    if inv.fleet.provisioning_url:
-        url = inv.fleet.provisioning_url.rstrip("/") + "/" + file_name
-        rule = f"[--key {passphrase}]{url}" if passphrase else url
-        fdoc = inv.fleet.doc
-        line, col = fdoc.pos(("provisioning", "url"))
-        origin = Origin(fdoc.path, line, col)
-        entries.append(Entry("DBID_PROFILE_RULE", rule, passphrase is not None, (origin,)))
-    entries.sort(key=lambda e: catalog.sort_key(e.key))
-    previous = None
-    if enc.previous_file_name:
-        old_key = passphrase
+        return Entry(key, "\t".join(values), secret, tuple(origins))
+
+    def _shared_layers(self, profile: str | None, model: Model) -> _Shared:
+        hit = self._shared.get((profile, model.name))
+        if hit is None:
+            merged: _Global = {}
+            per_line: _PerLine = {}
+            layers = [self.inv.fleet.layer]
+            layers += [p.layer for p in self.inv.profile_chain(profile)]
+            layers.append(model.layer)
+            for layer in layers:
+                self._layer(layer, model, merged, per_line)
+            entries = {k: self._entry(k, item) for k, item in merged.items()}
+            for k, slots in per_line.items():
+                if slots:
+                    entries[k] = self._line_entry(k, slots, model.line_count)
+            hit = self._shared[(profile, model.name)] = _Shared(merged, per_line, entries)
+        return hit
+
+    def compile(self, device: Device) -> DeviceConfig:
+        inv = self.inv
+        catalog = self.catalog
+        resolve = self.resolve
+        model = inv.models[device.model]
+        shared = self._shared_layers(device.profile, model)
+        merged = dict(shared.merged)
+        per_line = dict(shared.per_line)
+        self._layer(device.layer, model, merged, per_line)
+        merged.update(_upgrade(device, inv))
+
+        variables = variables_for(device, inv)
+        file_name = expand(inv.fleet.file_name, variables)
+        enc = inv.fleet.encryption.merged(model.encryption)
+        cipher = Cipher(Mode(enc.mode), enc.iterations, enc.gzip)
+        passphrase: str | None = None
         if cipher.mode is not Mode.NONE:
-            if device.previous_key is not None:
-                old_key = resolve(device.previous_key.name)
-            elif enc.previous_master_key is not None:
-                old_key = derive_device_key(resolve(enc.previous_master_key.name), device.mac)
-        previous = (expand(enc.previous_file_name, variables_for(device, inv)), old_key)
-    return DeviceConfig(
-        device.mac,
-        model.name,
-        model.family,
-        file_name,
-        tuple(entries),
-        cipher,
-        passphrase,
-        previous,
-    )
+            if device.key is not None:
+                passphrase = resolve(device.key.name)
+            elif enc.master_key is not None:
+                passphrase = self.derive(resolve(enc.master_key.name), device.mac)
+
+        entries: list[Entry] = []
+        known = shared.entries
+        for k, item in merged.items():
+            hit = known.get(k)
+            # The shared layers' entry, unless the device layer set or unset this key.
+            entries.append(
+                hit if hit is not None and shared.merged.get(k) is item else self._entry(k, item)
+            )
+        for k, slots in per_line.items():
+            if not slots:
+                continue
+            hit = known.get(k)
+            entries.append(
+                hit
+                if hit is not None and shared.per_line.get(k) is slots
+                else self._line_entry(k, slots, model.line_count)
+            )
+        if inv.fleet.provisioning_url:
+            url = inv.fleet.provisioning_url.rstrip("/") + "/" + file_name
+            if MARK in url:
+                raise ValueError("refusing to compile a file name holding a NUL character")
+            rule = f"[--key {passphrase}]{url}" if passphrase else url
+            fdoc = inv.fleet.doc
+            line, col = fdoc.pos(("provisioning", "url"))
+            origin = Origin(fdoc.path, line, col)
+            entries.append(Entry("DBID_PROFILE_RULE", rule, passphrase is not None, (origin,)))
+        entries.sort(key=lambda e: catalog.sort_key(e.key))
+        previous = None
+        if enc.previous_file_name:
+            old_key = passphrase
+            if cipher.mode is not Mode.NONE:
+                if device.previous_key is not None:
+                    old_key = resolve(device.previous_key.name)
+                elif enc.previous_master_key is not None:
+                    old_key = self.derive(resolve(enc.previous_master_key.name), device.mac)
+            previous = (expand(enc.previous_file_name, variables), old_key)
+        return DeviceConfig(
+            device.mac,
+            model.name,
+            model.family,
+            file_name,
+            tuple(entries),
+            cipher,
+            passphrase,
+            previous,
+        )
+
+
+def compile_device(
+    device: Device, inv: Inventory, catalog: Catalog, resolve: SecretResolver
+) -> DeviceConfig:
+    return Compiler(inv, catalog, resolve).compile(device)
+
+
+def _upgrade(device: Device, inv: Inventory) -> dict[str, tuple[Any, Origin, bool]]:
+    """The Upgrade Rule (and Upgrade Enable) of a device its model's rollout selects,
+    under the model's bound keys; they win over what the layers set."""
+    model = inv.models[device.model]
+    up = upgrade_of(model.name, model.firmware, model.bindings, inv.fleet.provisioning_url)
+    if up is None or not up.selects(device.mac):
+        return {}
+    doc = model.doc
+    line, col = doc.pos(("firmware", "rule") if "rule" in model.firmware else ("firmware",))
+    origin = Origin(doc.path, line, col)
+    out: dict[str, tuple[Any, Origin, bool]] = {up.rule_key: (up.rule, origin, False)}
+    if up.enable_key is not None:
+        out[up.enable_key] = (True, origin, False)
+    return out
 
 
 def compile_all(
     inv: Inventory, catalog: Catalog, resolve: SecretResolver
 ) -> dict[str, DeviceConfig]:
-    return {d.mac: compile_device(d, inv, catalog, resolve) for d in inv.devices}
+    compiler = Compiler(inv, catalog, resolve)
+    return {d.mac: compiler.compile(d) for d in inv.devices}
 
 
 def placeholder_resolver(sealed: Mapping[str, str]) -> SecretResolver:

@@ -284,6 +284,7 @@ class Pipeline:
         loaded: Loaded | None = None,
         *,
         force: bool = False,
+        keep_plaintext: bool = True,
     ) -> Build:
         """Compile, render and encrypt every device and option-66 file of `commit`
         (see Builder.build); an invalid commit is InvalidInventory."""
@@ -302,4 +303,5 @@ class Pipeline:
             served,
             force=force,
             progress=self.progress,
+            keep_plaintext=keep_plaintext,
         )

@@ -4,15 +4,14 @@ encrypts that device only; everything else is reused byte for byte."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pygit2
 import pytest
 
-from gitprov import builder as builder_mod
 from gitprov.catalog import load_catalog
-from gitprov.compile import DeviceConfig, compile_device
+from gitprov.compile import Compiler, DeviceConfig, compile_device
 from gitprov.errors import GitprovError
+from gitprov.inventory import Device
 from gitprov.pipeline import Pipeline, secret_resolver
 from gitprov.source import WorktreeSource
 from tests.fixtures.gitrepo import GitRepo
@@ -32,20 +31,21 @@ def test_second_build_compiles_only_the_changed_device(
     example_repo: GitRepo, private_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     compiled: list[str] = []
-    real = compile_device
+    real = Compiler.compile
 
-    def counting(*args: Any) -> DeviceConfig:
-        compiled.append(args[0].mac)
-        return real(*args)
+    def counting(self: Compiler, device: Device) -> DeviceConfig:
+        compiled.append(device.mac)
+        return real(self, device)
 
-    monkeypatch.setattr(builder_mod, "compile_device", counting)
+    monkeypatch.setattr(Compiler, "compile", counting)
     p = Pipeline(example_repo.repo)
     first = p.build(head(example_repo), private_key)
+    assert sorted(compiled) == sorted(f.mac for f in first.files)  # each device once
     example_repo.commit({B: example_repo.files[B].replace(b"Meeting room", b"Board room")}, "x")
     compiled.clear()
     second = p.build(head(example_repo), private_key)
-    # Digests of the new commit compile the changed device once; its build compiles it once.
-    assert set(compiled) == {"0021f2011b20"}
+    # Once for the digest, the version and the file alike.
+    assert compiled == ["0021f2011b20"]
     before = {f.mac: f.data for f in first.files}
     after = {f.mac: f.data for f in second.files}
     assert {m for m in after if after[m] != before[m]} == {"0021f2011b20"}

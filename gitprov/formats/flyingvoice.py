@@ -9,9 +9,10 @@ parameters carry one value per line, joined by TAB. No comments, no BOM.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from gitprov.compile import DeviceConfig
+from gitprov.compile import MARK, DeviceConfig
 
 # Re-exported: the renderer's own guard, and what rules and the pipeline have used from here.
 from gitprov.unsafe import UNSAFE as UNSAFE
@@ -35,6 +36,24 @@ def render_lines(pairs: Iterable[tuple[str, str]]) -> bytes:
 def body(config: DeviceConfig, *, redact: bool = False) -> bytes:
     """Everything but the version line: what versions compare."""
     return render_lines((e.key, e.redacted if redact else e.value) for e in config.entries)
+
+
+_MARKERS = re.compile(f"{MARK}[sk][^{MARK}]*{MARK}")
+
+
+def body_template(config: DeviceConfig) -> str:
+    """`body` of a symbolic compile (gitprov.compile.Compiler.symbolic): the text with
+    its secrets as markers, for `gitprov.compile.fill` to complete. Refuses what `_line`
+    refuses, everywhere but inside a marker (a secret's value is checked when it is
+    unsealed); checked in one pass over the file, not per line."""
+    entries = config.entries
+    keys = "".join(e.key for e in entries)
+    literal = _MARKERS.sub("", "".join(e.value for e in entries))
+    if UNSAFE.search(keys) or "=" in keys or "\t" in keys or UNSAFE.search(literal):
+        for e in entries:  # the line to name
+            _line(e.key, _MARKERS.sub("", e.value))
+        raise ValueError("refusing to render a line break or control character")
+    return "".join(f"{e.key}={e.value}\n" for e in entries)
 
 
 def render(config: DeviceConfig, version: int | None, *, redact: bool = False) -> bytes:
