@@ -42,6 +42,7 @@ from gitprov.review import Review, review
 from gitprov.secrets import SecretError, load_private_key
 from gitprov.source import DEFAULT_INVENTORY_DIR, Source, WorktreeSource, open_repo, resolve_commit
 from gitprov.validate import Options
+from gitprov.version import IncompleteHistory
 from gitprov.watch import CommitPublisher
 
 Progress = Callable[[str, int, int], None]
@@ -214,20 +215,29 @@ class Session:
 
     def versions(self, rev: str = "HEAD", macs: Sequence[str] = ()) -> list[VersionRow]:
         commit = self.commit(rev)
-        inv, _ = self.inventory(rev)
-        vers = self.pipeline.versions(commit)
+        try:
+            state = self.pipeline.state(commit)
+        except IncompleteHistory:
+            self.inventory(rev)  # an invalid commit says so first, as validate would
+            raise
+        # The version state says whether the commit validated (leniently): only an invalid
+        # or a strict one is loaded again, for its located problems.
+        if not state.valid or self.strict:
+            self.inventory(rev)
+        vers = state.versions()
         wanted = list(macs) or sorted(m for m in vers if m != BOOTSTRAP)
         for mac in wanted:
             if mac not in vers:
-                find_device(inv, mac)  # raises with the closest MACs
+                find_device(self.inventory(rev)[0], mac)  # raises with the closest MACs
         rows = []
+        summaries: dict[str, str] = {}
         for mac in wanted:
             info = vers[mac]
-            c = self.repo.get(info.commit)
-            summary = (
-                c.message.splitlines()[0] if isinstance(c, pygit2.Commit) and c.message else ""
-            )
-            rows.append(VersionRow(mac, info.version, info.commit, summary))
+            if info.commit not in summaries:
+                c = self.repo.get(info.commit)
+                message = c.message if isinstance(c, pygit2.Commit) else ""
+                summaries[info.commit] = message.splitlines()[0] if message else ""
+            rows.append(VersionRow(mac, info.version, info.commit, summaries[info.commit]))
         return rows
 
     def publish(
@@ -307,9 +317,7 @@ class Session:
 
     def blame(self, mac: str, rev: str = "HEAD", param: str | None = None) -> list[audit.BlameLine]:
         head = self.commit(rev)
-        inv, _ = self.inventory(rev)
-        find_device(inv, mac)
-        lines = audit.blame(self.pipeline, head, mac)
+        lines = audit.blame(self.pipeline, head, mac, find_device)
         if not param:
             return lines
         catalog = self.pipeline.catalog

@@ -2,21 +2,41 @@
 
 `history` follows the first-parent chain with the same evaluation as versions (over the
 whole commit graph), so every entry is a version the device was (or would have been)
-given, with the commit that set it. `blame` maps each rendered line to
-the YAML line that set it and to the commit that last touched that YAML line.
+given, with the commit that set it. It reads the version cache's deltas (one per commit:
+the entries that changed), evaluating only the commits the cache lacks, so finding the
+commits where the device's entry changed is one pass over small records; only those
+commits are then read for their author and message.
+
+`blame` maps each rendered line to the YAML line that set it and to the commit that last
+touched that YAML line. Validating the commit needs the highest version_floor of its
+history (GP113); when the version cache does not know it yet, the highest floor any
+ancestor *declares* bounds it from above, and a commit at or above that bound passes
+GP113 whatever the exact value is, so the history is not evaluated for it. Results are
+kept in the cache directory, by commit, device and everything else they depend on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import json
+import posixpath
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pygit2
 
+from gitprov import version as versioning
 from gitprov.compile import Entry, placeholder_resolver
-from gitprov.errors import GitprovError
+from gitprov.errors import GitprovError, InvalidInventory
+from gitprov.inventory import FLEET_FILE, Device, Inventory
 from gitprov.pipeline import Pipeline
-from gitprov.version import State, first_parent_chain
+from gitprov.rules import HistoryFloor
+from gitprov.version import ABSENT, BOOTSTRAP
+from gitprov.yamldoc import parse
+
+BLAME_KEEP = 64  # blame results kept in the cache directory (newest first)
 
 
 @dataclass(frozen=True)
@@ -39,31 +59,27 @@ def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
     """Every version `mac` had on head's first-parent chain (what a server following that
     branch gave it), oldest first, each with the commit that set the number."""
     assert p.repo is not None
-    chain = [str(c.id) for c in first_parent_chain(head)]
-    on_chain = set(chain)
-    seen: dict[str, tuple[str, int, str] | None] = {}
-
-    def observe(commit: pygit2.Commit, state: State) -> None:
-        cid = str(commit.id)
-        if cid in on_chain:
-            info = state.info(mac)
-            seen[cid] = (state.entry(mac)[0], info.version, info.commit) if info else None
-
-    p.state(head, observe=observe)
+    deltas = versioning.first_parent_deltas(
+        p.repo, head, p.evaluate, p.version_cache, progress=p.progress
+    )
+    entry: versioning.Entry = (ABSENT, 0, "")
+    boot: versioning.Entry = (ABSENT, 0, "")
     out: list[Change] = []
     last: tuple[str, int, str] | None = None
-    for cid in chain:
-        now = seen.get(cid)
-        if now == last or (now is None and last is None):
+    for d in deltas:
+        # Consecutive on the chain: each delta is the change from the one before.
+        entry = d.changed.get(mac, entry)
+        boot = d.changed.get(BOOTSTRAP, boot)
+        now = None
+        if entry[0] != ABSENT:
+            now = (entry[0], versioning.number(mac, d.floor, boot[1], entry[1]), entry[2])
+        if now == last:
             continue
+        cid = d.commit
         if now is None:
             event, version, set_by = "removed", 0, cid
         else:
-            event = (
-                "added" if last is None
-                else "changed" if now[0] != last[0]
-                else "renumbered"
-            )
+            event = "added" if last is None else "changed" if now[0] != last[0] else "renumbered"
             version, set_by = now[1], now[2]
         by = p.repo.get(set_by)
         if event == "renumbered" or not isinstance(by, pygit2.Commit):
@@ -86,22 +102,35 @@ class BlameLine:
     author: str | None
 
 
-def blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine]:
-    loaded = p.load_commit(head)
+def blame(
+    p: Pipeline,
+    head: pygit2.Commit,
+    mac: str,
+    find: Callable[[Inventory, str], Device] | None = None,
+) -> list[BlameLine]:
+    """Each rendered parameter of `mac` at `head` with where it is set. `find` looks the
+    device up (and says what to do when it is not there)."""
+    assert p.repo is not None
+    kept = _kept_blame(p, head, mac)
+    if kept is not None:
+        return kept
+    loaded = p.load(p.source(head), head_floor(p, head))
     inv = loaded.inventory
     if inv is None:
-        raise GitprovError(
-            f"{str(head.id)[:12]} does not validate", hint="run `gitprov validate --rev` on it"
+        raise InvalidInventory(
+            f"the inventory has {len(loaded.errors)} error(s)",
+            hint="run `gitprov validate` and fix them",
+            problems=loaded.problems,
         )
-    device = inv.device(mac)
+    device = find(inv, mac) if find is not None else inv.device(mac)
     if device is None:
         raise GitprovError(f"no device {mac} at {str(head.id)[:12]}")
     cfg = p.compile(inv, device, placeholder_resolver(inv.sealed))
-    assert p.repo is not None
     blames: dict[str, pygit2.Blame] = {}
     out = []
     for e in cfg.entries:
         out.extend(_blame_entry(p.repo, head, e, blames))
+    _keep_blame(p, head, mac, out)
     return out
 
 
@@ -120,3 +149,94 @@ def _blame_entry(
         author = commit.author.name if isinstance(commit, pygit2.Commit) else None
         lines.append(BlameLine(e.key, e.redacted, str(o), str(hunk.final_commit_id), author))
     return lines
+
+
+def _blame_path(p: Pipeline, head: pygit2.Commit, mac: str) -> Path | None:
+    directory = p.version_cache.directory
+    if directory is None:
+        return None
+    # The salted directory names gitprov's code, the catalog and the inventory directory;
+    # strict validation can refuse what lenient validation passes.
+    strict = "s" if p.options.strict else "l"
+    return directory / "blame" / f"{head.id}-{mac}-{strict}.blame"
+
+
+def _kept_blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine] | None:
+    path = _blame_path(p, head, mac)
+    found = versioning.read_file(path) if path is not None else None
+    if found is None:
+        return None
+    try:
+        rows = json.loads(found[1])
+        return [
+            BlameLine(
+                str(r["key"]),
+                str(r["value"]),
+                str(r["origin"]),
+                None if r["commit"] is None else str(r["commit"]),
+                None if r["author"] is None else str(r["author"]),
+            )
+            for r in rows
+        ]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _keep_blame(p: Pipeline, head: pygit2.Commit, mac: str, lines: list[BlameLine]) -> None:
+    target = _blame_path(p, head, mac)
+    if target is None:
+        return
+    body = json.dumps([asdict(b) for b in lines], separators=(",", ":")).encode()
+    if not versioning.write_file(target, {}, [body]):
+        return
+    with contextlib.suppress(OSError):
+        kept = sorted(target.parent.glob("*.blame"), key=lambda f: f.stat().st_mtime)
+        for old in kept[:-BLAME_KEEP]:
+            old.unlink()
+
+
+def head_floor(p: Pipeline, head: pygit2.Commit) -> HistoryFloor | None:
+    """What GP113 compares head's version_floor with, as exact as validating head needs:
+    the parents' version states when the cache knows them; else, when head declares at
+    least the highest version_floor any ancestor declares (the history's floor can only
+    be lower: it counts valid commits only), that bound; else the exact floor from the
+    whole history."""
+    repo = p.repo
+    assert repo is not None
+    parents = list(head.parent_ids)
+    if not parents or repo.is_shallow:
+        return p.history_floor(parents)
+    known = [p.version_cache.state(str(pid)) for pid in parents]
+    states = [s for s in known if s is not None]
+    if len(states) == len(parents):
+        best = max(states, key=lambda s: s.floor)
+        return HistoryFloor(best.floor, best.floor_by)
+    path = posixpath.join(p.inventory_dir, FLEET_FILE) if p.inventory_dir else FLEET_FILE
+    floors: dict[str, int | None] = {}
+
+    def declared(commit: pygit2.Commit) -> int | None:
+        try:
+            oid = str(commit.tree[path].id)
+        except KeyError:
+            return None
+        if oid not in floors:
+            blob = repo.get(oid)
+            raw = blob.data if isinstance(blob, pygit2.Blob) else b""
+            doc = parse(path, oid, raw, fleet_file=True)[0]
+            data = doc.data if doc is not None else None
+            value = data.get("version_floor") if isinstance(data, dict) else None
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            floors[oid] = value if ok else None
+        return floors[oid]
+
+    try:
+        own = declared(head)
+        bound = 0
+        for commit in repo.walk(head.id):
+            if commit.id != head.id:
+                bound = max(bound, declared(commit) or 0)
+    except (pygit2.GitError, KeyError, ValueError):
+        return p.history_floor(parents)  # says what is missing
+    if own is None or own >= bound:
+        return HistoryFloor(bound, "")
+    return p.history_floor(parents)

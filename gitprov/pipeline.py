@@ -84,30 +84,6 @@ def _apply(
     return kept
 
 
-class _States:
-    """Per-commit version states: a few in memory, the rest in the on-disk cache."""
-
-    def __init__(self, disk: versioning.VersionCache | None, keep: int = 16) -> None:
-        self.disk = disk
-        self.keep = keep
-        self.memory: OrderedDict[str, versioning.State] = OrderedDict()
-
-    def load(self, commit_id: str) -> versioning.State | None:
-        hit = self.memory.get(commit_id)
-        if hit is not None:
-            self.memory.move_to_end(commit_id)
-            return hit
-        return self.disk.load(commit_id) if self.disk is not None else None
-
-    def store(self, commit_id: str, state: versioning.State) -> None:
-        self.memory[commit_id] = state
-        self.memory.move_to_end(commit_id)
-        while len(self.memory) > self.keep:
-            self.memory.popitem(last=False)
-        if self.disk is not None:
-            self.disk.store(commit_id, state)
-
-
 class Pipeline:
     def __init__(
         self,
@@ -137,12 +113,11 @@ class Pipeline:
                     self.catalog.digest,
                     RENDER_FORMAT,
                     self.inventory_dir.strip("/"),
-                    f"rule-{versioning.CACHE_FORMAT}",
+                    versioning.rule(),
                 )
             ).encode()
         ).hexdigest()
-        disk = versioning.VersionCache(cache_dir, salt) if cache_dir is not None else None
-        self.version_cache = _States(disk)
+        self.version_cache = versioning.VersionCache(cache_dir, salt)
 
     # -- load and validate -------------------------------------------------------------
     def source(self, commit: pygit2.Commit) -> CommitSource:

@@ -21,24 +21,35 @@ A commit that fails validation was never published: its contents are its first p
 other, so a re-added device continues above every number it had.
 
 No shared mutable state: CI and every server compute the same numbers from the history.
-A cache of per-commit states (keyed by commit id under a salt naming everything else the
-result depends on) saves work; it is never the truth, and deleting it changes no number.
+A cache saves work; it is never the truth, and deleting it changes no number. It keeps
+each commit's state as a `Delta`, the entries that differ from its first parent's (a
+commit changes a few devices, so a history of thousands of commits over thousands of
+devices costs megabytes, not a full map per commit), and a full snapshot of the state at
+the head of each computation. A state is its snapshot, or its first parent's state plus
+its delta, or else it is evaluated from its parents' states. A device's history on the
+first-parent chain (`gitprov log`) is read from the deltas alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pygit2
 
 from gitprov.errors import UsageError
 
-CACHE_FORMAT = 2
+# Bumped whenever what the cache holds changes meaning or layout; `rule()` adds a digest
+# of gitprov's code, so a changed rule, digest or validation never reads an older state.
+CACHE_FORMAT = 3
 ABSENT = ""  # the digest of a key a commit does not have
 # The version key of the option-66 bootstrap files (all carry the same rule), or ABSENT
 # when the inventory publishes none. Device keys are MACs: 12 hex digits, never this.
@@ -47,6 +58,34 @@ BOOTSTRAP = "bootstrap"
 # (content digest or ABSENT, n, id of the commit that set this (digest, n) pair)
 Entry = tuple[str, int, str]
 _NONE: Entry = (ABSENT, 0, "")
+
+# A run writes its new deltas every this many evaluated commits, so an interrupted run
+# keeps what it did; more packs than MAX_PACKS are merged into one; the newest
+# MAX_SNAPSHOTS snapshots are kept (any state can be rebuilt from the deltas).
+PACK_EVERY = 1000
+MAX_PACKS = 16
+MAX_SNAPSHOTS = 8
+
+
+@functools.cache
+def rule() -> str:
+    """What the numbers depend on in gitprov itself, for the cache's salt: the cache's
+    format and a digest of gitprov's code (the rule, the content digests and which
+    commits validate all live there). A release changes it, and so does any edit of a
+    development checkout: a stale state is never read, at the price of computing again."""
+    digest = hashlib.sha256(f"format {CACHE_FORMAT}".encode())
+    package = Path(__file__).resolve().parent
+    try:
+        for top, dirs, files in os.walk(package):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = Path(top, name)
+                    digest.update(str(path.relative_to(package)).encode() + b"\0")
+                    digest.update(path.read_bytes())
+    except OSError:
+        pass  # not installed as files: the version string in the salt still names it
+    return f"rule-{CACHE_FORMAT}-{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -58,10 +97,15 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class Evaluated:
-    """What one valid commit holds: each key's content digest and its declared floor."""
+    """What one valid commit holds: each key's content digest and its declared floor.
+
+    `changed`, when the evaluator knows it, holds the digests that differ from those of
+    the commit's first parent's own evaluation (ABSENT for a key gone); the rule then
+    looks at those keys only, instead of comparing the whole fleet."""
 
     digests: Mapping[str, str]
     floor: int
+    changed: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,13 +138,32 @@ class State:
         }
 
     def _number(self, key: str, n: int) -> int:
-        # The option-66 file leads a new device to its own file, which it applies only if
-        # that number is higher: the bootstrap sits one below the floor's share of the
-        # device numbers, and each of its changes lifts every device number with it.
-        lift = max(self.entry(BOOTSTRAP)[1] - 1, 0)
-        if key == BOOTSTRAP:
-            return self.floor + lift
-        return self.floor + lift + n
+        return number(key, self.floor, self.entry(BOOTSTRAP)[1], n)
+
+
+def number(key: str, floor: int, bootstrap_n: int, n: int) -> int:
+    """A key's version from the floor, the bootstrap's count and its own count."""
+    # The option-66 file leads a new device to its own file, which it applies only if
+    # that number is higher: the bootstrap sits one below the floor's share of the
+    # device numbers, and each of its changes lifts every device number with it.
+    lift = max(bootstrap_n - 1, 0)
+    if key == BOOTSTRAP:
+        return floor + lift
+    return floor + lift + n
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One commit's state as the change from its first parent's state (from nothing, for a
+    root): the entries that differ, and the state's floor and validity. Entries are never
+    dropped along an edge (a removed key keeps its count), so nothing else is needed."""
+
+    commit: str
+    parents: tuple[str, ...]
+    floor: int
+    floor_by: str
+    valid: bool
+    changed: Mapping[str, Entry]
 
 
 class IncompleteHistory(UsageError):
@@ -115,12 +178,6 @@ class IncompleteHistory(UsageError):
         )
 
 
-class StateCache(Protocol):
-    def load(self, commit_id: str) -> State | None: ...
-
-    def store(self, commit_id: str, state: State) -> None: ...
-
-
 class Evaluator(Protocol):
     def __call__(self, commit: pygit2.Commit, floor_min: int) -> Evaluated | None:
         """The commit's digests and floor, or None if it fails validation, given the
@@ -128,6 +185,8 @@ class Evaluator(Protocol):
         ...
 
 
+# Told each evaluated commit and its state, parents before children; the state's map may
+# be reused for a child afterwards, so read it during the call.
 Observe = Callable[[pygit2.Commit, State], None]
 
 
@@ -145,180 +204,539 @@ def require_complete(repo: pygit2.Repository) -> None:
         raise IncompleteHistory("shallow clone")
 
 
+# -- the rule, one commit at a time -------------------------------------------------------
 def step(cid: str, parents: list[State], result: Evaluated | None) -> State:
     """The state of commit `cid` from its parents' states and what it holds."""
+    floor, floor_by = _floor(cid, parents, result)
+    changed = _changes(cid, parents, result)
+    keys: Mapping[str, Entry] = parents[0].keys if parents else {}
+    if changed:
+        keys = {**keys, **changed}
+    return State(floor, floor_by, keys, result is not None)
+
+
+def _floor(cid: str, parents: list[State], result: Evaluated | None) -> tuple[int, str]:
     floor, floor_by = 0, ""
     for p in parents:
         if p.floor > floor:
             floor, floor_by = p.floor, p.floor_by
     if result is not None and result.floor > floor:
         floor, floor_by = result.floor, cid
+    return floor, floor_by
+
+
+def _changes(cid: str, parents: list[State], result: Evaluated | None) -> dict[str, Entry]:
+    """The entries of `cid` that differ from its first parent's (from nothing, for a
+    root). Only keys whose digest changed, or on which the parents disagree, can."""
+    first = parents[0].keys if parents else {}
+    # The digests at cid: `digest(k)`, and the keys where they may differ from first's.
+    overlay: Mapping[str, str]
     if result is None:
-        if not parents:
-            return State(floor, floor_by, {}, False)
-        first = parents[0].keys
-        digests: Mapping[str, str] = {k: e[0] for k, e in first.items()}
+        overlay = {}  # an invalid commit holds its first parent's contents
+    elif result.changed is not None and parents and parents[0].valid:
+        # A valid first parent's state holds exactly the digests of its own evaluation.
+        overlay = result.changed
     else:
         digests = result.digests
-    if len(parents) == 1:
-        keys = _step_one(cid, parents[0].keys, digests)
-    else:
-        keys = _step_many(cid, parents, digests)
-    return State(floor, floor_by, keys, result is not None)
+        overlay = {k: d for k, d in digests.items() if first.get(k, _NONE)[0] != d}
+        for k, e in first.items():
+            if e[0] != ABSENT and k not in digests:
+                overlay[k] = ABSENT
 
+    def digest(k: str) -> str:
+        d = overlay.get(k)
+        return d if d is not None else first.get(k, _NONE)[0]
 
-def _step_one(
-    cid: str, parent: Mapping[str, Entry], digests: Mapping[str, str]
-) -> Mapping[str, Entry]:
-    # The common case, kept cheap: the parent's map is shared when nothing changed.
     changed: dict[str, Entry] = {}
-    for k, d in digests.items():
-        e = parent.get(k, _NONE)
-        if e[0] != d:
-            changed[k] = (d, e[1] + 1, cid)
-    for k, e in parent.items():
-        if e[0] != ABSENT and k not in digests:
-            changed[k] = (ABSENT, e[1] + 1, cid)
-    if not changed:
-        return parent
-    keys = dict(parent)
-    keys.update(changed)
-    return keys
-
-
-def _step_many(cid: str, parents: list[State], digests: Mapping[str, str]) -> dict[str, Entry]:
-    sources = parents or [State()]
-    names: set[str] = set(digests)
-    for p in sources:
-        names.update(p.keys)
-    keys: dict[str, Entry] = {}
+    if len(parents) <= 1:
+        for k, d in overlay.items():
+            e = first.get(k, _NONE)
+            if e[0] != d:
+                changed[k] = (d, e[1] + 1, cid)
+        return changed
+    # A merge: a key the parents agree on, with an unchanged digest, keeps the first
+    # parent's entry (every parent offers that same pair).
+    names: set[str] = set(overlay)
+    for p in parents[1:]:
+        names.update(k for k, e in p.keys.items() if (f := first.get(k)) is not e and f != e)
     for k in sorted(names):
-        d = digests.get(k, ABSENT)
+        d = digest(k)
         best: Entry | None = None
-        for p in sources:
+        for p in parents:
             pd, pn, pby = p.keys.get(k, _NONE)
             # On a tie the inherited pair wins: that content already had that number.
             cand = (d, pn, pby) if pd == d else (d, pn + 1, cid)
-            if best is None or cand[1] > best[1] or (
-                cand[1] == best[1] and best[2] == cid and cand[2] != cid
+            if (
+                best is None
+                or cand[1] > best[1]
+                or (cand[1] == best[1] and best[2] == cid and cand[2] != cid)
             ):
                 best = cand
         assert best is not None
-        if best != _NONE:
-            keys[k] = best
-    return keys
+        if best != _NONE and best != first.get(k, _NONE):
+            changed[k] = best
+    return changed
 
 
+# -- the cache ------------------------------------------------------------------------------
 class VersionCache:
-    """Per-commit states as JSON files named by commit id; safe to delete at any time.
+    """Version states by commit id: recent states in memory and, given a directory, deltas
+    and snapshots on disk. Safe to delete at any time; a file that cannot be read, or
+    that fails its checksum, is ignored.
 
     A commit id names its whole history; `salt` names everything else a state depends on
-    (catalog, renderer, inventory directory, this rule's format)."""
+    (gitprov's code and catalog, the renderer, the inventory directory). On disk, in
+    `directory/<salt>/`:
 
-    def __init__(self, directory: Path, salt: str) -> None:
-        self.directory = directory / salt[:16]
+    - `<commit>.snap`: the full state at a commit (the head of a computation);
+    - `<name>.pack`: the deltas of many commits, one JSON document a line after a header
+      line listing their ids, so that finding out which commits a pack holds does not
+      parse the deltas.
 
-    def load(self, commit_id: str) -> State | None:
-        try:
-            raw = json.loads((self.directory / f"{commit_id}.json").read_text())
-            if raw.get("format") != CACHE_FORMAT:
-                return None
-            keys = {k: (str(v[0]), int(v[1]), str(v[2])) for k, v in raw["keys"].items()}
-            return State(int(raw["floor"]), str(raw["floor_by"]), keys, bool(raw["valid"]))
-        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+    Every file starts with a header line holding the format and the sha256 of the rest,
+    and is written to a temporary name and renamed: a reader sees a whole file or none.
+    """
+
+    def __init__(self, directory: Path | None, salt: str, keep: int = 16) -> None:
+        self.directory = directory / salt[:16] if directory is not None else None
+        self.keep = keep
+        self._memory: OrderedDict[str, State] = OrderedDict()
+        self._deltas: dict[str, Delta] = {}
+        self._unwritten: list[Delta] = []
+        self._snapshots: set[str] | None = None  # ids with a snapshot file (listed once)
+        self._index: dict[str, tuple[Path, int]] | None = None  # id -> (pack, line)
+        self._packs: dict[Path, list[bytes] | None] = {}  # verified lines, None if bad
+
+    # -- reading --------------------------------------------------------------------------
+    def state(self, commit_id: str) -> State | None:
+        """The full state at a commit, if kept in memory or as a snapshot."""
+        hit = self._memory.get(commit_id)
+        if hit is not None:
+            self._memory.move_to_end(commit_id)
+            return hit
+        if self.directory is None or commit_id not in self._listed_snapshots():
             return None
+        state = _read_snapshot(self.directory / f"{commit_id}.snap", commit_id)
+        if state is not None:
+            self.remember(commit_id, state)
+        return state
 
-    def store(self, commit_id: str, state: State) -> None:
-        body = {
-            "format": CACHE_FORMAT,
+    def delta(self, commit_id: str) -> Delta | None:
+        """The commit's delta, if computed in this process or kept in a pack."""
+        hit = self._deltas.get(commit_id)
+        if hit is not None or self.directory is None:
+            return hit
+        where = self._pack_index().get(commit_id)
+        if where is None:
+            return None
+        pack, line = where
+        lines = self._pack_lines(pack)
+        if lines is None or line >= len(lines):
+            return None
+        delta = _decode_delta(lines[line], commit_id)
+        if delta is not None:
+            self._deltas[commit_id] = delta
+        return delta
+
+    # -- remembering ------------------------------------------------------------------------
+    def remember(self, commit_id: str, state: State) -> None:
+        self._memory[commit_id] = state
+        self._memory.move_to_end(commit_id)
+        while len(self._memory) > self.keep:
+            self._memory.popitem(last=False)
+
+    def add(self, delta: Delta) -> None:
+        self._deltas[delta.commit] = delta
+        self._unwritten.append(delta)
+
+    def flush(self) -> None:
+        """Write the deltas computed since the last flush as one pack."""
+        if self.directory is None or not self._unwritten:
+            self._unwritten.clear()
+            return
+        deltas, self._unwritten = self._unwritten, []
+        ids = [d.commit for d in deltas]
+        name = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        path = self.directory / f"{name}.pack"
+        lines = [_encode_delta(d) for d in deltas]
+        if write_file(path, {"ids": ids}, lines) and self._index is not None:
+            for i, cid in enumerate(ids):
+                self._index[cid] = (path, i)
+            self._packs[path] = lines
+        self._compact()
+
+    def store_snapshot(self, commit_id: str, state: State) -> None:
+        self.remember(commit_id, state)
+        if self.directory is None:
+            return
+        commits: dict[str, int] = {}
+        keys = {
+            k: [d, n, commits.setdefault(by, len(commits))] for k, (d, n, by) in state.keys.items()
+        }
+        head = {
+            "commit": commit_id,
             "floor": state.floor,
             "floor_by": state.floor_by,
             "valid": state.valid,
-            "keys": {k: list(e) for k, e in state.keys.items()},
+            "commits": list(commits),
         }
+        body = json.dumps(keys, separators=(",", ":")).encode()
+        if write_file(self.directory / f"{commit_id}.snap", head, [body]):
+            if self._snapshots is not None:
+                self._snapshots.add(commit_id)
+            self._prune_snapshots()
+
+    # -- the files ------------------------------------------------------------------------
+    def _listed_snapshots(self) -> set[str]:
+        if self._snapshots is None:
+            self._snapshots = set()
+            if self.directory is not None:
+                try:
+                    names = os.listdir(self.directory)
+                except OSError:
+                    names = []
+                self._snapshots = {n[:-5] for n in names if n.endswith(".snap")}
+        return self._snapshots
+
+    def _pack_files(self) -> list[Path]:
+        assert self.directory is not None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".{commit_id}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(body, separators=(",", ":")))
-            os.replace(tmp, self.directory / f"{commit_id}.json")
+            return sorted(self.directory.glob("*.pack"))
         except OSError:
-            pass  # a cache that cannot be written only costs time
+            return []
 
+    def _pack_index(self) -> dict[str, tuple[Path, int]]:
+        if self._index is None:
+            self._index = {}
+            for pack in self._pack_files():
+                ids = _read_pack_ids(pack)
+                for i, cid in enumerate(ids):
+                    self._index.setdefault(cid, (pack, i))
+        return self._index
 
-def _parents(repo: pygit2.Repository, commit: pygit2.Commit) -> list[pygit2.Commit]:
-    out: list[pygit2.Commit] = []
-    for pid in commit.parent_ids:
+    def _pack_lines(self, pack: Path) -> list[bytes] | None:
+        if pack not in self._packs:
+            self._packs[pack] = _read_lines(pack)
+        return self._packs[pack]
+
+    def _compact(self) -> None:
+        """Merge every pack into one when there are more than MAX_PACKS: a server that
+        publishes each commit writes a small pack each time."""
+        assert self.directory is not None
+        packs = self._pack_files()
+        if len(packs) <= MAX_PACKS:
+            return
+        ids: list[str] = []
+        lines: list[bytes] = []
+        seen: set[str] = set()
+        for pack in packs:
+            header = _read_pack_ids(pack)
+            body = self._pack_lines(pack)
+            if body is None or len(body) != len(header):
+                continue
+            for cid, line in zip(header, body, strict=True):
+                if cid not in seen:
+                    seen.add(cid)
+                    ids.append(cid)
+                    lines.append(line)
+        name = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        merged = self.directory / f"{name}.pack"
+        if not write_file(merged, {"ids": ids}, lines):
+            return
+        for pack in packs:
+            if pack != merged:
+                # A reader that listed it a moment ago finds it gone: it computes again.
+                with _ignored():
+                    pack.unlink()
+        self._index = None
+        self._packs = {merged: lines}
+
+    def _prune_snapshots(self) -> None:
+        assert self.directory is not None
         try:
-            parent = repo.get(pid)
-        except (ValueError, pygit2.GitError):
-            parent = None
-        if not isinstance(parent, pygit2.Commit):
-            raise IncompleteHistory(f"commit {str(pid)[:12]} is missing")
-        out.append(parent)
-    return out
+            snaps = sorted(
+                self.directory.glob("*.snap"), key=lambda p: p.stat().st_mtime, reverse=True
+            )
+        except OSError:
+            return
+        for old in snaps[MAX_SNAPSHOTS:]:
+            with _ignored():
+                old.unlink()
+            if self._snapshots is not None:
+                self._snapshots.discard(old.name[:-5])
+
+
+# A cache file that cannot be written or removed only costs time.
+_ignored = functools.partial(contextlib.suppress, OSError)
+
+
+def write_file(path: Path, head: dict[str, Any], lines: list[bytes]) -> bool:
+    """Write a cache file: a header line (the format, the sha256 of the rest, `head`),
+    then `lines`; to a temporary name, then renamed. False if it could not be written."""
+    body = b"".join(line + b"\n" for line in lines)
+    header = {"format": CACHE_FORMAT, "sha256": hashlib.sha256(body).hexdigest(), **head}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(header, separators=(",", ":")).encode() + b"\n" + body)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        with _ignored():
+            tmp.unlink()
+        return False
+
+
+def _read_header(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
+    head, sep, body = raw.partition(b"\n")
+    if not sep:
+        return None
+    try:
+        header = json.loads(head)
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
+        return None
+    return header, body
+
+
+def read_file(path: Path) -> tuple[dict[str, Any], bytes] | None:
+    """A cache file's header and the rest, or None if it is missing, of another format or
+    fails its checksum."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    found = _read_header(raw)
+    if found is None or hashlib.sha256(found[1]).hexdigest() != found[0].get("sha256"):
+        return None
+    return found
+
+
+def _read_pack_ids(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            head = f.readline()
+    except OSError:
+        return []
+    found = _read_header(head + b"\n")
+    ids = found[0].get("ids") if found is not None else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return []
+    return ids
+
+
+def _read_lines(path: Path) -> list[bytes] | None:
+    found = read_file(path)
+    if found is None:
+        return None
+    lines = found[1].split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    ids = found[0].get("ids")
+    if not isinstance(ids, list) or len(ids) != len(lines):
+        return None
+    return lines
+
+
+def _encode_delta(d: Delta) -> bytes:
+    # The commit that set an entry is most often the delta's own: written as "".
+    changed = {k: [dg, n, "" if by == d.commit else by] for k, (dg, n, by) in d.changed.items()}
+    row = [d.commit, list(d.parents), d.floor, d.floor_by, d.valid, changed]
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def _decode_delta(line: bytes, commit_id: str) -> Delta | None:
+    try:
+        cid, parents, floor, floor_by, valid, changed = json.loads(line)
+        if cid != commit_id:
+            return None
+        entries = {str(k): (str(dg), int(n), str(by) or cid) for k, (dg, n, by) in changed.items()}
+        return Delta(
+            cid, tuple(str(p) for p in parents), int(floor), str(floor_by), bool(valid), entries
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _read_snapshot(path: Path, commit_id: str) -> State | None:
+    found = read_file(path)
+    if found is None:
+        return None
+    header, body = found
+    try:
+        if header["commit"] != commit_id:
+            return None
+        commits = [str(c) for c in header["commits"]]
+        raw = json.loads(body)
+        keys = {str(k): (str(d), int(n), commits[i]) for k, (d, n, i) in raw.items()}
+        return State(int(header["floor"]), str(header["floor_by"]), keys, bool(header["valid"]))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+# -- computing states ---------------------------------------------------------------------
+def _commit(repo: pygit2.Repository, cid: str) -> pygit2.Commit:
+    try:
+        commit = repo.get(cid)
+    except (ValueError, pygit2.GitError):
+        commit = None
+    if not isinstance(commit, pygit2.Commit):
+        raise IncompleteHistory(f"commit {cid[:12]} is missing")
+    return commit
+
+
+def _solve(
+    repo: pygit2.Repository,
+    targets: list[str],
+    evaluate: Evaluator,
+    cache: VersionCache,
+    *,
+    must_evaluate: frozenset[str] = frozenset(),
+    observe: Observe | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, State]:
+    """The states of `targets` (the ones no later target needs are dropped on the way):
+    each from a cached state, else its first parent's state plus its cached delta, else
+    evaluated from its parents' states. `must_evaluate` are evaluated in any case (their
+    deltas are wanted); with `observe`, every ancestor is."""
+    require_complete(repo)
+    states: dict[str, State] = {}
+    deltas: dict[str, Delta | None] = {}  # how each state is made: a delta, or None: evaluate
+    needs: dict[str, list[str]] = {}
+    commits: dict[str, pygit2.Commit] = {}
+    order: list[str] = []  # parents before children
+    # Iterative post-order walk: first parents first, so a chain is evaluated in a row and
+    # the evaluator finds each commit's first parent at hand.
+    stack: list[tuple[str, bool]] = [(t, False) for t in reversed(targets)]
+    while stack:
+        cid, expanded = stack.pop()
+        if expanded:
+            order.append(cid)
+            continue
+        if cid in deltas or cid in states:
+            continue
+        if observe is None and cid not in must_evaluate:
+            hit = cache.state(cid)
+            if hit is not None:
+                states[cid] = hit
+                continue
+            delta = cache.delta(cid)
+            if delta is not None:
+                deltas[cid] = delta
+                needs[cid] = list(delta.parents[:1])
+                stack.append((cid, True))
+                stack.extend((p, False) for p in needs[cid])
+                continue
+        commits[cid] = _commit(repo, cid)
+        deltas[cid] = None
+        needs[cid] = [str(p) for p in commits[cid].parent_ids]
+        stack.append((cid, True))
+        stack.extend((p, False) for p in reversed(needs[cid]))
+    # Keep each state only until its last child in this walk is done.
+    remaining: dict[str, int] = {}
+    for cid in order:
+        for pid in needs[cid]:
+            remaining[pid] = remaining.get(pid, 0) + 1
+    total = sum(1 for d in deltas.values() if d is None)
+    done = 0
+    for cid in order:
+        parents = [states[pid] for pid in needs[cid]]
+        delta = deltas[cid]
+        commit = commits.pop(cid, None)
+        if delta is None:
+            assert commit is not None
+            result = evaluate(commit, max((s.floor for s in parents), default=0))
+            floor, floor_by = _floor(cid, parents, result)
+            changed = _changes(cid, parents, result)
+            delta = Delta(cid, tuple(needs[cid]), floor, floor_by, result is not None, changed)
+            cache.add(delta)
+            done += 1
+            if progress is not None:
+                progress("history", done, total)
+            if done % PACK_EVERY == 0:
+                cache.flush()
+        keys: Mapping[str, Entry] = parents[0].keys if parents else {}
+        if delta.changed:
+            keys = {**keys, **delta.changed}
+        state = State(delta.floor, delta.floor_by, keys, delta.valid)
+        states[cid] = state
+        if observe is not None:
+            observe(commit or _commit(repo, cid), state)
+        for pid in needs[cid]:
+            remaining[pid] -= 1
+            if remaining[pid] == 0:
+                states.pop(pid, None)
+    cache.flush()
+    return states
 
 
 def compute_state(
     repo: pygit2.Repository,
     head: pygit2.Commit,
     evaluate: Evaluator,
-    cache: StateCache | None = None,
+    cache: VersionCache | None = None,
     *,
     observe: Observe | None = None,
-    store_every: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> State:
-    """The state at `head`, evaluating every ancestor that no cached state covers.
+    """The state at `head`, evaluating every ancestor whose state no cached state or delta
+    gives. The state at `head` is kept as a snapshot.
 
     With `observe`, every ancestor is evaluated (the cache is written, not read) and
     `observe(commit, state)` is called for each, parents before children."""
-    require_complete(repo)
-    known: dict[str, State] = {}
-    pending: dict[str, pygit2.Commit] = {}
-    parents_of: dict[str, list[str]] = {}
-    order: list[str] = []  # parents before children
-    # Iterative post-order walk: first parents first, so a chain is evaluated in a row
-    # and each commit finds its first parent's snapshot still at hand.
-    stack: list[tuple[pygit2.Commit, bool]] = [(head, False)]
-    while stack:
-        commit, expanded = stack.pop()
-        cid = str(commit.id)
-        if expanded:
-            order.append(cid)
-            continue
-        if cid in pending or cid in known:
-            continue
-        hit = cache.load(cid) if cache is not None and observe is None else None
+    cache = cache if cache is not None else VersionCache(None, "")
+    hid = str(head.id)
+    if observe is None:
+        hit = cache.state(hid)
         if hit is not None:
-            known[cid] = hit
-            continue
-        pending[cid] = commit
-        parents = _parents(repo, commit)
-        parents_of[cid] = [str(p.id) for p in parents]
-        stack.append((commit, True))
-        stack.extend((p, False) for p in reversed(parents))
-    if not order:
-        return known[str(head.id)]
-    # Keep each state only until its last child in this walk is done.
-    remaining: dict[str, int] = {}
-    for cid in order:
-        for pid in parents_of[cid]:
-            remaining[pid] = remaining.get(pid, 0) + 1
-    states = known
-    for i, cid in enumerate(order):
-        commit = pending.pop(cid)
-        parent_states = [states[pid] for pid in parents_of[cid]]
-        floor_min = max((s.floor for s in parent_states), default=0)
-        state = step(cid, parent_states, evaluate(commit, floor_min))
-        states[cid] = state
-        if observe is not None:
-            observe(commit, state)
-        if progress is not None:
-            progress("history", i + 1, len(order))
-        if cache is not None and (i % store_every == store_every - 1 or i == len(order) - 1):
-            cache.store(cid, state)
-        for pid in parents_of[cid]:
-            remaining[pid] -= 1
-            if remaining[pid] == 0:
-                states.pop(pid, None)
-    return states[str(head.id)]
+            return hit
+    state = _solve(repo, [hid], evaluate, cache, observe=observe, progress=progress)[hid]
+    cache.store_snapshot(hid, state)
+    return state
+
+
+def first_parent_deltas(
+    repo: pygit2.Repository,
+    head: pygit2.Commit,
+    evaluate: Evaluator,
+    cache: VersionCache | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Delta]:
+    """The delta of every commit on head's first-parent chain, root first: read from the
+    cache, the missing ones evaluated (with whatever their parents need)."""
+    require_complete(repo)
+    cache = cache if cache is not None else VersionCache(None, "")
+    chain: list[str] = []
+    missing: list[str] = []
+    cid: str | None = str(head.id)
+    while cid is not None:
+        chain.append(cid)
+        delta = cache.delta(cid)
+        if delta is not None:
+            parents: list[str] = list(delta.parents)
+        else:
+            missing.append(cid)
+            parents = [str(p) for p in _commit(repo, cid).parent_ids]
+        cid = parents[0] if parents else None
+    chain.reverse()
+    if missing:
+        hid = str(head.id)
+        states = _solve(
+            repo,
+            list(reversed(missing)),
+            evaluate,
+            cache,
+            must_evaluate=frozenset(missing),
+            progress=progress,
+        )
+        if hid in states:
+            cache.store_snapshot(hid, states[hid])
+    out = []
+    for cid in chain:
+        delta = cache.delta(cid)
+        assert delta is not None  # evaluated just now, or read from the cache before
+        out.append(delta)
+    return out

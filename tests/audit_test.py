@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
 import pygit2
 import pytest
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
 
 from gitprov.audit import blame, history
 from gitprov.cli import main
 from gitprov.pipeline import Pipeline
+from tests.fixtures import dag
 from tests.fixtures.gitrepo import GitRepo
 
 B = "inventory/devices/0021f2011b20.yaml"
@@ -71,3 +80,90 @@ def test_cli_log_and_blame(example_repo: GitRepo, capsys: pytest.CaptureFixture[
     assert "from inventory/profiles/base.yaml:3:15" in out
     assert main(["--repo", repo, "log", "0021f2ffffff"]) == 2  # an unknown MAC: usage
     assert "no device 0021f2ffffff" in capsys.readouterr().err
+
+
+# -- the cache changes no output ------------------------------------------------------------
+MACS = tuple(p.rsplit("/", 1)[-1].removesuffix(".yaml") for p in dag.DEVICES)
+
+# One run of the CLI: (what, node index, device index, forget the cache first).
+Step = tuple[str, int, int, bool]
+steps_st = st.lists(
+    st.tuples(
+        st.sampled_from(("versions", "log", "blame")),
+        st.integers(0, 63),
+        st.integers(0, len(MACS) - 1),
+        st.integers(0, 3).map(lambda i: i == 0),
+    ),
+    min_size=2,
+    max_size=8,
+)
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue() + err.getvalue()
+
+
+def command(repo: Path, what: str, cid: str, mac: str) -> list[str]:
+    args = ["--repo", str(repo), what]
+    if what != "versions":
+        args.append(mac)
+    return [*args, "--rev", cid, "--format", "json"]
+
+
+def without_cache(repo: Path, cache: Path, args: list[str]) -> tuple[int, str]:
+    """The output with no cache at all: the cache is moved aside for the run."""
+    aside = cache.with_name("gitprov-cache.aside")
+    if cache.exists():
+        cache.rename(aside)
+    try:
+        return run_cli(*args)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        if aside.exists():
+            aside.rename(cache)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(plan=dag.plans_st, steps=steps_st, earlier=st.integers(0, 63))
+def test_outputs_are_the_same_with_and_without_the_cache(
+    plan: dag.Plan, steps: list[Step], earlier: int
+) -> None:
+    # Random histories (merges of every kind, invalid commits, version_floor raised and
+    # lowered, devices removed and added again): `versions`, `log` and `blame` print the
+    # same whatever the cache holds: nothing, what earlier runs left (at other heads), or
+    # only what a `versions` at an earlier commit left.
+    with tempfile.TemporaryDirectory(prefix="gitprov-audit-cache-") as tmp:
+        history = dag.build(Path(tmp) / "repo", plan)
+        repo = history.repo.path
+        cache = Path(history.pygit.path) / "gitprov-cache"
+        nodes = [n.id for n in history.nodes]
+        note(history.describe())
+        runs = 0
+        for what, node, device, forget in steps:
+            cid, mac = nodes[node % len(nodes)], MACS[device]
+            args = command(repo, what, cid, mac)
+            truth = without_cache(repo, cache, args)
+            assert truth[0] in (0, 1, 2), truth
+            if forget:
+                shutil.rmtree(cache, ignore_errors=True)
+            got = run_cli(*args)
+            assert got == truth, f"{what} {mac} at n{node % len(nodes)} (forgot: {forget})"
+            runs += truth[0] == 0
+            # ... and again, now that this very run filled the cache.
+            assert run_cli(*args) == truth, f"{what} {mac} at n{node % len(nodes)}, again"
+        # Only a cache left by `versions` at an earlier commit.
+        shutil.rmtree(cache, ignore_errors=True)
+        run_cli("--repo", str(repo), "versions", "--rev", nodes[earlier % len(nodes)])
+        for what in ("versions", "log", "blame"):
+            args = command(repo, what, nodes[-1], MACS[earlier % len(MACS)])
+            assert run_cli(*args) == without_cache(repo, cache, args), f"{what} after an earlier"
+        event(f"runs that printed something: {min(runs, 3)}+")
