@@ -1,0 +1,351 @@
+"""Publishing only what changed: one syncfs per filesystem instead of an fsync per file;
+served files judged by the size, mtime and inode the manifest recorded (a file whose stat
+changed is rewritten as drift, --verify reads them all); the published commit published
+again, in a fresh process, without loading anything; the guards without the published
+commit's inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from gitprov import publish as publish_module
+from gitprov.cli import main
+from gitprov.pipeline import Loaded, Pipeline
+from gitprov.plan import MANIFEST, load_manifest
+from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
+from tests.fixtures.gitrepo import ROOT, GitRepo
+
+DEVICES = 30
+
+
+def fleet(tmp_path: Path) -> GitRepo:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    repo.commit(fleet_files(DEVICES), "a fleet")
+    return repo
+
+
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "http", tmp_path / "tftp"
+
+
+def argv(repo: GitRepo, tmp_path: Path, *more: str) -> list[str]:
+    http, tftp = roots(tmp_path)
+    return [
+        "--repo",
+        str(repo.path),
+        "publish",
+        "--rev",
+        "main",
+        "--http-root",
+        str(http),
+        "--tftp-root",
+        str(tftp),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--format",
+        "json",
+        *more,
+    ]
+
+
+def publish(
+    repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str], *more: str
+) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(argv(repo, tmp_path, *more)) == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def files_of(tmp_path: Path) -> dict[str, tuple[int, int, bytes]]:
+    """root/name -> (inode, mtime_ns, bytes) of every served file."""
+    out = {}
+    for root in roots(tmp_path):
+        for p in sorted(root.iterdir()):
+            st = p.stat()
+            out[f"{root.name}/{p.name}"] = (st.st_ino, st.st_mtime_ns, p.read_bytes())
+    return out
+
+
+def device_file(i: int) -> str:
+    return f"fv{generated_mac(i)}.conf"
+
+
+def loose_object(repo: GitRepo, oid: str) -> Path:
+    return Path(repo.repo.path) / "objects" / oid[:2] / oid[2:]
+
+
+# -- durability --------------------------------------------------------------------------
+class Syncs:
+    """Counts syncfs calls (by filesystem) and fsyncs (of files and of directories), each
+    still done for real."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.syncfs: list[int] = []
+        self.files = 0
+        self.dirs = 0
+        real_syncfs = publish_module.syncfs
+        real_fsync = os.fsync
+
+        def syncfs(fd: int) -> None:
+            self.syncfs.append(os.fstat(fd).st_dev)
+            real_syncfs(fd)
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                self.dirs += 1
+            else:
+                self.files += 1
+            real_fsync(fd)
+
+        monkeypatch.setattr(publish_module, "syncfs", syncfs)
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_one_syncfs_per_filesystem_and_one_fsync_per_directory_not_per_file(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if sys.platform == "linux":
+        assert publish_module._SYNCFS is not None, "Linux's libc has syncfs(2)"
+    else:
+        pytest.skip("syncfs(2) is Linux's")
+    repo = fleet(tmp_path)
+    syncs = Syncs(monkeypatch)
+    out = publish(repo, tmp_path, capsys)
+    assert len(out["written"]) > DEVICES  # every device, in two roots on one filesystem
+    assert syncs.syncfs == [os.stat(tmp_path).st_dev]
+    assert syncs.files == 1  # the manifest
+    assert syncs.dirs == 3  # the two roots and the state dir, once each
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted under tmp_path (needs root and mount rights, as tests/e2e/disk_test)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mnt = tmp_path / "other"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (mount: {done.stderr.strip()})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_roots_on_two_filesystems_get_one_syncfs_each(
+    tmp_path: Path,
+    other_filesystem: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = fleet(tmp_path)
+    syncs = Syncs(monkeypatch)
+    capsys.readouterr()
+    args = [*argv(repo, tmp_path), "--http-root", str(other_filesystem / "http")]
+    assert main(args) == 0
+    assert sorted(syncs.syncfs) == sorted(
+        {os.stat(tmp_path).st_dev, os.stat(other_filesystem).st_dev}
+    )
+    assert syncs.files == 1
+
+
+def test_without_syncfs_every_temp_is_fsynced_before_its_rename(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(publish_module, "_SYNCFS", None)
+    repo = fleet(tmp_path)
+    syncs = Syncs(monkeypatch)
+    out = publish(repo, tmp_path, capsys)
+    served = sum(1 for root in roots(tmp_path) for _ in root.iterdir())
+    assert served == 2 * len(out["written"])
+    assert syncs.syncfs == []
+    assert syncs.files == served + 1  # and the manifest
+
+
+# -- the published commit again ----------------------------------------------------------
+def run(
+    repo: GitRepo, tmp_path: Path, env: dict[str, str], *more: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gitprov", *argv(repo, tmp_path, *more)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_the_published_commit_again_in_a_fresh_process_loads_nothing(
+    tmp_path: Path, private_key: str
+) -> None:
+    repo = fleet(tmp_path)
+    env = {**os.environ, "GITPROV_PRIVATE_KEY": private_key}
+    first = run(repo, tmp_path, env)
+    assert first.returncode == 0, first.stderr
+    served = files_of(tmp_path)
+    manifest = (tmp_path / "state" / MANIFEST).read_bytes()
+
+    # One device's blob gone from the object store: whatever reads the inventory fails.
+    blob = str(repo.repo.revparse_single(f"main:{device_path(7)}").id)
+    loose_object(repo, blob).unlink()
+    # And no private key: building would need it.
+    env.pop("GITPROV_PRIVATE_KEY")
+    again = run(repo, tmp_path, env)
+    assert again.returncode == 0, again.stderr
+    out = json.loads(again.stdout)
+    assert out["already_published"] is True
+    assert out["written"] == [] and out["removed"] == [] and out["drift"] == []
+    assert out["unchanged"] == 2 * len(json.loads(first.stdout)["written"])
+    assert files_of(tmp_path) == served
+    assert (tmp_path / "state" / MANIFEST).read_bytes() == manifest
+
+    # A served file touched: now it must build, and so needs that blob.
+    target = roots(tmp_path)[0] / device_file(3)
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    env["GITPROV_PRIVATE_KEY"] = private_key
+    third = run(repo, tmp_path, env)
+    assert third.returncode == 2, third.stderr
+    assert f"cannot read object {blob}" in third.stderr
+
+
+def test_a_manifest_without_stats_is_checked_by_reading_and_then_recorded(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    path = tmp_path / "state" / MANIFEST
+    raw = json.loads(path.read_text())
+    for state in raw["roots"].values():
+        del state["stat"]  # as gitprov wrote it before it recorded stats
+    del raw["inputs"]
+    path.write_text(json.dumps(raw))
+    served = files_of(tmp_path)
+
+    out = publish(repo, tmp_path, capsys)
+    assert out["already_published"] is True and out["written"] == []
+    assert files_of(tmp_path) == served
+    m = load_manifest(tmp_path / "state")
+    assert m is not None and m.inputs
+    for root in roots(tmp_path):
+        recorded = m.roots[str(root)].stat
+        assert set(recorded) == {p.name for p in root.iterdir()}
+        for name, (size, mtime, ino) in recorded.items():
+            st = (root / name).stat()
+            assert (size, mtime, ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+# -- drift by stat, and --verify ---------------------------------------------------------
+def test_a_touched_file_is_rewritten_and_an_edited_one_restored_nothing_else_written(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    http, tftp = roots(tmp_path)
+    touched, edited = device_file(1), device_file(2)
+    st = (http / touched).stat()
+    os.utime(http / touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    good = (tftp / edited).read_bytes()
+    (tftp / edited).write_bytes(b"DBID_SIP_ENABLE=1\n")
+    before = files_of(tmp_path)
+
+    out = publish(repo, tmp_path, capsys)
+    assert out["already_published"] is False
+    assert [w["name"] for w in out["written"]] == sorted([touched, edited])
+    assert sorted((d["root"], d["name"], d["kind"]) for d in out["drift"]) == sorted(
+        [(str(http), touched, "touched"), (str(tftp), edited, "changed")]
+    )
+    after = files_of(tmp_path)
+    rewritten = {k for k in before if before[k][0] != after[k][0]}
+    assert rewritten == {f"http/{touched}", f"tftp/{edited}"}
+    assert after[f"tftp/{edited}"][2] == good
+    assert after[f"http/{touched}"][2] == before[f"http/{touched}"][2]
+    again = publish(repo, tmp_path, capsys)
+    assert again["already_published"] is True and again["drift"] == []
+
+
+def test_verify_reads_every_file_and_repairs_exactly_the_one_tampered_with(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    http, tftp = roots(tmp_path)
+    name = device_file(4)
+    good = (http / name).read_bytes()
+    st = (http / name).stat()
+    with open(http / name, "r+b") as f:  # in place: same inode, same size
+        f.seek(len(good) // 2)
+        f.write(bytes([good[len(good) // 2] ^ 0x01]))
+    os.utime(http / name, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the mtime put back
+    tampered = files_of(tmp_path)
+    assert tampered[f"http/{name}"][2] != good
+
+    # By stat the file is intact: that is what --verify is for.
+    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert files_of(tmp_path) == tampered
+
+    out = publish(repo, tmp_path, capsys, "--verify")
+    assert [w["name"] for w in out["written"]] == [name]
+    assert out["drift"] == [{"root": str(http), "name": name, "kind": "changed"}]
+    after = files_of(tmp_path)
+    assert after[f"http/{name}"][2] == good == (tftp / name).read_bytes()
+    assert {k for k in after if after[k] != tampered[k]} == {f"http/{name}"}
+    assert publish(repo, tmp_path, capsys, "--verify")["already_published"] is True
+    assert publish(repo, tmp_path, capsys)["already_published"] is True
+
+
+# -- a one-device commit -----------------------------------------------------------------
+def test_a_one_device_commit_writes_its_file_only_and_never_loads_the_published_commit(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    published = str(repo.repo.head.target)
+    before = files_of(tmp_path)
+    repo.commit({device_path(5): device_yaml(5, display="Front desk")}, "rename a desk")
+
+    loads: list[str] = []
+    real = Pipeline.load_commit
+
+    def load_commit(self: Pipeline, commit: pygit2.Commit) -> Loaded:
+        loads.append(str(commit.id))
+        return real(self, commit)
+
+    monkeypatch.setattr(Pipeline, "load_commit", load_commit)
+    out = publish(repo, tmp_path, capsys)
+    assert [w["name"] for w in out["written"]] == [device_file(5)]
+    assert published not in loads
+    after = files_of(tmp_path)
+    assert {k for k in after if after[k][:2] != before[k][:2]} == {
+        f"http/{device_file(5)}",
+        f"tftp/{device_file(5)}",
+    }
