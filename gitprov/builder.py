@@ -10,8 +10,12 @@ inherits, and each device's files by its digest, version and manifest entry.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from gitprov import version as versioning
 from gitprov.catalog import Catalog
@@ -235,6 +239,8 @@ class Builder:
         self._templates: dict[tuple[str, ...], Template] = {}
         self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
         self._compiler: Compiler | None = None
+        # Processes that compile, render and encrypt (see `_map`): 1 keeps all work here.
+        self.workers = usable_cpus()
 
     def compile(self, inv: Inventory, device: Device, resolve: SecretResolver) -> DeviceConfig:
         return compile_device(device, inv, self.catalog, resolve)
@@ -263,24 +269,48 @@ class Builder:
         """Each version key's content digest: devices (version line excluded, secrets as
         sealed digests) and option-66 files."""
         placeholder = _memo(placeholder_resolver(inv.sealed))
-        out = {}
-        made: dict[tuple[str, ...], Template] = {}
-        for device, key in zip(inv.devices, self._keys(inv), strict=True):
-            digest = self._digests.get(key)
-            if digest is None:
-                tpl = template(self._symbolic(inv), device)
-                digest = self._digests[key] = tpl.digest(placeholder)
-                made[key] = tpl
-            out[device.mac] = digest
-        if made:
+        keys = self._keys(inv)
+        todo = [i for i, key in enumerate(keys) if key not in self._digests]
+        if todo:
+            compiler = self._symbolic(inv)
+            devices = inv.devices
+
+            def job(part: Sequence[int]) -> list[tuple[Template, str]]:
+                out = []
+                for i in part:
+                    tpl = template(compiler, devices[i])
+                    out.append((tpl, tpl.digest(placeholder)))
+                return out
+
+            made: dict[tuple[str, ...], Template] = {}
+            for part, results in self._map(job, todo):
+                for i, (tpl, digest) in zip(part, results, strict=True):
+                    self._digests[keys[i]] = digest
+                    made[keys[i]] = tpl
             # The next build is most likely of this inventory: it finishes these.
             self._templates = made
+        out = {d.mac: self._digests[key] for d, key in zip(inv.devices, keys, strict=True)}
         boots = bootstrap_files(inv)
         if boots:
             # One key for all of them: they carry the same rule, whatever their names.
             body = next(iter(boots.values()))[1]
             out[BOOTSTRAP] = hashlib.sha256(b"bootstrap\0" + body).hexdigest()
         return out
+
+    def _map(
+        self, job: Callable[[Sequence[int]], list[_T]], todo: Sequence[int]
+    ) -> Iterator[tuple[Sequence[int], list[_T]]]:
+        """(part, job(part)) for consecutive parts of `todo`, in order: over a pool of
+        forked workers when that pays, else here."""
+        workers = min(self.workers, len(todo) // PARALLEL_MIN)
+        if workers < 2 or threading.active_count() > 1:
+            for i in range(0, len(todo), CHUNK_MIN):  # parts: progress as it goes
+                part = todo[i : i + CHUNK_MIN]
+                yield part, job(part)
+            return
+        size = max(CHUNK_MIN, len(todo) // (workers * 8))
+        parts = [todo[i : i + size] for i in range(0, len(todo), size)]
+        yield from zip(parts, _forked(job, parts, workers), strict=True)
 
     def build(
         self,
@@ -314,14 +344,17 @@ class Builder:
         built: dict[tuple[object, ...], list[DeviceFile]] = {}
         conflicts: list[Conflict] = []
         templates, self._templates = self._templates, {}
-        total = len(inv.devices)
-        for done, (device, dkey) in enumerate(zip(inv.devices, self._keys(inv), strict=True), 1):
-            if progress is not None:
-                progress("build", done, total)
+        compiler = self._symbolic(inv)
+        devices = inv.devices
+        dkeys = self._keys(inv)
+        keys: list[tuple[object, ...]] = []
+        results: list[list[DeviceFile] | None] = []
+        todo: list[int] = []
+        for i, (device, dkey) in enumerate(zip(devices, dkeys, strict=True)):
             info = vers[device.mac]
             # Same inputs (content, file name, cipher, sealed secrets), version and manifest
             # entry give the same bytes: a watcher re-renders only what changed.
-            key = (
+            key: tuple[object, ...] = (
                 device.mac,
                 dkey,
                 info.version,
@@ -331,12 +364,35 @@ class Builder:
                 force,
                 keep_plaintext,
             )
+            keys.append(key)
             hit = self._built.get(key)
+            results.append(hit)
             if hit is None:
-                tpl = templates.pop(dkey, None) or template(self._symbolic(inv), device)
-                hit = finish(tpl, resolve, info, served, force, conflicts, keep_plaintext)
+                todo.append(i)
+
+        def job(part: Sequence[int]) -> list[tuple[list[DeviceFile], list[Conflict]]]:
+            out = []
+            for i in part:
+                device = devices[i]
+                tpl = templates.pop(dkeys[i], None) or template(compiler, device)
+                found: list[Conflict] = []
+                made = finish(tpl, resolve, vers[device.mac], served, force, found, keep_plaintext)
+                out.append((made, found))
+            return out
+
+        done = len(devices) - len(todo)
+        for part, made in self._map(job, todo):
+            for i, (device_files, found) in zip(part, made, strict=True):
+                results[i] = device_files
+                conflicts.extend(found)
+                templates.pop(dkeys[i], None)  # done in a worker: free it here too
+            done += len(part)
+            if progress is not None:
+                progress("build", done, len(devices))
+        templates.clear()
+        for ckey, hit in zip(keys, results, strict=True):
             if hit:
-                built[key] = hit
+                built[ckey] = hit
                 files.extend(hit)
         boots = []
         for name, (models, body) in bootstrap_files(inv).items():
@@ -485,3 +541,50 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
         return cache[name]
 
     return resolve
+
+
+# Below these a pool costs more than it saves (forking, and moving every template and
+# file through a pipe): a part of the work must be worth a few tens of milliseconds.
+PARALLEL_MIN = 1000  # devices per worker
+CHUNK_MIN = 250
+
+_T = TypeVar("_T")
+# The job of the forked workers: set before the fork, so it reaches them without pickling
+# (the inventory, the compiler, the secret resolver); only parts and results are pickled.
+_JOB: Callable[[Sequence[int]], object] | None = None
+
+
+class _Failed:
+    """A part a worker could not do; the parent does it again, and raises what it raises
+    (an error of gitprov's does not survive pickling with its hint and place)."""
+
+
+def _work(part: Sequence[int]) -> object:
+    assert _JOB is not None
+    try:
+        return _JOB(part)
+    except BaseException:
+        return _Failed()
+
+
+def _forked(
+    job: Callable[[Sequence[int]], list[_T]], parts: list[Sequence[int]], workers: int
+) -> Iterator[list[_T]]:
+    global _JOB
+    _JOB = job
+    try:
+        # fork: the workers inherit the job. Only when this process has no other thread
+        # (the caller checks), since a fork copies no thread but every lock they hold.
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for part, result in zip(parts, pool.imap(_work, parts), strict=True):
+                yield job(part) if isinstance(result, _Failed) else cast(list[_T], result)
+    finally:
+        _JOB = None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
