@@ -7,15 +7,15 @@ blob ids of everything the device inherits).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pygit2
 
-from gitprov import __version__
+from gitprov import __version__, checkcache
 from gitprov import version as versioning
 from gitprov.builder import BOOTSTRAP as BOOTSTRAP
 from gitprov.builder import BootstrapFile as BootstrapFile
@@ -29,59 +29,90 @@ from gitprov.builder import _served_version as _served_version
 from gitprov.builder import bootstrap_files as bootstrap_files
 from gitprov.builder import secret_resolver as secret_resolver
 from gitprov.catalog import Catalog, load_catalog
+from gitprov.checkcache import CheckCache, Kept
 from gitprov.compile import DeviceConfig, SecretResolver
 from gitprov.errors import InvalidInventory, Problem
 from gitprov.inventory import (
+    DEVICE,
     FLEET,
+    MODEL,
+    PROFILE,
+    SECRETS,
     Device,
     Documents,
     Inventory,
     ParseCache,
+    _Lazy,
+    _limits,
     build_inventory,
+    kind_of,
     load_documents,
+    read_documents,
+    update_documents,
 )
+from gitprov.limits import Limits
 from gitprov.rules import HistoryFloor
 from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source, missing_object
 from gitprov.validate import Options, SchemaCache, validate
+from gitprov.yamldoc import Document
 
 RENDER_FORMAT = "flyingvoice-1"
 
 
-@dataclass(frozen=True)
 class Loaded:
-    docs: Documents
-    problems: tuple[Problem, ...]
-    inventory: Inventory | None  # None when any problem is an error
+    """A validated inventory. `inventory` (None when any problem is an error) is built on
+    first use: validating from a kept snapshot reads only the changed files, and only
+    what needs every device (building, showing) reads the rest."""
+
+    def __init__(
+        self, docs: Documents, problems: tuple[Problem, ...], inventory: Inventory | None = None
+    ) -> None:
+        self.docs = docs
+        self.problems = problems
+        self._inventory = inventory
 
     @property
     def errors(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.is_error)
 
+    @property
+    def inventory(self) -> Inventory | None:
+        if self._inventory is None and not self.errors:
+            self._inventory = build_inventory(self.docs)
+        return self._inventory
 
-@dataclass(frozen=True)
+
 class _Snapshot:
-    """What `evaluate` learned about one commit, kept for its children."""
+    """What validating one commit read, kept for its children (and on disk, see
+    gitprov.checkcache)."""
 
-    commit: str
-    refs: list[FileRef]
-    docs: Documents
-    result: versioning.Evaluated | None
+    def __init__(
+        self,
+        commit: str,
+        docs: Documents,
+        problems: dict[str, tuple[Problem, ...]],
+        base: _Snapshot | None = None,
+        changes: Mapping[str, str | None] | None = None,
+        distance: int | None = 0,
+    ) -> None:
+        self.commit = commit
+        self.docs = docs
+        self.problems = problems  # the problems of reading each file, by path
+        # The snapshot this one was derived from and the tree diff since (for digests).
+        self.base = base
+        self.changes = changes
+        # Commits and changed files since the nearest snapshot kept on disk (None: none).
+        self.distance = distance
+        self.digests: dict[str, str] | None = None  # version key -> digest (valid only)
+        self.macs: dict[str, str] | None = None  # device path -> MAC, with digests
+        self.kept_digests = False  # whether the disk copy holds the digests
 
 
-def _apply(
-    refs: list[FileRef], changed: set[str], commit: pygit2.Commit, inventory_dir: str
-) -> list[FileRef]:
-    """The parent's file list with the changed paths re-read from `commit`'s tree."""
-    kept = [r for r in refs if r.path not in changed]
-    for path in changed:
-        try:
-            entry = commit.tree[path]
-        except KeyError:
-            continue  # deleted
-        if entry.type_str == "blob":
-            kept.append(FileRef(path, str(entry.id)))
-    kept.sort(key=lambda r: r.path)
-    return kept
+# A snapshot is written to disk when this many commits plus changed files separate it
+# from the last one written: a child of a kept commit then reads only what changed since.
+_KEEP_EVERY = 64
+# How far back along first parents a kept snapshot is looked for.
+_LOOK_BACK = 32
 
 
 class Pipeline:
@@ -118,6 +149,9 @@ class Pipeline:
             ).encode()
         ).hexdigest()
         self.version_cache = versioning.VersionCache(cache_dir, salt)
+        check_salt = hashlib.sha256(f"{salt}\0checks-{checkcache.FORMAT}".encode()).hexdigest()
+        self.checks = CheckCache(cache_dir, check_salt) if cache_dir is not None else None
+        self._floors: dict[str, tuple[int, str]] = {}  # commit -> (floor, floor_by)
 
     # -- load and validate -------------------------------------------------------------
     def source(self, commit: pygit2.Commit) -> CommitSource:
@@ -129,13 +163,16 @@ class Pipeline:
         found = validate(
             docs, self.catalog, self.options, history_floor, problems, self.schema_cache
         )
-        inv = None if any(p.is_error for p in found) else build_inventory(docs)
-        return Loaded(docs, tuple(found), inv)
+        return Loaded(docs, tuple(found))
 
     def load_commit(self, commit: pygit2.Commit) -> Loaded:
         """The commit's inventory, validated against its history (GP113 needs the highest
-        version_floor of every ancestor)."""
-        return self.load(self.source(commit), self.history_floor(list(commit.parent_ids)))
+        version_floor of every ancestor). From the nearest earlier snapshot (in memory,
+        or kept on disk by an earlier process) and a tree diff when there is one: only
+        the files the commit changed are read."""
+        history = self.history_floor(list(commit.parent_ids))
+        snap, found = self._check(commit, self.options, history, keep=True)
+        return Loaded(snap.docs, tuple(found))
 
     def history_floor(self, parents: list[pygit2.Oid]) -> HistoryFloor | None:
         """The highest version_floor of the given commits and their ancestors.
@@ -152,9 +189,9 @@ class Pipeline:
                 commit = self.repo.get(pid)
                 if not isinstance(commit, pygit2.Commit):
                     raise versioning.IncompleteHistory(f"commit {str(pid)[:12]} is missing")
-                state = self.state(commit)
-                if state.floor > best.floor:
-                    best = state
+                floor, floor_by = self._floor(commit)
+                if floor > best.floor:
+                    best = versioning.State(floor, floor_by)
             return HistoryFloor(best.floor, best.floor_by)
         except versioning.IncompleteHistory:
             # A shallow commit may show no parents at all (its parents are cut off).
@@ -168,6 +205,219 @@ class Pipeline:
             if not isinstance(value, int) or isinstance(value, bool):
                 value = 0
             return HistoryFloor(value, str(parent.id), complete=False)
+
+    def _floor(self, head: pygit2.Commit) -> tuple[int, str]:
+        """The version rule's floor at `head` and the commit that set it (`State.floor`,
+        `State.floor_by`) without the rest of the version state: it needs only which
+        commits validate and what they declare, not any device's digest. Commits not
+        known (in memory, as a kept floor or version state) are validated, parents first."""
+        assert self.repo is not None
+        known: dict[str, versioning.State] = {}
+
+        def cached(cid: str) -> versioning.State | None:
+            hit = self._floors.get(cid)
+            if hit is None and self.checks is not None:
+                hit = self.checks.floor(cid)
+            if hit is None:
+                state = self.version_cache.state(cid)
+                if state is not None:
+                    hit = (state.floor, state.floor_by)
+            return versioning.State(*hit) if hit is not None else None
+
+        order: list[pygit2.Commit] = []
+        stack: list[tuple[pygit2.Commit, bool]] = [(head, False)]
+        parents_of: dict[str, list[str]] = {}
+        while stack:
+            commit, expanded = stack.pop()
+            cid = str(commit.id)
+            if expanded:
+                order.append(commit)
+                continue
+            if cid in known or cid in parents_of:
+                continue
+            hit = cached(cid)
+            if hit is not None:
+                known[cid] = hit
+                continue
+            parents: list[pygit2.Commit] = []
+            for pid in commit.parent_ids:
+                parent = self.repo.get(pid)
+                if not isinstance(parent, pygit2.Commit):
+                    raise versioning.IncompleteHistory(f"commit {str(pid)[:12]} is missing")
+                parents.append(parent)
+            parents_of[cid] = [str(p.id) for p in parents]
+            stack.append((commit, True))
+            stack.extend((p, False) for p in reversed(parents))
+        for i, commit in enumerate(order):
+            cid = str(commit.id)
+            parent_states = [known[pid] for pid in parents_of[cid]]
+            floor_min = max((s.floor for s in parent_states), default=0)
+            history = HistoryFloor(floor_min, "") if commit.parent_ids else None
+            snap, found = self._check(commit, Options(), history)
+            result = None
+            if not any(p.is_error for p in found):
+                result = versioning.Evaluated({}, _declared_floor(snap.docs))
+            state = versioning.step(cid, parent_states, result)
+            known[cid] = versioning.State(state.floor, state.floor_by)
+            self._floors[cid] = (state.floor, state.floor_by)
+            if self.checks is not None:
+                self.checks.store_floor(cid, state.floor, state.floor_by)
+            if self.progress is not None:
+                self.progress("history", i + 1, len(order))
+        state = known[str(head.id)]
+        return state.floor, state.floor_by
+
+    def _check(
+        self,
+        commit: pygit2.Commit,
+        options: Options,
+        history: HistoryFloor | None,
+        *,
+        keep: bool = False,
+    ) -> tuple[_Snapshot, list[Problem]]:
+        """The commit's snapshot and its problems under `options` and `history`; with
+        `keep`, the snapshot is written to disk unless one close to it is there (a
+        history walk keeps none: only what a command asked about is worth a file)."""
+        snap = self._snapshot(commit)
+        found = validate(
+            snap.docs,
+            self.catalog,
+            options,
+            history,
+            [p for ps in snap.problems.values() for p in ps],
+            self.schema_cache,
+        )
+        if keep and (snap.distance is None or snap.distance >= _KEEP_EVERY):
+            self._keep(snap)
+        return snap, found
+
+    def _snapshot(self, commit: pygit2.Commit) -> _Snapshot:
+        """The files of `commit`, read: from the nearest snapshot of a first-parent
+        ancestor (in memory, else kept on disk) and a tree diff, or else every file."""
+        cid = str(commit.id)
+        hit = self._snapshots.get(cid)
+        if hit is not None:
+            self._snapshots.move_to_end(cid)
+            return hit
+        base: _Snapshot | None = None
+        at = commit
+        for steps in range(_LOOK_BACK + 1):
+            if steps:
+                base = self._snapshots.get(str(at.id))
+            if base is None:
+                base = self._kept(at)
+            if base is not None or not at.parent_ids:
+                break
+            try:
+                at = at.parents[0]
+            except (KeyError, pygit2.GitError):
+                break
+        source = self.source(commit)
+        if base is None:
+            docs, problems = read_documents(source, self.parse_cache)
+            snap = _Snapshot(cid, docs, problems, distance=None)
+        elif base.commit == cid:
+            snap = base
+        else:
+            changes = self._changes(at, commit)
+            docs, problems = update_documents(
+                base.docs, base.problems, changes, source, self.parse_cache
+            )
+            base.base = None  # one level: a chain of snapshots would keep every one
+            distance = None if base.distance is None else base.distance + steps + len(changes)
+            snap = _Snapshot(cid, docs, problems, base, changes, distance)
+        self._remember(snap)
+        return snap
+
+    def _kept(self, commit: pygit2.Commit) -> _Snapshot | None:
+        """The snapshot an earlier process kept for `commit`, ready to be updated."""
+        if self.checks is None:
+            return None
+        kept = self.checks.load(str(commit.id))
+        if kept is None:
+            return None
+        source = self.source(commit)
+        files = kept.files
+        limits = _limits(files, source, self.parse_cache)
+        by_kind: dict[str, tuple[Document, ...] | _Lazy] = {}
+        oids: dict[str, str] = {}
+        for kind, paths in kept.oids.items():
+            oids.update(paths)
+            refs = [FileRef(p, o) for p, o in sorted(paths.items())]
+            if kind == DEVICE:
+                by_kind[kind] = _Lazy(self._reader(source, refs, limits), {}, len(refs))
+            else:
+                by_kind[kind] = self._reader(source, refs, limits)()
+        docs = Documents(self.inventory_dir, by_kind, files, oids=oids)
+        self.schema_cache.facts.restore(docs, kept.indexes)
+        snap = _Snapshot(kept.commit, docs, dict(kept.problems), distance=0)
+        snap.digests, snap.macs = kept.digests, kept.macs
+        snap.kept_digests = kept.digests is not None
+        self._remember(snap)
+        return snap
+
+    def _reader(
+        self, source: Source, refs: list[FileRef], limits: Limits
+    ) -> Callable[[], tuple[Document, ...]]:
+        cache = self.parse_cache
+
+        def read() -> tuple[Document, ...]:
+            docs = [cache.get(ref, source, limits)[0] for ref in refs]
+            return tuple(d for d in docs if d is not None)
+
+        return read
+
+    def _keep(self, snap: _Snapshot) -> None:
+        """Write the snapshot to disk (the facts must be up to date with its documents)."""
+        if self.checks is None:
+            return
+        indexes = self.schema_cache.facts.export(snap.docs)
+        if indexes is None:
+            return
+        oids: dict[str, dict[str, str]] = {}
+        for kind in snap.docs.kinds():
+            if snap.docs.is_read(kind):
+                oids[kind] = {d.path: d.oid for d in snap.docs.of(kind)}
+        unread = [k for k in snap.docs.kinds() if not snap.docs.is_read(k)]
+        if unread:
+            # Not read in this process: their paths are among every document's.
+            for path, oid in snap.docs.oids.items():
+                of = kind_of(path, self.inventory_dir)
+                if of is not None and of in unread:
+                    oids.setdefault(of, {})[path] = oid
+        kept = Kept(
+            snap.commit,
+            dict(snap.docs.files),
+            oids,
+            snap.problems,
+            indexes,
+            snap.digests,
+            snap.macs,
+        )
+        self.checks.store(kept)
+        snap.distance = 0
+        snap.kept_digests = snap.digests is not None
+
+    def _changes(self, old: pygit2.Commit, new: pygit2.Commit) -> dict[str, str | None]:
+        """Path -> blob id (None: gone) of every inventory file that differs between the
+        two commits' trees."""
+        prefix = self.inventory_dir.rstrip("/") + "/" if self.inventory_dir else ""
+        try:
+            diff = old.tree.diff_to_tree(new.tree)
+        except pygit2.GitError as exc:
+            raise missing_object(
+                f"{new.tree_id} or {old.tree_id}",
+                f"the trees of commit {str(new.id)[:12]} and {str(old.id)[:12]}",
+                exc,
+            ) from None
+        out: dict[str, str | None] = {}
+        for delta in diff.deltas:
+            gone, now = delta.old_file, delta.new_file
+            if gone.path.startswith(prefix) and gone.mode in _BLOB_MODES:
+                out.setdefault(gone.path, None)
+            if now.path.startswith(prefix) and now.mode in _BLOB_MODES:
+                out[now.path] = str(now.id)
+        return out
 
     # -- compile -----------------------------------------------------------------------
     def compile(self, inv: Inventory, device: Device, resolve: SecretResolver) -> DeviceConfig:
@@ -185,26 +435,53 @@ class Pipeline:
         Called parents first: the first parent's snapshot and a tree diff give this
         commit's files, so unchanged files are neither listed, parsed nor validated
         again, and only devices whose inputs changed are compiled again."""
-        cid = str(commit.id)
-        parent_id = str(commit.parent_ids[0]) if commit.parent_ids else None
-        prev = self._snapshots.get(parent_id) if parent_id is not None else None
-        refs: list[FileRef] | None = None
-        if prev is not None:
-            changed = self._changed_paths(commit.parents[0], commit)
-            if not changed and (prev.result is None or prev.result.floor >= floor_min):
-                # The same files validate the same way: only GP113 looks at the history.
-                self._remember(_Snapshot(cid, prev.refs, prev.docs, prev.result))
-                return prev.result
-            refs = _apply(prev.refs, changed, commit, self.inventory_dir)
-        docs, problems = load_documents(self.source(commit), self.parse_cache, refs)
         history = HistoryFloor(floor_min, "") if commit.parent_ids else None
-        found = validate(docs, self.catalog, Options(), history, problems, self.schema_cache)
-        result = None
-        if not any(p.is_error for p in found):
-            inv = build_inventory(docs)
-            result = versioning.Evaluated(self.digests(inv), inv.fleet.version_floor)
-        self._remember(_Snapshot(cid, list(docs.refs), docs, result))
-        return result
+        snap, found = self._check(commit, Options(), history)
+        if any(p.is_error for p in found):
+            return None
+        if snap.digests is None:
+            self._digest(snap)
+        assert snap.digests is not None
+        return versioning.Evaluated(snap.digests, _declared_floor(snap.docs))
+
+    def _digest(self, snap: _Snapshot) -> None:
+        """The snapshot's digests: when only devices changed since a snapshot whose
+        digests are known, those of the changed devices and the rest as they were."""
+        base, changes = snap.base, snap.changes
+        kinds = (
+            {kind_of(p, self.inventory_dir) for p in changes} - {None}
+            if changes is not None
+            else None
+        )
+        if (
+            base is not None
+            and base.digests is not None
+            and base.macs is not None
+            and kinds is not None
+            and kinds <= {DEVICE}
+        ):
+            assert changes is not None
+            docs = snap.docs
+            changed = tuple(d for p in sorted(changes) if (d := _device_doc(docs, p)) is not None)
+            part = Documents(
+                self.inventory_dir,
+                {k: docs.of(k) for k in (FLEET, PROFILE, MODEL, SECRETS)} | {DEVICE: changed},
+                {},
+            )
+            inv = build_inventory(part)
+            digests, macs = dict(base.digests), dict(base.macs)
+            for path in changes:
+                mac = macs.pop(path, None)
+                if mac is not None:
+                    digests.pop(mac, None)
+            for device in inv.devices:
+                macs[device.doc.path] = device.mac
+            digests.update(self.digests(inv))
+        else:
+            inv = build_inventory(snap.docs)
+            digests = self.digests(inv)
+            macs = {d.doc.path: d.mac for d in inv.devices}
+        snap.digests, snap.macs, snap.base = digests, macs, None
 
     def _remember(self, snap: _Snapshot, keep: int = 8) -> None:
         self._snapshots[snap.commit] = snap
@@ -213,22 +490,8 @@ class Pipeline:
             self._snapshots.popitem(last=False)
 
     def _changed_paths(self, parent: pygit2.Commit, commit: pygit2.Commit) -> set[str]:
-        assert self.repo is not None
-        prefix = self.inventory_dir.rstrip("/") + "/" if self.inventory_dir else ""
-        try:
-            diff = parent.tree.diff_to_tree(commit.tree)
-        except pygit2.GitError as exc:
-            raise missing_object(
-                f"{commit.tree_id} or {parent.tree_id}",
-                f"the trees of commit {str(commit.id)[:12]} and its parent",
-                exc,
-            ) from None
-        out = set()
-        for delta in diff.deltas:
-            for path in (delta.old_file.path, delta.new_file.path):
-                if path.startswith(prefix):
-                    out.add(path)
-        return out
+        """Every inventory path the commit changed (added, removed or modified)."""
+        return set(self._changes(parent, commit))
 
     def state(
         self, commit: pygit2.Commit, observe: versioning.Observe | None = None
@@ -236,7 +499,7 @@ class Pipeline:
         """The version state at `commit` (docs/versions.md). Raises IncompleteHistory in a
         shallow or partial clone."""
         assert self.repo is not None
-        return versioning.compute_state(
+        state = versioning.compute_state(
             self.repo,
             commit,
             self.evaluate,
@@ -244,6 +507,23 @@ class Pipeline:
             observe=observe,
             progress=self.progress,
         )
+        cid = str(commit.id)
+        self._floors[cid] = (state.floor, state.floor_by)
+        if self.checks is not None:
+            if self.checks.floor(cid) is None:
+                self.checks.store_floor(cid, state.floor, state.floor_by)
+            snap = self._snapshots.get(cid)
+            # The digests make the next process's evaluation of a child cost its change.
+            if (
+                snap is not None
+                and snap.digests is not None
+                and not snap.kept_digests
+                and (snap.distance is None or snap.distance == 0 or snap.distance >= _KEEP_EVERY)
+            ):
+                if self.schema_cache.facts.export(snap.docs) is None:
+                    self._check(commit, Options(), None)  # bring the facts back to it
+                self._keep(snap)
+        return state
 
     def versions(self, commit: pygit2.Commit) -> dict[str, versioning.VersionInfo]:
         """Each version key's number at `commit` (devices by MAC, the option-66 files
@@ -280,3 +560,21 @@ class Pipeline:
             progress=self.progress,
             keep_plaintext=keep_plaintext,
         )
+
+
+_BLOB_MODES = (
+    pygit2.GIT_FILEMODE_BLOB,
+    pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
+    pygit2.GIT_FILEMODE_LINK,
+)
+
+
+def _declared_floor(docs: Documents) -> int:
+    """The version_floor of a valid inventory's gitprov.yaml."""
+    return int(docs.of(FLEET)[0].data["version_floor"])
+
+
+def _device_doc(docs: Documents, path: str) -> Document | None:
+    devices = docs.of(DEVICE)
+    at = bisect.bisect_left(devices, path, key=lambda d: d.path)
+    return devices[at] if at < len(devices) and devices[at].path == path else None

@@ -34,6 +34,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
     loaded = session(args, out).validate(args.rev, args.worktree)
     out.problems(loaded.problems, args.format)
     if args.format == "text" and not loaded.problems:
-        n = sum(1 for _ in loaded.docs.all())
+        n = loaded.docs.count()
         out.info(f"ok: {n} file(s), no problems")
     return 1 if loaded.errors else 0

@@ -1,0 +1,104 @@
+"""What validating a commit learned, kept on disk for the next process.
+
+A fresh process that validates a child of a commit validated before (CI on a merge, a
+publish after the last one) starts from that commit's snapshot: its files (path -> blob
+id), the problems of reading each, the cross-file rules' indexes (plain facts, see
+gitprov.rules._facts) and, once its versions were evaluated, each device's MAC and
+content digest. A tree diff then says which files to read; the unchanged ones are not
+read at all.
+
+And per commit, the highest version_floor of its history (GP113 needs it for every
+child), so that validating a child does not evaluate the parent's versions.
+
+Everything here is a cache: keyed by commit id under a salt naming everything else a
+result depends on (gitprov's version, the catalog, the inventory directory, this
+format), written to a temp file and renamed, ignored when unreadable or from another
+format, and deleting it changes no output. Files are pickles: they are as trusted as the
+git directory they sit in (which holds hooks that run anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gitprov.errors import Problem
+
+FORMAT = 1
+# Snapshots kept: each is about the fleet's size (tens of MB at 100k devices).
+KEEP = 4
+
+
+@dataclass
+class Kept:
+    """One commit's snapshot as stored."""
+
+    commit: str
+    files: dict[str, str]  # every file of the inventory directory: path -> blob id
+    oids: dict[str, dict[str, str]]  # kind -> path -> blob id of each document read
+    problems: dict[str, tuple[Problem, ...]]  # problems of reading each file
+    indexes: dict[str, Any]  # name -> gitprov.rules._facts.Index, up to date with them
+    digests: dict[str, str] | None = None  # version key -> content digest (valid commits)
+    macs: dict[str, str] | None = None  # device path -> MAC (with digests)
+
+
+class CheckCache:
+    def __init__(self, directory: Path, salt: str) -> None:
+        self.directory = directory / "checks" / salt[:16]
+
+    def _file(self, commit_id: str, ext: str) -> Path:
+        return self.directory / f"{commit_id}.{ext}"
+
+    def has(self, commit_id: str) -> bool:
+        return self._file(commit_id, "pickle").is_file()
+
+    def load(self, commit_id: str) -> Kept | None:
+        try:
+            raw = self._file(commit_id, "pickle").read_bytes()
+        except OSError:
+            return None
+        try:
+            head, kept = pickle.loads(raw)
+            if head != (FORMAT, commit_id) or not isinstance(kept, Kept):
+                return None
+            return kept
+        except Exception:
+            return None
+
+    def store(self, kept: Kept) -> None:
+        try:
+            body = pickle.dumps(((FORMAT, kept.commit), kept), protocol=pickle.HIGHEST_PROTOCOL)
+            self._write(self._file(kept.commit, "pickle"), body)
+            snapshots = sorted(
+                self.directory.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True
+            )
+            for old in snapshots[KEEP:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+    def floor(self, commit_id: str) -> tuple[int, str] | None:
+        """The highest version_floor of the commit's history and the commit that set it."""
+        try:
+            raw = json.loads(self._file(commit_id, "floor").read_text())
+            if raw.get("format") != FORMAT:
+                return None
+            return int(raw["floor"]), str(raw["floor_by"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def store_floor(self, commit_id: str, floor: int, floor_by: str) -> None:
+        body = json.dumps({"format": FORMAT, "floor": floor, "floor_by": floor_by})
+        with contextlib.suppress(OSError):  # a cache that cannot be written costs time
+            self._write(self._file(commit_id, "floor"), body.encode())
+
+    def _write(self, path: Path, body: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
