@@ -12,6 +12,7 @@ from gitprov.cli.common import (
     add_command,
     add_format,
     add_rev,
+    add_workers,
     mac,
     readable_file,
     session,
@@ -35,6 +36,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--reveal", action="store_true", help="write plain/ with the real secrets (mode 0600)"
     )
+    add_workers(p)
     add_format(p)
 
     p = add_command(

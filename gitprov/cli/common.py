@@ -116,6 +116,27 @@ def add_format(p: argparse.ArgumentParser, *extra: str) -> None:
     )
 
 
+def add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="processes that compile, render and encrypt device files (default: the CPUs "
+        "this process may use; 1: this process only); a pool starts only for a fleet of "
+        "a few thousand devices, where it pays",
+    )
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return n
+
+
 def add_targets(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "where to publish (the publisher's choice; else the fleet's publish: settings, "
@@ -205,9 +226,7 @@ def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
     )
     for root in given.allowed_roots:
         if not Path(root).is_absolute():
-            raise UsageError(
-                f"--allow-root {root} is not an absolute path", hint="write it from /"
-            )
+            raise UsageError(f"--allow-root {root} is not an absolute path", hint="write it from /")
     if given.gpg_home and not Path(given.gpg_home).is_dir():
         raise UsageError(f"--gpg-home {given.gpg_home} is not a directory")
     return publisher_config.resolve(given, args.config, os.environ)
@@ -239,13 +258,17 @@ def readable_file(text: str) -> str:
 
 
 def session(args: argparse.Namespace, out: Output) -> Session:
-    return Session(
+    s = Session(
         args.repo,
         args.inventory_dir,
         private_key_file=args.private_key_file,
         strict=getattr(args, "strict", False),
         progress=out.progress(),
     )
+    workers = getattr(args, "workers", None)
+    if workers is not None:
+        s.pipeline.builder.workers = workers
+    return s
 
 
 # -- output -------------------------------------------------------------------------------
@@ -307,6 +330,8 @@ class _Bars:
             return
         from tqdm import tqdm
 
+        # No monitor thread: a build forks its workers only from a process of one thread.
+        tqdm.monitor_interval = 0
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(

@@ -10,6 +10,7 @@ from gitprov.cli.common import (
     add_command,
     add_format,
     add_targets,
+    add_workers,
     publisher_config_of,
     session,
 )
@@ -54,6 +55,7 @@ def register(sub: Subparsers) -> None:
         metavar="SECONDS",
         help="wait this long for another publish to finish (0: fail at once)",
     )
+    add_workers(p)
     add_format(p)
 
 
