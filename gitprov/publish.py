@@ -70,6 +70,7 @@ from gitprov.plan import (
     check_drift,
     intact,
     load_manifest,
+    manifest_commit,
     plan,
     served_versions,
     version_key,
@@ -845,6 +846,8 @@ def _already_published(
     else:
         where = targets
     cid = str(commit.id)
+    if manifest_commit(where.state_dir) not in (cid, None):
+        return None  # another commit is published: build (without reading it twice)
     with publish_lock(where.state_dir, lock_wait):
         previous = load_manifest(where.state_dir)
         if (
