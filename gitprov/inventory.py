@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from gitprov.catalog import DBID_PATTERN
 from gitprov.errors import Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
@@ -33,6 +34,7 @@ FLEET_FILE = "gitprov.yaml"
 SECRETS_FILE = "secrets.yaml"
 DEFAULT_FILE_NAME = "fv$(MA).conf"
 DEFAULT_MAX_REMOVAL = Fraction(1, 10)
+DBID_KEY = re.compile(DBID_PATTERN)
 
 
 _KIND_BY_DIR = {"profiles": PROFILE, "models": MODEL, "devices": DEVICE}
@@ -481,9 +483,11 @@ class Model:
     product_name: str
     config_file_name: str
     line_count: int
-    firmware: Mapping[str, str]
+    firmware: Mapping[str, Any]  # file, version, rule, rollout (gitprov.firmware reads it)
     encryption: Mapping[str, Any] | None
     layer: Layer
+    # Catalog name -> the DBID key this model's devices use for it (`bindings:`).
+    bindings: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -586,6 +590,20 @@ def _device(d: Document) -> Device:
     return device
 
 
+def bindings_of(model: Mapping[str, Any]) -> dict[str, str]:
+    """A model file's `bindings:` as catalog name -> DBID key (what rules GP126-GP128
+    accept; a broken entry is left out, so nothing invents a key from it)."""
+    raw = model.get("bindings")
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for name, b in raw.items():
+        key = b.get("key") if isinstance(b, dict) else None
+        if isinstance(key, str) and DBID_KEY.fullmatch(key):
+            out[name] = key
+    return out
+
+
 def build_inventory(docs: Documents) -> Inventory:
     fleet_docs = docs.of(FLEET)
     fdoc = fleet_docs[0]
@@ -626,6 +644,7 @@ def build_inventory(docs: Documents) -> Inventory:
             firmware=dict(m.get("firmware") or {}),
             encryption=m.get("encryption"),
             layer=Layer.of(d),
+            bindings=bindings_of(m),
         )
     devices = [_device(d) for d in docs.of(DEVICE)]
     devices.sort(key=lambda dev: dev.mac)

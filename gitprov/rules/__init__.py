@@ -67,6 +67,12 @@ RULES = (
     "wrong_scope",  # GP123
     "plaintext_secret",  # GP124
     "extends_depth",  # GP125
+    "binding_key",  # GP126
+    "binding_name",  # GP127
+    "binding_source",  # GP128
+    "bound_value",  # GP129
+    "firmware_upgrade",  # GP130
+    "key_delivery",  # GP131
 )
 
 

@@ -1,7 +1,8 @@
 """GP110 bad-rule-url: a Profile Rule or Upgrade Rule the device could not parse.
 
 Checked: the fleet's `provisioning.url` (as the Profile Rule gitprov writes from it, with
-the file name appended) and every URL-typed parameter (`provision.upgrade_rule`). Syntax:
+the file name appended), every URL-typed parameter (`provision.upgrade_rule`, also as the
+raw key a model binds it to) and each model's `firmware.rule`. Syntax:
 `[--key K] scheme://server[:port]/path`, schemes tftp, http, https (vendor overview 2.2).
 
 Fails:   `provisioning: {url: "http://prov.example.com:99999"}` (port out of range)
@@ -15,7 +16,8 @@ from collections.abc import Iterator
 from gitprov.errors import Problem
 from gitprov.inventory import DEFAULT_FILE_NAME, FLEET
 from gitprov.rule_url import RuleSyntaxError, parse_rule
-from gitprov.rules import DocContext, error_at, get
+from gitprov.rules import DocContext, RuleContext, error_at, get
+from gitprov.rules._bindings import bound_values, firmware_rules
 from gitprov.yamldoc import Document, Path_
 
 CODE = "GP110"
@@ -71,3 +73,24 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             parse_rule(value)
         except RuleSyntaxError as exc:
             yield _problem(doc, path, label, exc)
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    for found in bound_values(ctx, NAME):
+        url = next((e for e in found.entries if e.type == "url"), None)
+        if url is None or not isinstance(found.value, str) or not found.value:
+            continue
+        if ctx.is_flagged(found.doc, found.path):
+            continue
+        try:
+            parse_rule(found.value)
+        except RuleSyntaxError as exc:
+            yield _problem(found.doc, found.path, f"{found.key} ({url.label})", exc)
+    for fw in firmware_rules(ctx):
+        # A default rule is provisioning.url's, checked at provisioning.url above.
+        if not fw.given or ctx.is_flagged(fw.doc, fw.path):
+            continue
+        try:
+            parse_rule(fw.rule)
+        except RuleSyntaxError as exc:
+            yield _problem(fw.doc, fw.path, "firmware.rule (the Upgrade Rule)", exc)

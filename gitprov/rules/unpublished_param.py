@@ -1,12 +1,17 @@
 """GP116 unpublished-param: a parameter set by a readable name whose DBID key the vendor
-has not published (Resync Periodic, Upgrade Rule, …; see `gitprov params`).
+has not published (Resync Periodic, Upgrade Rule, …; see `gitprov params`), for a device
+whose model binds no key for it.
 
 gitprov never invents a DBID key: a guessed key would be silently ignored by the device.
-Once the key is known (for example from a configuration file exported by the device),
-write it as a raw DBID_* key.
+Once the key is known (for example from a configuration file exported by the device), the
+model binds it (`bindings:` in models/NAME.yaml, with its `source:`), and its devices may
+set the parameter by name. A fleet or profile value is an error when it reaches a device
+of a model that binds no key for it.
 
-Fails:   `params: {provision.resync_periodic: 86400}`
-Passes:  `params: {DBID_THE_REAL_KEY: 86400}` (a warning GP114 until it is catalogued)
+Fails:   `params: {provision.resync_periodic: 86400}` for a device of a model without a
+         binding
+Passes:  the same, with `bindings: {provision.resync_periodic: {key: DBID_…, source: "…"}}`
+         in the device's model
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem
-from gitprov.rules import DocContext, error_at
+from gitprov.inventory import DEVICE, FLEET, PROFILE, stem
+from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules._bindings import model_bindings
+from gitprov.yamldoc import Document
 
 CODE = "GP116"
 NAME = "unpublished-param"
@@ -24,21 +32,116 @@ _ELSEWHERE = {
 }
 
 
-def check_document(dctx: DocContext) -> Iterator[Problem]:
-    for name, _ in dctx.params():
-        u = dctx.catalog.unpublished_named(name)
-        if u is None:
-            continue
-        yield error_at(
-            dctx.doc,
-            ("params", name),
-            CODE,
-            f"{name} ({u.label}): the vendor has not published its DBID key, so gitprov "
-            "cannot write it",
-            _ELSEWHERE.get(
-                name,
-                "if you know the key (e.g. from a file exported by the device), "
-                "write it as a raw DBID_* key",
-            ),
-            key=True,
+def _names(ctx: RuleContext, doc: Document) -> tuple[str, ...]:
+    """The unpublished names `doc` sets (not unsets) under `params:`."""
+
+    def names() -> tuple[str, ...]:
+        params = get(doc.data, "params")
+        if not isinstance(params, dict):
+            return ()
+        return tuple(
+            n
+            for n, v in params.items()
+            if v is not None and ctx.catalog.unpublished_named(n) is not None
         )
+
+    return ctx.facts.memo((NAME, doc.path, doc.oid, ctx.catalog.digest), names)
+
+
+def _bind_hint(name: str, model: str) -> str:
+    return _ELSEWHERE.get(
+        name,
+        f"bind it in models/{model}.yaml to the key its devices use, read e.g. from a "
+        f'configuration exported by one: bindings: {{{name}: {{key: DBID_…, source: "…"}}}}',
+    )
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    bindings = model_bindings(ctx)
+    anywhere = {n for b in bindings.values() for n in b}
+
+    def devices(doc: Document) -> Iterator[tuple[tuple[str, ...], Document]]:
+        model, profile = get(doc.data, "model"), get(doc.data, "profile")
+        if not isinstance(model, str):
+            return
+        yield ("use", model, profile if isinstance(profile, str) else ""), doc
+        for name in _names(ctx, doc):
+            yield ("own", model, name), doc
+
+    index = ctx.index(NAME, (DEVICE,), ctx.catalog.digest, devices)
+    # Models, fleet and profiles set names for the devices they reach: which models don't
+    # bind them, and one device of each for the message.
+    unbound: dict[tuple[str, str], dict[str, Document]] = {}
+    for key in sorted(index.keys()):
+        if key[0] != "use" or key[1] not in bindings:
+            continue
+        _, model, profile = key
+        layers = [*ctx.of(FLEET), *ctx.profile_chain(profile)] if profile else [*ctx.of(FLEET)]
+        for layer in layers:
+            for name in _names(ctx, layer):
+                if name not in bindings[model]:
+                    example = index.first(key)[1]
+                    unbound.setdefault((layer.path, name), {}).setdefault(model, example)
+    for layer in [*ctx.of(FLEET), *ctx.of(PROFILE)]:
+        for name in _names(ctx, layer):
+            yield from _layer_problem(ctx, layer, name, anywhere, unbound.get((layer.path, name)))
+    for doc in ctx.models:
+        model = stem(doc.path)
+        for name in _names(ctx, doc):
+            if name not in bindings.get(model, {}):
+                yield _problem(
+                    ctx,
+                    doc,
+                    name,
+                    f"models/{model}.yaml binds no DBID key for it",
+                    _bind_hint(name, model),
+                )
+    for key in sorted(index.keys()):
+        if key[0] == "own" and key[1] in bindings and key[2] not in bindings[key[1]]:
+            _, model, name = key
+            for _, doc in index.members(key):
+                yield _problem(
+                    ctx,
+                    doc,
+                    name,
+                    f"its model {model} binds no DBID key for it",
+                    _bind_hint(name, model),
+                )
+
+
+def _layer_problem(
+    ctx: RuleContext,
+    layer: Document,
+    name: str,
+    anywhere: set[str],
+    unbound: dict[str, Document] | None,
+) -> Iterator[Problem]:
+    if name not in anywhere:
+        yield _problem(
+            ctx, layer, name, "no model binds a DBID key for it", _bind_hint(name, "NAME")
+        )
+    elif unbound:
+        model, device = min(unbound.items())
+        others = f" (and {len(unbound) - 1} more models)" if len(unbound) > 1 else ""
+        yield _problem(
+            ctx,
+            layer,
+            name,
+            f"it reaches devices of model {model}{others}, e.g. {stem(device.path)}, whose "
+            "model binds no DBID key for it",
+            _bind_hint(name, model) + "; or set it only for the models that bind it",
+        )
+
+
+def _problem(ctx: RuleContext, doc: Document, name: str, why: str, hint: str) -> Problem:
+    u = ctx.catalog.unpublished_named(name)
+    label = f" ({u.label})" if u is not None and u.label else ""
+    return error_at(
+        doc,
+        ("params", name),
+        CODE,
+        f"{name}{label}: the vendor has not published its DBID key and {why}, so gitprov "
+        "cannot write it",
+        hint,
+        key=True,
+    )

@@ -20,6 +20,7 @@ from tests.rules.lint import (
     DEVICE,
     DEVICE_2,
     FLEET,
+    IP542N,
     SECRETS,
     MemorySource,
     check,
@@ -432,3 +433,164 @@ def test_a_long_chain_is_cut_after_the_limit_and_costs_its_length() -> None:
     for i in range(0, 5_000, 7):
         assert len(ctx.profile_chain(f"c{i:02d}")) == min(5_000 - i, 33)
     assert time.monotonic() - started < 1
+
+
+# -- bindings (GP126-GP129) and firmware upgrades (GP130) ------------------------------
+IP542N_BOUND = """\
+family: flyingvoice
+product_name: IP542N
+config_file_name: IP542N.conf
+line_count: 4
+bindings:
+  provision.resync_periodic:
+    key: DBID_RESYNC_PERIODIC
+    source: "exported configuration of an IP542N"
+  provision.upgrade_rule: {key: DBID_UPGRADE_RULE, source: "the same export"}
+"""
+M1 = "models/IP542N.yaml"
+M2 = "models/G502N.yaml"
+G502N_BOUND = """\
+family: flyingvoice
+line_count: 2
+bindings:
+  provision.resync_periodic: {key: DBID_RESYNC_PERIODIC, source: "a G502N's web page"}
+"""
+
+
+def binding(entry: str) -> dict[str, str]:
+    """The IP542N model with one binding (line 6) of `entry`."""
+    return {M1: IP542N_BOUND.split("bindings:")[0] + "bindings:\n" + entry}
+
+
+def test_gp116_applies_only_where_the_devices_model_binds_no_key() -> None:
+    periodic = "  provision.resync_periodic: 86400\n"
+    # base reaches D1 (IP542N, bound) and D2 (G502N, not bound): an error for D2's sake.
+    (found,) = check("GP116", {**profile(periodic), M1: IP542N_BOUND}, (4, 3))
+    assert "G502N" in found.message and "0021f2011b20" in found.message
+    check("GP116", {**profile(periodic), M1: IP542N_BOUND, M2: G502N_BOUND})
+    own = "params:\n  provision.resync_periodic: 60\n"
+    check("GP116", {D1: DEVICE + own, M1: IP542N_BOUND})
+    check("GP116", {D2: DEVICE_2 + own, M1: IP542N_BOUND}, (9, 3))
+    check("GP116", {D2: DEVICE_2 + own.replace("60", "null"), M1: IP542N_BOUND})
+    check("GP116", {M2: G502N_BOUND.split("bindings:")[0] + own}, (4, 3))
+    check("GP116", {M2: G502N_BOUND + own})
+    # The fleet reaches every device; a profile no device uses, only its own binding.
+    fleet = FLEET + "params:\n" + periodic
+    check("GP116", {"gitprov.yaml": fleet, M1: IP542N_BOUND}, (9, 3))
+    check("GP116", {"gitprov.yaml": fleet, M1: IP542N_BOUND, M2: G502N_BOUND})
+    check("GP116", {"profiles/spare.yaml": "params:\n" + periodic}, (2, 3))
+    check("GP116", {"profiles/spare.yaml": "params:\n" + periodic, M2: G502N_BOUND})
+
+
+def test_gp114_a_bound_key_is_known() -> None:
+    raw = profile("  DBID_RESYNC_PERIODIC: 60\n")
+    check("GP114", raw, (4, 3))
+    check("GP114", {**raw, M1: IP542N_BOUND}, strict=True)
+
+
+def test_gp110_and_gp120_check_a_bound_upgrade_rule_key() -> None:
+    raw = '  DBID_UPGRADE_RULE: "https://fw.example.com/G502_F107_S334.bin"\n'
+    check("GP120", {**profile(raw), M1: IP542N_BOUND}, (4, 22))
+    check("GP120", profile(raw))  # not bound: an unknown key (GP114), nothing to check
+    check("GP120", {**profile(raw.replace("https", "http")), M1: IP542N_BOUND})
+    no_path = '  DBID_UPGRADE_RULE: "http://fw.example.com"\n'
+    check("GP110", {**profile(no_path), M1: IP542N_BOUND}, (4, 22))
+    check("GP110", profile(no_path))
+
+
+def test_gp110_and_gp120_check_the_firmware_rule() -> None:
+    fw = "firmware:\n  file: IP542N_F108.bin\n  version: v1.0.8\n"
+    # The default rule: provisioning.url/FILE, which is https:// when the fleet is.
+    https_fleet = {"gitprov.yaml": FLEET.replace("http://", "https://")}
+    check("GP120", {M1: IP542N_BOUND + fw, **https_fleet}, (11, 3))
+    check("GP120", {M1: IP542N_BOUND + fw})
+    check("GP120", {M1: IP542N + fw, **https_fleet})  # no Upgrade Rule key: nothing written
+    rule = '  rule: "https://fw.example.com/IP542N_F108.bin"\n'
+    check("GP120", {M1: IP542N_BOUND + fw + rule}, (13, 9))
+    check("GP120", {M1: IP542N_BOUND + fw + rule.replace("https", "tftp"), **https_fleet})
+    check("GP110", {M1: IP542N_BOUND + fw + rule.replace("/IP542N_F108.bin", "")}, (13, 9))
+
+
+def test_gp126_binding_key() -> None:
+    check("GP126", binding("  provision.resync_periodic: {key: dbid_x, source: s}\n"), (6, 36))
+    check("GP126", binding("  provision.resync_periodic: {source: s}\n"), (6, 30))
+    taken = binding("  provision.upgrade_enable: {key: DBID_SIP_ENABLE, source: s}\n")
+    (found,) = check("GP126", taken, (6, 35))
+    assert "line.enabled" in found.message
+    twice = (
+        "  provision.upgrade_enable: {key: DBID_X, source: s}\n"
+        "  provision.resync_periodic: {key: DBID_X, source: s}\n"
+    )
+    check("GP126", binding(twice), (7, 36))
+    check("GP126", {M1: IP542N_BOUND})
+
+
+def test_gp127_binding_name() -> None:
+    typo_name = binding("  provision.resync_period: {key: DBID_X, source: s}\n")
+    (typo,) = check("GP127", typo_name, (6, 3))
+    assert "did you mean provision.resync_periodic?" in typo.hint
+    check("GP127", binding("  sip.server: {key: DBID_X, source: s}\n"), (6, 3))
+    check("GP127", binding("  provision.config_file_name: {key: DBID_X, source: s}\n"), (6, 3))
+    check("GP127", {M1: IP542N_BOUND})
+
+
+def test_gp128_binding_source() -> None:
+    check("GP128", binding("  provision.resync_periodic: {key: DBID_X}\n"), (6, 30))
+    check("GP128", binding('  provision.resync_periodic: {key: DBID_X, source: " "}\n'), (6, 52))
+    check("GP128", {M1: IP542N_BOUND})
+
+
+def test_gp129_bound_value() -> None:
+    check("GP129", {**profile('  DBID_RESYNC_PERIODIC: "hourly"\n'), M1: IP542N_BOUND}, (4, 25))
+    check("GP129", {**profile("  DBID_RESYNC_PERIODIC: -1\n"), M1: IP542N_BOUND}, (4, 25))
+    check("GP129", {**profile("  DBID_RESYNC_PERIODIC: 3600\n"), M1: IP542N_BOUND})
+    check("GP129", profile('  DBID_RESYNC_PERIODIC: "hourly"\n'))
+    check("GP129", {D1: DEVICE + "params:\n  DBID_UPGRADE_RULE: 7\n", M1: IP542N_BOUND}, (9, 22))
+
+
+def test_gp130_firmware_upgrade() -> None:
+    fw = "firmware:\n  file: IP542N_F108.bin\n  version: v1.0.8\n"
+    rollout = "  rollout: {percent: 5}\n"
+    check("GP130", {M1: IP542N + fw + rollout}, (8, 3))
+    (warned,) = check("GP130", {M1: IP542N + fw}, (6, 9))
+    assert warned.level is Level.WARNING
+    check("GP130", {M1: IP542N_BOUND + fw + rollout})
+    check("GP130", {M1: IP542N_BOUND + fw.replace("  version: v1.0.8\n", "")}, (11, 3))
+    no_url = FLEET.replace('provisioning:\n  url: "http://prov.example.com"\n', "")
+    check("GP130", {M1: IP542N_BOUND + fw, "gitprov.yaml": no_url}, (11, 3))
+    macs = '  rollout: {macs: ["00:21:f2:01:1b:19", "0021f2011b20"]}\n'
+    check("GP130", {M1: IP542N_BOUND + fw + macs}, (13, 41))
+
+
+def test_gp131_key_delivery() -> None:
+    def fleet(publish: str, *, stage_url: str = "", mode: str = "openssl-md5") -> dict[str, str]:
+        text = FLEET.replace("mode: openssl-md5", f"mode: {mode}")
+        if stage_url:
+            text = text.replace(
+                '  url: "http://prov.example.com"\n',
+                f'  url: "http://prov.example.com"\n  stage_url: "{stage_url}"\n',
+            )
+        return {"gitprov.yaml": text + "publish:\n" + publish}
+
+    staged = "  option66: true\n  key_delivery: "
+    # Line 10 (11 with a stage_url line), column 17: the value of key_delivery.
+    (plain,) = check("GP131", fleet(staged + "plaintext-bootstrap\n"), (10, 17))
+    assert plain.level is Level.WARNING and "anyone who knows" in plain.message
+    (https,) = check("GP131", fleet(staged + "https-stage\n"), (10, 17))
+    assert https.level is Level.ERROR and "needs an HTTPS URL" in https.message
+    check("GP131", fleet(staged + "https-stage\n", stage_url="https://prov.example.com:8443"))
+    check("GP131", fleet(staged + "manual\n"))
+    check("GP131", fleet("  option66: true\n"))
+    (idle,) = check(
+        "GP131", fleet("  key_delivery: https-stage\n", stage_url="https://s.example.com"), (10, 17)
+    )
+    assert idle.level is Level.WARNING and "without publish.option66" in idle.message
+    (none,) = check(
+        "GP131",
+        fleet(staged + "https-stage\n", stage_url="https://s.example.com", mode="none"),
+        (11, 17),
+    )
+    assert none.level is Level.WARNING and "delivers no key" in none.message
+    # The schema refuses a stage_url that is not https:// (and GP131 stays quiet about it).
+    found = problems(fleet(staged + "https-stage\n", stage_url="http://s.example.com"))
+    assert any(p.line == 5 and p.level is Level.ERROR for p in found), found
