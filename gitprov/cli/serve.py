@@ -43,6 +43,26 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--tftp-port", type=int, default=6969, help="TFTP port (0: any free port)")
     p.add_argument("--http-root", metavar="DIR", help="serve this directory over HTTP")
     p.add_argument("--tftp-root", metavar="DIR", help="serve this directory over TFTP")
+    fetches = p.add_argument_group(
+        "fetch log",
+        "One JSON line per request: time, protocol, client, path, file, MAC, version served,\n"
+        "status, bytes (docs/fleet-status.md, 'Fetch log').",
+    )
+    fetches.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the publisher's state dir: its manifest tells which version each fetch "
+        "served (default: publish.state_dir of the fleet settings, when they name the roots)",
+    )
+    fetches.add_argument(
+        "--fetch-log",
+        metavar="PATH",
+        help="append the fetch log here (default: STATE_DIR/fetch.log when a state dir is "
+        "known, else no fetch log); never inside a served root",
+    )
+    fetches.add_argument(
+        "--no-fetch-log", action="store_true", help="write no fetch log, not even the default"
+    )
     defaults = TftpLimits()
     tftp = p.add_argument_group(
         "TFTP limits",
@@ -222,42 +242,98 @@ def _positive(text: str) -> int:
 
 
 def run_serve(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.tools.fetchlog import FetchLog, ServedVersions
     from gitprov.tools.serve import serve_roots
 
-    http_root, tftp_root = args.http_root, args.tftp_root
+    http_root, tftp_root, state_dir = args.http_root, args.tftp_root, args.state_dir
     if not http_root and not tftp_root:
         s = session(args, out)
         fleet = s.fleet_settings()
         http_root = s.fleet_path(fleet.http_root) if fleet else None
         tftp_root = s.fleet_path(fleet.tftp_root) if fleet else None
+        if fleet and not state_dir:
+            state_dir = s.fleet_path(fleet.state_dir)
     for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
         if root and Path(root).exists() and not Path(root).is_dir():
             raise UsageError(f"{flag} {root} is not a directory")
-    handle = serve_roots(
-        Path(http_root) if http_root else None,
-        Path(tftp_root) if tftp_root else None,
-        args.host,
-        args.http_port,
-        args.tftp_port,
-        tftp_limits=TftpLimits(
-            max_transfers=args.tftp_max_transfers,
-            max_pending=args.tftp_max_pending,
-            max_pending_per_client=args.tftp_max_pending_per_client,
-            max_timeout=args.tftp_max_timeout,
-        ),
-    )
-    if handle.http:
-        out.data(f"HTTP: {handle.http.url}  (root {http_root})")
-    if handle.tftp:
-        out.data(f"TFTP: tftp://{args.host}:{handle.tftp.port}/  (root {tftp_root})")
-    out.stdout.flush()
-    _wait_for_signal(handle.stop)
+    if state_dir and not Path(state_dir).is_dir():
+        raise UsageError(
+            f"--state-dir {state_dir} is not a directory",
+            hint="give the state dir the publisher writes its manifest to",
+        )
+    log_path = _fetch_log_path(args, state_dir, {"HTTP": http_root, "TFTP": tftp_root})
+    terminated = _sigterm_event()
+    fetch_log = None
+    if log_path is not None:
+        versions = ServedVersions(Path(state_dir)) if state_dir else None
+        fetch_log = FetchLog(log_path, versions)
+    try:
+        handle = serve_roots(
+            Path(http_root) if http_root else None,
+            Path(tftp_root) if tftp_root else None,
+            args.host,
+            args.http_port,
+            args.tftp_port,
+            on_fetch=fetch_log,
+            tftp_limits=TftpLimits(
+                max_transfers=args.tftp_max_transfers,
+                max_pending=args.tftp_max_pending,
+                max_pending_per_client=args.tftp_max_pending_per_client,
+                max_timeout=args.tftp_max_timeout,
+            ),
+        )
+        if handle.http:
+            out.data(f"HTTP: {handle.http.url}  (root {http_root})")
+        if handle.tftp:
+            out.data(f"TFTP: tftp://{args.host}:{handle.tftp.port}/  (root {tftp_root})")
+        if fetch_log is not None:
+            out.data(f"fetch log: {fetch_log.path}")
+        out.stdout.flush()
+        _wait_for_signal(terminated, handle.stop)
+    finally:
+        if fetch_log is not None:
+            fetch_log.close()
     return 0
 
 
-def _wait_for_signal(stop: Callable[[], None]) -> None:
+def _fetch_log_path(
+    args: argparse.Namespace, state_dir: str | None, roots: dict[str, str | None]
+) -> Path | None:
+    """Where the fetch log goes, or None for none; refused inside a served root, where
+    anyone could read which MACs the fleet has and when each device fetched."""
+    if args.no_fetch_log:
+        if args.fetch_log:
+            raise UsageError("--fetch-log and --no-fetch-log contradict each other")
+        return None
+    if args.fetch_log:
+        path = Path(args.fetch_log)
+        flag = f"--fetch-log {args.fetch_log}"
+    elif state_dir:
+        path = Path(state_dir) / "fetch.log"
+        flag = f"the fetch log {path}"
+    else:
+        return None
+    if path.is_dir():
+        raise UsageError(f"{flag} is a directory", hint="give a file name")
+    resolved = path.resolve()
+    for what, root in roots.items():
+        if root and resolved.is_relative_to(Path(root).resolve()):
+            raise UsageError(
+                f"{flag} is inside the {what} root {root}: it would be served to anyone",
+                hint="write it outside the roots, e.g. into the publisher's state dir",
+            )
+    return path
+
+
+def _sigterm_event() -> threading.Event:
+    """Set by SIGTERM from now on: installed before anything is printed, so a supervisor
+    that stops the server right after reading where it listens gets a clean exit."""
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    return done
+
+
+def _wait_for_signal(done: threading.Event, stop: Callable[[], None]) -> None:
     try:
         while not done.wait(0.5):
             pass
