@@ -7,9 +7,10 @@ the key's content digest at X ("" when X has no such file):
                                             n(P) + 1  if c(P) != c(X)
     a root commit has one virtual parent with c = "" and n = 0
     floor(X) = max(version_floor at X, floor(P) for every parent P)
-    version(X) = floor(X) + lift(X) + n(X)    for a device
-    version(X) = floor(X) + lift(X)           for the option-66 bootstrap files
+    version(X) = floor(X) + lift(X) + n(X) + s(X)    for a device
+    version(X) = floor(X) + lift(X)                  for the option-66 bootstrap files
     lift(X) = max(n_BOOTSTRAP(X) - 1, 0)      (0 in a fleet that never used option 66)
+    s(X) = 1 when X's bootstrap leads to per-MAC stage files (key delivery), else 0
 
 Every edge parent → child is non-decreasing and strictly increasing where the content
 changes, so every path is too: whatever commit was published, any descendant gives each
@@ -54,6 +55,10 @@ ABSENT = ""  # the digest of a key a commit does not have
 # The version key of the option-66 bootstrap files (all carry the same rule), or ABSENT
 # when the inventory publishes none. Device keys are MACs: 12 hex digits, never this.
 BOOTSTRAP = "bootstrap"
+# The bootstrap's digest starts with this when it leads devices to per-MAC stage files
+# (gitprov.stage): each device's number then sits one higher, leaving its stage file the
+# number between the bootstrap's and its own.
+STAGED = "staged:"
 
 # (content digest or ABSENT, n, id of the commit that set this (digest, n) pair)
 Entry = tuple[str, int, str]
@@ -103,7 +108,7 @@ class Evaluated:
     the commit's first parent's own evaluation (ABSENT for a key gone); the rule then
     looks at those keys only, instead of comparing the whole fleet."""
 
-    digests: Mapping[str, str]
+    digests: Mapping[str, str]  # never changed by the evaluator once returned
     floor: int
     changed: Mapping[str, str] | None = None
 
@@ -138,18 +143,24 @@ class State:
         }
 
     def _number(self, key: str, n: int) -> int:
-        return number(key, self.floor, self.entry(BOOTSTRAP)[1], n)
+        boot = self.entry(BOOTSTRAP)
+        return number(key, self.floor, boot[1], n, staged=boot[0].startswith(STAGED))
 
 
-def number(key: str, floor: int, bootstrap_n: int, n: int) -> int:
-    """A key's version from the floor, the bootstrap's count and its own count."""
+def number(key: str, floor: int, bootstrap_n: int, n: int, *, staged: bool = False) -> int:
+    """A key's version from the floor, the bootstrap's count and its own count;
+    `staged` when the bootstrap's digest says it leads to stage files (`STAGED`)."""
     # The option-66 file leads a new device to its own file, which it applies only if
     # that number is higher: the bootstrap sits one below the floor's share of the
     # device numbers, and each of its changes lifts every device number with it.
     lift = max(bootstrap_n - 1, 0)
     if key == BOOTSTRAP:
         return floor + lift
-    return floor + lift + n
+    # A stage file sits between the bootstrap and the device (its number is the device's
+    # minus one), so staging lifts the devices by one. Turning staging on or off changes
+    # the bootstrap's digest, whose count lifts every device by one again: no number
+    # goes down when staging stops.
+    return floor + lift + n + (1 if staged else 0)
 
 
 @dataclass(frozen=True)
@@ -225,9 +236,15 @@ def _floor(cid: str, parents: list[State], result: Evaluated | None) -> tuple[in
     return floor, floor_by
 
 
-def _changes(cid: str, parents: list[State], result: Evaluated | None) -> dict[str, Entry]:
+def _changes(
+    cid: str,
+    parents: list[State],
+    result: Evaluated | None,
+    first_digests: Mapping[str, str] | None = None,
+) -> dict[str, Entry]:
     """The entries of `cid` that differ from its first parent's (from nothing, for a
-    root). Only keys whose digest changed, or on which the parents disagree, can."""
+    root). Only keys whose digest changed, or on which the parents disagree, can.
+    `first_digests` is the first parent's `digest_map`, when the caller has it."""
     first = parents[0].keys if parents else {}
     # The digests at cid: `digest(k)`, and the keys where they may differ from first's.
     overlay: Mapping[str, str]
@@ -238,10 +255,10 @@ def _changes(cid: str, parents: list[State], result: Evaluated | None) -> dict[s
         overlay = result.changed
     else:
         digests = result.digests
-        overlay = {k: d for k, d in digests.items() if first.get(k, _NONE)[0] != d}
-        for k, e in first.items():
-            if e[0] != ABSENT and k not in digests:
-                overlay[k] = ABSENT
+        if first_digests is None:
+            first_digests = digest_map(first)
+        # Set operations on the items run in C: a few times faster than a loop here.
+        overlay = {k: digests.get(k, ABSENT) for k, _ in digests.items() ^ first_digests.items()}
 
     def digest(k: str) -> str:
         d = overlay.get(k)
@@ -258,7 +275,7 @@ def _changes(cid: str, parents: list[State], result: Evaluated | None) -> dict[s
     # parent's entry (every parent offers that same pair).
     names: set[str] = set(overlay)
     for p in parents[1:]:
-        names.update(k for k, e in p.keys.items() if (f := first.get(k)) is not e and f != e)
+        names.update(k for k, _ in p.keys.items() ^ first.items())
     for k in sorted(names):
         d = digest(k)
         best: Entry | None = None
@@ -276,6 +293,11 @@ def _changes(cid: str, parents: list[State], result: Evaluated | None) -> dict[s
         if best != _NONE and best != first.get(k, _NONE):
             changed[k] = best
     return changed
+
+
+def digest_map(keys: Mapping[str, Entry]) -> dict[str, str]:
+    """The digests of the keys present: what an evaluation of the same commit gives."""
+    return {k: e[0] for k, e in keys.items() if e[0] != ABSENT}
 
 
 # -- the cache ------------------------------------------------------------------------------
@@ -641,6 +663,9 @@ def _solve(
             remaining[pid] = remaining.get(pid, 0) + 1
     total = sum(1 for d in deltas.values() if d is None)
     done = 0
+    # The digests of the states at hand, when known without building them: what an
+    # evaluation gave, shared down a chain of commits that changed nothing.
+    maps: dict[str, Mapping[str, str]] = {}
     for cid in order:
         parents = [states[pid] for pid in needs[cid]]
         delta = deltas[cid]
@@ -649,7 +674,12 @@ def _solve(
             assert commit is not None
             result = evaluate(commit, max((s.floor for s in parents), default=0))
             floor, floor_by = _floor(cid, parents, result)
-            changed = _changes(cid, parents, result)
+            first_map = maps.get(needs[cid][0]) if parents else None
+            if result is not None:
+                maps[cid] = result.digests
+            elif first_map is not None:
+                maps[cid] = first_map
+            changed = _changes(cid, parents, result, first_map)
             delta = Delta(cid, tuple(needs[cid]), floor, floor_by, result is not None, changed)
             cache.add(delta)
             done += 1
@@ -668,6 +698,7 @@ def _solve(
             remaining[pid] -= 1
             if remaining[pid] == 0:
                 states.pop(pid, None)
+                maps.pop(pid, None)
     cache.flush()
     return states
 
