@@ -12,14 +12,15 @@ child), so that validating a child does not evaluate the parent's versions.
 
 Everything here is a cache: keyed by commit id under a salt naming everything else a
 result depends on (gitprov's version, the catalog, the inventory directory, this
-format), written to a temp file and renamed, ignored when unreadable or from another
-format, and deleting it changes no output. Files are pickles: they are as trusted as the
-git directory they sit in (which holds hooks that run anyway).
+format), written to a temp file and renamed behind the sha256 of their body, ignored
+when unreadable, damaged or from another format, and deleting it changes no output.
+Files are pickles: as trusted as the git directory they sit in (whose hooks run anyway).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -58,9 +59,8 @@ class CheckCache:
         return self._file(commit_id, "pickle").is_file()
 
     def load(self, commit_id: str) -> Kept | None:
-        try:
-            raw = self._file(commit_id, "pickle").read_bytes()
-        except OSError:
+        raw = self._read(self._file(commit_id, "pickle"))
+        if raw is None:
             return None
         try:
             head, kept = pickle.loads(raw)
@@ -84,8 +84,11 @@ class CheckCache:
 
     def floor(self, commit_id: str) -> tuple[int, str] | None:
         """The highest version_floor of the commit's history and the commit that set it."""
+        body = self._read(self._file(commit_id, "floor"))
+        if body is None:
+            return None
         try:
-            raw = json.loads(self._file(commit_id, "floor").read_text())
+            raw = json.loads(body)
             if raw.get("format") != FORMAT:
                 return None
             return int(raw["floor"]), str(raw["floor_by"])
@@ -97,8 +100,19 @@ class CheckCache:
         with contextlib.suppress(OSError):  # a cache that cannot be written costs time
             self._write(self._file(commit_id, "floor"), body.encode())
 
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        """The body of a file `_write` wrote, or None if it is missing or damaged."""
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        digest, _, body = raw.partition(b"\n")
+        return body if digest == hashlib.sha256(body).hexdigest().encode() else None
+
     def _write(self, path: Path, body: bytes) -> None:
+        # The body's sha256 first: a damaged file is ignored, never read as other facts.
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(body)
+        tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
         os.replace(tmp, path)

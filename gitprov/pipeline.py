@@ -7,7 +7,6 @@ blob ids of everything the device inherits).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -462,7 +461,8 @@ class Pipeline:
         ):
             assert changes is not None
             docs = snap.docs
-            changed = tuple(d for p in sorted(changes) if (d := _device_doc(docs, p)) is not None)
+            # What update_documents read for the changed paths (devices left unread stay so).
+            changed = tuple(d for kind, d in docs.changed if kind == DEVICE)
             part = Documents(
                 self.inventory_dir,
                 {k: docs.of(k) for k in (FLEET, PROFILE, MODEL, SECRETS)} | {DEVICE: changed},
@@ -572,9 +572,3 @@ _BLOB_MODES = (
 def _declared_floor(docs: Documents) -> int:
     """The version_floor of a valid inventory's gitprov.yaml."""
     return int(docs.of(FLEET)[0].data["version_floor"])
-
-
-def _device_doc(docs: Documents, path: str) -> Document | None:
-    devices = docs.of(DEVICE)
-    at = bisect.bisect_left(devices, path, key=lambda d: d.path)
-    return devices[at] if at < len(devices) and devices[at].path == path else None

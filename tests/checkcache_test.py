@@ -1,0 +1,118 @@
+"""Snapshots kept between processes (gitprov.checkcache): a fresh Pipeline validating a
+child of a commit validated before reads only the changed files, and the cache changes
+no output: with it, without it, deleted between any two runs, or damaged."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitprov.errors import Problem
+from gitprov.pipeline import Pipeline
+from tests.fixtures.fleet import device_path, device_yaml, fleet_files
+from tests.fixtures.gitrepo import GitRepo
+from tests.incremental_test import _history
+
+
+def _commit(repo: GitRepo, cid: str) -> pygit2.Commit:
+    c = repo.repo.get(cid)
+    assert isinstance(c, pygit2.Commit)
+    return c
+
+
+Output = tuple[tuple[Problem, ...], dict[str, tuple[int, int, str]]]
+
+
+def _run(repo: GitRepo, cid: str, cache: Path | None) -> Output:
+    """What `validate` and `versions` print for a commit, from a fresh Pipeline (a fresh
+    process, but for the caches on disk)."""
+    p = Pipeline(repo.repo, cache_dir=cache)
+    problems = p.load_commit(_commit(repo, cid)).problems
+    versions = {k: (v.version, v.n, v.commit) for k, v in p.versions(_commit(repo, cid)).items()}
+    return problems, versions
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[GitRepo, list[str]]:
+    repo = GitRepo(tmp_path_factory.mktemp("checkcache") / "repo", bare=True)
+    return repo, [cid for cid, _ in _history(repo)]
+
+
+def test_deleting_the_cache_between_runs_changes_no_output(
+    history: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    repo, commits = history
+    expected = {cid: _run(repo, cid, None) for cid in commits}
+    # Invalid commits are part of it: their problems and positions are compared too.
+    assert sum(1 for problems, _ in expected.values() if any(p.is_error for p in problems)) > 5
+    rng = random.Random(12)
+    for order in (commits, list(reversed(commits)), rng.sample(commits, len(commits))):
+        cache = tmp_path / f"cache-{rng.random()}"
+        for cid in order:
+            if rng.random() < 0.3:
+                shutil.rmtree(cache, ignore_errors=True)
+            assert _run(repo, cid, cache) == expected[cid], cid
+
+
+def test_a_damaged_cache_changes_no_output(
+    history: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    repo, commits = history
+    cache = tmp_path / "cache"
+    for cid in commits:
+        _run(repo, cid, cache)
+    kept = [f for f in cache.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".pickle" for f in kept) and any(f.suffix == ".floor" for f in kept)
+    rng = random.Random(5)
+    for f in kept:
+        data = f.read_bytes()
+        cut = rng.randrange(len(data))
+        f.write_bytes(data[:cut] + bytes([data[cut] ^ 0x55]) + data[cut + 1 :])
+    for cid in commits:
+        assert _run(repo, cid, cache) == _run(repo, cid, None), cid
+
+
+def test_a_child_is_validated_from_the_kept_snapshot_of_its_parent(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(40)
+    parent = repo.commit(files, "fleet")
+    cache = tmp_path / "cache"
+    Pipeline(repo.repo, cache_dir=cache).load_commit(_commit(repo, parent))
+    child = repo.commit({device_path(3): device_yaml(3).replace("100003", "100004")}, "dup")
+
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    loaded = fresh.load_commit(_commit(repo, child))
+    devices = sum(1 for path in files if "/devices/" in path)
+    others = sum(1 for path in files if path.endswith(".yaml")) - devices
+    # The fleet settings, profiles, models and secrets, and the one changed device: none
+    # of the parent's unchanged device files is read.
+    assert devices >= 40
+    assert fresh.parse_cache.misses <= others + 1
+    assert loaded.problems == Pipeline(repo.repo).load_commit(_commit(repo, child)).problems
+    assert any(p.code == "GP105" for p in loaded.problems)
+
+    # Without the cache, every file is read.
+    cold = Pipeline(repo.repo)
+    cold.load_commit(_commit(repo, child))
+    assert cold.parse_cache.misses >= devices + others
+
+
+def test_versions_of_a_child_compute_digests_of_the_changed_device_only(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(30)
+    parent = repo.commit(files, "fleet")
+    cache = tmp_path / "cache"
+    Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, parent))
+    child = repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    got = fresh.versions(_commit(repo, child))
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+    assert fresh.parse_cache.misses <= others + 1
+    want = Pipeline(repo.repo).versions(_commit(repo, child))
+    assert got == want
+    assert sum(1 for v in got.values() if v.commit == child) == 1
