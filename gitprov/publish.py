@@ -330,7 +330,7 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
             f.model,
             f.version,
             f.set_by,
-            _sha(f.plaintext),
+            f.plain_sha256 or _sha(f.plaintext),
             f.body_sha256,
         )
         for f in build.files
@@ -776,7 +776,11 @@ def publish_commit(
             _check_targets(str(commit.id), where, previous, published, targets)
             if previous is None:
                 _check_state_dir_moved(pipeline, commit, where, targets)
-        build = pipeline.build(commit, key, served_versions(previous), loaded, force=force)
+        # Publishing needs the plaintext's hash, not the plaintext: a fleet's worth of it
+        # is a fleet's worth of memory.
+        build = pipeline.build(
+            commit, key, served_versions(previous), loaded, force=force, keep_plaintext=False
+        )
         if not guards.allow_mass_removal:
             _check_removal(build, previous, published)
         return _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
