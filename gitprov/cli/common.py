@@ -9,12 +9,17 @@ file), 3 internal error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from gitprov import publisher_config
@@ -282,6 +287,7 @@ class Output:
         self.quiet = quiet
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        self._bars: _Bars | None = None
 
     def data(self, text: str = "") -> None:
         """What the command is for: always printed."""
@@ -310,43 +316,120 @@ class Output:
             render_text(problems, stream)
 
     def progress(self) -> Progress | None:
-        """A progress bar on stderr when it is a terminal (never in a pipe, a file or CI),
-        unless -q."""
+        """Progress on stderr when it is a terminal (never in a pipe, a file or CI),
+        unless -q: one object for the whole command, so that its bars and its `working`
+        line take turns."""
         if self.quiet or not self.stderr.isatty() or os.environ.get("CI"):
             return None
-        return _Bars(self.stderr)
+        if self._bars is None:
+            self._bars = _Bars(self.stderr, progress_delay())
+        return self._bars
+
+    def working(self, label: str) -> contextlib.AbstractContextManager[None]:
+        """Around a long call of a command: on a terminal, `LABEL: N s` while no bar of
+        a counted stage is shown (reading and validating the inventory count nothing)."""
+        bars = self.progress()
+        if not isinstance(bars, _Bars):
+            return contextlib.nullcontext()
+        return bars.working(label)
+
+
+PROGRESS_DELAY_ENV = "GITPROV_PROGRESS_DELAY"
+
+
+def progress_delay() -> float:
+    """Seconds a stage runs before its progress shows (GITPROV_PROGRESS_DELAY, default
+    0.5): what ends sooner leaves the terminal as it was."""
+    try:
+        return max(0.0, float(os.environ.get(PROGRESS_DELAY_ENV, "0.5")))
+    except ValueError:
+        return 0.5
 
 
 class _Bars:
-    """tqdm bars, one per stage; small jobs show none (they finish before one is read)."""
+    """A tqdm bar per counted stage (history, build, write, ...), shown once the stage has
+    run for `delay` seconds; and, inside `working`, a line with the command's name and the
+    seconds it has taken while no bar is shown.
 
-    def __init__(self, stream: TextIO, minimum: int = 200) -> None:
+    The line is redrawn by a SIGALRM interval timer, not a thread: a build forks its
+    workers only from a process of one thread (gitprov.builder), and a fork inherits no
+    interval timer."""
+
+    TICK = 0.25
+
+    def __init__(self, stream: TextIO, delay: float = 0.5) -> None:
         self.stream = stream
-        self.minimum = minimum
+        self.delay = delay
         self.bars: dict[str, Any] = {}
+        self._busy = False  # a bar is being drawn: the timer must not write over it
+        self._working: tuple[str, float] | None = None
+        self._drawn = False
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if total < self.minimum:
+        if total <= 0:
             return
         from tqdm import tqdm
 
         # No monitor thread: a build forks its workers only from a process of one thread.
         tqdm.monitor_interval = 0
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(
-                total=total,
-                desc=stage,
-                unit="",
-                file=self.stream,
-                leave=False,
-                dynamic_ncols=True,
-                mininterval=0.2,
-            )
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-            del self.bars[stage]
+        self._busy = True
+        try:
+            bar = self.bars.get(stage)
+            if bar is None:
+                if done >= total:
+                    return
+                self._clear()
+                bar = self.bars[stage] = tqdm(
+                    total=total,
+                    desc=stage,
+                    unit="",
+                    file=self.stream,
+                    leave=False,
+                    dynamic_ncols=True,
+                    mininterval=0.2,
+                    delay=self.delay,
+                )
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+                del self.bars[stage]
+        finally:
+            self._busy = False
+
+    @contextmanager
+    def working(self, label: str) -> Iterator[None]:
+        # Signal handlers belong to the main thread; a nested call keeps the outer line.
+        if self._working is not None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._working = (label, time.monotonic())
+        previous = signal.signal(signal.SIGALRM, self._tick)
+        # Restart interrupted system calls (libgit2's among them) instead of failing them.
+        signal.siginterrupt(signal.SIGALRM, False)
+        signal.setitimer(signal.ITIMER_REAL, self.delay or 0.01, self.TICK)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            self._working = None
+            self._clear()
+
+    def _tick(self, signum: int, frame: FrameType | None) -> None:
+        if self._busy or self.bars or self._working is None:
+            return
+        label, started = self._working
+        line = f"\r{label}: {time.monotonic() - started:.0f} s\x1b[K"
+        # os.write, not the stream: the handler may run while the stream is mid-write.
+        with contextlib.suppress(OSError, ValueError):
+            os.write(self.stream.fileno(), line.encode())
+            self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            with contextlib.suppress(OSError, ValueError):
+                os.write(self.stream.fileno(), b"\r\x1b[K")
+            self._drawn = False
 
 
 @contextmanager
