@@ -89,7 +89,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run_build(args: argparse.Namespace, out: Output) -> int:
-    built = session(args, out).build(args.rev, Path(args.out), args.reveal)
+    with out.working("build"):
+        built = session(args, out).build(args.rev, Path(args.out), args.reveal)
     if args.format == "json":
         out.json(
             {

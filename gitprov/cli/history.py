@@ -48,7 +48,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run_versions(args: argparse.Namespace, out: Output) -> int:
-    rows = session(args, out).versions(args.rev, args.macs)
+    with out.working("versions"):
+        rows = session(args, out).versions(args.rev, args.macs)
     if args.format == "json":
         out.json([{"mac": r.mac, "version": r.version, "commit": r.commit} for r in rows])
         return 0
@@ -59,7 +60,8 @@ def run_versions(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_log(args: argparse.Namespace, out: Output) -> int:
-    changes = session(args, out).log(args.mac, args.rev)
+    with out.working("log"):
+        changes = session(args, out).log(args.mac, args.rev)
     if args.format == "json":
         out.json(
             {
@@ -90,7 +92,8 @@ def run_log(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_blame(args: argparse.Namespace, out: Output) -> int:
-    lines = session(args, out).blame(args.mac, args.rev, args.param)
+    with out.working("blame"):
+        lines = session(args, out).blame(args.mac, args.rev, args.param)
     if args.format == "json":
         out.json(
             {

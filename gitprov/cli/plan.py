@@ -85,7 +85,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.from_json:
         result = load_json(args.from_json)
     else:
-        result = session(args, out).plan(args.base, args.rev)
+        with out.working("plan"):
+            result = session(args, out).plan(args.base, args.rev)
     if args.format == "json":
         out.json(to_json(result))
     elif args.format == "markdown":

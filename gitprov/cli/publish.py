@@ -60,16 +60,18 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    result = session(args, out).publish(
-        args.rev,
-        publisher_config_of(args),
-        force=args.force,
-        wait=args.wait,
-        prune_unknown=args.prune_unknown,
-        allow_mass_removal=args.allow_mass_removal,
-        allow_target_change=args.allow_target_change,
-        verify=args.verify,
-    )
+    config = publisher_config_of(args)
+    with out.working("publish"):
+        result = session(args, out).publish(
+            args.rev,
+            config,
+            force=args.force,
+            wait=args.wait,
+            prune_unknown=args.prune_unknown,
+            allow_mass_removal=args.allow_mass_removal,
+            allow_target_change=args.allow_target_change,
+            verify=args.verify,
+        )
     entries = result.manifest.files
     changed = sorted({a.name for a in result.written})
     if args.format == "json":

@@ -31,7 +31,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    loaded = session(args, out).validate(args.rev, args.worktree)
+    with out.working("validate"):
+        loaded = session(args, out).validate(args.rev, args.worktree)
     out.problems(loaded.problems, args.format)
     if args.format == "text" and not loaded.problems:
         n = loaded.docs.count()
