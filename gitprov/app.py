@@ -282,6 +282,7 @@ class Session:
             firmware_dir=given.firmware_dir,
             base=self.base,
             policy=self.path_policy(given),
+            stage_root=given.stage_root,
         )
 
     def path_policy(self, given: PublisherConfig) -> PathPolicy:

@@ -72,7 +72,9 @@ def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
         boot = d.changed.get(BOOTSTRAP, boot)
         now = None
         if entry[0] != ABSENT:
-            now = (entry[0], versioning.number(mac, d.floor, boot[1], entry[1]), entry[2])
+            staged = boot[0].startswith(versioning.STAGED)
+            number = versioning.number(mac, d.floor, boot[1], entry[1], staged=staged)
+            now = (entry[0], number, entry[2])
         if now == last:
             continue
         cid = d.commit

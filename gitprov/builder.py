@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from gitprov import stage as staging
 from gitprov import version as versioning
 from gitprov.catalog import Catalog
 from gitprov.compile import (
@@ -90,6 +91,7 @@ class Build:
     files: tuple[DeviceFile, ...]  # sorted by MAC
     bootstraps: tuple[BootstrapFile, ...] = ()
     floor: int = 0  # the effective version_floor (the highest of the history)
+    stages: tuple[staging.StageFile, ...] = ()  # key delivery's per-MAC stage files
 
 
 BOOTSTRAP = versioning.BOOTSTRAP  # the version key of the option-66 files
@@ -104,7 +106,7 @@ def bootstrap_files(inv: Inventory) -> dict[str, tuple[tuple[str, ...], bytes]]:
     if fleet.option66 is False or not fleet.provisioning_url:
         return {}
     names = sorted(inv.models) if fleet.option66 is True else list(fleet.option66)
-    rule = fleet.provisioning_url.rstrip("/") + "/" + fleet.file_name
+    rule = staging.bootstrap_rule(fleet)
     models: dict[str, list[str]] = {}
     for m in names:
         if m in inv.models:
@@ -295,6 +297,8 @@ class Builder:
             # One key for all of them: they carry the same rule, whatever their names.
             body = next(iter(boots.values()))[1]
             out[BOOTSTRAP] = hashlib.sha256(b"bootstrap\0" + body).hexdigest()
+            if staging.mode(inv.fleet) is not None:
+                out[BOOTSTRAP] = versioning.STAGED + out[BOOTSTRAP]
         return out
 
     def _map(
@@ -406,7 +410,8 @@ class Builder:
         if conflicts:
             raise VersionConflict(commit, state.floor, conflicts)
         self._built = built
-        return Build(commit, inv, tuple(files), tuple(boots), state.floor)
+        stages = staging.stage_files(inv, files, boots, resolve)
+        return Build(commit, inv, tuple(files), tuple(boots), state.floor, stages)
 
 
 def _memo(resolve: SecretResolver) -> SecretResolver:

@@ -465,6 +465,11 @@ class Fleet:
     option66: bool | tuple[str, ...] = False  # True: every model; or the models named
     # The largest share of the published devices one publish may remove (publish.max_removal).
     max_removal: Fraction = DEFAULT_MAX_REMOVAL
+    # How a device arriving by option 66 learns its key (gitprov.stage): publish.key_delivery,
+    # provisioning.stage_url (https-stage) and publish.stage_root.
+    key_delivery: str = "manual"
+    stage_url: str | None = None
+    stage_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -625,6 +630,9 @@ def build_inventory(docs: Documents) -> Inventory:
         firmware_dir=publish.get("firmware_dir"),
         option66=_option66(publish.get("option66")),
         max_removal=_share(publish.get("max_removal")),
+        key_delivery=str(publish.get("key_delivery", "manual")),
+        stage_url=(f.get("provisioning") or {}).get("stage_url"),
+        stage_root=publish.get("stage_root"),
     )
     profiles = {
         stem(d.path): Profile(stem(d.path), d, d.data.get("extends"), Layer.of(d))

@@ -41,6 +41,7 @@ class Kind(enum.StrEnum):
     DEVICE = "device"  # a per-MAC file
     BOOTSTRAP = "bootstrap"  # a model's option-66 Config File Name file
     FIRMWARE = "firmware"  # a model's firmware image, copied from the firmware dir
+    STAGE = "stage"  # a device's stage file (publish.key_delivery, gitprov.stage)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from pathlib import Path
 import pygit2
 
 from gitprov import __version__
+from gitprov import stage as staging
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
 from gitprov.pipeline import RENDER_FORMAT, Build, Loaded, Pipeline
@@ -111,11 +112,16 @@ class Targets:
     roots: tuple[Path, ...]
     state_dir: Path
     firmware_dir: Path | None = None
+    # Stage files of key delivery https-stage (gitprov.stage): served by HTTPS with
+    # client certificates only, never by a plain root.
+    stage_root: Path | None = None
 
     def __post_init__(self) -> None:
         clash = _clash(self.roots, self.state_dir, self.firmware_dir)
         if clash is not None:
             raise GitprovError(clash.message, hint=clash.hint)
+        if self.stage_root is not None:
+            staging.check_stage_root(self.stage_root, self.roots, self.state_dir)
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,7 @@ def targets_for(
     firmware_dir: str | None = None,
     base: Path | None = None,
     policy: PathPolicy = PathPolicy(),
+    stage_root: str | None = None,
 ) -> Targets:
     """The fleet's publish settings, each overridden by the given values (the operator's).
 
@@ -263,7 +270,14 @@ def targets_for(
             "nothing was published",
             hint=clash.hint,
         )
-    return Targets(roots, state, firmware)
+    stage = (
+        Path(stage_root)
+        if stage_root
+        else fleet_path(fleet.stage_root, "stage_root")
+        if fleet.stage_root
+        else None
+    )
+    return Targets(roots, state, firmware, stage.absolute() if stage else None)
 
 
 def resolve_fleet_path(value: str, base: Path | None) -> Path:
@@ -338,6 +352,20 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
     notes: list[str] = []
     out += _bootstraps(build, notes)
     out += _firmware(build, firmware_dir, notes)
+    out += [
+        Artifact(
+            s.name,
+            s.data,
+            Kind.STAGE,
+            s.mac,
+            s.model,
+            s.version,
+            s.set_by,
+            _sha(s.data),
+            s.body_sha256,
+        )
+        for s in staging.plain(build)
+    ]
     seen: dict[str, Artifact] = {}
     for a in out:
         # Validation (GP107) rejects such names; this is the last line before the roots.
@@ -400,7 +428,7 @@ def _bootstraps(build: Build, notes: list[str]) -> list[Artifact]:
             hint="fix them and commit again; nothing was published",
             problems=tuple(problems),
         )
-    if fleet.encryption.mode != "none":
+    if fleet.encryption.mode != "none" and staging.mode(fleet) is None:
         notes.append(
             "the option-66 bootstrap file(s) point devices to encrypted per-MAC files "
             "without a key (a common file cannot carry per-device keys): a new device "
@@ -783,6 +811,15 @@ def publish_commit(
         )
         if not guards.allow_mass_removal:
             _check_removal(build, previous, published)
+        # The stage files first: the bootstrap may lead devices to them.
+        staging.publish_stage(
+            build,
+            where,
+            lock_wait=lock_wait,
+            prune_unknown=prune_unknown,
+            verify=verify,
+            inputs=inputs,
+        )
         return _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
 
 
@@ -797,6 +834,7 @@ def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:
         "inventory_dir": pipeline.inventory_dir.strip("/"),
         "strict": str(pipeline.options.strict).lower(),
         "firmware_dir": str(targets.firmware_dir or ""),
+        "stage_root": str(targets.stage_root or ""),
     }
 
 
@@ -866,6 +904,8 @@ def _already_published(
         clean_temps((*where.roots, where.state_dir))
         unknown = intact(previous, verify=verify)
         if unknown is None or (prune_unknown and unknown):
+            return None
+        if not staging.stage_intact(where, cid, verify=verify):
             return None
         return PublishResult(
             cid,

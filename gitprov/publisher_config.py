@@ -11,6 +11,7 @@ colon-separated allow-list) and a YAML file (`--config FILE`):
     tftp_root: /srv/gitprov/tftp
     state_dir: /var/lib/gitprov/state
     firmware_dir: /srv/gitprov/firmware
+    stage_root: /srv/gitprov/stage        # key delivery https-stage: served by HTTPS only
     allowed_roots: [/srv/gitprov]         # where the inventory's publish: paths may point
     require_signed: true
     allowed_signers: /etc/gitprov/allowed_signers   # SSH keys (git's format)
@@ -34,7 +35,7 @@ from gitprov.yamldoc import Document, parse
 CONFIG_ENV = "GITPROV_PUBLISHER_CONFIG"
 ALLOWED_ROOTS_ENV = "GITPROV_ALLOWED_ROOTS"
 _LISTS = ("http_root", "tftp_root", "allowed_roots")
-_PATHS = ("state_dir", "firmware_dir", "allowed_signers", "gpg_home")
+_PATHS = ("state_dir", "firmware_dir", "allowed_signers", "gpg_home", "stage_root")
 _KEYS = (*_LISTS, *_PATHS, "require_signed")
 
 
@@ -50,6 +51,7 @@ class PublisherConfig:
     require_signed: bool = False
     allowed_signers: str | None = None
     gpg_home: str | None = None
+    stage_root: str | None = None  # key delivery https-stage (gitprov.stage)
 
     @property
     def sets_targets(self) -> bool:
@@ -110,6 +112,7 @@ def resolve(
         require_signed=given.require_signed or base.require_signed,
         allowed_signers=given.allowed_signers or base.allowed_signers,
         gpg_home=given.gpg_home or base.gpg_home,
+        stage_root=given.stage_root or base.stage_root,
     )
 
 
@@ -153,6 +156,7 @@ def load(path: Path) -> PublisherConfig:
         require_signed=signed,
         allowed_signers=paths["allowed_signers"],
         gpg_home=paths["gpg_home"],
+        stage_root=paths["stage_root"],
     )
 
 

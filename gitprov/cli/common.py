@@ -152,7 +152,7 @@ def add_targets(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         type=readable_file,
         help="the publisher's config file (YAML: http_root, tftp_root, state_dir, "
-        "firmware_dir, allowed_roots, require_signed, allowed_signers, gpg_home); "
+        "firmware_dir, stage_root, allowed_roots, require_signed, allowed_signers, gpg_home); "
         f"default ${publisher_config.CONFIG_ENV}; options given here win",
     )
     g.add_argument(
@@ -171,6 +171,12 @@ def add_targets(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--state-dir", metavar="DIR", help="override publish.state_dir (manifest, lock)")
     g.add_argument("--firmware-dir", metavar="DIR", help="override publish.firmware_dir")
+    g.add_argument(
+        "--stage-root",
+        metavar="DIR",
+        help="override publish.stage_root: where key delivery https-stage publishes the "
+        "stage files (served only over HTTPS with client certificates)",
+    )
     g.add_argument(
         "--allow-root",
         action="append",
@@ -228,6 +234,7 @@ def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
         require_signed=args.require_signed,
         allowed_signers=args.allowed_signers,
         gpg_home=args.gpg_home,
+        stage_root=args.stage_root,
     )
     for root in given.allowed_roots:
         if not Path(root).is_absolute():

@@ -72,6 +72,7 @@ RULES = (
     "binding_source",  # GP128
     "bound_value",  # GP129
     "firmware_upgrade",  # GP130
+    "key_delivery",  # GP131
 )
 
 

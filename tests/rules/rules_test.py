@@ -560,3 +560,37 @@ def test_gp130_firmware_upgrade() -> None:
     check("GP130", {M1: IP542N_BOUND + fw, "gitprov.yaml": no_url}, (11, 3))
     macs = '  rollout: {macs: ["00:21:f2:01:1b:19", "0021f2011b20"]}\n'
     check("GP130", {M1: IP542N_BOUND + fw + macs}, (13, 41))
+
+
+def test_gp131_key_delivery() -> None:
+    def fleet(publish: str, *, stage_url: str = "", mode: str = "openssl-md5") -> dict[str, str]:
+        text = FLEET.replace("mode: openssl-md5", f"mode: {mode}")
+        if stage_url:
+            text = text.replace(
+                '  url: "http://prov.example.com"\n',
+                f'  url: "http://prov.example.com"\n  stage_url: "{stage_url}"\n',
+            )
+        return {"gitprov.yaml": text + "publish:\n" + publish}
+
+    staged = "  option66: true\n  key_delivery: "
+    # Line 10 (11 with a stage_url line), column 17: the value of key_delivery.
+    (plain,) = check("GP131", fleet(staged + "plaintext-bootstrap\n"), (10, 17))
+    assert plain.level is Level.WARNING and "anyone who knows" in plain.message
+    (https,) = check("GP131", fleet(staged + "https-stage\n"), (10, 17))
+    assert https.level is Level.ERROR and "needs an HTTPS URL" in https.message
+    check("GP131", fleet(staged + "https-stage\n", stage_url="https://prov.example.com:8443"))
+    check("GP131", fleet(staged + "manual\n"))
+    check("GP131", fleet("  option66: true\n"))
+    (idle,) = check(
+        "GP131", fleet("  key_delivery: https-stage\n", stage_url="https://s.example.com"), (10, 17)
+    )
+    assert idle.level is Level.WARNING and "without publish.option66" in idle.message
+    (none,) = check(
+        "GP131",
+        fleet(staged + "https-stage\n", stage_url="https://s.example.com", mode="none"),
+        (11, 17),
+    )
+    assert none.level is Level.WARNING and "delivers no key" in none.message
+    # The schema refuses a stage_url that is not https:// (and GP131 stays quiet about it).
+    found = problems(fleet(staged + "https-stage\n", stage_url="http://s.example.com"))
+    assert any(p.line == 5 and p.level is Level.ERROR for p in found), found
