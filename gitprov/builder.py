@@ -249,7 +249,7 @@ class Builder:
 
     def _symbolic(self, inv: Inventory) -> Compiler:
         if self._compiler is None or self._compiler.inv is not inv:
-            self._compiler = Compiler.symbolic(inv, self.catalog)
+            self._compiler = Compiler.symbolic(inv, self.catalog, origins=False)
         return self._compiler
 
     def _keys(self, inv: Inventory) -> list[tuple[str, ...]]:

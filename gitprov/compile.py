@@ -13,10 +13,10 @@ from typing import Any
 
 from gitprov.catalog import Catalog, Param
 from gitprov.crypto import Cipher, Mode, derive_device_key
-from gitprov.firmware import upgrade_of
-from gitprov.inventory import Device, Inventory, Layer, Model
+from gitprov.firmware import Upgrade, upgrade_of
+from gitprov.inventory import Device, Encryption, Inventory, Layer, Model
 from gitprov.macros import device_variables, expand
-from gitprov.yamldoc import SecretRef
+from gitprov.yamldoc import Document, SecretRef
 
 SecretResolver = Callable[[str], str]
 REDACTED = "<redacted>"
@@ -30,6 +30,9 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
+
+
+NOWHERE = Origin("", 0, 0)  # the origin of every value when origins are not asked for
 
 
 @dataclass(frozen=True)
@@ -155,16 +158,31 @@ class Compiler:
         catalog: Catalog,
         resolve: SecretResolver,
         derive: Callable[[str, str], str] = derive_device_key,
+        *,
+        origins: bool = True,
     ) -> None:
         self.inv = inv
         self.catalog = catalog
         self.resolve = resolve
         self.derive = derive
+        # Without origins every entry's origin is NOWHERE: a build does not need them, and
+        # finding each value's line is a good part of compiling a device.
+        self.origins = origins
         self._shared: dict[tuple[str | None, str], _Shared] = {}
+        self._line_params: dict[str, Param | None] = {}
+        self._line_defaults: dict[str, tuple[str, bool]] = {}
+        self._order: dict[str, tuple[int, str]] = {}
+        self._models: dict[str, tuple[Encryption, Cipher, tuple[Upgrade, _Global] | None]] = {}
 
     @classmethod
-    def symbolic(cls, inv: Inventory, catalog: Catalog) -> Compiler:
-        return cls(inv, catalog, symbol, derived_symbol)
+    def symbolic(cls, inv: Inventory, catalog: Catalog, *, origins: bool = True) -> Compiler:
+        return cls(inv, catalog, symbol, derived_symbol, origins=origins)
+
+    def _origin(self, doc: Document, path: tuple[str | int, ...]) -> Origin:
+        if not self.origins:
+            return NOWHERE
+        line, col = doc.pos(path)
+        return Origin(doc.path, line, col)
 
     def _layer(self, layer: Layer, model: Model, merged: _Global, per_line: _PerLine) -> None:
         catalog = self.catalog
@@ -178,13 +196,15 @@ class Compiler:
             if value is None:
                 merged.pop(dbid, None)
                 continue
-            line, col = doc.pos(("params", name))
-            merged[dbid] = (value, Origin(doc.path, line, col), _is_secret(value, param))
+            merged[dbid] = (value, self._origin(doc, ("params", name)), _is_secret(value, param))
         for slot, item in enumerate(layer.lines):
             if slot >= line_count or not item:
                 continue
             for name, value in item.items():
-                param = catalog.lookup_line(name)
+                if name in self._line_params:
+                    param = self._line_params[name]
+                else:
+                    param = self._line_params[name] = catalog.lookup_line(name)
                 key = param.key if param else name
                 # Copied before the first change: the dict may be the shared layers'.
                 slots = dict(per_line.get(key, ()))
@@ -192,8 +212,8 @@ class Compiler:
                 if value is None:
                     slots.pop(slot, None)
                     continue
-                line, col = doc.pos(("lines", slot, name))
-                slots[slot] = (value, Origin(doc.path, line, col), _is_secret(value, param))
+                origin = self._origin(doc, ("lines", slot, name))
+                slots[slot] = (value, origin, _is_secret(value, param))
 
     def _entry(self, key: str, item: tuple[Any, Origin, bool]) -> Entry:
         value, origin, secret = item
@@ -202,13 +222,16 @@ class Compiler:
     def _line_entry(
         self, key: str, slots: dict[int, tuple[Any, Origin, bool]], line_count: int
     ) -> Entry:
-        param = self.catalog.by_key(key)
-        default = (
-            "" if param is None or param.default is None else _text(param.default, self.resolve)
-        )
+        known = self._line_defaults.get(key)
+        if known is None:
+            param = self.catalog.by_key(key)
+            text = (
+                "" if param is None or param.default is None else _text(param.default, self.resolve)
+            )
+            known = self._line_defaults[key] = (text, bool(param and param.secret))
+        default, secret = known
         values: list[str] = []
         origins: list[Origin | None] = []
-        secret = bool(param and param.secret)
         for slot in range(line_count):
             if slot in slots:
                 value, origin, sec = slots[slot]
@@ -219,6 +242,15 @@ class Compiler:
                 values.append(default)
                 origins.append(None)
         return Entry(key, "\t".join(values), secret, tuple(origins))
+
+    def _of_model(self, model: Model) -> tuple[Encryption, Cipher, tuple[Upgrade, _Global] | None]:
+        """What every device of the model shares besides its layers, made once."""
+        hit = self._models.get(model.name)
+        if hit is None:
+            enc = self.inv.fleet.encryption.merged(model.encryption)
+            cipher = Cipher(Mode(enc.mode), enc.iterations, enc.gzip)
+            hit = self._models[model.name] = (enc, cipher, _upgrade(model, self.inv))
+        return hit
 
     def _shared_layers(self, profile: str | None, model: Model) -> _Shared:
         hit = self._shared.get((profile, model.name))
@@ -246,12 +278,12 @@ class Compiler:
         merged = dict(shared.merged)
         per_line = dict(shared.per_line)
         self._layer(device.layer, model, merged, per_line)
-        merged.update(_upgrade(device, inv))
+        enc, cipher, upgrade = self._of_model(model)
+        if upgrade is not None and upgrade[0].selects(device.mac):
+            merged.update(upgrade[1])
 
         variables = variables_for(device, inv)
         file_name = expand(inv.fleet.file_name, variables)
-        enc = inv.fleet.encryption.merged(model.encryption)
-        cipher = Cipher(Mode(enc.mode), enc.iterations, enc.gzip)
         passphrase: str | None = None
         if cipher.mode is not Mode.NONE:
             if device.key is not None:
@@ -281,11 +313,13 @@ class Compiler:
             if MARK in url:
                 raise ValueError("refusing to compile a file name holding a NUL character")
             rule = f"[--key {passphrase}]{url}" if passphrase else url
-            fdoc = inv.fleet.doc
-            line, col = fdoc.pos(("provisioning", "url"))
-            origin = Origin(fdoc.path, line, col)
+            origin = self._origin(inv.fleet.doc, ("provisioning", "url"))
             entries.append(Entry("DBID_PROFILE_RULE", rule, passphrase is not None, (origin,)))
-        entries.sort(key=lambda e: catalog.sort_key(e.key))
+        order = self._order
+        for e in entries:
+            if e.key not in order:
+                order[e.key] = catalog.sort_key(e.key)
+        entries.sort(key=lambda e: order[e.key])
         previous = None
         if enc.previous_file_name:
             old_key = passphrase
@@ -313,20 +347,19 @@ def compile_device(
     return Compiler(inv, catalog, resolve).compile(device)
 
 
-def _upgrade(device: Device, inv: Inventory) -> dict[str, tuple[Any, Origin, bool]]:
-    """The Upgrade Rule (and Upgrade Enable) of a device its model's rollout selects,
+def _upgrade(model: Model, inv: Inventory) -> tuple[Upgrade, _Global] | None:
+    """The Upgrade Rule (and Upgrade Enable) of the model's devices its rollout selects,
     under the model's bound keys; they win over what the layers set."""
-    model = inv.models[device.model]
     up = upgrade_of(model.name, model.firmware, model.bindings, inv.fleet.provisioning_url)
-    if up is None or not up.selects(device.mac):
-        return {}
+    if up is None:
+        return None
     doc = model.doc
     line, col = doc.pos(("firmware", "rule") if "rule" in model.firmware else ("firmware",))
     origin = Origin(doc.path, line, col)
-    out: dict[str, tuple[Any, Origin, bool]] = {up.rule_key: (up.rule, origin, False)}
+    out: _Global = {up.rule_key: (up.rule, origin, False)}
     if up.enable_key is not None:
         out[up.enable_key] = (True, origin, False)
-    return out
+    return up, out
 
 
 def compile_all(
