@@ -15,8 +15,9 @@ the truth, the served roots kept equal to the last good commit.
   devices than publish.max_removal, moving the roots) is reported as refused and not
   retried; the last good files stay, and the next head is judged against them again.
 - Every `reconcile` seconds (and once at start, which also repairs a crash mid-publish) the
-  roots are compared with the manifest; a file changed or deleted by hand is restored and
-  reported as drift.
+  roots are compared with the manifest, by each file's size, mtime and inode (`verify`:
+  by reading it); a file changed, deleted or touched by hand is restored and reported as
+  drift.
 
 `Watcher` is the loop; it takes a `BranchSource` and a `Publisher` and reports each
 `Outcome` to observers (the CLI's printer, the status file, the JSON log, the metrics).

@@ -22,6 +22,8 @@ from gitprov import publish as publish_module
 from gitprov.cli import main
 from gitprov.pipeline import Loaded, Pipeline
 from gitprov.plan import MANIFEST, load_manifest
+from gitprov.publish import Targets
+from gitprov.watch import CommitPublisher, Kind
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import ROOT, GitRepo
 
@@ -349,3 +351,46 @@ def test_a_one_device_commit_writes_its_file_only_and_never_loads_the_published_
         f"http/{device_file(5)}",
         f"tftp/{device_file(5)}",
     }
+
+
+# -- the watcher's reconcile -------------------------------------------------------------
+def test_reconcile_trusts_stat_and_with_verify_reads_the_files(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = Targets(roots(tmp_path), tmp_path / "state")
+
+    def watcher(verify: bool) -> CommitPublisher:
+        return CommitPublisher(
+            Pipeline(example_repo.repo),
+            private_key,
+            lambda _fleet: t,
+            lock_wait=5,
+            state_dir=t.state_dir,
+            verify=verify,
+        )
+
+    commit = example_repo.repo.revparse_single("main")
+    assert isinstance(commit, pygit2.Commit)
+    assert watcher(False).publish(example_repo.repo, commit).kind is Kind.PUBLISHED
+    http = roots(tmp_path)[0]
+    name = sorted(p.name for p in http.iterdir())[0]
+    good = (http / name).read_bytes()
+    st = (http / name).stat()
+    (http / name).write_bytes(good[:-1] + bytes([good[-1] ^ 0x01]))
+    os.utime(http / name, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    clean = watcher(False).reconcile()
+    assert clean is not None and clean.kind is Kind.CLEAN
+    repaired = watcher(True).reconcile()
+    assert repaired is not None and repaired.kind is Kind.REPAIRED
+    assert [(d.name, d.kind) for d in repaired.drift] == [(name, "changed")]
+    assert (http / name).read_bytes() == good
+
+    touched = roots(tmp_path)[1] / name
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    again = watcher(False).reconcile()
+    assert again is not None and again.kind is Kind.REPAIRED
+    assert [(d.root, d.name, d.kind) for d in again.drift] == [
+        (str(touched.parent), name, "touched")
+    ]

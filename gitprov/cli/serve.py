@@ -135,7 +135,14 @@ def register(sub: Subparsers) -> None:
         type=float,
         default=300.0,
         metavar="SECONDS",
-        help="compare the roots with the manifest this often; restore drift",
+        help="compare the roots with the manifest this often (by each file's size, mtime "
+        "and inode); restore drift",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="reconcile by reading every served file and comparing its SHA-256 with the "
+        "manifest, not by its stat",
     )
     p.add_argument(
         "--retry",
@@ -377,6 +384,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
         lock_wait=args.wait,
         allow_mass_removal=args.allow_mass_removal,
         allow_target_change=args.allow_target_change,
+        verify=args.verify,
     )
     if not args.remote:
         source = LocalBranch(Path(s.repo.path), args.branch, inotify=not args.no_inotify)
