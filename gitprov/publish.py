@@ -609,13 +609,8 @@ def syncfs(fd: int) -> None:
 
 
 def _write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) -> Path:
-    return _stage(directory, name, data, sync=sync)[0]
-
-
-def _stage(directory: Path, name: str, data: bytes, *, sync: bool) -> tuple[Path, Stat]:
     """A dot-named temp beside its target, whole; fsynced only with `sync` (else a syncfs
-    of its filesystem must follow before it is renamed). Returns it and its stat, which
-    the rename keeps: what the manifest records of the served file."""
+    of its filesystem must follow before it is renamed)."""
     tmp = directory / f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -626,14 +621,19 @@ def _stage(directory: Path, name: str, data: bytes, *, sync: bool) -> tuple[Path
             view = view[os.write(fd, view) :]
         if sync:
             os.fsync(fd)
-        st = os.fstat(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     os.close(fd)
-    return tmp, (st.st_size, st.st_mtime_ns, st.st_ino)
+    return tmp
+
+
+def stat_of_file(path: Path) -> Stat:
+    """What the manifest records of a file written: (size, mtime_ns, inode)."""
+    st = os.lstat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -1226,9 +1226,8 @@ def _apply(
                 if batch and mine:
                     handles[key] = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
                 for a in mine:
-                    tmp, st = _stage(root, a.name, wanted[a.name], sync=not batch)
+                    tmp = _write_temp(root, a.name, wanted[a.name], sync=not batch)
                     staged[key].append((tmp, root / a.name))
-                    stats[key][a.name] = st
                     done += 1
                     if progress:
                         progress("write", done, len(writes))
@@ -1237,6 +1236,14 @@ def _apply(
                 _unlink_temps(staged.pop(key))
         if batch:
             _sync_staged(staged, handles, failures)
+        for key, temps in list(staged.items()):
+            # Stat once durable (a network filesystem may set the mtime on writeback), of
+            # the temp no one else writes; the rename keeps it.
+            try:
+                stats[key] = {target.name: stat_of_file(tmp) for tmp, target in temps}
+            except OSError as exc:
+                failures[key] = _describe(exc)
+                _unlink_temps(staged.pop(key))
     except BaseException:
         for temps in staged.values():
             _unlink_temps(temps)
