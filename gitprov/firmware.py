@@ -21,12 +21,15 @@ and it does not retry an Upgrade Rule whose expanded URL did not change
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitprov.macros import normalise_mac
+
+if TYPE_CHECKING:
+    from gitprov.inventory import Inventory
 
 UPGRADE_RULE = "provision.upgrade_rule"
 UPGRADE_ENABLE = "provision.upgrade_enable"
@@ -127,9 +130,19 @@ class RolloutCount:
     version: str
     selected: int
     devices: int
+    selected_before: int = 0  # of the same version, in the commit compared with
 
 
-def count(upgrade: Upgrade, macs: Iterable[str]) -> RolloutCount:
-    macs = list(macs)
-    chosen = sum(1 for mac in macs if upgrade.selects(mac))
-    return RolloutCount(upgrade.model, upgrade.version, chosen, len(macs))
+def rollouts(inv: Inventory) -> list[RolloutCount]:
+    """Per model that tells devices to upgrade, how many of its devices it tells."""
+    macs: dict[str, list[str]] = {}
+    for d in inv.devices:
+        macs.setdefault(d.model, []).append(d.mac)
+    out = []
+    for name, model in sorted(inv.models.items()):
+        up = upgrade_of(name, model.firmware, model.bindings, inv.fleet.provisioning_url)
+        if up is None:
+            continue
+        mine = macs.get(name, [])
+        out.append(RolloutCount(name, up.version, sum(map(up.selects, mine)), len(mine)))
+    return out

@@ -10,6 +10,7 @@ share of the base's devices the change removes against `publish.max_removal`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import enum
 import hashlib
@@ -20,8 +21,9 @@ import pygit2
 
 from gitprov.compile import placeholder_resolver
 from gitprov.errors import InvalidInventory
+from gitprov.firmware import RolloutCount, rollouts
 from gitprov.formats import flyingvoice
-from gitprov.inventory import Fleet
+from gitprov.inventory import Fleet, Inventory
 from gitprov.pipeline import Loaded, Pipeline
 from gitprov.version import Evaluated, State, step
 
@@ -61,6 +63,9 @@ class Review:
     # The publish.max_removal a publisher applies: the stricter of both sides'.
     max_removal: Fraction | None = None
     target_changes: tuple[TargetChange, ...] = ()
+    # Per model whose firmware tells devices to upgrade: how many of its devices, and how
+    # many the base told to upgrade to the same version.
+    upgrades: tuple[RolloutCount, ...] = ()
 
     @property
     def removed(self) -> int:
@@ -177,6 +182,15 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
         devices_before=len(base_loaded.inventory.devices),
         max_removal=min(old_fleet.max_removal, new_fleet.max_removal),
         target_changes=target_changes(old_fleet, new_fleet),
+        upgrades=upgrades(base_loaded.inventory, head_loaded.inventory),
+    )
+
+
+def upgrades(base: Inventory, head: Inventory) -> tuple[RolloutCount, ...]:
+    before = {(r.model, r.version): r.selected for r in rollouts(base)}
+    return tuple(
+        dataclasses.replace(r, selected_before=before.get((r.model, r.version), 0))
+        for r in rollouts(head)
     )
 
 

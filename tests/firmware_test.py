@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,25 @@ def test_rollout_settings(
     # Exact: a tenth of a percent is 1/1000, not the binary float next to it.
     if share == 0.001:
         assert r.share.denominator == 1000
+
+
+def test_the_plan_says_how_many_devices_are_told_to_upgrade(tmp_path: Path) -> None:
+    from gitprov.cli.plan import load_json, markdown, to_json
+
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(files("  rollout: {percent: 5}\n"), "5%")
+    head = repo.commit({"inventory/models/G502N.yaml": MODEL + "  rollout: {percent: 20}\n"})
+    result = Session(repo.path).plan(base, head)
+    (count,) = result.upgrades
+    assert (count.model, count.version, count.devices) == ("G502N", "v1.0.8", 100)
+    assert (count.selected, count.selected_before) == (len(expected(20)), len(expected(5)))
+    # The devices that change are exactly the ones the wider rollout adds.
+    assert {c.mac for c in result.changes} == expected(20) - expected(5)
+    line = (
+        f"firmware v1.0.8 of G502N: {len(expected(20))} of its 100 device(s) are told to "
+        f"upgrade (before: {len(expected(5))})"
+    )
+    assert line[0].upper() + line[1:] + "." in markdown(result)
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps(to_json(result)))
+    assert load_json(str(saved)).upgrades == result.upgrades

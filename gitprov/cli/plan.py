@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
+from gitprov.firmware import RolloutCount
 from gitprov.publish import percent
 from gitprov.review import Change, DeviceChange, Review, TargetChange
 from gitprov.schemas import output_schemas
@@ -118,6 +119,16 @@ def to_json(result: Review) -> dict[str, Any]:
         "target_changes": [
             {"setting": c.setting, "old": c.old, "new": c.new} for c in result.target_changes
         ],
+        "upgrades": [
+            {
+                "model": u.model,
+                "version": u.version,
+                "selected": u.selected,
+                "devices": u.devices,
+                "selected_before": u.selected_before,
+            }
+            for u in result.upgrades
+        ],
     }
 
 
@@ -174,6 +185,12 @@ def load_json(path: str) -> Review:
         target_changes=tuple(
             TargetChange(c["setting"], c["old"], c["new"]) for c in doc.get("target_changes", [])
         ),
+        upgrades=tuple(
+            RolloutCount(
+                u["model"], u["version"], u["selected"], u["devices"], u["selected_before"]
+            )
+            for u in doc.get("upgrades", [])
+        ),
     )
 
 
@@ -205,11 +222,22 @@ def _removal(result: Review) -> str:
     )
 
 
+def upgrade_lines(result: Review) -> list[str]:
+    """One line per model whose firmware tells devices to upgrade."""
+    return [
+        f"firmware {u.version} of {u.model}: {u.selected:,} of its {u.devices:,} device(s) are "
+        f"told to upgrade (before: {u.selected_before:,})"
+        for u in result.upgrades
+    ]
+
+
 # -- text -----------------------------------------------------------------------------
 def _text(result: Review, out: Output) -> None:
     out.data(f"gitprov plan {result.base[:12]}..{result.head[:12]}")
     for line in warnings(result):
         out.data(f"WARNING: {line}")
+    for line in upgrade_lines(result):
+        out.data(line)
     if result.removed and not result.mass_removal and result.removal_share is not None:
         out.data(
             f"removes {result.removed} of the {result.devices_before} devices "
@@ -311,6 +339,7 @@ def _tail(devices: int, hidden_groups: int, max_chars: int) -> str:
 def _md_header(result: Review, n_groups: int) -> str:
     title = f"### gitprov plan `{result.base[:12]}`..`{result.head[:12]}`\n\n"
     title += _md_warnings(result)
+    title += "".join(f"{line[0].upper()}{line[1:]}.\n\n" for line in upgrade_lines(result))
     if result.removed and not result.mass_removal and result.removal_share is not None:
         title += (
             f"Removes {result.removed:,} of the {result.devices_before:,} devices "
