@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from gitprov import __version__
 from gitprov.cli import (
     build,
+    fleet,
     history,
     importer,
     init,
@@ -27,7 +28,7 @@ from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.source import DEFAULT_INVENTORY_DIR
 
-COMMANDS = (init, importer, validate, build, plan, publish, history, secrets, serve, schema)
+COMMANDS = (init, importer, validate, build, plan, publish, history, secrets, serve, fleet, schema)
 
 EPILOG = f"""\
 a 5-minute tour (inside an inventory repository; `gitprov init DIR` starts one):
