@@ -181,7 +181,8 @@ class Catalog:
     def params_schema(self) -> dict[str, Any]:
         """Schema of a `params:` block: readable names are closed (a typo is an error);
         raw DBID_* keys are open (the vendor dictionary is not public). Unpublished and
-        managed names are type-checked here; rules GP116 and GP117 then refuse them."""
+        managed names are type-checked here; rules GP116 (where no model binds the key) and
+        GP117 then refuse them."""
         props: dict[str, Any] = {}
         for p in self.params:
             if p.per_line:
@@ -193,8 +194,9 @@ class Catalog:
         for u in self.unpublished:
             props[u.name] = {
                 **u.value_schema(),
-                "description": f"{u.label} (DBID key not published by the vendor; cannot be "
-                f"set by this name). {u.description}",
+                "description": f"{u.label} (DBID key not published by the vendor; set by "
+                "this name only for devices whose model binds its key: `bindings:` in "
+                f"models/NAME.yaml). {u.description}",
             }
         return {
             "type": "object",

@@ -35,7 +35,8 @@ def register(sub: Subparsers) -> None:
         help="the parameter catalog",
         description="Every parameter gitprov knows: DBID key, readable name, type, scope, "
         "default. `(not published)`: the reference names it, but its DBID key is not "
-        "public, so it cannot be set by name.",
+        "public; a model binds it to the key its devices use (`bindings:` in "
+        "models/NAME.yaml), and only then its devices may set it by name.",
     )
     add_format(p)
 
@@ -123,8 +124,9 @@ def run_params(args: argparse.Namespace, out: Output) -> int:
         )
     if any(r["key"] is None for r in rows):
         out.info(
-            "\n(not published): the vendor has not published the DBID key; set such a "
-            "parameter with its raw DBID_* key once you know it"
+            "\n(not published): the vendor has not published the DBID key; once you know "
+            "the key a model's devices use, bind it in models/NAME.yaml (bindings: NAME: "
+            "{key: DBID_..., source: ...}) and set the parameter by name"
         )
     return 0
 

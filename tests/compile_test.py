@@ -1,0 +1,67 @@
+"""Compiling through model bindings: a bound name is written under its model's key."""
+
+from __future__ import annotations
+
+from gitprov.catalog import load_catalog
+from gitprov.compile import compile_device, placeholder_resolver
+from gitprov.pipeline import Pipeline
+from tests.rules.lint import DEVICE, DEVICE_2, IP542N, MemorySource, inventory, problems
+
+BOUND = IP542N + (
+    "bindings:\n"
+    '  provision.resync_periodic: {key: DBID_RESYNC_PERIODIC, source: "test: not a vendor key"}\n'
+    '  provision.upgrade_enable: {key: DBID_UPGRADE_ENABLE, source: "test: not a vendor key"}\n'
+)
+D1 = "devices/0021f2011b19.yaml"
+D2 = "devices/0021f2011b20.yaml"
+
+
+def compiled(overlay: dict[str, str | None]) -> dict[str, dict[str, str]]:
+    """MAC -> its compiled parameters, from a valid inventory."""
+    assert [p for p in problems(overlay) if p.is_error] == []
+    loaded = Pipeline(None).load(MemorySource(inventory(overlay)))
+    inv = loaded.inventory
+    assert inv is not None
+    resolve = placeholder_resolver(inv.sealed)
+    out = {}
+    for d in inv.devices:
+        cfg = compile_device(d, inv, load_catalog(), resolve)
+        out[d.mac] = {e.key: e.value for e in cfg.entries}
+    return out
+
+
+def test_a_bound_name_compiles_to_its_models_key() -> None:
+    base = "params:\n  sip.server: sip.example.net\n  provision.resync_periodic: 3600\n"
+    device = DEVICE + "params:\n  provision.upgrade_enable: false\n"
+    got = compiled(
+        {
+            "models/IP542N.yaml": BOUND,
+            "models/G502N.yaml": BOUND.replace("line_count: 4", "line_count: 2"),
+            "profiles/base.yaml": base,
+            D1: device,
+        }
+    )
+    assert got["0021f2011b19"]["DBID_RESYNC_PERIODIC"] == "3600"
+    assert got["0021f2011b19"]["DBID_UPGRADE_ENABLE"] == "0"
+    assert "DBID_UPGRADE_ENABLE" not in got["0021f2011b20"]
+    # Never the readable name as a key.
+    assert not any(k.startswith("provision.") for params in got.values() for k in params)
+
+
+def test_the_raw_key_and_the_name_are_one_parameter() -> None:
+    base = "params:\n  provision.resync_periodic: 3600\n"
+    got = compiled(
+        {
+            "models/IP542N.yaml": BOUND,
+            "models/G502N.yaml": BOUND.replace("line_count: 4", "line_count: 2"),
+            "profiles/base.yaml": base,
+            D2: DEVICE_2 + "params:\n  DBID_RESYNC_PERIODIC: 86400\n",
+        }
+    )
+    assert got["0021f2011b19"]["DBID_RESYNC_PERIODIC"] == "3600"
+    assert got["0021f2011b20"]["DBID_RESYNC_PERIODIC"] == "86400"
+
+
+def test_a_bound_name_keeps_the_catalogs_type_checks() -> None:
+    bad = {"models/IP542N.yaml": BOUND, D1: DEVICE + "params:\n  provision.resync_periodic: -5\n"}
+    assert [(p.code, p.line, p.col) for p in problems(bad) if p.is_error] == [("GP010", 9, 30)]
