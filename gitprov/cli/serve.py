@@ -25,7 +25,7 @@ from gitprov.cli.common import (
 )
 from gitprov.errors import GitprovError, UsageError
 from gitprov.tools.device import ProbeOptions, ResyncResult, probe
-from gitprov.tools.serve import TftpLimits
+from gitprov.tools.serve import FetchCallback, HttpServer, TftpLimits
 
 
 def register(sub: Subparsers) -> None:
@@ -62,6 +62,23 @@ def register(sub: Subparsers) -> None:
     )
     fetches.add_argument(
         "--no-fetch-log", action="store_true", help="write no fetch log, not even the default"
+    )
+    https = p.add_argument_group(
+        "HTTPS with client certificates",
+        "An HTTPS listener that serves a file only to the device certificate whose CN is\n"
+        "the MAC in its name: the stage root (key delivery https-stage, only here), then\n"
+        "the HTTP root (docs/key-delivery.md).",
+    )
+    https.add_argument("--https-port", type=int, metavar="PORT", help="HTTPS port (0: any)")
+    https.add_argument("--tls-cert", metavar="PEM", help="the server's certificate")
+    https.add_argument("--tls-key", metavar="PEM", help="the server certificate's private key")
+    https.add_argument(
+        "--client-ca", metavar="PEM", help="the CA that signed the devices' certificates"
+    )
+    https.add_argument(
+        "--stage-root",
+        metavar="DIR",
+        help="the stage root the publisher wrote (--stage-root of publish): served over HTTPS only",
     )
     defaults = TftpLimits()
     tftp = p.add_argument_group(
@@ -272,6 +289,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
     terminated = _sigterm_event()
     fetch_log = None
     if log_path is not None:
+    secure = _https_options(args, http_root, tftp_root)
         versions = ServedVersions(Path(state_dir)) if state_dir else None
         fetch_log = FetchLog(log_path, versions)
     try:
@@ -296,7 +314,17 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         if fetch_log is not None:
             out.data(f"fetch log: {fetch_log.path}")
         out.stdout.flush()
-        _wait_for_signal(terminated, handle.stop)
+        https = None
+        if secure is not None:
+            https = _start_https(args, secure, handle.stop, fetch_log)
+            out.data(f"HTTPS: {https.url}  (client certificates; roots {', '.join(secure)})")
+
+        def stop() -> None:
+            if https is not None:
+                https.stop()
+            handle.stop()
+
+        _wait_for_signal(terminated, stop)
     finally:
         if fetch_log is not None:
             fetch_log.close()
@@ -306,6 +334,60 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
 def _fetch_log_path(
     args: argparse.Namespace, state_dir: str | None, roots: dict[str, str | None]
 ) -> Path | None:
+def _https_options(
+    args: argparse.Namespace, http_root: str | None, tftp_root: str | None
+) -> list[str] | None:
+    """The roots the HTTPS listener serves (the stage root first), or None without
+    --https-port; the stage root is refused inside or around a plain root."""
+    if args.https_port is None:
+        if args.stage_root:
+            raise UsageError(
+                "--stage-root is served only over HTTPS with client certificates",
+                hint="add --https-port PORT --tls-cert PEM --tls-key PEM --client-ca PEM",
+            )
+        return None
+    missing = [f for f in ("tls_cert", "tls_key", "client_ca") if not getattr(args, f)]
+    if missing:
+        flags = ", ".join("--" + f.replace("_", "-") for f in missing)
+        raise UsageError(f"--https-port needs {flags}", hint="deploy/device-cert.sh makes them")
+    roots = [r for r in (args.stage_root, http_root) if r]
+    if not roots:
+        raise UsageError("--https-port has nothing to serve", hint="give --stage-root DIR")
+    if args.stage_root:
+        stage = Path(args.stage_root).resolve()
+        if not stage.is_dir():
+            raise UsageError(f"--stage-root {args.stage_root} is not a directory")
+        for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
+            there = Path(root).resolve() if root else None
+            if there is not None and (stage.is_relative_to(there) or there.is_relative_to(stage)):
+                raise UsageError(
+                    f"--stage-root {args.stage_root} and {flag} {root} overlap: the stage "
+                    "files hold device keys and must not be served without a certificate",
+                    hint="publish the stage root into a directory of its own",
+                )
+    return roots
+
+
+def _start_https(
+    args: argparse.Namespace,
+    roots: list[str],
+    stop_others: Callable[[], None],
+    on_fetch: FetchCallback | None,
+) -> HttpServer:
+    from gitprov.tools.mtls import https_server, make_mtls_context
+
+    try:
+        context = make_mtls_context(Path(args.tls_cert), Path(args.tls_key), Path(args.client_ca))
+        server = https_server(
+            [Path(r) for r in roots], context, args.host, args.https_port, on_fetch
+        )
+        server.start()
+    except BaseException:
+        stop_others()
+        raise
+    return server
+
+
     """Where the fetch log goes, or None for none; refused inside a served root, where
     anyone could read which MACs the fleet has and when each device fetched."""
     if args.no_fetch_log:

@@ -48,7 +48,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol, Self
+from typing import Any, BinaryIO, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 from gitprov.errors import GitprovError
@@ -60,6 +60,7 @@ __all__ = [
     "FetchEvent",
     "HttpServer",
     "Opened",
+    "Route",
     "ServeHandle",
     "TftpLimits",
     "TftpServer",
@@ -101,6 +102,10 @@ class FetchEvent:
 
 
 FetchCallback = Callable[[FetchEvent], None]
+# What an HTTP(S) request gets, when the server is given one (gitprov.tools.mtls): the file
+# to send, or the status to refuse with; from the request path and the client's verified
+# certificate (`ssl.SSLSocket.getpeercert()`: None over HTTP, {} without a certificate).
+Route = Callable[[str, dict[str, Any] | None], "Opened | HTTPStatus"]
 
 
 def _printable(text: str) -> str:
@@ -307,8 +312,10 @@ class _HttpListener(ThreadingHTTPServer):
         on_fetch: FetchCallback | None,
         protocol: str,
         refusals: _Refusals,
+        route: Route | None = None,
     ) -> None:
         self.address_family = _family(address[0])
+        self.gp_route = route
         self.gp_root = root
         self.gp_on_fetch = on_fetch
         self.gp_protocol = protocol
@@ -501,7 +508,17 @@ class _HttpHandler(BaseHTTPRequestHandler):
             pass
 
     def _serve(self) -> None:
-        opened = open_request(self.server.gp_root, self._request_path())
+        route = self.server.gp_route
+        if route is None:
+            opened = open_request(self.server.gp_root, self._request_path())
+        else:
+            peer = self.connection
+            cert = peer.getpeercert() if isinstance(peer, ssl.SSLSocket) else None
+            found = route(self._request_path(), cert)
+            if isinstance(found, HTTPStatus) and found != HTTPStatus.NOT_FOUND:
+                self._refuse(found, "route", f"{found.value} {found.phrase}")
+                return
+            opened = found if isinstance(found, Opened) else None
         if opened is None:
             self._respond_error(HTTPStatus.NOT_FOUND)
             self._emit(HTTPStatus.NOT_FOUND, 0)
@@ -544,7 +561,8 @@ class HttpServer:
     whose header lines are ambiguous (obs-fold, duplicate or malformed Content-Length, a
     line that is no header) is answered 400 and never read further; every error response
     closes the connection. One thread per connection; `on_fetch` is called from those
-    threads.
+    threads. With `route`, the route decides what each request gets instead of `root`
+    (gitprov.tools.mtls: files only to the client certificate naming their MAC).
     """
 
     def __init__(
@@ -554,8 +572,10 @@ class HttpServer:
         port: int = 0,
         on_fetch: FetchCallback | None = None,
         tls: ssl.SSLContext | None = None,
+        route: Route | None = None,
     ) -> None:
         self._root = _check_root(Path(root), "HTTP")
+        self._route = route
         self._host = host
         self._port = port
         self._on_fetch = on_fetch
@@ -588,7 +608,12 @@ class HttpServer:
         protocol = "https" if self._tls is not None else "http"
         try:
             listener = _HttpListener(
-                (self._host, self._port), self._root, self._on_fetch, protocol, self._refusals
+                (self._host, self._port),
+                self._root,
+                self._on_fetch,
+                protocol,
+                self._refusals,
+                self._route,
             )
         except OSError as exc:
             raise _bind_error(protocol.upper(), self._host, self._port, exc) from exc

@@ -328,6 +328,8 @@ def nginx_config(site: Site, pki: Pki, https: int, http: int) -> str:
     text = replace_once(text, "/etc/gitprov/tls/server.key", str(pki.server_key))
     text = replace_once(text, "/etc/gitprov/tls/devices-ca.crt", str(pki.ca))
     text = replace_once(text, "/srv/gitprov/http", str(site.http_root), count=2)
+    # Key delivery https-stage's root (nothing is published there unless a test does).
+    text = replace_once(text, "/srv/gitprov/stage", str(site.base / "stage"), count=1)
     logs = site.base / "logs"
     text = replace_once(text, "/var/log/nginx/gitprov-https.log", str(logs / "https.log"))
     text = replace_once(text, "/var/log/nginx/gitprov-http.log", str(logs / "http.log"))
