@@ -276,7 +276,10 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         http_root = s.fleet_path(fleet.http_root) if fleet else None
         tftp_root = s.fleet_path(fleet.tftp_root) if fleet else None
         if fleet and not state_dir:
+            # Nothing published yet: no state dir, and no fetch log unless asked for.
             state_dir = s.fleet_path(fleet.state_dir)
+            if state_dir and not Path(state_dir).is_dir():
+                state_dir = None
     for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
         if root and Path(root).exists() and not Path(root).is_dir():
             raise UsageError(f"{flag} {root} is not a directory")
@@ -286,10 +289,10 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             hint="give the state dir the publisher writes its manifest to",
         )
     log_path = _fetch_log_path(args, state_dir, {"HTTP": http_root, "TFTP": tftp_root})
+    secure = _https_options(args, http_root, tftp_root)
     terminated = _sigterm_event()
     fetch_log = None
     if log_path is not None:
-    secure = _https_options(args, http_root, tftp_root)
         versions = ServedVersions(Path(state_dir)) if state_dir else None
         fetch_log = FetchLog(log_path, versions)
     try:
@@ -311,13 +314,13 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             out.data(f"HTTP: {handle.http.url}  (root {http_root})")
         if handle.tftp:
             out.data(f"TFTP: tftp://{args.host}:{handle.tftp.port}/  (root {tftp_root})")
-        if fetch_log is not None:
-            out.data(f"fetch log: {fetch_log.path}")
-        out.stdout.flush()
         https = None
         if secure is not None:
             https = _start_https(args, secure, handle.stop, fetch_log)
             out.data(f"HTTPS: {https.url}  (client certificates; roots {', '.join(secure)})")
+        if fetch_log is not None:
+            out.data(f"fetch log: {fetch_log.path}")
+        out.stdout.flush()
 
         def stop() -> None:
             if https is not None:
@@ -331,9 +334,6 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _fetch_log_path(
-    args: argparse.Namespace, state_dir: str | None, roots: dict[str, str | None]
-) -> Path | None:
 def _https_options(
     args: argparse.Namespace, http_root: str | None, tftp_root: str | None
 ) -> list[str] | None:
@@ -388,6 +388,9 @@ def _start_https(
     return server
 
 
+def _fetch_log_path(
+    args: argparse.Namespace, state_dir: str | None, roots: dict[str, str | None]
+) -> Path | None:
     """Where the fetch log goes, or None for none; refused inside a served root, where
     anyone could read which MACs the fleet has and when each device fetched."""
     if args.no_fetch_log:

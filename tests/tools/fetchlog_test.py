@@ -249,9 +249,14 @@ def start_serve(base: Path, *extra: str) -> tuple[subprocess.Popen[str], list[st
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM; the rest of stdout. Not communicate(): it reads the pipes' descriptors and
+    would miss what readline() has already buffered."""
+    assert proc.stdout is not None and proc.stderr is not None
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    with proc.stdout, proc.stderr:
+        out = proc.stdout.read()
+        err = proc.stderr.read()  # a few log lines: never enough to fill the pipe first
+    assert proc.wait(timeout=30) == 0, err
     return out
 
 
@@ -407,3 +412,26 @@ def test_refused(
     assert said in capsys.readouterr().err
     assert not (published / "http" / "fetch.log").exists()
     assert not (published / "x.log").exists()
+
+
+def test_the_fleet_settings_state_dir_is_the_default(example_repo: GitRepo) -> None:
+    """`serve` without roots serves the fleet settings' (var/http, var/tftp) and logs into
+    their state dir (var/state) once it exists; before the first publish it has none."""
+    work = example_repo.path
+    for root in ("var/http", "var/tftp"):
+        (work / root).mkdir(parents=True)
+    argv = [sys.executable, "-m", "gitprov", "--repo", str(work), "serve"]
+    argv += ["--http-port", "0", "--tftp-port", "0"]
+
+    def first_lines() -> list[str]:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        said = [proc.stdout.readline().rstrip("\n") for _ in range(2)]
+        return said + stop(proc).splitlines()
+
+    said = first_lines()
+    assert "(root var/http)" in said[0] or str(work / "var" / "http") in said[0], said
+    assert not any(line.startswith("fetch log") for line in said), said
+    (work / "var" / "state").mkdir()
+    said = first_lines()
+    assert said[2:] == [f"fetch log: {work / 'var' / 'state' / 'fetch.log'}"], said
