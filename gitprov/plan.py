@@ -10,6 +10,7 @@ the size and put the mtime back is found only that way.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -396,28 +397,125 @@ def check_drift(manifest: Manifest, *, verify: bool = False) -> tuple[Drift, ...
     return tuple(found)
 
 
-def intact(manifest: Manifest, *, verify: bool = False) -> tuple[tuple[str, str], ...] | None:
-    """Whether every root holds exactly the manifest's files as written (by stat; `verify`
-    reads them too) and nothing it owes a removal: then the files of the same commit need
-    no build. Returns the files gitprov did not write, (root, name), or None when anything
-    is to be done (a file changed, touched or gone, a stale file left, a root lagging, a
-    stat not recorded)."""
-    if manifest.lagging():
+def intact(
+    roots: Mapping[str, RootState],
+    commit: str,
+    names: set[str],
+    digests: Mapping[str, str] | None = None,
+) -> tuple[tuple[str, str], ...] | None:
+    """Whether every root holds `commit` with exactly the files `names` as written (by
+    stat; with `digests`, name -> sha256, their bytes are read and compared too) and
+    nothing it owes a removal: then the files of the same commit need no build. Returns
+    the files gitprov did not write, (root, name), or None when anything is to be done (a
+    file changed, touched or gone, a stale file left, a root lagging, a stat not
+    recorded)."""
+    if any(not state.ok or state.commit != commit for state in roots.values()):
         return None
-    names = set(manifest.files)
     unknown: list[tuple[str, str]] = []
-    for key, state in manifest.roots.items():
+    for key, state in roots.items():
         present = _listing(Path(key))
         if not names <= present or present & set(state.stale):
             return None
         if not _same_stats(key, state.stat, names):
-            return None  # (with `verify` too: a file whose bytes are right gets its stat)
-        if verify:
-            for name, entry in manifest.files.items():
-                if sha256_file(f"{key}/{name}") != entry.sha256_data:
+            return None  # (with `digests` too: a file whose bytes are right gets its stat)
+        if digests is not None:
+            for name in names:
+                if sha256_file(f"{key}/{name}") != digests[name]:
                     return None
         unknown += [(key, n) for n in sorted(present - names)]
     return tuple(unknown)
+
+
+# -- the index: what publishing the published commit again reads --------------------------
+INDEX = "manifest.index.json"
+INDEX_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Index:
+    """What publishing the manifest's commit again needs to know of it: the inputs, the
+    roots with each file's stat, the file names and the firmware images' hashes; not the
+    entries and versions (most of the manifest, which then is read only if asked for).
+    Written beside the manifest after it, naming it by size, mtime and inode: an index
+    that does not name the manifest there (an older gitprov wrote it, a crash came
+    between the two, someone edited it) is not used."""
+
+    commit: str
+    published_at: str
+    inputs: Mapping[str, str]
+    notes: tuple[str, ...]
+    roots: Mapping[str, RootState]
+    names: frozenset[str]
+    firmware: Mapping[str, str]  # firmware image name -> sha256
+
+
+def write_index(state_dir: Path, manifest: Manifest) -> None:
+    """Best effort and never fsynced: an index lost or torn only costs the next publish
+    a reading of the manifest."""
+    path = state_dir / INDEX
+    names = sorted(manifest.files)
+    try:
+        st = os.lstat(state_dir / MANIFEST)
+        data = {
+            "format": INDEX_FORMAT,
+            "manifest": [st.st_size, st.st_mtime_ns, st.st_ino],
+            "commit": manifest.commit,
+            "published_at": manifest.published_at,
+            "inputs": dict(manifest.inputs),
+            "notes": list(manifest.notes),
+            "roots": {
+                r: {
+                    "commit": s.commit,
+                    "error": s.error,
+                    "stale": list(s.stale),
+                    "stat": [s.stat.get(n) for n in names],
+                }
+                for r, s in manifest.roots.items()
+            },
+            "names": names,
+            "firmware": {
+                n: e.sha256_data for n, e in manifest.files.items() if e.kind == Kind.FIRMWARE
+            },
+        }
+        tmp = state_dir / f"{TMP_PREFIX}{INDEX}{TMP_SUFFIX}"
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def load_index(state_dir: Path) -> Index | None:
+    try:
+        raw = json.loads((state_dir / INDEX).read_bytes())
+        st = os.lstat(state_dir / MANIFEST)
+    except (OSError, ValueError):
+        return None
+    try:
+        if raw["format"] != INDEX_FORMAT or raw["manifest"] != [
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+        ]:
+            return None
+        names = [str(n) for n in raw["names"]]
+        roots = {}
+        for r, s in raw["roots"].items():
+            stat = {n: v for n, v in zip(names, s["stat"], strict=True) if v is not None}
+            roots[str(r)] = RootState(
+                s["commit"], str(s["error"]), tuple(map(str, s["stale"])), _stats(stat)
+            )
+        return Index(
+            commit=str(raw["commit"]),
+            published_at=str(raw["published_at"]),
+            inputs={str(k): str(v) for k, v in raw["inputs"].items()},
+            notes=tuple(str(n) for n in raw["notes"]),
+            roots=roots,
+            names=frozenset(names),
+            firmware={str(k): str(v) for k, v in raw["firmware"].items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _same_stats(root: str, recorded: Mapping[str, Stat], names: set[str]) -> bool:

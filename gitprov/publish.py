@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import pygit2
 
@@ -62,6 +63,7 @@ from gitprov.plan import (
     Action,
     Drift,
     FileAction,
+    Index,
     Kind,
     Manifest,
     ManifestEntry,
@@ -70,11 +72,13 @@ from gitprov.plan import (
     Stat,
     check_drift,
     intact,
+    load_index,
     load_manifest,
     manifest_commit,
     plan,
     served_versions,
     version_key,
+    write_index,
 )
 from gitprov.rules.file_name import unsafe_reason
 from gitprov.signatures import SignaturePolicy, verify_commit
@@ -86,6 +90,7 @@ IsDescendant = Callable[[str, str], bool]
 TargetsFor = Callable[[Fleet], "Targets"]  # where a commit's fleet settings publish
 KeyFor = Callable[[Inventory], str | None]  # the private key, once the inventory is known
 LOCK = "publish.lock"
+_V = TypeVar("_V")
 
 
 class PublishError(GitprovError):
@@ -891,27 +896,51 @@ def _already_published(
     if manifest_commit(where.state_dir) not in (cid, None):
         return None  # another commit is published: build (without reading it twice)
     with publish_lock(where.state_dir, lock_wait):
-        previous = load_manifest(where.state_dir)
+        # The index when it names the manifest (a fifth of its size); --verify needs the
+        # manifest's hashes.
+        index = None if verify else load_index(where.state_dir)
+        if index is not None:
+            commit_was, inputs, roots, names = index.commit, index.inputs, index.roots, index.names
+            firmware = index.firmware
+            previous: Manifest | None = None
+        else:
+            previous = load_manifest(where.state_dir)
+            if previous is None:
+                return None
+            commit_was, inputs, roots = previous.commit, previous.inputs, previous.roots
+            names = frozenset(previous.files)
+            firmware = {
+                n: e.sha256_data for n, e in previous.files.items() if e.kind == Kind.FIRMWARE
+            }
         if (
-            previous is None
-            or previous.commit != cid
-            or not previous.inputs
-            or dict(previous.inputs) != publish_inputs(pipeline, where)
-            or set(previous.roots) != {str(r) for r in where.roots}
-            or not _same_firmware(previous, where.firmware_dir)
+            commit_was != cid
+            or not inputs
+            or dict(inputs) != publish_inputs(pipeline, where)
+            or set(roots) != {str(r) for r in where.roots}
+            or not _same_firmware(firmware, where.firmware_dir)
         ):
             return None
         clean_temps((*where.roots, where.state_dir))
-        unknown = intact(previous, verify=verify)
+        digests = (
+            {n: e.sha256_data for n, e in previous.files.items()}
+            if verify and previous is not None
+            else None
+        )
+        unknown = intact(roots, cid, set(names), digests)
         if unknown is None or (prune_unknown and unknown):
             return None
         if not staging.stage_intact(where, cid, verify=verify):
             return None
+        if previous is None:
+            assert index is not None
+            previous = _deferred(where.state_dir, index)
+        else:
+            write_index(where.state_dir, previous)  # for the next time (best effort)
         return PublishResult(
             cid,
-            previous.commit,
+            cid,
             True,
-            Plan((), len(previous.files) * len(previous.roots), unknown),
+            Plan((), len(names) * len(roots), unknown),
             previous,
             notes=previous.notes,
             previous_files=previous.files,
@@ -919,19 +948,56 @@ def _already_published(
         )
 
 
-def _same_firmware(manifest: Manifest, firmware_dir: Path | None) -> bool:
-    """Whether the firmware images the manifest lists are still those of the firmware dir
-    (the operator may replace one without a commit)."""
-    for name, e in manifest.files.items():
-        if e.kind != Kind.FIRMWARE:
-            continue
+def _deferred(state_dir: Path, index: Index) -> Manifest:
+    """The manifest the index names, its entries and versions read only if asked for."""
+    loaded: list[Manifest] = []
+
+    def manifest() -> Manifest:
+        if not loaded:
+            found = load_manifest(state_dir)
+            if found is None:
+                raise PublishError(f"the manifest in {state_dir} cannot be read any more")
+            loaded.append(found)
+        return loaded[0]
+
+    return Manifest(
+        commit=index.commit,
+        published_at=index.published_at,
+        roots=index.roots,
+        files=_Later(lambda: manifest().files),
+        served=_Later(lambda: manifest().served),
+        inputs=index.inputs,
+        notes=index.notes,
+    )
+
+
+class _Later(Mapping[str, _V]):
+    """A mapping read from disk when first used."""
+
+    def __init__(self, load: Callable[[], Mapping[str, _V]]) -> None:
+        self._load = load
+
+    def __getitem__(self, key: str) -> _V:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def _same_firmware(firmware: Mapping[str, str], firmware_dir: Path | None) -> bool:
+    """Whether the firmware images published (name -> sha256) are still those of the
+    firmware dir (the operator may replace one without a commit)."""
+    for name, sha in firmware.items():
         if firmware_dir is None:
             return False
         try:
             data = read_firmware(firmware_dir, name, f"firmware {name}")
         except GitprovError:
             return False
-        if _sha(data) != e.sha256_data:
+        if _sha(data) != sha:
             return False
     return True
 
@@ -1166,6 +1232,7 @@ def _publish_locked(
             f"{targets.state_dir}: {_describe(exc)}",
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
+    write_index(targets.state_dir, manifest)
     return PublishResult(
         build.commit,
         previous.commit if previous else None,

@@ -6,6 +6,7 @@ commit's inventory."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -21,7 +22,7 @@ import pytest
 from gitprov import publish as publish_module
 from gitprov.cli import main
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.plan import MANIFEST, load_manifest
+from gitprov.plan import INDEX, MANIFEST, RootState, load_manifest
 from gitprov.publish import Targets
 from gitprov.watch import CommitPublisher, Kind
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
@@ -394,3 +395,29 @@ def test_reconcile_trusts_stat_and_with_verify_reads_the_files(
     assert [(d.root, d.name, d.kind) for d in again.drift] == [
         (str(touched.parent), name, "touched")
     ]
+
+
+def test_an_index_that_does_not_name_the_manifest_is_not_trusted(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    state = tmp_path / "state"
+    index = (state / INDEX).read_bytes()
+    assert json.loads(index)["commit"] == str(repo.repo.head.target)
+
+    # The manifest says the TFTP root is lagging (as after a full disk there); the index
+    # beside it still says both roots are at the commit, intact.
+    m = load_manifest(state)
+    assert m is not None
+    tftp = str(roots(tmp_path)[1])
+    lagging = {**m.roots, tftp: RootState(None, "no space left on the device")}
+    (state / MANIFEST).write_text(dataclasses.replace(m, roots=lagging).to_json())
+    (state / INDEX).write_bytes(index)
+
+    out = publish(repo, tmp_path, capsys)
+    assert out["already_published"] is False  # the root caught up, nothing rewritten
+    assert out["written"] == []
+    caught_up = load_manifest(state)
+    assert caught_up is not None and caught_up.lagging() == ()
+    assert publish(repo, tmp_path, capsys)["already_published"] is True
