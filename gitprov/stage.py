@@ -296,4 +296,5 @@ def stage_intact(where: Targets, commit: str, *, verify: bool = False) -> bool:
         return False
     if {str(r) for r in manifest.roots} != {str(where.stage_root)}:
         return False
-    return intact(manifest, verify=verify) is not None
+    digests = {n: e.sha256_data for n, e in manifest.files.items()} if verify else None
+    return intact(manifest.roots, commit, set(manifest.files), digests) is not None
