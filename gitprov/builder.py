@@ -9,9 +9,12 @@ inherits, and each device's files by its digest, version and manifest entry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing
+import operator
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from gitprov import stage as staging
 from gitprov import version as versioning
 from gitprov.catalog import Catalog
 from gitprov.compile import (
+    MARK,
     Compiler,
     DeviceConfig,
     SecretResolver,
@@ -55,6 +59,11 @@ class DeviceFile:
     # fleet's worth of it is a fleet's worth of memory).
     kept: bytes | None = None
     secret_lines: tuple[int, ...] = ()  # the body lines that hold a secret
+
+    def __reduce__(self) -> tuple[type[DeviceFile], tuple[object, ...]]:
+        # From a worker by its fields: pickle's default for a slotted dataclass (a state
+        # dict per object) costs more than making the file did.
+        return DeviceFile, _DEVICE_FILE_FIELDS(self)
 
     @property
     def plaintext(self) -> bytes:
@@ -130,6 +139,9 @@ class Template:
     previous: tuple[str, str | None] | None  # key rotation: (old file name, old passphrase)
     secret_lines: tuple[int, ...]  # the body lines that hold a secret
 
+    def __reduce__(self) -> tuple[type[Template], tuple[object, ...]]:
+        return Template, _TEMPLATE_FIELDS(self)
+
     def digest(self, placeholder: SecretResolver) -> str:
         """What versions compare: everything that decides the published bytes but the
         version line, with each secret stood in by `placeholder` (a digest of its sealed
@@ -156,6 +168,10 @@ class Template:
             return hit
 
         return value
+
+
+_DEVICE_FILE_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(DeviceFile)))
+_TEMPLATE_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Template)))
 
 
 def template(compiler: Compiler, device: Device) -> Template:
@@ -301,13 +317,19 @@ class Builder:
                 out[BOOTSTRAP] = versioning.STAGED + out[BOOTSTRAP]
         return out
 
+    def _pool_size(self, count: int) -> int:
+        """The workers for `count` devices: below 2, no pool."""
+        if threading.active_count() > 1:
+            return 1
+        return min(self.workers, count // PARALLEL_MIN)
+
     def _map(
         self, job: Callable[[Sequence[int]], list[_T]], todo: Sequence[int]
     ) -> Iterator[tuple[Sequence[int], list[_T]]]:
         """(part, job(part)) for consecutive parts of `todo`, in order: over a pool of
         forked workers when that pays, else here."""
-        workers = min(self.workers, len(todo) // PARALLEL_MIN)
-        if workers < 2 or threading.active_count() > 1:
+        workers = self._pool_size(len(todo))
+        if workers < 2:
             for i in range(0, len(todo), CHUNK_MIN):  # parts: progress as it goes
                 part = todo[i : i + CHUNK_MIN]
                 yield part, job(part)
@@ -384,6 +406,8 @@ class Builder:
                 out.append((made, found))
             return out
 
+        if self._pool_size(len(todo)) > 1:
+            _unseal_first(templates, resolve)
         done = len(devices) - len(todo)
         for part, made in self._map(job, todo):
             for i, (device_files, found) in zip(part, made, strict=True):
@@ -412,6 +436,25 @@ class Builder:
         self._built = built
         stages = staging.stage_files(inv, files, boots, resolve)
         return Build(commit, inv, tuple(files), tuple(boots), state.floor, stages)
+
+
+_MARKED = re.compile(f"{MARK}[sk]([^{MARK}]*){MARK}")
+
+
+def _unseal_first(templates: Mapping[tuple[str, ...], Template], resolve: SecretResolver) -> None:
+    """Unseal the secrets of these templates here, once, before workers are forked (each
+    would unseal them again: a key exchange per secret). In the order a build meets
+    them; on an error, no further: the build raises it where it meets it."""
+    for tpl in templates.values():
+        texts = [tpl.body, tpl.key or ""]
+        if tpl.previous is not None:
+            texts.append(tpl.previous[1] or "")
+        for text in texts:
+            for name in _MARKED.findall(text):
+                try:
+                    resolve(name)
+                except GitprovError:
+                    return
 
 
 def _memo(resolve: SecretResolver) -> SecretResolver:
