@@ -90,3 +90,34 @@ def test_boot_storm_runs_small(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("boot storm: 20 devices, Random Delay 40 s (virtual), 4 at once")
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
     assert rows["gitprov"][0] == "20" and rows["floor"][0] == "20"
+
+
+def test_boot_storm_runs_small_against_nginx_and_tftpd_hpa(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import boot_storm
+    from tests.fixtures.peers import need
+
+    need("nginx", "nginx")
+    need("in.tftpd", "tftpd-hpa")
+    argv = ["--devices", "20", "--workers", "4", "--server", "nginx", "--server", "tftpd-hpa"]
+    assert boot_storm.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("protocol both (HTTP nginx, TFTP tftpd-hpa)")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:4]}
+    assert rows["nginx+tftpd-hpa"][0] == "20" and rows["floor"][0] == "20"
+    assert "slowest http fetch (nginx): " in out and "slowest tftp fetch (tftpd-hpa): " in out
+
+
+def test_boot_storm_needs_one_server_per_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import boot_storm
+
+    with pytest.raises(SystemExit) as exc:
+        boot_storm.main(["--devices", "2", "--server", "nginx"])
+    assert exc.value.code == 2
+    assert "TFTP needs one server, none given: add --server gitprov or tftpd-hpa" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        boot_storm.main(["--devices", "2", "--server", "gitprov", "--server", "nginx"])
+    assert "HTTP needs one server, gitprov and nginx given" in capsys.readouterr().err
