@@ -920,13 +920,13 @@ def _already_published(
             or not _same_firmware(firmware, where.firmware_dir)
         ):
             return None
-        clean_temps((*where.roots, where.state_dir))
+        clean_temps((where.state_dir,))  # the roots' temps: while they are listed
         digests = (
             {n: e.sha256_data for n, e in previous.files.items()}
             if verify and previous is not None
             else None
         )
-        unknown = intact(roots, cid, set(names), digests)
+        unknown = intact(roots, cid, set(names), digests, clean=True)
         if unknown is None or (prune_unknown and unknown):
             return None
         if not staging.stage_intact(where, cid, verify=verify):

@@ -90,13 +90,13 @@ def loose_object(repo: GitRepo, oid: str) -> Path:
 
 # -- durability --------------------------------------------------------------------------
 class Syncs:
-    """Counts syncfs calls (by filesystem) and fsyncs (of files and of directories), each
-    still done for real."""
+    """Records syncfs calls (by filesystem) and fsyncs (by path: files and directories),
+    each still done for real."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.syncfs: list[int] = []
-        self.files = 0
-        self.dirs = 0
+        self.files: list[Path] = []
+        self.dirs: list[Path] = []
         real_syncfs = publish_module.syncfs
         real_fsync = os.fsync
 
@@ -105,10 +105,11 @@ class Syncs:
             real_syncfs(fd)
 
         def fsync(fd: int) -> None:
+            path = Path(os.readlink(f"/proc/self/fd/{fd}"))
             if stat.S_ISDIR(os.fstat(fd).st_mode):
-                self.dirs += 1
+                self.dirs.append(path)
             else:
-                self.files += 1
+                self.files.append(path)
             real_fsync(fd)
 
         monkeypatch.setattr(publish_module, "syncfs", syncfs)
@@ -130,8 +131,10 @@ def test_one_syncfs_per_filesystem_and_one_fsync_per_directory_not_per_file(
     out = publish(repo, tmp_path, capsys)
     assert len(out["written"]) > DEVICES  # every device, in two roots on one filesystem
     assert syncs.syncfs == [os.stat(tmp_path).st_dev]
-    assert syncs.files == 1  # the manifest
-    assert syncs.dirs == 3  # the two roots and the state dir, once each
+    # No served file is fsynced; each root directory once; the state dir's own records.
+    http, tftp = roots(tmp_path)
+    assert [p for p in syncs.files if p.parent != tmp_path / "state"] == []
+    assert sorted(p for p in syncs.dirs if p != tmp_path / "state") == [http, tftp]
 
 
 @pytest.fixture
@@ -170,7 +173,7 @@ def test_roots_on_two_filesystems_get_one_syncfs_each(
     assert sorted(syncs.syncfs) == sorted(
         {os.stat(tmp_path).st_dev, os.stat(other_filesystem).st_dev}
     )
-    assert syncs.files == 1
+    assert [p for p in syncs.files if p.parent != tmp_path / "state"] == []
 
 
 def test_without_syncfs_every_temp_is_fsynced_before_its_rename(
@@ -186,7 +189,9 @@ def test_without_syncfs_every_temp_is_fsynced_before_its_rename(
     served = sum(1 for root in roots(tmp_path) for _ in root.iterdir())
     assert served == 2 * len(out["written"])
     assert syncs.syncfs == []
-    assert syncs.files == served + 1  # and the manifest
+    in_roots = [p for p in syncs.files if p.parent in roots(tmp_path)]
+    assert len(in_roots) == served  # each temp, named as it was before its rename
+    assert all(p.name.startswith(".gitprov-") for p in in_roots)
 
 
 # -- the published commit again ----------------------------------------------------------
@@ -421,3 +426,19 @@ def test_an_index_that_does_not_name_the_manifest_is_not_trusted(
     caught_up = load_manifest(state)
     assert caught_up is not None and caught_up.lagging() == ()
     assert publish(repo, tmp_path, capsys)["already_published"] is True
+
+
+def test_the_published_commit_again_still_removes_a_crashed_publishs_temps(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    http = roots(tmp_path)[0]
+    left = [http / f".gitprov-{device_file(1)}.1a2b3c4d.tmp", tmp_path / "state" / ".gitprov-x.tmp"]
+    served = files_of(tmp_path)
+    for path in left:
+        path.write_bytes(b"half a file")
+    out = publish(repo, tmp_path, capsys)
+    assert out["already_published"] is True
+    assert [p for p in left if p.exists()] == []
+    assert files_of(tmp_path) == served
