@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pygit2
 
-from gitprov import audit
+from gitprov import audit, journal
 from gitprov import secrets as sec
 from gitprov.catalog import load_catalog
 from gitprov.compile import placeholder_resolver
@@ -26,11 +26,13 @@ from gitprov.errors import GitprovError, InvalidInventory, UsageError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import SECRETS_FILE, Device, Fleet, Inventory
 from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline, secret_resolver
+from gitprov.plan import load_manifest
 from gitprov.publish import (
     Guards,
     PathPolicy,
     PublishResult,
     Targets,
+    fleet_of,
     publish_commit,
     resolve_fleet_path,
     targets_for,
@@ -42,6 +44,7 @@ from gitprov.review import Review, review
 from gitprov.secrets import SecretError, load_private_key
 from gitprov.source import DEFAULT_INVENTORY_DIR, Source, WorktreeSource, open_repo, resolve_commit
 from gitprov.validate import Options
+from gitprov.verify import Verification, verify_commit
 from gitprov.version import IncompleteHistory
 from gitprov.watch import CommitPublisher
 
@@ -334,6 +337,37 @@ class Session:
                 + "`gitprov show MAC` lists its parameters; `gitprov params` the catalog",
             )
         return chosen
+
+    # -- what was served (the publisher's state dir) -----------------------------------
+    def verify(self, rev: str = "HEAD", config: PublisherConfig | None = None) -> Verification:
+        """Build `rev` as `publish` would (same key, versions continued from the manifest)
+        and compare it byte for byte with the roots `config` (or the fleet) names."""
+        config = config or PublisherConfig()
+        return verify_commit(
+            self.pipeline,
+            self.commit(rev),
+            lambda fleet: self.targets(fleet, config),
+            self._key_for,
+        )
+
+    def state_dir(self, config: PublisherConfig | None = None) -> Path:
+        """The publisher's state dir: the operator's (the repository is then not even
+        opened), else the one HEAD's fleet settings name."""
+        if config is not None and config.state_dir:
+            return Path(config.state_dir)
+        fleet = fleet_of(self.pipeline, self.commit("HEAD"))
+        if fleet is None or not fleet.state_dir:
+            raise UsageError(
+                "no state dir: HEAD's gitprov.yaml names no publish.state_dir",
+                hint="pass --state-dir DIR (the publisher's), or --config FILE",
+            )
+        return resolve_fleet_path(fleet.state_dir, self.base)
+
+    def read_journal(self, config: PublisherConfig | None = None) -> journal.Read:
+        """The publish journal of the state dir, with a note when it is behind the
+        manifest (a publish cut short before its entry)."""
+        state_dir = self.state_dir(config)
+        return journal.read_journal(state_dir, load_manifest(state_dir))
 
     # -- sealed secrets (the work tree's secrets.yaml) -----------------------------------
     def secrets_path(self) -> Path:

@@ -51,7 +51,7 @@ from typing import TypeVar
 
 import pygit2
 
-from gitprov import __version__
+from gitprov import __version__, journal
 from gitprov import stage as staging
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
@@ -735,17 +735,45 @@ def publish(
     prune_unknown: bool = False,
     verify: bool = False,
     inputs: Mapping[str, str] | None = None,
+    recorder: journal.Recorder | None = None,
 ) -> PublishResult:
     """Publish a build made beforehand. Its versions were chosen without the lock: use
     `publish_commit`, which builds under the lock, unless nothing else can publish.
     `inputs` (see `publish_inputs`) are recorded in the manifest: without them, the next
-    publish of the same commit builds before it finds nothing to do."""
+    publish of the same commit builds before it finds nothing to do. `recorder` describes
+    the commit for the journal (gitprov.journal)."""
     with publish_lock(targets.state_dir, lock_wait):
         previous = load_manifest(targets.state_dir)
         _check_descendant(build.commit, previous, is_descendant, force)
-        return _publish_locked(
+        result = _publish_locked(
             build, targets, previous, progress, prune_unknown, verify, dict(inputs or {})
         )
+        return _journal(result, previous, recorder or journal.Recorder())
+
+
+def _journal(
+    result: PublishResult, previous: Manifest | None, recorder: journal.Recorder
+) -> PublishResult:
+    """Append the publish's journal entry: after the manifest (gitprov.journal says what
+    a crash in between leaves, and how the next publish recovers it)."""
+    assert result.state_dir is not None
+    try:
+        journal.record(
+            result.state_dir,
+            previous,
+            result.manifest,
+            recorder,
+            drift=result.drift,
+            failures=result.failures,
+        )
+    except OSError as exc:
+        raise PublishError(
+            f"published {result.commit[:12]}, but its entry could not be appended to "
+            f"{result.state_dir / journal.JOURNAL}: {_describe(exc)}",
+            hint="free space in the state dir and publish again: the entry is appended "
+            "then, marked recovered",
+        ) from exc
+    return result
 
 
 def publish_commit(
@@ -761,6 +789,7 @@ def publish_commit(
     loaded: Loaded | None = None,
     guards: Guards = Guards(),
     verify: bool = False,
+    clock: journal.Clock | None = None,
 ) -> PublishResult:
     """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
 
@@ -773,9 +802,15 @@ def publish_commit(
     result says it is already published. Raises InvalidInventory (nothing published),
     VersionConflict (the rule would give a number the roots already passed; names the
     version_floor to set), IncompleteHistory (a shallow clone), UnsignedCommit or Refused
-    (a guard, see `Guards`), PublishError or GitprovError."""
+    (a guard, see `Guards`), PublishError or GitprovError.
+
+    A publish that changes what is served appends its entry to the journal
+    (gitprov.journal), dated by `clock` (default: now, UTC)."""
     assert pipeline.repo is not None
     require_complete(pipeline.repo)
+    recorder = journal.Recorder(
+        journal.commit_info(commit), journal.describer(pipeline.repo), clock
+    )
     if guards.signatures is not None:
         verify_commit(pipeline.repo, commit, guards.signatures)
     if loaded is None:
@@ -786,6 +821,7 @@ def publish_commit(
             lock_wait=lock_wait,
             prune_unknown=prune_unknown,
             verify=verify,
+            recorder=recorder,
         )
         if done is not None:
             return done
@@ -824,8 +860,10 @@ def publish_commit(
             prune_unknown=prune_unknown,
             verify=verify,
             inputs=inputs,
+            recorder=recorder,
         )
-        return _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
+        result = _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
+        return _journal(result, previous, recorder)
 
 
 def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:
@@ -878,10 +916,12 @@ def _already_published(
     lock_wait: float,
     prune_unknown: bool,
     verify: bool,
+    recorder: journal.Recorder | None = None,
 ) -> PublishResult | None:
     """The result of publishing `commit` when the manifest already names it, published
     with the same inputs, and every root holds its files as written and nothing else it
-    owes: what a build would find, without one. None: build."""
+    owes: what a build would find, without one. None: build. The journal gets the entry
+    an interrupted publish of this commit left out."""
     if callable(targets):
         fleet = fleet_of(pipeline, commit)
         if fleet is None:
@@ -936,6 +976,7 @@ def _already_published(
             previous = _deferred(where.state_dir, index)
         else:
             write_index(where.state_dir, previous)  # for the next time (best effort)
+        _catch_up(where.state_dir, previous, recorder or journal.Recorder())
         return PublishResult(
             cid,
             cid,
@@ -946,6 +987,17 @@ def _already_published(
             previous_files=previous.files,
             state_dir=where.state_dir,
         )
+
+
+def _catch_up(state_dir: Path, manifest: Manifest, recorder: journal.Recorder) -> None:
+    try:
+        journal.catch_up(state_dir, manifest, recorder)
+    except OSError as exc:
+        raise PublishError(
+            f"{manifest.commit[:12]} is published, but its missing entry could not be "
+            f"appended to {state_dir / journal.JOURNAL}: {_describe(exc)}",
+            hint="free space in the state dir and publish again",
+        ) from exc
 
 
 def _deferred(state_dir: Path, index: Index) -> Manifest:

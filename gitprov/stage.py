@@ -41,6 +41,7 @@ from gitprov.crypto import Mode, derive_device_key
 from gitprov.errors import GitprovError, UsageError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Device, Fleet, Inventory
+from gitprov.journal import Recorder
 
 if TYPE_CHECKING:
     from gitprov.builder import BootstrapFile, Build, DeviceFile
@@ -265,6 +266,7 @@ def publish_stage(
     prune_unknown: bool = False,
     verify: bool = False,
     inputs: dict[str, str] | None = None,
+    recorder: Recorder | None = None,
 ) -> PublishResult | None:
     """Publish the stage files of `build` into the stage root (its own manifest and lock,
     in STATE_DIR/stage), before the bootstrap that leads devices there; None when there
@@ -281,6 +283,7 @@ def publish_stage(
         prune_unknown=prune_unknown,
         verify=verify,
         inputs=inputs,
+        recorder=recorder,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.formats import flyingvoice
+from gitprov.journal import JOURNAL
 from gitprov.pipeline import Build, Pipeline
 from gitprov.plan import INDEX, MANIFEST, Kind, load_manifest
 from gitprov.publish import (
@@ -91,7 +92,7 @@ def test_publish_writes_every_device_world_readable_with_the_manifest_outside(
     assert m is not None and m.commit == build.commit
     assert set(m.files) == set(wanted)
     assert all(m.converged(str(r)) for r in t.roots)
-    assert sorted(os.listdir(t.state_dir)) == [INDEX, MANIFEST, "publish.lock"]
+    assert sorted(os.listdir(t.state_dir)) == [JOURNAL, INDEX, MANIFEST, "publish.lock"]
 
 
 def test_the_state_dir_may_not_be_inside_a_root(tmp_path: Path) -> None:

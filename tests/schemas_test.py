@@ -182,7 +182,7 @@ def test_written_schemas_resolve_next_to_each_other(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["schema", "--write", str(tmp_path)]) == 0
-    assert "wrote 19 schema(s)" in capsys.readouterr().out
+    assert "wrote 21 schema(s)" in capsys.readouterr().out
 
     def retrieve(uri: str) -> Resource[Any]:
         return Resource.from_contents(
@@ -212,9 +212,9 @@ def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "--list"]) == 0
     assert capsys.readouterr().out.split() == [
         "fleet", "profile", "model", "device", "secrets", "params", "line",
-        "blame-output", "build-output", "fleet-output", "key-output", "log-output", "params-output",
-        "plan-output", "probe-output", "publish-output", "show-output", "validate-output",
-        "versions-output",
+        "blame-output", "build-output", "fleet-output", "history-output", "key-output",
+        "log-output", "params-output", "plan-output", "probe-output", "publish-output",
+        "show-output", "validate-output", "verify-output", "versions-output",
     ]  # fmt: skip
     assert main(["schema", "nope"]) == 2
     assert "kinds: fleet, profile" in capsys.readouterr().err

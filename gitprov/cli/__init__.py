@@ -22,13 +22,27 @@ from gitprov.cli import (
     schema,
     secrets,
     serve,
+    served,
     validate,
 )
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.source import DEFAULT_INVENTORY_DIR
 
-COMMANDS = (init, importer, validate, build, plan, publish, history, secrets, serve, fleet, schema)
+COMMANDS = (
+    init,
+    importer,
+    validate,
+    build,
+    plan,
+    publish,
+    history,
+    served,
+    secrets,
+    serve,
+    fleet,
+    schema,
+)
 
 EPILOG = f"""\
 a 5-minute tour (inside an inventory repository; `gitprov init DIR` starts one):

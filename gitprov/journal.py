@@ -1,0 +1,812 @@
+"""The publish journal: what was served, and when (`STATE_DIR/journal.jsonl`).
+
+Every publish that changes what the roots serve appends one JSON line: when (UTC), the
+commit, its author, committer time and summary, the commit it replaced, and per group of
+roots the files added, changed and removed with their sha256 and version. The manifest
+says what is served now; the journal says what was served at any moment since, which the
+manifest cannot: it is rewritten by every publish. The journal is never rewritten: it is
+opened with O_APPEND, each entry is one `write`, and it is fsynced before the publish
+returns.
+
+Order of a publish: the roots, then the manifest, then the journal. A crash after the
+manifest and before the journal entry leaves the roots and the manifest at the new commit
+and the journal one entry behind. The next publish notices (the manifest's commit, and in
+a publish that builds the sha256 of the served state the manifest records, is not the one
+of the journal's last entry) and first appends the missing entry, from the difference
+between the journal's own replay and that manifest, marked `"recovered": true` and dated
+when that manifest was written. A crash in the middle of an append leaves a last line
+without its newline: the next append starts on a new line and says so
+(`"after_torn_line": true`), and readers skip the torn fragment (its entry is recovered).
+
+Nothing secret goes in: commit ids, names, e-mail addresses, paths, file names, MACs,
+versions and sha256 digests only. Text from commits (summary, author) has its control and
+format characters escaped (`printable`), so a hostile commit message cannot start a line
+of its own in the journal or in a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from gitprov.errors import UsageError
+from gitprov.plan import BOOTSTRAP_KEY, Drift, Kind, Manifest, ManifestEntry
+
+JOURNAL = "journal.jsonl"
+JOURNAL_FORMAT = 1
+SUMMARY_MAX = 200  # characters of a commit's first line kept
+
+Clock = Callable[[], datetime]
+
+
+class JournalError(UsageError):
+    """The journal cannot be read: a line gitprov did not write (exit 2)."""
+
+
+# -- text from commits ------------------------------------------------------------------
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """`text` with every control, format, separator and unassigned character written as
+    `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN`: ESC, CR, LF, bidi overrides and U+2028 can then
+    neither start a line nor move a terminal's cursor. Other text, a backslash included,
+    stays as it is."""
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.category(ch) not in _ESCAPED_CATEGORIES:
+            out.append(ch)
+            continue
+        n = ord(ch)
+        out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What the journal says of a commit besides its id (all of it `printable`)."""
+
+    commit: str
+    author_name: str
+    author_email: str
+    committed_at: str  # RFC 3339, with the committer's offset
+    summary: str  # the first line of the message, at most SUMMARY_MAX characters
+
+
+Describe = Callable[[str], "CommitInfo | None"]
+
+
+def commit_info(commit: pygit2.Commit) -> CommitInfo:
+    first = commit.raw_message.split(b"\n", 1)[0].decode("utf-8", "replace")
+    summary = printable(first[:SUMMARY_MAX]) + ("…" if len(first) > SUMMARY_MAX else "")
+    zone = timezone(timedelta(minutes=commit.commit_time_offset))
+    when = datetime.fromtimestamp(commit.commit_time, zone).isoformat()
+    author = commit.author
+    return CommitInfo(
+        str(commit.id),
+        printable(author.raw_name.decode("utf-8", "replace")),
+        printable(author.raw_email.decode("utf-8", "replace")),
+        when,
+        summary,
+    )
+
+
+def describer(repo: pygit2.Repository | None) -> Describe:
+    """The CommitInfo of any commit of `repo` by id (None when it is not there)."""
+
+    def describe(commit_id: str) -> CommitInfo | None:
+        if repo is None:
+            return None
+        try:
+            found = repo.get(commit_id)
+        except (ValueError, KeyError, pygit2.GitError):
+            return None
+        return commit_info(found) if isinstance(found, pygit2.Commit) else None
+
+    return describe
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """What a publish needs to write its journal entry: the commit being published, how
+    to describe another (for a recovered entry), and the clock (tests set it)."""
+
+    info: CommitInfo | None = None
+    describe: Describe | None = None
+    clock: Clock | None = None
+
+    def now(self) -> datetime:
+        found = self.clock() if self.clock is not None else datetime.now(UTC)
+        if found.tzinfo is None:
+            raise ValueError("the journal's clock must give an aware datetime")
+        return found.astimezone(UTC)
+
+
+# -- entries ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileRecord:
+    """One served file as the journal records it."""
+
+    name: str
+    kind: str
+    mac: str | None
+    version: int | None
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "mac": self.mac,
+            "version": self.version,
+            "sha256": self.sha256,
+        }
+
+    def version_key(self) -> str | None:
+        """The key of the manifest's served versions (MAC, or bootstrap/NAME)."""
+        if self.kind == Kind.DEVICE and self.mac:
+            return self.mac
+        if self.kind == Kind.BOOTSTRAP:
+            return BOOTSTRAP_KEY + self.name
+        return None
+
+
+def record_of(name: str, e: ManifestEntry) -> FileRecord:
+    versioned = e.kind in (Kind.DEVICE, Kind.BOOTSTRAP, Kind.STAGE) and e.version
+    return FileRecord(
+        name, str(e.kind), e.mac or None, e.version if versioned else None, e.sha256_data
+    )
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one publish changed in a group of roots (every root of the group alike)."""
+
+    roots: tuple[str, ...]
+    added: tuple[FileRecord, ...] = ()
+    changed: tuple[FileRecord, ...] = ()
+    removed: tuple[FileRecord, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+    def only(self, keep: Callable[[FileRecord], bool]) -> Change:
+        return Change(
+            self.roots,
+            tuple(r for r in self.added if keep(r)),
+            tuple(r for r in self.changed if keep(r)),
+            tuple(r for r in self.removed if keep(r)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "roots": list(self.roots),
+            "added": [r.as_dict() for r in self.added],
+            "changed": [r.as_dict() for r in self.changed],
+            "removed": [r.as_dict() for r in self.removed],
+        }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the journal."""
+
+    time: datetime  # UTC; never lower than the line before's
+    commit: str
+    previous: str | None  # the commit served before (None: nothing was)
+    recovered: bool  # appended by a later publish: the one that served it was cut short
+    info: CommitInfo | None  # None when the publisher did not know the commit
+    roots: tuple[str, ...]  # every root of the publish
+    changes: tuple[Change, ...]
+    versions: Mapping[str, int]  # version key -> its version now, for the keys changed
+    failed_roots: Mapping[str, str]  # root -> why it could not be written (it lags)
+    repaired: tuple[Drift, ...]  # served files found edited by hand and restored
+    state: str  # sha256 of the served state the manifest records after this entry
+    after_torn_line: bool = False  # the line before is a fragment of an interrupted append
+    line: int = field(default=0, compare=False)  # in the journal read (1-based)
+
+    @property
+    def time_text(self) -> str:
+        return rfc3339(self.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        info = self.info
+        out: dict[str, Any] = {
+            "format": JOURNAL_FORMAT,
+            "time": self.time_text,
+            "commit": self.commit,
+            "previous": self.previous,
+            "recovered": self.recovered,
+            "author": {"name": info.author_name, "email": info.author_email} if info else None,
+            "committed_at": info.committed_at if info else None,
+            "summary": info.summary if info else None,
+            "roots": list(self.roots),
+            "changes": [c.as_dict() for c in self.changes],
+            "versions": dict(self.versions),
+            "failed_roots": dict(self.failed_roots),
+            "repaired": [{"root": d.root, "name": d.name, "kind": d.kind} for d in self.repaired],
+            "state": self.state,
+        }
+        if self.after_torn_line:
+            out["after_torn_line"] = True
+        return out
+
+    def to_line(self) -> bytes:
+        # ASCII: JSON escapes every control character and all beyond ASCII, so nothing in
+        # an entry can end its line early.
+        return (
+            json.dumps(self.as_dict(), ensure_ascii=True, separators=(",", ":")) + "\n"
+        ).encode()
+
+
+def rfc3339(when: datetime) -> str:
+    """UTC with milliseconds and Z, as the fetch log writes it."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+# -- the served state ---------------------------------------------------------------------
+Files = Mapping[str, FileRecord]
+State = dict[str, dict[str, FileRecord]]  # root -> name -> record
+
+
+def state_digest(m: Manifest) -> str:
+    """sha256 of what the manifest says is served: per root whether it holds the
+    manifest's commit, and each file's name, sha256 and version. Its stats, inputs and
+    notes are left out: rewriting only those serves nothing new."""
+    h = hashlib.sha256(f"{JOURNAL_FORMAT}\0{m.commit}\n".encode())
+    for root in sorted(m.roots):
+        state = m.roots[root]
+        held = m.commit if m.converged(root) else f"-{state.commit}"
+        h.update(f"{root}\0{held}\n".encode())
+    files = m.files
+    h.update(
+        "".join(
+            f"{n}\0{files[n].sha256_data}\0{files[n].version}\n" for n in sorted(files)
+        ).encode()
+    )
+    return h.hexdigest()
+
+
+def replay(entries: Iterable[Entry], state: State | None = None) -> State:
+    """What each root served after `entries`, in order."""
+    out: State = state if state is not None else {}
+    for e in entries:
+        apply(out, e)
+    return out
+
+
+def apply(state: State, e: Entry) -> None:
+    for c in e.changes:
+        for root in c.roots:
+            files = state.setdefault(root, {})
+            for r in c.added:
+                files[r.name] = r
+            for r in c.changed:
+                files[r.name] = r
+            for r in c.removed:
+                files.pop(r.name, None)
+    for root in e.roots:
+        state.setdefault(root, {})
+    for root in [r for r in state if r not in e.roots]:
+        del state[root]  # no longer published there: gitprov does not know what it serves
+
+
+def _diff(
+    roots: Sequence[str],
+    before: Mapping[str, Mapping[str, Any]],
+    after: Mapping[str, Mapping[str, Any]],
+) -> tuple[Change, ...]:
+    """Per group of roots that changed alike, the files added, changed and removed.
+    Values are FileRecords or ManifestEntries (compared by the sha256 of their bytes);
+    the same pair of mappings is compared once, however many roots share it."""
+    done: dict[tuple[int, int], tuple[tuple[FileRecord, ...], ...]] = {}
+    groups: dict[tuple[tuple[FileRecord, ...], ...], list[str]] = {}
+    for root in roots:
+        old, new = before.get(root, {}), after.get(root, {})
+        if old is new:
+            continue
+        key = (id(old), id(new))
+        found = done.get(key)
+        if found is None:
+            found = done[key] = _compare(old, new)
+        if any(found):
+            groups.setdefault(found, []).append(root)
+    return tuple(
+        Change(tuple(rs), added, changed, removed)
+        for (added, changed, removed), rs in groups.items()
+    )
+
+
+def _compare(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...], tuple[FileRecord, ...]]:
+    added = [_record(n, new[n]) for n in sorted(new.keys() - old.keys())]
+    removed = [_record(n, old[n]) for n in sorted(old.keys() - new.keys())]
+    changed = [
+        _record(n, new[n])
+        for n in sorted(new.keys() & old.keys())
+        # A version is in the file's bytes: a new version is a new sha256.
+        if _sha(old[n]) != _sha(new[n])
+    ]
+    return tuple(added), tuple(changed), tuple(removed)
+
+
+def _record(name: str, value: Any) -> FileRecord:
+    return value if isinstance(value, FileRecord) else record_of(name, value)
+
+
+def _sha(value: Any) -> str:
+    return value.sha256 if isinstance(value, FileRecord) else str(value.sha256_data)
+
+
+def _versions(changes: Sequence[Change]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in changes:
+        for r in (*c.added, *c.changed):
+            key = r.version_key()
+            if key is not None and r.version is not None:
+                out[key] = r.version
+    return dict(sorted(out.items()))
+
+
+def _served(m: Manifest, root: str, fallback: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What `root` serves by the manifest: its files when it holds the manifest's commit,
+    else what was known before (a root that failed keeps its last files)."""
+    return m.files if m.converged(root) else fallback
+
+
+# -- writing ----------------------------------------------------------------------------
+class Journal:
+    """One journal file. Appends are made under the publish lock (one writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, entry: Entry) -> Entry:
+        """Write `entry` as one line with one `write` (O_APPEND) and fsync it; a torn
+        last line (no newline) is ended first, and the entry says so."""
+        existed = self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            prefix = b""
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                entry = replace(entry, after_torn_line=True)
+                prefix = b"\n"
+            view = memoryview(prefix + entry.to_line())
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not existed:
+            dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        return entry
+
+    def tail(self) -> Entry | None:
+        """The last complete entry; None when there is none or it cannot be read (a
+        writer then treats the journal as behind and recovers)."""
+        line = _last_line(self.path)
+        if line is None:
+            return None
+        try:
+            return _entry(json.loads(line), 0)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+    def entries(self) -> list[Entry]:
+        """Every entry a writer can read, skipping what it cannot (see `read_journal` for
+        the strict reading)."""
+        return [e for e in _read(self.path, strict=False, notes=[])]
+
+
+def _last_line(path: Path, chunk: int = 1 << 16) -> bytes | None:
+    """The last newline-terminated line, read from the end: what follows the last
+    newline is the fragment of an interrupted append, not an entry."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        tail = b""
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+            end = tail.rfind(b"\n")
+            if end < 0:
+                continue
+            start = tail.rfind(b"\n", 0, end)
+            if start >= 0:
+                return tail[start + 1 : end]
+            if pos == 0:
+                return tail[:end]
+        return None
+
+
+def record(
+    state_dir: Path,
+    previous: Manifest | None,
+    manifest: Manifest,
+    recorder: Recorder,
+    *,
+    drift: Sequence[Drift] = (),
+    failures: Mapping[str, str] | None = None,
+) -> tuple[Entry, ...]:
+    """After a publish wrote `manifest` (durable), over `previous`: append what it
+    changed, first recovering the entry of `previous` when an interrupted publish left
+    it out. Call under the publish lock. Returns the entries appended."""
+    journal = Journal(state_dir / JOURNAL)
+    appended: list[Entry] = []
+    tail = journal.tail()
+    replayed: State | None = None
+    if previous is not None and (tail is None or tail.state != state_digest(previous)):
+        replayed = replay(journal.entries())
+        found = _recover(journal, previous, replayed, tail, recorder)
+        if found is not None:
+            appended.append(found)
+            tail = found
+            apply(replayed, found)
+    if manifest is previous:
+        return tuple(appended)
+    roots = tuple(manifest.roots)
+    before: dict[str, Mapping[str, Any]] = {}
+    for root in dict.fromkeys((*roots, *(previous.roots if previous else ()))):
+        if previous is not None and previous.converged(root):
+            before[root] = previous.files
+        else:
+            if replayed is None:
+                replayed = replay(journal.entries())
+            before[root] = replayed.get(root, {})
+    after = {r: _served(manifest, r, before.get(r, {})) for r in roots}
+    changes = _diff(roots, before, after)
+    failed = dict(sorted((failures or {}).items()))
+    repaired = tuple(sorted(d for d in drift if d.root not in failed))
+    was = previous.commit if previous is not None else tail.commit if tail is not None else None
+    if not changes and not repaired and was == manifest.commit and set(roots) == set(before):
+        return tuple(appended)
+    now = recorder.now()
+    entry = Entry(
+        time=max(now, tail.time) if tail is not None else now,
+        commit=manifest.commit,
+        previous=was,
+        recovered=False,
+        info=recorder.info if recorder.info and recorder.info.commit == manifest.commit else None,
+        roots=roots,
+        changes=changes,
+        versions=_versions(changes),
+        failed_roots=failed,
+        repaired=repaired,
+        state=state_digest(manifest),
+    )
+    appended.append(journal.append(entry))
+    return tuple(appended)
+
+
+def catch_up(state_dir: Path, manifest: Manifest, recorder: Recorder) -> Entry | None:
+    """For a publish that found `manifest`'s commit already served: append its entry if
+    an interrupted publish left it out (its commit is not the journal's last). By commit
+    only, so as to cost one read of the journal's last line."""
+    journal = Journal(state_dir / JOURNAL)
+    tail = journal.tail()
+    if tail is not None and tail.commit == manifest.commit:
+        return None
+    return _recover(journal, manifest, replay(journal.entries()), tail, recorder)
+
+
+def _recover(
+    journal: Journal,
+    manifest: Manifest,
+    replayed: State,
+    tail: Entry | None,
+    recorder: Recorder,
+) -> Entry | None:
+    """Append the entry an interrupted publish of `manifest` left out: the difference
+    between the journal's replay and that manifest, dated when the manifest was written."""
+    roots = tuple(manifest.roots)
+    after = {r: _served(manifest, r, replayed.get(r, {})) for r in roots}
+    changes = _diff(roots, replayed, after)
+    was = tail.commit if tail is not None else None
+    if not changes and was == manifest.commit and set(roots) == set(replayed):
+        return None
+    when = _parse_time(manifest.published_at) or recorder.now()
+    info = recorder.describe(manifest.commit) if recorder.describe is not None else None
+    if info is None and recorder.info is not None and recorder.info.commit == manifest.commit:
+        info = recorder.info
+    entry = Entry(
+        time=max(when, tail.time) if tail is not None else when,
+        commit=manifest.commit,
+        previous=was,
+        recovered=True,
+        info=info,
+        roots=roots,
+        changes=changes,
+        versions=_versions(changes),
+        failed_roots={r: s.error for r, s in sorted(manifest.roots.items()) if s.error},
+        repaired=(),
+        state=state_digest(manifest),
+    )
+    return journal.append(entry)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return found.astimezone(UTC) if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+# -- reading ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Read:
+    """A journal as read: its entries, and notes for the reader (never errors)."""
+
+    path: Path
+    entries: tuple[Entry, ...]
+    notes: tuple[str, ...]
+
+
+def read_journal(state_dir: Path, manifest: Manifest | None = None) -> Read:
+    """Every entry of `STATE_DIR/journal.jsonl`, in order. A line that is not an entry
+    is a JournalError naming it (file:line), except the fragment an interrupted append
+    leaves (skipped, with a note). With `manifest` (the state dir's), a note when the
+    journal is behind it."""
+    path = state_dir / JOURNAL
+    if not path.exists():
+        raise JournalError(
+            f"{path}: no journal",
+            hint="a publish writes it; is this the publisher's state dir (--state-dir, "
+            "or publish.state_dir)? publishes made before gitprov kept a journal are in it "
+            "from the next publish on, as one recovered entry",
+        )
+    notes: list[str] = []
+    entries = tuple(_read(path, strict=True, notes=notes))
+    if manifest is not None and (not entries or entries[-1].state != state_digest(manifest)):
+        notes.append(
+            f"the manifest's commit {manifest.commit[:12]} (written {manifest.published_at}) "
+            "is not the journal's last entry: a publish was cut short between its manifest "
+            "and its journal entry; the next publish appends it, marked recovered"
+        )
+    return Read(path, entries, tuple(notes))
+
+
+def _read(path: Path, *, strict: bool, notes: list[str]) -> Iterator[Entry]:
+    """The entries of the journal in order. Each line is held until the next is seen: an
+    entry marked `after_torn_line` means the line before it is the fragment of an append
+    cut short (skipped, even if it happens to parse). Otherwise a line that is not an
+    entry is a JournalError when `strict`, and skipped when not."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read the journal: {exc.strerror}") from None
+    held: tuple[int, Entry | str] | None = None  # (line, its entry or why it is none)
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                notes.append(
+                    f"{path}:{lineno}: an incomplete last line (an append cut short); "
+                    "skipped: the next publish appends its entry, marked recovered"
+                )
+                break
+            found: Entry | str
+            try:
+                found = _entry(json.loads(raw), lineno)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                found = _why(exc)
+            if held is not None:
+                if isinstance(found, Entry) and found.after_torn_line:
+                    notes.append(f"{path}:{held[0]}: the fragment of an append cut short; skipped")
+                elif isinstance(held[1], Entry):
+                    yield held[1]
+                elif strict:
+                    _corrupt(path, held[0], held[1])
+            held = (lineno, found)
+    if held is not None:
+        if isinstance(held[1], Entry):
+            yield held[1]
+        elif strict:
+            _corrupt(path, held[0], held[1])
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON at column {exc.colno}: {exc.msg}"
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r}"
+    return str(exc) or type(exc).__name__
+
+
+def _corrupt(path: Path, lineno: int, why: str) -> None:
+    raise JournalError(
+        f"{path}:{lineno}: not a journal entry ({why})",
+        hint="gitprov only ever appends whole lines: this one was edited or damaged on "
+        f"disk. Restore the journal from a backup (`sed -n {lineno}p {path}` shows the "
+        "line); do not delete lines, the journal is the record of what was served",
+    )
+
+
+def _entry(raw: Any, lineno: int) -> Entry:
+    if not isinstance(raw, dict):
+        raise TypeError("not a JSON object")
+    if raw["format"] != JOURNAL_FORMAT:
+        raise ValueError(f"format {raw['format']!r}, not {JOURNAL_FORMAT}")
+    time = _parse_time(_str(raw["time"]))
+    if time is None:
+        raise ValueError(f"time {raw['time']!r} is not RFC 3339")
+    author = raw["author"]
+    info = None
+    if author is not None:
+        info = CommitInfo(
+            _str(raw["commit"]),
+            _str(author["name"]),
+            _str(author["email"]),
+            _str(raw["committed_at"]),
+            _str(raw["summary"]),
+        )
+    return Entry(
+        time=time,
+        commit=_str(raw["commit"]),
+        previous=None if raw["previous"] is None else _str(raw["previous"]),
+        recovered=_bool(raw["recovered"]),
+        info=info,
+        roots=tuple(_str(r) for r in _list(raw["roots"])),
+        changes=tuple(_change(c) for c in _list(raw["changes"])),
+        versions={_str(k): _int(v) for k, v in _dict(raw["versions"]).items()},
+        failed_roots={_str(k): _str(v) for k, v in _dict(raw["failed_roots"]).items()},
+        repaired=tuple(
+            Drift(_str(d["root"]), _str(d["name"]), _str(d["kind"])) for d in _list(raw["repaired"])
+        ),
+        state=_str(raw["state"]),
+        after_torn_line=_bool(raw.get("after_torn_line", False)),
+        line=lineno,
+    )
+
+
+def _change(raw: Any) -> Change:
+    d = _dict(raw)
+    return Change(
+        tuple(_str(r) for r in _list(d["roots"])),
+        tuple(_file(r) for r in _list(d["added"])),
+        tuple(_file(r) for r in _list(d["changed"])),
+        tuple(_file(r) for r in _list(d["removed"])),
+    )
+
+
+def _file(raw: Any) -> FileRecord:
+    d = _dict(raw)
+    return FileRecord(
+        _str(d["name"]),
+        _str(d["kind"]),
+        None if d["mac"] is None else _str(d["mac"]),
+        None if d["version"] is None else _int(d["version"]),
+        _str(d["sha256"]),
+    )
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not a string")
+    return v
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise TypeError(f"{v!r} is not an integer")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{v!r} is not true or false")
+    return v
+
+
+def _list(v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise TypeError(f"{v!r} is not a list")
+    return v
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError(f"{v!r} is not an object")
+    return v
+
+
+# -- questions ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Live:
+    """What was served at one instant: the last entry at or before it, and per group of
+    roots that served the same files, those files."""
+
+    at: datetime
+    entry: Entry | None  # None: nothing had been published yet
+    served: tuple[tuple[tuple[str, ...], tuple[FileRecord, ...]], ...]
+
+
+def live_at(entries: Sequence[Entry], at: datetime, mac: str | None = None) -> Live:
+    """What the roots served at `at` (aware), by the journal: the state after its last
+    entry at or before `at`; with `mac`, only that device's files."""
+    state: State = {}
+    last: Entry | None = None
+    for e in entries:
+        if e.time > at:
+            break  # times never go down (a writer keeps them so)
+        apply(state, e)
+        last = e
+    groups: dict[tuple[FileRecord, ...], list[str]] = {}
+    for root, files in state.items():
+        kept = tuple(r for _, r in sorted(files.items()) if mac is None or r.mac == mac)
+        groups.setdefault(kept, []).append(root)
+    return Live(at, last, tuple((tuple(rs), files) for files, rs in groups.items()))
+
+
+def changes_of(entries: Sequence[Entry], mac: str) -> list[tuple[Entry, tuple[Change, ...]]]:
+    """Every entry that added, changed or removed a file of device `mac`, with just those
+    changes."""
+    out: list[tuple[Entry, tuple[Change, ...]]] = []
+    for e in entries:
+        mine = tuple(c for c in (c.only(lambda r: r.mac == mac) for c in e.changes) if not c.empty)
+        if mine:
+            out.append((e, mine))
+    return out
+
+
+def parse_instant(text: str) -> datetime:
+    """An instant given on the command line: an RFC 3339 / ISO 8601 date or date and
+    time; UTC unless it carries an offset (never the local time zone). A date alone is
+    its first instant, 00:00 UTC. ValueError says what is accepted."""
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            found = datetime.strptime(raw, "%Y-%m-%d")
+        else:
+            found = datetime.fromisoformat(raw.replace(" ", "T", 1) if " " in raw else raw)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date: write 2026-03-01 (00:00 UTC), 2026-03-01T12:00:00Z, "
+            "or 2026-03-01T14:00:00+02:00; without an offset, UTC"
+        ) from None
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+
+__all__ = [
+    "JOURNAL",
+    "Change",
+    "CommitInfo",
+    "Entry",
+    "FileRecord",
+    "Journal",
+    "JournalError",
+    "Live",
+    "Read",
+    "Recorder",
+    "catch_up",
+    "changes_of",
+    "commit_info",
+    "describer",
+    "live_at",
+    "parse_instant",
+    "printable",
+    "read_journal",
+    "record",
+]
