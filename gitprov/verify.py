@@ -26,9 +26,10 @@ from pathlib import Path
 import pygit2
 
 from gitprov import stage as staging
-from gitprov.errors import InvalidInventory
+from gitprov.builder import VersionConflict
+from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.pipeline import Pipeline
-from gitprov.plan import MANIFEST, load_manifest, served_versions
+from gitprov.plan import MANIFEST, Manifest, load_manifest, served_versions
 from gitprov.publish import KeyFor, Targets, TargetsFor, artifacts
 
 MISSING = "missing"  # the commit produces it; the root does not hold it
@@ -69,7 +70,8 @@ def verify_commit(
     """Build `commit` as a publish would and compare it with the roots `targets` names
     (the publisher's, or the commit's fleet settings'). Raises what a publish raises
     before it writes: InvalidInventory, VersionConflict (the commit is older than what
-    the roots served: publishing it would be refused too), IncompleteHistory, UsageError."""
+    the roots served: publishing it would be refused too; exit 1), IncompleteHistory,
+    UsageError."""
     loaded = pipeline.load_commit(commit)
     if loaded.inventory is None:
         raise InvalidInventory(
@@ -81,7 +83,10 @@ def verify_commit(
     where = targets(loaded.inventory.fleet) if callable(targets) else targets
     before = _stamp(where.state_dir)
     manifest = load_manifest(where.state_dir)
-    build = pipeline.build(commit, key, served_versions(manifest), loaded, keep_plaintext=False)
+    try:
+        build = pipeline.build(commit, key, served_versions(manifest), loaded, keep_plaintext=False)
+    except VersionConflict as exc:
+        raise _older(str(commit.id), manifest, exc) from None
     files, notes = artifacts(build, where.firmware_dir)
     wanted: dict[Path, dict[str, bytes]] = {
         root: {a.name: a.data for a in files} for root in where.roots
@@ -115,6 +120,23 @@ def verify_commit(
         compared,
         tuple(sorted(differences)),
         tuple(notes),
+    )
+
+
+def _older(commit: str, manifest: Manifest | None, exc: VersionConflict) -> GitprovError:
+    """The roots already served higher versions than `commit` gives: they cannot hold its
+    files, and a publish of it is refused. Said as such, not as advice to publish."""
+    worst = max(exc.conflicts, key=lambda c: c.served - c.computed)
+    published = (
+        f"verify the published commit: gitprov verify --rev {manifest.commit[:12]}"
+        if manifest is not None and manifest.commit != commit
+        else "the roots were published with --force or an older version rule"
+    )
+    return GitprovError(
+        f"the roots cannot hold what {commit[:12]} produces: they already served "
+        f"{len(exc.conflicts)} of its file(s) a higher version ({worst.key}: served "
+        f"{worst.served}, {commit[:12]} gives {worst.computed}); a publish of it is refused",
+        hint=published,
     )
 
 
