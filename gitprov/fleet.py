@@ -319,12 +319,15 @@ _NGINX = re.compile(
     + _QUOTED
     + r")?"
 )
+_NGINX_TIME = re.compile(r"(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _ESCAPE = re.compile(rb"\\x([0-9A-Fa-f]{2})|\\(.)")
 
 
 def _nginx_unescape(text: str) -> bytes:
     """nginx writes `"`, `\\`, controls and bytes beyond ASCII as `\\xNN`."""
     raw = text.encode("utf-8", "surrogateescape")
+    if b"\\" not in raw:
+        return raw
 
     def one(m: re.Match[bytes]) -> bytes:
         return bytes([int(m.group(1), 16)]) if m.group(1) else m.group(2)
@@ -332,15 +335,12 @@ def _nginx_unescape(text: str) -> bytes:
     return _ESCAPE.sub(one, raw)
 
 
-def _parse_nginx(line: str, where: str, _ctx: _Context) -> _Request | None:
+def _parse_nginx(line: str, where: str, ctx: _Context) -> _Request | None:
     m = _NGINX.fullmatch(line)
     if m is None:
         raise _Bad("not nginx's combined (or common) format")
     client, stamp, request, status, size = m.group(1, 2, 3, 4, 5)
-    try:
-        at = datetime.datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").timestamp()
-    except ValueError:
-        raise _Bad(f"not a time: {stamp}") from None
+    at = ctx.nginx_time(stamp)
     parts = _nginx_unescape(request).split(b" ")
     if len(parts) == 3:
         method, target = parts[0], parts[1]
@@ -348,8 +348,16 @@ def _parse_nginx(line: str, where: str, _ctx: _Context) -> _Request | None:
         method, target = parts
     else:  # "-" or a request nginx could not parse (logged with 400)
         method, target = b"", b""
-    raw_path = urlsplit(target).path if target.startswith(b"/") or b"://" in target else b""
-    path_bytes = unquote_to_bytes(raw_path)
+    # Split as latin-1, one character per byte: any bytes go through and come back.
+    text = target.decode("latin-1")
+    if text.startswith("/") and "?" not in text and "#" not in text:
+        raw_path = text
+    else:
+        try:
+            raw_path = urlsplit(text).path if text.startswith("/") or "://" in text else ""
+        except ValueError:  # "http://[": not a URL
+            raise _Bad("not a request target") from None
+    path_bytes = unquote_to_bytes(raw_path.encode("latin-1"))
     path = _display(path_bytes)
     return _Request(
         at=at,
@@ -483,6 +491,26 @@ class _Context:
         self.year = datetime.datetime.fromtimestamp(written).year
         self.pending: OrderedDict[tuple[str, str], _Request] = OrderedDict()
         self.ready: list[_Request] = []
+        self._stamp = ""
+        self._seconds = 0.0
+
+    def nginx_time(self, stamp: str) -> float:
+        """`01/May/2024:12:00:00 +0200` as POSIX seconds; one line after another mostly
+        repeats the last stamp, and strptime is most of a line's cost."""
+        if stamp == self._stamp:
+            return self._seconds
+        m = _NGINX_TIME.fullmatch(stamp)
+        month = _MONTHS.get(m.group(2)) if m is not None else None
+        if m is None or month is None:
+            raise _Bad(f"not a time: {stamp}")
+        day, year, hour, minute, second = (int(m.group(i)) for i in (1, 3, 4, 5, 6))
+        offset = (int(m.group(8)) * 60 + int(m.group(9))) * 60 * (-1 if m.group(7) == "-" else 1)
+        try:
+            at = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
+        except ValueError:
+            raise _Bad(f"not a time: {stamp}") from None
+        self._stamp, self._seconds = stamp, at.timestamp() - offset
+        return self._seconds
 
     def hold(self, process: tuple[str, str], request: _Request) -> None:
         """Keep `request` until its process logs a NAK, another request, or time passes."""
