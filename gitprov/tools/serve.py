@@ -304,6 +304,10 @@ _LINGER_SECONDS = 1.0
 
 class _HttpListener(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: when a site's phones boot together, the
+    # connections beyond it are dropped and retried by the client's kernel after 1-3 s,
+    # which a boot storm showed as multi-second fetches. The kernel caps it at somaxconn.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
         self,

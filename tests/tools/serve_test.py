@@ -29,6 +29,8 @@ from gitprov.tools.serve import (
     HttpServer,
     TftpLimits,
     TftpServer,
+    _HttpListener,
+    _Refusals,
     make_tls_context,
     open_published,
     serve_roots,
@@ -669,3 +671,23 @@ def test_serve_roots(root: Path, tmp_path: Path, events: Events) -> None:
 def test_serve_roots_stops_http_when_tftp_fails(root: Path) -> None:
     with TftpServer(root) as taken, pytest.raises(GitprovError, match="TFTP"):
         serve_roots(root, root, HOST, 0, taken.port)
+
+
+def test_http_listen_queue_holds_a_boot_storm(root: Path) -> None:
+    """A site's phones booting together connect before the server gets to accept them.
+    With socketserver's default backlog of 5 the kernel drops the SYNs beyond it and the
+    phones retry only after a second or more; the listener's queue must hold them."""
+    listener = _HttpListener((HOST, 0), root, None, "http", _Refusals())
+    clients: list[socket.socket] = []
+    try:
+        port = int(listener.server_address[1])
+        # Nobody accepts: every connection must wait in the listen queue.
+        for _ in range(64):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(0.5)
+            clients.append(s)
+            s.connect((HOST, port))
+    finally:
+        for s in clients:
+            s.close()
+        listener.server_close()
