@@ -5,8 +5,9 @@
 set -u
 # prometheus: only for `promtool check metrics`, which lints the watcher's exposition.
 # npm: yaml-language-server for the editor tests; shellcheck lints the action's scripts;
-# kea-dhcp4-server checks and runs deploy/'s option-66 example.
-PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus npm shellcheck kea-dhcp4-server"
+# kea-dhcp4-server checks and runs deploy/'s option-66 example; chromium renders the HTML
+# report of `gitprov fleet` headless.
+PKGS="curl openssl tftp-hpa tftpd-hpa busybox dnsmasq-base nginx iproute2 prometheus npm shellcheck kea-dhcp4-server chromium"
 # Daemons the tests start themselves, on free ports: installed by this script, they stay
 # stopped and disabled.
 NO_SERVICE="nginx tftpd-hpa prometheus kea-dhcp4-server"
