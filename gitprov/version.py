@@ -391,10 +391,15 @@ class VersionCache:
         self.remember(commit_id, state)
         if self.directory is None:
             return
+        # Columns, not a map of lists: JSON reads arrays of plain values several times
+        # faster, and at 100k devices a publish reads the last snapshot every time.
         commits: dict[str, int] = {}
-        keys = {
-            k: [d, n, commits.setdefault(by, len(commits))] for k, (d, n, by) in state.keys.items()
-        }
+        columns: dict[str, list[Any]] = {"keys": [], "digests": [], "n": [], "by": []}
+        for k, (d, n, by) in state.keys.items():
+            columns["keys"].append(k)
+            columns["digests"].append(d)
+            columns["n"].append(n)
+            columns["by"].append(commits.setdefault(by, len(commits)))
         head = {
             "commit": commit_id,
             "floor": state.floor,
@@ -402,7 +407,7 @@ class VersionCache:
             "valid": state.valid,
             "commits": list(commits),
         }
-        body = json.dumps(keys, separators=(",", ":")).encode()
+        body = json.dumps(columns, separators=(",", ":")).encode()
         if write_file(self.directory / f"{commit_id}.snap", head, [body]):
             if self._snapshots is not None:
                 self._snapshots.add(commit_id)
@@ -592,7 +597,14 @@ def _read_snapshot(path: Path, commit_id: str) -> State | None:
             return None
         commits = [str(c) for c in header["commits"]]
         raw = json.loads(body)
-        keys = {str(k): (str(d), int(n), commits[i]) for k, (d, n, i) in raw.items()}
+        keys_, digests, ns, bys = raw["keys"], raw["digests"], raw["n"], raw["by"]
+        # The checksum says these are the columns as written; zip(strict) still refuses
+        # columns of different lengths rather than cut one short.
+        if not len(keys_) == len(digests) == len(ns) == len(bys):
+            return None
+        keys = dict(
+            zip(keys_, zip(digests, ns, [commits[i] for i in bys], strict=True), strict=True)
+        )
         return State(int(header["floor"]), str(header["floor_by"]), keys, bool(header["valid"]))
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
