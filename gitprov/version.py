@@ -78,8 +78,12 @@ def rule() -> str:
     format and a digest of gitprov's code (the rule, the content digests and which
     commits validate all live there). A release changes it, and so does any edit of a
     development checkout: a stale state is never read, at the price of computing again."""
-    digest = hashlib.sha256(f"format {CACHE_FORMAT}".encode())
-    package = Path(__file__).resolve().parent
+    return f"rule-{CACHE_FORMAT}-{code_digest(Path(__file__).resolve().parent)[:16]}"
+
+
+def code_digest(package: Path) -> str:
+    """The sha256 of every .py file under `package`, with their relative paths."""
+    digest = hashlib.sha256()
     try:
         for top, dirs, files in os.walk(package):
             dirs.sort()
@@ -90,7 +94,7 @@ def rule() -> str:
                     digest.update(path.read_bytes())
     except OSError:
         pass  # not installed as files: the version string in the salt still names it
-    return f"rule-{CACHE_FORMAT}-{digest.hexdigest()[:16]}"
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,18 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from gitprov import version as versioning
 from gitprov.compile import placeholder_resolver
 from gitprov.formats import flyingvoice
 from gitprov.pipeline import Pipeline
-from gitprov.version import Delta, Evaluated, State, VersionCache, compute_state
+from gitprov.version import (
+    Delta,
+    Evaluated,
+    State,
+    VersionCache,
+    code_digest,
+    compute_state,
+)
 from tests.fixtures.gitrepo import GitRepo
 
 A = "inventory/devices/0021f2011b19.yaml"
@@ -299,3 +307,29 @@ def test_many_packs_are_merged_into_one(tmp_path: Path) -> None:
     assert len(list(cache.directory.glob("*.pack"))) <= 16
     again = VersionCache(tmp_path, "salt")
     assert [again.delta(d.commit) for d in deltas] == deltas
+
+
+def test_the_cache_is_salted_by_gitprovs_code(tmp_path: Path) -> None:
+    # A changed rule (or digest, or validation) must never read states computed by the
+    # old code: the salt names every .py file of the package, and nothing else.
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "version.py").write_text("def step(): return 1\n")
+    (package / "sub" / "rule.py").write_text("X = 1\n")
+    before = code_digest(package)
+    (package / "notes.txt").write_text("not code")
+    assert code_digest(package) == before
+    (package / "sub" / "rule.py").write_text("X = 2\n")
+    changed = code_digest(package)
+    assert changed != before
+    (package / "sub" / "rule.py").rename(package / "rule.py")
+    assert code_digest(package) not in (before, changed)
+
+
+def test_pipelines_of_other_code_use_other_caches(
+    example_repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = Pipeline(example_repo.repo, cache_dir=tmp_path)
+    monkeypatch.setattr(versioning, "rule", lambda: "rule-3-another")
+    two = Pipeline(example_repo.repo, cache_dir=tmp_path)
+    assert one.version_cache.directory != two.version_cache.directory
