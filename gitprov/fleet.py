@@ -197,8 +197,7 @@ class FleetReport:
 
 @dataclass
 class _Request:
-    at: float  # POSIX seconds
-    exact: bool  # sub-second time; False: whole seconds (inference needs a later second)
+    at: float  # POSIX seconds (whole seconds from nginx and tftpd-hpa)
     protocol: str
     client: str
     path: str  # as asked, decoded, for display
@@ -279,7 +278,6 @@ def _parse_gitprov(line: str, where: str, _ctx: _Context) -> _Request | None:
         version = None  # a bootstrap's version is no device's
     return _Request(
         at=at,
-        exact=True,
         protocol=protocol,
         client=client,
         path=path,
@@ -361,7 +359,6 @@ def _parse_nginx(line: str, where: str, ctx: _Context) -> _Request | None:
     path = _display(path_bytes)
     return _Request(
         at=at,
-        exact=False,
         protocol="http",
         client=client,
         path=path,
@@ -440,7 +437,6 @@ def _parse_tftpd(line: str, where: str, ctx: _Context) -> _Request | None:
         to = rrq.group("to")
         request = _Request(
             at=at,
-            exact=False,
             protocol="tftp",
             client=rrq.group("addr"),
             path=name,

@@ -122,7 +122,8 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
                 f"--html {args.html}: cannot write it: {exc.strerror}",
                 hint="give a file in a writable directory",
             ) from None
-        out.info(f"HTML report: {args.html}")
+        if args.format != "json":  # stdout is the JSON document then
+            out.info(f"HTML report: {args.html}")
     for bad in report.malformed:
         out.warn(f"{_safe(bad.where)}: malformed line skipped: {bad.reason}: {bad.text}")
     if report.malformed_total:
