@@ -13,6 +13,7 @@ import pytest
 
 from gitprov import builder
 from gitprov.compile import compile_device, placeholder_resolver
+from gitprov.errors import UsageError
 from gitprov.formats import flyingvoice
 from gitprov.pipeline import Pipeline, secret_resolver
 from gitprov.publish import Targets, publish_commit
@@ -148,3 +149,16 @@ def test_one_worker_and_two_publish_byte_identical_roots(
     one, two = roots[1], roots[2]
     assert len(one[0]) == 2 * 24 + 4 * 2  # new and previous files of every device
     assert one == two
+
+
+def test_an_error_in_a_worker_is_raised_here_with_its_hint(
+    fleet_repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builder, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(builder, "CHUNK_MIN", 3)
+    p = Pipeline(fleet_repo.repo)
+    p.builder.workers = 2
+    with pytest.raises(UsageError) as info:
+        p.build(head(fleet_repo), None)
+    assert "is needed to build device files" in info.value.message
+    assert "GITPROV_PRIVATE_KEY" in (info.value.hint or "")
