@@ -11,8 +11,9 @@ returns.
 Order of a publish: the roots, then the manifest, then the journal. A crash after the
 manifest and before the journal entry leaves the roots and the manifest at the new commit
 and the journal one entry behind. The next publish notices (the manifest's commit, and in
-a publish that builds the sha256 of the served state the manifest records, is not the one
-of the journal's last entry) and first appends the missing entry, from the difference
+a publish that builds also when the manifest was written and, if only that differs, the
+sha256 of the served state it records, are not those of the journal's last entry) and
+first appends the missing entry, from the difference
 between the journal's own replay and that manifest, marked `"recovered": true` and dated
 when that manifest was written. A crash in the middle of an append leaves a last line
 without its newline: the next append starts on a new line and says so
@@ -29,12 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pygit2
 
@@ -132,9 +135,9 @@ class Recorder:
 
 
 # -- entries ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FileRecord:
-    """One served file as the journal records it."""
+class FileRecord(NamedTuple):
+    """One served file as the journal records it (a tuple: a fleet-wide change makes one
+    per device, and a frozen dataclass costs five times as much to make)."""
 
     name: str
     kind: str
@@ -212,6 +215,7 @@ class Entry:
     failed_roots: Mapping[str, str]  # root -> why it could not be written (it lags)
     repaired: tuple[Drift, ...]  # served files found edited by hand and restored
     state: str  # sha256 of the served state the manifest records after this entry
+    manifest_time: str  # that manifest's published_at
     after_torn_line: bool = False  # the line before is a fragment of an interrupted append
     line: int = field(default=0, compare=False)  # in the journal read (1-based)
 
@@ -221,10 +225,14 @@ class Entry:
 
     def as_dict(self) -> dict[str, Any]:
         info = self.info
+        # format, time, commit and state first: a writer reads them from the head of the
+        # last line without parsing a fleet's worth of records (`Journal.tail`).
         out: dict[str, Any] = {
             "format": JOURNAL_FORMAT,
             "time": self.time_text,
             "commit": self.commit,
+            "state": self.state,
+            "manifest_time": self.manifest_time,
             "previous": self.previous,
             "recovered": self.recovered,
             "author": {"name": info.author_name, "email": info.author_email} if info else None,
@@ -235,7 +243,6 @@ class Entry:
             "versions": dict(self.versions),
             "failed_roots": dict(self.failed_roots),
             "repaired": [{"root": d.root, "name": d.name, "kind": d.kind} for d in self.repaired],
-            "state": self.state,
         }
         if self.after_torn_line:
             out["after_torn_line"] = True
@@ -301,6 +308,9 @@ def apply(state: State, e: Entry) -> None:
         del state[root]  # no longer published there: gitprov does not know what it serves
 
 
+_NOTHING: Mapping[str, Any] = {}
+
+
 def _diff(
     roots: Sequence[str],
     before: Mapping[str, Mapping[str, Any]],
@@ -308,45 +318,61 @@ def _diff(
 ) -> tuple[Change, ...]:
     """Per group of roots that changed alike, the files added, changed and removed.
     Values are FileRecords or ManifestEntries (compared by the sha256 of their bytes);
-    the same pair of mappings is compared once, however many roots share it."""
-    done: dict[tuple[int, int], tuple[tuple[FileRecord, ...], ...]] = {}
-    groups: dict[tuple[tuple[FileRecord, ...], ...], list[str]] = {}
+    the same pair of mappings is compared once, however many roots share it (the usual
+    case: every root held the previous manifest's files and holds the new ones)."""
+    found: dict[tuple[int, int], Files3] = {}
+    groups: dict[tuple[int, int], list[str]] = {}
     for root in roots:
-        old, new = before.get(root, {}), after.get(root, {})
+        old, new = before.get(root, _NOTHING), after.get(root, _NOTHING)
         if old is new:
             continue
         key = (id(old), id(new))
-        found = done.get(key)
-        if found is None:
-            found = done[key] = _compare(old, new)
-        if any(found):
-            groups.setdefault(found, []).append(root)
-    return tuple(
-        Change(tuple(rs), added, changed, removed)
-        for (added, changed, removed), rs in groups.items()
+        if key not in found:
+            found[key] = _compare(old, new)
+        if any(found[key]):
+            groups.setdefault(key, []).append(root)
+    merged: list[tuple[Files3, list[str]]] = []
+    for key, rs in groups.items():
+        same = next((m for m in merged if m[0] == found[key]), None)
+        if same is None:
+            merged.append((found[key], list(rs)))
+        else:
+            same[1].extend(rs)
+    return tuple(Change(tuple(rs), *changes) for changes, rs in merged)
+
+
+Files3 = tuple[tuple[FileRecord, ...], tuple[FileRecord, ...], tuple[FileRecord, ...]]
+
+
+def _compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> Files3:
+    """One pass over the new files, records made only for the files that differ: a
+    one-device publish in a fleet of 100,000 compares 100,000 digests and makes one."""
+    old_sha, new_sha = _sha_of(old), _sha_of(new)
+    added: list[str] = []
+    changed: list[str] = []
+    for name, value in new.items():
+        was = old.get(name)
+        if was is None:
+            added.append(name)
+        # A version is in the file's bytes: a new version is a new sha256.
+        elif old_sha(was) != new_sha(value):
+            changed.append(name)
+    removed = [name for name in old if name not in new]
+    return (
+        tuple(_record(n, new[n]) for n in sorted(added)),
+        tuple(_record(n, new[n]) for n in sorted(changed)),
+        tuple(_record(n, old[n]) for n in sorted(removed)),
     )
 
 
-def _compare(
-    old: Mapping[str, Any], new: Mapping[str, Any]
-) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...], tuple[FileRecord, ...]]:
-    added = [_record(n, new[n]) for n in sorted(new.keys() - old.keys())]
-    removed = [_record(n, old[n]) for n in sorted(old.keys() - new.keys())]
-    changed = [
-        _record(n, new[n])
-        for n in sorted(new.keys() & old.keys())
-        # A version is in the file's bytes: a new version is a new sha256.
-        if _sha(old[n]) != _sha(new[n])
-    ]
-    return tuple(added), tuple(changed), tuple(removed)
+def _sha_of(files: Mapping[str, Any]) -> Callable[[Any], str]:
+    """How to read a value's sha256: FileRecords (a replay) or ManifestEntries."""
+    first = next(iter(files.values()), None)
+    return attrgetter("sha256" if isinstance(first, FileRecord) else "sha256_data")
 
 
 def _record(name: str, value: Any) -> FileRecord:
     return value if isinstance(value, FileRecord) else record_of(name, value)
-
-
-def _sha(value: Any) -> str:
-    return value.sha256 if isinstance(value, FileRecord) else str(value.sha256_data)
 
 
 def _versions(changes: Sequence[Change]) -> dict[str, int]:
@@ -397,16 +423,22 @@ class Journal:
                 os.close(dfd)
         return entry
 
-    def tail(self) -> Entry | None:
-        """The last complete entry; None when there is none or it cannot be read (a
-        writer then treats the journal as behind and recovers)."""
+    def tail(self) -> Tail | None:
+        """The time, commit and state of the last complete entry, from the head of its
+        line; None when there is none or it is not one gitprov wrote (a writer then
+        treats the journal as behind and recovers)."""
         line = _last_line(self.path)
-        if line is None:
+        found = _HEAD.match(line) if line is not None else None
+        if found is None:
+            return None
+        time = _parse_time(found.group(1).decode())
+        if time is None:
             return None
         try:
-            return _entry(json.loads(line), 0)
-        except (ValueError, TypeError, KeyError, AttributeError):
+            manifest_time = json.loads(found.group(4))
+        except ValueError:
             return None
+        return Tail(time, found.group(2).decode(), found.group(3).decode(), str(manifest_time))
 
     def entries(self) -> list[Entry]:
         """Every entry a writer can read, skipping what it cannot (see `read_journal` for
@@ -414,30 +446,57 @@ class Journal:
         return [e for e in _read(self.path, strict=False, notes=[])]
 
 
-def _last_line(path: Path, chunk: int = 1 << 16) -> bytes | None:
-    """The last newline-terminated line, read from the end: what follows the last
-    newline is the fragment of an interrupted append, not an entry."""
+class Tail(NamedTuple):
+    time: datetime
+    commit: str
+    state: str
+    manifest_time: str
+
+    def follows(self, m: Manifest) -> bool:
+        """Whether this entry is the record of what `m` serves: the same manifest (its
+        commit and when it was written), else the same served state (the manifest was
+        rewritten since without serving anything new: its stats or inputs)."""
+        if self.commit != m.commit:
+            return False
+        return self.manifest_time == m.published_at or self.state == state_digest(m)
+
+
+_HEAD = re.compile(
+    rb'\{"format":1,"time":"([0-9T:.Z-]{24})","commit":"([0-9a-f]{40,64})",'
+    rb'"state":"([0-9a-f]{64})","manifest_time":("(?:[^"\\]|\\.)*")'
+)
+
+
+def _last_line(path: Path, chunk: int = 1 << 20) -> bytes | None:
+    """The last newline-terminated line, read from the end (a fleet-wide change makes a
+    line of megabytes): what follows the last newline is the fragment of an interrupted
+    append, not an entry."""
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return None
     with f:
         pos = f.seek(0, os.SEEK_END)
-        tail = b""
+        parts: list[bytes] = []  # read so far, last first
+        end = -1  # the last newline: in parts[0] at this offset, once found
         while pos > 0:
             step = min(chunk, pos)
             pos -= step
             f.seek(pos)
-            tail = f.read(step) + tail
-            end = tail.rfind(b"\n")
+            block = f.read(step)
             if end < 0:
-                continue
-            start = tail.rfind(b"\n", 0, end)
+                end = block.rfind(b"\n")
+                if end < 0:
+                    continue  # all of it is the fragment
+                parts = [block[:end]]
+                start = parts[0].rfind(b"\n")
+            else:
+                start = block.rfind(b"\n")
+                parts.append(block)
             if start >= 0:
-                return tail[start + 1 : end]
-            if pos == 0:
-                return tail[:end]
-        return None
+                parts[-1] = parts[-1][start + 1 :]
+                return b"".join(reversed(parts))
+        return b"".join(reversed(parts)) if end >= 0 else None
 
 
 def record(
@@ -456,12 +515,12 @@ def record(
     appended: list[Entry] = []
     tail = journal.tail()
     replayed: State | None = None
-    if previous is not None and (tail is None or tail.state != state_digest(previous)):
+    if previous is not None and (tail is None or not tail.follows(previous)):
         replayed = replay(journal.entries())
         found = _recover(journal, previous, replayed, tail, recorder)
         if found is not None:
             appended.append(found)
-            tail = found
+            tail = Tail(found.time, found.commit, found.state, found.manifest_time)
             apply(replayed, found)
     if manifest is previous:
         return tuple(appended)
@@ -473,8 +532,8 @@ def record(
         else:
             if replayed is None:
                 replayed = replay(journal.entries())
-            before[root] = replayed.get(root, {})
-    after = {r: _served(manifest, r, before.get(r, {})) for r in roots}
+            before[root] = replayed.get(root, _NOTHING)
+    after = {r: _served(manifest, r, before.get(r, _NOTHING)) for r in roots}
     changes = _diff(roots, before, after)
     failed = dict(sorted((failures or {}).items()))
     repaired = tuple(sorted(d for d in drift if d.root not in failed))
@@ -494,6 +553,7 @@ def record(
         failed_roots=failed,
         repaired=repaired,
         state=state_digest(manifest),
+        manifest_time=manifest.published_at,
     )
     appended.append(journal.append(entry))
     return tuple(appended)
@@ -514,13 +574,13 @@ def _recover(
     journal: Journal,
     manifest: Manifest,
     replayed: State,
-    tail: Entry | None,
+    tail: Tail | None,
     recorder: Recorder,
 ) -> Entry | None:
     """Append the entry an interrupted publish of `manifest` left out: the difference
     between the journal's replay and that manifest, dated when the manifest was written."""
     roots = tuple(manifest.roots)
-    after = {r: _served(manifest, r, replayed.get(r, {})) for r in roots}
+    after = {r: _served(manifest, r, replayed.get(r, _NOTHING)) for r in roots}
     changes = _diff(roots, replayed, after)
     was = tail.commit if tail is not None else None
     if not changes and was == manifest.commit and set(roots) == set(replayed):
@@ -541,6 +601,7 @@ def _recover(
         failed_roots={r: s.error for r, s in sorted(manifest.roots.items()) if s.error},
         repaired=(),
         state=state_digest(manifest),
+        manifest_time=manifest.published_at,
     )
     return journal.append(entry)
 
@@ -676,6 +737,7 @@ def _entry(raw: Any, lineno: int) -> Entry:
             Drift(_str(d["root"]), _str(d["name"]), _str(d["kind"])) for d in _list(raw["repaired"])
         ),
         state=_str(raw["state"]),
+        manifest_time=_str(raw["manifest_time"]),
         after_torn_line=_bool(raw.get("after_torn_line", False)),
         line=lineno,
     )

@@ -35,6 +35,7 @@ from gitprov.pipeline import Pipeline
 from gitprov.plan import load_manifest
 from gitprov.publish import PublishResult, Targets, publish_commit
 from gitprov.schemas import output_schemas
+from gitprov.validate import Options
 from gitprov.watch import CommitPublisher, Kind
 from tests.fixtures.fleet import device_key, device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import ROOT, GitRepo
@@ -200,6 +201,53 @@ def test_publishing_the_published_commit_again_appends_nothing(
         (str(t.roots[1]), victim.name, "changed")
     ]
     assert repair.changes == () and repair.time == T0 + 2 * DAY
+
+
+def test_a_manifest_rewritten_without_serving_anything_new_is_no_gap(
+    tmp_path: Path, private_key: str
+) -> None:
+    """Publishing the published commit with other inputs (here: strict validation)
+    rewrites the manifest, and serves nothing new: no entry, and the next publish does
+    not take the journal for one behind."""
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit(fleet_files(2), "a fleet")
+    t = targets(tmp_path)
+    publish_at(repo, t, private_key, T0)
+    written = load_manifest(t.state_dir)
+    commit = repo.repo.revparse_single("main")
+    assert isinstance(commit, pygit2.Commit) and written is not None
+    strict = Pipeline(repo.repo, options=Options(strict=True))
+    time.sleep(1.1)  # the manifest's time has seconds: let it differ
+    publish_commit(strict, commit, t, private_key, clock=lambda: T0 + DAY)
+    rewritten = load_manifest(t.state_dir)
+    assert rewritten is not None and rewritten.published_at != written.published_at
+    assert len(lines(t.state_dir)) == 1
+    second = repo.commit({device_path(0): device_yaml(0, display="Next")}, "next")
+    publish_at(repo, t, private_key, T0 + 2 * DAY)
+    entries = read_journal(t.state_dir, load_manifest(t.state_dir)).entries
+    assert [(e.commit, e.recovered) for e in entries] == [(first, False), (second, False)]
+
+
+def test_a_journal_begun_late_starts_with_what_the_manifest_lists(
+    tmp_path: Path, private_key: str
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit(fleet_files(2), "a fleet")
+    t = targets(tmp_path)
+    publish_at(repo, t, private_key, T0)
+    (t.state_dir / JOURNAL).unlink()  # as before gitprov kept one
+    manifest = load_manifest(t.state_dir)
+    assert manifest is not None
+    second = repo.commit({device_path(0): device_yaml(0, display="Next")}, "next")
+    publish_at(repo, t, private_key, T0 + DAY)
+    baseline, entry = read_journal(t.state_dir).entries
+    assert (baseline.commit, baseline.recovered, baseline.previous) == (first, True, None)
+    assert baseline.time == datetime.fromisoformat(manifest.published_at)
+    [group] = baseline.changes
+    assert {(r.name, r.sha256) for r in group.added} == {
+        (n, e.sha256_data) for n, e in manifest.files.items()
+    }
+    assert (entry.commit, entry.recovered, entry.previous) == (second, False, first)
 
 
 def test_the_watcher_journals_through_the_same_path(tmp_path: Path, private_key: str) -> None:
