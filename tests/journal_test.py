@@ -370,6 +370,25 @@ def test_history_lists_every_entry(history: History, capsys: pytest.CaptureFixtu
     assert out[1].endswith("Test Author <author@gitprov.invalid>: move desk 1")
 
 
+def test_history_reads_the_state_dir_the_fleet_settings_name(
+    example_repo: GitRepo,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Without --state-dir: HEAD's publish.state_dir (var/state in the example), relative
+    to the repository's top, wherever the command runs."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["--repo", str(example_repo.path), "publish", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["--repo", str(example_repo.path), "history"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split()[1] == str(example_repo.repo.head.target)[:12]
+    assert (example_repo.path / "var" / "state" / JOURNAL).exists()
+
+
 @pytest.mark.parametrize("bad", ["yesterday", "2024-13-01", "2024-03-01T25:00Z", "1709287200"])
 def test_a_bad_date_is_a_usage_error(
     history: History, capsys: pytest.CaptureFixture[str], bad: str
