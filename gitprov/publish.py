@@ -42,8 +42,8 @@ import posixpath
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -55,7 +55,7 @@ from gitprov import __version__, journal
 from gitprov import stage as staging
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
-from gitprov.pipeline import RENDER_FORMAT, Build, Loaded, Pipeline
+from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
     TMP_PREFIX,
@@ -126,7 +126,7 @@ class Targets:
         if clash is not None:
             raise GitprovError(clash.message, hint=clash.hint)
         if self.stage_root is not None:
-            staging.check_stage_root(self.stage_root, self.roots, self.state_dir)
+            check_stage_root(self.stage_root, self.roots, self.state_dir)
 
 
 @dataclass(frozen=True)
@@ -853,7 +853,7 @@ def publish_commit(
         if not guards.allow_mass_removal:
             _check_removal(build, previous, published)
         # The stage files first: the bootstrap may lead devices to them.
-        staging.publish_stage(
+        publish_stage(
             build,
             where,
             lock_wait=lock_wait,
@@ -969,7 +969,7 @@ def _already_published(
         unknown = intact(roots, cid, set(names), digests, clean=True)
         if unknown is None or (prune_unknown and unknown):
             return None
-        if not staging.stage_intact(where, cid, verify=verify):
+        if not stage_intact(where, cid, verify=verify):
             return None
         if previous is None:
             assert index is not None
@@ -1515,3 +1515,111 @@ def _descends_by_ids(repo: pygit2.Repository, new: str, old: str) -> bool:
             raise IncompleteHistory(f"commit {oid[:12]} is missing")
         todo.extend(str(p) for p in commit.parent_ids)
     return False
+
+
+# -- the stage root (key delivery https-stage, gitprov.stage) ------------------------
+
+
+def check_stage_root(stage_root: Path, roots: Iterable[Path], state_dir: Path) -> None:
+    """The stage root must be served by nothing that serves without a client
+    certificate: never a plain root, inside one or holding one, nor the state dir."""
+    for root in roots:
+        if inside(stage_root, root) or inside(root, stage_root):
+            raise UsageError(
+                f"the stage root {stage_root} and the served root {root} overlap: stage "
+                "files hold device keys and must be served only over HTTPS with client "
+                "certificates",
+                hint="give the stage root a directory of its own, beside the HTTP and TFTP "
+                "roots (e.g. /srv/gitprov/stage)",
+            )
+    if inside(stage_root, state_dir) or inside(state_dir, stage_root):
+        raise UsageError(
+            f"the stage root {stage_root} and the state dir {state_dir} overlap",
+            hint="the manifest lists every MAC: keep the stage root beside the state dir",
+        )
+
+
+def stage_targets(where: Targets) -> Targets:
+    """Where the stage root's own publication goes: the stage root, with its manifest in
+    STATE_DIR/stage."""
+    assert where.stage_root is not None
+    return Targets((where.stage_root,), where.state_dir / staging.STATE_SUBDIR)
+
+
+def stage_build(build: Build) -> Build:
+    """`build` as the stage root's publication: its stage files (https-stage; none
+    otherwise, which empties the stage root), no bootstrap and no firmware."""
+    inv = build.inventory
+    fleet = replace(inv.fleet, option66=False)
+    files = tuple(
+        DeviceFile(
+            s.mac,
+            s.name,
+            s.data,
+            s.version,
+            s.set_by,
+            s.model,
+            "current",
+            s.body_sha256,
+            hashlib.sha256(s.data).hexdigest(),
+            s.data,
+        )
+        for s in staging.secured(build)
+    )
+    bare = replace(inv, fleet=fleet, models={})
+    return Build(build.commit, bare, files, (), build.floor)
+
+
+def needs_stage_root(build: Build, where: Targets) -> None:
+    """https-stage without a stage root publishes nothing: the bootstrap would send new
+    devices to stage files that do not exist."""
+    if staging.secured(build) and where.stage_root is None:
+        fleet = build.inventory.fleet
+        line, col = fleet.doc.pos(("publish", "key_delivery"))
+        raise UsageError(
+            f"{fleet.doc.path}:{line}:{col}: publish.key_delivery is https-stage, but no "
+            "stage root is given; nothing was published",
+            hint="set publish.stage_root in gitprov.yaml or pass --stage-root DIR (a "
+            "directory only the HTTPS server with client certificates serves)",
+        )
+
+
+def publish_stage(
+    build: Build,
+    where: Targets,
+    *,
+    lock_wait: float = 0.0,
+    prune_unknown: bool = False,
+    verify: bool = False,
+    inputs: dict[str, str] | None = None,
+    recorder: journal.Recorder | None = None,
+) -> PublishResult | None:
+    """Publish the stage files of `build` into the stage root (its own manifest and lock,
+    in STATE_DIR/stage), before the bootstrap that leads devices there; None when there
+    is no stage root."""
+    needs_stage_root(build, where)
+    if where.stage_root is None:
+        return None
+    return publish(
+        stage_build(build),
+        stage_targets(where),
+        lock_wait=lock_wait,
+        prune_unknown=prune_unknown,
+        verify=verify,
+        inputs=inputs,
+        recorder=recorder,
+    )
+
+
+def stage_intact(where: Targets, commit: str, *, verify: bool = False) -> bool:
+    """Whether the stage root holds the stage files of `commit` as written (or there is
+    no stage root): what lets a publish of an already published commit stop early."""
+    if where.stage_root is None:
+        return True
+    manifest = load_manifest(where.state_dir / staging.STATE_SUBDIR)
+    if manifest is None or manifest.commit != commit:
+        return False
+    if {str(r) for r in manifest.roots} != {str(where.stage_root)}:
+        return False
+    digests = {n: e.sha256_data for n, e in manifest.files.items()} if verify else None
+    return intact(manifest.roots, commit, set(manifest.files), digests) is not None

@@ -30,22 +30,41 @@ the stage's number (one below it) does too.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gitprov.crypto import Mode, derive_device_key
-from gitprov.errors import GitprovError, UsageError
+from gitprov.errors import GitprovError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Device, Fleet, Inventory
-from gitprov.journal import Recorder
 
-if TYPE_CHECKING:
-    from gitprov.builder import BootstrapFile, Build, DeviceFile
-    from gitprov.publish import PublishResult, Targets
+# What stage files are made from, by shape: the builder (gitprov.builder) imports this
+# module, so its types cannot be imported back.
+
+
+class _DeviceFile(Protocol):
+    @property
+    def mac(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def set_by(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
+class _Bootstrap(Protocol):
+    @property
+    def models(self) -> tuple[str, ...]: ...
+    @property
+    def version(self) -> int: ...
+
 
 MANUAL = "manual"
 HTTPS_STAGE = "https-stage"
@@ -110,10 +129,17 @@ class StageFile:
 Resolve = Callable[[str], str]
 
 
+class _Staged(Protocol):
+    @property
+    def inventory(self) -> Inventory: ...
+    @property
+    def stages(self) -> tuple[StageFile, ...]: ...
+
+
 def stage_files(
     inv: Inventory,
-    files: Sequence[DeviceFile],
-    bootstraps: Sequence[BootstrapFile],
+    files: Sequence[_DeviceFile],
+    bootstraps: Sequence[_Bootstrap],
     resolve: Resolve,
 ) -> tuple[StageFile, ...]:
     """The stage file of every device a bootstrap serves (its model is in
@@ -171,133 +197,15 @@ def _key(inv: Inventory, device: Device, resolve: Resolve) -> str | None:
     return None
 
 
-def plain(build: Build) -> tuple[StageFile, ...]:
+def plain(build: _Staged) -> tuple[StageFile, ...]:
     """The stage files that go into the plain HTTP and TFTP roots (plaintext-bootstrap)."""
     if build.inventory.fleet.key_delivery != PLAINTEXT_BOOTSTRAP:
         return ()
     return build.stages
 
 
-def secured(build: Build) -> tuple[StageFile, ...]:
+def secured(build: _Staged) -> tuple[StageFile, ...]:
     """The stage files that go into the stage root only (https-stage)."""
     if build.inventory.fleet.key_delivery != HTTPS_STAGE:
         return ()
     return build.stages
-
-
-# -- the stage root -------------------------------------------------------------------
-
-
-def check_stage_root(stage_root: Path, roots: Iterable[Path], state_dir: Path) -> None:
-    """The stage root must be served by nothing that serves without a client
-    certificate: never a plain root, inside one or holding one, nor the state dir."""
-    from gitprov.publish import inside
-
-    for root in roots:
-        if inside(stage_root, root) or inside(root, stage_root):
-            raise UsageError(
-                f"the stage root {stage_root} and the served root {root} overlap: stage "
-                "files hold device keys and must be served only over HTTPS with client "
-                "certificates",
-                hint="give the stage root a directory of its own, beside the HTTP and TFTP "
-                "roots (e.g. /srv/gitprov/stage)",
-            )
-    if inside(stage_root, state_dir) or inside(state_dir, stage_root):
-        raise UsageError(
-            f"the stage root {stage_root} and the state dir {state_dir} overlap",
-            hint="the manifest lists every MAC: keep the stage root beside the state dir",
-        )
-
-
-def stage_targets(where: Targets) -> Targets:
-    """Where the stage root's own publication goes: the stage root, with its manifest in
-    STATE_DIR/stage."""
-    from gitprov.publish import Targets
-
-    assert where.stage_root is not None
-    return Targets((where.stage_root,), where.state_dir / STATE_SUBDIR)
-
-
-def stage_build(build: Build) -> Build:
-    """`build` as the stage root's publication: its stage files (https-stage; none
-    otherwise, which empties the stage root), no bootstrap and no firmware."""
-    from gitprov.builder import Build, DeviceFile
-
-    inv = build.inventory
-    fleet = dataclasses.replace(inv.fleet, option66=False)
-    files = tuple(
-        DeviceFile(
-            s.mac,
-            s.name,
-            s.data,
-            s.version,
-            s.set_by,
-            s.model,
-            "current",
-            s.body_sha256,
-            hashlib.sha256(s.data).hexdigest(),
-            s.data,
-        )
-        for s in secured(build)
-    )
-    bare = dataclasses.replace(inv, fleet=fleet, models={})
-    return Build(build.commit, bare, files, (), build.floor)
-
-
-def needs_stage_root(build: Build, where: Targets) -> None:
-    """https-stage without a stage root publishes nothing: the bootstrap would send new
-    devices to stage files that do not exist."""
-    if secured(build) and where.stage_root is None:
-        fleet = build.inventory.fleet
-        line, col = fleet.doc.pos(("publish", "key_delivery"))
-        raise UsageError(
-            f"{fleet.doc.path}:{line}:{col}: publish.key_delivery is https-stage, but no "
-            "stage root is given; nothing was published",
-            hint="set publish.stage_root in gitprov.yaml or pass --stage-root DIR (a "
-            "directory only the HTTPS server with client certificates serves)",
-        )
-
-
-def publish_stage(
-    build: Build,
-    where: Targets,
-    *,
-    lock_wait: float = 0.0,
-    prune_unknown: bool = False,
-    verify: bool = False,
-    inputs: dict[str, str] | None = None,
-    recorder: Recorder | None = None,
-) -> PublishResult | None:
-    """Publish the stage files of `build` into the stage root (its own manifest and lock,
-    in STATE_DIR/stage), before the bootstrap that leads devices there; None when there
-    is no stage root."""
-    from gitprov.publish import publish
-
-    needs_stage_root(build, where)
-    if where.stage_root is None:
-        return None
-    return publish(
-        stage_build(build),
-        stage_targets(where),
-        lock_wait=lock_wait,
-        prune_unknown=prune_unknown,
-        verify=verify,
-        inputs=inputs,
-        recorder=recorder,
-    )
-
-
-def stage_intact(where: Targets, commit: str, *, verify: bool = False) -> bool:
-    """Whether the stage root holds the stage files of `commit` as written (or there is
-    no stage root): what lets a publish of an already published commit stop early."""
-    from gitprov.plan import intact, load_manifest
-
-    if where.stage_root is None:
-        return True
-    manifest = load_manifest(where.state_dir / STATE_SUBDIR)
-    if manifest is None or manifest.commit != commit:
-        return False
-    if {str(r) for r in manifest.roots} != {str(where.stage_root)}:
-        return False
-    digests = {n: e.sha256_data for n, e in manifest.files.items()} if verify else None
-    return intact(manifest.roots, commit, set(manifest.files), digests) is not None

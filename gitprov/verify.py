@@ -25,12 +25,11 @@ from pathlib import Path
 
 import pygit2
 
-from gitprov import stage as staging
 from gitprov.builder import VersionConflict
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, Manifest, load_manifest, served_versions
-from gitprov.publish import KeyFor, Targets, TargetsFor, artifacts
+from gitprov.publish import KeyFor, Targets, TargetsFor, artifacts, needs_stage_root, stage_build
 
 MISSING = "missing"  # the commit produces it; the root does not hold it
 EXTRA = "extra"  # the root holds it; the commit does not produce it
@@ -91,9 +90,9 @@ def verify_commit(
     wanted: dict[Path, dict[str, bytes]] = {
         root: {a.name: a.data for a in files} for root in where.roots
     }
-    staging.needs_stage_root(build, where)
+    needs_stage_root(build, where)
     if where.stage_root is not None:
-        staged, _ = artifacts(staging.stage_build(build), None)
+        staged, _ = artifacts(stage_build(build), None)
         wanted[where.stage_root] = {a.name: a.data for a in staged}
     differences: list[Difference] = []
     compared = 0
