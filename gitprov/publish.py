@@ -933,6 +933,10 @@ def _already_published(
     else:
         where = targets
     cid = str(commit.id)
+    if not (where.state_dir / MANIFEST).is_file():
+        # Nothing published yet: build. The lock would create the state dir before the
+        # build has checked what it needs (a missing private key must leave no trace).
+        return None
     if manifest_commit(where.state_dir) not in (cid, None):
         return None  # another commit is published: build (without reading it twice)
     with publish_lock(where.state_dir, lock_wait):
