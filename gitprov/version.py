@@ -735,6 +735,12 @@ def compute_state(
     `observe(commit, state)` is called for each, parents before children."""
     cache = cache if cache is not None else VersionCache(None, "")
     hid = str(head.id)
+    # A parent missing from the object store (a damaged or cut repository) is an error
+    # whether or not a cache holds the states it would give: deleting the cache must
+    # change no output.
+    for pid in head.parent_ids:
+        if pid not in repo:
+            raise IncompleteHistory(f"commit {str(pid)[:12]} is missing")
     if observe is None:
         hit = cache.state(hid)
         if hit is not None:
