@@ -686,12 +686,13 @@ def test_init_without_github_writes_the_release_tag_and_says_how_to_pin_it(
 ) -> None:
     """Starting an inventory must not need GitHub: when the release tag's commit cannot
     be asked for, the workflows use the tag, and init says how to pin the commit."""
-    import gitprov.cli.init as cli_init
+    import gitprov.init
 
     def offline() -> ActionRef:
         raise UsageError("cannot ask https://github.com/gitprov/gitprov for v0.1.0: no network")
 
-    monkeypatch.setattr(cli_init, "release_action_ref", offline)
+    # `gitprov init` imports gitprov.init when it runs, and so finds this.
+    monkeypatch.setattr(gitprov.init, "release_action_ref", offline)
     top = tmp_path / "fleet"
     assert main(["init", str(top), "--private-key-out", str(tmp_path / "k")]) == 0
     err = capsys.readouterr().err

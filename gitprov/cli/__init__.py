@@ -26,8 +26,8 @@ from gitprov.cli import (
     validate,
 )
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
+from gitprov.cli.defaults import INVENTORY_DIR
 from gitprov.errors import GitprovError, InvalidInventory
-from gitprov.source import DEFAULT_INVENTORY_DIR
 
 COMMANDS = (
     init,
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", default=".", help="the inventory repository")
     parser.add_argument(
         "--inventory-dir",
-        default=DEFAULT_INVENTORY_DIR,
+        default=INVENTORY_DIR,
         help="directory of the inventory inside the repository",
     )
     parser.add_argument(

@@ -17,7 +17,7 @@ from gitprov.cli.common import (
     readable_file,
     session,
 )
-from gitprov.crypto import Cipher, Mode
+from gitprov.cli.defaults import MODES
 from gitprov.errors import UsageError
 
 
@@ -79,7 +79,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--mode",
         default="openssl-md5",
-        choices=[m.value for m in Mode],
+        choices=list(MODES),
         help="the model's cipher",
     )
     p.add_argument(
@@ -138,6 +138,8 @@ def run_key(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_decrypt(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.crypto import Cipher, Mode
+
     try:
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:

@@ -22,12 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gitprov import publisher_config
-from gitprov.app import Progress, Session
+from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV
 from gitprov.errors import Problem, UsageError
-from gitprov.macros import normalise_mac
-from gitprov.publisher_config import PublisherConfig
-from gitprov.source import DEFAULT_INVENTORY_DIR
 
 EXIT_CODES = (
     "exit codes: 0 ok, 1 problems in the inventory, 2 usage or environment (bad revision, "
@@ -37,6 +33,9 @@ EXIT_CODES = (
 
 Run = Callable[[argparse.Namespace, "Output"], int]
 if TYPE_CHECKING:
+    from gitprov.app import Progress, Session
+    from gitprov.publisher_config import PublisherConfig
+
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 else:
     Subparsers = argparse._SubParsersAction
@@ -153,7 +152,7 @@ def add_targets(p: argparse.ArgumentParser) -> None:
         type=readable_file,
         help="the publisher's config file (YAML: http_root, tftp_root, state_dir, "
         "firmware_dir, stage_root, allowed_roots, require_signed, allowed_signers, gpg_home); "
-        f"default ${publisher_config.CONFIG_ENV}; options given here win",
+        f"default ${CONFIG_ENV}; options given here win",
     )
     g.add_argument(
         "--http-root",
@@ -183,7 +182,7 @@ def add_targets(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         default=[],
         help="an absolute directory the fleet settings' paths may point into (repeat for "
-        f"several; also ${publisher_config.ALLOWED_ROOTS_ENV}, colon-separated); without "
+        f"several; also ${ALLOWED_ROOTS_ENV}, colon-separated); without "
         "any, only into the repository's work tree",
     )
     g.add_argument(
@@ -225,7 +224,9 @@ def add_targets(p: argparse.ArgumentParser) -> None:
 
 def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
     """The operator's settings: these options over the config file and the environment."""
-    given = PublisherConfig(
+    from gitprov import publisher_config
+
+    given = publisher_config.PublisherConfig(
         http_roots=tuple(args.http_root),
         tftp_roots=tuple(args.tftp_root),
         state_dir=args.state_dir,
@@ -246,6 +247,8 @@ def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
 
 def mac(text: str) -> str:
     """An argparse type: any spelling of a MAC, as 12 lower-case hex digits."""
+    from gitprov.macros import normalise_mac
+
     found = normalise_mac(text)
     if found is None:
         raise argparse.ArgumentTypeError(
@@ -270,6 +273,8 @@ def readable_file(text: str) -> str:
 
 
 def session(args: argparse.Namespace, out: Output) -> Session:
+    from gitprov.app import Session
+
     s = Session(
         args.repo,
         args.inventory_dir,
@@ -508,4 +513,4 @@ def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFAULT_INVENTORY_DIR", "EXIT_CODES", "Output", "session"]
+__all__ = ["EXIT_CODES", "Output", "session"]

@@ -11,21 +11,14 @@ from __future__ import annotations
 import argparse
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitprov.cli.common import Output, Subparsers, add_command, add_format, session
+from gitprov.cli.defaults import LOG_FORMATS
 from gitprov.errors import UsageError
-from gitprov.fleet import (
-    FORMATS,
-    MALFORMED_KEPT,
-    Adoption,
-    FleetReport,
-    LogSource,
-    Seen,
-    fleet_status,
-    parse_log_source,
-)
-from gitprov.publish import write_atomic
+
+if TYPE_CHECKING:
+    from gitprov.fleet import Adoption, FleetReport, LogSource, Seen
 
 OUTPUT_VERSION = 1
 
@@ -58,7 +51,7 @@ def register(sub: Subparsers) -> None:
         metavar="[FORMAT:]PATH",
         type=_log_source,
         help=f"a log to read (repeat for several; .gz too). FORMAT, one of "
-        f"{', '.join(FORMATS)}, is told from the first line when not given. Default: "
+        f"{', '.join(LOG_FORMATS)}, is told from the first line when not given. Default: "
         "STATE_DIR/fetch.log",
     )
     p.add_argument(
@@ -76,12 +69,17 @@ def register(sub: Subparsers) -> None:
 
 
 def _log_source(text: str) -> LogSource:
+    from gitprov.fleet import parse_log_source
+
     if not text:
         raise argparse.ArgumentTypeError("give a log file")
     return parse_log_source(text)
 
 
 def run_fleet(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.fleet import LogSource, fleet_status
+    from gitprov.publish import write_atomic
+
     state_dir = args.state_dir
     if not state_dir:
         s = session(args, out)
@@ -381,6 +379,8 @@ def _seen_cells(seen: Seen | None) -> str:
 
 
 def render_html(report: FleetReport) -> str:
+    from gitprov.fleet import MALFORMED_KEPT
+
     rows = []
     for d in report.devices:
         fetched = "-" if d.fetched is None else (str(d.fetched_version or "older"))

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitprov.cli.common import Formatter, Output, Subparsers, add_command, common_parent, session
-from gitprov.crypto import Mode
-from gitprov.importer import (
-    DEFAULT_PREFIX,
-    DEFAULT_THRESHOLD,
-    ConfOptions,
-    ImportRefused,
-    ImportResult,
-    import_conf,
-    import_csv,
-)
+from gitprov.cli.defaults import IMPORT_PREFIX, IMPORT_THRESHOLD, MODES, NO_ENCRYPTION
+
+if TYPE_CHECKING:
+    from gitprov.importer import ImportResult
 
 THRESHOLD_HELP = (
     "a value goes into a profile when more than PERCENT%% of the devices (and at least "
@@ -77,18 +72,18 @@ def register(sub: Subparsers) -> None:
     c.add_argument(
         "--mode",
         default="auto",
-        choices=["auto", *(m.value for m in Mode if m is not Mode.NONE)],
+        choices=["auto", *(m for m in MODES if m != NO_ENCRYPTION)],
         help="how the files were encrypted; auto tries openssl-md5, then openssl-sha256",
     )
     c.add_argument(
         "--iterations", type=int, default=10000, help="PBKDF2 iterations (openssl-pbkdf2)"
     )
     c.add_argument(
-        "--threshold", type=int, default=DEFAULT_THRESHOLD, metavar="PERCENT", help=THRESHOLD_HELP
+        "--threshold", type=int, default=IMPORT_THRESHOLD, metavar="PERCENT", help=THRESHOLD_HELP
     )
     c.add_argument(
         "--profile-prefix",
-        default=DEFAULT_PREFIX,
+        default=IMPORT_PREFIX,
         metavar="PREFIX",
         help="name of the profiles the import writes",
     )
@@ -126,6 +121,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.importer import ConfOptions, ImportRefused, import_conf, import_csv
+
     s = session(args, out)
     try:
         if args.source_kind == "conf":

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitprov import REPOSITORY_URL, __version__
 from gitprov.cli.common import Output, Subparsers, add_command
+from gitprov.cli.defaults import RUNNER_LABEL
 from gitprov.errors import UsageError
-from gitprov.init import (
-    GITHUB_REPOSITORY,
-    RUNNER_LABEL,
-    ActionRef,
-    github_files,
-    init_inventory,
-    parse_action_ref,
-    release_action_ref,
-    release_tag_ref,
-)
+
+if TYPE_CHECKING:
+    from gitprov.init import ActionRef
+
+# What gitprov.init.GITHUB_REPOSITORY is, without importing it (and pygit2) for --help.
+GITHUB_REPOSITORY = REPOSITORY_URL.removeprefix("https://github.com/")
 
 
 def register(sub: Subparsers) -> None:
@@ -62,6 +60,14 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.init import (
+        github_files,
+        init_inventory,
+        parse_action_ref,
+        release_action_ref,
+        release_tag_ref,
+    )
+
     top = Path(args.dir).absolute()
     name = args.name or top.name
     key = (

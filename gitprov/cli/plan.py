@@ -15,16 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
-from gitprov.firmware import RolloutCount
-from gitprov.publish import percent
-from gitprov.review import Change, DeviceChange, Review, TargetChange
-from gitprov.schemas import output_schemas
+
+if TYPE_CHECKING:
+    from gitprov.review import Change, DeviceChange, Review
 
 MIN_CHARS = 1_000
 DIFF_LINES = 150  # per group: a device's whole file is rarely longer
@@ -147,6 +144,12 @@ def _removal_json(result: Review) -> dict[str, Any] | None:
 
 def load_json(path: str) -> Review:
     """A plan saved with `--format json`, checked against its schema."""
+    from jsonschema import Draft202012Validator
+
+    from gitprov.firmware import RolloutCount
+    from gitprov.review import Change, DeviceChange, Review, TargetChange
+    from gitprov.schemas import output_schemas
+
     try:
         text = Path("/dev/stdin" if path == "-" else path).read_text(encoding="utf-8")
         doc = json.loads(text)
@@ -214,6 +217,8 @@ def warnings(result: Review) -> list[str]:
 
 
 def _removal(result: Review) -> str:
+    from gitprov.publish import percent
+
     share, limit = result.removal_share, result.max_removal
     assert share is not None and limit is not None
     return (
@@ -233,6 +238,8 @@ def upgrade_lines(result: Review) -> list[str]:
 
 # -- text -----------------------------------------------------------------------------
 def _text(result: Review, out: Output) -> None:
+    from gitprov.publish import percent
+
     out.data(f"gitprov plan {result.base[:12]}..{result.head[:12]}")
     for line in warnings(result):
         out.data(f"WARNING: {line}")
@@ -288,7 +295,8 @@ def groups(changes: Sequence[DeviceChange]) -> list[Group]:
     return out
 
 
-_VERB = {Change.ADD: "added", Change.CHANGE: "changed", Change.REMOVE: "removed"}
+# Keyed by the values of gitprov.review.Change (a StrEnum): its members find them.
+_VERB = {"add": "added", "change": "changed", "remove": "removed"}
 
 
 def markdown(result: Review, max_chars: int | None = None) -> str:
@@ -337,6 +345,9 @@ def _tail(devices: int, hidden_groups: int, max_chars: int) -> str:
 
 
 def _md_header(result: Review, n_groups: int) -> str:
+    from gitprov.publish import percent
+    from gitprov.review import Change
+
     title = f"### gitprov plan `{result.base[:12]}`..`{result.head[:12]}`\n\n"
     title += _md_warnings(result)
     title += "".join(f"{line[0].upper()}{line[1:]}.\n\n" for line in upgrade_lines(result))
@@ -385,6 +396,8 @@ def _code(text: str) -> str:
 
 def _md_group_top(g: Group) -> str:
     """A group's heading, versions and diff: what a reviewer must see."""
+    from gitprov.review import Change
+
     n = len(g.devices)
     first = g.devices[0]
     who = f"`{first.mac}`" if n == 1 else f"{n:,} devices"

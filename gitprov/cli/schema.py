@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitprov.catalog import Param, Unpublished, load_catalog
 from gitprov.cli.common import Output, Subparsers, add_command, add_format
 from gitprov.errors import UsageError
-from gitprov.schemas import all_schemas, for_editors, output_schemas
+
+if TYPE_CHECKING:
+    from gitprov.catalog import Unpublished
 
 
 def register(sub: Subparsers) -> None:
@@ -54,6 +55,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run_schema(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.schemas import all_schemas, for_editors, output_schemas
+
     schemas = {**all_schemas(), **output_schemas()}
     kinds = [n.removesuffix(".schema.json") for n in schemas]
     if args.write:
@@ -78,6 +81,8 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
 def run_params(args: argparse.Namespace, out: Output) -> int:
     # `--format json`, format version 1: every field always present; parameters whose DBID
     # key the vendor has not published have "key": null and cannot be set by name.
+    from gitprov.catalog import Param, load_catalog
+
     cat = load_catalog()
     rows = []
     entries: list[Param | Unpublished] = [*cat.params, *cat.unpublished]

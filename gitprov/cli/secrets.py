@@ -7,7 +7,6 @@ import getpass
 import sys
 from pathlib import Path
 
-from gitprov.app import keygen
 from gitprov.cli.common import Output, Subparsers, add_command, common_parent, session
 
 
@@ -36,6 +35,8 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     if args.secrets_cmd == "keygen":
+        from gitprov.app import keygen
+
         public = keygen(Path(args.out))
         out.info(f"private key written to {args.out} (mode 600; keep it off git)")
         out.data(f"public key: {public}")

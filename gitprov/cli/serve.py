@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gitprov.cli.common import (
     Output,
@@ -23,9 +23,17 @@ from gitprov.cli.common import (
     publisher_config_of,
     session,
 )
+from gitprov.cli.defaults import (
+    TFTP_MAX_PENDING,
+    TFTP_MAX_PENDING_PER_CLIENT,
+    TFTP_MAX_TIMEOUT,
+    TFTP_MAX_TRANSFERS,
+)
 from gitprov.errors import GitprovError, UsageError
-from gitprov.tools.device import ProbeOptions, ResyncResult, probe
-from gitprov.tools.serve import FetchCallback, HttpServer, TftpLimits
+
+if TYPE_CHECKING:
+    from gitprov.tools.device import ResyncResult
+    from gitprov.tools.serve import FetchCallback, HttpServer
 
 
 def register(sub: Subparsers) -> None:
@@ -80,7 +88,6 @@ def register(sub: Subparsers) -> None:
         metavar="DIR",
         help="the stage root the publisher wrote (--stage-root of publish): served over HTTPS only",
     )
-    defaults = TftpLimits()
     tftp = p.add_argument_group(
         "TFTP limits",
         "A TFTP session is pending until the client acknowledges the first packet.\n"
@@ -90,7 +97,7 @@ def register(sub: Subparsers) -> None:
     tftp.add_argument(
         "--tftp-max-transfers",
         type=_positive,
-        default=defaults.max_transfers,
+        default=TFTP_MAX_TRANSFERS,
         metavar="N",
         help="TFTP sessions at once, pending or not; when all are past their first ACK, "
         "a new request is answered 'Server busy'",
@@ -98,21 +105,21 @@ def register(sub: Subparsers) -> None:
     tftp.add_argument(
         "--tftp-max-pending",
         type=_positive,
-        default=defaults.max_pending,
+        default=TFTP_MAX_PENDING,
         metavar="N",
         help="pending TFTP sessions in all; beyond, the address holding the most loses its oldest",
     )
     tftp.add_argument(
         "--tftp-max-pending-per-client",
         type=_positive,
-        default=defaults.max_pending_per_client,
+        default=TFTP_MAX_PENDING_PER_CLIENT,
         metavar="N",
         help="pending TFTP sessions of one client address; beyond, its oldest goes",
     )
     tftp.add_argument(
         "--tftp-max-timeout",
         type=_positive,
-        default=defaults.max_timeout,
+        default=TFTP_MAX_TIMEOUT,
         metavar="SECONDS",
         help="the highest timeout option (RFC 2349) acknowledged; a higher one is left "
         "out of the OACK and the server's own timeout (1 s) applies",
@@ -267,7 +274,7 @@ def _positive(text: str) -> int:
 
 def run_serve(args: argparse.Namespace, out: Output) -> int:
     from gitprov.tools.fetchlog import FetchLog, ServedVersions
-    from gitprov.tools.serve import serve_roots
+    from gitprov.tools.serve import TftpLimits, serve_roots
 
     http_root, tftp_root, state_dir = args.http_root, args.tftp_root, args.state_dir
     if not http_root and not tftp_root:
@@ -540,6 +547,8 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
 
 
 def run_probe(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.tools.device import ProbeOptions, probe
+
     results = probe(
         ProbeOptions(
             mac=args.mac,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitprov import journal
 from gitprov.cli.common import (
     Output,
     Subparsers,
@@ -18,8 +17,11 @@ from gitprov.cli.common import (
     readable_file,
     session,
 )
-from gitprov.journal import Change, Entry, FileRecord, printable
-from gitprov.publisher_config import CONFIG_ENV
+from gitprov.cli.defaults import CONFIG_ENV
+
+if TYPE_CHECKING:
+    from gitprov import journal
+    from gitprov.journal import Change, Entry, FileRecord
 
 
 def register(sub: Subparsers) -> None:
@@ -109,6 +111,8 @@ def _add_state_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _instant(text: str) -> datetime:
+    from gitprov import journal
+
     try:
         return journal.parse_instant(text)
     except ValueError as exc:
@@ -117,6 +121,9 @@ def _instant(text: str) -> datetime:
 
 # -- history ------------------------------------------------------------------------------
 def run_history(args: argparse.Namespace, out: Output) -> int:
+    from gitprov import journal
+    from gitprov.journal import printable
+
     config = publisher_config_of(args)
     read = session(args, out).read_journal(config)
     entries = read.entries
@@ -168,6 +175,8 @@ def run_history(args: argparse.Namespace, out: Output) -> int:
 
 
 def _who(e: Entry) -> str:
+    from gitprov.journal import printable
+
     if e.info is None:
         return "(author not recorded)"
     i = e.info
@@ -175,6 +184,8 @@ def _who(e: Entry) -> str:
 
 
 def _entry_line(e: Entry) -> str:
+    from gitprov.journal import printable
+
     added = sum(len(c.added) for c in e.changes)
     changed = sum(len(c.changed) for c in e.changes)
     removed = sum(len(c.removed) for c in e.changes)
@@ -190,6 +201,8 @@ def _entry_line(e: Entry) -> str:
 
 
 def _mac_line(e: Entry, c: Change, action: str, r: FileRecord) -> str:
+    from gitprov.journal import printable
+
     version = f"version {r.version}" if r.version is not None else "-"
     where = "" if set(c.roots) == set(e.roots) else f"  (in {_roots(c.roots)} only)"
     flag = " [recovered]" if e.recovered else ""
@@ -200,12 +213,17 @@ def _mac_line(e: Entry, c: Change, action: str, r: FileRecord) -> str:
 
 
 def _roots(roots: tuple[str, ...]) -> str:
+    from gitprov.journal import printable
+
     return ", ".join(printable(r) for r in roots)
 
 
 def _print_live(
     out: Output, live: journal.Live, entries: tuple[Entry, ...], only: str | None
 ) -> None:
+    from gitprov import journal
+    from gitprov.journal import printable
+
     at = journal.rfc3339(live.at)
     e = live.entry
     if e is None:
@@ -229,6 +247,8 @@ def _print_live(
 
 
 def _file_line(r: FileRecord) -> str:
+    from gitprov.journal import printable
+
     parts = [printable(r.name), printable(r.kind)]
     if r.mac:
         parts.append(printable(r.mac))
@@ -259,6 +279,8 @@ def _live_json(live: journal.Live) -> dict[str, Any]:
 
 # -- verify -------------------------------------------------------------------------------
 def run_verify(args: argparse.Namespace, out: Output) -> int:
+    from gitprov.journal import printable
+
     config = publisher_config_of(args)
     with out.working("verify"):
         result = session(args, out).verify(args.rev, config)

@@ -1,0 +1,108 @@
+"""What a fresh `gitprov` process imports before it does anything: building the parser
+(every `--help`, completion, the start of every command) must not pay for pygit2,
+jsonschema, cryptography or the pipeline, which CI, pre-commit hooks and each
+subprocess would otherwise load for nothing; and the values the parser shows without
+importing their owners must be the owners' values."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gitprov.cli
+from gitprov import fleet, importer, init, publisher_config, review, source
+from gitprov.cli import defaults
+from gitprov.cli import init as cli_init
+from gitprov.cli import plan as cli_plan
+from gitprov.crypto import Cipher, Mode
+from gitprov.tools.serve import TftpLimits
+
+HEAVY = ("pygit2", "jsonschema", "cryptography", "gitprov.pipeline", "gitprov.app")
+
+# Runs in a fresh interpreter: `argv` lists of gitprov arguments, then the modules loaded.
+PROBE = """
+import contextlib, io, json, sys
+from gitprov.cli import build_parser, main
+build_parser()
+for argv in json.loads(sys.argv[1]):
+    # decrypt writes bytes: a text stream with a buffer, as sys.stdout is.
+    sink = io.TextIOWrapper(io.BytesIO())
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    assert code == 0, (argv, code)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _loaded(runs: list[list[str]], cwd: Path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY)
+
+
+def _commands() -> list[list[str]]:
+    """`--help` of gitprov, of each command and of each sub-command."""
+    parser = gitprov.cli.build_parser()
+    runs = [["--help"]]
+    for name, sub in parser._subparsers._group_actions[0].choices.items():  # type: ignore[union-attr]
+        runs.append([name, "--help"])
+        for action in sub._actions:
+            if action.choices and hasattr(action, "add_parser"):
+                runs += [[name, inner, "--help"] for inner in action.choices]
+    return runs
+
+
+def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
+    runs = _commands()
+    assert ["secrets", "keygen", "--help"] in runs  # the walk reaches sub-commands
+    assert _heavy(_loaded(runs, tmp_path)) == []
+
+
+def test_the_probe_sees_heavy_imports(tmp_path: Path) -> None:
+    # The check above is only worth something if a command that uses them shows them.
+    key = "k" * 16
+    encrypted = tmp_path / "fv.conf"
+    encrypted.write_bytes(Cipher(Mode.OPENSSL_MD5).encrypt(b"<<VOIP CONFIG FILE>>\n", key))
+    loaded = _loaded([["decrypt", str(encrypted), "--key", key]], tmp_path)
+    assert "cryptography" in loaded
+    # and no more than that command uses
+    assert "pygit2" not in loaded and "jsonschema" not in loaded
+
+
+@pytest.mark.parametrize(
+    ("mirror", "owner"),
+    [
+        (defaults.INVENTORY_DIR, source.DEFAULT_INVENTORY_DIR),
+        (defaults.CONFIG_ENV, publisher_config.CONFIG_ENV),
+        (defaults.ALLOWED_ROOTS_ENV, publisher_config.ALLOWED_ROOTS_ENV),
+        (defaults.MODES, tuple(m.value for m in Mode)),
+        (defaults.NO_ENCRYPTION, Mode.NONE.value),
+        (defaults.IMPORT_THRESHOLD, importer.DEFAULT_THRESHOLD),
+        (defaults.IMPORT_PREFIX, importer.DEFAULT_PREFIX),
+        (defaults.TFTP_MAX_TRANSFERS, TftpLimits().max_transfers),
+        (defaults.TFTP_MAX_PENDING, TftpLimits().max_pending),
+        (defaults.TFTP_MAX_PENDING_PER_CLIENT, TftpLimits().max_pending_per_client),
+        (defaults.TFTP_MAX_TIMEOUT, TftpLimits().max_timeout),
+        (defaults.LOG_FORMATS, fleet.FORMATS),
+        (defaults.RUNNER_LABEL, init.RUNNER_LABEL),
+        (cli_init.GITHUB_REPOSITORY, init.GITHUB_REPOSITORY),
+        (set(cli_plan._VERB), {c.value for c in review.Change}),
+    ],
+)
+def test_the_parsers_values_are_their_owners(mirror: object, owner: object) -> None:
+    assert mirror == owner
