@@ -6,9 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
-from gitprov.catalog import Catalog, Param, Unpublished, load_catalog
+from gitprov.catalog import (
+    SCHEMAS_DIR,
+    Catalog,
+    Param,
+    Unpublished,
+    _param,
+    _unpublished,
+    load_catalog,
+)
 from gitprov.errors import GitprovError
 
 # Acceptance 3: the overview's param.conf example (section 5), key → (type, scope).
@@ -203,3 +212,14 @@ def test_no_range_or_enum_that_no_source_states(catalog: Catalog) -> None:
         if (e.min, e.max, e.max_length, e.values) != (None, None, None, ())
     }
     assert limited == {}
+
+
+def test_libyaml_reads_the_catalog_as_the_pure_python_loader_does(catalog: Catalog) -> None:
+    # load_catalog reads params.yaml with libyaml's loader, for speed; the catalog it
+    # makes must be the one the reference loader's data makes.
+    raw = (SCHEMAS_DIR / "params.yaml").read_bytes()
+    fast = yaml.load(raw, Loader=yaml.CSafeLoader)
+    slow = yaml.load(raw, Loader=yaml.SafeLoader)
+    assert fast == slow
+    assert catalog.params == tuple(_param(e) for e in slow["params"])
+    assert catalog.unpublished == tuple(_unpublished(e) for e in slow.get("unpublished") or ())
