@@ -15,10 +15,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pygit2
 
-from gitprov import audit, journal
 from gitprov import secrets as sec
 from gitprov.catalog import load_catalog
 from gitprov.compile import placeholder_resolver
@@ -26,27 +26,21 @@ from gitprov.errors import GitprovError, InvalidInventory, UsageError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import SECRETS_FILE, Device, Fleet, Inventory
 from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline, secret_resolver
-from gitprov.plan import load_manifest
-from gitprov.publish import (
-    Guards,
-    PathPolicy,
-    PublishResult,
-    Targets,
-    fleet_of,
-    publish_commit,
-    resolve_fleet_path,
-    targets_for,
-    write_atomic,
-    write_file,
-)
-from gitprov.publisher_config import PublisherConfig
-from gitprov.review import Review, review
 from gitprov.secrets import SecretError, load_private_key
 from gitprov.source import DEFAULT_INVENTORY_DIR, Source, WorktreeSource, open_repo, resolve_commit
 from gitprov.validate import Options
-from gitprov.verify import Verification, verify_commit
 from gitprov.version import IncompleteHistory
-from gitprov.watch import CommitPublisher
+
+# What only some commands use (publishing, the journal, history, review, verification, the
+# watcher) is imported by the method that uses it: every command would otherwise pay for
+# all of them at start-up.
+if TYPE_CHECKING:
+    from gitprov import audit, journal
+    from gitprov.publish import PathPolicy, PublishResult, Targets
+    from gitprov.publisher_config import PublisherConfig
+    from gitprov.review import Review
+    from gitprov.verify import Verification
+    from gitprov.watch import CommitPublisher
 
 Progress = Callable[[str, int, int], None]
 
@@ -192,6 +186,8 @@ class Session:
 
         A scratch output: written without fsync (a crash leaves at worst a file to rebuild);
         `publish` is the one that makes its files durable."""
+        from gitprov.publish import write_file
+
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file", hint="give a directory (created if missing)")
         commit = self.commit(rev)
@@ -214,6 +210,8 @@ class Session:
         return Built(build.commit, out, total, reveal)
 
     def plan(self, base: str, rev: str) -> Review:
+        from gitprov.review import review
+
         return review(self.pipeline, self.commit(base), self.commit(rev))
 
     def versions(self, rev: str = "HEAD", macs: Sequence[str] = ()) -> list[VersionRow]:
@@ -260,6 +258,9 @@ class Session:
         Nothing is loaded when the commit is published already and the roots are intact
         by stat (`verify`: by their bytes), so the private key is asked for only when
         there is something to build."""
+        from gitprov.publish import Guards, publish_commit
+        from gitprov.publisher_config import PublisherConfig
+
         config = config or PublisherConfig()
         guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())
         commit = self.commit(rev)
@@ -277,6 +278,8 @@ class Session:
         )
 
     def targets(self, fleet: Fleet, given: PublisherConfig) -> Targets:
+        from gitprov.publish import targets_for
+
         return targets_for(
             fleet,
             http_roots=given.http_roots,
@@ -291,6 +294,8 @@ class Session:
     def path_policy(self, given: PublisherConfig) -> PathPolicy:
         """Where the fleet settings' paths may point: the operator's allow-list, else this
         repository's work tree (none for a bare one); never into the git directory."""
+        from gitprov.publish import PathPolicy
+
         workdir = self.repo.workdir
         return PathPolicy(
             tuple(Path(r) for r in given.allowed_roots),
@@ -306,11 +311,15 @@ class Session:
         return Path(workdir) if workdir is not None else Path(self.repo.path)
 
     def fleet_path(self, value: str | None) -> str | None:
+        from gitprov.publish import resolve_fleet_path
+
         if not value:
             return None
         return str(resolve_fleet_path(value, self.base))
 
     def log(self, mac: str, rev: str = "HEAD") -> list[audit.Change]:
+        from gitprov import audit
+
         head = self.commit(rev)
         changes = audit.history(self.pipeline, head, mac)
         if not changes:
@@ -320,6 +329,8 @@ class Session:
         return changes
 
     def blame(self, mac: str, rev: str = "HEAD", param: str | None = None) -> list[audit.BlameLine]:
+        from gitprov import audit
+
         head = self.commit(rev)
         lines = audit.blame(self.pipeline, head, mac, find_device)
         if not param:
@@ -342,6 +353,9 @@ class Session:
     def verify(self, rev: str = "HEAD", config: PublisherConfig | None = None) -> Verification:
         """Build `rev` as `publish` would (same key, versions continued from the manifest)
         and compare it byte for byte with the roots `config` (or the fleet) names."""
+        from gitprov.publisher_config import PublisherConfig
+        from gitprov.verify import verify_commit
+
         config = config or PublisherConfig()
         return verify_commit(
             self.pipeline,
@@ -353,6 +367,8 @@ class Session:
     def state_dir(self, config: PublisherConfig | None = None) -> Path:
         """The publisher's state dir: the operator's (the repository is then not even
         opened), else the one HEAD's fleet settings name."""
+        from gitprov.publish import fleet_of, resolve_fleet_path
+
         if config is not None and config.state_dir:
             return Path(config.state_dir)
         fleet = fleet_of(self.pipeline, self.commit("HEAD"))
@@ -366,6 +382,9 @@ class Session:
     def read_journal(self, config: PublisherConfig | None = None) -> journal.Read:
         """The publish journal of the state dir, with a note when it is behind the
         manifest (a publish cut short before its entry)."""
+        from gitprov import journal
+        from gitprov.plan import load_manifest
+
         state_dir = self.state_dir(config)
         return journal.read_journal(state_dir, load_manifest(state_dir))
 
@@ -391,6 +410,8 @@ class Session:
         return [(n, sec.sealed_digest(v)) for n, v in self.secrets_file().sealed.items()]
 
     def secrets_set(self, name: str, value: str) -> Path:
+        from gitprov.publish import write_atomic
+
         if not value:
             raise UsageError("empty secret value", hint="type the value, or pipe it on stdin")
         sf = self.secrets_file()
@@ -401,6 +422,8 @@ class Session:
         return path
 
     def secrets_rotate(self, new_public_key: str) -> int:
+        from gitprov.publish import write_atomic
+
         current = self.private_key()
         if current is None:
             raise UsageError(
@@ -434,6 +457,9 @@ class Session:
         move it) and either the roots or an allow-list for the fleet settings' roots.
         Every so often it starts over with a fresh Pipeline (a long-running process must
         not grow its caches)."""
+        from gitprov.publish import Guards
+        from gitprov.watch import CommitPublisher
+
         config.require_targets()
         assert config.state_dir is not None
         guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())

@@ -20,6 +20,7 @@ from gitprov.cli import init as cli_init
 from gitprov.cli import plan as cli_plan
 from gitprov.crypto import Cipher, Mode
 from gitprov.tools.serve import TftpLimits
+from tests.fixtures.gitrepo import GitRepo
 
 HEAVY = ("pygit2", "jsonschema", "cryptography", "gitprov.pipeline", "gitprov.app")
 
@@ -82,6 +83,60 @@ def test_the_probe_sees_heavy_imports(tmp_path: Path) -> None:
     assert "cryptography" in loaded
     # and no more than that command uses
     assert "pygit2" not in loaded and "jsonschema" not in loaded
+
+
+# Runs one command in a fresh interpreter, then writes the modules loaded into a file: the
+# command's own output stays on stdout and stderr, out of the way of the list.
+COMMAND = """
+import json, sys
+from gitprov.cli import main
+code = main(json.loads(sys.argv[1]))
+with open(sys.argv[2], "w") as f:
+    json.dump(sorted(sys.modules), f)
+sys.exit(code)
+"""
+
+# What only publishing, the watcher, verification, review or serving need.
+NOT_FOR_VALIDATE = (
+    "gitprov.publish",
+    "gitprov.watch",
+    "gitprov.verify",
+    "gitprov.review",
+    "gitprov.fleet",
+    "gitprov.tools.serve",
+)
+
+
+def _run(argv: list[str], cwd: Path, out: Path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", COMMAND, json.dumps(argv), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(out.read_text()))
+
+
+def test_validate_imports_nothing_of_publishing(example_repo: GitRepo, tmp_path: Path) -> None:
+    loaded = _run(["-q", "validate"], example_repo.path, tmp_path / "modules.json")
+    assert {"gitprov.app", "gitprov.pipeline"} <= loaded  # it did validate
+    assert sorted(m for m in NOT_FOR_VALIDATE if m in loaded) == []
+
+
+def test_the_command_probe_sees_publishing(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    # The check above is only worth something if a command that publishes shows it.
+    http, tftp, state = (tmp_path / d for d in ("http", "tftp", "state"))
+    argv = ["-q", "publish", "--http-root", str(http), "--tftp-root", str(tftp)]
+    out = tmp_path / "modules.json"
+    loaded = _run([*argv, "--state-dir", str(state)], example_repo.path, out)
+    assert "gitprov.publish" in loaded
+    # and none of what publishing does not use
+    assert "gitprov.review" not in loaded and "gitprov.tools.serve" not in loaded
 
 
 @pytest.mark.parametrize(
