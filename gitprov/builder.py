@@ -41,6 +41,9 @@ from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.secrets import SecretError, public_key_of, unseal
 
 Progress = Callable[[str, int, int], None]
+# The files a previous build made for a device from the same inputs (MAC, build key,
+# private key id), or None: a fresh process's way to carry unchanged devices over.
+Prior = Callable[[str, tuple[str, ...], str], "list[DeviceFile] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,9 @@ class Builder:
         self._digests: dict[tuple[str, ...], str] = {}
         self._templates: dict[tuple[str, ...], Template] = {}
         self._built: dict[tuple[object, ...], list[DeviceFile]] = {}
+        # Of the last build: each MAC's build key, and the private key's id.
+        self.inputs: dict[str, tuple[str, ...]] = {}
+        self.key_id = ""
         self._compiler: Compiler | None = None
         # Processes that compile, render and encrypt (see `_map`): 1 keeps all work here.
         self.workers = usable_cpus()
@@ -349,9 +355,14 @@ class Builder:
         force: bool = False,
         progress: Progress | None = None,
         keep_plaintext: bool = True,
+        prior: Prior | None = None,
     ) -> Build:
         """Compile, render and encrypt every device and option-66 file of a validated
         inventory at `commit`, numbered by its version `state`.
+
+        `prior` gives what an earlier build made from a device's same inputs (see
+        `key_id`): such a device is taken over, not compiled, when its version and
+        what was served give it the same number (only without `keep_plaintext`).
 
         `served` (key -> (highest version ever served, its body sha256), from the
         manifest, removed devices included) is what the roots already gave devices. A
@@ -365,7 +376,7 @@ class Builder:
         vers = state.versions()
         served = served or {}
         resolve = secret_resolver(inv, private_key)
-        key_id = hashlib.sha256((private_key or "").encode()).hexdigest()
+        key_id = key_id_of(private_key)
         files: list[DeviceFile] = []
         built: dict[tuple[object, ...], list[DeviceFile]] = {}
         conflicts: list[Conflict] = []
@@ -392,6 +403,8 @@ class Builder:
             )
             keys.append(key)
             hit = self._built.get(key)
+            if hit is None and prior is not None and not keep_plaintext:
+                hit = _carried(prior(device.mac, dkey, key_id), info, served, force)
             results.append(hit)
             if hit is None:
                 todo.append(i)
@@ -434,8 +447,32 @@ class Builder:
         if conflicts:
             raise VersionConflict(commit, state.floor, conflicts)
         self._built = built
+        self.inputs = {d.mac: k for d, k in zip(devices, dkeys, strict=True)}
+        self.key_id = key_id
         stages = staging.stage_files(inv, files, boots, resolve)
         return Build(commit, inv, tuple(files), tuple(boots), state.floor, stages)
+
+
+def key_id_of(private_key: str | None) -> str:
+    """What tells one private key from another in a build's inputs: a hash of it (kept
+    in the state dir, so never the key itself)."""
+    return hashlib.sha256(b"gitprov build key\0" + (private_key or "").encode()).hexdigest()
+
+
+def _carried(
+    got: list[DeviceFile] | None,
+    info: versioning.VersionInfo,
+    served: Served,
+    force: bool,
+) -> list[DeviceFile] | None:
+    """An earlier build's files of a device with the same inputs, when this build would
+    number them the same (then the bytes are the same); else None: build it."""
+    if not got or any(f.version != info.version or f.set_by != info.commit for f in got):
+        return None
+    found: list[Conflict] = []
+    if _served_version(got[0].mac, info, got[0].body_sha256, served, force, found) != info.version:
+        return None
+    return None if found else got
 
 
 _MARKED = re.compile(f"{MARK}[sk]([^{MARK}]*){MARK}")

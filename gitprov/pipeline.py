@@ -19,7 +19,7 @@ from gitprov import version as versioning
 from gitprov.builder import BOOTSTRAP as BOOTSTRAP
 from gitprov.builder import BootstrapFile as BootstrapFile
 from gitprov.builder import Build as Build
-from gitprov.builder import Builder
+from gitprov.builder import Builder, Prior
 from gitprov.builder import Conflict as Conflict
 from gitprov.builder import DeviceFile as DeviceFile
 from gitprov.builder import Served as Served
@@ -540,9 +540,10 @@ class Pipeline:
         *,
         force: bool = False,
         keep_plaintext: bool = True,
+        prior: Prior | None = None,
     ) -> Build:
         """Compile, render and encrypt every device and option-66 file of `commit`
-        (see Builder.build); an invalid commit is InvalidInventory."""
+        (see Builder.build, also for `prior`); an invalid commit is InvalidInventory."""
         loaded = loaded or self.load_commit(commit)
         if loaded.inventory is None:
             raise InvalidInventory(
@@ -559,6 +560,7 @@ class Pipeline:
             force=force,
             progress=self.progress,
             keep_plaintext=keep_plaintext,
+            prior=prior,
         )
 
 

@@ -37,6 +37,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import posixpath
 import secrets
@@ -53,6 +54,7 @@ import pygit2
 
 from gitprov import __version__, journal
 from gitprov import stage as staging
+from gitprov.builder import Prior
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
@@ -848,7 +850,13 @@ def publish_commit(
         # Publishing needs the plaintext's hash, not the plaintext: a fleet's worth of it
         # is a fleet's worth of memory.
         build = pipeline.build(
-            commit, key, served_versions(previous), loaded, force=force, keep_plaintext=False
+            commit,
+            key,
+            served_versions(previous),
+            loaded,
+            force=force,
+            keep_plaintext=False,
+            prior=_prior(where.state_dir, previous, inputs),
         )
         if not guards.allow_mass_removal:
             _check_removal(build, previous, published)
@@ -863,7 +871,110 @@ def publish_commit(
             recorder=recorder,
         )
         result = _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
+        _keep_inputs(where.state_dir, build, pipeline, inputs)
         return _journal(result, previous, recorder)
+
+
+# What the last publish built each device from (see _keep_inputs), next to the manifest.
+BUILD_INPUTS = "build-inputs.json"
+
+
+def _input_id(dkey: Sequence[str]) -> str:
+    return hashlib.sha256("\0".join(dkey).encode()).hexdigest()
+
+
+def _keep_inputs(state_dir: Path, build: Build, pipeline: Pipeline, inputs: dict[str, str]) -> None:
+    """Record each device's build inputs (a hash of its blob ids) and files, for the next
+    publish in a fresh process to take unchanged devices over from the roots instead of
+    compiling and encrypting them again (see `_prior`). Written after the manifest: a
+    record the manifest does not name (other commit, other inputs) is not used; losing
+    it costs only a full build."""
+    builder = pipeline.builder
+    files: dict[str, list[DeviceFile]] = {}
+    for f in build.files:
+        files.setdefault(f.mac, []).append(f)
+    devices = {}
+    for mac, made in files.items():
+        dkey = builder.inputs.get(mac)
+        if dkey is None:
+            continue
+        devices[mac] = [
+            _input_id(dkey),
+            [[f.name, f.role] for f in made],
+            list(made[0].secret_lines),
+        ]
+    record = {
+        "commit": build.commit,
+        "inputs": inputs,
+        "key_id": builder.key_id,
+        "devices": devices,
+    }
+    with contextlib.suppress(OSError):
+        write_atomic(state_dir / BUILD_INPUTS, json.dumps(record, sort_keys=True).encode())
+
+
+def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> Prior | None:
+    """The files the published commit's build made, by device, when its record matches
+    the manifest and these inputs: each read back from a root that holds that commit and
+    checked against the manifest's sha256 (anything else: None, the device is built)."""
+    if previous is None or dict(previous.inputs) != inputs:
+        return None
+    try:
+        raw = json.loads((state_dir / BUILD_INPUTS).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(raw, dict)
+        or raw.get("commit") != previous.commit
+        or raw.get("inputs") != inputs
+        or not isinstance(raw.get("devices"), dict)
+        or not isinstance(raw.get("key_id"), str)
+    ):
+        return None
+    source = next((Path(r) for r in sorted(previous.roots) if previous.converged(r)), None)
+    if source is None:
+        return None
+    devices: dict[str, object] = raw["devices"]
+    key_id: str = raw["key_id"]
+    entries = previous.files
+
+    def prior(mac: str, dkey: tuple[str, ...], kid: str) -> list[DeviceFile] | None:
+        got = devices.get(mac)
+        if kid != key_id or not isinstance(got, list) or len(got) != 3:
+            return None
+        input_id, names, secret_lines = got
+        if input_id != _input_id(dkey) or not isinstance(names, list) or not names:
+            return None
+        out = []
+        try:
+            lines = tuple(int(i) for i in secret_lines)
+            for name, role in names:
+                e = entries.get(name)
+                if e is None or e.mac != mac or str(e.kind) != str(Kind.DEVICE):
+                    return None
+                data = (source / name).read_bytes()
+                if _sha(data) != e.sha256_data:
+                    return None
+                out.append(
+                    DeviceFile(
+                        mac,
+                        str(name),
+                        data,
+                        e.version,
+                        e.set_by,
+                        e.model,
+                        str(role),
+                        e.sha256_body,
+                        e.sha256_plain,
+                        None,
+                        lines,
+                    )
+                )
+        except (OSError, TypeError, ValueError):
+            return None
+        return out
+
+    return prior
 
 
 def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:
