@@ -108,8 +108,8 @@ def test_every_limit_has_a_hint_that_says_how_to_raise_it() -> None:
 MEMORY = 512 * 2**20
 DEADLINE = 2.0  # seconds, the bound for each input
 # On a slower machine: this many YAML floors (tests/fixtures/speed.py); the 10,000-profile
-# chain, the slowest input, costs about 1.3 floors.
-DEADLINE_FLOORS = 1.5
+# chain, the slowest input, costs 1.3 to 1.7 floors (wall time: the neighbours show).
+DEADLINE_FLOORS = 2.0
 
 
 @pytest.fixture(scope="module")

@@ -184,8 +184,14 @@ def push_three(
     assert invalid["result"] == "invalid"
     located = [p for p in invalid["problems"] if p["file"] == DEVICE and p["level"] == "error"]
     assert located and all(p["line"] > 0 and p["col"] > 0 for p in located)
+    # The outcome (stdout) and the located problem (stderr) come through two pipes
+    # read by two threads: wait for the line rather than assume it came first.
+    pattern = rf"{re.escape(DEVICE)}:\d+:\d+: error\[GP\d+\]"
+    deadline = time.monotonic() + 15
+    while not re.search(pattern, "".join(watch.err)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     stderr = "".join(watch.err)
-    assert re.search(rf"{re.escape(DEVICE)}:\d+:\d+: error\[GP\d+\]", stderr), stderr
+    assert re.search(pattern, stderr), stderr
     assert served(tmp_path / "http") == built(repo_for_build, good1, tmp_path / "b1")
 
     good2 = clone.commit_push(
