@@ -35,15 +35,8 @@ from tests.deploy.support import (
     sh,
     substitute,
 )
-from tests.e2e.production_test import (
-    Pki,
-    Site,
-    curl,
-    free_port,
-    nginx_config,
-    no_proxy_env,
-    wait_for_tcp,
-)
+from tests.e2e.production_test import curl
+from tests.fixtures.deploy_files import Pki, free_port, nginx_config, no_proxy_env, wait_for_tcp
 from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
 from tests.fixtures.peers import need
 
@@ -307,7 +300,6 @@ def served(issued: Issued) -> Iterator[Served]:
     https, http = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
     (base / "logs").mkdir()
     (base / "nginx-tmp").mkdir()
-    site = Site(base, http_root, base / "tftp", {}, {}, b"")
     pki = Pki(
         issued.tls / "devices-ca.crt", issued.tls / "server.crt", issued.tls / "server.key", {}
     )
@@ -315,7 +307,7 @@ def served(issued: Issued) -> Iterator[Served]:
     # Workers run as root here only to read pytest's 0700 tmp dirs; the deploy site itself
     # is what production runs.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(user + nginx_config(site, pki, https, http))
+    conf.write_text(user + nginx_config(base, http_root, pki, https, http))
     argv = [binary, "-p", f"{base}/", "-c", str(conf), "-e", "stderr"]
     check = subprocess.run([*argv, "-t"], capture_output=True, timeout=30, check=False)
     assert check.returncode == 0, f"nginx -t: {check.stderr.decode()}"

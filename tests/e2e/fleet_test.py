@@ -42,7 +42,8 @@ from gitprov.tools.device import (
 )
 from gitprov.tools.fetchlog import FetchLog, ServedVersions
 from gitprov.tools.serve import serve_roots
-from tests.e2e.production_test import free_port, tftp_get, tftpd_defaults, wait_for_tcp
+from tests.e2e.production_test import tftp_get
+from tests.fixtures.deploy_files import free_port, tftpd_defaults, wait_for_tcp
 from tests.fixtures.gitrepo import ROOT, GitRepo
 from tests.fixtures.peers import need
 from tests.fixtures.roots import root_args

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.production_test import free_port
+from tests.fixtures.deploy_files import free_port
 from tests.fixtures.gitrepo import ROOT
 from tests.fixtures.peers import openssl_decrypt
 from tests.init_test import IDENTITY

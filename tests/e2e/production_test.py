@@ -16,8 +16,6 @@ is used; every server is stopped by its fixture.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import pwd
 import re
@@ -34,46 +32,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gitprov.formats import flyingvoice
-from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
+from tests.fixtures.certs import new_ca, new_leaf, save_pair
+from tests.fixtures.deploy_files import (
+    DEPLOY,
+    Pki,
+    free_port,
+    nginx_config,
+    no_proxy_env,
+    replace_once,
+    tftpd_defaults,
+    wait_for_tcp,
+)
+from tests.fixtures.gitrepo import GitRepo, demo_private_key, example_files
 from tests.fixtures.peers import need, openssl_decrypt
 
 pytestmark = pytest.mark.e2e
 
-DEPLOY = ROOT / "deploy"
 MACS = ["0021f2011b19", "0021f2011b20", "0021f2a0c001", "0021f2a0c002"]
 FIRMWARE_NAME = "IP542N_2.0.bin"
 FIRMWARE = bytes(range(256)) * 40 + b"gitprov test firmware\n"  # > 1 TFTP block, not text
 DOT_FILE = ".gitprov-fv0021f2011b19.conf.0badc0de.tmp"
 DOT_BODY = b"half-written temp file: never served\n"
-
-
-# -- small helpers ---------------------------------------------------------------------
-
-
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def no_proxy_env() -> dict[str, str]:
-    """The environment without proxy settings: clients talk to loopback directly."""
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def replace_once(text: str, old: str, new: str, *, count: int = 1) -> str:
-    """`text` with `old` replaced; fails when the file does not hold `old` exactly `count`
-    times (the deploy file changed: update this test with it)."""
-    found = text.count(old)
-    assert found == count, f"expected {count} x {old!r} in the deploy file, found {found}"
-    return text.replace(old, new)
 
 
 # -- the published site ----------------------------------------------------------------
@@ -183,97 +164,6 @@ def test_published_tree_is_what_the_servers_get(site: Site) -> None:
 # -- PKI -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    clients: dict[str, tuple[Path, Path]]  # name -> (cert, key)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-
-
-def _ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], cn: str, *, server: bool
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
 # Client certificates by name: each device's own, one whose CN only starts with a MAC, and
 # one from a CA nginx does not trust.
 SUFFIXED_CN = "0021f2011b19-not-a-device"
@@ -284,25 +174,14 @@ UNTRUSTED = "untrusted-0021f2011b19"
 def pki(site: Site) -> Pki:
     folder = site.base / "pki"
     folder.mkdir()
-    ca = _ca("gitprov-test-devices-ca")
-    other_ca = _ca("some-other-ca")
-
-    def save(name: str, pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> Path:
-        cert_path = folder / f"{name}.crt"
-        cert_path.write_bytes(pair[0].public_bytes(serialization.Encoding.PEM))
-        _write_key(folder / f"{name}.key", pair[1])
-        return cert_path
-
-    ca_path = save("ca", ca)
-    server = save("server", _leaf(ca, "localhost", server=True))
-    clients: dict[str, tuple[Path, Path]] = {}
-    for cn in [*MACS, SUFFIXED_CN]:
-        clients[cn] = (save(cn, _leaf(ca, cn, server=False)), folder / f"{cn}.key")
-    clients[UNTRUSTED] = (
-        save(UNTRUSTED, _leaf(other_ca, MACS[0], server=False)),
-        folder / f"{UNTRUSTED}.key",
-    )
-    return Pki(ca_path, server, folder / "server.key", clients)
+    # One CA for both sides here: the devices' CA also signs the server's certificate.
+    ca = new_ca("gitprov-test-devices-ca")
+    other_ca = new_ca("some-other-ca")
+    ca_path = save_pair(folder, "ca", ca)[0]
+    server = save_pair(folder, "server", new_leaf(ca, "localhost", ["localhost", "127.0.0.1"]))
+    clients = {cn: save_pair(folder, cn, new_leaf(ca, cn, None)) for cn in [*MACS, SUFFIXED_CN]}
+    clients[UNTRUSTED] = save_pair(folder, UNTRUSTED, new_leaf(other_ca, MACS[0], None))
+    return Pki(ca_path, *server, clients)
 
 
 # -- nginx -----------------------------------------------------------------------------
@@ -315,57 +194,6 @@ class Nginx:
     pki: Pki
 
 
-def nginx_config(site: Site, pki: Pki, https: int, http: int) -> str:
-    """deploy/nginx-gitprov.conf inside a minimal main config, made to run from `site.base`."""
-    deploy = (DEPLOY / "nginx-gitprov.conf").read_text()
-    # Comments name production paths; drop them so the check below sees directives only.
-    text = "\n".join(ln for ln in deploy.splitlines() if not ln.lstrip().startswith("#"))
-    text = replace_once(text, "listen 443 ssl;", f"listen 127.0.0.1:{https} ssl;")
-    text = replace_once(text, "listen [::]:443 ssl;", "")
-    text = replace_once(text, "listen 80;", f"listen 127.0.0.1:{http};")
-    text = replace_once(text, "listen [::]:80;", "")
-    text = replace_once(text, "/etc/gitprov/tls/server.crt", str(pki.server_cert))
-    text = replace_once(text, "/etc/gitprov/tls/server.key", str(pki.server_key))
-    text = replace_once(text, "/etc/gitprov/tls/devices-ca.crt", str(pki.ca))
-    text = replace_once(text, "/srv/gitprov/http", str(site.http_root), count=2)
-    # Key delivery https-stage's root (nothing is published there unless a test does).
-    text = replace_once(text, "/srv/gitprov/stage", str(site.base / "stage"), count=1)
-    logs = site.base / "logs"
-    text = replace_once(text, "/var/log/nginx/gitprov-https.log", str(logs / "https.log"))
-    text = replace_once(text, "/var/log/nginx/gitprov-http.log", str(logs / "http.log"))
-    leftover = re.findall(r"(?<![\w.])/(?:etc|srv|var)/\S+", text)
-    assert not leftover, f"production paths left in the test config: {leftover}"
-    tmp = site.base / "nginx-tmp"
-    temps = "\n".join(
-        f"    {kind}_temp_path {tmp / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return (
-        "daemon off;\n"
-        "worker_processes 1;\n"
-        f"pid {site.base / 'nginx.pid'};\n"
-        "error_log stderr notice;\n"
-        "events { worker_connections 64; }\n"
-        "http {\n"
-        f"{temps}\n"
-        f"{text}\n"
-        "}\n"
-    )
-
-
-def wait_for_tcp(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"nginx exited with {proc.returncode}: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nginx did not listen on 127.0.0.1:{port}: {log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def nginx(site: Site, pki: Pki) -> Iterator[Nginx]:
     binary = need("nginx", "nginx")
@@ -373,7 +201,7 @@ def nginx(site: Site, pki: Pki) -> Iterator[Nginx]:
     (site.base / "logs").mkdir()
     (site.base / "nginx-tmp").mkdir()
     conf = site.base / "nginx.conf"
-    conf.write_text(nginx_config(site, pki, https, http))
+    conf.write_text(nginx_config(site.base, site.http_root, pki, https, http))
     argv = [binary, "-p", f"{site.base}/", "-c", str(conf), "-e", "stderr"]
     check = subprocess.run([*argv, "-t"], capture_output=True, timeout=30, check=False)
     assert check.returncode == 0, f"nginx -t: {check.stderr.decode()}\n{conf.read_text()}"
@@ -483,16 +311,6 @@ def test_plain_http_serves_bootstrap_and_firmware_not_dot_files(
 
 
 # -- tftpd-hpa -------------------------------------------------------------------------
-
-
-def tftpd_defaults() -> dict[str, str]:
-    """The variables of deploy/tftpd-hpa.default (a shell fragment of NAME="value")."""
-    out: dict[str, str] = {}
-    for line in (DEPLOY / "tftpd-hpa.default").read_text().splitlines():
-        m = re.fullmatch(r'([A-Z_]+)="([^"]*)"', line.strip())
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
 
 
 @dataclass(frozen=True)

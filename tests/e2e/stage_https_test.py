@@ -27,17 +27,16 @@ from pathlib import Path
 import pytest
 
 from gitprov.formats import flyingvoice
-from tests.e2e.production_test import (
+from tests.e2e.production_test import curl
+from tests.fixtures.certs import Certs, make_certs
+from tests.fixtures.deploy_files import (
     Pki,
-    Site,
-    curl,
     free_port,
     nginx_config,
     no_proxy_env,
     replace_once,
     wait_for_tcp,
 )
-from tests.fixtures.certs import Certs, make_certs
 from tests.fixtures.gitrepo import GitRepo, demo_private_key, example_files
 from tests.fixtures.peers import need
 
@@ -172,13 +171,12 @@ class Servers:
 
 def _start_nginx(published: Published, https: int, http: int) -> subprocess.Popen[bytes]:
     binary = need("nginx", "nginx")
-    site = Site(published.base, published.http_root, published.tftp_root, {}, {}, b"")
     certs = published.certs
     pki = Pki(certs.devices_ca, certs.server[0], certs.server[1], certs.clients)
     for folder in ("logs", "nginx-tmp"):
         (published.base / folder).mkdir(exist_ok=True)
     conf = published.base / "nginx.conf"
-    conf.write_text(nginx_config(site, pki, https, http))
+    conf.write_text(nginx_config(published.base, published.http_root, pki, https, http))
     argv = [binary, "-p", f"{published.base}/", "-c", str(conf), "-e", "stderr"]
     check = subprocess.run([*argv, "-t"], capture_output=True, timeout=30, check=False)
     assert check.returncode == 0, f"nginx -t: {check.stderr.decode()}"
