@@ -3,8 +3,8 @@ in a network namespace, then a factory-fresh emulated IP542N that ends on its en
 per-MAC file at the newest version with no step by hand.
 
 The namespaces, dnsmasq (DHCP with option 66 and TFTP on the TFTP root) and busybox udhcpc
-are tests/e2e/option66_test.py's `lan` fixture. The encrypted fleet is the example's
-(openssl-md5); `manual` (the key set at staging) is that file's
+are tests/fixtures/option66.py's, as for tests/e2e/option66_test.py. The encrypted fleet
+is the example's (openssl-md5); `manual` (the key set at staging) is option66_test.py's
 `test_encrypted_fleet_needs_the_key_out_of_band`. Here:
 
 - `plaintext-bootstrap`: bootstrap IP542N.conf (TFTP) -> stage-fv<MAC>.conf (TFTP,
@@ -21,28 +21,32 @@ are exactly `gitprov show MAC --reveal`, and the key reaches it from the stage f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gitprov.formats import flyingvoice
-from tests.e2e.option66_test import (
+from tests.fixtures.certs import make_certs
+from tests.fixtures.gitrepo import ROOT, GitRepo
+from tests.fixtures.option66 import (
     FLOOR,
     MAC,
     SERVER_IP,
     Lan,
     gitprov,
-    lan,  # noqa: F401 (the fixture the tests below take)
+    in_device,
+    namespace_env,
+    option66_fleet,
+    option66_lan,
+    publish_into,
     sent,
     steps,
 )
-from tests.fixtures.certs import make_certs
-from tests.fixtures.gitrepo import ROOT, GitRepo, example_files
 
 pytestmark = pytest.mark.e2e
 
@@ -74,59 +78,27 @@ json.dump({"results": [dataclasses.asdict(r) for r in results], "params": state.
 """
 
 
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    with option66_lan() as net:
+        yield net
+
+
 def fleet_repo(path: Path, key_delivery: str) -> GitRepo:
     """The example inventory (encrypted), option 66 for the IP542N from 10.203.0.1 over
     TFTP, and `key_delivery`; https-stage's stage files at https://10.203.0.1:8443."""
-    files = example_files()
-    text = files["inventory/gitprov.yaml"].decode()
-
-    def sub(old: str, new: str) -> None:
-        nonlocal text
-        assert text.count(old) == 1, f"the example gitprov.yaml has no single {old!r}"
-        text = text.replace(old, new)
-
-    url = f'  url: "tftp://{SERVER_IP}"\n'
-    if key_delivery == "https-stage":
-        url += f'  stage_url: "https://{SERVER_IP}:{HTTPS_PORT}"\n'
-    sub('  url: "http://127.0.0.1:8080"\n', url)
-    sub("\npublish:\n", f"\npublish:\n  option66: [IP542N]\n  key_delivery: {key_delivery}\n")
-    files["inventory/gitprov.yaml"] = text.encode()
-    repo = GitRepo(path)
-    repo.commit(files, f"example inventory behind option 66, keys by {key_delivery}", worktree=True)
-    return repo
-
-
-def publish(repo: GitRepo, net: Lan, *extra: str) -> None:
-    gitprov(
-        repo,
-        "publish",
-        "--rev",
-        "main",
-        "--tftp-root",
-        str(net.tftp_root),
-        "--http-root",
-        str(net.base / "http"),
-        "--state-dir",
-        str(net.base / "state"),
-        *extra,
+    stage = f'  stage_url: "https://{SERVER_IP}:{HTTPS_PORT}"\n'
+    return option66_fleet(
+        path,
+        f"example inventory behind option 66, keys by {key_delivery}",
+        provisioning=stage if key_delivery == "https-stage" else "",
+        publish=f"  key_delivery: {key_delivery}\n",
     )
 
 
 def device(net: Lan, tls: dict[str, str] | None) -> dict[str, Any]:
     job = {"mac": MAC, "ip": net.leased, "option66": net.option66, "tls": tls}
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run(
-        [net.ip, "netns", "exec", net.dev, sys.executable, "-c", EMULATOR],
-        input=json.dumps(job).encode(),
-        capture_output=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    return in_device(net, EMULATOR, job, timeout=120)
 
 
 def expected(repo: GitRepo, net: Lan) -> tuple[dict[str, str], str]:
@@ -158,9 +130,9 @@ def check_journey(out: dict[str, Any], want: dict[str, str], key: str, stage_url
         assert want[name].strip(), name
 
 
-def test_plaintext_bootstrap_from_factory_state(lan: Lan, tmp_path: Path) -> None:  # noqa: F811
+def test_plaintext_bootstrap_from_factory_state(lan: Lan, tmp_path: Path) -> None:
     repo = fleet_repo(tmp_path / "repo", "plaintext-bootstrap")
-    publish(repo, lan)
+    publish_into(repo, lan)
     want, key = expected(repo, lan)
     boot = flyingvoice.parse((lan.tftp_root / "IP542N.conf").read_bytes())
     assert boot["DBID_PROFILE_RULE"] == f"tftp://{SERVER_IP}/stage-fv$(MA).conf"
@@ -174,10 +146,10 @@ def test_plaintext_bootstrap_from_factory_state(lan: Lan, tmp_path: Path) -> Non
     sent(lan, f"fv{MAC}.conf", 2)
 
 
-def test_https_stage_from_factory_state(lan: Lan, tmp_path: Path) -> None:  # noqa: F811
+def test_https_stage_from_factory_state(lan: Lan, tmp_path: Path) -> None:
     repo = fleet_repo(tmp_path / "repo", "https-stage")
     stage_root = lan.base / "stage"
-    publish(repo, lan, "--stage-root", str(stage_root))
+    publish_into(repo, lan, "--stage-root", str(stage_root))
     want, key = expected(repo, lan)
     boot = flyingvoice.parse((lan.tftp_root / "IP542N.conf").read_bytes())
     assert boot["DBID_PROFILE_RULE"] == f"https://{SERVER_IP}:{HTTPS_PORT}/stage-fv$(MA).conf"
@@ -189,8 +161,6 @@ def test_https_stage_from_factory_state(lan: Lan, tmp_path: Path) -> None:  # no
 
     certs = make_certs(lan.base / "pki", [SERVER_IP], [MAC])
     fetch_log = lan.base / "fetch.log"
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     serve = subprocess.Popen(
         [lan.ip, "netns", "exec", lan.srv, sys.executable, "-m", "gitprov", "serve",
          "--host", SERVER_IP, "--http-root", str(lan.base / "http"), "--http-port", "8080",
@@ -200,7 +170,7 @@ def test_https_stage_from_factory_state(lan: Lan, tmp_path: Path) -> None:  # no
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=namespace_env(),
         cwd=ROOT,
     )  # fmt: skip
     try:
