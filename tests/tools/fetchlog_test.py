@@ -32,7 +32,7 @@ from gitprov.tools.serve import FetchEvent, HttpServer, TftpLimits, TftpServer
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.peers import need
 from tests.fixtures.roots import root_args
-from tests.tools.serve_test import HOST, _tftp_get
+from tests.fixtures.serve_clients import HOST, tftp_get
 
 MAC, MAC2 = "0021f2011b19", "0021f2011b20"
 UNKNOWN = "0021f2bad001"
@@ -195,7 +195,7 @@ def test_concurrent_fetches_give_whole_lines(tmp_path: Path) -> None:
                 name = f"fv0021F2A0C0{(i + worker) % 8:02d}.conf"
                 want = (root / name.lower()).read_bytes()
                 if worker % 2:
-                    got = _tftp_get(tftp.port, name).data
+                    got = tftp_get(tftp.port, name).data
                 else:
                     with opener.open(f"{http.url}/{name}", timeout=10) as response:
                         got = response.read()
@@ -317,7 +317,7 @@ def test_serve_logs_every_fetch_with_the_version_served(served: Served) -> None:
     assert curl_status(f"{base}/fv{MAC}.conf") == 200
     assert curl_status(f"{base}/fv{MAC.upper()}.conf") == 200
     assert curl_status("-I", f"{base}/fv{MAC}.conf") == 200
-    assert _tftp_get(served.tftp, f"fv{MAC.upper()}.conf").error is None
+    assert tftp_get(served.tftp, f"fv{MAC.upper()}.conf").error is None
     assert curl_status(f"{base}/fv{UNKNOWN}.conf") == 404
     # A file that is not what the manifest lists (edited by hand, a lagging root): the
     # version it holds is not known, and the log does not guess.

@@ -4,14 +4,14 @@ The vendor overview's own example publishes `fv0021f2011b19.conf` and writes the
 Rule `fv$(MAU).conf`, which a device expands to `fv0021F2011B19.conf`. Both spellings of the
 MAC (all lower, $MA; all upper, $MAU) fetch the same published file over HTTP and TFTP, with
 real clients (curl, tftp-hpa, busybox) and the test's own TFTP client; a mixed-case MAC, any
-other change of case, and another MAC's file are not found.
+other change of case, and another MAC's file are not found. The servers are
+tests/tools/conftest.py's `http` and `tftp`, over this file's `root`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from gitprov.tools.serve import (
     open_request,
     other_mac_spelling,
 )
-from tests.tools.serve_test import HOST, Events, _busybox, _curl, _tftp_get, _tftp_hpa
+from tests.fixtures.serve_clients import Events, busybox_get, curl_get, tftp_get, tftp_hpa
 
 MAC = "0021f2011b19"
 DEVICE = os.urandom(1500)  # three TFTP blocks: the spelling holds past the first one
@@ -65,23 +65,6 @@ def root(tmp_path: Path) -> Path:
     (published / "IP542N.conf").write_bytes(BOOTSTRAP)
     (published / ".gitprov-fv0021f2011b19.conf.0badc0de.tmp").write_bytes(b"half-written")
     return published
-
-
-@pytest.fixture
-def events() -> Events:
-    return Events()
-
-
-@pytest.fixture
-def http(root: Path, events: Events) -> Iterator[HttpServer]:
-    with HttpServer(root, HOST, 0, on_fetch=events) as server:
-        yield server
-
-
-@pytest.fixture
-def tftp(root: Path, events: Events) -> Iterator[TftpServer]:
-    with TftpServer(root, HOST, 0, on_fetch=events) as server:
-        yield server
 
 
 @pytest.mark.parametrize(
@@ -135,7 +118,7 @@ def test_open_request(root: Path, name: str, content: bytes | None) -> None:
 
 @pytest.mark.parametrize(("name", "content"), SPELLINGS)
 def test_http(http: HttpServer, name: str, content: bytes | None) -> None:
-    code, body = _curl("--path-as-is", f"{http.url}/{name.lstrip('/')}")
+    code, body = curl_get("--path-as-is", f"{http.url}/{name.lstrip('/')}")
     if content is None:
         assert code == 404
     else:
@@ -144,7 +127,7 @@ def test_http(http: HttpServer, name: str, content: bytes | None) -> None:
 
 @pytest.mark.parametrize(("name", "content"), SPELLINGS)
 def test_tftp(tftp: TftpServer, name: str, content: bytes | None) -> None:
-    got = _tftp_get(tftp.port, name)
+    got = tftp_get(tftp.port, name)
     if content is None:
         assert got.error == (1, "File not found")
         assert got.data == b""
@@ -154,20 +137,20 @@ def test_tftp(tftp: TftpServer, name: str, content: bytes | None) -> None:
 
 def test_tftp_with_real_clients(tftp: TftpServer, tmp_path: Path) -> None:
     for name in (f"fv{MAC}.conf", f"fv{MAC.upper()}.conf"):
-        result = _tftp_hpa(tftp.port, tmp_path, name, "hpa")
+        result = tftp_hpa(tftp.port, tmp_path, name, "hpa")
         assert result.stdout + result.stderr == b""
         assert (tmp_path / "hpa").read_bytes() == DEVICE
-        result = _busybox(tftp.port, name, tmp_path / "busybox")
+        result = busybox_get(tftp.port, name, tmp_path / "busybox")
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "busybox").read_bytes() == DEVICE
-    result = _tftp_hpa(tftp.port, tmp_path, "fv0021F2011b19.conf", "mixed")
+    result = tftp_hpa(tftp.port, tmp_path, "fv0021F2011b19.conf", "mixed")
     assert b"File not found" in result.stdout + result.stderr
 
 
 def test_events_name_the_file_served(http: HttpServer, tftp: TftpServer, events: Events) -> None:
-    _curl(f"{http.url}/fv{MAC.upper()}.conf")
-    _tftp_get(tftp.port, f"fv{MAC.upper()}.conf")
-    _curl(f"{http.url}/fv0021F2011b19.conf")
+    curl_get(f"{http.url}/fv{MAC.upper()}.conf")
+    tftp_get(tftp.port, f"fv{MAC.upper()}.conf")
+    curl_get(f"{http.url}/fv0021F2011b19.conf")
     seen = events.wait_for(3)
     whole = hashlib.sha256(DEVICE).hexdigest()
     # Sorted: a client may be done before the server has emitted its event.

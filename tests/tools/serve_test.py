@@ -1,31 +1,23 @@
 """The embedded servers against real clients (curl, tftp-hpa, busybox) and a small
 Python TFTP client for what the real ones cannot be made to do (tiny blocks, duplicate
-ACKs, silence). Contents are compared, never only exit codes: tftp-hpa exits 0 on
-"File not found" and leaves an empty file behind."""
+ACKs, silence): tests/fixtures/serve_clients.py. Contents are compared, never only exit
+codes: tftp-hpa exits 0 on "File not found" and leaves an empty file behind. The `http`,
+`tftp` and `events` fixtures are tests/tools/conftest.py's, over this file's `root`."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import struct
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gitprov.errors import GitprovError
 from gitprov.tools.serve import (
-    FetchEvent,
     HttpServer,
     TftpLimits,
     TftpServer,
@@ -35,37 +27,22 @@ from gitprov.tools.serve import (
     open_published,
     serve_roots,
 )
+from tests.fixtures.certs import new_ca, new_leaf, save_pair
 from tests.fixtures.peers import need as _need
+from tests.fixtures.serve_clients import (
+    HOST,
+    Events,
+    busybox_get,
+    curl_get,
+    run,
+    tftp_get,
+    tftp_hpa,
+    tftp_request,
+)
 
-HOST = "127.0.0.1"
 SMALL = b"DBID_DBASE_VERSION=7\nDBID_SIP_ENABLE=1\t0\t0\t0\n"
 BIG = os.urandom(1 << 20)
 MULTIPLE_OF_512 = os.urandom(512 * 20)
-
-
-def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(args, cwd=cwd, capture_output=True, timeout=10, check=False)
-
-
-@dataclass
-class Events:
-    seen: list[FetchEvent] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, event: FetchEvent) -> None:
-        with self.lock:
-            self.seen.append(event)
-
-    def wait_for(self, count: int) -> list[FetchEvent]:
-        # Clients may exit before the server thread has logged the fetch.
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.seen) >= count:
-                    return list(self.seen)
-            time.sleep(0.01)
-        with self.lock:
-            return list(self.seen)
 
 
 @pytest.fixture
@@ -82,23 +59,6 @@ def root(tmp_path: Path) -> Path:
     (published / "escape").symlink_to(tmp_path / "secret.txt")
     (published / "alias.cfg").symlink_to("small.cfg")
     return published
-
-
-@pytest.fixture
-def events() -> Events:
-    return Events()
-
-
-@pytest.fixture
-def http(root: Path, events: Events) -> Iterator[HttpServer]:
-    with HttpServer(root, HOST, 0, on_fetch=events) as server:
-        yield server
-
-
-@pytest.fixture
-def tftp(root: Path, events: Events) -> Iterator[TftpServer]:
-    with TftpServer(root, HOST, 0, on_fetch=events) as server:
-        yield server
 
 
 # --- path policy -----------------------------------------------------------------------
@@ -131,19 +91,13 @@ def test_open_published_refuses_fifo(root: Path) -> None:
 # --- HTTP ------------------------------------------------------------------------------
 
 
-def _curl(*args: str) -> tuple[int, bytes]:
-    result = _run([_need("curl", "curl"), "-sS", "-o", "-", "-w", "\n%{http_code}", *args])
-    body, _, code = result.stdout.rpartition(b"\n")
-    return int(code), body
-
-
 @pytest.mark.parametrize(("name", "content"), [("small.cfg", SMALL), ("big.bin", BIG)])
 def test_http_get(http: HttpServer, name: str, content: bytes) -> None:
-    assert _curl(f"{http.url}/{name}") == (200, content)
+    assert curl_get(f"{http.url}/{name}") == (200, content)
 
 
 def test_http_headers_and_head(http: HttpServer) -> None:
-    result = _run([_need("curl", "curl"), "-sS", "-I", f"{http.url}/big.bin"])
+    result = run([_need("curl", "curl"), "-sS", "-I", f"{http.url}/big.bin"])
     head = result.stdout.decode().lower()
     assert head.startswith("http/1.1 200")
     assert f"content-length: {len(BIG)}\r\n" in head
@@ -166,30 +120,30 @@ def test_http_headers_and_head(http: HttpServer) -> None:
     ],
 )
 def test_http_not_found(http: HttpServer, path: str) -> None:
-    code, body = _curl("--path-as-is", f"{http.url}{path}")
+    code, body = curl_get("--path-as-is", f"{http.url}{path}")
     assert code == 404
     assert b"outside" not in body
 
 
 def test_http_query_and_symlink_inside_root(http: HttpServer) -> None:
-    assert _curl(f"{http.url}/cfg/0004f2abcdef.cfg?mac=0004f2abcdef") == (200, SMALL)
-    assert _curl(f"{http.url}/alias.cfg") == (200, SMALL)
+    assert curl_get(f"{http.url}/cfg/0004f2abcdef.cfg?mac=0004f2abcdef") == (200, SMALL)
+    assert curl_get(f"{http.url}/alias.cfg") == (200, SMALL)
 
 
 def test_http_other_methods(http: HttpServer) -> None:
-    result = _run(
+    result = run(
         [_need("curl", "curl"), "-sS", "-i", "-X", "POST", "-d", "x=1", f"{http.url}/small.cfg"]
     )
     head = result.stdout.decode().lower()
     assert head.startswith("http/1.1 405")
     assert "allow: get, head\r\n" in head
-    assert _curl("-X", "PUT", "--data-binary", "x", f"{http.url}/new.cfg")[0] == 405
+    assert curl_get("-X", "PUT", "--data-binary", "x", f"{http.url}/new.cfg")[0] == 405
 
 
 def test_http_keep_alive_serves_several_files(http: HttpServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    result = _run(
+    result = run(
         [
             _need("curl", "curl"),
             "-sS",
@@ -214,15 +168,15 @@ def test_http_ipv6(root: Path) -> None:
         pytest.skip(f"no IPv6 loopback here: {exc}")
     try:
         assert server.url.startswith("http://[::1]:")
-        assert _curl("-g", f"{server.url}/small.cfg") == (200, SMALL)
+        assert curl_get("-g", f"{server.url}/small.cfg") == (200, SMALL)
     finally:
         server.stop()
 
 
 def test_http_fetch_log(http: HttpServer, events: Events, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="gitprov.serve")
-    _curl(f"{http.url}/small.cfg")
-    _curl(f"{http.url}/nope.cfg")
+    curl_get(f"{http.url}/small.cfg")
+    curl_get(f"{http.url}/nope.cfg")
     seen = events.wait_for(2)
     assert [(e.protocol, e.client, e.path, e.status, e.size) for e in seen] == [
         ("http", HOST, "/small.cfg", 200, len(SMALL)),
@@ -246,68 +200,22 @@ def test_port_in_use(root: Path) -> None:
 # --- HTTPS with client certificates ----------------------------------------------------
 
 
-def _write_pki(directory: Path) -> None:
-    now = datetime.datetime.now(datetime.UTC)
-
-    def issue(
-        name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-
-    def save(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-        (directory / f"{stem}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gitprov-test-ca")])
-    ca = (
-        issue("gitprov-test-ca", ca_key, ca_name)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    save("ca", ca_key, ca)
-    for stem, usage, san in (
-        ("server", ExtendedKeyUsageOID.SERVER_AUTH, True),
-        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, False),
-    ):
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = issue("localhost" if san else "0004f2abcdef", key, ca_name)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        if san:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
-                critical=False,
-            )
-        save(stem, key, builder.sign(ca_key, hashes.SHA256()))
-
-
 def test_https_with_client_certificate(root: Path, tmp_path: Path, events: Events) -> None:
     curl = _need("curl", "curl")
     pki = tmp_path / "pki"
     pki.mkdir()
-    _write_pki(pki)
+    ca = new_ca("gitprov-test-ca")
+    save_pair(pki, "ca", ca)
+    save_pair(pki, "server", new_leaf(ca, "localhost", [HOST]))
+    save_pair(pki, "client", new_leaf(ca, "0004f2abcdef", None))
     context = make_tls_context(pki / "server.crt", pki / "server.key", pki / "ca.crt")
     with HttpServer(root, HOST, 0, on_fetch=events, tls=context) as server:
         assert server.url.startswith("https://")
         url = f"{server.url}/small.cfg"
         with_cert = ["--cacert", str(pki / "ca.crt"), "--cert", str(pki / "client.crt")]
         with_cert += ["--key", str(pki / "client.key")]
-        assert _curl(*with_cert, url) == (200, SMALL)
-        without = _run([curl, "-sS", "--cacert", str(pki / "ca.crt"), url])
+        assert curl_get(*with_cert, url) == (200, SMALL)
+        without = run([curl, "-sS", "--cacert", str(pki / "ca.crt"), url])
         assert without.returncode != 0
         assert SMALL not in without.stdout
     assert [(e.protocol, e.status) for e in events.wait_for(1)] == [("https", 200)]
@@ -321,84 +229,6 @@ def test_tls_context_errors(tmp_path: Path) -> None:
 # --- TFTP: a minimal client ------------------------------------------------------------
 
 
-@dataclass
-class Got:
-    data: bytes = b""
-    error: tuple[int, str] | None = None
-    oack: dict[str, str] | None = None
-    blocks: int = 0
-    duplicates: int = 0
-    first_blocks: list[int] = field(default_factory=list)
-
-
-def _request(opcode: int, name: str, mode: str = "octet", **options: str | int) -> bytes:
-    body = f"{name}\0{mode}\0" + "".join(f"{k}\0{v}\0" for k, v in options.items())
-    return struct.pack("!H", opcode) + body.encode()
-
-
-def _tftp_get(
-    port: int,
-    name: str,
-    blksize: int | None = None,
-    *,
-    mode: str = "octet",
-    options: dict[str, str | int] | None = None,
-    dup_acks: bool = False,
-    withhold_first_ack: bool = False,
-    timeout: float = 5.0,
-) -> Got:
-    """Fetch `name`, ACKing block numbers modulo 65536 (so >65535 blocks wrap)."""
-    opts = dict(options or {})
-    if blksize is not None:
-        opts["blksize"] = blksize
-    got = Got()
-    data = bytearray()
-    size = 512
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        sock.settimeout(timeout)
-        sock.sendto(_request(1, name, mode, **opts), (HOST, port))
-        server: tuple[str, int] | None = None
-        expected = 1
-        withheld = False
-        while True:
-            packet, address = sock.recvfrom(70000)
-            server = server or address
-            opcode, number = struct.unpack_from("!HH", packet)
-            if opcode == 5:
-                got.error = (number, packet[4:].split(b"\0")[0].decode())
-                break
-            if opcode == 6:
-                fields = packet[2:].split(b"\0")[:-1]
-                got.oack = {
-                    k.decode(): v.decode() for k, v in zip(fields[0::2], fields[1::2], strict=True)
-                }
-                size = int(got.oack.get("blksize", 512))
-                sock.sendto(struct.pack("!HH", 4, 0), server)
-                continue
-            assert opcode == 3
-            if len(got.first_blocks) < 4:
-                got.first_blocks.append(number)
-            if number != expected & 0xFFFF:
-                got.duplicates += 1
-                continue
-            if withhold_first_ack and not withheld:
-                withheld = True  # the server must send block 1 again after its timeout
-                continue
-            payload = packet[4:]
-            data += payload
-            got.blocks += 1
-            ack = struct.pack("!HH", 4, number)
-            sock.sendto(ack, server)
-            if dup_acks:
-                sock.sendto(ack, server)
-            if len(payload) < size:
-                break
-            expected += 1
-    got.data = bytes(data)
-    return got
-
-
 def _tftp_exchange(port: int, packet: bytes) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, 0))
@@ -410,22 +240,12 @@ def _tftp_exchange(port: int, packet: bytes) -> bytes:
 # --- TFTP: real clients ----------------------------------------------------------------
 
 
-def _tftp_hpa(port: int, cwd: Path, *names: str) -> subprocess.CompletedProcess[bytes]:
-    tftp = _need("tftp", "tftp-hpa")
-    return _run([tftp, HOST, str(port), "-m", "binary", "-c", "get", *names], cwd=cwd)
-
-
-def _busybox(port: int, name: str, local: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    busybox = _need("busybox", "busybox")
-    return _run([busybox, "tftp", *extra, "-g", "-r", name, "-l", str(local), HOST, str(port)])
-
-
 @pytest.mark.parametrize(
     ("name", "content"),
     [("small.cfg", SMALL), ("big.bin", BIG), ("m512.bin", MULTIPLE_OF_512), ("empty.cfg", b"")],
 )
 def test_tftp_hpa_get(tftp: TftpServer, tmp_path: Path, name: str, content: bytes) -> None:
-    result = _tftp_hpa(tftp.port, tmp_path, name, "out")
+    result = tftp_hpa(tftp.port, tmp_path, name, "out")
     assert result.stdout + result.stderr == b""
     assert (tmp_path / "out").read_bytes() == content
 
@@ -444,7 +264,7 @@ def test_tftp_hpa_get(tftp: TftpServer, tmp_path: Path, name: str, content: byte
 def test_busybox_get(
     tftp: TftpServer, tmp_path: Path, name: str, content: bytes, extra: tuple[str, ...]
 ) -> None:
-    result = _busybox(tftp.port, name, tmp_path / "out", *extra)
+    result = busybox_get(tftp.port, name, tmp_path / "out", *extra)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out").read_bytes() == content
 
@@ -452,7 +272,7 @@ def test_busybox_get(
 def test_tftp_hpa_one_session_several_files(tftp: TftpServer, tmp_path: Path) -> None:
     # `get a b c` fetches three files from one client port; tftpy stalls ~5 s per file here.
     started = time.monotonic()
-    result = _tftp_hpa(tftp.port, tmp_path, "small.cfg", "big.bin", "m512.bin")
+    result = tftp_hpa(tftp.port, tmp_path, "small.cfg", "big.bin", "m512.bin")
     assert time.monotonic() - started < 5
     assert result.stdout + result.stderr == b""
     assert (tmp_path / "small.cfg").read_bytes() == SMALL
@@ -465,10 +285,10 @@ def test_tftp_hpa_one_session_several_files(tftp: TftpServer, tmp_path: Path) ->
     ["missing.cfg", ".fv0004f2abcdef.cfg.tmp", "../secret.txt", "/../secret.txt", "escape", "cfg"],
 )
 def test_tftp_not_found(tftp: TftpServer, tmp_path: Path, name: str) -> None:
-    hpa = _tftp_hpa(tftp.port, tmp_path, name, "hpa.out")
+    hpa = tftp_hpa(tftp.port, tmp_path, name, "hpa.out")
     assert b"Error code 1: File not found" in hpa.stdout + hpa.stderr
     assert (tmp_path / "hpa.out").read_bytes() == b""
-    bb = _busybox(tftp.port, name, tmp_path / "bb.out")
+    bb = busybox_get(tftp.port, name, tmp_path / "bb.out")
     assert bb.returncode != 0
     assert b"File not found" in bb.stderr
     assert not (tmp_path / "bb.out").exists() or (tmp_path / "bb.out").read_bytes() == b""
@@ -484,7 +304,7 @@ def test_tftp_ipv6(root: Path, tmp_path: Path) -> None:
     try:
         out = tmp_path / "out"
         args = [busybox, "tftp", "-g", "-r", "small.cfg", "-l", str(out), "::1", str(server.port)]
-        assert _run(args).returncode == 0
+        assert run(args).returncode == 0
         assert out.read_bytes() == SMALL
     finally:
         server.stop()
@@ -492,7 +312,7 @@ def test_tftp_ipv6(root: Path, tmp_path: Path) -> None:
 
 def test_tftp_netascii_mode(tftp: TftpServer, root: Path) -> None:
     (root / "text.cfg").write_bytes(b"a\nb\rc\r\n")
-    got = _tftp_get(tftp.port, "text.cfg", mode="netascii", options={"tsize": 0})
+    got = tftp_get(tftp.port, "text.cfg", mode="netascii", options={"tsize": 0})
     assert got.data == b"a\r\nb\r\0c\r\0\r\n"
     assert got.oack is None  # no tsize in netascii: the wire size is not known up front
 
@@ -503,30 +323,30 @@ def test_tftp_netascii_mode(tftp: TftpServer, root: Path) -> None:
 def test_tftp_block_number_wraps(tftp: TftpServer, root: Path) -> None:
     content = os.urandom(8 * 65600 + 3)  # more than 65535 blocks of 8 bytes
     (root / "wrap.bin").write_bytes(content)
-    got = _tftp_get(tftp.port, "wrap.bin", blksize=8)
+    got = tftp_get(tftp.port, "wrap.bin", blksize=8)
     assert got.oack == {"blksize": "8"}
     assert got.blocks == 65601
     assert got.data == content
 
 
 def test_tftp_options(tftp: TftpServer) -> None:
-    got = _tftp_get(tftp.port, "big.bin", 70000, options={"tsize": 0, "timeout": 3, "x": 1})
+    got = tftp_get(tftp.port, "big.bin", 70000, options={"tsize": 0, "timeout": 3, "x": 1})
     assert got.oack == {"blksize": "65464", "tsize": str(len(BIG)), "timeout": "3"}
     assert got.data == BIG
     # Out-of-range values are ignored; with nothing accepted there is no OACK.
-    got = _tftp_get(tftp.port, "small.cfg", 4, options={"timeout": 0})
+    got = tftp_get(tftp.port, "small.cfg", 4, options={"timeout": 0})
     assert got.oack is None
     assert got.data == SMALL
 
 
 def test_tftp_duplicate_acks_do_not_double_data(tftp: TftpServer) -> None:
-    got = _tftp_get(tftp.port, "big.bin", 1024, dup_acks=True)
+    got = tftp_get(tftp.port, "big.bin", 1024, dup_acks=True)
     assert got.data == BIG
     assert got.duplicates == 0
 
 
 def test_tftp_retransmits_on_timeout(tftp: TftpServer) -> None:
-    got = _tftp_get(tftp.port, "small.cfg", withhold_first_ack=True)
+    got = tftp_get(tftp.port, "small.cfg", withhold_first_ack=True)
     assert got.data == SMALL
     assert got.first_blocks[:2] == [1, 1]
 
@@ -539,7 +359,7 @@ def test_tftp_gives_up_on_silent_client(root: Path, events: Events) -> None:
     ):
         sock.bind((HOST, 0))
         sock.settimeout(2)
-        sock.sendto(_request(1, "m512.bin"), (HOST, server.port))
+        sock.sendto(tftp_request(1, "m512.bin"), (HOST, server.port))
         packet, peer = sock.recvfrom(1024)
         assert struct.unpack_from("!HH", packet) == (3, 1)
         sock.sendto(struct.pack("!HH", 4, 1), peer)
@@ -550,12 +370,12 @@ def test_tftp_gives_up_on_silent_client(root: Path, events: Events) -> None:
 
 
 def test_tftp_refuses_write_and_garbage(tftp: TftpServer, root: Path) -> None:
-    reply = _tftp_exchange(tftp.port, _request(2, "new.cfg"))
+    reply = _tftp_exchange(tftp.port, tftp_request(2, "new.cfg"))
     assert reply == struct.pack("!HH", 5, 2) + b"Access violation\0"
     assert not (root / "new.cfg").exists()
     reply = _tftp_exchange(tftp.port, struct.pack("!H", 1) + b"unterminated")
     assert struct.unpack_from("!HH", reply) == (5, 4)
-    reply = _tftp_exchange(tftp.port, _request(1, "small.cfg", "mail"))
+    reply = _tftp_exchange(tftp.port, tftp_request(1, "small.cfg", "mail"))
     assert struct.unpack_from("!HH", reply) == (5, 4)
 
 
@@ -568,11 +388,11 @@ def test_tftp_busy(root: Path, events: Events) -> None:
     ):
         stalled.bind((HOST, 0))
         stalled.settimeout(2)
-        stalled.sendto(_request(1, "big.bin"), (HOST, server.port))
+        stalled.sendto(tftp_request(1, "big.bin"), (HOST, server.port))
         _, peer = stalled.recvfrom(1024)
         stalled.sendto(struct.pack("!HH", 4, 1), peer)
         stalled.recv(1024)  # block 2: the transfer is running and holds the only slot
-        reply = _tftp_exchange(server.port, _request(1, "small.cfg"))
+        reply = _tftp_exchange(server.port, tftp_request(1, "small.cfg"))
         assert reply == struct.pack("!HH", 5, 0) + b"Server busy\0"
         statuses = sorted(e.status for e in events.wait_for(2))
         assert server.refusals == {"busy": 1}
@@ -585,7 +405,7 @@ def test_tftp_stop_ends_transfers_quickly(root: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, 0))
         sock.settimeout(2)
-        sock.sendto(_request(1, "small.cfg"), (HOST, server.port))
+        sock.sendto(tftp_request(1, "small.cfg"), (HOST, server.port))
         sock.recv(1024)
         started = time.monotonic()
         server.stop()
@@ -594,9 +414,9 @@ def test_tftp_stop_ends_transfers_quickly(root: Path) -> None:
 
 
 def test_tftp_fetch_events(tftp: TftpServer, events: Events) -> None:
-    assert _tftp_get(tftp.port, "/small.cfg").data == SMALL
-    assert _tftp_get(tftp.port, "missing.cfg").error == (1, "File not found")
-    _tftp_exchange(tftp.port, _request(2, "up.cfg"))
+    assert tftp_get(tftp.port, "/small.cfg").data == SMALL
+    assert tftp_get(tftp.port, "missing.cfg").error == (1, "File not found")
+    _tftp_exchange(tftp.port, tftp_request(2, "up.cfg"))
     seen = events.wait_for(3)
     assert sorted((e.protocol, e.client, e.path, e.status, e.size) for e in seen) == [
         ("tftp", HOST, "/small.cfg", 200, len(SMALL)),
@@ -643,10 +463,10 @@ def test_fetches_during_replace_are_whole(
     try:
         for i in range(30):
             out = tmp_path / f"h{i}"
-            assert _run([curl, "-sS", "-o", str(out), f"{http.url}/flip.bin"]).returncode == 0
+            assert run([curl, "-sS", "-o", str(out), f"{http.url}/flip.bin"]).returncode == 0
             assert out.read_bytes() in contents
             out = tmp_path / f"t{i}"
-            assert _busybox(tftp.port, "flip.bin", out, "-b", "1468").returncode == 0
+            assert busybox_get(tftp.port, "flip.bin", out, "-b", "1468").returncode == 0
             assert out.read_bytes() in contents
     finally:
         flips = finish()
@@ -659,8 +479,8 @@ def test_fetches_during_replace_are_whole(
 def test_serve_roots(root: Path, tmp_path: Path, events: Events) -> None:
     with serve_roots(root, root, HOST, 0, 0, on_fetch=events) as handle:
         assert handle.http is not None and handle.tftp is not None
-        assert _curl(f"{handle.http.url}/small.cfg") == (200, SMALL)
-        assert _tftp_get(handle.tftp.port, "small.cfg").data == SMALL
+        assert curl_get(f"{handle.http.url}/small.cfg") == (200, SMALL)
+        assert tftp_get(handle.tftp.port, "small.cfg").data == SMALL
         assert not handle.wait(0)
     assert handle.wait(0)
     assert sorted(e.protocol for e in events.wait_for(2)) == ["http", "tftp"]
