@@ -286,7 +286,7 @@ class Builder:
                 chain = tuple(p.doc.oid for p in inv.profile_chain(device.profile))
                 chains[device.profile] = chain
             model_oid = inv.models[device.model].doc.oid
-            out.append((device.doc.path, device.doc.oid, model_oid, fleet_oid, secrets_oid, *chain))
+            out.append((device.path, device.oid, model_oid, fleet_oid, secrets_oid, *chain))
         return out
 
     def digests(self, inv: Inventory) -> dict[str, str]:

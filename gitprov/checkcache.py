@@ -30,7 +30,7 @@ from typing import Any
 
 from gitprov.errors import Problem
 
-FORMAT = 1
+FORMAT = 2
 # Snapshots kept: each is about the fleet's size (tens of MB at 100k devices).
 KEEP = 4
 
@@ -46,6 +46,8 @@ class Kept:
     indexes: dict[str, Any]  # name -> gitprov.rules._facts.Index, up to date with them
     digests: dict[str, str] | None = None  # version key -> content digest (valid commits)
     macs: dict[str, str] | None = None  # device path -> MAC (with digests)
+    # device path -> gitprov.inventory.DeviceFacts (None: that document has none).
+    devices: dict[str, Any] | None = None
 
 
 class CheckCache:

@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 from gitprov.catalog import DBID_PATTERN
-from gitprov.errors import Problem, error, warning
+from gitprov.errors import GitprovError, Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
 from gitprov.source import FileRef, Source
@@ -108,19 +108,27 @@ class ParseCache:
 
 class _Lazy:
     """A kind's documents not read yet: `load()` reads them as some earlier commit had
-    them, `changes` (path -> document, None: removed) brings them to this one."""
+    them, `changes` (path -> document, None: removed) brings them to this one.
 
-    __slots__ = ("changes", "count", "load")
+    For devices, `facts` (path -> DeviceFacts of each document `load` reads, None for one
+    that gives none) and `read_one(path, oid)` let an inventory be built without reading
+    the unchanged ones: each is read when something needs its settings (compiling it)."""
+
+    __slots__ = ("changes", "count", "facts", "load", "read_one")
 
     def __init__(
         self,
         load: Callable[[], tuple[Document, ...]],
         changes: Mapping[str, Document | None],
         count: int,
+        facts: Mapping[str, DeviceFacts | None] | None = None,
+        read_one: Callable[[str, str], Document | None] | None = None,
     ) -> None:
         self.load = load
         self.changes = changes
         self.count = count
+        self.facts = facts
+        self.read_one = read_one
 
     def resolve(self) -> tuple[Document, ...]:
         return _applied(self.load(), self.changes)
@@ -391,7 +399,7 @@ def update_documents(
             (doc is not None) - (path in base.oids) for path, doc in kind_changes.items()
         )
         merged = {**lazy.changes, **kind_changes}
-        pending = _Lazy(lazy.load, merged, count)
+        pending = _Lazy(lazy.load, merged, count, lazy.facts, lazy.read_one)
         by_kind[kind] = pending.resolve() if len(merged) > _LAZY_CHANGES else pending
     docs = Documents(
         inventory_dir,
@@ -495,16 +503,59 @@ class Model:
     bindings: Mapping[str, str] = field(default_factory=dict)
 
 
+# What an inventory needs of a device file without its settings: blob id, MAC, model,
+# profile, serial, key and previous_key secret names. Plain values, kept on disk with a
+# validated snapshot (gitprov.checkcache) so that unchanged devices are not read again.
+DeviceFacts = tuple[str, str, str, str | None, str, str | None, str | None]
+
+
+class UnreadableDevice(GitprovError):
+    """A device file an inventory was built from can no longer be read."""
+
+
 @dataclass(frozen=True)
 class Device:
     mac: str  # 12 lower-case hex
-    doc: Document
+    path: str
+    oid: str
     model: str
     profile: str | None
     serial: str
     key: SecretRef | None
-    layer: Layer
+    # The document, or how to read it: a device of a kept snapshot that did not change
+    # is read only when it is compiled (see DeviceFacts).
+    origin: Document | Callable[[], Document | None] = field(repr=False, compare=False)
     previous_key: SecretRef | None = None
+
+    @functools.cached_property
+    def doc(self) -> Document:
+        origin = self.origin
+        if isinstance(origin, Document):
+            return origin
+        doc = origin()
+        if doc is None:
+            raise UnreadableDevice(
+                f"{self.path}: blob {self.oid[:12]} no longer reads as a device file",
+                hint="the cache in the git directory's gitprov-cache/ may be damaged: "
+                "delete it and run the command again",
+            )
+        return doc
+
+    @functools.cached_property
+    def layer(self) -> Layer:
+        return Layer.of(self.doc)
+
+    @property
+    def facts(self) -> DeviceFacts:
+        return (
+            self.oid,
+            self.mac,
+            self.model,
+            self.profile,
+            self.serial,
+            None if self.key is None else str(self.key),
+            None if self.previous_key is None else str(self.previous_key),
+        )
 
 
 @dataclass(frozen=True)
@@ -570,29 +621,78 @@ _DEVICES: dict[tuple[str, str], Device] = {}
 _DEVICES_MAX = 500_000
 
 
+def device_facts(d: Document) -> DeviceFacts | None:
+    """What an inventory needs of a device document besides its settings; None when it
+    does not have that shape (such a document never passes validation)."""
+    data = d.data
+    if not isinstance(data, dict):
+        return None
+    mac = data.get("mac")
+    mac = normalise_mac(mac) if isinstance(mac, str) else None
+    model, profile = data.get("model"), data.get("profile")
+    if mac is None or not isinstance(model, str):
+        return None
+    if profile is not None and not isinstance(profile, str):
+        return None
+    key, previous_key = data.get("key"), data.get("previous_key")
+    return (
+        d.oid,
+        mac,
+        model,
+        profile,
+        str(data.get("serial", "")),
+        str(key) if isinstance(key, SecretRef) else None,
+        str(previous_key) if isinstance(previous_key, SecretRef) else None,
+    )
+
+
+def _from_facts(
+    path: str, facts: DeviceFacts, origin: Document | Callable[[], Document | None]
+) -> Device:
+    oid, mac, model, profile, serial, key, previous_key = facts
+    return Device(
+        mac=mac,
+        path=path,
+        oid=oid,
+        model=model,
+        profile=profile,
+        serial=serial,
+        key=None if key is None else SecretRef(key),
+        origin=origin,
+        previous_key=None if previous_key is None else SecretRef(previous_key),
+    )
+
+
 def _device(d: Document) -> Device:
     hit = _DEVICES.get((d.path, d.oid))
     if hit is not None:
         return hit
-    data = d.data
-    mac = normalise_mac(data["mac"])
-    assert mac is not None, "validated"
-    key = data.get("key")
-    previous_key = data.get("previous_key")
-    device = Device(
-        mac=mac,
-        doc=d,
-        model=data["model"],
-        profile=data.get("profile"),
-        serial=str(data.get("serial", "")),
-        key=key if isinstance(key, SecretRef) else None,
-        layer=Layer.of(d),
-        previous_key=previous_key if isinstance(previous_key, SecretRef) else None,
-    )
+    facts = device_facts(d)
+    assert facts is not None, "validated"
+    device = _from_facts(d.path, facts, d)
     if len(_DEVICES) >= _DEVICES_MAX:
         _DEVICES.clear()
     _DEVICES[(d.path, d.oid)] = device
     return device
+
+
+def _devices(docs: Documents) -> list[Device]:
+    """The devices of validated documents: those of a lazy kind with facts from their
+    facts (read when compiled), the rest from their documents."""
+    lazy = docs.lazy(DEVICE)
+    if lazy is None or lazy.facts is None or lazy.read_one is None:
+        return [_device(d) for d in docs.of(DEVICE)]
+    facts, changes, read_one = lazy.facts, lazy.changes, lazy.read_one
+    if any(f is None for path, f in facts.items() if path not in changes):
+        return [_device(d) for d in docs.of(DEVICE)]
+    out = []
+    for path, f in facts.items():
+        if path in changes or f is None:
+            continue
+        hit = _DEVICES.get((path, f[0]))
+        out.append(hit or _from_facts(path, f, functools.partial(read_one, path, f[0])))
+    out.extend(_device(doc) for doc in changes.values() if doc is not None)
+    return out
 
 
 def bindings_of(model: Mapping[str, Any]) -> dict[str, str]:
@@ -654,7 +754,7 @@ def build_inventory(docs: Documents) -> Inventory:
             layer=Layer.of(d),
             bindings=bindings_of(m),
         )
-    devices = [_device(d) for d in docs.of(DEVICE)]
+    devices = _devices(docs)
     devices.sort(key=lambda dev: dev.mac)
     sealed: dict[str, str] = {}
     public_key, public_key_at = None, ""

@@ -38,12 +38,14 @@ from gitprov.inventory import (
     PROFILE,
     SECRETS,
     Device,
+    DeviceFacts,
     Documents,
     Inventory,
     ParseCache,
     _Lazy,
     _limits,
     build_inventory,
+    device_facts,
     kind_of,
     load_documents,
     read_documents,
@@ -344,7 +346,19 @@ class Pipeline:
             oids.update(paths)
             refs = [FileRef(p, o) for p, o in sorted(paths.items())]
             if kind == DEVICE:
-                by_kind[kind] = _Lazy(self._reader(source, refs, limits), {}, len(refs))
+                facts = kept.devices
+                if facts is not None and (
+                    facts.keys() != paths.keys()
+                    or any(f is not None and f[0] != paths[p] for p, f in facts.items())
+                ):
+                    facts = None
+                by_kind[kind] = _Lazy(
+                    self._reader(source, refs, limits),
+                    {},
+                    len(refs),
+                    facts,
+                    self._read_one(source, limits),
+                )
             else:
                 by_kind[kind] = self._reader(source, refs, limits)()
         docs = Documents(self.inventory_dir, by_kind, files, oids=oids)
@@ -363,6 +377,14 @@ class Pipeline:
         def read() -> tuple[Document, ...]:
             docs = [cache.get(ref, source, limits)[0] for ref in refs]
             return tuple(d for d in docs if d is not None)
+
+        return read
+
+    def _read_one(self, source: Source, limits: Limits) -> Callable[[str, str], Document | None]:
+        cache = self.parse_cache
+
+        def read(path: str, oid: str) -> Document | None:
+            return cache.get(FileRef(path, oid), source, limits)[0]
 
         return read
 
@@ -392,6 +414,7 @@ class Pipeline:
             indexes,
             snap.digests,
             snap.macs,
+            _device_facts(snap.docs),
         )
         self.checks.store(kept)
         snap.distance = 0
@@ -475,12 +498,12 @@ class Pipeline:
                 if mac is not None:
                     digests.pop(mac, None)
             for device in inv.devices:
-                macs[device.doc.path] = device.mac
+                macs[device.path] = device.mac
             digests.update(self.digests(inv))
         else:
             inv = build_inventory(snap.docs)
             digests = self.digests(inv)
-            macs = {d.doc.path: d.mac for d in inv.devices}
+            macs = {d.path: d.mac for d in inv.devices}
         snap.digests, snap.macs, snap.base = digests, macs, None
 
     def _remember(self, snap: _Snapshot, keep: int = 8) -> None:
@@ -569,6 +592,23 @@ _BLOB_MODES = (
     pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
     pygit2.GIT_FILEMODE_LINK,
 )
+
+
+def _device_facts(docs: Documents) -> dict[str, DeviceFacts | None] | None:
+    """Each device document's facts, for a later process to build an inventory without
+    reading the unchanged ones (None: not known without reading every device)."""
+    lazy = docs.lazy(DEVICE)
+    if lazy is None:
+        return {d.path: device_facts(d) for d in docs.of(DEVICE)}
+    if lazy.facts is None:
+        return None
+    out = dict(lazy.facts)
+    for path, doc in lazy.changes.items():
+        if doc is None:
+            out.pop(path, None)
+        else:
+            out[path] = device_facts(doc)
+    return out
 
 
 def _declared_floor(docs: Documents) -> int:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from gitprov import inventory
 from gitprov.errors import Problem
 from gitprov.pipeline import Pipeline
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files
-from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.gitrepo import GitRepo, demo_private_key
 from tests.incremental_test import _history
 
 
@@ -116,3 +117,46 @@ def test_versions_of_a_child_compute_digests_of_the_changed_device_only(tmp_path
     want = Pipeline(repo.repo).versions(_commit(repo, child))
     assert got == want
     assert sum(1 for v in got.values() if v.commit == child) == 1
+
+
+def test_a_child_builds_from_the_kept_snapshot_reading_only_what_it_changed(
+    tmp_path: Path,
+) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(30)
+    parent = repo.commit(files, "fleet")
+    cache = tmp_path / "cache"
+    Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, parent))
+    child = repo.commit(
+        {
+            device_path(4): device_yaml(4, display="Lobby"),
+            device_path(7): None,
+            device_path(31): device_yaml(31),
+        },
+        "one device changed, one removed, one added",
+    )
+
+    # A fresh process: no device built before (the process-wide cache of devices by blob).
+    inventory._DEVICES.clear()
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    inv = fresh.load_commit(_commit(repo, child)).inventory
+    assert inv is not None
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+    assert fresh.parse_cache.misses <= others + 2
+
+    inventory._DEVICES.clear()
+    cold = Pipeline(repo.repo).load_commit(_commit(repo, child)).inventory
+    assert cold is not None
+    assert inv.devices == cold.devices  # MAC, path, blob id, model, profile, keys
+    assert fresh.parse_cache.misses <= others + 2
+    # A device's settings are read when asked for, and are those of its file.
+    for mine, theirs in zip(inv.devices, cold.devices, strict=True):
+        assert mine.doc.data == theirs.doc.data and mine.layer.params == theirs.layer.params
+    assert fresh.parse_cache.misses >= len(cold.devices)
+
+    key = demo_private_key()
+    got = Pipeline(repo.repo, cache_dir=cache).build(_commit(repo, child), key)
+    want = Pipeline(repo.repo).build(_commit(repo, child), key)
+    assert [(f.name, f.plain_sha256, f.version) for f in got.files] == [
+        (f.name, f.plain_sha256, f.version) for f in want.files
+    ]

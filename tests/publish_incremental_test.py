@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -233,14 +234,26 @@ def test_the_published_commit_again_in_a_fresh_process_loads_nothing(
     assert files_of(tmp_path) == served
     assert (tmp_path / "state" / MANIFEST).read_bytes() == manifest
 
-    # A served file touched: now it must build, and so needs that blob.
+    # A served file touched: now the commit goes through validation and the build, from
+    # the kept snapshot: the unchanged devices (the missing blob's among them) are taken
+    # over from the roots, checked against the manifest, not read from git again.
     target = roots(tmp_path)[0] / device_file(3)
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     env["GITPROV_PRIVATE_KEY"] = private_key
     third = run(repo, tmp_path, env)
-    assert third.returncode == 2, third.stderr
-    assert f"cannot read object {blob}" in third.stderr
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["already_published"] is False
+    assert {n: f[-1] for n, f in files_of(tmp_path).items()} == {
+        n: f[-1] for n, f in served.items()
+    }
+
+    # Without the kept snapshot, every device file is read: the missing blob is an error.
+    shutil.rmtree(repo.repo.path.rstrip("/") + "/gitprov-cache")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    fourth = run(repo, tmp_path, env)
+    assert fourth.returncode == 2, fourth.stderr
+    assert f"cannot read object {blob}" in fourth.stderr
 
 
 def test_a_manifest_without_stats_is_checked_by_reading_and_then_recorded(
