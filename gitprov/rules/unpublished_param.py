@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE, FLEET, PROFILE, stem
-from gitprov.rules import RuleContext, error_at, get
+from gitprov.rules import RuleContext, get
 from gitprov.rules._bindings import model_bindings
 from gitprov.yamldoc import Document
 
@@ -60,18 +60,21 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     bindings = model_bindings(ctx)
     anywhere = {n for b in bindings.values() for n in b}
 
-    def devices(doc: Document) -> Iterator[tuple[tuple[str, ...], Document]]:
+    # Entries are plain facts (where a name is set), never the document: an index is kept
+    # on disk between processes (gitprov.checkcache), and a document in it is the whole
+    # file kept again for every device.
+    def devices(doc: Document) -> Iterator[tuple[tuple[str, ...], tuple[int, int] | None]]:
         model, profile = get(doc.data, "model"), get(doc.data, "profile")
         if not isinstance(model, str):
             return
-        yield ("use", model, profile if isinstance(profile, str) else ""), doc
+        yield ("use", model, profile if isinstance(profile, str) else ""), None
         for name in _names(ctx, doc):
-            yield ("own", model, name), doc
+            yield ("own", model, name), doc.pos(("params", name), key=True)
 
     index = ctx.index(NAME, (DEVICE,), ctx.catalog.digest, devices)
     # Models, fleet and profiles set names for the devices they reach: which models don't
     # bind them, and one device of each for the message.
-    unbound: dict[tuple[str, str], dict[str, Document]] = {}
+    unbound: dict[tuple[str, str], dict[str, str]] = {}
     for key in sorted(index.keys()):
         if key[0] != "use" or key[1] not in bindings:
             continue
@@ -80,7 +83,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         for layer in layers:
             for name in _names(ctx, layer):
                 if name not in bindings[model]:
-                    example = index.first(key)[1]
+                    (example, _), _ = index.first(key)
                     unbound.setdefault((layer.path, name), {}).setdefault(model, example)
     for layer in [*ctx.of(FLEET), *ctx.of(PROFILE)]:
         for name in _names(ctx, layer):
@@ -99,10 +102,12 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     for key in sorted(index.keys()):
         if key[0] == "own" and key[1] in bindings and key[2] not in bindings[key[1]]:
             _, model, name = key
-            for _, doc in index.members(key):
-                yield _problem(
+            for (path, _), at in index.members(key):
+                assert at is not None
+                yield _problem_at(
                     ctx,
-                    doc,
+                    path,
+                    at,
                     name,
                     f"its model {model} binds no DBID key for it",
                     _bind_hint(name, model),
@@ -114,7 +119,7 @@ def _layer_problem(
     layer: Document,
     name: str,
     anywhere: set[str],
-    unbound: dict[str, Document] | None,
+    unbound: dict[str, str] | None,
 ) -> Iterator[Problem]:
     if name not in anywhere:
         yield _problem(
@@ -127,21 +132,26 @@ def _layer_problem(
             ctx,
             layer,
             name,
-            f"it reaches devices of model {model}{others}, e.g. {stem(device.path)}, whose "
+            f"it reaches devices of model {model}{others}, e.g. {stem(device)}, whose "
             "model binds no DBID key for it",
             _bind_hint(name, model) + "; or set it only for the models that bind it",
         )
 
 
 def _problem(ctx: RuleContext, doc: Document, name: str, why: str, hint: str) -> Problem:
+    return _problem_at(ctx, doc.path, doc.pos(("params", name), key=True), name, why, hint)
+
+
+def _problem_at(
+    ctx: RuleContext, path: str, at: tuple[int, int], name: str, why: str, hint: str
+) -> Problem:
     u = ctx.catalog.unpublished_named(name)
     label = f" ({u.label})" if u is not None and u.label else ""
-    return error_at(
-        doc,
-        ("params", name),
+    return error(
+        path,
+        *at,
         CODE,
         f"{name}{label}: the vendor has not published its DBID key and {why}, so gitprov "
         "cannot write it",
         hint,
-        key=True,
     )
