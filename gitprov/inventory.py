@@ -646,6 +646,12 @@ def device_facts(d: Document) -> DeviceFacts | None:
     )
 
 
+def known_facts(d: Document) -> DeviceFacts | None:
+    """`device_facts`, from the device already built of `d` when there is one."""
+    hit = _DEVICES.get((d.path, d.oid))
+    return hit.facts if hit is not None else device_facts(d)
+
+
 def _from_facts(
     path: str, facts: DeviceFacts, origin: Document | Callable[[], Document | None]
 ) -> Device:

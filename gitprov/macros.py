@@ -213,12 +213,14 @@ def device_variables(
     return found
 
 
-_MAC_SPELLINGS = (
-    re.compile(r"[0-9A-Fa-f]{12}"),
-    re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}"),
-    re.compile(r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"),
-    re.compile(r"[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4}){2}"),
+# One pattern for every spelling: the rules ask for a device's MAC several times each.
+_MAC_SPELLINGS = re.compile(
+    r"[0-9A-Fa-f]{12}"
+    r"|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4}){2}"
 )
+_SEPARATORS = str.maketrans("", "", ":-.")
 
 
 def normalise_mac(text: str) -> str | None:
@@ -229,6 +231,6 @@ def normalise_mac(text: str) -> str | None:
     unpadded groups (`0:21:f2:1:1b:19`) are refused: they are typos more often than not.
     """
     candidate = text.strip()
-    if not any(spelling.fullmatch(candidate) for spelling in _MAC_SPELLINGS):
+    if _MAC_SPELLINGS.fullmatch(candidate) is None:
         return None
-    return "".join(c for c in candidate if c not in ":-.").lower()
+    return candidate.translate(_SEPARATORS).lower()

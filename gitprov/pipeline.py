@@ -47,6 +47,7 @@ from gitprov.inventory import (
     build_inventory,
     device_facts,
     kind_of,
+    known_facts,
     load_documents,
     read_documents,
     update_documents,
@@ -599,7 +600,7 @@ def _device_facts(docs: Documents) -> dict[str, DeviceFacts | None] | None:
     reading the unchanged ones (None: not known without reading every device)."""
     lazy = docs.lazy(DEVICE)
     if lazy is None:
-        return {d.path: device_facts(d) for d in docs.of(DEVICE)}
+        return {d.path: known_facts(d) for d in docs.of(DEVICE)}
     if lazy.facts is None:
         return None
     out = dict(lazy.facts)
