@@ -3,17 +3,21 @@
     .venv/bin/python bench/bench.py                   # 1k and 10k devices, 10k x 500 commits
     .venv/bin/python bench/bench.py --big             # + 100k devices, 10k x 5,000 commits
     .venv/bin/python bench/bench.py --sizes 1000 --history 1000 100 --work /tmp/gb
+    .venv/bin/python bench/bench.py --sizes 1000 --only watch   # one group of rows
 
 Every measurement is a fresh process (`python -m gitprov ...` or `python bench/floor.py
 ...`): wall time, and peak RSS from wait4(2)'s rusage of that process. Repositories come
 from bench/fleet.py, cached outside the checkout. Each publish's roots are compared with
 the floor's (file names and SHA-256 of every file): a difference stops the benchmark,
-and so does any difference in `versions`, `log` or `blame` between the two. Progress goes
-to stderr; the table to stdout. docs/performance.md says what each row measures and the
-targets.
+and so does any difference in `versions`, `log` or `blame` between the two. The
+merge → served rows run `gitprov watch` on a bare copy of a fleet repository and time
+one-device commits from the ref update to the new bytes in the HTTP root (no floor: the
+target is absolute). Progress goes to stderr; the table to stdout. docs/performance.md
+says what each row measures and the targets.
 
-The other bench_*.py modules (validate in-process, merge → served latency, versions with
-a warm cache) still run on their own.
+The other bench_*.py modules (validate in-process, merge → served latency through
+`git push` and the embedded HTTP server, versions with a warm cache) still run on their
+own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import json
 import os
 import platform
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,20 +38,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import pygit2  # noqa: E402
+
 from bench.fleet import (  # noqa: E402
     DEMO_KEY_FILE,
+    Builder,
     default_work,
+    device_name,
+    device_yaml,
     fleet_repo,
     history_repo,
     history_target,
+    mac_of,
 )
 
 FLOOR = ROOT / "bench" / "floor.py"
 MiB = 1024 * 1024
+# Scenario groups `--only` selects: the publish/validate rows of each fleet size, the
+# merge → served rows (a watcher per fleet size), the history rows.
+GROUPS = ("fleet", "watch", "history")
+MERGES = 7  # one-device commits per merge → served row
+WATCH_START = 3600.0  # s: the watcher's first publish is a cold publish of the whole fleet
+SERVED_WITHIN = 120.0  # s: a merge not served by then stops the benchmark
+POLL = 0.005  # s between looks at the served file
+STOP_WITHIN = 60.0  # s from SIGTERM to the watcher's exit before it is killed
 
 
 class Mismatch(SystemExit):
@@ -192,6 +213,42 @@ class Bench:
                     f"{len(theirs)}): only on one side {only}, different bytes {diff}"
                 )
 
+    # -- merge → served, through the watcher ----------------------------------------------
+    def watch(self, devices: int, merges: int = MERGES) -> None:
+        """`merges` one-device commits on main of a bare copy of the fleet repository that
+        `gitprov watch` watches: wall time from the ref update to the device's new bytes
+        in the HTTP root. The row: p50 (and the max in its name); RSS is the watcher's
+        peak, its first (cold) publish of the whole fleet included."""
+        cached = fleet_repo(self.work, devices)
+        size = f"{devices:,}"
+        log(f"merge -> served, {size} devices: a watcher on a bare copy of {cached}")
+        scratch = Path(tempfile.mkdtemp(prefix="gitprov-bench-watch-", dir=self.work))
+        watcher: subprocess.Popen[bytes] | None = None
+        rss = 0
+        with tempfile.TemporaryFile() as err:
+            try:
+                # The cached repositories are shared: new commits go into a copy (its
+                # objects hard-linked where the filesystem allows; git never rewrites one).
+                bare = scratch / "repo.git"
+                clone = ["git", "clone", "-q", "--bare", "--local", str(cached), str(bare)]
+                subprocess.run(clone, check=True, env=self.env)
+                status = scratch / "status.json"
+                cmd = [sys.executable, "-m", "gitprov", "-q", "watch", "--repo", str(bare)]
+                cmd += ["--branch", "main", "--status-file", str(status), *_roots(scratch)]
+                # No reconcile during the measurements: it would only compete for the CPU.
+                cmd += ["--reconcile", "86400"]
+                watcher = subprocess.Popen(
+                    cmd, stdout=subprocess.DEVNULL, stderr=err, env=self.env, cwd=ROOT
+                )
+                latencies = _merges(bare, scratch, status, watcher, err, devices, merges)
+            finally:
+                if watcher is not None:
+                    rss = _stop(watcher)
+                shutil.rmtree(scratch, ignore_errors=True)
+        p50 = statistics.median(latencies)
+        scenario = f"merge -> served, watcher (p50 of {merges}; max {max(latencies):.2f} s)"
+        self.add(scenario, size, Run(p50, rss, ""), None, "< 1 s p50", p50 < 1)
+
     # -- the history scenarios ------------------------------------------------------------
     def history(self, devices: int, commits: int) -> None:
         repo = history_repo(self.work, devices, commits)
@@ -268,6 +325,106 @@ def _roots(base: Path) -> list[str]:
     ]
 
 
+def _merges(
+    bare: Path,
+    scratch: Path,
+    status: Path,
+    watcher: subprocess.Popen[bytes],
+    err: IO[bytes],
+    devices: int,
+    merges: int,
+) -> list[float]:
+    """After the watcher's first publish, `merges` times: a commit changing one device's
+    display name (so its file's bytes change), main moved to it, and the seconds until
+    the HTTP root serves the new bytes."""
+    repo = pygit2.Repository(str(bare))
+    head = repo.references["refs/heads/main"].resolve().target
+    started = time.perf_counter()
+    _until_published(status, str(head), watcher, err, WATCH_START)
+    log(f"  first publish (the whole fleet) after {time.perf_counter() - started:.1f} s")
+    b = Builder(repo)
+    b.tick = 10_000  # later than every commit the fleet repository already has
+    latencies: list[float] = []
+    for k in range(merges):
+        i = (devices // 5 + k) % devices  # devices no ref of the fleet repository changes
+        served = scratch / "http" / f"fv{mac_of(i)}.conf"
+        if not served.is_file():
+            raise SystemExit(f"merge -> served: {served.name} is not served")
+        before = served.read_bytes()
+        parent = repo.get(head)
+        assert isinstance(parent, pygit2.Commit)
+        blob = b.blob(device_yaml(i, 100 + k))
+        tree = b.edit(parent.tree_id, {f"inventory/devices/{device_name(i)}": blob})
+        head = b.commit(None, f"rename {mac_of(i)}", tree, [parent.id])
+        start = time.perf_counter()
+        repo.references.create("refs/heads/main", head, force=True)
+        while served.read_bytes() == before:
+            if time.perf_counter() - start > SERVED_WITHIN or watcher.poll() is not None:
+                raise SystemExit(
+                    f"merge -> served: commit {k + 1} ({mac_of(i)}) not served within "
+                    f"{SERVED_WITHIN:.0f} s\n{_tail(err)}"
+                )
+            time.sleep(POLL)
+        latencies.append(time.perf_counter() - start)
+        log(f"  commit {k + 1}/{merges}: served after {latencies[-1]:.3f} s")
+    # The last commit was published in full (the manifest too), not caught mid-way.
+    _until_published(status, str(head), watcher, err, SERVED_WITHIN)
+    return latencies
+
+
+def _until_published(
+    status: Path, commit: str, watcher: subprocess.Popen[bytes], err: IO[bytes], within: float
+) -> None:
+    """Wait for the watcher's status file to say `commit` is published; a watcher that
+    exits or reports the commit invalid or refused stops the benchmark."""
+    deadline = time.perf_counter() + within
+    while True:
+        try:
+            state = json.loads(status.read_text())
+        except (OSError, ValueError):  # not written yet (it is replaced atomically)
+            state = {}
+        last = state.get("last") or {}
+        if state.get("commit") == commit and state.get("result") in ("published", "unchanged"):
+            return
+        if last.get("commit") == commit and last.get("result") in ("invalid", "refused"):
+            raise SystemExit(f"the watcher did not publish {commit[:12]}: {last.get('message')}")
+        if watcher.poll() is not None:
+            raise SystemExit(f"the watcher exited {watcher.returncode}:\n{_tail(err)}")
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"the watcher did not publish {commit[:12]} within {within:.0f} s")
+        time.sleep(0.05)
+
+
+def _tail(err: IO[bytes]) -> str:
+    err.seek(0)
+    return err.read().decode(errors="replace")[-3000:]
+
+
+def _stop(watcher: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then reap: the watcher's peak RSS in bytes (0 if it had already been
+    reaped)."""
+    if watcher.returncode is not None:
+        return 0
+    watcher.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WITHIN
+    while True:
+        try:
+            pid, status, usage = os.wait4(watcher.pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            log(f"the watcher did not stop within {STOP_WITHIN:.0f} s of SIGTERM: killed")
+            watcher.kill()
+            deadline = float("inf")
+        time.sleep(0.05)
+    watcher.returncode = os.waitstatus_to_exitcode(status)
+    if watcher.returncode != 0:
+        log(f"the watcher exited {watcher.returncode} after SIGTERM")
+    return int(usage.ru_maxrss) * 1024
+
+
 def _tree(root: Path) -> dict[str, str]:
     """Every file of a root by name: its SHA-256 (dot-files are temps, never served)."""
     if not root.is_dir():
@@ -336,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the history scenario (default 10000 500; --big: 10000 5000; 0 0 skips it)",
     )
     ap.add_argument("--work", type=Path, default=default_work(), help="where repositories go")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=GROUPS,
+        help="run only this group of rows (repeat for several): fleet (publish and "
+        "validate), watch (merge -> served), history",
+    )
     args = ap.parse_args(argv)
     work = args.work.resolve()
     if work.is_relative_to(ROOT):
@@ -344,15 +508,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.big and args.sizes is None:
         sizes = [*sizes, 100_000]
     devices, commits = args.history or ((10_000, 5000) if args.big else (10_000, 500))
+    groups = set(args.only or GROUPS)
     header = machine()
     started = time.perf_counter()
     bench = Bench(work)
     one_1k = None
     for n in sizes:
-        one = bench.fleet(n, one_1k)
-        if n == 1000:
-            one_1k = one
-    if devices and commits:
+        if "fleet" in groups:
+            one = bench.fleet(n, one_1k)
+            if n == 1000:
+                one_1k = one
+        if "watch" in groups:
+            bench.watch(n)
+    if devices and commits and "history" in groups:
         bench.history(devices, commits)
     load = os.getloadavg()
     header.append(
