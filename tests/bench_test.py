@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from bench import bench, floor
@@ -121,3 +122,27 @@ def test_boot_storm_needs_one_server_per_protocol(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         boot_storm.main(["--devices", "2", "--server", "gitprov", "--server", "nginx"])
     assert "HTTP needs one server, gitprov and nginx given" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("private_key")
+def test_merge_to_served_runs_small_and_leaves_the_cached_repository_alone(
+    tmp_path: Path,
+) -> None:
+    # bench.watch raises SystemExit if a commit is not served, or the watcher dies.
+    work = tmp_path / "work"
+    cached = fleet_repo(work, 20)
+    refs_before = {r: str(pygit2.Repository(str(cached)).references[r].target) for r in _REFS}
+    files_before = sorted(str(p.relative_to(cached)) for p in cached.rglob("*"))
+    b = bench.Bench(work)
+    b.watch(20, merges=2)
+    [row] = b.rows
+    assert row.scenario.startswith("merge -> served, watcher (p50 of 2; max ")
+    assert row.size == "20" and row.floor is None and row.target == "< 1 s p50"
+    assert 0 < row.gitprov.seconds < bench.SERVED_WITHIN and row.gitprov.rss > 0
+    refs_after = {r: str(pygit2.Repository(str(cached)).references[r].target) for r in _REFS}
+    assert refs_after == refs_before
+    assert sorted(str(p.relative_to(cached)) for p in cached.rglob("*")) == files_before
+    assert [p.name for p in work.iterdir()] == [cached.name]  # its scratch dir is gone
+
+
+_REFS = tuple(f"refs/heads/{r}" for r in ("main", "base", "one-device", "profile", "child"))
