@@ -200,6 +200,7 @@ class Documents:
         self.changed = changed
         self.removed = removed
         self._at: dict[str, Document] | None = None
+        self._inventory: Inventory | None = None  # see build_inventory
 
     @property
     def by_kind(self) -> Mapping[str, tuple[Document, ...]]:
@@ -716,6 +717,14 @@ def bindings_of(model: Mapping[str, Any]) -> dict[str, str]:
 
 
 def build_inventory(docs: Documents) -> Inventory:
+    """The inventory of validated documents (built once per Documents: a publish asks
+    for it from several places)."""
+    if docs._inventory is None:
+        docs._inventory = _build_inventory(docs)
+    return docs._inventory
+
+
+def _build_inventory(docs: Documents) -> Inventory:
     fleet_docs = docs.of(FLEET)
     fdoc = fleet_docs[0]
     f = fdoc.data
