@@ -236,8 +236,12 @@ def test_every_problem_at_once() -> None:
     assert_leaks_nothing(info.value, VALUE, SK)
 
 
+# Explicit ids: the keys are generated per process, and pytest-xdist's workers must
+# collect the same test names.
 @pytest.mark.parametrize(
-    "text", ["", "- a\n", "secrets: {}\n", f"public_key: {PK}\nsecrets: [a]\n", "a: [\n"]
+    "text",
+    ["", "- a\n", "secrets: {}\n", f"public_key: {PK}\nsecrets: [a]\n", "a: [\n"],
+    ids=["empty", "a-list", "no-public-key", "secrets-a-list", "unclosed-flow"],
 )
 def test_malformed_files(text: str) -> None:
     with pytest.raises(SecretError) as info:
@@ -296,6 +300,7 @@ def test_load_private_key_unreadable(tmp_path: Path) -> None:
         f"{PK}\n",
         SK[:-1] + "!\n",
     ],
+    ids=["not-a-key", "two-keys", "the-public-key", "a-bad-character"],
 )
 def test_load_private_key_malformed_is_not_echoed(tmp_path: Path, content: str) -> None:
     path = key_file(tmp_path, content)
