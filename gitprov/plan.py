@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -300,7 +300,7 @@ class Plan:
 
 
 def plan(
-    wanted: Mapping[str, bytes],
+    wanted: Mapping[str, bytes] | Collection[str],
     roots: Sequence[Path],
     previous: Manifest | None,
     *,
@@ -308,21 +308,24 @@ def plan(
     verify: bool = False,
     digests: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Compare the wanted files (name -> bytes, the same in every root) with each root on
-    disk. Files of ours that are no longer wanted are removed; files we never wrote are
-    listed as unknown, and removed too only with `prune_unknown`.
+    """Compare the wanted files (name -> bytes, the same in every root; only names with
+    `digests`) with each root on disk. Files of ours that are no longer wanted are
+    removed; files we never wrote are listed as unknown, and removed too only with
+    `prune_unknown`.
 
     A file whose stat is what the manifest recorded is taken to hold what the manifest
     says and is not read; one whose stat changed is rewritten (drift); `verify` reads
     every file and rewrites only those whose bytes differ. `digests` (name -> sha256 of
     the wanted bytes) saves hashing them again."""
     if digests is None:
+        assert isinstance(wanted, Mapping)
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in wanted.items()}
     actions: list[FileAction] = []
     unchanged = 0
     unknown: list[tuple[str, str]] = []
     drift: list[Drift] = []
     intact: dict[str, dict[str, Stat]] = {}
+    names = sorted(wanted)
     for root in roots:
         key = str(root)
         present = _listing(root)
@@ -331,7 +334,14 @@ def plan(
         recorded = previous.files if previous is not None and converged else {}
         stats = previous.roots[key].stat if previous is not None and converged else {}
         kept = intact[key] = {}
-        for name in sorted(wanted):
+        # The files whose stat is the one recorded and whose bytes the manifest gives as
+        # the wanted ones: most of a fleet, an lstat each and nothing else.
+        same = set() if verify else _unchanged(root, names, present, recorded, stats, digests)
+        for name in names:
+            if name in same:
+                unchanged += 1
+                kept[name] = stats[name]
+                continue
             entry = recorded.get(name)
             found = (
                 _found(f"{key}/{name}", entry, stats.get(name), verify) if name in present else None
@@ -359,6 +369,43 @@ def plan(
                 if prune_unknown:
                     actions.append(FileAction(key, name, Action.REMOVE))
     return Plan(tuple(actions), unchanged, tuple(unknown), tuple(drift), intact)
+
+
+def _unchanged(
+    root: Path,
+    names: Sequence[str],
+    present: set[str],
+    recorded: Mapping[str, ManifestEntry],
+    stats: Mapping[str, Stat],
+    digests: Mapping[str, str],
+) -> set[str]:
+    """The names of `root` found as recorded (stat) holding the wanted bytes (the
+    manifest's sha256 is the wanted one): what `plan` leaves alone without a look more."""
+    if not stats:
+        return set()
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return set()
+    out = set()
+    lstat = os.lstat
+    try:
+        for name in names:
+            was = stats.get(name)
+            entry = recorded.get(name)
+            if was is None or entry is None or name not in present:
+                continue
+            if entry.sha256_data != digests[name]:
+                continue
+            try:
+                st = lstat(name, dir_fd=fd)
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == was:
+                out.add(name)
+    finally:
+        os.close(fd)
+    return out
 
 
 def _found(

@@ -44,7 +44,7 @@ import secrets
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -54,7 +54,7 @@ import pygit2
 
 from gitprov import __version__, journal
 from gitprov import stage as staging
-from gitprov.builder import Prior
+from gitprov.builder import Builder
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
@@ -313,7 +313,9 @@ class Artifact:
     """One file published into every root."""
 
     name: str
-    data: bytes
+    # The bytes, or the device file that holds them (a carried one reads them only when
+    # they are to be written: see `CarriedFile`).
+    content: bytes | DeviceFile
     kind: Kind
     mac: str = ""
     model: str = ""
@@ -325,7 +327,14 @@ class Artifact:
 
     def __post_init__(self) -> None:
         if not self.sha256_data:
-            object.__setattr__(self, "sha256_data", _sha(self.data))
+            content = self.content
+            sha = content.sha256_data if isinstance(content, CarriedFile) else _sha(self.data)
+            object.__setattr__(self, "sha256_data", sha)
+
+    @property
+    def data(self) -> bytes:
+        content = self.content
+        return content if isinstance(content, bytes) else content.data
 
     def entry(self) -> ManifestEntry:
         return ManifestEntry(
@@ -345,7 +354,7 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
     out = [
         Artifact(
             f.name,
-            f.data,
+            f,
             Kind.DEVICE,
             f.mac,
             f.model,
@@ -384,7 +393,7 @@ def artifacts(build: Build, firmware_dir: Path | None) -> tuple[list[Artifact], 
                 hint="fix the name in the inventory (`gitprov validate` says where)",
             )
         other = seen.get(a.name)
-        if other is not None and other.data != a.data:
+        if other is not None and other.sha256_data != a.sha256_data:
             raise GitprovError(
                 f"two different files would be published as {a.name} "
                 f"({other.kind} {other.mac or other.model}, {a.kind} {a.mac or a.model})",
@@ -847,32 +856,53 @@ def publish_commit(
             _check_targets(str(commit.id), where, previous, published, targets)
             if previous is None:
                 _check_state_dir_moved(pipeline, commit, where, targets)
-        # Publishing needs the plaintext's hash, not the plaintext: a fleet's worth of it
-        # is a fleet's worth of memory.
-        build = pipeline.build(
-            commit,
-            key,
-            served_versions(previous),
-            loaded,
-            force=force,
-            keep_plaintext=False,
-            prior=_prior(where.state_dir, previous, inputs),
-        )
-        if not guards.allow_mass_removal:
-            _check_removal(build, previous, published)
-        # The stage files first: the bootstrap may lead devices to them.
-        publish_stage(
-            build,
-            where,
-            lock_wait=lock_wait,
-            prune_unknown=prune_unknown,
-            verify=verify,
-            inputs=inputs,
-            recorder=recorder,
-        )
-        result = _publish_locked(build, where, previous, progress, prune_unknown, verify, inputs)
-        _keep_inputs(where.state_dir, build, pipeline, inputs)
+        carry = _prior(where.state_dir, previous, inputs)
+        for attempt in (1, 2):
+            # Publishing needs the plaintext's hash, not the plaintext: a fleet's worth of
+            # it is a fleet's worth of memory.
+            build = pipeline.build(
+                commit,
+                key,
+                served_versions(previous),
+                loaded,
+                force=force,
+                keep_plaintext=False,
+                prior=carry,
+            )
+            if not guards.allow_mass_removal:
+                _check_removal(build, previous, published)
+            # The stage files first: the bootstrap may lead devices to them.
+            publish_stage(
+                build,
+                where,
+                lock_wait=lock_wait,
+                prune_unknown=prune_unknown,
+                verify=verify,
+                inputs=inputs,
+                recorder=recorder,
+            )
+            try:
+                result = _publish_locked(
+                    build, where, previous, progress, prune_unknown, verify, inputs
+                )
+                break
+            except CarriedUnreadable as exc:
+                # Files carried over that a root needs, edited or removed by hand in every
+                # root since they were published (nothing was written yet): build those
+                # devices. This process's builder may keep carried files of its own (a
+                # watcher's): a new one keeps none.
+                if carry is None or attempt == 2:
+                    raise
+                carry.refused |= exc.macs
+                pipeline.builder = _new_builder(pipeline.builder)
+        _keep_inputs(where.state_dir, build, pipeline, inputs, carry)
         return _journal(result, previous, recorder)
+
+
+def _new_builder(old: Builder) -> Builder:
+    fresh = Builder(old.catalog)
+    fresh.workers = old.workers
+    return fresh
 
 
 # What the last publish built each device from (see _keep_inputs), next to the manifest.
@@ -883,18 +913,29 @@ def _input_id(dkey: Sequence[str]) -> str:
     return hashlib.sha256("\0".join(dkey).encode()).hexdigest()
 
 
-def _keep_inputs(state_dir: Path, build: Build, pipeline: Pipeline, inputs: dict[str, str]) -> None:
+def _keep_inputs(
+    state_dir: Path,
+    build: Build,
+    pipeline: Pipeline,
+    inputs: dict[str, str],
+    carry: _Carry | None = None,
+) -> None:
     """Record each device's build inputs (a hash of its blob ids) and files, for the next
     publish in a fresh process to take unchanged devices over from the roots instead of
     compiling and encrypting them again (see `_prior`). Written after the manifest: a
     record the manifest does not name (other commit, other inputs) is not used; losing
-    it costs only a full build."""
+    it costs only a full build. A device `carry` took over keeps its record as it was."""
     builder = pipeline.builder
+    kept = carry.devices if carry is not None and carry.key_id == builder.key_id else {}
+    reused = carry.carried - carry.refused if kept and carry is not None else set()
     files: dict[str, list[DeviceFile]] = {}
     for f in build.files:
         files.setdefault(f.mac, []).append(f)
-    devices = {}
+    devices: dict[str, object] = {}
     for mac, made in files.items():
+        if mac in reused:
+            devices[mac] = kept[mac]
+            continue
         dkey = builder.inputs.get(mac)
         if dkey is None:
             continue
@@ -913,10 +954,11 @@ def _keep_inputs(state_dir: Path, build: Build, pipeline: Pipeline, inputs: dict
         write_atomic(state_dir / BUILD_INPUTS, json.dumps(record, sort_keys=True).encode())
 
 
-def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> Prior | None:
+def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> _Carry | None:
     """The files the published commit's build made, by device, when its record matches
-    the manifest and these inputs: each read back from a root that holds that commit and
-    checked against the manifest's sha256 (anything else: None, the device is built)."""
+    the manifest and these inputs (anything else: None, every device is built). Nothing
+    is read here: a carried file's bytes are what the manifest records (its sha256), read
+    from a root only when some root must be written (see `CarriedFile`)."""
     if previous is None or dict(previous.inputs) != inputs:
         return None
     try:
@@ -931,50 +973,142 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
         or not isinstance(raw.get("key_id"), str)
     ):
         return None
-    source = next((Path(r) for r in sorted(previous.roots) if previous.converged(r)), None)
-    if source is None:
+    # Where the bytes are: the roots that hold the published commit first (a lagging
+    # root may hold an older file; the sha256 check tells).
+    roots = sorted(previous.roots, key=lambda r: (not previous.converged(r), r))
+    if not any(previous.converged(r) for r in roots):
         return None
-    devices: dict[str, object] = raw["devices"]
-    key_id: str = raw["key_id"]
-    entries = previous.files
+    return _Carry(raw["devices"], raw["key_id"], previous.files, tuple(roots))
 
-    def prior(mac: str, dkey: tuple[str, ...], kid: str) -> list[DeviceFile] | None:
-        got = devices.get(mac)
-        if kid != key_id or not isinstance(got, list) or len(got) != 3:
+
+class _Carry:
+    """The `Prior` of a publish: the published build's files of a device whose inputs
+    did not change, as `CarriedFile`s. It remembers what it carried (for the record of
+    the next publish) and which devices must not be carried (their bytes were found
+    unreadable: see `publish_commit`)."""
+
+    def __init__(
+        self,
+        devices: dict[str, object],
+        key_id: str,
+        entries: Mapping[str, ManifestEntry],
+        roots: tuple[str, ...],
+    ) -> None:
+        self.devices = devices
+        self.key_id = key_id
+        self.entries = entries
+        self.roots = roots
+        self.carried: set[str] = set()
+        self.refused: set[str] = set()
+
+    def __call__(self, mac: str, dkey: tuple[str, ...], kid: str) -> list[DeviceFile] | None:
+        got = self.devices.get(mac)
+        if kid != self.key_id or not isinstance(got, list) or len(got) != 3:
+            return None
+        if mac in self.refused:
             return None
         input_id, names, secret_lines = got
         if input_id != _input_id(dkey) or not isinstance(names, list) or not names:
             return None
-        out = []
+        out: list[DeviceFile] = []
         try:
             lines = tuple(int(i) for i in secret_lines)
             for name, role in names:
-                e = entries.get(name)
-                if e is None or e.mac != mac or str(e.kind) != str(Kind.DEVICE):
-                    return None
-                data = (source / name).read_bytes()
-                if _sha(data) != e.sha256_data:
+                e = self.entries.get(name)
+                if (
+                    e is None
+                    or e.mac != mac
+                    or str(e.kind) != str(Kind.DEVICE)
+                    or unsafe_reason(name)
+                ):
                     return None
                 out.append(
-                    DeviceFile(
-                        mac,
-                        str(name),
-                        data,
-                        e.version,
-                        e.set_by,
-                        e.model,
-                        str(role),
-                        e.sha256_body,
-                        e.sha256_plain,
-                        None,
-                        lines,
+                    CarriedFile.of(
+                        DeviceFile(
+                            mac,
+                            str(name),
+                            b"",
+                            e.version,
+                            e.set_by,
+                            e.model,
+                            str(role),
+                            e.sha256_body,
+                            e.sha256_plain,
+                            None,
+                            lines,
+                        ),
+                        e.sha256_data,
+                        self.roots,
                     )
                 )
-        except (OSError, TypeError, ValueError):
+        except (TypeError, ValueError):
             return None
+        self.carried.add(mac)
         return out
 
-    return prior
+
+class CarriedUnreadable(PublishError):
+    """Device files carried over from the published commit (their inputs did not change)
+    must be written into a root, but no root holds the bytes the manifest records."""
+
+    def __init__(self, files: Mapping[str, str]) -> None:  # MAC -> a file name of it
+        mac, name = min(files.items())
+        more = f" (and {len(files) - 1} more device(s))" if len(files) > 1 else ""
+        super().__init__(
+            f"{mac}: no root holds {name} as the manifest records it any more (edited or "
+            f"removed by hand while publishing){more}; nothing was written",
+            hint="publish again: such devices are built then",
+        )
+        self.macs = frozenset(files)
+
+
+class CarriedFile(DeviceFile):
+    """A device file the published commit's build made, taken over without reading it:
+    `data` is read from the first root that holds the bytes the manifest records (checked
+    against its sha256) when first asked for, never before; CarriedUnreadable when none
+    does. Anything written from it is byte-identical to the manifest's record."""
+
+    __slots__ = ("_where", "sha256_data")
+
+    sha256_data: str
+    _where: tuple[str, ...]
+
+    @classmethod
+    def of(cls, f: DeviceFile, sha256_data: str, roots: tuple[str, ...]) -> CarriedFile:
+        out = object.__new__(cls)
+        for name in _FIELDS:
+            _SLOTS[name].__set__(out, getattr(f, name))
+        object.__setattr__(out, "sha256_data", sha256_data)
+        object.__setattr__(out, "_where", roots)
+        return out
+
+    @property
+    def data(self) -> bytes:
+        if not self._where:
+            got: bytes = _SLOTS["data"].__get__(self, DeviceFile)
+            return got
+        for root in self._where:
+            try:
+                with open(os.path.join(root, self.name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if _sha(data) == self.sha256_data:
+                _SLOTS["data"].__set__(self, data)
+                object.__setattr__(self, "_where", ())
+                return data
+        raise CarriedUnreadable({self.mac: self.name})
+
+    @property
+    def loaded(self) -> bool:
+        return not self._where
+
+    def __repr__(self) -> str:
+        return f"CarriedFile({self.mac!r}, {self.name!r}, sha256_data={self.sha256_data!r})"
+
+
+_FIELDS = tuple(f.name for f in fields(DeviceFile))
+_SLOTS = {name: DeviceFile.__dict__[name] for name in _FIELDS}
 
 
 def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:
@@ -1318,11 +1452,13 @@ def _publish_locked(
     roots = targets.roots
     files, notes = artifacts(build, targets.firmware_dir)
     clean_temps((*roots, targets.state_dir))
-    wanted = {a.name: a.data for a in files}
     digests = {a.name: a.sha256_data for a in files}
     the_plan = plan(
-        wanted, roots, previous, prune_unknown=prune_unknown, verify=verify, digests=digests
+        digests.keys(), roots, previous, prune_unknown=prune_unknown, verify=verify, digests=digests
     )
+    # The bytes of what is written, and only of that: a carried file is read here, before
+    # anything is written (CarriedUnreadable: nothing is).
+    wanted = _contents(files, {a.name for a in the_plan.actions if a.action is not Action.REMOVE})
     entries = {a.name: a.entry() for a in files}
     old_files = dict(previous.files) if previous else {}
     served = served_versions(previous)
@@ -1411,6 +1547,20 @@ def _publish_locked(
         old_files,
         targets.state_dir,
     )
+
+
+def _contents(files: Sequence[Artifact], names: set[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    unreadable: dict[str, str] = {}
+    for a in files:
+        if a.name in names:
+            try:
+                out[a.name] = a.data
+            except CarriedUnreadable as exc:
+                unreadable.update(dict.fromkeys(exc.macs, a.name))
+    if unreadable:
+        raise CarriedUnreadable(unreadable)
+    return out
 
 
 def _root_state(

@@ -10,12 +10,22 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from gitprov import builder as builder_module
 from gitprov.cli import main
-from gitprov.plan import MANIFEST
-from gitprov.publish import BUILD_INPUTS
+from gitprov.pipeline import Pipeline
+from gitprov.plan import MANIFEST, load_manifest, served_versions
+from gitprov.publish import (
+    BUILD_INPUTS,
+    CarriedFile,
+    CarriedUnreadable,
+    Targets,
+    _prior,
+    publish_commit,
+    publish_inputs,
+)
 from tests.fixtures.fleet import base_profile, changes, device_path, device_yaml, fleet_files
 from tests.fixtures.gitrepo import GitRepo
 
@@ -169,3 +179,115 @@ def test_a_record_of_another_commit_is_not_used(
     compiled.clear()
     publish(repo, where)
     assert len(compiled) == len(record["devices"])
+
+
+def files_of(where: Path, i: int) -> list[str]:
+    """The names served for device `i` (the manifest's entries of its MAC)."""
+    mac = Path(device_path(i)).stem
+    return sorted(n for n, e in entries(where).items() if e["mac"] == mac)  # type: ignore[index]
+
+
+def edit(repo: GitRepo, files: dict[str, bytes], i: int, step: int) -> dict[str, bytes]:
+    new = dict(files)
+    new[device_path(i)] = device_yaml(i, display=f"Edited {step}").encode()
+    repo.commit(changes(files, new), f"device {i} edit")
+    return new
+
+
+def test_a_carried_file_is_read_only_when_needed_and_only_as_recorded(
+    tmp_path: Path, private_key: str
+) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    repo.commit(fleet_files(3), "a fleet")
+    where = tmp_path / "out"
+    publish(repo, where)
+    pipeline = Pipeline(repo.repo)
+    targets = Targets((where / "http", where / "tftp"), where / "state")
+    previous = load_manifest(where / "state")
+    carry = _prior(where / "state", previous, publish_inputs(pipeline, targets))
+    commit = repo.repo.revparse_single("main")
+    assert isinstance(commit, pygit2.Commit)
+    build = pipeline.build(
+        commit, private_key, served_versions(previous), keep_plaintext=False, prior=carry
+    )
+    carried = [f for f in build.files if isinstance(f, CarriedFile)]
+    assert len(carried) == len(build.files) >= 3
+    assert not any(f.loaded for f in carried)
+
+    first, second, third = carried[:3]
+    published = (where / "tftp" / first.name).read_bytes()
+    (where / "http" / first.name).unlink()
+    assert first.data == published  # from the other root
+    assert first.loaded and first.data == published
+
+    for root in ("http", "tftp"):  # another file, same size, in every root
+        path = where / root / second.name
+        path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))
+    with pytest.raises(CarriedUnreadable, match=second.mac):
+        second.data  # noqa: B018
+    (where / "http" / third.name).unlink()
+    (where / "tftp" / third.name).unlink()
+    with pytest.raises(CarriedUnreadable, match=third.mac):
+        third.data  # noqa: B018
+
+
+def test_carried_files_gone_or_altered_in_the_roots_serve_what_a_full_build_serves(
+    tmp_path: Path, private_key: str, compiled: list[str]
+) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    files = fleet_files(6)
+    repo.commit(files, "a fleet")
+    where = tmp_path / "incremental"
+    publish(repo, where)
+    files = edit(repo, files, 0, 1)
+    for name in files_of(where, 1):  # one root: taken over from the other
+        (where / "http" / name).unlink()
+    for name in files_of(where, 2):  # every root, altered: built again
+        for root in ("http", "tftp"):
+            (where / root / name).write_bytes(b"not what was published\n")
+    for name in files_of(where, 3):  # every root, gone: built again
+        for root in ("http", "tftp"):
+            (where / root / name).unlink()
+    compiled.clear()
+    publish(repo, where)
+    # (the edited device twice: building again starts from scratch, bar what is carried)
+    assert set(compiled) == {Path(device_path(i)).stem for i in (0, 2, 3)}
+    full = tmp_path / "full"
+    publish(repo, full)
+    assert served(where) == served(full)
+    assert entries(where) == entries(full)
+
+
+def test_a_process_that_carried_files_builds_them_when_they_are_gone(
+    tmp_path: Path, private_key: str, compiled: list[str]
+) -> None:
+    """A watcher keeps what it carried over: a file removed from every root after that
+    is built again, not written from what the manifest once recorded."""
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    files = fleet_files(5)
+    repo.commit(files, "a fleet")
+    where = tmp_path / "incremental"
+    publish(repo, where)
+    pipeline = Pipeline(repo.repo)
+    targets = Targets((where / "http", where / "tftp"), where / "state")
+
+    def publish_main() -> None:
+        commit = repo.repo.revparse_single("main")
+        assert isinstance(commit, pygit2.Commit)
+        publish_commit(pipeline, commit, targets, private_key)
+
+    files = edit(repo, files, 0, 1)
+    compiled.clear()
+    publish_main()
+    assert compiled == [Path(device_path(0)).stem]
+    for name in files_of(where, 4):
+        for root in ("http", "tftp"):
+            (where / root / name).unlink()
+    files = edit(repo, files, 1, 2)
+    compiled.clear()
+    publish_main()
+    assert set(compiled) == {Path(device_path(i)).stem for i in (1, 4)}
+    full = tmp_path / "full"
+    publish(repo, full)
+    assert served(where) == served(full)
+    assert entries(where) == entries(full)
