@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -30,11 +29,9 @@ import pygit2
 from gitprov import version as versioning
 from gitprov.compile import Entry, placeholder_resolver
 from gitprov.errors import GitprovError, InvalidInventory
-from gitprov.inventory import FLEET_FILE, Device, Inventory
+from gitprov.inventory import Device, Inventory
 from gitprov.pipeline import Pipeline
-from gitprov.rules import HistoryFloor
 from gitprov.version import ABSENT, BOOTSTRAP
-from gitprov.yamldoc import parse
 
 BLAME_KEEP = 64  # blame results kept in the cache directory (newest first)
 
@@ -116,7 +113,7 @@ def blame(
     kept = _kept_blame(p, head, mac)
     if kept is not None:
         return kept
-    loaded = p.load(p.source(head), head_floor(p, head))
+    loaded = p.load(p.source(head), p.head_floor(head))
     inv = loaded.inventory
     if inv is None:
         raise InvalidInventory(
@@ -197,48 +194,3 @@ def _keep_blame(p: Pipeline, head: pygit2.Commit, mac: str, lines: list[BlameLin
             old.unlink()
 
 
-def head_floor(p: Pipeline, head: pygit2.Commit) -> HistoryFloor | None:
-    """What GP113 compares head's version_floor with, as exact as validating head needs:
-    the parents' version states when the cache knows them; else, when head declares at
-    least the highest version_floor any ancestor declares (the history's floor can only
-    be lower: it counts valid commits only), that bound; else the exact floor from the
-    whole history."""
-    repo = p.repo
-    assert repo is not None
-    parents = list(head.parent_ids)
-    if not parents or repo.is_shallow:
-        return p.history_floor(parents)
-    known = [p.version_cache.state(str(pid)) for pid in parents]
-    states = [s for s in known if s is not None]
-    if len(states) == len(parents):
-        best = max(states, key=lambda s: s.floor)
-        return HistoryFloor(best.floor, best.floor_by)
-    path = posixpath.join(p.inventory_dir, FLEET_FILE) if p.inventory_dir else FLEET_FILE
-    floors: dict[str, int | None] = {}
-
-    def declared(commit: pygit2.Commit) -> int | None:
-        try:
-            oid = str(commit.tree[path].id)
-        except KeyError:
-            return None
-        if oid not in floors:
-            blob = repo.get(oid)
-            raw = blob.data if isinstance(blob, pygit2.Blob) else b""
-            doc = parse(path, oid, raw, fleet_file=True)[0]
-            data = doc.data if doc is not None else None
-            value = data.get("version_floor") if isinstance(data, dict) else None
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            floors[oid] = value if ok else None
-        return floors[oid]
-
-    try:
-        own = declared(head)
-        bound = 0
-        for commit in repo.walk(head.id):
-            if commit.id != head.id:
-                bound = max(bound, declared(commit) or 0)
-    except (pygit2.GitError, KeyError, ValueError):
-        return p.history_floor(parents)  # says what is missing
-    if own is None or own >= bound:
-        return HistoryFloor(bound, "")
-    return p.history_floor(parents)

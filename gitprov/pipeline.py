@@ -8,6 +8,7 @@ blob ids of everything the device inherits).
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ from gitprov.errors import InvalidInventory, Problem
 from gitprov.inventory import (
     DEVICE,
     FLEET,
+    FLEET_FILE,
     MODEL,
     PROFILE,
     SECRETS,
@@ -56,7 +58,7 @@ from gitprov.limits import Limits
 from gitprov.rules import HistoryFloor
 from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source, missing_object
 from gitprov.validate import Options, SchemaCache, validate
-from gitprov.yamldoc import Document
+from gitprov.yamldoc import Document, parse
 
 RENDER_FORMAT = "flyingvoice-1"
 
@@ -168,13 +170,70 @@ class Pipeline:
         return Loaded(docs, tuple(found))
 
     def load_commit(self, commit: pygit2.Commit) -> Loaded:
-        """The commit's inventory, validated against its history (GP113 needs the highest
-        version_floor of every ancestor). From the nearest earlier snapshot (in memory,
-        or kept on disk by an earlier process) and a tree diff when there is one: only
-        the files the commit changed are read."""
-        history = self.history_floor(list(commit.parent_ids))
-        snap, found = self._check(commit, self.options, history, keep=True)
+        """The commit's inventory, validated against its history (GP113, see
+        `head_floor`). From the nearest earlier snapshot (in memory, or kept on disk by
+        an earlier process) and a tree diff when there is one: only the files the commit
+        changed are read."""
+        snap, found = self._check(commit, self.options, self.head_floor(commit), keep=True)
         return Loaded(snap.docs, tuple(found))
+
+    def head_floor(self, head: pygit2.Commit) -> HistoryFloor | None:
+        """What GP113 compares head's version_floor with, as exact as validating head
+        needs: the parents' floors when known (in memory, kept, or from their version
+        states); else, when head declares at least the highest version_floor any
+        ancestor declares (the history's floor can only be lower: it counts valid
+        commits only), that bound; else the exact floor from the whole history
+        (`history_floor`, which validates every ancestor not known). A fresh clone's
+        `validate` then reads one gitprov.yaml per ancestor, not every commit's files."""
+        repo = self.repo
+        assert repo is not None
+        parents = list(head.parent_ids)
+        if not parents or repo.is_shallow:
+            return self.history_floor(parents)
+        known = [self._known_floor(str(pid)) for pid in parents]
+        if all(k is not None for k in known):
+            value, by = max((k for k in known if k is not None), key=lambda k: k[0])
+            return HistoryFloor(value, by)
+        path = posixpath.join(self.inventory_dir, FLEET_FILE) if self.inventory_dir else FLEET_FILE
+        floors: dict[str, int | None] = {}
+
+        def declared(commit: pygit2.Commit) -> int | None:
+            try:
+                oid = str(commit.tree[path].id)
+            except KeyError:
+                return None
+            if oid not in floors:
+                blob = repo.get(oid)
+                raw = blob.data if isinstance(blob, pygit2.Blob) else b""
+                doc = parse(path, oid, raw, fleet_file=True)[0]
+                data = doc.data if doc is not None else None
+                value = data.get("version_floor") if isinstance(data, dict) else None
+                ok = isinstance(value, int) and not isinstance(value, bool)
+                floors[oid] = value if ok else None
+            return floors[oid]
+
+        try:
+            own = declared(head)
+            bound = 0
+            for commit in repo.walk(head.id):
+                if commit.id != head.id:
+                    bound = max(bound, declared(commit) or 0)
+        except (pygit2.GitError, KeyError, ValueError):
+            return self.history_floor(parents)  # says what is missing
+        if own is None or own >= bound:
+            return HistoryFloor(bound, "")
+        return self.history_floor(parents)
+
+    def _known_floor(self, cid: str) -> tuple[int, str] | None:
+        """The version rule's floor at `cid` when known without validating anything."""
+        hit = self._floors.get(cid)
+        if hit is None and self.checks is not None:
+            hit = self.checks.floor(cid)
+        if hit is None:
+            state = self.version_cache.state(cid)
+            if state is not None:
+                hit = (state.floor, state.floor_by)
+        return hit
 
     def history_floor(self, parents: list[pygit2.Oid]) -> HistoryFloor | None:
         """The highest version_floor of the given commits and their ancestors.
@@ -217,13 +276,7 @@ class Pipeline:
         known: dict[str, versioning.State] = {}
 
         def cached(cid: str) -> versioning.State | None:
-            hit = self._floors.get(cid)
-            if hit is None and self.checks is not None:
-                hit = self.checks.floor(cid)
-            if hit is None:
-                state = self.version_cache.state(cid)
-                if state is not None:
-                    hit = (state.floor, state.floor_by)
+            hit = self._known_floor(cid)
             return versioning.State(*hit) if hit is not None else None
 
         order: list[pygit2.Commit] = []

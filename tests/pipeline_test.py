@@ -14,6 +14,7 @@ from gitprov.errors import GitprovError
 from gitprov.inventory import Device
 from gitprov.pipeline import Pipeline, secret_resolver
 from gitprov.source import WorktreeSource
+from tests.fixtures.fleet import device_path, device_yaml, fleet_files
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.inventory import sealed_secrets, write_tree
 from tests.formats.flyingvoice_test import DEVICE, FLEET, MODEL
@@ -76,3 +77,45 @@ def test_a_secret_holding_a_control_character_is_refused_not_rendered(
     assert type(caught.value) is GitprovError  # exit 1: a problem of the inventory
     assert "'sip_23103'" in caught.value.message and "s3cr" not in caught.value.message
     assert "gitprov secrets set sip_23103" in caught.value.hint
+
+
+def _with_floor(files: dict[str, bytes], floor: int) -> dict[str, bytes]:
+    path = "inventory/gitprov.yaml"
+    text = files[path].replace(b"version_floor: 1000\n", f"version_floor: {floor}\n".encode())
+    assert text != files[path] or floor == 1000
+    return {**files, path: text}
+
+
+def test_validating_a_head_reads_no_ancestor_when_its_floor_is_the_highest(
+    tmp_path: Path,
+) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(20)
+    repo.commit(files, "fleet")
+    for i in range(15):
+        repo.commit({device_path(i): device_yaml(i, display=f"desk {i}")}, f"desk {i}")
+    top = head(repo)
+    fresh = Pipeline(repo.repo)
+    problems = fresh.load_commit(top).problems
+    # The head's own files and one gitprov.yaml: no ancestor is validated.
+    assert fresh.parse_cache.misses <= sum(1 for p in files if p.endswith(".yaml")) + 1
+    exact = Pipeline(repo.repo)
+    assert problems == exact.load(exact.source(top), exact.history_floor(top.parent_ids)).problems
+
+
+@pytest.mark.parametrize("high_floor_valid", [True, False])
+def test_a_lowered_floor_is_checked_against_the_valid_history_only(
+    tmp_path: Path, high_floor_valid: bool
+) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(3)
+    repo.commit(files, "fleet")
+    raised = _with_floor(files, 5000)
+    if not high_floor_valid:
+        # Declares 5000 but does not validate: the history's floor stays 1000.
+        raised[device_path(1)] = device_yaml(1).replace("mac:", "mac: [").encode()
+    repo.commit(raised, "raise")
+    repo.commit(files, "back to 1000")
+    repo.commit({device_path(2): device_yaml(2, display="lobby")}, "a change")
+    codes = [p.code for p in Pipeline(repo.repo).load_commit(head(repo)).problems]
+    assert ("GP113" in codes) is high_floor_valid
