@@ -1037,7 +1037,7 @@ class _Carry:
                             None,
                             lines,
                         ),
-                        e.sha256_data,
+                        e,
                         self.roots,
                     )
                 )
@@ -1068,19 +1068,23 @@ class CarriedFile(DeviceFile):
     against its sha256) when first asked for, never before; CarriedUnreadable when none
     does. Anything written from it is byte-identical to the manifest's record."""
 
-    __slots__ = ("_where", "sha256_data")
+    __slots__ = ("_where", "entry")
 
-    sha256_data: str
+    entry: ManifestEntry  # the manifest's record of it: this publish records it again
     _where: tuple[str, ...]
 
     @classmethod
-    def of(cls, f: DeviceFile, sha256_data: str, roots: tuple[str, ...]) -> CarriedFile:
+    def of(cls, f: DeviceFile, entry: ManifestEntry, roots: tuple[str, ...]) -> CarriedFile:
         out = object.__new__(cls)
         for name in _FIELDS:
             _SLOTS[name].__set__(out, getattr(f, name))
-        object.__setattr__(out, "sha256_data", sha256_data)
+        object.__setattr__(out, "entry", entry)
         object.__setattr__(out, "_where", roots)
         return out
+
+    @property
+    def sha256_data(self) -> str:
+        return self.entry.sha256_data
 
     @property
     def data(self) -> bytes:
@@ -1459,7 +1463,9 @@ def _publish_locked(
     # The bytes of what is written, and only of that: a carried file is read here, before
     # anything is written (CarriedUnreadable: nothing is).
     wanted = _contents(files, {a.name for a in the_plan.actions if a.action is not Action.REMOVE})
-    entries = {a.name: a.entry() for a in files}
+    entries = {
+        a.name: a.content.entry if isinstance(a.content, CarriedFile) else a.entry() for a in files
+    }
     old_files = dict(previous.files) if previous else {}
     served = served_versions(previous)
     for name, e in entries.items():
