@@ -13,6 +13,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,14 @@ from gitprov.pipeline import Loaded, Pipeline
 from gitprov.plan import INDEX, MANIFEST, RootState, load_manifest
 from gitprov.publish import Targets
 from gitprov.watch import CommitPublisher, Kind
-from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
+from tests.fixtures.fleet import (
+    BASE_PROFILE,
+    base_profile,
+    device_path,
+    device_yaml,
+    fleet_files,
+    generated_mac,
+)
 from tests.fixtures.gitrepo import ROOT, GitRepo
 
 DEVICES = 30
@@ -455,3 +463,46 @@ def test_the_published_commit_again_still_removes_a_crashed_publishs_temps(
     assert out["already_published"] is True
     assert [p for p in left if p.exists()] == []
     assert files_of(tmp_path) == served
+
+
+def test_renames_in_threads_replace_every_file_and_a_failed_one_fails_only_its_root(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    http, tftp = roots(tmp_path)
+    # Every device changes: more renames over served files than run in one thread.
+    assert DEVICES >= publish_module._IO_THREADED_MIN
+    repo.commit({BASE_PROFILE: base_profile("-b")}, "new SIP server")
+    broken = device_file(5)
+    real = os.replace
+
+    threads = set()
+
+    def replace(src: Any, dst: Any) -> None:
+        threads.add(threading.get_ident())
+        if Path(dst).parent == tftp and Path(dst).name == broken:
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    assert main(argv(repo, tmp_path)) != 0
+    monkeypatch.setattr(os, "replace", real)
+    assert len(threads) > 1
+    failures = json.loads(capsys.readouterr().out)["failures"]
+    assert failures == {str(tftp): "Input/output error"}
+
+    # The HTTP root has the new commit's files; the TFTP root's failure left no temp
+    # behind, and the next publish completes it.
+    head = repo.repo.revparse_single("main")
+    assert isinstance(head, pygit2.Commit)
+    served = {f.name: f.data for f in Pipeline(repo.repo).build(head, private_key).files}
+    assert {p.name: p.read_bytes() for p in http.iterdir()} == served
+    assert not [p for p in tftp.iterdir() if p.name.startswith(".")]
+    assert (tftp / broken).read_bytes() != served[broken]
+    assert publish(repo, tmp_path, capsys)["written"]
+    assert {p.name: p.read_bytes() for p in tftp.iterdir()} == served
