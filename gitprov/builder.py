@@ -389,20 +389,19 @@ class Builder:
         todo: list[int] = []
         for i, (device, dkey) in enumerate(zip(devices, dkeys, strict=True)):
             info = vers[device.mac]
-            # Same inputs (content, file name, cipher, sealed secrets), version and manifest
-            # entry give the same bytes: a watcher re-renders only what changed.
+            # Same inputs (content, file name, cipher, sealed secrets) and version give the
+            # same bytes when what was served since leaves the number as it is
+            # (`_carried`): a watcher re-renders only what changed.
             key: tuple[object, ...] = (
                 device.mac,
                 dkey,
                 info.version,
                 info.commit,
                 key_id,
-                served.get(device.mac),
-                force,
                 keep_plaintext,
             )
             keys.append(key)
-            hit = self._built.get(key)
+            hit = _carried(self._built.get(key), info, served, force)
             if hit is None and prior is not None and not keep_plaintext:
                 hit = _carried(prior(device.mac, dkey, key_id), info, served, force)
             results.append(hit)

@@ -28,8 +28,9 @@ def head(repo: GitRepo) -> pygit2.Commit:
     return c
 
 
+@pytest.mark.parametrize("published", [False, True])
 def test_second_build_compiles_only_the_changed_device(
-    example_repo: GitRepo, private_key: str, monkeypatch: pytest.MonkeyPatch
+    example_repo: GitRepo, private_key: str, monkeypatch: pytest.MonkeyPatch, published: bool
 ) -> None:
     compiled: list[str] = []
     real = Compiler.compile
@@ -44,7 +45,9 @@ def test_second_build_compiles_only_the_changed_device(
     assert sorted(compiled) == sorted(f.mac for f in first.files)  # each device once
     example_repo.commit({B: example_repo.files[B].replace(b"Meeting room", b"Board room")}, "x")
     compiled.clear()
-    second = p.build(head(example_repo), private_key)
+    # What a watcher's next build is told: the first build's files were served.
+    served = {f.mac: (f.version, f.body_sha256) for f in first.files} if published else None
+    second = p.build(head(example_repo), private_key, served)
     # Once for the digest, the version and the file alike.
     assert compiled == ["0021f2011b20"]
     before = {f.mac: f.data for f in first.files}
