@@ -126,6 +126,7 @@ def without_cache(repo: Path, cache: Path, args: list[str]) -> tuple[int, str]:
             aside.rename(cache)
 
 
+@pytest.mark.slow(seconds=20)
 @settings(
     max_examples=30,
     deadline=None,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +56,53 @@ def checkout_left_as_found() -> Iterator[None]:
     if before is not None and after is not None:
         new = sorted(after - before)
         assert not new, f"tests left files in the checkout (write under tmp_path): {new}"
+
+
+# -- tests that measure wall time run alone ----------------------------------------------
+# The suite runs on every core (pytest-xdist, `-n auto` in pyproject's addopts). A test
+# marked `alone` bounds wall time, which a neighbour on the other core would stretch: it
+# takes an exclusive lock that every other test holds shared from its setup (module
+# fixtures included) to its teardown, so under -n the other workers finish their current
+# test and wait. The turnstile keeps the shared holders from starving a waiting exclusive
+# one (flock has no writer preference).
+def _flock(path: Path, mode: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, mode)
+    return fd
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    basetemp = item.config.option.basetemp
+    if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:
+        return (yield)
+    # xdist gives each worker a base temporary directory inside the run's own one.
+    run = Path(basetemp).parent
+    alone = item.get_closest_marker("alone") is not None
+    gate = _flock(run / "alone.turnstile", fcntl.LOCK_EX)
+    try:
+        room = _flock(run / "alone.room", fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+    finally:
+        if not alone:
+            os.close(gate)  # closing the descriptor releases its lock
+    try:
+        return (yield)
+    finally:
+        os.close(room)
+        if alone:
+            os.close(gate)
+
+
+# -- the longest files start first -------------------------------------------------------
+# Under -n the suite can end no sooner than its longest file (loadfile keeps a file on
+# one worker): files with a `slow(seconds=N)` test go first, longest first, so the other
+# workers fill the time with the many short files instead of waiting at the end for one
+# long file started late. Within a file, and among the others, the order is unchanged.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    weight: dict[str, float] = {}
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        if marker is not None:
+            seconds = float(marker.kwargs.get("seconds", 0))
+            weight[item.path.as_posix()] = max(weight.get(item.path.as_posix(), 0), seconds)
+    items.sort(key=lambda item: -weight.get(item.path.as_posix(), -1))

@@ -523,6 +523,7 @@ def big(tmp_path: Path) -> GitRepo:
     return repo
 
 
+@pytest.mark.slow(seconds=20)
 def test_plan_of_a_5000_device_change_is_one_sticky_comment_under_githubs_limit(
     big: GitRepo, tmp_path: Path
 ) -> None:
@@ -636,7 +637,7 @@ def test_publish_writes_the_commit_into_the_roots(
     assert not (small.path / "var").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_the_install_step_builds_a_virtualenv_from_the_hashed_lock(
     small: GitRepo, tmp_path: Path
 ) -> None:

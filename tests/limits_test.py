@@ -141,6 +141,7 @@ def _bounded() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize(
     ("name", "files", "where", "code"),
     [

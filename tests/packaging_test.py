@@ -93,6 +93,7 @@ def gitprov_in(venv: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow(seconds=15)
 def test_the_wheel_works_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
     probe = subprocess.run(
         [str(installed / "bin" / "python"), "-c", "import gitprov; print(gitprov.__file__)"],

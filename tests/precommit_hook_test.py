@@ -68,6 +68,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow(seconds=20)
 def test_the_hook_passes_a_good_inventory_and_locates_a_bad_one(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

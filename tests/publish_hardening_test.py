@@ -549,14 +549,22 @@ def test_only_commits_signed_by_an_allowed_ssh_key_publish(
 
 
 def test_openpgp_signatures_count_only_with_the_operators_keyring(
-    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    ops = pgp_key(tmp_path / "ops-gnupg", "Dana Ops <dana@gitprov.invalid>")
-    stranger = pgp_key(tmp_path / "stranger-gnupg", "Mallory <mallory@gitprov.invalid>")
-    keyring = pgp_keyring(tmp_path / "allowed-gnupg", ops)
+    # gpg-agent's sockets live in each GnuPG home, and a socket's path has at most 107
+    # bytes: the homes sit just under pytest's base directory, not in the deeper tmp_path
+    # (under pytest-xdist one more level deep).
+    gpg = tmp_path_factory.mktemp("gpg")
+    homes = [gpg / "ops", gpg / "stranger", gpg / "allowed"]
     ssh_only = ("x@gitprov.invalid", ssh_key(tmp_path / "keys", "x"))
     signers = allowed_signers(tmp_path / "allowed_signers", ssh_only)
     try:
+        ops = pgp_key(homes[0], "Dana Ops <dana@gitprov.invalid>")
+        stranger = pgp_key(homes[1], "Mallory <mallory@gitprov.invalid>")
+        keyring = pgp_keyring(homes[2], ops)
         repo = SignedRepo(tmp_path / "repo", tmp_path / "home")
         repo.commit(example_files(), "example inventory", key=ops)
         argv = ["--repo", str(repo.path), "publish", *root_args(tmp_path)]
@@ -573,7 +581,7 @@ def test_openpgp_signatures_count_only_with_the_operators_keyring(
         assert f"commit {foreign[:12]}" in err
         assert "signed by a key that is not in the allowed keyring" in err
     finally:
-        stop_gpg_agents(ops.home, stranger.home, keyring)
+        stop_gpg_agents(*homes)
 
 
 # -- what plan says about it ----------------------------------------------------------

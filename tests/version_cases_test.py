@@ -261,6 +261,7 @@ def test_two_inventories_in_one_repository_keep_their_own_numbers(
 
 
 # -- 6. concurrent forced publishes ---------------------------------------------------------
+@pytest.mark.slow(seconds=25)
 def test_concurrent_forced_publishes_never_share_a_number(
     example_repo: GitRepo, private_key: str, tmp_path: Path
 ) -> None:

@@ -352,6 +352,7 @@ def _valid_label(v: Verdict, o: Observed) -> str:
     return "invalid: load errors" if o.content is None else "invalid: floor lowered (GP113)"
 
 
+@pytest.mark.slow(seconds=200)
 @settings(
     max_examples=200,
     deadline=None,

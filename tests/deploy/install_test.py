@@ -33,6 +33,7 @@ def offline_pip_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow(seconds=15)
 def test_the_install_commands_install_a_working_gitprov(tmp_path: Path) -> None:
     if not list(WHEELHOUSE.glob("setuptools-*.whl")):
         pytest.skip(f"no wheels in {WHEELHOUSE}: run make setup")

@@ -108,7 +108,7 @@ def moment(roots: list[Path], marker: str, old_temps: set[str]) -> str:
     return "after the renames"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 def test_sigkill_at_random_moments_never_serves_a_partial_file(
     tmp_path: Path, private_key: str
 ) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gitprov.crypto import decrypt, derive_device_key
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.inventory import sealed_secrets
@@ -31,6 +33,7 @@ def cli(
     )
 
 
+@pytest.mark.slow(seconds=15)
 def test_no_secret_outside_encrypted_files(tmp_path: Path) -> None:
     values = {n: f"Pw-{n}-q7Zr{i}x9K" for i, n in enumerate(NAMES)}
     private, secrets_yaml = sealed_secrets(values)

@@ -212,6 +212,7 @@ def push(clone: Clone, what: str, change: Callable[[Path], None]) -> str:
     return clone.git("rev-parse", "HEAD")
 
 
+@pytest.mark.slow(seconds=15)
 def test_three_watchers_of_one_origin_serve_identical_roots_after_every_push(
     tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
