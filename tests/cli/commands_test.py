@@ -369,3 +369,14 @@ def test_build_output_is_what_publish_serves(
     redacted = (tmp_path / "o" / "plain" / f"fv{MAC}.conf").read_bytes()
     assert b"<redacted>" in redacted
     assert io.BytesIO(redacted).read(1)  # non-empty
+
+
+def test_main_builds_its_parser_once_and_a_parse_carries_nothing_over() -> None:
+    from gitprov.cli import _parser
+
+    assert _parser() is _parser()
+    first = _parser().parse_args(["publish", "--http-root", "/a", "--allow-root", "/b", "-q"])
+    assert (first.http_root, first.allow_root, first.quiet) == (["/a"], ["/b"], True)
+    again = _parser().parse_args(["publish"])
+    assert (again.http_root, again.allow_root, again.tftp_root) == ([], [], [])
+    assert not getattr(again, "quiet", False)
