@@ -109,6 +109,10 @@ class _Snapshot:
         self.distance = distance
         self.digests: dict[str, str] | None = None  # version key -> digest (valid only)
         self.macs: dict[str, str] | None = None  # device path -> MAC, with digests
+        # The digests that differ from those of the snapshot of commit `changed_since`
+        # (ABSENT: gone), when `_digest` derived them from it (see versioning.Evaluated).
+        self.changed: dict[str, str] | None = None
+        self.changed_since = ""
         self.kept_digests = False  # whether the disk copy holds the digests
 
 
@@ -518,7 +522,9 @@ class Pipeline:
         if snap.digests is None:
             self._digest(snap)
         assert snap.digests is not None
-        return versioning.Evaluated(snap.digests, _declared_floor(snap.docs))
+        first = str(commit.parent_ids[0]) if commit.parent_ids else None
+        changed = snap.changed if first is not None and snap.changed_since == first else None
+        return versioning.Evaluated(snap.digests, _declared_floor(snap.docs), changed)
 
     def _digest(self, snap: _Snapshot) -> None:
         """The snapshot's digests: when only devices changed since a snapshot whose
@@ -539,21 +545,26 @@ class Pipeline:
             assert changes is not None
             docs = snap.docs
             # What update_documents read for the changed paths (devices left unread stay so).
-            changed = tuple(d for kind, d in docs.changed if kind == DEVICE)
+            read = tuple(d for kind, d in docs.changed if kind == DEVICE)
             part = Documents(
                 self.inventory_dir,
-                {k: docs.of(k) for k in (FLEET, PROFILE, MODEL, SECRETS)} | {DEVICE: changed},
+                {k: docs.of(k) for k in (FLEET, PROFILE, MODEL, SECRETS)} | {DEVICE: read},
                 {},
             )
             inv = build_inventory(part)
             digests, macs = dict(base.digests), dict(base.macs)
+            changed: dict[str, str] = {}
             for path in changes:
                 mac = macs.pop(path, None)
                 if mac is not None:
                     digests.pop(mac, None)
+                    changed[mac] = versioning.ABSENT
             for device in inv.devices:
                 macs[device.path] = device.mac
-            digests.update(self.digests(inv))
+            now = self.digests(inv)
+            digests.update(now)
+            changed.update(now)
+            snap.changed, snap.changed_since = changed, base.commit
         else:
             inv = build_inventory(snap.docs)
             digests = self.digests(inv)

@@ -12,9 +12,10 @@ from gitprov.catalog import load_catalog
 from gitprov.compile import Compiler, DeviceConfig, compile_device
 from gitprov.errors import GitprovError
 from gitprov.inventory import Device
-from gitprov.pipeline import Pipeline, secret_resolver
+from gitprov.pipeline import BOOTSTRAP, Pipeline, secret_resolver
 from gitprov.source import WorktreeSource
-from tests.fixtures.fleet import device_path, device_yaml, fleet_files
+from gitprov.version import ABSENT
+from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.inventory import sealed_secrets, write_tree
 from tests.formats.flyingvoice_test import DEVICE, FLEET, MODEL
@@ -122,3 +123,24 @@ def test_a_lowered_floor_is_checked_against_the_valid_history_only(
     repo.commit({device_path(2): device_yaml(2, display="lobby")}, "a change")
     codes = [p.code for p in Pipeline(repo.repo).load_commit(head(repo)).problems]
     assert ("GP113" in codes) is high_floor_valid
+
+
+def test_a_childs_evaluation_says_which_digests_changed(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(12)
+    parent = repo.commit(files, "fleet")
+    child = repo.commit(
+        {device_path(3): device_yaml(3, display="lobby"), device_path(5): None}, "two devices"
+    )
+    p = Pipeline(repo.repo)
+    old, new = repo.repo.get(parent), repo.repo.get(child)
+    assert isinstance(old, pygit2.Commit) and isinstance(new, pygit2.Commit)
+    before, after = p.evaluate(old, 0), p.evaluate(new, 0)
+    assert before is not None and after is not None and after.changed is not None
+    # Exactly what the rule would find by comparing the whole fleet, and no more devices.
+    diff = {
+        k: after.digests.get(k, ABSENT) for k, _ in after.digests.items() ^ before.digests.items()
+    }
+    assert {k: v for k, v in after.changed.items() if before.digests.get(k, ABSENT) != v} == diff
+    assert set(diff) == {generated_mac(3), generated_mac(5)}
+    assert set(after.changed) <= set(diff) | {BOOTSTRAP}
