@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import sys
 import traceback
@@ -97,7 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
+# The collector's default (a young collection every 700 allocations, a full one every
+# 100) walks a fleet's parsed documents again and again: a quarter of a one-device
+# publish's CPU at 10,000 devices, a seventh of a cold validate. Fewer, larger young
+# collections keep cyclic garbage bounded and leave the long-lived documents alone.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     parser = _parser()
     try:
         import argcomplete
