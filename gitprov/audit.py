@@ -192,5 +192,3 @@ def _keep_blame(p: Pipeline, head: pygit2.Commit, mac: str, lines: list[BlameLin
         kept = sorted(target.parent.glob("*.blame"), key=lambda f: f.stat().st_mtime)
         for old in kept[:-BLAME_KEEP]:
             old.unlink()
-
-

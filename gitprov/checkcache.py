@@ -30,7 +30,7 @@ from typing import Any
 
 from gitprov.errors import Problem
 
-FORMAT = 2
+FORMAT = 3
 # Snapshots kept: each is about the fleet's size (tens of MB at 100k devices).
 KEEP = 4
 

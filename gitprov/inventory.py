@@ -234,6 +234,20 @@ class Documents:
         for kind in list(self._kinds):
             yield from self.of(kind)
 
+    def document(self, path: str) -> Document | None:
+        """The document at `path`: of a lazy kind, only that one is read."""
+        oid = self.oids.get(path)
+        if oid is None:
+            return None
+        for docs in self._kinds.values():
+            if not isinstance(docs, _Lazy) or docs.read_one is None:
+                continue
+            if path in docs.changes:
+                return docs.changes[path]
+            if docs.facts is not None and path in docs.facts:
+                return docs.read_one(path, oid)
+        return self.at(path)
+
     def at(self, path: str) -> Document | None:
         """The document at `path` (reads every kind)."""
         if self._at is None:

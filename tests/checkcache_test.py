@@ -160,3 +160,41 @@ def test_a_child_builds_from_the_kept_snapshot_reading_only_what_it_changed(
     assert [(f.name, f.plain_sha256, f.version) for f in got.files] == [
         (f.name, f.plain_sha256, f.version) for f in want.files
     ]
+
+
+def _account(files: dict[str, bytes], i: int, account: str) -> None:
+    files[device_path(i)] = device_yaml(i).replace(f'"{100000 + i}"', f'"{account}"').encode()
+
+
+def test_a_profile_change_derives_again_only_the_devices_it_reaches(tmp_path: Path) -> None:
+    """GP105 depends on each device's layers: a profile change re-derives the devices of
+    that profile (read from the kept snapshot's blob ids), and finds the clash it makes."""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    office = "inventory/profiles/office.yaml"
+    files = fleet_files(20)
+    _account(files, 0, "777")  # office (devices 0, 1, 4, 5, …: (i // 2) % 2 == 0)
+    _account(files, 2, "777")  # base
+    apart = files[office] + b"  sip.server: pbx-office.example.net\n"
+    first = repo.commit({**files, office: apart}, "office devices on their own server")
+    clash = repo.commit({office: files[office]}, "office devices on the base server")
+    apart_again = repo.commit({office: apart}, "apart again")
+    cache = tmp_path / "cache"
+    Pipeline(repo.repo, cache_dir=cache).load_commit(_commit(repo, first))
+
+    def gp105(p: Pipeline, cid: str) -> list[Problem]:
+        return [x for x in p.load_commit(_commit(repo, cid)).problems if x.code == "GP105"]
+
+    inventory._DEVICES.clear()
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    found = gp105(fresh, clash)
+    assert found == gp105(Pipeline(repo.repo), clash)
+    assert [p.file for p in found] == [device_path(2)]
+    office_devices = sum(
+        1 for path, data in files.items() if "/devices/" in path and b"profile: office" in data
+    )
+    assert 10 <= office_devices < sum(1 for path in files if "/devices/" in path) - 5
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+    assert fresh.parse_cache.misses <= others + office_devices + 1
+    # One pipeline along the history: each step from the one before.
+    along = Pipeline(repo.repo)
+    assert [len(gp105(along, c)) for c in (first, clash, apart_again)] == [0, 1, 0]

@@ -146,11 +146,16 @@ class RuleContext:
         kinds: tuple[str, ...] | None,
         env: Hashable,
         entries: Callable[[Document], Iterable[tuple[K, V]]],
+        depends: Callable[[Document], Hashable] | None = None,
+        version: Callable[[Hashable], Hashable] | None = None,
     ) -> Index[K, V]:
         """The entries `entries(doc)` of every document of `kinds` (None: all), grouped
-        by key. `env` must name everything besides the document that entries depend on:
-        only documents that changed since the last validation are read again."""
-        return self.facts.index(self.docs, name, kinds, env, lambda _kind, doc: entries(doc))
+        by key. `env` and the version of `depends(doc)` (see Facts.index) must name
+        everything besides the document that entries depend on: only documents that
+        changed since the last validation, or whose dependency did, are read again."""
+        return self.facts.index(
+            self.docs, name, kinds, env, lambda _kind, doc: entries(doc), depends, version
+        )
 
     @cached_property
     def layer_env(self) -> tuple[Hashable, ...]:

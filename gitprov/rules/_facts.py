@@ -50,6 +50,10 @@ class Index(Generic[K, V]):
         # path -> the key of its one entry, or the keys of its entries in order (a list:
         # never a key, keys are hashable). Most documents have one entry: no list for those.
         self._keys: dict[str, K | list[K]] = {}
+        # With `depends` (see Facts.index): each document's kind and what else its entries
+        # were derived from, and that dependency's version then.
+        self._deps: dict[str, tuple[str, Hashable]] = {}
+        self._dep_versions: dict[Hashable, Hashable] = {}
 
     @property
     def shared(self) -> KeysView[K]:
@@ -154,10 +158,17 @@ class Facts:
         kinds: tuple[str, ...] | None,
         env: Hashable,
         contribute: Contribute[K, V],
+        depends: Callable[[Document], Hashable] | None = None,
+        version: Callable[[Hashable], Hashable] | None = None,
     ) -> Index[K, V]:
         """The index `name` over the documents of `kinds` (None: all) in `docs`, brought
         up to date: from the previous documents by the changed ones when it was up to
-        date with them under the same `env`, else from scratch."""
+        date with them under the same `env`, else from scratch.
+
+        `depends(doc)` names what else a document's entries are derived from (say, its
+        profile and model), `version(dependency)` what that is now (their blob ids): when
+        a dependency's version changes, the entries of the documents that depend on it
+        are derived again, not every document's (only those are read)."""
         self._sync(docs)
         ix = self._indexes.get(name)
         if ix is None or ix.env != env or ix.generation < self.generation - 1:
@@ -167,16 +178,49 @@ class Facts:
                 if kinds is None or kind in kinds:
                     for doc in docs.of(kind):
                         ix._add(doc.path, contribute(kind, doc))
+                        if depends is not None:
+                            ix._deps[doc.path] = (kind, depends(doc))
         elif ix.generation == self.generation - 1:
             ix.generation = -1  # if a rule fails half-way, build it again next time
             for path in self._removed:
                 ix._remove(path)
+                ix._deps.pop(path, None)
+            done: set[str] = set()
             for kind, doc in self._changed:
                 if kinds is None or kind in kinds:
                     ix._remove(doc.path)
                     ix._add(doc.path, contribute(kind, doc))
+                    if depends is not None:
+                        ix._deps[doc.path] = (kind, depends(doc))
+                    done.add(doc.path)
+            if depends is not None and version is not None:
+                self._rederive(docs, ix, contribute, version, done)
+        if depends is not None and version is not None:
+            ix._dep_versions = {d: version(d) for d in {d for _, d in ix._deps.values()}}
         ix.generation = self.generation
         return cast(Index[K, V], ix)
+
+    @staticmethod
+    def _rederive(
+        docs: Documents,
+        ix: Index[K, V],
+        contribute: Contribute[K, V],
+        version: Callable[[Hashable], Hashable],
+        done: set[str],
+    ) -> None:
+        """Derive again the entries of the documents whose dependency changed version."""
+        stale = {d for d, v in ix._dep_versions.items() if version(d) != v}
+        if not stale:
+            return
+        for path, (kind, dep) in list(ix._deps.items()):
+            if dep not in stale or path in done:
+                continue
+            doc = docs.document(path)
+            ix._remove(path)
+            if doc is None:
+                del ix._deps[path]
+                continue
+            ix._add(path, contribute(kind, doc))
 
     def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
         """`compute()`, once per `key`: a key names everything the value depends on."""

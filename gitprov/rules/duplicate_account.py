@@ -12,8 +12,8 @@ Passes:  the second device uses `account: "2002"`, or another `sip.server`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Hashable, Iterator
+from typing import NamedTuple, cast
 
 from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE
@@ -66,7 +66,25 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         key = (NAME, ctx.catalog.digest, *[x for d in layers for x in (d.path, d.oid)])
         return ctx.facts.memo(key, lambda: _registrations(device, layers, count, names))
 
-    index = ctx.index(NAME, (DEVICE,), ctx.layer_env, registrations)
+    def depends(device: Document) -> tuple[str | None, str | None]:
+        profile, model = get(device.data, "profile"), get(device.data, "model")
+        return (
+            profile if isinstance(profile, str) else None,
+            model if isinstance(model, str) else None,
+        )
+
+    def version(dep: Hashable) -> Hashable:
+        # The layers above a device of that profile and model (`ctx.layers`), by blob id:
+        # a profile change derives again the devices it reaches, not the whole fleet.
+        profile, model = cast(tuple[str | None, str | None], dep)
+        chain = ctx.profile_chain(profile) if profile is not None else ()
+        model_doc = ctx.model_docs.get(model) if model is not None else None
+        layers = [ctx.fleet, *chain, model_doc]
+        return tuple((d.path, d.oid) if d is not None else None for d in layers)
+
+    index = ctx.index(
+        NAME, (DEVICE,), ctx.catalog.digest, registrations, depends=depends, version=version
+    )
     # Every line but the first to register an account on a server, in device order.
     clashes: list[tuple[Member, Registration, _Line, _Line]] = []
     for registration in index.shared:
