@@ -13,10 +13,9 @@ import json
 import socket
 import ssl
 import stat
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,8 @@ from gitprov.tools.device import (
     parse_option66_server,
     parse_param_file,
 )
-from gitprov.tools.serve import FetchEvent, HttpServer, TftpServer, make_tls_context
+from gitprov.tools.serve import HttpServer, TftpServer, make_tls_context
+from tests.fixtures import serve_clients
 
 HOST = "127.0.0.1"
 MAC = "0021f2011b19"
@@ -67,25 +67,9 @@ def encrypted(pairs: list[tuple[str, str]], key: str) -> bytes:
     return CIPHER.encrypt(render_lines(pairs), key)
 
 
-@dataclass
-class Events:
-    seen: list[FetchEvent] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, event: FetchEvent) -> None:
-        with self.lock:
-            self.seen.append(event)
-
+class Events(serve_clients.Events):
     def paths(self, count: int) -> list[tuple[str, str, int]]:
-        # A TFTP transfer is logged by the server thread, possibly after the client returned.
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.seen) >= count:
-                    break
-            time.sleep(0.01)
-        with self.lock:
-            return [(e.protocol, e.path, e.status) for e in self.seen]
+        return [(e.protocol, e.path, e.status) for e in self.wait_for(count)]
 
 
 @dataclass

@@ -10,43 +10,22 @@ import re
 import socket
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from gitprov.cli import build_parser
-from gitprov.tools.serve import FetchEvent, HttpServer, TftpLimits, TftpServer
+from gitprov.tools.serve import HttpServer, TftpLimits, TftpServer
 from tests.fixtures.peers import need
+from tests.fixtures.serve_clients import Events
 
 HOST = "127.0.0.1"
 VICTIM = "127.0.0.2"
 CONTENT = os.urandom(64 * 1024 + 100)  # 129 blocks of 512: a transfer with a thread
 SMALL = b"DBID_DBASE_VERSION=7\n"
-
-
-@dataclass
-class Events:
-    seen: list[FetchEvent] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, event: FetchEvent) -> None:
-        with self.lock:
-            self.seen.append(event)
-
-    def wait_for(self, count: int, seconds: float = 3.0) -> list[FetchEvent]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.seen) >= count:
-                    return list(self.seen)
-            time.sleep(0.01)
-        with self.lock:
-            return list(self.seen)
 
 
 @pytest.fixture
