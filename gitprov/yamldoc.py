@@ -156,8 +156,11 @@ _KINDS = {
 # Positions and node paths repeat from one document to the next (every device file has
 # `mac` at 1:1 and `("lines", 0, "DBID_SIP_ACCOUNT")`): one shared tuple for each saves
 # a third of a parsed fleet's memory. Bounded: a hostile repository only refills it.
+# Only a document's first nodes are shared: past those, a file is one of a kind (a huge
+# list's positions and paths repeat nowhere) and sharing would only cost time.
 _SHARED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 _SHARED_MAX = 1 << 18
+_SHARED_NODES = 1024
 _T = TypeVar("_T", bound=tuple[Any, ...])
 
 
@@ -358,7 +361,8 @@ class _Reader:
         return self._over(ev, "GP006", "nodes", "the file holds too many values and keys")
 
     def node(self, ev: Ev, path: Path_, pull: Pull, depth: int) -> Any:
-        self.positions[path] = _shared((ev[_LINE], ev[_COL]))
+        at = (ev[_LINE], ev[_COL])
+        self.positions[path] = _shared(at) if self.nodes < _SHARED_NODES else at
         kind = ev[_KIND]
         if kind == _ALIAS:
             return self._alias(ev, path, depth)
@@ -401,7 +405,8 @@ class _Reader:
             value = self.node(next(events), path, events.__next__, depth)
         finally:
             self._replaying -= 1
-        self.positions[path] = _shared((ev[_LINE], ev[_COL]))
+        at = (ev[_LINE], ev[_COL])
+        self.positions[path] = _shared(at) if self.nodes < _SHARED_NODES else at
         return value
 
     def _mapping(self, path: Path_, pull: Pull, depth: int) -> dict[str, Any]:
@@ -426,8 +431,10 @@ class _Reader:
                 continue
             # One path tuple for the key's and the value's position: a fleet's documents
             # hold one per node.
-            child = _shared((*path, key))
-            self.key_positions[child] = _shared((kev[_LINE], kev[_COL]))
+            child, at = (*path, key), (kev[_LINE], kev[_COL])
+            if self.nodes < _SHARED_NODES:
+                child, at = _shared(child), _shared(at)
+            self.key_positions[child] = at
             out[key] = self.node(pull(), child, pull, depth)
 
     def _key(self, kev: Ev, pull: Pull) -> str | None:

@@ -43,8 +43,11 @@ COMMANDS = ("validate", "publish", "plan", "show", "build", "versions")
 MEMORY_LIMIT = 512 * 1024 * 1024
 CPU_SECONDS = 5.0
 # On a slower machine the bound is this many times the YAML floor (tests/fixtures/speed.py)
-# instead: the slowest case, a million values, costs gitprov about 3.2 floors.
-CPU_FLOORS = 4.0
+# instead: the slowest case, a million values, costs gitprov about 3.5 floors when run
+# alone, and was seen at 4.1 with the suite's other worker on the other core (the floor is
+# measured once per worker, the case later, under whatever else runs then). An expansion
+# bomb or a quadratic path costs many times that.
+CPU_FLOORS = 5.0
 WALL_SECONDS = 15.0
 
 # `path:line:col: level[CODE]: message`, as `gitprov validate` prints every problem.
