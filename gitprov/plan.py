@@ -146,12 +146,16 @@ def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
     the files it lists (a manifest written before the record existed has only those)."""
     if manifest is None:
         return {}
-    out = dict(manifest.served)
-    for name, e in manifest.files.items():
-        key = version_key(name, e)
-        if key is not None and e.version >= out.get(key, (0, ""))[0]:
-            out[key] = (e.version, e.sha256_body)
-    return out
+    # Kept with the manifest (a publish asks twice; the caller may change its copy).
+    hit: dict[str, tuple[int, str]] | None = manifest.__dict__.get("_served")
+    if hit is None:
+        hit = dict(manifest.served)
+        for name, e in manifest.files.items():
+            key = version_key(name, e)
+            if key is not None and e.version >= hit.get(key, (0, ""))[0]:
+                hit[key] = (e.version, e.sha256_body)
+        object.__setattr__(manifest, "_served", hit)
+    return dict(hit)
 
 
 def version_key(name: str, e: ManifestEntry) -> str | None:

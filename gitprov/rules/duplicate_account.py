@@ -28,11 +28,14 @@ DEFAULT_SIP_PORT = 5060
 _MAX_LINES = 16
 
 Registration = tuple[str, str]  # ("server:port", account)
+_Kept = tuple[str, int, str, tuple[str | int, ...], int, int]  # a _Line's fields
 
 
 class _Line(NamedTuple):
     """An enabled line of a device, with the account it registers and where that is
-    written (a plain tuple: indexes are kept on disk between processes)."""
+    written. The index holds it as a plain tuple (`_Kept`): indexes are kept on disk
+    between processes, and a named tuple is unpickled by calling its class, one call per
+    device line."""
 
     device: str  # path
     slot: int
@@ -57,7 +60,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         _names(ctx, "DBID_SIP_ACCOUNT"),
     )
 
-    def registrations(device: Document) -> tuple[tuple[Registration, _Line], ...]:
+    def registrations(device: Document) -> tuple[tuple[Registration, _Kept], ...]:
         model = ctx.model_of(device)
         count = get(model.data, "line_count") if model is not None else None
         if not isinstance(count, int) or isinstance(count, bool):
@@ -89,7 +92,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     clashes: list[tuple[Member, Registration, _Line, _Line]] = []
     for registration in index.shared:
         (_, first), *rest = index.members(registration)
-        clashes.extend((member, registration, line, first) for member, line in rest)
+        clashes.extend(
+            (member, registration, _Line(*line), _Line(*first)) for member, line in rest
+        )
     clashes.sort(key=lambda c: c[0])
     reported: set[tuple[str, tuple[str | int, ...]]] = set()
     for _, (where, account), line, first in clashes:
@@ -115,7 +120,7 @@ def _registrations(
     layers: list[Document],
     count: int,
     names: tuple[tuple[str, ...], ...],
-) -> tuple[tuple[Registration, _Line], ...]:
+) -> tuple[tuple[Registration, _Kept], ...]:
     server_names, port_names, enabled_names, account_names = names
     # Slots no layer writes are disabled (the catalog's default); skip them early.
     written = max(
@@ -138,6 +143,6 @@ def _registrations(
         if account is None or not isinstance(account.value, str) or not account.value:
             continue
         at = account.pos()
-        line = _Line(device.path, slot, account.doc.path, account.path, *at)
+        line: _Kept = (device.path, slot, account.doc.path, account.path, *at)
         out.append(((where, account.value), line))
     return tuple(out)
