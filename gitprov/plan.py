@@ -183,17 +183,36 @@ def manifest_commit(state_dir: Path) -> str | None:
     return found.group(1).decode() if found else None
 
 
+# A running watcher reads, at every publish, the manifest it wrote itself: the parsed one
+# is kept while the file is the same one (device, inode, size, mtime and ctime: a write,
+# a rename over it or a touch changes one of them). Manifests are never changed in place.
+_LOADED: dict[str, tuple[tuple[int, ...], Manifest]] = {}
+_LOADED_MAX = 8
+
+
 def load_manifest(state_dir: Path) -> Manifest | None:
+    path = state_dir / MANIFEST
     try:
-        raw: dict[str, Any] = json.loads((state_dir / MANIFEST).read_text())
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            hit = _LOADED.get(str(path))
+            if hit is not None and hit[0] == key:
+                return hit[1]
+            raw: dict[str, Any] = json.loads(f.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         return None  # a torn or foreign manifest: publish from scratch, files are compared
     try:
-        return _from_json(raw)
+        manifest = _from_json(raw)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+    if manifest is not None:
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.clear()
+        _LOADED[str(path)] = (key, manifest)
+    return manifest
 
 
 def _from_json(raw: dict[str, Any]) -> Manifest | None:

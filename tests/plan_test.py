@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 from gitprov.plan import (
@@ -143,3 +145,29 @@ def test_a_lagging_root_still_owns_the_files_of_removed_devices(tmp_path: Path) 
     assert FileAction(str(lagging), "removed.conf", Action.REMOVE) in p.actions
     # A root the manifest does not know: its files are not ours to delete.
     assert p.unknown == ((str(new), "removed.conf"),)
+
+
+def test_an_unchanged_manifest_file_is_parsed_once(tmp_path: Path) -> None:
+    m = manifest({"a.conf": b"A"}, {"/srv/http": RootState("c1")})
+    path = tmp_path / MANIFEST
+    path.write_text(m.to_json())
+    first = load_manifest(tmp_path)
+    assert first == m
+    assert load_manifest(tmp_path) is first  # the same file: what a watcher reads back
+
+    # Replaced by a rename (how publish writes it), even with the same bytes: read again.
+    tmp = tmp_path / "next.json"
+    tmp.write_text(m.to_json())
+    os.replace(tmp, path)
+    second = load_manifest(tmp_path)
+    assert second == m and second is not first
+
+    # Rewritten in place with bytes of the same length, the mtime put back: the change
+    # time tells (the kernel's file times tick every few milliseconds).
+    st = path.stat()
+    time.sleep(0.05)
+    other = manifest({"b.conf": b"A"}, {"/srv/http": RootState("c1")})
+    assert len(other.to_json()) == len(m.to_json())
+    path.write_text(other.to_json())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_manifest(tmp_path) == other
