@@ -190,6 +190,20 @@ _LOADED: dict[str, tuple[tuple[int, ...], Manifest]] = {}
 _LOADED_MAX = 8
 
 
+def remember_manifest(state_dir: Path, manifest: Manifest) -> None:
+    """`manifest` was just written into `state_dir` (under the publish lock): the next
+    load_manifest of that same file gives it without reading it back."""
+    path = state_dir / MANIFEST
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    _LOADED[str(path)] = (key, manifest)
+
+
 def load_manifest(state_dir: Path) -> Manifest | None:
     path = state_dir / MANIFEST
     try:

@@ -79,6 +79,7 @@ from gitprov.plan import (
     load_manifest,
     manifest_commit,
     plan,
+    remember_manifest,
     served_versions,
     version_key,
     write_index,
@@ -1542,6 +1543,7 @@ def _publish_locked(
             f"{targets.state_dir}: {_describe(exc)}",
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
+    remember_manifest(targets.state_dir, manifest)
     write_index(targets.state_dir, manifest)
     return PublishResult(
         build.commit,

@@ -8,6 +8,10 @@ import os
 import time
 from pathlib import Path
 
+import pygit2
+
+from gitprov import plan as plan_module
+from gitprov.pipeline import Pipeline
 from gitprov.plan import (
     MANIFEST,
     Action,
@@ -21,6 +25,8 @@ from gitprov.plan import (
     load_manifest,
     plan,
 )
+from gitprov.publish import Targets, publish_commit
+from tests.fixtures.gitrepo import GitRepo
 
 
 def sha(data: bytes) -> str:
@@ -171,3 +177,18 @@ def test_an_unchanged_manifest_file_is_parsed_once(tmp_path: Path) -> None:
     path.write_text(other.to_json())
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert load_manifest(tmp_path) == other
+
+
+def test_the_manifest_a_publish_wrote_is_not_read_back(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    t = Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")
+    head = example_repo.repo.revparse_single("main")
+    assert isinstance(head, pygit2.Commit)
+    result = publish_commit(Pipeline(example_repo.repo), head, t, private_key)
+    # What the next publish of a running watcher reads: the manifest it wrote, equal to
+    # the file's (checked by reading it as another process would).
+    assert load_manifest(t.state_dir) is result.manifest
+    assert plan_module._from_json(json.loads((t.state_dir / MANIFEST).read_bytes())) == (
+        result.manifest
+    )
