@@ -198,10 +198,7 @@ def remember_manifest(state_dir: Path, manifest: Manifest) -> None:
         st = os.stat(path)
     except OSError:
         return
-    if len(_LOADED) >= _LOADED_MAX:
-        _LOADED.clear()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    _LOADED[str(path)] = (key, manifest)
+    _keep_loaded(path, st, manifest)
 
 
 def load_manifest(state_dir: Path) -> Manifest | None:
@@ -209,9 +206,8 @@ def load_manifest(state_dir: Path) -> Manifest | None:
     try:
         with path.open("rb") as f:
             st = os.fstat(f.fileno())
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             hit = _LOADED.get(str(path))
-            if hit is not None and hit[0] == key:
+            if hit is not None and hit[0] == _same_file(st):
                 return hit[1]
             raw: dict[str, Any] = json.loads(f.read())
     except FileNotFoundError:
@@ -223,10 +219,18 @@ def load_manifest(state_dir: Path) -> Manifest | None:
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     if manifest is not None:
-        if len(_LOADED) >= _LOADED_MAX:
-            _LOADED.clear()
-        _LOADED[str(path)] = (key, manifest)
+        _keep_loaded(path, st, manifest)
     return manifest
+
+
+def _same_file(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _keep_loaded(path: Path, st: os.stat_result, manifest: Manifest) -> None:
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[str(path)] = (_same_file(st), manifest)
 
 
 def _from_json(raw: dict[str, Any]) -> Manifest | None:

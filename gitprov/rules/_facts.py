@@ -180,6 +180,8 @@ class Facts:
                         ix._add(doc.path, contribute(kind, doc))
                         if depends is not None:
                             ix._deps[doc.path] = (kind, depends(doc))
+            if depends is not None and version is not None:
+                ix._dep_versions = _versions(ix, version)
         elif ix.generation == self.generation - 1:
             ix.generation = -1  # if a rule fails half-way, build it again next time
             for path in self._removed:
@@ -194,9 +196,9 @@ class Facts:
                         ix._deps[doc.path] = (kind, depends(doc))
                     done.add(doc.path)
             if depends is not None and version is not None:
-                self._rederive(docs, ix, contribute, version, done)
-        if depends is not None and version is not None:
-            ix._dep_versions = {d: version(d) for d in {d for _, d in ix._deps.values()}}
+                now = _versions(ix, version)
+                self._rederive(docs, ix, contribute, now, done)
+                ix._dep_versions = now
         ix.generation = self.generation
         return cast(Index[K, V], ix)
 
@@ -205,11 +207,12 @@ class Facts:
         docs: Documents,
         ix: Index[K, V],
         contribute: Contribute[K, V],
-        version: Callable[[Hashable], Hashable],
+        now: Mapping[Hashable, Hashable],
         done: set[str],
     ) -> None:
-        """Derive again the entries of the documents whose dependency changed version."""
-        stale = {d for d, v in ix._dep_versions.items() if version(d) != v}
+        """Derive again the entries of the documents whose dependency changed version
+        (`now`: each dependency's version at `docs`)."""
+        stale = {d for d, v in ix._dep_versions.items() if now.get(d, v) != v}
         if not stale:
             return
         for path, (kind, dep) in list(ix._deps.items()):
@@ -271,6 +274,13 @@ class Facts:
         self._docs, self._seen = docs, docs.oids
         self._changed, self._removed = changed, removed
         self.generation += 1
+
+
+def _versions(
+    ix: Index[Any, Any], version: Callable[[Hashable], Hashable]
+) -> dict[Hashable, Hashable]:
+    """The version now of every dependency the index's documents name."""
+    return {d: version(d) for d in {dep for _, dep in ix._deps.values()}}
 
 
 def _kind(docs: Documents, doc: Document) -> str:
