@@ -23,6 +23,7 @@ import pytest
 
 from tests.deploy.support import DEPLOY, readme_commands, sh, substitute
 from tests.fixtures.gitrepo import ROOT
+from tests.fixtures.option66 import UDHCPC_SCRIPT, run
 from tests.fixtures.peers import need
 
 DNSMASQ = DEPLOY / "dnsmasq-gitprov.conf"
@@ -64,20 +65,6 @@ def test_kea_accepts_the_file_as_the_readme_checks_it() -> None:
 
 
 # -- for real, between namespaces ----------------------------------------------------------
-
-UDHCPC_SCRIPT = """#!/bin/sh
-env > "{folder}/udhcpc-$1.env"
-case "$1" in
-  deconfig) {ip} addr flush dev "$interface"; {ip} link set "$interface" up ;;
-  bound|renew) {ip} addr flush dev "$interface"; {ip} addr add "$ip/$mask" dev "$interface" ;;
-esac
-exit 0
-"""
-
-
-def run(*argv: str) -> None:
-    proc = subprocess.run(list(argv), capture_output=True, timeout=30, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr.decode(errors='replace')}"
 
 
 @dataclass(frozen=True)
