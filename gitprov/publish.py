@@ -1647,7 +1647,12 @@ def _apply(
     # Every temp is durable: now the renames, then the removals, then each directory once.
     touched: set[str] = set()
     for key, temps in staged.items():
-        errors = _each(_rename, temps)
+        # Only a rename over a file frees blocks: new names go in this thread (threads
+        # creating names in one directory contend for its lock, for more system time).
+        new = {a.name for a in writes if a.root == key and a.action is Action.ADD}
+        temps = sorted(temps, key=lambda pair: pair[1].name not in new)
+        added = sum(pair[1].name in new for pair in temps)
+        errors = [_attempt(_rename, pair) for pair in temps[:added]] + _each(_rename, temps[added:])
         if any(e is None for e in errors):
             touched.add(key)
         first = next((e for e in errors if e is not None), None)
@@ -1682,26 +1687,36 @@ def _apply(
 # A rename over a served file and a removal free the old file's blocks, and on some
 # filesystems wait for the disk to do so (ext4 mounted with online discard: ~2.5 ms
 # each, nearly all of it waiting): in threads they wait together, ~8x faster for a
-# change reaching 2,000 devices. A small change stays in this thread.
+# change reaching 2,000 devices. A small change stays in this thread. Each thread takes
+# every n-th item: a task per item cost the calling thread 0.2 s per 1,000 items.
 _IO_THREADS = 16
 _IO_THREADED_MIN = 16
 _A = TypeVar("_A")
 
 
+def _attempt(fn: Callable[[_A], object], item: _A) -> OSError | None:
+    try:
+        fn(item)
+    except OSError as exc:
+        return exc
+    return None
+
+
 def _each(fn: Callable[[_A], object], items: Sequence[_A]) -> list[OSError | None]:
     """fn(item) for every item, each one's OSError (None: done), in the items' order."""
-
-    def one(item: _A) -> OSError | None:
-        try:
-            fn(item)
-        except OSError as exc:
-            return exc
-        return None
-
     if len(items) < _IO_THREADED_MIN:
-        return [one(item) for item in items]
-    with ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="gitprov-io") as pool:
-        return list(pool.map(one, items))
+        return [_attempt(fn, item) for item in items]
+    n = min(_IO_THREADS, len(items))
+    out: list[OSError | None] = [None] * len(items)
+
+    def share(first: int) -> None:
+        for i in range(first, len(items), n):
+            out[i] = _attempt(fn, items[i])
+
+    with ThreadPoolExecutor(n, thread_name_prefix="gitprov-io") as pool:
+        for _ in pool.map(share, range(n)):
+            pass
+    return out
 
 
 def _rename(pair: tuple[Path, Path]) -> None:
