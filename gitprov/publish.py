@@ -1014,35 +1014,12 @@ class _Carry:
             return None
         out: list[DeviceFile] = []
         try:
-            lines = tuple(int(i) for i in secret_lines)
+            lines = tuple(map(int, secret_lines))
             for name, role in names:
                 e = self.entries.get(name)
-                if (
-                    e is None
-                    or e.mac != mac
-                    or str(e.kind) != str(Kind.DEVICE)
-                    or unsafe_reason(name)
-                ):
+                if e is None or e.mac != mac or e.kind != Kind.DEVICE or unsafe_reason(name):
                     return None
-                out.append(
-                    CarriedFile.of(
-                        DeviceFile(
-                            mac,
-                            str(name),
-                            b"",
-                            e.version,
-                            e.set_by,
-                            e.model,
-                            str(role),
-                            e.sha256_body,
-                            e.sha256_plain,
-                            None,
-                            lines,
-                        ),
-                        e,
-                        self.roots,
-                    )
-                )
+                out.append(CarriedFile.of(e, name, str(role), lines, self.roots))
         except (TypeError, ValueError):
             return None
         self.carried.add(mac)
@@ -1076,12 +1053,32 @@ class CarriedFile(DeviceFile):
     _where: tuple[str, ...]
 
     @classmethod
-    def of(cls, f: DeviceFile, entry: ManifestEntry, roots: tuple[str, ...]) -> CarriedFile:
+    def of(
+        cls,
+        entry: ManifestEntry,
+        name: str,
+        role: str,
+        secret_lines: tuple[int, ...],
+        roots: tuple[str, ...],
+    ) -> CarriedFile:
         out = object.__new__(cls)
-        for name in _FIELDS:
-            _SLOTS[name].__set__(out, getattr(f, name))
-        object.__setattr__(out, "entry", entry)
-        object.__setattr__(out, "_where", roots)
+        values = (
+            entry.mac,
+            name,
+            b"",
+            entry.version,
+            entry.set_by,
+            entry.model,
+            role,
+            entry.sha256_body,
+            entry.sha256_plain,
+            None,
+            secret_lines,
+            entry,
+            roots,
+        )
+        for slot, value in zip(_CARRIED_SLOTS, values, strict=True):
+            slot.__set__(out, value)
         return out
 
     @property
@@ -1113,8 +1110,9 @@ class CarriedFile(DeviceFile):
         return f"CarriedFile({self.mac!r}, {self.name!r}, sha256_data={self.sha256_data!r})"
 
 
-_FIELDS = tuple(f.name for f in fields(DeviceFile))
-_SLOTS = {name: DeviceFile.__dict__[name] for name in _FIELDS}
+_SLOTS = {f.name: DeviceFile.__dict__[f.name] for f in fields(DeviceFile)}
+# In the order of CarriedFile.of's values: DeviceFile's fields, then CarriedFile's own.
+_CARRIED_SLOTS = (*_SLOTS.values(), CarriedFile.__dict__["entry"], CarriedFile.__dict__["_where"])
 
 
 def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:
