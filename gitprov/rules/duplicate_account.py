@@ -92,9 +92,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     clashes: list[tuple[Member, Registration, _Line, _Line]] = []
     for registration in index.shared:
         (_, first), *rest = index.members(registration)
-        clashes.extend(
-            (member, registration, _Line(*line), _Line(*first)) for member, line in rest
-        )
+        clashes.extend((member, registration, _Line(*line), _Line(*first)) for member, line in rest)
     clashes.sort(key=lambda c: c[0])
     reported: set[tuple[str, tuple[str | int, ...]]] = set()
     for _, (where, account), line, first in clashes:

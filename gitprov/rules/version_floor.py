@@ -40,8 +40,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             CODE,
             "version_floor checked against the parent commit only: the history is "
             "shallow, so a lower floor in an older commit cannot be seen",
-            "fetch the whole history (`git fetch --unshallow`; actions/checkout "
-            "`fetch-depth: 0`)",
+            "fetch the whole history (`git fetch --unshallow`; actions/checkout `fetch-depth: 0`)",
         )
     if now >= history.value:
         return
@@ -50,8 +49,6 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         fleet,
         ("version_floor",),
         CODE,
-        f"version_floor lowered to {now}: the history already has {history.value} "
-        f"(set in {where})",
+        f"version_floor lowered to {now}: the history already has {history.value} (set in {where})",
         f"versions only go up: write {history.value} or higher (to undo a change, git revert it)",
     )
-
