@@ -10,14 +10,15 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any
-
-from jsonschema import Draft202012Validator, TypeChecker, validators
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from typing import TYPE_CHECKING, Any
 
 from gitprov.catalog import SCHEMAS_DIR, Catalog, load_catalog
 from gitprov.inventory import DEVICE, FLEET, MODEL, PROFILE, SECRETS
+
+if TYPE_CHECKING:
+    # Imported when a validator is first made (~0.12 s): publishing a commit already
+    # published, or one that only changed devices' files already checked, needs none.
+    from jsonschema import Draft202012Validator, TypeChecker
 
 BASE = "https://gitprov.invalid/schemas/"
 KIND_FILES = {
@@ -71,29 +72,38 @@ def _is_integer(_checker: TypeChecker, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-# JSON Schema counts 5060.0 as an integer (draft 2020-12, "a number with a zero fractional
-# part"); gitprov would write it into param.conf as `5060.0`. An inventory's integer is
-# one YAML reads as an int, nothing else (and a bool, which Python calls an int, is not).
-StrictValidator = validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
+@cache
+def strict_validator() -> type[Draft202012Validator]:
+    """Draft 2020-12 with gitprov's integers. JSON Schema counts 5060.0 as an integer
+    ("a number with a zero fractional part"); gitprov would write it into param.conf as
+    `5060.0`. An inventory's integer is one YAML reads as an int, nothing else (and a
+    bool, which Python calls an int, is not)."""
+    from jsonschema import Draft202012Validator, validators
+
+    made: type[Draft202012Validator] = validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator,
+        type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
+    return made
 
 
 @cache
 def _validators(catalog: Catalog) -> dict[str, Draft202012Validator]:
     # Without `$schema`: jsonschema picks the validator of a `$ref`erenced schema by its
-    # `$schema`, which would be the stock draft 2020-12 one, not StrictValidator.
+    # `$schema`, which would be the stock draft 2020-12 one, not strict_validator().
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     schemas = {
         name: {k: v for k, v in s.items() if k != "$schema"}
         for name, s in all_schemas(catalog).items()
     }
-    registry: Registry = Registry().with_resources(
+    registry: Registry[Any] = Registry().with_resources(
         (BASE + name, Resource.from_contents(s, default_specification=DRAFT202012))
         for name, s in schemas.items()
     )
     return {
-        kind: StrictValidator(schemas[name], registry=registry)
+        kind: strict_validator()(schemas[name], registry=registry)
         for kind, name in KIND_FILES.items()
     }
 

@@ -20,19 +20,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.parser import ParserError
-from ruamel.yaml.scanner import ScannerError
 
 from gitprov.errors import GitprovError, Problem, error
+
+if TYPE_CHECKING:
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import MarkedYAMLError
 
 __all__ = [
     "PRIVATE_KEY_ENV",
@@ -175,6 +175,13 @@ def load_secrets_file(text: str, *, source: str = "secrets.yaml") -> SecretsFile
     Raises `SecretError` whose `problems` holds them. Messages never quote values: a value
     that is not sealed may be a plaintext password somebody pasted by mistake.
     """
+    # Here, not at the top: a publish unseals secrets but never reads this file so.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.parser import ParserError
+    from ruamel.yaml.scanner import ScannerError
+
     try:
         doc = YAML(typ="rt").load(text)
     except (ScannerError, ParserError) as exc:

@@ -11,9 +11,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from jsonschema import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
@@ -22,6 +20,9 @@ from gitprov.rules import HistoryFloor, RuleContext, run_rules
 from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
 from gitprov.yamldoc import Document, SecretRef
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 SCHEMA = "GP010"
 UNKNOWN_KEY = "GP011"

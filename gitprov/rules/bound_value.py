@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from gitprov.catalog import Unpublished
 from gitprov.errors import Problem
@@ -24,15 +22,18 @@ from gitprov.rules import RuleContext, error_at
 from gitprov.rules._bindings import bound_values
 from gitprov.yamldoc import SecretRef
 
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+
 CODE = "GP129"
 NAME = "bound-value"
 
 
 @cache
 def _validator(entry: Unpublished) -> Draft202012Validator:
-    from gitprov.schemas import StrictValidator
+    from gitprov.schemas import strict_validator
 
-    validator: Draft202012Validator = StrictValidator(entry.value_schema())
+    validator: Draft202012Validator = strict_validator()(entry.value_schema())
     return validator
 
 
