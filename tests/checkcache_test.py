@@ -5,6 +5,7 @@ no output: with it, without it, deleted between any two runs, or damaged."""
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -198,3 +199,47 @@ def test_a_profile_change_derives_again_only_the_devices_it_reaches(tmp_path: Pa
     # One pipeline along the history: each step from the one before.
     along = Pipeline(repo.repo)
     assert [len(gp105(along, c)) for c in (first, clash, apart_again)] == [0, 1, 0]
+
+
+def test_a_profile_change_that_registers_nothing_new_reads_no_device(tmp_path: Path) -> None:
+    """GP105's devices depend on what their layers register (server, port, enabled and
+    account aliases, each account's position), not on the layers' whole text."""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    office = "inventory/profiles/office.yaml"
+    files = fleet_files(20)
+    # Devices 0 and 4 (office) take their account from the profile: a clash written there.
+    for i in (0, 4):
+        files[device_path(i)] = re.sub(rb'    account: "\d+"\n', b"", files[device_path(i)])
+    profile = files[office] + b'lines:\n  - enabled: true\n    account: "999"\n'
+    first = repo.commit({**files, office: profile}, "office accounts from the profile")
+    unrelated = profile.replace(b"example.net\n", b"other.example.net\n")
+    commits = [
+        repo.commit({office: unrelated}, "another SRV domain"),
+        repo.commit({office: b"# moved down a line\n" + unrelated}, "a comment on top"),
+        repo.commit({office: unrelated.replace(b'"999"', b'"998"')}, "another account"),
+    ]
+    cache = tmp_path / "cache"
+    Pipeline(repo.repo, cache_dir=cache).load_commit(_commit(repo, first))
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+
+    def gp105(p: Pipeline, cid: str) -> list[tuple[str, int, int, str]]:
+        got = p.load_commit(_commit(repo, cid)).problems
+        return [(x.file, x.line, x.col, x.message) for x in got if x.code == "GP105"]
+
+    reads = []
+    for parent, cid in zip([first, *commits], commits, strict=False):
+        Pipeline(repo.repo, cache_dir=cache).load_commit(_commit(repo, parent))
+        inventory._DEVICES.clear()
+        fresh = Pipeline(repo.repo, cache_dir=cache)
+        found = gp105(fresh, cid)
+        assert found == gp105(Pipeline(repo.repo), cid)
+        assert [f[0] for f in found] == [office]
+        reads.append(fresh.parse_cache.misses - others)
+    # The SRV domain registers nothing: no device read. The comment moves the account the
+    # clash is reported at, and the new account changes what registers: devices read.
+    assert reads[0] <= 1
+    assert reads[1] > 1 and reads[2] > 1
+    assert (
+        gp105(Pipeline(repo.repo), commits[1])[0][1]
+        == gp105(Pipeline(repo.repo), commits[0])[0][1] + 1
+    )

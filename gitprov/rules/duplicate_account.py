@@ -13,6 +13,7 @@ Passes:  the second device uses `account: "2002"`, or another `sip.server`
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
+from functools import partial
 from typing import NamedTuple, cast
 
 from gitprov.errors import Problem, error
@@ -77,13 +78,19 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         )
 
     def version(dep: Hashable) -> Hashable:
-        # The layers above a device of that profile and model (`ctx.layers`), by blob id:
-        # a profile change derives again the devices it reaches, not the whole fleet.
+        # What `_registrations` reads of the layers above a device of that profile and
+        # model (`ctx.layers`): a profile change derives again the devices it reaches,
+        # and only when it changed what registers (not the codec or the time zone).
         profile, model = cast(tuple[str | None, str | None], dep)
         chain = ctx.profile_chain(profile) if profile is not None else ()
         model_doc = ctx.model_docs.get(model) if model is not None else None
         layers = [ctx.fleet, *chain, model_doc]
-        return tuple((d.path, d.oid) if d is not None else None for d in layers)
+        return tuple(
+            ctx.facts.memo((NAME, "layer", d.path, d.oid), partial(_read, d, names))
+            if d is not None
+            else None
+            for d in layers
+        )
 
     index = ctx.index(
         NAME, (DEVICE,), ctx.catalog.digest, registrations, depends=depends, version=version
@@ -111,6 +118,36 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             f"{by}, line {first.slot + 1}",
             "a server keeps one registration per account; give each line its own account",
         )
+
+
+def _read(layer: Document, names: tuple[tuple[str, ...], ...]) -> Hashable:
+    """Everything of one layer (fleet, profile or model) that `_registrations` may read:
+    its path, `line_count`, the server and port aliases in `params` and the enabled and
+    account aliases of each `lines` slot in the order written (the last alias wins),
+    with each account's position (a clash is reported there)."""
+    server, port, enabled, account = names
+    params = get(layer.data, "params")
+    read_params = (
+        tuple((k, repr(v)) for k, v in params.items() if k in server or k in port)
+        if isinstance(params, dict)
+        else None
+    )
+    lines = get(layer.data, "lines")
+    read_lines = (
+        tuple(
+            tuple(
+                (k, repr(v), layer.pos(("lines", slot, k)) if k in account else None)
+                for k, v in item.items()
+                if k in enabled or k in account
+            )
+            if isinstance(item, dict)
+            else None
+            for slot, item in enumerate(lines)
+        )
+        if isinstance(lines, list)
+        else None
+    )
+    return (layer.path, repr(get(layer.data, "line_count")), read_params, read_lines)
 
 
 def _registrations(
