@@ -629,11 +629,25 @@ def syncfs(fd: int) -> None:
 def _write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) -> Path:
     """A dot-named temp beside its target, whole; fsynced only with `sync` (else a syncfs
     of its filesystem must follow before it is renamed)."""
-    tmp = directory / f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp = directory / _temp_name(name)
+    _write_new(str(tmp), data, sync=sync)
+    return tmp
+
+
+def _temp_name(name: str) -> str:
+    return f"{TMP_PREFIX}{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _write_new(
+    path: str, data: bytes, *, sync: bool, chmod: bool = True, dir_fd: int | None = None
+) -> None:
+    """A new file `path` (relative to `dir_fd` when given) holding `data`, mode 0o644."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
     try:
-        # nginx and tftpd drop privileges: files must be world-readable whatever the umask.
-        os.fchmod(fd, 0o644)
+        if chmod:
+            # nginx and tftpd drop privileges: files must be world-readable whatever the
+            # umask.
+            os.fchmod(fd, 0o644)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -642,13 +656,25 @@ def _write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) -
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(path, dir_fd=dir_fd)
         raise
     os.close(fd)
-    return tmp
 
 
-def stat_of_file(path: Path) -> Stat:
+def _umask() -> int | None:
+    """The process's umask, read without changing it (another thread may be creating a
+    file); None where /proc does not tell."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def stat_of_file(path: Path | str) -> Stat:
     """What the manifest records of a file written: (size, mtime_ns, inode)."""
     st = os.lstat(path)
     return (st.st_size, st.st_mtime_ns, st.st_ino)
@@ -1603,22 +1629,26 @@ def _apply(
     and per root the stat of every file written."""
     failures: dict[str, str] = {}
     writes = [a for a in the_plan.actions if a.action is not Action.REMOVE]
-    staged: dict[str, list[tuple[Path, Path]]] = {str(r): [] for r in roots}
+    staged: dict[str, list[tuple[str, str]]] = {str(r): [] for r in roots}
     stats: dict[str, dict[str, Stat]] = {str(r): {} for r in roots}
     batch = _SYNCFS is not None
+    umask = _umask()
+    chmod = umask is None or bool(umask & 0o644)  # else the files are created 0o644
     handles: dict[str, int] = {}  # root -> its directory, opened before any temp is written
     done = 0
     try:
         for root in roots:
             key = str(root)
-            mine = [a for a in writes if a.root == key]
+            mine = [a.name for a in writes if a.root == key]
             try:
                 _make_root(root)
-                if batch and mine:
-                    handles[key] = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-                for a in mine:
-                    tmp = _write_temp(root, a.name, wanted[a.name], sync=not batch)
-                    staged[key].append((tmp, root / a.name))
+                if not mine:
+                    continue
+                handles[key] = fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+                for name in mine:
+                    tmp = _temp_name(name)
+                    _write_new(tmp, wanted[name], sync=not batch, chmod=chmod, dir_fd=fd)
+                    staged[key].append((f"{key}/{tmp}", f"{key}/{name}"))
                     done += 1
                     if progress:
                         progress("write", done, len(writes))
@@ -1631,7 +1661,9 @@ def _apply(
             # Stat once durable (a network filesystem may set the mtime on writeback), of
             # the temp no one else writes; the rename keeps it.
             try:
-                stats[key] = {target.name: stat_of_file(tmp) for tmp, target in temps}
+                stats[key] = {
+                    posixpath.basename(target): stat_of_file(tmp) for tmp, target in temps
+                }
             except OSError as exc:
                 failures[key] = _describe(exc)
                 _unlink_temps(staged.pop(key))
@@ -1647,9 +1679,9 @@ def _apply(
     for key, temps in staged.items():
         # Only a rename over a file frees blocks: new names go in this thread (threads
         # creating names in one directory contend for its lock, for more system time).
-        new = {a.name for a in writes if a.root == key and a.action is Action.ADD}
-        temps = sorted(temps, key=lambda pair: pair[1].name not in new)
-        added = sum(pair[1].name in new for pair in temps)
+        new = {f"{key}/{a.name}" for a in writes if a.root == key and a.action is Action.ADD}
+        temps = sorted(temps, key=lambda pair: pair[1] not in new)
+        added = sum(pair[1] in new for pair in temps)
         errors = [_attempt(_rename, pair) for pair in temps[:added]] + _each(_rename, temps[added:])
         if any(e is None for e in errors):
             touched.add(key)
@@ -1717,7 +1749,7 @@ def _each(fn: Callable[[_A], object], items: Sequence[_A]) -> list[OSError | Non
     return out
 
 
-def _rename(pair: tuple[Path, Path]) -> None:
+def _rename(pair: tuple[str, str]) -> None:
     os.replace(*pair)
 
 
@@ -1726,7 +1758,7 @@ def _unlink(path: Path) -> None:
 
 
 def _sync_staged(
-    staged: dict[str, list[tuple[Path, Path]]], handles: Mapping[str, int], failures: dict[str, str]
+    staged: dict[str, list[tuple[str, str]]], handles: Mapping[str, int], failures: dict[str, str]
 ) -> None:
     """One syncfs per filesystem holding a root with temps (on a directory opened before
     they were written); a root whose sync failed fails, its temps removed. Where syncfs
@@ -1751,7 +1783,7 @@ def _sync_staged(
                 _unlink_temps(staged.pop(key))
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync_file(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -1767,7 +1799,7 @@ def _make_root(root: Path) -> None:
     os.chmod(root, 0o755)
 
 
-def _unlink_temps(temps: Sequence[tuple[Path, Path]]) -> None:
+def _unlink_temps(temps: Sequence[tuple[str, str]]) -> None:
     for tmp, _ in temps:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -71,12 +71,14 @@ def edit_fleet(repo: GitRepo, extra: str) -> str:
     return repo.commit({FLEET: text}, "publish settings")
 
 
+# 0o077 masks the mode files are created with (it is set after); the others do not.
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o002])
 def test_publish_writes_every_device_world_readable_with_the_manifest_outside(
-    example_repo: GitRepo, private_key: str, tmp_path: Path
+    example_repo: GitRepo, private_key: str, tmp_path: Path, umask: int
 ) -> None:
     t = targets(tmp_path)
     build = build_of(example_repo, private_key)
-    old_umask = os.umask(0o077)
+    old_umask = os.umask(umask)
     try:
         result = publish(build, t)
     finally:
