@@ -7,6 +7,7 @@ blob ids of everything the device inherits).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import posixpath
 from collections import OrderedDict
@@ -527,8 +528,10 @@ class Pipeline:
         return versioning.Evaluated(snap.digests, _declared_floor(snap.docs), changed)
 
     def _digest(self, snap: _Snapshot) -> None:
-        """The snapshot's digests: when only devices changed since a snapshot whose
-        digests are known, those of the changed devices and the rest as they were."""
+        """The snapshot's digests: when only devices, profiles and models changed since a
+        snapshot whose digests are known, those of the devices whose inputs changed (the
+        device file, its model or a profile of its chain: what Builder._keys names) and
+        the rest as they were."""
         base, changes = snap.base, snap.changes
         kinds = (
             {kind_of(p, self.inventory_dir) for p in changes} - {None}
@@ -536,14 +539,20 @@ class Pipeline:
             else None
         )
         if (
-            base is not None
-            and base.digests is not None
-            and base.macs is not None
-            and kinds is not None
-            and kinds <= {DEVICE}
+            base is None
+            or base.digests is None
+            or base.macs is None
+            or kinds is None
+            or not kinds <= {DEVICE, PROFILE, MODEL}
         ):
-            assert changes is not None
-            docs = snap.docs
+            inv = build_inventory(snap.docs)
+            snap.digests = self.digests(inv)
+            snap.macs = {d.path: d.mac for d in inv.devices}
+            snap.base = None
+            return
+        assert changes is not None
+        docs = snap.docs
+        if kinds <= {DEVICE}:
             # What update_documents read for the changed paths (devices left unread stay so).
             read = tuple(d for kind, d in docs.changed if kind == DEVICE)
             part = Documents(
@@ -552,23 +561,33 @@ class Pipeline:
                 {},
             )
             inv = build_inventory(part)
-            digests, macs = dict(base.digests), dict(base.macs)
-            changed: dict[str, str] = {}
-            for path in changes:
-                mac = macs.pop(path, None)
-                if mac is not None:
-                    digests.pop(mac, None)
-                    changed[mac] = versioning.ABSENT
-            for device in inv.devices:
-                macs[device.path] = device.mac
-            now = self.digests(inv)
-            digests.update(now)
-            changed.update(now)
-            snap.changed, snap.changed_since = changed, base.commit
         else:
-            inv = build_inventory(snap.docs)
-            digests = self.digests(inv)
-            macs = {d.path: d.mac for d in inv.devices}
+            # Every device is listed (from the snapshot's facts, unread); those that
+            # inherit no changed layer keep their digest.
+            whole = build_inventory(docs)
+            profiles = {n for n, p in whole.profiles.items() if p.doc.path in changes}
+            models = {n for n, m in whole.models.items() if m.doc.path in changes}
+            reached = tuple(
+                d
+                for d in whole.devices
+                if d.path in changes
+                or d.model in models
+                or any(p.name in profiles for p in whole.profile_chain(d.profile))
+            )
+            inv = dataclasses.replace(whole, devices=reached)
+        digests, macs = dict(base.digests), dict(base.macs)
+        changed: dict[str, str] = {}
+        for path in changes:
+            mac = macs.pop(path, None)
+            if mac is not None:
+                digests.pop(mac, None)
+                changed[mac] = versioning.ABSENT
+        for device in inv.devices:
+            macs[device.path] = device.mac
+        now = self.digests(inv)
+        digests.update(now)
+        changed.update(now)
+        snap.changed, snap.changed_since = changed, base.commit
         snap.digests, snap.macs, snap.base = digests, macs, None
 
     def _remember(self, snap: _Snapshot, keep: int = 8) -> None:

@@ -243,3 +243,38 @@ def test_a_profile_change_that_registers_nothing_new_reads_no_device(tmp_path: P
         gp105(Pipeline(repo.repo), commits[1])[0][1]
         == gp105(Pipeline(repo.repo), commits[0])[0][1] + 1
     )
+
+
+def test_versions_of_a_child_compute_digests_of_the_devices_its_layers_reach(
+    tmp_path: Path,
+) -> None:
+    """A profile or model change compiles again the devices that inherit it, not the
+    fleet; the others keep their digests (and versions)."""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(30)
+    office, g502n = "inventory/profiles/office.yaml", "inventory/models/G502N.yaml"
+    commits = [repo.commit(files, "fleet")]
+    domain = files[office].replace(b"example.net\n", b"office.example.net\n")
+    commits.append(repo.commit({office: domain}, "office devices: another SRV domain"))
+    model = files[g502n] + b"params:\n  sip.dns_srv_domain: g5.example.net\n"
+    commits.append(repo.commit({g502n: model}, "G502N devices: another SRV domain"))
+    reached = [_macs_with(files, b"profile: office\n"), _macs_with(files, b"model: G502N\n")]
+    assert 10 < len(reached[0]) < 25 and 10 < len(reached[1]) < 25
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+    for n, (parent, cid, macs) in enumerate(zip(commits, commits[1:], reached, strict=False)):
+        cache = tmp_path / f"cache{n}"  # the parent's digests kept, as a publish keeps them
+        Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, parent))
+        inventory._DEVICES.clear()
+        fresh = Pipeline(repo.repo, cache_dir=cache)
+        got = fresh.versions(_commit(repo, cid))
+        assert got == Pipeline(repo.repo).versions(_commit(repo, cid))
+        assert {mac for mac, v in got.items() if v.commit == cid} == macs
+        assert fresh.parse_cache.misses <= others + 1 + len(macs)  # + the changed layer
+
+
+def _macs_with(files: dict[str, bytes], line: bytes) -> set[str]:
+    return {
+        re.sub(r"[^0-9a-f]", "", data.split(b'mac: "')[1].split(b'"')[0].decode().lower())
+        for path, data in files.items()
+        if "/devices/" in path and line in data
+    }
