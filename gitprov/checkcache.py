@@ -30,7 +30,7 @@ from typing import Any
 
 from gitprov.errors import Problem
 
-FORMAT = 3
+FORMAT = 4
 # Snapshots kept: each is about the fleet's size (tens of MB at 100k devices).
 KEEP = 4
 

@@ -4,7 +4,7 @@ each file) gives exactly the problems that a fresh Pipeline finds for each commi
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 import pygit2
 import pytest
@@ -307,3 +307,36 @@ def test_index_groups_follow_additions_and_removals() -> None:
     index._remove("b")
     index._remove("b")
     assert (list(index.keys()), list(index.all_items())) == (["k"], ["c0"])
+
+
+def test_an_index_asks_the_version_of_each_dependency_its_documents_name_now() -> None:
+    """`version` is asked once per dependency named by a document now: one gone with its
+    last document is not asked again, a new one is."""
+    facts = Facts()
+    asked: list[str] = []
+    profile = {f"inventory/{D}0021f2011b{n}.yaml": "office" for n in (19, 20)}
+
+    def depends(doc: Document) -> str:
+        return profile.get(doc.path, "base")
+
+    def version(dep: Hashable) -> Hashable:
+        asked.append(str(dep))
+        return dep
+
+    def names(kind: str, doc: Document) -> list[tuple[str, str]]:
+        return [(doc.path, kind)]
+
+    def index(files: dict[str, str | None]) -> None:
+        asked.clear()
+        docs = load_documents(MemorySource(inventory(files)))[0]
+        facts.index(docs, "n", (DEVICE,), (), names, depends=depends, version=version)
+
+    index({})
+    assert sorted(asked) == ["office"]
+    profile[f"inventory/{D}0021f2011b21.yaml"] = "lab"
+    index({f"{D}0021f2011b21.yaml": "mac: x\n"})
+    assert sorted(asked) == ["lab", "office"]
+    index({f"{D}0021f2011b21.yaml": "mac: x\n", f"{D}0021f2011b19.yaml": None})
+    assert sorted(asked) == ["lab", "office"]  # 0021f2011b20 still names office
+    index({f"{D}0021f2011b19.yaml": None, f"{D}0021f2011b20.yaml": None})
+    assert sorted(asked) == []

@@ -54,6 +54,23 @@ class Index(Generic[K, V]):
         # were derived from, and that dependency's version then.
         self._deps: dict[str, tuple[str, Hashable]] = {}
         self._dep_versions: dict[Hashable, Hashable] = {}
+        # Each dependency's number of documents: its keys are the dependencies to bring
+        # up to date at each validation (a few profiles and models, not a fleet's paths).
+        self._dep_count: dict[Hashable, int] = {}
+
+    def _depend(self, path: str, kind: str, dep: Hashable) -> None:
+        self._undepend(path)
+        self._deps[path] = (kind, dep)
+        self._dep_count[dep] = self._dep_count.get(dep, 0) + 1
+
+    def _undepend(self, path: str) -> None:
+        old = self._deps.pop(path, None)
+        if old is not None:
+            left = self._dep_count[old[1]] - 1
+            if left:
+                self._dep_count[old[1]] = left
+            else:
+                del self._dep_count[old[1]]
 
     @property
     def shared(self) -> KeysView[K]:
@@ -179,21 +196,21 @@ class Facts:
                     for doc in docs.of(kind):
                         ix._add(doc.path, contribute(kind, doc))
                         if depends is not None:
-                            ix._deps[doc.path] = (kind, depends(doc))
+                            ix._depend(doc.path, kind, depends(doc))
             if depends is not None and version is not None:
                 ix._dep_versions = _versions(ix, version)
         elif ix.generation == self.generation - 1:
             ix.generation = -1  # if a rule fails half-way, build it again next time
             for path in self._removed:
                 ix._remove(path)
-                ix._deps.pop(path, None)
+                ix._undepend(path)
             done: set[str] = set()
             for kind, doc in self._changed:
                 if kinds is None or kind in kinds:
                     ix._remove(doc.path)
                     ix._add(doc.path, contribute(kind, doc))
                     if depends is not None:
-                        ix._deps[doc.path] = (kind, depends(doc))
+                        ix._depend(doc.path, kind, depends(doc))
                     done.add(doc.path)
             if depends is not None and version is not None:
                 now = _versions(ix, version)
@@ -221,7 +238,7 @@ class Facts:
             doc = docs.document(path)
             ix._remove(path)
             if doc is None:
-                del ix._deps[path]
+                ix._undepend(path)
                 continue
             ix._add(path, contribute(kind, doc))
 
@@ -280,7 +297,7 @@ def _versions(
     ix: Index[Any, Any], version: Callable[[Hashable], Hashable]
 ) -> dict[Hashable, Hashable]:
     """The version now of every dependency the index's documents name."""
-    return {d: version(d) for d in {dep for _, dep in ix._deps.values()}}
+    return {d: version(d) for d in ix._dep_count}
 
 
 def _kind(docs: Documents, doc: Document) -> str:
