@@ -248,6 +248,16 @@ class Documents:
                 return docs.read_one(path, oid)
         return self.at(path)
 
+    def located(self, path: str) -> tuple[str, Document] | None:
+        """The kind and document at `path`, by a binary search per kind (reads every kind;
+        a few paths of a fleet: no map of the fleet built for them)."""
+        for kind in list(self._kinds):
+            docs = self.of(kind)
+            at = bisect.bisect_left(docs, path, key=_path)
+            if at < len(docs) and docs[at].path == path:
+                return kind, docs[at]
+        return None
+
     def at(self, path: str) -> Document | None:
         """The document at `path` (reads every kind)."""
         if self._at is None:

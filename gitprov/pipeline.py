@@ -575,15 +575,21 @@ class Pipeline:
                 or any(p.name in profiles for p in whole.profile_chain(d.profile))
             )
             inv = dataclasses.replace(whole, devices=reached)
-        digests, macs = dict(base.digests), dict(base.macs)
+        digests = dict(base.digests)
+        now_macs = {d.path: d.mac for d in inv.devices}
         changed: dict[str, str] = {}
         for path in changes:
-            mac = macs.pop(path, None)
-            if mac is not None:
+            mac = base.macs.get(path)
+            if mac is not None and now_macs.get(path) != mac:
                 digests.pop(mac, None)
                 changed[mac] = versioning.ABSENT
-        for device in inv.devices:
-            macs[device.path] = device.mac
+        # Shared with the base when no device came, went or changed its MAC (most commits
+        # of a history): never changed in place once a snapshot holds it.
+        macs = base.macs
+        if any(base.macs.get(p) != m for p, m in now_macs.items()) or any(
+            p in base.macs and p not in now_macs for p in changes
+        ):
+            macs = {p: m for p, m in base.macs.items() if p not in changes} | now_macs
         now = self.digests(inv)
         digests.update(now)
         changed.update(now)

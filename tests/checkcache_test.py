@@ -197,7 +197,7 @@ def test_a_profile_change_derives_again_only_the_devices_it_reaches(tmp_path: Pa
     others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
     assert fresh.parse_cache.misses <= others + office_devices + 1
     # One pipeline along the history: each step from the one before.
-    along = Pipeline(repo.repo)
+    along = Pipeline(repo.repo, cache_dir=tmp_path / "along")
     assert [len(gp105(along, c)) for c in (first, clash, apart_again)] == [0, 1, 0]
 
 
@@ -278,3 +278,33 @@ def _macs_with(files: dict[str, bytes], line: bytes) -> set[str]:
         for path, data in files.items()
         if "/devices/" in path and line in data
     }
+
+
+def test_versions_of_a_child_follow_a_device_file_that_changes_its_mac(tmp_path: Path) -> None:
+    """The kept MAC of each device path is shared between snapshots while no device
+    comes, goes or changes its MAC: here one does each, from the parent's kept digests."""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(12)
+    parent = repo.commit(files, "fleet")
+    moved = files[device_path(3)].replace(b'mac: "00:21:f3:00:00:03"', b'mac: "00:21:f3:00:0a:03"')
+    assert moved != files[device_path(3)]
+    steps = [
+        repo.commit({device_path(3): moved}, "device 3 is another box now"),
+        repo.commit({device_path(5): None}, "device 5 gone"),
+        repo.commit({device_path(20): device_yaml(20)}, "device 20 comes"),
+        repo.commit({device_path(3): None}, "the other box is gone too"),
+    ]
+    along = Pipeline(repo.repo, cache_dir=tmp_path / "along")
+    along.versions(_commit(repo, parent))
+    for n, (before, cid) in enumerate(zip([parent, *steps], steps, strict=False)):
+        want = Pipeline(repo.repo).versions(_commit(repo, cid))
+        cache = tmp_path / f"cache{n}"
+        Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, before))
+        assert Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, cid)) == want, n
+        assert along.versions(_commit(repo, cid)) == want, n  # each from the one before
+    # What each step must give, whatever path computed it (the pipelines above share the
+    # rule's code: an error in it would be the same in all of them).
+    boxes = [
+        set(along.versions(_commit(repo, c))) & {"0021f3000003", "0021f3000a03"} for c in steps
+    ]
+    assert boxes == [{"0021f3000a03"}, {"0021f3000a03"}, {"0021f3000a03"}, set()]

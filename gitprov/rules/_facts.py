@@ -15,7 +15,6 @@ freed with them. Not thread-safe: one Pipeline per thread.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView, Mapping, Set
 from typing import Any, Generic, TypeVar, cast
 
@@ -282,11 +281,7 @@ class Facts:
         else:
             seen, now = self._seen, docs.oids
             paths = sorted(p for p, _ in now.items() - seen.items())
-            changed = []
-            for path in paths:
-                doc = docs.at(path)
-                if doc is not None:
-                    changed.append((_kind(docs, doc), doc))
+            changed = [found for path in paths if (found := docs.located(path)) is not None]
             removed = sorted(seen.keys() - now.keys())
         self._docs, self._seen = docs, docs.oids
         self._changed, self._removed = changed, removed
@@ -298,16 +293,3 @@ def _versions(
 ) -> dict[Hashable, Hashable]:
     """The version now of every dependency the index's documents name."""
     return {d: version(d) for d in ix._dep_count}
-
-
-def _kind(docs: Documents, doc: Document) -> str:
-    for kind in docs.kinds():
-        kdocs = docs.of(kind)
-        at = bisect.bisect_left(kdocs, doc.path, key=_path)
-        if at < len(kdocs) and kdocs[at] is doc:
-            return kind
-    raise AssertionError(f"{doc.path} is not among the documents")
-
-
-def _path(doc: Document) -> str:
-    return doc.path
