@@ -591,6 +591,8 @@ class Pipeline:
         ):
             macs = {p: m for p, m in base.macs.items() if p not in changes} | now_macs
         now = self.digests(inv)
+        if BOOTSTRAP not in now and digests.pop(BOOTSTRAP, None) is not None:
+            changed[BOOTSTRAP] = versioning.ABSENT  # (a model change may leave none)
         digests.update(now)
         changed.update(now)
         snap.changed, snap.changed_since = changed, base.commit

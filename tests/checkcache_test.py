@@ -14,7 +14,7 @@ import pytest
 
 from gitprov import inventory
 from gitprov.errors import Problem
-from gitprov.pipeline import Pipeline
+from gitprov.pipeline import BOOTSTRAP, Pipeline
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files
 from tests.fixtures.gitrepo import GitRepo, demo_private_key
 from tests.incremental_test import _history
@@ -308,3 +308,23 @@ def test_versions_of_a_child_follow_a_device_file_that_changes_its_mac(tmp_path:
         set(along.versions(_commit(repo, c))) & {"0021f3000003", "0021f3000a03"} for c in steps
     ]
     assert boxes == [{"0021f3000a03"}, {"0021f3000a03"}, {"0021f3000a03"}, set()]
+
+
+def test_the_option66_files_key_goes_when_a_change_of_models_leaves_none(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(0)
+    fleet = "inventory/gitprov.yaml"
+    files[fleet] = files[fleet].replace(
+        b"  state_dir: var/state\n", b"  state_dir: var/state\n  option66: true\n"
+    )
+    parent = repo.commit(files, "fleet")
+    empty: dict[str, bytes | str | None] = {
+        p: None for p in files if "/devices/" in p or "/models/" in p
+    }
+    child = repo.commit(empty, "no devices, no models: no option-66 file")
+    cache = tmp_path / "cache"
+    before = Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, parent))
+    assert BOOTSTRAP in before
+    got = Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, child))
+    assert BOOTSTRAP not in got
+    assert got == Pipeline(repo.repo, cache_dir=tmp_path / "scratch").versions(_commit(repo, child))
