@@ -674,6 +674,15 @@ def _umask() -> int | None:
     return None
 
 
+def _served_stat(path: str, chmodded: bool) -> Stat:
+    """The stat of a temp written for a root; one created without fchmod that did not
+    come out 0o644 (a default ACL on the root overrides the umask) is chmodded now."""
+    st = os.lstat(path)
+    if not chmodded and stat.S_IMODE(st.st_mode) != 0o644:
+        os.chmod(path, 0o644)  # the mtime stays: the stat recorded below is still right
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def stat_of_file(path: Path | str) -> Stat:
     """What the manifest records of a file written: (size, mtime_ns, inode)."""
     st = os.lstat(path)
@@ -1662,7 +1671,7 @@ def _apply(
             # the temp no one else writes; the rename keeps it.
             try:
                 stats[key] = {
-                    posixpath.basename(target): stat_of_file(tmp) for tmp, target in temps
+                    posixpath.basename(target): _served_stat(tmp, chmod) for tmp, target in temps
                 }
             except OSError as exc:
                 failures[key] = _describe(exc)

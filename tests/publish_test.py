@@ -14,6 +14,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from gitprov import publish as publish_module
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.formats import flyingvoice
 from gitprov.journal import JOURNAL
@@ -95,6 +96,23 @@ def test_publish_writes_every_device_world_readable_with_the_manifest_outside(
     assert set(m.files) == set(wanted)
     assert all(m.converged(str(r)) for r in t.roots)
     assert sorted(os.listdir(t.state_dir)) == [JOURNAL, INDEX, MANIFEST, "publish.lock"]
+
+
+def test_a_file_created_with_another_mode_than_the_umask_says_is_made_world_readable(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As under a default ACL on a root, which overrides the umask: the umask read says
+    # files come out 0o644, they do not.
+    monkeypatch.setattr(publish_module, "_umask", lambda: 0o022)
+    t = targets(tmp_path)
+    old_umask = os.umask(0o077)
+    try:
+        publish(build_of(example_repo, private_key), t)
+    finally:
+        os.umask(old_umask)
+    for root in t.roots:
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in root.iterdir()}
+        assert modes and set(modes.values()) == {0o644}, modes
 
 
 def test_the_state_dir_may_not_be_inside_a_root(tmp_path: Path) -> None:
