@@ -199,7 +199,6 @@ class Documents:
         self.base = base
         self.changed = changed
         self.removed = removed
-        self._at: dict[str, Document] | None = None
         self._inventory: Inventory | None = None  # see build_inventory
 
     @property
@@ -246,7 +245,8 @@ class Documents:
                 return docs.changes[path]
             if docs.facts is not None and path in docs.facts:
                 return docs.read_one(path, oid)
-        return self.at(path)
+        found = self.located(path)
+        return found[1] if found is not None else None
 
     def located(self, path: str) -> tuple[str, Document] | None:
         """The kind and document at `path`, by a binary search per kind (reads every kind;
@@ -257,12 +257,6 @@ class Documents:
             if at < len(docs) and docs[at].path == path:
                 return kind, docs[at]
         return None
-
-    def at(self, path: str) -> Document | None:
-        """The document at `path` (reads every kind)."""
-        if self._at is None:
-            self._at = {d.path: d for d in self.all()}
-        return self._at.get(path)
 
 
 def _gp108(path: str, bad: str) -> Problem:

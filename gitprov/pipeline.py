@@ -210,11 +210,7 @@ class Pipeline:
             if oid not in floors:
                 blob = repo.get(oid)
                 raw = blob.data if isinstance(blob, pygit2.Blob) else b""
-                doc = parse(path, oid, raw, fleet_file=True)[0]
-                data = doc.data if doc is not None else None
-                value = data.get("version_floor") if isinstance(data, dict) else None
-                ok = isinstance(value, int) and not isinstance(value, bool)
-                floors[oid] = value if ok else None
+                floors[oid] = _version_floor(parse(path, oid, raw, fleet_file=True)[0])
             return floors[oid]
 
         try:
@@ -266,10 +262,7 @@ class Pipeline:
                 return HistoryFloor(0, "", complete=False)
             docs = load_documents(self.source(parent), self.parse_cache)[0]
             fleet = docs.of(FLEET)
-            data = fleet[0].data if fleet else None
-            value = data.get("version_floor") if isinstance(data, dict) else None
-            if not isinstance(value, int) or isinstance(value, bool):
-                value = 0
+            value = _version_floor(fleet[0] if fleet else None) or 0
             return HistoryFloor(value, str(parent.id), complete=False)
 
     def _floor(self, head: pygit2.Commit) -> tuple[int, str]:
@@ -701,6 +694,14 @@ def _device_facts(docs: Documents) -> dict[str, DeviceFacts | None] | None:
         else:
             out[path] = device_facts(doc)
     return out
+
+
+def _version_floor(fleet: Document | None) -> int | None:
+    """The version_floor a gitprov.yaml declares, None when it declares none (or no
+    integer: validation says so)."""
+    data = fleet.data if fleet is not None else None
+    value = data.get("version_floor") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _declared_floor(docs: Documents) -> int:

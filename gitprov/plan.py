@@ -17,8 +17,9 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,17 @@ class Manifest:
     inputs: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what that publish told the operator (never secrets)
 
+    @cached_property
+    def served_record(self) -> dict[str, tuple[int, str]]:
+        """`served` with the files this manifest lists (see `served_versions`): computed
+        once per manifest, a publish asks twice."""
+        out = dict(self.served)
+        for name, e in self.files.items():
+            key = version_key(name, e)
+            if key is not None and e.version >= out.get(key, (0, ""))[0]:
+                out[key] = (e.version, e.sha256_body)
+        return out
+
     def owned(self, root: str) -> set[str]:
         """Names gitprov may have written into `root` (what prune may remove)."""
         state = self.roots.get(root)
@@ -146,16 +158,7 @@ def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
     the files it lists (a manifest written before the record existed has only those)."""
     if manifest is None:
         return {}
-    # Kept with the manifest (a publish asks twice; the caller may change its copy).
-    hit: dict[str, tuple[int, str]] | None = manifest.__dict__.get("_served")
-    if hit is None:
-        hit = dict(manifest.served)
-        for name, e in manifest.files.items():
-            key = version_key(name, e)
-            if key is not None and e.version >= hit.get(key, (0, ""))[0]:
-                hit[key] = (e.version, e.sha256_body)
-        object.__setattr__(manifest, "_served", hit)
-    return dict(hit)
+    return dict(manifest.served_record)  # the caller may change its copy
 
 
 def version_key(name: str, e: ManifestEntry) -> str | None:
@@ -426,29 +429,14 @@ def _unchanged(
     manifest's sha256 is the wanted one): what `plan` leaves alone without a look more."""
     if not stats:
         return set()
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return set()
-    out = set()
-    lstat = os.lstat
-    try:
-        for name in names:
-            was = stats.get(name)
-            entry = recorded.get(name)
-            if was is None or entry is None or name not in present:
-                continue
-            if entry.sha256_data != digests[name]:
-                continue
-            try:
-                st = lstat(name, dir_fd=fd)
-            except OSError:
-                continue
-            if (st.st_size, st.st_mtime_ns, st.st_ino) == was:
-                out.add(name)
-    finally:
-        os.close(fd)
-    return out
+    wanted = [
+        name
+        for name in names
+        if name in present
+        and (entry := recorded.get(name)) is not None
+        and entry.sha256_data == digests[name]
+    ]
+    return _as_recorded(root, wanted, stats)
 
 
 def _found(
@@ -618,24 +606,33 @@ def load_index(state_dir: Path) -> Index | None:
 
 def _same_stats(root: str, recorded: Mapping[str, Stat], names: set[str]) -> bool:
     """Whether each file's stat is the one recorded: the whole cost of publishing the
-    published commit again, so one lstat per file relative to the root's descriptor."""
-    if not names <= recorded.keys():
-        return False
+    published commit again."""
+    return names <= recorded.keys() and len(_as_recorded(root, names, recorded)) == len(names)
+
+
+def _as_recorded(root: Path | str, names: Iterable[str], recorded: Mapping[str, Stat]) -> set[str]:
+    """The names whose stat in `root` is the one recorded: one lstat per file, relative
+    to the root's descriptor (a fleet's worth of them); none when the root is gone."""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return False
+        return set()
+    out = set()
     lstat = os.lstat
     try:
         for name in names:
-            st = lstat(name, dir_fd=fd)
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != recorded[name]:
-                return False
-    except OSError:
-        return False
+            was = recorded.get(name)
+            if was is None:
+                continue
+            try:
+                st = lstat(name, dir_fd=fd)
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == was:
+                out.add(name)
     finally:
         os.close(fd)
-    return True
+    return out
 
 
 def _listing(root: Path, temps: list[str] | None = None) -> set[str]:

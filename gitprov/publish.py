@@ -683,12 +683,6 @@ def _served_stat(path: str, chmodded: bool) -> Stat:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def stat_of_file(path: Path | str) -> Stat:
-    """What the manifest records of a file written: (size, mtime_ns, inode)."""
-    st = os.lstat(path)
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` whole (a temp file renamed over it) but without fsync: for scratch
     output such as `gitprov build`, where durability is worth nothing and fsync per file
@@ -1689,9 +1683,10 @@ def _apply(
         # Only a rename over a file frees blocks: new names go in this thread (threads
         # creating names in one directory contend for its lock, for more system time).
         new = {f"{key}/{a.name}" for a in writes if a.root == key and a.action is Action.ADD}
-        temps = sorted(temps, key=lambda pair: pair[1] not in new)
-        added = sum(pair[1] in new for pair in temps)
-        errors = [_attempt(_rename, pair) for pair in temps[:added]] + _each(_rename, temps[added:])
+        added = [pair for pair in temps if pair[1] in new]
+        over = [pair for pair in temps if pair[1] not in new]
+        temps = added + over
+        errors = [_attempt(_rename, pair) for pair in added] + _each(_rename, over)
         if any(e is None for e in errors):
             touched.add(key)
         first = next((e for e in errors if e is not None), None)
@@ -1708,7 +1703,7 @@ def _apply(
             for a in the_plan.actions
             if a.action is Action.REMOVE and a.root == key
         ]
-        for path, e in zip(gone, _each(_unlink, gone), strict=True):
+        for path, e in zip(gone, _each(os.unlink, gone), strict=True):
             if e is None:
                 removed.add(key)
             elif not isinstance(e, FileNotFoundError):
@@ -1760,10 +1755,6 @@ def _each(fn: Callable[[_A], object], items: Sequence[_A]) -> list[OSError | Non
 
 def _rename(pair: tuple[str, str]) -> None:
     os.replace(*pair)
-
-
-def _unlink(path: Path) -> None:
-    os.unlink(path)
 
 
 def _sync_staged(
