@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import pygit2
 
+from gitprov import statejson
 from gitprov.errors import UsageError
 from gitprov.plan import BOOTSTRAP_KEY, Drift, Kind, Manifest, ManifestEntry
 
@@ -251,9 +252,7 @@ class Entry:
     def to_line(self) -> bytes:
         # ASCII: JSON escapes every control character and all beyond ASCII, so nothing in
         # an entry can end its line early.
-        return (
-            json.dumps(self.as_dict(), ensure_ascii=True, separators=(",", ":")) + "\n"
-        ).encode()
+        return statejson.dumps(self.as_dict(), ascii_only=True) + b"\n"
 
 
 def rfc3339(when: datetime) -> str:

@@ -23,6 +23,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from gitprov import statejson
+
 # (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
 # after writing it, its bytes are taken to be the ones written (--verify reads them).
 Stat = tuple[int, int, int]
@@ -122,35 +124,30 @@ class Manifest:
         return tuple(r for r in self.roots if not self.converged(r))
 
     def to_json(self) -> str:
-        # Compact: with an indent, json uses its pure-Python encoder, seconds at 100k files.
-        # `jq . manifest.json` shows it indented.
-        return (
-            json.dumps(
-                {
-                    "format": MANIFEST_FORMAT,
-                    "commit": self.commit,
-                    "published_at": self.published_at,
-                    "inputs": dict(self.inputs),
-                    "notes": list(self.notes),
-                    "roots": {
-                        r: {
-                            "commit": s.commit,
-                            "error": s.error,
-                            "stale": list(s.stale),
-                            "stat": s.stat,
-                        }
-                        for r, s in self.roots.items()
-                    },
-                    "files": {name: vars(e) for name, e in self.files.items()},
-                    "served": {
-                        k: {"version": v, "sha256_body": b} for k, (v, b) in self.served.items()
-                    },
-                },
-                sort_keys=True,
-                separators=(",", ":"),
-            )
-            + "\n"
-        )
+        return self.to_bytes().decode("utf-8")
+
+    def to_bytes(self) -> bytes:
+        """The manifest file: compact (`jq . manifest.json` shows it indented), keys
+        sorted (`manifest_commit` reads the commit from its first bytes)."""
+        data = {
+            "format": MANIFEST_FORMAT,
+            "commit": self.commit,
+            "published_at": self.published_at,
+            "inputs": dict(self.inputs),
+            "notes": list(self.notes),
+            "roots": {
+                r: {
+                    "commit": s.commit,
+                    "error": s.error,
+                    "stale": list(s.stale),
+                    "stat": dict(s.stat),
+                }
+                for r, s in self.roots.items()
+            },
+            "files": {name: vars(e) for name, e in self.files.items()},
+            "served": {k: {"version": v, "sha256_body": b} for k, (v, b) in self.served.items()},
+        }
+        return statejson.dumps(data, sort_keys=True) + b"\n"
 
 
 def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
@@ -564,7 +561,7 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
             },
         }
         tmp = state_dir / f"{TMP_PREFIX}{INDEX}{TMP_SUFFIX}"
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        tmp.write_bytes(statejson.dumps(data))
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):

@@ -53,7 +53,7 @@ from typing import TypeVar
 
 import pygit2
 
-from gitprov import __version__, journal
+from gitprov import __version__, journal, statejson
 from gitprov import stage as staging
 from gitprov.builder import Builder
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
@@ -982,7 +982,7 @@ def _keep_inputs(
         "devices": devices,
     }
     with contextlib.suppress(OSError):
-        write_atomic(state_dir / BUILD_INPUTS, json.dumps(record, sort_keys=True).encode())
+        write_atomic(state_dir / BUILD_INPUTS, statejson.dumps(record, sort_keys=True))
 
 
 def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> _Carry | None:
@@ -1563,7 +1563,7 @@ def _publish_locked(
         notes=tuple(notes),
     )
     try:
-        write_atomic(targets.state_dir / MANIFEST, manifest.to_json().encode())
+        write_atomic(targets.state_dir / MANIFEST, manifest.to_bytes())
     except OSError as exc:
         raise PublishError(
             f"the files are in place but the manifest could not be written into "

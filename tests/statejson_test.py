@@ -1,0 +1,51 @@
+"""The state files' JSON is the standard library's JSON, whichever encoder wrote it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gitprov import statejson
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.text(max_size=12)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_values, st.booleans())
+def test_the_text_is_what_the_standard_library_writes(value: Any, sort_keys: bool) -> None:
+    expected = json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
+    assert statejson.dumps(value, sort_keys=sort_keys) == expected.encode("utf-8")
+
+
+@given(_values)
+def test_ascii_only_escapes_like_the_standard_library(value: Any) -> None:
+    out = statejson.dumps(value, ascii_only=True)
+    assert out == json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode()
+    assert out.isascii() and b"\n" not in out
+
+
+def test_what_the_fast_encoder_refuses_is_still_written() -> None:
+    # Past 64 bits, and a key that is not a string: the standard library's output.
+    assert statejson.dumps({"v": 2**70}) == b'{"v":1180591620717411303424}'
+    assert statejson.dumps({1: "x"}) == b'{"1":"x"}'
+    assert statejson.dumps({"n": "é\u2028"}, ascii_only=True) == b'{"n":"\\u00e9\\u2028"}'
+
+
+def test_what_neither_encoder_can_write_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        statejson.dumps({"x": object()})
