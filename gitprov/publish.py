@@ -1074,7 +1074,9 @@ class CarriedFile(DeviceFile):
     """A device file the published commit's build made, taken over without reading it:
     `data` is read from the first root that holds the bytes the manifest records (checked
     against its sha256) when first asked for, never before; CarriedUnreadable when none
-    does. Anything written from it is byte-identical to the manifest's record."""
+    does. Anything written from it is byte-identical to the manifest's record. What the
+    manifest records (MAC, model, version, hashes) is read from its entry: a fleet's
+    worth of these is made at every publish, and each costs five fields, not twelve."""
 
     __slots__ = ("_where", "entry")
 
@@ -1091,24 +1093,40 @@ class CarriedFile(DeviceFile):
         roots: tuple[str, ...],
     ) -> CarriedFile:
         out = object.__new__(cls)
-        values = (
-            entry.mac,
-            name,
-            b"",
-            entry.version,
-            entry.set_by,
-            entry.model,
-            role,
-            entry.sha256_body,
-            entry.sha256_plain,
-            None,
-            secret_lines,
-            entry,
-            roots,
-        )
-        for slot, value in zip(_CARRIED_SLOTS, values, strict=True):
-            slot.__set__(out, value)
+        _SET_NAME(out, name)
+        _SET_ROLE(out, role)
+        _SET_LINES(out, secret_lines)
+        _SET_ENTRY(out, entry)
+        _SET_WHERE(out, roots)
         return out
+
+    @property
+    def mac(self) -> str:
+        return self.entry.mac
+
+    @property
+    def version(self) -> int:
+        return self.entry.version
+
+    @property
+    def set_by(self) -> str:
+        return self.entry.set_by
+
+    @property
+    def model(self) -> str:
+        return self.entry.model
+
+    @property
+    def body_sha256(self) -> str:
+        return self.entry.sha256_body
+
+    @property
+    def plain_sha256(self) -> str:
+        return self.entry.sha256_plain
+
+    @property
+    def kept(self) -> bytes | None:
+        return None  # never the plaintext: only its hash was recorded
 
     @property
     def sha256_data(self) -> str:
@@ -1127,7 +1145,7 @@ class CarriedFile(DeviceFile):
                 continue
             if _sha(data) == self.sha256_data:
                 _SLOTS["data"].__set__(self, data)
-                object.__setattr__(self, "_where", ())
+                _SET_WHERE(self, ())
                 return data
         raise CarriedUnreadable({self.mac: self.name})
 
@@ -1140,8 +1158,11 @@ class CarriedFile(DeviceFile):
 
 
 _SLOTS = {f.name: DeviceFile.__dict__[f.name] for f in fields(DeviceFile)}
-# In the order of CarriedFile.of's values: DeviceFile's fields, then CarriedFile's own.
-_CARRIED_SLOTS = (*_SLOTS.values(), CarriedFile.__dict__["entry"], CarriedFile.__dict__["_where"])
+_SET_NAME = _SLOTS["name"].__set__
+_SET_ROLE = _SLOTS["role"].__set__
+_SET_LINES = _SLOTS["secret_lines"].__set__
+_SET_ENTRY = CarriedFile.__dict__["entry"].__set__
+_SET_WHERE = CarriedFile.__dict__["_where"].__set__
 
 
 def publish_inputs(pipeline: Pipeline, targets: Targets) -> dict[str, str]:

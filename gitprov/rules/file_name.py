@@ -13,6 +13,7 @@ Passes:  `file_name: "fv$(MA).conf"`, `config_file_name: IP542N.conf`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from gitprov.errors import Problem
@@ -26,8 +27,20 @@ CODE = "GP107"
 NAME = "bad-file-name"
 
 
+# Letters, digits, `_`, `-` and `.` with no leading dot: none of the reasons below can
+# apply but `..` and the length. Every device file's name is one (a publish asks twice per
+# file, a fleet's worth of names).
+_PLAIN = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,254}")
+
+
 def unsafe_reason(name: str) -> str | None:
     """Why `name` cannot be published as a file of the roots, or None if it can."""
+    if _PLAIN.fullmatch(name) and ".." not in name:
+        return None
+    return _reason(name)
+
+
+def _reason(name: str) -> str | None:
     if not name:
         return "it is empty"
     if "/" in name or "\\" in name:

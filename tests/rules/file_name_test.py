@@ -1,0 +1,34 @@
+"""GP107's reasons: the quick acceptance of plain names agrees with the full check."""
+
+from __future__ import annotations
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from gitprov.rules.file_name import _reason, unsafe_reason
+
+# Mostly the characters of file names and of what makes one unsafe.
+_names = st.text(alphabet=st.sampled_from("aZ09_-./\\\t\x00\u202e é"), max_size=12) | st.text(
+    max_size=300
+)
+
+
+@given(_names)
+@example("")
+@example(".")
+@example("..")
+@example("a..b")
+@example(".gitprov-x.tmp")
+@example("a" * 255)
+@example("a" * 256)
+@example("é" * 128)
+def test_the_quick_path_gives_the_full_checks_answer(name: str) -> None:
+    assert unsafe_reason(name) == _reason(name)
+
+
+def test_plain_names_are_safe_and_the_rest_say_why() -> None:
+    assert unsafe_reason("fv0004f2aabbcc.conf") is None
+    assert unsafe_reason("IP542N.conf") is None
+    assert unsafe_reason("a..conf") == "it contains '..'"
+    assert unsafe_reason(".hidden.conf") == "it starts with '.', and dot-files are never served"
+    assert unsafe_reason("a" * 256) == "it is longer than 255 bytes"
