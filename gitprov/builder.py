@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import multiprocessing
 import operator
-import os
 import re
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from gitprov import stage as staging
 from gitprov import version as versioning
@@ -37,6 +34,7 @@ from gitprov.crypto import Cipher, Mode, derive_device_key
 from gitprov.errors import GitprovError, UsageError
 from gitprov.formats import RENDERERS, flyingvoice
 from gitprov.inventory import SECRETS, Device, Inventory
+from gitprov.parallel import can_fork, forked_map, usable_cpus
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.secrets import SecretError, public_key_of, unseal
 
@@ -325,7 +323,7 @@ class Builder:
 
     def _pool_size(self, count: int) -> int:
         """The workers for `count` devices: below 2, no pool."""
-        if threading.active_count() > 1:
+        if not can_fork():
             return 1
         return min(self.workers, count // PARALLEL_MIN)
 
@@ -633,42 +631,5 @@ PARALLEL_MIN = 1000  # devices per worker
 CHUNK_MIN = 250
 
 _T = TypeVar("_T")
-# The job of the forked workers: set before the fork, so it reaches them without pickling
-# (the inventory, the compiler, the secret resolver); only parts and results are pickled.
-_JOB: Callable[[Sequence[int]], object] | None = None
-
-
-class _Failed:
-    """A part a worker could not do; the parent does it again, and raises what it raises
-    (an error of gitprov's does not survive pickling with its hint and place)."""
-
-
-def _work(part: Sequence[int]) -> object:
-    assert _JOB is not None
-    try:
-        return _JOB(part)
-    except BaseException:
-        return _Failed()
-
-
-def _forked(
-    job: Callable[[Sequence[int]], list[_T]], parts: list[Sequence[int]], workers: int
-) -> Iterator[list[_T]]:
-    global _JOB
-    _JOB = job
-    try:
-        # fork: the workers inherit the job. Only when this process has no other thread
-        # (the caller checks), since a fork copies no thread but every lock they hold.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for part, result in zip(parts, pool.imap(_work, parts), strict=True):
-                yield job(part) if isinstance(result, _Failed) else cast(list[_T], result)
-    finally:
-        _JOB = None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+# A module attribute: tests count the pools through it.
+_forked = forked_map

@@ -11,7 +11,7 @@ import functools
 import itertools
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -20,6 +20,7 @@ from gitprov.catalog import DBID_PATTERN
 from gitprov.errors import GitprovError, Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
+from gitprov.parallel import can_fork, forked_map, usable_cpus
 from gitprov.source import FileRef, Source
 from gitprov.unsafe import UNSAFE, describe, shown
 from gitprov.yamldoc import Document, SecretRef, parse
@@ -84,6 +85,8 @@ class ParseCache:
         self._kinds: dict[str, dict[str, str | None]] = {}
         # Files read and parsed (a miss): what a validation from a kept snapshot saves.
         self.misses = 0
+        # Processes that parse a whole inventory (see `parse_ahead`): 1 keeps it here.
+        self.workers = usable_cpus()
 
     def kinds(self, inventory_dir: str) -> dict[str, str | None]:
         """`kind_of` by path for one inventory directory, filled by the caller."""
@@ -98,12 +101,60 @@ class ParseCache:
         hit = self._docs.get(key)
         if hit is None:
             self.misses += 1
-            doc, problems = parse(
-                ref.path, ref.oid, source.read(ref), limits, fleet_file=fleet_file
-            )
-            hit = (doc, tuple(problems))
+            hit = _parsed(ref, source.read(ref), limits, fleet_file)
             self._docs[key] = hit
         return hit
+
+    def parse_ahead(self, refs: list[FileRef], source: Source, limits: Limits) -> None:
+        """Parses the inventory files among `refs` that are not parsed yet over forked
+        workers, when there are enough of them to pay for it: `read_file` then finds
+        each here. The blobs are read here first (a worker never touches the
+        repository), and each worker parses every n-th part; the documents are the
+        ones this process would make."""
+        if self.workers < 2 or len(refs) < PARSE_PARALLEL_MIN or not can_fork():
+            return
+        kinds = self.kinds(source.inventory_dir)
+        todo: list[tuple[tuple[str, str, Limits], FileRef, bool]] = []
+        for ref in refs:
+            if UNSAFE.search(ref.path) or "\t" in ref.path:
+                continue
+            kind = kinds.get(ref.path, _UNKNOWN)
+            if kind is _UNKNOWN:
+                kind = kinds[ref.path] = kind_of(ref.path, source.inventory_dir)
+            if kind is None:
+                continue
+            fleet_file = kind == FLEET
+            key = (ref.path, ref.oid, DEFAULT if fleet_file else limits)
+            if key not in self._docs:
+                todo.append((key, ref, fleet_file))
+        if len(todo) < PARSE_PARALLEL_MIN:
+            return
+        blobs = [source.read(ref) for _, ref, _ in todo]
+
+        def job(part: Sequence[int]) -> list[tuple[Document | None, tuple[Problem, ...]]]:
+            return [_parsed(todo[i][1], blobs[i], todo[i][0][2], todo[i][2]) for i in part]
+
+        size = max(PARSE_CHUNK_MIN, len(todo) // (self.workers * 8))
+        parts = [range(i, min(i + size, len(todo))) for i in range(0, len(todo), size)]
+        for part, results in zip(parts, forked_map(job, parts, self.workers), strict=True):
+            for i, hit in zip(part, results, strict=True):
+                self._docs[todo[i][0]] = hit
+        self.misses += len(todo)
+
+
+# A whole inventory is parsed over forked workers from this many files on (below, forking
+# and moving documents through a pipe cost more than they save); in parts of at least so
+# many files.
+PARSE_PARALLEL_MIN = 2000
+PARSE_CHUNK_MIN = 250
+_UNKNOWN: Any = object()
+
+
+def _parsed(
+    ref: FileRef, data: bytes, limits: Limits, fleet_file: bool
+) -> tuple[Document | None, tuple[Problem, ...]]:
+    doc, problems = parse(ref.path, ref.oid, data, limits, fleet_file=fleet_file)
+    return doc, tuple(problems)
 
 
 class _Lazy:
@@ -337,6 +388,7 @@ def read_documents(
         refs = source.files()
     files = {r.path: r.oid for r in refs}
     limits = _limits(files, source, cache)
+    cache.parse_ahead(refs, source, limits)
     by_kind: dict[str, list[Document]] = {}
     problems: dict[str, tuple[Problem, ...]] = {}
     for ref in refs:

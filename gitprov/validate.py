@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import SECRETS, Documents
-from gitprov.rules import HistoryFloor, RuleContext, run_rules
+from gitprov.parallel import can_fork, forked_map, usable_cpus
+from gitprov.rules import DocContext, HistoryFloor, RuleContext, modules, run_rules
 from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
 from gitprov.yamldoc import Document, SecretRef
@@ -246,6 +247,12 @@ def _pattern_hint(path: tuple[Any, ...], schema: dict[str, Any]) -> str:
     return desc or f"it must match {schema.get('pattern')}"
 
 
+# A whole inventory is checked over forked workers from this many documents on (below,
+# forking costs more than it saves); in parts of at least so many documents.
+CHECK_PARALLEL_MIN = 2000
+CHECK_CHUNK_MIN = 250
+
+
 class SchemaCache:
     """Per-file results by (kind, path, blob id, catalog): schema problems and the problems
     of single-document rules; and the facts rules keep between validations (`Facts`), so
@@ -256,6 +263,59 @@ class SchemaCache:
         self._hits: dict[tuple[str, str, str, str], tuple[Problem, ...]] = {}
         self._rules: dict[tuple[str, ...], tuple[Problem, ...]] = {}
         self.facts = Facts()
+        # Processes that check a whole inventory (see `check_ahead`): 1 keeps it here.
+        self.workers = usable_cpus()
+
+    def check_ahead(
+        self, docs: Documents, catalog: Catalog, strict: bool, extra: Iterable[Problem]
+    ) -> None:
+        """The schema problems and single-document rule problems of every document, over
+        forked workers, when the rules' indexes are about to be built from scratch (a
+        fresh process, no kept snapshot) over enough documents to pay for it: the
+        validation that follows finds each here. The same functions on the same
+        documents: the answers are the ones this process would give."""
+        if self.workers < 2 or not can_fork() or self.facts.has("schema"):
+            return
+        todo = [
+            (kind, doc)
+            for kind in docs.kinds()
+            for doc in docs.of(kind)
+            if (kind, doc.path, doc.oid, catalog.digest) not in self._hits
+        ]
+        if len(todo) < CHECK_PARALLEL_MIN:
+            return
+        # What the workers would each make again: the checkers, the rule modules.
+        for kind in {kind for kind, _ in todo}:
+            checker_for(kind, catalog)
+        per_document = [m for m in modules() if hasattr(m, "check_document")]
+        read_errors: dict[str, list[tuple[int, int]]] = {}
+        for p in extra:
+            if p.is_error:
+                read_errors.setdefault(p.file, []).append((p.line, p.col))
+
+        def job(part: Sequence[int]) -> list[tuple[tuple[Problem, ...], tuple[Problem, ...]]]:
+            out = []
+            for i in part:
+                kind, doc = todo[i]
+                schema = tuple(_document_problems(kind, doc, catalog))
+                # As run_rules flags them: the errors of reading and of the schema, by place.
+                flagged = frozenset(
+                    (
+                        *read_errors.get(doc.path, ()),
+                        *((p.line, p.col) for p in schema if p.is_error),
+                    )
+                )
+                dctx = DocContext(doc, kind, catalog, strict, flagged)
+                out.append((schema, tuple(p for m in per_document for p in m.check_document(dctx))))
+            return out
+
+        size = max(CHECK_CHUNK_MIN, len(todo) // (self.workers * 8))
+        parts = [range(i, min(i + size, len(todo))) for i in range(0, len(todo), size)]
+        for part, results in zip(parts, forked_map(job, parts, self.workers), strict=True):
+            for i, (schema, rules) in zip(part, results, strict=True):
+                kind, doc = todo[i]
+                self._hits[(kind, doc.path, doc.oid, catalog.digest)] = schema
+                self._rules[(kind, doc.path, doc.oid, catalog.digest, str(strict))] = rules
 
     def rule_problems(
         self, key: tuple[str, ...], compute: Callable[[], list[Problem]]
@@ -374,6 +434,7 @@ def validate(
     catalog = catalog or load_catalog()
     cache = cache or SchemaCache()
     problems = list(extra)
+    cache.check_ahead(docs, catalog, options.strict, problems)
     problems += schema_problems(docs, catalog, cache)
     errors = [p for p in problems if p.is_error]
     ctx = RuleContext(

@@ -167,6 +167,10 @@ class Facts:
         self._indexes: dict[str, Index[Any, Any]] = {}
         self._memo: dict[Hashable, Any] = {}
 
+    def has(self, name: str) -> bool:
+        """Whether the index `name` was built (it may still be out of date)."""
+        return name in self._indexes
+
     def index(
         self,
         docs: Documents,

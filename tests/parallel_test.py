@@ -1,0 +1,118 @@
+"""Parsing and checking a whole inventory over forked workers gives what one process
+gives: the same documents, the same problems, on every hostile input of the corpus."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitprov import inventory, parallel, validate
+from gitprov.catalog import load_catalog
+from gitprov.errors import Problem
+from gitprov.inventory import Documents, ParseCache, read_documents
+from gitprov.validate import Options, SchemaCache
+from tests.rules.lint import MemorySource
+from tests.validate_test import MISTAKES
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def _corpus_inventory() -> dict[str, bytes]:
+    """The corpus's base with every case's files on it: device files under a name of
+    their case (so none hides another), the other files as the cases have them."""
+    files: dict[str, bytes] = {}
+    for case in sorted(CORPUS.iterdir()):
+        top = case / "tree" / "inventory"
+        if not top.is_dir():
+            continue
+        for p in sorted(top.rglob("*")):
+            if not p.is_file() or p.is_symlink():
+                continue
+            rel = p.relative_to(top).as_posix()
+            if rel.startswith("devices/") and not case.name.startswith("_"):
+                rel = f"devices/{case.name}-{p.name}"
+            files[rel] = p.read_bytes()
+    # And validate_test's many mistakes at once: schema errors where a rule would say
+    # something too (a rule stays silent on a place the schema flagged).
+    for path, text in MISTAKES.items():
+        rel = path.removeprefix("inventory/")
+        if rel.startswith("devices/"):
+            rel = f"devices/mistakes-{rel.removeprefix('devices/')}"
+        files[rel] = text.encode()
+    # A URL the schema refuses (its scheme) and the Profile Rule's parser would too: only
+    # the schema's problem is reported, the rule sees the place flagged.
+    fleet = files["gitprov.yaml"].decode()
+    files["gitprov.yaml"] = re.sub(
+        r"(?m)^  url: .*$", '  url: "ftp://prov.example.com"', fleet
+    ).encode()
+    return files
+
+
+def _run(
+    files: dict[str, bytes], workers: int, strict: bool
+) -> tuple[Documents, dict[str, tuple[Problem, ...]], list[Problem]]:
+    source = MemorySource(files)
+    cache = ParseCache()
+    cache.workers = workers
+    docs, read = read_documents(source, cache)
+    checks = SchemaCache()
+    checks.workers = workers
+    extra = [p for found in read.values() for p in found]
+    found = validate.validate(docs, load_catalog(), Options(strict=strict), None, extra, checks)
+    return docs, read, found
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every inventory a worker pool (each part a file or two); the pools that ran."""
+    monkeypatch.setattr(inventory, "PARSE_PARALLEL_MIN", 1)
+    monkeypatch.setattr(inventory, "PARSE_CHUNK_MIN", 1)
+    monkeypatch.setattr(validate, "CHECK_PARALLEL_MIN", 1)
+    monkeypatch.setattr(validate, "CHECK_CHUNK_MIN", 1)
+    pools: list[int] = []
+
+    def counted(job: Any, parts: Sequence[Sequence[int]], n: int) -> Iterator[Any]:
+        pools.append(len(parts))
+        return parallel.forked_map(job, parts, n)
+
+    monkeypatch.setattr(inventory, "forked_map", counted)
+    monkeypatch.setattr(validate, "forked_map", counted)
+    return pools
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_two_workers_read_and_check_what_one_does(forks: list[int], strict: bool) -> None:
+    files = _corpus_inventory()
+    assert len(files) > 100
+    one = _run(files, 1, strict)
+    assert forks == []
+    two = _run(files, 2, strict)
+    assert len(forks) == 2 and min(forks) > 10  # the parse, then the checks, in parts
+    docs_one, read_one, found_one = one
+    docs_two, read_two, found_two = two
+    assert docs_one.kinds() == docs_two.kinds()
+    for kind in docs_one.kinds():
+        assert docs_one.of(kind) == docs_two.of(kind)
+    assert read_one == read_two
+    assert found_one == found_two
+    # Hostile files: errors of reading, of the schema and of single-document rules.
+    codes = {p.code for p in found_one}
+    assert {"GP001", "GP002", "GP003"} <= codes
+
+
+def test_a_kept_snapshot_is_not_checked_again_in_workers(forks: list[int]) -> None:
+    files = _corpus_inventory()
+    source = MemorySource(files)
+    cache = ParseCache()
+    docs, read = read_documents(source, cache)
+    checks = SchemaCache()
+    extra = [p for found in read.values() for p in found]
+    validate.validate(docs, load_catalog(), Options(), None, extra, checks)
+    ran = len(forks)
+    # The indexes are up to date: a second validation derives what changed, here.
+    validate.validate(docs, load_catalog(), Options(), None, extra, checks)
+    assert len(forks) == ran
