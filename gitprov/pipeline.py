@@ -120,8 +120,14 @@ class _Snapshot:
 # A snapshot is written to disk when this many commits plus changed files separate it
 # from the last one written: a child of a kept commit then reads only what changed since.
 _KEEP_EVERY = 64
+
 # How far back along first parents a kept snapshot is looked for.
 _LOOK_BACK = 32
+
+
+def _far(snap: _Snapshot) -> bool:
+    """Whether the snapshot is far enough from the last one written to be written."""
+    return snap.distance is None or snap.distance >= _KEEP_EVERY
 
 
 class Pipeline:
@@ -174,12 +180,20 @@ class Pipeline:
         )
         return Loaded(docs, tuple(found))
 
-    def load_commit(self, commit: pygit2.Commit) -> Loaded:
+    def load_commit(self, commit: pygit2.Commit, *, digests_follow: bool = False) -> Loaded:
         """The commit's inventory, validated against its history (GP113, see
         `head_floor`). From the nearest earlier snapshot (in memory, or kept on disk by
         an earlier process) and a tree diff when there is one: only the files the commit
-        changed are read."""
-        snap, found = self._check(commit, self.options, self.head_floor(commit), keep=True)
+        changed are read.
+
+        The snapshot is written to disk for the next process when it is far from the
+        last one written; with `digests_follow` (the caller goes on to `state`, which
+        writes it with the version digests) a valid commit's is written only then: a
+        fleet's snapshot is written once, not twice."""
+        history = self.head_floor(commit)
+        snap, found = self._check(commit, self.options, history, keep=not digests_follow)
+        if digests_follow and _far(snap) and any(p.is_error for p in found):
+            self._keep(snap)  # no digests will follow: the snapshot as it is
         return Loaded(snap.docs, tuple(found))
 
     def head_floor(self, head: pygit2.Commit) -> HistoryFloor | None:
@@ -340,7 +354,7 @@ class Pipeline:
             [p for ps in snap.problems.values() for p in ps],
             self.schema_cache,
         )
-        if keep and (snap.distance is None or snap.distance >= _KEEP_EVERY):
+        if keep and _far(snap):
             self._keep(snap)
         return snap, found
 

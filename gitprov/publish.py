@@ -867,7 +867,7 @@ def publish_commit(
         )
         if done is not None:
             return done
-    loaded = loaded or pipeline.load_commit(commit)
+    loaded = loaded or pipeline.load_commit(commit, digests_follow=True)
     if loaded.inventory is None:
         raise InvalidInventory(
             f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",

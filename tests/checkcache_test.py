@@ -328,3 +328,55 @@ def test_the_option66_files_key_goes_when_a_change_of_models_leaves_none(tmp_pat
     got = Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, child))
     assert BOOTSTRAP not in got
     assert got == Pipeline(repo.repo, cache_dir=tmp_path / "scratch").versions(_commit(repo, child))
+
+
+def test_a_publish_writes_a_fleets_snapshot_once_with_its_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitprov.checkcache import CheckCache, Kept
+    from gitprov.publish import Targets, publish_commit
+
+    stored: list[Kept] = []
+    real = CheckCache.store
+
+    def counted(self: CheckCache, kept: Kept) -> None:
+        stored.append(kept)
+        real(self, kept)
+
+    monkeypatch.setattr(CheckCache, "store", counted)
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    cid = repo.commit(fleet_files(12), "fleet")
+    cache = tmp_path / "cache"
+    targets = Targets((tmp_path / "http",), tmp_path / "state")
+    publish_commit(
+        Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
+    )
+    assert [(k.commit, k.digests is not None) for k in stored] == [(cid, True)]
+
+    # The next process validates from it, reading no device, and derives no digest.
+    inventory._DEVICES.clear()
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    assert fresh.load_commit(_commit(repo, cid)).inventory is not None
+    assert fresh.parse_cache.misses <= 6  # gitprov.yaml, secrets, models, profiles
+
+
+def test_an_invalid_commit_publish_refused_keeps_its_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitprov.errors import InvalidInventory
+    from gitprov.publish import Targets, publish_commit
+
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(12)
+    files[device_path(3)] = b"mac: [not, a, mac]\n"
+    cid = repo.commit(files, "a broken device")
+    cache = tmp_path / "cache"
+    targets = Targets((tmp_path / "http",), tmp_path / "state")
+    with pytest.raises(InvalidInventory):
+        publish_commit(
+            Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
+        )
+    # Publishing it again (CI retried) does not read the fleet again.
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    assert fresh.load_commit(_commit(repo, cid)).errors
+    assert fresh.parse_cache.misses <= 6
