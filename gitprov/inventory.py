@@ -109,7 +109,7 @@ class ParseCache:
         """Parses the inventory files among `refs` that are not parsed yet over forked
         workers, when there are enough of them to pay for it: `read_file` then finds
         each here. The blobs are read here first (a worker never touches the
-        repository), and each worker parses every n-th part; the documents are the
+        repository); parts go to whichever worker is free, and the documents are the
         ones this process would make."""
         if self.workers < 2 or len(refs) < PARSE_PARALLEL_MIN or not can_fork():
             return

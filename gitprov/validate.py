@@ -17,7 +17,14 @@ from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import SECRETS, Documents
 from gitprov.parallel import can_fork, forked_map, usable_cpus
-from gitprov.rules import DocContext, HistoryFloor, RuleContext, modules, run_rules
+from gitprov.rules import (
+    DocContext,
+    HistoryFloor,
+    RuleContext,
+    document_key,
+    modules,
+    run_rules,
+)
 from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
 from gitprov.yamldoc import Document, SecretRef
@@ -315,7 +322,7 @@ class SchemaCache:
             for i, (schema, rules) in zip(part, results, strict=True):
                 kind, doc = todo[i]
                 self._hits[(kind, doc.path, doc.oid, catalog.digest)] = schema
-                self._rules[(kind, doc.path, doc.oid, catalog.digest, str(strict))] = rules
+                self._rules[document_key(kind, doc, catalog, strict)] = rules
 
     def rule_problems(
         self, key: tuple[str, ...], compute: Callable[[], list[Problem]]

@@ -405,6 +405,13 @@ class DocumentCache(Protocol):
     ) -> tuple[Problem, ...]: ...
 
 
+def document_key(kind: str, doc: Document, catalog: Catalog, strict: bool) -> tuple[str, ...]:
+    """What a document's single-document rule problems are kept under (DocumentCache):
+    everything they depend on but the places its schema errors flag, which its blob id
+    and the catalog decide."""
+    return (kind, doc.path, doc.oid, catalog.digest, str(strict))
+
+
 def run_rules(ctx: RuleContext, cache: DocumentCache | None = None) -> list[Problem]:
     per_document = [m for m in modules() if hasattr(m, "check_document")]
     flagged: dict[str, set[tuple[int, int]]] = {}
@@ -420,8 +427,7 @@ def run_rules(ctx: RuleContext, cache: DocumentCache | None = None) -> list[Prob
         if cache is None:
             found = tuple(compute())
         else:
-            key = (kind, doc.path, doc.oid, ctx.catalog.digest, str(ctx.strict))
-            found = cache.rule_problems(key, compute)
+            found = cache.rule_problems(document_key(kind, doc, ctx.catalog, ctx.strict), compute)
         if found:
             yield doc.path, found
 
