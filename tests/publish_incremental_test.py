@@ -365,9 +365,9 @@ def test_a_one_device_commit_writes_its_file_only_and_never_loads_the_published_
     loads: list[str] = []
     real = Pipeline.load_commit
 
-    def load_commit(self: Pipeline, commit: pygit2.Commit) -> Loaded:
+    def load_commit(self: Pipeline, commit: pygit2.Commit, **kw: bool) -> Loaded:
         loads.append(str(commit.id))
-        return real(self, commit)
+        return real(self, commit, **kw)
 
     monkeypatch.setattr(Pipeline, "load_commit", load_commit)
     out = publish(repo, tmp_path, capsys)
