@@ -255,8 +255,16 @@ class _Reader:
                 _SCALAR, raw.value, raw.tag, plain, quoted, mark.line + 1, mark.column + 1,
                 raw.anchor,
             )  # fmt: skip
+            if ev[_ANCHOR] is None and not self._open:
+                return ev  # most events: nothing to define, log or count
         elif kind in (_MAPPING, _SEQUENCE):
             ev = (kind, "", raw.tag, False, False, mark.line + 1, mark.column + 1, raw.anchor)
+            if ev[_ANCHOR] is None and not self._open:
+                self._depth += 1
+                return ev
+        elif kind == _END and not self._open:
+            self._depth -= 1
+            return (_END, "", None, False, False, mark.line + 1, mark.column + 1, None)
         elif kind == _ALIAS:
             ev = (_ALIAS, raw.anchor, None, False, False, mark.line + 1, mark.column + 1, None)
         else:
