@@ -92,6 +92,15 @@ class ParseCache:
         """`kind_of` by path for one inventory directory, filled by the caller."""
         return self._kinds.setdefault(inventory_dir, {})
 
+    def kind(self, path: str, inventory_dir: str) -> str | None:
+        """`kind_of(path, inventory_dir)`, worked out once per path."""
+        kinds = self.kinds(inventory_dir)
+        try:
+            return kinds[path]
+        except KeyError:
+            kind = kinds[path] = kind_of(path, inventory_dir)
+            return kind
+
     def get(
         self, ref: FileRef, source: Source, limits: Limits = DEFAULT, *, fleet_file: bool = False
     ) -> tuple[Document | None, tuple[Problem, ...]]:
@@ -113,14 +122,12 @@ class ParseCache:
         ones this process would make."""
         if self.workers < 2 or len(refs) < PARSE_PARALLEL_MIN or not can_fork():
             return
-        kinds = self.kinds(source.inventory_dir)
         todo: list[tuple[tuple[str, str, Limits], FileRef, bool]] = []
         for ref in refs:
-            if UNSAFE.search(ref.path) or "\t" in ref.path:
+            # What read_file reads (the rest it reports, or skips): GP108 first.
+            if _unsafe_path(ref.path):
                 continue
-            kind = kinds.get(ref.path, _UNKNOWN)
-            if kind is _UNKNOWN:
-                kind = kinds[ref.path] = kind_of(ref.path, source.inventory_dir)
+            kind = self.kind(ref.path, source.inventory_dir)
             if kind is None:
                 continue
             fleet_file = kind == FLEET
@@ -147,7 +154,6 @@ class ParseCache:
 # many files.
 PARSE_PARALLEL_MIN = 2000
 PARSE_CHUNK_MIN = 250
-_UNKNOWN: Any = object()
 
 
 def _parsed(
@@ -349,20 +355,21 @@ def _limits(refs: Mapping[str, str], source: Source, cache: ParseCache) -> Limit
     return DEFAULT
 
 
+def _unsafe_path(path: str) -> re.Match[str] | None:
+    """The first character that makes a path unsafe to show or to read (GP108)."""
+    return UNSAFE.search(path) or re.search("\t", path)
+
+
 def read_file(
     ref: FileRef, source: Source, cache: ParseCache, limits: Limits
 ) -> tuple[str | None, Document | None, tuple[Problem, ...]]:
     """One file of the source: its kind (None: not an inventory file), its document (None
     if it cannot be read) and its problems."""
-    bad = UNSAFE.search(ref.path) or re.search("\t", ref.path)
+    bad = _unsafe_path(ref.path)
     if bad:
         return None, None, (_gp108(ref.path, bad.group()),)
     inventory_dir = source.inventory_dir
-    kinds = cache.kinds(inventory_dir)
-    try:
-        kind = kinds[ref.path]
-    except KeyError:
-        kind = kinds[ref.path] = kind_of(ref.path, inventory_dir)
+    kind = cache.kind(ref.path, inventory_dir)
     if kind is None:
         prefix = _prefix(inventory_dir)
         if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):

@@ -1076,7 +1076,7 @@ class CarriedFile(DeviceFile):
     against its sha256) when first asked for, never before; CarriedUnreadable when none
     does. Anything written from it is byte-identical to the manifest's record. What the
     manifest records (MAC, model, version, hashes) is read from its entry: a fleet's
-    worth of these is made at every publish, and each costs five fields, not twelve."""
+    worth of these is made at every publish, and each sets five slots, not thirteen."""
 
     __slots__ = ("_where", "entry")
 

@@ -287,7 +287,7 @@ class SchemaCache:
             (kind, doc)
             for kind in docs.kinds()
             for doc in docs.of(kind)
-            if (kind, doc.path, doc.oid, catalog.digest) not in self._hits
+            if _schema_key(kind, doc, catalog) not in self._hits
         ]
         if len(todo) < CHECK_PARALLEL_MIN:
             return
@@ -321,7 +321,7 @@ class SchemaCache:
         for part, results in zip(parts, forked_map(job, parts, self.workers), strict=True):
             for i, (schema, rules) in zip(part, results, strict=True):
                 kind, doc = todo[i]
-                self._hits[(kind, doc.path, doc.oid, catalog.digest)] = schema
+                self._hits[_schema_key(kind, doc, catalog)] = schema
                 self._rules[document_key(kind, doc, catalog, strict)] = rules
 
     def rule_problems(
@@ -334,12 +334,17 @@ class SchemaCache:
         return hit
 
     def problems(self, kind: str, doc: Document, catalog: Catalog) -> tuple[Problem, ...]:
-        key = (kind, doc.path, doc.oid, catalog.digest)
+        key = _schema_key(kind, doc, catalog)
         hit = self._hits.get(key)
         if hit is None:
             hit = tuple(_document_problems(kind, doc, catalog))
             self._hits[key] = hit
         return hit
+
+
+def _schema_key(kind: str, doc: Document, catalog: Catalog) -> tuple[str, str, str, str]:
+    """What a document's schema problems are kept under in SchemaCache."""
+    return (kind, doc.path, doc.oid, catalog.digest)
 
 
 def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Problem]:
