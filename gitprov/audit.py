@@ -57,7 +57,7 @@ def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
     branch gave it), oldest first, each with the commit that set the number."""
     assert p.repo is not None
     deltas = versioning.first_parent_deltas(
-        p.repo, head, p.evaluate, p.version_cache, progress=p.progress
+        p.repo, head, p.evaluate, p.version_cache, progress=p.progress, ahead=p.diffs_ahead
     )
     entry: versioning.Entry = (ABSENT, 0, "")
     boot: versioning.Entry = (ABSENT, 0, "")

@@ -3,17 +3,23 @@
 A job is set before the fork, so it reaches the workers without pickling (an inventory,
 a compiler, a repository's blobs); only the parts (lists of indexes) and the results
 travel through a pipe. A part a worker fails on is done again in this process, which
-raises what it raises (an error of gitprov's loses its hint and place in a pickle)."""
+raises what it raises (an error of gitprov's loses its hint and place in a pickle).
+
+`Ahead` is the other shape: one forked process works down a list while this one goes
+on with its own work, and this one takes each result if it has arrived (else does that
+item itself)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar, cast
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from types import TracebackType
+from typing import Generic, TypeVar, cast
 
 _T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
 _JOB: Callable[[Sequence[int]], object] | None = None
 
 
@@ -55,3 +61,63 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+class Ahead(Generic[_K, _T]):
+    """job(key) for each of `keys`, in order, in one forked process started now: `get`
+    gives a result once it has arrived, and None before (or when the process failed or
+    stopped): the caller then does that item itself, so a result never depends on the
+    process. Used as a context manager: leaving it stops the process. The caller checks
+    `can_fork` first; the job must not use what this process goes on using (a
+    repository's open files: open another)."""
+
+    def __init__(self, job: Callable[[_K], _T], keys: Sequence[_K]) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._keys = list(keys)
+        self._got: dict[_K, _T] = {}
+        self._recv, send = ctx.Pipe(duplex=False)
+        count = len(self._keys)
+
+        def run() -> None:  # in the forked process
+            self._recv.close()
+            try:
+                for i in range(count):
+                    send.send((i, job(self._keys[i])))
+            except BaseException:  # this process does the rest itself
+                pass
+            finally:
+                send.close()
+
+        self._process = ctx.Process(target=run, daemon=True)
+        self._process.start()
+        send.close()
+        self._open = True
+
+    def get(self, key: _K) -> _T | None:
+        """The result for `key` if it has arrived (each is given once), else None."""
+        while self._open and self._recv.poll():
+            try:
+                i, value = self._recv.recv()
+            except (EOFError, OSError):
+                self._open = False
+                break
+            self._got[self._keys[i]] = value
+        return self._got.pop(key, None)
+
+    def close(self) -> None:
+        self._open = False
+        self._recv.close()
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
+
+    def __enter__(self) -> Ahead[_K, _T]:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

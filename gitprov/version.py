@@ -203,6 +203,10 @@ class Evaluator(Protocol):
 # Told each evaluated commit and its state, parents before children; the state's map may
 # be reused for a child afterwards, so read it during the call.
 Observe = Callable[[pygit2.Commit, State], None]
+# Told, before a history is evaluated, the (first parent, commit) pairs in the order they
+# will be evaluated: the evaluator may work out their tree diffs ahead meanwhile (see
+# Pipeline.diffs_ahead).
+Ahead = Callable[[list[tuple[str, str]]], contextlib.AbstractContextManager[None]]
 
 
 def first_parent_chain(commit: pygit2.Commit) -> list[pygit2.Commit]:
@@ -634,6 +638,7 @@ def _solve(
     must_evaluate: frozenset[str] = frozenset(),
     observe: Observe | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    ahead: Ahead | None = None,
 ) -> dict[str, State]:
     """The states of `targets` (the ones no later target needs are dropped on the way):
     each from a cached state, else its first parent's state plus its cached delta, else
@@ -682,39 +687,41 @@ def _solve(
     # The digests of the states at hand, when known without building them: what an
     # evaluation gave, shared down a chain of commits that changed nothing.
     maps: dict[str, Mapping[str, str]] = {}
-    for cid in order:
-        parents = [states[pid] for pid in needs[cid]]
-        delta = deltas[cid]
-        commit = commits.pop(cid, None)
-        if delta is None:
-            assert commit is not None
-            result = evaluate(commit, max((s.floor for s in parents), default=0))
-            floor, floor_by = _floor(cid, parents, result)
-            first_map = maps.get(needs[cid][0]) if parents else None
-            if result is not None:
-                maps[cid] = result.digests
-            elif first_map is not None:
-                maps[cid] = first_map
-            changed = _changes(cid, parents, result, first_map)
-            delta = Delta(cid, tuple(needs[cid]), floor, floor_by, result is not None, changed)
-            cache.add(delta)
-            done += 1
-            if progress is not None:
-                progress("history", done, total)
-            if done % PACK_EVERY == 0:
-                cache.flush()
-        keys: Mapping[str, Entry] = parents[0].keys if parents else {}
-        if delta.changed:
-            keys = {**keys, **delta.changed}
-        state = State(delta.floor, delta.floor_by, keys, delta.valid)
-        states[cid] = state
-        if observe is not None:
-            observe(commit or _commit(repo, cid), state)
-        for pid in needs[cid]:
-            remaining[pid] -= 1
-            if remaining[pid] == 0:
-                states.pop(pid, None)
-                maps.pop(pid, None)
+    pairs = [(needs[c][0], c) for c in order if deltas[c] is None and needs[c]]
+    with ahead(pairs) if ahead is not None else contextlib.nullcontext():
+        for cid in order:
+            parents = [states[pid] for pid in needs[cid]]
+            delta = deltas[cid]
+            commit = commits.pop(cid, None)
+            if delta is None:
+                assert commit is not None
+                result = evaluate(commit, max((s.floor for s in parents), default=0))
+                floor, floor_by = _floor(cid, parents, result)
+                first_map = maps.get(needs[cid][0]) if parents else None
+                if result is not None:
+                    maps[cid] = result.digests
+                elif first_map is not None:
+                    maps[cid] = first_map
+                changed = _changes(cid, parents, result, first_map)
+                delta = Delta(cid, tuple(needs[cid]), floor, floor_by, result is not None, changed)
+                cache.add(delta)
+                done += 1
+                if progress is not None:
+                    progress("history", done, total)
+                if done % PACK_EVERY == 0:
+                    cache.flush()
+            keys: Mapping[str, Entry] = parents[0].keys if parents else {}
+            if delta.changed:
+                keys = {**keys, **delta.changed}
+            state = State(delta.floor, delta.floor_by, keys, delta.valid)
+            states[cid] = state
+            if observe is not None:
+                observe(commit or _commit(repo, cid), state)
+            for pid in needs[cid]:
+                remaining[pid] -= 1
+                if remaining[pid] == 0:
+                    states.pop(pid, None)
+                    maps.pop(pid, None)
     cache.flush()
     return states
 
@@ -727,6 +734,7 @@ def compute_state(
     *,
     observe: Observe | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    ahead: Ahead | None = None,
 ) -> State:
     """The state at `head`, evaluating every ancestor whose state no cached state or delta
     gives. The state at `head` is kept as a snapshot.
@@ -745,7 +753,9 @@ def compute_state(
         hit = cache.state(hid)
         if hit is not None:
             return hit
-    state = _solve(repo, [hid], evaluate, cache, observe=observe, progress=progress)[hid]
+    state = _solve(repo, [hid], evaluate, cache, observe=observe, progress=progress, ahead=ahead)[
+        hid
+    ]
     cache.store_snapshot(hid, state)
     return state
 
@@ -757,6 +767,7 @@ def first_parent_deltas(
     cache: VersionCache | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    ahead: Ahead | None = None,
 ) -> list[Delta]:
     """The delta of every commit on head's first-parent chain, root first: read from the
     cache, the missing ones evaluated (with whatever their parents need)."""
@@ -784,6 +795,7 @@ def first_parent_deltas(
             cache,
             must_evaluate=frozenset(missing),
             progress=progress,
+            ahead=ahead,
         )
         if hid in states:
             cache.store_snapshot(hid, states[hid])

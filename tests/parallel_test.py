@@ -116,3 +116,53 @@ def test_a_kept_snapshot_is_not_checked_again_in_workers(forks: list[int]) -> No
     # The indexes are up to date: a second validation derives what changed, here.
     validate.validate(docs, load_catalog(), Options(), None, extra, checks)
     assert len(forks) == ran
+
+
+def _all_of(ahead: parallel.Ahead[int, int], keys: Sequence[int]) -> dict[int, int]:
+    """Each result as it arrives (the process works at its own pace)."""
+    got: dict[int, int] = {}
+    for _ in range(500):
+        for k in keys:
+            if k not in got:
+                v = ahead.get(k)
+                if v is not None:
+                    got[k] = v
+        if len(got) == len(keys):
+            break
+        ahead._recv.poll(0.01)
+    return got
+
+
+def test_ahead_gives_each_result_once_as_the_job_made_it() -> None:
+    keys = [5, 3, 9, 1]
+    with parallel.Ahead(lambda k: k * k, keys) as ahead:
+        assert _all_of(ahead, keys) == {5: 25, 3: 9, 9: 81, 1: 1}
+        assert ahead.get(5) is None  # given once: the caller keeps it
+        assert ahead.get(7) is None  # never asked for
+
+
+def test_after_a_failing_item_ahead_has_nothing_more_and_the_caller_does_the_rest() -> None:
+    def job(k: int) -> int:
+        if k == 2:
+            raise ValueError("this one fails")
+        return -k
+
+    with parallel.Ahead(job, [1, 2, 3]) as ahead:
+        ahead._process.join(10)
+        assert not ahead._process.is_alive()
+        assert ahead.get(1) == -1
+        assert ahead.get(2) is None and ahead.get(3) is None
+
+
+def test_leaving_ahead_stops_its_process() -> None:
+    def slow(k: int) -> int:
+        import time
+
+        time.sleep(30)
+        return k
+
+    with parallel.Ahead(slow, [1]) as ahead:
+        process = ahead._process
+        assert process.is_alive()
+    assert not process.is_alive()
+    assert ahead.get(1) is None

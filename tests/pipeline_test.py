@@ -144,3 +144,42 @@ def test_a_childs_evaluation_says_which_digests_changed(tmp_path: Path) -> None:
     assert {k: v for k, v in after.changed.items() if before.digests.get(k, ABSENT) != v} == diff
     assert set(diff) == {generated_mac(3), generated_mac(5)}
     assert set(after.changed) <= set(diff) | {BOOTSTRAP}
+
+
+def _blobs_under(files: dict[str, bytes], prefix: str) -> dict[str, str]:
+    """The oracle: each file under `prefix` with its blob id, from the file dicts."""
+    return {
+        p: str(pygit2.hash(d)) for p, d in files.items() if not prefix or p.startswith(prefix)
+    }
+
+
+@pytest.mark.parametrize("inventory_dir", ["inventory", "deploy/site-a/inventory", ""])
+def test_the_changed_paths_are_the_difference_of_the_two_listings(
+    tmp_path: Path, inventory_dir: str
+) -> None:
+    prefix = inventory_dir + "/" if inventory_dir else ""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    steps: list[dict[str, bytes | None]] = [
+        {prefix + "devices/a.yaml": b"a", prefix + "profiles/p.yaml": b"p", "README.md": b"r"},
+        {"README.md": b"only outside the inventory", "docs/x.md": b"x"},
+        {prefix + "devices/a.yaml": b"a2", prefix + "devices/site/b.yaml": b"b"},
+        {prefix + "profiles/p.yaml": None, prefix + "devices/site/b.yaml": None},
+    ]
+    if inventory_dir:
+        # The inventory directory gone, then a file in its place, then back.
+        everything: dict[str, bytes | None] = {
+            p: None for step in steps for p in step if p.startswith(prefix)
+        }
+        steps += [everything, {inventory_dir: b"a file now"}]
+        steps += [{inventory_dir: None, prefix + "gitprov.yaml": b"back"}]
+    p = Pipeline(repo.repo, inventory_dir=inventory_dir)
+    before: dict[str, bytes] = {}
+    old: pygit2.Commit | None = None
+    for step in steps:
+        new = repo.repo.get(repo.commit(step))
+        assert isinstance(new, pygit2.Commit)
+        if old is not None:
+            was, now = _blobs_under(before, prefix), _blobs_under(repo.files, prefix)
+            want = {k: now.get(k) for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
+            assert p._changes(old, new) == want
+        before, old = dict(repo.files), new

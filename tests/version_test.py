@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -333,3 +334,50 @@ def test_pipelines_of_other_code_use_other_caches(
     monkeypatch.setattr(versioning, "rule", lambda: "rule-3-another")
     two = Pipeline(example_repo.repo, cache_dir=tmp_path)
     assert one.version_cache.directory != two.version_cache.directory
+
+
+def test_a_history_with_its_diffs_worked_out_ahead_gives_the_same_deltas(
+    history: tuple[GitRepo, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitprov import parallel
+    from gitprov import pipeline as pipeline_module
+    from gitprov.version import first_parent_deltas
+
+    r, heads = history
+    head = commit_at(r.repo, heads[-1])
+    here: list[tuple[str, str]] = []  # the diffs this process worked out itself
+    tree_changes = pipeline_module.tree_changes
+
+    def counted(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict[str, str | None]:
+        here.append((str(old.id), str(new.id)))
+        return tree_changes(old, new, inventory_dir)
+
+    monkeypatch.setattr(pipeline_module, "tree_changes", counted)
+    one = Pipeline(r.repo)
+    one.parse_cache.workers = 1
+    alone = first_parent_deltas(
+        r.repo, head, one.evaluate, one.version_cache, ahead=one.diffs_ahead
+    )
+    diffs = len(here)
+    assert diffs >= 10
+    # Two workers, every diff given by the forked process: wait for each (the test must
+    # not depend on which process is faster).
+    get = parallel.Ahead.get
+
+    def waiting(self: parallel.Ahead[Any, Any], key: Any) -> Any:
+        self._recv.poll(10)
+        return get(self, key)
+
+    monkeypatch.setattr(parallel.Ahead, "get", waiting)
+    monkeypatch.setattr(pipeline_module, "DIFFS_AHEAD_MIN", 1)
+    here.clear()
+    two = Pipeline(r.repo)
+    two.parse_cache.workers = 2
+    ahead = first_parent_deltas(
+        r.repo, head, two.evaluate, two.version_cache, ahead=two.diffs_ahead
+    )
+    assert here == []
+    assert ahead == alone
+    assert compute_state(r.repo, head, two.evaluate).versions() == compute_state(
+        r.repo, head, one.evaluate
+    ).versions()
