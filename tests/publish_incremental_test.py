@@ -203,6 +203,30 @@ def test_without_syncfs_every_temp_is_fsynced_before_its_rename(
     assert all(p.name.startswith(".gitprov-") for p in in_roots)
 
 
+def test_a_small_change_fsyncs_its_few_files_not_the_whole_filesystem(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # syncfs would wait for every dirty page of the filesystem, other programs' too: a
+    # change of a few files fsyncs each of them (before its rename), and nothing else.
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    repo.commit({device_path(5): device_yaml(5, display="Front desk")}, "rename a desk")
+    syncs = Syncs(monkeypatch)
+    out = publish(repo, tmp_path, capsys)
+    names = [w["name"] for w in out["written"]]
+    assert 0 < len(names) * 2 < publish_module.SYNCFS_MIN
+    assert syncs.syncfs == []
+    # Each temp (".gitprov-NAME.RANDOM.tmp"), named as it was before its rename.
+    in_roots = [p for p in syncs.files if p.parent in roots(tmp_path)]
+    assert sorted((p.parent, p.name.rsplit(".", 2)[0]) for p in in_roots) == sorted(
+        (root, ".gitprov-" + name) for root in roots(tmp_path) for name in names
+    )
+    assert all(p.name.startswith(".gitprov-") for p in in_roots)
+
+
 # -- the published commit again ----------------------------------------------------------
 def run(
     repo: GitRepo, tmp_path: Path, env: dict[str, str], *more: str
