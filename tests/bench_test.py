@@ -142,6 +142,7 @@ def test_merge_to_served_runs_small_and_leaves_the_cached_repository_alone(
     refs_after = {r: str(pygit2.Repository(str(cached)).references[r].target) for r in _REFS}
     assert refs_after == refs_before
     assert sorted(str(p.relative_to(cached)) for p in cached.rglob("*")) == files_before
+    b.clean()
     assert [p.name for p in work.iterdir()] == [cached.name]  # its scratch dir is gone
 
 
