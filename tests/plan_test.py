@@ -7,9 +7,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pygit2
+import pytest
 
+from gitprov import parallel
 from gitprov import plan as plan_module
 from gitprov.pipeline import Pipeline
 from gitprov.plan import (
@@ -192,3 +195,50 @@ def test_the_manifest_a_publish_wrote_is_not_read_back(
     assert plan_module._from_json(json.loads((t.state_dir / MANIFEST).read_bytes())) == (
         result.manifest
     )
+
+
+def _stat_fixture(root: Path, count: int) -> dict[str, tuple[int, int, int]]:
+    """`count` files in `root` and their recorded stats, then drift of every kind."""
+    root.mkdir()
+    recorded: dict[str, tuple[int, int, int]] = {}
+    for i in range(count):
+        p = root / f"f{i:04d}.conf"
+        p.write_bytes(b"x" * (i % 7))
+        st = p.lstat()
+        recorded[p.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    (root / "f0001.conf").write_bytes(b"longer than it was")  # size
+    os.utime(root / "f0002.conf", ns=(1, 1))  # mtime
+    (root / "f0003.conf").unlink()  # gone
+    (root / "new.conf").write_bytes(b"")
+    (root / "new.conf").replace(root / "f0004.conf")  # another inode
+    recorded["never-written.conf"] = (0, 0, 0)
+    return recorded
+
+
+def test_stats_checked_over_workers_are_the_stats_checked_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roots = [tmp_path / "http", tmp_path / "tftp"]
+    checks: list[tuple[Path, list[str], dict[str, tuple[int, int, int]]]] = []
+    for root in roots:
+        recorded = _stat_fixture(root, 40)
+        checks.append((root, sorted(recorded), recorded))
+    checks.append((tmp_path / "no-such-root", ["f0000.conf", "f0005.conf"], checks[0][2]))
+    here = plan_module._each_not_as_recorded(checks)
+    drifted = ["f0001.conf", "f0002.conf", "f0003.conf", "f0004.conf", "never-written.conf"]
+    assert sorted(here[0]) == sorted(here[1]) == drifted
+    assert sorted(here[2]) == ["f0000.conf", "f0005.conf"]  # no root: every file is off
+    forks: list[int] = []
+    forked_map = parallel.forked_map
+
+    def counted(*args: Any) -> Any:
+        forks.append(1)
+        return forked_map(*args)
+
+    monkeypatch.setattr(plan_module, "forked_map", counted)
+    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
+    monkeypatch.setattr(plan_module, "usable_cpus", lambda: 2)
+    assert [sorted(off) for off in plan_module._each_not_as_recorded(checks)] == [
+        sorted(off) for off in here
+    ]
+    assert forks == [1]  # one pool for every root
