@@ -672,10 +672,15 @@ class Pipeline:
             # The digests make the next process's evaluation of a child cost its change.
             if (
                 snap is not None
-                and snap.digests is not None
                 and not snap.kept_digests
                 and (snap.distance is None or snap.distance == 0 or snap.distance >= _KEEP_EVERY)
             ):
+                if snap.digests is None and state.valid:
+                    # The version cache gave the state (no evaluation derived them): what a
+                    # snapshot without them would make every later process derive again.
+                    self._digest(snap)
+                if snap.digests is None:
+                    return state  # invalid: no digests (load_commit keeps it as it is)
                 if self.schema_cache.facts.export(snap.docs) is None:
                     self._check(commit, Options(), None)  # bring the facts back to it
                 self._keep(snap)

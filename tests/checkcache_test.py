@@ -380,3 +380,32 @@ def test_an_invalid_commit_publish_refused_keeps_its_snapshot(
     fresh = Pipeline(repo.repo, cache_dir=cache)
     assert fresh.load_commit(_commit(repo, cid)).errors
     assert fresh.parse_cache.misses <= 6
+
+
+def test_a_publish_keeps_a_snapshot_when_the_version_cache_already_had_the_state(
+    tmp_path: Path,
+) -> None:
+    # The snapshots are gone (pruned, removed by hand, another format) but the version
+    # cache is there: the publish still keeps one, with its digests, so the next process
+    # validates and numbers a child from it instead of from every file, again and again.
+    from gitprov.publish import Targets, publish_commit
+
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(12)
+    cid = repo.commit(files, "fleet")
+    cache = tmp_path / "cache"
+    targets = Targets((tmp_path / "http",), tmp_path / "state")
+    publish_commit(
+        Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
+    )
+    shutil.rmtree(cache / "checks")
+    shutil.rmtree(tmp_path / "state")
+    publish_commit(
+        Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
+    )
+    child = repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+    inventory._DEVICES.clear()
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    publish_commit(fresh, _commit(repo, child), targets, demo_private_key())
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+    assert fresh.parse_cache.misses <= others + 1
