@@ -1,3 +1,3 @@
-from gitprov.cli import main
+from gitprov.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
 import sys
 from pathlib import Path
+from subprocess import CompletedProcess
+from typing import IO
 
 import pytest
 
 from gitprov.cli import main
 from gitprov.crypto import encrypt
 from gitprov.secrets import load_secrets_file, unseal
+from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo
 
 
@@ -149,3 +154,46 @@ def test_review_commands_need_no_private_key(
     code, _, err = run(capsys, "--repo", repo, "build", "--out", str(example_repo.path / "o"))
     assert code == 2
     assert "private key" in err
+
+
+def _program(*args: str, stdout: int | IO[bytes] = subprocess.PIPE) -> CompletedProcess[bytes]:
+    """`python -m gitprov` as a user runs it: the program's own way out (gitprov.cli.entry)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gitprov", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_program_leaves_with_its_whole_output_and_its_exit_code(tmp_path: Path) -> None:
+    # Out of the process without the interpreter's teardown: every byte still written
+    # (far more than a pipe holds), the exit code main() gave.
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    repo.commit(fleet_files(800), "a fleet")
+    done = _program("--repo", str(repo.path), "versions", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout) > 65536
+    macs = {row["mac"] for row in json.loads(done.stdout)}
+    assert macs >= {generated_mac(i) for i in range(800)}
+    assert _program("--repo", str(tmp_path / "nothing-here"), "validate").returncode == 2
+    repo.commit({device_path(3): b"mac: [broken\n"}, "a broken device")
+    broken = _program("--repo", str(repo.path), "validate")
+    assert broken.returncode == 1 and b"devices/" in broken.stdout + broken.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_program_quietly(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    repo.commit(fleet_files(800), "a fleet")  # more output than a pipe holds
+    with subprocess.Popen(
+        ["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+    ) as reader:
+        assert reader.stdin is not None
+        done = _program(
+            "--repo", str(repo.path), "versions", "--format", "json", stdout=reader.stdin
+        )
+        reader.stdin.close()
+        assert reader.wait(30) == 0
+    assert done.returncode == 0
+    assert b"Exception ignored" not in done.stderr and b"Traceback" not in done.stderr
