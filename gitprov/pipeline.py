@@ -509,7 +509,7 @@ class Pipeline:
     def diffs_ahead(self, pairs: Sequence[tuple[str, str]]) -> Iterator[None]:
         """While in this context, the tree diffs of `pairs` (parent, child commit ids, in
         the order they will be asked for) are worked out in a forked process, on the
-        second core, while this one evaluates: a tenth of a history's evaluation at
+        second core, while this one evaluates: a quarter of a history's evaluation at
         10,000 devices in one flat directory. Fewer than `DIFFS_AHEAD_MIN`, or one
         core: nothing is started."""
         if (

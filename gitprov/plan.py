@@ -641,7 +641,9 @@ def _each_not_as_recorded(
             [] if fd is not None else list(names)
             for fd, (_, names, _) in zip(fds, checks, strict=True)
         ]
-        count = sum(len(names) for fd, (_, names, _) in zip(fds, checks, strict=True) if fd)
+        count = sum(
+            len(names) for fd, (_, names, _) in zip(fds, checks, strict=True) if fd is not None
+        )
         workers = min(usable_cpus(), count // STAT_PARALLEL_MIN + 1)
         # A part is (check, first, end): a slice of one root's names.
         step = -(-count // (workers * 4)) if count else 1
