@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from types import TracebackType
@@ -43,11 +44,21 @@ def forked_map(
     global _JOB
     _JOB = job
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
             for part, result in zip(parts, pool.imap(_work, parts), strict=True):
                 yield job(part) if isinstance(result, _Failed) else cast(list[_T], result)
     finally:
         _JOB = None
+
+
+def _worker_signals() -> None:
+    """A forked worker's signals: SIGTERM kills it (the pool stops its workers so once the
+    work is done; a handler inherited from this process, a watcher's or a test runner's,
+    would only take note, and a worker waiting for the lock of the task queue, which a
+    stopped sibling still held, would keep the pool's join waiting for ever), and Ctrl-C
+    is this process's to handle, not each worker's."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def can_fork() -> bool:
@@ -79,6 +90,7 @@ class Ahead(Generic[_K, _T]):
         count = len(self._keys)
 
         def run() -> None:  # in the forked process
+            _worker_signals()
             self._recv.close()
             try:
                 for i in range(count):

@@ -166,3 +166,25 @@ def test_leaving_ahead_stops_its_process() -> None:
         assert process.is_alive()
     assert not process.is_alive()
     assert ahead.get(1) is None
+
+
+def test_forked_workers_die_on_sigterm_whatever_handler_this_process_has() -> None:
+    # The pool stops its workers with SIGTERM: a handler inherited from the parent (a
+    # watcher's, pytest-xdist's) that only takes note would leave a worker blocked on the
+    # task queue's lock, and the pool's join waiting for ever.
+    import signal
+
+    def handlers() -> tuple[object, object]:
+        return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        got = [
+            r for rs in parallel.forked_map(lambda _: [handlers()], [[0], [1], [2]], 2) for r in rs
+        ]
+        with parallel.Ahead(lambda _: handlers(), [0]) as ahead:
+            ahead._process.join(10)
+            got.append(ahead.get(0) or ("nothing arrived", None))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert got == [(signal.SIG_DFL, signal.SIG_IGN)] * 4
