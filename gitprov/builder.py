@@ -34,7 +34,7 @@ from gitprov.crypto import Cipher, Mode, derive_device_key
 from gitprov.errors import GitprovError, UsageError
 from gitprov.formats import RENDERERS, flyingvoice
 from gitprov.inventory import SECRETS, Device, Inventory
-from gitprov.parallel import can_fork, forked_map, usable_cpus
+from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.secrets import SecretError, public_key_of, unseal
 
@@ -338,9 +338,8 @@ class Builder:
                 part = todo[i : i + CHUNK_MIN]
                 yield part, job(part)
             return
-        size = max(CHUNK_MIN, len(todo) // (workers * 8))
-        parts = [todo[i : i + size] for i in range(0, len(todo), size)]
-        yield from zip(parts, _forked(job, parts, workers), strict=True)
+        chunks = [todo[r.start : r.stop] for r in parts(len(todo), workers, CHUNK_MIN)]
+        yield from zip(chunks, _forked(job, chunks, workers), strict=True)
 
     def build(
         self,

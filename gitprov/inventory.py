@@ -20,7 +20,7 @@ from gitprov.catalog import DBID_PATTERN
 from gitprov.errors import GitprovError, Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
-from gitprov.parallel import can_fork, forked_map, usable_cpus
+from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.source import FileRef, Source
 from gitprov.unsafe import UNSAFE, describe, shown
 from gitprov.yamldoc import Document, SecretRef, parse
@@ -141,9 +141,8 @@ class ParseCache:
         def job(part: Sequence[int]) -> list[tuple[Document | None, tuple[Problem, ...]]]:
             return [_parsed(todo[i][1], blobs[i], todo[i][0][2], todo[i][2]) for i in part]
 
-        size = max(PARSE_CHUNK_MIN, len(todo) // (self.workers * 8))
-        parts = [range(i, min(i + size, len(todo))) for i in range(0, len(todo), size)]
-        for part, results in zip(parts, forked_map(job, parts, self.workers), strict=True):
+        chunks = parts(len(todo), self.workers, PARSE_CHUNK_MIN)
+        for part, results in zip(chunks, forked_map(job, chunks, self.workers), strict=True):
             for i, hit in zip(part, results, strict=True):
                 self._docs[todo[i][0]] = hit
         self.misses += len(todo)

@@ -51,6 +51,14 @@ def forked_map(
         _JOB = None
 
 
+def parts(count: int, workers: int, minimum: int) -> list[range]:
+    """Consecutive ranges of indexes covering `count` items: about eight a worker (one
+    slow part does not keep the others waiting), each of at least `minimum` items (a
+    part's trip through the pipe is worth its work)."""
+    size = max(minimum, count // (workers * 8), 1)
+    return [range(i, min(i + size, count)) for i in range(0, count, size)]
+
+
 def _worker_signals() -> None:
     """A forked worker's signals: SIGTERM kills it (the pool stops its workers so once the
     work is done; a handler inherited from this process, a watcher's or a test runner's,

@@ -670,11 +670,7 @@ class Pipeline:
                 self.checks.store_floor(cid, state.floor, state.floor_by)
             snap = self._snapshots.get(cid)
             # The digests make the next process's evaluation of a child cost its change.
-            if (
-                snap is not None
-                and not snap.kept_digests
-                and (snap.distance is None or snap.distance == 0 or snap.distance >= _KEEP_EVERY)
-            ):
+            if snap is not None and not snap.kept_digests and (_far(snap) or snap.distance == 0):
                 if snap.digests is None and state.valid:
                     # The version cache gave the state (no evaluation derived them): what a
                     # snapshot without them would make every later process derive again.

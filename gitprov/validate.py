@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import SECRETS, Documents
-from gitprov.parallel import can_fork, forked_map, usable_cpus
+from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.rules import (
     DocContext,
     HistoryFloor,
@@ -316,9 +316,8 @@ class SchemaCache:
                 out.append((schema, tuple(p for m in per_document for p in m.check_document(dctx))))
             return out
 
-        size = max(CHECK_CHUNK_MIN, len(todo) // (self.workers * 8))
-        parts = [range(i, min(i + size, len(todo))) for i in range(0, len(todo), size)]
-        for part, results in zip(parts, forked_map(job, parts, self.workers), strict=True):
+        chunks = parts(len(todo), self.workers, CHECK_CHUNK_MIN)
+        for part, results in zip(chunks, forked_map(job, chunks, self.workers), strict=True):
             for i, (schema, rules) in zip(part, results, strict=True):
                 kind, doc = todo[i]
                 self._hits[_schema_key(kind, doc, catalog)] = schema

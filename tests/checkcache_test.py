@@ -395,17 +395,17 @@ def test_a_publish_keeps_a_snapshot_when_the_version_cache_already_had_the_state
     cid = repo.commit(files, "fleet")
     cache = tmp_path / "cache"
     targets = Targets((tmp_path / "http",), tmp_path / "state")
-    publish_commit(
-        Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
-    )
+
+    def publish(p: Pipeline, cid: str) -> None:
+        publish_commit(p, _commit(repo, cid), targets, demo_private_key())
+
+    publish(Pipeline(repo.repo, cache_dir=cache), cid)
     shutil.rmtree(cache / "checks")
     shutil.rmtree(tmp_path / "state")
-    publish_commit(
-        Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
-    )
+    publish(Pipeline(repo.repo, cache_dir=cache), cid)
     child = repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
     inventory._DEVICES.clear()
     fresh = Pipeline(repo.repo, cache_dir=cache)
-    publish_commit(fresh, _commit(repo, child), targets, demo_private_key())
+    publish(fresh, child)
     others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
     assert fresh.parse_cache.misses <= others + 1

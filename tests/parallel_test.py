@@ -188,3 +188,13 @@ def test_forked_workers_die_on_sigterm_whatever_handler_this_process_has() -> No
     finally:
         signal.signal(signal.SIGTERM, old)
     assert got == [(signal.SIG_DFL, signal.SIG_IGN)] * 4
+
+
+@pytest.mark.parametrize(
+    ("count", "workers", "minimum"), [(0, 2, 250), (1, 2, 250), (5000, 2, 250), (999, 4, 7)]
+)
+def test_parts_cover_every_index_once_in_order(count: int, workers: int, minimum: int) -> None:
+    chunks = parallel.parts(count, workers, minimum)
+    assert [i for r in chunks for i in r] == list(range(count))
+    assert all(len(r) >= minimum for r in chunks[:-1])
+    assert len(chunks) <= max(1, workers * 8 + 1)

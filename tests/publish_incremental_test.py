@@ -93,6 +93,11 @@ def device_file(i: int) -> str:
     return f"fv{generated_mac(i)}.conf"
 
 
+def rename_a_desk(repo: GitRepo) -> str:
+    """A one-device commit: device 5's display name."""
+    return repo.commit({device_path(5): device_yaml(5, display="Front desk")}, "rename a desk")
+
+
 def loose_object(repo: GitRepo, oid: str) -> Path:
     return Path(repo.repo.path) / "objects" / oid[:2] / oid[2:]
 
@@ -213,7 +218,7 @@ def test_a_small_change_fsyncs_its_few_files_not_the_whole_filesystem(
     # change of a few files fsyncs each of them (before its rename), and nothing else.
     repo = fleet(tmp_path)
     publish(repo, tmp_path, capsys)
-    repo.commit({device_path(5): device_yaml(5, display="Front desk")}, "rename a desk")
+    rename_a_desk(repo)
     syncs = Syncs(monkeypatch)
     out = publish(repo, tmp_path, capsys)
     names = [w["name"] for w in out["written"]]
@@ -384,7 +389,7 @@ def test_a_one_device_commit_writes_its_file_only_and_never_loads_the_published_
     publish(repo, tmp_path, capsys)
     published = str(repo.repo.head.target)
     before = files_of(tmp_path)
-    repo.commit({device_path(5): device_yaml(5, display="Front desk")}, "rename a desk")
+    rename_a_desk(repo)
 
     loads: list[str] = []
     real = Pipeline.load_commit
