@@ -112,6 +112,14 @@ def test_the_wheel_works_outside_the_checkout(installed: Path, tmp_path: Path) -
     assert done.returncode == 0 and json.loads(done.stdout)["params"], done.stderr
     done = gitprov_in(installed, top, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
+    # The console script, as a user types it: the same program (gitprov.cli:entry).
+    script = subprocess.run(
+        [str(installed / "bin" / "gitprov"), "versions", "--format", "json"],
+        cwd=top, capture_output=True, text=True, check=False, timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    assert {row["mac"] for row in json.loads(script.stdout)} >= {"0021f2011b19"}
     done = gitprov_in(installed, top, "build", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "out" / "encrypted").iterdir())) == 4
