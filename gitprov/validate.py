@@ -458,4 +458,5 @@ def validate(
         cache.facts,
     )
     problems += run_rules(ctx, cache)
+    cache.facts.settle()
     return sorted(set(problems))
