@@ -24,9 +24,10 @@ import hashlib
 import json
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gitprov.errors import Problem
 
@@ -73,9 +74,11 @@ class CheckCache:
             return None
 
     def store(self, kept: Kept) -> None:
+        def fill(out: _Digesting) -> None:
+            pickle.dump(((FORMAT, kept.commit), kept), out, protocol=pickle.HIGHEST_PROTOCOL)
+
         try:
-            body = pickle.dumps(((FORMAT, kept.commit), kept), protocol=pickle.HIGHEST_PROTOCOL)
-            self._write(self._file(kept.commit, "pickle"), body)
+            self._write(self._file(kept.commit, "pickle"), fill)
             snapshots = sorted(
                 self.directory.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True
             )
@@ -90,7 +93,7 @@ class CheckCache:
         if body is None:
             return None
         try:
-            raw = json.loads(body)
+            raw = json.loads(bytes(body))
             if raw.get("format") != FORMAT:
                 return None
             return int(raw["floor"]), str(raw["floor_by"])
@@ -100,21 +103,52 @@ class CheckCache:
     def store_floor(self, commit_id: str, floor: int, floor_by: str) -> None:
         body = json.dumps({"format": FORMAT, "floor": floor, "floor_by": floor_by})
         with contextlib.suppress(OSError):  # a cache that cannot be written costs time
-            self._write(self._file(commit_id, "floor"), body.encode())
+            self._write(self._file(commit_id, "floor"), lambda out: out.write(body.encode()))
 
     @staticmethod
-    def _read(path: Path) -> bytes | None:
-        """The body of a file `_write` wrote, or None if it is missing or damaged."""
+    def _read(path: Path) -> memoryview | None:
+        """The body of a file `_write` wrote, or None if it is missing or damaged. A view,
+        not a copy: a 100,000-device snapshot is 60 MB."""
         try:
             raw = path.read_bytes()
         except OSError:
             return None
-        digest, _, body = raw.partition(b"\n")
-        return body if digest == hashlib.sha256(body).hexdigest().encode() else None
+        body = memoryview(raw)[DIGEST + 1 :]
+        if raw[DIGEST : DIGEST + 1] != b"\n":
+            return None
+        return body if raw[:DIGEST] == hashlib.sha256(body).hexdigest().encode() else None
 
-    def _write(self, path: Path, body: bytes) -> None:
-        # The body's sha256 first: a damaged file is ignored, never read as other facts.
+    def _write(self, path: Path, fill: Callable[[_Digesting], object]) -> None:
+        """The file `fill` writes, behind the sha256 of what it wrote: a damaged file is
+        ignored, never read as other facts. Written as it is made (a snapshot is never
+        whole in memory), the digest's place kept and filled at the end."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(b"0" * DIGEST + b"\n")
+                out = _Digesting(f)
+                fill(out)
+                f.seek(0)
+                f.write(out.sha.hexdigest().encode())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+
+# The length of the hex sha256 that starts each file.
+DIGEST = 64
+
+
+class _Digesting:
+    """A file to write to that keeps the sha256 of what went through it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self.out.write(data)

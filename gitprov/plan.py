@@ -148,7 +148,7 @@ class Manifest:
             "files": {name: vars(e) for name, e in self.files.items()},
             "served": {k: {"version": v, "sha256_body": b} for k, (v, b) in self.served.items()},
         }
-        return statejson.dumps(data, sort_keys=True) + b"\n"
+        return statejson.dumps(data, sort_keys=True, newline=True)
 
 
 def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:

@@ -15,14 +15,20 @@ from typing import Any
 import orjson
 
 
-def dumps(obj: Any, *, sort_keys: bool = False, ascii_only: bool = False) -> bytes:
+def dumps(
+    obj: Any, *, sort_keys: bool = False, ascii_only: bool = False, newline: bool = False
+) -> bytes:
     """Compact JSON as UTF-8 bytes: non-ASCII text as itself, or with `ascii_only` as
-    \\u escapes (a log read in a terminal)."""
+    \\u escapes (a log read in a terminal); with `newline`, a newline after it (made in
+    place: adding it after would copy a 60 MB manifest once more)."""
+    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (
+        orjson.OPT_APPEND_NEWLINE if newline else 0
+    )
     try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+        out = orjson.dumps(obj, option=option)
         if not ascii_only or out.isascii():
             return out
     except TypeError:
         pass
     text = json.dumps(obj, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=ascii_only)
-    return text.encode("utf-8")
+    return (text + "\n" if newline else text).encode("utf-8")

@@ -4,6 +4,8 @@ no output: with it, without it, deleted between any two runs, or damaged."""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import random
 import re
 import shutil
@@ -13,6 +15,7 @@ import pygit2
 import pytest
 
 from gitprov import inventory
+from gitprov.checkcache import CheckCache, Kept
 from gitprov.errors import Problem
 from gitprov.pipeline import BOOTSTRAP, Pipeline
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files
@@ -409,3 +412,27 @@ def test_a_publish_keeps_a_snapshot_when_the_version_cache_already_had_the_state
     publish(fresh, child)
     others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
     assert fresh.parse_cache.misses <= others + 1
+
+
+def test_a_snapshot_is_written_as_it_is_made_and_read_back_only_whole(tmp_path: Path) -> None:
+    """The file starts with the sha256 of the rest (written last, in the place kept for
+    it); a file cut short or altered reads as no snapshot; a snapshot that cannot be
+    written leaves nothing behind."""
+    cache = CheckCache(tmp_path, "salt" * 8)
+    kept = Kept("c" * 40, {"inventory/a.yaml": "1" * 40}, {}, {}, {"i": {"k": ("v", 1)}})
+    cache.store(kept)
+    [path] = cache.directory.iterdir()
+    raw = path.read_bytes()
+    assert raw[:64] == hashlib.sha256(raw[65:]).hexdigest().encode() and raw[64:65] == b"\n"
+    assert cache.load(kept.commit) == kept
+    assert cache.load("d" * 40) is None
+    path.write_bytes(raw[:-1])
+    assert cache.load(kept.commit) is None
+    path.write_bytes(raw[:64] + b" " + raw[65:])
+    assert cache.load(kept.commit) is None
+
+    path.unlink()
+    unpicklable = Kept("e" * 40, {}, {}, {}, {"i": lambda: None})
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        cache.store(unpicklable)
+    assert list(cache.directory.iterdir()) == []

@@ -26,10 +26,13 @@ _values = st.recursive(
 )
 
 
-@given(_values, st.booleans())
-def test_the_text_is_what_the_standard_library_writes(value: Any, sort_keys: bool) -> None:
+@given(_values, st.booleans(), st.booleans())
+def test_the_text_is_what_the_standard_library_writes(
+    value: Any, sort_keys: bool, newline: bool
+) -> None:
     expected = json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
-    assert statejson.dumps(value, sort_keys=sort_keys) == expected.encode("utf-8")
+    out = statejson.dumps(value, sort_keys=sort_keys, newline=newline)
+    assert out == (expected + "\n" * newline).encode("utf-8")
 
 
 @given(_values)
@@ -43,6 +46,7 @@ def test_what_the_fast_encoder_refuses_is_still_written() -> None:
     # Past 64 bits, and a key that is not a string: the standard library's output.
     assert statejson.dumps({"v": 2**70}) == b'{"v":1180591620717411303424}'
     assert statejson.dumps({1: "x"}) == b'{"1":"x"}'
+    assert statejson.dumps({"v": 2**70}, newline=True) == b'{"v":1180591620717411303424}\n'
     assert statejson.dumps({"n": "é\u2028"}, ascii_only=True) == b'{"n":"\\u00e9\\u2028"}'
 
 
