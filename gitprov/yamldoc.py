@@ -25,9 +25,12 @@ tool, or the next MAC, reads them differently.
 
 from __future__ import annotations
 
+import array
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import chain
+from types import MappingProxyType
 from typing import Any, Final, TypeVar, cast
 
 import yaml
@@ -92,28 +95,186 @@ def leaves(data: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
         yield path, data
 
 
-@dataclass(frozen=True)
 class Document:
+    """One parsed YAML file: its data, and the line and column (1-based) of every node
+    (`positions`) and of every mapping key (`key_positions`), by node path.
+
+    Held for every file of a fleet, so the positions are kept compactly: the node paths
+    of documents shaped alike (every device file of a fleet has nearly the same keys)
+    are one shared `_Shape`, and each document keeps only its numbers, in an array.
+    That is a twentieth of two dictionaries of (line, col) tuples per document: 200 MB
+    of a 100,000-device publish. Immutable, like the data it describes."""
+
+    __slots__ = ("_at", "_shape", "ambiguous", "data", "oid", "path", "raw")
+
     path: str
     oid: str
     data: Any
-    positions: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
-    key_positions: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
     # Source text of unquoted scalars that did not resolve to a string, for quoting hints.
-    raw: Mapping[Path_, str] = field(default_factory=dict)
+    raw: Mapping[Path_, str]
     # Unquoted scalars that resolved to a string here but not in other common YAML readings.
-    ambiguous: Mapping[Path_, str] = field(default_factory=dict)
+    ambiguous: Mapping[Path_, str]
+    _shape: _Shape
+    _at: array.array[int]  # line, col of each of the shape's paths, then of its keys
+
+    def __init__(
+        self,
+        path: str,
+        oid: str,
+        data: Any,
+        positions: Mapping[Path_, tuple[int, int]] | None = None,
+        key_positions: Mapping[Path_, tuple[int, int]] | None = None,
+        raw: Mapping[Path_, str] | None = None,
+        ambiguous: Mapping[Path_, str] | None = None,
+    ) -> None:
+        positions = positions or {}
+        key_positions = key_positions or {}
+        shape = _shape_of(tuple(positions), tuple(key_positions))
+        numbers = chain.from_iterable(chain(positions.values(), key_positions.values()))
+        _init(self, path, oid, data, shape, _numbers(numbers), raw, ambiguous)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Document is immutable (setting {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Document is immutable (deleting {name!r})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a forked worker's parent: the shape's paths travel once per batch (the
+        # pickler's memo), and the parent shares one shape among its documents again.
+        shape = self._shape
+        texts = (self.raw or None, self.ambiguous or None)  # the shared empty one is no dict
+        return _rebuild, (self.path, self.oid, self.data, shape.paths, shape.keys, self._at, *texts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Document):
+            return NotImplemented
+        return (
+            self.path == other.path
+            and self.oid == other.oid
+            and self.data == other.data
+            and self.positions == other.positions
+            and self.key_positions == other.key_positions
+            and self.raw == other.raw
+            and self.ambiguous == other.ambiguous
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # its data is a dict
+
+    def __repr__(self) -> str:
+        return f"Document(path={self.path!r}, oid={self.oid!r}, data={self.data!r})"
+
+    @property
+    def positions(self) -> dict[Path_, tuple[int, int]]:
+        """Node path -> (line, col) of every node, in document order (made on each call)."""
+        at = self._at
+        return {p: (at[2 * i], at[2 * i + 1]) for i, p in enumerate(self._shape.paths)}
+
+    @property
+    def key_positions(self) -> dict[Path_, tuple[int, int]]:
+        """Node path -> (line, col) of the mapping key that names it (made on each call)."""
+        at, base = self._at, 2 * len(self._shape.paths)
+        return {p: (at[base + 2 * i], at[base + 2 * i + 1]) for i, p in enumerate(self._shape.keys)}
 
     def pos(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of the node at `path`, or of its nearest ancestor."""
         p = tuple(path)
-        if key and p in self.key_positions:
-            return self.key_positions[p]
+        shape, at = self._shape, self._at
+        if key:
+            i = shape.key_index().get(p)
+            if i is not None:
+                i += len(shape.paths)
+                return at[2 * i], at[2 * i + 1]
+        index = shape.index()
         while p:
-            if p in self.positions:
-                return self.positions[p]
+            i = index.get(p)
+            if i is not None:
+                return at[2 * i], at[2 * i + 1]
             p = p[:-1]
-        return self.positions.get((), (1, 1))
+        i = index.get(())
+        return (at[2 * i], at[2 * i + 1]) if i is not None else (1, 1)
+
+
+class _Shape:
+    """The node paths (and key paths) of documents shaped alike, in document order, and
+    where each is in their arrays of numbers (made when first asked)."""
+
+    __slots__ = ("_index", "_key_index", "keys", "paths")
+
+    def __init__(self, paths: tuple[Path_, ...], keys: tuple[Path_, ...]) -> None:
+        self.paths = paths
+        self.keys = keys
+        self._index: dict[Path_, int] | None = None
+        self._key_index: dict[Path_, int] | None = None
+
+    def index(self) -> dict[Path_, int]:
+        if self._index is None:
+            self._index = {p: i for i, p in enumerate(self.paths)}
+        return self._index
+
+    def key_index(self) -> dict[Path_, int]:
+        if self._key_index is None:
+            self._key_index = {p: i for i, p in enumerate(self.keys)}
+        return self._key_index
+
+
+# Shapes seen, to share: a fleet has a few dozen. Bounded: a repository of files shaped
+# each its own way only refills it (each document keeps its shape).
+_SHAPES: dict[tuple[tuple[Path_, ...], tuple[Path_, ...]], _Shape] = {}
+_SHAPES_MAX = 1 << 14
+_NO_TEXT: Mapping[Path_, str] = MappingProxyType({})
+_SET = object.__setattr__
+
+
+def _shape_of(paths: tuple[Path_, ...], keys: tuple[Path_, ...]) -> _Shape:
+    hit = _SHAPES.get((paths, keys))
+    if hit is None:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        hit = _SHAPES[(paths, keys)] = _Shape(paths, keys)
+    return hit
+
+
+def _numbers(values: Iterable[int]) -> array.array[int]:
+    values = tuple(values)
+    try:
+        return array.array("I", values)
+    except OverflowError:  # past 4 G lines or columns: not from a file within the limits
+        return array.array("q", values)
+
+
+def _init(
+    doc: Document,
+    path: str,
+    oid: str,
+    data: Any,
+    shape: _Shape,
+    at: array.array[int],
+    raw: Mapping[Path_, str] | None,
+    ambiguous: Mapping[Path_, str] | None,
+) -> None:
+    _SET(doc, "path", path)
+    _SET(doc, "oid", oid)
+    _SET(doc, "data", data)
+    _SET(doc, "_shape", shape)
+    _SET(doc, "_at", at)
+    _SET(doc, "raw", raw or _NO_TEXT)
+    _SET(doc, "ambiguous", ambiguous or _NO_TEXT)
+
+
+def _rebuild(
+    path: str,
+    oid: str,
+    data: Any,
+    paths: tuple[Path_, ...],
+    keys: tuple[Path_, ...],
+    at: array.array[int],
+    raw: Mapping[Path_, str] | None,
+    ambiguous: Mapping[Path_, str] | None,
+) -> Document:
+    doc = object.__new__(Document)
+    _init(doc, path, oid, data, _shape_of(paths, keys), at, raw, ambiguous)
+    return doc
 
 
 _YAML_TAG = "tag:yaml.org,2002:"
@@ -370,7 +531,7 @@ class _Reader:
 
     def node(self, ev: Ev, path: Path_, pull: Pull, depth: int) -> Any:
         at = (ev[_LINE], ev[_COL])
-        self.positions[path] = _shared(at) if self.nodes < _SHARED_NODES else at
+        self.positions[path] = at
         kind = ev[_KIND]
         if kind == _ALIAS:
             return self._alias(ev, path, depth)
@@ -414,7 +575,7 @@ class _Reader:
         finally:
             self._replaying -= 1
         at = (ev[_LINE], ev[_COL])
-        self.positions[path] = _shared(at) if self.nodes < _SHARED_NODES else at
+        self.positions[path] = at
         return value
 
     def _mapping(self, path: Path_, pull: Pull, depth: int) -> dict[str, Any]:
@@ -437,12 +598,12 @@ class _Reader:
                 )
                 self._skip(pull(), pull)
                 continue
-            # One path tuple for the key's and the value's position: a fleet's documents
-            # hold one per node.
-            child, at = (*path, key), (kev[_LINE], kev[_COL])
+            # One path tuple for the key's and the value's position, and one for every
+            # document with that node (a document's positions are numbers in an array).
+            child = (*path, key)
             if self.nodes < _SHARED_NODES:
-                child, at = _shared(child), _shared(at)
-            self.key_positions[child] = at
+                child = _shared(child)
+            self.key_positions[child] = (kev[_LINE], kev[_COL])
             out[key] = self.node(pull(), child, pull, depth)
 
     def _key(self, kev: Ev, pull: Pull) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 import time
 
 import pytest
@@ -41,6 +42,36 @@ def test_positions_of_values_keys_and_list_items() -> None:
     assert doc.pos(("params", "password")) == (9, 13)
     # A path that does not exist falls back to its nearest ancestor.
     assert doc.pos(("params", "nothing", 3)) == (8, 3)
+
+
+def test_documents_shaped_alike_share_their_paths_and_keep_their_own_numbers() -> None:
+    """A fleet's documents keep positions as numbers behind one shared shape, also when
+    they come back from a forked worker (pickled), and give the positions they were read
+    with; the dictionaries of them are made on demand."""
+    one = doc_of(TEXT)
+    other = doc_of("\n" + TEXT.replace("A\n", "Another name\n"))
+    assert one._shape is other._shape
+    assert other.pos(("mac",)) == (3, 6) and one.pos(("mac",)) == (2, 6)
+    assert other.positions[("lines", 1, "display_name")] == (7, 21)
+    assert one.key_positions[("lines", 0, "account")] == (5, 5)
+    assert list(one.positions)[:3] == [(), ("mac",), ("lines",)]
+    back = pickle.loads(pickle.dumps([one, other]))
+    assert back == [one, other] and back[0]._shape is one._shape
+    assert back[1].raw == other.raw and back[1].ambiguous == other.ambiguous
+    plain = doc_of("a: b\n")
+    assert (plain.raw, plain.ambiguous) == ({}, {})
+    assert pickle.loads(pickle.dumps(plain)) == plain
+    assert one != other and one != "not a document"
+    with pytest.raises(AttributeError):
+        one.data = {}
+    with pytest.raises(TypeError):
+        hash(one)
+
+
+def test_positions_past_32_bits_are_kept() -> None:
+    doc = Document("f.yaml", "oid", {"a": 1}, {(): (1, 1), ("a",): (2**33, 7)}, {("a",): (1, 1)})
+    assert doc.pos(("a", "b")) == (2**33, 7) and doc.pos(("a",), key=True) == (1, 1)
+    assert Document("f.yaml", "oid", {}).pos(("x",)) == (1, 1)
 
 
 def test_yaml_1_1_readings_and_their_source_text() -> None:
