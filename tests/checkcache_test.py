@@ -336,7 +336,6 @@ def test_the_option66_files_key_goes_when_a_change_of_models_leaves_none(tmp_pat
 def test_a_publish_writes_a_fleets_snapshot_once_with_its_digests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gitprov.checkcache import CheckCache, Kept
     from gitprov.publish import Targets, publish_commit
 
     stored: list[Kept] = []
