@@ -364,6 +364,6 @@ def test_the_indexes_of_one_validation_hold_one_object_per_member_and_equal_item
     assert names.first(d1)[0] is kinds.members(DEVICE)[0][0]
     assert names.first(d1)[1] is names.first(d2)[1] is kinds.first(DEVICE)[1]
     assert names.first(d1)[0] == (d1, 0) and kinds.first(d2 + "#list") == ((d2, 1), [d2])
-    assert facts._shared
+    assert facts._interned
     facts.settle()
-    assert not facts._shared
+    assert not facts._interned

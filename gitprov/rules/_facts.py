@@ -58,12 +58,12 @@ class Index(Generic[K, V]):
         self._dep_count: dict[Hashable, int] = {}
 
     def _depend(
-        self, path: str, kind: str, dep: Hashable, shared: dict[Any, Any] | None = None
+        self, path: str, kind: str, dep: Hashable, interned: dict[Any, Any] | None = None
     ) -> None:
         self._undepend(path)
         entry = (kind, dep)
         # A fleet's documents name a few (kind, dependency) pairs: one object for each.
-        self._deps[path] = shared.setdefault(entry, entry) if shared is not None else entry
+        self._deps[path] = interned.setdefault(entry, entry) if interned is not None else entry
         self._dep_count[dep] = self._dep_count.get(dep, 0) + 1
 
     def _undepend(self, path: str) -> None:
@@ -119,16 +119,16 @@ class Index(Generic[K, V]):
             yield from group.values()
 
     def _add(
-        self, path: str, entries: Iterable[tuple[K, V]], shared: dict[Any, Any] | None = None
+        self, path: str, entries: Iterable[tuple[K, V]], interned: dict[Any, Any] | None = None
     ) -> None:
-        """Add the entries of document `path`. With `shared` (a table owned by the caller),
+        """Add the entries of document `path`. With `interned` (a table owned by the caller),
         equal members, keys and items are made one object: the indexes of a fleet then hold
         one `(path, n)` per entry, not one per index, and equal keys (a model's name, read
         from each document) and items ((line, col) pairs) once: half the objects a kept
         snapshot unpickled (see checkcache)."""
         keys: list[K] = []
-        single, shared_keys = self._single, self._shared
-        intern = shared.setdefault if shared is not None else None
+        single, shared = self._single, self._shared
+        intern = interned.setdefault if interned is not None else None
         for n, (key, item) in enumerate(entries):
             member = (path, n)
             if intern is not None:
@@ -139,11 +139,11 @@ class Index(Generic[K, V]):
                     item = intern(item, item)
                 except TypeError:  # an unhashable item stays as it is
                     pass
-            group = shared_keys.get(key)
+            group = shared.get(key)
             if group is not None:
                 group[member] = item
             elif key in single:
-                shared_keys[key] = {self._single_at.pop(key): single.pop(key), member: item}
+                shared[key] = {self._single_at.pop(key): single.pop(key), member: item}
             else:
                 single[key] = item
                 self._single_at[key] = member
@@ -189,11 +189,11 @@ class Facts:
         self._memo: dict[Hashable, Any] = {}
         # Equal members and items made one object (see Index._add), for one validation:
         # kept longer, it would hold every entry ever derived.
-        self._shared: dict[Any, Any] = {}
+        self._interned: dict[Any, Any] = {}
 
     def settle(self) -> None:
-        """The validation of the documents seen last is over (see `_shared`)."""
-        self._shared = {}
+        """The validation of the documents seen last is over (see `_interned`)."""
+        self._interned = {}
 
     def has(self, name: str) -> bool:
         """Whether the index `name` was built (it may still be out of date)."""
@@ -218,7 +218,7 @@ class Facts:
         a dependency's version changes, the entries of the documents that depend on it
         are derived again, not every document's (only those are read)."""
         self._sync(docs)
-        shared = self._shared
+        interned = self._interned
         ix = self._indexes.get(name)
         if ix is None or ix.env != env or ix.generation < self.generation - 1:
             ix = Index(env)
@@ -226,9 +226,9 @@ class Facts:
             for kind in docs.kinds():
                 if kinds is None or kind in kinds:
                     for doc in docs.of(kind):
-                        ix._add(doc.path, contribute(kind, doc), shared)
+                        ix._add(doc.path, contribute(kind, doc), interned)
                         if depends is not None:
-                            ix._depend(doc.path, kind, depends(doc), shared)
+                            ix._depend(doc.path, kind, depends(doc), interned)
             if depends is not None and version is not None:
                 ix._dep_versions = _versions(ix, version)
         elif ix.generation == self.generation - 1:
@@ -240,13 +240,13 @@ class Facts:
             for kind, doc in self._changed:
                 if kinds is None or kind in kinds:
                     ix._remove(doc.path)
-                    ix._add(doc.path, contribute(kind, doc), shared)
+                    ix._add(doc.path, contribute(kind, doc), interned)
                     if depends is not None:
-                        ix._depend(doc.path, kind, depends(doc), shared)
+                        ix._depend(doc.path, kind, depends(doc), interned)
                     done.add(doc.path)
             if depends is not None and version is not None:
                 now = _versions(ix, version)
-                self._rederive(docs, ix, contribute, now, done, shared)
+                self._rederive(docs, ix, contribute, now, done, interned)
                 ix._dep_versions = now
         ix.generation = self.generation
         return cast(Index[K, V], ix)
@@ -258,7 +258,7 @@ class Facts:
         contribute: Contribute[K, V],
         now: Mapping[Hashable, Hashable],
         done: set[str],
-        shared: dict[Any, Any],
+        interned: dict[Any, Any],
     ) -> None:
         """Derive again the entries of the documents whose dependency changed version
         (`now`: each dependency's version at `docs`)."""
@@ -273,7 +273,7 @@ class Facts:
             if doc is None:
                 ix._undepend(path)
                 continue
-            ix._add(path, contribute(kind, doc), shared)
+            ix._add(path, contribute(kind, doc), interned)
 
     def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
         """`compute()`, once per `key`: a key names everything the value depends on."""
@@ -299,7 +299,7 @@ class Facts:
         self.generation += 1
         self._docs, self._seen = docs, docs.oids
         self._changed, self._removed = [], []
-        self._shared = {}
+        self._interned = {}
         self._indexes = dict(indexes)
         for ix in self._indexes.values():
             ix.generation = self.generation
@@ -320,7 +320,7 @@ class Facts:
             removed = sorted(seen.keys() - now.keys())
         self._docs, self._seen = docs, docs.oids
         self._changed, self._removed = changed, removed
-        self._shared = {}
+        self._interned = {}
         self.generation += 1
 
 
