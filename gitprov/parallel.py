@@ -11,6 +11,7 @@ item itself)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -44,7 +45,9 @@ def forked_map(
     global _JOB
     _JOB = job
     try:
-        with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
+        with _signals_held():
+            pool = multiprocessing.get_context("fork").Pool(workers, _worker_signals)
+        with pool:
             for part, result in zip(parts, pool.imap(_work, parts), strict=True):
                 yield job(part) if isinstance(result, _Failed) else cast(list[_T], result)
     finally:
@@ -67,6 +70,24 @@ def _worker_signals() -> None:
     is this process's to handle, not each worker's."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+
+
+# Held from the fork until the worker's own handlers are set (see _worker_signals): a
+# SIGTERM arriving before (a pool stopped as soon as its work is done, while a worker is
+# still starting) went to the handler inherited from this process, which only took note,
+# and the pool's join waited for ever on a worker blocked on its task queue's lock.
+_HELD = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Processes forked in this block start with SIGTERM and SIGINT held back."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def can_fork() -> bool:
@@ -109,7 +130,8 @@ class Ahead(Generic[_K, _T]):
                 send.close()
 
         self._process = ctx.Process(target=run, daemon=True)
-        self._process.start()
+        with _signals_held():
+            self._process.start()
         send.close()
         self._open = True
 

@@ -3,6 +3,7 @@ gives: the same documents, the same problems, on every hostile input of the corp
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -188,6 +189,30 @@ def test_forked_workers_die_on_sigterm_whatever_handler_this_process_has() -> No
     finally:
         signal.signal(signal.SIGTERM, old)
     assert got == [(signal.SIG_DFL, signal.SIG_IGN)] * 4
+
+
+def test_a_sigterm_before_a_workers_own_handlers_are_set_still_stops_it() -> None:
+    """A pool stopped while a worker is still starting: the SIGTERM it sends arrives
+    before the worker's own handlers are set. It must not go to the handler inherited
+    from this process (which only takes note): the worker would live on, blocked on the
+    task queue's lock, and the pool's join would wait for ever (seen in a test run)."""
+    import multiprocessing
+    import signal
+
+    def starting() -> None:  # what a worker does before its initializer has run
+        os.kill(os.getpid(), signal.SIGTERM)
+        parallel._worker_signals()
+
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        process = multiprocessing.get_context("fork").Process(target=starting)
+        with parallel._signals_held():
+            process.start()
+        process.join(30)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert process.exitcode == -signal.SIGTERM
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 @pytest.mark.parametrize(
