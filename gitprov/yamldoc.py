@@ -603,6 +603,10 @@ class _Reader:
             child = (*path, key)
             if self.nodes < _SHARED_NODES:
                 child = _shared(child)
+                # The shared path's key: one str for every document's "params", "lines"…
+                # (the loader makes a new one per key read: 100,000 devices held about a
+                # kilobyte of key text each).
+                key = cast(str, child[-1])
             self.key_positions[child] = (kev[_LINE], kev[_COL])
             out[key] = self.node(pull(), child, pull, depth)
 

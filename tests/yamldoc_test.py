@@ -68,6 +68,17 @@ def test_documents_shaped_alike_share_their_paths_and_keep_their_own_numbers() -
         hash(one)
 
 
+def test_documents_shaped_alike_share_their_keys() -> None:
+    """Every document's mapping keys are one str per path, not one per document read:
+    a fleet's devices held about a kilobyte of key text each."""
+    one = doc_of(TEXT)
+    other = doc_of("\n" + TEXT.replace("A\n", "Another name\n"))
+    assert one.data == doc_of(TEXT).data
+    keys = [(a, b) for a, b in zip(one.data["lines"][1], other.data["lines"][1], strict=True)]
+    assert keys and all(a is b for a, b in keys)
+    assert all(a is b for a, b in zip(one.data, other.data, strict=True))
+
+
 def test_positions_past_32_bits_are_kept() -> None:
     doc = Document("f.yaml", "oid", {"a": 1}, {(): (1, 1), ("a",): (2**33, 7)}, {("a",): (1, 1)})
     assert doc.pos(("a", "b")) == (2**33, 7) and doc.pos(("a",), key=True) == (1, 1)
