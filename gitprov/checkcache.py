@@ -69,9 +69,37 @@ class CheckCache:
             head, kept = pickle.loads(raw)
             if head != (FORMAT, commit_id) or not isinstance(kept, Kept):
                 return None
-            return kept
         except Exception:
             return None
+        if kept.digests is None:
+            kept.digests, kept.macs = self._digests(commit_id)
+        return kept
+
+    def store_digests(self, commit_id: str, digests: dict[str, str], macs: dict[str, str]) -> None:
+        """The version digests of a commit whose snapshot is stored without them: a
+        publish keeps the snapshot as soon as the commit is validated (its indexes are
+        let go before the devices are compiled) and the digests once they are derived."""
+
+        def fill(out: _Digesting) -> None:
+            body = ((FORMAT, commit_id), digests, macs)
+            pickle.dump(body, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+        with contextlib.suppress(OSError):  # a cache that cannot be written costs time
+            self._write(self._file(commit_id, "digests"), fill)
+
+    def _digests(self, commit_id: str) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+        raw = self._read(self._file(commit_id, "digests"))
+        if raw is None:
+            return None, None
+        try:
+            head, digests, macs = pickle.loads(raw)
+        except Exception:
+            return None, None
+        if head != (FORMAT, commit_id) or not isinstance(digests, dict):
+            return None, None
+        if not isinstance(macs, dict):
+            return None, None
+        return digests, macs
 
     def store(self, kept: Kept) -> None:
         def fill(out: _Digesting) -> None:
@@ -84,6 +112,7 @@ class CheckCache:
             )
             for old in snapshots[KEEP:]:
                 old.unlink(missing_ok=True)
+                old.with_suffix(".digests").unlink(missing_ok=True)
         except OSError:
             pass  # a cache that cannot be written only costs time
 

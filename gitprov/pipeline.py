@@ -170,6 +170,10 @@ class Pipeline:
         self.checks = CheckCache(cache_dir, check_salt) if cache_dir is not None else None
         self._floors: dict[str, tuple[int, str]] = {}  # commit -> (floor, floor_by)
         self._ahead: Ahead[tuple[str, str], dict[str, str | None]] | None = None
+        # A process that publishes one commit and exits (`gitprov publish`): what
+        # validation keeps for a next commit is let go once the commit's snapshot is on
+        # disk. Everything here is a cache: this changes what is held, never an answer.
+        self.one_commit = False
 
     # -- load and validate -------------------------------------------------------------
     def source(self, commit: pygit2.Commit) -> CommitSource:
@@ -183,20 +187,16 @@ class Pipeline:
         )
         return Loaded(docs, tuple(found))
 
-    def load_commit(self, commit: pygit2.Commit, *, digests_follow: bool = False) -> Loaded:
+    def load_commit(self, commit: pygit2.Commit) -> Loaded:
         """The commit's inventory, validated against its history (GP113, see
         `head_floor`). From the nearest earlier snapshot (in memory, or kept on disk by
         an earlier process) and a tree diff when there is one: only the files the commit
         changed are read.
 
         The snapshot is written to disk for the next process when it is far from the
-        last one written; with `digests_follow` (the caller goes on to `state`, which
-        writes it with the version digests) a valid commit's is written only then: a
-        fleet's snapshot is written once, not twice."""
+        last one written (`state` adds the version digests to it once it derives them)."""
         history = self.head_floor(commit)
-        snap, found = self._check(commit, self.options, history, keep=not digests_follow)
-        if digests_follow and _far(snap) and any(p.is_error for p in found):
-            self._keep(snap)  # no digests will follow: the snapshot as it is
+        snap, found = self._check(commit, self.options, history, keep=True)
         return Loaded(snap.docs, tuple(found))
 
     def head_floor(self, head: pygit2.Commit) -> HistoryFloor | None:
@@ -679,9 +679,21 @@ class Pipeline:
                     self._digest(snap)
                 if snap.digests is None:
                     return state  # invalid: no digests (load_commit keeps it as it is)
-                if self.schema_cache.facts.export(snap.docs) is None:
-                    self._check(commit, Options(), None)  # bring the facts back to it
-                self._keep(snap)
+                if snap.distance == 0 and snap.macs is not None and self.checks.has(cid):
+                    # On disk without them (load_commit kept it): the digests alone. The
+                    # indexes were pickled before the devices were compiled, not beside
+                    # a fleet's templates (100 MB less at the peak of 100,000 devices).
+                    self.checks.store_digests(cid, snap.digests, snap.macs)
+                    snap.kept_digests = True
+                else:
+                    if self.schema_cache.facts.export(snap.docs) is None:
+                        self._check(commit, Options(), None)  # bring the facts back to it
+                    self._keep(snap)
+                if self.one_commit:
+                    # On disk now; this process validates nothing after it. Let go of the
+                    # rules' indexes before the build: at 100,000 devices they are about
+                    # 200 MB, and the build and the publish that follow reuse that memory.
+                    self.schema_cache = SchemaCache(self.schema_cache.workers)
         return state
 
     def versions(self, commit: pygit2.Commit) -> dict[str, versioning.VersionInfo]:

@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -130,7 +130,11 @@ class Manifest:
     def to_bytes(self) -> bytes:
         """The manifest file: compact (`jq . manifest.json` shows it indented), keys
         sorted (`manifest_commit` reads the commit from its first bytes)."""
-        data = {
+        return b"".join(self.chunks())
+
+    def chunks(self) -> Iterator[bytes]:
+        """`to_bytes` in pieces, to be written as they come (see statejson.chunks)."""
+        data: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "commit": self.commit,
             "published_at": self.published_at,
@@ -148,7 +152,7 @@ class Manifest:
             "files": {name: vars(e) for name, e in self.files.items()},
             "served": {k: {"version": v, "sha256_body": b} for k, (v, b) in self.served.items()},
         }
-        return statejson.dumps(data, sort_keys=True, newline=True)
+        return statejson.chunks(data, newline=True)
 
 
 def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:

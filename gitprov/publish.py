@@ -36,6 +36,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -631,7 +632,9 @@ def syncfs(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _write_temp(directory: Path, name: str, data: bytes, *, sync: bool = True) -> Path:
+def _write_temp(
+    directory: Path, name: str, data: bytes | Iterable[bytes], *, sync: bool = True
+) -> Path:
     """A dot-named temp beside its target, whole; fsynced only with `sync` (else a syncfs
     of its filesystem must follow before it is renamed)."""
     tmp = directory / _temp_name(name)
@@ -644,18 +647,25 @@ def _temp_name(name: str) -> str:
 
 
 def _write_new(
-    path: str, data: bytes, *, sync: bool, chmod: bool = True, dir_fd: int | None = None
+    path: str,
+    data: bytes | Iterable[bytes],
+    *,
+    sync: bool,
+    chmod: bool = True,
+    dir_fd: int | None = None,
 ) -> None:
-    """A new file `path` (relative to `dir_fd` when given) holding `data`, mode 0o644."""
+    """A new file `path` (relative to `dir_fd` when given) holding `data` (bytes, or
+    pieces written as they come), mode 0o644."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
     try:
         if chmod:
             # nginx and tftpd drop privileges: files must be world-readable whatever the
             # umask.
             os.fchmod(fd, 0o644)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
         if sync:
             os.fsync(fd)
     except BaseException:
@@ -679,12 +689,14 @@ def _umask() -> int | None:
     return None
 
 
-def _served_stat(path: str, chmodded: bool) -> Stat:
-    """The stat of a temp written for a root; one created without fchmod that did not
-    come out 0o644 (a default ACL on the root overrides the umask) is chmodded now."""
-    st = os.lstat(path)
+def _served_stat(path: str, chmodded: bool, dir_fd: int | None = None) -> Stat:
+    """The stat of a temp written for a root (relative to `dir_fd` when given); one
+    created without fchmod that did not come out 0o644 (a default ACL on the root
+    overrides the umask) is chmodded now."""
+    st = os.lstat(path, dir_fd=dir_fd)
     if not chmodded and stat.S_IMODE(st.st_mode) != 0o644:
-        os.chmod(path, 0o644)  # the mtime stays: the stat recorded below is still right
+        # The mtime stays: the stat recorded below is still right.
+        os.chmod(path, 0o644, dir_fd=dir_fd)
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
@@ -705,7 +717,7 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path.parent, path.name, data)
     try:
@@ -872,7 +884,7 @@ def publish_commit(
         )
         if done is not None:
             return done
-    loaded = loaded or pipeline.load_commit(commit, digests_follow=True)
+    loaded = loaded or pipeline.load_commit(commit)
     if loaded.inventory is None:
         raise InvalidInventory(
             f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
@@ -987,7 +999,7 @@ def _keep_inputs(
         "devices": devices,
     }
     with contextlib.suppress(OSError):
-        write_atomic(state_dir / BUILD_INPUTS, statejson.dumps(record, sort_keys=True))
+        write_atomic(state_dir / BUILD_INPUTS, statejson.chunks(record))
 
 
 def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> _Carry | None:
@@ -1589,7 +1601,7 @@ def _publish_locked(
         notes=tuple(notes),
     )
     try:
-        write_atomic(targets.state_dir / MANIFEST, manifest.to_bytes())
+        write_atomic(targets.state_dir / MANIFEST, manifest.chunks())
     except OSError as exc:
         raise PublishError(
             f"the files are in place but the manifest could not be written into "
@@ -1658,6 +1670,8 @@ def _apply(
     and per root the stat of every file written."""
     failures: dict[str, str] = {}
     writes = [a for a in the_plan.actions if a.action is not Action.REMOVE]
+    # Per root, (temp, name) pairs relative to its directory, opened once: 200,000 pairs
+    # of full paths were 50 MB at a cold publish's peak of memory.
     staged: dict[str, list[tuple[str, str]]] = {str(r): [] for r in roots}
     stats: dict[str, dict[str, Stat]] = {str(r): {} for r in roots}
     batch = _SYNCFS is not None and len(writes) >= SYNCFS_MIN
@@ -1666,59 +1680,64 @@ def _apply(
     handles: dict[str, int] = {}  # root -> its directory, opened before any temp is written
     done = 0
     try:
-        for root in roots:
-            key = str(root)
-            mine = [a.name for a in writes if a.root == key]
-            try:
-                _make_root(root)
-                if not mine:
-                    continue
-                handles[key] = fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-                for name in mine:
-                    tmp = _temp_name(name)
-                    _write_new(tmp, wanted[name], sync=not batch, chmod=chmod, dir_fd=fd)
-                    staged[key].append((f"{key}/{tmp}", f"{key}/{name}"))
-                    done += 1
-                    if progress:
-                        progress("write", done, len(writes))
-            except OSError as exc:
-                failures[key] = _describe(exc)
-                _unlink_temps(staged.pop(key))
-        if batch:
-            _sync_staged(staged, handles, failures)
-        for key, temps in list(staged.items()):
-            # Stat once durable (a network filesystem may set the mtime on writeback), of
-            # the temp no one else writes; the rename keeps it.
-            try:
-                stats[key] = {
-                    posixpath.basename(target): _served_stat(tmp, chmod) for tmp, target in temps
-                }
-            except OSError as exc:
-                failures[key] = _describe(exc)
-                _unlink_temps(staged.pop(key))
-    except BaseException:
-        for temps in staged.values():
-            _unlink_temps(temps)
-        raise
+        try:
+            for root in roots:
+                key = str(root)
+                mine = [a.name for a in writes if a.root == key]
+                try:
+                    _make_root(root)
+                    if not mine:
+                        continue
+                    handles[key] = fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+                    for name in mine:
+                        tmp = _temp_name(name)
+                        _write_new(tmp, wanted[name], sync=not batch, chmod=chmod, dir_fd=fd)
+                        staged[key].append((tmp, name))
+                        done += 1
+                        if progress:
+                            progress("write", done, len(writes))
+                except OSError as exc:
+                    failures[key] = _describe(exc)
+                    _unlink_temps(staged.pop(key), handles.get(key))
+            if batch:
+                _sync_staged(staged, handles, failures)
+            for key, temps in list(staged.items()):
+                # Stat once durable (a network filesystem may set the mtime on writeback),
+                # of the temp no one else writes; the rename keeps it.
+                try:
+                    fd = handles[key] if temps else -1
+                    stats[key] = {name: _served_stat(tmp, chmod, fd) for tmp, name in temps}
+                except OSError as exc:
+                    failures[key] = _describe(exc)
+                    _unlink_temps(staged.pop(key), fd)
+        except BaseException:
+            for key, temps in staged.items():
+                _unlink_temps(temps, handles.get(key))
+            raise
+        # Every temp is durable: now the renames, then the removals, then each directory.
+        touched: set[str] = set()
+        for key, temps in staged.items():
+            if not temps:
+                continue
+            fd = handles[key]
+            # Only a rename over a file frees blocks: new names go in this thread (threads
+            # creating names in one directory contend for its lock, for more system time).
+            new = {a.name for a in writes if a.root == key and a.action is Action.ADD}
+            added = [pair for pair in temps if pair[1] in new]
+            over = [pair for pair in temps if pair[1] not in new]
+            temps = added + over
+            rename = functools.partial(_rename, fd)
+            errors = [_attempt(rename, pair) for pair in added] + _each(rename, over)
+            if any(e is None for e in errors):
+                touched.add(key)
+            first = next((e for e in errors if e is not None), None)
+            if first is not None:
+                failed = [pair for pair, e in zip(temps, errors, strict=True) if e is not None]
+                _unlink_temps(failed, fd)
+                failures[key] = _describe(first)
     finally:
         for fd in handles.values():
             os.close(fd)
-    # Every temp is durable: now the renames, then the removals, then each directory once.
-    touched: set[str] = set()
-    for key, temps in staged.items():
-        # Only a rename over a file frees blocks: new names go in this thread (threads
-        # creating names in one directory contend for its lock, for more system time).
-        new = {f"{key}/{a.name}" for a in writes if a.root == key and a.action is Action.ADD}
-        added = [pair for pair in temps if pair[1] in new]
-        over = [pair for pair in temps if pair[1] not in new]
-        temps = added + over
-        errors = [_attempt(_rename, pair) for pair in added] + _each(_rename, over)
-        if any(e is None for e in errors):
-            touched.add(key)
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            _unlink_temps([pair for pair, e in zip(temps, errors, strict=True) if e is not None])
-            failures[key] = _describe(first)
     leftovers: dict[str, set[str]] = {}
     removed: set[str] = set()
     for key in staged:
@@ -1779,8 +1798,8 @@ def _each(fn: Callable[[_A], object], items: Sequence[_A]) -> list[OSError | Non
     return out
 
 
-def _rename(pair: tuple[str, str]) -> None:
-    os.replace(*pair)
+def _rename(dir_fd: int, pair: tuple[str, str]) -> None:
+    os.replace(pair[0], pair[1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _sync_staged(
@@ -1802,15 +1821,15 @@ def _sync_staged(
                     raise
                 for key in keys:
                     for tmp, _ in staged[key]:
-                        _fsync_file(tmp)
+                        _fsync_file(tmp, handles[key])
         except OSError as exc:
             for key in keys:
                 failures[key] = _describe(exc)
-                _unlink_temps(staged.pop(key))
+                _unlink_temps(staged.pop(key), handles[key])
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync_file(path: str, dir_fd: int | None = None) -> None:
+    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
     try:
         os.fsync(fd)
     finally:
@@ -1825,10 +1844,11 @@ def _make_root(root: Path) -> None:
     os.chmod(root, 0o755)
 
 
-def _unlink_temps(temps: Sequence[tuple[str, str]]) -> None:
+def _unlink_temps(temps: Sequence[tuple[str, str]], dir_fd: int | None) -> None:
+    """Remove staged temps, named relative to `dir_fd` (their root's directory)."""
     for tmp, _ in temps:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
 
 
 # -- reconcile --------------------------------------------------------------------------

@@ -266,12 +266,12 @@ class SchemaCache:
     that validating a commit after its parent costs what the commit changed. Delete it
     any time."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int | None = None) -> None:
         self._hits: dict[tuple[str, str, str, str], tuple[Problem, ...]] = {}
         self._rules: dict[tuple[str, ...], tuple[Problem, ...]] = {}
         self.facts = Facts()
         # Processes that check a whole inventory (see `check_ahead`): 1 keeps it here.
-        self.workers = usable_cpus()
+        self.workers = usable_cpus() if workers is None else workers
 
     def check_ahead(
         self, docs: Documents, catalog: Catalog, strict: bool, extra: Iterable[Problem]

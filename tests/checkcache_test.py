@@ -15,7 +15,7 @@ import pygit2
 import pytest
 
 from gitprov import inventory
-from gitprov.checkcache import CheckCache, Kept
+from gitprov.checkcache import KEEP, CheckCache, Kept
 from gitprov.errors import Problem
 from gitprov.pipeline import BOOTSTRAP, Pipeline
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files
@@ -71,7 +71,7 @@ def test_a_damaged_cache_changes_no_output(
     for cid in commits:
         _run(repo, cid, cache)
     kept = [f for f in cache.rglob("*") if f.is_file()]
-    assert any(f.suffix == ".pickle" for f in kept) and any(f.suffix == ".floor" for f in kept)
+    assert {".pickle", ".floor", ".digests"} <= {f.suffix for f in kept}
     rng = random.Random(5)
     for f in kept:
         data = f.read_bytes()
@@ -333,27 +333,41 @@ def test_the_option66_files_key_goes_when_a_change_of_models_leaves_none(tmp_pat
     assert got == Pipeline(repo.repo, cache_dir=tmp_path / "scratch").versions(_commit(repo, child))
 
 
-def test_a_publish_writes_a_fleets_snapshot_once_with_its_digests(
+def test_a_publish_writes_a_fleets_snapshot_once_then_its_digests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gitprov.publish import Targets, publish_commit
 
     stored: list[Kept] = []
-    real = CheckCache.store
+    digested: list[str] = []
+    real, real_digests = CheckCache.store, CheckCache.store_digests
 
     def counted(self: CheckCache, kept: Kept) -> None:
         stored.append(kept)
         real(self, kept)
 
+    def counted_digests(self: CheckCache, cid: str, *rest: dict[str, str]) -> None:
+        digested.append(cid)
+        real_digests(self, cid, *rest)
+
     monkeypatch.setattr(CheckCache, "store", counted)
+    monkeypatch.setattr(CheckCache, "store_digests", counted_digests)
     repo = GitRepo(tmp_path / "repo", bare=True)
     cid = repo.commit(fleet_files(12), "fleet")
     cache = tmp_path / "cache"
     targets = Targets((tmp_path / "http",), tmp_path / "state")
-    publish_commit(
-        Pipeline(repo.repo, cache_dir=cache), _commit(repo, cid), targets, demo_private_key()
-    )
-    assert [(k.commit, k.digests is not None) for k in stored] == [(cid, True)]
+    pipeline = Pipeline(repo.repo, cache_dir=cache)
+    publish_commit(pipeline, _commit(repo, cid), targets, demo_private_key())
+    # The indexes once, as soon as the commit is validated; the digests once, after.
+    assert [(k.commit, k.digests is None) for k in stored] == [(cid, True)]
+    assert digested == [cid]
+    assert pipeline.checks is not None
+    kept = pipeline.checks.load(cid)
+    assert kept is not None and kept.macs is not None
+    # What a process without any cache derives.
+    state = Pipeline(repo.repo).state(_commit(repo, cid))
+    assert kept.digests == {k: e[0] for k, e in state.keys.items() if k in kept.digests}
+    assert kept.digests.keys() == set(state.present())
 
     # The next process validates from it, reading no device, and derives no digest.
     inventory._DEVICES.clear()
@@ -435,3 +449,33 @@ def test_a_snapshot_is_written_as_it_is_made_and_read_back_only_whole(tmp_path: 
     with pytest.raises((pickle.PicklingError, AttributeError)):
         cache.store(unpicklable)
     assert list(cache.directory.iterdir()) == []
+
+
+def test_digests_stored_after_a_snapshot_are_read_with_it_and_pruned_with_it(
+    tmp_path: Path,
+) -> None:
+    cache = CheckCache(tmp_path, "salt")
+
+    def kept(n: int) -> Kept:
+        return Kept(f"{n:040x}", {"a": "1"}, {}, {}, {})
+
+    cache.store(kept(1))
+    loaded = cache.load(kept(1).commit)
+    assert loaded is not None and loaded.digests is None  # none stored yet
+    cache.store_digests(kept(1).commit, {"mac": "d1"}, {"devices/x.yaml": "mac"})
+    loaded = cache.load(kept(1).commit)
+    assert loaded is not None
+    assert (loaded.digests, loaded.macs) == ({"mac": "d1"}, {"devices/x.yaml": "mac"})
+    # Another commit's digests are never taken for this one's.
+    other = cache._file(kept(2).commit, "digests")
+    cache.store(kept(2))
+    other.write_bytes(cache._file(kept(1).commit, "digests").read_bytes())
+    loaded = cache.load(kept(2).commit)
+    assert loaded is not None and loaded.digests is None
+    # Pruned with its snapshot: no digests file outlives it.
+    for n in range(3, 3 + KEEP + 1):
+        cache.store(kept(n))
+        cache.store_digests(kept(n).commit, {}, {})
+    left = {f.stem for f in cache.directory.glob("*.pickle")}
+    assert {f.stem for f in cache.directory.glob("*.digests")} <= left
+    assert len(left) == KEEP

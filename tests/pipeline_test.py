@@ -148,9 +148,7 @@ def test_a_childs_evaluation_says_which_digests_changed(tmp_path: Path) -> None:
 
 def _blobs_under(files: dict[str, bytes], prefix: str) -> dict[str, str]:
     """The oracle: each file under `prefix` with its blob id, from the file dicts."""
-    return {
-        p: str(pygit2.hash(d)) for p, d in files.items() if not prefix or p.startswith(prefix)
-    }
+    return {p: str(pygit2.hash(d)) for p, d in files.items() if not prefix or p.startswith(prefix)}
 
 
 @pytest.mark.parametrize("inventory_dir", ["inventory", "deploy/site-a/inventory", ""])
@@ -183,3 +181,38 @@ def test_the_changed_paths_are_the_difference_of_the_two_listings(
             want = {k: now.get(k) for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
             assert p._changes(old, new) == want
         before, old = dict(repo.files), new
+
+
+def test_a_one_commit_pipeline_lets_go_of_its_indexes_and_publishes_the_same(
+    tmp_path: Path,
+) -> None:
+    """`gitprov publish` validates one commit and exits: its pipeline drops the rules'
+    indexes once the snapshot is on disk. A cache only: the same files, and a commit
+    validated after it (were one) gets the same problems."""
+    from gitprov.publish import Targets, publish_commit
+    from tests.fixtures.gitrepo import demo_private_key
+
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(12)
+    base = repo.commit(files, "fleet")
+    files[device_path(4)] = device_yaml(4, display="Booth")
+    files[device_path(7)] = device_yaml(4)  # a duplicate MAC: a cross-file rule's error
+    child = repo.commit(files, "a duplicate")
+    served: list[dict[str, bytes]] = []
+    problems = []
+    for one_commit in (False, True):
+        where = tmp_path / f"one-{one_commit}"
+        pipeline = Pipeline(repo.repo, cache_dir=where / "cache")
+        pipeline.one_commit = one_commit
+        head = repo.repo.get(base)
+        assert isinstance(head, pygit2.Commit)
+        publish_commit(
+            pipeline, head, Targets((where / "http",), where / "state"), demo_private_key()
+        )
+        served.append({p.name: p.read_bytes() for p in (where / "http").iterdir()})
+        assert pipeline.schema_cache.facts.has("document-rules") is not one_commit
+        after = repo.repo.get(child)
+        assert isinstance(after, pygit2.Commit)
+        problems.append(pipeline.load_commit(after).problems)
+    assert served[0] == served[1] and len(served[0]) >= 12
+    assert problems[0] == problems[1] and any(p.is_error for p in problems[0])

@@ -511,11 +511,14 @@ def test_renames_in_threads_replace_every_file_and_a_failed_one_fails_only_its_r
 
     threads = set()
 
-    def replace(src: Any, dst: Any) -> None:
+    def replace(src: Any, dst: Any, **dir_fds: Any) -> None:
         threads.add(threading.get_ident())
-        if Path(dst).parent == tftp and Path(dst).name == broken:
+        # Names are relative to their root's directory, open as dst_dir_fd.
+        fd = dir_fds.get("dst_dir_fd")
+        where = Path(os.readlink(f"/proc/self/fd/{fd}")) / dst if fd is not None else Path(dst)
+        if where.parent == tftp and where.name == broken:
             raise OSError(5, "Input/output error")
-        real(src, dst)
+        real(src, dst, **dir_fds)
 
     monkeypatch.setattr(os, "replace", replace)
     capsys.readouterr()

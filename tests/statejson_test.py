@@ -53,3 +53,28 @@ def test_what_the_fast_encoder_refuses_is_still_written() -> None:
 def test_what_neither_encoder_can_write_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         statejson.dumps({"x": object()})
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=6),
+        _values | st.dictionaries(st.text(max_size=4), _values, min_size=3, max_size=9),
+        max_size=5,
+    ),
+    st.integers(min_value=1, max_value=4),
+    st.booleans(),
+)
+def test_chunks_join_to_the_standard_librarys_sorted_text(
+    value: dict[str, Any], size: int, newline: bool
+) -> None:
+    # Slices of 1 to 4 entries: most mappings here are dumped in several.
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    out = b"".join(statejson.chunks(value, newline=newline, size=size))
+    assert out == (expected + "\n" * newline).encode("utf-8")
+
+
+def test_chunks_of_a_large_mapping_are_slices_not_one_text() -> None:
+    files = {f"{i:012x}.conf": {"version": i, "mac": f"{i:012x}"} for i in range(10_000)}
+    pieces = list(statejson.chunks({"commit": "c", "files": files}, size=1000))
+    assert max(len(p) for p in pieces) < len(b"".join(pieces)) / 5
+    assert json.loads(b"".join(pieces)) == {"commit": "c", "files": files}

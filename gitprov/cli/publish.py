@@ -62,7 +62,9 @@ def register(sub: Subparsers) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     config = publisher_config_of(args)
     with out.working("publish"):
-        result = session(args, out).publish(
+        s = session(args, out)
+        s.pipeline.one_commit = True  # this process publishes one commit and exits
+        result = s.publish(
             args.rev,
             config,
             force=args.force,
