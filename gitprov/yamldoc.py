@@ -600,13 +600,13 @@ class _Reader:
                 continue
             # One path tuple for the key's and the value's position, and one for every
             # document with that node (a document's positions are numbers in an array).
-            child = (*path, key)
+            child: tuple[Any, ...] = (*path, key)
             if self.nodes < _SHARED_NODES:
                 child = _shared(child)
                 # The shared path's key: one str for every document's "params", "lines"…
                 # (the loader makes a new one per key read: 100,000 devices held about a
                 # kilobyte of key text each).
-                key = cast(str, child[-1])
+                key = child[-1]
             self.key_positions[child] = (kev[_LINE], kev[_COL])
             out[key] = self.node(pull(), child, pull, depth)
 

@@ -363,7 +363,7 @@ def test_a_publish_writes_a_fleets_snapshot_once_then_its_digests(
     assert digested == [cid]
     assert pipeline.checks is not None
     kept = pipeline.checks.load(cid)
-    assert kept is not None and kept.macs is not None
+    assert kept is not None and kept.macs is not None and kept.digests is not None
     # What a process without any cache derives.
     state = Pipeline(repo.repo).state(_commit(repo, cid))
     assert kept.digests == {k: e[0] for k, e in state.keys.items() if k in kept.digests}

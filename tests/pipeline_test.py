@@ -10,7 +10,7 @@ import pytest
 
 from gitprov.catalog import load_catalog
 from gitprov.compile import Compiler, DeviceConfig, compile_device
-from gitprov.errors import GitprovError
+from gitprov.errors import GitprovError, Problem
 from gitprov.inventory import Device
 from gitprov.pipeline import BOOTSTRAP, Pipeline, secret_resolver
 from gitprov.source import WorktreeSource
@@ -195,11 +195,11 @@ def test_a_one_commit_pipeline_lets_go_of_its_indexes_and_publishes_the_same(
     repo = GitRepo(tmp_path / "repo", bare=True)
     files = fleet_files(12)
     base = repo.commit(files, "fleet")
-    files[device_path(4)] = device_yaml(4, display="Booth")
-    files[device_path(7)] = device_yaml(4)  # a duplicate MAC: a cross-file rule's error
+    files[device_path(4)] = device_yaml(4, display="Booth").encode()
+    files[device_path(7)] = device_yaml(4).encode()  # a duplicate MAC: a cross-file rule's error
     child = repo.commit(files, "a duplicate")
     served: list[dict[str, bytes]] = []
-    problems = []
+    problems: list[tuple[Problem, ...]] = []
     for one_commit in (False, True):
         where = tmp_path / f"one-{one_commit}"
         pipeline = Pipeline(repo.repo, cache_dir=where / "cache")
