@@ -479,3 +479,19 @@ def test_digests_stored_after_a_snapshot_are_read_with_it_and_pruned_with_it(
     left = {f.stem for f in cache.directory.glob("*.pickle")}
     assert {f.stem for f in cache.directory.glob("*.digests")} <= left
     assert len(left) == KEEP
+
+
+def test_a_fleets_registrations_share_their_server_and_account_node(tmp_path: Path) -> None:
+    """GP105's index holds every device line's registration, and a snapshot is all of it
+    unpickled: one str per server and one tuple per account node, not one per line."""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    cid = repo.commit(fleet_files(12), "fleet")
+    pipeline = Pipeline(repo.repo)
+    assert not any(p.is_error for p in pipeline.load_commit(_commit(repo, cid)).problems)
+    index = pipeline.schema_cache.facts._indexes["duplicate-account"]
+    entries = list(index._single.items())
+    assert len(entries) >= 12
+    servers = {id(server) for (server, _), _ in entries}
+    nodes = {id(item[3]) for _, item in entries}
+    assert len(servers) == len({server for (server, _), _ in entries})
+    assert len(nodes) == len({item[3] for _, item in entries})

@@ -12,6 +12,7 @@ Passes:  the second device uses `account: "2002"`, or another `sip.server`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Iterator
 from functools import partial
 from typing import NamedTuple, cast
@@ -27,6 +28,9 @@ NAME = "duplicate-account"
 
 DEFAULT_SIP_PORT = 5060
 _MAX_LINES = 16
+# ("lines", slot, name) of each account node read: at most _MAX_LINES slots times the
+# account's names.
+_NODES: dict[tuple[str | int, ...], tuple[str | int, ...]] = {}
 
 Registration = tuple[str, str]  # ("server:port", account)
 _Kept = tuple[str, int, str, tuple[str | int, ...], int, int]  # a _Line's fields
@@ -168,7 +172,9 @@ def _registrations(
         return ()
     port = effective(layers, port_names)
     port_no = port.value if port is not None and isinstance(port.value, int) else None
-    where = f"{server.value.lower().rstrip('.')}:{port_no or DEFAULT_SIP_PORT}"
+    # One str per server and one tuple per account node, not one per device line: the
+    # index keeps every registration, and the next process unpickles each object of it.
+    where = sys.intern(f"{server.value.lower().rstrip('.')}:{port_no or DEFAULT_SIP_PORT}")
     out = []
     for slot in range(min(count, written, _MAX_LINES)):
         enabled = effective_line(layers, enabled_names, slot)
@@ -178,6 +184,7 @@ def _registrations(
         if account is None or not isinstance(account.value, str) or not account.value:
             continue
         at = account.pos()
-        line: _Kept = (device.path, slot, account.doc.path, account.path, *at)
+        node = _NODES.setdefault(account.path, account.path)
+        line: _Kept = (device.path, slot, account.doc.path, node, *at)
         out.append(((where, account.value), line))
     return tuple(out)
