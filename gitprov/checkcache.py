@@ -95,9 +95,8 @@ class CheckCache:
             head, digests, macs = pickle.loads(raw)
         except Exception:
             return None, None
-        if head != (FORMAT, commit_id) or not isinstance(digests, dict):
-            return None, None
-        if not isinstance(macs, dict):
+        whole = isinstance(digests, dict) and isinstance(macs, dict)
+        if head != (FORMAT, commit_id) or not whole:
             return None, None
         return digests, macs
 

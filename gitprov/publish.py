@@ -1702,10 +1702,12 @@ def _apply(
             if batch:
                 _sync_staged(staged, handles, failures)
             for key, temps in list(staged.items()):
+                if not temps:
+                    continue
                 # Stat once durable (a network filesystem may set the mtime on writeback),
                 # of the temp no one else writes; the rename keeps it.
+                fd = handles[key]
                 try:
-                    fd = handles[key] if temps else -1
                     stats[key] = {name: _served_stat(tmp, chmod, fd) for tmp, name in temps}
                 except OSError as exc:
                     failures[key] = _describe(exc)
