@@ -17,7 +17,9 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import sys
+from array import array
+from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping, Sequence, Set
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -378,7 +380,8 @@ def plan(
     drift: list[Drift] = []
     intact: dict[str, dict[str, Stat]] = {}
     names = sorted(wanted)
-    listings = [_listing(root) for root in roots]
+    wanted_names = set(names)
+    listings = [_listing(root, known=wanted_names) for root in roots]
     found_as_recorded = (
         [set[str]() for _ in roots]
         if verify
@@ -415,7 +418,7 @@ def plan(
             else:
                 unchanged += 1
                 kept[name] = st
-        for name in sorted(present - set(wanted)):
+        for name in sorted(present - wanted_names):
             if name in ours:
                 actions.append(FileAction(key, name, Action.REMOVE))
             else:
@@ -508,22 +511,32 @@ def intact(
     way (they were never served)."""
     if any(not state.ok or state.commit != commit for state in roots.values()):
         return None
+    if any(not names <= state.stat.keys() for state in roots.values()):
+        return None  # a stat not recorded
+    # The stats in the order of the index's stat columns when they are what was recorded.
+    listed: Sequence[str] = list(names)
+    tables = [s.stat for s in roots.values()]
+    first = tables[0] if tables else None
+    if (
+        isinstance(first, StatTable)
+        and len(first.names) == len(names)  # (names <= each one's recorded names, above)
+        and all(isinstance(t, StatTable) and t.names is first.names for t in tables)
+    ):
+        listed = first.names
+    # Every root's listing and stats at once (one pool of workers for a big fleet). A
+    # name gone fails its stat.
+    off, listings = _survey([(key, listed, s.stat) for key, s in roots.items()], names)
     unknown: list[tuple[str, str]] = []
-    for key, state in roots.items():
-        temps: list[str] = []
-        present = _listing(Path(key), temps)
+    for (key, state), (others, temps) in zip(roots.items(), listings, strict=True):
         if clean:
             for tmp in temps:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-        if not names <= present or present & set(state.stale):
-            return None
-        if not names <= state.stat.keys():
-            return None  # a stat not recorded
-        unknown += [(key, n) for n in sorted(present - names)]
-    # Every root's stats at once (one pool of workers for a big fleet).
-    listed = list(names)
-    if any(_each_not_as_recorded([(key, listed, s.stat) for key, s in roots.items()])):
+        if not state.stale or set(state.stale).isdisjoint(others):
+            unknown += [(key, n) for n in others]
+        else:
+            return None  # a file it owes a removal
+    if any(off):
         return None  # (with `digests` too: a file whose bytes are right gets its stat)
     if digests is not None:
         for key in roots:
@@ -534,8 +547,65 @@ def intact(
 
 
 # -- the index: what publishing the published commit again reads --------------------------
-INDEX = "manifest.index.json"
-INDEX_FORMAT = 1
+INDEX = "manifest.index"
+INDEX_FORMAT = 2
+# Format 1's file (JSON, a dict of stats per root): removed when an index is written.
+_INDEX_1 = "manifest.index.json"
+# What a name without a recorded stat has in its root's column.
+_NO_STAT: Stat = (-1, 0, 0)
+
+
+class StatTable(Mapping[str, Stat]):
+    """A root's recorded stats as the index keeps them: a column of (size, mtime, inode)
+    in the order of a list of names shared by every root, read as one block rather than
+    as a tuple and a dict entry per file. A name without a recorded stat has size -1."""
+
+    def __init__(self, names: Sequence[str], values: array[int]) -> None:
+        if len(values) != 3 * len(names):
+            raise ValueError("a stat column of another length")
+        self.names = names
+        self._values = values
+        self._at: dict[str, int] | None = None
+
+    def _positions(self) -> dict[str, int]:
+        if self._at is None:
+            sizes = self._values[0::3]
+            if min(sizes, default=0) >= 0:  # every name's stat recorded: no test per name
+                self._at = dict(zip(self.names, range(len(self.names)), strict=True))
+            else:
+                self._at = {n: i for i, n in enumerate(self.names) if sizes[i] >= 0}
+        return self._at
+
+    def __getitem__(self, name: str) -> Stat:
+        i = 3 * self._positions()[name]
+        v = self._values
+        return (v[i], v[i + 1], v[i + 2])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions())
+
+    def __len__(self) -> int:
+        return len(self._positions())
+
+    def keys(self) -> KeysView[str]:
+        return self._positions().keys()  # a set in C, for `names <= stat.keys()`
+
+    def columns(self) -> Columns:
+        """Every name's size, mtime and inode, in the order of `names` (size -1 where
+        none is recorded)."""
+        v = self._values.tolist()
+        return v[0::3], v[1::3], v[2::3]
+
+
+# Stats as three columns (sizes, mtimes, inodes), each in the order of a list of names.
+Columns = tuple[Sequence[int], Sequence[int], Sequence[int]]
+
+
+def _columns(names: Sequence[str], recorded: Mapping[str, Stat]) -> Columns:
+    if isinstance(recorded, StatTable) and recorded.names is names:
+        return recorded.columns()
+    stats = [recorded[n] for n in names]
+    return [s[0] for s in stats], [s[1] for s in stats], [s[2] for s in stats]
 
 
 @dataclass(frozen=True)
@@ -551,75 +621,103 @@ class Index:
     published_at: str
     inputs: Mapping[str, str]
     notes: tuple[str, ...]
-    roots: Mapping[str, RootState]
+    roots: Mapping[str, RootState]  # each one's stat a StatTable (one list of names)
     names: frozenset[str]
     firmware: Mapping[str, str]  # firmware image name -> sha256
 
 
 def write_index(state_dir: Path, manifest: Manifest) -> None:
     """Best effort and never fsynced: an index lost or torn only costs the next publish
-    a reading of the manifest."""
+    a reading of the manifest (a torn one fails its sha256).
+
+    A line of JSON (the header: what it names and its body's sha256), then the body: the
+    file names, NUL-separated (no file name holds one), then per root, in the header's
+    order, a column of native int64 (size, mtime_ns, inode) per name. A fifth of the
+    manifest, read without a parse per file."""
     path = state_dir / INDEX
     names = sorted(manifest.files)
     try:
         st = os.lstat(state_dir / MANIFEST)
-        data = {
+        body = [("\0".join(names)).encode()]
+        for s in manifest.roots.values():
+            stat = s.stat
+            column = array("q", itertools.chain.from_iterable(stat.get(n, _NO_STAT) for n in names))
+            body.append(column.tobytes())
+        sha = hashlib.sha256()
+        for part in body:
+            sha.update(part)
+        head = {
             "format": INDEX_FORMAT,
             "manifest": [st.st_size, st.st_mtime_ns, st.st_ino],
+            "byteorder": sys.byteorder,
+            "sha256": sha.hexdigest(),
+            "count": len(names),
+            "names_size": len(body[0]),
             "commit": manifest.commit,
             "published_at": manifest.published_at,
             "inputs": dict(manifest.inputs),
             "notes": list(manifest.notes),
             "roots": {
-                r: {
-                    "commit": s.commit,
-                    "error": s.error,
-                    "stale": list(s.stale),
-                    "stat": [s.stat.get(n) for n in names],
-                }
+                r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)}
                 for r, s in manifest.roots.items()
             },
-            "names": names,
             "firmware": {
                 n: e.sha256_data for n, e in manifest.files.items() if e.kind == Kind.FIRMWARE
             },
         }
         tmp = state_dir / f"{TMP_PREFIX}{INDEX}{TMP_SUFFIX}"
-        tmp.write_bytes(statejson.dumps(data))
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(head, sort_keys=True).encode() + b"\n")
+            for part in body:
+                f.write(part)
         os.replace(tmp, path)
-    except OSError:
+    except (OSError, OverflowError):
         with contextlib.suppress(OSError):
             os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.unlink(state_dir / _INDEX_1)
 
 
 def load_index(state_dir: Path) -> Index | None:
     try:
-        raw = json.loads((state_dir / INDEX).read_bytes())
+        raw = (state_dir / INDEX).read_bytes()
         st = os.lstat(state_dir / MANIFEST)
-    except (OSError, ValueError):
+    except OSError:
         return None
     try:
-        if raw["format"] != INDEX_FORMAT or raw["manifest"] != [
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ino,
-        ]:
+        end = raw.index(b"\n")
+        head = json.loads(raw[:end])
+        body = memoryview(raw)[end + 1 :]
+        if (
+            head["format"] != INDEX_FORMAT
+            or head["manifest"] != [st.st_size, st.st_mtime_ns, st.st_ino]
+            or head["byteorder"] != sys.byteorder
+            or hashlib.sha256(body).hexdigest() != head["sha256"]
+        ):
             return None
-        names = [str(n) for n in raw["names"]]
+        count, size = int(head["count"]), int(head["names_size"])
+        names = bytes(body[:size]).decode().split("\0") if count else []
+        if len(names) != count:
+            return None
         roots = {}
-        for r, s in raw["roots"].items():
-            stat = {n: v for n, v in zip(names, s["stat"], strict=True) if v is not None}
+        at = size
+        for r, s in head["roots"].items():
+            column = array("q")
+            column.frombytes(body[at : at + 24 * count])
+            at += 24 * count
             roots[str(r)] = RootState(
-                s["commit"], str(s["error"]), tuple(map(str, s["stale"])), _stats(stat)
+                s["commit"], str(s["error"]), tuple(map(str, s["stale"])), StatTable(names, column)
             )
+        if at != len(body):
+            return None
         return Index(
-            commit=str(raw["commit"]),
-            published_at=str(raw["published_at"]),
-            inputs={str(k): str(v) for k, v in raw["inputs"].items()},
-            notes=tuple(str(n) for n in raw["notes"]),
+            commit=str(head["commit"]),
+            published_at=str(head["published_at"]),
+            inputs={str(k): str(v) for k, v in head["inputs"].items()},
+            notes=tuple(str(n) for n in head["notes"]),
             roots=roots,
             names=frozenset(names),
-            firmware={str(k): str(v) for k, v in raw["firmware"].items()},
+            firmware={str(k): str(v) for k, v in head["firmware"].items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -630,10 +728,22 @@ def _each_not_as_recorded(
 ) -> list[list[str]]:
     """For each (root, names, recorded stats), every name having a recorded stat: the
     names whose stat in the root is not the one recorded, or that are gone (all of them
-    when the root is). One lstat per file, relative to the root's descriptor (a fleet's
-    worth of them). From `STAT_PARALLEL_MIN` names on, over forked workers, every root in
-    one pool: an lstat is mostly the Python around the system call, and one core does
-    200,000 in about 0.5 s."""
+    when the root is). See `_survey`."""
+    return _survey(checks)[0]
+
+
+def _survey(
+    checks: Sequence[tuple[Path | str, Sequence[str], Mapping[str, Stat]]],
+    listing: Set[str] | None = None,
+) -> tuple[list[list[str]], list[tuple[list[str], list[str]]]]:
+    """`_each_not_as_recorded`, and with `listing` (the names a root should hold) each
+    root's listing too: the served files in it besides those names, sorted, and the
+    temps of a crashed publish (see `_listing`; ([], []) without `listing`).
+
+    One lstat per file, relative to the root's descriptor (a fleet's worth of them). From
+    `STAT_PARALLEL_MIN` names on, over forked workers, every root in one pool, the
+    listings in it too: an lstat is mostly the Python around the system call, and one
+    core does 200,000 in about 0.5 s."""
     fds: list[int | None] = []
     try:
         for root, _, _ in checks:
@@ -645,38 +755,58 @@ def _each_not_as_recorded(
             [] if fd is not None else list(names)
             for fd, (_, names, _) in zip(fds, checks, strict=True)
         ]
+        listings: list[tuple[list[str], list[str]]] = [([], []) for _ in checks]
         count = sum(
             len(names) for fd, (_, names, _) in zip(fds, checks, strict=True) if fd is not None
         )
         workers = min(usable_cpus(), count // STAT_PARALLEL_MIN + 1)
-        # A part is (check, first, end): a slice of one root's names.
+        # A part is (check, first, end): a slice of one root's names, or with first -1
+        # its listing (first: it is the longest).
         step = -(-count // (workers * 4)) if count else 1
         parts = [
+            (i, -1, -1) for i, fd in enumerate(fds) if fd is not None and listing is not None
+        ] + [
             (i, first, min(first + step, len(names)))
             for i, (fd, (_, names, _)) in enumerate(zip(fds, checks, strict=True))
             if fd is not None
             for first in range(0, len(names), step)
         ]
 
-        def job(part: Sequence[int]) -> list[tuple[int, list[str]]]:
+        # Each name's recorded stat, in the order of the names (a StatTable's own).
+        expected = [
+            _columns(names, recorded) if fd is not None else ((), (), ())
+            for fd, (_, names, recorded) in zip(fds, checks, strict=True)
+        ]
+
+        def job(part: Sequence[int]) -> list[tuple[int, int, list[str], list[str]]]:
             out = []
             for k in part:
                 i, first, end = parts[k]
                 fd = fds[i]
                 assert fd is not None
-                _, names, recorded = checks[i]
-                out.append((i, _not_as_recorded(fd, names[first:end], recorded)))
+                if first < 0:
+                    assert listing is not None
+                    temps: list[str] = []
+                    found = _listing(Path(checks[i][0]), temps, listing)
+                    out.append((i, first, sorted(found - listing), temps))
+                    continue
+                names = checks[i][1][first:end]
+                sizes, mtimes, inodes = (c[first:end] for c in expected[i])
+                out.append((i, first, _not_as_recorded(fd, names, sizes, mtimes, inodes), []))
             return out
 
-        found: Iterable[list[tuple[int, list[str]]]]
+        found: Iterable[list[tuple[int, int, list[str], list[str]]]]
         if workers < 2 or not can_fork():
             found = [job(range(len(parts)))]
         else:
             found = forked_map(job, [[k] for k in range(len(parts))], workers)
         for results in found:
-            for i, names in results:
-                off[i] += names
-        return off
+            for i, first, names, temps in results:
+                if first < 0:
+                    listings[i] = (names, temps)
+                else:
+                    off[i] += names
+        return off, listings
     finally:
         for fd in fds:
             if fd is not None:
@@ -687,37 +817,63 @@ def _each_not_as_recorded(
 STAT_PARALLEL_MIN = 50_000
 
 
-def _not_as_recorded(fd: int, names: Sequence[str], recorded: Mapping[str, Stat]) -> list[str]:
-    """Of `names` (each with a recorded stat), those whose stat in the directory `fd` is
-    not the recorded one, or that are gone."""
+def _not_as_recorded(
+    fd: int,
+    names: Sequence[str],
+    sizes: Sequence[int],
+    mtimes: Sequence[int],
+    inodes: Sequence[int],
+) -> list[str]:
+    """Of `names` (each with its recorded size, mtime and inode, in the same order),
+    those whose stat in the directory `fd` is not the recorded one, or that are gone."""
     off = []
     lstat = os.lstat
-    for name in names:
+    for name, size, mtime, inode in zip(names, sizes, mtimes, inodes, strict=True):
         try:
             st = lstat(name, dir_fd=fd)
         except OSError:
             off.append(name)
             continue
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != recorded[name]:
+        if st.st_size != size or st.st_mtime_ns != mtime or st.st_ino != inode:
             off.append(name)
     return off
 
 
-def _listing(root: Path, temps: list[str] | None = None) -> set[str]:
+def _listing(
+    root: Path, temps: list[str] | None = None, known: Collection[str] = frozenset()
+) -> set[str]:
     """The served files of a root (not dot-files); a crashed publish's temps go into
-    `temps` when it is given (one pass over a directory of 100,000 files, not two)."""
+    `temps` when it is given (one pass over a directory of 100,000 files, not two).
+
+    The names in `known` are taken for files without a look: the caller compares each
+    one's stat with the one it recorded, or reads it, which a directory put in its place
+    fails (served names never start with a dot). Only the others, normally none, are
+    looked at: a name listing is half the cost of a scan that types each entry."""
+    dots: list[str] = []
     try:
-        with os.scandir(root) as it:
-            if temps is None:
-                return {e.name for e in it if e.is_file() and not e.name.startswith(".")}
-            found = set()
-            for e in it:
-                name = e.name
-                if not name.startswith("."):
-                    if e.is_file():
-                        found.add(name)
-                elif name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX):
-                    temps.append(e.path)
-            return found
+        if not known:
+            found: set[str] = set()
+            with os.scandir(root) as it:
+                for e in it:
+                    if e.name.startswith("."):
+                        dots.append(e.name)
+                    elif e.is_file():
+                        found.add(e.name)
+        else:
+            found = set(os.listdir(root))
+            others = found - (known if isinstance(known, Set) else set(known))
+            for name in others:
+                if name.startswith("."):
+                    dots.append(name)
+                elif not os.path.isfile(os.path.join(root, name)):
+                    found.discard(name)
+            found.difference_update(dots)
     except (FileNotFoundError, NotADirectoryError):
         return set()
+    if temps is not None:
+        temps += [os.path.join(root, n) for n in dots if _is_temp(n)]
+    return found
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)

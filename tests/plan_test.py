@@ -242,3 +242,111 @@ def test_stats_checked_over_workers_are_the_stats_checked_here(
         sorted(off) for off in here
     ]
     assert forks == [1]  # one pool for every root
+
+
+def test_a_listing_takes_known_names_for_files_and_looks_at_the_others(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root, {"a.conf": b"a", "b.conf": b"b", ".hidden": b"", ".gitprov-x.tmp": b""})
+    (root / "dir").mkdir()
+    (root / "link.conf").symlink_to(root / "a.conf")  # served as the file it names
+    (root / "dangling.conf").symlink_to(root / "nowhere")
+    (root / "subdir-link").symlink_to(root / "dir")
+    scanned: list[str] = []
+    listed: list[str] = []
+    every = plan_module._listing(root, scanned)
+    assert every == {"a.conf", "b.conf", "link.conf"}
+    assert plan_module._listing(root, listed, known={"a.conf", "b.conf"}) == every
+    assert scanned == listed == [str(root / ".gitprov-x.tmp")]
+    assert plan_module._listing(tmp_path / "none", known={"a.conf"}) == set()
+
+
+def _indexed(tmp_path: Path) -> tuple[Path, Manifest, list[Path]]:
+    """Two roots as a publish leaves them, their manifest and its index."""
+    state = tmp_path / "state"
+    state.mkdir()
+    files = {f"f{i:03d}.conf": bytes([i]) * i for i in range(30)}
+    roots = [tmp_path / "http", tmp_path / "tftp"]
+    states = {}
+    for root in roots:
+        write(root, files)
+        stats = {n: plan_module.stat_of(root / n) for n in files}
+        states[str(root)] = RootState("c1", stale=("gone.conf",), stat=stats)  # type: ignore[arg-type]
+    m = manifest(files, states)
+    (state / MANIFEST).write_text(m.to_json())
+    plan_module.write_index(state, m)
+    return state, m, roots
+
+
+def test_the_index_holds_the_roots_and_names_of_the_manifest_it_names(tmp_path: Path) -> None:
+    state, m, roots = _indexed(tmp_path)
+    (state / "manifest.index.json").write_text("{}")  # format 1's: removed by a write
+    plan_module.write_index(state, m)
+    assert not (state / "manifest.index.json").exists()
+    index = plan_module.load_index(state)
+    assert index is not None
+    assert (index.commit, index.names, index.inputs) == (m.commit, frozenset(m.files), m.inputs)
+    for key, s in m.roots.items():
+        got = index.roots[key]
+        assert (got.commit, got.error, got.stale) == (s.commit, s.error, s.stale)
+        assert dict(got.stat) == dict(s.stat) and got.stat.keys() == s.stat.keys()
+
+    # A name without a stat in one root has none in the index either.
+    http = m.roots[str(roots[0])]
+    partial = {n: v for n, v in http.stat.items() if n != "f003.conf"}
+    states = {**m.roots, str(roots[0]): RootState("c1", stat=partial)}
+    plan_module.write_index(state, manifest({n: b"" for n in m.files}, states))
+    index = plan_module.load_index(state)
+    assert index is not None and dict(index.roots[str(roots[0])].stat) == partial
+    with pytest.raises(KeyError):
+        index.roots[str(roots[0])].stat["f003.conf"]
+
+    raw = (state / plan_module.INDEX).read_bytes()
+    head, body = raw.split(b"\n", 1)
+    damaged = bytearray(body)
+    damaged[-1] ^= 1
+    (state / plan_module.INDEX).write_bytes(head + b"\n" + bytes(damaged))
+    assert plan_module.load_index(state) is None  # a torn body fails its sha256
+    other = json.loads(head)
+    other["byteorder"] = "big" if other["byteorder"] == "little" else "little"
+    (state / plan_module.INDEX).write_bytes(json.dumps(other).encode() + b"\n" + body)
+    assert plan_module.load_index(state) is None  # columns of another byte order
+    (state / plan_module.INDEX).write_bytes(raw)
+    assert plan_module.load_index(state) is not None
+    (state / MANIFEST).write_text(m.to_json())  # another manifest (another inode)
+    assert plan_module.load_index(state) is None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_intact_by_the_index_is_intact_by_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    if workers == 2:  # the forked path, listings and stats in one pool
+        monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
+        monkeypatch.setattr(plan_module, "usable_cpus", lambda: 2)
+    state, m, roots = _indexed(tmp_path)
+    http = roots[0]
+
+    def both() -> tuple[Any, Any]:
+        index = plan_module.load_index(state)
+        assert index is not None
+        by_index = plan_module.intact(index.roots, "c1", set(index.names))
+        return by_index, plan_module.intact(m.roots, "c1", set(m.files))
+
+    assert both() == ((), ())
+    (http / "theirs.conf").write_bytes(b"")
+    (http / "dir").mkdir()
+    (http / ".gitprov-crash.tmp").write_bytes(b"")
+    assert both() == (((str(http), "theirs.conf"),),) * 2
+    (http / "gone.conf").write_bytes(b"")  # a file the root owes a removal
+    assert both() == (None, None)
+    (http / "gone.conf").unlink()
+    os.utime(http / "f004.conf", ns=(1, 1))  # touched
+    assert both() == (None, None)
+    os.utime(http / "f004.conf", ns=(1, m.roots[str(http)].stat["f004.conf"][1]))
+    assert both() == (((str(http), "theirs.conf"),),) * 2
+    (http / "f005.conf").unlink()
+    (http / "f005.conf").mkdir()  # a directory where a served file was
+    assert both() == (None, None)
+    (http / "f005.conf").rmdir()
+    assert both() == (None, None)  # gone
+    assert plan_module.intact(m.roots, "c2", set(m.files)) is None  # another commit

@@ -24,7 +24,7 @@ import pytest
 from gitprov import publish as publish_module
 from gitprov.cli import main
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.plan import INDEX, MANIFEST, RootState, load_manifest
+from gitprov.plan import INDEX, MANIFEST, RootState, load_index, load_manifest
 from gitprov.publish import Targets
 from gitprov.watch import CommitPublisher, Kind
 from tests.fixtures.fleet import (
@@ -459,7 +459,8 @@ def test_an_index_that_does_not_name_the_manifest_is_not_trusted(
     publish(repo, tmp_path, capsys)
     state = tmp_path / "state"
     index = (state / INDEX).read_bytes()
-    assert json.loads(index)["commit"] == str(repo.repo.head.target)
+    found = load_index(state)
+    assert found is not None and found.commit == str(repo.repo.head.target)
 
     # The manifest says the TFTP root is lagging (as after a full disk there); the index
     # beside it still says both roots are at the commit, intact.
