@@ -511,18 +511,21 @@ def intact(
     way (they were never served)."""
     if any(not state.ok or state.commit != commit for state in roots.values()):
         return None
-    if any(not names <= state.stat.keys() for state in roots.values()):
-        return None  # a stat not recorded
-    # The stats in the order of the index's stat columns when they are what was recorded.
-    listed: Sequence[str] = list(names)
+    # The stats in the order of the index's stat columns when they are what was recorded
+    # (no dict of a fleet's names per root to look them up).
     tables = [s.stat for s in roots.values()]
     first = tables[0] if tables else None
+    listed: Sequence[str]
     if (
         isinstance(first, StatTable)
-        and len(first.names) == len(names)  # (names <= each one's recorded names, above)
         and all(isinstance(t, StatTable) and t.names is first.names for t in tables)
+        and _same_names(first.names, names)
     ):
-        listed = first.names
+        listed = first.names  # (a name whose stat is not recorded fails the check)
+    elif any(not names <= state.stat.keys() for state in roots.values()):
+        return None  # a stat not recorded
+    else:
+        listed = list(names)
     # Every root's listing and stats at once (one pool of workers for a big fleet). A
     # name gone fails its stat.
     off, listings = _survey([(key, listed, s.stat) for key, s in roots.items()], names)
@@ -599,6 +602,14 @@ class StatTable(Mapping[str, Stat]):
 
 # Stats as three columns (sizes, mtimes, inodes), each in the order of a list of names.
 Columns = tuple[Sequence[int], Sequence[int], Sequence[int]]
+
+
+def _same_names(listed: Sequence[str], names: Set[str]) -> bool:
+    """Whether `listed` names each of `names` once and nothing else."""
+    if len(listed) != len(names):
+        return False
+    distinct = set(listed)
+    return len(distinct) == len(listed) and distinct == names
 
 
 def _columns(names: Sequence[str], recorded: Mapping[str, Stat]) -> Columns:

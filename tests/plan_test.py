@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -350,3 +351,11 @@ def test_intact_by_the_index_is_intact_by_the_manifest(
     (http / "f005.conf").rmdir()
     assert both() == (None, None)  # gone
     assert plan_module.intact(m.roots, "c2", set(m.files)) is None  # another commit
+
+    (http / "f005.conf").write_bytes(bytes([5]) * 5)  # as written, but its stat not recorded
+    stats = {n: os.lstat(http / n) for n in m.files if n != "f003.conf"}
+    recorded = {n: (st.st_size, st.st_mtime_ns, st.st_ino) for n, st in stats.items()}
+    m = dataclasses.replace(m, roots={**m.roots, str(http): RootState("c1", stat=recorded)})
+    (state / MANIFEST).write_text(m.to_json())
+    plan_module.write_index(state, m)
+    assert both() == (None, None)
