@@ -649,8 +649,10 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
     names = sorted(manifest.files)
     try:
         st = os.lstat(state_dir / MANIFEST)
+        # The roots in the header's order (its keys are sorted).
+        roots = sorted(manifest.roots.items())
         body = [("\0".join(names)).encode()]
-        for s in manifest.roots.values():
+        for _, s in roots:
             stat = s.stat
             column = array("q", itertools.chain.from_iterable(stat.get(n, _NO_STAT) for n in names))
             body.append(column.tobytes())
@@ -669,8 +671,7 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
             "inputs": dict(manifest.inputs),
             "notes": list(manifest.notes),
             "roots": {
-                r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)}
-                for r, s in manifest.roots.items()
+                r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)} for r, s in roots
             },
             "firmware": {
                 n: e.sha256_data for n, e in manifest.files.items() if e.kind == Kind.FIRMWARE

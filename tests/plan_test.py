@@ -268,7 +268,7 @@ def _indexed(tmp_path: Path) -> tuple[Path, Manifest, list[Path]]:
     files = {f"f{i:03d}.conf": bytes([i]) * i for i in range(30)}
     roots = [tmp_path / "http", tmp_path / "tftp"]
     states = {}
-    for root in roots:
+    for root in reversed(roots):  # the manifest's order is not the sorted one
         write(root, files)
         stats = {n: plan_module.stat_of(root / n) for n in files}
         states[str(root)] = RootState("c1", stale=("gone.conf",), stat=stats)  # type: ignore[arg-type]
