@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,58 @@ def test_intact_by_the_index_is_intact_by_the_manifest(
     (state / MANIFEST).write_text(m.to_json())
     plan_module.write_index(state, m)
     assert both() == (None, None)
+
+
+def test_a_damaged_or_hostile_index_is_ignored_never_raised(tmp_path: Path) -> None:
+    """Bytes flipped, cut or added anywhere, header fields of the wrong type or size, and
+    bodies whose SHA-256 was made to match: the index is read as one or ignored (the
+    manifest is read instead), and what is read checks without raising."""
+    state, _, _ = _indexed(tmp_path)
+    path = state / plan_module.INDEX
+    good = path.read_bytes()
+    head, body = good.split(b"\n", 1)
+    fields = json.loads(head)
+    rnd = random.Random(1234)
+
+    def check(raw: bytes) -> None:
+        path.write_bytes(raw)
+        index = plan_module.load_index(state)
+        if index is not None:
+            got = plan_module.intact(index.roots, index.commit, set(index.names))
+            assert got is None or isinstance(got, tuple)
+
+    def signed(new_head: dict[str, Any], new_body: bytes) -> bytes:
+        new_head = {**new_head, "sha256": hashlib.sha256(new_body).hexdigest()}
+        return json.dumps(new_head).encode() + b"\n" + new_body
+
+    for _ in range(300):
+        raw = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            at = rnd.randrange(len(raw))
+            how = rnd.randrange(3)
+            if how == 0:
+                raw[at] ^= 1 << rnd.randrange(8)
+            elif how == 1:
+                del raw[at : at + rnd.randint(1, 40)]
+            else:
+                raw[at:at] = rnd.randbytes(rnd.randint(1, 40))
+        check(bytes(raw))
+        # The same damage to the body alone, its SHA-256 made to match.
+        b = bytearray(body)
+        at = rnd.randrange(len(b))
+        b[at : at + rnd.randint(0, 30)] = rnd.randbytes(rnd.randint(0, 30))
+        check(signed(fields, bytes(b)))
+    odd: list[Any] = [None, -1, 0, 1, 10**30, "x", [], {}, [1, 2], {"a": 1}, 1.5, True]
+    for key in fields:
+        for value in odd:
+            check(signed({**fields, key: value}, body))
+    for value in odd:
+        check(signed({**fields, "roots": {"/r": value}}, body))
+        check(
+            signed({**fields, "roots": {"/r": {"commit": "c1", "error": "", "stale": value}}}, body)
+        )
+    check(b"")
+    check(b"\n")
+    check(b"{}\n")
+    path.write_bytes(good)
+    assert plan_module.load_index(state) is not None
