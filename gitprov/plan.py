@@ -497,7 +497,7 @@ def check_drift(manifest: Manifest, *, verify: bool = False) -> tuple[Drift, ...
 def intact(
     roots: Mapping[str, RootState],
     commit: str,
-    names: set[str],
+    names: Set[str],
     digests: Mapping[str, str] | None = None,
     *,
     clean: bool = False,
@@ -855,37 +855,29 @@ def _listing(
     root: Path, temps: list[str] | None = None, known: Collection[str] = frozenset()
 ) -> set[str]:
     """The served files of a root (not dot-files); a crashed publish's temps go into
-    `temps` when it is given (one pass over a directory of 100,000 files, not two).
+    `temps` when it is given (one listing of a directory of 100,000 files, not two).
 
     The names in `known` are taken for files without a look: the caller compares each
     one's stat with the one it recorded, or reads it, which a directory put in its place
     fails (served names never start with a dot). Only the others, normally none, are
-    looked at: a name listing is half the cost of a scan that types each entry."""
-    dots: list[str] = []
+    looked at (following links, as a served file is read): a listing of names is half
+    the cost of a scan that types each entry."""
     try:
-        if not known:
-            found: set[str] = set()
-            with os.scandir(root) as it:
-                for e in it:
-                    if e.name.startswith("."):
-                        dots.append(e.name)
-                    elif e.is_file():
-                        found.add(e.name)
-        else:
-            found = set(os.listdir(root))
-            others = found - (known if isinstance(known, Set) else set(known))
-            for name in others:
-                if name.startswith("."):
-                    dots.append(name)
-                elif not os.path.isfile(os.path.join(root, name)):
-                    found.discard(name)
-            found.difference_update(dots)
+        found = set(os.listdir(root))
     except (FileNotFoundError, NotADirectoryError):
         return set()
+    dots: list[str] = []
+    for name in found - (known if isinstance(known, Set) else set(known)):
+        if name.startswith("."):
+            dots.append(name)
+        elif not os.path.isfile(os.path.join(root, name)):
+            found.discard(name)
+    found.difference_update(dots)
     if temps is not None:
-        temps += [os.path.join(root, n) for n in dots if _is_temp(n)]
+        temps += [os.path.join(root, n) for n in dots if is_temp(n)]
     return found
 
 
-def _is_temp(name: str) -> bool:
+def is_temp(name: str) -> bool:
+    """Whether `name` is one of the temps a publish writes before its renames."""
     return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)

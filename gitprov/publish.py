@@ -76,6 +76,7 @@ from gitprov.plan import (
     Stat,
     check_drift,
     intact,
+    is_temp,
     load_index,
     load_manifest,
     manifest_commit,
@@ -587,7 +588,7 @@ def clean_temps(dirs: Sequence[Path]) -> int:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for e in entries:
-            if e.name.startswith(TMP_PREFIX) and e.name.endswith(TMP_SUFFIX):
+            if is_temp(e.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
                     removed += 1
@@ -1286,7 +1287,7 @@ def _already_published(
             if verify and previous is not None
             else None
         )
-        unknown = intact(roots, cid, set(names), digests, clean=True)
+        unknown = intact(roots, cid, names, digests, clean=True)
         if unknown is None or (prune_unknown and unknown):
             return None
         if not stage_intact(where, cid, verify=verify):

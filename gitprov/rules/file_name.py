@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from gitprov.errors import Problem
 from gitprov.formats.flyingvoice import UNSAFE
 from gitprov.inventory import DEVICE, MODEL, stem
-from gitprov.plan import TMP_PREFIX, TMP_SUFFIX
+from gitprov.plan import is_temp
 from gitprov.rules import DocContext, RuleContext, error_at, get
 from gitprov.yamldoc import Document, Path_
 
@@ -49,7 +49,7 @@ def _reason(name: str) -> str | None:
         return "it names a directory, not a file"
     if ".." in name:
         return "it contains '..'"
-    if name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX):
+    if is_temp(name):
         return "it looks like gitprov's own temp files, which a publish deletes"
     if name.startswith("."):
         return "it starts with '.', and dot-files are never served"
