@@ -12,13 +12,14 @@ import dataclasses
 import hashlib
 import posixpath
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 import pygit2
 
 from gitprov import __version__, checkcache
 from gitprov import version as versioning
+from gitprov.buckets import Buckets
 from gitprov.builder import BOOTSTRAP as BOOTSTRAP
 from gitprov.builder import BootstrapFile as BootstrapFile
 from gitprov.builder import Build as Build
@@ -415,10 +416,11 @@ class Pipeline:
             oids.update(paths)
             if kind == DEVICE:
                 # `_keep` wrote the facts from the documents it wrote `paths` from: each
-                # fact's blob id is its path's (a pass over a fleet's facts to check it
-                # cost a tenth of validating a child).
+                # fact's blob id is its path's, and the file is read only whole (a pass
+                # over a fleet's facts to check it cost a tenth of validating a child,
+                # and would unpickle each of their buckets: see gitprov.buckets).
                 facts = kept.devices
-                if facts is not None and facts.keys() != paths.keys():
+                if facts is not None and len(facts) != len(paths):
                     facts = None
                 by_kind[kind] = _Lazy(
                     self._reader(source, paths, limits),
@@ -787,15 +789,17 @@ def _subtree(tree: pygit2.Tree, path: str) -> pygit2.Tree | None:
     return found if isinstance(found, pygit2.Tree) else None
 
 
-def _device_facts(docs: Documents) -> dict[str, DeviceFacts | None] | None:
+def _device_facts(docs: Documents) -> MutableMapping[str, DeviceFacts | None] | None:
     """Each device document's facts, for a later process to build an inventory without
     reading the unchanged ones (None: not known without reading every device)."""
     lazy = docs.lazy(DEVICE)
     if lazy is None:
         return {d.path: known_facts(d) for d in docs.of(DEVICE)}
-    if lazy.facts is None:
+    facts = lazy.facts
+    if facts is None:
         return None
-    out = dict(lazy.facts)
+    # Kept facts are read in buckets (see CheckCache): a copy shares those not read.
+    out = facts.copy() if isinstance(facts, Buckets) else dict(facts)
     for path, doc in lazy.changes.items():
         if doc is None:
             out.pop(path, None)

@@ -4,20 +4,24 @@ no output: with it, without it, deleted between any two runs, or damaged."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import io
 import pickle
 import random
 import re
 import shutil
+import zlib
 from pathlib import Path
 
 import pygit2
 import pytest
 
-from gitprov import inventory
-from gitprov.checkcache import KEEP, CheckCache, Kept
+from gitprov import buckets, inventory
+from gitprov.buckets import Buckets
+from gitprov.checkcache import DIGEST, FORMAT, KEEP, CheckCache, Kept
 from gitprov.errors import Problem
 from gitprov.pipeline import BOOTSTRAP, Pipeline
+from gitprov.rules._facts import Index
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files
 from tests.fixtures.gitrepo import GitRepo, demo_private_key
 from tests.incremental_test import _history
@@ -428,7 +432,7 @@ def test_a_publish_keeps_a_snapshot_when_the_version_cache_already_had_the_state
 
 
 def test_a_snapshot_is_written_as_it_is_made_and_read_back_only_whole(tmp_path: Path) -> None:
-    """The file starts with the sha256 of the rest (written last, in the place kept for
+    """The file starts with the CRC-32 of the rest (written last, in the place kept for
     it); a file cut short or altered reads as no snapshot; a snapshot that cannot be
     written leaves nothing behind."""
     cache = CheckCache(tmp_path, "salt" * 8)
@@ -436,12 +440,14 @@ def test_a_snapshot_is_written_as_it_is_made_and_read_back_only_whole(tmp_path: 
     cache.store(kept)
     [path] = cache.directory.iterdir()
     raw = path.read_bytes()
-    assert raw[:64] == hashlib.sha256(raw[65:]).hexdigest().encode() and raw[64:65] == b"\n"
+    assert raw[:8] == b"%08x" % zlib.crc32(raw[9:]) and raw[8:9] == b"\n"
     assert cache.load(kept.commit) == kept
     assert cache.load("d" * 40) is None
     path.write_bytes(raw[:-1])
     assert cache.load(kept.commit) is None
-    path.write_bytes(raw[:64] + b" " + raw[65:])
+    path.write_bytes(raw[:8] + b" " + raw[9:])
+    assert cache.load(kept.commit) is None
+    path.write_bytes(b"")
     assert cache.load(kept.commit) is None
 
     path.unlink()
@@ -495,3 +501,94 @@ def test_a_fleets_registrations_share_their_server_and_account_node(tmp_path: Pa
     nodes = {id(item[3]) for _, item in entries}
     assert len(servers) == len({server for (server, _), _ in entries})
     assert len(nodes) == len({item[3] for _, item in entries})
+
+
+def test_a_cache_of_many_small_buckets_changes_no_output(
+    history: tuple[GitRepo, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same history as above with every kept map cut into buckets of one or two
+    entries: each index and each device's facts is read in part by the next commit."""
+    monkeypatch.setattr(buckets, "PER_BUCKET", 1)
+    repo, commits = history
+    cache = tmp_path / "cache"
+    rng = random.Random(7)
+    for cid in rng.sample(commits, len(commits)) + commits:
+        assert _run(repo, cid, cache) == _run(repo, cid, None), cid
+
+
+def _snapshot(count: int) -> Kept:
+    index: Index[str, tuple[int, int]] = Index(())
+    for n in range(count):
+        index._add(device_path(n), [(f"mac{n}", (n, 1)), ("shared", (n, 2))])
+    facts = {
+        device_path(n): ("oid", f"mac{n}", "G502N", None, "", None, None) for n in range(count)
+    }
+    files = {path: "1" * 40 for path in facts}
+    return Kept("c" * 40, files, {"devices": files}, {}, {"mac": index}, devices=facts)
+
+
+def test_a_snapshots_maps_are_read_in_buckets_and_written_back_as_read(tmp_path: Path) -> None:
+    cache = CheckCache(tmp_path, "salt")
+    cache.store(_snapshot(3000))
+    loaded = cache.load("c" * 40)
+    assert loaded is not None and loaded.devices is not None
+    index = loaded.indexes["mac"]
+    devices = loaded.devices
+    assert isinstance(devices, Buckets) and isinstance(index._keys, Buckets)
+    assert isinstance(index._shared["shared"], Buckets)
+    # One device's fact, one MAC and one path's keys: a bucket each, not the fleet.
+    assert devices[device_path(7)][1] == "mac7"
+    assert index.members("mac7") == [((device_path(7), 0), (7, 1))]
+    index._remove(device_path(8))
+    assert (devices.loaded, index._keys.loaded) == (1, 1) and index._single.loaded <= 2
+    assert len(index._single._parts) > 10
+    assert index.count("shared") == 2999
+
+    # Written again: the buckets never unpickled as they were read, the others anew.
+    again = dataclasses.replace(loaded, commit="d" * 40)
+    cache.store(again)
+    back = cache.load("d" * 40)
+    assert back is not None and back.devices is not None
+    assert dict(back.devices) == _snapshot(3000).devices
+    ix = back.indexes["mac"]
+    assert ix.count("mac8") == 0 and ix.count("mac9") == 1 and ix.count("shared") == 2999
+    assert dict(ix._keys) == {
+        p: k for p, k in _snapshot(3000).indexes["mac"]._keys.items() if p != device_path(8)
+    }
+
+
+def test_a_snapshot_cut_in_its_buckets_or_naming_maps_wrongly_reads_as_none(
+    tmp_path: Path,
+) -> None:
+    cache = CheckCache(tmp_path, "salt")
+    cache.store(_snapshot(600))
+    path = cache._file("c" * 40, "pickle")
+    body = path.read_bytes()[DIGEST + 1 :]
+
+    def write(new: bytes) -> None:
+        path.write_bytes(b"%08x\n" % zlib.crc32(new) + new)
+
+    write(body[:-1])  # a bucket cut short, behind a matching CRC
+    assert cache.load("c" * 40) is None
+    write(body + b"\0" * 8)  # more than its maps
+    assert cache.load("c" * 40) is None
+    write(body)
+    assert cache.load("c" * 40) is not None
+    for pid in [("x",), (1, 1, 1), (0, 0, 1), (0, 10**9, 1), (0, 1, -1), "0", (0, 1.0, 1)]:
+        # A snapshot whose pickle names a map by something its writer never writes.
+        out = io.BytesIO()
+        _Naming(out).dump(((FORMAT, "c" * 40), _Named(pid)))
+        write(out.getvalue() + (1).to_bytes(8, "little") + b"}")
+        assert cache.load("c" * 40) is None, pid
+
+
+class _Named:
+    """Pickled as the persistent id it holds, by `_Naming`."""
+
+    def __init__(self, pid: object) -> None:
+        self.pid = pid
+
+
+class _Naming(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        return obj.pid if isinstance(obj, _Named) else None

@@ -15,9 +15,19 @@ freed with them. Not thread-safe: one Pipeline per thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, KeysView, Mapping, Set
+from collections.abc import (
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    Set,
+)
 from typing import Any, Generic, TypeVar, cast
 
+from gitprov.buckets import PER_BUCKET, Packed
 from gitprov.inventory import Documents
 from gitprov.yamldoc import Document
 
@@ -43,19 +53,35 @@ class Index(Generic[K, V]):
         self.generation = -1
         # Most keys (a MAC, a file name) have one entry: no dict for those, and no tuple
         # holding the item (tuples of strings and ints cost the garbage collector nothing).
-        self._single: dict[K, V] = {}
-        self._single_at: dict[K, Member] = {}
-        self._shared: dict[K, dict[Member, V]] = {}
+        self._single: MutableMapping[K, V] = {}
+        self._single_at: MutableMapping[K, Member] = {}
+        self._shared: dict[K, MutableMapping[Member, V]] = {}
         # path -> the key of its one entry, or the keys of its entries in order (a list:
         # never a key, keys are hashable). Most documents have one entry: no list for those.
-        self._keys: dict[str, K | list[K]] = {}
+        self._keys: MutableMapping[str, K | list[K]] = {}
         # With `depends` (see Facts.index): each document's kind and what else its entries
         # were derived from, and that dependency's version then.
-        self._deps: dict[str, tuple[str, Hashable]] = {}
+        self._deps: MutableMapping[str, tuple[str, Hashable]] = {}
         self._dep_versions: dict[Hashable, Hashable] = {}
         # Each dependency's number of documents: its keys are the dependencies to bring
         # up to date at each validation (a few profiles and models, not a fleet's paths).
         self._dep_count: dict[Hashable, int] = {}
+
+    # Pickled (kept with a snapshot, see gitprov.checkcache), the maps of a fleet's size
+    # and the large groups go in buckets (gitprov.buckets): a fresh process that
+    # validates a child unpickles the few buckets its changes touch, not the fleet (a
+    # second at 100,000 devices). Unpickled, they are `Buckets`: mappings like the dicts.
+    _SPLIT = ("_single", "_single_at", "_keys", "_deps")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._SPLIT:
+            state[name] = Packed(state[name])
+        state["_shared"] = {
+            key: Packed(group) if len(group) > PER_BUCKET else group
+            for key, group in self._shared.items()
+        }
+        return state
 
     def _depend(
         self, path: str, kind: str, dep: Hashable, interned: dict[Any, Any] | None = None
