@@ -17,7 +17,7 @@ Not thread-safe, like the dict it stands for.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Hashable, Iterator, Mapping, MutableMapping
+from collections.abc import Hashable, ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from typing import Any, TypeVar, cast
 from zlib import crc32
 
@@ -130,11 +130,35 @@ class Buckets(MutableMapping[K, V]):
         for part in self._each():
             yield from part
 
+    def items(self) -> ItemsView[K, V]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[V]:
+        return _Values(self)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return Packed(self).__reduce__()
 
     def __repr__(self) -> str:
         return f"Buckets({len(self)} entries, {self.loaded}/{len(self._parts)} buckets read)"
+
+
+class _Items(ItemsView[K, V]):
+    """A bucket at a time: the mixin's would look each key up again."""
+
+    _mapping: Buckets[K, V]
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        for part in self._mapping._each():
+            yield from part.items()
+
+
+class _Values(ValuesView[V]):
+    _mapping: Buckets[Any, V]
+
+    def __iter__(self) -> Iterator[V]:
+        for part in self._mapping._each():
+            yield from part.values()
 
 
 class Packed(Mapping[K, V]):

@@ -86,6 +86,7 @@ def test_buckets_answer_as_the_dict_through_any_round_trip(
             else:
                 items = list(got.items())
                 assert len(items) == len(want) and dict(items) == want
+                assert sorted(got.values()) == sorted(want.values())
             assert len(got) == len(want)
         assert dict(got) == want
         assert dict(_trip(got)) == want
