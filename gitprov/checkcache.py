@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, cast
 from gitprov.buckets import MAX_BUCKETS, Buckets, Packed
 from gitprov.errors import Problem
 
-FORMAT = 5
+FORMAT = 6
 # Snapshots kept: each is about the fleet's size (tens of MB at 100k devices).
 KEEP = 4
 
