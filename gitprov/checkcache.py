@@ -15,6 +15,9 @@ result depends on (gitprov's version, the catalog, the inventory directory, this
 format), written to a temp file and renamed behind the CRC-32 of their body, ignored
 when unreadable, damaged or from another format, and deleting it changes no output.
 Files are pickles: as trusted as the git directory they sit in (whose hooks run anyway).
+A snapshot's maps of a fleet's size (the indexes by key and by path, the device facts)
+follow its pickle in compressed buckets (gitprov.buckets), read by lookup: a child's
+validation reads the buckets of what it changed, not the fleet.
 """
 
 from __future__ import annotations
@@ -148,8 +151,9 @@ class CheckCache:
     @staticmethod
     def _read(path: Path) -> memoryview | None:
         """The body of a file `_write` wrote, or None if it is missing or damaged. A view
-        of the file mapped, not a copy: a 100,000-device snapshot is 130 MB, and most of
-        it (the maps in buckets, see `_Reader`) is never unpickled by a child."""
+        of the file mapped, not a copy: most of a snapshot (the maps in buckets, see
+        `_Reader`) is never unpacked by a child. A mapping stays valid as long as it is
+        held: `_write` replaces a file, it never writes into one."""
         try:
             with open(path, "rb") as f:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)

@@ -150,8 +150,9 @@ class Index(Generic[K, V]):
         """Add the entries of document `path`. With `interned` (a table owned by the caller),
         equal members, keys and items are made one object: the indexes of a fleet then hold
         one `(path, n)` per entry, not one per index, and equal keys (a model's name, read
-        from each document) and items ((line, col) pairs) once: half the objects a kept
-        snapshot unpickled (see checkcache)."""
+        from each document) and items ((line, col) pairs) once: half the objects of a
+        fleet's indexes (and, unpickled from a kept snapshot, of each bucket: see
+        gitprov.buckets)."""
         keys: list[K] = []
         single, shared = self._single, self._shared
         intern = interned.setdefault if interned is not None else None

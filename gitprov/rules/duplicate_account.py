@@ -40,7 +40,8 @@ class _Line(NamedTuple):
     """An enabled line of a device, with the account it registers and where that is
     written. The index holds it as a plain tuple (`_Kept`): indexes are kept on disk
     between processes, and a named tuple is unpickled by calling its class, one call per
-    device line."""
+    device line (a bucket at a time, see gitprov.buckets: all of them when a profile
+    changes)."""
 
     device: str  # path
     slot: int
@@ -173,7 +174,8 @@ def _registrations(
     port = effective(layers, port_names)
     port_no = port.value if port is not None and isinstance(port.value, int) else None
     # One str per server and one tuple per account node, not one per device line: the
-    # index keeps every registration, and the next process unpickles each object of it.
+    # index keeps every registration, and the next process unpickles each object of the
+    # buckets it reads.
     where = sys.intern(f"{server.value.lower().rstrip('.')}:{port_no or DEFAULT_SIP_PORT}")
     out = []
     for slot in range(min(count, written, _MAX_LINES)):
