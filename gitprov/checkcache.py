@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import mmap
 import os
@@ -156,10 +157,13 @@ class CheckCache:
         held: `_write` replaces a file, it never writes into one."""
         try:
             with open(path, "rb") as f:
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                try:
+                    source: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                except OSError:  # a filesystem that cannot map files: a copy, then
+                    source = f.read()
         except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
             return None
-        whole = memoryview(mapped)
+        whole = memoryview(source)
         body = whole[DIGEST + 1 :]
         if bytes(whole[DIGEST : DIGEST + 1]) != b"\n":
             return None
@@ -231,9 +235,11 @@ class _Reader(pickle.Unpickler):
     into the file's bytes, unpickled when asked for."""
 
     def __init__(self, body: memoryview) -> None:
-        # The file mapped (see CheckCache._read) is read as a file: nothing copied.
-        self.stream = cast(mmap.mmap, body.obj)
-        self.start = len(self.stream) - len(body)
+        # The file mapped (see CheckCache._read) is read as a file: nothing copied (nor
+        # by a BytesIO over the bytes read where it could not be mapped).
+        source = cast("mmap.mmap | bytes", body.obj)
+        self.stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        self.start = len(source) - len(body)
         self.stream.seek(self.start)
         self.body = body
         super().__init__(self.stream)

@@ -5,7 +5,9 @@ no output: with it, without it, deleted between any two runs, or damaged."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
+import mmap
 import pickle
 import random
 import re
@@ -555,6 +557,22 @@ def test_a_snapshots_maps_are_read_in_buckets_and_written_back_as_read(tmp_path:
     assert dict(ix._keys) == {
         p: k for p, k in _snapshot(3000).indexes["mac"]._keys.items() if p != device_path(8)
     }
+
+
+def test_a_snapshot_is_read_where_files_cannot_be_mapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = CheckCache(tmp_path, "salt")
+    cache.store(_snapshot(600))
+
+    def unmappable(*args: object, **kwargs: object) -> mmap.mmap:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", unmappable)
+    loaded = cache.load("c" * 40)
+    assert loaded is not None and loaded.devices is not None
+    assert dict(loaded.devices) == _snapshot(600).devices
+    assert loaded.indexes["mac"].count("shared") == 600
 
 
 def test_a_snapshot_cut_in_its_buckets_or_naming_maps_wrongly_reads_as_none(
