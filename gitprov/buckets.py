@@ -50,8 +50,10 @@ def code(key: object) -> int:
     hash(key)  # an unhashable key fails as a dict's would
     if isinstance(key, str):
         return code(str.__str__(key))
-    if isinstance(key, (bytes, tuple)):
-        return code(bytes(key) if isinstance(key, bytes) else tuple(key))
+    if isinstance(key, (bytes, memoryview)):  # a hashable view equals the bytes it shows
+        return code(bytes(key))
+    if isinstance(key, tuple):
+        return code(tuple(key))
     try:
         whole = int(cast(Any, key))
         if whole == key:

@@ -105,6 +105,7 @@ def test_equal_keys_fall_in_one_bucket() -> None:
         pass
 
     assert code(Name("mac")) == code("mac")
+    assert code(memoryview(b"mac")) == code(b"mac")
     made = _trip({1: "one", ("a", 1): "pair", "mac": "str"})
     assert made[True] == made[1.0] == "one" and made[("a", 1.0)] == "pair"
     assert made[Name("mac")] == "str"
