@@ -416,9 +416,9 @@ class Pipeline:
             oids.update(paths)
             if kind == DEVICE:
                 # `_keep` wrote the facts from the documents it wrote `paths` from: each
-                # fact's blob id is its path's, and the file is read only whole (a pass
-                # over a fleet's facts to check it cost a tenth of validating a child,
-                # and would unpickle each of their buckets: see gitprov.buckets).
+                # fact's blob id is its path's, and the file is read only when its CRC
+                # says it is whole. A pass over a fleet's facts to check it would cost a
+                # tenth of validating a child and unpack every bucket (gitprov.buckets).
                 facts = kept.devices
                 if facts is not None and len(facts) != len(paths):
                     facts = None
