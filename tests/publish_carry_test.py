@@ -13,7 +13,9 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from gitprov import buckets
 from gitprov import builder as builder_module
+from gitprov.buckets import PER_BUCKET
 from gitprov.cli import main
 from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, load_manifest, served_versions
@@ -124,10 +126,18 @@ EDITS: tuple[Edit, ...] = (
 )
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+# With one entry a bucket, every map of the snapshots kept between processes (the rules'
+# indexes, the device facts; see gitprov.buckets) is read and written back in part.
+@pytest.mark.parametrize(("seed", "per_bucket"), [(1, PER_BUCKET), (2, PER_BUCKET), (3, 1)])
 def test_a_publish_carrying_devices_over_serves_what_a_full_build_serves(
-    tmp_path: Path, private_key: str, compiled: list[str], seed: int
+    tmp_path: Path,
+    private_key: str,
+    compiled: list[str],
+    seed: int,
+    per_bucket: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(buckets, "PER_BUCKET", per_bucket)
     rng = random.Random(seed)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     files = fleet_files(DEVICES)
