@@ -584,13 +584,14 @@ def clean_temps(dirs: Sequence[Path]) -> int:
     removed = 0
     for directory in dirs:
         try:
-            entries = list(os.scandir(directory))
+            # Names, not entries: a root of 100,000 files is listed at every publish.
+            names = os.listdir(directory)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        for e in entries:
-            if is_temp(e.name):
+        for name in names:
+            if is_temp(name):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(e.path)
+                    os.unlink(os.path.join(directory, name))
                     removed += 1
     return removed
 
@@ -895,6 +896,10 @@ def publish_commit(
     key = private_key(loaded.inventory) if callable(private_key) else private_key
     where = targets(loaded.inventory.fleet) if callable(targets) else targets
     inputs = publish_inputs(pipeline, where)
+    # The versions first (git history and the version cache only; what the lock guards is
+    # read after it): the state's computation and its snapshot are a peak of memory that
+    # the previous manifest, a fleet's worth of entries, would otherwise add to.
+    pipeline.state(commit)
     with publish_lock(where.state_dir, lock_wait):
         previous = load_manifest(where.state_dir)
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
