@@ -79,20 +79,18 @@ class Buckets(MutableMapping[K, V]):
         parts = [dict(p) if isinstance(p, dict) else p for p in self._parts]
         return Buckets(parts, self._len)
 
-    def _part(self, key: object) -> dict[K, V]:
-        parts = self._parts
-        i = code(key) % len(parts)
-        part = parts[i]
+    def _unpacked(self, i: int) -> dict[K, V]:
+        part = self._parts[i]
         if not isinstance(part, dict):
-            part = parts[i] = _unpack(part)
+            part = self._parts[i] = _unpack(part)
         return part
+
+    def _part(self, key: object) -> dict[K, V]:
+        return self._unpacked(code(key) % len(self._parts))
 
     def _each(self) -> Iterator[dict[K, V]]:
         for i in range(len(self._parts)):
-            part = self._parts[i]
-            if not isinstance(part, dict):
-                part = self._parts[i] = _unpack(part)
-            yield part
+            yield self._unpacked(i)
 
     @property
     def loaded(self) -> int:
