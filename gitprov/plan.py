@@ -361,11 +361,13 @@ def plan(
     prune_unknown: bool = False,
     verify: bool = False,
     digests: Mapping[str, str] | None = None,
+    clean: bool = False,
 ) -> Plan:
     """Compare the wanted files (name -> bytes, the same in every root; only names with
     `digests`) with each root on disk. Files of ours that are no longer wanted are
     removed; files we never wrote are listed as unknown, and removed too only with
-    `prune_unknown`.
+    `prune_unknown`. With `clean`, the temps a crashed publish left in a root are removed
+    on the way (the root is listed once).
 
     A file whose stat is what the manifest recorded is taken to hold what the manifest
     says and is not read; one whose stat changed is rewritten (drift); `verify` reads
@@ -381,7 +383,10 @@ def plan(
     intact: dict[str, dict[str, Stat]] = {}
     names = sorted(wanted)
     wanted_names = set(names)
-    listings = [_listing(root, known=wanted_names) for root in roots]
+    temps: list[str] = []
+    listings = [_listing(root, temps, wanted_names) for root in roots]
+    if clean:
+        _remove(temps)
     found_as_recorded = (
         [set[str]() for _ in roots]
         if verify
@@ -532,9 +537,7 @@ def intact(
     unknown: list[tuple[str, str]] = []
     for (key, state), (others, temps) in zip(roots.items(), listings, strict=True):
         if clean:
-            for tmp in temps:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            _remove(temps)
         if not state.stale or set(state.stale).isdisjoint(others):
             unknown += [(key, n) for n in others]
         else:
@@ -876,6 +879,12 @@ def _listing(
     if temps is not None:
         temps += [os.path.join(root, n) for n in dots if is_temp(n)]
     return found
+
+
+def _remove(paths: Sequence[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def is_temp(name: str) -> bool:

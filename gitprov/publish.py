@@ -1528,10 +1528,16 @@ def _publish_locked(
 ) -> PublishResult:
     roots = targets.roots
     files, notes = artifacts(build, targets.firmware_dir)
-    clean_temps((*roots, targets.state_dir))
+    clean_temps((targets.state_dir,))  # the roots' temps: while the plan lists them
     digests = {a.name: a.sha256_data for a in files}
     the_plan = plan(
-        digests.keys(), roots, previous, prune_unknown=prune_unknown, verify=verify, digests=digests
+        digests.keys(),
+        roots,
+        previous,
+        prune_unknown=prune_unknown,
+        verify=verify,
+        digests=digests,
+        clean=True,
     )
     # The bytes of what is written, and only of that: a carried file is read here, before
     # anything is written (CarriedUnreadable: nothing is).

@@ -495,6 +495,29 @@ def test_the_published_commit_again_still_removes_a_crashed_publishs_temps(
     assert files_of(tmp_path) == served
 
 
+def test_a_new_commits_publish_removes_a_crashed_publishs_temps_from_its_listing(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan lists each root once and removes the temps it finds there."""
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    http, tftp = roots(tmp_path)[:2]
+    left = [
+        http / f".gitprov-{device_file(1)}.1a2b3c4d.tmp",
+        tftp / f".gitprov-{device_file(2)}.5e6f7a8b.tmp",
+        tmp_path / "state" / ".gitprov-x.tmp",
+    ]
+    for path in left:
+        path.write_bytes(b"half a file")
+    kept = http / ".an-operators-dot-file"
+    kept.write_bytes(b"not ours")
+    rename_a_desk(repo)
+    out = publish(repo, tmp_path, capsys)
+    assert [w["name"] for w in out["written"]] == [device_file(5)]
+    assert [p for p in left if p.exists()] == []
+    assert kept.exists()
+
+
 def test_renames_in_threads_replace_every_file_and_a_failed_one_fails_only_its_root(
     tmp_path: Path,
     private_key: str,
