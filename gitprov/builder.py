@@ -102,6 +102,9 @@ class Build:
     bootstraps: tuple[BootstrapFile, ...] = ()
     floor: int = 0  # the effective version_floor (the highest of the history)
     stages: tuple[staging.StageFile, ...] = ()  # key delivery's per-MAC stage files
+    # Whether every device file carries its version state's number (a --force may raise
+    # one above it): what lets a later publish take files over by the version deltas.
+    exact: bool = True
 
 
 BOOTSTRAP = versioning.BOOTSTRAP  # the version key of the option-66 files
@@ -370,7 +373,8 @@ class Builder:
 
         Without `keep_plaintext` the files carry the plaintext's hash but not the
         plaintext (nor the redacted copy made from it)."""
-        vers = state.versions()
+        devices = inv.devices
+        vers = state.versions_of([*(d.mac for d in devices), BOOTSTRAP])
         served = served or {}
         resolve = secret_resolver(inv, private_key)
         key_id = key_id_of(private_key)
@@ -379,7 +383,6 @@ class Builder:
         conflicts: list[Conflict] = []
         templates, self._templates = self._templates, {}
         compiler = self._symbolic(inv)
-        devices = inv.devices
         dkeys = self._keys(inv)
         keys: list[tuple[object, ...]] = []
         results: list[list[DeviceFile] | None] = []
@@ -418,10 +421,13 @@ class Builder:
         if self._pool_size(len(todo)) > 1:
             _unseal_first(templates, resolve)
         done = len(devices) - len(todo)
+        exact = True
         for part, made in self._map(job, todo):
             for i, (device_files, found) in zip(part, made, strict=True):
                 results[i] = device_files
                 conflicts.extend(found)
+                if device_files and device_files[0].version != vers[device_files[0].mac].version:
+                    exact = False  # --force raised it
                 templates.pop(dkeys[i], None)  # done in a worker: free it here too
             done += len(part)
             if progress is not None:
@@ -446,7 +452,7 @@ class Builder:
         self.inputs = {d.mac: k for d, k in zip(devices, dkeys, strict=True)}
         self.key_id = key_id
         stages = staging.stage_files(inv, files, boots, resolve)
-        return Build(commit, inv, tuple(files), tuple(boots), state.floor, stages)
+        return Build(commit, inv, tuple(files), tuple(boots), state.floor, stages, exact)
 
 
 def key_id_of(private_key: str | None) -> str:

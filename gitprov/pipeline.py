@@ -390,7 +390,7 @@ class Pipeline:
         elif base.commit == cid:
             snap = base
         else:
-            changes = self._changes(at, commit)
+            changes = self.changes(at, commit)
             docs, problems = update_documents(
                 base.docs, base.problems, changes, source, self.parse_cache
             )
@@ -493,7 +493,7 @@ class Pipeline:
         snap.distance = 0
         snap.kept_digests = snap.digests is not None
 
-    def _changes(self, old: pygit2.Commit, new: pygit2.Commit) -> dict[str, str | None]:
+    def changes(self, old: pygit2.Commit, new: pygit2.Commit) -> dict[str, str | None]:
         """Path -> blob id (None: gone) of every inventory file that differs between the
         two commits' trees (see `tree_changes`), from `diffs_ahead` when it has it."""
         if self._ahead is not None:
@@ -650,7 +650,7 @@ class Pipeline:
 
     def _changed_paths(self, parent: pygit2.Commit, commit: pygit2.Commit) -> set[str]:
         """Every inventory path the commit changed (added, removed or modified)."""
-        return set(self._changes(parent, commit))
+        return set(self.changes(parent, commit))
 
     def state(
         self, commit: pygit2.Commit, observe: versioning.Observe | None = None

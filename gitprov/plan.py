@@ -234,6 +234,15 @@ def _same_file(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def manifest_identity(state_dir: Path) -> list[int] | None:
+    """What tells this manifest file from any other written or edited since (device,
+    inode, size, mtime, ctime); None when there is none."""
+    try:
+        return list(_same_file(os.stat(state_dir / MANIFEST)))
+    except OSError:
+        return None
+
+
 def _keep_loaded(path: Path, st: os.stat_result, manifest: Manifest) -> None:
     if len(_LOADED) >= _LOADED_MAX:
         _LOADED.clear()

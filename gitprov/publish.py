@@ -56,9 +56,18 @@ import pygit2
 
 from gitprov import __version__, journal, statejson
 from gitprov import stage as staging
-from gitprov.builder import Builder
+from gitprov.builder import Builder, key_id_of
+from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
-from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
+from gitprov.inventory import (
+    DEVICE,
+    FLEET,
+    FLEET_FILE,
+    Documents,
+    Fleet,
+    Inventory,
+    build_inventory,
+)
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -80,6 +89,7 @@ from gitprov.plan import (
     load_index,
     load_manifest,
     manifest_commit,
+    manifest_identity,
     plan,
     remember_manifest,
     served_versions,
@@ -89,7 +99,7 @@ from gitprov.plan import (
 from gitprov.rules.file_name import unsafe_reason
 from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
-from gitprov.version import IncompleteHistory, require_complete
+from gitprov.version import IncompleteHistory, State, require_complete
 
 Progress = Callable[[str, int, int], None]
 IsDescendant = Callable[[str, str], bool]
@@ -887,19 +897,21 @@ def publish_commit(
         if done is not None:
             return done
     loaded = loaded or pipeline.load_commit(commit)
-    if loaded.inventory is None:
+    if loaded.errors:
         raise InvalidInventory(
             f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
             hint="fix them and commit again; nothing was published",
             problems=loaded.problems,
         )
-    key = private_key(loaded.inventory) if callable(private_key) else private_key
-    where = targets(loaded.inventory.fleet) if callable(targets) else targets
+    # The settings and secrets only: the devices are listed when a full build needs them.
+    settings = _settings(loaded)
+    key = private_key(settings) if callable(private_key) else private_key
+    where = targets(settings.fleet) if callable(targets) else targets
     inputs = publish_inputs(pipeline, where)
     # The versions first (git history and the version cache only; what the lock guards is
     # read after it): the state's computation and its snapshot are a peak of memory that
     # the previous manifest, a fleet's worth of entries, would otherwise add to.
-    pipeline.state(commit)
+    state = pipeline.state(commit)
     with publish_lock(where.state_dir, lock_wait):
         previous = load_manifest(where.state_dir)
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
@@ -911,46 +923,127 @@ def publish_commit(
             if previous is None:
                 _check_state_dir_moved(pipeline, commit, where, targets)
         carry = _prior(where.state_dir, previous, inputs)
-        for attempt in (1, 2):
-            # Publishing needs the plaintext's hash, not the plaintext: a fleet's worth of
-            # it is a fleet's worth of memory.
-            build = pipeline.build(
-                commit,
-                key,
-                served_versions(previous),
-                loaded,
-                force=force,
-                keep_plaintext=False,
-                prior=carry,
-            )
-            if not guards.allow_mass_removal:
-                _check_removal(build, previous, published)
-            # The stage files first: the bootstrap may lead devices to them.
-            publish_stage(
-                build,
-                where,
-                lock_wait=lock_wait,
-                prune_unknown=prune_unknown,
-                verify=verify,
-                inputs=inputs,
-                recorder=recorder,
-            )
+        change = (
+            _change(pipeline, commit, loaded, state, previous, carry, where, key)
+            if not (force or verify)
+            else None
+        )
+        retried = False
+        while True:
             try:
+                if change is not None:
+                    assert previous is not None and carry is not None
+                    build = pipeline.builder.build(
+                        str(commit.id),
+                        change.inventory,
+                        state,
+                        key,
+                        previous.served_record,
+                        progress=pipeline.progress,
+                        keep_plaintext=False,
+                    )
+                    if not guards.allow_mass_removal:
+                        # (a device added and removed since was never published)
+                        gone = [mac for mac in change.gone if mac in carry.devices]
+                        _check_removal_of(build, gone, previous, published)
+                else:
+                    # Publishing needs the plaintext's hash, not the plaintext: a fleet's
+                    # worth of it is a fleet's worth of memory.
+                    build = pipeline.build(
+                        commit,
+                        key,
+                        served_versions(previous),
+                        loaded,
+                        force=force,
+                        keep_plaintext=False,
+                        prior=carry,
+                    )
+                    if not guards.allow_mass_removal:
+                        _check_removal(build, previous, published)
+                # The stage files first: the bootstrap may lead devices to them.
+                publish_stage(
+                    build,
+                    where,
+                    lock_wait=lock_wait,
+                    prune_unknown=prune_unknown,
+                    verify=verify,
+                    inputs=inputs,
+                    recorder=recorder,
+                )
                 result = _publish_locked(
-                    build, where, previous, progress, prune_unknown, verify, inputs
+                    build,
+                    where,
+                    previous,
+                    progress,
+                    prune_unknown,
+                    verify,
+                    inputs,
+                    change.carried if change is not None else None,
+                    carry.roots if carry is not None else (),
                 )
                 break
+            except NotAChange:
+                change = None  # nothing was written: build every device
             except CarriedUnreadable as exc:
                 # Files carried over that a root needs, edited or removed by hand in every
                 # root since they were published (nothing was written yet): build those
                 # devices. This process's builder may keep carried files of its own (a
                 # watcher's): a new one keeps none.
-                if carry is None or attempt == 2:
+                if carry is None or (retried and change is None):
                     raise
+                retried = retried or change is None
+                change = None
                 carry.refused |= exc.macs
                 pipeline.builder = _new_builder(pipeline.builder)
-        _keep_inputs(where.state_dir, build, pipeline, inputs, carry)
+        _keep_inputs(where.state_dir, build, pipeline, inputs, carry, change)
         return _journal(result, previous, recorder)
+
+
+def _settings(loaded: Loaded) -> Inventory:
+    """A validated commit's inventory for its settings and secrets: the whole one when
+    it is built already, else one without devices (listing 100,000 devices from their
+    facts is most of a one-device publish that builds one)."""
+    if loaded._inventory is not None:
+        return loaded._inventory
+    docs = loaded.docs
+    return build_inventory(
+        Documents(
+            docs.inventory_dir,
+            {k: docs.of(k) for k in docs.kinds() if k != DEVICE} | {DEVICE: ()},
+            {},
+        )
+    )
+
+
+def _change(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    loaded: Loaded,
+    state: State,
+    previous: Manifest | None,
+    carry: _Carry | None,
+    where: Targets,
+    key: str | None,
+) -> Change | None:
+    """The commit's change from the published one when only it needs building (see
+    gitprov.change): the roots all hold the published commit, owe no removal, and its
+    build, recorded with these inputs and this private key, numbered every device by
+    the rule. None: build every device."""
+    if (
+        previous is None
+        or carry is None
+        or carry.floor is None
+        or not carry.exact
+        or carry.key_id != key_id_of(key)
+        or where.stage_root is not None
+        or set(previous.roots) != {str(r) for r in where.roots}
+        or any(not previous.converged(r) or s.stale for r, s in previous.roots.items())
+    ):
+        return None
+    change = change_since(pipeline, commit, loaded, state, previous, carry.floor)
+    if change is None or staging.mode(change.inventory.fleet) is not None:
+        return None  # (stage files are made from every device's: a full build)
+    return change
 
 
 def _new_builder(old: Builder) -> Builder:
@@ -973,12 +1066,14 @@ def _keep_inputs(
     pipeline: Pipeline,
     inputs: dict[str, str],
     carry: _Carry | None = None,
+    change: Change | None = None,
 ) -> None:
     """Record each device's build inputs (a hash of its blob ids) and files, for the next
     publish in a fresh process to take unchanged devices over from the roots instead of
     compiling and encrypting them again (see `_prior`). Written after the manifest: a
     record the manifest does not name (other commit, other inputs) is not used; losing
-    it costs only a full build. A device `carry` took over keeps its record as it was."""
+    it costs only a full build. A device `carry` took over keeps its record as it was,
+    and so does every device a `change` did not reach (the build made only the others)."""
     builder = pipeline.builder
     kept = carry.devices if carry is not None and carry.key_id == builder.key_id else {}
     reused = carry.carried - carry.refused if kept and carry is not None else set()
@@ -986,6 +1081,13 @@ def _keep_inputs(
     for f in build.files:
         files.setdefault(f.mac, []).append(f)
     devices: dict[str, object] = {}
+    exact = build.exact
+    if change is not None:
+        # The devices taken over by change keep their records; the build made the rest.
+        assert carry is not None and kept
+        affected = change.affected
+        devices = {mac: got for mac, got in kept.items() if mac not in affected}
+        exact = exact and carry.exact
     for mac, made in files.items():
         if mac in reused:
             devices[mac] = kept[mac]
@@ -1002,6 +1104,11 @@ def _keep_inputs(
         "commit": build.commit,
         "inputs": inputs,
         "key_id": builder.key_id,
+        "floor": build.floor,
+        "exact": exact,
+        # The manifest the build wrote: one edited since (or another gitprov's) may no
+        # longer say what the build made; a publish by change takes it as it says.
+        "manifest": manifest_identity(state_dir),
         "devices": devices,
     }
     with contextlib.suppress(OSError):
@@ -1032,7 +1139,15 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
     roots = sorted(previous.roots, key=lambda r: (not previous.converged(r), r))
     if not any(previous.converged(r) for r in roots):
         return None
-    return _Carry(raw["devices"], raw["key_id"], previous.files, tuple(roots))
+    floor, exact = raw.get("floor"), raw.get("exact")
+    return _Carry(
+        raw["devices"],
+        raw["key_id"],
+        previous.files,
+        tuple(roots),
+        floor if isinstance(floor, int) and not isinstance(floor, bool) else None,
+        exact is True and raw.get("manifest") == manifest_identity(state_dir),
+    )
 
 
 class _Carry:
@@ -1047,11 +1162,18 @@ class _Carry:
         key_id: str,
         entries: Mapping[str, ManifestEntry],
         roots: tuple[str, ...],
+        floor: int | None = None,
+        exact: bool = False,
     ) -> None:
         self.devices = devices
         self.key_id = key_id
         self.entries = entries
         self.roots = roots
+        # The published build's version floor, and whether it numbered every device by
+        # the rule (no --force raised one) in the manifest as it wrote it: what taking
+        # files over by change needs.
+        self.floor = floor
+        self.exact = exact
         self.carried: set[str] = set()
         self.refused: set[str] = set()
 
@@ -1476,17 +1598,34 @@ def _check_removal(build: Build, previous: Manifest | None, published: Fleet | N
     limit applies: a commit cannot loosen the limit for itself."""
     if previous is None:
         return
-    before = {e.mac for e in previous.files.values() if e.kind == Kind.DEVICE and e.mac}
-    gone = sorted(before - {f.mac for f in build.files})
+    before = _published_macs(previous)
+    _check_gone(build, sorted(before - {f.mac for f in build.files}), len(before), published)
+
+
+def _check_removal_of(
+    build: Build, gone: Iterable[str], previous: Manifest, published: Fleet | None
+) -> None:
+    """`_check_removal` of a build by change, which removes the devices `gone`."""
+    removed = sorted(gone)
+    if len(removed) > 1:  # else no need to count the published devices
+        _check_gone(build, removed, len(_published_macs(previous)), published)
+
+
+def _published_macs(previous: Manifest) -> set[str]:
+    return {e.mac for e in previous.files.values() if e.kind == Kind.DEVICE and e.mac}
+
+
+def _check_gone(build: Build, gone: list[str], count: int, published: Fleet | None) -> None:
+    """Refuse removing the devices `gone` of `count` published ones, when too many."""
     limit = build.inventory.fleet.max_removal
     if published is not None:
         limit = min(limit, published.max_removal)
-    if len(gone) <= 1 or Fraction(len(gone), len(before)) <= limit:
+    if len(gone) <= 1 or Fraction(len(gone), count) <= limit:
         return
     shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
     raise Refused(
-        f"commit {build.commit[:12]} removes {len(gone)} of the {len(before)} published "
-        f"devices ({percent(Fraction(len(gone), len(before)))}), more than "
+        f"commit {build.commit[:12]} removes {len(gone)} of the {count} published "
+        f"devices ({percent(Fraction(len(gone), count))}), more than "
         f"publish.max_removal allows ({percent(limit)}): {shown}; refused: nothing was "
         "removed or written, the last good files stay",
         hint="if the removal is intended, publish it with --allow-mass-removal "
@@ -1525,11 +1664,22 @@ def _publish_locked(
     prune_unknown: bool,
     verify: bool,
     inputs: dict[str, str],
+    carried: Mapping[str, ManifestEntry] | None = None,
+    carried_from: tuple[str, ...] = (),
 ) -> PublishResult:
+    """Publish `build` over `previous`. `carried` (see gitprov.change) are files of
+    `previous` kept as they are, besides the build's (their bytes are read from the
+    roots `carried_from` only when a root needs them written); NotAChange when the build
+    makes a file of one of those names."""
     roots = targets.roots
     files, notes = artifacts(build, targets.firmware_dir)
+    carried = carried or {}
+    if any(a.name in carried for a in files):
+        raise NotAChange()
     clean_temps((targets.state_dir,))  # the roots' temps: while the plan lists them
     digests = {a.name: a.sha256_data for a in files}
+    if carried:
+        digests = {name: e.sha256_data for name, e in carried.items()} | digests
     the_plan = plan(
         digests.keys(),
         roots,
@@ -1541,13 +1691,18 @@ def _publish_locked(
     )
     # The bytes of what is written, and only of that: a carried file is read here, before
     # anything is written (CarriedUnreadable: nothing is).
-    wanted = _contents(files, {a.name for a in the_plan.actions if a.action is not Action.REMOVE})
-    entries = {
+    to_write = {a.name for a in the_plan.actions if a.action is not Action.REMOVE}
+    wanted = _contents(files, to_write)
+    if carried:
+        wanted.update(_carried_contents(carried, to_write - wanted.keys(), carried_from))
+    made = {
         a.name: a.content.entry if isinstance(a.content, CarriedFile) else a.entry() for a in files
     }
+    entries = {**carried, **made} if carried else made
     old_files = dict(previous.files) if previous else {}
+    # The versions served: the previous record, which holds every carried file's already.
     served = served_versions(previous)
-    for name, e in entries.items():
+    for name, e in made.items():
         key = version_key(name, e)
         if key is not None and e.version >= served.get(key, (0, ""))[0]:
             served[key] = (e.version, e.sha256_body)
@@ -1633,6 +1788,29 @@ def _publish_locked(
         old_files,
         targets.state_dir,
     )
+
+
+class NotAChange(Exception):
+    """A build by change makes a file named like one it would take over: build every
+    device (the full build says what clashes, or that nothing does)."""
+
+
+def _carried_contents(
+    carried: Mapping[str, ManifestEntry], names: set[str], roots: tuple[str, ...]
+) -> dict[str, bytes]:
+    """The bytes of carried files a root needs written, read from `roots` as the
+    manifest records them (CarriedUnreadable: no root holds them any more)."""
+    out: dict[str, bytes] = {}
+    unreadable: dict[str, str] = {}
+    for name in sorted(names):
+        e = carried[name]
+        try:
+            out[name] = CarriedFile.of(e, name, "", (), roots).data
+        except CarriedUnreadable:
+            unreadable[e.mac] = name
+    if unreadable:
+        raise CarriedUnreadable(unreadable)
+    return out
 
 
 def _contents(files: Sequence[Artifact], names: set[str]) -> dict[str, bytes]:

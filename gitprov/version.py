@@ -146,6 +146,16 @@ class State:
             if digest != ABSENT
         }
 
+    def versions_of(self, keys: Iterable[str]) -> dict[str, VersionInfo]:
+        """`versions()` of these keys alone (those present): a build of a few devices
+        of a fleet asks for theirs, not for every device's."""
+        out = {}
+        for k in keys:
+            info = self.info(k)
+            if info is not None:
+                out[k] = info
+        return out
+
     def _number(self, key: str, n: int) -> int:
         boot = self.entry(BOOTSTRAP)
         return number(key, self.floor, boot[1], n, staged=boot[0].startswith(STAGED))

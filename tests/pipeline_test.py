@@ -179,7 +179,7 @@ def test_the_changed_paths_are_the_difference_of_the_two_listings(
         if old is not None:
             was, now = _blobs_under(before, prefix), _blobs_under(repo.files, prefix)
             want = {k: now.get(k) for k in was.keys() | now.keys() if was.get(k) != now.get(k)}
-            assert p._changes(old, new) == want
+            assert p.changes(old, new) == want
         before, old = dict(repo.files), new
 
 
