@@ -20,7 +20,7 @@ import re
 import sys
 from array import array
 from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping, Sequence, Set
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,9 @@ class Manifest:
     # with the same inputs into intact roots needs no build. Empty: not known.
     inputs: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what that publish told the operator (never secrets)
+    # The sha256 of the file as read or written ("": not known): what a record written
+    # beside it names (see gitprov.publish._keep_inputs).
+    sha256: str = field(default="", compare=False, repr=False)
 
     @cached_property
     def served_record(self) -> dict[str, tuple[int, str]]:
@@ -216,7 +219,8 @@ def load_manifest(state_dir: Path) -> Manifest | None:
             hit = _LOADED.get(str(path))
             if hit is not None and hit[0] == _same_file(st):
                 return hit[1]
-            raw: dict[str, Any] = json.loads(f.read())
+            data = f.read()
+            raw: dict[str, Any] = json.loads(data)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -226,21 +230,14 @@ def load_manifest(state_dir: Path) -> Manifest | None:
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     if manifest is not None:
+        manifest = replace(manifest, sha256=hashlib.sha256(data).hexdigest())
+    if manifest is not None:
         _keep_loaded(path, st, manifest)
     return manifest
 
 
 def _same_file(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def manifest_identity(state_dir: Path) -> list[int] | None:
-    """What tells this manifest file from any other written or edited since (device,
-    inode, size, mtime, ctime); None when there is none."""
-    try:
-        return list(_same_file(os.stat(state_dir / MANIFEST)))
-    except OSError:
-        return None
 
 
 def _keep_loaded(path: Path, st: os.stat_result, manifest: Manifest) -> None:

@@ -89,7 +89,6 @@ from gitprov.plan import (
     load_index,
     load_manifest,
     manifest_commit,
-    manifest_identity,
     plan,
     remember_manifest,
     served_versions,
@@ -995,7 +994,7 @@ def publish_commit(
                 change = None
                 carry.refused |= exc.macs
                 pipeline.builder = _new_builder(pipeline.builder)
-        _keep_inputs(where.state_dir, build, pipeline, inputs, carry, change)
+        _keep_inputs(where.state_dir, result.manifest, build, pipeline, inputs, carry, change)
         return _journal(result, previous, recorder)
 
 
@@ -1062,6 +1061,7 @@ def _input_id(dkey: Sequence[str]) -> str:
 
 def _keep_inputs(
     state_dir: Path,
+    manifest: Manifest,
     build: Build,
     pipeline: Pipeline,
     inputs: dict[str, str],
@@ -1108,7 +1108,7 @@ def _keep_inputs(
         "exact": exact,
         # The manifest the build wrote: one edited since (or another gitprov's) may no
         # longer say what the build made; a publish by change takes it as it says.
-        "manifest": manifest_identity(state_dir),
+        "manifest": manifest.sha256,
         "devices": devices,
     }
     with contextlib.suppress(OSError):
@@ -1146,7 +1146,7 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
         previous.files,
         tuple(roots),
         floor if isinstance(floor, int) and not isinstance(floor, bool) else None,
-        exact is True and raw.get("manifest") == manifest_identity(state_dir),
+        exact is True and bool(previous.sha256) and raw.get("manifest") == previous.sha256,
     )
 
 
@@ -1768,13 +1768,15 @@ def _publish_locked(
         notes=tuple(notes),
     )
     try:
-        write_atomic(targets.state_dir / MANIFEST, manifest.chunks())
+        digest = hashlib.sha256()
+        write_atomic(targets.state_dir / MANIFEST, _hashed(manifest.chunks(), digest))
     except OSError as exc:
         raise PublishError(
             f"the files are in place but the manifest could not be written into "
             f"{targets.state_dir}: {_describe(exc)}",
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
+    manifest = replace(manifest, sha256=digest.hexdigest())
     remember_manifest(targets.state_dir, manifest)
     write_index(targets.state_dir, manifest)
     return PublishResult(
@@ -1811,6 +1813,12 @@ def _carried_contents(
     if unreadable:
         raise CarriedUnreadable(unreadable)
     return out
+
+
+def _hashed(chunks: Iterable[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
 
 
 def _contents(files: Sequence[Artifact], names: set[str]) -> dict[str, bytes]:
