@@ -1111,8 +1111,30 @@ def _keep_inputs(
         "manifest": manifest.sha256,
         "devices": devices,
     }
+    path = state_dir / BUILD_INPUTS
     with contextlib.suppress(OSError):
-        write_atomic(state_dir / BUILD_INPUTS, statejson.chunks(record))
+        write_atomic(path, statejson.chunks(record))
+        if len(_RECORDS) >= 8:
+            _RECORDS.clear()
+        _RECORDS[str(path)] = (_identity(os.stat(path)), record)
+
+
+# The last record each state dir was given, while its file is the one written (as
+# gitprov.plan keeps manifests): a watcher's next publish does not read 13 MB back.
+_RECORDS: dict[str, tuple[tuple[int, ...], dict[str, object]]] = {}
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_record(path: Path) -> object:
+    """The build record at `path`, decoded (OSError, ValueError: none usable)."""
+    with path.open("rb") as f:
+        hit = _RECORDS.get(str(path))
+        if hit is not None and hit[0] == _identity(os.fstat(f.fileno())):
+            return hit[1]
+        return json.loads(f.read())
 
 
 def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> _Carry | None:
@@ -1123,7 +1145,7 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
     if previous is None or dict(previous.inputs) != inputs:
         return None
     try:
-        raw = json.loads((state_dir / BUILD_INPUTS).read_bytes())
+        raw = _read_record(state_dir / BUILD_INPUTS)
     except (OSError, ValueError):
         return None
     if (
@@ -1688,6 +1710,7 @@ def _publish_locked(
         verify=verify,
         digests=digests,
         clean=True,
+        as_recorded=carried.keys(),
     )
     # The bytes of what is written, and only of that: a carried file is read here, before
     # anything is written (CarriedUnreadable: nothing is).
@@ -1777,6 +1800,9 @@ def _publish_locked(
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
     manifest = replace(manifest, sha256=digest.hexdigest())
+    # Its `served` holds every file's number already (see above): the record a next
+    # publish in this process asks for, without a pass over the files for it.
+    vars(manifest)["served_record"] = served
     remember_manifest(targets.state_dir, manifest)
     write_index(targets.state_dir, manifest)
     return PublishResult(

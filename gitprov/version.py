@@ -68,6 +68,11 @@ _NONE: Entry = (ABSENT, 0, "")
 # keeps what it did; more packs than MAX_PACKS are merged into one; the newest
 # MAX_SNAPSHOTS snapshots are kept (any state can be rebuilt from the deltas).
 PACK_EVERY = 1000
+# A computation's head gets a snapshot when this many deltas separate it from the state it
+# started from (a snapshot, or nothing): a child of a snapshot's commit is that snapshot
+# plus a delta, and writing 100,000 entries for it would cost a publish more than reading
+# a few deltas costs the next one.
+SNAPSHOT_EVERY = 16
 MAX_PACKS = 16
 MAX_SNAPSHOTS = 8
 
@@ -649,11 +654,13 @@ def _solve(
     observe: Observe | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     ahead: Ahead | None = None,
+    depths: dict[str, int] | None = None,
 ) -> dict[str, State]:
     """The states of `targets` (the ones no later target needs are dropped on the way):
     each from a cached state, else its first parent's state plus its cached delta, else
     evaluated from its parents' states. `must_evaluate` are evaluated in any case (their
-    deltas are wanted); with `observe`, every ancestor is."""
+    deltas are wanted); with `observe`, every ancestor is. `depths` gets each target's
+    count of first-parent steps from the cached state it was derived from."""
     require_complete(repo)
     states: dict[str, State] = {}
     deltas: dict[str, Delta | None] = {}  # how each state is made: a delta, or None: evaluate
@@ -697,6 +704,7 @@ def _solve(
     # The digests of the states at hand, when known without building them: what an
     # evaluation gave, shared down a chain of commits that changed nothing.
     maps: dict[str, Mapping[str, str]] = {}
+    depth: dict[str, int] = dict.fromkeys(states, 0)
     pairs = [(needs[c][0], c) for c in order if deltas[c] is None and needs[c]]
     with ahead(pairs) if ahead is not None else contextlib.nullcontext():
         for cid in order:
@@ -725,6 +733,7 @@ def _solve(
                 keys = {**keys, **delta.changed}
             state = State(delta.floor, delta.floor_by, keys, delta.valid)
             states[cid] = state
+            depth[cid] = depth.get(needs[cid][0], 0) + 1 if needs[cid] else 1
             if observe is not None:
                 observe(commit or _commit(repo, cid), state)
             for pid in needs[cid]:
@@ -733,6 +742,8 @@ def _solve(
                     states.pop(pid, None)
                     maps.pop(pid, None)
     cache.flush()
+    if depths is not None:
+        depths.update((t, depth.get(t, 0)) for t in targets)
     return states
 
 
@@ -747,7 +758,8 @@ def compute_state(
     ahead: Ahead | None = None,
 ) -> State:
     """The state at `head`, evaluating every ancestor whose state no cached state or delta
-    gives. The state at `head` is kept as a snapshot.
+    gives. The state at `head` is kept in memory, and as a snapshot when SNAPSHOT_EVERY
+    deltas or more separate it from the state it was derived from.
 
     With `observe`, every ancestor is evaluated (the cache is written, not read) and
     `observe(commit, state)` is called for each, parents before children."""
@@ -763,10 +775,21 @@ def compute_state(
         hit = cache.state(hid)
         if hit is not None:
             return hit
-    state = _solve(repo, [hid], evaluate, cache, observe=observe, progress=progress, ahead=ahead)[
-        hid
-    ]
-    cache.store_snapshot(hid, state)
+    depths: dict[str, int] = {}
+    state = _solve(
+        repo,
+        [hid],
+        evaluate,
+        cache,
+        observe=observe,
+        progress=progress,
+        ahead=ahead,
+        depths=depths,
+    )[hid]
+    if depths.get(hid, 0) >= SNAPSHOT_EVERY:
+        cache.store_snapshot(hid, state)
+    else:
+        cache.remember(hid, state)
     return state
 
 

@@ -197,16 +197,51 @@ def test_monotonic_per_device(history: tuple[GitRepo, list[str]]) -> None:
         last.update(now)
 
 
-def test_cold_equals_cached(history: tuple[GitRepo, list[str]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("every", [1, 3, versioning.SNAPSHOT_EVERY])
+def test_cold_equals_cached(
+    history: tuple[GitRepo, list[str]],
+    tmp_path: Path,
+    every: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Snapshots at every head, at every third delta from one, or (the default) every
+    # state from the deltas of a history this short.
+    monkeypatch.setattr(versioning, "SNAPSHOT_EVERY", every)
     r, heads = history
     cache = tmp_path / "cache"
     for h in heads:  # warm the cache commit by commit, as a watcher would
         head = commit_at(r.repo, h)
         if rendered(r.repo, head) is not None:
             computed(r.repo, head, cache)
-    assert any(cache.rglob("*.pack")) and any(cache.rglob("*.snap"))
+    snapshots = len(list(cache.rglob("*.snap")))
+    assert any(cache.rglob("*.pack"))
+    assert bool(snapshots) == (every < len(heads)), snapshots
+    if every == 3:
+        assert snapshots < len(heads) // 2
     head = commit_at(r.repo, heads[-1])
     assert computed(r.repo, head, cache) == computed(r.repo, head, None)
+
+
+def test_a_child_of_a_snapshot_is_not_written_whole(
+    history: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    """A publish of a child commit reads its parent's snapshot and one delta: writing the
+    child's whole state (100,000 entries at 100,000 devices) would cost more."""
+    r, heads = history
+    cache = tmp_path / "cache"
+    p = Pipeline(r.repo, cache_dir=cache)
+    p.version_cache.store_snapshot(heads[-2], p.state(commit_at(r.repo, heads[-2])))
+    assert [f.stem for f in cache.rglob("*.snap")] == [heads[-2]]
+    fresh = Pipeline(r.repo, cache_dir=cache)
+    state = fresh.state(commit_at(r.repo, heads[-1]))
+    assert [f.stem for f in cache.rglob("*.snap")] == [heads[-2]]
+    assert fresh.version_cache.delta(heads[-1]) is not None
+    again = Pipeline(r.repo, cache_dir=cache).state(commit_at(r.repo, heads[-1]))
+    assert again.versions() == state.versions() == computed_state(r.repo, heads[-1])
+
+
+def computed_state(repo: pygit2.Repository, head: str) -> dict[str, Any]:
+    return Pipeline(repo).state(commit_at(repo, head)).versions()
 
 
 def test_states_come_back_from_deltas_alone(
