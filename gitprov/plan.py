@@ -405,8 +405,15 @@ def plan(
         converged = previous is not None and previous.converged(key)
         recorded = previous.files if previous is not None and converged else {}
         stats = previous.roots[key].stat if previous is not None and converged else {}
-        # Most of a fleet, found as recorded: left alone, in one pass without a test each.
-        kept = intact[key] = {name: stats[name] for name in same}
+        # Most of a fleet, found as recorded: left alone, in one pass without a test each
+        # (a copy of the recorded stats less the others, when they are the fewer).
+        if isinstance(stats, dict) and len(same) > len(stats) // 2:
+            kept = dict(stats)
+            for name in stats.keys() - same:
+                del kept[name]
+        else:
+            kept = {name: stats[name] for name in same}
+        intact[key] = kept
         unchanged += len(same)
         for name in sorted(wanted_names - same):
             entry = recorded.get(name)
@@ -797,9 +804,12 @@ def _survey(
             for first in range(0, len(names), step)
         ]
 
-        # Each name's recorded stat, in the order of the names (a StatTable's own).
-        expected = [
-            _columns(names, recorded) if fd is not None else ((), (), ())
+        # A StatTable's stat columns, in the order of its names; the others' are made by
+        # each part from a mapping (in the workers: 0.1 s at 100,000 devices).
+        tables = [
+            recorded.columns()
+            if fd is not None and isinstance(recorded, StatTable) and recorded.names is names
+            else None
             for fd, (_, names, recorded) in zip(fds, checks, strict=True)
         ]
 
@@ -816,7 +826,11 @@ def _survey(
                     out.append((i, first, sorted(found - listing), temps))
                     continue
                 names = checks[i][1][first:end]
-                sizes, mtimes, inodes = (c[first:end] for c in expected[i])
+                table = tables[i]
+                if table is not None:
+                    sizes, mtimes, inodes = (c[first:end] for c in table)
+                else:
+                    sizes, mtimes, inodes = _columns(names, checks[i][2])
                 out.append((i, first, _not_as_recorded(fd, names, sizes, mtimes, inodes), []))
             return out
 
