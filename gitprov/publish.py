@@ -44,7 +44,7 @@ import posixpath
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -760,6 +760,9 @@ class PublishResult:
     notes: tuple[str, ...] = ()
     previous_files: Mapping[str, ManifestEntry] = field(default_factory=dict, repr=False)
     state_dir: Path | None = None  # where the manifest was read and written
+    # The only file names whose entries may differ from the previous manifest's, when a
+    # publish by change knows them (None: any may).
+    changed_names: Set[str] | None = field(default=None, repr=False)
 
     @property
     def written(self) -> tuple[FileAction, ...]:
@@ -835,6 +838,7 @@ def _journal(
             recorder,
             drift=result.drift,
             failures=result.failures,
+            changed=result.changed_names,
         )
     except OSError as exc:
         raise PublishError(
@@ -1815,6 +1819,8 @@ def _publish_locked(
         tuple(notes),
         old_files,
         targets.state_dir,
+        # Every other name holds the very entry it held (taken over): sets in C.
+        (previous.files.keys() - carried.keys()) | made.keys() if previous and carried else None,
     )
 
 

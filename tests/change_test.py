@@ -15,11 +15,13 @@ import pygit2
 import pytest
 
 from gitprov import change as change_module
+from gitprov import journal as journal_module
 from gitprov import publish as publish_module
 from gitprov.change import Change
 from gitprov.cli import main
+from gitprov.journal import JOURNAL
 from gitprov.pipeline import Pipeline
-from gitprov.plan import MANIFEST
+from gitprov.plan import MANIFEST, load_manifest
 from gitprov.publish import BUILD_INPUTS, Refused, Targets, publish_commit
 from tests.fixtures.fleet import (
     base_profile,
@@ -70,6 +72,28 @@ def record(where: Path, *, history: bool = True) -> dict[str, object]:
         macs = {e["mac"] for e in manifest["files"].values()}
         out["served"] = {k: v for k, v in manifest["served"].items() if k in macs}
     return out
+
+
+def journal(where: Path) -> list[dict[str, object]]:
+    """The journal's entries, less their dates and state digests (which name the roots'
+    paths); the paths written as <where>."""
+    text = (where / "state" / JOURNAL).read_text().replace(str(where), "<where>")
+    out = []
+    for line in text.splitlines():
+        entry = json.loads(line)
+        for key in ("time", "manifest_time", "state"):
+            entry.pop(key)
+        out.append(entry)
+    return out
+
+
+def state_recorded(where: Path) -> None:
+    """The journal's last state digest is the manifest's, computed from nothing."""
+    manifest = load_manifest(where / "state")
+    assert manifest is not None
+    journal_module._LINES.clear()
+    last = (where / "state" / JOURNAL).read_text().splitlines()[-1]
+    assert json.loads(last)["state"] == journal_module.state_digest(manifest)
 
 
 def publish_in_full(repo: GitRepo, where: Path) -> int:
@@ -323,6 +347,8 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
         assert served(where) == served(twin) == served(full), (step, done)
         assert record(where) == record(twin), (step, done)
         assert record(where, history=False) == record(full, history=False), (step, done)
+        assert journal(where) == journal(twin), (step, done)
+        state_recorded(where)
         # The full publish into fresh roots never looks for a change: one look, this one's.
         assert len(by_change) == 1, (step, done)
         if set(done) <= BY_CHANGE:

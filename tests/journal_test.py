@@ -596,3 +596,44 @@ def test_printable_escapes_what_moves_a_terminal_or_ends_a_line() -> None:
     assert printable("a\x1bb\rc\nd\te\x7ff\x85g") == "a\\x1bb\\x0dc\\x0ad\\x09e\\x7ff\\x85g"
     assert printable("\u2028\u2029\u202e\u200b\ufeff") == "\\u2028\\u2029\\u202e\\u200b\\ufeff"
     assert printable("Zoë – naïve \\ 日本 🙂") == "Zoë – naïve \\ 日本 🙂"
+
+
+# -- the state digest of a publish by change ---------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_a_state_digest_from_the_last_ones_lines_is_the_one_computed_from_nothing(
+    seed: int,
+) -> None:
+    """A publish that knows which files changed digests the new state from the lines of
+    the previous one: over any run of changes, the digest computed from nothing."""
+    import random
+
+    from gitprov import journal as journal_module
+    from gitprov.plan import Manifest, ManifestEntry, RootState
+
+    rng = random.Random(seed)
+
+    def entry(i: int, version: int) -> ManifestEntry:
+        return ManifestEntry(f"{i:012x}", "m", version, "c", "p", f"{i:04x}{version}", "device")
+
+    files = {f"fv{i:04d}.conf": entry(i, 1) for i in rng.sample(range(200), 40)}
+    roots = {"/srv/http": RootState("c0"), "/srv/tftp": RootState("c0")}
+    before = Manifest("c0", "t0", roots, dict(files), sha256="m0")
+    journal_module.state_digest(before)  # its lines kept, as a publish's would be
+    for step in range(1, 30):
+        changed: set[str] = set()
+        for _ in range(rng.randint(0, 4)):
+            name = f"fv{rng.randrange(200):04d}.conf"
+            changed.add(name)
+            if name in files and rng.random() < 0.4:
+                del files[name]
+            else:
+                files[name] = entry(int(name[2:6]), step + 1)
+        changed |= {f"fv{rng.randrange(200):04d}.conf" for _ in range(rng.randint(0, 2))}
+        roots = {r: RootState(f"c{step}") for r in roots}
+        after = Manifest(f"c{step}", f"t{step}", roots, dict(files), sha256=f"m{step}")
+        got = journal_module.state_digest(after, before, changed)
+        kept = dict(journal_module._LINES)
+        journal_module._LINES.clear()
+        assert got == journal_module.state_digest(after), (seed, step)
+        journal_module._LINES.update(kept)
+        before = after
