@@ -26,9 +26,11 @@ A cache saves work; it is never the truth, and deleting it changes no number. It
 each commit's state as a `Delta`, the entries that differ from its first parent's (a
 commit changes a few devices, so a history of thousands of commits over thousands of
 devices costs megabytes, not a full map per commit), and a full snapshot of the state at
-the head of each computation. A state is its snapshot, or its first parent's state plus
-its delta, or else it is evaluated from its parents' states. A device's history on the
-first-parent chain (`gitprov log`) is read from the deltas alone.
+the head of a computation that went SNAPSHOT_EVERY deltas or more past the state it
+started from. A state is its snapshot, or its first parent's state plus its delta, or
+else it is evaluated from its parents' states. A device's history on the first-parent
+chain (`gitprov log`) is read from the deltas alone. The deltas also tell a publish which
+devices' numbers changed since the published commit (gitprov.change).
 """
 
 from __future__ import annotations

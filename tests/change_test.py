@@ -6,6 +6,7 @@ deltas and the tree diff must go to the full build."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -399,8 +400,9 @@ def test_force_and_verify_build_every_device(
     assert by_change and by_change[-1] is not None
 
 
+@pytest.mark.parametrize("root", ["owes a removal", "lags"])
 def test_a_root_that_lags_or_owes_a_removal_gets_a_full_build(
-    tmp_path: Path, private_key: str, by_change: list[Change | None]
+    tmp_path: Path, private_key: str, by_change: list[Change | None], root: str
 ) -> None:
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     h = History(repo, fleet_files(4))
@@ -409,12 +411,22 @@ def test_a_root_that_lags_or_owes_a_removal_gets_a_full_build(
     manifest_path = where / "state" / MANIFEST
     manifest = json.loads(manifest_path.read_text())
     http = str(where / "http")
-    manifest["roots"][http]["stale"] = ["fvold.conf"]
+    if root == "lags":
+        manifest["roots"][http]["error"] = "no space left on the device"
+    else:
+        (where / "http" / "fvold.conf").write_bytes(b"an old file\n")
+        manifest["roots"][http]["stale"] = ["fvold.conf"]
     manifest_path.write_text(json.dumps(manifest, sort_keys=True))
+    # The record vouches for the manifest as it is now: only the root stands in the way.
+    path = where / "state" / BUILD_INPUTS
+    raw = json.loads(path.read_text())
+    raw["manifest"] = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    path.write_text(json.dumps(raw))
     edit_device(h, random.Random(1))
     by_change.clear()
     assert publish(repo, where) == 0
     assert by_change == []
+    assert not (where / "http" / "fvold.conf").exists()
     full = tmp_path / "full"
     assert publish(repo, full) == 0
     assert served(where) == served(full)
