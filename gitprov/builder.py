@@ -290,6 +290,11 @@ class Builder:
             out.append((device.path, device.oid, model_oid, fleet_oid, secrets_oid, *chain))
         return out
 
+    def input_keys(self, inv: Inventory) -> dict[str, tuple[str, ...]]:
+        """Each device's build inputs, by MAC: the blob ids of everything it is compiled
+        from (what `Build` records as the inputs of the devices it made)."""
+        return {d.mac: key for d, key in zip(inv.devices, self._keys(inv), strict=True)}
+
     def digests(self, inv: Inventory) -> dict[str, str]:
         """Each version key's content digest: devices (version line excluded, secrets as
         sealed digests) and option-66 files."""

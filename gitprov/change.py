@@ -1,26 +1,26 @@
 """What a publish builds when the roots hold an earlier commit of the same line: only the
-devices the commit changed since, every other device's files taken over as the manifest
-records them, without a look at the device (gitprov.publish decides when it may).
+devices whose files change, every other device's files taken over as the manifest records
+them, without a look at the device (gitprov.publish decides when it may).
 
-Two things tell which devices changed between the published commit P and the commit C
-being published, without a pass over the fleet:
+A device's bytes are its version line and what its content digest covers (gitprov.builder
+`Template.digest`: the body, the file name, the cipher and the keys, each secret by its
+sealed text), encrypted with the private key the build record names. So between the
+published commit P and the commit C being published, with the same private key and the
+same inputs, a device's file changes only if its version entry does: the version deltas
+(gitprov.version) of the first-parent commits after P up to C name every such device, as
+long as the floor and the option-66 bootstrap's entry (whose count lifts every number)
+did not move. The devices whose file changed in the tree diff are built too (a new blob
+may make the same bytes, or move the device to another model), and a device the deltas
+name that is gone at C is removed.
 
-- the version deltas (gitprov.version) of the first-parent commits after P up to C: the
-  keys whose (digest, count, commit) entry changed on the way. With the same floor and
-  no change to the bootstrap's entry, every other device has the number it had at P;
-- the tree diff P..C: the device files added, changed or removed. A device's bytes
-  depend on its file, its model, its profiles, the fleet settings and the sealed secrets
-  (Builder._keys): when only device files changed, every other device's inputs are
-  those P's build had.
-
-A device changed either way is built; one the version deltas name that is gone at C is
-removed. Anything else (a changed profile, model or setting, a version changed without a
-changed file, such as an edit reverted in between, a history that is not a first-parent
-line from P) returns None: the publish builds every device, as a fresh clone would.
+Anything else returns None, and the publish builds every device, as a fresh clone would:
+another floor, a bootstrap that changed, a history that is not a first-parent line from
+P within DEPTH commits, a delta the cache does not have.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pygit2
@@ -45,6 +45,9 @@ class Change:
     # The published files of every other device: file name -> the manifest's entry.
     carried: dict[str, ManifestEntry]
     gone: frozenset[str]  # MACs of published devices the commit removed
+    # Every device's build inputs (see Builder.input_keys) when files other than devices'
+    # changed (None: those of the devices taken over did not change).
+    keys: dict[str, tuple[str, ...]] | None = None
 
     @property
     def affected(self) -> frozenset[str]:
@@ -77,14 +80,12 @@ def change_since(
         return None
     docs = loaded.docs
     changed: list[Document] = []
+    others = False  # whether a file other than a device's changed: a profile, a model...
     for path, oid in pipeline.changes(old, commit).items():
         kind = kind_of(path, pipeline.inventory_dir)
-        if kind is None:
-            continue  # not an inventory file: nothing is built from it
-        if kind != DEVICE:
-            return None
-        if oid is None:
-            continue  # removed: its MAC's entry is among the changed versions
+        others = others or kind not in (DEVICE, None)
+        if kind != DEVICE or oid is None:
+            continue  # a removed device's MAC is among the changed versions
         doc = docs.document(path)
         if doc is None:
             return None
@@ -97,18 +98,30 @@ def change_since(
     )
     inventory = build_inventory(part)
     built = {d.mac for d in inventory.devices}
-    gone = set()
-    for key in versions - built:
-        if state.entry(key)[0] != ABSENT:
-            return None  # a number changed, the file did not (an edit reverted since P)
-        gone.add(key)
+    # Numbers that changed without their device's file: a profile, a model, a setting or
+    # a secret it uses changed, or an edit was reverted since.
+    more = {key for key in versions - built if state.entry(key)[0] != ABSENT}
+    gone = versions - built - more
+    keys = None
+    if more or others:
+        whole = build_inventory(docs)  # every device, from its facts: read if compiled
+        if more:
+            wanted = built | more
+            devices = tuple(d for d in whole.devices if d.mac in wanted)
+            if len(devices) != len(wanted):
+                return None
+            inventory = dataclasses.replace(inventory, devices=devices)
+            built = wanted
+        if others:
+            # The devices taken over keep their bytes, not their inputs' blob ids.
+            keys = pipeline.builder.input_keys(whole)
     affected = built | gone
     carried = {
         name: e
         for name, e in previous.files.items()
         if e.kind == Kind.DEVICE and e.mac not in affected
     }
-    return Change(inventory, carried, frozenset(gone))
+    return Change(inventory, carried, frozenset(gone), keys)
 
 
 def _changed_keys(pipeline: Pipeline, cid: str, since: str) -> set[str] | None:

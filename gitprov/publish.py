@@ -1028,10 +1028,10 @@ def _change(
     where: Targets,
     key: str | None,
 ) -> Change | None:
-    """The commit's change from the published one when only it needs building (see
-    gitprov.change): the roots all hold the published commit, owe no removal, and its
-    build, recorded with these inputs and this private key, numbered every device by
-    the rule. None: build every device."""
+    """The commit's change from the published one, when only the devices it changed need
+    building (see gitprov.change): the roots all hold the published commit and owe no
+    removal, and its build, recorded with these inputs and this private key, numbered
+    every device by the rule. None: build every device."""
     if (
         previous is None
         or carry is None
@@ -1092,6 +1092,14 @@ def _keep_inputs(
         affected = change.affected
         devices = {mac: got for mac, got in kept.items() if mac not in affected}
         exact = exact and carry.exact
+        if change.keys is not None:
+            # A profile, a model or a setting changed: the same bytes, new inputs.
+            for mac, got in list(devices.items()):
+                dkey = change.keys.get(mac)
+                if dkey is None or not isinstance(got, list) or len(got) != 3:
+                    del devices[mac]
+                else:
+                    devices[mac] = [_input_id(dkey), got[1], got[2]]
     for mac, made in files.items():
         if mac in reused:
             devices[mac] = kept[mac]
