@@ -154,10 +154,14 @@ class Manifest:
                 }
                 for r, s in self.roots.items()
             },
-            "files": {name: vars(e) for name, e in self.files.items()},
-            "served": {k: {"version": v, "sha256_body": b} for k, (v, b) in self.served.items()},
+            "files": statejson.Converted(self.files, vars),
+            "served": statejson.Converted(self.served, _served_json),
         }
         return statejson.chunks(data, newline=True)
+
+
+def _served_json(served: tuple[int, str]) -> dict[str, Any]:
+    return {"version": served[0], "sha256_body": served[1]}
 
 
 def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
@@ -674,7 +678,13 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
         body = [("\0".join(names)).encode()]
         for _, s in roots:
             stat = s.stat
-            column = array("q", itertools.chain.from_iterable(stat.get(n, _NO_STAT) for n in names))
+            # Every name's stat recorded (the usual case): looked up without a Python call.
+            found = (
+                map(stat.__getitem__, names)
+                if isinstance(stat, dict) and len(stat) == len(names) and stat.keys() >= set(names)
+                else (stat.get(n, _NO_STAT) for n in names)
+            )
+            column = array("q", itertools.chain.from_iterable(found))
             body.append(column.tobytes())
         sha = hashlib.sha256()
         for part in body:

@@ -10,7 +10,8 @@ float, and decodes a manifest only a third faster."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,21 +36,39 @@ def dumps(
     return (text + "\n" if newline else text).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class Converted:
+    """A mapping that `chunks` dumps as {key: convert(value)}: a manifest's 100,000 entries
+    are converted a slice at a time, never into a whole converted copy."""
+
+    mapping: Mapping[str, Any]
+    convert: Callable[[Any], Any]
+
+
 def chunks(obj: Mapping[str, Any], *, newline: bool = False, size: int = 4096) -> Iterator[bytes]:
     """`dumps(obj, sort_keys=True, newline=newline)` in pieces, to be written as they come:
     a top-level value that is a mapping of more than `size` entries is dumped in sorted
     slices of that many. A 100,000-device manifest's text (60 MB) is then never whole in
-    memory, made at a publish's peak of it."""
+    memory, made at a publish's peak of it. A top-level value may be `Converted`."""
     for i, key in enumerate(sorted(obj)):
         yield (b"{" if i == 0 else b",") + dumps(key) + b":"
         value = obj[key]
+        convert: Callable[[Any], Any] | None = None
+        if isinstance(value, Converted):
+            convert = value.convert
+            value = value.mapping
         if not isinstance(value, Mapping) or len(value) <= size:
+            if convert is not None:
+                value = {k: convert(v) for k, v in value.items()}
             yield dumps(value, sort_keys=True)
             continue
         names = sorted(value)
         yield b"{"
         for start in range(0, len(names), size):
-            part = {name: value[name] for name in names[start : start + size]}
+            if convert is None:
+                part = {name: value[name] for name in names[start : start + size]}
+            else:
+                part = {name: convert(value[name]) for name in names[start : start + size]}
             inner = dumps(part, sort_keys=True)[1:-1]  # without its braces
             yield inner if start == 0 else b"," + inner
         yield b"}"

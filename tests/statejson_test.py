@@ -78,3 +78,21 @@ def test_chunks_of_a_large_mapping_are_slices_not_one_text() -> None:
     pieces = list(statejson.chunks({"commit": "c", "files": files}, size=1000))
     assert max(len(p) for p in pieces) < len(b"".join(pieces)) / 5
     assert json.loads(b"".join(pieces)) == {"commit": "c", "files": files}
+
+
+@given(
+    st.dictionaries(st.text(max_size=6), st.integers(-(2**70), 2**70), max_size=9),
+    st.integers(min_value=1, max_value=4),
+)
+def test_a_converted_mapping_is_written_as_its_converted_copy(
+    value: dict[str, int], size: int
+) -> None:
+    """A manifest's entries are converted a slice at a time: the same text as a copy."""
+
+    def convert(n: int) -> dict[str, Any]:
+        return {"n": n, "half": n // 2}
+
+    whole = {"a": 1, "files": {k: convert(v) for k, v in value.items()}}
+    expected = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    lazy = {"a": 1, "files": statejson.Converted(value, convert)}
+    assert b"".join(statejson.chunks(lazy, size=size)) == expected.encode("utf-8")
