@@ -89,6 +89,22 @@ class Loaded:
             self._inventory = build_inventory(self.docs)
         return self._inventory
 
+    def settings(self) -> Inventory:
+        """The inventory for its settings, profiles, models and secrets: the whole one
+        when it is built already, else one without devices (listing 100,000 devices
+        from their facts is most of a one-device publish that builds one). Only for a
+        commit without errors."""
+        if self._inventory is not None:
+            return self._inventory
+        docs = self.docs
+        return build_inventory(
+            Documents(
+                docs.inventory_dir,
+                {k: docs.of(k) for k in docs.kinds() if k != DEVICE} | {DEVICE: ()},
+                {},
+            )
+        )
+
 
 class _Snapshot:
     """What validating one commit read, kept for its children (and on disk, see

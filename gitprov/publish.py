@@ -59,15 +59,7 @@ from gitprov import stage as staging
 from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
-from gitprov.inventory import (
-    DEVICE,
-    FLEET,
-    FLEET_FILE,
-    Documents,
-    Fleet,
-    Inventory,
-    build_inventory,
-)
+from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -907,7 +899,7 @@ def publish_commit(
             problems=loaded.problems,
         )
     # The settings and secrets only: the devices are listed when a full build needs them.
-    settings = _settings(loaded)
+    settings = loaded.settings()
     key = private_key(settings) if callable(private_key) else private_key
     where = targets(settings.fleet) if callable(targets) else targets
     inputs = publish_inputs(pipeline, where)
@@ -1000,22 +992,6 @@ def publish_commit(
                 pipeline.builder = _new_builder(pipeline.builder)
         _keep_inputs(where.state_dir, result.manifest, build, pipeline, inputs, carry, change)
         return _journal(result, previous, recorder)
-
-
-def _settings(loaded: Loaded) -> Inventory:
-    """A validated commit's inventory for its settings and secrets: the whole one when
-    it is built already, else one without devices (listing 100,000 devices from their
-    facts is most of a one-device publish that builds one)."""
-    if loaded._inventory is not None:
-        return loaded._inventory
-    docs = loaded.docs
-    return build_inventory(
-        Documents(
-            docs.inventory_dir,
-            {k: docs.of(k) for k in docs.kinds() if k != DEVICE} | {DEVICE: ()},
-            {},
-        )
-    )
 
 
 def _change(

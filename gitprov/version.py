@@ -26,11 +26,12 @@ A cache saves work; it is never the truth, and deleting it changes no number. It
 each commit's state as a `Delta`, the entries that differ from its first parent's (a
 commit changes a few devices, so a history of thousands of commits over thousands of
 devices costs megabytes, not a full map per commit), and a full snapshot of the state at
-the head of a computation that went SNAPSHOT_EVERY deltas or more past the state it
-started from. A state is its snapshot, or its first parent's state plus its delta, or
-else it is evaluated from its parents' states. A device's history on the first-parent
-chain (`gitprov log`) is read from the deltas alone. The deltas also tell a publish which
-devices' numbers changed since the published commit (gitprov.change).
+the head of a computation that went SNAPSHOT_EVERY deltas, or deltas holding a
+SNAPSHOT_SHARE-th of its entries, past the state it started from. A state is its
+snapshot, or its first parent's state plus its delta, or else it is evaluated from its
+parents' states. A device's history on the first-parent chain (`gitprov log`) is read
+from the deltas alone. The deltas also tell a publish which devices' numbers changed
+since the published commit (gitprov.change).
 """
 
 from __future__ import annotations
@@ -71,10 +72,13 @@ _NONE: Entry = (ABSENT, 0, "")
 # MAX_SNAPSHOTS snapshots are kept (any state can be rebuilt from the deltas).
 PACK_EVERY = 1000
 # A computation's head gets a snapshot when this many deltas separate it from the state it
-# started from (a snapshot, or nothing): a child of a snapshot's commit is that snapshot
-# plus a delta, and writing 100,000 entries for it would cost a publish more than reading
-# a few deltas costs the next one.
+# started from (a snapshot, or nothing), or when those deltas hold at least a
+# SNAPSHOT_SHARE-th of the state's entries: a child of a snapshot's commit is that snapshot
+# plus a small delta, and writing 100,000 entries for it would cost a publish more than
+# reading the delta costs the next one; a state built from a history's first commits (each
+# device added once) is read faster as a snapshot than as those deltas.
 SNAPSHOT_EVERY = 16
+SNAPSHOT_SHARE = 8
 MAX_PACKS = 16
 MAX_SNAPSHOTS = 8
 
@@ -656,13 +660,14 @@ def _solve(
     observe: Observe | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     ahead: Ahead | None = None,
-    depths: dict[str, int] | None = None,
+    depths: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, State]:
     """The states of `targets` (the ones no later target needs are dropped on the way):
     each from a cached state, else its first parent's state plus its cached delta, else
     evaluated from its parents' states. `must_evaluate` are evaluated in any case (their
     deltas are wanted); with `observe`, every ancestor is. `depths` gets each target's
-    count of first-parent steps from the cached state it was derived from."""
+    count of first-parent steps from the cached state it was derived from, and the count
+    of entries the deltas of those steps changed."""
     require_complete(repo)
     states: dict[str, State] = {}
     deltas: dict[str, Delta | None] = {}  # how each state is made: a delta, or None: evaluate
@@ -706,7 +711,7 @@ def _solve(
     # The digests of the states at hand, when known without building them: what an
     # evaluation gave, shared down a chain of commits that changed nothing.
     maps: dict[str, Mapping[str, str]] = {}
-    depth: dict[str, int] = dict.fromkeys(states, 0)
+    depth: dict[str, tuple[int, int]] = dict.fromkeys(states, (0, 0))
     pairs = [(needs[c][0], c) for c in order if deltas[c] is None and needs[c]]
     with ahead(pairs) if ahead is not None else contextlib.nullcontext():
         for cid in order:
@@ -735,7 +740,8 @@ def _solve(
                 keys = {**keys, **delta.changed}
             state = State(delta.floor, delta.floor_by, keys, delta.valid)
             states[cid] = state
-            depth[cid] = depth.get(needs[cid][0], 0) + 1 if needs[cid] else 1
+            steps, entries = depth.get(needs[cid][0], (0, 0)) if needs[cid] else (0, 0)
+            depth[cid] = (steps + 1, entries + len(delta.changed))
             if observe is not None:
                 observe(commit or _commit(repo, cid), state)
             for pid in needs[cid]:
@@ -745,7 +751,7 @@ def _solve(
                     maps.pop(pid, None)
     cache.flush()
     if depths is not None:
-        depths.update((t, depth.get(t, 0)) for t in targets)
+        depths.update((t, depth.get(t, (0, 0))) for t in targets)
     return states
 
 
@@ -777,7 +783,7 @@ def compute_state(
         hit = cache.state(hid)
         if hit is not None:
             return hit
-    depths: dict[str, int] = {}
+    depths: dict[str, tuple[int, int]] = {}
     state = _solve(
         repo,
         [hid],
@@ -788,7 +794,8 @@ def compute_state(
         ahead=ahead,
         depths=depths,
     )[hid]
-    if depths.get(hid, 0) >= SNAPSHOT_EVERY:
+    steps, entries = depths.get(hid, (0, 0))
+    if steps >= SNAPSHOT_EVERY or entries * SNAPSHOT_SHARE >= max(len(state.keys), 1):
         cache.store_snapshot(hid, state)
     else:
         cache.remember(hid, state)

@@ -205,8 +205,10 @@ def test_cold_equals_cached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Snapshots at every head, at every third delta from one, or (the default) every
-    # state from the deltas of a history this short.
+    # state from the deltas of a history this short, as in a fleet far larger than the
+    # changes of its commits.
     monkeypatch.setattr(versioning, "SNAPSHOT_EVERY", every)
+    monkeypatch.setattr(versioning, "SNAPSHOT_SHARE", 0)
     r, heads = history
     cache = tmp_path / "cache"
     for h in heads:  # warm the cache commit by commit, as a watcher would
@@ -223,10 +225,12 @@ def test_cold_equals_cached(
 
 
 def test_a_child_of_a_snapshot_is_not_written_whole(
-    history: tuple[GitRepo, list[str]], tmp_path: Path
+    history: tuple[GitRepo, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A publish of a child commit reads its parent's snapshot and one delta: writing the
     child's whole state (100,000 entries at 100,000 devices) would cost more."""
+    # The history's few devices stand for a fleet far larger than a commit's change.
+    monkeypatch.setattr(versioning, "SNAPSHOT_SHARE", 0)
     r, heads = history
     cache = tmp_path / "cache"
     p = Pipeline(r.repo, cache_dir=cache)
@@ -238,6 +242,18 @@ def test_a_child_of_a_snapshot_is_not_written_whole(
     assert fresh.version_cache.delta(heads[-1]) is not None
     again = Pipeline(r.repo, cache_dir=cache).state(commit_at(r.repo, heads[-1]))
     assert again.versions() == state.versions() == computed_state(r.repo, heads[-1])
+
+
+def test_a_state_made_of_large_deltas_is_written_whole(
+    history: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    """A state built from a history's first commits (every device added in them) is read
+    faster from a snapshot than from those deltas: its computation keeps one, however
+    few commits it went over."""
+    r, heads = history
+    cache = tmp_path / "cache"
+    Pipeline(r.repo, cache_dir=cache).state(commit_at(r.repo, heads[0]))
+    assert [f.stem for f in cache.rglob("*.snap")] == [heads[0]]
 
 
 def computed_state(repo: pygit2.Repository, head: str) -> dict[str, Any]:
