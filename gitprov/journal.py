@@ -267,7 +267,11 @@ State = dict[str, dict[str, FileRecord]]  # root -> name -> record
 
 
 def state_digest(
-    m: Manifest, since: Manifest | None = None, changed: Set[str] | None = None
+    m: Manifest,
+    since: Manifest | None = None,
+    changed: Set[str] | None = None,
+    *,
+    keep: bool = True,
 ) -> str:
     """sha256 of what the manifest says is served: per root whether it holds the
     manifest's commit, and each file's name, sha256 and version. Its stats, inputs and
@@ -275,13 +279,20 @@ def state_digest(
 
     `changed`, when known, names the only files whose entries differ between `since`
     and `m`: the lines of `since`'s other files are reused (a line a file, 100,000 at
-    100,000 devices, when they were made for it in this process)."""
+    100,000 devices, when they were made for it in this process). With `keep`, `m`'s
+    lines are kept for the next publish in this process."""
     h = hashlib.sha256(f"{JOURNAL_FORMAT}\0{m.commit}\n".encode())
     for root in sorted(m.roots):
         state = m.roots[root]
         held = m.commit if m.converged(root) else f"-{state.commit}"
         h.update(f"{root}\0{held}\n".encode())
-    h.update("".join(_file_lines(m, since, changed)[1]).encode())
+    files = m.files
+    if not keep and (changed is None or since is None or since.sha256 not in _LINES):
+        # Nothing to start from and nothing to keep: the text alone, as it is made.
+        text = "".join(f"{n}\0{files[n].sha256_data}\0{files[n].version}\n" for n in sorted(files))
+    else:
+        text = "".join(_file_lines(m, since, changed, keep)[1])
+    h.update(text.encode())
     return h.hexdigest()
 
 
@@ -291,7 +302,7 @@ _LINES: dict[str, tuple[list[str], list[str]]] = {}
 
 
 def _file_lines(
-    m: Manifest, since: Manifest | None, changed: Set[str] | None
+    m: Manifest, since: Manifest | None, changed: Set[str] | None, keep: bool
 ) -> tuple[list[str], list[str]]:
     files = m.files
     base = _LINES.get(since.sha256) if since is not None and since.sha256 else None
@@ -314,7 +325,7 @@ def _file_lines(
     else:
         names = sorted(files)
         lines = [f"{n}\0{files[n].sha256_data}\0{files[n].version}\n" for n in names]
-    if m.sha256:
+    if m.sha256 and keep:
         if len(_LINES) >= 2:
             _LINES.pop(next(iter(_LINES)))
         _LINES[m.sha256] = (names, lines)
@@ -553,6 +564,7 @@ def record(
     drift: Sequence[Drift] = (),
     failures: Mapping[str, str] | None = None,
     changed: Set[str] | None = None,
+    keep: bool = True,
 ) -> tuple[Entry, ...]:
     """After a publish wrote `manifest` (durable), over `previous`: append what it
     changed, first recovering the entry of `previous` when an interrupted publish left
@@ -560,7 +572,8 @@ def record(
 
     `changed`, when the publish knows it, names the only files whose entries differ
     between `previous` and `manifest` (the others are the same entries): then only
-    those are compared."""
+    those are compared. Without `keep`, nothing is kept in memory for a
+    next publish (a process that publishes once)."""
     journal = Journal(state_dir / JOURNAL)
     appended: list[Entry] = []
     tail = journal.tail()
@@ -603,7 +616,7 @@ def record(
         versions=_versions(changes),
         failed_roots=failed,
         repaired=repaired,
-        state=state_digest(manifest, previous, changed),
+        state=state_digest(manifest, previous, changed, keep=keep),
         manifest_time=manifest.published_at,
     )
     appended.append(journal.append(entry))

@@ -817,7 +817,10 @@ def publish(
 
 
 def _journal(
-    result: PublishResult, previous: Manifest | None, recorder: journal.Recorder
+    result: PublishResult,
+    previous: Manifest | None,
+    recorder: journal.Recorder,
+    keep: bool = True,
 ) -> PublishResult:
     """Append the publish's journal entry: after the manifest (gitprov.journal says what
     a crash in between leaves, and how the next publish recovers it)."""
@@ -831,6 +834,7 @@ def _journal(
             drift=result.drift,
             failures=result.failures,
             changed=result.changed_names,
+            keep=keep,
         )
     except OSError as exc:
         raise PublishError(
@@ -991,7 +995,9 @@ def publish_commit(
                 carry.refused |= exc.macs
                 pipeline.builder = _new_builder(pipeline.builder)
         _keep_inputs(where.state_dir, result.manifest, build, pipeline, inputs, carry, change)
-        return _journal(result, previous, recorder)
+        # A process that publishes once keeps nothing for a next publish: at 100,000
+        # devices the record and the state's lines would add 50 MB to its peak.
+        return _journal(result, previous, recorder, keep=not pipeline.one_commit)
 
 
 def _change(
@@ -1102,9 +1108,10 @@ def _keep_inputs(
     path = state_dir / BUILD_INPUTS
     with contextlib.suppress(OSError):
         write_atomic(path, statejson.chunks(record))
-        if len(_RECORDS) >= 8:
-            _RECORDS.clear()
-        _RECORDS[str(path)] = (_identity(os.stat(path)), record)
+        if not pipeline.one_commit:
+            if len(_RECORDS) >= 8:
+                _RECORDS.clear()
+            _RECORDS[str(path)] = (_identity(os.stat(path)), record)
 
 
 # The last record each state dir was given, while its file is the one written (as

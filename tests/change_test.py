@@ -23,7 +23,7 @@ from gitprov.cli import main
 from gitprov.journal import JOURNAL
 from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, load_manifest
-from gitprov.publish import BUILD_INPUTS, Refused, Targets, publish_commit
+from gitprov.publish import BUILD_INPUTS, Guards, Refused, Targets, publish_commit
 from gitprov.secrets import load_secrets_file, seal
 from tests.fixtures.fleet import (
     base_profile,
@@ -373,10 +373,42 @@ def with_option66(files: dict[str, bytes]) -> dict[str, bytes]:
     return files | {FLEET_FILE: fleet.replace(b"\npublish:\n", b"\npublish:\n  option66: true\n")}
 
 
-@pytest.mark.parametrize(("seed", "option66"), [(1, False), (2, False), (3, True), (4, True)])
+def in_one_process(repo: GitRepo, where: Path, private_key: str) -> Callable[[], None]:
+    """Publishes of main into `where` by one pipeline, as a watcher makes them (what it
+    keeps between two: documents, the manifest, the build record, the state's lines)."""
+    pipeline = Pipeline(repo.repo, cache_dir=repo.path / "gitprov-cache")
+    targets = Targets((where / "http", where / "tftp"), where / "state")
+
+    def run() -> None:
+        commit = repo.repo.revparse_single("main")
+        assert isinstance(commit, pygit2.Commit)
+        publish_commit(
+            pipeline, commit, targets, private_key, guards=Guards(allow_mass_removal=True)
+        )
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("seed", "option66", "process"),
+    [
+        (1, False, "fresh"),
+        (2, False, "fresh"),
+        (3, True, "fresh"),
+        (4, True, "fresh"),
+        (5, False, "watcher"),
+        (6, True, "watcher"),
+    ],
+)
 def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
-    tmp_path: Path, private_key: str, by_change: list[Change | None], seed: int, option66: bool
+    tmp_path: Path,
+    private_key: str,
+    by_change: list[Change | None],
+    seed: int,
+    option66: bool,
+    process: str,
 ) -> None:
+    """Each publish in a fresh process (the CLI), or all in one (a watcher's)."""
     rng = random.Random(seed)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     files = fleet_files(8)
@@ -385,10 +417,14 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
     assert publish(repo, where) == publish_in_full(repo, twin) == 0
     taken = 0
     allow = "--allow-mass-removal"  # two removals of twelve devices are a sixth
+    watcher = in_one_process(repo, where, private_key) if process == "watcher" else None
     for step in range(14):
         done = [rng.choice(STEPS)(h, rng) for _ in range(rng.choice((1, 1, 2)))]
         by_change.clear()
-        assert publish(repo, where, allow) == 0, done
+        if watcher is not None:
+            watcher()
+        else:
+            assert publish(repo, where, allow) == 0, done
         # The same publishes, each building every device; and one into fresh roots.
         assert publish_in_full(repo, twin, allow) == 0
         full = tmp_path / f"full-{step}"
