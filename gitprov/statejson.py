@@ -28,7 +28,8 @@ def dumps(
     )
     try:
         out = orjson.dumps(obj, option=option)
-        if not ascii_only or out.isascii():
+        # The standard library's ASCII escapes DEL (0x7f) too; orjson leaves it as it is.
+        if not ascii_only or (out.isascii() and b"\x7f" not in out):
             return out
     except TypeError:
         pass

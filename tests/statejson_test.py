@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gitprov import statejson
@@ -36,6 +36,8 @@ def test_the_text_is_what_the_standard_library_writes(
 
 
 @given(_values)
+@example("\x7f")  # DEL: ASCII, and escaped by the standard library
+@example({"k\x7f": ["a\x7fb"]})
 def test_ascii_only_escapes_like_the_standard_library(value: Any) -> None:
     out = statejson.dumps(value, ascii_only=True)
     assert out == json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode()
