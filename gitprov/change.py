@@ -67,16 +67,13 @@ def change_since(
     commit `previous` names, whose build had the version floor `floor` and numbered
     every device by the rule; None when it cannot be told without a full build."""
     cid = str(commit.id)
-    if previous.commit == cid or state.floor != floor or pipeline.repo is None:
+    if previous.commit == cid or state.floor != floor:
         return None
     versions = _changed_keys(pipeline, cid, previous.commit)
     if versions is None or BOOTSTRAP in versions:
         return None  # the bootstrap's count lifts every device's number
-    try:
-        old = pipeline.repo.get(previous.commit)
-    except (ValueError, pygit2.GitError):
-        return None
-    if not isinstance(old, pygit2.Commit):
+    old = pipeline.commit(previous.commit)
+    if old is None:
         return None
     docs = loaded.docs
     changed: list[Document] = []

@@ -193,6 +193,17 @@ class Pipeline:
         # disk. Everything here is a cache: this changes what is held, never an answer.
         self.one_commit = False
 
+    def commit(self, cid: str | pygit2.Oid) -> pygit2.Commit | None:
+        """The commit `cid` names, None when the repository has no such commit (another
+        repository's, a damaged one, or no repository)."""
+        if self.repo is None:
+            return None
+        try:
+            found = self.repo.get(cid)
+        except (ValueError, pygit2.GitError):
+            return None
+        return found if isinstance(found, pygit2.Commit) else None
+
     # -- load and validate -------------------------------------------------------------
     def source(self, commit: pygit2.Commit) -> CommitSource:
         assert self.repo is not None

@@ -221,7 +221,7 @@ def load_manifest(state_dir: Path) -> Manifest | None:
         with path.open("rb") as f:
             st = os.fstat(f.fileno())
             hit = _LOADED.get(str(path))
-            if hit is not None and hit[0] == _same_file(st):
+            if hit is not None and hit[0] == file_identity(st):
                 return hit[1]
             data = f.read()
             raw: dict[str, Any] = json.loads(data)
@@ -240,14 +240,16 @@ def load_manifest(state_dir: Path) -> Manifest | None:
     return manifest
 
 
-def _same_file(st: os.stat_result) -> tuple[int, ...]:
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What tells a file from any other written, replaced or touched since: device,
+    inode, size, mtime and ctime (state files are never changed in place)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _keep_loaded(path: Path, st: os.stat_result, manifest: Manifest) -> None:
     if len(_LOADED) >= _LOADED_MAX:
         _LOADED.clear()
-    _LOADED[str(path)] = (_same_file(st), manifest)
+    _LOADED[str(path)] = (file_identity(st), manifest)
 
 
 def _from_json(raw: dict[str, Any]) -> Manifest | None:

@@ -76,6 +76,7 @@ from gitprov.plan import (
     RootState,
     Stat,
     check_drift,
+    file_identity,
     intact,
     is_temp,
     load_index,
@@ -1111,7 +1112,7 @@ def _keep_inputs(
         if not pipeline.one_commit:
             if len(_RECORDS) >= 8:
                 _RECORDS.clear()
-            _RECORDS[str(path)] = (_identity(os.stat(path)), record)
+            _RECORDS[str(path)] = (file_identity(os.stat(path)), record)
 
 
 # The last record each state dir was given, while its file is the one written (as
@@ -1119,15 +1120,11 @@ def _keep_inputs(
 _RECORDS: dict[str, tuple[tuple[int, ...], dict[str, object]]] = {}
 
 
-def _identity(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _read_record(path: Path) -> object:
     """The build record at `path`, decoded (OSError, ValueError: none usable)."""
     with path.open("rb") as f:
         hit = _RECORDS.get(str(path))
-        if hit is not None and hit[0] == _identity(os.fstat(f.fileno())):
+        if hit is not None and hit[0] == file_identity(os.fstat(f.fileno())):
             return hit[1]
         return json.loads(f.read())
 
@@ -1522,15 +1519,10 @@ def _same_firmware(firmware: Mapping[str, str], firmware_dir: Path | None) -> bo
 def _published_fleet(pipeline: Pipeline, previous: Manifest | None, commit: str) -> Fleet | None:
     """The fleet settings of the commit the roots hold, for the guards to compare with;
     None when nothing is published, it is this commit, or it is not in the repository."""
-    if previous is None or previous.commit == commit or pipeline.repo is None:
+    if previous is None or previous.commit == commit:
         return None
-    try:
-        old = pipeline.repo.get(previous.commit)
-    except (ValueError, pygit2.GitError):
-        return None
-    if not isinstance(old, pygit2.Commit):
-        return None
-    return fleet_of(pipeline, old)
+    old = pipeline.commit(previous.commit)
+    return fleet_of(pipeline, old) if old is not None else None
 
 
 def _check_targets(
@@ -1581,13 +1573,8 @@ def _check_state_dir_moved(
     guards above had nothing to compare with (and would let it remove or move anything).
     Where its first parent's settings put the state dir, a manifest says what is
     published: compare with that."""
-    if not commit.parent_ids or pipeline.repo is None:
-        return
-    try:
-        parent = pipeline.repo.get(commit.parent_ids[0])
-    except (ValueError, pygit2.GitError):
-        return
-    if not isinstance(parent, pygit2.Commit):
+    parent = pipeline.commit(commit.parent_ids[0]) if commit.parent_ids else None
+    if parent is None:
         return
     fleet = fleet_of(pipeline, parent)
     if fleet is None:

@@ -32,6 +32,7 @@ from tests.fixtures.fleet import (
     device_yaml,
     fleet_files,
     generated_mac,
+    served_files,
 )
 from tests.fixtures.gitrepo import GitRepo
 
@@ -42,15 +43,6 @@ def publish(repo: GitRepo, where: Path, *more: str) -> int:
     argv = ["-q", "--repo", str(repo.path), "publish", "--rev", "main", *more]
     argv += ["--http-root", str(where / "http"), "--tftp-root", str(where / "tftp")]
     return main([*argv, "--state-dir", str(where / "state")])
-
-
-def served(where: Path) -> dict[str, bytes]:
-    return {
-        f"{root}/{p.name}": p.read_bytes()
-        for root in ("http", "tftp")
-        for p in sorted((where / root).iterdir())
-        if not p.name.startswith(".")
-    }
 
 
 def record(where: Path, *, history: bool = True) -> dict[str, object]:
@@ -429,7 +421,7 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
         assert publish_in_full(repo, twin, allow) == 0
         full = tmp_path / f"full-{step}"
         assert publish(repo, full) == 0
-        assert served(where) == served(twin) == served(full), (step, done)
+        assert served_files(where) == served_files(twin) == served_files(full), (step, done)
         assert record(where) == record(twin), (step, done)
         assert record(where, history=False) == record(full, history=False), (step, done)
         assert journal(where) == journal(twin), (step, done)
@@ -462,7 +454,7 @@ def test_a_file_changed_by_hand_is_repaired_by_a_publish_by_change(
     assert (where / "http" / name).read_bytes() == published
     full = tmp_path / "full"
     assert publish(repo, full) == 0
-    assert served(where) == served(full)
+    assert served_files(where) == served_files(full)
 
 
 def test_force_and_verify_build_every_device(
@@ -511,7 +503,7 @@ def test_a_root_that_lags_or_owes_a_removal_gets_a_full_build(
     assert not (where / "http" / "fvold.conf").exists()
     full = tmp_path / "full"
     assert publish(repo, full) == 0
-    assert served(where) == served(full)
+    assert served_files(where) == served_files(full)
 
 
 def test_a_record_that_does_not_vouch_for_the_manifest_gets_a_full_build(
@@ -554,7 +546,7 @@ def test_a_mass_removal_by_change_is_refused_as_by_a_full_build(
     h = History(repo, files)
     where = tmp_path / "out"
     assert publish(repo, where) == 0
-    before = served(where)
+    before = served_files(where)
     pipeline = Pipeline(repo.repo)
     targets = Targets((where / "http", where / "tftp"), where / "state")
     # Two devices added and removed again before the publish were never published: not
@@ -573,7 +565,7 @@ def test_a_mass_removal_by_change_is_refused_as_by_a_full_build(
     with pytest.raises(Refused, match=r"removes 3 of the 10 published devices") as refused:
         publish_commit(pipeline, commit, targets, private_key)
     assert by_change and by_change[-1] is not None
-    assert served(where) == before
+    assert served_files(where) == before
     monkey = pytest.MonkeyPatch()
     monkey.setattr(publish_module, "change_since", lambda *a, **k: None)
     try:
@@ -606,4 +598,4 @@ def test_a_change_reaches_no_further_than_its_depth(
     assert by_change[-1] is None
     full = tmp_path / "full"
     assert publish(repo, full) == 0
-    assert served(where) == served(full)
+    assert served_files(where) == served_files(full)

@@ -28,7 +28,14 @@ from gitprov.publish import (
     publish_commit,
     publish_inputs,
 )
-from tests.fixtures.fleet import base_profile, changes, device_path, device_yaml, fleet_files
+from tests.fixtures.fleet import (
+    base_profile,
+    changes,
+    device_path,
+    device_yaml,
+    fleet_files,
+    served_files,
+)
 from tests.fixtures.gitrepo import GitRepo
 
 DEVICES = 12
@@ -39,15 +46,6 @@ def publish(repo: GitRepo, where: Path) -> None:
     argv = ["-q", "--repo", str(repo.path), "publish", "--rev", "main"]
     argv += ["--http-root", str(where / "http"), "--tftp-root", str(where / "tftp")]
     assert main([*argv, "--state-dir", str(where / "state")]) == 0
-
-
-def served(where: Path) -> dict[str, bytes]:
-    return {
-        f"{root}/{p.name}": p.read_bytes()
-        for root in ("http", "tftp")
-        for p in sorted((where / root).iterdir())
-        if not p.name.startswith(".")
-    }
 
 
 def entries(where: Path) -> dict[str, object]:
@@ -161,7 +159,7 @@ def test_a_publish_carrying_devices_over_serves_what_a_full_build_serves(
         compiled.clear()
         publish(repo, full)
         devices = len(compiled)
-        assert served(incremental) == served(full), (step, what)
+        assert served_files(incremental) == served_files(full), (step, what)
         assert entries(incremental) == entries(full), (step, what)
         if what == "device edit" and step != 5:
             assert built_incrementally == 1, (step, what)
@@ -264,7 +262,7 @@ def test_carried_files_gone_or_altered_in_the_roots_serve_what_a_full_build_serv
     assert set(compiled) == {Path(device_path(i)).stem for i in (0, 2, 3)}
     full = tmp_path / "full"
     publish(repo, full)
-    assert served(where) == served(full)
+    assert served_files(where) == served_files(full)
     assert entries(where) == entries(full)
 
 
@@ -299,5 +297,5 @@ def test_a_process_that_carried_files_builds_them_when_they_are_gone(
     assert set(compiled) == {Path(device_path(i)).stem for i in (1, 4)}
     full = tmp_path / "full"
     publish(repo, full)
-    assert served(where) == served(full)
+    assert served_files(where) == served_files(full)
     assert entries(where) == entries(full)
