@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pygit2
 
-from gitprov.inventory import DEVICE, Documents, Inventory, build_inventory, kind_of
+from gitprov.inventory import DEVICE, Inventory, build_inventory, kind_of
 from gitprov.pipeline import Loaded, Pipeline
 from gitprov.plan import Kind, Manifest, ManifestEntry
 from gitprov.version import ABSENT, BOOTSTRAP, State
@@ -87,13 +87,7 @@ def change_since(
         if doc is None:
             return None
         changed.append(doc)
-    changed.sort(key=lambda d: d.path)
-    part = Documents(
-        docs.inventory_dir,
-        {k: docs.of(k) for k in docs.kinds() if k != DEVICE} | {DEVICE: tuple(changed)},
-        {},
-    )
-    inventory = build_inventory(part)
+    inventory = build_inventory(docs.with_devices(changed))
     built = {d.mac for d in inventory.devices}
     # Numbers that changed without their device's file: a profile, a model, a setting or
     # a secret it uses changed, or an edit was reverted since.

@@ -289,6 +289,14 @@ class Documents:
         for kind in list(self._kinds):
             yield from self.of(kind)
 
+    def with_devices(self, devices: Iterable[Document]) -> Documents:
+        """These documents with only `devices` for devices (the other kinds as they are):
+        an inventory of a few devices of a fleet, without listing the rest."""
+        others = {k: self.of(k) for k in self.kinds() if k != DEVICE}
+        return Documents(
+            self.inventory_dir, others | {DEVICE: tuple(sorted(devices, key=_path))}, {}
+        )
+
     def document(self, path: str) -> Document | None:
         """The document at `path`: of a lazy kind, only that one is read."""
         oid = self.oids.get(path)

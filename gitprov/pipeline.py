@@ -41,7 +41,6 @@ from gitprov.inventory import (
     FLEET_FILE,
     MODEL,
     PROFILE,
-    SECRETS,
     Device,
     DeviceFacts,
     Documents,
@@ -96,14 +95,7 @@ class Loaded:
         commit without errors."""
         if self._inventory is not None:
             return self._inventory
-        docs = self.docs
-        return build_inventory(
-            Documents(
-                docs.inventory_dir,
-                {k: docs.of(k) for k in docs.kinds() if k != DEVICE} | {DEVICE: ()},
-                {},
-            )
-        )
+        return build_inventory(self.docs.with_devices(()))
 
 
 class _Snapshot:
@@ -635,12 +627,7 @@ class Pipeline:
         if kinds <= {DEVICE}:
             # What update_documents read for the changed paths (devices left unread stay so).
             read = tuple(d for kind, d in docs.changed if kind == DEVICE)
-            part = Documents(
-                self.inventory_dir,
-                {k: docs.of(k) for k in (FLEET, PROFILE, MODEL, SECRETS)} | {DEVICE: read},
-                {},
-            )
-            inv = build_inventory(part)
+            inv = build_inventory(docs.with_devices(read))
         else:
             # Every device is listed (from the snapshot's facts, unread); those that
             # inherit no changed layer keep their digest.
