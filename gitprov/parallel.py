@@ -135,9 +135,10 @@ class Ahead(Generic[_K, _T]):
         send.close()
         self._open = True
 
-    def get(self, key: _K) -> _T | None:
-        """The result for `key` if it has arrived (each is given once), else None."""
-        while self._open and self._recv.poll():
+    def get(self, key: _K, *, wait: bool = False) -> _T | None:
+        """The result for `key` if it has arrived (each is given once), else None; with
+        `wait`, once it arrives (None if the process fails or stops before)."""
+        while self._open and (self._recv.poll() or (wait and key not in self._got)):
             try:
                 i, value = self._recv.recv()
             except (EOFError, OSError):

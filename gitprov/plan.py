@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gitprov import statejson
-from gitprov.parallel import can_fork, forked_map, usable_cpus
+from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
 # (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
 # after writing it, its bytes are taken to be the ones written (--verify reads them).
@@ -375,6 +375,7 @@ def plan(
     digests: Mapping[str, str] | None = None,
     clean: bool = False,
     as_recorded: Set[str] = frozenset(),
+    surveyed: SurveyAhead | None = None,
 ) -> Plan:
     """Compare the wanted files (name -> bytes, the same in every root; only names with
     `digests`) with each root on disk. Files of ours that are no longer wanted are
@@ -386,7 +387,9 @@ def plan(
     says and is not read; one whose stat changed is rewritten (drift); `verify` reads
     every file and rewrites only those whose bytes differ. `digests` (name -> sha256 of
     the wanted bytes) saves hashing them again; `as_recorded` names wanted files known
-    to be the bytes `previous` records (taken over from it: no digest compared)."""
+    to be the bytes `previous` records (taken over from it: no digest compared).
+    `surveyed`: the stats of `previous`'s files, taken ahead (it must be the manifest
+    the survey was made for)."""
     if digests is None:
         assert isinstance(wanted, Mapping)
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in wanted.items()}
@@ -403,7 +406,7 @@ def plan(
     found_as_recorded = (
         [set[str]() for _ in roots]
         if verify
-        else _unchanged(roots, wanted_names, listings, previous, digests, as_recorded)
+        else _unchanged(roots, wanted_names, listings, previous, digests, as_recorded, surveyed)
     )
     for root, present, same in zip(roots, listings, found_as_recorded, strict=True):
         key = str(root)
@@ -458,6 +461,7 @@ def _unchanged(
     previous: Manifest | None,
     digests: Mapping[str, str],
     as_recorded: Set[str] = frozenset(),
+    surveyed: SurveyAhead | None = None,
 ) -> list[set[str]]:
     """For each root, the names found as recorded (stat) holding the wanted bytes (the
     manifest's sha256 is the wanted one, or the name is `as_recorded`): what `plan`
@@ -482,7 +486,16 @@ def _unchanged(
             and entry.sha256_data == digests[name]
         ]
         checks.append((root, wanted, stats))
-    off = _each_not_as_recorded(checks)
+    # The roots surveyed ahead: only the names the survey did not cover are looked at.
+    ahead = [surveyed.off(str(root), names) if surveyed else None for root, names, _ in checks]
+    rest = [
+        (root, names if found is None else found[1], stats)
+        for (root, names, stats), found in zip(checks, ahead, strict=True)
+    ]
+    off = [
+        gone if found is None else found[0] + gone
+        for found, gone in zip(ahead, _each_not_as_recorded(rest), strict=True)
+    ]
     return [set(names).difference(gone) for (_, names, _), gone in zip(checks, off, strict=True)]
 
 
@@ -779,6 +792,8 @@ def _each_not_as_recorded(
 def _survey(
     checks: Sequence[tuple[Path | str, Sequence[str], Mapping[str, Stat]]],
     listing: Set[str] | None = None,
+    *,
+    workers: int | None = None,
 ) -> tuple[list[list[str]], list[tuple[list[str], list[str]]]]:
     """`_each_not_as_recorded`, and with `listing` (the names a root should hold) each
     root's listing too: the served files in it besides those names, sorted, and the
@@ -803,7 +818,8 @@ def _survey(
         count = sum(
             len(names) for fd, (_, names, _) in zip(fds, checks, strict=True) if fd is not None
         )
-        workers = min(usable_cpus(), count // STAT_PARALLEL_MIN + 1)
+        if workers is None:
+            workers = min(usable_cpus(), count // STAT_PARALLEL_MIN + 1)
         # A part is (check, first, end): a slice of one root's names, or with first -1
         # its listing (first: it is the longest).
         step = -(-count // (workers * 4)) if count else 1
@@ -866,6 +882,73 @@ def _survey(
 
 # Stats are checked over forked workers from this many files on, a worker per as many.
 STAT_PARALLEL_MIN = 50_000
+
+
+class SurveyAhead:
+    """The survey `plan` makes of the files a publish leaves alone (an lstat each: at
+    100,000 devices about 0.5 s of one core), made meanwhile by one forked process from
+    the index's names and stats, while this one reads the manifest, checks the versions
+    and builds: the second core's work, off the publish's path.
+
+    Started under the publish lock, so only a hand can change a root between it and the
+    plan, as between any survey and the writes (the next publish sees such a change).
+    Its answer stands for the manifest the index named when it started and no other:
+    `matches` tells (the caller asks it after reading the manifest, still locked)."""
+
+    def __init__(self, identity: tuple[int, ...], tables: Mapping[str, StatTable]) -> None:
+        self.identity = identity
+        self._names = {key: frozenset(t.names) for key, t in tables.items()}
+
+        def job(key: str) -> list[str]:
+            table = tables[key]
+            return _survey([(key, table.names, table)], workers=1)[0][0]
+
+        self._ahead: Ahead[str, list[str]] = Ahead(job, list(tables))
+
+    @classmethod
+    def start(cls, state_dir: Path) -> SurveyAhead | None:
+        """None when there is nothing worth a process: no index naming the manifest, no
+        root holding its commit, fewer files than `STAT_PARALLEL_MIN`, or no fork."""
+        if not can_fork():
+            return None
+        before = _manifest_identity(state_dir)
+        index = load_index(state_dir)
+        if index is None or before is None or _manifest_identity(state_dir) != before:
+            return None
+        tables = {
+            key: s.stat
+            for key, s in index.roots.items()
+            if s.ok and s.commit == index.commit and isinstance(s.stat, StatTable)
+        }
+        if sum(len(t.names) for t in tables.values()) < STAT_PARALLEL_MIN:
+            return None
+        return cls(before, tables)
+
+    def matches(self, state_dir: Path) -> bool:
+        """Whether the manifest is still the one the survey was made for."""
+        return _manifest_identity(state_dir) == self.identity
+
+    def off(self, key: str, names: Iterable[str]) -> tuple[list[str], list[str]] | None:
+        """Of `names` (recorded in root `key`), those found not as recorded, and those
+        the survey did not cover (the caller looks at them); None when the root was not
+        surveyed or its survey failed (the caller makes its own)."""
+        covered = self._names.get(key)
+        off = self._ahead.get(key, wait=True) if covered is not None else None
+        if covered is None or off is None:
+            return None
+        found = set(off)
+        names = list(names)
+        return [n for n in names if n in found], [n for n in names if n not in covered]
+
+    def close(self) -> None:
+        self._ahead.close()
+
+
+def _manifest_identity(state_dir: Path) -> tuple[int, ...] | None:
+    try:
+        return file_identity(os.lstat(state_dir / MANIFEST))
+    except OSError:
+        return None
 
 
 def _not_as_recorded(

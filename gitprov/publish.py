@@ -75,6 +75,7 @@ from gitprov.plan import (
     Plan,
     RootState,
     Stat,
+    SurveyAhead,
     check_drift,
     file_identity,
     intact,
@@ -912,8 +913,13 @@ def publish_commit(
     # read after it): the state's computation and its snapshot are a peak of memory that
     # the previous manifest, a fleet's worth of entries, would otherwise add to.
     state = pipeline.state(commit)
-    with publish_lock(where.state_dir, lock_wait):
+    with (
+        publish_lock(where.state_dir, lock_wait),
+        _surveying(where.state_dir, verify) as surveyed,
+    ):
         previous = load_manifest(where.state_dir)
+        if surveyed is not None and (previous is None or not surveyed.matches(where.state_dir)):
+            surveyed = None
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
         # The guards compare with the published commit's fleet settings (its gitprov.yaml
         # alone) and the manifest's list of devices: never its whole inventory again.
@@ -980,6 +986,7 @@ def publish_commit(
                     inputs,
                     change.carried if change is not None else None,
                     carry.roots if carry is not None else (),
+                    surveyed,
                 )
                 break
             except NotAChange:
@@ -999,6 +1006,18 @@ def publish_commit(
         # A process that publishes once keeps nothing for a next publish: at 100,000
         # devices the record and the state's lines would add 50 MB to its peak.
         return _journal(result, previous, recorder, keep=not pipeline.one_commit)
+
+
+@contextlib.contextmanager
+def _surveying(state_dir: Path, verify: bool) -> Iterator[SurveyAhead | None]:
+    """The stats of the served files taken ahead (see SurveyAhead) while the manifest is
+    read and the commit built; `verify` reads every file instead."""
+    surveyed = None if verify else SurveyAhead.start(state_dir)
+    try:
+        yield surveyed
+    finally:
+        if surveyed is not None:
+            surveyed.close()
 
 
 def _change(
@@ -1670,6 +1689,7 @@ def _publish_locked(
     inputs: dict[str, str],
     carried: Mapping[str, ManifestEntry] | None = None,
     carried_from: tuple[str, ...] = (),
+    surveyed: SurveyAhead | None = None,
 ) -> PublishResult:
     """Publish `build` over `previous`. `carried` (see gitprov.change) are files of
     `previous` kept as they are, besides the build's (their bytes are read from the
@@ -1693,6 +1713,7 @@ def _publish_locked(
         digests=digests,
         clean=True,
         as_recorded=carried.keys(),
+        surveyed=surveyed,
     )
     # The bytes of what is written, and only of that: a carried file is read here, before
     # anything is written (CarriedUnreadable: nothing is).

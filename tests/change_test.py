@@ -17,6 +17,7 @@ import pytest
 
 from gitprov import change as change_module
 from gitprov import journal as journal_module
+from gitprov import plan as plan_module
 from gitprov import publish as publish_module
 from gitprov.change import Change
 from gitprov.cli import main
@@ -436,9 +437,25 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
     assert taken, "the history had no commit to publish by change"
 
 
+@pytest.mark.parametrize("ahead", [False, True])
 def test_a_file_changed_by_hand_is_repaired_by_a_publish_by_change(
-    tmp_path: Path, private_key: str, by_change: list[Change | None]
+    tmp_path: Path,
+    private_key: str,
+    by_change: list[Change | None],
+    monkeypatch: pytest.MonkeyPatch,
+    ahead: bool,
 ) -> None:
+    """`ahead`: the stats surveyed by a forked process while the publish builds."""
+    started: list[plan_module.SurveyAhead | None] = []
+    if ahead:
+        monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 1)
+        real = plan_module.SurveyAhead.start
+
+        def spy(state_dir: Path) -> plan_module.SurveyAhead | None:
+            started.append(real(state_dir))
+            return started[-1]
+
+        monkeypatch.setattr(plan_module.SurveyAhead, "start", spy)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     h = History(repo, fleet_files(6))
     where = tmp_path / "out"
@@ -452,6 +469,7 @@ def test_a_file_changed_by_hand_is_repaired_by_a_publish_by_change(
     assert publish(repo, where) == 0
     assert by_change[-1] is not None and name in by_change[-1].carried
     assert (where / "http" / name).read_bytes() == published
+    assert [s is not None for s in started] == ([False, True] if ahead else [])
     full = tmp_path / "full"
     assert publish(repo, full) == 0
     assert served_files(where) == served_files(full)

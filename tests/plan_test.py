@@ -415,3 +415,66 @@ def test_a_damaged_or_hostile_index_is_ignored_never_raised(tmp_path: Path) -> N
     check(b"{}\n")
     path.write_bytes(good)
     assert plan_module.load_index(state) is not None
+
+
+def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
+    state, m, roots = _indexed(tmp_path)
+    http = roots[0]
+    os.utime(http / "f004.conf", ns=(1, 1))  # touched
+    (http / "f005.conf").write_bytes(b"edited by hand")
+    (http / "f006.conf").unlink()
+    wanted = {n: e.sha256_data for n, e in m.files.items()}
+    wanted["f007.conf"] = sha(b"new bytes")
+    then = plan(wanted.keys(), roots, m, digests=wanted)
+    assert {d.name for d in then.drift} == {"f004.conf", "f005.conf", "f006.conf"}
+
+    surveyed = plan_module.SurveyAhead.start(state)
+    assert surveyed is not None and surveyed.matches(state)
+    looked: list[str] = []
+    real = plan_module._not_as_recorded
+
+    def spy(fd: int, names: Any, *rest: Any) -> list[str]:
+        looked.extend(names)
+        return real(fd, names, *rest)
+
+    monkeypatch.setattr(plan_module, "_not_as_recorded", spy)  # here, not in the survey
+    monkeypatch.setattr(plan_module, "usable_cpus", lambda: 1)  # a survey here is seen
+    try:
+        assert plan(wanted.keys(), roots, m, digests=wanted, surveyed=surveyed) == then
+    finally:
+        surveyed.close()
+    assert looked == []  # every stat was the survey's
+
+    (state / MANIFEST).write_text(m.to_json())  # another manifest: another inode
+    assert not surveyed.matches(state)
+    assert plan_module.SurveyAhead.start(state) is None  # the index names the old one
+    plan_module.write_index(state, m)
+    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 61)  # 2 roots x 30 files
+    assert plan_module.SurveyAhead.start(state) is None  # not worth a process
+
+
+def test_a_survey_ahead_that_fails_is_made_again_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
+    state, m, roots = _indexed(tmp_path)
+    (roots[1] / "f009.conf").write_bytes(b"edited by hand")
+    wanted = {n: e.sha256_data for n, e in m.files.items()}
+    then = plan(wanted.keys(), roots, m, digests=wanted)
+    assert [(Path(d.root).name, d.name) for d in then.drift] == [("tftp", "f009.conf")]
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("in the forked process")
+
+    real = plan_module._survey
+    monkeypatch.setattr(plan_module, "_survey", fails)
+    surveyed = plan_module.SurveyAhead.start(state)
+    monkeypatch.setattr(plan_module, "_survey", real)
+    assert surveyed is not None
+    try:
+        assert plan(wanted.keys(), roots, m, digests=wanted, surveyed=surveyed) == then
+    finally:
+        surveyed.close()
