@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping, S
 from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gitprov import statejson
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
@@ -375,7 +375,7 @@ def plan(
     digests: Mapping[str, str] | None = None,
     clean: bool = False,
     as_recorded: Set[str] = frozenset(),
-    surveyed: SurveyAhead | None = None,
+    surveyed: Survey | None = None,
 ) -> Plan:
     """Compare the wanted files (name -> bytes, the same in every root; only names with
     `digests`) with each root on disk. Files of ours that are no longer wanted are
@@ -461,7 +461,7 @@ def _unchanged(
     previous: Manifest | None,
     digests: Mapping[str, str],
     as_recorded: Set[str] = frozenset(),
-    surveyed: SurveyAhead | None = None,
+    surveyed: Survey | None = None,
 ) -> list[set[str]]:
     """For each root, the names found as recorded (stat) holding the wanted bytes (the
     manifest's sha256 is the wanted one, or the name is `as_recorded`): what `plan`
@@ -882,6 +882,14 @@ def _survey(
 
 # Stats are checked over forked workers from this many files on, a worker per as many.
 STAT_PARALLEL_MIN = 50_000
+
+
+class Survey(Protocol):
+    """What a publish knows ahead of its plan of the served files' stats."""
+
+    def off(self, key: str, names: Iterable[str]) -> tuple[list[str], list[str]] | None:
+        """Of `names` (recorded in root `key`), those known not to be as recorded, and
+        those to look at; None: look at them all."""
 
 
 class SurveyAhead:

@@ -54,7 +54,7 @@ from typing import TypeVar
 
 import pygit2
 
-from gitprov import __version__, journal, statejson
+from gitprov import __version__, journal, rootwatch, statejson
 from gitprov import stage as staging
 from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
@@ -75,6 +75,7 @@ from gitprov.plan import (
     Plan,
     RootState,
     Stat,
+    Survey,
     SurveyAhead,
     check_drift,
     file_identity,
@@ -862,6 +863,7 @@ def publish_commit(
     guards: Guards = Guards(),
     verify: bool = False,
     clock: journal.Clock | None = None,
+    full_survey: bool = False,
 ) -> PublishResult:
     """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
 
@@ -877,7 +879,11 @@ def publish_commit(
     (a guard, see `Guards`), PublishError or GitprovError.
 
     A publish that changes what is served appends its entry to the journal
-    (gitprov.journal), dated by `clock` (default: now, UTC)."""
+    (gitprov.journal), dated by `clock` (default: now, UTC).
+
+    A process that publishes again and again checks only the served files a watch saw
+    touched since its last publish (gitprov.rootwatch); `full_survey` checks the stat of
+    every one (a reconcile: what a watch cannot see)."""
     assert pipeline.repo is not None
     require_complete(pipeline.repo)
     recorder = journal.Recorder(
@@ -913,13 +919,23 @@ def publish_commit(
     # read after it): the state's computation and its snapshot are a peak of memory that
     # the previous manifest, a fleet's worth of entries, would otherwise add to.
     state = pipeline.state(commit)
+    # A process publishing again and again knows which served files were touched since its
+    # last publish; one publishing once surveys them ahead, while it reads and builds.
+    watch = (
+        None
+        if pipeline.one_commit or verify or full_survey
+        else rootwatch.watch_for(where.state_dir)
+    )
     with (
         publish_lock(where.state_dir, lock_wait),
-        _surveying(where.state_dir, verify) as surveyed,
+        _surveying(where.state_dir, verify or watch is not None) as ahead,
     ):
         previous = load_manifest(where.state_dir)
-        if surveyed is not None and (previous is None or not surveyed.matches(where.state_dir)):
-            surveyed = None
+        surveyed: Survey | None = None
+        if watch is not None:
+            surveyed = watch.take([str(r) for r in where.roots], previous)
+        elif ahead is not None and previous is not None and ahead.matches(where.state_dir):
+            surveyed = ahead
         _check_descendant(str(commit.id), previous, descendant_check(pipeline.repo), force)
         # The guards compare with the published commit's fleet settings (its gitprov.yaml
         # alone) and the manifest's list of devices: never its whole inventory again.
@@ -988,6 +1004,8 @@ def publish_commit(
                     carry.roots if carry is not None else (),
                     surveyed,
                 )
+                if watch is not None:
+                    watch.vouch(result.manifest)
                 break
             except NotAChange:
                 change = None  # nothing was written: build every device
@@ -1009,10 +1027,10 @@ def publish_commit(
 
 
 @contextlib.contextmanager
-def _surveying(state_dir: Path, verify: bool) -> Iterator[SurveyAhead | None]:
+def _surveying(state_dir: Path, skip: bool) -> Iterator[SurveyAhead | None]:
     """The stats of the served files taken ahead (see SurveyAhead) while the manifest is
-    read and the commit built; `verify` reads every file instead."""
-    surveyed = None if verify else SurveyAhead.start(state_dir)
+    read and the commit built, unless `skip`."""
+    surveyed = None if skip else SurveyAhead.start(state_dir)
     try:
         yield surveyed
     finally:
@@ -1689,7 +1707,7 @@ def _publish_locked(
     inputs: dict[str, str],
     carried: Mapping[str, ManifestEntry] | None = None,
     carried_from: tuple[str, ...] = (),
-    surveyed: SurveyAhead | None = None,
+    surveyed: Survey | None = None,
 ) -> PublishResult:
     """Publish `build` over `previous`. `carried` (see gitprov.change) are files of
     `previous` kept as they are, besides the build's (their bytes are read from the

@@ -319,6 +319,7 @@ class CommitPublisher:
                 prune_unknown=self.prune_unknown,
                 guards=self.guards,
                 verify=self.verify and trigger == "reconcile",
+                full_survey=trigger == "reconcile",
             )
         except InvalidInventory as exc:
             return done(

@@ -313,6 +313,42 @@ def test_reconcile_restores_edited_and_deleted_files_and_counts_them(
     assert 'gitprov_reconciles_total{result="repaired"} 1.0' in text
 
 
+def test_reconcile_restores_what_the_watch_on_the_roots_cannot_see(
+    served: tuple[GitRepo, Targets], private_key: str, tmp_path: Path
+) -> None:
+    """A served file written in place through a hard link from outside its root: no
+    event in the root's watch (a publish on a push does not look at it), a stat the
+    reconcile checks."""
+    repo, t = served
+    clock = Clock()
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(Path(repo.repo.path), "main", inotify=False),
+        commit_publisher(repo, private_key, t),
+        WatchOptions(reconcile=60),
+        observers=[seen.append],
+        clock=clock,
+    )
+    w.step()
+    name = "fv0021f2011b19.conf"
+    os.link(t.roots[0] / name, tmp_path / "outside")
+    rename(repo, "Board room")
+    w.step()
+    good = served_files(t)
+    repo.files[DEVICE] = repo.files[DEVICE].replace(b"Board room", b"Meeting room")
+    with (tmp_path / "outside").open("r+b") as f:
+        f.write(b"DBID")  # same size, new mtime
+    rename(repo, "Board room 2")
+    w.step()
+    assert [o.kind for o in seen] == [Kind.PUBLISHED] * 3
+    assert (t.roots[0] / name).read_bytes().startswith(b"DBID")  # not seen by the watch
+    clock.now += 61
+    w.step()
+    assert seen[-1].kind is Kind.REPAIRED and seen[-1].trigger == "reconcile"
+    assert [(d.name, d.kind) for d in seen[-1].drift] == [(name, "changed")]
+    assert (t.roots[0] / name).read_bytes() == good[t.roots[0].name][name]
+
+
 def test_restart_resumes_from_the_manifest_and_repairs_a_crash(
     served: tuple[GitRepo, Targets], private_key: str
 ) -> None:
