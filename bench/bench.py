@@ -174,9 +174,6 @@ class Bench:
         repo = fleet_repo(self.work, devices)
         size = f"{devices:,}"
         log(f"fleet of {size} devices: {repo}")
-        scratch = self.scratch("gitprov-bench-")
-        g_roots = _roots(scratch / "gitprov")
-        f_roots = _roots(scratch / "floor")
 
         self.drop_cache(repo)
         g = self.gitprov(repo, "validate", "--rev", "profile")
@@ -185,12 +182,24 @@ class Bench:
         g = self.gitprov(repo, "validate", "--rev", "child")
         self.add("validate of a child, warm", size, g, None, "< 1 s", g.seconds < 1)
 
-        self.drop_cache(repo)
-        g = self.gitprov(repo, "publish", "--rev", "base", *g_roots)
-        f = self.floor(repo, "publish", "--rev", "base", *f_roots)
-        self.compare(scratch, "cold publish")
+        # Twice each, alternating, into fresh roots: the faster time of each side (and
+        # the higher peak). Creating a file costs this machine's ext4 from 40 to 130 us
+        # of system time with the filesystem's state (its journal, the discard of files
+        # removed before), and 200,000 of them decided one run's ratio.
+        runs: list[tuple[Run, Run]] = []
+        for _ in range(2):
+            scratch = self.scratch("gitprov-bench-")
+            g_roots = _roots(scratch / "gitprov")
+            f_roots = _roots(scratch / "floor")
+            self.drop_cache(repo)
+            g = self.gitprov(repo, "publish", "--rev", "base", *g_roots)
+            f = self.floor(repo, "publish", "--rev", "base", *f_roots)
+            self.compare(scratch, "cold publish")
+            log(f"  cold publish ({size}): gitprov {g.seconds:.2f} s, floor {f.seconds:.2f} s")
+            runs.append((g, f))
+        g, f = (_best([r[side] for r in runs]) for side in (0, 1))
         met = _ratio(g, f) <= 1.5 and g.rss < 1024 * MiB
-        self.add("cold publish", size, g, f, "<= 1.5x floor, RSS < 1 GiB", met)
+        self.add("cold publish (best of 2)", size, g, f, "<= 1.5x floor, RSS < 1 GiB", met)
 
         g = self.gitprov(repo, "publish", "--rev", "base", *g_roots)
         f = self.floor(repo, "publish", "--rev", "base", *f_roots)
@@ -331,6 +340,12 @@ class Bench:
         lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
+
+
+def _best(runs: Sequence[Run]) -> Run:
+    """The fastest of `runs`, with the highest peak RSS of them."""
+    fastest = min(runs, key=lambda r: r.seconds)
+    return Run(fastest.seconds, max(r.rss for r in runs), fastest.stdout)
 
 
 def _roots(base: Path) -> list[str]:
