@@ -451,6 +451,7 @@ class Session:
         allow_mass_removal: bool = False,
         allow_target_change: bool = False,
         verify: bool = False,
+        watch_roots: bool = True,
     ) -> CommitPublisher:
         """What `gitprov watch` publishes each new head with: where `config` says, which
         must name the state dir (a watcher resumes from it, so a pull request must not
@@ -482,6 +483,7 @@ class Session:
             renew=renew,
             guards=guards,
             verify=verify,
+            watch_roots=watch_roots,
         )
 
     def _key_for(self, inventory: Inventory | None) -> str | None:

@@ -272,6 +272,7 @@ class CommitPublisher:
         renew_every: int = 200,
         guards: Guards | None = None,
         verify: bool = False,
+        watch_roots: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self.private_key = private_key
@@ -282,6 +283,9 @@ class CommitPublisher:
         self.guards = guards or Guards()
         # Reconcile by reading every served file, not by stat (--verify).
         self.verify = verify
+        # Between reconciles, check only the served files an inotify watch saw touched
+        # (gitprov.rootwatch); without, every file's stat at each publish.
+        self.watch_roots = watch_roots
         # The pipeline's in-memory caches grow with every commit evaluated; a watcher runs
         # for months, so it starts a fresh one now and then (the version cache is on disk).
         self.renew = renew
@@ -319,7 +323,7 @@ class CommitPublisher:
                 prune_unknown=self.prune_unknown,
                 guards=self.guards,
                 verify=self.verify and trigger == "reconcile",
-                full_survey=trigger == "reconcile",
+                full_survey=trigger == "reconcile" or not self.watch_roots,
             )
         except InvalidInventory as exc:
             return done(

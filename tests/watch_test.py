@@ -210,9 +210,16 @@ def served(example_repo: GitRepo, private_key: str, tmp_path: Path) -> tuple[Git
     return example_repo, Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")
 
 
-def commit_publisher(repo: GitRepo, key: str, targets: Targets) -> CommitPublisher:
+def commit_publisher(
+    repo: GitRepo, key: str, targets: Targets, *, watch_roots: bool = True
+) -> CommitPublisher:
     return CommitPublisher(
-        Pipeline(repo.repo), key, lambda _b: targets, lock_wait=5, state_dir=targets.state_dir
+        Pipeline(repo.repo),
+        key,
+        lambda _b: targets,
+        lock_wait=5,
+        state_dir=targets.state_dir,
+        watch_roots=watch_roots,
     )
 
 
@@ -313,18 +320,19 @@ def test_reconcile_restores_edited_and_deleted_files_and_counts_them(
     assert 'gitprov_reconciles_total{result="repaired"} 1.0' in text
 
 
+@pytest.mark.parametrize("watch_roots", [True, False])
 def test_reconcile_restores_what_the_watch_on_the_roots_cannot_see(
-    served: tuple[GitRepo, Targets], private_key: str, tmp_path: Path
+    served: tuple[GitRepo, Targets], private_key: str, tmp_path: Path, watch_roots: bool
 ) -> None:
     """A served file written in place through a hard link from outside its root: no
     event in the root's watch (a publish on a push does not look at it), a stat the
-    reconcile checks."""
+    reconcile checks. Without the watch (`--no-inotify`), the next publish checks it."""
     repo, t = served
     clock = Clock()
     seen: list[Outcome] = []
     w = Watcher(
         LocalBranch(Path(repo.repo.path), "main", inotify=False),
-        commit_publisher(repo, private_key, t),
+        commit_publisher(repo, private_key, t, watch_roots=watch_roots),
         WatchOptions(reconcile=60),
         observers=[seen.append],
         clock=clock,
@@ -341,6 +349,10 @@ def test_reconcile_restores_what_the_watch_on_the_roots_cannot_see(
     rename(repo, "Board room 2")
     w.step()
     assert [o.kind for o in seen] == [Kind.PUBLISHED] * 3
+    if not watch_roots:
+        assert [(d.name, d.kind) for d in seen[-1].drift] == [(name, "changed")]
+        assert (t.roots[0] / name).read_bytes() == good[t.roots[0].name][name]
+        return
     assert (t.roots[0] / name).read_bytes().startswith(b"DBID")  # not seen by the watch
     clock.now += 61
     w.step()

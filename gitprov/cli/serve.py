@@ -153,14 +153,20 @@ def register(sub: Subparsers) -> None:
         metavar="SECONDS",
         help="poll period (default 2; 30 with --remote); inotify wakes a local watch earlier",
     )
-    p.add_argument("--no-inotify", action="store_true", help="poll only")
+    p.add_argument(
+        "--no-inotify",
+        action="store_true",
+        help="poll the branch, and check every served file's stat at each publish (by "
+        "default a publish checks only the files inotify saw touched since the last one)",
+    )
     p.add_argument(
         "--reconcile",
         type=float,
         default=300.0,
         metavar="SECONDS",
         help="compare the roots with the manifest this often (by each file's size, mtime "
-        "and inode); restore drift",
+        "and inode, what a publish between two skips for files no inotify event named); "
+        "restore drift",
     )
     p.add_argument(
         "--verify",
@@ -477,6 +483,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
         allow_mass_removal=args.allow_mass_removal,
         allow_target_change=args.allow_target_change,
         verify=args.verify,
+        watch_roots=not args.no_inotify,
     )
     if not args.remote:
         source = LocalBranch(Path(s.repo.path), args.branch, inotify=not args.no_inotify)
