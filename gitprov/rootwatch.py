@@ -137,7 +137,7 @@ class RootWatch:
         if identity is None:
             return None
         wd = _add_watch(self._fd, key)
-        if wd is None or wd in self._wds:  # (two roots, one directory: trust neither)
+        if wd is None or wd in self._wds:  # (a second name of a root watched: surveyed)
             return None
         with contextlib.suppress(OSError):
             if os.stat(key).st_ino != identity[1]:  # replaced meanwhile
