@@ -36,9 +36,10 @@ from gitprov.plan import load_manifest
 from gitprov.publish import PublishResult, Targets, publish_commit
 from gitprov.schemas import output_schemas
 from gitprov.validate import Options
-from gitprov.watch import CommitPublisher, Kind
+from gitprov.watch import Kind
 from tests.fixtures.fleet import device_key, device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import ROOT, GitRepo
+from tests.fixtures.roots import commit_publisher
 
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -254,9 +255,7 @@ def test_the_watcher_journals_through_the_same_path(tmp_path: Path, private_key:
     repo = GitRepo(tmp_path / "repo")
     cid = repo.commit(fleet_files(1), "watched")
     t = targets(tmp_path)
-    watcher = CommitPublisher(
-        Pipeline(repo.repo), private_key, lambda _fleet: t, lock_wait=5, state_dir=t.state_dir
-    )
+    watcher = commit_publisher(repo, private_key, t)
     commit = repo.repo.revparse_single("main")
     assert isinstance(commit, pygit2.Commit)
     assert watcher.publish(repo.repo, commit).kind is Kind.PUBLISHED

@@ -15,12 +15,10 @@ import pytest
 
 from gitprov import __version__
 from gitprov.metrics import Metrics
-from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, load_manifest
 from gitprov.publish import Targets
 from gitprov.status import StatusFile
 from gitprov.watch import (
-    CommitPublisher,
     Kind,
     LocalBranch,
     Observer,
@@ -30,6 +28,7 @@ from gitprov.watch import (
 )
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.peers import need
+from tests.fixtures.roots import commit_publisher
 
 DEVICE = "inventory/devices/0021f2011b20.yaml"
 LAST_SUCCESS = "gitprov_last_success_timestamp_seconds"
@@ -43,12 +42,9 @@ def served(example_repo: GitRepo, private_key: str, tmp_path: Path) -> tuple[Git
 def watcher(
     repo: GitRepo, key: str, targets: Targets, *observers: Observer, last: str | None = None
 ) -> Watcher:
-    publisher = CommitPublisher(
-        Pipeline(repo.repo), key, lambda _inv: targets, lock_wait=5, state_dir=targets.state_dir
-    )
     return Watcher(
         LocalBranch(Path(repo.repo.path), "main", inotify=False),
-        publisher,
+        commit_publisher(repo, key, targets),
         WatchOptions(reconcile=300),
         last=last,
         observers=observers,

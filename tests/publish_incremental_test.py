@@ -36,6 +36,7 @@ from tests.fixtures.fleet import (
     generated_mac,
 )
 from tests.fixtures.gitrepo import ROOT, GitRepo
+from tests.fixtures.roots import commit_publisher
 
 DEVICES = 30
 
@@ -416,14 +417,7 @@ def test_reconcile_trusts_stat_and_with_verify_reads_the_files(
     t = Targets(roots(tmp_path), tmp_path / "state")
 
     def watcher(verify: bool) -> CommitPublisher:
-        return CommitPublisher(
-            Pipeline(example_repo.repo),
-            private_key,
-            lambda _fleet: t,
-            lock_wait=5,
-            state_dir=t.state_dir,
-            verify=verify,
-        )
+        return commit_publisher(example_repo, private_key, t, verify=verify)
 
     commit = example_repo.repo.revparse_single("main")
     assert isinstance(commit, pygit2.Commit)

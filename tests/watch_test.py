@@ -33,6 +33,7 @@ from gitprov.watch import (
     WatchOptions,
 )
 from tests.fixtures.gitrepo import GitRepo, example_files
+from tests.fixtures.roots import commit_publisher
 from tests.fixtures.signing import SignedRepo, allowed_signers, ssh_key
 
 DEVICE = "inventory/devices/0021f2011b20.yaml"
@@ -208,19 +209,6 @@ def test_a_failed_publish_is_retried_and_a_crash_in_the_publisher_is_survived(
 @pytest.fixture
 def served(example_repo: GitRepo, private_key: str, tmp_path: Path) -> tuple[GitRepo, Targets]:
     return example_repo, Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")
-
-
-def commit_publisher(
-    repo: GitRepo, key: str, targets: Targets, *, watch_roots: bool = True
-) -> CommitPublisher:
-    return CommitPublisher(
-        Pipeline(repo.repo),
-        key,
-        lambda _b: targets,
-        lock_wait=5,
-        state_dir=targets.state_dir,
-        watch_roots=watch_roots,
-    )
 
 
 def build_of(repo: GitRepo, key: str, rev: str) -> Build:
