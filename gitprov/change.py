@@ -21,13 +21,14 @@ P within DEPTH commits, a delta the cache does not have.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pygit2
 
 from gitprov.inventory import DEVICE, Inventory, build_inventory, kind_of
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.plan import Kind, Manifest, ManifestEntry
+from gitprov.plan import EntryTable, Kind, Manifest, ManifestEntry, values_of
 from gitprov.version import ABSENT, BOOTSTRAP, State
 from gitprov.yamldoc import Document
 
@@ -43,7 +44,7 @@ class Change:
     # The commit's settings, profiles and models, and only the devices to build.
     inventory: Inventory
     # The published files of every other device: file name -> the manifest's entry.
-    carried: dict[str, ManifestEntry]
+    carried: Mapping[str, ManifestEntry]
     gone: frozenset[str]  # MACs of published devices the commit removed
     # Every device's build inputs (see Builder.input_keys) when files other than devices'
     # changed (None: those of the devices taken over did not change).
@@ -107,11 +108,15 @@ def change_since(
             # The devices taken over keep their bytes, not their inputs' blob ids.
             keys = pipeline.builder.input_keys(whole)
     affected = built | gone
-    carried = {
-        name: e
-        for name, e in previous.files.items()
-        if e.kind == Kind.DEVICE and e.mac not in affected
-    }
+    files = previous.files
+    kinds, macs = values_of(files, "kind"), values_of(files, "mac")
+    dropped = {n for n, kind in kinds.items() if kind != Kind.DEVICE or macs[n] in affected}
+    # (a manifest read from its index: the entries taken over are never made)
+    carried: Mapping[str, ManifestEntry] = (
+        files.without(dropped)
+        if isinstance(files, EntryTable)
+        else {n: e for n, e in files.items() if n not in dropped}
+    )
     return Change(inventory, carried, frozenset(gone), keys)
 
 

@@ -44,7 +44,15 @@ import pygit2
 
 from gitprov import statejson
 from gitprov.errors import UsageError
-from gitprov.plan import BOOTSTRAP_KEY, Drift, Kind, Manifest, ManifestEntry
+from gitprov.plan import (
+    BOOTSTRAP_KEY,
+    Drift,
+    EntryTable,
+    Kind,
+    Manifest,
+    ManifestEntry,
+    values_of,
+)
 
 JOURNAL = "journal.jsonl"
 JOURNAL_FORMAT = 1
@@ -289,7 +297,8 @@ def state_digest(
     files = m.files
     if not keep and (changed is None or since is None or since.sha256 not in _LINES):
         # Nothing to start from and nothing to keep: the text alone, as it is made.
-        text = "".join(f"{n}\0{files[n].sha256_data}\0{files[n].version}\n" for n in sorted(files))
+        shas, versions = values_of(files, "sha256_data"), values_of(files, "version")
+        text = "".join(f"{n}\0{shas[n]}\0{versions[n]}\n" for n in sorted(files))
     else:
         text = "".join(_file_lines(m, since, changed, keep)[1])
     h.update(text.encode())
@@ -324,7 +333,8 @@ def _file_lines(
                 lines.insert(at, line)
     else:
         names = sorted(files)
-        lines = [f"{n}\0{files[n].sha256_data}\0{files[n].version}\n" for n in names]
+        shas, versions = values_of(files, "sha256_data"), values_of(files, "version")
+        lines = [f"{n}\0{shas[n]}\0{versions[n]}\n" for n in names]
     if m.sha256 and keep:
         if len(_LINES) >= 2:
             _LINES.pop(next(iter(_LINES)))
@@ -423,6 +433,8 @@ def _compare(
 
 def _sha_of(files: Mapping[str, Any]) -> Callable[[Any], str]:
     """How to read a value's sha256: FileRecords (a replay) or ManifestEntries."""
+    if isinstance(files, EntryTable):
+        return attrgetter("sha256_data")
     first = next(iter(files.values()), None)
     return attrgetter("sha256" if isinstance(first, FileRecord) else "sha256_data")
 

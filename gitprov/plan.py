@@ -19,9 +19,20 @@ import os
 import re
 import sys
 from array import array
-from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping, Sequence, Set
+from collections.abc import (
+    Collection,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    Set,
+    ValuesView,
+)
 from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,10 +120,19 @@ class Manifest:
         """`served` with the files this manifest lists (see `served_versions`): computed
         once per manifest, a publish asks twice."""
         out = dict(self.served)
-        for name, e in self.files.items():
-            key = version_key(name, e)
-            if key is not None and e.version >= out.get(key, (0, ""))[0]:
-                out[key] = (e.version, e.sha256_body)
+        files = self.files
+        kinds, macs = values_of(files, "kind"), values_of(files, "mac")
+        versions, bodies = values_of(files, "version"), values_of(files, "sha256_body")
+        for name, kind in kinds.items():
+            if kind == Kind.DEVICE and macs[name]:
+                key = macs[name]
+            elif kind == Kind.BOOTSTRAP:
+                key = BOOTSTRAP_KEY + name
+            else:
+                continue  # (see version_key)
+            version = versions[name]
+            if version >= out.get(key, (0, ""))[0]:
+                out[key] = (version, bodies[name])
         return out
 
     def owned(self, root: str) -> set[str]:
@@ -154,10 +174,18 @@ class Manifest:
                 }
                 for r, s in self.roots.items()
             },
-            "files": statejson.Converted(self.files, vars),
+            "files": (
+                statejson.Converted(self.files.rows(), _itself)
+                if isinstance(self.files, EntryTable)
+                else statejson.Converted(self.files, vars)
+            ),
             "served": statejson.Converted(self.served, _served_json),
         }
         return statejson.chunks(data, newline=True)
+
+
+def _itself(value: Any) -> Any:
+    return value
 
 
 def _served_json(served: tuple[int, str]) -> dict[str, Any]:
@@ -170,6 +198,14 @@ def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
     if manifest is None:
         return {}
     return dict(manifest.served_record)  # the caller may change its copy
+
+
+def values_of(files: Mapping[str, ManifestEntry], name: str) -> Mapping[str, Any]:
+    """File name -> one field of its entry: from a column when the entries are an
+    EntryTable (no entry made)."""
+    if isinstance(files, EntryTable):
+        return files.values_of(name)
+    return {n: getattr(e, name) for n, e in files.items()}
 
 
 def version_key(name: str, e: ManifestEntry) -> str | None:
@@ -216,6 +252,10 @@ def remember_manifest(state_dir: Path, manifest: Manifest) -> None:
 
 
 def load_manifest(state_dir: Path) -> Manifest | None:
+    """The manifest in `state_dir`; None when there is none, or it is torn or foreign (a
+    publish then starts from scratch and compares the files). Read from its index when
+    the index names it and holds its entries (columns: a fraction of the JSON's parse),
+    else from the JSON itself."""
     path = state_dir / MANIFEST
     try:
         with path.open("rb") as f:
@@ -223,6 +263,11 @@ def load_manifest(state_dir: Path) -> Manifest | None:
             hit = _LOADED.get(str(path))
             if hit is not None and hit[0] == file_identity(st):
                 return hit[1]
+            index = load_index(state_dir, st)
+            indexed = index.manifest() if index is not None else None
+            if indexed is not None:
+                _keep_loaded(path, st, indexed)
+                return indexed
             data = f.read()
             raw: dict[str, Any] = json.loads(data)
     except FileNotFoundError:
@@ -305,6 +350,151 @@ def _entry(raw: dict[str, Any]) -> ManifestEntry:
     entry = _new(ManifestEntry)
     _set(entry, "__dict__", raw)
     return entry
+
+
+# The entry fields as the index keeps them: a text column each (every field but the
+# version) and an int column of versions; an entry's row in this order.
+_ENTRY_TEXT = tuple(sorted(_ENTRY_FIELDS - {"version"}))
+_ENTRY_ROW = (*_ENTRY_TEXT, "version")
+
+
+class EntryTable(Mapping[str, ManifestEntry]):
+    """A manifest's entries as read from its index: a column per field, an entry made
+    only when one is asked for. At 100,000 devices, making every entry costs a third of
+    a second; a publish by change asks for a handful, and for the rest for a column
+    (`values_of`) or the names (`keys`).
+
+    `at` maps each name held in the columns to its row; `extra` holds entries given as
+    such (a publish's new ones, see `with_entries`), never a name of `at`."""
+
+    def __init__(
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        at: dict[str, int],
+        extra: Mapping[str, ManifestEntry] | None = None,
+    ) -> None:
+        self._columns = columns
+        self._at = at
+        self._extra = dict(extra or {})
+        self._keys: dict[str, None] | None = None
+        self._whole: dict[str, ManifestEntry] | None = None
+        self._sorted: tuple[list[str], list[list[Any]]] | None = None
+
+    @classmethod
+    def of(cls, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> EntryTable:
+        """The table of `names` with their columns in `_ENTRY_ROW` order."""
+        return cls(
+            dict(zip(_ENTRY_ROW, columns, strict=True)),
+            dict(zip(names, range(len(names)), strict=True)),
+        )
+
+    def _row(self, i: int) -> dict[str, Any]:
+        return {f: c[i] for f, c in self._columns.items()}
+
+    def __getitem__(self, name: str) -> ManifestEntry:
+        if self._whole is not None:
+            return self._whole[name]
+        found = self._extra.get(name)
+        if found is not None:
+            return found
+        entry = _new(ManifestEntry)
+        _set(entry, "__dict__", self._row(self._at[name]))
+        return entry
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._at or name in self._extra
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.chain(self._at, self._extra)
+
+    def __len__(self) -> int:
+        return len(self._at) + len(self._extra)
+
+    def keys(self) -> KeysView[str]:
+        """The names, as a set in C (for `a.keys() - b.keys()` on a fleet's names)."""
+        if not self._extra:
+            return self._at.keys()
+        if self._keys is None:
+            self._keys = {**dict.fromkeys(self._at), **dict.fromkeys(self._extra)}
+        return self._keys.keys()
+
+    def _made(self) -> dict[str, ManifestEntry]:
+        # Every entry, made once: what a pass over the items asks for (in C, but for
+        # the loop that drives the maps).
+        if self._whole is None:
+            columns = list(self._columns.values())
+            if columns and len(self._at) != len(columns[0]):  # rows left out
+                columns = [list(map(c.__getitem__, self._at.values())) for c in columns]
+            rows = map(dict, map(zip, itertools.repeat(self._columns), zip(*columns, strict=True)))
+            made = list(map(_new, itertools.repeat(ManifestEntry, len(self._at))))
+            for _ in map(_set, made, itertools.repeat("__dict__"), rows):
+                pass
+            self._whole = {**dict(zip(self._at, made, strict=True)), **self._extra}
+        return self._whole
+
+    def items(self) -> ItemsView[str, ManifestEntry]:
+        return self._made().items()
+
+    def values(self) -> ValuesView[ManifestEntry]:
+        return self._made().values()
+
+    def values_of(self, field: str) -> dict[str, Any]:
+        """Name -> the value of one field of its entry, for every name: from a column."""
+        column = self._columns[field]
+        out = dict(zip(self._at, map(column.__getitem__, self._at.values()), strict=True))
+        for name, e in self._extra.items():
+            out[name] = getattr(e, field)
+        return out
+
+    def columns_for(self, names: Sequence[str]) -> list[list[Any]]:
+        """The columns (in `_ENTRY_ROW` order) of `names`, each one of this table's."""
+        if not self._extra:
+            rows = list(map(self._at.__getitem__, names))
+            return [list(map(c.__getitem__, rows)) for c in self._columns.values()]
+        if not self.keys() >= set(names):
+            raise KeyError("not a name of this table")
+        # Row 0 stands for the given entries (few: a publish's new ones), then set.
+        rows = [self._at.get(n, 0) for n in names]
+        out = [
+            list(map(c.__getitem__, rows)) if c else [None] * len(names)
+            for c in self._columns.values()
+        ]
+        at = list(names) if not isinstance(names, list) else names
+        for name, e in self._extra.items():
+            i = at.index(name)  # (a scan in C: a few names)
+            for column, f in zip(out, _ENTRY_ROW, strict=True):
+                column[i] = getattr(e, f)
+        return out
+
+    def sorted_columns(self) -> tuple[list[str], list[list[Any]]]:
+        """The names sorted and their columns: what the manifest's JSON and its index
+        are written from (made once for both)."""
+        if self._sorted is None:
+            names = sorted(self)
+            self._sorted = names, self.columns_for(names)
+        return self._sorted
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Name -> its entry's fields as a dict (what the manifest's JSON holds), every
+        one made at once without the entry, in the order of the names."""
+        names, columns = self.sorted_columns()
+        rows = map(dict, map(zip, itertools.repeat(_ENTRY_ROW), zip(*columns, strict=True)))
+        return dict(zip(names, rows, strict=True))
+
+    def without(self, names: Iterable[str]) -> EntryTable:
+        """This table less `names`, sharing its columns."""
+        at, extra = dict(self._at), dict(self._extra)
+        for name in names:
+            at.pop(name, None)
+            extra.pop(name, None)
+        return EntryTable(self._columns, at, extra)
+
+    def with_entries(self, entries: Mapping[str, ManifestEntry]) -> EntryTable:
+        """This table with `entries` added, or put in place of the same names."""
+        at = self._at
+        if not at.keys().isdisjoint(entries):
+            at = {n: i for n, i in at.items() if n not in entries}
+        return EntryTable(self._columns, at, {**self._extra, **entries})
 
 
 def _stats(raw: dict[str, Any]) -> dict[str, Stat]:
@@ -590,7 +780,7 @@ def intact(
 
 # -- the index: what publishing the published commit again reads --------------------------
 INDEX = "manifest.index"
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 # Format 1's file (JSON, a dict of stats per root): removed when an index is written.
 _INDEX_1 = "manifest.index.json"
 # What a name without a recorded stat has in its root's column.
@@ -674,6 +864,137 @@ class Index:
     roots: Mapping[str, RootState]  # each one's stat a StatTable (one list of names)
     names: frozenset[str]
     firmware: Mapping[str, str]  # firmware image name -> sha256
+    # The rest of the manifest (entries, versions, its sha256), read only by `manifest`.
+    rest: _Rest | None = field(default=None, compare=False, repr=False)
+
+    def manifest(self) -> Manifest | None:
+        """The manifest this index names, whole, from its columns; None when the index
+        was written without them (see write_index) or they fail their check."""
+        if self.rest is None:
+            return None
+        try:
+            return self.rest.manifest(self)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            return None
+
+
+@dataclass(frozen=True)
+class _Rest:
+    """The index's second section, as read: the manifest's entries and versions."""
+
+    names: Sequence[str]
+    head: Mapping[str, Any]
+    body: memoryview
+
+    def manifest(self, index: Index) -> Manifest | None:
+        head, body = self.head, self.body
+        if hashlib.sha256(body).hexdigest() != head["sha256"]:
+            return None
+        sizes = [int(n) for n in head["sizes"]]
+        if len(sizes) != len(_ENTRY_ROW) + 3 or sum(sizes) != len(body) or min(sizes) < 0:
+            return None
+        blocks, at = [], 0
+        for size in sizes:
+            blocks.append(body[at : at + size])
+            at += size
+        count, served_count = len(self.names), int(head["served"])
+        columns: list[Sequence[Any]] = [_split(b, count) for b in blocks[: len(_ENTRY_TEXT)]]
+        columns.append(_int_column(blocks[len(_ENTRY_TEXT)], count))
+        keys = _split(blocks[-3], served_count)
+        served_versions = _int_column(blocks[-2], served_count)
+        served_bodies = _split(blocks[-1], served_count)
+        files = EntryTable.of(self.names, columns)
+        served = dict(zip(keys, zip(served_versions, served_bodies, strict=True), strict=True))
+        if len(files) != count or len(served) != served_count:
+            return None  # a name twice
+        manifest = Manifest(
+            commit=index.commit,
+            published_at=index.published_at,
+            roots={
+                key: replace(s, stat=_stat_dict(s.stat)) if isinstance(s.stat, StatTable) else s
+                for key, s in index.roots.items()
+            },
+            files=files,
+            served=served,
+            inputs=index.inputs,
+            notes=index.notes,
+            sha256=str(head["manifest_sha256"]),
+        )
+        if head["served_is_record"] is True:
+            vars(manifest)["served_record"] = served
+        return manifest
+
+
+def _split(block: memoryview, count: int) -> list[str]:
+    values = bytes(block).decode().split("\0") if count else []
+    if len(values) != count:
+        raise ValueError("a column of another length")
+    return values
+
+
+def _int_column(block: memoryview, count: int) -> list[int]:
+    column = array("q")
+    column.frombytes(block)
+    if len(column) != count:
+        raise ValueError("a column of another length")
+    return column.tolist()
+
+
+def _joined(values: Sequence[Any]) -> bytes | None:
+    """Strings NUL-joined as UTF-8; None when one is not a string or holds a NUL (a
+    manifest edited by hand: then the index holds no entries, the manifest is read)."""
+    if not all(issubclass(t, str) for t in set(map(type, values))):  # (a StrEnum is text)
+        return None
+    text = "\0".join(values)
+    if text.count("\0") != max(len(values) - 1, 0):
+        return None
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
+
+
+def _ints(values: Sequence[Any]) -> bytes | None:
+    if not set(map(type, values)) <= {int}:
+        return None
+    try:
+        return array("q", values).tobytes()
+    except OverflowError:
+        return None
+
+
+def _entry_section(manifest: Manifest, names: Sequence[str]) -> list[bytes] | None:
+    """The index's second section: each entry field's column and the versions record,
+    or None when the manifest holds what its columns cannot say exactly (a value of
+    another type; write_index checks the stats): it is then read from its JSON."""
+    if not manifest.sha256:
+        return None
+    files = manifest.files
+    if isinstance(files, EntryTable):
+        listed, columns = files.sorted_columns()
+        if listed != names:
+            columns = files.columns_for(names)
+    else:
+        entries = list(map(files.__getitem__, names))
+        columns = [list(map(attrgetter(f), entries)) for f in _ENTRY_ROW]
+    keys = sorted(manifest.served)
+    served = [manifest.served[k] for k in keys]
+    blocks = [_joined(c) for c in columns[: len(_ENTRY_TEXT)]]
+    blocks += [
+        _ints(columns[-1]),
+        _joined(keys),
+        _ints([v for v, _ in served]),
+        _joined([b for _, b in served]),
+    ]
+    return None if any(b is None for b in blocks) else [b for b in blocks if b is not None]
+
+
+def _stat_dict(table: StatTable) -> dict[str, Stat]:
+    sizes, mtimes, inodes = table.columns()
+    stats = zip(sizes, mtimes, inodes, strict=True)
+    if min(sizes, default=0) >= 0:
+        return dict(zip(table.names, stats, strict=True))
+    return {n: st for n, st in zip(table.names, stats, strict=True) if st[0] >= 0}
 
 
 def write_index(state_dir: Path, manifest: Manifest) -> None:
@@ -682,8 +1003,15 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
 
     A line of JSON (the header: what it names and its body's sha256), then the body: the
     file names, NUL-separated (no file name holds one), then per root, in the header's
-    order, a column of native int64 (size, mtime_ns, inode) per name. A fifth of the
-    manifest, read without a parse per file."""
+    order, a column of native int64 (size, mtime_ns, inode) per name: a fifth of the
+    manifest, what publishing its commit again reads.
+
+    Then, when the manifest's values allow it (see `_entry_section`), a second section
+    with its own sha256 (header "entries"): a NUL-separated column per text field of the
+    entries and an int64 column of their versions, in the order of the names, then the
+    versions record (keys, versions, body hashes). A publish of another commit reads
+    the manifest from these columns: at 100,000 devices about a fifth of the time its
+    JSON takes to parse, since no text is parsed per file."""
     path = state_dir / INDEX
     names = sorted(manifest.files)
     try:
@@ -691,6 +1019,7 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
         # The roots in the header's order (its keys are sorted).
         roots = sorted(manifest.roots.items())
         body = [("\0".join(names)).encode()]
+        count, exact = len(names), True
         for _, s in roots:
             stat = s.stat
             # Every name's stat recorded (the usual case): looked up without a Python call.
@@ -701,9 +1030,28 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
             )
             column = array("q", itertools.chain.from_iterable(found))
             body.append(column.tobytes())
+            # The column says exactly what the root records: no stat of a name the
+            # manifest does not list, none of size -1 (see `_entry_section`).
+            sizes = column[0::3]
+            exact = exact and min(sizes, default=0) >= -1 and len(stat) + sizes.count(-1) == count
         sha = hashlib.sha256()
         for part in body:
             sha.update(part)
+        rest = _entry_section(manifest, names) if exact else None
+        entries = None
+        if rest is not None:
+            rest_sha = hashlib.sha256()
+            for part in rest:
+                rest_sha.update(part)
+            entries = {
+                "sha256": rest_sha.hexdigest(),
+                "sizes": [len(part) for part in rest],
+                "served": len(manifest.served),
+                # The record holds every file's number already (a publish made it so):
+                # `served_record` needs no pass over the entries.
+                "served_is_record": vars(manifest).get("served_record") is manifest.served,
+                "manifest_sha256": manifest.sha256,
+            }
         head = {
             "format": INDEX_FORMAT,
             "manifest": [st.st_size, st.st_mtime_ns, st.st_ino],
@@ -719,13 +1067,16 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
                 r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)} for r, s in roots
             },
             "firmware": {
-                n: e.sha256_data for n, e in manifest.files.items() if e.kind == Kind.FIRMWARE
+                n: manifest.files[n].sha256_data
+                for n, kind in values_of(manifest.files, "kind").items()
+                if kind == Kind.FIRMWARE
             },
+            "entries": entries,
         }
         tmp = state_dir / f"{TMP_PREFIX}{INDEX}{TMP_SUFFIX}"
         with open(tmp, "wb") as f:
             f.write(json.dumps(head, sort_keys=True).encode() + b"\n")
-            for part in body:
+            for part in itertools.chain(body, rest or ()):
                 f.write(part)
         os.replace(tmp, path)
     except (OSError, OverflowError):
@@ -735,20 +1086,27 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
         os.unlink(state_dir / _INDEX_1)
 
 
-def load_index(state_dir: Path) -> Index | None:
+def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> Index | None:
+    """The index, when it names the manifest in `state_dir` (or the one whose stat is
+    `manifest_stat`) and its first section passes its check; the second is checked when
+    `Index.manifest` reads it."""
     try:
         raw = (state_dir / INDEX).read_bytes()
-        st = os.lstat(state_dir / MANIFEST)
+        st = manifest_stat or os.lstat(state_dir / MANIFEST)
     except OSError:
         return None
     try:
         end = raw.index(b"\n")
         head = json.loads(raw[:end])
-        body = memoryview(raw)[end + 1 :]
+        entries = head["entries"]
+        whole = memoryview(raw)[end + 1 :]
+        first = len(whole) - (sum(entries["sizes"]) if entries is not None else 0)
+        body, second = whole[:first], whole[first:]
         if (
             head["format"] != INDEX_FORMAT
             or head["manifest"] != [st.st_size, st.st_mtime_ns, st.st_ino]
             or head["byteorder"] != sys.byteorder
+            or first < 0
             or hashlib.sha256(body).hexdigest() != head["sha256"]
         ):
             return None
@@ -775,6 +1133,7 @@ def load_index(state_dir: Path) -> Index | None:
             roots=roots,
             names=frozenset(names),
             firmware={str(k): str(v) for k, v in head["firmware"].items()},
+            rest=_Rest(names, dict(entries), second) if entries is not None else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

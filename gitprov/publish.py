@@ -67,6 +67,7 @@ from gitprov.plan import (
     TMP_SUFFIX,
     Action,
     Drift,
+    EntryTable,
     FileAction,
     Index,
     Kind,
@@ -87,6 +88,7 @@ from gitprov.plan import (
     plan,
     remember_manifest,
     served_versions,
+    values_of,
     version_key,
     write_index,
 )
@@ -1721,7 +1723,7 @@ def _publish_locked(
     clean_temps((targets.state_dir,))  # the roots' temps: while the plan lists them
     digests = {a.name: a.sha256_data for a in files}
     if carried:
-        digests = {name: e.sha256_data for name, e in carried.items()} | digests
+        digests = {**values_of(carried, "sha256_data"), **digests}
     the_plan = plan(
         digests.keys(),
         roots,
@@ -1742,8 +1744,12 @@ def _publish_locked(
     made = {
         a.name: a.content.entry if isinstance(a.content, CarriedFile) else a.entry() for a in files
     }
-    entries = {**carried, **made} if carried else made
-    old_files = dict(previous.files) if previous else {}
+    entries: Mapping[str, ManifestEntry] = made
+    if isinstance(carried, EntryTable):
+        entries = carried.with_entries(made)  # (the entries taken over are never made)
+    elif carried:
+        entries = {**carried, **made}
+    old_files = previous.files if previous else {}
     # The versions served: the previous record, which holds every carried file's already.
     served = served_versions(previous)
     for name, e in made.items():

@@ -1,0 +1,264 @@
+"""The manifest read from its index's columns is the manifest its JSON holds, and an
+EntryTable behaves as the dict of entries it stands for."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gitprov import plan as plan_module
+from gitprov.plan import (
+    INDEX,
+    MANIFEST,
+    EntryTable,
+    Kind,
+    Manifest,
+    ManifestEntry,
+    RootState,
+    load_index,
+    load_manifest,
+    values_of,
+    write_index,
+)
+
+# Any text the columns can hold: quotes, controls, any plane (a NUL or a lone surrogate
+# leaves the columns out: see test_what_the_columns_cannot_say_is_read_from_the_json).
+_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
+_hex = st.text("0123456789abcdef", min_size=1, max_size=6)
+_names = st.text("abcdefg._-é0123", min_size=1, max_size=6).filter(lambda n: n not in ".")
+_entries = st.builds(
+    ManifestEntry,
+    mac=_hex | st.just(""),
+    model=_text,
+    version=st.integers(min_value=0, max_value=2**40),
+    set_by=_hex,
+    sha256_plain=_hex,
+    sha256_data=_hex,
+    kind=st.sampled_from(list(Kind)),
+    sha256_body=_hex | st.just(""),
+)
+_stat = st.tuples(st.integers(0, 2**40), st.integers(-(2**62), 2**62), st.integers(0, 2**40))
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> Manifest:
+    files = draw(st.dictionaries(_names, _entries, max_size=12))
+    roots: dict[str, RootState] = {}
+    for root in draw(st.lists(st.sampled_from(["/srv/a", "/srv/b", "/srv/c"]), unique=True)):
+        # A stat for some of the names (a name without one is read at the next publish).
+        stat = {n: draw(_stat) for n in files if draw(st.booleans())}
+        stale = tuple(draw(st.lists(_names, max_size=2)))
+        roots[root] = RootState(draw(st.sampled_from(["c1", "c0", None])), "", stale, stat)
+    served = draw(st.dictionaries(_text, st.tuples(st.integers(0, 2**40), _hex), max_size=6))
+    return Manifest(
+        commit="c" * 40,
+        published_at="2026-12-03T00:00:00+00:00",
+        roots=roots,
+        files=files,
+        served=served,
+        inputs={"gitprov": "1"},
+        notes=tuple(draw(st.lists(_text, max_size=2))),
+    )
+
+
+def _store(state: Path, m: Manifest) -> Manifest:
+    """`m` written as a publish writes it: the JSON, then the index naming it."""
+    state.mkdir(exist_ok=True)
+    data = m.to_bytes()
+    (state / MANIFEST).write_bytes(data)
+    record = vars(m).get("served_record")
+    m = dataclasses.replace(m, sha256=hashlib.sha256(data).hexdigest())
+    if record is not None:
+        vars(m)["served_record"] = record  # (a publish's, kept)
+    write_index(state, m)
+    plan_module._LOADED.clear()
+    return m
+
+
+def _same(a: Manifest, b: Manifest, *, record: bool = True) -> None:
+    assert a == b
+    assert a.sha256 == b.sha256
+    assert dict(a.files) == dict(b.files)
+    assert {n: vars(e) for n, e in a.files.items()} == {n: vars(e) for n, e in b.files.items()}
+    if record:
+        assert a.served_record == b.served_record
+    for key in a.roots:
+        assert dict(a.roots[key].stat) == dict(b.roots[key].stat)
+    assert a.to_bytes() == b.to_bytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(manifests())
+def test_the_manifest_read_from_its_index_is_the_one_its_json_holds(
+    tmp_path_factory: pytest.TempPathFactory, m: Manifest
+) -> None:
+    state = tmp_path_factory.mktemp("state")
+    m = _store(state, m)
+    index = load_index(state)
+    assert index is not None and index.rest is not None  # the columns were written
+    by_index = load_manifest(state)
+    assert by_index is not None and isinstance(by_index.files, EntryTable)
+    (state / INDEX).unlink()
+    plan_module._LOADED.clear()
+    by_json = load_manifest(state)
+    assert by_json is not None and not isinstance(by_json.files, EntryTable)
+    _same(by_index, by_json)
+    # (Made in another order: of two files of one MAC and one version, the record names
+    # the body of the one that comes last.)
+    _same(by_json, m, record=False)
+
+
+def _one() -> Manifest:
+    e = ManifestEntry("0021f2011b19", "IP542N", 1001, "c1", "aa", "bb", Kind.DEVICE, "cc")
+    return Manifest(
+        "c" * 40,
+        "2026-12-03T00:00:00+00:00",
+        {"/srv/a": RootState("c" * 40, stat={"a.conf": (1, 2, 3)})},
+        {"a.conf": e, "b.conf": dataclasses.replace(e, mac="0021f2011b1a")},
+        {"0021f2011b19": (1001, "cc")},
+    )
+
+
+def _entry_field(name: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["files"]["a.conf"][name] = value
+
+    return edit
+
+
+def _stat_of(name: str, value: list[int]) -> Callable[[dict[str, Any]], None]:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["roots"]["/srv/a"]["stat"][name] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(_entry_field("version", 1.5), id="a version that is not an int"),
+        pytest.param(_entry_field("version", True), id="a version that is a bool"),
+        pytest.param(_entry_field("version", 2**70), id="a version past 64 bits"),
+        pytest.param(_entry_field("model", "a\x00b"), id="a NUL in a value"),
+        pytest.param(_entry_field("model", None), id="a value that is not text"),
+        pytest.param(_entry_field("mac", "\ud800"), id="a lone surrogate"),
+        pytest.param(_stat_of("gone.conf", [1, 2, 3]), id="a stat of no file"),
+        pytest.param(_stat_of("a.conf", [-1, 2, 3]), id="a stat of size -1"),
+        pytest.param(_stat_of("a.conf", [-2, 2, 3]), id="a stat of size -2"),
+    ],
+)
+def test_what_the_columns_cannot_say_is_read_from_the_json(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None]
+) -> None:
+    """A manifest edited by hand (or by an older gitprov) that holds what the columns
+    cannot say exactly: the index is written without them and the JSON is read, the
+    same manifest either way."""
+    raw = json.loads(_one().to_bytes())
+    edit(raw)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / MANIFEST).write_text(json.dumps(raw))
+    by_json = load_manifest(state)
+    assert by_json is not None and by_json.sha256
+    write_index(state, by_json)
+    plan_module._LOADED.clear()
+    index = load_index(state)
+    assert index is not None and index.rest is None
+    again = load_manifest(state)
+    assert again is not None and not isinstance(again.files, EntryTable)
+    assert again == by_json and again.sha256 == by_json.sha256
+
+
+def test_columns_that_fail_their_check_are_not_read(tmp_path: Path) -> None:
+    m = _store(tmp_path / "state", _one())
+    path = tmp_path / "state" / INDEX
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[-2] ^= 1  # in the second section: the first still names the manifest
+    path.write_bytes(bytes(damaged))
+    plan_module._LOADED.clear()
+    index = load_index(tmp_path / "state")
+    assert index is not None and index.manifest() is None
+    found = load_manifest(tmp_path / "state")
+    assert found is not None and not isinstance(found.files, EntryTable)
+    _same(found, m)
+
+
+def test_a_manifest_without_its_sha256_is_indexed_without_columns(tmp_path: Path) -> None:
+    """Its records beside it name it by sha256: the JSON is read (and hashed) then."""
+    state = tmp_path / "state"
+    state.mkdir()
+    m = _one()
+    (state / MANIFEST).write_bytes(m.to_bytes())
+    write_index(state, m)
+    index = load_index(state)
+    assert index is not None and index.rest is None
+
+
+def test_served_is_the_record_only_when_a_publish_made_it_so(tmp_path: Path) -> None:
+    m = _one()  # b.conf's number is not in `served`: the record adds it
+    assert m.served_record == {**m.served, "0021f2011b1a": (1001, "cc")}
+    stored = _store(tmp_path / "state", m)
+    found = load_manifest(tmp_path / "state")
+    assert found is not None and isinstance(found.files, EntryTable)
+    assert found.served_record == stored.served_record
+
+    record = dict(m.served_record)
+    made = dataclasses.replace(m, served=record)
+    vars(made)["served_record"] = record  # as a publish leaves it
+    stored = _store(tmp_path / "other", made)
+    found = load_manifest(tmp_path / "other")
+    assert found is not None and isinstance(found.files, EntryTable)
+    assert vars(found)["served_record"] is found.served  # no pass over the entries
+    assert found.served_record == record
+
+
+def _table(entries: dict[str, ManifestEntry]) -> EntryTable:
+    names = sorted(entries)
+    columns = [[getattr(entries[n], f) for n in names] for f in plan_module._ENTRY_ROW]
+    return EntryTable.of(names, columns)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(_names, _entries, max_size=10),
+    st.lists(_names, max_size=4),
+    st.dictionaries(_names, _entries, max_size=3),
+)
+def test_a_table_is_the_dict_of_its_entries(
+    entries: dict[str, ManifestEntry], dropped: list[str], made: dict[str, ManifestEntry]
+) -> None:
+    table = _table(entries)
+    model = dict(entries)
+    assert dict(table) == model and len(table) == len(model)
+    for name in dropped:
+        model.pop(name, None)
+    table = table.without(dropped)
+    assert dict(table) == model and set(table.keys()) == set(model)
+    model.update(made)
+    table = table.with_entries(made)
+    assert dict(table) == model and table.keys() == model.keys()
+    assert dict(table.items()) == model and list(table.values()) == [table[n] for n in table]
+    for name in model:
+        assert name in table and table[name] == model[name]
+    assert "no such name" not in table
+    with pytest.raises(KeyError):
+        table["no such name"]
+    for f in plan_module._ENTRY_ROW:
+        assert values_of(table, f) == {n: getattr(e, f) for n, e in model.items()}
+    names, columns = table.sorted_columns()
+    assert names == sorted(model)
+    assert [list(col) for col in zip(*columns, strict=True)] == [
+        [getattr(model[n], f) for f in plan_module._ENTRY_ROW] for n in names
+    ]
+    assert table.rows() == {n: vars(model[n]) for n in names}
+    with pytest.raises(KeyError):
+        table.columns_for([*names, "no such name"])
