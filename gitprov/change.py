@@ -28,7 +28,7 @@ import pygit2
 
 from gitprov.inventory import DEVICE, Inventory, build_inventory, kind_of
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.plan import EntryTable, Kind, Manifest, ManifestEntry, values_of
+from gitprov.plan import EntryTable, Kind, Manifest, ManifestEntry
 from gitprov.version import ABSENT, BOOTSTRAP, State
 from gitprov.yamldoc import Document
 
@@ -109,14 +109,16 @@ def change_since(
             keys = pipeline.builder.input_keys(whole)
     affected = built | gone
     files = previous.files
-    kinds, macs = values_of(files, "kind"), values_of(files, "mac")
-    dropped = {n for n, kind in kinds.items() if kind != Kind.DEVICE or macs[n] in affected}
-    # (a manifest read from its index: the entries taken over are never made)
-    carried: Mapping[str, ManifestEntry] = (
-        files.without(dropped)
-        if isinstance(files, EntryTable)
-        else {n: e for n, e in files.items() if n not in dropped}
-    )
+    carried: Mapping[str, ManifestEntry]
+    if isinstance(files, EntryTable):
+        # (a manifest read from its index: the entries taken over are never made)
+        dropped = files.names_where("kind", Kind.DEVICE.__ne__)
+        dropped += files.names_where("mac", affected.__contains__)
+        carried = files.without(dropped)
+    else:
+        carried = {
+            n: e for n, e in files.items() if e.kind == Kind.DEVICE and e.mac not in affected
+        }
     return Change(inventory, carried, frozenset(gone), keys)
 
 

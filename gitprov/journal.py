@@ -51,7 +51,7 @@ from gitprov.plan import (
     Kind,
     Manifest,
     ManifestEntry,
-    values_of,
+    sorted_fields,
 )
 
 JOURNAL = "journal.jsonl"
@@ -297,13 +297,16 @@ def state_digest(
     files = m.files
     if not keep and (changed is None or since is None or since.sha256 not in _LINES):
         # Nothing to start from and nothing to keep: the text alone, as it is made.
-        shas, versions = values_of(files, "sha256_data"), values_of(files, "version")
-        text = "".join(f"{n}\0{shas[n]}\0{versions[n]}\n" for n in sorted(files))
+        names, (shas, versions) = sorted_fields(files, "sha256_data", "version")
+        text = "".join(map(_LINE.format, names, shas, versions))
     else:
         text = "".join(_file_lines(m, since, changed, keep)[1])
     h.update(text.encode())
     return h.hexdigest()
 
+
+# A file's line in the state digest: name, sha256 and version.
+_LINE = "{}\0{}\0{}\n"
 
 # The sorted names and lines of the files of the last manifests whose state was digested
 # (by their sha256): a publish digests the state it writes, the next one starts from it.
@@ -332,9 +335,8 @@ def _file_lines(
                 names.insert(at, n)
                 lines.insert(at, line)
     else:
-        names = sorted(files)
-        shas, versions = values_of(files, "sha256_data"), values_of(files, "version")
-        lines = [f"{n}\0{shas[n]}\0{versions[n]}\n" for n in names]
+        names, (shas, versions) = sorted_fields(files, "sha256_data", "version")
+        lines = list(map(_LINE.format, names, shas, versions))
     if m.sha256 and keep:
         if len(_LINES) >= 2:
             _LINES.pop(next(iter(_LINES)))

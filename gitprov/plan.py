@@ -20,6 +20,7 @@ import re
 import sys
 from array import array
 from collections.abc import (
+    Callable,
     Collection,
     ItemsView,
     Iterable,
@@ -174,18 +175,34 @@ class Manifest:
                 }
                 for r, s in self.roots.items()
             },
-            "files": (
-                statejson.Converted(self.files.rows(), _itself)
-                if isinstance(self.files, EntryTable)
-                else statejson.Converted(self.files, vars)
-            ),
+            "files": _files_json(self.files),
             "served": statejson.Converted(self.served, _served_json),
         }
         return statejson.chunks(data, newline=True)
 
 
+def _files_json(files: Mapping[str, ManifestEntry]) -> statejson.Converted:
+    # (an EntryTable's rows are made from its columns, without the entries)
+    if isinstance(files, EntryTable):
+        return statejson.Converted(files.rows(), _itself)
+    return statejson.Converted(files, vars)
+
+
 def _itself(value: Any) -> Any:
     return value
+
+
+def sorted_fields(
+    files: Mapping[str, ManifestEntry], *names: str
+) -> tuple[list[str], list[Sequence[Any]]]:
+    """The file names sorted, and the values of fields `names` of their entries in that
+    order: from the columns of an EntryTable (no entry made)."""
+    if isinstance(files, EntryTable):
+        listed, columns = files.sorted_columns()
+        return listed, [columns[_ENTRY_ROW.index(n)] for n in names]
+    listed = sorted(files)
+    entries = [files[n] for n in listed]
+    return listed, [[getattr(e, n) for e in entries] for n in names]
 
 
 def _served_json(served: tuple[int, str]) -> dict[str, Any]:
@@ -441,7 +458,10 @@ class EntryTable(Mapping[str, ManifestEntry]):
     def values_of(self, field: str) -> dict[str, Any]:
         """Name -> the value of one field of its entry, for every name: from a column."""
         column = self._columns[field]
-        out = dict(zip(self._at, map(column.__getitem__, self._at.values()), strict=True))
+        if len(self._at) == len(column):  # every row, in order (see `of`)
+            out = dict(zip(self._at, column, strict=True))
+        else:
+            out = dict(zip(self._at, map(column.__getitem__, self._at.values()), strict=True))
         for name, e in self._extra.items():
             out[name] = getattr(e, field)
         return out
@@ -480,6 +500,15 @@ class EntryTable(Mapping[str, ManifestEntry]):
         names, columns = self.sorted_columns()
         rows = map(dict, map(zip, itertools.repeat(_ENTRY_ROW), zip(*columns, strict=True)))
         return dict(zip(names, rows, strict=True))
+
+    def names_where(self, field: str, test: Callable[[Any], bool]) -> list[str]:
+        """The names whose entry's `field` passes `test`, in the table's order: a pass
+        over one column in C."""
+        column: Iterable[Any] = self._columns[field]
+        if len(self._at) != len(self._columns[field]):
+            column = map(self._columns[field].__getitem__, self._at.values())
+        found = list(itertools.compress(self._at, map(test, column)))
+        return found + [n for n, e in self._extra.items() if test(getattr(e, field))]
 
     def without(self, names: Iterable[str]) -> EntryTable:
         """This table less `names`, sharing its columns."""
