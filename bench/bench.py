@@ -206,9 +206,20 @@ class Bench:
         self.compare(scratch, "same commit again")
         self.add("same commit again", size, g, f, "< 1 s", g.seconds < 1)
 
-        g = self.gitprov(repo, "publish", "--rev", "one-device", *g_roots)
-        f = self.floor(repo, "publish", "--rev", "one-device", *f_roots)
-        self.compare(scratch, "one-device commit")
+        # Twice each from the same state (roots, state dirs and the version cache put
+        # back in between), alternating: the faster of each side. A run of half a
+        # second varies by a fifth on this shared machine, and the 10k row is judged
+        # against twice the 1k one.
+        before = self.keep(scratch, repo)
+        runs = []
+        for i in range(2):
+            if i:
+                self.put_back(before, scratch, repo)
+            g = self.gitprov(repo, "publish", "--rev", "one-device", *g_roots)
+            f = self.floor(repo, "publish", "--rev", "one-device", *f_roots)
+            self.compare(scratch, "one-device commit")
+            runs.append((g, f))
+        g, f = (_best([r[side] for r in runs]) for side in (0, 1))
         if one_device_1k is None:
             target, met_one = "< 1 s at 100k, <= 2x the 1k time", None
         else:
@@ -216,7 +227,7 @@ class Bench:
                 ", < 1 s" if devices >= 100_000 else ""
             )
             met_one = g.seconds <= 2 * one_device_1k and (devices < 100_000 or g.seconds < 1)
-        self.add("one-device commit", size, g, f, target, met_one)
+        self.add("one-device commit (best of 2)", size, g, f, target, met_one)
         one = g.seconds
 
         g = self.gitprov(repo, "publish", "--rev", "profile", *g_roots)
@@ -224,6 +235,30 @@ class Bench:
         self.compare(scratch, "one-profile change")
         self.add("one-profile change (20%)", size, g, f, "<= 1.5x floor", _ratio(g, f) <= 1.5)
         return one
+
+    def keep(self, scratch: Path, repo: Path) -> Path:
+        """A copy of both sides' roots and state dirs and of the version cache, to run a
+        publish again from the same state. Served files are linked, not copied: a
+        publish replaces a file by a rename, never writes into it (the state files are
+        copied: the journal is appended to)."""
+        kept = self.scratch("gitprov-bench-kept-")
+        for side in ("gitprov", "floor"):
+            for root in ("http", "tftp"):
+                shutil.copytree(scratch / side / root, kept / side / root, copy_function=os.link)
+            shutil.copytree(scratch / side / "state", kept / side / "state")
+        if (repo / "gitprov-cache").is_dir():
+            shutil.copytree(repo / "gitprov-cache", kept / "gitprov-cache")
+        return kept
+
+    def put_back(self, kept: Path, scratch: Path, repo: Path) -> None:
+        for side in ("gitprov", "floor"):
+            shutil.rmtree(scratch / side)
+            for root in ("http", "tftp"):
+                shutil.copytree(kept / side / root, scratch / side / root, copy_function=os.link)
+            shutil.copytree(kept / side / "state", scratch / side / "state")
+        self.drop_cache(repo)
+        if (kept / "gitprov-cache").is_dir():
+            shutil.copytree(kept / "gitprov-cache", repo / "gitprov-cache")
 
     def compare(self, scratch: Path, what: str) -> None:
         for root in ("http", "tftp"):
