@@ -471,7 +471,8 @@ class EntryTable(Mapping[str, ManifestEntry]):
         if not self._extra:
             rows = list(map(self._at.__getitem__, names))
             return [list(map(c.__getitem__, rows)) for c in self._columns.values()]
-        if not self.keys() >= set(names):
+        wanted = set(names)
+        if not self.keys() >= wanted:
             raise KeyError("not a name of this table")
         # Row 0 stands for the given entries (few: a publish's new ones), then set.
         rows = [self._at.get(n, 0) for n in names]
@@ -479,9 +480,13 @@ class EntryTable(Mapping[str, ManifestEntry]):
             list(map(c.__getitem__, rows)) if c else [None] * len(names)
             for c in self._columns.values()
         ]
-        at = list(names) if not isinstance(names, list) else names
-        for name, e in self._extra.items():
-            i = at.index(name)  # (a scan in C: a few names)
+        listed = list(names) if not isinstance(names, list) else names
+        if len(self._extra) <= 8:  # a scan in C each
+            where = {n: listed.index(n) for n in self._extra if n in wanted}
+        else:  # (a profile's devices, thousands: one pass)
+            where = {n: i for i, n in enumerate(listed) if n in self._extra}
+        for name, i in where.items():
+            e = self._extra[name]
             for column, f in zip(out, _ENTRY_ROW, strict=True):
                 column[i] = getattr(e, f)
         return out

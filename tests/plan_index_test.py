@@ -221,6 +221,9 @@ def test_served_is_the_record_only_when_a_publish_made_it_so(tmp_path: Path) -> 
     assert found.served_record == record
 
 
+_ROW = plan_module._ENTRY_ROW
+
+
 def _table(entries: dict[str, ManifestEntry]) -> EntryTable:
     names = sorted(entries)
     columns = [[getattr(entries[n], f) for n in names] for f in plan_module._ENTRY_ROW]
@@ -244,7 +247,7 @@ _made = st.builds(
 @given(
     st.dictionaries(_names, _entries, max_size=10),
     st.lists(_names, max_size=4),
-    st.dictionaries(_names, _made, max_size=3),
+    st.dictionaries(_names, _made, max_size=12),  # (more than 8: see columns_for)
 )
 def test_a_table_is_the_dict_of_its_entries(
     entries: dict[str, ManifestEntry], dropped: list[str], made: dict[str, ManifestEntry]
@@ -273,6 +276,8 @@ def test_a_table_is_the_dict_of_its_entries(
         [getattr(model[n], f) for f in plan_module._ENTRY_ROW] for n in names
     ]
     assert table.rows() == {n: vars(model[n]) for n in names}
+    some = names[::2]
+    assert table.columns_for(some) == [[getattr(model[n], f) for n in some] for f in _ROW]
     entry0 = next(iter(_one().files.values()))
     for f, value in (("kind", Kind.DEVICE), ("mac", next(iter(made.values()), entry0).mac)):
         found = table.names_where(f, value.__eq__)
