@@ -914,15 +914,25 @@ class Index:
 
 @dataclass(frozen=True)
 class _Rest:
-    """The index's second section, as read: the manifest's entries and versions."""
+    """The index's second part, read when asked for: the manifest's entries and
+    versions."""
 
     names: Sequence[str]
     head: Mapping[str, Any]
-    body: memoryview
+    path: Path
+    offset: int  # where the part starts in the file, and its size
+    size: int
 
     def manifest(self, index: Index) -> Manifest | None:
-        head, body = self.head, self.body
-        if hashlib.sha256(body).hexdigest() != head["sha256"]:
+        head = self.head
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                body = memoryview(f.read(self.size + 1))
+        except OSError:
+            return None
+        # (an index replaced since the first part was read fails the check)
+        if len(body) != self.size or hashlib.sha256(body).hexdigest() != head["sha256"]:
             return None
         sizes = [int(n) for n in head["sizes"]]
         if len(sizes) != len(_ENTRY_ROW) + 3 or sum(sizes) != len(body) or min(sizes) < 0:
@@ -1124,23 +1134,28 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
     """The index, when it names the manifest in `state_dir` (or the one whose stat is
     `manifest_stat`) and its first section passes its check; the second is checked when
     `Index.manifest` reads it."""
+    path = state_dir / INDEX
     try:
-        raw = (state_dir / INDEX).read_bytes()
         st = manifest_stat or os.lstat(state_dir / MANIFEST)
-    except OSError:
+        with path.open("rb") as f:
+            line = f.readline()
+            head = json.loads(line)
+            entries = head["entries"]
+            rest = sum(entries["sizes"]) if entries is not None else 0
+            first = os.fstat(f.fileno()).st_size - len(line) - rest
+            if not line.endswith(b"\n") or first < 0 or rest < 0:
+                return None
+            # (the second part is read when asked for: publishing the same commit again
+            # needs only the first, a fifth of the file at 100,000 devices)
+            body = memoryview(f.read(first))
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
         return None
     try:
-        end = raw.index(b"\n")
-        head = json.loads(raw[:end])
-        entries = head["entries"]
-        whole = memoryview(raw)[end + 1 :]
-        first = len(whole) - (sum(entries["sizes"]) if entries is not None else 0)
-        body, second = whole[:first], whole[first:]
         if (
             head["format"] != INDEX_FORMAT
             or head["manifest"] != [st.st_size, st.st_mtime_ns, st.st_ino]
             or head["byteorder"] != sys.byteorder
-            or first < 0
+            or len(body) != first
             or hashlib.sha256(body).hexdigest() != head["sha256"]
         ):
             return None
@@ -1167,7 +1182,11 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
             roots=roots,
             names=frozenset(names),
             firmware={str(k): str(v) for k, v in head["firmware"].items()},
-            rest=_Rest(names, dict(entries), second) if entries is not None else None,
+            rest=(
+                _Rest(names, dict(entries), path, len(line) + first, rest)
+                if entries is not None
+                else None
+            ),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
