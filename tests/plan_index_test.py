@@ -287,3 +287,17 @@ def test_a_table_is_the_dict_of_its_entries(
     assert as_table.to_bytes() == dataclasses.replace(as_table, files=model).to_bytes()
     with pytest.raises(KeyError):
         table.columns_for([*names, "no such name"])
+
+
+def test_an_index_replaced_between_its_two_reads_is_not_taken(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    m = _store(state, _one())
+    index = load_index(state)
+    assert index is not None
+    other = dataclasses.replace(
+        m, files={n: dataclasses.replace(e, model="FIP16") for n, e in m.files.items()}
+    )
+    _store(state, other)  # same names and sizes, other bytes
+    assert index.manifest() is None
+    fresh = load_index(state)
+    assert fresh is not None and fresh.manifest() == other
