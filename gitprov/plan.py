@@ -612,8 +612,8 @@ def plan(
     every file and rewrites only those whose bytes differ. `digests` (name -> sha256 of
     the wanted bytes) saves hashing them again; `as_recorded` names wanted files known
     to be the bytes `previous` records (taken over from it: no digest compared).
-    `surveyed`: the stats of `previous`'s files, taken ahead (it must be the manifest
-    the survey was made for)."""
+    `surveyed`: the stats of `previous`'s files and the roots' listings, taken ahead
+    (it must be the manifest the survey was made for)."""
     if digests is None:
         assert isinstance(wanted, Mapping)
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in wanted.items()}
@@ -624,7 +624,14 @@ def plan(
     intact: dict[str, dict[str, Stat]] = {}
     wanted_names = set(wanted)
     temps: list[str] = []
-    listings = [_listing(root, temps, wanted_names) for root in roots]
+    listings = []
+    for root in roots:
+        ahead = surveyed.listing(str(root), wanted_names) if surveyed is not None else None
+        if ahead is None:
+            listings.append(_listing(root, temps, wanted_names))
+        else:
+            listings.append(ahead[0])
+            temps += ahead[1]
     if clean:
         _remove(temps)
     found_as_recorded = (
@@ -1303,12 +1310,17 @@ class Survey(Protocol):
         """Of `names` (recorded in root `key`), those known not to be as recorded, and
         those to look at; None: look at them all."""
 
+    def listing(self, key: str, wanted: Set[str]) -> tuple[set[str], list[str]] | None:
+        """Root `key`'s served files and a crashed publish's temps in it, as
+        `_listing(key, temps, wanted)` finds them; None: list it."""
+
 
 class SurveyAhead:
     """The survey `plan` makes of the files a publish leaves alone (an lstat each: at
-    100,000 devices about 0.5 s of one core), made meanwhile by one forked process from
-    the index's names and stats, while this one reads the manifest, checks the versions
-    and builds: the second core's work, off the publish's path.
+    100,000 devices about 0.5 s of one core) and the listing of each root, made
+    meanwhile by one forked process from the index's names and stats, while this one
+    reads the manifest, checks the versions and builds: the second core's work, off the
+    publish's path.
 
     Started under the publish lock, so only a hand can change a root between it and the
     plan, as between any survey and the writes (the next publish sees such a change).
@@ -1318,17 +1330,24 @@ class SurveyAhead:
     def __init__(self, identity: tuple[int, ...], tables: Mapping[str, StatTable]) -> None:
         self.identity = identity
         self._names = {key: frozenset(t.names) for key, t in tables.items()}
+        names = self._names
 
-        def job(key: str) -> list[str]:
+        def job(key: str) -> _Surveyed:
             table = tables[key]
-            return _survey([(key, table.names, table)], workers=1)[0][0]
+            off = _survey([(key, table.names, table)], workers=1)[0][0]
+            # The listing as the difference from the names recorded (normally none
+            # either way): 100,000 names are not sent back through a pipe.
+            temps: list[str] = []
+            found = _listing(Path(key), temps, names[key])
+            return off, sorted(found - names[key]), sorted(names[key] - found), temps
 
-        self._ahead: Ahead[str, list[str]] = Ahead(job, list(tables))
+        self._ahead: Ahead[str, _Surveyed] = Ahead(job, list(tables))
+        self._got: dict[str, _Surveyed | None] = {}
 
     @classmethod
     def start(cls, state_dir: Path) -> SurveyAhead | None:
         """None when there is nothing worth a process: no index naming the manifest, no
-        root holding its commit, fewer files than `STAT_PARALLEL_MIN`, or no fork."""
+        root holding its commit, fewer files than `SURVEY_AHEAD_MIN`, or no fork."""
         if not can_fork():
             return None
         before = _manifest_identity(state_dir)
@@ -1340,7 +1359,7 @@ class SurveyAhead:
             for key, s in index.roots.items()
             if s.ok and s.commit == index.commit and isinstance(s.stat, StatTable)
         }
-        if sum(len(t.names) for t in tables.values()) < STAT_PARALLEL_MIN:
+        if sum(len(t.names) for t in tables.values()) < SURVEY_AHEAD_MIN:
             return None
         return cls(before, tables)
 
@@ -1348,20 +1367,51 @@ class SurveyAhead:
         """Whether the manifest is still the one the survey was made for."""
         return _manifest_identity(state_dir) == self.identity
 
+    def _result(self, key: str) -> _Surveyed | None:
+        if key not in self._got and key in self._names:
+            self._got[key] = self._ahead.get(key, wait=True)
+        return self._got.get(key)
+
     def off(self, key: str, names: Iterable[str]) -> tuple[list[str], list[str]] | None:
         """Of `names` (recorded in root `key`), those found not as recorded, and those
         the survey did not cover (the caller looks at them); None when the root was not
         surveyed or its survey failed (the caller makes its own)."""
-        covered = self._names.get(key)
-        off = self._ahead.get(key, wait=True) if covered is not None else None
-        if covered is None or off is None:
+        got = self._result(key)
+        if got is None:
             return None
-        found = set(off)
+        covered = self._names[key]
+        found = set(got[0])
         names = list(names)
         return [n for n in names if n in found], [n for n in names if n not in covered]
 
+    def listing(self, key: str, wanted: Set[str]) -> tuple[set[str], list[str]] | None:
+        """Root `key`'s served files and temps as `_listing(key, temps, wanted)` finds
+        them: the recorded names less those gone, plus the others found. The survey took
+        the recorded names without a look; those no longer `wanted` are looked at here,
+        as `_listing` does (the names of removed devices: normally a few)."""
+        got = self._result(key)
+        if got is None:
+            return None
+        _, others, gone, temps = got
+        present = set(self._names[key])
+        present.difference_update(gone)
+        for name in present - wanted:
+            if not os.path.isfile(os.path.join(key, name)):
+                present.discard(name)
+        present.update(others)  # (looked at by the survey)
+        return present, list(temps)
+
     def close(self) -> None:
         self._ahead.close()
+
+
+# What a survey ahead finds in a root: the names not as recorded, the served files found
+# that were not recorded, those recorded that are gone, and the temps.
+_Surveyed = tuple[list[str], list[str], list[str], list[str]]
+
+# The survey is made ahead from this many recorded files on (counted over the roots): a
+# forked process costs a few milliseconds, 10,000 stats and two listings some 40.
+SURVEY_AHEAD_MIN = 10_000
 
 
 def _manifest_identity(state_dir: Path) -> tuple[int, ...] | None:

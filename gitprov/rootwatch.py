@@ -30,7 +30,7 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,10 @@ class Touched:
         if touched is None:
             return None
         return [], ([n for n in names if n in touched] if touched else [])
+
+    def listing(self, key: str, wanted: Set[str]) -> tuple[set[str], list[str]] | None:
+        """None: a watch does not keep a root's names (the caller lists it)."""
+        return None
 
 
 class RootWatch:

@@ -448,7 +448,7 @@ def test_a_file_changed_by_hand_is_repaired_by_a_publish_by_change(
     """`ahead`: the stats surveyed by a forked process while the publish builds."""
     started: list[plan_module.SurveyAhead | None] = []
     if ahead:
-        monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 1)
+        monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 1)
         real = plan_module.SurveyAhead.start
 
         def spy(state_dir: Path) -> plan_module.SurveyAhead | None:

@@ -420,46 +420,69 @@ def test_a_damaged_or_hostile_index_is_ignored_never_raised(tmp_path: Path) -> N
 def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
     state, m, roots = _indexed(tmp_path)
-    http = roots[0]
+    http, tftp = roots
     os.utime(http / "f004.conf", ns=(1, 1))  # touched
     (http / "f005.conf").write_bytes(b"edited by hand")
     (http / "f006.conf").unlink()
-    wanted = {n: e.sha256_data for n, e in m.files.items()}
+    # What the listings find besides the files recorded: a file nobody wrote, one put
+    # where a new file goes, a directory, a crashed publish's temp, and the file of a
+    # device no longer wanted replaced by a directory (not a file: not listed).
+    (http / "stray.conf").write_bytes(b"?")
+    (tftp / "new.conf").write_bytes(b"put there by hand")
+    (tftp / "adir.conf").mkdir()
+    temp = http / f"{plan_module.TMP_PREFIX}f001.conf{plan_module.TMP_SUFFIX}"
+    temp.write_bytes(b"half")
+    (tftp / "f009.conf").unlink()
+    (tftp / "f009.conf").mkdir()
+    wanted = {n: e.sha256_data for n, e in m.files.items() if n not in ("f008.conf", "f009.conf")}
     wanted["f007.conf"] = sha(b"new bytes")
+    wanted["new.conf"] = sha(b"new")
     then = plan(wanted.keys(), roots, m, digests=wanted)
     assert {d.name for d in then.drift} == {"f004.conf", "f005.conf", "f006.conf"}
+    assert ("http", "stray.conf") in {(Path(r).name, n) for r, n in then.unknown}
+    removed = {(Path(a.root).name, a.name) for a in then.actions if a.action is Action.REMOVE}
+    assert removed == {("http", "f008.conf"), ("http", "f009.conf"), ("tftp", "f008.conf")}
 
     surveyed = plan_module.SurveyAhead.start(state)
     assert surveyed is not None and surveyed.matches(state)
     looked: list[str] = []
-    real = plan_module._not_as_recorded
+    listed: list[Path] = []
+    real, real_listing = plan_module._not_as_recorded, plan_module._listing
 
     def spy(fd: int, names: Any, *rest: Any) -> list[str]:
         looked.extend(names)
         return real(fd, names, *rest)
 
-    monkeypatch.setattr(plan_module, "_not_as_recorded", spy)  # here, not in the survey
+    def spy_listing(root: Path, *rest: Any) -> set[str]:
+        listed.append(root)
+        return real_listing(root, *rest)
+
+    # (here, not in the survey's process, forked before)
+    monkeypatch.setattr(plan_module, "_not_as_recorded", spy)
+    monkeypatch.setattr(plan_module, "_listing", spy_listing)
     monkeypatch.setattr(plan_module, "usable_cpus", lambda: 1)  # a survey here is seen
     try:
-        assert plan(wanted.keys(), roots, m, digests=wanted, surveyed=surveyed) == then
+        ahead = plan(wanted.keys(), roots, m, digests=wanted, surveyed=surveyed, clean=True)
     finally:
         surveyed.close()
-    assert looked == []  # every stat was the survey's
+    assert ahead == then
+    assert looked == [] and listed == []  # every stat and listing was the survey's
+    assert not temp.exists()  # its temps are removed as a listing's are
 
     (state / MANIFEST).write_text(m.to_json())  # another manifest: another inode
     assert not surveyed.matches(state)
     assert plan_module.SurveyAhead.start(state) is None  # the index names the old one
     plan_module.write_index(state, m)
-    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 61)  # 2 roots x 30 files
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 61)  # 2 roots x 30 files
     assert plan_module.SurveyAhead.start(state) is None  # not worth a process
 
 
 def test_a_survey_ahead_that_fails_is_made_again_then(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
     state, m, roots = _indexed(tmp_path)
     (roots[1] / "f009.conf").write_bytes(b"edited by hand")
     wanted = {n: e.sha256_data for n, e in m.files.items()}
