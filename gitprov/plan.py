@@ -698,36 +698,39 @@ def _unchanged(
     manifest's sha256 is the wanted one, or the name is `as_recorded`): what `plan`
     leaves alone without a look more. Most of a fleet: an lstat each and nothing else,
     every root at once."""
-    checks: list[tuple[Path | str, Sequence[str], Mapping[str, Stat]]] = []
+    # A root's names stay a set throughout: a fleet's of them meet other sets in C, and
+    # only the names that are not sure are compared one by one.
+    checks: list[tuple[Path | str, set[str], Mapping[str, Stat]]] = []
     for root, present in zip(roots, listings, strict=True):
         key = str(root)
         if previous is None or not previous.converged(key):
-            checks.append((root, (), {}))
+            checks.append((root, set(), {}))
             continue
         recorded, stats = previous.files, previous.roots[key].stat
         here = names & present
-        # Sets of a fleet's names meet in C; only the others are compared one by one.
         sure = here & as_recorded if as_recorded else set()
-        wanted = list(sure & stats.keys() if isinstance(stats, dict) else sure & set(stats))
-        wanted += [
+        wanted = sure & stats.keys()
+        wanted.update(
             name
             for name in (here - sure if sure else here)
             if name in stats
             and (entry := recorded.get(name)) is not None
             and entry.sha256_data == digests[name]
-        ]
+        )
         checks.append((root, wanted, stats))
     # The roots surveyed ahead: only the names the survey did not cover are looked at.
     ahead = [surveyed.off(str(root), names) if surveyed else None for root, names, _ in checks]
     rest = [
-        (root, names if found is None else found[1], stats)
+        (root, list(names) if found is None else found[1], stats)
         for (root, names, stats), found in zip(checks, ahead, strict=True)
     ]
     off = [
         gone if found is None else found[0] + gone
         for found, gone in zip(ahead, _each_not_as_recorded(rest), strict=True)
     ]
-    return [set(names).difference(gone) for (_, names, _), gone in zip(checks, off, strict=True)]
+    for (_, names, _), gone in zip(checks, off, strict=True):
+        names.difference_update(gone)
+    return [names for _, names, _ in checks]
 
 
 def _found(
@@ -1379,10 +1382,9 @@ class SurveyAhead:
         got = self._result(key)
         if got is None:
             return None
-        covered = self._names[key]
-        found = set(got[0])
-        names = list(names)
-        return [n for n in names if n in found], [n for n in names if n not in covered]
+        asked = names if isinstance(names, Set) else set(names)
+        # (what the survey found off is normally a handful; what it did not cover, none)
+        return [n for n in got[0] if n in asked], list(asked - self._names[key])
 
     def listing(self, key: str, wanted: Set[str]) -> tuple[set[str], list[str]] | None:
         """Root `key`'s served files and temps as `_listing(key, temps, wanted)` finds
