@@ -917,6 +917,10 @@ def publish_commit(
     key = private_key(settings) if callable(private_key) else private_key
     where = targets(settings.fleet) if callable(targets) else targets
     inputs = publish_inputs(pipeline, where)
+    # The versions first (git history and the version cache only; what the lock guards is
+    # read after it): the state's computation and its snapshot are a peak of memory that
+    # the previous manifest, a fleet's worth of entries, would otherwise add to.
+    state = pipeline.state(commit)
     # A process publishing again and again knows which served files were touched since its
     # last publish; one publishing once surveys them ahead, while it reads and builds.
     watch = (
@@ -924,20 +928,10 @@ def publish_commit(
         if pipeline.one_commit or verify or full_survey
         else rootwatch.watch_for(where.state_dir)
     )
-    # The versions before the manifest (git history and the version cache only: nothing
-    # the lock guards): the state's computation and its snapshot are a peak of memory
-    # that the previous manifest, a fleet's worth of entries, would otherwise add to.
-    # Under the lock when there is a manifest, so that the survey ahead (which needs the
-    # lock) stats the served files meanwhile; before it for a first publish, whose lock
-    # would make the state dir (a commit refused there must leave no trace).
-    first = not (where.state_dir / MANIFEST).is_file()
-    state = pipeline.state(commit) if first else None
     with (
         publish_lock(where.state_dir, lock_wait),
         _surveying(where.state_dir, verify or watch is not None) as ahead,
     ):
-        if state is None:
-            state = pipeline.state(commit)
         previous = load_manifest(where.state_dir)
         surveyed: Survey | None = None
         if watch is not None:
