@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -436,6 +437,7 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     temp.write_bytes(b"half")
     (tftp / "f009.conf").unlink()
     (tftp / "f009.conf").mkdir()
+    (tftp / "f008.conf").unlink()  # and one already gone: nothing to remove
     wanted = {n: e.sha256_data for n, e in m.files.items() if n not in ("f008.conf", "f009.conf")}
     wanted["f007.conf"] = sha(b"new bytes")
     wanted["new.conf"] = sha(b"new")
@@ -443,7 +445,7 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     assert {d.name for d in then.drift} == {"f004.conf", "f005.conf", "f006.conf"}
     assert ("http", "stray.conf") in {(Path(r).name, n) for r, n in then.unknown}
     removed = {(Path(a.root).name, a.name) for a in then.actions if a.action is Action.REMOVE}
-    assert removed == {("http", "f008.conf"), ("http", "f009.conf"), ("tftp", "f008.conf")}
+    assert removed == {("http", "f008.conf"), ("http", "f009.conf")}
 
     surveyed = plan_module.SurveyAhead.start(state)
     assert surveyed is not None and surveyed.matches(state)
@@ -477,6 +479,23 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     plan_module.write_index(state, m)
     monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 61)  # 2 roots x 30 files
     assert plan_module.SurveyAhead.start(state) is None  # not worth a process
+
+
+def test_a_survey_ahead_of_a_root_gone_plans_what_a_survey_made_then_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
+    state, m, roots = _indexed(tmp_path)
+    shutil.rmtree(roots[0])
+    wanted = {n: e.sha256_data for n, e in m.files.items()}
+    then = plan(wanted.keys(), roots, m, digests=wanted)
+    assert len([d for d in then.drift if d.kind == "deleted"]) == len(m.files)
+    surveyed = plan_module.SurveyAhead.start(state)
+    assert surveyed is not None
+    try:
+        assert plan(wanted.keys(), roots, m, digests=wanted, surveyed=surveyed) == then
+    finally:
+        surveyed.close()
 
 
 def test_a_survey_ahead_that_fails_is_made_again_then(
