@@ -175,10 +175,21 @@ class Bench:
         size = f"{devices:,}"
         log(f"fleet of {size} devices: {repo}")
 
-        self.drop_cache(repo)
-        g = self.gitprov(repo, "validate", "--rev", "profile")
-        f = self.floor(repo, "validate", "--rev", "profile")
-        self.add("validate --rev HEAD, cold", size, g, f, "<= 1.5x floor", _ratio(g, f) <= 1.5)
+        # Twice each, the side that goes first alternating (the first to read the
+        # repository after it was written pays for reading its pages: one run of 33 s
+        # against the floor's 20 s, then 24-28 s against 23-24 s): the faster of each.
+        runs: list[tuple[Run, Run]] = []
+        for gitprov_first in (True, False):
+            self.drop_cache(repo)
+            if gitprov_first:
+                g = self.gitprov(repo, "validate", "--rev", "profile")
+            f = self.floor(repo, "validate", "--rev", "profile")
+            if not gitprov_first:
+                g = self.gitprov(repo, "validate", "--rev", "profile")
+            runs.append((g, f))
+        g, f = (_best([r[side] for r in runs]) for side in (0, 1))
+        met = _ratio(g, f) <= 1.5
+        self.add("validate --rev HEAD, cold (best of 2)", size, g, f, "<= 1.5x floor", met)
         g = self.gitprov(repo, "validate", "--rev", "child")
         self.add("validate of a child, warm", size, g, None, "< 1 s", g.seconds < 1)
 
@@ -186,7 +197,7 @@ class Bench:
         # the higher peak). Creating a file costs this machine's ext4 from 40 to 130 us
         # of system time with the filesystem's state (its journal, the discard of files
         # removed before), and 200,000 of them decided one run's ratio.
-        runs: list[tuple[Run, Run]] = []
+        runs = []
         for _ in range(2):
             scratch = self.scratch("gitprov-bench-")
             g_roots = _roots(scratch / "gitprov")
