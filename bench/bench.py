@@ -179,14 +179,12 @@ class Bench:
         # repository after it was written pays for reading its pages: one run of 33 s
         # against the floor's 20 s, then 24-28 s against 23-24 s): the faster of each.
         runs: list[tuple[Run, Run]] = []
-        for gitprov_first in (True, False):
+        for order in (("gitprov", "floor"), ("floor", "gitprov")):
             self.drop_cache(repo)
-            if gitprov_first:
-                g = self.gitprov(repo, "validate", "--rev", "profile")
-            f = self.floor(repo, "validate", "--rev", "profile")
-            if not gitprov_first:
-                g = self.gitprov(repo, "validate", "--rev", "profile")
-            runs.append((g, f))
+            got = {
+                side: getattr(self, side)(repo, "validate", "--rev", "profile") for side in order
+            }
+            runs.append((got["gitprov"], got["floor"]))
         g, f = (_best([r[side] for r in runs]) for side in (0, 1))
         met = _ratio(g, f) <= 1.5
         self.add("validate --rev HEAD, cold (best of 2)", size, g, f, "<= 1.5x floor", met)

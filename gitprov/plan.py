@@ -1337,12 +1337,10 @@ class SurveyAhead:
 
         def job(key: str) -> _Surveyed:
             table = tables[key]
-            off = _survey([(key, table.names, table)], workers=1)[0][0]
-            # The listing as the difference from the names recorded (normally none
-            # either way): 100,000 names are not sent back through a pipe.
-            temps: list[str] = []
-            found = _listing(Path(key), temps, names[key])
-            return off, sorted(found - names[key]), sorted(names[key] - found), temps
+            # The listing as the files found besides the names recorded (normally
+            # none): 100,000 names are not sent back through a pipe.
+            off, listings = _survey([(key, table.names, table)], names[key], workers=1)
+            return off[0], *listings[0]
 
         self._ahead: Ahead[str, _Surveyed] = Ahead(job, list(tables))
         self._got: dict[str, _Surveyed | None] = {}
@@ -1388,15 +1386,15 @@ class SurveyAhead:
 
     def listing(self, key: str, wanted: Set[str]) -> tuple[set[str], list[str]] | None:
         """Root `key`'s served files and temps as `_listing(key, temps, wanted)` finds
-        them: the recorded names less those gone, plus the others found. The survey took
-        the recorded names without a look; those no longer `wanted` are looked at here,
+        them: the recorded names, plus the others found. The survey took the recorded
+        names without a look, as `_listing` takes those it knows: one gone that is still
+        wanted fails its stat in the plan; those no longer `wanted` are looked at here,
         as `_listing` does (the names of removed devices: normally a few)."""
         got = self._result(key)
         if got is None:
             return None
-        _, others, gone, temps = got
+        _, others, temps = got
         present = set(self._names[key])
-        present.difference_update(gone)
         for name in present - wanted:
             if not os.path.isfile(os.path.join(key, name)):
                 present.discard(name)
@@ -1408,11 +1406,11 @@ class SurveyAhead:
 
 
 # What a survey ahead finds in a root: the names not as recorded, the served files found
-# that were not recorded, those recorded that are gone, and the temps.
-_Surveyed = tuple[list[str], list[str], list[str], list[str]]
+# that were not recorded, and the temps.
+_Surveyed = tuple[list[str], list[str], list[str]]
 
 # The survey is made ahead from this many recorded files on (counted over the roots): a
-# forked process costs a few milliseconds, 10,000 stats and two listings some 40.
+# forked process costs a few milliseconds, 10,000 stats and two listings about 40 ms.
 SURVEY_AHEAD_MIN = 10_000
 
 
