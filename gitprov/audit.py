@@ -177,7 +177,7 @@ def _kept_blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine] |
             )
             for r in rows
         ]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
 
 

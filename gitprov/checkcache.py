@@ -141,7 +141,7 @@ class CheckCache:
             if raw.get("format") != FORMAT:
                 return None
             return int(raw["floor"]), str(raw["floor_by"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
     def store_floor(self, commit_id: str, floor: int, floor_by: str) -> None:

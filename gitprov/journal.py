@@ -708,13 +708,20 @@ def read_journal(state_dir: Path, manifest: Manifest | None = None) -> Read:
     leaves (skipped, with a note). With `manifest` (the state dir's), a note when the
     journal is behind it."""
     path = state_dir / JOURNAL
-    if not path.exists():
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+            raise JournalError(
+                f"{path}: cannot read the journal: {exc.strerror}",
+                hint="give --state-dir the publisher's state dir (publish.state_dir)",
+            ) from None
         raise JournalError(
             f"{path}: no journal",
             hint="a publish writes it; is this the publisher's state dir (--state-dir, "
             "or publish.state_dir)? publishes made before gitprov kept a journal are in it "
             "from the next publish on, as one recovered entry",
-        )
+        ) from None
     notes: list[str] = []
     entries = tuple(_read(path, strict=True, notes=notes))
     if manifest is not None and (not entries or entries[-1].state != state_digest(manifest)):
@@ -749,7 +756,7 @@ def _read(path: Path, *, strict: bool, notes: list[str]) -> Iterator[Entry]:
             found: Entry | str
             try:
                 found = _entry(json.loads(raw), lineno)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 found = _why(exc)
             if held is not None:
                 if isinstance(found, Entry) and found.after_torn_line:
@@ -771,6 +778,8 @@ def _why(exc: Exception) -> str:
         return f"not JSON at column {exc.colno}: {exc.msg}"
     if isinstance(exc, KeyError):
         return f"no {exc.args[0]!r}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to be an entry"
     return str(exc) or type(exc).__name__
 
 

@@ -289,7 +289,7 @@ def load_manifest(state_dir: Path) -> Manifest | None:
             raw: dict[str, Any] = json.loads(data)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None  # a torn or foreign manifest: publish from scratch, files are compared
     try:
         manifest = _from_json(raw)
@@ -333,11 +333,14 @@ def _from_json(raw: dict[str, Any]) -> Manifest | None:
         }
     else:
         return None
+    files = raw.get("files", {})
+    if not isinstance(commit, str) or not _typed(files):
+        raise TypeError("not a manifest")
     return Manifest(
         commit=commit,
-        published_at=raw.get("published_at", ""),
+        published_at=str(raw.get("published_at", "")),
         roots=roots,
-        files={name: _entry(e) for name, e in raw.get("files", {}).items()},
+        files={name: _entry(e) for name, e in files.items()},
         served={
             str(k): (int(v["version"]), str(v.get("sha256_body", "")))
             for k, v in raw.get("served", {}).items()
@@ -367,6 +370,19 @@ def _entry(raw: dict[str, Any]) -> ManifestEntry:
     entry = _new(ManifestEntry)
     _set(entry, "__dict__", raw)
     return entry
+
+
+def _typed(files: dict[str, Any]) -> bool:
+    """Whether every entry's values are of their fields' types (an int version, text
+    for the others), as a publish wrote them: a hand-edited or foreign manifest may hold
+    anything, which the entries (taken as they are, see `_entry`) must not carry into a
+    comparison or a sort. A pass per field, in C."""
+    if not isinstance(files, dict) or not all(map(dict.__instancecheck__, files.values())):
+        return False
+    entries = files.values()
+    if not {type(e.get("version")) for e in entries} <= {int}:
+        return False
+    return all({type(e.get(k, "")) for e in entries} <= {str} for k in _ENTRY_FIELDS - {"version"})
 
 
 # The entry fields as the index keeps them: a text column each (every field but the
@@ -1158,7 +1174,7 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
             # (the second part is read when asked for: publishing the same commit again
             # needs only the first, a fifth of the file at 100,000 devices)
             body = memoryview(f.read(first))
-    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, RecursionError):
         return None
     try:
         if (
@@ -1456,7 +1472,9 @@ def _listing(
     the cost of a scan that types each entry."""
     try:
         found = set(os.listdir(root))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
+        # Gone, or no directory this process may list (a name too long, no permission):
+        # nothing served there; writing into it fails as the root's own error.
         return set()
     dots: list[str] = []
     for name in found - (known if isinstance(known, Set) else set(known)):

@@ -562,8 +562,11 @@ def _file_type(mode: int) -> str:
 @contextlib.contextmanager
 def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
     """One publisher at a time per state dir (and so per set of roots)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise state_dir_error(state_dir, exc) from exc
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -583,6 +586,29 @@ def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for any path that cannot be looked at (a name too long)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def state_dir_error(state_dir: Path, exc: OSError) -> PublishError:
+    """What to say when the state dir (or a file in it) cannot be made or opened."""
+    where = exc.filename if isinstance(exc.filename, str) else str(state_dir)
+    why = _describe(exc)
+    if isinstance(exc, FileExistsError):
+        why = "a file, not a directory"
+    if where != str(state_dir):
+        why = f"{where}: {why}"
+    return PublishError(
+        f"cannot use the state dir {state_dir}: {why}",
+        hint="point --state-dir (or publish.state_dir) at a directory gitprov may create "
+        "and write, on a local filesystem, with no file in its way",
+    )
 
 
 def clean_temps(dirs: Sequence[Path]) -> int:
@@ -1177,7 +1203,7 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
         return None
     try:
         raw = _read_record(state_dir / BUILD_INPUTS)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if (
         not isinstance(raw, dict)
@@ -1430,9 +1456,10 @@ def _already_published(
     else:
         where = targets
     cid = str(commit.id)
-    if not (where.state_dir / MANIFEST).is_file():
-        # Nothing published yet: build. The lock would create the state dir before the
-        # build has checked what it needs (a missing private key must leave no trace).
+    if not _is_file(where.state_dir / MANIFEST):
+        # Nothing published yet (or no state dir to use: the lock says why): build. The
+        # lock would create the state dir before the build has checked what it needs (a
+        # missing private key must leave no trace).
         return None
     if manifest_commit(where.state_dir) not in (cid, None):
         return None  # another commit is published: build (without reading it twice)

@@ -180,7 +180,10 @@ def _served_names(root: Path) -> dict[str, str]:
     """Relative name -> "file" (a regular file) or "other" (a link, a fifo, a directory
     link...) of everything below `root` a server could send; dot-names skipped."""
     out: dict[str, str] = {}
-    if not root.is_dir():
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            return out
+    except (OSError, ValueError):  # (gone, or a path no filesystem takes: nothing served)
         return out
     todo = [""]
     while todo:

@@ -550,7 +550,7 @@ def _read_header(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
         return None
     try:
         header = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
         return None
@@ -612,7 +612,7 @@ def _decode_delta(line: bytes, commit_id: str) -> Delta | None:
         return Delta(
             cid, tuple(str(p) for p in parents), int(floor), str(floor_by), bool(valid), entries
         )
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
 
 
@@ -635,7 +635,7 @@ def _read_snapshot(path: Path, commit_id: str) -> State | None:
             zip(keys_, zip(digests, ns, [commits[i] for i in bys], strict=True), strict=True)
         )
         return State(int(header["floor"]), str(header["floor_by"]), keys, bool(header["valid"]))
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
         return None
 
 

@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         event = json.loads(Path(args.event).read_text(encoding="utf-8"))
         markdown = Path(args.body).read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         out.write(f"::error title=gitprov::cannot read the event or the plan: {exc}\n")
         return 2
     pr = pull_request_of(event if isinstance(event, dict) else {}, args.repository)

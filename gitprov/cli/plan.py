@@ -153,9 +153,10 @@ def load_json(path: str) -> Review:
     try:
         text = Path("/dev/stdin" if path == "-" else path).read_text(encoding="utf-8")
         doc = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise UsageError(
-            f"{path}: not a saved plan ({exc})",
+            f"{path}: not a saved plan ({why})",
             hint="save one with `gitprov plan --format json > FILE`",
         ) from None
     schema = output_schemas()["plan-output.schema.json"]
