@@ -10,6 +10,7 @@ import functools
 import gc
 import logging
 import os
+import posixpath
 import sys
 import threading
 import traceback
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--inventory-dir",
         default=INVENTORY_DIR,
+        type=_inventory_dir,
         help="directory of the inventory inside the repository",
     )
     parser.add_argument(
@@ -107,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
 # publish's CPU at 10,000 devices, a seventh of a cold validate. Fewer, larger young
 # collections keep cyclic garbage bounded and leave the long-lived documents alone.
 GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def _inventory_dir(value: str) -> str:
+    """A path inside the repository as git names it: `./inventory/` and
+    `sites/../inventory` are `inventory`; one that leaves the repository is refused."""
+    path = posixpath.normpath(value)
+    if path.startswith("/") or path == ".." or path.startswith("../"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not inside the repository: give its directory relative to the "
+            "repository's top, such as inventory"
+        )
+    return value if path == "." else path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

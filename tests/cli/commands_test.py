@@ -166,7 +166,10 @@ def test_exit_codes_of_each_command(
 
 @pytest.mark.parametrize("name", ["show", "key", "build", "publish"])
 def test_a_missing_private_key_is_an_environment_error(
-    repo: GitRepo, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+    repo: GitRepo,
+    tmp_path: Path,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("GITPROV_PRIVATE_KEY")
@@ -239,8 +242,14 @@ def _check(kind: str, text: str) -> object:
 def test_every_data_command_speaks_json_that_its_schema_accepts(
     repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo.commit({"inventory/devices/0021f2011b19.yaml": repo.files[
-        "inventory/devices/0021f2011b19.yaml"].replace(b"Reception\n", b"Front\n")}, "A")
+    repo.commit(
+        {
+            "inventory/devices/0021f2011b19.yaml": repo.files[
+                "inventory/devices/0021f2011b19.yaml"
+            ].replace(b"Reception\n", b"Front\n")
+        },
+        "A",
+    )
     base = ["--repo", str(repo.path)]
     cases = {
         "validate": ["validate"],
@@ -259,15 +268,16 @@ def test_every_data_command_speaks_json_that_its_schema_accepts(
         doc = _check(kind, capsys.readouterr().out)
         if kind == "log":
             assert isinstance(doc, dict) and [c["dbase_version"] for c in doc["changes"]] == [
-                1002, 1001
+                1002,
+                1001,
             ]
     assert main([*base, "validate", "--format", "json", "--rev", "broken"]) == 1
     _check("validate", capsys.readouterr().out)
 
 
-def _parsers(parser: argparse.ArgumentParser, name: str = "gitprov") -> Iterator[
-    tuple[str, argparse.ArgumentParser]
-]:
+def _parsers(
+    parser: argparse.ArgumentParser, name: str = "gitprov"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
     yield name, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -321,16 +331,23 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_build_shows_progress_on_a_terminal(
-    big: GitRepo, private_key: str, tmp_path: Path
-) -> None:
-    argv = [sys.executable, "-m", "gitprov", "--repo", str(big.path), "build",
-            "--out", str(tmp_path / "out")]
+def test_build_shows_progress_on_a_terminal(big: GitRepo, private_key: str, tmp_path: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "gitprov",
+        "--repo",
+        str(big.path),
+        "build",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     main_fd, child_fd = pty.openpty()
     # A terminal of 24 x 100, as a person's would be (a new pty has no size at all).
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=child_fd, env=_env())
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=child_fd, env=_env()
+    )
     os.close(child_fd)
     seen = b""
     while True:
@@ -351,8 +368,16 @@ def test_build_shows_progress_on_a_terminal(
 
 
 def test_no_progress_in_a_pipe(big: GitRepo, private_key: str, tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "gitprov", "--repo", str(big.path), "build",
-            "--out", str(tmp_path / "out")]
+    argv = [
+        sys.executable,
+        "-m",
+        "gitprov",
+        "--repo",
+        str(big.path),
+        "build",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(argv, capture_output=True, env=_env(), timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert b"%|" not in done.stderr and b"\r" not in done.stderr
@@ -380,3 +405,23 @@ def test_main_builds_its_parser_once_and_a_parse_carries_nothing_over() -> None:
     again = _parser().parse_args(["publish"])
     assert (again.http_root, again.allow_root, again.tftp_root) == ([], [], [])
     assert not getattr(again, "quiet", False)
+
+
+@pytest.mark.parametrize("given", ["./inventory/", "inventory/", "sites/../inventory"])
+def test_an_inventory_dir_is_the_one_git_names_however_it_is_written(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    code = main(["--repo", str(example_repo.path), "--inventory-dir", given, "validate"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "GP100" not in out + err
+
+
+@pytest.mark.parametrize("given", ["..", "../inventory", "/etc", "inventory/../../x"])
+def test_an_inventory_dir_outside_the_repository_is_a_usage_error(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    code = main(["--repo", str(example_repo.path), "--inventory-dir", given, "validate"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "not inside the repository" in err, err
