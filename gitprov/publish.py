@@ -847,6 +847,22 @@ def publish(
         return _journal(result, previous, recorder or journal.Recorder())
 
 
+def _unreadable_manifest(state_dir: Path) -> str:
+    """A note when the state dir holds a manifest that could not be read, else "": the
+    publish then starts from scratch, and says so (what it knew of the roots and of the
+    versions served is gone, not quietly)."""
+    path = state_dir / MANIFEST
+    try:
+        os.lstat(path)
+    except (OSError, ValueError):
+        return ""  # none: a first publish
+    return (
+        f"{path} could not be read (torn, edited, or not gitprov's): every served file "
+        "was compared and the manifest written anew; the versions come from git history "
+        "as ever, but its record of the highest version served starts again here"
+    )
+
+
 def _journal(
     result: PublishResult,
     previous: Manifest | None,
@@ -959,6 +975,7 @@ def publish_commit(
         _surveying(where.state_dir, verify or watch is not None) as ahead,
     ):
         previous = load_manifest(where.state_dir)
+        unreadable = previous is None and _unreadable_manifest(where.state_dir)
         surveyed: Survey | None = None
         if watch is not None:
             surveyed = watch.take([str(r) for r in where.roots], previous)
@@ -1051,7 +1068,8 @@ def publish_commit(
         _keep_inputs(where.state_dir, result.manifest, build, pipeline, inputs, carry, change)
         # A process that publishes once keeps nothing for a next publish: at 100,000
         # devices the record and the state's lines would add 50 MB to its peak.
-        return _journal(result, previous, recorder, keep=not pipeline.one_commit)
+        result = _journal(result, previous, recorder, keep=not pipeline.one_commit)
+        return replace(result, notes=(unreadable, *result.notes)) if unreadable else result
 
 
 @contextlib.contextmanager

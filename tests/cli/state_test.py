@@ -21,8 +21,8 @@ LONG = "a" * 300  # a path component longer than any filesystem's 255 bytes
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     capsys.readouterr()
     code = main(list(argv))
-    _, err = capsys.readouterr()
-    return code, err
+    out, err = capsys.readouterr()
+    return code, out + err
 
 
 def publish_args(repo: GitRepo, http: Path, tftp: Path, state: Path) -> list[str]:
@@ -200,6 +200,8 @@ def test_a_damaged_state_file_is_read_as_none_and_the_next_publish_converges(
     code, err = run(capsys, *args)
     assert code == 0, err
     assert "Traceback" not in err, err
+    manifest_damaged = damage not in (_nested_journal, _nested_record)
+    assert (f"{state / MANIFEST} could not be read" in err) == manifest_damaged, err
     again = {p.name: p.read_bytes() for p in sorted(http.iterdir())}
     assert again.keys() == served.keys()
     code, err = run(capsys, "--repo", str(example_repo.path), "verify", "--rev", "main", *args[-6:])
