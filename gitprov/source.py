@@ -79,7 +79,14 @@ def _add_quarantine(repo: pygit2.Repository) -> None:
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     hint = "pass a branch, tag or commit id that exists in this repository (git log)"
     if repo.head_is_unborn and rev == "HEAD":
-        raise UsageError("the repository has no commit yet", hint="commit the inventory first")
+        if next(iter(repo.branches.local), None) is None:
+            raise UsageError("the repository has no commit yet", hint="commit the inventory first")
+        branch = repo.references["HEAD"].target
+        branch = branch.removeprefix("refs/heads/") if isinstance(branch, str) else "HEAD"
+        raise UsageError(
+            f"HEAD is on branch {branch!r}, which has no commit yet (other branches have)",
+            hint="commit on it, switch to a branch that has commits, or pass --rev BRANCH",
+        )
     try:
         obj = repo.revparse_single(rev)
     except (KeyError, ValueError, pygit2.GitError) as exc:

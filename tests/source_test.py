@@ -128,3 +128,17 @@ def test_validate_worktree_reads_files_as_git_would_commit_them(
     assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 2
     err = capsys.readouterr().err
     assert "inventory/devices/0021f2000004.yaml is a fifo" in err, err
+
+
+def test_head_on_a_branch_without_commits_says_so_when_others_have_some(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files())
+    repo.repo.set_head("refs/heads/orphan")  # as `git switch --orphan orphan` leaves it
+    for command in ("validate", "versions"):
+        assert main(["--repo", str(tmp_path), command, "--rev", "HEAD"]) == 2, command
+        err = capsys.readouterr().err
+        assert "HEAD is on branch 'orphan', which has no commit yet" in err, err
+        assert "--rev BRANCH" in err and "Traceback" not in err, err
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "main"]) == 0
