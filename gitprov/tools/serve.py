@@ -462,7 +462,10 @@ class _HttpHandler(BaseHTTPRequestHandler):
         target = self.path
         if not target.startswith("/"):
             # absolute-form (http://host/path), as proxies send it
-            target = urlsplit(target).path
+            try:
+                target = urlsplit(target).path
+            except ValueError:
+                target = ""  # no URL (an unclosed IPv6 bracket): names no file, a 404
         target = target.split("?", 1)[0].split("#", 1)[0]
         return unquote(target, errors="surrogateescape")
 

@@ -511,3 +511,20 @@ def test_http_listen_queue_holds_a_boot_storm(root: Path) -> None:
         for s in clients:
             s.close()
         listener.server_close()
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET http://[/x HTTP/1.1", b"GET http://[::1/fv.cfg HTTP/1.1", b"HEAD h://[ HTTP/1.1"],
+)
+def test_http_an_absolute_target_that_is_no_url_is_answered(
+    http: HttpServer, request_line: bytes
+) -> None:
+    """An unclosed IPv6 bracket in an absolute-form target is no URL: a 404, as any
+    name of no file, not a connection dropped without a word."""
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        sock.sendall(request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 404"), reply[:200]
