@@ -301,7 +301,19 @@ def _iso_time(text: str) -> float:
         raise _Bad(f"not an RFC 3339 time: {_printable(text, 40)}") from None
     if at.tzinfo is None:
         raise _Bad(f"time without a zone: {_printable(text, 40)}")
-    return at.timestamp()
+    return _in_range(at.timestamp(), text)
+
+
+# The times a report can show (in UTC, years 1 to 9999): a zone's offset takes a time
+# written at either end of the calendar past it.
+_FIRST = datetime.datetime.min.replace(tzinfo=datetime.UTC).timestamp()
+_LAST = datetime.datetime.max.replace(tzinfo=datetime.UTC).timestamp()
+
+
+def _in_range(ts: float, text: str) -> float:
+    if not _FIRST <= ts <= _LAST:
+        raise _Bad(f"a time out of the calendar in UTC: {_printable(text, 40)}")
+    return ts
 
 
 # -- nginx
@@ -505,7 +517,7 @@ class _Context:
             at = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
         except ValueError:
             raise _Bad(f"not a time: {stamp}") from None
-        self._stamp, self._seconds = stamp, at.timestamp() - offset
+        self._stamp, self._seconds = stamp, _in_range(at.timestamp() - offset, stamp)
         return self._seconds
 
     def hold(self, process: tuple[str, str], request: _Request) -> None:

@@ -496,3 +496,27 @@ def test_memory_does_not_grow_with_the_lines(state: Path, tmp_path: Path) -> Non
 
     small, big = peak(2_000), peak(60_000)
     assert big < small + 4 * 1024 * 1024, (small, big)
+
+
+def test_a_time_out_of_the_calendar_in_utc_is_a_malformed_line(state: Path, tmp_path: Path) -> None:
+    """Written within years 1 to 9999, but past them once its zone is taken off."""
+    good = gp("2024-05-01T12:05:00.000Z", f"/fv{A}.conf", version=1002)
+    log = write(
+        tmp_path / "fetch.log",
+        good,
+        gp("9999-12-31T23:59:59.999-01:00", f"/fv{A}.conf", version=1003),
+        gp("0001-01-01T00:00:00.000+01:00", f"/fv{A}.conf", version=1003),
+    )
+    report = run(state, log)
+    assert table(report)[A] == ("current", 1002)
+    assert report.malformed_total == 2
+    assert all("out of the calendar" in m.reason for m in report.malformed)
+    access = write(
+        tmp_path / "access.log",
+        ng("01/May/2024:12:00:01 +0000", f"/fv{A}.conf"),
+        ng("31/Dec/9999:23:59:59 -2359", f"/fv{A}.conf"),
+        ng("01/Jan/0001:00:00:00 +0100", f"/fv{A}.conf"),
+    )
+    report = run(state, access)
+    assert report.malformed_total == 2
+    assert all("out of the calendar" in m.reason for m in report.malformed)

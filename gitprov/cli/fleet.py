@@ -306,7 +306,10 @@ _PALETTE = (
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # A byte of a log line that was not UTF-8 is held as a lone surrogate (read with
+    # surrogateescape), which no UTF-8 page can hold: shown as `\xNN`, as in the text.
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(text, quote=True)
 
 
 def _color(series: tuple[str, ...], i: int) -> str:

@@ -146,3 +146,19 @@ def test_html_report_in_a_headless_browser(
     bars = re.findall(r'<rect class="bar"[^>]*><title>([^<]*)</title>', dom)
     assert "2024-05-01T13:00:00.000Z: 1 device(s) on 1002" in bars
     assert "2024-05-01T13:00:00.000Z: 2 device(s) on 1001" in bars
+
+
+def test_html_shows_bytes_that_are_not_utf8_as_escapes(
+    logs: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, _ = logs
+    log = tmp_path / "fetch.log"
+    line = (
+        b'{"time":"2024-05-01T12:05:00.000Z","protocol":"http","client":"\xff\xfe",'
+        b'"path":"/fv0021f2aaaaaa.conf","status":404,"size":0}\n'
+    )
+    log.write_bytes(line)
+    report = tmp_path / "report.html"
+    assert main(fleet(state, [f"gitprov:{log}"], "--html", str(report))) == 0
+    text = report.read_text(encoding="utf-8")
+    assert "\\xff\\xfe" in text
