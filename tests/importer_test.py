@@ -247,6 +247,12 @@ CASES: dict[str, tuple[Mutation, str]] = {
         lambda r: _lines(r / f"fv{MACS[1]}.conf", lambda ls: ["DBID_DBASE_VERSION=v7", *ls[1:]]),
         f"fv{MACS[1]}.conf:1:20: error[GP407]",
     ),
+    "a version of 5000 digits": (
+        lambda r: _lines(
+            r / f"fv{MACS[1]}.conf", lambda ls: ["DBID_DBASE_VERSION=" + "9" * 5000, *ls[1:]]
+        ),
+        f"fv{MACS[1]}.conf:1:20: error[GP407]",
+    ),
     "a wrong key": (
         lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(
             openssl_enc(conf(ip542n(MACS[0])), "not-the-key")

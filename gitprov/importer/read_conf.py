@@ -136,8 +136,22 @@ def _device_from_conf(
     for ln in lines:
         key, value = ln.key, ln.value
         if key == flyingvoice.VERSION_KEY:
-            if re.fullmatch(r"[0-9]+", value.strip()):
-                device.version = int(value.strip())
+            digits = value.strip()
+            if re.fullmatch(r"[0-9]+", digits) and len(digits.lstrip("0")) > 12:
+                # (a number of thousands of digits would only meet int()'s own limit)
+                problems.append(
+                    error(
+                        source,
+                        ln.number,
+                        ln.value_col,
+                        VERSION,
+                        f"DBID_DBASE_VERSION is past any version gitprov gives "
+                        f"({len(digits)} digits; version_floor goes up to 2000000000)",
+                        "write the version the device holds, or remove the line",
+                    )
+                )
+            elif re.fullmatch(r"[0-9]+", digits):
+                device.version = int(digits)
             else:
                 problems.append(
                     error(
