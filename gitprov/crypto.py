@@ -81,6 +81,11 @@ class Mode(StrEnum):
     NONE = "none"
 
 
+# The most PBKDF2 iterations taken, as the inventory's schema allows: past it a key
+# takes minutes to derive (and past 2**31 - 1 none can be derived at all).
+MAX_ITERATIONS = 10_000_000
+
+
 @dataclass(frozen=True)
 class Cipher:
     """One encryption setting (per model: the vendor's exact algorithm is not public).
@@ -105,9 +110,9 @@ class Cipher:
         object.__setattr__(self, "mode", mode)
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int):
             raise GitprovError("encryption iterations must be an integer")
-        if mode is Mode.OPENSSL_PBKDF2 and self.iterations < 1:
+        if mode is Mode.OPENSSL_PBKDF2 and not 1 <= self.iterations <= MAX_ITERATIONS:
             raise GitprovError(
-                f"PBKDF2 iterations must be at least 1, not {self.iterations}",
+                f"PBKDF2 iterations must be from 1 to {MAX_ITERATIONS:,}, not {self.iterations:,}",
                 hint="openssl's default is 10000; the device must be told the same -iter",
             )
 

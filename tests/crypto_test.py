@@ -6,6 +6,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import json
 import random
 import re
 import shutil
@@ -18,8 +19,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher as AesCipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
 from gitprov import crypto
-from gitprov.crypto import Cipher, DecryptError, Mode, derive_device_key
+from gitprov.crypto import MAX_ITERATIONS, Cipher, DecryptError, Mode, derive_device_key
 from gitprov.errors import GitprovError
+from tests.fixtures.gitrepo import ROOT
 
 OPENSSL = shutil.which("openssl")
 GUNZIP = shutil.which("gunzip")
@@ -240,6 +242,27 @@ def test_cipher_settings() -> None:
         Cipher("aes-xts")  # type: ignore[arg-type]
     with pytest.raises(GitprovError, match="iterations"):
         Cipher(Mode.OPENSSL_PBKDF2, iterations=0)
+    # Past what the inventory's schema allows (past 2**31 - 1 hashlib cannot derive a
+    # key at all): the same error, not an OverflowError from the derivation.
+    for too_many in (MAX_ITERATIONS + 1, 2**31, 99_999_999_999_999):
+        with pytest.raises(GitprovError, match="iterations must be from 1 to 10,000,000"):
+            Cipher(Mode.OPENSSL_PBKDF2, iterations=too_many)
+    Cipher(Mode.OPENSSL_PBKDF2, iterations=MAX_ITERATIONS)
+    assert _iterations_maximum(
+        json.loads((ROOT / "schemas" / "fleet.schema.json").read_text())
+    ) == {MAX_ITERATIONS}
+
+
+def _iterations_maximum(node: object) -> set[object]:
+    """The maximum of every `iterations` property in a schema."""
+    if isinstance(node, list):
+        return set().union(*map(_iterations_maximum, node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found = (
+        {node["iterations"].get("maximum")} if isinstance(node.get("iterations"), dict) else set()
+    )
+    return found.union(*map(_iterations_maximum, node.values()))
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:

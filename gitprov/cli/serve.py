@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -245,7 +246,7 @@ def register(sub: Subparsers) -> None:
         "--max-rounds", type=int, default=5, help="at most this many with --until-stable"
     )
     p.add_argument("--compare", choices=["!=", ">"], default="!=", help="the version test")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per fetch")
+    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per fetch")
     p.add_argument(
         "--resolve",
         action="append",
@@ -611,3 +612,16 @@ def _print_results(results: list[ResyncResult], out: TextIO) -> None:
             out.write(f"  unchanged: {r.detail}\n")
         else:
             out.write(f"  {r.status}: {r.detail} (version stays {version(r.version_after)})\n")
+
+
+def _seconds(value: str) -> float:
+    """A timeout: more than 0 and at most a day (what a socket takes)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 86400:  # (NaN fails this too)
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of seconds above 0, at most 86400"
+        )
+    return seconds

@@ -425,3 +425,29 @@ def test_an_inventory_dir_outside_the_repository_is_a_usage_error(
     _, err = capsys.readouterr()
     assert code == 2
     assert "not inside the repository" in err, err
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "1e400", "soon"])
+def test_probe_takes_a_timeout_a_socket_takes(
+    capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    argv = ["probe", "0021f2011b19", "--url", "http://127.0.0.1:9/x", "--timeout", timeout]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--timeout" in err and "above 0, at most 86400" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["decrypt", "import"])
+def test_pbkdf2_iterations_past_the_schemas_are_an_error_not_a_trace(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    (tmp_path / "fv0021f2011b19.conf").write_bytes(b"Salted__" + bytes(32))
+    many = ["--mode", "openssl-pbkdf2", "--iterations", "99999999999999"]
+    if command == "decrypt":
+        argv = ["decrypt", str(tmp_path / "fv0021f2011b19.conf"), "--key", "k", *many]
+    else:
+        argv = ["--repo", str(example_repo.path), "import", "conf", str(tmp_path), "--key", "k"]
+        argv += [*many, "--model", "IP542N"]
+    assert main(argv) in (1, 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "iterations must be from 1 to 10,000,000" in err, err
