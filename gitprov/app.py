@@ -27,7 +27,14 @@ from gitprov.formats import flyingvoice
 from gitprov.inventory import SECRETS_FILE, Device, Fleet, Inventory
 from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline, secret_resolver
 from gitprov.secrets import SecretError, load_private_key
-from gitprov.source import DEFAULT_INVENTORY_DIR, Source, WorktreeSource, open_repo, resolve_commit
+from gitprov.source import (
+    DEFAULT_INVENTORY_DIR,
+    Source,
+    WorktreeSource,
+    commit_message,
+    open_repo,
+    resolve_commit,
+)
 from gitprov.validate import Options
 from gitprov.version import IncompleteHistory
 
@@ -236,7 +243,7 @@ class Session:
             info = vers[mac]
             if info.commit not in summaries:
                 c = self.repo.get(info.commit)
-                message = c.message if isinstance(c, pygit2.Commit) else ""
+                message = commit_message(c) if isinstance(c, pygit2.Commit) else ""
                 summaries[info.commit] = message.splitlines()[0] if message else ""
             rows.append(VersionRow(mac, info.version, info.commit, summaries[info.commit]))
         return rows

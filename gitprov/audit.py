@@ -31,6 +31,7 @@ from gitprov.compile import Entry, placeholder_resolver
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.inventory import Device, Inventory
 from gitprov.pipeline import Pipeline
+from gitprov.source import author_name, commit_message
 from gitprov.version import ABSENT, BOOTSTRAP
 
 BLAME_KEEP = 64  # blame results kept in the cache directory (newest first)
@@ -49,7 +50,8 @@ class Change:
 
 def _describe(commit: pygit2.Commit) -> tuple[str, str, str]:
     when = datetime.fromtimestamp(commit.author.time, UTC).isoformat(timespec="seconds")
-    return commit.author.name, when, commit.message.splitlines()[0] if commit.message else ""
+    message = commit_message(commit)
+    return author_name(commit), when, message.splitlines()[0] if message else ""
 
 
 def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
@@ -145,7 +147,7 @@ def _blame_entry(
             cache[o.file] = repo.blame(o.file, newest_commit=head.id)
         hunk = cache[o.file].for_line(o.line)
         commit = repo.get(hunk.final_commit_id)
-        author = commit.author.name if isinstance(commit, pygit2.Commit) else None
+        author = author_name(commit) if isinstance(commit, pygit2.Commit) else None
         lines.append(BlameLine(e.key, e.redacted, str(o), str(hunk.final_commit_id), author))
     return lines
 

@@ -143,6 +143,28 @@ class CommitSource:
         return bytes(blob.data)
 
 
+def commit_message(commit: pygit2.Commit) -> str:
+    """The commit's message as text whatever its bytes: in the encoding its header
+    names when Python knows it, else UTF-8, a byte neither reads replaced. pygit2's
+    `message` raises on an encoding it does not know and on bytes that are not that
+    encoding, both of which a fetch takes in without a check."""
+    return _text(commit.raw_message, commit.message_encoding)
+
+
+def author_name(commit: pygit2.Commit) -> str:
+    """The commit author's name as text, as `commit_message` reads the message."""
+    return _text(commit.author.raw_name, commit.message_encoding)
+
+
+def _text(raw: bytes, encoding: str | None) -> str:
+    if encoding:
+        try:
+            return raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return raw.decode("utf-8", "replace")
+
+
 def missing_object(oid: str, what: str, detail: object = "it is missing") -> UsageError:
     """A repository without an object a commit needs: a damaged or incomplete clone (an
     environment error, exit 2), not a bug and not a problem of the inventory."""

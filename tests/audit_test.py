@@ -168,3 +168,85 @@ def test_outputs_are_the_same_with_and_without_the_cache(
             args = command(repo, what, nodes[-1], MACS[earlier % len(MACS)])
             assert run_cli(*args) == without_cache(repo, cache, args), f"{what} after an earlier"
         event(f"runs that printed something: {min(runs, 3)}+")
+
+
+DEVICE = "inventory/devices/0021f2011b20.yaml"
+
+
+def _raw_commit(
+    repo: GitRepo, like: str, headers: bytes, message: bytes, parent: str | None = None
+) -> str:
+    """A commit of `like`'s tree and parents (or `parent`), with author and committer
+    lines and an optional encoding header as given: bytes a fetch takes in without a
+    check. Main points at it."""
+    made = repo.repo.get(like)
+    assert isinstance(made, pygit2.Commit)
+    parents = [parent] if parent is not None else [str(p) for p in made.parent_ids]
+    lines = [b"tree " + str(made.tree_id).encode()]
+    lines += [b"parent " + p.encode() for p in parents]
+    raw = b"\n".join(lines) + b"\n" + headers + b"\n" + message
+    oid = repo.repo.odb.write(pygit2.enums.ObjectType.COMMIT, raw)
+    repo.repo.references["refs/heads/main"].set_target(oid)
+    return str(oid)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"author J\xf6rg <j@x> 1700000000 +0000\ncommitter C <c@x> 1700000000 +0000\n"
+        b"encoding x-bogus\n",
+        b"author J\xf6rg\xff <j@x> 1700000000 +0000\ncommitter C <c@x> 1700000000 +0000\n",
+        b"author J\xf6rg <j@x> 1700000000 +0000\ncommitter C <c@x> 1700000000 +0000\n"
+        b"encoding utf-8\n",
+    ],
+    ids=["an encoding python does not know", "no encoding, not utf-8", "utf-8, not utf-8"],
+)
+def test_a_commits_text_in_no_encoding_it_names_is_shown_with_replacements(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], headers: bytes
+) -> None:
+    changed = example_repo.commit(
+        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
+    )
+    _raw_commit(example_repo, changed, headers, b"caf\xe9 \xff renamed\n")
+    repo = str(example_repo.path)
+    for argv in (["versions"], ["log", "0021f2011b20"], ["blame", "0021f2011b20"]):
+        assert main(["--repo", repo, *argv]) == 0, argv
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err, err
+        assert "J\ufffdrg" in out or argv == ["versions"], (argv, out)
+        assert "caf\ufffd \ufffd renamed" in out or argv[0] == "blame", (argv, out)
+
+
+def test_a_commit_in_latin1_that_says_so_is_read_in_latin1(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    changed = example_repo.commit(
+        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
+    )
+    headers = (
+        b"author J\xf6rg <j@x> 1700000000 +0000\ncommitter C <c@x> 1700000000 +0000\n"
+        b"encoding latin1\n"
+    )
+    _raw_commit(example_repo, changed, headers, b"caf\xe9\n")
+    assert main(["--repo", str(example_repo.path), "log", "0021f2011b20"]) == 0
+    out = capsys.readouterr().out
+    assert "J\u00f6rg" in out and "caf\u00e9" in out, out
+
+
+def test_an_ancestor_git_cannot_parse_is_an_error_naming_the_repository(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signature without an e-mail: `git fsck` refuses it, a fetch takes it in."""
+    first = str(example_repo.repo.revparse_single("main").id)
+    changed = example_repo.commit(
+        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
+    )
+    top = example_repo.commit({DEVICE: example_repo.files[DEVICE] + b"# after\n"}, "on top")
+    broken = _raw_commit(example_repo, changed, b"author B\ncommitter B\n", b"broken\n")
+    good = b"author A <a@x> 1700000000 +0000\ncommitter A <a@x> 1700000000 +0000\n"
+    _raw_commit(example_repo, top, good, b"on top\n", parent=broken)
+    for argv in (["versions"], ["validate", "--rev", "main"], ["plan", "--base", first]):
+        code = main(["--repo", str(example_repo.path), *argv])
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert "Traceback" not in err and "git fsck --full" in err, (argv, err)

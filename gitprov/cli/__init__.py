@@ -163,7 +163,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception:
+    except Exception as exc:
+        git = sys.modules.get("pygit2")
+        if git is not None and isinstance(exc, git.GitError):
+            # An object git's own checks would refuse (a signature without an e-mail, a
+            # date past 64 bits), which a fetch takes in without a look: the repository,
+            # not gitprov, is what to fix.
+            out.warn(f"gitprov: error: the repository holds an object git cannot read: {exc}")
+            out.warn(
+                "    hint: `git fsck --full` names it; fetch again with "
+                "transfer.fsckObjects=true, or clone afresh from a good copy"
+            )
+            return 2
         out.warn("gitprov: internal error; please report it with this trace:")
         traceback.print_exc()
         return 3
