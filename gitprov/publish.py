@@ -109,6 +109,13 @@ class PublishError(GitprovError):
     """Writing failed (disk full, permissions, a mount gone): publishing again may work."""
 
 
+class StateDirError(PublishError):
+    """The state dir cannot be made or opened (a file in its place, a name too long): the
+    operator's setting to fix (exit 2), not a write that may work next time."""
+
+    exit_code = 2
+
+
 class Refused(GitprovError):
     """The commit is valid, but a guard of the operator's refuses it (see `Guards`):
     nothing was published, the last good files stay."""
@@ -596,7 +603,7 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def state_dir_error(state_dir: Path, exc: OSError) -> PublishError:
+def state_dir_error(state_dir: Path, exc: OSError) -> StateDirError:
     """What to say when the state dir (or a file in it) cannot be made or opened."""
     where = exc.filename if isinstance(exc.filename, str) else str(state_dir)
     why = _describe(exc)
@@ -604,7 +611,7 @@ def state_dir_error(state_dir: Path, exc: OSError) -> PublishError:
         why = "a file, not a directory"
     if where != str(state_dir):
         why = f"{where}: {why}"
-    return PublishError(
+    return StateDirError(
         f"cannot use the state dir {state_dir}: {why}",
         hint="point --state-dir (or publish.state_dir) at a directory gitprov may create "
         "and write, on a local filesystem, with no file in its way",
