@@ -45,6 +45,17 @@ class DeviceChange:
 
 
 @dataclass(frozen=True)
+class Renumbered:
+    """A device whose file keeps its settings but gets another version: a history on
+    the branch that changed it and changed it back. Its devices fetch the file again."""
+
+    mac: str
+    file_name: str
+    old_version: int
+    new_version: int
+
+
+@dataclass(frozen=True)
 class TargetChange:
     """A publish path the change sets differently, as written ("" when unset)."""
 
@@ -66,6 +77,8 @@ class Review:
     # Per model whose firmware tells devices to upgrade: how many of its devices, and how
     # many the base told to upgrade to the same version.
     upgrades: tuple[RolloutCount, ...] = ()
+    # Of the unchanged devices, those whose version still changes.
+    renumbered: tuple[Renumbered, ...] = ()
 
     @property
     def removed(self) -> int:
@@ -152,12 +165,16 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
         Evaluated({k: head_state.entry(k)[0] for k in head_state.present()}, head_state.floor),
     )
     changes = []
+    renumbered = []
     unchanged = 0
     for mac in sorted(set(old) | set(new)):
         before, after = old.get(mac), new.get(mac)
         old_v = old_versions[mac].version if mac in old_versions else None
         if before == after:
             unchanged += 1
+            new_v = _version(merged, mac) if after is not None else None
+            if after is not None and old_v is not None and new_v is not None and new_v != old_v:
+                renumbered.append(Renumbered(mac, after[0], old_v, new_v))
             continue
         kind = Change.ADD if before is None else Change.REMOVE if after is None else Change.CHANGE
         name = (after or before or ("", ""))[0]
@@ -183,6 +200,7 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
         max_removal=min(old_fleet.max_removal, new_fleet.max_removal),
         target_changes=target_changes(old_fleet, new_fleet),
         upgrades=upgrades(base_loaded.inventory, head_loaded.inventory),
+        renumbered=tuple(renumbered),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,43 @@ def test_invalid_side_reports_problems(
     err = capsys.readouterr().err
     assert code == 1
     assert "inventory/profiles/office.yaml:1:10: error[GP103]" in err
+
+
+DEVICE = "inventory/devices/0021f2011b20.yaml"
+
+
+def test_a_device_changed_and_changed_back_is_listed_as_renumbered(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Its settings are the base's, its version is not: a publish serves it the new
+    number, and the device fetches the same settings again. The reviewer is told."""
+    base = str(example_repo.repo.head.target)
+    same = example_repo.files[DEVICE]
+    example_repo.commit(
+        {DEVICE: same.replace(b"Meeting room", b"Board room")},
+        "rename",
+        branch="feature",
+        parents=[base],
+    )
+    example_repo.commit({DEVICE: same}, "rename back", branch="feature")
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "feature", "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["devices"] == [] and report["unchanged"] == 4
+    # Two changes on the branch: the depth of the head, 1000 + 3.
+    assert report["renumbered"] == [
+        {
+            "mac": "0021f2011b20",
+            "file": "fv0021f2011b20.conf",
+            "old_version": 1001,
+            "new_version": 1003,
+        }
+    ]
+    saved = tmp_path / "plan.json"
+    saved.write_text(out)
+    for fmt in ("text", "markdown"):
+        code, shown = plan(capsys, example_repo, "--from-json", str(saved), "--format", fmt)
+        assert code == 0
+        assert "get a new version all the same" in shown and "0021f2011b20 1001 → 1003" in shown
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", base, "--format", "json")
+    assert json.loads(out)["renumbered"] == []

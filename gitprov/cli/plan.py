@@ -126,6 +126,15 @@ def to_json(result: Review) -> dict[str, Any]:
             }
             for u in result.upgrades
         ],
+        "renumbered": [
+            {
+                "mac": r.mac,
+                "file": r.file_name,
+                "old_version": r.old_version,
+                "new_version": r.new_version,
+            }
+            for r in result.renumbered
+        ],
     }
 
 
@@ -147,7 +156,7 @@ def load_json(path: str) -> Review:
     from jsonschema import Draft202012Validator
 
     from gitprov.firmware import RolloutCount
-    from gitprov.review import Change, DeviceChange, Review, TargetChange
+    from gitprov.review import Change, DeviceChange, Renumbered, Review, TargetChange
     from gitprov.schemas import output_schemas
 
     try:
@@ -194,6 +203,10 @@ def load_json(path: str) -> Review:
                 u["model"], u["version"], u["selected"], u["devices"], u["selected_before"]
             )
             for u in doc.get("upgrades", [])
+        ),
+        renumbered=tuple(
+            Renumbered(r["mac"], r["file"], r["old_version"], r["new_version"])
+            for r in doc.get("renumbered", [])
         ),
     )
 
@@ -251,6 +264,8 @@ def _text(result: Review, out: Output) -> None:
             f"removes {result.removed} of the {result.devices_before} devices "
             f"({percent(result.removal_share)})"
         )
+    for line in renumbered_lines(result):
+        out.data(line)
     if not result.changes:
         out.data(f"no device changes ({result.unchanged} unchanged)")
         return
@@ -263,6 +278,22 @@ def _text(result: Review, out: Output) -> None:
     for c in result.changes:
         out.data()
         out.data("\n".join(c.diff))
+
+
+def renumbered_lines(result: Review, shown: int = 10) -> list[str]:
+    """The devices that keep their settings but get another version (their history on
+    the branch changed them and changed them back): a publish serves them a new number,
+    so they fetch the same settings again."""
+    if not result.renumbered:
+        return []
+    listed = ", ".join(
+        f"{r.mac} {r.old_version} → {r.new_version}" for r in result.renumbered[:shown]
+    )
+    more = len(result.renumbered) - shown
+    return [
+        f"{len(result.renumbered)} unchanged device(s) get a new version all the same, so "
+        f"they fetch their file again: {listed}" + (f" and {more} more" if more > 0 else "")
+    ]
 
 
 # -- markdown -------------------------------------------------------------------------
@@ -357,6 +388,9 @@ def _md_header(result: Review, n_groups: int) -> str:
             f"Removes {result.removed:,} of the {result.devices_before:,} devices "
             f"({percent(result.removal_share)}).\n\n"
         )
+    # (five listed: the header must leave room in the smallest --max-chars)
+    renumbered = renumbered_lines(result, shown=5)
+    title += "".join(f"{line[0].upper()}{line[1:]}.\n\n" for line in renumbered)
     if not result.changes:
         return title + f"No device changes ({result.unchanged:,} unchanged).\n"
     counts = {kind: 0 for kind in Change}
