@@ -63,6 +63,7 @@ MiB = 1024 * 1024
 # merge → served rows (a watcher per fleet size), the history rows.
 GROUPS = ("fleet", "watch", "history")
 MERGES = 7  # one-device commits per merge → served row
+ONE_DEVICE_RUNS = 3  # the one-device row: the fastest of this many runs a side
 WATCH_START = 3600.0  # s: the watcher's first publish is a cold publish of the whole fleet
 SERVED_WITHIN = 120.0  # s: a merge not served by then stops the benchmark
 POLL = 0.005  # s between looks at the served file
@@ -215,13 +216,14 @@ class Bench:
         self.compare(scratch, "same commit again")
         self.add("same commit again", size, g, f, "< 1 s", g.seconds < 1)
 
-        # Twice each from the same state (roots, state dirs and the version cache put
-        # back in between), alternating: the faster of each side. A run of half a
-        # second varies by a fifth on this shared machine, and the 10k row is judged
+        # Three times each from the same state (roots, state dirs and the version cache
+        # put back in between), alternating: the fastest of each side. A run of half a
+        # second varies by a fifth on this shared machine (10k, best of two: 0.55 s in
+        # one bench, 0.40 s and 0.43 s in the next two), and the 10k row is judged
         # against twice the 1k one.
         before = self.keep(scratch, repo)
         runs = []
-        for i in range(2):
+        for i in range(ONE_DEVICE_RUNS):
             if i:
                 self.put_back(before, scratch, repo)
             g = self.gitprov(repo, "publish", "--rev", "one-device", *g_roots)
@@ -236,7 +238,7 @@ class Bench:
                 ", < 1 s" if devices >= 100_000 else ""
             )
             met_one = g.seconds <= 2 * one_device_1k and (devices < 100_000 or g.seconds < 1)
-        self.add("one-device commit (best of 2)", size, g, f, target, met_one)
+        self.add(f"one-device commit (best of {ONE_DEVICE_RUNS})", size, g, f, target, met_one)
         one = g.seconds
 
         g = self.gitprov(repo, "publish", "--rev", "profile", *g_roots)
