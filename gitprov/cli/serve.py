@@ -45,7 +45,9 @@ def register(sub: Subparsers) -> None:
         help="read-only HTTP and TFTP over the roots",
         description="Serve the published roots read-only: HTTP and TFTP, on loopback by "
         "default. Without --http-root/--tftp-root, the roots the fleet settings name. "
-        "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one.",
+        "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one. "
+        "HTTP serves up to 1024 connections at once (an idle one is closed after 30 s); "
+        "past that a new connection is closed at once, and the device retries.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free port)")

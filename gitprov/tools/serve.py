@@ -308,6 +308,9 @@ class _HttpListener(ThreadingHTTPServer):
     # connections beyond it are dropped and retried by the client's kernel after 1-3 s,
     # which a boot storm showed as multi-second fetches. The kernel caps it at somaxconn.
     request_queue_size = socket.SOMAXCONN
+    # Connections served at once (a thread each); a boot storm of a few thousand phones
+    # is served by nginx in production.
+    max_connections = 1024
 
     def __init__(
         self,
@@ -324,7 +327,35 @@ class _HttpListener(ThreadingHTTPServer):
         self.gp_on_fetch = on_fetch
         self.gp_protocol = protocol
         self.gp_refusals = refusals
+        self.gp_slots = threading.BoundedSemaphore(self.max_connections)
         super().__init__(address, _HttpHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # A thread per connection, each held up to the handler's timeout: without a cap,
+        # clients that open connections and say nothing take every file descriptor.
+        # Past it a connection is closed at once (a device retries), never queued
+        # behind the idle ones.
+        if not self.gp_slots.acquire(blocking=False):
+            self.gp_refusals.add("busy")
+            log.warning(
+                "%s: %d connections open; closed one from %s",
+                self.gp_protocol,
+                self.max_connections,
+                client_address[0] if isinstance(client_address, tuple) else client_address,
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.gp_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.gp_slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); not wanted here.

@@ -528,3 +528,36 @@ def test_http_an_absolute_target_that_is_no_url_is_answered(
         while chunk := sock.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 404"), reply[:200]
+
+
+def test_http_connections_past_the_cap_are_closed_and_the_others_served(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that open connections and say nothing hold a thread each until the
+    handler's timeout: past the cap a connection is closed at once, and once one of the
+    idle ones is gone a new client is served again."""
+    from gitprov.tools import serve
+
+    monkeypatch.setattr(serve._HttpListener, "max_connections", 2)
+    server = HttpServer(root, "127.0.0.1", 0)
+    server.start()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+        try:
+            time.sleep(0.2)  # (both accepted, each in its handler's thread)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as third:
+                third.sendall(b"GET /small.cfg HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert third.recv(65536) == b""  # closed without an answer
+        finally:
+            idle.pop().close()
+        deadline = time.monotonic() + 10
+        while True:
+            code, body = curl_get(f"{server.url}/small.cfg")
+            if code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (code, body) == (200, SMALL)
+        for s in idle:
+            s.close()
+    finally:
+        server.stop()
