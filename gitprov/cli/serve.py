@@ -25,6 +25,7 @@ from gitprov.cli.common import (
     session,
 )
 from gitprov.cli.defaults import (
+    HTTP_MAX_CONNECTIONS,
     TFTP_MAX_PENDING,
     TFTP_MAX_PENDING_PER_CLIENT,
     TFTP_MAX_TIMEOUT,
@@ -45,9 +46,7 @@ def register(sub: Subparsers) -> None:
         help="read-only HTTP and TFTP over the roots",
         description="Serve the published roots read-only: HTTP and TFTP, on loopback by "
         "default. Without --http-root/--tftp-root, the roots the fleet settings name. "
-        "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one. "
-        "HTTP serves up to 1024 connections at once (an idle one is closed after 30 s); "
-        "past that a new connection is closed at once, and the device retries.",
+        "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free port)")
@@ -96,6 +95,14 @@ def register(sub: Subparsers) -> None:
         "A TFTP session is pending until the client acknowledges the first packet.\n"
         "Pending sessions give way to new requests: clients that never answer cannot\n"
         "hold the server (docs/cli.md, 'Serving').",
+    )
+    p.add_argument(
+        "--http-max-connections",
+        type=_positive,
+        default=HTTP_MAX_CONNECTIONS,
+        metavar="N",
+        help="HTTP(S) connections served at once, a thread each (an idle one is closed "
+        "after 30 s); past them a new connection is closed at once and the device retries",
     )
     tftp.add_argument(
         "--tftp-max-transfers",
@@ -319,6 +326,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             args.http_port,
             args.tftp_port,
             on_fetch=fetch_log,
+            http_max_connections=args.http_max_connections,
             tftp_limits=TftpLimits(
                 max_transfers=args.tftp_max_transfers,
                 max_pending=args.tftp_max_pending,
@@ -395,7 +403,12 @@ def _start_https(
     try:
         context = make_mtls_context(Path(args.tls_cert), Path(args.tls_key), Path(args.client_ca))
         server = https_server(
-            [Path(r) for r in roots], context, args.host, args.https_port, on_fetch
+            [Path(r) for r in roots],
+            context,
+            args.host,
+            args.https_port,
+            on_fetch,
+            args.http_max_connections,
         )
         server.start()
     except BaseException:

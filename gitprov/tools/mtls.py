@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gitprov.tools.serve import (
+    HTTP_MAX_CONNECTIONS,
     FetchCallback,
     HttpServer,
     Opened,
@@ -88,9 +89,10 @@ def https_server(
     host: str = "127.0.0.1",
     port: int = 0,
     on_fetch: FetchCallback | None = None,
+    max_connections: int = HTTP_MAX_CONNECTIONS,
 ) -> HttpServer:
     """An HTTPS server (not started) over `roots` (the stage root first), serving each
     file only to the certificate of its MAC."""
     if not roots:
         raise ValueError("https_server needs at least one root")
-    return HttpServer(roots[0], host, port, on_fetch, context, MacRoute(roots))
+    return HttpServer(roots[0], host, port, on_fetch, context, MacRoute(roots), max_connections)

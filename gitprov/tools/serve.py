@@ -302,15 +302,17 @@ def make_tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ss
 _LINGER_SECONDS = 1.0
 
 
+# HTTP connections served at once (a thread each, held up to the handler's idle timeout):
+# a boot storm of thousands of phones is nginx's, in production.
+HTTP_MAX_CONNECTIONS = 1024
+
+
 class _HttpListener(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default backlog is 5: when a site's phones boot together, the
     # connections beyond it are dropped and retried by the client's kernel after 1-3 s,
     # which a boot storm showed as multi-second fetches. The kernel caps it at somaxconn.
     request_queue_size = socket.SOMAXCONN
-    # Connections served at once (a thread each); a boot storm of a few thousand phones
-    # is served by nginx in production.
-    max_connections = 1024
 
     def __init__(
         self,
@@ -320,8 +322,10 @@ class _HttpListener(ThreadingHTTPServer):
         protocol: str,
         refusals: _Refusals,
         route: Route | None = None,
+        max_connections: int = 0,
     ) -> None:
         self.address_family = _family(address[0])
+        self.max_connections = max_connections or HTTP_MAX_CONNECTIONS
         self.gp_route = route
         self.gp_root = root
         self.gp_on_fetch = on_fetch
@@ -611,8 +615,10 @@ class HttpServer:
         on_fetch: FetchCallback | None = None,
         tls: ssl.SSLContext | None = None,
         route: Route | None = None,
+        max_connections: int = HTTP_MAX_CONNECTIONS,
     ) -> None:
         self._root = _check_root(Path(root), "HTTP")
+        self._max_connections = max_connections
         self._route = route
         self._host = host
         self._port = port
@@ -652,6 +658,7 @@ class HttpServer:
                 protocol,
                 self._refusals,
                 self._route,
+                self._max_connections,
             )
         except OSError as exc:
             raise _bind_error(protocol.upper(), self._host, self._port, exc) from exc
@@ -1369,12 +1376,19 @@ def serve_roots(
     on_fetch: FetchCallback | None = None,
     tls: ssl.SSLContext | None = None,
     tftp_limits: TftpLimits | None = None,
+    http_max_connections: int = HTTP_MAX_CONNECTIONS,
 ) -> ServeHandle:
     """Start an HTTP(S) server on `http_root` and a TFTP server on `tftp_root` (either may
     be None, not both). If the second cannot start, the first is stopped again."""
     if http_root is None and tftp_root is None:
         raise GitprovError("nothing to serve", hint="give an HTTP root, a TFTP root, or both")
-    http = None if http_root is None else HttpServer(http_root, host, http_port, on_fetch, tls)
+    http = (
+        None
+        if http_root is None
+        else HttpServer(
+            http_root, host, http_port, on_fetch, tls, max_connections=http_max_connections
+        )
+    )
     tftp = (
         None
         if tftp_root is None

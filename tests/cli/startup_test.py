@@ -19,7 +19,7 @@ from gitprov.cli import defaults
 from gitprov.cli import init as cli_init
 from gitprov.cli import plan as cli_plan
 from gitprov.crypto import Cipher, Mode
-from gitprov.tools.serve import TftpLimits
+from gitprov.tools.serve import HTTP_MAX_CONNECTIONS, TftpLimits
 from tests.fixtures.gitrepo import GitRepo
 
 HEAVY = ("pygit2", "jsonschema", "cryptography", "gitprov.pipeline", "gitprov.app")
@@ -153,6 +153,7 @@ def test_the_command_probe_sees_publishing(
         (defaults.TFTP_MAX_PENDING, TftpLimits().max_pending),
         (defaults.TFTP_MAX_PENDING_PER_CLIENT, TftpLimits().max_pending_per_client),
         (defaults.TFTP_MAX_TIMEOUT, TftpLimits().max_timeout),
+        (defaults.HTTP_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS),
         (defaults.LOG_FORMATS, fleet.FORMATS),
         (defaults.RUNNER_LABEL, init.RUNNER_LABEL),
         (cli_init.GITHUB_REPOSITORY, init.GITHUB_REPOSITORY),

@@ -530,16 +530,11 @@ def test_http_an_absolute_target_that_is_no_url_is_answered(
     assert reply.startswith(b"HTTP/1.1 404"), reply[:200]
 
 
-def test_http_connections_past_the_cap_are_closed_and_the_others_served(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_http_connections_past_the_cap_are_closed_and_the_others_served(root: Path) -> None:
     """Clients that open connections and say nothing hold a thread each until the
     handler's timeout: past the cap a connection is closed at once, and once one of the
     idle ones is gone a new client is served again."""
-    from gitprov.tools import serve
-
-    monkeypatch.setattr(serve._HttpListener, "max_connections", 2)
-    server = HttpServer(root, "127.0.0.1", 0)
+    server = HttpServer(root, "127.0.0.1", 0, max_connections=2)
     server.start()
     try:
         idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
