@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import pygit2
 
-from gitprov.errors import GitprovError, InvalidInventory, Problem
+from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.pipeline import Pipeline
 from gitprov.plan import Drift
 from gitprov.publish import Guards, PublishError, Targets, TargetsFor, inspect, publish_commit
@@ -153,6 +153,59 @@ class LocalBranch:
             self._observer = None
 
 
+# Set in the config of a mirror gitprov made: the one kind of repository a fetch of
+# `+refs/heads/B:refs/heads/B` may overwrite the branches of.
+MIRROR_KEY = "gitprov.mirror"
+
+
+def _mirror(path: Path, url: str) -> pygit2.Repository:
+    """The bare mirror at `path`: made there when nothing is (or an empty directory),
+    else one gitprov made, or a bare repository whose origin is `url` already (a mirror
+    of an older gitprov). Anything else is refused before anything is written: a clone
+    with its work tree, a directory of other files, another bare repository, whose
+    branches the fetch would overwrite (a UsageError naming it)."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        path.mkdir(parents=True, exist_ok=True)
+        repo = pygit2.init_repository(str(path), bare=True)
+        repo.config[MIRROR_KEY] = "true"
+        return repo
+    hint = (
+        "give --repo a new path (or an empty directory): gitprov makes its own bare mirror "
+        "there and fetches into it; it never fetches into a repository of yours"
+    )
+    try:
+        repo = pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+    except (pygit2.GitError, KeyError, ValueError):
+        raise UsageError(
+            f"--repo {path} is not a repository, and not empty: a mirror there would mix "
+            "git's files with those in it",
+            hint=hint,
+        ) from None
+    if not repo.is_bare:
+        raise UsageError(
+            f"--repo {path} is a clone with a work tree: fetching into it would move its "
+            "checked-out branch from under its work, and its own commits with it",
+            hint=hint,
+        )
+    origin = repo.remotes["origin"].url if "origin" in repo.remotes.names() else None
+    if not _is_mirror(repo) and origin != url:
+        raise UsageError(
+            f"--repo {path} is a bare repository gitprov did not make (its origin is "
+            f"{origin or 'unset'}): fetching {url} into it would overwrite its branches",
+            hint=hint,
+        )
+    if not _is_mirror(repo):
+        repo.config[MIRROR_KEY] = "true"  # (a mirror of this URL that an older gitprov made)
+    return repo
+
+
+def _is_mirror(repo: pygit2.Repository) -> bool:
+    try:
+        return repo.config.get_bool(MIRROR_KEY)
+    except (KeyError, pygit2.GitError, ValueError):
+        return False
+
+
 class RemoteBranch:
     """A branch of a remote repository, fetched with pygit2 into a local bare mirror."""
 
@@ -161,11 +214,7 @@ class RemoteBranch:
         self.url = url
         self.branch = branch
         try:
-            if (mirror / "HEAD").exists():
-                repo = pygit2.Repository(str(mirror))
-            else:
-                mirror.mkdir(parents=True, exist_ok=True)
-                repo = pygit2.init_repository(str(mirror), bare=True)
+            repo = _mirror(mirror, url)
             if "origin" in repo.remotes.names():
                 if repo.remotes["origin"].url != url:
                     repo.remotes.set_url("origin", url)

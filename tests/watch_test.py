@@ -16,7 +16,7 @@ import pygit2
 import pytest
 
 from gitprov.app import Session
-from gitprov.errors import GitprovError
+from gitprov.errors import GitprovError, UsageError
 from gitprov.metrics import Metrics
 from gitprov.pipeline import Build, Pipeline
 from gitprov.plan import load_manifest
@@ -572,3 +572,45 @@ def test_with_signatures_required_the_watcher_publishes_only_allowed_signers(
     signed = repo.commit({DEVICE: text.replace(b"Meeting room", b"Quiet room")}, "ok", key=ops)
     w.step()
     assert (seen[-1].kind, seen[-1].commit) == (Kind.PUBLISHED, signed)
+
+
+def _refs(path: Path) -> dict[str, str]:
+    repo = pygit2.Repository(str(path))
+    return {name: str(repo.references[name].target) for name in repo.references}
+
+
+def test_a_mirror_is_never_made_in_a_clone_a_directory_or_another_bare_repository(
+    tmp_path: Path,
+) -> None:
+    """`watch --remote URL --repo PATH` fetches `+refs/heads/B:refs/heads/B` into PATH:
+    into a clone it would move the checked-out branch from under its own commits, into a
+    directory of files it would mix git's with them, into another bare repository it
+    would overwrite its branches. Each is refused before anything is written."""
+    central = GitRepo(tmp_path / "central.git", bare=True)
+    central.commit(example_files(), "example")
+    url = str(central.path)
+    clone = GitRepo(tmp_path / "clone")
+    clone.commit(example_files(), "work of its own", worktree=True)
+    other = GitRepo(tmp_path / "other.git", bare=True)
+    other.commit(example_files(), "another history")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "notes.txt").write_text("mine\n")
+    before = {p: _refs(p) for p in (clone.path, other.path)}
+    for path, says in (
+        (clone.path, "is a clone with a work tree"),
+        (files, "is not a repository, and not empty"),
+        (other.path, "a bare repository gitprov did not make"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            RemoteBranch(path, url, "main")
+    assert {p: _refs(p) for p in (clone.path, other.path)} == before
+    assert sorted(p.name for p in clone.path.iterdir()) == [".git", "inventory"]
+    assert [p.name for p in files.iterdir()] == ["notes.txt"]
+    # A mirror gitprov made, or one of this URL an older gitprov made, is taken again.
+    made = RemoteBranch(tmp_path / "empty", url, "main")
+    assert made.head() is not None
+    RemoteBranch(tmp_path / "empty", url, "main")
+    older = pygit2.init_repository(str(tmp_path / "older.git"), bare=True)
+    older.remotes.create("origin", url)
+    assert RemoteBranch(tmp_path / "older.git", url, "main").head() is not None

@@ -151,7 +151,9 @@ def register(sub: Subparsers) -> None:
         "--repo",
         default=argparse.SUPPRESS,
         help="the repository to watch (bare or not); with --remote, the local mirror "
-        "(created if missing; default STATE_DIR/mirror.git)",
+        "(created if missing or empty, default STATE_DIR/mirror.git; a clone, another "
+        "bare repository or a directory of files is refused: the fetch would overwrite "
+        "its branches)",
     )
     p.add_argument("--branch", default="main", help="the branch to publish")
     p.add_argument(
