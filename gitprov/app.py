@@ -402,7 +402,13 @@ class Session:
     def secrets_file(self) -> sec.SecretsFile:
         path = self.secrets_path()
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise UsageError(
+                f"{path}:{line}: not UTF-8 text",
+                hint="save the file as UTF-8 (`gitprov validate --worktree` shows the place)",
+            ) from None
         except FileNotFoundError:
             raise UsageError(
                 f"{path} does not exist",

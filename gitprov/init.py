@@ -362,7 +362,11 @@ def init_inventory(
         )
     if key_path.exists():
         raise UsageError(f"{key_path} exists", hint="never overwrite a key: choose another path")
-    top.mkdir(parents=True, exist_ok=True)
+    # Both directories first: a place that cannot take one leaves nothing made.
+    _make_dir(
+        key_path.parent, "the private key's", "give --private-key-out a path you may write", 0o700
+    )
+    _make_dir(top, "the inventory's", "give init a new directory, or one without an inventory")
     if pygit2.discover_repository(str(top)) is None:
         pygit2.init_repository(str(top), initial_head="main")
     private, public = sec.generate_keypair()
@@ -421,3 +425,11 @@ def init_inventory(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return Initialized(top, tuple(sorted(files)), public, key_path)
+
+
+def _make_dir(path: Path, whose: str, hint: str, mode: int = 0o777) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise UsageError(f"{path}: cannot make {whose} directory: {why}", hint=hint) from None

@@ -197,3 +197,23 @@ def test_a_reader_that_goes_away_ends_the_program_quietly(tmp_path: Path) -> Non
         assert reader.wait(30) == 0
     assert done.returncode == 0
     assert b"Exception ignored" not in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_secrets_refuse_what_is_not_utf8_text_at_its_place(
+    example_repo: GitRepo,
+    private_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = str(example_repo.path)
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    before = path.read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab\xff\xfe\n")))
+    code, _, err = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")
+    assert code == 2 and "not UTF-8 text (byte 3)" in err and "Traceback" not in err, err
+    assert path.read_bytes() == before
+    path.write_bytes(before + b"# caf\xe9\n")
+    lines = before.count(b"\n") + 1
+    for argv in (["list"], ["rotate", "--new-public-key", "x"]):
+        code, _, err = run(capsys, "--repo", repo, "secrets", *argv)
+        assert code == 2 and f"secrets.yaml:{lines}: not UTF-8 text" in err, err

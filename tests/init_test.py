@@ -99,6 +99,24 @@ def test_a_new_inventory_validates_builds_and_publishes(
     assert status.stdout == ""
 
 
+@pytest.mark.parametrize("where", ["top", "key"])
+def test_init_where_a_file_is_in_the_way_makes_nothing(
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n")
+    top, key = tmp_path / "fleet", tmp_path / "fleet.key"
+    if where == "top":
+        top = blocker
+    else:
+        key = blocker / "fleet.key"
+    code = main(["init", str(top), "--private-key-out", str(key), "--no-workflows"])
+    err = capsys.readouterr().err
+    assert code == 2 and "a file is in the way" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert blocker.read_text() == "mine\n"
+
+
 @pytest.mark.parametrize("case", ["key inside", "inventory exists", "key exists"])
 def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
     tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]

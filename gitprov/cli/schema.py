@@ -63,9 +63,15 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
         target = Path(args.write)
         if target.exists() and not target.is_dir():
             raise UsageError(f"--write {target} is a file", hint="give a directory")
-        target.mkdir(parents=True, exist_ok=True)
-        for name, s in sorted(schemas.items()):
-            (target / name).write_text(json.dumps(for_editors(s), indent=2) + "\n")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for name, s in sorted(schemas.items()):
+                (target / name).write_text(json.dumps(for_editors(s), indent=2) + "\n")
+        except OSError as exc:
+            raise UsageError(
+                f"--write {target}: cannot write the schemas: {exc.strerror or exc}",
+                hint="give a directory you may write",
+            ) from None
         out.info(f"wrote {len(schemas)} schema(s) into {target}")
         return 0
     if args.list:

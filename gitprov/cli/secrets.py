@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gitprov.cli.common import Output, Subparsers, add_command, common_parent, session
+from gitprov.errors import UsageError
 
 
 def register(sub: Subparsers) -> None:
@@ -62,4 +63,15 @@ def run(args: argparse.Namespace, out: Output) -> int:
 def _read_value(name: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(f"value of {name}: ")
-    return sys.stdin.read().rstrip("\n")
+    raw = getattr(sys.stdin, "buffer", None)  # (a text stream given in its place has none)
+    if raw is None:
+        return sys.stdin.read().rstrip("\n")
+    data = raw.read()
+    try:
+        return data.decode("utf-8").rstrip("\n")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"the value of {name} on stdin is not UTF-8 text (byte {exc.start + 1})",
+            hint="a secret is text; for binary data, seal its base64 "
+            "(`base64 -w0 FILE | gitprov secrets set NAME`)",
+        ) from None

@@ -451,3 +451,12 @@ def test_pbkdf2_iterations_past_the_schemas_are_an_error_not_a_trace(
     assert main(argv) in (1, 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "iterations must be from 1 to 10,000,000" in err, err
+
+
+def test_schema_write_where_it_cannot_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("mine\n")
+    assert main(["schema", "--write", str(tmp_path / "afile" / "schemas")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the schemas" in err and "Traceback" not in err, err
