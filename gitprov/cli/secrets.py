@@ -66,7 +66,7 @@ def _read_value(name: str) -> str:
     raw = getattr(sys.stdin, "buffer", None)  # (a text stream given in its place has none)
     if raw is None:
         return sys.stdin.read().rstrip("\n")
-    data = raw.read()
+    data: bytes = raw.read()
     try:
         return data.decode("utf-8").rstrip("\n")
     except UnicodeDecodeError as exc:
