@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Protocol, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from gitprov.errors import GitprovError
 
@@ -502,7 +502,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
             except ValueError:
                 target = ""  # no URL (an unclosed IPv6 bracket): names no file, a 404
         target = target.split("?", 1)[0].split("#", 1)[0]
-        return unquote(target, errors="surrogateescape")
+        # http.server reads the request line as ISO-8859-1, a character per byte: the
+        # bytes back, then percent-decoded and read as UTF-8 as a percent-encoded path
+        # is (a raw byte that is not UTF-8 is then `\xNN` in the fetch log, not U+00NN).
+        return unquote_to_bytes(target.encode("latin-1", "replace")).decode(
+            "utf-8", "surrogateescape"
+        )
 
     def _emit(
         self, status: int, size: int, file: str | None = None, sha256: str | None = None

@@ -556,3 +556,25 @@ def test_http_connections_past_the_cap_are_closed_and_the_others_served(root: Pa
             s.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        (b"/fv\xff.cfg", "/fv\udcff.cfg"),  # a byte that is not UTF-8, raw
+        (b"/fv%FF.cfg", "/fv\udcff.cfg"),  # the same, percent-encoded
+        (b"/caf\xc3\xa9.cfg", "/caf\u00e9.cfg"),  # UTF-8, raw
+        (b"/caf%C3%A9.cfg", "/caf\u00e9.cfg"),
+    ],
+)
+def test_http_a_path_is_its_bytes_read_as_utf8_raw_or_percent_encoded(
+    http: HttpServer, events: Events, target: bytes, path: str
+) -> None:
+    """As docs/fleet-status.md says of the fetch log's path: a byte that is not UTF-8 is
+    `\\xNN` there (a lone surrogate here), whether it came raw or percent-encoded."""
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while sock.recv(65536):
+            pass
+    (event,) = events.wait_for(1)
+    assert (event.path, event.status) == (path, 404)
