@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pygit2
 
+from gitprov import statejson
 from gitprov import version as versioning
 from gitprov.compile import Entry, placeholder_resolver
 from gitprov.errors import GitprovError, InvalidInventory
@@ -168,7 +169,7 @@ def _kept_blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine] |
     if found is None:
         return None
     try:
-        rows = json.loads(found[1])
+        rows = statejson.loads(found[1])
         return [
             BlameLine(
                 str(r["key"]),
@@ -179,7 +180,7 @@ def _kept_blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine] |
             )
             for r in rows
         ]
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

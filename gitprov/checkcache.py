@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from gitprov import statejson
 from gitprov.buckets import MAX_BUCKETS, Buckets, Packed
 from gitprov.errors import Problem
 
@@ -137,11 +138,11 @@ class CheckCache:
         if body is None:
             return None
         try:
-            raw = json.loads(bytes(body))
+            raw = statejson.loads(bytes(body))
             if raw.get("format") != FORMAT:
                 return None
             return int(raw["floor"]), str(raw["floor_by"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def store_floor(self, commit_id: str, floor: int, floor_by: str) -> None:

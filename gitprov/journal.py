@@ -755,8 +755,8 @@ def _read(path: Path, *, strict: bool, notes: list[str]) -> Iterator[Entry]:
                 break
             found: Entry | str
             try:
-                found = _entry(json.loads(raw), lineno)
-            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                found = _entry(statejson.loads(raw), lineno)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 found = _why(exc)
             if held is not None:
                 if isinstance(found, Entry) and found.after_torn_line:
@@ -778,8 +778,6 @@ def _why(exc: Exception) -> str:
         return f"not JSON at column {exc.colno}: {exc.msg}"
     if isinstance(exc, KeyError):
         return f"no {exc.args[0]!r}"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply to be an entry"
     return str(exc) or type(exc).__name__
 
 

@@ -286,10 +286,10 @@ def load_manifest(state_dir: Path) -> Manifest | None:
                 _keep_loaded(path, st, indexed)
                 return indexed
             data = f.read()
-            raw: dict[str, Any] = json.loads(data)
+            raw: dict[str, Any] = statejson.loads(data)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError):
         return None  # a torn or foreign manifest: publish from scratch, files are compared
     try:
         manifest = _from_json(raw)
@@ -1165,7 +1165,7 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
         st = manifest_stat or os.lstat(state_dir / MANIFEST)
         with path.open("rb") as f:
             line = f.readline()
-            head = json.loads(line)
+            head = statejson.loads(line)
             entries = head["entries"]
             rest = sum(entries["sizes"]) if entries is not None else 0
             first = os.fstat(f.fileno()).st_size - len(line) - rest
@@ -1174,7 +1174,7 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
             # (the second part is read when asked for: publishing the same commit again
             # needs only the first, a fifth of the file at 100,000 devices)
             body = memoryview(f.read(first))
-    except (OSError, KeyError, TypeError, ValueError, AttributeError, RecursionError):
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
         return None
     try:
         if (

@@ -38,7 +38,6 @@ import errno
 import fcntl
 import functools
 import hashlib
-import json
 import os
 import posixpath
 import secrets
@@ -1216,7 +1215,7 @@ def _read_record(path: Path) -> object:
         hit = _RECORDS.get(str(path))
         if hit is not None and hit[0] == file_identity(os.fstat(f.fileno())):
             return hit[1]
-        return json.loads(f.read())
+        return statejson.loads(f.read())
 
 
 def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> _Carry | None:
@@ -1228,7 +1227,7 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
         return None
     try:
         raw = _read_record(state_dir / BUILD_INPUTS)
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError):
         return None
     if (
         not isinstance(raw, dict)

@@ -37,6 +37,16 @@ def dumps(
     return (text + "\n" if newline else text).encode("utf-8")
 
 
+def loads(data: bytes | str) -> Any:
+    """A state file (or a line of one) decoded with the standard library (see the module's
+    docstring). A value nested past the parser's recursion limit is a ValueError like any
+    other text that is no state gitprov wrote: each reader treats it as torn."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 @dataclass(frozen=True)
 class Converted:
     """A mapping that `chunks` dumps as {key: convert(value)}: a manifest's 100,000 entries

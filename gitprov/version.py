@@ -49,6 +49,7 @@ from typing import Any, Protocol
 
 import pygit2
 
+from gitprov import statejson
 from gitprov.errors import UsageError
 
 # Bumped whenever what the cache holds changes meaning or layout; `rule()` adds a digest
@@ -549,8 +550,8 @@ def _read_header(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
     if not sep:
         return None
     try:
-        header = json.loads(head)
-    except (ValueError, RecursionError):
+        header = statejson.loads(head)
+    except ValueError:
         return None
     if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
         return None
@@ -605,14 +606,14 @@ def _encode_delta(d: Delta) -> bytes:
 
 def _decode_delta(line: bytes, commit_id: str) -> Delta | None:
     try:
-        cid, parents, floor, floor_by, valid, changed = json.loads(line)
+        cid, parents, floor, floor_by, valid, changed = statejson.loads(line)
         if cid != commit_id:
             return None
         entries = {str(k): (str(dg), int(n), str(by) or cid) for k, (dg, n, by) in changed.items()}
         return Delta(
             cid, tuple(str(p) for p in parents), int(floor), str(floor_by), bool(valid), entries
         )
-    except (ValueError, TypeError, AttributeError, RecursionError):
+    except (ValueError, TypeError, AttributeError):
         return None
 
 
@@ -625,7 +626,7 @@ def _read_snapshot(path: Path, commit_id: str) -> State | None:
         if header["commit"] != commit_id:
             return None
         commits = [str(c) for c in header["commits"]]
-        raw = json.loads(body)
+        raw = statejson.loads(body)
         keys_, digests, ns, bys = raw["keys"], raw["digests"], raw["n"], raw["by"]
         # The checksum says these are the columns as written; zip(strict) still refuses
         # columns of different lengths rather than cut one short.
@@ -635,7 +636,7 @@ def _read_snapshot(path: Path, commit_id: str) -> State | None:
             zip(keys_, zip(digests, ns, [commits[i] for i in bys], strict=True), strict=True)
         )
         return State(int(header["floor"]), str(header["floor_by"]), keys, bool(header["valid"]))
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
 
 

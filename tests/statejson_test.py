@@ -98,3 +98,10 @@ def test_a_converted_mapping_is_written_as_its_converted_copy(
     expected = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     lazy = {"a": 1, "files": statejson.Converted(value, convert)}
     assert b"".join(statejson.chunks(lazy, size=size)) == expected.encode("utf-8")
+
+
+def test_a_value_nested_past_the_parsers_limit_is_a_valueerror() -> None:
+    """What every state file's reader treats as torn, as any text gitprov did not write."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        statejson.loads("[" * 100_000 + "]" * 100_000)
+    assert statejson.loads(b'{"a":[1,{"b":null}]}') == {"a": [1, {"b": None}]}
