@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -243,6 +244,33 @@ def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
     if given.gpg_home and not Path(given.gpg_home).is_dir():
         raise UsageError(f"--gpg-home {given.gpg_home} is not a directory")
     return publisher_config.resolve(given, args.config, os.environ)
+
+
+def seconds(text: str) -> float:
+    """A duration option: more than 0 and at most a day (NaN, infinity and the like
+    would only fail later, in a socket or a wait)."""
+    return _seconds(text, zero=False)
+
+
+def wait_seconds(text: str) -> float:
+    """A duration that may be 0 (do not wait), at most a day."""
+    return _seconds(text, zero=True)
+
+
+def _seconds(text: str, *, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 if zero else value > 0) or not value <= DAY:  # (NaN fails both)
+        lowest = "from 0" if zero else "above 0"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds {lowest}, at most {DAY}"
+        )
+    return value
+
+
+DAY = 86400
 
 
 def mac(text: str) -> str:

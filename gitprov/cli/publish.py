@@ -13,6 +13,7 @@ from gitprov.cli.common import (
     add_workers,
     publisher_config_of,
     session,
+    wait_seconds,
 )
 
 
@@ -50,7 +51,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--wait",
-        type=float,
+        type=wait_seconds,
         default=0.0,
         metavar="SECONDS",
         help="wait this long for another publish to finish (0: fail at once)",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import signal
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from gitprov.cli.common import (
     mac,
     opened_for_append,
     publisher_config_of,
+    seconds,
     session,
 )
 from gitprov.cli.defaults import (
@@ -161,7 +161,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--interval",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         help="poll period (default 2; 30 with --remote); inotify wakes a local watch earlier",
     )
@@ -173,7 +173,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--reconcile",
-        type=float,
+        type=seconds,
         default=300.0,
         metavar="SECONDS",
         help="compare the roots with the manifest this often (by each file's size, mtime "
@@ -188,7 +188,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--retry",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="retry a publish that failed to write (or a lagging root) after this long",
@@ -257,7 +257,7 @@ def register(sub: Subparsers) -> None:
         "--max-rounds", type=int, default=5, help="at most this many with --until-stable"
     )
     p.add_argument("--compare", choices=["!=", ">"], default="!=", help="the version test")
-    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per fetch")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds per fetch")
     p.add_argument(
         "--resolve",
         action="append",
@@ -629,16 +629,3 @@ def _print_results(results: list[ResyncResult], out: TextIO) -> None:
             out.write(f"  unchanged: {r.detail}\n")
         else:
             out.write(f"  {r.status}: {r.detail} (version stays {version(r.version_after)})\n")
-
-
-def _seconds(value: str) -> float:
-    """A timeout: more than 0 and at most a day (what a socket takes)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds <= 86400:  # (NaN fails this too)
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a number of seconds above 0, at most 86400"
-        )
-    return seconds

@@ -427,14 +427,27 @@ def test_an_inventory_dir_outside_the_repository_is_a_usage_error(
     assert "not inside the repository" in err, err
 
 
-@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "1e400", "soon"])
-def test_probe_takes_a_timeout_a_socket_takes(
-    capsys: pytest.CaptureFixture[str], timeout: str
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "1e400", "86401", "soon"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["probe", "0021f2011b19", "--url", "http://127.0.0.1:9/x", "--timeout"],
+        ["watch", "--interval"],
+        ["watch", "--reconcile"],
+        ["watch", "--retry"],
+        ["publish", "--wait"],
+    ],
+    ids=["probe --timeout", "watch --interval", "watch --reconcile", "watch --retry", "wait"],
+)
+def test_durations_are_seconds_a_socket_or_a_wait_takes(
+    capsys: pytest.CaptureFixture[str], argv: list[str], value: str
 ) -> None:
-    argv = ["probe", "0021f2011b19", "--url", "http://127.0.0.1:9/x", "--timeout", timeout]
-    assert main(argv) == 2
+    if argv[-1] == "--wait" and value == "0":  # fail at once if another publish runs
+        assert build_parser().parse_args([*argv, value]).wait == 0
+        return
+    assert main([*argv, value]) == 2
     err = capsys.readouterr().err
-    assert "--timeout" in err and "above 0, at most 86400" in err and "Traceback" not in err
+    assert argv[-1] in err and "at most 86400" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("command", ["decrypt", "import"])
