@@ -36,7 +36,7 @@ from tests.fixtures.fleet import (
     generated_mac,
 )
 from tests.fixtures.gitrepo import ROOT, GitRepo
-from tests.fixtures.roots import commit_publisher
+from tests.fixtures.roots import commit_publisher, publish_argv
 
 DEVICES = 30
 
@@ -52,23 +52,7 @@ def roots(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def argv(repo: GitRepo, tmp_path: Path, *more: str) -> list[str]:
-    http, tftp = roots(tmp_path)
-    return [
-        "--repo",
-        str(repo.path),
-        "publish",
-        "--rev",
-        "main",
-        "--http-root",
-        str(http),
-        "--tftp-root",
-        str(tftp),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--format",
-        "json",
-        *more,
-    ]
+    return [*publish_argv(repo, *roots(tmp_path), tmp_path / "state"), "--format", "json", *more]
 
 
 def publish(

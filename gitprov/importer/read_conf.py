@@ -137,32 +137,20 @@ def _device_from_conf(
         key, value = ln.key, ln.value
         if key == flyingvoice.VERSION_KEY:
             digits = value.strip()
-            if re.fullmatch(r"[0-9]+", digits) and len(digits.lstrip("0")) > 12:
+            why = None
+            if not re.fullmatch(r"[0-9]+", digits):
+                why = f"DBID_DBASE_VERSION is not a whole number: {value!r}"
+            elif len(digits.lstrip("0")) > 12:
                 # (a number of thousands of digits would only meet int()'s own limit)
-                problems.append(
-                    error(
-                        source,
-                        ln.number,
-                        ln.value_col,
-                        VERSION,
-                        f"DBID_DBASE_VERSION is past any version gitprov gives "
-                        f"({len(digits)} digits; version_floor goes up to 2000000000)",
-                        "write the version the device holds, or remove the line",
-                    )
+                why = (
+                    f"DBID_DBASE_VERSION is past any version gitprov gives ({len(digits)} "
+                    "digits; version_floor goes up to 2000000000)"
                 )
-            elif re.fullmatch(r"[0-9]+", digits):
-                device.version = int(digits)
             else:
-                problems.append(
-                    error(
-                        source,
-                        ln.number,
-                        ln.value_col,
-                        VERSION,
-                        f"DBID_DBASE_VERSION is not a whole number: {value!r}",
-                        "write the version the device holds, or remove the line",
-                    )
-                )
+                device.version = int(digits)
+            if why is not None:
+                hint = "write the version the device holds, or remove the line"
+                problems.append(error(source, ln.number, ln.value_col, VERSION, why, hint))
             continue
         if key == "DBID_PROFILE_RULE":
             device.rule = value

@@ -13,6 +13,7 @@ from gitprov.cli import main
 from gitprov.journal import JOURNAL
 from gitprov.plan import INDEX, MANIFEST
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import publish_argv
 
 NESTED = "[" * 100_000 + "]" * 100_000  # past any parser's recursion limit
 LONG = "a" * 300  # a path component longer than any filesystem's 255 bytes
@@ -23,22 +24,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out + err
-
-
-def publish_args(repo: GitRepo, http: Path, tftp: Path, state: Path) -> list[str]:
-    return [
-        "--repo",
-        str(repo.path),
-        "publish",
-        "--rev",
-        "main",
-        "--http-root",
-        str(http),
-        "--tftp-root",
-        str(tftp),
-        "--state-dir",
-        str(state),
-    ]
 
 
 def _a_file(tmp_path: Path) -> Path:
@@ -78,7 +63,7 @@ def test_a_state_dir_that_cannot_be_used_is_an_error_naming_it(
 ) -> None:
     state = state_of(tmp_path)
     http, tftp = tmp_path / "http", tmp_path / "tftp"
-    code, err = run(capsys, *publish_args(example_repo, http, tftp, state))
+    code, err = run(capsys, *publish_argv(example_repo, http, tftp, state))
     assert code == 2, err
     assert "Traceback" not in err and "internal error" not in err, err
     assert str(state)[:40] in err and says in err.lower(), err
@@ -101,7 +86,7 @@ def test_a_root_whose_path_cannot_be_used_is_an_error_naming_it(
     roots = {"http": tmp_path / "http", "tftp": tmp_path / "tftp"}
     roots[which] = tmp_path / LONG / which
     state = tmp_path / "state"
-    code, err = run(capsys, *publish_args(example_repo, roots["http"], roots["tftp"], state))
+    code, err = run(capsys, *publish_argv(example_repo, roots["http"], roots["tftp"], state))
     assert code == 1, err  # a root that cannot be written; the other one is published
     assert "Traceback" not in err and "internal error" not in err, err
     assert "name too long" in err.lower(), err
@@ -178,7 +163,7 @@ def test_a_damaged_state_file_is_read_as_none_and_the_next_publish_converges(
     damage: Callable[[Path], None],
 ) -> None:
     http, tftp, state = tmp_path / "http", tmp_path / "tftp", tmp_path / "state"
-    args = publish_args(example_repo, http, tftp, state)
+    args = publish_argv(example_repo, http, tftp, state)
     assert run(capsys, *args)[0] == 0
     served = {p.name: p.read_bytes() for p in sorted(http.iterdir())}
     example_repo.commit(

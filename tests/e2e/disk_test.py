@@ -16,6 +16,7 @@ from gitprov.cli import main
 from gitprov.plan import load_manifest
 from tests.fixtures.fleet import changes, fleet_files
 from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import publish_argv
 
 DEVICES = 60  # 60 x 2 roots of ~600-byte files: one 4 KiB tmpfs page each
 
@@ -58,22 +59,6 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
 
 
-def publish_args(repo: GitRepo, http: Path, tftp: Path, state: Path) -> list[str]:
-    return [
-        "--repo",
-        str(repo.path),
-        "publish",
-        "--rev",
-        "main",
-        "--http-root",
-        str(http),
-        "--tftp-root",
-        str(tftp),
-        "--state-dir",
-        str(state),
-    ]
-
-
 def built(repo: GitRepo, out: Path) -> dict[str, bytes]:
     assert main(["--repo", str(repo.path), "build", "--rev", "main", "--out", str(out)]) == 0
     return snapshot(out / "encrypted")
@@ -85,7 +70,7 @@ def test_a_full_disk_fails_cleanly_and_a_publish_after_freeing_space_converges(
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     repo.commit(fleet_files(DEVICES), "a fleet")
     http, tftp, state = small_disk / "http", small_disk / "tftp", tmp_path / "state"
-    args = publish_args(repo, http, tftp, state)
+    args = publish_argv(repo, http, tftp, state)
     assert main(args) == 0
     good_http, good_tftp = snapshot(http), snapshot(tftp)
     good_manifest = (state / "manifest.json").read_bytes()
@@ -115,7 +100,7 @@ def test_a_full_disk_under_one_target_leaves_the_others_converged(
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     repo.commit(fleet_files(DEVICES), "a fleet")
     http, tftp, state = small_disk / "http", tmp_path / "tftp", tmp_path / "state"
-    args = publish_args(repo, http, tftp, state)
+    args = publish_argv(repo, http, tftp, state)
     assert main(args) == 0
     good_http = snapshot(http)
 
