@@ -69,6 +69,10 @@ def resolve_branch(repo_path: Path, branch: str) -> Head | None:
 
 # -- where new commits come from ----------------------------------------------------------
 class BranchSource(Protocol):
+    @property
+    def label(self) -> str:
+        """The branch and where it is, for messages ("main of /srv/inventory.git")."""
+
     def head(self) -> Head | None:
         """The branch's current commit (a remote source fetches first)."""
 
@@ -555,12 +559,23 @@ class Watcher:
             message = (
                 exc.message if isinstance(exc, GitprovError) else f"cannot read the branch: {exc}"
             )
-            if message != self._fetch_error:  # report a failure once, not every poll
-                self._fetch_error = message
-                self._emit(Outcome(Kind.FETCH_FAILED, self.last or "", message, trigger="poll"))
+            self._report(message)
+            return None
+        if found is None:
+            # Deleted, renamed, never pushed, or pointing at a tag or tree: the roots keep
+            # what they serve, and the operator hears it once rather than nothing at all.
+            self._report(
+                f"no branch {self.source.label}, or it names no commit: waiting for it; "
+                + (f"{self.last[:12]} stays served" if self.last else "nothing is published")
+            )
             return None
         self._fetch_error = ""
         return found
+
+    def _report(self, message: str) -> None:
+        if message != self._fetch_error:  # report a failure once, not every poll
+            self._fetch_error = message
+            self._emit(Outcome(Kind.FETCH_FAILED, self.last or "", message, trigger="poll"))
 
     def _publish(self, repo: pygit2.Repository, commit: pygit2.Commit, trigger: str) -> Outcome:
         outcome = self._guard(

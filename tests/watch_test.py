@@ -104,6 +104,48 @@ def test_gc_deleting_a_loose_ref_is_not_a_branch_deletion(tmp_path: Path) -> Non
     assert len(rec.calls) == 2
 
 
+def test_a_missing_branch_is_reported_once_and_its_return_is_published(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    first = repo.commit(example_files(), "example")
+    rec = Recorder()
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(repo.path, "main", inotify=False), rec, observers=[seen.append], clock=Clock()
+    )
+    assert w.step() is True
+    repo.repo.references.delete("refs/heads/main")
+    for _ in range(3):
+        assert w.step() is False
+    gone = [o for o in seen if o.kind is Kind.FETCH_FAILED]
+    assert len(gone) == 1
+    assert "no branch main of" in gone[0].message
+    assert f"{first[:12]} stays served" in gone[0].message
+    assert rec.calls == [(first, "push")]  # nothing unpublished
+
+    repo.repo.references.create("refs/heads/main", first)
+    second = rename(repo, "Board room")
+    assert w.step() is True
+    assert rec.calls[-1] == (second, "push")
+    # Gone again: told again (the report is once per spell, not once per process).
+    repo.repo.references.delete("refs/heads/main")
+    w.step()
+    assert len([o for o in seen if o.kind is Kind.FETCH_FAILED]) == 2
+
+
+def test_a_branch_not_there_yet_says_nothing_is_published(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    seen: list[Outcome] = []
+    w = Watcher(
+        LocalBranch(repo.path, "main", inotify=False),
+        Recorder(),
+        observers=[seen.append],
+        clock=Clock(),
+    )
+    assert w.step() is False
+    assert [o.kind for o in seen] == [Kind.FETCH_FAILED]
+    assert "nothing is published" in seen[0].message
+
+
 @needs_git
 def test_inotify_on_refs_wakes_the_loop_and_gc_is_only_a_hint(tmp_path: Path) -> None:
     repo = GitRepo(tmp_path / "repo.git", bare=True)
