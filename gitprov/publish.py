@@ -568,11 +568,7 @@ def _file_type(mode: int) -> str:
 @contextlib.contextmanager
 def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
     """One publisher at a time per state dir (and so per set of roots)."""
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise state_dir_error(state_dir, exc) from exc
+    fd = _open_lock(state_dir)
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -592,6 +588,20 @@ def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(state_dir: Path) -> int:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise state_dir_error(state_dir, exc) from exc
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Make the state dir if missing and open its lock file, or raise StateDirError: what
+    a long-running publisher checks once at start, rather than at every retry."""
+    os.close(_open_lock(state_dir))
 
 
 def _is_file(path: Path) -> bool:

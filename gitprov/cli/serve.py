@@ -467,6 +467,7 @@ def _wait_for_signal(done: threading.Event, stop: Callable[[], None]) -> None:
 def run_watch(args: argparse.Namespace, out: Output) -> int:
     from gitprov.metrics import Metrics, MetricsServer
     from gitprov.plan import load_manifest
+    from gitprov.publish import check_state_dir
     from gitprov.status import JsonLog, StatusFile
     from gitprov.watch import Kind, LocalBranch, Outcome, RemoteBranch, Watcher, WatchOptions
 
@@ -492,7 +493,6 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
             source.fetch()
         except GitprovError as exc:
             out.warn(f"warning: {exc.message}; polling on")
-        head = source.resolve()
     s = session(args, out)
     publisher = s.publisher(
         config,
@@ -505,11 +505,10 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     )
     if not args.remote:
         source = LocalBranch(Path(s.repo.path), args.branch, inotify=not args.no_inotify)
-        head = source.head()
-    if head is None:
-        out.warn(f"warning: no branch {args.branch!r} yet in {args.repo}; waiting for it")
     # Resume from what is published: the manifest of the operator's state dir.
     state_dir = publisher.state_dir
+    if state_dir:
+        check_state_dir(state_dir)  # a state dir that is a file would fail every retry
     manifest = load_manifest(state_dir) if state_dir else None
 
     def show(o: Outcome) -> None:

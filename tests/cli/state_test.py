@@ -4,6 +4,8 @@ names the path and says what to do, or in a publish from scratch; never in a tra
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +75,25 @@ def test_a_state_dir_that_cannot_be_used_is_an_error_naming_it(
     for argv in (["history", "--state-dir", str(state)], ["verify", "--rev", "main", *where]):
         code, err = run(capsys, "--repo", str(example_repo.path), *argv)
         assert "Traceback" not in err and "internal error" not in err, (argv, err)
+
+
+def test_watch_stops_at_start_on_a_state_dir_that_cannot_be_used(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    # Before, the watcher started and failed the same way at every retry, forever.
+    state = _a_file(tmp_path)
+    where = ["--http-root", str(tmp_path / "http"), "--tftp-root", str(tmp_path / "tftp")]
+    argv = ["--repo", str(example_repo.path), "watch", *where, "--state-dir", str(state)]
+    done = subprocess.run(
+        [sys.executable, "-m", "gitprov", *argv, "--interval", "0.1", "--no-inotify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot use the state dir {state}" in done.stderr
+    assert "hint:" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "http").exists()
 
 
 @pytest.mark.parametrize("which", ["http", "tftp"])
