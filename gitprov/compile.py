@@ -15,7 +15,7 @@ from gitprov.catalog import Catalog, Param
 from gitprov.crypto import Cipher, Mode, derive_device_key
 from gitprov.firmware import Upgrade, upgrade_of
 from gitprov.inventory import Device, Encryption, Inventory, Layer, Model
-from gitprov.macros import device_variables, expand
+from gitprov.macros import device_variables, escape, expand
 from gitprov.yamldoc import Document, SecretRef
 
 SecretResolver = Callable[[str], str]
@@ -309,7 +309,8 @@ class Compiler:
                 else self._line_entry(k, slots, model.line_count)
             )
         if inv.fleet.provisioning_url:
-            url = inv.fleet.provisioning_url.rstrip("/") + "/" + file_name
+            # The file name is already expanded; the device expands the rule again.
+            url = inv.fleet.provisioning_url.rstrip("/") + "/" + escape(file_name)
             if MARK in url:
                 raise ValueError("refusing to compile a file name holding a NUL character")
             rule = f"[--key {passphrase}]{url}" if passphrase else url

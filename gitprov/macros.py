@@ -14,6 +14,7 @@ from typing import TypeAlias
 __all__ = [
     "KNOWN",
     "device_variables",
+    "escape",
     "expand",
     "malformed_references",
     "normalise_mac",
@@ -148,6 +149,16 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
         pos = token.end
     pieces.append(text[pos:])
     return "".join(pieces)
+
+
+def escape(text: str) -> str:
+    """`text` as a rule must spell it so that the device expands it back to `text`.
+
+    A literal name (a published file's, already expanded by gitprov) put into a rule the
+    device expands again: `$$` is a literal `$` (the overview, section 3), so a `$` left
+    bare would start a macro the device expands (`fv$SN.conf` asks for the serial's file).
+    """
+    return text.replace("$", "$$")
 
 
 def _substring(value: str, offset: int | None, length: int | None) -> str:

@@ -39,6 +39,7 @@ from gitprov.crypto import Mode, derive_device_key
 from gitprov.errors import GitprovError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Device, Fleet, Inventory
+from gitprov.macros import escape
 
 # What stage files are made from, by shape: the builder (gitprov.builder) imports this
 # module, so its types cannot be imported back.
@@ -165,7 +166,7 @@ def stage_files(
                 hint="raise version_floor in gitprov.yaml (commit it) and publish again",
             )
         key = _key(inv, devices[f.mac], resolve)
-        rule = f"{url}/{f.name}"
+        rule = f"{url}/{escape(f.name)}"  # an expanded name: the device expands again
         if key is not None:
             rule = f"[--key {key}]{rule}"
         body = flyingvoice.bootstrap_body(rule)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from gitprov.catalog import load_catalog
 from gitprov.compile import compile_device, placeholder_resolver
+from gitprov.macros import device_variables, expand
 from gitprov.pipeline import Pipeline
-from tests.rules.lint import DEVICE, DEVICE_2, IP542N, MemorySource, inventory, problems
+from gitprov.rule_url import parse_rule
+from tests.rules.lint import DEVICE, DEVICE_2, FLEET, IP542N, MemorySource, inventory, problems
 
 BOUND = IP542N + (
     "bindings:\n"
@@ -65,3 +67,21 @@ def test_the_raw_key_and_the_name_are_one_parameter() -> None:
 def test_a_bound_name_keeps_the_catalogs_type_checks() -> None:
     bad = {"models/IP542N.yaml": BOUND, D1: DEVICE + "params:\n  provision.resync_periodic: -5\n"}
     assert [(p.code, p.line, p.col) for p in problems(bad) if p.is_error] == [("GP010", 9, 30)]
+
+
+def test_the_profile_rule_asks_for_the_published_file_after_the_device_expands_it() -> None:
+    # The overview, section 3: the device expands macros in the rule, `$$` to one `$`. A
+    # file name holding a `$` (from `$$` in file_name) must be written escaped, or the
+    # device expands what follows it and asks for a file that was never published.
+    fleet = FLEET.replace('file_name: "fv$(MA).conf"', 'file_name: "fv$(MA)$$SN.conf"')
+    overlay = {"gitprov.yaml": fleet, D1: DEVICE + "serial: E3C08109000051\n"}
+    assert [p for p in problems(overlay) if p.is_error] == []
+    inv = Pipeline(None).load(MemorySource(inventory(overlay))).inventory
+    assert inv is not None
+    device = next(d for d in inv.devices if d.mac == "0021f2011b19")
+    cfg = compile_device(device, inv, load_catalog(), placeholder_resolver(inv.sealed))
+    assert cfg.file_name == "fv0021f2011b19$SN.conf"
+    rule = parse_rule(cfg.get("DBID_PROFILE_RULE") or "")
+    # What the device, which knows its own serial, asks for.
+    asked = expand(rule.path, device_variables(device.mac, serial="E3C08109000051"))
+    assert asked == "/" + cfg.file_name

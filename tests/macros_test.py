@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gitprov.macros import (
     KNOWN,
     device_variables,
+    escape,
     expand,
     malformed_references,
     normalise_mac,
@@ -295,3 +296,8 @@ def test_unknown_names_point_at_their_reference(text: str) -> None:
     for offset, name in unknown_names(text, {}):
         assert text[offset] == "$"
         assert text.startswith((name, f"({name}"), offset + 1)
+
+
+@given(st.text(), st.dictionaries(_NAMES, _VALUES))
+def test_escape_expands_back_to_the_literal_text(text: str, variables: dict[str, str]) -> None:
+    assert expand(escape(text), variables) == text

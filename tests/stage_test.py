@@ -10,8 +10,10 @@ import pytest
 
 from gitprov.errors import UsageError
 from gitprov.formats import flyingvoice
+from gitprov.macros import device_variables, expand
 from gitprov.pipeline import Pipeline
 from gitprov.publish import Targets, publish_commit
+from gitprov.rule_url import parse_rule
 from tests.fixtures.gitrepo import GitRepo, example_files
 
 FLEET = "inventory/gitprov.yaml"
@@ -148,3 +150,24 @@ def test_the_stage_root_never_overlaps_a_plain_root_or_the_state_dir(
     with pytest.raises(UsageError, match="overlap"):
         Targets((http,), state, None, stage)
     Targets((http,), state, None, tmp_path / "srv" / "stage")  # beside them: fine
+
+
+def test_the_stage_files_rule_leads_to_the_published_file(
+    example_repo: GitRepo, private_key: str
+) -> None:
+    # A `$` in a published name (from `$$` in file_name) is escaped in the stage file's
+    # rule: the device expands the rule (the overview, section 3) and would otherwise ask
+    # for its serial's file. The bootstrap keeps the template and leads to the stage file.
+    cid = fleet(example_repo, "plaintext-bootstrap")
+    text = example_repo.repo.revparse_single(cid).tree[FLEET]  # type: ignore[index]
+    changed = text.data.decode().replace('"fv$(MA).conf"', '"fv$(MA)$$SN.conf"')
+    cid = example_repo.commit({FLEET: changed}, "a $ in the file names")
+    build = Pipeline(example_repo.repo).build(commit_of(example_repo, cid), private_key)
+    (boot,) = build.bootstraps
+    files = {f.mac: f.name for f in build.files}
+    for s in build.stages:
+        variables = device_variables(s.mac, serial="E3C08109000051")  # a real device's
+        boot_rule = parse_rule(flyingvoice.parse(boot.data)["DBID_PROFILE_RULE"])
+        assert expand(boot_rule.path, variables) == "/" + s.name
+        stage_rule = parse_rule(flyingvoice.parse(s.data)["DBID_PROFILE_RULE"])
+        assert expand(stage_rule.path, variables) == "/" + files[s.mac] == f"/fv{s.mac}$SN.conf"
