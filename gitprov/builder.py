@@ -29,6 +29,7 @@ from gitprov.compile import (
     fill,
     placeholder_resolver,
     redact,
+    require_rule_key,
 )
 from gitprov.crypto import Cipher, Mode, derive_device_key
 from gitprov.errors import GitprovError, UsageError
@@ -211,6 +212,8 @@ def finish(
     plain_sha = hashlib.sha256(plain).hexdigest()
     kept = plain if keep_plaintext else None
     key = fill(tpl.key, value) if tpl.key is not None else None
+    if key is not None:
+        require_rule_key(key, tpl.mac)
     out = [
         DeviceFile(
             tpl.mac,

@@ -13,9 +13,11 @@ from typing import Any
 
 from gitprov.catalog import Catalog, Param
 from gitprov.crypto import Cipher, Mode, derive_device_key
+from gitprov.errors import GitprovError
 from gitprov.firmware import Upgrade, upgrade_of
 from gitprov.inventory import Device, Encryption, Inventory, Layer, Model
 from gitprov.macros import device_variables, escape, expand
+from gitprov.rule_url import key_problem
 from gitprov.yamldoc import Document, SecretRef
 
 SecretResolver = Callable[[str], str]
@@ -120,6 +122,17 @@ def fill(text: str, value: Callable[[str], str]) -> str:
     for i in range(1, len(parts), 2):
         parts[i] = value(parts[i])
     return "".join(parts)
+
+
+def require_rule_key(key: str, mac: str) -> str:
+    """`key`, refused with a GitprovError when a Profile Rule cannot carry it as it is."""
+    reason = key_problem(key)
+    if reason is not None:
+        raise GitprovError(
+            f"{mac}: its key cannot be written into its Profile Rule [--key KEY]: {reason}",
+            hint="give the device a key of letters and digits (derived keys are base32)",
+        )
+    return key
 
 
 def variables_for(device: Device, inv: Inventory) -> dict[str, str]:
@@ -290,6 +303,10 @@ class Compiler:
                 passphrase = resolve(device.key.name)
             elif enc.master_key is not None:
                 passphrase = self.derive(resolve(enc.master_key.name), device.mac)
+            # The device learns its key only from a rule's [--key] (overview, 4.4). A
+            # marker (a symbolic compile) is checked when it is filled (gitprov.builder).
+            if passphrase is not None and MARK not in passphrase:
+                require_rule_key(passphrase, device.mac)
 
         entries: list[Entry] = []
         known = shared.entries

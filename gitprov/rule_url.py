@@ -16,7 +16,14 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PORTS", "RuleSyntaxError", "RuleUrl", "format_rule", "parse_rule"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "RuleSyntaxError",
+    "RuleUrl",
+    "format_rule",
+    "key_problem",
+    "parse_rule",
+]
 
 DEFAULT_PORTS: dict[str, int] = {"tftp": 69, "http": 80, "https": 443}
 
@@ -110,6 +117,27 @@ def parse_rule(text: str) -> RuleUrl:
     if url.pwd is not None and url.uid is None:
         raise RuleSyntaxError(start, "--pwd without --uid; write [--uid USER --pwd PASS]")
     return url
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key`, written bare as the `[--key KEY]` of a rule, would not reach the device
+    as KEY, or None. Never names the key.
+
+    The device expands macros in `--key` (`$$` is one `$`, the overview, section 3, and
+    protocol-notes) and the option ends at whitespace or `]`; quoting is SPA usage the
+    overview does not show. A key the rule cannot carry literally would make the device
+    decrypt its next file with another key, and stay on it.
+    """
+    if "$" in key:
+        return "it holds '$', which starts a macro the device expands"
+    try:
+        parsed = parse_rule(f"[--key {key}]/f")
+    except RuleSyntaxError:
+        # Not the parser's message: it quotes the text, and so the key.
+        return "whitespace, ']', a quote or a leading '--' would end or break the option"
+    if parsed.key != key:
+        return "the rule would carry another key (leading or trailing whitespace?)"
+    return None
 
 
 def _refuse_control_characters(text: str, start: int, end: int) -> None:

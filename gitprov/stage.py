@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gitprov.compile import require_rule_key
 from gitprov.crypto import Mode, derive_device_key
 from gitprov.errors import GitprovError
 from gitprov.formats import flyingvoice
@@ -192,7 +193,7 @@ def _key(inv: Inventory, device: Device, resolve: Resolve) -> str | None:
     if Mode(enc.mode) is Mode.NONE:
         return None
     if device.key is not None:
-        return resolve(device.key.name)
+        return require_rule_key(resolve(device.key.name), device.mac)
     if enc.master_key is not None:
         return derive_device_key(resolve(enc.master_key.name), device.mac)
     return None

@@ -13,7 +13,7 @@ import pytest
 
 from gitprov import builder
 from gitprov.compile import compile_device, placeholder_resolver
-from gitprov.errors import UsageError
+from gitprov.errors import GitprovError, UsageError
 from gitprov.formats import flyingvoice
 from gitprov.pipeline import Pipeline, secret_resolver
 from gitprov.publish import Targets, publish_commit
@@ -162,3 +162,45 @@ def test_an_error_in_a_worker_is_raised_here_with_its_hint(
         p.build(head(fleet_repo), None)
     assert "is needed to build device files" in info.value.message
     assert "GITPROV_PRIVATE_KEY" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("key", ["two words", "ab$$cd", "x]y", "'quoted", "--dash", " padded"])
+def test_a_key_a_profile_rule_cannot_carry_is_refused(
+    example_repo: GitRepo, private_key: str, key: str
+) -> None:
+    # The device learns its key only as [--key KEY] in its Profile Rule (overview, 4.4),
+    # which ends at whitespace or ']' and expands macros ('$$' is one '$', section 3):
+    # such a key would reach the device as another key, and strand it.
+    from gitprov.secrets import load_secrets_file, seal
+
+    path = "inventory/secrets.yaml"
+    secrets = example_repo.repo.revparse_single("HEAD").tree[path].data.decode()  # type: ignore[index]
+    sealed = seal(load_secrets_file(secrets).public_key, "own_key", key)
+    device = "inventory/devices/0021f2011b19.yaml"
+    text = example_repo.repo.revparse_single("HEAD").tree[device].data.decode()  # type: ignore[index]
+    example_repo.commit(
+        {path: f"{secrets}  own_key: {sealed}\n", device: text + "key: !secret own_key\n"},
+        "a device key of its own",
+    )
+    with pytest.raises(GitprovError, match="0021f2011b19: its key cannot be written"):
+        Pipeline(example_repo.repo).build(head(example_repo), private_key)
+
+
+def test_a_key_of_letters_and_digits_is_written_as_it_is(
+    example_repo: GitRepo, private_key: str
+) -> None:
+    from gitprov.secrets import load_secrets_file, seal
+
+    path = "inventory/secrets.yaml"
+    secrets = example_repo.repo.revparse_single("HEAD").tree[path].data.decode()  # type: ignore[index]
+    sealed = seal(load_secrets_file(secrets).public_key, "own_key", "Key-123_abc.XYZ")
+    device = "inventory/devices/0021f2011b19.yaml"
+    text = example_repo.repo.revparse_single("HEAD").tree[device].data.decode()  # type: ignore[index]
+    example_repo.commit(
+        {path: f"{secrets}  own_key: {sealed}\n", device: text + "key: !secret own_key\n"},
+        "a device key of its own",
+    )
+    build = Pipeline(example_repo.repo).build(head(example_repo), private_key)
+    (mine,) = [f for f in build.files if f.mac == "0021f2011b19"]
+    rule = flyingvoice.parse(mine.plaintext)["DBID_PROFILE_RULE"]
+    assert rule.startswith("[--key Key-123_abc.XYZ]http://")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gitprov.rule_url import RuleSyntaxError, RuleUrl, format_rule, parse_rule
+from gitprov.rule_url import RuleSyntaxError, RuleUrl, format_rule, key_problem, parse_rule
 
 
 def url(
@@ -295,3 +295,21 @@ def test_any_option_value_survives_format(option: str, value: str) -> None:
         assert '"' in value
         return
     assert parse_rule(rendered) == changed
+
+
+@pytest.mark.parametrize("key", ["123456", "ttc2lt2silzspihvahkpoyzt", "Key-1_a.b", "a:b/c"])
+def test_key_problem_passes_a_key_a_rule_carries(key: str) -> None:
+    # The overview, 4.4: "[--key 123456]tftp://server IP or domain/path/param-enc.conf".
+    assert key_problem(key) is None
+
+
+@pytest.mark.parametrize(
+    "key", ["my key", "a$MAb", "ab$$cd", "x]y", "'q", '"q', "--k", " k", "\tk"]
+)
+def test_key_problem_refuses_a_key_the_device_would_read_otherwise(key: str) -> None:
+    assert key_problem(key) is not None
+
+
+def test_key_problem_never_names_the_key() -> None:
+    reason = key_problem("Secret9 Q7zx")
+    assert reason is not None and "Secret9" not in reason and "Q7zx" not in reason
