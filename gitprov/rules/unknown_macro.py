@@ -4,9 +4,12 @@ Templates are the fleet's `file_name`, its `provisioning.url` and URL-typed para
 A name the device does not know stays in the text as written (`$STRANGE`), and so does a
 malformed `$(…)`; that is rarely what was meant. In `file_name`, gitprov itself expands
 the macros when it names each published file, and it only knows MA, MAU, MAC, PN and SN:
-a device asking for `$IP` would ask for a file that was never written.
+a device asking for `$IP` would ask for a file that was never written. Nor can it expand
+`$SN` for a device without a `serial:`: that file is published with `$SN` in its name,
+while the device, which knows its serial, asks for another.
 
-Fails:   `file_name: "fv$(MACADDR).conf"` or `file_name: "fv$(MA:x).conf"`
+Fails:   `file_name: "fv$(MACADDR).conf"` or `file_name: "fv$(MA:x).conf"`, or
+         `file_name: "fv$(MA)-$SN.conf"` with a device that sets no `serial:`
 Passes:  `file_name: "fv$(MA).conf"`
 """
 
@@ -15,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem
-from gitprov.inventory import FLEET
+from gitprov.inventory import DEVICE, FLEET
 from gitprov.macros import KNOWN, malformed_references, unknown_names
-from gitprov.rules import DocContext, get, warning_at
+from gitprov.rules import DocContext, RuleContext, get, warning_at
 from gitprov.rules.rule_url import url_params
 from gitprov.yamldoc import Document, Path_
 
@@ -60,3 +63,33 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             yield from _template(doc, ("provisioning", "url"), url, KNOWN)
     for path, value, _ in url_params(dctx):
         yield from _template(doc, path, value, KNOWN)
+
+
+def check(ctx: RuleContext) -> Iterator[Problem]:
+    fleet = ctx.fleet
+    template = ctx.file_name_env[0]
+    # ($PN always has a value: the model's name when it sets no product_name.)
+    if fleet is None or "SN" not in {name for _, name in unknown_names(template, ())}:
+        return
+
+    def no_serial(doc: Document) -> Iterator[tuple[str, str]]:
+        serial = get(doc.data, "serial")
+        if ctx.mac_of(doc) is not None and not (isinstance(serial, str) and serial):
+            yield "SN", doc.path
+
+    index = ctx.index(NAME + "-serial", (DEVICE,), ctx.file_name_env, no_serial)
+    count = index.count("SN")
+    if count:
+        first = index.first("SN")[1]
+        doc = ctx.docs.document(first) if count == 1 else None
+        named = ctx.file_name_of(doc) if doc is not None else None
+        shown = f" as {named[1]!r}" if named is not None else ""
+        yield warning_at(
+            fleet,
+            ("file_name",),
+            CODE,
+            f"file_name: $SN cannot be expanded for {count} device(s) without a serial "
+            f"(first: {first}): published{shown} with '$SN' in the name, while the device "
+            "asks for its own serial's name",
+            "set `serial:` in those devices, or drop $SN from file_name",
+        )

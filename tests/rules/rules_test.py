@@ -245,12 +245,37 @@ def test_gp111_unknown_macro_warns() -> None:
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA:x)")}, (2, 12))
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA)-$IP")}, (2, 12))
     check("GP111", {fleet: FLEET.replace("example.com", "example.com/$STRANGE")}, (4, 8))
-    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MAU:4)-$SN$$")})
+    serials = {
+        D1: DEVICE.replace("profile:", 'serial: "E3C0810900"\nprofile:'),
+        "devices/0021f2011b20.yaml": DEVICE_2.replace("profile:", 'serial: "E3C0810901"\nprofile:'),
+    }
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MAU:4)-$SN$$"), **serials})
     # A name ends at the first character that is not a letter or a digit (the overview,
     # section 3): `$MA_x` is $MA and `_x`; `$MAx` is the unknown name MAx.
     check("GP111", {fleet: FLEET.replace("$(MA)", "$MA_x")})
     check("GP111", {fleet: FLEET.replace("$(MA)", "$MAx")}, (2, 12))
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA_X)")}, (2, 12))
+
+
+def test_gp111_sn_in_file_name_for_a_device_without_a_serial() -> None:
+    # gitprov would publish `fv…-$SN.conf`; the device expands $SN to its serial and asks
+    # for another name: it would never find its file.
+    fleet = "gitprov.yaml"
+    with_sn = FLEET.replace("$(MA)", "$(MA)-$SN")
+    d2 = "devices/0021f2011b20.yaml"
+    serial = DEVICE_2.replace("profile:", 'serial: "E3C0810901"\nprofile:')
+    (both,) = check("GP111", {fleet: with_sn}, (2, 12))
+    assert "2 device(s) without a serial" in both.message
+    (one,) = check("GP111", {fleet: with_sn, d2: serial}, (2, 12))
+    assert f"1 device(s) without a serial (first: inventory/{D1})" in one.message
+    assert "'fv0021f2011b19-$SN.conf'" in one.message
+    check(
+        "GP111", {fleet: with_sn, d2: serial, D1: DEVICE.replace("profile:", "serial: x\nprofile:")}
+    )
+    check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA)-$$SN")})  # a literal $SN
+    # Validated from a parent whose devices all had serials: the index follows the change.
+    parent = {fleet: with_sn, d2: serial, D1: DEVICE.replace("profile:", "serial: x\nprofile:")}
+    check("GP111", {fleet: with_sn, d2: serial, D1: DEVICE}, (2, 12), parent=parent)
 
 
 def test_gp112_device_file_name_warns() -> None:
