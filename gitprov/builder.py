@@ -30,6 +30,7 @@ from gitprov.compile import (
     placeholder_resolver,
     redact,
     require_rule_key,
+    secret_of,
 )
 from gitprov.crypto import Cipher, Mode, derive_device_key
 from gitprov.errors import GitprovError, UsageError
@@ -213,7 +214,7 @@ def finish(
     kept = plain if keep_plaintext else None
     key = fill(tpl.key, value) if tpl.key is not None else None
     if key is not None:
-        require_rule_key(key, tpl.mac)
+        require_rule_key(key, tpl.mac, secret_of(tpl.key or ""))
     out = [
         DeviceFile(
             tpl.mac,

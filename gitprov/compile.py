@@ -124,15 +124,27 @@ def fill(text: str, value: Callable[[str], str]) -> str:
     return "".join(parts)
 
 
-def require_rule_key(key: str, mac: str) -> str:
-    """`key`, refused with a GitprovError when a Profile Rule cannot carry it as it is."""
+def require_rule_key(key: str, mac: str, secret: str = "") -> str:
+    """`key`, refused with a GitprovError when a Profile Rule cannot carry it as it is.
+    `secret`: the name of the secret it is (never its value), for the message."""
     reason = key_problem(key)
     if reason is not None:
+        which = f"the secret {secret!r}" if secret else "its key"
         raise GitprovError(
-            f"{mac}: its key cannot be written into its Profile Rule [--key KEY]: {reason}",
-            hint="give the device a key of letters and digits (derived keys are base32)",
+            f"device {mac}: {which} cannot be written into its Profile Rule [--key KEY]: {reason}",
+            hint=f"set {secret or 'the key'} to letters and digits"
+            + (f" (`gitprov secrets set {secret}`)" if secret else "")
+            + ", or derive the device keys from encryption.master_key",
         )
     return key
+
+
+def secret_of(marker: str) -> str:
+    """The secret's name in a key marker of a symbolic compile ("" when it is not one
+    secret's: a derived key's)."""
+    if marker.startswith(MARK + "s") and marker.endswith(MARK) and marker.count(MARK) == 2:
+        return marker[2:-1]
+    return ""
 
 
 def variables_for(device: Device, inv: Inventory) -> dict[str, str]:
@@ -306,7 +318,9 @@ class Compiler:
             # The device learns its key only from a rule's [--key] (overview, 4.4). A
             # marker (a symbolic compile) is checked when it is filled (gitprov.builder).
             if passphrase is not None and MARK not in passphrase:
-                require_rule_key(passphrase, device.mac)
+                require_rule_key(
+                    passphrase, device.mac, device.key.name if device.key is not None else ""
+                )
 
         entries: list[Entry] = []
         known = shared.entries

@@ -193,7 +193,7 @@ def _key(inv: Inventory, device: Device, resolve: Resolve) -> str | None:
     if Mode(enc.mode) is Mode.NONE:
         return None
     if device.key is not None:
-        return require_rule_key(resolve(device.key.name), device.mac)
+        return require_rule_key(resolve(device.key.name), device.mac, device.key.name)
     if enc.master_key is not None:
         return derive_device_key(resolve(enc.master_key.name), device.mac)
     return None

@@ -182,8 +182,10 @@ def test_a_key_a_profile_rule_cannot_carry_is_refused(
         {path: f"{secrets}  own_key: {sealed}\n", device: text + "key: !secret own_key\n"},
         "a device key of its own",
     )
-    with pytest.raises(GitprovError, match="0021f2011b19: its key cannot be written"):
+    with pytest.raises(GitprovError, match="0021f2011b19: the secret 'own_key' cannot be") as info:
         Pipeline(example_repo.repo).build(head(example_repo), private_key)
+    assert "gitprov secrets set own_key" in (info.value.hint or "")
+    assert key.strip() not in info.value.message + (info.value.hint or "")  # never the key
 
 
 def test_a_key_of_letters_and_digits_is_written_as_it_is(
