@@ -41,6 +41,30 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a MAC address" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["validate", "--repo", "."], "`gitprov --repo DIR validate …`"),
+        (["secrets", "list", "--private-key-file=k"], "`gitprov --private-key-file FILE secrets"),
+        (["versions", "--inventory-dir", "inv"], "`gitprov --inventory-dir DIR versions …`"),
+    ],
+)
+def test_a_global_option_after_the_command_says_where_it_goes(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "is a global option: put it before the command" in err and said in err, err
+
+
+def test_an_option_of_the_command_itself_gets_no_such_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`watch --repo` is watch's own option: the error is about the other argument."""
+    code, _, err = run(capsys, "watch", "--repo", ".", "--bogus")
+    assert code == 2 and "--bogus" in err and "global option" not in err, err
+
+
 def test_unknown_revision_says_what_to_do(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:

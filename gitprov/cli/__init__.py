@@ -123,6 +123,44 @@ def _inventory_dir(value: str) -> str:
     return value if path == "." else path
 
 
+# The options that go before the command, and what each takes.
+GLOBAL_OPTIONS = {"--repo": "DIR", "--inventory-dir": "DIR", "--private-key-file": "FILE"}
+
+
+def _hint_misplaced_global(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """After argparse's "unrecognized arguments": when that is a global option written after
+    the command (`gitprov validate --repo DIR`), say where it goes."""
+    commands = next(
+        (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {}
+    )
+    at = next((i for i, word in enumerate(argv) if word in commands), None)
+    if at is None:
+        return
+    command = argv[at]
+    own = _option_strings(commands[command])
+    for word in argv[at + 1 :]:
+        if word == "--":
+            return
+        option = word.split("=", 1)[0]
+        if option in GLOBAL_OPTIONS and option not in own:
+            sys.stderr.write(
+                f"    hint: {option} is a global option: put it before the command, as in "
+                f"`gitprov {option} {GLOBAL_OPTIONS[option]} {command} …`\n"
+            )
+            return
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """The options of a command, its subcommands' included (`watch --repo` is its own)."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     parser = _parser()
@@ -136,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+        status = int(exc.code or 0) if isinstance(exc.code, int) else 2
+        if status == 2:
+            _hint_misplaced_global(parser, list(sys.argv[1:] if argv is None else argv))
+        return status
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
