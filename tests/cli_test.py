@@ -65,6 +65,22 @@ def test_an_option_of_the_command_itself_gets_no_such_hint(
     assert code == 2 and "--bogus" in err and "global option" not in err, err
 
 
+def test_serve_with_nothing_to_serve_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No roots given and no fleet settings to take them from: exit 2 (usage), naming the
+    options and the settings, as with a root that is not published yet."""
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit({"README": "not an inventory\n"}, worktree=True)
+    code, _, err = run(capsys, "--repo", str(repo.path), "serve", "--http-port", "0")
+    assert code == 2, err
+    assert "nothing to serve" in err and "inventory/gitprov.yaml" in err, err
+    assert "--http-root DIR" in err and "Traceback" not in err, err
+    argv = ["serve", "--http-root", str(tmp_path / "unpublished"), "--http-port", "0"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "not a directory" in err and "publish first" in err, err
+
+
 def test_unknown_revision_says_what_to_do(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -305,6 +305,18 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             state_dir = s.fleet_path(fleet.state_dir)
             if state_dir and not Path(state_dir).is_dir():
                 state_dir = None
+        if not http_root and not tftp_root:
+            where = (
+                "name no http_root or tftp_root"
+                if fleet
+                else "are missing or do not validate (`gitprov validate --worktree` says why)"
+            )
+            raise UsageError(
+                f"nothing to serve: no --http-root or --tftp-root, and the fleet settings "
+                f"({args.inventory_dir}/gitprov.yaml) {where}",
+                hint="pass --http-root DIR and/or --tftp-root DIR, or run it in an inventory "
+                "repository whose publish: settings name them (after `gitprov publish`)",
+            )
     for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
         if root and Path(root).exists() and not Path(root).is_dir():
             raise UsageError(f"{flag} {root} is not a directory")

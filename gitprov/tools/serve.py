@@ -51,7 +51,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Protocol, Self
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from gitprov.errors import GitprovError
+from gitprov.errors import UsageError
 
 log = logging.getLogger("gitprov.serve")
 
@@ -151,7 +151,7 @@ class _Refusals:
 
 def _check_root(root: Path, what: str) -> Path:
     if not root.is_dir():
-        raise GitprovError(
+        raise UsageError(
             f"{root}: the {what} root is not a directory",
             hint="publish first, or point the server at the published root",
         )
@@ -162,13 +162,13 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _bind_error(proto: str, host: str, port: int, exc: OSError) -> GitprovError:
+def _bind_error(proto: str, host: str, port: int, exc: OSError) -> UsageError:
     hint = "choose another port, or stop the process using it"
     if exc.errno == errno.EACCES:
         hint = "ports below 1024 need root (or CAP_NET_BIND_SERVICE); choose a port >= 1024"
     elif exc.errno == errno.EADDRNOTAVAIL:
         hint = "the address is not configured on this host"
-    return GitprovError(f"cannot listen for {proto} on {host}:{port}: {exc.strerror}", hint=hint)
+    return UsageError(f"cannot listen for {proto} on {host}:{port}: {exc.strerror}", hint=hint)
 
 
 # --- path policy -----------------------------------------------------------------------
@@ -283,7 +283,7 @@ def make_tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ss
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise GitprovError(
+        raise UsageError(
             f"cannot load TLS certificate {cert} with key {key}: {exc}",
             hint="both must be PEM files and the key must match the certificate",
         ) from exc
@@ -291,7 +291,7 @@ def make_tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ss
         try:
             context.load_verify_locations(cafile=client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise GitprovError(
+            raise UsageError(
                 f"cannot load client CA {client_ca}: {exc}",
                 hint="pass the PEM certificate of the CA that signed the devices' certificates",
             ) from exc
@@ -1386,7 +1386,7 @@ def serve_roots(
     """Start an HTTP(S) server on `http_root` and a TFTP server on `tftp_root` (either may
     be None, not both). If the second cannot start, the first is stopped again."""
     if http_root is None and tftp_root is None:
-        raise GitprovError("nothing to serve", hint="give an HTTP root, a TFTP root, or both")
+        raise UsageError("nothing to serve", hint="give an HTTP root, a TFTP root, or both")
     http = (
         None
         if http_root is None
