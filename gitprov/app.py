@@ -199,7 +199,13 @@ class Session:
             raise UsageError(f"--out {out} is a file", hint="give a directory (created if missing)")
         commit = self.commit(rev)
         loaded = self.pipeline.load_commit(commit)
-        key = self._key_for(loaded.inventory) if loaded.inventory is not None else None
+        if loaded.inventory is None:
+            raise InvalidInventory(
+                f"commit {str(commit.id)[:12]} has {len(loaded.errors)} error(s)",
+                hint=f"fix them and commit again; nothing was written into {out}",
+                problems=loaded.problems,
+            )
+        key = self._key_for(loaded.inventory)
         build = self.pipeline.build(commit, key, loaded=loaded)
         total = len(build.files)
         try:

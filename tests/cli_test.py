@@ -81,6 +81,18 @@ def test_serve_with_nothing_to_serve_is_a_usage_error(
     assert code == 2 and "not a directory" in err and "publish first" in err, err
 
 
+def test_build_of_an_invalid_commit_says_nothing_was_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit({"README": "not an inventory\n"})
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "--repo", str(repo.path), "build", "--out", str(out))
+    assert code == 1, err
+    assert f"nothing was written into {out}" in err and "published" not in err, err
+    assert not out.exists()
+
+
 def test_unknown_revision_says_what_to_do(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
