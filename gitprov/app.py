@@ -225,7 +225,17 @@ class Session:
     def plan(self, base: str, rev: str) -> Review:
         from gitprov.review import review
 
-        return review(self.pipeline, self.commit(base), self.commit(rev))
+        head = self.commit(rev)  # an empty repository says so before the base is missed
+        try:
+            start = self.commit(base)
+        except UsageError as exc:
+            branches = sorted(self.repo.branches.local)
+            shown = ", ".join(branches[:10]) + (", …" if len(branches) > 10 else "")
+            raise UsageError(
+                f"{exc.message}: the base, the branch the change goes into (--base)",
+                hint=f"pass --base BRANCH; this repository's branches: {shown or 'none'}",
+            ) from None
+        return review(self.pipeline, start, head)
 
     def versions(self, rev: str = "HEAD", macs: Sequence[str] = ()) -> list[VersionRow]:
         commit = self.commit(rev)

@@ -225,3 +225,17 @@ def test_max_chars_is_for_markdown_and_not_below_1000(
     )
     code, _, err = cli(capsys, "plan", "--from-json", str(saved), *argv)
     assert code == 2 and "max-chars" in err
+
+
+def test_a_missing_base_names_the_option_and_the_branches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan` defaults to --base main: in a repository whose branch is master, the error
+    says which option names the base and which branches there are."""
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit({"inventory/gitprov.yaml": "version_floor: 1000\n"}, branch="master")
+    code = main(["--repo", str(repo.path), "plan", "--rev", "master"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "unknown revision 'main'" in err and "--base" in err, err
+    assert "branches: master" in err and "Traceback" not in err, err
