@@ -21,11 +21,14 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     # A gitprov.yaml that is there but unreadable (a syntax error, over a limit) has its
     # own problem at its place; "missing" would send its author looking for a lost file.
     if ctx.fleet is None and all(ref.path != path for ref in ctx.docs.refs):
-        yield error(
-            path,
-            0,
-            0,
-            CODE,
-            "the fleet settings file is missing",
-            f"create {path} with at least `version_floor: 1000`",
-        )
+        hint = f"create {path} with at least `version_floor: 1000`"
+        if not ctx.docs.refs:
+            # Not one file of an inventory: a repository that has none yet, or the wrong
+            # --inventory-dir.
+            where = f"{ctx.docs.inventory_dir}/" if ctx.docs.inventory_dir else "the repository"
+            hint = (
+                f"nothing is in {where}: `gitprov init .` writes a new one into inventory/; if "
+                "yours lives elsewhere in the repository, pass --inventory-dir DIR before "
+                "the command"
+            )
+        yield error(path, 0, 0, CODE, "the fleet settings file is missing", hint)

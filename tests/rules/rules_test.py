@@ -61,6 +61,15 @@ def test_gp100_missing_fleet() -> None:
     check("GP100", {"gitprov.yaml": "version_floor: " + "9" * 5000 + "\n"})
 
 
+def test_gp100_with_no_inventory_at_all_points_at_init() -> None:
+    """A repository without one file of an inventory (a new one, or the wrong
+    --inventory-dir) is told how to start one, not to write gitprov.yaml by hand."""
+    (found,) = check("GP100", dict.fromkeys(inventory()), (0, 0))
+    assert "gitprov init ." in found.hint and "--inventory-dir" in found.hint, found.hint
+    (found,) = check("GP100", {"gitprov.yaml": None}, (0, 0))
+    assert "version_floor: 1000" in found.hint and "init" not in found.hint, found.hint
+
+
 def test_gp101_duplicate_mac_in_any_spelling() -> None:
     check("GP101", {D3: 'mac: "0021F2011B19"\nmodel: IP542N\n'}, (1, 6))
     check("GP101", {D3: 'mac: "00-21-F2-01-1B-19"\nmodel: IP542N\n'}, (1, 6))
