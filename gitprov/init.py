@@ -337,18 +337,10 @@ class Initialized:
     private_key_file: Path
 
 
-def init_inventory(
-    top: Path,
-    private_key_file: Path,
-    name: str | None = None,
-    action: ActionRef | None = None,
-    runner_label: str = RUNNER_LABEL,
-) -> Initialized:
-    """Write a new inventory into `top` (a git repository is created if there is none);
-    the private key goes to `private_key_file`, which must be outside the repository.
-    With `action`, GitHub workflows that use it are written too."""
+def check_target(top: Path, private_key_file: Path) -> None:
+    """What refuses `top` and the key's path at once, before anything is asked or made:
+    an inventory already there, a key file that exists or would be inside the repository."""
     top = top.absolute()
-    name = name or top.name
     key_path = private_key_file.absolute()
     if _inside(key_path, top):
         raise UsageError(
@@ -362,6 +354,22 @@ def init_inventory(
         )
     if key_path.exists():
         raise UsageError(f"{key_path} exists", hint="never overwrite a key: choose another path")
+
+
+def init_inventory(
+    top: Path,
+    private_key_file: Path,
+    name: str | None = None,
+    action: ActionRef | None = None,
+    runner_label: str = RUNNER_LABEL,
+) -> Initialized:
+    """Write a new inventory into `top` (a git repository is created if there is none);
+    the private key goes to `private_key_file`, which must be outside the repository.
+    With `action`, GitHub workflows that use it are written too."""
+    top = top.absolute()
+    name = name or top.name
+    key_path = private_key_file.absolute()
+    check_target(top, key_path)
     # Both directories first: a place that cannot take one leaves nothing made.
     _make_dir(
         key_path.parent, "the private key's", "give --private-key-out a path you may write", 0o700

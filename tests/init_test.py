@@ -135,6 +135,33 @@ def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
     assert not (top / "inventory" / "gitprov.yaml").exists()
 
 
+@pytest.mark.parametrize("case", ["key inside", "inventory exists", "key exists"])
+def test_init_refuses_before_asking_github(
+    tmp_path: Path,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A target init refuses anyway is refused at once: no `git ls-remote` to GitHub first
+    (offline, that costs a timeout and a note about pinning the action to no purpose)."""
+    import gitprov.init
+
+    def no_network() -> None:
+        raise AssertionError("init asked GitHub before checking its target")
+
+    monkeypatch.setattr(gitprov.init, "release_action_ref", no_network)
+    top, key = tmp_path / "fleet", tmp_path / "fleet.key"
+    if case == "key inside":
+        key = top / "private.key"
+    elif case == "inventory exists":
+        (top / "inventory").mkdir(parents=True)
+    else:
+        key.write_text("keep me\n")
+    assert main(["init", str(top), "--private-key-out", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gitprov: error: ") and "note:" not in err, err
+
+
 def test_devices_may_be_grouped_in_directories_of_a_new_inventory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

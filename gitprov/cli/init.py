@@ -61,6 +61,7 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from gitprov.init import (
+        check_target,
         github_files,
         init_inventory,
         parse_action_ref,
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.private_key_out
         else Path.home() / ".config" / "gitprov" / f"{name}.key"
     )
+    check_target(top, key)  # an inventory already there is refused before GitHub is asked
     action: ActionRef | None = None
     if args.no_workflows:
         if args.action_ref:
