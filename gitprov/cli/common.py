@@ -89,7 +89,8 @@ def add_command(
         name,
         help=help,
         description=description,
-        epilog=epilog,
+        # Every command's help ends with what its exit code means.
+        epilog=f"{epilog}\n\n{EXIT_CODES}" if epilog else EXIT_CODES,
         parents=[common_parent()],
         formatter_class=Formatter,
     )

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gitprov.cli.common import Formatter, Output, Subparsers, add_command, common_parent, session
+from gitprov.cli.common import (
+    EXIT_CODES,
+    Formatter,
+    Output,
+    Subparsers,
+    add_command,
+    common_parent,
+    session,
+)
 from gitprov.cli.defaults import IMPORT_PREFIX, IMPORT_THRESHOLD, MODES, NO_ENCRYPTION
 
 if TYPE_CHECKING:
@@ -36,6 +44,7 @@ def register(sub: Subparsers) -> None:
     ss = p.add_subparsers(dest="source_kind", metavar="SOURCE", required=True)
     c = ss.add_parser(
         "conf",
+        epilog=EXIT_CODES,
         help="a directory of param.conf files, plaintext or encrypted",
         description="Import DIR's param.conf files, one per device, named after its MAC in "
         "any spelling (fv0021f2011b19.conf, 0021F2011B19.cfg, 00-21-f2-01-1b-19.cfg); a "
@@ -97,6 +106,7 @@ def register(sub: Subparsers) -> None:
     _common(c)
     v = ss.add_parser(
         "csv",
+        epilog=EXIT_CODES,
         help="a spreadsheet: one device per row",
         description="Import FILE (UTF-8; comma, semicolon or TAB, as the header row uses): a "
         "header row, then one device per row. Columns: mac and model (required), profile, "

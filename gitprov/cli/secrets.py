@@ -7,7 +7,15 @@ import getpass
 import sys
 from pathlib import Path
 
-from gitprov.cli.common import Output, Subparsers, add_command, common_parent, session
+from gitprov.cli.common import (
+    EXIT_CODES,
+    Formatter,
+    Output,
+    Subparsers,
+    add_command,
+    common_parent,
+    session,
+)
 from gitprov.errors import UsageError
 
 
@@ -22,15 +30,55 @@ def register(sub: Subparsers) -> None:
         "opens them (docs/keys.md).",
     )
     ss = p.add_subparsers(dest="secrets_cmd", metavar="ACTION", required=True)
-    parents = [common_parent()]
-    k = ss.add_parser("keygen", help="make a key pair", parents=parents)
-    k.add_argument("--out", required=True, help="file for the private key (created, mode 0600)")
-    s = ss.add_parser(
-        "set", help="seal a value (from stdin, or a prompt on a terminal) as NAME", parents=parents
+
+    def action(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return ss.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=EXIT_CODES,
+            parents=[common_parent()],
+            formatter_class=Formatter,
+        )
+
+    k = action(
+        "keygen",
+        "make a key pair",
+        "Write a new private key into FILE (mode 0600; keep it off git, on the publisher "
+        "only) and print its public key (gitprov-pk-…), which goes into "
+        "inventory/secrets.yaml with `gitprov secrets rotate --new-public-key …`. Needs no "
+        "repository. E.g. `gitprov secrets keygen --out /etc/gitprov/private-key`.",
+    )
+    k.add_argument(
+        "--out", required=True, metavar="FILE", help="file for the private key (created, mode 0600)"
+    )
+    s = action(
+        "set",
+        "seal a value (from stdin, or a prompt on a terminal) as NAME",
+        "Seal a value to the public key of inventory/secrets.yaml (in the work tree; commit "
+        "it) as NAME, replacing one of that name. The value is read from stdin (trailing "
+        "newlines dropped), or asked for without echo on a terminal. Needs no private key. "
+        "E.g. `printf %s 'p4ss' | gitprov secrets set sip_2001`, then `password: !secret "
+        "sip_2001` in a device file.",
     )
     s.add_argument("name", help="the secret's name; refer to it as !secret NAME")
-    ss.add_parser("list", help="names and digests of the sealed secrets", parents=parents)
-    r = ss.add_parser("rotate", help="re-seal everything to a new public key", parents=parents)
+    action(
+        "list",
+        "names and digests of the sealed secrets",
+        "Print each secret of inventory/secrets.yaml (in the work tree) with a digest of "
+        "its sealed text, which changes when the value is set or rotated; never a value.",
+    )
+    r = action(
+        "rotate",
+        "re-seal everything to a new public key",
+        "Open every secret of inventory/secrets.yaml with the current private key "
+        "(--private-key-file before the command, or $GITPROV_PRIVATE_KEY(_FILE)) and seal "
+        "it again to NEW_PUBLIC_KEY, which replaces public_key: (in the work tree; commit "
+        "it, then give the publisher the new private key). E.g. `gitprov secrets keygen "
+        "--out new.key`, then `gitprov --private-key-file old.key secrets rotate "
+        "--new-public-key gitprov-pk-…` (docs/keys.md, 'Sealed secrets'). Every device "
+        "that uses a secret gets a new version once.",
+    )
     r.add_argument("--new-public-key", required=True, help="gitprov-pk-… of the new key pair")
 
 
