@@ -174,10 +174,10 @@ def test_a_key_a_profile_rule_cannot_carry_is_refused(
     from gitprov.secrets import load_secrets_file, seal
 
     path = "inventory/secrets.yaml"
-    secrets = example_repo.repo.revparse_single("HEAD").tree[path].data.decode()  # type: ignore[index]
+    secrets = example_repo.files[path].decode()
     sealed = seal(load_secrets_file(secrets).public_key, "own_key", key)
     device = "inventory/devices/0021f2011b19.yaml"
-    text = example_repo.repo.revparse_single("HEAD").tree[device].data.decode()  # type: ignore[index]
+    text = example_repo.files[device].decode()
     example_repo.commit(
         {path: f"{secrets}  own_key: {sealed}\n", device: text + "key: !secret own_key\n"},
         "a device key of its own",
@@ -194,10 +194,10 @@ def test_a_key_of_letters_and_digits_is_written_as_it_is(
     from gitprov.secrets import load_secrets_file, seal
 
     path = "inventory/secrets.yaml"
-    secrets = example_repo.repo.revparse_single("HEAD").tree[path].data.decode()  # type: ignore[index]
+    secrets = example_repo.files[path].decode()
     sealed = seal(load_secrets_file(secrets).public_key, "own_key", "Key-123_abc.XYZ")
     device = "inventory/devices/0021f2011b19.yaml"
-    text = example_repo.repo.revparse_single("HEAD").tree[device].data.decode()  # type: ignore[index]
+    text = example_repo.files[device].decode()
     example_repo.commit(
         {path: f"{secrets}  own_key: {sealed}\n", device: text + "key: !secret own_key\n"},
         "a device key of its own",

@@ -159,8 +159,7 @@ def test_the_stage_files_rule_leads_to_the_published_file(
     # rule: the device expands the rule (the overview, section 3) and would otherwise ask
     # for its serial's file. The bootstrap keeps the template and leads to the stage file.
     cid = fleet(example_repo, "plaintext-bootstrap")
-    text = example_repo.repo.revparse_single(cid).tree[FLEET]  # type: ignore[index]
-    changed = text.data.decode().replace('"fv$(MA).conf"', '"fv$(MA)$$SN.conf"')
+    changed = example_repo.files[FLEET].decode().replace('"fv$(MA).conf"', '"fv$(MA)$$SN.conf"')
     cid = example_repo.commit({FLEET: changed}, "a $ in the file names")
     build = Pipeline(example_repo.repo).build(commit_of(example_repo, cid), private_key)
     (boot,) = build.bootstraps
