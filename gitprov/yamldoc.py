@@ -47,6 +47,7 @@ from yaml.events import (
 
 from gitprov.errors import Problem, error
 from gitprov.limits import DEFAULT, Limits
+from gitprov.unsafe import describe
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -769,6 +770,9 @@ def parse(
                 "save the file as UTF-8",
             )
         ]
+    hidden = _HIDDEN_BREAK.search(text) if _may_hide_a_break(text) else None
+    if hidden is not None:
+        return None, [_hidden_break(path, text, hidden.start())]
     loader = _Loader(text)
     reader = _Reader(path, loader, limits, fleet_file)
     try:
@@ -823,6 +827,33 @@ def parse(
         reader.ambiguous,
     )
     return doc, reader.problems
+
+
+# Line breaks to YAML that git, diffs and most editors do not show as one: a CR not
+# followed by LF, NEL, and the Unicode line and paragraph separators. After one, libyaml
+# starts a new line, so `# reviewed<U+2028>  sip.server: evil` reads as a comment in a
+# review and as a key to gitprov; and every position after it would be a line that git
+# (blame, GitHub's annotations) does not have.
+_HIDDEN_BREAK = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
+
+
+def _may_hide_a_break(text: str) -> bool:
+    # Most files hold none of them: four scans at memory speed, no regular expression.
+    return "\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text
+
+
+def _hidden_break(path: str, text: str, at: int) -> Problem:
+    line, col = _line_col(text, at)
+    char = text[at]
+    what = "a carriage return not followed by a line feed" if char == "\r" else describe(char)
+    return error(
+        path,
+        line,
+        col,
+        "GP001",
+        f"{what}: YAML starts a new line there, git and reviews do not",
+        "remove it: save the file with LF (or CRLF) line endings and no other line breaks",
+    )
 
 
 def _depth_crossing(path: str, text: str, limits: Limits, fleet_file: bool) -> Problem | None:

@@ -166,6 +166,34 @@ def test_unreadable_files_give_one_located_problem(text: bytes, line: int, col: 
     assert [(p.line, p.col, p.code) for p in problems] == [(line, col, "GP001")]
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [
+        ("a: 1  # ok\u2028b: 2\n", 1, 11),  # LINE SEPARATOR: a new line to YAML only
+        ("a: 1\n# ok\u2029b: 2\n", 2, 5),  # PARAGRAPH SEPARATOR
+        ("a: 1  # ok\x85b: 2\n", 1, 11),  # NEL
+        ("a: 1\r\nb: 2  # ok\rc: 3\r\n", 2, 11),  # a CR alone, in a CRLF file
+        ("a: 1\rb: 2\r", 1, 5),  # CR line endings (classic Mac OS)
+    ],
+)
+def test_a_line_break_git_does_not_count_is_refused_where_it_is(
+    text: str, line: int, col: int
+) -> None:
+    """libyaml starts a line at each of these, git and every diff do not: what follows
+    one in a comment would be read as YAML but reviewed as the comment, and the lines
+    after it would not be git's (blame, annotations)."""
+    doc, problems = parse("f.yaml", "oid", text.encode())
+    assert doc is None
+    assert [(p.line, p.col, p.code) for p in problems] == [(line, col, "GP001")]
+    assert "YAML starts a new line there" in problems[0].message
+
+
+def test_crlf_line_endings_are_read_with_git_s_line_numbers() -> None:
+    doc = doc_of("a: 1\r\nb: [x,\r\n  y]\r\n")
+    assert doc.data == {"a": 1, "b": ["x", "y"]}
+    assert doc.pos(("b", 1)) == (3, 3)
+
+
 def test_an_empty_file_is_an_empty_mapping() -> None:
     assert doc_of("").data == {}
     assert doc_of("# only a comment\n").data == {}
