@@ -157,11 +157,26 @@ def test_the_plan_says_how_many_devices_are_told_to_upgrade(tmp_path: Path) -> N
     assert (count.selected, count.selected_before) == (len(expected(20)), len(expected(5)))
     # The devices that change are exactly the ones the wider rollout adds.
     assert {c.mac for c in result.changes} == expected(20) - expected(5)
-    line = (
-        f"firmware v1.0.8 of G502N: {len(expected(20))} of its 100 device(s) are told to "
-        f"upgrade (before: {len(expected(5))})"
+    counts = (
+        f"{len(expected(20))} of its 100 device(s) are told to upgrade (before: {len(expected(5))})"
     )
-    assert line[0].upper() + line[1:] + "." in markdown(result)
+    assert f"Firmware `v1.0.8` of `G502N`: {counts}." in markdown(result)
     saved = tmp_path / "plan.json"
     saved.write_text(json.dumps(to_json(result)))
     assert load_json(str(saved)).upgrades == result.upgrades
+
+
+def test_a_firmware_version_is_code_in_the_pull_request_comment(tmp_path: Path) -> None:
+    """`firmware.version` is any text: as markdown, `<!--` would hide the rest of the
+    plan comment (every diff) from the reviewers, and links or mentions would render."""
+    from gitprov.cli.plan import markdown
+
+    hostile = "v1 <!-- [x](https://example.invalid) @everyone | `tick`"
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(files("  rollout: {percent: 5}\n"), "5%")
+    model = MODEL.replace("version: v1.0.8", f"version: {json.dumps(hostile)}")
+    head = repo.commit({"inventory/models/G502N.yaml": model + "  rollout: {percent: 5}\n"})
+    text = markdown(Session(repo.path).plan(base, head))
+    shown = "`v1 <!-- [x](https://example.invalid) @everyone / 'tick'`"
+    assert f"Firmware {shown} of `G502N`: " in text
+    assert text.count("<!--") == 1

@@ -241,11 +241,14 @@ def _removal(result: Review) -> str:
     )
 
 
-def upgrade_lines(result: Review) -> list[str]:
-    """One line per model whose firmware tells devices to upgrade."""
+def upgrade_lines(result: Review, *, markdown: bool = False) -> list[str]:
+    """One line per model whose firmware tells devices to upgrade. In `markdown`, the
+    version and the model are code: `firmware.version` is any text of the change, and
+    outside code `<!--` would hide the rest of the comment from its reviewers."""
+    first, show = ("Firmware", _code) if markdown else ("firmware", str)
     return [
-        f"firmware {u.version} of {u.model}: {u.selected:,} of its {u.devices:,} device(s) are "
-        f"told to upgrade (before: {u.selected_before:,})"
+        f"{first} {show(u.version)} of {show(u.model)}: {u.selected:,} of its {u.devices:,} "
+        f"device(s) are told to upgrade (before: {u.selected_before:,})"
         for u in result.upgrades
     ]
 
@@ -382,7 +385,7 @@ def _md_header(result: Review, n_groups: int) -> str:
 
     title = f"### gitprov plan `{result.base[:12]}`..`{result.head[:12]}`\n\n"
     title += _md_warnings(result)
-    title += "".join(f"{line[0].upper()}{line[1:]}.\n\n" for line in upgrade_lines(result))
+    title += "".join(f"{line}.\n\n" for line in upgrade_lines(result, markdown=True))
     if result.removed and not result.mass_removal and result.removal_share is not None:
         title += (
             f"Removes {result.removed:,} of the {result.devices_before:,} devices "
