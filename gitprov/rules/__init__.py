@@ -12,6 +12,7 @@ A rule has one of two shapes:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -375,6 +376,42 @@ def get(data: Any, *keys: str | int) -> Any:
         else:
             data = data[k]
     return data
+
+
+# A hint lists this many known names at most; and a check looks for a close name (by
+# difflib, which compares with every known name) for this many unknown names at most:
+# a pull request of thousands of profiles and as many devices naming others would cost
+# one comparison per pair (minutes), and hints of every name (gigabytes).
+NAMES_SHOWN = 12
+CLOSE_NAMES_SOUGHT = 100
+
+
+class NameHints:
+    """Hints for names that name nothing: the close known name, else some known names.
+    Each unknown name's hint is worked out once; past CLOSE_NAMES_SOUGHT of them, no
+    close name is looked for."""
+
+    def __init__(self, known: Iterable[str], kind: str, add: Callable[[str], str]) -> None:
+        self.known = sorted(known)
+        self.kind = kind
+        self.add = add
+        self._hints: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        hint = self._hints.get(name)
+        if hint is None:
+            close = []
+            if len(self._hints) < CLOSE_NAMES_SOUGHT:
+                close = difflib.get_close_matches(name, self.known, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+            else:
+                shown = ", ".join(self.known[:NAMES_SHOWN]) or "none"
+                more = len(self.known) - NAMES_SHOWN
+                shown += f" and {more:,} more" if more > 0 else ""
+                hint = f"known {self.kind}: {shown}; {self.add(name)}"
+            self._hints[name] = hint
+        return hint
 
 
 def error_at(

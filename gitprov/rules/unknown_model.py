@@ -6,12 +6,11 @@ Passes:  `model: IP542N`
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE, MODEL
-from gitprov.rules import RuleContext, get
+from gitprov.rules import NameHints, RuleContext, get
 from gitprov.yamldoc import Document
 
 CODE = "GP102"
@@ -27,12 +26,8 @@ def _model(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
 def check(ctx: RuleContext) -> Iterator[Problem]:
     models = ctx.names(MODEL)
     index = ctx.index(NAME, (DEVICE,), (), _model)
+    hints = NameHints(models, "models", lambda model: f"add models/{model}.yaml")
     for model in index.keys_not_in(models):
-        close = difflib.get_close_matches(model, sorted(models), n=1)
-        hint = (
-            f"did you mean {close[0]!r}?"
-            if close
-            else (f"known models: {', '.join(sorted(models)) or 'none'}; add models/{model}.yaml")
-        )
+        hint = hints(model)
         for (path, _), (line, col) in index.members(model):
             yield error(path, line, col, CODE, f"unknown model {model!r}", hint)

@@ -6,12 +6,11 @@ Passes:  `profile: office`
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE, PROFILE
-from gitprov.rules import RuleContext, get
+from gitprov.rules import NameHints, RuleContext, get
 from gitprov.yamldoc import Document
 
 CODE = "GP103"
@@ -36,11 +35,6 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         name = get(doc.data, "extends")
         if isinstance(name, str) and name not in names:
             unknown.append((doc.path, doc.pos(("extends",)), name))
+    hint = NameHints(names, "profiles", lambda name: f"add profiles/{name}.yaml")
     for path, (line, col), name in unknown:
-        close = difflib.get_close_matches(name, sorted(names), n=1)
-        hint = (
-            f"did you mean {close[0]!r}?"
-            if close
-            else (f"known profiles: {', '.join(sorted(names)) or 'none'}; add profiles/{name}.yaml")
-        )
-        yield error(path, line, col, CODE, f"unknown profile {name!r}", hint)
+        yield error(path, line, col, CODE, f"unknown profile {name!r}", hint(name))

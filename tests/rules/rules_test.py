@@ -88,6 +88,43 @@ def test_gp103_unknown_profile() -> None:
     check("GP103", {"profiles/office.yaml": "extends: base\n"})
 
 
+def test_gp102_gp103_many_unknown_names_cost_no_comparison_per_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of profiles (and models) and as many devices naming none of them: a
+    close name is looked for a bounded number of times (each look compares with every
+    known name: one per pair took minutes), and a hint lists a few names, not all."""
+    import difflib
+
+    n = 400
+    looks = []
+    real = difflib.get_close_matches
+
+    def counted(*args: object, **kwargs: object) -> list[str]:
+        looks.append(args[0])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(difflib, "get_close_matches", counted)
+    overlay: dict[str, str | None] = {}
+    for i in range(n):
+        overlay[f"profiles/p{i:04d}.yaml"] = "params: {}\n"
+        overlay[f"models/m{i:04d}.yaml"] = IP542N
+        mac = f"0021f2{i:06x}"
+        overlay[f"devices/{mac}.yaml"] = (
+            f'mac: "{mac}"\nmodel: "no-such-model-{i}"\nprofile: "no-such-profile-{i}"\n'
+        )
+    found = [p for p in problems(overlay) if p.code in ("GP102", "GP103")]
+    assert len(found) == 2 * n
+    assert len(looks) <= 200
+    for p in found:
+        name = p.message.split("'")[1]
+        kind = "profiles" if p.code == "GP103" else "models"
+        first = "base, p0000, p0001" if kind == "profiles" else "G502N, IP542N, m0000"
+        assert p.hint.startswith(f"known {kind}: {first}, "), p
+        assert p.hint.endswith(f" more; add {kind}/{name}.yaml"), p
+        assert len(p.hint) < 200, p
+
+
 def test_gp104_extends_cycle() -> None:
     cycle = {"profiles/a.yaml": "extends: b\n", "profiles/b.yaml": "extends: a\n"}
     check("GP104", cycle, ("profiles/a.yaml", 1, 10), ("profiles/b.yaml", 1, 10))
