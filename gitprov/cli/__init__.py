@@ -113,14 +113,15 @@ GC_THRESHOLDS = (100_000, 50, 100)
 
 def _inventory_dir(value: str) -> str:
     """A path inside the repository as git names it: `./inventory/` and
-    `sites/../inventory` are `inventory`; one that leaves the repository is refused."""
+    `sites/../inventory` are `inventory`, `.` and `./` are "" (the top, which no tree
+    has an entry "." for); one that leaves the repository is refused."""
     path = posixpath.normpath(value)
     if path.startswith("/") or path == ".." or path.startswith("../"):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not inside the repository: give its directory relative to the "
             "repository's top, such as inventory"
         )
-    return value if path == "." else path
+    return "" if path == "." else path
 
 
 # The options that go before the command, and what each takes.

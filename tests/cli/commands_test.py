@@ -420,6 +420,26 @@ def test_an_inventory_dir_is_the_one_git_names_however_it_is_written(
     assert "GP100" not in out + err
 
 
+@pytest.mark.parametrize("given", [".", "./", "", "sites/.."])
+@pytest.mark.parametrize("worktree", [False, True])
+def test_an_inventory_at_the_repository_s_top_is_found_however_it_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, worktree: bool
+) -> None:
+    """`.` named the tree entry "." at a commit, which no tree has: the fleet settings
+    were "missing" (GP100, create ./gitprov.yaml) beside the file itself."""
+    from tests.fixtures.gitrepo import example_files
+
+    repo = GitRepo(tmp_path / "repo")
+    top = {p.removeprefix("inventory/"): data for p, data in example_files().items()}
+    repo.commit(top, "the inventory at the top", worktree=True)
+    where = ["--worktree"] if worktree else ["--rev", "main"]
+    argv = ["--repo", str(repo.path), "--inventory-dir", given, "validate", *where]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "GP100" not in out + err
+
+
 @pytest.mark.parametrize("given", ["..", "../inventory", "/etc", "inventory/../../x"])
 def test_an_inventory_dir_outside_the_repository_is_a_usage_error(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str], given: str
