@@ -235,6 +235,27 @@ def test_text_is_coloured_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) ->
     assert "\033" not in tty.getvalue()
 
 
+@pytest.mark.parametrize("fmt", ["text", "github"])
+def test_a_file_name_never_starts_a_workflow_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """With the inventory at the repository's top, a problem's line starts with the file
+    name: `::stop-commands::x` there would make a CI runner ignore every annotation after
+    it, `::error title=ok::` would forge one."""
+    repo = GitRepo(tmp_path / "repo")
+    names = ["::stop-commands::x", " ::error title=ok::all good.txt", "::notice::n.yml"]
+    repo.commit({**inventory(), **dict.fromkeys(names, "x: 1\n")})
+    code = main(["--repo", str(repo.path), "--inventory-dir", "", "validate", "--format", fmt])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert out.count("GP005") == 3, out
+    for line in (out + err).splitlines():
+        if fmt == "text" or "GP005" not in line:
+            assert not line.lstrip().startswith("::"), line
+        else:
+            assert line.startswith("::warning file=")  # its own command, the name escaped
+
+
 # -- acceptance 4: values YAML would turn into something else ------------------------
 D1 = "devices/0021f2011b19.yaml"
 
@@ -515,16 +536,20 @@ def test_lowering_version_floor_is_caught_against_the_history(
     repo.commit({"inventory/gitprov.yaml": FLEET}, "lower the floor")
     code, out = run(capsys, repo)
     assert code == 1
-    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered to 1000: the " \
+    assert (
+        "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered to 1000: the "
         "history already has 2000" in out
+    )
     # Before committing: the work tree is compared with HEAD's history, where the invalid
     # commit changed nothing: 1500 is still below 2000, although above HEAD's own 1000.
     (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "1500"))
     code = main(["--repo", str(repo.path), "validate", "--worktree"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered to 1500: the " \
+    assert (
+        "inventory/gitprov.yaml:1:16: error[GP113]: version_floor lowered to 1500: the "
         "history already has 2000" in out
+    )
     (repo.path / "inventory" / "gitprov.yaml").write_text(FLEET.replace("1000", "2000"))
     code = main(["--repo", str(repo.path), "validate", "--worktree"])
     out = capsys.readouterr().out

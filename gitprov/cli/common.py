@@ -497,6 +497,11 @@ def render_text(problems: Sequence[Problem], stream: TextIO) -> None:
     for p in problems:
         level = str(p.level)
         where = p.where()
+        if where.lstrip().startswith("::"):
+            # A CI runner reads a line that starts with :: as a workflow command: a file
+            # named `::stop-commands::x` (an inventory at the repository's top) would
+            # silence every annotation after it, or forge one.
+            where = "./" + where
         hint = f"    hint: {p.hint}"
         if color:
             level = ("\033[1;31m" if p.is_error else "\033[1;33m") + level + "\033[0m"
