@@ -63,6 +63,21 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+# A message shows this much of a value: a hostile file's 10 MB value would otherwise be
+# a 10 MB line of the CI log (or of the annotation, or the JSON output).
+SHOWN_CHARS = 100
+
+
+def _shown_value(value: Any) -> str:
+    """A value as a message shows it: a secret as `!secret NAME` (its name, never its
+    value), a long string cut with its length said."""
+    if isinstance(value, SecretRef):
+        return f"!secret {value.name}"[:SHOWN_CHARS]
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}… ({len(value):,} characters)"
+    return repr(value)
+
+
 def _types(schema_type: Any) -> list[str]:
     names = schema_type if isinstance(schema_type, list) else [schema_type]
     return [n for n in names if n != "null"]
@@ -160,7 +175,7 @@ def _schema_problem(
         return [
             here(
                 SCHEMA,
-                f"{where}: {inst!r} has the wrong form",
+                f"{where}: {_shown_value(inst)} has the wrong form",
                 _pattern_hint(path, schema),
             )
         ]

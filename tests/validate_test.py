@@ -260,6 +260,24 @@ def test_a_file_name_never_starts_a_workflow_command(
 D1 = "devices/0021f2011b19.yaml"
 
 
+def test_a_value_of_the_wrong_form_is_shown_as_written_and_cut() -> None:
+    """A secret as `!secret NAME`, not Python's repr of it; a long value cut, with its
+    length: a 10 MB host name made a 10 MB message."""
+    long_host = "a." * 3_000_000 + "-"
+    overlay = {
+        D1: DEVICE + f"params:\n  sip.server: !secret sip_2001\n  sip.outbound: {long_host}\n"
+    }
+    found = {
+        p.message.split(":")[0]: p.message
+        for p in lint_problems(overlay)
+        if p.file == f"inventory/{D1}" and p.code == "GP010"
+    }
+    assert found["params.sip.server"] == "params.sip.server: !secret sip_2001 has the wrong form"
+    outbound = found["params.sip.outbound"]
+    assert len(outbound) < 200
+    assert outbound.endswith(f"… ({len(long_host):,} characters) has the wrong form")
+
+
 def device(extra_top: str = "", line_1: str = "") -> dict[str, str | None]:
     text = DEVICE.replace('mac: "00:21:f2:01:1b:19"\n', extra_top or 'mac: "00:21:f2:01:1b:19"\n')
     return {D1: text + line_1}
