@@ -354,6 +354,14 @@ def test_gp114_unknown_dbid_key_warns_and_is_an_error_when_strict() -> None:
 def test_gp115_unknown_secret() -> None:
     check("GP115", {D1: DEVICE.replace("sip_2001", "sip_9999")}, (7, 15))
     check("GP115", {D1: DEVICE.replace("sip_2001", "sip_2002")})
+    # No name, or one `gitprov secrets set` refuses: no hint to run it, nothing unescaped.
+    (empty,) = check("GP115", {D1: DEVICE.replace("!secret sip_2001", "!secret")}, (7, 15))
+    assert empty.message == "!secret without a name"
+    assert empty.hint.startswith("write `!secret NAME`: a secret's name is 1-64 letters")
+    odd = DEVICE.replace("!secret sip_2001", '!secret "../x y\\u202e"')
+    (bad,) = check("GP115", {D1: odd}, (7, 15))
+    assert bad.message == "'../x y\\u202e' cannot be a secret's name"
+    assert "gitprov secrets set" not in bad.hint and "\u202e" not in bad.hint
 
 
 def test_gp116_unpublished_param() -> None:
