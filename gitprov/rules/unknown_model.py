@@ -27,7 +27,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     models = ctx.names(MODEL)
     index = ctx.index(NAME, (DEVICE,), (), _model)
     hints = NameHints(models, "models", lambda model: f"add models/{model}.yaml")
-    for model in index.keys_not_in(models):
+    for model in sorted(index.keys_not_in(models)):  # (see unknown_profile)
         hint = hints(model)
         for (path, _), (line, col) in index.members(model):
             yield error(path, line, col, CODE, f"unknown model {model!r}", hint)

@@ -36,5 +36,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if isinstance(name, str) and name not in names:
             unknown.append((doc.path, doc.pos(("extends",)), name))
     hint = NameHints(names, "profiles", lambda name: f"add profiles/{name}.yaml")
-    for path, (line, col), name in unknown:
+    # By name: the names given a close-name search are the same whatever order the
+    # index holds them in (a fresh validation or one from a parent's snapshot).
+    for path, (line, col), name in sorted(unknown, key=lambda u: (u[2], u[0])):
         yield error(path, line, col, CODE, f"unknown profile {name!r}", hint(name))

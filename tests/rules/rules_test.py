@@ -100,9 +100,9 @@ def test_gp102_gp103_many_unknown_names_cost_no_comparison_per_pair(
     looks = []
     real = difflib.get_close_matches
 
-    def counted(*args: object, **kwargs: object) -> list[str]:
-        looks.append(args[0])
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def counted(word: str, possibilities: list[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+        looks.append(word)
+        return real(word, possibilities, n, cutoff)
 
     monkeypatch.setattr(difflib, "get_close_matches", counted)
     overlay: dict[str, str | None] = {}
