@@ -82,18 +82,26 @@ def common_parent() -> argparse.ArgumentParser:
     return p
 
 
-def add_command(
-    sub: Subparsers, name: str, run: Run, *, help: str, description: str, epilog: str = ""
+def add_action(
+    sub: Subparsers, name: str, *, help: str, description: str, epilog: str = ""
 ) -> argparse.ArgumentParser:
+    """A command, or an action of one (`secrets set`, `import csv`), with the options every
+    command takes; its help ends with what its exit code means."""
     p: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help,
         description=description,
-        # Every command's help ends with what its exit code means.
         epilog=f"{epilog}\n\n{EXIT_CODES}" if epilog else EXIT_CODES,
         parents=[common_parent()],
         formatter_class=Formatter,
     )
+    return p
+
+
+def add_command(
+    sub: Subparsers, name: str, run: Run, *, help: str, description: str, epilog: str = ""
+) -> argparse.ArgumentParser:
+    p = add_action(sub, name, help=help, description=description, epilog=epilog)
     p.set_defaults(run=run)
     return p
 

@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitprov.cli.common import (
-    EXIT_CODES,
-    Formatter,
     Output,
     Subparsers,
+    add_action,
     add_command,
-    common_parent,
     session,
 )
 from gitprov.cli.defaults import IMPORT_PREFIX, IMPORT_THRESHOLD, MODES, NO_ENCRYPTION
@@ -42,9 +40,9 @@ def register(sub: Subparsers) -> None:
         '"Importing a fleet".',
     )
     ss = p.add_subparsers(dest="source_kind", metavar="SOURCE", required=True)
-    c = ss.add_parser(
+    c = add_action(
+        ss,
         "conf",
-        epilog=EXIT_CODES,
         help="a directory of param.conf files, plaintext or encrypted",
         description="Import DIR's param.conf files, one per device, named after its MAC in "
         "any spelling (fv0021f2011b19.conf, 0021F2011B19.cfg, 00-21-f2-01-1b-19.cfg); a "
@@ -53,8 +51,6 @@ def register(sub: Subparsers) -> None:
         "keeps the key it holds (its Profile Rule's, else its file's) as its own `key:`, "
         "sealed like every password. version_floor is raised above the highest "
         "DBID_DBASE_VERSION read, so that the devices apply the first published file.",
-        parents=[common_parent()],
-        formatter_class=Formatter,
     )
     c.add_argument("dir", help="the directory of param.conf files (not searched recursively)")
     c.add_argument(
@@ -104,9 +100,9 @@ def register(sub: Subparsers) -> None:
         "with a margin for devices that may hold more than their files say",
     )
     _common(c)
-    v = ss.add_parser(
+    v = add_action(
+        ss,
         "csv",
-        epilog=EXIT_CODES,
         help="a spreadsheet: one device per row",
         description="Import FILE (UTF-8; comma, semicolon or TAB, as the header row uses): a "
         "header row, then one device per row. Columns: mac and model (required), profile, "
@@ -114,8 +110,6 @@ def register(sub: Subparsers) -> None:
         "line2.display_name, ...), and parameter names (sip.server) or raw DBID_* keys. An "
         "empty cell sets nothing; a line with an account is enabled unless its "
         "lineN.enabled cell says 0. Passwords are sealed.",
-        parents=[common_parent()],
-        formatter_class=Formatter,
     )
     v.add_argument("file", help="the CSV file")
     _common(v)

@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 from gitprov.cli.common import (
-    EXIT_CODES,
-    Formatter,
     Output,
     Subparsers,
+    add_action,
     add_command,
-    common_parent,
     session,
 )
 from gitprov.errors import UsageError
@@ -32,14 +30,7 @@ def register(sub: Subparsers) -> None:
     ss = p.add_subparsers(dest="secrets_cmd", metavar="ACTION", required=True)
 
     def action(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        return ss.add_parser(
-            name,
-            help=help,
-            description=description,
-            epilog=EXIT_CODES,
-            parents=[common_parent()],
-            formatter_class=Formatter,
-        )
+        return add_action(ss, name, help=help, description=description)
 
     k = action(
         "keygen",
