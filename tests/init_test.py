@@ -119,30 +119,12 @@ def test_init_where_a_file_is_in_the_way_makes_nothing(
 
 @pytest.mark.parametrize("case", ["key inside", "inventory exists", "key exists"])
 def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
-    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    top, key = tmp_path / "fleet", tmp_path / "fleet.key"
-    if case == "key inside":
-        key = top / "private.key"
-    elif case == "inventory exists":
-        (top / "inventory").mkdir(parents=True)
-    else:
-        key.write_text("keep me\n")
-    assert main(["init", str(top), "--private-key-out", str(key), "--no-workflows"]) == 2
-    assert capsys.readouterr().err.startswith("gitprov: error: ")
-    if case == "key exists":
-        assert key.read_text() == "keep me\n"
-    assert not (top / "inventory" / "gitprov.yaml").exists()
-
-
-@pytest.mark.parametrize("case", ["key inside", "inventory exists", "key exists"])
-def test_init_refuses_before_asking_github(
     tmp_path: Path,
     case: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A target init refuses anyway is refused at once: no `git ls-remote` to GitHub first
+    """A target init refuses is refused at once: no `git ls-remote` to GitHub first
     (offline, that costs a timeout and a note about pinning the action to no purpose)."""
     import gitprov.init
 
@@ -160,6 +142,9 @@ def test_init_refuses_before_asking_github(
     assert main(["init", str(top), "--private-key-out", str(key)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gitprov: error: ") and "note:" not in err, err
+    if case == "key exists":
+        assert key.read_text() == "keep me\n"
+    assert not (top / "inventory" / "gitprov.yaml").exists()
 
 
 def test_devices_may_be_grouped_in_directories_of_a_new_inventory(

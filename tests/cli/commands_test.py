@@ -326,6 +326,12 @@ def big(tmp_path: Path) -> GitRepo:
     return r
 
 
+def _build_argv(big: GitRepo, tmp_path: Path) -> list[str]:
+    """`gitprov build` of the big fleet, in a process of its own."""
+    out = str(tmp_path / "out")
+    return [sys.executable, "-m", "gitprov", "--repo", str(big.path), "build", "--out", out]
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR")}
     env["GITPROV_PRIVATE_KEY"] = os.environ["GITPROV_PRIVATE_KEY"]
@@ -335,16 +341,7 @@ def _env() -> dict[str, str]:
 
 
 def test_build_shows_progress_on_a_terminal(big: GitRepo, private_key: str, tmp_path: Path) -> None:
-    argv = [
-        sys.executable,
-        "-m",
-        "gitprov",
-        "--repo",
-        str(big.path),
-        "build",
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    argv = _build_argv(big, tmp_path)
     main_fd, child_fd = pty.openpty()
     # A terminal of 24 x 100, as a person's would be (a new pty has no size at all).
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
@@ -371,16 +368,7 @@ def test_build_shows_progress_on_a_terminal(big: GitRepo, private_key: str, tmp_
 
 
 def test_no_progress_in_a_pipe(big: GitRepo, private_key: str, tmp_path: Path) -> None:
-    argv = [
-        sys.executable,
-        "-m",
-        "gitprov",
-        "--repo",
-        str(big.path),
-        "build",
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    argv = _build_argv(big, tmp_path)
     done = subprocess.run(argv, capture_output=True, env=_env(), timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert b"%|" not in done.stderr and b"\r" not in done.stderr
