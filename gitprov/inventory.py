@@ -350,6 +350,20 @@ def _gp005(path: str) -> Problem:
     )
 
 
+def _gp014(path: str) -> Problem:
+    # Git stores a link as its target's text, which then reads as a YAML scalar: "must
+    # be a mapping" would send the reader looking in a file that is not there.
+    return error(
+        path,
+        1,
+        1,
+        "GP014",
+        "the file is a symbolic link: git stores the link, not the file it points to, "
+        "and gitprov does not follow it",
+        "commit the file itself in its place (git rm the link, copy the file in)",
+    )
+
+
 def _limits(refs: Mapping[str, str], source: Source, cache: ParseCache) -> Limits:
     """The limits every file but gitprov.yaml is read within: the fleet settings set them,
     and are read within the defaults themselves (gitprov.limits)."""
@@ -386,6 +400,10 @@ def read_file(
         doc, problems = cache.get(ref, source, fleet_file=True)
     else:
         doc, problems = cache.get(ref, source, limits)
+    # A link's bytes are its target's path: a scalar, or text YAML cannot read.
+    unread = doc is None or not isinstance(doc.data, dict) or any(p.is_error for p in problems)
+    if unread and source.is_link(ref):
+        return kind, None, (_gp014(ref.path),)
     return kind, doc, problems
 
 

@@ -39,6 +39,12 @@ class Source(Protocol):
 
     def read(self, ref: FileRef) -> bytes: ...
 
+    def is_link(self, ref: FileRef) -> bool:
+        """Whether the file is a symbolic link (its bytes are the link's target text).
+        Asked only of a file that failed to read as YAML: an answer may cost a pass
+        over its directory."""
+        ...
+
 
 def open_repo(path: str | Path) -> pygit2.Repository:
     found = pygit2.discover_repository(str(path))
@@ -112,6 +118,7 @@ class CommitSource:
         self.repo = repo
         self.commit = commit
         self._dir = inventory_dir.strip("/")
+        self._links: dict[str, frozenset[str]] = {}
 
     @property
     def label(self) -> str:
@@ -141,6 +148,25 @@ class CommitSource:
         if not isinstance(blob, pygit2.Blob):
             raise missing_object(ref.oid, ref.path, f"a {blob.type_str}, not a file")
         return bytes(blob.data)
+
+    def is_link(self, ref: FileRef) -> bool:
+        # One pass over the file's directory, kept: a lookup by path walks a tree of
+        # 100,000 entries each time, and a broken commit may hold as many links.
+        folder, _, name = ref.path.rpartition("/")
+        links = self._links.get(folder)
+        if links is None:
+            try:
+                tree = self.commit.tree[folder] if folder else self.commit.tree
+                entries = read_object(self.repo, tree.id, f"the tree {folder or '/'}")
+            except KeyError:
+                entries = None
+            links = frozenset(
+                str(e.name)
+                for e in (entries if isinstance(entries, pygit2.Tree) else ())
+                if e.filemode == pygit2.GIT_FILEMODE_LINK
+            )
+            self._links[folder] = links
+        return name in links
 
 
 def commit_message(commit: pygit2.Commit) -> str:
@@ -230,6 +256,9 @@ class WorktreeSource:
         if ref.oid in self._cache:
             return self._cache[ref.oid]
         return _worktree_bytes(self.top / ref.path, ref.path)
+
+    def is_link(self, ref: FileRef) -> bool:
+        return (self.top / ref.path).is_symlink()
 
 
 def _worktree_bytes(path: Path, rel: str) -> bytes:

@@ -122,12 +122,39 @@ def test_validate_worktree_reads_files_as_git_would_commit_them(
     (devices / "0021f2000003.yaml").symlink_to("/dev/zero")
     assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 1
     out = capsys.readouterr().out
-    assert "inventory/devices/0021f2000003.yaml:1:1: error[GP010]" in out, out
+    assert "inventory/devices/0021f2000003.yaml:1:1: error[GP014]" in out, out
+    assert "symbolic link" in out and "GP010" not in out, out
     (devices / "0021f2000003.yaml").unlink()
     os.mkfifo(devices / "0021f2000004.yaml")
     assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 2
     err = capsys.readouterr().err
     assert "inventory/devices/0021f2000004.yaml is a fifo" in err, err
+
+
+def test_a_committed_link_is_named_as_one_in_a_full_read_and_in_a_child_read_by_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Git stores a link as its target's text, never followed: the error says it is a
+    link (GP014), not that the target's path is no YAML mapping, whether the commit is
+    read whole or from a validated parent's tree diff, flat or in a site directory."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
+    capsys.readouterr()
+    devices = tmp_path / "inventory" / "devices"
+    (devices / "site").mkdir()
+    (devices / "site" / "0021f2000003.yaml").symlink_to("/etc/passwd")
+    (devices / "0021f2000004.yaml").symlink_to("../profiles/base.yaml")
+    assert git(tmp_path, "add", "-A").returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", "links").returncode == 0
+    for cache in ("kept", "dropped"):
+        if cache == "dropped":
+            shutil.rmtree(tmp_path / ".git" / "gitprov-cache", ignore_errors=True)
+        assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 1, cache
+        out = capsys.readouterr().out
+        for path in ("devices/site/0021f2000003.yaml", "devices/0021f2000004.yaml"):
+            assert f"inventory/{path}:1:1: error[GP014]: the file is a symbolic link" in out, out
+        assert "GP010" not in out and "root:" not in out, out
 
 
 def test_head_on_a_branch_without_commits_says_so_when_others_have_some(

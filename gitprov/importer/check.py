@@ -200,6 +200,9 @@ class _Overlay:
             return self.planned[ref.path]
         return self.base.read(ref)
 
+    def is_link(self, ref: FileRef) -> bool:
+        return ref.path not in self.planned and self.base.is_link(ref)
+
 
 def check_inventory(
     ctx: Context, files: Mapping[str, bytes], sources: Mapping[str, str]

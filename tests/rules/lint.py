@@ -116,6 +116,9 @@ class MemorySource:
     def read(self, ref: FileRef) -> bytes:
         return self._data[ref.oid]
 
+    def is_link(self, ref: FileRef) -> bool:
+        return False
+
 
 def inventory(overlay: Mapping[str, str | None] | None = None) -> dict[str, str]:
     files = dict(BASE)
