@@ -350,14 +350,15 @@ def _gp005(path: str) -> Problem:
     )
 
 
-def _gp014(path: str) -> Problem:
+def _link(path: str) -> Problem:
     # Git stores a link as its target's text, which then reads as a YAML scalar: "must
-    # be a mapping" would send the reader looking in a file that is not there.
+    # be a mapping" would send the reader looking in a file that is not there. The code
+    # stays GP010 (the file is not the mapping it must be), which scripts already match.
     return error(
         path,
         1,
         1,
-        "GP014",
+        "GP010",
         "the file is a symbolic link: git stores the link, not the file it points to, "
         "and gitprov does not follow it",
         "commit the file itself in its place (git rm the link, copy the file in)",
@@ -403,7 +404,7 @@ def read_file(
     # A link's bytes are its target's path: a scalar, or text YAML cannot read.
     unread = doc is None or not isinstance(doc.data, dict) or any(p.is_error for p in problems)
     if unread and source.is_link(ref):
-        return kind, None, (_gp014(ref.path),)
+        return kind, None, (_link(ref.path),)
     return kind, doc, problems
 
 
