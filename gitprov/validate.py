@@ -7,7 +7,6 @@ into messages that say what to do; semantic checks are rules (gitprov/rules/).
 from __future__ import annotations
 
 import datetime
-import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from gitprov.errors import Problem, error
 from gitprov.inventory import SECRETS, Documents
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.rules import (
+    CloseNames,
     DocContext,
     HistoryFloor,
     RuleContext,
@@ -84,7 +84,7 @@ def _types(schema_type: Any) -> list[str]:
 
 
 def _schema_problem(
-    kind: str, doc: Document, err: ValidationError, catalog: Catalog
+    kind: str, doc: Document, err: ValidationError, catalog: Catalog, closest: CloseNames
 ) -> list[Problem]:
     path = tuple(err.absolute_path)
     where = ".".join(str(p) for p in path) or "the document"
@@ -118,23 +118,23 @@ def _schema_problem(
             )
         ]
     if kw == "additionalProperties" and isinstance(inst, dict):
-        known = set(schema.get("properties", {}))
+        properties = schema.get("properties", {})
+        known = sorted(properties)
         patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
         out = []
         for key in inst:
-            if key in known or any(p.search(key) for p in patterns):
+            if key in properties or any(p.search(key) for p in patterns):
                 continue
             kline, kcol = doc.pos((*path, key), key=True)
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else (
-                    f"allowed here: {', '.join(sorted(known)[:12])}"
+            hint = _param_key_hint(path, key, catalog, closest)
+            if hint is None:
+                close = closest(key, known) if known else None
+                hint = (
+                    f"did you mean {close!r}?"
+                    if close
+                    else f"allowed here: {', '.join(known[:12])}"
                     + (" …" if len(known) > 12 else "")
                 )
-            )
-            hint = _param_key_hint(path, key, catalog) or hint
             out.append(error(doc.path, kline, kcol, UNKNOWN_KEY, f"unknown key {key!r}", hint))
         return out
     if kw == "required":
@@ -226,7 +226,9 @@ def _is_secret_path(path: tuple[Any, ...], catalog: Catalog) -> bool:
     return False
 
 
-def _param_key_hint(path: tuple[Any, ...], key: str, catalog: Catalog) -> str | None:
+def _param_key_hint(
+    path: tuple[Any, ...], key: str, catalog: Catalog, closest: CloseNames
+) -> str | None:
     """A better hint for an unknown key inside `params:` or a `lines:` item."""
     in_params = bool(path) and path[-1] == "params"
     in_line = len(path) >= 2 and path[-2] == "lines"
@@ -242,10 +244,11 @@ def _param_key_hint(path: tuple[Any, ...], key: str, catalog: Catalog) -> str | 
         p = catalog.lookup(LINE_PREFIX + key) or catalog.lookup(key)
         if p is not None and not p.per_line:
             return f"{p.name} is not per-line: write it under `params:`"
-    known = sorted(catalog.line_names() if in_line else catalog.global_names())
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    close = None
+    if closest.left:  # (the sorted names cost more than the check past the budget)
+        close = closest(key, sorted(catalog.line_names() if in_line else catalog.global_names()))
     if close:
-        return f"did you mean {close[0]!r}? (raw DBID_* keys are accepted too)"
+        return f"did you mean {close!r}? (raw DBID_* keys are accepted too)"
     return "not a parameter name: see `gitprov params`, or write a raw DBID_* key"
 
 
@@ -376,8 +379,9 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
     out: list[Problem] = []
     fast = checker_for(kind, catalog)
     if fast is None or not fast(doc.data):
+        closest = CloseNames()
         for err in validator_for(kind, catalog).iter_errors(doc.data):
-            out.extend(_schema_problem(kind, doc, err, catalog))
+            out.extend(_schema_problem(kind, doc, err, catalog, closest))
     if doc.ambiguous:
         taken = {(p.line, p.col) for p in out}
         for path, raw in doc.ambiguous.items():

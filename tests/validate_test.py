@@ -391,6 +391,37 @@ def test_unknown_param_names_get_a_useful_hint(snippet: str, col: int, hint: str
     assert hint in found[0].hint
 
 
+def test_close_names_are_sought_for_a_hundred_unknown_keys_of_a_file_then_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each search compares with every catalog name (~0.3 ms): a file of 200,000
+    misspelt keys took a minute. Past CLOSE_NAMES_SOUGHT per file, every key is still
+    reported, with the hint that needs no search."""
+    import difflib
+
+    from gitprov.rules import CLOSE_NAMES_SOUGHT
+
+    searches: list[str] = []
+    real = difflib.get_close_matches
+
+    def counted(word: str, *args: Any, **kwargs: Any) -> list[str]:
+        searches.append(word)
+        return real(word, *args, **kwargs)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counted)
+    count = CLOSE_NAMES_SOUGHT + 50
+    # In params (GP011) and as raw keys the catalog lacks (GP114); sip.sever is close.
+    params = "".join(f"  sip.sever{i:03d}: x\n  DBID_SIP_SEVRER_{i:03d}: x\n" for i in range(count))
+    found = lint_problems({"profiles/base.yaml": "params:\n" + params})
+    unknown = sorted((p for p in found if p.code == "GP011"), key=lambda p: p.line)
+    raw = sorted((p for p in found if p.code == "GP114"), key=lambda p: p.line)
+    assert len(unknown) == len(raw) == count
+    assert all("did you mean 'sip.server'?" in p.hint for p in unknown[:CLOSE_NAMES_SOUGHT])
+    assert all("not a parameter name: see `gitprov params`" in p.hint for p in unknown[-50:])
+    assert all("did you mean" not in p.hint for p in unknown[-50:] + raw[-50:])
+    assert len(searches) <= 3 * CLOSE_NAMES_SOUGHT, len(searches)
+
+
 def test_a_global_name_in_a_line_item_says_where_it_goes() -> None:
     found = lint_problems({D1: DEVICE + "    sip.server: x.example\n"})
     assert [(p.line, p.col, p.code) for p in found] == [(8, 5, "GP011")]

@@ -13,13 +13,12 @@ Passes:  `params: {DBID_WEB_SIP_SERVER: sip.example.net}` or `params: {sip.serve
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator
 
-from gitprov.catalog import DBID_PATTERN
+from gitprov.catalog import DBID_PATTERN, Catalog
 from gitprov.errors import Level, Problem
-from gitprov.rules import DocContext, RuleContext
+from gitprov.rules import CloseNames, DocContext, RuleContext
 from gitprov.rules._bindings import LAYER_KINDS, bound_keys
 from gitprov.yamldoc import Document, Path_
 
@@ -29,12 +28,11 @@ NAME = "unknown-dbid-key"
 _DBID = re.compile(DBID_PATTERN)
 
 
-def _problem(dctx: DocContext, path: Path_, key: str) -> Problem:
+def _problem(dctx: DocContext, path: Path_, key: str, closest: CloseNames) -> Problem:
     doc = dctx.doc
     line, col = doc.pos(path, key=True)
-    keys = [p.key for p in dctx.catalog.params]
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
-    hint = f"did you mean {close[0]}? " if close else ""
+    close = closest(key, _keys(dctx.catalog), cutoff=0.8) if closest.left else None
+    hint = f"did you mean {close}? " if close else ""
     hint += "check it against `gitprov params`; it is written to param.conf as given"
     return Problem(
         doc.path,
@@ -47,14 +45,19 @@ def _problem(dctx: DocContext, path: Path_, key: str) -> Problem:
     )
 
 
+def _keys(catalog: Catalog) -> list[str]:
+    return [p.key for p in catalog.params]  # (only for a close name: most files have none)
+
+
 def _document(dctx: DocContext, bound: frozenset[str]) -> Iterator[Problem]:
+    closest = CloseNames()
     for key, _ in dctx.params():
         if _DBID.match(key) and dctx.catalog.by_key(key) is None and key not in bound:
-            yield _problem(dctx, ("params", key), key)
+            yield _problem(dctx, ("params", key), key, closest)
     for slot, item in dctx.line_items():
         for key in item:
             if _DBID.match(key) and dctx.catalog.by_key(key) is None:
-                yield _problem(dctx, ("lines", slot, key), key)
+                yield _problem(dctx, ("lines", slot, key), key, closest)
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:
