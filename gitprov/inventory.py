@@ -21,7 +21,7 @@ from gitprov.errors import GitprovError, Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
-from gitprov.source import FileRef, Source
+from gitprov.source import GITLINK, FileRef, Source
 from gitprov.unsafe import UNSAFE, describe, shown
 from gitprov.yamldoc import Document, SecretRef, parse
 
@@ -350,6 +350,19 @@ def _gp005(path: str) -> Problem:
     )
 
 
+def _gitlink(path: str) -> Problem:
+    return warning(
+        path,
+        0,
+        0,
+        "GP005",
+        "a git submodule: gitprov reads only this repository's files, so nothing in it "
+        "is validated or published",
+        "commit the files themselves in this repository (devices may sit in directories "
+        "at any depth: devices/SITE/MAC.yaml)",
+    )
+
+
 def _link(path: str) -> Problem:
     # Git stores a link as its target's text, which then reads as a YAML scalar: "must
     # be a mapping" would send the reader looking in a file that is not there. The code
@@ -391,11 +404,12 @@ def read_file(
     if bad:
         return None, None, (_gp108(ref.path, bad.group()),)
     inventory_dir = source.inventory_dir
-    kind = cache.kind(ref.path, inventory_dir)
+    gitlink = ref.oid.startswith(GITLINK)
+    kind = None if gitlink else cache.kind(ref.path, inventory_dir)
     if kind is None:
         prefix = _prefix(inventory_dir)
         if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):
-            return None, None, (_gp005(ref.path),)
+            return None, None, (_gitlink(ref.path) if gitlink else _gp005(ref.path),)
         return None, None, ()
     if kind == FLEET:
         doc, problems = cache.get(ref, source, fleet_file=True)

@@ -59,7 +59,14 @@ from gitprov.inventory import (
 from gitprov.limits import Limits
 from gitprov.parallel import Ahead, can_fork
 from gitprov.rules import HistoryFloor
-from gitprov.source import DEFAULT_INVENTORY_DIR, CommitSource, FileRef, Source, missing_object
+from gitprov.source import (
+    DEFAULT_INVENTORY_DIR,
+    GITLINK,
+    CommitSource,
+    FileRef,
+    Source,
+    missing_object,
+)
 from gitprov.validate import Options, SchemaCache, validate
 from gitprov.yamldoc import Document, parse
 
@@ -769,6 +776,7 @@ _BLOB_MODES = (
     pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
     pygit2.GIT_FILEMODE_LINK,
 )
+_GITLINK_MODE = pygit2.GIT_FILEMODE_COMMIT
 # Only which files differ is asked, never their text: libgit2 need not read a changed
 # blob to tell whether it is binary (a tenth of a history's tree diffs).
 _DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
@@ -790,7 +798,7 @@ def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict
     out: dict[str, str | None] = {}
     for delta in diff.deltas:
         gone, now = delta.old_file, delta.new_file
-        if gone.mode in _BLOB_MODES:
+        if gone.mode in _BLOB_MODES or gone.mode == _GITLINK_MODE:
             path = base + gone.path
             if path.startswith(prefix):
                 out.setdefault(path, None)
@@ -798,6 +806,10 @@ def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict
             path = base + now.path
             if path.startswith(prefix):
                 out[path] = str(now.id)
+        elif now.mode == _GITLINK_MODE:
+            path = base + now.path
+            if path.startswith(prefix):
+                out[path] = GITLINK + str(now.id)  # (as CommitSource.files lists it)
     return out
 
 

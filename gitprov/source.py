@@ -18,6 +18,9 @@ import pygit2
 from gitprov.errors import UsageError
 
 DEFAULT_INVENTORY_DIR = "inventory"
+# A gitlink (a submodule: a commit of another repository) is listed with its id under
+# this prefix: never read (that commit is not here), reported by the inventory (GP005).
+GITLINK = "gitlink:"
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[F
                 yield from _walk(repo, sub, path)
         elif entry.type_str == "blob":
             yield FileRef(path, str(entry.id))
+        elif entry.filemode == pygit2.GIT_FILEMODE_COMMIT:
+            yield FileRef(path, GITLINK + str(entry.id))
 
 
 class WorktreeSource:

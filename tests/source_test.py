@@ -158,6 +158,38 @@ def test_a_committed_link_is_named_as_one_in_a_full_read_and_in_a_child_read_by_
         assert "must be a" not in out and "root:" not in out, out
 
 
+def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gitlink records a commit of another repository, which is not here: a warning
+    that its files are not read (GP005), not silence and not a damaged repository, in a
+    full read and from a validated parent's tree diff; its removal reads as one."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
+    capsys.readouterr()
+    other = "1234567890abcdef1234567890abcdef12345678"  # (no such object here)
+    assert git(tmp_path, "add", "-A").returncode == 0
+    for path in ("inventory/devices/site-b", "inventory/devices/0021f2000009.yaml"):
+        added = git(tmp_path, "update-index", "--add", "--cacheinfo", f"160000,{other},{path}")
+        assert added.returncode == 0, added.stderr
+    assert git(tmp_path, "commit", "-q", "-m", "submodules").returncode == 0
+    for cache in ("kept", "dropped"):
+        if cache == "dropped":
+            shutil.rmtree(tmp_path / ".git" / "gitprov-cache", ignore_errors=True)
+        assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0, cache
+        out = capsys.readouterr().out
+        for path in ("devices/site-b", "devices/0021f2000009.yaml"):
+            want = f"inventory/{path}: warning[GP005]: a git submodule: gitprov reads only"
+            assert want in out, out
+        assert "cannot read object" not in out, out
+    assert git(tmp_path, "rm", "-q", "--cached", "inventory/devices/site-b").returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", "one submodule less").returncode == 0
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "devices/site-b" not in out and "devices/0021f2000009.yaml: warning[GP005]" in out
+
+
 def test_head_on_a_branch_without_commits_says_so_when_others_have_some(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
