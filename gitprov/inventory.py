@@ -338,10 +338,11 @@ def _gp108(path: str, bad: str) -> Problem:
 
 
 def _gp005(path: str) -> Problem:
+    # At 1:1, as every problem is somewhere: the file as a whole is what is ignored.
     return warning(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP005",
         "file is not part of the inventory and is ignored",
         "inventory files are gitprov.yaml, secrets.yaml, profiles/*.yaml, "
@@ -353,8 +354,8 @@ def _gp005(path: str) -> Problem:
 def _gitlink(path: str) -> Problem:
     return warning(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP005",
         "a git submodule: gitprov reads only this repository's files, so nothing in it "
         "is validated or published",

@@ -180,14 +180,14 @@ def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
         assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0, cache
         out = capsys.readouterr().out
         for path in ("devices/site-b", "devices/0021f2000009.yaml"):
-            want = f"inventory/{path}: warning[GP005]: a git submodule: gitprov reads only"
+            want = f"inventory/{path}:1:1: warning[GP005]: a git submodule: gitprov reads only"
             assert want in out, out
         assert "cannot read object" not in out, out
     assert git(tmp_path, "rm", "-q", "--cached", "inventory/devices/site-b").returncode == 0
     assert git(tmp_path, "commit", "-q", "-m", "one submodule less").returncode == 0
     assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
     out = capsys.readouterr().out
-    assert "devices/site-b" not in out and "devices/0021f2000009.yaml: warning[GP005]" in out
+    assert "devices/site-b" not in out and "devices/0021f2000009.yaml:1:1: warning[GP005]" in out
 
 
 def test_head_on_a_branch_without_commits_says_so_when_others_have_some(
