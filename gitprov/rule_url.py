@@ -23,6 +23,7 @@ __all__ = [
     "format_rule",
     "key_problem",
     "parse_rule",
+    "redact_text",
 ]
 
 DEFAULT_PORTS: dict[str, int] = {"tftp": 69, "http": 80, "https": 443}
@@ -76,6 +77,21 @@ class RuleUrl:
 
 def _redact(secret: str | None) -> str | None:
     return None if secret is None else _REDACTED
+
+
+# In any text that may hold a rule, even one that does not parse: the value after --key
+# or --pwd, and the password of a URL's user:password@.
+_SECRET_OPTION = re.compile(r"(--(?:key|pwd)(?:\s+|=))[^\s\]]+", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^/@\s\]]*?:)[^/@\s\]]*(@)")
+
+
+def redact_text(text: str) -> str:
+    """`text` with every key and password a rule could carry shown as ***: a message
+    quotes a rule that failed its check, and a CI log is no place for either."""
+    if "--" not in text and "@" not in text:
+        return text
+    text = _SECRET_OPTION.sub(lambda m: m.group(1) + _REDACTED, text)
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
 
 
 def parse_rule(text: str) -> RuleUrl:

@@ -16,6 +16,7 @@ from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import SECRETS, Documents
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
+from gitprov.rule_url import redact_text
 from gitprov.rules import (
     CloseNames,
     DocContext,
@@ -73,8 +74,11 @@ def _shown_value(value: Any) -> str:
     value), a long string cut with its length said."""
     if isinstance(value, SecretRef):
         return f"!secret {value.name}"[:SHOWN_CHARS]
-    if isinstance(value, str) and len(value) > SHOWN_CHARS:
-        return f"{value[:SHOWN_CHARS]!r}… ({len(value):,} characters)"
+    if isinstance(value, str):
+        shown = redact_text(value)  # (a URL's password, a rule's --key)
+        if len(shown) > SHOWN_CHARS:
+            return f"{shown[:SHOWN_CHARS]!r}… ({len(value):,} characters)"
+        return repr(shown)
     return repr(value)
 
 

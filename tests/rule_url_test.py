@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gitprov.rule_url import RuleSyntaxError, RuleUrl, format_rule, key_problem, parse_rule
+from gitprov.rule_url import (
+    RuleSyntaxError,
+    RuleUrl,
+    format_rule,
+    key_problem,
+    parse_rule,
+    redact_text,
+)
 
 
 def url(
@@ -313,3 +320,23 @@ def test_key_problem_refuses_a_key_the_device_would_read_otherwise(key: str) -> 
 def test_key_problem_never_names_the_key() -> None:
     reason = key_problem("Secret9 Q7zx")
     assert reason is not None and "Secret9" not in reason and "Q7zx" not in reason
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://bob:Hunter2@prov.example.com/f", "http://bob:***@prov.example.com/f"),
+        ("ftp://bob:Hunter2@h", "ftp://bob:***@h"),
+        (
+            "[--key Hunter2 --uid bob --pwd Hunter2]http://h/f",
+            "[--key *** --uid bob --pwd ***]http://h/f",
+        ),
+        ("[--KEY=Hunter2]tftp://h/f", "[--KEY=***]tftp://h/f"),
+        # Nothing secret: as written (a user without a password names no secret).
+        ("http://bob@h/f", "http://bob@h/f"),
+        ("http://prov.example.com:8080/f", "http://prov.example.com:8080/f"),
+        ("mail me at a@b:c", "mail me at a@b:c"),
+    ],
+)
+def test_redact_text_hides_what_a_rule_that_does_not_parse_may_carry(text: str, shown: str) -> None:
+    assert redact_text(text) == shown

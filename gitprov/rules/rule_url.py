@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from gitprov.errors import Problem
 from gitprov.inventory import DEFAULT_FILE_NAME, FLEET
-from gitprov.rule_url import RuleSyntaxError, parse_rule
+from gitprov.rule_url import RuleSyntaxError, parse_rule, redact_text
 from gitprov.rules import DocContext, RuleContext, error_at, get
 from gitprov.rules._bindings import bound_values, firmware_rules
 from gitprov.yamldoc import Document, Path_
@@ -64,7 +64,7 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             try:
                 parse_rule(rule)
             except RuleSyntaxError as exc:
-                what = f"provisioning.url (as the Profile Rule {rule!r})"
+                what = f"provisioning.url (as the Profile Rule {redact_text(rule)!r})"
                 yield _problem(doc, ("provisioning", "url"), what, exc)
     for path, value, label in url_params(dctx):
         if dctx.is_flagged(path):
