@@ -4,7 +4,9 @@ Every name gitprov publishes into the roots must be one path component that ngin
 tftpd serve: the fleet's `file_name` template expanded with each device's macro variables,
 and each model's `config_file_name` (the option-66 bootstrap) and `firmware.file`. No `/`,
 no `.` or `..`, no leading dot (servers deny dot-files, and gitprov's own temp files are
-dot-files it deletes), no NUL or control character, at most 255 bytes.
+dot-files it deletes), no NUL or control character, no `%`, `?` or `#` (the device asks
+for the name inside a URL, where they mean an escape, a query and a fragment), at most
+255 bytes.
 
 Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"`, or in a model
          `config_file_name: .IP542N.conf` or `firmware: {file: ..}`
@@ -57,7 +59,19 @@ def _reason(name: str) -> str | None:
         return "it contains a control character, NUL or an invisible Unicode control"
     if len(name.encode("utf-8")) > 255:
         return "it is longer than 255 bytes"
+    url = sorted({c for c in name if c in _URL_SYNTAX})
+    if url:
+        # The device fetches the name inside a URL (its Profile Rule, its Upgrade Rule):
+        # the server decodes %2e to '.', and the device sends nothing from '?' or '#'
+        # on as the path. The file served would never be the one asked for.
+        return (
+            f"it contains {' and '.join(repr(c) for c in url)}, which a URL reads as an "
+            "escape, a query or a fragment: the device would ask for another name"
+        )
     return None
+
+
+_URL_SYNTAX = "%?#"
 
 
 def check_document(dctx: DocContext) -> Iterator[Problem]:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from gitprov.rules.file_name import _reason, unsafe_reason
 
 # Mostly the characters of file names and of what makes one unsafe.
-_names = st.text(alphabet=st.sampled_from("aZ09_-./\\\t\x00\u202e é"), max_size=12) | st.text(
+_names = st.text(alphabet=st.sampled_from("aZ09_-./\\\t\x00\u202e é%?#"), max_size=12) | st.text(
     max_size=300
 )
 
@@ -32,3 +32,15 @@ def test_plain_names_are_safe_and_the_rest_say_why() -> None:
     assert unsafe_reason("a..conf") == "it contains '..'"
     assert unsafe_reason(".hidden.conf") == "it starts with '.', and dot-files are never served"
     assert unsafe_reason("a" * 256) == "it is longer than 255 bytes"
+
+
+def test_what_a_url_reads_as_syntax_is_refused_naming_it() -> None:
+    """The device asks for the name inside its Profile Rule's URL: nginx decodes
+    fv%41.conf to fvA.conf, and fv.conf?x or fv.conf#x reach the server as fv.conf."""
+    for name, char in (("fv%2e%2e.conf", "'%'"), ("fv.conf?x=1", "'?'"), ("fv#1.conf", "'#'")):
+        reason = unsafe_reason(name)
+        assert reason is not None and reason.startswith(f"it contains {char}, which a URL"), name
+    assert unsafe_reason("a%b?c.conf") == (
+        "it contains '%' and '?', which a URL reads as an escape, a query or a fragment: "
+        "the device would ask for another name"
+    )
