@@ -21,9 +21,9 @@ from gitprov.errors import GitprovError, Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
-from gitprov.source import GITLINK, FileRef, Source
+from gitprov.source import GITLINK, FileRef, Source, TooLarge
 from gitprov.unsafe import UNSAFE, describe, shown
-from gitprov.yamldoc import Document, SecretRef, parse
+from gitprov.yamldoc import Document, SecretRef, parse, too_large
 
 FLEET = "fleet"
 PROFILE = "profile"
@@ -110,7 +110,12 @@ class ParseCache:
         hit = self._docs.get(key)
         if hit is None:
             self.misses += 1
-            hit = _parsed(ref, source.read(ref), limits, fleet_file)
+            try:
+                data = source.read(ref, limits.document_bytes)
+            except TooLarge as exc:
+                hit = None, (too_large(ref.path, exc.size, limits, fleet_file=fleet_file),)
+            else:
+                hit = _parsed(ref, data, limits, fleet_file)
             self._docs[key] = hit
         return hit
 
@@ -136,7 +141,15 @@ class ParseCache:
                 todo.append((key, ref, fleet_file))
         if len(todo) < PARSE_PARALLEL_MIN:
             return
-        blobs = [source.read(ref) for _, ref, _ in todo]
+        blobs: list[bytes] = []
+        readable = []
+        for item in todo:
+            try:
+                blobs.append(source.read(item[1], item[0][2].document_bytes))
+            except TooLarge:
+                continue  # (`get` reports it: never read)
+            readable.append(item)
+        todo = readable
 
         def job(part: Sequence[int]) -> list[tuple[Document | None, tuple[Problem, ...]]]:
             return [_parsed(todo[i][1], blobs[i], todo[i][0][2], todo[i][2]) for i in part]

@@ -16,6 +16,7 @@ from typing import Protocol
 import pygit2
 
 from gitprov.errors import UsageError
+from gitprov.limits import CEILINGS
 
 DEFAULT_INVENTORY_DIR = "inventory"
 # A gitlink (a submodule: a commit of another repository) is listed with its id under
@@ -29,6 +30,14 @@ class FileRef:
     oid: str  # git blob id of the content
 
 
+class TooLarge(Exception):
+    """The file holds more than the bytes the reader would take (it was not read)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
 class Source(Protocol):
     """What the pipeline reads: inventory files under one directory."""
 
@@ -40,7 +49,10 @@ class Source(Protocol):
 
     def files(self) -> list[FileRef]: ...
 
-    def read(self, ref: FileRef) -> bytes: ...
+    def read(self, ref: FileRef, limit: int | None = None) -> bytes:
+        """The file's bytes; TooLarge, without reading them, when it holds more than
+        `limit` (a hostile commit's blob of gigabytes is never in memory)."""
+        ...
 
     def is_link(self, ref: FileRef) -> bool:
         """Whether the file is a symbolic link (its bytes are the link's target text).
@@ -146,7 +158,14 @@ class CommitSource:
             return []
         return sorted(_walk(self.repo, tree, self._dir), key=lambda r: r.path)
 
-    def read(self, ref: FileRef) -> bytes:
+    def read(self, ref: FileRef, limit: int | None = None) -> bytes:
+        if limit is not None:
+            try:
+                size = self.repo.odb.read_header(ref.oid)[1]  # (the blob is not inflated)
+            except (KeyError, ValueError, pygit2.GitError):
+                size = 0  # missing: read_object says so
+            if size > limit:
+                raise TooLarge(size)
         blob = read_object(self.repo, ref.oid, ref.path)
         if not isinstance(blob, pygit2.Blob):
             raise missing_object(ref.oid, ref.path, f"a {blob.type_str}, not a file")
@@ -215,16 +234,45 @@ def read_object(repo: pygit2.Repository, oid: str | pygit2.Oid, what: str) -> py
 
 
 def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[FileRef]:
-    for entry in tree:
-        path = f"{prefix}/{entry.name}" if prefix else str(entry.name)
-        if entry.type_str == "tree":
-            sub = read_object(repo, entry.id, f"the tree {path}")
-            if isinstance(sub, pygit2.Tree):
-                yield from _walk(repo, sub, path)
-        elif entry.type_str == "blob":
-            yield FileRef(path, str(entry.id))
-        elif entry.filemode == pygit2.GIT_FILEMODE_COMMIT:
-            yield FileRef(path, GITLINK + str(entry.id))
+    # A stack, not recursion: a commit may nest directories thousands deep.
+    stack = [(tree, prefix)]
+    while stack:
+        tree, prefix = stack.pop()
+        for entry in tree:
+            path = f"{prefix}/{entry.name}" if prefix else str(entry.name)
+            if entry.type_str == "tree":
+                sub = read_object(repo, entry.id, f"the tree {path}")
+                if isinstance(sub, pygit2.Tree):
+                    stack.append((sub, path))
+            elif entry.type_str == "blob":
+                yield FileRef(path, str(entry.id))
+            elif entry.filemode == pygit2.GIT_FILEMODE_COMMIT:
+                yield FileRef(path, GITLINK + str(entry.id))
+
+
+def _worktree_files(base: Path) -> list[Path]:
+    """The files under `base` as os.walk lists them (a link to a directory is neither
+    walked nor listed; dot-directories are skipped), sorted by path: a stack, not
+    os.walk's recursion, which a directory nested a thousand deep exhausts."""
+    found: list[Path] = []
+    stack = [base]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:
+            continue  # (as os.walk: gone, or not a directory this process may list)
+        for entry in listed:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                found.append(Path(entry.path))
+            elif not entry.is_symlink() and not entry.name.startswith("."):
+                stack.append(Path(entry.path))
+    return sorted(found)
 
 
 class WorktreeSource:
@@ -244,26 +292,45 @@ class WorktreeSource:
         return self._dir
 
     def files(self) -> list[FileRef]:
-        base = self.top / self._dir
         refs: list[FileRef] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                full = Path(dirpath) / name
-                rel = full.relative_to(self.top).as_posix()
-                data = _worktree_bytes(full, rel)
-                oid = str(pygit2.hash(data))
-                self._cache[oid] = data
-                refs.append(FileRef(rel, oid))
+        for full in _worktree_files(self.top / self._dir):
+            rel = full.relative_to(self.top).as_posix()
+            size = _regular_size(full)
+            if size > CEILINGS.document_bytes:
+                # Past what any fleet may allow: named by its size, never read.
+                refs.append(FileRef(rel, f"{_LARGE}{size}"))
+                continue
+            data = _worktree_bytes(full, rel)
+            oid = str(pygit2.hash(data))
+            self._cache[oid] = data
+            refs.append(FileRef(rel, oid))
         return sorted(refs, key=lambda r: r.path)
 
-    def read(self, ref: FileRef) -> bytes:
-        if ref.oid in self._cache:
-            return self._cache[ref.oid]
-        return _worktree_bytes(self.top / ref.path, ref.path)
+    def read(self, ref: FileRef, limit: int | None = None) -> bytes:
+        if ref.oid.startswith(_LARGE):
+            raise TooLarge(int(ref.oid.removeprefix(_LARGE)))
+        data = self._cache.get(ref.oid)
+        if data is None:
+            data = _worktree_bytes(self.top / ref.path, ref.path)
+        if limit is not None and len(data) > limit:
+            raise TooLarge(len(data))
+        return data
 
     def is_link(self, ref: FileRef) -> bool:
         return (self.top / ref.path).is_symlink()
+
+
+# The id of a work-tree file too large to read (see WorktreeSource.files): this + its size.
+_LARGE = "large:"
+
+
+def _regular_size(path: Path) -> int:
+    """A regular file's size; 0 for anything else (read, or refused, as git would)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _worktree_bytes(path: Path, rel: str) -> bytes:

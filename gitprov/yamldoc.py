@@ -731,6 +731,19 @@ class _Reader:
             return value
 
 
+def too_large(path: str, size: int, limits: Limits, *, fleet_file: bool = False) -> Problem:
+    """GP006 for a file of `size` bytes, past `limits.document_bytes`."""
+    return error(
+        path,
+        1,
+        1,
+        "GP006",
+        f"the file is too large: {size} bytes (limit {limits.document_bytes}: "
+        "limits.document_bytes)",
+        limits.hint("document_bytes", fleet_file=fleet_file),
+    )
+
+
 def parse(
     path: str,
     oid: str,
@@ -743,17 +756,7 @@ def parse(
     refused) and its problems. `fleet_file`: the file is gitprov.yaml, read within the
     defaults whatever it asks for (hints say so)."""
     if len(data) > limits.document_bytes:
-        return None, [
-            error(
-                path,
-                1,
-                1,
-                "GP006",
-                f"the file is too large: {len(data)} bytes (limit {limits.document_bytes}: "
-                "limits.document_bytes)",
-                limits.hint("document_bytes", fleet_file=fleet_file),
-            )
-        ]
+        return None, [too_large(path, len(data), limits, fleet_file=fleet_file)]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -190,6 +190,100 @@ def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
     assert "devices/site-b" not in out and "devices/0021f2000009.yaml:1:1: warning[GP005]" in out
 
 
+def _commit_file(repo: pygit2.Repository, path: str, data: bytes) -> None:
+    """Commit `data` at `path` on top of HEAD, without a work tree (any depth, any size)."""
+    head = repo.head.peel(pygit2.Commit)
+    blob = repo.create_blob(data)
+    parts = path.split("/")
+    trees: list[pygit2.Tree | None] = [head.tree]
+    for name in parts[:-1]:  # the trees on the way down, None where there is none yet
+        here = trees[-1]
+        below = repo[here[name].id] if here is not None and name in here else None
+        trees.append(below if isinstance(below, pygit2.Tree) else None)
+    oid, mode = blob, pygit2.GIT_FILEMODE_BLOB
+    for name, tree in zip(reversed(parts), reversed(trees), strict=True):
+        builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+        builder.insert(name, oid, mode)
+        oid, mode = builder.write(), pygit2.GIT_FILEMODE_TREE
+    sig = pygit2.Signature("Test Author", "author@gitprov.invalid", 1_700_000_000, 0)
+    repo.create_commit("HEAD", sig, sig, f"add {parts[-1]}", oid, [head.id])
+
+
+def _gitprov_within_512_mib(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process that may map 512 MiB at most (as the bad-input corpus runs)."""
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, 512 * 2**20))
+
+    return subprocess.run(
+        [sys.executable, "-m", "gitprov", *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_device_nested_thousands_of_directories_deep_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Git nests trees as deep as a commit says, and a work tree as deep as its paths
+    allow: both are walked without recursion (3,000 levels, then 1,500 on disk)."""
+    repo = GitRepo(tmp_path)
+    files = example_files()
+    device = files.pop("inventory/devices/0021f2011b19.yaml")
+    repo.commit(files, worktree=True)
+    deep = "inventory/devices/" + "d/" * 3000 + "0021f2011b19.yaml"
+    _commit_file(repo.repo, deep, device)
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert "no problems" in out or "0 error(s)" in out, out
+    # (mkdir's parents=True and the rmtree of pytest's clean-up recurse, as os.walk did:
+    # made and removed a level at a time)
+    folders = [tmp_path / "inventory" / "devices" / "d"]
+    while len(folders) < 1500:
+        folders.append(folders[-1] / "d")
+    for folder in folders:
+        folder.mkdir()
+    on_disk = folders[-1] / "0021f2011b19.yaml"
+    try:
+        on_disk.write_bytes(device)
+        assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 0
+        capsys.readouterr()
+        on_disk.write_bytes(device.replace(b"model: IP542N", b"model: IP542X"))
+        assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 1
+        assert "error[GP102]: unknown model 'IP542X'" in capsys.readouterr().out
+    finally:
+        on_disk.unlink(missing_ok=True)
+        for folder in reversed(folders):
+            folder.rmdir()
+
+
+def test_a_blob_of_300_mb_is_refused_by_its_size_and_never_read(tmp_path: Path) -> None:
+    """Its size comes from the object's header: neither libgit2 nor Python holds the
+    300 MB, in a process that may map 512 MiB (before: an internal error, out of
+    memory). The same for a work-tree file past what any fleet may allow."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    size = 300 * 2**20
+    _commit_file(repo.repo, "inventory/devices/0021f2000008.yaml", b"description: " + b"x" * size)
+    done = _gitprov_within_512_mib("--repo", str(tmp_path), "validate", "--rev", "HEAD")
+    want = (
+        f"inventory/devices/0021f2000008.yaml:1:1: error[GP006]: the file is too large: "
+        f"{size + 13} bytes (limit 16777216"
+    )
+    assert done.returncode == 1 and want in done.stdout, done.stdout + done.stderr
+    big = tmp_path / "inventory" / "devices" / "0021f2000009.yaml"
+    with big.open("wb") as f:
+        f.truncate(300 * 2**20)  # (sparse: nothing written)
+    done = _gitprov_within_512_mib("--repo", str(tmp_path), "validate", "--worktree")
+    want = "inventory/devices/0021f2000009.yaml:1:1: error[GP006]: the file is too large: "
+    assert done.returncode == 1 and want in done.stdout, done.stdout + done.stderr
+
+
 def test_head_on_a_branch_without_commits_says_so_when_others_have_some(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -29,7 +29,7 @@ from gitprov.importer.write import Sealer
 from gitprov.inventory import SECRETS_FILE, Inventory
 from gitprov.macros import device_variables, expand
 from gitprov.rule_url import RuleSyntaxError, RuleUrl, parse_rule
-from gitprov.source import FileRef, Source, WorktreeSource
+from gitprov.source import FileRef, Source, TooLarge, WorktreeSource
 from gitprov.yamldoc import SecretRef, leaves
 
 
@@ -195,10 +195,13 @@ class _Overlay:
         refs += [FileRef(p, str(pygit2.hash(d))) for p, d in self.planned.items()]
         return sorted(refs, key=lambda r: r.path)
 
-    def read(self, ref: FileRef) -> bytes:
-        if ref.path in self.planned:
-            return self.planned[ref.path]
-        return self.base.read(ref)
+    def read(self, ref: FileRef, limit: int | None = None) -> bytes:
+        if ref.path not in self.planned:
+            return self.base.read(ref, limit)
+        data = self.planned[ref.path]
+        if limit is not None and len(data) > limit:
+            raise TooLarge(len(data))
+        return data
 
     def is_link(self, ref: FileRef) -> bool:
         return ref.path not in self.planned and self.base.is_link(ref)

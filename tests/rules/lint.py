@@ -18,7 +18,7 @@ import pygit2
 from gitprov.errors import Problem
 from gitprov.pipeline import Pipeline
 from gitprov.rules import HistoryFloor
-from gitprov.source import FileRef
+from gitprov.source import FileRef, TooLarge
 from gitprov.validate import Options
 
 # Not the demo key (that one warns, GP119): a well-formed key nobody holds.
@@ -113,8 +113,11 @@ class MemorySource:
     def files(self) -> list[FileRef]:
         return list(self._refs)
 
-    def read(self, ref: FileRef) -> bytes:
-        return self._data[ref.oid]
+    def read(self, ref: FileRef, limit: int | None = None) -> bytes:
+        data = self._data[ref.oid]
+        if limit is not None and len(data) > limit:
+            raise TooLarge(len(data))
+        return data
 
     def is_link(self, ref: FileRef) -> bool:
         return False
