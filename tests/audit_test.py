@@ -233,6 +233,33 @@ def test_a_commit_in_latin1_that_says_so_is_read_in_latin1(
     assert "J\u00f6rg" in out and "caf\u00e9" in out, out
 
 
+def test_a_commits_escape_sequences_never_reach_the_terminal_as_such(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An author or a subject is text any committer wrote: printed raw, ESC would set the
+    reader's window title or clear the screen, and CR overwrite what was printed. Text
+    output shows each as an escape; JSON carries the text exactly (JSON escapes it)."""
+    changed = example_repo.commit(
+        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
+    )
+    headers = (
+        b"author Eve\x1b]0;pwned\x07Mallory <e@x> 1700000000 +0000\n"
+        b"committer C <c@x> 1700000000 +0000\n"
+    )
+    _raw_commit(example_repo, changed, headers, b"renamed\x1b[2J\x1b[H\rall good\n")
+    repo = str(example_repo.path)
+    for argv in (["versions"], ["log", "0021f2011b20"], ["blame", "0021f2011b20"]):
+        assert main(["--repo", repo, *argv]) == 0, argv
+        out = capsys.readouterr().out
+        assert not {"\x1b", "\x07", "\r"} & set(out), (argv, out)
+        if argv[0] != "blame":
+            assert "renamed\\x1b[2J\\x1b[H" in out, (argv, out)
+        if argv[0] != "versions":
+            assert "Eve\\x1b]0;pwned\\x07Mallory" in out, (argv, out)
+    assert main(["--repo", repo, "log", "0021f2011b20", "--format", "json"]) == 0
+    assert '"author": "Eve\\u001b]0;pwned\\u0007Mallory"' in capsys.readouterr().out
+
+
 def test_an_ancestor_git_cannot_parse_is_an_error_naming_the_repository(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -53,9 +53,11 @@ def run_versions(args: argparse.Namespace, out: Output) -> int:
     if args.format == "json":
         out.json([{"mac": r.mac, "version": r.version, "commit": r.commit} for r in rows])
         return 0
+    from gitprov.journal import printable  # (pygit2: not imported for --help)
+
     out.data(f"{'MAC':<14} {'VERSION':>9}  SET BY")
     for r in rows:
-        out.data(f"{r.mac:<14} {r.version:>9}  {r.commit[:12]} {r.summary[:50]}")
+        out.data(f"{r.mac:<14} {r.version:>9}  {r.commit[:12]} {printable(r.summary[:50])}")
     return 0
 
 
@@ -82,12 +84,15 @@ def run_log(args: argparse.Namespace, out: Output) -> int:
             }
         )
         return 0
+    from gitprov.journal import printable  # (pygit2: not imported for --help)
+
     for c in reversed(changes):
         version = f"version {c.version}" if c.event != "removed" else "removed"
         via = f"  (merged by {c.commit[:12]})" if c.set_by != c.commit else ""
-        out.data(
-            f"{c.set_by[:12]}  {c.when}  {version:<14} {c.event:<10} {c.author}: {c.summary}{via}"
-        )
+        # (an author or a subject is any text a committer wrote: ESC would drive the
+        # reader's terminal, a newline fake a line)
+        who, what = printable(c.author), printable(c.summary)
+        out.data(f"{c.set_by[:12]}  {c.when}  {version:<14} {c.event:<10} {who}: {what}{via}")
     return 0
 
 
@@ -112,7 +117,9 @@ def run_blame(args: argparse.Namespace, out: Output) -> int:
             }
         )
         return 0
+    from gitprov.journal import printable  # (pygit2: not imported for --help)
+
     for b in lines:
-        who = f"{b.commit[:12]} {b.author}" if b.commit and b.author else "-"
+        who = f"{b.commit[:12]} {printable(b.author)}" if b.commit and b.author else "-"
         out.data(f"{b.key}={b.value}\n    from {b.origin}  ({who})")
     return 0
