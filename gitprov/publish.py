@@ -115,6 +115,13 @@ class StateDirError(PublishError):
     exit_code = 2
 
 
+class RootError(PublishError):
+    """A root cannot be a directory (a file, or a device, in its place or above it): the
+    operator's setting to fix (exit 2), found before any root is written."""
+
+    exit_code = 2
+
+
 class Refused(GitprovError):
     """The commit is valid, but a guard of the operator's refuses it (see `Guards`):
     nothing was published, the last good files stay."""
@@ -604,6 +611,35 @@ def check_state_dir(state_dir: Path) -> None:
     os.close(_open_lock(state_dir))
 
 
+def check_roots(roots: Sequence[Path]) -> None:
+    """Raise RootError when something other than a directory stands where a root, or a
+    directory above it, must be: found before anything is written, not after the other
+    roots took the commit."""
+    for root in roots:
+        here = root
+        while True:
+            try:
+                st = os.stat(here)
+            except (FileNotFoundError, NotADirectoryError):
+                if here.parent == here:
+                    break
+                here = here.parent  # (made by the publish: what stands above it?)
+                continue
+            except (OSError, ValueError):
+                break  # (writing into it says why)
+            if not stat.S_ISDIR(st.st_mode):
+                what = "a file" if stat.S_ISREG(st.st_mode) else "not a directory"
+                place = "" if here == root else f" ({here}, above it, is {what})"
+                raise RootError(
+                    f"cannot publish into the root {root}: "
+                    + (f"it is {what}" if here == root else f"no directory can be made{place}")
+                    + "; nothing was published, the last good files stay",
+                    hint="point --http-root/--tftp-root (or publish.http_root, "
+                    "publish.tftp_root) at a directory, or at a path where one can be made",
+                )
+            break
+
+
 def _is_file(path: Path) -> bool:
     """Path.is_file, False for any path that cannot be looked at (a name too long)."""
     try:
@@ -990,6 +1026,7 @@ def publish_commit(
         publish_lock(where.state_dir, lock_wait),
         _surveying(where.state_dir, verify or watch is not None) as ahead,
     ):
+        check_roots(where.roots)
         previous = load_manifest(where.state_dir)
         unreadable = previous is None and _unreadable_manifest(where.state_dir)
         surveyed: Survey | None = None

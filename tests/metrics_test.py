@@ -117,8 +117,9 @@ def test_a_partial_publish_restores_the_commit_but_no_success(
     served: tuple[GitRepo, Targets], private_key: str
 ) -> None:
     repo, t = served
-    # A root that cannot be written: the other root gets the commit, this one lags.
-    t.roots[1].write_text("not a directory\n")
+    # A root that cannot take one of its files (a directory in the file's place): the
+    # other root gets the commit, this one lags.
+    (t.roots[1] / "fv0021f2011b19.conf").mkdir(parents=True)
     before = Metrics()
     seen: list[Outcome] = []
     watcher(repo, private_key, t, seen.append, before).step()

@@ -648,3 +648,30 @@ def test_plan_shows_the_share_of_devices_removed_and_flags_a_mass_removal(
         "publish.max_removal allows (10%):** a publisher refuses it without "
         "`--allow-mass-removal`." in out
     )
+
+
+@pytest.mark.parametrize("where", ["http", "tftp/below"])
+def test_a_file_where_a_root_must_be_refuses_before_any_root_is_written(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """A file in the place of a root, or above one, is the operator's setting to fix
+    (exit 2): found before anything is written, so the other root does not take the
+    commit alone (it did, then the publish failed on `File exists`)."""
+    base = tmp_path / "out"
+    base.mkdir()
+    (base / where.split("/")[0]).write_text("not a directory\n")
+    args = root_args(base)
+    if where == "tftp/below":
+        args[args.index("--tftp-root") + 1] = str(base / "tftp" / "below")
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *args)
+    assert code == 2, err
+    root = base / where
+    assert f"cannot publish into the root {root}: " in err, err
+    assert ("it is a file" if where == "http" else f"({base / 'tftp'}, above it, is a file)") in err
+    assert "nothing was published" in err
+    assert sorted(p.name for p in base.iterdir()) == sorted({"state", where.split("/")[0]})
+    assert load_manifest(base / "state") is None
