@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
-from gitprov.inventory import SECRETS, Documents
+from gitprov.inventory import DEVICE, SECRETS, Documents
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.rule_url import redact_text
 from gitprov.rules import (
@@ -28,7 +28,7 @@ from gitprov.rules import (
 )
 from gitprov.rules._facts import Facts
 from gitprov.schemas import checker_for, validator_for
-from gitprov.yamldoc import Document, SecretRef
+from gitprov.yamldoc import Document, SecretRef, leaves
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
@@ -386,6 +386,13 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
         closest = CloseNames()
         for err in validator_for(kind, catalog).iter_errors(doc.data):
             out.extend(_schema_problem(kind, doc, err, catalog, closest))
+    if kind != SECRETS:
+        taken = {(p.line, p.col) for p in out}
+        for path, value in _secret_refs(kind, doc.data):
+            if not _secret_place(path):
+                line, col = doc.pos(path)
+                if (line, col) not in taken:
+                    out.append(_misplaced_secret(doc, path, value))
     if doc.ambiguous:
         taken = {(p.line, p.col) for p in out}
         for path, raw in doc.ambiguous.items():
@@ -393,6 +400,55 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             if (line, col) not in taken:
                 out.append(_ambiguous_problem(doc, path, raw, catalog))
     return out
+
+
+# Where `!secret NAME` is read as a secret (its value compiled into a file, or a key):
+# anywhere else it would be taken as the text NAME (a serial, a description, a setting).
+_SECRET_SETTINGS = frozenset(
+    {
+        ("key",),
+        ("previous_key",),
+        ("encryption", "master_key"),
+        ("encryption", "previous", "master_key"),
+    }
+)
+
+
+def _secret_place(path: tuple[Any, ...]) -> bool:
+    if path and path[0] == "params":
+        return len(path) == 2
+    if path and path[0] == "lines":
+        return len(path) == 3
+    return path in _SECRET_SETTINGS
+
+
+def _secret_refs(kind: str, data: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], SecretRef]]:
+    """Each `!secret` of a document with its path. Of a device file only the top-level
+    values are looked at (everything below `params:` and `lines:` may be a secret): a
+    fleet's worth of files is validated, and this is per file."""
+    if kind == DEVICE:
+        for key, value in data.items():
+            if isinstance(value, SecretRef):
+                yield (key,), value
+        return
+    for path, value in leaves(data):
+        if isinstance(value, SecretRef):
+            yield path, value
+
+
+def _misplaced_secret(doc: Document, path: tuple[Any, ...], value: SecretRef) -> Problem:
+    line, col = doc.pos(path)
+    where = ".".join(str(p) for p in path)
+    return error(
+        doc.path,
+        line,
+        col,
+        SCHEMA,
+        f"{where}: !secret {value.name} cannot go here: {where} is not a secret, and "
+        f"would be read as the text {value.name!r}",
+        "write the value itself; !secret is for passwords and keys (a parameter, a line "
+        "setting, key, previous_key, encryption.master_key)",
+    )
 
 
 def _quoted(path: tuple[Any, ...], raw: str) -> str:

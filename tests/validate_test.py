@@ -422,6 +422,29 @@ def test_close_names_are_sought_for_a_hundred_unknown_keys_of_a_file_then_not(
     assert len(searches) <= 3 * CLOSE_NAMES_SOUGHT, len(searches)
 
 
+def test_a_secret_where_no_secret_is_read_is_an_error_at_its_place() -> None:
+    """`!secret NAME` anywhere but a parameter, a line setting or a key would be read as
+    the text NAME (a serial, a description, a file name): GP010 at the value. Where a
+    secret is read, it stays fine."""
+    found = lint_problems(
+        {
+            D1: DEVICE + "serial: !secret sip_2002\ndescription: !secret sip_2002\n",
+            "gitprov.yaml": FLEET.replace('"fv$(MA).conf"', "!secret sip_2002"),
+            "profiles/base.yaml": "description: !secret sip_2002\nparams:\n"
+            "  sip.server: sip.example.net\n  DBID_WEB_PASSWORD_X: !secret sip_2002\n",
+        }
+    )
+    misplaced = sorted((p.file, p.line, p.col) for p in found if "cannot go here" in p.message)
+    assert misplaced == [
+        ("inventory/devices/0021f2011b19.yaml", 8, 9),
+        ("inventory/devices/0021f2011b19.yaml", 9, 14),
+        ("inventory/gitprov.yaml", 2, 12),
+        ("inventory/profiles/base.yaml", 1, 14),
+    ], found
+    # (and not the line's password, the raw key in params or the fleet's master key)
+    assert all(p.code == "GP010" for p in found if "cannot go here" in p.message)
+
+
 def test_a_global_name_in_a_line_item_says_where_it_goes() -> None:
     found = lint_problems({D1: DEVICE + "    sip.server: x.example\n"})
     assert [(p.line, p.col, p.code) for p in found] == [(8, 5, "GP011")]

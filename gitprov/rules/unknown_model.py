@@ -30,4 +30,4 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     for model in sorted(index.keys_not_in(models)):  # (see unknown_profile)
         hint = hints(model)
         for (path, _), (line, col) in index.members(model):
-            yield error(path, line, col, CODE, f"unknown model {model!r}", hint)
+            yield error(path, line, col, CODE, f"unknown model {str(model)!r}", hint)

@@ -39,4 +39,4 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     # By name: the names given a close-name search are the same whatever order the
     # index holds them in (a fresh validation or one from a parent's snapshot).
     for path, (line, col), name in sorted(unknown, key=lambda u: (u[2], u[0])):
-        yield error(path, line, col, CODE, f"unknown profile {name!r}", hint(name))
+        yield error(path, line, col, CODE, f"unknown profile {str(name)!r}", hint(name))
