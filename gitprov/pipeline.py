@@ -665,6 +665,10 @@ class Pipeline:
         ):
             macs = {p: m for p, m in base.macs.items() if p not in changes} | now_macs
         now = self.digests(inv)
+        if snap.distance is not None:
+            # What a later process would compile again from the same base: a profile
+            # reaching 20,000 devices is one changed file, but it is far enough to keep.
+            snap.distance += len(inv.devices)
         if BOOTSTRAP not in now and digests.pop(BOOTSTRAP, None) is not None:
             changed[BOOTSTRAP] = versioning.ABSENT  # (a model change may leave none)
         digests.update(now)

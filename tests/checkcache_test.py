@@ -24,7 +24,14 @@ from gitprov.checkcache import DIGEST, FORMAT, KEEP, CheckCache, Kept
 from gitprov.errors import Problem
 from gitprov.pipeline import BOOTSTRAP, Pipeline
 from gitprov.rules._facts import Index
-from tests.fixtures.fleet import device_path, device_yaml, fleet_files
+from tests.fixtures.fleet import (
+    BASE_PROFILE,
+    base_profile,
+    device_path,
+    device_yaml,
+    fleet_files,
+    generated_mac,
+)
 from tests.fixtures.gitrepo import GitRepo, demo_private_key
 from tests.incremental_test import _history
 
@@ -279,6 +286,41 @@ def test_versions_of_a_child_compute_digests_of_the_devices_its_layers_reach(
         assert got == Pipeline(repo.repo).versions(_commit(repo, cid))
         assert {mac for mac, v in got.items() if v.commit == cid} == macs
         assert fresh.parse_cache.misses <= others + 1 + len(macs)  # + the changed layer
+
+
+def test_after_a_profile_change_reaching_many_devices_a_child_compiles_its_change_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One changed profile file reaches every device: the process that derives its
+    digests keeps them, so that the next process, for a one-device child, compiles that
+    device and not the fleet again (as it did until 64 more changes came: at 100,000
+    devices, 2.7 s of every following one-device publish)."""
+    from gitprov.builder import Builder
+
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(120)
+    commits = [repo.commit(files, "fleet")]
+    commits.append(repo.commit({BASE_PROFILE: base_profile("2").encode()}, "new server"))
+    one = device_path(7)
+    moved = device_yaml(7).replace('"100007"', '"190007"').encode()  # (its account)
+    commits.append(repo.commit({one: moved}, "device 7: another account"))
+    cache = tmp_path / "cache"
+    for cid in commits[:2]:  # each published by its own process, as CI does
+        Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, cid))
+    compiled: list[int] = []
+    real = Builder.digests
+
+    def counted(self: Builder, inv: inventory.Inventory) -> dict[str, str]:
+        compiled.append(len(inv.devices))
+        return real(self, inv)
+
+    monkeypatch.setattr(Builder, "digests", counted)
+    inventory._DEVICES.clear()
+    got = Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, commits[2]))
+    assert sum(compiled) == 1, compiled
+    assert got[generated_mac(7)].commit == commits[2]
+    monkeypatch.setattr(Builder, "digests", real)
+    assert got == Pipeline(repo.repo).versions(_commit(repo, commits[2]))
 
 
 def _macs_with(files: dict[str, bytes], line: bytes) -> set[str]:
