@@ -133,3 +133,51 @@ def test_a_device_changed_and_changed_back_is_listed_as_renumbered(
         assert "get a new version all the same" in shown and "0021f2011b20 1001 → 1003" in shown
     code, out = plan(capsys, example_repo, "--base", base, "--rev", base, "--format", "json")
     assert json.loads(out)["renumbered"] == []
+
+
+def test_only_devices_built_from_other_blobs_are_rendered_and_the_plan_is_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device whose file, model, profiles, fleet settings and secrets are the same blobs
+    on both sides renders the same: a one-device change renders that device, once per
+    side (at 100,000 devices: 33 s to 3.3 s). The plan is the one of rendering all."""
+    from gitprov.builder import Builder
+    from gitprov.compile import DeviceConfig, SecretResolver
+    from gitprov.inventory import Device, Inventory
+    from gitprov.pipeline import Pipeline
+    from tests.fixtures.fleet import device_path, device_yaml, fleet_files
+
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(fleet_files(40), "fleet")
+    changed = device_yaml(7).replace('"100007"', '"190007"')
+    repo.commit({device_path(7): changed.encode()}, "device 7", branch="feature", parents=[base])
+    compiled: list[str] = []
+    real = Pipeline.compile
+
+    def counted(
+        self: Pipeline, inv: Inventory, device: Device, resolve: SecretResolver
+    ) -> DeviceConfig:
+        compiled.append(device.mac)
+        return real(self, inv, device, resolve)
+
+    monkeypatch.setattr(Pipeline, "compile", counted)
+    argv = ("--base", base, "--rev", "feature", "--format", "json")
+    code, out = plan(capsys, repo, *argv)
+    assert code == 0, out
+    assert compiled == ["0021f3000007", "0021f3000007"], compiled
+    report = json.loads(out)
+    assert [(d["mac"], d["change"]) for d in report["devices"]] == [("0021f3000007", "change")]
+
+    # Every device's inputs told apart (as before): the same plan, every device rendered.
+    keys = Builder.input_keys
+    sides = iter(range(1_000_000))
+
+    def apart(self: Builder, inv: Inventory) -> dict[str, tuple[str, ...]]:
+        side = str(next(sides))
+        return {mac: (*key, side) for mac, key in keys(self, inv).items()}
+
+    monkeypatch.setattr(Builder, "input_keys", apart)
+    compiled.clear()
+    code, everything = plan(capsys, repo, *argv)
+    assert code == 0 and json.loads(everything) == report
+    assert len(compiled) == 2 * (40 + 4)  # (the example's four devices too)
