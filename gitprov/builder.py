@@ -385,6 +385,10 @@ class Builder:
         devices = inv.devices
         vers = state.versions_of([*(d.mac for d in devices), BOOTSTRAP])
         served = served or {}
+        if private_key is not None:
+            # Also when nothing needs a secret (no device yet): a commit that swaps
+            # public_key is refused before anyone seals a secret to it.
+            _check_key_pair(inv, private_key)
         resolve = secret_resolver(inv, private_key)
         key_id = key_id_of(private_key)
         files: list[DeviceFile] = []
