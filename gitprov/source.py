@@ -108,16 +108,18 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
             f"HEAD is on branch {branch!r}, which has no commit yet (other branches have)",
             hint="commit on it, switch to a branch that has commits, or pass --rev BRANCH",
         )
+    # (as an argument is shown back: a hook's 5,000-character one is not a screenful)
+    shown = repr(rev) if len(rev) <= 200 else f"{rev[:200]!r}… ({len(rev):,} characters)"
     try:
         obj = repo.revparse_single(rev)
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise UsageError(f"unknown revision {rev!r}", hint=hint) from exc
+        raise UsageError(f"unknown revision {shown}", hint=hint) from exc
     try:
         commit = obj.peel(pygit2.Commit)
     except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
-        raise UsageError(f"{rev!r} names a {obj.type_str}, not a commit", hint=hint) from exc
+        raise UsageError(f"{shown} names a {obj.type_str}, not a commit", hint=hint) from exc
     if not isinstance(commit, pygit2.Commit):
-        raise UsageError(f"{rev!r} is not a commit", hint=hint)
+        raise UsageError(f"{shown} is not a commit", hint=hint)
     return commit
 
 

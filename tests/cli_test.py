@@ -99,6 +99,10 @@ def test_unknown_revision_says_what_to_do(
     code, _, err = run(capsys, "--repo", str(example_repo.path), "versions", "--rev", "nope")
     assert code == 2
     assert "unknown revision 'nope'" in err and "hint:" in err
+    # A hook's argument of any length is shown in part, with its length.
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "versions", "--rev", "a" * 5000)
+    assert code == 2 and f"unknown revision '{'a' * 200}'… (5,000 characters)" in err, err
+    assert len(err) < 1000, err
 
 
 def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
