@@ -119,8 +119,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             line.line,
             line.col,
             CODE,
+            # (the first's SIP line, its slot in `lines:`: not a line of the file)
             f"SIP account {account!r} on {where}{via} is already registered by "
-            f"{by}, line {first.slot + 1}",
+            f"{by}, on its SIP line {first.slot + 1}",
             "a server keeps one registration per account; give each line its own account",
         )
 

@@ -169,6 +169,9 @@ def test_gp105_duplicate_account_after_layering() -> None:
     # The same account on two lines of one device.
     two_lines = DEVICE + '  - enabled: true\n    account: "2001"\n'
     check("GP105", {D1: two_lines}, (9, 14))
+    # Named by the first one's SIP line (its slot), which is not a line of the file.
+    (clash,) = [p for p in problems({D1: two_lines}) if p.code == "GP105"]
+    assert clash.message.endswith("already registered by this device, on its SIP line 1")
     # Set once in a profile that two devices use: reported where it is written, once.
     shared = 'extends: base\nlines:\n  - enabled: true\n    account: "3000"\n'
     check(
