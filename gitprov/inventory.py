@@ -143,12 +143,12 @@ class ParseCache:
             return
         blobs: list[bytes] = []
         readable = []
-        for item in todo:
+        for key, ref, fleet_file in todo:
             try:
-                blobs.append(source.read(item[1], item[0][2].document_bytes))
+                blobs.append(source.read(ref, key[2].document_bytes))
             except TooLarge:
                 continue  # (`get` reports it: never read)
-            readable.append(item)
+            readable.append((key, ref, fleet_file))
         todo = readable
 
         def job(part: Sequence[int]) -> list[tuple[Document | None, tuple[Problem, ...]]]:

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -53,6 +52,7 @@ from gitprov.plan import (
     ManifestEntry,
     sorted_fields,
 )
+from gitprov.unsafe import printable
 
 JOURNAL = "journal.jsonl"
 JOURNAL_FORMAT = 1
@@ -65,23 +65,7 @@ class JournalError(UsageError):
     """The journal cannot be read: a line gitprov did not write (exit 2)."""
 
 
-# -- text from commits ------------------------------------------------------------------
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def printable(text: str) -> str:
-    """`text` with every control, format, separator and unassigned character written as
-    `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN`: ESC, CR, LF, bidi overrides and U+2028 can then
-    neither start a line nor move a terminal's cursor. Other text, a backslash included,
-    stays as it is."""
-    out: list[str] = []
-    for ch in text:
-        if unicodedata.category(ch) not in _ESCAPED_CATEGORIES:
-            out.append(ch)
-            continue
-        n = ord(ch)
-        out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
-    return "".join(out)
+# -- text from commits (shown through gitprov.unsafe.printable) ------------------------
 
 
 @dataclass(frozen=True)

@@ -806,14 +806,11 @@ def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict
             path = base + gone.path
             if path.startswith(prefix):
                 out.setdefault(path, None)
-        if now.mode in _BLOB_MODES:
+        if now.mode in _BLOB_MODES or now.mode == _GITLINK_MODE:
             path = base + now.path
             if path.startswith(prefix):
-                out[path] = str(now.id)
-        elif now.mode == _GITLINK_MODE:
-            path = base + now.path
-            if path.startswith(prefix):
-                out[path] = GITLINK + str(now.id)  # (as CommitSource.files lists it)
+                # (a gitlink as CommitSource.files lists it)
+                out[path] = (GITLINK if now.mode == _GITLINK_MODE else "") + str(now.id)
     return out
 
 

@@ -38,6 +38,14 @@ class TooLarge(Exception):
         self.size = size
 
 
+def within(data: bytes, limit: int | None) -> bytes:
+    """`data`, or TooLarge when it holds more than `limit` bytes: what a source that holds
+    a file's bytes already says in `read`."""
+    if limit is not None and len(data) > limit:
+        raise TooLarge(len(data))
+    return data
+
+
 class Source(Protocol):
     """What the pipeline reads: inventory files under one directory."""
 
@@ -314,9 +322,7 @@ class WorktreeSource:
         data = self._cache.get(ref.oid)
         if data is None:
             data = _worktree_bytes(self.top / ref.path, ref.path)
-        if limit is not None and len(data) > limit:
-            raise TooLarge(len(data))
-        return data
+        return within(data, limit)
 
     def is_link(self, ref: FileRef) -> bool:
         return (self.top / ref.path).is_symlink()

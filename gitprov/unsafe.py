@@ -41,3 +41,21 @@ def shown(text: str) -> str:
         lambda m: m.group().encode("unicode_escape").decode("ascii"),
         text,
     )
+
+
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """`text` with every control, format, separator and unassigned character written as
+    `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN`: ESC, CR, LF, bidi overrides and U+2028 can then
+    neither start a line nor move a terminal's cursor. Other text, a backslash included,
+    stays as it is."""
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.category(ch) not in _ESCAPED_CATEGORIES:
+            out.append(ch)
+            continue
+        n = ord(ch)
+        out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "".join(out)

@@ -248,9 +248,9 @@ def _param_key_hint(
         p = catalog.lookup(LINE_PREFIX + key) or catalog.lookup(key)
         if p is not None and not p.per_line:
             return f"{p.name} is not per-line: write it under `params:`"
-    close = None
-    if closest.left:  # (the sorted names cost more than the check past the budget)
-        close = closest(key, sorted(catalog.line_names() if in_line else catalog.global_names()))
+    close = closest(
+        key, lambda: sorted(catalog.line_names() if in_line else catalog.global_names())
+    )
     if close:
         return f"did you mean {close!r}? (raw DBID_* keys are accepted too)"
     return "not a parameter name: see `gitprov params`, or write a raw DBID_* key"

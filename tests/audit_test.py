@@ -173,6 +173,11 @@ def test_outputs_are_the_same_with_and_without_the_cache(
 DEVICE = "inventory/devices/0021f2011b20.yaml"
 
 
+def _device_renamed(repo: GitRepo) -> str:
+    """A commit that changes DEVICE's settings (what `_raw_commit` then re-authors)."""
+    return repo.commit({DEVICE: repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x")
+
+
 def _raw_commit(
     repo: GitRepo, like: str, headers: bytes, message: bytes, parent: str | None = None
 ) -> str:
@@ -204,9 +209,7 @@ def _raw_commit(
 def test_a_commits_text_in_no_encoding_it_names_is_shown_with_replacements(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str], headers: bytes
 ) -> None:
-    changed = example_repo.commit(
-        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
-    )
+    changed = _device_renamed(example_repo)
     _raw_commit(example_repo, changed, headers, b"caf\xe9 \xff renamed\n")
     repo = str(example_repo.path)
     for argv in (["versions"], ["log", "0021f2011b20"], ["blame", "0021f2011b20"]):
@@ -220,9 +223,7 @@ def test_a_commits_text_in_no_encoding_it_names_is_shown_with_replacements(
 def test_a_commit_in_latin1_that_says_so_is_read_in_latin1(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    changed = example_repo.commit(
-        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
-    )
+    changed = _device_renamed(example_repo)
     headers = (
         b"author J\xf6rg <j@x> 1700000000 +0000\ncommitter C <c@x> 1700000000 +0000\n"
         b"encoding latin1\n"
@@ -239,9 +240,7 @@ def test_a_commits_escape_sequences_never_reach_the_terminal_as_such(
     """An author or a subject is text any committer wrote: printed raw, ESC would set the
     reader's window title or clear the screen, and CR overwrite what was printed. Text
     output shows each as an escape; JSON carries the text exactly (JSON escapes it)."""
-    changed = example_repo.commit(
-        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
-    )
+    changed = _device_renamed(example_repo)
     headers = (
         b"author Eve\x1b]0;pwned\x07Mallory <e@x> 1700000000 +0000\n"
         b"committer C <c@x> 1700000000 +0000\n"
@@ -265,9 +264,7 @@ def test_an_ancestor_git_cannot_parse_is_an_error_naming_the_repository(
 ) -> None:
     """A signature without an e-mail: `git fsck` refuses it, a fetch takes it in."""
     first = str(example_repo.repo.revparse_single("main").id)
-    changed = example_repo.commit(
-        {DEVICE: example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")}, "x"
-    )
+    changed = _device_renamed(example_repo)
     top = example_repo.commit({DEVICE: example_repo.files[DEVICE] + b"# after\n"}, "on top")
     broken = _raw_commit(example_repo, changed, b"author B\ncommitter B\n", b"broken\n")
     good = b"author A <a@x> 1700000000 +0000\ncommitter A <a@x> 1700000000 +0000\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gitprov.cli.common import Output, Subparsers, add_command, add_format, mac, session
+from gitprov.unsafe import printable
 
 
 def register(sub: Subparsers) -> None:
@@ -53,8 +54,6 @@ def run_versions(args: argparse.Namespace, out: Output) -> int:
     if args.format == "json":
         out.json([{"mac": r.mac, "version": r.version, "commit": r.commit} for r in rows])
         return 0
-    from gitprov.journal import printable  # (pygit2: not imported for --help)
-
     out.data(f"{'MAC':<14} {'VERSION':>9}  SET BY")
     for r in rows:
         out.data(f"{r.mac:<14} {r.version:>9}  {r.commit[:12]} {printable(r.summary[:50])}")
@@ -84,8 +83,6 @@ def run_log(args: argparse.Namespace, out: Output) -> int:
             }
         )
         return 0
-    from gitprov.journal import printable  # (pygit2: not imported for --help)
-
     for c in reversed(changes):
         version = f"version {c.version}" if c.event != "removed" else "removed"
         via = f"  (merged by {c.commit[:12]})" if c.set_by != c.commit else ""
@@ -117,8 +114,6 @@ def run_blame(args: argparse.Namespace, out: Output) -> int:
             }
         )
         return 0
-    from gitprov.journal import printable  # (pygit2: not imported for --help)
-
     for b in lines:
         who = f"{b.commit[:12]} {printable(b.author)}" if b.commit and b.author else "-"
         out.data(f"{b.key}={b.value}\n    from {b.origin}  ({who})")

@@ -18,6 +18,7 @@ from gitprov.cli.common import (
     session,
 )
 from gitprov.cli.defaults import CONFIG_ENV
+from gitprov.unsafe import printable
 
 if TYPE_CHECKING:
     from gitprov import journal
@@ -122,7 +123,6 @@ def _instant(text: str) -> datetime:
 # -- history ------------------------------------------------------------------------------
 def run_history(args: argparse.Namespace, out: Output) -> int:
     from gitprov import journal
-    from gitprov.journal import printable
 
     config = publisher_config_of(args)
     read = session(args, out).read_journal(config)
@@ -175,8 +175,6 @@ def run_history(args: argparse.Namespace, out: Output) -> int:
 
 
 def _who(e: Entry) -> str:
-    from gitprov.journal import printable
-
     if e.info is None:
         return "(author not recorded)"
     i = e.info
@@ -184,8 +182,6 @@ def _who(e: Entry) -> str:
 
 
 def _entry_line(e: Entry) -> str:
-    from gitprov.journal import printable
-
     added = sum(len(c.added) for c in e.changes)
     changed = sum(len(c.changed) for c in e.changes)
     removed = sum(len(c.removed) for c in e.changes)
@@ -201,8 +197,6 @@ def _entry_line(e: Entry) -> str:
 
 
 def _mac_line(e: Entry, c: Change, action: str, r: FileRecord) -> str:
-    from gitprov.journal import printable
-
     version = f"version {r.version}" if r.version is not None else "-"
     where = "" if set(c.roots) == set(e.roots) else f"  (in {_roots(c.roots)} only)"
     flag = " [recovered]" if e.recovered else ""
@@ -213,8 +207,6 @@ def _mac_line(e: Entry, c: Change, action: str, r: FileRecord) -> str:
 
 
 def _roots(roots: tuple[str, ...]) -> str:
-    from gitprov.journal import printable
-
     return ", ".join(printable(r) for r in roots)
 
 
@@ -222,7 +214,6 @@ def _print_live(
     out: Output, live: journal.Live, entries: tuple[Entry, ...], only: str | None
 ) -> None:
     from gitprov import journal
-    from gitprov.journal import printable
 
     at = journal.rfc3339(live.at)
     e = live.entry
@@ -247,8 +238,6 @@ def _print_live(
 
 
 def _file_line(r: FileRecord) -> str:
-    from gitprov.journal import printable
-
     parts = [printable(r.name), printable(r.kind)]
     if r.mac:
         parts.append(printable(r.mac))
@@ -279,8 +268,6 @@ def _live_json(live: journal.Live) -> dict[str, Any]:
 
 # -- verify -------------------------------------------------------------------------------
 def run_verify(args: argparse.Namespace, out: Output) -> int:
-    from gitprov.journal import printable
-
     config = publisher_config_of(args)
     with out.working("verify"):
         result = session(args, out).verify(args.rev, config)

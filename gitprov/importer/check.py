@@ -29,7 +29,7 @@ from gitprov.importer.write import Sealer
 from gitprov.inventory import SECRETS_FILE, Inventory
 from gitprov.macros import device_variables, expand
 from gitprov.rule_url import RuleSyntaxError, RuleUrl, parse_rule
-from gitprov.source import FileRef, Source, TooLarge, WorktreeSource
+from gitprov.source import FileRef, Source, WorktreeSource, within
 from gitprov.yamldoc import SecretRef, leaves
 
 
@@ -198,10 +198,7 @@ class _Overlay:
     def read(self, ref: FileRef, limit: int | None = None) -> bytes:
         if ref.path not in self.planned:
             return self.base.read(ref, limit)
-        data = self.planned[ref.path]
-        if limit is not None and len(data) > limit:
-            raise TooLarge(len(data))
-        return data
+        return within(self.planned[ref.path], limit)
 
     def is_link(self, ref: FileRef) -> bool:
         return ref.path not in self.planned and self.base.is_link(ref)

@@ -394,11 +394,19 @@ class CloseNames:
     def __init__(self) -> None:
         self.left = CLOSE_NAMES_SOUGHT
 
-    def __call__(self, name: str, known: Sequence[str], cutoff: float = 0.6) -> str | None:
+    def __call__(
+        self,
+        name: str,
+        known: Sequence[str] | Callable[[], Sequence[str]],
+        cutoff: float = 0.6,
+    ) -> str | None:
+        """`known` may be a callable: the names are made only for a search (past the
+        budget, making a catalog's sorted names costs more than the check)."""
         if self.left <= 0:
             return None
         self.left -= 1
-        close = difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
+        names = known() if callable(known) else known
+        close = difflib.get_close_matches(name, names, n=1, cutoff=cutoff)
         return close[0] if close else None
 
 
@@ -412,15 +420,14 @@ class NameHints:
         self.kind = kind
         self.add = add
         self._hints: dict[str, str] = {}
+        self._closest = CloseNames()
 
     def __call__(self, name: str) -> str:
         hint = self._hints.get(name)
         if hint is None:
-            close = []
-            if len(self._hints) < CLOSE_NAMES_SOUGHT:
-                close = difflib.get_close_matches(name, self.known, n=1)
+            close = self._closest(name, self.known)
             if close:
-                hint = f"did you mean {close[0]!r}?"
+                hint = f"did you mean {close!r}?"
             else:
                 shown = ", ".join(self.known[:NAMES_SHOWN]) or "none"
                 more = len(self.known) - NAMES_SHOWN

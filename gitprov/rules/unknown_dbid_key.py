@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gitprov.catalog import DBID_PATTERN, Catalog
+from gitprov.catalog import DBID_PATTERN
 from gitprov.errors import Level, Problem
 from gitprov.rules import CloseNames, DocContext, RuleContext
 from gitprov.rules._bindings import LAYER_KINDS, bound_keys
@@ -31,7 +31,7 @@ _DBID = re.compile(DBID_PATTERN)
 def _problem(dctx: DocContext, path: Path_, key: str, closest: CloseNames) -> Problem:
     doc = dctx.doc
     line, col = doc.pos(path, key=True)
-    close = closest(key, _keys(dctx.catalog), cutoff=0.8) if closest.left else None
+    close = closest(key, lambda: [p.key for p in dctx.catalog.params], cutoff=0.8)
     hint = f"did you mean {close}? " if close else ""
     hint += "check it against `gitprov params`; it is written to param.conf as given"
     return Problem(
@@ -43,10 +43,6 @@ def _problem(dctx: DocContext, path: Path_, key: str, closest: CloseNames) -> Pr
         f"{key} is not in the parameter catalog",
         hint,
     )
-
-
-def _keys(catalog: Catalog) -> list[str]:
-    return [p.key for p in catalog.params]  # (only for a close name: most files have none)
 
 
 def _document(dctx: DocContext, bound: frozenset[str]) -> Iterator[Problem]:

@@ -18,7 +18,7 @@ import pygit2
 from gitprov.errors import Problem
 from gitprov.pipeline import Pipeline
 from gitprov.rules import HistoryFloor
-from gitprov.source import FileRef, TooLarge
+from gitprov.source import FileRef, within
 from gitprov.validate import Options
 
 # Not the demo key (that one warns, GP119): a well-formed key nobody holds.
@@ -114,10 +114,7 @@ class MemorySource:
         return list(self._refs)
 
     def read(self, ref: FileRef, limit: int | None = None) -> bytes:
-        data = self._data[ref.oid]
-        if limit is not None and len(data) > limit:
-            raise TooLarge(len(data))
-        return data
+        return within(self._data[ref.oid], limit)
 
     def is_link(self, ref: FileRef) -> bool:
         return False
