@@ -1067,6 +1067,17 @@ def _stat_dict(table: StatTable) -> dict[str, Stat]:
     return {n: st for n, st in zip(table.names, stats, strict=True) if st[0] >= 0}
 
 
+def _served_is_record(manifest: Manifest) -> bool:
+    """Whether `served` already holds every listed file's number. A publish says so by
+    making the record its `served`; a manifest read from its JSON (a state dir copied,
+    an index lost) is asked, once, here: else each later publish of another commit
+    would derive the record again (0.2 s at 100,000 devices)."""
+    known = vars(manifest).get("served_record")
+    if known is not None:
+        return known is manifest.served or known == manifest.served
+    return manifest.served_record == manifest.served
+
+
 def write_index(state_dir: Path, manifest: Manifest) -> None:
     """Best effort and never fsynced: an index lost or torn only costs the next publish
     a reading of the manifest (a torn one fails its sha256).
@@ -1117,9 +1128,9 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
                 "sha256": rest_sha.hexdigest(),
                 "sizes": [len(part) for part in rest],
                 "served": len(manifest.served),
-                # The record holds every file's number already (a publish made it so):
-                # `served_record` needs no pass over the entries.
-                "served_is_record": vars(manifest).get("served_record") is manifest.served,
+                # The record holds every file's number already: `served_record` needs no
+                # pass over the entries next time (see `_served_is_record`).
+                "served_is_record": _served_is_record(manifest),
                 "manifest_sha256": manifest.sha256,
             }
         head = {

@@ -248,6 +248,29 @@ def test_served_is_the_record_only_when_a_publish_made_it_so(tmp_path: Path) -> 
     assert found.served_record == record
 
 
+def test_a_manifest_read_from_its_json_is_asked_whether_served_is_the_record(
+    tmp_path: Path,
+) -> None:
+    # A state dir copied (or its index lost): the manifest is read from its JSON, which
+    # cannot say that `served` is the record. Asked once when its index is written, the
+    # next reader gets the record without a pass over the entries.
+    m = _one()
+    record = dict(m.served_record)
+    for name, served, expected in (("short", dict(m.served), False), ("full", record, True)):
+        state = tmp_path / name
+        stored = _store(state, dataclasses.replace(m, served=served))  # no record kept
+        (state / INDEX).unlink()
+        plan_module._LOADED.clear()
+        from_json = load_manifest(state)
+        assert from_json is not None and "served_record" not in vars(from_json)
+        write_index(state, from_json)
+        plan_module._LOADED.clear()
+        found = load_manifest(state)
+        assert found is not None and isinstance(found.files, EntryTable)
+        assert (vars(found).get("served_record") is found.served) is expected
+        assert found.served_record == stored.served_record == record
+
+
 _ROW = plan_module._ENTRY_ROW
 
 
