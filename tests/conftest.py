@@ -36,13 +36,16 @@ def _checkout_status() -> set[str] | None:
     """Every untracked, ignored or modified path of this checkout, or None outside git."""
     done = subprocess.run(
         ["git", "-C", str(ROOT), "status", "--porcelain", "--ignored", "--untracked-files=all"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         return None
     paths = {line[3:] for line in done.stdout.splitlines()}
     return {
-        p for p in paths
+        p
+        for p in paths
         if not p.startswith(CACHES) and "__pycache__/" not in p and not p.endswith(".pyc")
     }
 

@@ -26,9 +26,9 @@ ACTION_REF = f"gitprov/gitprov@{'1' * 40}"
 
 
 def test_every_subpackage_is_packaged() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"
-    ])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = {
         ".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")
     }
@@ -43,7 +43,9 @@ WHEELHOUSE = Path(sys.executable).parent.parent / "wheelhouse"
 def offline_pip_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env.update(
-        PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELHOUSE),
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(WHEELHOUSE),
         PIP_DISABLE_PIP_VERSION_CHECK="1",
     )
     return env
@@ -66,9 +68,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     env = offline_pip_env()
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(base / "dist"),
-         str(source)],
-        capture_output=True, text=True, check=False, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(base / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
     )
     if built.returncode != 0:
         pytest.fail(f"building the wheel failed:\n{built.stderr}")
@@ -77,7 +92,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
-        capture_output=True, text=True, check=False, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
     )
     if done.returncode != 0:
         pytest.fail(f"installing the wheel failed:\n{done.stderr}")
@@ -89,7 +108,12 @@ def gitprov_in(venv: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess
     env["GITPROV_PRIVATE_KEY"] = demo_private_key()
     return subprocess.run(
         [str(venv / "bin" / "python"), "-m", "gitprov", *argv],
-        cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
 
 
@@ -97,7 +121,10 @@ def gitprov_in(venv: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess
 def test_the_wheel_works_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
     probe = subprocess.run(
         [str(installed / "bin" / "python"), "-c", "import gitprov; print(gitprov.__file__)"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
     )
     assert str(installed) in probe.stdout, probe.stdout  # not this checkout's source
@@ -133,8 +160,14 @@ def test_init_from_the_wheel_gives_an_inventory_that_validates(
     installed: Path, tmp_path: Path
 ) -> None:
     done = gitprov_in(
-        installed, tmp_path, "init", "ours", "--private-key-out", str(tmp_path / "ours.key"),
-        "--action-ref", ACTION_REF,
+        installed,
+        tmp_path,
+        "init",
+        "ours",
+        "--private-key-out",
+        str(tmp_path / "ours.key"),
+        "--action-ref",
+        ACTION_REF,
     )
     assert done.returncode == 0, done.stderr
     done = gitprov_in(installed, tmp_path / "ours", "validate", "--worktree")
@@ -155,8 +188,14 @@ def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decry
 
     def gp(*argv: str, stdin: str | None = None) -> str:
         done = subprocess.run(
-            [str(installed / "bin" / "gitprov"), *argv], cwd=top, env=env, input=stdin,
-            capture_output=True, text=True, check=False, timeout=300,
+            [str(installed / "bin" / "gitprov"), *argv],
+            cwd=top,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
         )
         assert done.returncode == 0, f"gitprov {' '.join(argv)}:\n{done.stdout}{done.stderr}"
         return done.stdout
@@ -185,16 +224,28 @@ def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decry
 
     proc = subprocess.Popen(
         [str(installed / "bin" / "gitprov"), "serve", "--http-port", "0", "--tftp-port", "0"],
-        cwd=top, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=top,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         port = re.search(r"127\.0\.0\.1:(\d+)", proc.stdout.readline())
         assert port, "serve did not say where it listens"
         fetched = subprocess.run(
-            [curl, "-sS", "--fail", "--noproxy", "*",
-             f"http://127.0.0.1:{port.group(1)}/fv0021f2aabb01.conf"],
-            capture_output=True, check=False, timeout=30,
+            [
+                curl,
+                "-sS",
+                "--fail",
+                "--noproxy",
+                "*",
+                f"http://127.0.0.1:{port.group(1)}/fv0021f2aabb01.conf",
+            ],
+            capture_output=True,
+            check=False,
+            timeout=30,
         )
     finally:
         proc.terminate()
@@ -205,7 +256,10 @@ def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decry
     device_key = gp("key", "0021f2aabb01", "--rev", "HEAD").strip()
     plain = subprocess.run(
         [openssl, "enc", "-d", "-aes-256-cbc", "-md", "md5", "-k", device_key],
-        input=fetched.stdout, capture_output=True, check=True, timeout=30,
+        input=fetched.stdout,
+        capture_output=True,
+        check=True,
+        timeout=30,
     ).stdout.decode()
     assert plain == gp("show", "0021f2aabb01", "--rev", "HEAD", "--reveal")
     # Line 1's password, opened by the team's own private key (per-line values are
@@ -215,12 +269,19 @@ def test_a_team_inventory_from_the_wheel_publishes_and_serves_what_devices_decry
 
 def test_the_wheel_says_its_licence_and_where_it_lives(installed: Path) -> None:
     probe = subprocess.run(
-        [str(installed / "bin" / "python"), "-c",
-         "import importlib.metadata as m, json; d = m.distribution('gitprov'); "
-         "print(json.dumps({'license': d.metadata['License-Expression'], "
-         "'urls': d.metadata.get_all('Project-URL'), "
-         "'files': [str(f) for f in d.files or []]}))"],
-        capture_output=True, text=True, check=True, env=offline_pip_env(), cwd=installed,
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m, json; d = m.distribution('gitprov'); "
+            "print(json.dumps({'license': d.metadata['License-Expression'], "
+            "'urls': d.metadata.get_all('Project-URL'), "
+            "'files': [str(f) for f in d.files or []]}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=offline_pip_env(),
+        cwd=installed,
     )
     meta = json.loads(probe.stdout)
     assert meta["license"] == "Apache-2.0"

@@ -53,8 +53,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def versions(
     capsys: pytest.CaptureFixture[str], repo: Path, rev: str = "main", *extra: str
 ) -> dict[str, tuple[int, str]]:
-    code, out, err = run(capsys, "--repo", str(repo), *extra, "versions", "--rev", rev,
-                         "--format", "json")
+    code, out, err = run(
+        capsys, "--repo", str(repo), *extra, "versions", "--rev", rev, "--format", "json"
+    )
     assert code == 0, err
     return {row["mac"]: (row["version"], row["commit"]) for row in json.loads(out)}
 
@@ -66,8 +67,16 @@ def numbers(capsys: pytest.CaptureFixture[str], repo: Path, rev: str = "main") -
 def publish(
     capsys: pytest.CaptureFixture[str], repo: GitRepo, base: Path, rev: str, *extra: str
 ) -> tuple[int, str, str]:
-    return run(capsys, "--repo", str(repo.path), "publish", "--rev", rev,
-               *root_args(base, tftp=False), *extra)
+    return run(
+        capsys,
+        "--repo",
+        str(repo.path),
+        "publish",
+        "--rev",
+        rev,
+        *root_args(base, tftp=False),
+        *extra,
+    )
 
 
 def served(base: Path) -> dict[str, int]:
@@ -98,8 +107,11 @@ def foxtrot(r: GitRepo) -> dict[str, str]:
     )
     merged = {**main_files, D: r.files[D]}
     ids["F2"] = r.commit(
-        {}, "Merge branch main into feature", branch="feature",
-        parents=[ids["F1"], ids["M5"]], base=merged,
+        {},
+        "Merge branch main into feature",
+        branch="feature",
+        parents=[ids["F1"], ids["M5"]],
+        base=merged,
     )
     # The fast-forward "merge" button: main now points at the feature's merge.
     r.repo.references["refs/heads/main"].set_target(pygit2.Oid(hex=ids["F2"]))
@@ -274,14 +286,21 @@ def test_concurrent_forced_publishes_never_share_a_number(
     base_files = dict(r.files)
     for round_ in range(20):
         siblings = [
-            r.commit({A: named(r, A, f"Round {round_} side {side}")}, f"{round_}/{side}",
-                     branch=f"r{round_}s{side}", parents=[base], base=base_files)
+            r.commit(
+                {A: named(r, A, f"Round {round_} side {side}")},
+                f"{round_}/{side}",
+                branch=f"r{round_}s{side}",
+                parents=[base],
+                base=base_files,
+            )
             for side in (0, 1)
         ]
         procs = [
             subprocess.Popen(
                 [*gitprov, "--rev", rev, "--force", "--wait", "60", *args],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for rev in siblings
         ]

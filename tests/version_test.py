@@ -429,6 +429,7 @@ def test_a_history_with_its_diffs_worked_out_ahead_gives_the_same_deltas(
     )
     assert here == []
     assert ahead == alone
-    assert compute_state(r.repo, head, two.evaluate).versions() == compute_state(
-        r.repo, head, one.evaluate
-    ).versions()
+    assert (
+        compute_state(r.repo, head, two.evaluate).versions()
+        == compute_state(r.repo, head, one.evaluate).versions()
+    )

@@ -155,9 +155,7 @@ STRUCTURES = st.recursive(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(KEYS, STRUCTURES, max_size=4), st.booleans())
-def test_plain_data_reads_exactly_as_pyyaml_writes_it(
-    value: dict[str, Any], flow: bool
-) -> None:
+def test_plain_data_reads_exactly_as_pyyaml_writes_it(value: dict[str, Any], flow: bool) -> None:
     # What the reader accepts without a word is what YAML means: PyYAML's own reading.
     text = yaml.safe_dump(value, default_flow_style=flow, allow_unicode=True)
     doc = check(text.encode())

@@ -56,7 +56,11 @@ def test_make_run_publishes_serves_and_follows_main(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            ["sh", "scripts/run.sh"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
+            ["sh", "scripts/run.sh"],
+            cwd=clone,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -70,8 +74,11 @@ def test_make_run_publishes_serves_and_follows_main(tmp_path: Path) -> None:
 
         wait_for(served, f"{url} (log: {log.read_text()})")
         key = subprocess.run(
-            [str(VENV / "bin" / "gitprov"), "key", MAC], cwd=clone, check=True,
-            capture_output=True, text=True,
+            [str(VENV / "bin" / "gitprov"), "key", MAC],
+            cwd=clone,
+            check=True,
+            capture_output=True,
+            text=True,
             env={**env, "GITPROV_PRIVATE_KEY_FILE": "examples/demo-private-key.txt"},
         ).stdout.strip()
         first = openssl_decrypt(fetch(url), key).decode()
