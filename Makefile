@@ -51,6 +51,7 @@ node-tools:
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: setup peers node-tools lint
