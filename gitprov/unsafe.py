@@ -13,9 +13,15 @@ import unicodedata
 # What no key or value of param.conf may hold (TAB aside: it separates per-line values).
 # A line break or NUL would inject lines; other C0 and C1 controls (ESC, VT, FF, NEL …),
 # DEL, Unicode line and paragraph separators and bidi controls (the "Trojan Source" trick)
-# are read one way by the device's parser and another by the person reviewing a plan.
+# are read one way by the device's parser and another by the person reviewing a plan. So
+# are the characters that show as nothing at all: a zero-width space, a word joiner, the
+# invisible operators, a soft hyphen, U+180E, a byte order mark inside a value and the
+# interlinear annotation marks; pasted from a web page into a password or an account,
+# they make it another one than the one reviewed. (The zero-width joiner and non-joiner,
+# U+200C and U+200D, are not refused: Persian, the Indic scripts and emoji need them.)
 UNSAFE = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f\u2028\u2029"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]"
 )
 _NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}
 

@@ -7,7 +7,11 @@ Other control characters (ESC, VT, FF, DEL, the C1 controls such as NEL U+0085),
 Unicode line and paragraph separators (U+2028, U+2029) and the bidi controls (U+200E,
 U+200F, U+202A-U+202E, U+2066-U+2069, U+061C) are invisible in a review, and a device's
 parser may read them as line ends or keep them in the value: none has a place in a device
-file. Every string of every file is checked, keys included. A TAB is GP109's.
+file. Nor have the characters that show as nothing (a zero-width space U+200B, a word
+joiner U+2060, a soft hyphen U+00AD, a byte order mark U+FEFF inside a value …): pasted
+into a password or an account, they make it another than the one reviewed.
+
+Every string of every file is checked, keys included. A TAB is GP109's.
 
 Fails:   `display_name: "Alice\\nDBID_SIP_PASSWORD=x"`, a `|` block scalar, `"Desk\\u202e"`
 Passes:  `display_name: "Alice"`, `display_name: "Zoë"`

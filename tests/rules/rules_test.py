@@ -214,6 +214,12 @@ def test_gp108_value_injection() -> None:
     check("GP108", {D1: DEVICE + '    display_name: "Alice\\r"\n'}, (8, 19))
     check("GP108", {D1: DEVICE + '    display_name: "Alice"\n'})
     check("GP108", {D1: DEVICE + '    display_name: "Zoë 李 – ok"\n'})
+    # The joiners that scripts and emoji need are text, not tricks.
+    check(
+        "GP108",
+        {D1: DEVICE + '    display_name: "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"\n'},
+    )
+    check("GP108", {D1: DEVICE + '    display_name: "\U0001f469\u200d\U0001f4bb"\n'})
 
 
 @pytest.mark.parametrize(
@@ -232,6 +238,13 @@ def test_gp108_value_injection() -> None:
         "\\u2066",  # LEFT-TO-RIGHT ISOLATE
         "\\u061c",  # ARABIC LETTER MARK
         "\\x01",
+        "\\u200b",  # ZERO WIDTH SPACE
+        "\\u2060",  # WORD JOINER
+        "\\u2063",  # INVISIBLE SEPARATOR
+        "\\xad",  # SOFT HYPHEN
+        "\\u180e",  # MONGOLIAN VOWEL SEPARATOR
+        "\\ufeff",  # a byte order mark inside a value
+        "\\ufffb",  # INTERLINEAR ANNOTATION TERMINATOR
     ],
 )
 def test_gp108_refuses_every_control_character(escape: str) -> None:
