@@ -7,6 +7,7 @@ into messages that say what to do; semantic checks are rules (gitprov/rules/).
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -169,7 +170,10 @@ def _schema_problem(
             )
         ]
     if kw == "enum":
-        allowed = ", ".join(repr(v) for v in schema.get("enum", []) if v is not None)
+        # (as YAML writes them: true, not Python's True)
+        allowed = ", ".join(
+            json.dumps(v, ensure_ascii=False) for v in schema.get("enum", []) if v is not None
+        )
         raw = doc.raw.get(path)
         hint = f"use one of: {allowed}"
         if raw is not None and isinstance(inst, bool | int | float):
@@ -384,7 +388,13 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
     fast = checker_for(kind, catalog)
     if fast is None or not fast(doc.data):
         closest = CloseNames()
-        for err in validator_for(kind, catalog).iter_errors(doc.data):
+        errors = list(validator_for(kind, catalog).iter_errors(doc.data))
+        # A value of the wrong type is also outside an enum of that place: one problem
+        # (the type's, which says what to write) is enough for one value.
+        typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+        for err in errors:
+            if err.validator == "enum" and tuple(err.absolute_path) in typed:
+                continue
             out.extend(_schema_problem(kind, doc, err, catalog, closest))
     if kind != SECRETS:
         taken = {(p.line, p.col) for p in out}

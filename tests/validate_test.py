@@ -650,3 +650,18 @@ def test_any_broken_shape_gives_problems_never_a_crash(data: st.DataObject) -> N
     text = yaml.dump(doc, Dumper=_Dumper, allow_unicode=True)
     found = lint_problems({rel: text}, parent={})
     assert all(isinstance(p, Problem) for p in found)
+
+
+def test_a_value_of_the_wrong_type_is_one_problem_and_choices_read_as_yaml() -> None:
+    # The string 'true' for a line's enabled flag fails the type and the enum of that
+    # place; a second message about the same value says nothing more.
+    overlay = {D1: DEVICE.replace("  - enabled: true", "  - enabled: 'true'", 1)}
+    found = [p for p in lint_problems(overlay) if p.file == f"inventory/{D1}"]
+    assert [(p.code, p.message) for p in found] == [
+        ("GP010", "lines.0.enabled: expected boolean or integer, got the string 'true'")
+    ]
+    # An enum's choices are written as in the file: a YAML reader knows true, not True.
+    model = IP542N.replace("family: flyingvoice", "family: grandstream")
+    (bad,) = [p for p in lint_problems({"models/IP542N.yaml": model}) if p.code == "GP010"]
+    assert bad.message == "family: the string 'grandstream' is not allowed"
+    assert bad.hint == 'use one of: "flyingvoice"'
