@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE, SECRETS, Documents
+from gitprov.macros import normalise_mac
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.rule_url import redact_text
 from gitprov.rules import (
@@ -396,6 +397,12 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             if err.validator == "enum" and tuple(err.absolute_path) in typed:
                 continue
             out.extend(_schema_problem(kind, doc, err, catalog, closest))
+    if kind == DEVICE and isinstance(doc.data, dict):
+        unusable = _unusable_mac(doc)
+        if unusable is not None and (unusable.line, unusable.col) not in {
+            (p.line, p.col) for p in out
+        }:
+            out.append(unusable)
     if kind != SECRETS:
         taken = {(p.line, p.col) for p in out}
         for path, value in _secret_refs(kind, doc.data):
@@ -410,6 +417,36 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             if (line, col) not in taken:
                 out.append(_ambiguous_problem(doc, path, raw, catalog))
     return out
+
+
+def _unusable_mac(doc: Document) -> Problem | None:
+    """GP010 for a MAC of the right form that no device has: a group (multicast) address,
+    the broadcast address among them, or all zeros. A typo of one digit in the first octet
+    makes one; its file would be published under a name no device ever asks for."""
+    raw = doc.data.get("mac")
+    mac = normalise_mac(raw) if isinstance(raw, str) else None
+    if mac is None:
+        return None
+    if mac == "000000000000":
+        what = "all zeros"
+    elif int(mac[1], 16) & 1:
+        what = (
+            "the broadcast address"
+            if mac == "ffffffffffff"
+            else "a group (multicast) address: the lowest bit of its first octet is set"
+        )
+    else:
+        return None
+    line, col = doc.pos(("mac",))
+    return error(
+        doc.path,
+        line,
+        col,
+        SCHEMA,
+        f"mac: {_shown_value(raw)} is {what}; no device has it",
+        "copy the MAC from the device's label or its web page (the first octet of a "
+        "device's MAC is even, e.g. 00:21:f2:01:1b:19)",
+    )
 
 
 # Where `!secret NAME` is read as a secret (its value compiled into a file, or a key):

@@ -665,3 +665,25 @@ def test_a_value_of_the_wrong_type_is_one_problem_and_choices_read_as_yaml() -> 
     (bad,) = [p for p in lint_problems({"models/IP542N.yaml": model}) if p.code == "GP010"]
     assert bad.message == "family: the string 'grandstream' is not allowed"
     assert bad.hint == 'use one of: "flyingvoice"'
+
+
+@pytest.mark.parametrize(
+    ("mac", "what"),
+    [
+        ("01:21:f2:01:1b:19", "a group (multicast) address"),
+        ("0321F2011B19", "a group (multicast) address"),
+        ("ff-ff-ff-ff-ff-ff", "the broadcast address"),
+        ("0000.0000.0000", "all zeros"),
+    ],
+)
+def test_a_mac_no_device_has_is_refused(mac: str, what: str) -> None:
+    overlay = {D1: DEVICE.replace('mac: "00:21:f2:01:1b:19"', f'mac: "{mac}"')}
+    (found,) = [p for p in lint_problems(overlay) if p.code == "GP010"]
+    assert (found.file, found.line, found.col) == (f"inventory/{D1}", 1, 6)
+    assert f"'{mac}' is {what}" in found.message
+
+
+@pytest.mark.parametrize("mac", ["02:21:f2:01:1b:19", "fe:ff:ff:ff:ff:ff", "00:00:00:00:00:01"])
+def test_a_locally_administered_or_low_mac_is_a_device_s(mac: str) -> None:
+    overlay = {D1: DEVICE.replace('mac: "00:21:f2:01:1b:19"', f'mac: "{mac}"')}
+    assert not [p for p in lint_problems(overlay) if p.code == "GP010"]
