@@ -776,6 +776,24 @@ def parse(
     hidden = _HIDDEN_BREAK.search(text) if _may_hide_a_break(text) else None
     if hidden is not None:
         return None, [_hidden_break(path, text, hidden.start())]
+    # A byte order mark belongs at the very start of the file, where it is skipped; one
+    # inside (two files joined, a paste from a Windows editor) is an invisible character
+    # that libyaml reports as a missing key, a column past it.
+    stray = text.find("\ufeff", 1)
+    if stray != -1:
+        line, col = _line_col(text, stray)
+        return None, [
+            error(
+                path,
+                line,
+                col,
+                "GP001",
+                "a byte order mark (U+FEFF) inside the file: YAML allows one only at its "
+                "very start",
+                "remove it (it is invisible in most editors: delete the character before "
+                "the first one shown there, or retype the line)",
+            )
+        ]
     loader = _Loader(text)
     reader = _Reader(path, loader, limits, fleet_file)
     try:

@@ -421,3 +421,17 @@ def test_integers_up_to_the_limit_are_read_and_5000_digits_never_reach_int() -> 
 def test_the_fleet_file_hint_says_the_defaults_hold_for_it() -> None:
     _, problems = parse("gitprov.yaml", "oid", ("a: " + "9" * 40).encode(), fleet_file=True)
     assert "gitprov.yaml itself is always read within the default limits" in problems[0].hint
+
+
+def test_a_byte_order_mark_is_skipped_at_the_start_and_refused_inside() -> None:
+    doc, problems = parse("f.yaml", "oid", "\ufeffmac: x\nmodel: y\n".encode())
+    assert not problems and doc is not None and doc.data == {"mac": "x", "model": "y"}
+    for text, where in (
+        ("mac: x\n\ufeffmodel: y\n", (2, 1)),  # two files joined
+        ('mac: x\nmodel: "y\ufeff"\n', (2, 10)),  # in a quoted value
+        ("\ufeffmac: x\n\ufeffmodel: y\n", (2, 1)),
+    ):
+        doc, problems = parse("f.yaml", "oid", text.encode())
+        assert doc is None
+        assert [(p.code, p.line, p.col) for p in problems] == [("GP001", *where)]
+        assert "U+FEFF" in problems[0].message
