@@ -35,6 +35,7 @@ from gitprov.source import (
     open_repo,
     resolve_commit,
 )
+from gitprov.unsafe import UNSAFE, describe
 from gitprov.validate import Options
 from gitprov.version import IncompleteHistory
 
@@ -443,6 +444,17 @@ class Session:
 
         if not value:
             raise UsageError("empty secret value", hint="type the value, or pipe it on stdin")
+        # What a publish would refuse once unsealed (see builder.secret_resolver), refused
+        # now, while the person who has the value is here to fix it.
+        found = UNSAFE.search(value)
+        what = describe(found.group()) if found else "a TAB" if "\t" in value else None
+        if what is not None:
+            raise UsageError(
+                f"the value of {name} holds {what} (the value is not shown); nothing was sealed",
+                hint="no device file may hold it: a line break or a TAB would shift or "
+                "inject lines of param.conf, an invisible character would make it another "
+                "value than the one you read",
+            )
         sf = self.secrets_file()
         sealed = dict(sf.sealed)
         sealed[name] = sec.seal(sf.public_key, name, value)

@@ -637,6 +637,14 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
                     "(the value is not shown)",
                     hint=f"seal it again without it: gitprov secrets set {name}",
                 )
+            if "\t" in value:
+                # A TAB separates the lines' values of a per-line parameter: inside a
+                # line's password it would shift the lines after it (GP109's check).
+                raise GitprovError(
+                    f"secret {name!r} holds a TAB (the value is not shown)",
+                    hint=f"seal it again without it: gitprov secrets set {name}; in "
+                    "param.conf a TAB separates the values of a device's lines",
+                )
             cache[name] = value
         return cache[name]
 

@@ -273,3 +273,44 @@ def test_secrets_refuse_what_is_not_utf8_text_at_its_place(
     for argv in (["list"], ["rotate", "--new-public-key", "x"]):
         code, _, err = run(capsys, "--repo", repo, "secrets", *argv)
         assert code == 2 and f"secrets.yaml:{lines}: not UTF-8 text" in err, err
+
+
+@pytest.mark.parametrize(
+    ("piped", "what"),
+    [
+        (b"Hunter2\tx\n", "a TAB"),
+        (b"Hunter2\x1b[2Jx\n", "the control character U+001B"),
+        ("Hunter2\u200bx\n".encode(), "the invisible character U+200B"),
+        (b"Hunter2\nDBID_X=1\n", "a newline"),
+    ],
+)
+def test_secrets_set_refuses_what_no_device_file_may_hold(
+    example_repo: GitRepo,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    piped: bytes,
+    what: str,
+) -> None:
+    # A publish refuses such a value once unsealed; refused when sealed, the person who
+    # has the value is there to fix it. The value is never repeated.
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    before = path.read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped)))
+    code, out, err = run(capsys, "--repo", str(example_repo.path), "secrets", "set", "sip_9999")
+    assert code == 2 and f"the value of sip_9999 holds {what}" in err, err
+    assert "Hunter2" not in out + err
+    assert path.read_bytes() == before
+
+
+def test_secrets_set_takes_a_value_piped_with_crlf_without_its_line_end(
+    example_repo: GitRepo,
+    private_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Hunter2-secret\r\n")))
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "secrets", "set", "sip_9999")
+    assert code == 0, err
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    sealed = load_secrets_file(path.read_text()).sealed["sip_9999"]
+    assert unseal(private_key, "sip_9999", sealed) == "Hunter2-secret"

@@ -104,10 +104,11 @@ def _read_value(name: str) -> str:
         return getpass.getpass(f"value of {name}: ")
     raw = getattr(sys.stdin, "buffer", None)  # (a text stream given in its place has none)
     if raw is None:
-        return sys.stdin.read().rstrip("\n")
+        return sys.stdin.read().rstrip("\r\n")
     data: bytes = raw.read()
     try:
-        return data.decode("utf-8").rstrip("\n")
+        # (a value piped from a Windows tool ends in CRLF: neither is part of it)
+        return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"the value of {name} on stdin is not UTF-8 text (byte {exc.start + 1})",
