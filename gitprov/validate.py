@@ -102,6 +102,21 @@ def _schema_problem(
     kw = err.validator
     inst: Any = err.instance
     schema: dict[str, Any] = dict(err.schema) if isinstance(err.schema, dict) else {}
+    if kind == SECRETS and path == ("secrets",) and kw == "pattern" and isinstance(inst, str):
+        # A name, not a value: device files name it in `!secret NAME`. (propertyNames
+        # reports the key at its object's path: located here at the key itself.)
+        kline, kcol = doc.pos((*path, inst), key=True)
+        return [
+            error(
+                doc.path,
+                kline,
+                kcol,
+                SCHEMA,
+                f"secrets: {_shown_value(inst)} cannot be a secret's name",
+                "use 1-64 letters, digits, '_', '.' or '-' (and the same name in the "
+                "`!secret NAME` that reads it)",
+            )
+        ]
     if kind == SECRETS and path and path[0] in ("public_key", "secrets") and kw != "required":
         # A value of secrets.yaml that is not what it should be may be a private key
         # pasted as public_key, or a password pasted where its sealed text belongs.

@@ -687,3 +687,12 @@ def test_a_mac_no_device_has_is_refused(mac: str, what: str) -> None:
 def test_a_locally_administered_or_low_mac_is_a_device_s(mac: str) -> None:
     overlay = {D1: DEVICE.replace('mac: "00:21:f2:01:1b:19"', f'mac: "{mac}"')}
     assert not [p for p in lint_problems(overlay) if p.code == "GP010"]
+
+
+def test_a_secret_name_of_the_wrong_form_is_named_at_its_key() -> None:
+    # A name is no secret (device files write it in `!secret NAME`): shown, and located
+    # at the key rather than at the first entry of `secrets:`.
+    overlay = {"secrets.yaml": SECRETS + "  'sip 2003': v1:abcd\n"}
+    (found,) = [p for p in lint_problems(overlay) if p.file == "inventory/secrets.yaml"]
+    assert (found.code, found.line, found.col) == ("GP010", 6, 3)
+    assert found.message == "secrets: 'sip 2003' cannot be a secret's name"
