@@ -325,6 +325,7 @@ class Session:
             tuple(Path(r) for r in given.allowed_roots),
             Path(workdir) if workdir is not None else None,
             Path(self.repo.path),
+            self.top / self.inventory_dir if workdir is not None else None,
         )
 
     @property

@@ -193,6 +193,9 @@ class PathPolicy:
     allowed: tuple[Path, ...] = ()
     worktree: Path | None = None
     git_dir: Path | None = None
+    # The inventory directory in the work tree: no written path may be in it or hold it
+    # (device files among the YAML, a root serving secrets.yaml and gitprov.yaml).
+    inventory: Path | None = None
 
     def __post_init__(self) -> None:
         for root in self.allowed:
@@ -205,28 +208,60 @@ class PathPolicy:
 
     def check(self, fleet: Fleet, setting: tuple[str | int, ...], path: Path) -> None:
         """Raise Refused unless the inventory may name `path` for `setting`."""
-        if self.allowed:
-            ok = any(inside(path, root) for root in self.allowed)
-            why = "outside the allowed roots (" + ", ".join(map(str, self.allowed)) + ")"
-        elif self.worktree is not None:
-            ok = inside(path, self.worktree)
-            why = f"outside the repository's work tree {self.worktree}, and no root is allowed"
-        else:
-            ok, why = False, "in a bare repository, and no root is allowed"
-        if ok and self.git_dir is not None and inside(path, self.git_dir):
-            ok, why = False, f"inside the repository's git directory {self.git_dir}"
-        if ok:
+        why = self._refusal(setting, path)
+        if why is None:
             return
         line, col = fleet.doc.pos(("publish", *setting))
         name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
         real = path.resolve()
         shown = f"{path}" if real == path else f"{path} (that is {real})"
+        if why.startswith("outside") or why.startswith("in a bare"):
+            message = f"{why}: the publisher's operator decides where it writes"
+            hint = (
+                "set the roots on the publisher (--http-root, --tftp-root, --state-dir, "
+                "--firmware-dir or a --config file), or allow the directory with "
+                "--allow-root DIR"
+            )
+        else:
+            message = why
+            hint = (
+                "name a directory beside the inventory and the git directory (the example "
+                "uses var/http, var/tftp and var/state), or set the roots on the publisher "
+                "(--http-root, --tftp-root, --state-dir or a --config file)"
+            )
         raise Refused(
-            f"{fleet.doc.path}:{line}:{col}: {name} names {shown}, {why}: the publisher's "
-            "operator decides where it writes; nothing was published",
-            hint="set the roots on the publisher (--http-root, --tftp-root, --state-dir, "
-            "--firmware-dir or a --config file), or allow the directory with --allow-root DIR",
+            f"{fleet.doc.path}:{line}:{col}: {name} names {shown}, {message}; nothing was "
+            "published",
+            hint=hint,
         )
+
+    def _refusal(self, setting: tuple[str | int, ...], path: Path) -> str | None:
+        """Why `path` may not be named for `setting`; None when it may."""
+        if self.allowed:
+            if not any(inside(path, root) for root in self.allowed):
+                return "outside the allowed roots (" + ", ".join(map(str, self.allowed)) + ")"
+        elif self.worktree is None:
+            return "in a bare repository, and no root is allowed"
+        elif not inside(path, self.worktree):
+            return f"outside the repository's work tree {self.worktree}, and no root is allowed"
+        if self.git_dir is not None and inside(path, self.git_dir):
+            return f"inside the repository's git directory {self.git_dir}"
+        if setting[0] == "firmware_dir":
+            return None  # (only read: the rest is about what is written, and served)
+        if self.git_dir is not None and inside(self.git_dir, path):
+            return (
+                f"which holds the repository's git directory {self.git_dir} (a root would "
+                "serve every commit)"
+            )
+        inventory = self.inventory
+        if inventory is not None and inside(path, inventory):
+            return f"inside the inventory directory {inventory}"
+        if inventory is not None and inside(inventory, path):
+            return (
+                f"which holds the inventory directory {inventory} (a root would serve "
+                "gitprov.yaml and secrets.yaml)"
+            )
+        return None
 
 
 def targets_for(

@@ -544,3 +544,41 @@ def _head(repo: GitRepo) -> pygit2.Commit:
     commit = repo.repo.revparse_single("main")
     assert isinstance(commit, pygit2.Commit)
     return commit
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "why"),
+    [
+        ("http_root", "inventory", "inside the inventory directory"),
+        ("tftp_root", "inventory/devices", "inside the inventory directory"),
+        ("state_dir", "inventory/state", "inside the inventory directory"),
+        ("http_root", ".", "which holds the repository's git directory"),
+    ],
+)
+def test_the_fleet_settings_may_not_write_into_the_inventory_or_serve_the_repository(
+    example_repo: GitRepo,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    value: str,
+    why: str,
+) -> None:
+    # Inside the work tree, so the work-tree rule lets it through: device files would land
+    # among the YAML (and a root there serves secrets.yaml), or a root would serve .git.
+    from gitprov.cli import main
+
+    text = example_repo.files[FLEET].decode()
+    old = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{setting}:"))
+    text = text.replace(old, f"{old.split(':')[0]}: {value}")
+    example_repo.commit({FLEET: text}, "a root in the wrong place")
+    before = _outside_git(example_repo.path)
+    code = main(["--repo", str(example_repo.path), "publish", "--rev", "main"])
+    err = capsys.readouterr().err
+    line = text.splitlines().index(f"{old.split(':')[0]}: {value}") + 1
+    assert code == 1 and f"gitprov.yaml:{line}:" in err and why in err, err
+    assert "--allow-root" not in err  # (allowing the directory would not make it right)
+    assert _outside_git(example_repo.path) == before
+
+
+def _outside_git(top: Path) -> list[str]:
+    return sorted(str(p.relative_to(top)) for p in top.rglob("*") if ".git" not in p.parts)
