@@ -215,12 +215,18 @@ class PathPolicy:
         name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
         real = path.resolve()
         shown = f"{path}" if real == path else f"{path} (that is {real})"
-        if why.startswith("outside") or why.startswith("in a bare"):
+        if why.startswith(("outside", "in a bare")):
             message = f"{why}: the publisher's operator decides where it writes"
             hint = (
                 "set the roots on the publisher (--http-root, --tftp-root, --state-dir, "
                 "--firmware-dir or a --config file), or allow the directory with "
                 "--allow-root DIR"
+            )
+        elif why.startswith("with a ~"):
+            message = why
+            hint = (
+                "write an absolute path (e.g. /srv/gitprov/http), or one relative to the "
+                "repository's top (e.g. var/http)"
             )
         else:
             message = why
@@ -237,6 +243,12 @@ class PathPolicy:
 
     def _refusal(self, setting: tuple[str | int, ...], path: Path) -> str | None:
         """Why `path` may not be named for `setting`; None when it may."""
+        if any(part.startswith("~") or "$" in part for part in path.parts):
+            # (a directory literally named ~ in the work tree, one `rm -rf ~` away)
+            return (
+                "with a ~ or a $ that no shell expands here (gitprov does not either): "
+                "write the directory itself"
+            )
         if self.allowed:
             if not any(inside(path, root) for root in self.allowed):
                 return "outside the allowed roots (" + ", ".join(map(str, self.allowed)) + ")"

@@ -553,9 +553,11 @@ def _head(repo: GitRepo) -> pygit2.Commit:
         ("tftp_root", "inventory/devices", "inside the inventory directory"),
         ("state_dir", "inventory/state", "inside the inventory directory"),
         ("http_root", ".", "which holds the repository's git directory"),
+        ("http_root", "~/http", "with a ~ or a $ that no shell expands here"),
+        ("state_dir", "$HOME/state", "with a ~ or a $ that no shell expands here"),
     ],
 )
-def test_the_fleet_settings_may_not_write_into_the_inventory_or_serve_the_repository(
+def test_the_fleet_settings_may_not_write_into_the_inventory_serve_the_repository_or_say_home(
     example_repo: GitRepo,
     private_key: str,
     capsys: pytest.CaptureFixture[str],
