@@ -18,7 +18,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -443,14 +442,27 @@ def _checked_private_text(text: str, origin: str) -> str:
     return text
 
 
+# A key file holds one line of 54 characters, and comments: anything larger is some other
+# file (GITPROV_PRIVATE_KEY_FILE=/dev/zero was read until memory ran out). Read as a
+# stream, so that a key given through a pipe (`<(pass show gitprov)`) still works.
+KEY_FILE_MAX = 64 * 1024
+
+
 def _read_key_file(path: str, origin: str) -> str:
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(KEY_FILE_MAX + 1)
     except OSError as exc:
         raise SecretError(
             f"cannot read the private key file {path} (from {origin}): {exc.strerror}",
             hint="check the path and that this user may read it",
         ) from None
+    if len(data) > KEY_FILE_MAX:
+        raise SecretError(
+            f"private key file {path} (from {origin}) is larger than {KEY_FILE_MAX // 1024} "
+            "KiB: not a key file",
+            hint="it should hold one line: gitprov-sk-…",
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

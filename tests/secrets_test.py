@@ -313,6 +313,25 @@ def test_load_private_key_malformed_is_not_echoed(tmp_path: Path, content: str) 
     assert_leaks_nothing(info.value, "hunter2", SK[11:30])
 
 
+def test_a_key_file_that_never_ends_is_refused_by_its_size(tmp_path: Path) -> None:
+    # /dev/zero as the key file was read until memory ran out (or the job's time did).
+    with pytest.raises(SecretError, match="larger than 64 KiB: not a key file"):
+        load_private_key({"GITPROV_PRIVATE_KEY_FILE": "/dev/zero"}, None)
+    # A key after 60 KiB of comments is still a key file.
+    path = tmp_path / "key"
+    path.write_text("# a comment line\n" * 3800 + SK + "\n")
+    assert path.stat().st_size < 64 * 1024
+    assert load_private_key({}, str(path)) == SK
+    # A key through a pipe (`--private-key-file <(pass show gitprov)`) is read as a stream.
+    read, write = os.pipe()
+    os.write(write, (SK + "\n").encode())
+    os.close(write)
+    try:
+        assert load_private_key({}, f"/dev/fd/{read}") == SK
+    finally:
+        os.close(read)
+
+
 def test_load_private_key_binary_file(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_bytes(b"\xff\xfe\x00secret")
