@@ -35,6 +35,7 @@ from gitprov.cli import (
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.cli.defaults import INVENTORY_DIR
 from gitprov.errors import GitprovError, InvalidInventory
+from gitprov.unsafe import UNSAFE, shown
 
 COMMANDS = (
     init,
@@ -115,6 +116,12 @@ def _inventory_dir(value: str) -> str:
     """A path inside the repository as git names it: `./inventory/` and
     `sites/../inventory` are `inventory`, `.` and `./` are "" (the top, which no tree
     has an entry "." for); one that leaves the repository is refused."""
+    if "\t" in value or UNSAFE.search(value):
+        # (every problem's location would start with it: a newline forges lines of output)
+        raise argparse.ArgumentTypeError(
+            f"'{shown(value)}' holds a control or invisible character: no inventory file "
+            "may live under such a name"
+        )
     path = posixpath.normpath(value)
     if path.startswith("/") or path == ".." or path.startswith("../"):
         raise argparse.ArgumentTypeError(

@@ -438,6 +438,21 @@ def test_an_inventory_dir_outside_the_repository_is_a_usage_error(
     assert "not inside the repository" in err, err
 
 
+@pytest.mark.parametrize(
+    "given", ["inv\nentory", "inv\x1b[2Jentory", "inv\tentory", "inv\u202eyrotne"]
+)
+def test_an_inventory_dir_with_a_control_character_is_a_usage_error_shown_escaped(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    # Every location of every problem starts with the directory: printed raw, a newline
+    # in it would forge lines of output, an ESC sequence rewrite the terminal.
+    code = main(["--repo", str(example_repo.path), "--inventory-dir", given, "validate"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "holds a control or invisible character" in err, err
+    assert given not in out + err and "\x1b" not in out + err
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "1e400", "86401", "soon"])
 @pytest.mark.parametrize(
     "argv",
