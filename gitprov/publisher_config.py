@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gitprov.errors import UsageError
+from gitprov.limits import DEFAULT
 from gitprov.signatures import SignaturePolicy
 from gitprov.yamldoc import Document, parse
 
@@ -119,12 +120,21 @@ def resolve(
 def load(path: Path) -> PublisherConfig:
     """Read a publisher config file; a UsageError names the file, line and key."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            # (--config /dev/zero was read until memory ran out)
+            data = f.read(DEFAULT.document_bytes + 1)
     except OSError as exc:
         raise UsageError(
             f"cannot read the publisher config {path}: {exc.strerror}",
             hint="pass --config FILE (or GITPROV_PUBLISHER_CONFIG) naming a readable file",
         ) from None
+    if len(data) > DEFAULT.document_bytes:
+        raise UsageError(
+            f"the publisher config {path} is larger than {DEFAULT.document_bytes // 2**20} "
+            "MiB: not a publisher config",
+            hint="pass --config FILE (or GITPROV_PUBLISHER_CONFIG) naming the YAML file "
+            "of the publisher's settings",
+        )
     doc, problems = parse(str(path), "", data)
     errors = [p for p in problems if p.is_error]
     if doc is None or errors:

@@ -486,6 +486,12 @@ def test_a_bad_publisher_config_is_a_usage_error_at_its_line(
     assert caught.value.message == f"{config}{where}"
 
 
+def test_a_publisher_config_that_never_ends_is_refused_by_its_size() -> None:
+    # --config /dev/zero was read until memory ran out.
+    with pytest.raises(UsageError, match="larger than 16 MiB: not a publisher config"):
+        load(Path("/dev/zero"))
+
+
 def test_watch_will_not_start_without_the_operators_targets(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
