@@ -576,6 +576,16 @@ CSV_CASES = {
         ":3:1: error[GP404]",
     ),
     "no model column": ("mac\n0021f2cc0003\n", ":1:1: error[GP410]"),
+    # A password is sealed as it is read: nothing checks it after the import, so what a
+    # publish would refuse is refused here, at its cell.
+    "an invisible character in a password": (
+        "mac,model,line1.account,line1.password\n0021f2cc0003,G502N,7,pw\u200bx\n",
+        ":2:22: error[GP406]: the value contains the invisible character U+200B",
+    ),
+    "a newline in a quoted password": (
+        'mac,model,line1.account,line1.password\n0021f2cc0003,G502N,7,"pw\nDBID_X=1"\n',
+        ":2:22: error[GP406]: the value contains a newline",
+    ),
 }
 
 
@@ -585,7 +595,7 @@ def test_bad_spreadsheets_are_located_errors(
 ) -> None:
     text, where = CSV_CASES[case]
     sheet = tmp_path / "devices.csv"
-    sheet.write_text(text)
+    sheet.write_text(text, encoding="utf-8")
     before = tree(fleet.top)
     assert fleet.cli("import", "csv", str(sheet)) == 1
     err = capsys.readouterr().err
