@@ -235,6 +235,14 @@ CASES: dict[str, tuple[Mutation, str]] = {
         lambda r: _lines(r / f"fv{MACS[2]}.conf", lambda ls: [ls[0], "DBID_SIP_ENABLE=1\t0"]),
         f"fv{MACS[2]}.conf:2:17: error[GP406]",
     ),
+    # A password is sealed as read: a publish would refuse it, the import does, at the
+    # character (the value starts in column 19; "pw" comes first).
+    "an invisible character in a password": (
+        lambda r: (r / f"fv{MACS[0]}.conf").write_text(
+            "DBID_SIP_PASSWORD=pw\u200bx\t\t\t\n", encoding="utf-8"
+        ),
+        f"fv{MACS[0]}.conf:1:21: error[GP406]",
+    ),
     "not UTF-8": (
         lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(b"DBID_SIP_DIS_NAME=M\xfcller\n"),
         f"fv{MACS[0]}.conf:1:1: error[GP401]",

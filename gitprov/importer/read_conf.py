@@ -23,6 +23,7 @@ from gitprov.importer.problems import MAC, MALFORMED, MODEL, UNREADABLE, VALUE, 
 from gitprov.importer.tables import NotUtf8, utf8
 from gitprov.importer.values import DBID, Device, check_value
 from gitprov.macros import normalise_mac
+from gitprov.unsafe import UNSAFE, describe
 
 MAX_FILE_BYTES = 1 << 20  # a param.conf is a few KB; anything this big is something else
 _KEY_VALUE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
@@ -155,6 +156,20 @@ def _device_from_conf(
         if key == "DBID_PROFILE_RULE":
             device.rule = value
             device.rule_at = (ln.number, ln.value_col)
+            continue
+        unsafe = UNSAFE.search(value)
+        if unsafe is not None:
+            # (a password is sealed as read: nothing checks it after the import)
+            problems.append(
+                error(
+                    source,
+                    ln.number,
+                    ln.value_col + unsafe.start(),
+                    VALUE,
+                    f"{key}: the value contains {describe(unsafe.group())}",
+                    "remove it: no device file may hold it, and it is invisible in a review",
+                )
+            )
             continue
         param = catalog.by_key(key)
         if param is None:
