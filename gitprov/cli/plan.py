@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
+from gitprov.unsafe import UNSAFE, describe
 
 if TYPE_CHECKING:
     from gitprov.review import Change, DeviceChange, Review
@@ -151,6 +152,28 @@ def _removal_json(result: Review) -> dict[str, Any] | None:
     }
 
 
+def _unsafe_text(doc: Any) -> tuple[str, str] | None:
+    """The place and character of the first string of a saved plan that holds what no
+    plan gitprov writes does: a control character (TAB aside: it separates the lines'
+    values in a diff) or an invisible one. Rendered, ESC rewrites the reader's terminal
+    and a bidi override reorders what a reviewer reads."""
+    stack: list[tuple[str, Any]] = [("(top)", doc)]
+    while stack:
+        where, node = stack.pop()
+        # (pushed in reverse: the first such string of the file is the one named)
+        if isinstance(node, dict):
+            items = list(node.items())
+            stack.extend((f"{where}/{k}".removeprefix("(top)/"), v) for k, v in reversed(items))
+        elif isinstance(node, list):
+            listed = [(f"{where}/{i}".removeprefix("(top)/"), v) for i, v in enumerate(node)]
+            stack.extend(reversed(listed))
+        elif isinstance(node, str):
+            found = UNSAFE.search(node)
+            if found is not None:
+                return where, found.group()
+    return None
+
+
 def load_json(path: str) -> Review:
     """A plan saved with `--format json`, checked against its schema."""
     from jsonschema import Draft202012Validator
@@ -175,6 +198,14 @@ def load_json(path: str) -> Review:
         raise UsageError(
             f"{path}: {where}: {error.message}",
             hint="give the output of `gitprov plan --format json` (format version 1)",
+        )
+    unsafe = _unsafe_text(doc)
+    if unsafe is not None:
+        where, char = unsafe
+        raise UsageError(
+            f"{path}: {where}: holds {describe(char)}, which gitprov never writes into a plan",
+            hint="render the plan gitprov wrote: this one was edited (a crafted plan could "
+            "rewrite the terminal or hide text in a review)",
         )
     changes = tuple(
         DeviceChange(

@@ -194,6 +194,47 @@ def test_a_saved_plan_renders_as_the_computed_one(
         assert heading in capped and rows(capped) == listed
 
 
+@pytest.mark.parametrize(
+    ("where", "char", "said"),
+    [
+        ("file", "\x1b", "the control character U+001B"),
+        ("diff", "\u202e", "the invisible character U+202E"),
+        ("diff", "\n", "a newline"),
+    ],
+)
+def test_a_saved_plan_holding_what_gitprov_never_writes_is_refused_not_rendered(
+    example_repo: GitRepo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    char: str,
+    said: str,
+) -> None:
+    # A plan saved by one CI job and rendered by another: an ESC sequence in it would
+    # rewrite the terminal of whoever reads it, a bidi override reorder what they read.
+    base = str(example_repo.repo.head.target)
+    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
+    example_repo.commit({OFFICE: office}, "new backup proxy", branch="feature", parents=[base])
+    repo = ["--repo", str(example_repo.path), "plan", "--base", base, "--rev", "feature"]
+    code, saved, _ = cli(capsys, *repo, "--format", "json")
+    assert code == 0
+    doc = json.loads(saved)
+    device = doc["devices"][0]
+    assert any("\t" in line for d in doc["devices"] for line in d["diff"])  # (TABs stay)
+    if where == "file":
+        device["file"] += char + "[2J"
+    else:
+        device["diff"][-1] += char + "x"
+    (tmp_path / "plan.json").write_text(json.dumps(doc), encoding="utf-8")
+    for fmt in ("text", "markdown"):
+        code, out, err = cli(
+            capsys, "plan", "--from-json", str(tmp_path / "plan.json"), "--format", fmt
+        )
+        assert code == 2 and not out
+        assert f"devices/0/{where}" in err and f"holds {said}" in err, err
+        assert char == "\n" or char not in err
+
+
 def test_a_file_that_is_not_a_saved_plan_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
