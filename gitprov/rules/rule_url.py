@@ -5,7 +5,11 @@ the file name appended), every URL-typed parameter (`provision.upgrade_rule`, al
 raw key a model binds it to) and each model's `firmware.rule`. Syntax:
 `[--key K] scheme://server[:port]/path`, schemes tftp, http, https (vendor overview 2.2).
 
-Fails:   `provisioning: {url: "http://prov.example.com:99999"}` (port out of range)
+A base URL that file names are appended to (`provisioning.url`, `stage_url`) may hold
+no query (`?`) or fragment (`#`): the name would land inside it.
+
+Fails:   `provisioning: {url: "http://prov.example.com:99999"}` (port out of range),
+         `provisioning: {url: "http://prov.example.com/?site=1"}`
 Passes:  `provisioning: {url: "http://prov.example.com:8080"}`
 """
 
@@ -56,11 +60,39 @@ def _problem(doc: Document, path: Path_, what: str, exc: RuleSyntaxError) -> Pro
     )
 
 
+def _base_url_problems(doc: Document) -> Iterator[tuple[str, Problem]]:
+    """A query or a fragment in a URL that file names are appended to: the file name
+    would land inside it (`http://h/?x=1/fv….conf` asks for `/`), and every device would
+    fetch another path than the one its file is published at."""
+    for key in ("url", "stage_url"):
+        url = get(doc.data, "provisioning", key)
+        if not isinstance(url, str):
+            continue
+        at = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
+        if at < 0:
+            continue
+        what = "a query ('?')" if url[at] == "?" else "a fragment ('#')"
+        yield (
+            key,
+            error_at(
+                doc,
+                ("provisioning", key),
+                CODE,
+                f"provisioning.{key}: {redact_text(url)!r} holds {what} (at character "
+                f"{at + 1}): gitprov appends each file's name to this URL, which would put "
+                "the name inside it",
+                "write the base URL alone, scheme://server[:port][/directory]",
+            ),
+        )
+
+
 def check_document(dctx: DocContext) -> Iterator[Problem]:
     doc = dctx.doc
     if dctx.kind == FLEET and not dctx.is_flagged(("provisioning", "url")):
+        found = dict(_base_url_problems(doc))
+        yield from found.values()
         rule = profile_rule_of(doc)
-        if rule is not None:
+        if rule is not None and "url" not in found:
             try:
                 parse_rule(rule)
             except RuleSyntaxError as exc:

@@ -298,6 +298,17 @@ def test_gp110_bad_rule_url() -> None:
     # A URL the schema already rejects is reported once, by the schema.
     check("GP110", {"gitprov.yaml": FLEET.replace("http://", "ftp://")})
     check("GP010", {"gitprov.yaml": FLEET.replace("http://", "ftp://")}, (4, 8))
+    # The file name is appended to provisioning.url: after a query or a fragment, the
+    # device would ask for another path (http://h/?x=1/fv….conf asks for /).
+    for tail in ("/?site=1", "/#x", "/prov?"):
+        found = check(
+            "GP110", {"gitprov.yaml": FLEET.replace(".example.com", ".example.com" + tail)}, (4, 8)
+        )
+        assert "gitprov appends each file's name to this URL" in found[0].message
+    staged = FLEET.replace(
+        "provisioning:\n", 'provisioning:\n  stage_url: "https://s.example.net/?a"\n'
+    )
+    check("GP110", {"gitprov.yaml": staged}, (4, 14))
 
 
 def test_gp111_unknown_macro_warns() -> None:
