@@ -219,6 +219,38 @@ def _schema_problem(
                 f"use at most {err.validator_value} characters",
             )
         ]
+    if kw in ("oneOf", "anyOf") and err.context:
+        # "is not valid under any of the given schemas" says nothing: the alternative
+        # that came closest says what is wrong (a string where a path is: its form).
+        from jsonschema.exceptions import best_match
+
+        # An alternative of the value's own type failed on its form, its length, …:
+        # that one; every alternative of another type: the types (in _schema_problem's
+        # words, through a type error naming them all).
+        formed = [e for e in err.context if e.validator != "type"]
+        if formed:
+            closest_error = best_match(formed)
+            if closest_error is not None and closest_error.validator not in ("oneOf", "anyOf"):
+                return _schema_problem(kind, doc, closest_error, catalog, closest)
+        else:
+            expected = " or ".join(
+                dict.fromkeys(t for e in err.context for t in _types(e.validator_value))
+            )
+            return [
+                here(
+                    SCHEMA,
+                    f"{where}: expected {expected}, got {_describe(inst)}",
+                    _type_hint(expected),
+                )
+            ]
+    if kw == "minLength" and isinstance(inst, str):
+        return [
+            here(
+                SCHEMA,
+                f"{where}: " + ("empty" if not inst else f"{len(inst)} character(s) is too short"),
+                f"write at least {err.validator_value} character(s), or remove the setting",
+            )
+        ]
     if kw == "maxItems":
         return [
             here(
@@ -283,6 +315,12 @@ def _type_hint(expected: str) -> str:
         return "write a whole number without quotes"
     if "object" in expected:
         return "write a mapping (key: value lines indented below)"
+    if expected == "string":
+        return "write one text value (quoted when it could read as a number, a date or true)"
+    if expected == "number":
+        return "write a number without quotes, such as 5 or 0.5"
+    if expected == "string or array":
+        return "write a quoted text, or a list of them (lines starting with '- ')"
     if "array" in expected:
         return "write a list (lines starting with '- ')"
     return f"write {expected}"
@@ -412,6 +450,26 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             if err.validator == "enum" and tuple(err.absolute_path) in typed:
                 continue
             out.extend(_schema_problem(kind, doc, err, catalog, closest))
+    taken = {(p.line, p.col) for p in out}
+    # (doc.raw holds the text of every scalar that is not a string: a few per file)
+    for path, raw in doc.raw.items():
+        # .nan and .inf are numbers to YAML and jsonschema (NaN passes every bound): no
+        # setting of gitprov's or of a device's is one.
+        if raw[-3:].lower() in ("nan", "inf") and raw.lstrip("+-")[:1] == ".":
+            line, col = doc.pos(path)
+            if (line, col) not in taken:
+                where = ".".join(str(p) for p in path) or "the document"
+                shown = raw
+                out.append(
+                    error(
+                        doc.path,
+                        line,
+                        col,
+                        SCHEMA,
+                        f"{where}: {shown} is not a number gitprov can use",
+                        "write a finite number (a quoted value if you mean text)",
+                    )
+                )
     if kind == DEVICE and isinstance(doc.data, dict):
         unusable = _unusable_mac(doc)
         if unusable is not None and (unusable.line, unusable.col) not in {

@@ -696,3 +696,35 @@ def test_a_secret_name_of_the_wrong_form_is_named_at_its_key() -> None:
     (found,) = [p for p in lint_problems(overlay) if p.file == "inventory/secrets.yaml"]
     assert (found.code, found.line, found.col) == ("GP010", 6, 3)
     assert found.message == "secrets: 'sip 2003' cannot be a secret's name"
+
+
+def test_a_number_that_is_no_number_is_refused_where_the_schema_lets_it_pass() -> None:
+    # NaN passes every minimum and maximum: a rollout of .nan percent reached the build
+    # and ended in an internal error.
+    model = IP542N + (
+        "bindings:\n  provision.upgrade_rule: {key: DBID_UPGRADE_RULE, source: test}\n"
+        "firmware:\n  file: IP542N_F107.bin\n  version: v1.0.7\n"
+        "  rollout: {percent: .NaN}\n"
+    )
+    found = [p for p in lint_problems({"models/IP542N.yaml": model}) if p.code == "GP010"]
+    assert [(p.line, p.col, p.message) for p in found] == [
+        (10, 22, "firmware.rollout.percent: .NaN is not a number gitprov can use")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("http_root: ''", "publish.http_root: empty"),
+        ("http_root: 5", "publish.http_root: expected string or array, got the number 5"),
+        ("state_dir: ''", "publish.state_dir: empty"),
+    ],
+)
+def test_an_alternative_of_the_schema_is_explained_by_the_one_that_came_closest(
+    setting: str, message: str
+) -> None:
+    # "is not valid under any of the given schemas" said nothing of what to write.
+    fleet = FLEET + f"publish:\n  {setting}\n"
+    found = [p for p in lint_problems({"gitprov.yaml": fleet}) if p.code == "GP010"]
+    assert [p.message for p in found] == [message]
+    assert found[0].hint
