@@ -808,6 +808,19 @@ def parse(
                 return None, [deeper]
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or "invalid YAML"
+        long_key = _long_key(text, mark) if mark is not None else None
+        if long_key is not None:
+            return None, [
+                error(
+                    path,
+                    line,
+                    long_key,
+                    "GP001",
+                    f"YAML syntax: a key of {col - long_key:,} characters; YAML reads a key "
+                    "of at most 1024 without a `? ` before it",
+                    "shorten the key (no parameter name is that long)",
+                )
+            ]
         return None, [
             error(
                 path,
@@ -861,6 +874,18 @@ _HIDDEN_BREAK = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
 def _may_hide_a_break(text: str) -> bool:
     # Most files hold none of them: four scans at memory speed, no regular expression.
     return "\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text
+
+
+def _long_key(text: str, mark: yaml.Mark) -> int | None:
+    """The column where a key starts when libyaml stopped at its `:` because the key is
+    longer than an implicit key may be (1024 characters): it then says "mapping values
+    are not allowed here", which sends the reader looking for a stray colon."""
+    start = text.rfind("\n", 0, mark.index) + 1
+    before = text[start : mark.index]
+    key = before.lstrip(" -")
+    if len(key.rstrip()) <= 1024 or text[mark.index : mark.index + 1] != ":":
+        return None
+    return len(before) - len(key) + 1
 
 
 def _hidden_break(path: str, text: str, at: int) -> Problem:

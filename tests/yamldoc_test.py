@@ -435,3 +435,17 @@ def test_a_byte_order_mark_is_skipped_at_the_start_and_refused_inside() -> None:
         assert doc is None
         assert [(p.code, p.line, p.col) for p in problems] == [("GP001", *where)]
         assert "U+FEFF" in problems[0].message
+
+
+def test_a_key_longer_than_yaml_reads_is_named_as_such_at_the_key() -> None:
+    # libyaml stops at the colon with "mapping values are not allowed in this context",
+    # which sends the reader looking for a stray colon.
+    for key, where in (("k" * 1025, (2, 3)), ("DBID_" + "K" * 5000, (2, 3))):
+        _, problems = parse("f.yaml", "oid", f"params:\n  {key}: 1\n".encode())
+        assert [(p.code, p.line, p.col) for p in problems] == [("GP001", *where)]
+        assert f"a key of {len(key):,} characters" in problems[0].message
+    doc, problems = parse("f.yaml", "oid", f"params:\n  {'k' * 1024}: 1\n".encode())
+    assert not problems and doc is not None
+    # Other stray colons keep libyaml's words.
+    _, problems = parse("f.yaml", "oid", b"a: b: c\n")
+    assert "mapping values are not allowed" in problems[0].message
