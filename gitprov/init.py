@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
+import yaml
 
 from gitprov import REPOSITORY_URL, __version__
 from gitprov import secrets as sec
@@ -337,6 +338,18 @@ class Initialized:
     private_key_file: Path
 
 
+def _yaml_text(text: str) -> str:
+    """`text` as a YAML value that reads back as that string: plain when YAML reads it
+    so (`Acme`), else double-quoted (`"Acme: HQ #1"`, `"yes"`, `"1000"`)."""
+    try:
+        plain = yaml.safe_load(f"k: {text}\n")
+    except yaml.YAMLError:
+        plain = None
+    if isinstance(plain, dict) and plain.get("k") == text and "\n" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)  # (a JSON string is a YAML one)
+
+
 def check_target(top: Path, private_key_file: Path) -> None:
     """What refuses `top` and the key's path at once, before anything is asked or made:
     an inventory already there, a key file that exists or would be inside the repository."""
@@ -380,7 +393,7 @@ def init_inventory(
     private, public = sec.generate_keypair()
     sealed = {"fleet_master_key": sec.seal(public, "fleet_master_key", random.token_urlsafe(32))}
     files = {
-        "inventory/gitprov.yaml": FLEET.format(name=name),
+        "inventory/gitprov.yaml": FLEET.format(name=_yaml_text(name)),
         "inventory/profiles/base.yaml": BASE_PROFILE,
         "inventory/secrets.yaml": sec.dump_secrets_file(sec.SecretsFile(public, sealed)),
         "inventory/devices/.gitkeep": "",

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gitprov.cli import main
 from gitprov.crypto import Cipher
@@ -175,3 +176,45 @@ def test_devices_may_be_grouped_in_directories_of_a_new_inventory(
         ("0021f2aabb01", 1001),
         ("0021f2aabb02", 1001),
     ]
+
+
+@pytest.mark.parametrize("name", ['Acme: HQ #1 "west"', "yes", "1000", "Zoë / Berlin"])
+def test_a_fleet_name_of_any_text_is_written_so_that_it_reads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # Written unquoted, `Acme: HQ` made the new inventory's gitprov.yaml invalid YAML.
+    # The default key file is named after the fleet, inside ~/.config/gitprov whatever
+    # the name holds ('/' included).
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    top = tmp_path / "fleet"
+    assert main(["init", str(top), "--name", name, "--no-workflows"]) == 0
+    capsys.readouterr()
+    text = (top / "inventory" / "gitprov.yaml").read_text(encoding="utf-8")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("fleet:")]
+    assert yaml.safe_load(line)["fleet"] == name
+    assert main(["--repo", str(top), "validate", "--worktree"]) == 0
+    (key,) = (tmp_path / "home" / ".config" / "gitprov").iterdir()
+    assert key.suffix == ".key" and "/" not in key.stem and key.stem
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["init", ""], "an empty directory name"),
+        (["init", "fleet\x1b[2J"], "the directory 'fleet\\x1b[2J' holds a control"),
+        (["init", "fleet", "--name", "a\nb"], "--name 'a\\nb' holds a control"),
+    ],
+)
+def test_init_refuses_names_that_do_not_read_as_they_are(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    said: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert main([*argv, "--no-workflows"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "\x1b" not in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from gitprov import REPOSITORY_URL, __version__
 from gitprov.cli.common import Output, Subparsers, add_command
 from gitprov.cli.defaults import RUNNER_LABEL
 from gitprov.errors import UsageError
+from gitprov.unsafe import UNSAFE, shown
 
 if TYPE_CHECKING:
     from gitprov.init import ActionRef
@@ -69,12 +71,26 @@ def run(args: argparse.Namespace, out: Output) -> int:
         release_tag_ref,
     )
 
+    if args.dir == "":
+        raise UsageError(
+            "an empty directory name", hint="give the directory to create, or . for this one"
+        )
+    for what, value in (("the directory", args.dir), ("--name", args.name or "")):
+        if "\t" in value or UNSAFE.search(value):
+            # (printed in every line init writes, and the default key file is named so)
+            raise UsageError(
+                f"{what} '{shown(value)}' holds a control or invisible character",
+                hint="give a name that reads as it is",
+            )
     top = Path(args.dir).absolute()
     name = args.name or top.name
+    # The fleet's name is free text ("Acme / Berlin"); the key file's is one file name
+    # in ~/.config/gitprov, never a path out of it.
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "fleet"
     key = (
         Path(args.private_key_out)
         if args.private_key_out
-        else Path.home() / ".config" / "gitprov" / f"{name}.key"
+        else Path.home() / ".config" / "gitprov" / f"{stem}.key"
     )
     check_target(top, key)  # an inventory already there is refused before GitHub is asked
     action: ActionRef | None = None
