@@ -35,7 +35,7 @@ from typing import Self
 from gitprov.errors import GitprovError
 from gitprov.macros import normalise_mac
 from gitprov.plan import MANIFEST, Kind, Manifest, ManifestEntry, load_manifest
-from gitprov.tools.serve import FetchEvent, mac_part
+from gitprov.tools.serve import PATH_SHOWN, FetchEvent, mac_part
 
 __all__ = ["FIELDS", "FetchLog", "ServedVersions", "mac_of_path", "record"]
 
@@ -103,6 +103,8 @@ def _rfc3339(at: datetime.datetime) -> str:
 def _text(path: str) -> str:
     # The servers decode requests with surrogateescape; bytes that were not UTF-8 are
     # written as the four characters \xNN, so every line is valid UTF-8 (and ASCII).
+    if len(path) > PATH_SHOWN:  # (see PATH_SHOWN)
+        path = path[:PATH_SHOWN] + "…"
     try:
         raw = path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:

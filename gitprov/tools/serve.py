@@ -108,9 +108,17 @@ FetchCallback = Callable[[FetchEvent], None]
 Route = Callable[[str, dict[str, Any] | None], "Opened | HTTPStatus"]
 
 
+# A request path is the client's to choose: a TFTP name can be 65,000 bytes, and each
+# request a log line of that size. Logs keep this many characters and an ellipsis (no
+# device's file name comes near: a file name is at most 255 bytes).
+PATH_SHOWN = 1024
+
+
 def _printable(text: str) -> str:
     # Request paths are attacker-controlled: escape control characters so a crafted
     # name cannot forge lines in the fetch log.
+    if len(text) > PATH_SHOWN:
+        text = text[:PATH_SHOWN] + "…"
     return text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 

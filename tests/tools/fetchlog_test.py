@@ -29,6 +29,7 @@ from gitprov.cli import main
 from gitprov.plan import Kind, ManifestEntry
 from gitprov.tools.fetchlog import FIELDS, FetchLog, mac_of_path, record
 from gitprov.tools.serve import FetchEvent, HttpServer, TftpLimits, TftpServer
+from gitprov.tools.serve import _emit as emit
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.peers import need
 from tests.fixtures.roots import root_args
@@ -104,6 +105,26 @@ def test_paths_that_are_not_utf8_or_hold_controls_stay_one_ascii_line(tmp_path: 
     data = log.read_bytes()
     assert data.isascii() and data.count(b"\n") == 1 and data.endswith(b"\n")
     assert json.loads(data)["path"] == '/fv\\xff\n{"forged":1}\x00.conf'
+
+
+def test_a_path_of_any_length_is_one_line_of_bounded_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A TFTP name can be 65,000 bytes: each such request was a 65 KB line in the fetch
+    # log and in the server's log; a client sending them filled the disk at line rate.
+    path = "/fv0021f2011b19.conf" + "A" * 65_000
+    log = tmp_path / "fetch.log"
+    with (
+        caplog.at_level("INFO", logger="gitprov.serve"),
+        FetchLog(log, clock=lambda: AT) as fetches,
+    ):
+        emit(fetches, FetchEvent("tftp", HOST, path, 404, 0))
+    data = log.read_bytes()
+    assert data.count(b"\n") == 1 and len(data) < 2_000
+    shown = json.loads(data)["path"]
+    assert shown == path[:1024] + "…" and json.loads(data)["mac"] == MAC
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fetch ")]
+    assert len(line) < 2_000 and line.count("A") < 1100
 
 
 @pytest.mark.parametrize(
