@@ -220,13 +220,11 @@ def _schema_problem(
             )
         ]
     if kw in ("oneOf", "anyOf") and err.context:
-        # "is not valid under any of the given schemas" says nothing: the alternative
-        # that came closest says what is wrong (a string where a path is: its form).
+        # "is not valid under any of the given schemas" says nothing. An alternative of
+        # the value's own type failed on its form, its length, …: that one says what is
+        # wrong; every alternative is of another type: the types, all of them.
         from jsonschema.exceptions import best_match
 
-        # An alternative of the value's own type failed on its form, its length, …:
-        # that one; every alternative of another type: the types (in _schema_problem's
-        # words, through a type error naming them all).
         formed = [e for e in err.context if e.validator != "type"]
         if formed:
             closest_error = best_match(formed)
@@ -451,31 +449,10 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
                 continue
             out.extend(_schema_problem(kind, doc, err, catalog, closest))
     taken = {(p.line, p.col) for p in out}
-    # (doc.raw holds the text of every scalar that is not a string: a few per file)
-    for path, raw in doc.raw.items():
-        # .nan and .inf are numbers to YAML and jsonschema (NaN passes every bound): no
-        # setting of gitprov's or of a device's is one.
-        if raw[-3:].lower() in ("nan", "inf") and raw.lstrip("+-")[:1] == ".":
-            line, col = doc.pos(path)
-            if (line, col) not in taken:
-                where = ".".join(str(p) for p in path) or "the document"
-                shown = raw
-                out.append(
-                    error(
-                        doc.path,
-                        line,
-                        col,
-                        SCHEMA,
-                        f"{where}: {shown} is not a number gitprov can use",
-                        "write a finite number (a quoted value if you mean text)",
-                    )
-                )
-    if kind == DEVICE and isinstance(doc.data, dict):
-        unusable = _unusable_mac(doc)
-        if unusable is not None and (unusable.line, unusable.col) not in {
-            (p.line, p.col) for p in out
-        }:
-            out.append(unusable)
+    out += [p for p in _not_finite(doc) if (p.line, p.col) not in taken]
+    unusable = _unusable_mac(doc) if kind == DEVICE and isinstance(doc.data, dict) else None
+    if unusable is not None and (unusable.line, unusable.col) not in taken:
+        out.append(unusable)
     if kind != SECRETS:
         taken = {(p.line, p.col) for p in out}
         for path, value in _secret_refs(kind, doc.data):
@@ -490,6 +467,24 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             if (line, col) not in taken:
                 out.append(_ambiguous_problem(doc, path, raw, catalog))
     return out
+
+
+def _not_finite(doc: Document) -> Iterator[Problem]:
+    """GP010 for each .nan or .inf: numbers to YAML and to jsonschema (NaN passes every
+    minimum and maximum), while no setting of gitprov's or of a device's is one. (doc.raw
+    holds the text of every scalar that is not a string: a few per file.)"""
+    for path, raw in doc.raw.items():
+        if raw[-3:].lower() in ("nan", "inf") and raw.lstrip("+-")[:1] == ".":
+            line, col = doc.pos(path)
+            yield error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{'.'.join(map(str, path)) or 'the document'}: {raw} is not a number "
+                "gitprov can use",
+                "write a finite number (a quoted value if you mean text)",
+            )
 
 
 def _unusable_mac(doc: Document) -> Problem | None:
