@@ -208,72 +208,75 @@ class PathPolicy:
 
     def check(self, fleet: Fleet, setting: tuple[str | int, ...], path: Path) -> None:
         """Raise Refused unless the inventory may name `path` for `setting`."""
-        why = self._refusal(setting, path)
-        if why is None:
+        refused = self._refusal(setting, path)
+        if refused is None:
             return
+        why, hint = refused
         line, col = fleet.doc.pos(("publish", *setting))
         name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
         real = path.resolve()
         shown = f"{path}" if real == path else f"{path} (that is {real})"
-        if why.startswith(("outside", "in a bare")):
-            message = f"{why}: the publisher's operator decides where it writes"
-            hint = (
-                "set the roots on the publisher (--http-root, --tftp-root, --state-dir, "
-                "--firmware-dir or a --config file), or allow the directory with "
-                "--allow-root DIR"
-            )
-        elif why.startswith("with a ~"):
-            message = why
-            hint = (
-                "write an absolute path (e.g. /srv/gitprov/http), or one relative to the "
-                "repository's top (e.g. var/http)"
-            )
-        else:
-            message = why
-            hint = (
-                "name a directory beside the inventory and the git directory (the example "
-                "uses var/http, var/tftp and var/state), or set the roots on the publisher "
-                "(--http-root, --tftp-root, --state-dir or a --config file)"
-            )
         raise Refused(
-            f"{fleet.doc.path}:{line}:{col}: {name} names {shown}, {message}; nothing was "
-            "published",
+            f"{fleet.doc.path}:{line}:{col}: {name} names {shown}, {why}; nothing was published",
             hint=hint,
         )
 
-    def _refusal(self, setting: tuple[str | int, ...], path: Path) -> str | None:
-        """Why `path` may not be named for `setting`; None when it may."""
+    def _refusal(self, setting: tuple[str | int, ...], path: Path) -> tuple[str, str] | None:
+        """Why `path` may not be named for `setting`, and what to do; None when it may."""
         if any(part.startswith("~") or "$" in part for part in path.parts):
             # (a directory literally named ~ in the work tree, one `rm -rf ~` away)
             return (
-                "with a ~ or a $ that no shell expands here (gitprov does not either): "
-                "write the directory itself"
+                "with a ~ or a $ that no shell expands here (gitprov does not either)",
+                _LITERAL_PATH_HINT,
             )
+        operator = ": the publisher's operator decides where it writes"
         if self.allowed:
             if not any(inside(path, root) for root in self.allowed):
-                return "outside the allowed roots (" + ", ".join(map(str, self.allowed)) + ")"
+                allowed = ", ".join(map(str, self.allowed))
+                return f"outside the allowed roots ({allowed}){operator}", _OPERATOR_HINT
         elif self.worktree is None:
-            return "in a bare repository, and no root is allowed"
+            return f"in a bare repository, and no root is allowed{operator}", _OPERATOR_HINT
         elif not inside(path, self.worktree):
-            return f"outside the repository's work tree {self.worktree}, and no root is allowed"
+            return (
+                f"outside the repository's work tree {self.worktree}, and no root is "
+                f"allowed{operator}",
+                _OPERATOR_HINT,
+            )
         if self.git_dir is not None and inside(path, self.git_dir):
-            return f"inside the repository's git directory {self.git_dir}"
+            return f"inside the repository's git directory {self.git_dir}", _BESIDE_HINT
         if setting[0] == "firmware_dir":
             return None  # (only read: the rest is about what is written, and served)
         if self.git_dir is not None and inside(self.git_dir, path):
             return (
                 f"which holds the repository's git directory {self.git_dir} (a root would "
-                "serve every commit)"
+                "serve every commit)",
+                _BESIDE_HINT,
             )
         inventory = self.inventory
         if inventory is not None and inside(path, inventory):
-            return f"inside the inventory directory {inventory}"
+            return f"inside the inventory directory {inventory}", _BESIDE_HINT
         if inventory is not None and inside(inventory, path):
             return (
                 f"which holds the inventory directory {inventory} (a root would serve "
-                "gitprov.yaml and secrets.yaml)"
+                "gitprov.yaml and secrets.yaml)",
+                _BESIDE_HINT,
             )
         return None
+
+
+_OPERATOR_HINT = (
+    "set the roots on the publisher (--http-root, --tftp-root, --state-dir, --firmware-dir "
+    "or a --config file), or allow the directory with --allow-root DIR"
+)
+_BESIDE_HINT = (
+    "name a directory beside the inventory and the git directory (the example uses var/http, "
+    "var/tftp and var/state), or set the roots on the publisher (--http-root, --tftp-root, "
+    "--state-dir or a --config file)"
+)
+_LITERAL_PATH_HINT = (
+    "write the directory itself: an absolute path (e.g. /srv/gitprov/http), or one relative "
+    "to the repository's top (e.g. var/http)"
+)
 
 
 def targets_for(
