@@ -250,7 +250,8 @@ class Entry:
 
 def rfc3339(when: datetime) -> str:
     """UTC with milliseconds and Z, as the fetch log writes it."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    # (isoformat, not strftime: glibc's %Y writes the year 1 as "1", not "0001")
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- the served state ---------------------------------------------------------------------

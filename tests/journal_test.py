@@ -636,3 +636,15 @@ def test_a_state_digest_from_the_last_ones_lines_is_the_one_computed_from_nothin
         assert got == journal_module.state_digest(after), (seed, step)
         journal_module._LINES.update(kept)
         before = after
+
+
+def test_times_are_rfc3339_with_four_digit_years_and_milliseconds() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from gitprov.journal import rfc3339
+
+    assert rfc3339(datetime(2026, 12, 5, 11, 20, 19, 185_999, UTC)) == "2026-12-05T11:20:19.185Z"
+    east = timezone(timedelta(hours=2))
+    assert rfc3339(datetime(2026, 1, 1, 1, 0, tzinfo=east)) == "2025-12-31T23:00:00.000Z"
+    # `history --at 0001-01-01` said "1-01-01T00:00:00.000Z".
+    assert rfc3339(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
