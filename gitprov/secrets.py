@@ -417,6 +417,13 @@ def _parse_private(text: str) -> X25519PrivateKey:
 
 def _parse_public(text: str) -> X25519PublicKey:
     raw = _parse_key_text(text.strip(), _PK_PREFIX)
+    if raw is None and text.strip().startswith(_SK_PREFIX):
+        raise SecretError(
+            "that is a private key (gitprov-sk-…), not a public one (not shown)",
+            hint="give the public key (gitprov-pk-…, printed by `gitprov secrets keygen`); "
+            "the private key goes to the publisher only: if it was pasted somewhere "
+            "others see, make a new pair",
+        )
     if raw is None:
         raise SecretError("malformed public key: expected gitprov-pk- and 43 base64url characters")
     return X25519PublicKey.from_public_bytes(raw)

@@ -338,3 +338,13 @@ def test_load_private_key_binary_file(tmp_path: Path) -> None:
     with pytest.raises(SecretError, match="not text") as info:
         load_private_key({}, str(path))
     assert_leaks_nothing(info.value, "secret\n")
+
+
+def test_a_private_key_given_as_the_public_one_is_named_so_and_never_shown() -> None:
+    # `secrets rotate --new-public-key` and `seal` with the private key pasted: "malformed
+    # public key" sent the reader looking at the characters.
+    sf = SecretsFile(PK, {"sip": seal(PK, "sip", "hunter2")})
+    for call in (lambda: seal(SK, "sip", "x"), lambda: rotate(sf, SK, SK)):
+        with pytest.raises(SecretError, match="that is a private key") as info:
+            call()
+        assert_leaks_nothing(info.value, SK, SK[11:30], "hunter2")
