@@ -170,6 +170,15 @@ def _schema_problem(
     if kw == "type":
         expected = " or ".join(_types(err.validator_value))
         raw = doc.raw.get(path)
+        if raw == "" and inst is None:
+            # `model:` with nothing after it: nothing was written, so nothing to quote
+            return [
+                here(
+                    QUOTE,
+                    f"{where}: no value (YAML reads a key with nothing after it as null)",
+                    f"write the value after `{path[-1]}:`" if path else "write the value",
+                )
+            ]
         if raw is not None and "string" in _types(err.validator_value):
             return [
                 here(

@@ -728,3 +728,17 @@ def test_an_alternative_of_the_schema_is_explained_by_the_one_that_came_closest(
     found = [p for p in lint_problems({"gitprov.yaml": fleet}) if p.code == "GP010"]
     assert [p.message for p in found] == [message]
     assert found[0].hint
+
+
+def test_a_key_with_nothing_after_it_is_said_to_have_no_value() -> None:
+    # "expected a string, but unquoted  is read as nothing (null)", hint 'quote it:
+    # model: ""': there was nothing to quote.
+    overlay = {D1: DEVICE.replace("model: IP542N", "model:")}
+    (found,) = [p for p in lint_problems(overlay) if p.file == f"inventory/{D1}"]
+    assert (found.code, found.line) == ("GP013", 2)
+    assert found.message == "model: no value (YAML reads a key with nothing after it as null)"
+    assert found.hint == "write the value after `model:`"
+    # A null written as such keeps its words.
+    overlay = {D1: DEVICE.replace("model: IP542N", "model: null")}
+    (found,) = [p for p in lint_problems(overlay) if p.file == f"inventory/{D1}"]
+    assert "unquoted null is read as nothing (null)" in found.message
