@@ -459,6 +459,7 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             out.extend(_schema_problem(kind, doc, err, catalog, closest))
     taken = {(p.line, p.col) for p in out}
     out += [p for p in _not_finite(doc) if (p.line, p.col) not in taken]
+    out += [p for p in _same_parameter_twice(doc, catalog) if (p.line, p.col) not in taken]
     unusable = _unusable_mac(doc) if kind == DEVICE and isinstance(doc.data, dict) else None
     if unusable is not None and (unusable.line, unusable.col) not in taken:
         out.append(unusable)
@@ -476,6 +477,44 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             if (line, col) not in taken:
                 out.append(_ambiguous_problem(doc, path, raw, catalog))
     return out
+
+
+def _same_parameter_twice(doc: Document, catalog: Catalog) -> Iterator[Problem]:
+    """GP004 for a parameter set twice in one mapping under its two names (`sip.server`
+    and `DBID_WEB_SIP_SERVER`, `account` and `DBID_SIP_ACCOUNT` in one line): YAML keeps
+    both keys, and one of the values was written, the other dropped without a word."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return
+    blocks: list[tuple[tuple[str | int, ...], Any, Callable[[str], Any]]] = [
+        (("params",), data.get("params"), catalog.lookup)
+    ]
+    lines = data.get("lines")
+    if isinstance(lines, list):
+        blocks += [(("lines", i), item, catalog.lookup_line) for i, item in enumerate(lines)]
+    for where, block, lookup in blocks:
+        if not isinstance(block, dict) or len(block) < 2:
+            continue
+        first: dict[str, str] = {}
+        for name in block:
+            if not isinstance(name, str):
+                continue
+            param = lookup(name)
+            key = param.key if param is not None else name
+            if key not in first:
+                first[key] = name
+                continue
+            line, col = doc.pos((*where, name), key=True)
+            other_line, _ = doc.pos((*where, first[key]), key=True)
+            yield error(
+                doc.path,
+                line,
+                col,
+                "GP004",
+                f"{'.'.join(map(str, where))}: {name!r} and {first[key]!r} (line {other_line}) "
+                f"are one parameter, {key}: one of the two values would be dropped",
+                "keep one of them",
+            )
 
 
 def _not_finite(doc: Document) -> Iterator[Problem]:

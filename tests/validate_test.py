@@ -742,3 +742,34 @@ def test_a_key_with_nothing_after_it_is_said_to_have_no_value() -> None:
     overlay = {D1: DEVICE.replace("model: IP542N", "model: null")}
     (found,) = [p for p in lint_problems(overlay) if p.file == f"inventory/{D1}"]
     assert "unquoted null is read as nothing (null)" in found.message
+
+
+def test_one_parameter_under_its_two_names_in_one_mapping_is_a_duplicate_key() -> None:
+    # Both keys were read and one value was written: which one, nothing said.
+    overlay = {
+        D1: DEVICE
+        + '    DBID_SIP_ACCOUNT: "2009"\n'
+        + "params:\n  sip.outbound: a.example.net\n  DBID_WEB_SIP_OUTBOUND: b.example.net\n"
+    }
+    found = [p for p in lint_problems(overlay) if p.code == "GP004"]
+    text = DEVICE.splitlines()
+    account = next(i for i, ln in enumerate(text, 1) if ln.strip().startswith("account:"))
+    assert [(p.line, p.message) for p in found] == [
+        (
+            len(text) + 1,
+            f"lines.0: 'DBID_SIP_ACCOUNT' and 'account' (line {account}) are one parameter, "
+            "DBID_SIP_ACCOUNT: one of the two values would be dropped",
+        ),
+        (
+            len(text) + 4,
+            "params: 'DBID_WEB_SIP_OUTBOUND' and 'sip.outbound' (line "
+            f"{len(text) + 3}) are one parameter, DBID_WEB_SIP_OUTBOUND: one of the two "
+            "values would be dropped",
+        ),
+    ]
+    # Across layers (the base profile sets sip.server, the device its raw key): layering.
+    assert not [
+        p
+        for p in lint_problems({D1: DEVICE + "params:\n  DBID_WEB_SIP_SERVER: b.example.net\n"})
+        if p.code == "GP004"
+    ]
