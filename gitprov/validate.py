@@ -493,7 +493,10 @@ def _same_parameter_twice(doc: Document, catalog: Catalog) -> Iterator[Problem]:
     if isinstance(lines, list):
         blocks += [(("lines", i), item, catalog.lookup_line) for i, item in enumerate(lines)]
     for where, block, lookup in blocks:
-        if not isinstance(block, dict) or len(block) < 2:
+        # (two readable names never share a key: a clash needs a raw key, rarely written)
+        if not isinstance(block, dict) or not any(
+            isinstance(k, str) and k.startswith("DBID_") for k in block
+        ):
             continue
         first: dict[str, str] = {}
         for name in block:
