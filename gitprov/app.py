@@ -35,7 +35,7 @@ from gitprov.source import (
     open_repo,
     resolve_commit,
 )
-from gitprov.unsafe import UNSAFE, describe
+from gitprov.unsafe import unsafe_in
 from gitprov.validate import Options
 from gitprov.version import IncompleteHistory
 
@@ -447,14 +447,12 @@ class Session:
             raise UsageError("empty secret value", hint="type the value, or pipe it on stdin")
         # What a publish would refuse once unsealed (see builder.secret_resolver), refused
         # now, while the person who has the value is here to fix it.
-        found = UNSAFE.search(value)
-        what = describe(found.group()) if found else "a TAB" if "\t" in value else None
-        if what is not None:
+        unsafe = unsafe_in(value, tab=True)
+        if unsafe is not None:
+            what, hint = unsafe
             raise UsageError(
                 f"the value of {name} holds {what} (the value is not shown); nothing was sealed",
-                hint="no device file may hold it: a line break or a TAB would shift or "
-                "inject lines of param.conf, an invisible character would make it another "
-                "value than the one you read",
+                hint=hint,
             )
         sf = self.secrets_file()
         sealed = dict(sf.sealed)

@@ -39,6 +39,7 @@ from gitprov.inventory import SECRETS, Device, Inventory
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.secrets import SecretError, public_key_of, unseal
+from gitprov.unsafe import unsafe_in
 
 Progress = Callable[[str, int, int], None]
 # The files a previous build made for a device from the same inputs (MAC, build key,
@@ -629,21 +630,14 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
                 raise UsageError(
                     exc.message, hint=f"is this the private key of {SECRETS}.yaml's public_key?"
                 ) from None
-            # Validation cannot see inside a sealed value: GP108's check, here.
-            unsafe = flyingvoice.UNSAFE.search(value)
+            # Validation cannot see inside a sealed value: GP108's check (and GP109's:
+            # a TAB in a line's password shifts the lines after it), here.
+            unsafe = unsafe_in(value, tab=True)
             if unsafe is not None:
+                what, hint = unsafe
                 raise GitprovError(
-                    f"secret {name!r} holds {flyingvoice.describe(unsafe.group())} "
-                    "(the value is not shown)",
-                    hint=f"seal it again without it: gitprov secrets set {name}",
-                )
-            if "\t" in value:
-                # A TAB separates the lines' values of a per-line parameter: inside a
-                # line's password it would shift the lines after it (GP109's check).
-                raise GitprovError(
-                    f"secret {name!r} holds a TAB (the value is not shown)",
-                    hint=f"seal it again without it: gitprov secrets set {name}; in "
-                    "param.conf a TAB separates the values of a device's lines",
+                    f"secret {name!r} holds {what} (the value is not shown)",
+                    hint=f"seal it again without it: gitprov secrets set {name}; {hint}",
                 )
             cache[name] = value
         return cache[name]

@@ -24,6 +24,30 @@ UNSAFE = re.compile(
     "\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]"
 )
 _NAMES = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte"}
+# What starts a new line in param.conf, or to a device's parser.
+LINE_BREAKS = frozenset("\n\r\x00\x85\u2028\u2029\x0b\x0c")
+
+
+def unsafe_in(value: str, *, tab: bool = False) -> tuple[str, str] | None:
+    """What `value` holds that no device file may (with `tab`, a TAB too: in a line's
+    value it shifts the lines after it), as a problem names it, and its hint; None when
+    nothing. For what validation cannot see: a secret once unsealed, a value an import
+    reads."""
+    found = UNSAFE.search(value)
+    if found is not None:
+        return describe(found.group()), unsafe_hint(found.group())
+    if tab and "\t" in value:
+        return "a TAB", unsafe_hint("\t")
+    return None
+
+
+def unsafe_hint(char: str) -> str:
+    """What to do about `char` (see `unsafe_in`), as a problem's hint says it."""
+    if char in LINE_BREAKS:
+        return "write it on one line: a line break would inject lines into param.conf"
+    if char == "\t":
+        return "remove it: in param.conf a TAB separates the values of a device's lines"
+    return "remove it: invisible in a review, it would reach the device's file"
 
 
 def describe(char: str) -> str:

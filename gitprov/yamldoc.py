@@ -762,17 +762,12 @@ def parse(
     except UnicodeDecodeError as exc:
         # Everything before the bad byte decoded: its line and column are the place.
         before = data[: exc.start].decode("utf-8")
-        line, col = _line_col(before, len(before))
-        return None, [
-            error(
-                path,
-                line,
-                col,
-                "GP001",
-                f"not UTF-8: {exc.reason} at byte {exc.start}",
-                "save the file as UTF-8",
-            )
-        ]
+        return _unreadable(
+            path,
+            *_line_col(before, len(before)),
+            f"not UTF-8: {exc.reason} at byte {exc.start}",
+            "save the file as UTF-8",
+        )
     hidden = _HIDDEN_BREAK.search(text) if _may_hide_a_break(text) else None
     if hidden is not None:
         return None, [_hidden_break(path, text, hidden.start())]
@@ -781,19 +776,13 @@ def parse(
     # that libyaml reports as a missing key, a column past it.
     stray = text.find("\ufeff", 1)
     if stray != -1:
-        line, col = _line_col(text, stray)
-        return None, [
-            error(
-                path,
-                line,
-                col,
-                "GP001",
-                "a byte order mark (U+FEFF) inside the file: YAML allows one only at its "
-                "very start",
-                "remove it (it is invisible in most editors: delete the character before "
-                "the first one shown there, or retype the line)",
-            )
-        ]
+        return _unreadable(
+            path,
+            *_line_col(text, stray),
+            "a byte order mark (U+FEFF) inside the file: YAML allows one only at its very start",
+            "remove it (it is invisible in most editors: delete the character before the "
+            "first one shown there, or retype the line)",
+        )
     loader = _Loader(text)
     reader = _Reader(path, loader, limits, fleet_file)
     try:
@@ -807,46 +796,34 @@ def parse(
             if deeper is not None:
                 return None, [deeper]
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or "invalid YAML"
-        long_key = _long_key(text, mark) if mark is not None else None
-        if long_key is not None:
-            return None, [
-                error(
-                    path,
-                    line,
-                    long_key,
-                    "GP001",
-                    f"YAML syntax: a key of {col - long_key:,} characters; YAML reads a key "
-                    "of at most 1024 without a `? ` before it",
-                    "shorten the key (no parameter name is that long)",
-                )
-            ]
-        return None, [
-            error(
+        key_at = _long_key(text, mark) if mark is not None else None
+        if key_at is not None:
+            return _unreadable(
                 path,
                 line,
-                col,
-                "GP001",
-                f"YAML syntax: {what}",
-                "fix the YAML syntax (indentation, quotes, colons)",
+                key_at,
+                f"YAML syntax: a key of {col - key_at:,} characters; YAML reads a key of at "
+                "most 1024 without a `? ` before it",
+                "shorten the key (no parameter name is that long)",
             )
-        ]
+        return _unreadable(
+            path,
+            line,
+            col,
+            f"YAML syntax: {exc.problem or 'invalid YAML'}",
+            "fix the YAML syntax (indentation, quotes, colons)",
+        )
     except yaml.reader.ReaderError as exc:
-        line, col = _line_col(text, exc.position)
-        return None, [
-            error(
-                path,
-                line,
-                col,
-                "GP001",
-                f"YAML syntax: character U+{exc.character:04X} is not allowed in YAML"
-                if isinstance(exc.character, int)
-                else f"YAML syntax: {exc.reason}",
-                "write it as an escape in a double-quoted string, or remove it",
-            )
-        ]
+        return _unreadable(
+            path,
+            *_line_col(text, exc.position),
+            f"YAML syntax: character U+{exc.character:04X} is not allowed in YAML"
+            if isinstance(exc.character, int)
+            else f"YAML syntax: {exc.reason}",
+            "write it as an escape in a double-quoted string, or remove it",
+        )
     except yaml.YAMLError as exc:
-        return None, [error(path, 1, 1, "GP001", f"YAML syntax: {exc}", "fix the YAML syntax")]
+        return _unreadable(path, 1, 1, f"YAML syntax: {exc}", "fix the YAML syntax")
     finally:
         loader.dispose()
     if value is None:
@@ -874,6 +851,13 @@ _HIDDEN_BREAK = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
 def _may_hide_a_break(text: str) -> bool:
     # Most files hold none of them: four scans at memory speed, no regular expression.
     return "\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text
+
+
+def _unreadable(
+    path: str, line: int, col: int, message: str, hint: str
+) -> tuple[None, list[Problem]]:
+    """What `parse` returns for a file it cannot read as YAML: no document, one GP001."""
+    return None, [error(path, line, col, "GP001", message, hint)]
 
 
 def _long_key(text: str, mark: yaml.Mark) -> int | None:

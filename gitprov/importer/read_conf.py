@@ -23,7 +23,7 @@ from gitprov.importer.problems import MAC, MALFORMED, MODEL, UNREADABLE, VALUE, 
 from gitprov.importer.tables import NotUtf8, utf8
 from gitprov.importer.values import DBID, Device, check_value
 from gitprov.macros import normalise_mac
-from gitprov.unsafe import UNSAFE, describe
+from gitprov.unsafe import UNSAFE, describe, unsafe_hint
 
 MAX_FILE_BYTES = 1 << 20  # a param.conf is a few KB; anything this big is something else
 _KEY_VALUE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
@@ -167,7 +167,7 @@ def _device_from_conf(
                     ln.value_col + unsafe.start(),
                     VALUE,
                     f"{key}: the value contains {describe(unsafe.group())}",
-                    "remove it: no device file may hold it, and it is invisible in a review",
+                    unsafe_hint(unsafe.group()),
                 )
             )
             continue

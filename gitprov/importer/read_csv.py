@@ -25,7 +25,7 @@ from gitprov.importer.values import DBID, Device, check_value
 from gitprov.importer.write import Sealer, device_yaml, secrets_yaml, write_all
 from gitprov.inventory import SECRETS_FILE
 from gitprov.macros import normalise_mac
-from gitprov.unsafe import UNSAFE, describe
+from gitprov.unsafe import unsafe_in
 
 _FIXED = ("mac", "model", "profile", "serial", "description")
 _LINE_COLUMN = re.compile(r"line([0-9]+)\.(.+)", re.IGNORECASE)
@@ -376,33 +376,12 @@ def _csv_device(
             if wrong:
                 problems.append(error(path, c.line, c.col, VALUE, f"{wrong}", value_hint(param)))
                 continue
-        unsafe = UNSAFE.search(value)
+        # (a password is sealed as read: validation could not see it after the import;
+        # an unknown raw key may hold a whole TAB-separated row)
+        unsafe = unsafe_in(value, tab=param is not None)
         if unsafe is not None:
-            # (a password is sealed: validation could not see it after the import)
-            problems.append(
-                error(
-                    path,
-                    c.line,
-                    c.col,
-                    VALUE,
-                    f"the value contains {describe(unsafe.group())}",
-                    "write it on one line: a line break would inject lines into param.conf"
-                    if unsafe.group() in "\n\r\x00\x0b\x0c\x85\u2028\u2029"
-                    else "remove it: no device file may hold it, and it is invisible in a review",
-                )
-            )
-            continue
-        if "\t" in value and (param is not None):
-            problems.append(
-                error(
-                    path,
-                    c.line,
-                    c.col,
-                    VALUE,
-                    "the value contains a TAB",
-                    "remove it: in param.conf it separates the lines",
-                )
-            )
+            what, hint = unsafe
+            problems.append(error(path, c.line, c.col, VALUE, f"the value contains {what}", hint))
             continue
         if column.kind == "param":
             device.layer.params[column.key] = value

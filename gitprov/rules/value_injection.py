@@ -25,11 +25,10 @@ from typing import Any
 from gitprov.errors import Problem
 from gitprov.formats.flyingvoice import UNSAFE, describe
 from gitprov.rules import DocContext, error_at
+from gitprov.unsafe import LINE_BREAKS, unsafe_hint
 
 CODE = "GP108"
 NAME = "value-injection"
-
-_LINE_BREAKS = frozenset("\n\r\x00\x85\u2028\u2029\x0b\x0c")
 
 
 def _walk(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, bool]]:
@@ -53,10 +52,8 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     for path, text, is_key in _walk(doc.data):
         found = sorted(set(UNSAFE.findall(text)), key=text.index)
         what = " and ".join(describe(c) for c in found[:3]) + (" …" if len(found) > 3 else "")
-        if any(c in _LINE_BREAKS for c in found):
-            hint = "write it on one line: a line break would inject lines into param.conf"
-        else:
-            hint = "remove it: invisible in a review, it would reach the device's file"
+        breaks = [c for c in found if c in LINE_BREAKS]
+        hint = unsafe_hint(breaks[0] if breaks else found[0])
         yield error_at(
             doc,
             path,
