@@ -161,15 +161,24 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_a_saved_plan_renders_as_the_computed_one(
-    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _backup_proxy_plan(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> tuple[list[str], str]:
+    """A branch changing the office profile's backup proxy (three devices): the `plan`
+    arguments that compare it with its base, and that plan as JSON."""
     base = str(example_repo.repo.head.target)
     office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
     example_repo.commit({OFFICE: office}, "new backup proxy", branch="feature", parents=[base])
     repo = ["--repo", str(example_repo.path), "plan", "--base", base, "--rev", "feature"]
     code, saved, _ = cli(capsys, *repo, "--format", "json")
     assert code == 0
+    return repo, saved
+
+
+def test_a_saved_plan_renders_as_the_computed_one(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, saved = _backup_proxy_plan(example_repo, capsys)
     (tmp_path / "plan.json").write_text(saved)
     for fmt in ("markdown", "text", "json"):
         code, computed, _ = cli(capsys, *repo, "--format", fmt)
@@ -212,12 +221,7 @@ def test_a_saved_plan_holding_what_gitprov_never_writes_is_refused_not_rendered(
 ) -> None:
     # A plan saved by one CI job and rendered by another: an ESC sequence in it would
     # rewrite the terminal of whoever reads it, a bidi override reorder what they read.
-    base = str(example_repo.repo.head.target)
-    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
-    example_repo.commit({OFFICE: office}, "new backup proxy", branch="feature", parents=[base])
-    repo = ["--repo", str(example_repo.path), "plan", "--base", base, "--rev", "feature"]
-    code, saved, _ = cli(capsys, *repo, "--format", "json")
-    assert code == 0
+    _, saved = _backup_proxy_plan(example_repo, capsys)
     doc = json.loads(saved)
     device = doc["devices"][0]
     assert any("\t" in line for d in doc["devices"] for line in d["diff"])  # (TABs stay)
