@@ -1049,6 +1049,82 @@ def publish_commit(
         )
         if done is not None:
             return done
+    # A process that publishes once surveys the served files from the start, while it
+    # reads the commit and numbers its devices too: at 100,000 devices the survey is the
+    # longest thing a one-device publish waits for.
+    early = (
+        _early_state_dir(pipeline, commit, targets)
+        if loaded is None and pipeline.one_commit and not (verify or full_survey)
+        else None
+    )
+    held = contextlib.ExitStack()
+    ahead: SurveyAhead | None = None
+    if early is not None:
+        held.enter_context(publish_lock(early, lock_wait))
+        ahead = held.enter_context(_surveying(early, False))
+    with held:
+        return _publish_commit(
+            pipeline,
+            commit,
+            targets,
+            private_key,
+            recorder,
+            held,
+            early,
+            ahead,
+            force=force,
+            progress=progress,
+            lock_wait=lock_wait,
+            prune_unknown=prune_unknown,
+            loaded=loaded,
+            guards=guards,
+            verify=verify,
+            full_survey=full_survey,
+        )
+
+
+def _early_state_dir(
+    pipeline: Pipeline, commit: pygit2.Commit, targets: Targets | TargetsFor
+) -> Path | None:
+    """The state dir `commit` publishes to, when a publish was made there before (its
+    manifest is there: taking the lock creates nothing) and the commit's fleet settings
+    say where without its whole inventory; else None."""
+    if callable(targets):
+        fleet = fleet_of(pipeline, commit)
+        if fleet is None:
+            return None
+        try:
+            where = targets(fleet)
+        except GitprovError:
+            return None  # the full load reports it
+    else:
+        where = targets
+    return where.state_dir if _is_file(where.state_dir / MANIFEST) else None
+
+
+def _publish_commit(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    targets: Targets | TargetsFor,
+    private_key: str | KeyFor | None,
+    recorder: journal.Recorder,
+    held: contextlib.ExitStack,
+    early: Path | None,
+    ahead: SurveyAhead | None,
+    *,
+    force: bool,
+    progress: Progress | None,
+    lock_wait: float,
+    prune_unknown: bool,
+    loaded: Loaded | None,
+    guards: Guards,
+    verify: bool,
+    full_survey: bool,
+) -> PublishResult:
+    """publish_commit's work once the published commit is known not to be `commit`;
+    with `early`, the lock of that state dir is held already (in `held`) and `ahead` is
+    its survey."""
+    assert pipeline.repo is not None
     loaded = loaded or pipeline.load_commit(commit)
     if loaded.errors:
         raise InvalidInventory(
@@ -1061,9 +1137,9 @@ def publish_commit(
     key = private_key(settings) if callable(private_key) else private_key
     where = targets(settings.fleet) if callable(targets) else targets
     inputs = publish_inputs(pipeline, where)
-    # The versions first (git history and the version cache only; what the lock guards is
-    # read after it): the state's computation and its snapshot are a peak of memory that
-    # the previous manifest, a fleet's worth of entries, would otherwise add to.
+    # The versions first (git history and the version cache only), the state dir's files
+    # after: the state's computation and its snapshot are a peak of memory that the
+    # previous manifest, a fleet's worth of entries, would otherwise add to.
     state = pipeline.state(commit)
     # A process publishing again and again knows which served files were touched since its
     # last publish; one publishing once surveys them ahead, while it reads and builds.
@@ -1072,10 +1148,13 @@ def publish_commit(
         if pipeline.one_commit or verify or full_survey
         else rootwatch.watch_for(where.state_dir)
     )
-    with (
-        publish_lock(where.state_dir, lock_wait),
-        _surveying(where.state_dir, verify or watch is not None) as ahead,
-    ):
+    if early is not None and early != where.state_dir:
+        held.close()  # (the settings read alone said otherwise: never, but not assumed)
+        early = None
+    if early is None:
+        held.enter_context(publish_lock(where.state_dir, lock_wait))
+        ahead = held.enter_context(_surveying(where.state_dir, verify or watch is not None))
+    with held:
         check_roots(where.roots)
         previous = load_manifest(where.state_dir)
         unreadable = previous is None and _unreadable_manifest(where.state_dir)

@@ -475,6 +475,50 @@ def test_a_file_changed_by_hand_is_repaired_by_a_publish_by_change(
     assert served_files(where) == served_files(full)
 
 
+def test_a_publish_in_a_fresh_process_surveys_the_roots_while_it_reads_the_commit(
+    tmp_path: Path, private_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The survey of the served files (an lstat each) is the longest wait of a one-device
+    publish at 100,000 devices: it starts before the commit is read and numbered, under
+    the lock, and its answer is used."""
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 1)
+    events: list[str] = []
+    start, load, off = (
+        plan_module.SurveyAhead.start,
+        Pipeline.load_commit,
+        plan_module.SurveyAhead.off,
+    )
+
+    def started(state_dir: Path) -> plan_module.SurveyAhead | None:
+        got = start(state_dir)
+        events.append("survey" if got is not None else "no survey")
+        return got
+
+    def loaded(self: Pipeline, commit: pygit2.Commit) -> object:
+        events.append("load")
+        return load(self, commit)
+
+    def used(self: plan_module.SurveyAhead, key: str, names: object) -> object:
+        events.append("used")
+        return off(self, key, names)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plan_module.SurveyAhead, "start", started)
+    monkeypatch.setattr(plan_module.SurveyAhead, "off", used)
+    monkeypatch.setattr(Pipeline, "load_commit", loaded)
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    h = History(repo, fleet_files(6))
+    where = tmp_path / "out"
+    assert publish(repo, where) == 0
+    assert events[:1] == ["load"]  # nothing published yet: nothing to survey
+    events.clear()
+    edit_device(h, random.Random(0))
+    assert publish(repo, where) == 0
+    assert events[:2] == ["survey", "load"] and "used" in events, events
+    full = tmp_path / "full"
+    assert publish(repo, full) == 0
+    assert served_files(where) == served_files(full)
+
+
 def test_force_and_verify_build_every_device(
     tmp_path: Path, private_key: str, by_change: list[Change | None]
 ) -> None:
