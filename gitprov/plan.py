@@ -10,6 +10,7 @@ the size and put the mtime back is found only that way.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import enum
 import hashlib
@@ -845,6 +846,13 @@ INDEX_FORMAT = 3
 _INDEX_1 = "manifest.index.json"
 # What a name without a recorded stat has in its root's column.
 _NO_STAT: Stat = (-1, 0, 0)
+# The index's change log: what the manifests published since the index was written
+# whole changed in it (see `_write_delta`).
+INDEX_DELTA = "manifest.index.delta"
+DELTA_FORMAT = 1
+# A delta is written while it holds at most this many changed values (entries, versions
+# and stats), or a twentieth of the files when more; past that, the index whole.
+DELTA_MAX = 2000
 
 
 class StatTable(Mapping[str, Stat]):
@@ -948,6 +956,10 @@ class _Rest:
     path: Path
     offset: int  # where the part starts in the file, and its size
     size: int
+    identity: tuple[int, ...] = ()  # the index file's, when read
+    first_sha256: str = ""  # the first part's
+    firmware: Mapping[str, str] = field(default_factory=dict)  # the index's own
+    delta: _Delta | None = None  # the change log applied to it (see `_write_delta`)
 
     def manifest(self, index: Index) -> Manifest | None:
         head = self.head
@@ -973,10 +985,17 @@ class _Rest:
         keys = _split(blocks[-3], served_count)
         served_versions = _int_column(blocks[-2], served_count)
         served_bodies = _split(blocks[-1], served_count)
-        files = EntryTable.of(self.names, columns)
+        base = EntryTable.of(self.names, columns)
         served = dict(zip(keys, zip(served_versions, served_bodies, strict=True), strict=True))
-        if len(files) != count or len(served) != served_count:
+        if len(base) != count or len(served) != served_count:
             return None  # a name twice
+        files, sha, is_record = base, str(head["manifest_sha256"]), head["served_is_record"]
+        delta = self.delta
+        if delta is not None:
+            files = base.without(delta.files).with_entries(delta.entries())
+            served = dict(served)
+            _patch(served, delta.served)
+            sha, is_record = delta.manifest_sha256, delta.served_is_record
         manifest = Manifest(
             commit=index.commit,
             published_at=index.published_at,
@@ -988,11 +1007,79 @@ class _Rest:
             served=served,
             inputs=index.inputs,
             notes=index.notes,
-            sha256=str(head["manifest_sha256"]),
+            sha256=sha,
         )
-        if head["served_is_record"] is True:
+        if is_record is True:
             vars(manifest)["served_record"] = served
+        if self.identity:
+            _BASES[str(self.path.parent)] = _Base(
+                self.identity,
+                (self.first_sha256, str(head["sha256"])),
+                frozenset(self.names),
+                base._columns,
+                self.firmware,
+                manifest,
+                delta or _Delta.empty(),
+            )
         return manifest
+
+
+def _patch(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    """Apply a delta's changes to a mapping: None removes the key."""
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
+@dataclass(frozen=True)
+class _Delta:
+    """The index's change log, as read or to be written: each file's entry (as a row in
+    `_ENTRY_ROW` order), each version record's and each root's stat that differs from the
+    index written whole, None where the index's is gone; and the head of the manifest it
+    names (`_write_delta`)."""
+
+    files: Mapping[str, list[Any] | None]
+    served: Mapping[str, tuple[int, str] | None]
+    stats: Mapping[str, Mapping[str, Stat | None]]
+    manifest_sha256: str = ""
+    served_is_record: bool = False
+
+    @classmethod
+    def empty(cls) -> _Delta:
+        return cls({}, {}, {})
+
+    def entries(self) -> dict[str, ManifestEntry]:
+        out = {}
+        for name, row in self.files.items():
+            if row is not None:
+                entry = _new(ManifestEntry)
+                _set(entry, "__dict__", dict(zip(_ENTRY_ROW, row, strict=True)))
+                out[name] = entry
+        return out
+
+    def size(self) -> int:
+        return len(self.files) + len(self.served) + sum(map(len, self.stats.values()))
+
+
+@dataclass(frozen=True)
+class _Base:
+    """An index written whole, as this process read it: what the next delta is computed
+    from. `manifest` is the last one it described (itself, or with `delta` applied), whose
+    `served` and stats the next manifest is compared with."""
+
+    identity: tuple[int, ...]  # the index file's
+    key: tuple[str, str]  # its two sha256s: what a delta names
+    names: frozenset[str]
+    columns: Mapping[str, Sequence[Any]]  # its entries' columns (an EntryTable's)
+    firmware: Mapping[str, str]
+    manifest: Manifest
+    delta: _Delta
+
+
+# The index each state dir's manifest was last read from, by this process.
+_BASES: dict[str, _Base] = {}
 
 
 def _split(block: memoryview, count: int) -> list[str]:
@@ -1092,7 +1179,15 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
     entries and an int64 column of their versions, in the order of the names, then the
     versions record (keys, versions, body hashes). A publish of another commit reads
     the manifest from these columns: at 100,000 devices about a fifth of the time its
-    JSON takes to parse, since no text is parsed per file."""
+    JSON takes to parse, since no text is parsed per file.
+
+    When the manifest was made from the one this process read from the index (its
+    entries the index's columns, less and plus a few), the index stays as it is and its
+    change log is written instead (`_write_delta`): a one-device publish at 100,000
+    devices then writes a few kilobytes, not 40 MB."""
+    if _write_delta(state_dir, manifest):
+        return
+    _BASES.pop(str(state_dir), None)
     path = state_dir / INDEX
     names = sorted(manifest.files)
     try:
@@ -1163,8 +1258,130 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
     except (OSError, OverflowError):
         with contextlib.suppress(OSError):
             os.unlink(path)
-    with contextlib.suppress(OSError):
-        os.unlink(state_dir / _INDEX_1)
+    for stale in (_INDEX_1, INDEX_DELTA):
+        with contextlib.suppress(OSError):
+            os.unlink(state_dir / stale)
+
+
+def _write_delta(state_dir: Path, manifest: Manifest) -> bool:
+    """Write the index's change log for `manifest` (just written): what differs from the
+    index this process read, when the manifest's entries are that index's columns less
+    and plus a few (the table a publish by change makes) and the index is still the file
+    read. False when there is no such index, or the log would pass DELTA_MAX values:
+    the index is then written whole. Best effort, as the index: a log lost or torn only
+    costs the next publish a reading of the manifest."""
+    base = _BASES.get(str(state_dir))
+    files = manifest.files
+    if (
+        base is None
+        or not manifest.sha256
+        or not isinstance(files, EntryTable)
+        or files._columns is not base.columns
+        or list(manifest.roots) != list(base.manifest.roots)
+    ):
+        return False
+    try:
+        if file_identity(os.stat(state_dir / INDEX)) != base.identity:
+            return False
+        st = os.lstat(state_dir / MANIFEST)
+    except OSError:
+        return False
+    prev = base.manifest
+    changed = {n: [getattr(e, f) for f in _ENTRY_ROW] for n, e in files._extra.items()}
+    gone = base.names.difference(files._at, files._extra)
+    served = dict(base.delta.served)
+    _diff_into(served, prev.served, manifest.served)
+    stats = {}
+    for r, s in manifest.roots.items():
+        stats[r] = dict(base.delta.stats.get(r, {}))
+        _diff_into(stats[r], prev.roots[r].stat, s.stat)
+    delta = _Delta(
+        {**changed, **dict.fromkeys(gone)},
+        served,
+        stats,
+        manifest.sha256,
+        _served_is_record(manifest),
+    )
+    if delta.size() > max(DELTA_MAX, len(base.names) // 20) or not _exact(delta, files):
+        return False
+    firmware = dict(base.firmware)
+    kind_at, data_at = _ENTRY_ROW.index("kind"), _ENTRY_ROW.index("sha256_data")
+    for name, row in delta.files.items():
+        if row is None or row[kind_at] != Kind.FIRMWARE:
+            firmware.pop(name, None)
+        else:
+            firmware[name] = row[data_at]
+    roots = sorted(manifest.roots.items())
+    log = {
+        "format": DELTA_FORMAT,
+        "base": list(base.key),
+        "manifest": [st.st_size, st.st_mtime_ns, st.st_ino],
+        "commit": manifest.commit,
+        "published_at": manifest.published_at,
+        "inputs": dict(manifest.inputs),
+        "notes": list(manifest.notes),
+        "roots": {
+            r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)} for r, s in roots
+        },
+        "firmware": firmware,
+        "manifest_sha256": delta.manifest_sha256,
+        "served_is_record": delta.served_is_record,
+        "files": delta.files,
+        "served": delta.served,
+        "stats": {r: delta.stats[r] for r, _ in roots},
+    }
+    tmp = state_dir / f"{TMP_PREFIX}{INDEX_DELTA}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(statejson.dumps(log, sort_keys=True, newline=True))
+        os.replace(tmp, state_dir / INDEX_DELTA)
+    except (OSError, TypeError, ValueError):  # (ValueError: text JSON cannot hold)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    _BASES[str(state_dir)] = replace(base, manifest=manifest, delta=delta)
+    return True
+
+
+def _diff_into(out: dict[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Set in `out` each key whose value in `new` is not its value in `old`, None for
+    each key `new` no longer has."""
+    if new is old:
+        return
+    get = old.get
+    for key, value in new.items():
+        if get(key) != value:
+            out[key] = value
+    for key in old.keys() - new.keys():
+        out[key] = None
+
+
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def _exact(delta: _Delta, files: Mapping[str, ManifestEntry]) -> bool:
+    """Whether the change log says exactly what the manifest holds, as `_entry_section`
+    and the stat columns ask of the index written whole: text fields of text, int64
+    numbers, a stat only for a file listed."""
+    for row in delta.files.values():
+        if row is not None and (
+            not all(isinstance(row[i], str) for i in _TEXT_AT)
+            or type(row[-1]) is not int
+            or row[-1] not in _INT64
+        ):
+            return False
+    for got in delta.served.values():
+        if got is not None and (type(got[0]) is not int or got[0] not in _INT64):
+            return False
+    for changes in delta.stats.values():
+        for name, st in changes.items():
+            if st is not None and (
+                name not in files
+                or not all(type(v) is int and v in _INT64 for v in st)
+                or st[0] < 0  # (size -1 stands for no stat in the index's columns)
+            ):
+                return False
+    return True
 
 
 def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> Index | None:
@@ -1185,48 +1402,184 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
             # (the second part is read when asked for: publishing the same commit again
             # needs only the first, a fifth of the file at 100,000 devices)
             body = memoryview(f.read(first))
+            identity = file_identity(os.fstat(f.fileno()))
     except (OSError, KeyError, TypeError, ValueError, AttributeError):
         return None
     try:
+        # The manifest is the one the index was written for, or one its change log names.
+        named = head["manifest"] == [st.st_size, st.st_mtime_ns, st.st_ino]
+        delta = None if named else _read_delta(state_dir, st, head)
         if (
             head["format"] != INDEX_FORMAT
-            or head["manifest"] != [st.st_size, st.st_mtime_ns, st.st_ino]
             or head["byteorder"] != sys.byteorder
             or len(body) != first
+            or not (named or delta is not None)
             or hashlib.sha256(body).hexdigest() != head["sha256"]
         ):
             return None
+        if delta is not None:
+            changes, described = delta
+        else:
+            changes, described = _Delta.empty(), head
         count, size = int(head["count"]), int(head["names_size"])
         names = bytes(body[:size]).decode().split("\0") if count else []
         if len(names) != count:
             return None
+        listed = _names_after(names, changes.files)
         roots = {}
         at = size
-        for r, s in head["roots"].items():
+        for r, s in described["roots"].items():
             column = array("q")
             column.frombytes(body[at : at + 24 * count])
             at += 24 * count
+            table = StatTable(names, column)
+            if delta is not None:
+                table = _patched(table, changes.stats[r], listed)
             roots[str(r)] = RootState(
-                s["commit"], str(s["error"]), tuple(map(str, s["stale"])), StatTable(names, column)
+                s["commit"], str(s["error"]), tuple(map(str, s["stale"])), table
             )
-        if at != len(body):
+        if at != len(body) or list(described["roots"]) != list(head["roots"]):
             return None
         return Index(
-            commit=str(head["commit"]),
-            published_at=str(head["published_at"]),
-            inputs={str(k): str(v) for k, v in head["inputs"].items()},
-            notes=tuple(str(n) for n in head["notes"]),
+            commit=str(described["commit"]),
+            published_at=str(described["published_at"]),
+            inputs={str(k): str(v) for k, v in described["inputs"].items()},
+            notes=tuple(str(n) for n in described["notes"]),
             roots=roots,
-            names=frozenset(names),
-            firmware={str(k): str(v) for k, v in head["firmware"].items()},
+            names=frozenset(listed if listed is not None else names),
+            firmware={str(k): str(v) for k, v in described["firmware"].items()},
             rest=(
-                _Rest(names, dict(entries), path, len(line) + first, rest)
+                _Rest(
+                    names,
+                    dict(entries),
+                    path,
+                    len(line) + first,
+                    rest,
+                    identity,
+                    str(head["sha256"]),
+                    {str(k): str(v) for k, v in head["firmware"].items()},
+                    changes if delta is not None else None,
+                )
                 if entries is not None
                 else None
             ),
         )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError):
+        return None
+
+
+def _names_after(names: list[str], files: Mapping[str, list[Any] | None]) -> list[str] | None:
+    """The names (sorted) once a delta's file changes are applied to the index's `names`
+    (sorted); None when they are the same."""
+    if not files:
+        return None
+    listed = set(names)
+    if all(row is not None for row in files.values()) and listed.issuperset(files):
+        return None
+    for name, row in files.items():
+        if row is None:
+            listed.discard(name)
+        else:
+            listed.add(name)
+    return sorted(listed)
+
+
+def _patched(
+    table: StatTable, changes: Mapping[str, Stat | None], listed: list[str] | None
+) -> StatTable:
+    """`table` with a delta's stat changes; over the names `listed` when they changed."""
+    names, values = table.names, table._values
+    if listed is None:
+        values = array("q", values)
+        for name, st in changes.items():
+            i = bisect.bisect_left(names, name)
+            if i == len(names) or names[i] != name:
+                raise ValueError("a stat of a name the index does not list")
+            values[3 * i : 3 * i + 3] = array("q", st or _NO_STAT)
+        return StatTable(names, values)
+    rows = zip(values[0::3], values[1::3], values[2::3], strict=True)
+    stats = dict(zip(names, rows, strict=True))
+    for name, st in changes.items():
+        stats[name] = st or _NO_STAT
+    found = (stats.get(n, _NO_STAT) for n in listed)
+    return StatTable(listed, array("q", itertools.chain.from_iterable(found)))
+
+
+# A change log is small (at most DELTA_MAX values): one past this is no log gitprov wrote.
+_DELTA_READ_MAX = 16 << 20
+
+
+def _read_delta(
+    state_dir: Path, st: os.stat_result, head: Mapping[str, Any]
+) -> tuple[_Delta, Mapping[str, Any]] | None:
+    """The index's change log and the head it gives the manifest, when it names the
+    manifest whose stat is `st` and the index whose head is `head`; else None."""
+    path = state_dir / INDEX_DELTA
+    try:
+        with path.open("rb") as f:
+            raw = statejson.loads(f.read(_DELTA_READ_MAX + 1))
+    except (OSError, ValueError):
+        return None
+    try:
+        entries = head["entries"]
+        if (
+            not isinstance(raw, dict)
+            or raw["format"] != DELTA_FORMAT
+            or entries is None
+            or raw["manifest"] != [st.st_size, st.st_mtime_ns, st.st_ino]
+            or raw["base"] != [head["sha256"], entries["sha256"]]
+            or list(raw["roots"]) != list(head["roots"])
+            or list(raw["stats"]) != list(head["roots"])
+        ):
+            return None
+        files = {str(n): _row(r) for n, r in raw["files"].items()}
+        served = {str(k): _served_value(v) for k, v in raw["served"].items()}
+        stats = {
+            str(r): {str(n): _stat_value(v) for n, v in got.items()}
+            for r, got in raw["stats"].items()
+        }
+        sha, is_record = raw["manifest_sha256"], raw["served_is_record"]
+        if not isinstance(sha, str) or not isinstance(is_record, bool):
+            return None
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+    return _Delta(files, served, stats, sha, is_record), raw
+
+
+_TEXT_AT = tuple(range(len(_ENTRY_TEXT)))
+
+
+def _row(raw: Any) -> list[Any] | None:
+    """An entry's row from a change log, checked as the index's columns are."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, list)
+        or len(raw) != len(_ENTRY_ROW)
+        or not all(type(raw[i]) is str for i in _TEXT_AT)
+        or type(raw[-1]) is not int
+    ):
+        raise ValueError("not an entry")
+    return raw
+
+
+def _served_value(raw: Any) -> tuple[int, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise ValueError("not a version record")
+    version, body = raw
+    if type(version) is not int or type(body) is not str:
+        raise ValueError("not a version record")
+    return version, body
+
+
+def _stat_value(raw: Any) -> Stat | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 3 or {type(v) for v in raw} != {int}:
+        raise ValueError("not a stat")
+    return raw[0], raw[1], raw[2]
 
 
 def _each_not_as_recorded(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gitprov import plan as plan_module
@@ -351,3 +351,153 @@ def test_an_index_replaced_between_its_two_reads_is_not_taken(tmp_path: Path) ->
     assert index.manifest() is None
     fresh = load_index(state)
     assert fresh is not None and fresh.manifest() == other
+
+
+# -- the change log ----------------------------------------------------------------------
+_file_changes = st.dictionaries(_names, st.none() | _entries, max_size=4)
+_served_changes = st.dictionaries(
+    _text, st.none() | st.tuples(st.integers(0, 2**40), _hex), max_size=3
+)
+_stat_changes = st.dictionaries(_names, st.none() | _stat, max_size=4)
+_steps = st.lists(
+    st.tuples(_file_changes, _served_changes, _stat_changes, st.sampled_from(["c1", "c2"])),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _changed(previous: Manifest, step: tuple[Any, ...]) -> Manifest:
+    """The manifest a publish by change makes from `previous` (read from the index): its
+    table less and plus a few entries, its records with a few values changed."""
+    files_change, served_change, stat_change, commit = step
+    gone = [n for n, e in files_change.items() if e is None]
+    made = {n: e for n, e in files_change.items() if e is not None}
+    files: Mapping[str, ManifestEntry]
+    if isinstance(previous.files, EntryTable):
+        files = previous.files.without(gone).with_entries(made)
+    else:  # (a manifest the index could not say: read from its JSON)
+        files = {n: e for n, e in previous.files.items() if n not in gone} | made
+    served = dict(previous.served)
+    plan_module._patch(served, served_change)
+    roots = {}
+    for key, s in previous.roots.items():
+        stat = dict(s.stat)
+        plan_module._patch(stat, stat_change)
+        roots[key] = RootState(commit, "", s.stale, stat)
+    return Manifest(
+        commit=commit * 20,
+        published_at="2026-12-04T00:00:00+00:00",
+        roots=roots,
+        files=files,
+        served=served,
+        inputs=previous.inputs,
+        notes=(*previous.notes, commit),
+    )
+
+
+def _read_as_json(state: Path, scratch: Path) -> Manifest:
+    (scratch / MANIFEST).write_bytes((state / MANIFEST).read_bytes())
+    plan_module._LOADED.clear()
+    m = load_manifest(scratch)
+    assert m is not None
+    return m
+
+
+@settings(max_examples=120, deadline=None)
+@given(manifests(), _steps)
+def test_an_index_and_its_change_log_read_as_the_manifest_its_json_holds(
+    tmp_path_factory: pytest.TempPathFactory, m: Manifest, steps: list[tuple[Any, ...]]
+) -> None:
+    """Publishes by change, each written as the index's change log (when small and exact)
+    or the index whole: read back, each is the manifest its JSON holds."""
+    state = tmp_path_factory.mktemp("state")
+    _store(state, m)
+    previous = load_manifest(state)
+    assert previous is not None
+    for i, step in enumerate(steps):
+        new = _store(state, _changed(previous, step))
+        event("change log" if (state / plan_module.INDEX_DELTA).exists() else "whole")
+        plan_module._LOADED.clear()
+        got = load_manifest(state)
+        assert got is not None
+        _same(got, _read_as_json(state, tmp_path_factory.mktemp(f"json{i}")))
+        _same(got, new, record=False)
+        previous = got
+
+
+def test_a_publish_by_change_writes_the_change_log_and_leaves_the_index(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    m = _store(state, _one())
+    previous = load_manifest(state)
+    assert previous is not None
+    before = plan_module.file_identity((state / INDEX).stat())
+    e = dataclasses.replace(previous.files["a.conf"], version=1002, sha256_body="dd")
+    step = ({"a.conf": e}, {"0021f2011b19": (1002, "dd")}, {"a.conf": (4, 5, 6)}, "c1")
+    new = _store(state, _changed(previous, step))
+    assert plan_module.file_identity((state / INDEX).stat()) == before
+    log = json.loads((state / plan_module.INDEX_DELTA).read_bytes())
+    assert log["files"] == {"a.conf": [*(getattr(e, f) for f in plan_module._ENTRY_ROW)]}
+    assert log["served"] == {"0021f2011b19": [1002, "dd"]}
+    assert log["stats"] == {"/srv/a": {"a.conf": [4, 5, 6]}}
+    plan_module._LOADED.clear()
+    got = load_manifest(state)
+    assert got is not None and got.files["a.conf"] == e and got.sha256 == new.sha256
+    assert dict(got.roots["/srv/a"].stat) == {"a.conf": (4, 5, 6)}
+    assert got.commit == "c1" * 20 and got.commit != m.commit
+    # The same commit again, from the index and its log alone (no entries read).
+    index = load_index(state)
+    assert index is not None and index.commit == got.commit
+    assert dict(index.roots["/srv/a"].stat) == {"a.conf": (4, 5, 6)}
+
+
+def test_a_change_log_past_its_bound_makes_the_index_whole_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_module, "DELTA_MAX", 2)
+    state = tmp_path / "state"
+    _store(state, _one())
+    previous = load_manifest(state)
+    assert previous is not None
+    e = previous.files["a.conf"]
+    small: tuple[Any, ...] = ({"a.conf": dataclasses.replace(e, version=1002)}, {}, {}, "c1")
+    _store(state, _changed(previous, small))
+    assert (state / plan_module.INDEX_DELTA).exists()
+    plan_module._LOADED.clear()
+    previous = load_manifest(state)
+    assert previous is not None
+    big: tuple[Any, ...] = ({"a.conf": None, "c.conf": e}, {"x": (1, "a")}, {}, "c2")
+    new = _store(state, _changed(previous, big))
+    assert not (state / plan_module.INDEX_DELTA).exists()
+    plan_module._LOADED.clear()
+    got = load_manifest(state)
+    assert got is not None
+    _same(got, new, record=False)
+
+
+@pytest.mark.parametrize("damage", ["torn", "other manifest", "other index"])
+def test_a_change_log_that_does_not_name_both_files_is_not_used(
+    tmp_path: Path, damage: str
+) -> None:
+    state = tmp_path / "state"
+    _store(state, _one())
+    previous = load_manifest(state)
+    assert previous is not None
+    e = dataclasses.replace(previous.files["a.conf"], version=1002)
+    new = _store(state, _changed(previous, ({"a.conf": e}, {}, {}, "c1")))
+    log = state / plan_module.INDEX_DELTA
+    raw = json.loads(log.read_bytes())
+    if damage == "torn":
+        log.write_bytes(log.read_bytes()[:-20])
+    elif damage == "other manifest":
+        raw["manifest"][0] += 1
+        log.write_text(json.dumps(raw))
+    else:
+        raw["base"][1] = "0" * 64
+        log.write_text(json.dumps(raw))
+    plan_module._LOADED.clear()
+    assert load_index(state) is None
+    got = load_manifest(state)  # from the JSON
+    assert got is not None and not isinstance(got.files, EntryTable)
+    _same(got, new, record=False)
