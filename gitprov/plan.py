@@ -16,6 +16,7 @@ import enum
 import hashlib
 import itertools
 import json
+import operator
 import os
 import re
 import sys
@@ -1348,10 +1349,10 @@ def _diff_into(out: dict[str, Any], old: Mapping[str, Any], new: Mapping[str, An
     each key `new` no longer has."""
     if new is old:
         return
-    get = old.get
-    for key, value in new.items():
-        if get(key) != value:
-            out[key] = value
+    # (a fleet's worth of keys, the values mostly the very same objects: compared in C)
+    differ = map(operator.ne, new.values(), map(old.get, new.keys()))
+    for key in itertools.compress(new.keys(), differ):
+        out[key] = new[key]
     for key in old.keys() - new.keys():
         out[key] = None
 
