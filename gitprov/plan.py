@@ -1303,7 +1303,12 @@ def _write_delta(state_dir: Path, manifest: Manifest) -> bool:
         manifest.sha256,
         _served_is_record(manifest),
     )
-    if delta.size() > max(DELTA_MAX, len(base.names) // 20) or not _exact(delta, files):
+    if (
+        delta.size() > max(DELTA_MAX, len(base.names) // 20)
+        or not _exact(delta, files)
+        # (a stat kept for a file no longer listed: the index's columns cannot say it)
+        or any(not s.stat.keys().isdisjoint(gone) for s in manifest.roots.values())
+    ):
         return False
     firmware = dict(base.firmware)
     kind_at, data_at = _ENTRY_ROW.index("kind"), _ENTRY_ROW.index("sha256_data")
