@@ -162,7 +162,10 @@ class Manifest:
 
     def chunks(self) -> Iterator[bytes]:
         """`to_bytes` in pieces, to be written as they come (see statejson.chunks)."""
-        data: dict[str, Any] = {
+        return statejson.chunks(self._data(_files_json(self.files)), newline=True)
+
+    def _data(self, files: Any) -> dict[str, Any]:
+        return {
             "format": MANIFEST_FORMAT,
             "commit": self.commit,
             "published_at": self.published_at,
@@ -177,10 +180,124 @@ class Manifest:
                 }
                 for r, s in self.roots.items()
             },
-            "files": _files_json(self.files),
+            "files": files,
             "served": statejson.Converted(self.served, _served_json),
         }
-        return statejson.chunks(data, newline=True)
+
+
+def manifest_chunks(state_dir: Path, manifest: Manifest) -> Iterable[bytes | memoryview]:
+    """`manifest.chunks()`, made from the manifest file in `state_dir` when `manifest` was
+    made from it by change (see `_spliced`): at 100,000 devices the entries' text is two
+    thirds of the file and 0.3 s to make, and a publish by change keeps all but a few."""
+    spliced = _spliced(state_dir, manifest)
+    return manifest.chunks() if spliced is None else spliced
+
+
+# An entry's key in the manifest's text, from its opening quote: any JSON string.
+_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
+
+
+def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | None:
+    """The manifest's text with its entries taken from the manifest file this process
+    read (and the index's change log since), when `manifest`'s entries are that one's
+    less and plus a few (the table a publish by change makes; see `_write_delta`): each
+    entry the new one has, or no longer has, is put in place or left out in the old
+    text, found by bisection (the entries are sorted by name, and each is a flat object:
+    `},"` is where one ends and the next begins, never inside a string); the rest of the
+    file is made as `chunks` makes it. None when there is no such file."""
+    base = _BASES.get(str(state_dir))
+    files = manifest.files
+    path = state_dir / MANIFEST
+    loaded = _LOADED.get(str(path))
+    if (
+        base is None
+        or loaded is None
+        or loaded[1] is not base.manifest
+        or not isinstance(files, EntryTable)
+        or files._columns is not base.columns
+        or not isinstance(base.manifest.files, EntryTable)
+    ):
+        return None
+    prev = base.manifest
+    assert isinstance(prev.files, EntryTable)
+    try:
+        with path.open("rb") as f:
+            if file_identity(os.fstat(f.fileno())) != loaded[0]:
+                return None
+            old = f.read()
+    except OSError:
+        return None
+    head = b'{"commit":' + statejson.dumps(prev.commit) + b',"files":{'
+    lo = len(head)
+    end = old.find(b'}},"format":', lo)
+    if not old.startswith(head) or (end < 0 and not old.startswith(b"}", lo)):
+        return None
+    hi = lo if end < 0 else end + 1
+    changed = sorted(
+        files._extra.keys() | prev.files._extra.keys() | (prev.files.keys() - files.keys())
+    )
+    runs: list[bytes | memoryview] = []
+    view = memoryview(old)
+    at = lo
+    try:
+        for name in changed:
+            found = _bisect_entries(old, at, hi, name)
+            if found > at:  # the entries between, less the comma after them
+                runs.append(view[at : found - 1 if found < hi else hi])
+            at = found
+            if found < hi and _key_at(old, found) == name:
+                at = _next_entry(old, found + 1, hi)
+            entry = files._extra.get(name)
+            if entry is not None:
+                runs.append(statejson.dumps({name: vars(entry)}, sort_keys=True)[1:-1])
+    except ValueError:
+        return None
+    if at < hi:
+        runs.append(view[at:hi])
+    skeleton = b"".join(statejson.chunks(manifest._data({}), newline=True))
+    new_head = b'{"commit":' + statejson.dumps(manifest.commit) + b',"files":{'
+    if not skeleton.startswith(new_head + b"}"):
+        return None
+    out: list[bytes | memoryview] = [new_head]
+    for i, run in enumerate(runs):
+        if i:
+            out.append(b",")
+        out.append(run)
+    out.append(skeleton[len(new_head) :])
+    return out
+
+
+def _next_entry(old: bytes, pos: int, hi: int) -> int:
+    """Where the first entry starting at or after `pos` starts (`hi`: none does)."""
+    found = old.find(b'},"', pos - 2, hi)
+    return found + 2 if found >= 0 else hi
+
+
+def _key_at(old: bytes, pos: int) -> str:
+    match = _KEY.match(old, pos)
+    if match is None:
+        raise ValueError("no entry there")
+    key = json.loads(match.group(0)[:-1])
+    if not isinstance(key, str):
+        raise ValueError("no entry there")
+    return key
+
+
+def _bisect_entries(old: bytes, lo: int, hi: int, name: str) -> int:
+    """Where the first entry of `old[lo:hi]` (`lo` an entry's start) whose name is not
+    before `name` starts; `hi` when none."""
+    a, b = lo, hi
+    while a < b:
+        mid = _next_entry(old, (a + b) // 2, b) if (a + b) // 2 > a else a
+        if mid >= b:  # no entry starts in the upper half: step through the few left
+            while a < b and _key_at(old, a) < name:
+                a = _next_entry(old, a + 1, b)
+            return a
+        if _key_at(old, mid) < name:
+            a = _next_entry(old, mid + 1, b)
+        else:
+            b = mid
+    return a
 
 
 def _files_json(files: Mapping[str, ManifestEntry]) -> statejson.Converted:

@@ -83,6 +83,7 @@ from gitprov.plan import (
     is_temp,
     load_index,
     load_manifest,
+    manifest_chunks,
     manifest_commit,
     plan,
     remember_manifest,
@@ -769,7 +770,7 @@ def syncfs(fd: int) -> None:
 
 
 def _write_temp(
-    directory: Path, name: str, data: bytes | Iterable[bytes], *, sync: bool = True
+    directory: Path, name: str, data: bytes | Iterable[bytes | memoryview], *, sync: bool = True
 ) -> Path:
     """A dot-named temp beside its target, whole; fsynced only with `sync` (else a syncfs
     of its filesystem must follow before it is renamed)."""
@@ -784,7 +785,7 @@ def _temp_name(name: str) -> str:
 
 def _write_new(
     path: str,
-    data: bytes | Iterable[bytes],
+    data: bytes | Iterable[bytes | memoryview],
     *,
     sync: bool,
     chmod: bool = True,
@@ -853,7 +854,7 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path.parent, path.name, data)
     try:
@@ -2046,7 +2047,8 @@ def _publish_locked(
     )
     try:
         digest = hashlib.sha256()
-        write_atomic(targets.state_dir / MANIFEST, _hashed(manifest.chunks(), digest))
+        text = manifest_chunks(targets.state_dir, manifest)
+        write_atomic(targets.state_dir / MANIFEST, _hashed(text, digest))
     except OSError as exc:
         raise PublishError(
             f"the files are in place but the manifest could not be written into "
@@ -2097,7 +2099,9 @@ def _carried_contents(
     return out
 
 
-def _hashed(chunks: Iterable[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
+def _hashed(
+    chunks: Iterable[bytes | memoryview], digest: hashlib._Hash
+) -> Iterator[bytes | memoryview]:
     for chunk in chunks:
         digest.update(chunk)
         yield chunk

@@ -33,7 +33,7 @@ from gitprov.plan import (
 # leaves the columns out: see test_what_the_columns_cannot_say_is_read_from_the_json).
 _text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
 _hex = st.text("0123456789abcdef", min_size=1, max_size=6)
-_names = st.text("abcdefg._-é0123", min_size=1, max_size=6).filter(lambda n: n not in ".")
+_names = st.text('abcdefg._-é0123"\\},:[', min_size=1, max_size=6).filter(lambda n: n not in ".")
 _entries = st.builds(
     ManifestEntry,
     mac=_hex | st.just(""),
@@ -415,7 +415,13 @@ def test_an_index_and_its_change_log_read_as_the_manifest_its_json_holds(
     previous = load_manifest(state)
     assert previous is not None
     for i, step in enumerate(steps):
-        new = _store(state, _changed(previous, step))
+        made = _changed(previous, step)
+        # The text made from the file read, where it can be: the same bytes.
+        spliced = plan_module._spliced(state, made)
+        if spliced is not None:
+            event("spliced")
+            assert b"".join(spliced) == made.to_bytes()
+        new = _store(state, made)
         event("change log" if (state / plan_module.INDEX_DELTA).exists() else "whole")
         plan_module._LOADED.clear()
         got = load_manifest(state)
@@ -501,3 +507,34 @@ def test_a_change_log_that_does_not_name_both_files_is_not_used(
     got = load_manifest(state)  # from the JSON
     assert got is not None and not isinstance(got.files, EntryTable)
     _same(got, new, record=False)
+
+
+def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Path) -> None:
+    """A publish by change writes the manifest from the one it read: the entries it
+    changed, added or removed put in place in the old text, the same bytes as made."""
+    state = tmp_path / "state"
+    e = _one().files["a.conf"]
+    many = {f"{i:03}.conf": dataclasses.replace(e, mac=f"{i:012x}") for i in range(300)}
+    stat = {n: (1, 2, i) for i, n in enumerate(many)}
+    _store(
+        state, dataclasses.replace(_one(), files=many, roots={"/srv/a": RootState("c", stat=stat)})
+    )
+    assert isinstance(load_index(state), plan_module.Index)
+    previous = load_manifest(state)
+    assert previous is not None
+    for changes in (
+        {"000.conf": dataclasses.replace(e, version=7)},  # the first
+        {"299.conf": None, "150.conf": dataclasses.replace(e, model='a},"b')},
+        {"0.conf": e, "1500.conf": e, "zz.conf": e, "077.conf": None},  # added, each end
+    ):
+        stats = {n: None if v is None else (1, 2, 3) for n, v in changes.items()}
+        made = _changed(previous, (changes, {}, stats, "c1"))
+        spliced = plan_module._spliced(state, made)
+        assert spliced is not None
+        assert b"".join(spliced) == made.to_bytes()
+        _store(state, made)
+        previous = load_manifest(state)
+        assert previous is not None and isinstance(previous.files, EntryTable)
+    # A manifest file replaced since it was read is not taken.
+    (state / MANIFEST).write_bytes((state / MANIFEST).read_bytes())
+    assert plan_module._spliced(state, _changed(previous, ({}, {}, {}, "c2"))) is None
