@@ -1353,13 +1353,7 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
             "sha256": sha.hexdigest(),
             "count": len(names),
             "names_size": len(body[0]),
-            "commit": manifest.commit,
-            "published_at": manifest.published_at,
-            "inputs": dict(manifest.inputs),
-            "notes": list(manifest.notes),
-            "roots": {
-                r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)} for r, s in roots
-            },
+            **_described(manifest),
             "firmware": {
                 n: manifest.files[n].sha256_data
                 for n, kind in values_of(manifest.files, "kind").items()
@@ -1379,6 +1373,21 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
     for stale in (_INDEX_1, INDEX_DELTA):
         with contextlib.suppress(OSError):
             os.unlink(state_dir / stale)
+
+
+def _described(manifest: Manifest) -> dict[str, Any]:
+    """What an index's head, or its change log, says of the manifest besides its files:
+    the commit, the date, the inputs, the notes and each root's state but its stats."""
+    return {
+        "commit": manifest.commit,
+        "published_at": manifest.published_at,
+        "inputs": dict(manifest.inputs),
+        "notes": list(manifest.notes),
+        "roots": {
+            r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)}
+            for r, s in sorted(manifest.roots.items())
+        },
+    }
 
 
 def _write_delta(state_dir: Path, manifest: Manifest) -> bool:
@@ -1434,24 +1443,17 @@ def _write_delta(state_dir: Path, manifest: Manifest) -> bool:
             firmware.pop(name, None)
         else:
             firmware[name] = row[data_at]
-    roots = sorted(manifest.roots.items())
     log = {
         "format": DELTA_FORMAT,
         "base": list(base.key),
         "manifest": [st.st_size, st.st_mtime_ns, st.st_ino],
-        "commit": manifest.commit,
-        "published_at": manifest.published_at,
-        "inputs": dict(manifest.inputs),
-        "notes": list(manifest.notes),
-        "roots": {
-            r: {"commit": s.commit, "error": s.error, "stale": list(s.stale)} for r, s in roots
-        },
+        **_described(manifest),
         "firmware": firmware,
         "manifest_sha256": delta.manifest_sha256,
         "served_is_record": delta.served_is_record,
         "files": delta.files,
         "served": delta.served,
-        "stats": {r: delta.stats[r] for r, _ in roots},
+        "stats": {r: delta.stats[r] for r in sorted(manifest.roots)},
     }
     tmp = state_dir / f"{TMP_PREFIX}{INDEX_DELTA}{TMP_SUFFIX}"
     try:

@@ -1090,17 +1090,27 @@ def _early_state_dir(
     """The state dir `commit` publishes to, when a publish was made there before (its
     manifest is there: taking the lock creates nothing) and the commit's fleet settings
     say where without its whole inventory; else None."""
-    if callable(targets):
-        fleet = fleet_of(pipeline, commit)
-        if fleet is None:
-            return None
-        try:
-            where = targets(fleet)
-        except GitprovError:
-            return None  # the full load reports it
-    else:
-        where = targets
-    return where.state_dir if _is_file(where.state_dir / MANIFEST) else None
+    where = _targets_of(pipeline, commit, targets)
+    if where is None or not _is_file(where.state_dir / MANIFEST):
+        return None
+    return where.state_dir
+
+
+def _targets_of(
+    pipeline: Pipeline, commit: pygit2.Commit, targets: Targets | TargetsFor
+) -> Targets | None:
+    """Where `commit` publishes, from its fleet settings alone (gitprov.yaml, see
+    `fleet_of`); None when they cannot be read or place it nowhere allowed (the full
+    load reports that at its line)."""
+    if not callable(targets):
+        return targets
+    fleet = fleet_of(pipeline, commit)
+    if fleet is None:
+        return None
+    try:
+        return targets(fleet)
+    except GitprovError:
+        return None
 
 
 def _publish_commit(
@@ -1646,16 +1656,9 @@ def _already_published(
     with the same inputs, and every root holds its files as written and nothing else it
     owes: what a build would find, without one. None: build. The journal gets the entry
     an interrupted publish of this commit left out."""
-    if callable(targets):
-        fleet = fleet_of(pipeline, commit)
-        if fleet is None:
-            return None
-        try:
-            where = targets(fleet)
-        except GitprovError:
-            return None  # the full path reports it at its line
-    else:
-        where = targets
+    where = _targets_of(pipeline, commit, targets)
+    if where is None:
+        return None
     cid = str(commit.id)
     if not _is_file(where.state_dir / MANIFEST):
         # Nothing published yet (or no state dir to use: the lock says why): build. The
