@@ -37,7 +37,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gitprov import statejson
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
@@ -164,7 +164,9 @@ class Manifest:
         """`to_bytes` in pieces, to be written as they come (see statejson.chunks)."""
         return statejson.chunks(self._data(_files_json(self.files)), newline=True)
 
-    def _data(self, files: Any) -> dict[str, Any]:
+    def _data(self, files: Any, *, bare: bool = False) -> dict[str, Any]:
+        """The manifest's JSON value, its entries `files`; with `bare`, its roots' stats
+        and versions record left empty (see `_spliced`)."""
         return {
             "format": MANIFEST_FORMAT,
             "commit": self.commit,
@@ -176,12 +178,12 @@ class Manifest:
                     "commit": s.commit,
                     "error": s.error,
                     "stale": list(s.stale),
-                    "stat": dict(s.stat),
+                    "stat": {} if bare else dict(s.stat),
                 }
                 for r, s in self.roots.items()
             },
             "files": files,
-            "served": statejson.Converted(self.served, _served_json),
+            "served": {} if bare else statejson.Converted(self.served, _served_json),
         }
 
 
@@ -198,13 +200,13 @@ _KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
 
 
 def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | None:
-    """The manifest's text with its entries taken from the manifest file this process
-    read (and the index's change log since), when `manifest`'s entries are that one's
-    less and plus a few (the table a publish by change makes; see `_write_delta`): each
-    entry the new one has, or no longer has, is put in place or left out in the old
-    text, found by bisection (the entries are sorted by name, and each is a flat object:
-    `},"` is where one ends and the next begins, never inside a string); the rest of the
-    file is made as `chunks` makes it. None when there is no such file."""
+    """The manifest's text made from the manifest file this process read (and the
+    index's change log since), when `manifest`'s entries are that one's less and plus a
+    few (the table a publish by change makes; see `_write_delta`): in each of its maps
+    of a fleet's size (the entries, each root's stats, the versions record) each key
+    whose value changed, or that is gone, is put in place or left out in the old text
+    (see `_splice_map`); the rest of the file is made as `chunks` makes it. None when
+    there is no such file."""
     base = _BASES.get(str(state_dir))
     files = manifest.files
     path = state_dir / MANIFEST
@@ -216,6 +218,7 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
         or not isinstance(files, EntryTable)
         or files._columns is not base.columns
         or not isinstance(base.manifest.files, EntryTable)
+        or sorted(manifest.roots) != sorted(base.manifest.roots)
     ):
         return None
     prev = base.manifest
@@ -227,49 +230,94 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
             old = f.read()
     except OSError:
         return None
-    head = b'{"commit":' + statejson.dumps(prev.commit) + b',"files":{'
-    lo = len(head)
-    end = old.find(b'}},"format":', lo)
-    if not old.startswith(head) or (end < 0 and not old.startswith(b"}", lo)):
+    if not old.startswith(b'{"commit":' + statejson.dumps(prev.commit) + b',"files":{'):
         return None
-    hi = lo if end < 0 else end + 1
-    changed = sorted(
-        files._extra.keys() | prev.files._extra.keys() | (prev.files.keys() - files.keys())
-    )
-    runs: list[bytes | memoryview] = []
+    names = files._extra.keys() | prev.files._extra.keys() | (prev.files.keys() - files.keys())
+    entries = {n: files._extra.get(n) for n in names}
+    diffs = _diffs(prev, manifest)
+    # The maps in the order the file holds them (its keys, and each root's, sorted), each
+    # with its changes as the JSON values to put in place (None: left out).
+    versions = {k: v if v is None else _served_json(v) for k, v in diffs.served.items()}
+    maps: list[tuple[bytes, bytes, Mapping[str, Any]]] = [
+        (b'"files":{', b"}", {n: None if e is None else vars(e) for n, e in entries.items()}),
+        *((b'"stat":{', b"]", diffs.stats[r]) for r in sorted(manifest.roots)),
+        (b'"served":{', b"}", versions),
+    ]
+    skeleton = b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
     view = memoryview(old)
-    at = lo
+    out: list[bytes | memoryview] = []
+    at = old_at = 0  # where the skeleton and the old text were left
     try:
-        for name in changed:
-            found = _bisect_entries(old, at, hi, name)
-            if found > at:  # the entries between, less the comma after them
-                runs.append(view[at : found - 1 if found < hi else hi])
-            at = found
-            if found < hi and _key_at(old, found) == name:
-                at = _next_entry(old, found + 1, hi)
-            entry = files._extra.get(name)
-            if entry is not None:
-                runs.append(statejson.dumps({name: vars(entry)}, sort_keys=True)[1:-1])
+        for marker, close, changes in maps:
+            found = skeleton.find(marker + b"}", at)
+            lo = old.find(marker, old_at)
+            if found < 0 or lo < 0:
+                return None
+            out.append(skeleton[at : found + len(marker)])
+            at = found + len(marker)
+            # What follows the map in the skeleton, up to the next key's quote, follows it
+            # in the old text too (the same roots): never inside a string, where a quote
+            # is escaped, so it tells where the old map ends.
+            quote = skeleton.find(b'"', at)
+            then = skeleton[at + 1 : quote + 1 if quote >= 0 else len(skeleton)]
+            lo += len(marker)
+            old_at = _map_end(old, lo, close, then)
+            for i, run in enumerate(_splice_map(old, view, lo, old_at, changes, close)):
+                if i:
+                    out.append(b",")
+                out.append(run)
     except ValueError:
         return None
-    if at < hi:
-        runs.append(view[at:hi])
-    skeleton = b"".join(statejson.chunks(manifest._data({}), newline=True))
-    new_head = b'{"commit":' + statejson.dumps(manifest.commit) + b',"files":{'
-    if not skeleton.startswith(new_head + b"}"):
-        return None
-    out: list[bytes | memoryview] = [new_head]
-    for i, run in enumerate(runs):
-        if i:
-            out.append(b",")
-        out.append(run)
-    out.append(skeleton[len(new_head) :])
+    out.append(skeleton[at:])
     return out
 
 
-def _next_entry(old: bytes, pos: int, hi: int) -> int:
+def _map_end(old: bytes, lo: int, close: bytes, then: bytes) -> int:
+    """Where the map whose entries start at `lo` in `old` ends (its closing brace): the
+    last entry's `close`, the brace, then `then` (what follows the map, up to a quote,
+    or to the end of the file)."""
+    quoted = b'"' in then
+    if old.startswith(b"}" + then, lo) and (quoted or len(old) == lo + 1 + len(then)):
+        return lo  # an empty map
+    if quoted:
+        found = old.find(close + b"}" + then, lo)
+        if found < 0:
+            raise ValueError("not the map's end")
+        return found + len(close)
+    if not old.endswith(close + b"}" + then) or len(old) - len(then) - 1 <= lo:
+        raise ValueError("not the map's end")
+    return len(old) - len(then) - 1
+
+
+def _splice_map(
+    old: bytes, view: memoryview, lo: int, hi: int, changes: Mapping[str, Any], close: bytes
+) -> list[bytes | memoryview]:
+    """The entries of the map `old[lo:hi]` (sorted by key, each value ending in `close`:
+    a flat object, or an array of numbers), with each key of `changes` put in place with
+    its value as JSON, or left out where that is None: runs of the old text and new
+    entries, to be joined by commas. Each key is found by bisection (`},"` or `],"` is
+    where an entry ends and the next begins, never inside a string); no entry is parsed
+    but the few it looks at."""
+    runs: list[bytes | memoryview] = []
+    at = lo
+    for name in sorted(changes):
+        found = _bisect_entries(old, at, hi, name, close)
+        if found > at:  # the entries between, less the comma after them
+            runs.append(view[at : found - 1 if found < hi else hi])
+        at = found
+        if found < hi and _key_at(old, found) == name:
+            at = _next_entry(old, found + 1, hi, close)
+        value = changes[name]
+        if value is not None:
+            runs.append(statejson.dumps({name: value}, sort_keys=True)[1:-1])
+    if at < hi:
+        runs.append(view[at:hi])
+    return runs
+
+
+def _next_entry(old: bytes, pos: int, hi: int, close: bytes) -> int:
     """Where the first entry starting at or after `pos` starts (`hi`: none does)."""
-    found = old.find(b'},"', pos - 2, hi)
+    found = old.find(close + b',"', pos - 2, hi)
     return found + 2 if found >= 0 else hi
 
 
@@ -283,21 +331,58 @@ def _key_at(old: bytes, pos: int) -> str:
     return key
 
 
-def _bisect_entries(old: bytes, lo: int, hi: int, name: str) -> int:
+def _bisect_entries(old: bytes, lo: int, hi: int, name: str, close: bytes) -> int:
     """Where the first entry of `old[lo:hi]` (`lo` an entry's start) whose name is not
     before `name` starts; `hi` when none."""
     a, b = lo, hi
     while a < b:
-        mid = _next_entry(old, (a + b) // 2, b) if (a + b) // 2 > a else a
+        mid = _next_entry(old, (a + b) // 2, b, close) if (a + b) // 2 > a else a
         if mid >= b:  # no entry starts in the upper half: step through the few left
             while a < b and _key_at(old, a) < name:
-                a = _next_entry(old, a + 1, b)
+                a = _next_entry(old, a + 1, b, close)
             return a
         if _key_at(old, mid) < name:
-            a = _next_entry(old, mid + 1, b)
+            a = _next_entry(old, mid + 1, b, close)
         else:
             b = mid
     return a
+
+
+class _Diffs(NamedTuple):
+    """What changed in the versions record and in each root's stats from one manifest to
+    the next (None: gone): what the manifest's text and the index's change log need."""
+
+    prev: Manifest
+    manifest: Manifest
+    served: dict[str, tuple[int, str] | None]
+    stats: dict[str, dict[str, Stat | None]]
+
+
+# The last _Diffs made: a publish makes the manifest's text, then the index's change log.
+_DIFFED: list[_Diffs] = []
+
+
+def _diffs(prev: Manifest, manifest: Manifest) -> _Diffs:
+    """`_Diffs` from `prev` to `manifest` (which has `prev`'s roots): made once for both
+    (a pass in C over each fleet-sized map, see `_diff_into`)."""
+    for hit in _DIFFED:
+        # (the manifest written is given its sha256 after: a copy, its maps the same)
+        made = hit.manifest
+        if (
+            hit.prev is prev
+            and made.served is manifest.served
+            and made.roots.keys() == manifest.roots.keys()
+            and all(made.roots[r].stat is s.stat for r, s in manifest.roots.items())
+        ):
+            return hit
+    served: dict[str, tuple[int, str] | None] = {}
+    _diff_into(served, prev.served, manifest.served)
+    stats: dict[str, dict[str, Stat | None]] = {}
+    for r, s in manifest.roots.items():
+        stats[r] = {}
+        _diff_into(stats[r], prev.roots[r].stat, s.stat)
+    _DIFFED[:] = [_Diffs(prev, manifest, served, stats)]
+    return _DIFFED[0]
 
 
 def _files_json(files: Mapping[str, ManifestEntry]) -> statejson.Converted:
@@ -1305,6 +1390,7 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
     devices then writes a few kilobytes, not 40 MB."""
     if _write_delta(state_dir, manifest):
         return
+    _DIFFED.clear()
     _BASES.pop(str(state_dir), None)
     path = state_dir / INDEX
     names = sorted(manifest.files)
@@ -1416,12 +1502,10 @@ def _write_delta(state_dir: Path, manifest: Manifest) -> bool:
     prev = base.manifest
     changed = {n: [getattr(e, f) for f in _ENTRY_ROW] for n, e in files._extra.items()}
     gone = base.names.difference(files._at, files._extra)
-    served = dict(base.delta.served)
-    _diff_into(served, prev.served, manifest.served)
-    stats = {}
-    for r, s in manifest.roots.items():
-        stats[r] = dict(base.delta.stats.get(r, {}))
-        _diff_into(stats[r], prev.roots[r].stat, s.stat)
+    diffs = _diffs(prev, manifest)
+    _DIFFED.clear()  # (it holds two manifests)
+    served = {**base.delta.served, **diffs.served}
+    stats = {r: {**base.delta.stats.get(r, {}), **diffs.stats[r]} for r in manifest.roots}
     delta = _Delta(
         {**changed, **dict.fromkeys(gone)},
         served,

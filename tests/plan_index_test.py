@@ -33,7 +33,7 @@ from gitprov.plan import (
 # leaves the columns out: see test_what_the_columns_cannot_say_is_read_from_the_json).
 _text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
 _hex = st.text("0123456789abcdef", min_size=1, max_size=6)
-_names = st.text('abcdefg._-é0123"\\},:[', min_size=1, max_size=6).filter(lambda n: n not in ".")
+_names = st.text('abcdefg._-é0123"\\},:[]', min_size=1, max_size=6).filter(lambda n: n not in ".")
 _entries = st.builds(
     ManifestEntry,
     mac=_hex | st.just(""),
@@ -510,8 +510,9 @@ def test_a_change_log_that_does_not_name_both_files_is_not_used(
 
 
 def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Path) -> None:
-    """A publish by change writes the manifest from the one it read: the entries it
-    changed, added or removed put in place in the old text, the same bytes as made."""
+    """A publish by change writes the manifest from the one it read: the entries, stats
+    and versions it changed, added or removed put in place in the old text, the same
+    bytes as made."""
     state = tmp_path / "state"
     e = _one().files["a.conf"]
     many = {f"{i:03}.conf": dataclasses.replace(e, mac=f"{i:012x}") for i in range(300)}
@@ -522,13 +523,19 @@ def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Pat
     assert isinstance(load_index(state), plan_module.Index)
     previous = load_manifest(state)
     assert previous is not None
-    for changes in (
+    served: list[dict[str, Any]] = [
+        {"000000000000": (7, "ab")},
+        {'a]},"b': (1, "c"), "000000000000": None},
+        {"0": (1, "d"), "zzz": (2, "e"), 'a]},"b': None},
+    ]
+    entries: list[dict[str, ManifestEntry | None]] = [
         {"000.conf": dataclasses.replace(e, version=7)},  # the first
         {"299.conf": None, "150.conf": dataclasses.replace(e, model='a},"b')},
         {"0.conf": e, "1500.conf": e, "zz.conf": e, "077.conf": None},  # added, each end
-    ):
+    ]
+    for changes, versions in zip(entries, served, strict=True):
         stats = {n: None if v is None else (1, 2, 3) for n, v in changes.items()}
-        made = _changed(previous, (changes, {}, stats, "c1"))
+        made = _changed(previous, (changes, versions, stats, "c1"))
         spliced = plan_module._spliced(state, made)
         assert spliced is not None
         assert b"".join(spliced) == made.to_bytes()
