@@ -195,17 +195,13 @@ def manifest_chunks(state_dir: Path, manifest: Manifest) -> Iterable[bytes | mem
     return manifest.chunks() if spliced is None else spliced
 
 
-# An entry's key in the manifest's text, from its opening quote: any JSON string.
-_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
-
-
 def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | None:
     """The manifest's text made from the manifest file this process read (and the
     index's change log since), when `manifest`'s entries are that one's less and plus a
     few (the table a publish by change makes; see `_write_delta`): in each of its maps
     of a fleet's size (the entries, each root's stats, the versions record) each key
     whose value changed, or that is gone, is put in place or left out in the old text
-    (see `_splice_map`); the rest of the file is made as `chunks` makes it. None when
+    (see statejson.splice_map); the rest of the file is made as `chunks` makes it. None when
     there is no such file."""
     base = _BASES.get(str(state_dir))
     files = manifest.files
@@ -261,8 +257,8 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
             quote = skeleton.find(b'"', at)
             then = skeleton[at + 1 : quote + 1 if quote >= 0 else len(skeleton)]
             lo += len(marker)
-            old_at = _map_end(old, lo, close, then)
-            for i, run in enumerate(_splice_map(old, view, lo, old_at, changes, close)):
+            old_at = statejson.map_end(old, lo, close, then)
+            for i, run in enumerate(statejson.splice_map(old, view, lo, old_at, changes, close)):
                 if i:
                     out.append(b",")
                 out.append(run)
@@ -270,82 +266,6 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
         return None
     out.append(skeleton[at:])
     return out
-
-
-def _map_end(old: bytes, lo: int, close: bytes, then: bytes) -> int:
-    """Where the map whose entries start at `lo` in `old` ends (its closing brace): the
-    last entry's `close`, the brace, then `then` (what follows the map, up to a quote,
-    or to the end of the file)."""
-    quoted = b'"' in then
-    if old.startswith(b"}" + then, lo) and (quoted or len(old) == lo + 1 + len(then)):
-        return lo  # an empty map
-    if quoted:
-        found = old.find(close + b"}" + then, lo)
-        if found < 0:
-            raise ValueError("not the map's end")
-        return found + len(close)
-    if not old.endswith(close + b"}" + then) or len(old) - len(then) - 1 <= lo:
-        raise ValueError("not the map's end")
-    return len(old) - len(then) - 1
-
-
-def _splice_map(
-    old: bytes, view: memoryview, lo: int, hi: int, changes: Mapping[str, Any], close: bytes
-) -> list[bytes | memoryview]:
-    """The entries of the map `old[lo:hi]` (sorted by key, each value ending in `close`:
-    a flat object, or an array of numbers), with each key of `changes` put in place with
-    its value as JSON, or left out where that is None: runs of the old text and new
-    entries, to be joined by commas. Each key is found by bisection (`},"` or `],"` is
-    where an entry ends and the next begins, never inside a string); no entry is parsed
-    but the few it looks at."""
-    runs: list[bytes | memoryview] = []
-    at = lo
-    for name in sorted(changes):
-        found = _bisect_entries(old, at, hi, name, close)
-        if found > at:  # the entries between, less the comma after them
-            runs.append(view[at : found - 1 if found < hi else hi])
-        at = found
-        if found < hi and _key_at(old, found) == name:
-            at = _next_entry(old, found + 1, hi, close)
-        value = changes[name]
-        if value is not None:
-            runs.append(statejson.dumps({name: value}, sort_keys=True)[1:-1])
-    if at < hi:
-        runs.append(view[at:hi])
-    return runs
-
-
-def _next_entry(old: bytes, pos: int, hi: int, close: bytes) -> int:
-    """Where the first entry starting at or after `pos` starts (`hi`: none does)."""
-    found = old.find(close + b',"', pos - 2, hi)
-    return found + 2 if found >= 0 else hi
-
-
-def _key_at(old: bytes, pos: int) -> str:
-    match = _KEY.match(old, pos)
-    if match is None:
-        raise ValueError("no entry there")
-    key = json.loads(match.group(0)[:-1])
-    if not isinstance(key, str):
-        raise ValueError("no entry there")
-    return key
-
-
-def _bisect_entries(old: bytes, lo: int, hi: int, name: str, close: bytes) -> int:
-    """Where the first entry of `old[lo:hi]` (`lo` an entry's start) whose name is not
-    before `name` starts; `hi` when none."""
-    a, b = lo, hi
-    while a < b:
-        mid = _next_entry(old, (a + b) // 2, b, close) if (a + b) // 2 > a else a
-        if mid >= b:  # no entry starts in the upper half: step through the few left
-            while a < b and _key_at(old, a) < name:
-                a = _next_entry(old, a + 1, b, close)
-            return a
-        if _key_at(old, mid) < name:
-            a = _next_entry(old, mid + 1, b, close)
-        else:
-            b = mid
-    return a
 
 
 class _Diffs(NamedTuple):

@@ -40,6 +40,7 @@ import functools
 import hashlib
 import os
 import posixpath
+import re
 import secrets
 import stat
 import time
@@ -1338,16 +1339,23 @@ def _keep_inputs(
     it costs only a full build. A device `carry` took over keeps its record as it was,
     and so does every device a `change` did not reach (the build made only the others)."""
     builder = pipeline.builder
-    kept = carry.devices if carry is not None and carry.key_id == builder.key_id else {}
-    reused = carry.carried - carry.refused if kept and carry is not None else set()
+    same_key = carry is not None and carry.key_id == builder.key_id
+    kept: Mapping[str, object] = carry.devices if carry is not None and same_key else {}
+    reused = carry.carried - carry.refused if same_key and carry is not None else set()
     files: dict[str, list[DeviceFile]] = {}
     for f in build.files:
         files.setdefault(f.mac, []).append(f)
     devices: dict[str, object] = {}
     exact = build.exact
-    if change is not None:
+    # A change that reached a few devices, from a record read as text: that text with
+    # their records put in place (see statejson.splice_map), not the fleet's decoded.
+    text = kept if change is not None and change.keys is None else None
+    if isinstance(text, statejson.MapText):
+        devices = dict.fromkeys(change.affected) if change is not None else {}
+        exact = exact and carry is not None and carry.exact
+    elif change is not None:
         # The devices taken over by change keep their records; the build made the rest.
-        assert carry is not None and kept
+        assert carry is not None and same_key
         affected = change.affected
         devices = {mac: got for mac, got in kept.items() if mac not in affected}
         exact = exact and carry.exact
@@ -1384,11 +1392,32 @@ def _keep_inputs(
     }
     path = state_dir / BUILD_INPUTS
     with contextlib.suppress(OSError):
+        if isinstance(text, statejson.MapText):
+            write_atomic(path, _record_spliced(record, text))
+            return
         write_atomic(path, statejson.chunks(record))
         if not pipeline.one_commit:
             if len(_RECORDS) >= 8:
                 _RECORDS.clear()
             _RECORDS[str(path)] = (file_identity(os.stat(path)), record)
+
+
+def _record_spliced(record: dict[str, object], text: statejson.MapText) -> list[bytes | memoryview]:
+    """The text of `record`, whose devices are the changes to those of `text` (None:
+    gone): the record's own text around the devices' old text with those put in place."""
+    changes = record["devices"]
+    assert isinstance(changes, dict)
+    head = b"".join(statejson.chunks({**record, "devices": {}}))
+    at = head.index(b',"devices":{}') + len(b',"devices":{')
+    view = memoryview(text.text)
+    runs = statejson.splice_map(text.text, view, text.lo, text.hi, changes, b"]")
+    out: list[bytes | memoryview] = [head[:at]]
+    for i, run in enumerate(runs):
+        if i:
+            out.append(b",")
+        out.append(run)
+    out.append(head[at:])
+    return out
 
 
 # The last record each state dir was given, while its file is the one written (as
@@ -1397,12 +1426,29 @@ _RECORDS: dict[str, tuple[tuple[int, ...], dict[str, object]]] = {}
 
 
 def _read_record(path: Path) -> object:
-    """The build record at `path`, decoded (OSError, ValueError: none usable)."""
+    """The build record at `path`, decoded (OSError, ValueError: none usable): as
+    `_keep_inputs` writes it, all but its devices, a `statejson.MapText` of its text
+    (a publish by change looks up a few of 100,000); else the whole JSON."""
     with path.open("rb") as f:
         hit = _RECORDS.get(str(path))
         if hit is not None and hit[0] == file_identity(os.fstat(f.fileno())):
             return hit[1]
-        return statejson.loads(f.read())
+        text = f.read()
+    found = _RECORD_HEAD.match(text)
+    if found is not None:
+        lo = found.end()
+        with contextlib.suppress(ValueError):
+            # (the map's end: its last value's `]`, and the record's next key's quote)
+            hi = statejson.map_end(text, lo, b"]", b',"')
+            raw = statejson.loads(text[:lo] + text[hi:])
+            if isinstance(raw, dict) and raw.get("devices") == {}:
+                raw["devices"] = statejson.MapText(text, lo, hi, b"]")
+                return raw
+    return statejson.loads(text)
+
+
+# How a record `_keep_inputs` wrote starts: its devices follow.
+_RECORD_HEAD = re.compile(rb'\{"commit":"[0-9a-f]*","devices":\{')
 
 
 def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -> _Carry | None:
@@ -1420,7 +1466,7 @@ def _prior(state_dir: Path, previous: Manifest | None, inputs: dict[str, str]) -
         not isinstance(raw, dict)
         or raw.get("commit") != previous.commit
         or raw.get("inputs") != inputs
-        or not isinstance(raw.get("devices"), dict)
+        or not isinstance(raw.get("devices"), Mapping)
         or not isinstance(raw.get("key_id"), str)
     ):
         return None
@@ -1448,7 +1494,7 @@ class _Carry:
 
     def __init__(
         self,
-        devices: dict[str, object],
+        devices: Mapping[str, object],
         key_id: str,
         entries: Mapping[str, ManifestEntry],
         roots: tuple[str, ...],

@@ -10,6 +10,7 @@ float, and decodes a manifest only a third faster."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,3 +85,149 @@ def chunks(obj: Mapping[str, Any], *, newline: bool = False, size: int = 4096) -
             yield inner if start == 0 else b"," + inner
         yield b"}"
     yield (b"{}" if not obj else b"}") + (b"\n" if newline else b"")
+
+
+# -- a map's text, read and changed in place ----------------------------------------------
+# The state files' maps of a fleet's size (a manifest's entries and stats, the build
+# record's devices) are written by `chunks`: compact, keys sorted, each value a flat
+# object or an array. A process that changes a few of their keys finds those in the text
+# by bisection and writes the rest of it back as it was read, never decoding it whole.
+
+# An entry's key, from its opening quote: any JSON string, then the colon.
+_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
+
+
+def map_end(old: bytes, lo: int, close: bytes, then: bytes) -> int:
+    """Where the map whose entries start at `lo` in `old` ends (at its closing brace):
+    after the last entry's `close` (`}` or `]`), where the brace is followed by `then`
+    (what follows the map up to the next key's quote, which no string holds unescaped;
+    or up to the end of the text). ValueError when it is not there."""
+    quoted = b'"' in then
+    if old.startswith(b"}" + then, lo) and (quoted or len(old) == lo + 1 + len(then)):
+        return lo  # an empty map
+    if quoted:
+        found = old.find(close + b"}" + then, lo)
+        if found < 0:
+            raise ValueError("not the map's end")
+        return found + len(close)
+    if not old.endswith(close + b"}" + then) or len(old) - len(then) - 1 <= lo:
+        raise ValueError("not the map's end")
+    return len(old) - len(then) - 1
+
+
+def splice_map(
+    old: bytes, view: memoryview, lo: int, hi: int, changes: Mapping[str, Any], close: bytes
+) -> list[bytes | memoryview]:
+    """The entries of the map `old[lo:hi]` (sorted by key, each value ending in `close`),
+    with each key of `changes` put in place with its value as JSON, or left out where
+    that is None: runs of the old text (views of `view`, which is `old`'s) and new
+    entries, to be joined by commas. Each key is found by bisection (see `entry_at`)."""
+    runs: list[bytes | memoryview] = []
+    at = lo
+    for name in sorted(changes):
+        found = _bisect_entries(old, at, hi, name, close)
+        if found > at:  # the entries between, less the comma after them
+            runs.append(view[at : found - 1 if found < hi else hi])
+        at = found
+        if found < hi and _key_at(old, found) == name:
+            at = _next_entry(old, found + 1, hi, close)
+        value = changes[name]
+        if value is not None:
+            runs.append(dumps({name: value}, sort_keys=True)[1:-1])
+    if at < hi:
+        runs.append(view[at:hi])
+    return runs
+
+
+def entry_at(old: bytes, lo: int, hi: int, name: str, close: bytes) -> tuple[int, int] | None:
+    """Where the entry `name` of the map `old[lo:hi]` is (its key's quote, and the end of
+    its value), None when the map has none. Found by bisection: `close` then `,"` is
+    where an entry ends and the next begins, never inside a string (a quote is escaped
+    there) nor inside a value: a flat object, or an array in which no array is followed
+    by a string (the build record's `["id",[["name","role"]],[10,12]]`, a stat's
+    `[size,mtime,inode]`). ValueError where the text is not such a map. (A map not
+    sorted, edited by hand, may seem not to have it.)"""
+    found = _bisect_entries(old, lo, hi, name, close)
+    if found >= hi or _key_at(old, found) != name:
+        return None
+    end = _next_entry(old, found + 1, hi, close)
+    return found, end - 1 if end < hi else hi
+
+
+def _next_entry(old: bytes, pos: int, hi: int, close: bytes) -> int:
+    """Where the first entry starting at or after `pos` starts (`hi`: none does)."""
+    found = old.find(close + b',"', pos - 2, hi)
+    return found + 2 if found >= 0 else hi
+
+
+def _key_at(old: bytes, pos: int) -> str:
+    match = _KEY.match(old, pos)
+    if match is None:
+        raise ValueError("no entry there")
+    key = json.loads(match.group(0)[:-1])
+    if not isinstance(key, str):
+        raise ValueError("no entry there")
+    return key
+
+
+def _bisect_entries(old: bytes, lo: int, hi: int, name: str, close: bytes) -> int:
+    """Where the first entry of `old[lo:hi]` (`lo` an entry's start) whose name is not
+    before `name` starts; `hi` when none."""
+    a, b = lo, hi
+    while a < b:
+        mid = _next_entry(old, (a + b) // 2, b, close) if (a + b) // 2 > a else a
+        if mid >= b:  # no entry starts in the upper half: step through the few left
+            while a < b and _key_at(old, a) < name:
+                a = _next_entry(old, a + 1, b, close)
+            return a
+        if _key_at(old, mid) < name:
+            a = _next_entry(old, mid + 1, b, close)
+        else:
+            b = mid
+    return a
+
+
+class MapText(Mapping[str, Any]):
+    """The map `text[lo:hi]` (see `entry_at`; each value ending in `close`) as a mapping
+    whose values are decoded when looked up, one entry at a time. A pass over it, or a
+    lookup where the text is not such a map (edited by hand), decodes it whole; text
+    that is no JSON then reads as an empty map."""
+
+    def __init__(self, text: bytes, lo: int, hi: int, close: bytes) -> None:
+        self.text, self.lo, self.hi, self.close = text, lo, hi, close
+        self._whole: dict[str, Any] | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        if self._whole is None and type(name) is str:
+            try:
+                found = entry_at(self.text, self.lo, self.hi, name, self.close)
+                if found is None:
+                    raise KeyError(name)
+                entry = loads(b"{" + self.text[found[0] : found[1]] + b"}")
+                if isinstance(entry, dict) and list(entry) == [name]:
+                    return entry[name]
+            except ValueError:
+                pass
+        return self.whole()[name]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def whole(self) -> dict[str, Any]:
+        if self._whole is None:
+            try:
+                whole = loads(b"{" + self.text[self.lo : self.hi] + b"}")
+            except ValueError:
+                whole = None
+            self._whole = whole if isinstance(whole, dict) else {}
+        return self._whole
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.whole())
+
+    def __len__(self) -> int:
+        return len(self.whole())

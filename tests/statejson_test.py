@@ -105,3 +105,63 @@ def test_a_value_nested_past_the_parsers_limit_is_a_valueerror() -> None:
     with pytest.raises(ValueError, match="nested too deeply"):
         statejson.loads("[" * 100_000 + "]" * 100_000)
     assert statejson.loads(b'{"a":[1,{"b":null}]}') == {"a": [1, {"b": None}]}
+
+
+# -- a map's text, read and changed in place ----------------------------------------------
+# Keys with every character that could pass for structure: quotes, backslashes, the
+# brackets and commas an entry's end is looked for by.
+_keys = st.text(st.characters(exclude_categories=["Cs"]) | st.sampled_from('"\\]},[{:'), max_size=6)
+# Values as the build record's devices are: a string, then arrays of strings or numbers.
+_arrays = st.tuples(
+    st.text(max_size=6),
+    st.lists(st.lists(st.text(max_size=4), max_size=2), max_size=2),
+    st.lists(st.integers(-(2**70), 2**70), max_size=2),
+).map(list)
+
+
+def _map_text(mapping: dict[str, Any]) -> tuple[bytes, int, int]:
+    """A record like the build record's: its map's entries between two other keys."""
+    text = b"".join(statejson.chunks({"a": 1, "m": mapping, "z": "}]"}, size=2))
+    lo = text.index(b'"m":{') + len(b'"m":{')
+    return text, lo, statejson.map_end(text, lo, b"]", b',"')
+
+
+@given(st.dictionaries(_keys, _arrays, max_size=8), st.lists(_keys, max_size=4))
+def test_a_map_read_from_its_text_holds_what_its_json_does(
+    mapping: dict[str, list[Any]], others: list[str]
+) -> None:
+    text, lo, hi = _map_text(mapping)
+    lazy = statejson.MapText(text, lo, hi, b"]")
+    for key in [*mapping, *others]:
+        assert (key in lazy) == (key in mapping)
+        assert lazy.get(key) == mapping.get(key)
+    assert lazy._whole is None  # (nothing decoded whole)
+    assert dict(lazy) == mapping
+
+
+@given(
+    st.dictionaries(_keys, _arrays, max_size=8),
+    st.dictionaries(_keys, st.none() | _arrays, max_size=4),
+)
+def test_a_map_changed_in_its_text_is_the_text_of_the_changed_map(
+    mapping: dict[str, list[Any]], changes: dict[str, list[Any] | None]
+) -> None:
+    text, lo, hi = _map_text(mapping)
+    runs = statejson.splice_map(text, memoryview(text), lo, hi, changes, b"]")
+    changed = {k: v for k, v in {**mapping, **changes}.items() if v is not None}
+    made = text[:lo] + b",".join(bytes(r) for r in runs) + text[hi:]
+    assert made == b"".join(statejson.chunks({"a": 1, "m": changed, "z": "}]"}))
+
+
+def test_a_map_edited_by_hand_never_reads_as_other_values() -> None:
+    """Text not as `chunks` writes it (spaced, unsorted): a lookup finds the value or
+    misses it (the build record then builds that device again); a pass reads it whole;
+    text that is no JSON reads as an empty map."""
+    for text in (b'{"m":{"a": [2], "b":[1]},"z":1}', b'{"m":{"b":[1],"a":[2]},"z":1}'):
+        lo = text.index(b"{", 1) + 1
+        hi = text.index(b"]}") + 1
+        for key, value in (("a", [2]), ("b", [1])):
+            assert statejson.MapText(text, lo, hi, b"]").get(key) in (None, value)
+        assert dict(statejson.MapText(text, lo, hi, b"]")) == {"a": [2], "b": [1]}
+        torn = statejson.MapText(text[:-12], lo, hi - 4, b"]")
+        assert "a" not in torn and len(torn) == 0
