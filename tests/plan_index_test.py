@@ -274,8 +274,8 @@ def test_a_manifest_read_from_its_json_is_asked_whether_served_is_the_record(
 _ROW = plan_module._ENTRY_ROW
 
 
-def _table(entries: dict[str, ManifestEntry]) -> EntryTable:
-    names = sorted(entries)
+def _table(entries: dict[str, ManifestEntry], in_order: bool = True) -> EntryTable:
+    names = sorted(entries, reverse=not in_order)  # (an index lists them in order)
     columns = [[getattr(entries[n], f) for n in names] for f in plan_module._ENTRY_ROW]
     return EntryTable.of(names, columns)
 
@@ -298,11 +298,17 @@ _made = st.builds(
     st.dictionaries(_names, _entries, max_size=10),
     st.lists(_names, max_size=4),
     st.dictionaries(_names, _made, max_size=12),  # (more than 8: see columns_for)
+    st.dictionaries(_names, _made, max_size=3),
+    st.booleans(),
 )
 def test_a_table_is_the_dict_of_its_entries(
-    entries: dict[str, ManifestEntry], dropped: list[str], made: dict[str, ManifestEntry]
+    entries: dict[str, ManifestEntry],
+    dropped: list[str],
+    made: dict[str, ManifestEntry],
+    again: dict[str, ManifestEntry],
+    in_order: bool,
 ) -> None:
-    table = _table(entries)
+    table = _table(entries, in_order)
     model = dict(entries)
     assert dict(table) == model and len(table) == len(model)
     for name in dropped:
@@ -311,6 +317,14 @@ def test_a_table_is_the_dict_of_its_entries(
     assert dict(table) == model and set(table.keys()) == set(model)
     model.update(made)
     table = table.with_entries(made)
+    if again:
+        # A second publish by change over the first's table: its sorted columns are
+        # made from runs of the first columns too (see EntryTable._runs).
+        for name in dropped[::-1]:
+            model.pop(name, None)
+        table = table.without(dropped[::-1])
+        model.update(again)
+        table = table.with_entries(again)
     assert dict(table) == model and table.keys() == model.keys()
     assert dict(table.items()) == model and list(table.values()) == [table[n] for n in table]
     for name in model:
@@ -322,6 +336,11 @@ def test_a_table_is_the_dict_of_its_entries(
         assert values_of(table, f) == {n: getattr(e, f) for n, e in model.items()}
     names, columns = table.sorted_columns()
     assert names == sorted(model)
+    try:  # the other way of EntryTable._runs: the runs between the rows gone
+        EntryTable._RUNS_DELETED = 0
+        assert table.without(()).sorted_columns() == (names, columns)
+    finally:
+        EntryTable._RUNS_DELETED = 64
     assert [list(col) for col in zip(*columns, strict=True)] == [
         [getattr(model[n], f) for f in plan_module._ENTRY_ROW] for n in names
     ]
