@@ -29,6 +29,7 @@ from collections.abc import (
     Iterator,
     KeysView,
     Mapping,
+    MutableMapping,
     Sequence,
     Set,
     ValuesView,
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from gitprov import statejson
+from gitprov.overlay import Overlay, Sorted, whole
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
 # (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
@@ -122,7 +124,7 @@ class Manifest:
     def served_record(self) -> dict[str, tuple[int, str]]:
         """`served` with the files this manifest lists (see `served_versions`): computed
         once per manifest, a publish asks twice."""
-        out = dict(self.served)
+        out = dict(whole(self.served))
         files = self.files
         kinds, macs = values_of(files, "kind"), values_of(files, "mac")
         versions, bodies = values_of(files, "version"), values_of(files, "sha256_body")
@@ -183,7 +185,7 @@ class Manifest:
                 for r, s in self.roots.items()
             },
             "files": files,
-            "served": {} if bare else statejson.Converted(self.served, _served_json),
+            "served": {} if bare else statejson.Converted(whole(self.served), _served_json),
         }
 
 
@@ -333,12 +335,12 @@ def _served_json(served: tuple[int, str]) -> dict[str, Any]:
     return {"version": served[0], "sha256_body": served[1]}
 
 
-def served_versions(manifest: Manifest | None) -> dict[str, tuple[int, str]]:
+def served_versions(manifest: Manifest | None) -> Overlay[tuple[int, str]]:
     """Version key -> (highest version served, body sha256): the manifest's record, and
-    the files it lists (a manifest written before the record existed has only those)."""
-    if manifest is None:
-        return {}
-    return dict(manifest.served_record)  # the caller may change its copy
+    the files it lists (a manifest written before the record existed has only those).
+    The caller's to change: the record's few changes over it, never a fleet's copy (a
+    next manifest's `served`, whose changes `_diffs` then knows)."""
+    return Overlay({} if manifest is None else manifest.served_record)
 
 
 def values_of(files: Mapping[str, ManifestEntry], name: str) -> Mapping[str, Any]:
@@ -1163,17 +1165,20 @@ class _Rest:
         columns: list[Sequence[Any]] = [_split(b, count) for b in blocks[: len(_ENTRY_TEXT)]]
         columns.append(_int_column(blocks[len(_ENTRY_TEXT)], count))
         keys = _split(blocks[-3], served_count)
-        served_versions = _int_column(blocks[-2], served_count)
-        served_bodies = _split(blocks[-1], served_count)
+        if not Sorted.ordered(keys):  # (a key twice; written sorted)
+            return None
+        # Looked up by bisection until a pass over it needs the dict (see overlay).
+        served: Mapping[str, Any] = Sorted(
+            keys, (_int_column(blocks[-2], served_count), _split(blocks[-1], served_count))
+        )
         base = EntryTable.of(self.names, columns)
-        served = dict(zip(keys, zip(served_versions, served_bodies, strict=True), strict=True))
-        if len(base) != count or len(served) != served_count:
+        if len(base) != count:
             return None  # a name twice
         files, sha, is_record = base, str(head["manifest_sha256"]), head["served_is_record"]
         delta = self.delta
         if delta is not None:
             files = base.without(delta.files).with_entries(delta.entries())
-            served = dict(served)
+            served = Overlay(served)
             _patch(served, delta.served)
             sha, is_record = delta.manifest_sha256, delta.served_is_record
         manifest = Manifest(
@@ -1204,7 +1209,7 @@ class _Rest:
         return manifest
 
 
-def _patch(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
+def _patch(target: MutableMapping[str, Any], changes: Mapping[str, Any]) -> None:
     """Apply a delta's changes to a mapping: None removes the key."""
     for key, value in changes.items():
         if value is None:
@@ -1314,8 +1319,9 @@ def _entry_section(manifest: Manifest, names: Sequence[str]) -> list[bytes] | No
     else:
         entries = list(map(files.__getitem__, names))
         columns = [list(map(attrgetter(f), entries)) for f in _ENTRY_ROW]
-    keys = sorted(manifest.served)
-    served = [manifest.served[k] for k in keys]
+    record = whole(manifest.served)
+    keys = sorted(record)
+    served = list(map(record.__getitem__, keys))
     blocks = [_joined(c) for c in columns[: len(_ENTRY_TEXT)]]
     blocks += [
         _ints(columns[-1]),
@@ -1534,6 +1540,11 @@ def _diff_into(out: dict[str, Any], old: Mapping[str, Any], new: Mapping[str, An
     each key `new` no longer has."""
     if new is old:
         return
+    known = new.changes_from(old) if isinstance(new, Overlay) else None
+    if known is not None:  # (made from `old` by a few changes, which it knows)
+        out.update(known)
+        return
+    old, new = whole(old), whole(new)
     # (a fleet's worth of keys, the values mostly the very same objects: compared in C)
     differ = map(operator.ne, new.values(), map(old.get, new.keys()))
     for key in itertools.compress(new.keys(), differ):

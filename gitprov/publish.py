@@ -60,6 +60,7 @@ from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
+from gitprov.overlay import whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -2039,7 +2040,7 @@ def _publish_locked(
         and previous.commit == build.commit
         and set(previous.roots) == {str(r) for r in roots}
         and not previous.lagging()
-        and dict(previous.served) == served
+        and whole(previous.served) == whole(served)
     )
     if nothing_to_write:
         assert previous is not None
