@@ -22,7 +22,7 @@ from collections.abc import (
     Sequence,
     ValuesView,
 )
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 _V = TypeVar("_V")
 
@@ -80,41 +80,62 @@ class Sorted(Mapping[str, tuple[Any, ...]]):
 
 def whole(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
     """`mapping` as a dict to read (not to change: it may be `mapping` itself, or the
-    dict either map of this module made of itself), for a pass over a fleet's items in
-    C rather than a lookup each in Python."""
-    if isinstance(mapping, Sorted | Overlay):
-        return mapping.whole()
-    return mapping
+    dict a map that has a `whole` method made of itself), for a pass over a fleet's
+    items in C rather than a lookup each in Python."""
+    made = getattr(mapping, "whole", None)
+    return mapping if made is None else cast("Mapping[str, _V]", made())
+
+
+def updated(base: Mapping[str, _V], more: Mapping[str, _V]) -> Mapping[str, _V]:
+    """`base` with the items of `more` set: an Overlay of what `base` was made from when
+    it is one (no fleet's copy), else a new dict."""
+    if not isinstance(base, Overlay):
+        return {**base, **more}
+    out = Overlay(base.base)
+    out._changes = dict(base._changes)
+    out._own = set(base._own)
+    out.update(more)
+    return out
 
 
 class Overlay(MutableMapping[str, _V]):
-    """`base` with a few keys set or deleted, which it knows: the base is not copied."""
+    """`base` with a few keys set or deleted, which it knows: the base is not copied.
+    Made over another Overlay, it holds that one's changes and what they were made over
+    (not a chain of maps, one a publish, in a process that publishes for days)."""
 
     def __init__(self, base: Mapping[str, _V]) -> None:
-        self.base = base
-        self._changes: dict[str, Any] = {}  # key -> value, or _GONE where deleted
+        self.base = base  # (what `changes_from` compares with)
+        # key -> value, or _GONE where deleted: over `_under`, and the keys changed here
+        if isinstance(base, Overlay):
+            self._under: Mapping[str, _V] = base._under
+            self._changes: dict[str, Any] = dict(base._changes)
+        else:
+            self._under, self._changes = base, {}
+        self._own: set[str] = set()
         self._whole: dict[str, _V] | None = None
 
     def __getitem__(self, key: str) -> _V:
         found = self._changes.get(key, _NONE)
         if found is _NONE:
-            return self.base[key]
+            return self._under[key]
         if found is _GONE:
             raise KeyError(key)
         return found  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
         found = self._changes.get(key, _NONE)  # type: ignore[call-overload]
-        return key in self.base if found is _NONE else found is not _GONE
+        return key in self._under if found is _NONE else found is not _GONE
 
     def __setitem__(self, key: str, value: _V) -> None:
         self._changes[key] = value
+        self._own.add(key)
         self._whole = None
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
         self._changes[key] = _GONE
+        self._own.add(key)
         self._whole = None
 
     def __len__(self) -> int:
@@ -126,7 +147,7 @@ class Overlay(MutableMapping[str, _V]):
     def whole(self) -> dict[str, _V]:
         """The dict of it, made once after each change (in C but for the changes)."""
         if self._whole is None:
-            out = dict(whole(self.base))
+            out = dict(whole(self._under))
             for key, value in self._changes.items():
                 if value is _GONE:
                     out.pop(key, None)
@@ -150,13 +171,13 @@ class Overlay(MutableMapping[str, _V]):
         if base is not self.base:
             return None
         out: dict[str, _V | None] = {}
-        for key, value in self._changes.items():
-            was = base.get(key, _NONE)
-            if value is _GONE:
+        for key in sorted(self._own):  # (in order: what is written from it is the same)
+            was, now = base.get(key, _NONE), self._changes[key]
+            if now is _GONE:
                 if was is not _NONE:
                     out[key] = None
-            elif was is _NONE or was != value:
-                out[key] = value
+            elif was is _NONE or was != now:
+                out[key] = now
         return out
 
 

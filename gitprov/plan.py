@@ -180,7 +180,7 @@ class Manifest:
                     "commit": s.commit,
                     "error": s.error,
                     "stale": list(s.stale),
-                    "stat": {} if bare else dict(s.stat),
+                    "stat": {} if bare else dict(whole(s.stat)),
                 }
                 for r, s in self.roots.items()
             },
@@ -820,7 +820,7 @@ def plan(
     unchanged = 0
     unknown: list[tuple[str, str]] = []
     drift: list[Drift] = []
-    intact: dict[str, dict[str, Stat]] = {}
+    intact: dict[str, MutableMapping[str, Stat]] = {}
     wanted_names = set(wanted)
     temps: list[str] = []
     listings = []
@@ -845,9 +845,11 @@ def plan(
         recorded = previous.files if previous is not None and converged else {}
         stats = previous.roots[key].stat if previous is not None and converged else {}
         # Most of a fleet, found as recorded: left alone, in one pass without a test each
-        # (a copy of the recorded stats less the others, when they are the fewer).
-        if isinstance(stats, dict) and len(same) > len(stats) // 2:
-            kept = dict(stats)
+        # (the recorded stats less the others, when they are the fewer: an Overlay, no
+        # fleet's copy, whose changes the next manifest's text and index take as such).
+        kept: MutableMapping[str, Stat]
+        if len(same) > len(stats) // 2:
+            kept = Overlay(stats)
             for name in stats.keys() - same:
                 del kept[name]
         else:
@@ -1048,6 +1050,7 @@ class StatTable(Mapping[str, Stat]):
         self.names = names
         self._values = values
         self._at: dict[str, int] | None = None
+        self._whole: dict[str, Stat] | None = None
 
     def _positions(self) -> dict[str, int]:
         if self._at is None:
@@ -1071,6 +1074,13 @@ class StatTable(Mapping[str, Stat]):
 
     def keys(self) -> KeysView[str]:
         return self._positions().keys()  # a set in C, for `names <= stat.keys()`
+
+    def whole(self) -> dict[str, Stat]:
+        """The dict of it, made once: what a pass over the items asks for (see
+        gitprov.overlay.whole)."""
+        if self._whole is None:
+            self._whole = _stat_dict(self)
+        return self._whole
 
     def columns(self) -> Columns:
         """Every name's size, mtime and inode, in the order of `names` (size -1 where
@@ -1184,10 +1194,8 @@ class _Rest:
         manifest = Manifest(
             commit=index.commit,
             published_at=index.published_at,
-            roots={
-                key: replace(s, stat=_stat_dict(s.stat)) if isinstance(s.stat, StatTable) else s
-                for key, s in index.roots.items()
-            },
+            # (each root's StatTable as it is: looked up, not made a dict; see `plan`)
+            roots=dict(index.roots),
             files=files,
             served=served,
             inputs=index.inputs,
@@ -1384,7 +1392,7 @@ def write_index(state_dir: Path, manifest: Manifest) -> None:
         body = [("\0".join(names)).encode()]
         count, exact = len(names), True
         for _, s in roots:
-            stat = s.stat
+            stat = whole(s.stat)
             # Every name's stat recorded (the usual case): looked up without a Python call.
             found = (
                 map(stat.__getitem__, names)
@@ -1500,7 +1508,7 @@ def _write_delta(state_dir: Path, manifest: Manifest) -> bool:
         delta.size() > max(DELTA_MAX, len(base.names) // 20)
         or not _exact(delta, files)
         # (a stat kept for a file no longer listed: the index's columns cannot say it)
-        or any(not s.stat.keys().isdisjoint(gone) for s in manifest.roots.values())
+        or any(name in s.stat for s in manifest.roots.values() for name in gone)
     ):
         return False
     firmware = dict(base.firmware)

@@ -60,7 +60,7 @@ from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
-from gitprov.overlay import whole
+from gitprov.overlay import updated, whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -2048,7 +2048,7 @@ def _publish_locked(
             dict(previous.inputs) == inputs
             and previous.notes == tuple(notes)
             and all(
-                dict(previous.roots[str(r)].stat) == dict(the_plan.intact[str(r)]) for r in roots
+                whole(previous.roots[str(r)].stat) == whole(the_plan.intact[str(r)]) for r in roots
             )
         )
         if same_record:
@@ -2086,7 +2086,7 @@ def _publish_locked(
                 set(wanted),
                 failures,
                 leftovers,
-                {**the_plan.intact.get(str(r), {}), **written.get(str(r), {})},
+                updated(the_plan.intact.get(str(r), {}), written.get(str(r), {})),
             )
             for r in roots
         },
@@ -2178,7 +2178,7 @@ def _root_state(
     wanted: set[str],
     failures: Mapping[str, str],
     leftovers: Mapping[str, set[str]],
-    stat: dict[str, Stat],
+    stat: Mapping[str, Stat],
 ) -> RootState:
     if root in failures:
         before = previous.roots.get(root) if previous else None

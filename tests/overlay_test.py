@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gitprov.overlay import Overlay, Sorted, whole
+from gitprov.overlay import Overlay, Sorted, updated, whole
 
 _keys = st.text(alphabet="ab\0é]", max_size=4)
 _values = st.tuples(st.integers(0, 3), st.sampled_from(["x", "y"]))
@@ -31,32 +31,58 @@ def _same(got: Any, model: dict[str, Any], probes: list[str]) -> None:
     assert 1 not in got  # (not a key of text)
 
 
+def _apply(over: Overlay[Any], model: dict[str, Any], changes: list[tuple[str, Any]]) -> None:
+    for key, value in changes:
+        if value is None:
+            assert over.pop(key, None) == model.pop(key, None)
+        else:
+            over[key] = model[key] = value
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    out.update(dict.fromkeys(old.keys() - new.keys()))
+    return out
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(_keys, _values, max_size=10), _changes, _changes, st.booleans())
+@given(st.dictionaries(_keys, _values, max_size=10), _changes, _changes, _changes, st.booleans())
 def test_an_overlay_is_its_base_with_its_changes(
     base: dict[str, tuple[int, str]],
     first: list[tuple[str, tuple[int, str] | None]],
     then: list[tuple[str, tuple[int, str] | None]],
+    more: list[tuple[str, tuple[int, str] | None]],
     as_columns: bool,
 ) -> None:
+    probes = [k for k, _ in first + then + more]
     under: Any = _sorted(base) if as_columns else base
-    _same(under, base, [k for k, _ in first])
+    _same(under, base, probes)
     model = dict(base)
     over: Overlay[tuple[int, str]] = Overlay(under)
-    for changes in (first, then):
-        for key, value in changes:
-            if value is None:
-                assert over.pop(key, None) == model.pop(key, None)
-            else:
-                over[key] = model[key] = value
-        _same(over, model, [k for k, _ in first + then])
-    expected: dict[str, tuple[int, str] | None] = {
-        k: v for k, v in model.items() if base.get(k) != v
-    }
-    expected.update(dict.fromkeys(base.keys() - model.keys()))
-    assert over.changes_from(under) == expected
+    _apply(over, model, first)
+    _same(over, model, probes)
+    _apply(over, model, then)
+    _same(over, model, probes)
+    assert over.changes_from(under) == _diff(base, model)
     assert over.changes_from(dict(base)) is None  # (another map: not known)
+    # One made over it (the next publish's): its own changes only, over the same base.
+    after = dict(model)
+    next_one: Overlay[tuple[int, str]] = Overlay(over)
+    _apply(next_one, after, more)
+    _same(next_one, after, probes)
+    assert next_one.changes_from(over) == _diff(model, after)
+    assert next_one.changes_from(under) is None
+    _same(over, model, probes)  # left as it was
     assert under == base  # the base is never changed
+    # `updated`: the items of another map set, over the same base when an Overlay.
+    extra = {k: v for k, v in more if v is not None}
+    for made in (over, model):
+        got = updated(made, extra)
+        _same(got, {**model, **extra}, probes)
+        assert isinstance(got, Overlay) is (made is over)
+        if isinstance(got, Overlay):
+            assert got.changes_from(under) == _diff(base, {**model, **extra})
+    _same(over, model, probes)
 
 
 def test_keys_out_of_order_or_twice_are_not_a_sorted_map() -> None:
