@@ -219,6 +219,26 @@ def test_columns_that_fail_their_check_are_not_read(tmp_path: Path) -> None:
     _same(found, m)
 
 
+def test_a_column_of_another_length_is_not_read_even_under_its_sha256(tmp_path: Path) -> None:
+    # The columns are split only when asked for (plan._Columns): their lengths are checked
+    # when the manifest is made, not left to fail later in a publish.
+    m = _store(tmp_path / "state", _one())
+    path = tmp_path / "state" / INDEX
+    line, _, body = path.read_bytes().partition(b"\n")
+    head = json.loads(line)
+    rest = len(body) - sum(head["entries"]["sizes"])
+    damaged = bytearray(body)
+    damaged[rest] = 0  # the first text column's first value cut in two
+    head["entries"]["sha256"] = hashlib.sha256(damaged[rest:]).hexdigest()
+    path.write_bytes(json.dumps(head, sort_keys=True).encode() + b"\n" + bytes(damaged))
+    plan_module._LOADED.clear()
+    index = load_index(tmp_path / "state")
+    assert index is not None and index.manifest() is None
+    found = load_manifest(tmp_path / "state")
+    assert found is not None and not isinstance(found.files, EntryTable)
+    _same(found, m)
+
+
 def test_a_manifest_without_its_sha256_is_indexed_without_columns(tmp_path: Path) -> None:
     """Its records beside it name it by sha256: the JSON is read (and hashed) then."""
     state = tmp_path / "state"
@@ -336,6 +356,11 @@ def test_a_table_is_the_dict_of_its_entries(
         assert values_of(table, f) == {n: getattr(e, f) for n, e in model.items()}
     names, columns = table.sorted_columns()
     assert names == sorted(model)
+    some_fields = ["version", "mac"]
+    assert table.without(()).sorted_of(some_fields) == (
+        names,
+        [columns[_ROW.index(f)] for f in some_fields],
+    )
     try:  # the other way of EntryTable._runs: the runs between the rows gone
         EntryTable._RUNS_DELETED = 0
         assert table.without(()).sorted_columns() == (names, columns)
