@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from gitprov import statejson
-from gitprov.overlay import Overlay, Sorted, whole
+from gitprov.overlay import LOOKUPS_MAX, OVERLAY_MAX, Overlay, Sorted, whole
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
 # (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
@@ -865,8 +865,10 @@ def plan(
         # fleet's copy, whose changes the next manifest's text and index take as such).
         kept: MutableMapping[str, Stat]
         if len(same) > len(stats) // 2:
-            kept = Overlay(stats)
-            for name in stats.keys() - same:
+            off = stats.keys() - same
+            # (past a few thousand, a change in Python each costs more than a copy in C)
+            kept = Overlay(stats) if len(off) <= OVERLAY_MAX else dict(whole(stats))
+            for name in off:
                 del kept[name]
         else:
             kept = {name: stats[name] for name in same}
@@ -1067,6 +1069,7 @@ class StatTable(Mapping[str, Stat]):
         self._values = values
         self._at: dict[str, int] | None = None
         self._whole: dict[str, Stat] | None = None
+        self._asked = 0
 
     def _positions(self) -> dict[str, int]:
         if self._at is None:
@@ -1078,9 +1081,17 @@ class StatTable(Mapping[str, Stat]):
         return self._at
 
     def __getitem__(self, name: str) -> Stat:
+        if self._whole is not None:
+            return self._whole[name]
+        self._asked += 1
+        if self._asked > LOOKUPS_MAX:  # (many: the dict, made once in C; see overlay)
+            return self.whole()[name]
         i = 3 * self._positions()[name]
         v = self._values
         return (v[i], v[i + 1], v[i + 2])
+
+    def __contains__(self, name: object) -> bool:
+        return name in (self._whole if self._whole is not None else self._positions())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._positions())
@@ -1323,6 +1334,8 @@ class _Columns(Mapping[str, Sequence[Any]]):
             lo, hi = self._spans[field_]
             split = _int_column if field_ == "version" else _split
             made = self._made[field_] = split(self._body[lo:hi], self._count)
+            if len(self._made) == len(self._spans):
+                self._body = memoryview(b"")  # every column made: the bytes let go
         return made
 
     def __iter__(self) -> Iterator[str]:

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gitprov import overlay
 from gitprov.overlay import Overlay, Sorted, updated, whole
 
 _keys = st.text(alphabet="ab\0é]", max_size=4)
@@ -46,8 +47,30 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(_keys, _values, max_size=10), _changes, _changes, _changes, st.booleans())
+@given(
+    st.dictionaries(_keys, _values, max_size=10),
+    _changes,
+    _changes,
+    _changes,
+    st.booleans(),
+    st.sampled_from([2048, 3, 0]),  # (a Sorted's dict made after that many lookups)
+)
 def test_an_overlay_is_its_base_with_its_changes(
+    base: dict[str, tuple[int, str]],
+    first: list[tuple[str, tuple[int, str] | None]],
+    then: list[tuple[str, tuple[int, str] | None]],
+    more: list[tuple[str, tuple[int, str] | None]],
+    as_columns: bool,
+    lookups: int,
+) -> None:
+    kept, overlay.LOOKUPS_MAX = overlay.LOOKUPS_MAX, lookups
+    try:
+        _check(base, first, then, more, as_columns)
+    finally:
+        overlay.LOOKUPS_MAX = kept
+
+
+def _check(
     base: dict[str, tuple[int, str]],
     first: list[tuple[str, tuple[int, str] | None]],
     then: list[tuple[str, tuple[int, str] | None]],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from array import array
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -589,3 +590,19 @@ def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Pat
     # A manifest file replaced since it was read is not taken.
     (state / MANIFEST).write_bytes((state / MANIFEST).read_bytes())
     assert plan_module._spliced(state, _changed(previous, ({}, {}, {}, "c2"))) is None
+
+
+@pytest.mark.parametrize("lookups", [2048, 1, 0])
+def test_a_stat_table_is_the_dict_of_its_recorded_stats(
+    lookups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past LOOKUPS_MAX lookups the table answers from its dict: the same answers.
+    monkeypatch.setattr(plan_module, "LOOKUPS_MAX", lookups)
+    names = ["a", "b", "c"]
+    table = plan_module.StatTable(names, array("q", [1, 2, 3, -1, 0, 0, 7, 8, 9]))
+    model = {"a": (1, 2, 3), "c": (7, 8, 9)}  # (size -1: no stat recorded for b)
+    for _ in range(2):
+        for name in [*names, "d"]:
+            assert (name in table) == (name in model)
+            assert table.get(name) == model.get(name)
+    assert dict(table.items()) == model and len(table) == 2
