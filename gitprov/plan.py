@@ -241,6 +241,8 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
         *((b'"stat":{', b"]", diffs.stats[r]) for r in sorted(manifest.roots)),
         (b'"served":{', b"}", versions),
     ]
+    if sum(len(changes) for _, _, changes in maps) > statejson.SPLICE_MAX:
+        return None  # (made whole: see SPLICE_MAX)
     skeleton = b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
     view = memoryview(old)
     out: list[bytes | memoryview] = []

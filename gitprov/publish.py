@@ -1394,8 +1394,16 @@ def _keep_inputs(
     path = state_dir / BUILD_INPUTS
     with contextlib.suppress(OSError):
         if isinstance(text, statejson.MapText):
-            write_atomic(path, _record_spliced(record, text))
-            return
+            if len(devices) <= statejson.SPLICE_MAX:
+                write_atomic(path, _record_spliced(record, text))
+                return
+            every = dict(text.whole())  # (the changes are many: the record made whole)
+            for mac, entry in devices.items():
+                if entry is None:
+                    every.pop(mac, None)
+                else:
+                    every[mac] = entry
+            record["devices"] = every
         write_atomic(path, statejson.chunks(record))
         if not pipeline.one_commit:
             if len(_RECORDS) >= 8:

@@ -17,6 +17,7 @@ import pytest
 
 from gitprov import change as change_module
 from gitprov import journal as journal_module
+from gitprov import overlay, statejson
 from gitprov import plan as plan_module
 from gitprov import publish as publish_module
 from gitprov.change import Change
@@ -391,6 +392,8 @@ def in_one_process(repo: GitRepo, where: Path, private_key: str) -> Callable[[],
         (4, True, "fresh"),
         (5, False, "watcher"),
         (6, True, "watcher"),
+        (7, True, "fresh, no bounds"),
+        (8, False, "watcher, no bounds"),
     ],
 )
 def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
@@ -400,8 +403,18 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
     seed: int,
     option66: bool,
     process: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each publish in a fresh process (the CLI), or all in one (a watcher's)."""
+    """Each publish in a fresh process (the CLI), or all in one (a watcher's). With no
+    bounds, every change counts as many: the texts are made whole, not spliced, and the
+    maps are dicts, not overlays (statejson.SPLICE_MAX, overlay's bounds)."""
+    process, _, bounds = process.partition(", ")
+    if bounds:
+        monkeypatch.setattr(statejson, "SPLICE_MAX", -1)
+        monkeypatch.setattr(statejson.MapText, "LOOKUPS_MAX", 0)
+        for module in (overlay, plan_module):
+            monkeypatch.setattr(module, "OVERLAY_MAX", -1)
+            monkeypatch.setattr(module, "LOOKUPS_MAX", 0)
     rng = random.Random(seed)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     files = fleet_files(8)

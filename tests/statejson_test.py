@@ -116,7 +116,7 @@ _arrays = st.tuples(
     st.text(max_size=6),
     st.lists(st.lists(st.text(max_size=4), max_size=2), max_size=2),
     st.lists(st.integers(-(2**70), 2**70), max_size=2),
-).map(list)
+).map(lambda parts: [*parts])
 
 
 def _map_text(mapping: dict[str, Any]) -> tuple[bytes, int, int]:
@@ -136,6 +136,13 @@ def test_a_map_read_from_its_text_holds_what_its_json_does(
         assert (key in lazy) == (key in mapping)
         assert lazy.get(key) == mapping.get(key)
     assert lazy._whole is None  # (nothing decoded whole)
+    # Past its bound of lookups, the map is decoded whole: the same answers.
+    many = statejson.MapText(text, lo, hi, b"]")
+    many.LOOKUPS_MAX = 1
+    for key in [*mapping, *others, *mapping]:
+        assert (key in many) == (key in mapping)
+        assert many.get(key) == mapping.get(key)
+    assert many._whole is not None or len(mapping) + len(others) < 1
     assert dict(lazy) == mapping
 
 
