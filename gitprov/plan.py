@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from gitprov import statejson
-from gitprov.overlay import LOOKUPS_MAX, OVERLAY_MAX, Overlay, Sorted, whole
+from gitprov.overlay import OVERLAY_MAX, Counted, Overlay, Sorted, apply_changes, whole
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
 # (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
@@ -1059,7 +1059,7 @@ DELTA_FORMAT = 1
 DELTA_MAX = 2000
 
 
-class StatTable(Mapping[str, Stat]):
+class StatTable(Counted, Mapping[str, Stat]):
     """A root's recorded stats as the index keeps them: a column of (size, mtime, inode)
     in the order of a list of names shared by every root, read as one block rather than
     as a tuple and a dict entry per file. A name without a recorded stat has size -1."""
@@ -1071,7 +1071,6 @@ class StatTable(Mapping[str, Stat]):
         self._values = values
         self._at: dict[str, int] | None = None
         self._whole: dict[str, Stat] | None = None
-        self._asked = 0
 
     def _positions(self) -> dict[str, int]:
         if self._at is None:
@@ -1085,8 +1084,7 @@ class StatTable(Mapping[str, Stat]):
     def __getitem__(self, name: str) -> Stat:
         if self._whole is not None:
             return self._whole[name]
-        self._asked += 1
-        if self._asked > LOOKUPS_MAX:  # (many: the dict, made once in C; see overlay)
+        if self._many():
             return self.whole()[name]
         i = 3 * self._positions()[name]
         v = self._values
@@ -1213,14 +1211,14 @@ class _Rest:
             keys, (_int_column(blocks[-2], served_count), _split(blocks[-1], served_count))
         )
         base = EntryTable.of(self.names, columns)
-        if len(base) != count or not columns.whole():
+        if len(base) != count or not columns.complete():
             return None  # a name twice
         files, sha, is_record = base, str(head["manifest_sha256"]), head["served_is_record"]
         delta = self.delta
         if delta is not None:
             files = base.without(delta.files).with_entries(delta.entries())
             served = Overlay(served)
-            _patch(served, delta.served)
+            apply_changes(served, delta.served)
             sha, is_record = delta.manifest_sha256, delta.served_is_record
         manifest = Manifest(
             commit=index.commit,
@@ -1246,15 +1244,6 @@ class _Rest:
                 delta or _Delta.empty(),
             )
         return manifest
-
-
-def _patch(target: MutableMapping[str, Any], changes: Mapping[str, Any]) -> None:
-    """Apply a delta's changes to a mapping: None removes the key."""
-    for key, value in changes.items():
-        if value is None:
-            target.pop(key, None)
-        else:
-            target[key] = value
 
 
 @dataclass(frozen=True)
@@ -1309,7 +1298,7 @@ _BASES: dict[str, _Base] = {}
 class _Columns(Mapping[str, Sequence[Any]]):
     """The index's entry columns by field, each one split from its block when it is
     first asked for: a publish by change reads three or four of the eight (10 ms each
-    at 100,000 devices). `whole` says whether every block holds `count` values (the
+    at 100,000 devices). `complete` says whether every block holds `count` values (the
     blocks passed their sha256: what was written, by a writer that checked them)."""
 
     def __init__(self, body: memoryview, spans: Mapping[str, tuple[int, int]], count: int) -> None:
@@ -1318,7 +1307,7 @@ class _Columns(Mapping[str, Sequence[Any]]):
         self._count = count
         self._made: dict[str, Sequence[Any]] = {}
 
-    def whole(self) -> bool:
+    def complete(self) -> bool:
         count, raw = self._count, self._body.obj
         if not isinstance(raw, bytes) or list(self._spans) != list(_ENTRY_ROW):
             return False

@@ -60,7 +60,7 @@ from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
-from gitprov.overlay import updated, whole
+from gitprov.overlay import apply_changes, updated, whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -1398,11 +1398,7 @@ def _keep_inputs(
                 write_atomic(path, _record_spliced(record, text))
                 return
             every = dict(text.whole())  # (the changes are many: the record made whole)
-            for mac, entry in devices.items():
-                if entry is None:
-                    every.pop(mac, None)
-                else:
-                    every[mac] = entry
+            apply_changes(every, devices)
             record["devices"] = every
         write_atomic(path, statejson.chunks(record))
         if not pipeline.one_commit:

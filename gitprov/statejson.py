@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from gitprov.overlay import Counted
+
 
 def dumps(
     obj: Any, *, sort_keys: bool = False, ascii_only: bool = False, newline: bool = False
@@ -193,24 +195,20 @@ def _bisect_entries(old: bytes, lo: int, hi: int, name: str, close: bytes) -> in
     return a
 
 
-class MapText(Mapping[str, Any]):
+class MapText(Counted, Mapping[str, Any]):
     """The map `text[lo:hi]` (see `entry_at`; each value ending in `close`) as a mapping
     whose values are decoded when looked up, one entry at a time. A pass over it, or a
     lookup where the text is not such a map (edited by hand), decodes it whole; text
     that is no JSON then reads as an empty map."""
 
-    # Past this many lookups the map is decoded whole: a change that reaches thousands
-    # of devices would otherwise decode a score of keys each (seconds at 20,000).
-    LOOKUPS_MAX = 2048
-
     def __init__(self, text: bytes, lo: int, hi: int, close: bytes) -> None:
         self.text, self.lo, self.hi, self.close = text, lo, hi, close
         self._whole: dict[str, Any] | None = None
-        self._asked = 0
 
     def __getitem__(self, name: str) -> Any:
-        self._asked += 1
-        if self._whole is None and type(name) is str and self._asked <= self.LOOKUPS_MAX:
+        # (many lookups, a change reaching thousands of devices: decoded whole, not a
+        # score of keys decoded each)
+        if self._whole is None and type(name) is str and not self._many():
             try:
                 found = entry_at(self.text, self.lo, self.hi, name, self.close)
                 if found is None:

@@ -411,10 +411,9 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
     process, _, bounds = process.partition(", ")
     if bounds:
         monkeypatch.setattr(statejson, "SPLICE_MAX", -1)
-        monkeypatch.setattr(statejson.MapText, "LOOKUPS_MAX", 0)
+        monkeypatch.setattr(overlay, "LOOKUPS_MAX", 0)
         for module in (overlay, plan_module):
             monkeypatch.setattr(module, "OVERLAY_MAX", -1)
-            monkeypatch.setattr(module, "LOOKUPS_MAX", 0)
     rng = random.Random(seed)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     files = fleet_files(8)

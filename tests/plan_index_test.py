@@ -15,7 +15,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from gitprov import overlay
 from gitprov import plan as plan_module
+from gitprov.overlay import apply_changes
 from gitprov.plan import (
     INDEX,
     MANIFEST,
@@ -205,6 +207,16 @@ def test_an_entry_value_of_another_type_makes_no_manifest(
     assert load_manifest(state) is None
 
 
+def _read_from_its_json(state: Path, m: Manifest) -> None:
+    """The index's columns are not taken: the manifest is read from its JSON, whole."""
+    plan_module._LOADED.clear()
+    index = load_index(state)
+    assert index is not None and index.manifest() is None
+    found = load_manifest(state)
+    assert found is not None and not isinstance(found.files, EntryTable)
+    _same(found, m)
+
+
 def test_columns_that_fail_their_check_are_not_read(tmp_path: Path) -> None:
     m = _store(tmp_path / "state", _one())
     path = tmp_path / "state" / INDEX
@@ -212,12 +224,7 @@ def test_columns_that_fail_their_check_are_not_read(tmp_path: Path) -> None:
     damaged = bytearray(good)
     damaged[-2] ^= 1  # in the second section: the first still names the manifest
     path.write_bytes(bytes(damaged))
-    plan_module._LOADED.clear()
-    index = load_index(tmp_path / "state")
-    assert index is not None and index.manifest() is None
-    found = load_manifest(tmp_path / "state")
-    assert found is not None and not isinstance(found.files, EntryTable)
-    _same(found, m)
+    _read_from_its_json(tmp_path / "state", m)
 
 
 def test_a_column_of_another_length_is_not_read_even_under_its_sha256(tmp_path: Path) -> None:
@@ -232,12 +239,7 @@ def test_a_column_of_another_length_is_not_read_even_under_its_sha256(tmp_path: 
     damaged[rest] = 0  # the first text column's first value cut in two
     head["entries"]["sha256"] = hashlib.sha256(damaged[rest:]).hexdigest()
     path.write_bytes(json.dumps(head, sort_keys=True).encode() + b"\n" + bytes(damaged))
-    plan_module._LOADED.clear()
-    index = load_index(tmp_path / "state")
-    assert index is not None and index.manifest() is None
-    found = load_manifest(tmp_path / "state")
-    assert found is not None and not isinstance(found.files, EntryTable)
-    _same(found, m)
+    _read_from_its_json(tmp_path / "state", m)
 
 
 def test_a_manifest_without_its_sha256_is_indexed_without_columns(tmp_path: Path) -> None:
@@ -423,11 +425,11 @@ def _changed(previous: Manifest, step: tuple[Any, ...]) -> Manifest:
     else:  # (a manifest the index could not say: read from its JSON)
         files = {n: e for n, e in previous.files.items() if n not in gone} | made
     served = dict(previous.served)
-    plan_module._patch(served, served_change)
+    apply_changes(served, served_change)
     roots = {}
     for key, s in previous.roots.items():
         stat = dict(s.stat)
-        plan_module._patch(stat, stat_change)
+        apply_changes(stat, stat_change)
         roots[key] = RootState(commit, "", s.stale, stat)
     return Manifest(
         commit=commit * 20,
@@ -597,7 +599,7 @@ def test_a_stat_table_is_the_dict_of_its_recorded_stats(
     lookups: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Past LOOKUPS_MAX lookups the table answers from its dict: the same answers.
-    monkeypatch.setattr(plan_module, "LOOKUPS_MAX", lookups)
+    monkeypatch.setattr(overlay, "LOOKUPS_MAX", lookups)
     names = ["a", "b", "c"]
     table = plan_module.StatTable(names, array("q", [1, 2, 3, -1, 0, 0, 7, 8, 9]))
     model = {"a": (1, 2, 3), "c": (7, 8, 9)}  # (size -1: no stat recorded for b)
