@@ -122,13 +122,18 @@ OVERLAY_MAX = 4096
 
 
 def updated(base: Mapping[str, _V], more: Mapping[str, _V]) -> Mapping[str, _V]:
-    """`base` with the items of `more` set: an Overlay of what `base` was made from when
-    it is one and the changes are few (no fleet's copy), else a new dict."""
-    if not isinstance(base, Overlay) or len(base._changes) + len(more) > OVERLAY_MAX:
+    """`base` with the items of `more` set: when the changes are few (no fleet's copy), an
+    Overlay of what `base` was made from when it is one, or over `base` when it is a
+    Sorted (a map read from its columns); else a new dict."""
+    out: Overlay[_V]
+    if isinstance(base, Sorted) and len(more) <= OVERLAY_MAX:
+        out = Overlay(cast("Mapping[str, _V]", base))  # (a Sorted's values are its tuples)
+    elif isinstance(base, Overlay) and len(base._changes) + len(more) <= OVERLAY_MAX:
+        out = Overlay(base.base)
+        out._changes = dict(base._changes)
+        out._own = set(base._own)
+    else:
         return {**whole(base), **more}
-    out = Overlay(base.base)
-    out._changes = dict(base._changes)
-    out._own = set(base._own)
     out.update(more)
     return out
 
@@ -174,7 +179,14 @@ class Overlay(MutableMapping[str, _V]):
         self._whole = None
 
     def __len__(self) -> int:
-        return len(self.whole())
+        # From the changes: the size of a version state decides whether to snapshot it.
+        if self._whole is not None:
+            return len(self._whole)
+        size = len(self._under)
+        for key, value in self._changes.items():
+            there = key in self._under
+            size += -there if value is _GONE else not there
+        return size
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.whole())

@@ -45,12 +45,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pygit2
 
 from gitprov import statejson
 from gitprov.errors import UsageError
+from gitprov.overlay import Sorted, updated, whole
 
 # Bumped whenever what the cache holds changes meaning or layout; `rule()` adds a digest
 # of gitprov's code, so a changed rule, digest or validation never reads an older state.
@@ -252,7 +253,7 @@ def step(cid: str, parents: list[State], result: Evaluated | None) -> State:
     changed = _changes(cid, parents, result)
     keys: Mapping[str, Entry] = parents[0].keys if parents else {}
     if changed:
-        keys = {**keys, **changed}
+        keys = updated(keys, changed)
     return State(floor, floor_by, keys, result is not None)
 
 
@@ -425,7 +426,7 @@ class VersionCache:
         # faster, and at 100k devices a publish reads the last snapshot every time.
         commits: dict[str, int] = {}
         columns: dict[str, list[Any]] = {"keys": [], "digests": [], "n": [], "by": []}
-        for k, (d, n, by) in state.keys.items():
+        for k, (d, n, by) in sorted(whole(state.keys).items()):  # (read as a Sorted)
             columns["keys"].append(k)
             columns["digests"].append(d)
             columns["n"].append(n)
@@ -632,9 +633,14 @@ def _read_snapshot(path: Path, commit_id: str) -> State | None:
         # columns of different lengths rather than cut one short.
         if not len(keys_) == len(digests) == len(ns) == len(bys):
             return None
-        keys = dict(
-            zip(keys_, zip(digests, ns, [commits[i] for i in bys], strict=True), strict=True)
-        )
+        columns = (digests, ns, list(map(commits.__getitem__, bys)))
+        keys: Mapping[str, Entry]
+        if Sorted.ordered(keys_):
+            # A publish by change looks up a few keys and changes fewer: a dict of the
+            # fleet (40 ms at 100,000 devices) is made only if it is iterated.
+            keys = cast("Mapping[str, Entry]", Sorted(keys_, columns))
+        else:  # (a snapshot written before they were sorted)
+            keys = dict(zip(keys_, zip(*columns, strict=True), strict=True))
         return State(int(header["floor"]), str(header["floor_by"]), keys, bool(header["valid"]))
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
@@ -738,7 +744,7 @@ def _solve(
                     cache.flush()
             keys: Mapping[str, Entry] = parents[0].keys if parents else {}
             if delta.changed:
-                keys = {**keys, **delta.changed}
+                keys = updated(keys, delta.changed)  # (no copy of a fleet's for a few)
             state = State(delta.floor, delta.floor_by, keys, delta.valid)
             states[cid] = state
             steps, entries = depth.get(needs[cid][0], (0, 0)) if needs[cid] else (0, 0)

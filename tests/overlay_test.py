@@ -23,6 +23,7 @@ def _sorted(model: dict[str, tuple[int, str]]) -> Sorted:
 
 
 def _same(got: Any, model: dict[str, Any], probes: list[str]) -> None:
+    assert len(got) == len(model)  # (before its dict is made: an Overlay counts changes)
     assert dict(whole(got)) == model and len(got) == len(model) and set(got) == set(model)
     assert dict(got.items()) == model and got.keys() == model.keys()
     assert sorted(got.values()) == sorted(model.values())
@@ -97,7 +98,8 @@ def _check(
     assert next_one.changes_from(under) is None
     _same(over, model, probes)  # left as it was
     assert under == base  # the base is never changed
-    # `updated`: the items of another map set, over the same base when an Overlay.
+    # `updated`: the items of another map set, over the same base when an Overlay, over
+    # a Sorted itself.
     extra = {k: v for k, v in more if v is not None}
     for made in (over, model):
         got = updated(made, extra)
@@ -106,6 +108,12 @@ def _check(
         if isinstance(got, Overlay):
             assert got.changes_from(under) == _diff(base, {**model, **extra})
     _same(over, model, probes)
+    got = updated(under, extra)
+    _same(got, {**base, **extra}, probes)
+    assert isinstance(got, Overlay) is as_columns
+    if isinstance(got, Overlay):
+        assert got.changes_from(under) == _diff(base, {**base, **extra})
+    assert under == base
 
 
 def test_keys_out_of_order_or_twice_are_not_a_sorted_map() -> None:

@@ -5,6 +5,8 @@ the highest floor of the history + n; invalid commits hold their first parent's 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from gitprov.compile import placeholder_resolver
 from gitprov.formats import flyingvoice
 from gitprov.pipeline import Pipeline
 from gitprov.version import (
+    ABSENT,
     Delta,
     Evaluated,
     State,
@@ -336,6 +339,30 @@ def test_version_cache_ignores_other_formats(tmp_path: Path) -> None:
     head, body = snap.read_bytes().split(b"\n", 1)
     snap.write_bytes(head.replace(b'"format":3', b'"format":2') + b"\n" + body)
     assert VersionCache(tmp_path, "salt").state("abc") is None
+
+
+def test_a_snapshot_reads_back_whether_or_not_its_keys_are_in_order(tmp_path: Path) -> None:
+    """A snapshot's keys are written sorted and read as columns (looked up by bisection);
+    one written before, in any order, is read as a dict: the same state either way."""
+    state = State(7, "f", {"n": ("e", 1, "c"), "m": ("d", 3, "b"), "o": ("g", 2, "c")}, True)
+    cache = VersionCache(tmp_path, "salt")
+    cache.store_snapshot("abc", state)
+    snap = cache.directory / "abc.snap" if cache.directory else tmp_path
+    head, body = snap.read_bytes().split(b"\n", 1)
+    assert json.loads(body)["keys"] == ["m", "n", "o"]
+    back = VersionCache(tmp_path, "salt").state("abc")
+    assert back is not None and not isinstance(back.keys, dict) and back == state
+    assert back.entry("m") == ("d", 3, "b") and back.entry("x")[0] == ABSENT
+    columns = json.loads(body)
+    order = [1, 2, 0]
+    columns = {name: [column[i] for i in order] for name, column in columns.items()}
+    raw = json.dumps(columns).encode() + b"\n"
+    header = json.loads(head)
+    header["sha256"] = hashlib.sha256(raw).hexdigest()
+    snap.write_bytes(json.dumps(header).encode() + b"\n" + raw)
+    back = VersionCache(tmp_path, "salt").state("abc")
+    assert back is not None and isinstance(back.keys, dict) and back == state
+    assert list(back.keys) == ["n", "o", "m"]
 
 
 def test_deltas_round_trip_through_packs(tmp_path: Path) -> None:
