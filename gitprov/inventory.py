@@ -20,6 +20,7 @@ from gitprov.catalog import DBID_PATTERN
 from gitprov.errors import GitprovError, Problem, error, warning
 from gitprov.limits import DEFAULT, Limits, of_fleet
 from gitprov.macros import normalise_mac
+from gitprov.overlay import editable
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.source import GITLINK, FileRef, Source, TooLarge
 from gitprov.unsafe import UNSAFE, describe, shown
@@ -481,7 +482,7 @@ def update_documents(
     problems of reading its files) and what changed since (path -> blob id, None: gone,
     from a tree diff): only the changed files are read. When gitprov.yaml's limits
     change, every file is read again (within the new ones)."""
-    files = dict(base.files)
+    files = editable(base.files)  # (a snapshot's as it was read, and a few changes)
     for path, oid in changes.items():
         if oid is None:
             files.pop(path, None)
@@ -492,7 +493,7 @@ def update_documents(
         refs = [FileRef(p, o) for p, o in sorted(files.items())]
         return read_documents(source, cache, refs)
     problems = dict(base_problems)
-    oids = dict(base.oids)
+    oids = editable(base.oids)
     by_kind_changes: dict[str, dict[str, Document | None]] = {}
     changed: list[tuple[str, Document]] = []
     removed: list[str] = []

@@ -57,6 +57,7 @@ from gitprov.inventory import (
     update_documents,
 )
 from gitprov.limits import Limits
+from gitprov.overlay import editable
 from gitprov.parallel import Ahead, can_fork
 from gitprov.rules import HistoryFloor
 from gitprov.source import (
@@ -126,8 +127,8 @@ class _Snapshot:
         self.changes = changes
         # Commits and changed files since the nearest snapshot kept on disk (None: none).
         self.distance = distance
-        self.digests: dict[str, str] | None = None  # version key -> digest (valid only)
-        self.macs: dict[str, str] | None = None  # device path -> MAC, with digests
+        self.digests: Mapping[str, str] | None = None  # version key -> digest (valid only)
+        self.macs: Mapping[str, str] | None = None  # device path -> MAC, with digests
         # The digests that differ from those of the snapshot of commit `changed_since`
         # (ABSENT: gone), when `_digest` derived them from it (see versioning.Evaluated).
         self.changed: dict[str, str] | None = None
@@ -438,9 +439,13 @@ class Pipeline:
         files = kept.files
         limits = _limits(files, source, self.parse_cache)
         by_kind: dict[str, tuple[Document, ...] | _Lazy] = {}
-        oids: dict[str, str] = {}
-        for kind, paths in kept.oids.items():
+        # Every kind's blob ids in one map: the largest kind's (a fleet's devices, as it
+        # was read: no dict made of it) with the others' few set over it.
+        kinds = sorted(kept.oids.items(), key=lambda item: len(item[1]), reverse=True)
+        oids = editable(kinds[0][1]) if kinds else {}
+        for _, paths in kinds[1:]:
             oids.update(paths)
+        for kind, paths in kept.oids.items():
             if kind == DEVICE:
                 # `_keep` wrote the facts from the documents it wrote `paths` from: each
                 # fact's blob id is its path's, and the file is read only when its CRC
@@ -649,7 +654,7 @@ class Pipeline:
                 or any(p.name in profiles for p in whole.profile_chain(d.profile))
             )
             inv = dataclasses.replace(whole, devices=reached)
-        digests = dict(base.digests)
+        digests = editable(base.digests)  # (an Overlay of a few changes over a kept map)
         now_macs = {d.path: d.mac for d in inv.devices}
         changed: dict[str, str] = {}
         for path in changes:

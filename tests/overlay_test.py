@@ -3,13 +3,15 @@ exactly what differs from the map it was made from."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gitprov import overlay
-from gitprov.overlay import Overlay, Sorted, updated, whole
+from gitprov.overlay import Overlay, Sorted, TextMap, editable, updated, whole
 
 _keys = st.text(alphabet="ab\0é]", max_size=4)
 _values = st.tuples(st.integers(0, 3), st.sampled_from(["x", "y"]))
@@ -23,14 +25,19 @@ def _sorted(model: dict[str, tuple[int, str]]) -> Sorted:
 
 
 def _same(got: Any, model: dict[str, Any], probes: list[str]) -> None:
-    assert len(got) == len(model)  # (before its dict is made: an Overlay counts changes)
+    # Looked up and counted first: before a map makes its dict (once iterated), each key
+    # is found its own way (a bisection, an Overlay's changes over its base).
+    assert len(got) == len(model)
+    for key in [*model, *probes]:
+        assert (key in got) == (key in model)
+        assert got.get(key) == model.get(key)
+    assert 1 not in got  # (not a key of text)
     assert dict(whole(got)) == model and len(got) == len(model) and set(got) == set(model)
     assert dict(got.items()) == model and got.keys() == model.keys()
     assert sorted(got.values()) == sorted(model.values())
     for key in [*model, *probes]:
         assert (key in got) == (key in model)
         assert got.get(key) == model.get(key)
-    assert 1 not in got  # (not a key of text)
 
 
 def _apply(over: Overlay[Any], model: dict[str, Any], changes: list[tuple[str, Any]]) -> None:
@@ -119,3 +126,52 @@ def _check(
 def test_keys_out_of_order_or_twice_are_not_a_sorted_map() -> None:
     assert Sorted.ordered(["a", "b", "c"]) and Sorted.ordered([])
     assert not Sorted.ordered(["a", "a"]) and not Sorted.ordered(["b", "a"])
+
+
+_text = st.text(alphabet="ab/é\n", max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(_text, _text, max_size=10),
+    st.lists(st.tuples(_text, st.none() | _text), max_size=12),
+    st.sampled_from([2048, 3, 0]),
+)
+def test_a_text_map_is_the_dict_it_was_made_from(
+    model: dict[str, str], changes: list[tuple[str, str | None]], lookups: int
+) -> None:
+    kept, overlay.LOOKUPS_MAX = overlay.LOOKUPS_MAX, lookups
+    try:
+        probes = [k for k, _ in changes]
+        made = TextMap.of(model)
+        assert made is not None and TextMap.of(made) is made
+        _same(made, model, probes)
+        again = pickle.loads(pickle.dumps(made))
+        assert isinstance(again, TextMap)
+        _same(again, model, probes)
+        # Changed through `editable`: an Overlay over it, the map itself left as it was.
+        changed, after = editable(again), dict(model)
+        assert isinstance(changed, Overlay)
+        _apply(changed, after, changes)
+        _same(changed, after, probes)
+        _same(again, model, probes)
+        _same(updated(again, {"x": "y"}), {**model, "x": "y"}, probes)
+    finally:
+        overlay.LOOKUPS_MAX = kept
+
+
+def test_a_text_map_refuses_what_its_blocks_cannot_hold() -> None:
+    assert TextMap.of({"a\0b": "c"}) is None and TextMap.of({"a": "b\0"}) is None
+    assert TextMap.of({"a": 1}) is None  # type: ignore[dict-item]
+    assert dict(TextMap("", "", 0)) == {} and dict(TextMap("", "", 1)) == {"": ""}
+    for keys, values, count in [("a\0b", "c", 2), ("a", "b\0c", 1), ("a", "b", 0), ("", "", -1)]:
+        with pytest.raises(ValueError):
+            TextMap(keys, values, count)
+    made = TextMap.of({"a": "x", "bc": "yz"})
+    assert made is not None
+    keys, values, count, starts = made.__reduce__()[1]
+    assert TextMap(keys, values, count, starts) == {"a": "x", "bc": "yz"}
+    for forged in (starts[:-8], starts + starts[:8], bytes(8) * 4):
+        with pytest.raises(ValueError):
+            TextMap(keys, values, count, forged)
+    assert editable({"a": "b"}) == {"a": "b"} and not isinstance(editable({}), Overlay)
