@@ -405,17 +405,16 @@ def _compare(
     """One pass over the new files (or the names `only`, when the others are known to
     be the same), records made only for the files that differ: a one-device publish in
     a fleet of 100,000 compares 100,000 digests and makes one."""
-    old_sha, new_sha = _sha_of(old), _sha_of(new)
+    old_sha, new_sha = _sha_by_name(old), _sha_of(new)
     added: list[str] = []
     changed: list[str] = []
     names = new.keys() if only is None else [n for n in only if n in new]
     for name in names:
-        value = new[name]
-        was = old.get(name)
+        was = old_sha(name)
         if was is None:
             added.append(name)
         # A version is in the file's bytes: a new version is a new sha256.
-        elif old_sha(was) != new_sha(value):
+        elif was != new_sha(new[name]):
             changed.append(name)
     removed = [name for name in (old if only is None else only) if name in old and name not in new]
     return (
@@ -431,6 +430,16 @@ def _sha_of(files: Mapping[str, Any]) -> Callable[[Any], str]:
         return attrgetter("sha256_data")
     first = next(iter(files.values()), None)
     return attrgetter("sha256" if isinstance(first, FileRecord) else "sha256_data")
+
+
+def _sha_by_name(files: Mapping[str, Any]) -> Callable[[str], str | None]:
+    """A name's sha256 in `files` (None: not there): of an EntryTable, from its one
+    column (a whole entry asked for would split every column of a fleet's)."""
+    if isinstance(files, EntryTable):
+        table = files
+        return lambda name: table.value_of(name, "sha256_data") if name in table else None
+    sha = _sha_of(files)
+    return lambda name: None if (value := files.get(name)) is None else sha(value)
 
 
 def _record(name: str, value: Any) -> FileRecord:

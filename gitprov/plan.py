@@ -613,6 +613,13 @@ class EntryTable(Mapping[str, ManifestEntry]):
     def values(self) -> ValuesView[ManifestEntry]:
         return self._made().values()
 
+    def value_of(self, name: str, field: str) -> Any:
+        """One field of one entry: from its column alone (KeyError: no such name)."""
+        found = self._extra.get(name)
+        if found is not None:
+            return getattr(found, field)
+        return self._columns[field][self._at[name]]
+
     def values_of(self, field: str) -> dict[str, Any]:
         """Name -> the value of one field of its entry, for every name: from a column."""
         column = self._columns[field]
@@ -877,17 +884,17 @@ def plan(
         intact[key] = kept
         unchanged += len(same)
         for name in sorted(wanted_names - same):
-            entry = recorded.get(name)
+            sha = _recorded_sha256(recorded, name)
             found = (
-                _found(f"{key}/{name}", entry, stats.get(name), verify) if name in present else None
+                _found(f"{key}/{name}", sha, stats.get(name), verify) if name in present else None
             )
             if found is None:
-                if entry is not None:
+                if sha is not None:
                     drift.append(Drift(key, name, "deleted"))
                 actions.append(FileAction(key, name, Action.ADD))
                 continue
             on_disk, st, touched = found
-            if entry is not None and on_disk != entry.sha256_data:
+            if sha is not None and on_disk != sha:
                 drift.append(Drift(key, name, "changed"))
             elif touched:
                 drift.append(Drift(key, name, "touched"))
@@ -934,9 +941,7 @@ def _unchanged(
         wanted.update(
             name
             for name in (here - sure if sure else here)
-            if name in stats
-            and (entry := recorded.get(name)) is not None
-            and entry.sha256_data == digests[name]
+            if name in stats and _recorded_sha256(recorded, name) == digests[name]
         )
         checks.append((root, wanted, stats))
     # The roots surveyed ahead: only the names the survey did not cover are looked at.
@@ -954,17 +959,26 @@ def _unchanged(
     return [names for _, names, _ in checks]
 
 
+def _recorded_sha256(files: Mapping[str, ManifestEntry], name: str) -> str | None:
+    """The sha256 a manifest records for `name` (None: not listed): of an EntryTable,
+    from its one column (a few entries asked for split no other)."""
+    if isinstance(files, EntryTable):
+        return files.value_of(name, "sha256_data") if name in files else None
+    entry = files.get(name)
+    return None if entry is None else entry.sha256_data
+
+
 def _found(
-    path: str, entry: ManifestEntry | None, was: Stat | None, verify: bool
+    path: str, recorded: str | None, was: Stat | None, verify: bool
 ) -> tuple[str, Stat, bool] | None:
     """A served file's sha256 and stat, and whether its stat is not the one recorded
     (touched: rewritten even with the same bytes, unless `verify` read them). The sha256
-    is the manifest's when the stat matches, unless `verify`. None: it is gone."""
+    is the one recorded when the stat matches, unless `verify`. None: it is gone."""
     st = stat_of(path)  # before reading: a change after this shows in the next stat
     if st is None:
         return None
-    if was is not None and entry is not None and st == was and not verify:
-        return entry.sha256_data, st, False
+    if was is not None and recorded is not None and st == was and not verify:
+        return recorded, st, False
     on_disk = sha256_file(path)
     if on_disk is None:
         return None
@@ -980,7 +994,7 @@ def check_drift(manifest: Manifest, *, verify: bool = False) -> tuple[Drift, ...
         if not manifest.converged(key):
             continue
         for name, entry in sorted(manifest.files.items()):
-            seen = _found(f"{key}/{name}", entry, state.stat.get(name), verify)
+            seen = _found(f"{key}/{name}", entry.sha256_data, state.stat.get(name), verify)
             if seen is None:
                 found.append(Drift(key, name, "deleted"))
             elif seen[0] != entry.sha256_data:

@@ -22,6 +22,8 @@ import pygit2
 import pytest
 from jsonschema import Draft202012Validator
 
+from gitprov import journal
+from gitprov import plan as plan_module
 from gitprov.app import Session
 from gitprov.cli import main
 from gitprov.crypto import Cipher
@@ -32,7 +34,8 @@ from gitprov.journal import (
     read_journal,
 )
 from gitprov.pipeline import Pipeline
-from gitprov.plan import load_manifest
+from gitprov.plan import EntryTable, ManifestEntry, load_manifest
+from gitprov.plan import Kind as FileKind
 from gitprov.publish import PublishResult, Targets, publish_commit
 from gitprov.schemas import output_schemas
 from gitprov.validate import Options
@@ -141,6 +144,26 @@ def check(kind: str, text: str) -> Any:
 
 
 # -- what a publish appends -------------------------------------------------------------
+def test_files_compared_with_a_manifest_read_from_its_index_are_those_of_its_json() -> None:
+    """The old entries as the index's columns (a name's sha256 read from its one column)
+    or as a dict: the same files added, changed and removed."""
+
+    def entry(data: str) -> ManifestEntry:
+        return ManifestEntry("0021f2011b19", "IP542N", 1001, "c1", "p", data, FileKind.DEVICE)
+
+    old = {f"f{i}.conf": entry(f"d{i}") for i in range(5)}
+    new = {**old, "f1.conf": entry("other"), "f9.conf": entry("d9")}
+    del new["f2.conf"]
+    names = sorted(old)
+    table = EntryTable.of(
+        names, [[getattr(old[n], f) for n in names] for f in plan_module._ENTRY_ROW]
+    )
+    for only in (None, {"f0.conf", "f1.conf", "f2.conf", "f9.conf"}):
+        got = journal._compare(table, new, only)
+        assert got == journal._compare(old, new, only)
+        assert [[r.name for r in rs] for rs in got] == [["f9.conf"], ["f1.conf"], ["f2.conf"]]
+
+
 def test_each_publish_that_changes_something_appends_one_line_and_keeps_the_others(
     history: History,
 ) -> None:

@@ -144,6 +144,52 @@ def test_drift_is_what_differs_from_the_manifest_in_converged_roots(tmp_path: Pa
     assert prev.lagging() == (str(lagging),)
 
 
+@pytest.mark.parametrize("read_from", ["json", "index"])
+def test_a_manifest_read_from_its_index_plans_what_its_json_does(
+    tmp_path: Path, read_from: str
+) -> None:
+    """Its entries read from the index's columns (one field of a few of them) or from
+    the JSON: the same drift, the same files left alone."""
+    root = tmp_path / "http"
+    files = {f"f{i}.conf": b"%d" % i for i in range(6)}
+    write(root, files)
+    stats = {n: plan_module.stat_of(root / n) for n in files}
+    m = manifest(files, {str(root): RootState("c1", stat=stats)})  # type: ignore[arg-type]
+    state = tmp_path / "state"
+    state.mkdir()
+    data = m.to_bytes()
+    (state / MANIFEST).write_bytes(data)
+    plan_module.write_index(state, dataclasses.replace(m, sha256=sha(data)))
+    if read_from == "json":
+        (state / plan_module.INDEX).unlink()
+    plan_module._LOADED.clear()
+    prev = load_manifest(state)
+    assert prev is not None
+    assert isinstance(prev.files, plan_module.EntryTable) is (read_from == "index")
+    time.sleep(0.01)  # (a rewrite's stat differs from the one recorded)
+    write(root, {"f0.conf": b"edited by hand"})
+    (root / "f1.conf").unlink()
+    # f2 rebuilt with the same bytes (not known to be the recorded ones), f3 with others.
+    wanted = {**files, "f3.conf": b"new"}
+    got = plan(
+        wanted.keys(),
+        [root],
+        prev,
+        digests={n: sha(d) for n, d in wanted.items()},
+        as_recorded={"f4.conf", "f5.conf"},
+    )
+    assert set(got.actions) == {
+        FileAction(str(root), "f0.conf", Action.CHANGE),
+        FileAction(str(root), "f1.conf", Action.ADD),
+        FileAction(str(root), "f3.conf", Action.CHANGE),
+    }
+    assert got.drift == (
+        Drift(str(root), "f0.conf", "changed"),
+        Drift(str(root), "f1.conf", "deleted"),
+    )
+    assert got.unchanged == 3
+
+
 def test_a_lagging_root_still_owns_the_files_of_removed_devices(tmp_path: Path) -> None:
     lagging, new = tmp_path / "lagging", tmp_path / "new"
     write(lagging, {"keep.conf": b"k", "removed.conf": b"r"})
