@@ -43,6 +43,7 @@ import posixpath
 import re
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
@@ -2102,7 +2103,7 @@ def _publish_locked(
     try:
         digest = hashlib.sha256()
         text = manifest_chunks(targets.state_dir, manifest)
-        write_atomic(targets.state_dir / MANIFEST, _hashed(text, digest))
+        _write_hashed(targets.state_dir / MANIFEST, text, digest)
     except OSError as exc:
         raise PublishError(
             f"the files are in place but the manifest could not be written into "
@@ -2151,6 +2152,25 @@ def _carried_contents(
     if unreadable:
         raise CarriedUnreadable(unreadable)
     return out
+
+
+def _write_hashed(
+    path: Path, chunks: Iterable[bytes | memoryview], digest: hashlib._Hash
+) -> None:
+    """write_atomic(path, chunks), `digest` updated with them: while they are written and
+    synced, on another thread, when they are all at hand (a manifest made by change, 60
+    MB at 100,000 devices, its sha256 a twentieth of a second: hashlib lets go of the GIL
+    over large chunks); else as each is written (a text made as it goes is never whole
+    in memory)."""
+    if not isinstance(chunks, list):
+        write_atomic(path, _hashed(chunks, digest))
+        return
+    hashing = threading.Thread(target=lambda: any(map(digest.update, chunks)))
+    hashing.start()
+    try:
+        write_atomic(path, chunks)
+    finally:
+        hashing.join()
 
 
 def _hashed(
