@@ -84,12 +84,30 @@ def journal(where: Path) -> list[dict[str, object]]:
 
 
 def state_recorded(where: Path) -> None:
-    """The journal's last state digest is the manifest's, computed from nothing."""
+    """The journal's last state digest is the manifest's, computed from nothing; the
+    build record names the manifest file by its sha256."""
+    data = (where / "state" / MANIFEST).read_bytes()
+    inputs = json.loads((where / "state" / BUILD_INPUTS).read_text())
+    assert inputs["manifest"] == hashlib.sha256(data).hexdigest()
     manifest = load_manifest(where / "state")
     assert manifest is not None
     journal_module._LINES.clear()
     last = (where / "state" / JOURNAL).read_text().splitlines()[-1]
     assert json.loads(last)["state"] == journal_module.state_digest(manifest)
+
+
+def as_a_fresh_process() -> None:
+    """Forget what the publishes before left in this process (the manifests and build
+    records read or written, the journal's lines): the next one reads the state dir as
+    a process of its own does, the manifest from its index, its text spliced."""
+    for cache in (
+        plan_module._LOADED,
+        plan_module._BASES,
+        plan_module._DIFFED,
+        journal_module._LINES,
+        publish_module._RECORDS,
+    ):
+        cache.clear()
 
 
 def publish_in_full(repo: GitRepo, where: Path, *more: str) -> int:
@@ -429,6 +447,7 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
         if watcher is not None:
             watcher()
         else:
+            as_a_fresh_process()
             assert publish(repo, where, allow) == 0, done
         # The same publishes, each building every device; and one into fresh roots.
         assert publish_in_full(repo, twin, allow) == 0
