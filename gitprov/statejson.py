@@ -10,6 +10,7 @@ float, and decodes a manifest only a third faster."""
 from __future__ import annotations
 
 import json
+import mmap
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -99,20 +100,26 @@ def chunks(obj: Mapping[str, Any], *, newline: bool = False, size: int = 4096) -
 _KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
 
 
-def map_end(old: bytes, lo: int, close: bytes, then: bytes) -> int:
+# A text read as bytes, or mapped (a manifest to splice: not copied out of the page cache).
+Text = bytes | mmap.mmap
+
+
+def map_end(old: Text, lo: int, close: bytes, then: bytes) -> int:
     """Where the map whose entries start at `lo` in `old` ends (at its closing brace):
     after the last entry's `close` (`}` or `]`), where the brace is followed by `then`
     (what follows the map up to the next key's quote, which no string holds unescaped;
     or up to the end of the text). ValueError when it is not there."""
     quoted = b'"' in then
-    if old.startswith(b"}" + then, lo) and (quoted or len(old) == lo + 1 + len(then)):
+    empty = b"}" + then
+    if old[lo : lo + len(empty)] == empty and (quoted or len(old) == lo + len(empty)):
         return lo  # an empty map
     if quoted:
         found = old.find(close + b"}" + then, lo)
         if found < 0:
             raise ValueError("not the map's end")
         return found + len(close)
-    if not old.endswith(close + b"}" + then) or len(old) - len(then) - 1 <= lo:
+    last = close + b"}" + then
+    if old[len(old) - len(last) :] != last or len(old) - len(then) - 1 <= lo:
         raise ValueError("not the map's end")
     return len(old) - len(then) - 1
 
@@ -124,7 +131,7 @@ SPLICE_MAX = 4096
 
 
 def splice_map(
-    old: bytes, view: memoryview, lo: int, hi: int, changes: Mapping[str, Any], close: bytes
+    old: Text, view: memoryview, lo: int, hi: int, changes: Mapping[str, Any], close: bytes
 ) -> list[bytes | memoryview]:
     """The entries of the map `old[lo:hi]` (sorted by key, each value ending in `close`),
     with each key of `changes` put in place with its value as JSON, or left out where
@@ -162,13 +169,13 @@ def entry_at(old: bytes, lo: int, hi: int, name: str, close: bytes) -> tuple[int
     return found, end - 1 if end < hi else hi
 
 
-def _next_entry(old: bytes, pos: int, hi: int, close: bytes) -> int:
+def _next_entry(old: Text, pos: int, hi: int, close: bytes) -> int:
     """Where the first entry starting at or after `pos` starts (`hi`: none does)."""
     found = old.find(close + b',"', pos - 2, hi)
     return found + 2 if found >= 0 else hi
 
 
-def _key_at(old: bytes, pos: int) -> str:
+def _key_at(old: Text, pos: int) -> str:
     match = _KEY.match(old, pos)
     if match is None:
         raise ValueError("no entry there")
@@ -178,7 +185,7 @@ def _key_at(old: bytes, pos: int) -> str:
     return key
 
 
-def _bisect_entries(old: bytes, lo: int, hi: int, name: str, close: bytes) -> int:
+def _bisect_entries(old: Text, lo: int, hi: int, name: str, close: bytes) -> int:
     """Where the first entry of `old[lo:hi]` (`lo` an entry's start) whose name is not
     before `name` starts; `hi` when none."""
     a, b = lo, hi
