@@ -2154,9 +2154,7 @@ def _carried_contents(
     return out
 
 
-def _write_hashed(
-    path: Path, chunks: Iterable[bytes | memoryview], digest: hashlib._Hash
-) -> None:
+def _write_hashed(path: Path, chunks: Iterable[bytes | memoryview], digest: hashlib._Hash) -> None:
     """write_atomic(path, chunks), `digest` updated with them: while they are written and
     synced, on another thread, when they are all at hand (a manifest made by change, 60
     MB at 100,000 devices, its sha256 a twentieth of a second: hashlib lets go of the GIL
