@@ -249,16 +249,57 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
     if sum(len(changes) for _, _, changes in maps) > statejson.SPLICE_MAX:
         return None  # (made whole: see SPLICE_MAX)
     skeleton = b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
+    spans = _map_spans(old, skeleton, [(m, c) for m, c, _ in maps], _ends_of(state_dir, loaded[0]))
+    if spans is None:
+        return None
     view = memoryview(old)
-    out: list[bytes | memoryview] = []
-    at = old_at = 0  # where the skeleton and the old text were left
+    out = _Spliced()
+    at = size = 0  # where the skeleton was left, and the length of the text made
     try:
-        for marker, close, changes in maps:
+        for (_, close, changes), (found, lo, hi) in zip(maps, spans, strict=True):
+            out.append(skeleton[at:found])
+            at = found
+            for i, run in enumerate(statejson.splice_map(old, view, lo, hi, changes, close)):
+                if i:
+                    out.append(b",")
+                out.append(run)
+            size = sum(map(len, out))
+            out.ends.append(size)
+    except ValueError:
+        return None
+    out.append(skeleton[at:])
+    return out
+
+
+class _Spliced(list[bytes | memoryview]):
+    """A manifest's text spliced (see `_spliced`) and where each of its maps ends in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[int] = []
+
+
+def _map_spans(
+    old: statejson.Text,
+    skeleton: bytes,
+    maps: Sequence[tuple[bytes, bytes]],
+    known: Sequence[int] | None,
+) -> list[tuple[int, int, int]] | None:
+    """For each of `maps` (its key's text up to its brace, and how its values close), in
+    the order the text `old` holds them: where the map's entries go in `skeleton` (the
+    text of the manifest with every map empty), and where they start and end in `old`.
+    The ends `known` (MAP_ENDS) are taken where `old` bears them out; else each is found
+    by a scan (60 MB at 100,000 devices: 35 ms). None where `old` is not such a text."""
+    spans = []
+    at = old_at = 0  # where the skeleton and the old text were left
+    if known is not None and len(known) != len(maps):
+        known = None
+    try:
+        for k, (marker, close) in enumerate(maps):
             found = skeleton.find(marker + b"}", at)
             lo = old.find(marker, old_at)
             if found < 0 or lo < 0:
                 return None
-            out.append(skeleton[at : found + len(marker)])
             at = found + len(marker)
             # What follows the map in the skeleton, up to the next key's quote, follows it
             # in the old text too (the same roots): never inside a string, where a quote
@@ -266,15 +307,83 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
             quote = skeleton.find(b'"', at)
             then = skeleton[at + 1 : quote + 1 if quote >= 0 else len(skeleton)]
             lo += len(marker)
-            old_at = statejson.map_end(old, lo, close, then)
-            for i, run in enumerate(statejson.splice_map(old, view, lo, old_at, changes, close)):
-                if i:
-                    out.append(b",")
-                out.append(run)
+            end = known[k] if known is not None else -1
+            if not _ends_at(old, lo, end, close, then):
+                end = statejson.map_end(old, lo, close, then)
+            spans.append((at, lo, end))
+            old_at = end
     except ValueError:
         return None
-    out.append(skeleton[at:])
-    return out
+    return spans
+
+
+def _ends_at(old: statejson.Text, lo: int, end: int, close: bytes, then: bytes) -> bool:
+    """Whether the map whose entries start at `lo` in `old` may end at `end`: its last
+    value's `close` there (or nothing, for an empty map), then the brace and `then` (the
+    end of the text when `then` holds no quote). Asked of ends recorded for this very
+    file (MAP_ENDS): a check against a mistake, not a search."""
+    tail = b"}" + then
+    if end < lo or old[end : end + len(tail)] != tail:
+        return False
+    if b'"' not in then and end + len(tail) != len(old):
+        return False
+    return end == lo or old[end - len(close) : end] == close
+
+
+# Beside the manifest: where each of its maps (files, each root's stats, the versions)
+# ends in its text, for the file it names (size, mtime, inode). Best effort, never
+# fsynced: a splice that finds it missing or wrong scans for the ends.
+MAP_ENDS = "manifest.ends"
+_ENDS_FORMAT = 1
+
+
+def _ends_of(state_dir: Path, identity: tuple[int, ...]) -> list[int] | None:
+    try:
+        with open(state_dir / MAP_ENDS, "rb") as f:
+            raw = statejson.loads(f.read(1 << 16))
+        named = raw["manifest"]
+        ends = raw["ends"]
+        if raw["format"] != _ENDS_FORMAT or named != [identity[2], identity[3], identity[1]]:
+            return None
+        if not all(type(e) is int for e in ends):
+            return None
+        return list(ends)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_map_ends(state_dir: Path, manifest: Manifest, text: Iterable[Any]) -> None:
+    """Record where the maps of the manifest file just written end (MAP_ENDS): known when
+    `text` was spliced, else found in the file (a full write: a publish of the whole
+    fleet, to which a scan adds little)."""
+    path = state_dir / MAP_ENDS
+    with contextlib.suppress(OSError):
+        path.unlink()
+    try:
+        with open(state_dir / MANIFEST, "rb") as f:
+            st = os.fstat(f.fileno())
+            ends = text.ends if isinstance(text, _Spliced) else None
+            if ends is None and st.st_size:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                skeleton = b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
+                markers = [(b'"files":{', b"}")]
+                markers += [(b'"stat":{', b"]")] * len(manifest.roots)
+                markers.append((b'"served":{', b"}"))
+                spans = _map_spans(data, skeleton, markers, None)
+                ends = None if spans is None else [hi for _, _, hi in spans]
+        if ends is None:
+            return
+        log = {
+            "format": _ENDS_FORMAT,
+            "manifest": [st.st_size, st.st_mtime_ns, st.st_ino],
+            "ends": ends,
+        }
+        tmp = state_dir / f"{TMP_PREFIX}{MAP_ENDS}{TMP_SUFFIX}"
+        with open(tmp, "wb") as out:
+            out.write(statejson.dumps(log, newline=True))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        return
 
 
 class _Diffs(NamedTuple):

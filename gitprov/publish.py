@@ -94,6 +94,7 @@ from gitprov.plan import (
     values_of,
     version_key,
     write_index,
+    write_map_ends,
 )
 from gitprov.rules.file_name import unsafe_reason
 from gitprov.signatures import SignaturePolicy, verify_commit
@@ -2111,6 +2112,7 @@ def _publish_locked(
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
     manifest = replace(manifest, sha256=digest.hexdigest())
+    write_map_ends(targets.state_dir, manifest, text)
     # Its `served` holds every file's number already (see above): the record a next
     # publish in this process asks for, without a pass over the files for it.
     vars(manifest)["served_record"] = served

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from array import array
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -556,11 +557,32 @@ def test_a_change_log_that_does_not_name_both_files_is_not_used(
     _same(got, new, record=False)
 
 
-def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ends", ["scanned", "recorded", "wrong"])
+def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(
+    tmp_path: Path, ends: str
+) -> None:
     """A publish by change writes the manifest from the one it read: the entries, stats
     and versions it changed, added or removed put in place in the old text, the same
-    bytes as made."""
+    bytes as made. Where each map ends in the old text is read from MAP_ENDS when it is
+    there and right, else found by a scan; the splice says where they end in the new."""
     state = tmp_path / "state"
+
+    def record_ends(m: Manifest, text: list[Any]) -> None:
+        path = state / plan_module.MAP_ENDS
+        if ends == "scanned":
+            path.unlink(missing_ok=True)
+            return
+        plan_module.write_map_ends(state, m, text)
+        if ends == "wrong":
+            raw = json.loads(path.read_text())
+            raw["ends"] = [e - 1 for e in raw["ends"]]
+            path.write_text(json.dumps(raw))
+
+    def scanned_ends(m: Manifest) -> list[int]:
+        plan_module.write_map_ends(state, m, [])  # (not a splice's text: the file scanned)
+        found: list[int] = json.loads((state / plan_module.MAP_ENDS).read_text())["ends"]
+        return found
+
     e = _one().files["a.conf"]
     many = {f"{i:03}.conf": dataclasses.replace(e, mac=f"{i:012x}") for i in range(300)}
     stat = {n: (1, 2, i) for i, n in enumerate(many)}
@@ -570,6 +592,7 @@ def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Pat
     assert isinstance(load_index(state), plan_module.Index)
     previous = load_manifest(state)
     assert previous is not None
+    record_ends(previous, [])
     served: list[dict[str, Any]] = [
         {"000000000000": (7, "ab")},
         {'a]},"b': (1, "c"), "000000000000": None},
@@ -587,6 +610,11 @@ def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(tmp_path: Pat
         assert spliced is not None
         assert b"".join(spliced) == made.to_bytes()
         _store(state, made)
+        assert isinstance(spliced, plan_module._Spliced)
+        assert spliced.ends == scanned_ends(made) and len(spliced.ends) == 3
+        record_ends(made, spliced)
+        identity = plan_module.file_identity(os.stat(state / MANIFEST))
+        assert (plan_module._ends_of(state, identity) is not None) is (ends != "scanned")
         previous = load_manifest(state)
         assert previous is not None and isinstance(previous.files, EntryTable)
     # A manifest file replaced since it was read is not taken.

@@ -19,7 +19,7 @@ from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.formats import flyingvoice
 from gitprov.journal import JOURNAL
 from gitprov.pipeline import Build, Pipeline
-from gitprov.plan import INDEX, MANIFEST, Kind, load_manifest
+from gitprov.plan import INDEX, MANIFEST, MAP_ENDS, Kind, load_manifest
 from gitprov.publish import (
     PathPolicy,
     PublishError,
@@ -96,7 +96,7 @@ def test_publish_writes_every_device_world_readable_with_the_manifest_outside(
     assert m is not None and m.commit == build.commit
     assert set(m.files) == set(wanted)
     assert all(m.converged(str(r)) for r in t.roots)
-    assert sorted(os.listdir(t.state_dir)) == [JOURNAL, INDEX, MANIFEST, "publish.lock"]
+    assert sorted(os.listdir(t.state_dir)) == [JOURNAL, MAP_ENDS, INDEX, MANIFEST, "publish.lock"]
 
 
 def test_a_file_created_with_another_mode_than_the_umask_says_is_made_world_readable(
