@@ -313,23 +313,28 @@ class Documents:
 
     def document(self, path: str) -> Document | None:
         """The document at `path`: of a lazy kind, only that one is read."""
-        oid = self.oids.get(path)
-        if oid is None:
-            return None
-        for docs in self._kinds.values():
-            if not isinstance(docs, _Lazy) or docs.read_one is None:
-                continue
-            if path in docs.changes:
-                return docs.changes[path]
-            if docs.facts is not None and path in docs.facts:
-                return docs.read_one(path, oid)
         found = self.located(path)
         return found[1] if found is not None else None
 
     def located(self, path: str) -> tuple[str, Document] | None:
-        """The kind and document at `path`, by a binary search per kind (reads every kind;
-        a few paths of a fleet: no map of the fleet built for them)."""
+        """The kind and document at `path`: of a lazy kind that knows its paths (its
+        facts), only that one is read; of the others, by a binary search (a few paths
+        of a fleet: no map of the fleet built for them). A lazy kind read whole for one
+        path would parse a fleet: a commit published two ahead of the last one compares
+        the documents of the commit between, 13 s at 100,000 devices."""
+        oid = self.oids.get(path)
+        if oid is None:
+            return None
         for kind in list(self._kinds):
+            lazy = self.lazy(kind)
+            if lazy is not None and lazy.read_one is not None and lazy.facts is not None:
+                if path in lazy.changes:
+                    doc = lazy.changes[path]
+                elif path in lazy.facts:
+                    doc = lazy.read_one(path, oid)
+                else:
+                    continue
+                return None if doc is None else (kind, doc)
             docs = self.of(kind)
             at = bisect.bisect_left(docs, path, key=_path)
             if at < len(docs) and docs[at].path == path:

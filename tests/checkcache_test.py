@@ -179,6 +179,34 @@ def test_a_child_builds_from_the_kept_snapshot_reading_only_what_it_changed(
     ]
 
 
+def test_versions_two_commits_past_the_kept_one_read_only_what_they_changed(
+    tmp_path: Path,
+) -> None:
+    """The commit asked for is validated from the kept snapshot, then the one between
+    (for the versions): the cross-file facts, last brought to the other one, find the
+    documents that differ by path, each read alone (a lazy kind read whole to find one
+    would parse the fleet: a publish two commits past the published one, 13 s more at
+    100,000 devices)."""
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    files = fleet_files(30)
+    parent = repo.commit(files, "fleet")
+    cache = tmp_path / "cache"
+    Pipeline(repo.repo, cache_dir=cache).versions(_commit(repo, parent))
+    repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+    child = repo.commit(
+        {device_path(7): device_yaml(7, display="Hall"), device_path(31): device_yaml(31)},
+        "one changed, one added",
+    )
+    inventory._DEVICES.clear()
+    fresh = Pipeline(repo.repo, cache_dir=cache)
+    # As a publish does: the commit validated, then its versions (the one between first).
+    assert fresh.load_commit(_commit(repo, child)).inventory is not None
+    got = fresh.versions(_commit(repo, child))
+    others = sum(1 for path in files if path.endswith(".yaml") and "/devices/" not in path)
+    assert fresh.parse_cache.misses <= others + 4
+    assert got == Pipeline(repo.repo).versions(_commit(repo, child))
+
+
 def _account(files: dict[str, bytes], i: int, account: str) -> None:
     files[device_path(i)] = device_yaml(i).replace(f'"{100000 + i}"', f'"{account}"').encode()
 
