@@ -527,6 +527,80 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     assert plan_module.SurveyAhead.start(state) is None  # not worth a process
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """A root surveyed ahead, its manifest read from the index and most wanted files
+    carried (`as_recorded`): the plan made from the few names that differ
+    (`_by_difference`) is the plan made from each root's sets, whatever was done to
+    the roots by hand."""
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
+    rng = random.Random(seed)
+    state, m, roots = _indexed(tmp_path)
+    data = m.to_bytes()  # (as a publish writes it: its sha256 known, the index whole)
+    (state / MANIFEST).write_bytes(data)
+    plan_module.write_index(state, dataclasses.replace(m, sha256=sha(data)))
+    plan_module._LOADED.clear()
+    previous = load_manifest(state)
+    assert previous is not None
+    assert all(isinstance(s.stat, plan_module.StatTable) for s in previous.roots.values())
+    names = sorted(previous.files)
+    for root in roots:  # what a hand did
+        for name in rng.sample(names, rng.randint(0, 4)):
+            path = root / name
+            match rng.randrange(6):
+                case 0:
+                    os.utime(path, ns=(1, 1))
+                case 1:
+                    path.write_bytes(b"edited by hand")
+                case 2:
+                    path.unlink()
+                case 3:
+                    path.unlink()
+                    path.mkdir()
+                case 4:
+                    (root / f"stray{rng.randrange(3)}.conf").write_bytes(b"?")
+                case _:  # where a new device's file goes
+                    (root / "new.conf").write_bytes(b"put there by hand")
+    gone = set(rng.sample(names, rng.randint(0, 3)))  # devices removed
+    wanted = {n: previous.files[n].sha256_data for n in names if n not in gone}
+    rebuilt = rng.sample(sorted(wanted), rng.randint(0, 3))
+    for name in rebuilt:  # built again: the same bytes, or others
+        if rng.random() < 0.5:
+            wanted[name] = sha(b"new bytes")
+    wanted["new.conf"] = sha(b"new")
+    carried = {n: previous.files[n] for n in wanted if n not in rebuilt and n != "new.conf"}
+    then = plan(wanted.keys(), roots, previous, digests=wanted, as_recorded=carried.keys())
+    took: list[int] = []
+    real = plan_module._by_difference
+
+    def spy(*args: Any) -> dict[str, Any]:
+        found = real(*args)
+        took.append(len(found))
+        return found
+
+    monkeypatch.setattr(plan_module, "_by_difference", spy)
+    surveyed = plan_module.SurveyAhead.start(state)
+    assert surveyed is not None
+    try:
+        ahead = plan(
+            wanted.keys(),
+            roots,
+            previous,
+            digests=wanted,
+            as_recorded=carried.keys(),
+            surveyed=surveyed,
+        )
+    finally:
+        surveyed.close()
+    assert ahead == then
+    assert {r: dict(s) for r, s in ahead.intact.items()} == {
+        r: dict(s) for r, s in then.intact.items()
+    }
+    assert took == [2]  # (both roots, from what differs)
+
+
 def test_a_survey_ahead_of_a_root_gone_plans_what_a_survey_made_then_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
