@@ -2248,18 +2248,17 @@ class SurveyAhead:
 
     def __init__(self, identity: tuple[int, ...], tables: Mapping[str, StatTable]) -> None:
         self.identity = identity
-        # (one set of names for the roots that share the index's list of them)
-        made: dict[int, frozenset[str]] = {}
-        self._names = {
-            key: made.setdefault(id(t.names), frozenset(t.names)) for key, t in tables.items()
-        }
-        names = self._names
+        self._tables = tables
+        # The names of each root as a set, made when first asked for, here and in the
+        # survey's process (not before it is forked: the survey is what a one-device
+        # publish at 100,000 devices waits for, and a set of its names takes 12 ms).
+        self._names: dict[str, frozenset[str]] = {}
 
         def job(key: str) -> _Surveyed:
             table = tables[key]
             # The listing as the files found besides the names recorded (normally
             # none): 100,000 names are not sent back through a pipe.
-            off, listings = _survey([(key, table.names, table)], names[key], workers=1)
+            off, listings = _survey([(key, table.names, table)], self.names(key), workers=1)
             return off[0], *listings[0]
 
         self._ahead: Ahead[str, _Surveyed] = Ahead(job, list(tables))
@@ -2289,13 +2288,21 @@ class SurveyAhead:
         return _manifest_identity(state_dir) == self.identity
 
     def _result(self, key: str) -> _Surveyed | None:
-        if key not in self._got and key in self._names:
+        if key not in self._got and key in self._tables:
             self._got[key] = self._ahead.get(key, wait=True)
         return self._got.get(key)
 
     def names(self, key: str) -> frozenset[str] | None:
-        """The names root `key` was surveyed for (None: not surveyed)."""
-        return self._names.get(key)
+        """The names root `key` was surveyed for (None: not surveyed); one set for the
+        roots that share the index's list of them."""
+        table = self._tables.get(key)
+        if table is None:
+            return None
+        made = self._names.get(key)
+        if made is None:
+            same = [n for k, n in self._names.items() if self._tables[k].names is table.names]
+            made = self._names[key] = same[0] if same else frozenset(table.names)
+        return made
 
     def got(self, key: str) -> _Surveyed | None:
         """What the survey of root `key` found (waited for); None if it failed."""
@@ -2310,7 +2317,9 @@ class SurveyAhead:
             return None
         asked = names if isinstance(names, Set) else set(names)
         # (what the survey found off is normally a handful; what it did not cover, none)
-        return [n for n in got[0] if n in asked], list(asked - self._names[key])
+        recorded = self.names(key)
+        assert recorded is not None  # (surveyed: a result was got)
+        return [n for n in got[0] if n in asked], list(asked - recorded)
 
     def listing(self, key: str, wanted: Set[str]) -> tuple[set[str], list[str]] | None:
         """Root `key`'s served files and temps as `_listing(key, temps, wanted)` finds
@@ -2322,7 +2331,9 @@ class SurveyAhead:
         if got is None:
             return None
         _, others, temps = got
-        present = set(self._names[key])
+        recorded = self.names(key)
+        assert recorded is not None
+        present = set(recorded)
         for name in present - wanted:
             if not os.path.isfile(os.path.join(key, name)):
                 present.discard(name)
