@@ -254,11 +254,14 @@ def open_published(root: Path, requested: str) -> tuple[BinaryIO, int] | None:
     """Open `requested` (a URL path or TFTP file name) below `root` for reading.
 
     Returns the open file and its size, or None when the name is not servable: empty,
-    containing NUL, any component starting with `.`, resolving outside the root, or not a
-    regular file. Leading and repeated `/` are ignored (TFTP clients may send `/f.conf`).
+    containing NUL, any component starting with `.`, ending in `/` (a directory's name,
+    as nginx reads it), resolving outside the root, or not a regular file. Leading and
+    repeated `/` are ignored (TFTP clients may send `/f.conf`).
     """
     parts = [part for part in requested.split("/") if part]
-    if not parts or any(part.startswith(".") or "\0" in part for part in parts):
+    if not parts or requested.endswith("/"):
+        return None
+    if any(part.startswith(".") or "\0" in part for part in parts):
         return None
     # Resolved per request, not once: an operator may flip the root itself via a symlink.
     real_root = os.path.realpath(root)

@@ -66,7 +66,17 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "/", "cfg", ".fv0004f2abcdef.cfg.tmp", "../secret.txt", "cfg/../../secret.txt", "escape"],
+    [
+        "",
+        "/",
+        "cfg",
+        ".fv0004f2abcdef.cfg.tmp",
+        "../secret.txt",
+        "cfg/../../secret.txt",
+        "escape",
+        "small.cfg/",  # (a directory's name: nginx answers 404)
+        "cfg/0004f2abcdef.cfg//",
+    ],
 )
 def test_open_published_refuses(root: Path, name: str) -> None:
     assert open_published(root, name) is None
@@ -117,6 +127,7 @@ def test_http_headers_and_head(http: HttpServer) -> None:
         "/cfg",
         "/cfg/",
         "/",
+        "/small.cfg/",
     ],
 )
 def test_http_not_found(http: HttpServer, path: str) -> None:
