@@ -1760,7 +1760,10 @@ def _already_published(
             assert index is not None
             previous = _deferred(where.state_dir, index)
         else:
-            write_index(where.state_dir, previous)  # for the next time (best effort)
+            # For the next time (best effort): the index, and the map ends, of the
+            # manifest read from its JSON (a state dir copied, its files other inodes).
+            write_index(where.state_dir, previous)
+            write_map_ends(where.state_dir, previous, [])
         _catch_up(where.state_dir, previous, recorder or journal.Recorder())
         return PublishResult(
             cid,

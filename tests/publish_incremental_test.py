@@ -21,10 +21,11 @@ from typing import Any
 import pygit2
 import pytest
 
+from gitprov import plan as plan_module
 from gitprov import publish as publish_module
 from gitprov.cli import main
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.plan import INDEX, MANIFEST, RootState, load_index, load_manifest
+from gitprov.plan import INDEX, MANIFEST, MAP_ENDS, RootState, load_index, load_manifest
 from gitprov.publish import Targets
 from gitprov.watch import CommitPublisher, Kind
 from tests.fixtures.fleet import (
@@ -455,6 +456,29 @@ def test_an_index_that_does_not_name_the_manifest_is_not_trusted(
     caught_up = load_manifest(state)
     assert caught_up is not None and caught_up.lagging() == ()
     assert publish(repo, tmp_path, capsys)["already_published"] is True
+
+
+def test_a_state_dir_copied_gets_its_index_and_map_ends_back_by_a_publish_again(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """State files copied are other files (inodes): the index and the map ends no longer
+    name the manifest. Publishing the published commit again writes both anew, so that
+    the next publish by change reads the manifest from the index and splices its text
+    without a scan for the ends of its maps."""
+    repo = fleet(tmp_path)
+    publish(repo, tmp_path, capsys)
+    state = tmp_path / "state"
+    ends = json.loads((state / MAP_ENDS).read_text())["ends"]
+    kept = tmp_path / "kept"
+    shutil.copytree(state, kept)
+    shutil.rmtree(state)
+    shutil.copytree(kept, state)  # (the same bytes, other inodes)
+    identity = plan_module.file_identity(os.stat(state / MANIFEST))
+    assert plan_module._ends_of(state, identity) is None
+    plan_module._LOADED.clear()
+    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert plan_module._ends_of(state, identity) == ends
+    assert load_index(state) is not None
 
 
 def test_the_published_commit_again_still_removes_a_crashed_publishs_temps(
