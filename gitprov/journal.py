@@ -28,6 +28,7 @@ of its own in the journal or in a terminal.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import os
@@ -50,6 +51,7 @@ from gitprov.plan import (
     Kind,
     Manifest,
     ManifestEntry,
+    recorded_sha256,
     sorted_fields,
 )
 from gitprov.unsafe import printable
@@ -434,10 +436,9 @@ def _sha_of(files: Mapping[str, Any]) -> Callable[[Any], str]:
 
 def _sha_by_name(files: Mapping[str, Any]) -> Callable[[str], str | None]:
     """A name's sha256 in `files` (None: not there): of an EntryTable, from its one
-    column (a whole entry asked for would split every column of a fleet's)."""
+    column (plan.recorded_sha256: a whole entry would split every column)."""
     if isinstance(files, EntryTable):
-        table = files
-        return lambda name: table.value_of(name, "sha256_data") if name in table else None
+        return functools.partial(recorded_sha256, files)
     sha = _sha_of(files)
     return lambda name: None if (value := files.get(name)) is None else sha(value)
 

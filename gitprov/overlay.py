@@ -23,7 +23,7 @@ from collections.abc import (
     Sequence,
     ValuesView,
 )
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 _V = TypeVar("_V")
 
@@ -45,6 +45,23 @@ class Counted:
         return self._asked > LOOKUPS_MAX
 
 
+class _Views(Generic[_V]):
+    """keys(), items() and values() of the dict a map makes of itself once (its
+    `whole`): what a pass over a fleet's items asks for, then in C."""
+
+    def whole(self) -> dict[str, _V]:
+        raise NotImplementedError
+
+    def keys(self) -> KeysView[str]:
+        return self.whole().keys()
+
+    def items(self) -> ItemsView[str, _V]:
+        return self.whole().items()
+
+    def values(self) -> ValuesView[_V]:
+        return self.whole().values()
+
+
 def apply_changes(target: MutableMapping[str, Any], changes: Mapping[str, Any]) -> None:
     """Set each of `changes` in `target`, None removing the key (a change log's form)."""
     for key, value in changes.items():
@@ -54,7 +71,7 @@ def apply_changes(target: MutableMapping[str, Any], changes: Mapping[str, Any]) 
             target[key] = value
 
 
-class Sorted(Counted, Mapping[str, tuple[Any, ...]]):
+class Sorted(Counted, _Views[tuple[Any, ...]], Mapping[str, tuple[Any, ...]]):
     """`keys` (strictly increasing, see `ordered`) -> the tuple of the `columns`' values
     at its place."""
 
@@ -99,17 +116,8 @@ class Sorted(Counted, Mapping[str, tuple[Any, ...]]):
             self._whole = dict(zip(self._keys, zip(*self._columns, strict=True), strict=True))
         return self._whole
 
-    def keys(self) -> KeysView[str]:
-        return self.whole().keys()
 
-    def items(self) -> ItemsView[str, tuple[Any, ...]]:
-        return self.whole().items()
-
-    def values(self) -> ValuesView[tuple[Any, ...]]:
-        return self.whole().values()
-
-
-class TextMap(Counted, Mapping[str, str]):
+class TextMap(Counted, _Views[str], Mapping[str, str]):
     """Text -> text as two NUL-joined strings, the keys in order, and where each key and
     each value starts: what a snapshot keeps of a fleet's paths and blob ids, or of its
     devices' digests. Pickled as those strings (three times faster to load than a
@@ -201,15 +209,6 @@ class TextMap(Counted, Mapping[str, str]):
             self._whole = dict(zip(keys, values, strict=True))
         return self._whole
 
-    def keys(self) -> KeysView[str]:
-        return self.whole().keys()
-
-    def items(self) -> ItemsView[str, str]:
-        return self.whole().items()
-
-    def values(self) -> ValuesView[str]:
-        return self.whole().values()
-
 
 class _Texts(Sequence[str]):
     """A TextMap's keys as a sequence, for `bisect` (each one sliced when asked)."""
@@ -270,7 +269,7 @@ def updated(base: Mapping[str, _V], more: Mapping[str, _V]) -> Mapping[str, _V]:
     return out
 
 
-class Overlay(MutableMapping[str, _V]):
+class Overlay(_Views[_V], MutableMapping[str, _V]):
     """`base` with a few keys set or deleted, which it knows: the base is not copied.
     Made over another Overlay, it holds that one's changes and what they were made over
     (not a chain of maps, one a publish, in a process that publishes for days)."""
@@ -334,15 +333,6 @@ class Overlay(MutableMapping[str, _V]):
                     out[key] = value
             self._whole = out
         return self._whole
-
-    def keys(self) -> KeysView[str]:
-        return self.whole().keys()
-
-    def items(self) -> ItemsView[str, _V]:
-        return self.whole().items()
-
-    def values(self) -> ValuesView[_V]:
-        return self.whole().values()
 
     def changes_from(self, base: Mapping[str, _V]) -> dict[str, _V | None] | None:
         """Each key whose value differs from `base`'s, None for each `base` key gone;

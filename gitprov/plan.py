@@ -241,34 +241,45 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
     # The maps in the order the file holds them (its keys, and each root's, sorted), each
     # with its changes as the JSON values to put in place (None: left out).
     versions = {k: v if v is None else _served_json(v) for k, v in diffs.served.items()}
-    maps: list[tuple[bytes, bytes, Mapping[str, Any]]] = [
-        (b'"files":{', b"}", {n: None if e is None else vars(e) for n, e in entries.items()}),
-        *((b'"stat":{', b"]", diffs.stats[r]) for r in sorted(manifest.roots)),
-        (b'"served":{', b"}", versions),
+    changed: list[Mapping[str, Any]] = [
+        {n: None if e is None else vars(e) for n, e in entries.items()},
+        *(diffs.stats[r] for r in sorted(manifest.roots)),
+        versions,
     ]
-    if sum(len(changes) for _, _, changes in maps) > statejson.SPLICE_MAX:
+    if sum(map(len, changed)) > statejson.SPLICE_MAX:
         return None  # (made whole: see SPLICE_MAX)
-    skeleton = b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
-    spans = _map_spans(old, skeleton, [(m, c) for m, c, _ in maps], _ends_of(state_dir, loaded[0]))
+    maps, skeleton = _maps_of(manifest), _skeleton(manifest)
+    spans = _map_spans(old, skeleton, maps, _ends_of(state_dir, loaded[0]))
     if spans is None:
         return None
     view = memoryview(old)
     out = _Spliced()
-    at = size = 0  # where the skeleton was left, and the length of the text made
+    at = 0  # where the skeleton was left
     try:
-        for (_, close, changes), (found, lo, hi) in zip(maps, spans, strict=True):
+        for (_, close), changes, (found, lo, hi) in zip(maps, changed, spans, strict=True):
             out.append(skeleton[at:found])
             at = found
             for i, run in enumerate(statejson.splice_map(old, view, lo, hi, changes, close)):
                 if i:
                     out.append(b",")
                 out.append(run)
-            size = sum(map(len, out))
-            out.ends.append(size)
+            out.ends.append(sum(map(len, out)))
     except ValueError:
         return None
     out.append(skeleton[at:])
     return out
+
+
+def _maps_of(manifest: Manifest) -> list[tuple[bytes, bytes]]:
+    """The manifest's maps of a fleet's size in the order its text holds them (its keys,
+    and each root's, sorted): each one's key up to its brace, and how its values close."""
+    stats = [(b'"stat":{', b"]")] * len(manifest.roots)
+    return [(b'"files":{', b"}"), *stats, (b'"served":{', b"}")]
+
+
+def _skeleton(manifest: Manifest) -> bytes:
+    """The manifest's text with every one of those maps empty."""
+    return b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
 
 
 class _Spliced(list[bytes | memoryview]):
@@ -365,11 +376,7 @@ def write_map_ends(state_dir: Path, manifest: Manifest, text: Iterable[Any]) -> 
             ends = text.ends if isinstance(text, _Spliced) else None
             if ends is None and st.st_size:
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                skeleton = b"".join(statejson.chunks(manifest._data({}, bare=True), newline=True))
-                markers = [(b'"files":{', b"}")]
-                markers += [(b'"stat":{', b"]")] * len(manifest.roots)
-                markers.append((b'"served":{', b"}"))
-                spans = _map_spans(data, skeleton, markers, None)
+                spans = _map_spans(data, _skeleton(manifest), _maps_of(manifest), None)
                 ends = None if spans is None else [hi for _, _, hi in spans]
         if ends is None:
             return
@@ -1016,7 +1023,7 @@ def plan(
         intact[key] = kept
         unchanged += view.count
         for name in sorted(view.todo):
-            sha = _recorded_sha256(recorded, name)
+            sha = recorded_sha256(recorded, name)
             found = (
                 _found(f"{key}/{name}", sha, stats.get(name), verify)
                 if view.present(name)
@@ -1154,7 +1161,7 @@ def _differences(
     digests: Mapping[str, str],
 ) -> tuple[set[str], Set[str], set[str], Set[str]]:
     """See `_by_difference`: `unsure` are the wanted names less the sure ones."""
-    also = {n for n in unsure if n in recorded and _recorded_sha256(files, n) == digests[n]}
+    also = {n for n in unsure if n in recorded and recorded_sha256(files, n) == digests[n]}
     unwanted = recorded - names
     not_also = {n for n in unsure if n in recorded and n not in also}
     return also, unwanted | not_also, unsure - also, unwanted
@@ -1193,7 +1200,7 @@ def _unchanged(
         wanted.update(
             name
             for name in (here - sure if sure else here)
-            if name in stats and _recorded_sha256(recorded, name) == digests[name]
+            if name in stats and recorded_sha256(recorded, name) == digests[name]
         )
         checks.append((root, wanted, stats))
     # The roots surveyed ahead: only the names the survey did not cover are looked at.
@@ -1211,7 +1218,7 @@ def _unchanged(
     return [names for _, names, _ in checks]
 
 
-def _recorded_sha256(files: Mapping[str, ManifestEntry], name: str) -> str | None:
+def recorded_sha256(files: Mapping[str, ManifestEntry], name: str) -> str | None:
     """The sha256 a manifest records for `name` (None: not listed): of an EntryTable,
     from its one column (a few entries asked for split no other)."""
     if isinstance(files, EntryTable):

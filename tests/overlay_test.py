@@ -3,7 +3,9 @@ exactly what differs from the map it was made from."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -71,9 +73,17 @@ def test_an_overlay_is_its_base_with_its_changes(
     as_columns: bool,
     lookups: int,
 ) -> None:
+    with _lookups_max(lookups):
+        _check(base, first, then, more, as_columns)
+
+
+@contextlib.contextmanager
+def _lookups_max(lookups: int) -> Iterator[None]:
+    """overlay.LOOKUPS_MAX set for a hypothesis example (a fixture's monkeypatch spans
+    every example of the test)."""
     kept, overlay.LOOKUPS_MAX = overlay.LOOKUPS_MAX, lookups
     try:
-        _check(base, first, then, more, as_columns)
+        yield
     finally:
         overlay.LOOKUPS_MAX = kept
 
@@ -140,8 +150,7 @@ _text = st.text(alphabet="ab/é\n", max_size=5)
 def test_a_text_map_is_the_dict_it_was_made_from(
     model: dict[str, str], changes: list[tuple[str, str | None]], lookups: int
 ) -> None:
-    kept, overlay.LOOKUPS_MAX = overlay.LOOKUPS_MAX, lookups
-    try:
+    with _lookups_max(lookups):
         probes = [k for k, _ in changes]
         made = TextMap.of(model)
         assert made is not None and TextMap.of(made) is made
@@ -156,8 +165,6 @@ def test_a_text_map_is_the_dict_it_was_made_from(
         _same(changed, after, probes)
         _same(again, model, probes)
         _same(updated(again, {"x": "y"}), {**model, "x": "y"}, probes)
-    finally:
-        overlay.LOOKUPS_MAX = kept
 
 
 def test_a_text_map_refuses_what_its_blocks_cannot_hold() -> None:
