@@ -506,6 +506,29 @@ def test_a_publish_by_change_writes_the_change_log_and_leaves_the_index(
     assert dict(index.roots["/srv/a"].stat) == {"a.conf": (4, 5, 6)}
 
 
+def test_an_index_is_read_again_only_when_a_file_it_was_read_from_changed(
+    tmp_path: Path,
+) -> None:
+    """A publish reads the index twice under its lock (the survey ahead, the manifest):
+    the second read is the first one's, unless the index, the manifest or the change
+    log is another file since."""
+    state = tmp_path / "state"
+    _store(state, _one())
+    first = load_index(state)
+    assert first is not None and load_index(state) is first
+    previous = load_manifest(state)
+    assert previous is not None
+    step = ({"a.conf": dataclasses.replace(previous.files["a.conf"], version=1002)}, {}, {}, "c1")
+    _store(state, _changed(previous, step))  # a change log beside the same index
+    assert (state / plan_module.INDEX_DELTA).exists()
+    logged = load_index(state)
+    assert logged is not None and logged is not first and logged.commit == "c1" * 20
+    # The log gone, the index and the manifest the same files: the index no longer
+    # names the manifest.
+    (state / plan_module.INDEX_DELTA).unlink()
+    assert load_index(state) is None
+
+
 def test_a_change_log_past_its_bound_makes_the_index_whole_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
