@@ -13,6 +13,8 @@ from typing import Any
 
 import pygit2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gitprov import version as versioning
 from gitprov.compile import placeholder_resolver
@@ -341,6 +343,63 @@ def test_version_cache_ignores_other_formats(tmp_path: Path) -> None:
     assert VersionCache(tmp_path, "salt").state("abc") is None
 
 
+# Any text (a NUL, a lone surrogate: the columns are then JSON), any count of changes.
+_any_text = st.text(st.characters(), max_size=6)
+_snapshot_states = st.builds(
+    State,
+    st.integers(0, 2**70),
+    _any_text,
+    st.dictionaries(
+        _any_text,
+        st.tuples(_any_text | st.just(ABSENT), st.integers(0, 2**70), st.sampled_from("abc")),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_snapshot_states)
+def test_a_snapshot_reads_back_as_the_state_it_was_written_from(
+    tmp_path_factory: pytest.TempPathFactory, state: State
+) -> None:
+    directory = tmp_path_factory.mktemp("cache")
+    VersionCache(directory, "salt").store_snapshot("abc", state)
+    back = VersionCache(directory, "salt").state("abc")
+    assert back == state
+    assert back is not None and dict(back.keys) == dict(state.keys)
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        lambda h: h.update(blocks=[*h["blocks"][:-1], h["blocks"][-1] + 8]),
+        lambda h: h.update(blocks=[h["blocks"][0] + 2, h["blocks"][1] - 2, *h["blocks"][2:]]),
+        lambda h: h.update(count=h["count"] + 1),
+        lambda h: h.update(count=-1),
+        lambda h: h.update(blocks=h["blocks"][:3]),
+        lambda h: h.update(blocks=["x", 1, 2, 3]),
+        lambda h: h.update(byteorder="middle"),
+        lambda h: h.update(commits=[]),
+    ],
+)
+def test_a_snapshot_whose_header_does_not_describe_its_blocks_is_not_read(
+    tmp_path: Path, lie: Any
+) -> None:
+    """The checksum covers the blocks, not the header's word on them: a header that
+    lies (rewritten by hand, its checksum made anew) gives no state, never a wrong one
+    or an exception."""
+    state = State(7, "f", {"m": ("d", 3, "b"), "n": ("e", 1, "c"), "o": ("g", 2, "c")}, True)
+    cache = VersionCache(tmp_path, "salt")
+    cache.store_snapshot("abc", state)
+    snap = cache.directory / "abc.snap" if cache.directory else tmp_path
+    head, body = snap.read_bytes().split(b"\n", 1)
+    header = json.loads(head)
+    lie(header)
+    snap.write_bytes(json.dumps(header).encode() + b"\n" + body)
+    assert VersionCache(tmp_path, "salt").state("abc") is None
+
+
 def test_a_snapshot_reads_back_whether_or_not_its_keys_are_in_order(tmp_path: Path) -> None:
     """A snapshot's keys are written sorted and read as columns (looked up by bisection);
     one written before, in any order, is read as a dict: the same state either way."""
@@ -349,15 +408,18 @@ def test_a_snapshot_reads_back_whether_or_not_its_keys_are_in_order(tmp_path: Pa
     cache.store_snapshot("abc", state)
     snap = cache.directory / "abc.snap" if cache.directory else tmp_path
     head, body = snap.read_bytes().split(b"\n", 1)
-    assert json.loads(body)["keys"] == ["m", "n", "o"]
+    sizes = json.loads(head)["blocks"]
+    assert body[: sizes[0]] == b"m\0n\0o" and body[sizes[0] : sum(sizes[:2])] == b"d\0e\0g"
     back = VersionCache(tmp_path, "salt").state("abc")
     assert back is not None and not isinstance(back.keys, dict) and back == state
     assert back.entry("m") == ("d", 3, "b") and back.entry("x")[0] == ABSENT
-    columns = json.loads(body)
-    order = [1, 2, 0]
-    columns = {name: [column[i] for i in order] for name, column in columns.items()}
+    # The columns as JSON (as a snapshot that cannot be blocks is written), in another
+    # order.
+    columns = {"keys": ["n", "o", "m"], "digests": ["e", "g", "d"], "n": [1, 2, 3]}
+    columns["by"] = [json.loads(head)["commits"].index(c) for c in ("c", "c", "b")]
     raw = json.dumps(columns).encode() + b"\n"
     header = json.loads(head)
+    del header["blocks"]
     header["sha256"] = hashlib.sha256(raw).hexdigest()
     snap.write_bytes(json.dumps(header).encode() + b"\n" + raw)
     back = VersionCache(tmp_path, "salt").state("abc")
