@@ -581,6 +581,7 @@ def record(
     failures: Mapping[str, str] | None = None,
     changed: Set[str] | None = None,
     keep: bool = True,
+    state: str | None = None,
 ) -> tuple[Entry, ...]:
     """After a publish wrote `manifest` (durable), over `previous`: append what it
     changed, first recovering the entry of `previous` when an interrupted publish left
@@ -589,7 +590,8 @@ def record(
     `changed`, when the publish knows it, names the only files whose entries differ
     between `previous` and `manifest` (the others are the same entries): then only
     those are compared. Without `keep`, nothing is kept in memory for a
-    next publish (a process that publishes once)."""
+    next publish (a process that publishes once). `state`, when given, is the
+    `state_digest` of `manifest` (made by the caller while it waited for the disk)."""
     journal = Journal(state_dir / JOURNAL)
     appended: list[Entry] = []
     tail = journal.tail()
@@ -632,7 +634,7 @@ def record(
         versions=_versions(changes),
         failed_roots=failed,
         repaired=repaired,
-        state=state_digest(manifest, previous, changed, keep=keep),
+        state=state if state is not None else state_digest(manifest, previous, changed, keep=keep),
         manifest_time=manifest.published_at,
     )
     appended.append(journal.append(entry))

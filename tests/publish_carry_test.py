@@ -189,6 +189,44 @@ def test_a_record_of_another_commit_is_not_used(
     assert len(compiled) == len(record["devices"])
 
 
+@pytest.mark.parametrize("lost", ["the record before", "torn", "zeroed", "gone"])
+def test_a_record_lost_to_a_power_cut_costs_a_full_build_and_nothing_else(
+    tmp_path: Path, private_key: str, compiled: list[str], lost: str
+) -> None:
+    """The record is not fsynced: after a power cut it may be the one the publish
+    before wrote, a file cut short, zeros of its size, or none. Each only makes the
+    next publish build what it would otherwise have carried over."""
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    files = fleet_files(4)
+    repo.commit(files, "a fleet")
+    where = tmp_path / "out"
+    publish(repo, where)
+    record = where / "state" / BUILD_INPUTS
+    before = record.read_bytes()
+    files = edit(repo, files, 0, 1)
+    publish(repo, where)
+    written = record.read_bytes()
+    assert written != before
+    if lost == "the record before":
+        record.write_bytes(before)
+    elif lost == "torn":
+        record.write_bytes(written[: len(written) // 2])
+    elif lost == "zeroed":
+        record.write_bytes(bytes(len(written)))
+    else:
+        record.unlink()
+    files = edit(repo, files, 1, 2)
+    compiled.clear()
+    publish(repo, where)
+    built = len(compiled)
+    full = tmp_path / "full"
+    compiled.clear()
+    publish(repo, full)
+    assert served_files(where) == served_files(full)
+    assert entries(where) == entries(full)
+    assert built == len(compiled)  # (every device built: none carried over on its word)
+
+
 def files_of(where: Path, i: int) -> list[str]:
     """The names served for device `i` (the manifest's entries of its MAC)."""
     mac = Path(device_path(i)).stem

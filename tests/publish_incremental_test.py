@@ -7,6 +7,7 @@ commit's inventory."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -135,6 +136,38 @@ def test_one_syncfs_per_filesystem_and_one_fsync_per_directory_not_per_file(
     http, tftp = roots(tmp_path)
     assert [p for p in syncs.files if p.parent != tmp_path / "state"] == []
     assert sorted(p for p in syncs.dirs if p != tmp_path / "state") == [http, tftp]
+
+
+@pytest.mark.parametrize("fails", ["the fsync", "the work meanwhile"])
+def test_a_write_is_durable_or_fails_whatever_runs_during_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """The manifest's fsync runs beside other work (the journal's digest): a failed
+    fsync still fails the write, and so does a failure of that work (which a publish's
+    never raises), each leaving the last good file and no temp."""
+    target = tmp_path / "manifest.json"
+    target.write_bytes(b"the last good one")
+    ran: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        ran.append(threading.current_thread().name)
+        if fails == "the fsync":
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    def meanwhile() -> None:
+        ran.append("meanwhile")
+        if fails == "the work meanwhile":
+            raise ValueError("not the write's business")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    error = OSError if fails == "the fsync" else ValueError
+    with pytest.raises(error):
+        publish_module.write_atomic(target, [b"a new ", b"one"], meanwhile=meanwhile)
+    assert target.read_bytes() == b"the last good one"
+    assert sorted(ran) == ["gitprov-fsync", "meanwhile"]
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp left
 
 
 @pytest.fixture
