@@ -151,6 +151,19 @@ def _workers(text: str) -> int:
     return n
 
 
+def port(text: str) -> int:
+    """A TCP or UDP port to listen on: 0 (any free one) to 65535."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a port from 1 to 65535 (0: any free port)"
+        )
+    return n
+
+
 def add_targets(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "where to publish (the publisher's choice; else the fleet's publish: settings, "

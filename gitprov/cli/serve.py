@@ -20,6 +20,7 @@ from gitprov.cli.common import (
     add_targets,
     mac,
     opened_for_append,
+    port,
     publisher_config_of,
     seconds,
     session,
@@ -49,8 +50,8 @@ def register(sub: Subparsers) -> None:
         "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free port)")
-    p.add_argument("--tftp-port", type=int, default=6969, help="TFTP port (0: any free port)")
+    p.add_argument("--http-port", type=port, default=8080, help="HTTP port (0: any free port)")
+    p.add_argument("--tftp-port", type=port, default=6969, help="TFTP port (0: any free port)")
     p.add_argument("--http-root", metavar="DIR", help="serve this directory over HTTP")
     p.add_argument("--tftp-root", metavar="DIR", help="serve this directory over TFTP")
     fetches = p.add_argument_group(
@@ -79,7 +80,7 @@ def register(sub: Subparsers) -> None:
         "the MAC in its name: the stage root (key delivery https-stage, only here), then\n"
         "the HTTP root (docs/key-delivery.md).",
     )
-    https.add_argument("--https-port", type=int, metavar="PORT", help="HTTPS port (0: any)")
+    https.add_argument("--https-port", type=port, metavar="PORT", help="HTTPS port (0: any)")
     https.add_argument("--tls-cert", metavar="PEM", help="the server's certificate")
     https.add_argument("--tls-key", metavar="PEM", help="the server certificate's private key")
     https.add_argument(
@@ -205,7 +206,7 @@ def register(sub: Subparsers) -> None:
     )
     observe.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         metavar="PORT",
         help="serve Prometheus metrics on this port (0: any free port, printed at start)",
     )

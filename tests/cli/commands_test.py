@@ -476,6 +476,18 @@ def test_durations_are_seconds_a_socket_or_a_wait_takes(
     assert argv[-1] in err and "at most 86400" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("flag", ["--http-port", "--tftp-port", "--https-port", "--metrics-port"])
+@pytest.mark.parametrize("value", ["65536", "99999", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error_not_a_trace(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    command = "watch" if flag == "--metrics-port" else "serve"
+    assert main([command, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "from 1 to 65535" in err and "Traceback" not in err, err
+    assert getattr(build_parser().parse_args([command, flag, "0"]), flag[2:].replace("-", "_")) == 0
+
+
 @pytest.mark.parametrize("command", ["decrypt", "import"])
 def test_pbkdf2_iterations_past_the_schemas_are_an_error_not_a_trace(
     example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
