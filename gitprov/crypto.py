@@ -323,9 +323,40 @@ def _gzip(data: bytes) -> bytes:
 
 def _gunzip(data: bytes) -> bytes:
     try:
-        return gzip.decompress(data)
+        return gunzip(data)
+    except TooLarge:
+        raise DecryptError(
+            f"the decrypted data expands past {PLAIN_MAX // 2**20} MiB: not a device's "
+            "configuration",
+            hint="a param.conf is a few kilobytes; check where the file came from",
+        ) from None
     except (OSError, EOFError, zlib.error):
         raise DecryptError(
             "decrypted data is not gzip: wrong key, or the file was not gzipped",
             hint="check the device key and the model's gzip setting",
         ) from None
+
+
+# A device's configuration, decompressed, is a few kilobytes: past this it is something
+# else (a kilobyte of gzip expands to a megabyte of zeros, a megabyte to a gigabyte).
+PLAIN_MAX = 16 * 2**20
+
+
+class TooLarge(ValueError):
+    """Data that would expand past its bound."""
+
+
+def gunzip(data: bytes, limit: int = PLAIN_MAX) -> bytes:
+    """gzip.decompress(data), every member, refused (TooLarge) as soon as more than
+    `limit` bytes come out, before they take the memory a bomb asks for. Other damage
+    raises what gzip.decompress raises for it (OSError, EOFError, zlib.error)."""
+    out = bytearray()
+    while data:
+        member = zlib.decompressobj(wbits=31)  # (31: a gzip header and trailer)
+        out += member.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or member.unconsumed_tail:
+            raise TooLarge(f"more than {limit} bytes")
+        if not member.eof:
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        data = member.unused_data.lstrip(b"\0")  # (zeros pad members, as gzip reads them)
+    return bytes(out)

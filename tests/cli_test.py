@@ -275,6 +275,24 @@ def test_secrets_refuse_what_is_not_utf8_text_at_its_place(
         assert code == 2 and f"secrets.yaml:{lines}: not UTF-8 text" in err, err
 
 
+def test_secrets_set_reads_no_more_than_a_secret_from_stdin(
+    example_repo: GitRepo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`secrets set NAME < /dev/zero` was read until memory ran out."""
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    before = path.read_bytes()
+    with open("/dev/zero", "rb") as endless:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(endless))
+        code, _, err = run(capsys, "--repo", str(example_repo.path), "secrets", "set", "x")
+    assert code == 2 and "longer than 1 MiB: not a secret" in err and "Traceback" not in err, err
+    assert path.read_bytes() == before
+
+
+def test_decrypt_reads_no_more_than_a_device_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "decrypt", "/dev/zero", "--key", "k")
+    assert code == 2 and "/dev/zero holds more than 16 MiB" in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize(
     ("piped", "what"),
     [

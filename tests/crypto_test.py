@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import subprocess
+import zlib
 from dataclasses import dataclass
 
 import pytest
@@ -330,3 +331,42 @@ def test_derive_device_key_is_cryptography_hkdf_at_every_length() -> None:
             ).derive(master.encode())
             want = base64.b32encode(okm).decode().rstrip("=").lower()[:length]
             assert derive_device_key(master, "00:21:f2:01:1b:19", length=length) == want
+
+
+_GZIP_CASES = [
+    b"",
+    gzip.compress(b"DBID_X=1\n"),
+    gzip.compress(b"a" * 5000) + gzip.compress(b"second member\n"),
+    gzip.compress(b"cut short" * 100)[:-5],
+    gzip.compress(b"trailing bytes") + b"\0\0",
+    b"not gzip at all",
+    b"\x1f\x8b\x08\x00garbage",
+]
+
+
+@pytest.mark.parametrize("data", _GZIP_CASES)
+def test_the_bounded_gunzip_is_gzip_decompress_within_its_bound(data: bytes) -> None:
+    try:
+        expected: bytes | type[BaseException] = gzip.decompress(data)
+    except Exception as exc:  # (what gzip raises is what the callers catch)
+        expected = type(exc)
+    if isinstance(expected, bytes):
+        assert crypto.gunzip(data) == expected
+        if expected:
+            with pytest.raises(crypto.TooLarge):
+                crypto.gunzip(data, len(expected) - 1)
+            assert crypto.gunzip(data, len(expected)) == expected
+    else:
+        with pytest.raises((OSError, EOFError, zlib.error)):
+            crypto.gunzip(data)
+
+
+def test_a_gzip_bomb_is_refused_before_it_takes_the_memory_it_asks_for() -> None:
+    bomb = gzip.compress(bytes(64 * 2**20))  # 64 MiB of zeros in 64 KiB
+    assert len(bomb) < 2**17
+    with pytest.raises(crypto.TooLarge):
+        crypto.gunzip(bomb)
+    key = "k" * 16
+    sealed = Cipher(Mode.OPENSSL_MD5).encrypt(bomb, key)  # (the payload of a gzip model)
+    with pytest.raises(DecryptError, match="expands past 16 MiB"):
+        Cipher(Mode.OPENSSL_MD5, gzip=True).decrypt(sealed, key)

@@ -137,13 +137,28 @@ def run_key(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+# What `decrypt` reads at most: a device's file is kilobytes; /dev/zero or a stray pipe
+# would otherwise be read until memory runs out.
+DECRYPT_MAX = 16 * 2**20
+
+
 def run_decrypt(args: argparse.Namespace, out: Output) -> int:
     from gitprov.crypto import Cipher, Mode
 
     try:
-        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        if args.file == "-":
+            data = sys.stdin.buffer.read(DECRYPT_MAX + 1)
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read(DECRYPT_MAX + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    if len(data) > DECRYPT_MAX:
+        raise UsageError(
+            f"{'stdin' if args.file == '-' else args.file} holds more than "
+            f"{DECRYPT_MAX // 2**20} MiB: not a device's configuration file",
+            hint="give the file a device fetched (a param.conf is a few kilobytes)",
+        )
     plain = Cipher(Mode(args.mode), args.iterations, args.gzip).decrypt(data, args.key)
     out.stdout.flush()
     sys.stdout.buffer.write(plain)

@@ -99,13 +99,25 @@ def run(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+# A sealed value is at most this (secrets.yaml as a whole is bounded at 16 MiB): the
+# bound of what is read from stdin, which /dev/zero never ends.
+VALUE_MAX = 2**20
+
+
 def _read_value(name: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(f"value of {name}: ")
     raw = getattr(sys.stdin, "buffer", None)  # (a text stream given in its place has none)
-    if raw is None:
-        return sys.stdin.read().rstrip("\r\n")
-    data: bytes = raw.read()
+    data: bytes | str = (
+        raw.read(VALUE_MAX + 1) if raw is not None else sys.stdin.read(VALUE_MAX + 1)
+    )
+    if len(data) > VALUE_MAX:
+        raise UsageError(
+            f"the value of {name} on stdin is longer than {VALUE_MAX // 2**20} MiB: not a secret",
+            hint="a secret is a password, a key or a certificate: pipe in just that",
+        )
+    if isinstance(data, str):
+        return data.rstrip("\r\n")
     try:
         # (a value piped from a Windows tool ends in CRLF: neither is part of it)
         return data.decode("utf-8").rstrip("\r\n")

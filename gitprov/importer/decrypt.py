@@ -8,17 +8,18 @@ import whose devices read another cipher than gitprov would write.
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gitprov.crypto import Cipher, DecryptError, Mode
+from gitprov.crypto import Cipher, DecryptError, Mode, TooLarge, gunzip
 from gitprov.errors import Problem, error
 from gitprov.importer.problems import DECRYPT
 from gitprov.importer.values import DBID, Opened
 
 _MAGIC = b"Salted__"
+# A param.conf decompressed: the bound of the files read (read_conf.MAX_FILE_BYTES).
+MAX_PLAIN_BYTES = 1 << 20
 _GZIP = b"\x1f\x8b"
 # `--mode auto`: openssl before 1.1 (and SPA-style firmware) derives the key with MD5,
 # later openssl with SHA-256.
@@ -40,9 +41,11 @@ def _looks_like_conf(data: bytes) -> bool:
 
 
 def _gunzip(data: bytes) -> bytes | None:
+    """The file decompressed; None when it is no gzip, or expands past a param.conf's
+    bound (a gzip bomb: the 1 MiB file cap alone let one megabyte become a gigabyte)."""
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error):
+        return gunzip(data, MAX_PLAIN_BYTES)
+    except (OSError, EOFError, zlib.error, TooLarge):
         return None
 
 
@@ -71,7 +74,7 @@ def open_conf(
         if data.startswith(_GZIP):
             plain = _gunzip(data)
             if plain is None:
-                return None, None, "starts like gzip but does not decompress"
+                return None, None, "starts like gzip but does not decompress (within 1 MiB)"
             return plain, Opened(Mode.NONE, True, iterations), ""
         return data, Opened(Mode.NONE, False, iterations), ""
     candidates = keys.for_mac(mac)

@@ -38,10 +38,25 @@ def utf8(data: bytes) -> str | NotUtf8:
 def read_text(path: Path) -> str | NotUtf8:
     """A file the user named: one that cannot be read at all is a usage error."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(TABLE_MAX + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
+    if len(data) > TABLE_MAX:
+        raise UsageError(
+            f"{path} is larger than {_size(TABLE_MAX)}: not a table of devices",
+            hint="split it by site and import each part (a million devices take ~200 MB)",
+        )
     return utf8(data)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 2**20 and not n % 2**20 else f"{n:,} bytes"
+
+
+# What a table (a CSV, a key file, a models file) may hold: a million devices' rows, and
+# not /dev/zero read until memory runs out.
+TABLE_MAX = 256 * 2**20
 
 
 @dataclass(frozen=True)

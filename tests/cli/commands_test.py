@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import fcntl
+import gzip
 import io
 import json
 import os
@@ -502,6 +503,20 @@ def test_pbkdf2_iterations_past_the_schemas_are_an_error_not_a_trace(
     assert main(argv) in (1, 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "iterations must be from 1 to 10,000,000" in err, err
+
+
+def test_an_imported_gzip_bomb_is_a_located_problem_not_a_gigabyte(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    confs = tmp_path / "confs"
+    confs.mkdir()
+    # 64 KiB of gzip under the 1 MiB file cap, 64 MiB once decompressed.
+    (confs / "fv0021f2a0c009.conf").write_bytes(gzip.compress(bytes(64 * 2**20)))
+    argv = ["--repo", str(example_repo.path), "import", "conf", str(confs), "--model", "IP542N"]
+    assert main([*argv, "--dry-run"]) in (1, 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "fv0021f2a0c009.conf" in err, err
+    assert "does not decompress" in err, err
 
 
 def test_schema_write_where_it_cannot_is_a_usage_error(

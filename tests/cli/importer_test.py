@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gitprov.cli import main
+from gitprov.importer import tables
 from gitprov.init import init_inventory
 
 CONF = (
@@ -79,3 +80,27 @@ def test_help_explains_the_threshold_and_the_formats(capsys: pytest.CaptureFixtu
     assert main(["import", "csv", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "lineN.FIELD" in out and "comma, semicolon or TAB" in out
+
+
+@pytest.mark.parametrize("table", ["csv", "--key-file", "--models"])
+def test_a_table_past_its_bound_is_refused_before_it_is_read_whole(
+    top: Path,
+    old: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+) -> None:
+    """`import csv /dev/zero` was read until memory ran out: a table is read up to its
+    bound (256 MiB; 1 KiB here) and refused past it."""
+    monkeypatch.setattr(tables, "TABLE_MAX", 1024)
+    big = tmp_path / "big.csv"
+    big.write_text("mac,model\n" + "0021f2dd0002,G502N\n" * 100)
+    repo = ["--repo", str(top)]
+    if table == "csv":
+        argv = ["import", "csv", str(big)]
+    else:
+        argv = ["import", "conf", str(old), "--model", "G502N", table, str(big)]
+    assert main([*repo, *argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{big} is larger than 1,024 bytes" in err and "Traceback" not in err, err
