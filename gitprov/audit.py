@@ -111,8 +111,10 @@ def blame(
     find: Callable[[Inventory, str], Device] | None = None,
 ) -> list[BlameLine]:
     """Each rendered parameter of `mac` at `head` with where it is set. `find` looks the
-    device up (and says what to do when it is not there)."""
+    device up (and says what to do when it is not there). A shallow clone is refused
+    (IncompleteHistory): its boundary commit would take the blame for every line."""
     assert p.repo is not None
+    versioning.require_complete(p.repo)
     kept = _kept_blame(p, head, mac)
     if kept is not None:
         return kept

@@ -216,6 +216,7 @@ def test_a_device_removed_and_re_added_never_reuses_a_number(
         ["versions"],
         ["plan", "--base", "HEAD"],
         ["log", A_MAC],
+        ["blame", A_MAC],
         ["show", A_MAC, "--rev", "HEAD"],
     ],
 )
