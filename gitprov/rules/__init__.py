@@ -74,6 +74,7 @@ RULES = (
     "bound_value",  # GP129
     "firmware_upgrade",  # GP130
     "key_delivery",  # GP131
+    "duplicate_name",  # GP132
 )
 
 

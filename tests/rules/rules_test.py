@@ -700,3 +700,15 @@ def test_gp131_key_delivery() -> None:
     # The schema refuses a stage_url that is not https:// (and GP131 stays quiet about it).
     found = problems(fleet(staged + "https-stage\n", stage_url="http://s.example.com"))
     assert any(p.line == 5 and p.level is Level.ERROR for p in found), found
+
+
+def test_gp132_duplicate_name_of_a_profile_or_a_model() -> None:
+    evil = "params:\n  sip.server: evil.example.net\n"
+    (found,) = check(
+        "GP132", {"profiles/base.yml": evil}, ("profiles/base.yml", 1, 1)
+    )  # (base.yaml comes first: the one a reviewer reads is named)
+    assert "profile 'base' is also defined by inventory/profiles/base.yaml" in found.message
+    (found,) = check("GP132", {"models/IP542N.yml": IP542N}, ("models/IP542N.yml", 1, 1))
+    assert found.message.startswith("model 'IP542N'"), found.message
+    check("GP132", {"profiles/other.yml": evil})
+    check("GP132", {"profiles/IP542N.yaml": evil})  # (a profile named as a model)
