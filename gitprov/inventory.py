@@ -383,6 +383,23 @@ def _gitlink(path: str) -> Problem:
     )
 
 
+def _not_a_directory(path: str, what: str) -> Problem:
+    # Read as "not part of the inventory" (a warning), a `devices` link or submodule made
+    # every device vanish from a commit that still validated.
+    name = posixpath.basename(path)
+    return error(
+        path,
+        1,
+        1,
+        "GP010",
+        f"{name}/ must be a directory of this repository's files; this is {what}, whose "
+        "files gitprov does not read (git stores a link as its target's name, a submodule "
+        "as another repository's commit)",
+        f"commit the files themselves under {name}/ (devices may sit in directories "
+        "at any depth: devices/SITE/MAC.yaml)",
+    )
+
+
 def _link(path: str) -> Problem:
     # Git stores a link as its target's text, which then reads as a YAML scalar: "must
     # be a mapping" would send the reader looking in a file that is not there. The code
@@ -425,9 +442,15 @@ def read_file(
         return None, None, (_gp108(ref.path, bad.group()),)
     inventory_dir = source.inventory_dir
     gitlink = ref.oid.startswith(GITLINK)
+    prefix = _prefix(inventory_dir)
+    if ref.path.startswith(prefix) and ref.path[len(prefix) :] in _KIND_BY_DIR:
+        what = "a git submodule" if gitlink else "a symbolic link" if source.is_link(ref) else ""
+        return None, None, (_not_a_directory(ref.path, what or "a file"),)
     kind = None if gitlink else cache.kind(ref.path, inventory_dir)
     if kind is None:
-        prefix = _prefix(inventory_dir)
+        if not gitlink and ref.path.startswith(f"{prefix}devices/") and source.is_link(ref):
+            # (a link to a site's directory, whose devices would vanish with a warning)
+            return None, None, (_link(ref.path),)
         if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):
             return None, None, (_gitlink(ref.path) if gitlink else _gp005(ref.path),)
         return None, None, ()

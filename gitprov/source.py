@@ -261,9 +261,10 @@ def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[F
 
 
 def _worktree_files(base: Path) -> list[Path]:
-    """The files under `base` as os.walk lists them (a link to a directory is neither
-    walked nor listed; dot-directories are skipped), sorted by path: a stack, not
-    os.walk's recursion, which a directory nested a thousand deep exhausts."""
+    """The files under `base` as git would commit them (a link to a directory is listed,
+    as the link git stores, and not walked; dot-directories are skipped), sorted by
+    path: a stack, not os.walk's recursion, which a directory nested a thousand deep
+    exhausts."""
     found: list[Path] = []
     stack = [base]
     while stack:
@@ -278,9 +279,10 @@ def _worktree_files(base: Path) -> list[Path]:
                 is_dir = entry.is_dir()
             except OSError:
                 is_dir = False
-            if not is_dir:
+            if not is_dir or entry.is_symlink():
+                # (a link to a directory is a link, as git commits it: not walked)
                 found.append(Path(entry.path))
-            elif not entry.is_symlink() and not entry.name.startswith("."):
+            elif not entry.name.startswith("."):
                 stack.append(Path(entry.path))
     return sorted(found)
 

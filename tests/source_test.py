@@ -193,6 +193,54 @@ def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
     assert "devices/site-b" not in out and "devices/0021f2000009.yaml:1:1: warning[GP005]" in out
 
 
+@pytest.mark.parametrize("what", ["a symbolic link", "a file", "a git submodule"])
+@pytest.mark.parametrize("where", ["devices", "profiles"])
+def test_anything_but_a_directory_where_one_belongs_is_an_error_not_an_empty_fleet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str, where: str
+) -> None:
+    """`devices` committed as a link (or a file, or a submodule) was "not part of the
+    inventory", a warning: the commit validated with every device gone."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    inventory = tmp_path / "inventory"
+    shutil.move(inventory / where, tmp_path / "moved")
+    if what == "a symbolic link":
+        (inventory / where).symlink_to(tmp_path / "moved")
+    elif what == "a file":
+        (inventory / where).write_text("devices: here\n")
+    assert git(tmp_path, "add", "-A").returncode == 0
+    if what == "a git submodule":
+        other = "1234567890abcdef1234567890abcdef12345678"
+        info = f"160000,{other},inventory/{where}"
+        assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", f"{where} as {what}").returncode == 0
+    want = f"inventory/{where}:1:1: error[GP010]: {where}/ must be a directory"
+    modes = [["--rev", "HEAD"]] + ([["--worktree"]] if what != "a git submodule" else [])
+    for mode in modes:
+        assert main(["--repo", str(tmp_path), "validate", *mode]) == 1, mode
+        out = capsys.readouterr().out
+        assert want in out and f"this is {what}" in out, (mode, out)
+
+
+def test_a_link_to_a_site_directory_is_an_error_in_both_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site's devices behind a link vanished with a warning (GP005): git stores the
+    link, never what it points to; the work tree read the same as the commit."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    site = tmp_path / "elsewhere"
+    site.mkdir()
+    (tmp_path / "inventory" / "devices" / "paris").symlink_to(site)
+    assert git(tmp_path, "add", "-A").returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", "a linked site").returncode == 0
+    for mode in (["--rev", "HEAD"], ["--worktree"]):
+        assert main(["--repo", str(tmp_path), "validate", *mode]) == 1, mode
+        out = capsys.readouterr().out
+        want = "inventory/devices/paris:1:1: error[GP010]: the file is a symbolic link"
+        assert want in out, (mode, out)
+
+
 def _commit_file(repo: pygit2.Repository, path: str, data: bytes) -> None:
     """Commit `data` at `path` on top of HEAD, without a work tree (any depth, any size)."""
     head = repo.head.peel(pygit2.Commit)
