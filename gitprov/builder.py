@@ -117,7 +117,7 @@ def bootstrap_files(inv: Inventory) -> dict[str, tuple[tuple[str, ...], bytes]]:
     """Option-66 file name -> (the models it serves, its body without the version line).
 
     Models the settings name but the inventory lacks, or a missing provisioning.url, are
-    reported by publish (GP301, GP302); here they only produce no file."""
+    validation errors (GP301, GP302; publish checks again); here they produce no file."""
     fleet = inv.fleet
     if fleet.option66 is False or not fleet.provisioning_url:
         return {}

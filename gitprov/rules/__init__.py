@@ -75,6 +75,8 @@ RULES = (
     "firmware_upgrade",  # GP130
     "key_delivery",  # GP131
     "duplicate_name",  # GP132
+    "option66_model",  # GP301
+    "option66_url",  # GP302
 )
 
 
