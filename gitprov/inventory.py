@@ -420,7 +420,7 @@ def _limits(refs: Mapping[str, str], source: Source, cache: ParseCache) -> Limit
     and are read within the defaults themselves (gitprov.limits)."""
     fleet_path = _prefix(source.inventory_dir) + FLEET_FILE
     oid = refs.get(fleet_path)
-    if oid is not None:
+    if oid is not None and not oid.startswith(GITLINK):  # (a submodule: GP005, GP100)
         fleet_doc = cache.get(FileRef(fleet_path, oid), source, fleet_file=True)[0]
         if fleet_doc is not None:
             return of_fleet(fleet_doc.data)

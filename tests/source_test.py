@@ -241,6 +241,25 @@ def test_a_link_to_a_site_directory_is_an_error_in_both_reads(
         assert want in out, (mode, out)
 
 
+def test_a_submodule_in_place_of_the_fleet_settings_is_a_missing_file_not_a_damaged_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    assert git(tmp_path, "add", "-A").returncode == 0
+    assert git(tmp_path, "rm", "-q", "--cached", "inventory/gitprov.yaml").returncode == 0
+    info = "160000,1234567890abcdef1234567890abcdef12345678,inventory/gitprov.yaml"
+    assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", "settings as a submodule").returncode == 0
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 1
+    captured = capsys.readouterr()
+    assert "inventory/gitprov.yaml: error[GP100]: the fleet settings file is missing" in (
+        captured.out
+    ), captured
+    assert "inventory/gitprov.yaml:1:1: warning[GP005]: a git submodule" in captured.out
+    assert "cannot read object" not in captured.out + captured.err
+
+
 def _commit_file(repo: pygit2.Repository, path: str, data: bytes) -> None:
     """Commit `data` at `path` on top of HEAD, without a work tree (any depth, any size)."""
     head = repo.head.peel(pygit2.Commit)

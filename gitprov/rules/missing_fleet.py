@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from gitprov.errors import Problem, error
 from gitprov.inventory import FLEET_FILE
 from gitprov.rules import RuleContext
+from gitprov.source import GITLINK
 
 CODE = "GP100"
 NAME = "missing-fleet"
@@ -20,7 +21,9 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     path = f"{ctx.docs.inventory_dir}/{FLEET_FILE}".lstrip("/")
     # A gitprov.yaml that is there but unreadable (a syntax error, over a limit) has its
     # own problem at its place; "missing" would send its author looking for a lost file.
-    if ctx.fleet is None and all(ref.path != path for ref in ctx.docs.refs):
+    # A submodule in its place is missing too (its own warning, GP005, says what it is).
+    there = any(ref.path == path and not ref.oid.startswith(GITLINK) for ref in ctx.docs.refs)
+    if ctx.fleet is None and not there:
         hint = f"create {path} with at least `version_floor: 1000`"
         if not ctx.docs.refs:
             # Not one file of an inventory: a repository that has none yet, or the wrong
