@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import logging
 import math
 import os
@@ -387,6 +388,29 @@ class _HttpListener(ThreadingHTTPServer):
             log.exception("http request from %s failed", client_address)
 
 
+class _Input(io.RawIOBase):
+    """A connection's input for the request parser: while a request's line and headers
+    are read, each read waits no longer than what is left of their time. The socket's
+    own timeout is per read: a client sending a byte every few seconds was never idle
+    long enough to be dropped, and held its thread (and a connection slot) for ever."""
+
+    def __init__(self, sock: socket.socket, idle: float) -> None:
+        self._sock = sock
+        self._idle = idle
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request's line and headers took too long")
+            self._sock.settimeout(min(left, self._idle))
+        return self._sock.recv_into(buffer)
+
+
 class _HttpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # The base class assumes HTTP/0.9 until the version is parsed, and answers 0.9 with
@@ -396,10 +420,16 @@ class _HttpHandler(BaseHTTPRequestHandler):
     sys_version = ""
     # Idle keep-alive connections and stuck TLS handshakes give their thread back.
     timeout = 30
+    # A request's line and headers arrive within this, however slowly they drip (as
+    # nginx's client_header_timeout); a keep-alive connection's wait for its next
+    # request counts in it.
+    request_seconds = 30.0
     server: _HttpListener
 
     def setup(self) -> None:
         super().setup()
+        self.gp_input = _Input(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.gp_input)
         self.gp_ready = True
         self.gp_linger = False
         if isinstance(self.connection, ssl.SSLSocket):
@@ -415,13 +445,20 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if self.gp_ready:
             super().handle()
 
+    def handle_one_request(self) -> None:
+        self.gp_input.deadline = time.monotonic() + self.request_seconds
+        super().handle_one_request()
+
     def finish(self) -> None:
         super().finish()
         if self.gp_linger:
             self._linger()
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
+        ok = super().parse_request()
+        self.gp_input.deadline = None  # (the line and headers are in: the socket's timeout)
+        self.connection.settimeout(self.timeout)
+        if not ok:
             return False
         if self.command not in ("GET", "HEAD"):
             self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "method", f"method {self.command}")

@@ -6,6 +6,7 @@ codes: tftp-hpa exits 0 on "File not found" and leaves an empty file behind. The
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gitprov.errors import GitprovError
+from gitprov.tools import serve as serve_module
 from gitprov.tools.serve import (
     HttpServer,
     TftpLimits,
@@ -565,6 +567,44 @@ def test_http_connections_past_the_cap_are_closed_and_the_others_served(root: Pa
         assert (code, body) == (200, SMALL)
         for s in idle:
             s.close()
+    finally:
+        server.stop()
+
+
+def test_a_request_that_drips_in_is_dropped_at_its_deadline_not_held_for_ever(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte every so often never leaves a connection idle long enough for the socket's
+    timeout: the request's line and headers have a deadline of their own (30 s; 0.6 s
+    here), and the slot of a dropped client serves the next one."""
+    monkeypatch.setattr(serve_module._HttpHandler, "request_seconds", 0.6)
+    server = HttpServer(root, "127.0.0.1", 0, max_connections=1)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as drip:
+            started = time.monotonic()
+            closed = False
+            for byte in b"GET /small.cfg HTTP/1.1\r\nHost: x\r\n":
+                try:
+                    drip.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.1)
+                if time.monotonic() - started > 5:
+                    break
+            if not closed:
+                drip.settimeout(5)
+                with contextlib.suppress(OSError):
+                    assert drip.recv(65536) == b""
+            assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 10
+        while True:
+            code, body = curl_get(f"{server.url}/small.cfg")
+            if code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (code, body) == (200, SMALL)
     finally:
         server.stop()
 
