@@ -258,7 +258,9 @@ def register(sub: Subparsers) -> None:
         "--max-rounds", type=int, default=5, help="at most this many with --until-stable"
     )
     p.add_argument("--compare", choices=["!=", ">"], default="!=", help="the version test")
-    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds per fetch")
+    p.add_argument(
+        "--timeout", type=seconds, default=5.0, help="seconds a fetch may take, its body included"
+    )
     p.add_argument(
         "--resolve",
         action="append",

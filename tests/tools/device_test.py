@@ -13,6 +13,7 @@ import json
 import socket
 import ssl
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -605,6 +606,39 @@ def test_http_fetcher_limits_size(servers: Servers) -> None:
     url = parse_rule(f"http://127.0.0.1:{servers.http}/big.bin")
     with pytest.raises(FetchError, match="larger than 2000 bytes"):
         HttpFetcher(max_bytes=2000).fetch(url)
+
+
+def test_http_fetcher_timeout_bounds_the_whole_fetch_not_each_read() -> None:
+    """A server that answers, then drips its body a byte every 0.2 s, never lets a read
+    wait for the socket's timeout: the fetch's own deadline ends it."""
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(1)
+
+        def drip() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                while not stop.is_set():
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        return
+                    time.sleep(0.2)
+
+        server = threading.Thread(target=drip, daemon=True)
+        server.start()
+        url = parse_rule(f"http://127.0.0.1:{listener.getsockname()[1]}/f.conf")
+        started = time.monotonic()
+        try:
+            with pytest.raises(FetchError, match="not fetched within 1 s"):
+                HttpFetcher(timeout=1).fetch(url)
+        finally:
+            stop.set()
+        assert time.monotonic() - started < 3
+        server.join(5)
 
 
 def test_http_fetcher_connection_refused() -> None:

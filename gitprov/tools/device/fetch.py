@@ -237,9 +237,14 @@ class HttpFetcher:
             urllib.request.HTTPErrorProcessor(),
         ):
             opener.add_handler(handler)
+        # The timeout is the fetch's, not each read's: a server dripping a byte a second
+        # never leaves the socket idle for as long.
+        deadline = time.monotonic() + self._timeout
         try:
             with opener.open(request, timeout=self._timeout) as response:
-                data: bytes = response.read(self._max_bytes + 1)
+                data = _read_by(response, self._max_bytes + 1, deadline)
+        except TimeoutError:
+            raise FetchError(f"{shown}: not fetched within {self._timeout:g} s") from None
         except urllib.error.HTTPError as exc:
             exc.close()
             raise FetchError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
@@ -250,6 +255,22 @@ class HttpFetcher:
         if len(data) > self._max_bytes:
             raise FetchError(f"{shown}: larger than {self._max_bytes} bytes")
         return data
+
+
+def _read_by(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
+    """Up to `limit` bytes of the body, as they come, all of them by `deadline`
+    (TimeoutError past it)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the body took too long")
+        part = response.read1(min(65536, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 _RRQ, _DATA, _ACK, _ERROR, _OACK = 1, 3, 4, 5, 6
