@@ -297,10 +297,10 @@ class RuleContext:
             template = DEFAULT_FILE_NAME
         return template, tuple(sorted(self.product_names.items()))
 
-    def file_name_of(self, device: Document) -> tuple[str, str] | None:
+    def file_name_of(self, device: Document, template: str | None = None) -> tuple[str, str] | None:
         """(MAC, expanded file name) of a device with a valid MAC, the way gitprov names its
-        published files (the fleet's `file_name` template)."""
-        template = self.file_name_env[0]
+        published files (the fleet's `file_name` template, or `template`)."""
+        template = self.file_name_env[0] if template is None else template
         model = get(device.data, "model")
         product = self.product_names.get(model, "") if isinstance(model, str) else ""
 

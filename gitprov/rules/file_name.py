@@ -8,7 +8,8 @@ dot-files it deletes), no NUL or control character, no `%`, `?` or `#` (the devi
 for the name inside a URL, where they mean an escape, a query and a fragment), at most
 255 bytes.
 
-Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"`, or in a model
+Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"` (or such an
+         `encryption.previous.file_name`, the old names of a key rotation), or in a model
          `config_file_name: .IP542N.conf` or `firmware: {file: ..}`
 Passes:  `file_name: "fv$(MA).conf"`, `config_file_name: IP542N.conf`
 """
@@ -106,21 +107,35 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     fleet = ctx.fleet
     if fleet is None:
         return
+    # The names a publish writes: the file_name's, and during a key rotation the old
+    # names too (encryption.previous.file_name), for the devices that still ask for them.
+    templates: list[tuple[Path_, str]] = [(("file_name",), ctx.file_name_env[0])]
+    previous = get(fleet.data, "encryption", "previous", "file_name")
+    if isinstance(previous, str):
+        templates.append((("encryption", "previous", "file_name"), previous))
+    for where, template in templates:
+        yield from _unsafe_names(ctx, fleet, where, template)
 
+
+def _unsafe_names(
+    ctx: RuleContext, fleet: Document, where: Path_, template: str
+) -> Iterator[Problem]:
     def unsafe(doc: Document) -> Iterator[tuple[str, tuple[str, str]]]:
-        named = ctx.file_name_of(doc)
+        named = ctx.file_name_of(doc, template)
         reason = unsafe_reason(named[1]) if named is not None else None
         if named is not None and reason:
             yield reason, named
 
-    index = ctx.index(NAME, (DEVICE,), ctx.file_name_env, unsafe)
+    setting = ".".join(map(str, where))
+    name = NAME if setting == "file_name" else f"{NAME}:{setting}"
+    index = ctx.index(name, (DEVICE,), (template, ctx.file_name_env), unsafe)
     # One problem per reason, for the first device it concerns.
     for reason in list(index.keys()):
-        _, (mac, name) = index.first(reason)
+        _, (mac, expanded) = index.first(reason)
         yield error_at(
             fleet,
-            ("file_name",),
+            where,
             CODE,
-            f"file_name expands to {name!r} for {mac}: {reason}",
+            f"{setting} expands to {expanded!r} for {mac}: {reason}",
             'use a single file name with macros, e.g. "fv$(MA).conf"',
         )

@@ -207,6 +207,17 @@ def test_gp107_bad_file_name() -> None:
     check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"x" ')})
 
 
+def test_gp107_the_old_names_of_a_key_rotation_too() -> None:
+    """encryption.previous.file_name names files a publish writes too: validate passed
+    what every publish then refused, without a place."""
+    rotating = FLEET + "  previous:\n    master_key: !secret sip_2001\n    file_name: {}\n"
+    line = rotating.count("\n")  # (the last line)
+    for bad in ('"../old$(MA).conf"', '".fv$(MA).conf"', '"fv%$(MA).conf"', '"fv?$(MA).conf"'):
+        (found,) = check("GP107", {"gitprov.yaml": rotating.format(bad)}, (line, 16))
+        assert found.message.startswith("encryption.previous.file_name expands to"), found
+    check("GP107", {"gitprov.yaml": rotating.format('"old$(MA).conf"')})
+
+
 def test_gp108_value_injection() -> None:
     injected = DEVICE + '    display_name: "Alice\\nDBID_SIP_PASSWORD=x"\n'
     check("GP108", {D1: injected}, (8, 19))
