@@ -19,7 +19,7 @@ from pathlib import Path
 import pygit2
 import yaml
 
-from gitprov import REPOSITORY_URL, __version__
+from gitprov import DOCS_URL, REPOSITORY_URL, __version__
 from gitprov import secrets as sec
 from gitprov.errors import UsageError
 from gitprov.publish import inside as _inside
@@ -27,7 +27,7 @@ from gitprov.schemas import all_schemas, for_editors
 
 FLEET = """\
 # Fleet settings: the first layer of every device (fleet → profile chain → model → device).
-# Every setting: docs/inventory.md of gitprov, or `gitprov schema fleet`.
+# Every setting: `gitprov schema fleet`, or {docs}/inventory.md
 fleet: {name}
 # The lowest DBID_DBASE_VERSION: a device's version is this + the number of times its
 # file changed in the history. Raise it to jump past versions devices already hold;
@@ -393,7 +393,7 @@ def init_inventory(
     private, public = sec.generate_keypair()
     sealed = {"fleet_master_key": sec.seal(public, "fleet_master_key", random.token_urlsafe(32))}
     files = {
-        "inventory/gitprov.yaml": FLEET.format(name=_yaml_text(name)),
+        "inventory/gitprov.yaml": FLEET.format(name=_yaml_text(name), docs=DOCS_URL),
         "inventory/profiles/base.yaml": BASE_PROFILE,
         "inventory/secrets.yaml": sec.dump_secrets_file(sec.SecretsFile(public, sealed)),
         "inventory/devices/.gitkeep": "",

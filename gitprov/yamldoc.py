@@ -45,6 +45,7 @@ from yaml.events import (
     StreamEndEvent,
 )
 
+from gitprov import DOCS_URL
 from gitprov.errors import Problem, error
 from gitprov.limits import DEFAULT, Limits
 from gitprov.unsafe import describe
@@ -513,7 +514,7 @@ class _Reader:
                 "GP001",
                 f"a %YAML {version[0]}.{version[1]} directive",
                 "remove the directive: gitprov reads every file with YAML 1.1 rules "
-                "(docs/inventory.md, quote what is not a number)",
+                f"({DOCS_URL}/inventory.md, quote what is not a number)",
             )
         value = self.node(self._next(), (), self._next, 0)
         self._next()  # the document's end

@@ -13,6 +13,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gitprov import DOCS_URL
 from gitprov.cli.common import Output, Subparsers, add_command, add_format, session
 from gitprov.cli.defaults import LOG_FORMATS
 from gitprov.errors import UsageError
@@ -36,7 +37,7 @@ def register(sub: Subparsers) -> None:
         "logs); and the clients asking for per-MAC files of MACs that are not published "
         "(scans). Logs: the fetch log of `gitprov serve`, nginx access logs (combined "
         "format), tftpd-hpa syslog lines (in.tftpd run with -vv); gzip-compressed or not "
-        "(docs/fleet-status.md, 'gitprov fleet').",
+        f"({DOCS_URL}/fleet-status.md, 'gitprov fleet').",
     )
     p.add_argument(
         "--state-dir",
@@ -131,7 +132,7 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
             + (f" ({more} not listed)" if more > 0 else "")
         )
         out.warn(
-            "    hint: check each log's format (docs/fleet-status.md, 'gitprov fleet'), "
+            f"    hint: check each log's format ({DOCS_URL}/fleet-status.md, 'gitprov fleet'), "
             "or name it: --log nginx:PATH"
         )
     return 0

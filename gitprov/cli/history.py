@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from gitprov import DOCS_URL
 from gitprov.cli.common import Output, Subparsers, add_command, add_format, mac, session
 from gitprov.unsafe import printable
 
@@ -15,7 +16,7 @@ def register(sub: Subparsers) -> None:
         run_versions,
         help="each device's version and the commit that set it",
         description="Each device's DBID_DBASE_VERSION at a commit and the commit that "
-        "set it (docs/versions.md: the rule, and why it never goes down).",
+        f"set it ({DOCS_URL}/versions.md: the rule, and why it never goes down).",
     )
     p.add_argument("macs", nargs="*", metavar="MAC", type=mac, help="only these devices")
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")

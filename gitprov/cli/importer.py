@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gitprov import DOCS_URL
 from gitprov.cli.common import (
     Output,
     Subparsers,
@@ -36,7 +37,8 @@ def register(sub: Subparsers) -> None:
         description="Write device files, profiles and sealed secrets into the inventory "
         "(work tree) from the param.conf files of the provisioning server gitprov replaces, "
         "or from a spreadsheet. Everything is checked first: any problem is reported with "
-        "its place and nothing is written; nothing is committed either. See docs/inventory.md, "
+        "its place and nothing is written; nothing is committed either. See "
+        f"{DOCS_URL}/inventory.md, "
         '"Importing a fleet".',
     )
     ss = p.add_subparsers(dest="source_kind", metavar="SOURCE", required=True)

@@ -46,7 +46,7 @@ def register(sub: Subparsers) -> None:
         "--format",
         choices=["text", "json", "markdown"],
         default="text",
-        help="text; json (schemas/output/plan-output.schema.json); markdown (a PR comment)",
+        help="text; json (its schema: `gitprov schema plan-output`); markdown (a PR comment)",
     )
     p.add_argument(
         "--max-chars",

@@ -7,6 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from gitprov import DOCS_URL
 from gitprov.cli.common import (
     Output,
     Subparsers,
@@ -25,7 +26,7 @@ def register(sub: Subparsers) -> None:
         help="sealed secrets: keygen, set, list, rotate",
         description="Secrets are sealed one by one to the repository's public key in "
         "inventory/secrets.yaml: anyone can add one; only the publisher's private key "
-        "opens them (docs/keys.md).",
+        f"opens them ({DOCS_URL}/keys.md).",
     )
     ss = p.add_subparsers(dest="secrets_cmd", metavar="ACTION", required=True)
 
@@ -67,7 +68,7 @@ def register(sub: Subparsers) -> None:
         "it again to NEW_PUBLIC_KEY, which replaces public_key: (in the work tree; commit "
         "it, then give the publisher the new private key). E.g. `gitprov secrets keygen "
         "--out new.key`, then `gitprov --private-key-file old.key secrets rotate "
-        "--new-public-key gitprov-pk-…` (docs/keys.md, 'Sealed secrets'). Every device "
+        f"--new-public-key gitprov-pk-…` ({DOCS_URL}/keys.md, 'Sealed secrets'). Every device "
         "that uses a secret gets a new version once.",
     )
     r.add_argument("--new-public-key", required=True, help="gitprov-pk-… of the new key pair")

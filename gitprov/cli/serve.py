@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from gitprov import DEPLOY_URL, DOCS_URL
 from gitprov.cli.common import (
     Output,
     Subparsers,
@@ -47,7 +48,7 @@ def register(sub: Subparsers) -> None:
         help="read-only HTTP and TFTP over the roots",
         description="Serve the published roots read-only: HTTP and TFTP, on loopback by "
         "default. Without --http-root/--tftp-root, the roots the fleet settings name. "
-        "Production serving is nginx and tftpd-hpa (deploy/); this is the zero-setup one.",
+        f"Production serving is nginx and tftpd-hpa ({DEPLOY_URL}); this is the zero-setup one.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--http-port", type=port, default=8080, help="HTTP port (0: any free port)")
@@ -57,7 +58,7 @@ def register(sub: Subparsers) -> None:
     fetches = p.add_argument_group(
         "fetch log",
         "One JSON line per request: time, protocol, client, path, file, MAC, version served,\n"
-        "status, bytes (docs/fleet-status.md, 'Fetch log').",
+        f"status, bytes ({DOCS_URL}/fleet-status.md, 'Fetch log').",
     )
     fetches.add_argument(
         "--state-dir",
@@ -78,7 +79,7 @@ def register(sub: Subparsers) -> None:
         "HTTPS with client certificates",
         "An HTTPS listener that serves a file only to the device certificate whose CN is\n"
         "the MAC in its name: the stage root (key delivery https-stage, only here), then\n"
-        "the HTTP root (docs/key-delivery.md).",
+        f"the HTTP root ({DOCS_URL}/key-delivery.md).",
     )
     https.add_argument("--https-port", type=port, metavar="PORT", help="HTTPS port (0: any)")
     https.add_argument("--tls-cert", metavar="PEM", help="the server's certificate")
@@ -95,7 +96,7 @@ def register(sub: Subparsers) -> None:
         "TFTP limits",
         "A TFTP session is pending until the client acknowledges the first packet.\n"
         "Pending sessions give way to new requests: clients that never answer cannot\n"
-        "hold the server (docs/cli.md, 'Serving').",
+        f"hold the server ({DOCS_URL}/cli.md, 'Serving').",
     )
     p.add_argument(
         "--http-max-connections",
@@ -278,7 +279,7 @@ def register(sub: Subparsers) -> None:
         metavar="NAME=DBID_KEY",
         help="the DBID key the device stores a setting under, e.g. "
         "resync_periodic=DBID_RESYNC_PERIODIC (repeatable; the vendor publishes only "
-        "option 66's: docs/device-checklist.md)",
+        f"option 66's: {DOCS_URL}/device-checklist.md)",
     )
     add_format(p)
 
@@ -390,7 +391,9 @@ def _https_options(
     missing = [f for f in ("tls_cert", "tls_key", "client_ca") if not getattr(args, f)]
     if missing:
         flags = ", ".join("--" + f.replace("_", "-") for f in missing)
-        raise UsageError(f"--https-port needs {flags}", hint="deploy/device-cert.sh makes them")
+        raise UsageError(
+            f"--https-port needs {flags}", hint=f"{DEPLOY_URL}/device-cert.sh makes them"
+        )
     roots = [r for r in (args.stage_root, http_root) if r]
     if not roots:
         raise UsageError("--https-port has nothing to serve", hint="give --stage-root DIR")

@@ -22,7 +22,7 @@ def register(sub: Subparsers) -> None:
         "--format",
         choices=["text", "json", "github"],
         default="text",
-        help="text; json (schemas/output/validate-output.schema.json); github "
+        help="text; json (its schema: `gitprov schema validate-output`); github "
         "(workflow annotations)",
     )
     p.add_argument(

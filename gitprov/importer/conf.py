@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitprov import DOCS_URL
 from gitprov.app import Progress, Session
 from gitprov.crypto import Mode
 from gitprov.errors import Problem, UsageError, error, warning
@@ -308,7 +309,8 @@ def _device_key(device: Device, inv: Inventory, warnings: list[Problem]) -> None
                 RULE,
                 "the Profile Rule's key holds a space, quote, ] or $, which "
                 "gitprov would write into the new Profile Rule unquoted",
-                "after the import, move the device to a derived key (docs/keys.md, rotating keys)",
+                "after the import, move the device to a derived key "
+                f"({DOCS_URL}/keys.md, rotating keys)",
             )
         )
     if decrypt_key is not None and key != decrypt_key:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gitprov import DOCS_URL
 from gitprov.errors import Problem
 from gitprov.inventory import FLEET
 from gitprov.rules import DocContext, error_at, get, warning_at
@@ -46,7 +47,7 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             "HTTP and TFTP: anyone who knows or guesses a MAC reads that device's key, and "
             "with it the device's file (its SIP credentials)",
             "prefer https-stage (a stage file served only to the device's own client "
-            "certificate) or manual (keys set at staging); docs/key-delivery.md",
+            f"certificate) or manual (keys set at staging); {DOCS_URL}/key-delivery.md",
         )
     if mode == HTTPS_STAGE:
         stage_url = get(doc.data, "provisioning", "stage_url")
@@ -61,7 +62,7 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
                 "key_delivery https-stage needs an HTTPS URL for the stage files, and "
                 "provisioning.url is not https://",
                 'set provisioning.stage_url: "https://HOST[:PORT]" (the server that serves '
-                "the stage root with client certificates); docs/key-delivery.md",
+                f"the stage root with client certificates); {DOCS_URL}/key-delivery.md",
             )
     option66 = get(doc.data, "publish", "option66")
     if option66 is None or option66 is False or option66 == []:

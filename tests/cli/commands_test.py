@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import gitprov
+from gitprov import DEPLOY_URL, DOCS_URL
 from gitprov.app import Session
 from gitprov.cli import build_parser, main
 from gitprov.cli.common import EXIT_CODES
@@ -299,6 +301,16 @@ def test_every_option_of_every_command_has_help() -> None:
             seen += 1
             assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
     assert seen > 100
+
+
+def test_help_names_no_file_an_installed_gitprov_lacks() -> None:
+    """An installed gitprov has no docs/ or deploy/ beside it: help sends a reader to the
+    documentation's address, and to schemas by the command that prints them."""
+    checkout_only = re.compile(r"(?<![\w/.])(docs/[\w-]+\.md|deploy/|schemas/output/)")
+    for name, parser in _parsers(build_parser()):
+        text = parser.format_help()
+        assert not checkout_only.search(text), (name, checkout_only.findall(text))
+    assert DOCS_URL.startswith("https://") and DEPLOY_URL.startswith("https://")
 
 
 def test_help_states_defaults_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
