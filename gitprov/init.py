@@ -82,10 +82,20 @@ PRE_COMMIT = """\
 # environment of its own; keep `rev` at the release the publisher runs.
 repos:
   - repo: {repository}
-    rev: v{version}
+    rev: {rev}
     hooks:
       - id: gitprov-validate
 """
+
+
+def pre_commit_config(action: ActionRef | None) -> str:
+    """The hook from where the workflows take gitprov's action, pinned as they pin it
+    (by commit, the release in a comment, as `pre-commit autoupdate --freeze` writes it);
+    without workflows, gitprov's repository at this release."""
+    if action is None:
+        return PRE_COMMIT.format(repository=REPOSITORY_URL, rev=f"v{__version__}")
+    rev = f"{action.sha}  # frozen: {action.version}" if action.sha else action.version
+    return PRE_COMMIT.format(repository=f"https://github.com/{action.repository}", rev=rev)
 
 README = """\
 # {name}: the provisioning inventory
@@ -397,9 +407,7 @@ def init_inventory(
         "inventory/profiles/base.yaml": BASE_PROFILE,
         "inventory/secrets.yaml": sec.dump_secrets_file(sec.SecretsFile(public, sealed)),
         "inventory/devices/.gitkeep": "",
-        ".pre-commit-config.yaml": PRE_COMMIT.format(
-            repository=REPOSITORY_URL, version=__version__
-        ),
+        ".pre-commit-config.yaml": pre_commit_config(action),
         ".gitignore": "var/\n",
         ".vscode/settings.json": json.dumps(
             {

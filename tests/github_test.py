@@ -700,3 +700,25 @@ def test_init_without_github_writes_the_release_tag_and_says_how_to_pin_it(
     assert "--action-ref" in err and "git ls-remote" in err
     review = (top / ".github" / "workflows" / "gitprov-review.yml").read_text()
     assert f"uses: {GITHUB_REPOSITORY}@v{__version__}\n" in review
+
+
+def test_the_pre_commit_hook_comes_from_where_the_workflows_take_the_action(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A team that runs a fork (or a mirror) of the action gets its hook from there too,
+    pinned by the same commit: not upstream at a tag that can be moved."""
+    fork = f"Acme-Corp/gitprov.fork@{'a' * 40} # v0.1.0-acme"
+    top = tmp_path / "fleet"
+    argv = ["init", str(top), "--private-key-out", str(tmp_path / "fleet.key")]
+    assert main([*argv, "--action-ref", fork]) == 0
+    capsys.readouterr()
+    text = (top / ".pre-commit-config.yaml").read_text()
+    (hook,) = load_yaml(top / ".pre-commit-config.yaml")["repos"]
+    assert hook["repo"] == "https://github.com/Acme-Corp/gitprov.fork"
+    assert hook["rev"] == "a" * 40 and "# frozen: v0.1.0-acme" in text
+    uses = {step.get("uses", "") for job in _jobs(top) for step in job.get("steps", [])}
+    assert f"Acme-Corp/gitprov.fork@{'a' * 40}" in {u.split(" ")[0] for u in uses}
+
+
+def _jobs(top: Path) -> list[dict[str, Any]]:
+    return [job for path in workflows_of(top) for job in load_yaml(path)["jobs"].values()]
