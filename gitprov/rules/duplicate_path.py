@@ -1,6 +1,8 @@
 """GP106 duplicate-path: two devices (or a device and a model's file) publish to one path.
 
-Fails:   `file_name: "fv$(MA:0:6).conf"` with two devices of the same vendor prefix
+Fails:   `file_name: "fv$(MA:0:6).conf"` with two devices of the same vendor prefix, or
+         an `encryption.previous.file_name` (the old names of a key rotation) that is
+         `file_name` itself or gives one device's old name to another device
 Passes:  `file_name: "fv$(MA).conf"` (the MAC makes each name unique)
 """
 
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
 from gitprov.inventory import DEVICE
-from gitprov.rules import RuleContext, get
+from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
 CODE = "GP106"
@@ -31,12 +33,31 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if isinstance(fw, str):
             taken[fw] = m
 
+    # During a key rotation each device is published under its old name too.
+    previous = get(fleet.data, "encryption", "previous", "file_name")
+    if not isinstance(previous, str):
+        previous = None
+    elif previous == ctx.file_name_env[0]:
+        yield error_at(
+            fleet,
+            ("encryption", "previous", "file_name"),
+            CODE,
+            "encryption.previous.file_name is file_name itself: each device's file for its "
+            "old key and its file for the new one would be published to one path",
+            "give file_name a new name for the new key (docs: rotating keys), e.g. "
+            '"fv$(MA)-k2.conf"',
+        )
+        previous = None
+
     def published(doc: Document) -> Iterator[tuple[str, tuple[int, int]]]:
         named = ctx.file_name_of(doc)
         if named is not None:
             yield named[1], doc.pos(("mac",))
+            old = ctx.file_name_of(doc, previous) if previous is not None else None
+            if old is not None and old[1] != named[1]:
+                yield old[1], doc.pos(("mac",))
 
-    index = ctx.index(NAME, (DEVICE,), ctx.file_name_env, published)
+    index = ctx.index(NAME, (DEVICE,), (ctx.file_name_env, previous), published)
     for name, model in taken.items():
         for (path, _), at in index.members(name):
             yield _clash(path, at, name, model.path)

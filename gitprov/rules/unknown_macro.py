@@ -55,9 +55,10 @@ def _template(doc: Document, path: Path_, text: str, known: frozenset[str]) -> I
 def check_document(dctx: DocContext) -> Iterator[Problem]:
     doc = dctx.doc
     if dctx.kind == FLEET:
-        template = get(doc.data, "file_name")
-        if isinstance(template, str):
-            yield from _template(doc, ("file_name",), template, FILE_NAME_MACROS)
+        for at in (("file_name",), ("encryption", "previous", "file_name")):
+            template = get(doc.data, *at)
+            if isinstance(template, str):
+                yield from _template(doc, at, template, FILE_NAME_MACROS)
         url = get(doc.data, "provisioning", "url")
         if isinstance(url, str):
             yield from _template(doc, ("provisioning", "url"), url, KNOWN)

@@ -201,6 +201,20 @@ def test_gp106_duplicate_path() -> None:
     check("GP106", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"$(MAU).cfg"')})
 
 
+def test_gp106_the_old_names_of_a_key_rotation_too() -> None:
+    """Publish refused these ('two different files would be published as …') after
+    validate passed them."""
+    rotating = FLEET + "  previous:\n    master_key: !secret sip_2001\n    file_name: {}\n"
+    line = rotating.count("\n")
+    (same,) = check("GP106", {"gitprov.yaml": rotating.format('"fv$(MA).conf"')}, (line, 16))
+    assert "is file_name itself" in same.message, same.message
+    # One constant old name for every device: the second device's clashes.
+    check("GP106", {"gitprov.yaml": rotating.format('"old.conf"')}, (D2, 1, 6))
+    # An old name that is a model's bootstrap file.
+    check("GP106", {"gitprov.yaml": rotating.format('"IP542N.conf"')}, (D1, 1, 6), (D2, 1, 6))
+    check("GP106", {"gitprov.yaml": rotating.format('"old$(MA).conf"')})
+
+
 def test_gp107_bad_file_name() -> None:
     check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"../fv$(MA).conf"')}, (2, 12))
     check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"cfg/$MA.conf"')}, (2, 12))
@@ -216,6 +230,11 @@ def test_gp107_the_old_names_of_a_key_rotation_too() -> None:
         (found,) = check("GP107", {"gitprov.yaml": rotating.format(bad)}, (line, 16))
         assert found.message.startswith("encryption.previous.file_name expands to"), found
     check("GP107", {"gitprov.yaml": rotating.format('"old$(MA).conf"')})
+
+
+def test_gp108_a_nul_is_not_told_to_go_on_one_line() -> None:
+    (found,) = check("GP108", {D1: DEVICE + '    display_name: "Desk\\0"\n'}, (8, 19))
+    assert "NUL" in found.hint and "one line" not in found.hint, found.hint
 
 
 def test_gp108_value_injection() -> None:
@@ -339,6 +358,14 @@ def test_gp111_unknown_macro_warns() -> None:
     check("GP111", {fleet: FLEET.replace("$(MA)", "$MA_x")})
     check("GP111", {fleet: FLEET.replace("$(MA)", "$MAx")}, (2, 12))
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA_X)")}, (2, 12))
+
+
+def test_gp111_in_the_old_names_of_a_key_rotation() -> None:
+    rotating = FLEET + "  previous:\n    master_key: !secret sip_2001\n    file_name: {}\n"
+    line = rotating.count("\n")
+    (found,) = check("GP111", {"gitprov.yaml": rotating.format('"fv$(NOPE).conf"')}, (line, 16))
+    assert found.message.startswith("encryption.previous.file_name: $NOPE"), found.message
+    check("GP111", {"gitprov.yaml": rotating.format('"old$(MA).conf"')})
 
 
 def test_gp111_sn_in_file_name_for_a_device_without_a_serial() -> None:
