@@ -97,6 +97,7 @@ def pre_commit_config(action: ActionRef | None) -> str:
     rev = f"{action.sha}  # frozen: {action.version}" if action.sha else action.version
     return PRE_COMMIT.format(repository=f"https://github.com/{action.repository}", rev=rev)
 
+
 README = """\
 # {name}: the provisioning inventory
 

@@ -366,7 +366,7 @@ def _gp005(path: str) -> Problem:
         "file is not part of the inventory and is ignored",
         "inventory files are gitprov.yaml, secrets.yaml, profiles/*.yaml, "
         "models/*.yaml and devices/**/*.yaml (devices in directories at "
-        "any depth); .yml works too",
+        "any depth); profiles, models and devices may end in .yml too",
     )
 
 

@@ -43,6 +43,8 @@ def unsafe_in(value: str, *, tab: bool = False) -> tuple[str, str] | None:
 
 def unsafe_hint(char: str) -> str:
     """What to do about `char` (see `unsafe_in`), as a problem's hint says it."""
+    if char == "\x00":
+        return "remove it: a NUL ends the value where the device reads it, or hides a line after it"
     if char in LINE_BREAKS:
         return "write it on one line: a line break would inject lines into param.conf"
     if char == "\t":

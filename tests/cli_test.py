@@ -332,3 +332,16 @@ def test_secrets_set_takes_a_value_piped_with_crlf_without_its_line_end(
     path = example_repo.path / "inventory" / "secrets.yaml"
     sealed = load_secrets_file(path.read_text()).sealed["sip_9999"]
     assert unseal(private_key, "sip_9999", sealed) == "Hunter2-secret"
+
+
+def test_secrets_set_says_when_it_replaces_a_value(
+    example_repo: GitRepo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Setting fleet_master_key again re-keys every device: say so, not just 'sealed'."""
+    repo = str(example_repo.path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"new-one\n")))
+    code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")
+    assert code == 0 and "sealed sip_9999 into" in out and "replaced" not in out, out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"newer-one\n")))
+    code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")
+    assert code == 0 and "replaced sip_9999 in" in out and "new file and version" in out, out

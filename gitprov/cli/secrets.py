@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from gitprov.cli.common import (
     add_command,
     session,
 )
-from gitprov.errors import UsageError
+from gitprov.errors import GitprovError, UsageError
 
 
 def register(sub: Subparsers) -> None:
@@ -92,8 +93,18 @@ def run(args: argparse.Namespace, out: Output) -> int:
             out.data(f"{name}  {digest}")
         return 0
     if args.secrets_cmd == "set":
+        known: set[str] = set()
+        with contextlib.suppress(GitprovError):  # (setting one says what is wrong)
+            known = {name for name, _ in s.secrets_list()}
         path = s.secrets_set(args.name, _read_value(args.name))
-        out.info(f"sealed {args.name} into {path}; refer to it as !secret {args.name}")
+        if args.name in known:
+            # (a new master key gives every device that uses it a new key and version)
+            out.info(
+                f"replaced {args.name} in {path}: every device that uses it gets a new "
+                "file and version at the next publish"
+            )
+        else:
+            out.info(f"sealed {args.name} into {path}; refer to it as !secret {args.name}")
         return 0
     count = s.secrets_rotate(args.new_public_key)
     out.info(f"re-sealed {count} secret(s) to the new public key in {s.secrets_path()}")

@@ -177,6 +177,8 @@ def _bind_error(proto: str, host: str, port: int, exc: OSError) -> UsageError:
         hint = "ports below 1024 need root (or CAP_NET_BIND_SERVICE); choose a port >= 1024"
     elif exc.errno == errno.EADDRNOTAVAIL:
         hint = "the address is not configured on this host"
+    elif isinstance(exc, socket.gaierror):
+        hint = "give --host an address of this host, or a name it resolves"
     return UsageError(f"cannot listen for {proto} on {host}:{port}: {exc.strerror}", hint=hint)
 
 

@@ -7,6 +7,7 @@ codes: tftp-hpa exits 0 on "File not found" and leaves an empty file behind. The
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
@@ -629,3 +630,11 @@ def test_http_a_path_is_its_bytes_read_as_utf8_raw_or_percent_encoded(
             pass
     (event,) = events.wait_for(1)
     assert (event.path, event.status) == (path, 404)
+
+
+def test_a_host_that_does_not_resolve_is_not_told_to_choose_another_port() -> None:
+    unresolved = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    error = serve_module._bind_error("HTTP", "no such host", 8080, unresolved)
+    assert "--host" in error.hint and "port" not in error.hint, error.hint
+    taken = OSError(errno.EADDRINUSE, "Address already in use")
+    assert "another port" in serve_module._bind_error("HTTP", "127.0.0.1", 80, taken).hint
