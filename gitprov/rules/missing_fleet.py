@@ -22,8 +22,10 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     # A gitprov.yaml that is there but unreadable (a syntax error, over a limit) has its
     # own problem at its place; "missing" would send its author looking for a lost file.
     # A submodule in its place is missing too (its own warning, GP005, says what it is).
-    there = any(ref.path == path and not ref.oid.startswith(GITLINK) for ref in ctx.docs.refs)
-    if ctx.fleet is None and not there:
+    # (The refs are a fleet's: looked at only when the settings were not read.)
+    if ctx.fleet is None and not any(
+        ref.path == path and not ref.oid.startswith(GITLINK) for ref in ctx.docs.refs
+    ):
         hint = f"create {path} with at least `version_floor: 1000`"
         if not ctx.docs.refs:
             # Not one file of an inventory: a repository that has none yet, or the wrong
