@@ -627,8 +627,10 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
             try:
                 value = unseal(private_key, name, inv.sealed[name])
             except SecretError as exc:
+                at = inv.sealed_at.get(name)
                 raise UsageError(
-                    exc.message, hint=f"is this the private key of {SECRETS}.yaml's public_key?"
+                    f"{at}: {exc.message}" if at else exc.message,
+                    hint=f"is this the private key of {SECRETS}.yaml's public_key?",
                 ) from None
             # Validation cannot see inside a sealed value: GP108's check (and GP109's:
             # a TAB in a line's password shifts the lines after it), here.

@@ -728,6 +728,7 @@ class Inventory:
     sealed: Mapping[str, str] = field(default_factory=dict)  # secret name -> sealed text
     public_key: str | None = None
     public_key_at: str = ""  # "file:line:col" of public_key, for messages
+    sealed_at: Mapping[str, str] = field(default_factory=dict)  # name -> "file:line:col"
     _chains: dict[str, tuple[Profile, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -932,10 +933,23 @@ def _build_inventory(docs: Documents) -> Inventory:
     devices = _devices(docs)
     devices.sort(key=lambda dev: dev.mac)
     sealed: dict[str, str] = {}
+    sealed_at: dict[str, str] = {}
     public_key, public_key_at = None, ""
     for d in docs.of(SECRETS):
         public_key = d.data.get("public_key")
         line, col = d.pos(("public_key",))
         public_key_at = f"{d.path}:{line}:{col}"
         sealed.update(d.data.get("secrets") or {})
-    return Inventory(fleet, profiles, models, tuple(devices), sealed, public_key, public_key_at)
+        for name in d.data.get("secrets") or {}:
+            line, col = d.pos(("secrets", name))
+            sealed_at[name] = f"{d.path}:{line}:{col}"
+    return Inventory(
+        fleet,
+        profiles,
+        models,
+        tuple(devices),
+        sealed,
+        public_key,
+        public_key_at,
+        sealed_at=sealed_at,
+    )
