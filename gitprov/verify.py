@@ -26,7 +26,7 @@ from pathlib import Path
 import pygit2
 
 from gitprov.builder import VersionConflict
-from gitprov.errors import GitprovError, InvalidInventory
+from gitprov.errors import GitprovError, InvalidInventory, UsageError
 from gitprov.pipeline import Pipeline
 from gitprov.plan import MANIFEST, Manifest, load_manifest, served_versions
 from gitprov.publish import KeyFor, Targets, TargetsFor, artifacts, needs_stage_root, stage_build
@@ -80,6 +80,12 @@ def verify_commit(
         )
     key = private_key(loaded.inventory) if callable(private_key) else private_key
     where = targets(loaded.inventory.fleet) if callable(targets) else targets
+    if where.state_dir.exists() and not where.state_dir.is_dir():
+        # (read as an empty state dir, it said "no manifest": as if nothing was published)
+        raise UsageError(
+            f"{where.state_dir}: the state dir is not a directory",
+            hint="give the publisher's state dir (--state-dir, or publish.state_dir)",
+        )
     before = _stamp(where.state_dir)
     manifest = load_manifest(where.state_dir)
     try:

@@ -144,3 +144,14 @@ def test_a_later_commit_differs_only_where_it_changes_versions_continuing(
         f"{first[:12]} gives {gives}); a publish of it is refused\n"
         f"    hint: verify the published commit: gitprov verify --rev {second[:12]}\n"
     )
+
+
+def test_a_state_dir_that_is_a_file_is_a_usage_error_not_an_empty_publication(
+    published: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stray = tmp_path / "not-a-dir"
+    stray.write_text("x\n")
+    argv = ["--repo", str(published.path), "verify", *root_args(tmp_path / "roots")]
+    assert main([*argv, "--state-dir", str(stray)]) == 2
+    err = capsys.readouterr().err
+    assert f"{stray}: the state dir is not a directory" in err and "Traceback" not in err, err
