@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import stat
 import time
 import zlib
 from collections import OrderedDict
@@ -550,6 +551,14 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
         raise UsageError(
             f"--log {path}: cannot read it: {exc.strerror}", hint="check the path and its mode"
         ) from None
+    mode = os.fstat(raw.fileno()).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        # (a device: /dev/zero is an endless log of one empty line; a pipe, `<(zcat …)`,
+        # is a log like a file)
+        raw.close()
+        raise UsageError(
+            f"--log {path}: not a file or a pipe", hint="give a log file, or a pipe of one"
+        )
     head = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw), raw  # type: ignore[return-value]

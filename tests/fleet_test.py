@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -428,6 +429,20 @@ def test_inputs_that_cannot_be_read_are_usage_errors(state: Path, tmp_path: Path
         fleet_status(state, [LogSource(tmp_path / "missing.log")])
     with pytest.raises(UsageError, match="is a directory"):
         fleet_status(state, [LogSource(tmp_path)])
+    # A device never ends: /dev/zero was read as an endless log of empty lines.
+    with pytest.raises(UsageError, match="/dev/zero: not a file or a pipe"):
+        fleet_status(state, [LogSource(Path("/dev/zero"))])
+
+
+def test_a_log_may_come_through_a_pipe(state: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b""))
+    writer.start()
+    try:
+        fleet_status(state, [LogSource(fifo)])
+    finally:
+        writer.join(10)
 
 
 def test_log_sources() -> None:
