@@ -80,7 +80,8 @@ def verify_commit(
         )
     key = private_key(loaded.inventory) if callable(private_key) else private_key
     where = targets(loaded.inventory.fleet) if callable(targets) else targets
-    if where.state_dir.exists() and not where.state_dir.is_dir():
+    # (os.path's tests say False for any error: a name too long is not this case)
+    if os.path.exists(where.state_dir) and not os.path.isdir(where.state_dir):
         # (read as an empty state dir, it said "no manifest": as if nothing was published)
         raise UsageError(
             f"{where.state_dir}: the state dir is not a directory",
