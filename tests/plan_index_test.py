@@ -518,7 +518,12 @@ def test_an_index_is_read_again_only_when_a_file_it_was_read_from_changed(
     assert first is not None and load_index(state) is first
     previous = load_manifest(state)
     assert previous is not None
-    step = ({"a.conf": dataclasses.replace(previous.files["a.conf"], version=1002)}, {}, {}, "c1")
+    step: tuple[Any, ...] = (
+        {"a.conf": dataclasses.replace(previous.files["a.conf"], version=1002)},
+        {},
+        {},
+        "c1",
+    )
     _store(state, _changed(previous, step))  # a change log beside the same index
     assert (state / plan_module.INDEX_DELTA).exists()
     logged = load_index(state)
