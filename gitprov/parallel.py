@@ -7,7 +7,7 @@ raises what it raises (an error of gitprov's loses its hint and place in a pickl
 
 `Ahead` is the other shape: one forked process works down a list while this one goes
 on with its own work, and this one takes each result if it has arrived (else does that
-item itself)."""
+item itself); or, with `rest`, works up the list from its end until the two meet."""
 
 from __future__ import annotations
 
@@ -113,16 +113,26 @@ class Ahead(Generic[_K, _T]):
 
     def __init__(self, job: Callable[[_K], _T], keys: Sequence[_K]) -> None:
         ctx = multiprocessing.get_context("fork")
+        self._job = job
         self._keys = list(keys)
         self._got: dict[_K, _T] = {}
         self._recv, send = ctx.Pipe(duplex=False)
         count = len(self._keys)
+        # Shared with the process: which items each side took (see `rest`).
+        self._claimed = ctx.RawArray("b", max(count, 1))
+        self._started = ctx.RawArray("b", max(count, 1))
 
         def run() -> None:  # in the forked process
             _worker_signals()
             self._recv.close()
             try:
                 for i in range(count):
+                    # Checked before it is marked started, never after: of an item both
+                    # sides reach at once, at least one does it (maybe both: the same
+                    # result), whatever order the two processes see each other's marks in.
+                    if self._claimed[i]:
+                        break
+                    self._started[i] = 1
                     send.send((i, job(self._keys[i])))
             except BaseException:  # this process does the rest itself
                 pass
@@ -146,6 +156,49 @@ class Ahead(Generic[_K, _T]):
                 break
             self._got[self._keys[i]] = value
         return self._got.pop(key, None)
+
+    def rest(self) -> dict[_K, _T | None]:
+        """Every item's result, those the process has not started done here, from the
+        last back until the two meet: this process's wait for the other becomes work
+        shared over two cores. None for an item whose job failed here, or that the
+        process started and then failed or stopped on. Called once, after which `get`
+        has nothing more."""
+        count = len(self._keys)
+        mine: dict[int, _T | None] = {}
+        for j in reversed(range(count)):
+            self._drain()
+            if self._keys[j] in self._got:
+                break  # (the process works in order: it did all before this one)
+            self._claimed[j] = 1
+            if self._started[j]:
+                break
+            try:
+                mine[j] = self._job(self._keys[j])
+            except Exception:
+                mine[j] = None
+        out: dict[_K, _T | None] = {}
+        for i, key in enumerate(self._keys):
+            if i in mine:
+                out[key] = mine[i]
+                continue
+            got = self.get(key, wait=True)
+            if got is None and not self._open:
+                # (the process stopped short of it: done here, as `get`'s caller would)
+                try:
+                    got = self._job(key)
+                except Exception:
+                    got = None
+            out[key] = got
+        return out
+
+    def _drain(self) -> None:
+        while self._open and self._recv.poll():
+            try:
+                i, value = self._recv.recv()
+            except (EOFError, OSError):
+                self._open = False
+                break
+            self._got[self._keys[i]] = value
 
     def close(self) -> None:
         self._open = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,53 @@ def test_after_a_failing_item_ahead_has_nothing_more_and_the_caller_does_the_res
         assert not ahead._process.is_alive()
         assert ahead.get(1) == -1
         assert ahead.get(2) is None and ahead.get(3) is None
+
+
+def test_rest_shares_the_items_left_with_the_process_and_gives_every_result() -> None:
+    """This process works up from the last item while the other works down: each
+    item's result is there, some made here and some there."""
+    here = os.getpid()
+    done_here: list[int] = []
+
+    def job(k: int) -> int:
+        time.sleep(0.05)
+        if os.getpid() == here:
+            done_here.append(k)
+        return k * k
+
+    keys = list(range(20))
+    with parallel.Ahead(job, keys) as ahead:
+        got = ahead.rest()
+    assert got == {k: k * k for k in keys}
+    assert done_here and len(done_here) < len(keys)
+    # From the last item back, without a gap: the process did the first ones.
+    assert sorted(done_here) == keys[len(keys) - len(done_here) :]
+
+
+def test_rest_does_what_the_process_failed_or_stopped_on() -> None:
+    here = os.getpid()
+
+    def job(k: int) -> int:
+        if os.getpid() != here and k == 2:
+            raise ValueError("this one fails there")
+        if os.getpid() != here and k > 2:
+            time.sleep(30)  # (never: the process stopped at 2)
+        return -k
+
+    with parallel.Ahead(job, [1, 2, 3, 4]) as ahead:
+        ahead._process.join(10)
+        assert ahead.rest() == {1: -1, 2: -2, 3: -3, 4: -4}
+
+    def fails_here(k: int) -> int:
+        if os.getpid() == here:
+            raise ValueError("and here")
+        time.sleep(30)
+        return k
+
+    with parallel.Ahead(fails_here, [1, 2]) as ahead:
+        ahead._process.kill()
+        ahead._process.join(10)
+        assert ahead.rest() == {1: None, 2: None}  # (the caller makes its own)
 
 
 def test_leaving_ahead_stops_its_process() -> None:

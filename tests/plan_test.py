@@ -464,10 +464,15 @@ def test_a_damaged_or_hostile_index_is_ignored_never_raised(tmp_path: Path) -> N
     assert plan_module.load_index(state) is not None
 
 
+@pytest.mark.parametrize("process", ["done", "stopped"])
 def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process: str
 ) -> None:
+    """The survey's process done before the plan asks (this process looks at nothing),
+    or stopped before it did anything (this one does every part, each once, never a
+    survey of its own besides): the plan is the plan of a survey made then."""
     monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
+    monkeypatch.setattr(plan_module, "SURVEY_PART_MIN", 4)  # (several parts a root)
     state, m, roots = _indexed(tmp_path)
     http, tftp = roots
     os.utime(http / "f004.conf", ns=(1, 1))  # touched
@@ -493,14 +498,34 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     removed = {(Path(a.root).name, a.name) for a in then.actions if a.action is Action.REMOVE}
     assert removed == {("http", "f008.conf"), ("http", "f009.conf")}
 
+    real, real_listing = plan_module._not_as_recorded, plan_module._listing
+    here, stuck = os.getpid(), tmp_path / "stuck"
+    if process == "stopped":
+        # The survey's process lists the first root, then sticks at its first stats.
+        def sticks(*args: Any) -> list[str]:
+            if os.getpid() != here:
+                stuck.touch()
+                time.sleep(60)
+            return real(*args)
+
+        monkeypatch.setattr(plan_module, "_not_as_recorded", sticks)
     surveyed = plan_module.SurveyAhead.start(state)
     assert surveyed is not None and surveyed.matches(state)
-    looked: list[str] = []
+    if process == "done":
+        surveyed._ahead._process.join(10)
+    else:
+        for _ in range(1000):
+            if stuck.exists():
+                break
+            time.sleep(0.01)
+        surveyed._ahead._process.kill()
+        surveyed._ahead._process.join(10)
+    assert not surveyed._ahead._process.is_alive()
+    looked: list[tuple[str, str]] = []
     listed: list[Path] = []
-    real, real_listing = plan_module._not_as_recorded, plan_module._listing
 
     def spy(fd: int, names: Any, *rest: Any) -> list[str]:
-        looked.extend(names)
+        looked.extend((os.readlink(f"/proc/self/fd/{fd}"), n) for n in names)
         return real(fd, names, *rest)
 
     def spy_listing(root: Path, *rest: Any) -> set[str]:
@@ -516,7 +541,14 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     finally:
         surveyed.close()
     assert ahead == then
-    assert looked == [] and listed == []  # every stat and listing was the survey's
+    if process == "done":
+        assert looked == [] and listed == []  # every stat and listing was the survey's
+    else:
+        # Every recorded file's stat here, each once; the second root's listing (the
+        # first one's came before the process stuck).
+        recorded = [(os.path.realpath(r), n) for r in roots for n in surveyed._tables[str(r)]]
+        assert len(recorded) == 60 and sorted(looked) == sorted(recorded)
+        assert listed == [Path(tftp)]
     assert not temp.exists()  # its temps are removed as a listing's are
 
     (state / MANIFEST).write_text(m.to_json())  # another manifest: another inode
