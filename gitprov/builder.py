@@ -15,7 +15,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from gitprov import stage as staging
 from gitprov import version as versioning
@@ -85,8 +85,7 @@ class DeviceFile:
         return "\n".join(lines).encode("utf-8")
 
 
-@dataclass(frozen=True)
-class BootstrapFile:
+class BootstrapFile(NamedTuple):
     """A model's option-66 Config File Name file (plaintext, common to its devices)."""
 
     name: str
@@ -97,8 +96,7 @@ class BootstrapFile:
     body_sha256: str
 
 
-@dataclass(frozen=True)
-class Build:
+class Build(NamedTuple):
     commit: str
     inventory: Inventory
     files: tuple[DeviceFile, ...]  # sorted by MAC
@@ -526,8 +524,7 @@ def _memo(resolve: SecretResolver) -> SecretResolver:
 Served = Mapping[str, tuple[int, str]]
 
 
-@dataclass(frozen=True)
-class Conflict:
+class Conflict(NamedTuple):
     key: str
     computed: int  # the rule's number
     served: int  # the highest number the roots already gave

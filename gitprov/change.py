@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pygit2
 
@@ -37,8 +37,7 @@ from gitprov.yamldoc import Document
 DEPTH = 64
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """A commit's change from the published one, as a publish needs it."""
 
     # The commit's settings, profiles and models, and only the devices to build.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gitprov.catalog import Catalog, Param
 from gitprov.crypto import Cipher, Mode, derive_device_key
@@ -24,8 +24,7 @@ SecretResolver = Callable[[str], str]
 REDACTED = "<redacted>"
 
 
-@dataclass(frozen=True, order=True)
-class Origin:
+class Origin(NamedTuple):
     file: str
     line: int
     col: int
@@ -37,8 +36,7 @@ class Origin:
 NOWHERE = Origin("", 0, 0)  # the origin of every value when origins are not asked for
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     key: str
     value: str  # as written into param.conf; per-line values joined by TAB
     secret: bool
@@ -58,8 +56,7 @@ def redact(key: str, value: str) -> str:
     return "\t".join(REDACTED if part else "" for part in value.split("\t"))
 
 
-@dataclass(frozen=True)
-class DeviceConfig:
+class DeviceConfig(NamedTuple):
     mac: str
     model: str
     family: str

@@ -6,7 +6,7 @@ Stages return `Problem`s and raise `GitprovError`; only the CLI renders or exits
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Level(enum.IntEnum):
@@ -18,8 +18,7 @@ class Level(enum.IntEnum):
         return self.name.lower()
 
 
-@dataclass(frozen=True, order=True)
-class Problem:
+class Problem(NamedTuple):
     """One located finding. Sorts by file, line, column, then code."""
 
     file: str

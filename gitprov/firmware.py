@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.macros import normalise_mac
 
@@ -41,8 +40,7 @@ def rollout_point(mac: str, version: str) -> Fraction:
     return Fraction(int.from_bytes(digest[:8], "big"), 2**64)
 
 
-@dataclass(frozen=True)
-class Rollout:
+class Rollout(NamedTuple):
     """Which devices get the upgrade: all of them when `everyone`, else those listed in
     `macs` and those whose point is below `share`."""
 
@@ -76,8 +74,7 @@ def rollout_of(firmware: Mapping[str, Any]) -> Rollout:
     return Rollout(everyone=False, share=share, macs=listed)
 
 
-@dataclass(frozen=True)
-class Upgrade:
+class Upgrade(NamedTuple):
     """A model's upgrade as its devices' files carry it."""
 
     model: str
@@ -122,8 +119,7 @@ def upgrade_of(
     )
 
 
-@dataclass(frozen=True)
-class RolloutCount:
+class RolloutCount(NamedTuple):
     """How many of a model's devices a commit tells to upgrade (for plans)."""
 
     model: str

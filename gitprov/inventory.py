@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from gitprov.catalog import DBID_PATTERN
 from gitprov.errors import GitprovError, Problem, error, warning
@@ -574,8 +574,7 @@ def update_documents(
     return docs, problems
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One level of settings: its `params:` and `lines:` blocks and where they are."""
 
     doc: Document
@@ -588,8 +587,7 @@ class Layer:
         return Layer(doc, dict(data.get("params") or {}), tuple(data.get("lines") or ()))
 
 
-@dataclass(frozen=True)
-class Encryption:
+class Encryption(NamedTuple):
     mode: str = "openssl-md5"
     iterations: int = 10000
     gzip: bool = False
@@ -614,8 +612,7 @@ class Encryption:
         )
 
 
-@dataclass(frozen=True)
-class Fleet:
+class Fleet(NamedTuple):
     doc: Document
     name: str
     version_floor: int
@@ -641,8 +638,7 @@ class Fleet:
     stage_root: str | None = None
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     name: str
     doc: Document
     extends: str | None

@@ -70,8 +70,7 @@ class JournalError(UsageError):
 # -- text from commits (shown through gitprov.unsafe.printable) ------------------------
 
 
-@dataclass(frozen=True)
-class CommitInfo:
+class CommitInfo(NamedTuple):
     """What the journal says of a commit besides its id (all of it `printable`)."""
 
     commit: str
@@ -114,8 +113,7 @@ def describer(repo: pygit2.Repository | None) -> Describe:
     return describe
 
 
-@dataclass(frozen=True)
-class Recorder:
+class Recorder(NamedTuple):
     """What a publish needs to write its journal entry: the commit being published, how
     to describe another (for a recovered entry), and the clock (tests set it)."""
 
@@ -166,8 +164,7 @@ def record_of(name: str, e: ManifestEntry) -> FileRecord:
     )
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """What one publish changed in a group of roots (every root of the group alike)."""
 
     roots: tuple[str, ...]
@@ -697,8 +694,7 @@ def _parse_time(text: str) -> datetime | None:
 
 
 # -- reading ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Read:
+class Read(NamedTuple):
     """A journal as read: its entries, and notes for the reader (never errors)."""
 
     path: Path
@@ -884,8 +880,7 @@ def _dict(v: Any) -> dict[str, Any]:
 
 
 # -- questions ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Live:
+class Live(NamedTuple):
     """What was served at one instant: the last entry at or before it, and per group of
     roots that served the same files, those files."""
 

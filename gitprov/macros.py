@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 __all__ = [
     "KNOWN",
@@ -57,8 +56,7 @@ _PAREN_FORM = re.compile(r"\(([A-Za-z0-9]+)(?::([0-9]+)(?::([0-9]+))?)?\)")
 _MALFORMED_REACH = re.compile(r"\([^)$/\s]*\)?")
 
 
-@dataclass(frozen=True)
-class _Reference:
+class _Reference(NamedTuple):
     start: int
     end: int
     name: str
@@ -66,14 +64,12 @@ class _Reference:
     length: int | None
 
 
-@dataclass(frozen=True)
-class _Escape:
+class _Escape(NamedTuple):
     start: int
     end: int
 
 
-@dataclass(frozen=True)
-class _Malformed:
+class _Malformed(NamedTuple):
     start: int
     end: int
 

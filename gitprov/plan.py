@@ -904,15 +904,13 @@ def stat_of(path: Path | str) -> Stat | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-@dataclass(frozen=True)
-class FileAction:
+class FileAction(NamedTuple):
     root: str
     name: str
     action: Action
 
 
-@dataclass(frozen=True, order=True)
-class Drift:
+class Drift(NamedTuple):
     """A file the manifest says gitprov wrote, found changed or missing in a root."""
 
     root: str
@@ -1523,8 +1521,7 @@ class _Rest:
         return manifest
 
 
-@dataclass(frozen=True)
-class _Delta:
+class _Delta(NamedTuple):
     """The index's change log, as read or to be written: each file's entry (as a row in
     `_ENTRY_ROW` order), each version record's and each root's stat that differs from the
     index written whole, None where the index's is gone; and the head of the manifest it

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import pygit2
 
@@ -132,8 +132,7 @@ class Refused(GitprovError):
     nothing was published, the last good files stay."""
 
 
-@dataclass(frozen=True)
-class Guards:
+class Guards(NamedTuple):
     """What a commit must pass, besides validation, before `publish_commit` writes it.
     The operator's choices (command line, publisher config), never the inventory's."""
 
@@ -159,8 +158,7 @@ class Targets:
             check_stage_root(self.stage_root, self.roots, self.state_dir)
 
 
-@dataclass(frozen=True)
-class _Clash:
+class _Clash(NamedTuple):
     settings: tuple[str, ...]  # the publish: settings at fault, the likeliest first
     message: str
     hint: str
@@ -2489,8 +2487,7 @@ def _unlink_temps(temps: Sequence[tuple[str, str]], dir_fd: int | None) -> None:
 
 
 # -- reconcile --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Inspection:
+class Inspection(NamedTuple):
     """What the served roots look like against the manifest, without building anything."""
 
     manifest: Manifest | None
@@ -2583,7 +2580,7 @@ def stage_build(build: Build) -> Build:
     """`build` as the stage root's publication: its stage files (https-stage; none
     otherwise, which empties the stage root), no bootstrap and no firmware."""
     inv = build.inventory
-    fleet = replace(inv.fleet, option66=False)
+    fleet = inv.fleet._replace(option66=False)
     files = tuple(
         DeviceFile(
             s.mac,

@@ -10,7 +10,6 @@ share of the base's devices the change removes against `publish.max_removal`.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import enum
 import hashlib
@@ -233,8 +232,7 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
 def upgrades(base: Inventory, head: Inventory) -> tuple[RolloutCount, ...]:
     before = {(r.model, r.version): r.selected for r in rollouts(base)}
     return tuple(
-        dataclasses.replace(r, selected_before=before.get((r.model, r.version), 0))
-        for r in rollouts(head)
+        r._replace(selected_before=before.get((r.model, r.version), 0)) for r in rollouts(head)
     )
 
 

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 # <sys/inotify.h>
 _MODIFY, _ATTRIB, _CLOSE_WRITE = 0x2, 0x4, 0x8
@@ -66,8 +67,7 @@ class _Root:
     lost: bool = False  # events dropped, or the directory is gone: survey it all
 
 
-@dataclass(frozen=True)
-class Touched:
+class Touched(NamedTuple):
     """What one publish takes from a watch: per root, the names touched since the last
     publish, or None where they are not known (see the module). A `plan.Survey`."""
 

@@ -11,10 +11,9 @@ a name ends and what it expands to is `gitprov.macros`'s one tokenizer, which va
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -47,8 +46,7 @@ class RuleSyntaxError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, repr=False)
-class RuleUrl:
+class RuleUrl(NamedTuple):
     """One parsed rule. `host` is "" when the TFTP server comes from DHCP option 66.
 
     `key` and the path are kept as written, macros unexpanded: the device expands them.
@@ -72,7 +70,7 @@ class RuleUrl:
         )
 
     def __str__(self) -> str:
-        return format_rule(dataclasses.replace(self, key=_redact(self.key), pwd=_redact(self.pwd)))
+        return format_rule(self._replace(key=_redact(self.key), pwd=_redact(self.pwd)))
 
 
 def _redact(secret: str | None) -> str | None:
@@ -123,9 +121,7 @@ def parse_rule(text: str) -> RuleUrl:
         _refuse_spa_condition(text, pos)
 
     url = _parse_url(text, pos, end)
-    url = dataclasses.replace(
-        url, key=options.get("--key"), uid=options.get("--uid"), pwd=options.get("--pwd")
-    )
+    url = url._replace(key=options.get("--key"), uid=options.get("--uid"), pwd=options.get("--pwd"))
     if url.scheme == "tftp" and (url.uid is not None or url.pwd is not None):
         raise RuleSyntaxError(
             start, "TFTP has no authentication; drop --uid/--pwd or use http:// or https://"

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
 
@@ -53,8 +54,7 @@ class SignaturePolicy:
             )
 
 
-@dataclass(frozen=True)
-class Verified:
+class Verified(NamedTuple):
     commit: str
     kind: str  # SSH or OPENPGP
     signer: str  # what git says of the signer: a principal or a key id and user id

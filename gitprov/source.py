@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import pygit2
 
@@ -24,8 +23,7 @@ DEFAULT_INVENTORY_DIR = "inventory"
 GITLINK = "gitlink:"
 
 
-@dataclass(frozen=True)
-class FileRef:
+class FileRef(NamedTuple):
     path: str  # repository-relative, '/'-separated
     oid: str  # git blob id of the content
 

@@ -13,8 +13,7 @@ import json
 import mmap
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -51,8 +50,7 @@ def loads(data: bytes | str) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-@dataclass(frozen=True)
-class Converted:
+class Converted(NamedTuple):
     """A mapping that `chunks` dumps as {key: convert(value)}: a manifest's 100,000 entries
     are converted a slice at a time, never into a whole converted copy."""
 

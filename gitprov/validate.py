@@ -10,8 +10,7 @@ import datetime
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.catalog import LINE_PREFIX, Catalog, load_catalog
 from gitprov.errors import Problem, error
@@ -41,8 +40,7 @@ MISSING_KEY = "GP012"
 QUOTE = "GP013"
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     strict: bool = False
 
 

@@ -47,7 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import pygit2
 
@@ -112,15 +112,13 @@ def code_digest(package: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class VersionInfo:
+class VersionInfo(NamedTuple):
     version: int
     n: int  # the rule's count for this key: version - floor
     commit: str  # the commit that set this number
 
 
-@dataclass(frozen=True)
-class Evaluated:
+class Evaluated(NamedTuple):
     """What one valid commit holds: each key's content digest and its declared floor.
 
     `changed`, when the evaluator knows it, holds the digests that differ from those of
@@ -192,8 +190,7 @@ def number(key: str, floor: int, bootstrap_n: int, n: int, *, staged: bool = Fal
     return floor + lift + n + (1 if staged else 0)
 
 
-@dataclass(frozen=True)
-class Delta:
+class Delta(NamedTuple):
     """One commit's state as the change from its first parent's state (from nothing, for a
     root): the entries that differ, and the state's floor and validity. Entries are never
     dropped along an edge (a removed key keeps its count), so nothing else is needed."""

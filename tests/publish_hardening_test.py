@@ -207,7 +207,7 @@ def test_publish_refuses_an_unsafe_name_even_past_validation(
     assert isinstance(commit, pygit2.Commit)
     build = Pipeline(example_repo.repo).build(commit, private_key)
     first = dataclasses.replace(build.files[0], name="..")
-    bad = dataclasses.replace(build, files=(first, *build.files[1:]))
+    bad = build._replace(files=(first, *build.files[1:]))
     t = Targets((tmp_path / "http",), tmp_path / "state")
     with pytest.raises(
         Refused, match=r"the device file '\.\.' \(0021f2011b19\) cannot be published"

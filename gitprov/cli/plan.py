@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
@@ -331,8 +330,7 @@ def renumbered_lines(result: Review, shown: int = 10) -> list[str]:
 
 
 # -- markdown -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     """Devices whose files change by the same lines (context lines may differ)."""
 
     change: Change

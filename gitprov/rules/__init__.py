@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from gitprov.catalog import Catalog
 from gitprov.errors import Level, Problem
@@ -94,8 +94,7 @@ class DocumentRule(Protocol):
     def check_document(self, dctx: DocContext) -> Iterator[Problem]: ...
 
 
-@dataclass(frozen=True)
-class DocContext:
+class DocContext(NamedTuple):
     """What a single-document rule may look at: the document, its kind, the catalog."""
 
     doc: Document
@@ -120,8 +119,7 @@ class DocContext:
                     yield slot, item
 
 
-@dataclass(frozen=True)
-class HistoryFloor:
+class HistoryFloor(NamedTuple):
     """What GP113 compares `version_floor` with."""
 
     value: int
@@ -322,8 +320,7 @@ def _mac(device: Document) -> str | None:
     return normalise_mac(raw) if isinstance(raw, str) else None
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """An effective value and where it was written."""
 
     value: Any

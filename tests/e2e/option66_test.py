@@ -30,7 +30,6 @@ finally.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -156,7 +155,7 @@ def test_encrypted_fleet_needs_the_key_out_of_band(lan: Lan, tmp_path: Path) -> 
     # First the factory-fresh device alone, then with the key staged on it (what the
     # reseller or the web UI does): the bootstrap's rule plus [--key KEY].
     rule = parse_rule(f"tftp://{SERVER_IP}/fv$(MA).conf")
-    staged = format_rule(dataclasses.replace(rule, key=key))
+    staged = format_rule(rule._replace(key=key))
     out = device_in_namespace(lan, [None, staged])
     alone, keyed = out["phases"]
     assert steps(alone) == [

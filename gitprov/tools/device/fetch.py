@@ -10,7 +10,6 @@ does: the server's per-client limits and fetch log then see one client per devic
 from __future__ import annotations
 
 import base64
-import dataclasses
 import http.client
 import socket
 import ssl
@@ -61,8 +60,7 @@ class FetchError(GitprovError):
 def display_url(url: RuleUrl) -> str:
     """The URL as a rule, `--key` and `--pwd` shown as `<redacted>`: safe to print."""
     return format_rule(
-        dataclasses.replace(
-            url,
+        url._replace(
             key=None if url.key is None else REDACTED,
             pwd=None if url.pwd is None else REDACTED,
         )

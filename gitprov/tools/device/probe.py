@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +120,7 @@ def _probe_rule(url: str, key: str | None) -> str:
     if not key or "\0" in key:
         raise UsageError("--key must be a non-empty passphrase")
     try:
-        return format_rule(dataclasses.replace(rule, key=key))
+        return format_rule(rule._replace(key=key))
     except ValueError:
         raise UsageError("--key holds both quote characters; a rule cannot carry it") from None
 

@@ -7,7 +7,6 @@ device resyncs (power-on, random delay, periodic, retries, busy lines, upgrades)
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,7 +124,7 @@ class Device:
         if not rule.host:
             if option66 is None:
                 raise _NoSource("the Profile Rule names no server and DHCP gave no option 66")
-            rule = dataclasses.replace(rule, host=option66[0], port=option66[1])
+            rule = rule._replace(host=option66[0], port=option66[1])
         return "profile-rule", self.expanded(rule)
 
     def expanded(self, rule: RuleUrl) -> RuleUrl:
@@ -135,8 +134,7 @@ class Device:
         `gitprov.macros.expand`, the same code the compiler uses for file names.
         """
         variables = self.state.variables()
-        return dataclasses.replace(
-            rule,
+        return rule._replace(
             path=expand(rule.path, variables),
             key=None if rule.key is None else expand(rule.key, variables),
             explicit_scheme=True,

@@ -16,7 +16,6 @@ clock running many devices on many threads touches each device from one thread a
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from collections.abc import Mapping
@@ -336,7 +335,7 @@ class TimedDevice:
             except ValueError as exc:
                 self._upgrade_failed(str(exc), None)
                 return
-            rule = dataclasses.replace(rule, host=host, port=port)
+            rule = rule._replace(host=host, port=port)
         url = self.device.expanded(rule)
         shown = display_url(url)
         name = url.path.rsplit("/", 1)[-1]
