@@ -30,6 +30,16 @@ def register(sub: Subparsers) -> None:
         description="Write DIR/plain/ (the files as text, secrets redacted unless "
         "--reveal) and DIR/encrypted/ (what publish would serve). Reproducible: the same "
         "commit and keys give the same bytes.",
+        examples=(
+            (
+                "gitprov build --out /tmp/fleet",
+                "HEAD's files into /tmp/fleet/plain (secrets redacted) and /tmp/fleet/encrypted",
+            ),
+            (
+                "gitprov build --rev v2.1 --out build --format json",
+                "a tag's files, and a JSON summary on stdout",
+            ),
+        ),
     )
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to build")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
@@ -46,6 +56,16 @@ def register(sub: Subparsers) -> None:
         help="one device's rendered file, secrets redacted",
         description="Print one device's param.conf as it is rendered (before encryption), "
         "with DBID_DBASE_VERSION (not with --worktree: uncommitted files have none yet).",
+        examples=(
+            (
+                "gitprov show 0021f2011b19",
+                "a device's file at HEAD, as it renders before encryption",
+            ),
+            (
+                "gitprov show 00:21:F2:01:1B:19 --worktree",
+                "as your uncommitted files render it (any spelling of the MAC)",
+            ),
+        ),
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
     add_rev(p)
@@ -61,6 +81,12 @@ def register(sub: Subparsers) -> None:
         help="print one device's encryption key (a secret!)",
         description="Print the passphrase a device's file is encrypted with (what its "
         "Profile Rule's [--key …] holds). Needs the private key.",
+        examples=(
+            (
+                "gitprov key 0021f2011b19",
+                "the passphrase of the device's Profile Rule [--key …] (needs the private key)",
+            ),
+        ),
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
     add_rev(p)
@@ -73,6 +99,16 @@ def register(sub: Subparsers) -> None:
         help="decrypt a device file (- for stdin)",
         description="Decrypt a published device file as the device does, e.g. "
         "`curl -s http://HOST/fv0021f2011b19.conf | gitprov decrypt - --key KEY`.",
+        examples=(
+            (
+                "gitprov decrypt var/http/fv0021f2011b19.conf --key KEY",
+                "a served file, as the device decrypts it",
+            ),
+            (
+                "gitprov decrypt - --key KEY",
+                "from stdin: curl -s http://HOST/fv0021f2011b19.conf | gitprov decrypt - --key KEY",
+            ),
+        ),
     )
     p.add_argument("file", type=readable_file, help="the encrypted file, or - for stdin")
     p.add_argument("--key", required=True, help="the device's passphrase (`gitprov key MAC`)")

@@ -82,16 +82,26 @@ def common_parent() -> argparse.ArgumentParser:
     return p
 
 
+# An example of a command's help: the command line, as typed, and what it does.
+Example = tuple[str, str]
+
+
 def add_action(
-    sub: Subparsers, name: str, *, help: str, description: str, epilog: str = ""
+    sub: Subparsers,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    examples: Sequence[Example] = (),
 ) -> argparse.ArgumentParser:
     """A command, or an action of one (`secrets set`, `import csv`), with the options every
-    command takes; its help ends with what its exit code means."""
+    command takes; its help ends with examples, then what its exit code means. Each
+    example is a whole command line that this parser accepts (tests/cli/help_test.py)."""
     p: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help,
         description=description,
-        epilog=f"{epilog}\n\n{EXIT_CODES}" if epilog else EXIT_CODES,
+        epilog=_epilog(examples),
         parents=[common_parent()],
         formatter_class=Formatter,
     )
@@ -99,11 +109,24 @@ def add_action(
 
 
 def add_command(
-    sub: Subparsers, name: str, run: Run, *, help: str, description: str, epilog: str = ""
+    sub: Subparsers,
+    name: str,
+    run: Run,
+    *,
+    help: str,
+    description: str,
+    examples: Sequence[Example] = (),
 ) -> argparse.ArgumentParser:
-    p = add_action(sub, name, help=help, description=description, epilog=epilog)
+    p = add_action(sub, name, help=help, description=description, examples=examples)
     p.set_defaults(run=run)
     return p
+
+
+def _epilog(examples: Sequence[Example]) -> str:
+    lines = ["examples:"] if examples else []
+    for command, what in examples:
+        lines += [f"  {command}", f"      {what}"]
+    return "\n".join([*lines, "", EXIT_CODES]) if lines else EXIT_CODES
 
 
 def add_rev(p: argparse.ArgumentParser, worktree: bool = True) -> None:

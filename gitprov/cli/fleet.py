@@ -38,6 +38,16 @@ def register(sub: Subparsers) -> None:
         "(scans). Logs: the fetch log of `gitprov serve`, nginx access logs (combined "
         "format), tftpd-hpa syslog lines (in.tftpd run with -vv); gzip-compressed or not "
         f"({DOCS_URL}/fleet-status.md, 'gitprov fleet').",
+        examples=(
+            (
+                "gitprov fleet",
+                "each device's published and last fetched version, from STATE_DIR/fetch.log",
+            ),
+            (
+                "gitprov fleet --log nginx:/var/log/nginx/access.log --html fleet.html",
+                "from nginx's log; also an HTML report",
+            ),
+        ),
     )
     p.add_argument(
         "--state-dir",

@@ -17,6 +17,16 @@ def register(sub: Subparsers) -> None:
         help="each device's version and the commit that set it",
         description="Each device's DBID_DBASE_VERSION at a commit and the commit that "
         f"set it ({DOCS_URL}/versions.md: the rule, and why it never goes down).",
+        examples=(
+            (
+                "gitprov versions",
+                "every device's DBID_DBASE_VERSION at HEAD and the commit that set it",
+            ),
+            (
+                "gitprov versions 0021f2011b19 --rev main --format json",
+                "one device at main, for a program",
+            ),
+        ),
     )
     p.add_argument("macs", nargs="*", metavar="MAC", type=mac, help="only these devices")
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")
@@ -30,6 +40,16 @@ def register(sub: Subparsers) -> None:
         description="Every version one device had on the first-parent history of REV, "
         "newest first, with the commit that set it (for a merge: the branch commit, and "
         "the merge that brought it).",
+        examples=(
+            (
+                "gitprov log 0021f2011b19",
+                "every version the device was given, newest first: when, by whom, why",
+            ),
+            (
+                "gitprov log 00-21-F2-01-1B-19 --rev main --format json",
+                "on main's history, for a program",
+            ),
+        ),
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")
@@ -42,6 +62,16 @@ def register(sub: Subparsers) -> None:
         help="where each value of a device's file comes from",
         description="Each rendered parameter with the YAML line that set it (after "
         "layering) and the commit and author that last changed that line.",
+        examples=(
+            (
+                "gitprov blame 0021f2011b19",
+                "each value of the device's file: the YAML line and the commit behind it",
+            ),
+            (
+                "gitprov blame 0021f2011b19 sip.server",
+                "one parameter only (its DBID key or readable name)",
+            ),
+        ),
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
     p.add_argument("param", nargs="?", help="only this DBID key or readable name")

@@ -40,6 +40,13 @@ def register(sub: Subparsers) -> None:
         "its place and nothing is written; nothing is committed either. See "
         f"{DOCS_URL}/inventory.md, "
         '"Importing a fleet".',
+        examples=(
+            (
+                "gitprov import conf /srv/tftp --model IP542N --dry-run",
+                "report what importing a server's plaintext files would write; write nothing",
+            ),
+            ("gitprov import csv devices.csv", "one device file per row of a spreadsheet"),
+        ),
     )
     ss = p.add_subparsers(dest="source_kind", metavar="SOURCE", required=True)
     c = add_action(
@@ -53,6 +60,16 @@ def register(sub: Subparsers) -> None:
         "keeps the key it holds (its Profile Rule's, else its file's) as its own `key:`, "
         "sealed like every password. version_floor is raised above the highest "
         "DBID_DBASE_VERSION read, so that the devices apply the first published file.",
+        examples=(
+            (
+                "gitprov import conf /srv/tftp --model IP542N --dry-run",
+                "check every file and report what would be written; write nothing",
+            ),
+            (
+                "gitprov import conf /srv/tftp --key-file keys.txt --models models.txt",
+                "encrypted files: each device's key and model from a `MAC VALUE` list",
+            ),
+        ),
     )
     c.add_argument("dir", help="the directory of param.conf files (not searched recursively)")
     c.add_argument(
@@ -112,6 +129,13 @@ def register(sub: Subparsers) -> None:
         "line2.display_name, ...), and parameter names (sip.server) or raw DBID_* keys. An "
         "empty cell sets nothing; a line with an account is enabled unless its "
         "lineN.enabled cell says 0. Passwords are sealed.",
+        examples=(
+            (
+                "gitprov import csv devices.csv --dry-run",
+                "check every row and report what would be written; write nothing",
+            ),
+            ("gitprov import csv devices.csv --force", "also replace the device files that exist"),
+        ),
     )
     v.add_argument("file", help="the CSV file")
     _common(v)

@@ -31,6 +31,16 @@ def register(sub: Subparsers) -> None:
         "profile, sealed secrets with a fresh key pair, a pre-commit hook, editor settings "
         "and schemas, GitHub workflows (validate and plan on pull requests, publish on "
         "main), a README. It validates as it is; nothing is committed.",
+        examples=(
+            (
+                "gitprov init acme-fleet",
+                "a new inventory in ./acme-fleet: settings, models, a profile, keys, CI workflows",
+            ),
+            (
+                "gitprov init --name acme --no-workflows .",
+                "here, in the repository you are in, without the GitHub workflows",
+            ),
+        ),
     )
     p.add_argument("dir", nargs="?", default=".", help="where to create it")
     p.add_argument("--name", help="the fleet's name (default: the directory's name)")

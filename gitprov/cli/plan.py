@@ -38,6 +38,16 @@ def register(sub: Subparsers) -> None:
         "diff of its file and its version bump. No private key needed. For pull "
         "requests: gitprov plan --base origin/main --format markdown (devices with the "
         "same changed lines are grouped under one diff).",
+        examples=(
+            (
+                "gitprov plan --base main",
+                "what merging HEAD into main does: each device's diff and version",
+            ),
+            (
+                "gitprov plan --base main --rev feature/voicemail --format markdown",
+                "a branch's plan as a pull-request comment",
+            ),
+        ),
     )
     p.add_argument("--base", default="main", help="the branch the change goes into")
     p.add_argument("--rev", default="HEAD", help="the change")

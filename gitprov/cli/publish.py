@@ -34,6 +34,18 @@ def register(sub: Subparsers) -> None:
         "removes more devices than publish.max_removal allows, one that moves where files "
         "go, and, with --require-signed, one not signed by an allowed key: exit 1, "
         "nothing written.",
+        examples=(
+            ("gitprov publish --rev main", "main's files into the roots the fleet settings name"),
+            (
+                "gitprov publish --rev main --http-root /srv/http --tftp-root /srv/tftp "
+                "--state-dir /var/lib/gitprov",
+                "into the publisher's own directories",
+            ),
+            (
+                "gitprov publish --rev main --require-signed --allowed-signers allowed_signers",
+                "only if main's commit is signed by one of these SSH keys",
+            ),
+        ),
     )
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to publish")
     add_targets(p)

@@ -24,6 +24,11 @@ def register(sub: Subparsers) -> None:
         "directory for editors: e.g. `# yaml-language-server: $schema=../../schemas/"
         "device.schema.json` at the top of a device file. The *-output kinds describe "
         "gitprov's own --format json output.",
+        examples=(
+            ("gitprov schema --list", "the name of every schema"),
+            ("gitprov schema device", "the JSON Schema of a device file"),
+            ("gitprov schema --write schemas", "every schema into ./schemas, for editors"),
+        ),
     )
     p.add_argument("kind", nargs="?", default="device", help="which schema (--list shows all)")
     p.add_argument("--write", metavar="DIR", help="write every schema into DIR")
@@ -38,6 +43,10 @@ def register(sub: Subparsers) -> None:
         "default. `(not published)`: the reference names it, but its DBID key is not "
         "public; a model binds it to the key its devices use (`bindings:` in "
         "models/NAME.yaml), and only then its devices may set it by name.",
+        examples=(
+            ("gitprov params", "every parameter: DBID key, readable name, type, scope, default"),
+            ("gitprov params --format json", "the same, for a program"),
+        ),
     )
     add_format(p)
 
@@ -50,6 +59,12 @@ def register(sub: Subparsers) -> None:
         "  bash: gitprov completion bash > ~/.local/share/bash-completion/completions/gitprov\n"
         "  zsh:  gitprov completion zsh > ~/.zfunc/_gitprov   (fpath+=~/.zfunc)\n"
         "  fish: gitprov completion fish > ~/.config/fish/completions/gitprov.fish",
+        examples=(
+            (
+                "gitprov completion bash",
+                "the bash completion script (install it as the description says)",
+            ),
+        ),
     )
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="your shell")
 

@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import getpass
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from gitprov import DOCS_URL
 from gitprov.cli.common import (
+    Example,
     Output,
     Subparsers,
     add_action,
@@ -28,11 +30,24 @@ def register(sub: Subparsers) -> None:
         description="Secrets are sealed one by one to the repository's public key in "
         "inventory/secrets.yaml: anyone can add one; only the publisher's private key "
         f"opens them ({DOCS_URL}/keys.md).",
+        examples=(
+            (
+                "gitprov secrets keygen --out /etc/gitprov/private-key",
+                "a key pair: the private key into FILE, the public key printed",
+            ),
+            (
+                "gitprov secrets set sip_2001",
+                "seal a value read from stdin (or asked for) as sip_2001",
+            ),
+            ("gitprov secrets list", "the sealed secrets' names and digests"),
+        ),
     )
     ss = p.add_subparsers(dest="secrets_cmd", metavar="ACTION", required=True)
 
-    def action(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        return add_action(ss, name, help=help, description=description)
+    def action(
+        name: str, help: str, description: str, examples: Sequence[Example]
+    ) -> argparse.ArgumentParser:
+        return add_action(ss, name, help=help, description=description, examples=examples)
 
     k = action(
         "keygen",
@@ -41,6 +56,12 @@ def register(sub: Subparsers) -> None:
         "only) and print its public key (gitprov-pk-…), which goes into "
         "inventory/secrets.yaml with `gitprov secrets rotate --new-public-key …`. Needs no "
         "repository. E.g. `gitprov secrets keygen --out /etc/gitprov/private-key`.",
+        (
+            (
+                "gitprov secrets keygen --out /etc/gitprov/private-key",
+                "the private key into FILE (mode 0600), its public key printed",
+            ),
+        ),
     )
     k.add_argument(
         "--out", required=True, metavar="FILE", help="file for the private key (created, mode 0600)"
@@ -53,6 +74,12 @@ def register(sub: Subparsers) -> None:
         "newlines dropped), or asked for without echo on a terminal. Needs no private key. "
         "E.g. `printf %s 'p4ss' | gitprov secrets set sip_2001`, then `password: !secret "
         "sip_2001` in a device file.",
+        (
+            (
+                "gitprov secrets set sip_2001",
+                "seal the value typed (or piped: printf %s 'p4ss' | …) as sip_2001",
+            ),
+        ),
     )
     s.add_argument("name", help="the secret's name; refer to it as !secret NAME")
     action(
@@ -60,6 +87,7 @@ def register(sub: Subparsers) -> None:
         "names and digests of the sealed secrets",
         "Print each secret of inventory/secrets.yaml (in the work tree) with a digest of "
         "its sealed text, which changes when the value is set or rotated; never a value.",
+        (("gitprov secrets list", "each sealed secret's name and digest, never its value"),),
     )
     r = action(
         "rotate",
@@ -71,6 +99,12 @@ def register(sub: Subparsers) -> None:
         "--out new.key`, then `gitprov --private-key-file old.key secrets rotate "
         f"--new-public-key gitprov-pk-…` ({DOCS_URL}/keys.md, 'Sealed secrets'). Every device "
         "that uses a secret gets a new version once.",
+        (
+            (
+                "gitprov secrets rotate --new-public-key gitprov-pk-KEY",
+                "re-seal every secret to a new key pair's public key",
+            ),
+        ),
     )
     r.add_argument("--new-public-key", required=True, help="gitprov-pk-… of the new key pair")
 

@@ -49,6 +49,13 @@ def register(sub: Subparsers) -> None:
         description="Serve the published roots read-only: HTTP and TFTP, on loopback by "
         "default. Without --http-root/--tftp-root, the roots the fleet settings name. "
         f"Production serving is nginx and tftpd-hpa ({DEPLOY_URL}); this is the zero-setup one.",
+        examples=(
+            ("gitprov serve", "the roots on 127.0.0.1: HTTP on port 8080, TFTP on port 6969"),
+            (
+                "gitprov serve --host 192.0.2.10 --http-port 80 --tftp-port 69",
+                "on an address the devices reach, on the usual ports",
+            ),
+        ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--http-port", type=port, default=8080, help="HTTP port (0: any free port)")
@@ -148,6 +155,17 @@ def register(sub: Subparsers) -> None:
         "needs --state-dir and the roots (options or --config FILE), or --allow-root for "
         "the roots the fleet settings name. Commits its guards refuse (--require-signed, "
         "publish.max_removal, a move of the roots) are reported and not published.",
+        examples=(
+            (
+                "gitprov watch --repo /srv/git/fleet.git --branch main",
+                "publish every new head of main in a bare repository",
+            ),
+            (
+                "gitprov watch --remote https://git.example.net/acme/fleet.git "
+                "--state-dir /var/lib/gitprov --metrics-port 9108",
+                "poll a remote; Prometheus metrics on port 9108",
+            ),
+        ),
     )
     p.add_argument(
         "--repo",
@@ -225,6 +243,18 @@ def register(sub: Subparsers) -> None:
         "decrypt, version compare, apply) against a live HTTP/HTTPS/TFTP server and print "
         "each step. Keys are never printed. Exit 0 when the last resync applied or found "
         "nothing new (with --until-stable: ended unchanged), else 1.",
+        examples=(
+            (
+                "gitprov probe 0021f2011b19 --url http://127.0.0.1:8080/fv0021f2011b19.conf "
+                "--key KEY",
+                "resync as that device would: fetch, decrypt, apply, report",
+            ),
+            (
+                "gitprov probe 0021f2011b19 --option66 127.0.0.1:6969 --state device.json "
+                "--until-stable",
+                "a device with DHCP option 66, kept in device.json across runs",
+            ),
+        ),
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
     p.add_argument(

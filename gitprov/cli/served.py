@@ -37,6 +37,13 @@ def register(sub: Subparsers) -> None:
         "entry that gave that device a file, a new version, or removed it. Both: that "
         "device's file live at DATE. Reads the state dir only: no repository is needed "
         "with --state-dir.",
+        examples=(
+            ("gitprov history", "every publish that changed what is served"),
+            (
+                "gitprov history --at 2026-03-01T12:00:00Z --mac 0021f2011b19",
+                "the device's file that was live at that instant",
+            ),
+        ),
     )
     p.add_argument(
         "--at",
@@ -59,6 +66,14 @@ def register(sub: Subparsers) -> None:
         "the roots: lists each file missing, extra (not produced by the commit, "
         "subdirectories included), or differing (with both SHA-256). Writes nothing. "
         "Exit 0 when the roots are identical, 1 when not.",
+        examples=(
+            ("gitprov verify", "the roots hold, byte for byte, what HEAD produces"),
+            (
+                "gitprov verify --rev main --http-root /srv/http --tftp-root /srv/tftp "
+                "--state-dir /var/lib/gitprov",
+                "the publisher's own directories, against main",
+            ),
+        ),
     )
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to compare with")
     g = p.add_argument_group(

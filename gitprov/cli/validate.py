@@ -16,6 +16,17 @@ def register(sub: Subparsers) -> None:
         description="Validate the inventory against the JSON Schemas and the semantic "
         "rules; every problem at once as file:line:col, with a hint. Exit 1 when there "
         "is an error (warnings alone exit 0).",
+        examples=(
+            ("gitprov validate --worktree", "the files you are editing, before you commit them"),
+            (
+                "gitprov validate --rev origin/main --strict",
+                "a commit, with unknown DBID keys as errors",
+            ),
+            (
+                "gitprov validate --format github",
+                "annotations on a pull request's lines (GitHub Actions)",
+            ),
+        ),
     )
     add_rev(p)
     p.add_argument(
