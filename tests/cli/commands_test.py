@@ -21,6 +21,7 @@ import termios
 from collections.abc import Iterator
 from pathlib import Path
 
+import pygit2
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -358,7 +359,9 @@ def test_the_examples_that_only_read_run_on_the_example_inventory(
     head = repo.head.target
     # the names the examples use besides main
     repo.references.create("refs/remotes/origin/main", head)
-    repo.branches.local.create("feature/voicemail", repo.get(head))
+    commit = repo.get(head)
+    assert isinstance(commit, pygit2.Commit)
+    repo.branches.local.create("feature/voicemail", commit)
     ran = set()
     for _, command in _parsers(build_parser()):
         for line in _examples(command):
