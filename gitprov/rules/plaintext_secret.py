@@ -3,7 +3,12 @@
 SIP passwords and keys never appear in git in plaintext (DESIGN.md invariant 5): they are
 sealed into secrets.yaml and referred to by name. This message never repeats the value.
 
-Fails:   `lines: [{password: "s3cret"}]` or `encryption: {master_key: "hunter2"}`
+A key (encryption.master_key, a device's `key` or `previous_key`) written as "" is an
+error too: a password may be empty (no password), a key never is; without this, an empty
+master key passed validation and the build had no key to derive from.
+
+Fails:   `lines: [{password: "s3cret"}]`, `encryption: {master_key: "hunter2"}`,
+         `encryption: {master_key: ""}`, `previous_key: "old"` in a device file
 Passes:  `lines: [{password: !secret sip_2001}]` after `gitprov secrets set sip_2001`
 """
 
@@ -24,6 +29,7 @@ MASTER_KEYS: tuple[Path_, ...] = (
     ("encryption", "master_key"),
     ("encryption", "previous", "master_key"),  # during a key rotation
 )
+DEVICE_KEYS = ("key", "previous_key")
 
 
 def _plain(value: Any) -> bool:
@@ -42,6 +48,22 @@ def _problem(doc: Document, path: Path_) -> Problem:
     )
 
 
+def _key_problems(doc: Document, path: Path_) -> Iterator[Problem]:
+    value = get(doc.data, *path)
+    if value == "":
+        where = ".".join(str(p) for p in path)
+        yield error_at(
+            doc,
+            path,
+            CODE,
+            f"{where} is empty: a key is a sealed secret",
+            "seal one: `gitprov secrets set NAME` (value on stdin), then write "
+            f"`{path[-1]}: !secret NAME`",
+        )
+    elif _plain(value):
+        yield _problem(doc, path)
+
+
 def check_document(dctx: DocContext) -> Iterator[Problem]:
     doc = dctx.doc
     for name, value in dctx.params():
@@ -54,7 +76,7 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             if p is not None and p.secret and _plain(value):
                 yield _problem(doc, ("lines", slot, name))
     for path in MASTER_KEYS:
-        if _plain(get(doc.data, *path)):
-            yield _problem(doc, path)
-    if dctx.kind == DEVICE and _plain(get(doc.data, "key")):
-        yield _problem(doc, ("key",))
+        yield from _key_problems(doc, path)
+    if dctx.kind == DEVICE:
+        for name in DEVICE_KEYS:
+            yield from _key_problems(doc, (name,))

@@ -494,7 +494,14 @@ def test_gp124_plaintext_secret() -> None:
     check("GP124", {"gitprov.yaml": master}, (7, 15))
     check("GP124", {D1: DEVICE + 'key: "k3y"\n'}, (8, 6))
     check("GP124", profile("  tr069.acs_password: pa55\n"), (4, 23))
-    check("GP124", {D1: DEVICE.replace("!secret sip_2001", '""')})
+    check("GP124", {D1: DEVICE.replace("!secret sip_2001", '""')})  # (no password)
+    # A key is never empty: the build would have none to derive from.
+    empty = FLEET.replace("!secret fleet_master_key", '""')
+    (found,) = check("GP124", {"gitprov.yaml": empty}, (7, 15))
+    assert "empty" in found.message
+    check("GP124", {D1: DEVICE + 'key: ""\n'}, (8, 6))
+    check("GP124", {D1: DEVICE + 'previous_key: "0ld"\n'}, (8, 15))
+    check("GP124", {D1: DEVICE + 'previous_key: ""\n'}, (8, 15))
 
 
 @pytest.mark.parametrize("code", [m.CODE for m in modules()])
