@@ -249,6 +249,39 @@ class PathPolicy:
             return f"inside the repository's git directory {self.git_dir}", _BESIDE_HINT
         if setting[0] == "firmware_dir":
             return None  # (only read: the rest is about what is written, and served)
+        return self._beside(path)
+
+    def check_given(self, what: str, path: Path, *, served: bool = True) -> None:
+        """Raise UsageError when a directory the publisher gave (its options, config file
+        or environment) to write into is in the git directory or the inventory, or holds
+        either: `--http-root .` at the repository's top would serve every commit and
+        secrets.yaml, and a state dir in the inventory would sit among its files, one
+        `git add` from being committed with them."""
+        refused = None
+        if self.git_dir is not None and inside(path, self.git_dir):
+            refused = f"inside the repository's git directory {self.git_dir}"
+        elif self.inventory is not None and inside(path, self.inventory):
+            refused = f"inside the inventory directory {self.inventory}"
+        elif served:
+            # (a state dir may hold a repository: `watch --remote` keeps its mirror there)
+            beside = self._beside(path)
+            refused = beside[0] if beside is not None else None
+        if refused is not None:
+            raise UsageError(
+                f"{what} {path} "
+                + (
+                    f"is {refused}"
+                    if refused.startswith("inside")
+                    else refused.removeprefix("which ")
+                ),
+                hint="give a directory beside the inventory and the git directory, "
+                "such as var/http, var/tftp and var/state at the repository's top, or "
+                "one outside the repository (/srv/gitprov/http)",
+            )
+
+    def _beside(self, path: Path) -> tuple[str, str] | None:
+        """Why a directory written into may not be `path` with respect to the git
+        directory and the inventory (None: it may)."""
         if self.git_dir is not None and inside(self.git_dir, path):
             return (
                 f"which holds the repository's git directory {self.git_dir} (a root would "
@@ -310,6 +343,14 @@ def targets_for(
             return [fleet_path(values[0], name)]
         return [fleet_path(v, name, i) for i, v in enumerate(values)]
 
+    for what, given in (
+        ("the HTTP root", http_roots),
+        ("the TFTP root", tftp_roots),
+        ("the state dir", _one(state_dir)),
+        ("the stage root", _one(stage_root)),
+    ):
+        for value in given:
+            policy.check_given(what, Path(value), served=what != "the state dir")
     http = [Path(r) for r in http_roots] or fleet_dirs(
         "http_root", fleet.http_roots or _one(fleet.http_root)
     )

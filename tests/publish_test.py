@@ -583,5 +583,58 @@ def test_the_fleet_settings_may_not_write_into_the_inventory_serve_the_repositor
     assert _outside_git(example_repo.path) == before
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        ("--http-root", ".", "the HTTP root . holds the repository's git directory"),
+        ("--tftp-root", "inventory", "the TFTP root inventory is inside the inventory"),
+        ("--http-root", ".git/http", "is inside the repository's git directory"),
+        ("--state-dir", "inventory/state", "the state dir inventory/state is inside the inv"),
+        ("--state-dir", ".git/state", "is inside the repository's git directory"),
+    ],
+)
+def test_the_publisher_may_not_serve_the_repository_or_write_into_the_inventory_either(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    why: str,
+) -> None:
+    # The publisher's own directories are its choice, but `--http-root .` at the
+    # repository's top would serve .git (every commit) and secrets.yaml.
+    from gitprov.cli import main
+
+    monkeypatch.chdir(example_repo.path)
+    given = {"--http-root": "var/http", "--tftp-root": "var/tftp", "--state-dir": "var/state"}
+    given[option] = value
+    argv = [word for pair in given.items() for word in pair]
+    before = _outside_git(example_repo.path)
+    assert main(["publish", "--rev", "main", *argv]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "hint: give a directory beside the inventory" in err, err
+    assert _outside_git(example_repo.path) == before
+
+
+def test_a_state_dir_may_hold_a_repository_and_roots_may_sit_beside_it(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    # (`watch --remote` keeps its mirror in the state dir: the state dir holds a git
+    # directory, which is not served)
+    from gitprov.cli import main
+
+    state = tmp_path / "state"
+    mirror = state / "mirror.git"
+    pygit2.clone_repository(str(example_repo.path), str(mirror), bare=True)
+    argv = ["--http-root", str(tmp_path / "http"), "--tftp-root", str(tmp_path / "tftp")]
+    code = main(
+        ["--repo", str(mirror), "publish", "--rev", "main", *argv, "--state-dir", str(state)]
+    )
+    assert code == 0
+    assert (state / "manifest.json").is_file()
+
+
 def _outside_git(top: Path) -> list[str]:
     return sorted(str(p.relative_to(top)) for p in top.rglob("*") if ".git" not in p.parts)
