@@ -249,53 +249,47 @@ class PathPolicy:
             return f"inside the repository's git directory {self.git_dir}", _BESIDE_HINT
         if setting[0] == "firmware_dir":
             return None  # (only read: the rest is about what is written, and served)
-        return self._beside(path)
+        found = self._beside(path)
+        if found is None:
+            return None
+        how, what = found
+        return f"{'inside' if how == 'inside' else 'which holds'} {what}", _BESIDE_HINT
 
-    def check_given(self, what: str, path: Path, *, served: bool = True) -> None:
+    def check_given(self, what: str, path: Path, *, served: bool) -> None:
         """Raise UsageError when a directory the publisher gave (its options, config file
-        or environment) to write into is in the git directory or the inventory, or holds
-        either: `--http-root .` at the repository's top would serve every commit and
-        secrets.yaml, and a state dir in the inventory would sit among its files, one
-        `git add` from being committed with them."""
-        refused = None
-        if self.git_dir is not None and inside(path, self.git_dir):
-            refused = f"inside the repository's git directory {self.git_dir}"
-        elif self.inventory is not None and inside(path, self.inventory):
-            refused = f"inside the inventory directory {self.inventory}"
-        elif served:
-            # (a state dir may hold a repository: `watch --remote` keeps its mirror there)
-            beside = self._beside(path)
-            refused = beside[0] if beside is not None else None
-        if refused is not None:
+        or environment) to write into is in the git directory or the inventory, or, when
+        `served`, holds either: `--http-root .` at the repository's top would serve every
+        commit and secrets.yaml, and a state dir in the inventory would sit among its
+        files, one `git add` from being committed with them."""
+        found = self._beside(path, served=served)
+        if found is not None:
+            how, where = found
             raise UsageError(
-                f"{what} {path} "
-                + (
-                    f"is {refused}"
-                    if refused.startswith("inside")
-                    else refused.removeprefix("which ")
-                ),
+                f"{what} {path} {'is inside' if how == 'inside' else 'holds'} {where}",
                 hint="give a directory beside the inventory and the git directory, "
                 "such as var/http, var/tftp and var/state at the repository's top, or "
                 "one outside the repository (/srv/gitprov/http)",
             )
 
-    def _beside(self, path: Path) -> tuple[str, str] | None:
-        """Why a directory written into may not be `path` with respect to the git
-        directory and the inventory (None: it may)."""
-        if self.git_dir is not None and inside(self.git_dir, path):
-            return (
-                f"which holds the repository's git directory {self.git_dir} (a root would "
-                "serve every commit)",
-                _BESIDE_HINT,
-            )
-        inventory = self.inventory
+    def _beside(self, path: Path, *, served: bool = True) -> tuple[str, str] | None:
+        """How `path`, a directory written into, meets the git directory or the
+        inventory: ("inside", what) or ("holds", what); None when it does not. Only a
+        served directory may not hold them (a state dir may hold a repository: `watch
+        --remote` keeps its mirror there)."""
+        git_dir, inventory = self.git_dir, self.inventory
+        if git_dir is not None and inside(path, git_dir):
+            return "inside", f"the repository's git directory {git_dir}"
         if inventory is not None and inside(path, inventory):
-            return f"inside the inventory directory {inventory}", _BESIDE_HINT
-        if inventory is not None and inside(inventory, path):
+            return "inside", f"the inventory directory {inventory}"
+        if served and git_dir is not None and inside(git_dir, path):
             return (
-                f"which holds the inventory directory {inventory} (a root would serve "
-                "gitprov.yaml and secrets.yaml)",
-                _BESIDE_HINT,
+                "holds",
+                f"the repository's git directory {git_dir} (a root would serve every commit)",
+            )
+        if served and inventory is not None and inside(inventory, path):
+            return "holds", (
+                f"the inventory directory {inventory} (a root would serve gitprov.yaml and "
+                "secrets.yaml)"
             )
         return None
 
@@ -343,14 +337,14 @@ def targets_for(
             return [fleet_path(values[0], name)]
         return [fleet_path(v, name, i) for i, v in enumerate(values)]
 
-    for what, given in (
-        ("the HTTP root", http_roots),
-        ("the TFTP root", tftp_roots),
-        ("the state dir", _one(state_dir)),
-        ("the stage root", _one(stage_root)),
+    for what, given, served in (
+        ("the HTTP root", http_roots, True),
+        ("the TFTP root", tftp_roots, True),
+        ("the state dir", _one(state_dir), False),
+        ("the stage root", _one(stage_root), True),
     ):
         for value in given:
-            policy.check_given(what, Path(value), served=what != "the state dir")
+            policy.check_given(what, Path(value), served=served)
     http = [Path(r) for r in http_roots] or fleet_dirs(
         "http_root", fleet.http_roots or _one(fleet.http_root)
     )

@@ -96,7 +96,7 @@ def add_action(
 ) -> argparse.ArgumentParser:
     """A command, or an action of one (`secrets set`, `import csv`), with the options every
     command takes; its help ends with examples, then what its exit code means. Each
-    example is a whole command line that this parser accepts (tests/cli/help_test.py)."""
+    example is a whole command line that this parser accepts (tests/cli/commands_test.py)."""
     p: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help,

@@ -36,32 +36,27 @@ def _plain(value: Any) -> bool:
     return value is not None and value != "" and not isinstance(value, SecretRef)
 
 
-def _problem(doc: Document, path: Path_) -> Problem:
+def _problem(doc: Document, path: Path_, *, empty: bool = False) -> Problem:
     where = ".".join(str(p) for p in path)
-    return error_at(
-        doc,
-        path,
-        CODE,
-        f"{where} is a secret written in plain text",
-        "seal it: `gitprov secrets set NAME` (value on stdin), then write `!secret NAME`; "
-        "the plain value stays in git history, so change it too",
-    )
+    if empty:
+        message = f"{where} is empty: a key is a sealed secret"
+        hint = (
+            "seal one: `gitprov secrets set NAME` (value on stdin), then write "
+            f"`{path[-1]}: !secret NAME`"
+        )
+    else:
+        message = f"{where} is a secret written in plain text"
+        hint = (
+            "seal it: `gitprov secrets set NAME` (value on stdin), then write `!secret NAME`; "
+            "the plain value stays in git history, so change it too"
+        )
+    return error_at(doc, path, CODE, message, hint)
 
 
 def _key_problems(doc: Document, path: Path_) -> Iterator[Problem]:
     value = get(doc.data, *path)
-    if value == "":
-        where = ".".join(str(p) for p in path)
-        yield error_at(
-            doc,
-            path,
-            CODE,
-            f"{where} is empty: a key is a sealed secret",
-            "seal one: `gitprov secrets set NAME` (value on stdin), then write "
-            f"`{path[-1]}: !secret NAME`",
-        )
-    elif _plain(value):
-        yield _problem(doc, path)
+    if value == "" or _plain(value):
+        yield _problem(doc, path, empty=value == "")
 
 
 def check_document(dctx: DocContext) -> Iterator[Problem]:
