@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from gitprov.cli import main
 from gitprov.crypto import encrypt
 from gitprov.secrets import load_secrets_file, unseal
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
-from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.gitrepo import GitRepo, example_files
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -212,7 +213,11 @@ def test_review_commands_need_no_private_key(
     assert "private key" in err
 
 
-def _program(*args: str, stdout: int | IO[bytes] = subprocess.PIPE) -> CompletedProcess[bytes]:
+def _program(
+    *args: str,
+    stdout: int | IO[bytes] = subprocess.PIPE,
+    env: dict[str, str] | None = None,
+) -> CompletedProcess[bytes]:
     """`python -m gitprov` as a user runs it: the program's own way out (gitprov.cli.entry)."""
     return subprocess.run(
         [sys.executable, "-m", "gitprov", *args],
@@ -220,7 +225,47 @@ def _program(*args: str, stdout: int | IO[bytes] = subprocess.PIPE) -> Completed
         stderr=subprocess.PIPE,
         timeout=120,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def _git(top: Path, *args: str) -> None:
+    who = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    who |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "-C", str(top), *args], check=True, env={**os.environ, **who})
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii", "latin-1"])
+def test_output_a_strict_locale_cannot_encode_goes_out_as_bytes_or_escaped(
+    tmp_path: Path, encoding: str
+) -> None:
+    # A locale such as en_US.UTF-8 makes Python write stdout strictly (only the C
+    # locales tolerate): a device file whose name is not UTF-8 (git keeps bytes), and
+    # a profile name outside a legacy encoding, each ended `validate` in a traceback.
+    top = tmp_path / "repo"
+    (top / "inventory" / "devices").mkdir(parents=True)
+    for path, data in example_files().items():
+        (top / path).parent.mkdir(parents=True, exist_ok=True)
+        (top / path).write_bytes(data)
+    odd = os.fsencode(top / "inventory" / "devices") + b"/caf\xe9-\xff.yaml"
+    with open(odd, "wb") as f:
+        f.write(b'mac: "00:21:f2:01:1b:99"\nmodel: IP542N\nprofile: b\xc3\xbcr\xc3\xb6\n')
+    _git(top, "init", "-q", "-b", "main")
+    _git(top, "add", "-A")
+    _git(top, "commit", "-qm", "an odd name")
+    strict = {"PYTHONIOENCODING": f"{encoding}:strict"}
+    done = _program("--repo", str(top), "validate", "--rev", "HEAD", env=strict)
+    assert done.returncode == 1, done.stderr
+    assert b"Traceback" not in done.stderr
+    # The name as it is on disk, in each line that names the file; the profile's
+    # characters as the encoding has them, or escaped.
+    assert b"inventory/devices/caf\xe9-\xff.yaml:" in done.stdout
+    profile = "bürö".encode(encoding, "backslashreplace")
+    assert b"unknown profile '" + profile + b"'" in done.stdout
+    # On stderr (a command refusing an invalid commit), the same bytes, not `\\udcff`.
+    refused = _program("--repo", str(top), "versions", env=strict)
+    assert refused.returncode == 1 and b"Traceback" not in refused.stderr
+    assert b"inventory/devices/caf\xe9-\xff.yaml:" in refused.stderr
 
 
 def test_the_program_leaves_with_its_whole_output_and_its_exit_code(tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ This package is the only place that knows about terminals and exit codes."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import functools
 import gc
+import io
 import logging
 import os
 import posixpath
@@ -169,8 +171,50 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
     return found
 
 
+# The error handler of an output stream that would otherwise refuse a character (see
+# _tolerant_output).
+OUTPUT_ERRORS = "gitprov-output"
+
+
+def _bytes_or_escaped(exc: UnicodeError) -> tuple[bytes, int]:
+    """A name read from git or the file system that is not UTF-8 holds its bytes as
+    surrogates (surrogateescape): they go out as those bytes, the name as it is on disk.
+    Any other character the stream's encoding lacks goes out escaped (`\\xfc`)."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("ascii", "backslashreplace")
+    return bytes(out), exc.end
+
+
+codecs.register_error(OUTPUT_ERRORS, _bytes_or_escaped)
+
+
+def _tolerant_output() -> None:
+    """Python writes stdout strictly in a locale such as en_US.UTF-8 (only the C locales
+    get surrogateescape): a device file whose name is not UTF-8, or a character outside
+    a legacy encoding, ended a command in a UnicodeEncodeError (exit 3) after part of
+    its output. Such a stream gets the handler above, and so does stderr, which would
+    show such a name as `\\udcff` where stdout shows its bytes."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in TO_TOLERATE:
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors=OUTPUT_ERRORS)
+
+
+# A stream's error handlers that _tolerant_output replaces (surrogateescape, the C
+# locales' stdout, writes such a name's bytes already).
+TO_TOLERATE = ("strict", "backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
+    _tolerant_output()
     parser = _parser()
     try:
         import argcomplete
