@@ -23,7 +23,7 @@ from gitprov.macros import normalise_mac
 from gitprov.overlay import editable
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.source import GITLINK, FileRef, Source, TooLarge
-from gitprov.unsafe import UNSAFE, describe, shown
+from gitprov.unsafe import NOT_UTF8, UNSAFE, describe, shown
 from gitprov.yamldoc import Document, SecretRef, parse, too_large
 
 FLEET = "fleet"
@@ -352,7 +352,7 @@ def _gp108(path: str, bad: str) -> Problem:
         1,
         "GP108",
         f"the file name holds {describe(bad)}",
-        "rename the file: inventory file names are plain, visible text",
+        "rename the file: inventory file names are plain, visible UTF-8 text",
     )
 
 
@@ -428,8 +428,11 @@ def _limits(refs: Mapping[str, str], source: Source, cache: ParseCache) -> Limit
 
 
 def _unsafe_path(path: str) -> re.Match[str] | None:
-    """The first character that makes a path unsafe to show or to read (GP108)."""
-    return UNSAFE.search(path) or re.search("\t", path)
+    """The first character that makes a path unsafe to show or to read (GP108): one
+    UNSAFE, a TAB, or a byte that is not UTF-8 (the manifest, the journal and the JSON
+    outputs hold text; such a name once passed validation and then stopped a publish
+    after its files were written)."""
+    return UNSAFE.search(path) or re.search("\t", path) or NOT_UTF8.search(path)
 
 
 def read_file(

@@ -1404,7 +1404,9 @@ BUILD_INPUTS = "build-inputs.json"
 
 
 def _input_id(dkey: Sequence[str]) -> str:
-    return hashlib.sha256("\0".join(dkey).encode()).hexdigest()
+    # (a path is text as git's bytes read: surrogateescape, though validation refuses
+    # a name that is not UTF-8, GP108)
+    return hashlib.sha256("\0".join(dkey).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _keep_inputs(

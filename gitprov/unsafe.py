@@ -52,10 +52,21 @@ def unsafe_hint(char: str) -> str:
     return "remove it: invisible in a review, it would reach the device's file"
 
 
+# A file name's bytes that are not UTF-8, as Python reads them (surrogateescape): git
+# keeps any bytes, the manifest, the journal and every JSON output hold text.
+NOT_UTF8 = re.compile("[\ud800-\udfff]")
+
+
 def describe(char: str) -> str:
-    """How a problem names one UNSAFE character (it is invisible, or worse, when printed)."""
+    """How a problem names one UNSAFE character (it is invisible, or worse, when printed),
+    or a byte of a name that is not UTF-8 (NOT_UTF8)."""
     if char in _NAMES:
         return _NAMES[char]
+    if NOT_UTF8.match(char):
+        point = ord(char)
+        if 0xDC80 <= point <= 0xDCFF:
+            return f"the byte 0x{point - 0xDC00:02X}, which is not UTF-8"
+        return f"the lone surrogate U+{point:04X}, which is not UTF-8"
     name = unicodedata.name(char, "")
     code = f"U+{ord(char):04X}"
     if not name:
@@ -65,14 +76,21 @@ def describe(char: str) -> str:
 
 def shown(text: str) -> str:
     """`text` with every UNSAFE character and TAB written as a Python escape (`\\n`,
-    `\\x1b`, `\\u202e`): printed as it is, a newline in a file name would start a line
-    of output that looks like a problem of another file, an ESC sequence would rewrite
-    the reader's terminal."""
+    `\\x1b`, `\\u202e`; a byte that is not UTF-8 as `\\xff`): printed as it is, a
+    newline in a file name would start a line of output that looks like a problem of
+    another file, an ESC sequence would rewrite the reader's terminal."""
     return re.sub(
-        "[\t" + UNSAFE.pattern[1:],
-        lambda m: m.group().encode("unicode_escape").decode("ascii"),
+        "[\t\ud800-\udfff" + UNSAFE.pattern[1:],
+        lambda m: _escaped(m.group()),
         text,
     )
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8: as that byte, `\xff`
+        return f"\\x{code - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
 
 
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

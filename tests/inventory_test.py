@@ -181,6 +181,39 @@ def test_an_unsafe_directory_name_is_refused_like_an_unsafe_file_name(
     assert not any(ln.startswith("/x:1:1") for ln in out.splitlines())
 
 
+def test_a_name_that_is_not_utf8_is_refused_and_shown_as_its_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Git keeps any bytes; Python reads them as surrogates. Such a device passed
+    # validation, then stopped a publish after its files were written (exit 3) and
+    # every publish after it; `blame` ended in a traceback too.
+    files = fleet_files(3)
+    files["inventory/devices/caf\udcc3(/" + generated_mac(0) + ".yaml"] = files.pop(device_path(0))
+    files["inventory/devices/" + generated_mac(1) + "\udcff.yaml"] = files.pop(device_path(1))
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(files, "names git keeps as bytes")
+    assert main(["--repo", str(repo.path), "validate", "--format", "json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    found = sorted((p["file"], p["code"], p["message"]) for p in problems if p["code"] == "GP108")
+    assert found == [
+        (
+            f"inventory/devices/{generated_mac(1)}\\xff.yaml",
+            "GP108",
+            "the file name holds the byte 0xFF, which is not UTF-8",
+        ),
+        (
+            f"inventory/devices/caf\\xc3(/{generated_mac(0)}.yaml",
+            "GP108",
+            "the file name holds the byte 0xC3, which is not UTF-8",
+        ),
+    ]
+    roots = ["--http-root", str(tmp_path / "http"), "--tftp-root", str(tmp_path / "tftp")]
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert main(["--repo", str(repo.path), "publish", *roots, *state]) == 1
+    assert "nothing was published" in capsys.readouterr().err
+    assert not (tmp_path / "http").exists() or not any((tmp_path / "http").iterdir())
+
+
 def at(repo: GitRepo, commit: str) -> CommitSource:
     found = repo.repo.get(commit)
     assert isinstance(found, pygit2.Commit)
