@@ -13,6 +13,7 @@ from typing import IO
 
 import pytest
 
+import gitprov.cli as cli_module
 from gitprov.cli import main
 from gitprov.crypto import encrypt
 from gitprov.secrets import load_secrets_file, unseal
@@ -235,7 +236,22 @@ def _git(top: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(top), *args], check=True, env={**os.environ, **who})
 
 
-@pytest.mark.parametrize("encoding", ["utf-8", "ascii", "latin-1"])
+@pytest.mark.parametrize("errors", ["strict", "backslashreplace", "surrogateescape"])
+def test_an_output_stream_writes_a_names_bytes_and_escapes_what_it_cannot_encode(
+    monkeypatch: pytest.MonkeyPatch, errors: str
+) -> None:
+    # surrogateescape (the C locales' stdout) wrote a name's bytes, but ended the
+    # command on a lone surrogate outside them (`\ud800` in a plan's JSON).
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors=errors)
+    monkeypatch.setattr(sys, "stdout", stream)
+    cli_module._tolerant_output()
+    stream.write("caf\udcc3(\ud800.yaml é\n")
+    stream.flush()
+    assert raw.getvalue() == b"caf\xc3(\\ud800.yaml \xc3\xa9\n"
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_output_a_strict_locale_cannot_encode_goes_out_as_bytes_or_escaped(
     tmp_path: Path, encoding: str
 ) -> None:
@@ -249,7 +265,9 @@ def test_output_a_strict_locale_cannot_encode_goes_out_as_bytes_or_escaped(
         (top / path).write_bytes(data)
     odd = os.fsencode(top / "inventory" / "devices") + b"/caf\xe9-\xff.yaml"
     with open(odd, "wb") as f:
-        f.write(b'mac: "00:21:f2:01:1b:99"\nmodel: IP542N\nprofile: b\xc3\xbcr\xc3\xb6\n')
+        f.write(b'mac: "00:21:f2:01:1b:99"\nmodel: IP542N\nprofile: office\n')
+    other = top / "inventory" / "devices" / "0021f2011b20.yaml"
+    other.write_text(other.read_text().replace("profile: office", "profile: bürö"))
     _git(top, "init", "-q", "-b", "main")
     _git(top, "add", "-A")
     _git(top, "commit", "-qm", "an odd name")
@@ -257,15 +275,16 @@ def test_output_a_strict_locale_cannot_encode_goes_out_as_bytes_or_escaped(
     done = _program("--repo", str(top), "validate", "--rev", "HEAD", env=strict)
     assert done.returncode == 1, done.stderr
     assert b"Traceback" not in done.stderr
-    # The name as it is on disk, in each line that names the file; the profile's
-    # characters as the encoding has them, or escaped.
-    assert b"inventory/devices/caf\xe9-\xff.yaml:" in done.stdout
+    # The name refused (GP108) and shown escaped; the profile's characters, and the
+    # hints' own (an ellipsis), as the encoding has them, or escaped.
+    assert b"inventory/devices/caf\\xe9-\\xff.yaml:1:1: error[GP108]" in done.stdout
     profile = "bürö".encode(encoding, "backslashreplace")
     assert b"unknown profile '" + profile + b"'" in done.stdout
-    # On stderr (a command refusing an invalid commit), the same bytes, not `\\udcff`.
+    # On stderr (a command refusing an invalid commit), the same.
     refused = _program("--repo", str(top), "versions", env=strict)
     assert refused.returncode == 1 and b"Traceback" not in refused.stderr
-    assert b"inventory/devices/caf\xe9-\xff.yaml:" in refused.stderr
+    assert b"inventory/devices/caf\\xe9-\\xff.yaml:1:1" in refused.stderr
+    assert b"unknown profile '" + profile + b"'" in refused.stderr
 
 
 def test_the_program_leaves_with_its_whole_output_and_its_exit_code(tmp_path: Path) -> None:

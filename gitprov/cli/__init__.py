@@ -207,9 +207,10 @@ def _tolerant_output() -> None:
                 stream.reconfigure(errors=OUTPUT_ERRORS)
 
 
-# A stream's error handlers that _tolerant_output replaces (surrogateescape, the C
-# locales' stdout, writes such a name's bytes already).
-TO_TOLERATE = ("strict", "backslashreplace")
+# A stream's error handlers that _tolerant_output replaces: surrogateescape (the C
+# locales' stdout) writes such a name's bytes already, but a lone surrogate outside
+# them (`\ud800` in JSON a user gave) ended the command as strict does.
+TO_TOLERATE = ("strict", "backslashreplace", "surrogateescape")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
-from gitprov.unsafe import UNSAFE, describe
+from gitprov.unsafe import NOT_UTF8, UNSAFE, describe
 
 if TYPE_CHECKING:
     from gitprov.review import Change, DeviceChange, Review
@@ -164,7 +164,8 @@ def _removal_json(result: Review) -> dict[str, Any] | None:
 def _unsafe_text(doc: Any) -> tuple[str, str] | None:
     """The place and character of the first string of a saved plan that holds what no
     plan gitprov writes does: a control character (TAB aside: it separates the lines'
-    values in a diff) or an invisible one. Rendered, ESC rewrites the reader's terminal
+    values in a diff), an invisible one, or a lone surrogate (`\\ud800`, which no
+    output can encode). Rendered, ESC rewrites the reader's terminal
     and a bidi override reorders what a reviewer reads."""
     stack: list[tuple[str, Any]] = [("(top)", doc)]
     while stack:
@@ -177,7 +178,7 @@ def _unsafe_text(doc: Any) -> tuple[str, str] | None:
             listed = [(f"{where}/{i}".removeprefix("(top)/"), v) for i, v in enumerate(node)]
             stack.extend(reversed(listed))
         elif isinstance(node, str):
-            found = UNSAFE.search(node)
+            found = UNSAFE.search(node) or NOT_UTF8.search(node)
             if found is not None:
                 return where, found.group()
     return None

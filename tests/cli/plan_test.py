@@ -209,6 +209,9 @@ def test_a_saved_plan_renders_as_the_computed_one(
         ("file", "\x1b", "the control character U+001B"),
         ("diff", "\u202e", "the invisible character U+202E"),
         ("diff", "\n", "a newline"),
+        # JSON's escapes reach what no output can encode: the render ended in exit 3
+        ("diff", "\ud800", "the lone surrogate U+D800"),
+        ("file", "\udcff", "the byte 0xFF, which is not UTF-8"),
     ],
 )
 def test_a_saved_plan_holding_what_gitprov_never_writes_is_refused_not_rendered(
