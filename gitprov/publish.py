@@ -165,7 +165,19 @@ class _Clash(NamedTuple):
 
 
 def _clash(roots: Sequence[Path], state_dir: Path, firmware_dir: Path | None) -> _Clash | None:
-    """Why these targets would serve the state dir (the manifest lists every MAC)."""
+    """Why these targets would serve the state dir (the manifest lists every MAC), or
+    one root inside another."""
+    for root in roots:
+        for other in roots:
+            if other != root and inside(root, other):
+                # Each root's files would be the other's strays (verify fails after every
+                # publish), and the outer root would serve the inner one's.
+                return _Clash(
+                    ("tftp_root", "http_root"),
+                    f"the served root {root} is inside the served root {other}",
+                    "give each root a directory of its own, beside the others "
+                    "(e.g. /srv/gitprov/http and /srv/gitprov/tftp)",
+                )
     for root in roots:
         if inside(state_dir, root):
             return _Clash(
@@ -380,6 +392,7 @@ def targets_for(
     # A clash the fleet's own settings make is reported at the setting, like a path
     # outside the allowed roots; one between the operator's paths stays unlocated.
     chosen = {"state_dir": bool(state_dir), "firmware_dir": bool(firmware_dir)}
+    chosen |= {"http_root": bool(http_roots), "tftp_root": bool(tftp_roots)}
     blamed = [s for s in clash.settings if not chosen[s]] if clash is not None else []
     if clash is not None and blamed:
         line, col = fleet.doc.pos(("publish", blamed[0]))

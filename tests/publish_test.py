@@ -121,6 +121,12 @@ def test_the_state_dir_may_not_be_inside_a_root(tmp_path: Path) -> None:
         Targets((tmp_path / "http",), tmp_path / "http" / "state")
 
 
+def test_a_root_may_not_be_inside_another(tmp_path: Path) -> None:
+    with pytest.raises(GitprovError, match="http/tftp is inside the served root"):
+        Targets((tmp_path / "http", tmp_path / "http" / "tftp"), tmp_path / "state")
+    Targets((tmp_path / "http", tmp_path / "tftp"), tmp_path / "state")  # (beside: fine)
+
+
 def test_publishing_the_published_commit_writes_nothing_and_says_so(
     example_repo: GitRepo, private_key: str, tmp_path: Path
 ) -> None:
