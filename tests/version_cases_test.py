@@ -246,8 +246,14 @@ def test_validate_works_in_a_shallow_clone_and_says_what_it_could_not_check(
 ) -> None:
     r = example_repo
     r.commit({A: named(r, A, "Desk 2")}, "A")
+    # Depth 1 (actions/checkout's default) holds no parent: it said "checked against the
+    # parent commit only", and passed a lowered floor it had compared with nothing.
     shallow = clone(r, tmp_path / "shallow", "--depth", "1")
     code, out, _ = run(capsys, "--repo", str(shallow), "validate", "--rev", "HEAD")
+    assert code == 0
+    assert "warning[GP113]: version_floor not checked: the history is shallow" in out
+    deeper = clone(r, tmp_path / "deeper", "--depth", "2")
+    code, out, _ = run(capsys, "--repo", str(deeper), "validate", "--rev", "HEAD")
     assert code == 0
     assert "warning[GP113]: version_floor checked against the parent commit only" in out
 

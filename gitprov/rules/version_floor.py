@@ -34,12 +34,19 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
     if now is None:
         return
     if not history.complete:
+        # (a clone of depth 1, actions/checkout's default, holds no parent to compare with)
+        seen = (
+            "checked against the parent commit only: the history is shallow, so a lower "
+            "floor in an older commit cannot be seen"
+            if history.commit
+            else "not checked: the history is shallow and holds none of this commit's "
+            "parents, so a lower floor than the history's cannot be seen"
+        )
         yield warning_at(
             fleet,
             ("version_floor",),
             CODE,
-            "version_floor checked against the parent commit only: the history is "
-            "shallow, so a lower floor in an older commit cannot be seen",
+            f"version_floor {seen}",
             "fetch the whole history (`git fetch --unshallow`; actions/checkout `fetch-depth: 0`)",
         )
     if now >= history.value:
