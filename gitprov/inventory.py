@@ -400,6 +400,19 @@ def _not_a_directory(path: str, what: str) -> Problem:
     )
 
 
+def _not_a_file(path: str, name: str, what: str) -> Problem:
+    # Read as "not part of the inventory" (a warning), a secrets.yaml directory showed as
+    # every secret unknown, a gitprov.yaml one as the settings missing: neither said why.
+    return error(
+        path,
+        1,
+        1,
+        "GP010",
+        f"{name} must be a file of this repository; this is {what}, which gitprov does not read",
+        f"commit {name} itself as a file in its place",
+    )
+
+
 def _link(path: str) -> Problem:
     # Git stores a link as its target's text, which then reads as a YAML scalar: "must
     # be a mapping" would send the reader looking in a file that is not there. The code
@@ -451,6 +464,11 @@ def read_file(
         return None, None, (_not_a_directory(ref.path, what or "a file"),)
     kind = None if gitlink else cache.kind(ref.path, inventory_dir)
     if kind is None:
+        rel = ref.path[len(prefix) :] if ref.path.startswith(prefix) else ""
+        top, sep, _ = rel.partition("/")
+        if top in (FLEET_FILE, SECRETS_FILE) and (sep or gitlink):
+            what = "a directory" if sep else "a git submodule"
+            return None, None, (_not_a_file(ref.path, top, what),)
         if not gitlink and ref.path.startswith(f"{prefix}devices/") and source.is_link(ref):
             # (a link to a site's directory, whose devices would vanish with a warning)
             return None, None, (_link(ref.path),)

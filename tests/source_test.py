@@ -241,22 +241,35 @@ def test_a_link_to_a_site_directory_is_an_error_in_both_reads(
         assert want in out, (mode, out)
 
 
-def test_a_submodule_in_place_of_the_fleet_settings_is_a_missing_file_not_a_damaged_repository(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("what", ["a git submodule", "a directory"])
+@pytest.mark.parametrize("name", ["gitprov.yaml", "secrets.yaml"])
+def test_anything_but_a_file_where_one_belongs_is_an_error_not_a_damaged_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str, name: str
 ) -> None:
+    """Read as "not part of the inventory" (a warning), secrets.yaml as a directory or a
+    submodule showed as every secret unknown ("add it with gitprov secrets set"),
+    gitprov.yaml as the settings missing: neither said what was wrong."""
     repo = GitRepo(tmp_path)
     repo.commit(example_files(), worktree=True)
+    path = f"inventory/{name}"
+    if what == "a directory":
+        data = (tmp_path / path).read_bytes()
+        (tmp_path / path).unlink()
+        (tmp_path / path).mkdir()
+        (tmp_path / path / "x.yaml").write_bytes(data)
+        where = f"{path}/x.yaml"
     assert git(tmp_path, "add", "-A").returncode == 0
-    assert git(tmp_path, "rm", "-q", "--cached", "inventory/gitprov.yaml").returncode == 0
-    info = "160000,1234567890abcdef1234567890abcdef12345678,inventory/gitprov.yaml"
-    assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
-    assert git(tmp_path, "commit", "-q", "-m", "settings as a submodule").returncode == 0
+    if what == "a git submodule":
+        assert git(tmp_path, "rm", "-q", "--cached", path).returncode == 0
+        info = f"160000,1234567890abcdef1234567890abcdef12345678,{path}"
+        assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
+        where = path
+    assert git(tmp_path, "commit", "-q", "-m", f"{name} as {what}").returncode == 0
     assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 1
     captured = capsys.readouterr()
-    assert "inventory/gitprov.yaml: error[GP100]: the fleet settings file is missing" in (
-        captured.out
-    ), captured
-    assert "inventory/gitprov.yaml:1:1: warning[GP005]: a git submodule" in captured.out
+    want = f"{where}:1:1: error[GP010]: {name} must be a file of this repository; this is {what}"
+    assert want in captured.out, captured
+    assert "warning[GP005]" not in captured.out
     assert "cannot read object" not in captured.out + captured.err
 
 
