@@ -459,6 +459,9 @@ def read_file(
     inventory_dir = source.inventory_dir
     gitlink = ref.oid.startswith(GITLINK)
     prefix = _prefix(inventory_dir)
+    if prefix and ref.path == prefix[:-1]:  # (the inventory directory's place)
+        what = "a git submodule" if gitlink else "a symbolic link" if source.is_link(ref) else ""
+        return None, None, (_not_a_directory(ref.path, what or "a file"),)
     if ref.path.startswith(prefix) and ref.path[len(prefix) :] in _KIND_BY_DIR:
         what = "a git submodule" if gitlink else "a symbolic link" if source.is_link(ref) else ""
         return None, None, (_not_a_directory(ref.path, what or "a file"),)

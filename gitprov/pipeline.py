@@ -793,10 +793,12 @@ _DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
 
 def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict[str, str | None]:
     """Path -> blob id (None: gone) of every file under `inventory_dir` that differs
-    between the two trees. When both have the inventory directory, only it is compared
-    (and not at all when its tree is the same: a commit outside the inventory)."""
+    between the two trees, and of a link, file or submodule in the directory's place (as
+    CommitSource.files lists it). When both have the inventory directory, only it is
+    compared (and not at all when its tree is the same: a commit outside the inventory)."""
     inv = inventory_dir.strip("/")
     prefix = inv + "/" if inv else ""
+    itself = inv or None
     here, there = _subtree(old, inv), _subtree(new, inv)
     if here is not None and there is not None:
         if here.id == there.id:
@@ -809,11 +811,11 @@ def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict
         gone, now = delta.old_file, delta.new_file
         if gone.mode in _BLOB_MODES or gone.mode == _GITLINK_MODE:
             path = base + gone.path
-            if path.startswith(prefix):
+            if path.startswith(prefix) or path == itself:
                 out.setdefault(path, None)
         if now.mode in _BLOB_MODES or now.mode == _GITLINK_MODE:
             path = base + now.path
-            if path.startswith(prefix):
+            if path.startswith(prefix) or path == itself:
                 # (a gitlink as CommitSource.files lists it)
                 out[path] = (GITLINK if now.mode == _GITLINK_MODE else "") + str(now.id)
     return out

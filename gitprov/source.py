@@ -161,6 +161,11 @@ class CommitSource:
             entry = root[self._dir] if self._dir else root
         except KeyError:
             return []
+        if self._dir and entry.type_str != "tree":
+            # A link, a file or a submodule where the directory belongs: listed as itself,
+            # for validation to say what it is (GP010) rather than that nothing is there.
+            gitlink = entry.filemode == pygit2.GIT_FILEMODE_COMMIT
+            return [FileRef(self._dir, (GITLINK if gitlink else "") + str(entry.id))]
         tree = read_object(self.repo, entry.id, f"the tree {self._dir or '/'}")
         if not isinstance(tree, pygit2.Tree):
             return []
@@ -303,7 +308,14 @@ class WorktreeSource:
 
     def files(self) -> list[FileRef]:
         refs: list[FileRef] = []
-        for full in _worktree_files(self.top / self._dir):
+        if self._dir and (self.top / self._dir).is_symlink():
+            # What git commits is the link, which the commit's read does not follow: the
+            # work tree says so too (GP010), not pass where CI then fails.
+            target = os.readlink(self.top / self._dir).encode("utf-8", "surrogateescape")
+            return [FileRef(self._dir, str(pygit2.hash(target)))]
+        base = self.top / self._dir
+        # (a file in the directory's place: listed as itself, as a commit lists it)
+        for full in [base] if self._dir and base.is_file() else _worktree_files(base):
             rel = full.relative_to(self.top).as_posix()
             size = _regular_size(full)
             if size > CEILINGS.document_bytes:

@@ -147,8 +147,13 @@ def test_a_childs_evaluation_says_which_digests_changed(tmp_path: Path) -> None:
 
 
 def _blobs_under(files: dict[str, bytes], prefix: str) -> dict[str, str]:
-    """The oracle: each file under `prefix` with its blob id, from the file dicts."""
-    return {p: str(pygit2.hash(d)) for p, d in files.items() if not prefix or p.startswith(prefix)}
+    """The oracle: each file under `prefix`, and one in the inventory directory's place
+    (listed for validation to name it, GP010), with its blob id, from the file dicts."""
+    return {
+        p: str(pygit2.hash(d))
+        for p, d in files.items()
+        if not prefix or p.startswith(prefix) or p == prefix[:-1]
+    }
 
 
 @pytest.mark.parametrize("inventory_dir", ["inventory", "deploy/site-a/inventory", ""])

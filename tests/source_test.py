@@ -222,6 +222,45 @@ def test_anything_but_a_directory_where_one_belongs_is_an_error_not_an_empty_fle
         assert want in out and f"this is {what}" in out, (mode, out)
 
 
+@pytest.mark.parametrize("what", ["a symbolic link", "a file", "a git submodule"])
+def test_anything_but_a_directory_in_the_inventorys_place_is_said_in_both_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    """`inventory` committed as a link read as "nothing is in inventory/" in a commit and
+    passed in the work tree, which follows it: the pre-commit hook passed, CI failed,
+    and neither said why. Put back as a directory, the child of the commit with the
+    link validates from the tree diff, nothing of the link kept."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), worktree=True)
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
+    inventory = tmp_path / "inventory"
+    shutil.move(inventory, tmp_path / "moved")
+    if what == "a symbolic link":
+        inventory.symlink_to("moved")
+    elif what == "a file":
+        inventory.write_text("the inventory moved\n")
+    assert git(tmp_path, "add", "-A").returncode == 0
+    if what == "a git submodule":
+        info = "160000,1234567890abcdef1234567890abcdef12345678,inventory"
+        assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", f"inventory as {what}").returncode == 0
+    capsys.readouterr()
+    want = "inventory:1:1: error[GP010]: inventory/ must be a directory of this repository's "
+    modes = [["--rev", "HEAD"]] + ([["--worktree"]] if what != "a git submodule" else [])
+    for mode in modes:
+        assert main(["--repo", str(tmp_path), "validate", *mode]) == 1, mode
+        out = capsys.readouterr().out
+        assert want + f"files; this is {what}" in out, (mode, out)
+    if what == "a git submodule":
+        assert git(tmp_path, "rm", "-q", "--cached", "inventory").returncode == 0
+    else:
+        inventory.unlink()
+    shutil.move(tmp_path / "moved", inventory)
+    assert git(tmp_path, "add", "-A").returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", "the inventory back").returncode == 0
+    assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0, capsys.readouterr()
+
+
 def test_a_link_to_a_site_directory_is_an_error_in_both_reads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
