@@ -84,8 +84,12 @@ def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
             event = "added" if last is None else "changed" if now[0] != last[0] else "renumbered"
             version, set_by = now[1], now[2]
         by = p.repo.get(set_by)
-        if event == "renumbered" or not isinstance(by, pygit2.Commit):
-            # A floor raise or a merge gave the same content a new number: this commit.
+        # The same content with a new number: a floor raise (or the bootstrap's lift) gave
+        # it on this commit; a merge that brought a branch's higher count (the branch
+        # changed the device and changed it back) names that branch's commit, as
+        # `versions` does.
+        brought = last is not None and now is not None and now[2] != last[2]
+        if (event == "renumbered" and not brought) or not isinstance(by, pygit2.Commit):
             set_by = cid
             by = p.repo.get(cid)
         assert isinstance(by, pygit2.Commit)

@@ -51,6 +51,30 @@ def test_history_lists_the_commits_that_changed_the_device(example_repo: GitRepo
     assert changes[0].author == "Test Author"
 
 
+def test_a_merge_that_brings_a_higher_count_names_the_branch_commit_as_versions_does(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The branch changes B and changes it back (two changes: 1003); main changes another
+    # device; the merge holds B's content as main had it, numbered 1003. `log` named the
+    # merge as the commit that set 1003, `versions` the branch's second commit.
+    r = example_repo
+    base, base_files = str(r.repo.head.target), dict(r.files)
+    original, other = r.files[B], "inventory/devices/0021f2a0c001.yaml"
+    renamed = original.replace(b"Meeting room", b"Board room")
+    r.commit({B: renamed}, "b1", branch="b", parents=[base], base=base_files)
+    back = r.commit({B: original}, "b2: back", branch="b")
+    moved = base_files[other].replace(b'account: "3001"', b'account: "3005"')
+    m1 = r.commit({other: moved}, "m1: another device", base=base_files)
+    merge = r.commit({}, "merge b", parents=[m1, back])
+    changes = history(Pipeline(r.repo), head(r), "0021f2011b20")
+    last = changes[-1]
+    assert (last.commit, last.version, last.event) == (merge, 1003, "renumbered")
+    assert last.set_by == back and last.summary == "b2: back"
+    assert main(["--repo", str(r.path), "versions", "0021f2011b20", "--format", "json"]) == 0
+    assert f'"{back}"' in capsys.readouterr().out
+    assert changes[0].commit == base
+
+
 def test_blame_points_at_the_yaml_line_and_its_commit(example_repo: GitRepo) -> None:
     r = example_repo
     first = str(r.repo.head.target)
