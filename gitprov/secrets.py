@@ -308,7 +308,7 @@ def dump_secrets_file(sf: SecretsFile) -> str:
         lines.append("secrets: {}\n")
     else:
         lines.append("secrets:\n")
-        lines.extend(f"  {_yaml_name(name)}: {value}\n" for name, value in sf.sealed.items())
+        lines.extend(f"  {yaml_name(name)}: {value}\n" for name, value in sf.sealed.items())
     return "".join(lines)
 
 
@@ -489,7 +489,9 @@ def _read_key_file(path: str, origin: str) -> str:
     return _checked_private_text(lines[0], f"{origin} {path}")
 
 
-def _yaml_name(name: str) -> str:
+def yaml_name(name: str) -> str:
+    """A secret's name as YAML reads it back as that name: plain when it can be, else
+    quoted (`!secret -` is a syntax error, `!secret "-"` the secret named -)."""
     if _PLAIN_NAME_RE.fullmatch(name) and name.lower() not in _YAML_WORDS:
         return name
     # NAME_RE excludes quotes and backslashes, so plain double quotes need no escaping.

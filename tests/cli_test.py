@@ -176,6 +176,30 @@ def test_secrets_keygen_set_list_rotate(
     assert unseal(new_private, "sip_9999", rotated.sealed["sip_9999"]) == "Hunter2-secret"
 
 
+@pytest.mark.parametrize("name", ["-", "null", "sip_9999"])
+def test_the_reference_secrets_set_prints_reads_back_as_that_secret(
+    example_repo: GitRepo,
+    private_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    # `secrets set -- -` said "refer to it as !secret -", a YAML syntax error (GP001).
+    repo = str(example_repo.path)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hunter2-secret\n"))
+    code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "--", name)
+    assert code == 0, out
+    reference = out.rsplit("refer to it as ", 1)[1].strip()
+    device = example_repo.path / "inventory" / "devices" / "0021f2011b20.yaml"
+    text = device.read_text()
+    assert "password: !secret sip_2010" in text
+    device.write_text(text.replace("password: !secret sip_2010", f"password: {reference}"))
+    code, out, _ = run(capsys, "--repo", repo, "validate", "--worktree")
+    assert code == 0, out
+    code, out, _ = run(capsys, "--repo", repo, "show", "0021f2011b20", "--worktree", "--reveal")
+    assert code == 0 and "Hunter2-secret" in out, out
+
+
 def test_decrypt_command(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     f = tmp_path / "fv.conf"
     f.write_bytes(encrypt(b"DBID_DBASE_VERSION=7\n", "k3y"))

@@ -138,7 +138,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 "file and version at the next publish"
             )
         else:
-            out.info(f"sealed {args.name} into {path}; refer to it as !secret {args.name}")
+            from gitprov.secrets import yaml_name  # (cryptography: not on every command's path)
+
+            named = yaml_name(args.name)
+            out.info(f"sealed {args.name} into {path}; refer to it as !secret {named}")
         return 0
     count = s.secrets_rotate(args.new_public_key)
     out.info(f"re-sealed {count} secret(s) to the new public key in {s.secrets_path()}")
