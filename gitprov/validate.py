@@ -314,6 +314,10 @@ def _param_key_hint(
 
 
 def _type_hint(expected: str) -> str:
+    if " or " in expected and "array" not in expected and "object" not in expected:
+        # (a raw DBID_* key takes any scalar: "write true or false" sent a list's author
+        # looking for a boolean)
+        return f"write one value ({expected}), not a list or a mapping"
     if "boolean" in expected:
         return "write true or false"
     if "integer" in expected:

@@ -176,6 +176,16 @@ def test_secrets_keygen_set_list_rotate(
     assert unseal(new_private, "sip_9999", rotated.sealed["sip_9999"]) == "Hunter2-secret"
 
 
+def test_secrets_set_refuses_a_bad_name_as_a_usage_error_before_asking_for_a_value(
+    example_repo: GitRepo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = io.StringIO("Hunter2-secret\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "secrets", "set", "a b")
+    assert code == 2 and "invalid secret name 'a b'" in err and "hint: use 1-64" in err
+    assert stdin.tell() == 0  # (nothing read)
+
+
 @pytest.mark.parametrize("name", ["-", "null", "sip_9999"])
 def test_the_reference_secrets_set_prints_reads_back_as_that_secret(
     example_repo: GitRepo,

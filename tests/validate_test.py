@@ -391,6 +391,15 @@ def test_unknown_param_names_get_a_useful_hint(snippet: str, col: int, hint: str
     assert hint in found[0].hint
 
 
+def test_a_list_where_a_raw_key_takes_one_value_gets_a_hint_that_fits() -> None:
+    # A raw DBID_* key takes any scalar: the hint was "write true or false".
+    found = lint_problems({"profiles/base.yaml": "params:\n  DBID_VENDOR_J: [1, 2]\n"})
+    errors = [p for p in found if p.is_error]
+    assert [(p.line, p.col, p.code) for p in errors] == [(2, 18, "GP010")], found
+    assert "got a list" in errors[0].message
+    assert errors[0].hint.startswith("write one value (") and "not a list" in errors[0].hint
+
+
 def test_close_names_are_sought_for_a_hundred_unknown_keys_of_a_file_then_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -127,6 +127,14 @@ def run(args: argparse.Namespace, out: Output) -> int:
             out.data(f"{name}  {digest}")
         return 0
     if args.secrets_cmd == "set":
+        from gitprov.secrets import NAME_RE, yaml_name  # (cryptography: not on every path)
+
+        if not NAME_RE.fullmatch(args.name):
+            # (the name is the operator's argument: refused before a value is asked for)
+            raise UsageError(
+                f"invalid secret name {args.name!r}",
+                hint="use 1-64 letters, digits, '_', '.' or '-'",
+            )
         known: set[str] = set()
         with contextlib.suppress(GitprovError):  # (setting one says what is wrong)
             known = {name for name, _ in s.secrets_list()}
@@ -138,8 +146,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 "file and version at the next publish"
             )
         else:
-            from gitprov.secrets import yaml_name  # (cryptography: not on every command's path)
-
             named = yaml_name(args.name)
             out.info(f"sealed {args.name} into {path}; refer to it as !secret {named}")
         return 0
