@@ -411,7 +411,11 @@ def _parse_private(text: str) -> X25519PrivateKey:
         )
     raw = _parse_key_text(text, _SK_PREFIX)
     if raw is None:
-        raise SecretError("malformed private key: expected gitprov-sk- and 43 base64url characters")
+        raise SecretError(
+            "malformed private key: expected gitprov-sk- and 43 base64url characters",
+            hint="give the whole line `gitprov secrets keygen` wrote into its --out file, "
+            "nothing cut off or added",
+        )
     return X25519PrivateKey.from_private_bytes(raw)
 
 

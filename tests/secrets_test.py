@@ -311,6 +311,7 @@ def test_load_private_key_malformed_is_not_echoed(tmp_path: Path, content: str) 
         load_private_key({"GITPROV_PRIVATE_KEY": content.strip()}, None)
     assert "GITPROV_PRIVATE_KEY" in str(info.value)
     assert_leaks_nothing(info.value, "hunter2", SK[11:30])
+    assert info.value.hint  # (every key error says what to do)
 
 
 def test_a_key_file_that_never_ends_is_refused_by_its_size(tmp_path: Path) -> None:
