@@ -584,6 +584,11 @@ CSV_CASES = {
         ":3:1: error[GP404]",
     ),
     "no model column": ("mac\n0021f2cc0003\n", ":1:1: error[GP410]"),
+    # Imported with its password unset, the value lost without a word.
+    "a row cut short": (
+        "mac,model,line1.account,line1.password\n0021f2cc0003,G502N,7\n",
+        ":2:20: error[GP410]: 3 cells, but the header names 4",
+    ),
     # A password is sealed as it is read: nothing checks it after the import, so what a
     # publish would refuse is refused here, at its cell.
     "an invisible character in a password": (

@@ -222,6 +222,20 @@ def import_csv(
                 )
             )
             continue
+        if len(row) < len(columns):
+            # A row cut short (a line broken inside a cell, a truncated export) would
+            # import with its last columns unset, their values lost without a word.
+            problems.append(
+                error(
+                    shown,
+                    line,
+                    row[-1].col,
+                    CSV,
+                    f"{len(row)} cells, but the header names {len(columns)}",
+                    "give the row a cell per column (commas for the empty ones: a,b,,)",
+                )
+            )
+            continue
         cells = {i: c for i, c in enumerate(row[: len(columns)])}
         device = _csv_device(shown, cells, columns, ctx, catalog, problems)
         if device is None:
