@@ -89,8 +89,15 @@ def verify_commit(
         )
     before = _stamp(where.state_dir)
     manifest = load_manifest(where.state_dir)
+    # The published commit itself may have been published with --force (an older commit
+    # put back): its files then carry the numbers the roots had served, which a forced
+    # build gives again (the served number for content served under it, above it for
+    # new content). Any other commit is built as a plain publish would build it.
+    forced = manifest is not None and manifest.commit == str(commit.id)
     try:
-        build = pipeline.build(commit, key, served_versions(manifest), loaded, keep_plaintext=False)
+        build = pipeline.build(
+            commit, key, served_versions(manifest), loaded, keep_plaintext=False, force=forced
+        )
     except VersionConflict as exc:
         raise _older(str(commit.id), manifest, exc) from None
     files, notes = artifacts(build, where.firmware_dir)
@@ -136,7 +143,8 @@ def _older(commit: str, manifest: Manifest | None, exc: VersionConflict) -> Gitp
     published = (
         f"verify the published commit: gitprov verify --rev {manifest.commit[:12]}"
         if manifest is not None and manifest.commit != commit
-        else "the roots were published with --force or an older version rule"
+        else "the roots were published by an older version rule: publish the commit again "
+        "(publish --force keeps their numbers)"
     )
     return GitprovError(
         f"the roots cannot hold what {commit[:12]} produces: they already served "

@@ -146,6 +146,29 @@ def test_a_later_commit_differs_only_where_it_changes_versions_continuing(
     )
 
 
+def test_the_published_commit_verifies_after_a_forced_publish_put_it_back(
+    published: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`publish --force --rev OLDER` serves the older content above the numbers the
+    roots had served; verify of that commit built it with the rule's lower numbers, and
+    its hint sent the auditor in a circle: no commit verified until a new one."""
+    first = str(published.repo.head.target)
+    published.commit({device_path(1): device_yaml(1, display="Moved")}, "move desk 1")
+    roots = root_args(tmp_path / "roots")
+    assert main(["--repo", str(published.path), "publish", *roots]) == 0
+    argv = ["--repo", str(published.path), "publish", "--force", "--rev", first, *roots]
+    assert main(argv) == 0
+    code, doc = verify(published, tmp_path, capsys, "--rev", first)
+    assert code == 0 and doc["commit"] == first and doc["notes"] == [], doc
+    # The head is not what the roots hold, and publishing it would be refused: said so,
+    # naming the commit that verifies.
+    capsys.readouterr()
+    assert main(["--repo", str(published.path), "verify", *roots]) == 1
+    assert f"hint: verify the published commit: gitprov verify --rev {first[:12]}" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_state_dir_that_is_a_file_is_a_usage_error_not_an_empty_publication(
     published: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
