@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -63,14 +64,20 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITPROV_", "VIRTUAL_"))}
     env |= who | {"HOME": str(tmp_path), "CI": "1", "NO_COLOR": "1"}
     wrapped = f"{ip} link set lo up\ncd {top}\n{script}\nwait\n"
-    done = subprocess.run(
+    # A session of its own: on a timeout the tour's `serve &` goes with the shell.
+    with subprocess.Popen(
         [unshare, "--net", "bash", "-c", wrapped],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=env,
-        timeout=300,
-        check=False,
-    )
-    out = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+        start_new_session=True,
+    ) as shell:
+        try:
+            stdout, stderr = shell.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(shell.pid, signal.SIGKILL)
+            raise
+    out = stdout.decode(errors="replace") + stderr.decode(errors="replace")
     if "unshare failed" in out or "Operation not permitted" in out:
         pytest.skip(f"no network namespace here: {out.strip()[:200]}")
     for bad in ("Traceback", "internal error", "command not found", "No such file"):
@@ -85,6 +92,6 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
     served = top / "var" / "http" / "fv0021f2011b19.conf"
     assert served.is_file() and (top / "var" / "tftp" / "fv0021f2011b19.conf").is_file()
     # 4. fetched over HTTP and decrypted with the device's key: the plain file
-    assert "DBID_DBASE_VERSION" in done.stdout.decode(errors="replace")
+    assert "DBID_DBASE_VERSION" in stdout.decode(errors="replace")
     # ... and over TFTP: the very bytes served
     assert fetched.read_bytes() == served.read_bytes()
