@@ -1,14 +1,25 @@
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.fixtures.gitrepo import ROOT, GitRepo, demo_private_key, example_files
+
+# Hypothesis keeps its examples and what it reads of the tests' sources in `.hypothesis/`
+# of the directory it runs in, the checkout, from when the test modules are collected:
+# a directory of this process's own instead, gone with it.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="gitprov-tests-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture
@@ -29,7 +40,7 @@ def private_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 # Caches tools keep beside the sources; anything else a test leaves in the checkout is a
 # test writing outside its tmp_path.
-CACHES = (".venv/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".hypothesis/")
+CACHES = (".venv/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/")
 
 
 def _checkout_status() -> set[str] | None:
