@@ -23,7 +23,7 @@ from gitprov.macros import normalise_mac
 from gitprov.overlay import editable
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.source import GITLINK, FileRef, Source, TooLarge
-from gitprov.unsafe import NOT_UTF8, UNSAFE, describe, shown
+from gitprov.unsafe import UNSHOWN, describe, shown
 from gitprov.yamldoc import Document, SecretRef, parse, too_large
 
 FLEET = "fleet"
@@ -445,7 +445,7 @@ def _unsafe_path(path: str) -> re.Match[str] | None:
     UNSAFE, a TAB, or a byte that is not UTF-8 (the manifest, the journal and the JSON
     outputs hold text; such a name once passed validation and then stopped a publish
     after its files were written)."""
-    return UNSAFE.search(path) or re.search("\t", path) or NOT_UTF8.search(path)
+    return UNSHOWN.search(path)
 
 
 def read_file(
@@ -459,10 +459,10 @@ def read_file(
     inventory_dir = source.inventory_dir
     gitlink = ref.oid.startswith(GITLINK)
     prefix = _prefix(inventory_dir)
-    if prefix and ref.path == prefix[:-1]:  # (the inventory directory's place)
-        what = "a git submodule" if gitlink else "a symbolic link" if source.is_link(ref) else ""
-        return None, None, (_not_a_directory(ref.path, what or "a file"),)
-    if ref.path.startswith(prefix) and ref.path[len(prefix) :] in _KIND_BY_DIR:
+    # (the inventory directory's own place, or that of devices/, profiles/ or models/)
+    if (prefix and ref.path == prefix[:-1]) or (
+        ref.path.startswith(prefix) and ref.path[len(prefix) :] in _KIND_BY_DIR
+    ):
         what = "a git submodule" if gitlink else "a symbolic link" if source.is_link(ref) else ""
         return None, None, (_not_a_directory(ref.path, what or "a file"),)
     kind = None if gitlink else cache.kind(ref.path, inventory_dir)

@@ -55,6 +55,15 @@ def unsafe_hint(char: str) -> str:
 # A file name's bytes that are not UTF-8, as Python reads them (surrogateescape): git
 # keeps any bytes, the manifest, the journal and every JSON output hold text.
 NOT_UTF8 = re.compile("[\ud800-\udfff]")
+# What `shown` escapes: UNSAFE, TAB and NOT_UTF8; in a file name, each is refused (GP108).
+UNSHOWN = re.compile("[\t" + NOT_UTF8.pattern[1:-1] + UNSAFE.pattern[1:])
+
+
+def escaped_byte(char: str) -> int | None:
+    """The byte a surrogate stands for where surrogateescape read one that is not
+    UTF-8 (`\\udcff`: 0xff); None for any other character."""
+    point = ord(char)
+    return point - 0xDC00 if 0xDC80 <= point <= 0xDCFF else None
 
 
 def describe(char: str) -> str:
@@ -63,10 +72,10 @@ def describe(char: str) -> str:
     if char in _NAMES:
         return _NAMES[char]
     if NOT_UTF8.match(char):
-        point = ord(char)
-        if 0xDC80 <= point <= 0xDCFF:
-            return f"the byte 0x{point - 0xDC00:02X}, which is not UTF-8"
-        return f"the lone surrogate U+{point:04X}, which is not UTF-8"
+        byte = escaped_byte(char)
+        if byte is not None:
+            return f"the byte 0x{byte:02X}, which is not UTF-8"
+        return f"the lone surrogate U+{ord(char):04X}, which is not UTF-8"
     name = unicodedata.name(char, "")
     code = f"U+{ord(char):04X}"
     if not name:
@@ -79,17 +88,13 @@ def shown(text: str) -> str:
     `\\x1b`, `\\u202e`; a byte that is not UTF-8 as `\\xff`): printed as it is, a
     newline in a file name would start a line of output that looks like a problem of
     another file, an ESC sequence would rewrite the reader's terminal."""
-    return re.sub(
-        "[\t\ud800-\udfff" + UNSAFE.pattern[1:],
-        lambda m: _escaped(m.group()),
-        text,
-    )
+    return UNSHOWN.sub(lambda m: _escaped(m.group()), text)
 
 
 def _escaped(char: str) -> str:
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8: as that byte, `\xff`
-        return f"\\x{code - 0xDC00:02x}"
+    byte = escaped_byte(char)
+    if byte is not None:  # a byte that is not UTF-8: as that byte, `\xff`
+        return f"\\x{byte:02x}"
     return char.encode("unicode_escape").decode("ascii")
 
 

@@ -37,7 +37,7 @@ from gitprov.cli import (
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.cli.defaults import INVENTORY_DIR
 from gitprov.errors import GitprovError, InvalidInventory
-from gitprov.unsafe import UNSAFE, shown
+from gitprov.unsafe import UNSAFE, escaped_byte, shown
 
 COMMANDS = (
     init,
@@ -184,9 +184,9 @@ def _bytes_or_escaped(exc: UnicodeError) -> tuple[bytes, int]:
         raise exc
     out = bytearray()
     for char in exc.object[exc.start : exc.end]:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(code - 0xDC00)
+        byte = escaped_byte(char)
+        if byte is not None:
+            out.append(byte)
         else:
             out += char.encode("ascii", "backslashreplace")
     return bytes(out), exc.end
