@@ -38,6 +38,7 @@ __all__ = [
     "PRIVATE_KEY_FILE_ENV",
     "SecretError",
     "SecretsFile",
+    "check_name",
     "dump_secrets_file",
     "generate_keypair",
     "load_private_key",
@@ -48,6 +49,7 @@ __all__ = [
     "sealed_digest",
     "unseal",
     "unseal_all",
+    "yaml_name",
 ]
 
 PRIVATE_KEY_ENV = "GITPROV_PRIVATE_KEY"
@@ -98,7 +100,7 @@ def seal(public_key: str, name: str, value: str) -> str:
     Randomised (fresh ephemeral key and nonce): sealing the same value twice gives two
     different texts. That is fine, it is the sealed file, not a device file.
     """
-    _check_name(name)
+    check_name(name)
     recipient = _parse_public(public_key)
     ephemeral = X25519PrivateKey.generate()
     ephemeral_pub = ephemeral.public_key().public_bytes_raw()
@@ -110,7 +112,7 @@ def seal(public_key: str, name: str, value: str) -> str:
 
 def unseal(private_key: str, name: str, sealed: str) -> str:
     """Open a value sealed by `seal` for the same name; `SecretError` if it does not open."""
-    _check_name(name)
+    check_name(name)
     private = _parse_private(private_key)
     raw = _decode_sealed(name, sealed)
     ephemeral_raw = raw[:_RAW_KEY_LEN]
@@ -159,7 +161,7 @@ class SecretsFile:
         if not _PUBLIC_RE.fullmatch(self.public_key):
             raise SecretError("public_key is not a gitprov public key (gitprov-pk-…)")
         for name, value in self.sealed.items():
-            _check_name(name)
+            check_name(name)
             if not _SEALED_RE.fullmatch(value):
                 raise SecretError(f"secret {name!r} is not a sealed value (v1:…)")
         # A read-only sorted copy: the caller's dict cannot change it afterwards, and
@@ -370,7 +372,7 @@ def _aad(name: str) -> bytes:
     return _CONTEXT + name.encode("utf-8")
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not NAME_RE.fullmatch(name):
         raise SecretError(
             f"invalid secret name {name!r}", hint="use 1-64 letters, digits, '_', '.' or '-'"

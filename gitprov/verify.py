@@ -140,11 +140,12 @@ def _older(commit: str, manifest: Manifest | None, exc: VersionConflict) -> Gitp
     """The roots already served higher versions than `commit` gives: they cannot hold its
     files, and a publish of it is refused. Said as such, not as advice to publish."""
     worst = max(exc.conflicts, key=lambda c: c.served - c.computed)
+    # (a conflict needs served versions, so a manifest; and the manifest's own commit is
+    # built as publish --force would, which never conflicts: it names another commit)
     published = (
         f"verify the published commit: gitprov verify --rev {manifest.commit[:12]}"
-        if manifest is not None and manifest.commit != commit
-        else "the roots were published by an older version rule: publish the commit again "
-        "(publish --force keeps their numbers)"
+        if manifest is not None
+        else ""
     )
     return GitprovError(
         f"the roots cannot hold what {commit[:12]} produces: they already served "

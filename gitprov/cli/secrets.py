@@ -127,14 +127,13 @@ def run(args: argparse.Namespace, out: Output) -> int:
             out.data(f"{name}  {digest}")
         return 0
     if args.secrets_cmd == "set":
-        from gitprov.secrets import NAME_RE, yaml_name  # (cryptography: not on every path)
+        from gitprov.secrets import SecretError, check_name, yaml_name  # (cryptography)
 
-        if not NAME_RE.fullmatch(args.name):
+        try:
+            check_name(args.name)
+        except SecretError as exc:
             # (the name is the operator's argument: refused before a value is asked for)
-            raise UsageError(
-                f"invalid secret name {args.name!r}",
-                hint="use 1-64 letters, digits, '_', '.' or '-'",
-            )
+            raise UsageError(exc.message, hint=exc.hint) from None
         known: set[str] = set()
         with contextlib.suppress(GitprovError):  # (setting one says what is wrong)
             known = {name for name, _ in s.secrets_list()}
