@@ -2372,9 +2372,17 @@ def _apply(
                     if not mine:
                         continue
                     handles[key] = fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+                    source = _link_source(staged, handles, fd)
                     for name in mine:
                         tmp = _temp_name(name)
-                        _write_new(tmp, wanted[name], sync=not batch, chmod=chmod, dir_fd=fd)
+                        linked = False
+                        if source is not None and name in source[1]:
+                            linked = _link(source, name, tmp, fd)
+                            if not linked:
+                                source = None  # (refused once: the next would be too)
+                        if not linked:
+                            data = wanted[name]
+                            _write_new(tmp, data, sync=not batch, chmod=chmod, dir_fd=fd)
                         staged[key].append((tmp, name))
                         done += 1
                         if progress:
@@ -2481,6 +2489,37 @@ def _each(fn: Callable[[_A], object], items: Sequence[_A]) -> list[OSError | Non
         for _ in pool.map(share, range(n)):
             pass
     return out
+
+
+# A root's staged temps to link from: its directory and, per name, the temp.
+_LinkSource = tuple[int, dict[str, str]]
+
+
+def _link_source(
+    staged: Mapping[str, Sequence[tuple[str, str]]], handles: Mapping[str, int], fd: int
+) -> _LinkSource | None:
+    """The first root staged so far on the filesystem of directory `fd`: its temps are
+    linked into this root rather than written again (every root serves the same bytes
+    under a name). One file for both roots is half the files to create and sync, and
+    lets a survey check the second root by inode from its listing (`plan._survey`)."""
+    dev = os.fstat(fd).st_dev
+    for key, temps in staged.items():
+        src = handles.get(key)
+        if temps and src is not None and src != fd and os.fstat(src).st_dev == dev:
+            return src, {name: tmp for tmp, name in temps}
+    return None
+
+
+def _link(source: _LinkSource, name: str, tmp: str, fd: int) -> bool:
+    """Whether `name`'s temp in `source` is now also `tmp` in directory `fd`; False (the
+    caller writes it) when the filesystem refuses (no hard links there, or a file at
+    its link limit)."""
+    src_fd, temps = source
+    try:
+        os.link(temps[name], tmp, src_dir_fd=src_fd, dst_dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def _rename(dir_fd: int, pair: tuple[str, str]) -> None:

@@ -16,9 +16,13 @@ kernel queue), the root is the directory watched (not replaced or moved), the pu
 between did not fail. Otherwise the publish surveys every file, and the next one can
 trust the watch again.
 
+The roots of one filesystem share their files (a publish links each into every root):
+a name touched in one root is taken as touched in all, and a root whose touches are not
+known makes them unknown in all.
+
 What a watch does not see, and so what the watcher's reconcile (every file's stat, or
 every byte with `--verify`) is still for: a write through a memory map, a file changed
-through a hard link from outside the root, a root on a network filesystem changed from
+through a hard link from outside the roots, a root on a network filesystem changed from
 another host."""
 
 from __future__ import annotations
@@ -112,6 +116,16 @@ class RootWatch:
             if now is not None:
                 now.touched = set()
                 now.lost = False
+        # A publish links one file into every root on a filesystem (see
+        # publish._link_source): a write through one root's name is a write to the
+        # others', which their watches do not see. A name touched in one root is looked
+        # at in all of them (normally a handful of names), and where one root's touches
+        # are not known, no root's are.
+        if any(t is None for t in out.values()):
+            out = dict.fromkeys(out)
+        else:
+            anywhere = set().union(*(t for t in out.values() if t is not None))
+            out = {key: set(anywhere) for key in out}
         self._covered, self._vouched = frozenset(), None
         self._pending = frozenset(k for k in roots if k in self._roots)
         return Touched(out)

@@ -268,7 +268,9 @@ def test_a_carried_file_is_read_only_when_needed_and_only_as_recorded(
 
     for root in ("http", "tftp"):  # another file, same size, in every root
         path = where / root / second.name
-        path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))
+        altered = bytes(b ^ 0xFF for b in path.read_bytes())
+        path.unlink()  # (written in place, both roots' names are one file: linked)
+        path.write_bytes(altered)
     with pytest.raises(CarriedUnreadable, match=second.mac):
         second.data  # noqa: B018
     (where / "http" / third.name).unlink()

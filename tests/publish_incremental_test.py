@@ -207,6 +207,61 @@ def test_roots_on_two_filesystems_get_one_syncfs_each(
         {os.stat(tmp_path).st_dev, os.stat(other_filesystem).st_dev}
     )
     assert [p for p in syncs.files if p.parent != tmp_path / "state"] == []
+    # Each root has its own files there (no link crosses filesystems), the same bytes.
+    http, tftp = other_filesystem / "http", tmp_path / "tftp"
+    names = sorted(p.name for p in http.iterdir())
+    assert names == sorted(p.name for p in tftp.iterdir()) and names
+    for name in names:
+        assert not os.path.samefile(http / name, tftp / name)
+        assert (http / name).read_bytes() == (tftp / name).read_bytes()
+
+
+def linked(a: Path, b: Path) -> bool:
+    """Whether two names are one file (a publish links a file into every root of one
+    filesystem: one fsync covers both)."""
+    return os.path.samefile(a, b) and os.stat(a).st_nlink == 2
+
+
+def test_roots_on_one_filesystem_share_each_file(
+    tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = fleet(tmp_path)
+    out = publish(repo, tmp_path, capsys)
+    http, tftp = roots(tmp_path)
+    names = [w["name"] for w in out["written"]]
+    assert names == sorted(p.name for p in http.iterdir()) == sorted(p.name for p in tftp.iterdir())
+    assert all(linked(http / n, tftp / n) for n in names)
+    assert all(stat.S_IMODE((tftp / n).stat().st_mode) == 0o644 for n in names)
+    # A file rewritten in one root only (its twin there as recorded) is its own again.
+    (http / names[0]).unlink()
+    assert publish(repo, tmp_path, capsys)["written"] == [{**out["written"][0]}]
+    assert (http / names[0]).read_bytes() == (tftp / names[0]).read_bytes()
+    assert publish(repo, tmp_path, capsys)["already_published"] is True
+
+
+def test_a_filesystem_that_refuses_links_gets_each_file_written(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tried: list[str] = []
+
+    def refuse(src: str, dst: str, **kw: Any) -> None:
+        tried.append(dst)
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(publish_module.os, "link", refuse)
+    repo = fleet(tmp_path)
+    out = publish(repo, tmp_path, capsys)
+    monkeypatch.undo()
+    http, tftp = roots(tmp_path)
+    names = [w["name"] for w in out["written"]]
+    assert len(tried) == 1  # refused once: not asked again
+    for name in names:
+        assert not os.path.samefile(http / name, tftp / name)
+        assert (http / name).read_bytes() == (tftp / name).read_bytes()
+    assert publish(repo, tmp_path, capsys)["already_published"] is True
 
 
 def test_without_syncfs_every_temp_is_fsynced_before_its_rename(
@@ -223,8 +278,14 @@ def test_without_syncfs_every_temp_is_fsynced_before_its_rename(
     assert served == 2 * len(out["written"])
     assert syncs.syncfs == []
     in_roots = [p for p in syncs.files if p.parent in roots(tmp_path)]
-    assert len(in_roots) == served  # each temp, named as it was before its rename
-    assert all(p.name.startswith(".gitprov-") for p in in_roots)
+    # Each temp of the first root, named as it was before its rename: the other root's
+    # are links to the same files (one filesystem).
+    http, tftp = roots(tmp_path)
+    assert sorted(p.name.rsplit(".", 2)[0] for p in in_roots) == sorted(
+        ".gitprov-" + w["name"] for w in out["written"]
+    )
+    assert {p.parent for p in in_roots} == {http}
+    assert all(linked(http / w["name"], tftp / w["name"]) for w in out["written"])
 
 
 def test_a_small_change_fsyncs_its_few_files_not_the_whole_filesystem(
@@ -245,10 +306,11 @@ def test_a_small_change_fsyncs_its_few_files_not_the_whole_filesystem(
     assert syncs.syncfs == []
     # Each temp (".gitprov-NAME.RANDOM.tmp"), named as it was before its rename.
     in_roots = [p for p in syncs.files if p.parent in roots(tmp_path)]
+    http, tftp = roots(tmp_path)
     assert sorted((p.parent, p.name.rsplit(".", 2)[0]) for p in in_roots) == sorted(
-        (root, ".gitprov-" + name) for root in roots(tmp_path) for name in names
+        (http, ".gitprov-" + name) for name in names
     )
-    assert all(p.name.startswith(".gitprov-") for p in in_roots)
+    assert all(linked(http / name, tftp / name) for name in names)
 
 
 # -- the published commit again ----------------------------------------------------------
@@ -355,12 +417,15 @@ def test_a_touched_file_is_rewritten_and_an_edited_one_restored_nothing_else_wri
     out = publish(repo, tmp_path, capsys)
     assert out["already_published"] is False
     assert [w["name"] for w in out["written"]] == sorted([touched, edited])
+    # Each is one file in both roots (linked by the publish): touched and edited in both.
     assert sorted((d["root"], d["name"], d["kind"]) for d in out["drift"]) == sorted(
-        [(str(http), touched, "touched"), (str(tftp), edited, "changed")]
+        (str(root), name, kind)
+        for root in (http, tftp)
+        for name, kind in ((touched, "touched"), (edited, "changed"))
     )
     after = files_of(tmp_path)
     rewritten = {k for k in before if before[k][0] != after[k][0]}
-    assert rewritten == {f"http/{touched}", f"tftp/{edited}"}
+    assert rewritten == {f"{r}/{n}" for r in ("http", "tftp") for n in (touched, edited)}
     assert after[f"tftp/{edited}"][2] == good
     assert after[f"http/{touched}"][2] == before[f"http/{touched}"][2]
     again = publish(repo, tmp_path, capsys)
@@ -389,10 +454,13 @@ def test_verify_reads_every_file_and_repairs_exactly_the_one_tampered_with(
 
     out = publish(repo, tmp_path, capsys, "--verify")
     assert [w["name"] for w in out["written"]] == [name]
-    assert out["drift"] == [{"root": str(http), "name": name, "kind": "changed"}]
+    # One file in both roots (linked by the publish): changed in both, restored in both.
+    assert out["drift"] == [
+        {"root": str(root), "name": name, "kind": "changed"} for root in (http, tftp)
+    ]
     after = files_of(tmp_path)
     assert after[f"http/{name}"][2] == good == (tftp / name).read_bytes()
-    assert {k for k in after if after[k] != tampered[k]} == {f"http/{name}"}
+    assert {k for k in after if after[k] != tampered[k]} == {f"http/{name}", f"tftp/{name}"}
     assert publish(repo, tmp_path, capsys, "--verify")["already_published"] is True
     assert publish(repo, tmp_path, capsys)["already_published"] is True
 
@@ -451,7 +519,8 @@ def test_reconcile_trusts_stat_and_with_verify_reads_the_files(
     assert clean is not None and clean.kind is Kind.CLEAN
     repaired = watcher(True).reconcile()
     assert repaired is not None and repaired.kind is Kind.REPAIRED
-    assert [(d.name, d.kind) for d in repaired.drift] == [(name, "changed")]
+    # (one file in both roots: changed in both)
+    assert [(d.name, d.kind) for d in repaired.drift] == [(name, "changed")] * 2
     assert (http / name).read_bytes() == good
 
     touched = roots(tmp_path)[1] / name
@@ -460,7 +529,7 @@ def test_reconcile_trusts_stat_and_with_verify_reads_the_files(
     again = watcher(False).reconcile()
     assert again is not None and again.kind is Kind.REPAIRED
     assert [(d.root, d.name, d.kind) for d in again.drift] == [
-        (str(touched.parent), name, "touched")
+        (str(root), name, "touched") for root in roots(tmp_path)
     ]
 
 

@@ -61,6 +61,7 @@ def test_verify_passes_after_a_publish_and_names_every_difference(
     good = victim.read_bytes()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x01
+    victim.unlink()  # (written in place, it would be the other root's file too: linked)
     victim.write_bytes(bytes(bad))
     code, doc = verify(published, tmp_path, capsys)
     assert code == 1

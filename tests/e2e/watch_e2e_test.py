@@ -289,6 +289,8 @@ def test_drift_is_restored_within_one_reconcile_interval_and_counted(
         watch.wait_outcome(str(server.repo.head.target))
         good_http, good_tftp = served(tmp_path / "http"), served(tmp_path / "tftp")
 
+        # (replaced: written in place, the file of both roots, which a publish links)
+        (tmp_path / "http" / "fv0021f2011b19.conf").unlink()
         (tmp_path / "http" / "fv0021f2011b19.conf").write_bytes(b"DBID_SIP_ENABLE=1\n")
         (tmp_path / "tftp" / "fv0021f2a0c001.conf").unlink()
         edited = time.monotonic()
