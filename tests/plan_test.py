@@ -309,15 +309,21 @@ def test_a_listing_takes_known_names_for_files_and_looks_at_the_others(tmp_path:
     assert plan_module._listing(tmp_path / "none", known={"a.conf"}) == set()
 
 
-def _indexed(tmp_path: Path) -> tuple[Path, Manifest, list[Path]]:
-    """Two roots as a publish leaves them, their manifest and its index."""
+def _indexed(tmp_path: Path, linked: bool = False) -> tuple[Path, Manifest, list[Path]]:
+    """Two roots as a publish leaves them (`linked`: sharing their files, as it does on
+    one filesystem), their manifest and its index."""
     state = tmp_path / "state"
     state.mkdir()
     files = {f"f{i:03d}.conf": bytes([i]) * i for i in range(30)}
     roots = [tmp_path / "http", tmp_path / "tftp"]
     states = {}
     for root in reversed(roots):  # the manifest's order is not the sorted one
-        write(root, files)
+        if linked and root != roots[-1]:
+            root.mkdir()
+            for name in files:
+                os.link(roots[-1] / name, root / name)
+        else:
+            write(root, files)
         stats = {n: plan_module.stat_of(root / n) for n in files}
         states[str(root)] = RootState("c1", stale=("gone.conf",), stat=stats)  # type: ignore[arg-type]
     m = manifest(files, states)
@@ -365,14 +371,17 @@ def test_the_index_holds_the_roots_and_names_of_the_manifest_it_names(tmp_path: 
     assert plan_module.load_index(state) is None
 
 
+@pytest.mark.parametrize("linked", [False, True])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_intact_by_the_index_is_intact_by_the_manifest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, linked: bool
 ) -> None:
+    """The index's stat columns (roots sharing their files surveyed by inode, see
+    plan._twins) and the manifest's dicts (every file stat'ed) tell the same."""
     if workers == 2:  # the forked path, listings and stats in one pool
         monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
         monkeypatch.setattr(plan_module, "usable_cpus", lambda: 2)
-    state, m, roots = _indexed(tmp_path)
+    state, m, roots = _indexed(tmp_path, linked)
     http = roots[0]
 
     def both() -> tuple[Any, Any]:
@@ -559,17 +568,18 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     assert plan_module.SurveyAhead.start(state) is None  # not worth a process
 
 
+@pytest.mark.parametrize("linked", [False, True])
 @pytest.mark.parametrize("seed", range(12))
 def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, linked: bool
 ) -> None:
     """A root surveyed ahead, its manifest read from the index and most wanted files
     carried (`as_recorded`): the plan made from the few names that differ
-    (`_by_difference`) is the plan made from each root's sets, whatever was done to
-    the roots by hand."""
+    (`_by_difference`; with `linked` roots, one surveyed by inode) is the plan made
+    from each root's sets (every file stat'ed), whatever was done to the roots by hand."""
     monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
     rng = random.Random(seed)
-    state, m, roots = _indexed(tmp_path)
+    state, m, roots = _indexed(tmp_path, linked)
     data = m.to_bytes()  # (as a publish writes it: its sha256 known, the index whole)
     (state / MANIFEST).write_bytes(data)
     plan_module.write_index(state, dataclasses.replace(m, sha256=sha(data)))
@@ -581,11 +591,14 @@ def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets
     for root in roots:  # what a hand did
         for name in rng.sample(names, rng.randint(0, 4)):
             path = root / name
-            match rng.randrange(6):
+            match rng.randrange(7):
                 case 0:
                     os.utime(path, ns=(1, 1))
                 case 1:
                     path.write_bytes(b"edited by hand")
+                case 6:  # replaced, as an editor saves (in one root only)
+                    (root / "edited").write_bytes(b"replaced by hand")
+                    os.replace(root / "edited", path)
                 case 2:
                     path.unlink()
                 case 3:
