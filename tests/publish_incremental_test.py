@@ -251,7 +251,7 @@ def test_a_filesystem_that_refuses_links_gets_each_file_written(
         tried.append(dst)
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(publish_module.os, "link", refuse)
+    monkeypatch.setattr(os, "link", refuse)
     repo = fleet(tmp_path)
     out = publish(repo, tmp_path, capsys)
     monkeypatch.undo()
