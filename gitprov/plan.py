@@ -2255,7 +2255,7 @@ def _survey(
         for results in found:
             for i, first, names, others, temps in results:
                 off[i] += names
-                if first < 0 and listing is not None:
+                if first < 0:
                     listings[i] = (others, temps)
         for i, twin in enumerate(twins):
             if twin is not None:
