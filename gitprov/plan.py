@@ -41,7 +41,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from gitprov import statejson
+from gitprov import listed, statejson
 from gitprov.overlay import OVERLAY_MAX, Counted, Overlay, Sorted, apply_changes, whole
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
@@ -1268,6 +1268,7 @@ def intact(
     digests: Mapping[str, str] | None = None,
     *,
     clean: bool = False,
+    state_dir: Path | None = None,
 ) -> tuple[tuple[str, str], ...] | None:
     """Whether every root holds `commit` with exactly the files `names` as written (by
     stat; with `digests`, name -> sha256, their bytes are read and compared too) and
@@ -1275,27 +1276,41 @@ def intact(
     the files gitprov did not write, (root, name), or None when anything is to be done (a
     file changed, touched or gone, a stale file left, a root lagging, a stat not
     recorded). With `clean`, the temps a crashed publish left in a root are removed on the
-    way (they were never served)."""
+    way (they were never served).
+
+    With `state_dir` (the roots being the manifest's there), a root whose directory is
+    as gitprov.listed recorded it is not listed again, and each root found to list
+    exactly `names` gets its directory's stat recorded for the next time."""
     if any(not state.ok or state.commit != commit for state in roots.values()):
         return None
     # The stats in the order of the index's stat columns when they are what was recorded
     # (no dict of a fleet's names per root to look them up).
     tables = [s.stat for s in roots.values()]
     first = tables[0] if tables else None
-    listed: Sequence[str]
+    listed_names: Sequence[str]
     if (
         isinstance(first, StatTable)
         and all(isinstance(t, StatTable) and t.names is first.names for t in tables)
         and _same_names(first.names, names)
     ):
-        listed = first.names  # (a name whose stat is not recorded fails the check)
+        listed_names = first.names  # (a name whose stat is not recorded fails the check)
     elif any(not names <= state.stat.keys() for state in roots.values()):
         return None  # a stat not recorded
     else:
-        listed = list(names)
+        listed_names = list(names)
+    keys = list(roots)
+    identity = _manifest_identity(state_dir) if state_dir and digests is None else None
+    marked = listed.load(state_dir, identity) if state_dir and identity else {}
+    vouched = {
+        i
+        for i, key in enumerate(keys)
+        if key in marked and not roots[key].stale and listed.same(marked[key], key) is not None
+    }
     # Every root's listing and stats at once (one pool of workers for a big fleet). A
     # name gone fails its stat.
-    off, listings = _survey([(key, listed, s.stat) for key, s in roots.items()], names)
+    off, listings, marks = _survey(
+        [(key, listed_names, s.stat) for key, s in roots.items()], names, vouched=vouched
+    )
     unknown: list[tuple[str, str]] = []
     for (key, state), (others, temps) in zip(roots.items(), listings, strict=True):
         if clean:
@@ -1311,6 +1326,15 @@ def intact(
             for name in names:
                 if sha256_file(f"{key}/{name}") != digests[name]:
                     return None
+    if state_dir is not None and identity is not None and not unknown:
+        # Each root listed exactly `names` (nothing else, no temp), each name the inode
+        # recorded (its stat, or its twin's, said so): what its directory's stat vouches
+        # for until it changes.
+        found = {keys[i]: marked[keys[i]] for i in vouched}
+        for key, mark, (others, temps) in zip(keys, marks, listings, strict=True):
+            if mark is not None and not others and not temps and not roots[key].stale:
+                found[key] = mark
+        listed.save(state_dir, identity, found)
     return tuple(unknown)
 
 
@@ -2167,7 +2191,8 @@ def _survey(
     listing: Set[str] | None = None,
     *,
     workers: int | None = None,
-) -> tuple[list[list[str]], list[tuple[list[str], list[str]]]]:
+    vouched: Collection[int] = (),
+) -> tuple[list[list[str]], list[tuple[list[str], list[str]]], list[listed.Mark | None]]:
     """`_each_not_as_recorded`, and with `listing` (the names a root should hold) each
     root's listing too: the served files in it besides those names, sorted, and the
     temps of a crashed publish (see `_listing`; ([], []) without `listing`).
@@ -2175,7 +2200,12 @@ def _survey(
     One lstat per file, relative to the root's descriptor (a fleet's worth of them). From
     `STAT_PARALLEL_MIN` names on, over forked workers, every root in one pool, the
     listings in it too: an lstat is mostly the Python around the system call, and one
-    core does 200,000 in about 0.5 s."""
+    core does 200,000 in about 0.5 s.
+
+    The roots at the indexes `vouched` are known to list exactly `listing`, each name
+    with its recorded inode (gitprov.listed): neither listed nor, when every file is its
+    twin's, scanned. Third, per root, the stat of its directory that a listing made
+    here stands for (see `listed.mark`), or None."""
     fds: list[int | None] = []
     try:
         for root, _, _ in checks:
@@ -2202,6 +2232,7 @@ def _survey(
         twins = _twins(
             [c[0] for c in checks], [t[2] if t else None for t in tables], [c[1] for c in checks]
         )
+        marks: list[listed.Mark | None] = [None for _ in checks]
         if workers is None:
             workers = min(usable_cpus(), count // STAT_PARALLEL_MIN + 1)
         # A part is (check, first, end): a slice of one root's names, or with first -1
@@ -2211,7 +2242,9 @@ def _survey(
         parts = [
             (i, -1 if twins[i] is None else -2, -1)
             for i, fd in enumerate(fds)
-            if fd is not None and (listing is not None or twins[i] is not None)
+            if fd is not None
+            and (listing is not None or twins[i] is not None)
+            and not (i in vouched and _vouched_whole(i, twins[i], tables))
         ] + [
             (i, first, min(first + step, len(names)))
             for i, (fd, (_, names, _)) in enumerate(zip(fds, checks, strict=True))
@@ -2219,24 +2252,28 @@ def _survey(
             for first in range(0, len(names), step)
         ]
 
-        def job(part: Sequence[int]) -> list[tuple[int, int, list[str], list[str], list[str]]]:
-            out = []
+        def job(part: Sequence[int]) -> list[_SurveyPart]:
+            out: list[_SurveyPart] = []
             for k in part:
                 i, first, end = parts[k]
                 fd = fds[i]
                 table, twin = tables[i], twins[i]
                 assert fd is not None
+                root = checks[i][0]
                 if first == -2:
                     assert table is not None and twin is not None
                     twin_table = tables[twin]
                     assert twin_table is not None
-                    scanned = _scan(checks[i][0], checks[i][1], table, twin_table[2], listing)
-                    out.append((i, first, *scanned))
+                    before = listed.mark(root)
+                    scanned = _scan(root, checks[i][1], table, twin_table[2], listing)
+                    out.append((i, first, *scanned, listed.same(before, root)))
                 elif first == -1:
                     assert listing is not None
                     temps: list[str] = []
-                    found = _listing(Path(checks[i][0]), temps, listing)
-                    out.append((i, first, [], sorted(found - listing), temps))
+                    before = listed.mark(root)
+                    found = _listing(Path(root), temps, listing)
+                    seen = listed.same(before, root)
+                    out.append((i, first, [], sorted(found - listing), temps, seen))
                 else:
                     names = checks[i][1][first:end]
                     if table is not None:
@@ -2244,23 +2281,31 @@ def _survey(
                     else:
                         sizes, mtimes, inodes = _columns(names, checks[i][2])
                     gone = _not_as_recorded(fd, names, sizes, mtimes, inodes)
-                    out.append((i, first, gone, [], []))
+                    out.append((i, first, gone, [], [], None))
             return out
 
-        found: Iterable[list[tuple[int, int, list[str], list[str], list[str]]]]
+        found: Iterable[list[_SurveyPart]]
         if workers < 2 or not can_fork():
             found = [job(range(len(parts)))]
+        elif workers == 2:
+            # One process forked, and this one the second worker, from the other end of
+            # the parts (see Ahead.rest): no pool to start (its second fork began its
+            # work 0.15 s after the first at 100,000 devices) and no core left waiting.
+            with Ahead(lambda k: job([k]), range(len(parts))) as ahead:
+                done = ahead.rest()
+            found = [r if r is not None else job([k]) for k, r in done.items()]
         else:
             found = forked_map(job, [[k] for k in range(len(parts))], workers)
         for results in found:
-            for i, first, names, others, temps in results:
+            for i, first, names, others, temps, seen in results:
                 off[i] += names
                 if first < 0:
                     listings[i] = (others, temps)
+                    marks[i] = seen
         for i, twin in enumerate(twins):
             if twin is not None:
                 off[i] = _twin_off(checks[i][0], off[i], off[twin], checks[i][2])
-        return off, listings
+        return off, listings, marks
     finally:
         for fd in fds:
             if fd is not None:
@@ -2269,6 +2314,21 @@ def _survey(
 
 # Stats are checked over forked workers from this many files on, a worker per as many.
 STAT_PARALLEL_MIN = 50_000
+
+# What a part of `_survey` found: (check, first, names off, others, temps, the mark of
+# the directory its listing stands for).
+_SurveyPart = tuple[int, int, list[str], list[str], list[str], listed.Mark | None]
+
+
+def _vouched_whole(i: int, twin: int | None, tables: Sequence[Columns | None]) -> bool:
+    """Whether root `i`, vouched for (see gitprov.listed), needs neither a listing nor a
+    scan: it has no twin (its names' stats are taken one by one), or each of its files
+    is its twin's (the twin's stats are theirs; a name replaced since would have
+    changed the directory)."""
+    if twin is None:
+        return True
+    mine, theirs = tables[i], tables[twin]
+    return mine is not None and theirs is not None and mine[2] == theirs[2]
 
 
 class Survey(Protocol):
@@ -2295,7 +2355,12 @@ class SurveyAhead:
     Its answer stands for the manifest the index named when it started and no other:
     `matches` tells (the caller asks it after reading the manifest, still locked)."""
 
-    def __init__(self, identity: tuple[int, ...], tables: Mapping[str, StatTable]) -> None:
+    def __init__(
+        self,
+        identity: tuple[int, ...],
+        tables: Mapping[str, StatTable],
+        vouched: Collection[str] = (),
+    ) -> None:
         self.identity = identity
         self._tables = tables
         # The names of each root as a set, made when first asked for, here and in the
@@ -2314,14 +2379,20 @@ class SurveyAhead:
         self._twins = {
             key: keys[twin] for key, twin in zip(keys, twins, strict=True) if twin is not None
         }
+        # A root gitprov.listed vouches for is not listed, and when each of its files is
+        # its twin's, not scanned either (see `_vouched_whole`).
         parts: list[_Part] = []
-        for key, table in tables.items():
+        for i, (key, table) in enumerate(tables.items()):
             if key in self._twins:
-                parts.append((key, -2, -1))
+                twin = twins[i]
+                assert twin is not None
+                if key not in vouched or inodes[i] != inodes[twin]:
+                    parts.append((key, -2, -1))
                 continue
             count = len(table.names)
             step = max(SURVEY_PART_MIN, -(-count // SURVEY_PARTS))
-            parts.append((key, -1, -1))
+            if key not in vouched:
+                parts.append((key, -1, -1))
             parts += [(key, first, min(first + step, count)) for first in range(0, count, step)]
         self._parts = parts
         self._ahead: Ahead[_Part, _PartFound] = Ahead(self._part, parts)
@@ -2371,7 +2442,8 @@ class SurveyAhead:
         }
         if sum(len(t.names) for t in tables.values()) < SURVEY_AHEAD_MIN:
             return None
-        return cls(before, tables)
+        vouched = listed.vouched(state_dir, before, [k for k in tables if not index.roots[k].stale])
+        return cls(before, tables, vouched)
 
     def matches(self, state_dir: Path) -> bool:
         """Whether the manifest is still the one the survey was made for."""
@@ -2472,6 +2544,45 @@ SURVEY_PART_MIN = 2_000
 # The survey is made ahead from this many recorded files on (counted over the roots): a
 # forked process costs a few milliseconds, 10,000 stats and two listings about 40 ms.
 SURVEY_AHEAD_MIN = 10_000
+
+
+def note_listed(state_dir: Path, manifest: Manifest) -> None:
+    """After a publish that wrote much (the next one would list its roots, see
+    gitprov.listed): list each root that holds `manifest` completely, and record the
+    stat of its directory when the listing is exactly the manifest's names with their
+    recorded inodes. A listing with inodes costs about 1.5 us a file; what it saves the
+    next publish is a listing and, for a root of linked files, a scan."""
+    identity = _manifest_identity(state_dir)
+    if identity is None:
+        return
+    names = manifest.files.keys()
+    found: dict[str, listed.Mark] = {}
+    for key, state in manifest.roots.items():
+        if not state.ok or state.commit != manifest.commit or state.stale:
+            continue
+        before = listed.mark(key)
+        if before is None:
+            continue
+        try:
+            with os.scandir(key) as entries:
+                inodes = {e.name: e.inode() for e in entries if not e.name.startswith(".")}
+        except OSError:
+            continue
+        if inodes.keys() != names:
+            continue
+        stats = state.stat
+        if isinstance(stats, StatTable):
+            same = list(map(inodes.__getitem__, stats.names)) == stats.inodes().tolist()
+            same = same and len(stats.names) == len(inodes)
+        else:
+            same = stats.keys() == inodes.keys() and all(
+                st[2] == inodes[n] for n, st in stats.items()
+            )
+        mark = listed.same(before, key) if same else None
+        if mark is not None:
+            found[key] = mark
+    if _manifest_identity(state_dir) == identity:
+        listed.save(state_dir, identity, found)
 
 
 def _manifest_identity(state_dir: Path) -> tuple[int, ...] | None:

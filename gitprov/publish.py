@@ -88,6 +88,7 @@ from gitprov.plan import (
     load_manifest,
     manifest_chunks,
     manifest_commit,
+    note_listed,
     plan,
     remember_manifest,
     served_versions,
@@ -1850,7 +1851,7 @@ def _already_published(
             if verify and previous is not None
             else None
         )
-        unknown = intact(roots, cid, names, digests, clean=True)
+        unknown = intact(roots, cid, names, digests, clean=True, state_dir=where.state_dir)
         if unknown is None or (prune_unknown and unknown):
             return None
         if not stage_intact(where, cid, verify=verify):
@@ -2238,6 +2239,10 @@ def _publish_locked(
     vars(manifest)["served_record"] = served
     remember_manifest(targets.state_dir, manifest)
     write_index(targets.state_dir, manifest)
+    if len(to_write) >= NOTE_LISTED_MIN and not failures:
+        # The next publish would list each root this one just wrote (at 100,000 devices
+        # half of what publishing this commit again costs); listed now, once, it need not.
+        note_listed(targets.state_dir, manifest)
     return PublishResult(
         build.commit,
         previous.commit if previous else None,
@@ -2251,6 +2256,10 @@ def _publish_locked(
         changed,
         state[0] if state else None,
     )
+
+
+# A publish that wrote this many files records what its roots list (see note_listed).
+NOTE_LISTED_MIN = 10_000
 
 
 class NotAChange(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 import pygit2
 import pytest
 
+from gitprov import listed as listed_module
 from gitprov import parallel
 from gitprov import plan as plan_module
 from gitprov.pipeline import Pipeline
@@ -264,8 +265,9 @@ def _stat_fixture(root: Path, count: int) -> dict[str, tuple[int, int, int]]:
     return recorded
 
 
+@pytest.mark.parametrize("cpus", [2, 3])
 def test_stats_checked_over_workers_are_the_stats_checked_here(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int
 ) -> None:
     roots = [tmp_path / "http", tmp_path / "tftp"]
     checks: list[tuple[Path, list[str], dict[str, tuple[int, int, int]]]] = []
@@ -277,20 +279,28 @@ def test_stats_checked_over_workers_are_the_stats_checked_here(
     drifted = ["f0001.conf", "f0002.conf", "f0003.conf", "f0004.conf", "never-written.conf"]
     assert sorted(here[0]) == sorted(here[1]) == drifted
     assert sorted(here[2]) == ["f0000.conf", "f0005.conf"]  # no root: every file is off
-    forks: list[int] = []
+    forks: list[str] = []
     forked_map = parallel.forked_map
 
     def counted(*args: Any) -> Any:
-        forks.append(1)
+        forks.append("pool")
         return forked_map(*args)
 
+    class Counted(parallel.Ahead[Any, Any]):
+        def __init__(self, *args: Any) -> None:
+            forks.append("ahead")
+            super().__init__(*args)
+
     monkeypatch.setattr(plan_module, "forked_map", counted)
+    monkeypatch.setattr(plan_module, "Ahead", Counted)
     monkeypatch.setattr(plan_module, "STAT_PARALLEL_MIN", 10)
-    monkeypatch.setattr(plan_module, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(plan_module, "usable_cpus", lambda: cpus)
     assert [sorted(off) for off in plan_module._each_not_as_recorded(checks)] == [
         sorted(off) for off in here
     ]
-    assert forks == [1]  # one pool for every root
+    # Every root at once: with two CPUs one process forked (this one the second
+    # worker), with more a pool.
+    assert forks == (["ahead"] if cpus == 2 else ["pool"])
 
 
 def test_a_listing_takes_known_names_for_files_and_looks_at_the_others(tmp_path: Path) -> None:
@@ -309,9 +319,12 @@ def test_a_listing_takes_known_names_for_files_and_looks_at_the_others(tmp_path:
     assert plan_module._listing(tmp_path / "none", known={"a.conf"}) == set()
 
 
-def _indexed(tmp_path: Path, linked: bool = False) -> tuple[Path, Manifest, list[Path]]:
+def _indexed(
+    tmp_path: Path, linked: bool = False, stale: tuple[str, ...] = ("gone.conf",)
+) -> tuple[Path, Manifest, list[Path]]:
     """Two roots as a publish leaves them (`linked`: sharing their files, as it does on
-    one filesystem), their manifest and its index."""
+    one filesystem), their manifest and its index; each root owing the removal of
+    `stale`."""
     state = tmp_path / "state"
     state.mkdir()
     files = {f"f{i:03d}.conf": bytes([i]) * i for i in range(30)}
@@ -325,7 +338,7 @@ def _indexed(tmp_path: Path, linked: bool = False) -> tuple[Path, Manifest, list
         else:
             write(root, files)
         stats = {n: plan_module.stat_of(root / n) for n in files}
-        states[str(root)] = RootState("c1", stale=("gone.conf",), stat=stats)  # type: ignore[arg-type]
+        states[str(root)] = RootState("c1", stale=stale, stat=stats)  # type: ignore[arg-type]
     m = manifest(files, states)
     (state / MANIFEST).write_text(m.to_json())
     plan_module.write_index(state, m)
@@ -568,18 +581,21 @@ def test_a_survey_made_ahead_plans_what_a_survey_made_then_does(
     assert plan_module.SurveyAhead.start(state) is None  # not worth a process
 
 
+@pytest.mark.parametrize("vouched", [False, True])
 @pytest.mark.parametrize("linked", [False, True])
 @pytest.mark.parametrize("seed", range(12))
 def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, linked: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, linked: bool, vouched: bool
 ) -> None:
     """A root surveyed ahead, its manifest read from the index and most wanted files
     carried (`as_recorded`): the plan made from the few names that differ
     (`_by_difference`; with `linked` roots, one surveyed by inode) is the plan made
-    from each root's sets (every file stat'ed), whatever was done to the roots by hand."""
+    from each root's sets (every file stat'ed), whatever was done to the roots by hand.
+    With `vouched`, the roots' listings were recorded (gitprov.listed) before the hand
+    came: a root whose directory it left alone is not listed again."""
     monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
     rng = random.Random(seed)
-    state, m, roots = _indexed(tmp_path, linked)
+    state, m, roots = _indexed(tmp_path, linked, stale=() if vouched else ("gone.conf",))
     data = m.to_bytes()  # (as a publish writes it: its sha256 known, the index whole)
     (state / MANIFEST).write_bytes(data)
     plan_module.write_index(state, dataclasses.replace(m, sha256=sha(data)))
@@ -588,6 +604,14 @@ def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets
     assert previous is not None
     assert all(isinstance(s.stat, plan_module.StatTable) for s in previous.roots.values())
     names = sorted(previous.files)
+    if vouched:
+        time.sleep(listed_module.RACY_NS / 1e9)  # (a directory changed just now is not vouched for)
+        index = plan_module.load_index(state)
+        assert index is not None
+        assert plan_module.intact(index.roots, "c1", set(names), state_dir=state) == ()
+        recorded = listed_module.load(state, plan_module._manifest_identity(state))
+        assert recorded.keys() == {str(r) for r in roots}
+    dirs = {str(r): os.stat(r) for r in roots}
     for root in roots:  # what a hand did
         for name in rng.sample(names, rng.randint(0, 4)):
             path = root / name
@@ -628,6 +652,13 @@ def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets
     monkeypatch.setattr(plan_module, "_by_difference", spy)
     surveyed = plan_module.SurveyAhead.start(state)
     assert surveyed is not None
+    # A root is listed (or scanned) unless recorded and its directory left alone.
+    unchanged = {
+        k for k, st in dirs.items() if (st.st_mtime_ns, st.st_ctime_ns) == _times(os.stat(k))
+    }
+    assert {k for k, first, _ in surveyed._parts if first < 0} == (
+        {str(r) for r in roots} - unchanged if vouched else {str(r) for r in roots}
+    )
     try:
         ahead = plan(
             wanted.keys(),
@@ -644,6 +675,10 @@ def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets
         r: dict(s) for r, s in then.intact.items()
     }
     assert took == [2]  # (both roots, from what differs)
+
+
+def _times(st: os.stat_result) -> tuple[int, int]:
+    return st.st_mtime_ns, st.st_ctime_ns
 
 
 def test_a_survey_ahead_of_a_root_gone_plans_what_a_survey_made_then_does(
