@@ -31,6 +31,7 @@ import bisect
 import functools
 import hashlib
 import json
+import mmap
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
@@ -496,7 +497,7 @@ class Journal:
         """The time, commit and state of the last complete entry, from the head of its
         line; None when there is none or it is not one gitprov wrote (a writer then
         treats the journal as behind and recovers)."""
-        line = _last_line(self.path)
+        line = _last_line(self.path, _HEAD_MAX)
         found = _HEAD.match(line) if line is not None else None
         if found is None:
             return None
@@ -530,42 +531,34 @@ class Tail(NamedTuple):
         return self.manifest_time == m.published_at or self.state == state_digest(m)
 
 
+# What `_HEAD` can match, at most (the time, commit and state, and the manifest's date).
+_HEAD_MAX = 4096
 _HEAD = re.compile(
     rb'\{"format":1,"time":"([0-9T:.Z-]{24})","commit":"([0-9a-f]{40,64})",'
     rb'"state":"([0-9a-f]{64})","manifest_time":("(?:[^"\\]|\\.)*")'
 )
 
 
-def _last_line(path: Path, chunk: int = 1 << 20) -> bytes | None:
-    """The last newline-terminated line, read from the end (a fleet-wide change makes a
-    line of megabytes): what follows the last newline is the fragment of an interrupted
-    append, not an entry."""
+def _last_line(path: Path, limit: int | None = None) -> bytes | None:
+    """The last newline-terminated line (its first `limit` bytes, when given): what
+    follows the last newline is the fragment of an interrupted append, not an entry.
+    Found in a map of the file, from its end: a fleet-wide change makes a line of
+    megabytes, which a head needs none of."""
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return None
     with f:
-        pos = f.seek(0, os.SEEK_END)
-        parts: list[bytes] = []  # read so far, last first
-        end = -1  # the last newline: in parts[0] at this offset, once found
-        while pos > 0:
-            step = min(chunk, pos)
-            pos -= step
-            f.seek(pos)
-            block = f.read(step)
+        try:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # (an empty file cannot be mapped)
+            return None
+        with mapped:
+            end = mapped.rfind(b"\n")
             if end < 0:
-                end = block.rfind(b"\n")
-                if end < 0:
-                    continue  # all of it is the fragment
-                parts = [block[:end]]
-                start = parts[0].rfind(b"\n")
-            else:
-                start = block.rfind(b"\n")
-                parts.append(block)
-            if start >= 0:
-                parts[-1] = parts[-1][start + 1 :]
-                return b"".join(reversed(parts))
-        return b"".join(reversed(parts)) if end >= 0 else None
+                return None
+            start = mapped.rfind(b"\n", 0, end) + 1
+            return mapped[start : end if limit is None else min(end, start + limit)]
 
 
 def record(

@@ -672,3 +672,33 @@ def test_times_are_rfc3339_with_four_digit_years_and_milliseconds() -> None:
     assert rfc3339(datetime(2026, 1, 1, 1, 0, tzinfo=east)) == "2025-12-31T23:00:00.000Z"
     # `history --at 0001-01-01` said "1-01-01T00:00:00.000Z".
     assert rfc3339(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("text", "last"),
+    [
+        (b"", None),
+        (b"no newline yet", None),  # the fragment of a first append
+        (b"one\n", b"one"),
+        (b"one\ntwo\n", b"two"),
+        (b"one\ntwo\nthe fragme", b"two"),  # an append cut short
+        (b"\n", b""),
+        (b"one\n\n", b""),
+    ],
+)
+def test_the_last_line_is_the_last_one_a_newline_ends(
+    tmp_path: Path, text: bytes, last: bytes | None
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(text)
+    assert journal._last_line(path) == last
+    assert journal._last_line(path, 2) == (None if last is None else last[:2])
+    assert journal._last_line(tmp_path / "none") is None
+
+
+def test_the_last_line_of_megabytes_is_found_and_its_head_read_alone(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    long = b"{" + b"x" * (3 << 20) + b"}"
+    path.write_bytes(b"first\n" + long + b"\n" + b"y" * 100)
+    assert journal._last_line(path) == long
+    assert journal._last_line(path, 10) == long[:10]
