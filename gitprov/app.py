@@ -44,6 +44,7 @@ from gitprov.version import IncompleteHistory
 # all of them at start-up.
 if TYPE_CHECKING:
     from gitprov import audit, journal
+    from gitprov.headstart import HeadStart
     from gitprov.publish import PathPolicy, PublishResult, Targets
     from gitprov.publisher_config import PublisherConfig
     from gitprov.review import Review
@@ -276,12 +277,13 @@ class Session:
         allow_mass_removal: bool = False,
         allow_target_change: bool = False,
         verify: bool = False,
+        head: HeadStart | None = None,
     ) -> PublishResult:
         """Publish `rev` where `config` (the operator's) says, or where the fleet settings
         say within what `config` allows; refused when a guard says so (see `Guards`).
         Nothing is loaded when the commit is published already and the roots are intact
         by stat (`verify`: by their bytes), so the private key is asked for only when
-        there is something to build."""
+        there is something to build. `head`: see gitprov.headstart."""
         from gitprov.publish import Guards, publish_commit
         from gitprov.publisher_config import PublisherConfig
 
@@ -299,6 +301,7 @@ class Session:
             prune_unknown=prune_unknown,
             guards=guards,
             verify=verify,
+            head=head,
         )
 
     def targets(self, fleet: Fleet, given: PublisherConfig) -> Targets:

@@ -41,7 +41,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from gitprov import listed, statejson
+from gitprov import dirmark, statejson
 from gitprov.overlay import OVERLAY_MAX, Counted, Overlay, Sorted, apply_changes, whole
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
@@ -1269,6 +1269,7 @@ def intact(
     *,
     clean: bool = False,
     state_dir: Path | None = None,
+    surveyed: SurveyAhead | None = None,
 ) -> tuple[tuple[str, str], ...] | None:
     """Whether every root holds `commit` with exactly the files `names` as written (by
     stat; with `digests`, name -> sha256, their bytes are read and compared too) and
@@ -1279,8 +1280,9 @@ def intact(
     way (they were never served).
 
     With `state_dir` (the roots being the manifest's there), a root whose directory is
-    as gitprov.listed recorded it is not listed again, and each root found to list
-    exactly `names` gets its directory's stat recorded for the next time."""
+    as gitprov.dirmark recorded it is not listed again, and each root found to list
+    exactly `names` gets its directory's stat recorded for the next time; `surveyed`, a
+    survey made ahead for that manifest, stands for this one's own."""
     if any(not state.ok or state.commit != commit for state in roots.values()):
         return None
     # The stats in the order of the index's stat columns when they are what was recorded
@@ -1300,17 +1302,27 @@ def intact(
         listed_names = list(names)
     keys = list(roots)
     identity = _manifest_identity(state_dir) if state_dir and digests is None else None
-    marked = listed.load(state_dir, identity) if state_dir and identity else {}
+    marked = dirmark.load(state_dir, identity) if state_dir and identity else {}
     vouched = {
         i
         for i, key in enumerate(keys)
-        if key in marked and not roots[key].stale and listed.same(marked[key], key) is not None
+        if key in marked and not roots[key].stale and dirmark.same(marked[key], key) is not None
     }
-    # Every root's listing and stats at once (one pool of workers for a big fleet). A
-    # name gone fails its stat.
-    off, listings, marks = _survey(
-        [(key, listed_names, s.stat) for key, s in roots.items()], names, vouched=vouched
+    ahead = (
+        _surveyed_ahead(surveyed, keys, names)
+        if surveyed is not None and identity is not None and surveyed.identity == identity
+        else None
     )
+    if ahead is not None:
+        assert surveyed is not None
+        off, listings, marks = ahead
+        vouched = {i for i, key in enumerate(keys) if key in surveyed.vouched and key in marked}
+    else:
+        # Every root's listing and stats at once (forked workers for a big fleet). A name
+        # gone fails its stat.
+        off, listings, marks = _survey(
+            [(key, listed_names, s.stat) for key, s in roots.items()], names, vouched=vouched
+        )
     unknown: list[tuple[str, str]] = []
     for (key, state), (others, temps) in zip(roots.items(), listings, strict=True):
         if clean:
@@ -1334,7 +1346,7 @@ def intact(
         for key, mark, (others, temps) in zip(keys, marks, listings, strict=True):
             if mark is not None and not others and not temps and not roots[key].stale:
                 found[key] = mark
-        listed.save(state_dir, identity, found)
+        dirmark.save(state_dir, identity, found)
     return tuple(unknown)
 
 
@@ -1411,6 +1423,12 @@ class StatTable(Counted, Mapping[str, Stat]):
     def inodes(self) -> array[int]:
         """Every name's inode, in the order of `names` (0 where no stat is recorded)."""
         return self._values[2::3]
+
+    def arrays(self) -> Columns:
+        """`columns()` as arrays: a copy in C (a list of them makes an int object per
+        value: 25 ms for 100,000 names)."""
+        v = self._values
+        return v[0::3], v[1::3], v[2::3]
 
     def columns(self, first: int = 0, end: int | None = None) -> Columns:
         """Every name's size, mtime and inode, in the order of `names` (size -1 where
@@ -2192,7 +2210,7 @@ def _survey(
     *,
     workers: int | None = None,
     vouched: Collection[int] = (),
-) -> tuple[list[list[str]], list[tuple[list[str], list[str]]], list[listed.Mark | None]]:
+) -> tuple[list[list[str]], list[tuple[list[str], list[str]]], list[dirmark.Mark | None]]:
     """`_each_not_as_recorded`, and with `listing` (the names a root should hold) each
     root's listing too: the served files in it besides those names, sorted, and the
     temps of a crashed publish (see `_listing`; ([], []) without `listing`).
@@ -2203,9 +2221,9 @@ def _survey(
     core does 200,000 in about 0.5 s.
 
     The roots at the indexes `vouched` are known to list exactly `listing`, each name
-    with its recorded inode (gitprov.listed): neither listed nor, when every file is its
+    with its recorded inode (gitprov.dirmark): neither listed nor, when every file is its
     twin's, scanned. Third, per root, the stat of its directory that a listing made
-    here stands for (see `listed.mark`), or None."""
+    here stands for (see `dirmark.mark`), or None."""
     fds: list[int | None] = []
     try:
         for root, _, _ in checks:
@@ -2224,7 +2242,7 @@ def _survey(
         # A StatTable's stat columns, in the order of its names; the others' are made by
         # each part from a mapping (in the workers: 0.1 s at 100,000 devices).
         tables = [
-            recorded.columns()
+            recorded.arrays()
             if fd is not None and isinstance(recorded, StatTable) and recorded.names is names
             else None
             for fd, (_, names, recorded) in zip(fds, checks, strict=True)
@@ -2232,7 +2250,7 @@ def _survey(
         twins = _twins(
             [c[0] for c in checks], [t[2] if t else None for t in tables], [c[1] for c in checks]
         )
-        marks: list[listed.Mark | None] = [None for _ in checks]
+        marks: list[dirmark.Mark | None] = [None for _ in checks]
         if workers is None:
             workers = min(usable_cpus(), count // STAT_PARALLEL_MIN + 1)
         # A part is (check, first, end): a slice of one root's names, or with first -1
@@ -2264,15 +2282,15 @@ def _survey(
                     assert table is not None and twin is not None
                     twin_table = tables[twin]
                     assert twin_table is not None
-                    before = listed.mark(root)
+                    before = dirmark.mark(root)
                     scanned = _scan(root, checks[i][1], table, twin_table[2], listing)
-                    out.append((i, first, *scanned, listed.same(before, root)))
+                    out.append((i, first, *scanned, dirmark.same(before, root)))
                 elif first == -1:
                     assert listing is not None
                     temps: list[str] = []
-                    before = listed.mark(root)
+                    before = dirmark.mark(root)
                     found = _listing(Path(root), temps, listing)
-                    seen = listed.same(before, root)
+                    seen = dirmark.same(before, root)
                     out.append((i, first, [], sorted(found - listing), temps, seen))
                 else:
                     names = checks[i][1][first:end]
@@ -2312,16 +2330,32 @@ def _survey(
                 os.close(fd)
 
 
+def _surveyed_ahead(
+    surveyed: SurveyAhead, keys: Sequence[str], names: Set[str]
+) -> tuple[list[list[str]], list[tuple[list[str], list[str]]], list[dirmark.Mark | None]] | None:
+    """`_survey`'s answer for the roots `keys` and their `names`, from the survey made
+    ahead; None when it did not survey them all, for those names."""
+    off, listings, marks = [], [], []
+    for key in keys:
+        got = surveyed.got(key)
+        if got is None or surveyed.names(key) != names:
+            return None
+        off.append(got[0])
+        listings.append((got[1], got[2]))
+        marks.append(surveyed.marks.get(key))
+    return off, listings, marks
+
+
 # Stats are checked over forked workers from this many files on, a worker per as many.
 STAT_PARALLEL_MIN = 50_000
 
 # What a part of `_survey` found: (check, first, names off, others, temps, the mark of
 # the directory its listing stands for).
-_SurveyPart = tuple[int, int, list[str], list[str], list[str], listed.Mark | None]
+_SurveyPart = tuple[int, int, list[str], list[str], list[str], dirmark.Mark | None]
 
 
 def _vouched_whole(i: int, twin: int | None, tables: Sequence[Columns | None]) -> bool:
-    """Whether root `i`, vouched for (see gitprov.listed), needs neither a listing nor a
+    """Whether root `i`, vouched for (see gitprov.dirmark), needs neither a listing nor a
     scan: it has no twin (its names' stats are taken one by one), or each of its files
     is its twin's (the twin's stats are theirs; a name replaced since would have
     changed the directory)."""
@@ -2363,6 +2397,10 @@ class SurveyAhead:
     ) -> None:
         self.identity = identity
         self._tables = tables
+        self.vouched = frozenset(vouched)
+        # Per root, the stat of its directory its listing here stands for (see
+        # dirmark.mark), once the survey is got.
+        self.marks: dict[str, dirmark.Mark | None] = {}
         # The names of each root as a set, made when first asked for, here and in the
         # survey's process (not before it is forked: the survey is what a one-device
         # publish at 100,000 devices waits for, and a set of its names takes 12 ms).
@@ -2379,7 +2417,7 @@ class SurveyAhead:
         self._twins = {
             key: keys[twin] for key, twin in zip(keys, twins, strict=True) if twin is not None
         }
-        # A root gitprov.listed vouches for is not listed, and when each of its files is
+        # A root gitprov.dirmark vouches for is not listed, and when each of its files is
         # its twin's, not scanned either (see `_vouched_whole`).
         parts: list[_Part] = []
         for i, (key, table) in enumerate(tables.items()):
@@ -2408,20 +2446,24 @@ class SurveyAhead:
             names = self.names(key)
             assert names is not None
             twin = self._tables[self._twins[key]].inodes().tolist()  # (a list compares to one)
-            return _scan(key, table.names, table.columns(), twin, names)
+            before = dirmark.mark(key)
+            scanned = _scan(key, table.names, table.columns(), twin, names)
+            return (*scanned, dirmark.same(before, key))
         if first == -1:
             temps: list[str] = []
             names = self.names(key)
             assert names is not None
+            before = dirmark.mark(key)
             found = _listing(Path(key), temps, names)
-            return [], sorted(found - names), temps
+            return [], sorted(found - names), temps, dirmark.same(before, key)
         try:
             fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
-            return list(table.names[first:end]), [], []  # (no root: every file is off)
+            return list(table.names[first:end]), [], [], None  # (no root: every file is off)
         try:
             sizes, mtimes, inodes = table.columns(first, end)
-            return _not_as_recorded(fd, table.names[first:end], sizes, mtimes, inodes), [], []
+            off = _not_as_recorded(fd, table.names[first:end], sizes, mtimes, inodes)
+            return off, [], [], None
         finally:
             os.close(fd)
 
@@ -2442,7 +2484,9 @@ class SurveyAhead:
         }
         if sum(len(t.names) for t in tables.values()) < SURVEY_AHEAD_MIN:
             return None
-        vouched = listed.vouched(state_dir, before, [k for k in tables if not index.roots[k].stale])
+        vouched = dirmark.vouched(
+            state_dir, before, [k for k in tables if not index.roots[k].stale]
+        )
         return cls(before, tables, vouched)
 
     def matches(self, state_dir: Path) -> bool:
@@ -2461,11 +2505,13 @@ class SurveyAhead:
                 off: list[str] = []
                 others: list[str] = []
                 temps: list[str] = []
-                for _, found in mine:
+                for (_, first, _), found in mine:
                     assert found is not None
                     off += found[0]
                     others += found[1]
                     temps += found[2]
+                    if first < 0:
+                        self.marks[root] = found[3]
                 self._got[root] = (off, others, temps)
             for root, twin in self._twins.items():
                 got, twin_got = self._got.get(root), self._got.get(twin)
@@ -2533,9 +2579,9 @@ class SurveyAhead:
 _Surveyed = tuple[list[str], list[str], list[str]]
 # A part of it: (root, first, end), a slice of the root's recorded names, or with first
 # -1 its listing, with -2 its scan (see `_scan`); and what the part found: the names
-# off, the others and the temps.
+# off, the others, the temps and (of a listing) the directory's mark.
 _Part = tuple[str, int, int]
-_PartFound = tuple[list[str], list[str], list[str]]
+_PartFound = tuple[list[str], list[str], list[str], dirmark.Mark | None]
 # Each root's names in about this many parts, of at least SURVEY_PART_MIN names: the two
 # sides meet within a part (at 100,000 devices, about 20 ms of stats).
 SURVEY_PARTS = 16
@@ -2548,7 +2594,7 @@ SURVEY_AHEAD_MIN = 10_000
 
 def note_listed(state_dir: Path, manifest: Manifest) -> None:
     """After a publish that wrote much (the next one would list its roots, see
-    gitprov.listed): list each root that holds `manifest` completely, and record the
+    gitprov.dirmark): list each root that holds `manifest` completely, and record the
     stat of its directory when the listing is exactly the manifest's names with their
     recorded inodes. A listing with inodes costs about 1.5 us a file; what it saves the
     next publish is a listing and, for a root of linked files, a scan."""
@@ -2556,11 +2602,11 @@ def note_listed(state_dir: Path, manifest: Manifest) -> None:
     if identity is None:
         return
     names = manifest.files.keys()
-    found: dict[str, listed.Mark] = {}
+    found: dict[str, dirmark.Mark] = {}
     for key, state in manifest.roots.items():
         if not state.ok or state.commit != manifest.commit or state.stale:
             continue
-        before = listed.mark(key)
+        before = dirmark.mark(key)
         if before is None:
             continue
         try:
@@ -2578,11 +2624,11 @@ def note_listed(state_dir: Path, manifest: Manifest) -> None:
             same = stats.keys() == inodes.keys() and all(
                 st[2] == inodes[n] for n, st in stats.items()
             )
-        mark = listed.same(before, key) if same else None
+        mark = dirmark.same(before, key) if same else None
         if mark is not None:
             found[key] = mark
     if _manifest_identity(state_dir) == identity:
-        listed.save(state_dir, identity, found)
+        dirmark.save(state_dir, identity, found)
 
 
 def _manifest_identity(state_dir: Path) -> tuple[int, ...] | None:
@@ -2672,6 +2718,9 @@ def _scan(
     except OSError:
         return list(names), [], []
     sizes, mtimes, inodes = columns
+    # (lists: an array never equals a list)
+    inodes = inodes.tolist() if isinstance(inodes, array) else inodes
+    twin = twin.tolist() if isinstance(twin, array) else twin
     listed = list(map(found.get, names))
     # (compared whole first: in C, ten times the speed of a test per name)
     look = (

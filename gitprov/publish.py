@@ -60,6 +60,7 @@ from gitprov import stage as staging
 from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
+from gitprov.headstart import LOCK, HeadStart
 from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
 from gitprov.overlay import apply_changes, updated, whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
@@ -106,7 +107,6 @@ Progress = Callable[[str, int, int], None]
 IsDescendant = Callable[[str, str], bool]
 TargetsFor = Callable[[Fleet], "Targets"]  # where a commit's fleet settings publish
 KeyFor = Callable[[Inventory], str | None]  # the private key, once the inventory is known
-LOCK = "publish.lock"
 _V = TypeVar("_V")
 
 
@@ -1109,6 +1109,7 @@ def publish_commit(
     verify: bool = False,
     clock: journal.Clock | None = None,
     full_survey: bool = False,
+    head: HeadStart | None = None,
 ) -> PublishResult:
     """Validate, build and publish one commit: what `gitprov publish` and the watcher do.
 
@@ -1128,7 +1129,11 @@ def publish_commit(
 
     A process that publishes again and again checks only the served files a watch saw
     touched since its last publish (gitprov.rootwatch); `full_survey` checks the stat of
-    every one (a reconcile: what a watch cannot see)."""
+    every one (a reconcile: what a watch cannot see).
+
+    `head`: the lock of a state dir this process took beforehand, with its survey (see
+    gitprov.headstart); used when the commit publishes there, and released by its
+    holder whatever happens here."""
     assert pipeline.repo is not None
     require_complete(pipeline.repo)
     recorder = journal.Recorder(
@@ -1136,6 +1141,12 @@ def publish_commit(
     )
     if guards.signatures is not None:
         verify_commit(pipeline.repo, commit, guards.signatures)
+    if head is not None and (loaded is not None or verify or full_survey):
+        head = None  # (its survey would not do: without it, as without a head start)
+    if head is not None:
+        found = _targets_of(pipeline, commit, targets)
+        if found is None or found.state_dir != head.state_dir:
+            head = None  # (another state dir: its own lock; the holder lets this one go)
     if loaded is None:
         done = _already_published(
             pipeline,
@@ -1145,22 +1156,23 @@ def publish_commit(
             prune_unknown=prune_unknown,
             verify=verify,
             recorder=recorder,
+            head=head,
         )
         if done is not None:
             return done
     # A process that publishes once surveys the served files from the start, while it
     # reads the commit and numbers its devices too: at 100,000 devices the survey is the
     # longest thing a one-device publish waits for.
-    early = (
-        _early_state_dir(pipeline, commit, targets)
-        if loaded is None and pipeline.one_commit and not (verify or full_survey)
-        else None
-    )
     held = contextlib.ExitStack()
     ahead: SurveyAhead | None = None
-    if early is not None:
-        held.enter_context(publish_lock(early, lock_wait))
-        ahead = held.enter_context(_surveying(early, False))
+    early: Path | None = None
+    if head is not None:
+        early, ahead = head.state_dir, head.survey  # (locked and surveyed already)
+    elif loaded is None and pipeline.one_commit and not (verify or full_survey):
+        early = _early_state_dir(pipeline, commit, targets)
+        if early is not None:
+            held.enter_context(publish_lock(early, lock_wait))
+            ahead = held.enter_context(_surveying(early, False))
     with held:
         return _publish_commit(
             pipeline,
@@ -1804,11 +1816,13 @@ def _already_published(
     prune_unknown: bool,
     verify: bool,
     recorder: journal.Recorder | None = None,
+    head: HeadStart | None = None,
 ) -> PublishResult | None:
     """The result of publishing `commit` when the manifest already names it, published
     with the same inputs, and every root holds its files as written and nothing else it
     owes: what a build would find, without one. None: build. The journal gets the entry
-    an interrupted publish of this commit left out."""
+    an interrupted publish of this commit left out. `head`: the state dir's lock held
+    already, and its survey."""
     where = _targets_of(pipeline, commit, targets)
     if where is None:
         return None
@@ -1820,7 +1834,8 @@ def _already_published(
         return None
     if manifest_commit(where.state_dir) not in (cid, None):
         return None  # another commit is published: build (without reading it twice)
-    with publish_lock(where.state_dir, lock_wait):
+    held = head is not None and head.state_dir == where.state_dir
+    with contextlib.nullcontext() if held else publish_lock(where.state_dir, lock_wait):
         # The index when it names the manifest (a fifth of its size); --verify needs the
         # manifest's hashes.
         index = None if verify else load_index(where.state_dir)
@@ -1851,7 +1866,15 @@ def _already_published(
             if verify and previous is not None
             else None
         )
-        unknown = intact(roots, cid, names, digests, clean=True, state_dir=where.state_dir)
+        unknown = intact(
+            roots,
+            cid,
+            names,
+            digests,
+            clean=True,
+            state_dir=where.state_dir,
+            surveyed=head.survey if held and head is not None else None,
+        )
         if unknown is None or (prune_unknown and unknown):
             return None
         if not stage_intact(where, cid, verify=verify):

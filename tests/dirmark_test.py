@@ -1,4 +1,4 @@
-"""gitprov.listed: a root's listing vouched for by its directory's stat, and the
+"""gitprov.dirmark: a root's listing vouched for by its directory's stat, and the
 publishes that use it (no root listed again when its directory was left alone, every
 change by hand still seen)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gitprov import listed
+from gitprov import dirmark
 from gitprov import plan as plan_module
 from gitprov import publish as publish_module
 from gitprov.cli import main
@@ -21,7 +21,7 @@ from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.roots import publish_argv
 
 DEVICES = 12
-SETTLE = listed.RACY_NS / 1e9  # a directory changed this long ago is vouched for
+SETTLE = dirmark.RACY_NS / 1e9  # a directory changed this long ago is vouched for
 
 
 def settled() -> None:
@@ -33,18 +33,18 @@ def test_a_mark_is_the_directory_as_it_was_and_none_while_it_just_changed(
 ) -> None:
     d = tmp_path / "d"
     d.mkdir()
-    assert listed.mark(d) is None  # (changed within RACY_NS: a later change may keep its stat)
-    assert listed.mark(tmp_path / "none") is None
+    assert dirmark.mark(d) is None  # (changed within RACY_NS: a later change may keep its stat)
+    assert dirmark.mark(tmp_path / "none") is None
     settled()
-    mark = listed.mark(d)
-    assert mark is not None and listed.same(mark, d) == mark
+    mark = dirmark.mark(d)
+    assert mark is not None and dirmark.same(mark, d) == mark
     (d / "x").write_bytes(b"")  # a name made
-    assert listed.same(mark, d) is None
+    assert dirmark.same(mark, d) is None
     settled()
-    mark = listed.mark(d)
+    mark = dirmark.mark(d)
     assert mark is not None
     (d / "x").write_bytes(b"written in place")  # the file's own stat says it, not the directory's
-    assert listed.same(mark, d) == mark
+    assert dirmark.same(mark, d) == mark
     (d / "y").write_bytes(b"")
 
     def replaced() -> None:
@@ -58,10 +58,10 @@ def test_a_mark_is_the_directory_as_it_was_and_none_while_it_just_changed(
 
     for change in (replaced, removed, made):
         settled()
-        mark = listed.mark(d)
+        mark = dirmark.mark(d)
         change()
-        assert listed.same(mark, d) is None
-    assert listed.same(None, d) is None
+        assert dirmark.same(mark, d) is None
+    assert dirmark.same(None, d) is None
 
 
 def test_a_record_vouches_for_its_manifest_only_and_its_roots_left_alone(tmp_path: Path) -> None:
@@ -69,19 +69,19 @@ def test_a_record_vouches_for_its_manifest_only_and_its_roots_left_alone(tmp_pat
     for d in (state, a, b):
         d.mkdir()
     settled()
-    marks = {str(r): listed.mark(r) for r in (a, b)}
+    marks = {str(r): dirmark.mark(r) for r in (a, b)}
     assert all(marks.values())
     identity = (1, 2, 3, 4, 5)
-    listed.save(state, identity, {k: m for k, m in marks.items() if m})
-    assert listed.vouched(state, identity, [str(a), str(b), "/elsewhere"]) == {str(a), str(b)}
-    assert listed.vouched(state, (1, 2, 3, 4, 6), [str(a), str(b)]) == set()  # another manifest
-    assert listed.vouched(state, None, [str(a)]) == set()
+    dirmark.save(state, identity, {k: m for k, m in marks.items() if m})
+    assert dirmark.vouched(state, identity, [str(a), str(b), "/elsewhere"]) == {str(a), str(b)}
+    assert dirmark.vouched(state, (1, 2, 3, 4, 6), [str(a), str(b)]) == set()  # another manifest
+    assert dirmark.vouched(state, None, [str(a)]) == set()
     (b / "stray").write_bytes(b"")
-    assert listed.vouched(state, identity, [str(a), str(b)]) == {str(a)}
-    raw = (state / listed.LISTED).read_bytes()
+    assert dirmark.vouched(state, identity, [str(a), str(b)]) == {str(a)}
+    raw = (state / dirmark.LISTED).read_bytes()
     for torn in (raw[: len(raw) // 2], b"", b"[]", b'{"format": 1}', raw.replace(b"[", b"[[", 1)):
-        (state / listed.LISTED).write_bytes(torn)
-        assert listed.vouched(state, identity, [str(a)]) == set()
+        (state / dirmark.LISTED).write_bytes(torn)
+        assert dirmark.vouched(state, identity, [str(a)]) == set()
     assert not list(state.glob(".gitprov-*"))  # (its temp renamed, never left)
 
 
@@ -154,7 +154,7 @@ def test_the_published_commit_again_lists_no_root_left_alone_and_sees_each_chang
     # tftp one: scanned) and records what their directories vouch for.
     assert publish(repo, tmp_path, capsys)["already_published"] is True
     assert looks.take() == ["http", "tftp"]
-    record = json.loads((tmp_path / "state" / listed.LISTED).read_text())
+    record = json.loads((tmp_path / "state" / dirmark.LISTED).read_text())
     assert set(record["roots"]) == {str(http), str(tftp)}
     assert publish(repo, tmp_path, capsys)["already_published"] is True
     assert looks.take() == []
@@ -214,12 +214,12 @@ def test_a_publish_that_wrote_much_records_its_listings_and_the_next_one_lists_n
     monkeypatch.setenv("GITPROV_PRIVATE_KEY", private_key)
     monkeypatch.setattr(publish_module, "NOTE_LISTED_MIN", DEVICES)
     # (a publish this small writes its last file well within RACY_NS of its listing)
-    monkeypatch.setattr(listed, "RACY_NS", 0)
+    monkeypatch.setattr(dirmark, "RACY_NS", 0)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     repo.commit(fleet_files(DEVICES), "a fleet")
     state = tmp_path / "state"
     assert publish(repo, tmp_path, capsys)["already_published"] is False
-    record = json.loads((state / listed.LISTED).read_text())
+    record = json.loads((state / dirmark.LISTED).read_text())
     assert set(record["roots"]) == {str(tmp_path / "http"), str(tmp_path / "tftp")}
     looks = Looks(monkeypatch)
     assert publish(repo, tmp_path, capsys)["already_published"] is True
@@ -228,13 +228,13 @@ def test_a_publish_that_wrote_much_records_its_listings_and_the_next_one_lists_n
     # A one-device commit writes too few files to list its roots again: the record, made
     # for the manifest before, vouches for nothing after it.
     time.sleep(0.05)  # (past the filesystem's tick: its change shows in the directory)
-    before = (state / listed.LISTED).read_bytes()
+    before = (state / dirmark.LISTED).read_bytes()
     (tmp_path / "tftp" / f"fv{generated_mac(1)}.conf").unlink()
     out = publish(repo, tmp_path, capsys)
     assert out["already_published"] is False
     assert [d["name"] for d in out["drift"]] == [f"fv{generated_mac(1)}.conf"]
     assert "tftp" in looks.take()
-    assert (state / listed.LISTED).read_bytes() == before  # (wrote one file: not recorded)
+    assert (state / dirmark.LISTED).read_bytes() == before  # (wrote one file: not recorded)
     assert publish(repo, tmp_path, capsys)["already_published"] is True
     assert sorted(looks.take()) == ["http", "tftp"]  # the manifest changed: listed again
 

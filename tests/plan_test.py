@@ -15,8 +15,7 @@ from typing import Any
 import pygit2
 import pytest
 
-from gitprov import listed as listed_module
-from gitprov import parallel
+from gitprov import dirmark, parallel
 from gitprov import plan as plan_module
 from gitprov.pipeline import Pipeline
 from gitprov.plan import (
@@ -591,7 +590,7 @@ def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets
     carried (`as_recorded`): the plan made from the few names that differ
     (`_by_difference`; with `linked` roots, one surveyed by inode) is the plan made
     from each root's sets (every file stat'ed), whatever was done to the roots by hand.
-    With `vouched`, the roots' listings were recorded (gitprov.listed) before the hand
+    With `vouched`, the roots' listings were recorded (gitprov.dirmark) before the hand
     came: a root whose directory it left alone is not listed again."""
     monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 10)
     rng = random.Random(seed)
@@ -605,11 +604,11 @@ def test_a_publish_by_change_plans_from_what_differs_what_it_plans_from_the_sets
     assert all(isinstance(s.stat, plan_module.StatTable) for s in previous.roots.values())
     names = sorted(previous.files)
     if vouched:
-        time.sleep(listed_module.RACY_NS / 1e9)  # (a directory changed just now is not vouched for)
+        time.sleep(dirmark.RACY_NS / 1e9)  # (a directory changed just now is not vouched for)
         index = plan_module.load_index(state)
         assert index is not None
         assert plan_module.intact(index.roots, "c1", set(names), state_dir=state) == ()
-        recorded = listed_module.load(state, plan_module._manifest_identity(state))
+        recorded = dirmark.load(state, plan_module._manifest_identity(state))
         assert recorded.keys() == {str(r) for r in roots}
     dirs = {str(r): os.stat(r) for r in roots}
     for root in roots:  # what a hand did

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from gitprov.cli.common import (
     Output,
@@ -15,6 +16,9 @@ from gitprov.cli.common import (
     session,
     wait_seconds,
 )
+
+if TYPE_CHECKING:
+    from gitprov.headstart import HeadStart
 
 
 def register(sub: Subparsers) -> None:
@@ -73,6 +77,15 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    # Before anything else is imported: the lock, and the survey of the served files
+    # forked off while the rest of gitprov loads (see gitprov.headstart).
+    from gitprov.headstart import head_start
+
+    with head_start(None if args.verify else args.state_dir) as head:
+        return _run(args, out, head)
+
+
+def _run(args: argparse.Namespace, out: Output, head: HeadStart | None) -> int:
     config = publisher_config_of(args)
     with out.working("publish"):
         s = session(args, out)
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             allow_mass_removal=args.allow_mass_removal,
             allow_target_change=args.allow_target_change,
             verify=args.verify,
+            head=head,
         )
     entries = result.manifest.files
     changed = sorted({a.name for a in result.written})

@@ -1,0 +1,188 @@
+"""gitprov.headstart: `gitprov publish --state-dir DIR` takes DIR's lock and starts the
+survey of its served files before the rest of gitprov loads; what it then publishes is
+what a publish without the head start publishes, and the lock is held throughout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitprov import headstart
+from gitprov import plan as plan_module
+from gitprov.cli import main
+from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
+from tests.fixtures.gitrepo import ROOT, GitRepo
+from tests.fixtures.roots import publish_argv
+
+DEVICES = 12
+
+
+def argv(repo: GitRepo, base: Path, *more: str) -> list[str]:
+    return [
+        *publish_argv(repo, base / "http", base / "tftp", base / "state"),
+        "--format",
+        "json",
+        *more,
+    ]
+
+
+def publish(repo: GitRepo, base: Path, capsys: pytest.CaptureFixture[str], *more: str) -> Any:
+    capsys.readouterr()
+    assert main(argv(repo, base, *more)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def served(base: Path) -> dict[str, bytes]:
+    return {
+        f"{r}/{p.name}": p.read_bytes()
+        for r in ("http", "tftp")
+        for p in sorted((base / r).iterdir())
+    }
+
+
+REAL = headstart.head_start
+
+
+class Heads:
+    """Makes `gitprov publish` take its head start (recorded) or none."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.taken: list[headstart.HeadStart | None] = []
+
+    def use(self, taken: bool) -> None:
+        @contextlib.contextmanager
+        def spy(state_dir: str | None) -> Iterator[headstart.HeadStart | None]:
+            with REAL(state_dir if taken else None) as head:
+                self.taken.append(head)
+                yield head
+
+        self.monkeypatch.setattr(headstart, "head_start", spy)
+
+
+@pytest.fixture
+def repo(tmp_path: Path, private_key: str, monkeypatch: pytest.MonkeyPatch) -> GitRepo:
+    monkeypatch.setenv("GITPROV_PRIVATE_KEY", private_key)
+    monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 1)  # (a small fleet surveyed ahead)
+    made = GitRepo(tmp_path / "repo.git", bare=True)
+    made.commit(fleet_files(DEVICES), "a fleet")
+    return made
+
+
+def test_a_publish_with_a_head_start_is_the_publish_without_one(
+    tmp_path: Path,
+    repo: GitRepo,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with_head, without = tmp_path / "with", tmp_path / "without"
+    heads = Heads(monkeypatch)
+
+    def both(*more: str) -> list[Any]:
+        outs = []
+        for base in (with_head, without):
+            heads.use(base == with_head)
+            out = publish(repo, base, capsys, *more)
+            # (what differs: where)
+            out["roots"] = [Path(r).relative_to(base) for r in out.pop("roots")]
+            for d in out["drift"]:
+                d["root"] = Path(d["root"]).relative_to(base)
+            outs.append(out)
+        return outs
+
+    a, b = both()
+    assert a == b and a["already_published"] is False
+    assert heads.taken == [None, None]  # (nothing published there yet: nothing to lock)
+    # The published commit again; a file touched by hand in each; a one-device commit; a
+    # file put there by hand (pruned). Each time the same output and the same roots.
+    a, b = both()
+    assert a == b and a["already_published"] is True
+    head = heads.taken[-2]
+    assert head is not None and head.state_dir == with_head / "state"
+    assert head.survey is not None
+    for base in (with_head, without):
+        os.utime(base / "http" / f"fv{generated_mac(2)}.conf", ns=(1, 1))
+    a, b = both()
+    assert a == b and {d["name"] for d in a["drift"]} == {f"fv{generated_mac(2)}.conf"}
+    repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+    a, b = both()
+    assert a == b and [w["name"] for w in a["written"]] == [f"fv{generated_mac(4)}.conf"]
+    for base in (with_head, without):
+        (base / "tftp" / "stray.conf").write_bytes(b"?")
+    a, b = both("--prune-unknown")
+    assert a == b
+    assert served(with_head) == served(without)
+    assert not (with_head / "tftp" / "stray.conf").exists()
+    assert all(h is not None and h.survey is not None for h in heads.taken[2::2])
+
+
+def test_the_head_start_holds_the_lock_and_lets_a_busy_one_be(
+    tmp_path: Path, repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert publish(repo, tmp_path, capsys)["already_published"] is False
+    state = tmp_path / "state"
+    with headstart.head_start(str(state)) as head:
+        assert head is not None and head.state_dir == state
+        # Held: another process cannot publish there meanwhile.
+        other = subprocess.run(
+            [sys.executable, "-m", "gitprov", *argv(repo, tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ},
+            check=False,
+            timeout=120,
+        )
+        assert other.returncode != 0
+        assert f"another publish is running on {state} (pid {os.getpid()})" in other.stderr
+        # And this process, busy: no head start, and the publish says so as it would.
+        with headstart.head_start(str(state)) as second:
+            assert second is None
+    with headstart.head_start(str(state)) as again:
+        assert again is not None  # (let go when the first block ended)
+    # No state dir given, or nothing published there: nothing is taken, nothing made.
+    with headstart.head_start(None) as none:
+        assert none is None
+    with headstart.head_start(str(tmp_path / "fresh")) as fresh:
+        assert fresh is None
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_head_start_in_another_state_dir_is_left_to_its_holder(
+    tmp_path: Path, repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head start whose state dir the commit does not publish to (the caller guessed
+    wrong) is not used: the publish takes its own lock, and the other stays held."""
+    from gitprov.app import Session
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for base in (first, second):
+        assert publish(repo, base, capsys)["already_published"] is False
+    repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+    config = _config(second)
+    with headstart.head_start(str(first / "state")) as head:
+        assert head is not None
+        session = Session(repo.path)
+        result = session.publish("main", config, head=head)
+        assert result.state_dir == second / "state"
+        assert [a.name for a in result.written] == [f"fv{generated_mac(4)}.conf"] * 2
+        with headstart.head_start(str(first / "state")) as busy:
+            assert busy is None  # (still held by this block)
+
+
+def _config(base: Path) -> Any:
+    from gitprov.publisher_config import PublisherConfig
+
+    return PublisherConfig(
+        http_roots=(str(base / "http"),),
+        tftp_roots=(str(base / "tftp"),),
+        state_dir=str(base / "state"),
+    )
