@@ -1145,7 +1145,7 @@ def publish_commit(
         head = None  # (its survey would not do: without it, as without a head start)
     if head is not None:
         found = _targets_of(pipeline, commit, targets)
-        if found is None or found.state_dir != head.state_dir:
+        if found is None or not _same_dir(found.state_dir, head.state_dir):
             head = None  # (another state dir: its own lock; the holder lets this one go)
     if loaded is None:
         done = _already_published(
@@ -1192,6 +1192,15 @@ def publish_commit(
             verify=verify,
             full_survey=full_survey,
         )
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one directory (a lock taken through one name is held for
+    the other: taking it again through that one would wait for this process)."""
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _early_state_dir(
@@ -1269,7 +1278,7 @@ def _publish_commit(
         if pipeline.one_commit or verify or full_survey
         else rootwatch.watch_for(where.state_dir)
     )
-    if early is not None and early != where.state_dir:
+    if early is not None and not _same_dir(early, where.state_dir):
         held.close()  # (the settings read alone said otherwise: never, but not assumed)
         early = None
     if early is None:
@@ -1834,7 +1843,7 @@ def _already_published(
         return None
     if manifest_commit(where.state_dir) not in (cid, None):
         return None  # another commit is published: build (without reading it twice)
-    held = head is not None and head.state_dir == where.state_dir
+    held = head is not None and _same_dir(head.state_dir, where.state_dir)
     with contextlib.nullcontext() if held else publish_lock(where.state_dir, lock_wait):
         # The index when it names the manifest (a fifth of its size); --verify needs the
         # manifest's hashes.

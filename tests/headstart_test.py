@@ -186,3 +186,24 @@ def _config(base: Path) -> Any:
         tftp_roots=(str(base / "tftp"),),
         state_dir=str(base / "state"),
     )
+
+
+def test_a_head_start_through_another_name_of_the_state_dir_is_its_own(
+    tmp_path: Path, repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lock taken through a link to the state dir is the state dir's: the publish
+    uses it (taking it again would wait for this very process)."""
+    from gitprov.app import Session
+
+    assert publish(repo, tmp_path, capsys)["already_published"] is False
+    alias = tmp_path / "alias"
+    alias.symlink_to(tmp_path / "state")
+    config = _config(tmp_path)
+    for rev in ("main", "one device"):
+        if rev != "main":
+            repo.commit({device_path(4): device_yaml(4, display="Lobby")}, rev)
+        with headstart.head_start(str(alias)) as head:
+            assert head is not None and head.survey is not None
+            result = Session(repo.path).publish("main", config, head=head)
+        assert result.state_dir == tmp_path / "state"
+        assert result.already_published is (rev == "main")
