@@ -39,11 +39,12 @@ def head_start(state_dir: str | None) -> Iterator[HeadStart | None]:
         yield None
         return
     path = Path(state_dir).absolute()
-    try:
-        if not (path / MANIFEST).is_file():
-            raise FileNotFoundError(path / MANIFEST)
-        fd = os.open(path / LOCK, os.O_RDWR)
-    except (OSError, ValueError):
+    fd = None
+    # (no lock file made: a state dir without a manifest is the publish's to set up)
+    with contextlib.suppress(OSError, ValueError):
+        if (path / MANIFEST).is_file():
+            fd = os.open(path / LOCK, os.O_RDWR)
+    if fd is None:
         yield None
         return
     with contextlib.ExitStack() as held:
