@@ -23,8 +23,9 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 LISTED = "roots.listed"
 FORMAT = 1
@@ -35,6 +36,8 @@ RACY_NS = 100_000_000
 
 # (st_dev, st_ino, st_mtime_ns, st_ctime_ns) of a root's directory.
 Mark = tuple[int, int, int, int]
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 def mark(root: str | Path) -> Mark | None:
@@ -60,6 +63,16 @@ def same(before: Mark | None, root: str | Path) -> Mark | None:
     except OSError:
         return None
     return before if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == before else None
+
+
+def around(
+    root: str | Path, listing: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> tuple[_T, Mark | None]:
+    """listing(*args, **kwargs) (a listing of `root`), and the mark it stands for: the
+    directory's stat when it was the same before and after (see `mark`), else None."""
+    before = mark(root)
+    found = listing(*args, **kwargs)
+    return found, same(before, root)
 
 
 def load(state_dir: Path, manifest: tuple[int, ...] | None) -> dict[str, Mark]:
@@ -89,10 +102,9 @@ def vouched(state_dir: Path, manifest: tuple[int, ...] | None, roots: Iterable[s
 
 
 def save(state_dir: Path, manifest: tuple[int, ...] | None, marks: Mapping[str, Mark]) -> None:
-    """Record `marks` for the manifest `manifest`, unless they are what is recorded
-    already. Best effort, never fsynced: a record lost only costs the next survey its
-    listings; a torn one fails its parse."""
-    if manifest is None or not marks or load(state_dir, manifest) == dict(marks):
+    """Record `marks` for the manifest `manifest`. Best effort, never fsynced: a record
+    lost only costs the next survey its listings; a torn one fails its parse."""
+    if manifest is None or not marks:
         return
     record = {
         "format": FORMAT,

@@ -1303,11 +1303,6 @@ def intact(
     keys = list(roots)
     identity = _manifest_identity(state_dir) if state_dir and digests is None else None
     marked = dirmark.load(state_dir, identity) if state_dir and identity else {}
-    vouched = {
-        i
-        for i, key in enumerate(keys)
-        if key in marked and not roots[key].stale and dirmark.same(marked[key], key) is not None
-    }
     ahead = (
         _surveyed_ahead(surveyed, keys, names)
         if surveyed is not None and identity is not None and surveyed.identity == identity
@@ -1318,6 +1313,11 @@ def intact(
         off, listings, marks = ahead
         vouched = {i for i, key in enumerate(keys) if key in surveyed.vouched and key in marked}
     else:
+        vouched = {
+            i
+            for i, key in enumerate(keys)
+            if key in marked and not roots[key].stale and dirmark.same(marked[key], key) is not None
+        }
         # Every root's listing and stats at once (forked workers for a big fleet). A name
         # gone fails its stat.
         off, listings, marks = _survey(
@@ -1346,7 +1346,8 @@ def intact(
         for key, mark, (others, temps) in zip(keys, marks, listings, strict=True):
             if mark is not None and not others and not temps and not roots[key].stale:
                 found[key] = mark
-        dirmark.save(state_dir, identity, found)
+        if found != marked:
+            dirmark.save(state_dir, identity, found)
     return tuple(unknown)
 
 
@@ -2282,15 +2283,14 @@ def _survey(
                     assert table is not None and twin is not None
                     twin_table = tables[twin]
                     assert twin_table is not None
-                    before = dirmark.mark(root)
-                    scanned = _scan(root, checks[i][1], table, twin_table[2], listing)
-                    out.append((i, first, *scanned, dirmark.same(before, root)))
+                    scanned, seen = dirmark.around(
+                        root, _scan, root, checks[i][1], table, twin_table[2], listing
+                    )
+                    out.append((i, first, *scanned, seen))
                 elif first == -1:
                     assert listing is not None
                     temps: list[str] = []
-                    before = dirmark.mark(root)
-                    found = _listing(Path(root), temps, listing)
-                    seen = dirmark.same(before, root)
+                    found, seen = dirmark.around(root, _listing, Path(root), temps, listing)
                     out.append((i, first, [], sorted(found - listing), temps, seen))
                 else:
                     names = checks[i][1][first:end]
@@ -2446,16 +2446,16 @@ class SurveyAhead:
             names = self.names(key)
             assert names is not None
             twin = self._tables[self._twins[key]].inodes().tolist()  # (a list compares to one)
-            before = dirmark.mark(key)
-            scanned = _scan(key, table.names, table.columns(), twin, names)
-            return (*scanned, dirmark.same(before, key))
+            scanned, seen = dirmark.around(
+                key, _scan, key, table.names, table.columns(), twin, names
+            )
+            return (*scanned, seen)
         if first == -1:
             temps: list[str] = []
             names = self.names(key)
             assert names is not None
-            before = dirmark.mark(key)
-            found = _listing(Path(key), temps, names)
-            return [], sorted(found - names), temps, dirmark.same(before, key)
+            found, seen = dirmark.around(key, _listing, Path(key), temps, names)
+            return [], sorted(found - names), temps, seen
         try:
             fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
@@ -2606,15 +2606,11 @@ def note_listed(state_dir: Path, manifest: Manifest) -> None:
     for key, state in manifest.roots.items():
         if not state.ok or state.commit != manifest.commit or state.stale:
             continue
-        before = dirmark.mark(key)
-        if before is None:
-            continue
         try:
-            with os.scandir(key) as entries:
-                inodes = {e.name: e.inode() for e in entries if not e.name.startswith(".")}
+            inodes, mark = dirmark.around(key, _inodes, key)
         except OSError:
             continue
-        if inodes.keys() != names:
+        if mark is None or inodes.keys() != names:
             continue
         stats = state.stat
         if isinstance(stats, StatTable):
@@ -2624,11 +2620,16 @@ def note_listed(state_dir: Path, manifest: Manifest) -> None:
             same = stats.keys() == inodes.keys() and all(
                 st[2] == inodes[n] for n, st in stats.items()
             )
-        mark = dirmark.same(before, key) if same else None
-        if mark is not None:
+        if same:
             found[key] = mark
     if _manifest_identity(state_dir) == identity:
         dirmark.save(state_dir, identity, found)
+
+
+def _inodes(root: str) -> dict[str, int]:
+    """Each name in `root` but the dot-files, with its inode (one scandir)."""
+    with os.scandir(root) as entries:
+        return {e.name: e.inode() for e in entries if not e.name.startswith(".")}
 
 
 def _manifest_identity(state_dir: Path) -> tuple[int, ...] | None:
