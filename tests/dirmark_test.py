@@ -18,7 +18,7 @@ from gitprov import publish as publish_module
 from gitprov.cli import main
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo
-from tests.fixtures.roots import publish_argv
+from tests.fixtures.roots import base_argv, publish_json, served_bytes
 
 DEVICES = 12
 SETTLE = dirmark.RACY_NS / 1e9  # a directory changed this long ago is vouched for
@@ -86,9 +86,6 @@ def test_a_record_vouches_for_its_manifest_only_and_its_roots_left_alone(tmp_pat
 
 
 # -- through a publish -----------------------------------------------------------------
-def argv(repo: GitRepo, tmp_path: Path, *more: str) -> list[str]:
-    http, tftp = tmp_path / "http", tmp_path / "tftp"
-    return [*publish_argv(repo, http, tftp, tmp_path / "state"), "--format", "json", *more]
 
 
 class Looks:
@@ -115,14 +112,6 @@ class Looks:
         return got
 
 
-def served(tmp_path: Path) -> dict[str, bytes]:
-    return {
-        f"{r}/{p.name}": p.read_bytes()
-        for r in ("http", "tftp")
-        for p in sorted((tmp_path / r).iterdir())
-    }
-
-
 @pytest.fixture
 def published(
     tmp_path: Path, private_key: str, monkeypatch: pytest.MonkeyPatch
@@ -130,14 +119,8 @@ def published(
     monkeypatch.setenv("GITPROV_PRIVATE_KEY", private_key)
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     repo.commit(fleet_files(DEVICES), "a fleet")
-    assert main(argv(repo, tmp_path)) == 0
-    return repo, served(tmp_path)
-
-
-def publish(repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str], *more: str) -> Any:
-    capsys.readouterr()
-    assert main(argv(repo, tmp_path, *more)) == 0
-    return json.loads(capsys.readouterr().out)
+    assert main(base_argv(repo, tmp_path)) == 0
+    return repo, served_bytes(tmp_path)
 
 
 def test_the_published_commit_again_lists_no_root_left_alone_and_sees_each_change(
@@ -152,57 +135,57 @@ def test_the_published_commit_again_lists_no_root_left_alone_and_sees_each_chang
     settled()
     # The first publish again lists both roots (the http one's files linked into the
     # tftp one: scanned) and records what their directories vouch for.
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     assert looks.take() == ["http", "tftp"]
     record = json.loads((tmp_path / "state" / dirmark.LISTED).read_text())
     assert set(record["roots"]) == {str(http), str(tftp)}
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     assert looks.take() == []
 
     # A file written in place: its stat says so, listed or not.
     device = http / f"fv{generated_mac(3)}.conf"
     with open(device, "r+b") as f:
         f.write(b"X")
-    out = publish(repo, tmp_path, capsys)
+    out = publish_json(repo, tmp_path, capsys)
     assert out["already_published"] is False
     assert {(d["root"], d["name"]) for d in out["drift"]} == {
         (str(http), device.name),
         (str(tftp), device.name),  # (one file in both roots)
     }
-    assert served(tmp_path) == files
+    assert served_bytes(tmp_path) == files
 
     # A file replaced in the linked root alone: not its twin's any more.
     settled()
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     looks.take()
     other = tftp / f"fv{generated_mac(5)}.conf"
     (tftp / "new").write_bytes(b"saved by an editor")
     os.replace(tftp / "new", other)
-    out = publish(repo, tmp_path, capsys)
+    out = publish_json(repo, tmp_path, capsys)
     assert out["already_published"] is False
     assert [(d["root"], d["name"]) for d in out["drift"]] == [(str(tftp), other.name)]
-    assert served(tmp_path) == files
+    assert served_bytes(tmp_path) == files
     # Restored in that root alone: a file of its own, which a record does not cover.
     assert os.stat(other).st_ino != os.stat(http / other.name).st_ino
     settled()
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     with open(other, "r+b") as f:
         f.write(b"X")
-    out = publish(repo, tmp_path, capsys)
+    out = publish_json(repo, tmp_path, capsys)
     assert [(d["root"], d["name"]) for d in out["drift"]] == [(str(tftp), other.name)]
-    assert served(tmp_path) == files
+    assert served_bytes(tmp_path) == files
 
     # A file put there by hand: found (and with --prune-unknown removed).
     settled()
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     looks.take()
     (http / "stray.conf").write_bytes(b"?")
-    publish(repo, tmp_path, capsys, "--prune-unknown")
+    publish_json(repo, tmp_path, capsys, "--prune-unknown")
     assert "http" in looks.take()
-    assert served(tmp_path) == files
+    assert served_bytes(tmp_path) == files
 
 
 def test_a_publish_that_wrote_much_records_its_listings_and_the_next_one_lists_nothing(
@@ -218,11 +201,11 @@ def test_a_publish_that_wrote_much_records_its_listings_and_the_next_one_lists_n
     repo = GitRepo(tmp_path / "repo.git", bare=True)
     repo.commit(fleet_files(DEVICES), "a fleet")
     state = tmp_path / "state"
-    assert publish(repo, tmp_path, capsys)["already_published"] is False
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is False
     record = json.loads((state / dirmark.LISTED).read_text())
     assert set(record["roots"]) == {str(tmp_path / "http"), str(tmp_path / "tftp")}
     looks = Looks(monkeypatch)
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     assert looks.take() == []
 
     # A one-device commit writes too few files to list its roots again: the record, made
@@ -230,12 +213,12 @@ def test_a_publish_that_wrote_much_records_its_listings_and_the_next_one_lists_n
     time.sleep(0.05)  # (past the filesystem's tick: its change shows in the directory)
     before = (state / dirmark.LISTED).read_bytes()
     (tmp_path / "tftp" / f"fv{generated_mac(1)}.conf").unlink()
-    out = publish(repo, tmp_path, capsys)
+    out = publish_json(repo, tmp_path, capsys)
     assert out["already_published"] is False
     assert [d["name"] for d in out["drift"]] == [f"fv{generated_mac(1)}.conf"]
     assert "tftp" in looks.take()
     assert (state / dirmark.LISTED).read_bytes() == before  # (wrote one file: not recorded)
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     assert sorted(looks.take()) == ["http", "tftp"]  # the manifest changed: listed again
 
 
@@ -252,10 +235,10 @@ def test_a_new_commit_surveyed_ahead_lists_no_root_left_alone_and_stats_its_own_
     mine = tftp / f"fv{generated_mac(5)}.conf"
     (tftp / "new").write_bytes(b"saved by an editor")
     os.replace(tftp / "new", mine)
-    assert publish(repo, tmp_path, capsys)["already_published"] is False
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is False
     assert os.stat(mine).st_ino != os.stat(http / mine.name).st_ino
     settled()
-    assert publish(repo, tmp_path, capsys)["already_published"] is True
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is True
     surveys: list[plan_module.SurveyAhead] = []
     start = plan_module.SurveyAhead.start
 
@@ -269,14 +252,14 @@ def test_a_new_commit_surveyed_ahead_lists_no_root_left_alone_and_stats_its_own_
     with open(mine, "r+b") as f:
         f.write(b"X")  # in place: the directory says nothing of it
     repo.commit({device_path(7): device_yaml(7, display="Back office")}, "one device")
-    out = publish(repo, tmp_path, capsys)
+    out = publish_json(repo, tmp_path, capsys)
     assert [(d["root"], d["name"]) for d in out["drift"]] == [(str(tftp), mine.name)]
     assert [w["name"] for w in out["written"]] == [mine.name, f"fv{generated_mac(7)}.conf"]
     # Neither root listed; the tftp one scanned for the file of its own.
     assert [(Path(k).name, first) for k, first, _ in surveys[0]._parts if first < 0] == [
         ("tftp", -2)
     ]
-    again = served(tmp_path)
+    again = served_bytes(tmp_path)
     assert {n: b for n, b in again.items() if "fv" + generated_mac(7) not in n} == {
         n: b for n, b in files.items() if "fv" + generated_mac(7) not in n
     }

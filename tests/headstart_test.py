@@ -5,7 +5,6 @@ what a publish without the head start publishes, and the lock is held throughout
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -17,35 +16,11 @@ import pytest
 
 from gitprov import headstart
 from gitprov import plan as plan_module
-from gitprov.cli import main
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import ROOT, GitRepo
-from tests.fixtures.roots import publish_argv
+from tests.fixtures.roots import base_argv, publish_json, served_bytes
 
 DEVICES = 12
-
-
-def argv(repo: GitRepo, base: Path, *more: str) -> list[str]:
-    return [
-        *publish_argv(repo, base / "http", base / "tftp", base / "state"),
-        "--format",
-        "json",
-        *more,
-    ]
-
-
-def publish(repo: GitRepo, base: Path, capsys: pytest.CaptureFixture[str], *more: str) -> Any:
-    capsys.readouterr()
-    assert main(argv(repo, base, *more)) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def served(base: Path) -> dict[str, bytes]:
-    return {
-        f"{r}/{p.name}": p.read_bytes()
-        for r in ("http", "tftp")
-        for p in sorted((base / r).iterdir())
-    }
 
 
 REAL = headstart.head_start
@@ -90,7 +65,7 @@ def test_a_publish_with_a_head_start_is_the_publish_without_one(
         outs = []
         for base in (with_head, without):
             heads.use(base == with_head)
-            out = publish(repo, base, capsys, *more)
+            out = publish_json(repo, base, capsys, *more)
             # (what differs: where)
             out["roots"] = [Path(r).relative_to(base) for r in out.pop("roots")]
             for d in out["drift"]:
@@ -119,7 +94,7 @@ def test_a_publish_with_a_head_start_is_the_publish_without_one(
         (base / "tftp" / "stray.conf").write_bytes(b"?")
     a, b = both("--prune-unknown")
     assert a == b
-    assert served(with_head) == served(without)
+    assert served_bytes(with_head) == served_bytes(without)
     assert not (with_head / "tftp" / "stray.conf").exists()
     assert all(h is not None and h.survey is not None for h in heads.taken[2::2])
 
@@ -127,13 +102,13 @@ def test_a_publish_with_a_head_start_is_the_publish_without_one(
 def test_the_head_start_holds_the_lock_and_lets_a_busy_one_be(
     tmp_path: Path, repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert publish(repo, tmp_path, capsys)["already_published"] is False
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is False
     state = tmp_path / "state"
     with headstart.head_start(str(state)) as head:
         assert head is not None and head.state_dir == state
         # Held: another process cannot publish there meanwhile.
         other = subprocess.run(
-            [sys.executable, "-m", "gitprov", *argv(repo, tmp_path)],
+            [sys.executable, "-m", "gitprov", *base_argv(repo, tmp_path)],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -165,7 +140,7 @@ def test_a_head_start_in_another_state_dir_is_left_to_its_holder(
 
     first, second = tmp_path / "first", tmp_path / "second"
     for base in (first, second):
-        assert publish(repo, base, capsys)["already_published"] is False
+        assert publish_json(repo, base, capsys)["already_published"] is False
     repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
     config = _config(second)
     with headstart.head_start(str(first / "state")) as head:
@@ -195,7 +170,7 @@ def test_a_head_start_through_another_name_of_the_state_dir_is_its_own(
     uses it (taking it again would wait for this very process)."""
     from gitprov.app import Session
 
-    assert publish(repo, tmp_path, capsys)["already_published"] is False
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is False
     alias = tmp_path / "alias"
     alias.symlink_to(tmp_path / "state")
     config = _config(tmp_path)
