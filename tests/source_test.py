@@ -14,6 +14,7 @@ import pygit2
 import pytest
 
 from gitprov.cli import main
+from gitprov.source import open_repo
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.init_test import IDENTITY
 
@@ -109,6 +110,25 @@ def test_a_missing_object_is_an_environment_error_naming_it(
         assert main(["--repo", str(tmp_path), *command.split()]) == 2, command
         err = capsys.readouterr().err
         assert oid in err and "git fsck" in err and "Traceback" not in err, err
+
+
+def test_an_object_is_read_as_git_reads_it_without_hashing_it_again(tmp_path: Path) -> None:
+    # Reading a commit's trees is most of what a publish by change costs a flat fleet;
+    # git checks an object's name when it comes in (and in `git fsck`), not on each read.
+    # A loose object whose bytes were swapped for another's reads as `git cat-file`
+    # reads it; libgit2's default would refuse it on every read.
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files())
+    first = str(repo.repo.create_blob(b"first\n"))
+    other = str(repo.repo.create_blob(b"other\n"))
+    objects = tmp_path / ".git" / "objects"
+    path = objects / first[:2] / first[2:]
+    path.chmod(0o644)
+    path.write_bytes((objects / other[:2] / other[2:]).read_bytes())
+    assert git(tmp_path, "cat-file", "blob", first).stdout == "other\n"
+    opened = open_repo(tmp_path)
+    blob = opened[first]
+    assert isinstance(blob, pygit2.Blob) and blob.data == b"other\n"
 
 
 def test_validate_worktree_reads_files_as_git_would_commit_them(
