@@ -1369,7 +1369,7 @@ DELTA_MAX = 2000
 
 class StatTable(Counted, Mapping[str, Stat]):
     """A root's recorded stats as the index keeps them: a column of (size, mtime, inode)
-    in the order of a list of names shared by every root, read as one block rather than
+    in the order of a list of names (sorted) shared by every root, read as one block rather than
     as a tuple and a dict entry per file. A name without a recorded stat has size -1."""
 
     def __init__(self, names: Sequence[str], values: array[int]) -> None:
@@ -1379,13 +1379,14 @@ class StatTable(Counted, Mapping[str, Stat]):
         self._values = values
         self._at: dict[str, int] | None = None
         self._whole: dict[str, Stat] | None = None
+        self._every: bool | None = None
 
     def _positions(self) -> dict[str, int]:
         if self._at is None:
-            sizes = self._values[0::3]
-            if min(sizes, default=0) >= 0:  # every name's stat recorded: no test per name
+            if self.every_recorded():  # every name's stat recorded: no test per name
                 self._at = dict(zip(self.names, range(len(self.names)), strict=True))
             else:
+                sizes = self._values[0::3]
                 self._at = {n: i for i, n in enumerate(self.names) if sizes[i] >= 0}
         return self._at
 
@@ -1394,16 +1395,36 @@ class StatTable(Counted, Mapping[str, Stat]):
             return self._whole[name]
         if self._many():
             return self.whole()[name]
-        i = 3 * self._positions()[name]
+        i = 3 * self._find(name)
+        if i < 0:
+            raise KeyError(name)
         v = self._values
         return (v[i], v[i + 1], v[i + 2])
 
     def __contains__(self, name: object) -> bool:
-        return name in (self._whole if self._whole is not None else self._positions())
+        if self._whole is not None:
+            return name in self._whole
+        if self._at is None and self._many():
+            self._positions()
+        return isinstance(name, str) and self._find(name) >= 0
+
+    def _find(self, name: str) -> int:
+        """The position of `name` among the names, -1 when no stat of it is recorded: by
+        bisection (the names are sorted) until the lookups are many, sparing a publish by
+        change the dict of a fleet's names (20 ms a root at 100,000 devices)."""
+        if self._at is not None:
+            return self._at.get(name, -1)
+        names = self.names
+        i = bisect.bisect_left(names, name)
+        if i < len(names) and names[i] == name and self._values[3 * i] >= 0:
+            return i
+        return -1
 
     def every_recorded(self) -> bool:
         """Whether every name has its stat (none of size -1): then its keys are `names`."""
-        return min(self._values[0::3], default=0) >= 0
+        if self._every is None:
+            self._every = min(self._values[0::3], default=0) >= 0
+        return self._every
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._positions())

@@ -664,3 +664,30 @@ def test_a_stat_table_is_the_dict_of_its_recorded_stats(
             assert (name in table) == (name in model)
             assert table.get(name) == model.get(name)
     assert dict(table.items()) == model and len(table) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stats=st.dictionaries(
+        st.text(alphabet="ab0.", max_size=4),
+        st.one_of(st.none(), st.tuples(*[st.integers(0, 9)] * 3)),
+        max_size=12,
+    ),
+    asked=st.lists(st.one_of(st.text(alphabet="ab0.", max_size=5), st.integers()), max_size=8),
+)
+def test_a_stat_table_looked_up_by_bisection_answers_as_its_dict(
+    stats: dict[str, tuple[int, int, int] | None], asked: list[object]
+) -> None:
+    # A few lookups bisect the sorted names (no dict of them made); a name without a
+    # stat (size -1), one between two names, before the first or past the last, and a
+    # key that is no text are each not in it.
+    names = sorted(stats)
+    values = array("q", [v for n in names for v in (stats[n] or (-1, 0, 0))])
+    table = plan_module.StatTable(names, values)
+    model = {n: s for n, s in stats.items() if s is not None}
+    for name in [*names, *asked]:
+        assert (name in table) == (name in model)
+        if isinstance(name, str):
+            assert table.get(name) == model.get(name)
+    assert table._at is None  # (the lookups were few)
+    assert dict(table.items()) == model and len(table) == len(model)
