@@ -1225,6 +1225,41 @@ def recorded_sha256(files: Mapping[str, ManifestEntry], name: str) -> str | None
     return None if entry is None else entry.sha256_data
 
 
+class WantedDigests(Counted, Mapping[str, str]):
+    """Name -> sha256 of each file a publish wants: the files it made, then the files it
+    carried over (which hold what their entries record). Looked up one by one: a publish
+    by change asks for those of a few names, and the carried ones' column is split only
+    if one of them is asked for (a fleet's dict of it cost 40 ms at 100,000 devices);
+    past LOOKUPS_MAX lookups, from the dict made once."""
+
+    def __init__(self, made: Mapping[str, str], carried: Mapping[str, ManifestEntry]) -> None:
+        self._made = made
+        self._carried = carried
+        self._whole: dict[str, str] | None = None
+
+    def whole(self) -> dict[str, str]:
+        if self._whole is None:
+            self._whole = {**values_of(self._carried, "sha256_data"), **self._made}
+        return self._whole
+
+    def __getitem__(self, name: str) -> str:
+        if self._whole is not None or self._many():
+            return self.whole()[name]
+        found = self._made.get(name)
+        if found is not None:
+            return found
+        carried = recorded_sha256(self._carried, name)
+        if carried is None:
+            raise KeyError(name)
+        return carried
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.chain(self._carried, (n for n in self._made if n not in self._carried))
+
+    def __len__(self) -> int:
+        return len(self._carried.keys() | self._made.keys())
+
+
 def _found(
     path: str, recorded: str | None, was: Stat | None, verify: bool
 ) -> tuple[str, Stat, bool] | None:

@@ -81,6 +81,7 @@ from gitprov.plan import (
     Stat,
     Survey,
     SurveyAhead,
+    WantedDigests,
     check_drift,
     file_identity,
     intact,
@@ -93,7 +94,6 @@ from gitprov.plan import (
     plan,
     remember_manifest,
     served_versions,
-    values_of,
     version_key,
     write_index,
     write_map_ends,
@@ -2144,11 +2144,11 @@ def _publish_locked(
     if any(a.name in carried for a in files):
         raise NotAChange()
     clean_temps((targets.state_dir,))  # the roots' temps: while the plan lists them
-    digests = {a.name: a.sha256_data for a in files}
+    digests: Mapping[str, str] = {a.name: a.sha256_data for a in files}
     if carried:
-        digests = {**values_of(carried, "sha256_data"), **digests}
+        digests = WantedDigests(digests, carried)
     the_plan = plan(
-        digests.keys(),
+        digests,
         roots,
         previous,
         prune_unknown=prune_unknown,

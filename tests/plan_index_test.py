@@ -387,6 +387,35 @@ def test_a_table_is_the_dict_of_its_entries(
         table.columns_for([*names, "no such name"])
 
 
+@pytest.mark.parametrize("lookups", [2048, 1])
+@settings(max_examples=100, deadline=None)
+@given(
+    carried=st.dictionaries(_names, _entries, max_size=8),
+    made=st.dictionaries(_names, _hex, max_size=4),
+    as_table=st.booleans(),
+    asked=st.lists(_names, max_size=6),
+)
+def test_the_wanted_digests_are_the_made_ones_over_the_carried_ones(
+    lookups: int,
+    carried: dict[str, ManifestEntry],
+    made: dict[str, str],
+    as_table: bool,
+    asked: list[str],
+) -> None:
+    # What a publish wants of each name, looked up one by one (and past LOOKUPS_MAX
+    # from the dict made once): the same as the dict of both.
+    made = {n: d for n, d in made.items() if n not in carried}  # (a build makes no carried name)
+    files: Mapping[str, ManifestEntry] = _table(carried) if as_table else carried
+    model = {**{n: e.sha256_data for n, e in carried.items()}, **made}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(overlay, "LOOKUPS_MAX", lookups)
+        digests = plan_module.WantedDigests(made, files)
+        for name in [*asked, *model]:
+            assert digests.get(name) == model.get(name)
+        assert set(digests) == model.keys() and len(digests) == len(model)
+        assert dict(digests) == model
+
+
 def test_an_index_replaced_between_its_two_reads_is_not_taken(tmp_path: Path) -> None:
     state = tmp_path / "state"
     m = _store(state, _one())
