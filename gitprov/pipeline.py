@@ -62,12 +62,14 @@ from gitprov.parallel import Ahead, can_fork
 from gitprov.rules import HistoryFloor
 from gitprov.source import (
     DEFAULT_INVENTORY_DIR,
-    GITLINK,
     CommitSource,
     FileRef,
     Source,
     missing_object,
 )
+
+# (named here, as the pipeline looks it up: a test counts the diffs made in this process)
+from gitprov.source import tree_changes as tree_changes
 from gitprov.validate import Options, SchemaCache, validate
 from gitprov.yamldoc import Document, parse
 
@@ -188,6 +190,9 @@ class Pipeline:
         self._floors: dict[str, tuple[int, str]] = {}  # commit -> (floor, floor_by)
         self._ahead: Ahead[tuple[str, str], dict[str, str | None]] | None = None
         self._last_diff: tuple[tuple[str, str], dict[str, str | None]] | None = None
+        # Tree diffs worked out by another process (see gitprov.headstart): (old commit,
+        # new commit, inventory directory) -> the changes, or None when it has not that one.
+        self.known_diff: Callable[[str, str, str], dict[str, str | None] | None] | None = None
         # A process that publishes one commit and exits (`gitprov publish`): what
         # validation keeps for a next commit is let go once the commit's snapshot is on
         # disk. Everything here is a cache: this changes what is held, never an answer.
@@ -538,6 +543,14 @@ class Pipeline:
         trees = (str(old.tree_id), str(new.tree_id))
         if self._last_diff is not None and self._last_diff[0] == trees:
             return dict(self._last_diff[1])
+        known = (
+            self.known_diff(str(old.id), str(new.id), self.inventory_dir)
+            if self.known_diff
+            else None
+        )
+        if known is not None:
+            self._last_diff = (trees, known)
+            return dict(known)
         try:
             found = tree_changes(old.tree, new.tree, self.inventory_dir)
         except pygit2.GitError as exc:
@@ -779,57 +792,6 @@ class Pipeline:
 # A history evaluation diffs trees in a forked process from this many commits on (below,
 # the fork costs more than the diffs).
 DIFFS_AHEAD_MIN = 32
-
-_BLOB_MODES = (
-    pygit2.GIT_FILEMODE_BLOB,
-    pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
-    pygit2.GIT_FILEMODE_LINK,
-)
-_GITLINK_MODE = pygit2.GIT_FILEMODE_COMMIT
-# Only which files differ is asked, never their text: libgit2 need not read a changed
-# blob to tell whether it is binary (a tenth of a history's tree diffs).
-_DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
-
-
-def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict[str, str | None]:
-    """Path -> blob id (None: gone) of every file under `inventory_dir` that differs
-    between the two trees, and of a link, file or submodule in the directory's place (as
-    CommitSource.files lists it). When both have the inventory directory, only it is
-    compared (and not at all when its tree is the same: a commit outside the inventory)."""
-    inv = inventory_dir.strip("/")
-    prefix = inv + "/" if inv else ""
-    itself = inv or None
-    here, there = _subtree(old, inv), _subtree(new, inv)
-    if here is not None and there is not None:
-        if here.id == there.id:
-            return {}
-        diff, base = here.diff_to_tree(there, flags=_DIFF_FLAGS), prefix
-    else:
-        diff, base = old.diff_to_tree(new, flags=_DIFF_FLAGS), ""
-    out: dict[str, str | None] = {}
-    for delta in diff.deltas:
-        gone, now = delta.old_file, delta.new_file
-        if gone.mode in _BLOB_MODES or gone.mode == _GITLINK_MODE:
-            path = base + gone.path
-            if path.startswith(prefix) or path == itself:
-                out.setdefault(path, None)
-        if now.mode in _BLOB_MODES or now.mode == _GITLINK_MODE:
-            path = base + now.path
-            if path.startswith(prefix) or path == itself:
-                # (a gitlink as CommitSource.files lists it)
-                out[path] = (GITLINK if now.mode == _GITLINK_MODE else "") + str(now.id)
-    return out
-
-
-def _subtree(tree: pygit2.Tree, path: str) -> pygit2.Tree | None:
-    """The tree at `path` ("" is `tree` itself), None when there is none."""
-    if not path:
-        return tree
-    try:
-        found = tree[path]
-    except KeyError:
-        return None
-    return found if isinstance(found, pygit2.Tree) else None
 
 
 def _device_facts(docs: Documents) -> MutableMapping[str, DeviceFacts | None] | None:

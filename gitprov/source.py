@@ -141,6 +141,58 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     return commit
 
 
+_BLOB_MODES = (
+    pygit2.GIT_FILEMODE_BLOB,
+    pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
+    pygit2.GIT_FILEMODE_LINK,
+)
+_GITLINK_MODE = pygit2.GIT_FILEMODE_COMMIT
+# Only which files differ is asked, never their text: libgit2 need not read a changed
+# blob to tell whether it is binary (a tenth of a history's tree diffs).
+_DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
+
+
+def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict[str, str | None]:
+    """Path -> blob id (None: gone) of every file under `inventory_dir` that differs
+    between the two trees, and of a link, file or submodule in the directory's place (as
+    CommitSource.files lists it). When both have the inventory directory, only it is
+    compared (and not at all when its tree is the same: a commit outside the inventory)."""
+    inv = inventory_dir.strip("/")
+    prefix = inv + "/" if inv else ""
+    itself = inv or None
+    here, there = _subtree(old, inv), _subtree(new, inv)
+    if here is not None and there is not None:
+        if here.id == there.id:
+            return {}
+        diff, base = here.diff_to_tree(there, flags=_DIFF_FLAGS), prefix
+    else:
+        diff, base = old.diff_to_tree(new, flags=_DIFF_FLAGS), ""
+    out: dict[str, str | None] = {}
+    for delta in diff.deltas:
+        gone, now = delta.old_file, delta.new_file
+        if gone.mode in _BLOB_MODES or gone.mode == _GITLINK_MODE:
+            path = base + gone.path
+            if path.startswith(prefix) or path == itself:
+                out.setdefault(path, None)
+        if now.mode in _BLOB_MODES or now.mode == _GITLINK_MODE:
+            path = base + now.path
+            if path.startswith(prefix) or path == itself:
+                # (a gitlink as CommitSource.files lists it)
+                out[path] = (GITLINK if now.mode == _GITLINK_MODE else "") + str(now.id)
+    return out
+
+
+def _subtree(tree: pygit2.Tree, path: str) -> pygit2.Tree | None:
+    """The tree at `path` ("" is `tree` itself), None when there is none."""
+    if not path:
+        return tree
+    try:
+        found = tree[path]
+    except KeyError:
+        return None
+    return found if isinstance(found, pygit2.Tree) else None
+
+
 class CommitSource:
     """The inventory as it is in one commit's tree."""
 
