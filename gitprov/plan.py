@@ -2450,6 +2450,7 @@ class SurveyAhead:
         identity: tuple[int, ...],
         tables: Mapping[str, StatTable],
         vouched: Collection[str] = (),
+        first: Callable[[], object] | None = None,
     ) -> None:
         self.identity = identity
         self._tables = tables
@@ -2488,9 +2489,35 @@ class SurveyAhead:
             if key not in vouched:
                 parts.append((key, -1, -1))
             parts += [(key, first, min(first + step, count)) for first in range(0, count, step)]
+        # Before the parts, `first`: work the process does for the caller while this one
+        # still imports (see gitprov.headstart), never done here (see `_job`).
+        self._first = first
+        self._first_got: list[object] = []
+        self._pid = os.getpid()
         self._parts = parts
-        self._ahead: Ahead[_Part, _PartFound] = Ahead(self._part, parts)
+        self._ahead: Ahead[_Part, Any] = Ahead(
+            self._job, [_FIRST, *parts] if first is not None else parts
+        )
         self._got: dict[str, _Surveyed | None] | None = None
+
+    def _job(self, part: _Part) -> object:
+        if part != _FIRST:
+            return self._part(part)
+        if self._first is None or os.getpid() == self._pid:
+            return None
+        try:
+            return self._first()
+        except Exception:  # (the caller does it itself; the survey goes on)
+            return None
+
+    def first(self) -> object:
+        """What `first` (see `start`) returned in the survey's process, waited for;
+        None when none was given or it failed."""
+        if self._first is None:
+            return None
+        if not self._first_got:
+            self._first_got.append(self._ahead.get(_FIRST, wait=True))
+        return self._first_got[0]
 
     def _part(self, part: _Part) -> _PartFound:
         """One part's answer: a root's listing, as the files found besides the names
@@ -2524,9 +2551,12 @@ class SurveyAhead:
             os.close(fd)
 
     @classmethod
-    def start(cls, state_dir: Path) -> SurveyAhead | None:
+    def start(
+        cls, state_dir: Path, first: Callable[[], object] | None = None
+    ) -> SurveyAhead | None:
         """None when there is nothing worth a process: no index naming the manifest, no
-        root holding its commit, fewer files than `SURVEY_AHEAD_MIN`, or no fork."""
+        root holding its commit, fewer files than `SURVEY_AHEAD_MIN`, or no fork. With
+        `first`, the process calls it before it surveys (see `first`)."""
         if not can_fork():
             return None
         before = _manifest_identity(state_dir)
@@ -2543,7 +2573,7 @@ class SurveyAhead:
         vouched = dirmark.vouched(
             state_dir, before, [k for k in tables if not index.roots[k].stale]
         )
-        return cls(before, tables, vouched)
+        return cls(before, tables, vouched, first)
 
     def matches(self, state_dir: Path) -> bool:
         """Whether the manifest is still the one the survey was made for."""
@@ -2638,6 +2668,8 @@ _Surveyed = tuple[list[str], list[str], list[str]]
 # off, the others, the temps and (of a listing) the directory's mark.
 _Part = tuple[str, int, int]
 _PartFound = tuple[list[str], list[str], list[str], dirmark.Mark | None]
+# The part that stands for the caller's `first` (no root is named "").
+_FIRST: _Part = ("", -3, -3)
 # Each root's names in about this many parts, of at least SURVEY_PART_MIN names: the two
 # sides meet within a part (at 100,000 devices, about 20 ms of stats).
 SURVEY_PARTS = 16

@@ -1168,6 +1168,8 @@ def publish_commit(
     early: Path | None = None
     if head is not None:
         early, ahead = head.state_dir, head.survey  # (locked and surveyed already)
+        pipeline.known_diff = head.diff
+        held.callback(setattr, pipeline, "known_diff", None)
     elif loaded is None and pipeline.one_commit and not (verify or full_survey):
         early = _early_state_dir(pipeline, commit, targets)
         if early is not None:

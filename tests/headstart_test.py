@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 
 from gitprov import headstart
+from gitprov import pipeline as pipeline_module
 from gitprov import plan as plan_module
+from gitprov.source import tree_changes
 from tests.fixtures.fleet import device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import ROOT, GitRepo
 from tests.fixtures.roots import base_argv, publish_json, served_bytes
@@ -35,8 +38,10 @@ class Heads:
 
     def use(self, taken: bool) -> None:
         @contextlib.contextmanager
-        def spy(state_dir: str | None) -> Iterator[headstart.HeadStart | None]:
-            with REAL(state_dir if taken else None) as head:
+        def spy(
+            state_dir: str | None, diff: headstart.DiffAsked | None = None
+        ) -> Iterator[headstart.HeadStart | None]:
+            with REAL(state_dir if taken else None, diff) as head:
                 self.taken.append(head)
                 yield head
 
@@ -60,6 +65,15 @@ def test_a_publish_with_a_head_start_is_the_publish_without_one(
 ) -> None:
     with_head, without = tmp_path / "with", tmp_path / "without"
     heads = Heads(monkeypatch)
+    # The tree diffs this process works out itself (the head start's are its survey's).
+    diffed: list[str] = []
+    tree_changes = pipeline_module.tree_changes
+
+    def counted(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict[str, str | None]:
+        diffed.append(str(new.id))
+        return tree_changes(old, new, inventory_dir)
+
+    monkeypatch.setattr(pipeline_module, "tree_changes", counted)
 
     def both(*more: str) -> list[Any]:
         outs = []
@@ -88,8 +102,11 @@ def test_a_publish_with_a_head_start_is_the_publish_without_one(
     a, b = both()
     assert a == b and {d["name"] for d in a["drift"]} == {f"fv{generated_mac(2)}.conf"}
     repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+    diffed.clear()
     a, b = both()
     assert a == b and [w["name"] for w in a["written"]] == [f"fv{generated_mac(4)}.conf"]
+    # With the head start, the survey's process diffed the trees; without, this one.
+    assert diffed == [str(repo.repo.revparse_single("main").peel(pygit2.Tree).id)]
     for base in (with_head, without):
         (base / "tftp" / "stray.conf").write_bytes(b"?")
     a, b = both("--prune-unknown")
@@ -97,6 +114,34 @@ def test_a_publish_with_a_head_start_is_the_publish_without_one(
     assert served_bytes(with_head) == served_bytes(without)
     assert not (with_head / "tftp" / "stray.conf").exists()
     assert all(h is not None and h.survey is not None for h in heads.taken[2::2])
+
+
+def test_the_tree_diff_worked_out_ahead_is_given_only_for_what_was_asked(
+    tmp_path: Path, repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert publish_json(repo, tmp_path, capsys)["already_published"] is False
+    published = str(repo.repo.revparse_single("main").id)
+    repo.commit({device_path(4): device_yaml(4, display="Lobby")}, "one device")
+    new = repo.repo.revparse_single("main").peel(pygit2.Commit)
+    old = repo.repo[published]
+    assert isinstance(old, pygit2.Commit)
+    expected = tree_changes(old.tree, new.tree, "inventory")
+    assert list(expected) == [device_path(4)]
+    state = str(tmp_path / "state")
+    asked = headstart.DiffAsked(str(repo.path), "main", "inventory")
+    with headstart.head_start(state, asked) as head:
+        assert head is not None and head.diff_of == (published, "inventory")
+        assert head.diff(published, str(new.id), "inventory") == expected
+        # Another commit to publish, from, or another inventory directory: not this one.
+        assert head.diff(published, published, "inventory") is None
+        assert head.diff(str(new.id), str(new.id), "inventory") is None
+        assert head.diff(published, str(new.id), "other") is None
+    # A revision that names nothing, or no diff asked: none, and the survey goes on.
+    for diff in (headstart.DiffAsked(str(repo.path), "no-such-rev", "inventory"), None):
+        with headstart.head_start(state, diff) as head:
+            assert head is not None and head.survey is not None
+            assert head.diff(published, str(new.id), "inventory") is None
+            assert head.survey.got(str(tmp_path / "http")) == ([], [], [])
 
 
 def test_the_head_start_holds_the_lock_and_lets_a_busy_one_be(

@@ -79,9 +79,10 @@ def register(sub: Subparsers) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     # Before anything else is imported: the lock, and the survey of the served files
     # forked off while the rest of gitprov loads (see gitprov.headstart).
-    from gitprov.headstart import head_start
+    from gitprov.headstart import DiffAsked, head_start
 
-    with head_start(None if args.verify else args.state_dir) as head:
+    diff = DiffAsked(args.repo, args.rev, args.inventory_dir)
+    with head_start(None if args.verify else args.state_dir, diff) as head:
         return _run(args, out, head)
 
 
