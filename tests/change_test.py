@@ -482,8 +482,10 @@ def test_a_file_changed_by_hand_is_repaired_by_a_publish_by_change(
         monkeypatch.setattr(plan_module, "SURVEY_AHEAD_MIN", 1)
         real = plan_module.SurveyAhead.start
 
-        def spy(state_dir: Path) -> plan_module.SurveyAhead | None:
-            started.append(real(state_dir))
+        def spy(
+            state_dir: Path, first: Callable[[], object] | None = None
+        ) -> plan_module.SurveyAhead | None:
+            started.append(real(state_dir, first))
             return started[-1]
 
         monkeypatch.setattr(plan_module.SurveyAhead, "start", spy)
@@ -520,8 +522,10 @@ def test_a_publish_in_a_fresh_process_surveys_the_roots_while_it_reads_the_commi
         plan_module.SurveyAhead.off,
     )
 
-    def started(state_dir: Path) -> plan_module.SurveyAhead | None:
-        got = start(state_dir)
+    def started(
+        state_dir: Path, first: Callable[[], object] | None = None
+    ) -> plan_module.SurveyAhead | None:
+        got = start(state_dir, first)
         events.append("survey" if got is not None else "no survey")
         return got
 

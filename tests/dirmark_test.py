@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,8 +243,10 @@ def test_a_new_commit_surveyed_ahead_lists_no_root_left_alone_and_stats_its_own_
     surveys: list[plan_module.SurveyAhead] = []
     start = plan_module.SurveyAhead.start
 
-    def spy(state_dir: Path) -> plan_module.SurveyAhead | None:
-        made = start(state_dir)
+    def spy(
+        state_dir: Path, first: Callable[[], object] | None = None
+    ) -> plan_module.SurveyAhead | None:
+        made = start(state_dir, first)
         if made is not None:
             surveys.append(made)
         return made
