@@ -120,6 +120,61 @@ def test_the_manifest_read_from_its_index_is_the_one_its_json_holds(
     _same(by_json, m, record=False)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.text(st.sampled_from("aé\x01"), max_size=3), max_size=6),
+    width=st.integers(0, 3),
+)
+def test_a_column_of_one_width_is_read_in_place_as_its_split(values: list[str], width: int) -> None:
+    # Half the time every value of one width in bytes (hashes, MACs): the column read
+    # in place; else widths that may still add up as if they were one (["ab", "", "c"]).
+    if values and width % 2:
+        values = [
+            (v.encode() * 4)[:width].decode(errors="ignore").ljust(width, "a") for v in values
+        ]
+        values = [v for v in values if len(v.encode()) == width] or values
+    raw = b"head" + "\0".join(values).encode() + b"tail"
+    lo, hi = 4, len(raw) - 4
+    column = plan_module._Fixed.of(raw, lo, hi, len(values))
+    widths = {len(v.encode()) for v in values}
+    assert (column is not None) == (len(widths) == 1)
+    if column is None:
+        return
+    for i in [*range(len(values)), *range(-len(values), 0)]:
+        assert column[i] == values[i]
+    for past in (len(values), -len(values) - 1):
+        with pytest.raises(IndexError):
+            column[past]
+    assert column[1:] == values[1:] and list(column) == values and len(column) == len(values)
+    assert column[0] == values[0]  # (and from the split, once made)
+
+
+def test_one_entry_field_is_read_from_its_column_without_splitting_it(tmp_path: Path) -> None:
+    entries = {
+        f"{i}.conf": ManifestEntry(
+            f"0021f2{i:06x}",
+            "IP542N" if i % 2 else "G502N",
+            1001 + i,
+            f"{i:040x}",
+            f"{i:064x}",
+            f"{i + 1:064x}",
+            Kind.DEVICE,
+            f"{i + 2:064x}",
+        )
+        for i in range(5)
+    }
+    m = _store(tmp_path / "state", Manifest("c" * 40, "t", {}, entries, {}))
+    read = load_manifest(tmp_path / "state")
+    assert read is not None and isinstance(read.files, EntryTable)
+    for name, entry in m.files.items():
+        for f in plan_module._ENTRY_ROW:
+            assert read.files.value_of(name, f) == getattr(entry, f)
+    columns = read.files._columns
+    assert isinstance(columns, plan_module._Columns)
+    # The columns of one width were sliced; the models' (two widths) was split.
+    assert set(columns._made) == {"model", "version"}
+
+
 def _one() -> Manifest:
     e = ManifestEntry("0021f2011b19", "IP542N", 1001, "c1", "aa", "bb", Kind.DEVICE, "cc")
     return Manifest(
