@@ -2601,6 +2601,8 @@ class SurveyAhead:
         self._got: dict[str, _Surveyed | None] | None = None
 
     def _job(self, part: _Part) -> object:
+        """A part's answer; of `_FIRST`, what `first` returns in the survey's process (in
+        this one, None: the caller that asked for it does the same work itself)."""
         if part != _FIRST:
             return self._part(part)
         if self._first is None or os.getpid() == self._pid:
