@@ -23,15 +23,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from gitprov.plan import MANIFEST, SurveyAhead, manifest_commit
 
-LOCK = "publish.lock"
+if TYPE_CHECKING:  # (gitprov.source imports pygit2: never before the head start)
+    from gitprov.source import Changes
 
-# Path -> blob id (None: gone) of each inventory file that differs (see
-# gitprov.source.tree_changes).
-Changes = dict[str, str | None]
+LOCK = "publish.lock"
 
 
 class DiffAsked(NamedTuple):

@@ -152,7 +152,11 @@ _GITLINK_MODE = pygit2.GIT_FILEMODE_COMMIT
 _DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
 
 
-def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict[str, str | None]:
+# Path -> blob id (None: gone) of each inventory file that differs between two commits.
+Changes = dict[str, str | None]
+
+
+def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> Changes:
     """Path -> blob id (None: gone) of every file under `inventory_dir` that differs
     between the two trees, and of a link, file or submodule in the directory's place (as
     CommitSource.files lists it). When both have the inventory directory, only it is
@@ -167,7 +171,7 @@ def tree_changes(old: pygit2.Tree, new: pygit2.Tree, inventory_dir: str) -> dict
         diff, base = here.diff_to_tree(there, flags=_DIFF_FLAGS), prefix
     else:
         diff, base = old.diff_to_tree(new, flags=_DIFF_FLAGS), ""
-    out: dict[str, str | None] = {}
+    out: Changes = {}
     for delta in diff.deltas:
         gone, now = delta.old_file, delta.new_file
         if gone.mode in _BLOB_MODES or gone.mode == _GITLINK_MODE:
