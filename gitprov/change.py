@@ -112,7 +112,7 @@ def change_since(
     if isinstance(files, EntryTable):
         # (a manifest read from its index: the entries taken over are never made)
         dropped = files.names_where("kind", Kind.DEVICE.__ne__)
-        dropped += files.names_where("mac", affected.__contains__)
+        dropped += files.names_with("mac", affected)
         carried = files.without(dropped)
     else:
         carried = {

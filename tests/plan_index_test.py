@@ -145,6 +145,9 @@ def test_a_column_of_one_width_is_read_in_place_as_its_split(values: list[str], 
     for past in (len(values), -len(values) - 1):
         with pytest.raises(IndexError):
             column[past]
+    # The rows holding some values, found in the bytes: those a pass over them finds.
+    asked = {*values[::2], "", "zz", "a\0", "\ud800", 7}
+    assert column.rows_of(asked) == [i for i, v in enumerate(values) if v in asked]
     assert column[1:] == values[1:] and list(column) == values and len(column) == len(values)
     assert column[0] == values[0]  # (and from the split, once made)
 
@@ -443,6 +446,50 @@ def test_a_table_is_the_dict_of_its_entries(
     assert as_table.to_bytes() == dataclasses.replace(as_table, files=model).to_bytes()
     with pytest.raises(KeyError):
         table.columns_for([*names, "no such name"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    entries=st.dictionaries(_names, _entries, min_size=1, max_size=10),
+    one_width=st.booleans(),
+    dropped=st.lists(_names, max_size=4),
+    made=st.dictionaries(_names, _made, max_size=3),
+    asked=st.lists(_hex | st.just("") | st.integers(), max_size=5),
+    taken=st.lists(st.integers(0, 9), max_size=3),
+)
+def test_the_names_with_a_few_macs_are_those_a_pass_finds(
+    tmp_path_factory: pytest.TempPathFactory,
+    entries: dict[str, ManifestEntry],
+    one_width: bool,
+    dropped: list[str],
+    made: dict[str, ManifestEntry],
+    asked: list[Any],
+    taken: list[int],
+) -> None:
+    """EntryTable.names_with (a search of a column's bytes for each value, when the column
+    is of one width: the MACs) and the index's names a change dropped (from the rows it
+    knows are gone) are what a pass over the whole finds, on the tables a publish by
+    change makes of an index."""
+    if one_width:  # (a MAC a device: every value of one width)
+        entries = {n: dataclasses.replace(e, mac=e.mac.ljust(6, "0")) for n, e in entries.items()}
+    state = tmp_path_factory.mktemp("state")
+    _store(state, Manifest("c" * 40, "t", {}, entries, {}))
+    read = load_manifest(state)
+    assert read is not None and isinstance(read.files, EntryTable)
+    macs = [e.mac for e in entries.values()]
+    values = {*asked, *(macs[i % len(macs)] for i in taken)}
+    tables = [read.files, read.files.without(dropped)]
+    tables.append(tables[-1].with_entries(made))
+    columns = read.files._columns
+    assert isinstance(columns, plan_module._Columns)
+    base = plan_module._BASES[str(state)]
+    # (each asked before any pass over the entries, which splits every column)
+    found = [(t.names_with("mac", values), plan_module._gone(base.names, t)) for t in tables]
+    event("read in place" if columns._fixed.get("mac") is not None else "split")
+    for table, (with_macs, gone) in zip(tables, found, strict=True):
+        model = dict(table)
+        assert with_macs == [n for n in table if model[n].mac in values]
+        assert set(gone) == set(entries) - set(model)
 
 
 @pytest.mark.parametrize("lookups", [2048, 1])
