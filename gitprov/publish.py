@@ -1380,11 +1380,39 @@ def _publish_commit(
                 change = None
                 carry.refused |= exc.macs
                 pipeline.builder = _new_builder(pipeline.builder)
-        _keep_inputs(where.state_dir, result.manifest, build, pipeline, inputs, carry, change)
-        # A process that publishes once keeps nothing for a next publish: at 100,000
-        # devices the record and the state's lines would add 50 MB to its peak.
-        result = _journal(result, previous, recorder, keep=not pipeline.one_commit)
+        # The build record is made and written while the journal's entry waits for the
+        # disk: the two are apart, and a crash may lose either (see each).
+        written = result.manifest
+        with _alongside(
+            lambda: _keep_inputs(where.state_dir, written, build, pipeline, inputs, carry, change)
+        ):
+            # A process that publishes once keeps nothing for a next publish: at 100,000
+            # devices the record and the state's lines would add 50 MB to its peak.
+            result = _journal(result, previous, recorder, keep=not pipeline.one_commit)
         return replace(result, notes=(unreadable, *result.notes)) if unreadable else result
+
+
+@contextlib.contextmanager
+def _alongside(work: Callable[[], object]) -> Iterator[None]:
+    """`work` on another thread while the block runs, waited for when it ends and its
+    error raised then (unless the block's is): for work apart from the block's, while
+    the block waits for the disk holding no lock of the interpreter (an fsync)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # (raised in the caller's thread)
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="gitprov-alongside")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 @contextlib.contextmanager

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -552,6 +554,49 @@ def test_a_publish_in_a_fresh_process_surveys_the_roots_while_it_reads_the_commi
     full = tmp_path / "full"
     assert publish(repo, full) == 0
     assert served_files(where) == served_files(full)
+
+
+def test_the_build_record_is_written_while_the_journal_entry_waits_for_the_disk(
+    tmp_path: Path,
+    private_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The build record and the journal's entry are apart: the record is made while the
+    entry is appended (an fsync), and both are what they would be one after the other;
+    an error in making the record is the publish's."""
+    appending = threading.Event()
+    overlapped: list[bool] = []
+    real_keep, real_append = publish_module._keep_inputs, journal_module.Journal.append
+
+    def keep(*args: Any) -> None:
+        overlapped.append(appending.wait(10))  # (the entry is appended meanwhile)
+        real_keep(*args)
+
+    def append(self: journal_module.Journal, entry: journal_module.Entry) -> object:
+        appending.set()
+        return real_append(self, entry)
+
+    monkeypatch.setattr(publish_module, "_keep_inputs", keep)
+    monkeypatch.setattr(journal_module.Journal, "append", append)
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    h = History(repo, fleet_files(4))
+    where = tmp_path / "out"
+    assert publish(repo, where) == 0
+    edit_device(h, random.Random(2))
+    appending.clear()
+    as_a_fresh_process()
+    assert publish(repo, where) == 0
+    assert overlapped == [True, True]
+    state_recorded(where)
+
+    def fails(*args: Any) -> None:
+        raise RuntimeError("the record fails")
+
+    monkeypatch.setattr(publish_module, "_keep_inputs", fails)
+    edit_device(h, random.Random(3))
+    assert publish(repo, where) == 3  # (an internal error: a bug to report)
+    assert "the record fails" in capsys.readouterr().err
 
 
 def test_force_and_verify_build_every_device(
