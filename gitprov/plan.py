@@ -40,10 +40,10 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, overload
+from typing import Any, NamedTuple, Protocol
 
 from gitprov import dirmark, statejson
-from gitprov.overlay import OVERLAY_MAX, Counted, Overlay, Sorted, apply_changes, whole
+from gitprov.overlay import OVERLAY_MAX, Counted, Fixed, Overlay, Sorted, apply_changes, whole
 from gitprov.parallel import Ahead, can_fork, forked_map, usable_cpus
 
 # (size, mtime_ns, inode) of a served file: when all three are what the manifest recorded
@@ -1638,11 +1638,11 @@ class _Rest:
         if not Sorted.ordered(keys):  # (a key twice; written sorted)
             return None
         # Looked up by bisection until a pass over it needs the dict (see overlay).
-        # (the body hashes, of one width, sliced when looked up: see _Fixed)
+        # (the body hashes, of one width, sliced when looked up: see Fixed)
         lo, hi = spans[-1]
         raw = body.obj
         assert isinstance(raw, bytes)
-        bodies = _Fixed.of(raw, lo, hi, served_count) or _split(blocks[-1], served_count)
+        bodies = Fixed.of(raw, lo, hi, served_count) or _split(blocks[-1], served_count)
         served: Mapping[str, Any] = Sorted(keys, (_int_column(blocks[-2], served_count), bodies))
         base = EntryTable.of(self.names, columns)
         if len(base) != count or not columns.complete():
@@ -1738,7 +1738,7 @@ class _Columns(Mapping[str, Sequence[Any]]):
         self._spans = spans
         self._count = count
         self._made: dict[str, Sequence[Any]] = {}
-        self._fixed: dict[str, _Fixed | None] = {}
+        self._fixed: dict[str, Fixed | None] = {}
 
     def value(self, field_: str, i: int) -> Any:
         """The value at row `i` of one column: of a column whose values are all of one
@@ -1750,19 +1750,19 @@ class _Columns(Mapping[str, Sequence[Any]]):
 
     def rows_with(self, field_: str, values: Iterable[object]) -> list[int] | None:
         """The rows whose value of one column is one of `values`, in order, when that
-        column is of one width and not split yet (see `_Fixed.rows_of`); else None."""
+        column is of one width and not split yet (see `Fixed.rows_of`); else None."""
         fixed = self._fixed_of(field_)
         return fixed.rows_of(values) if fixed is not None else None
 
-    def _fixed_of(self, field_: str) -> _Fixed | None:
-        """Column `field_` as a _Fixed, when it is of one width and not split yet."""
+    def _fixed_of(self, field_: str) -> Fixed | None:
+        """Column `field_` as a Fixed, when it is of one width and not split yet."""
         if field_ in self._made or field_ == "version":
             return None
         if field_ not in self._fixed:
             lo, hi = self._spans[field_]
             raw = self._body.obj
             assert isinstance(raw, bytes)  # (see `complete`, asked before any value)
-            self._fixed[field_] = _Fixed.of(raw, lo, hi, self._count)
+            self._fixed[field_] = Fixed.of(raw, lo, hi, self._count)
         return self._fixed[field_]
 
     def complete(self) -> bool:
@@ -1792,80 +1792,6 @@ class _Columns(Mapping[str, Sequence[Any]]):
 
     def __len__(self) -> int:
         return len(self._spans)
-
-
-class _Fixed(Sequence[str]):
-    """A NUL-separated column of text whose values are all `width` bytes, in place in
-    `raw` from `lo`: a value is sliced when asked for, none of the others made; split
-    whole when iterated."""
-
-    def __init__(self, raw: bytes, lo: int, width: int, count: int) -> None:
-        self._raw, self._lo, self._width, self._count = raw, lo, width, count
-        self._list: list[str] | None = None
-
-    @classmethod
-    def of(cls, raw: bytes, lo: int, hi: int, count: int) -> _Fixed | None:
-        """The column raw[lo:hi] of `count` values when they are all of one width; None
-        otherwise. Its separators are where that width puts them and nowhere else."""
-        if count < 1:
-            return None
-        width = raw.find(b"\0", lo, hi) - lo if count > 1 else hi - lo
-        if width < 0 or hi - lo != count * (width + 1) - 1:
-            return None
-        if raw[lo + width : hi : width + 1] != b"\0" * (count - 1):
-            return None
-        if raw.count(b"\0", lo, hi) != count - 1:
-            return None
-        return cls(raw, lo, width, count)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def rows_of(self, values: Iterable[object]) -> list[int]:
-        """The rows holding one of `values`, in order: each value's bytes searched for in
-        the column's (a MAC in 100,000 of them: half a millisecond). A value of the
-        column's width and without a NUL is found only where a row holds it whole."""
-        step, lo = self._width + 1, self._lo
-        end = lo + self._count * step - 1
-        rows: set[int] = set()
-        for value in values:
-            try:
-                raw = value.encode() if isinstance(value, str) else b""
-            except UnicodeEncodeError:  # (no row holds what UTF-8 cannot)
-                continue
-            if len(raw) != self._width or b"\0" in raw:
-                continue
-            at = self._raw.find(raw, lo, end)
-            while at >= 0:
-                if (at - lo) % step == 0:
-                    rows.add((at - lo) // step)
-                at = self._raw.find(raw, at + 1, end)
-        return sorted(rows)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if self._list is not None or isinstance(i, slice):
-            return self._whole()[i]
-        if i < 0:
-            i += self._count
-        if not 0 <= i < self._count:
-            raise IndexError("a row past the column")
-        at = self._lo + i * (self._width + 1)
-        return self._raw[at : at + self._width].decode()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._whole())
-
-    def _whole(self) -> list[str]:
-        if self._list is None:
-            end = self._lo + self._count * (self._width + 1) - 1
-            self._list = self._raw[self._lo : end].decode().split("\0")
-        return self._list
 
 
 def _split(block: memoryview, count: int) -> list[str]:

@@ -135,7 +135,7 @@ def test_a_column_of_one_width_is_read_in_place_as_its_split(values: list[str], 
         values = [v for v in values if len(v.encode()) == width] or values
     raw = b"head" + "\0".join(values).encode() + b"tail"
     lo, hi = 4, len(raw) - 4
-    column = plan_module._Fixed.of(raw, lo, hi, len(values))
+    column = overlay.Fixed.of(raw, lo, hi, len(values))
     widths = {len(v.encode()) for v in values}
     assert (column is not None) == (len(widths) == 1)
     if column is None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from gitprov import version as versioning
 from gitprov.compile import placeholder_resolver
 from gitprov.formats import flyingvoice
+from gitprov.overlay import Fixed, Sorted
 from gitprov.pipeline import Pipeline
 from gitprov.version import (
     ABSENT,
@@ -411,8 +412,12 @@ def test_a_snapshot_reads_back_whether_or_not_its_keys_are_in_order(tmp_path: Pa
     sizes = json.loads(head)["blocks"]
     assert body[: sizes[0]] == b"m\0n\0o" and body[sizes[0] : sum(sizes[:2])] == b"d\0e\0g"
     back = VersionCache(tmp_path, "salt").state("abc")
-    assert back is not None and not isinstance(back.keys, dict) and back == state
+    assert back is not None and isinstance(back.keys, Sorted)
     assert back.entry("m") == ("d", 3, "b") and back.entry("x")[0] == ABSENT
+    # The digests, of one width, read in place (Fixed): looked up, none of them split.
+    digests = back.keys._columns[0]
+    assert isinstance(digests, Fixed) and digests._list is None
+    assert back == state
     # The columns as JSON (as a snapshot that cannot be blocks is written), in another
     # order.
     columns = {"keys": ["n", "o", "m"], "digests": ["e", "g", "d"], "n": [1, 2, 3]}
