@@ -236,7 +236,7 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
     start = b'{"commit":' + statejson.dumps(prev.commit) + b',"files":{'
     if old[: len(start)] != start:
         return None
-    names = files._extra.keys() | prev.files._extra.keys() | (prev.files.keys() - files.keys())
+    names = files._extra.keys() | prev.files._extra.keys() | _removed(base, prev.files, files)
     entries = {n: files._extra.get(n) for n in names}
     diffs = _diffs(prev, manifest)
     # The maps in the order the file holds them (its keys, and each root's, sorted), each
@@ -269,6 +269,16 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
         return None
     out.append(skeleton[at:])
     return out
+
+
+def _removed(base: _Base, before: EntryTable, after: EntryTable) -> set[str]:
+    """The names `before` holds and `after` does not, both tables of `base`'s columns:
+    of the names `after` no longer holds of `base`'s (from the rows it knows are gone),
+    those `before` held, and the names given to `before` as such that `after` lacks. Not
+    a set of each table's names (a fleet's each, 15 ms at 100,000 devices)."""
+    return {n for n in _gone(base.names, after) if n in before} | {
+        n for n in before._extra if n not in after
+    }
 
 
 def _maps_of(manifest: Manifest) -> list[tuple[bytes, bytes]]:

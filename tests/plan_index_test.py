@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 from array import array
@@ -467,9 +468,9 @@ def test_the_names_with_a_few_macs_are_those_a_pass_finds(
     taken: list[int],
 ) -> None:
     """EntryTable.names_with (a search of a column's bytes for each value, when the column
-    is of one width: the MACs) and the index's names a change dropped (from the rows it
-    knows are gone) are what a pass over the whole finds, on the tables a publish by
-    change makes of an index."""
+    is of one width: the MACs), the index's names a change dropped (from the rows it
+    knows are gone) and the names one table holds and the next does not are what a pass
+    over the whole finds, on the tables publishes by change make of an index."""
     if one_width:  # (a MAC a device: every value of one width)
         entries = {n: dataclasses.replace(e, mac=e.mac.ljust(6, "0")) for n, e in entries.items()}
     state = tmp_path_factory.mktemp("state")
@@ -490,6 +491,11 @@ def test_the_names_with_a_few_macs_are_those_a_pass_finds(
         model = dict(table)
         assert with_macs == [n for n in table if model[n].mac in values]
         assert set(gone) == set(entries) - set(model)
+    # What a next change removes of what one made (the names it gives are entries too).
+    tables.append(tables[-1].without([*dropped[::-1], *made][:3]).with_entries(made))
+    tables.append(tables[-1].without(list(made)[:1]))  # (an entry given, then taken out)
+    for before, after in itertools.pairwise(tables):
+        assert plan_module._removed(base, before, after) == set(before) - set(after)
 
 
 @pytest.mark.parametrize("lookups", [2048, 1])
