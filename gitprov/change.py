@@ -111,7 +111,7 @@ def change_since(
     carried: Mapping[str, ManifestEntry]
     if isinstance(files, EntryTable):
         # (a manifest read from its index: the entries taken over are never made)
-        dropped = files.names_where("kind", Kind.DEVICE.__ne__)
+        dropped = files.names_other_than("kind", Kind.DEVICE)
         dropped += files.names_with("mac", affected)
         carried = files.without(dropped)
     else:

@@ -153,6 +153,28 @@ def test_a_column_of_one_width_is_read_in_place_as_its_split(values: list[str], 
     assert column[0] == values[0]  # (and from the split, once made)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.sampled_from(["device", "", "stage", "devicedevice", "xdevice", "deviced", "é"]),
+        min_size=1,
+        max_size=8,
+    ),
+    value=st.sampled_from(["device", "dev", "é", "\ud800"]),
+)
+def test_the_rows_of_other_values_are_found_in_the_bytes_as_a_split_finds_them(
+    values: list[str], value: str
+) -> None:
+    raw = b"head" + "\0".join(values).encode() + b"tail"
+    columns = plan_module._Columns(memoryview(raw), {"kind": (4, len(raw) - 4)}, len(values))
+    rows = columns.rows_other_than("kind", value)
+    event("found in the bytes" if rows is not None else "left to a split")
+    if rows is not None:
+        assert rows == [i for i, v in enumerate(values) if v != value]
+    else:  # (only where a value holds it, twice or inside, or a value is empty)
+        assert "" in values or any(v != value and value in v for v in values)
+
+
 def test_one_entry_field_is_read_from_its_column_without_splitting_it(tmp_path: Path) -> None:
     entries = {
         f"{i}.conf": ManifestEntry(
@@ -468,7 +490,8 @@ def test_the_names_with_a_few_macs_are_those_a_pass_finds(
     taken: list[int],
 ) -> None:
     """EntryTable.names_with (a search of a column's bytes for each value, when the column
-    is of one width: the MACs), the index's names a change dropped (from the rows it
+    is of one width: the MACs), names_other_than (the kinds), the index's names a change
+    dropped (from the rows it
     knows are gone) and the names one table holds and the next does not are what a pass
     over the whole finds, on the tables publishes by change make of an index."""
     if one_width:  # (a MAC a device: every value of one width)
@@ -485,12 +508,21 @@ def test_the_names_with_a_few_macs_are_those_a_pass_finds(
     assert isinstance(columns, plan_module._Columns)
     base = plan_module._BASES[str(state)]
     # (each asked before any pass over the entries, which splits every column)
-    found = [(t.names_with("mac", values), plan_module._gone(base.names, t)) for t in tables]
+    found = [
+        (
+            t.names_with("mac", values),
+            plan_module._gone(base.names, t),
+            t.names_other_than("kind", Kind.DEVICE),
+        )
+        for t in tables
+    ]
     event("read in place" if columns._fixed.get("mac") is not None else "split")
-    for table, (with_macs, gone) in zip(tables, found, strict=True):
+    event("kinds split" if "kind" in columns._made else "kinds found in the bytes")
+    for table, (with_macs, gone, others) in zip(tables, found, strict=True):
         model = dict(table)
         assert with_macs == [n for n in table if model[n].mac in values]
         assert set(gone) == set(entries) - set(model)
+        assert others == [n for n in table if model[n].kind != Kind.DEVICE]
     # What a next change removes of what one made (the names it gives are entries too).
     tables.append(tables[-1].without([*dropped[::-1], *made][:3]).with_entries(made))
     tables.append(tables[-1].without(list(made)[:1]))  # (an entry given, then taken out)
