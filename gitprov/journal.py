@@ -280,14 +280,24 @@ def state_digest(
         held = m.commit if m.converged(root) else f"-{state.commit}"
         h.update(f"{root}\0{held}\n".encode())
     files = m.files
+    # Hashed a slice of lines at a time: the text of a fleet's lines whole, and its
+    # bytes, were 22 MB at 100,000 files, at a cold publish's peak of memory.
+    step = _DIGEST_LINES
     if not keep and (changed is None or since is None or since.sha256 not in _LINES):
-        # Nothing to start from and nothing to keep: the text alone, as it is made.
+        # Nothing to start from and nothing to keep: the lines alone, as they are made.
         names, (shas, versions) = sorted_fields(files, "sha256_data", "version")
-        text = "".join(_lines(names, shas, versions))
+        for i in range(0, len(names), step):
+            j = i + step
+            h.update("".join(_lines(names[i:j], shas[i:j], versions[i:j])).encode())
     else:
-        text = "".join(_file_lines(m, since, changed, keep)[1])
-    h.update(text.encode())
+        lines = _file_lines(m, since, changed, keep)[1]
+        for i in range(0, len(lines), step):
+            h.update("".join(lines[i : i + step]).encode())
     return h.hexdigest()
+
+
+# The lines `state_digest` hashes at once: their text a few hundred kB.
+_DIGEST_LINES = 4096
 
 
 # A file's line in the state digest: name, sha256 and version.

@@ -662,6 +662,30 @@ def test_a_state_digest_from_the_last_ones_lines_is_the_one_computed_from_nothin
         before = after
 
 
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("count", [0, 1, 5, 6, 7, 20])
+def test_the_state_digest_hashed_a_slice_of_lines_at_a_time_is_that_of_the_whole_text(
+    monkeypatch: pytest.MonkeyPatch, count: int, keep: bool
+) -> None:
+    """The digest's lines are hashed a few at a time (a fleet's text whole was a peak of
+    memory): the digest is that of the header, the roots' lines and every file's line
+    in name order, whatever the count of lines against the slice."""
+    from gitprov import journal as journal_module
+    from gitprov.plan import Manifest, ManifestEntry, RootState
+
+    monkeypatch.setattr(journal_module, "_DIGEST_LINES", 3)
+    monkeypatch.setattr(journal_module, "_LINES", {})
+    files = {
+        f"fv{i:012x}.conf": ManifestEntry(f"{i:012x}", "m", 1000 + i, "b", "p", f"{i:064x}")
+        for i in reversed(range(count))
+    }
+    roots = {"/srv/tftp": RootState("c1"), "/srv/http": RootState("c0", "full disk")}
+    m = Manifest("c1", "t1", roots, files, sha256="m1")
+    text = f"{journal_module.JOURNAL_FORMAT}\0c1\n/srv/http\0-c0\n/srv/tftp\0c1\n"
+    text += "".join(f"{n}\0{files[n].sha256_data}\0{files[n].version}\n" for n in sorted(files))
+    assert journal_module.state_digest(m, keep=keep) == hashlib.sha256(text.encode()).hexdigest()
+
+
 def test_times_are_rfc3339_with_four_digit_years_and_milliseconds() -> None:
     from datetime import UTC, datetime, timedelta, timezone
 
