@@ -4,6 +4,7 @@ EntryTable behaves as the dict of entries it stands for."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import itertools
 import json
@@ -251,12 +252,45 @@ def test_what_the_columns_cannot_say_is_read_from_the_json(
     by_json = load_manifest(state)
     assert by_json is not None and by_json.sha256
     write_index(state, by_json)
+    assert sorted(p.name for p in state.iterdir()) == [INDEX, MANIFEST]  # (no temp left)
     plan_module._LOADED.clear()
     index = load_index(state)
     assert index is not None and index.rest is None
     again = load_manifest(state)
     assert again is not None and not isinstance(again.files, EntryTable)
     assert again == by_json and again.sha256 == by_json.sha256
+
+
+@pytest.mark.parametrize("copy", ["within the kernel", "through the process"])
+def test_the_index_is_the_same_whether_its_columns_are_copied_in_the_kernel_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: str
+) -> None:
+    """The columns are written as they are made and copied after the head (which names
+    their sha256): copy_file_range where the filesystem takes it, else read and written;
+    the same index either way, read as the manifest, and no temp left."""
+    m = _store(tmp_path / "before", _one())
+    expected = (tmp_path / "before" / INDEX).read_bytes()
+    if copy == "through the process":
+
+        def refused(*args: Any) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", refused)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / MANIFEST).write_bytes(m.to_bytes())
+    os.utime(state / MANIFEST, ns=((tmp_path / "before" / MANIFEST).stat().st_mtime_ns,) * 2)
+    write_index(state, m)
+    assert sorted(p.name for p in state.iterdir()) == [INDEX, MANIFEST]
+    got = (state / INDEX).read_bytes()
+    # (the head names the manifest file by its inode: the rest is the same bytes)
+    assert got.split(b"\n", 1)[1] == expected.split(b"\n", 1)[1]
+    head, before = json.loads(got.split(b"\n", 1)[0]), json.loads(expected.split(b"\n", 1)[0])
+    assert head["entries"] == before["entries"] and head["sha256"] == before["sha256"]
+    plan_module._LOADED.clear()
+    by_index = load_manifest(state)
+    assert by_index is not None and isinstance(by_index.files, EntryTable)
+    _same(by_index, m)
 
 
 @pytest.mark.parametrize(
