@@ -192,7 +192,7 @@ def test_a_synced_write_starts_its_writeback_a_step_at_a_time(
         return got
 
     monkeypatch.setattr(publish_module, "_SYNC_FILE_RANGE", started)
-    pieces = [b"a" * 12, memoryview(b"bcdefg"), b"", b"hij"]
+    pieces: list[bytes | memoryview] = [b"a" * 12, memoryview(b"bcdefg"), b"", b"hij"]
     target = tmp_path / "manifest.json"
     publish_module.write_atomic(target, pieces)
     assert target.read_bytes() == b"a" * 12 + b"bcdefghij"
