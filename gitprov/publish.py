@@ -1017,8 +1017,9 @@ class PublishResult:
     # The only file names whose entries may differ from the previous manifest's, when a
     # publish by change knows them (None: any may).
     changed_names: Set[str] | None = field(default=None, repr=False)
-    # The journal's digest of the state the manifest records, when made with it.
-    state_digest: str | None = field(default=None, repr=False)
+    # The journal's digest of the state the manifest records, when made with it (and the
+    # text of its lines, to keep: see journal.STATE_LINES).
+    state_digest: journal.Digested | None = field(default=None, repr=False)
 
     @property
     def written(self) -> tuple[FileAction, ...]:
@@ -1101,9 +1102,11 @@ def _journal(
     previous: Manifest | None,
     recorder: journal.Recorder,
     keep: bool = True,
+    state: Callable[[], str] | None = None,
 ) -> PublishResult:
     """Append the publish's journal entry: after the manifest (gitprov.journal says what
-    a crash in between leaves, and how the next publish recovers it)."""
+    a crash in between leaves, and how the next publish recovers it). `state`: what
+    makes the entry's state digest, when not the journal."""
     assert result.state_dir is not None
     try:
         journal.record(
@@ -1115,7 +1118,7 @@ def _journal(
             failures=result.failures,
             changed=result.changed_names,
             keep=keep,
-            state=result.state_digest if not keep else None,
+            state=state,
         )
     except OSError as exc:
         raise PublishError(
@@ -1414,27 +1417,50 @@ def _publish_commit(
                 carry.refused |= exc.macs
                 pipeline.builder = _new_builder(pipeline.builder)
         written = result.manifest
+        # A process that publishes once keeps nothing in memory for a next publish (at
+        # 100,000 devices the record and the state's lines would add 50 MB to its
+        # peak): it keeps the state's lines in the state dir instead (see
+        # journal.STATE_LINES), made with the manifest or, when the journal asks, now.
+        keep = not pipeline.one_commit
+        digested: list[journal.Digested] = [result.state_digest] if result.state_digest else []
+
+        def state_of_written() -> str:
+            if not digested:
+                digested.append(
+                    journal.state_digest_kept(
+                        written, previous, result.changed_names, where.state_dir
+                    )
+                )
+            return digested[0].digest
 
         def keep_inputs() -> None:
             _keep_inputs(where.state_dir, written, build, pipeline, inputs, carry, change)
+            if digested and written.sha256:
+                _keep_lines(where.state_dir, digested[0].kept(written.sha256))
 
-        # A process that publishes once keeps nothing for a next publish: at 100,000
-        # devices the record and the state's lines would add 50 MB to its peak.
-        keep = not pipeline.one_commit
         if change is not None:
-            # By change, the build record is made and written while the journal's entry
-            # waits for the disk: the two are apart, and a crash may lose either (see
-            # each). Each is then a few entries spliced into a text.
+            # By change, the build record (and the state's lines) are written while the
+            # journal's entry waits for the disk: the two are apart, and a crash may
+            # lose either (see each). Each is then a few entries spliced into a text.
             with _alongside(keep_inputs):
-                result = _journal(result, previous, recorder, keep=keep)
+                result = _journal(
+                    result, previous, recorder, keep, None if keep else state_of_written
+                )
         else:
             # A full build's record (100,000 devices: 13 MB of JSON made from their
             # records) and its journal entry (as many files, and the state's lines)
             # one after the other: at once, their peaks of memory add up (a cold
             # publish's peak, 35 MB more).
+            result = _journal(result, previous, recorder, keep, None if keep else state_of_written)
             keep_inputs()
-            result = _journal(result, previous, recorder, keep=keep)
         return replace(result, notes=(unreadable, *result.notes)) if unreadable else result
+
+
+def _keep_lines(state_dir: Path, text: list[bytes | memoryview]) -> None:
+    """The state's lines kept for the next publish (see journal.STATE_LINES): never
+    fsynced, and best effort (a file lost or torn fails its check: the lines are made)."""
+    with contextlib.suppress(OSError):
+        write_atomic(state_dir / journal.STATE_LINES, text, sync=False)
 
 
 @contextlib.contextmanager
@@ -2319,12 +2345,12 @@ def _publish_locked(
     changed = (
         (previous.files.keys() - carried.keys()) | made.keys() if previous and carried else None
     )
-    state: list[str] = []
+    state: list[journal.Digested] = []
 
     def digest_of_state() -> None:
-        # (an error here is met again where the journal makes the digest itself)
+        # (an error here is met again where the digest is made for the journal)
         with contextlib.suppress(Exception):
-            state.append(journal.state_digest(manifest, previous, changed, keep=False))
+            state.append(journal.state_digest_kept(manifest, previous, changed, targets.state_dir))
 
     try:
         digest = hashlib.sha256()

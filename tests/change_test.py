@@ -563,18 +563,17 @@ def test_the_build_record_is_written_while_the_journal_entry_waits_for_the_disk(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The build record and the journal's entry are apart: by change, the record is made
-    while the entry is appended (an fsync); a full build's before it (both are a fleet's
-    worth of memory). Both are what they would be one after the other; an error in
-    making the record is the publish's."""
+    while the entry is appended (an fsync); a full build's after it, on the same thread
+    (both are a fleet's worth of memory). Both are what they would be one after the
+    other; an error in making the record is the publish's."""
     appending = threading.Event()
-    overlapped: list[bool] = []
+    overlapped: list[tuple[bool, bool]] = []  # (on a thread of its own, the entry appended)
     real_keep, real_append = publish_module._keep_inputs, journal_module.Journal.append
 
     def keep(*args: Any) -> None:
-        if threading.current_thread() is threading.main_thread():
-            overlapped.append(appending.is_set())  # (False: not appended yet)
-        else:
-            overlapped.append(appending.wait(10))  # (the entry is appended meanwhile)
+        alongside = threading.current_thread() is not threading.main_thread()
+        # (alongside, the entry is appended meanwhile: waited for)
+        overlapped.append((alongside, appending.wait(10) if alongside else appending.is_set()))
         real_keep(*args)
 
     def append(self: journal_module.Journal, entry: journal_module.Entry) -> object:
@@ -591,7 +590,7 @@ def test_the_build_record_is_written_while_the_journal_entry_waits_for_the_disk(
     appending.clear()
     as_a_fresh_process()
     assert publish(repo, where) == 0
-    assert overlapped == [False, True]  # the first publish built every device
+    assert overlapped == [(False, True), (True, True)]  # the first publish built every device
     state_recorded(where)
 
     def fails(*args: Any) -> None:
@@ -601,6 +600,38 @@ def test_the_build_record_is_written_while_the_journal_entry_waits_for_the_disk(
     edit_device(h, random.Random(3))
     assert publish(repo, where) == 3  # (an internal error: a bug to report)
     assert "the record fails" in capsys.readouterr().err
+
+
+def test_a_publish_by_change_digests_its_state_from_the_lines_the_last_one_kept(
+    tmp_path: Path, private_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each publish of a process that publishes once keeps its state's lines in the
+    state dir, naming its manifest; the next, by change, digests its state from them:
+    the journal's digest is the one from nothing all the same."""
+    patched: list[bool] = []
+    real = journal_module._patched
+
+    def spy(*args: Any) -> Any:
+        got = real(*args)
+        patched.append(got is not None)
+        return got
+
+    monkeypatch.setattr(journal_module, "_patched", spy)
+    repo = GitRepo(tmp_path / "repo.git", bare=True)
+    h = History(repo, fleet_files(5))
+    where = tmp_path / "out"
+    kept = where / "state" / journal_module.STATE_LINES
+    for seed in range(3):
+        if seed:
+            edit_device(h, random.Random(seed))
+        as_a_fresh_process()
+        assert publish(repo, where) == 0
+        state_recorded(where)
+        manifest = load_manifest(where / "state")
+        assert manifest is not None
+        made = journal_module.state_digest_kept(manifest, None, None, tmp_path / "nothing")
+        assert kept.read_bytes() == b"".join(made.kept(manifest.sha256))
+    assert patched == [True, True]  # (the cold publish made its lines from nothing)
 
 
 def test_force_and_verify_build_every_device(

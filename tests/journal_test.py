@@ -686,6 +686,92 @@ def test_the_state_digest_hashed_a_slice_of_lines_at_a_time_is_that_of_the_whole
     assert journal_module.state_digest(m, keep=keep) == hashlib.sha256(text.encode()).hexdigest()
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_a_state_digest_from_the_lines_kept_in_the_state_dir_is_the_one_from_nothing(
+    tmp_path: Path, seed: int
+) -> None:
+    """A process that publishes once digests its state from the lines the last one kept
+    in the state dir, with its changed files put in place, added or left out: over any
+    run of changes, the digest (and the lines kept) computed from nothing."""
+    import random
+
+    from gitprov import journal as journal_module
+    from gitprov.plan import Manifest, ManifestEntry, RootState
+
+    rng = random.Random(seed)
+
+    def entry(i: int, version: int) -> ManifestEntry:
+        return ManifestEntry(f"{i:012x}", "m", version, "c", "p", f"{i:04x}{version}", "device")
+
+    def name(i: int) -> str:  # (names of other lengths and beyond ASCII: bytes sort as text)
+        return rng.choice([f"fv{i:04d}.conf", f"fv{i:04d}é.conf", f"{i:03d}.cfg"])
+
+    files = {name(i): entry(i, 1) for i in rng.sample(range(300), rng.randint(0, 40))}
+    roots = {"/srv/http": RootState("c0"), "/srv/tftp": RootState("c0")}
+    before = Manifest("c0", "t0", roots, dict(files), sha256="0" * 64)
+    made = journal_module.state_digest_kept(before, None, None, tmp_path)
+    kept = tmp_path / journal_module.STATE_LINES
+    kept.write_bytes(b"".join(made.kept(before.sha256)))
+    used = 0
+    for step in range(1, 25):
+        changed: set[str] = set()
+        for _ in range(rng.randint(0, 5)):
+            n = rng.choice([*files, name(rng.randrange(300))]) if files else name(1)
+            changed.add(n)
+            if n in files and rng.random() < 0.4:
+                del files[n]
+            else:
+                files[n] = entry(step, step + 1)
+        changed |= {name(rng.randrange(300)) for _ in range(rng.randint(0, 2))}  # (the same)
+        roots = {r: RootState(f"c{step}", "" if rng.random() < 0.8 else "full") for r in roots}
+        after = Manifest(f"c{step}", f"t{step}", roots, dict(files), sha256=f"{step:064x}")
+        got = journal_module.state_digest_kept(after, before, changed, tmp_path)
+        whole = journal_module.state_digest_kept(after, None, None, tmp_path / "none")
+        assert got.digest == journal_module.state_digest(after, keep=False), (seed, step)
+        assert got.digest == whole.digest and got.lines_sha256 == whole.lines_sha256
+        assert b"".join(got.lines) == b"".join(whole.lines)
+        used += any(isinstance(p, memoryview) for p in got.lines)
+        kept.write_bytes(b"".join(got.kept(after.sha256)))
+        before = after
+    assert used  # (the kept lines were read, not made again)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    ["another manifest's", "a line changed", "cut short", "no head", "gone"],
+)
+def test_lines_kept_that_are_not_the_manifests_whole_are_not_used(
+    tmp_path: Path, spoil: str
+) -> None:
+    """The kept lines name the manifest they are of and their text's sha256: a file of
+    another manifest's, torn, edited or lost is not read, and the digest is made from
+    nothing."""
+    from gitprov import journal as journal_module
+    from gitprov.plan import Manifest, ManifestEntry, RootState
+
+    files = {
+        f"fv{i:04d}.conf": ManifestEntry(f"{i:012x}", "m", 1, "c", "p", "aa") for i in range(9)
+    }
+    before = Manifest("c0", "t0", {"/srv/http": RootState("c0")}, dict(files), sha256="1" * 64)
+    text = b"".join(journal_module.state_digest_kept(before, None, None, tmp_path).kept("1" * 64))
+    kept = tmp_path / journal_module.STATE_LINES
+    if spoil == "another manifest's":
+        text = text.replace(b"1" * 64, b"2" * 64, 1)
+    elif spoil == "a line changed":
+        text = text.replace(b"fv0003.conf\0aa\0" + b"1", b"fv0003.conf\0aa\0" + b"7")
+    elif spoil == "cut short":
+        text = text[:-5]
+    elif spoil == "no head":
+        text = text[text.index(b"\n") + 1 :]
+    if spoil != "gone":
+        kept.write_bytes(text)
+    files["fv0005.conf"] = ManifestEntry("5", "m", 2, "c", "p", "bb")
+    after = Manifest("c1", "t1", {"/srv/http": RootState("c1")}, dict(files), sha256="3" * 64)
+    got = journal_module.state_digest_kept(after, before, {"fv0005.conf"}, tmp_path)
+    assert got.digest == journal_module.state_digest(after, keep=False)
+    assert not any(isinstance(p, memoryview) for p in got.lines)  # made from nothing
+
+
 def test_times_are_rfc3339_with_four_digit_years_and_milliseconds() -> None:
     from datetime import UTC, datetime, timedelta, timezone
 
