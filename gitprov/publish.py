@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 import pygit2
 
@@ -790,18 +790,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's syncfs(2) (Linux; Python 3.11 has no os.syncfs), or None where there is none."""
+def _libc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """libc's function `name` taking `argtypes` and returning an int (errno kept), or
+    None where libc has none: Linux calls Python 3.11's os lacks (syncfs,
+    sync_file_range)."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
-    return fn
+    return cast("Callable[..., int]", fn)
 
 
-_SYNCFS = _load_syncfs()
+_SYNCFS = _libc("syncfs", ctypes.c_int)
 # Below this many files to write, each temp is fsynced, not its filesystem: syncfs waits
 # for every dirty page of the filesystem, other programs' included (a CI runner's build
 # next to the roots), while an fsync per file of a small change costs a journal commit
@@ -809,18 +811,9 @@ _SYNCFS = _load_syncfs()
 SYNCFS_MIN = 16
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range(2) (Linux; not in Python's os), or None where there is none."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE = _libc(
+    "sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+)
 _SYNC_FILE_RANGE_WRITE = 2  # (linux/fs.h) start writing the range back; wait for nothing
 # A file to be fsynced has its writeback started every this many bytes as it is written:
 # the disk writes the start of a 60 MB manifest while the rest is copied, and its fsync
