@@ -325,15 +325,16 @@ _KEPT = re.compile(rb"gitprov state lines 1\0([0-9a-f]{64})\0([0-9a-f]{64})\n")
 
 @dataclass(frozen=True)
 class Digested:
-    """A state digest, and the text of its files' lines in pieces with its sha256."""
+    """A state digest, and the text of its files' lines in pieces."""
 
     digest: str
     lines: list[bytes | memoryview]
-    lines_sha256: str
 
     def kept(self, manifest_sha256: str) -> list[bytes | memoryview]:
-        """The text of STATE_LINES for these lines, the manifest's whose sha256 is given."""
-        head = f"gitprov state lines 1\0{manifest_sha256}\0{self.lines_sha256}\n"
+        """The text of STATE_LINES for these lines, of the manifest whose sha256 is given:
+        the digest in its head is their check (the next publish digests that manifest's
+        head and them again)."""
+        head = f"gitprov state lines 1\0{manifest_sha256}\0{self.digest}\n"
         return [head.encode(), *self.lines]
 
 
@@ -345,30 +346,32 @@ def state_digest_kept(
     nothing; with the text of `m`'s lines, to keep for the next publish."""
     pieces = None
     if since is not None and since.sha256 and changed is not None:
-        base = _kept_lines(state_dir / STATE_LINES, since.sha256)
+        base = _kept_lines(state_dir / STATE_LINES, since)
         if base is not None:
             pieces = _patched(base, changed, m.files)
     if pieces is None:
         pieces = list(_line_texts(m.files))
-    h, text = hashlib.sha256(_head(m)), hashlib.sha256()
+    h = hashlib.sha256(_head(m))
     for piece in pieces:
         h.update(piece)
-        text.update(piece)
-    return Digested(h.hexdigest(), pieces, text.hexdigest())
+    return Digested(h.hexdigest(), pieces)
 
 
-def _kept_lines(path: Path, manifest_sha256: str) -> memoryview | None:
-    """The text of the lines kept at `path` for the manifest of that sha256, when the
-    file is whole (its text's sha256 is the one its head names); else None."""
+def _kept_lines(path: Path, since: Manifest) -> memoryview | None:
+    """The text of the lines kept at `path` for `since`, when the file names its sha256
+    and is whole (`since`'s head and the text digest to the digest it names); else
+    None."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
     found = _KEPT.match(data)
-    if found is None or found.group(1).decode() != manifest_sha256:
+    if found is None or found.group(1).decode() != since.sha256:
         return None
     text = memoryview(data)[found.end() :]
-    if hashlib.sha256(text).hexdigest() != found.group(2).decode():
+    check = hashlib.sha256(_head(since))
+    check.update(text)
+    if check.hexdigest() != found.group(2).decode():
         return None
     return text
 
