@@ -64,6 +64,7 @@ MiB = 1024 * 1024
 GROUPS = ("fleet", "watch", "history")
 MERGES = 7  # one-device commits per merge → served row
 ONE_DEVICE_RUNS = 3  # the one-device row: the fastest of this many runs a side
+PROFILE_RUNS = 2  # the one-profile row: the fastest of this many runs a side
 WATCH_START = 3600.0  # s: the watcher's first publish is a cold publish of the whole fleet
 SERVED_WITHIN = 120.0  # s: a merge not served by then stops the benchmark
 POLL = 0.005  # s between looks at the served file
@@ -246,10 +247,33 @@ class Bench:
         self.add(f"one-device commit (best of {ONE_DEVICE_RUNS})", size, g, f, target, met_one)
         one = g.seconds
 
-        g = self.gitprov(repo, "publish", "--rev", "profile", *g_roots)
-        f = self.floor(repo, "publish", "--rev", "profile", *f_roots)
-        self.compare(scratch, "one-profile change")
-        self.add("one-profile change (20%)", size, g, f, "<= 1.5x floor", _ratio(g, f) <= 1.5)
+        # Twice each from the state the one-device commit left, the side that goes first
+        # alternating: the faster of each. One run a side read 1.3x to 1.7x at 1k across
+        # benches (200 devices, a fresh process's imports a third of it).
+        after_one = self.keep(scratch, repo)
+        runs = []
+        for i in range(PROFILE_RUNS):
+            order = ("gitprov", "floor") if i % 2 == 0 else ("floor", "gitprov")
+            if i:
+                self.put_back(after_one, scratch, repo)
+                self.gitprov(repo, "publish", "--rev", "one-device", *g_roots)  # (see above)
+            got = {
+                side: getattr(self, side)(
+                    repo,
+                    "publish",
+                    "--rev",
+                    "profile",
+                    *(g_roots if side == "gitprov" else f_roots),
+                )
+                for side in order
+            }
+            self.compare(scratch, "one-profile change")
+            runs.append((got["gitprov"], got["floor"]))
+        g, f = (_best([r[side] for r in runs]) for side in (0, 1))
+        met = _ratio(g, f) <= 1.5
+        self.add(
+            f"one-profile change (20%, best of {PROFILE_RUNS})", size, g, f, "<= 1.5x floor", met
+        )
         return one
 
     def keep(self, scratch: Path, repo: Path) -> Path:
