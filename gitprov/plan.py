@@ -249,8 +249,8 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
         *(diffs.stats[r] for r in sorted(manifest.roots)),
         versions,
     ]
-    if sum(map(len, changed)) > statejson.SPLICE_MAX:
-        return None  # (made whole: see SPLICE_MAX)
+    if not statejson.splice_pays(sum(map(len, changed)), len(prev.files) * len(changed)):
+        return None  # (made whole)
     maps, skeleton = _maps_of(manifest), _skeleton(manifest)
     spans = _map_spans(old, skeleton, maps, _ends_of(state_dir, loaded[0]))
     if spans is None:

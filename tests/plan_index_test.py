@@ -18,7 +18,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gitprov import overlay
+from gitprov import overlay, statejson
 from gitprov import plan as plan_module
 from gitprov.overlay import apply_changes
 from gitprov.plan import (
@@ -854,6 +854,41 @@ def test_a_manifest_changed_in_a_few_entries_is_made_from_its_file(
     # A manifest file replaced since it was read is not taken.
     (state / MANIFEST).write_bytes((state / MANIFEST).read_bytes())
     assert plan_module._spliced(state, _changed(previous, ({}, {}, {}, "c2"))) is None
+
+
+def test_a_manifest_changed_in_a_large_share_of_its_entries_is_made_whole(
+    tmp_path: Path,
+) -> None:
+    """Splicing finds each change by a bisection in Python: past one change in
+    SPLICE_SHARE of the maps' entries the text is made whole (the same bytes)."""
+    state = tmp_path / "state"
+    e = _one().files["a.conf"]
+    many = {f"{i:03}.conf": dataclasses.replace(e, mac=f"{i:012x}") for i in range(300)}
+    stat = {n: (1, 2, i) for i, n in enumerate(many)}
+    _store(
+        state, dataclasses.replace(_one(), files=many, roots={"/srv/a": RootState("c", stat=stat)})
+    )
+    previous = load_manifest(state)
+    assert previous is not None
+
+    def change(count: int) -> Manifest:
+        names = [f"{i:03}.conf" for i in range(0, 300, 300 // count)][:count]
+        return _changed(
+            previous,
+            (
+                {n: dataclasses.replace(e, version=9) for n in names},
+                {},
+                {n: (4, 5, 6) for n in names},
+                "c1",
+            ),
+        )
+
+    # 3 maps of 300 entries or fewer: 10 changes each spliced, 60 made whole.
+    few, many_changed = change(10), change(60)
+    assert statejson.splice_pays(20, 3 * 300) and not statejson.splice_pays(120, 3 * 300)
+    spliced = plan_module._spliced(state, few)
+    assert spliced is not None and b"".join(spliced) == few.to_bytes()
+    assert plan_module._spliced(state, many_changed) is None
 
 
 @pytest.mark.parametrize("lookups", [2048, 1, 0])
