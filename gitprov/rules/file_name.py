@@ -5,12 +5,15 @@ tftpd serve: the fleet's `file_name` template expanded with each device's macro 
 and each model's `config_file_name` (the option-66 bootstrap) and `firmware.file`. No `/`,
 no `.` or `..`, no leading dot (servers deny dot-files, and gitprov's own temp files are
 dot-files it deletes), no NUL or control character, no `%`, `?` or `#` (the device asks
-for the name inside a URL, where they mean an escape, a query and a fragment), at most
-255 bytes.
+for the name inside a URL, where they mean an escape, a query and a fragment), no
+whitespace (it ends the URL of a Profile Rule) and no `$` (the device expands macros in
+the URL it fetches by), at most 255 bytes.
 
 Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"` (or such an
          `encryption.previous.file_name`, the old names of a key rotation), or in a model
-         `config_file_name: .IP542N.conf` or `firmware: {file: ..}`
+         `config_file_name: .IP542N.conf` or `firmware: {file: ..}`; `file_name:
+         "fv$(PN)-$(MA).conf"` for a model whose product_name is `VOIP ATA`, and
+         `file_name: "fv$$MA.conf"` (a literal `$`)
 Passes:  `file_name: "fv$(MA).conf"`, `config_file_name: IP542N.conf`
 """
 
@@ -60,6 +63,19 @@ def _reason(name: str) -> str | None:
         return "it contains a control character, NUL or an invisible Unicode control"
     if len(name.encode("utf-8")) > 255:
         return "it is longer than 255 bytes"
+    if any(c.isspace() for c in name):
+        # A rule's URL ends at whitespace (the device's and gitprov's reading alike).
+        return (
+            "it contains whitespace, which ends the URL of the device's Profile Rule: "
+            "the device would ask for another name"
+        )
+    if "$" in name:
+        # The device expands macros in the rule it fetches by; the vendor's text reads
+        # `$$` both as a literal `$` and as an escape of the next macro.
+        return (
+            "it contains '$', which the device reads as the start of a macro in the URL "
+            "it fetches by: it would ask for another name"
+        )
     url = sorted({c for c in name if c in _URL_SYNTAX})
     if url:
         # The device fetches the name inside a URL (its Profile Rule, its Upgrade Rule):

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from gitprov.rules.file_name import _reason, unsafe_reason
 
 # Mostly the characters of file names and of what makes one unsafe.
-_names = st.text(alphabet=st.sampled_from("aZ09_-./\\\t\x00\u202e é%?#"), max_size=12) | st.text(
-    max_size=300
-)
+_names = st.text(
+    alphabet=st.sampled_from("aZ09_-./\\\t\x00\u202e é%?#$\xa0"), max_size=12
+) | st.text(max_size=300)
 
 
 @given(_names)
@@ -44,3 +44,12 @@ def test_what_a_url_reads_as_syntax_is_refused_naming_it() -> None:
         "it contains '%' and '?', which a URL reads as an escape, a query or a fragment: "
         "the device would ask for another name"
     )
+
+
+def test_whitespace_and_a_dollar_are_refused_naming_them() -> None:
+    """A Profile Rule's URL ends at whitespace; the device expands a `$` in it."""
+    for name in ("fvVOIP ATA-0021f2a0c001.conf", "fv\xa0x.conf", "fv\u2003x.conf"):
+        reason = unsafe_reason(name)
+        assert reason is not None and reason.startswith("it contains whitespace"), name
+    reason = unsafe_reason("fv$MA.conf")
+    assert reason is not None and reason.startswith("it contains '$'")

@@ -221,6 +221,21 @@ def test_gp107_bad_file_name() -> None:
     check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"x" ')})
 
 
+def test_gp107_whitespace_and_a_dollar_would_have_the_device_ask_for_another_name() -> None:
+    """The vendor's $(PN) may hold a space ("VOIP ATA"), and `$$` gives a literal `$`:
+    the Profile Rule's URL ends at the space, and the device expands the `$` again."""
+    spaced = {
+        "gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"fv$(PN)-$(MA).conf"'),
+        "models/IP542N.yaml": IP542N.replace("product_name: IP542N", "product_name: VOIP ATA"),
+    }
+    (found,) = check("GP107", spaced, (2, 12))
+    assert "'fvVOIP ATA-" in found.message and "whitespace" in found.message, found.message
+    dollar = FLEET.replace('"fv$(MA).conf"', '"fv$$MA.conf"')
+    (found,) = check("GP107", {"gitprov.yaml": dollar}, (2, 12))
+    assert "'fv$MA.conf'" in found.message and "'$'" in found.message, found.message
+    check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"fv$(PN)-$(MA).conf"')})
+
+
 def test_gp107_the_old_names_of_a_key_rotation_too() -> None:
     """encryption.previous.file_name names files a publish writes too: validate passed
     what every publish then refused, without a place."""
