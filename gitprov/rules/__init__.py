@@ -75,6 +75,7 @@ RULES = (
     "firmware_upgrade",  # GP130
     "key_delivery",  # GP131
     "duplicate_name",  # GP132
+    "option66_over_rule",  # GP133
     "option66_model",  # GP301
     "option66_url",  # GP302
 )

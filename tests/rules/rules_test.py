@@ -792,3 +792,17 @@ def test_gp302_option66_without_a_provisioning_url() -> None:
     check("GP302", {"gitprov.yaml": on}, (on.count("\n"), 13))
     check("GP302", {"gitprov.yaml": no_url + "publish:\n  option66: false\n"})
     check("GP302", {"gitprov.yaml": FLEET + "publish:\n  option66: true\n"})
+
+
+def test_gp133_option66_turned_on_where_a_profile_rule_is_written() -> None:
+    """With provisioning.url, each device's file carries its Profile Rule: a layer that
+    turns option 66 on makes the device ignore it (vendor overview 2.1, 4.4)."""
+    (found,) = check("GP133", profile("  provision.option66: true\n"), (BASE, 4, 23))
+    assert "provision.option66 turns option 66 on" in found.message, found.message
+    check("GP133", {D1: DEVICE + "params:\n  DBID_PRV_OPTION66_ENABLED: 1\n"}, (D1, 9, 30))
+    check("GP133", profile("  provision.option66: false\n"))
+    check("GP133", {D1: DEVICE + "params:\n  DBID_PRV_OPTION66_ENABLED: 0\n"})
+    # Without provisioning.url gitprov writes no Profile Rule: option 66 is the operator's.
+    no_url = FLEET.replace('provisioning:\n  url: "http://prov.example.com"\n', "")
+    assert no_url != FLEET
+    check("GP133", {"gitprov.yaml": no_url, **profile("  provision.option66: true\n")})
