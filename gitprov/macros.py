@@ -12,6 +12,7 @@ from typing import NamedTuple, TypeAlias
 
 __all__ = [
     "KNOWN",
+    "OVERVIEW",
     "device_variables",
     "escape",
     "expand",
@@ -20,7 +21,10 @@ __all__ = [
     "unknown_names",
 ]
 
-_OVERVIEW = frozenset({"MA", "MAU", "MAC", "PN", "SN", "IP", "SWVER", "HWVER"})
+# The overview's list (section 3): "the variables available for macro substitution are
+# MA, MAU, MAC, PN, SN, IP, SWVER and HWVER". The SPA family's others are assumed known
+# to the device's expansion (`KNOWN`), but a template that counts on one gets a warning.
+OVERVIEW = frozenset({"MA", "MAU", "MAC", "PN", "SN", "IP", "SWVER", "HWVER"})
 _SPA_GENERAL_PURPOSE = frozenset(chr(c) for c in range(ord("A"), ord("P") + 1))
 # SA..SD are only meaningful inside `--key`; they are still names the device recognises.
 _SPA_SECRETS = frozenset({"SA", "SB", "SC", "SD"})
@@ -41,7 +45,7 @@ _SPA_STATE = frozenset(
     }
 )
 
-KNOWN: frozenset[str] = _OVERVIEW | _SPA_GENERAL_PURPOSE | _SPA_SECRETS | _SPA_STATE
+KNOWN: frozenset[str] = OVERVIEW | _SPA_GENERAL_PURPOSE | _SPA_SECRETS | _SPA_STATE
 """Every macro name the device recognises (the overview's plus the SPA family's)."""
 
 # A name is letters and digits only: the overview, section 3, "If the variable name is

@@ -9,7 +9,10 @@ a device asking for `$IP` would ask for a file that was never written. Nor can i
 while the device, which knows its serial, asks for another.
 
 Fails:   `file_name: "fv$(MACADDR).conf"` or `file_name: "fv$(MA:x).conf"`, or
-         `file_name: "fv$(MA)-$SN.conf"` with a device that sets no `serial:`
+         `file_name: "fv$(MA)-$SN.conf"` with a device that sets no `serial:`, or
+         `provisioning: {url: "http://prov.example.com/$(EXTIP)"}` (a macro of the SPA
+         family the overview does not list: section 3 names MA, MAU, MAC, PN, SN, IP,
+         SWVER and HWVER, and the overview wins where the two differ)
 Passes:  `file_name: "fv$(MA).conf"`
 """
 
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 
 from gitprov.errors import Problem
 from gitprov.inventory import DEVICE, FLEET
-from gitprov.macros import KNOWN, malformed_references, unknown_names
+from gitprov.macros import KNOWN, OVERVIEW, malformed_references, unknown_names
 from gitprov.rules import DocContext, RuleContext, get, warning_at
 from gitprov.rules.rule_url import url_params
 from gitprov.yamldoc import Document, Path_
@@ -34,9 +37,16 @@ FILE_NAME_MACROS = frozenset({"MA", "MAU", "MAC", "PN", "SN"})
 def _template(doc: Document, path: Path_, text: str, known: frozenset[str]) -> Iterator[Problem]:
     where = ".".join(str(p) for p in path)
     for offset, name in unknown_names(text, known):
-        if name in KNOWN:
+        if name in KNOWN and known is FILE_NAME_MACROS:
             message = f"{where}: ${name} cannot be expanded when gitprov names the file"
             hint = "use MA, MAU, MAC, PN or SN in file_name"
+        elif name in KNOWN:
+            message = (
+                f"{where}: ${name} (character {offset + 1}) is a macro of the SPA family "
+                "that the Flying Voice overview does not list: the device may leave it as "
+                "written"
+            )
+            hint = "the overview's macros: MA, MAU, MAC, PN, SN, IP, SWVER, HWVER"
         else:
             message = f"{where}: ${name} (character {offset + 1}) is not a macro the device knows"
             hint = "it stays as written; known: MA, MAU, MAC, PN, SN, IP, SWVER, HWVER"
@@ -61,9 +71,9 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
                 yield from _template(doc, at, template, FILE_NAME_MACROS)
         url = get(doc.data, "provisioning", "url")
         if isinstance(url, str):
-            yield from _template(doc, ("provisioning", "url"), url, KNOWN)
+            yield from _template(doc, ("provisioning", "url"), url, OVERVIEW)
     for path, value, _ in url_params(dctx):
-        yield from _template(doc, path, value, KNOWN)
+        yield from _template(doc, path, value, OVERVIEW)
 
 
 def check(ctx: RuleContext) -> Iterator[Problem]:

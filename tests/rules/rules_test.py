@@ -375,6 +375,18 @@ def test_gp111_unknown_macro_warns() -> None:
     check("GP111", {fleet: FLEET.replace("$(MA)", "$(MA_X)")}, (2, 12))
 
 
+def test_gp111_a_macro_of_the_spa_family_in_a_url_warns() -> None:
+    """The overview lists eight macros (section 3), and wins where the SPA guides it
+    copies say more: a URL that counts on $EXTIP or $A may reach the server as written."""
+    fleet = "gitprov.yaml"
+    for name in ("$(EXTIP)", "$A", "$(SERV)"):
+        url = FLEET.replace("example.com", f"example.com/{name}")
+        (found,) = check("GP111", {fleet: url}, (4, 8))
+        assert "SPA family" in found.message and found.level is Level.WARNING, found.message
+    overview = "example.com/$(PN)/$(SWVER)-$(HWVER)/$IP/$(SN)/$(MAU)"
+    check("GP111", {fleet: FLEET.replace("example.com", overview)})
+
+
 def test_gp111_in_the_old_names_of_a_key_rotation() -> None:
     rotating = FLEET + "  previous:\n    master_key: !secret sip_2001\n    file_name: {}\n"
     line = rotating.count("\n")
