@@ -276,6 +276,7 @@ class Session:
         prune_unknown: bool = False,
         allow_mass_removal: bool = False,
         allow_target_change: bool = False,
+        allow_stranding: bool = False,
         verify: bool = False,
         head: HeadStart | None = None,
     ) -> PublishResult:
@@ -288,7 +289,9 @@ class Session:
         from gitprov.publisher_config import PublisherConfig
 
         config = config or PublisherConfig()
-        guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())
+        guards = Guards(
+            allow_mass_removal, allow_target_change, config.signature_policy(), allow_stranding
+        )
         commit = self.commit(rev)
         return publish_commit(
             self.pipeline,
@@ -493,6 +496,7 @@ class Session:
         lock_wait: float,
         allow_mass_removal: bool = False,
         allow_target_change: bool = False,
+        allow_stranding: bool = False,
         verify: bool = False,
         watch_roots: bool = True,
     ) -> CommitPublisher:
@@ -506,7 +510,9 @@ class Session:
 
         config.require_targets()
         assert config.state_dir is not None
-        guards = Guards(allow_mass_removal, allow_target_change, config.signature_policy())
+        guards = Guards(
+            allow_mass_removal, allow_target_change, config.signature_policy(), allow_stranding
+        )
 
         def renew(repo: pygit2.Repository) -> Pipeline:
             old = self.pipeline

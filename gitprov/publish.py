@@ -61,7 +61,15 @@ from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
 from gitprov.headstart import LOCK, HeadStart
-from gitprov.inventory import FLEET, FLEET_FILE, Documents, Fleet, Inventory, build_inventory
+from gitprov.inventory import (
+    FLEET,
+    FLEET_FILE,
+    SECRETS_FILE,
+    Documents,
+    Fleet,
+    Inventory,
+    build_inventory,
+)
 from gitprov.overlay import apply_changes, updated, whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
@@ -99,8 +107,10 @@ from gitprov.plan import (
     write_map_ends,
 )
 from gitprov.rules.file_name import unsafe_reason
+from gitprov.secrets import unseal
 from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
+from gitprov.strand import stranding
 from gitprov.version import IncompleteHistory, State, require_complete
 
 Progress = Callable[[str, int, int], None]
@@ -140,6 +150,9 @@ class Guards(NamedTuple):
     allow_mass_removal: bool = False  # else: refuse removing more than publish.max_removal
     allow_target_change: bool = False  # else: refuse a commit that moves roots or dirs
     signatures: SignaturePolicy | None = None  # else: unsigned commits publish too
+    # else: refuse a commit that changes the file name or key in the devices' Profile Rule
+    # without keeping them (gitprov.strand)
+    allow_stranding: bool = False
 
 
 @dataclass(frozen=True)
@@ -1328,6 +1341,8 @@ def _publish_commit(
         # The guards compare with the published commit's fleet settings (its gitprov.yaml
         # alone) and the manifest's list of devices: never its whole inventory again.
         published = _published_fleet(pipeline, previous, str(commit.id))
+        if published is not None and previous is not None and not guards.allow_stranding:
+            _check_stranding(pipeline, commit, previous.commit, published, settings, key)
         if callable(targets) and not guards.allow_target_change:
             _check_targets(str(commit.id), where, previous, published, targets)
             if previous is None:
@@ -2075,6 +2090,79 @@ def _published_fleet(pipeline: Pipeline, previous: Manifest | None, commit: str)
         return None
     old = pipeline.commit(previous.commit)
     return fleet_of(pipeline, old) if old is not None else None
+
+
+def _check_stranding(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    published_commit: str,
+    published: Fleet,
+    settings: Inventory,
+    private_key: str | None,
+) -> None:
+    """Refuse a commit that changes the file name or the key of the Profile Rule the
+    devices hold without keeping them under encryption.previous (gitprov.strand)."""
+    old = pipeline.commit(published_commit)
+
+    def same(old_name: str, new_name: str) -> bool | None:
+        if old is None:
+            return None
+        path = _inventory_path(pipeline, commit, SECRETS_FILE)
+        if old_name == new_name and _blob_id(old, path) == _blob_id(commit, path):
+            return True  # (the same secrets file: no need to read it)
+        before, now = _sealed_in(pipeline, old, path, old_name), settings.sealed.get(new_name)
+        if before is None or now is None:
+            return None
+        if before == now:
+            return True
+        if private_key is None:
+            return None  # (sealing is randomised: a value sealed again reads otherwise)
+        try:
+            return unseal(private_key, old_name, before) == unseal(private_key, new_name, now)
+        except (GitprovError, ValueError):
+            return None  # (sealed for another repository key: rotated since)
+
+    found = stranding(published, settings.fleet, same)
+    if not found:
+        return
+    what = "; ".join(f.describe() for f in found)
+    raise Refused(
+        f"commit {str(commit.id)[:12]} would strand the published devices: {what}, and "
+        "encryption.previous does not keep what their Profile Rule holds (each device "
+        "fetches its next file by the name and key of its last one); refused: nothing "
+        "was written, the last good files stay",
+        hint="rotate as docs/keys.md says (the new file_name and master_key, the old "
+        "ones under encryption.previous, for a grace period), or, if every device is "
+        "provisioned anew (factory reset, option 66), publish with --allow-stranding",
+    )
+
+
+def _inventory_path(pipeline: Pipeline, commit: pygit2.Commit, name: str) -> str:
+    inventory_dir = posixpath.normpath(pipeline.source(commit).inventory_dir or ".")
+    return name if inventory_dir == "." else f"{inventory_dir}/{name}"
+
+
+def _blob_id(commit: pygit2.Commit, path: str) -> str | None:
+    try:
+        entry = commit.tree[path]
+    except (KeyError, pygit2.GitError):
+        return None
+    return str(entry.id) if entry.type_str == "blob" else None
+
+
+def _sealed_in(pipeline: Pipeline, commit: pygit2.Commit, path: str, name: str) -> str | None:
+    """The sealed text of the secret `name` in the commit's secrets file, None when it
+    has none or the file cannot be read."""
+    oid = _blob_id(commit, path)
+    if oid is None:
+        return None
+    try:
+        doc, _ = pipeline.parse_cache.get(FileRef(path, oid), pipeline.source(commit))
+    except GitprovError:
+        return None
+    secrets = doc.data.get("secrets") if doc is not None and isinstance(doc.data, dict) else None
+    value = secrets.get(name) if isinstance(secrets, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _check_targets(

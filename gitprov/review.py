@@ -25,6 +25,7 @@ from gitprov.firmware import RolloutCount, rollouts
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Fleet, Inventory
 from gitprov.pipeline import Loaded, Pipeline
+from gitprov.strand import Stranding, stranding
 from gitprov.version import Evaluated, State, step
 
 
@@ -79,6 +80,9 @@ class Review:
     upgrades: tuple[RolloutCount, ...] = ()
     # Of the unchanged devices, those whose version still changes.
     renumbered: tuple[Renumbered, ...] = ()
+    # What the devices' Profile Rule holds that the change does not keep (gitprov.strand);
+    # a key by its sealed text: the plan has no private key to tell a value sealed again.
+    stranding: tuple[Stranding, ...] = ()
 
     @property
     def removed(self) -> int:
@@ -226,7 +230,16 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
         target_changes=target_changes(old_fleet, new_fleet),
         upgrades=upgrades(base_loaded.inventory, head_loaded.inventory),
         renumbered=tuple(sorted(renumbered, key=lambda r: r.mac)),
+        stranding=_stranding(base_loaded.inventory, head_loaded.inventory),
     )
+
+
+def _stranding(base: Inventory, head: Inventory) -> tuple[Stranding, ...]:
+    def same(old: str, new: str) -> bool | None:
+        before, now = base.sealed.get(old), head.sealed.get(new)
+        return None if before is None or now is None else before == now
+
+    return stranding(base.fleet, head.fleet, same)
 
 
 def upgrades(base: Inventory, head: Inventory) -> tuple[RolloutCount, ...]:

@@ -397,7 +397,11 @@ def in_one_process(repo: GitRepo, where: Path, private_key: str) -> Callable[[],
         commit = repo.repo.revparse_single("main")
         assert isinstance(commit, pygit2.Commit)
         publish_commit(
-            pipeline, commit, targets, private_key, guards=Guards(allow_mass_removal=True)
+            pipeline,
+            commit,
+            targets,
+            private_key,
+            guards=Guards(allow_mass_removal=True, allow_stranding=True),
         )
 
     return run
@@ -441,7 +445,8 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
     where, twin = tmp_path / "incremental", tmp_path / "twin"
     assert publish(repo, where) == publish_in_full(repo, twin) == 0
     taken = 0
-    allow = "--allow-mass-removal"  # two removals of twelve devices are a sixth
+    # Two removals of twelve devices are a sixth; a key change strands every device.
+    allow = ("--allow-mass-removal", "--allow-stranding")
     watcher = in_one_process(repo, where, private_key) if process == "watcher" else None
     for step in range(14):
         done = [rng.choice(STEPS)(h, rng) for _ in range(rng.choice((1, 1, 2)))]
@@ -450,9 +455,9 @@ def test_a_publish_by_change_serves_and_records_what_a_full_build_does(
             watcher()
         else:
             as_a_fresh_process()
-            assert publish(repo, where, allow) == 0, done
+            assert publish(repo, where, *allow) == 0, done
         # The same publishes, each building every device; and one into fresh roots.
-        assert publish_in_full(repo, twin, allow) == 0
+        assert publish_in_full(repo, twin, *allow) == 0
         full = tmp_path / f"full-{step}"
         assert publish(repo, full) == 0
         assert served_files(where) == served_files(twin) == served_files(full), (step, done)

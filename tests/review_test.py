@@ -181,3 +181,33 @@ def test_only_devices_built_from_other_blobs_are_rendered_and_the_plan_is_the_sa
     code, everything = plan(capsys, repo, *argv)
     assert code == 0 and json.loads(everything) == report
     assert len(compiled) == 2 * (40 + 4)  # (the example's four devices too)
+
+
+FLEET = "inventory/gitprov.yaml"
+
+
+def test_a_change_of_the_devices_file_name_is_shown_as_what_would_strand_them(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = str(example_repo.repo.head.target)
+    fleet = example_repo.files[FLEET].replace(b'"fv$(MA).conf"', b'"cfg$(MA).conf"')
+    example_repo.commit({FLEET: fleet}, "new names", branch="feature", parents=[base])
+    code = main(["--repo", str(example_repo.path), "plan", "--base", base, "--rev", "feature"])
+    text = "".join(capsys.readouterr())
+    assert code == 0
+    assert "may strand every device (file_name changes from 'fv$(MA).conf' to " in text, text
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "feature", "--format", "json")
+    assert json.loads(out)["stranding"] == [
+        {"setting": "file_name", "old": "fv$(MA).conf", "new": "cfg$(MA).conf"}
+    ]
+    code, out = plan(
+        capsys, example_repo, "--base", base, "--rev", "feature", "--format", "markdown"
+    )
+    assert "**This change may strand every device:** `file_name`" in out
+    # Kept under encryption.previous, as a rotation does: nothing to say.
+    kept = fleet.replace(
+        b"encryption:\n", b'encryption:\n  previous:\n    file_name: "fv$(MA).conf"\n'
+    )
+    example_repo.commit({FLEET: kept}, "old names kept", branch="kept", parents=[base])
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "kept", "--format", "json")
+    assert code == 0 and json.loads(out)["stranding"] == []

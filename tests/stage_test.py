@@ -155,12 +155,11 @@ def test_the_stage_root_never_overlaps_a_plain_root_or_the_state_dir(
 def test_the_stage_files_rule_leads_to_the_published_file(
     example_repo: GitRepo, private_key: str
 ) -> None:
-    # A `$` in a published name (from `$$` in file_name) is escaped in the stage file's
-    # rule: the device expands the rule (the overview, section 3) and would otherwise ask
-    # for its serial's file. The bootstrap keeps the template and leads to the stage file.
+    # The device expands the stage file's rule (the overview, section 3): it leads to the
+    # published name. The bootstrap keeps the template and leads to the stage file.
     cid = fleet(example_repo, "plaintext-bootstrap")
-    changed = example_repo.files[FLEET].decode().replace('"fv$(MA).conf"', '"fv$(MA)$$SN.conf"')
-    cid = example_repo.commit({FLEET: changed}, "a $ in the file names")
+    changed = example_repo.files[FLEET].decode().replace('"fv$(MA).conf"', '"cfg-$(MAU).conf"')
+    cid = example_repo.commit({FLEET: changed}, "another file name")
     build = Pipeline(example_repo.repo).build(commit_of(example_repo, cid), private_key)
     (boot,) = build.bootstraps
     files = {f.mac: f.name for f in build.files}
@@ -169,4 +168,5 @@ def test_the_stage_files_rule_leads_to_the_published_file(
         boot_rule = parse_rule(flyingvoice.parse(boot.data)["DBID_PROFILE_RULE"])
         assert expand(boot_rule.path, variables) == "/" + s.name
         stage_rule = parse_rule(flyingvoice.parse(s.data)["DBID_PROFILE_RULE"])
-        assert expand(stage_rule.path, variables) == "/" + files[s.mac] == f"/fv{s.mac}$SN.conf"
+        assert expand(stage_rule.path, variables) == "/" + files[s.mac]
+        assert files[s.mac] == f"cfg-{s.mac.upper()}.conf"

@@ -250,6 +250,13 @@ def add_targets(p: argparse.ArgumentParser) -> None:
         "or the firmware dir away from the published commit's",
     )
     guard.add_argument(
+        "--allow-stranding",
+        action="store_true",
+        help="publish even if the commit changes file_name or encryption.master_key "
+        "without keeping the old ones under encryption.previous: devices fetch by the "
+        "name and key of their last file, and would not find or read the new one",
+    )
+    guard.add_argument(
         "--require-signed",
         action="store_true",
         help="publish only commits signed by an allowed key (git verify-commit): needs "

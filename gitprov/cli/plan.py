@@ -126,6 +126,7 @@ def to_json(result: Review) -> dict[str, Any]:
         "target_changes": [
             {"setting": c.setting, "old": c.old, "new": c.new} for c in result.target_changes
         ],
+        "stranding": [{"setting": c.setting, "old": c.old, "new": c.new} for c in result.stranding],
         "upgrades": [
             {
                 "model": u.model,
@@ -191,6 +192,7 @@ def load_json(path: str) -> Review:
     from gitprov.firmware import RolloutCount
     from gitprov.review import Change, DeviceChange, Renumbered, Review, TargetChange
     from gitprov.schemas import output_schemas
+    from gitprov.strand import Stranding
 
     try:
         text = Path("/dev/stdin" if path == "-" else path).read_text(encoding="utf-8")
@@ -249,6 +251,9 @@ def load_json(path: str) -> Review:
             Renumbered(r["mac"], r["file"], r["old_version"], r["new_version"])
             for r in doc.get("renumbered", [])
         ),
+        stranding=tuple(
+            Stranding(c["setting"], c["old"], c["new"]) for c in doc.get("stranding", [])
+        ),
     )
 
 
@@ -268,7 +273,17 @@ def warnings(result: Review) -> list[str]:
         )
     if result.mass_removal:
         out.append(f"{_removal(result)}: a publisher refuses it without --allow-mass-removal")
+    if result.stranding:
+        out.append(
+            f"this change may strand every device ({_stranded(result)}): each fetches by "
+            "the name and key of its last file; a publisher refuses it unless "
+            "encryption.previous keeps them (docs/keys.md) or --allow-stranding is given"
+        )
     return out
+
+
+def _stranded(result: Review) -> str:
+    return "; ".join(c.describe() for c in result.stranding)
 
 
 def _removal(result: Review) -> str:
@@ -464,6 +479,16 @@ def _md_warnings(result: Review) -> str:
         text += (
             f"> [!WARNING]\n> **This change {_removal(result)}:** a publisher refuses it "
             "without `--allow-mass-removal`.\n\n"
+        )
+    if result.stranding:
+        changed = "; ".join(
+            f"{_code(c.setting)} {_code(c.old)} → {_code(c.new)}" for c in result.stranding
+        )
+        text += (
+            f"> [!WARNING]\n> **This change may strand every device:** {changed}. Each "
+            "device fetches by the name and key of its last file; a publisher refuses it "
+            "unless `encryption.previous` keeps them (see keys.md) or `--allow-stranding` "
+            "is given.\n\n"
         )
     return text
 

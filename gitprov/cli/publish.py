@@ -99,6 +99,7 @@ def _run(args: argparse.Namespace, out: Output, head: HeadStart | None) -> int:
             prune_unknown=args.prune_unknown,
             allow_mass_removal=args.allow_mass_removal,
             allow_target_change=args.allow_target_change,
+            allow_stranding=args.allow_stranding,
             verify=args.verify,
             head=head,
         )

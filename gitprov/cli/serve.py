@@ -548,6 +548,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
         lock_wait=args.wait,
         allow_mass_removal=args.allow_mass_removal,
         allow_target_change=args.allow_target_change,
+        allow_stranding=args.allow_stranding,
         verify=args.verify,
         watch_roots=not args.no_inotify,
     )

@@ -1,0 +1,181 @@
+"""A commit that changes what the devices' Profile Rule holds (the file name, the key)
+without keeping it under encryption.previous is refused: every device would be stranded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitprov.cli import main
+from gitprov.inventory import Encryption, Fleet
+from gitprov.plan import load_manifest
+from gitprov.secrets import public_key_of, seal
+from gitprov.strand import SameSecret, Stranding, stranding
+from gitprov.yamldoc import SecretRef
+from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import root_args
+
+FLEET = "inventory/gitprov.yaml"
+SECRETS = "inventory/secrets.yaml"
+
+
+def _fleet(file_name: str = "fv$(MA).conf", **encryption: Any) -> Fleet:
+    enc = Encryption(master_key=SecretRef("k1"))._replace(**encryption)
+    return Fleet(None, "f", 1000, file_name, "http://p", None, None, None, enc, None)  # type: ignore[arg-type]
+
+
+def _same_value(values: dict[str, str]) -> SameSecret:
+    def same(old: str, new: str) -> bool | None:
+        return values.get(old) == values.get(new) if old in values and new in values else None
+
+    return same
+
+
+SAME = _same_value({"k1": "a", "k1b": "a", "k2": "b"})
+
+
+def test_a_new_name_or_key_kept_nowhere_strands_the_devices() -> None:
+    published = _fleet()
+    assert stranding(published, _fleet("cfg$(MA).conf"), SAME) == (
+        Stranding("file_name", "fv$(MA).conf", "cfg$(MA).conf"),
+    )
+    moved_key = _fleet(master_key=SecretRef("k2"))
+    assert stranding(published, moved_key, SAME) == (
+        Stranding("encryption.master_key", "k1", "k2"),
+    )
+    # The old key kept under previous, but not the old name: still the name it changed.
+    half = _fleet(
+        "fv$(MA)-k2.conf", master_key=SecretRef("k2"), previous_master_key=SecretRef("k1")
+    )
+    (found,) = stranding(published, half, SAME)
+    assert found.setting == "file_name"
+    # The old name kept, under another key than the devices hold.
+    wrong = _fleet(
+        "fv$(MA)-k2.conf",
+        master_key=SecretRef("k2"),
+        previous_master_key=SecretRef("k2"),
+        previous_file_name="fv$(MA).conf",
+    )
+    assert stranding(published, wrong, SAME) == (
+        Stranding("encryption.previous.master_key", "k1", "k2"),
+    )
+
+
+def test_what_devices_hold_kept_or_unchanged_strands_none() -> None:
+    published = _fleet()
+    kept = [
+        _fleet(),
+        _fleet("fv$MA.conf"),  # (expands alike for every device)
+        _fleet(master_key=SecretRef("k1b")),  # another name, the same value
+        _fleet(master_key=SecretRef("unknown")),  # cannot be told: taken as the same
+        # A rotation (docs/keys.md): the new name and key, the old ones under previous.
+        _fleet(
+            "fv$(MA)-k2.conf",
+            master_key=SecretRef("k2"),
+            previous_master_key=SecretRef("k1"),
+            previous_file_name="fv$(MA).conf",
+        ),
+        # A new name under the same key: the old name kept under previous.
+        _fleet("cfg$(MA).conf", previous_file_name="fv$(MA).conf"),
+        # Unencrypted devices hold no key.
+        _fleet(master_key=SecretRef("k2"), mode="none"),
+    ]
+    for new in kept:
+        base = published if new.encryption.mode != "none" else _fleet(mode="none")
+        assert stranding(base, new, SAME) == (), new
+    # The rotation's last step: `previous` dropped, the devices on the new rule.
+    rotating = kept[4]
+    done = _fleet("fv$(MA)-k2.conf", master_key=SecretRef("k2"))
+    assert stranding(rotating, done, SAME) == ()
+
+
+def _commit_fleet(
+    repo: GitRepo, private_key: str, text: bytes, secret: tuple[str, str] | None = None
+) -> str:
+    files = {FLEET: text}
+    if secret is not None:
+        name, value = secret
+        sealed = seal(public_key_of(private_key), name, value)
+        files[SECRETS] = repo.files[SECRETS] + f"  {name}: {sealed}\n".encode()
+    return repo.commit(files, "fleet settings changed")
+
+
+def _publish(repo: GitRepo, tmp: Path, *extra: str) -> int:
+    return main(["--repo", str(repo.path), "publish", *root_args(tmp), *extra])
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "secret", "what"),
+    [
+        (b'"fv$(MA).conf"', b'"cfg$(MA).conf"', None, "file_name changes"),
+        (
+            b"master_key: !secret fleet_master_key",
+            b"master_key: !secret fleet_master_key_2",
+            ("fleet_master_key_2", "another master secret"),
+            "encryption.master_key changes",
+        ),
+    ],
+)
+def test_a_publish_that_would_strand_the_devices_is_refused_unless_allowed(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    old: bytes,
+    new: bytes,
+    secret: tuple[str, str] | None,
+    what: str,
+) -> None:
+    assert _publish(example_repo, tmp_path) == 0
+    before = load_manifest(tmp_path / "state")
+    assert before is not None
+    head = _commit_fleet(
+        example_repo, private_key, example_repo.files[FLEET].replace(old, new), secret
+    )
+    capsys.readouterr()
+    assert _publish(example_repo, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "would strand the published devices" in err and what in err, err
+    assert "--allow-stranding" in err
+    after = load_manifest(tmp_path / "state")
+    assert after is not None and after.commit == before.commit
+    assert _publish(example_repo, tmp_path, "--allow-stranding") == 0
+    after = load_manifest(tmp_path / "state")
+    assert after is not None and after.commit == head
+
+
+def test_the_same_key_sealed_again_under_another_name_is_not_stranding(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sealing is randomised: only the private key tells a value sealed again."""
+    from gitprov.secrets import load_secrets_file, unseal
+
+    assert _publish(example_repo, tmp_path) == 0
+    sealed = load_secrets_file(example_repo.files[SECRETS].decode()).sealed["fleet_master_key"]
+    value = unseal(private_key, "fleet_master_key", sealed)
+    fleet = example_repo.files[FLEET].replace(
+        b"master_key: !secret fleet_master_key", b"master_key: !secret fleet_master_key_2"
+    )
+    _commit_fleet(example_repo, private_key, fleet, ("fleet_master_key_2", value))
+    assert _publish(example_repo, tmp_path) == 0
+
+
+def test_a_rotation_as_the_docs_say_publishes(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _publish(example_repo, tmp_path) == 0
+    fleet = example_repo.files[FLEET].replace(b'"fv$(MA).conf"', b'"fv$(MA)-k2.conf"')
+    fleet = fleet.replace(
+        b"  master_key: !secret fleet_master_key\n",
+        b"  master_key: !secret fleet_master_key_2\n"
+        b"  previous:\n    master_key: !secret fleet_master_key\n"
+        b'    file_name: "fv$(MA).conf"\n',
+    )
+    _commit_fleet(example_repo, private_key, fleet, ("fleet_master_key_2", "the next secret"))
+    assert _publish(example_repo, tmp_path) == 0, capsys.readouterr().err
+    # The grace period over: `previous` dropped.
+    done = fleet[: fleet.index(b"  previous:")] + fleet[fleet.index(b"params:") :]
+    example_repo.commit({FLEET: done}, "rotation done")
+    assert _publish(example_repo, tmp_path) == 0, capsys.readouterr().err
