@@ -40,8 +40,10 @@ from collections.abc import (
 )
 from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
+from io import BufferedReader
 from operator import attrgetter
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from gitprov import dirmark, statejson
@@ -948,11 +950,46 @@ def _stats(raw: dict[str, Any]) -> dict[str, Stat]:
 
 
 def sha256_file(path: Path | str) -> str | None:
+    """The sha256 of the served file at `path`; None when there is none (see
+    `_open_served`)."""
+    f = _open_served(path)
+    if f is None:
+        return None
+    with f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_served(path: Path | str) -> bytes | None:
+    """The bytes of the served file at `path`; None when there is none (see
+    `_open_served`)."""
+    f = _open_served(path)
+    if f is None:
+        return None
+    with f:
+        return f.read()
+
+
+def _open_served(path: Path | str) -> BufferedReader | None:
+    """The regular file at `path`, opened; None when there is none: gone, or a link, a
+    fifo, a device or a directory put in its place. Those are never followed nor read (a
+    fifo or a link to /dev/zero would never end): a publish replaces them."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        fd = os.open(path, flags)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # (a symbolic link)
+        raise
+    try:
+        regular = S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        return None
+    return open(fd, "rb")  # (the caller closes it)
 
 
 def stat_of(path: Path | str) -> Stat | None:
@@ -1335,7 +1372,9 @@ def _found(
         return recorded, st, False
     on_disk = sha256_file(path)
     if on_disk is None:
-        return None
+        # Gone since, or not a regular file (a link, a fifo put in its place): changed,
+        # its sha256 none that a file has.
+        return None if stat_of(path) is None else ("", st, True)
     return on_disk, st, was is not None and st != was and not verify
 
 

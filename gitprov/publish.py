@@ -100,6 +100,7 @@ from gitprov.plan import (
     manifest_commit,
     note_listed,
     plan,
+    read_served,
     remember_manifest,
     served_versions,
     version_key,
@@ -1857,11 +1858,10 @@ class CarriedFile(DeviceFile):
             return got
         for root in self._where:
             try:
-                with open(os.path.join(root, self.name), "rb") as f:
-                    data = f.read()
+                data = read_served(os.path.join(root, self.name))
             except OSError:
                 continue
-            if _sha(data) == self.sha256_data:
+            if data is not None and _sha(data) == self.sha256_data:
                 _SLOTS["data"].__set__(self, data)
                 _SET_WHERE(self, ())
                 return data

@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -681,3 +684,29 @@ def test_a_file_where_a_root_must_be_refuses_before_any_root_is_written(
     assert "nothing was published" in err
     assert sorted(p.name for p in base.iterdir()) == sorted({"state", where.split("/")[0]})
     assert load_manifest(base / "state") is None
+
+
+@pytest.mark.parametrize("put", ["fifo", "link to /dev/zero", "device"])
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_fifo_or_endless_link_in_place_of_a_served_file_is_replaced_not_read(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, put: str, verify: bool
+) -> None:
+    """A served file replaced by a fifo (or a link to /dev/zero) was read to hash it: the
+    publish hung for ever, holding the lock. It is drift: replaced by the file."""
+    argv = [sys.executable, "-m", "gitprov", "-q", "--repo", str(example_repo.path)]
+    argv += ["publish", *root_args(tmp_path)]
+    assert subprocess.run(argv, timeout=30).returncode == 0
+    served = tmp_path / "http" / "fv0021f2011b19.conf"
+    good = served.read_bytes()
+    served.unlink()
+    if put == "fifo":
+        os.mkfifo(served)
+    elif put == "device":
+        if os.geteuid() != 0:
+            pytest.skip("making a device file needs root")
+        os.mknod(served, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # (/dev/null's numbers)
+    else:
+        served.symlink_to("/dev/zero")
+    done = subprocess.run(argv + (["--verify"] if verify else []), timeout=30)
+    assert done.returncode == 0
+    assert not served.is_symlink() and served.is_file() and served.read_bytes() == good
