@@ -21,7 +21,6 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pygit2
@@ -32,7 +31,7 @@ from gitprov.compile import Entry, placeholder_resolver
 from gitprov.errors import GitprovError, InvalidInventory
 from gitprov.inventory import Device, Inventory
 from gitprov.pipeline import Pipeline
-from gitprov.source import author_name, commit_message
+from gitprov.source import author_name, commit_message, git_time
 from gitprov.version import ABSENT, BOOTSTRAP
 
 BLAME_KEEP = 64  # blame results kept in the cache directory (newest first)
@@ -50,7 +49,7 @@ class Change:
 
 
 def _describe(commit: pygit2.Commit) -> tuple[str, str, str]:
-    when = datetime.fromtimestamp(commit.author.time, UTC).isoformat(timespec="seconds")
+    when = git_time(commit.author.time)  # (UTC)
     message = commit_message(commit)
     return author_name(commit), when, message.splitlines()[0] if message else ""
 

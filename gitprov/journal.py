@@ -36,7 +36,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,6 +55,7 @@ from gitprov.plan import (
     recorded_sha256,
     sorted_fields,
 )
+from gitprov.source import author_email, author_name, commit_message, git_time
 from gitprov.unsafe import printable
 
 JOURNAL = "journal.jsonl"
@@ -85,15 +86,14 @@ Describe = Callable[[str], "CommitInfo | None"]
 
 
 def commit_info(commit: pygit2.Commit) -> CommitInfo:
-    first = commit.raw_message.split(b"\n", 1)[0].decode("utf-8", "replace")
+    # (in the encoding the commit names, as `log` reads it)
+    first = commit_message(commit).split("\n", 1)[0]
     summary = printable(first[:SUMMARY_MAX]) + ("…" if len(first) > SUMMARY_MAX else "")
-    zone = timezone(timedelta(minutes=commit.commit_time_offset))
-    when = datetime.fromtimestamp(commit.commit_time, zone).isoformat()
-    author = commit.author
+    when = git_time(commit.commit_time, commit.commit_time_offset)
     return CommitInfo(
         str(commit.id),
-        printable(author.raw_name.decode("utf-8", "replace")),
-        printable(author.raw_email.decode("utf-8", "replace")),
+        printable(author_name(commit)),
+        printable(author_email(commit)),
         when,
         summary,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -283,6 +284,22 @@ def commit_message(commit: pygit2.Commit) -> str:
 def author_name(commit: pygit2.Commit) -> str:
     """The commit author's name as text, as `commit_message` reads the message."""
     return _text(commit.author.raw_name, commit.message_encoding)
+
+
+def author_email(commit: pygit2.Commit) -> str:
+    return _text(commit.author.raw_email, commit.message_encoding)
+
+
+def git_time(seconds: int, offset_minutes: int = 0) -> str:
+    """A git time (seconds since the epoch, its zone's offset in minutes) in RFC 3339.
+    Git takes any number; one that no date of Python's holds (past the year 9999, before
+    the year 1, an offset of a day or more) is written as git writes it: `@SECONDS +HHMM`."""
+    try:
+        zone = timezone(timedelta(minutes=offset_minutes))
+        return datetime.fromtimestamp(seconds, zone).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        m = abs(offset_minutes)
+        return f"@{seconds} {'-' if offset_minutes < 0 else '+'}{m // 60:02}{m % 60:02}"
 
 
 def _text(raw: bytes, encoding: str | None) -> str:

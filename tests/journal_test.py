@@ -42,7 +42,7 @@ from gitprov.validate import Options
 from gitprov.watch import Kind
 from tests.fixtures.fleet import device_key, device_path, device_yaml, fleet_files, generated_mac
 from tests.fixtures.gitrepo import ROOT, GitRepo
-from tests.fixtures.roots import commit_publisher
+from tests.fixtures.roots import commit_publisher, root_args
 
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -812,3 +812,57 @@ def test_the_last_line_of_megabytes_is_found_and_its_head_read_alone(tmp_path: P
     path.write_bytes(b"first\n" + long + b"\n" + b"y" * 100)
     assert journal._last_line(path) == long
     assert journal._last_line(path, 10) == long[:10]
+
+
+def test_a_commit_dated_past_any_calendar_publishes_and_its_log_reads(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Git takes any time (a commit dated the year 10000): the publish recorded it with
+    datetime and failed, exit 3, and so did `log`."""
+    repo = example_repo.repo
+    device = "inventory/devices/0021f2011b20.yaml"
+    changed = example_repo.files[device].replace(b"Meeting room", b"Board room")
+    head = repo.revparse_single("main")
+    assert isinstance(head, pygit2.Commit)
+    tree = _with_file(repo, head.tree, device, changed)
+    # (pygit2's Signature keeps 32 bits of a time: the commit is written as git would)
+    far = "Far Future <far@gitprov.invalid> 253402300800 +0000"
+    raw = f"tree {tree}\nparent {head.id}\nauthor {far}\ncommitter {far}\n\nfrom far ahead\n"
+    made = repo.odb.write(pygit2.enums.ObjectType.COMMIT, raw.encode())
+    repo.references.create("refs/heads/main", made, force=True)
+    argv = ["--repo", str(example_repo.path)]
+    assert main([*argv, "publish", *root_args(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main([*argv, "log", "0021f2011b20"]) == 0
+    out = capsys.readouterr().out
+    assert "@253402300800 +0000" in out, out
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert main([*argv, "history", *state, "--format", "json"]) == 0
+    assert '"committed_at": "@253402300800 +0000"' in capsys.readouterr().out
+
+
+def _with_file(repo: pygit2.Repository, tree: pygit2.Tree, path: str, data: bytes) -> pygit2.Oid:
+    index = pygit2.Index()
+    index.read_tree(tree)
+    index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+    return index.write_tree(repo)
+
+
+def test_a_commit_in_a_legacy_encoding_is_recorded_as_log_reads_it(example_repo: GitRepo) -> None:
+    """The journal took the author and the summary as UTF-8 whatever the commit's
+    `encoding` header said: `history` showed 'T\ufffd ... caf\ufffd' where `log` read 'Té'."""
+    repo = example_repo.repo
+    head = repo.revparse_single("main")
+    assert isinstance(head, pygit2.Commit)
+    who = "Té <t@gitprov.invalid> 1700000000 +0000".encode("latin-1")
+    raw = b"tree %s\nparent %s\nauthor %s\ncommitter %s\nencoding ISO-8859-1\n\ncaf\xe9 open\n" % (
+        str(head.tree_id).encode(),
+        str(head.id).encode(),
+        who,
+        who,
+    )
+    made = repo.get(repo.odb.write(pygit2.enums.ObjectType.COMMIT, raw))
+    assert isinstance(made, pygit2.Commit)
+    info = journal.commit_info(made)
+    assert (info.author_name, info.summary) == ("Té", "café open")
+    assert info.committed_at == "2023-11-14T22:13:20+00:00"

@@ -14,7 +14,7 @@ import pygit2
 import pytest
 
 from gitprov.cli import main
-from gitprov.source import open_repo
+from gitprov.source import git_time, open_repo
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.init_test import IDENTITY
 
@@ -438,3 +438,14 @@ def test_head_on_a_branch_without_commits_says_so_when_others_have_some(
         assert "HEAD is on branch 'orphan', which has no commit yet" in err, err
         assert "--rev BRANCH" in err and "Traceback" not in err, err
     assert main(["--repo", str(tmp_path), "validate", "--rev", "main"]) == 0
+
+
+def test_a_git_time_is_rfc_3339_or_as_git_writes_one_no_date_holds() -> None:
+    assert git_time(0) == "1970-01-01T00:00:00+00:00"
+    assert git_time(1_700_000_000, 90) == "2023-11-14T23:43:20+01:30"
+    assert git_time(1_700_000_000, -300) == "2023-11-14T17:13:20-05:00"
+    # Git takes any number: past the year 9999, before the year 1, an offset of days.
+    assert git_time(253_402_300_800) == "@253402300800 +0000"
+    assert git_time(253_402_300_799, 14 * 60) == "@253402300799 +1400"
+    assert git_time(-62_135_596_801) == "@-62135596801 +0000"
+    assert git_time(0, 25 * 60) == "@0 +2500"
