@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,10 @@ def head_start(state_dir: str | None, diff: DiffAsked | None = None) -> Iterator
     # (no lock file made: a state dir without a manifest is the publish's to set up)
     with contextlib.suppress(OSError, ValueError):
         if (path / MANIFEST).is_file():
-            fd = os.open(path / LOCK, os.O_RDWR)
+            fd = os.open(path / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # (the publish says what is wrong)
+                os.close(fd)
+                fd = None
     if fd is None:
         yield None
         return

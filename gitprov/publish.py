@@ -714,11 +714,21 @@ def publish_lock(state_dir: Path, wait: float = 0.0) -> Iterator[None]:
 
 
 def _open_lock(state_dir: Path) -> int:
+    path = state_dir / LOCK
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        return os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, flags, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            exc = OSError(errno.ELOOP, "a symbolic link, not the lock file", str(path))
         raise state_dir_error(state_dir, exc) from exc
+    # (a fifo or a device there: neither truncated nor written, as a directory is not)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        why = OSError(errno.EINVAL, "not a regular file (a fifo or a device?)", str(path))
+        raise state_dir_error(state_dir, why)
+    return fd
 
 
 def check_state_dir(state_dir: Path) -> None:

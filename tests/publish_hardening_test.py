@@ -710,3 +710,27 @@ def test_a_fifo_or_endless_link_in_place_of_a_served_file_is_replaced_not_read(
     done = subprocess.run(argv + (["--verify"] if verify else []), timeout=30)
     assert done.returncode == 0
     assert not served.is_symlink() and served.is_file() and served.read_bytes() == good
+
+
+@pytest.mark.parametrize("put", ["fifo", "link to /dev/null"])
+def test_a_lock_file_that_is_not_a_file_is_a_state_dir_error(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    put: str,
+) -> None:
+    """publish.lock made a fifo or a link: the publish truncated it and ended in a
+    traceback (exit 3). It says what is in the way, as for a directory there."""
+    argv = ["--repo", str(example_repo.path), "publish", *root_args(tmp_path)]
+    assert main(argv) == 0
+    lock = tmp_path / "state" / "publish.lock"
+    lock.unlink()
+    if put == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.symlink_to("/dev/null")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"cannot use the state dir {tmp_path / 'state'}: {lock}: " in err, err
