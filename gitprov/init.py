@@ -24,6 +24,7 @@ from gitprov import secrets as sec
 from gitprov.errors import UsageError
 from gitprov.publish import inside as _inside
 from gitprov.schemas import all_schemas, for_editors
+from gitprov.unsafe import is_utf8
 
 FLEET = """\
 # Fleet settings: the first layer of every device (fleet → profile chain → model → device).
@@ -392,6 +393,13 @@ def init_inventory(
     With `action`, GitHub workflows that use it are written too."""
     top = top.absolute()
     name = name or top.name
+    if not is_utf8(name):
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UsageError(
+            f"the fleet's name {shown!r} (the directory's) is not UTF-8, which its files "
+            "and key are written in",
+            hint="give --name NAME",
+        )
     key_path = private_key_file.absolute()
     check_target(top, key_path)
     # Both directories first: a place that cannot take one leaves nothing made.
@@ -447,9 +455,13 @@ def init_inventory(
             raise UsageError(f"{path} exists", hint="init makes a new inventory")
     key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# gitprov private key of the " + name + " inventory: keep it off git\n")
-        f.write(private + "\n")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("# gitprov private key of the " + name + " inventory: keep it off git\n")
+            f.write(private + "\n")
+    except BaseException:
+        key_path.unlink(missing_ok=True)  # (no empty key left to refuse the next init)
+        raise
     for rel, text in files.items():
         path = top / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,16 @@ def describe(char: str) -> str:
     return f"the invisible character {code} ({name})"
 
 
+def is_utf8(text: str) -> bool:
+    """False for text read from bytes that are not UTF-8 (a command line's, a file
+    name's: Python holds each such byte as a lone surrogate), which no UTF-8 file holds."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def shown(text: str) -> str:
     """`text` with every UNSAFE character and TAB written as a Python escape (`\\n`,
     `\\x1b`, `\\u202e`; a byte that is not UTF-8 as `\\xff`): printed as it is, a

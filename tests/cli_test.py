@@ -443,3 +443,24 @@ def test_secrets_set_says_when_it_replaces_a_value(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"newer-one\n")))
     code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")
     assert code == 0 and "replaced sip_9999 in" in out and "new file and version" in out, out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--inventory-dir", "{X}", "validate"],
+        ["publish", "--http-root", "/srv/{X}"],
+        ["publish", "--state-dir", "/srv/{X}"],
+        ["decrypt", "{F}", "--key", "{X}"],
+    ],
+)
+def test_a_value_that_is_not_utf8_is_a_usage_error_naming_it(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command line's bytes that are not UTF-8 reached a JSON dump or an encode: a
+    traceback (exit 3). They are refused as the option's value, shown as bytes."""
+    bad = os.fsdecode(b"a\xffb")
+    (tmp_path / "f.conf").write_bytes(b"Salted__12345678" + bytes(16))
+    code = main([a.replace("{X}", bad).replace("{F}", str(tmp_path / "f.conf")) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "a\\xffb' is not UTF-8" in err and "Traceback" not in err, err

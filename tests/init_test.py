@@ -15,6 +15,7 @@ import yaml
 
 from gitprov.cli import main
 from gitprov.crypto import Cipher
+from gitprov.errors import UsageError
 
 DEVICE = """\
 mac: "00:21:f2:aa:bb:01"
@@ -217,4 +218,23 @@ def test_init_refuses_names_that_do_not_read_as_they_are(
     assert main([*argv, "--no-workflows"]) == 2
     err = capsys.readouterr().err
     assert said in err and "\x1b" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_anything_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory named in bytes that are not UTF-8: init ended in a traceback after
+    making an empty key file, which then refused every init of that name."""
+    name = os.fsdecode(b"ia\xffb")
+    key = tmp_path / "keys" / "k.key"
+    code = main(["init", str(tmp_path / name), "--private-key-out", str(key), "--no-workflows"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ia\\xffb' is not UTF-8" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+    # The library refuses it too, as a usage error, before it makes anything.
+    from gitprov.init import init_inventory
+
+    with pytest.raises(UsageError, match="is not UTF-8"):
+        init_inventory(tmp_path / "fleet", key, name=name)
     assert list(tmp_path.iterdir()) == []

@@ -37,7 +37,7 @@ from gitprov.cli import (
 from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
 from gitprov.cli.defaults import INVENTORY_DIR
 from gitprov.errors import GitprovError, InvalidInventory
-from gitprov.unsafe import UNSAFE, escaped_byte, shown
+from gitprov.unsafe import UNSAFE, escaped_byte, is_utf8, shown
 
 COMMANDS = (
     init,
@@ -118,6 +118,11 @@ def _inventory_dir(value: str) -> str:
     """A path inside the repository as git names it: `./inventory/` and
     `sites/../inventory` are `inventory`, `.` and `./` are "" (the top, which no tree
     has an entry "." for); one that leaves the repository is refused."""
+    if not is_utf8(value):
+        raise argparse.ArgumentTypeError(
+            f"'{shown(value)}' is not UTF-8: git names its files in UTF-8, and no inventory "
+            "file may live under such a name"
+        )
     if "\t" in value or UNSAFE.search(value):
         # (every problem's location would start with it: a newline forges lines of output)
         raise argparse.ArgumentTypeError(

@@ -16,6 +16,7 @@ from gitprov.cli.common import (
     mac,
     readable_file,
     session,
+    utf8_text,
 )
 from gitprov.cli.defaults import MODES
 from gitprov.errors import UsageError
@@ -111,7 +112,12 @@ def register(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("file", type=readable_file, help="the encrypted file, or - for stdin")
-    p.add_argument("--key", required=True, help="the device's passphrase (`gitprov key MAC`)")
+    p.add_argument(
+        "--key",
+        required=True,
+        type=utf8_text,
+        help="the device's passphrase (`gitprov key MAC`)",
+    )
     p.add_argument(
         "--mode",
         default="openssl-md5",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV
 from gitprov.errors import Problem, UsageError
+from gitprov.unsafe import is_utf8, shown
 
 EXIT_CODES = (
     "exit codes: 0 ok, 1 problems in the inventory, 2 usage or environment (bad revision, "
@@ -205,6 +206,7 @@ def add_targets(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="DIR",
         default=[],
+        type=utf8_text,
         help="override publish.http_root (repeat for several)",
     )
     g.add_argument(
@@ -212,13 +214,22 @@ def add_targets(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="DIR",
         default=[],
+        type=utf8_text,
         help="override publish.tftp_root (repeat for several)",
     )
-    g.add_argument("--state-dir", metavar="DIR", help="override publish.state_dir (manifest, lock)")
-    g.add_argument("--firmware-dir", metavar="DIR", help="override publish.firmware_dir")
+    g.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=utf8_text,
+        help="override publish.state_dir (manifest, lock)",
+    )
+    g.add_argument(
+        "--firmware-dir", metavar="DIR", type=utf8_text, help="override publish.firmware_dir"
+    )
     g.add_argument(
         "--stage-root",
         metavar="DIR",
+        type=utf8_text,
         help="override publish.stage_root: where key delivery https-stage publishes the "
         "stage files (served only over HTTPS with client certificates)",
     )
@@ -335,6 +346,16 @@ def mac(text: str) -> str:
             f"not a MAC address: {text!r} (write it like 00:21:f2:01:1b:19 or 0021f2011b19)"
         )
     return found
+
+
+def utf8_text(text: str) -> str:
+    """An argparse type for what gitprov writes into UTF-8 (a root's path in its
+    manifest, a key in a rule): bytes that are not UTF-8 are refused, named."""
+    if not is_utf8(text):
+        raise argparse.ArgumentTypeError(
+            f"'{shown(text)}' is not UTF-8: give it in UTF-8 (gitprov writes it into UTF-8 text)"
+        )
+    return text
 
 
 def readable_file(text: str) -> str:

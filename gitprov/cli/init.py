@@ -11,7 +11,7 @@ from gitprov import REPOSITORY_URL, __version__
 from gitprov.cli.common import Output, Subparsers, add_command
 from gitprov.cli.defaults import RUNNER_LABEL
 from gitprov.errors import UsageError
-from gitprov.unsafe import UNSAFE, shown
+from gitprov.unsafe import UNSAFE, is_utf8, shown
 
 if TYPE_CHECKING:
     from gitprov.init import ActionRef
@@ -86,6 +86,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
             "an empty directory name", hint="give the directory to create, or . for this one"
         )
     for what, value in (("the directory", args.dir), ("--name", args.name or "")):
+        if not is_utf8(value):
+            # (the fleet is named after it, in files and a key written in UTF-8; and git
+            # names its paths in UTF-8)
+            raise UsageError(f"{what} '{shown(value)}' is not UTF-8", hint="give it in UTF-8")
         if "\t" in value or UNSAFE.search(value):
             # (printed in every line init writes, and the default key file is named so)
             raise UsageError(
