@@ -26,7 +26,16 @@ from gitprov.validate import SchemaCache
 from gitprov.yamldoc import SecretRef
 from gitprov.yamldoc import parse as yaml_parse
 from tests.fixtures.gitrepo import GitRepo
-from tests.rules.lint import DEVICE, FLEET, G502N, IP542N, SECRETS, MemorySource, inventory
+from tests.rules.lint import (
+    DEVICE,
+    FLEET,
+    G502N,
+    IP542N,
+    SEALED,
+    SECRETS,
+    MemorySource,
+    inventory,
+)
 from tests.rules.lint import problems as lint_problems
 from tests.schemas_test import KEYS, VALUES, mutate, paths
 
@@ -703,7 +712,7 @@ def test_a_locally_administered_or_low_mac_is_a_device_s(mac: str) -> None:
 def test_a_secret_name_of_the_wrong_form_is_named_at_its_key() -> None:
     # A name is no secret (device files write it in `!secret NAME`): shown, and located
     # at the key rather than at the first entry of `secrets:`.
-    overlay = {"secrets.yaml": SECRETS + "  'sip 2003': v1:abcd\n"}
+    overlay = {"secrets.yaml": SECRETS + f"  'sip 2003': {SEALED}\n"}
     (found,) = [p for p in lint_problems(overlay) if p.file == "inventory/secrets.yaml"]
     assert (found.code, found.line, found.col) == ("GP010", 6, 3)
     assert found.message == "secrets: 'sip 2003' cannot be a secret's name"
@@ -784,3 +793,13 @@ def test_one_parameter_under_its_two_names_in_one_mapping_is_a_duplicate_key() -
         for p in lint_problems({D1: DEVICE + "params:\n  DBID_WEB_SIP_SERVER: b.example.net\n"})
         if p.code == "GP004"
     ]
+
+
+def test_a_sealed_value_too_short_to_be_one_is_found_where_it_is_written() -> None:
+    """`v1:AAAA` passed validation, and only a build said it was no sealed value: a
+    sealed value holds at least an ephemeral key, a nonce and a tag (80 characters)."""
+    short = SECRETS.replace(f"sip_2001: {SEALED}", "sip_2001: v1:AAAA")
+    assert short != SECRETS
+    found = [p for p in lint_problems({"secrets.yaml": short}) if p.is_error]
+    assert [(p.code, p.line, p.col) for p in found] == [("GP010", 4, 13)], found
+    assert "AAAA" not in found[0].message
