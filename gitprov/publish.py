@@ -2660,7 +2660,8 @@ def _apply(
             if first is not None:
                 failed = [pair for pair, e in zip(temps, errors, strict=True) if e is not None]
                 _unlink_temps(failed, fd)
-                failures[key] = _describe(first)
+                # (the file it could not be renamed onto: a directory put there, say)
+                failures[key] = f"{failed[0][1]}: {_describe(first)}"
     finally:
         for fd in handles.values():
             os.close(fd)

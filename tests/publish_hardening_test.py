@@ -734,3 +734,19 @@ def test_a_lock_file_that_is_not_a_file_is_a_state_dir_error(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"cannot use the state dir {tmp_path / 'state'}: {lock}: " in err, err
+
+
+def test_a_directory_in_place_of_a_served_file_is_named_in_the_failure(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--repo", str(example_repo.path), "publish", *root_args(tmp_path)]
+    assert main(argv) == 0
+    served = tmp_path / "http" / "fv0021f2011b20.conf"
+    served.unlink()
+    served.mkdir()
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'http'}: fv0021f2011b20.conf: Is a directory" in err, err
+    served.rmdir()
+    assert main(argv) == 0 and served.is_file()
