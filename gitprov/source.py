@@ -17,6 +17,7 @@ import pygit2
 
 from gitprov.errors import UsageError
 from gitprov.limits import CEILINGS
+from gitprov.unsafe import printable
 
 DEFAULT_INVENTORY_DIR = "inventory"
 # A gitlink (a submodule: a commit of another repository) is listed with its id under
@@ -131,6 +132,14 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     shown = repr(rev) if len(rev) <= 200 else f"{rev[:200]!r}… ({len(rev):,} characters)"
     try:
         obj = repo.revparse_single(rev)
+    except pygit2.InvalidError as exc:  # (not InvalidSpecError: a name it cannot parse)
+        # An object on the way it cannot read: a commit git took in without a check
+        # (`hash-object --literally`, a fetch without fsck), not a name that is missing.
+        why = printable(str(exc).removeprefix(f"{rev}: "))
+        raise UsageError(
+            f"cannot read revision {shown}: {why}",
+            hint="an object in the repository is corrupt: `git fsck` names it",
+        ) from exc
     except (KeyError, ValueError, pygit2.GitError) as exc:
         raise UsageError(f"unknown revision {shown}", hint=hint) from exc
     try:

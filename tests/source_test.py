@@ -14,7 +14,8 @@ import pygit2
 import pytest
 
 from gitprov.cli import main
-from gitprov.source import git_time, open_repo
+from gitprov.errors import UsageError
+from gitprov.source import git_time, open_repo, resolve_commit
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.init_test import IDENTITY
 
@@ -449,3 +450,18 @@ def test_a_git_time_is_rfc_3339_or_as_git_writes_one_no_date_holds() -> None:
     assert git_time(253_402_300_799, 14 * 60) == "@253402300799 +1400"
     assert git_time(-62_135_596_801) == "@-62135596801 +0000"
     assert git_time(0, 25 * 60) == "@0 +2500"
+
+
+def test_a_corrupt_commit_is_said_to_be_corrupt_not_unknown(tmp_path: Path) -> None:
+    """A commit git took in without a check (an author with no e-mail): every command
+    said `unknown revision 'HEAD'`, which sent the user looking for a missing branch."""
+    repo = pygit2.init_repository(str(tmp_path / "r"), initial_head="main")
+    tree = repo.TreeBuilder().write()
+    raw = f"tree {tree}\nauthor  1700000000 +0000\ncommitter T <t@e> 1700000000 +0000\n\nx\n"
+    made = repo.odb.write(pygit2.enums.ObjectType.COMMIT, raw.encode())
+    repo.references.create("refs/heads/main", made)
+    with pytest.raises(UsageError, match=r"cannot read revision 'HEAD': failed to parse") as info:
+        resolve_commit(repo, "HEAD")
+    assert "git fsck" in info.value.hint
+    with pytest.raises(UsageError, match=r"unknown revision 'nope'"):
+        resolve_commit(repo, "nope")
