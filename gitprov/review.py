@@ -151,6 +151,10 @@ def _rendered(
 
 
 def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
+    assert p.repo is not None
+    asked = head
+    if head.id != base.id and p.repo.descendant_of(base.id, head.id):
+        head = base  # (merging an ancestor into the base changes nothing)
     base_loaded = p.load_commit(base)
     head_loaded = p.load_commit(head)
     for side in (base_loaded, head_loaded):
@@ -222,7 +226,7 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
     old_fleet, new_fleet = base_loaded.inventory.fleet, head_loaded.inventory.fleet
     return Review(
         str(base.id),
-        str(head.id),
+        str(asked.id),
         tuple(changes),
         unchanged,
         devices_before=len(base_loaded.inventory.devices),

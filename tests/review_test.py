@@ -211,3 +211,18 @@ def test_a_change_of_the_devices_file_name_is_shown_as_what_would_strand_them(
     example_repo.commit({FLEET: kept}, "old names kept", branch="kept", parents=[base])
     code, out = plan(capsys, example_repo, "--base", base, "--rev", "kept", "--format", "json")
     assert code == 0 and json.loads(out)["stranding"] == []
+
+
+def test_an_ancestor_of_the_base_merges_to_nothing(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Merging an ancestor of the base changes nothing: the plan predicted its devices'
+    changes back, each with a new version."""
+    first = str(example_repo.repo.head.target)
+    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
+    example_repo.commit({OFFICE: office}, "new backup proxy")
+    code, out = plan(capsys, example_repo, "--base", "main", "--rev", first, "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["devices"] == [] and report["renumbered"] == [] and report["unchanged"] == 4
+    assert report["head"] == first
