@@ -689,7 +689,7 @@ def test_renames_in_threads_replace_every_file_and_a_failed_one_fails_only_its_r
     monkeypatch.setattr(os, "replace", real)
     assert len(threads) > 1
     failures = json.loads(capsys.readouterr().out)["failures"]
-    assert failures == {str(tftp): "Input/output error"}
+    assert failures == {str(tftp): f"{broken}: Input/output error"}
 
     # The HTTP root has the new commit's files; the TFTP root's failure left no temp
     # behind, and the next publish completes it.
