@@ -43,7 +43,7 @@ from functools import cached_property
 from io import BufferedReader
 from operator import attrgetter
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from gitprov import dirmark, statejson
@@ -3130,12 +3130,22 @@ def _served_among(
     for name in found - (known if isinstance(known, Set) else set(known)):
         if name.startswith("."):
             dots.append(name)
-        elif not os.path.isfile(os.path.join(root, name)):
+        elif not _servable(os.path.join(root, name)):
             found.discard(name)
     found.difference_update(dots)
     if temps is not None:
         temps += [os.path.join(root, n) for n in dots if is_temp(n)]
     return found
+
+
+def _servable(path: str) -> bool:
+    """Whether a server may answer a request with the entry at `path`: a file, or a link,
+    a fifo or a device (nginx follows a link to /dev/zero), which are reported and pruned
+    as any file gitprov did not write; not a directory, a link to one, or to nothing."""
+    try:
+        return not S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _remove(paths: Sequence[str]) -> None:

@@ -750,3 +750,24 @@ def test_a_directory_in_place_of_a_served_file_is_named_in_the_failure(
     assert f"{tmp_path / 'http'}: fv0021f2011b20.conf: Is a directory" in err, err
     served.rmdir()
     assert main(argv) == 0 and served.is_file()
+
+
+def test_a_stray_fifo_or_link_in_a_root_is_pruned_as_a_stray_file_is(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link to /dev/zero in a root (nginx follows it) was neither reported nor pruned:
+    only regular files counted as files gitprov did not write."""
+    argv = ["--repo", str(example_repo.path), "publish", *root_args(tmp_path)]
+    assert main(argv) == 0
+    http = tmp_path / "http"
+    (http / "zero.conf").symlink_to("/dev/zero")
+    os.mkfifo(http / "pipe.conf")
+    (http / "sub").mkdir()
+    (http / "dirlink").symlink_to(tmp_path / "state")  # (a directory: not a file)
+    capsys.readouterr()
+    assert main([*argv, "--prune-unknown"]) == 0
+    out = capsys.readouterr().out
+    for name in ("zero.conf", "pipe.conf"):
+        assert f"{http / name} was not written by gitprov; removed" in out, out
+        assert not os.path.lexists(http / name)
+    assert (http / "sub").is_dir() and (http / "dirlink").is_symlink()
