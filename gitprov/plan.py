@@ -306,7 +306,7 @@ class _Spliced(list[bytes | memoryview]):
 
 
 def _map_spans(
-    old: statejson.Text,
+    old: statejson.Scanned,
     skeleton: bytes,
     maps: Sequence[tuple[bytes, bytes]],
     known: Sequence[int] | None,
@@ -343,7 +343,7 @@ def _map_spans(
     return spans
 
 
-def _ends_at(old: statejson.Text, lo: int, end: int, close: bytes, then: bytes) -> bool:
+def _ends_at(old: statejson.Scanned, lo: int, end: int, close: bytes, then: bytes) -> bool:
     """Whether the map whose entries start at `lo` in `old` may end at `end`: its last
     value's `close` there (or nothing, for an empty map), then the brace and `then` (the
     end of the text when `then` holds no quote). Asked of ends recorded for this very
@@ -390,7 +390,7 @@ def write_map_ends(state_dir: Path, manifest: Manifest, text: Iterable[Any]) -> 
             st = os.fstat(f.fileno())
             ends = text.ends if isinstance(text, _Spliced) else None
             if ends is None and st.st_size:
-                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                data = statejson.FileText(f.fileno(), st.st_size)
                 spans = _map_spans(data, _skeleton(manifest), _maps_of(manifest), None)
                 ends = None if spans is None else [hi for _, _, hi in spans]
         if ends is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -99,11 +100,46 @@ _KEY = re.compile(rb'"((?:[^"\\]|\\.)*)":')
 _CONTROL = re.compile(rb"[\x00-\x1f]")
 
 
+class FileText:
+    """A file's bytes read a window at a time, as `map_end` and a scan for a map's key
+    ask for them (`find`, slices, `len`): a scan of a 60 MB manifest just written that
+    adds a window, not the file, to the process's resident memory (a mapping's pages
+    count in it, read or not again: at a cold publish's peak of memory, 25 MB more)."""
+
+    WINDOW = 4 << 20
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, _ = key.indices(self._size)
+        return os.pread(self._fd, max(0, stop - start), start) if stop > start else b""
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        end = self._size if end is None else min(end, self._size)
+        at = max(start, 0)
+        while at < end:
+            stop = min(at + self.WINDOW, end)
+            # (each window reaches len(sub) - 1 into the next: a match across the two)
+            chunk = os.pread(self._fd, min(stop + len(sub) - 1, end) - at, at)
+            found = chunk.find(sub)
+            if found >= 0:
+                return at + found
+            at = stop
+        return -1
+
+
 # A text read as bytes, or mapped (a manifest to splice: not copied out of the page cache).
 Text = bytes | mmap.mmap
+# Or read a window at a time, for a scan of it (map_end).
+Scanned = Text | FileText
 
 
-def map_end(old: Text, lo: int, close: bytes, then: bytes) -> int:
+def map_end(old: Scanned, lo: int, close: bytes, then: bytes) -> int:
     """Where the map whose entries start at `lo` in `old` ends (at its closing brace):
     after the last entry's `close` (`}` or `]`), where the brace is followed by `then`
     (what follows the map up to the next key's quote, which no string holds unescaped;

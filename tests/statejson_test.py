@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gitprov import overlay, statejson
@@ -175,3 +176,35 @@ def test_a_map_edited_by_hand_never_reads_as_other_values() -> None:
         assert dict(statejson.MapText(text, lo, hi, b"]")) == {"a": [2], "b": [1]}
         torn = statejson.MapText(text[:-12], lo, hi - 4, b"]")
         assert "a" not in torn and len(torn) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=200),
+    st.binary(min_size=1, max_size=6),
+    st.integers(0, 220),
+    st.integers(0, 220) | st.none(),
+    st.integers(1, 9),
+)
+def test_a_file_read_a_window_at_a_time_finds_what_its_bytes_find(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: bytes,
+    sub: bytes,
+    start: int,
+    end: int | None,
+    window: int,
+) -> None:
+    """Windows of a few bytes: a match across two of them, at the ends, or none."""
+    path = tmp_path_factory.mktemp("text") / "f"
+    path.write_bytes(data + sub + data)
+    whole = path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        text = statejson.FileText(fd, len(whole))
+        text.WINDOW = window
+        assert text.find(sub, start, end) == whole.find(sub, start, end)
+        assert text.find(sub) == whole.find(sub)
+        assert text[start : end if end is not None else len(whole)] == whole[start:end]
+        assert len(text) == len(whole)
+    finally:
+        os.close(fd)
