@@ -904,6 +904,9 @@ def _read(path: Path, *, strict: bool, notes: list[str]) -> Iterator[Entry]:
 
 
 def _why(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        # (a line that opens as UTF-16 would, BOM and all, is read as such and fails so)
+        return "not UTF-8 text"
     if isinstance(exc, json.JSONDecodeError):
         return f"not JSON at column {exc.colno}: {exc.msg}"
     if isinstance(exc, KeyError):

@@ -438,6 +438,8 @@ def test_parse_instant() -> None:
         (lambda ln: ln.replace(b'"commit":"', b'"commit":7,"x":"'), "7 is not a string"),
         (lambda ln: ln[:40] + b"}", "not JSON at column"),
         (lambda ln: b"[]", "not a JSON object"),
+        (lambda ln: b"\xff\xfe" + ln, "not JSON at column"),  # (read as UTF-16: BOM)
+        (lambda ln: ln[:20] + b"\xff" + ln[21:], "not UTF-8 text"),
     ],
 )
 def test_a_damaged_line_is_named_with_what_to_do(
