@@ -1353,7 +1353,7 @@ def _publish_commit(
         # alone) and the manifest's list of devices: never its whole inventory again.
         published = _published_fleet(pipeline, previous, str(commit.id))
         if published is not None and previous is not None and not guards.allow_stranding:
-            _check_stranding(pipeline, commit, previous.commit, published, settings, key)
+            _check_stranding(pipeline, commit, previous, published, settings, key)
         if callable(targets) and not guards.allow_target_change:
             _check_targets(str(commit.id), where, previous, published, targets)
             if previous is None:
@@ -2105,14 +2105,14 @@ def _published_fleet(pipeline: Pipeline, previous: Manifest | None, commit: str)
 def _check_stranding(
     pipeline: Pipeline,
     commit: pygit2.Commit,
-    published_commit: str,
+    previous: Manifest,
     published: Fleet,
     settings: Inventory,
     private_key: str | None,
 ) -> None:
     """Refuse a commit that changes the file name or the key of the Profile Rule the
     devices hold without keeping them under encryption.previous (gitprov.strand)."""
-    old = pipeline.commit(published_commit)
+    old = pipeline.commit(previous.commit)
 
     def same(old_name: str, new_name: str) -> bool | None:
         if old is None:
@@ -2133,8 +2133,8 @@ def _check_stranding(
             return None  # (sealed for another repository key: rotated since)
 
     found = stranding(published, settings.fleet, same)
-    if not found:
-        return
+    if not found or not any(e.kind == Kind.DEVICE for e in previous.files.values()):
+        return  # (nothing to strand: no device was published)
     what = "; ".join(f.describe() for f in found)
     raise Refused(
         f"commit {str(commit.id)[:12]} would strand the published devices: {what}, and "

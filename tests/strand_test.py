@@ -179,3 +179,14 @@ def test_a_rotation_as_the_docs_say_publishes(
     done = fleet[: fleet.index(b"  previous:")] + fleet[fleet.index(b"params:") :]
     example_repo.commit({FLEET: done}, "rotation done")
     assert _publish(example_repo, tmp_path) == 0, capsys.readouterr().err
+
+
+def test_a_fleet_that_published_no_device_strands_none(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    devices = [p for p in example_repo.files if p.startswith("inventory/devices/")]
+    example_repo.commit(dict.fromkeys(devices), "no devices yet")
+    assert _publish(example_repo, tmp_path, "--allow-mass-removal") == 0
+    fleet = example_repo.files[FLEET].replace(b'"fv$(MA).conf"', b'"cfg$(MA).conf"')
+    _commit_fleet(example_repo, private_key, fleet)
+    assert _publish(example_repo, tmp_path) == 0
