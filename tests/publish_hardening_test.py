@@ -746,8 +746,9 @@ def test_a_directory_in_place_of_a_served_file_is_named_in_the_failure(
     served.mkdir()
     capsys.readouterr()
     assert main(argv) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert f"{tmp_path / 'http'}: fv0021f2011b20.conf: Is a directory" in err, err
+    assert f"{served} was changed by hand; not restored: the root failed" in out, out
     served.rmdir()
     assert main(argv) == 0 and served.is_file()
 

@@ -147,7 +147,9 @@ def _run(args: argparse.Namespace, out: Output, head: HeadStart | None) -> int:
     if len(changed) > 20:
         out.info(f"  … and {len(changed) - 20} more")
     for d in result.drift:
-        out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored")
+        # (a root that failed keeps what it had: the drift stays until a publish that works)
+        done = "not restored: the root failed" if d.root in result.failures else "restored"
+        out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; {done}")
     for root, name in result.plan.unknown:
         done = "removed (--prune-unknown)" if args.prune_unknown else "left alone"
         out.info(f"  note: {root}/{name} was not written by gitprov; {done}")
