@@ -36,6 +36,8 @@ class Stranding(NamedTuple):
     new: str
 
     def describe(self) -> str:
+        if self.old == self.new:  # (a secret of the same name given another value)
+            return f"{self.setting}: the value of secret {self.old!r} changes"
         return f"{self.setting} changes from {self.old!r} to {self.new!r}"
 
 
@@ -49,25 +51,56 @@ def stranding(published: Fleet, new: Fleet, same: SameSecret) -> tuple[Stranding
     """What devices holding `published`'s rule could no longer fetch or read under
     `new`: () when every device finds its file under its name and key, as the new file
     or as the `encryption.previous` one. A secret whose sameness cannot be told is taken
-    as the same (a repository key rotated re-seals every secret)."""
-    old_key = published.encryption.master_key if published.encryption.mode != "none" else None
-    old_name = _expanded(published.file_name)
+    as the same (a repository key rotated re-seals every secret).
+
+    During a rotation's grace period, the devices that have not moved hold the previous
+    rule: dropping `previous` retires it (docs/keys.md), but keeping its name under
+    another key strands them as surely."""
     enc = new.encryption
     new_key = None if enc.master_key is None else enc.master_key.name
-    # (the previous name's file is encrypted with the previous key, else the new one)
     served = [("encryption.master_key", new.file_name, new_key)]
     if enc.previous_file_name is not None:
+        # (the previous name's file is encrypted with the previous key, else the new one)
         previous = new_key if enc.previous_master_key is None else enc.previous_master_key.name
         served.append(("encryption.previous.master_key", enc.previous_file_name, previous))
-    named = [(setting, key) for setting, name, key in served if _expanded(name) == old_name]
+    old = published.encryption
+    encrypted = old.mode != "none"
+    old_key = old.master_key.name if encrypted and old.master_key is not None else None
+    found = _held(published.file_name, old_key, served, same)
+    if found is not None:
+        return (found,)
+    if old.previous_file_name is not None and enc.previous_file_name is not None:
+        held = old_key if old.previous_master_key is None else old.previous_master_key.name
+        kept = [entry for entry in served[1:] if _alike(entry[1], old.previous_file_name)]
+        if kept:  # (the previous name kept: under the key those devices hold)
+            found = _held(old.previous_file_name, held if encrypted else None, kept, same)
+            if found is not None:
+                return (found,)
+    return ()
+
+
+def _held(
+    file_name: str,
+    key: str | None,
+    served: list[tuple[str, str, str | None]],
+    same: SameSecret,
+) -> Stranding | None:
+    """Why devices holding a rule to `file_name` under the key `key` find no file they
+    can read among `served` (each a setting, a name and its key), or None."""
+    named = [(setting, k) for setting, name, k in served if _alike(name, file_name)]
     if not named:
-        return (Stranding("file_name", published.file_name, new.file_name),)
-    for _, key in named:
-        if old_key is None or key is None or same(old_key.name, key) is not False:
-            return ()
-    setting, key = named[0]
-    assert old_key is not None and key is not None
-    return (Stranding(setting, old_key.name, key),)
+        return Stranding("file_name", file_name, served[0][1])
+    for _, k in named:
+        if key is None or k is None or same(key, k) is not False:
+            return None
+    setting, k = named[0]
+    assert key is not None and k is not None  # (else the loop returned)
+    return Stranding(setting, key, k)
+
+
+def _alike(a: str, b: str) -> bool:
+    """Whether two file name templates name every device's file alike."""
+    return _expanded(a) == _expanded(b)
 
 
 def _expanded(template: str) -> str:

@@ -190,3 +190,37 @@ def test_a_fleet_that_published_no_device_strands_none(
     fleet = example_repo.files[FLEET].replace(b'"fv$(MA).conf"', b'"cfg$(MA).conf"')
     _commit_fleet(example_repo, private_key, fleet)
     assert _publish(example_repo, tmp_path) == 0
+
+
+def test_during_a_rotation_the_previous_name_kept_must_keep_its_key() -> None:
+    """The devices that have not moved yet hold the previous rule: dropping `previous`
+    retires it, but its name kept under another key strands them."""
+    rotating = _fleet(
+        "fv$(MA)-k2.conf",
+        master_key=SecretRef("k2"),
+        previous_master_key=SecretRef("k1"),
+        previous_file_name="fv$(MA).conf",
+    )
+    wrong = rotating._replace(
+        encryption=rotating.encryption._replace(previous_master_key=SecretRef("bogus"))
+    )
+    same = _same_value({"k1": "a", "k2": "b", "bogus": "c"})
+    assert stranding(rotating, wrong, same) == (
+        Stranding("encryption.previous.master_key", "k1", "bogus"),
+    )
+    assert stranding(rotating, rotating, same) == ()
+    # A second rotation started from the first's new rule: the first's previous retired.
+    again = _fleet(
+        "fv$(MA)-k3.conf",
+        master_key=SecretRef("bogus"),
+        previous_master_key=SecretRef("k2"),
+        previous_file_name="fv$(MA)-k2.conf",
+    )
+    assert stranding(rotating, again, same) == ()
+
+
+def test_a_secret_given_another_value_under_its_name_is_said_so() -> None:
+    found = stranding(_fleet(), _fleet(), lambda old, new: False)
+    assert [f.describe() for f in found] == [
+        "encryption.master_key: the value of secret 'k1' changes"
+    ]
