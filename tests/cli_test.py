@@ -464,3 +464,27 @@ def test_a_value_that_is_not_utf8_is_a_usage_error_naming_it(
     code = main([a.replace("{X}", bad).replace("{F}", str(tmp_path / "f.conf")) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and "a\\xffb' is not UTF-8" in err and "Traceback" not in err, err
+
+
+def test_an_empty_build_out_is_a_usage_error(
+    example_repo: GitRepo,
+    private_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--out ''` wrote plain/ and encrypted/ into the current directory: with --reveal,
+    the real SIP passwords in a checkout that `git add -A` takes."""
+    monkeypatch.chdir(example_repo.path)
+    assert main(["build", "--out", "", "--reveal"]) == 2
+    assert "argument --out: is empty" in capsys.readouterr().err
+    assert not (example_repo.path / "plain").exists()
+
+
+def test_tls_files_without_an_https_port_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were ignored: the roots served in plain alone, without a word."""
+    (tmp_path / "http").mkdir()
+    argv = ["serve", "--http-root", str(tmp_path / "http"), "--http-port", "0"]
+    assert main([*argv, "--tftp-port", "0", "--tls-cert", str(tmp_path / "c.pem")]) == 2
+    assert "--tls-cert without --https-port" in capsys.readouterr().err

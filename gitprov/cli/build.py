@@ -43,7 +43,9 @@ def register(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag to build")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", type=_out_dir, help="output directory (created)"
+    )
     p.add_argument(
         "--reveal", action="store_true", help="write plain/ with the real secrets (mode 0600)"
     )
@@ -205,3 +207,11 @@ def run_decrypt(args: argparse.Namespace, out: Output) -> int:
     out.stdout.flush()
     sys.stdout.buffer.write(plain)
     return 0
+
+
+def _out_dir(text: str) -> str:
+    """--out: an empty one meant the current directory, with --reveal plaintext
+    secrets in a checkout that `git add -A` takes."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: give the directory to write into")
+    return utf8_text(text)

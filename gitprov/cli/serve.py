@@ -417,6 +417,14 @@ def _https_options(
                 "--stage-root is served only over HTTPS with client certificates",
                 hint="add --https-port PORT --tls-cert PEM --tls-key PEM --client-ca PEM",
             )
+        given = [f for f in ("tls_cert", "tls_key", "client_ca") if getattr(args, f)]
+        if given:
+            # (else the TLS files are ignored and the roots served in plain alone)
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UsageError(
+                f"{flags} without --https-port: nothing would be served over HTTPS",
+                hint="add --https-port PORT, or leave out the TLS options",
+            )
         return None
     missing = [f for f in ("tls_cert", "tls_key", "client_ca") if not getattr(args, f)]
     if missing:
