@@ -226,3 +226,29 @@ def test_an_ancestor_of_the_base_merges_to_nothing(
     report = json.loads(out)
     assert report["devices"] == [] and report["renumbered"] == [] and report["unchanged"] == 4
     assert report["head"] == first
+
+
+@pytest.mark.parametrize(
+    ("where", "value"), [("unchanged", -5), ("unchanged", 10**400), ("old_version", 1e308)]
+)
+def test_a_saved_plan_with_numbers_no_plan_holds_is_refused(
+    example_repo: GitRepo,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    where: str,
+    value: object,
+) -> None:
+    base = str(example_repo.repo.head.target)
+    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
+    example_repo.commit({OFFICE: office}, "x", branch="feature", parents=[base])
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "feature", "--format", "json")
+    doc = json.loads(out)
+    if where == "unchanged":
+        doc["unchanged"] = value
+    else:
+        doc["devices"][0][where] = value
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps(doc))
+    assert main(["--repo", str(example_repo.path), "plan", "--from-json", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert f"{saved}: " in err and where in err and "imum" in err, err
