@@ -104,6 +104,9 @@ def test_cli_log_and_blame(example_repo: GitRepo, capsys: pytest.CaptureFixture[
     assert "from inventory/profiles/base.yaml:3:15" in out
     assert main(["--repo", repo, "log", "0021f2ffffff"]) == 2  # an unknown MAC: usage
     assert "no device 0021f2ffffff" in capsys.readouterr().err
+    # An empty parameter is none asked for well: not every parameter.
+    assert main(["--repo", repo, "blame", "0021f2011b20", " "]) == 2
+    assert "argument param: is empty" in capsys.readouterr().err
 
 
 # -- the cache changes no output ------------------------------------------------------------

@@ -74,7 +74,7 @@ def register(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("mac", type=mac, help="the device's MAC, any spelling")
-    p.add_argument("param", nargs="?", help="only this DBID key or readable name")
+    p.add_argument("param", nargs="?", type=_param, help="only this DBID key or readable name")
     p.add_argument("--rev", default="HEAD", help="the commit, branch or tag")
     add_format(p)
 
@@ -149,3 +149,10 @@ def run_blame(args: argparse.Namespace, out: Output) -> int:
         who = f"{b.commit[:12]} {printable(b.author)}" if b.commit and b.author else "-"
         out.data(f"{b.key}={b.value}\n    from {b.origin}  ({who})")
     return 0
+
+
+def _param(text: str) -> str:
+    # (an empty one read as none: every parameter, where one was asked for)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a DBID key or a readable name")
+    return text
