@@ -79,6 +79,11 @@ class SecretError(GitprovError):
     """A secret could not be sealed, unsealed or read. Names the secret, never its value."""
 
 
+def is_public_key(text: str) -> bool:
+    """Whether `text` is written as a repository public key (gitprov-pk-…)."""
+    return _PUBLIC_RE.fullmatch(text) is not None
+
+
 def generate_keypair() -> tuple[str, str]:
     """A new repository key pair as text: (`gitprov-sk-…`, `gitprov-pk-…`)."""
     private = X25519PrivateKey.generate()

@@ -16,7 +16,7 @@ import pytest
 import gitprov.cli as cli_module
 from gitprov.cli import main
 from gitprov.crypto import encrypt
-from gitprov.secrets import load_secrets_file, unseal
+from gitprov.secrets import generate_keypair, load_secrets_file, unseal
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo, example_files
 
@@ -368,9 +368,21 @@ def test_secrets_refuse_what_is_not_utf8_text_at_its_place(
     assert path.read_bytes() == before
     path.write_bytes(before + b"# caf\xe9\n")
     lines = before.count(b"\n") + 1
-    for argv in (["list"], ["rotate", "--new-public-key", "x"]):
+    new_public = generate_keypair()[1]
+    for argv in (["list"], ["rotate", "--new-public-key", new_public]):
         code, _, err = run(capsys, "--repo", repo, "secrets", *argv)
         assert code == 2 and f"secrets.yaml:{lines}: not UTF-8 text" in err, err
+
+
+@pytest.mark.parametrize("given", ["gitprov-pk-xyz", "x", "gitprov-sk-" + "A" * 43])
+def test_a_new_public_key_that_is_none_is_a_usage_error_never_shown(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    repo = str(example_repo.path)
+    code, out, err = run(capsys, "--repo", repo, "secrets", "rotate", "--new-public-key", given)
+    assert code == 2 and "argument --new-public-key: " in err, err
+    assert ("a private key" in err) is given.startswith("gitprov-sk-")
+    assert len(given) < 3 or given not in out + err  # (never echoed)
 
 
 def test_secrets_set_reads_no_more_than_a_secret_from_stdin(

@@ -106,7 +106,12 @@ def register(sub: Subparsers) -> None:
             ),
         ),
     )
-    r.add_argument("--new-public-key", required=True, help="gitprov-pk-… of the new key pair")
+    r.add_argument(
+        "--new-public-key",
+        required=True,
+        type=_public_key,
+        help="gitprov-pk-… of the new key pair",
+    )
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -181,3 +186,15 @@ def _read_value(name: str) -> str:
             hint="a secret is text; for binary data, seal its base64 "
             "(`base64 -w0 FILE | gitprov secrets set NAME`)",
         ) from None
+
+
+def _public_key(text: str) -> str:
+    from gitprov.secrets import is_public_key
+
+    if is_public_key(text):
+        return text
+    # (never echoed: a private key pasted here is a secret)
+    what = "a private key" if text.startswith("gitprov-sk-") else "not a gitprov public key"
+    raise argparse.ArgumentTypeError(
+        f"{what}: give the gitprov-pk-… key that `gitprov secrets keygen` printed"
+    )
