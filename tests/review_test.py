@@ -242,6 +242,7 @@ def test_a_saved_plan_with_numbers_no_plan_holds_is_refused(
     office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
     example_repo.commit({OFFICE: office}, "x", branch="feature", parents=[base])
     code, out = plan(capsys, example_repo, "--base", base, "--rev", "feature", "--format", "json")
+    assert code == 0
     doc = json.loads(out)
     if where == "unchanged":
         doc["unchanged"] = value
