@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -210,6 +211,14 @@ def _is_mirror(repo: pygit2.Repository) -> bool:
         return False
 
 
+def _local_path(url: str) -> bool:
+    """Whether a remote URL names a local path (not scheme://, not scp's host:path)."""
+    if "://" in url:
+        return False
+    head = url.split("/", 1)[0]
+    return ":" not in head
+
+
 class RemoteBranch:
     """A branch of a remote repository, fetched with pygit2 into a local bare mirror."""
 
@@ -240,8 +249,12 @@ class RemoteBranch:
         try:
             repo.remotes["origin"].fetch([spec])
         except (pygit2.GitError, KeyError, ValueError) as exc:
+            why = str(exc)
+            if _local_path(self.url) and not os.path.exists(self.url):
+                # (libgit2 says "unsupported URL protocol" of a path that is not there)
+                why = "no such directory (a local path: is the repository gone or moved?)"
             raise GitprovError(
-                f"fetch of {self.branch} from {self.url} failed: {exc}",
+                f"fetch of {self.branch} from {self.url} failed: {why}",
                 hint="check the URL and the network; the last good files stay",
             ) from exc
 
