@@ -963,8 +963,12 @@ def test_probe_refuses_another_devices_state(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is the state of 0021f2aaaaaa, not 0021f2011b19"):
         probe(MAC, "--state", str(state_file))
     state_file.write_text('{"format": 1}')
-    with pytest.raises(GitprovError, match="is not a device state file"):
+    with pytest.raises(UsageError, match="is not a device state file"):
         load_state(state_file)
+    # A file argument that cannot be read is a usage error (exit 2), as the others are.
+    state_file.write_text("{not json")
+    with pytest.raises(UsageError, match="cannot read device state"):
+        probe(MAC, "--state", str(state_file))
 
 
 def test_ipv6_literal_in_a_rule(tmp_path: Path) -> None:

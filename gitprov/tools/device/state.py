@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitprov.crypto import Cipher, Mode
-from gitprov.errors import GitprovError
+from gitprov.errors import UsageError
 from gitprov.macros import device_variables, normalise_mac
 from gitprov.tools.device.settings import VERSION_KEY, factory_params
 
@@ -121,11 +121,15 @@ def save_state(path: Path, state: DeviceState) -> None:
 
 
 def load_state(path: Path) -> DeviceState:
-    """Read what `save_state` wrote; a malformed file is a `GitprovError`."""
+    """Read what `save_state` wrote; a malformed file is a `UsageError` (a file argument
+    that cannot be read, exit 2)."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GitprovError(f"cannot read device state {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UsageError(
+            f"cannot read device state {path}: {exc}",
+            hint="delete it to start from a factory-default device",
+        ) from None
     try:
         if document.get("format") != _STATE_FORMAT:
             raise ValueError(f"unknown format {document.get('format')!r}")
@@ -148,7 +152,7 @@ def load_state(path: Path) -> DeviceState:
             history=[Event(str(e["kind"]), str(e["detail"])) for e in document["history"]],
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise GitprovError(
+        raise UsageError(
             f"{path} is not a device state file: {exc}",
             hint="delete it to start from a factory-default device",
         ) from None
