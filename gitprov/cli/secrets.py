@@ -109,7 +109,6 @@ def register(sub: Subparsers) -> None:
     r.add_argument(
         "--new-public-key",
         required=True,
-        type=_public_key,
         help="gitprov-pk-… of the new key pair",
     )
 
@@ -153,6 +152,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             named = yaml_name(args.name)
             out.info(f"sealed {args.name} into {path}; refer to it as !secret {named}")
         return 0
+    _check_public_key(args.new_public_key)
     count = s.secrets_rotate(args.new_public_key)
     out.info(f"re-sealed {count} secret(s) to the new public key in {s.secrets_path()}")
     return 0
@@ -188,13 +188,15 @@ def _read_value(name: str) -> str:
         ) from None
 
 
-def _public_key(text: str) -> str:
+def _check_public_key(text: str) -> None:
+    """A usage error (exit 2) for a --new-public-key that is none, never shown: a private
+    key pasted there is a secret."""
     from gitprov.secrets import is_public_key
 
     if is_public_key(text):
-        return text
-    # (never echoed: a private key pasted here is a secret)
+        return
     what = "a private key" if text.startswith("gitprov-sk-") else "not a gitprov public key"
-    raise argparse.ArgumentTypeError(
-        f"{what}: give the gitprov-pk-… key that `gitprov secrets keygen` printed"
+    raise UsageError(
+        f"argument --new-public-key: {what}",
+        hint="give the gitprov-pk-… key that `gitprov secrets keygen` printed",
     )
