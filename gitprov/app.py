@@ -76,6 +76,9 @@ class Built:
     out: Path
     files: int
     revealed: bool
+    # Files of plain/ and encrypted/ this build did not write (left from an earlier one):
+    # encrypted/ is what a publish would serve, and these it would not.
+    stale: tuple[str, ...] = ()
 
 
 class Session:
@@ -222,7 +225,14 @@ class Session:
             raise UsageError(
                 f"cannot write into {out}: {exc.strerror}", hint="choose another --out"
             ) from None
-        return Built(build.commit, out, total, reveal)
+        made = {f.name for f in build.files}
+        stale = [
+            f"{part}/{name}"
+            for part in ("plain", "encrypted")
+            for name in sorted(os.listdir(out / part) if (out / part).is_dir() else ())
+            if name not in made
+        ]
+        return Built(build.commit, out, total, reveal, tuple(stale))
 
     def plan(self, base: str, rev: str) -> Review:
         from gitprov.review import review

@@ -500,3 +500,19 @@ def test_tls_files_without_an_https_port_are_a_usage_error(
     argv = ["serve", "--http-root", str(tmp_path / "http"), "--http-port", "0"]
     assert main([*argv, "--tftp-port", "0", "--tls-cert", str(tmp_path / "c.pem")]) == 2
     assert "--tls-cert without --https-port" in capsys.readouterr().err
+
+
+def test_a_build_into_a_directory_with_older_files_names_them(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """encrypted/ is what a publish would serve: a file left from an earlier build sat
+    beside the new ones without a word."""
+    out = tmp_path / "out"
+    (out / "encrypted").mkdir(parents=True)
+    (out / "encrypted" / "fv0021f2ffffff.conf").write_text("stale\n")
+    code, stdout, _ = run(capsys, "--repo", str(example_repo.path), "build", "--out", str(out))
+    assert code == 0
+    assert f"note: {out}/encrypted/fv0021f2ffffff.conf was not written by this build" in stdout
+    argv = ["--repo", str(example_repo.path), "build", "--out", str(out), "--format", "json"]
+    code, stdout, _ = run(capsys, *argv)
+    assert json.loads(stdout)["stale"] == ["encrypted/fv0021f2ffffff.conf"]

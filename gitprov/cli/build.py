@@ -143,6 +143,7 @@ def run_build(args: argparse.Namespace, out: Output) -> int:
                 "out": str(built.out),
                 "files": built.files,
                 "revealed": built.revealed,
+                "stale": list(built.stale),
             }
         )
         return 0
@@ -151,6 +152,8 @@ def run_build(args: argparse.Namespace, out: Output) -> int:
         f"built {built.files} device file(s) of {built.commit[:12]} into {built.out}/"
         f"{{plain,encrypted}}/ ({note})"
     )
+    for name in built.stale:
+        out.info(f"note: {built.out}/{name} was not written by this build (left from before)")
     return 0
 
 
