@@ -379,8 +379,10 @@ def _aad(name: str) -> bytes:
 
 def check_name(name: str) -> None:
     if not NAME_RE.fullmatch(name):
+        # (shown back, but not a screenful of it: a name is at most 64 characters)
+        shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}… ({len(name):,} characters)"
         raise SecretError(
-            f"invalid secret name {name!r}", hint="use 1-64 letters, digits, '_', '.' or '-'"
+            f"invalid secret name {shown}", hint="use 1-64 letters, digits, '_', '.' or '-'"
         )
 
 

@@ -111,6 +111,12 @@ def test_bad_names(name: str) -> None:
         seal(PK, name, VALUE)
 
 
+def test_a_long_bad_name_is_shown_cut_short() -> None:
+    with pytest.raises(SecretError) as info:
+        seal(PK, "x" * 5000 + " y", VALUE)
+    assert len(info.value.message) < 200 and "(5,002 characters)" in info.value.message
+
+
 def test_keys_in_the_wrong_place() -> None:
     with pytest.raises(SecretError, match="public key") as info:
         unseal(PK, "pin", seal(PK, "pin", VALUE))
