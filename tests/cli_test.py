@@ -516,3 +516,19 @@ def test_a_build_into_a_directory_with_older_files_names_them(
     argv = ["--repo", str(example_repo.path), "build", "--out", str(out), "--format", "json"]
     code, stdout, _ = run(capsys, *argv)
     assert json.loads(stdout)["stale"] == ["encrypted/fv0021f2ffffff.conf"]
+
+
+def test_serve_reads_its_tls_files_before_any_listener_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad TLS files: it announced the HTTP and TFTP listeners, started them, then
+    stopped with the error: a supervisor reading the announcement took it for up."""
+    (tmp_path / "http").mkdir()
+    bad = tmp_path / "garbage.pem"
+    bad.write_text("garbage\n")
+    argv = ["serve", "--http-root", str(tmp_path / "http"), "--http-port", "0"]
+    argv += ["--tftp-port", "0", "--https-port", "0"]
+    argv += ["--tls-cert", str(bad), "--tls-key", str(bad), "--client-ca", str(bad)]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "cannot load TLS certificate" in err and out == "", out

@@ -435,6 +435,11 @@ def _https_options(
     roots = [r for r in (args.stage_root, http_root) if r]
     if not roots:
         raise UsageError("--https-port has nothing to serve", hint="give --stage-root DIR")
+    from gitprov.tools.mtls import make_mtls_context
+
+    # The TLS files read now, before any listener starts: a supervisor reading "HTTP: …"
+    # took the server for up, and then it stopped.
+    make_mtls_context(Path(args.tls_cert), Path(args.tls_key), Path(args.client_ca))
     if args.stage_root:
         stage = Path(args.stage_root).resolve()
         if not stage.is_dir():
