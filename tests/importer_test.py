@@ -243,9 +243,16 @@ CASES: dict[str, tuple[Mutation, str]] = {
         ),
         f"fv{MACS[0]}.conf:1:21: error[GP406]",
     ),
+    # At the byte's character in its line (a byte order mark before it not one).
     "not UTF-8": (
         lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(b"DBID_SIP_DIS_NAME=M\xfcller\n"),
-        f"fv{MACS[0]}.conf:1:1: error[GP401]",
+        f"fv{MACS[0]}.conf:1:20: error[GP401]",
+    ),
+    "not UTF-8 on a later line": (
+        lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(
+            b"\xef\xbb\xbfDBID_DBASE_VERSION=5\r\nDBID_WEB_SIP_SERVER=\xc3\xa9\xe9t\r\n"
+        ),
+        f"fv{MACS[0]}.conf:2:22: error[GP401]",
     ),
     "a second file for a MAC": (
         lambda r: (r / f"{MACS[0].upper()}.cfg").write_bytes(conf(ip542n(MACS[0], version=9))),

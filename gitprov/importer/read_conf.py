@@ -351,7 +351,7 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
             error(
                 shown,
                 text.line,
-                1,
+                text.col,
                 UNREADABLE,
                 f"not UTF-8 text (byte {text.byte}){after}",
                 "a param.conf is UTF-8 text; is this a device's file?",

@@ -21,10 +21,12 @@ _HEADER_WORDS = frozenset({"mac", "mac address", "mac_address", "macaddress"})
 
 @dataclass(frozen=True)
 class NotUtf8:
-    """Where bytes stop being UTF-8: the line, and the offset of the byte."""
+    """Where bytes stop being UTF-8: the line, and the offset of the byte in the file;
+    the column, in the characters of its line before it (a byte order mark not one)."""
 
     line: int
     byte: int
+    col: int = 1
 
 
 def utf8(data: bytes) -> str | NotUtf8:
@@ -32,7 +34,9 @@ def utf8(data: bytes) -> str | NotUtf8:
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        return NotUtf8(data[: exc.start].count(b"\n") + 1, exc.start)
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        before = data[start : exc.start].decode("utf-8").removeprefix("\ufeff")
+        return NotUtf8(data[: exc.start].count(b"\n") + 1, exc.start, len(before) + 1)
 
 
 def read_text(path: Path) -> str | NotUtf8:
@@ -79,7 +83,12 @@ def read_table(
     if isinstance(text, NotUtf8):
         return {}, [
             error(
-                shown, text.line, 1, TABLE, f"not UTF-8 text (byte {text.byte})", "save it as UTF-8"
+                shown,
+                text.line,
+                text.col,
+                TABLE,
+                f"not UTF-8 text (byte {text.byte})",
+                "save it as UTF-8",
             )
         ]
     out: dict[str, Entry] = {}
