@@ -65,11 +65,13 @@ from gitprov.inventory import (
     FLEET,
     FLEET_FILE,
     SECRETS_FILE,
+    Device,
     Documents,
     Fleet,
     Inventory,
     build_inventory,
 )
+from gitprov.macros import normalise_mac
 from gitprov.overlay import apply_changes, updated, whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
@@ -111,7 +113,7 @@ from gitprov.rules.file_name import unsafe_reason
 from gitprov.secrets import unseal
 from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
-from gitprov.strand import stranding
+from gitprov.strand import SameSecret, device_stranding, stranding
 from gitprov.version import IncompleteHistory, State, require_complete
 
 Progress = Callable[[str, int, int], None]
@@ -1352,8 +1354,6 @@ def _publish_commit(
         # The guards compare with the published commit's fleet settings (its gitprov.yaml
         # alone) and the manifest's list of devices: never its whole inventory again.
         published = _published_fleet(pipeline, previous, str(commit.id))
-        if published is not None and previous is not None and not guards.allow_stranding:
-            _check_stranding(pipeline, commit, previous, published, settings, key)
         if callable(targets) and not guards.allow_target_change:
             _check_targets(str(commit.id), where, previous, published, targets)
             if previous is None:
@@ -1364,6 +1364,10 @@ def _publish_commit(
             if not (force or verify)
             else None
         )
+        if published is not None and previous is not None and not guards.allow_stranding:
+            # (a device's own key: of those a publish by change builds, a few)
+            built = change.inventory.devices if change is not None else ()
+            _check_stranding(pipeline, commit, previous, published, settings, key, built)
         retried = False
         while True:
             try:
@@ -2109,16 +2113,61 @@ def _check_stranding(
     published: Fleet,
     settings: Inventory,
     private_key: str | None,
+    devices: Sequence[Device] = (),
 ) -> None:
     """Refuse a commit that changes the file name or the key of the Profile Rule the
-    devices hold without keeping them under encryption.previous (gitprov.strand)."""
+    devices hold without keeping them under encryption.previous (gitprov.strand): the
+    fleet's, and the own keys of `devices` (those a publish by change builds)."""
     old = pipeline.commit(previous.commit)
+    same = _sameness(pipeline, commit, old, settings, private_key)
+    found = list(stranding(published, settings.fleet, same))
+    if not found and old is not None:
+        for device in devices:
+            found_held = _held_key(pipeline, old, device)
+            if found_held is None:
+                continue  # (a device the published commit did not have there)
+            (held,) = found_held
+            key = None if device.key is None else str(device.key)
+            previous_key = None if device.previous_key is None else str(device.previous_key)
+            one = device_stranding(
+                device.mac, held, key, previous_key, published, settings.fleet, same
+            )
+            if one is not None:
+                found.append(one)
+    if not found or not any(e.kind == Kind.DEVICE for e in previous.files.values()):
+        return  # (nothing to strand: no device was published)
+    what = "; ".join(f.describe() for f in found[:5]) + (
+        f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    )
+    raise Refused(
+        f"commit {str(commit.id)[:12]} would strand the published devices: {what}, and "
+        "encryption.previous does not keep what their Profile Rule holds (each device "
+        "fetches its next file by the name and key of its last one); refused: nothing "
+        "was written, the last good files stay",
+        hint="rotate as docs/keys.md says (the new file_name and master_key, the old "
+        "ones under encryption.previous, for a grace period; a device's own key under "
+        "previous_key), or, if every device is provisioned anew (factory reset, option "
+        "66), publish with --allow-stranding",
+    )
+
+
+def _sameness(
+    pipeline: Pipeline,
+    commit: pygit2.Commit,
+    old: pygit2.Commit | None,
+    settings: Inventory,
+    private_key: str | None,
+) -> SameSecret:
+    """Whether the published commit's secret and this commit's hold the same value
+    (gitprov.strand.SameSecret): by the secrets file's blob, the sealed texts, or with
+    the private key their values."""
+    path = _inventory_path(pipeline, commit, SECRETS_FILE)
+    same_file = old is not None and _blob_id(old, path) == _blob_id(commit, path)
 
     def same(old_name: str, new_name: str) -> bool | None:
         if old is None:
             return None
-        path = _inventory_path(pipeline, commit, SECRETS_FILE)
-        if old_name == new_name and _blob_id(old, path) == _blob_id(commit, path):
+        if old_name == new_name and same_file:
             return True  # (the same secrets file: no need to read it)
         before, now = _sealed_in(pipeline, old, path, old_name), settings.sealed.get(new_name)
         if before is None or now is None:
@@ -2132,19 +2181,34 @@ def _check_stranding(
         except (GitprovError, ValueError):
             return None  # (sealed for another repository key: rotated since)
 
-    found = stranding(published, settings.fleet, same)
-    if not found or not any(e.kind == Kind.DEVICE for e in previous.files.values()):
-        return  # (nothing to strand: no device was published)
-    what = "; ".join(f.describe() for f in found)
-    raise Refused(
-        f"commit {str(commit.id)[:12]} would strand the published devices: {what}, and "
-        "encryption.previous does not keep what their Profile Rule holds (each device "
-        "fetches its next file by the name and key of its last one); refused: nothing "
-        "was written, the last good files stay",
-        hint="rotate as docs/keys.md says (the new file_name and master_key, the old "
-        "ones under encryption.previous, for a grace period), or, if every device is "
-        "provisioned anew (factory reset, option 66), publish with --allow-stranding",
-    )
+    return same
+
+
+def _held_key(pipeline: Pipeline, old: pygit2.Commit, device: Device) -> tuple[str | None] | None:
+    """The own key (a secret's name; None: the master key's) the device's file at the
+    published commit set, or None when that commit had no file of it there."""
+    oid = _blob_id(old, device.path)
+    if oid is None:
+        return None
+    if oid == device.oid:
+        return (None if device.key is None else str(device.key),)
+    assert pipeline.repo is not None
+    blob = pipeline.repo.get(oid)
+    if isinstance(blob, pygit2.Blob) and b"key" not in blob.data:
+        # Most devices have no key of their own: their old file is not parsed for it
+        # (a publish by change parses the files it builds, no more). Its MAC, in any
+        # spelling, says whether it was this device's file then.
+        flat = blob.data.lower().translate(None, b":-. \"'")
+        return (None,) if device.mac.encode() in flat else None
+    try:
+        doc, _ = pipeline.parse_cache.get(FileRef(device.path, oid), pipeline.source(old))
+    except GitprovError:
+        return None
+    data = doc.data if doc is not None else None
+    if not isinstance(data, dict) or normalise_mac(str(data.get("mac", ""))) != device.mac:
+        return None  # (another device's file then: as if new)
+    key = data.get("key")
+    return (str(key) if isinstance(key, str) else None,)
 
 
 def _inventory_path(pipeline: Pipeline, commit: pygit2.Commit, name: str) -> str:

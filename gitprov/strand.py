@@ -105,3 +105,45 @@ def _alike(a: str, b: str) -> bool:
 
 def _expanded(template: str) -> str:
     return expand(template, _SAMPLE)
+
+
+def device_stranding(
+    device: str,
+    held: str | None,
+    key: str | None,
+    previous_key: str | None,
+    published: Fleet,
+    new: Fleet,
+    same: SameSecret,
+) -> Stranding | None:
+    """Why a device whose own key (`key:`, a secret's name; None: one derived from the
+    fleet's master key) was `held` at the published commit, and is `key` now (with its
+    `previous_key:`), finds no file it can read, or None. Its own key is its own: a
+    change of it is kept only under `encryption.previous` with `previous_key:`."""
+    if (held is None and key is None) or published.encryption.mode == "none":
+        return None  # (the fleet's master key: see `stranding`)
+    master = new.encryption.master_key
+    old = published.encryption.master_key
+    holds = ("key", held) if held is not None else ("master", old.name if old else None)
+    primary = ("key", key) if key is not None else ("master", master.name if master else None)
+    served = []
+    if _alike(new.file_name, published.file_name):
+        served.append(primary)
+    previous_name = new.encryption.previous_file_name
+    if previous_name is not None and _alike(previous_name, published.file_name):
+        previous_master = new.encryption.previous_master_key
+        if previous_key is not None:
+            served.append(("key", previous_key))
+        elif previous_master is not None:
+            served.append(("master", previous_master.name))
+        else:
+            served.append(primary)
+    for kind, name in served:
+        if kind == holds[0] and (
+            name is None or holds[1] is None or same(holds[1], name) is not False
+        ):
+            return None
+    if not served:
+        return None  # (the name is not kept: `stranding` says so)
+    shown = [name or "(none)" for _, name in (holds, served[0])]
+    return Stranding(f"{device}'s key", *shown)

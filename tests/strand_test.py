@@ -12,7 +12,7 @@ from gitprov.cli import main
 from gitprov.inventory import Encryption, Fleet
 from gitprov.plan import load_manifest
 from gitprov.secrets import public_key_of, seal
-from gitprov.strand import SameSecret, Stranding, stranding
+from gitprov.strand import SameSecret, Stranding, device_stranding, stranding
 from gitprov.yamldoc import SecretRef
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.roots import root_args
@@ -224,3 +224,56 @@ def test_a_secret_given_another_value_under_its_name_is_said_so() -> None:
     assert [f.describe() for f in found] == [
         "encryption.master_key: the value of secret 'k1' changes"
     ]
+
+
+def test_a_devices_own_key_changed_without_previous_key_strands_it() -> None:
+    same = _same_value({"k1": "a", "k2": "b", "d1": "x", "d1b": "x", "d2": "y"})
+    mac = "0021f2011b19"
+    fleet = _fleet()
+    assert device_stranding(mac, "d1", "d2", None, fleet, fleet, same) == Stranding(
+        f"{mac}'s key", "d1", "d2"
+    )
+    # To the master key, or from it: another key all the same.
+    assert device_stranding(mac, "d1", None, None, fleet, fleet, same) == Stranding(
+        f"{mac}'s key", "d1", "k1"
+    )
+    assert device_stranding(mac, None, "d1", None, fleet, fleet, same) == Stranding(
+        f"{mac}'s key", "k1", "d1"
+    )
+    for held, key in (("d1", "d1"), ("d1", "d1b"), (None, None), ("d1", "unknown")):
+        assert device_stranding(mac, held, key, None, fleet, fleet, same) is None, (held, key)
+    # A rotation as docs/keys.md says: the old name kept, under previous_key.
+    rotating = _fleet(
+        "fv$(MA)-k2.conf",
+        master_key=SecretRef("k2"),
+        previous_master_key=SecretRef("k1"),
+        previous_file_name="fv$(MA).conf",
+    )
+    assert device_stranding(mac, "d1", "d2", "d1", fleet, rotating, same) is None
+    # ... but its own key left out of it: the old name's file under the old master key.
+    assert device_stranding(mac, "d1", "d1", None, fleet, rotating, same) == Stranding(
+        f"{mac}'s key", "d1", "k1"
+    )
+    # Unencrypted devices hold no key.
+    plain = _fleet(mode="none")
+    assert device_stranding(mac, "d1", "d2", None, plain, plain, same) is None
+
+
+def test_a_publish_by_change_refuses_a_devices_own_key_changed(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = "inventory/devices/0021f2a0c001.yaml"
+    own = example_repo.files[device] + b"key: !secret device_key_1\n"
+    sealed = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
+    secrets = example_repo.files[SECRETS] + f"  device_key_1: {sealed}\n".encode()
+    example_repo.commit({device: own, SECRETS: secrets}, "a device with its own key")
+    assert _publish(example_repo, tmp_path) == 0
+    sealed = seal(public_key_of(private_key), "device_key_2", "AnotherKey2")
+    secrets = example_repo.files[SECRETS] + f"  device_key_2: {sealed}\n".encode()
+    moved = own.replace(b"device_key_1", b"device_key_2")
+    example_repo.commit({device: moved, SECRETS: secrets}, "its key changed")
+    capsys.readouterr()
+    assert _publish(example_repo, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "0021f2a0c001's key changes from 'device_key_1' to 'device_key_2'" in err, err
+    assert _publish(example_repo, tmp_path, "--allow-stranding") == 0
