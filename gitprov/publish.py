@@ -1917,18 +1917,12 @@ def fleet_of(pipeline: Pipeline, commit: pygit2.Commit) -> Fleet | None:
     commit that was published, or to find where one would go); None when it has none or
     they cannot be read."""
     source = pipeline.source(commit)
-    inventory_dir = posixpath.normpath(source.inventory_dir or ".")
-    path = FLEET_FILE if inventory_dir == "." else f"{inventory_dir}/{FLEET_FILE}"
-    try:
-        entry = commit.tree[path]
-    except (KeyError, pygit2.GitError):
-        return None
-    if entry.type_str != "blob":
+    path = _inventory_path(pipeline, commit, FLEET_FILE)
+    oid = _blob_id(commit, path)
+    if oid is None:
         return None
     try:
-        doc, problems = pipeline.parse_cache.get(
-            FileRef(path, str(entry.id)), source, fleet_file=True
-        )
+        doc, problems = pipeline.parse_cache.get(FileRef(path, oid), source, fleet_file=True)
     except GitprovError:
         return None  # an object missing: the full load says so
     if doc is None or any(p.is_error for p in problems):
