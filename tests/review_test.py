@@ -20,12 +20,19 @@ def plan(capsys: pytest.CaptureFixture[str], repo: GitRepo, *argv: str) -> tuple
     return code, capsys.readouterr().out
 
 
+def office_on_feature(repo: GitRepo, message: str = "new backup proxy") -> str:
+    """A branch `feature` off main's head that changes the `office` profile's backup
+    proxy (three devices); returns the base it starts from."""
+    base = str(repo.repo.head.target)
+    office = repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
+    repo.commit({OFFICE: office}, message, branch="feature", parents=[base])
+    return base
+
+
 def test_profile_change_lists_every_inheriting_device(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = str(example_repo.repo.head.target)
-    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
-    example_repo.commit({OFFICE: office}, "new backup proxy", branch="feature", parents=[base])
+    base = office_on_feature(example_repo)
     code, out = plan(capsys, example_repo, "--base", base, "--rev", "feature", "--format", "json")
     assert code == 0
     report = json.loads(out)
@@ -70,9 +77,7 @@ def test_secret_change_shows_that_it_changed_not_the_value(
 def test_markdown_for_pull_requests(
     example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = str(example_repo.repo.head.target)
-    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
-    example_repo.commit({OFFICE: office}, "x", branch="feature", parents=[base])
+    base = office_on_feature(example_repo, "x")
     code, out = plan(
         capsys, example_repo, "--base", base, "--rev", "feature", "--format", "markdown"
     )
@@ -238,9 +243,7 @@ def test_a_saved_plan_with_numbers_no_plan_holds_is_refused(
     where: str,
     value: object,
 ) -> None:
-    base = str(example_repo.repo.head.target)
-    office = example_repo.files[OFFICE].replace(b"sbc2.example.net", b"sbc9.example.net")
-    example_repo.commit({OFFICE: office}, "x", branch="feature", parents=[base])
+    base = office_on_feature(example_repo, "x")
     code, out = plan(capsys, example_repo, "--base", base, "--rev", "feature", "--format", "json")
     assert code == 0
     doc = json.loads(out)
