@@ -694,6 +694,28 @@ class Pipeline:
         snap.changed, snap.changed_since = changed, base.commit
         snap.digests, snap.macs, snap.base = digests, macs, None
 
+    def known_device(self, commit_id: str, path: str) -> tuple[DeviceFacts | None] | None:
+        """The facts of the device file at `path` in commit `commit_id` (None in the
+        tuple: no device there), from a snapshot this process holds of that commit
+        without reading the file; None when it holds none that knows them. A publish
+        asks what the published commit's device held (its own key) of the snapshot its
+        validation of the next commit started from."""
+        for snap in reversed(self._snapshots.values()):
+            for at in (snap, snap.base):
+                if at is None or at.commit != commit_id:
+                    continue
+                docs = at.docs
+                lazy = docs.lazy(DEVICE)
+                if lazy is None or lazy.facts is None:
+                    return None
+                if path in lazy.changes:
+                    doc = lazy.changes[path]
+                    return (device_facts(doc) if doc is not None else None,)
+                if path not in docs.oids:
+                    return (None,)
+                return (lazy.facts.get(path),)
+        return None
+
     def _remember(self, snap: _Snapshot, keep: int = 8) -> None:
         self._snapshots[snap.commit] = snap
         self._snapshots.move_to_end(snap.commit)

@@ -1365,8 +1365,12 @@ def _publish_commit(
             else None
         )
         if published is not None and previous is not None and not guards.allow_stranding:
-            # (a device's own key: of those a publish by change builds, a few)
-            built = change.inventory.devices if change is not None else ()
+            # (a device's own key: of the devices whose file the commit changed)
+            if change is not None:
+                built = change.inventory.devices
+            else:
+                whole = loaded.inventory
+                built = whole.devices if whole is not None else ()
             _check_stranding(pipeline, commit, previous, published, settings, key, built)
         retried = False
         while True:
@@ -2111,16 +2115,17 @@ def _check_stranding(
 ) -> None:
     """Refuse a commit that changes the file name or the key of the Profile Rule the
     devices hold without keeping them under encryption.previous (gitprov.strand): the
-    fleet's, and the own keys of `devices` (those a publish by change builds)."""
+    fleet's, and the own keys of those of `devices` whose file the commit changed (a key
+    given, changed or taken away)."""
     old = pipeline.commit(previous.commit)
     same = _sameness(pipeline, commit, old, settings, private_key)
     found = list(stranding(published, settings.fleet, same))
-    if not found and old is not None:
+    if not found and old is not None and devices:
         trees: dict[str, pygit2.Tree | None] = {}
+        # A device file the commit did not change held the key it holds now.
+        changed = pipeline.changes(old, commit)
         for device in devices:
-            if device.key is None and device.previous_key is None:
-                # (the few with a key of their own: a device whose key went back to the
-                # master key is not told from the others without reading every old file)
+            if device.path not in changed:
                 continue
             found_held = _held_key(pipeline, old, device, trees)
             if found_held is None:
@@ -2192,7 +2197,15 @@ def _held_key(
     """The own key (a secret's name; None: the master key's) the device's file at the
     published commit set, or None when that commit had no file of it there. `trees`
     keeps each directory's tree of that commit: a flat fleet's devices/ is one tree of
-    100,000 entries, read once (24 ms), not once a device."""
+    100,000 entries, read once (24 ms), not once a device. The facts of the snapshot the
+    commit's validation started from come first: that commit's, after a publish, with no
+    tree read."""
+    known = pipeline.known_device(str(old.id), device.path)
+    if known is not None:
+        (facts,) = known
+        if facts is None or facts[1] != device.mac:
+            return None  # (none, or another device's file then: as if new)
+        return (facts[5],)
     folder, _, name = device.path.rpartition("/")
     if folder not in trees:
         try:

@@ -3,6 +3,7 @@ without keeping it under encryption.previous is refused: every device would be s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +260,51 @@ def test_a_devices_own_key_changed_without_previous_key_strands_it() -> None:
     assert device_stranding(mac, "d1", "d2", None, plain, plain, same) is None
 
 
-def test_a_publish_by_change_refuses_a_devices_own_key_changed(
-    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("full", "cold"),
+    [(False, False), (True, False), (False, True)],
+    ids=["by change", "full build", "without the cache"],
+)
+@pytest.mark.parametrize("to", ["device_key_2", None], ids=["another key", "the master key"])
+def test_a_publish_refuses_a_devices_own_key_changed_or_taken_away(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    full: bool,
+    cold: bool,
+    to: str | None,
+) -> None:
+    """Told from the published commit's snapshot its validation kept, or (`cold`: the
+    cache deleted) from the published commit's tree."""
+    device = "inventory/devices/0021f2a0c001.yaml"
+    plain = example_repo.files[device]
+    own = plain + b"key: !secret device_key_1\n"
+    sealed = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
+    secrets = example_repo.files[SECRETS] + f"  device_key_1: {sealed}\n".encode()
+    example_repo.commit({device: own, SECRETS: secrets}, "a device with its own key")
+    assert _publish(example_repo, tmp_path) == 0
+    if to is None:
+        example_repo.commit({device: plain}, "its own key taken away")
+        expected = "0021f2a0c001's key changes from 'device_key_1' to 'fleet_master_key'"
+    else:
+        sealed = seal(public_key_of(private_key), to, "AnotherKey2")
+        secrets = example_repo.files[SECRETS] + f"  {to}: {sealed}\n".encode()
+        moved = own.replace(b"device_key_1", to.encode())
+        example_repo.commit({device: moved, SECRETS: secrets}, "its key changed")
+        expected = f"0021f2a0c001's key changes from 'device_key_1' to '{to}'"
+    extra = ("--force",) if full else ()
+    if cold:
+        shutil.rmtree(example_repo.repo.path.rstrip("/") + "/gitprov-cache")
+    capsys.readouterr()
+    assert _publish(example_repo, tmp_path, *extra) == 1
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert _publish(example_repo, tmp_path, *extra, "--allow-stranding") == 0
+
+
+def test_a_device_file_changed_without_its_key_is_no_stranding(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
 ) -> None:
     device = "inventory/devices/0021f2a0c001.yaml"
     own = example_repo.files[device] + b"key: !secret device_key_1\n"
@@ -268,12 +312,13 @@ def test_a_publish_by_change_refuses_a_devices_own_key_changed(
     secrets = example_repo.files[SECRETS] + f"  device_key_1: {sealed}\n".encode()
     example_repo.commit({device: own, SECRETS: secrets}, "a device with its own key")
     assert _publish(example_repo, tmp_path) == 0
-    sealed = seal(public_key_of(private_key), "device_key_2", "AnotherKey2")
-    secrets = example_repo.files[SECRETS] + f"  device_key_2: {sealed}\n".encode()
-    moved = own.replace(b"device_key_1", b"device_key_2")
-    example_repo.commit({device: moved, SECRETS: secrets}, "its key changed")
-    capsys.readouterr()
-    assert _publish(example_repo, tmp_path) == 1
-    err = capsys.readouterr().err
-    assert "0021f2a0c001's key changes from 'device_key_1' to 'device_key_2'" in err, err
-    assert _publish(example_repo, tmp_path, "--allow-stranding") == 0
+    other = "inventory/devices/0021f2a0c002.yaml"
+    example_repo.commit(
+        {
+            device: own.replace(b"Warehouse fax", b"Upstairs fax"),
+            other: example_repo.files[other].replace(b"Lobby door", b"Back door"),
+        },
+        "descriptions",
+    )
+    assert _publish(example_repo, tmp_path) == 0
+    assert _publish(example_repo, tmp_path, "--force") == 0
