@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pygit2
+from pygit2.enums import FetchPrune
 
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.pipeline import Pipeline
@@ -247,7 +248,9 @@ class RemoteBranch:
         repo = pygit2.Repository(str(self.mirror))
         spec = f"+refs/heads/{self.branch}:refs/heads/{self.branch}"
         try:
-            repo.remotes["origin"].fetch([spec])
+            # Pruned: a branch deleted on the remote goes from the mirror too, and the
+            # watcher says so (see Watcher._head) instead of serving on in silence.
+            repo.remotes["origin"].fetch([spec], prune=FetchPrune.PRUNE)
         except (pygit2.GitError, KeyError, ValueError) as exc:
             why = str(exc)
             if _local_path(self.url) and not os.path.exists(self.url):

@@ -450,6 +450,32 @@ def test_remote_branch_fetches_into_a_mirror(tmp_path: Path) -> None:
     assert url is not None and url.endswith("elsewhere.git")
 
 
+def test_a_branch_deleted_on_the_remote_is_reported_and_its_return_is_published(
+    tmp_path: Path,
+) -> None:
+    """The mirror's copy of the branch goes with the remote's: a watcher that kept
+    fetching nothing and serving the last commit would never say the branch was gone."""
+    central = GitRepo(tmp_path / "central.git", bare=True)
+    first = central.commit(example_files(), "example")
+    rec = Recorder()
+    seen: list[Outcome] = []
+    source = RemoteBranch(tmp_path / "mirror.git", str(central.path), "main")
+    w = Watcher(source, rec, observers=[seen.append], clock=Clock())
+    assert w.step() is True
+    central.repo.references.delete("refs/heads/main")
+    for _ in range(3):
+        assert w.step() is False
+    gone = [o for o in seen if o.kind is Kind.FETCH_FAILED]
+    assert len(gone) == 1, seen
+    assert "no branch main of" in gone[0].message
+    assert f"{first[:12]} stays served" in gone[0].message
+    assert rec.calls == [(first, "push")]  # nothing unpublished
+    central.repo.references.create("refs/heads/main", first)
+    second = rename(central, "Board room")
+    assert w.step() is True
+    assert rec.calls[-1] == (second, "push")
+
+
 def test_a_failing_fetch_is_reported_once_and_the_loop_goes_on(tmp_path: Path) -> None:
     source = RemoteBranch(tmp_path / "mirror.git", str(tmp_path / "nowhere.git"), "main")
     with pytest.raises(GitprovError, match=r"fetch of main from .*nowhere\.git failed") as info:

@@ -177,7 +177,10 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument("--branch", default="main", help="the branch to publish")
     p.add_argument(
-        "--remote", metavar="URL", help="poll this remote: fetch the branch into the mirror"
+        "--remote",
+        metavar="URL",
+        help="poll this remote: fetch the branch into the mirror (a branch deleted "
+        "there is reported once; the last good files stay served)",
     )
     p.add_argument(
         "--interval",
