@@ -231,8 +231,10 @@ CASES: dict[str, tuple[Mutation, str]] = {
         ),
         f"fv{MACS[1]}.conf:2:26: error[GP406]",
     ),
-    "a per-line row of the wrong length": (
-        lambda r: _lines(r / f"fv{MACS[2]}.conf", lambda ls: [ls[0], "DBID_SIP_ENABLE=1\t0"]),
+    "a per-line row longer than the model's lines": (
+        lambda r: _lines(
+            r / f"fv{MACS[2]}.conf", lambda ls: [ls[0], "DBID_SIP_ENABLE=1\t0\t0\t0\t0"]
+        ),
         f"fv{MACS[2]}.conf:2:17: error[GP406]",
     ),
     # A password is sealed as read: a publish would refuse it, the import does, at the
@@ -500,6 +502,61 @@ def test_a_dry_run_reports_and_writes_nothing(
     out = capsys.readouterr().out
     assert "would import 3 device(s), skipped 0" in out and "dry run: nothing was written" in out
     assert tree(fleet.top) == before
+
+
+# The overview's example param.conf (its section 5, lines 342-360), its notes left out:
+# SIP_ENABLE gives the four lines, the account, name, number and password one value.
+VENDOR_EXAMPLE = [
+    (VERSION, "2207"),
+    ("DBID_IPMODE", "0"),
+    ("DBID_FIXED_IP_ADDR", "192.168.10.207"),
+    ("DBID_SUBNET_MASK", "255.255.255.0"),
+    ("DBID_DFLT_GW_IP_ADDR", "192.168.10.1"),
+    ("DBID_SIP_ENABLE", "1\t0\t0\t0"),
+    ("DBID_WEB_SIP_SERVER", "192.168.10.200"),
+    ("DBID_WEB_SIP_SERVER_PORT", "5060"),
+    ("DBID_WEB_SIP_OUTBOUND", "192.168.10.201"),
+    ("DBID_WEB_SIP_OUTBOUND_PORT", "5060"),
+    ("DBID_WEB_SIP_OUTBOUND_BACKUP", "192.168.10.202"),
+    ("DBID_WEB_SIP_OUTBOUND_BACKUP_PORT", "5060"),
+    ("DBID_SIP_DIS_NAME", "23103_name"),
+    ("DBID_SIP_PHONE_NUM", "23103"),
+    ("DBID_SIP_ACCOUNT", "23103"),
+    ("DBID_SIP_PASSWORD", "23103"),
+    ("DBID_PRV_OPTION66_ENABLED", "0"),
+]
+
+
+def test_the_overviews_example_imports_its_short_rows_with_a_warning_each(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "old"
+    root.mkdir()
+    mac = "0021f2011b19"
+    (root / f"fv{mac}.conf").write_bytes(conf(VENDOR_EXAMPLE))
+    assert fleet.cli("import", "conf", str(root), "--model", "IP542N") == 0
+    err = capsys.readouterr().err
+    short = [line for line in err.splitlines() if "TAB-separated" in line]
+    assert len(short) == 4, err
+    assert (
+        f"fv{mac}.conf:14:20: warning[GP406]: DBID_SIP_PHONE_NUM has 1 TAB-separated "
+        "value(s), but model IP542N has 4 line(s): lines 2-4 are imported with the "
+        "default (empty)" in err
+    ), err
+    # The device's file as gitprov builds it: line 1 as the example gives it.
+    git(fleet.top, "add", "-A")
+    git(fleet.top, "commit", "-q", "-m", "the overview's example")
+    build = tmp_path / "build"
+    assert fleet.cli("build", "--out", str(build), "--reveal") == 0
+    built = dict(
+        line.split("=", 1)
+        for line in (build / "plain" / f"fv{mac}.conf").read_text().splitlines()
+        if "=" in line
+    )
+    for key in ("DBID_SIP_DIS_NAME", "DBID_SIP_PHONE_NUM", "DBID_SIP_ACCOUNT", "DBID_SIP_PASSWORD"):
+        assert built[key].split("\t")[0] == dict(VENDOR_EXAMPLE)[key], (key, built[key])
+    assert built["DBID_SIP_ENABLE"] == "1\t0\t0\t0"
+    assert int(built[VERSION]) > 2207
 
 
 @pytest.mark.parametrize(("threshold", "in_profile"), [(50, True), (60, False)])

@@ -21,7 +21,7 @@ from gitprov.importer.context import Context, FileReport
 from gitprov.importer.decrypt import Keys, decrypt_problem, open_conf
 from gitprov.importer.problems import MAC, MALFORMED, MODEL, UNREADABLE, VALUE, VERSION, value_hint
 from gitprov.importer.tables import NotUtf8, utf8
-from gitprov.importer.values import DBID, Device, check_value
+from gitprov.importer.values import DBID, Device, check_value, default_value
 from gitprov.macros import normalise_mac
 from gitprov.unsafe import UNSAFE, describe, unsafe_hint
 
@@ -177,7 +177,8 @@ def _device_from_conf(
             continue
         if param.per_line:
             parts = value.split("\t")
-            if len(parts) != line_count:
+            short = len(parts) < line_count
+            if len(parts) > line_count:
                 problems.append(
                     error(
                         source,
@@ -208,6 +209,25 @@ def _device_from_conf(
                     )
                 values.append(written)
                 col += len(part) + 1
+            if short:
+                # The overview's own example writes one value for the account, name,
+                # number and password of a four-line model (its lines 356-359): the
+                # lines not given take the value gitprov writes for a line nothing sets.
+                given = len(values)
+                values += [default_value(param)] * (line_count - given)
+                warnings.append(
+                    warning(
+                        source,
+                        ln.number,
+                        ln.value_col,
+                        VALUE,
+                        f"{key} has {given} TAB-separated value(s), but model {model} has "
+                        f"{line_count} line(s): {_lines(given + 1, line_count)} imported "
+                        f"with the default ({_shown(values[-1])})",
+                        "gitprov writes a value for every line of the model; check the "
+                        "model (--model, --models), or set those lines in the inventory",
+                    )
+                )
             device.rows[key] = tuple(values)
             continue
         if "\t" in value:
@@ -432,3 +452,11 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
     if not out.problems:
         out.device = device
     return out
+
+
+def _shown(value: str) -> str:
+    return repr(value) if value else "empty"
+
+
+def _lines(first: int, last: int) -> str:
+    return f"line {first} is" if first == last else f"lines {first}-{last} are"

@@ -47,7 +47,7 @@ def test_exit_codes(
     assert main([*repo, "import", "conf", str(old), "--model", "G502N"]) == 0
     assert "skipped   " in capsys.readouterr().out
     # Problems of the input: 1.
-    (old / "fv0021f2dd0001.conf").write_text("DBID_SIP_ENABLE=1\n")
+    (old / "fv0021f2dd0001.conf").write_text("DBID_SIP_ENABLE=1\t0\t0\n")  # (2 lines)
     assert main([*repo, "import", "conf", str(old), "--model", "G502N", "--force"]) == 1
     assert ":1:17: error[GP406]" in capsys.readouterr().err
     # Usage and environment: 2.
