@@ -12,7 +12,9 @@ Fails:   `file_name: "fv$(MACADDR).conf"` or `file_name: "fv$(MA:x).conf"`, or
          `file_name: "fv$(MA)-$SN.conf"` with a device that sets no `serial:`, or
          `provisioning: {url: "http://prov.example.com/$(EXTIP)"}` (a macro of the SPA
          family the overview does not list: section 3 names MA, MAU, MAC, PN, SN, IP,
-         SWVER and HWVER, and the overview wins where the two differ)
+         SWVER and HWVER, and the overview wins where the two differ), or
+         `provisioning: {url: "http://prov.example.com/a$$MAU"}` (`$$`, which the
+         overview expands to `$` and the MAC in one place, to `$MAU` in another)
 Passes:  `file_name: "fv$(MA).conf"`
 """
 
@@ -36,6 +38,18 @@ FILE_NAME_MACROS = frozenset({"MA", "MAU", "MAC", "PN", "SN"})
 
 def _template(doc: Document, path: Path_, text: str, known: frozenset[str]) -> Iterator[Problem]:
     where = ".".join(str(p) for p in path)
+    twice = text.find("$$")
+    if twice >= 0 and known is OVERVIEW:
+        # (in file_name, GP107 refuses the `$` that `$$` leaves in the published name)
+        yield warning_at(
+            doc,
+            path,
+            CODE,
+            f"{where}: '$$' (character {twice + 1}) is read two ways by the overview: "
+            "'$$MAU' as '$' and the MAC in one place, as '$MAU' in another; the device "
+            "may ask the server for either",
+            "leave '$' out of URLs",
+        )
     for offset, name in unknown_names(text, known):
         if name in KNOWN and known is FILE_NAME_MACROS:
             message = f"{where}: ${name} cannot be expanded when gitprov names the file"

@@ -387,6 +387,14 @@ def test_gp111_a_macro_of_the_spa_family_in_a_url_warns() -> None:
     check("GP111", {fleet: FLEET.replace("example.com", overview)})
 
 
+def test_gp111_a_doubled_dollar_in_a_url_warns() -> None:
+    """The overview reads `$$MAU` as `$` and the MAC (section 3's list) and as `$MAU`
+    (its next paragraph): which file the device asks for is not certain."""
+    url = FLEET.replace("example.com", "example.com/a$$MAU")
+    (found,) = check("GP111", {"gitprov.yaml": url}, (4, 8))
+    assert "'$$' (character" in found.message and found.level is Level.WARNING, found.message
+
+
 def test_gp111_in_the_old_names_of_a_key_rotation() -> None:
     rotating = FLEET + "  previous:\n    master_key: !secret sip_2001\n    file_name: {}\n"
     line = rotating.count("\n")
