@@ -134,6 +134,9 @@ class Manifest:
         files = self.files
         kinds, macs = values_of(files, "kind"), values_of(files, "mac")
         versions, bodies = values_of(files, "version"), values_of(files, "sha256_body")
+        # Of a key's files, the highest (version, body): whatever order the entries come
+        # in (a table read from the index lists the changed ones last), the same record.
+        listed: dict[str, tuple[int, str]] = {}
         for name, kind in kinds.items():
             if kind == Kind.DEVICE and macs[name]:
                 key = macs[name]
@@ -141,9 +144,13 @@ class Manifest:
                 key = BOOTSTRAP_KEY + name
             else:
                 continue  # (see version_key)
-            version = versions[name]
-            if version >= out.get(key, (0, ""))[0]:
-                out[key] = (version, bodies[name])
+            got = (versions[name], bodies[name])
+            had = listed.get(key)
+            if had is None or got > had:
+                listed[key] = got
+        for key, got in listed.items():
+            if got[0] >= out.get(key, (0, ""))[0]:
+                out[key] = got
         return out
 
     def owned(self, root: str) -> set[str]:

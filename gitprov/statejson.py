@@ -215,9 +215,19 @@ def entry_at(old: bytes, lo: int, hi: int, name: str, close: bytes) -> tuple[int
 
 
 def _next_entry(old: Text, pos: int, hi: int, close: bytes) -> int:
-    """Where the first entry starting at or after `pos` starts (`hi`: none does)."""
-    found = old.find(close + b',"', pos - 2, hi)
-    return found + 2 if found >= 0 else hi
+    """Where the first entry starting at or after `pos` starts (`hi`: none does). A
+    string that ends in `close` and a comma (a file name `x},`) is followed by its
+    closing quote: the three look like an entry's start, but no key follows them (the
+    text after a closing quote is never a quoted key and its colon)."""
+    needle = close + b',"'
+    at = pos - 2
+    while True:
+        found = old.find(needle, at, hi)
+        if found < 0:
+            return hi
+        if _KEY.match(old, found + 2) is not None:
+            return found + 2
+        at = found + 1
 
 
 def _key_at(old: Text, pos: int) -> str:

@@ -664,6 +664,51 @@ def test_an_index_and_its_change_log_read_as_the_manifest_its_json_holds(
 ) -> None:
     """Publishes by change, each written as the index's change log (when small and exact)
     or the index whole: read back, each is the manifest its JSON holds."""
+    _publishes_by_change(tmp_path_factory, m, steps, note=event)
+
+
+def _entry(mac: str, body: str, kind: Kind = Kind.DEVICE) -> ManifestEntry:
+    return ManifestEntry(mac, "m", 0, "0", "0", "0", kind, body)
+
+
+@pytest.mark.parametrize(
+    ("files", "step"),
+    [
+        # Two files of one MAC at one version with other bodies: the versions record
+        # takes the same one whatever order the entries come in.
+        (
+            {"0": _entry("0", "0"), "00": _entry("", ""), "1": _entry("0", "")},
+            ({"0": _entry("0", "0")}, {}, {}, "c1"),
+        ),
+        # A file name ending as an entry does (`},` then its closing quote).
+        (
+            {"0": _entry("", ""), "00": _entry("1", "", Kind.FIRMWARE), "},": _entry("", "")},
+            ({"},": None}, {}, {}, "c1"),
+        ),
+        ({"a},": _entry("1", "},"), "b": _entry("2", "")}, ({"b": _entry("2", "b")}, {}, {}, "c2")),
+    ],
+)
+def test_what_a_search_once_found_reads_back_as_its_json(
+    tmp_path_factory: pytest.TempPathFactory,
+    files: dict[str, ManifestEntry],
+    step: tuple[Any, ...],
+) -> None:
+    m = Manifest(
+        commit="c" * 40,
+        published_at="2026-12-03T00:00:00+00:00",
+        roots={},
+        files=files,
+        inputs={"gitprov": "1"},
+    )
+    _publishes_by_change(tmp_path_factory, m, [step], note=lambda _: None)
+
+
+def _publishes_by_change(
+    tmp_path_factory: pytest.TempPathFactory,
+    m: Manifest,
+    steps: list[tuple[Any, ...]],
+    note: Callable[[str], object],
+) -> None:
     state = tmp_path_factory.mktemp("state")
     _store(state, m)
     previous = load_manifest(state)
@@ -673,10 +718,10 @@ def test_an_index_and_its_change_log_read_as_the_manifest_its_json_holds(
         # The text made from the file read, where it can be: the same bytes.
         spliced = plan_module._spliced(state, made)
         if spliced is not None:
-            event("spliced")
+            note("spliced")
             assert b"".join(spliced) == made.to_bytes()
         new = _store(state, made)
-        event("change log" if (state / plan_module.INDEX_DELTA).exists() else "whole")
+        note("change log" if (state / plan_module.INDEX_DELTA).exists() else "whole")
         plan_module._LOADED.clear()
         got = load_manifest(state)
         assert got is not None

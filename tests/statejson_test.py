@@ -164,6 +164,34 @@ def test_a_map_changed_in_its_text_is_the_text_of_the_changed_map(
     assert made == b"".join(statejson.chunks({"a": 1, "m": changed, "z": "}]"}))
 
 
+@pytest.mark.parametrize("close", [b"}", b"]"])
+def test_a_string_ending_in_an_entrys_close_and_a_comma_is_no_entrys_start(close: bytes) -> None:
+    """`x},` then its closing quote reads as `},"`, where an entry ends and the next
+    starts: a key or a value (a file name, a model) ending so must not be taken for one."""
+    odd = close.decode() + ","
+
+    def value(text: str) -> Any:
+        return {"model": text, "v": 1} if close == b"}" else [text, [[text, "r"]], [1]]
+
+    mapping = {f"a{odd}": value(f"m{odd}"), "b": value(odd), odd: value("c"), "d": value("")}
+    text = b"".join(statejson.chunks({"a": 1, "m": mapping, "z": 2}))
+    lo = text.index(b'"m":{') + len(b'"m":{')
+    hi = statejson.map_end(text, lo, close, b',"')
+    lazy = statejson.MapText(text, lo, hi, close)
+    for key in [*mapping, "a", odd[:-1], "c"]:
+        assert lazy.get(key) == mapping.get(key), key
+    for changes in (
+        {odd: None},
+        {f"a{odd}": None, "b": value("x")},
+        {"b": None, "c": value(odd)},
+        {"d": None, f"a{odd}": value(odd)},
+    ):
+        runs = statejson.splice_map(text, memoryview(text), lo, hi, changes, close)
+        changed = {k: v for k, v in {**mapping, **changes}.items() if v is not None}
+        made = text[:lo] + b",".join(bytes(r) for r in runs) + text[hi:]
+        assert made == b"".join(statejson.chunks({"a": 1, "m": changed, "z": 2})), changes
+
+
 def test_a_map_edited_by_hand_never_reads_as_other_values() -> None:
     """Text not as `chunks` writes it (spaced, unsorted): a lookup finds the value or
     misses it (the build record then builds that device again); a pass reads it whole;
