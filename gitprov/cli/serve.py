@@ -62,6 +62,13 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--tftp-port", type=port, default=6969, help="TFTP port (0: any free port)")
     p.add_argument("--http-root", metavar="DIR", help="serve this directory over HTTP")
     p.add_argument("--tftp-root", metavar="DIR", help="serve this directory over TFTP")
+    p.add_argument(
+        "--url-path",
+        metavar="PATH",
+        help="also serve each root's files below this URL path, as devices ask for them "
+        "when provisioning.url has one (/cpe for http://prov.example.com/cpe); default: "
+        "the path of provisioning.url when the fleet settings name the roots",
+    )
     fetches = p.add_argument_group(
         "fetch log",
         "One JSON line per request: time, protocol, client, path, file, MAC, version served,\n"
@@ -329,14 +336,24 @@ def _positive(text: str) -> int:
 
 def run_serve(args: argparse.Namespace, out: Output) -> int:
     from gitprov.tools.fetchlog import FetchLog, ServedVersions
-    from gitprov.tools.serve import TftpLimits, serve_roots
+    from gitprov.tools.serve import TftpLimits, serve_roots, url_path_of
 
     http_root, tftp_root, state_dir = args.http_root, args.tftp_root, args.state_dir
+    url_path = None
+    if args.url_path is not None:
+        if "$" in args.url_path:
+            raise UsageError(
+                f"--url-path {args.url_path!r} holds a macro: give the path devices ask "
+                "for as written, e.g. /cpe"
+            )
+        url_path = url_path_of(args.url_path)
     if not http_root and not tftp_root:
         s = session(args, out)
         fleet = s.fleet_settings()
         http_root = s.fleet_path(fleet.http_root) if fleet else None
         tftp_root = s.fleet_path(fleet.tftp_root) if fleet else None
+        if url_path is None and fleet:
+            url_path = url_path_of(fleet.provisioning_url)
         if fleet and not state_dir:
             # Nothing published yet: no state dir, and no fetch log unless asked for.
             state_dir = s.fleet_path(fleet.state_dir)
@@ -378,6 +395,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             args.tftp_port,
             on_fetch=fetch_log,
             http_max_connections=args.http_max_connections,
+            url_path=url_path or "",
             tftp_limits=TftpLimits(
                 max_transfers=args.tftp_max_transfers,
                 max_pending=args.tftp_max_pending,
@@ -389,9 +407,11 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             out.data(f"HTTP: {handle.http.url}  (root {http_root})")
         if handle.tftp:
             out.data(f"TFTP: tftp://{args.host}:{handle.tftp.port}/  (root {tftp_root})")
+        if url_path:
+            out.data(f"also below /{url_path}/ (the provisioning URL's path)")
         https = None
         if secure is not None:
-            https = _start_https(args, secure, handle.stop, fetch_log)
+            https = _start_https(args, secure, handle.stop, fetch_log, url_path or "")
             out.data(f"HTTPS: {https.url}  (client certificates; roots {', '.join(secure)})")
         if fetch_log is not None:
             out.data(f"fetch log: {fetch_log.path}")
@@ -463,6 +483,7 @@ def _start_https(
     roots: list[str],
     stop_others: Callable[[], None],
     on_fetch: FetchCallback | None,
+    url_path: str = "",
 ) -> HttpServer:
     from gitprov.tools.mtls import https_server, make_mtls_context
 
@@ -475,6 +496,7 @@ def _start_https(
             args.https_port,
             on_fetch,
             args.http_max_connections,
+            url_path,
         )
         server.start()
     except BaseException:

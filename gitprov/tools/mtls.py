@@ -56,8 +56,9 @@ class MacRoute:
     """Serves a request from the first of `roots` holding the name, only to the client
     certificate naming the MAC in that name."""
 
-    def __init__(self, roots: Sequence[Path]) -> None:
+    def __init__(self, roots: Sequence[Path], url_path: str = "") -> None:
         self.roots = tuple(roots)
+        self.url_path = url_path
 
     def __call__(self, path: str, cert: dict[str, Any] | None) -> Opened | HTTPStatus:
         mac = certificate_mac(cert)
@@ -69,7 +70,7 @@ class MacRoute:
         if path[where[0] : where[1]].lower() != mac:
             return HTTPStatus.FORBIDDEN
         for root in self.roots:
-            opened = open_request(root, path)
+            opened = open_request(root, path, self.url_path)
             if opened is not None:
                 return opened
         return HTTPStatus.NOT_FOUND
@@ -90,9 +91,11 @@ def https_server(
     port: int = 0,
     on_fetch: FetchCallback | None = None,
     max_connections: int = HTTP_MAX_CONNECTIONS,
+    url_path: str = "",
 ) -> HttpServer:
     """An HTTPS server (not started) over `roots` (the stage root first), serving each
-    file only to the certificate of its MAC."""
+    file only to the certificate of its MAC (below `url_path` too, see open_request)."""
     if not roots:
         raise ValueError("https_server needs at least one root")
-    return HttpServer(roots[0], host, port, on_fetch, context, MacRoute(roots), max_connections)
+    route = MacRoute(roots, url_path)
+    return HttpServer(roots[0], host, port, on_fetch, context, route, max_connections)

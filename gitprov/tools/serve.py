@@ -71,6 +71,7 @@ __all__ = [
     "open_request",
     "other_mac_spelling",
     "serve_roots",
+    "url_path_of",
 ]
 
 
@@ -238,19 +239,44 @@ class Opened:
     name: str
 
 
-def open_request(root: Path, requested: str) -> Opened | None:
+def open_request(root: Path, requested: str, url_path: str = "") -> Opened | None:
     """Open what a client asks for: `requested` itself, or when that names no file, the
     other spelling of its MAC (`other_mac_spelling`); both under `open_published`'s
-    policy. None when neither is servable.
+    policy. With `url_path` (the path of the fleet's provisioning URL, `cpe` for
+    `http://prov.example.com/cpe`), a name below it is looked for at the top of the root
+    too, where gitprov publishes it. None when nothing is servable.
     """
-    for name in (requested, other_mac_spelling(requested)):
-        if name is None:
+    for asked in (requested, below(url_path, requested)):
+        if asked is None:
             continue
-        opened = open_published(root, name)
-        if opened is not None:
-            file, size = opened
-            return Opened(file, size, "/".join(part for part in name.split("/") if part))
+        for name in (asked, other_mac_spelling(asked)):
+            if name is None:
+                continue
+            opened = open_published(root, name)
+            if opened is not None:
+                file, size = opened
+                return Opened(file, size, "/".join(part for part in name.split("/") if part))
     return None
+
+
+def url_path_of(url: str | None) -> str:
+    """The path of a provisioning URL as `open_request` takes it: its components joined
+    by `/`, no leading or trailing one ("" for none, or one a macro makes per device)."""
+    if not url or "$" in url:
+        return ""
+    path = urlsplit(url).path
+    return "/".join(part for part in path.split("/") if part)
+
+
+def below(url_path: str, requested: str) -> str | None:
+    """`requested` less the leading `url_path`, when it is below it; else None."""
+    if not url_path:
+        return None
+    parts = [part for part in requested.split("/") if part]
+    prefix = url_path.split("/")
+    if len(parts) <= len(prefix) or parts[: len(prefix)] != prefix:
+        return None
+    return "/".join(parts[len(prefix) :])
 
 
 def open_published(root: Path, requested: str) -> tuple[BinaryIO, int] | None:
@@ -337,8 +363,10 @@ class _HttpListener(ThreadingHTTPServer):
         refusals: _Refusals,
         route: Route | None = None,
         max_connections: int = 0,
+        url_path: str = "",
     ) -> None:
         self.address_family = _family(address[0])
+        self.gp_url_path = url_path
         self.max_connections = max_connections or HTTP_MAX_CONNECTIONS
         self.gp_route = route
         self.gp_root = root
@@ -607,7 +635,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         route = self.server.gp_route
         if route is None:
-            opened = open_request(self.server.gp_root, self._request_path())
+            opened = open_request(
+                self.server.gp_root, self._request_path(), self.server.gp_url_path
+            )
         else:
             peer = self.connection
             cert = peer.getpeercert() if isinstance(peer, ssl.SSLSocket) else None
@@ -671,8 +701,10 @@ class HttpServer:
         tls: ssl.SSLContext | None = None,
         route: Route | None = None,
         max_connections: int = HTTP_MAX_CONNECTIONS,
+        url_path: str = "",
     ) -> None:
         self._root = _check_root(Path(root), "HTTP")
+        self._url_path = url_path
         self._max_connections = max_connections
         self._route = route
         self._host = host
@@ -714,6 +746,7 @@ class HttpServer:
                 self._refusals,
                 self._route,
                 self._max_connections,
+                self._url_path,
             )
         except OSError as exc:
             raise _bind_error(protocol.upper(), self._host, self._port, exc) from exc
@@ -935,8 +968,10 @@ class TftpServer:
         timeout: float = 1.0,
         retries: int = 5,
         limits: TftpLimits | None = None,
+        url_path: str = "",
     ) -> None:
         self._root = _check_root(Path(root), "TFTP")
+        self._url_path = url_path
         self._host = host
         self._port = port
         self._on_fetch = on_fetch
@@ -1106,7 +1141,7 @@ class TftpServer:
 
     def _start(self, sock: socket.socket, request: _Request, address: tuple[str, int]) -> None:
         client = str(address[0])
-        opened = open_request(self._root, request.filename)
+        opened = open_request(self._root, request.filename, self._url_path)
         if opened is None:
             sock.sendto(_error_packet(_ERR_NOT_FOUND, "File not found"), address)
             self._emit(client, request.filename, HTTPStatus.NOT_FOUND, 0)
@@ -1432,22 +1467,30 @@ def serve_roots(
     tls: ssl.SSLContext | None = None,
     tftp_limits: TftpLimits | None = None,
     http_max_connections: int = HTTP_MAX_CONNECTIONS,
+    url_path: str = "",
 ) -> ServeHandle:
     """Start an HTTP(S) server on `http_root` and a TFTP server on `tftp_root` (either may
-    be None, not both). If the second cannot start, the first is stopped again."""
+    be None, not both), each also serving its files below `url_path` (see
+    `open_request`). If the second cannot start, the first is stopped again."""
     if http_root is None and tftp_root is None:
         raise UsageError("nothing to serve", hint="give an HTTP root, a TFTP root, or both")
     http = (
         None
         if http_root is None
         else HttpServer(
-            http_root, host, http_port, on_fetch, tls, max_connections=http_max_connections
+            http_root,
+            host,
+            http_port,
+            on_fetch,
+            tls,
+            max_connections=http_max_connections,
+            url_path=url_path,
         )
     )
     tftp = (
         None
         if tftp_root is None
-        else TftpServer(tftp_root, host, tftp_port, on_fetch, limits=tftp_limits)
+        else TftpServer(tftp_root, host, tftp_port, on_fetch, limits=tftp_limits, url_path=url_path)
     )
     handle = ServeHandle(None, None)
     try:
