@@ -30,6 +30,7 @@ from tests.fixtures.oldfleet import (
     openssl_enc,
     write_old_fleet,
 )
+from tests.formats.flyingvoice_test import SEED
 
 VERSION = "DBID_DBASE_VERSION"
 
@@ -504,27 +505,10 @@ def test_a_dry_run_reports_and_writes_nothing(
     assert tree(fleet.top) == before
 
 
-# The overview's example param.conf (its section 5, lines 342-360), its notes left out:
-# SIP_ENABLE gives the four lines, the account, name, number and password one value.
-VENDOR_EXAMPLE = [
-    (VERSION, "2207"),
-    ("DBID_IPMODE", "0"),
-    ("DBID_FIXED_IP_ADDR", "192.168.10.207"),
-    ("DBID_SUBNET_MASK", "255.255.255.0"),
-    ("DBID_DFLT_GW_IP_ADDR", "192.168.10.1"),
-    ("DBID_SIP_ENABLE", "1\t0\t0\t0"),
-    ("DBID_WEB_SIP_SERVER", "192.168.10.200"),
-    ("DBID_WEB_SIP_SERVER_PORT", "5060"),
-    ("DBID_WEB_SIP_OUTBOUND", "192.168.10.201"),
-    ("DBID_WEB_SIP_OUTBOUND_PORT", "5060"),
-    ("DBID_WEB_SIP_OUTBOUND_BACKUP", "192.168.10.202"),
-    ("DBID_WEB_SIP_OUTBOUND_BACKUP_PORT", "5060"),
-    ("DBID_SIP_DIS_NAME", "23103_name"),
-    ("DBID_SIP_PHONE_NUM", "23103"),
-    ("DBID_SIP_ACCOUNT", "23103"),
-    ("DBID_SIP_PASSWORD", "23103"),
-    ("DBID_PRV_OPTION66_ENABLED", "0"),
-]
+# The overview's example param.conf (its section 5), as tests.formats.flyingvoice_test
+# copied it: SIP_ENABLE gives the four lines, the account, name, number and password one
+# value each.
+VENDOR_EXAMPLE = SEED
 
 
 def test_the_overviews_example_imports_its_short_rows_with_a_warning_each(

@@ -211,7 +211,7 @@ def _device_from_conf(
                 col += len(part) + 1
             if short:
                 # The overview's own example writes one value for the account, name,
-                # number and password of a four-line model (its lines 356-359): the
+                # number and password of a four-line model (its section 5): the
                 # lines not given take the value gitprov writes for a line nothing sets.
                 given = len(values)
                 values += [default_value(param)] * (line_count - given)
