@@ -50,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Protocol, Self
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from gitprov.errors import UsageError
 
@@ -243,40 +243,44 @@ def open_request(root: Path, requested: str, url_path: str = "") -> Opened | Non
     """Open what a client asks for: `requested` itself, or when that names no file, the
     other spelling of its MAC (`other_mac_spelling`); both under `open_published`'s
     policy. With `url_path` (the path of the fleet's provisioning URL, `cpe` for
-    `http://prov.example.com/cpe`), a name below it is looked for at the top of the root
-    too, where gitprov publishes it. None when nothing is servable.
+    `http://prov.example.com/cpe`), a name below it is the name at the top of the root,
+    where gitprov publishes it (as nginx's `alias` maps it: a stray `cpe/` directory in
+    the root is never served in its place). None when nothing is servable.
     """
-    for asked in (requested, below(url_path, requested)):
-        if asked is None:
+    mapped = below(url_path, requested)
+    asked = requested if mapped is None else mapped
+    for name in (asked, other_mac_spelling(asked)):
+        if name is None:
             continue
-        for name in (asked, other_mac_spelling(asked)):
-            if name is None:
-                continue
-            opened = open_published(root, name)
-            if opened is not None:
-                file, size = opened
-                return Opened(file, size, "/".join(part for part in name.split("/") if part))
+        opened = open_published(root, name)
+        if opened is not None:
+            file, size = opened
+            return Opened(file, size, "/".join(part for part in name.split("/") if part))
     return None
 
 
 def url_path_of(url: str | None) -> str:
-    """The path of a provisioning URL as `open_request` takes it: its components joined
-    by `/`, no leading or trailing one ("" for none, or one a macro makes per device)."""
+    """The path of a provisioning URL as `open_request` takes it: decoded (a request's
+    path is), its components joined by `/`, no leading or trailing one ("" for none, or
+    one a macro makes per device)."""
     if not url or "$" in url:
         return ""
-    path = urlsplit(url).path
+    path = unquote(urlsplit(url).path, errors="surrogateescape")
     return "/".join(part for part in path.split("/") if part)
 
 
 def below(url_path: str, requested: str) -> str | None:
-    """`requested` less the leading `url_path`, when it is below it; else None."""
+    """`requested` less the leading `url_path`, when it is below it; else None. The
+    rest is kept as asked (a name ending in `/` stays a directory's, never served)."""
     if not url_path:
         return None
-    parts = [part for part in requested.split("/") if part]
-    prefix = url_path.split("/")
-    if len(parts) <= len(prefix) or parts[: len(prefix)] != prefix:
-        return None
-    return "/".join(parts[len(prefix) :])
+    rest = requested.lstrip("/")
+    for part in url_path.split("/"):
+        head, sep, rest = rest.partition("/")
+        if head != part or not sep:
+            return None
+        rest = rest.lstrip("/")
+    return rest or None
 
 
 def open_published(root: Path, requested: str) -> tuple[BinaryIO, int] | None:

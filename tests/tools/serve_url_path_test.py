@@ -41,6 +41,7 @@ def root(tmp_path: Path) -> Path:
         ("http://prov.example.com/", ""),
         ("http://prov.example.com/$(PN)", ""),  # (a path made per device: none fixed)
         ("/cpe", "cpe"),
+        ("http://prov.example.com/my%20cpe", "my cpe"),  # (as a request's path is decoded)
         (None, ""),
     ],
 )
@@ -59,6 +60,8 @@ def test_the_path_of_a_provisioning_url(url: str | None, path: str) -> None:
         (f"other/CW{MAC}.conf", False),
         ("cpe/", False),
         ("cpe", False),
+        (f"cpe/CW{MAC}.conf/", False),  # (a directory's name, as at the top)
+        (f"cpe//CW{MAC}.conf", True),
         ("cpe/../IP542N.conf", False),
         ("cpe/.gitprov-x.tmp", False),
     ],
@@ -74,6 +77,19 @@ def test_a_name_below_the_url_path_is_the_roots(root: Path, name: str, found: bo
     if top is not None:
         top.file.close()
     assert (top is not None) is (found and "cpe" not in name)
+
+
+def test_a_stray_directory_named_as_the_url_path_never_shadows_the_published_file(
+    root: Path,
+) -> None:
+    """As nginx's `location /cpe/ { alias ROOT/; }` maps it: an old server's `cpe/` left
+    in the root is not what devices get."""
+    (root / "cpe").mkdir()
+    (root / "cpe" / f"CW{MAC}.conf").write_bytes(b"an old server's file\n")
+    opened = open_request(root, f"/cpe/CW{MAC}.conf", "cpe")
+    assert opened is not None
+    with opened.file:
+        assert opened.file.read() == DEVICE
 
 
 def test_both_servers_serve_below_the_url_path(root: Path) -> None:
