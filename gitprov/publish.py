@@ -113,7 +113,7 @@ from gitprov.rules.file_name import unsafe_reason
 from gitprov.secrets import unseal
 from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
-from gitprov.strand import SameSecret, device_stranding, stranding
+from gitprov.strand import SameSecret, device_stranding, stranding, who
 from gitprov.version import IncompleteHistory, State, require_complete
 
 Progress = Callable[[str, int, int], None]
@@ -2144,13 +2144,14 @@ def _check_stranding(
         f"; and {len(found) - 5} more" if len(found) > 5 else ""
     )
     raise Refused(
-        f"commit {str(commit.id)[:12]} would strand the published devices: {what}, and "
-        "encryption.previous does not keep what their Profile Rule holds (each device "
-        "fetches its next file by the name and key of its last one); refused: nothing "
-        "was written, the last good files stay",
-        hint="rotate as docs/keys.md says (the new file_name and master_key, the old "
-        "ones under encryption.previous, for a grace period; a device's own key under "
-        "previous_key), or, if every device is provisioned anew (factory reset, option "
+        f"commit {str(commit.id)[:12]} would strand {who(found)}: {what}, and nothing "
+        "keeps what their Profile Rule holds (each device fetches its next file by the "
+        "name and key of its last one); refused: nothing was written, the last good "
+        "files stay",
+        hint="rotate as docs/keys.md says: the new file_name and master_key, the old ones "
+        "under encryption.previous, for a grace period (for a device's own key, a new "
+        "file_name too, the old one under encryption.previous, and the old key under its "
+        "previous_key:); or, if those devices are provisioned anew (factory reset, option "
         "66), publish with --allow-stranding",
     )
 
@@ -2393,7 +2394,7 @@ def _check_descendant(
         raise GitprovError(
             f"{commit[:12]} is not a descendant of the published {previous.commit[:12]}",
             hint="to roll back, `git revert` the bad commits and publish the result "
-            "(versions must keep going up); --force publishes anyway",
+            "(versions must keep going up); `gitprov publish --force` publishes anyway",
         )
 
 

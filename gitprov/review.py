@@ -25,7 +25,7 @@ from gitprov.firmware import RolloutCount, rollouts
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Fleet, Inventory
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.strand import Stranding, stranding
+from gitprov.strand import Stranding, device_stranding, stranding
 from gitprov.version import Evaluated, State, step
 
 
@@ -239,11 +239,34 @@ def review(p: Pipeline, base: pygit2.Commit, head: pygit2.Commit) -> Review:
 
 
 def _stranding(base: Inventory, head: Inventory) -> tuple[Stranding, ...]:
+    """What a publisher would refuse as stranding (gitprov.publish): the fleet's file name
+    and key, else each device's own key given, changed or taken away."""
+
     def same(old: str, new: str) -> bool | None:
         before, now = base.sealed.get(old), head.sealed.get(new)
         return None if before is None or now is None else before == now
 
-    return stranding(base.fleet, head.fleet, same)
+    found = stranding(base.fleet, head.fleet, same)
+    if found:
+        return found
+    held = {d.mac: d for d in base.devices}
+    out = []
+    for device in head.devices:
+        was = held.get(device.mac)
+        if was is None:
+            continue  # (a new device holds nothing yet)
+        one = device_stranding(
+            device.mac,
+            None if was.key is None else str(was.key),
+            None if device.key is None else str(device.key),
+            None if device.previous_key is None else str(device.previous_key),
+            base.fleet,
+            head.fleet,
+            same,
+        )
+        if one is not None:
+            out.append(one)
+    return tuple(out)
 
 
 def upgrades(base: Inventory, head: Inventory) -> tuple[RolloutCount, ...]:

@@ -41,6 +41,22 @@ class Stranding(NamedTuple):
         return f"{self.setting} changes from {self.old!r} to {self.new!r}"
 
 
+def who(found: tuple[Stranding, ...] | list[Stranding]) -> str:
+    """Whom `found` strands, for a message: every device (the fleet's name or key), else
+    the devices whose own key it is."""
+    if any(not f.setting.endswith("'s key") for f in found):
+        return "every device"
+    return "1 device" if len(found) == 1 else f"{len(found)} devices"
+
+
+# What keeps them, for a message's hint.
+KEEP = (
+    "encryption.previous keeps what they hold (docs/keys.md: for a device's own key, a "
+    "new file_name with the old one under encryption.previous, and the old key under its "
+    "previous_key:)"
+)
+
+
 # Whether the published commit's secret (by name) and this commit's hold the same value:
 # True, False, or None when it cannot be told (no private key, or one that cannot open
 # the old sealed text).

@@ -6,9 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from gitprov.cli import main
-from gitprov.secrets import SecretsFile, dump_secrets_file, load_secrets_file, seal
+from gitprov.schemas import output_schemas
+from gitprov.secrets import (
+    SecretsFile,
+    dump_secrets_file,
+    load_secrets_file,
+    public_key_of,
+    seal,
+)
 from tests.fixtures.gitrepo import GitRepo
 
 OFFICE = "inventory/profiles/office.yaml"
@@ -216,6 +224,42 @@ def test_a_change_of_the_devices_file_name_is_shown_as_what_would_strand_them(
     example_repo.commit({FLEET: kept}, "old names kept", branch="kept", parents=[base])
     code, out = plan(capsys, example_repo, "--base", base, "--rev", "kept", "--format", "json")
     assert code == 0 and json.loads(out)["stranding"] == []
+
+
+def test_a_devices_own_key_given_changed_or_taken_away_is_shown_as_stranding_it(
+    example_repo: GitRepo, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a publisher refuses of a device's own key (gitprov.strand.device_stranding),
+    the plan shows ahead, for that device only."""
+    device = "inventory/devices/0021f2a0c001.yaml"
+    secrets = "inventory/secrets.yaml"
+    sealed = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
+    base = str(example_repo.repo.head.target)
+    plain = example_repo.files[device]
+    own = example_repo.commit(
+        {
+            device: plain + b"key: !secret device_key_1\n",
+            secrets: example_repo.files[secrets] + f"  device_key_1: {sealed}\n".encode(),
+        },
+        "a key of its own",
+        branch="own",
+        parents=[base],
+    )
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "own", "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["stranding"] == [
+        {"setting": "0021f2a0c001's key", "old": "fleet_master_key", "new": "device_key_1"}
+    ]
+    Draft202012Validator(output_schemas()["plan-output.schema.json"]).validate(report)
+    code = main(["--repo", str(example_repo.path), "plan", "--base", base, "--rev", "own"])
+    text = "".join(capsys.readouterr())
+    assert "may strand 1 device (0021f2a0c001's key changes from " in text, text
+    assert "previous_key:" in text
+    # Taken away again: the other way round.
+    example_repo.commit({device: plain}, "no key of its own", branch="away", parents=[own])
+    code, out = plan(capsys, example_repo, "--base", "own", "--rev", "away", "--format", "json")
+    assert [c["old"] for c in json.loads(out)["stranding"]] == ["device_key_1"]
 
 
 def test_an_ancestor_of_the_base_merges_to_nothing(

@@ -274,10 +274,12 @@ def warnings(result: Review) -> list[str]:
     if result.mass_removal:
         out.append(f"{_removal(result)}: a publisher refuses it without --allow-mass-removal")
     if result.stranding:
+        from gitprov.strand import KEEP, who
+
         out.append(
-            f"this change may strand every device ({_stranded(result)}): each fetches by "
-            "the name and key of its last file; a publisher refuses it unless "
-            "encryption.previous keeps them (docs/keys.md) or --allow-stranding is given"
+            f"this change may strand {who(result.stranding)} ({_stranded(result)}): each "
+            "fetches by the name and key of its last file; a publisher refuses it unless "
+            f"{KEEP} or --allow-stranding is given"
         )
     return out
 
@@ -481,14 +483,16 @@ def _md_warnings(result: Review) -> str:
             "without `--allow-mass-removal`.\n\n"
         )
     if result.stranding:
+        from gitprov.strand import who
+
         changed = "; ".join(
             f"{_code(c.setting)} {_code(c.old)} → {_code(c.new)}" for c in result.stranding
         )
         text += (
-            f"> [!WARNING]\n> **This change may strand every device:** {changed}. Each "
-            "device fetches by the name and key of its last file; a publisher refuses it "
-            "unless `encryption.previous` keeps them (see keys.md) or `--allow-stranding` "
-            "is given.\n\n"
+            f"> [!WARNING]\n> **This change may strand {who(result.stranding)}:** {changed}. "
+            "Each device fetches by the name and key of its last file; a publisher refuses "
+            "it unless `encryption.previous` keeps what they hold (see keys.md; for a "
+            "device's own key, also its `previous_key:`) or `--allow-stranding` is given.\n\n"
         )
     return text
 
