@@ -585,7 +585,19 @@ class Watcher:
                 + (f"{self.last[:12]} stays served" if self.last else "nothing is published")
             )
             return None
-        self._fetch_error = ""
+        if self._fetch_error:
+            self._fetch_error = ""
+            if str(found[1].id) == self.last:
+                # Back where it was: nothing to publish, and without a word the status
+                # would say the failure for ever (a new commit is published as usual).
+                self._emit(
+                    Outcome(
+                        Kind.UNCHANGED,
+                        self.last,
+                        f"{self.source.label} can be read again: {self.last[:12]} stays served",
+                        trigger="poll",
+                    )
+                )
         return found
 
     def _report(self, message: str) -> None:

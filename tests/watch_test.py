@@ -470,7 +470,12 @@ def test_a_branch_deleted_on_the_remote_is_reported_and_its_return_is_published(
     assert "no branch main of" in gone[0].message
     assert f"{first[:12]} stays served" in gone[0].message
     assert rec.calls == [(first, "push")]  # nothing unpublished
+    # Back at the published commit: said once, and the status is no longer the failure.
     central.repo.references.create("refs/heads/main", first)
+    assert w.step() is False
+    assert [o.kind for o in seen[-2:]] == [Kind.FETCH_FAILED, Kind.UNCHANGED], seen
+    assert "can be read again" in seen[-1].message and seen[-1].ok
+    assert w.step() is False and len(seen) == len(gone) + 2
     second = rename(central, "Board room")
     assert w.step() is True
     assert rec.calls[-1] == (second, "push")
