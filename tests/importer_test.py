@@ -543,6 +543,60 @@ def test_the_overviews_example_imports_its_short_rows_with_a_warning_each(
     assert int(built[VERSION]) > 2207
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [f"[--key Sup3r KeyT2]{URL}/fv{{mac}}.conf", f"[Sup3rKeyT2]{URL}/fv{{mac}}.conf"],
+)
+def test_a_profile_rule_that_does_not_parse_is_never_quoted(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], rule: str
+) -> None:
+    """Its option block may hold the device's key."""
+    root = tmp_path / "old"
+    root.mkdir()
+    mac = MACS[0]
+    params = [(k, rule.format(mac=mac) if k == "DBID_PROFILE_RULE" else v) for k, v in ip542n(mac)]
+    (root / f"fv{mac}.conf").write_bytes(conf(params))
+    assert fleet.cli("import", "conf", str(root), "--model", "IP542N", "--dry-run") == 0
+    err = capsys.readouterr().err
+    assert "warning[GP408]: the Profile Rule does not parse (its options are not shown)" in err
+    assert "KeyT2" not in err and "Sup3r" not in err, err
+
+
+def test_a_key_the_new_rule_cannot_carry_is_a_located_error_among_the_others(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`$$` in the old rule's key is a `$` the device holds: no Profile Rule gitprov writes
+    can give it back. Said at the rule, with the other files' problems and warnings."""
+    root = tmp_path / "old"
+    root.mkdir()
+    bad = [
+        (k, f"[--key ab$$cd]{URL}/fv{MACS[0]}.conf" if k == "DBID_PROFILE_RULE" else v)
+        for k, v in ip542n(MACS[0])
+    ]
+    (root / f"fv{MACS[0]}.conf").write_bytes(conf(bad))
+    short = [(k, "2001" if k == "DBID_SIP_ACCOUNT" else v) for k, v in ip542n(MACS[1])]
+    (root / f"fv{MACS[1]}.conf").write_bytes(conf(short))
+    before = tree(fleet.top)
+    assert fleet.cli("import", "conf", str(root), "--model", "IP542N") == 1
+    err = capsys.readouterr().err
+    rule_line = [k for k, _ in bad].index("DBID_PROFILE_RULE") + 1
+    assert f"fv{MACS[0]}.conf:{rule_line}:19: error[GP408]: the Profile Rule's key cannot" in err
+    assert "ab$" not in err and "cd" not in err.split("error[GP408]")[1].split("\n")[0]
+    assert f"fv{MACS[1]}.conf:5:18: warning[GP406]: DBID_SIP_ACCOUNT has 1" in err, err
+    assert "1 error(s), 1 warning(s)" in err, err
+    assert tree(fleet.top) == before
+
+
+def test_a_version_floor_past_the_schemas_bound_is_a_usage_error(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small(tmp_path / "old")
+    argv = ["import", "conf", str(root), "--model", "IP542N", "--version-floor"]
+    assert fleet.cli(*argv, str(10**20)) == 2
+    assert "--version-floor 100000000000000000000 is too high" in capsys.readouterr().err
+    assert fleet.cli(*argv, "2000000000", "--dry-run") == 0
+
+
 @pytest.mark.parametrize(("threshold", "in_profile"), [(50, True), (60, False)])
 def test_the_threshold_decides_what_goes_into_the_profile(
     fleet: Fleet, tmp_path: Path, threshold: int, in_profile: bool

@@ -36,7 +36,7 @@ from gitprov.importer.write import (
 )
 from gitprov.inventory import FLEET_FILE, SECRETS_FILE, Inventory
 from gitprov.macros import device_variables, expand, unknown_names
-from gitprov.rule_url import RuleSyntaxError, parse_rule
+from gitprov.rule_url import RuleSyntaxError, key_problem, parse_rule
 
 DEFAULT_THRESHOLD = 50
 DEFAULT_PREFIX = "imported"
@@ -174,12 +174,12 @@ def import_conf(
         if target is None:
             reports.append(FileReport(device.source, device.mac, "skipped", why_not or ""))
             continue
-        _device_key(device, ctx.inv, warnings)
+        _device_key(device, ctx.inv, warnings, problems)
         devices.append(device)
         targets[device.mac] = target
     problems += cipher_problems(devices, ctx)
     if problems:
-        raise refused(problems)
+        raise refused(problems + warnings)  # (the warnings too: all of it at once)
     floor = ctx.inv.fleet.version_floor
     new_floor = _new_floor(floor, highest, options.version_floor) if devices else floor
 
@@ -206,7 +206,7 @@ def import_conf(
     replaced = {targets[d.mac] for d in devices if ctx.inv.device(d.mac) is not None}
     problems += taken(ctx, files, seal, replaced, set(layout.profiles), options.force)
     if problems:
-        raise refused(problems)
+        raise refused(problems + warnings)
     if new_floor != floor:
         files[ctx.path(FLEET_FILE)] = raise_floor(ctx, new_floor)
     if seal.sealed:
@@ -249,7 +249,16 @@ def _new_floor(floor: int, highest: int | None, asked: int | None) -> int:
             hint=f"use {need} or more: above the highest DBID_DBASE_VERSION read, and never "
             "below the current version_floor",
         )
+    if asked > FLOOR_MAX:
+        raise UsageError(
+            f"--version-floor {asked} is too high",
+            hint=f"version_floor goes up to {FLOOR_MAX} (the fleet settings' schema)",
+        )
     return asked
+
+
+# The fleet settings' schema bound of version_floor (schemas/fleet.schema.json).
+FLOOR_MAX = 2_000_000_000
 
 
 def _check_profile_name(prefix: str) -> None:
@@ -260,7 +269,9 @@ def _check_profile_name(prefix: str) -> None:
         )
 
 
-def _device_key(device: Device, inv: Inventory, warnings: list[Problem]) -> None:
+def _device_key(
+    device: Device, inv: Inventory, warnings: list[Problem], problems: list[Problem]
+) -> None:
     """The key the device holds and will hold: its Profile Rule's `--key` (what the next
     file must open with), else the key its file was encrypted with."""
     opened = device.opened
@@ -272,13 +283,15 @@ def _device_key(device: Device, inv: Inventory, warnings: list[Problem]) -> None
     try:
         rule = parse_rule(device.rule)
     except RuleSyntaxError as exc:
+        # (the parser's message quotes the text: with an option block, maybe the key)
+        why = f": {exc.message}" if "[" not in device.rule else " (its options are not shown)"
         warnings.append(
             warning(
                 device.source,
                 line,
                 col + exc.offset,
                 RULE,
-                f"the Profile Rule does not parse: {exc.message}",
+                f"the Profile Rule does not parse{why}",
                 "gitprov writes each device's Profile Rule; this one is replaced",
             )
         )
@@ -300,6 +313,21 @@ def _device_key(device: Device, inv: Inventory, warnings: list[Problem]) -> None
         )
         return
     key = expand(rule.key, variables)
+    reason = key_problem(key)
+    if reason is not None:
+        problems.append(
+            error(
+                device.source,
+                line,
+                col,
+                RULE,
+                f"the Profile Rule's key cannot be written into the Profile Rule gitprov "
+                f"writes: {reason}",
+                "give the device a key of letters and digits first (a rule with the new "
+                "key, served by the old server), or leave this file out of the import",
+            )
+        )
+        return
     if re.search(r"[\s\]'\"$]", key):
         warnings.append(
             warning(
