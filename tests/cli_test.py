@@ -157,6 +157,11 @@ def test_secrets_keygen_set_list_rotate(
     )
     assert "gitprov-sk-" not in out  # the private key is only in the file
     assert run(capsys, "--repo", repo, "secrets", "keygen", "--out", str(key_file))[0] == 2
+    # Never into a git work tree, as init refuses (a commit of it opens every secret).
+    for inside in (example_repo.path / "inventory" / "new.key", example_repo.path / "a" / "k"):
+        code, _, err = run(capsys, "--repo", repo, "secrets", "keygen", "--out", str(inside))
+        assert code == 2 and "would be inside the git work tree" in err, err
+        assert not inside.exists()
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hunter2-secret\n"))
     code, out, _ = run(capsys, "--repo", repo, "secrets", "set", "sip_9999")

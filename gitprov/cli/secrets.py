@@ -53,7 +53,8 @@ def register(sub: Subparsers) -> None:
         "keygen",
         "make a key pair",
         "Write a new private key into FILE (mode 0600; keep it off git, on the publisher "
-        "only) and print its public key (gitprov-pk-…), which goes into "
+        "only: a FILE inside a git work tree is refused) and print its public key "
+        "(gitprov-pk-…), which goes into "
         "inventory/secrets.yaml with `gitprov secrets rotate --new-public-key …`. Needs no "
         "repository. E.g. `gitprov secrets keygen --out /etc/gitprov/private-key`.",
         (
