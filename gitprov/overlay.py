@@ -265,8 +265,10 @@ class Fixed(Sequence[str]):
         end = lo + self._count * step - 1
         rows: set[int] = set()
         for value in values:
+            if not isinstance(value, str):
+                continue  # (a column of text holds none: not even as b"" in one of width 0)
             try:
-                raw = value.encode() if isinstance(value, str) else b""
+                raw = value.encode()
             except UnicodeEncodeError:  # (no row holds what UTF-8 cannot)
                 continue
             if len(raw) != self._width or b"\0" in raw:

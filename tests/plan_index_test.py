@@ -154,6 +154,16 @@ def test_a_column_of_one_width_is_read_in_place_as_its_split(values: list[str], 
     assert column[0] == values[0]  # (and from the split, once made)
 
 
+def test_a_column_of_empty_values_holds_no_value_of_another_type() -> None:
+    """A column whose values are all "" (width 0): a number asked for is in no row (it
+    was searched as b"", found in each)."""
+    raw = b"head" + b"\0\0" + b"tail"
+    column = overlay.Fixed.of(raw, 4, len(raw) - 4, 3)
+    assert column is not None and list(column) == ["", "", ""]
+    assert column.rows_of({0, None, b""}) == []
+    assert column.rows_of({""}) == [0, 1, 2]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     values=st.lists(
