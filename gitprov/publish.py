@@ -113,7 +113,7 @@ from gitprov.rules.file_name import unsafe_reason
 from gitprov.secrets import unseal
 from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
-from gitprov.strand import SameSecret, device_stranding, stranding, who
+from gitprov.strand import SameSecret, stranding, stranding_of, who
 from gitprov.version import IncompleteHistory, State, require_complete
 
 Progress = Callable[[str, int, int], None]
@@ -2131,11 +2131,7 @@ def _check_stranding(
             if found_held is None:
                 continue  # (a device the published commit did not have there)
             (held,) = found_held
-            key = None if device.key is None else str(device.key)
-            previous_key = None if device.previous_key is None else str(device.previous_key)
-            one = device_stranding(
-                device.mac, held, key, previous_key, published, settings.fleet, same
-            )
+            one = stranding_of(device, held, published, settings.fleet, same)
             if one is not None:
                 found.append(one)
     if not found or not any(e.kind == Kind.DEVICE for e in previous.files.values()):

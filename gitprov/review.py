@@ -25,7 +25,7 @@ from gitprov.firmware import RolloutCount, rollouts
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Fleet, Inventory
 from gitprov.pipeline import Loaded, Pipeline
-from gitprov.strand import Stranding, device_stranding, stranding
+from gitprov.strand import Stranding, stranding, stranding_of
 from gitprov.version import Evaluated, State, step
 
 
@@ -249,21 +249,14 @@ def _stranding(base: Inventory, head: Inventory) -> tuple[Stranding, ...]:
     found = stranding(base.fleet, head.fleet, same)
     if found:
         return found
-    held = {d.mac: d for d in base.devices}
+    before = {d.mac: d for d in base.devices}
     out = []
     for device in head.devices:
-        was = held.get(device.mac)
+        was = before.get(device.mac)
         if was is None:
             continue  # (a new device holds nothing yet)
-        one = device_stranding(
-            device.mac,
-            None if was.key is None else str(was.key),
-            None if device.key is None else str(device.key),
-            None if device.previous_key is None else str(device.previous_key),
-            base.fleet,
-            head.fleet,
-            same,
-        )
+        held = None if was.key is None else str(was.key)
+        one = stranding_of(device, held, base.fleet, head.fleet, same)
         if one is not None:
             out.append(one)
     return tuple(out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from gitprov.inventory import Fleet
+from gitprov.inventory import Device, Fleet
 from gitprov.macros import device_variables, expand
 
 # One device's variables, each macro a different value: two templates that expand alike
@@ -163,3 +163,19 @@ def device_stranding(
         return None  # (the name is not kept: `stranding` says so)
     shown = [name or "(none)" for _, name in (holds, served[0])]
     return Stranding(f"{device}'s key", *shown)
+
+
+def stranding_of(
+    device: Device, held: str | None, published: Fleet, new: Fleet, same: SameSecret
+) -> Stranding | None:
+    """`device_stranding` of an inventory's device, whose own key was `held`."""
+    key, previous = device.key, device.previous_key
+    return device_stranding(
+        device.mac,
+        held,
+        None if key is None else str(key),
+        None if previous is None else str(previous),
+        published,
+        new,
+        same,
+    )
