@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pygit2
 
@@ -2124,12 +2124,20 @@ def _check_stranding(
         trees: dict[str, pygit2.Tree | None] = {}
         # A device file the commit did not change held the key it holds now.
         changed = pipeline.changes(old, commit)
+        moved: dict[str, str] | None = None  # MAC -> its file's path then, of those moved
         for device in devices:
             if device.path not in changed:
                 continue
-            found_held = _held_key(pipeline, old, device, trees)
+            found_held = _held_key(pipeline, old, device, device.path, trees)
+            if found_held is None and previous.served.get(device.mac) is not None:
+                # A device published from another file: one the commit took away or
+                # changed (a MAC is in one file only), so one of the diff's paths.
+                if moved is None:
+                    moved = _moved_from(pipeline, old, changed, trees)
+                then = moved.get(device.mac)
+                found_held = _held_key(pipeline, old, device, then, trees) if then else None
             if found_held is None:
-                continue  # (a device the published commit did not have there)
+                continue  # (a device the published commit did not have)
             (held,) = found_held
             one = stranding_of(device, held, published, settings.fleet, same)
             if one is not None:
@@ -2185,25 +2193,62 @@ def _sameness(
     return same
 
 
-def _held_key(
+def _moved_from(
     pipeline: Pipeline,
     old: pygit2.Commit,
-    device: Device,
+    changed: Mapping[str, str | None],
     trees: dict[str, pygit2.Tree | None],
-) -> tuple[str | None] | None:
-    """The own key (a secret's name; None: the master key's) the device's file at the
-    published commit set, or None when that commit had no file of it there. `trees`
-    keeps each directory's tree of that commit: a flat fleet's devices/ is one tree of
-    100,000 entries, read once (24 ms), not once a device. The facts of the snapshot the
-    commit's validation started from come first: that commit's, after a publish, with no
-    tree read."""
-    known = pipeline.known_device(str(old.id), device.path)
+) -> dict[str, str]:
+    """MAC -> the path of its device file at the published commit, of the files the
+    commit changed or took away (those a device may have been moved from, another
+    device's file now included: two swapped; each read once)."""
+    out: dict[str, str] = {}
+    for path in changed:
+        if not path.endswith(".yaml"):
+            continue
+        mac = _mac_at(pipeline, old, path, trees)
+        if mac is not None:
+            out.setdefault(mac, path)
+    return out
+
+
+def _mac_at(
+    pipeline: Pipeline, old: pygit2.Commit, path: str, trees: dict[str, pygit2.Tree | None]
+) -> str | None:
+    """The MAC of the device file at `path` in the published commit (None: none)."""
+    known = pipeline.known_device(str(old.id), path)
     if known is not None:
         (facts,) = known
-        if facts is None or facts[1] != device.mac:
-            return None  # (none, or another device's file then: as if new)
-        return (facts[5],)
-    folder, _, name = device.path.rpartition("/")
+        return None if facts is None else str(facts[1])
+    data = _old_device_data(pipeline, old, path, trees)
+    if data is None:
+        return None
+    mac = normalise_mac(str(data.get("mac", "")))
+    return mac or None
+
+
+def _old_device_data(
+    pipeline: Pipeline, old: pygit2.Commit, path: str, trees: dict[str, pygit2.Tree | None]
+) -> dict[str, Any] | None:
+    """The mapping the file at `path` in the published commit holds, or None when that
+    commit has no readable mapping there. `trees` keeps each directory's tree of that
+    commit: a flat fleet's devices/ is one tree of 100,000 entries, read once (24 ms),
+    not once a device."""
+    entry = _old_entry(old, path, trees)
+    if entry is None:
+        return None
+    try:
+        doc, _ = pipeline.parse_cache.get(FileRef(path, str(entry.id)), pipeline.source(old))
+    except GitprovError:
+        return None
+    data = doc.data if doc is not None else None
+    return data if isinstance(data, dict) else None
+
+
+def _old_entry(
+    old: pygit2.Commit, path: str, trees: dict[str, pygit2.Tree | None]
+) -> pygit2.Object | None:
+    folder, _, name = path.rpartition("/")
     if folder not in trees:
         try:
             found = old.tree[folder] if folder else old.tree
@@ -2215,17 +2260,33 @@ def _held_key(
         entry = tree[name] if tree is not None else None
     except (KeyError, pygit2.GitError):
         entry = None
-    if entry is None or entry.type_str != "blob":
+    return entry if entry is not None and entry.type_str == "blob" else None
+
+
+def _held_key(
+    pipeline: Pipeline,
+    old: pygit2.Commit,
+    device: Device,
+    path: str,
+    trees: dict[str, pygit2.Tree | None],
+) -> tuple[str | None] | None:
+    """The own key (a secret's name; None: the master key's) the device's file at `path`
+    in the published commit set, or None when that commit had no file of it there (`trees`:
+    see `_old_device_data`). The facts of the snapshot the commit's validation started
+    from come first: that commit's, after a publish, with no tree read."""
+    known = pipeline.known_device(str(old.id), path)
+    if known is not None:
+        (facts,) = known
+        if facts is None or facts[1] != device.mac:
+            return None  # (none, or another device's file then: as if new)
+        return (facts[5],)
+    entry = _old_entry(old, path, trees)
+    if entry is None:
         return None
-    oid = str(entry.id)
-    if oid == device.oid:
+    if str(entry.id) == device.oid:
         return (None if device.key is None else str(device.key),)
-    try:
-        doc, _ = pipeline.parse_cache.get(FileRef(device.path, oid), pipeline.source(old))
-    except GitprovError:
-        return None
-    data = doc.data if doc is not None else None
-    if not isinstance(data, dict) or normalise_mac(str(data.get("mac", ""))) != device.mac:
+    data = _old_device_data(pipeline, old, path, trees)
+    if data is None or normalise_mac(str(data.get("mac", ""))) != device.mac:
         return None  # (another device's file then: as if new)
     key = data.get("key")
     return (str(key) if isinstance(key, str) else None,)

@@ -303,6 +303,57 @@ def test_a_publish_refuses_a_devices_own_key_changed_or_taken_away(
     assert _publish(example_repo, tmp_path, *extra, "--allow-stranding") == 0
 
 
+@pytest.mark.parametrize(
+    ("full", "cold"),
+    [(False, False), (True, False), (False, True)],
+    ids=["by change", "full build", "without the cache"],
+)
+@pytest.mark.parametrize("keep", [False, True], ids=["key changed", "key kept"])
+@pytest.mark.parametrize("swap", [False, True], ids=["moved", "swapped"])
+def test_a_device_moved_to_another_file_is_held_to_the_key_it_was_published_with(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    full: bool,
+    cold: bool,
+    keep: bool,
+    swap: bool,
+) -> None:
+    """Its file at the published commit is found by its MAC among the files the commit
+    changed or took away (`swap`: another device's file now), not taken for a new
+    device's."""
+    device = "inventory/devices/0021f2a0c001.yaml"
+    other = "inventory/devices/0021f2a0c002.yaml"
+    moved_to = other if swap else "inventory/devices/site-b/floor-2/0021f2a0c001.yaml"
+    own = example_repo.files[device] + b"key: !secret device_key_1\n"
+    secret_1 = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
+    secret_2 = seal(public_key_of(private_key), "device_key_2", "AnotherKey2")
+    secrets = example_repo.files[SECRETS] + f"  device_key_1: {secret_1}\n".encode()
+    example_repo.commit({device: own, SECRETS: secrets}, "a device with its own key")
+    assert _publish(example_repo, tmp_path) == 0
+    now = own if keep else own.replace(b"device_key_1", b"device_key_2")
+    example_repo.commit(
+        {
+            device: example_repo.files[other] if swap else None,
+            moved_to: now.replace(b"Warehouse fax", b"Upstairs fax"),
+            SECRETS: secrets + f"  device_key_2: {secret_2}\n".encode(),
+        },
+        "the device moved to its site's directory",
+    )
+    extra = ("--force",) if full else ()
+    if cold:
+        shutil.rmtree(example_repo.repo.path.rstrip("/") + "/gitprov-cache")
+    capsys.readouterr()
+    if keep:
+        assert _publish(example_repo, tmp_path, *extra) == 0, capsys.readouterr().err
+        return
+    assert _publish(example_repo, tmp_path, *extra) == 1
+    err = capsys.readouterr().err
+    assert "0021f2a0c001's key changes from 'device_key_1' to 'device_key_2'" in err, err
+    assert _publish(example_repo, tmp_path, *extra, "--allow-stranding") == 0
+
+
 def test_a_device_file_changed_without_its_key_is_no_stranding(
     example_repo: GitRepo, private_key: str, tmp_path: Path
 ) -> None:
