@@ -260,11 +260,34 @@ def test_a_devices_own_key_changed_without_previous_key_strands_it() -> None:
     assert device_stranding(mac, "d1", "d2", None, plain, plain, same) is None
 
 
-@pytest.mark.parametrize(
+# How the publish after the one of a device with its own key is made: the published
+# commit's facts from the snapshot its validation kept, from a full build, or (the cache
+# deleted) from the published commit's tree.
+_BY_CHANGE_FULL_OR_COLD = pytest.mark.parametrize(
     ("full", "cold"),
     [(False, False), (True, False), (False, True)],
     ids=["by change", "full build", "without the cache"],
 )
+_OWN_DEVICE = "inventory/devices/0021f2a0c001.yaml"
+
+
+def _published_with_its_own_key(repo: GitRepo, private_key: str, tmp: Path) -> bytes:
+    """Device _OWN_DEVICE given the key `device_key_1` and published: its file's text."""
+    own = repo.files[_OWN_DEVICE] + b"key: !secret device_key_1\n"
+    sealed = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
+    secrets = repo.files[SECRETS] + f"  device_key_1: {sealed}\n".encode()
+    repo.commit({_OWN_DEVICE: own, SECRETS: secrets}, "a device with its own key")
+    assert _publish(repo, tmp) == 0
+    return own
+
+
+def _publish_after(repo: GitRepo, tmp: Path, full: bool, cold: bool, *extra: str) -> int:
+    if cold:
+        shutil.rmtree(repo.repo.path.rstrip("/") + "/gitprov-cache")
+    return _publish(repo, tmp, *(("--force",) if full else ()), *extra)
+
+
+@_BY_CHANGE_FULL_OR_COLD
 @pytest.mark.parametrize("to", ["device_key_2", None], ids=["another key", "the master key"])
 def test_a_publish_refuses_a_devices_own_key_changed_or_taken_away(
     example_repo: GitRepo,
@@ -277,13 +300,9 @@ def test_a_publish_refuses_a_devices_own_key_changed_or_taken_away(
 ) -> None:
     """Told from the published commit's snapshot its validation kept, or (`cold`: the
     cache deleted) from the published commit's tree."""
-    device = "inventory/devices/0021f2a0c001.yaml"
+    device = _OWN_DEVICE
     plain = example_repo.files[device]
-    own = plain + b"key: !secret device_key_1\n"
-    sealed = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
-    secrets = example_repo.files[SECRETS] + f"  device_key_1: {sealed}\n".encode()
-    example_repo.commit({device: own, SECRETS: secrets}, "a device with its own key")
-    assert _publish(example_repo, tmp_path) == 0
+    own = _published_with_its_own_key(example_repo, private_key, tmp_path)
     if to is None:
         example_repo.commit({device: plain}, "its own key taken away")
         expected = "0021f2a0c001's key changes from 'device_key_1' to 'fleet_master_key'"
@@ -293,21 +312,14 @@ def test_a_publish_refuses_a_devices_own_key_changed_or_taken_away(
         moved = own.replace(b"device_key_1", to.encode())
         example_repo.commit({device: moved, SECRETS: secrets}, "its key changed")
         expected = f"0021f2a0c001's key changes from 'device_key_1' to '{to}'"
-    extra = ("--force",) if full else ()
-    if cold:
-        shutil.rmtree(example_repo.repo.path.rstrip("/") + "/gitprov-cache")
     capsys.readouterr()
-    assert _publish(example_repo, tmp_path, *extra) == 1
+    assert _publish_after(example_repo, tmp_path, full, cold) == 1
     err = capsys.readouterr().err
     assert expected in err, err
-    assert _publish(example_repo, tmp_path, *extra, "--allow-stranding") == 0
+    assert _publish_after(example_repo, tmp_path, full, False, "--allow-stranding") == 0
 
 
-@pytest.mark.parametrize(
-    ("full", "cold"),
-    [(False, False), (True, False), (False, True)],
-    ids=["by change", "full build", "without the cache"],
-)
+@_BY_CHANGE_FULL_OR_COLD
 @pytest.mark.parametrize("keep", [False, True], ids=["key changed", "key kept"])
 @pytest.mark.parametrize("swap", [False, True], ids=["moved", "swapped"])
 def test_a_device_moved_to_another_file_is_held_to_the_key_it_was_published_with(
@@ -323,35 +335,27 @@ def test_a_device_moved_to_another_file_is_held_to_the_key_it_was_published_with
     """Its file at the published commit is found by its MAC among the files the commit
     changed or took away (`swap`: another device's file now), not taken for a new
     device's."""
-    device = "inventory/devices/0021f2a0c001.yaml"
     other = "inventory/devices/0021f2a0c002.yaml"
     moved_to = other if swap else "inventory/devices/site-b/floor-2/0021f2a0c001.yaml"
-    own = example_repo.files[device] + b"key: !secret device_key_1\n"
-    secret_1 = seal(public_key_of(private_key), "device_key_1", "KeyOfItsOwn1")
+    own = _published_with_its_own_key(example_repo, private_key, tmp_path)
     secret_2 = seal(public_key_of(private_key), "device_key_2", "AnotherKey2")
-    secrets = example_repo.files[SECRETS] + f"  device_key_1: {secret_1}\n".encode()
-    example_repo.commit({device: own, SECRETS: secrets}, "a device with its own key")
-    assert _publish(example_repo, tmp_path) == 0
     now = own if keep else own.replace(b"device_key_1", b"device_key_2")
     example_repo.commit(
         {
-            device: example_repo.files[other] if swap else None,
+            _OWN_DEVICE: example_repo.files[other] if swap else None,
             moved_to: now.replace(b"Warehouse fax", b"Upstairs fax"),
-            SECRETS: secrets + f"  device_key_2: {secret_2}\n".encode(),
+            SECRETS: example_repo.files[SECRETS] + f"  device_key_2: {secret_2}\n".encode(),
         },
         "the device moved to its site's directory",
     )
-    extra = ("--force",) if full else ()
-    if cold:
-        shutil.rmtree(example_repo.repo.path.rstrip("/") + "/gitprov-cache")
     capsys.readouterr()
     if keep:
-        assert _publish(example_repo, tmp_path, *extra) == 0, capsys.readouterr().err
+        assert _publish_after(example_repo, tmp_path, full, cold) == 0, capsys.readouterr().err
         return
-    assert _publish(example_repo, tmp_path, *extra) == 1
+    assert _publish_after(example_repo, tmp_path, full, cold) == 1
     err = capsys.readouterr().err
     assert "0021f2a0c001's key changes from 'device_key_1' to 'device_key_2'" in err, err
-    assert _publish(example_repo, tmp_path, *extra, "--allow-stranding") == 0
+    assert _publish_after(example_repo, tmp_path, full, False, "--allow-stranding") == 0
 
 
 def test_a_device_file_changed_without_its_key_is_no_stranding(
