@@ -3,12 +3,12 @@
 The default output is byte-for-byte what `openssl enc -aes-256-cbc -md md5 -k KEY` would
 write if it had picked our salt: `Salted__`, 8-byte salt, AES-256-CBC with PKCS#7 padding,
 key and IV from EVP_BytesToKey. That is the SPA `[--key KEY]` format the devices decrypt
-(reference/protocol-notes.md, "Encryption").
+(the SPA model the devices follow; docs/device-checklist.md, E1 and E2).
 
 The salt is the first 8 bytes of HMAC-SHA256(key, encrypted bytes), so the same commit and
-the same keys give byte-identical files on every machine (DESIGN.md invariant 1). The price
-is that equal plaintexts under one key give equal ciphertexts, which is exactly the
-reproducibility we want and leaks nothing across devices, whose keys differ.
+the same keys give byte-identical files on every machine (docs/design.md, invariant 1).
+The price is that equal plaintexts under one key give equal ciphertexts, which is exactly
+the reproducibility we want and leaks nothing across devices, whose keys differ.
 
 Keys are passphrases (`-k`), never logged, never put in exception messages or reprs: the
 key is an argument of each call and is not stored on any object.

@@ -15,7 +15,7 @@ does not depend on the other devices or their order, stays the same from commit 
 commit, raising the percent only adds devices, and a new version picks its own first
 devices. The device itself compares: after the upgrade its `$SWVER` is the new version,
 and it does not retry an Upgrade Rule whose expanded URL did not change
-(protocol-notes, "Device behaviour").
+(the SPA model; docs/device-checklist.md, U3).
 """
 
 from __future__ import annotations

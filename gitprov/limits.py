@@ -7,7 +7,7 @@ the work is done.
 
 The limits are a fleet setting (`limits:` in gitprov.yaml), not an option of whoever runs
 gitprov: which commits validate decides every device's DBID_DBASE_VERSION, so the limits
-must come with the commit for two servers to agree (DESIGN.md, invariant 2), and a change
+must come with the commit for two servers to agree (docs/design.md, invariant 2), and a change
 of them is reviewed like any other. gitprov.yaml itself is always read with the defaults
 (it cannot raise the bounds it is read under), and no fleet can go beyond `CEILINGS`,
 which keep the worst case of a hostile pull request to seconds and megabytes.

@@ -1,4 +1,4 @@
-"""Apply a build to the served roots atomically (DESIGN.md invariant 3).
+"""Apply a build to the served roots atomically (docs/design.md, invariant 3).
 
 Every new file is first written in full to a dot-named temp file in its target directory
 (never served: the embedded servers refuse dot-files). When every temp is written, one

@@ -139,9 +139,10 @@ def key_problem(key: str) -> str | None:
     as KEY, or None. Never names the key.
 
     The device expands macros in `--key` (`$$` is one `$`, the overview, section 3, and
-    protocol-notes) and the option ends at whitespace or `]`; quoting is SPA usage the
-    overview does not show. A key the rule cannot carry literally would make the device
-    decrypt its next file with another key, and stay on it.
+    the SPA model; docs/device-checklist.md, E5) and the option ends at whitespace or
+    `]`; quoting is SPA usage the overview does not show. A key the rule cannot carry
+    literally would make the device decrypt its next file with another key, and stay on
+    it.
     """
     if _PLAIN_KEY.fullmatch(key):
         return None  # (every derived key: a fleet's worth of them, parsed for nothing)

@@ -1,7 +1,7 @@
 """Read-only views of the inventory: at one commit (pygit2, no checkout) or in the work tree.
 
 Every file comes with its git blob id, so that anything derived from it can be cached by
-what it was derived from (DESIGN.md, cost facts).
+what it was derived from (docs/design.md, "What things cost").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DBID_DBASE_VERSION from the commit graph alone (DESIGN.md invariant 2, docs/versions.md).
+"""DBID_DBASE_VERSION from the commit graph alone (docs/design.md, invariant 2; docs/versions.md).
 
 Per key k (a device's MAC, or BOOTSTRAP for the option-66 files) and commit X, with c(X)
 the key's content digest at X ("" when X has no such file):

@@ -1,7 +1,7 @@
 """What every command shares: its common options, the session it works on, and output
 (text, JSON checked against schemas/output/, GitHub annotations, progress on a terminal).
 
-Exit codes (DESIGN.md invariant 6): 0 ok, 1 problems in the inventory, 2 usage or
+Exit codes (docs/design.md, invariant 6): 0 ok, 1 problems in the inventory, 2 usage or
 environment (bad revision, not a repository, shallow history, missing key, unreadable
 file), 3 internal error, 130 interrupted.
 """

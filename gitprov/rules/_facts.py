@@ -1,7 +1,7 @@
 """What validation derives from documents, kept from one validation to the next.
 
 Validating commit N+1 right after commit N must cost what changed, not the fleet size
-(DESIGN.md, invariant 7 and the cost facts). `Facts` notes which documents changed since
+(docs/design.md, invariant 7 and "What things cost"). `Facts` notes which documents changed since
 the documents it saw last (by path and blob id). An `Index` holds the entries that one
 check derives from each document, grouped by key, and re-derives only the entries of
 documents that changed; a check then looks at the groups it cares about (duplicates,

@@ -1,6 +1,6 @@
 """GP124 plaintext-secret: a password or key written in plain text instead of `!secret`.
 
-SIP passwords and keys never appear in git in plaintext (DESIGN.md invariant 5): they are
+SIP passwords and keys never appear in git in plaintext (docs/design.md, invariant 5): they are
 sealed into secrets.yaml and referred to by name. This message never repeats the value.
 
 A key (encryption.master_key, a device's `key` or `previous_key`) written as "" is an
