@@ -367,6 +367,21 @@ def check_target(top: Path, private_key_file: Path) -> None:
     an inventory already there, a key file that exists or would be inside the repository."""
     top = top.absolute()
     key_path = private_key_file.absolute()
+    if top.exists() and not top.is_dir():
+        raise UsageError(
+            f"{top}: cannot make the inventory's directory: a file is in the way",
+            hint="give init a new directory, or one without an inventory",
+        )
+    outer = _enclosing_work_tree(top)
+    if outer is not None and outer != top.resolve():
+        # (its workflows would sit where GitHub never looks, `validate --worktree` there
+        # would read the other repository's inventory, and a commit would go into it)
+        raise UsageError(
+            f"{top} is inside the git repository {outer}: init makes an inventory "
+            "repository of its own",
+            hint=f"give a directory outside {outer}, or `gitprov init {outer}` to add the "
+            "inventory to that repository",
+        )
     if _inside(key_path, top):
         raise UsageError(
             f"the private key file {key_path} would be inside the repository",
@@ -379,6 +394,22 @@ def check_target(top: Path, private_key_file: Path) -> None:
         )
     if key_path.exists():
         raise UsageError(f"{key_path} exists", hint="never overwrite a key: choose another path")
+
+
+def _enclosing_work_tree(top: Path) -> Path | None:
+    """The top of the git work tree `top` is in (or would be in, made), resolved; the
+    git directory itself when that is a bare repository; None outside any."""
+    probe = top
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        found = pygit2.discover_repository(str(probe))
+        if found is None:
+            return None
+        repo = pygit2.Repository(found)
+    except (pygit2.GitError, OSError):
+        return None
+    return Path(repo.workdir or repo.path).resolve()
 
 
 def init_inventory(

@@ -119,7 +119,17 @@ def test_init_where_a_file_is_in_the_way_makes_nothing(
     assert blocker.read_text() == "mine\n"
 
 
-@pytest.mark.parametrize("case", ["key inside", "inventory exists", "key exists"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "key inside",
+        "inventory exists",
+        "key exists",
+        "a file in the way",
+        "inside another repository",
+        "new inside another repository",
+    ],
+)
 def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
     tmp_path: Path,
     case: str,
@@ -139,6 +149,16 @@ def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
         key = top / "private.key"
     elif case == "inventory exists":
         (top / "inventory").mkdir(parents=True)
+    elif case == "a file in the way":
+        top.write_text("keep me\n")
+    elif case.endswith("inside another repository"):
+        # (a new directory in the checkout someone stands in: its own repository, or
+        # its workflows sit where GitHub never looks and its commits go into the other)
+        outer = tmp_path / "other"
+        git(tmp_path, "init", "-q", "-b", "main", str(outer))
+        top = outer / "sub" / "fleet" if case.startswith("new") else outer / "sub"
+        if not case.startswith("new"):
+            top.mkdir()
     else:
         key.write_text("keep me\n")
     assert main(["init", str(top), "--private-key-out", str(key)]) == 2
@@ -146,7 +166,26 @@ def test_init_never_overwrites_and_keeps_the_key_out_of_the_repository(
     assert err.startswith("gitprov: error: ") and "note:" not in err, err
     if case == "key exists":
         assert key.read_text() == "keep me\n"
+    if case == "a file in the way":
+        assert top.read_text() == "keep me\n" and "a file is in the way" in err, err
+        return
+    if case.endswith("inside another repository"):
+        assert f"inside the git repository {tmp_path / 'other'}" in err, err
+        assert f"gitprov init {tmp_path / 'other'}" in err, err
     assert not (top / "inventory" / "gitprov.yaml").exists()
+    assert not key.exists() or case == "key exists"
+
+
+def test_init_at_the_top_of_an_existing_repository_adds_the_inventory_to_it(
+    tmp_path: Path,
+) -> None:
+    top = tmp_path / "fleet"
+    git(tmp_path, "init", "-q", "-b", "main", str(top))
+    (top / "README").write_text("ours\n")
+    key = tmp_path / "fleet.key"
+    assert main(["init", str(top), "--private-key-out", str(key), "--no-workflows"]) == 0
+    assert (top / "inventory" / "gitprov.yaml").is_file() and (top / "README").is_file()
+    assert main(["--repo", str(top), "validate", "--worktree"]) == 0
 
 
 def test_devices_may_be_grouped_in_directories_of_a_new_inventory(

@@ -26,11 +26,12 @@ def register(sub: Subparsers) -> None:
         "init",
         run,
         help="start a new inventory repository",
-        description="Write a new inventory into DIR (a git repository is created if "
-        "needed): fleet settings with comments, a file per supported model, a base "
-        "profile, sealed secrets with a fresh key pair, a pre-commit hook, editor settings "
-        "and schemas, GitHub workflows (validate and plan on pull requests, publish on "
-        "main), a README. It validates as it is; nothing is committed.",
+        description="Write a new inventory into DIR (a git repository is created there "
+        "unless DIR is one's top; a DIR inside another repository is refused): fleet "
+        "settings with comments, a file per supported model, a base profile, sealed "
+        "secrets with a fresh key pair, a pre-commit hook, editor settings and schemas, "
+        "GitHub workflows (validate and plan on pull requests, publish on main), a "
+        "README. It validates as it is; nothing is committed.",
         examples=(
             (
                 "gitprov init acme-fleet",
