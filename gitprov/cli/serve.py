@@ -164,13 +164,15 @@ def register(sub: Subparsers) -> None:
         "publish.max_removal, a move of the roots) are reported and not published.",
         examples=(
             (
-                "gitprov watch --repo /srv/git/fleet.git --branch main",
-                "publish every new head of main in a bare repository",
+                "gitprov watch --repo /srv/git/fleet.git --branch main "
+                "--state-dir /var/lib/gitprov --http-root /srv/http --tftp-root /srv/tftp",
+                "publish every new head of main in a bare repository into those roots",
             ),
             (
                 "gitprov watch --remote https://git.example.net/acme/fleet.git "
-                "--state-dir /var/lib/gitprov --metrics-port 9108",
-                "poll a remote; Prometheus metrics on port 9108",
+                "--config /etc/gitprov/publisher.yaml --metrics-port 9108",
+                "poll a remote; roots and state dir from the publisher's config; "
+                "Prometheus metrics on port 9108",
             ),
         ),
     )
@@ -262,7 +264,8 @@ def register(sub: Subparsers) -> None:
             (
                 "gitprov probe 0021f2011b19 --option66 127.0.0.1:6969 --state device.json "
                 "--until-stable",
-                "a device with DHCP option 66, kept in device.json across runs",
+                "a device with DHCP option 66 (the fleet publishes its bootstrap file: "
+                "publish.option66), kept in device.json across runs",
             ),
         ),
     )

@@ -322,6 +322,19 @@ def _decrypts(cipher: Cipher, data: bytes, key: str) -> bool:
     return True
 
 
+def test_an_encrypted_file_under_a_rule_without_a_key_is_parse_failed_and_says_why(
+    servers: Servers,
+) -> None:
+    servers.write("fv.conf", encrypted(V7, KEY))
+    state = rule_device(f"http://127.0.0.1:{servers.http}/fv.conf", DBID_DBASE_VERSION="3")
+    before = dict(state.params)
+    result = Device(state).resync(fetcher())
+    assert result.status == "parse-failed"
+    assert "encrypted (it starts with Salted__)" in result.detail, result.detail
+    assert "[--key KEY]" in result.detail and KEY not in result.detail
+    assert state.params == before
+
+
 def test_plaintext_file_under_a_key_rule_is_decrypt_failed(servers: Servers) -> None:
     servers.write("fv.conf", render_lines(V7))
     state = rule_device(f"[--key {KEY}]http://127.0.0.1:{servers.http}/fv.conf")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gitprov.crypto import MAGIC
 from gitprov.errors import GitprovError
 from gitprov.macros import expand
 from gitprov.rule_url import RuleSyntaxError, RuleUrl, parse_rule
@@ -190,6 +191,13 @@ class Device:
         try:
             params = parse_param_file(data)
         except ParamFileError as exc:
+            if url.key is None and data.startswith(MAGIC):
+                # (what the device does with it all the same: reads it as text, and fails)
+                return kept(
+                    "parse-failed",
+                    f"{exc.message}: the file is encrypted (it starts with Salted__) and "
+                    "the rule gives no [--key KEY]",
+                )
             return kept("parse-failed", exc.message)
         offered = params[VERSION_KEY]
         if not self._is_new(before, offered):
