@@ -170,9 +170,10 @@ def register(sub: Subparsers) -> None:
             ),
             (
                 "gitprov watch --remote https://git.example.net/acme/fleet.git "
-                "--config /etc/gitprov/publisher.yaml --metrics-port 9108",
-                "poll a remote; roots and state dir from the publisher's config; "
-                "Prometheus metrics on port 9108",
+                "--state-dir /var/lib/gitprov --allow-root /srv/provisioning "
+                "--metrics-port 9108",
+                "poll a remote, into the roots its fleet settings name under "
+                "/srv/provisioning; Prometheus metrics on port 9108",
             ),
         ),
     )
