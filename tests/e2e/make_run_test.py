@@ -102,10 +102,15 @@ def test_make_run_publishes_serves_and_follows_main(tmp_path: Path) -> None:
         now = openssl_decrypt(fetch(url), key).decode()
         old_version = int(first.split("\n", 1)[0].split("=")[1])
         assert now.startswith(f"DBID_DBASE_VERSION={old_version + 1}\n"), now[:40]
-    finally:
+        # Ctrl-C (the terminal's SIGINT to the whole group) is how it ends: exit 0, or
+        # make would report "Error 130" for a clean stop.
         os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        assert proc.wait(timeout=15) == 0, log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
