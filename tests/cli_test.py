@@ -67,6 +67,23 @@ def test_an_option_of_the_command_itself_gets_no_such_hint(
     assert code == 2 and "--bogus" in err and "global option" not in err, err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["validate", "--wortree"], "validate has no option --wortree: did you mean --worktree?"),
+        (["publish", "--rev", "HEAD", "--http-rot", "x"], "did you mean --http-root?"),
+        (["versions", "--zzz"], "versions has no option --zzz: `gitprov versions --help`"),
+    ],
+)
+def test_a_mistyped_option_of_a_command_names_the_command_and_the_option_meant(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """argparse reports it against the top-level parser, whose usage lists no option of
+    the command."""
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and said in err, err
+
+
 def test_serve_with_nothing_to_serve_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

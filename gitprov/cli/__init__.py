@@ -163,6 +163,20 @@ def _hint_misplaced_global(parser: argparse.ArgumentParser, argv: list[str]) -> 
                 f"`gitprov {option} {GLOBAL_OPTIONS[option]} {command} …`\n"
             )
             return
+    for word in argv[at + 1 :]:
+        option = word.split("=", 1)[0]
+        if option.startswith("--") and len(option) > 2 and option not in own:
+            # (argparse printed the top-level usage: the command's own options are what
+            # a typo was meant to be)
+            import difflib  # (an error's path only: never at start-up)
+
+            close = difflib.get_close_matches(option, sorted(own), n=1, cutoff=0.75)
+            meant = f"did you mean {close[0]}? " if close else ""
+            sys.stderr.write(
+                f"    hint: {command} has no option {option}: {meant}"
+                f"`gitprov {command} --help` lists its options\n"
+            )
+            return
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
