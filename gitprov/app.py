@@ -412,7 +412,15 @@ class Session:
 
         if config is not None and config.state_dir:
             return Path(config.state_dir)
-        fleet = fleet_of(self.pipeline, self.commit("HEAD"))
+        try:
+            head = self.commit("HEAD")
+        except UsageError as exc:  # (no repository here: the state dir alone would do)
+            raise UsageError(
+                exc.message,
+                hint=f"{exc.hint or 'pass --repo PATH'}; or pass --state-dir DIR (the "
+                "publisher's state dir is read without the repository)",
+            ) from None
+        fleet = fleet_of(self.pipeline, head)
         if fleet is None or not fleet.state_dir:
             raise UsageError(
                 "no state dir: HEAD's gitprov.yaml names no publish.state_dir",

@@ -141,7 +141,7 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
             hint="an object in the repository is corrupt: `git fsck` names it",
         ) from exc
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise UsageError(f"unknown revision {shown}", hint=hint) from exc
+        raise UsageError(f"unknown revision {shown}", hint=_near(repo, rev) or hint) from exc
     try:
         commit = obj.peel(pygit2.Commit)
     except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
@@ -149,6 +149,23 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     if not isinstance(commit, pygit2.Commit):
         raise UsageError(f"{shown} is not a commit", hint=hint)
     return commit
+
+
+def _near(repo: pygit2.Repository, rev: str) -> str | None:
+    """A hint naming the branch or tag `rev` comes closest to (a typo: `mian`), or None."""
+    import difflib  # (an error's path only)
+
+    try:
+        names = [
+            *repo.branches.local,
+            *(r[len("refs/tags/") :] for r in repo.references if r.startswith("refs/tags/")),
+        ]
+    except pygit2.GitError:
+        return None
+    close = difflib.get_close_matches(rev, names, n=1, cutoff=0.75)
+    if not close:
+        return None
+    return f"did you mean {close[0]!r}? (a branch, tag or commit id that exists: git log)"
 
 
 _BLOB_MODES = (

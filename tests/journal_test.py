@@ -466,6 +466,11 @@ def test_no_journal_and_no_state_dir_are_usage_errors(
 ) -> None:
     assert main(["history", "--state-dir", str(tmp_path)]) == 2
     assert f"{tmp_path / JOURNAL}: no journal" in capsys.readouterr().err
+    # Outside a repository, without --state-dir: the state dir alone would do, and the
+    # hint says so (not only --repo).
+    assert main(["--repo", str(tmp_path), "history"]) == 2
+    err = capsys.readouterr().err
+    assert "not a git repository" in err and "--state-dir DIR" in err, err
 
 
 # -- crashes ------------------------------------------------------------------------------

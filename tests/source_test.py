@@ -4,6 +4,7 @@ a repository that belongs to another user."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -465,3 +466,24 @@ def test_a_corrupt_commit_is_said_to_be_corrupt_not_unknown(tmp_path: Path) -> N
     assert "git fsck" in info.value.hint
     with pytest.raises(UsageError, match=r"unknown revision 'nope'"):
         resolve_commit(repo, "nope")
+
+
+@pytest.mark.parametrize(
+    ("rev", "meant"),
+    [("mian", "'main'"), ("release/2025-1", "'release/2025-01'"), ("v1.2.O", "'v1.2.0'")],
+)
+def test_an_unknown_revision_close_to_a_branch_or_tag_names_it(
+    tmp_path: Path, rev: str, meant: str
+) -> None:
+    repo = pygit2.init_repository(str(tmp_path / "r"), initial_head="main")
+    tree = repo.TreeBuilder().write()
+    who = pygit2.Signature("T", "t@example.com", 1_700_000_000, 0)
+    head = repo.create_commit("refs/heads/main", who, who, "x", tree, [])
+    repo.references.create("refs/heads/release/2025-01", head)
+    repo.references.create("refs/tags/v1.2.0", head)
+    with pytest.raises(UsageError, match=f"unknown revision '{re.escape(rev)}'") as info:
+        resolve_commit(repo, rev)
+    assert info.value.hint is not None and f"did you mean {meant}?" in info.value.hint
+    with pytest.raises(UsageError) as far:
+        resolve_commit(repo, "something-else-entirely")
+    assert "did you mean" not in (far.value.hint or "")
