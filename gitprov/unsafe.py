@@ -109,6 +109,23 @@ def _escaped(char: str) -> str:
 
 
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# What `line_safe` escapes: the C0 and C1 controls (TAB, newline and ESC included), the
+# bidi controls and marks, the line and paragraph separators, and the invisible format
+# characters UNSAFE names.
+_LINE_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    "\u2066-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+
+def line_safe(text: str) -> str:
+    """`text` with the characters that can start a line, move a terminal's cursor or
+    reorder what is read (`_LINE_UNSAFE`) escaped as `printable` escapes them; a name's
+    undecodable bytes (held as surrogates, written out as those bytes) kept. For a line
+    made of several texts, the last guard before a terminal or a CI log."""
+    if _LINE_UNSAFE.search(text) is None:
+        return text
+    return _LINE_UNSAFE.sub(lambda m: printable(m.group()), text)
 
 
 def printable(text: str) -> str:

@@ -181,6 +181,27 @@ def test_an_unsafe_directory_name_is_refused_like_an_unsafe_file_name(
     assert not any(ln.startswith("/x:1:1") for ln in out.splitlines())
 
 
+@pytest.mark.parametrize("fmt", ["text", "github"])
+def test_a_key_that_could_forge_a_line_or_move_the_cursor_is_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """A pull request's key with ESC, a newline or a bidi override: CI prints the
+    problems in its log, where the raw characters would clear the screen, forge a
+    problem line or reverse the text read."""
+    files = fleet_files(1)
+    hostile = '"DBID_Z\\x1b[2J": 2\n  "DBID_N\\n::error file=x::forged": 3\n  "DBID_X\\u202eY": 1\n'
+    files[device_path(0)] = files[device_path(0)] + b"params:\n  " + hostile.encode()
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(files, "hostile keys")
+    assert main(["--repo", str(repo.path), "validate", "--format", fmt]) == 1
+    out = capsys.readouterr().out
+    assert out.count("GP108") == 3, out
+    for raw in ("\x1b", "\u202e"):
+        assert raw not in out, out
+    assert not any(ln.startswith("::error file=x") for ln in out.splitlines()), out
+    assert "DBID_Z\\x1b[2J" in out and "DBID_X\\u202eY" in out, out
+
+
 def test_a_name_that_is_not_utf8_is_refused_and_shown_as_its_bytes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV
 from gitprov.errors import Problem, UsageError
-from gitprov.unsafe import is_utf8, shown
+from gitprov.unsafe import is_utf8, line_safe, shown
 
 EXIT_CODES = (
     "exit codes: 0 ok, 1 problems in the inventory, 2 usage or environment (bad revision, "
@@ -574,12 +574,15 @@ def render_text(problems: Sequence[Problem], stream: TextIO) -> None:
             # named `::stop-commands::x` (an inventory at the repository's top) would
             # silence every annotation after it, or forge one.
             where = "./" + where
-        hint = f"    hint: {p.hint}"
+        # (each text escaped where it could start a line or move the cursor: a key or a
+        # name from a pull request is in the message, and CI prints it in its log)
+        where, message = line_safe(where), line_safe(p.message)
+        hint = f"    hint: {line_safe(p.hint or '')}"
         if color:
             level = ("\033[1;31m" if p.is_error else "\033[1;33m") + level + "\033[0m"
             where = f"\033[1m{where}\033[0m"
             hint = f"\033[2m{hint}\033[0m"
-        stream.write(f"{where}: {level}[{p.code}]: {p.message}\n")
+        stream.write(f"{where}: {level}[{p.code}]: {message}\n")
         if p.hint:
             stream.write(hint + "\n")
     errors = sum(p.is_error for p in problems)
@@ -603,7 +606,7 @@ def render_github(problems: Sequence[Problem], stream: TextIO) -> None:
             props += [f"line={p.line}", f"col={p.col}"]
         props.append(f"title={_gh_escape(p.code, True)}")
         msg = p.message + (f" (hint: {p.hint})" if p.hint else "")
-        stream.write(f"::{kind} {','.join(props)}::{_gh_escape(msg)}\n")
+        stream.write(f"::{kind} {','.join(props)}::{line_safe(_gh_escape(msg))}\n")
 
 
 def problems_json(problems: Sequence[Problem]) -> dict[str, Any]:

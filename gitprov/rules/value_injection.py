@@ -25,7 +25,7 @@ from typing import Any
 from gitprov.errors import Problem
 from gitprov.formats.flyingvoice import UNSAFE, describe
 from gitprov.rules import DocContext, error_at
-from gitprov.unsafe import LINE_BREAKS, unsafe_hint
+from gitprov.unsafe import LINE_BREAKS, printable, unsafe_hint
 
 CODE = "GP108"
 NAME = "value-injection"
@@ -58,7 +58,8 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
             doc,
             path,
             CODE,
-            f"{'.'.join(map(str, path))}: the {'key' if is_key else 'value'} contains {what}",
+            f"{printable('.'.join(map(str, path)))}: the {'key' if is_key else 'value'} "
+            f"contains {what}",
             hint,
             key=is_key,
         )
