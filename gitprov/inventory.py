@@ -383,6 +383,19 @@ def _gitlink(path: str) -> Problem:
     )
 
 
+def _submodule_device(path: str) -> Problem:
+    return error(
+        path,
+        1,
+        1,
+        "GP010",
+        "a git submodule under devices/: gitprov reads only this repository's files, so "
+        "the devices in it would be taken as removed and their files deleted from the roots",
+        "commit the device files themselves in this repository (devices/SITE/MAC.yaml at "
+        "any depth)",
+    )
+
+
 def _not_a_directory(path: str, what: str) -> Problem:
     # Read as "not part of the inventory" (a warning), a `devices` link or submodule made
     # every device vanish from a commit that still validated.
@@ -472,7 +485,12 @@ def read_file(
         if top in (FLEET_FILE, SECRETS_FILE) and (sep or gitlink):
             what = "a directory" if sep else "a git submodule"
             return None, None, (_not_a_file(ref.path, top, what),)
-        if not gitlink and ref.path.startswith(f"{prefix}devices/") and source.is_link(ref):
+        under_devices = ref.path.startswith(f"{prefix}devices/")
+        if under_devices and gitlink and "/." not in "/" + ref.path[len(prefix) :]:
+            # (a device's file or a site's directory turned submodule: its devices would
+            # vanish with a warning, and be removed from the roots by the next publish)
+            return None, None, (_submodule_device(ref.path),)
+        if not gitlink and under_devices and source.is_link(ref):
             # (a link to a site's directory, whose devices would vanish with a warning)
             return None, None, (_link(ref.path),)
         if "/." not in "/" + ref.path[len(prefix) :] and not ref.path.endswith(".md"):

@@ -18,6 +18,7 @@ from gitprov.cli import main
 from gitprov.errors import UsageError
 from gitprov.source import git_time, open_repo, resolve_commit
 from tests.fixtures.gitrepo import GitRepo, example_files
+from tests.fixtures.roots import root_args
 from tests.init_test import IDENTITY
 
 # The simplest hook a team writes: no scratch repository, no environment games.
@@ -190,29 +191,62 @@ def test_a_committed_link_is_named_as_one_in_a_full_read_and_in_a_child_read_by_
 def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A gitlink records a commit of another repository, which is not here: a warning
-    that its files are not read (GP005), not silence and not a damaged repository, in a
-    full read and from a validated parent's tree diff; its removal reads as one."""
+    """A gitlink records a commit of another repository, which is not here: named as
+    one, not silence and not a damaged repository, in a full read and from a validated
+    parent's tree diff; its removal reads as one. Beside the inventory's files it is a
+    warning that its files are not read (GP005); under devices/ an error (GP010): its
+    devices would be taken as removed, and their files deleted by the next publish."""
     repo = GitRepo(tmp_path)
     repo.commit(example_files(), worktree=True)
     assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
     capsys.readouterr()
     other = "1234567890abcdef1234567890abcdef12345678"  # (no such object here)
     assert git(tmp_path, "add", "-A").returncode == 0
-    for path in ("inventory/devices/site-b", "inventory/devices/0021f2000009.yaml"):
-        added = git(tmp_path, "update-index", "--add", "--cacheinfo", f"160000,{other},{path}")
+    devices = ("devices/site-b", "devices/0021f2000009.yaml")
+    for path in ("notes", *devices):
+        where = f"inventory/{path}"
+        added = git(tmp_path, "update-index", "--add", "--cacheinfo", f"160000,{other},{where}")
         assert added.returncode == 0, added.stderr
     assert git(tmp_path, "commit", "-q", "-m", "submodules").returncode == 0
-    for out in _validated_twice(tmp_path, capsys, 0):
-        for path in ("devices/site-b", "devices/0021f2000009.yaml"):
-            want = f"inventory/{path}:1:1: warning[GP005]: a git submodule: gitprov reads only"
+    for out in _validated_twice(tmp_path, capsys, 1):
+        want = "inventory/notes:1:1: warning[GP005]: a git submodule: gitprov reads only"
+        assert want in out, out
+        for path in devices:
+            want = f"inventory/{path}:1:1: error[GP010]: a git submodule under devices/"
             assert want in out, out
         assert "cannot read object" not in out, out
-    assert git(tmp_path, "rm", "-q", "--cached", "inventory/devices/site-b").returncode == 0
-    assert git(tmp_path, "commit", "-q", "-m", "one submodule less").returncode == 0
+    for path in devices:
+        assert git(tmp_path, "rm", "-q", "--cached", f"inventory/{path}").returncode == 0
+    assert git(tmp_path, "commit", "-q", "-m", "the devices' submodules gone").returncode == 0
     assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
     out = capsys.readouterr().out
-    assert "devices/site-b" not in out and "devices/0021f2000009.yaml:1:1: warning[GP005]" in out
+    assert "inventory/devices/" not in out and "inventory/notes:1:1: warning[GP005]" in out
+
+
+def test_a_submodule_under_devices_publishes_nothing(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A published device's file turned submodule: refused, the device's file served on
+    (it was only a warning, and the publish removed the device)."""
+    top = Path(example_repo.path)
+    roots = root_args(tmp_path)
+    assert main(["--repo", str(top), "publish", *roots]) == 0
+    served = sorted(p.name for p in (tmp_path / "http").iterdir())
+    other = "1234567890abcdef1234567890abcdef12345678"
+    path = "inventory/devices/0021f2011b20.yaml"
+    head = example_repo.repo.head.peel(pygit2.Commit)
+    index = pygit2.Index()
+    index.read_tree(head.tree)
+    index.remove(path)
+    index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=other), pygit2.enums.FileMode.COMMIT))
+    tree = index.write_tree(example_repo.repo)
+    who = pygit2.Signature("T", "t@example.com", 1_700_000_100, 0)
+    example_repo.repo.create_commit("refs/heads/main", who, who, "a submodule", tree, [head.id])
+    capsys.readouterr()
+    assert main(["--repo", str(top), "publish", *roots]) == 1
+    said = capsys.readouterr()
+    assert "error[GP010]: a git submodule under devices/" in said.out + said.err, said
+    assert sorted(p.name for p in (tmp_path / "http").iterdir()) == served
 
 
 @pytest.mark.parametrize("what", ["a symbolic link", "a file", "a git submodule"])
