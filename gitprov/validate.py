@@ -272,6 +272,24 @@ def _schema_problem(
                 "names may use letters, digits, '.', '_' and '-'",
             )
         ]
+    if kw == "minItems" and isinstance(inst, list):
+        return [
+            here(
+                SCHEMA,
+                f"{where}: " + ("an empty list" if not inst else f"{len(inst)} item(s)"),
+                f"give at least {err.validator_value}, or remove the setting",
+            )
+        ]
+    if kw == "uniqueItems" and isinstance(inst, list):
+        twice = next((x for i, x in enumerate(inst) if x in inst[:i]), None)
+        what = _shown_value(twice) if isinstance(twice, str | int) else "an item"
+        return [
+            here(
+                SCHEMA,
+                f"{where}: {what} is listed twice",
+                "list each once",
+            )
+        ]
     return [here(SCHEMA, f"{where}: {err.message}")]
 
 

@@ -803,3 +803,30 @@ def test_a_sealed_value_too_short_to_be_one_is_found_where_it_is_written() -> No
     found = [p for p in lint_problems({"secrets.yaml": short}) if p.is_error]
     assert [(p.code, p.line, p.col) for p in found] == [("GP010", 4, 13)], found
     assert "AAAA" not in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("publish", "message", "hint"),
+    [
+        ("  http_root: []\n", "publish.http_root: an empty list", "give at least 1"),
+        (
+            "  http_root: [var/http, var/http2, var/http]\n",
+            "publish.http_root: 'var/http' is listed twice",
+            "list each once",
+        ),
+        (
+            "  option66: [IP542N, G502N, IP542N]\n",
+            "publish.option66: 'IP542N' is listed twice",
+            "list each once",
+        ),
+    ],
+)
+def test_an_empty_list_or_an_item_listed_twice_is_said_so_with_a_hint(
+    publish: str, message: str, hint: str
+) -> None:
+    """Not jsonschema's "[] should be non-empty" or "['IP542N', …] has non-unique
+    elements", without a hint."""
+    found = lint_problems({"gitprov.yaml": FLEET + "publish:\n" + publish})
+    mine = [p for p in found if p.file == "inventory/gitprov.yaml" and p.is_error]
+    assert [(p.line, p.message) for p in mine] == [(9, message)], [p.message for p in found]
+    assert hint in (mine[0].hint or "")
