@@ -148,6 +148,10 @@ def key_problem(key: str) -> str | None:
         return None  # (every derived key: a fleet's worth of them, parsed for nothing)
     if "$" in key:
         return "it holds '$', which starts a macro the device expands"
+    if "'" in key or '"' in key:
+        # (a quote inside reads as itself to gitprov's parser; to a device's, which may
+        # quote as SPA firmware does, perhaps not: never a key to bet a device on)
+        return "it holds a quote, which the device may read as quoting"
     try:
         parsed = parse_rule(f"[--key {key}]/f")
     except RuleSyntaxError:

@@ -311,7 +311,8 @@ def test_key_problem_passes_a_key_a_rule_carries(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["my key", "a$MAb", "ab$$cd", "x]y", "'q", '"q', "--k", " k", "\tk"]
+    "key",
+    ["my key", "a$MAb", "ab$$cd", "x]y", "'q", '"q', "--k", " k", "\tk", "pa\"ss'word", "ab'c"],
 )
 def test_key_problem_refuses_a_key_the_device_would_read_otherwise(key: str) -> None:
     assert key_problem(key) is not None
