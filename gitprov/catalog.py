@@ -41,6 +41,16 @@ HOSTNAME_PATTERN = f"^{_HOSTNAME}$"
 HOST_PATTERN = f"^({_IPV4}|{_HOSTNAME})$"
 
 
+# A raw key the catalog does not know is taken for a secret when a word of its name says
+# so: the vendor dictionary is not public, and an admin password must not reach git.
+SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "PWD", "PASS", "PASSPHRASE", "SECRET", "PIN"})
+
+
+def secret_like(key: str) -> bool:
+    """Whether a word of raw key `key` (after DBID_) says password, secret or PIN."""
+    return any(word in SECRET_WORDS for word in key.split("_")[1:])
+
+
 TYPES = ("bool", "int", "port", "seconds", "ipv4", "hostname", "host", "enum", "string", "url")
 SCOPES = ("global", "line")
 

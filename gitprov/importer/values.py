@@ -14,15 +14,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from gitprov.catalog import DBID_PATTERN, Catalog, Param
+from gitprov.catalog import DBID_PATTERN, Catalog, Param, secret_like
 from gitprov.crypto import Mode
 from gitprov.inventory import Layer
 from gitprov.yamldoc import SecretRef
 
 DBID = re.compile(DBID_PATTERN)
-# Raw keys the catalog does not know are sealed too when a word of their name says
-# password: the vendor dictionary is not public, and an admin password must not reach git.
-_SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "PWD", "PASS", "PASSPHRASE", "SECRET", "PIN"})
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ def is_secret_key(key: str, catalog: Catalog) -> bool:
     p = catalog.by_key(key)
     if p is not None:
         return p.secret and not p.managed
-    return any(word in _SECRET_WORDS for word in key.split("_")[1:])
+    return secret_like(key)  # (sealed too: see gitprov.catalog.secret_like)
 
 
 _VALIDATORS: dict[str, Draft202012Validator] = {}

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from gitprov.catalog import secret_like
 from gitprov.errors import Problem
 from gitprov.inventory import DEVICE
-from gitprov.rules import DocContext, error_at, get
+from gitprov.rules import DocContext, error_at, get, warning_at
 from gitprov.yamldoc import Document, Path_, SecretRef
 
 CODE = "GP124"
@@ -59,12 +60,28 @@ def _key_problems(doc: Document, path: Path_) -> Iterator[Problem]:
         yield _problem(doc, path, empty=value == "")
 
 
+def _looks_secret(value: Any) -> bool:
+    """A plain value a password could be: not a switch (a boolean, 0 or 1)."""
+    return _plain(value) and not isinstance(value, bool) and str(value) not in ("0", "1")
+
+
 def check_document(dctx: DocContext) -> Iterator[Problem]:
     doc = dctx.doc
     for name, value in dctx.params():
         p = dctx.catalog.lookup(name)
         if p is not None and p.secret and not p.managed and _plain(value):
             yield _problem(doc, ("params", name))
+        elif p is None and secret_like(name) and _looks_secret(value):
+            # A warning, the name alone saying so (DBID_PIN_LENGTH: 4 is no secret), but
+            # a value `gitprov import` would have sealed, and that show and plan print.
+            yield warning_at(
+                doc,
+                ("params", name),
+                CODE,
+                f"params.{name} reads as a secret (its name says so) written in plain text",
+                "if it is one, seal it: `gitprov secrets set NAME` (value on stdin), then "
+                "write `!secret NAME`; show, plan and blame print a plain value",
+            )
     for slot, item in dctx.line_items():
         for name, value in item.items():
             p = dctx.catalog.lookup_line(name)

@@ -539,6 +539,16 @@ def test_gp124_plaintext_secret() -> None:
     check("GP124", {D1: DEVICE + 'previous_key: ""\n'}, (8, 15))
 
 
+def test_gp124_a_raw_key_named_as_a_secret_with_a_plain_value_is_warned_of() -> None:
+    """A raw key the catalog does not know, named as `gitprov import` would seal it."""
+    (found,) = check("GP124", profile('  DBID_WEB_ADMIN_PWD: "hunter4hunter4"\n'), (4, 23))
+    assert not found.is_error and "hunter4" not in found.message + found.hint
+    check("GP124", profile("  DBID_MY_ADMIN_PASSWORD: 123456\n"), (4, 27))
+    check("GP124", profile("  DBID_WEB_ADMIN_PWD: !secret sip_2001\n"))  # (sealed)
+    check("GP124", profile("  DBID_PIN_ENABLE: 1\n"))  # (a switch)
+    check("GP124", profile("  DBID_PASSTHROUGH_MODE: 2\n"))  # (no word of it says so)
+
+
 @pytest.mark.parametrize("code", [m.CODE for m in modules()])
 def test_every_rule_has_a_test_here(code: str) -> None:
     assert f"def test_{code.lower()}_" in Path(__file__).read_text()
