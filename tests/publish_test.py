@@ -644,3 +644,18 @@ def test_a_state_dir_may_hold_a_repository_and_roots_may_sit_beside_it(
 
 def _outside_git(top: Path) -> list[str]:
     return sorted(str(p.relative_to(top)) for p in top.rglob("*") if ".git" not in p.parts)
+
+
+def test_a_root_named_with_a_newline_is_shown_escaped_in_the_summary(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's path, but one line of output all the same (a log reader would take
+    its second half for a line of its own)."""
+    from gitprov.cli import main
+
+    http = tmp_path / "h\nx"
+    argv = ["--repo", str(example_repo.path), "publish", "--http-root", str(http)]
+    assert main([*argv, "--state-dir", str(tmp_path / "state")]) == 0
+    out = capsys.readouterr().out
+    summary = next(line for line in out.splitlines() if line.startswith("published "))
+    assert f" in {tmp_path}/h\\x0ax, " in summary, out

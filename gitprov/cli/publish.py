@@ -16,6 +16,7 @@ from gitprov.cli.common import (
     session,
     wait_seconds,
 )
+from gitprov.unsafe import line_safe
 
 if TYPE_CHECKING:
     from gitprov.headstart import HeadStart
@@ -139,7 +140,7 @@ def _run(args: argparse.Namespace, out: Output, head: HeadStart | None) -> int:
     out.info(
         f"published {short}: {len(result.written)} file(s) written, "
         f"{len(result.removed)} removed, {result.plan.unchanged} unchanged "
-        f"in {', '.join(result.manifest.roots)}"
+        f"in {line_safe(', '.join(result.manifest.roots))}"
     )
     for name in changed[:20]:
         e = entries[name]
@@ -149,13 +150,14 @@ def _run(args: argparse.Namespace, out: Output, head: HeadStart | None) -> int:
     for d in result.drift:
         # (a root that failed keeps what it had: the drift stays until a publish that works)
         done = "not restored: the root failed" if d.root in result.failures else "restored"
-        out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; {done}")
+        out.info(line_safe(f"  drift: {d.root}/{d.name} was {d.kind} by hand; {done}"))
     for root, name in result.plan.unknown:
         done = "removed (--prune-unknown)" if args.prune_unknown else "left alone"
-        out.info(f"  note: {root}/{name} was not written by gitprov; {done}")
+        # (a name anyone who writes into the root chose)
+        out.info(line_safe(f"  note: {root}/{name} was not written by gitprov; {done}"))
     for root, why in sorted(result.failures.items()):
         out.warn(
-            f"gitprov: error: {root}: {why}; it keeps its last good files "
+            f"gitprov: error: {line_safe(root)}: {why}; it keeps its last good files "
             "(the other roots are published); publish again to retry"
         )
     return 1 if result.failures else 0
