@@ -33,11 +33,12 @@ from gitprov.compile import (
     secret_of,
 )
 from gitprov.crypto import Cipher, Mode, derive_device_key
-from gitprov.errors import GitprovError, UsageError
+from gitprov.errors import GitprovError, InvalidInventory, Level, Problem, UsageError
 from gitprov.formats import RENDERERS, flyingvoice
 from gitprov.inventory import SECRETS, Device, Inventory
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.plan import BOOTSTRAP_KEY
+from gitprov.rule_url import key_problem
 from gitprov.secrets import SecretError, public_key_of, unseal
 from gitprov.unsafe import unsafe_in
 
@@ -420,6 +421,9 @@ class Builder:
             if hit is None:
                 todo.append(i)
 
+        if private_key is not None:
+            _check_own_keys(inv, [devices[i] for i in todo], resolve)
+
         def job(part: Sequence[int]) -> list[tuple[list[DeviceFile], list[Conflict]]]:
             out = []
             for i in part:
@@ -465,6 +469,44 @@ class Builder:
         self.key_id = key_id
         stages = staging.stage_files(inv, files, boots, resolve)
         return Build(commit, inv, tuple(files), tuple(boots), state.floor, stages, exact)
+
+
+def _check_own_keys(inv: Inventory, devices: Sequence[Device], resolve: SecretResolver) -> None:
+    """Refuse, located at each one's `key:`, the devices whose own key their Profile
+    Rule cannot carry as it is (gitprov.rule_url.key_problem): validation cannot see
+    inside a sealed value, and the check where the files are made knows only a MAC."""
+    found = []
+    for device in devices:
+        if device.key is None:
+            continue
+        enc = inv.fleet.encryption.merged(inv.models[device.model].encryption)
+        if Mode(enc.mode) is Mode.NONE:
+            continue
+        name = device.key.name
+        reason = key_problem(resolve(name))
+        if reason is None:
+            continue
+        line, col = device.doc.pos(("key",))
+        found.append(
+            Problem(
+                device.path,
+                line,
+                col,
+                "GP010",
+                Level.ERROR,
+                f"key: the secret {name!r} cannot be written into the device's Profile "
+                f"Rule [--key KEY]: {reason}",
+                f"set {name} to letters and digits (`gitprov secrets set {name}`), or "
+                "derive the device's key from encryption.master_key (no `key:`)",
+            )
+        )
+    if found:
+        raise InvalidInventory(
+            f"{len(found)} device key(s) cannot be carried by a Profile Rule; nothing was "
+            "published",
+            hint="see each device's key: line",
+            problems=tuple(found),
+        )
 
 
 def key_id_of(private_key: str | None) -> str:
