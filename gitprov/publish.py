@@ -60,6 +60,7 @@ from gitprov import stage as staging
 from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError, error
+from gitprov.firmware import upgrade_of
 from gitprov.headstart import LOCK, HeadStart
 from gitprov.inventory import (
     FLEET,
@@ -633,6 +634,28 @@ def _firmware(build: Build, firmware_dir: Path | None, notes: list[str]) -> list
             )
         )
     return out
+
+
+def _check_firmware_served(build: Build, firmware_dir: Path | None) -> None:
+    """Refuse to tell devices to upgrade from an image in the roots (a model's firmware
+    without `rule:`) when no firmware dir puts it there: as with a stage file (see
+    publish_stage), devices would be led to a file that does not exist."""
+    if firmware_dir is not None:
+        return
+    inv = build.inventory
+    for _, m in sorted(inv.models.items()):
+        if not m.firmware.get("file") or isinstance(m.firmware.get("rule"), str):
+            continue
+        if upgrade_of(m.name, m.firmware, m.bindings, inv.fleet.provisioning_url) is None:
+            continue  # (its devices are told nothing)
+        raise PublishError(
+            f"model {m.name} ({m.doc.path}) tells its devices to upgrade from "
+            f"{m.firmware['file']} in the roots (it gives no firmware.rule), but "
+            "publish.firmware_dir is not set: the image would not be there; nothing was "
+            "written",
+            hint="set publish.firmware_dir (or --firmware-dir) to the directory that holds "
+            "it, or give firmware.rule where the image is served",
+        )
 
 
 def read_firmware(firmware_dir: Path, name: str, what: str) -> bytes:
@@ -1404,6 +1427,7 @@ def _publish_commit(
                     )
                     if not guards.allow_mass_removal:
                         _check_removal(build, previous, published)
+                _check_firmware_served(build, where.firmware_dir)
                 # The stage files first: the bootstrap may lead devices to them.
                 publish_stage(
                     build,

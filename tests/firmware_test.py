@@ -180,3 +180,36 @@ def test_a_firmware_version_is_code_in_the_pull_request_comment(tmp_path: Path) 
     shown = "`v1 <!-- [x](https://example.invalid) @everyone / 'tick'`"
     assert f"Firmware {shown} of `G502N`: " in text
     assert text.count("<!--") == 1
+
+
+@pytest.mark.parametrize(
+    ("firmware", "rule", "code"),
+    [
+        (False, "", 1),  # the image the files point at is nowhere: refused
+        (True, "", 0),  # published from the firmware dir
+        (False, '  rule: "http://fw.example.com/G502N_F108.bin"\n', 0),  # served elsewhere
+    ],
+    ids=["no firmware dir", "firmware dir", "a rule of its own"],
+)
+def test_a_publish_never_points_devices_at_an_image_it_does_not_publish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], firmware: bool, rule: str, code: int
+) -> None:
+    from gitprov.cli import main
+
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(files(rule), "every G502N to v1.0.8")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "G502N_F108.bin").write_bytes(b"\x7fimage")
+    http, state = tmp_path / "http", tmp_path / "state"
+    argv = ["--repo", str(repo.path), "publish", "--http-root", str(http)]
+    argv += ["--state-dir", str(state)] + (["--firmware-dir", str(images)] if firmware else [])
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    if code:
+        assert "tells its devices to upgrade from G502N_F108.bin in the roots" in err, err
+        assert "nothing was written" in err, err
+        assert not http.exists() or not any(http.iterdir())
+    else:
+        assert (http / f"fv{MACS[0]}.conf").is_file()
+        assert (http / "G502N_F108.bin").is_file() == firmware
