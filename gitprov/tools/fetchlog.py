@@ -118,10 +118,12 @@ def record(
     """One line's object, keys in `FIELDS` order."""
     if entry is None:
         mac = mac_of_path(event.path)
-    elif entry.kind == Kind.DEVICE:
-        mac = normalise_mac(entry.mac) or mac_of_path(event.path)
+    elif entry.kind in (Kind.BOOTSTRAP, Kind.FIRMWARE):
+        mac = None  # whoever fetched it, a bootstrap's or an image's name is no MAC
     else:
-        mac = None  # a bootstrap or firmware file: whoever fetched it, its name is no MAC
+        mac = normalise_mac(entry.mac) or mac_of_path(event.path)  # (a device's, a stage's)
+    # (an image carries no DBID_DBASE_VERSION: the manifest's 0 is no version)
+    version = None if entry is None or entry.kind == Kind.FIRMWARE else entry.version
     return {
         "time": _rfc3339(at),
         "protocol": event.protocol,
@@ -130,7 +132,7 @@ def record(
         "file": event.file,
         "mac": mac,
         "kind": None if entry is None else str(entry.kind),
-        "version": None if entry is None else entry.version,
+        "version": version,
         "status": event.status,
         "bytes": event.size,
     }

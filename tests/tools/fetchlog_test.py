@@ -87,14 +87,22 @@ def test_without_the_manifest_the_mac_comes_from_the_path() -> None:
     )
 
 
-def test_bootstrap_and_firmware_name_no_mac() -> None:
-    for kind in (Kind.BOOTSTRAP, Kind.FIRMWARE):
+def test_bootstrap_and_firmware_name_no_mac_and_an_image_has_no_version() -> None:
+    for kind, version in ((Kind.BOOTSTRAP, 999), (Kind.FIRMWARE, None)):
         got = record(
             FetchEvent("tftp", HOST, "IP542N.conf", 200, 9, "IP542N.conf"),
-            entry(kind, mac="", version=999),
+            entry(kind, mac="", version=999 if version else 0),
             AT,
         )
-        assert (got["mac"], got["kind"], got["version"]) == (None, str(kind), 999)
+        assert (got["mac"], got["kind"], got["version"]) == (None, str(kind), version)
+
+
+def test_a_stage_file_names_its_device() -> None:
+    """A device's stage file (plaintext-bootstrap): its device's MAC, as a per-MAC
+    file's, so that `fleet` sees the device the same in every key delivery."""
+    name = f"stage-fv{MAC}.conf"
+    got = record(FetchEvent("http", HOST, f"/{name}", 200, 9, name), entry(Kind.STAGE), AT)
+    assert (got["mac"], got["kind"], got["version"]) == (MAC, "stage", 1002)
 
 
 def test_paths_that_are_not_utf8_or_hold_controls_stay_one_ascii_line(tmp_path: Path) -> None:
