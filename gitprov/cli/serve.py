@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -383,6 +384,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             f"--state-dir {state_dir} is not a directory",
             hint="give the state dir the publisher writes its manifest to",
         )
+    _refuse_private_roots({"HTTP": http_root, "TFTP": tftp_root}, state_dir)
     log_path = _fetch_log_path(args, state_dir, {"HTTP": http_root, "TFTP": tftp_root})
     secure = _https_options(args, http_root, tftp_root)
     terminated = _sigterm_event()
@@ -507,6 +509,71 @@ def _start_https(
         stop_others()
         raise
     return server
+
+
+def _refuse_private_roots(roots: dict[str, str | None], state_dir: str | None) -> None:
+    """Refuse a root that would serve what only the publisher may read: the state dir
+    (its manifest, journal and fetch log list every MAC), or a publisher's state dir or a
+    git repository anywhere below it (the inventory, its history). `serve` serves a
+    root's subdirectories too; `publish` never writes its state into a root."""
+    for what, root in roots.items():
+        if not root or not Path(root).is_dir():
+            continue
+        real = Path(root).resolve()
+        if state_dir:
+            state = Path(state_dir).resolve()
+            if state.is_relative_to(real) or real.is_relative_to(state):
+                relation = (
+                    "is"
+                    if state == real
+                    else "holds"
+                    if state.is_relative_to(real)
+                    else "is inside"
+                )
+                raise UsageError(
+                    f"the {what} root {root} {relation} the state dir {state_dir}: its "
+                    "manifest and journal, which list every MAC, would be served",
+                    hint="serve the publisher's roots; the state dir sits outside them",
+                )
+        found = _private_below(real)
+        if found is not None:
+            kind, where = found
+            raise UsageError(
+                f"the {what} root {root} holds {kind} ({where}): it would be served to "
+                "anyone who asks",
+                hint="serve the directories gitprov publishes into; keep the state dir and "
+                "the repository outside them",
+            )
+
+
+# A root's directories looked at for what must not be served: a published root is one
+# flat directory, so this bounds only a root given by mistake (a home, a checkout).
+PRIVATE_SCAN_DIRS = 2_000
+_STATE_FILES = frozenset({"journal.jsonl", "publish.lock", "manifest.index"})
+
+
+def _private_below(root: Path) -> tuple[str, Path] | None:
+    """A publisher's state dir or a git repository at or below `root` (links not
+    followed), as (what, where); None when there is none in the first PRIVATE_SCAN_DIRS
+    directories."""
+    todo, seen = [root], 0
+    while todo and seen < PRIVATE_SCAN_DIRS:
+        folder = todo.pop()
+        seen += 1
+        try:
+            with os.scandir(folder) as entries:
+                names: set[str] = set()
+                for entry in entries:
+                    names.add(entry.name)
+                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                        todo.append(Path(entry.path))
+        except OSError:
+            continue
+        if ".git" in names or {"HEAD", "objects", "refs"} <= names:
+            return "a git repository", folder
+        if "manifest.json" in names and names & _STATE_FILES:
+            return "a publisher's state dir", folder
+    return None
 
 
 def _fetch_log_path(

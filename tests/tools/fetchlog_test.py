@@ -422,7 +422,7 @@ def test_no_state_dir_no_log_unless_asked(published: Path) -> None:
     [
         (["--fetch-log", "http/fetch.log"], "is inside the HTTP root"),
         (["--fetch-log", "tftp/sub/../fetch.log"], "is inside the TFTP root"),
-        (["--state-dir", "http"], "is inside the HTTP root"),
+        (["--state-dir", "http"], "the HTTP root http is the state dir"),
         (["--fetch-log", "state"], "is a directory"),
         (["--state-dir", "nowhere"], "--state-dir nowhere is not a directory"),
         (["--fetch-log", "x.log", "--no-fetch-log"], "contradict"),

@@ -433,3 +433,68 @@ def test_cli_limits() -> None:
     assert args.tftp_max_transfers == TftpLimits().max_transfers
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--tftp-max-timeout", "0"])
+
+
+def _state_dir(at: Path) -> Path:
+    at.mkdir(parents=True)
+    for name in ("manifest.json", "journal.jsonl", "publish.lock"):
+        (at / name).write_text("{}\n")
+    return at
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "the state dir",
+        "above the state dir",
+        "inside the state dir",
+        "a state dir below",
+        "a work tree below",
+        "a bare repository below",
+    ],
+)
+def test_serve_refuses_a_root_that_would_serve_the_state_or_a_repository(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The manifest, journal and fetch log list every MAC, the repository holds the
+    inventory: `serve` serves a root's subdirectories, so none may be below a root."""
+    from gitprov.cli import main
+
+    state, root = tmp_path / "state", tmp_path / "root"
+    given = True
+    if case == "the state dir":
+        root = _state_dir(state)
+    elif case == "above the state dir":
+        _state_dir(root / "state")
+        state = root / "state"
+    elif case == "inside the state dir":
+        _state_dir(state)
+        root = state / "http"
+        root.mkdir()
+    else:
+        given = False
+        root.mkdir()
+        if case == "a state dir below":
+            _state_dir(root / "site" / "var" / "state")
+        elif case == "a work tree below":
+            subprocess.run(["git", "init", "-q", str(root / "checkout")], check=True)
+        else:
+            subprocess.run(["git", "init", "-q", "--bare", str(root / "x.git")], check=True)
+    argv = ["serve", "--http-root", str(root), "--http-port", "0", "--no-fetch-log"]
+    argv += ["--state-dir", str(state)] if given else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "would be served" in err and "Traceback" not in err, err
+
+
+def test_a_published_root_with_a_directory_of_files_is_not_refused(tmp_path: Path) -> None:
+    """What the check lets through: a root with a manifest-named file and a subdirectory
+    of files, beside (not holding) the state dir."""
+    from gitprov.cli.serve import _refuse_private_roots
+
+    root = tmp_path / "http"
+    (root / "cpe").mkdir(parents=True)
+    (root / "cpe" / "fv0021f2011b19.conf").write_bytes(b"x")
+    (root / "manifest.json").write_text("{}")  # (a file of that name alone is no state dir)
+    state = _state_dir(tmp_path / "state")
+    _refuse_private_roots({"HTTP": str(root), "TFTP": None}, str(state))
