@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import errno
 import functools
 import gc
 import io
@@ -232,6 +233,10 @@ def _tolerant_output() -> None:
 TO_TOLERATE = ("strict", "backslashreplace", "surrogateescape")
 
 
+# What a write meets on a full, over-quota or read-only filesystem, or a broken disk.
+CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     _tolerant_output()
@@ -279,6 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in CANNOT_WRITE:
+            # (a full disk or a read-only one under the output, a log or a status file:
+            # the machine's to fix, not a bug; the place when the error names it)
+            where = f" {exc.filename}" if exc.filename else " its output"
+            with contextlib.suppress(OSError, ValueError):
+                out.warn(f"gitprov: error: cannot write{where}: {exc.strerror}")
+                out.warn("    hint: free space (or make it writable) and run it again")
+            return 2
         git = sys.modules.get("pygit2")
         if git is not None and isinstance(exc, git.GitError):
             # An object git's own checks would refuse (a signature without an e-mail, a
@@ -311,6 +324,11 @@ def entry() -> NoReturn:
         # The reader is gone: what is left of the output has nowhere to go.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:  # (a full disk under a redirected output)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"gitprov: error: cannot write its output: {exc.strerror}\n")
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = code or 2
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
     mp = sys.modules.get("multiprocessing")

@@ -237,6 +237,20 @@ def test_commands_without_a_repository_exit_0_or_2(
     assert main(["decrypt", str(tmp_path / "none"), "--key", "k"]) == 2
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("argv", [["schema", "fleet"], ["params", "--format", "json"]])
+def test_a_full_disk_under_the_output_is_an_environment_error(argv: list[str]) -> None:
+    """ENOSPC on stdout (a redirect to a full disk) is the machine's to fix: exit 2 with
+    a line that says so, never a traceback (exit 3)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "gitprov", *argv], stdout=full, stderr=subprocess.PIPE
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "cannot write its output: No space left on device" in err and "Traceback" not in err
+
+
 # -- 3. JSON output and help ---------------------------------------------------------
 def _check(kind: str, text: str) -> object:
     schema = output_schemas()[f"{kind}-output.schema.json"]
