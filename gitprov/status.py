@@ -5,14 +5,17 @@ carry commit ids, file names, counts and located problems only."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from gitprov.errors import Problem
+from gitprov.errors import Problem, UsageError
 from gitprov.plan import Manifest
 from gitprov.publish import write_atomic
 from gitprov.watch import Kind, Outcome
+
+log = logging.getLogger("gitprov.watch")
 
 STATUS_FORMAT = 1
 
@@ -61,7 +64,13 @@ class StatusFile:
             "last_reconcile": None,
             "drift_repaired": 0,
         }
-        self._write()
+        try:
+            self._write()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the status file {self.path}: {exc.strerror}",
+                hint="give --status-file a path the watcher may write",
+            ) from None
 
     def __call__(self, o: Outcome) -> None:
         s = self.state
@@ -78,7 +87,12 @@ class StatusFile:
             # A clean reconcile every few minutes must not hide the last real result.
             s["result"] = str(o.kind)
             s["last"] = outcome_dict(o)
-        self._write()
+        try:
+            self._write()
+        except OSError as exc:
+            # (a full disk, or the path taken since: the watcher goes on publishing, and
+            # says so on each outcome until the file can be written again)
+            log.warning("cannot write the status file %s: %s", self.path, exc.strerror)
 
     def _write(self) -> None:
         self.state["updated_at"] = iso(datetime.now(UTC).timestamp())

@@ -506,6 +506,47 @@ def test_status_file_is_whole_json_after_every_outcome(tmp_path: Path) -> None:
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
 
+def test_a_status_file_that_cannot_be_written_is_warned_of_and_the_watcher_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "status.json"
+    status = StatusFile(path, "main of repo")
+    path.unlink()
+    (path / "sub").mkdir(parents=True)  # (the path taken since)
+    with caplog.at_level("WARNING", logger="gitprov.watch"):
+        status(Outcome(Kind.PUBLISHED, "c1", "published c1"))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"cannot write the status file {path}: Is a directory"], said
+    assert not any(r.exc_info for r in caplog.records)  # (one line: no traceback)
+    with pytest.raises(UsageError, match="cannot write the status file"):
+        StatusFile(path, "main of repo")  # (at start: the operator's to fix)
+
+
+@pytest.mark.parametrize("what", ["a symbolic link", "a fifo"])
+def test_a_status_file_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It is written by a rename over it: a link, a fifo or a device node (as root,
+    /dev/null) would be replaced by a regular file."""
+    from gitprov.cli import main
+
+    target = tmp_path / "target.txt"
+    target.write_text("keep\n")
+    path = tmp_path / "status"
+    if what == "a symbolic link":
+        path.symlink_to(target)
+    else:
+        os.mkfifo(path)
+    bare = tmp_path / "fleet.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    argv = ["watch", "--repo", str(bare), "--status-file", str(path)]
+    argv += ["--state-dir", str(tmp_path / "state"), "--http-root", str(tmp_path / "http")]
+    assert main(argv) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert path.is_symlink() if what == "a symbolic link" else path.is_fifo()
+    assert target.read_text() == "keep\n"
+
+
 # -- the operator's guards: a refused head is reported, the last good files stay --------
 def session_publisher(
     path: Path, config: PublisherConfig, **guards: bool

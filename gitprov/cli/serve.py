@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import stat
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -685,8 +686,18 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     observers: list[Callable[[Outcome], None]] = [show]
     label = source.label
     if args.status_file:
-        if Path(args.status_file).is_dir():
-            raise UsageError(f"--status-file {args.status_file} is a directory")
+        try:
+            mode = os.lstat(args.status_file).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            # (written by a rename over it: a device node, a link or a directory would be
+            # replaced, as root /dev/null itself)
+            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise UsageError(
+                f"--status-file {args.status_file} is {what}",
+                hint="give the path of a regular file (made if missing)",
+            )
         observers.append(StatusFile(Path(args.status_file), label, manifest))
     server: MetricsServer | None = None
     interval = args.interval or (30.0 if args.remote else 2.0)
