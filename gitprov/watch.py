@@ -288,6 +288,10 @@ class Kind(enum.StrEnum):
     FETCH_FAILED = "fetch-failed"  # the remote could not be fetched: retried next poll
 
 
+# The outcomes after which the roots serve the commit published (in part: PARTIAL).
+SERVED = frozenset({Kind.PUBLISHED, Kind.UNCHANGED, Kind.PARTIAL, Kind.REPAIRED})
+
+
 @dataclass(frozen=True)
 class Outcome:
     kind: Kind
@@ -500,6 +504,7 @@ class Watcher:
         self.publisher = publisher
         self.options = options
         self.last = last  # the last commit handled (published or rejected)
+        self.served = last  # the last commit published (what the roots serve)
         self.observers = list(observers)
         self.clock = clock
         self._pending: tuple[pygit2.Repository, pygit2.Commit, float] | None = None
@@ -582,7 +587,7 @@ class Watcher:
             # what they serve, and the operator hears it once rather than nothing at all.
             self._report(
                 f"no branch {self.source.label}, or it names no commit: waiting for it; "
-                + (f"{self.last[:12]} stays served" if self.last else "nothing is published")
+                + (f"{self.served[:12]} stays served" if self.served else "nothing is published")
             )
             return None
         if self._fetch_error:
@@ -594,7 +599,12 @@ class Watcher:
                     Outcome(
                         Kind.UNCHANGED,
                         self.last,
-                        f"{self.source.label} can be read again: {self.last[:12]} stays served",
+                        f"{self.source.label} can be read again: "
+                        + (
+                            f"{self.served[:12]} stays served"
+                            if self.served
+                            else "nothing is published"
+                        ),
                         trigger="poll",
                     )
                 )
@@ -610,6 +620,8 @@ class Watcher:
             lambda: self.publisher.publish(repo, commit, trigger), str(commit.id), trigger
         )
         assert outcome is not None
+        if outcome.kind in SERVED:
+            self.served = str(commit.id)
         return outcome
 
     def _guard(

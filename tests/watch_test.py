@@ -450,6 +450,25 @@ def test_remote_branch_fetches_into_a_mirror(tmp_path: Path) -> None:
     assert url is not None and url.endswith("elsewhere.git")
 
 
+def test_a_deleted_branch_names_the_commit_served_not_the_last_one_refused(
+    tmp_path: Path,
+) -> None:
+    """After a head the publisher refused (a force-push, an unsigned commit), the roots
+    still serve the commit before it: the report says so."""
+    central = GitRepo(tmp_path / "central.git", bare=True)
+    first = central.commit(example_files(), "example")
+    seen: list[Outcome] = []
+    source = RemoteBranch(tmp_path / "mirror.git", str(central.path), "main")
+    w = Watcher(source, Recorder([Kind.PUBLISHED, Kind.REFUSED]), observers=[seen.append])
+    assert w.step() is True
+    refused = rename(central, "Board room")
+    assert w.step() is True and seen[-1].kind is Kind.REFUSED
+    central.repo.references.delete("refs/heads/main")
+    assert w.step() is False
+    assert f"{first[:12]} stays served" in seen[-1].message, seen[-1].message
+    assert refused[:12] not in seen[-1].message
+
+
 def test_a_branch_deleted_on_the_remote_is_reported_and_its_return_is_published(
     tmp_path: Path,
 ) -> None:
