@@ -381,8 +381,10 @@ def targets_for(
     tftp = [Path(r) for r in tftp_roots] or fleet_dirs(
         "tftp_root", fleet.tftp_roots or _one(fleet.tftp_root)
     )
-    # Absolute: the manifest records the roots, and a reconcile may run from elsewhere.
-    roots = tuple(dict.fromkeys(r.absolute() for r in (*http, *tftp)))
+    # Absolute: the manifest records the roots, and a reconcile may run from elsewhere;
+    # `..` taken out, so that `sub/../http` is the root `http` is (the journal would list
+    # every file as added again under the other spelling).
+    roots = tuple(dict.fromkeys(Path(os.path.abspath(r)) for r in (*http, *tftp)))
     if not roots:
         raise UsageError(
             "no publish root",

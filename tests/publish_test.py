@@ -659,3 +659,23 @@ def test_a_root_named_with_a_newline_is_shown_escaped_in_the_summary(
     out = capsys.readouterr().out
     summary = next(line for line in out.splitlines() if line.startswith("published "))
     assert f" in {tmp_path}/h\\x0ax, " in summary, out
+
+
+def test_a_root_spelt_with_dot_dot_is_the_same_root(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    """`sub/../http` and `http` are one root: publishing the same commit into it again
+    writes nothing and the journal gains no entry (it listed every file as added)."""
+    from gitprov.cli import main
+
+    state = ["--state-dir", str(tmp_path / "state")]
+    argv = ["--repo", str(example_repo.path), "publish", *state]
+    (tmp_path / "sub").mkdir()
+    assert main([*argv, "--http-root", str(tmp_path / "http")]) == 0
+    journal = (tmp_path / "state" / JOURNAL).read_bytes()
+    assert main([*argv, "--http-root", str(tmp_path / "sub" / ".." / "http")]) == 0
+    assert (tmp_path / "state" / JOURNAL).read_bytes() == journal
+    manifest = load_manifest(tmp_path / "state")
+    assert manifest is not None
+    roots = list(manifest.roots)
+    assert str(tmp_path / "http") in roots and not any(".." in r for r in roots), roots
