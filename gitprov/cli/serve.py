@@ -36,6 +36,7 @@ from gitprov.cli.defaults import (
     TFTP_MAX_TRANSFERS,
 )
 from gitprov.errors import GitprovError, UsageError
+from gitprov.unsafe import shown
 
 if TYPE_CHECKING:
     from gitprov.tools.device import ResyncResult
@@ -353,6 +354,14 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
                 "for as written, e.g. /cpe"
             )
         url_path = url_path_of(args.url_path)
+        odd = [p for p in url_path.split("/") if p.startswith(".") or not p.isprintable()]
+        if odd:
+            # (`..` would map to the top of the root anyway: a path devices never ask for)
+            raise UsageError(
+                f"--url-path {shown(args.url_path)}: a component {shown(odd[0])} is no "
+                "part of a provisioning URL's path",
+                hint="give the path devices ask for as written, e.g. /cpe",
+            )
     if not http_root and not tftp_root:
         s = session(args, out)
         fleet = s.fleet_settings()

@@ -151,3 +151,18 @@ def test_the_https_route_serves_below_the_url_path_to_the_devices_certificate(
         assert opened.file.read() == DEVICE
     assert route(f"/cpe/fv{MAC}.conf", {"subject": ((("commonName", "0021f2011b20"),),)}) == 403
     assert MacRoute([root])(f"/cpe/fv{MAC}.conf", cert) == 404
+
+
+@pytest.mark.parametrize("given", ["/cpe/../x", "..", "%2e%2e/cpe", "/.hidden", "/cpe/./x"])
+def test_a_url_path_with_a_dot_component_is_refused(
+    tmp_path: Path, given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No device asks for such a path (`..` would map to the top of the root anyway):
+    a typo the operator hears about, not a banner saying `also below /../`."""
+    from gitprov.cli import main
+
+    root = tmp_path / "http"
+    root.mkdir()
+    argv = ["serve", "--http-root", str(root), "--url-path", given, "--http-port", "0"]
+    assert main([*argv, "--no-fetch-log"]) == 2
+    assert "is no part of a provisioning URL's path" in capsys.readouterr().err
