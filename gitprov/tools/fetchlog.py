@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from gitprov.errors import GitprovError
+from gitprov.errors import UsageError
 from gitprov.macros import normalise_mac
 from gitprov.plan import MANIFEST, Kind, Manifest, ManifestEntry, load_manifest
 from gitprov.tools.serve import PATH_SHOWN, FetchEvent, mac_part
@@ -158,7 +158,7 @@ class FetchLog:
                 path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _MODE
             )
         except OSError as exc:
-            raise GitprovError(
+            raise UsageError(  # (the operator's path: an environment error, exit 2)
                 f"cannot open the fetch log {path}: {exc.strerror}",
                 hint="give --fetch-log a file in a writable directory, or --no-fetch-log",
             ) from exc

@@ -178,10 +178,11 @@ def read_log(path: Path, count: int) -> list[dict[str, Any]]:
         time.sleep(0.01)
 
 
-def test_an_unwritable_log_is_a_located_error(tmp_path: Path) -> None:
-    from gitprov.errors import GitprovError
+def test_an_unwritable_log_is_a_located_environment_error(tmp_path: Path) -> None:
+    """The operator's path: exit 2, as any other of the environment."""
+    from gitprov.errors import UsageError
 
-    with pytest.raises(GitprovError, match=r"cannot open the fetch log .*nowhere/fetch\.log"):
+    with pytest.raises(UsageError, match=r"cannot open the fetch log .*nowhere/fetch\.log"):
         FetchLog(tmp_path / "nowhere" / "fetch.log")
 
 
