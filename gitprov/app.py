@@ -34,6 +34,7 @@ from gitprov.source import (
     commit_message,
     open_repo,
     resolve_commit,
+    work_tree_of,
 )
 from gitprov.unsafe import unsafe_in
 from gitprov.validate import Options
@@ -570,7 +571,7 @@ def keygen(out: Path) -> str:
     """A new key pair: the private key into `out` (created, mode 0600, never overwritten;
     refused inside a git work tree, as `init` refuses it inside the repository: a
     commit of it would open every secret); returns the public key."""
-    tree = _work_tree_of(out)
+    tree = work_tree_of(out)
     if tree is not None:
         raise UsageError(
             f"the private key file {out} would be inside the git work tree {tree}",
@@ -589,27 +590,6 @@ def keygen(out: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(private + "\n")
     return public
-
-
-def _work_tree_of(path: Path) -> Path | None:
-    """The git work tree `path` would be in, or None (a bare repository has none)."""
-    where = path.absolute().parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    try:
-        found = pygit2.discover_repository(str(where))
-    except (pygit2.GitError, OSError, ValueError):
-        return None
-    if found is None:
-        return None
-    try:
-        workdir = pygit2.Repository(found).workdir
-    except (pygit2.GitError, OSError, ValueError):
-        return None
-    if not workdir:
-        return None
-    tree = Path(workdir).resolve()
-    return tree if path.absolute().resolve().is_relative_to(tree) else None
 
 
 def find_device(inv: Inventory, mac: str) -> Device:

@@ -24,6 +24,7 @@ from gitprov import secrets as sec
 from gitprov.errors import UsageError
 from gitprov.publish import inside as _inside
 from gitprov.schemas import all_schemas, for_editors
+from gitprov.source import work_tree_of
 from gitprov.unsafe import is_utf8
 
 FLEET = """\
@@ -372,7 +373,7 @@ def check_target(top: Path, private_key_file: Path) -> None:
             f"{top}: cannot make the inventory's directory: a file is in the way",
             hint="give init a new directory, or one without an inventory",
         )
-    outer = _enclosing_work_tree(top)
+    outer = work_tree_of(top)
     if outer is not None and outer != top.resolve():
         # (its workflows would sit where GitHub never looks, `validate --worktree` there
         # would read the other repository's inventory, and a commit would go into it)
@@ -394,22 +395,6 @@ def check_target(top: Path, private_key_file: Path) -> None:
         )
     if key_path.exists():
         raise UsageError(f"{key_path} exists", hint="never overwrite a key: choose another path")
-
-
-def _enclosing_work_tree(top: Path) -> Path | None:
-    """The top of the git work tree `top` is in (or would be in, made), resolved; the
-    git directory itself when that is a bare repository; None outside any."""
-    probe = top
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    try:
-        found = pygit2.discover_repository(str(probe))
-        if found is None:
-            return None
-        repo = pygit2.Repository(found)
-    except (pygit2.GitError, OSError):
-        return None
-    return Path(repo.workdir or repo.path).resolve()
 
 
 def init_inventory(

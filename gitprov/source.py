@@ -117,6 +117,23 @@ def _add_quarantine(repo: pygit2.Repository) -> None:
         repo.odb.add_disk_alternate(str(here))
 
 
+def work_tree_of(path: Path) -> Path | None:
+    """The top of the git work tree `path` (a file or a directory, there or to be made)
+    is or would be in, resolved; None outside any, or in a bare repository (none)."""
+    where = path.absolute()
+    while not where.is_dir() and where != where.parent:
+        where = where.parent
+    try:
+        found = pygit2.discover_repository(str(where))
+        workdir = pygit2.Repository(found).workdir if found is not None else None
+    except (pygit2.GitError, OSError, ValueError):
+        return None
+    if not workdir:
+        return None
+    tree = Path(workdir).resolve()
+    return tree if path.absolute().resolve().is_relative_to(tree) else None
+
+
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     hint = "pass a branch, tag or commit id that exists in this repository (git log)"
     if repo.head_is_unborn and rev == "HEAD":
