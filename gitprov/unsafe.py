@@ -109,13 +109,9 @@ def _escaped(char: str) -> str:
 
 
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-# What `line_safe` escapes: the C0 and C1 controls (TAB, newline and ESC included), the
-# bidi controls and marks, the line and paragraph separators, and the invisible format
-# characters UNSAFE names.
-_LINE_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
-    "\u2066-\u206f\ufeff\ufff9-\ufffb]"
-)
+# What `line_safe` escapes: what UNSHOWN does but a name's undecodable bytes (UNSAFE and
+# TAB: the controls, the bidi controls, the line separators, the invisible characters).
+_LINE_UNSAFE = re.compile("[\t" + UNSAFE.pattern[1:])
 
 
 def line_safe(text: str) -> str:
