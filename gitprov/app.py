@@ -524,11 +524,19 @@ class Session:
         move it) and either the roots or an allow-list for the fleet settings' roots.
         Every so often it starts over with a fresh Pipeline (a long-running process must
         not grow its caches)."""
-        from gitprov.publish import Guards
+        from gitprov.publish import Guards, check_operator_targets
         from gitprov.watch import CommitPublisher
 
         config.require_targets()
         assert config.state_dir is not None
+        check_operator_targets(
+            self.path_policy(config),
+            http_roots=config.http_roots,
+            tftp_roots=config.tftp_roots,
+            state_dir=config.state_dir,
+            firmware_dir=config.firmware_dir,
+            stage_root=config.stage_root,
+        )
         guards = Guards(
             allow_mass_removal, allow_target_change, config.signature_policy(), allow_stranding
         )

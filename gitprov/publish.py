@@ -182,9 +182,11 @@ class _Clash(NamedTuple):
     hint: str
 
 
-def _clash(roots: Sequence[Path], state_dir: Path, firmware_dir: Path | None) -> _Clash | None:
+def _clash(
+    roots: Sequence[Path], state_dir: Path | None, firmware_dir: Path | None
+) -> _Clash | None:
     """Why these targets would serve the state dir (the manifest lists every MAC), or
-    one root inside another."""
+    one root inside another (without `state_dir`, only the latter)."""
     for root in roots:
         for other in roots:
             if other != root and inside(root, other):
@@ -196,6 +198,8 @@ def _clash(roots: Sequence[Path], state_dir: Path, firmware_dir: Path | None) ->
                     "give each root a directory of its own, beside the others "
                     "(e.g. /srv/gitprov/http and /srv/gitprov/tftp)",
                 )
+    if state_dir is None:
+        return None
     for root in roots:
         if inside(state_dir, root):
             return _Clash(
@@ -367,14 +371,14 @@ def targets_for(
             return [fleet_path(values[0], name)]
         return [fleet_path(v, name, i) for i, v in enumerate(values)]
 
-    for what, given, served in (
-        ("the HTTP root", http_roots, True),
-        ("the TFTP root", tftp_roots, True),
-        ("the state dir", _one(state_dir), False),
-        ("the stage root", _one(stage_root), True),
-    ):
-        for value in given:
-            policy.check_given(what, Path(value), served=served)
+    check_operator_targets(
+        policy,
+        http_roots=http_roots,
+        tftp_roots=tftp_roots,
+        state_dir=state_dir,
+        firmware_dir=firmware_dir,
+        stage_root=stage_root,
+    )
     http = [Path(r) for r in http_roots] or fleet_dirs(
         "http_root", fleet.http_roots or _one(fleet.http_root)
     )
@@ -429,6 +433,40 @@ def targets_for(
         else None
     )
     return Targets(roots, state, firmware, stage.absolute() if stage else None)
+
+
+def check_operator_targets(
+    policy: PathPolicy,
+    *,
+    http_roots: Sequence[str] = (),
+    tftp_roots: Sequence[str] = (),
+    state_dir: str | None = None,
+    firmware_dir: str | None = None,
+    stage_root: str | None = None,
+) -> None:
+    """Raise UsageError when the publisher's own directories (its options, config file or
+    environment) are wrong whatever a commit says: one in the git directory or the
+    inventory, or holding either (see PathPolicy.check_given), a state dir inside a root,
+    one root inside another, the firmware dir and the state dir overlapping, a stage root
+    meeting a root or the state dir. `watch` asks at its start: every commit would be
+    refused the same way."""
+    for what, given, served in (
+        ("the HTTP root", http_roots, True),
+        ("the TFTP root", tftp_roots, True),
+        ("the state dir", _one(state_dir), False),
+        ("the stage root", _one(stage_root), True),
+    ):
+        for value in given:
+            policy.check_given(what, Path(value), served=served)
+    roots = [Path(os.path.abspath(r)) for r in (*http_roots, *tftp_roots)]
+    state = Path(os.path.abspath(state_dir)) if state_dir else None
+    firmware = Path(os.path.abspath(firmware_dir)) if firmware_dir else None
+    # (the fleet settings' paths are checked with these in targets_for)
+    clash = _clash(roots, state, firmware)
+    if clash is not None:
+        raise UsageError(clash.message, hint=clash.hint)
+    if stage_root and state is not None:
+        check_stage_root(Path(os.path.abspath(stage_root)), roots, state)
 
 
 def resolve_fleet_path(value: str, base: Path | None) -> Path:

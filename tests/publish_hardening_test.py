@@ -507,6 +507,45 @@ def test_watch_will_not_start_without_the_operators_targets(
     assert code == 2 and "no allowed key is given" in err
 
 
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (["--http-root", "h", "--state-dir", "h/state"], "the state dir {t}/h/state is inside"),
+        (["--http-root", "h", "--tftp-root", "h/t", "--state-dir", "s"], "{t}/h/t is inside"),
+        (["--http-root", "{git}/h", "--state-dir", "s"], "repository's git directory"),
+        (["--http-root", "h", "--state-dir", "s", "--stage-root", "s/st"], "overlap"),
+        (["--http-root", "h", "--state-dir", "s", "--firmware-dir", "s/fw"], "overlap"),
+    ],
+)
+def test_the_operators_own_directories_that_clash_are_refused_at_the_start(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    given: list[str],
+    says: str,
+) -> None:
+    # A watcher took these per commit: it ran on, reporting every commit as not
+    # published, for a mistake no commit can mend. Both commands now refuse at once.
+    git = str(example_repo.path / ".git")
+    paths = [a.format(git=git) for a in given]
+    paths = [a if a.startswith("-") or a.startswith("/") else str(tmp_path / a) for a in paths]
+    expected = says.format(t=tmp_path)
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *paths)
+    assert code == 2 and expected in err, err
+    # (a process: a watcher that starts runs until stopped)
+    watch = [sys.executable, "-m", "gitprov", "--repo", str(example_repo.path), "watch"]
+    done = subprocess.run(
+        [*watch, "--no-inotify", "--interval", "0.05", *paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert not (tmp_path / "h").exists() and not (tmp_path / "s" / "manifest.json").exists()
+
+
 # -- signed commits -------------------------------------------------------------------
 def test_only_commits_signed_by_an_allowed_ssh_key_publish(
     tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
