@@ -481,6 +481,10 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.gp_input.deadline = time.monotonic() + self.request_seconds
+        # (a keep-alive connection's last path is not this request's: `_request_path`
+        # reads the request line of one refused before it is parsed)
+        with contextlib.suppress(AttributeError):
+            del self.path
         super().handle_one_request()
 
     def finish(self) -> None:
@@ -557,6 +561,8 @@ class _HttpHandler(BaseHTTPRequestHandler):
         )
         self.gp_linger = True
         super().send_error(code, message, explain)
+        # (answered, so logged: a device's garbled request is in the fetch log too)
+        self._emit(code, 0)
 
     def handle_expect_100(self) -> bool:
         # Never invite a request body: nothing here accepts one.
@@ -576,7 +582,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
         log.debug("http %s: %s", self.client_address[0], format % args)
 
     def _request_path(self) -> str:
-        target = self.path
+        target = getattr(self, "path", None)
+        if target is None:
+            # Refused before the request line was parsed (too long: 414): its target as
+            # far as it was read, or none.
+            words = getattr(self, "raw_requestline", b"").split(None, 2)
+            target = words[1].decode("latin-1") if len(words) > 1 else ""
         if not target.startswith("/"):
             # absolute-form (http://host/path), as proxies send it
             try:

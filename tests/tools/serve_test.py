@@ -639,3 +639,48 @@ def test_a_host_that_does_not_resolve_is_not_told_to_choose_another_port() -> No
     assert "--host" in error.hint and "port" not in error.hint, error.hint
     taken = OSError(errno.EADDRINUSE, "Address already in use")
     assert "another port" in serve_module._bind_error("HTTP", "127.0.0.1", 80, taken).hint
+
+
+@pytest.mark.parametrize(
+    ("request_head", "path", "status"),
+    [
+        (b"GET /small.cfg HTTP/2.0\r\n\r\n", "/small.cfg", 505),
+        (b"GET /small.cfg HTTP/1.x\r\n\r\n", "/small.cfg", 400),
+        (b"GET /a /b /c HTTP/1.1\r\n\r\n", "/a", 400),
+        (b"GET\r\n\r\n", "", 400),
+        # (the line as far as it was read: the fetch log cuts a path at 1024 characters)
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", "/" + "a" * 60_000, 414),
+        (b"GET /small.cfg HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "/small.cfg", 431),
+    ],
+)
+def test_http_requests_the_parser_refuses_are_in_the_fetch_log(
+    http: HttpServer, events: Events, request_head: bytes, path: str, status: int
+) -> None:
+    """docs/fleet-status.md: a line for every request answered, refusals included. Those
+    http.server refuses itself (a bad version, a request line or headers too long) were
+    answered and never logged."""
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        sock.sendall(request_head)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 %d" % status), reply[:100]
+    (event,) = events.wait_for(1)
+    got = event.path if status != 414 else event.path[: len(path)]
+    assert (got, event.status, event.size) == (path, status, 0)
+
+
+def test_http_a_refused_request_is_logged_with_its_own_path_not_the_last_ones(
+    http: HttpServer, events: Events
+) -> None:
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        sock.sendall(b"GET /small.cfg HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while SMALL not in reply:
+            reply += sock.recv(65536)
+        sock.sendall(b"GET /" + b"b" * 70_000 + b" HTTP/1.1\r\n\r\n")
+        while sock.recv(65536):
+            pass
+    first, second = events.wait_for(2)
+    assert (first.path, first.status) == ("/small.cfg", 200)
+    assert (second.path[:3], second.status) == ("/bb", 414)
