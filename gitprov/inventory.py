@@ -956,12 +956,15 @@ def _build_inventory(docs: Documents) -> Inventory:
     for d in docs.of(MODEL):
         m = d.data
         name = stem(d.path)
+        product = m.get("product_name", name)
         models[name] = Model(
             name=name,
             doc=d,
             family=m["family"],
-            product_name=m.get("product_name", name),
-            config_file_name=m.get("config_file_name", f"{name}.conf"),
+            product_name=product,
+            # The device's own default Config File Name is its product's (vendor text
+            # 2.1, 4.3.2: "IP542N.conf"), whatever the model file is called.
+            config_file_name=m.get("config_file_name", f"{product}.conf"),
             line_count=int(m["line_count"]),
             firmware=dict(m.get("firmware") or {}),
             encryption=m.get("encryption"),

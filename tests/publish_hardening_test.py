@@ -179,6 +179,15 @@ def test_plain_model_names_pass_and_a_dot_model_file_is_caught_through_its_defau
     check("GP107", {"models/.x.yaml": hidden}, (1, 1))
 
 
+def test_the_default_bootstrap_name_is_the_products_and_is_checked_at_product_name() -> None:
+    # The device asks for its product's default Config File Name (IP542N.conf), whatever
+    # the model file is called: `.x` as a product gives `.x.conf`, reported where it is set.
+    model = "family: flyingvoice\nproduct_name: .x\nline_count: 2\n"
+    found = check("GP107", {"models/plain.yaml": model}, (2, 15))
+    assert "the default config_file_name '.x.conf'" in found[0].message
+    check("GP107", {"models/.x.yaml": "family: flyingvoice\nproduct_name: X1\nline_count: 2\n"})
+
+
 def test_a_file_name_template_expanding_to_a_dot_name_is_refused(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -325,6 +325,26 @@ def test_option66_bootstrap_files_point_devices_at_their_own_file(
         assert (root / "IP542N.conf").exists() and not (root / "G502N.conf").exists()
 
 
+def test_option66_bootstrap_is_named_after_the_product_not_the_model_file(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    """Vendor text 2.1 and 4.3.2: the device's default Config File Name is its product's
+    (IP542N.conf). A model file named otherwise, without config_file_name, still gets the
+    bootstrap its devices ask for; two model files of one product share it."""
+    model = example_repo.files["inventory/models/G502N.yaml"]
+    unnamed = b"".join(
+        line for line in model.splitlines(keepends=True) if b"config_file_name" not in line
+    )
+    assert b"product_name: G502N" in unnamed
+    example_repo.commit({"inventory/models/g502n-fax.yaml": unnamed}, "a second G502N model")
+    edit_fleet(example_repo, "  option66: [g502n-fax, IP542N]\n")
+    t = targets(tmp_path)
+    publish(build_of(example_repo, private_key), t)
+    for root in t.roots:
+        assert (root / "G502N.conf").is_file() and (root / "IP542N.conf").is_file()
+        assert not (root / "g502n-fax.conf").exists()
+
+
 def test_option66_problems_are_located(
     example_repo: GitRepo, private_key: str, tmp_path: Path
 ) -> None:

@@ -100,8 +100,13 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
         (("firmware", "file"), get(doc.data, "firmware", "file"), "firmware.file"),
     ]
     if named[0][1] is None:
-        # Unset, the bootstrap is named after the model file: models/.x.yaml gives .x.conf.
-        named[0] = ((), f"{stem(doc.path)}.conf", "the default config_file_name")
+        # Unset, the bootstrap is named after the product (the model file's name when it
+        # sets none): models/.x.yaml gives .x.conf, product_name `VOIP ATA` a space.
+        product = get(doc.data, "product_name")
+        if isinstance(product, str):
+            named[0] = (("product_name",), f"{product}.conf", "the default config_file_name")
+        else:
+            named[0] = ((), f"{stem(doc.path)}.conf", "the default config_file_name")
     for path, value, what in named:
         reason = unsafe_reason(value) if isinstance(value, str) else None
         if reason:
