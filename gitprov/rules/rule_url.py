@@ -6,10 +6,13 @@ raw key a model binds it to) and each model's `firmware.rule`. Syntax:
 `[--key K] scheme://server[:port]/path`, schemes tftp, http, https (vendor overview 2.2).
 
 A base URL that file names are appended to (`provisioning.url`, `stage_url`) may hold
-no query (`?`) or fragment (`#`): the name would land inside it.
+no query (`?`) or fragment (`#`): the name would land inside it; nor a macro in its path
+(`http://h/prov/$PN`): files are published flat in each root, so a directory that varies
+by device is one no root has.
 
 Fails:   `provisioning: {url: "http://prov.example.com:99999"}` (port out of range),
-         `provisioning: {url: "http://prov.example.com/?site=1"}`
+         `provisioning: {url: "http://prov.example.com/?site=1"}`,
+         `provisioning: {url: "http://prov.example.com/prov/$PN"}`
 Passes:  `provisioning: {url: "http://prov.example.com:8080"}`
 """
 
@@ -70,6 +73,22 @@ def _base_url_problems(doc: Document) -> Iterator[tuple[str, Problem]]:
             continue
         at = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
         if at < 0:
+            macro = _path_macro(url)
+            if macro >= 0:
+                yield (
+                    key,
+                    error_at(
+                        doc,
+                        ("provisioning", key),
+                        CODE,
+                        f"provisioning.{key}: {redact_text(url)!r} has a macro in its path (at "
+                        f"character {macro + 1}): each device would ask for a directory of its "
+                        "own, and gitprov publishes every file in each root itself",
+                        "keep the directory fixed (a server maps it to the root: `gitprov "
+                        "serve --url-path`, nginx `alias`) and put the macro in file_name, "
+                        'e.g. file_name: "fv$(PN)-$(MA).conf"',
+                    ),
+                )
             continue
         what = "a query ('?')" if url[at] == "?" else "a fragment ('#')"
         yield (
@@ -84,6 +103,15 @@ def _base_url_problems(doc: Document) -> Iterator[tuple[str, Problem]]:
                 "write the base URL alone, scheme://server[:port][/directory]",
             ),
         )
+
+
+def _path_macro(url: str) -> int:
+    """Where a `$` is in the path of `url` (vendor overview 2.2 expands macros in the
+    whole URL: `http://h/prov/$PN`), or -1."""
+    start = url.find("://")
+    start = start + 3 if start >= 0 else 0
+    slash = url.find("/", start)
+    return url.find("$", slash) if slash >= 0 else -1
 
 
 def check_document(dctx: DocContext) -> Iterator[Problem]:

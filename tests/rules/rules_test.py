@@ -354,6 +354,16 @@ def test_gp110_bad_rule_url() -> None:
         "provisioning:\n", 'provisioning:\n  stage_url: "https://s.example.net/?a"\n'
     )
     check("GP110", {"gitprov.yaml": staged}, (4, 14))
+    # The vendor's own example URL, http://h:8080/prov/$PN/$MAU.conf: a directory per
+    # product, which the flat roots never have (every device would get a 404).
+    for tail in ("/prov/$PN", "/$(MAU:4)/x", "/a$$b"):
+        found = check(
+            "GP110", {"gitprov.yaml": FLEET.replace(".example.com", ".example.com" + tail)}, (4, 8)
+        )
+        assert "has a macro in its path" in found[0].message
+    # A fixed directory is served (serve --url-path, nginx alias); a macro in file_name too.
+    check("GP110", {"gitprov.yaml": FLEET.replace(".example.com", ".example.com/prov/")})
+    check("GP110", {"gitprov.yaml": FLEET.replace("fv$(MA)", "fv$(PN)-$(MA)")})
 
 
 def test_gp111_unknown_macro_warns() -> None:
