@@ -6,14 +6,15 @@ and each model's `config_file_name` (the option-66 bootstrap) and `firmware.file
 no `.` or `..`, no leading dot (servers deny dot-files, and gitprov's own temp files are
 dot-files it deletes), no NUL or control character, no `%`, `?` or `#` (the device asks
 for the name inside a URL, where they mean an escape, a query and a fragment), no
-whitespace (it ends the URL of a Profile Rule) and no `$` (the device expands macros in
-the URL it fetches by), at most 255 bytes.
+whitespace (it ends the URL of a Profile Rule), no `$` (the device expands macros in the
+URL it fetches by), none of `|"<>^`{}[]` (no URL carries them unencoded; `|` separates a
+rule's alternative URLs), at most 255 bytes.
 
 Fails:   `file_name: "../fv$(MA).conf"` or `file_name: "cfg/$MA.conf"` (or such an
          `encryption.previous.file_name`, the old names of a key rotation), or in a model
          `config_file_name: .IP542N.conf` or `firmware: {file: ..}`; `file_name:
-         "fv$(PN)-$(MA).conf"` for a model whose product_name is `VOIP ATA`, and
-         `file_name: "fv$$MA.conf"` (a literal `$`)
+         "fv$(PN)-$(MA).conf"` for a model whose product_name is `VOIP ATA` or
+         `G502N|FXS`, and `file_name: "fv$$MA.conf"` (a literal `$`)
 Passes:  `file_name: "fv$(MA).conf"`, `config_file_name: IP542N.conf`
 """
 
@@ -85,10 +86,22 @@ def _reason(name: str) -> str | None:
             f"it contains {' and '.join(repr(c) for c in url)}, which a URL reads as an "
             "escape, a query or a fragment: the device would ask for another name"
         )
+    bare = sorted({c for c in name if c in _NOT_IN_A_URL})
+    if bare:
+        # RFC 3986 has none of these in a path unencoded, and a name cannot be encoded
+        # (`%` above). `|` separates a rule's alternative URLs in the SPA rule syntax the
+        # vendor's follows, so a `product_name` of `G502N|FXS` through `$(PN)` made every
+        # Profile Rule two URLs.
+        return (
+            f"it contains {' and '.join(repr(c) for c in bare)}, which a URL cannot carry "
+            "unencoded (and '|' separates alternative URLs in a rule): the device would "
+            "ask for another name, or none"
+        )
     return None
 
 
 _URL_SYNTAX = "%?#"
+_NOT_IN_A_URL = '|"<>^`{}[]'
 
 
 def check_document(dctx: DocContext) -> Iterator[Problem]:

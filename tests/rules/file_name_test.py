@@ -53,3 +53,15 @@ def test_whitespace_and_a_dollar_are_refused_naming_them() -> None:
         assert reason is not None and reason.startswith("it contains whitespace"), name
     reason = unsafe_reason("fv$MA.conf")
     assert reason is not None and reason.startswith("it contains '$'")
+
+
+def test_what_no_url_carries_unencoded_is_refused_naming_it() -> None:
+    """A `product_name` of `G502N|FXS` through `$(PN)` made every Profile Rule two
+    alternative URLs (the SPA syntax's `|`), which gitprov's own rule parser refuses."""
+    for char in '|"<>^`{}[]':
+        reason = unsafe_reason(f"fvG502N{char}FXS-0021f2a0c001.conf")
+        assert reason is not None and repr(char) in reason, (char, reason)
+    assert "'|'" in (unsafe_reason("fv|x.conf") or "")
+    # What a URL's path may hold as it is: sub-delims, ':' and '@', and a '~'.
+    for name in ("fv!x.conf", "fv(1)+a,b;c=d&e'f*g.conf", "fv:a@b~c.conf"):
+        assert unsafe_reason(name) is None, name

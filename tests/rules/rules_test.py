@@ -234,6 +234,10 @@ def test_gp107_whitespace_and_a_dollar_would_have_the_device_ask_for_another_nam
     (found,) = check("GP107", {"gitprov.yaml": dollar}, (2, 12))
     assert "'fv$MA.conf'" in found.message and "'$'" in found.message, found.message
     check("GP107", {"gitprov.yaml": FLEET.replace('"fv$(MA).conf"', '"fv$(PN)-$(MA).conf"')})
+    # `|` through $(PN): every Profile Rule became two alternative URLs (SPA syntax).
+    piped = {**spaced, "models/IP542N.yaml": IP542N.replace("IP542N\n", "IP542N|FXS\n", 1)}
+    (found,) = check("GP107", piped, (2, 12))
+    assert "'fvIP542N|FXS-" in found.message and "'|'" in found.message, found.message
 
 
 def test_gp107_the_old_names_of_a_key_rotation_too() -> None:
