@@ -127,6 +127,9 @@ class RolloutCount(NamedTuple):
     selected: int
     devices: int
     selected_before: int = 0  # of the same version, in the commit compared with
+    # The version the commit compared with told the model's devices to upgrade to by this
+    # very Upgrade Rule ("" when none did): see `same_rule`.
+    same_rule_as: str = ""
 
 
 def rollouts(inv: Inventory) -> list[RolloutCount]:
@@ -142,3 +145,24 @@ def rollouts(inv: Inventory) -> list[RolloutCount]:
         mine = macs.get(name, [])
         out.append(RolloutCount(name, up.version, sum(map(up.selects, mine)), len(mine)))
     return out
+
+
+def upgrades_by_model(inv: Inventory) -> dict[str, Upgrade]:
+    """The upgrade each model tells its devices about (those that tell one)."""
+    url = inv.fleet.provisioning_url
+    found = {name: upgrade_of(name, m.firmware, m.bindings, url) for name, m in inv.models.items()}
+    return {name: up for name, up in found.items() if up is not None}
+
+
+def same_rule(before: Upgrade, after: Upgrade) -> bool:
+    """Whether `after`, another version of `before`'s model, tells devices to upgrade
+    by the same Upgrade Rule: a device does not fetch an Upgrade Rule again whose
+    expanded URL has not changed (the SPA model the overview copies), so the devices
+    that took `before`'s image never fetch the new one. A rule holding $SWVER expands
+    anew after each upgrade, so it is not the same rule."""
+    return (
+        before.model == after.model
+        and before.version != after.version
+        and before.rule == after.rule
+        and "SWVER" not in after.rule
+    )

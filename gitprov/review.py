@@ -21,7 +21,7 @@ import pygit2
 
 from gitprov.compile import placeholder_resolver
 from gitprov.errors import InvalidInventory
-from gitprov.firmware import RolloutCount, rollouts
+from gitprov.firmware import RolloutCount, rollouts, same_rule, upgrades_by_model
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Fleet, Inventory
 from gitprov.pipeline import Loaded, Pipeline
@@ -264,9 +264,15 @@ def _stranding(base: Inventory, head: Inventory) -> tuple[Stranding, ...]:
 
 def upgrades(base: Inventory, head: Inventory) -> tuple[RolloutCount, ...]:
     before = {(r.model, r.version): r.selected for r in rollouts(base)}
-    return tuple(
-        r._replace(selected_before=before.get((r.model, r.version), 0)) for r in rollouts(head)
-    )
+    old, new = upgrades_by_model(base), upgrades_by_model(head)
+    out = []
+    for r in rollouts(head):
+        r = r._replace(selected_before=before.get((r.model, r.version), 0))
+        was = old.get(r.model)
+        if was is not None and same_rule(was, new[r.model]):
+            r = r._replace(same_rule_as=was.version)
+        out.append(r)
+    return tuple(out)
 
 
 def _version(state: State, key: str) -> int | None:

@@ -166,6 +166,44 @@ def test_the_plan_says_how_many_devices_are_told_to_upgrade(tmp_path: Path) -> N
     assert load_json(str(saved)).upgrades == result.upgrades
 
 
+def test_the_plan_warns_when_a_new_version_keeps_the_old_versions_upgrade_rule(
+    tmp_path: Path,
+) -> None:
+    """A device never fetches an Upgrade Rule URL again that it fetched (the SPA model):
+    v1.0.9 put in place of v1.0.8 under the same file name (so the same default rule)
+    reaches no device that took v1.0.8. A new name, or a rule with $SWVER, does."""
+    from gitprov.cli.plan import load_json, markdown, to_json, upgrade_lines
+
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(files(""), "every G502N to v1.0.8")
+    same = MODEL.replace("v1.0.8", "v1.0.9")
+    head = repo.commit({"inventory/models/G502N.yaml": same}, "v1.0.9, same image name")
+    result = Session(repo.path).plan(base, head)
+    (count,) = result.upgrades
+    assert (count.version, count.same_rule_as) == ("v1.0.9", "v1.0.8")
+    (line,) = upgrade_lines(result)
+    assert "WARNING: by the Upgrade Rule that v1.0.8 was told by" in line, line
+    assert "those that took `v1.0.8` will not upgrade" in markdown(result)
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps(to_json(result)))
+    assert load_json(str(saved)).upgrades == result.upgrades
+
+    renamed = same.replace("G502N_F108.bin", "G502N_F109.bin")
+    head = repo.commit({"inventory/models/G502N.yaml": renamed})
+    (count,) = Session(repo.path).plan(base, head).upgrades
+    assert count.same_rule_as == ""
+    # ($SWVER is the version the device runs: after an upgrade the URL is another.)
+    rule = '  rule: "http://fw.example.com/G502N-after-$SWVER.bin"\n'
+    before = repo.commit({"inventory/models/G502N.yaml": MODEL + rule})
+    head = repo.commit({"inventory/models/G502N.yaml": same + rule})
+    (count,) = Session(repo.path).plan(before, head).upgrades
+    assert count.same_rule_as == ""
+    # The same version again (a rollout widened) is no new version.
+    head = repo.commit({"inventory/models/G502N.yaml": MODEL + "  rollout: {percent: 50}\n"})
+    (count,) = Session(repo.path).plan(base, head).upgrades
+    assert count.same_rule_as == ""
+
+
 def test_a_firmware_version_is_code_in_the_pull_request_comment(tmp_path: Path) -> None:
     """`firmware.version` is any text: as markdown, `<!--` would hide the rest of the
     plan comment (every diff) from the reviewers, and links or mentions would render."""

@@ -134,6 +134,7 @@ def to_json(result: Review) -> dict[str, Any]:
                 "selected": u.selected,
                 "devices": u.devices,
                 "selected_before": u.selected_before,
+                "same_rule_as": u.same_rule_as or None,
             }
             for u in result.upgrades
         ],
@@ -243,7 +244,12 @@ def load_json(path: str) -> Review:
         ),
         upgrades=tuple(
             RolloutCount(
-                u["model"], u["version"], u["selected"], u["devices"], u["selected_before"]
+                u["model"],
+                u["version"],
+                u["selected"],
+                u["devices"],
+                u["selected_before"],
+                same_rule_as=u.get("same_rule_as") or "",
             )
             for u in doc.get("upgrades", [])
         ),
@@ -304,11 +310,22 @@ def upgrade_lines(result: Review, *, markdown: bool = False) -> list[str]:
     version and the model are code: `firmware.version` is any text of the change, and
     outside code `<!--` would hide the rest of the comment from its reviewers."""
     first, show = ("Firmware", _code) if markdown else ("firmware", str)
-    return [
-        f"{first} {show(u.version)} of {show(u.model)}: {u.selected:,} of its {u.devices:,} "
-        f"device(s) are told to upgrade (before: {u.selected_before:,})"
-        for u in result.upgrades
-    ]
+    lines = []
+    for u in result.upgrades:
+        line = (
+            f"{first} {show(u.version)} of {show(u.model)}: {u.selected:,} of its {u.devices:,} "
+            f"device(s) are told to upgrade (before: {u.selected_before:,})"
+        )
+        if u.same_rule_as:
+            line += (
+                f"; {'**but**' if markdown else 'WARNING:'} by the Upgrade Rule that "
+                f"{show(u.same_rule_as)} was told by, and a device never fetches an Upgrade "
+                "Rule URL again that it fetched: those that took "
+                f"{show(u.same_rule_as)} will not upgrade (name the image after its version, "
+                "or change firmware.rule)"
+            )
+        lines.append(line)
+    return lines
 
 
 # -- text -----------------------------------------------------------------------------
