@@ -12,9 +12,11 @@ next commit, which would fire a staleness alert after every restart.
 from __future__ import annotations
 
 import platform
+import socket
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import InfoMetricFamily, Metric
 
 from gitprov import __version__
@@ -146,13 +148,83 @@ class Metrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
         try:
-            server, thread = start_http_server(port, addr=host, registry=self.registry)
+            server = _Listener((host, port), self)
         except OSError as exc:
             raise GitprovError(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror}",
                 hint="choose another --metrics-port",
             ) from exc
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="gitprov-metrics",
+            daemon=True,
+        )
+        thread.start()
         return MetricsServer(server, thread)
+
+
+# A scraper asks once every few seconds: past this many open connections a new one is
+# closed at once, and a connection that says nothing for SCRAPE_TIMEOUT is dropped
+# (prometheus_client's own server has neither: a client that opens connections and
+# sends nothing held a thread each, for ever).
+MAX_SCRAPERS = 8
+SCRAPE_TIMEOUT = 10.0
+
+
+class _Listener(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], metrics: Metrics) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.gp_metrics = metrics
+        self.gp_slots = threading.BoundedSemaphore(MAX_SCRAPERS)
+        super().__init__(address, _Scrape)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.gp_slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.gp_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.gp_slots.release()
+
+
+class _Scrape(BaseHTTPRequestHandler):
+    server: _Listener
+    timeout = SCRAPE_TIMEOUT
+    server_version = "gitprov"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def _answer(self, *, body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path not in ("/", "/metrics"):
+            self.send_error(404)
+            return
+        data = generate_latest(self.server.gp_metrics.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # (a scrape every few seconds is no news)
 
 
 class _LastPublished:

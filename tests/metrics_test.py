@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import platform
+import socket
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -243,3 +246,37 @@ def test_promtool_accepts_the_exposition(served: tuple[GitRepo, Targets], privat
         report = (proc.stdout + proc.stderr).decode(errors="replace")
         assert proc.returncode == 0 and not report.strip(), f"{report}\n{text}"
     assert 'gitprov_reconciles_total{result="repaired"} 1.0' in busy.text()
+
+
+def test_metrics_endpoint_bounds_its_connections_and_their_idle_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """prometheus_client's own server gave every connection a thread with no timeout: a
+    client that opened connections and said nothing held them for ever, and the scraper
+    with them. Past MAX_SCRAPERS a connection is closed at once; a silent one is dropped
+    after SCRAPE_TIMEOUT; the scrape itself is answered throughout."""
+    from gitprov import metrics as module
+
+    monkeypatch.setattr(module, "MAX_SCRAPERS", 2)
+    monkeypatch.setattr(module._Scrape, "timeout", 0.5)
+    server = Metrics().serve(0)
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as third:
+            assert third.recv(1) == b""  # closed at once: both slots are held
+        for s in silent:
+            assert s.recv(1) == b""  # dropped after the timeout
+            s.close()
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200 and b"gitprov_build_info" in r.read()
+        head = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as r:
+            assert r.status == 200 and int(r.headers["Content-Length"]) > 0 and r.read() == b""
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(url.replace("/metrics", "/elsewhere"), timeout=5)
+        assert missing.value.code == 404
+        missing.value.close()
+    finally:
+        server.stop()
