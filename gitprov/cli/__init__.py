@@ -60,7 +60,7 @@ a 5-minute tour (inside an inventory repository; `gitprov init DIR` starts one):
   gitprov validate --worktree          check the files you are editing
   gitprov show 0021f2011b19            the rendered file of one device, secrets redacted
   gitprov plan --base main             what a branch would change, per device
-  gitprov versions                     each device's DBID_DBASE_VERSION and the commit that set it
+  gitprov versions                     each device's DBID_DBASE_VERSION and what last changed it
   gitprov publish --rev main           write every device's file into the HTTP and TFTP roots
   gitprov serve                        serve the roots on 127.0.0.1 (HTTP :8080, TFTP :6969)
   curl -s http://127.0.0.1:8080/fv0021f2011b19.conf | gitprov decrypt - --key KEY

@@ -14,13 +14,16 @@ def register(sub: Subparsers) -> None:
         sub,
         "versions",
         run_versions,
-        help="each device's version and the commit that set it",
-        description="Each device's DBID_DBASE_VERSION at a commit and the commit that "
-        f"set it ({DOCS_URL}/versions.md: the rule, and why it never goes down).",
+        help="each device's version and the commit that last changed its file",
+        description="Each device's DBID_DBASE_VERSION at a commit and the commit that last "
+        "changed the device's file (a version_floor raised since renumbers it without a "
+        f"change: `gitprov log MAC` lists that as renumbered; {DOCS_URL}/versions.md: the "
+        "rule, and why it never goes down).",
         examples=(
             (
                 "gitprov versions",
-                "every device's DBID_DBASE_VERSION at HEAD and the commit that set it",
+                "every device's DBID_DBASE_VERSION at HEAD and the commit that last "
+                "changed its file",
             ),
             (
                 "gitprov versions 0021f2011b19 --rev main --format json",
@@ -85,7 +88,7 @@ def run_versions(args: argparse.Namespace, out: Output) -> int:
     if args.format == "json":
         out.json([{"mac": r.mac, "version": r.version, "commit": r.commit} for r in rows])
         return 0
-    out.data(f"{'MAC':<14} {'VERSION':>9}  SET BY")
+    out.data(f"{'MAC':<14} {'VERSION':>9}  CHANGED BY")
     for r in rows:
         out.data(f"{r.mac:<14} {r.version:>9}  {r.commit[:12]} {printable(r.summary[:50])}")
     return 0
