@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from gitprov import statejson
+
 LISTED = "roots.listed"
 FORMAT = 1
 # A filesystem stamps a change with its coarse clock (a tick of 1 to 10 ms on Linux):
@@ -81,7 +83,7 @@ def load(state_dir: Path, manifest: tuple[int, ...] | None) -> dict[str, Mark]:
     if manifest is None:
         return {}
     try:
-        raw = json.loads((state_dir / LISTED).read_bytes())
+        raw = json.loads(statejson.read_state(state_dir / LISTED))
         if raw.get("format") != FORMAT or raw.get("manifest") != list(manifest):
             return {}
         marks = raw["roots"]

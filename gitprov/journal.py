@@ -28,12 +28,14 @@ of its own in the journal or in a terminal.
 from __future__ import annotations
 
 import bisect
+import errno
 import functools
 import hashlib
 import json
 import mmap
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -362,7 +364,7 @@ def _kept_lines(path: Path, since: Manifest) -> memoryview | None:
     and is whole (`since`'s head and the text digest to the digest it names); else
     None."""
     try:
-        data = path.read_bytes()
+        data = statejson.read_state(path)
     except OSError:
         return None
     found = _KEPT.match(data)
@@ -604,9 +606,14 @@ class Journal:
         """Write `entry` as one line with one `write` (O_APPEND) and fsync it; a torn
         last line (no newline) is ended first, and the entry says so."""
         existed = self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o640)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                # (a fifo would take the entry and lose it, or block once full)
+                raise statejson.NotRegular(errno.EINVAL, "not a regular file", str(self.path))
+            size = st.st_size
             prefix = b""
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 entry = replace(entry, after_torn_line=True)
@@ -677,7 +684,7 @@ def _last_line(path: Path, limit: int | None = None) -> bytes | None:
     Found in a map of the file, from its end: a fleet-wide change makes a line of
     megabytes, which a head needs none of."""
     try:
-        f = path.open("rb")
+        f = statejson.open_state(path)
     except FileNotFoundError:
         return None
     with f:
@@ -869,7 +876,7 @@ def _read(path: Path, *, strict: bool, notes: list[str]) -> Iterator[Entry]:
     cut short (skipped, even if it happens to parse). Otherwise a line that is not an
     entry is a JournalError when `strict`, and skipped when not."""
     try:
-        f = path.open("rb")
+        f = statejson.open_state(path)
     except FileNotFoundError:
         return
     except OSError as exc:

@@ -235,7 +235,7 @@ def _spliced(state_dir: Path, manifest: Manifest) -> list[bytes | memoryview] | 
     prev = base.manifest
     assert isinstance(prev.files, EntryTable)
     try:
-        with path.open("rb") as f:
+        with statejson.open_state(path) as f:
             if file_identity(os.fstat(f.fileno())) != loaded[0]:
                 return None
             # Mapped, not read: most of it goes to the new file and its sha256 as it is
@@ -514,7 +514,7 @@ def manifest_commit(state_dir: Path) -> str | None:
     it comes first): enough to tell a publish of another commit without reading a
     manifest of 100,000 files. None when it cannot be told so (none, another format)."""
     try:
-        with (state_dir / MANIFEST).open("rb") as f:
+        with statejson.open_state(state_dir / MANIFEST) as f:
             head = f.read(128)
     except OSError:
         return None
@@ -547,7 +547,7 @@ def load_manifest(state_dir: Path) -> Manifest | None:
     else from the JSON itself."""
     path = state_dir / MANIFEST
     try:
-        with path.open("rb") as f:
+        with statejson.open_state(path) as f:
             st = os.fstat(f.fileno())
             hit = _LOADED.get(str(path))
             if hit is not None and hit[0] == file_identity(st):
@@ -1669,7 +1669,7 @@ class _Rest:
     def manifest(self, index: Index) -> Manifest | None:
         head = self.head
         try:
-            with self.path.open("rb") as f:
+            with statejson.open_state(self.path) as f:
                 f.seek(self.offset)
                 body = memoryview(f.read(self.size + 1))
         except OSError:
@@ -2281,7 +2281,7 @@ def load_index(state_dir: Path, manifest_stat: os.stat_result | None = None) -> 
     path = state_dir / INDEX
     try:
         st = manifest_stat or os.lstat(state_dir / MANIFEST)
-        with path.open("rb") as f:
+        with statejson.open_state(path) as f:
             # (the delta's identity too: a change log written over the same index and
             # manifest changes what the index says)
             key = (
@@ -2433,7 +2433,7 @@ def _read_delta(
     manifest whose stat is `st` and the index whose head is `head`; else None."""
     path = state_dir / INDEX_DELTA
     try:
-        with path.open("rb") as f:
+        with statejson.open_state(path) as f:
             raw = statejson.loads(f.read(_DELTA_READ_MAX + 1))
     except (OSError, ValueError):
         return None

@@ -1203,13 +1203,25 @@ def _journal(
             state=state,
         )
     except OSError as exc:
+        where = result.state_dir / journal.JOURNAL
+        if isinstance(exc, statejson.NotRegular):
+            raise _journal_not_regular(f"published {result.commit[:12]}, but", where) from exc
         raise PublishError(
             f"published {result.commit[:12]}, but its entry could not be appended to "
-            f"{result.state_dir / journal.JOURNAL}: {_describe(exc)}",
+            f"{where}: {_describe(exc)}",
             hint="free space in the state dir and publish again: the entry is appended "
             "then, marked recovered",
         ) from exc
     return result
+
+
+def _journal_not_regular(what: str, where: Path) -> StateDirError:
+    return StateDirError(
+        f"{what} the journal {where} is not a regular file (a fifo, a device, or a link "
+        "to one): no entry was appended",
+        hint="move it aside and publish again: a journal starts anew with the entry, "
+        "marked recovered",
+    )
 
 
 def publish_commit(
@@ -1749,7 +1761,7 @@ def _read_record(path: Path) -> object:
     """The build record at `path`, decoded (OSError, ValueError: none usable): as
     `_keep_inputs` writes it, all but its devices, a `statejson.MapText` of its text
     (a publish by change looks up a few of 100,000); else the whole JSON."""
-    with path.open("rb") as f:
+    with statejson.open_state(path) as f:
         hit = _RECORDS.get(str(path))
         if hit is not None and hit[0] == file_identity(os.fstat(f.fileno())):
             return hit[1]
@@ -2098,9 +2110,12 @@ def _catch_up(state_dir: Path, manifest: Manifest, recorder: journal.Recorder) -
     try:
         journal.catch_up(state_dir, manifest, recorder)
     except OSError as exc:
+        where = state_dir / journal.JOURNAL
+        if isinstance(exc, statejson.NotRegular):
+            raise _journal_not_regular(f"{manifest.commit[:12]} is published, but", where) from exc
         raise PublishError(
             f"{manifest.commit[:12]} is published, but its missing entry could not be "
-            f"appended to {state_dir / journal.JOURNAL}: {_describe(exc)}",
+            f"appended to {where}: {_describe(exc)}",
             hint="free space in the state dir and publish again",
         ) from exc
 

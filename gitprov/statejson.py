@@ -9,16 +9,47 @@ float, and decodes a manifest only a third faster."""
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
+from io import BufferedReader
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
 from gitprov.overlay import Counted
+
+
+class NotRegular(OSError):
+    """A state file that is no regular file: a fifo, a device, a directory."""
+
+
+def open_state(path: Path | str) -> BufferedReader:
+    """The state file at `path` opened for reading (links followed, as a state dir's
+    operator may link one). OSError when it cannot be, NotRegular when it is no regular
+    file: a fifo put in its place would block the read for ever, and a link to /dev/zero
+    never end it. Callers read either as a torn file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise NotRegular(errno.EINVAL, "not a regular file", str(path))
+    return open(fd, "rb")  # (O_NONBLOCK means nothing to a regular file's reads)
+
+
+def read_state(path: Path | str) -> bytes:
+    """The bytes of the state file at `path` (see `open_state`)."""
+    with open_state(path) as f:
+        return f.read()
 
 
 def dumps(

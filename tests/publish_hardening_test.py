@@ -5,8 +5,10 @@ choose, commits not signed by an allowed key."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -820,3 +822,50 @@ def test_a_stray_fifo_or_link_in_a_root_is_pruned_as_a_stray_file_is(
         assert f"{http / name} was not written by gitprov; removed" in out, out
         assert not os.path.lexists(http / name)
     assert (http / "sub").is_dir() and (http / "dirlink").is_symlink()
+
+
+# -- state files that are no files ----------------------------------------------------
+def _limited() -> None:
+    # (without the fix, /dev/zero is read until memory runs out: not this machine's)
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize(
+    "name", ["manifest.json", "manifest.index", "build-inputs.json", "journal.jsonl"]
+)
+def test_a_state_file_that_is_no_regular_file_never_hangs_nor_floods_memory(
+    example_repo: GitRepo, private_key: str, tmp_path: Path, name: str, kind: str
+) -> None:
+    """A fifo put in place of a state file blocked publish and history for ever, and a
+    link to /dev/zero read until memory ran out (exit 3). The manifest, its index and
+    the build record are read as torn (a publish makes them anew); the journal, the
+    fleet's history, is not replaced: an error says so (exit 2)."""
+    roots = root_args(tmp_path)
+    assert main(["--repo", str(example_repo.path), "publish", *roots]) == 0
+    path = tmp_path / "state" / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(kind)
+    device = "inventory/devices/0021f2011b20.yaml"
+    head = example_repo.commit(
+        {device: example_repo.files[device].replace(b"Meeting room", b"Board room")}, "rename"
+    )
+    # (processes: without the fix, the read never ends)
+    gitprov = [sys.executable, "-m", "gitprov", "--repo", str(example_repo.path)]
+    run_ = functools.partial(
+        subprocess.run, capture_output=True, text=True, timeout=120, preexec_fn=_limited
+    )
+    done = run_([*gitprov, "publish", *roots])
+    history = run_([*gitprov, "history", "--state-dir", str(tmp_path / "state")])
+    if name == "journal.jsonl":
+        assert done.returncode == 2 and "is not a regular file" in done.stderr, done.stderr
+        assert history.returncode == 2 and "not a regular file" in history.stderr
+        assert not path.is_file()  # (left for its operator to move aside)
+    else:
+        assert done.returncode == 0, done.stderr
+        assert history.returncode == 0 and "Traceback" not in history.stderr, history.stderr
+        published = load_manifest(tmp_path / "state")
+        assert published is not None and published.commit == head
