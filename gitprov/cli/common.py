@@ -188,6 +188,18 @@ def port(text: str) -> int:
     return n
 
 
+def host(text: str) -> str:
+    """An address to listen on. Empty is refused: the socket layer reads it as every
+    address, and an unset variable in `--host "$HOST"` must not open the server to the
+    network; 0.0.0.0 or :: says so."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty address: give 127.0.0.1 (this machine only), the address of one "
+            "interface, or 0.0.0.0 / :: for every one"
+        )
+    return text
+
+
 def add_targets(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "where to publish (the publisher's choice; else the fleet's publish: settings, "

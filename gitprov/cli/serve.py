@@ -21,6 +21,7 @@ from gitprov.cli.common import (
     add_command,
     add_format,
     add_targets,
+    host,
     mac,
     opened_for_append,
     port,
@@ -60,7 +61,12 @@ def register(sub: Subparsers) -> None:
             ),
         ),
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--host",
+        type=host,
+        default="127.0.0.1",
+        help="address to listen on (default: this machine only; 0.0.0.0 or :: for every one)",
+    )
     p.add_argument("--http-port", type=port, default=8080, help="HTTP port (0: any free port)")
     p.add_argument("--tftp-port", type=port, default=6969, help="TFTP port (0: any free port)")
     p.add_argument("--http-root", metavar="DIR", help="serve this directory over HTTP")
@@ -246,7 +252,7 @@ def register(sub: Subparsers) -> None:
         help="serve Prometheus metrics on this port (0: any free port, printed at start)",
     )
     observe.add_argument(
-        "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint"
+        "--metrics-host", type=host, default="127.0.0.1", help="address of the metrics endpoint"
     )
     p.set_defaults(force=False, wait=30.0)
 
@@ -353,7 +359,8 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
                 f"--url-path {args.url_path!r} holds a macro: give the path devices ask "
                 "for as written, e.g. /cpe"
             )
-        url_path = url_path_of(args.url_path)
+        # (before it is split: urlsplit drops a newline or a tab without a word)
+        url_path = url_path_of(args.url_path) if args.url_path.isprintable() else "\n"
         odd = [p for p in url_path.split("/") if p.startswith(".") or not p.isprintable()]
         if odd:
             # (`..` would map to the top of the root anyway: a path devices never ask for)

@@ -499,7 +499,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if not ok:
             return False
         if self.command not in ("GET", "HEAD"):
-            self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "method", f"method {self.command}")
+            self._refuse(
+                HTTPStatus.METHOD_NOT_ALLOWED, "method", f"method {_printable(self.command)}"
+            )
             return False
         problem = self._framing_problem()
         if problem is not None:
@@ -887,10 +889,10 @@ def _oack_packet(options: dict[str, str]) -> bytes:
 
 
 def _to_int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
+    # Digits only, as RFC 2347 writes a value: int() also reads " 8", "1_000" and "８".
+    if not (text.isascii() and text.isdigit()):
         return None
+    return int(text)
 
 
 class _Outcome(Enum):

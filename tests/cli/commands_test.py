@@ -625,3 +625,17 @@ def test_schema_write_where_it_cannot_is_a_usage_error(
     assert main(["schema", "--write", str(tmp_path / "afile" / "schemas")]) == 2
     err = capsys.readouterr().err
     assert "cannot write the schemas" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("option", ["--host", "--metrics-host"])
+def test_an_empty_listening_address_is_refused(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The socket layer reads "" as every address: `--host "$HOST"` with the variable
+    unset opened the server to the network, while its help says loopback."""
+    command = "serve" if option == "--host" else "watch"
+    # (the parser alone: a server that started would listen on every address)
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, option, ""])
+    assert exited.value.code == 2
+    assert "an empty address" in capsys.readouterr().err

@@ -352,6 +352,10 @@ def test_tftp_options(tftp: TftpServer) -> None:
     got = tftp_get(tftp.port, "small.cfg", 4, options={"timeout": 0})
     assert got.oack is None
     assert got.data == SMALL
+    # A value is digits (RFC 2347): int() read " 8", "1_000" and a full-width digit too.
+    for odd in (" 8", "1_000", "\uff18", "+512"):
+        got = tftp_get(tftp.port, "small.cfg", options={"blksize": odd})
+        assert got.oack is None and got.data == SMALL, odd
 
 
 def test_tftp_duplicate_acks_do_not_double_data(tftp: TftpServer) -> None:
@@ -684,3 +688,20 @@ def test_http_a_refused_request_is_logged_with_its_own_path_not_the_last_ones(
     first, second = events.wait_for(2)
     assert (first.path, first.status) == ("/small.cfg", 200)
     assert (second.path[:3], second.status) == ("/bb", 414)
+
+
+def test_http_a_refused_method_is_logged_escaped(
+    http: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The method went into the log raw: a client could drive the reader's terminal
+    (ESC), as the path, escaped on the same line, could not."""
+    caplog.set_level("INFO", logger="gitprov.serve")
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        sock.sendall(b"\x1b[2JEVIL\x08 /small.cfg HTTP/1.1\r\nHost: x\r\n\r\n")
+        while sock.recv(65536):
+            pass
+    deadline = time.monotonic() + 3
+    while not any("refused" in m for m in caplog.messages) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (line,) = [m for m in caplog.messages if "refused" in m]
+    assert "\x1b" not in line and "\x08" not in line and "EVIL" in line, line

@@ -153,7 +153,9 @@ def test_the_https_route_serves_below_the_url_path_to_the_devices_certificate(
     assert MacRoute([root])(f"/cpe/fv{MAC}.conf", cert) == 404
 
 
-@pytest.mark.parametrize("given", ["/cpe/../x", "..", "%2e%2e/cpe", "/.hidden", "/cpe/./x"])
+@pytest.mark.parametrize(
+    "given", ["/cpe/../x", "..", "%2e%2e/cpe", "/.hidden", "/cpe/./x", "/cpe\n", "/c\tpe"]
+)
 def test_a_url_path_with_a_dot_component_is_refused(
     tmp_path: Path, given: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
