@@ -65,7 +65,7 @@ def register(sub: Subparsers) -> None:
         "--host",
         type=host,
         default="127.0.0.1",
-        help="address to listen on (default: this machine only; 0.0.0.0 or :: for every one)",
+        help="address to listen on (0.0.0.0 or :: for every one)",
     )
     p.add_argument("--http-port", type=port, default=8080, help="HTTP port (0: any free port)")
     p.add_argument("--tftp-port", type=port, default=6969, help="TFTP port (0: any free port)")
