@@ -404,6 +404,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
     _refuse_private_roots({"HTTP": http_root, "TFTP": tftp_root}, state_dir)
     log_path = _fetch_log_path(args, state_dir, {"HTTP": http_root, "TFTP": tftp_root})
     secure = _https_options(args, http_root, tftp_root)
+    _fit_connections(args, out, (1 if http_root else 0) + (1 if secure is not None else 0))
     terminated = _sigterm_event()
     fetch_log = None
     if log_path is not None:
@@ -526,6 +527,25 @@ def _start_https(
         stop_others()
         raise
     return server
+
+
+def _fit_connections(args: argparse.Namespace, out: Output, listeners: int) -> None:
+    """--http-max-connections lowered to what the limit on open files holds (raised to
+    its hard limit first), with a warning: at the cap, idle clients took every
+    descriptor, and TFTP stalled for lack of one."""
+    from gitprov.tools.serve import connections_within, fd_budget
+
+    fds = fd_budget()
+    if not listeners:
+        return
+    within = connections_within(fds, args.http_max_connections, listeners)
+    if within < args.http_max_connections:
+        out.warn(
+            f"warning: {within} HTTP connections at once, not {args.http_max_connections}: "
+            f"this process may open {fds} files (raise the limit: LimitNOFILE= in a systemd "
+            "unit, ulimit -n in a shell)"
+        )
+        args.http_max_connections = within
 
 
 def _refuse_private_roots(roots: dict[str, str | None], state_dir: str | None) -> None:

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import re
+import resource
 import select
 import socket
 import socketserver
@@ -349,6 +350,31 @@ _LINGER_SECONDS = 1.0
 # HTTP connections served at once (a thread each, held up to the handler's idle timeout):
 # a boot storm of thousands of phones is nginx's, in production.
 HTTP_MAX_CONNECTIONS = 1024
+# Open files kept for all but HTTP connections: TFTP's sessions (a socket and a file each,
+# TftpLimits' 64 + 32 by default), the fetch log, the state dir's manifest, the process's
+# own (its modules, the listening sockets).
+FD_RESERVE = 256
+FD_WANTED = 65536
+
+
+def fd_budget() -> int:
+    """The open files this process may hold: its soft limit raised to the hard one (at
+    most FD_WANTED), as a server does. The usual soft limit, 1024, is HTTP_MAX_CONNECTIONS:
+    idle clients at the cap took every descriptor, and TFTP stalled for lack of one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = FD_WANTED if hard == resource.RLIM_INFINITY else min(hard, FD_WANTED)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return FD_WANTED if soft == resource.RLIM_INFINITY else soft
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
+
+
+def connections_within(fds: int, wanted: int, listeners: int = 1) -> int:
+    """How many of `wanted` HTTP connections each of `listeners` may hold within `fds`
+    open files: two each (its socket, the file it sends), FD_RESERVE kept for the rest."""
+    return max(1, min(wanted, (fds - FD_RESERVE) // (2 * max(1, listeners))))
 
 
 class _HttpListener(ThreadingHTTPServer):
@@ -378,6 +404,7 @@ class _HttpListener(ThreadingHTTPServer):
         self.gp_protocol = protocol
         self.gp_refusals = refusals
         self.gp_slots = threading.BoundedSemaphore(self.max_connections)
+        self.gp_quiet_until = 0.0  # (no warning of running out of descriptors before)
         super().__init__(address, _HttpHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -406,6 +433,26 @@ class _HttpListener(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.gp_slots.release()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # The connection stays queued and the listening socket readable: without
+                # a pause the accept loop spins a core until a descriptor is free.
+                self.gp_refusals.add("files")
+                now = time.monotonic()
+                if now >= self.gp_quiet_until:
+                    self.gp_quiet_until = now + 10.0
+                    log.warning(
+                        "%s: no file descriptor left to accept a connection (%s); raise "
+                        "the limit on open files or lower --http-max-connections",
+                        self.gp_protocol,
+                        exc.strerror,
+                    )
+                time.sleep(0.05)
+            raise
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); not wanted here.

@@ -5,6 +5,7 @@ routes all of 127.0.0.0/8 to lo, so 127.0.0.2 is a different client than 127.0.0
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -498,3 +499,74 @@ def test_a_published_root_with_a_directory_of_files_is_not_refused(tmp_path: Pat
     (root / "manifest.json").write_text("{}")  # (a file of that name alone is no state dir)
     state = _state_dir(tmp_path / "state")
     _refuse_private_roots({"HTTP": str(root), "TFTP": None}, str(state))
+
+
+# --- open files --------------------------------------------------------------------------
+def _serve(root: Path, limit: tuple[int, int], *argv: str) -> subprocess.Popen[str]:
+    import resource
+    import sys
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+
+    cmd = [sys.executable, "-m", "gitprov", "serve", "--http-root", str(root)]
+    cmd += ["--tftp-root", str(root), "--http-port", "0", "--tftp-port", "0", "--no-fetch-log"]
+    return subprocess.Popen(
+        [*cmd, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limited,
+    )
+
+
+def _ports(server: subprocess.Popen[str]) -> tuple[int, int]:
+    assert server.stdout is not None
+    http = tftp = 0
+    while not (http and tftp):
+        line = server.stdout.readline()
+        assert line, "serve ended before it listened"
+        if found := re.match(r"HTTP: http://127\.0\.0\.1:(\d+)", line):
+            http = int(found.group(1))
+        if found := re.match(r"TFTP: tftp://127\.0\.0\.1:(\d+)/", line):
+            tftp = int(found.group(1))
+    return http, tftp
+
+
+def test_idle_http_clients_never_take_the_descriptors_tftp_needs(root: Path) -> None:
+    """With --http-max-connections at its default (1024) and the usual limit of 1024
+    open files, clients that opened connections and said nothing took every descriptor:
+    TFTP could not open a file, and the accept loop spun a core. The cap now fits the
+    limit (raised to the hard one first), with a warning saying so."""
+    from tests.fixtures.serve_clients import tftp_get
+
+    server = _serve(root, (400, 400))
+    idle: list[socket.socket] = []
+    try:
+        http, tftp = _ports(server)
+        for _ in range(200):  # (past the cap of (400 - 256) / 2 = 72: closed at once)
+            with contextlib.suppress(OSError):
+                idle.append(socket.create_connection((HOST, http), timeout=5))
+        time.sleep(0.3)
+        got = tftp_get(tftp, "small.cfg")
+        assert got.data == SMALL and got.error is None
+        with socket.create_connection((HOST, http), timeout=5) as more:
+            assert more.recv(1) == b""  # closed at once: the cap, not the descriptors
+    finally:
+        for s in idle:
+            s.close()
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert "warning: 72 HTTP connections at once, not 1024" in err, err
+
+
+def test_the_limit_on_open_files_is_raised_to_the_hard_one(root: Path) -> None:
+    server = _serve(root, (512, 4096))
+    try:
+        _ports(server)
+        limits = Path(f"/proc/{server.pid}/limits").read_text()
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+    assert "HTTP connections at once" not in err  # ((4096 - 256) / 2 >= 1024)
