@@ -37,7 +37,7 @@ from gitprov.inventory import SECRETS, Device, Inventory
 from gitprov.parallel import can_fork, forked_map, parts, usable_cpus
 from gitprov.plan import BOOTSTRAP_KEY
 from gitprov.rule_url import key_problem
-from gitprov.secrets import SecretError, public_key_of, unseal
+from gitprov.secrets import VALUE_MAX, SecretError, public_key_of, unseal
 from gitprov.unsafe import unsafe_in
 
 Progress = Callable[[str, int, int], None]
@@ -661,22 +661,28 @@ def secret_resolver(inv: Inventory, private_key: str | None) -> SecretResolver:
             if not paired:
                 _check_key_pair(inv, private_key)
                 paired.append(True)
+            at = inv.sealed_at.get(name)
+            where = f"{at}: " if at else ""
             try:
                 value = unseal(private_key, name, inv.sealed[name])
             except SecretError as exc:
-                at = inv.sealed_at.get(name)
                 raise UsageError(
-                    f"{at}: {exc.message}" if at else exc.message,
+                    f"{where}{exc.message}",
                     hint=f"is this the private key of {SECRETS}.yaml's public_key?",
                 ) from None
             # Validation cannot see inside a sealed value: GP108's check (and GP109's:
-            # a TAB in a line's password shifts the lines after it), here.
+            # a TAB in a line's password shifts the lines after it), here, and a value
+            # longer than `secrets set` seals (anyone with the public key can seal one
+            # without it). An empty one is a value: `gitprov import` seals a line's empty
+            # password as it found it.
             unsafe = unsafe_in(value, tab=True)
+            if unsafe is None and len(value.encode("utf-8", "surrogatepass")) > VALUE_MAX:
+                unsafe = (f"more than {VALUE_MAX // 2**20} MiB", "no device setting is as long")
             if unsafe is not None:
                 what, hint = unsafe
                 raise GitprovError(
-                    f"secret {name!r} holds {what} (the value is not shown)",
-                    hint=f"seal it again without it: gitprov secrets set {name}; {hint}",
+                    f"{where}secret {name!r} holds {what} (the value is not shown)",
+                    hint=f"seal it again: gitprov secrets set {name}; {hint}",
                 )
             cache[name] = value
         return cache[name]

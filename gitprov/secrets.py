@@ -65,6 +65,9 @@ _TAG_LEN = 16
 _B64URL = r"[A-Za-z0-9_-]"
 _KEY_TEXT_LEN = 43  # base64url of 32 bytes, unpadded
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A secret's value is at most this many bytes (secrets.yaml as a whole is bounded at
+# 16 MiB): `secrets set` seals no more, and a build uses no more.
+VALUE_MAX = 2**20
 _KEY_BODY_RE = re.compile(_B64URL + f"{{{_KEY_TEXT_LEN}}}")
 _SEALED_RE = re.compile(re.escape(_SEALED_PREFIX) + _B64URL + "+")
 _PUBLIC_RE = re.compile(re.escape(_PK_PREFIX) + _B64URL + f"{{{_KEY_TEXT_LEN}}}")

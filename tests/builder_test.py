@@ -215,3 +215,36 @@ def test_a_key_of_letters_and_digits_is_written_as_it_is(
     (mine,) = [f for f in build.files if f.mac == "0021f2011b19"]
     rule = flyingvoice.parse(mine.plaintext)["DBID_PROFILE_RULE"]
     assert rule.startswith("[--key Key-123_abc.XYZ]http://")
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("pa\nDBID_EVIL=1", "holds a newline"),
+        ("x" * (2**20 + 1), "more than 1 MiB"),
+    ],
+    ids=["newline", "too long"],
+)
+def test_a_secret_value_secrets_set_would_refuse_is_refused_at_its_line(
+    example_repo: GitRepo, private_key: str, value: str, says: str
+) -> None:
+    """Anyone with the public key can seal a value without `secrets set`, which refuses
+    these: a build took the over-long one into device files, and refused the newline
+    without saying where the secret is."""
+    from gitprov.errors import GitprovError
+    from gitprov.secrets import load_secrets_file, seal
+
+    path = "inventory/secrets.yaml"
+    secrets = example_repo.files[path].decode()
+    sf = load_secrets_file(secrets)
+    name = "sip_2001"
+    assert name in sf.sealed
+    old = sf.sealed[name]
+    replaced = secrets.replace(old, seal(sf.public_key, name, value))
+    example_repo.commit({path: replaced}, "a value sealed by hand")
+    with pytest.raises(GitprovError) as info:
+        Pipeline(example_repo.repo).build(head(example_repo), private_key)
+    line = next(i for i, t in enumerate(replaced.splitlines(), 1) if t.lstrip().startswith(name))
+    message = info.value.message
+    assert message.startswith(f"{path}:{line}:") and says in message, message
+    assert f"secret {name!r}" in message and "DBID_EVIL" not in message

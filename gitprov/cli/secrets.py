@@ -159,12 +159,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-# A sealed value is at most this (secrets.yaml as a whole is bounded at 16 MiB): the
-# bound of what is read from stdin, which /dev/zero never ends.
-VALUE_MAX = 2**20
-
-
 def _read_value(name: str) -> str:
+    # (the bound of a value is also that of what is read: /dev/zero never ends)
+    from gitprov.secrets import VALUE_MAX
+
     if sys.stdin.isatty():
         return getpass.getpass(f"value of {name}: ")
     raw = getattr(sys.stdin, "buffer", None)  # (a text stream given in its place has none)
