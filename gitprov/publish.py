@@ -115,6 +115,7 @@ from gitprov.secrets import unseal
 from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
 from gitprov.strand import SameSecret, stranding, stranding_of, who
+from gitprov.unsafe import line_safe
 from gitprov.version import IncompleteHistory, State, require_complete
 
 Progress = Callable[[str, int, int], None]
@@ -1481,7 +1482,7 @@ def _publish_commit(
                         _check_removal(build, previous, published)
                 _check_firmware_served(build, where.firmware_dir)
                 # The stage files first: the bootstrap may lead devices to them.
-                publish_stage(
+                staged = publish_stage(
                     build,
                     where,
                     lock_wait=lock_wait,
@@ -1519,6 +1520,7 @@ def _publish_commit(
                 change = None
                 carry.refused |= exc.macs
                 pipeline.builder = _new_builder(pipeline.builder)
+        result = _with_stage(result, staged, where)
         written = result.manifest
         # A process that publishes once keeps nothing in memory for a next publish (at
         # 100,000 devices the record and the state's lines would add 50 MB to its
@@ -2094,7 +2096,7 @@ def _already_published(
             write_index(where.state_dir, previous)
             write_map_ends(where.state_dir, previous, [])
         _catch_up(where.state_dir, previous, recorder or journal.Recorder())
-        return PublishResult(
+        done = PublishResult(
             cid,
             cid,
             True,
@@ -2104,6 +2106,7 @@ def _already_published(
             previous_files=previous.files,
             state_dir=where.state_dir,
         )
+        return _with_stage(done, None, where)
 
 
 def _catch_up(state_dir: Path, manifest: Manifest, recorder: journal.Recorder) -> None:
@@ -3186,6 +3189,33 @@ def publish_stage(
         inputs=inputs,
         recorder=recorder,
     )
+
+
+def _with_stage(
+    result: PublishResult, staged: PublishResult | None, where: Targets
+) -> PublishResult:
+    """`result` saying what the stage root's own publication changed (the plain roots'
+    result alone said "already published" while the stage files went), or that a stage
+    root this state dir published into still holds stage files no publish empties."""
+    if staged is not None:
+        if not (staged.written or staged.removed):
+            return result
+        root = line_safe(", ".join(staged.manifest.roots))
+        note = (
+            f"the stage root {root}: {len(staged.written)} stage file(s) written, "
+            f"{len(staged.removed)} removed"
+        )
+        return replace(result, already_published=False, notes=(*result.notes, note))
+    left = load_manifest(where.state_dir / staging.STATE_SUBDIR)
+    if left is None or not left.files or not left.roots:
+        return result
+    roots = line_safe(", ".join(sorted(left.roots)))
+    note = (
+        f"the stage root {roots} still holds {len(left.files)} stage file(s) of an earlier "
+        "publish, each with a device's key, and none is given to empty it: publish once "
+        f"with --stage-root {roots} (or stage_root in the publisher config)"
+    )
+    return replace(result, notes=(*result.notes, note))
 
 
 def stage_intact(where: Targets, commit: str, *, verify: bool = False) -> bool:

@@ -12,7 +12,7 @@ from gitprov.errors import UsageError
 from gitprov.formats import flyingvoice
 from gitprov.macros import device_variables, expand
 from gitprov.pipeline import Pipeline
-from gitprov.publish import Targets, publish_commit
+from gitprov.publish import PublishResult, Targets, publish_commit
 from gitprov.rule_url import parse_rule
 from tests.fixtures.gitrepo import GitRepo, example_files
 
@@ -170,3 +170,40 @@ def test_the_stage_files_rule_leads_to_the_published_file(
         stage_rule = parse_rule(flyingvoice.parse(s.data)["DBID_PROFILE_RULE"])
         assert expand(stage_rule.path, variables) == "/" + files[s.mac]
         assert files[s.mac] == f"cfg-{s.mac.upper()}.conf"
+
+
+def test_stage_files_left_behind_are_named_and_their_removal_is_reported(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    """Key delivery switched away from https-stage by a publish given no stage root left
+    the stage files (each with a device's key) where they were, without a word; given
+    the stage root again for the same commit, the publish removed them and said the
+    commit was already published."""
+    stage_root = tmp_path / "stage"
+    plain = (tmp_path / "http", tmp_path / "tftp")
+    with_stage = Targets(plain, tmp_path / "state", None, stage_root)
+    without = Targets(plain, tmp_path / "state")
+
+    def publish(cid: str, where: Targets) -> PublishResult:
+        return publish_commit(
+            Pipeline(example_repo.repo), commit_of(example_repo, cid), where, private_key
+        )
+
+    publish(fleet(example_repo, "https-stage"), with_stage)
+    names = sorted(p.name for p in stage_root.iterdir())
+    assert len(names) == 2
+    manual = fleet(example_repo, "manual")
+    result = publish(manual, without)
+    assert sorted(p.name for p in stage_root.iterdir()) == names  # (not its to empty)
+    (left,) = [n for n in result.notes if "still holds" in n]
+    assert f"the stage root {stage_root} still holds 2 stage file(s)" in left
+    assert f"--stage-root {stage_root}" in left
+    again = publish(manual, without)  # (the commit is published: said again)
+    assert again.already_published and any("still holds" in n for n in again.notes)
+
+    emptied = publish(manual, with_stage)
+    assert list(stage_root.iterdir()) == []
+    assert not emptied.already_published
+    assert f"the stage root {stage_root}: 0 stage file(s) written, 2 removed" in emptied.notes
+    last = publish(manual, without)
+    assert last.already_published and not any("stage root" in n for n in last.notes)
