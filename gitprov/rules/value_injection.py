@@ -54,6 +54,10 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
         what = " and ".join(describe(c) for c in found[:3]) + (" …" if len(found) > 3 else "")
         breaks = [c for c in found if c in LINE_BREAKS]
         hint = unsafe_hint(breaks[0] if breaks else found[0])
+        if path[:1] in (("publish",), ("description",)):
+            # (no value of param.conf: a path, a note; shown in output and logs, where
+            # the character would forge lines or hide text)
+            hint = "remove it: shown in output and logs, it would forge or hide text there"
         yield error_at(
             doc,
             path,

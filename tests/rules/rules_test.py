@@ -256,6 +256,16 @@ def test_gp108_a_nul_is_not_told_to_go_on_one_line() -> None:
     assert "NUL" in found.hint and "one line" not in found.hint, found.hint
 
 
+def test_gp108_a_path_is_not_told_about_param_conf() -> None:
+    # publish.http_root is no line of param.conf: the hint said a line break "would
+    # inject lines into param.conf".
+    fleet = FLEET + 'publish:\n  http_root: "var/\\nhttp"\n'
+    (found,) = check("GP108", {"gitprov.yaml": fleet}, (9, 14))
+    assert "param.conf" not in found.hint and "output and logs" in found.hint, found.hint
+    (found,) = check("GP108", {D1: DEVICE + '    display_name: "A\\nB"\n'}, (8, 19))
+    assert "param.conf" in found.hint
+
+
 def test_gp108_value_injection() -> None:
     injected = DEVICE + '    display_name: "Alice\\nDBID_SIP_PASSWORD=x"\n'
     check("GP108", {D1: injected}, (8, 19))
