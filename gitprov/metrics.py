@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from prometheus_client.metrics_core import InfoMetricFamily, Metric
 from gitprov import __version__
 from gitprov.errors import GitprovError
 from gitprov.plan import load_manifest
+from gitprov.tools.serve import CappedServer
 from gitprov.watch import Kind, Outcome
 
 _PUBLISHED = (Kind.PUBLISHED, Kind.UNCHANGED, Kind.PARTIAL, Kind.REPAIRED)
@@ -172,30 +173,11 @@ MAX_SCRAPERS = 8
 SCRAPE_TIMEOUT = 10.0
 
 
-class _Listener(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Listener(CappedServer):
     def __init__(self, address: tuple[str, int], metrics: Metrics) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.gp_metrics = metrics
-        self.gp_slots = threading.BoundedSemaphore(MAX_SCRAPERS)
-        super().__init__(address, _Scrape)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.gp_slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.gp_slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.gp_slots.release()
+        super().__init__(address, _Scrape, MAX_SCRAPERS)
 
 
 class _Scrape(BaseHTTPRequestHandler):

@@ -66,43 +66,35 @@ def _problem(doc: Document, path: Path_, what: str, exc: RuleSyntaxError) -> Pro
 def _base_url_problems(doc: Document) -> Iterator[tuple[str, Problem]]:
     """A query or a fragment in a URL that file names are appended to: the file name
     would land inside it (`http://h/?x=1/fv….conf` asks for `/`), and every device would
-    fetch another path than the one its file is published at."""
+    fetch another path than the one its file is published at; or a macro in its path,
+    a directory per device that no root has."""
     for key in ("url", "stage_url"):
         url = get(doc.data, "provisioning", key)
         if not isinstance(url, str):
             continue
         at = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
-        if at < 0:
-            macro = _path_macro(url)
-            if macro >= 0:
-                yield (
-                    key,
-                    error_at(
-                        doc,
-                        ("provisioning", key),
-                        CODE,
-                        f"provisioning.{key}: {redact_text(url)!r} has a macro in its path (at "
-                        f"character {macro + 1}): each device would ask for a directory of its "
-                        "own, and gitprov publishes every file in each root itself",
-                        "keep the directory fixed (a server maps it to the root: `gitprov "
-                        "serve --url-path`, nginx `alias`) and put the macro in file_name, "
-                        'e.g. file_name: "fv$(PN)-$(MA).conf"',
-                    ),
-                )
+        if at >= 0:
+            what = "a query ('?')" if url[at] == "?" else "a fragment ('#')"
+            why = (
+                f"holds {what} (at character {at + 1}): gitprov appends each file's name to "
+                "this URL, which would put the name inside it"
+            )
+            hint = "write the base URL alone, scheme://server[:port][/directory]"
+        elif (at := _path_macro(url)) >= 0:
+            why = (
+                f"has a macro in its path (at character {at + 1}): each device would ask "
+                "for a directory of its own, and gitprov publishes every file in each root "
+                "itself"
+            )
+            hint = (
+                "keep the directory fixed (a server maps it to the root: `gitprov serve "
+                "--url-path`, nginx `alias`) and put the macro in file_name, e.g. "
+                'file_name: "fv$(PN)-$(MA).conf"'
+            )
+        else:
             continue
-        what = "a query ('?')" if url[at] == "?" else "a fragment ('#')"
-        yield (
-            key,
-            error_at(
-                doc,
-                ("provisioning", key),
-                CODE,
-                f"provisioning.{key}: {redact_text(url)!r} holds {what} (at character "
-                f"{at + 1}): gitprov appends each file's name to this URL, which would put "
-                "the name inside it",
-                "write the base URL alone, scheme://server[:port][/directory]",
-            ),
-        )
+        message = f"provisioning.{key}: {redact_text(url)!r} {why}"
+        yield key, error_at(doc, ("provisioning", key), CODE, message, hint)
 
 
 def _path_macro(url: str) -> int:

@@ -377,8 +377,40 @@ def connections_within(fds: int, wanted: int, listeners: int = 1) -> int:
     return max(1, min(wanted, (fds - FD_RESERVE) // (2 * max(1, listeners))))
 
 
-class _HttpListener(ThreadingHTTPServer):
+class CappedServer(ThreadingHTTPServer):
+    """A thread per connection, each held up to its handler's timeout, and at most
+    `slots` of them: without a cap, clients that open connections and say nothing take
+    every thread and file descriptor. Past it a connection is closed at once (a device,
+    a scraper, retries), never queued behind the idle ones; `refused` is told."""
+
     daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, slots: int) -> None:
+        self.gp_slots = threading.BoundedSemaphore(slots)
+        super().__init__(address, handler)
+
+    def refused(self, client_address: Any) -> None:
+        """A connection closed at once, every slot being taken."""
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.gp_slots.acquire(blocking=False):
+            self.refused(client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.gp_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.gp_slots.release()
+
+
+class _HttpListener(CappedServer):
     # socketserver's default backlog is 5: when a site's phones boot together, the
     # connections beyond it are dropped and retried by the client's kernel after 1-3 s,
     # which a boot storm showed as multi-second fetches. The kernel caps it at somaxconn.
@@ -403,36 +435,17 @@ class _HttpListener(ThreadingHTTPServer):
         self.gp_on_fetch = on_fetch
         self.gp_protocol = protocol
         self.gp_refusals = refusals
-        self.gp_slots = threading.BoundedSemaphore(self.max_connections)
         self.gp_quiet_until = 0.0  # (no warning of running out of descriptors before)
-        super().__init__(address, _HttpHandler)
+        super().__init__(address, _HttpHandler, self.max_connections)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # A thread per connection, each held up to the handler's timeout: without a cap,
-        # clients that open connections and say nothing take every file descriptor.
-        # Past it a connection is closed at once (a device retries), never queued
-        # behind the idle ones.
-        if not self.gp_slots.acquire(blocking=False):
-            self.gp_refusals.add("busy")
-            log.warning(
-                "%s: %d connections open; closed one from %s",
-                self.gp_protocol,
-                self.max_connections,
-                client_address[0] if isinstance(client_address, tuple) else client_address,
-            )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.gp_slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.gp_slots.release()
+    def refused(self, client_address: Any) -> None:
+        self.gp_refusals.add("busy")
+        log.warning(
+            "%s: %d connections open; closed one from %s",
+            self.gp_protocol,
+            self.max_connections,
+            client_address[0] if isinstance(client_address, tuple) else client_address,
+        )
 
     def get_request(self) -> tuple[socket.socket, Any]:
         try:
