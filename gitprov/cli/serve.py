@@ -430,7 +430,8 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         if handle.http:
             out.data(f"HTTP: {handle.http.url}  (root {http_root})")
         if handle.tftp:
-            out.data(f"TFTP: tftp://{args.host}:{handle.tftp.port}/  (root {tftp_root})")
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            out.data(f"TFTP: tftp://{host}:{handle.tftp.port}/  (root {tftp_root})")
         if url_path:
             out.data(f"also below /{url_path}/ (the provisioning URL's path)")
         https = None

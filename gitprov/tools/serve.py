@@ -520,6 +520,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
     request_seconds = 30.0
     server: _HttpListener
 
+    def version_string(self) -> str:
+        return self.server_version  # (the base class adds " " and sys_version: "gitprov ")
+
     def setup(self) -> None:
         super().setup()
         self.gp_input = _Input(self.connection, self.timeout)

@@ -570,3 +570,22 @@ def test_the_limit_on_open_files_is_raised_to_the_hard_one(root: Path) -> None:
         _, err = server.communicate(timeout=30)
     assert re.search(r"Max open files\s+4096\s+4096", limits), limits
     assert "HTTP connections at once" not in err  # ((4096 - 256) / 2 >= 1024)
+
+
+def test_the_tftp_banner_brackets_an_ipv6_address(root: Path) -> None:
+    """`tftp://::1:6969/` is no URL: the HTTP banner bracketed the address, TFTP's not."""
+    import sys
+
+    cmd = [sys.executable, "-m", "gitprov", "serve", "--host", "::1", "--http-root", str(root)]
+    cmd += ["--tftp-root", str(root), "--http-port", "0", "--tftp-port", "0", "--no-fetch-log"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(2)]
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    if "cannot listen" in err:
+        pytest.skip(f"no IPv6 loopback here: {err.strip()}")
+    assert lines[0].startswith("HTTP: http://[::1]:"), lines
+    assert lines[1].startswith("TFTP: tftp://[::1]:"), lines

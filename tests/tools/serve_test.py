@@ -116,6 +116,7 @@ def test_http_headers_and_head(http: HttpServer) -> None:
     assert f"content-length: {len(BIG)}\r\n" in head
     assert "content-type: application/octet-stream\r\n" in head
     assert "cache-control: no-store\r\n" in head
+    assert "server: gitprov\r\n" in head  # (not "gitprov ": the base class's version)
 
 
 @pytest.mark.parametrize(
