@@ -117,6 +117,12 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
                 "or tftpd-hpa's syslog lines)",
             )
         logs = [LogSource(default, "gitprov")]
+    if args.html and not Path(args.html).absolute().parent.is_dir():
+        # (before the logs are read; and a typo makes no directories)
+        raise UsageError(
+            f"--html {args.html}: the directory {Path(args.html).absolute().parent} does not exist",
+            hint="give a file in an existing directory",
+        )
     with out.working("fleet"):
         report = fleet_status(state, logs, bucket=args.bucket, progress=out.progress())
     if args.format == "json":

@@ -97,6 +97,17 @@ def test_the_default_log_and_usage_errors(
     assert "missing.log: cannot read it" in err and "Traceback" not in err
 
 
+def test_html_into_a_directory_that_does_not_exist_is_refused_and_makes_none(
+    logs: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (the report was written after every log was read, making the directories of a typo)
+    state, paths = logs
+    report = tmp_path / "no" / "such" / "report.html"
+    assert main(fleet(state, paths, "--html", str(report))) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
 def test_html_escapes_what_logs_hold(
     logs: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
