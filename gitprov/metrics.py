@@ -11,9 +11,11 @@ next commit, which would fire a staleness alert after every restart.
 
 from __future__ import annotations
 
+import io
 import platform
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -34,9 +36,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import InfoMetricFamily, Metric
 
 from gitprov import __version__
-from gitprov.errors import GitprovError
+from gitprov.errors import UsageError
 from gitprov.plan import load_manifest
-from gitprov.tools.serve import CappedServer
+from gitprov.tools.serve import CappedServer, RequestInput
 from gitprov.watch import Kind, Outcome
 
 _PUBLISHED = (Kind.PUBLISHED, Kind.UNCHANGED, Kind.PARTIAL, Kind.REPAIRED)
@@ -151,9 +153,10 @@ class Metrics:
         try:
             server = _Listener((host, port), self)
         except OSError as exc:
-            raise GitprovError(
+            # (the environment's, as serve's "cannot listen": exit 2)
+            raise UsageError(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror}",
-                hint="choose another --metrics-port",
+                hint="choose another --metrics-port, or a --metrics-host of this machine",
             ) from exc
         thread = threading.Thread(
             target=server.serve_forever,
@@ -185,6 +188,19 @@ class _Scrape(BaseHTTPRequestHandler):
     timeout = SCRAPE_TIMEOUT
     server_version = "gitprov"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        # (the socket's timeout is per read: a byte every few seconds is never idle)
+        self.gp_input = RequestInput(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.gp_input)
+
+    def handle_one_request(self) -> None:
+        self.gp_input.deadline = time.monotonic() + self.timeout
+        super().handle_one_request()
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self) -> None:
         self._answer(body=True)

@@ -372,7 +372,7 @@ _ENDS_FORMAT = 1
 
 def _ends_of(state_dir: Path, identity: tuple[int, ...]) -> list[int] | None:
     try:
-        with open(state_dir / MAP_ENDS, "rb") as f:
+        with statejson.open_state(state_dir / MAP_ENDS) as f:
             raw = statejson.loads(f.read(1 << 16))
         named = raw["manifest"]
         ends = raw["ends"]
@@ -393,7 +393,7 @@ def write_map_ends(state_dir: Path, manifest: Manifest, text: Iterable[Any]) -> 
     with contextlib.suppress(OSError):
         path.unlink()
     try:
-        with open(state_dir / MANIFEST, "rb") as f:
+        with statejson.open_state(state_dir / MANIFEST) as f:
             st = os.fstat(f.fileno())
             ends = text.ends if isinstance(text, _Spliced) else None
             if ends is None and st.st_size:

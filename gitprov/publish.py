@@ -3206,6 +3206,8 @@ def _with_stage(
             f"{len(staged.removed)} removed"
         )
         return replace(result, already_published=False, notes=(*result.notes, note))
+    if where.stage_root is not None:
+        return result  # (given, and its files intact: the fast path of the same commit)
     left = load_manifest(where.state_dir / staging.STATE_SUBDIR)
     if left is None or not left.files or not left.roots:
         return result

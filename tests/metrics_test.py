@@ -4,6 +4,7 @@ process metrics, and an exposition that `promtool check metrics` accepts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import socket
@@ -269,6 +270,15 @@ def test_metrics_endpoint_bounds_its_connections_and_their_idle_time(
         for s in silent:
             assert s.recv(1) == b""  # dropped after the timeout
             s.close()
+        # A byte now and then is no request either: dropped all the same.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as drip:
+            start = time.monotonic()
+            with contextlib.suppress(OSError):
+                for byte in b"GET /metrics HTTP/1.1\r\n":
+                    drip.sendall(bytes([byte]))
+                    time.sleep(0.2)
+            assert drip.recv(65536) == b""  # (closed, without an answer)
+            assert time.monotonic() - start < 3.0
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200 and b"gitprov_build_info" in r.read()
         head = urllib.request.Request(url, method="HEAD")
@@ -280,3 +290,14 @@ def test_metrics_endpoint_bounds_its_connections_and_their_idle_time(
         missing.value.close()
     finally:
         server.stop()
+
+
+def test_a_metrics_port_that_cannot_be_served_is_the_environments_error() -> None:
+    from gitprov.errors import UsageError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(UsageError, match="cannot serve metrics") as caught:
+            Metrics().serve(taken.getsockname()[1])
+    assert caught.value.exit_code == 2

@@ -832,7 +832,8 @@ def _limited() -> None:
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
 @pytest.mark.parametrize(
-    "name", ["manifest.json", "manifest.index", "build-inputs.json", "journal.jsonl"]
+    "name",
+    ["manifest.json", "manifest.index", "manifest.ends", "build-inputs.json", "journal.jsonl"],
 )
 def test_a_state_file_that_is_no_regular_file_never_hangs_nor_floods_memory(
     example_repo: GitRepo, private_key: str, tmp_path: Path, name: str, kind: str

@@ -189,9 +189,12 @@ def test_stage_files_left_behind_are_named_and_their_removal_is_reported(
             Pipeline(example_repo.repo), commit_of(example_repo, cid), where, private_key
         )
 
-    publish(fleet(example_repo, "https-stage"), with_stage)
+    https = fleet(example_repo, "https-stage")
+    publish(https, with_stage)
     names = sorted(p.name for p in stage_root.iterdir())
     assert len(names) == 2
+    again = publish(https, with_stage)  # (the stage root given: nothing to say of it)
+    assert again.already_published and not any("stage root" in n for n in again.notes)
     manual = fleet(example_repo, "manual")
     result = publish(manual, without)
     assert sorted(p.name for p in stage_root.iterdir()) == names  # (not its to empty)

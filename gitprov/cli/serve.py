@@ -360,7 +360,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
                 "for as written, e.g. /cpe"
             )
         # (before it is split: urlsplit drops a newline or a tab without a word)
-        url_path = url_path_of(args.url_path) if args.url_path.isprintable() else "\n"
+        url_path = url_path_of(args.url_path) if args.url_path.isprintable() else args.url_path
         odd = [p for p in url_path.split("/") if p.startswith(".") or not p.isprintable()]
         if odd:
             # (`..` would map to the top of the root anyway: a path devices never ask for)

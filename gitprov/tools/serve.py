@@ -350,6 +350,9 @@ _LINGER_SECONDS = 1.0
 # HTTP connections served at once (a thread each, held up to the handler's idle timeout):
 # a boot storm of thousands of phones is nginx's, in production.
 HTTP_MAX_CONNECTIONS = 1024
+# Of a request line refused before it was parsed (too long: 414), this much of its
+# target is logged: past what the fetch log keeps of a path (1024 characters, and `…`).
+PATH_LOGGED = 2048
 # Open files kept for all but HTTP connections: TFTP's sessions (a socket and a file each,
 # TftpLimits' 64 + 32 by default), the fetch log, the state dir's manifest, the process's
 # own (its modules, the listening sockets).
@@ -391,6 +394,14 @@ class CappedServer(ThreadingHTTPServer):
 
     def refused(self, client_address: Any) -> None:
         """A connection closed at once, every slot being taken."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # The default prints a traceback to stderr; core modules only log. Dropped
+        # connections are routine; anything else is a bug worth a traceback.
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("http connection from %s failed", client_address, exc_info=True)
+        else:
+            log.exception("http request from %s failed", client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.gp_slots.acquire(blocking=False):
@@ -473,16 +484,8 @@ class _HttpListener(CappedServer):
         self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        # The default prints a traceback to stderr; core modules only log. Dropped
-        # connections are routine; anything else is a bug worth a traceback.
-        if isinstance(sys.exc_info()[1], OSError):
-            log.debug("http connection from %s failed", client_address, exc_info=True)
-        else:
-            log.exception("http request from %s failed", client_address)
 
-
-class _Input(io.RawIOBase):
+class RequestInput(io.RawIOBase):
     """A connection's input for the request parser: while a request's line and headers
     are read, each read waits no longer than what is left of their time. The socket's
     own timeout is per read: a client sending a byte every few seconds was never idle
@@ -525,7 +528,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.gp_input = _Input(self.connection, self.timeout)
+        self.gp_input = RequestInput(self.connection, self.timeout)
         self.rfile = io.BufferedReader(self.gp_input)
         self.gp_ready = True
         self.gp_linger = False
@@ -652,7 +655,8 @@ class _HttpHandler(BaseHTTPRequestHandler):
             # Refused before the request line was parsed (too long: 414): its target as
             # far as it was read, or none.
             words = getattr(self, "raw_requestline", b"").split(None, 2)
-            target = words[1].decode("latin-1") if len(words) > 1 else ""
+            # (the line's 64 KiB need not all go to the logs: they cut a path at 1024)
+            target = words[1][:PATH_LOGGED].decode("latin-1") if len(words) > 1 else ""
         if not target.startswith("/"):
             # absolute-form (http://host/path), as proxies send it
             try:
@@ -952,8 +956,9 @@ def _oack_packet(options: dict[str, str]) -> bytes:
 
 
 def _to_int(text: str) -> int | None:
-    # Digits only, as RFC 2347 writes a value: int() also reads " 8", "1_000" and "８".
-    if not (text.isascii() and text.isdigit()):
+    # Digits only, as RFC 2347 writes a value: int() also reads " 8", "1_000" and "８";
+    # and few of them (past 4300 digits int() refuses, and no option needs 10).
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
     return int(text)
 
