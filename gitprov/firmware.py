@@ -138,10 +138,7 @@ def rollouts(inv: Inventory) -> list[RolloutCount]:
     for d in inv.devices:
         macs.setdefault(d.model, []).append(d.mac)
     out = []
-    for name, model in sorted(inv.models.items()):
-        up = upgrade_of(name, model.firmware, model.bindings, inv.fleet.provisioning_url)
-        if up is None:
-            continue
+    for name, up in sorted(upgrades_by_model(inv).items()):
         mine = macs.get(name, [])
         out.append(RolloutCount(name, up.version, sum(map(up.selects, mine)), len(mine)))
     return out

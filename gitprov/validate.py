@@ -202,30 +202,6 @@ def _schema_problem(
         if raw is not None and isinstance(inst, bool | int | float):
             hint += f" (unquoted {raw} is read as {_describe(inst)}; quote it if you meant text)"
         return [here(SCHEMA, f"{where}: {_describe(inst)} is not allowed", hint)]
-    if kw == "pattern":
-        return [
-            here(
-                SCHEMA,
-                f"{where}: {_shown_value(inst)} has the wrong form",
-                _pattern_hint(path, schema),
-            )
-        ]
-    if kw in ("minimum", "maximum"):
-        return [
-            here(
-                SCHEMA,
-                f"{where}: {inst} is out of range",
-                f"use a value {'>=' if kw == 'minimum' else '<='} {err.validator_value}",
-            )
-        ]
-    if kw == "maxLength":
-        return [
-            here(
-                SCHEMA,
-                f"{where}: {len(inst)} characters is too long",
-                f"use at most {err.validator_value} characters",
-            )
-        ]
     if kw in ("oneOf", "anyOf") and err.context:
         # "is not valid under any of the given schemas" says nothing. An alternative of
         # the value's own type failed on its form, its length, …: that one says what is
@@ -248,49 +224,40 @@ def _schema_problem(
                     _type_hint(expected),
                 )
             ]
+    said = _keyword_said(err, path, schema)
+    if said is not None:
+        return [here(SCHEMA, f"{where}: {said[0]}", said[1])]
+    return [here(SCHEMA, f"{where}: {err.message}")]
+
+
+def _keyword_said(
+    err: ValidationError, path: tuple[Any, ...], schema: dict[str, Any]
+) -> tuple[str, str] | None:
+    """What a failed schema keyword says of the value, and what to do, for the keywords
+    whose message is the value's and the limit's alone; None for the others."""
+    kw, limit = err.validator, err.validator_value
+    inst: Any = err.instance
+    if kw == "pattern":
+        return f"{_shown_value(inst)} has the wrong form", _pattern_hint(path, schema)
+    if kw in ("minimum", "maximum"):
+        return f"{inst} is out of range", f"use a value {'>=' if kw == 'minimum' else '<='} {limit}"
+    if kw == "maxLength":
+        return f"{len(inst)} characters is too long", f"use at most {limit} characters"
     if kw == "minLength" and isinstance(inst, str):
-        return [
-            here(
-                SCHEMA,
-                f"{where}: " + ("empty" if not inst else f"{len(inst)} character(s) is too short"),
-                f"write at least {err.validator_value} character(s), or remove the setting",
-            )
-        ]
+        short = "empty" if not inst else f"{len(inst)} character(s) is too short"
+        return short, f"write at least {limit} character(s), or remove the setting"
     if kw == "maxItems":
-        return [
-            here(
-                SCHEMA,
-                f"{where}: too many items",
-                f"use at most {err.validator_value}",
-            )
-        ]
+        return "too many items", f"use at most {limit}"
     if kw == "propertyNames":
-        return [
-            here(
-                SCHEMA,
-                f"{where}: {err.message}",
-                "names may use letters, digits, '.', '_' and '-'",
-            )
-        ]
+        return err.message, "names may use letters, digits, '.', '_' and '-'"
     if kw == "minItems" and isinstance(inst, list):
-        return [
-            here(
-                SCHEMA,
-                f"{where}: " + ("an empty list" if not inst else f"{len(inst)} item(s)"),
-                f"give at least {err.validator_value}, or remove the setting",
-            )
-        ]
+        few = "an empty list" if not inst else f"{len(inst)} item(s)"
+        return few, f"give at least {limit}, or remove the setting"
     if kw == "uniqueItems" and isinstance(inst, list):
         twice = next((x for i, x in enumerate(inst) if x in inst[:i]), None)
         what = _shown_value(twice) if isinstance(twice, str | int) else "an item"
-        return [
-            here(
-                SCHEMA,
-                f"{where}: {what} is listed twice",
-                "list each once",
-            )
-        ]
-    return [here(SCHEMA, f"{where}: {err.message}")]
+        return f"{what} is listed twice", "list each once"
+    return None
 
 
 def _is_secret_path(path: tuple[Any, ...], catalog: Catalog) -> bool:
