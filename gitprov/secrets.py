@@ -69,7 +69,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # 16 MiB): `secrets set` seals no more, and a build uses no more.
 VALUE_MAX = 2**20
 _KEY_BODY_RE = re.compile(_B64URL + f"{{{_KEY_TEXT_LEN}}}")
-_SEALED_RE = re.compile(re.escape(_SEALED_PREFIX) + _B64URL + "+")
+# (padded or not: the schema, which validate checks, takes both)
+_SEALED_RE = re.compile(re.escape(_SEALED_PREFIX) + _B64URL + "+={0,2}")
 _PUBLIC_RE = re.compile(re.escape(_PK_PREFIX) + _B64URL + f"{{{_KEY_TEXT_LEN}}}")
 # Names that YAML would read as something other than the same string unless quoted
 # (booleans and null in YAML 1.1 or 1.2, numbers, `.inf`, a leading `-`).
@@ -144,6 +145,13 @@ def unseal(private_key: str, name: str, sealed: str) -> str:
         return plaintext.decode("utf-8")
     except UnicodeDecodeError:
         raise failure from None
+
+
+def sealed_size(sealed: str) -> int:
+    """How many bytes of value a text of the form `v1:<base64url>` seals, from its length
+    alone (no key needed): what `unseal` would return, were it to open."""
+    body = len(sealed[len(_SEALED_PREFIX) :].rstrip("="))
+    return body * 3 // 4 - (_RAW_KEY_LEN + _NONCE_LEN + _TAG_LEN)
 
 
 def sealed_digest(sealed: str) -> str:

@@ -450,7 +450,10 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
     unusable = _unusable_mac(doc) if kind == DEVICE and isinstance(doc.data, dict) else None
     if unusable is not None and (unusable.line, unusable.col) not in taken:
         out.append(unusable)
-    if kind != SECRETS:
+    if kind == SECRETS:
+        taken = {(p.line, p.col) for p in out}
+        out += [p for p in _sealed_too_long(doc) if (p.line, p.col) not in taken]
+    else:
         taken = {(p.line, p.col) for p in out}
         for path, value in _secret_refs(kind, doc.data):
             if not _secret_place(path):
@@ -522,6 +525,37 @@ def _not_finite(doc: Document) -> Iterator[Problem]:
                 f"{'.'.join(map(str, path)) or 'the document'}: {raw} is not a number "
                 "gitprov can use",
                 "write a finite number (a quoted value if you mean text)",
+            )
+
+
+# A sealed text shorter than this seals less than secrets.VALUE_MAX: not looked at
+# closer (gitprov.secrets imports the cryptography a validation never needs).
+_SEALED_LONG = 2**20
+
+
+def _sealed_too_long(doc: Document) -> Iterator[Problem]:
+    """GP010 for a sealed value longer than a build takes (secrets.VALUE_MAX): its
+    length says so without the private key, which only the publisher holds. Without it,
+    `validate` in CI passed what every publish then refused."""
+    data = doc.data
+    sealed = data.get("secrets") if isinstance(data, dict) else None
+    if not isinstance(sealed, dict):
+        return
+    for name, value in sealed.items():
+        if not isinstance(value, str) or len(value) <= _SEALED_LONG:
+            continue
+        from gitprov.secrets import VALUE_MAX, sealed_size
+
+        if sealed_size(value) > VALUE_MAX:
+            line, col = doc.pos(("secrets", name))
+            yield error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"secrets.{name}: seals a value of more than {VALUE_MAX // 2**20} MiB, "
+                "longer than any device setting (not shown: it is a secret)",
+                "seal the value the device needs: `gitprov secrets set NAME`",
             )
 
 

@@ -21,6 +21,7 @@ from gitprov.secrets import (
     rotate,
     seal,
     sealed_digest,
+    sealed_size,
     unseal,
     unseal_all,
 )
@@ -89,6 +90,17 @@ def test_truncated_fails(cut: int) -> None:
     sealed = seal(PK, "pin", VALUE)
     with pytest.raises(SecretError):
         unseal(SK, "pin", sealed[:-cut])
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 59, 60, 61, 1000, 4097])
+def test_a_sealed_text_says_the_size_of_its_value(size: int) -> None:
+    """What `validate` knows of a value without the private key: its size in bytes,
+    padded or not, the same as what unsealing it gives."""
+    value = "é" * (size // 2) + "x" * (size % 2)  # (bytes, not characters)
+    sealed = seal(PK, "pin", value)
+    padded = sealed + "=" * (-(len(sealed) - 3) % 4)
+    assert len(unseal(SK, "pin", padded).encode()) == size
+    assert sealed_size(sealed) == sealed_size(padded) == size
 
 
 def test_moved_to_another_name_fails() -> None:

@@ -805,6 +805,26 @@ def test_a_sealed_value_too_short_to_be_one_is_found_where_it_is_written() -> No
     assert "AAAA" not in found[0].message
 
 
+def test_a_sealed_value_longer_than_a_build_takes_is_found_where_it_is_written() -> None:
+    """A value over 1 MiB passed validation, and only a build with the private key
+    refused it. Its sealed text says its length: the schema's bound is that of the
+    longest value `secrets.seal` makes of a value a build takes."""
+    from gitprov.secrets import VALUE_MAX, generate_keypair, seal
+
+    _, public = generate_keypair()
+    longest = seal(public, "sip_2001", "x" * VALUE_MAX)
+    over = seal(public, "sip_2001", "x" * (VALUE_MAX + 1))
+    for sealed, refused in ((longest, False), (over, True)):
+        text = SECRETS.replace(f"sip_2001: {SEALED}", f"sip_2001: {sealed}")
+        assert text != SECRETS
+        found = [p for p in lint_problems({"secrets.yaml": text}) if p.is_error]
+        if not refused:
+            assert not found, found
+            continue
+        assert [(p.code, p.line, p.col) for p in found] == [("GP010", 4, 13)], found
+        assert "more than 1 MiB" in found[0].message and sealed[3:40] not in found[0].message
+
+
 @pytest.mark.parametrize(
     ("publish", "message", "hint"),
     [
