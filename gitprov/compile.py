@@ -17,7 +17,7 @@ from gitprov.errors import GitprovError
 from gitprov.firmware import Upgrade, upgrade_of
 from gitprov.inventory import Device, Encryption, Inventory, Layer, Model
 from gitprov.macros import device_variables, escape, expand
-from gitprov.rule_url import key_problem
+from gitprov.rule_url import joined, key_problem
 from gitprov.yamldoc import Document, SecretRef
 
 SecretResolver = Callable[[str], str]
@@ -338,7 +338,7 @@ class Compiler:
             )
         if inv.fleet.provisioning_url:
             # The file name is already expanded; the device expands the rule again.
-            url = inv.fleet.provisioning_url.rstrip("/") + "/" + escape(file_name)
+            url = joined(inv.fleet.provisioning_url, escape(file_name))
             if MARK in url:
                 raise ValueError("refusing to compile a file name holding a NUL character")
             rule = f"[--key {passphrase}]{url}" if passphrase else url

@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.macros import normalise_mac
+from gitprov.rule_url import joined
 
 if TYPE_CHECKING:
     from gitprov.inventory import Inventory
@@ -94,7 +95,7 @@ def default_rule(provisioning_url: str | None, file: str) -> str | None:
     beside the devices' files, so it is where the Profile Rule points."""
     if not provisioning_url:
         return None
-    return provisioning_url.rstrip("/") + "/" + file
+    return joined(provisioning_url, file)
 
 
 def upgrade_of(

@@ -60,6 +60,10 @@ class RuleUrl(NamedTuple):
     uid: str | None
     pwd: str | None
     explicit_scheme: bool
+    # Where the scheme is written other than in lower case (`HTTP://`), else -1: the
+    # vendor lists the schemes in lower case (overview 2.2), and a rule gitprov writes
+    # keeps them as written (GP110 asks for lower case, as provisioning.url's schema).
+    scheme_case_at: int = -1
 
     def __repr__(self) -> str:
         # Rules end up in logs and tracebacks; the key decrypts every file it guards.
@@ -90,6 +94,19 @@ def redact_text(text: str) -> str:
         return text
     text = _SECRET_OPTION.sub(lambda m: m.group(1) + _REDACTED, text)
     return _URL_PASSWORD.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
+
+
+def url_base(url: str) -> str:
+    """`url` without the slashes that end it, its `scheme://` kept whole: a base URL with
+    no server (`tftp://`: the one DHCP option 66 names, vendor overview 2.2) stays one,
+    where stripping every slash made `tftp:` of it."""
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rstrip("/") if sep else url.rstrip("/")
+
+
+def joined(url: str, name: str) -> str:
+    """The URL of file `name` in the directory base URL `url` names."""
+    return url_base(url) + "/" + name
 
 
 def parse_rule(text: str) -> RuleUrl:
@@ -286,6 +303,7 @@ def _parse_url(text: str, start: int, end: int) -> RuleUrl:
             raise RuleSyntaxError(
                 start, f"unsupported scheme {written!r}; write tftp://, http:// or https://"
             )
+        case_at = start if written != scheme else -1
         authority_start = scheme_match.end()
     else:
         missing = _SCHEME_WITHOUT_SLASHES.match(text, start, end)
@@ -293,6 +311,7 @@ def _parse_url(text: str, start: int, end: int) -> RuleUrl:
             raise RuleSyntaxError(missing.end(), f"write {missing[1].lower()}:// with two slashes")
         scheme = "tftp"
         authority_start = start
+        case_at = -1
 
     slash = text.find("/", authority_start, end)
     if slash < 0:
@@ -318,6 +337,7 @@ def _parse_url(text: str, start: int, end: int) -> RuleUrl:
         uid=None,
         pwd=None,
         explicit_scheme=scheme_match is not None,
+        scheme_case_at=case_at,
     )
 
 

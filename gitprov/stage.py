@@ -41,6 +41,7 @@ from gitprov.errors import GitprovError
 from gitprov.formats import flyingvoice
 from gitprov.inventory import Device, Fleet, Inventory
 from gitprov.macros import escape
+from gitprov.rule_url import joined, url_base
 
 # What stage files are made from, by shape: the builder (gitprov.builder) imports this
 # module, so its types cannot be imported back.
@@ -84,9 +85,9 @@ def stage_base(fleet: Fleet) -> str | None:
         return None
     if fleet.key_delivery == HTTPS_STAGE:
         url = fleet.stage_url or fleet.provisioning_url
-        return url.rstrip("/") if url.startswith("https://") else None
+        return url_base(url) if url.startswith("https://") else None
     if fleet.key_delivery == PLAINTEXT_BOOTSTRAP:
-        return fleet.provisioning_url.rstrip("/")
+        return url_base(fleet.provisioning_url)
     return None
 
 
@@ -103,7 +104,7 @@ def bootstrap_rule(fleet: Fleet) -> str:
     assert fleet.provisioning_url is not None
     base = stage_base(fleet)
     if base is None:
-        return fleet.provisioning_url.rstrip("/") + "/" + fleet.file_name
+        return joined(fleet.provisioning_url, fleet.file_name)
     return f"{base}/{PREFIX}{fleet.file_name}"
 
 
@@ -150,7 +151,7 @@ def stage_files(
     if mode(fleet) is None or not bootstraps:
         return ()
     assert fleet.provisioning_url is not None
-    url = fleet.provisioning_url.rstrip("/")
+    url = url_base(fleet.provisioning_url)
     floor_of = {m: b.version for b in bootstraps for m in b.models}
     devices = {d.mac: d for d in inv.devices}
     out = []

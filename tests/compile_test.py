@@ -87,3 +87,27 @@ def test_the_profile_rule_asks_for_the_published_file_after_the_device_expands_i
     # What the device, which knows its own serial, asks for.
     asked = expand(rule.path, device_variables(device.mac, serial="E3C08109000051"))
     assert asked == "/" + cfg.file_name
+
+
+def test_a_base_url_without_a_server_keeps_its_scheme_whole() -> None:
+    """`[scheme://][server[:port]]/file path` (the overview, 2.2): `tftp://` names no
+    server, the one DHCP option 66 gave. Every trailing slash was stripped, the scheme's
+    own included: the rule was `tftp:/fv….conf`, and validation told the user to write
+    the two slashes they had written."""
+    from gitprov.firmware import default_rule
+    from gitprov.stage import bootstrap_rule
+
+    for written in ("tftp://", "tftp:///"):
+        fleet = FLEET.replace('url: "http://prov.example.com"', f'url: "{written}"')
+        assert fleet != FLEET
+        overlay = {"gitprov.yaml": fleet}
+        assert not [p for p in problems(overlay) if p.is_error]
+        inv = build_inventory(load_documents(MemorySource(inventory(overlay)))[0])
+        device = next(d for d in inv.devices if d.mac == "0021f2011b19")
+        cfg = compile_device(device, inv, load_catalog(), placeholder_resolver(inv.sealed))
+        rule = cfg.get("DBID_PROFILE_RULE") or ""
+        assert rule.endswith("]tftp:///fv0021f2011b19.conf"), rule
+        url = parse_rule(rule)
+        assert (url.scheme, url.host, url.path) == ("tftp", "", "/fv0021f2011b19.conf")
+        assert bootstrap_rule(inv.fleet) == "tftp:///fv$(MA).conf"
+        assert default_rule(written, "IP542N.bin") == "tftp:///IP542N.bin"

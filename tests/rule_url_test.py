@@ -8,6 +8,7 @@ from gitprov.rule_url import (
     RuleSyntaxError,
     RuleUrl,
     format_rule,
+    joined,
     key_problem,
     parse_rule,
     redact_text,
@@ -84,7 +85,10 @@ def test_reference_rules(text: str, expected: RuleUrl) -> None:
         ("tftp://h:69/a", url("tftp", "h", 69, "/a")),
         ("http://h:65535/a", url("http", "h", 65535, "/a")),
         ("http://h:1/a", url("http", "h", 1, "/a")),
-        ("HTTP://Prov.Example.COM/A.conf", url("http", "Prov.Example.COM", 80, "/A.conf")),
+        (
+            "HTTP://Prov.Example.COM/A.conf",
+            url("http", "Prov.Example.COM", 80, "/A.conf")._replace(scheme_case_at=0),
+        ),
         ("http://[2001:db8::1]/a", url("http", "2001:db8::1", 80, "/a")),
         ("http://[2001:db8::1]:8080/a", url("http", "2001:db8::1", 8080, "/a")),
         ("[::1]/a", url(host="::1", path="/a", explicit_scheme=False)),
@@ -341,3 +345,19 @@ def test_key_problem_never_names_the_key() -> None:
 )
 def test_redact_text_hides_what_a_rule_that_does_not_parse_may_carry(text: str, shown: str) -> None:
     assert redact_text(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://h", "http://h/f.conf"),
+        ("http://h/", "http://h/f.conf"),
+        ("http://h/prov//", "http://h/prov/f.conf"),
+        ("tftp://", "tftp:///f.conf"),
+        ("tftp:///", "tftp:///f.conf"),
+        ("tftp://h:69", "tftp://h:69/f.conf"),
+    ],
+)
+def test_a_file_joined_to_a_base_url_keeps_the_scheme_whole(base: str, url: str) -> None:
+    assert joined(base, "f.conf") == url
+    assert parse_rule(url).path.endswith("/f.conf")

@@ -28,7 +28,7 @@ from gitprov.importer.values import Device
 from gitprov.importer.write import Sealer
 from gitprov.inventory import SECRETS_FILE, Inventory
 from gitprov.macros import device_variables, expand
-from gitprov.rule_url import RuleSyntaxError, RuleUrl, parse_rule
+from gitprov.rule_url import RuleSyntaxError, RuleUrl, joined, parse_rule
 from gitprov.source import FileRef, Source, WorktreeSource, within
 from gitprov.yamldoc import SecretRef, leaves
 
@@ -321,7 +321,7 @@ def _rule_findings(d: Device, built: str | None, inv: Inventory) -> Iterable[tup
         shown_old = re.sub(r"^\s*\[[^\]]*\]\s*", "", d.rule)
         for spelling, macro in ((d.mac, "$(MA)"), (d.mac.upper(), "$(MAU)")):
             shown_old = shown_old.replace(spelling, macro)
-        template = (inv.fleet.provisioning_url or "").rstrip("/") + "/" + inv.fleet.file_name
+        template = joined(inv.fleet.provisioning_url or "", inv.fleet.file_name)
         yield (
             f"devices fetch {shown_old}, but gitprov would publish their files for "
             f"{template}: they would never find the first one",

@@ -75,7 +75,8 @@ def _reason(name: str) -> str | None:
         # `$$` both as a literal `$` and as an escape of the next macro.
         return (
             "it contains '$', which the device reads as the start of a macro in the URL "
-            "it fetches by: it would ask for another name"
+            "it fetches by; the vendor's text reads the escape `$$` two ways (one '$'; "
+            "a '$' and then the macro after it), so no rule names such a file for certain"
         )
     url = sorted({c for c in name if c in _URL_SYNTAX})
     if url:

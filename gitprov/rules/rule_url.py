@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from gitprov.errors import Problem
 from gitprov.inventory import DEFAULT_FILE_NAME, FLEET
-from gitprov.rule_url import RuleSyntaxError, parse_rule, redact_text
+from gitprov.rule_url import RuleSyntaxError, joined, parse_rule, redact_text
 from gitprov.rules import DocContext, RuleContext, error_at, get
 from gitprov.rules._bindings import bound_values, firmware_rules
 from gitprov.yamldoc import Document, Path_
@@ -39,7 +39,7 @@ def profile_rule_of(fleet: Document) -> str | None:
     template = get(fleet.data, "file_name")
     if not isinstance(template, str):
         template = DEFAULT_FILE_NAME
-    return url.rstrip("/") + "/" + template
+    return joined(url, template)
 
 
 def url_params(dctx: DocContext) -> Iterator[tuple[Path_, str, str]]:
@@ -51,6 +51,15 @@ def url_params(dctx: DocContext) -> Iterator[tuple[Path_, str, str]]:
         if not value:
             continue  # empty: the device's default ("Empty" in the overview)
         yield ("params", name), value, typed.label or name
+
+
+def _parsed(value: str) -> None:
+    """parse_rule(value), and a scheme in lower case: the device's (see RuleUrl)."""
+    url = parse_rule(value)
+    if url.scheme_case_at >= 0:
+        raise RuleSyntaxError(
+            url.scheme_case_at, f"write the scheme in lower case: {url.scheme}://"
+        )
 
 
 def _problem(doc: Document, path: Path_, what: str, exc: RuleSyntaxError) -> Problem:
@@ -122,7 +131,7 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
         if dctx.is_flagged(path):
             continue
         try:
-            parse_rule(value)
+            _parsed(value)
         except RuleSyntaxError as exc:
             yield _problem(doc, path, label, exc)
 
@@ -135,7 +144,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if ctx.is_flagged(found.doc, found.path):
             continue
         try:
-            parse_rule(found.value)
+            _parsed(found.value)
         except RuleSyntaxError as exc:
             yield _problem(found.doc, found.path, f"{found.key} ({url.label})", exc)
     for fw in firmware_rules(ctx):
@@ -143,6 +152,6 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         if not fw.given or ctx.is_flagged(fw.doc, fw.path):
             continue
         try:
-            parse_rule(fw.rule)
+            _parsed(fw.rule)
         except RuleSyntaxError as exc:
             yield _problem(fw.doc, fw.path, "firmware.rule (the Upgrade Rule)", exc)

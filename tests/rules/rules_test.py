@@ -354,6 +354,7 @@ def test_gp110_bad_rule_url() -> None:
     check("GP110", {"gitprov.yaml": with_key}, (4, 8))
     check("GP110", profile('  provision.upgrade_rule: "http://fw.example.com"\n'), (4, 27))
     check("GP110", profile('  provision.upgrade_rule: "tftp://fw.example.com/G502.bin"\n'))
+    check("GP110", profile('  provision.upgrade_rule: "HTTP://fw.example.com/G502.bin"\n'), (4, 27))
     # A URL the schema already rejects is reported once, by the schema.
     check("GP110", {"gitprov.yaml": FLEET.replace("http://", "ftp://")})
     check("GP010", {"gitprov.yaml": FLEET.replace("http://", "ftp://")}, (4, 8))
