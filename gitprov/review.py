@@ -242,9 +242,16 @@ def _stranding(base: Inventory, head: Inventory) -> tuple[Stranding, ...]:
     """What a publisher would refuse as stranding (gitprov.publish): the fleet's file name
     and key, else each device's own key given, changed or taken away."""
 
+    # A rotated repository key re-seals every value (`secrets rotate`): without the
+    # private key a value re-sealed and one changed look alike, so neither is said. Under
+    # one public key, a new sealed text is a value set anew.
+    rotated = base.public_key != head.public_key
+
     def same(old: str, new: str) -> bool | None:
         before, now = base.sealed.get(old), head.sealed.get(new)
-        return None if before is None or now is None else before == now
+        if before is None or now is None:
+            return None
+        return True if before == now else (None if rotated else False)
 
     found = stranding(base.fleet, head.fleet, same)
     if found:

@@ -13,8 +13,10 @@ from gitprov.schemas import output_schemas
 from gitprov.secrets import (
     SecretsFile,
     dump_secrets_file,
+    generate_keypair,
     load_secrets_file,
     public_key_of,
+    rotate,
     seal,
 )
 from tests.fixtures.gitrepo import GitRepo
@@ -260,6 +262,35 @@ def test_a_devices_own_key_given_changed_or_taken_away_is_shown_as_stranding_it(
     example_repo.commit({device: plain}, "no key of its own", branch="away", parents=[own])
     code, out = plan(capsys, example_repo, "--base", "own", "--rev", "away", "--format", "json")
     assert [c["old"] for c in json.loads(out)["stranding"]] == ["device_key_1"]
+
+
+def test_a_repository_key_rotated_strands_nobody_and_a_new_value_does(
+    example_repo: GitRepo, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`secrets rotate` (docs/keys.md, the production guide) re-seals every value to a
+    new public key: without the private key the plan cannot tell a value re-sealed from
+    one changed, and it said the fleet's key changed and would strand every device.
+    Under the same public key, a new sealed text is a value set anew: said, as before."""
+    base = str(example_repo.repo.head.target)
+    current = load_secrets_file(example_repo.files[SECRETS].decode())
+    _, new_public = generate_keypair()
+    rotated = dump_secrets_file(rotate(current, private_key, new_public)).encode()
+    assert rotated != example_repo.files[SECRETS]
+    example_repo.commit({SECRETS: rotated}, "rotate", branch="rotated", parents=[base])
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "rotated", "--format", "json")
+    assert code == 0 and json.loads(out)["stranding"] == []
+    sealed = dict(current.sealed)
+    sealed["fleet_master_key"] = seal(current.public_key, "fleet_master_key", "another")
+    changed = dump_secrets_file(SecretsFile(current.public_key, sealed)).encode()
+    example_repo.commit({SECRETS: changed}, "new master", branch="changed", parents=[base])
+    code, out = plan(capsys, example_repo, "--base", base, "--rev", "changed", "--format", "json")
+    assert json.loads(out)["stranding"] == [
+        {
+            "setting": "encryption.master_key",
+            "old": "fleet_master_key",
+            "new": "fleet_master_key",
+        }
+    ]
 
 
 def test_an_ancestor_of_the_base_merges_to_nothing(
