@@ -12,8 +12,13 @@ TFTP_PORT="${TFTP_PORT:-6969}"
 $G publish --rev main
 $G serve --http-port "$HTTP_PORT" --tftp-port "$TFTP_PORT" &
 SERVE=$!
-trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
-# Ctrl-C or a TERM is how `make run` ends: a clean stop, not a failure of make.
+WATCH=
+# Whatever ends the script stops both (a kill of one already gone is no failure: a TERM
+# to the whole group stopped it first).
+trap 'kill $SERVE $WATCH 2>/dev/null || :; wait 2>/dev/null || :' EXIT
+# Ctrl-C or a TERM is how `make run` ends: a clean stop, not a failure of make. (A TERM
+# to this shell alone, as make passes one on, is taken at once: the shell waits for
+# watch with `wait`, which a signal interrupts, not as a foreground command.)
 trap 'exit 0' INT TERM
 sleep 0.5
 MAC=0021f2011b19
@@ -25,8 +30,11 @@ echo "Commit to main and watch it publish; Ctrl-C stops."
 echo
 # watch refuses to publish where the inventory alone says: the operator (here, this
 # script) names the state dir and allows the var/ roots of the example inventory.
+$G watch --branch main --state-dir var/state --allow-root "$PWD/var" &
+WATCH=$!
 code=0
-$G watch --branch main --state-dir var/state --allow-root "$PWD/var" || code=$?
-# (interrupted: 130; terminated: 143)
+wait $WATCH || code=$?
+WATCH=
+# (terminated by a TERM to the whole group: 143)
 case $code in 130 | 143) exit 0 ;; esac
 exit $code
