@@ -88,6 +88,9 @@ def open_repo(path: str | Path) -> pygit2.Repository:
             ) from None
         raise UsageError(f"{found}: cannot open the repository: {exc}") from None
     _add_quarantine(repo)
+    from gitprov import loose  # (it raises this module's missing_object)
+
+    loose.check(repo, Path(repo.path) / "gitprov-cache")
     return repo
 
 

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import pygit2
 from pygit2.enums import FetchPrune
 
+from gitprov import loose
 from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.pipeline import Pipeline
 from gitprov.plan import Drift
@@ -62,6 +63,8 @@ def resolve_branch(repo_path: Path, branch: str) -> Head | None:
     # A fresh Repository each time: libgit2 caches packed-refs, and pushes happen in
     # another process.
     repo = pygit2.Repository(str(repo_path))
+    # (a push or a fetch leaves loose objects: one cut short would hang the watcher)
+    loose.check(repo, Path(repo.path) / "gitprov-cache")
     ref = repo.references.get(f"refs/heads/{branch}")
     if ref is None:
         return None

@@ -1,0 +1,168 @@
+"""Loose objects cut short, found before libgit2 reads one.
+
+A loose object is one zlib stream in a file of its own (`objects/ab/cdef…`): what a
+commit writes, and what a fetch or a push of fewer than a hundred objects leaves. libgit2
+1.9 (in pygit2 1.21) loops for ever, at full CPU, on a stream that ends before its data
+does (libgit2 issue 7342, fixed after that release): a disk that filled up during a
+fetch, a copy cut short, and every command reading that object hung, a watcher with the
+publish lock held. git itself says `unable to unpack` at once.
+
+So each loose object is inflated once here (Python's zlib says where a stream ends)
+before libgit2 is asked for any object. What was found whole is remembered by name, size
+and mtime, in the process and in the version cache's directory, so a fresh process looks
+only at the objects that are new since: listing the object directories is all that
+remains (a repository from a clone or a gc has none at all). A file changed since it was
+checked is checked again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from pathlib import Path
+
+import pygit2
+
+from gitprov.source import missing_object
+
+# Where a repository's checked loose objects are listed (in its gitprov-cache).
+LISTED = "loose-objects"
+# Inflated this much at a time: a stream of zeros is a thousand times its size.
+_STEP = 1 << 20
+_HEX = frozenset("0123456789abcdef")
+
+# Per objects directory: each loose object checked whole, by its path in the directory,
+# with its file's (size, mtime_ns) then.
+_CHECKED: dict[str, dict[str, tuple[int, int]]] = {}
+
+
+def check(repo: pygit2.Repository, cache_dir: Path | None = None) -> None:
+    """Raise UsageError (exit 2: the repository is damaged) for the first loose object
+    of `repo` (its own object directory and the alternates it reads) whose stream is
+    cut short. `cache_dir` keeps what was found whole for the next process."""
+    for objects in _object_dirs(repo):
+        _check_dir(objects, cache_dir)
+
+
+def _object_dirs(repo: pygit2.Repository) -> list[Path]:
+    """The repository's object directory and those named in its info/alternates (a
+    `clone --shared`, a pre-receive quarantine), each once."""
+    own = Path(repo.path, "objects")
+    found = [own]
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in (own / "info" / "alternates").read_text().splitlines():
+            if line and not line.startswith("#"):
+                found.append((own / line) if not os.path.isabs(line) else Path(line))
+    quarantine = os.environ.get("GIT_QUARANTINE_PATH")
+    if quarantine:
+        found.append(Path(quarantine))
+    out: list[Path] = []
+    for d in found:
+        with contextlib.suppress(OSError):
+            d = d.resolve()
+            if d.is_dir() and d not in out:
+                out.append(d)
+    return out
+
+
+def _check_dir(objects: Path, cache_dir: Path | None) -> None:
+    checked = _CHECKED.get(str(objects))
+    if checked is None:
+        checked = _CHECKED[str(objects)] = _read_listed(cache_dir, objects)
+    seen: dict[str, tuple[int, int]] = {}
+    new = False
+    try:
+        subdirs = [e for e in os.scandir(objects) if len(e.name) == 2 and _is_hex(e.name)]
+    except OSError:
+        return  # (libgit2 says what is wrong with the directory itself)
+    for sub in subdirs:
+        try:
+            entries = list(os.scandir(sub.path))
+        except OSError:
+            continue
+        for e in entries:
+            if len(e.name) != 38 or not _is_hex(e.name):
+                continue  # (git's temp files, tmp_obj_*)
+            name = f"{sub.name}/{e.name}"
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            if checked.get(name) != key:
+                if not _whole(e.path):
+                    raise missing_object(
+                        sub.name + e.name,
+                        "a loose object",
+                        f"its file {e.path} ends before its zlib stream does (cut short or damaged)",
+                    )
+                new = True
+            seen[name] = key
+    if new or len(seen) != len(checked):
+        _CHECKED[str(objects)] = seen
+        _write_listed(cache_dir, objects, seen)
+
+
+def _is_hex(text: str) -> bool:
+    return _HEX.issuperset(text)
+
+
+def _whole(path: str) -> bool:
+    """Whether the loose object at `path` is a zlib stream that ends (or a file this
+    cannot tell of, which libgit2 reads or refuses without hanging: unreadable, or not
+    zlib: the format git wrote before 2006)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            if len(head) < 2 or head[0] & 0x0F != 8 or (head[0] << 8 | head[1]) % 31:
+                return len(head) >= 2  # (empty or one byte: cut short)
+            stream = zlib.decompressobj()
+            data = head + f.read(_STEP)
+            while data:
+                stream.decompress(data, _STEP)
+                while stream.unconsumed_tail:
+                    stream.decompress(stream.unconsumed_tail, _STEP)
+                if stream.eof:
+                    return True
+                data = f.read(_STEP)
+            return stream.eof
+    except zlib.error:
+        return True  # (damaged, not cut short: libgit2 refuses it with an error)
+    except OSError:
+        return True
+
+
+def _read_listed(cache_dir: Path | None, objects: Path) -> dict[str, tuple[int, int]]:
+    if cache_dir is None:
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        lines = (cache_dir / LISTED).read_text().splitlines()
+        if not lines or lines[0] != str(objects):
+            return {}
+        for line in lines[1:]:
+            name, size, mtime = line.split(" ")
+            out[name] = (int(size), int(mtime))
+    return out
+
+
+def _write_listed(cache_dir: Path | None, objects: Path, seen: dict[str, tuple[int, int]]) -> None:
+    """Best effort: a cache that cannot be written costs the next process a look."""
+    if cache_dir is None or objects != _own(cache_dir):
+        return  # (an alternate's objects: listed in its own repository, not here)
+    text = "".join(f"{n} {s} {m}\n" for n, (s, m) in sorted(seen.items()))
+    tmp = cache_dir / f".{LISTED}.{os.getpid()}.tmp"
+    try:
+        cache_dir.mkdir(exist_ok=True)
+        tmp.write_text(f"{objects}\n{text}")
+        os.replace(tmp, cache_dir / LISTED)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _own(cache_dir: Path) -> Path:
+    """The object directory of the repository whose gitprov-cache `cache_dir` is."""
+    with contextlib.suppress(OSError):
+        return (cache_dir.parent / "objects").resolve()
+    return cache_dir.parent / "objects"
