@@ -77,3 +77,13 @@ class UsageError(GitprovError):
 
 class InvalidInventory(GitprovError):
     """Validation found errors; `problems` holds all of them."""
+
+
+def missing_object(oid: str, what: str, detail: object = "it is missing") -> UsageError:
+    """A repository without an object a commit needs: a damaged or incomplete clone (an
+    environment error, exit 2), not a bug and not a problem of the inventory."""
+    return UsageError(
+        f"the repository cannot read object {oid} ({what}): {detail}",
+        hint="the repository is damaged or incomplete: `git fsck --full` lists what is "
+        "missing; fetch again, or clone afresh from a good copy",
+    )

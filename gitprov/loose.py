@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pygit2
 
-from gitprov.source import missing_object
+from gitprov.errors import missing_object
 
 # Where a repository's checked loose objects are listed (in its gitprov-cache).
 LISTED = "loose-objects"
@@ -94,7 +94,8 @@ def _check_dir(objects: Path, cache_dir: Path | None) -> None:
                     raise missing_object(
                         sub.name + e.name,
                         "a loose object",
-                        f"its file {e.path} ends before its zlib stream does (cut short or damaged)",
+                        f"its file {e.path} ends before its zlib stream does "
+                        "(cut short or damaged)",
                     )
                 new = True
             seen[name] = key

@@ -34,7 +34,7 @@ from gitprov.builder import secret_resolver as secret_resolver
 from gitprov.catalog import Catalog, load_catalog
 from gitprov.checkcache import CheckCache, Kept
 from gitprov.compile import DeviceConfig, SecretResolver
-from gitprov.errors import InvalidInventory, Problem
+from gitprov.errors import InvalidInventory, Problem, missing_object
 from gitprov.inventory import (
     DEVICE,
     FLEET,
@@ -65,7 +65,6 @@ from gitprov.source import (
     CommitSource,
     FileRef,
     Source,
-    missing_object,
 )
 
 # (named here, as the pipeline looks it up: a test counts the diffs made in this process)

@@ -73,7 +73,7 @@ from gitprov.inventory import (
     build_inventory,
 )
 from gitprov.macros import normalise_mac
-from gitprov.overlay import apply_changes, updated, whole
+from gitprov.overlay import Overlay, apply_changes, updated, whole
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -1164,6 +1164,74 @@ def publish(
         return _journal(result, previous, recorder or journal.Recorder())
 
 
+# The versions a publish is about to serve, written (and synced) before its first rename
+# and removed once its manifest records them: a publish that fails or is killed between
+# the two leaves new files served that no manifest lists, and without this the next
+# publish took them for edits by hand and put the old numbers back, lower than ones the
+# devices may have taken.
+PENDING = "served.pending.json"
+
+
+def read_pending(state_dir: Path) -> dict[str, tuple[int, str]]:
+    """The versions a publish that did not finish may have served ({} when none, or
+    when the record cannot be read: it is written whole by a rename, so that is a hand's
+    doing)."""
+    try:
+        raw = statejson.loads(statejson.read_state(state_dir / PENDING))
+        served = raw["served"]
+        out = {
+            str(k): (int(v[0]), str(v[1]))
+            for k, v in served.items()
+            if isinstance(v, list) and len(v) == 2 and type(v[0]) is int
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    return out
+
+
+def served_before(state_dir: Path, previous: Manifest | None) -> Overlay[tuple[int, str]]:
+    """The versions served before this publish: the manifest's record, raised by those a
+    publish that did not finish may have served (see PENDING)."""
+    served = served_versions(previous)
+    for key, got in read_pending(state_dir).items():
+        if got[0] > served.get(key, (0, ""))[0]:
+            served[key] = got
+    return served
+
+
+def _check_manifest_place(state_dir: Path) -> None:
+    """UsageError, before a file is written, when the manifest cannot be written where
+    it goes: a directory in its place (which no rename replaces, unlike a fifo or a
+    link) made a publish write every file and then fail, the roots ahead of any record
+    of them."""
+    path = state_dir / MANIFEST
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"{path}: {_describe(exc)}", hint="fix the state dir") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(
+            f"{path} is a directory: the manifest cannot be written there; nothing was changed",
+            hint="move it out of the state dir and publish again",
+        )
+
+
+def _note_pending(state_dir: Path, served: Mapping[str, tuple[int, str]], keys: set[str]) -> None:
+    """Record, durably, the versions of `keys` about to be served (see PENDING); a
+    PublishError before anything is written when it cannot be."""
+    record = {"format": 1, "served": {k: list(served[k]) for k in sorted(keys)}}
+    try:
+        write_atomic(state_dir / PENDING, statejson.dumps(record, newline=True))
+    except OSError as exc:
+        raise PublishError(
+            f"cannot record the versions about to be served in {state_dir}: "
+            f"{_describe(exc)}; nothing was changed, the last good files stay",
+            hint="free space in the state dir (or make it writable) and publish again",
+        ) from exc
+
+
 def _unreadable_manifest(state_dir: Path) -> str:
     """A note when the state dir holds a manifest that could not be read, else "": the
     publish then starts from scratch, and says so (what it knew of the roots and of the
@@ -1458,7 +1526,7 @@ def _publish_commit(
                         change.inventory,
                         state,
                         key,
-                        previous.served_record,
+                        served_before(where.state_dir, previous),
                         progress=pipeline.progress,
                         keep_plaintext=False,
                     )
@@ -1472,7 +1540,7 @@ def _publish_commit(
                     build = pipeline.build(
                         commit,
                         key,
-                        served_versions(previous),
+                        served_before(where.state_dir, previous),
                         loaded,
                         force=force,
                         keep_plaintext=False,
@@ -2592,11 +2660,16 @@ def _publish_locked(
     elif carried:
         entries = {**carried, **made}
     old_files = previous.files if previous else {}
-    # The versions served: the previous record, which holds every carried file's already.
-    served = served_versions(previous)
+    # The versions served: the previous record, which holds every carried file's already
+    # (raised by those of a publish that did not finish, see PENDING).
+    pending = read_pending(targets.state_dir)
+    served = served_before(targets.state_dir, previous)
+    raised: set[str] = set()
     for name, e in made.items():
         key = version_key(name, e)
         if key is not None and e.version >= served.get(key, (0, ""))[0]:
+            if served.get(key) != (e.version, e.sha256_body):
+                raised.add(key)
             served[key] = (e.version, e.sha256_body)
     nothing_to_write = (
         the_plan.empty
@@ -2631,6 +2704,9 @@ def _publish_locked(
         leftovers: dict[str, set[str]] = {}
         written: dict[str, dict[str, Stat]] = {}
     else:
+        _check_manifest_place(targets.state_dir)
+        if raised:
+            _note_pending(targets.state_dir, served, raised | pending.keys())
         failures, leftovers, touched, written = _apply(the_plan, wanted, roots, progress)
         if len(failures) == len(roots) and not touched:
             root, why = next(iter(failures.items()))
@@ -2684,6 +2760,11 @@ def _publish_locked(
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
     manifest = replace(manifest, sha256=digest.hexdigest())
+    if raised or pending:
+        # (the manifest records them now; a removal lost in a crash leaves numbers no
+        # higher than its own, which change nothing)
+        with contextlib.suppress(OSError):
+            os.unlink(targets.state_dir / PENDING)
     write_map_ends(targets.state_dir, manifest, text)
     # Its `served` holds every file's number already (see above): the record a next
     # publish in this process asks for, without a pass over the files for it.

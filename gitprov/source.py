@@ -15,7 +15,8 @@ from typing import NamedTuple, Protocol
 
 import pygit2
 
-from gitprov.errors import UsageError
+from gitprov import loose
+from gitprov.errors import UsageError, missing_object
 from gitprov.limits import CEILINGS
 from gitprov.unsafe import printable
 
@@ -88,8 +89,6 @@ def open_repo(path: str | Path) -> pygit2.Repository:
             ) from None
         raise UsageError(f"{found}: cannot open the repository: {exc}") from None
     _add_quarantine(repo)
-    from gitprov import loose  # (it raises this module's missing_object)
-
     loose.check(repo, Path(repo.path) / "gitprov-cache")
     return repo
 
@@ -355,16 +354,6 @@ def _text(raw: bytes, encoding: str | None) -> str:
         except (LookupError, UnicodeDecodeError):
             pass
     return raw.decode("utf-8", "replace")
-
-
-def missing_object(oid: str, what: str, detail: object = "it is missing") -> UsageError:
-    """A repository without an object a commit needs: a damaged or incomplete clone (an
-    environment error, exit 2), not a bug and not a problem of the inventory."""
-    return UsageError(
-        f"the repository cannot read object {oid} ({what}): {detail}",
-        hint="the repository is damaged or incomplete: `git fsck --full` lists what is "
-        "missing; fetch again, or clone afresh from a good copy",
-    )
 
 
 def read_object(repo: pygit2.Repository, oid: str | pygit2.Oid, what: str) -> pygit2.Object:

@@ -1,0 +1,167 @@
+"""A publish that renamed its files into the roots and then could not write its manifest
+(a full state dir, a crash): the versions it served are recorded before the first rename
+(STATE_DIR/served.pending.json), so no later publish serves a lower one. Before, the next
+publish of the published commit took the new files for edits by hand and put the old
+numbers back: 1002 served, then 1001, which every device that took 1002 ignores."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from gitprov import publish as publishing
+from gitprov.cli import main
+from gitprov.crypto import decrypt
+from gitprov.plan import MANIFEST, load_manifest
+from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.roots import root_args
+
+MAC = "0021f2011b20"
+DEVICE = f"inventory/devices/{MAC}.yaml"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _served_version(repo: GitRepo, base: Path, capsys: pytest.CaptureFixture[str]) -> int:
+    code, key, err = _run(capsys, "--repo", str(repo.path), "key", MAC)
+    assert code == 0, err
+    plain = decrypt((base / "http" / f"fv{MAC}.conf").read_bytes(), key.strip())
+    first = plain.decode().split("\n", 1)[0]
+    assert first.startswith("DBID_DBASE_VERSION="), first
+    return int(first.split("=")[1])
+
+
+def _renamed_then_failed(
+    repo: GitRepo,
+    base: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rev: str,
+) -> None:
+    """Publish `rev` with the manifest's write failing as a full disk makes it fail."""
+    real = publishing._write_hashed
+
+    def full(path: Path, *args: object, **kwargs: object) -> None:
+        if path.name == MANIFEST:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(publishing, "_write_hashed", full)
+    code, _, err = _run(capsys, "--repo", str(repo.path), "publish", "--rev", rev, *root_args(base))
+    monkeypatch.setattr(publishing, "_write_hashed", real)
+    assert code == 1 and "the files are in place but the manifest could not be" in err, err
+
+
+def test_the_versions_of_a_publish_that_failed_after_its_renames_never_go_down(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = tmp_path / "out"
+    first = str(example_repo.repo.head.target)
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    assert _served_version(example_repo, base, capsys) == 1001
+    text = example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")
+    assert text != example_repo.files[DEVICE]
+    second = example_repo.commit({DEVICE: text}, "rename the meeting room")
+
+    _renamed_then_failed(example_repo, base, capsys, monkeypatch, second)
+    assert _served_version(example_repo, base, capsys) == 1002  # (served, and unrecorded)
+    manifest = load_manifest(base / "state")
+    assert manifest is not None and manifest.commit == first
+    assert (base / "state" / publishing.PENDING).is_file()
+
+    # The published commit again: its number for the device is below one served.
+    code, _, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", first, *root_args(base)
+    )
+    assert code != 0 and "already passed" in err and "version_floor" in err, err
+    assert _served_version(example_repo, base, capsys) == 1002
+    # Forced, it gets a number above the one served.
+    code, _, err = _run(
+        capsys,
+        "--repo",
+        str(example_repo.path),
+        "publish",
+        "--rev",
+        first,
+        "--force",
+        *root_args(base),
+    )
+    assert code == 0, err
+    assert _served_version(example_repo, base, capsys) == 1003
+    # Recorded by that manifest: the pending record is gone, and its numbers stay.
+    assert not (base / "state" / publishing.PENDING).exists()
+    manifest = load_manifest(base / "state")
+    assert manifest is not None and manifest.served_record[MAC][0] == 1003
+
+
+def test_publishing_the_failed_commit_again_records_it_and_drops_the_pending_record(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = tmp_path / "out"
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    text = example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")
+    second = example_repo.commit({DEVICE: text}, "rename the meeting room")
+    _renamed_then_failed(example_repo, base, capsys, monkeypatch, second)
+    code, out, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", second, *root_args(base)
+    )
+    assert code == 0, err
+    assert "changed by hand" not in out + err
+    assert _served_version(example_repo, base, capsys) == 1002
+    assert not (base / "state" / publishing.PENDING).exists()
+    manifest = load_manifest(base / "state")
+    assert manifest is not None and manifest.commit == second
+
+
+def test_a_pending_record_that_cannot_be_written_stops_the_publish_before_any_file(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Where the record cannot be written (a full state dir, a directory in its place),
+    nothing is written: the roots keep the last good files."""
+    base = tmp_path / "out"
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in (base / "http").iterdir()}
+    (base / "state" / publishing.PENDING).mkdir()
+    text = example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")
+    example_repo.commit({DEVICE: text}, "rename the meeting room")
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 1, err
+    assert "cannot record the versions about to be served" in err
+    assert "nothing was changed" in err
+    assert {p.name: p.read_bytes() for p in (base / "http").iterdir()} == before
+
+
+def test_a_directory_in_place_of_the_manifest_is_refused_before_any_file(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It made a publish write every file, then fail on the manifest (exit 1, `free
+    space in the state dir`): the roots served what no manifest listed."""
+    base = tmp_path / "out"
+    (base / "state" / MANIFEST).mkdir(parents=True)
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 2, err
+    assert "is a directory: the manifest cannot be written there" in err
+    assert not (base / "http").exists() or not any((base / "http").iterdir())
