@@ -96,6 +96,11 @@ def redact_text(text: str) -> str:
     return _URL_PASSWORD.sub(lambda m: m.group(1) + _REDACTED + m.group(2), text)
 
 
+# Characters no URL carries unencoded (`|` is refused before, as the SPA's separator of
+# alternative URLs).
+_NOT_IN_A_URL = frozenset('"<>\\^`{}[]')
+
+
 def url_base(url: str) -> str:
     """`url` without the slashes that end it, its `scheme://` kept whole: a base URL with
     no server (`tftp://`: the one DHCP option 66 names, vendor overview 2.2) stays one,
@@ -328,6 +333,15 @@ def _parse_url(text: str, start: int, end: int) -> RuleUrl:
         raise RuleSyntaxError(
             end - 1, "the path ends with '/' and names no file; write the file name after it"
         )
+    for pos in range(slash, end):
+        if text[pos] in _NOT_IN_A_URL:
+            # RFC 3986 has them in no URL unencoded: a server, or the device, reads another
+            # path (GP107 refuses them in a published name for the same reason).
+            raise RuleSyntaxError(
+                pos,
+                f"{text[pos]!r} cannot stand in a URL as it is; write it percent-encoded "
+                f"(%{ord(text[pos]):02X}) or leave it out",
+            )
     return RuleUrl(
         scheme=scheme,
         host=host,

@@ -355,6 +355,10 @@ def test_gp110_bad_rule_url() -> None:
     check("GP110", profile('  provision.upgrade_rule: "http://fw.example.com"\n'), (4, 27))
     check("GP110", profile('  provision.upgrade_rule: "tftp://fw.example.com/G502.bin"\n'))
     check("GP110", profile('  provision.upgrade_rule: "HTTP://fw.example.com/G502.bin"\n'), (4, 27))
+    # What no URL carries unencoded, in the base URL (GP107 refuses it in a file name).
+    for odd in ("]", "{", "^"):
+        bad = FLEET.replace("http://prov.example.com", f"http://prov.example.com/a{odd}b")
+        check("GP110", {"gitprov.yaml": bad}, (4, 8))
     # A URL the schema already rejects is reported once, by the schema.
     check("GP110", {"gitprov.yaml": FLEET.replace("http://", "ftp://")})
     check("GP010", {"gitprov.yaml": FLEET.replace("http://", "ftp://")}, (4, 8))
