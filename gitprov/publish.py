@@ -813,6 +813,17 @@ def check_roots(roots: Sequence[Path]) -> None:
             try:
                 st = os.stat(here)
             except (FileNotFoundError, NotADirectoryError):
+                if os.path.islink(here):
+                    # (a link to nowhere: no directory can be made in its place, and
+                    # the publish failed on `File exists` after the other roots)
+                    raise RootError(
+                        f"cannot publish into the root {root}: "
+                        + ("it is" if here == root else f"{here}, above it, is")
+                        + f" a symbolic link to {os.readlink(here)!r}, which does not "
+                        "exist; nothing was published, the last good files stay",
+                        hint="make the directory the link points at, or point the root "
+                        "at a directory",
+                    ) from None
                 if here.parent == here:
                     break
                 here = here.parent  # (made by the publish: what stands above it?)

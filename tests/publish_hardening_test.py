@@ -736,6 +736,28 @@ def test_a_file_where_a_root_must_be_refuses_before_any_root_is_written(
     assert load_manifest(base / "state") is None
 
 
+@pytest.mark.parametrize("where", ["http", "http/below"])
+def test_a_root_that_is_a_link_to_nowhere_refuses_before_any_root_is_written(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """The publish wrote the other root, said `published ... in` the linked one, then
+    failed on `File exists` (exit 1), and so did every retry."""
+    base = tmp_path / "out"
+    base.mkdir()
+    (base / "http").symlink_to(tmp_path / "missing" / "deeper")
+    args = root_args(base)
+    args[args.index("--http-root") + 1] = str(base / where)
+    code, out, err = run(capsys, "--repo", str(example_repo.path), "publish", *args)
+    assert code == 2, err
+    assert "a symbolic link to" in err and "which does not exist" in err, err
+    assert "nothing was published" in err and "published " not in out
+    assert not (base / "tftp").exists() or not any((base / "tftp").iterdir())
+
+
 @pytest.mark.parametrize("put", ["fifo", "link to /dev/zero", "device"])
 @pytest.mark.parametrize("verify", [False, True])
 def test_a_fifo_or_endless_link_in_place_of_a_served_file_is_replaced_not_read(
