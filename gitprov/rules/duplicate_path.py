@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gitprov.errors import Problem, error
-from gitprov.inventory import DEVICE
+from gitprov.inventory import DEVICE, stem
 from gitprov.rules import RuleContext, error_at, get
 from gitprov.yamldoc import Document
 
@@ -57,6 +57,7 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
             if old is not None and old[1] != named[1]:
                 yield old[1], doc.pos(("mac",))
 
+    yield from _image_clashes(ctx, fleet)
     index = ctx.index(NAME, (DEVICE,), (ctx.file_name_env, previous), published)
     for name, model in taken.items():
         for (path, _), at in index.members(name):
@@ -68,6 +69,34 @@ def check(ctx: RuleContext) -> Iterator[Problem]:
         ((first, _), _), *rest = index.members(name)
         for (path, _), at in rest:
             yield _clash(path, at, name, first)
+
+
+def _image_clashes(ctx: RuleContext, fleet: Document) -> Iterator[Problem]:
+    """A firmware image named as a model's option-66 bootstrap (its config_file_name, by
+    default its product's name): two different files, one name. The publish refused it
+    without saying where; two images of one name, or two bootstraps, are the same bytes."""
+    option66 = get(fleet.data, "publish", "option66")
+    boot: dict[str, Document] = {}
+    for m in ctx.models:
+        model = stem(m.path)
+        if not (option66 is True or (isinstance(option66, list) and model in option66)):
+            continue
+        name = get(m.data, "config_file_name")
+        if not isinstance(name, str):
+            product = get(m.data, "product_name")
+            name = f"{product if isinstance(product, str) else model}.conf"
+        boot.setdefault(name, m)
+    for m in ctx.models:
+        image = get(m.data, "firmware", "file")
+        if isinstance(image, str) and image in boot:
+            yield error_at(
+                m,
+                ("firmware", "file"),
+                CODE,
+                f"firmware.file {image!r} is the name of the option-66 bootstrap of "
+                f"{boot[image].path}: two different files would be published as it",
+                "give the image its own name (the one its vendor gives it, e.g. IP542N_F107.bin)",
+            )
 
 
 def _clash(path: str, at: tuple[int, int], name: str, other: str) -> Problem:

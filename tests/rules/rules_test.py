@@ -20,6 +20,7 @@ from tests.rules.lint import (
     DEVICE,
     DEVICE_2,
     FLEET,
+    G502N,
     IP542N,
     SECRETS,
     MemorySource,
@@ -213,6 +214,24 @@ def test_gp106_the_old_names_of_a_key_rotation_too() -> None:
     # An old name that is a model's bootstrap file.
     check("GP106", {"gitprov.yaml": rotating.format('"IP542N.conf"')}, (D1, 1, 6), (D2, 1, 6))
     check("GP106", {"gitprov.yaml": rotating.format('"old$(MA).conf"')})
+
+
+def test_gp106_a_firmware_image_named_as_a_bootstrap() -> None:
+    """Publish refused it ('two different files would be published as IP542N.conf'),
+    without a place, after validate passed it. Only where option 66 publishes that
+    bootstrap; a model's own counts too."""
+    g502n = "models/G502N.yaml"
+    fw = "firmware:\n  file: IP542N.conf\n  version: v1.0.8\n"
+    on = {"gitprov.yaml": FLEET + "publish:\n  option66: true\n", g502n: G502N + fw}
+    (found,) = check("GP106", on, (g502n, 6, 9))
+    assert "option-66 bootstrap of inventory/models/IP542N.yaml" in found.message
+    check("GP106", {**on, "gitprov.yaml": FLEET + "publish:\n  option66: [G502N]\n"})
+    check(
+        "GP106", {**on, "gitprov.yaml": FLEET + "publish:\n  option66: [IP542N]\n"}, (g502n, 6, 9)
+    )
+    check("GP106", {**on, "gitprov.yaml": FLEET})
+    own = {**on, g502n: G502N + fw.replace("IP542N.conf", "G502N.conf")}
+    check("GP106", own, (g502n, 6, 9))
 
 
 def test_gp107_bad_file_name() -> None:
