@@ -298,6 +298,33 @@ def add_targets(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_state_dir(p: argparse.ArgumentParser) -> None:
+    """--state-dir and --config, for a command that reads the publisher's state dir: the
+    option, else the config file's (or $GITPROV_PUBLISHER_CONFIG's), else the fleet's."""
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the publisher's state dir (default: the --config file's, else HEAD's "
+        "publish.state_dir)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        type=readable_file,
+        help=f"the publisher's config file, for its state_dir; default ${CONFIG_ENV}",
+    )
+    p.set_defaults(
+        http_root=[],
+        tftp_root=[],
+        firmware_dir=None,
+        stage_root=None,
+        allow_root=[],
+        require_signed=False,
+        allowed_signers=None,
+        gpg_home=None,
+    )
+
+
 def publisher_config_of(args: argparse.Namespace) -> PublisherConfig:
     """The operator's settings: these options over the config file and the environment."""
     from gitprov import publisher_config

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitprov import DOCS_URL
-from gitprov.cli.common import Output, Subparsers, add_command, add_format, session
+from gitprov.cli.common import (
+    Output,
+    Subparsers,
+    add_command,
+    add_format,
+    add_state_dir,
+    publisher_config_of,
+    session,
+)
 from gitprov.cli.defaults import LOG_FORMATS
 from gitprov.errors import UsageError
 
@@ -49,12 +57,7 @@ def register(sub: Subparsers) -> None:
             ),
         ),
     )
-    p.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="the publisher's state dir, with its manifest (default: publish.state_dir of "
-        "the fleet settings)",
-    )
+    add_state_dir(p)
     p.add_argument(
         "--log",
         action="append",
@@ -91,7 +94,7 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
     from gitprov.fleet import LogSource, fleet_status
     from gitprov.publish import write_atomic
 
-    state_dir = args.state_dir
+    state_dir = publisher_config_of(args).state_dir
     if not state_dir:
         s = session(args, out)
         fleet = s.fleet_settings()

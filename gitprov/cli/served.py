@@ -12,6 +12,7 @@ from gitprov.cli.common import (
     Subparsers,
     add_command,
     add_format,
+    add_state_dir,
     mac,
     publisher_config_of,
     readable_file,
@@ -53,7 +54,7 @@ def register(sub: Subparsers) -> None:
         "2026-03-01T14:00:00+02:00; without an offset, UTC (never the local time zone)",
     )
     p.add_argument("--mac", type=mac, help="one device, any spelling of its MAC")
-    _add_state_dir(p)
+    add_state_dir(p)
     add_format(p)
 
     p = add_command(
@@ -99,31 +100,6 @@ def register(sub: Subparsers) -> None:
     )
     p.set_defaults(require_signed=False, allowed_signers=None, gpg_home=None)
     add_format(p)
-
-
-def _add_state_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="the publisher's state dir (default: the --config file's, else HEAD's "
-        "publish.state_dir)",
-    )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        type=readable_file,
-        help=f"the publisher's config file, for its state_dir; default ${CONFIG_ENV}",
-    )
-    p.set_defaults(
-        http_root=[],
-        tftp_root=[],
-        firmware_dir=None,
-        stage_root=None,
-        allow_root=[],
-        require_signed=False,
-        allowed_signers=None,
-        gpg_home=None,
-    )
 
 
 def _instant(text: str) -> datetime:

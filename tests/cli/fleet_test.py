@@ -66,6 +66,29 @@ def test_text_table(logs: tuple[Path, list[str]], capsys: pytest.CaptureFixture[
     assert "1 malformed line(s) skipped" in err
 
 
+@pytest.mark.parametrize("given", ["--config", "$GITPROV_PUBLISHER_CONFIG"])
+def test_the_state_dir_comes_from_the_publishers_config_as_for_history(
+    logs: tuple[Path, list[str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    given: str,
+) -> None:
+    """docs/github.md sets $GITPROV_PUBLISHER_CONFIG on the server: `history` and
+    `verify` read the state dir from it, and `fleet` took none (no --config either)."""
+    state, paths = logs
+    config = tmp_path / "publisher.yaml"
+    config.write_text(f"state_dir: {state}\n")
+    argv = ["fleet", *(a for p in paths for a in ("--log", p))]
+    if given == "--config":
+        argv += ["--config", str(config)]
+    else:
+        monkeypatch.setenv("GITPROV_PUBLISHER_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)  # (no repository here: the fleet settings cannot say)
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "3 device(s): 2 current, 1 stale, 0 never" in capsys.readouterr().out
+
+
 def test_json_matches_its_schema(
     logs: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
