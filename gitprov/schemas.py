@@ -50,7 +50,11 @@ def all_schemas(catalog: Catalog | None = None) -> dict[str, dict[str, Any]]:
     """Every schema by file name, static and generated."""
     out: dict[str, dict[str, Any]] = {}
     for name in KIND_FILES.values():
-        out[name] = json.loads((SCHEMAS_DIR / name).read_text())
+        # The files hold no `$id` (as `gitprov schema --write` writes them: their `$ref`s
+        # resolve next to each other, for an editor or a validator given the directory);
+        # here each is the one its name says, where the others find it.
+        raw = json.loads((SCHEMAS_DIR / name).read_text())
+        out[name] = {"$schema": raw.get("$schema"), "$id": BASE + name, **raw}
     out.update(generated(catalog or load_catalog()))
     return out
 

@@ -178,6 +178,23 @@ def test_the_schema_accepts_exactly_the_mac_spellings_that_normalise(text: str) 
     assert (MAC_PATTERN.search(text) is not None) == (normalise_mac(text) is not None)
 
 
+def test_the_schemas_directory_is_what_schema_write_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """schemas/ (the wheel's gitprov/_schemas) is usable as it is by an editor or a
+    validator given the directory: it held a `$id` that sent its `$ref`s to an address
+    nobody serves (a DNS lookup for gitprov.invalid), and not the params and line
+    schemas they name. They are the catalog's as it is now: a change to params.yaml
+    without `gitprov schema --write schemas` fails here."""
+    from gitprov.catalog import SCHEMAS_DIR
+    from gitprov.schemas import KIND_FILES
+
+    assert main(["schema", "--write", str(tmp_path)]) == 0
+    capsys.readouterr()
+    for name in (*KIND_FILES.values(), "params.schema.json", "line.schema.json"):
+        assert (SCHEMAS_DIR / name).read_text() == (tmp_path / name).read_text(), name
+
+
 def test_written_schemas_resolve_next_to_each_other(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
