@@ -493,7 +493,9 @@ class Session:
         if current is None:
             raise UsageError(
                 "rotate needs the current private key",
-                hint="set GITPROV_PRIVATE_KEY or pass --private-key-file",
+                hint="set GITPROV_PRIVATE_KEY_FILE (or GITPROV_PRIVATE_KEY), or pass "
+                "--private-key-file FILE before `secrets`: gitprov --private-key-file FILE "
+                "secrets rotate ...",
             )
         rotated = sec.rotate(self.secrets_file(), current, new_public_key)
         write_atomic(self.secrets_path(), sec.dump_secrets_file(rotated).encode())

@@ -55,7 +55,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import pygit2
 
-from gitprov import __version__, journal, rootwatch, statejson
+from gitprov import DOCS_URL, __version__, journal, rootwatch, statejson
 from gitprov import stage as staging
 from gitprov.builder import Builder, key_id_of
 from gitprov.change import Change, change_since
@@ -2313,7 +2313,7 @@ def _check_stranding(
         "keeps what their Profile Rule holds (each device fetches its next file by the "
         "name and key of its last one); refused: nothing was written, the last good "
         "files stay",
-        hint="rotate as docs/keys.md says: the new file_name and master_key, the old ones "
+        hint=f"rotate as {DOCS_URL}/keys.md says: the new file_name and master_key, the old ones "
         "under encryption.previous, for a grace period (for a device's own key, a new "
         "file_name too, the old one under encryption.previous, and the old key under its "
         "previous_key:); or, if those devices are provisioned anew (factory reset, option "

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from gitprov import DOCS_URL
 from gitprov.inventory import Device, Fleet
 from gitprov.macros import device_variables, expand
 
@@ -51,7 +52,7 @@ def who(found: tuple[Stranding, ...] | list[Stranding]) -> str:
 
 # What keeps them, for a message's hint.
 KEEP = (
-    "encryption.previous keeps what they hold (docs/keys.md: for a device's own key, a "
+    f"encryption.previous keeps what they hold ({DOCS_URL}/keys.md: for a device's own key, a "
     "new file_name with the old one under encryption.previous, and the old key under its "
     "previous_key:)"
 )

@@ -409,8 +409,12 @@ def test_two_different_files_with_one_name_are_refused(
     example_repo.commit(
         {IP542N: example_repo.files[IP542N] + b"firmware:\n  file: IP542N.conf\n"}, "clash"
     )
-    with pytest.raises(GitprovError, match="two different files would be published as IP542N"):
+    # (validation says it first, where it is written: GP106 at firmware.file)
+    with pytest.raises(GitprovError) as info:
         publish(build_of(example_repo, private_key), targets(tmp_path, firmware=fw))
+    found = [(p.code, p.file) for p in info.value.problems if p.is_error]
+    assert found == [("GP106", IP542N)], found
+    assert not (tmp_path / "http").exists() or not any((tmp_path / "http").iterdir())
 
 
 def test_cli_publish_reports_a_lagging_root_with_exit_1(

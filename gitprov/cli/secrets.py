@@ -97,8 +97,9 @@ def register(sub: Subparsers) -> None:
         "(--private-key-file before the command, or $GITPROV_PRIVATE_KEY(_FILE)) and seal "
         "it again to NEW_PUBLIC_KEY, which replaces public_key: (in the work tree; commit "
         "it, then give the publisher the new private key). E.g. `gitprov secrets keygen "
-        "--out new.key`, then `gitprov --private-key-file old.key secrets rotate "
-        f"--new-public-key gitprov-pk-…` ({DOCS_URL}/keys.md, 'Sealed secrets'). Every device "
+        "--out ~/new.key` (a private key is never written into the repository), then "
+        "`gitprov --private-key-file ~/old.key secrets rotate --new-public-key "
+        f"gitprov-pk-…` ({DOCS_URL}/keys.md, 'Sealed secrets'). Every device "
         "that uses a secret gets a new version once.",
         (
             (

@@ -400,6 +400,33 @@ def test_help_names_no_file_an_installed_gitprov_lacks() -> None:
     assert DOCS_URL.startswith("https://") and DEPLOY_URL.startswith("https://")
 
 
+def test_no_message_names_a_file_an_installed_gitprov_lacks() -> None:
+    """Neither do errors and hints: a refusal said "rotate as docs/keys.md says" to a
+    user whose wheel has no docs/. Every string of the package but its docstrings and
+    comments (f-strings join DOCS_URL's address first)."""
+    checkout_only = re.compile(r"(?<![\w/.])(docs/[\w-]+\.md|deploy/[\w.-]+)")
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and checkout_only.search(node.value)
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value[:60]!r}")
+    assert not found, found
+
+
 def test_help_states_defaults_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     out = capsys.readouterr().out
