@@ -96,7 +96,10 @@ def pre_commit_config(action: ActionRef | None) -> str:
     without workflows, gitprov's repository at this release."""
     if action is None:
         return PRE_COMMIT.format(repository=REPOSITORY_URL, rev=f"v{__version__}")
-    rev = f"{action.sha}  # frozen: {action.version}" if action.sha else action.version
+    if not action.sha:
+        rev = action.version
+    else:
+        rev = f"{action.sha}  # frozen: {action.version}" if action.version else action.sha
     return PRE_COMMIT.format(repository=f"https://github.com/{action.repository}", rev=rev)
 
 
@@ -150,12 +153,14 @@ class ActionRef:
 
     repository: str  # owner/name
     sha: str
-    version: str  # the release the commit is, for the reader (`# v0.1.0`)
+    version: str  # the release the commit is, for the reader (`# v0.1.0`); "" unknown
 
     @property
     def uses(self) -> str:
         if not self.sha:
             return f"{self.repository}@{self.version}"
+        if not self.version:
+            return f"{self.repository}@{self.sha}"
         return f"{self.repository}@{self.sha} # {self.version}"
 
 
@@ -166,8 +171,10 @@ def release_tag_ref(repository: str = GITHUB_REPOSITORY, version: str = __versio
     return ActionRef(repository, "", f"v{version}")
 
 
-def parse_action_ref(text: str, version: str = f"v{__version__}") -> ActionRef:
-    """`OWNER/NAME@SHA`, optionally followed by `# VERSION` (default: this gitprov's)."""
+def parse_action_ref(text: str, version: str = "") -> ActionRef:
+    """`OWNER/NAME@SHA`, optionally followed by `# VERSION`. Without it the commit is
+    written bare: labelled with this gitprov's release, any commit looked like that
+    release's to a reviewer."""
     found = _ACTION_REF.fullmatch(text.strip())
     if found is None:
         raise UsageError(

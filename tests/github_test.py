@@ -35,6 +35,7 @@ from gitprov.init import (
     RUNNER_LABEL,
     ActionRef,
     parse_action_ref,
+    pre_commit_config,
     release_action_ref,
 )
 from gitprov.schemas import output_schemas
@@ -218,8 +219,11 @@ def test_every_action_is_pinned_by_commit_with_its_release_in_a_comment(written:
 def test_the_actions_own_commit_comes_from_the_option_or_the_release_tag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Without `# VERSION` the commit stands bare: it was labelled with this release, as
+    # if any commit given were that release's.
     ref = parse_action_ref(f"Acme-Corp/gitprov.fork@{'a' * 40}")
-    assert ref.uses == f"Acme-Corp/gitprov.fork@{'a' * 40} # v0.1.0"
+    assert ref.uses == f"Acme-Corp/gitprov.fork@{'a' * 40}"
+    assert f"rev: {'a' * 40}\n" in pre_commit_config(ref)
     assert parse_action_ref(f"a/b@{'b' * 40}  #  v2.0.0").uses == f"a/b@{'b' * 40} # v2.0.0"
     for bad in ("gitprov/gitprov@v0.1.0", f"gitprov@{'a' * 40}", f"a/b@{'A' * 40}"):
         top = tmp_path / "x"

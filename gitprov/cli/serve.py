@@ -180,9 +180,9 @@ def register(sub: Subparsers) -> None:
             (
                 "gitprov watch --remote https://git.example.net/acme/fleet.git "
                 "--state-dir /var/lib/gitprov --allow-root /srv/provisioning "
-                "--metrics-port 9108",
+                "--metrics-port 9351",
                 "poll a remote, into the roots its fleet settings name under "
-                "/srv/provisioning; Prometheus metrics on port 9108",
+                "/srv/provisioning; Prometheus metrics on port 9351",
             ),
         ),
     )
@@ -371,7 +371,17 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             )
     if not http_root and not tftp_root:
         s = session(args, out)
-        fleet = s.fleet_settings()
+        try:
+            fleet = s.fleet_settings()
+        except UsageError as exc:
+            if "not a git repository" not in exc.message:
+                raise
+            # (serve needs no repository when it is told its roots)
+            raise UsageError(
+                exc.message,
+                hint="give the roots to serve (--http-root DIR, --tftp-root DIR), or pass "
+                "--repo PATH of the inventory whose publish: settings name them",
+            ) from None
         http_root = s.fleet_path(fleet.http_root) if fleet else None
         tftp_root = s.fleet_path(fleet.tftp_root) if fleet else None
         if url_path is None and fleet:

@@ -501,6 +501,19 @@ def test_a_published_root_with_a_directory_of_files_is_not_refused(tmp_path: Pat
     _refuse_private_roots({"HTTP": str(root), "TFTP": None}, str(state))
 
 
+def test_serve_outside_a_repository_says_the_roots_would_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.: not a git repository`, hint `pass --repo PATH`: serve needs none when it is
+    given its roots, which the hint did not say."""
+    from gitprov.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "--http-port", "0", "--no-fetch-log"]) == 2
+    err = capsys.readouterr().err
+    assert "not a git repository" in err and "--http-root DIR, --tftp-root DIR" in err, err
+
+
 # --- open files --------------------------------------------------------------------------
 def _serve(root: Path, limit: tuple[int, int], *argv: str) -> subprocess.Popen[str]:
     import resource
