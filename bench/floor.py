@@ -250,8 +250,11 @@ KIND_FILES = {
 
 class Schemas:
     def __init__(self, catalog: Catalog) -> None:
+        # (the files hold no `$id`, as `gitprov schema --write` writes them: each is given
+        # the one its name says, where the others' `$ref`s find it)
         schemas: dict[str, Any] = {
-            name: json.loads((SCHEMAS_DIR / name).read_text()) for name in KIND_FILES.values()
+            name: {"$id": BASE + name, **json.loads((SCHEMAS_DIR / name).read_text())}
+            for name in KIND_FILES.values()
         }
         for name, generated in (
             ("params.schema.json", catalog.params_schema()),
