@@ -300,7 +300,7 @@ class Pipeline:
             for pid in parents:
                 commit = self.repo.get(pid)
                 if not isinstance(commit, pygit2.Commit):
-                    raise versioning.IncompleteHistory(f"commit {str(pid)[:12]} is missing")
+                    raise versioning.missing_commit(self.repo, str(pid))
                 floor, floor_by = self._floor(commit)
                 if floor > best.floor:
                     best = versioning.State(floor, floor_by)
@@ -346,7 +346,7 @@ class Pipeline:
             for pid in commit.parent_ids:
                 parent = self.repo.get(pid)
                 if not isinstance(parent, pygit2.Commit):
-                    raise versioning.IncompleteHistory(f"commit {str(pid)[:12]} is missing")
+                    raise versioning.missing_commit(self.repo, str(pid))
                 parents.append(parent)
             parents_of[cid] = [str(p.id) for p in parents]
             stack.append((commit, True))

@@ -116,7 +116,7 @@ from gitprov.signatures import SignaturePolicy, verify_commit
 from gitprov.source import FileRef
 from gitprov.strand import SameSecret, stranding, stranding_of, who
 from gitprov.unsafe import line_safe
-from gitprov.version import IncompleteHistory, State, require_complete
+from gitprov.version import State, missing_commit, require_complete
 
 Progress = Callable[[str, int, int], None]
 IsDescendant = Callable[[str, str], bool]
@@ -3184,7 +3184,7 @@ def _descends_by_ids(repo: pygit2.Repository, new: str, old: str) -> bool:
         except (KeyError, ValueError, pygit2.GitError):
             commit = None
         if not isinstance(commit, pygit2.Commit):
-            raise IncompleteHistory(f"commit {oid[:12]} is missing")
+            raise missing_commit(repo, oid)
         todo.extend(str(p) for p in commit.parent_ids)
     return False
 

@@ -160,6 +160,10 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
             hint="an object in the repository is corrupt: `git fsck` names it",
         ) from exc
     except (KeyError, ValueError, pygit2.GitError) as exc:
+        named = _named_by_ref(repo, rev)
+        if named is not None and named not in repo:
+            # (a branch or tag that names an object the store lacks: damage, not a typo)
+            raise missing_object(str(named), f"the commit {shown} names") from exc
         raise UsageError(f"unknown revision {shown}", hint=_near(repo, rev) or hint) from exc
     try:
         commit = obj.peel(pygit2.Commit)
@@ -168,6 +172,16 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     if not isinstance(commit, pygit2.Commit):
         raise UsageError(f"{shown} is not a commit", hint=hint)
     return commit
+
+
+def _named_by_ref(repo: pygit2.Repository, rev: str) -> pygit2.Oid | None:
+    """The object the reference `rev` (HEAD, a branch, a tag) names, found or not."""
+    try:
+        ref = repo.lookup_reference_dwim(rev).resolve()
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        return None
+    target = ref.target
+    return target if isinstance(target, pygit2.Oid) else None
 
 
 def _near(repo: pygit2.Repository, rev: str) -> str | None:

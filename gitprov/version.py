@@ -52,7 +52,7 @@ from typing import Any, NamedTuple, Protocol, cast
 import pygit2
 
 from gitprov import statejson
-from gitprov.errors import UsageError
+from gitprov.errors import UsageError, missing_object
 from gitprov.overlay import Fixed, Sorted, updated, whole
 
 # Bumped whenever what the cache holds changes meaning or layout; `rule()` adds a digest
@@ -238,6 +238,16 @@ def first_parent_chain(commit: pygit2.Commit) -> list[pygit2.Commit]:
         chain.append(chain[-1].parents[0])
     chain.reverse()
     return chain
+
+
+def missing_commit(repo: pygit2.Repository, oid: str) -> UsageError:
+    """What to say of a commit of the history the repository does not hold: a shallow
+    clone's edge (fetch the rest), else a damaged repository (git fsck says what else is
+    gone): `git fetch --unshallow` was the advice for both, and a full clone has nothing
+    to unshallow."""
+    if repo.is_shallow:
+        return IncompleteHistory(f"commit {oid[:12]} is missing")
+    return missing_object(oid, "a commit of the history")
 
 
 def require_complete(repo: pygit2.Repository) -> None:
@@ -737,7 +747,7 @@ def _commit(repo: pygit2.Repository, cid: str) -> pygit2.Commit:
     except (ValueError, pygit2.GitError):
         commit = None
     if not isinstance(commit, pygit2.Commit):
-        raise IncompleteHistory(f"commit {cid[:12]} is missing")
+        raise missing_commit(repo, cid)
     return commit
 
 
@@ -869,7 +879,7 @@ def compute_state(
     # change no output.
     for pid in head.parent_ids:
         if pid not in repo:
-            raise IncompleteHistory(f"commit {str(pid)[:12]} is missing")
+            raise missing_commit(repo, str(pid))
     if observe is None:
         hit = cache.state(hid)
         if hit is not None:

@@ -115,6 +115,25 @@ def test_a_missing_object_is_an_environment_error_naming_it(
         assert oid in err and "git fsck" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("lost", ["main", "main~1"])
+def test_a_missing_commit_of_a_full_clone_is_damage_not_a_typo_nor_shallow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lost: str
+) -> None:
+    """The head commit gone gave `unknown revision 'HEAD'` (pass a branch, tag or commit
+    id); a parent gone gave `the history is incomplete` and `git fetch --unshallow`,
+    which a full clone cannot do. Both are a damaged repository: git fsck says so."""
+    repo = GitRepo(tmp_path)
+    repo.commit(example_files(), "first")
+    repo.commit({"inventory/devices/0021f2011b19.yaml": b"mac: 0021f2011b19\nmodel: IP542N\n"})
+    oid = str(repo.repo.revparse_single(lost).id)
+    (tmp_path / ".git" / "objects" / oid[:2] / oid[2:]).unlink()
+    for command in ("validate", "versions"):
+        assert main(["--repo", str(tmp_path), *command.split()]) == 2, command
+        err = capsys.readouterr().err
+        assert f"cannot read object {oid}" in err and "git fsck" in err, err
+        assert "unknown revision" not in err and "--unshallow" not in err, err
+
+
 def test_an_object_is_read_as_git_reads_it_without_hashing_it_again(tmp_path: Path) -> None:
     # Reading a commit's trees is most of what a publish by change costs a flat fleet;
     # git checks an object's name when it comes in (and in `git fsck`), not on each read.
