@@ -135,10 +135,21 @@ def blame(
     cfg = p.compile(inv, device, placeholder_resolver(inv.sealed))
     blames: dict[str, pygit2.Blame] = {}
     out = []
+    # The file's first line, set by no YAML line: by the version rule over the history,
+    # at the commit that gave the device its number (as `versions` says).
+    info = p.versions(head).get(device.mac)
+    if info is not None:
+        by = p.repo.get(info.commit)
+        author = author_name(by) if isinstance(by, pygit2.Commit) else None
+        out.append(BlameLine(VERSION_KEY, str(info.version), VERSION_ORIGIN, info.commit, author))
     for e in cfg.entries:
         out.extend(_blame_entry(p.repo, head, e, blames))
     _keep_blame(p, head, mac, out)
     return out
+
+
+VERSION_KEY = "DBID_DBASE_VERSION"
+VERSION_ORIGIN = "the version rule over the git history (gitprov versions)"
 
 
 def _blame_entry(
@@ -165,7 +176,8 @@ def _blame_path(p: Pipeline, head: pygit2.Commit, mac: str) -> Path | None:
     # The salted directory names gitprov's code, the catalog and the inventory directory;
     # strict validation can refuse what lenient validation passes.
     strict = "s" if p.options.strict else "l"
-    return directory / "blame" / f"{head.id}-{mac}-{strict}.blame"
+    # (v2: with the version's line; a blame kept without it is not read)
+    return directory / "blame" / f"{head.id}-{mac}-{strict}-v2.blame"
 
 
 def _kept_blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine] | None:

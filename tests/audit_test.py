@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -91,6 +92,26 @@ def test_blame_points_at_the_yaml_line_and_its_commit(example_repo: GitRepo) -> 
     assert (server.origin, server.commit) == ("inventory/profiles/base.yaml:3:15", first)
     password = lines["DBID_SIP_PASSWORD"]
     assert password.value == "<redacted>\t\t\t"
+
+
+def test_blame_says_where_the_version_comes_from(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file's first line is set by no YAML line: `blame MAC DBID_DBASE_VERSION`
+    said the file had no such parameter, so an auditor could not trace it. It is the
+    rule's number, at the commit that gave it (as `versions` names it), first."""
+    r = example_repo
+    r.commit({OFFICE: r.files[OFFICE].replace(b"sbc2", b"sbc7")}, "office proxy")
+    third = r.commit({"README.md": b"unrelated\n"}, "no device changes")
+    assert main(["--repo", str(r.path), "versions", "--format", "json"]) == 0
+    listed = {d["mac"]: d for d in json.loads(capsys.readouterr().out)}["0021f2011b20"]
+    first = blame(Pipeline(r.repo), head(r), "0021f2011b20")[0]
+    assert (first.key, first.value) == ("DBID_DBASE_VERSION", str(listed["version"]))
+    assert first.commit == listed["commit"]
+    assert first.commit != third and first.value == "1002"
+    assert main(["--repo", str(r.path), "blame", "0021f2011b20", "DBID_DBASE_VERSION"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("DBID_DBASE_VERSION=1002\n    from the version rule"), out
 
 
 def test_cli_log_and_blame(example_repo: GitRepo, capsys: pytest.CaptureFixture[str]) -> None:
