@@ -47,7 +47,7 @@ def check(repo: pygit2.Repository, cache_dir: Path | None = None) -> None:
 def _object_dirs(repo: pygit2.Repository) -> list[Path]:
     """The repository's object directory and those named in its info/alternates (a
     `clone --shared`, a pre-receive quarantine), each once."""
-    own = Path(repo.path, "objects")
+    own = _common_dir(Path(repo.path)) / "objects"
     found = [own]
     with contextlib.suppress(OSError, UnicodeDecodeError):
         for line in (own / "info" / "alternates").read_text().splitlines():
@@ -63,6 +63,16 @@ def _object_dirs(repo: pygit2.Repository) -> list[Path]:
             if d.is_dir() and d not in out:
                 out.append(d)
     return out
+
+
+def _common_dir(git_dir: Path) -> Path:
+    """The git directory that holds the objects: a linked work tree's own directory
+    (`.git/worktrees/NAME`) names it in its `commondir` file."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        named = (git_dir / "commondir").read_text().strip()
+        if named:
+            return (git_dir / named).resolve()
+    return git_dir
 
 
 def _check_dir(objects: Path, cache_dir: Path | None) -> None:
@@ -164,6 +174,7 @@ def _write_listed(cache_dir: Path | None, objects: Path, seen: dict[str, tuple[i
 
 def _own(cache_dir: Path) -> Path:
     """The object directory of the repository whose gitprov-cache `cache_dir` is."""
+    objects = _common_dir(cache_dir.parent) / "objects"
     with contextlib.suppress(OSError):
-        return (cache_dir.parent / "objects").resolve()
-    return cache_dir.parent / "objects"
+        return objects.resolve()
+    return objects

@@ -59,16 +59,25 @@ class WatchOptions:
     retry: float = 30.0  # retry a publish that failed to write after this long
 
 
+# Per repository, the branch head whose loose objects were looked at last.
+_LOOKED_AT: dict[str, str] = {}
+
+
 def resolve_branch(repo_path: Path, branch: str) -> Head | None:
     # A fresh Repository each time: libgit2 caches packed-refs, and pushes happen in
     # another process.
     repo = pygit2.Repository(str(repo_path))
-    # (a push or a fetch leaves loose objects: one cut short would hang the watcher)
-    loose.check(repo, Path(repo.path) / "gitprov-cache")
     ref = repo.references.get(f"refs/heads/{branch}")
     if ref is None:
         return None
-    commit = repo.get(ref.resolve().target)
+    target = ref.resolve().target
+    # A push or a fetch leaves loose objects, and one cut short would hang the watcher:
+    # looked at when the branch moves (not at every poll: a listing of every loose object
+    # of the repository), before its commit is read.
+    if _LOOKED_AT.get(str(repo_path)) != str(target):
+        loose.check(repo, Path(repo.path) / "gitprov-cache")
+        _LOOKED_AT[str(repo_path)] = str(target)
+    commit = repo.get(target)
     return (repo, commit) if isinstance(commit, pygit2.Commit) else None
 
 

@@ -119,13 +119,41 @@ def test_a_stream_is_whole_when_it_ends(tmp_path: Path, data: bytes, whole: bool
     assert loose._whole(str(path)) is whole
 
 
-def test_the_watcher_reports_a_loose_object_cut_short_and_goes_on(example_repo: GitRepo) -> None:
-    """The watcher reads the branch afresh at each poll: a fetch or a push that left an
-    object cut short is said, and the next poll tries again (see Watcher._head)."""
-    from gitprov.watch import resolve_branch
+def test_the_watchers_read_of_a_moved_branch_finds_a_loose_object_cut_short(
+    example_repo: GitRepo,
+) -> None:
+    """The watcher reads the branch afresh at each poll: once it moved (a push, a fetch,
+    which leave loose objects), an object cut short is an error the watcher reports
+    (Watcher._head), trying again at the next poll, not a hang."""
+    from gitprov import watch
 
     loose._CHECKED.clear()
+    watch._LOOKED_AT.clear()
     head = str(example_repo.repo.head.target)
     _cut(_object_file(example_repo, head), 5)
-    with pytest.raises(UsageError, match="cut short"):
-        resolve_branch(example_repo.path, "main")
+    for _ in range(2):  # (and again at the next poll)
+        with pytest.raises(UsageError, match="cut short"):
+            watch.resolve_branch(example_repo.path, "main")
+
+
+def test_a_linked_work_tree_reads_the_objects_of_its_repository(
+    example_repo: GitRepo, tmp_path: Path
+) -> None:
+    """`git worktree add`: the work tree's git directory (.git/worktrees/NAME) holds no
+    objects; the check looked there, found none, and the command hung."""
+    linked = tmp_path / "linked"
+    subprocess.run(
+        ["git", "-C", str(example_repo.path), "worktree", "add", "-q", str(linked), "-b", "w"],
+        check=True,
+    )
+    head = example_repo.repo.head.peel(pygit2.Commit)
+    blob = str(head.tree[DEVICE].id)
+    _cut(_object_file(example_repo, blob), 20)
+    got = subprocess.run(
+        [sys.executable, "-m", "gitprov", "--repo", str(linked), "validate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert got.returncode == 2 and "cut short" in got.stderr, got
