@@ -380,6 +380,10 @@ class Session:
         catalog = self.pipeline.catalog
         found = catalog.lookup(param) or catalog.lookup_line(param.removeprefix("line."))
         key = found.key if found else param
+        if key == audit.VERSION_KEY:
+            version = audit.blame_version(self.pipeline, head, mac)
+            if version is not None:
+                return [version]
         chosen = [b for b in lines if b.key == key]
         if not chosen:
             keys = sorted({b.key for b in lines})

@@ -102,8 +102,11 @@ def history(p: Pipeline, head: pygit2.Commit, mac: str) -> list[Change]:
 class BlameLine:
     key: str
     value: str  # redacted
-    origin: str  # file:line:col that set it, or "gitprov" for computed values
-    commit: str | None  # the commit that last changed that YAML line
+    # file:line:col that set it, "catalog default", or VERSION_ORIGIN for the version
+    origin: str
+    # the commit that last changed that YAML line; for the version, the one that gave
+    # the rule's number (a --force publish may have served a higher one: `history`)
+    commit: str | None
     author: str | None
 
 
@@ -135,13 +138,6 @@ def blame(
     cfg = p.compile(inv, device, placeholder_resolver(inv.sealed))
     blames: dict[str, pygit2.Blame] = {}
     out = []
-    # The file's first line, set by no YAML line: by the version rule over the history,
-    # at the commit that gave the device its number (as `versions` says).
-    info = p.versions(head).get(device.mac)
-    if info is not None:
-        by = p.repo.get(info.commit)
-        author = author_name(by) if isinstance(by, pygit2.Commit) else None
-        out.append(BlameLine(VERSION_KEY, str(info.version), VERSION_ORIGIN, info.commit, author))
     for e in cfg.entries:
         out.extend(_blame_entry(p.repo, head, e, blames))
     _keep_blame(p, head, mac, out)
@@ -150,6 +146,20 @@ def blame(
 
 VERSION_KEY = "DBID_DBASE_VERSION"
 VERSION_ORIGIN = "the version rule over the git history (gitprov versions)"
+
+
+def blame_version(p: Pipeline, head: pygit2.Commit, mac: str) -> BlameLine | None:
+    """The file's first line, set by no YAML line: the version rule's number over the
+    history, at the commit that gave it (as `versions` says). Asked for by name only:
+    it needs the version state of the whole history, which the YAML lines' blame does
+    not (a cold one at 5,000 commits costs what `versions` does)."""
+    assert p.repo is not None
+    info = p.versions(head).get(mac)
+    if info is None:
+        return None
+    by = p.repo.get(info.commit)
+    author = author_name(by) if isinstance(by, pygit2.Commit) else None
+    return BlameLine(VERSION_KEY, str(info.version), VERSION_ORIGIN, info.commit, author)
 
 
 def _blame_entry(
@@ -176,8 +186,7 @@ def _blame_path(p: Pipeline, head: pygit2.Commit, mac: str) -> Path | None:
     # The salted directory names gitprov's code, the catalog and the inventory directory;
     # strict validation can refuse what lenient validation passes.
     strict = "s" if p.options.strict else "l"
-    # (v2: with the version's line; a blame kept without it is not read)
-    return directory / "blame" / f"{head.id}-{mac}-{strict}-v2.blame"
+    return directory / "blame" / f"{head.id}-{mac}-{strict}.blame"
 
 
 def _kept_blame(p: Pipeline, head: pygit2.Commit, mac: str) -> list[BlameLine] | None:
