@@ -1138,12 +1138,12 @@ def plan(
                 actions.append(FileAction(key, name, Action.ADD))
                 continue
             on_disk, st, touched = found
-            if on_disk == digests[name] and on_disk != sha:
+            if sha is not None and on_disk == digests[name] and on_disk != sha:
                 # Not what the manifest lists, but the very bytes wanted (read just now):
-                # a publish that renamed them and did not get to its manifest (see
-                # publish.PENDING) left them. Kept as they are, and no hand's doing.
-                unchanged += 1
-                kept[name] = st
+                # what a publish that renamed them and did not get to its manifest (see
+                # publish.PENDING) left, no hand's doing to report. Written again all
+                # the same: a copy by hand may have another mode or owner.
+                actions.append(FileAction(key, name, Action.CHANGE))
                 continue
             if sha is not None and on_disk != sha:
                 drift.append(Drift(key, name, "changed"))

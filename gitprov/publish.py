@@ -813,13 +813,17 @@ def check_roots(roots: Sequence[Path]) -> None:
             try:
                 st = os.stat(here)
             except (FileNotFoundError, NotADirectoryError):
-                if os.path.islink(here):
+                try:
+                    dangling = os.readlink(here)
+                except (OSError, ValueError):
+                    dangling = None  # (no link: a directory the publish makes)
+                if dangling is not None:
                     # (a link to nowhere: no directory can be made in its place, and
                     # the publish failed on `File exists` after the other roots)
                     raise RootError(
                         f"cannot publish into the root {root}: "
                         + ("it is" if here == root else f"{here}, above it, is")
-                        + f" a symbolic link to {os.readlink(here)!r}, which does not "
+                        + f" a symbolic link to {dangling!r}, which does not "
                         "exist; nothing was published, the last good files stay",
                         hint="make the directory the link points at, or point the root "
                         "at a directory",
@@ -1208,6 +1212,16 @@ def served_before(state_dir: Path, previous: Manifest | None) -> Overlay[tuple[i
         if got[0] > served.get(key, (0, ""))[0]:
             served[key] = got
     return served
+
+
+def _put_back_pending(state_dir: Path, pending: Mapping[str, tuple[int, str]]) -> None:
+    """The pending record as it was before a publish that renamed nothing (best effort:
+    a record left lists versions no higher than a publish could have served)."""
+    with contextlib.suppress(OSError, PublishError):
+        if pending:
+            _note_pending(state_dir, pending, set(pending))
+        else:
+            os.unlink(state_dir / PENDING)
 
 
 def _check_manifest_place(state_dir: Path) -> None:
@@ -1703,6 +1717,9 @@ def _change(
         or not carry.exact
         or carry.key_id != key_id_of(key)
         or where.stage_root is not None
+        # (a publish that did not finish served versions the manifest does not list:
+        # the devices it carried over would be numbered from the manifest alone)
+        or read_pending(where.state_dir)
         or set(previous.roots) != {str(r) for r in where.roots}
         or any(not previous.converged(r) or s.stale for r, s in previous.roots.items())
     ):
@@ -2676,12 +2693,29 @@ def _publish_locked(
     pending = read_pending(targets.state_dir)
     served = served_before(targets.state_dir, previous)
     raised: set[str] = set()
+    lowered: list[tuple[str, int, int]] = []
     for name, e in made.items():
         key = version_key(name, e)
-        if key is not None and e.version >= served.get(key, (0, ""))[0]:
+        if key is None:
+            continue
+        was = served.get(key, (0, ""))[0]
+        if e.version >= was:
             if served.get(key) != (e.version, e.sha256_body):
                 raised.add(key)
             served[key] = (e.version, e.sha256_body)
+        elif name in to_write:
+            lowered.append((name, e.version, was))
+    if lowered:
+        # (the build numbers against what was served; this is for one made before the
+        # lock was taken, or from a record another publish has raised since)
+        name, version, was = lowered[0]
+        raise Refused(
+            f"{len(lowered)} file(s) would be served with a version below one already "
+            f"served ({name}: {version}, served {was}); devices ignore a lower number. "
+            "Nothing was written, the last good files stay",
+            hint="publish again: the build numbers from what was served (or raise "
+            "version_floor past it)",
+        )
     nothing_to_write = (
         the_plan.empty
         and previous is not None
@@ -2716,9 +2750,19 @@ def _publish_locked(
         written: dict[str, dict[str, Stat]] = {}
     else:
         _check_manifest_place(targets.state_dir)
-        if raised:
+        noted: list[bool] = []
+
+        def note() -> None:
+            # (just before the first rename: a publish that fails or dies while it stages
+            # leaves no record of versions it never served)
             _note_pending(targets.state_dir, served, raised | pending.keys())
-        failures, leftovers, touched, written = _apply(the_plan, wanted, roots, progress)
+            noted.append(True)
+
+        failures, leftovers, touched, written = _apply(
+            the_plan, wanted, roots, progress, note if raised else None
+        )
+        if noted and not touched and len(failures) == len(roots):
+            _put_back_pending(targets.state_dir, pending)  # (nothing was renamed)
         if len(failures) == len(roots) and not touched:
             root, why = next(iter(failures.items()))
             raise PublishError(
@@ -2899,6 +2943,7 @@ def _apply(
     wanted: Mapping[str, bytes],
     roots: Sequence[Path],
     progress: Progress | None,
+    before_renames: Callable[[], None] | None = None,
 ) -> tuple[dict[str, str], dict[str, set[str]], set[str], dict[str, dict[str, Stat]]]:
     """Stage, sync, rename, remove; per root. Returns the roots that failed (and why), per
     root the files whose removal failed, the failed roots where some renames happened,
@@ -2960,6 +3005,13 @@ def _apply(
                 _unlink_temps(temps, handles.get(key))
             raise
         # Every temp is durable: now the renames, then the removals, then each directory.
+        if before_renames is not None and any(staged.values()):
+            try:
+                before_renames()
+            except BaseException:
+                for key, temps in staged.items():
+                    _unlink_temps(temps, handles.get(key))
+                raise
         touched: set[str] = set()
         for key, temps in staged.items():
             if not temps:

@@ -165,3 +165,74 @@ def test_a_directory_in_place_of_the_manifest_is_refused_before_any_file(
     assert code == 2, err
     assert "is a directory: the manifest cannot be written there" in err
     assert not (base / "http").exists() or not any((base / "http").iterdir())
+
+
+def test_a_publish_by_change_after_one_that_did_not_finish_never_lowers_a_version(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed between the roots: the HTTP root serves the new file (1002), the TFTP root
+    still the old one, the manifest the old commit. A publish by change of a sibling
+    carried the device over from the manifest, took its bytes from the TFTP root, and
+    put 1001 back into the HTTP root. With a pending record, every device is built and
+    numbered from what was served: refused, the HTTP root keeps 1002."""
+    base = tmp_path / "out"
+    first = str(example_repo.repo.head.target)
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    old_tftp = (base / "tftp" / f"fv{MAC}.conf").read_bytes()
+    files = dict(example_repo.files)
+    text = files[DEVICE].replace(b"Meeting room", b"Board room")
+    second = example_repo.commit({DEVICE: text}, "rename the meeting room")
+    _renamed_then_failed(example_repo, base, capsys, monkeypatch, second)
+    # (the TFTP root as the kill left it: its rename not made)
+    (base / "tftp" / f"fv{MAC}.conf").unlink()
+    (base / "tftp" / f"fv{MAC}.conf").write_bytes(old_tftp)
+    other = "inventory/devices/0021f2011b19.yaml"
+    sibling = example_repo.commit(
+        {other: files[other] + b"# another device's change\n"},
+        "a sibling of the unfinished one",
+        branch="sibling",
+        parents=[first],
+        base=files,
+    )
+    code, _, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", sibling, *root_args(base)
+    )
+    assert code != 0 and "already passed" in err, err
+    assert _served_version(example_repo, base, capsys) == 1002
+
+
+def test_a_publish_that_renamed_nothing_leaves_no_pending_record(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Written before its files were staged, the record outlived a publish whose every
+    root failed untouched (a full disk): the next commit was refused as numbered below
+    versions never served."""
+    base = tmp_path / "out"
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    text = example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")
+    example_repo.commit({DEVICE: text}, "rename the meeting room")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = publishing._write_new
+    monkeypatch.setattr(publishing, "_write_new", full)
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 1 and "nothing was changed" in err, err
+    assert not (base / "state" / publishing.PENDING).exists()
+    monkeypatch.setattr(publishing, "_write_new", real)
+    text = text.replace(b"Board room", b"Boardroom")
+    example_repo.commit({DEVICE: text}, "and again")
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    assert _served_version(example_repo, base, capsys) == 1003

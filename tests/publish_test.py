@@ -417,6 +417,23 @@ def test_two_different_files_with_one_name_are_refused(
     assert not (tmp_path / "http").exists() or not any((tmp_path / "http").iterdir())
 
 
+def test_the_last_guard_refuses_two_files_of_one_name_that_validation_let_by(
+    example_repo: GitRepo, private_key: str
+) -> None:
+    """Validation (GP106) finds such a clash where it is written; the publish refuses
+    one all the same, before the roots (a device's file named as a bootstrap here)."""
+    import dataclasses
+
+    from gitprov.publish import artifacts
+
+    edit_fleet(example_repo, "  option66: true\n")
+    build = build_of(example_repo, private_key)
+    assert build.bootstraps
+    clash = dataclasses.replace(build.files[0], name=build.bootstraps[0].name)
+    with pytest.raises(GitprovError, match="two different files would be published as"):
+        artifacts(build._replace(files=(clash, *build.files[1:])), None)
+
+
 def test_cli_publish_reports_a_lagging_root_with_exit_1(
     example_repo: GitRepo, private_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

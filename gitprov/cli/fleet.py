@@ -107,7 +107,7 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
     state = Path(state_dir)
     if not state.is_dir():
         raise UsageError(
-            f"--state-dir {state_dir} is not a directory",
+            f"the state dir {state_dir} is not a directory",
             hint="give the state dir the publisher writes its manifest to",
         )
     logs: list[LogSource] = list(args.log)
