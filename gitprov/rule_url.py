@@ -101,6 +101,27 @@ def redact_text(text: str) -> str:
 _NOT_IN_A_URL = frozenset('"<>\\^`{}[]')
 
 
+_OPTIONS = re.compile(r"\s*(?:\[[^\]]*\]\s*)?")
+_SCHEME_WRITTEN = re.compile(r"([A-Za-z]+)://")
+
+
+def canonical_rule(text: str) -> str:
+    """`text` as gitprov writes a rule it takes from a device's own file (`gitprov
+    import`): the scheme in lower case (`HTTP://`), and the characters no URL carries
+    unencoded percent-encoded in the path (`{`, `[`): the URL a server reads alike,
+    in the form GP110 asks of one written in the inventory."""
+    at = _OPTIONS.match(text).end()  # type: ignore[union-attr]
+    scheme = _SCHEME_WRITTEN.match(text, at)
+    if scheme is not None:
+        text = text[:at] + scheme[1].lower() + text[scheme.start() + len(scheme[1]) :]
+        at = scheme.end()
+    slash = text.find("/", at)
+    if slash < 0:
+        return text
+    path = "".join(f"%{ord(c):02X}" if c in _NOT_IN_A_URL else c for c in text[slash:])
+    return text[:slash] + path
+
+
 def url_base(url: str) -> str:
     """`url` without the slashes that end it, its `scheme://` kept whole: a base URL with
     no server (`tftp://`: the one DHCP option 66 names, vendor overview 2.2) stays one,

@@ -727,3 +727,34 @@ def test_every_import_code_is_documented() -> None:
     assert len(codes) == 13
     for code in codes:
         assert f"| {code} |" in docs, code
+
+
+def test_an_upgrade_rule_a_device_had_is_taken_as_gp110_asks_or_refused_where_it_is(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """An Upgrade Rule written `HTTP://…` or with `{` in its path, as a device's own file
+    may hold it, failed the whole import at a planned file (GP110 at
+    inventory/profiles/imported.yaml): it is taken in lower case and percent-encoded,
+    the URL a server reads alike; one no device reads is an error at its own line."""
+    model = fleet.inventory / "models" / "IP542N.yaml"
+    model.write_text(
+        model.read_text()
+        + 'bindings:\n  provision.upgrade_rule: {key: DBID_UPGRADE_RULE, source: "t"}\n'
+    )
+    root = tmp_path / "old"
+    root.mkdir()
+    rule = "HTTP://fw.example.com/IP542N{v2}.bin"
+    for i, mac in enumerate(MACS):
+        params = [*ip542n(mac, account=f"200{i}"), ("DBID_UPGRADE_RULE", rule)]
+        (root / f"fv{mac}.conf").write_bytes(conf(params))
+    import_conf(Session(fleet.top), ConfOptions(root, model="IP542N"))
+    written = "".join(p.read_text() for p in (fleet.inventory / "profiles").glob("*.yaml"))
+    written += "".join(p.read_text() for p in (fleet.inventory / "devices").rglob("*.yaml"))
+    assert "http://fw.example.com/IP542N%7Bv2%7D.bin" in written, written
+    assert fleet.cli("validate", "--worktree") == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    params = [*ip542n(MACS[0]), ("DBID_UPGRADE_RULE", "ftp://fw.example.com/x.bin")]
+    (bad / f"fv{MACS[0]}.conf").write_bytes(conf(params))
+    problems = refused(fleet, bad, force=True)
+    assert located(problems) == [f"{bad / f'fv{MACS[0]}.conf'}:8:19: error[GP406]"], problems

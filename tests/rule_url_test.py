@@ -369,3 +369,22 @@ def test_redact_text_hides_what_a_rule_that_does_not_parse_may_carry(text: str, 
 def test_a_file_joined_to_a_base_url_keeps_the_scheme_whole(base: str, url: str) -> None:
     assert joined(base, "f.conf") == url
     assert parse_rule(url).path.endswith("/f.conf")
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("HTTP://fw.example.com/a.bin", "http://fw.example.com/a.bin"),
+        ("[--key 1]Tftp://h/a{b}.bin", "[--key 1]tftp://h/a%7Bb%7D.bin"),
+        ("http://[2001:db8::1]/a[1].bin", "http://[2001:db8::1]/a%5B1%5D.bin"),
+        ("/fv$(MA).conf", "/fv$(MA).conf"),
+        ("http://h/a.bin", "http://h/a.bin"),
+    ],
+)
+def test_a_rule_from_a_device_file_is_written_as_gp110_asks(text: str, canonical: str) -> None:
+    """What `gitprov import` takes: the same URL to a server, in the form a rule written
+    in the inventory must have (lower-case scheme, nothing a URL carries unencoded)."""
+    from gitprov.rule_url import canonical_rule
+
+    assert canonical_rule(text) == canonical
+    parse_rule(canonical)  # (and it parses)

@@ -23,6 +23,7 @@ from gitprov.importer.problems import MAC, MALFORMED, MODEL, UNREADABLE, VALUE, 
 from gitprov.importer.tables import NotUtf8, utf8
 from gitprov.importer.values import DBID, Device, check_value, default_value
 from gitprov.macros import normalise_mac
+from gitprov.rule_url import RuleSyntaxError, canonical_rule, parse_rule
 from gitprov.unsafe import UNSAFE, describe, unsafe_hint
 
 MAX_FILE_BYTES = 1 << 20  # a param.conf is a few KB; anything this big is something else
@@ -132,7 +133,9 @@ def _device_from_conf(
     catalog: Catalog,
     problems: list[Problem],
     warnings: list[Problem],
+    bound_urls: frozenset[str] = frozenset(),
 ) -> Device:
+    """`bound_urls`: the raw keys the model binds to a rule URL (an Upgrade Rule)."""
     device = Device(source, mac, model)
     for ln in lines:
         key, value = ln.key, ln.value
@@ -173,6 +176,23 @@ def _device_from_conf(
             continue
         param = catalog.by_key(key)
         if param is None:
+            if key in bound_urls and value:
+                # (written as GP110 asks: see canonical_rule; one no device reads, here)
+                value = canonical_rule(value)
+                try:
+                    parse_rule(value)
+                except RuleSyntaxError as exc:
+                    problems.append(
+                        error(
+                            source,
+                            ln.number,
+                            ln.value_col,
+                            VALUE,
+                            f"{key}: the rule is not one the device reads: {exc.message}",
+                            "fix it in the file, or leave the key out of it",
+                        )
+                    )
+                    continue
             device.globals[key] = value
             continue
         if param.per_line:
@@ -436,6 +456,7 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
         ctx.catalog,
         out.problems,
         out.warnings,
+        _bound_urls(ctx, model),
     )
     device.opened = opened
     if device.version is None:
@@ -452,6 +473,16 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
     if not out.problems:
         out.device = device
     return out
+
+
+def _bound_urls(ctx: Context, model: str) -> frozenset[str]:
+    """The raw keys `model` binds to a catalog name of type url (an Upgrade Rule)."""
+    out = set()
+    for name, key in ctx.inv.models[model].bindings.items():
+        typed = ctx.catalog.lookup(name) or ctx.catalog.unpublished_named(name)
+        if typed is not None and typed.type == "url":
+            out.add(key)
+    return frozenset(out)
 
 
 def _shown(value: str) -> str:

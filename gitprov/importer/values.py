@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from gitprov.catalog import DBID_PATTERN, Catalog, Param, secret_like
 from gitprov.crypto import Mode
 from gitprov.inventory import Layer
+from gitprov.rule_url import RuleSyntaxError, canonical_rule, parse_rule
 from gitprov.yamldoc import SecretRef
 
 DBID = re.compile(DBID_PATTERN)
@@ -123,6 +124,14 @@ def check_value(param: Param, text: str, *, lenient_bool: bool = False) -> tuple
             return text, "expected " + ("1/0, true/false or yes/no" if lenient_bool else "1 or 0")
         typed = words[text.lower()]
         return ("1" if typed else "0"), ""
+    if param.type == "url" and text:
+        # (as the device's file has it, and as GP110 would have it: see canonical_rule)
+        text = canonical_rule(text)
+        try:
+            parse_rule(text)
+        except RuleSyntaxError as exc:
+            shown = "the value" if param.secret else "the rule"
+            return text, f"{shown} is not one the device reads: {exc.message}"
     if param.type in ("int", "port", "seconds"):
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             return text, "expected a whole number"
