@@ -2,8 +2,9 @@
 
 The commit is built in memory exactly as `publish_commit` would build it: the same
 validation, the same private key, the versions continued from the state dir's manifest
-(`served_versions`), the same files (`publish.artifacts`: device files, option-66
-bootstraps, firmware images, stage files). Builds are reproducible (the encryption salt is
+and a publish that did not finish (`publish.served_before`), the same files
+(`publish.artifacts`: device files, option-66 bootstraps, firmware images, stage files).
+Builds are reproducible (the encryption salt is
 derived from the key and the plaintext, see gitprov.crypto), so the bytes can be compared
 with what each root holds: every wanted file missing or different, and every file the
 commit does not produce, is a difference. Nothing is written, and no lock is taken: an
@@ -28,8 +29,16 @@ import pygit2
 from gitprov.builder import VersionConflict
 from gitprov.errors import GitprovError, InvalidInventory, UsageError
 from gitprov.pipeline import Pipeline
-from gitprov.plan import MANIFEST, Manifest, load_manifest, served_versions
-from gitprov.publish import KeyFor, Targets, TargetsFor, artifacts, needs_stage_root, stage_build
+from gitprov.plan import MANIFEST, Manifest, load_manifest
+from gitprov.publish import (
+    KeyFor,
+    Targets,
+    TargetsFor,
+    artifacts,
+    needs_stage_root,
+    served_before,
+    stage_build,
+)
 
 MISSING = "missing"  # the commit produces it; the root does not hold it
 EXTRA = "extra"  # the root holds it; the commit does not produce it
@@ -95,8 +104,14 @@ def verify_commit(
     # new content). Any other commit is built as a plain publish would build it.
     forced = manifest is not None and manifest.commit == str(commit.id)
     try:
+        # (with the versions of a publish that did not finish: publish.PENDING)
         build = pipeline.build(
-            commit, key, served_versions(manifest), loaded, keep_plaintext=False, force=forced
+            commit,
+            key,
+            served_before(where.state_dir, manifest),
+            loaded,
+            keep_plaintext=False,
+            force=forced,
         )
     except VersionConflict as exc:
         raise _older(str(commit.id), manifest, exc) from None
