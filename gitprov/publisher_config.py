@@ -103,7 +103,7 @@ def resolve(
                 f"{ALLOWED_ROOTS_ENV}: {root} is not an absolute path",
                 hint="list absolute directories, separated by ':'",
             )
-    return replace(
+    resolved = replace(
         base,
         http_roots=given.http_roots or base.http_roots,
         tftp_roots=given.tftp_roots or base.tftp_roots,
@@ -115,6 +115,30 @@ def resolve(
         gpg_home=given.gpg_home or base.gpg_home,
         stage_root=given.stage_root or base.stage_root,
     )
+    for what, value in _paths(resolved):
+        if any(not c.isprintable() for c in value):
+            # (a NUL ended in an internal error in every command that used the path; a
+            # control character is no directory anyone meant)
+            raise UsageError(
+                f"{what}: {value!r} holds a control character",
+                hint="give the path as it is on disk (the option, or the config file's key)",
+            )
+    return resolved
+
+
+def _paths(c: PublisherConfig) -> list[tuple[str, str]]:
+    out = [("http_root", r) for r in c.http_roots] + [("tftp_root", r) for r in c.tftp_roots]
+    out += [("allowed_roots", r) for r in c.allowed_roots]
+    for what, value in (
+        ("state_dir", c.state_dir),
+        ("firmware_dir", c.firmware_dir),
+        ("stage_root", c.stage_root),
+        ("allowed_signers", c.allowed_signers),
+        ("gpg_home", c.gpg_home),
+    ):
+        if value:
+            out.append((what, value))
+    return out
 
 
 def load(path: Path) -> PublisherConfig:

@@ -113,7 +113,17 @@ def seal(public_key: str, name: str, value: str) -> str:
     recipient = _parse_public(public_key)
     ephemeral = X25519PrivateKey.generate()
     ephemeral_pub = ephemeral.public_key().public_bytes_raw()
-    aead = _aead(ephemeral.exchange(recipient), ephemeral_pub, recipient, name)
+    try:
+        shared = ephemeral.exchange(recipient)
+    except ValueError:
+        # (a low-order point, all zeros say: no key pair has it, and nothing sealed to it
+        # could be opened)
+        raise SecretError(
+            "the public key is no usable key (a low-order X25519 point): nothing can be "
+            "sealed to it",
+            hint="use the public key `gitprov secrets keygen` printed",
+        ) from None
+    aead = _aead(shared, ephemeral_pub, recipient, name)
     nonce = os.urandom(_NONCE_LEN)
     ciphertext = aead.encrypt(nonce, value.encode("utf-8"), _aad(name))
     return _SEALED_PREFIX + _b64encode(ephemeral_pub + nonce + ciphertext)

@@ -59,6 +59,23 @@ class WatchOptions:
     retry: float = 30.0  # retry a publish that failed to write after this long
 
 
+def check_branch(name: str) -> None:
+    """UsageError for a --branch that names no branch git could have: it polled and failed
+    for ever (`main..x`, `''`), crashed past a length (exit 3), fetched every branch
+    (`*`) or put lines into the log (a newline)."""
+    valid = False
+    if name and len(name) <= 255 and name.isprintable():
+        try:
+            valid = pygit2.reference_is_valid_name(f"refs/heads/{name}")
+        except (ValueError, pygit2.GitError):
+            valid = False
+    if not valid or any(c in name for c in "*?[\\"):
+        raise UsageError(
+            f"--branch {name[:80]!r}{'…' if len(name) > 80 else ''} is not a branch name",
+            hint="give the branch to follow as git names it, e.g. --branch main",
+        )
+
+
 # Per repository, the branch head whose loose objects were looked at last.
 _LOOKED_AT: dict[str, str] = {}
 

@@ -892,3 +892,32 @@ def test_a_state_file_that_is_no_regular_file_never_hangs_nor_floods_memory(
         assert history.returncode == 0 and "Traceback" not in history.stderr, history.stderr
         published = load_manifest(tmp_path / "state")
         assert published is not None and published.commit == head
+
+
+@pytest.mark.parametrize("where", ["--config", "--state-dir", "the inventory"])
+def test_a_path_with_a_control_character_is_a_usage_error_not_a_crash(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """A NUL in a publisher path ended in an internal error (exit 3: `embedded null
+    byte`) in publish, history and verify; a control character was taken as a path."""
+    args = root_args(tmp_path)
+    if where == "--config":
+        config = tmp_path / "publisher.yaml"
+        config.write_text('state_dir: "/x/s\\0x"\n')
+        args = ["--config", str(config), "--http-root", str(tmp_path / "http")]
+    elif where == "--state-dir":
+        args[args.index("--state-dir") + 1] = str(tmp_path / "s\x01t")
+    else:
+        fleet = example_repo.files[FLEET].replace(
+            b"  state_dir: var/state\n", b'  state_dir: "var/st\\0ate"\n'
+        )
+        assert fleet != example_repo.files[FLEET]
+        example_repo.commit({FLEET: fleet}, "a NUL in a path")
+        args = []
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *args)
+    assert code in (1, 2) and "internal error" not in err, err
+    assert "control character" in err or "error[" in err, err

@@ -367,3 +367,10 @@ def test_a_private_key_given_as_the_public_one_is_named_so_and_never_shown() -> 
         with pytest.raises(SecretError, match="that is a private key") as info:
             call()
         assert_leaks_nothing(info.value, SK, SK[11:30], "hunter2")
+
+
+def test_a_public_key_of_a_low_order_point_is_refused_not_a_crash() -> None:
+    """`gitprov-pk-AAAA…` (all zeros) parsed, and sealing to it ended in an internal
+    error (`Error computing shared key`) in `secrets set` and `secrets rotate`."""
+    with pytest.raises(SecretError, match="no usable key"):
+        seal("gitprov-pk-" + "A" * 43, "pin", VALUE)

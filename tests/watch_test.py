@@ -751,3 +751,20 @@ def test_a_mirror_is_never_made_in_a_clone_a_directory_or_another_bare_repositor
     older = pygit2.init_repository(str(tmp_path / "older.git"), bare=True)
     older.remotes.create("origin", url)
     assert RemoteBranch(tmp_path / "older.git", url, "main").head() is not None
+
+
+@pytest.mark.parametrize(
+    "branch", ["main..x", "", "a/../b", "main:refs/heads/evil", "*", "ma\nin", "x" * 1100]
+)
+def test_a_branch_no_git_could_have_is_refused_at_the_start(
+    branch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It polled and failed for ever, crashed past a length (exit 3), fetched every
+    branch (`*`) or put a line of its own into the log (a newline)."""
+    from gitprov.cli import main
+
+    argv = ["watch", "--branch", branch, "--state-dir", str(tmp_path / "s")]
+    argv += ["--http-root", str(tmp_path / "h")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not a branch name" in err and "\nin" not in err, err

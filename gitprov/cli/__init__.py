@@ -315,6 +315,11 @@ def entry() -> NoReturn:
     the kernel takes the whole heap back anyway. What the teardown would still do that
     matters is done first: the output flushed, the log handlers closed. With a thread or
     a child process still running (none should be), the interpreter exits as usual."""
+    # A stream closed by the caller (`>&-`, `2>&-`) is None in Python: what would go to
+    # it has nowhere to go, as with a pipe whose reader is gone (see below).
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (for the process)
     code = main()
     with contextlib.suppress(Exception):
         logging.shutdown()

@@ -194,6 +194,11 @@ def run_decrypt(args: argparse.Namespace, out: Output) -> int:
 
     try:
         if args.file == "-":
+            if sys.stdin is None:  # (closed: `<&-`)
+                raise UsageError(
+                    "no file to decrypt: stdin is closed",
+                    hint="give FILE, or pipe the file in (`gitprov decrypt - < FILE`)",
+                )
             data = sys.stdin.buffer.read(DECRYPT_MAX + 1)
         else:
             with open(args.file, "rb") as f:

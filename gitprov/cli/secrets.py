@@ -164,8 +164,20 @@ def _read_value(name: str) -> str:
     # (the bound of a value is also that of what is read: /dev/zero never ends)
     from gitprov.secrets import VALUE_MAX
 
+    if sys.stdin is None:  # (closed: `<&-`)
+        raise UsageError(
+            f"no value of {name}: stdin is closed",
+            hint=f"pipe the value in (`printf %s VALUE | gitprov secrets set {name}`), or "
+            "run it on a terminal to be asked",
+        )
     if sys.stdin.isatty():
-        return getpass.getpass(f"value of {name}: ")
+        try:
+            return getpass.getpass(f"value of {name}: ")
+        except EOFError:  # (Ctrl-D at the prompt)
+            raise UsageError(
+                f"no value of {name} was typed: nothing was sealed",
+                hint="type the value at the prompt (it is not shown), or pipe it in",
+            ) from None
     raw = getattr(sys.stdin, "buffer", None)  # (a text stream given in its place has none)
     data: bytes | str = (
         raw.read(VALUE_MAX + 1) if raw is not None else sys.stdin.read(VALUE_MAX + 1)

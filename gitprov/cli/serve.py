@@ -674,11 +674,20 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     from gitprov.plan import load_manifest
     from gitprov.publish import check_state_dir
     from gitprov.status import JsonLog, StatusFile
-    from gitprov.watch import Kind, LocalBranch, Outcome, RemoteBranch, Watcher, WatchOptions
+    from gitprov.watch import (
+        Kind,
+        LocalBranch,
+        Outcome,
+        RemoteBranch,
+        Watcher,
+        WatchOptions,
+        check_branch,
+    )
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     source: LocalBranch | RemoteBranch
+    check_branch(args.branch)
     config = publisher_config_of(args)
     config.require_targets()  # before a mirror is made or anything is read
     if args.remote:

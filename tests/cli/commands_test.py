@@ -666,3 +666,30 @@ def test_an_empty_listening_address_is_refused(
         build_parser().parse_args([command, option, ""])
     assert exited.value.code == 2
     assert "an empty address" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "closed", "says"),
+    [
+        (["decrypt", "-", "--key", "abc"], "<&-", "stdin is closed"),
+        (["secrets", "set", "pin"], "<&-", "stdin is closed"),
+        (["versions"], ">&-", ""),
+    ],
+)
+def test_a_closed_stream_is_said_or_taken_as_nowhere_not_a_crash(
+    example_repo: GitRepo, argv: list[str], closed: str, says: str
+) -> None:
+    """`<&-` and `>&-` leave Python a None stream: an internal error (exit 3), or exit 1
+    with a trace, in every command."""
+    cmd = shlex.join([sys.executable, "-m", "gitprov", "--repo", str(example_repo.path), *argv])
+    got = subprocess.run(
+        ["sh", "-c", f"exec {cmd} {closed}"],
+        stdout=subprocess.PIPE if closed == "<&-" else None,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        cwd=example_repo.path.parent,
+    )
+    assert "Traceback" not in got.stderr and "internal error" not in got.stderr, got.stderr
+    assert got.returncode == (2 if says else 0), got.stderr
+    assert says in got.stderr

@@ -242,6 +242,20 @@ def test_a_saved_plan_holding_what_gitprov_never_writes_is_refused_not_rendered(
         assert char == "\n" or char not in err
 
 
+def test_a_saved_plan_with_a_share_past_100_percent_is_a_usage_error(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 401-digit max_percent passed the schema and ended in an internal error
+    (OverflowError) when rendered."""
+    _, saved = _backup_proxy_plan(example_repo, capsys)
+    doc = json.loads(saved)
+    assert doc["removal"] is not None
+    doc["removal"]["max_percent"] = 10**400
+    (tmp_path / "plan.json").write_text(json.dumps(doc), encoding="utf-8")
+    code, _, err = cli(capsys, "plan", "--from-json", str(tmp_path / "plan.json"))
+    assert code == 2 and "removal/max_percent" in err and "internal error" not in err, err
+
+
 def test_a_file_that_is_not_a_saved_plan_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
