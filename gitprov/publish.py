@@ -473,11 +473,11 @@ def check_operator_targets(
 def resolve_fleet_path(value: str, base: Path | None) -> Path:
     """A path from the fleet settings: relative ones are relative to `base` (the
     repository's top), not to wherever the command runs."""
-    if any(not c.isprintable() for c in value):
+    if "\0" in value:
         # (validation says where; settings are read before it, and a NUL ended in an
         # internal error)
         raise UsageError(
-            f"the fleet settings' path {value!r} holds a control character",
+            f"the fleet settings' path {value!r} holds a NUL character, which no path can",
             hint="fix the publish: paths in gitprov.yaml (`gitprov validate` says where)",
         )
     path = Path(value)

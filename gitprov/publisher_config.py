@@ -116,11 +116,11 @@ def resolve(
         stage_root=given.stage_root or base.stage_root,
     )
     for what, value in _paths(resolved):
-        if any(not c.isprintable() for c in value):
-            # (a NUL ended in an internal error in every command that used the path; a
-            # control character is no directory anyone meant)
+        if "\0" in value:
+            # (no path holds one: it ended in an internal error in every command that
+            # used the path; other characters are the operator's, shown escaped)
             raise UsageError(
-                f"{what}: {value!r} holds a control character",
+                f"{what}: {value!r} holds a NUL character, which no path can",
                 hint="give the path as it is on disk (the option, or the config file's key)",
             )
     return resolved
