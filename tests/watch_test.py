@@ -768,3 +768,33 @@ def test_a_branch_no_git_could_have_is_refused_at_the_start(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is not a branch name" in err and "\nin" not in err, err
+
+
+@pytest.mark.parametrize("flag", ["--status-file", "--log-json"])
+@pytest.mark.parametrize("where", ["HEAD", "config", "manifest", "root"])
+def test_the_watchers_own_files_never_go_where_they_destroy_or_are_served(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    where: str,
+) -> None:
+    """Written over the repository's HEAD or config, the watcher made it no repository;
+    over the manifest, the publisher lost its state; in a root, the file was served."""
+    from gitprov.cli import main
+
+    state, http = tmp_path / "state", tmp_path / "http"
+    target = {
+        "HEAD": example_repo.path / ".git" / "HEAD",
+        "config": example_repo.path / ".git" / "config",
+        "manifest": state / "manifest.json",
+        "root": http / "status.json",
+    }[where]
+    before = target.read_bytes() if target.exists() else None
+    argv = ["--repo", str(example_repo.path), "watch", "--state-dir", str(state)]
+    argv += ["--http-root", str(http), flag, str(target)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {target}" in err, err
+    assert (target.read_bytes() if target.exists() else None) == before

@@ -40,6 +40,7 @@ from gitprov.errors import GitprovError, UsageError
 from gitprov.unsafe import shown
 
 if TYPE_CHECKING:
+    from gitprov.publisher_config import PublisherConfig
     from gitprov.tools.device import ResyncResult
     from gitprov.tools.serve import FetchCallback, HttpServer
 
@@ -669,6 +670,52 @@ def _wait_for_signal(done: threading.Event, stop: Callable[[], None]) -> None:
         stop()
 
 
+# The files gitprov keeps in a state dir: a status file or a log written over one of
+# them (a rename, an append) destroys what the next publish reads.
+STATE_FILES = frozenset(
+    {
+        "manifest.json",
+        "manifest.index",
+        "manifest.index.delta",
+        "manifest.ends",
+        "journal.jsonl",
+        "build-inputs.json",
+        "state.lines",
+        "publish.lock",
+        "roots.listed",
+        "served.pending.json",
+        "fetch.log",
+    }
+)
+
+
+def _refuse_private_place(
+    flag: str, path: Path, git_dir: Path, state_dir: Path | None, config: PublisherConfig
+) -> None:
+    """UsageError for a status file or a JSON log where the watcher must never write:
+    in the repository's git directory (HEAD or config written over: no repository), a
+    state file of the publisher's, or a served root (served to every device)."""
+    where = path.absolute().resolve()
+    roots = [*config.http_roots, *config.tftp_roots, config.stage_root, config.firmware_dir]
+    places = [("the repository's git directory", git_dir)]
+    places += [("a served root", Path(r)) for r in roots if r]
+    for what, place in places:
+        if where.is_relative_to(place.absolute().resolve()):
+            raise UsageError(
+                f"{flag} {path} is in {what} ({place})",
+                hint="give a path of its own, e.g. beside the state dir",
+            )
+    if (
+        state_dir is not None
+        and where.parent == state_dir.absolute().resolve()
+        and where.name in STATE_FILES
+    ):
+        raise UsageError(
+            f"{flag} {path} is the publisher's own {where.name}",
+            hint="give another name, e.g. STATE_DIR/status.json",
+        )
+
+
 def run_watch(args: argparse.Namespace, out: Output) -> int:
     from gitprov.metrics import Metrics, MetricsServer
     from gitprov.plan import load_manifest
@@ -741,6 +788,9 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
 
     observers: list[Callable[[Outcome], None]] = [show]
     label = source.label
+    for flag, given in (("--status-file", args.status_file), ("--log-json", args.log_json)):
+        if given:
+            _refuse_private_place(flag, Path(given), Path(s.repo.path), state_dir, config)
     if args.status_file:
         try:
             mode = os.lstat(args.status_file).st_mode
