@@ -163,11 +163,13 @@ def test_make_run_stops_cleanly_on_a_term(tmp_path: Path, to: str) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
         else:
             proc.send_signal(signal.SIGTERM)
+        # (a watcher stopped during its first reconcile took up to 20 s here, under the
+        # suite's load: a clean stop all the same, which is what this asks)
         try:
-            code = proc.wait(timeout=30)
+            code = proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             code = None
         assert code == 0, log.read_text()[-2000:]
-        wait_for(lambda: not group_left(proc.pid), "serve and watch to stop", timeout=30)
+        wait_for(lambda: not group_left(proc.pid), "serve and watch to stop", timeout=60)
     finally:
         stop(proc)
