@@ -798,3 +798,50 @@ def test_the_watchers_own_files_never_go_where_they_destroy_or_are_served(
     err = capsys.readouterr().err
     assert f"{flag} {target}" in err, err
     assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_the_term_handler_never_takes_the_lock_its_thread_may_hold() -> None:
+    """The handler set the stop event in the main thread, which may hold that event's
+    lock (in its wait, or in the handler's own set, a TERM before): a second TERM, the
+    group's then `make run`'s trap's, deadlocked the watcher for good, deaf to every
+    later TERM (found so in a fresh clone's make test). Here the lock is held as the
+    main thread holds it there: the handler returns, and the event is set once it is
+    let go."""
+    import signal
+
+    from gitprov.cli.serve import _setter
+
+    event = threading.Event()
+    handler = _setter(event)
+    with event._cond:  # type: ignore[attr-defined]
+        handler(signal.SIGTERM, None)
+    assert event.wait(5)
+
+
+def test_terms_in_a_burst_stop_the_watcher(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    """Two hundred TERMs as fast as they go: a clean stop, exit 0."""
+    import signal
+    import sys
+
+    argv = [sys.executable, "-m", "gitprov", "--repo", str(example_repo.path), "watch"]
+    argv += ["--state-dir", str(tmp_path / "s"), "--http-root", str(tmp_path / "h")]
+    argv += ["--interval", "0.05"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("watching "):
+                break
+        for _ in range(200):
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from gitprov import DEPLOY_URL, DOCS_URL
@@ -658,7 +659,7 @@ def _sigterm_event() -> threading.Event:
     """Set by SIGTERM from now on: installed before anything is printed, so a supervisor
     that stops the server right after reading where it listens gets a clean exit."""
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    signal.signal(signal.SIGTERM, _setter(done))
     return done
 
 
@@ -668,6 +669,18 @@ def _wait_for_signal(done: threading.Event, stop: Callable[[], None]) -> None:
             pass
     finally:
         stop()
+
+
+def _setter(event: threading.Event) -> Callable[[int, FrameType | None], None]:
+    """A SIGTERM handler that sets `event` from another thread. The handler runs in the
+    main thread between two of its steps, and that may be inside `event.wait()` or
+    `event.set()` with the event's lock held: set there, a second TERM (the group's,
+    then `make run`'s trap's) deadlocked the watcher for good, deaf to every TERM."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=event.set, name="gitprov-stop", daemon=True).start()
+
+    return handler
 
 
 # The files gitprov keeps in a state dir: a status file or a log written over one of
@@ -732,7 +745,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     )
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, _setter(stop))
     source: LocalBranch | RemoteBranch
     check_branch(args.branch)
     config = publisher_config_of(args)
