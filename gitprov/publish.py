@@ -1211,11 +1211,15 @@ def read_pending(state_dir: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-def served_before(state_dir: Path, previous: Manifest | None) -> Overlay[tuple[int, str]]:
+def served_before(
+    state_dir: Path,
+    previous: Manifest | None,
+    pending: Mapping[str, tuple[int, str]] | None = None,
+) -> Overlay[tuple[int, str]]:
     """The versions served before this publish: the manifest's record, raised by those a
-    publish that did not finish may have served (see PENDING)."""
+    publish that did not finish may have served (see PENDING; `pending` when read)."""
     served = served_versions(previous)
-    for key, got in read_pending(state_dir).items():
+    for key, got in (read_pending(state_dir) if pending is None else pending).items():
         if got[0] > served.get(key, (0, ""))[0]:
             served[key] = got
     return served
@@ -2698,7 +2702,7 @@ def _publish_locked(
     # The versions served: the previous record, which holds every carried file's already
     # (raised by those of a publish that did not finish, see PENDING).
     pending = read_pending(targets.state_dir)
-    served = served_before(targets.state_dir, previous)
+    served = served_before(targets.state_dir, previous, pending)
     raised: set[str] = set()
     lowered: list[tuple[str, int, int]] = []
     for name, e in made.items():

@@ -683,23 +683,17 @@ def _setter(event: threading.Event) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
-# The files gitprov keeps in a state dir: a status file or a log written over one of
-# them (a rename, an append) destroys what the next publish reads.
-STATE_FILES = frozenset(
-    {
-        "manifest.json",
-        "manifest.index",
-        "manifest.index.delta",
-        "manifest.ends",
-        "journal.jsonl",
-        "build-inputs.json",
-        "state.lines",
-        "publish.lock",
-        "roots.listed",
-        "served.pending.json",
-        "fetch.log",
-    }
-)
+def _state_files() -> frozenset[str]:
+    """The files gitprov keeps in a state dir (and the fetch log's default name): a
+    status file or a log written over one of them (a rename, an append) destroys what
+    the next publish reads."""
+    from gitprov import dirmark, journal
+    from gitprov.headstart import LOCK
+    from gitprov.plan import INDEX, INDEX_DELTA, MANIFEST, MAP_ENDS
+    from gitprov.publish import BUILD_INPUTS, PENDING
+
+    names = {MANIFEST, INDEX, INDEX_DELTA, MAP_ENDS, journal.JOURNAL, journal.STATE_LINES}
+    return frozenset({*names, BUILD_INPUTS, LOCK, dirmark.LISTED, PENDING, "fetch.log"})
 
 
 def _refuse_private_place(
@@ -721,7 +715,7 @@ def _refuse_private_place(
     if (
         state_dir is not None
         and where.parent == state_dir.absolute().resolve()
-        and where.name in STATE_FILES
+        and where.name in _state_files()
     ):
         raise UsageError(
             f"{flag} {path} is the publisher's own {where.name}",

@@ -21,9 +21,8 @@ from gitprov.importer.context import Context, FileReport
 from gitprov.importer.decrypt import Keys, decrypt_problem, open_conf
 from gitprov.importer.problems import MAC, MALFORMED, MODEL, UNREADABLE, VALUE, VERSION, value_hint
 from gitprov.importer.tables import NotUtf8, utf8
-from gitprov.importer.values import DBID, Device, check_value, default_value
+from gitprov.importer.values import DBID, Device, check_value, default_value, taken_rule
 from gitprov.macros import normalise_mac
-from gitprov.rule_url import RuleSyntaxError, canonical_rule, parse_rule
 from gitprov.unsafe import UNSAFE, describe, unsafe_hint
 
 MAX_FILE_BYTES = 1 << 20  # a param.conf is a few KB; anything this big is something else
@@ -177,18 +176,15 @@ def _device_from_conf(
         param = catalog.by_key(key)
         if param is None:
             if key in bound_urls and value:
-                # (written as GP110 asks: see canonical_rule; one no device reads, here)
-                value = canonical_rule(value)
-                try:
-                    parse_rule(value)
-                except RuleSyntaxError as exc:
+                value, wrong = taken_rule(value)
+                if wrong:
                     problems.append(
                         error(
                             source,
                             ln.number,
                             ln.value_col,
                             VALUE,
-                            f"{key}: the rule is not one the device reads: {exc.message}",
+                            f"{key}: {wrong}",
                             "fix it in the file, or leave the key out of it",
                         )
                     )

@@ -112,6 +112,17 @@ def is_secret_key(key: str, catalog: Catalog) -> bool:
 _VALIDATORS: dict[str, Draft202012Validator] = {}
 
 
+def taken_rule(text: str) -> tuple[str, str]:
+    """(a rule from a device's file as gitprov writes it, "" or why no device reads it):
+    in the form GP110 asks (see canonical_rule), the same URL to a server."""
+    text = canonical_rule(text)
+    try:
+        parse_rule(text)
+    except RuleSyntaxError as exc:
+        return text, f"the rule is not one the device reads: {exc.message}"
+    return text, ""
+
+
 def check_value(param: Param, text: str, *, lenient_bool: bool = False) -> tuple[str, str]:
     """(the value as gitprov writes it, "" or what is wrong with it). Never quotes a secret."""
     typed: Any = text
@@ -125,13 +136,9 @@ def check_value(param: Param, text: str, *, lenient_bool: bool = False) -> tuple
         typed = words[text.lower()]
         return ("1" if typed else "0"), ""
     if param.type == "url" and text:
-        # (as the device's file has it, and as GP110 would have it: see canonical_rule)
-        text = canonical_rule(text)
-        try:
-            parse_rule(text)
-        except RuleSyntaxError as exc:
-            shown = "the value" if param.secret else "the rule"
-            return text, f"{shown} is not one the device reads: {exc.message}"
+        text, wrong = taken_rule(text)
+        if wrong:
+            return text, wrong
     if param.type in ("int", "port", "seconds"):
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             return text, "expected a whole number"
