@@ -910,3 +910,5 @@ def _print_results(results: list[ResyncResult], out: TextIO) -> None:
             out.write(f"  unchanged: {r.detail}\n")
         else:
             out.write(f"  {r.status}: {r.detail} (version stays {version(r.version_after)})\n")
+        if r.hint:
+            out.write(f"    hint: {r.hint}\n")

@@ -6,6 +6,7 @@ Files are written here with gitprov.crypto and render_lines; every expected valu
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import ipaddress
@@ -13,9 +14,10 @@ import json
 import socket
 import ssl
 import stat
+import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -648,12 +650,148 @@ def test_http_fetcher_timeout_bounds_the_whole_fetch_not_each_read() -> None:
         url = parse_rule(f"http://127.0.0.1:{listener.getsockname()[1]}/f.conf")
         started = time.monotonic()
         try:
-            with pytest.raises(FetchError, match="not fetched within 1 s"):
+            with pytest.raises(
+                FetchError, match="not fetched within 1 s: timed out reading the body"
+            ):
                 HttpFetcher(timeout=1).fetch(url)
         finally:
             stop.set()
         assert time.monotonic() - started < 3
         server.join(5)
+
+
+# --- hostile servers: each answers as told, on 127.0.0.1, until the test is done --------
+
+Talk = Callable[[socket.socket, threading.Event], None]
+
+
+@contextlib.contextmanager
+def hostile_tcp(talk: Talk, tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """A TCP server (TLS with `tls`) that reads each request, then lets `talk` answer it;
+    yields its port. `talk` is told to stop (its Event) when the block ends."""
+    stop = threading.Event()
+    listener = socket.create_server((HOST, 0))
+    listener.settimeout(0.05)  # (to see `stop`: closing it would not wake accept())
+
+    def answer(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            peer = tls.wrap_socket(conn, server_side=True) if tls is not None else conn
+            with peer:
+                peer.recv(65536)
+                talk(peer, stop)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def drip(data: bytes, for_at_most: float = 2.5) -> Talk:
+    """Sends `data` a byte every 50 ms (each well within any socket timeout), for at most
+    `for_at_most` seconds, then hangs up: a fetch without a deadline of its own takes
+    that long, and fails for another reason."""
+
+    def talk(conn: socket.socket, stop: threading.Event) -> None:
+        end = time.monotonic() + for_at_most
+        for byte in data:
+            if time.monotonic() > end:
+                return
+            conn.sendall(bytes([byte]))
+            if stop.wait(0.05):
+                return
+
+    return talk
+
+
+@dataclass
+class HostileTftp:
+    port: int
+    received: list[bytes]  # what came to its transfer ID (the client's ACKs, an ERROR)
+
+
+@contextlib.contextmanager
+def hostile_tftp(
+    answer: Callable[[socket.socket, tuple[str, int], threading.Event], None],
+) -> Iterator[HostileTftp]:
+    """A TFTP "server" that lets `answer` reply to each RRQ, one at a time, from a
+    transfer ID of its own (a new port, as RFC 1350 has it); what comes back to that port
+    is kept."""
+    stop = threading.Event()
+    received: list[bytes] = []
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind((HOST, 0))
+    listener.settimeout(0.05)  # (to see `stop`)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                _, client = listener.recvfrom(65536)
+            except TimeoutError:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tid:
+                tid.bind((HOST, 0))
+                answer(tid, client, stop)
+                tid.settimeout(0.2)
+                with contextlib.suppress(OSError):
+                    while True:
+                        received.append(tid.recvfrom(65536)[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield HostileTftp(listener.getsockname()[1], received)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def drip_blocks(tid: socket.socket, client: tuple[str, int], stop: threading.Event) -> None:
+    """Full 512-byte blocks, one every 50 ms (each well within the per-packet timeout),
+    for at most 2.5 s: without a deadline for the whole transfer, the fetch lasts as long."""
+    end = time.monotonic() + 2.5
+    number = 1
+    while time.monotonic() < end and not stop.is_set():
+        tid.sendto(struct.pack("!HH", 3, number) + bytes(512), client)
+        number += 1
+        stop.wait(0.05)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_http_fetcher_timeout_bounds_dripped_headers(tmp_path: Path, scheme: str) -> None:
+    """Headers a byte every 50 ms never let a read wait for the socket's timeout: the
+    fetch's deadline ends it, and says what it was waiting for."""
+    tls = trust = None
+    if scheme == "https":
+        cert, key = _self_signed(tmp_path, "prov.example.net")
+        tls, trust = make_tls_context(cert, key), ssl.create_default_context(cafile=str(cert))
+    with hostile_tcp(drip(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000), tls) as port:
+        url = parse_rule(f"{scheme}://prov.example.net/f.conf")
+        fetcher = HttpFetcher(
+            timeout=0.5, ssl_context=trust, host_override={"prov.example.net": (HOST, port)}
+        )
+        started = time.monotonic()
+        with pytest.raises(FetchError) as caught:
+            fetcher.fetch(url)
+        assert time.monotonic() - started < 1.5
+    assert caught.value.message == (
+        f"{scheme}://prov.example.net/f.conf: not fetched within 0.5 s: "
+        "timed out waiting for the response headers"
+    )
+    assert "--timeout" in caught.value.hint
 
 
 def test_http_fetcher_connection_refused() -> None:
@@ -919,6 +1057,54 @@ def test_probe_not_stable_is_exit_1(servers: Servers) -> None:
     code, out = probe(MAC, "--url", rule_a, "--until-stable", "--max-rounds", "2")
     assert code == 1
     assert out.endswith("not stable after 2 round(s)\n")
+
+
+def test_probe_timeout_bounds_dripped_headers() -> None:
+    with hostile_tcp(drip(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000)) as port:
+        started = time.monotonic()
+        code, out = probe(MAC, "--url", f"http://127.0.0.1:{port}/f.conf", "--timeout", "0.5")
+        assert time.monotonic() - started < 1.5
+    assert code == 1
+    assert out == (
+        f"round 1: profile-rule  http://127.0.0.1:{port}/f.conf\n"
+        f"  fetch-failed: http://127.0.0.1:{port}/f.conf: not fetched within 0.5 s: timed out "
+        "waiting for the response headers (version stays (none))\n"
+        "    hint: the server (or the network to it) is too slow, or it stalls; check it, or "
+        "allow more time (probe: --timeout)\n"
+    )
+
+
+def test_probe_timeout_bounds_a_tftp_transfer_of_dripped_blocks() -> None:
+    with hostile_tftp(drip_blocks) as server:
+        started = time.monotonic()
+        code, out = probe(MAC, "--option66", f"127.0.0.1:{server.port}", "--timeout", "0.5")
+        assert time.monotonic() - started < 1.5
+    assert code == 1
+    url = f"tftp://127.0.0.1:{server.port}/IP542N.conf"
+    assert out.startswith(
+        f"round 1: option66  {url}\n"
+        f"  fetch-failed: {url}: not fetched within 0.5 s: timed out waiting for block "
+    )
+    assert out.endswith(
+        "    hint: the server (or the network to it) is too slow, or it stalls; "
+        "check it, or allow more time (probe: --timeout)\n"
+    )
+    # The server was told to stop sending.
+    assert server.received[-1] == b"\x00\x05\x00\x00Transfer timed out\x00"
+
+
+def test_probe_tftp_silence_still_ends_within_the_timeout() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((HOST, 0))
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        code, out = probe(MAC, "--option66", f"127.0.0.1:{port}", "--timeout", "0.5")
+        assert time.monotonic() - started < 0.9
+    assert code == 1
+    assert (
+        f"fetch-failed: tftp://127.0.0.1:{port}/IP542N.conf: not fetched within 0.5 s: "
+        "timed out waiting for an answer from the TFTP server (5 tries)"
+    ) in out
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ does: the server's per-client limits and fetch log then see one client per devic
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import io
 import socket
 import ssl
 import struct
@@ -19,10 +21,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gitprov.errors import GitprovError
 from gitprov.rule_url import DEFAULT_PORTS, RuleUrl, format_rule
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -113,18 +118,116 @@ class Fetcher(Protocol):
     def fetch(self, url: RuleUrl) -> bytes: ...
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Speaks to `host` (Host header) but connects to `address`, from `source`."""
+_TIMEOUT_HINT = (
+    "the server (or the network to it) is too slow, or it stalls; check it, or allow "
+    "more time (probe: --timeout)"
+)
+
+
+class _Deadline:
+    """When a fetch must be done by, and what it was doing (for the error) when it ran out.
+
+    A socket timeout bounds one operation: a server that sends a byte a second never
+    leaves a read idle for as long, and would hold a fetch for hours. Each blocking step
+    waits at most what is `left`, so that the whole fetch ends by `at`.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.stage = "connecting"
+
+    def left(self) -> float:
+        """Seconds left; TimeoutError when none (a socket timeout of 0 would not block)."""
+        remaining = self.at - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out {self.stage}")
+        return remaining
+
+    def error(self, shown: str) -> FetchError:
+        return FetchError(
+            f"{shown}: not fetched within {self.seconds:g} s: timed out {self.stage}",
+            hint=_TIMEOUT_HINT,
+        )
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's bytes as `HTTPResponse` reads them (status line, headers, body), each
+    read waiting no longer than the fetch has `left`."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        super().__init__()
+        # A SocketIO, counted by the socket as its own makefile() is: urllib closes the
+        # connection's socket while the response still reads from it.
+        self._raw = sock.makefile("rb", buffering=0)
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
+        self._sock.settimeout(self._deadline.left())
+        return self._raw.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An `HTTPResponse` that reads through `_DeadlineReader` and tells the deadline
+    whether it is waiting for the headers or the body."""
 
     def __init__(
-        self, host: str, address: tuple[str, int], source: str | None, *, timeout: float
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: _Deadline,
     ) -> None:
-        super().__init__(host, timeout=timeout)
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()  # the reader without a deadline, replaced before any read
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+        self._gp_deadline = deadline
+
+    def begin(self) -> None:
+        self._gp_deadline.stage = "waiting for the response headers"
+        super().begin()
+        self._gp_deadline.stage = "reading the body"
+
+
+def _deadline_response(deadline: _Deadline) -> type[http.client.HTTPResponse]:
+    # http.client only calls its response_class, as it would the class.
+    return cast(
+        "type[http.client.HTTPResponse]", functools.partial(_DeadlineResponse, deadline=deadline)
+    )
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Speaks to `host` (Host header) but connects to `address`, from `source`; done by
+    `deadline`."""
+
+    def __init__(
+        self, host: str, address: tuple[str, int], source: str | None, deadline: _Deadline
+    ) -> None:
+        super().__init__(host, timeout=deadline.seconds)
         self._gp_address = address
         self._gp_source = None if source is None else (source, 0)
+        self._gp_deadline = deadline
+        self.response_class = _deadline_response(deadline)
 
     def connect(self) -> None:
-        self.sock = socket.create_connection(self._gp_address, self.timeout, self._gp_source)
+        deadline = self._gp_deadline
+        deadline.stage = "connecting"
+        self.sock = socket.create_connection(self._gp_address, deadline.left(), self._gp_source)
+        deadline.stage = "sending the request"
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -136,42 +239,52 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         address: tuple[str, int],
         source: str | None,
         context: ssl.SSLContext,
-        *,
-        timeout: float,
+        deadline: _Deadline,
     ) -> None:
-        super().__init__(host, timeout=timeout, context=context)
+        super().__init__(host, timeout=deadline.seconds, context=context)
         self._gp_address = address
         self._gp_source = None if source is None else (source, 0)
         self._gp_context = context
+        self._gp_deadline = deadline
+        self.response_class = _deadline_response(deadline)
 
     def connect(self) -> None:
-        raw = socket.create_connection(self._gp_address, self.timeout, self._gp_source)
+        deadline = self._gp_deadline
+        deadline.stage = "connecting"
+        raw = socket.create_connection(self._gp_address, deadline.left(), self._gp_source)
         try:
+            # The handshake is one call, and ssl bounds each call as a whole.
+            deadline.stage = "in the TLS handshake"
+            raw.settimeout(deadline.left())
             self.sock = self._gp_context.wrap_socket(raw, server_hostname=self.host)
         except BaseException:
             raw.close()
             raise
+        deadline.stage = "sending the request"
 
 
 class _PinnedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
     def __init__(
-        self, address: tuple[str, int], source: str | None, context: ssl.SSLContext | None
+        self,
+        address: tuple[str, int],
+        source: str | None,
+        context: ssl.SSLContext | None,
+        deadline: _Deadline,
     ) -> None:
         urllib.request.HTTPHandler.__init__(self)
         urllib.request.HTTPSHandler.__init__(self, context=context)
         self._gp_address = address
         self._gp_source = source
         self._gp_context = context
+        self._gp_deadline = deadline
 
     def _plain(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-        return _PinnedHTTPConnection(
-            host, self._gp_address, self._gp_source, timeout=kwargs["timeout"]
-        )
+        return _PinnedHTTPConnection(host, self._gp_address, self._gp_source, self._gp_deadline)
 
     def _tls(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
         assert self._gp_context is not None
         return _PinnedHTTPSConnection(
-            host, self._gp_address, self._gp_source, self._gp_context, timeout=kwargs["timeout"]
+            host, self._gp_address, self._gp_source, self._gp_context, self._gp_deadline
         )
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -190,7 +303,8 @@ class HttpFetcher:
     the client certificate). No proxies from the environment and no redirects: a device
     fetches exactly the URL it was given, and a redirect is reported as a failure.
     `source_address` is the local address connections are made from (None: the kernel's
-    choice)."""
+    choice). `timeout` bounds the whole fetch (connecting, the TLS handshake, the request,
+    the headers and the body), not each read."""
 
     def __init__(
         self,
@@ -228,25 +342,28 @@ class HttpFetcher:
             request.add_unredirected_header(
                 "Authorization", "Basic " + base64.b64encode(pair).decode("ascii")
             )
+        # The timeout is the fetch's, not each read's (see `_Deadline`).
+        deadline = _Deadline(self._timeout)
         opener = urllib.request.OpenerDirector()
         for handler in (
-            _PinnedHandler(_connect_address(url, self._override), self._source, self._context),
+            _PinnedHandler(
+                _connect_address(url, self._override), self._source, self._context, deadline
+            ),
             urllib.request.HTTPDefaultErrorHandler(),
             urllib.request.HTTPErrorProcessor(),
         ):
             opener.add_handler(handler)
-        # The timeout is the fetch's, not each read's: a server dripping a byte a second
-        # never leaves the socket idle for as long.
-        deadline = time.monotonic() + self._timeout
         try:
             with opener.open(request, timeout=self._timeout) as response:
-                data = _read_by(response, self._max_bytes + 1, deadline)
+                data = _read_upto(response, self._max_bytes + 1)
         except TimeoutError:
-            raise FetchError(f"{shown}: not fetched within {self._timeout:g} s") from None
+            raise deadline.error(shown) from None
         except urllib.error.HTTPError as exc:
             exc.close()
             raise FetchError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):  # connecting, or sending the request
+                raise deadline.error(shown) from None
             raise FetchError(f"{shown}: {exc.reason}") from None
         except (OSError, http.client.HTTPException) as exc:
             raise FetchError(f"{shown}: {exc or type(exc).__name__}") from None
@@ -255,14 +372,12 @@ class HttpFetcher:
         return data
 
 
-def _read_by(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
-    """Up to `limit` bytes of the body, as they come, all of them by `deadline`
-    (TimeoutError past it)."""
+def _read_upto(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """Up to `limit` bytes of the body, as they come (the response's reader keeps the
+    fetch's deadline)."""
     parts: list[bytes] = []
     size = 0
     while size < limit:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the body took too long")
         part = response.read1(min(65536, limit - size))
         if not part:
             break
@@ -280,6 +395,10 @@ class TftpFetcher:
     """A minimal TFTP client: RRQ in octet mode (RFC 1350) asking for `blksize`
     (RFC 2347/2348), lock-step DATA/ACK, retransmit on timeout.
 
+    `timeout` and `retries` bound the wait for each packet; `fetch_timeout`, when given,
+    bounds the whole transfer, which a server sending each block just in time (or
+    repeating its OACK) would otherwise stretch without end.
+
     The file name is the URL path without its leading `/` (RFC 3617), which tftpd-hpa
     `-s` and `serve.TftpServer` both read relative to their root. After the last ACK the
     client does not dally: if that ACK is lost the server times out, with the file
@@ -295,10 +414,12 @@ class TftpFetcher:
         host_override: HostOverride | None = None,
         max_bytes: int = MAX_FILE_BYTES,
         source_address: str | None = None,
+        fetch_timeout: float | None = None,
     ) -> None:
         if not 8 <= blksize <= 65464:
             raise ValueError(f"blksize must be 8..65464, not {blksize}")
         self._timeout = timeout
+        self._fetch_timeout = fetch_timeout
         self._retries = retries
         self._blksize = blksize
         self._override: HostOverride = dict(host_override or {})
@@ -337,10 +458,20 @@ class TftpFetcher:
         expected = 1
         received = bytearray()
         attempts = 1
+        whole = None if self._fetch_timeout is None else _Deadline(self._fetch_timeout)
         sock.sendto(outgoing, destination)
         deadline = time.monotonic() + self._timeout
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if whole is not None and now >= whole.at:
+                if peer is None:
+                    whole.stage = f"waiting for an answer from the TFTP server ({attempts} tries)"
+                else:
+                    whole.stage = f"waiting for block {expected} ({len(received)} bytes received)"
+                    # (so that the server stops sending, rather than retrying to its timeout)
+                    sock.sendto(_tftp_error(_ERR_UNDEFINED, "Transfer timed out"), peer)
+                raise whole.error(shown)
+            remaining = deadline - now
             if remaining <= 0:
                 if attempts > self._retries:
                     raise FetchError(
@@ -351,7 +482,7 @@ class TftpFetcher:
                 sock.sendto(outgoing, destination)
                 deadline = time.monotonic() + self._timeout
                 continue
-            sock.settimeout(remaining)
+            sock.settimeout(remaining if whole is None else min(remaining, whole.at - now))
             try:
                 packet, address = sock.recvfrom(65536)
             except TimeoutError:
@@ -444,9 +575,10 @@ class MultiFetcher:
             host_override=host_override,
             source_address=source_address,
         )
-        # The TFTP timeout is per packet; `timeout` bounds the whole exchange of a small file.
+        # The TFTP timeout is per packet, with retries; `timeout` bounds the whole transfer.
         tftp = TftpFetcher(
             timeout=max(timeout / 5, 0.05),
+            fetch_timeout=timeout,
             host_override=host_override,
             source_address=source_address,
         )

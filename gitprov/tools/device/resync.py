@@ -37,7 +37,8 @@ Status = Literal[
 @dataclass(frozen=True)
 class ResyncResult:
     """One resync. `url` is redacted (safe to print); `version_offered` is the fetched
-    file's version; `changed` the keys whose stored value changed (only when applied)."""
+    file's version; `changed` the keys whose stored value changed (only when applied);
+    `hint` what to do about a failure, when there is more to say than `detail`."""
 
     status: Status
     source: Source | None
@@ -47,6 +48,7 @@ class ResyncResult:
     version_offered: str | None = None
     changed: tuple[str, ...] = ()
     detail: str = ""
+    hint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -172,15 +174,17 @@ class Device:
         shown = display_url(url)
         state.history.append(Event("resync", f"{source} {shown}"))
 
-        def kept(status: Status, detail: str, offered: str | None = None) -> ResyncResult:
+        def kept(
+            status: Status, detail: str, offered: str | None = None, hint: str = ""
+        ) -> ResyncResult:
             return self._end(
-                ResyncResult(status, source, shown, before, before, offered, (), detail)
+                ResyncResult(status, source, shown, before, before, offered, (), detail, hint)
             )
 
         try:
             data = fetcher.fetch(url)
         except FetchError as exc:
-            return kept("fetch-failed", exc.message)
+            return kept("fetch-failed", exc.message, hint=exc.hint)
         except OSError as exc:
             return kept("fetch-failed", f"{shown}: {exc}")
         if url.key is not None:
