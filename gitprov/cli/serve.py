@@ -38,7 +38,7 @@ from gitprov.cli.defaults import (
     TFTP_MAX_TRANSFERS,
 )
 from gitprov.errors import GitprovError, UsageError
-from gitprov.unsafe import shown
+from gitprov.unsafe import printable, shown
 
 if TYPE_CHECKING:
     from gitprov.publisher_config import PublisherConfig
@@ -893,22 +893,27 @@ def run_probe(args: argparse.Namespace, out: Output) -> int:
 
 
 def _print_results(results: list[ResyncResult], out: TextIO) -> None:
+    # The URL and the detail may hold the server's text (an HTTP reason phrase, a TFTP
+    # error message, a Profile Rule it served): an ESC or a CR in it would rewrite the
+    # reader's terminal. The keys and versions come from the served file too: the parser
+    # lets no control through in them, but they are escaped alike, should that change.
     def version(text: str | None) -> str:
-        return "(none)" if text is None else text
+        return "(none)" if text is None else printable(text)
 
     for number, r in enumerate(results, start=1):
-        where = f"{r.source}  {r.url}" if r.source else "(no URL)"
+        where = f"{r.source}  {printable(r.url)}" if r.source else "(no URL)"
         out.write(f"round {number}: {where}\n")
+        detail = printable(r.detail)
         if r.status == "applied":
             out.write(
                 f"  applied: version {version(r.version_before)} -> {version(r.version_after)}, "
                 f"{len(r.changed)} parameter(s) changed; the device reboots\n"
             )
             if r.changed:
-                out.write(f"  changed: {', '.join(r.changed)}\n")
+                out.write(f"  changed: {', '.join(map(printable, r.changed))}\n")
         elif r.status == "unchanged":
-            out.write(f"  unchanged: {r.detail}\n")
+            out.write(f"  unchanged: {detail}\n")
         else:
-            out.write(f"  {r.status}: {r.detail} (version stays {version(r.version_after)})\n")
+            out.write(f"  {r.status}: {detail} (version stays {version(r.version_after)})\n")
         if r.hint:
-            out.write(f"    hint: {r.hint}\n")
+            out.write(f"    hint: {printable(r.hint)}\n")

@@ -716,6 +716,13 @@ def drip(data: bytes, for_at_most: float = 2.5) -> Talk:
     return talk
 
 
+def send(data: bytes) -> Talk:
+    def talk(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(data)
+
+    return talk
+
+
 @dataclass
 class HostileTftp:
     port: int
@@ -1105,6 +1112,36 @@ def test_probe_tftp_silence_still_ends_within_the_timeout() -> None:
         f"fetch-failed: tftp://127.0.0.1:{port}/IP542N.conf: not fetched within 0.5 s: "
         "timed out waiting for an answer from the TFTP server (5 tries)"
     ) in out
+
+
+def _tftp_error(tid: socket.socket, client: tuple[str, int], stop: threading.Event) -> None:
+    tid.sendto(b"\x00\x05\x00\x01no \x1b]0;owned\x07such\r\x1b[2K file\x00", client)
+
+
+def test_probe_escapes_what_the_server_says(servers: Servers) -> None:
+    """An HTTP reason phrase, a TFTP error and a Profile Rule the server gave, each with
+    terminal controls: the text output escapes them; JSON keeps them (escaped by JSON)."""
+    reason = b"HTTP/1.1 404 Not\x1b[2J\rFound\x9b31m\r\nContent-Length: 0\r\n\r\n"
+    # (by hand: gitprov's own renderer refuses to write a bidi control)
+    rule = f"http://127.0.0.1:{servers.http}/\u202eb.conf"
+    servers.write("a.conf", f"DBID_DBASE_VERSION=1\nDBID_PROFILE_RULE={rule}\n".encode())
+    with hostile_tcp(send(reason)) as port, hostile_tftp(_tftp_error) as tftp:
+        argvs = [
+            ["--url", f"http://127.0.0.1:{port}/f.conf"],
+            ["--option66", f"127.0.0.1:{tftp.port}"],
+            ["--url", f"http://127.0.0.1:{servers.http}/a.conf", "--until-stable"],
+        ]
+        texts = [probe(MAC, *argv)[1] for argv in argvs]
+        docs = [probe(MAC, *argv, "--format", "json")[1] for argv in argvs]
+    for out in texts + docs:
+        assert not any(c in out for c in "\x1b\r\x07\x9b\u202e"), repr(out)
+    assert "/f.conf: HTTP 404 Not\\x1b[2J\\x0dFound\\x9b31m (version stays" in texts[0]
+    assert "TFTP error 1: no \\x1b]0;owned\\x07such\\x0d\\x1b[2K file (version" in texts[1]
+    assert f"round 2: profile-rule  http://127.0.0.1:{servers.http}/\\u202eb.conf\n" in texts[2]
+    details = [json.loads(doc)[-1]["detail"] for doc in docs]
+    assert "HTTP 404 Not\x1b[2J\rFound\x9b31m" in details[0]
+    assert details[1].endswith("TFTP error 1: no \x1b]0;owned\x07such\r\x1b[2K file")
+    assert json.loads(docs[2])[-1]["url"] == rule
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,10 @@ Status = Literal[
 class ResyncResult:
     """One resync. `url` is redacted (safe to print); `version_offered` is the fetched
     file's version; `changed` the keys whose stored value changed (only when applied);
-    `hint` what to do about a failure, when there is more to say than `detail`."""
+    `hint` what to do about a failure, when there is more to say than `detail`.
+
+    `url` and `detail` may hold text from the server (an HTTP reason phrase, a TFTP error
+    message, a Profile Rule it served): escape them before they reach a terminal."""
 
     status: Status
     source: Source | None
