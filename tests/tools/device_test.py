@@ -11,6 +11,7 @@ import datetime
 import io
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import stat
@@ -1142,6 +1143,61 @@ def test_probe_escapes_what_the_server_says(servers: Servers) -> None:
     assert "HTTP 404 Not\x1b[2J\rFound\x9b31m" in details[0]
     assert details[1].endswith("TFTP error 1: no \x1b]0;owned\x07such\r\x1b[2K file")
     assert json.loads(docs[2])[-1]["url"] == rule
+
+
+@pytest.mark.parametrize(
+    ("state", "message", "hint"),
+    [
+        ("missing/device.json", "its directory {tmp}/missing does not exist", "mkdir -p"),
+        ("a-dir", "--state {tmp}/a-dir is a directory", "--state {tmp}/a-dir/device.json"),
+        ("a-file/device.json", "{tmp}/a-file is not a directory", "name a file in a directory"),
+    ],
+    ids=["no directory", "a directory", "under a file"],
+)
+def test_probe_refuses_a_state_file_it_could_not_write_before_fetching(
+    tmp_path: Path, state: str, message: str, hint: str
+) -> None:
+    (tmp_path / "a-dir").mkdir()
+    (tmp_path / "a-file").write_text("")
+    with socket.create_server((HOST, 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/f.conf"
+        with pytest.raises(UsageError) as caught:
+            probe(MAC, "--url", url, "--state", str(tmp_path / state), "--timeout", "0.5")
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody came: refused before any fetch
+    assert caught.value.exit_code == 2
+    assert message.format(tmp=tmp_path) in caught.value.message
+    assert hint.format(tmp=tmp_path) in caught.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir", "a-file"]
+
+
+def test_probe_state_directory_gone_during_the_fetch_is_a_usage_error(tmp_path: Path) -> None:
+    """Checked up front, the directory may still go while the server answers: the error
+    then names the file and says the resync was not saved (no internal error)."""
+    directory = tmp_path / "states"
+    directory.mkdir()
+
+    def remove_then_answer(conn: socket.socket, stop: threading.Event) -> None:
+        directory.rmdir()
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    with hostile_tcp(remove_then_answer) as port, pytest.raises(UsageError) as caught:
+        probe(MAC, "--url", f"http://127.0.0.1:{port}/f.conf", "--state", f"{directory}/d.json")
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith(f"cannot write the device state {directory}/d.json: ")
+    assert "not saved" in caught.value.hint
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any directory")
+def test_probe_refuses_a_state_file_in_a_read_only_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(UsageError, match="cannot write in its directory"):
+            probe(MAC, "--url", "http://127.0.0.1:9/f.conf", "--state", str(locked / "d.json"))
+    finally:
+        locked.chmod(0o700)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ def probe(o: ProbeOptions) -> list[ResyncResult]:
         raise UsageError(f"--setting-key {exc}") from None
     if o.key is not None and o.url is None:
         raise UsageError("--key needs --url")
+    if o.state is not None:
+        _refuse_unwritable_state(o.state)
     if o.state is not None and o.state.exists():
         state = load_state(o.state)
         if state.mac != o.mac:
@@ -104,8 +107,43 @@ def probe(o: ProbeOptions) -> list[ResyncResult]:
     else:
         results = [device.resync(fetcher)]
     if o.state is not None:
-        save_state(o.state, state)
+        try:
+            save_state(o.state, state)
+        except OSError as exc:  # checked up front, so only if it changed since
+            raise UsageError(
+                f"cannot write the device state {o.state}: {exc.strerror or exc}",
+                hint="the resync was done but not saved; make its directory writable "
+                "and run it again",
+            ) from None
     return results
+
+
+def _refuse_unwritable_state(path: Path) -> None:
+    """A `--state` file that could not be written, refused before the resync: written
+    after it, the failure would come once the fetch is done and its outcome lost."""
+    if path.is_dir():
+        raise UsageError(
+            f"--state {path} is a directory; the device state is a file",
+            hint=f"name a file, e.g. --state {path / 'device.json'}",
+        )
+    directory = path.parent
+    if not directory.exists():
+        raise UsageError(
+            f"--state {path}: its directory {directory} does not exist",
+            hint=f"create it first (mkdir -p {directory}), or name a file in an existing directory",
+        )
+    if not directory.is_dir():
+        raise UsageError(
+            f"--state {path}: {directory} is not a directory",
+            hint="name a file in a directory",
+        )
+    # The file is written as a new one beside it, then renamed over it: the directory
+    # is what must be writable, not the file.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--state {path}: cannot write in its directory {directory}",
+            hint="make the directory writable, or name a file in one that is",
+        )
 
 
 def _probe_rule(url: str, key: str | None) -> str:
