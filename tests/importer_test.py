@@ -4,6 +4,7 @@ that validates and builds, for every device, the parameters its old file had."""
 from __future__ import annotations
 
 import difflib
+import json
 import shutil
 import subprocess
 import time
@@ -14,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from gitprov.app import Session
+from gitprov.catalog import SCHEMAS_DIR
 from gitprov.cli import main
 from gitprov.errors import Problem
 from gitprov.formats.flyingvoice import parse
 from gitprov.importer import ConfOptions, ImportRefused, import_conf
+from gitprov.importer.read_conf import FLOOR_MAX
 from gitprov.init import init_inventory
 from tests.fixtures.oldfleet import (
     ATA1_MODEL,
@@ -271,6 +274,24 @@ CASES: dict[str, tuple[Mutation, str]] = {
         ),
         f"fv{MACS[1]}.conf:1:20: error[GP407]",
     ),
+    # version_floor goes up to 2000000000 and the import raises it above every version
+    # read: a higher one is refused where it is, not in the gitprov.yaml line it would make.
+    "a version the highest version_floor is not above": (
+        lambda r: _lines(r / f"fv{MACS[1]}.conf", lambda ls: [f"{VERSION}=2000000000", *ls[1:]]),
+        f"fv{MACS[1]}.conf:1:20: error[GP407]",
+    ),
+    "a version of ten digits": (
+        lambda r: _lines(r / f"fv{MACS[1]}.conf", lambda ls: [f"{VERSION}=9999999999", *ls[1:]]),
+        f"fv{MACS[1]}.conf:1:20: error[GP407]",
+    ),
+    "an option-66 file's version past the bound": (
+        lambda r: (r / "IP542N.conf").write_text(f"{VERSION}=3000000000\n"),
+        "IP542N.conf:1:20: error[GP407]",
+    ),
+    "an option-66 file's version of 5000 digits": (
+        lambda r: (r / "IP542N.conf").write_text(f"{VERSION}={'9' * 5000}\n"),
+        "IP542N.conf:1:20: error[GP407]",
+    ),
     "a wrong key": (
         lambda r: (r / f"fv{MACS[0]}.conf").write_bytes(
             openssl_enc(conf(ip542n(MACS[0])), "not-the-key")
@@ -295,6 +316,7 @@ def test_bad_input_is_a_located_error_and_nothing_is_written(
     mutate(root)
     problems = refused(fleet, root, key="right-key")
     assert any(f"{root}/{where}" in text for text in located(problems)), located(problems)
+    assert all(p.file.startswith(f"{root}/") for p in problems), located(problems)
     for p in problems:
         assert "pw-secret-1" not in p.message + p.hint
 
@@ -595,6 +617,76 @@ def test_a_version_floor_past_the_schemas_bound_is_a_usage_error(
     assert fleet.cli(*argv, str(10**20)) == 2
     assert "--version-floor 100000000000000000000 is too high" in capsys.readouterr().err
     assert fleet.cli(*argv, "2000000000", "--dry-run") == 0
+
+
+def test_the_highest_version_imports_and_publishes_and_one_more_is_refused_at_its_line(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small(tmp_path / "old")
+    first = root / f"fv{MACS[0]}.conf"
+    _lines(first, lambda ls: [f"{VERSION}=2000000000", *ls[1:]])
+    assert fleet.cli("import", "conf", str(root), "--model", "IP542N") == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{first}:1:20: error[GP407]: DBID_DBASE_VERSION 2000000000 is above 1999999999: "
+        "gitprov numbers devices above version_floor, which goes up to 2000000000"
+    ) in err, err
+    assert "lower the version the devices hold first" in err
+    assert "gitprov.yaml" not in err and "Traceback" not in err
+    schema = json.loads((SCHEMAS_DIR / "fleet.schema.json").read_text())
+    assert schema["properties"]["version_floor"]["maximum"] == FLOOR_MAX == 2000000000
+
+    # The highest version taken: version_floor becomes the schema's bound, the devices
+    # are numbered above it, and the result validates and publishes.
+    _lines(first, lambda ls: [f"{VERSION}=1999999999", *ls[1:]])
+    assert fleet.cli("import", "conf", str(root), "--model", "IP542N") == 0, capsys.readouterr()
+    assert "version_floor: 1000 -> 2000000000" in capsys.readouterr().out
+    git(fleet.top, "add", "-A")
+    git(fleet.top, "commit", "-q", "-m", "import the old fleet")
+    assert fleet.cli("validate") == 0, capsys.readouterr()
+    roots = tmp_path / "roots"
+    argv = ["publish", "--http-root", str(roots / "http"), "--tftp-root", str(roots / "tftp")]
+    assert fleet.cli(*argv, "--state-dir", str(roots / "state")) == 0, capsys.readouterr()
+    served = (roots / "http" / f"fv{MACS[0]}.conf").read_bytes()
+    assert parse(openssl_dec(served, "kA1"))[VERSION] == "2000000001"  # the key it kept
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    # (more digits than int() converts, all but a few of them leading zeros)
+    [("0" * 5000 + "42", 42), (" " + "0" * 4400 + "1999999999\t", 1999999999), ("0" * 5000, 0)],
+)
+def test_hostile_versions_that_are_numbers_are_read_as_numbers(
+    fleet: Fleet, tmp_path: Path, written: str, read: int
+) -> None:
+    root = small(tmp_path / "old")
+    options = ConfOptions(root, model="IP542N", dry_run=True)
+    device = root / f"fv{MACS[0]}.conf"
+    kept = device.read_bytes()
+    _lines(device, lambda ls: [f"{VERSION}={written}", *ls[1:]])
+    assert import_conf(Session(fleet.top), options).highest_version == max(read, 7)
+    device.write_bytes(kept)
+    (root / "IP542N.conf").write_text(f"{VERSION}={written}\nDBID_PRV_OPTION66_ENABLED=0\n")
+    result = import_conf(Session(fleet.top), options)
+    assert result.highest_version == max(read, 7)
+    assert "counts for version_floor" in result.files[0].detail
+    assert not [p for p in result.warnings if p.code == "GP407"]
+
+
+@pytest.mark.parametrize("written", ["\u00b2", "-5", "+7", "0x10", "", "1 000", "\u0667"])
+def test_an_option66_files_version_that_is_no_number_is_a_located_warning(
+    fleet: Fleet, tmp_path: Path, written: str
+) -> None:
+    root = small(tmp_path / "old")
+    (root / "IP542N.conf").write_text(f"{VERSION}={written}\nDBID_PRV_OPTION66_ENABLED=0\n")
+    result = import_conf(Session(fleet.top), ConfOptions(root, model="IP542N", dry_run=True))
+    assert result.highest_version == 7
+    assert [f"{p.where()}: {p.level}[{p.code}]" for p in result.warnings if p.code == "GP407"] == [
+        f"{root}/IP542N.conf:1:20: warning[GP407]"
+    ]
+    # In a device's file the same is an error at the same place.
+    _lines(root / f"fv{MACS[2]}.conf", lambda ls: [f"{VERSION}={written}", *ls[1:]])
+    assert f"{root}/fv{MACS[2]}.conf:1:20: error[GP407]" in located(refused(fleet, root))
 
 
 @pytest.mark.parametrize(("threshold", "in_profile"), [(50, True), (60, False)])

@@ -22,7 +22,7 @@ from gitprov.importer.context import Context, FileReport, ImportResult, load_con
 from gitprov.importer.decrypt import AUTO_MODES, Keys
 from gitprov.importer.factor import factor
 from gitprov.importer.problems import MAC, MODEL, RULE, models_hint, refused
-from gitprov.importer.read_conf import Inputs, read_conf_file
+from gitprov.importer.read_conf import FLOOR_MAX, Inputs, read_conf_file
 from gitprov.importer.tables import Entry, read_table
 from gitprov.importer.values import Device
 from gitprov.importer.write import (
@@ -255,10 +255,6 @@ def _new_floor(floor: int, highest: int | None, asked: int | None) -> int:
             hint=f"version_floor goes up to {FLOOR_MAX} (the fleet settings' schema)",
         )
     return asked
-
-
-# The fleet settings' schema bound of version_floor (schemas/fleet.schema.json).
-FLOOR_MAX = 2_000_000_000
 
 
 def _check_profile_name(prefix: str) -> None:

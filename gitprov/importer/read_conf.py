@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from gitprov.catalog import Catalog
 from gitprov.crypto import Mode
@@ -26,6 +27,10 @@ from gitprov.macros import normalise_mac
 from gitprov.unsafe import UNSAFE, describe, unsafe_hint
 
 MAX_FILE_BYTES = 1 << 20  # a param.conf is a few KB; anything this big is something else
+# The fleet settings' schema bound of version_floor (schemas/fleet.schema.json), and so the
+# highest version a file may hold: the import raises version_floor to one above it.
+FLOOR_MAX = 2_000_000_000
+MAX_VERSION = FLOOR_MAX - 1
 _KEY_VALUE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
 _HEX = "0-9A-Fa-f"
 # A MAC inside a file name, in the spellings normalise_mac accepts, not part of a longer
@@ -47,6 +52,45 @@ class ConfLine:
     @property
     def value_col(self) -> int:
         return len(self.key) + 2
+
+
+class Version(NamedTuple):
+    """A DBID_DBASE_VERSION line read: the number, or why it cannot be taken."""
+
+    number: int | None
+    why: str = ""
+    hint: str = ""
+    too_high: bool = False  # a number, but past what version_floor can go above
+
+
+def read_version(value: str) -> Version:
+    """The DBID_DBASE_VERSION a file holds.
+
+    The import raises version_floor above the highest version read, so a version is taken
+    only if the floor above it fits the fleet settings' schema: past that, the only place
+    left to report it would be the gitprov.yaml line the import wrote itself."""
+    digits = value.strip()
+    # (ASCII digits only: str.isdigit() takes '²', which int() refuses)
+    if not re.fullmatch(r"[0-9]+", digits):
+        return Version(
+            None,
+            f"DBID_DBASE_VERSION is not a whole number: {_cut(value)}",
+            "write the version the device holds (digits only), or remove the line",
+        )
+    # Leading zeros would count towards int()'s limit of 4,300 digits, and a number with
+    # more digits than the bound is past it: int() only ever sees a few digits.
+    significant = digits.lstrip("0") or "0"
+    if len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION:
+        return Version(int(significant))
+    shown = significant if len(significant) <= 20 else f"({len(significant)} digits)"
+    return Version(
+        None,
+        f"DBID_DBASE_VERSION {shown} is above {MAX_VERSION}: gitprov numbers devices above "
+        f"version_floor, which goes up to {FLOOR_MAX}",
+        "gitprov could never number a device holding it higher: lower the version the "
+        "devices hold first (and write that here), or move the file out of the directory",
+        too_high=True,
+    )
 
 
 def _mac_in(text: str) -> tuple[str | None, bool]:
@@ -139,21 +183,12 @@ def _device_from_conf(
     for ln in lines:
         key, value = ln.key, ln.value
         if key == flyingvoice.VERSION_KEY:
-            digits = value.strip()
-            why = None
-            if not re.fullmatch(r"[0-9]+", digits):
-                why = f"DBID_DBASE_VERSION is not a whole number: {value!r}"
-            elif len(digits.lstrip("0")) > 12:
-                # (a number of thousands of digits would only meet int()'s own limit)
-                why = (
-                    f"DBID_DBASE_VERSION is past any version gitprov gives ({len(digits)} "
-                    "digits; version_floor goes up to 2000000000)"
+            read = read_version(value)
+            if read.number is None:
+                problems.append(
+                    error(source, ln.number, ln.value_col, VERSION, read.why, read.hint)
                 )
-            else:
-                device.version = int(digits)
-            if why is not None:
-                hint = "write the version the device holds, or remove the line"
-                problems.append(error(source, ln.number, ln.value_col, VERSION, why, hint))
+            device.version = read.number
             continue
         if key == "DBID_PROFILE_RULE":
             device.rule = value
@@ -414,9 +449,8 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
     if mac is None:
         version = next((ln for ln in lines if ln.key == flyingvoice.VERSION_KEY), None)
         note = "no MAC in its name or Profile Rule (an option-66 file?)"
-        if version is not None and version.value.strip().isdigit():
-            out.version = int(version.value)
-            note += "; its DBID_DBASE_VERSION counts for version_floor"
+        if version is not None:
+            note += _skipped_version(shown, version, out)
         return out.skip(shown, note)
     if rule is not None and name_mac and rule_mac and name_mac != rule_mac:
         return out.fail(
@@ -455,7 +489,7 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
         _bound_urls(ctx, model),
     )
     device.opened = opened
-    if device.version is None:
+    if not any(ln.key == flyingvoice.VERSION_KEY for ln in lines):
         out.warnings.append(
             warning(
                 shown,
@@ -471,6 +505,31 @@ def read_conf_file(entry: Path, ctx: Context, inputs: Inputs) -> Outcome:
     return out
 
 
+def _skipped_version(shown: str, line: ConfLine, out: Outcome) -> str:
+    """Count the version of a file that is no device's (an option-66 file: devices applied
+    it too) for version_floor; what the skip report adds."""
+    read = read_version(line.value)
+    if read.number is not None:
+        out.version = read.number
+        return "; its DBID_DBASE_VERSION counts for version_floor"
+    if read.too_high:
+        # Not counting it would give devices that applied this file a lower version.
+        out.problems.append(error(shown, line.number, line.value_col, VERSION, read.why, read.hint))
+    else:
+        out.warnings.append(
+            warning(
+                shown,
+                line.number,
+                line.value_col,
+                VERSION,
+                f"DBID_DBASE_VERSION is not a whole number ({_cut(line.value)}): not "
+                "counted for version_floor",
+                "if devices applied this file, raise --version-floor above the version they hold",
+            )
+        )
+    return ""
+
+
 def _bound_urls(ctx: Context, model: str) -> frozenset[str]:
     """The raw keys `model` binds to a catalog name of type url (an Upgrade Rule)."""
     out = set()
@@ -479,6 +538,11 @@ def _bound_urls(ctx: Context, model: str) -> frozenset[str]:
         if typed is not None and typed.type == "url":
             out.add(key)
     return frozenset(out)
+
+
+def _cut(value: str) -> str:
+    # (the line may be a megabyte long)
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
 
 
 def _shown(value: str) -> str:
