@@ -4,6 +4,7 @@ that validates and builds, for every device, the parameters its old file had."""
 from __future__ import annotations
 
 import difflib
+import gzip
 import json
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 from gitprov.app import Session
 from gitprov.catalog import SCHEMAS_DIR
 from gitprov.cli import main
+from gitprov.crypto import Cipher as CryptoCipher
+from gitprov.crypto import Mode
 from gitprov.errors import Problem
 from gitprov.formats.flyingvoice import parse
 from gitprov.importer import ConfOptions, ImportRefused, import_conf
@@ -430,6 +433,88 @@ def test_real_openssl_files_md5_and_sha256_both_open(
     assert [f.detail for f in result.files] == [
         "IP542N, encrypted (openssl-sha256, key from --key), keeps its key"
     ]
+
+
+@dataclass(frozen=True)
+class CipherCase:
+    encrypt: Callable[[bytes, str], bytes]  # a file as the old server stored it
+    model: str  # the model's encryption line, or ""
+    hint: str  # the settings the GP409 hint must name
+    where: str  # the setting it is at: "fleet" (gitprov.yaml's `encryption`) or "model"
+    fixed: str  # the model's encryption line as the hint asks
+
+
+CIPHERS = {
+    # The case of the report: the hint named `mode`, which the files already had.
+    "gzip inside openssl-md5": CipherCase(
+        lambda plain, key: openssl_enc(gzip.compress(plain), key),
+        "",
+        "gzip: true",
+        "fleet",
+        "encryption: {gzip: true}",
+    ),
+    "no gzip where the model has it": CipherCase(
+        openssl_enc,
+        "encryption: {gzip: true}",
+        "gzip: false",
+        "model",
+        "encryption: {gzip: false}",
+    ),
+    "other PBKDF2 iterations": CipherCase(
+        lambda plain, key: CryptoCipher(Mode.OPENSSL_PBKDF2, 1000).encrypt(plain, key),
+        "encryption: {mode: openssl-pbkdf2, iterations: 20000}",
+        "iterations: 1000",
+        "model",
+        "encryption: {mode: openssl-pbkdf2, iterations: 1000}",
+    ),
+    "another mode and gzip": CipherCase(
+        lambda plain, key: openssl_enc(gzip.compress(plain), key, "sha256"),
+        "",
+        "mode: openssl-sha256, gzip: true",
+        "fleet",
+        "encryption: {mode: openssl-sha256, gzip: true}",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CIPHERS))
+def test_a_cipher_the_fleet_would_not_write_names_the_setting_to_change(
+    fleet: Fleet, tmp_path: Path, case: str
+) -> None:
+    c = CIPHERS[case]
+    model = fleet.inventory / "models" / "IP542N.yaml"
+    original = model.read_text()
+    model.write_text(original + c.model + "\n")
+    root = tmp_path / "old"
+    root.mkdir()
+    for mac in MACS[:2]:
+        plain = conf(ip542n(mac, key="kZ", account=mac[-4:]))
+        (root / f"fv{mac}.conf").write_bytes(c.encrypt(plain, "kZ"))
+    options: dict[str, object] = {"key": "kZ"}
+    if "PBKDF2" in case:
+        options |= {"mode": "openssl-pbkdf2", "iterations": 1000}
+    (problem,) = refused(fleet, root, **options)
+    first = c.hint.split(":")[0]
+    if c.where == "fleet":
+        # gitprov.yaml as `gitprov init` writes it has `mode` and no `gzip`: without its
+        # line, the error is at the `encryption` block (its first key).
+        lines = (fleet.inventory / "gitprov.yaml").read_text().split("\n")
+        at = ("inventory/gitprov.yaml", lines.index("  mode: openssl-md5") + 1, 3)
+        if first == "mode":
+            at = (at[0], at[1], 9)
+    else:
+        col = c.model.index(f"{first}: ") + len(first) + 3
+        at = ("inventory/models/IP542N.yaml", original.count("\n") + 1, col)
+    assert (problem.file, problem.line, problem.col, problem.code) == (*at, "GP409")
+    names = " and ".join(f"encryption.{s.split(':')[0]}" for s in c.hint.split(", "))
+    assert problem.hint == (
+        f"set `encryption: {{{c.hint}}}` in inventory/models/IP542N.yaml (or {names} in "
+        "inventory/gitprov.yaml) to what the devices read, and import again"
+    )
+    # The hint is what it takes: with the setting it names, the same files import.
+    model.write_text(original + c.fixed + "\n")
+    result = import_conf(Session(fleet.top), ConfOptions(root, model="IP542N", **options))  # type: ignore[arg-type]
+    assert result.imported == 2
 
 
 def test_devices_that_exist_are_skipped_unless_forced(fleet: Fleet, tmp_path: Path) -> None:

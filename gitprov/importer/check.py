@@ -36,53 +36,74 @@ from gitprov.yamldoc import SecretRef, leaves
 def cipher_problems(devices: Sequence[Device], ctx: Context) -> list[Problem]:
     """Encrypted files whose cipher differs from the one gitprov would use for their model:
     the device's firmware reads one, so gitprov's files would not open."""
-    groups: dict[tuple[str, str], list[Device]] = {}
+    groups: dict[tuple[str, _Setting], list[Device]] = {}
     for d in devices:
         opened = d.opened
         if opened is None or opened.mode is Mode.NONE:
             continue
-        model = ctx.inv.models[d.model]
-        enc = ctx.inv.fleet.encryption.merged(model.encryption)
-        have = (
-            Mode(enc.mode),
-            bool(enc.gzip),
-            enc.iterations if enc.mode == Mode.OPENSSL_PBKDF2 else 0,
-        )
-        got = (
-            opened.mode,
-            opened.gzip,
-            opened.iterations if opened.mode is Mode.OPENSSL_PBKDF2 else 0,
-        )
-        if have != got:
-            groups.setdefault((d.model, _cipher_text(*got)), []).append(d)
+        got = _cipher(opened.mode, opened.gzip, opened.iterations)
+        if got != _setting(ctx, d.model):
+            groups.setdefault((d.model, got), []).append(d)
     out = []
-    for (model_name, got_text), group in sorted(groups.items()):
+    for (model_name, got), group in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        have = _setting(ctx, model_name)
         model = ctx.inv.models[model_name]
-        over = model.encryption and any(k in model.encryption for k in ("mode", "gzip"))
-        doc = model.doc if over else ctx.inv.fleet.doc
-        line, col = doc.pos(("encryption", "mode"))
-        enc = ctx.inv.fleet.encryption.merged(model.encryption)
-        have_text = _cipher_text(Mode(enc.mode), bool(enc.gzip), enc.iterations)
+        # The settings to change, in the order the files' reader applies them: the cipher,
+        # its PBKDF2 iterations, then the gzip layer inside it.
+        changes = [
+            (name, value)
+            for name, value, old in zip(_NAMES, got, have, strict=True)
+            if value != old and value is not None
+        ]
+        first = changes[0][0]
+        # Where each setting is written: the model's own block overrides the fleet's.
+        own = model.encryption is not None and first in model.encryption
+        doc = model.doc if own else ctx.inv.fleet.doc
+        line, col = doc.pos(("encryption", first))
+        block = ", ".join(f"{name}: {_yaml(value)}" for name, value in changes)
+        dotted = " and ".join(f"encryption.{name}" for name, _ in changes)
         out.append(
             error(
                 doc.path,
                 line,
                 col,
                 CIPHER,
-                f"{len(group)} {model_name} file(s) (e.g. {group[0].source}) are {got_text}, but "
-                f"gitprov would write {have_text}: the devices could not open their files",
-                f"set `encryption: {{mode: {got_text.split(',')[0]}}}` in models/{model_name}.yaml "
-                "(or encryption.mode in gitprov.yaml) to what the devices read, and import again",
+                f"{len(group)} {model_name} file(s) (e.g. {group[0].source}) are "
+                f"{_cipher_text(got, have)}, but gitprov would write {_cipher_text(have, got)}: "
+                "the devices could not open their files",
+                f"set `encryption: {{{block}}}` in {model.doc.path} (or {dotted} in "
+                f"{ctx.inv.fleet.doc.path}) to what the devices read, and import again",
             )
         )
     return out
 
 
-def _cipher_text(mode: Mode, zipped: bool, iterations: int) -> str:
-    text = mode.value
-    if mode is Mode.OPENSSL_PBKDF2:
-        text += f", {iterations} iterations"
-    return text + (", gzip" if zipped else "")
+# A cipher as the settings name its parts: (mode, iterations or None, gzip).
+_Setting = tuple[str, int | None, bool]
+_NAMES = ("mode", "iterations", "gzip")
+
+
+def _cipher(mode: Mode, zipped: bool, iterations: int) -> _Setting:
+    # (iterations only mean something to PBKDF2: another mode's value is never a difference)
+    return (mode.value, iterations if mode is Mode.OPENSSL_PBKDF2 else None, zipped)
+
+
+def _setting(ctx: Context, model: str) -> _Setting:
+    enc = ctx.inv.fleet.encryption.merged(ctx.inv.models[model].encryption)
+    return _cipher(Mode(enc.mode), bool(enc.gzip), enc.iterations)
+
+
+def _yaml(value: str | int | bool) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _cipher_text(cipher: _Setting, other: _Setting) -> str:
+    """`cipher` in words; "without gzip" only where `other` has it, to show the difference."""
+    mode, iterations, zipped = cipher
+    text = mode + (f", {iterations} iterations" if iterations is not None else "")
+    if zipped:
+        return text + ", gzip"
+    return text + (" without gzip" if other[2] else "")
 
 
 def _references(data: Any) -> set[str]:
