@@ -694,6 +694,54 @@ def test_a_key_the_new_rule_cannot_carry_is_a_located_error_among_the_others(
     assert tree(fleet.top) == before
 
 
+def _account(row: str) -> Callable[[list[str]], list[str]]:
+    return lambda ls: [
+        f"DBID_SIP_ACCOUNT={row}" if ln.startswith("DBID_SIP_ACCOUNT=") else ln for ln in ls
+    ]
+
+
+def test_a_profile_the_import_would_write_that_does_not_validate_is_at_the_input_line(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    # Every device registers 2001 on one server: the account goes into the profile the
+    # import writes, where validation finds it (once: one value, one place).
+    root = small(tmp_path / "old")
+    for mac in MACS:
+        _lines(root / f"fv{mac}.conf", _account("2001\t\t\t"))
+    problems = refused(fleet, root)
+    # (DBID_SIP_ACCOUNT= is line 5: the value starts in column 18)
+    assert located(problems) == [f"{root}/fv{MACS[1]}.conf:5:18: error[GP413]"]
+    assert problems[0].message.startswith(
+        "the profile the import would write (inventory/profiles/imported.yaml:"
+    )
+    assert problems[0].message.endswith(
+        f"GP105 SIP account '2001' on sip.example.net:5060 (for {root}/fv{MACS[1]}.conf) "
+        f"is already registered by {root}/fv{MACS[0]}.conf, on its SIP line 1"
+    )
+
+
+def test_a_device_file_the_import_would_write_that_does_not_validate_is_at_the_value(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    root = small(tmp_path / "old")
+    first = root / f"fv{MACS[0]}.conf"
+    _lines(first, lambda ls: [ln.replace("ENABLE=1\t0", "ENABLE=1\t1") for ln in ls])
+    _lines(first, _account("2000\t2000\t\t"))
+    # At line 2's value, the second on the line (column 18 + "2000\t").
+    assert located(refused(fleet, root)) == [f"{first}:5:23: error[GP413]"]
+
+    # A device file of the user's that the import's devices make invalid stays where it
+    # is, and names the input file, not a device file that does not exist.
+    _lines(first, _account("2000\t2009\t\t"))
+    (fleet.inventory / "devices" / "0021f2aa0009.yaml").write_text(
+        'mac: "00:21:f2:aa:00:09"\nmodel: IP542N\nprofile: base\nlines:\n'
+        '  - {enabled: true, account: "2001"}\n'
+    )
+    (problem,) = refused(fleet, root)
+    assert f"{problem.where()}: {problem.code}" == "inventory/devices/0021f2aa0009.yaml:5:30: GP105"
+    assert f"already registered by {root}/fv{MACS[1]}.conf" in problem.message
+
+
 def test_a_version_floor_past_the_schemas_bound_is_a_usage_error(
     fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -863,6 +911,13 @@ CSV_CASES = {
         ":3:1: error[GP404]",
     ),
     "no model column": ("mac\n0021f2cc0003\n", ":1:1: error[GP410]"),
+    # Found by validating what the import would write: at the cell that gave the account,
+    # not in a device file that does not exist.
+    "one account on one server twice": (
+        "mac,model,sip.server,line1.account\n0021f2cc0003,G502N,sip.example.net,7\n"
+        "0021f2cc0004,G502N,sip.example.net,7\n",
+        ":3:36: error[GP413]: the device file the import would write",
+    ),
     # Imported with its password unset, the value lost without a word.
     "a row cut short": (
         "mac,model,line1.account,line1.password\n0021f2cc0003,G502N,7\n",

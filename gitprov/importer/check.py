@@ -5,13 +5,14 @@
 - names: a profile or a secret the import would write that the inventory already uses for
   something else;
 - the inventory with the planned files laid over the work tree validates (an error in a
-  planned device file is reported at its input file);
+  planned device file or profile is reported at the input line that gave the value);
 - every imported device builds exactly the parameters of its file (a difference is a bug
   of the import), and its Profile Rule will find and open gitprov's files (warnings).
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from gitprov.inventory import SECRETS_FILE, Inventory
 from gitprov.macros import device_variables, expand
 from gitprov.rule_url import RuleSyntaxError, RuleUrl, joined, parse_rule
 from gitprov.source import FileRef, Source, WorktreeSource, within
-from gitprov.yamldoc import SecretRef, leaves
+from gitprov.yamldoc import SecretRef, leaves, parse
 
 
 def cipher_problems(devices: Sequence[Device], ctx: Context) -> list[Problem]:
@@ -226,9 +227,10 @@ class _Overlay:
 
 
 def check_inventory(
-    ctx: Context, files: Mapping[str, bytes], sources: Mapping[str, str]
+    ctx: Context, files: Mapping[str, bytes], devices: Mapping[str, Device]
 ) -> Inventory:
-    """Validate the inventory with the planned files; an error refuses the import."""
+    """Validate the inventory with the planned files (`devices` by the device file each
+    is planned to); an error refuses the import."""
     session = ctx.session
     repo = session.repo
     head = None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
@@ -237,24 +239,71 @@ def check_inventory(
     loaded = session.pipeline.load(source, floor)
     if loaded.inventory is not None:
         return loaded.inventory
-    problems = []
-    for p in loaded.errors:
-        src = sources.get(p.file)
-        if src is None:
-            problems.append(p)
-            continue
-        problems.append(
-            error(
-                src,
-                0,
-                0,
-                RESULT,
-                f"the device file the import would write ({p.where()}) does not "
-                f"validate: {p.code} {p.message}",
-                p.hint,
-            )
-        )
-    raise refused(problems)
+    raise refused([_at_input(p, ctx, files, devices) for p in loaded.errors])
+
+
+def _at_input(
+    p: Problem, ctx: Context, files: Mapping[str, bytes], devices: Mapping[str, Device]
+) -> Problem:
+    """A validation problem of the planned inventory, where the user can fix it. None of
+    the files the import writes exists yet: a problem in one (a device file, or a profile
+    whose values devices share) is reported at the input line that gave the value, and
+    the device files a message names are named by their input files."""
+    message = p.message
+    for path, d in devices.items():
+        message = message.replace(path, d.source)
+    if p.file not in files:
+        return p._replace(message=message)  # a file of the user's
+    key = _key_at(p, files[p.file], ctx.catalog)
+    device = devices.get(p.file)
+    what = "device file"
+    if device is None and _is_profile(ctx, p.file):
+        what = "profile"
+        device = _device_of(p, key, devices)
+    if device is None:
+        return p._replace(message=message)
+    file, line, col = device.at.get(key) or device.at.get((key[0], -1)) or (device.source, 0, 0)
+    return error(
+        file,
+        line,
+        col,
+        RESULT,
+        f"the {what} the import would write ({p.where()}) does not validate: {p.code} {message}",
+        p.hint,
+    )
+
+
+def _device_of(p: Problem, key: tuple[str, int], devices: Mapping[str, Device]) -> Device | None:
+    """The device a problem in a planned profile is about: the first the message names
+    (GP105 names the device it is for first), else the first whose input gave the value."""
+    named = sorted((p.message.index(path), path) for path in devices if path in p.message)
+    if named:
+        return devices[named[0][1]]
+    given = sorted((d.source, path) for path, d in devices.items() if key in d.at)
+    return devices[given[0][1]] if given else None
+
+
+def _is_profile(ctx: Context, path: str) -> bool:
+    return posixpath.dirname(path) == ctx.path("profiles")
+
+
+def _key_at(p: Problem, data: bytes, catalog: Catalog) -> tuple[str, int]:
+    """The (DBID key, line slot or -1) of the value at the problem's place in a file the
+    import wrote, ("", -1) if it is at no value: params and lines are all it writes."""
+    doc, _ = parse(p.file, "", data)
+    if doc is None:
+        return "", -1
+    spots = [*doc.positions.items(), *doc.key_positions.items()]
+    exact = [path for path, at in spots if at == (p.line, p.col)]
+    inline = [path for path, at in spots if at[0] == p.line]
+    for path in exact + inline:
+        if len(path) == 2 and path[0] == "params":
+            param = catalog.lookup(str(path[1]))
+            return (param.key if param is not None else str(path[1])), -1
+        if len(path) == 3 and path[0] == "lines" and isinstance(path[1], int):
+            param = catalog.lookup_line(str(path[2]))
+            return (param.key if param is not None else str(path[2])), path[1]
+    return "", -1
 
 
 def verify(

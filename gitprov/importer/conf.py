@@ -211,7 +211,7 @@ def import_conf(
         files[ctx.path(FLEET_FILE)] = raise_floor(ctx, new_floor)
     if seal.sealed:
         files[ctx.path(SECRETS_FILE)] = secrets_yaml(ctx, seal)
-    inv = check_inventory(ctx, files, {targets[d.mac]: d.source for d in devices})
+    inv = check_inventory(ctx, files, {targets[d.mac]: d for d in devices})
     warnings += verify(devices, inv, ctx.catalog, seal)
     for d in devices:
         what = [d.model, d.opened.describe() if d.opened else ""]

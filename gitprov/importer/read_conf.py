@@ -182,6 +182,7 @@ def _device_from_conf(
     device = Device(source, mac, model)
     for ln in lines:
         key, value = ln.key, ln.value
+        device.at[(key, -1)] = (source, ln.number, ln.value_col)
         if key == flyingvoice.VERSION_KEY:
             read = read_version(value)
             if read.number is None:
@@ -246,6 +247,7 @@ def _device_from_conf(
             values: list[str] = []
             col = ln.value_col
             for slot, part in enumerate(parts):
+                device.at[(key, slot)] = (source, ln.number, col)
                 written, wrong = check_value(param, part)
                 if wrong:
                     problems.append(

@@ -272,7 +272,7 @@ def import_csv(
         raise refused(problems)
     if seal.sealed:
         files[ctx.path(SECRETS_FILE)] = secrets_yaml(ctx, seal)
-    check_inventory(ctx, files, {targets[d.mac]: d.source for d in devices})
+    check_inventory(ctx, files, {targets[d.mac]: d for d in devices})
     for d in devices:
         lines = sorted(d.layer.lines)
         what = [d.model] + ([f"profile {d.profile}"] if d.profile else [])
@@ -397,6 +397,7 @@ def _csv_device(
             what, hint = unsafe
             problems.append(error(path, c.line, c.col, VALUE, f"the value contains {what}", hint))
             continue
+        device.at[(column.key, column.slot)] = (path, c.line, c.col)
         if column.kind == "param":
             device.layer.params[column.key] = value
             continue

@@ -32,6 +32,7 @@ class Opaque:
 
 
 Val = str | Opaque
+Place = tuple[str, int, int]  # an input file (as the user named it), line, column
 
 
 @dataclass
@@ -201,6 +202,9 @@ class Device:
     serial: str = ""
     description: str = ""
     layer: Plan = field(default_factory=Plan)  # CSV: the device layer as given
+    # Where the input gives each value, by (DBID key, line slot or -1 for a global): a
+    # problem validation finds in what the import would write is reported there.
+    at: dict[tuple[str, int], Place] = field(default_factory=dict, repr=False)
 
     def expected(self) -> dict[str, str]:
         """Every parameter the device's built file must have (Profile Rule and version
