@@ -76,6 +76,31 @@ def test_a_merge_that_brings_a_higher_count_names_the_branch_commit_as_versions_
     assert changes[0].commit == base
 
 
+def test_a_merge_numbered_above_a_parent_with_other_content_is_named_by_versions(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/versions.md: a merge that keeps main's content of B while the branch changed
+    # B (twice: n = 3) gets n = 3 + 1 from the branch, a number no parent had for that
+    # content: `versions` names the merge, not main's commit whose content it kept.
+    r = example_repo
+    base, base_files = str(r.repo.head.target), dict(r.files)
+    original, other = r.files[B], "inventory/devices/0021f2a0c001.yaml"
+    r.commit(
+        {B: original.replace(b"Meeting room", b"Board room")},
+        "b1",
+        branch="b",
+        parents=[base],
+        base=base_files,
+    )
+    b2 = r.commit({B: original.replace(b"Meeting room", b"Lobby")}, "b2", branch="b")
+    moved = base_files[other].replace(b'account: "3001"', b'account: "3005"')
+    m1 = r.commit({other: moved}, "m1: another device", base=base_files)
+    merge = r.commit({B: original}, "merge b, keeping main's B", parents=[m1, b2])
+    assert main(["--repo", str(r.path), "versions", "0021f2011b20", "--format", "json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["version"], listed["commit"]) == (1004, merge)
+
+
 def test_blame_points_at_the_yaml_line_and_its_commit(example_repo: GitRepo) -> None:
     r = example_repo
     first = str(r.repo.head.target)
