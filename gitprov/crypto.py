@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,12 +37,14 @@ __all__ = [
     "Cipher",
     "DecryptError",
     "Mode",
+    "WrongKey",
     "decrypt",
     "derive_device_key",
     "encrypt",
 ]
 
 MAGIC = b"Salted__"
+GZIP_MAGIC = b"\x1f\x8b"
 SALT_LEN = 8
 _KEY_LEN = 32
 _IV_LEN = 16
@@ -62,6 +65,11 @@ class DecryptError(GitprovError):
 
     The message names what failed, never the key.
     """
+
+
+class WrongKey(DecryptError):
+    """An encrypted file that this key (with this mode's key derivation) does not open;
+    not one that is damaged, or not encrypted at all."""
 
 
 class Mode(StrEnum):
@@ -129,15 +137,25 @@ class Cipher:
         enc = _AesCipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
         return MAGIC + salt + enc.update(payload + bytes((fill,)) * fill) + enc.finalize()
 
-    def decrypt(self, data: bytes, key: str, *, expect_derived_salt: bool = False) -> bytes:
+    def decrypt(
+        self,
+        data: bytes,
+        key: str,
+        *,
+        expect_derived_salt: bool = False,
+        expect: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
         """Decrypt what `encrypt` (or `openssl enc` with the same settings) produced.
 
-        Raises `DecryptError` on a wrong key or malformed data. CBC with PKCS#7 has no MAC:
-        about 1 time in 256 a wrong key passes the padding check and this "succeeds" with
-        garbage (the same holds for `openssl enc -d`). For files gitprov itself wrote, pass
-        `expect_derived_salt=True`: the salt is then checked against HMAC(key, payload),
-        which turns that 1/256 into 1/2**64. Files made by `openssl enc` have random salts
-        and must be decrypted without it.
+        Raises `WrongKey` on a wrong key, `DecryptError` on malformed data. CBC with PKCS#7
+        has no MAC: about 1 time in 256 a wrong key passes the padding check and this
+        "succeeds" with garbage (the same holds for `openssl enc -d`). Two checks close
+        that. `expect` says what the plaintext (gunzipped) must be, e.g.
+        `gitprov.paramconf.is_param_file`: a wrong key's random bytes fail it; it works
+        for any file, `openssl enc`'s too. For files gitprov itself wrote,
+        `expect_derived_salt=True` also checks the salt against HMAC(key, payload), which
+        turns that 1/256 into 1/2**64; files made by `openssl enc` have random salts and
+        must be decrypted without it.
         """
         if self.mode is Mode.NONE:
             payload = data
@@ -163,18 +181,61 @@ class Cipher:
             try:
                 payload = unpadder.update(padded) + unpadder.finalize()
             except ValueError:
-                raise DecryptError(
+                raise WrongKey(
                     "bad decrypt: wrong key or wrong encryption mode",
                     hint=f"check the device key and that the file was made with {self.mode.value}",
                 ) from None
             if expect_derived_salt and not hmac.compare_digest(salt, derived_salt(payload, key)):
-                raise DecryptError(
+                raise WrongKey(
                     "bad decrypt: the salt does not match the content (wrong key, "
                     "or the file was not written by gitprov)"
                 )
+        if expect is None:
+            return _gunzip(payload) if self.gzip else payload
+        return self._expected(payload, expect)
+
+    def _expected(self, payload: bytes, expect: Callable[[bytes], bool]) -> bytes:
+        """The plaintext of `payload` (gunzipped with `gzip`) when it is what `expect`
+        takes. A gzip setting that does not match the file is said as such, so that a
+        right key is never called wrong: the odds that garbage gunzips, or that it passes
+        `expect`, are negligible."""
+        encrypted = self.mode is not Mode.NONE
+        plain = payload
         if self.gzip:
-            return _gunzip(payload)
-        return payload
+            try:
+                plain = _gunzip(payload)
+            except DecryptError:
+                if expect(payload):
+                    raise DecryptError(
+                        "the data is a configuration, not gzip: the file was not gzipped",
+                        hint="turn gzip off (`--gzip`; a model's encryption.gzip)",
+                    ) from None
+                if encrypted and not payload.startswith(GZIP_MAGIC):
+                    raise WrongKey(
+                        "bad decrypt: the decrypted data is neither gzip nor a configuration "
+                        "(wrong key or wrong encryption mode)",
+                        hint=f"check the device key and that the file was made with "
+                        f"{self.mode.value}",
+                    ) from None
+                raise  # (gzip that is damaged: its own message)
+        if expect(plain):
+            return plain
+        if not self.gzip and plain.startswith(GZIP_MAGIC) and _gunzips_to(plain, expect):
+            raise DecryptError(
+                "the data is a gzipped configuration: the file was gzipped",
+                hint="turn gzip on (`--gzip`; a model's encryption.gzip)",
+            )
+        if encrypted:
+            raise WrongKey(
+                "bad decrypt: what the key decrypts is not a device's configuration "
+                "(wrong key or wrong encryption mode)",
+                hint=f"check the device key and that the file was made with {self.mode.value}",
+            )
+        raise DecryptError(
+            "not a device's configuration"
+            + (": it is encrypted (it starts with Salted__)" if payload.startswith(MAGIC) else ""),
+            hint="give the encryption mode it was made with (`--mode`), and its key",
+        )
 
     def _key_iv(self, key: bytes, salt: bytes) -> tuple[bytes, bytes]:
         if self.mode is Mode.OPENSSL_MD5:
@@ -319,6 +380,13 @@ def _gzip(data: bytes) -> bytes:
     out = bytearray(gzip.compress(data, compresslevel=9, mtime=0))
     out[_GZIP_OS_BYTE] = _GZIP_OS_UNKNOWN
     return bytes(out)
+
+
+def _gunzips_to(data: bytes, expect: Callable[[bytes], bool]) -> bool:
+    try:
+        return expect(gunzip(data))
+    except (TooLarge, OSError, EOFError, zlib.error):
+        return False
 
 
 def _gunzip(data: bytes) -> bytes:

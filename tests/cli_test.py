@@ -15,10 +15,11 @@ import pytest
 
 import gitprov.cli as cli_module
 from gitprov.cli import main
-from gitprov.crypto import encrypt
+from gitprov.crypto import Cipher, DecryptError, Mode, encrypt
 from gitprov.secrets import generate_keypair, load_secrets_file, unseal
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo, example_files
+from tests.fixtures.roots import root_args
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -240,6 +241,84 @@ def test_decrypt_command(tmp_path: Path, capsysbinary: pytest.CaptureFixture[byt
     assert capsysbinary.readouterr().out == b"DBID_DBASE_VERSION=7\n"
     code = main(["decrypt", str(f), "--key", "wrong"])
     assert code == 1
+
+
+def _passes_the_padding_check(cipher: Cipher, data: bytes, key: str) -> bool:
+    try:
+        cipher.decrypt(data, key)
+    except DecryptError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("encryption", "settings"),
+    [
+        ("mode: openssl-md5", []),
+        ("mode: openssl-sha256", ["--mode", "openssl-sha256"]),
+        (
+            "mode: openssl-pbkdf2\n  iterations: 1000",
+            ["--mode", "openssl-pbkdf2", "--iterations", "1000"],
+        ),
+        ("mode: openssl-md5\n  gzip: true", ["--gzip"]),
+    ],
+    ids=["md5", "sha256", "pbkdf2", "md5-gzip"],
+)
+def test_decrypt_opens_every_file_a_publish_writes_and_no_wrong_key(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    encryption: str,
+    settings: list[str],
+) -> None:
+    """Every file a publish writes opens: a device's with its key, as `show --reveal`
+    renders it; the option-66 bootstrap and the stage files as plaintext. And a wrong
+    key that passes CBC's padding check (about 1 in 256) is refused, naming the file
+    and how to get the right key: it printed its garbage with exit 0."""
+    text = example_repo.files["inventory/gitprov.yaml"].decode()
+    for old, new in (
+        ('  url: "http://127.0.0.1:8080"\n', '  url: "tftp://10.203.0.1"\n'),
+        ("\npublish:\n", "\npublish:\n  option66: [IP542N]\n  key_delivery: plaintext-bootstrap\n"),
+        ("  mode: openssl-md5\n", f"  {encryption}\n"),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    example_repo.commit({"inventory/gitprov.yaml": text}, "every shape of file")
+    repo = str(example_repo.path)
+    assert main(["--repo", repo, "publish", "--rev", "main", *root_args(tmp_path)]) == 0
+    capsysbinary.readouterr()
+    served = sorted((tmp_path / "http").iterdir())
+    names = {f.name for f in served}
+    assert {"IP542N.conf", "stage-fv0021f2011b19.conf", "fv0021f2a0c001.conf"} <= names, names
+    for f in served:
+        if not f.name.startswith("fv"):  # the bootstrap and the stage files: plaintext
+            assert main(["decrypt", str(f), "--key", "unused", "--mode", "none"]) == 0
+            assert capsysbinary.readouterr().out == f.read_bytes()
+            continue
+        mac = f.name[2:14]
+        assert main(["--repo", repo, "key", mac]) == 0
+        key = capsysbinary.readouterr().out.decode().strip()
+        assert main(["--repo", repo, "show", mac, "--reveal"]) == 0
+        shown = capsysbinary.readouterr().out
+        assert main(["decrypt", str(f), "--key", key, *settings]) == 0, capsysbinary.readouterr()
+        assert capsysbinary.readouterr().out == shown, f.name
+
+    device = tmp_path / "http" / "fv0021f2011b19.conf"
+    data = device.read_bytes()
+    mode = settings[settings.index("--mode") + 1] if "--mode" in settings else "openssl-md5"
+    padding_only = Cipher(Mode(mode), 1000)
+    lucky = next(
+        k
+        for k in (f"wrong-{i}" for i in range(5000))
+        if _passes_the_padding_check(padding_only, data, k)
+    )
+    assert main(["decrypt", str(device), "--key", lucky, *settings]) == 1
+    out, err = capsysbinary.readouterr()
+    assert out == b"", out
+    said = err.decode()
+    assert f"{device}: bad decrypt" in said and "`gitprov key 0021f2011b19`" in said, said
+    assert lucky not in said
 
 
 def test_versions_json(example_repo: GitRepo, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,8 +20,17 @@ from cryptography.hazmat.primitives.ciphers import Cipher as AesCipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
 from gitprov import crypto
-from gitprov.crypto import MAX_ITERATIONS, Cipher, DecryptError, Mode, derive_device_key
+from gitprov.crypto import (
+    MAX_ITERATIONS,
+    Cipher,
+    DecryptError,
+    Mode,
+    WrongKey,
+    derive_device_key,
+)
 from gitprov.errors import GitprovError
+from gitprov.formats import flyingvoice
+from gitprov.paramconf import is_param_file
 from tests.fixtures.gitrepo import ROOT
 
 OPENSSL = shutil.which("openssl")
@@ -208,6 +217,81 @@ def test_derived_salt_check_catches_the_one_in_256_false_success() -> None:
     else:
         pytest.fail("no false success in 10000 wrong keys")
     assert Cipher().decrypt(encrypted, KEY, expect_derived_salt=True) == data
+
+
+# Every shape of plaintext a device's file has: what the renderer writes (a device's file,
+# the smallest one, the option-66 bootstrap, a stage file) and what `import conf` reads
+# from the server gitprov replaces (a BOM, comments, blank lines, CR LF).
+DEVICE_FILE = flyingvoice.render_lines(
+    [
+        ("DBID_DBASE_VERSION", "1002"),
+        ("DBID_SIP_ENABLE", "1\t0\t0\t0"),
+        ("DBID_SIP_DISPLAY_NAME", "Empfang Zürich"),
+        ("DBID_SIP_PASSWORD", "pw=23;103"),
+    ]
+)
+SHAPES = [
+    DEVICE_FILE,
+    flyingvoice.render_lines([("DBID_DBASE_VERSION", "1")]),
+    flyingvoice.render_bootstrap(1000, "tftp://10.203.0.1/stage-fv$(MA).conf"),
+    flyingvoice.render_lines(
+        [
+            ("DBID_DBASE_VERSION", "1001"),
+            ("DBID_PRV_OPTION66_ENABLED", "0"),
+            ("DBID_PROFILE_RULE", "[--key wz73ruqo4lmlw3qlxsipynyb]tftp://10.203.0.1/fv.conf"),
+        ]
+    ),
+    "\ufeff# exported 2024-05-01\r\n\r\nDBID_DBASE_VERSION=7\r\nDBID_SIP_ENABLE=1\r\n".encode(),
+]
+# (PBKDF2 with 1 iteration: the derivation's shape is what counts here, not its cost)
+EVERY_CIPHER = [Cipher(mode, 1, gzip) for mode in Mode for gzip in (False, True)]
+
+
+@pytest.mark.parametrize("cipher", EVERY_CIPHER, ids=lambda c: f"{c.mode}-gzip{c.gzip:d}")
+def test_the_right_key_opens_every_shape_of_device_file(cipher: Cipher) -> None:
+    for shape in SHAPES:
+        encrypted = cipher.encrypt(shape, KEY)
+        assert cipher.decrypt(encrypted, KEY, expect=is_param_file) == shape, shape
+
+
+@pytest.mark.parametrize(
+    "cipher",
+    [c for c in EVERY_CIPHER if c.mode is not Mode.NONE],
+    ids=lambda c: f"{c.mode}-gzip{c.gzip:d}",
+)
+def test_no_wrong_key_opens_a_device_file_not_even_past_the_padding_check(cipher: Cipher) -> None:
+    """CBC with PKCS#7 has no MAC: about 1 wrong key in 256 passes the padding check, and
+    its garbage was taken for the file. With what a device file must be, none is."""
+    encrypted = cipher.encrypt(DEVICE_FILE, KEY)
+    padding_only = Cipher(cipher.mode, cipher.iterations)
+    lucky = 0
+    for attempt in range(3000):
+        wrong = f"wrong-{attempt}"
+        try:
+            padding_only.decrypt(encrypted, wrong)
+            lucky += 1
+        except WrongKey:
+            pass
+        with pytest.raises(WrongKey) as info:
+            cipher.decrypt(encrypted, wrong, expect=is_param_file)
+        assert wrong not in str(info.value) and wrong not in info.value.hint
+    assert lucky > 0  # (the loop did meet the keys the padding check lets through)
+
+
+def test_a_gzip_setting_that_does_not_match_is_said_and_no_wrong_key() -> None:
+    """A right key with the wrong gzip setting opens the file all the same: say which
+    setting, never "wrong key"."""
+    plain = Cipher().encrypt(DEVICE_FILE, KEY)
+    with pytest.raises(DecryptError) as info:
+        Cipher(gzip=True).decrypt(plain, KEY, expect=is_param_file)
+    assert not isinstance(info.value, WrongKey) and "not gzipped" in info.value.message
+    zipped = Cipher(gzip=True).encrypt(DEVICE_FILE, KEY)
+    with pytest.raises(DecryptError) as info:
+        Cipher().decrypt(zipped, KEY, expect=is_param_file)
+    assert not isinstance(info.value, WrongKey) and "gzipped" in info.value.message
+    with pytest.raises(DecryptError) as info:
+        Cipher(Mode.NONE).decrypt(plain, KEY, expect=is_param_file)
+    assert not isinstance(info.value, WrongKey) and "it is encrypted" in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from gitprov.cli.common import (
     utf8_text,
 )
 from gitprov.cli.defaults import MODES
-from gitprov.errors import UsageError
+from gitprov.errors import GitprovError, UsageError
 
 
 def register(sub: Subparsers) -> None:
@@ -190,7 +190,8 @@ DECRYPT_MAX = 16 * 2**20
 
 
 def run_decrypt(args: argparse.Namespace, out: Output) -> int:
-    from gitprov.crypto import Cipher, Mode
+    from gitprov.crypto import Cipher, DecryptError, Mode, WrongKey
+    from gitprov.paramconf import is_param_file
 
     try:
         if args.file == "-":
@@ -211,10 +212,32 @@ def run_decrypt(args: argparse.Namespace, out: Output) -> int:
             f"{DECRYPT_MAX // 2**20} MiB: not a device's configuration file",
             hint="give the file a device fetched (a param.conf is a few kilobytes)",
         )
-    plain = Cipher(Mode(args.mode), args.iterations, args.gzip).decrypt(data, args.key)
+    where = "stdin" if args.file == "-" else args.file
+    cipher = Cipher(Mode(args.mode), args.iterations, args.gzip)
+    try:
+        # What comes out must be a device's file: the padding check alone let about one
+        # wrong key in 256 through, and printed its garbage with exit 0.
+        plain = cipher.decrypt(data, args.key, expect=is_param_file)
+    except WrongKey as exc:
+        raise GitprovError(
+            f"{where}: {exc.message}",
+            hint=f"`gitprov key {_mac_of(args.file)}` prints the key of the device's file; "
+            "--mode, --iterations and --gzip must be its model's encryption settings",
+        ) from None
+    except DecryptError as exc:
+        raise GitprovError(f"{where}: {exc.message}", hint=exc.hint) from None
     out.stdout.flush()
     sys.stdout.buffer.write(plain)
     return 0
+
+
+def _mac_of(file: str) -> str:
+    """The MAC in a device file's name, as `gitprov key` takes it; else `MAC`."""
+    from gitprov.tools.serve import mac_part
+
+    name = Path(file).name
+    found = mac_part(name) if file != "-" else None
+    return name[found[0] : found[1]].lower() if found else "MAC"
 
 
 def _out_dir(text: str) -> str:

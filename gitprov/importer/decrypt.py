@@ -12,10 +12,11 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gitprov.crypto import Cipher, DecryptError, Mode, TooLarge, gunzip
+from gitprov.crypto import Cipher, DecryptError, Mode, TooLarge, WrongKey, gunzip
 from gitprov.errors import Problem, error
 from gitprov.importer.problems import DECRYPT
-from gitprov.importer.values import DBID, Opened
+from gitprov.importer.values import Opened
+from gitprov.paramconf import is_param_file
 
 _MAGIC = b"Salted__"
 # A param.conf decompressed: the bound of the files read (read_conf.MAX_FILE_BYTES).
@@ -24,20 +25,6 @@ _GZIP = b"\x1f\x8b"
 # `--mode auto`: openssl before 1.1 (and SPA-style firmware) derives the key with MD5,
 # later openssl with SHA-256.
 AUTO_MODES = (Mode.OPENSSL_MD5, Mode.OPENSSL_SHA256)
-
-
-def _looks_like_conf(data: bytes) -> bool:
-    """Whether decrypted bytes are text of DBID lines: a wrong key that slips through the
-    padding check (1 time in 256) gives random bytes that fail this."""
-    try:
-        text = data.decode("utf-8").lstrip("\ufeff")
-    except UnicodeDecodeError:
-        return False
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            return bool(DBID.match(line.partition("=")[0])) and "=" in line
-    return False
 
 
 def _gunzip(data: bytes) -> bytes | None:
@@ -87,7 +74,7 @@ def open_conf(
             try:
                 payload = cipher.decrypt(data, key)
             except DecryptError as exc:
-                if "bad decrypt" not in exc.message:
+                if not isinstance(exc, WrongKey):
                     structural = exc.message  # the same for every key: say it once
                 continue
             zipped = payload.startswith(_GZIP)
@@ -96,7 +83,7 @@ def open_conf(
                 if unzipped is None:
                     continue
                 payload = unzipped
-            if _looks_like_conf(payload):
+            if is_param_file(payload):
                 return payload, Opened(mode, zipped, iterations, key, source), ""
     return None, None, structural or "wrong key"
 

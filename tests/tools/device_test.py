@@ -304,8 +304,9 @@ def test_wrong_key_is_decrypt_failed_and_changes_nothing(servers: Servers) -> No
     assert state.params == before
 
 
-def test_wrong_key_that_passes_the_padding_check_is_parse_failed(servers: Servers) -> None:
-    # CBC+PKCS#7 has no MAC: about 1 wrong key in 256 "decrypts" into garbage.
+def test_wrong_key_that_passes_the_padding_check_is_decrypt_failed(servers: Servers) -> None:
+    # CBC+PKCS#7 has no MAC: about 1 wrong key in 256 "decrypts" into garbage, which was
+    # reported as a file that does not parse ("not UTF-8 (byte 3)"), not as the wrong key.
     data = encrypted(V7, KEY)
     lucky = next(key for key in (f"wrong-{i}" for i in range(5000)) if _decrypts(CIPHER, data, key))
     servers.write("fv.conf", data)
@@ -313,7 +314,8 @@ def test_wrong_key_that_passes_the_padding_check_is_parse_failed(servers: Server
     before = dict(state.params)
     result = Device(state).resync(fetcher())
 
-    assert result.status == "parse-failed"
+    assert result.status == "decrypt-failed"
+    assert "wrong key" in result.detail and lucky not in result.detail, result.detail
     assert state.params == before
 
 

@@ -25,8 +25,9 @@ def parse_param_file(data: bytes) -> dict[str, str]:
 
     Stricter than `formats.flyingvoice.parse` on purpose: no blank lines, no CR, no
     control characters but TAB, no key twice, and `DBID_DBASE_VERSION` present as a
-    decimal number. CBC without a MAC decrypts with a wrong key about 1 time in 256 into
-    garbage; this is what tells it apart, as the firmware's parser would refuse it.
+    decimal number, as the firmware's parser would refuse it. (A wrong key's garbage,
+    which passes CBC's padding check about 1 time in 256, is told apart before this:
+    `gitprov.paramconf.is_param_file`, and the resync is decrypt-failed.)
     """
     try:
         text = data.decode("utf-8")

@@ -13,6 +13,7 @@ from typing import Literal
 from gitprov.crypto import MAGIC
 from gitprov.errors import GitprovError
 from gitprov.macros import expand
+from gitprov.paramconf import is_param_file
 from gitprov.rule_url import RuleSyntaxError, RuleUrl, parse_rule
 from gitprov.tools.device.fetch import Fetcher, FetchError, display_url, parse_option66_server
 from gitprov.tools.device.paramfile import ParamFileError, parse_param_file, version_number
@@ -192,7 +193,9 @@ class Device:
             return kept("fetch-failed", f"{shown}: {exc}")
         if url.key is not None:
             try:
-                data = state.cipher.decrypt(data, url.key)
+                # (a wrong key that passes the padding check gives garbage: a failed
+                # decryption, not a file that does not parse)
+                data = state.cipher.decrypt(data, url.key, expect=is_param_file)
             except GitprovError as exc:  # DecryptError, or a key the cipher refuses
                 return kept("decrypt-failed", exc.message)
         try:
