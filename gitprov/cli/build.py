@@ -13,12 +13,14 @@ from gitprov.cli.common import (
     add_format,
     add_rev,
     add_workers,
+    iterations,
     mac,
+    passphrase,
     readable_file,
     session,
     utf8_text,
 )
-from gitprov.cli.defaults import MODES
+from gitprov.cli.defaults import ITERATIONS, MODES
 from gitprov.errors import GitprovError, UsageError
 
 
@@ -117,7 +119,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--key",
         required=True,
-        type=utf8_text,
+        type=passphrase,
         help="the device's passphrase (`gitprov key MAC`)",
     )
     p.add_argument(
@@ -127,7 +129,10 @@ def register(sub: Subparsers) -> None:
         help="the model's cipher",
     )
     p.add_argument(
-        "--iterations", type=int, default=10000, help="PBKDF2 iterations (openssl-pbkdf2)"
+        "--iterations",
+        type=iterations,
+        default=ITERATIONS,
+        help="PBKDF2 iterations (openssl-pbkdf2)",
     )
     p.add_argument("--gzip", action="store_true", help="gunzip after decrypting")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV
+from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV, MAX_ITERATIONS
 from gitprov.errors import Problem, UsageError
 from gitprov.unsafe import is_utf8, line_safe, shown
 
@@ -395,6 +395,62 @@ def utf8_text(text: str) -> str:
             f"'{shown(text)}' is not UTF-8: give it in UTF-8 (gitprov writes it into UTF-8 text)"
         )
     return text
+
+
+def passphrase(text: str) -> str:
+    """--key: a passphrase in UTF-8. Empty is refused here, before any file is read: it
+    is what an unset variable in `--key "$KEY"` gives, and no file is encrypted with it
+    (`openssl enc` refuses it too)."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "is empty: give the passphrase the file is encrypted with (a device's: "
+            "`gitprov key MAC`)"
+        )
+    return utf8_text(text)
+
+
+def iterations(text: str) -> int:
+    """--iterations: PBKDF2's count, refused before any work when it is no count a file
+    can be made with (0 or less derives no key; past MAX_ITERATIONS, a key takes minutes),
+    whatever --mode says: a wrong value is a typo even where it is not used."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: PBKDF2 iterations must be from 1 to {MAX_ITERATIONS:,} (the -iter "
+            "the file was made with; openssl's default is 10000)"
+        )
+    return n
+
+
+def ca_certificates(text: str) -> str:
+    """--cacert: a file of PEM CA certificates, loaded now: a missing, unreadable or
+    non-PEM file is a usage error said before any state is read or anything fetched."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("give a file of PEM certificates, not stdin")
+    readable_file(text)
+    import ssl  # (an option's path only: never at start-up)
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=text)
+    except ssl.SSLError:
+        raise argparse.ArgumentTypeError(
+            f"{text}: holds no PEM certificate: give the CA's certificate, the file that "
+            "starts with -----BEGIN CERTIFICATE-----"
+        ) from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: cannot read it: {exc.strerror}") from None
+    return text
+
+
+def pem_file(text: str) -> str:
+    """--cert, --cert-key: a file to read (not stdin); whether it is PEM and the key fits
+    the certificate is known only once both are loaded."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("give a PEM file, not stdin")
+    return readable_file(text)
 
 
 def readable_file(text: str) -> str:

@@ -13,6 +13,9 @@ ALLOWED_ROOTS_ENV = "GITPROV_ALLOWED_ROOTS"
 # The values of gitprov.crypto.Mode, in its order; NO_ENCRYPTION is Mode.NONE.
 MODES = ("openssl-md5", "openssl-sha256", "openssl-pbkdf2", "none")
 NO_ENCRYPTION = "none"
+# gitprov.crypto.Cipher().iterations (openssl's -iter default), gitprov.crypto.MAX_ITERATIONS
+ITERATIONS = 10000
+MAX_ITERATIONS = 10_000_000
 # gitprov.importer.DEFAULT_THRESHOLD, DEFAULT_PREFIX
 IMPORT_THRESHOLD = 50
 IMPORT_PREFIX = "imported"

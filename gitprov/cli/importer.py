@@ -12,9 +12,11 @@ from gitprov.cli.common import (
     Subparsers,
     add_action,
     add_command,
+    iterations,
+    passphrase,
     session,
 )
-from gitprov.cli.defaults import IMPORT_PREFIX, IMPORT_THRESHOLD, MODES, NO_ENCRYPTION
+from gitprov.cli.defaults import IMPORT_PREFIX, IMPORT_THRESHOLD, ITERATIONS, MODES, NO_ENCRYPTION
 
 if TYPE_CHECKING:
     from gitprov.importer import ImportResult
@@ -90,6 +92,7 @@ def register(sub: Subparsers) -> None:
     c.add_argument(
         "--key",
         metavar="KEY",
+        type=passphrase,
         help="the key of every encrypted file the key file does not name (other users can "
         "see a command line: prefer a `* KEY` line in --key-file)",
     )
@@ -100,7 +103,10 @@ def register(sub: Subparsers) -> None:
         help="how the files were encrypted; auto tries openssl-md5, then openssl-sha256",
     )
     c.add_argument(
-        "--iterations", type=int, default=10000, help="PBKDF2 iterations (openssl-pbkdf2)"
+        "--iterations",
+        type=iterations,
+        default=ITERATIONS,
+        help="PBKDF2 iterations (openssl-pbkdf2)",
     )
     c.add_argument(
         "--threshold", type=int, default=IMPORT_THRESHOLD, metavar="PERCENT", help=THRESHOLD_HELP

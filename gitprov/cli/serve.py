@@ -22,9 +22,13 @@ from gitprov.cli.common import (
     add_command,
     add_format,
     add_targets,
+    ca_certificates,
     host,
+    iterations,
     mac,
     opened_for_append,
+    passphrase,
+    pem_file,
     port,
     publisher_config_of,
     seconds,
@@ -287,13 +291,15 @@ def register(sub: Subparsers) -> None:
         help="the Profile Rule, e.g. http://HOST:PORT/fv$(MA).conf; without --option66 the "
         "device has option 66 disabled (with it enabled the Profile Rule has no effect)",
     )
-    p.add_argument("--key", help="decryption passphrase: the rule becomes [--key KEY]URL")
+    p.add_argument(
+        "--key", type=passphrase, help="decryption passphrase: the rule becomes [--key KEY]URL"
+    )
     p.add_argument(
         "--mode",
         choices=["openssl-md5", "openssl-sha256", "openssl-pbkdf2", "none"],
         help="the model's cipher (default openssl-md5)",
     )
-    p.add_argument("--iterations", type=int, help="PBKDF2 iterations (openssl-pbkdf2)")
+    p.add_argument("--iterations", type=iterations, help="PBKDF2 iterations (openssl-pbkdf2)")
     p.add_argument("--gzip", action="store_true", default=None, help="gunzip after decrypting")
     p.add_argument("--option66", metavar="HOST[:PORT]", help="the TFTP server DHCP option 66 gives")
     p.add_argument(
@@ -324,9 +330,11 @@ def register(sub: Subparsers) -> None:
         metavar="NAME=ADDR:PORT",
         help="connect to ADDR:PORT for host NAME (like /etc/hosts; repeatable)",
     )
-    p.add_argument("--cacert", help="CA certificates (PEM) to trust for https")
-    p.add_argument("--cert", help="client certificate (PEM) for https")
-    p.add_argument("--cert-key", help="client certificate's private key (PEM)")
+    p.add_argument(
+        "--cacert", type=ca_certificates, help="CA certificates (PEM) to trust for https"
+    )
+    p.add_argument("--cert", type=pem_file, help="client certificate (PEM) for https")
+    p.add_argument("--cert-key", type=pem_file, help="client certificate's private key (PEM)")
     p.add_argument(
         "--setting-key",
         action="append",

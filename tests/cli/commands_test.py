@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pygit2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator
 
 import gitprov
@@ -32,6 +34,7 @@ from gitprov.cli import build_parser, main
 from gitprov.cli.common import EXIT_CODES
 from gitprov.crypto import Cipher
 from gitprov.schemas import output_schemas
+from tests.fixtures.certs import new_ca
 from tests.fixtures.fleet import device_key, fleet_files
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.roots import root_args
@@ -615,20 +618,57 @@ def test_a_port_out_of_range_is_a_usage_error_not_a_trace(
     assert getattr(build_parser().parse_args([command, flag, "0"]), flag[2:].replace("-", "_")) == 0
 
 
-@pytest.mark.parametrize("command", ["decrypt", "import"])
-def test_pbkdf2_iterations_past_the_schemas_are_an_error_not_a_trace(
+def _key_commands(repo: GitRepo, tmp: Path) -> dict[str, list[str]]:
+    """The commands that take --key and --iterations, each with a file to open that a
+    run would read (and, for import, write a device from; for probe, a state to save)."""
+    confs = tmp / "confs"
+    confs.mkdir(exist_ok=True)
+    conf = confs / "fv0021f2a0c009.conf"
+    conf.write_bytes(Cipher().encrypt(b"DBID_DBASE_VERSION=7\n", "k"))
+    return {
+        "decrypt": ["decrypt", str(conf)],
+        "import": ["--repo", str(repo.path), "import", "conf", str(confs), "--model", "IP542N"],
+        "probe": ["probe", MAC, "--url", "http://127.0.0.1:9/x", "--state", str(tmp / "dev.json")],
+    }
+
+
+def _nothing_done(repo: GitRepo, tmp: Path, out: str) -> None:
+    assert out == "", out
+    assert not (tmp / "dev.json").exists()
+    assert not (repo.path / "inventory" / "devices" / "0021f2a0c009.yaml").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "99999999999999", "ten"])
+@pytest.mark.parametrize("command", ["decrypt", "import", "probe"])
+def test_iterations_no_file_is_made_with_are_a_usage_error_before_any_work(
+    example_repo: GitRepo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    value: str,
+) -> None:
+    """0 or less was a failure of the work (exit 1) once a file was read, or passed
+    unnoticed where the mode takes no iterations; past the schema's bound likewise."""
+    argv = [*_key_commands(example_repo, tmp_path)[command], "--key", "k"]
+    assert main([*argv, "--mode", "openssl-pbkdf2", "--iterations", value]) == 2
+    out, err = capsys.readouterr()
+    assert "argument --iterations" in err and "must be from 1 to 10,000,000" in err, err
+    assert "Traceback" not in err
+    _nothing_done(example_repo, tmp_path, out)
+    assert main([*argv, "--iterations", value]) == 2  # (the default mode takes none)
+    _nothing_done(example_repo, tmp_path, capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("command", ["decrypt", "import", "probe"])
+def test_an_empty_key_is_a_usage_error_before_any_work(
     example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    (tmp_path / "fv0021f2011b19.conf").write_bytes(b"Salted__" + bytes(32))
-    many = ["--mode", "openssl-pbkdf2", "--iterations", "99999999999999"]
-    if command == "decrypt":
-        argv = ["decrypt", str(tmp_path / "fv0021f2011b19.conf"), "--key", "k", *many]
-    else:
-        argv = ["--repo", str(example_repo.path), "import", "conf", str(tmp_path), "--key", "k"]
-        argv += [*many, "--model", "IP542N"]
-    assert main(argv) in (1, 2)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "iterations must be from 1 to 10,000,000" in err, err
+    """`--key "$KEY"` with the variable unset: exit 1 once a file was read, or not said
+    as the option's."""
+    assert main([*_key_commands(example_repo, tmp_path)[command], "--key", ""]) == 2
+    out, err = capsys.readouterr()
+    assert "argument --key: is empty: give the passphrase" in err, err
+    _nothing_done(example_repo, tmp_path, out)
 
 
 def test_an_imported_gzip_bomb_is_a_located_problem_not_a_gigabyte(
@@ -652,6 +692,73 @@ def test_schema_write_where_it_cannot_is_a_usage_error(
     assert main(["schema", "--write", str(tmp_path / "afile" / "schemas")]) == 2
     err = capsys.readouterr().err
     assert "cannot write the schemas" in err and "Traceback" not in err, err
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    return key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
+
+
+def _tls_file(tmp: Path, kind: str) -> Path:
+    """A file given as --cacert or --cert: a CA's certificate in PEM, or what `kind` says."""
+    path = tmp / f"{kind.replace(' ', '-').replace(',', '')}.pem"
+    cert, key = new_ca("test CA")
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not PEM":
+        path.write_text("not a certificate\n")
+    elif kind == "DER":
+        path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    elif kind == "a key, no certificate":
+        path.write_bytes(_pem_key(key))
+    elif kind != "missing":
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if kind == "unreadable":
+            path.chmod(0)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "directory", "unreadable", "not PEM", "DER", "a key, no certificate"]
+)
+def test_a_cacert_that_cannot_be_loaded_is_a_usage_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """It was a failure of the work (exit 1), said after the device state was read."""
+    if kind == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 0")
+    cacert = _tls_file(tmp_path, kind)
+    state = tmp_path / "dev.json"
+    argv = ["probe", MAC, "--url", "https://127.0.0.1:9/x", "--state", str(state)]
+    assert main([*argv, "--cacert", str(cacert)]) == 2
+    out, err = capsys.readouterr()
+    assert f"argument --cacert: {cacert}" in err and "Traceback" not in err, err
+    assert out == "" and not state.exists()
+
+
+@pytest.mark.parametrize("option", ["--cert", "--cert-key"])
+def test_a_client_certificate_file_that_is_missing_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    argv = ["probe", MAC, "--url", "https://127.0.0.1:9/x", "--cert", str(tmp_path / "c.pem")]
+    if option == "--cert-key":
+        argv[-1] = str(_tls_file(tmp_path, "PEM"))
+    assert main([*argv, "--cert-key", str(tmp_path / "k.pem")]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err and "no such file" in err, err
+
+
+def test_a_client_key_that_does_not_match_its_certificate_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = _tls_file(tmp_path, "PEM")
+    other = tmp_path / "other-key.pem"
+    other.write_bytes(_pem_key(new_ca("another")[1]))
+    argv = ["probe", MAC, "--url", "https://127.0.0.1:9/x", "--state", str(tmp_path / "d.json")]
+    assert main([*argv, "--cert", str(cert), "--cert-key", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load TLS files" in err and "the key must match --cert" in err, err
+    assert not (tmp_path / "d.json").exists()
 
 
 @pytest.mark.parametrize("option", ["--host", "--metrics-host"])

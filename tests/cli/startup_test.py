@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import gitprov.cli
-from gitprov import fleet, importer, init, publisher_config, review, source
+from gitprov import crypto, fleet, importer, init, publisher_config, review, source
 from gitprov.cli import defaults
 from gitprov.cli import init as cli_init
 from gitprov.cli import plan as cli_plan
@@ -148,6 +148,8 @@ def test_the_command_probe_sees_publishing(
         (defaults.ALLOWED_ROOTS_ENV, publisher_config.ALLOWED_ROOTS_ENV),
         (defaults.MODES, tuple(m.value for m in Mode)),
         (defaults.NO_ENCRYPTION, Mode.NONE.value),
+        (defaults.ITERATIONS, Cipher().iterations),
+        (defaults.MAX_ITERATIONS, crypto.MAX_ITERATIONS),
         (defaults.IMPORT_THRESHOLD, importer.DEFAULT_THRESHOLD),
         (defaults.IMPORT_PREFIX, importer.DEFAULT_PREFIX),
         (defaults.TFTP_MAX_TRANSFERS, TftpLimits().max_transfers),

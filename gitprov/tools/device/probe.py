@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from gitprov.crypto import Cipher, Mode
-from gitprov.errors import GitprovError, UsageError
+from gitprov.errors import UsageError
 from gitprov.rule_url import RuleSyntaxError, format_rule, parse_rule
 from gitprov.tools.device.fetch import MultiFetcher, parse_option66_server
 from gitprov.tools.device.resync import Device, ResyncResult, rule_error
@@ -64,6 +64,8 @@ def probe(o: ProbeOptions) -> list[ResyncResult]:
         raise UsageError("--key needs --url")
     if o.state is not None:
         _refuse_unwritable_state(o.state)
+    # (the TLS files are the command line's: refused before the state is read)
+    ssl_context = _probe_tls(o.cacert, o.cert, o.cert_key)
     if o.state is not None and o.state.exists():
         state = load_state(o.state)
         if state.mac != o.mac:
@@ -98,7 +100,7 @@ def probe(o: ProbeOptions) -> list[ResyncResult]:
         raise UsageError("nothing to fetch", hint="give --url RULE, or --option66 HOST[:PORT]")
     fetcher = MultiFetcher.standard(
         timeout=o.timeout,
-        ssl_context=_probe_tls(o.cacert, o.cert, o.cert_key),
+        ssl_context=ssl_context,
         host_override=_probe_resolve(o.resolve),
     )
     device = Device(state, compare=o.compare, keys=keys)
@@ -186,7 +188,9 @@ def _probe_tls(cacert: str | None, cert: str | None, key: str | None) -> ssl.SSL
         if cert is not None:
             context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise GitprovError(
-            f"cannot load TLS files: {exc}", hint="--cacert, --cert and --cert-key take PEM files"
+        # (every one of them a path of the command line: a usage error, as serve's are)
+        raise UsageError(
+            f"cannot load TLS files: {exc}",
+            hint="--cacert, --cert and --cert-key take PEM files; the key must match --cert",
         ) from None
     return context
