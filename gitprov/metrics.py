@@ -38,6 +38,7 @@ from prometheus_client.metrics_core import InfoMetricFamily, Metric
 from gitprov import __version__
 from gitprov.errors import UsageError
 from gitprov.plan import load_manifest
+from gitprov.rule_url import authority
 from gitprov.tools.serve import CappedServer, RequestInput
 from gitprov.watch import Kind, Outcome
 
@@ -155,7 +156,7 @@ class Metrics:
         except OSError as exc:
             # (the environment's, as serve's "cannot listen": exit 2)
             raise UsageError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror}",
+                f"cannot serve metrics on {authority(host, port)}: {exc.strerror}",
                 hint="choose another --metrics-port, or a --metrics-host of this machine",
             ) from exc
         thread = threading.Thread(
@@ -165,7 +166,7 @@ class Metrics:
             daemon=True,
         )
         thread.start()
-        return MetricsServer(server, thread)
+        return MetricsServer(server, thread, host)
 
 
 # A scraper asks once every few seconds: past this many open connections a new one is
@@ -257,13 +258,19 @@ def _unix_time(iso: str) -> float | None:
 
 
 class MetricsServer:
-    def __init__(self, server: Any, thread: threading.Thread) -> None:
+    def __init__(self, server: Any, thread: threading.Thread, host: str = "127.0.0.1") -> None:
         self._server = server
         self._thread = thread
+        self._host = host
 
     @property
     def port(self) -> int:
         return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        """Where a scraper asks, e.g. `http://[::1]:9351/metrics`."""
+        return f"http://{authority(self._host, self.port)}/metrics"
 
     def stop(self) -> None:
         self._server.shutdown()

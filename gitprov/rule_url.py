@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "RuleSyntaxError",
     "RuleUrl",
+    "authority",
     "format_rule",
     "key_problem",
     "parse_rule",
@@ -475,9 +476,17 @@ def format_rule(url: RuleUrl) -> str:
     ]
     prefix = f"[{' '.join(options)}]" if options else ""
     scheme = f"{url.scheme}://" if url.explicit_scheme or url.scheme != "tftp" else ""
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    port = "" if url.port == DEFAULT_PORTS.get(url.scheme) else f":{url.port}"
-    return f"{prefix}{scheme}{host}{port}{url.path}"
+    port = None if url.port == DEFAULT_PORTS.get(url.scheme) else url.port
+    return f"{prefix}{scheme}{authority(url.host, port)}{url.path}"
+
+
+def authority(host: str, port: int | None = None) -> str:
+    """`host:port` as a URL (RFC 3986, 3.2.2) and every message that names an address
+    spell it: an IPv6 address in brackets, `[::1]:9351`, since `::1:9351` reads as
+    another address and no URL parser takes it. Without `port`, the host alone."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
 
 
 def _quote(value: str) -> str:

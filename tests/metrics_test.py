@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gitprov import __version__
+from gitprov.errors import UsageError
 from gitprov.metrics import Metrics
 from gitprov.plan import MANIFEST, load_manifest
 from gitprov.publish import Targets
@@ -292,9 +293,34 @@ def test_metrics_endpoint_bounds_its_connections_and_their_idle_time(
         server.stop()
 
 
-def test_a_metrics_port_that_cannot_be_served_is_the_environments_error() -> None:
-    from gitprov.errors import UsageError
+def _ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
 
+
+def test_the_endpoint_url_brackets_an_ipv6_address() -> None:
+    """`watch` printed `metrics: http://::1:9351/metrics`, which no scraper can use."""
+    _ipv6_loopback()
+    server = Metrics().serve(0, "::1")
+    try:
+        assert server.url == f"http://[::1]:{server.port}/metrics"
+        with urllib.request.urlopen(server.url, timeout=5) as r:
+            assert "gitprov_build_info{" in r.read().decode()
+        with socket.socket(socket.AF_INET6) as taken:
+            taken.bind(("::1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with pytest.raises(UsageError) as caught:
+                Metrics().serve(port, "::1")
+        assert f"cannot serve metrics on [::1]:{port}: " in caught.value.message
+    finally:
+        server.stop()
+
+
+def test_a_metrics_port_that_cannot_be_served_is_the_environments_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

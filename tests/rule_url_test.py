@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from gitprov.rule_url import (
     RuleSyntaxError,
     RuleUrl,
+    authority,
     format_rule,
     joined,
     key_problem,
@@ -388,3 +389,21 @@ def test_a_rule_from_a_device_file_is_written_as_gp110_asks(text: str, canonical
 
     assert canonical_rule(text) == canonical
     parse_rule(canonical)  # (and it parses)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "written"),
+    [
+        ("127.0.0.1", 9351, "127.0.0.1:9351"),
+        ("prov.example.net", 8080, "prov.example.net:8080"),
+        ("::1", 9351, "[::1]:9351"),
+        ("::", 0, "[::]:0"),
+        ("2001:db8::10", None, "[2001:db8::10]"),
+        ("[::1]", 69, "[::1]:69"),  # (bracketed once)
+        ("10.0.0.1", None, "10.0.0.1"),
+    ],
+)
+def test_authority_brackets_an_ipv6_address(host: str, port: int | None, written: str) -> None:
+    """`http://::1:9351/metrics` is no URL: every host:port a URL or message names goes
+    through `authority`."""
+    assert authority(host, port) == written

@@ -450,8 +450,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         if handle.http:
             out.data(f"HTTP: {handle.http.url}  (root {http_root})")
         if handle.tftp:
-            host = f"[{args.host}]" if ":" in args.host else args.host
-            out.data(f"TFTP: tftp://{host}:{handle.tftp.port}/  (root {tftp_root})")
+            out.data(f"TFTP: {handle.tftp.url}/  (root {tftp_root})")
         if url_path:
             out.data(f"also below /{url_path}/ (the provisioning URL's path)")
         https = None
@@ -843,7 +842,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
                 metrics.restore(state_dir)
             server = metrics.serve(args.metrics_port, args.metrics_host)
             observers.append(metrics)
-            out.info(f"metrics: http://{args.metrics_host}:{server.port}/metrics")
+            out.info(f"metrics: {server.url}")
         out.info(
             f"watching {label} (poll every {interval:g}s, reconcile every {args.reconcile:g}s); "
             f"published: {last[:12] if last else 'nothing yet'}"

@@ -54,6 +54,7 @@ from typing import Any, BinaryIO, Protocol, Self
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from gitprov.errors import UsageError
+from gitprov.rule_url import authority
 
 log = logging.getLogger("gitprov.serve")
 
@@ -181,7 +182,9 @@ def _bind_error(proto: str, host: str, port: int, exc: OSError) -> UsageError:
         hint = "the address is not configured on this host"
     elif isinstance(exc, socket.gaierror):
         hint = "give --host an address of this host, or a name it resolves"
-    return UsageError(f"cannot listen for {proto} on {host}:{port}: {exc.strerror}", hint=hint)
+    return UsageError(
+        f"cannot listen for {proto} on {authority(host, port)}: {exc.strerror}", hint=hint
+    )
 
 
 # --- path policy -----------------------------------------------------------------------
@@ -814,8 +817,7 @@ class HttpServer:
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. `http://127.0.0.1:8080`."""
         scheme = "https" if self._tls is not None else "http"
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{authority(self._host, self.port)}"
 
     def start(self) -> None:
         if self._listener is not None:
@@ -1015,8 +1017,7 @@ class _Session:
 
     @property
     def peer(self) -> str:
-        host, port = self.address[0], self.address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return authority(self.address[0], self.address[1])
 
     def close(self) -> None:
         self.sock.close()
@@ -1081,6 +1082,11 @@ class TftpServer:
         if self._sock is None:
             raise RuntimeError("TftpServer is not started")
         return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. `tftp://127.0.0.1:6969`."""
+        return f"tftp://{authority(self._host, self.port)}"
 
     @property
     def refusals(self) -> dict[str, int]:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -325,6 +326,30 @@ def test_drift_is_restored_within_one_reconcile_interval_and_counted(
         status = json.loads((tmp_path / "status.json").read_text())
         assert status["drift_repaired"] == 2 and status["result"] == "repaired"
         assert "drift: " in "".join(watch.out)
+    finally:
+        assert watch.stop() == 0
+
+
+def test_the_metrics_line_brackets_an_ipv6_address(
+    server: GitRepo, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`metrics: http://::1:9351/metrics` is no URL (a scraper configured from it, or a
+    click on it, goes nowhere): the address is bracketed, and the URL answers."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    argv = ["watch", "--repo", str(server.path), *root_args(tmp_path)]
+    watch = WatchProcess(
+        [*argv, "--metrics-host", "::1", "--metrics-port", "0"], tmp_path / "watch.jsonl", env
+    )
+    try:
+        watch.wait_for("the metrics line", lambda: any("metrics: " in ln for ln in watch.out))
+        url = next(ln.split()[1] for ln in watch.out if ln.startswith("metrics: "))
+        assert re.fullmatch(r"http://\[::1\]:\d+/metrics", url), url
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert "gitprov_build_info{" in r.read().decode()
     finally:
         assert watch.stop() == 0
 

@@ -213,6 +213,27 @@ def test_port_in_use(root: Path) -> None:
         HttpServer(root, HOST, first.port).start()
 
 
+def test_addresses_are_written_with_an_ipv6_address_in_brackets(root: Path) -> None:
+    """`::1:8080` reads as another address, and is no URL's: the URLs the servers give
+    and the error that names where one cannot listen bracket it."""
+    try:
+        http = HttpServer(root, "::1", 0)
+        http.start()
+    except GitprovError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc.message}")
+    try:
+        assert http.url == f"http://[::1]:{http.port}"
+        with pytest.raises(GitprovError) as caught:
+            HttpServer(root, "::1", http.port).start()
+        assert f"cannot listen for HTTP on [::1]:{http.port}: " in caught.value.message
+    finally:
+        http.stop()
+    with TftpServer(root, "::1", 0) as tftp:
+        assert tftp.url == f"tftp://[::1]:{tftp.port}"
+    with TftpServer(root, HOST, 0) as tftp:
+        assert tftp.url == f"tftp://{HOST}:{tftp.port}"
+
+
 # --- HTTPS with client certificates ----------------------------------------------------
 
 

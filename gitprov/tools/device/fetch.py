@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gitprov.errors import GitprovError
-from gitprov.rule_url import DEFAULT_PORTS, RuleUrl, format_rule
+from gitprov.rule_url import DEFAULT_PORTS, RuleUrl, authority, format_rule
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -330,11 +330,10 @@ class HttpFetcher:
                 f"{shown}: https needs an SSL context",
                 hint="give the fetcher an ssl.SSLContext (probe: --cacert, --cert)",
             )
-        host = f"[{url.host}]" if ":" in url.host else url.host
-        port = "" if url.port == DEFAULT_PORTS[url.scheme] else f":{url.port}"
+        port = None if url.port == DEFAULT_PORTS[url.scheme] else url.port
         path = urllib.parse.quote(url.path, safe=_PATH_SAFE)
         request = urllib.request.Request(
-            f"{url.scheme}://{host}{port}{path}",
+            f"{url.scheme}://{authority(url.host, port)}{path}",
             headers={"User-Agent": "gitprov-device-emulator", "Accept": "*/*"},
         )
         if url.uid is not None:
