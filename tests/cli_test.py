@@ -454,6 +454,41 @@ def test_a_reader_that_goes_away_ends_the_program_quietly(tmp_path: Path) -> Non
     assert b"Exception ignored" not in done.stderr and b"Traceback" not in done.stderr
 
 
+def _to_a_closed_pipe(*args: str) -> CompletedProcess[bytes]:
+    """The program writing into a pipe whose reader is already gone: its first write
+    meets EPIPE (`| head -n 0`)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        with open(write, "wb", closefd=False) as stdout:
+            return _program(*args, stdout=stdout)
+    finally:
+        os.close(write)
+
+
+def test_a_reader_gone_keeps_the_exit_code_the_command_found(tmp_path: Path) -> None:
+    # A failing `validate` or `verify` whose reader went away (`| head`) exited 0: the
+    # first write ended the command, and a CI step with pipefail passed on a broken
+    # inventory. What it found is its exit code, whatever became of its output.
+    repo = GitRepo(tmp_path / "repo", bare=True)
+    repo.commit(fleet_files(50), "a fleet")
+    good = str(repo.path)
+    for fmt in ("text", "json", "github"):
+        done = _to_a_closed_pipe("--repo", good, "validate", "--format", fmt)
+        assert done.returncode == 0, (fmt, done.stderr)
+    repo.commit({device_path(3): b"mac: [broken\n"}, "a broken device")
+    for fmt in ("text", "json", "github"):
+        done = _to_a_closed_pipe("--repo", good, "validate", "--format", fmt)
+        assert done.returncode == 1, (fmt, done.stderr)
+        assert b"Traceback" not in done.stderr and b"Exception ignored" not in done.stderr
+    # A command refusing the broken commit keeps its 1 as well.
+    assert _to_a_closed_pipe("--repo", good, "versions").returncode == 1
+    # Bytes: decrypt writes the plaintext to stdout's buffer.
+    encrypted = tmp_path / "fv0021f2011b19.conf"
+    encrypted.write_bytes(Cipher(Mode.OPENSSL_MD5).encrypt(b"DBID_DBASE_VERSION=1\n", "k"))
+    assert _to_a_closed_pipe("decrypt", str(encrypted), "--key", "k").returncode == 0
+
+
 def test_secrets_refuse_what_is_not_utf8_text_at_its_place(
     example_repo: GitRepo,
     private_key: str,

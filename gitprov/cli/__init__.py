@@ -17,8 +17,8 @@ import posixpath
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn, TextIO, cast
 
 from gitprov import __version__
 from gitprov.cli import (
@@ -233,6 +233,53 @@ def _tolerant_output() -> None:
 TO_TOLERATE = ("strict", "backslashreplace", "surrogateescape")
 
 
+class _ReaderMayGo:
+    """A standard stream whose reader may go before the output ends (`| head`): what is
+    written after that is dropped, and the command runs to its end and exits with its
+    own status. Before, the first write to the closed pipe ended the command, and it
+    exited 0: `gitprov validate | head` with pipefail passed on a broken inventory."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, data: Any) -> int:
+        try:
+            written: int = self._stream.write(data)
+            return written
+        except BrokenPipeError:
+            self._gone()
+            return len(data)
+
+    def writelines(self, lines: Iterable[Any]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+            # (what the buffer still held goes into /dev/null now)
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
+
+    @property
+    def buffer(self) -> _ReaderMayGo:
+        return _ReaderMayGo(self._stream.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _gone(self) -> None:
+        """From now on, the stream's descriptor writes into /dev/null."""
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+
+
 # What a write meets on a full, over-quota or read-only filesystem, or a broken disk.
 CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
@@ -282,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.warn("gitprov: interrupted")
         return 130
     except BrokenPipeError:
-        return 0
+        # (a write past `_ReaderMayGo`: what the command found is not known, so not 0)
+        return 1
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in CANNOT_WRITE:
             # (a full disk or a read-only one under the output, a log or a status file:
@@ -320,6 +368,9 @@ def entry() -> NoReturn:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (for the process)
+    _tolerant_output()  # (main's own call does not see through the wrappers)
+    sys.stdout = cast(TextIO, _ReaderMayGo(sys.stdout))
+    sys.stderr = cast(TextIO, _ReaderMayGo(sys.stderr))
     code = main()
     with contextlib.suppress(Exception):
         logging.shutdown()
