@@ -2983,6 +2983,9 @@ def _apply(
                     source = _link_source(staged, handles, fd)
                     for name in mine:
                         tmp = _temp_name(name)
+                        # Recorded before it exists: a Ctrl-C between its creation and
+                        # its record left it in the root (removing one not made is none).
+                        staged[key].append((tmp, name))
                         linked = False
                         if source is not None and name in source[1]:
                             linked = _link(source, name, tmp, fd)
@@ -2991,7 +2994,6 @@ def _apply(
                         if not linked:
                             data = wanted[name]
                             _write_new(tmp, data, sync=not batch, chmod=chmod, dir_fd=fd)
-                        staged[key].append((tmp, name))
                         done += 1
                         if progress:
                             progress("write", done, len(writes))

@@ -282,6 +282,47 @@ def test_a_crash_leftover_temp_file_is_removed(
     assert not [n for n in os.listdir(tmp_path / "http") if n.startswith(".")]
 
 
+@pytest.mark.parametrize("made_by", ["write", "link"])
+def test_an_interrupt_right_after_a_temp_is_made_leaves_none_in_a_root(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    made_by: str,
+) -> None:
+    # Ctrl-C came between a served temp's creation and its record in the list removed on
+    # the way out: the temp stayed in the root (for a server that serves dot-files).
+    # Interrupted so: the second temp written into the first root, or the first one
+    # linked into the second.
+    made: list[str] = []
+    write_new, link = publish_module._write_new, publish_module._link
+
+    def writing(path: str, *args: object, **kwargs: object) -> None:
+        write_new(path, *args, **kwargs)  # type: ignore[arg-type]
+        if kwargs.get("dir_fd") is not None:
+            made.append(path)
+            if made_by == "write" and len(made) == 2:
+                raise KeyboardInterrupt
+
+    def linking(source: object, name: str, tmp: str, fd: int) -> bool:
+        linked = link(source, name, tmp, fd)  # type: ignore[arg-type]
+        made.append(tmp)
+        if made_by == "link":
+            raise KeyboardInterrupt
+        return linked
+
+    monkeypatch.setattr(publish_module, "_write_new", writing)
+    monkeypatch.setattr(publish_module, "_link", linking)
+    t = targets(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        publish(build_of(example_repo, private_key), t)
+    assert made and all(os.path.basename(m).startswith(".gitprov-") for m in made)
+    for root in t.roots:
+        if root.exists():
+            assert not [n for n in os.listdir(root) if n.startswith(".")], root
+    assert (tmp_path / "tftp").exists() == (made_by == "link")
+
+
 def test_a_commit_that_does_not_descend_is_refused(
     example_repo: GitRepo, private_key: str, tmp_path: Path
 ) -> None:
