@@ -428,8 +428,20 @@ def test_parse_instant() -> None:
     assert parse_instant("2024-03-01T12:30:00.250-05:00") == datetime(
         2024, 3, 1, 17, 30, 0, 250000, tzinfo=UTC
     )
+    assert parse_instant("2024-03-01 12:30") == datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
     with pytest.raises(ValueError, match="not a date"):
         parse_instant("")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1" * 500, "20240301", "2026-W01", "2026-W01-1", "2024-061", "2024-03-01T12", "٢٠٢٤-03-01"],
+)
+def test_parse_instant_takes_only_the_forms_it_names(text: str) -> None:
+    # fromisoformat read 500 ones as 1111-11-11T11:11:11.111, and took week and ordinal
+    # dates: `history --at` would show the roots at an instant nobody meant.
+    with pytest.raises(ValueError, match="not a date: write 2026-03-01"):
+        parse_instant(text)
 
 
 @pytest.mark.parametrize(
