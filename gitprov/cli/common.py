@@ -527,7 +527,7 @@ class Output:
         """Progress on stderr when it is a terminal (never in a pipe, a file or CI),
         unless -q: one object for the whole command, so that its bars and its `working`
         line take turns."""
-        if self.quiet or not self.stderr.isatty() or os.environ.get("CI"):
+        if self.quiet or not _smart(self.stderr) or os.environ.get("CI"):
             return None
         if self._bars is None:
             self._bars = _Bars(self.stderr, progress_delay())
@@ -656,7 +656,13 @@ def opened_for_append(path: str) -> Iterator[TextIO]:
 # -- problems -----------------------------------------------------------------------------
 def _color(stream: TextIO) -> bool:
     # https://no-color.org: only a non-empty NO_COLOR turns colour off.
-    return stream.isatty() and not os.environ.get("NO_COLOR")
+    return _smart(stream) and not os.environ.get("NO_COLOR")
+
+
+def _smart(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal that takes escape sequences: TERM=dumb (Emacs's
+    shell, some CI consoles) shows `ESC[K` and colour codes as text."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def render_text(problems: Sequence[Problem], stream: TextIO) -> None:

@@ -40,6 +40,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
 def env(delay: str = "0") -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR")}
     out.update(GITPROV_PRIVATE_KEY=demo_private_key(), COLUMNS="100", GITPROV_PROGRESS_DELAY=delay)
+    out["TERM"] = "xterm"  # (whatever terminal runs the tests: see the dumb one's test)
     out.pop("GITPROV_PRIVATE_KEY_FILE", None)
     return out
 
@@ -110,6 +111,22 @@ def test_quiet_shows_no_progress_on_a_terminal(repo: GitRepo, tmp_path: Path) ->
         code, seen = on_terminal(argv, env())
         assert code == 0, seen[-800:]
         assert b"\r" not in seen and b"%|" not in seen, (command, seen[-800:])
+
+
+def test_a_dumb_terminal_gets_no_escape_sequences(repo: GitRepo, tmp_path: Path) -> None:
+    # TERM=dumb (Emacs's shell, some CI consoles) printed `ESC[K` and colour codes as text.
+    broken = GitRepo(tmp_path / "broken")
+    broken.commit(fleet_files(2), "2 devices")
+    broken.commit({device_path(1): b"mac: [broken\n"}, "a broken device")
+    for argv in (
+        ["--repo", str(repo.path), *commands(repo, tmp_path)["build"]],
+        # (a refused commit's problems, on stderr: coloured on a terminal that takes it)
+        ["--repo", str(broken.path), "versions"],
+    ):
+        code, seen = on_terminal(argv, {**env(), "TERM": "dumb"})
+        assert b"\x1b[" not in seen and b"%|" not in seen, (argv, seen[-800:])
+        code_xterm, seen_xterm = on_terminal(argv, env())
+        assert code == code_xterm and b"\x1b[" in seen_xterm, (argv, seen_xterm[-800:])
 
 
 def test_nothing_in_a_pipe(repo: GitRepo, tmp_path: Path) -> None:
