@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -344,3 +345,97 @@ def _compile_checkers(catalog: Catalog) -> dict[str, Check | None]:
 def checker_for(kind: str, catalog: Catalog | None = None) -> Check | None:
     """A fast "certainly valid?" test for documents of `kind`, or None (use jsonschema)."""
     return _checkers(catalog or load_catalog())[kind]
+
+
+# -- list bounds, before the walk -------------------------------------------------------------
+# jsonschema checks every item of a list before (or besides) its `maxItems`: a 990,000-item
+# `lines:` (7 MB, within the reading limits; git packs it to 16 KB) costs it ~30 s and
+# ~600 MB. `bounds_for` says, from the schemas themselves, where a list has a `maxItems`,
+# so that validation can report an overlong list by its length and look at its first
+# `maxItems` items only.
+@dataclass(frozen=True)
+class Bounds:
+    max_items: int | None = None
+    properties: Mapping[str, Bounds] = field(default_factory=dict)
+    items: Bounds | None = None
+
+    def empty(self) -> bool:
+        return self.max_items is None and not self.properties and self.items is None
+
+
+def _bounds(schemas: Mapping[str, Any], schema: Any, base: str, seen: frozenset[str]) -> Bounds:
+    if not isinstance(schema, Mapping):
+        return Bounds()
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        doc, _, pointer = ref.partition("#")
+        doc = doc or base
+        # Only whole-document references (all of ours); a cycle stops where it closes.
+        if not pointer.strip("/") and doc in schemas and doc not in seen:
+            return _bounds(schemas, schemas[doc], doc, seen | {doc})
+        return Bounds()
+    limit = schema.get("maxItems")
+    props: dict[str, Bounds] = {}
+    for key, sub in (schema.get("properties") or {}).items():
+        found = _bounds(schemas, sub, base, seen)
+        if not found.empty():
+            props[key] = found
+    items = _bounds(schemas, schema.get("items"), base, seen)
+    return Bounds(
+        limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+        props,
+        None if items.empty() else items,
+    )
+
+
+_BOUNDS: dict[str, dict[str, Bounds]] = {}
+
+
+def bounds_for(kind: str, catalog: Catalog | None = None) -> Bounds:
+    """Where the schema of `kind` bounds a list's length (`maxItems`), by property path."""
+    catalog = catalog or load_catalog()
+    found = _BOUNDS.get(catalog.digest)
+    if found is None:
+        schemas = all_schemas(catalog)
+        found = _BOUNDS[catalog.digest] = {
+            kind: _bounds(schemas, schemas[name], name, frozenset({name}))
+            for kind, name in KIND_FILES.items()
+        }
+    return found[kind]
+
+
+def within_bounds(
+    bounds: Bounds, value: Any, path: tuple[str | int, ...] = ()
+) -> tuple[Any, list[tuple[tuple[str | int, ...], int, int]]]:
+    """`value` with every list longer than its `maxItems` cut to that many items (the
+    value itself if none is), and where each cut list was: (path, length, maxItems).
+    Looks only at the places `bounds` names, and at no item past a list's bound."""
+    cut: list[tuple[tuple[str | int, ...], int, int]] = []
+    return _within(bounds, value, path, cut), cut
+
+
+def _within(
+    bounds: Bounds,
+    value: Any,
+    path: tuple[str | int, ...],
+    cut: list[tuple[tuple[str | int, ...], int, int]],
+) -> Any:
+    if isinstance(value, list):
+        if bounds.max_items is not None and len(value) > bounds.max_items:
+            cut.append((path, len(value), bounds.max_items))
+            value = value[: bounds.max_items]
+        if bounds.items is not None:
+            new = [_within(bounds.items, x, (*path, i), cut) for i, x in enumerate(value)]
+            if any(a is not b for a, b in zip(new, value, strict=True)):
+                return new
+        return value
+    if isinstance(value, dict) and bounds.properties:
+        changed = {}
+        for key, sub in bounds.properties.items():
+            if key in value:
+                new = _within(sub, value[key], (*path, key), cut)
+                if new is not value[key]:
+                    changed[key] = new
+        if changed:
+            return {**value, **changed}
+    return value

@@ -7,6 +7,7 @@ into messages that say what to do; semantic checks are rules (gitprov/rules/).
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ from gitprov.rules import (
     run_rules,
 )
 from gitprov.rules._facts import Facts
-from gitprov.schemas import checker_for, validator_for
+from gitprov.schemas import bounds_for, checker_for, validator_for, within_bounds
 from gitprov.yamldoc import Document, SecretRef, leaves
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ def _schema_problem(
                     + (" …" if len(known) > 12 else "")
                 )
             out.append(error(doc.path, kline, kcol, UNKNOWN_KEY, f"unknown key {key!r}", hint))
+            if len(out) > SCHEMA_ERRORS_SHOWN:
+                break  # _document_problems shows no more (and says so)
         return out
     if kw == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
@@ -330,6 +333,9 @@ def _pattern_hint(path: tuple[Any, ...], schema: dict[str, Any]) -> str:
 
 # A whole inventory is checked over forked workers from this many documents on (below,
 # forking costs more than it saves); in parts of at least so many documents.
+# Schema errors of one document that are shown (each costs ~50 µs and a few log lines);
+# past them the rest are said to exist, not sought.
+SCHEMA_ERRORS_SHOWN = 1000
 CHECK_PARALLEL_MIN = 2000
 CHECK_CHUNK_MIN = 250
 
@@ -433,20 +439,62 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             )
         ]
     out: list[Problem] = []
+    # A list past its bound is said by its length, and the schema checks its first
+    # `maxItems` items only: jsonschema would otherwise walk every item (~35 µs each).
+    data, cut = within_bounds(bounds_for(kind, catalog), doc.data)
+    for path, length, limit in cut:
+        line, col = doc.pos(path)
+        where = ".".join(str(p) for p in path)
+        out.append(
+            error(
+                doc.path,
+                line,
+                col,
+                SCHEMA,
+                f"{where}: too many items ({length:,})",
+                f"use at most {limit} (the items after the first {limit} were not checked)",
+            )
+        )
     fast = checker_for(kind, catalog)
-    if fast is None or not fast(doc.data):
+    if fast is None or not fast(data):
         closest = CloseNames()
-        errors = list(validator_for(kind, catalog).iter_errors(doc.data))
+        # Lazily, and no further than SCHEMA_ERRORS_SHOWN: a file of 500,000 wrong values
+        # would otherwise cost 500,000 located problems (and as many log lines).
+        found = validator_for(kind, catalog).iter_errors(data)
+        errors = list(itertools.islice(found, SCHEMA_ERRORS_SHOWN + 1))
+        more = errors.pop() if len(errors) > SCHEMA_ERRORS_SHOWN else None
         # A value of the wrong type is also outside an enum of that place: one problem
         # (the type's, which says what to write) is enough for one value.
         typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+        said: list[Problem] = []
         for err in errors:
             if err.validator == "enum" and tuple(err.absolute_path) in typed:
                 continue
-            out.extend(_schema_problem(kind, doc, err, catalog, closest))
+            said.extend(_schema_problem(kind, doc, err, catalog, closest))
+            if len(said) > SCHEMA_ERRORS_SHOWN:
+                break  # (one error may say many: each unknown key of a mapping)
+        if len(said) > SCHEMA_ERRORS_SHOWN or more is not None:
+            line, col = (
+                (said[SCHEMA_ERRORS_SHOWN].line, said[SCHEMA_ERRORS_SHOWN].col)
+                if len(said) > SCHEMA_ERRORS_SHOWN
+                else doc.pos(tuple(more.absolute_path) if more is not None else ())
+            )
+            del said[SCHEMA_ERRORS_SHOWN:]
+            said.append(
+                error(
+                    doc.path,
+                    line,
+                    col,
+                    SCHEMA,
+                    f"more schema errors from here on: this file's check stopped after "
+                    f"{SCHEMA_ERRORS_SHOWN}",
+                    "fix the errors shown and validate again",
+                )
+            )
+        out += said
     taken = {(p.line, p.col) for p in out}
     out += [p for p in _not_finite(doc) if (p.line, p.col) not in taken]
-    out += [p for p in _same_parameter_twice(doc, catalog) if (p.line, p.col) not in taken]
+    out += [p for p in _same_parameter_twice(doc, data, catalog) if (p.line, p.col) not in taken]
     unusable = _unusable_mac(doc) if kind == DEVICE and isinstance(doc.data, dict) else None
     if unusable is not None and (unusable.line, unusable.col) not in taken:
         out.append(unusable)
@@ -455,7 +503,7 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
         out += [p for p in _sealed_too_long(doc) if (p.line, p.col) not in taken]
     else:
         taken = {(p.line, p.col) for p in out}
-        for path, value in _secret_refs(kind, doc.data):
+        for path, value in _secret_refs(kind, data):
             if not _secret_place(path):
                 line, col = doc.pos(path)
                 if (line, col) not in taken:
@@ -469,11 +517,11 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
     return out
 
 
-def _same_parameter_twice(doc: Document, catalog: Catalog) -> Iterator[Problem]:
+def _same_parameter_twice(doc: Document, data: Any, catalog: Catalog) -> Iterator[Problem]:
     """GP004 for a parameter set twice in one mapping under its two names (`sip.server`
     and `DBID_WEB_SIP_SERVER`, `account` and `DBID_SIP_ACCOUNT` in one line): YAML keeps
-    both keys, and one of the values was written, the other dropped without a word."""
-    data = doc.data
+    both keys, and one of the values was written, the other dropped without a word.
+    (`data` is doc.data with its overlong lists cut, see _document_problems.)"""
     if not isinstance(data, dict):
         return
     blocks: list[tuple[tuple[str | int, ...], Any, Callable[[str], Any]]] = [

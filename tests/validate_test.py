@@ -850,3 +850,62 @@ def test_an_empty_list_or_an_item_listed_twice_is_said_so_with_a_hint(
     mine = [p for p in found if p.file == "inventory/gitprov.yaml" and p.is_error]
     assert [(p.line, p.message) for p in mine] == [(9, message)], [p.message for p in found]
     assert hint in (mine[0].hint or "")
+
+
+def test_a_list_past_its_max_items_is_said_by_its_length_and_never_walked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """jsonschema checks every item of `lines` before maxItems says "too many": a
+    990,000-item list (7 MB, within every reading limit; 16 KB packed) took it ~30 s
+    and ~600 MB. The schema now sees the first maxItems items, and no more."""
+    from gitprov import schemas
+
+    seen: list[int] = []
+    real = schemas.validator_for
+
+    class Counted:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def iter_errors(self, data: Any) -> Any:
+            lines = data.get("lines") if isinstance(data, dict) else None
+            seen.append(len(lines) if isinstance(lines, list) else 0)
+            return self.inner.iter_errors(data)
+
+    monkeypatch.setattr("gitprov.validate.validator_for", lambda *a: Counted(real(*a)))
+    count = 50_000
+    found = lint_problems(device(line_1="  - null\n" * (count - 1)))
+    errors = [p for p in found if p.is_error and p.file.endswith(D1)]
+    limit = json.loads((Path(__file__).parent.parent / "schemas/device.schema.json").read_text())[
+        "properties"
+    ]["lines"]["maxItems"]
+    assert [(p.code, p.message) for p in errors] == [
+        ("GP010", f"lines: too many items ({count:,})")
+    ], found
+    cut = f"the items after the first {limit} were not checked"
+    assert errors[0].hint == f"use at most {limit} ({cut})"
+    # (the first `limit` items are valid: the fast check passes them, jsonschema never runs)
+    assert all(n <= limit for n in seen), seen
+
+
+def test_a_file_s_schema_check_stops_after_so_many_errors_and_says_so() -> None:
+    """Each schema error is a located problem (~50 µs, a few lines of log): a file of
+    hundreds of thousands of wrong values is reported up to SCHEMA_ERRORS_SHOWN."""
+    from gitprov.validate import SCHEMA_ERRORS_SHOWN
+
+    count = SCHEMA_ERRORS_SHOWN + 200
+    params = "".join(f"  nosuch{i:05d}: x\n" for i in range(count))
+    found = lint_problems({"profiles/base.yaml": "params:\n" + params})
+    schema = [
+        p for p in found if p.file.endswith("profiles/base.yaml") and p.code in ("GP010", "GP011")
+    ]
+    stopped = [p for p in schema if "stopped after" in p.message]
+    assert len(schema) == SCHEMA_ERRORS_SHOWN + 1, len(schema)
+    assert [(p.line, p.message, p.hint) for p in stopped] == [
+        (
+            SCHEMA_ERRORS_SHOWN + 2,
+            f"more schema errors from here on: this file's check stopped after "
+            f"{SCHEMA_ERRORS_SHOWN}",
+            "fix the errors shown and validate again",
+        )
+    ]
