@@ -439,9 +439,16 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
             )
         ]
     out: list[Problem] = []
-    # A list past its bound is said by its length, and the schema checks its first
-    # `maxItems` items only: jsonschema would otherwise walk every item (~35 µs each).
-    data, cut = within_bounds(bounds_for(kind, catalog), doc.data)
+    fast = checker_for(kind, catalog)
+    data: Any = doc.data
+    cut: list[tuple[tuple[str | int, ...], int, int]] = []
+    passed = fast is not None and fast(data)
+    if not passed:
+        # A list past its bound is said by its length, and the schema checks its first
+        # `maxItems` items only: jsonschema would otherwise walk every item (~35 µs each).
+        # (A document the fast check passes has none: it tests maxItems before items.)
+        data, cut = within_bounds(bounds_for(kind, catalog), doc.data)
+        passed = bool(cut) and fast is not None and fast(data)
     for path, length, limit in cut:
         line, col = doc.pos(path)
         where = ".".join(str(p) for p in path)
@@ -455,8 +462,7 @@ def _document_problems(kind: str, doc: Document, catalog: Catalog) -> list[Probl
                 f"use at most {limit} (the items after the first {limit} were not checked)",
             )
         )
-    fast = checker_for(kind, catalog)
-    if fast is None or not fast(data):
+    if not passed:
         closest = CloseNames()
         # Lazily, and no further than SCHEMA_ERRORS_SHOWN: a file of 500,000 wrong values
         # would otherwise cost 500,000 located problems (and as many log lines).
