@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
+from gitprov import paths
 from gitprov import secrets as sec
 from gitprov.catalog import load_catalog
 from gitprov.compile import placeholder_resolver
@@ -201,7 +203,7 @@ class Session:
         `publish` is the one that makes its files durable."""
         from gitprov.publish import write_file
 
-        if out.exists() and not out.is_dir():
+        if paths.kind(out, "--out") not in (None, stat.S_IFDIR):
             raise UsageError(f"--out {out} is a file", hint="give a directory (created if missing)")
         commit = self.commit(rev)
         loaded = self.pipeline.load_commit(commit)
@@ -585,6 +587,7 @@ def keygen(out: Path) -> str:
     """A new key pair: the private key into `out` (created, mode 0600, never overwritten;
     refused inside a git work tree, as `init` refuses it inside the repository: a
     commit of it would open every secret); returns the public key."""
+    paths.usable(out, "--out")
     tree = work_tree_of(out)
     if tree is not None:
         raise UsageError(

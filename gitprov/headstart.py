@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from gitprov import paths
 from gitprov.plan import MANIFEST, SurveyAhead, manifest_commit
 
 if TYPE_CHECKING:  # (gitprov.source imports pygit2: never before the head start)
@@ -88,7 +89,7 @@ def head_start(state_dir: str | None, diff: DiffAsked | None = None) -> Iterator
     if not state_dir:
         yield None
         return
-    path = Path(state_dir).absolute()
+    path = paths.absolute(state_dir, "the state dir")
     fd = None
     # (no lock file made: a state dir without a manifest is the publish's to set up)
     with contextlib.suppress(OSError, ValueError):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets as random
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pygit2
 import yaml
 
-from gitprov import DOCS_URL, REPOSITORY_URL, __version__
+from gitprov import DOCS_URL, REPOSITORY_URL, __version__, paths
 from gitprov import secrets as sec
 from gitprov.errors import UsageError
 from gitprov.publish import inside as _inside
@@ -373,9 +374,12 @@ def _yaml_text(text: str) -> str:
 def check_target(top: Path, private_key_file: Path) -> None:
     """What refuses `top` and the key's path at once, before anything is asked or made:
     an inventory already there, a key file that exists or would be inside the repository."""
-    top = top.absolute()
-    key_path = private_key_file.absolute()
-    if top.exists() and not top.is_dir():
+    top = paths.absolute(top, "the directory")
+    key_path = paths.absolute(private_key_file, "the private key file")
+    # (each said with its name here: the checks below would say a loop without it)
+    paths.usable(top, "the directory")
+    paths.usable(key_path, "the private key file")
+    if paths.kind(top, "the directory") not in (None, stat.S_IFDIR):
         raise UsageError(
             f"{top}: cannot make the inventory's directory: a file is in the way",
             hint="give init a new directory, or one without an inventory",

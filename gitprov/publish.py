@@ -74,6 +74,7 @@ from gitprov.inventory import (
 )
 from gitprov.macros import normalise_mac
 from gitprov.overlay import Overlay, apply_changes, updated, whole
+from gitprov.paths import UnusablePath, resolved
 from gitprov.pipeline import RENDER_FORMAT, Build, DeviceFile, Loaded, Pipeline
 from gitprov.plan import (
     MANIFEST,
@@ -243,16 +244,30 @@ class PathPolicy:
                     hint="give --allow-root (or allowed_roots, GITPROV_ALLOWED_ROOTS) "
                     "as absolute paths",
                 )
+            # (every path of the fleet settings is tested against it: a loop found there
+            # would be blamed on the setting)
+            resolved(root, "the allowed root")
 
     def check(self, fleet: Fleet, setting: tuple[str | int, ...], path: Path) -> None:
         """Raise Refused unless the inventory may name `path` for `setting`."""
+        line, col = fleet.doc.pos(("publish", *setting))
+        name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
+        try:
+            real = resolved(path)
+        except UnusablePath as exc:
+            # (a commit's symlink loop in the work tree, as `var/http -> var/http`: the
+            # commit's to fix, like a path outside the allowed roots)
+            raise Refused(
+                f"{fleet.doc.path}:{line}:{col}: {name} names {path}, which cannot be "
+                f"used: {exc.reason}; nothing was published",
+                hint=f"fix {name} in {fleet.doc.path}, or the symbolic links it goes "
+                "through; or set the roots on the publisher (--http-root, --tftp-root, "
+                "--state-dir or a --config file)",
+            ) from None
         refused = self._refusal(setting, path)
         if refused is None:
             return
         why, hint = refused
-        line, col = fleet.doc.pos(("publish", *setting))
-        name = "publish." + "".join(f"[{s}]" if isinstance(s, int) else str(s) for s in setting)
-        real = path.resolve()
         shown = f"{path}" if real == path else f"{path} (that is {real})"
         raise Refused(
             f"{fleet.doc.path}:{line}:{col}: {name} names {shown}, {why}; nothing was published",
@@ -296,6 +311,7 @@ class PathPolicy:
         `served`, holds either: `--http-root .` at the repository's top would serve every
         commit and secrets.yaml, and a state dir in the inventory would sit among its
         files, one `git add` from being committed with them."""
+        resolved(path, what)  # (a loop: said with the option's name, not found below)
         found = self._beside(path, served=served)
         if found is not None:
             how, where = found
@@ -459,6 +475,8 @@ def check_operator_targets(
     ):
         for value in given:
             policy.check_given(what, Path(value), served=served)
+    if firmware_dir:
+        resolved(firmware_dir, "the firmware dir")  # (only read: not checked above)
     roots = [Path(os.path.abspath(r)) for r in (*http_roots, *tftp_roots)]
     state = Path(os.path.abspath(state_dir)) if state_dir else None
     firmware = Path(os.path.abspath(firmware_dir)) if firmware_dir else None
@@ -489,9 +507,10 @@ def _one(value: str | None) -> tuple[str, ...]:
 
 
 def inside(path: Path, root: Path) -> bool:
-    """Whether `path` is `root` or below it, symlinks resolved."""
+    """Whether `path` is `root` or below it, symlinks resolved; UnusablePath when
+    either cannot be resolved (a symlink loop)."""
     try:
-        path.resolve().relative_to(root.resolve())
+        resolved(path).relative_to(resolved(root))
     except ValueError:
         return False
     return True

@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 
 import pygit2
 
-from gitprov import loose
+from gitprov import loose, paths
 from gitprov.errors import UsageError, missing_object
 from gitprov.limits import CEILINGS
 from gitprov.unsafe import printable
@@ -72,6 +72,8 @@ class Source(Protocol):
 
 def open_repo(path: str | Path) -> pygit2.Repository:
     _trust_stored_objects()
+    # (libgit2 says a loop or a name too long as an OSError without a number)
+    paths.kind(path, "the repository")
     found = pygit2.discover_repository(str(path))
     if found is None:
         raise UsageError(
@@ -114,14 +116,16 @@ def _add_quarantine(repo: pygit2.Repository) -> None:
     if not quarantine:
         return
     objects = Path(repo.path, "objects").resolve()
-    here = Path(quarantine).resolve()
+    here = paths.usable(quarantine, "GIT_QUARANTINE_PATH")
     if here.is_dir() and here.is_relative_to(objects):
         repo.odb.add_disk_alternate(str(here))
 
 
 def work_tree_of(path: Path) -> Path | None:
     """The top of the git work tree `path` (a file or a directory, there or to be made)
-    is or would be in, resolved; None outside any, or in a bare repository (none)."""
+    is or would be in, resolved; None outside any, or in a bare repository (none).
+    UnusablePath when `path` cannot be (a symlink loop, a name too long)."""
+    real = paths.usable(path)
     where = path.absolute()
     while not where.is_dir() and where != where.parent:
         where = where.parent
@@ -133,7 +137,7 @@ def work_tree_of(path: Path) -> Path | None:
     if not workdir:
         return None
     tree = Path(workdir).resolve()
-    return tree if path.absolute().resolve().is_relative_to(tree) else None
+    return tree if real.is_relative_to(tree) else None
 
 
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:

@@ -669,6 +669,26 @@ def test_a_pull_request_moving_the_http_root_is_refused_by_the_watcher(
     assert refused.kind is Kind.REFUSED and "outside the allowed roots" in refused.message
 
 
+def test_a_symlink_loop_the_commit_names_is_refused_by_the_watcher_not_a_crash(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    config = PublisherConfig(state_dir=str(tmp_path / "state"), allowed_roots=(str(tmp_path),))
+    _, publisher = session_publisher(example_repo.path, config)
+    var = example_repo.path / "var"
+    var.mkdir()
+    (var / "loopa").symlink_to("loopb")
+    (var / "loopb").symlink_to("loopa")
+    fleet = example_repo.files["inventory/gitprov.yaml"]
+    looped = example_repo.commit(
+        {"inventory/gitprov.yaml": fleet.replace(b"http_root: var/http", b"http_root: var/loopa")},
+        "serve from a link",
+    )
+    refused = publisher.publish(example_repo.repo, commit_of(example_repo, looped), "push")
+    assert refused.kind is Kind.REFUSED, refused.message
+    assert "inventory/gitprov.yaml:" in refused.message and "publish.http_root" in refused.message
+    assert "symbolic links" in refused.message
+
+
 def test_with_signatures_required_the_watcher_publishes_only_allowed_signers(
     tmp_path: Path, private_key: str
 ) -> None:
