@@ -14,6 +14,7 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -23,8 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from gitprov import paths
 from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV, MAX_ITERATIONS
 from gitprov.errors import Problem, UsageError
+from gitprov.paths import UnusablePath
 from gitprov.unsafe import is_utf8, line_safe, shown
 
 EXIT_CODES = (
@@ -459,9 +462,19 @@ def readable_file(text: str) -> str:
     if text == "-":
         return text
     path = Path(text)
-    if not path.exists():
+    try:
+        found = paths.kind(path)
+    except UnusablePath as exc:
+        # (argparse lets only its own errors through as usage errors: an OSError here
+        # was a raw traceback with exit 1)
+        raise argparse.ArgumentTypeError(
+            f"{text}: cannot read it: {exc.reason} ({exc.hint})"
+        ) from None
+    except OSError as exc:  # (a directory on the way that this user may not search)
+        raise argparse.ArgumentTypeError(f"{text}: cannot read it: {exc.strerror}") from None
+    if found is None:
         raise argparse.ArgumentTypeError(f"{text}: no such file")
-    if path.is_dir():
+    if found == stat.S_IFDIR:
         raise argparse.ArgumentTypeError(f"{text}: is a directory, not a file")
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"{text}: not readable by this user")

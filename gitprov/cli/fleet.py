@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitprov import DOCS_URL
+from gitprov import DOCS_URL, paths
 from gitprov.cli.common import (
     Output,
     Subparsers,
@@ -105,7 +105,7 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
                 hint="give --state-dir, the publisher's state dir",
             )
     state = Path(state_dir)
-    if not state.is_dir():
+    if not paths.is_dir(state, "the state dir"):
         raise UsageError(
             f"the state dir {state_dir} is not a directory",
             hint="give the state dir the publisher writes its manifest to",

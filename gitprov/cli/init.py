@@ -73,6 +73,7 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    from gitprov import paths
     from gitprov.init import (
         check_target,
         github_files,
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 f"{what} '{shown(value)}' holds a control or invisible character",
                 hint="give a name that reads as it is",
             )
-    top = Path(args.dir).absolute()
+    top = paths.absolute(args.dir, "the directory")
     name = args.name or top.name
     # The fleet's name is free text ("Acme / Berlin"); the key file's is one file name
     # in ~/.config/gitprov, never a path out of it.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gitprov import paths
 from gitprov.cli.common import Output, Subparsers, add_command, add_format
 from gitprov.errors import UsageError
 
@@ -76,7 +78,7 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
     kinds = [n.removesuffix(".schema.json") for n in schemas]
     if args.write:
         target = Path(args.write)
-        if target.exists() and not target.is_dir():
+        if paths.kind(target, "--write") not in (None, stat.S_IFDIR):
             raise UsageError(f"--write {target} is a file", hint="give a directory")
         try:
             target.mkdir(parents=True, exist_ok=True)

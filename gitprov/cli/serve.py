@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
-from gitprov import DEPLOY_URL, DOCS_URL
+from gitprov import DEPLOY_URL, DOCS_URL, paths
 from gitprov.cli.common import (
     Output,
     Subparsers,
@@ -414,9 +414,9 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
                 "repository whose publish: settings name them (after `gitprov publish`)",
             )
     for flag, root in (("--http-root", http_root), ("--tftp-root", tftp_root)):
-        if root and Path(root).exists() and not Path(root).is_dir():
+        if root and paths.kind(root, flag) not in (None, stat.S_IFDIR):
             raise UsageError(f"{flag} {root} is not a directory")
-    if state_dir and not Path(state_dir).is_dir():
+    if state_dir and not paths.is_dir(state_dir, "--state-dir"):
         raise UsageError(
             f"--state-dir {state_dir} is not a directory",
             hint="give the state dir the publisher writes its manifest to",
@@ -709,19 +709,19 @@ def _refuse_private_place(
     """UsageError for a status file or a JSON log where the watcher must never write:
     in the repository's git directory (HEAD or config written over: no repository), a
     state file of the publisher's, or a served root (served to every device)."""
-    where = path.absolute().resolve()
+    where = paths.usable(path, flag)
     roots = [*config.http_roots, *config.tftp_roots, config.stage_root, config.firmware_dir]
     places = [("the repository's git directory", git_dir)]
     places += [("a served root", Path(r)) for r in roots if r]
     for what, place in places:
-        if where.is_relative_to(place.absolute().resolve()):
+        if where.is_relative_to(paths.resolved(place)):
             raise UsageError(
                 f"{flag} {path} is in {what} ({place})",
                 hint="give a path of its own, e.g. beside the state dir",
             )
     if (
         state_dir is not None
-        and where.parent == state_dir.absolute().resolve()
+        and where.parent == paths.resolved(state_dir)
         and where.name in _state_files()
     ):
         raise UsageError(
