@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
-from gitprov import __version__
+from gitprov import __version__, paths
 from gitprov.cli import (
     build,
     fleet,
@@ -304,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status == 2:
             _hint_misplaced_global(parser, list(sys.argv[1:] if argv is None else argv))
         return status
+    except (OSError, RuntimeError) as exc:
+        # (an option's type that looked at its path: argparse passes such an error on,
+        # a raw traceback with exit 1)
+        if _unusable_path(exc, Output()):
+            return 2
+        raise
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -332,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (a write past `_ReaderMayGo`: what the command found is not known, so not 0)
         return 1
     except Exception as exc:
+        if _unusable_path(exc, out):
+            return 2
         if isinstance(exc, OSError) and exc.errno in CANNOT_WRITE:
             # (a full disk or a read-only one under the output, a log or a status file:
             # the machine's to fix, not a bug; the place when the error names it)
@@ -354,6 +362,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.warn("gitprov: internal error; please report it with this trace:")
         traceback.print_exc()
         return 3
+
+
+def _unusable_path(exc: BaseException, out: Output) -> bool:
+    """Say a path's own problem that escaped the checks of the commands (see
+    gitprov.paths: a symlink loop, a name too long) as the usage error it is, and return
+    True; False for any other exception. A safety net: each command checks its paths."""
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, RuntimeError):
+        # (Python 3.11's Path.resolve() names the path only in its message)
+        text = str(exc)
+        filename = (
+            text.partition(" from ")[2].strip("'\"") if text.startswith("Symlink loop") else ""
+        )
+    if not filename or not isinstance(filename, str | bytes):
+        return False
+    found = paths.unusable(os.fsdecode(filename), exc)
+    if found is None:
+        return False
+    with contextlib.suppress(OSError, ValueError):
+        out.warn(f"gitprov: error: {found.message}")
+        out.warn(f"    hint: {found.hint}")
+    return True
 
 
 def entry() -> NoReturn:
