@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from gitprov.errors import UsageError
 from gitprov.limits import DEFAULT
 from gitprov.signatures import SignaturePolicy
+from gitprov.smallfile import NotAFile, read_small
 from gitprov.yamldoc import Document, parse
 
 CONFIG_ENV = "GITPROV_PUBLISHER_CONFIG"
@@ -144,9 +145,15 @@ def _paths(c: PublisherConfig) -> list[tuple[str, str]]:
 def load(path: Path) -> PublisherConfig:
     """Read a publisher config file; a UsageError names the file, line and key."""
     try:
-        with path.open("rb") as f:
-            # (--config /dev/zero was read until memory ran out)
-            data = f.read(DEFAULT.document_bytes + 1)
+        # (bounded: a pipe of `yes` is no config; --config /dev/zero was read until
+        # memory ran out, and a fifo nothing writes to blocked for ever)
+        data = read_small(path, DEFAULT.document_bytes)
+    except NotAFile as exc:
+        raise UsageError(
+            f"the publisher config {path} is {exc.what}, not a file",
+            hint="pass --config FILE (or GITPROV_PUBLISHER_CONFIG) naming the YAML file "
+            "of the publisher's settings",
+        ) from None
     except OSError as exc:
         raise UsageError(
             f"cannot read the publisher config {path}: {exc.strerror}",

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gitprov.errors import GitprovError, Problem, error
+from gitprov.smallfile import NotAFile, read_small
 
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedMap
@@ -484,15 +485,21 @@ def _checked_private_text(text: str, origin: str) -> str:
 
 
 # A key file holds one line of 54 characters, and comments: anything larger is some other
-# file (GITPROV_PRIVATE_KEY_FILE=/dev/zero was read until memory ran out). Read as a
-# stream, so that a key given through a pipe (`<(pass show gitprov)`) still works.
+# file (a pipe of `yes`). Read as a stream, so that a key given through a pipe
+# (`<(pass show gitprov)`) still works; a device (/dev/zero was read until memory ran
+# out) or a fifo nothing writes to (it blocked for ever) is refused.
 KEY_FILE_MAX = 64 * 1024
 
 
 def _read_key_file(path: str, origin: str) -> str:
     try:
-        with open(path, "rb") as f:
-            data = f.read(KEY_FILE_MAX + 1)
+        data = read_small(path, KEY_FILE_MAX)
+    except NotAFile as exc:
+        raise SecretError(
+            f"the private key file {path} (from {origin}) is {exc.what}, not a file",
+            hint="give the key file itself (or a pipe a command writes the key into: "
+            "<(pass show gitprov))",
+        ) from None
     except OSError as exc:
         raise SecretError(
             f"cannot read the private key file {path} (from {origin}): {exc.strerror}",

@@ -25,6 +25,7 @@ from gitprov.plan import MANIFEST, load_manifest
 from gitprov.publish import Refused, Targets, publish
 from gitprov.publisher_config import PublisherConfig, load, resolve
 from gitprov.secrets import generate_keypair, public_key_of
+from tests.fixtures.fifo import writerless_fifo
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.roots import root_args
@@ -500,10 +501,34 @@ def test_a_bad_publisher_config_is_a_usage_error_at_its_line(
     assert caught.value.message == f"{config}{where}"
 
 
-def test_a_publisher_config_that_never_ends_is_refused_by_its_size() -> None:
-    # --config /dev/zero was read until memory ran out.
-    with pytest.raises(UsageError, match="larger than 16 MiB: not a publisher config"):
+def test_a_publisher_config_that_never_ends_is_refused_by_its_size(tmp_path: Path) -> None:
+    # --config /dev/zero was read until memory ran out: a device is no config at all, and
+    # a file past the bound is read no further.
+    with pytest.raises(UsageError, match="is a character device, not a file"):
         load(Path("/dev/zero"))
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(17 * 2**20)
+    with pytest.raises(UsageError, match="larger than 16 MiB: not a publisher config"):
+        load(big)
+
+
+def test_a_publisher_config_fifo_nothing_writes_to_is_refused(tmp_path: Path) -> None:
+    # `--config FIFO` (or $GITPROV_PUBLISHER_CONFIG) blocked in open() for ever.
+    with writerless_fifo(tmp_path / "fifo") as fifo, pytest.raises(UsageError) as caught:
+        load(fifo)
+    assert caught.value.message == (
+        f"the publisher config {fifo} is a fifo or pipe nothing writes to, not a file"
+    )
+    assert "--config FILE" in (caught.value.hint or "")
+    # A pipe a command writes into is read as a file is (`--config <(make-config)`).
+    read, write = os.pipe()
+    os.write(write, b"state_dir: /var/lib/gitprov\n")
+    os.close(write)
+    try:
+        assert load(Path(f"/dev/fd/{read}")).state_dir == "/var/lib/gitprov"
+    finally:
+        os.close(read)
 
 
 def test_watch_will_not_start_without_the_operators_targets(

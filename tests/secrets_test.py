@@ -25,6 +25,7 @@ from gitprov.secrets import (
     unseal,
     unseal_all,
 )
+from tests.fixtures.fifo import writerless_fifo
 
 VALUE = "sip-Pa55word!"
 SK, PK = generate_keypair()
@@ -333,9 +334,15 @@ def test_load_private_key_malformed_is_not_echoed(tmp_path: Path, content: str) 
 
 
 def test_a_key_file_that_never_ends_is_refused_by_its_size(tmp_path: Path) -> None:
-    # /dev/zero as the key file was read until memory ran out (or the job's time did).
-    with pytest.raises(SecretError, match="larger than 64 KiB: not a key file"):
+    # /dev/zero as the key file was read until memory ran out (or the job's time did): a
+    # device is no key file at all, and a file past the bound is read no further.
+    with pytest.raises(SecretError, match=r"/dev/zero .* is a character device, not a file"):
         load_private_key({"GITPROV_PRIVATE_KEY_FILE": "/dev/zero"}, None)
+    big = tmp_path / "big"
+    with big.open("wb") as f:
+        f.truncate(65 * 1024)
+    with pytest.raises(SecretError, match="larger than 64 KiB: not a key file"):
+        load_private_key({}, str(big))
     # A key after 60 KiB of comments is still a key file.
     path = tmp_path / "key"
     path.write_text("# a comment line\n" * 3800 + SK + "\n")
@@ -349,6 +356,23 @@ def test_a_key_file_that_never_ends_is_refused_by_its_size(tmp_path: Path) -> No
         assert load_private_key({}, f"/dev/fd/{read}") == SK
     finally:
         os.close(read)
+
+
+@pytest.mark.parametrize("given", ["--private-key-file", "$GITPROV_PRIVATE_KEY_FILE"])
+def test_a_key_file_fifo_nothing_writes_to_is_refused(tmp_path: Path, given: str) -> None:
+    # A fifo as the key file blocked in open() for ever.
+    with writerless_fifo(tmp_path / "fifo") as fifo, pytest.raises(SecretError) as caught:
+        if given == "--private-key-file":
+            load_private_key({}, str(fifo))
+        else:
+            load_private_key({"GITPROV_PRIVATE_KEY_FILE": str(fifo)}, None)
+    assert caught.value.message == (
+        f"the private key file {fifo} (from {given}) is a fifo or pipe nothing writes to, "
+        "not a file"
+    )
+    assert caught.value.hint
+    with pytest.raises(SecretError, match="is a directory, not a file"):
+        load_private_key({}, str(tmp_path))
 
 
 def test_load_private_key_binary_file(tmp_path: Path) -> None:
