@@ -572,7 +572,7 @@ def test_the_operators_own_directories_that_clash_are_refused_at_the_start(
     # (a process: a watcher that starts runs until stopped)
     watch = [sys.executable, "-m", "gitprov", "--repo", str(example_repo.path), "watch"]
     done = subprocess.run(
-        [*watch, "--no-inotify", "--interval", "0.05", *paths],
+        [*watch, "--no-inotify", "--interval", "0.1", *paths],
         capture_output=True,
         text=True,
         timeout=60,

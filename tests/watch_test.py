@@ -847,7 +847,7 @@ def test_terms_in_a_burst_stop_the_watcher(
 
     argv = [sys.executable, "-m", "gitprov", "--repo", str(example_repo.path), "watch"]
     argv += ["--state-dir", str(tmp_path / "s"), "--http-root", str(tmp_path / "h")]
-    argv += ["--interval", "0.05"]
+    argv += ["--interval", "0.1"]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
     )

@@ -357,20 +357,32 @@ def seconds(text: str) -> float:
     return _seconds(text, zero=False)
 
 
+def poll_seconds(text: str) -> float:
+    """A period of `watch` (poll, reconcile, retry): from POLL_MIN, at most a day. Any
+    number above 0 was taken, and 1e-300 polled in a busy loop."""
+    return _seconds(text, zero=False, lowest=POLL_MIN)
+
+
+# The watcher's debounce: a shorter period would only look at the branch again before a
+# push's burst of ref writes has settled.
+POLL_MIN = 0.1
+
+
 def wait_seconds(text: str) -> float:
     """A duration that may be 0 (do not wait), at most a day."""
     return _seconds(text, zero=True)
 
 
-def _seconds(text: str, *, zero: bool) -> float:
+def _seconds(text: str, *, zero: bool, lowest: float = 0.0) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (value >= 0 if zero else value > 0) or not value <= DAY:  # (NaN fails both)
-        lowest = "from 0" if zero else "above 0"
+    low_ok = value >= lowest if lowest else (value >= 0 if zero else value > 0)
+    if not low_ok or not value <= DAY:  # (NaN fails both)
+        low = f"from {lowest:g}" if lowest else "from 0" if zero else "above 0"
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds {lowest}, at most {DAY}"
+            f"{text!r} is not a number of seconds {low}, at most {DAY}"
         )
     return value
 

@@ -29,6 +29,7 @@ from gitprov.cli.common import (
     opened_for_append,
     passphrase,
     pem_file,
+    poll_seconds,
     port,
     publisher_config_of,
     seconds,
@@ -209,9 +210,10 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--interval",
-        type=seconds,
+        type=poll_seconds,
         metavar="SECONDS",
-        help="poll period (default 2; 30 with --remote); inotify wakes a local watch earlier",
+        help="poll period, 0.1 to 86400 (default 2; 30 with --remote); inotify wakes a "
+        "local watch earlier",
     )
     p.add_argument(
         "--no-inotify",
@@ -221,7 +223,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--reconcile",
-        type=seconds,
+        type=poll_seconds,
         default=300.0,
         metavar="SECONDS",
         help="compare the roots with the manifest this often (by each file's size, mtime "
@@ -236,10 +238,11 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--retry",
-        type=seconds,
+        type=poll_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="retry a publish that failed to write (or a lagging root) after this long",
+        help="retry a publish that failed to write (or a lagging root) after this long "
+        "(0.1 to 86400, as --interval and --reconcile)",
     )
     add_targets(p)
     observe = p.add_argument_group("observability")

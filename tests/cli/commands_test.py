@@ -606,6 +606,18 @@ def test_durations_are_seconds_a_socket_or_a_wait_takes(
     assert argv[-1] in err and "at most 86400" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("flag", ["--interval", "--reconcile", "--retry"])
+def test_a_watch_period_is_at_least_the_debounce(
+    capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    # --interval 1e-300 was "above 0" and polled in a busy loop, a CPU at 100 %.
+    for value in ("1e-300", "0.05", "0.0999"):
+        assert main(["watch", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: {value!r} is not a number of seconds from 0.1, at most 86400" in err
+    assert getattr(build_parser().parse_args(["watch", flag, "0.1"]), flag[2:]) == 0.1
+
+
 @pytest.mark.parametrize("flag", ["--http-port", "--tftp-port", "--https-port", "--metrics-port"])
 @pytest.mark.parametrize("value", ["65536", "99999", "-1", "http"])
 def test_a_port_out_of_range_is_a_usage_error_not_a_trace(
