@@ -59,10 +59,24 @@ class WatchOptions:
     retry: float = 30.0  # retry a publish that failed to write after this long
 
 
-def check_branch(name: str) -> None:
-    """UsageError for a --branch that names no branch git could have: it polled and failed
-    for ever (`main..x`, `''`), crashed past a length (exit 3), fetched every branch
-    (`*`) or put lines into the log (a newline)."""
+def check_branch(name: str) -> str:
+    """The branch a --branch names, by its short name (`refs/heads/main` is main); a
+    UsageError for one that names no branch git could have: it polled and failed for ever
+    (`main..x`, `''`, `HEAD`, `refs/tags/v1`: "no branch … waiting for it"), crashed
+    past a length (exit 3), fetched every branch (`*`) or put lines into the log (a
+    newline)."""
+    full = name.removeprefix("refs/heads/")
+    if full != name and full:
+        name = full
+    elif name == "HEAD" or name.startswith("refs/"):
+        # (git makes no branch by either name: `git branch HEAD` is refused, and one
+        # named refs/… would be found as refs/heads/refs/…, which nobody means)
+        raise UsageError(
+            f"--branch {name[:80]!r}{'…' if len(name) > 80 else ''} is not a branch's "
+            "name but a ref's",
+            hint="give the branch's short name as `git branch` lists it, e.g. --branch main "
+            "(refs/heads/main is taken as main)",
+        )
     valid = False
     if name and len(name) <= 255 and name.isprintable():
         try:
@@ -74,6 +88,7 @@ def check_branch(name: str) -> None:
             f"--branch {name[:80]!r}{'…' if len(name) > 80 else ''} is not a branch name",
             hint="give the branch to follow as git names it, e.g. --branch main",
         )
+    return name
 
 
 # Per repository, the branch head whose loose objects were looked at last.

@@ -31,6 +31,7 @@ from gitprov.watch import (
     RemoteBranch,
     Watcher,
     WatchOptions,
+    check_branch,
 )
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.roots import commit_publisher
@@ -788,6 +789,61 @@ def test_a_branch_no_git_could_have_is_refused_at_the_start(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is not a branch name" in err and "\nin" not in err, err
+
+
+@pytest.mark.parametrize(
+    "branch", ["HEAD", "refs/heads/", "refs/tags/v1", "refs/remotes/origin/main", "refs/main"]
+)
+def test_a_ref_that_is_no_branch_is_refused(branch: str) -> None:
+    """`--branch HEAD` or `refs/tags/v1` was taken, and the watcher waited for ever for
+    "no branch HEAD"."""
+    with pytest.raises(UsageError) as caught:
+        check_branch(branch)
+    assert caught.value.message == f"--branch {branch!r} is not a branch's name but a ref's"
+    assert "give the branch's short name" in (caught.value.hint or "")
+
+
+def _watch_until(argv: list[str], cwd: Path, *ends: str) -> tuple[int, list[str]]:
+    """(exit code, lines) of a watch run until it exits or prints a line starting with
+    one of `ends` (then TERMed); killed after 60 s, should it never do either."""
+    import signal
+    import sys
+
+    full = [sys.executable, "-m", "gitprov", *argv]
+    out = subprocess.PIPE
+    with subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=cwd) as proc:
+        timer = threading.Timer(60, proc.kill)
+        timer.start()
+        lines = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if line.startswith(ends):
+                    proc.send_signal(signal.SIGTERM)
+            return proc.wait(), lines
+        finally:
+            timer.cancel()
+            proc.kill()
+
+
+def test_a_branch_given_by_its_full_ref_is_that_branch_and_head_is_refused(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    """`--branch refs/heads/main` waited for ever for a branch refs/heads/refs/heads/main;
+    it is main, and main is published. `--branch HEAD` waited for ever too."""
+    assert check_branch("refs/heads/main") == "main"
+    assert check_branch("refs/heads/team/x") == "team/x"
+    assert check_branch("main") == "main"
+    argv = ["--repo", str(example_repo.path), "watch", "--no-inotify", "--interval", "0.1"]
+    argv += ["--state-dir", str(tmp_path / "s"), "--http-root", str(tmp_path / "h")]
+    code, lines = _watch_until([*argv, "--branch", "HEAD"], tmp_path, "watching ")
+    assert code == 2 and "is not a branch's name but a ref's" in lines[0], lines
+    code, lines = _watch_until(
+        [*argv, "--branch", "refs/heads/main"], tmp_path, "published ", "no branch "
+    )
+    assert lines[0].startswith(f"watching main of {example_repo.path}"), lines
+    assert lines[-1].startswith("published "), lines
 
 
 @pytest.mark.parametrize("flag", ["--status-file", "--log-json"])

@@ -201,7 +201,12 @@ def register(sub: Subparsers) -> None:
         "bare repository or a directory of files is refused: the fetch would overwrite "
         "its branches)",
     )
-    p.add_argument("--branch", default="main", help="the branch to publish")
+    p.add_argument(
+        "--branch",
+        default="main",
+        help="the branch to publish, by its short name (refs/heads/NAME is NAME; HEAD and "
+        "other refs are refused)",
+    )
     p.add_argument(
         "--remote",
         metavar="URL",
@@ -751,7 +756,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _setter(stop))
     source: LocalBranch | RemoteBranch
-    check_branch(args.branch)
+    args.branch = check_branch(args.branch)
     config = publisher_config_of(args)
     config.require_targets()  # before a mirror is made or anything is read
     if args.remote:
