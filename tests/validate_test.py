@@ -130,6 +130,22 @@ def test_every_mistake_is_reported_at_once_with_its_position(
     assert out.rstrip().endswith("14 error(s), 1 warning(s)")
 
 
+def test_quiet_prints_the_problems_but_not_their_count(
+    broken_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -q is "only data and errors: no notes, summaries or progress"; the count was printed.
+    _, loud = run(capsys, broken_repo)
+    code, out = run(capsys, broken_repo, "-q")
+    assert code == 1
+    assert out == loud.removesuffix("14 error(s), 1 warning(s)\n"), out
+    assert "error(s)" not in out and out.count("error[GP") == 14, out
+    # The json and github formats are data: -q leaves them whole.
+    for fmt in ("json", "github"):
+        assert run(capsys, broken_repo, "--format", fmt, "-q") == run(
+            capsys, broken_repo, "--format", fmt
+        )
+
+
 def test_github_format_is_one_annotation_per_problem(
     broken_repo: GitRepo, capsys: pytest.CaptureFixture[str]
 ) -> None:

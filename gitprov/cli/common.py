@@ -546,7 +546,8 @@ class Output:
         elif fmt == "github":
             render_github(problems, stream)
         else:
-            render_text(problems, stream)
+            # (-q: the problems are the data, the count of them a summary)
+            render_text(problems, stream, summary=not self.quiet)
 
     def progress(self) -> Progress | None:
         """Progress on stderr when it is a terminal (never in a pipe, a file or CI),
@@ -690,7 +691,7 @@ def _smart(stream: TextIO) -> bool:
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def render_text(problems: Sequence[Problem], stream: TextIO) -> None:
+def render_text(problems: Sequence[Problem], stream: TextIO, *, summary: bool = True) -> None:
     color = _color(stream)
     for p in problems:
         level = str(p.level)
@@ -713,7 +714,7 @@ def render_text(problems: Sequence[Problem], stream: TextIO) -> None:
             stream.write(hint + "\n")
     errors = sum(p.is_error for p in problems)
     warnings = len(problems) - errors
-    if problems:
+    if problems and summary:
         stream.write(f"{errors} error(s), {warnings} warning(s)\n")
 
 
