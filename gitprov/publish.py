@@ -209,6 +209,16 @@ def _clash(
                 f"the state dir {state_dir} is inside the served root {root}",
                 "the manifest lists every MAC: keep the state dir beside the roots",
             )
+        if inside(root, state_dir):
+            # Not served from there, but the state dir is the publisher's alone: a root
+            # in it takes a name the publisher writes (manifest.json, watch's mirror.git,
+            # fetch.log), and `serve` refuses to serve it.
+            return _Clash(
+                ("state_dir", "http_root", "tftp_root"),
+                f"the served root {root} is inside the state dir {state_dir}",
+                "the state dir holds the publisher's own files: give the roots directories "
+                "beside it (e.g. /srv/gitprov/http and /var/lib/gitprov)",
+            )
     fw = firmware_dir
     if fw is not None and (inside(fw, state_dir) or inside(state_dir, fw)):
         # Firmware is copied into the roots: from there, manifest.json would be too.

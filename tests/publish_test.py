@@ -121,6 +121,30 @@ def test_the_state_dir_may_not_be_inside_a_root(tmp_path: Path) -> None:
         Targets((tmp_path / "http",), tmp_path / "http" / "state")
 
 
+def test_a_root_may_not_be_inside_the_state_dir(
+    example_repo: GitRepo, private_key: str, tmp_path: Path
+) -> None:
+    # It was published into, and `serve` then refused to serve it.
+    state, http = tmp_path / "state", tmp_path / "state" / "http"
+    with pytest.raises(GitprovError, match=f"the served root {http} is inside the state dir"):
+        Targets((http,), state)
+    for command in ("publish", "watch"):
+        argv = ["--repo", str(example_repo.path), command, "--state-dir", str(state)]
+        argv += ["--http-root", str(http), "--tftp-root", str(tmp_path / "t")]
+        # (in a child, with a timeout: a watch let through would never return)
+        done = subprocess.run(
+            [sys.executable, "-m", "gitprov", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"the served root {http} is inside the state dir {state}" in done.stderr
+        assert "give the roots directories beside it" in done.stderr
+    assert not http.exists()
+
+
 def test_a_root_may_not_be_inside_another(tmp_path: Path) -> None:
     with pytest.raises(GitprovError, match="http/tftp is inside the served root"):
         Targets((tmp_path / "http", tmp_path / "http" / "tftp"), tmp_path / "state")

@@ -595,6 +595,15 @@ def _refuse_private_roots(roots: dict[str, str | None], state_dir: str | None) -
                     if state.is_relative_to(real)
                     else "is inside"
                 )
+                if relation == "is inside":
+                    # (the manifest is not served from there; but publish refuses such a
+                    # root, so whatever is in it is no publish's)
+                    raise UsageError(
+                        f"the {what} root {root} is inside the state dir {state_dir}: the "
+                        "state dir holds the publisher's own files (manifest, journal, "
+                        "mirror), and no publish writes a root there",
+                        hint="serve the roots gitprov publishes into, beside the state dir",
+                    )
                 raise UsageError(
                     f"the {what} root {root} {relation} the state dir {state_dir}: its "
                     "manifest and journal, which list every MAC, would be served",

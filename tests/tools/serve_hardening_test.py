@@ -485,6 +485,12 @@ def test_serve_refuses_a_root_that_would_serve_the_state_or_a_repository(
     argv += ["--state-dir", str(state)] if given else []
     assert main(argv) == 2
     err = capsys.readouterr().err
+    if case == "inside the state dir":
+        # (nothing of the state dir's would be served from there: it said the manifest
+        # and journal would be; the root is refused as no root any publish writes)
+        assert f"the HTTP root {root} is inside the state dir {state}: " in err, err
+        assert "would be served" not in err and "no publish writes a root there" in err, err
+        return
     assert "would be served" in err and "Traceback" not in err, err
 
 
