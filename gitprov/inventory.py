@@ -342,19 +342,14 @@ class Documents:
         return None
 
 
-# A problem with a file as a whole (its name, its kind, that it is not read) is at line 0,
-# column 0, as docs/validate-json.md and the output schema say: the text shows the path
-# alone, a CI annotation marks the file, not its first line.
-
-
 def _gp108(path: str, bad: str) -> Problem:
     # Printed as it is, a newline in a name would start an output line that looks like
     # another file's problem (or a CI annotation), an ESC sequence would rewrite the
     # reviewer's terminal: the name is shown escaped, the file unread.
     return error(
         shown(path),
-        0,
-        0,
+        1,
+        1,
         "GP108",
         f"the file name holds {describe(bad)}",
         "rename the file: inventory file names are plain, visible UTF-8 text",
@@ -362,10 +357,11 @@ def _gp108(path: str, bad: str) -> Problem:
 
 
 def _gp005(path: str) -> Problem:
+    # At 1:1, as every problem is somewhere: the file as a whole is what is ignored.
     return warning(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP005",
         "file is not part of the inventory and is ignored",
         "inventory files are gitprov.yaml, secrets.yaml, profiles/*.yaml, "
@@ -377,8 +373,8 @@ def _gp005(path: str) -> Problem:
 def _gitlink(path: str) -> Problem:
     return warning(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP005",
         "a git submodule: gitprov reads only this repository's files, so nothing in it "
         "is validated or published",
@@ -390,8 +386,8 @@ def _gitlink(path: str) -> Problem:
 def _submodule_device(path: str) -> Problem:
     return error(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP010",
         "a git submodule under devices/: gitprov reads only this repository's files, so "
         "the devices in it would be taken as removed and their files deleted from the roots",
@@ -406,8 +402,8 @@ def _not_a_directory(path: str, what: str) -> Problem:
     name = posixpath.basename(path)
     return error(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP010",
         f"{name}/ must be a directory of this repository's files; this is {what}, whose "
         "files gitprov does not read (git stores a link as its target's name, a submodule "
@@ -422,8 +418,8 @@ def _not_a_file(path: str, name: str, what: str) -> Problem:
     # every secret unknown, a gitprov.yaml one as the settings missing: neither said why.
     return error(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP010",
         f"{name} must be a file of this repository; this is {what}, which gitprov does not read",
         f"commit {name} itself as a file in its place",
@@ -436,8 +432,8 @@ def _link(path: str) -> Problem:
     # stays GP010 (the file is not the mapping it must be), which scripts already match.
     return error(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP010",
         "the file is a symbolic link: git stores the link, not the file it points to, "
         "and gitprov does not follow it",

@@ -733,12 +733,11 @@ class _Reader:
 
 
 def too_large(path: str, size: int, limits: Limits, *, fleet_file: bool = False) -> Problem:
-    """GP006 for a file of `size` bytes, past `limits.document_bytes`: at line 0, as a
-    problem with the file as a whole is (docs/validate-json.md)."""
+    """GP006 for a file of `size` bytes, past `limits.document_bytes`."""
     return error(
         path,
-        0,
-        0,
+        1,
+        1,
         "GP006",
         f"the file is too large: {size} bytes (limit {limits.document_bytes}: "
         "limits.document_bytes)",

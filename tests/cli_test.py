@@ -412,13 +412,13 @@ def test_output_a_strict_locale_cannot_encode_goes_out_as_bytes_or_escaped(
     assert b"Traceback" not in done.stderr
     # The name refused (GP108) and shown escaped; the profile's characters, and the
     # hints' own (an ellipsis), as the encoding has them, or escaped.
-    assert b"inventory/devices/caf\\xe9-\\xff.yaml: error[GP108]" in done.stdout
+    assert b"inventory/devices/caf\\xe9-\\xff.yaml:1:1: error[GP108]" in done.stdout
     profile = "bürö".encode(encoding, "backslashreplace")
     assert b"unknown profile '" + profile + b"'" in done.stdout
     # On stderr (a command refusing an invalid commit), the same.
     refused = _program("--repo", str(top), "versions", env=strict)
     assert refused.returncode == 1 and b"Traceback" not in refused.stderr
-    assert b"inventory/devices/caf\\xe9-\\xff.yaml: error[GP108]" in refused.stderr
+    assert b"inventory/devices/caf\\xe9-\\xff.yaml:1:1" in refused.stderr
     assert b"unknown profile '" + profile + b"'" in refused.stderr
 
 

@@ -250,10 +250,10 @@ def test_gp005_for_what_is_not_read(tmp_path: Path) -> None:
     repo = GitRepo(tmp_path / "repo")
     commit = repo.commit(files, "extras")
     docs, problems = load_documents(at(repo, commit))
-    # At line 0, column 0: the file as a whole is what is ignored (docs/validate-json.md).
+    # At 1:1, located as every problem is (the file as a whole is what is ignored).
     assert sorted((p.file, p.line, p.col, p.code) for p in problems) == [
-        ("inventory/devices/paris/notes.txt", 0, 0, "GP005"),
-        ("inventory/profiles/eu/office.yaml", 0, 0, "GP005"),
+        ("inventory/devices/paris/notes.txt", 1, 1, "GP005"),
+        ("inventory/profiles/eu/office.yaml", 1, 1, "GP005"),
     ]
     assert "devices/**/*.yaml" in (problems[0].hint or "")
     assert len(docs.of(DEVICE)) == 1 + 4

@@ -165,7 +165,7 @@ def test_validate_worktree_reads_files_as_git_would_commit_them(
     (devices / "0021f2000003.yaml").symlink_to("/dev/zero")
     assert main(["--repo", str(tmp_path), "validate", "--worktree"]) == 1
     out = capsys.readouterr().out
-    want = "inventory/devices/0021f2000003.yaml: error[GP010]: the file is a symbolic link"
+    want = "inventory/devices/0021f2000003.yaml:1:1: error[GP010]: the file is a symbolic link"
     assert want in out, out
     (devices / "0021f2000003.yaml").unlink()
     os.mkfifo(devices / "0021f2000004.yaml")
@@ -203,7 +203,7 @@ def test_a_committed_link_is_named_as_one_in_a_full_read_and_in_a_child_read_by_
     assert git(tmp_path, "commit", "-q", "-m", "links").returncode == 0
     for out in _validated_twice(tmp_path, capsys, 1):
         for path in ("devices/site/0021f2000003.yaml", "devices/0021f2000004.yaml"):
-            assert f"inventory/{path}: error[GP010]: the file is a symbolic link" in out, out
+            assert f"inventory/{path}:1:1: error[GP010]: the file is a symbolic link" in out, out
         assert "must be a" not in out and "root:" not in out, out
 
 
@@ -228,10 +228,10 @@ def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
         assert added.returncode == 0, added.stderr
     assert git(tmp_path, "commit", "-q", "-m", "submodules").returncode == 0
     for out in _validated_twice(tmp_path, capsys, 1):
-        want = "inventory/notes: warning[GP005]: a git submodule: gitprov reads only"
+        want = "inventory/notes:1:1: warning[GP005]: a git submodule: gitprov reads only"
         assert want in out, out
         for path in devices:
-            want = f"inventory/{path}: error[GP010]: a git submodule under devices/"
+            want = f"inventory/{path}:1:1: error[GP010]: a git submodule under devices/"
             assert want in out, out
         assert "cannot read object" not in out, out
     for path in devices:
@@ -239,7 +239,7 @@ def test_a_submodule_in_the_inventory_is_named_as_one_and_never_read(
     assert git(tmp_path, "commit", "-q", "-m", "the devices' submodules gone").returncode == 0
     assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 0
     out = capsys.readouterr().out
-    assert "inventory/devices/" not in out and "inventory/notes: warning[GP005]" in out
+    assert "inventory/devices/" not in out and "inventory/notes:1:1: warning[GP005]" in out
 
 
 def test_a_submodule_under_devices_publishes_nothing(
@@ -289,7 +289,7 @@ def test_anything_but_a_directory_where_one_belongs_is_an_error_not_an_empty_fle
         info = f"160000,{other},inventory/{where}"
         assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
     assert git(tmp_path, "commit", "-q", "-m", f"{where} as {what}").returncode == 0
-    want = f"inventory/{where}: error[GP010]: {where}/ must be a directory"
+    want = f"inventory/{where}:1:1: error[GP010]: {where}/ must be a directory"
     modes = [["--rev", "HEAD"]] + ([["--worktree"]] if what != "a git submodule" else [])
     for mode in modes:
         assert main(["--repo", str(tmp_path), "validate", *mode]) == 1, mode
@@ -320,7 +320,7 @@ def test_anything_but_a_directory_in_the_inventorys_place_is_said_in_both_reads(
         assert git(tmp_path, "update-index", "--add", "--cacheinfo", info).returncode == 0
     assert git(tmp_path, "commit", "-q", "-m", f"inventory as {what}").returncode == 0
     capsys.readouterr()
-    want = "inventory: error[GP010]: inventory/ must be a directory of this repository's "
+    want = "inventory:1:1: error[GP010]: inventory/ must be a directory of this repository's "
     modes = [["--rev", "HEAD"]] + ([["--worktree"]] if what != "a git submodule" else [])
     for mode in modes:
         assert main(["--repo", str(tmp_path), "validate", *mode]) == 1, mode
@@ -351,7 +351,7 @@ def test_a_link_to_a_site_directory_is_an_error_in_both_reads(
     for mode in (["--rev", "HEAD"], ["--worktree"]):
         assert main(["--repo", str(tmp_path), "validate", *mode]) == 1, mode
         out = capsys.readouterr().out
-        want = "inventory/devices/paris: error[GP010]: the file is a symbolic link"
+        want = "inventory/devices/paris:1:1: error[GP010]: the file is a symbolic link"
         assert want in out, (mode, out)
 
 
@@ -381,7 +381,7 @@ def test_anything_but_a_file_where_one_belongs_is_an_error_not_a_damaged_reposit
     assert git(tmp_path, "commit", "-q", "-m", f"{name} as {what}").returncode == 0
     assert main(["--repo", str(tmp_path), "validate", "--rev", "HEAD"]) == 1
     captured = capsys.readouterr()
-    want = f"{where}: error[GP010]: {name} must be a file of this repository; this is {what}"
+    want = f"{where}:1:1: error[GP010]: {name} must be a file of this repository; this is {what}"
     assert want in captured.out, captured
     assert "warning[GP005]" not in captured.out
     assert "cannot read object" not in captured.out + captured.err
@@ -469,7 +469,7 @@ def test_a_blob_of_300_mb_is_refused_by_its_size_and_never_read(tmp_path: Path) 
     _commit_file(repo.repo, "inventory/devices/0021f2000008.yaml", b"description: " + b"x" * size)
     done = _gitprov_within_512_mib("--repo", str(tmp_path), "validate", "--rev", "HEAD")
     want = (
-        f"inventory/devices/0021f2000008.yaml: error[GP006]: the file is too large: "
+        f"inventory/devices/0021f2000008.yaml:1:1: error[GP006]: the file is too large: "
         f"{size + 13} bytes (limit 16777216"
     )
     assert done.returncode == 1 and want in done.stdout, done.stdout + done.stderr
@@ -477,7 +477,7 @@ def test_a_blob_of_300_mb_is_refused_by_its_size_and_never_read(tmp_path: Path) 
     with big.open("wb") as f:
         f.truncate(300 * 2**20)  # (sparse: nothing written)
     done = _gitprov_within_512_mib("--repo", str(tmp_path), "validate", "--worktree")
-    want = "inventory/devices/0021f2000009.yaml: error[GP006]: the file is too large: "
+    want = "inventory/devices/0021f2000009.yaml:1:1: error[GP006]: the file is too large: "
     assert done.returncode == 1 and want in done.stdout, done.stdout + done.stderr
 
 

@@ -341,7 +341,7 @@ def test_a_file_too_large_is_refused_before_it_is_parsed() -> None:
     text = b"a: " + b"x" * 100 + b"\n"
     doc, problems = parse("f.yaml", "oid", text, Limits(document_bytes=100))
     assert doc is None
-    assert [(p.line, p.col, p.code) for p in problems] == [(0, 0, "GP006")]
+    assert [(p.line, p.col, p.code) for p in problems] == [(1, 1, "GP006")]
     assert "104 bytes" in problems[0].message and "limits.document_bytes" in problems[0].message
     assert parse("f.yaml", "oid", text, Limits(document_bytes=104))[1] == []
 

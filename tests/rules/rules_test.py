@@ -353,8 +353,8 @@ def test_gp108_refuses_a_file_name_with_a_control_character(
 ) -> None:
     """Printed raw, a newline in a file name would start an output line that looks like
     another file's problem or a CI annotation: the file is not read, its name is shown
-    escaped, at the file as a whole (line 0)."""
-    (found,) = check("GP108", {f"devices/{name}": DEVICE}, (f"devices/{shown}", 0, 0))
+    escaped, at the start of the file."""
+    (found,) = check("GP108", {f"devices/{name}": DEVICE}, (f"devices/{shown}", 1, 1))
     assert what in found.message
     assert not any(UNSAFE.search(p.file + p.message) for p in problems({f"devices/{name}": DEVICE}))
 
