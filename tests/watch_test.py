@@ -824,6 +824,7 @@ def _watch_until(argv: list[str], cwd: Path, *ends: str) -> tuple[int, list[str]
             return proc.wait(), lines
         finally:
             timer.cancel()
+            timer.join()  # (a thread left alive stops a later test's forks: can_fork)
             proc.kill()
 
 
@@ -871,6 +872,9 @@ def test_the_watchers_own_files_never_go_where_they_destroy_or_are_served(
     argv = ["--repo", str(example_repo.path), "watch", "--state-dir", str(state)]
     argv += ["--http-root", str(http), flag, str(target)]
     assert main(argv) == 2
+    # (the refused watcher's inotify threads stopped: left running, they kept every
+    # later fork in this process from happening, see gitprov.parallel.can_fork)
+    assert threading.active_count() == 1, threading.enumerate()
     err = capsys.readouterr().err
     assert f"{flag} {target}" in err, err
     assert (target.read_bytes() if target.exists() else None) == before

@@ -798,81 +798,85 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
     )
     if not args.remote:
         source = LocalBranch(Path(s.repo.path), args.branch, inotify=not args.no_inotify)
-    # Resume from what is published: the manifest of the operator's state dir.
-    state_dir = publisher.state_dir
-    if state_dir:
-        check_state_dir(state_dir)  # a state dir that is a file would fail every retry
-    manifest = load_manifest(state_dir) if state_dir else None
+    # (a refusal below, of a status file or a port, stops the source's inotify threads:
+    # left running, they outlived the command, and a process that forks later could not)
+    try:
+        # Resume from what is published: the manifest of the operator's state dir.
+        state_dir = publisher.state_dir
+        if state_dir:
+            check_state_dir(state_dir)  # a state dir that is a file would fail every retry
+        manifest = load_manifest(state_dir) if state_dir else None
 
-    def show(o: Outcome) -> None:
-        if o.kind is Kind.CLEAN:
-            return
-        if o.ok:
-            out.info(o.message)
-            for d in o.drift:
-                out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored")
-        else:
-            out.warn(o.message)
-        out.problems(o.problems, "text", out.stderr)
-        out.stdout.flush()
-        out.stderr.flush()
+        def show(o: Outcome) -> None:
+            if o.kind is Kind.CLEAN:
+                return
+            if o.ok:
+                out.info(o.message)
+                for d in o.drift:
+                    out.info(f"  drift: {d.root}/{d.name} was {d.kind} by hand; restored")
+            else:
+                out.warn(o.message)
+            out.problems(o.problems, "text", out.stderr)
+            out.stdout.flush()
+            out.stderr.flush()
 
-    observers: list[Callable[[Outcome], None]] = [show]
-    label = source.label
-    for flag, given in (("--status-file", args.status_file), ("--log-json", args.log_json)):
-        if given:
-            _refuse_private_place(flag, Path(given), Path(s.repo.path), state_dir, config)
-    if args.status_file:
-        try:
-            mode = os.lstat(args.status_file).st_mode
-        except OSError:
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode):
-            # (written by a rename over it: a device node, a link or a directory would be
-            # replaced, as root /dev/null itself)
-            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise UsageError(
-                f"--status-file {args.status_file} is {what}",
-                hint="give the path of a regular file (made if missing)",
-            )
-        observers.append(StatusFile(Path(args.status_file), label, manifest))
-    server: MetricsServer | None = None
-    interval = args.interval or (30.0 if args.remote else 2.0)
-    options = WatchOptions(
-        args.branch,
-        interval,
-        0.1,
-        not args.no_inotify,
-        args.reconcile,
-        min(args.retry, args.reconcile),
-    )
-    last = manifest.commit if manifest else None
-    log = opened_for_append(args.log_json) if args.log_json else nullcontext(None)
-    with log as log_file:
-        if log_file is not None:
-            json_log = JsonLog(log_file)
-            json_log.event("start", watching=label, commit=last)
-            observers.append(json_log)
-        if args.metrics_port is not None:
-            metrics = Metrics()
-            if state_dir:
-                metrics.restore(state_dir)
-            server = metrics.serve(args.metrics_port, args.metrics_host)
-            observers.append(metrics)
-            out.info(f"metrics: {server.url}")
-        out.info(
-            f"watching {label} (poll every {interval:g}s, reconcile every {args.reconcile:g}s); "
-            f"published: {last[:12] if last else 'nothing yet'}"
+        observers: list[Callable[[Outcome], None]] = [show]
+        label = source.label
+        for flag, given in (("--status-file", args.status_file), ("--log-json", args.log_json)):
+            if given:
+                _refuse_private_place(flag, Path(given), Path(s.repo.path), state_dir, config)
+        if args.status_file:
+            try:
+                mode = os.lstat(args.status_file).st_mode
+            except OSError:
+                mode = None
+            if mode is not None and not stat.S_ISREG(mode):
+                # (written by a rename over it: a device node, a link or a directory would be
+                # replaced, as root /dev/null itself)
+                what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+                raise UsageError(
+                    f"--status-file {args.status_file} is {what}",
+                    hint="give the path of a regular file (made if missing)",
+                )
+            observers.append(StatusFile(Path(args.status_file), label, manifest))
+        server: MetricsServer | None = None
+        interval = args.interval or (30.0 if args.remote else 2.0)
+        options = WatchOptions(
+            args.branch,
+            interval,
+            0.1,
+            not args.no_inotify,
+            args.reconcile,
+            min(args.retry, args.reconcile),
         )
-        out.stdout.flush()
-        try:
-            Watcher(source, publisher, options, last=last, observers=observers).run(stop)
-        except KeyboardInterrupt:
-            stop.set()
-        finally:
-            source.close()
-            if server is not None:
-                server.stop()
+        last = manifest.commit if manifest else None
+        log = opened_for_append(args.log_json) if args.log_json else nullcontext(None)
+        with log as log_file:
+            if log_file is not None:
+                json_log = JsonLog(log_file)
+                json_log.event("start", watching=label, commit=last)
+                observers.append(json_log)
+            if args.metrics_port is not None:
+                metrics = Metrics()
+                if state_dir:
+                    metrics.restore(state_dir)
+                server = metrics.serve(args.metrics_port, args.metrics_host)
+                observers.append(metrics)
+                out.info(f"metrics: {server.url}")
+            out.info(
+                f"watching {label} (poll every {interval:g}s, reconcile every "
+                f"{args.reconcile:g}s); published: {last[:12] if last else 'nothing yet'}"
+            )
+            out.stdout.flush()
+            try:
+                Watcher(source, publisher, options, last=last, observers=observers).run(stop)
+            except KeyboardInterrupt:
+                stop.set()
+            finally:
+                if server is not None:
+                    server.stop()
+    finally:
+        source.close()
     return 0
 
 
