@@ -37,6 +37,7 @@ from gitprov.cli.common import (
 )
 from gitprov.cli.defaults import (
     HTTP_MAX_CONNECTIONS,
+    MODES,
     TFTP_MAX_PENDING,
     TFTP_MAX_PENDING_PER_CLIENT,
     TFTP_MAX_TIMEOUT,
@@ -304,7 +305,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--mode",
-        choices=["openssl-md5", "openssl-sha256", "openssl-pbkdf2", "none"],
+        choices=list(MODES),
         help="the model's cipher (default openssl-md5)",
     )
     p.add_argument("--iterations", type=iterations, help="PBKDF2 iterations (openssl-pbkdf2)")

@@ -12,16 +12,23 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gitprov.crypto import Cipher, DecryptError, Mode, TooLarge, WrongKey, gunzip
+from gitprov.crypto import (
+    GZIP_MAGIC,
+    MAGIC,
+    Cipher,
+    DecryptError,
+    Mode,
+    TooLarge,
+    WrongKey,
+    gunzip,
+)
 from gitprov.errors import Problem, error
 from gitprov.importer.problems import DECRYPT
 from gitprov.importer.values import Opened
 from gitprov.paramconf import is_param_file
 
-_MAGIC = b"Salted__"
 # A param.conf decompressed: the bound of the files read (read_conf.MAX_FILE_BYTES).
 MAX_PLAIN_BYTES = 1 << 20
-_GZIP = b"\x1f\x8b"
 # `--mode auto`: openssl before 1.1 (and SPA-style firmware) derives the key with MD5,
 # later openssl with SHA-256.
 AUTO_MODES = (Mode.OPENSSL_MD5, Mode.OPENSSL_SHA256)
@@ -57,8 +64,8 @@ def open_conf(
     data: bytes, mac: str | None, keys: Keys, modes: Sequence[Mode], iterations: int
 ) -> tuple[bytes | None, Opened | None, str]:
     """(plaintext, how, "" or why it did not open)."""
-    if not data.startswith(_MAGIC):
-        if data.startswith(_GZIP):
+    if not data.startswith(MAGIC):
+        if data.startswith(GZIP_MAGIC):
             plain = _gunzip(data)
             if plain is None:
                 return None, None, "starts like gzip but does not decompress (within 1 MiB)"
@@ -77,7 +84,7 @@ def open_conf(
                 if not isinstance(exc, WrongKey):
                     structural = exc.message  # the same for every key: say it once
                 continue
-            zipped = payload.startswith(_GZIP)
+            zipped = payload.startswith(GZIP_MAGIC)
             if zipped:
                 unzipped = _gunzip(payload)
                 if unzipped is None:
