@@ -101,6 +101,20 @@ def shown(text: str) -> str:
     return UNSHOWN.sub(lambda m: _escaped(m.group()), text)
 
 
+# How much of a text given on the command line (or in a file) a message echoes back: a
+# hook's 100,000-character argument would otherwise be a whole screen, or a CI log line.
+ECHOED_CHARS = 200
+
+
+def echoed(text: str) -> str:
+    """`text` quoted as a message echoes what it was given: as Python's repr (a control,
+    invisible or bidi character and a byte that is not UTF-8 escaped, `\\x1b`,
+    `\\u202e`), cut after ECHOED_CHARS characters with its length said."""
+    if len(text) <= ECHOED_CHARS:
+        return repr(text)
+    return f"{text[:ECHOED_CHARS]!r}… ({len(text):,} characters)"
+
+
 def _escaped(char: str) -> str:
     byte = escaped_byte(char)
     if byte is not None:  # a byte that is not UTF-8: as that byte, `\xff`

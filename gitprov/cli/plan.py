@@ -10,7 +10,9 @@ and whole groups last, with a line that says what was left out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
-from gitprov.unsafe import NOT_UTF8, UNSAFE, describe
+from gitprov.unsafe import NOT_UTF8, UNSAFE, describe, echoed
 
 if TYPE_CHECKING:
     from gitprov.review import Change, DeviceChange, Review
@@ -186,6 +188,52 @@ def _unsafe_text(doc: Any) -> tuple[str, str] | None:
     return None
 
 
+def _mapping(twice: list[bool], pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, noting in `twice` when it names a key twice (the parse
+    stays the fast one: where that key is, `_duplicate_key` finds only then)."""
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        twice.append(True)
+    return mapping
+
+
+# A token of JSON text that parsed: a string, a punctuation mark, or a bare scalar.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
+
+
+def _duplicate_key(text: str) -> tuple[int, int, str, str]:
+    """The line and column of the first key of valid JSON `text` that its object named
+    before, the key, and where it was first (`line:col`, counted as Python's JSON errors
+    count them)."""
+    objects: list[dict[str, int] | None] = []  # per open bracket: keys seen, None in a list
+    expect_key = False
+    for token in _TOKEN.finditer(text):
+        mark = token.group()
+        if mark == "{":
+            objects.append({})
+            expect_key = True
+        elif mark == "[":
+            objects.append(None)
+        elif mark in "]}":
+            objects.pop()
+        elif mark == ",":
+            expect_key = bool(objects) and objects[-1] is not None
+        elif expect_key:
+            seen, key = objects[-1], json.loads(mark)
+            assert seen is not None
+            if key in seen:
+                line, col = _line_col(text, token.start())
+                first = _line_col(text, seen[key])
+                return line, col, key, f"{first[0]}:{first[1]}"
+            seen[key] = token.start()
+            expect_key = False
+    raise AssertionError("no key named twice")
+
+
+def _line_col(text: str, at: int) -> tuple[int, int]:
+    return text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+
+
 def load_json(path: str) -> Review:
     """A plan saved with `--format json`, checked against its schema."""
     from jsonschema import Draft202012Validator
@@ -197,13 +245,25 @@ def load_json(path: str) -> Review:
 
     try:
         text = Path("/dev/stdin" if path == "-" else path).read_text(encoding="utf-8")
-        doc = json.loads(text)
+        # (a byte order mark at the start is skipped, as the inventory's YAML and the
+        # state files' JSON have it: an editor on Windows adds one when it saves)
+        text = text.removeprefix("\ufeff")
+        twice: list[bool] = []
+        doc = json.loads(text, object_pairs_hook=functools.partial(_mapping, twice))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise UsageError(
             f"{path}: not a saved plan ({why})",
             hint="save one with `gitprov plan --format json > FILE`",
         ) from None
+    if twice:
+        line, col, key, first = _duplicate_key(text)
+        raise UsageError(
+            f"{path}:{line}:{col}: duplicate key {echoed(key)} (first at {first})",
+            hint="render the plan gitprov wrote: it writes each key once (this one was "
+            "edited, or written by another tool, and which of the two values counts is a "
+            "guess)",
+        )
     schema = output_schemas()["plan-output.schema.json"]
     error = next(iter(Draft202012Validator(schema).iter_errors(doc)), None)
     if error is not None:

@@ -269,6 +269,46 @@ def test_a_file_that_is_not_a_saved_plan_is_a_usage_error(
     assert code == 2 and "not a saved plan" in err
 
 
+def test_a_saved_plan_naming_a_key_twice_is_refused_at_the_second(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key written twice was taken silently, the last one winning: a hand edit that
+    hid a device's diff behind a second "diff" passed as the plan."""
+    _, saved = _backup_proxy_plan(example_repo, capsys)
+    doc = json.loads(saved)
+    device = json.dumps(doc["devices"][0], indent=1)
+    assert device.endswith("\n}")
+    twice = device[:-2] + ',\n "diff": []\n}'  # the device's diff emptied by a second key
+    text = json.dumps({**doc, "devices": []}, indent=1)
+    text = text.replace('"devices": []', f'"devices": [{twice}]')
+    assert json.loads(text)["devices"][0]["diff"] == []
+    lines = text.splitlines()
+    line = next(i for i, ln in enumerate(lines, 1) if ln == ' "diff": []')
+    first = next(i for i, ln in enumerate(lines, 1) if ln.startswith(' "diff": ['))
+    (tmp_path / "plan.json").write_text(text, encoding="utf-8")
+    code, out, err = cli(capsys, "plan", "--from-json", str(tmp_path / "plan.json"))
+    assert code == 2 and not out
+    assert f"plan.json:{line}:2: duplicate key 'diff' (first at {first}:2)" in err, err
+    assert "hint: render the plan gitprov wrote" in err
+    # the same key in two objects is no duplicate: the saved plan itself renders
+    (tmp_path / "plan.json").write_text(saved, encoding="utf-8")
+    assert cli(capsys, "plan", "--from-json", str(tmp_path / "plan.json"))[0] == 0
+
+
+def test_a_saved_plan_starting_with_a_byte_order_mark_renders(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plan saved by an editor that adds a BOM was refused with Python's own words
+    ("Unexpected UTF-8 BOM (decode using utf-8-sig)"); the inventory's YAML skips one."""
+    _, saved = _backup_proxy_plan(example_repo, capsys)
+    (tmp_path / "plan.json").write_bytes(saved.encode())
+    code, plain, _ = cli(capsys, "plan", "--from-json", str(tmp_path / "plan.json"))
+    assert code == 0
+    (tmp_path / "plan.json").write_bytes(b"\xef\xbb\xbf" + saved.encode())
+    code, out, err = cli(capsys, "plan", "--from-json", str(tmp_path / "plan.json"))
+    assert (code, out, err) == (0, plain, ""), err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
