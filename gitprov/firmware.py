@@ -63,6 +63,8 @@ def rollout_of(firmware: Mapping[str, Any]) -> Rollout:
     share = Fraction(0)
     if isinstance(percent, int | float) and not isinstance(percent, bool):
         # Through its decimal text: 0.1 is a tenth, not the binary float next to it.
+        # That text is what the YAML says: validation refuses a percent written with
+        # digits the float lost (GP121: 99.99999999999999999 is 100.0 here).
         share = min(max(Fraction(str(percent)) / 100, Fraction(0)), Fraction(1))
     macs = raw.get("macs")
     listed = (

@@ -557,6 +557,35 @@ def test_gp121_number_spelling() -> None:
     check("GP121", profile("  sip.outbound_port: 5060\n  DBID_SOME_COUNT: 07\n"))
 
 
+@pytest.mark.parametrize(
+    ("percent", "read_as"),
+    [
+        # more digits than a float keeps: 100 % where the text says less
+        ("99.99999999999999999", "100.0"),
+        ("0.30000000000000001", "0.3"),
+        ("1.0e-400", "0.0"),  # past a float's range: no device where the text says some
+        ("1:30.5", "90.5"),  # base 60
+        ("1_2.5", "12.5"),  # YAML 1.1 only
+        ("12.5", None),
+        ("12.50", None),
+        (".5", None),
+        ("1.5e+1", None),
+        ("1.0e-320", None),  # (a subnormal float, still exactly what is written)
+        ("0.1", None),
+    ],
+)
+def test_gp121_a_float_read_as_another_number(percent: str, read_as: str | None) -> None:
+    """A rollout's percent (the one number of the schemas that is no integer) went
+    through YAML's float: 99.99999999999999999 chose every device, silently."""
+    fw = "firmware:\n  file: IP542N_F108.bin\n  version: v1.0.8\n"
+    model = IP542N_BOUND + fw + f"  rollout: {{percent: {percent}}}\n"
+    if read_as is None:
+        check("GP121", {M1: model})
+        return
+    (found,) = check("GP121", {M1: model}, (13, 22))
+    assert f"unquoted {percent} is read as the number {read_as}" in found.message
+
+
 def test_gp122_too_many_lines() -> None:
     three = DEVICE_2 + "  - enabled: false\n  - enabled: true\n"
     check("GP122", {D2: three}, (9, 5))
