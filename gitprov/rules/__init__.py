@@ -76,6 +76,7 @@ RULES = (
     "key_delivery",  # GP131
     "duplicate_name",  # GP132
     "option66_over_rule",  # GP133
+    "unnamable_file",  # GP134
     "option66_model",  # GP301
     "option66_url",  # GP302
 )

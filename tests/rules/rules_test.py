@@ -913,3 +913,17 @@ def test_gp133_option66_turned_on_where_a_profile_rule_is_written() -> None:
     no_url = FLEET.replace('provisioning:\n  url: "http://prov.example.com"\n', "")
     assert no_url != FLEET
     check("GP133", {"gitprov.yaml": no_url, **profile("  provision.option66: true\n")})
+
+
+def test_gp134_a_profile_or_model_no_device_can_name() -> None:
+    """profiles/оffice.yaml (a Cyrillic о) validated silently: it reads as the office
+    profile in a review, and no device can name it (the schema's name pattern)."""
+    evil = "params:\n  sip.server: evil.example.net\n"
+    homoglyph = "profiles/\u043effice.yaml"
+    (found,) = check("GP134", {homoglyph: evil}, (homoglyph, 1, 1))
+    assert found.level is Level.WARNING
+    assert "the profile '\u043effice'" in found.message, found.message
+    assert "U+043E CYRILLIC SMALL LETTER O" in found.message, found.message
+    (found,) = check("GP134", {"models/G502N ATA.yml": G502N}, ("models/G502N ATA.yml", 1, 1))
+    assert "the model 'G502N ATA': it holds ' ' (U+0020 SPACE)" in found.message
+    check("GP134", {"profiles/site-2.east_1.yaml": evil, "models/G502N.yml": None})
