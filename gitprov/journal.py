@@ -58,7 +58,7 @@ from gitprov.plan import (
     sorted_fields,
 )
 from gitprov.source import author_email, author_name, commit_message, git_time
-from gitprov.unsafe import printable
+from gitprov.unsafe import echoed, printable
 
 JOURNAL = "journal.jsonl"
 JOURNAL_FORMAT = 1
@@ -1080,7 +1080,7 @@ def parse_instant(text: str) -> datetime:
             found = datetime.fromisoformat(raw.replace(" ", "T", 1) if " " in raw else raw)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a date: write 2026-03-01 (00:00 UTC), 2026-03-01T12:00:00Z, "
+            f"{echoed(text)} is not a date: write 2026-03-01 (00:00 UTC), 2026-03-01T12:00:00Z, "
             "or 2026-03-01T14:00:00+02:00; without an offset, UTC"
         ) from None
     return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)

@@ -18,7 +18,7 @@ import pygit2
 from gitprov import loose, paths
 from gitprov.errors import UsageError, missing_object
 from gitprov.limits import CEILINGS
-from gitprov.unsafe import printable
+from gitprov.unsafe import echoed, printable
 
 DEFAULT_INVENTORY_DIR = "inventory"
 # A gitlink (a submodule: a commit of another repository) is listed with its id under
@@ -152,7 +152,7 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
             hint="commit on it, switch to a branch that has commits, or pass --rev BRANCH",
         )
     # (as an argument is shown back: a hook's 5,000-character one is not a screenful)
-    shown = repr(rev) if len(rev) <= 200 else f"{rev[:200]!r}… ({len(rev):,} characters)"
+    shown = echoed(rev)
     try:
         obj = repo.revparse_single(rev)
     except pygit2.InvalidError as exc:  # (not InvalidSpecError: a name it cannot parse)

@@ -106,13 +106,13 @@ def shown(text: str) -> str:
 ECHOED_CHARS = 200
 
 
-def echoed(text: str) -> str:
+def echoed(text: str, limit: int = ECHOED_CHARS) -> str:
     """`text` quoted as a message echoes what it was given: as Python's repr (a control,
     invisible or bidi character and a byte that is not UTF-8 escaped, `\\x1b`,
-    `\\u202e`), cut after ECHOED_CHARS characters with its length said."""
-    if len(text) <= ECHOED_CHARS:
+    `\\u202e`), cut after `limit` characters with its length said."""
+    if len(text) <= limit:
         return repr(text)
-    return f"{text[:ECHOED_CHARS]!r}… ({len(text):,} characters)"
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
 
 
 def _escaped(char: str) -> str:

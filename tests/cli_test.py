@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,70 @@ def test_unknown_revision_says_what_to_do(
     code, _, err = run(capsys, "--repo", str(example_repo.path), "versions", "--rev", "a" * 5000)
     assert code == 2 and f"unknown revision '{'a' * 200}'… (5,000 characters)" in err, err
     assert len(err) < 1000, err
+
+
+# An argument of 100,000 characters with an ESC sequence in it: each command's error
+# echoes at most its first 200, escaped, and says its length.
+LONG = "a" * 150 + "\x1b[2J\u202e" + "b" * 100_000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "--rev", LONG],
+        ["publish", "--rev", LONG],
+        ["plan", "--base", LONG],
+        ["plan", "--max-chars", LONG],
+        ["plan", "--format", LONG],
+        ["log", LONG],
+        ["blame", LONG],
+        ["log", f"--rev={LONG}", "0021f2011b19"],
+        ["history", "--mac", LONG],
+        ["history", "--at", LONG],
+        ["history", "--since", LONG],  # (no such option: argparse's own message)
+        ["validate", LONG],
+        ["validate", "--" + LONG],
+    ],
+    ids=lambda argv: " ".join(a if len(a) < 20 else "LONG" for a in argv),
+)
+def test_a_long_argument_is_echoed_cut_and_escaped(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A 1 MB --rev or MAC was echoed whole in `gitprov: error:` lines, and argparse's
+    "unrecognized arguments" printed an ESC sequence as it is, to the terminal."""
+    code, out, err = run(capsys, "--repo", str(example_repo.path), *argv)
+    assert code == 2 and not out, err
+    cut = re.escape("a" * 150 + "\\x1b[2J\\u202e") + "b{43,45}'… \\(100,15[57] characters\\)"
+    assert re.search("'(--)?" + cut, err), err
+    assert "\x1b" not in err and "\u202e" not in err and len(err) < 1500, err
+
+
+def test_a_long_path_argument_is_named_whole_up_to_path_max(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path is shown whole as long as a file system takes one (its long name is what
+    the error is about), and cut past that like any other argument."""
+    path = str(tmp_path / ("n" * 300) / "plan.json")
+    code, _, err = run(capsys, "plan", "--from-json", path)
+    assert code == 2 and f"argument --from-json: {path}: cannot read it" in err, err
+    code, _, err = run(capsys, "plan", "--from-json", LONG)
+    assert (
+        code == 2 and f"'{LONG[:150]}\\x1b[2J\\u202e{LONG[155:4096]}'… (100,155 characters)" in err
+    )
+    assert "\x1b" not in err and len(err) < 9000, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["validate", "x\x1b[2J"], ["plan", "--from-json", "x\x1b[2J"], ["validate", "--x\x1b[2J"]],
+)
+def test_a_control_character_in_an_argument_is_echoed_escaped(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """argparse echoes an unrecognized argument, and a type's message a file name, as
+    they are: the ESC reached the terminal."""
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "x\\x1b[2J" in err and "\x1b" not in err, err
 
 
 def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,10 +35,10 @@ from gitprov.cli import (
     served,
     validate,
 )
-from gitprov.cli.common import EXIT_CODES, Formatter, Output, common_parent
+from gitprov.cli.common import EXIT_CODES, Formatter, Output, Parser, common_parent
 from gitprov.cli.defaults import INVENTORY_DIR
 from gitprov.errors import GitprovError, InvalidInventory
-from gitprov.unsafe import UNSAFE, escaped_byte, is_utf8, shown
+from gitprov.unsafe import ECHOED_CHARS, UNSAFE, echoed, escaped_byte, is_utf8, line_safe, shown
 
 COMMANDS = (
     init,
@@ -71,7 +71,7 @@ every command takes --help; data commands take --format json.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gitprov",
         description="Configuration-as-code for Flying Voice VoIP provisioning: validates a "
         "git repository of YAML, compiles it into encrypted per-MAC param.conf files with "
@@ -173,8 +173,10 @@ def _hint_misplaced_global(parser: argparse.ArgumentParser, argv: list[str]) -> 
 
             close = difflib.get_close_matches(option, sorted(own), n=1, cutoff=0.75)
             meant = f"did you mean {close[0]}? " if close else ""
+            # (as the error above shows it: escaped, and cut when long)
+            named = line_safe(option) if len(option) <= ECHOED_CHARS else echoed(option)
             sys.stderr.write(
-                f"    hint: {command} has no option {option}: {meant}"
+                f"    hint: {command} has no option {named}: {meant}"
                 f"`gitprov {command} --help` lists its options\n"
             )
             return

@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from gitprov import paths
 from gitprov.cli.defaults import ALLOWED_ROOTS_ENV, CONFIG_ENV, MAX_ITERATIONS
 from gitprov.errors import Problem, UsageError
 from gitprov.paths import UnusablePath
-from gitprov.unsafe import is_utf8, line_safe, shown
+from gitprov.unsafe import ECHOED_CHARS, echoed, is_utf8, line_safe, shown
 
 EXIT_CODES = (
     "exit codes: 0 ok, 1 problems in the inventory, 2 usage or environment (bad revision, "
@@ -61,6 +61,54 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         ):
             return text
         return f"{text} (default: %(default)s)"
+
+
+# No path a file system takes is longer (PATH_MAX): a path argument is echoed whole up to
+# this, since its long name is what a "name too long" error is about.
+PATH_CHARS = 4096
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with what its errors echo of the command line made fit to print (a
+    hook's 100,000-character argument was a whole screen, or one line of a CI log):
+    control, invisible and bidi characters escaped (argparse prints "unrecognized
+    arguments", and the types their file names, as given: an ESC there rewrote the
+    terminal); an unrecognized argument or an invalid choice, as a type's message echoes
+    a value (`echoed`), cut after ECHOED_CHARS characters, its length said; any other
+    argument, a path as a type names it, after PATH_CHARS. Every command's parser is one:
+    argparse makes a command's parser of its parent's class."""
+
+    _words: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # (the words its errors may echo: a command's parser gets those after its name)
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            shown = (line_safe(w) if len(w) <= ECHOED_CHARS else echoed(w) for w in extras)
+            self.error(f"unrecognized arguments: {' '.join(shown)}")
+        return parsed
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            given = echoed(value) if isinstance(value, str) else repr(value)
+            raise argparse.ArgumentError(action, f"invalid choice: {given} (choose from {choices})")
+
+    def error(self, message: str) -> NoReturn:
+        given = {w for word in self._words for w in (word, word.partition("=")[2])}
+        for word in sorted((w for w in given if len(w) > PATH_CHARS), key=len, reverse=True):
+            # quoted by argparse (%r) or by a type's message ({text!r}), or as it is
+            cut = echoed(word, PATH_CHARS)
+            message = message.replace(repr(word), cut).replace(word, cut)
+        super().error(line_safe(message))
 
 
 # -- options ------------------------------------------------------------------------------
@@ -174,7 +222,7 @@ def _workers(text: str) -> int:
     except ValueError:
         n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+        raise argparse.ArgumentTypeError(f"{echoed(text)}: give a whole number of at least 1")
     return n
 
 
@@ -186,7 +234,7 @@ def port(text: str) -> int:
         n = -1
     if not 0 <= n <= 65535:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give a port from 1 to 65535 (0: any free port)"
+            f"{echoed(text)}: give a port from 1 to 65535 (0: any free port)"
         )
     return n
 
@@ -382,7 +430,7 @@ def _seconds(text: str, *, zero: bool, lowest: float = 0.0) -> float:
     if not low_ok or not value <= DAY:  # (NaN fails both)
         low = f"from {lowest:g}" if lowest else "from 0" if zero else "above 0"
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds {low}, at most {DAY}"
+            f"{echoed(text)} is not a number of seconds {low}, at most {DAY}"
         )
     return value
 
@@ -397,7 +445,7 @@ def mac(text: str) -> str:
     found = normalise_mac(text)
     if found is None:
         raise argparse.ArgumentTypeError(
-            f"not a MAC address: {text!r} (write it like 00:21:f2:01:1b:19 or 0021f2011b19)"
+            f"not a MAC address: {echoed(text)} (write it like 00:21:f2:01:1b:19 or 0021f2011b19)"
         )
     return found
 
@@ -434,7 +482,7 @@ def iterations(text: str) -> int:
         n = 0
     if not 1 <= n <= MAX_ITERATIONS:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: PBKDF2 iterations must be from 1 to {MAX_ITERATIONS:,} (the -iter "
+            f"{echoed(text)}: PBKDF2 iterations must be from 1 to {MAX_ITERATIONS:,} (the -iter "
             "the file was made with; openssl's default is 10000)"
         )
     return n

@@ -80,7 +80,7 @@ def _max_chars(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {echoed(text)}") from None
     if n < MIN_CHARS:
         raise argparse.ArgumentTypeError(f"{n} is too small: give at least {MIN_CHARS}")
     return n

@@ -44,7 +44,7 @@ from gitprov.cli.defaults import (
     TFTP_MAX_TRANSFERS,
 )
 from gitprov.errors import GitprovError, UsageError
-from gitprov.unsafe import printable, shown
+from gitprov.unsafe import echoed, printable, shown
 
 if TYPE_CHECKING:
     from gitprov.publisher_config import PublisherConfig
@@ -362,7 +362,7 @@ def _positive(text: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+        raise argparse.ArgumentTypeError(f"{echoed(text)} is not a whole number of at least 1")
     return number
 
 
