@@ -428,7 +428,11 @@ class NameHints:
         hint = self._hints.get(name)
         if hint is None:
             close = self._closest(name, self.known)
-            if close:
+            if close and close.isascii() != name.isascii():
+                # (`оffice` with a Cyrillic о for `office`: the two print alike, and a
+                # hint that shows them alike sends the reader to a fix that changes nothing)
+                hint = f"did you mean {close!r}? It is written {close!a}"
+            elif close:
                 hint = f"did you mean {close!r}?"
             else:
                 shown = ", ".join(self.known[:NAMES_SHOWN]) or "none"

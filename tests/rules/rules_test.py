@@ -126,6 +126,25 @@ def test_gp102_gp103_many_unknown_names_cost_no_comparison_per_pair(
         assert len(p.hint) < 200, p
 
 
+def test_gp103_a_close_name_that_prints_alike_is_shown_escaped() -> None:
+    """A device's `profile: office` when the only file is profiles/оffice.yaml (a Cyrillic
+    о): "did you mean 'оffice'?" reads as "did you mean 'office'?", the name written."""
+    homoglyph = "\u043effice"
+    overlay: dict[str, str | None] = {
+        D1: DEVICE.replace("profile: base", "profile: office"),
+        f"profiles/{homoglyph}.yaml": "extends: base\n",
+    }
+    (found,) = [p for p in problems(overlay) if p.code == "GP103"]
+    assert "It is written '\\u043effice'" in found.hint, found.hint
+    # (a close name of the same script is shown as it is)
+    (found,) = [
+        p
+        for p in problems({D1: DEVICE.replace("profile: base", "profile: bsae")})
+        if p.code == "GP103"
+    ]
+    assert found.hint == "did you mean 'base'?", found.hint
+
+
 def test_gp104_extends_cycle() -> None:
     cycle = {"profiles/a.yaml": "extends: b\n", "profiles/b.yaml": "extends: a\n"}
     check("GP104", cycle, ("profiles/a.yaml", 1, 10), ("profiles/b.yaml", 1, 10))
