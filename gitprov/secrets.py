@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gitprov.errors import GitprovError, Problem, error
 from gitprov.smallfile import NotAFile, read_small
+from gitprov.unsafe import echoed
 
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedMap
@@ -402,9 +403,9 @@ def _aad(name: str) -> bytes:
 def check_name(name: str) -> None:
     if not NAME_RE.fullmatch(name):
         # (shown back, but not a screenful of it: a name is at most 64 characters)
-        shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}… ({len(name):,} characters)"
         raise SecretError(
-            f"invalid secret name {shown}", hint="use 1-64 letters, digits, '_', '.' or '-'"
+            f"invalid secret name {echoed(name, 80)}",
+            hint="use 1-64 letters, digits, '_', '.' or '-'",
         )
 
 

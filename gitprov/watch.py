@@ -43,6 +43,7 @@ from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.pipeline import Pipeline
 from gitprov.plan import Drift
 from gitprov.publish import Guards, PublishError, Targets, TargetsFor, inspect, publish_commit
+from gitprov.unsafe import echoed
 
 log = logging.getLogger("gitprov.watch")
 
@@ -72,8 +73,7 @@ def check_branch(name: str) -> str:
         # (git makes no branch by either name: `git branch HEAD` is refused, and one
         # named refs/… would be found as refs/heads/refs/…, which nobody means)
         raise UsageError(
-            f"--branch {name[:80]!r}{'…' if len(name) > 80 else ''} is not a branch's "
-            "name but a ref's",
+            f"--branch {echoed(name, 80)} is not a branch's name but a ref's",
             hint="give the branch's short name as `git branch` lists it, e.g. --branch main "
             "(refs/heads/main is taken as main)",
         )
@@ -85,7 +85,7 @@ def check_branch(name: str) -> str:
             valid = False
     if not valid or any(c in name for c in "*?[\\"):
         raise UsageError(
-            f"--branch {name[:80]!r}{'…' if len(name) > 80 else ''} is not a branch name",
+            f"--branch {echoed(name, 80)} is not a branch name",
             hint="give the branch to follow as git names it, e.g. --branch main",
         )
     return name
