@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def _check_dir(objects: Path, cache_dir: Path | None) -> None:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             if checked.get(name) != key:
+                kind = _not_a_file(e.path)
+                if kind:
+                    raise missing_object(
+                        sub.name + e.name,
+                        "a loose object",
+                        f"its file {e.path} is a {kind}, not a file (git writes each object "
+                        "as a file: the repository is damaged, or was tampered with)",
+                    )
                 if not _whole(e.path):
                     raise missing_object(
                         sub.name + e.name,
@@ -116,6 +125,22 @@ def _check_dir(objects: Path, cache_dir: Path | None) -> None:
 
 def _is_hex(text: str) -> bool:
     return _HEX.issuperset(text)
+
+
+def _not_a_file(path: str) -> str | None:
+    """What `path` (followed, as libgit2 follows a link) is when it is not a regular file
+    or a directory: opening a fifo waits for a writer, for ever, here and in libgit2 (a
+    command hung with the publish lock held); a device may never end. None otherwise (a
+    directory, or a path that cannot be looked at, libgit2 says is missing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return "socket" if stat.S_ISSOCK(mode) else "device"
 
 
 def _whole(path: str) -> bool:

@@ -119,6 +119,24 @@ def test_a_stream_is_whole_when_it_ends(tmp_path: Path, data: bytes, whole: bool
     assert loose._whole(str(path)) is whole
 
 
+@pytest.mark.parametrize("what", ["a device's blob", "the commit"])
+def test_a_fifo_in_an_objects_place_is_a_damaged_repository_not_a_hang(
+    example_repo: GitRepo, what: str
+) -> None:
+    """Opening a fifo waits for a writer: the check's open of it, and libgit2's, hung the
+    command for ever."""
+    head = example_repo.repo.head.peel(pygit2.Commit)
+    oid = str(head.tree[DEVICE].id) if what == "a device's blob" else str(head.id)
+    path = _object_file(example_repo, oid)
+    path.unlink()
+    os.mkfifo(path)
+    got = _gitprov(example_repo, "validate")
+    assert got.returncode == 2, got
+    assert f"the repository cannot read object {oid} (a loose object)" in got.stderr
+    assert "is a fifo, not a file" in got.stderr and "git fsck" in got.stderr
+    assert "Traceback" not in got.stderr
+
+
 def test_the_watchers_read_of_a_moved_branch_finds_a_loose_object_cut_short(
     example_repo: GitRepo,
 ) -> None:
