@@ -298,9 +298,7 @@ class CommitSource:
             # for validation to say what it is (GP010) rather than that nothing is there.
             gitlink = entry.filemode == pygit2.GIT_FILEMODE_COMMIT
             return [FileRef(self._dir, (GITLINK if gitlink else "") + str(entry.id))]
-        tree = read_object(self.repo, entry.id, f"the tree {self._dir or '/'}")
-        if not isinstance(tree, pygit2.Tree):
-            return []
+        tree = read_tree(self.repo, entry.id, self._dir or "/")
         return sorted(_walk(self.repo, tree, self._dir), key=lambda r: r.path)
 
     def read(self, ref: FileRef, limit: int | None = None) -> bytes:
@@ -384,6 +382,17 @@ def read_object(repo: pygit2.Repository, oid: str | pygit2.Oid, what: str) -> py
     return obj
 
 
+def read_tree(repo: pygit2.Repository, oid: str | pygit2.Oid, path: str) -> pygit2.Tree:
+    """The tree a tree entry names at `path`. An object of another type under that id is
+    damage (an object file replaced: libgit2 does not hash what it reads, see
+    _trust_stored_objects), and refused: skipped, it was a directory with nothing in it,
+    and a commit whose devices/ reads so would publish an empty fleet, exit 0."""
+    tree = read_object(repo, oid, f"the tree {path}")
+    if not isinstance(tree, pygit2.Tree):
+        raise missing_object(str(oid), f"the tree {path}", f"a {tree.type_str}, not a tree")
+    return tree
+
+
 def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[FileRef]:
     # A stack, not recursion: a commit may nest directories thousands deep.
     stack = [(tree, prefix)]
@@ -392,9 +401,7 @@ def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> Iterator[F
         for entry in tree:
             path = f"{prefix}/{entry.name}" if prefix else str(entry.name)
             if entry.type_str == "tree":
-                sub = read_object(repo, entry.id, f"the tree {path}")
-                if isinstance(sub, pygit2.Tree):
-                    stack.append((sub, path))
+                stack.append((read_tree(repo, entry.id, path), path))
             elif entry.type_str == "blob":
                 yield FileRef(path, str(entry.id))
             elif entry.filemode == pygit2.GIT_FILEMODE_COMMIT:

@@ -153,6 +153,28 @@ def test_an_object_is_read_as_git_reads_it_without_hashing_it_again(tmp_path: Pa
     assert isinstance(blob, pygit2.Blob) and blob.data == b"other\n"
 
 
+@pytest.mark.parametrize("folder", ["inventory/devices", "inventory"])
+def test_a_tree_whose_object_is_not_a_tree_is_damage_not_an_empty_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str
+) -> None:
+    """A tree's object file holding another object (copied over it, a disk's stale
+    block): the directory was skipped as if empty, and validate passed, build built
+    nothing and publish served no device, all with exit 0."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files())
+    head = repo.repo.revparse_single("main")
+    tree, blob = (str(head.peel(pygit2.Tree)[p].id) for p in (folder, "inventory/gitprov.yaml"))
+    objects = repo.path / ".git" / "objects"
+    path = objects / tree[:2] / tree[2:]
+    path.chmod(0o644)
+    path.write_bytes((objects / blob[:2] / blob[2:]).read_bytes())
+    for command in ("validate", "versions", f"build --out {tmp_path / 'out'}"):
+        assert main(["--repo", str(repo.path), *command.split()]) == 2, command
+        err = capsys.readouterr().err
+        assert f"cannot read object {tree} (the tree {folder}): a blob, not a tree" in err, err
+        assert "git fsck" in err, err
+
+
 def test_validate_worktree_reads_files_as_git_would_commit_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
