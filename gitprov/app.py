@@ -31,6 +31,7 @@ from gitprov.pipeline import BOOTSTRAP, Loaded, Pipeline, secret_resolver
 from gitprov.secrets import SecretError, load_private_key
 from gitprov.source import (
     DEFAULT_INVENTORY_DIR,
+    BadRevision,
     Source,
     WorktreeSource,
     commit_message,
@@ -246,9 +247,13 @@ class Session:
         except UsageError as exc:
             branches = sorted(self.repo.branches.local)
             shown = ", ".join(branches[:10]) + (", …" if len(branches) > 10 else "")
+            # (a base the repository cannot read, damaged or shallow: its own hint says
+            # what to do, not another branch name)
             raise UsageError(
                 f"{exc.message}: the base, the branch the change goes into (--base)",
-                hint=f"pass --base BRANCH; this repository's branches: {shown or 'none'}",
+                hint=f"pass --base BRANCH; this repository's branches: {shown or 'none'}"
+                if isinstance(exc, BadRevision) or not exc.hint
+                else exc.hint,
             ) from None
         return review(self.pipeline, start, head)
 

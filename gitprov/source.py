@@ -7,6 +7,7 @@ what it was derived from (docs/design.md, "What things cost").
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -140,6 +141,12 @@ def work_tree_of(path: Path) -> Path | None:
     return tree if real.is_relative_to(tree) else None
 
 
+class BadRevision(UsageError):
+    """A name that names no commit here (a typo, a branch not fetched, a tree's id), as
+    opposed to one that names what the repository cannot read (damage, a shallow
+    clone's edge), whose hint says what to do about the repository."""
+
+
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     hint = "pass a branch, tag or commit id that exists in this repository (git log)"
     if repo.head_is_unborn and rev == "HEAD":
@@ -155,27 +162,81 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     shown = echoed(rev)
     try:
         obj = repo.revparse_single(rev)
-    except pygit2.InvalidError as exc:  # (not InvalidSpecError: a name it cannot parse)
-        # An object on the way it cannot read: a commit git took in without a check
-        # (`hash-object --literally`, a fetch without fsck), not a name that is missing.
-        why = printable(str(exc).removeprefix(f"{rev}: "))
-        raise UsageError(
-            f"cannot read revision {shown}: {why}",
-            hint="an object in the repository is corrupt: `git fsck` names it",
-        ) from exc
     except (KeyError, ValueError, pygit2.GitError) as exc:
+        if isinstance(exc, pygit2.InvalidError) or type(exc) is pygit2.GitError:
+            # Not a name that is missing (NotFoundError) or that cannot be parsed
+            # (InvalidSpecError, AmbiguousError): something on the way it cannot read. A
+            # commit git took in without a check (`hash-object --literally`, a fetch
+            # without fsck), an object file that does not inflate, a ref file of garbage,
+            # a symbolic ref that names itself: damage, not a typo.
+            why = printable(str(exc).removeprefix(f"{rev}: "))
+            raise UsageError(
+                f"cannot read revision {shown}: {why}",
+                hint="a reference or an object in the repository is corrupt: `git fsck` names it",
+            ) from exc
         named = _named_by_ref(repo, rev)
         if named is not None and named not in repo:
             # (a branch or tag that names an object the store lacks: damage, not a typo)
             raise missing_object(str(named), f"the commit {shown} names") from exc
-        raise UsageError(f"unknown revision {shown}", hint=_near(repo, rev) or hint) from exc
+        broken = _broken_step(repo, rev, shown)
+        if broken is not None:
+            raise broken from exc
+        raise BadRevision(f"unknown revision {shown}", hint=_near(repo, rev) or hint) from exc
     try:
         commit = obj.peel(pygit2.Commit)
     except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
-        raise UsageError(f"{shown} names a {obj.type_str}, not a commit", hint=hint) from exc
+        raise BadRevision(f"{shown} names a {obj.type_str}, not a commit", hint=hint) from exc
     if not isinstance(commit, pygit2.Commit):
-        raise UsageError(f"{shown} is not a commit", hint=hint)
+        raise BadRevision(f"{shown} is not a commit", hint=hint)
     return commit
+
+
+# A revision that walks back from a commit: BASE~N, BASE^N, and chains of them.
+_STEPS = re.compile(r"(.+?)((?:[~^][0-9]*)+)")
+_STEP = re.compile(r"([~^])([0-9]*)")
+
+
+def _broken_step(repo: pygit2.Repository, rev: str, shown: str) -> UsageError | None:
+    """Why `rev` (HEAD~1, main^2~3) is not found when its base is: a commit on the way
+    that the store lacks (damage), or the end of a shallow clone's history. libgit2 says
+    only "not found", and `unknown revision 'HEAD~1'` sent the user looking for a typo.
+    None when the walk runs out of parents where the history really ends."""
+    found = _STEPS.fullmatch(rev)
+    if found is None:
+        return None
+    base = found.group(1)
+    try:
+        at = repo.revparse_single(base).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError):
+        named = _named_by_ref(repo, base)
+        if named is not None and named not in repo:
+            return missing_object(str(named), f"the commit {base!r} names, on the way to {shown}")
+        return None
+    for op, count in _STEP.findall(found.group(2)):
+        n = int(count) if count else 1
+        # (~N: N first parents; ^N: the Nth parent, ^0 the commit itself)
+        for index in (0 for _ in range(n)) if op == "~" else [n - 1] if n else []:
+            parents = at.parent_ids
+            if index >= len(parents):
+                if parents or not repo.is_shallow:
+                    return None
+                return UsageError(
+                    f"unknown revision {shown}: the history of this shallow clone ends at "
+                    f"commit {str(at.id)[:12]}",
+                    hint="fetch the whole history: `git fetch --unshallow`",
+                )
+            parent = parents[index]
+            what = f"a parent of commit {str(at.id)[:12]}, on the way to {shown}"
+            try:
+                obj = repo[parent]
+            except KeyError:
+                return missing_object(str(parent), what)
+            except (ValueError, pygit2.GitError) as exc:
+                return missing_object(str(parent), what, exc)
+            if not isinstance(obj, pygit2.Commit):
+                return missing_object(str(parent), what, f"a {obj.type_str}, not a commit")
+            at = obj
+    return None
 
 
 def _named_by_ref(repo: pygit2.Repository, rev: str) -> pygit2.Oid | None:

@@ -562,3 +562,76 @@ def test_an_unknown_revision_close_to_a_branch_or_tag_names_it(
     with pytest.raises(UsageError) as far:
         resolve_commit(repo, "something-else-entirely")
     assert "did you mean" not in (far.value.hint or "")
+
+
+def _three_commits(path: Path) -> GitRepo:
+    repo = GitRepo(path)
+    repo.commit(example_files(), "first")
+    for n in (2, 3):
+        change = f"mac: 0021f2011b19\nmodel: IP542N\ndescription: v{n}\n"
+        repo.commit({"inventory/devices/0021f2011b19.yaml": change.encode()}, f"commit {n}")
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("HEAD", "corrupted loose reference file: HEAD"),
+        ("refs/heads/main", "corrupted loose reference file: refs/heads/main"),
+        ("loop", "cannot resolve reference"),
+    ],
+)
+@pytest.mark.parametrize("rev", ["HEAD", "HEAD~1"])
+def test_a_corrupt_reference_is_said_to_be_corrupt_not_unknown(
+    tmp_path: Path, damage: str, said: str, rev: str
+) -> None:
+    """A ref file of garbage or a symbolic ref that names itself: libgit2 says so, and
+    every command said `unknown revision 'HEAD'` (pass a branch, tag or commit id)."""
+    repo = _three_commits(tmp_path / "r")
+    git_dir = repo.path / ".git"
+    if damage == "loop":
+        (git_dir / "refs/heads/main").write_text("ref: refs/heads/main\n")
+    else:
+        (git_dir / damage).write_text("garbage\n")
+    with pytest.raises(UsageError, match=f"cannot read revision '{rev}': {said}") as info:
+        resolve_commit(pygit2.Repository(str(repo.path)), rev)
+    assert "git fsck" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("lost", "rev", "said"),
+    [
+        ("main", "HEAD~1", "the commit 'HEAD' names, on the way to 'HEAD~1'"),
+        ("main~1", "HEAD~1", "a parent of commit {child}, on the way to 'HEAD~1'"),
+        ("main~1", "main^^", "a parent of commit {child}, on the way to 'main^^'"),
+        ("main~1", "HEAD~2", "a parent of commit {child}, on the way to 'HEAD~2'"),
+    ],
+)
+def test_a_commit_missing_on_the_way_back_is_damage_not_an_unknown_revision(
+    tmp_path: Path, lost: str, rev: str, said: str
+) -> None:
+    """`--rev HEAD~1` (or `plan --base main~2`) through a commit the store lacks: libgit2
+    says only "not found", which read as `unknown revision 'HEAD~1'`, a typo."""
+    repo = _three_commits(tmp_path / "r")
+    oid = str(repo.repo.revparse_single(lost).id)
+    child = str(repo.repo.revparse_single("main").id)[:12]
+    (repo.path / ".git" / "objects" / oid[:2] / oid[2:]).unlink()
+    with pytest.raises(UsageError) as info:
+        resolve_commit(pygit2.Repository(str(repo.path)), rev)
+    shown = said.format(child=child)
+    assert info.value.message == f"the repository cannot read object {oid} ({shown}): it is missing"
+    assert "git fsck" in info.value.hint
+
+
+def test_a_revision_past_a_shallow_clones_edge_says_the_history_ends_there(
+    tmp_path: Path,
+) -> None:
+    repo = _three_commits(tmp_path / "r")
+    # (where a whole history ends, the name is one that is not there)
+    with pytest.raises(UsageError, match=r"^unknown revision 'HEAD~3'$"):
+        resolve_commit(repo.repo, "HEAD~3")
+    head = str(repo.repo.revparse_single("main").id)
+    (repo.path / ".git" / "shallow").write_text(head + "\n")
+    with pytest.raises(UsageError, match=f"shallow clone ends at commit {head[:12]}") as info:
+        resolve_commit(pygit2.Repository(str(repo.path)), "HEAD~1")
+    assert "--unshallow" in info.value.hint

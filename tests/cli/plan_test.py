@@ -14,7 +14,7 @@ import pytest
 from gitprov.cli import main
 from gitprov.cli.plan import markdown
 from gitprov.review import Change, DeviceChange, Review
-from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.gitrepo import GitRepo, example_files
 
 BASE, HEAD = "b" * 40, "c" * 40
 
@@ -341,3 +341,21 @@ def test_a_missing_base_names_the_option_and_the_branches(
     assert code == 2, err
     assert "unknown revision 'main'" in err and "--base" in err, err
     assert "branches: master" in err and "Traceback" not in err, err
+
+
+def test_a_base_the_repository_cannot_read_keeps_the_hint_that_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base missing from a damaged repository: the hint was `pass --base BRANCH`, as
+    for a typo, and not the repository's repair."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files(), "first")
+    repo.commit({"inventory/devices/0021f2011b19.yaml": b"mac: 0021f2011b19\nmodel: IP542N\n"})
+    lost = str(repo.repo.revparse_single("main~1").id)
+    (repo.path / ".git" / "objects" / lost[:2] / lost[2:]).unlink()
+    assert main(["--repo", str(repo.path), "plan", "--base", "main~1"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read object {lost}" in err and "the base" in err, err
+    assert "git fsck" in err and "pass --base BRANCH" not in err, err
+    assert main(["--repo", str(repo.path), "plan", "--base", "mian"]) == 2
+    assert "pass --base BRANCH; this repository's branches: main" in capsys.readouterr().err
