@@ -150,7 +150,7 @@ def _whole(path: str) -> bool:
     try:
         with open(path, "rb") as f:
             head = f.read(2)
-            if len(head) < 2 or head[0] & 0x0F != 8 or (head[0] << 8 | head[1]) % 31:
+            if not _zlib_head(head):
                 return len(head) >= 2  # (empty or one byte: cut short)
             stream = zlib.decompressobj()
             data = head + f.read(_STEP)
@@ -166,6 +166,28 @@ def _whole(path: str) -> bool:
         return True  # (damaged, not cut short: libgit2 refuses it with an error)
     except OSError:
         return True
+
+
+def _zlib_head(head: bytes) -> bool:
+    """Whether the first two bytes of a file are a zlib stream's header (RFC 1950)."""
+    return len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+
+
+def not_zlib(repo: pygit2.Repository, oid: str) -> str | None:
+    """The file of the loose object `oid` when it is not a zlib stream (garbage: a
+    damaged disk's block, a file copied over it), else None (whole, packed, or not
+    here). libgit2 reads the header of such a file as the loose format git wrote before
+    2006 and answers a size of whatever its bytes say, hundreds of megabytes: a file
+    refused as too large (an inventory error, exit 1) where the repository is damaged."""
+    for objects in _object_dirs(repo):
+        path = objects / oid[:2] / oid[2:]
+        try:
+            with open(path, "rb") as f:
+                head = f.read(2)
+        except OSError:
+            continue
+        return None if _zlib_head(head) else str(path)
+    return None
 
 
 def _read_listed(cache_dir: Path | None, objects: Path) -> dict[str, tuple[int, int]]:

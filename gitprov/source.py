@@ -369,6 +369,10 @@ class CommitSource:
             except (KeyError, ValueError, pygit2.GitError):
                 size = 0  # missing: read_object says so
             if size > limit:
+                damaged = loose.not_zlib(self.repo, ref.oid)
+                if damaged is not None:
+                    what = f"its file {damaged} is not a zlib stream (damaged)"
+                    raise missing_object(ref.oid, ref.path, what)
                 raise TooLarge(size)
         blob = read_object(self.repo, ref.oid, ref.path)
         if not isinstance(blob, pygit2.Blob):

@@ -635,3 +635,25 @@ def test_a_revision_past_a_shallow_clones_edge_says_the_history_ends_there(
     with pytest.raises(UsageError, match=f"shallow clone ends at commit {head[:12]}") as info:
         resolve_commit(pygit2.Repository(str(repo.path)), "HEAD~1")
     assert "--unshallow" in info.value.hint
+
+
+def test_a_loose_object_of_garbage_is_damage_not_a_file_too_large(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are no zlib stream where a device's blob was (a damaged disk's block):
+    libgit2 reads their first bytes as a header of the loose format of 2005, here a blob
+    of 32 MiB, and validate said GP006 `the file is too large` (exit 1: fix the
+    inventory) where the repository is what is damaged."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files())
+    oid = str(repo.repo.revparse_single("main:inventory/devices/0021f2011b19.yaml").id)
+    path = repo.path / ".git" / "objects" / oid[:2] / oid[2:]
+    path.chmod(0o644)
+    path.write_bytes(b"\xbf\xff\xff\x7f" + b"garbage" * 10)
+    assert pygit2.Repository(str(repo.path)).odb.read_header(oid)[1] > 16 << 20
+    for command in ("validate", "versions"):
+        assert main(["--repo", str(repo.path), command]) == 2, command
+        err = capsys.readouterr().err
+        assert f"cannot read object {oid} (inventory/devices/0021f2011b19.yaml)" in err, err
+        assert f"its file {path} is not a zlib stream (damaged)" in err, err
+        assert "GP006" not in err and "git fsck" in err, err
