@@ -92,8 +92,27 @@ def open_repo(path: str | Path) -> pygit2.Repository:
             ) from None
         raise UsageError(f"{found}: cannot open the repository: {exc}") from None
     _add_quarantine(repo)
+    _check_packed_refs(repo, found)
     loose.check(repo, Path(repo.path) / "gitprov-cache")
     return repo
+
+
+def _check_packed_refs(repo: pygit2.Repository, found: str) -> None:
+    """libgit2 says a packed-refs file it cannot parse is corrupt once, at its first
+    read, and from then on reads it as empty: what asked first (HEAD's unborn check)
+    swallowed the error, and every command said `unknown revision 'HEAD'` or that the
+    repository has no commit. Looking up a ref that is not there reads the file first."""
+    probe = "refs/gitprov/none"
+    try:
+        repo.lookup_reference(probe)
+    except pygit2.GitError as exc:
+        if type(exc) is pygit2.GitError:  # (not NotFoundError: the lookup's usual answer)
+            why = printable(str(exc).removeprefix(f"{probe}: "))
+            raise UsageError(
+                f"{found}: cannot read the repository's references: {why}",
+                hint="its packed-refs file is damaged (`git fsck` says so): restore it from "
+                "a good copy, or clone afresh",
+            ) from None
 
 
 def _trust_stored_objects() -> None:

@@ -657,3 +657,21 @@ def test_a_loose_object_of_garbage_is_damage_not_a_file_too_large(
         assert f"cannot read object {oid} (inventory/devices/0021f2011b19.yaml)" in err, err
         assert f"its file {path} is not a zlib stream (damaged)" in err, err
         assert "GP006" not in err and "git fsck" in err, err
+
+
+@pytest.mark.parametrize("garbage", [b"hello\nworld\n", bytes(range(256)) * 2])
+def test_a_packed_refs_file_of_garbage_is_damage_not_an_unknown_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], garbage: bytes
+) -> None:
+    """libgit2 says such a file is corrupt at its first read only, then reads it as
+    empty: every command said `unknown revision 'HEAD'` (or that the repository has no
+    commit yet), as git says `unexpected line in .git/packed-refs`."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files())
+    assert git(repo.path, "pack-refs", "--all").returncode == 0
+    (repo.path / ".git" / "packed-refs").write_bytes(garbage)
+    for command in ("validate", "versions"):
+        assert main(["--repo", str(repo.path), command]) == 2, command
+        err = capsys.readouterr().err
+        assert "cannot read the repository's references: corrupted packed references" in err
+        assert "packed-refs file is damaged" in err and "unknown revision" not in err, err
