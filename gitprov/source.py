@@ -204,6 +204,11 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     try:
         commit = obj.peel(pygit2.Commit)
     except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+        if _on_a_branch(repo, rev):
+            # git writes only a commit to a branch (HEAD is on one): anything else there
+            # is an object file replaced, or a ref file written by hand, not a bad name.
+            what = f"the commit {shown} names"
+            raise missing_object(str(obj.id), what, f"a {obj.type_str}, not a commit") from exc
         raise BadRevision(f"{shown} names a {obj.type_str}, not a commit", hint=hint) from exc
     if not isinstance(commit, pygit2.Commit):
         raise BadRevision(f"{shown} is not a commit", hint=hint)
@@ -224,12 +229,18 @@ def _broken_step(repo: pygit2.Repository, rev: str, shown: str) -> UsageError | 
     if found is None:
         return None
     base = found.group(1)
+    what = f"the commit {base!r} names, on the way to {shown}"
     try:
-        at = repo.revparse_single(base).peel(pygit2.Commit)
+        obj = repo.revparse_single(base)
     except (KeyError, ValueError, pygit2.GitError):
         named = _named_by_ref(repo, base)
-        if named is not None and named not in repo:
-            return missing_object(str(named), f"the commit {base!r} names, on the way to {shown}")
+        return missing_object(str(named), what) if named and named not in repo else None
+    try:
+        at = obj.peel(pygit2.Commit)
+    except (ValueError, pygit2.GitError):
+        # (a branch naming no commit: damage, as resolve_commit says of the branch itself)
+        if _on_a_branch(repo, base):
+            return missing_object(str(obj.id), what, f"a {obj.type_str}, not a commit")
         return None
     for op, count in _STEP.findall(found.group(2)):
         n = int(count) if count else 1
@@ -266,6 +277,14 @@ def _named_by_ref(repo: pygit2.Repository, rev: str) -> pygit2.Oid | None:
         return None
     target = ref.target
     return target if isinstance(target, pygit2.Oid) else None
+
+
+def _on_a_branch(repo: pygit2.Repository, rev: str) -> bool:
+    """Whether `rev` is a branch, or HEAD on one (not a tag: a tag may name a tree)."""
+    try:
+        return repo.lookup_reference_dwim(rev).resolve().name.startswith("refs/heads/")
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        return False
 
 
 def _near(repo: pygit2.Repository, rev: str) -> str | None:

@@ -675,3 +675,32 @@ def test_a_packed_refs_file_of_garbage_is_damage_not_an_unknown_head(
         err = capsys.readouterr().err
         assert "cannot read the repository's references: corrupted packed references" in err
         assert "packed-refs file is damaged" in err and "unknown revision" not in err, err
+
+
+@pytest.mark.parametrize("damage", ["the ref names a tree", "the commit's file holds a blob"])
+def test_a_branch_that_names_no_commit_is_damage_not_a_bad_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """git writes only a commit to a branch: HEAD naming a tree or a blob said `'HEAD'
+    names a blob, not a commit` and `pass a branch, tag or commit id`, as if the user had
+    typed a wrong name. A tag may name a tree: that is still the name's fault."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files())
+    git_dir = repo.path / ".git"
+    head = str(repo.repo.revparse_single("main").id)
+    if damage == "the ref names a tree":
+        oid = str(repo.repo.revparse_single("main^{tree}").id)
+        (git_dir / "refs" / "heads" / "main").write_text(oid + "\n")
+        kind = "tree"
+    else:
+        oid, kind = head, "blob"
+        blob = str(repo.repo.revparse_single("main:inventory/gitprov.yaml").id)
+        path = git_dir / "objects" / head[:2] / head[2:]
+        path.chmod(0o644)
+        path.write_bytes((git_dir / "objects" / blob[:2] / blob[2:]).read_bytes())
+    for command in ("validate", "versions", "validate --rev HEAD~1"):
+        assert main(["--repo", str(repo.path), *command.split()]) == 2, command
+        err = capsys.readouterr().err
+        said = f"cannot read object {oid} (the commit 'HEAD' names"
+        assert said in err and f"): a {kind}, not a commit" in err and "git fsck" in err, err
+        assert "pass a branch, tag or commit id" not in err, err
