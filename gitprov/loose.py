@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pygit2
 
-from gitprov.errors import missing_object
+from gitprov.errors import UsageError, missing_object
 
 # Where a repository's checked loose objects are listed (in its gitprov-cache).
 LISTED = "loose-objects"
@@ -103,16 +103,14 @@ def _check_dir(objects: Path, cache_dir: Path | None) -> None:
             if checked.get(name) != key:
                 kind = _not_a_file(e.path)
                 if kind:
-                    raise missing_object(
+                    raise _damaged(
                         sub.name + e.name,
-                        "a loose object",
                         f"its file {e.path} is a {kind}, not a file (git writes each object "
                         "as a file: the repository is damaged, or was tampered with)",
                     )
                 if not _whole(e.path):
-                    raise missing_object(
+                    raise _damaged(
                         sub.name + e.name,
-                        "a loose object",
                         f"its file {e.path} ends before its zlib stream does "
                         "(cut short or damaged)",
                     )
@@ -125,6 +123,20 @@ def _check_dir(objects: Path, cache_dir: Path | None) -> None:
 
 def _is_hex(text: str) -> bool:
     return _HEX.issuperset(text)
+
+
+def _damaged(oid: str, detail: str) -> UsageError:
+    """A loose object no command may read. It is refused whether or not the command needs
+    it: libgit2 would hang on it, and it reads objects of its own accord (a revision walk,
+    a tree diff), so which ones a command reads is not known before. The hint says how to
+    tell an object nothing needs (a `git add` the disk cut short) and be rid of it."""
+    found = missing_object(oid, "a loose object", detail)
+    found.hint = (
+        "run `git fsck --full`: if it says `missing blob|tree|commit` of this id, a commit "
+        "needs it: fetch again, or clone afresh from a good copy; if not, nothing needs "
+        "it: delete the file"
+    )
+    return found
 
 
 def _not_a_file(path: str) -> str | None:

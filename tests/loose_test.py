@@ -137,6 +137,26 @@ def test_a_fifo_in_an_objects_place_is_a_damaged_repository_not_a_hang(
     assert "Traceback" not in got.stderr
 
 
+def test_a_loose_object_no_commit_needs_cut_short_is_refused_with_the_way_out(
+    example_repo: GitRepo,
+) -> None:
+    """A blob of a `git add` the disk cut short, which no commit names: refused all the
+    same (which objects libgit2 reads is not known before it hangs on one), and the hint
+    says how to tell so (git fsck names no missing object) and what then: delete it."""
+    oid = str(example_repo.repo.create_blob(os.urandom(5000)))
+    path = _object_file(example_repo, oid)
+    _cut(path, 100)
+    got = _gitprov(example_repo, "validate")
+    assert got.returncode == 2 and f"cannot read object {oid} (a loose object)" in got.stderr
+    assert "git fsck --full" in got.stderr and "nothing needs it: delete the file" in got.stderr
+    fsck = subprocess.run(
+        ["git", "-C", str(example_repo.path), "fsck", "--full"], capture_output=True, text=True
+    )
+    assert oid in fsck.stderr and f"missing blob {oid}" not in fsck.stdout + fsck.stderr
+    path.unlink()
+    assert _gitprov(example_repo, "validate").returncode == 0
+
+
 def test_the_watchers_read_of_a_moved_branch_finds_a_loose_object_cut_short(
     example_repo: GitRepo,
 ) -> None:
