@@ -90,7 +90,16 @@ def open_repo(path: str | Path) -> pygit2.Repository:
                 hint="if you trust it, run as the user gitprov runs as: "
                 f"git config --global --add safe.directory {found.rstrip('/')}",
             ) from None
-        raise UsageError(f"{found}: cannot open the repository: {exc}") from None
+        # (a config or shallow file libgit2 cannot parse, an extension it does not know:
+        # said with no hint, the one line an environment error must not lack)
+        why = printable(str(exc).removeprefix(f"{found}: "))
+        raise UsageError(
+            f"{found}: cannot open the repository: {why}",
+            hint=f"`git -C {found.rstrip('/')} fsck` says what git makes of it: a damaged "
+            "config or shallow file is restored from a good copy (or the repository cloned "
+            f"afresh); a format git reads but libgit2 {pygit2.LIBGIT2_VERSION} does not "
+            "needs a gitprov built on a newer one",
+        ) from None
     _add_quarantine(repo)
     _check_packed_refs(repo, found)
     loose.check(repo, Path(repo.path) / "gitprov-cache")

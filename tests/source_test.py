@@ -704,3 +704,25 @@ def test_a_branch_that_names_no_commit_is_damage_not_a_bad_name(
         said = f"cannot read object {oid} (the commit 'HEAD' names"
         assert said in err and f"): a {kind}, not a commit" in err and "git fsck" in err, err
         assert "pass a branch, tag or commit id" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("config", "[core\n\tbare = false\n", "failed to parse config file"),
+        ("config", "[core]\n\trepositoryformatversion = 99\n", "unsupported repository version"),
+        ("shallow", "garbage\n", "invalid graft OID at line 1"),
+    ],
+)
+def test_a_repository_libgit2_cannot_open_is_said_with_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, said: str
+) -> None:
+    """A .git/config or shallow file it cannot parse: the error came with no hint line,
+    and named the repository twice."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files())
+    (repo.path / ".git" / name).write_text(text)
+    assert main(["--repo", str(repo.path), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert f"{repo.path}/.git/: cannot open the repository: {said}" in err, err
+    assert err.count(f"{repo.path}/.git/:") == 1 and "\n    hint: `git -C " in err, err
