@@ -238,7 +238,7 @@ def _broken_step(repo: pygit2.Repository, rev: str, shown: str) -> UsageError | 
     if found is None:
         return None
     base = found.group(1)
-    what = f"the commit {base!r} names, on the way to {shown}"
+    what = f"the commit {echoed(base)} names, on the way to {shown}"
     try:
         obj = repo.revparse_single(base)
     except (KeyError, ValueError, pygit2.GitError):
