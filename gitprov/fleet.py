@@ -317,6 +317,14 @@ def _in_range(ts: float, text: str) -> float:
     return ts
 
 
+def _number(digits: str, what: str) -> int:
+    # A `\d+` field is unbounded, and int() raises ValueError past 4300 digits; no log
+    # counts beyond 2**63.
+    if len(digits) > 19:
+        raise _Bad(f"{what} out of range: {_printable(digits, 20)}")
+    return int(digits)
+
+
 # -- nginx
 
 
@@ -378,7 +386,7 @@ def _parse_nginx(line: str, where: str, ctx: _Context) -> _Request | None:
         name=path.lstrip("/"),
         served=None,
         status=int(status),
-        size=None if size == "-" else int(size),
+        size=None if size == "-" else _number(size, "bytes sent"),
         version=None,
         versioned=False,
         body=method == b"GET",
@@ -468,9 +476,10 @@ def _parse_tftpd(line: str, where: str, ctx: _Context) -> _Request | None:
         return None
     nak = _NAK.fullmatch(msg)
     if nak is not None:
+        code = _number(nak.group("code"), "NAK code")  # (before its RRQ is taken)
         held = ctx.pending.pop(process, None)
         if held is not None:
-            held.status = _NAK_STATUS.get(int(nak.group("code")), 500)
+            held.status = _NAK_STATUS.get(code, 500)
             return held
         raise _Skip()  # refused before it was logged (a map-file rule)
     raise _Skip()  # connect, remap, warnings: no request

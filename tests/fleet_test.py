@@ -535,3 +535,26 @@ def test_a_time_out_of_the_calendar_in_utc_is_a_malformed_line(state: Path, tmp_
     report = run(state, access)
     assert report.malformed_total == 2
     assert all("out of the calendar" in m.reason for m in report.malformed)
+
+
+def test_numbers_too_long_for_an_integer_are_malformed_lines(state: Path, tmp_path: Path) -> None:
+    """`\\d+` fields: int() refuses more than 4300 digits; the line is malformed, and a
+    NAK's RRQ is still counted."""
+    digits = "9" * 5000
+    access = write(
+        tmp_path / "access.log",
+        ng("01/May/2024:12:00:05 +0000", f"/fv{A}.conf"),
+        ng("01/May/2024:12:00:06 +0000", f"/fv{B}.conf", size=digits),
+    )
+    report = run(state, access)
+    assert table(report)[A] == ("current", 1002) and table(report)[B] == ("never", None)
+    (bad,) = report.malformed
+    assert bad.reason.startswith("bytes sent out of range") and bad.where.endswith(":2")
+    syslog = write(
+        tmp_path / "syslog",
+        f"2024-05-01T12:30:00Z pbx in.tftpd[10]: RRQ from 192.0.2.7 filename fv{A}.conf",
+        f"2024-05-01T12:30:00Z pbx in.tftpd[10]: sending NAK ({digits}, x) to 192.0.2.7",
+    )
+    report = run(state, syslog)
+    assert report.malformed[0].reason.startswith("NAK code out of range")
+    assert table(report)[A] == ("current", 1002)
