@@ -312,8 +312,14 @@ _LAST = datetime.datetime.max.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def _in_range(ts: float, text: str) -> float:
-    if not _FIRST <= ts <= _LAST:
-        raise _Bad(f"a time out of the calendar in UTC: {_printable(text, 40)}")
+    if _FIRST + 1 < ts < _LAST - 1:
+        return ts
+    # At the very ends the bounds are not enough: a float a microsecond short of _LAST
+    # rounds up to year 10000 when the report turns it back into a date.
+    try:
+        _utc(ts)
+    except (ValueError, OverflowError, OSError):
+        raise _Bad(f"a time out of the calendar in UTC: {_printable(text, 40)}") from None
     return ts
 
 

@@ -558,3 +558,18 @@ def test_numbers_too_long_for_an_integer_are_malformed_lines(state: Path, tmp_pa
     report = run(state, syslog)
     assert report.malformed[0].reason.startswith("NAK code out of range")
     assert table(report)[A] == ("current", 1002)
+
+
+def test_a_time_a_microsecond_before_the_calendars_end(state: Path, tmp_path: Path) -> None:
+    """In range as written, but a float: it rounds up to year 10000."""
+    log = write(
+        tmp_path / "fetch.log",
+        gp("2024-05-01T12:05:00.000Z", f"/fv{A}.conf", version=1002),
+        gp("9999-12-31T23:59:59.999999Z", f"/fv{A}.conf", version=1003),
+        gp("9999-12-31T23:59:59.000Z", f"/fv{B}.conf", version=1002),
+    )
+    report = run(state, log)
+    assert table(report)[A] == ("current", 1002)
+    assert table(report)[B] == ("current", 1002)
+    (bad,) = report.malformed
+    assert "out of the calendar" in bad.reason
