@@ -511,8 +511,15 @@ class _Context:
     tftpd-hpa's RRQs waiting for a NAK of the same process."""
 
     def __init__(self, written: float) -> None:
+        try:
+            year = datetime.datetime.fromtimestamp(written).year
+        except (ValueError, OverflowError, OSError):
+            # A modification time beyond the calendar (a clock or a copy gone wrong): the
+            # year of RFC 3164 stamps is then today's, as it is for a pipe.
+            written = time.time()
+            year = datetime.datetime.fromtimestamp(written).year
         self.written = written
-        self.year = datetime.datetime.fromtimestamp(written).year
+        self.year = year
         self.pending: OrderedDict[tuple[str, str], _Request] = OrderedDict()
         self.ready: list[_Request] = []
         self._stamp = ""

@@ -573,3 +573,12 @@ def test_a_time_a_microsecond_before_the_calendars_end(state: Path, tmp_path: Pa
     assert table(report)[B] == ("current", 1002)
     (bad,) = report.malformed
     assert "out of the calendar" in bad.reason
+
+
+@pytest.mark.parametrize("mtime", [3e11, -1e12])
+def test_a_log_last_written_beyond_the_calendar(mtime: float) -> None:
+    """(ext4 cannot hold such an mtime; tmpfs, XFS and an NFS server can.) RFC 3164
+    stamps then take this year, as for a pipe."""
+    from gitprov.fleet import _Context
+
+    assert _Context(mtime).year == datetime.datetime.now().year
