@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -325,10 +326,20 @@ _PALETTE = (
 )
 
 
-def _e(value: object) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unsurrogate(m: re.Match[str]) -> str:
     # A byte of a log line that was not UTF-8 is held as a lone surrogate (read with
-    # surrogateescape), which no UTF-8 page can hold: shown as `\xNN`, as in the text.
-    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    # surrogateescape): shown as its `\xNN`. Any other one came from a JSON escape
+    # (`"\ud800"` in a fetch log line) and is shown as that escape.
+    code = ord(m.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def _e(value: object) -> str:
+    # No UTF-8 page can hold a lone surrogate: each is written as an escape.
+    text = _SURROGATE.sub(_unsurrogate, str(value))
     return html.escape(text, quote=True)
 
 

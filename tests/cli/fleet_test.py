@@ -196,3 +196,18 @@ def test_html_shows_bytes_that_are_not_utf8_as_escapes(
     assert main(fleet(state, [f"gitprov:{log}"], "--html", str(report))) == 0
     text = report.read_text(encoding="utf-8")
     assert "\\xff\\xfe" in text
+
+
+def test_html_holds_lone_surrogates_of_json_escapes(
+    logs: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, _ = logs
+    log = write(
+        tmp_path / "fetch.log",
+        gp("2024-05-01T12:05:00.000Z", "/\ud800fv0021f2aaaaaa.conf", status=404, client="\udfff"),
+    )
+    assert "\\ud800" in Path(log).read_text()  # (as JSON escapes it: the line is ASCII)
+    report = tmp_path / "report.html"
+    assert main(fleet(state, [log], "--html", str(report))) == 0
+    text = report.read_text(encoding="utf-8")
+    assert "/\\ud800fv0021f2aaaaaa.conf" in text and "\\udfff" in text
