@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +129,8 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
             f"--html {args.html}: the directory {Path(args.html).absolute().parent} does not exist",
             hint="give a file in an existing directory",
         )
+    if args.html:
+        _check_html_target(args.html)
     with out.working("fleet"):
         report = fleet_status(state, logs, bucket=args.bucket, progress=out.progress())
     if args.format == "json":
@@ -156,6 +160,35 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
             "or name it: --log nginx:PATH"
         )
     return 0
+
+
+def _check_html_target(name: str) -> None:
+    """The report is renamed over FILE: what is there must be a file it may replace.
+    A device would be replaced by a file (as root: /dev/null), and so would a symbolic
+    link, whatever it points to (/dev/stdout); a directory would fail only after the
+    logs were read."""
+    paths.absolute(name, "--html")
+    try:
+        mode = os.lstat(name).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        found = paths.unusable(name, exc, "--html")
+        if found is None:
+            raise UsageError(
+                f"--html {name}: cannot look at it: {exc.strerror}", hint="check the path"
+            ) from None
+        raise found from None
+    if stat.S_ISLNK(mode):
+        raise UsageError(
+            f"--html {name}: a symbolic link: the report would replace the link",
+            hint="give the file it points to, or a new file",
+        )
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"--html {name}: not a regular file",
+            hint="give a new file, or a file the report may replace",
+        )
 
 
 # --- text --------------------------------------------------------------------------------

@@ -211,3 +211,25 @@ def test_html_holds_lone_surrogates_of_json_escapes(
     assert main(fleet(state, [log], "--html", str(report))) == 0
     text = report.read_text(encoding="utf-8")
     assert "/\\ud800fv0021f2aaaaaa.conf" in text and "\\udfff" in text
+
+
+def test_html_replaces_only_a_regular_file(
+    logs: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report is renamed over FILE: a link (/dev/stdout), a pipe or a device would
+    be replaced by a file; refused before the logs are read."""
+    state, paths = logs
+    target = tmp_path / "target.html"
+    target.write_text("kept")
+    link = tmp_path / "link.html"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo.html"
+    os.mkfifo(fifo)
+    for name, why in ((link, "a symbolic link"), (fifo, "not a regular file")):
+        assert main(fleet(state, paths, "--html", str(name))) == 2
+        assert f"--html {name}: {why}" in capsys.readouterr().err
+    assert main(fleet(state, paths, "--html", str(tmp_path))) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert link.is_symlink() and target.read_text() == "kept" and fifo.is_fifo()
+    assert main(fleet(state, paths, "--html", str(target))) == 0
+    assert target.read_text().startswith("<!DOCTYPE html>")
