@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gitprov import paths
 from gitprov.cli.common import Output, Subparsers, add_command, add_format
 from gitprov.errors import UsageError
+from gitprov.unsafe import echoed
 
 if TYPE_CHECKING:
     from gitprov.catalog import Unpublished
@@ -96,7 +97,7 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
         return 0
     name = f"{args.kind}.schema.json"
     if name not in schemas:
-        raise UsageError(f"no schema {args.kind!r}", hint="kinds: " + ", ".join(kinds))
+        raise UsageError(f"no schema {echoed(args.kind)}", hint="kinds: " + ", ".join(kinds))
     out.json(schemas[name])
     return 0
 
