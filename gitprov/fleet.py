@@ -621,7 +621,8 @@ class _Device:
     fetched: _Request | None = None
     fetched_version: int | None = None
     version_from: Literal["log", "write-time"] | None = None
-    # version (None: older, number unknown) -> the earliest successful fetch of it
+    # version (None: older, number unknown) -> the earliest successful fetch of it; only
+    # the MAX_SERIES highest versions, the others folded into None (_keep_newest)
     first: dict[int | None, float] = field(default_factory=dict)
 
 
@@ -698,6 +699,7 @@ class _Tally:
             device.fetched, device.fetched_version, device.version_from = r, version, source
         if r.at < device.first.get(version, math.inf):
             device.first[version] = r.at
+            _keep_newest(device.first)
 
     def _version(
         self, r: _Request, published: _Published
@@ -768,6 +770,18 @@ class _Tally:
         tally.last = max(tally.last, r.at)
         if len(tally.examples) < SCAN_EXAMPLES and r.path not in tally.examples:
             tally.examples.append(r.path[:200])
+
+
+def _keep_newest(first: dict[int | None, float]) -> None:
+    """Forget all but a device's MAX_SERIES highest versions, folding the others into
+    None ("older", at the earliest of their times): a crafted fetch log of a million
+    versions would otherwise hold them all. The chart is the same: a version with
+    MAX_SERIES higher ones is not among the newest MAX_SERIES of the fleet either, so it
+    shows as "older", and before the device fetched a higher one it held "older" too."""
+    if len(first) - (None in first) <= MAX_SERIES:
+        return
+    lowest = min(v for v in first if v is not None)
+    first[None] = min(first.get(None, math.inf), first.pop(lowest))
 
 
 def _published_at(manifest: Manifest) -> float:

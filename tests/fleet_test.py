@@ -582,3 +582,63 @@ def test_a_log_last_written_beyond_the_calendar(mtime: float) -> None:
     from gitprov.fleet import _Context
 
     assert _Context(mtime).year == datetime.datetime.now().year
+
+
+def test_memory_does_not_grow_with_the_versions_a_device_fetched(
+    state: Path, tmp_path: Path
+) -> None:
+    """A crafted fetch log naming a new version on every line: the same peak RSS for
+    2,000 and 200,000 of them (each version held would take tens of MiB, more than the
+    peak of the imports that the smaller run measures)."""
+
+    def peak(lines: int) -> int:
+        path = tmp_path / f"{lines}.log"
+        with path.open("w") as f:
+            for i in range(lines):
+                f.write(gp("2024-05-01T12:05:00.000Z", f"/fv{A}.conf", version=i) + "\n")
+        code = (
+            "import sys; from pathlib import Path; from gitprov.fleet import *; "
+            "r = fleet_status(Path(sys.argv[1]), [LogSource(Path(sys.argv[2]))]); "
+            "assert r.adoption.series[-1] == str(int(sys.argv[3]) - 1)"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", code, str(state), str(path), str(lines)])
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        return usage.ru_maxrss * 1024
+
+    small, big = peak(2_000), peak(200_000)
+    assert big < small + 4 * 1024 * 1024, (small, big)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([A, B, C]),
+            st.integers(0, 4 * 86400),
+            st.one_of(st.none(), st.integers(990, 1020)),
+        ),
+        max_size=80,
+    )
+)
+def test_the_chart_is_the_same_with_only_the_newest_versions_kept(
+    tmp_path_factory: pytest.TempPathFactory,
+    fetches: list[tuple[str, int, int | None]],
+) -> None:
+    base = tmp_path_factory.mktemp("chart")
+    state = write_manifest(base / "state", {A: 1020, B: 1020, C: 1020})
+    start = datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC).timestamp()
+    lines = []
+    for mac, offset, version in fetches:
+        at = datetime.datetime.fromtimestamp(start + offset, datetime.UTC)
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        lines.append(gp(stamp, f"/fv{mac}.conf", version=version))
+    log = write(base / "fetch.log", *lines)
+    kept = run(state, log).adoption
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("gitprov.fleet._keep_newest", lambda first: None)
+        every = run(state, log).adoption
+    assert kept == every
