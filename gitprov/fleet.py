@@ -74,6 +74,7 @@ MALFORMED_KEPT = 50  # malformed lines listed by file:line; all are counted
 SCAN_MACS_KEPT = 1000  # distinct MACs counted exactly per scanning client
 SCAN_CLIENTS_KEPT = 10_000  # scanning clients told apart; beyond, only counted
 SCAN_EXAMPLES = 3
+MAX_CLIENT = 255  # characters: longer, a line's client is no address
 MAX_BUCKETS = 400  # the adoption chart's newest buckets
 MAX_SERIES = 10  # versions in the chart; older ones join "older"
 TFTP_PENDING_SECONDS = 30.0  # a request's NAK follows within this (log time)
@@ -280,7 +281,7 @@ def _parse_gitprov(line: str, where: str, _ctx: _Context) -> _Request | None:
     return _Request(
         at=at,
         protocol=protocol,
-        client=client,
+        client=_client(client),
         path=path,
         name=path.lstrip("/"),
         served=served,
@@ -321,6 +322,15 @@ def _in_range(ts: float, text: str) -> float:
     except (ValueError, OverflowError, OSError):
         raise _Bad(f"a time out of the calendar in UTC: {_printable(text, 40)}") from None
     return ts
+
+
+def _client(text: str) -> str:
+    # An address is at most 45 characters, 62 with an IPv6 zone; a scanning client is
+    # kept by its name (SCAN_CLIENTS_KEPT of them), which a crafted line of 64 KiB would
+    # make 640 MB.
+    if len(text) > MAX_CLIENT:
+        raise _Bad(f"not a client address: {_printable(text, 40)}")
+    return text
 
 
 def _number(digits: str, what: str) -> int:
@@ -387,7 +397,7 @@ def _parse_nginx(line: str, where: str, ctx: _Context) -> _Request | None:
     return _Request(
         at=at,
         protocol="http",
-        client=client,
+        client=_client(client),
         path=path,
         name=path.lstrip("/"),
         served=None,
@@ -465,7 +475,7 @@ def _parse_tftpd(line: str, where: str, ctx: _Context) -> _Request | None:
         request = _Request(
             at=at,
             protocol="tftp",
-            client=rrq.group("addr"),
+            client=_client(rrq.group("addr")),
             path=name,
             name=(to if to is not None else name).lstrip("/"),
             served=to.lstrip("/") if to is not None else None,

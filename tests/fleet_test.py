@@ -642,3 +642,28 @@ def test_the_chart_is_the_same_with_only_the_newest_versions_kept(
         mp.setattr("gitprov.fleet._keep_newest", lambda first: None)
         every = run(state, log).adoption
     assert kept == every
+
+
+def test_a_client_too_long_to_be_an_address_is_a_malformed_line(
+    state: Path, tmp_path: Path
+) -> None:
+    """Scanning clients are kept by name: 10,000 of 64 KiB would hold 640 MB."""
+    long, longest = "c" * 256, "2001:db8::7%" + "e" * 243
+    log = write(
+        tmp_path / "fetch.log",
+        gp("2024-05-01T12:05:00.000Z", "/fv0021f3000001.conf", status=404, client=long),
+        gp("2024-05-01T12:05:00.000Z", "/fv0021f3000002.conf", status=404, client=longest),
+    )
+    report = run(state, log)
+    assert [s.client for s in report.scans] == [longest]
+    (bad,) = report.malformed
+    assert bad.reason.startswith("not a client address") and bad.where.endswith(":1")
+    access = write(
+        tmp_path / "access.log", ng("01/May/2024:12:00:05 +0000", "/x").replace("192.0.2.8", long)
+    )
+    syslog = write(
+        tmp_path / "syslog",
+        f"2024-05-01T12:30:00Z pbx in.tftpd[10]: RRQ from {long} filename fv{A}.conf",
+    )
+    for path in (access, syslog):
+        assert run(state, path).malformed[0].reason.startswith("not a client address")
