@@ -877,6 +877,7 @@ def _read(
     fmt = source.format
     try:
         size = os.fstat(raw.fileno()).st_size
+        seekable = raw.seekable()
         ctx = _Context(os.fstat(raw.fileno()).st_mtime)
         label = f"reading {source.path.name}"
 
@@ -889,7 +890,8 @@ def _read(
         try:
             for number, data in enumerate(_lines(stream), 1):
                 lines = number
-                if progress is not None and number % _PROGRESS_EVERY == 0:
+                # (a pipe has no position: tell() would raise, and end the reading)
+                if progress is not None and number % _PROGRESS_EVERY == 0 and seekable:
                     progress(label, min(raw.tell(), size), size)
                 if data is None:
                     flag(number, f"longer than {MAX_LINE} bytes", "")

@@ -667,3 +667,23 @@ def test_a_client_too_long_to_be_an_address_is_a_malformed_line(
     )
     for path in (access, syslog):
         assert run(state, path).malformed[0].reason.startswith("not a client address")
+
+
+def test_a_long_log_through_a_pipe_is_read_whole_with_progress(state: Path, tmp_path: Path) -> None:
+    """Progress (on a terminal) asked the pipe for its position after 65,536 lines:
+    an OSError that ended the reading there, as a malformed line."""
+    line = gp("2024-05-01T12:05:00.000Z", f"/fv{A}.conf", version=1002) + "\n"
+    lines = 70_000
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(line * lines))
+    writer.start()
+    shown: list[tuple[int, int]] = []
+    try:
+        report = fleet_status(
+            state, [LogSource(fifo)], progress=lambda _, done, total: shown.append((done, total))
+        )
+    finally:
+        writer.join(10)
+    assert report.malformed_total == 0, report.malformed
+    assert report.logs[0].requests == lines
