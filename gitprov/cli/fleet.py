@@ -9,6 +9,7 @@ none), in which every string that came from a log is escaped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import os
 import re
@@ -131,6 +132,9 @@ def run_fleet(args: argparse.Namespace, out: Output) -> int:
         )
     if args.html:
         _check_html_target(args.html)
+        from gitprov.plan import MANIFEST
+
+        _check_not_read(args.html, [log.path for log in logs] + [state / MANIFEST])
     with out.working("fleet"):
         report = fleet_status(state, logs, bucket=args.bucket, progress=out.progress())
     if args.format == "json":
@@ -189,6 +193,23 @@ def _check_html_target(name: str) -> None:
             f"--html {name}: not a regular file",
             hint="give a new file, or a file the report may replace",
         )
+
+
+def _check_not_read(name: str, read: list[Path]) -> None:
+    """The report must not replace what it is made from: `--log fetch.log --html
+    fetch.log` read the log, then renamed the report over it, and the log was gone."""
+    try:
+        st = os.stat(name)
+    except OSError:
+        return  # (a new file: nothing read is there)
+    for path in read:
+        with contextlib.suppress(OSError):
+            if os.path.samestat(st, os.stat(path)):
+                raise UsageError(
+                    f"--html {name}: it is {path}, which the report is made from: the "
+                    "report would replace it",
+                    hint="give the report a file of its own",
+                )
 
 
 # --- text --------------------------------------------------------------------------------

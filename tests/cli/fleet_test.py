@@ -233,3 +233,20 @@ def test_html_replaces_only_a_regular_file(
     assert link.is_symlink() and target.read_text() == "kept" and fifo.is_fifo()
     assert main(fleet(state, paths, "--html", str(target))) == 0
     assert target.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_html_never_replaces_a_log_it_reads_or_the_manifest(
+    logs: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--log fetch.log --html fetch.log` read the log, then renamed the report over it:
+    the log was gone. Refused before anything is read, the log kept."""
+    state, paths = logs
+    log = Path(paths[0].split(":", 1)[-1])
+    before = log.read_bytes()
+    for target in (log, state / "manifest.json"):
+        kept = target.read_bytes()
+        assert main(fleet(state, paths, "--html", str(target))) == 2
+        err = capsys.readouterr().err
+        assert "which the report is made from" in err, err
+        assert target.read_bytes() == kept
+    assert log.read_bytes() == before
