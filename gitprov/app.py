@@ -454,11 +454,24 @@ class Session:
         return self.top / self.inventory_dir / SECRETS_FILE
 
     def secrets_file(self) -> sec.SecretsFile:
+        from gitprov.limits import DEFAULT
+        from gitprov.smallfile import NotAFile, read_small
+
         path = self.secrets_path()
+        # Read bounded and never blocking, as the key file is: a work tree's secrets.yaml
+        # that was a fifo hung `secrets list`, and a link to /dev/zero ate all memory.
+        limit = DEFAULT.document_bytes
         try:
-            text = path.read_text(encoding="utf-8")
+            data = read_small(path, limit)
+            if len(data) > limit:
+                raise UsageError(
+                    f"{path} is larger than {limit // 2**20} MiB: no secrets file",
+                    hint=f"check what replaced it (`git diff`); `git checkout -- {path}` restores "
+                    "the committed one",
+                )
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            line = data[: exc.start].count(b"\n") + 1
             raise UsageError(
                 f"{path}:{line}: not UTF-8 text",
                 hint="save the file as UTF-8 (`gitprov validate --worktree` shows the place)",
@@ -468,8 +481,17 @@ class Session:
                 f"{path} does not exist",
                 hint="create it with `public_key: gitprov-pk-…` and `secrets: {}`",
             ) from None
+        except NotAFile as exc:
+            raise UsageError(
+                f"{path} is {exc.what}, not a file",
+                hint=f"put the secrets file itself there (`git checkout -- {path}` restores "
+                "the committed one)",
+            ) from None
         except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            raise UsageError(
+                f"cannot read {path}: {exc.strerror}",
+                hint="check the path and that this user may read it",
+            ) from None
         return sec.load_secrets_file(text, source=str(path))
 
     def secrets_list(self) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import gitprov.cli as cli_module
 from gitprov.cli import main
 from gitprov.crypto import Cipher, DecryptError, Mode, encrypt
 from gitprov.secrets import generate_keypair, load_secrets_file, unseal
+from tests.fixtures.fifo import writerless_fifo
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
 from tests.fixtures.gitrepo import GitRepo, example_files
 from tests.fixtures.roots import root_args
@@ -733,3 +735,35 @@ def test_serve_reads_its_tls_files_before_any_listener_starts(
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert "cannot load TLS certificate" in err and out == "", out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_secrets_read_no_secrets_file_that_is_not_a_file(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A work tree's secrets.yaml that was a fifo hung `secrets list`; one linked to
+    /dev/zero was read until memory ran out."""
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    path.unlink()
+    with contextlib.ExitStack() as stack:
+        if kind == "fifo":
+            stack.enter_context(writerless_fifo(path))
+            what = "a fifo or pipe nothing writes to"
+        elif kind == "device":
+            path.symlink_to("/dev/zero")
+            what = "a character device"
+        else:
+            path.mkdir()
+            what = "a directory"
+        code, _, err = run(capsys, "--repo", str(example_repo.path), "secrets", "list")
+    assert code == 2 and f"secrets.yaml is {what}, not a file" in err, err
+    assert "hint: put the secrets file itself there" in err and "Traceback" not in err
+
+
+def test_secrets_read_no_more_than_a_document(
+    example_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    path.write_bytes(b"#" * (16 * 2**20 + 1))
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "secrets", "list")
+    assert code == 2 and "secrets.yaml is larger than 16 MiB" in err, err
