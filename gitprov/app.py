@@ -10,6 +10,7 @@ problems of the inventory `InvalidInventory` (exit 1).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import stat
@@ -631,8 +632,22 @@ def keygen(out: Path) -> str:
         ) from None
     except OSError as exc:
         raise UsageError(f"cannot create {out}: {exc.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(private + "\n")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(private + "\n")
+            f.flush()
+            # Durable before the public key is printed: secrets sealed to it once the
+            # key file was lost (a power cut) could never be opened.
+            os.fsync(f.fileno())
+    except OSError as exc:
+        # An empty or cut-short key file left behind would be refused as "exists" by
+        # the next try, and read as a malformed key by the publisher.
+        with contextlib.suppress(OSError):
+            os.unlink(out)
+        raise UsageError(
+            f"cannot write the private key into {out}: {exc.strerror}; nothing was kept",
+            hint="free space there, or choose another --out",
+        ) from None
     return public
 
 

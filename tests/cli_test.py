@@ -767,3 +767,25 @@ def test_secrets_read_no_more_than_a_document(
     path.write_bytes(b"#" * (16 * 2**20 + 1))
     code, _, err = run(capsys, "--repo", str(example_repo.path), "secrets", "list")
     assert code == 2 and "secrets.yaml is larger than 16 MiB" in err, err
+
+
+def test_a_private_key_that_cannot_be_written_leaves_no_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a full disk keygen left an empty key file (which the next try refused as
+    existing) and said "cannot write its output", as if stdout were the problem."""
+    real_fdopen = os.fdopen
+
+    def onto_a_full_disk(fd: int, *args: object, **kwargs: object) -> IO[str]:
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, fd)
+        os.close(full)
+        return real_fdopen(fd, *args, **kwargs)  # type: ignore[no-any-return,call-overload]
+
+    monkeypatch.setattr(os, "fdopen", onto_a_full_disk)
+    key_file = tmp_path / "private-key"
+    code, out, err = run(capsys, "secrets", "keygen", "--out", str(key_file))
+    monkeypatch.undo()
+    assert code == 2 and f"cannot write the private key into {key_file}" in err, err
+    assert "No space left on device" in err and "hint: " in err
+    assert "public key" not in out and not key_file.exists()
