@@ -455,6 +455,9 @@ class Session:
         return self.top / self.inventory_dir / SECRETS_FILE
 
     def secrets_file(self) -> sec.SecretsFile:
+        return sec.load_secrets_file(self._secrets_text(), source=str(self.secrets_path()))
+
+    def _secrets_text(self) -> str:
         from gitprov.limits import DEFAULT
         from gitprov.smallfile import NotAFile, read_small
 
@@ -493,7 +496,7 @@ class Session:
                 f"cannot read {path}: {exc.strerror}",
                 hint="check the path and that this user may read it",
             ) from None
-        return sec.load_secrets_file(text, source=str(path))
+        return text
 
     def secrets_list(self) -> list[tuple[str, str]]:
         """(name, digest of the sealed value) of every secret: never a value."""
@@ -513,11 +516,13 @@ class Session:
                 f"the value of {name} holds {what} (the value is not shown); nothing was sealed",
                 hint=hint,
             )
-        sf = self.secrets_file()
+        path = self.secrets_path()
+        text = self._secrets_text()
+        sf = sec.load_secrets_file(text, source=str(path))
         sealed = dict(sf.sealed)
         sealed[name] = sec.seal(sf.public_key, name, value)
-        path = self.secrets_path()
-        write_atomic(path, sec.dump_secrets_file(sec.SecretsFile(sf.public_key, sealed)).encode())
+        new = sec.SecretsFile(sf.public_key, sealed)
+        write_atomic(path, sec.rewrite_secrets_file(text, sf, new).encode())
         return path
 
     def secrets_rotate(self, new_public_key: str) -> int:
@@ -531,8 +536,11 @@ class Session:
                 "--private-key-file FILE before `secrets`: gitprov --private-key-file FILE "
                 "secrets rotate ...",
             )
-        rotated = sec.rotate(self.secrets_file(), current, new_public_key)
-        write_atomic(self.secrets_path(), sec.dump_secrets_file(rotated).encode())
+        path = self.secrets_path()
+        text = self._secrets_text()
+        sf = sec.load_secrets_file(text, source=str(path))
+        rotated = sec.rotate(sf, current, new_public_key)
+        write_atomic(path, sec.rewrite_secrets_file(text, sf, rotated).encode())
         return len(rotated.sealed)
 
     def fleet_settings(self) -> Fleet | None:

@@ -46,6 +46,7 @@ __all__ = [
     "load_private_key",
     "load_secrets_file",
     "public_key_of",
+    "rewrite_secrets_file",
     "rotate",
     "seal",
     "sealed_digest",
@@ -340,6 +341,53 @@ def dump_secrets_file(sf: SecretsFile) -> str:
         lines.append("secrets:\n")
         lines.extend(f"  {yaml_name(name)}: {value}\n" for name, value in sf.sealed.items())
     return "".join(lines)
+
+
+def rewrite_secrets_file(text: str, old: SecretsFile, new: SecretsFile) -> str:
+    """`new` as the text of the file that held `old` as `text`, its comments kept.
+
+    `set` and `rotate` wrote `dump_secrets_file(new)` over the file, which dropped every
+    comment a person had added (who owns a SIP account, why a key is kept). When `text`
+    is the standard layout plus whole-line comments and blank lines, each of those lines
+    stays where it was, next to the secret it sits by; a new secret's line goes in its
+    sorted place. Any other layout is written anew in the standard one.
+    """
+    lines = text.splitlines(keepends=True)
+    body = [i for i, line in enumerate(lines) if not _is_comment_line(line)]
+    standard = dump_secrets_file(old).splitlines(keepends=True)
+    if [lines[i] for i in body] != [ln for ln in standard if not _is_comment_line(ln)]:
+        return dump_secrets_file(new)
+    fresh = dict(new.sealed)
+    pending = sorted(name for name in fresh if name not in old.sealed)
+    names = list(old.sealed)
+    # (a new line goes right after the secret before it, above the comments that
+    # belong to the secret after it)
+    after = {body[1]: names[0] if names else None}
+    after.update((i, names[k + 1] if k + 1 < len(names) else None) for k, i in enumerate(body[2:]))
+    secret_at = dict(zip(body[2:], names, strict=True))
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if i == body[0]:
+            out.append(f"public_key: {new.public_key}\n")
+        elif i == body[1]:
+            out.append("secrets:\n" if fresh else "secrets: {}\n")
+        elif i in secret_at:
+            name = secret_at[i]
+            if name in fresh:
+                out.append(f"  {yaml_name(name)}: {fresh[name]}\n")
+        else:
+            out.append(line)
+        if i in after:
+            bound = after[i]
+            while pending and (bound is None or pending[0] < bound):
+                name = pending.pop(0)
+                out.append(f"  {yaml_name(name)}: {fresh[name]}\n")
+    return "".join(out)
+
+
+def _is_comment_line(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
 
 
 def unseal_all(sf: SecretsFile, private_key: str) -> dict[str, str]:

@@ -789,3 +789,22 @@ def test_a_private_key_that_cannot_be_written_leaves_no_key_file(
     assert code == 2 and f"cannot write the private key into {key_file}" in err, err
     assert "No space left on device" in err and "hint: " in err
     assert "public key" not in out and not key_file.exists()
+
+
+def test_secrets_set_and_rotate_keep_the_files_comments(
+    example_repo: GitRepo,
+    private_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = str(example_repo.path)
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    text = path.read_text().replace("  sip_2002:", "  # the front desk: ask ops first\n  sip_2002:")
+    path.write_text(text + "# end\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hunter2-secret\n"))
+    assert run(capsys, "--repo", repo, "secrets", "set", "sip_2001x")[0] == 0
+    new_public = generate_keypair()[1]
+    assert run(capsys, "--repo", repo, "secrets", "rotate", "--new-public-key", new_public)[0] == 0
+    names = [ln.split(":")[0].strip() for ln in path.read_text().splitlines()[3:]]
+    assert names[1:5] == ["sip_2001", "sip_2001x", "# the front desk", "sip_2002"], names
+    assert names[-1] == "# end"

@@ -18,6 +18,7 @@ from gitprov.secrets import (
     load_private_key,
     load_secrets_file,
     public_key_of,
+    rewrite_secrets_file,
     rotate,
     seal,
     sealed_digest,
@@ -398,3 +399,60 @@ def test_a_public_key_of_a_low_order_point_is_refused_not_a_crash() -> None:
     error (`Error computing shared key`) in `secrets set` and `secrets rotate`."""
     with pytest.raises(SecretError, match="no usable key"):
         seal("gitprov-pk-" + "A" * 43, "pin", VALUE)
+
+
+def _commented(sf: SecretsFile) -> str:
+    """`sf` written by gitprov, then commented by hand."""
+    text = dump_secrets_file(sf)
+    text = text.replace("secrets:\n", "# who owns what: ask ops\nsecrets:\n")
+    text = text.replace("  b:", "  # the front desk's phone\n\n  b:")
+    return text + "# end\n"
+
+
+def test_setting_and_rotating_keep_the_comments_where_they_are() -> None:
+    """`secrets set` and `rotate` wrote the file anew and dropped every comment."""
+    old = SecretsFile(PK, {n: seal(PK, n, VALUE) for n in ("a", "b", "d")})
+    text = _commented(old)
+    sealed = dict(old.sealed, c=seal(PK, "c", VALUE), e=seal(PK, "e", VALUE))
+    sealed["b"] = seal(PK, "b", "changed")
+    new = SecretsFile(PK, sealed)
+    got = rewrite_secrets_file(text, old, new)
+    assert load_secrets_file(got) == new
+    assert [ln.split(":")[0] for ln in got.splitlines()] == [
+        "# gitprov sealed secrets",
+        "public_key",
+        "# who owns what",
+        "secrets",
+        "  a",
+        "  # the front desk's phone",
+        "",
+        "  b",
+        "  c",
+        "  d",
+        "  e",
+        "# end",
+    ]
+    new_sk, new_pk = generate_keypair()
+    rotated = rotate(new, SK, new_pk)
+    again = rewrite_secrets_file(got, new, rotated)
+    assert load_secrets_file(again) == rotated
+    assert [ln for ln in again.splitlines() if "#" in ln or not ln] == [
+        ln for ln in got.splitlines() if "#" in ln or not ln
+    ]
+    assert unseal(new_sk, "b", load_secrets_file(again).sealed["b"]) == "changed"
+
+
+def test_a_first_secret_goes_under_secrets() -> None:
+    old = SecretsFile(PK, {})
+    text = "# mine\n" + dump_secrets_file(old) + "# end\n"
+    new = SecretsFile(PK, {"a": seal(PK, "a", VALUE)})
+    got = rewrite_secrets_file(text, old, new)
+    assert load_secrets_file(got) == new
+    assert got.startswith("# mine\n") and got.endswith(f"  a: {new.sealed['a']}\n# end\n")
+
+
+def test_a_file_in_another_layout_is_written_in_the_standard_one() -> None:
+    old = SecretsFile(PK, {"a": seal(PK, "a", VALUE)})
+    text = f"secrets: {{a: {old.sealed['a']}}}\npublic_key: {PK}\n"
+    new = SecretsFile(PK, dict(old.sealed, b=seal(PK, "b", VALUE)))
+    assert rewrite_secrets_file(text, old, new) == dump_secrets_file(new)
