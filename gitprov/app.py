@@ -539,7 +539,13 @@ class Session:
         path = self.secrets_path()
         text = self._secrets_text()
         sf = sec.load_secrets_file(text, source=str(path))
-        rotated = sec.rotate(sf, current, new_public_key)
+        try:
+            rotated = sec.rotate(sf, current, new_public_key)
+        except SecretError as exc:
+            # The wrong private key, a new public key nothing can be sealed to, or a
+            # value that does not open with the right key: each is fixed by what the
+            # operator gives or does (exit 2, as build says it), not in the inventory.
+            raise UsageError(exc.message, hint=exc.hint) from None
         write_atomic(path, sec.rewrite_secrets_file(text, sf, rotated).encode())
         return len(rotated.sealed)
 

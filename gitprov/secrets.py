@@ -461,8 +461,8 @@ def _check_belongs(sf: SecretsFile, private_key: str) -> None:
     if public_key_of(private_key) != sf.public_key:
         raise SecretError(
             "the private key does not belong to the secrets file's public_key",
-            hint=f"use the key pair the secrets were sealed to (${PRIVATE_KEY_ENV} or "
-            f"${PRIVATE_KEY_FILE_ENV})",
+            hint=f"use the key pair the secrets were sealed to (--private-key-file, "
+            f"${PRIVATE_KEY_ENV} or ${PRIVATE_KEY_FILE_ENV})",
         )
 
 

@@ -21,7 +21,7 @@ from gitprov.crypto import Cipher, DecryptError, Mode, encrypt
 from gitprov.secrets import generate_keypair, load_secrets_file, unseal
 from tests.fixtures.fifo import writerless_fifo
 from tests.fixtures.fleet import device_path, fleet_files, generated_mac
-from tests.fixtures.gitrepo import GitRepo, example_files
+from tests.fixtures.gitrepo import ROOT, GitRepo, example_files
 from tests.fixtures.roots import root_args
 
 
@@ -808,3 +808,24 @@ def test_secrets_set_and_rotate_keep_the_files_comments(
     names = [ln.split(":")[0].strip() for ln in path.read_text().splitlines()[3:]]
     assert names[1:5] == ["sip_2001", "sip_2001x", "# the front desk", "sip_2002"], names
     assert names[-1] == "# end"
+
+
+def test_rotate_with_the_wrong_key_or_a_useless_new_one_is_a_usage_error(
+    example_repo: GitRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each exited 1, "problems in the inventory", where build says the same key
+    problems with 2; the file is left as it was."""
+    repo = str(example_repo.path)
+    path = example_repo.path / "inventory" / "secrets.yaml"
+    before = path.read_bytes()
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(generate_keypair()[0] + "\n")
+    new_public = generate_keypair()[1]
+    argv = ["--repo", repo, "--private-key-file", str(wrong), "secrets", "rotate"]
+    code, _, err = run(capsys, *argv, "--new-public-key", new_public)
+    assert code == 2 and "does not belong to the secrets file's public_key" in err, err
+    assert "--private-key-file" in err
+    argv[3] = str(ROOT / "examples" / "demo-private-key.txt")
+    code, _, err = run(capsys, *argv, "--new-public-key", "gitprov-pk-" + "A" * 43)
+    assert code == 2 and "low-order" in err, err
+    assert path.read_bytes() == before
