@@ -561,7 +561,9 @@ def _read_key_file(path: str, origin: str) -> str:
             hint="it should hold one line: gitprov-sk-…",
         )
     try:
-        text = data.decode("utf-8")
+        # (-sig: Notepad starts a file it saves as UTF-8 with a BOM, and the key line
+        # then read as malformed though it looked whole)
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SecretError(
             f"private key file {path} (from {origin}) is not text",

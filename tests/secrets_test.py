@@ -456,3 +456,11 @@ def test_a_file_in_another_layout_is_written_in_the_standard_one() -> None:
     text = f"secrets: {{a: {old.sealed['a']}}}\npublic_key: {PK}\n"
     new = SecretsFile(PK, dict(old.sealed, b=seal(PK, "b", VALUE)))
     assert rewrite_secrets_file(text, old, new) == dump_secrets_file(new)
+
+
+@pytest.mark.parametrize("written", ["\ufeff{}\r\n", "# mine\r\n\r\n{}\r\n", "  {}  "])
+def test_a_key_file_saved_by_a_windows_editor_reads(tmp_path: Path, written: str) -> None:
+    """A key file with a byte order mark (Notepad's UTF-8) was a "malformed private key"."""
+    path = tmp_path / "key"
+    path.write_bytes(written.format(SK).encode())
+    assert load_private_key({}, str(path)) == SK
