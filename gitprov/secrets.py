@@ -79,6 +79,8 @@ _PUBLIC_RE = re.compile(re.escape(_PK_PREFIX) + _B64URL + f"{{{_KEY_TEXT_LEN}}}"
 # (booleans and null in YAML 1.1 or 1.2, numbers, `.inf`, a leading `-`).
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n", "null"})
+_LEADING_COMMENTS = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*")
+_COMMENT = re.compile(r"#[^\n]*")
 _HEADER = "# gitprov sealed secrets: one line per secret, sealed to public_key.\n"
 
 
@@ -213,7 +215,7 @@ def load_secrets_file(text: str, *, source: str = "secrets.yaml") -> SecretsFile
     from ruamel.yaml.scanner import ScannerError
 
     try:
-        doc = YAML(typ="rt").load(text)
+        doc = YAML(typ="rt").load(_without_leading_comments(text))
     except (ScannerError, ParserError) as exc:
         # These describe tokens ("mapping values are not allowed here"), not content.
         line, col = _mark(exc)
@@ -599,6 +601,17 @@ def _b64decode(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
+
+
+def _without_leading_comments(text: str) -> str:
+    # ruamel reads the comments before the first node in time quadratic in their length
+    # (a 400 KB comment line took 3 s, one of 16 MiB would take hours; after a node they
+    # cost nothing): none matters to what is read here, so each is read as the blank line
+    # it could be, which keeps every line and column where it was. Only those: further
+    # down, a `#` line may be part of a block scalar's value.
+    head = _LEADING_COMMENTS.match(text)
+    assert head is not None  # (it matches the empty string)
+    return _COMMENT.sub("", head.group()) + text[head.end() :]
 
 
 def _mark(exc: MarkedYAMLError) -> tuple[int, int]:

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -464,3 +465,16 @@ def test_a_key_file_saved_by_a_windows_editor_reads(tmp_path: Path, written: str
     path = tmp_path / "key"
     path.write_bytes(written.format(SK).encode())
     assert load_private_key({}, str(path)) == SK
+
+
+def test_a_long_comment_at_the_top_is_read_at_once() -> None:
+    """ruamel read a comment before the first node in quadratic time: a 400 KB one took
+    seconds, a file's worth of 16 MiB would have hung `secrets list` for hours."""
+    sf = SecretsFile(PK, {"a": seal(PK, "a", VALUE)})
+    text = "#" + "x" * 800_000 + "\n  # and more\n" + dump_secrets_file(sf)
+    started = time.monotonic()
+    assert load_secrets_file(text) == sf
+    assert time.monotonic() - started < 5
+    # (lines and columns are where they were)
+    with pytest.raises(SecretError, match=r"^secrets.yaml:6:3: invalid secret name"):
+        load_secrets_file(text.replace("  a:", "  a b:"))
