@@ -539,6 +539,14 @@ class Session:
         path = self.secrets_path()
         text = self._secrets_text()
         sf = sec.load_secrets_file(text, source=str(path))
+        if new_public_key == sf.public_key:
+            # Re-sealed to the same pair, nothing is safer (a leaked private key still
+            # opens all), yet every device using a secret would get a new version.
+            raise UsageError(
+                f"--new-public-key is already the public_key of {path}: nothing to rotate",
+                hint="make a new pair with `gitprov secrets keygen --out FILE` and give "
+                "its public key",
+            )
         try:
             rotated = sec.rotate(sf, current, new_public_key)
         except SecretError as exc:

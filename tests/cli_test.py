@@ -828,4 +828,8 @@ def test_rotate_with_the_wrong_key_or_a_useless_new_one_is_a_usage_error(
     argv[3] = str(ROOT / "examples" / "demo-private-key.txt")
     code, _, err = run(capsys, *argv, "--new-public-key", "gitprov-pk-" + "A" * 43)
     assert code == 2 and "low-order" in err, err
+    # The same key again re-sealed everything and re-versioned every device, for nothing.
+    same = load_secrets_file(before.decode()).public_key
+    code, _, err = run(capsys, *argv, "--new-public-key", same)
+    assert code == 2 and "nothing to rotate" in err and "hint: make a new pair" in err, err
     assert path.read_bytes() == before
