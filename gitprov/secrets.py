@@ -256,7 +256,7 @@ def load_secrets_file(text: str, *, source: str = "secrets.yaml") -> SecretsFile
                     line,
                     col,
                     "secrets-schema",
-                    f"unknown key {str(key)!r}",
+                    f"unknown key {echoed(str(key), 80)}",
                     hint="only public_key and secrets belong here",
                 )
             )
@@ -305,7 +305,7 @@ def load_secrets_file(text: str, *, source: str = "secrets.yaml") -> SecretsFile
                         line,
                         col,
                         "secret-name",
-                        f"invalid secret name {name!r}",
+                        f"invalid secret name {echoed(name, 80)}",
                         hint="use 1-64 letters, digits, '_', '.' or '-'",
                     )
                 )

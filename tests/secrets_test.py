@@ -478,3 +478,14 @@ def test_a_long_comment_at_the_top_is_read_at_once() -> None:
     # (lines and columns are where they were)
     with pytest.raises(SecretError, match=r"^secrets.yaml:6:3: invalid secret name"):
         load_secrets_file(text.replace("  a:", "  a b:"))
+
+
+def test_a_long_name_in_the_file_is_shown_cut_short() -> None:
+    """A 100 KB name (an explicit `? key`) was echoed whole in the error."""
+    long = "n" * 100_000
+    text = f"public_key: {PK}\n? {long}\n: 1\nsecrets:\n  ? {long}\n  : v1:abc\n"
+    with pytest.raises(SecretError) as info:
+        load_secrets_file(text)
+    texts = [p.message for p in info.value.problems]
+    assert [t.split(" '")[0] for t in texts] == ["unknown key", "invalid secret name"]
+    assert all(len(t) < 200 and "(100,000 characters)" in t for t in texts), texts
