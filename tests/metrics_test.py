@@ -9,6 +9,7 @@ import json
 import platform
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -280,17 +281,40 @@ def test_metrics_endpoint_bounds_its_connections_and_their_idle_time(
                     time.sleep(0.2)
             assert drip.recv(65536) == b""  # (closed, without an answer)
             assert time.monotonic() - start < 3.0
+        # A connection's slot is given back when its thread ends, a moment after the
+        # client read the answer: each scrape below waits for both slots to be free, as
+        # a scraper asking every few seconds finds them (else, on a loaded machine, the
+        # next request came first and was closed as a third connection).
+        slots = server._server.gp_slots
+        _wait_until_free(slots, 2)
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200 and b"gitprov_build_info" in r.read()
+        _wait_until_free(slots, 2)
         head = urllib.request.Request(url, method="HEAD")
         with urllib.request.urlopen(head, timeout=5) as r:
             assert r.status == 200 and int(r.headers["Content-Length"]) > 0 and r.read() == b""
+        _wait_until_free(slots, 2)
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(url.replace("/metrics", "/elsewhere"), timeout=5)
         assert missing.value.code == 404
         missing.value.close()
     finally:
         server.stop()
+
+
+def _wait_until_free(slots: threading.BoundedSemaphore, count: int) -> None:
+    """Until `count` slots of the semaphore can be taken (then given back), or 5 s."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        taken = 0
+        while taken < count and slots.acquire(blocking=False):
+            taken += 1
+        for _ in range(taken):
+            slots.release()
+        if taken == count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} slots free after 5 s")
 
 
 def _ipv6_loopback() -> None:
