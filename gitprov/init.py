@@ -478,7 +478,16 @@ def init_inventory(
         files[f"schemas/{schema_name}"] = json.dumps(for_editors(schema), indent=2) + "\n"
     for rel in files:
         path = top / rel
-        if path.exists():
+        # (a symbolic link, even one that points nowhere, in the place of a file or a
+        # directory init writes: the file would be written where it points, anywhere)
+        for place in (top / Path(*Path(rel).parts[:n]) for n in range(1, len(Path(rel).parts))):
+            if place.is_symlink():
+                raise UsageError(
+                    f"{place} is a symbolic link",
+                    hint="init writes into directories of its own: remove the link, or "
+                    "choose an empty directory",
+                )
+        if os.path.lexists(path):
             raise UsageError(f"{path} exists", hint="init makes a new inventory")
     key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -492,7 +501,9 @@ def init_inventory(
     for rel, text in files.items():
         path = top / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        # (O_EXCL: a link made since the check above is refused, never followed)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as out:
+            out.write(text)
     return Initialized(top, tuple(sorted(files)), public, key_path)
 
 

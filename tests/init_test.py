@@ -277,3 +277,33 @@ def test_a_name_that_is_not_utf8_is_refused_before_anything_is_made(
     with pytest.raises(UsageError, match="is not UTF-8"):
         init_inventory(tmp_path / "fleet", key, name=name)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("link", "points_to_a_directory"),
+    [
+        ("schemas/device.schema.json", False),
+        ("schemas", True),
+        ("schemas", False),
+        ("inventory", True),
+        ("inventory", False),
+    ],
+)
+def test_init_never_writes_through_a_symbolic_link_in_its_directory(
+    tmp_path: Path, link: str, points_to_a_directory: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link left in the directory init writes into, even one pointing nowhere, had the
+    file written where it points: anywhere the user may write. Refused (as a link, or as
+    a name that exists), nothing written there, no key made."""
+    top, elsewhere = tmp_path / "fleet", tmp_path / "elsewhere"
+    (top / link).parent.mkdir(parents=True, exist_ok=True)
+    target = elsewhere / "target"
+    (top / link).symlink_to(target)
+    if points_to_a_directory:
+        target.mkdir(parents=True)
+    code = main(["init", str(top), "--private-key-out", str(tmp_path / "k"), "--no-workflows"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{top / link} is a symbolic link" in err or f"{top / link} exists" in err, err
+    assert not target.exists() or not any(target.iterdir()), err
+    assert not (tmp_path / "k").exists()
