@@ -10,7 +10,6 @@ problems of the inventory `InvalidInventory` (exit 1).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import stat
@@ -455,7 +454,14 @@ class Session:
         return self.top / self.inventory_dir / SECRETS_FILE
 
     def secrets_file(self) -> sec.SecretsFile:
-        return sec.load_secrets_file(self._secrets_text(), source=str(self.secrets_path()))
+        return self._secrets_read()[2]
+
+    def _secrets_read(self) -> tuple[Path, str, sec.SecretsFile]:
+        """The secrets file's path, its text (`set` and `rotate` keep its comments) and
+        what it holds."""
+        path = self.secrets_path()
+        text = self._secrets_text()
+        return path, text, sec.load_secrets_file(text, source=str(path))
 
     def _secrets_text(self) -> str:
         from gitprov.limits import DEFAULT
@@ -516,9 +522,7 @@ class Session:
                 f"the value of {name} holds {what} (the value is not shown); nothing was sealed",
                 hint=hint,
             )
-        path = self.secrets_path()
-        text = self._secrets_text()
-        sf = sec.load_secrets_file(text, source=str(path))
+        path, text, sf = self._secrets_read()
         sealed = dict(sf.sealed)
         sealed[name] = sec.seal(sf.public_key, name, value)
         new = sec.SecretsFile(sf.public_key, sealed)
@@ -536,9 +540,7 @@ class Session:
                 "--private-key-file FILE before `secrets`: gitprov --private-key-file FILE "
                 "secrets rotate ...",
             )
-        path = self.secrets_path()
-        text = self._secrets_text()
-        sf = sec.load_secrets_file(text, source=str(path))
+        path, text, sf = self._secrets_read()
         if new_public_key == sf.public_key:
             # Re-sealed to the same pair, nothing is safer (a leaked private key still
             # opens all), yet every device using a secret would get a new version.
@@ -647,28 +649,15 @@ def keygen(out: Path) -> str:
         )
     private, public = sec.generate_keypair()
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        sec.write_key_file(out, private + "\n")
     except FileExistsError:
         raise UsageError(
             f"{out} exists", hint="choose another --out; never overwrite a key"
         ) from None
     except OSError as exc:
-        raise UsageError(f"cannot create {out}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(private + "\n")
-            f.flush()
-            # Durable before the public key is printed: secrets sealed to it once the
-            # key file was lost (a power cut) could never be opened.
-            os.fsync(f.fileno())
-    except OSError as exc:
-        # An empty or cut-short key file left behind would be refused as "exists" by
-        # the next try, and read as a malformed key by the publisher.
-        with contextlib.suppress(OSError):
-            os.unlink(out)
         raise UsageError(
             f"cannot write the private key into {out}: {exc.strerror}; nothing was kept",
-            hint="free space there, or choose another --out",
+            hint="choose an --out in a directory this user may write, with free space",
         ) from None
     return public
 

@@ -490,14 +490,9 @@ def init_inventory(
         if os.path.lexists(path):
             raise UsageError(f"{path} exists", hint="init makes a new inventory")
     key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("# gitprov private key of the " + name + " inventory: keep it off git\n")
-            f.write(private + "\n")
-    except BaseException:
-        key_path.unlink(missing_ok=True)  # (no empty key left to refuse the next init)
-        raise
+    sec.write_key_file(
+        key_path, f"# gitprov private key of the {name} inventory: keep it off git\n{private}\n"
+    )
     for rel, text in files.items():
         path = top / rel
         path.parent.mkdir(parents=True, exist_ok=True)

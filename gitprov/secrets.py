@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import re
@@ -100,6 +101,24 @@ def generate_keypair() -> tuple[str, str]:
         _SK_PREFIX + _b64encode(private.private_bytes_raw()),
         _PK_PREFIX + _b64encode(private.public_key().public_bytes_raw()),
     )
+
+
+def write_key_file(path: str | os.PathLike[str], text: str) -> None:
+    """`text` (a private key, with its comment lines) as the new file `path`, mode 0600,
+    durable on return: secrets sealed to its public key once the file was lost to a
+    power cut could never be opened. Never over a file that exists (FileExistsError);
+    on any other failure nothing is left, since an empty or cut-short key file would be
+    refused as existing by the next try and read as a malformed key by the publisher."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def public_key_of(private_key: str) -> str:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,10 +81,16 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
         target = Path(args.write)
         if paths.kind(target, "--write") not in (None, stat.S_IFDIR):
             raise UsageError(f"--write {target} is a file", hint="give a directory")
+        from gitprov.publish import write_atomic
+
         try:
             target.mkdir(parents=True, exist_ok=True)
             for name, s in sorted(schemas.items()):
-                _replace(target / name, json.dumps(for_editors(s), indent=2) + "\n")
+                # (a temp renamed over the name: in a checked-out repository's schemas/
+                # a name may be a symbolic link to any file of the user's, ~/.bashrc,
+                # which writing to the name would overwrite)
+                text = json.dumps(for_editors(s), indent=2) + "\n"
+                write_atomic(target / name, text.encode(), sync=False)
         except OSError as exc:
             raise UsageError(
                 f"--write {target}: cannot write the schemas: {exc.strerror or exc}",
@@ -103,28 +106,6 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(f"no schema {echoed(args.kind)}", hint="kinds: " + ", ".join(kinds))
     out.json(schemas[name])
     return 0
-
-
-def _replace(path: Path, text: str) -> None:
-    # Written beside and renamed over: DIR is often a checked-out repository's
-    # schemas/, where a name can be a symbolic link to any file of the user's
-    # (~/.bashrc), which writing to the name would overwrite.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # (mkstemp makes it 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def run_params(args: argparse.Namespace, out: Output) -> int:

@@ -11,16 +11,15 @@ Passes:  profiles/office.yaml, models/G502N.yaml, profiles/site-2.east.yaml
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 
-from gitprov.catalog import SCHEMAS_DIR
 from gitprov.errors import Problem, warning
-from gitprov.inventory import MODEL, PROFILE, stem
+from gitprov.inventory import DEVICE, MODEL, PROFILE, stem
 from gitprov.rules import DocContext
+from gitprov.schemas import validator_for
 
 CODE = "GP134"
 NAME = "unnamable-file"
@@ -30,7 +29,8 @@ NAME = "unnamable-file"
 def _pattern(kind: str) -> re.Pattern[str]:
     """What a device's `profile:` or `model:` must match, from the device schema (one
     definition: the schema is what refuses a device naming anything else)."""
-    schema = json.loads((SCHEMAS_DIR / "device.schema.json").read_text())
+    schema = validator_for(DEVICE).schema
+    assert isinstance(schema, Mapping)
     return re.compile(schema["properties"][kind]["pattern"])
 
 
@@ -38,9 +38,10 @@ def check_document(dctx: DocContext) -> Iterator[Problem]:
     if dctx.kind not in (PROFILE, MODEL):
         return
     name = stem(dctx.doc.path)
-    if _pattern(dctx.kind).search(name):
+    pattern = _pattern(dctx.kind)
+    if pattern.search(name):
         return
-    odd = next((c for c in name if not _pattern(dctx.kind).search(c)), None)
+    odd = next((c for c in name if not pattern.search(c)), None)
     why = "it is empty" if odd is None else f"it holds {_character(odd)}"
     field = "profile: (or a profile's extends:)" if dctx.kind == PROFILE else "model:"
     yield warning(
