@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
-import yaml
 
-from gitprov import DOCS_URL, REPOSITORY_URL, __version__, paths
+from gitprov import DOCS_URL, REPOSITORY_URL, __version__, paths, yamldoc
 from gitprov import secrets as sec
 from gitprov.errors import UsageError
 from gitprov.publish import inside as _inside
@@ -360,13 +359,13 @@ class Initialized:
 
 
 def _yaml_text(text: str) -> str:
-    """`text` as a YAML value that reads back as that string: plain when YAML reads it
-    so (`Acme`), else double-quoted (`"Acme: HQ #1"`, `"yes"`, `"1000"`)."""
-    try:
-        plain = yaml.safe_load(f"k: {text}\n")
-    except yaml.YAMLError:
-        plain = None
-    if isinstance(plain, dict) and plain.get("k") == text and "\n" not in text:
+    """`text` as a YAML value that reads back as that string: plain when gitprov's reader
+    reads it so and no other YAML tool would read it otherwise (`Acme`), else
+    double-quoted (`"Acme: HQ #1"`, `"yes"`, `"1000"`, `"n"`: GP013 asks quotes of a
+    string only by luck, which a fleet named after its directory `n` was)."""
+    doc, problems = yamldoc.parse("gitprov.yaml", "", f"k: {text}\n".encode())
+    plain = doc is not None and not problems and not doc.ambiguous and doc.data == {"k": text}
+    if plain and "\n" not in text:
         return text
     return json.dumps(text, ensure_ascii=False)  # (a JSON string is a YAML one)
 

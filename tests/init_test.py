@@ -218,7 +218,7 @@ def test_devices_may_be_grouped_in_directories_of_a_new_inventory(
     ]
 
 
-@pytest.mark.parametrize("name", ['Acme: HQ #1 "west"', "yes", "1000", "Zoë / Berlin"])
+@pytest.mark.parametrize("name", ['Acme: HQ #1 "west"', "yes", "1000", "Zoë / Berlin", "n", "0129"])
 def test_a_fleet_name_of_any_text_is_written_so_that_it_reads_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
