@@ -580,7 +580,10 @@ class Output:
             self.stdout.write(text + "\n")
 
     def warn(self, text: str) -> None:
-        self.stderr.write(text + "\n")
+        """Errors, hints and notes, on stderr. Each line is escaped (`line_safe`): many
+        hold a path or a name the user typed, and an ESC in one would reach the
+        terminal as a command (a newline in one still shows as one, as the shell would)."""
+        self.stderr.write("\n".join(map(line_safe, text.split("\n"))) + "\n")
 
     def json(self, doc: Any) -> None:
         json.dump(doc, self.stdout, indent=2)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gitprov import paths
 from gitprov.cli.common import Output, Subparsers, add_command, add_format
 from gitprov.errors import UsageError
-from gitprov.unsafe import echoed
+from gitprov.unsafe import echoed, line_safe
 
 if TYPE_CHECKING:
     from gitprov.catalog import Unpublished
@@ -96,7 +96,7 @@ def run_schema(args: argparse.Namespace, out: Output) -> int:
                 f"--write {target}: cannot write the schemas: {exc.strerror or exc}",
                 hint="give a directory you may write",
             ) from None
-        out.info(f"wrote {len(schemas)} schema(s) into {target}")
+        out.info(line_safe(f"wrote {len(schemas)} schema(s) into {target}"))
         return 0
     if args.list:
         out.data("\n".join(kinds))

@@ -257,3 +257,54 @@ def test_a_path_error_escaping_an_option_type_is_a_usage_error(
     monkeypatch.setattr("gitprov.fleet.parse_log_source", fail)
     code, err = run(capsys, ["fleet", "--log", "/x/long"])
     _refused(code, err, "/x/long", LONG_SAYS)
+
+
+# A path the user typed, holding what a terminal obeys (ESC starts a colour or moves the
+# cursor, BEL rings): each command's error shows it escaped, never raw.
+ESCAPED: dict[str, Argv] = {
+    "--repo": lambda repo, tmp, bad: ["--repo", f"{bad}/nope", "validate"],
+    "publish, one root inside the other": lambda repo, tmp, bad: [
+        *["--repo", str(repo), "publish", "--http-root", f"{bad}/h"],
+        *["--tftp-root", f"{bad}/h/sub", "--state-dir", str(tmp / "st")],
+    ],
+    "publish, a root under a file": lambda repo, tmp, bad: [
+        *["--repo", str(repo), "publish", "--http-root", f"{tmp}/file/{bad.rsplit('/', 1)[1]}"],
+        *["--tftp-root", str(tmp / "t"), "--state-dir", str(tmp / "st")],
+    ],
+    "fleet --state-dir": lambda repo, tmp, bad: [
+        *["--repo", str(repo), "fleet", "--state-dir", f"{bad}/no"]
+    ],
+    "serve --http-root": lambda repo, tmp, bad: [
+        *["--repo", str(repo), "serve", "--http-root", f"{bad}/no", "--http-port", "0"]
+    ],
+    "--private-key-file": lambda repo, tmp, bad: [
+        *["--private-key-file", f"{bad}/key", "--repo", str(repo), "build", "--out", str(tmp)]
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESCAPED))
+def test_a_typed_path_that_a_terminal_would_obey_is_shown_escaped(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    bad = tmp_path / "d\x1b[31mX\x07Y"
+    bad.mkdir()
+    (tmp_path / "file").write_text("not a directory\n")
+    (tmp_path / "st").mkdir()
+    code, err = run(capsys, ESCAPED[name](example_repo.path, tmp_path, str(bad)))
+    assert code == 2, err
+    assert "\x1b" not in err and "\x07" not in err, err
+    assert "d\\x1b[31mX\\x07Y" in err, err  # (named, escaped)
+
+
+def test_schema_write_shows_the_directory_it_wrote_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "d\x1b[31mX"
+    code, out = run(capsys, ["schema", "--write", str(target)])
+    assert code == 0, out
+    assert "\x1b" not in out and "d\\x1b[31mX" in out, out
