@@ -833,3 +833,33 @@ def test_rotate_with_the_wrong_key_or_a_useless_new_one_is_a_usage_error(
     code, _, err = run(capsys, *argv, "--new-public-key", same)
     assert code == 2 and "nothing to rotate" in err and "hint: make a new pair" in err, err
     assert path.read_bytes() == before
+
+
+def test_secrets_set_shows_a_file_a_terminal_would_obey_escaped(
+    tmp_path: Path,
+    private_key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The secrets file's path (the repository's, as typed) was printed raw."""
+    repo = GitRepo(tmp_path / "r\x1b[31mX")
+    repo.commit(example_files(), "example inventory", worktree=True)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hunter2-secret\n"))
+    code, out, err = run(capsys, "--repo", str(repo.path), "secrets", "set", "sip_9999")
+    assert code == 0, err
+    assert "\x1b" not in out and "r\\x1b[31mX" in out, out
+
+
+def test_build_and_keygen_show_a_path_a_terminal_would_obey_escaped(
+    example_repo: GitRepo, tmp_path: Path, private_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`build --out` and `secrets keygen --out` printed the path as typed."""
+    bad = tmp_path / "d\x1b[31mX"
+    repo = str(example_repo.path)
+    for argv in (
+        ["build", "--out", str(bad / "out")],
+        ["secrets", "keygen", "--out", str(bad / "k")],
+    ):
+        code, out, err = run(capsys, "--repo", repo, *argv)
+        assert code == 0, err
+        assert "\x1b" not in out + err and "d\\x1b[31mX" in out, out

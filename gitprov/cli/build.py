@@ -22,6 +22,7 @@ from gitprov.cli.common import (
 )
 from gitprov.cli.defaults import ITERATIONS, MODES
 from gitprov.errors import GitprovError, UsageError
+from gitprov.unsafe import line_safe
 
 
 def register(sub: Subparsers) -> None:
@@ -154,11 +155,15 @@ def run_build(args: argparse.Namespace, out: Output) -> int:
         return 0
     note = "plain/ holds secrets: keep it private" if built.revealed else "plain/ is redacted"
     out.info(
-        f"built {built.files} device file(s) of {built.commit[:12]} into {built.out}/"
-        f"{{plain,encrypted}}/ ({note})"
+        line_safe(
+            f"built {built.files} device file(s) of {built.commit[:12]} into {built.out}/"
+            f"{{plain,encrypted}}/ ({note})"
+        )
     )
     for name in built.stale:
-        out.info(f"note: {built.out}/{name} was not written by this build (left from before)")
+        out.info(
+            line_safe(f"note: {built.out}/{name} was not written by this build (left from before)")
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ from gitprov.cli.common import (
     session,
 )
 from gitprov.errors import GitprovError, UsageError
+from gitprov.unsafe import line_safe
 
 
 def register(sub: Subparsers) -> None:
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         from gitprov.app import keygen
 
         public = keygen(Path(args.out))
-        out.info(f"private key written to {args.out} (mode 600; keep it off git)")
+        out.info(line_safe(f"private key written to {args.out} (mode 600; keep it off git)"))
         out.data(f"public key: {public}")
         out.info(
             "put the public key into inventory/secrets.yaml (public_key:) or run "
@@ -147,16 +148,18 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.name in known:
             # (a new master key gives every device that uses it a new key and version)
             out.info(
-                f"replaced {args.name} in {path}: every device that uses it gets a new "
-                "file and version at the next publish"
+                line_safe(
+                    f"replaced {args.name} in {path}: every device that uses it gets a new "
+                    "file and version at the next publish"
+                )
             )
         else:
             named = yaml_name(args.name)
-            out.info(f"sealed {args.name} into {path}; refer to it as !secret {named}")
+            out.info(line_safe(f"sealed {args.name} into {path}; refer to it as !secret {named}"))
         return 0
     _check_public_key(args.new_public_key)
     count = s.secrets_rotate(args.new_public_key)
-    out.info(f"re-sealed {count} secret(s) to the new public key in {s.secrets_path()}")
+    out.info(line_safe(f"re-sealed {count} secret(s) to the new public key in {s.secrets_path()}"))
     return 0
 
 

@@ -44,7 +44,7 @@ from gitprov.cli.defaults import (
     TFTP_MAX_TRANSFERS,
 )
 from gitprov.errors import GitprovError, UsageError
-from gitprov.unsafe import echoed, printable, shown
+from gitprov.unsafe import echoed, line_safe, printable, shown
 
 if TYPE_CHECKING:
     from gitprov.publisher_config import PublisherConfig
@@ -457,17 +457,19 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             ),
         )
         if handle.http:
-            out.data(f"HTTP: {handle.http.url}  (root {http_root})")
+            out.data(line_safe(f"HTTP: {handle.http.url}  (root {http_root})"))
         if handle.tftp:
-            out.data(f"TFTP: {handle.tftp.url}/  (root {tftp_root})")
+            out.data(line_safe(f"TFTP: {handle.tftp.url}/  (root {tftp_root})"))
         if url_path:
             out.data(f"also below /{url_path}/ (the provisioning URL's path)")
         https = None
         if secure is not None:
             https = _start_https(args, secure, handle.stop, fetch_log, url_path or "")
-            out.data(f"HTTPS: {https.url}  (client certificates; roots {', '.join(secure)})")
+            out.data(
+                line_safe(f"HTTPS: {https.url}  (client certificates; roots {', '.join(secure)})")
+            )
         if fetch_log is not None:
-            out.data(f"fetch log: {fetch_log.path}")
+            out.data(line_safe(f"fetch log: {fetch_log.path}"))
         out.stdout.flush()
 
         def stop() -> None:

@@ -608,3 +608,23 @@ def test_the_tftp_banner_brackets_an_ipv6_address(root: Path) -> None:
         pytest.skip(f"no IPv6 loopback here: {err.strip()}")
     assert lines[0].startswith("HTTP: http://[::1]:"), lines
     assert lines[1].startswith("TFTP: tftp://[::1]:"), lines
+
+
+def test_the_banner_shows_a_root_a_terminal_would_obey_escaped(tmp_path: Path) -> None:
+    """A root's path was printed as typed: an ESC in it reached the terminal."""
+    import sys
+
+    root = tmp_path / "d\x1b[31mX"
+    root.mkdir()
+    cmd = [sys.executable, "-m", "gitprov", "serve", "--http-root", str(root)]
+    cmd += ["--tftp-root", str(root), "--http-port", "0", "--tftp-port", "0", "--no-fetch-log"]
+    server = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(2)]
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    assert all("\x1b" not in line and "d\\x1b[31mX" in line for line in lines), lines
