@@ -868,7 +868,11 @@ def check_roots(roots: Sequence[Path]) -> None:
                     break
                 here = here.parent  # (made by the publish: what stands above it?)
                 continue
-            except (OSError, ValueError):
+            except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:
+                    _too_long(root, here)
+                break  # (writing into it says why)
+            except ValueError:
                 break  # (writing into it says why)
             if not stat.S_ISDIR(st.st_mode):
                 what = "a file" if stat.S_ISREG(st.st_mode) else "not a directory"
@@ -881,6 +885,35 @@ def check_roots(roots: Sequence[Path]) -> None:
                     "publish.tftp_root) at a directory, or at a path where one can be made",
                 )
             break
+        _too_long(root, here)
+
+
+def _too_long(root: Path, existing: Path) -> None:
+    """Raise RootError when a name in `root` (below `existing`, the directory the
+    publish would make it in) is longer than the file system takes, or the whole path
+    longer than any path can be: the other roots took the commit before, and the root
+    failed when its first file was written (exit 1, at every publish)."""
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    long = next((part for part in root.parts if len(os.fsencode(part)) > name_max), None)
+    if long is None and len(os.fsencode(root)) < path_max:
+        return
+    what = (
+        f"the name {long[:40]}… in it is {len(os.fsencode(long))} bytes long, more than "
+        f"the {name_max} its file system takes"
+        if long is not None
+        else f"its path is {len(os.fsencode(root))} bytes long, more than the {path_max} "
+        "a path can be"
+    )
+    raise RootError(
+        f"cannot publish into the root {root}: {what}; nothing was published, the last "
+        "good files stay",
+        hint="point --http-root/--tftp-root (or publish.http_root, publish.tftp_root) at "
+        "a shorter path",
+    )
 
 
 def _is_file(path: Path) -> bool:

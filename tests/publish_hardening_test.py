@@ -761,6 +761,35 @@ def test_a_file_where_a_root_must_be_refuses_before_any_root_is_written(
     assert load_manifest(base / "state") is None
 
 
+@pytest.mark.parametrize("where", ["name", "name below a directory to make", "path"])
+def test_a_root_whose_name_is_too_long_refuses_before_any_root_is_written(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """A name longer than the file system takes (or a path longer than any path) in the
+    TFTP root: the HTTP root took the commit, then the TFTP root failed on its first
+    file (exit 1, at every publish again), the two roots serving different commits."""
+    base = tmp_path / "out"
+    base.mkdir()
+    args = root_args(base)
+    tftp = {
+        "name": base / ("n" * 300) / "tftp",
+        "name below a directory to make": base / "a" / "b" / ("n" * 300),
+        "path": base.joinpath(*["abcdefgh"] * 600),
+    }[where]
+    args[args.index("--tftp-root") + 1] = str(tftp)
+    code, out, err = run(capsys, "--repo", str(example_repo.path), "publish", *args)
+    assert code == 2, err
+    assert f"cannot publish into the root {tftp}: " in err, err
+    assert ("more than the 4096" if where == "path" else "is 300 bytes long") in err, err
+    assert "nothing was published" in err and "published " not in out
+    assert sorted(p.name for p in base.iterdir()) == ["state"]
+    assert load_manifest(base / "state") is None
+
+
 @pytest.mark.parametrize("where", ["http", "http/below"])
 def test_a_root_that_is_a_link_to_nowhere_refuses_before_any_root_is_written(
     example_repo: GitRepo,

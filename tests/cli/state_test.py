@@ -108,9 +108,11 @@ def test_a_root_whose_path_cannot_be_used_is_an_error_naming_it(
     roots[which] = tmp_path / LONG / which
     state = tmp_path / "state"
     code, err = run(capsys, *publish_argv(example_repo, roots["http"], roots["tftp"], state))
-    assert code == 1, err  # a root that cannot be written; the other one is published
+    # (refused before either root is written: the other one took the commit alone, exit 1)
+    assert code == 2, err
     assert "Traceback" not in err and "internal error" not in err, err
-    assert "name too long" in err.lower(), err
+    assert "is 300 bytes long" in err and "nothing was published" in err, err
+    assert not (tmp_path / ("tftp" if which == "http" else "http")).exists()
     where = ["--http-root", str(roots["http"]), "--tftp-root", str(roots["tftp"])]
     code, err = run(
         capsys,
