@@ -349,6 +349,9 @@ def _chunked(payload: bytes) -> bytes:
         b"GET /small.cfg HTTP/1.1\r\nHost: a\r\nContent-Length: +%d\r\n\r\n%s"
         % (len(SMUGGLED), SMUGGLED),
         b"GET /small.cfg HTTP/1.1\r\nHost: a\r\nbroken header line\r\n\r\n" + SMUGGLED,
+        # More digits than int() reads (4300): no response at all, and a traceback.
+        b"GET /small.cfg HTTP/1.1\r\nHost: a\r\nContent-Length: 1%s\r\n\r\n" % (b"0" * 5000)
+        + SMUGGLED,
     ],
     ids=[
         "content-length",
@@ -362,6 +365,7 @@ def _chunked(payload: bytes) -> bytes:
         "obs-fold",
         "signed-length",
         "line-without-colon",
+        "length-past-int",
     ],
 )
 def test_http_body_is_never_a_second_request(
@@ -397,6 +401,16 @@ def test_http_empty_body_and_keep_alive_still_work(root: Path) -> None:
     assert closed
     assert _status_lines(response) == [200, 200]
     assert response.count(SMALL) == 2
+
+
+def test_http_a_zero_length_of_many_digits_is_no_body(root: Path) -> None:
+    request = b"GET /small.cfg HTTP/1.1\r\nContent-Length: %s\r\nConnection: close\r\n\r\n"
+    with HttpServer(root, HOST, 0) as server:
+        response, closed = _exchange(server.port, request % (b"0" * 5000))
+        assert server.refusals == {}
+    assert closed
+    assert _status_lines(response) == [200]
+    assert response.endswith(SMALL)
 
 
 def test_http_error_closes_the_connection(root: Path) -> None:
