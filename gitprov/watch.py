@@ -264,13 +264,24 @@ def _local_path(url: str) -> bool:
     return ":" not in head
 
 
-class RemoteBranch:
-    """A branch of a remote repository, fetched with pygit2 into a local bare mirror."""
+# How long a fetch waits to connect, and then for each read or write, before it fails.
+# libgit2 waits for ever by default: a remote that accepted the connection and said
+# nothing (a stuck server, a black-holed route) held the watcher in its fetch for good,
+# reconciling nothing and reporting nothing while its status still read as fine.
+FETCH_IDLE_SECONDS = 60.0  # (watch --remote's help names it)
 
-    def __init__(self, mirror: Path, url: str, branch: str) -> None:
+
+class RemoteBranch:
+    """A branch of a remote repository, fetched with pygit2 into a local bare mirror;
+    a fetch fails when the remote is silent for `idle` seconds."""
+
+    def __init__(
+        self, mirror: Path, url: str, branch: str, *, idle: float = FETCH_IDLE_SECONDS
+    ) -> None:
         self.mirror = mirror
         self.url = url
         self.branch = branch
+        self.idle = idle
         try:
             repo = _mirror(mirror, url)
             if "origin" in repo.remotes.names():
@@ -291,6 +302,10 @@ class RemoteBranch:
     def fetch(self) -> None:
         repo = pygit2.Repository(str(self.mirror))
         spec = f"+refs/heads/{self.branch}:refs/heads/{self.branch}"
+        # (libgit2's settings are the process's: this fetch is the only one gitprov makes)
+        millis = max(1, round(self.idle * 1000))
+        pygit2.settings.server_connect_timeout = millis
+        pygit2.settings.server_timeout = millis
         try:
             # Pruned: a branch deleted on the remote goes from the mirror too, and the
             # watcher says so (see Watcher._head) instead of serving on in silence.

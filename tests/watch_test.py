@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -512,6 +513,27 @@ def test_a_failing_fetch_is_reported_once_and_the_loop_goes_on(tmp_path: Path) -
     for _ in range(3):
         assert w.step() is False
     assert [o.kind for o in seen] == [Kind.FETCH_FAILED]
+
+
+def test_a_remote_that_never_answers_fails_the_fetch_instead_of_holding_the_watcher(
+    tmp_path: Path,
+) -> None:
+    """A server that takes the connection and says nothing: the watcher waited in the
+    fetch for ever, reporting nothing and reconciling nothing."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # (connections complete in the backlog; nobody answers them)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/fleet.git"
+        source = RemoteBranch(tmp_path / "mirror.git", url, "main", idle=0.5)
+        seen: list[Outcome] = []
+        w = Watcher(source, Recorder(), observers=[seen.append], clock=Clock())
+        thread = threading.Thread(target=w.step, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "the fetch still waits on the silent remote"
+    assert [o.kind for o in seen] == [Kind.FETCH_FAILED], seen
+    assert f"fetch of main from {url} failed" in seen[0].message
+    assert "timed out" in seen[0].message, seen[0].message
 
 
 def test_status_file_is_whole_json_after_every_outcome(tmp_path: Path) -> None:

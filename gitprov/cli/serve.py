@@ -212,7 +212,8 @@ def register(sub: Subparsers) -> None:
         "--remote",
         metavar="URL",
         help="poll this remote: fetch the branch into the mirror (a branch deleted "
-        "there is reported once; the last good files stay served)",
+        "there is reported once; the last good files stay served); a fetch fails when the "
+        "remote is silent for 60 s, and the next poll tries again",
     )
     p.add_argument(
         "--interval",
