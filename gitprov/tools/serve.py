@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import http.client
 import io
 import logging
 import math
@@ -488,16 +489,29 @@ class _HttpListener(CappedServer):
         self.server_port = int(self.server_address[1])
 
 
+# The bytes a request's line and headers may take: http.server allows a line of 64 KiB
+# and 100 header lines of 64 KiB each, 6.5 MB held per connection while they arrive
+# (at HTTP_MAX_CONNECTIONS, 6.5 GB). A device's request is well under 1 KiB.
+REQUEST_HEAD_BYTES = 128 * 1024
+
+
+class HeadTooLarge(http.client.HTTPException):
+    """A request's line and headers past REQUEST_HEAD_BYTES (answered 431 by the parser,
+    as its own limits are)."""
+
+
 class RequestInput(io.RawIOBase):
     """A connection's input for the request parser: while a request's line and headers
     are read, each read waits no longer than what is left of their time. The socket's
     own timeout is per read: a client sending a byte every few seconds was never idle
-    long enough to be dropped, and held its thread (and a connection slot) for ever."""
+    long enough to be dropped, and held its thread (and a connection slot) for ever.
+    With `budget` set, reads past that many bytes raise HeadTooLarge."""
 
     def __init__(self, sock: socket.socket, idle: float) -> None:
         self._sock = sock
         self._idle = idle
         self.deadline: float | None = None
+        self.budget: int | None = None
 
     def readable(self) -> bool:
         return True
@@ -508,7 +522,12 @@ class RequestInput(io.RawIOBase):
             if left <= 0:
                 raise TimeoutError("the request's line and headers took too long")
             self._sock.settimeout(min(left, self._idle))
-        return self._sock.recv_into(buffer)
+        if self.budget is not None and self.budget <= 0:
+            raise HeadTooLarge(f"request line and headers over {REQUEST_HEAD_BYTES} bytes")
+        read = self._sock.recv_into(buffer)
+        if self.budget is not None:
+            self.budget -= read
+        return read
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
@@ -550,6 +569,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.gp_input.deadline = time.monotonic() + self.request_seconds
+        # (plus a buffer's read-ahead; never reached while the request line, at most
+        # 64 KiB, is read: only the header lines' reads raise, where the parser answers)
+        self.gp_input.budget = REQUEST_HEAD_BYTES + io.DEFAULT_BUFFER_SIZE
         # (a keep-alive connection's last path is not this request's: `_request_path`
         # reads the request line of one refused before it is parsed)
         with contextlib.suppress(AttributeError):
@@ -564,6 +586,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         ok = super().parse_request()
         self.gp_input.deadline = None  # (the line and headers are in: the socket's timeout)
+        self.gp_input.budget = None
         self.connection.settimeout(self.timeout)
         if not ok:
             return False

@@ -413,6 +413,28 @@ def test_http_a_zero_length_of_many_digits_is_no_body(root: Path) -> None:
     assert response.endswith(SMALL)
 
 
+def test_http_a_request_head_past_its_budget_is_refused_not_held(root: Path) -> None:
+    # Each line within http.server's limits (64 KiB, 100 headers): 99 such lines, 6.4 MB,
+    # were held in memory until the last one came, and then served.
+    head = b"GET /small.cfg HTTP/1.1\r\n" + b"X-Pad: %s\r\n" % (b"a" * 65000) * 4
+    with HttpServer(root, HOST, 0) as server:
+        response, closed = _exchange(server.port, head + b"\r\n")
+        assert server.refusals == {"request": 1}
+    assert closed
+    assert _status_lines(response) == [431]
+    assert SMALL not in response
+
+
+def test_http_a_long_line_and_headers_within_the_budget_are_answered(root: Path) -> None:
+    line = b"GET /" + b"a" * 65000 + b" HTTP/1.1\r\n"
+    headers = b"X-Pad: %s\r\nConnection: close\r\n\r\n" % (b"b" * 60000)
+    with HttpServer(root, HOST, 0) as server:
+        response, closed = _exchange(server.port, line + headers)
+        assert server.refusals == {}
+    assert closed
+    assert _status_lines(response) == [404]
+
+
 def test_http_error_closes_the_connection(root: Path) -> None:
     pipelined = b"GET /missing.cfg HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED
     with HttpServer(root, HOST, 0) as server:
