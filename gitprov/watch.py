@@ -43,7 +43,7 @@ from gitprov.errors import GitprovError, InvalidInventory, Problem, UsageError
 from gitprov.pipeline import Pipeline
 from gitprov.plan import Drift
 from gitprov.publish import Guards, PublishError, Targets, TargetsFor, inspect, publish_commit
-from gitprov.unsafe import echoed
+from gitprov.unsafe import echoed, printable
 
 log = logging.getLogger("gitprov.watch")
 
@@ -269,6 +269,8 @@ def _local_path(url: str) -> bool:
 # nothing (a stuck server, a black-holed route) held the watcher in its fetch for good,
 # reconciling nothing and reporting nothing while its status still read as fine.
 FETCH_IDLE_SECONDS = 60.0  # (watch --remote's help names it)
+# What a failed fetch's message keeps of the reason libgit2 gives.
+FETCH_ERROR_CHARS = 1000
 
 
 class RemoteBranch:
@@ -311,7 +313,12 @@ class RemoteBranch:
             # watcher says so (see Watcher._head) instead of serving on in silence.
             repo.remotes["origin"].fetch([spec], prune=FetchPrune.PRUNE)
         except (pygit2.GitError, KeyError, ValueError) as exc:
-            why = str(exc)
+            # The remote's own words ("remote error: …", a pkt-line of up to 64 KiB): an
+            # ESC or a newline in them rewrote the operator's terminal or forged lines
+            # of the watcher's log.
+            why = printable(str(exc))
+            if len(why) > FETCH_ERROR_CHARS:
+                why = why[:FETCH_ERROR_CHARS] + "…"
             if _local_path(self.url) and not os.path.exists(self.url):
                 # (libgit2 says "unsupported URL protocol" of a path that is not there)
                 why = "no such directory (a local path: is the repository gone or moved?)"

@@ -536,6 +536,37 @@ def test_a_remote_that_never_answers_fails_the_fetch_instead_of_holding_the_watc
     assert "timed out" in seen[0].message, seen[0].message
 
 
+def test_a_remotes_error_message_reaches_the_log_escaped(tmp_path: Path) -> None:
+    """A git server's `ERR` line is its own text: an ESC or a newline in it rewrote the
+    operator's terminal and forged lines of the watcher's log."""
+    said = b"ERR \x1b[31mEVIL\npublished 0000 ok\n"
+    body = b"001e# service=git-upload-pack\n0000" + b"%04x" % (len(said) + 4) + said
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+        def answer_one() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+        thread = threading.Thread(target=answer_one, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/fleet.git"
+        source = RemoteBranch(tmp_path / "mirror.git", url, "main", idle=5)
+        with pytest.raises(GitprovError) as info:
+            source.fetch()
+        thread.join(5)
+    message = info.value.message
+    assert "remote error: \\x1b[31mEVIL\\x0apublished 0000 ok" in message, message
+    assert message.isprintable(), message
+
+
 def test_status_file_is_whole_json_after_every_outcome(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     status = StatusFile(path, "main of repo")
