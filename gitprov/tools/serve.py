@@ -911,14 +911,23 @@ class _Reader(Protocol):
 
 
 class _HashingReader:
-    """The file's bytes as read, hashed on the way: what a completed transfer sent."""
+    """The file's bytes as read, hashed on the way: what a completed transfer sent. At
+    most `size` bytes (its size when opened, which tsize announced), and OSError when
+    the file ends before them: cut in place while it is sent (a publish replaces a file,
+    never truncates it), its short last block would end the transfer as if whole, the
+    device taking the head of a file for all of it, and the fetch log saying 200."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, size: int) -> None:
         self._raw = raw
+        self._left = size
         self.digest = hashlib.sha256()
 
     def read(self, size: int, /) -> bytes:
-        data = self._raw.read(size)
+        want = min(size, self._left)
+        data = self._raw.read(want) if want else b""
+        if len(data) < want:
+            raise OSError(errno.EIO, "the file got shorter while it was sent")
+        self._left -= len(data)
         self.digest.update(data)
         return data
 
@@ -1268,7 +1277,7 @@ class TftpServer:
             self._refuse(sock, address, request.filename, "busy", _ERR_UNDEFINED, "Server busy")
             return
         blksize, timeout, accepted = self._negotiate(request, size)
-        hashing = _HashingReader(file)
+        hashing = _HashingReader(file, size)
         reader: _Reader = hashing if request.mode == "octet" else _NetasciiReader(hashing)
         block, first_size = 0, 0
         try:

@@ -514,6 +514,42 @@ def test_fetches_during_replace_are_whole(
     assert flips > 60  # the file really was replaced while being served
 
 
+def _tftp_while_truncated(port: int, path: Path, at_block: int) -> tuple[bytes, bytes | None]:
+    """Fetch `path` (512-byte blocks), cutting it in place to 1000 bytes when block
+    `at_block` arrives: the bytes taken as the file, and the ERROR packet if one came."""
+    data = bytearray()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(tftp_request(1, path.name), (HOST, port))
+        expected = 1
+        while True:
+            packet, server = sock.recvfrom(70000)
+            opcode, number = struct.unpack_from("!HH", packet)
+            if opcode == 5:
+                return bytes(data), packet
+            if number != expected:
+                continue
+            if number == at_block:
+                os.truncate(path, 1000)
+            data += packet[4:]
+            sock.sendto(struct.pack("!HH", 4, number), server)
+            if len(packet) - 4 < 512:
+                return bytes(data), None
+            expected += 1
+
+
+def test_tftp_a_file_cut_in_place_while_sent_is_an_error_not_a_whole_file(
+    tftp: TftpServer, root: Path, events: Events
+) -> None:
+    (root / "cut.bin").write_bytes(BIG)
+    data, error = _tftp_while_truncated(tftp.port, root / "cut.bin", 5)
+    assert error is not None, f"{len(data)} bytes of {len(BIG)} ended as a whole file"
+    assert error[4:] == b"Read error\0"
+    assert data == BIG[: len(data)] and len(data) < len(BIG)
+    (event,) = events.wait_for(1)
+    assert (event.status, event.sha256) == (500, None)
+
+
 # --- both ------------------------------------------------------------------------------
 
 
