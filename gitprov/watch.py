@@ -322,6 +322,9 @@ class RemoteBranch:
             if _local_path(self.url) and not os.path.exists(self.url):
                 # (libgit2 says "unsupported URL protocol" of a path that is not there)
                 why = "no such directory (a local path: is the repository gone or moved?)"
+            elif _local_path(self.url) and not os.path.isdir(self.url):
+                # (and of a file, a FIFO or a socket there)
+                why = "not a directory (a local path: a repository is a directory)"
             raise GitprovError(
                 f"fetch of {self.branch} from {self.url} failed: {why}",
                 hint="check the URL and the network; the last good files stay",

@@ -508,6 +508,14 @@ def test_a_failing_fetch_is_reported_once_and_the_loop_goes_on(tmp_path: Path) -
         source.fetch()
     # (not libgit2's "unsupported URL protocol" of a path that is not there)
     assert "no such directory" in info.value.message, info.value.message
+    # Nor of a path that is there but no directory: a file, a FIFO.
+    (tmp_path / "file.git").write_text("")
+    os.mkfifo(tmp_path / "fifo.git")
+    for name in ("file.git", "fifo.git"):
+        other = RemoteBranch(tmp_path / f"mirror-{name}", str(tmp_path / name), "main")
+        with pytest.raises(GitprovError, match="not a directory") as info:
+            other.fetch()
+        assert "unsupported URL protocol" not in info.value.message, info.value.message
     seen: list[Outcome] = []
     w = Watcher(source, Recorder(), observers=[seen.append], clock=Clock())
     for _ in range(3):
