@@ -187,6 +187,10 @@ class _Listener(CappedServer):
 class _Scrape(BaseHTTPRequestHandler):
     server: _Listener
     timeout = SCRAPE_TIMEOUT
+    # The base class assumes HTTP/0.9 until a version is parsed: a garbled request line
+    # got its error page, and `GET /metrics` without a version the metrics, with no
+    # status line or headers (as gitprov.tools.serve's handler, which fixed it first).
+    default_request_version = "HTTP/1.0"
     server_version = "gitprov"
     sys_version = ""
 

@@ -302,6 +302,24 @@ def test_metrics_endpoint_bounds_its_connections_and_their_idle_time(
         server.stop()
 
 
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [(b"GET /metrics\r\n\r\n", 200), (b"\x16\x03\x01 garbage\r\n\r\n", 400)],
+    ids=["no-version", "garbled"],
+)
+def test_every_answer_of_the_endpoint_has_a_status_line(request_line: bytes, status: int) -> None:
+    server = Metrics().serve(0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+            client.sendall(request_line)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.0 %d " % status), answer[:80]
+
+
 def _wait_until_free(slots: threading.BoundedSemaphore, count: int) -> None:
     """Until `count` slots of the semaphore can be taken (then given back), or 5 s."""
     deadline = time.monotonic() + 5
