@@ -192,6 +192,36 @@ def test_a_control_character_in_an_argument_is_echoed_escaped(
     assert code == 2 and "x\\x1b[2J" in err and "\x1b" not in err, err
 
 
+@pytest.mark.parametrize(
+    "where", ["--private-key-file", "GITPROV_PRIVATE_KEY_FILE", "GITPROV_PUBLISHER_CONFIG"]
+)
+def test_a_control_character_in_a_path_from_the_environment_is_echoed_escaped(
+    example_repo: GitRepo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A key file or publisher config named with an ESC in its name (from an option the
+    parser does not check, or a variable): the error naming it printed the ESC as it is."""
+    path = tmp_path / "k\x1b[2Jey"
+    path.write_text("not a key\n")
+    monkeypatch.delenv("GITPROV_PRIVATE_KEY", raising=False)
+    monkeypatch.delenv("GITPROV_PUBLISHER_CONFIG", raising=False)
+    argv = ["--repo", str(example_repo.path)]
+    if where == "GITPROV_PRIVATE_KEY_FILE":
+        monkeypatch.setenv(where, str(path))
+        argv += ["key", "0021f2011b19"]
+    elif where == "--private-key-file":
+        argv += [where, str(path), "key", "0021f2011b19"]
+    else:
+        monkeypatch.setenv(where, str(tmp_path / "c\x1b[2Jfg\u202e.yaml"))
+        argv += ["publish"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "\\x1b[2J" in err, err
+    assert "\x1b" not in err and "\u202e" not in err, err
+
+
 def test_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--repo", str(tmp_path), "validate")
     assert code == 2

@@ -324,14 +324,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except InvalidInventory as exc:
         out.problems(exc.problems, "text", sys.stderr)
-        out.warn(f"gitprov: {exc.message}")
+        out.warn(f"gitprov: {line_safe(exc.message)}")
         if exc.hint:
-            out.warn(f"    hint: {exc.hint}")
+            out.warn(f"    hint: {line_safe(exc.hint)}")
         return 1
     except GitprovError as exc:
-        out.warn(f"gitprov: error: {exc.message}")
+        # (the last guard: a message names paths from the environment, a config file or
+        # a key file, and an ESC in one reached the terminal as itself)
+        out.warn(f"gitprov: error: {line_safe(exc.message)}")
         if exc.hint:
-            out.warn(f"    hint: {exc.hint}")
+            out.warn(f"    hint: {line_safe(exc.hint)}")
         return exc.exit_code
     except KeyboardInterrupt:
         out.warn("gitprov: interrupted")
