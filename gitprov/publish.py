@@ -42,6 +42,7 @@ import os
 import posixpath
 import re
 import secrets
+import signal
 import stat
 import threading
 import time
@@ -1242,9 +1243,17 @@ def publish(
     with publish_lock(targets.state_dir, lock_wait):
         previous = load_manifest(targets.state_dir)
         _check_descendant(build.commit, previous, is_descendant, force)
-        result = _publish_locked(
-            build, targets, previous, progress, prune_unknown, verify, dict(inputs or {})
-        )
+        with _Held() as signals:
+            result = _publish_locked(
+                build,
+                targets,
+                previous,
+                progress,
+                prune_unknown,
+                verify,
+                dict(inputs or {}),
+                held=signals,
+            )
         return _journal(result, previous, recorder or journal.Recorder())
 
 
@@ -1657,19 +1666,21 @@ def _publish_commit(
                     inputs=inputs,
                     recorder=recorder,
                 )
-                result = _publish_locked(
-                    build,
-                    where,
-                    previous,
-                    progress,
-                    prune_unknown,
-                    verify,
-                    inputs,
-                    change.carried if change is not None else None,
-                    carry.roots if carry is not None else (),
-                    surveyed,
-                    digest_state=pipeline.one_commit,
-                )
+                with _Held() as signals:
+                    result = _publish_locked(
+                        build,
+                        where,
+                        previous,
+                        progress,
+                        prune_unknown,
+                        verify,
+                        inputs,
+                        change.carried if change is not None else None,
+                        carry.roots if carry is not None else (),
+                        surveyed,
+                        digest_state=pipeline.one_commit,
+                        held=signals,
+                    )
                 if watch is not None:
                     watch.vouch(result.manifest)
                 break
@@ -2706,6 +2717,39 @@ def _check_descendant(
         )
 
 
+class _Held:
+    """SIGINT and SIGTERM held back while it is entered, from `hold()` on: a publish
+    interrupted between its first rename and its manifest served some files of the new
+    commit and some of the old, which no manifest listed and `verify` matched with
+    neither commit. A signal that came meanwhile is raised again on the way out, once
+    the manifest records what was renamed (Ctrl-C still ends the command, with 130).
+    Only the main thread sets handlers; elsewhere nothing is held."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._got: list[int] = []
+
+    def hold(self) -> None:
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._keep)
+
+    def _keep(self, signum: int, frame: object) -> None:
+        self._got.append(signum)
+
+    def __enter__(self) -> _Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            # (None: a handler not set from Python, which cannot be put back)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+        if self._got:
+            signal.raise_signal(self._got[0])
+
+
 def _publish_locked(
     build: Build,
     targets: Targets,
@@ -2719,13 +2763,15 @@ def _publish_locked(
     surveyed: Survey | None = None,
     *,
     digest_state: bool = False,
+    held: _Held | None = None,
 ) -> PublishResult:
     """Publish `build` over `previous`. `carried` (see gitprov.change) are files of
     `previous` kept as they are, besides the build's (their bytes are read from the
     roots `carried_from` only when a root needs them written); NotAChange when the build
     makes a file of one of those names. With `digest_state`, the journal's digest of
     the state written is made while the manifest is fsynced (for a journal that keeps
-    nothing for a next publish: see `journal.state_digest`)."""
+    nothing for a next publish: see `journal.state_digest`). `held` holds SIGINT and
+    SIGTERM back from the first rename on."""
     roots = targets.roots
     files, notes = artifacts(build, targets.firmware_dir)
     carried = carried or {}
@@ -2831,8 +2877,14 @@ def _publish_locked(
             _note_pending(targets.state_dir, served, raised | pending.keys())
             noted.append(True)
 
+        def before_renames() -> None:
+            if held is not None:
+                held.hold()
+            if raised:
+                note()
+
         failures, leftovers, touched, written = _apply(
-            the_plan, wanted, roots, progress, note if raised else None
+            the_plan, wanted, roots, progress, before_renames
         )
         if noted and not touched and len(failures) == len(roots):
             _put_back_pending(targets.state_dir, pending)  # (nothing was renamed)

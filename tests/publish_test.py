@@ -4,6 +4,7 @@ one publisher at a time, option-66 bootstrap and firmware files."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -345,6 +346,55 @@ def test_an_interrupt_right_after_a_temp_is_made_leaves_none_in_a_root(
         if root.exists():
             assert not [n for n in os.listdir(root) if n.startswith(".")], root
     assert (tmp_path / "tftp").exists() == (made_by == "link")
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_among_the_renames_is_raised_once_the_manifest_records_them(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sig: signal.Signals,
+) -> None:
+    # Ctrl-C (or a SIGTERM) right after the first rename: the roots held one file of
+    # the new commit and the rest of the old, the manifest the old, and `verify` matched
+    # neither commit until a publish ran again.
+    rename = publish_module._rename
+    sent: list[bool] = []
+
+    def renaming(dir_fd: int, pair: tuple[str, str]) -> None:
+        rename(dir_fd, pair)
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), sig)
+
+    t = targets(tmp_path)
+    build = build_of(example_repo, private_key)
+    monkeypatch.setattr(publish_module, "_rename", renaming)
+    # (SIGTERM's default would end pytest: made an exception here, as a handler would)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else _Terminated):
+            publish(build, t)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sent and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    manifest = load_manifest(t.state_dir)
+    assert manifest is not None and manifest.commit == build.commit
+    for root in t.roots:
+        assert sorted(n for n in os.listdir(root) if not n.startswith(".")) == sorted(
+            manifest.files
+        )
+    monkeypatch.undo()
+    assert publish(build, t).already_published
 
 
 def test_a_commit_that_does_not_descend_is_refused(
