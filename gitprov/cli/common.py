@@ -622,13 +622,21 @@ class Output:
 PROGRESS_DELAY_ENV = "GITPROV_PROGRESS_DELAY"
 
 
+# A day: no command shows nothing for longer. The interval timer takes no more than a
+# time_t: `inf` (or 1e999) was an internal error on a terminal, the first time it was set.
+PROGRESS_DELAY_MAX = 86_400.0
+
+
 def progress_delay() -> float:
     """Seconds a stage runs before its progress shows (GITPROV_PROGRESS_DELAY, default
-    0.5): what ends sooner leaves the terminal as it was."""
+    0.5; at most PROGRESS_DELAY_MAX): what ends sooner leaves the terminal as it was."""
     try:
-        return max(0.0, float(os.environ.get(PROGRESS_DELAY_ENV, "0.5")))
+        delay = float(os.environ.get(PROGRESS_DELAY_ENV, "0.5"))
     except ValueError:
         return 0.5
+    if math.isnan(delay):
+        return 0.5
+    return min(max(0.0, delay), PROGRESS_DELAY_MAX)
 
 
 class _Bars:

@@ -153,6 +153,17 @@ def test_a_short_command_leaves_the_terminal_as_it_was(repo: GitRepo, tmp_path: 
     assert b"\r" not in seen and b"%|" not in seen, seen[-800:]
 
 
+@pytest.mark.parametrize("delay", ["inf", "1e999", "1e30"])
+def test_a_delay_past_what_the_timer_takes_shows_nothing(
+    repo: GitRepo, tmp_path: Path, delay: str
+) -> None:
+    """GITPROV_PROGRESS_DELAY=inf (never, one would think) was an internal error on a
+    terminal: the interval timer takes no more than a time_t."""
+    code, seen = on_terminal(["--repo", str(repo.path), "validate"], env(delay=delay))
+    assert code == 0 and b"Traceback" not in seen, seen[-800:]
+    assert b"\r" not in seen and b"%|" not in seen, seen[-800:]
+
+
 def test_the_timer_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """A build forks its workers only from a process of one thread: the line is redrawn
     by an interval timer, so `working` must not start a thread."""
@@ -174,7 +185,20 @@ def test_the_timer_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
         os.close(child_fd)
 
 
-@pytest.mark.parametrize(("value", "delay"), [(None, 0.5), ("0", 0.0), ("2", 2.0), ("x", 0.5)])
+@pytest.mark.parametrize(
+    ("value", "delay"),
+    [
+        (None, 0.5),
+        ("0", 0.0),
+        ("2", 2.0),
+        ("x", 0.5),
+        ("-1", 0.0),
+        ("nan", 0.5),
+        ("inf", 86_400.0),
+        ("1e999", 86_400.0),
+        ("1e30", 86_400.0),
+    ],
+)
 def test_progress_delay(monkeypatch: pytest.MonkeyPatch, value: str | None, delay: float) -> None:
     if value is None:
         monkeypatch.delenv("GITPROV_PROGRESS_DELAY", raising=False)
