@@ -287,6 +287,17 @@ CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # (Ctrl-C before a command runs, while the parser is built or reads the command
+        # line: a traceback, and the process ended by the signal)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("gitprov: interrupted\n")
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     _tolerant_output()
     parser = _parser()

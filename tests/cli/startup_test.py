@@ -7,6 +7,8 @@ importing their owners must be the owners' values."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +167,47 @@ def test_the_command_probe_sees_publishing(
 )
 def test_the_parsers_values_are_their_owners(mirror: object, owner: object) -> None:
     assert mirror == owner
+
+
+# Ctrl-C while gitprov loads: an import raises KeyboardInterrupt, as the signal would.
+INTERRUPTED_IMPORT = """
+import runpy, sys
+
+class Interrupting:
+    def find_spec(self, name, path=None, target=None):
+        if name == "gitprov.cli.build":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupting())
+sys.argv = ["gitprov", "validate"]
+runpy.run_module("gitprov", run_name="__main__")
+"""
+
+
+def test_an_interrupt_while_gitprov_loads_says_so_with_130(tmp_path: Path) -> None:
+    """Ctrl-C in the first tenth of a second printed the import's traceback."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "gitprov: interrupted\n", done.stderr
+
+
+def test_an_interrupt_while_the_parser_is_built_says_so_with_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the command line was read (before a command ran): a traceback, and
+    the process ended by the signal."""
+    parser = gitprov.cli._parser
+
+    def interrupted() -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        return parser()
+
+    monkeypatch.setattr(gitprov.cli, "_parser", interrupted)
+    assert gitprov.cli.main(["validate"]) == 130
+    assert capsys.readouterr().err == "gitprov: interrupted\n"
