@@ -330,6 +330,24 @@ def test_the_reference_secrets_set_prints_reads_back_as_that_secret(
     assert code == 0 and "Hunter2-secret" in out, out
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_decrypt_refuses_what_is_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """`decrypt FIFO` with nothing writing waited for ever; /dev/zero was read for 16 MiB
+    before it was found to be no device's file."""
+    path = tmp_path / "fv0021f2011b19.conf"
+    with contextlib.ExitStack() as stack:
+        if kind == "fifo":
+            stack.enter_context(writerless_fifo(path))
+            what = "a fifo or pipe nothing writes to"
+        else:
+            path.symlink_to("/dev/zero")
+            what = "a character device"
+        code, out, err = run(capsys, "decrypt", "--key", "k", str(path))
+    assert code == 2 and not out and f"{path} is {what}, not a file" in err, err
+
+
 def test_decrypt_command(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     f = tmp_path / "fv.conf"
     f.write_bytes(encrypt(b"DBID_DBASE_VERSION=7\n", "k3y"))
@@ -631,9 +649,14 @@ def test_secrets_set_reads_no_more_than_a_secret_from_stdin(
     assert path.read_bytes() == before
 
 
-def test_decrypt_reads_no_more_than_a_device_file(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "decrypt", "/dev/zero", "--key", "k")
-    assert code == 2 and "/dev/zero holds more than 16 MiB" in err and "Traceback" not in err, err
+def test_decrypt_reads_no_more_than_a_device_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.conf"
+    with big.open("wb") as f:
+        f.truncate(16 * 2**20 + 1)  # (sparse)
+    code, _, err = run(capsys, "decrypt", str(big), "--key", "k")
+    assert code == 2 and f"{big} holds more than 16 MiB" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from gitprov.cli.common import (
 )
 from gitprov.cli.defaults import ITERATIONS, MODES
 from gitprov.errors import GitprovError, UsageError
+from gitprov.smallfile import NotAFile, read_small
 from gitprov.unsafe import line_safe
 
 
@@ -212,8 +213,14 @@ def run_decrypt(args: argparse.Namespace, out: Output) -> int:
                 )
             data = sys.stdin.buffer.read(DECRYPT_MAX + 1)
         else:
-            with open(args.file, "rb") as f:
-                data = f.read(DECRYPT_MAX + 1)
+            # (bounded, and a fifo nothing writes to refused: open() waited for a writer
+            # for ever; `<(curl …)`, a pipe a command writes into, is read)
+            data = read_small(args.file, DECRYPT_MAX)
+    except NotAFile as exc:
+        raise UsageError(
+            f"{args.file} is {exc.what}, not a file",
+            hint="give the file a device fetched, or pipe it in (`gitprov decrypt - < FILE`)",
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     if len(data) > DECRYPT_MAX:

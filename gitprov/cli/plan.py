@@ -15,11 +15,11 @@ import json
 import re
 from collections.abc import Sequence
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gitprov.cli.common import Output, Subparsers, add_command, readable_file, session
 from gitprov.errors import UsageError
+from gitprov.smallfile import read_small
 from gitprov.unsafe import NOT_UTF8, UNSAFE, describe, echoed
 
 if TYPE_CHECKING:
@@ -234,6 +234,11 @@ def _line_col(text: str, at: int) -> tuple[int, int]:
     return text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
 
 
+# A saved plan past this is no plan gitprov wrote (one of 100,000 devices, each changed,
+# is some 40 MB).
+PLAN_JSON_MAX = 256 * 2**20
+
+
 def load_json(path: str) -> Review:
     """A plan saved with `--format json`, checked against its schema."""
     from jsonschema import Draft202012Validator
@@ -244,7 +249,16 @@ def load_json(path: str) -> Review:
     from gitprov.strand import Stranding
 
     try:
-        text = Path("/dev/stdin" if path == "-" else path).read_text(encoding="utf-8")
+        if path == "-":
+            with open("/dev/stdin", "rb") as stdin:
+                data = stdin.read(PLAN_JSON_MAX + 1)
+        else:
+            # (a fifo nothing writes to waited for ever; /dev/zero was read until memory
+            # ran out, an internal error)
+            data = read_small(path, PLAN_JSON_MAX)
+        if len(data) > PLAN_JSON_MAX:
+            raise ValueError(f"larger than {PLAN_JSON_MAX // 2**20} MiB")
+        text = data.decode("utf-8")
         # (a byte order mark at the start is skipped, as the inventory's YAML and the
         # state files' JSON have it: an editor on Windows adds one when it saves)
         text = text.removeprefix("\ufeff")

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from gitprov.cli import main
+from gitprov.cli import plan as cli_plan
 from gitprov.cli.plan import markdown
 from gitprov.review import Change, DeviceChange, Review
+from tests.fixtures.fifo import writerless_fifo
 from tests.fixtures.gitrepo import GitRepo, example_files
 
 BASE, HEAD = "b" * 40, "c" * 40
@@ -359,3 +361,22 @@ def test_a_base_the_repository_cannot_read_keeps_the_hint_that_says_why(
     assert "git fsck" in err and "pass --base BRANCH" not in err, err
     assert main(["--repo", str(repo.path), "plan", "--base", "mian"]) == 2
     assert "pass --base BRANCH; this repository's branches: main" in capsys.readouterr().err
+
+
+def test_a_saved_plan_from_a_fifo_nothing_writes_to_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--from-json FIFO` with no writer waited for ever (and /dev/zero was read until
+    memory ran out: an internal error)."""
+    with writerless_fifo(tmp_path / "plan.json") as fifo:
+        code, _, err = cli(capsys, "plan", "--from-json", str(fifo))
+    assert code == 2 and "a fifo or pipe nothing writes to" in err, err
+
+
+def test_a_saved_plan_past_its_bound_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_plan, "PLAN_JSON_MAX", 1000)
+    (tmp_path / "plan.json").write_text(" " * 1001 + "{}")
+    code, _, err = cli(capsys, "plan", "--from-json", str(tmp_path / "plan.json"))
+    assert code == 2 and "not a saved plan (larger than 0 MiB)" in err, err
