@@ -15,6 +15,7 @@ from pathlib import Path
 from gitprov.errors import Problem, UsageError, error
 from gitprov.importer.problems import TABLE
 from gitprov.macros import normalise_mac
+from gitprov.smallfile import NotAFile, read_small
 
 _HEADER_WORDS = frozenset({"mac", "mac address", "mac_address", "macaddress"})
 
@@ -42,8 +43,12 @@ def utf8(data: bytes) -> str | NotUtf8:
 def read_text(path: Path) -> str | NotUtf8:
     """A file the user named: one that cannot be read at all is a usage error."""
     try:
-        with path.open("rb") as f:
-            data = f.read(TABLE_MAX + 1)
+        # (a fifo nothing writes to waited for ever; `<(xlsx2csv …)` is read)
+        data = read_small(path, TABLE_MAX)
+    except NotAFile as exc:
+        raise UsageError(
+            f"{path} is {exc.what}, not a file", hint="give the file itself, or a pipe into it"
+        ) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
     if len(data) > TABLE_MAX:

@@ -9,6 +9,7 @@ import pytest
 from gitprov.cli import main
 from gitprov.importer import tables
 from gitprov.init import init_inventory
+from tests.fixtures.fifo import writerless_fifo
 
 CONF = (
     "DBID_DBASE_VERSION=41\n"
@@ -104,3 +105,18 @@ def test_a_table_past_its_bound_is_refused_before_it_is_read_whole(
     assert main([*repo, *argv, "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert f"{big} is larger than 1,024 bytes" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("table", ["csv", "--key-file", "--models"])
+def test_a_table_from_a_fifo_nothing_writes_to_is_refused(
+    top: Path, old: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    """`import csv FIFO` with no writer waited for ever."""
+    with writerless_fifo(tmp_path / "devices.csv") as fifo:
+        if table == "csv":
+            argv = ["import", "csv", str(fifo)]
+        else:
+            argv = ["import", "conf", str(old), "--model", "G502N", table, str(fifo)]
+        code = main(["--repo", str(top), *argv, "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{fifo} is a fifo or pipe nothing writes to, not a file" in err, err
