@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -657,6 +658,27 @@ def test_a_loose_object_of_garbage_is_damage_not_a_file_too_large(
         assert f"cannot read object {oid} (inventory/devices/0021f2011b19.yaml)" in err, err
         assert f"its file {path} is not a zlib stream (damaged)" in err, err
         assert "GP006" not in err and "git fsck" in err, err
+
+
+def test_a_loose_object_whose_header_says_more_bytes_is_damage_not_a_nul_in_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device's loose blob whose header says 10 bytes more than its stream holds: read
+    without a hash (see `_trust_stored_objects`), it came padded with NULs, and validate
+    said GP001 `character U+0000 is not allowed` (exit 1: fix the file)."""
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(example_files())
+    oid = str(repo.repo.revparse_single("main:inventory/devices/0021f2011b19.yaml").id)
+    path = repo.path / ".git" / "objects" / oid[:2] / oid[2:]
+    body = zlib.decompress(path.read_bytes()).partition(b"\0")[2]
+    path.chmod(0o644)
+    path.write_bytes(zlib.compress(b"blob %d\0" % (len(body) + 10) + body))
+    for command in ("validate", "versions"):
+        assert main(["--repo", str(repo.path), command]) == 2, command
+        err = capsys.readouterr().err
+        assert f"cannot read object {oid} (inventory/devices/0021f2011b19.yaml)" in err, err
+        assert "not the ones its name was made from" in err and "git fsck" in err, err
+        assert "GP001" not in err, err
 
 
 @pytest.mark.parametrize("garbage", [b"hello\nworld\n", bytes(range(256)) * 2])
