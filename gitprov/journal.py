@@ -655,6 +655,23 @@ class Journal:
         return [e for e in _read(self.path, strict=False, notes=[])]
 
 
+def highest_versions(state_dir: Path) -> dict[str, int]:
+    """Version key (MAC, or bootstrap/NAME) -> the highest version the journal says was
+    ever served under it ({} when there is no journal, or it cannot be read): what a
+    publish knows of the versions devices hold when the manifest's record is gone."""
+    out: dict[str, int] = {}
+    try:
+        for e in Journal(state_dir / JOURNAL).entries():
+            for c in e.changes:
+                for r in (*c.added, *c.changed):
+                    key = r.version_key()
+                    if key is not None and r.version is not None and r.version > out.get(key, 0):
+                        out[key] = r.version
+    except (OSError, JournalError):
+        return {}
+    return out
+
+
 class Tail(NamedTuple):
     time: datetime
     commit: str

@@ -1288,8 +1288,16 @@ def served_before(
     pending: Mapping[str, tuple[int, str]] | None = None,
 ) -> Overlay[tuple[int, str]]:
     """The versions served before this publish: the manifest's record, raised by those a
-    publish that did not finish may have served (see PENDING; `pending` when read)."""
+    publish that did not finish may have served (see PENDING; `pending` when read).
+    Without a manifest to read (deleted, torn), the journal's: a device keeps the number
+    it took, and a publish that started the record again from git history put an older
+    commit back under a lower one, which devices ignore. (Its body is not in the
+    journal: "" takes the same number as the same content, as a record made before
+    bodies were kept does.)"""
     served = served_versions(previous)
+    if previous is None:
+        for key, version in journal.highest_versions(state_dir).items():
+            served[key] = (version, "")
     for key, got in (read_pending(state_dir) if pending is None else pending).items():
         if got[0] > served.get(key, (0, ""))[0]:
             served[key] = got
@@ -1351,7 +1359,7 @@ def _unreadable_manifest(state_dir: Path) -> str:
     return (
         f"{path} could not be read (torn, edited, or not gitprov's): every served file "
         "was compared and the manifest written anew; the versions come from git history "
-        "as ever, but its record of the highest version served starts again here"
+        "as ever, and the highest version served to each device is taken from the journal"
     )
 
 

@@ -236,3 +236,76 @@ def test_a_publish_that_renamed_nothing_leaves_no_pending_record(
     code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
     assert code == 0, err
     assert _served_version(example_repo, base, capsys) == 1003
+
+
+@pytest.mark.parametrize("damage", ["deleted", "torn"])
+def test_a_lost_manifest_takes_the_versions_served_from_the_journal(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+) -> None:
+    """Before, a publish without a readable manifest started its record of the versions
+    served from git history: the older commit went back under 1001 after 1002 was served,
+    and exit 0."""
+    base = tmp_path / "out"
+    first = str(example_repo.repo.head.target)
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    text = example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")
+    second = example_repo.commit({DEVICE: text}, "rename the meeting room")
+    code, _, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", second, *root_args(base)
+    )
+    assert code == 0, err
+    assert _served_version(example_repo, base, capsys) == 1002
+    path = base / "state" / MANIFEST
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+
+    code, _, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", first, *root_args(base)
+    )
+    assert code == 1 and "already passed" in err and "served 1002" in err, err
+    assert _served_version(example_repo, base, capsys) == 1002
+    code, _, err = _run(
+        capsys,
+        "--repo",
+        str(example_repo.path),
+        "publish",
+        "--rev",
+        first,
+        "--force",
+        *root_args(base),
+    )
+    assert code == 0, err
+    # (the journal keeps no body to tell the older content by: never lower, at least)
+    assert _served_version(example_repo, base, capsys) == 1002
+
+
+def test_a_lost_manifest_republishes_the_served_commit_under_its_numbers(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The journal keeps no file's body: the commit served, published again, keeps its
+    numbers rather than being refused or raised."""
+    base = tmp_path / "out"
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    text = example_repo.files[DEVICE].replace(b"Meeting room", b"Board room")
+    second = example_repo.commit({DEVICE: text}, "rename the meeting room")
+    code, _, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", second, *root_args(base)
+    )
+    assert code == 0, err
+    (base / "state" / MANIFEST).unlink()
+    code, _, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", second, *root_args(base)
+    )
+    assert code == 0, err
+    assert _served_version(example_repo, base, capsys) == 1002
