@@ -606,8 +606,17 @@ class Journal:
         """Write `entry` as one line with one `write` (O_APPEND) and fsync it; a torn
         last line (no newline) is ended first, and the entry says so."""
         existed = self.path.exists()
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(self.path, flags, 0o640)
+        # (O_NOFOLLOW: an append through a link wrote the entry into whatever file it
+        # named, /etc/passwd as well, or made the file a dangling link names)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.path, flags, 0o640)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise statejson.NotRegular(
+                    errno.ELOOP, "a symbolic link, not the journal", str(self.path)
+                ) from exc
+            raise
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

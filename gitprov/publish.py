@@ -1401,8 +1401,8 @@ def _journal(
 
 def _journal_not_regular(what: str, where: Path) -> StateDirError:
     return StateDirError(
-        f"{what} the journal {where} is not a regular file (a fifo, a device, or a link "
-        "to one): no entry was appended",
+        f"{what} the journal {where} is not a regular file (a fifo, a device, or a "
+        "symbolic link): no entry was appended",
         hint="move it aside and publish again: a journal starts anew with the entry, "
         "marked recovered",
     )

@@ -948,6 +948,41 @@ def test_a_state_file_that_is_no_regular_file_never_hangs_nor_floods_memory(
         assert published is not None and published.commit == head
 
 
+@pytest.mark.parametrize("target", ["a file", "nowhere"])
+def test_a_journal_that_is_a_symbolic_link_is_never_appended_through(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+) -> None:
+    """The journal's append followed a link: one put in its place to /etc/passwd got
+    the publish's entry appended to it (exit 0), and a dangling one made the file it
+    names, outside the state dir. Now neither is written: exit 2, as for a fifo."""
+    roots = root_args(tmp_path)
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *roots)
+    assert code == 0, err
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    named = outside / "passwd"
+    if target == "a file":
+        named.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    path = tmp_path / "state" / "journal.jsonl"
+    path.unlink()
+    path.symlink_to(named)
+    device = "inventory/devices/0021f2011b20.yaml"
+    example_repo.commit(
+        {device: example_repo.files[device].replace(b"Meeting room", b"Board room")}, "rename"
+    )
+    code, _, err = run(capsys, "--repo", str(example_repo.path), "publish", *roots)
+    assert code == 2 and "symbolic link" in err, err
+    if target == "a file":
+        assert named.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+    else:
+        assert not named.exists()
+    assert path.is_symlink()  # (left for its operator to move aside)
+
+
 @pytest.mark.parametrize("where", ["--config", "--state-dir", "the inventory"])
 def test_a_path_with_a_nul_is_a_usage_error_not_a_crash(
     example_repo: GitRepo,
