@@ -23,6 +23,7 @@ version numbers only (the files served are encrypted; their keys are never known
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import logging
 import os
@@ -154,14 +155,19 @@ class FetchLog:
         clock: Callable[[], datetime.datetime] = _now,
     ) -> None:
         try:
-            self._fd: int | None = os.open(
-                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _MODE
+            # (O_NONBLOCK: a fifo nothing reads blocked the open for ever, and serve with
+            # it, deaf to SIGTERM; one a reader holds is opened, and written as ever)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, _MODE
             )
         except OSError as exc:
+            why = "a fifo nothing reads" if exc.errno == errno.ENXIO else exc.strerror
             raise UsageError(  # (the operator's path: an environment error, exit 2)
-                f"cannot open the fetch log {path}: {exc.strerror}",
+                f"cannot open the fetch log {path}: {why}",
                 hint="give --fetch-log a file in a writable directory, or --no-fetch-log",
             ) from exc
+        os.set_blocking(fd, True)
+        self._fd: int | None = fd
         self.path = path
         self._versions = versions
         self._clock = clock

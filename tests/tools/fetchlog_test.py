@@ -465,3 +465,38 @@ def test_the_fleet_settings_state_dir_is_the_default(example_repo: GitRepo) -> N
     (work / "var" / "state").mkdir()
     said = first_lines()
     assert said[2:] == [f"fetch log: {work / 'var' / 'state' / 'fetch.log'}"], said
+
+
+def test_a_fifo_nothing_reads_as_the_fetch_log_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A fifo at STATE_DIR/fetch.log blocked `serve` in the log's open for ever, SIGTERM
+    and all (the open is retried after the handler). Now: exit 2, naming it."""
+    fifo = tmp_path / "fetch.log"
+    os.mkfifo(fifo)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from gitprov.errors import UsageError\n"
+        "from gitprov.tools.fetchlog import FetchLog\n"
+        "try:\n"
+        "    FetchLog(Path(sys.argv[1]))\n"
+        "except UsageError as exc:\n"
+        "    print(exc.message)\n"
+        "    sys.exit(2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2 and "a fifo nothing reads" in done.stdout, done
+
+
+def test_a_fifo_a_reader_holds_still_takes_the_fetch_log(tmp_path: Path) -> None:
+    fifo = tmp_path / "fetch.log"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        log = FetchLog(fifo)
+        log._append(b'{"x":1}\n')
+        log.close()
+        assert os.read(reader, 100) == b'{"x":1}\n'
+    finally:
+        os.close(reader)
