@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from gitprov.errors import UsageError
@@ -573,10 +573,65 @@ class _Context:
 # --- reading -----------------------------------------------------------------------------
 
 
+class _Prefixed(io.RawIOBase):
+    """A pipe whose first bytes were read to tell it has a writer: those, then the rest."""
+
+    def __init__(self, first: bytes, fd: int) -> None:
+        super().__init__()
+        self._first = first
+        self._file = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._first:
+            n = min(len(buffer), len(self._first))
+            buffer[:n] = self._first[:n]
+            self._first = self._first[n:]
+            return n
+        return self._file.readinto(buffer) or 0
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _opened(path: Path) -> BinaryIO:
+    """The log at `path` opened for reading. A fifo nothing writes to blocked the open
+    for ever (`fleet` at a fifo in place of STATE_DIR/fetch.log): opened without
+    blocking, it is read as an empty log."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+            return open(fd, "rb")
+        first: bytes | None = b""
+        # (a writer blocked in its open of the fifo is woken by this open, and connects
+        # a moment later: a second, not for ever)
+        for _ in range(100):
+            try:
+                first = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                first = None  # a writer that has written nothing yet
+            if first != b"":
+                break
+            time.sleep(0.01)
+        # (still nothing: no writer, or one that closed without a line: an empty log)
+        os.set_blocking(fd, True)
+        return io.BufferedReader(_Prefixed(first or b"", fd))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(the stream of lines, the raw file for progress): gunzipped when it is gzip."""
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        raw = _opened(path)
     except IsADirectoryError:
         raise UsageError(f"--log {path}: is a directory", hint="give a log file") from None
     except OSError as exc:

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,45 @@ def test_the_default_log_and_usage_errors(
     assert main(fleet(state, [str(tmp_path / "missing.log")])) == 2
     err = capsys.readouterr().err
     assert "missing.log: cannot read it" in err and "Traceback" not in err
+
+
+def test_a_fifo_nothing_writes_to_in_place_of_the_fetch_log_is_an_empty_log(
+    logs: tuple[Path, list[str]],
+) -> None:
+    """`fleet` at a fifo in place of STATE_DIR/fetch.log waited in its open for ever."""
+    state, _ = logs
+    (state / "fetch.log").unlink()
+    os.mkfifo(state / "fetch.log")
+    done = subprocess.run(
+        [sys.executable, "-m", "gitprov", *fleet(state, [], "--format", "json")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done
+    assert json.loads(done.stdout)["summary"]["never"] == 3
+
+
+def test_a_pipe_a_command_writes_into_is_read_as_a_log(
+    logs: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, _ = logs
+    data = (state / "fetch.log").read_bytes()
+    read, written = os.pipe()
+
+    def write() -> None:
+        os.write(written, data)
+        os.close(written)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        code = main(fleet(state, [f"/proc/self/fd/{read}"], "--format", "json"))
+    finally:
+        writer.join()
+        os.close(read)
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["summary"]["current"] == 1
 
 
 def test_html_into_a_directory_that_does_not_exist_is_refused_and_makes_none(
