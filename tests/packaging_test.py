@@ -139,7 +139,7 @@ def test_the_wheel_works_outside_the_checkout(installed: Path, tmp_path: Path) -
     assert done.returncode == 0 and json.loads(done.stdout)["params"], done.stderr
     done = gitprov_in(installed, top, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    # The console script, as a user types it: the same program (gitprov.cli:entry).
+    # The console script, as a user types it: the same program (gitprov._start:run).
     script = subprocess.run(
         [str(installed / "bin" / "gitprov"), "versions", "--format", "json"],
         cwd=top, capture_output=True, text=True, check=False, timeout=120,

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from gitprov.cli import init as cli_init
 from gitprov.cli import plan as cli_plan
 from gitprov.crypto import Cipher, Mode
 from gitprov.tools.serve import HTTP_MAX_CONNECTIONS, TftpLimits
-from tests.fixtures.gitrepo import GitRepo
+from tests.fixtures.gitrepo import ROOT, GitRepo
 
 HEAVY = ("pygit2", "jsonschema", "cryptography", "gitprov.pipeline", "gitprov.app")
 
@@ -192,6 +193,21 @@ def test_an_interrupt_while_gitprov_loads_says_so_with_130(tmp_path: Path) -> No
         capture_output=True,
         text=True,
         check=False,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "gitprov: interrupted\n", done.stderr
+
+
+def test_an_interrupt_while_the_console_script_loads_says_so_with_130(tmp_path: Path) -> None:
+    """The installed `gitprov` command imports what pyproject.toml names, not
+    gitprov.__main__: gitprov.cli:entry's import printed its traceback on a Ctrl-C."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["gitprov"].partition(":")
+    # (as pip's console script calls it)
+    call = f"from {module} import {function}\nsys.exit({function}())\n"
+    program = INTERRUPTED_IMPORT.replace('runpy.run_module("gitprov", run_name="__main__")\n', call)
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert done.returncode == 130, done.stderr
     assert done.stderr == "gitprov: interrupted\n", done.stderr
