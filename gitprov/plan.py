@@ -22,6 +22,7 @@ import operator
 import os
 import re
 import shutil
+import stat
 import sys
 import threading
 from array import array
@@ -1037,6 +1038,27 @@ class Plan:
         return not self.actions
 
 
+def _holds(path: Path, sha256: str | None) -> bool:
+    """Whether the regular file `path` holds the bytes of this sha256 (not a link)."""
+    if sha256 is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return digest.hexdigest() == sha256
+
+
 def plan(
     wanted: Mapping[str, bytes] | Collection[str],
     roots: Sequence[Path],
@@ -1048,6 +1070,7 @@ def plan(
     clean: bool = False,
     as_recorded: Set[str] = frozenset(),
     surveyed: Survey | None = None,
+    unrecorded: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compare the wanted files (name -> bytes, the same in every root; only names with
     `digests`) with each root on disk. Files of ours that are no longer wanted are
@@ -1061,7 +1084,9 @@ def plan(
     the wanted bytes) saves hashing them again; `as_recorded` names wanted files known
     to be the bytes `previous` records (taken over from it: no digest compared).
     `surveyed`: the stats of `previous`'s files and the roots' listings, taken ahead
-    (it must be the manifest the survey was made for)."""
+    (it must be the manifest the survey was made for). `unrecorded` (name -> sha256)
+    names the files a publish that did not finish may have written: one found with
+    those bytes is ours, removed when no longer wanted."""
     if digests is None:
         assert isinstance(wanted, Mapping)
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in wanted.items()}
@@ -1155,7 +1180,7 @@ def plan(
                 unchanged += 1
                 kept[name] = st
         for name in sorted(view.extras):
-            if name in ours or name in stale:
+            if name in ours or name in stale or _holds(root / name, (unrecorded or {}).get(name)):
                 actions.append(FileAction(key, name, Action.REMOVE))
             else:
                 unknown.append((key, name))

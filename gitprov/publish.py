@@ -1282,6 +1282,17 @@ def read_pending(state_dir: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
+def read_pending_files(state_dir: Path) -> dict[str, str]:
+    """The files a publish that did not finish may have renamed into the roots, by name,
+    with the sha256 of their bytes ({} when none, or unreadable: see read_pending)."""
+    try:
+        raw = statejson.loads(statejson.read_state(state_dir / PENDING))
+        files = raw.get("files", {})
+        return {str(k): v for k, v in files.items() if isinstance(v, str)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
 def served_before(
     state_dir: Path,
     previous: Manifest | None,
@@ -1304,12 +1315,14 @@ def served_before(
     return served
 
 
-def _put_back_pending(state_dir: Path, pending: Mapping[str, tuple[int, str]]) -> None:
+def _put_back_pending(
+    state_dir: Path, pending: Mapping[str, tuple[int, str]], files: Mapping[str, str]
+) -> None:
     """The pending record as it was before a publish that renamed nothing (best effort:
     a record left lists versions no higher than a publish could have served)."""
     with contextlib.suppress(OSError, PublishError):
         if pending:
-            _note_pending(state_dir, pending, set(pending))
+            _note_pending(state_dir, pending, set(pending), files)
         else:
             os.unlink(state_dir / PENDING)
 
@@ -1333,10 +1346,22 @@ def _check_manifest_place(state_dir: Path) -> None:
         )
 
 
-def _note_pending(state_dir: Path, served: Mapping[str, tuple[int, str]], keys: set[str]) -> None:
-    """Record, durably, the versions of `keys` about to be served (see PENDING); a
+def _note_pending(
+    state_dir: Path,
+    served: Mapping[str, tuple[int, str]],
+    keys: set[str],
+    files: Mapping[str, str],
+) -> None:
+    """Record, durably, the versions of `keys` about to be served and the `files` about
+    to be renamed into the roots (name -> sha256 of the bytes; see PENDING); a
     PublishError before anything is written when it cannot be."""
-    record = {"format": 1, "served": {k: list(served[k]) for k in sorted(keys)}}
+    record = {
+        "format": 1,
+        "served": {k: list(served[k]) for k in sorted(keys)},
+        # (a file of these that the next publish does not want is gitprov's to remove:
+        # no manifest lists it, and left alone it went on serving a removed device)
+        "files": dict(sorted(files.items())),
+    }
     try:
         write_atomic(state_dir / PENDING, statejson.dumps(record, newline=True))
     except OSError as exc:
@@ -2789,6 +2814,7 @@ def _publish_locked(
     digests: Mapping[str, str] = {a.name: a.sha256_data for a in files}
     if carried:
         digests = WantedDigests(digests, carried)
+    pending_files = read_pending_files(targets.state_dir)
     the_plan = plan(
         digests,
         roots,
@@ -2799,6 +2825,7 @@ def _publish_locked(
         clean=True,
         as_recorded=carried.keys(),
         surveyed=surveyed,
+        unrecorded=pending_files,
     )
     # The bytes of what is written, and only of that: a carried file is read here, before
     # anything is written (CarriedUnreadable: nothing is).
@@ -2882,7 +2909,8 @@ def _publish_locked(
         def note() -> None:
             # (just before the first rename: a publish that fails or dies while it stages
             # leaves no record of versions it never served)
-            _note_pending(targets.state_dir, served, raised | pending.keys())
+            files = {**pending_files, **{name: digests[name] for name in wanted}}
+            _note_pending(targets.state_dir, served, raised | pending.keys(), files)
             noted.append(True)
 
         def before_renames() -> None:
@@ -2895,7 +2923,8 @@ def _publish_locked(
             the_plan, wanted, roots, progress, before_renames
         )
         if noted and not touched and len(failures) == len(roots):
-            _put_back_pending(targets.state_dir, pending)  # (nothing was renamed)
+            # (nothing was renamed)
+            _put_back_pending(targets.state_dir, pending, pending_files)
         if len(failures) == len(roots) and not touched:
             root, why = next(iter(failures.items()))
             raise PublishError(
@@ -2948,7 +2977,7 @@ def _publish_locked(
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
     manifest = replace(manifest, sha256=digest.hexdigest())
-    if raised or pending:
+    if raised or pending or pending_files:
         # (the manifest records them now; a removal lost in a crash leaves numbers no
         # higher than its own, which change nothing)
         with contextlib.suppress(OSError):

@@ -309,3 +309,54 @@ def test_a_lost_manifest_republishes_the_served_commit_under_its_numbers(
     )
     assert code == 0, err
     assert _served_version(example_repo, base, capsys) == 1002
+
+
+def test_a_file_a_publish_that_did_not_finish_added_goes_when_the_next_commit_lacks_it(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A publish that added a device and could not write its manifest; the next publish,
+    of a commit without that device, called its file `not written by gitprov; left
+    alone`, and the roots went on serving the device no commit published had. The
+    pending record names the files it renamed: one still holding those bytes is ours,
+    and removed; a file put there by hand is still left alone."""
+    base = tmp_path / "out"
+    first = str(example_repo.repo.head.target)
+    code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
+    assert code == 0, err
+    files = dict(example_repo.files)
+    added = "inventory/devices/0021f2a0c0ff.yaml"
+    text = (
+        files[DEVICE]
+        .replace(b"00:21:f2:01:1b:20", b"00:21:f2:a0:c0:ff")
+        .replace(b'"2010"', b'"2099"')
+    )
+    assert text.count(b"2099") == 2
+    second = example_repo.commit({added: text}, "add a desk")
+    _renamed_then_failed(example_repo, base, capsys, monkeypatch, second)
+    name = "fv0021f2a0c0ff.conf"
+    assert (base / "http" / name).is_file() and (base / "tftp" / name).is_file()
+    (base / "http" / "by-hand.conf").write_bytes(b"not gitprov's")
+    other = "inventory/devices/0021f2011b19.yaml"
+    sibling = example_repo.commit(
+        {other: files[other] + b"# another device's change\n"},
+        "a sibling of the unfinished one",
+        branch="sibling",
+        parents=[first],
+        base=files,
+    )
+    code, out, err = _run(
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", sibling, *root_args(base)
+    )
+    assert code == 0, err
+    assert not (base / "http" / name).exists() and not (base / "tftp" / name).exists()
+    assert f"{name} was not written by gitprov" not in out + err
+    assert "by-hand.conf was not written by gitprov; left alone" in out + err
+    assert (base / "http" / "by-hand.conf").read_bytes() == b"not gitprov's"
+    assert not (base / "state" / publishing.PENDING).exists()
+    # The number it served stays recorded: the device added again continues above it.
+    manifest = load_manifest(base / "state")
+    assert manifest is not None and manifest.served_record["0021f2a0c0ff"][0] == 1001
