@@ -2298,6 +2298,8 @@ def _already_published(
         )
         if unknown is None or (prune_unknown and unknown):
             return None
+        if unknown and read_pending_files(where.state_dir).keys() & {n for _, n in unknown}:
+            return None  # a file a publish that did not finish left: the build removes it
         if not stage_intact(where, cid, verify=verify):
             return None
         if previous is None:

@@ -43,8 +43,10 @@ def _renamed_then_failed(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     rev: str,
+    *more: str,
 ) -> None:
-    """Publish `rev` with the manifest's write failing as a full disk makes it fail."""
+    """Publish `rev` (with `more` options) with the manifest's write failing as a full
+    disk makes it fail."""
     real = publishing._write_hashed
 
     def full(path: Path, *args: object, **kwargs: object) -> None:
@@ -53,7 +55,8 @@ def _renamed_then_failed(
         real(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(publishing, "_write_hashed", full)
-    code, _, err = _run(capsys, "--repo", str(repo.path), "publish", "--rev", rev, *root_args(base))
+    argv = ["--repo", str(repo.path), "publish", "--rev", rev, *more, *root_args(base)]
+    code, _, err = _run(capsys, *argv)
     monkeypatch.setattr(publishing, "_write_hashed", real)
     assert code == 1 and "the files are in place but the manifest could not be" in err, err
 
@@ -311,18 +314,21 @@ def test_a_lost_manifest_republishes_the_served_commit_under_its_numbers(
     assert _served_version(example_repo, base, capsys) == 1002
 
 
+@pytest.mark.parametrize("again", [False, True])
 def test_a_file_a_publish_that_did_not_finish_added_goes_when_the_next_commit_lacks_it(
     example_repo: GitRepo,
     private_key: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    again: bool,
 ) -> None:
     """A publish that added a device and could not write its manifest; the next publish,
     of a commit without that device, called its file `not written by gitprov; left
-    alone`, and the roots went on serving the device no commit published had. The
-    pending record names the files it renamed: one still holding those bytes is ours,
-    and removed; a file put there by hand is still left alone."""
+    alone`, and the roots went on serving the device no commit published had; the
+    published commit `again` said `already published; nothing to write`. The pending
+    record names the files it renamed: one still holding those bytes is ours, and
+    removed; a file put there by hand is still left alone."""
     base = tmp_path / "out"
     first = str(example_repo.repo.head.target)
     code, _, err = _run(capsys, "--repo", str(example_repo.path), "publish", *root_args(base))
@@ -341,15 +347,19 @@ def test_a_file_a_publish_that_did_not_finish_added_goes_when_the_next_commit_la
     assert (base / "http" / name).is_file() and (base / "tftp" / name).is_file()
     (base / "http" / "by-hand.conf").write_bytes(b"not gitprov's")
     other = "inventory/devices/0021f2011b19.yaml"
-    sibling = example_repo.commit(
-        {other: files[other] + b"# another device's change\n"},
-        "a sibling of the unfinished one",
-        branch="sibling",
-        parents=[first],
-        base=files,
+    rev = (
+        first
+        if again
+        else example_repo.commit(
+            {other: files[other] + b"# another device's change\n"},
+            "a sibling of the unfinished one",
+            branch="sibling",
+            parents=[first],
+            base=files,
+        )
     )
     code, out, err = _run(
-        capsys, "--repo", str(example_repo.path), "publish", "--rev", sibling, *root_args(base)
+        capsys, "--repo", str(example_repo.path), "publish", "--rev", rev, *root_args(base)
     )
     assert code == 0, err
     assert not (base / "http" / name).exists() and not (base / "tftp" / name).exists()
@@ -360,3 +370,47 @@ def test_a_file_a_publish_that_did_not_finish_added_goes_when_the_next_commit_la
     # The number it served stays recorded: the device added again continues above it.
     manifest = load_manifest(base / "state")
     assert manifest is not None and manifest.served_record["0021f2a0c0ff"][0] == 1001
+
+
+def test_a_file_added_again_at_a_number_already_recorded_is_in_the_pending_record(
+    example_repo: GitRepo,
+    private_key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device added, then removed, then its commit put back with --force: its number
+    was recorded already, so that publish raised none and wrote no pending record
+    before its renames. Cut short, it left the file served with nothing naming it, and
+    the next commit without the device left it alone as not gitprov's."""
+    base = tmp_path / "out"
+    repo = str(example_repo.path)
+    code, _, err = _run(capsys, "--repo", repo, "publish", *root_args(base))
+    assert code == 0, err
+    added = "inventory/devices/0021f2a0c0ff.yaml"
+    text = (
+        example_repo.files[DEVICE]
+        .replace(b"00:21:f2:01:1b:20", b"00:21:f2:a0:c0:ff")
+        .replace(b'"2010"', b'"2099"')
+    )
+    second = example_repo.commit({added: text}, "add a desk")
+    third = example_repo.commit({added: None}, "remove it")
+    for rev in (second, third):
+        code, _, err = _run(capsys, "--repo", repo, "publish", "--rev", rev, *root_args(base))
+        assert code == 0, err
+    name = "fv0021f2a0c0ff.conf"
+    assert not (base / "http" / name).exists()
+    _renamed_then_failed(example_repo, base, capsys, monkeypatch, second, "--force")
+    assert (base / "http" / name).is_file()
+    fourth = example_repo.commit({DEVICE: example_repo.files[DEVICE] + b"# x\n"}, "other")
+    code, out, err = _run(capsys, "--repo", repo, "publish", "--rev", fourth, *root_args(base))
+    assert code == 0, err
+    assert f"{name} was not written by gitprov" not in out + err
+    assert not (base / "http" / name).exists() and not (base / "tftp" / name).exists()
+    assert not (base / "state" / publishing.PENDING).exists()
+    # A publish that completes leaves no record, whatever made it write one.
+    code, _, err = _run(
+        capsys, "--repo", repo, "publish", "--rev", second, "--force", *root_args(base)
+    )
+    assert code == 0, err
+    assert not (base / "state" / publishing.PENDING).exists()
