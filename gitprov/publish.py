@@ -2880,6 +2880,7 @@ def _publish_locked(
         and not previous.lagging()
         and whole(previous.served) == whole(served)
     )
+    noted: list[bool] = []
     if nothing_to_write:
         assert previous is not None
         same_record = (
@@ -2906,7 +2907,6 @@ def _publish_locked(
         written: dict[str, dict[str, Stat]] = {}
     else:
         _check_manifest_place(targets.state_dir)
-        noted: list[bool] = []
 
         def note() -> None:
             # (just before the first rename: a publish that fails or dies while it stages
@@ -2918,7 +2918,9 @@ def _publish_locked(
         def before_renames() -> None:
             if held is not None:
                 held.hold()
-            if raised:
+            # (a name no manifest lists, at a number recorded already: a device added
+            # again as it was; left unnamed, it would stay served as not gitprov's)
+            if raised or any(name not in old_files for name in wanted):
                 note()
 
         failures, leftovers, touched, written = _apply(
@@ -2979,7 +2981,7 @@ def _publish_locked(
             hint="free space in the state dir and publish again (it converges)",
         ) from exc
     manifest = replace(manifest, sha256=digest.hexdigest())
-    if raised or pending or pending_files:
+    if raised or pending or pending_files or noted:
         # (the manifest records them now; a removal lost in a crash leaves numbers no
         # higher than its own, which change nothing)
         with contextlib.suppress(OSError):
