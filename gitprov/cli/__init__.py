@@ -340,8 +340,8 @@ def _main(argv: Sequence[str] | None) -> int:
             out.warn(f"    hint: {line_safe(exc.hint)}")
         return 1
     except GitprovError as exc:
-        # (the last guard: a message names paths from the environment, a config file or
-        # a key file, and an ESC in one reached the terminal as itself)
+        # (escaped whole, a line break too: a message is one line, and one naming a path
+        # from the environment, a config file or a key file showed an ESC as itself)
         out.warn(f"gitprov: error: {line_safe(exc.message)}")
         if exc.hint:
             out.warn(f"    hint: {line_safe(exc.hint)}")
