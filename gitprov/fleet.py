@@ -48,6 +48,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from gitprov.errors import UsageError
 from gitprov.macros import normalise_mac
 from gitprov.plan import MANIFEST, Kind, Manifest, load_manifest
+from gitprov.smallfile import fifo_first
 from gitprov.tools.serve import mac_part, other_mac_spelling
 
 __all__ = [
@@ -609,18 +610,9 @@ def _opened(path: Path) -> BinaryIO:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             os.set_blocking(fd, True)
             return open(fd, "rb")
-        first: bytes | None = b""
-        # (a writer blocked in its open of the fifo is woken by this open, and connects
-        # a moment later: a second, not for ever)
-        for _ in range(100):
-            try:
-                first = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                first = None  # a writer that has written nothing yet
-            if first != b"":
-                break
-            time.sleep(0.01)
-        # (still nothing: no writer, or one that closed without a line: an empty log)
+        # (a writer blocked in its open of the fifo gets a second to connect; still
+        # nothing then: no writer, or one that closed without a line: an empty log)
+        first = fifo_first(fd, 1 << 16, wait=1.0)
         os.set_blocking(fd, True)
         return io.BufferedReader(_Prefixed(first or b"", fd))
     except BaseException:

@@ -671,11 +671,8 @@ def highest_versions(state_dir: Path) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
         for e in Journal(state_dir / JOURNAL).entries():
-            for c in e.changes:
-                for r in (*c.added, *c.changed):
-                    key = r.version_key()
-                    if key is not None and r.version is not None and r.version > out.get(key, 0):
-                        out[key] = r.version
+            for key, version in _versions(e.changes).items():
+                out[key] = max(version, out.get(key, 0))
     except (OSError, JournalError):
         return {}
     return out

@@ -22,7 +22,6 @@ import operator
 import os
 import re
 import shutil
-import stat
 import sys
 import threading
 from array import array
@@ -1039,24 +1038,9 @@ class Plan:
 
 
 def _holds(path: Path, sha256: str | None) -> bool:
-    """Whether the regular file `path` holds the bytes of this sha256 (not a link)."""
-    if sha256 is None:
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return digest.hexdigest() == sha256
+    """Whether the served file `path` holds the bytes of this sha256 (see sha256_file:
+    a link, a fifo or a device in its place never does)."""
+    return sha256 is not None and sha256_file(path) == sha256
 
 
 def plan(

@@ -1269,28 +1269,24 @@ def read_pending(state_dir: Path) -> dict[str, tuple[int, str]]:
     """The versions a publish that did not finish may have served ({} when none, or
     when the record cannot be read: it is written whole by a rename, so that is a hand's
     doing)."""
+    return _pending_record(state_dir)[0]
+
+
+def _pending_record(state_dir: Path) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """The pending record (see PENDING): the versions a publish that did not finish may
+    have served (see read_pending), and the files it may have renamed into the roots, by
+    name, with the sha256 of their bytes. Both {} when there is none, or it is no record."""
     try:
         raw = statejson.loads(statejson.read_state(state_dir / PENDING))
-        served = raw["served"]
-        out = {
+        served = {
             str(k): (int(v[0]), str(v[1]))
-            for k, v in served.items()
+            for k, v in raw["served"].items()
             if isinstance(v, list) and len(v) == 2 and type(v[0]) is int
         }
+        files = {str(k): v for k, v in raw.get("files", {}).items() if isinstance(v, str)}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
-    return out
-
-
-def read_pending_files(state_dir: Path) -> dict[str, str]:
-    """The files a publish that did not finish may have renamed into the roots, by name,
-    with the sha256 of their bytes ({} when none, or unreadable: see read_pending)."""
-    try:
-        raw = statejson.loads(statejson.read_state(state_dir / PENDING))
-        files = raw.get("files", {})
-        return {str(k): v for k, v in files.items() if isinstance(v, str)}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
+        return {}, {}
+    return served, files
 
 
 def served_before(
@@ -2298,7 +2294,7 @@ def _already_published(
         )
         if unknown is None or (prune_unknown and unknown):
             return None
-        if unknown and read_pending_files(where.state_dir).keys() & {n for _, n in unknown}:
+        if unknown and _pending_record(where.state_dir)[1].keys() & {n for _, n in unknown}:
             return None  # a file a publish that did not finish left: the build removes it
         if not stage_intact(where, cid, verify=verify):
             return None
@@ -2816,7 +2812,9 @@ def _publish_locked(
     digests: Mapping[str, str] = {a.name: a.sha256_data for a in files}
     if carried:
         digests = WantedDigests(digests, carried)
-    pending_files = read_pending_files(targets.state_dir)
+    # (a publish that did not finish: the versions it may have served, the files it may
+    # have renamed)
+    pending, pending_files = _pending_record(targets.state_dir)
     the_plan = plan(
         digests,
         roots,
@@ -2846,7 +2844,6 @@ def _publish_locked(
     old_files = previous.files if previous else {}
     # The versions served: the previous record, which holds every carried file's already
     # (raised by those of a publish that did not finish, see PENDING).
-    pending = read_pending(targets.state_dir)
     served = served_before(targets.state_dir, previous, pending)
     raised: set[str] = set()
     lowered: list[tuple[str, int, int]] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 
@@ -36,10 +37,7 @@ def read_small(path: str | Path, limit: int) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISFIFO(mode):
-            try:
-                first = os.read(fd, limit + 1)
-            except BlockingIOError:
-                first = None  # a writer that has written nothing yet
+            first = fifo_first(fd, limit + 1)
             if first == b"":
                 # (no writer, or one that closed without a byte: both leave nothing to
                 # read, and with no writer yet, none may ever come)
@@ -52,6 +50,23 @@ def read_small(path: str | Path, limit: int) -> bytes:
         return _read_to(fd, b"", limit + 1)
     finally:
         os.close(fd)
+
+
+def fifo_first(fd: int, size: int, wait: float = 0.0) -> bytes | None:
+    """Up to `size` first bytes of the fifo or pipe at `fd`, opened without blocking:
+    b"" when nothing writes to it (no writer, or one that closed without a byte), None
+    when a writer holds it and has written nothing yet. With `wait`, a writer blocked
+    in its own open() of the fifo, which the reader's open wakes and which connects a
+    moment later, is given that many seconds to."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            first = os.read(fd, size)
+        except BlockingIOError:
+            return None
+        if first or time.monotonic() >= deadline:
+            return first
+        time.sleep(0.01)
 
 
 def _read_to(fd: int, data: bytes, most: int) -> bytes:
